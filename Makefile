@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint stop worker dev bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## start the dev server and a worker, run an example agent offline
+	$(BIN)/onward demo
+
+test: $(STAMP) lint  ## lint, type-check and run the whole test suite
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+stop: $(STAMP)  ## stop the background dev server started by `make demo`
+	$(BIN)/onward dev stop
+
+worker: $(STAMP)
+	$(BIN)/onward worker
+
+dev: $(STAMP)
+	$(BIN)/onward dev
+
+bench: $(STAMP)
+	$(BIN)/python bench/overhead.py
+
+clean: stop
+	rm -rf $(VENV) .onward

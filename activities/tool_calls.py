@@ -1,0 +1,109 @@
+"""The tool activities: what a worker offers a run, and one tool call."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.heartbeat import heartbeating
+from activities.tools.registry import Tool, ToolContext, ToolRegistry
+from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
+from onward.errors import ToolError, ToolRetryableError
+
+__all__ = ["ToolActivities", "format_validation_error", "truncate"]
+
+
+def truncate(text: str, limit: int) -> tuple[str, bool]:
+    """Cut ``text`` to ``limit`` characters, saying so at the end."""
+    if len(text) <= limit:
+        return text, False
+    note = f"\n[truncated: showing {limit} of {len(text)} characters]"
+    return text[:limit] + note, True
+
+
+def format_validation_error(tool_name: str, err: ValidationError) -> str:
+    """One line per problem, naming the argument: readable by a model and a person."""
+    problems = []
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return f"invalid arguments for {tool_name}: " + "; ".join(problems)
+
+
+class ToolActivities:
+    """Activities over one :class:`ToolRegistry` and workspace, created in ``worker.py``."""
+
+    def __init__(
+        self,
+        registry: ToolRegistry,
+        workspace: Path,
+        search_attributes: Sequence[str] = (),
+    ) -> None:
+        self._registry = registry
+        self._workspace = workspace
+        self._search_attributes = list(search_attributes)
+
+    @activity.defn(name="describe_worker")
+    async def describe_worker(self, request: WorkerDescriptionRequest) -> WorkerDescription:
+        """Specs of the tools a run asked for (all built-ins when it named none)."""
+        names = self._registry.builtin_names() if request.tools is None else request.tools
+        found: list[Tool] = []
+        unknown: list[str] = []
+        for name in names:
+            item = self._registry.get(name)
+            if item is None:
+                unknown.append(name)
+            else:
+                found.append(item)
+        return WorkerDescription(
+            tools=[item.spec() for item in found],
+            unknown=unknown,
+            available=self._registry.names(),
+            search_attributes=self._search_attributes,
+        )
+
+    @activity.defn(name="execute_tool")
+    async def execute_tool(self, request: ToolRequest) -> ToolOutcome:
+        """Run one tool call. Failures the model should hear about come back as outcomes."""
+        item = self._registry.get(request.name)
+        if item is None:
+            known = ", ".join(self._registry.names())
+            return ToolOutcome(error=f"unknown tool {request.name!r} (this worker has: {known})")
+        try:
+            args = item.args_model.model_validate(request.arguments)
+        except ValidationError as err:
+            return ToolOutcome(error=format_validation_error(item.name, err))
+        context = ToolContext(
+            idempotency_key=request.idempotency_key,
+            call_id=request.call_id,
+            workspace=self._workspace,
+        )
+        try:
+            async with heartbeating():
+                content = await _call(item, args, context)
+        except ToolRetryableError as err:
+            raise ApplicationError(str(err), type="ToolRetryableError") from err
+        except ToolError as err:
+            return ToolOutcome(error=str(err))
+        except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model
+            activity.logger.warning("tool %s raised", item.name, exc_info=True)
+            return ToolOutcome(error=f"{type(err).__name__}: {err}")
+        text, cut = truncate(content, item.max_result_chars)
+        return ToolOutcome(content=text, truncated=cut)
+
+
+async def _call(item: Tool, args: object, context: ToolContext) -> str:
+    """Await an async tool; run a sync one in a thread so it cannot stall the worker."""
+    if inspect.iscoroutinefunction(item.fn):
+        result = await item.fn(args, context)
+    else:
+        result = await asyncio.to_thread(item.fn, args, context)
+        if inspect.isawaitable(result):
+            result = await result
+    return result if isinstance(result, str) else str(result)

@@ -1,0 +1,89 @@
+"""Connecting to Temporal the same way from the worker and every client.
+
+Connection settings come from ``temporalio.envconfig`` (``TEMPORAL_ADDRESS``,
+``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, TLS, and the profile file), read
+when a connection is made, never at import. Everyone uses one data converter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
+from temporalio.envconfig import ClientConfig
+
+from onward.contracts import DEFAULT_TASK_QUEUE
+
+__all__ = [
+    "DATA_CONVERTER",
+    "ConnectionFailed",
+    "connect",
+    "connect_with_retry",
+    "connect_config",
+    "task_queue",
+]
+
+DATA_CONVERTER: DataConverter = pydantic_data_converter
+"""The one converter of the worker, every client and the replayer."""
+
+log = logging.getLogger("onward")
+
+
+class ConnectionFailed(Exception):
+    """Temporal could not be reached; the message says where we looked."""
+
+
+def task_queue(environ: Mapping[str, str] | None = None) -> str:
+    """``ONWARD_TASK_QUEUE``, or ``onward``."""
+    env = os.environ if environ is None else environ
+    return env.get("ONWARD_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+
+
+def connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``Client.connect`` from the environment and profile file."""
+    config = dict(
+        ClientConfig.load_client_connect_config(
+            override_env_vars=dict(os.environ if environ is None else environ)
+        )
+    )
+    config.setdefault("target_host", "localhost:7233")
+    config["data_converter"] = DATA_CONVERTER
+    return config
+
+
+async def connect(environ: Mapping[str, str] | None = None, **overrides: Any) -> Client:
+    """Connect once; raise :class:`ConnectionFailed` with the address on failure."""
+    config = connect_config(environ) | overrides
+    try:
+        return await Client.connect(**config)
+    except RuntimeError as err:
+        where = f"{config['target_host']} (namespace {config.get('namespace', 'default')})"
+        raise ConnectionFailed(f"cannot reach Temporal at {where}: {err}") from err
+
+
+async def connect_with_retry(
+    environ: Mapping[str, str] | None = None,
+    *,
+    first_delay_s: float = 0.5,
+    max_delay_s: float = 10.0,
+    **overrides: Any,
+) -> Client:
+    """Connect, waiting with exponential backoff while the server is unreachable.
+
+    A worker may start before its server (``make demo`` starts both), so it
+    waits instead of exiting.
+    """
+    delay = first_delay_s
+    while True:
+        try:
+            return await connect(environ, **overrides)
+        except ConnectionFailed as err:
+            log.warning("%s; retrying in %.1f s", err, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)

@@ -1,0 +1,378 @@
+"""The whole protocol between clients, the agent workflow and its activities.
+
+Every workflow, activity, signal, query and update takes one of these models
+and returns one. Workflows, activities and clients all import this module, so
+it is the single place a reader learns the protocol from.
+
+Compatibility rule: histories recorded by older versions must keep decoding,
+so fields are only ever *added*, and only with defaults.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "AGENT_WORKFLOW",
+    "DEFAULT_TASK_QUEUE",
+    "KNOWN_PROVIDERS",
+    "AgentInput",
+    "AgentResult",
+    "AgentState",
+    "AgentStatus",
+    "FINAL_STATES",
+    "Budget",
+    "BudgetExtension",
+    "CancelRequest",
+    "Message",
+    "ModelPrice",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSettings",
+    "RunUsage",
+    "OnExceeded",
+    "ScriptToolCall",
+    "ScriptTurn",
+    "SteerRequest",
+    "StepRecord",
+    "ToolCall",
+    "ToolCallRecord",
+    "ToolOutcome",
+    "ToolRequest",
+    "ToolSpec",
+    "Usage",
+    "WorkerDescription",
+    "WorkerDescriptionRequest",
+    "provider_of",
+]
+
+AGENT_WORKFLOW = "AgentWorkflow"
+"""Workflow type name, as used by `temporal workflow start --type`."""
+
+DEFAULT_TASK_QUEUE = "onward"
+"""Task queue used when ``ONWARD_TASK_QUEUE`` is not set."""
+
+KNOWN_PROVIDERS = frozenset({"scripted", "openai", "anthropic", "ollama"})
+"""Model providers a ``model`` string may name (``provider`` or ``provider:model``)."""
+
+AgentState = Literal[
+    "running", "paused", "budget_paused", "completed", "failed", "cancelled", "budget_exceeded"
+]
+"""Every state a run can be in. The last four are final."""
+
+FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "budget_exceeded"})
+
+OnExceeded = Literal["stop", "pause", "finish"]
+
+
+def provider_of(model: str) -> str:
+    """Return the provider part of a ``provider:model`` string (``scripted`` -> ``scripted``)."""
+    return model.split(":", 1)[0]
+
+
+class _Strict(BaseModel):
+    """Base for inputs: unknown fields are errors, so a typo is reported, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------------------
+# Workflow input
+# ---------------------------------------------------------------------------
+
+
+class Budget(_Strict):
+    """Limits checked before every model call and tool call. ``None`` means unlimited."""
+
+    max_tokens: int | None = Field(default=None, ge=0, description="input + output tokens")
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    max_duration_s: float | None = Field(default=None, gt=0, description="wall time since start")
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_steps: int | None = Field(default=None, ge=0, description="finished steps")
+    on_exceeded: OnExceeded = Field(
+        default="stop",
+        description="stop: end as budget_exceeded; pause: wait for extend_budget; "
+        "finish: one last model call without tools",
+    )
+
+
+class BudgetExtension(_Strict):
+    """New, higher limits for a running agent (the ``extend_budget`` update)."""
+
+    max_tokens: int | None = Field(default=None, ge=0)
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    max_duration_s: float | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_steps: int | None = Field(default=None, ge=0)
+
+
+class ScriptToolCall(_Strict):
+    """A tool call the scripted model will make."""
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(BaseModel):
+    """Token counts reported for one model call, or summed over a run."""
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class ScriptTurn(_Strict):
+    """One turn of the scripted model: tool calls (with optional reasoning) or a final text."""
+
+    text: str | None = None
+    tool_calls: list[ScriptToolCall] = Field(default_factory=list)
+    usage: Usage | None = None
+    delay_s: float = Field(default=0.0, ge=0, description="the model call takes this long")
+
+
+class ModelPrice(_Strict):
+    """Price of a model in US dollars per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class ModelSettings(_Strict):
+    """Settings passed through to the model provider."""
+
+    temperature: float | None = None
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    stop: list[str] | None = None
+    seed: int | None = None
+    parallel_tool_calls: bool | None = None
+
+
+class AgentInput(_Strict):
+    """The one input object of ``AgentWorkflow``; plain JSON from the ``temporal`` CLI works."""
+
+    prompt: str = Field(min_length=1)
+    system: str | None = None
+    model: str = "scripted"
+    script: list[ScriptTurn] | None = None
+    tools: list[str] | None = Field(default=None, description="tool names; default: all built-ins")
+    budget: Budget = Field(default_factory=Budget)
+    pricing: ModelPrice | None = Field(
+        default=None, description="price override for this run (the scripted model's price, say)"
+    )
+    settings: ModelSettings | None = None
+    tenant: str | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        provider = provider_of(value)
+        if provider not in KNOWN_PROVIDERS:
+            known = ", ".join(sorted(KNOWN_PROVIDERS))
+            raise ValueError(f"unknown model provider {provider!r} (known: {known})")
+        if provider != "scripted" and not value.partition(":")[2]:
+            raise ValueError(f"{value!r} names no model; use '{provider}:<model>'")
+        return value
+
+    @model_validator(mode="after")
+    def _script_only_for_scripted(self) -> AgentInput:
+        if self.script is not None and provider_of(self.model) != "scripted":
+            raise ValueError("script: only the scripted model takes a script")
+        return self
+
+
+# ---------------------------------------------------------------------------
+# Conversation and model activity
+# ---------------------------------------------------------------------------
+
+
+class ToolCall(BaseModel):
+    """A tool call asked for by a model."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Message(BaseModel):
+    """One message of the provider-neutral conversation."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = Field(default=None, description="tool name, on tool messages")
+    is_error: bool = False
+
+
+class ToolSpec(BaseModel):
+    """What the worker's registry says about a tool: shown to the model, used for scheduling."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="JSON schema of the arguments")
+    local: bool = Field(default=False, description="fast and pure: runs as a local activity")
+    timeout_s: float = 60.0
+    max_attempts: int = 3
+    max_result_chars: int = 16_000
+    requires_approval: bool = False
+
+
+class ModelRequest(BaseModel):
+    """Input of the ``call_model`` activity."""
+
+    model: str
+    messages: list[Message]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    step: int
+    allow_tools: bool = Field(default=True, description="False: the model must answer in text")
+    scripted_turn: ScriptTurn | None = Field(
+        default=None, description="the turn the scripted model plays; None: the script ran out"
+    )
+    settings: ModelSettings | None = None
+    pricing: ModelPrice | None = None
+
+
+class ModelResponse(BaseModel):
+    """Output of the ``call_model`` activity."""
+
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = Field(default=None, description="None: the model's price is unknown")
+    model: str = ""
+    finish_reason: str | None = None
+
+
+# ---------------------------------------------------------------------------
+# Tool activities
+# ---------------------------------------------------------------------------
+
+
+class WorkerDescriptionRequest(BaseModel):
+    """Input of ``describe_worker``; ``tools=None`` asks for every built-in tool."""
+
+    tools: list[str] | None = None
+
+
+class WorkerDescription(BaseModel):
+    """What the worker offers a run: tool specs, and the search attributes it may set."""
+
+    tools: list[ToolSpec] = Field(default_factory=list)
+    unknown: list[str] = Field(default_factory=list, description="asked-for names it lacks")
+    available: list[str] = Field(default_factory=list)
+    search_attributes: list[str] = Field(
+        default_factory=list, description="Onward search attributes registered on the server"
+    )
+
+
+class ToolRequest(BaseModel):
+    """Input of ``execute_tool``."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    call_id: str
+    idempotency_key: str = Field(description="workflow id / step / call id: stable across retries")
+
+
+class ToolOutcome(BaseModel):
+    """What a tool call produced: the content for the model, or an error message."""
+
+    content: str = ""
+    error: str | None = None
+    truncated: bool = False
+
+
+# ---------------------------------------------------------------------------
+# Step log, status and result
+# ---------------------------------------------------------------------------
+
+
+class ToolCallRecord(BaseModel):
+    """One tool call in the step log."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: str | None = None
+    error: str | None = None
+    started_at: datetime | None = None
+    duration_ms: int | None = None
+
+
+class StepRecord(BaseModel):
+    """One step: a model turn and the tool calls it asked for."""
+
+    step: int
+    text: str = Field(default="", description="the model's stated reason, or its answer")
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+    started_at: datetime
+    duration_ms: int | None = None
+    model: str | None = None
+
+
+class RunUsage(BaseModel):
+    """What a run has consumed so far."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    tool_calls: int = 0
+    model_calls: int = 0
+    steps: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = Field(default=True, description="False once a model with no price was used")
+    duration_s: float = 0.0
+
+
+class AgentStatus(BaseModel):
+    """Answer of the ``status`` query."""
+
+    state: AgentState
+    step: int
+    usage: RunUsage
+    budget: Budget
+    last_step: StepRecord | None = None
+    reason: str | None = None
+    model: str | None = None
+
+
+class AgentResult(BaseModel):
+    """What a run returns, whatever its outcome: everything done so far."""
+
+    status: AgentState
+    output: str | None = None
+    reason: str | None = None
+    usage: RunUsage
+    steps: list[StepRecord] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Signals
+# ---------------------------------------------------------------------------
+
+
+class CancelRequest(BaseModel):
+    """Payload of the ``cancel`` signal (optional)."""
+
+    reason: str | None = None
+
+
+class SteerRequest(BaseModel):
+    """Payload of the ``steer`` signal: a user message for the next model call."""
+
+    message: str = Field(min_length=1)

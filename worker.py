@@ -1,0 +1,176 @@
+"""The Onward worker: wiring only.
+
+Run it with ``python worker.py`` or ``onward worker``. It connects through
+``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``),
+polls ``ONWARD_TASK_QUEUE`` (default ``onward``), waits while the server is
+unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from activities.model import ModelActivities
+from activities.providers.base import ModelProvider
+from activities.providers.scripted import ScriptedModel
+from activities.tool_calls import ToolActivities
+from activities.tools import ToolRegistry, builtin_registry
+from onward import search_attributes
+from onward.connection import connect_with_retry, task_queue
+from onward.pricing import PricingTable
+from workflows import AgentWorkflow
+
+__all__ = ["WorkerSettings", "build_worker", "ensure_search_attributes", "main", "run_worker"]
+
+log = logging.getLogger("onward.worker")
+
+STICKY_QUEUE_TIMEOUT = timedelta(seconds=1)
+"""After a worker dies, its runs move to another worker this fast (SDK default: 10 s)."""
+GRACEFUL_SHUTDOWN = timedelta(seconds=10)
+"""On SIGTERM, running activities get this long to finish before they are cancelled."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything the worker reads from its environment, read once at startup."""
+
+    task_queue: str
+    workspace: Path
+    pricing_files: tuple[Path, ...] = ()
+    namespace: str = "default"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = os.environ if environ is None else environ
+        pricing = env.get("ONWARD_PRICING")
+        return cls(
+            task_queue=task_queue(env),
+            workspace=Path(env.get("ONWARD_WORKSPACE") or ".onward/workspace").resolve(),
+            pricing_files=(Path(pricing),) if pricing else (),
+            namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+        )
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register Onward's search attributes where missing; return those the server has.
+
+    Idempotent, so every worker does it on startup against any server. A
+    server that refuses (no permission, no free slot) is logged, and runs
+    then simply do not set the attributes it lacks.
+    """
+    wanted = {key.name: key for key in search_attributes.ALL}
+    have: set[str] = set()
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        have = set(listed.custom_attributes)
+        missing = {
+            name: IndexedValueType.ValueType(key.indexed_value_type.value)
+            for name, key in wanted.items()
+            if name not in have
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+            log.info("registered search attributes: %s", ", ".join(sorted(missing)))
+            have |= set(missing)
+    except RPCError as err:
+        log.warning("could not register search attributes (%s); runs will not set them", err)
+    return sorted(name for name in wanted if name in have)
+
+
+def build_worker(
+    client: Client,
+    settings: WorkerSettings,
+    *,
+    registry: ToolRegistry | None = None,
+    providers: Mapping[str, ModelProvider] | None = None,
+    search_attribute_names: Sequence[str] = (),
+    **options: Any,
+) -> Worker:
+    """A worker with the agent workflow, the model activity and the tool activities."""
+    model = ModelActivities(
+        providers if providers is not None else {"scripted": ScriptedModel()},
+        PricingTable.load(*settings.pricing_files),
+    )
+    tools = ToolActivities(
+        registry or builtin_registry(), settings.workspace, search_attribute_names
+    )
+    options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_QUEUE_TIMEOUT)
+    options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[AgentWorkflow],
+        activities=[
+            model.call_model,
+            tools.describe_worker,
+            tools.execute_tool,
+        ],
+        **options,
+    )
+
+
+async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
+    """Connect (waiting for the server), register search attributes, poll until ``stop``."""
+    stop = stop or asyncio.Event()
+    client = await connect_with_retry(namespace=settings.namespace)
+    names = await ensure_search_attributes(client, settings.namespace)
+    worker = build_worker(client, settings, search_attribute_names=names)
+    log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
+    print(f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}", flush=True)
+    async with worker:
+        await stop.wait()
+        log.info("shutting down gracefully")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python worker.py`` and ``onward worker``."""
+    parser = argparse.ArgumentParser(prog="onward worker", description=__doc__)
+    parser.add_argument("--task-queue", help="default: $ONWARD_TASK_QUEUE or 'onward'")
+    parser.add_argument("--log-level", default=os.environ.get("ONWARD_LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = WorkerSettings.from_env()
+    if args.task_queue:
+        settings = WorkerSettings(
+            task_queue=args.task_queue,
+            workspace=settings.workspace,
+            pricing_files=settings.pricing_files,
+            namespace=settings.namespace,
+        )
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

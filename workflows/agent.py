@@ -1,0 +1,551 @@
+"""AgentWorkflow: the agent loop as a deterministic Temporal workflow.
+
+Each model call and tool call is an activity, so the event history is the
+checkpoint: a replacement worker replays it and goes on at the step where the
+last one stopped, without repeating a completed call. Everything here is
+deterministic: time comes from ``workflow.now()``, and all I/O happens in
+activities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from activities.model import ModelActivities
+    from activities.tool_calls import ToolActivities
+    from onward import budget as budgets
+    from onward import search_attributes as sa
+    from onward.contracts import (
+        AGENT_WORKFLOW,
+        FINAL_STATES,
+        AgentInput,
+        AgentResult,
+        AgentState,
+        AgentStatus,
+        Budget,
+        BudgetExtension,
+        CancelRequest,
+        ModelRequest,
+        ModelResponse,
+        RunUsage,
+        ScriptTurn,
+        SteerRequest,
+        StepRecord,
+        ToolCall,
+        ToolCallRecord,
+        ToolOutcome,
+        ToolRequest,
+        ToolSpec,
+        WorkerDescriptionRequest,
+    )
+    from onward.conversation import Conversation
+    from onward.errors import INVALID_INPUT
+    from workflows.progress import model_summary, progress_card, tool_summary
+
+__all__ = ["AgentWorkflow"]
+
+MODEL_CALL_TIMEOUT = timedelta(minutes=10)
+"""Longest a single model call attempt may take."""
+HEARTBEAT_TIMEOUT = timedelta(seconds=4)
+"""A worker that dies mid-call is noticed this long after its last heartbeat."""
+MODEL_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=8,
+)
+TOOL_RETRY_INTERVAL = timedelta(seconds=1)
+DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
+STEP_LOG_RESULT_CHARS = 2_000
+"""Tool results longer than this are cut in the step log (the model gets the full result)."""
+FINISH_PROMPT = (
+    "The run's budget is exhausted ({reason}). Do not call any tools. "
+    "Give your final answer now, from what you have so far."
+)
+
+
+class _RunEnded(Exception):
+    """Unwinds the loop to end the run in ``state``."""
+
+    def __init__(self, state: AgentState, reason: str | None) -> None:
+        super().__init__(reason)
+        self.state: AgentState = state
+        self.reason = reason
+
+
+class _FinishNow(Exception):
+    """A budget ran out with ``on_exceeded="finish"``: ask for a final answer."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _ms(since: datetime) -> int:
+    return int((workflow.now() - since).total_seconds() * 1000)
+
+
+def _root_message(err: BaseException) -> str:
+    """The innermost cause's message: 'rate limited', not 'Activity task failed'."""
+    while isinstance(err, ActivityError) and err.cause is not None:
+        err = err.cause
+    return str(err) or type(err).__name__
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+@workflow.defn(name=AGENT_WORKFLOW, failure_exception_types=[ValidationError])
+class AgentWorkflow:
+    """Runs one agent: model turn, tool calls, results back, until an answer or a budget stops it.
+
+    Input that fails validation fails the run at once (``ValidationError`` is a
+    failure type here), instead of a workflow task that retries forever.
+    """
+
+    @workflow.init
+    def __init__(self, input: AgentInput) -> None:
+        self._input = input
+        self._budget: Budget = input.budget
+        self._state: AgentState = "running"
+        self._reason: str | None = None
+        self._output: str | None = None
+        self._usage = RunUsage()
+        self._steps: list[StepRecord] = []
+        self._step: StepRecord | None = None
+        self._conversation = Conversation()
+        self._tools: dict[str, ToolSpec] = {}
+        self._search_attributes: set[str] = set()
+        self._published: dict[str, Any] = {}
+        self._paused = False
+        self._cancel_requested = False
+        self._cancel_reason: str | None = None
+        self._steering: list[str] = []
+        self._script_index = 0
+        self._in_flight: list[asyncio.Task[Any]] = []
+        self._started_at = workflow.now()
+        self._ended_at: datetime | None = None
+
+    # -- the loop -------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: AgentInput) -> AgentResult:
+        """Run the agent; the result is returned whatever the outcome."""
+        try:
+            try:
+                await self._prepare()
+                await self._loop()
+            except _FinishNow as finish:
+                await self._final_answer(finish.reason)
+        except _RunEnded as end:
+            self._end(end.state, end.reason)
+        except asyncio.CancelledError:
+            # A native `temporal workflow cancel`: stop in-flight calls, keep the
+            # partial results readable by query, and close as Cancelled.
+            for task in self._in_flight:
+                task.cancel()
+            self._end("cancelled", "cancelled through Temporal (workflow cancel)")
+            raise
+        return self._result()
+
+    async def _prepare(self) -> None:
+        description = await workflow.execute_local_activity_method(
+            ToolActivities.describe_worker,
+            WorkerDescriptionRequest(tools=self._input.tools),
+            start_to_close_timeout=DESCRIBE_WORKER_TIMEOUT,
+            summary="describe worker tools",
+        )
+        if description.unknown:
+            self._end("failed", "invalid input: unknown tools")
+            unknown = ", ".join(repr(name) for name in description.unknown)
+            raise ApplicationError(
+                f"tools: unknown tool(s) {unknown}; this worker has: "
+                f"{', '.join(description.available)}",
+                type=INVALID_INPUT,
+                non_retryable=True,
+            )
+        self._tools = {spec.name: spec for spec in description.tools}
+        self._search_attributes = set(description.search_attributes)
+        if self._input.system:
+            self._conversation.add_system(self._input.system)
+        self._conversation.add_user(self._input.prompt)
+        self._publish()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._checkpoint("model")
+            response = await self._call_model(allow_tools=True)
+            if response is None:
+                continue  # interrupted by the deadline, and the budget was extended
+            if not response.tool_calls:
+                self._output = response.text
+                self._end("completed", None)
+                return
+            await self._run_tool_calls(response.tool_calls)
+            self._close_step()
+
+    async def _final_answer(self, reason: str) -> None:
+        """One last model call with tools disabled (``on_exceeded="finish"``)."""
+        self._close_step()
+        self._reason = reason
+        self._conversation.add_user(FINISH_PROMPT.format(reason=reason))
+        response = await self._call_model(allow_tools=False, race_deadline=False)
+        if response is not None:
+            self._output = response.text
+        self._end("budget_exceeded", reason)
+
+    # -- gates ------------------------------------------------------------------
+
+    async def _checkpoint(self, before: budgets.CallKind) -> None:
+        """Return when a call of kind ``before`` may start: not paused, not cancelled, in budget."""
+        while True:
+            if self._cancel_requested:
+                raise _RunEnded("cancelled", self._cancel_reason or "cancelled by signal")
+            if self._paused:
+                self._set_state("paused")
+                await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
+                continue
+            reason = budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before)
+            if reason is None:
+                self._set_state("running")
+                return
+            await self._on_exceeded(reason, before)
+
+    async def _on_exceeded(self, reason: str, before: budgets.CallKind) -> None:
+        """Stop, finish, or wait until ``extend_budget`` lifts the limit (then return)."""
+        if self._budget.on_exceeded == "stop":
+            raise _RunEnded("budget_exceeded", reason)
+        if self._budget.on_exceeded == "finish":
+            raise _FinishNow(reason)
+        self._set_state("budget_paused", reason)
+        await workflow.wait_condition(
+            lambda: self._cancel_requested
+            or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is None
+        )
+
+    async def _race(self, tasks: Sequence[asyncio.Task[Any]], deadline: bool = True) -> str | None:
+        """Wait for ``tasks``; cancel them and return why if a cancel or the deadline comes first.
+
+        A running call is never waited on past the wall-time limit: the wait is
+        raced against a timer.
+        """
+        self._in_flight = list(tasks)
+
+        def settled() -> bool:
+            return self._cancel_requested or all(task.done() for task in tasks)
+
+        while not settled():
+            left = budgets.remaining_s(self._budget, self._elapsed_s()) if deadline else None
+            if left is None:
+                await workflow.wait_condition(settled)
+            elif left > 0:
+                try:
+                    await workflow.wait_condition(
+                        settled, timeout=left, timeout_summary="max_duration_s"
+                    )
+                except TimeoutError:
+                    pass
+            late = budgets.out_of_time(self._budget, self._elapsed_s()) if deadline else None
+            if settled() or late is not None:
+                break
+            # extend_budget moved the deadline while we waited: wait again.
+        self._in_flight = []
+        if all(task.done() for task in tasks):
+            return None
+        for task in tasks:
+            task.cancel()
+        if self._cancel_requested:
+            return self._cancel_reason or "cancelled by signal"
+        return budgets.out_of_time(self._budget, self._elapsed_s())
+
+    # -- model calls ------------------------------------------------------------
+
+    async def _call_model(
+        self, allow_tools: bool, race_deadline: bool = True
+    ) -> ModelResponse | None:
+        """Call the model; None when the deadline interrupted it and the run goes on."""
+        number = len(self._steps) + 1
+        for message in self._steering:
+            self._conversation.add_user(message)
+        self._steering.clear()
+        step = StepRecord(step=number, started_at=workflow.now(), model=self._input.model)
+        self._step = step
+        request = ModelRequest(
+            model=self._input.model,
+            messages=self._conversation.for_model(),
+            tools=list(self._tools.values()) if allow_tools else [],
+            allow_tools=allow_tools,
+            step=number,
+            scripted_turn=self._script_turn(),
+            settings=self._input.settings,
+            pricing=self._input.pricing,
+        )
+        handle = workflow.start_activity_method(
+            ModelActivities.call_model,
+            request,
+            start_to_close_timeout=MODEL_CALL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=MODEL_RETRY_POLICY,
+            summary=model_summary(self._input.model, number),
+        )
+        interrupted = await self._race([handle], deadline=race_deadline)
+        if interrupted is not None:
+            self._step = None  # the call never finished: nothing of it is kept
+            if self._cancel_requested:
+                raise _RunEnded("cancelled", interrupted)
+            await self._on_exceeded(interrupted, "model")
+            return None
+        try:
+            response = handle.result()
+        except ActivityError as err:
+            step.text = f"model call failed: {_root_message(err)}"
+            raise _RunEnded("failed", step.text) from err
+        self._script_index += 1
+        self._count_model_call(response)
+        step.text = response.text
+        step.usage = response.usage
+        step.cost_usd = response.cost_usd
+        self._conversation.add_assistant(response)
+        return response
+
+    def _script_turn(self) -> ScriptTurn | None:
+        script = self._input.script or []
+        return script[self._script_index] if self._script_index < len(script) else None
+
+    def _count_model_call(self, response: ModelResponse) -> None:
+        usage = self._usage
+        usage.model_calls += 1
+        usage.input_tokens += response.usage.input_tokens
+        usage.output_tokens += response.usage.output_tokens
+        usage.total_tokens = usage.input_tokens + usage.output_tokens
+        if response.cost_usd is None:
+            usage.cost_known = False
+        else:
+            usage.cost_usd += response.cost_usd
+
+    # -- tool calls -------------------------------------------------------------
+
+    async def _run_tool_calls(self, calls: list[ToolCall]) -> None:
+        """Run the calls of one turn concurrently, each started only if the gates allow it."""
+        assert self._step is not None
+        started: list[tuple[ToolCall, ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
+        outcomes: dict[str, ToolOutcome] = {}
+        stop: _RunEnded | _FinishNow | None = None
+        for call in calls:
+            try:
+                await self._checkpoint("tool")
+            except (_RunEnded, _FinishNow) as err:
+                stop = err
+                break
+            record = ToolCallRecord(
+                id=call.id, name=call.name, arguments=call.arguments, started_at=workflow.now()
+            )
+            self._step.tool_calls.append(record)
+            self._usage.tool_calls += 1
+            spec = self._tools.get(call.name)
+            if spec is None:
+                available = ", ".join(self._tools) or "none"
+                outcome = ToolOutcome(error=f"unknown tool {call.name!r} (available: {available})")
+                self._record_outcome(record, outcome)
+                outcomes[call.id] = outcome
+                continue
+            started.append((call, record, self._start_tool(spec, call)))
+
+        interrupted = await self._race([task for _, _, task in started]) if started else None
+        for call, record, task in started:
+            if not task.done() or task.cancelled():
+                outcome = ToolOutcome(error=f"interrupted: {interrupted}")
+            else:
+                try:
+                    outcome = task.result()
+                except ActivityError as err:
+                    outcome = ToolOutcome(error=f"tool call failed: {_root_message(err)}")
+            self._record_outcome(record, outcome)
+            outcomes[call.id] = outcome
+
+        not_run = f"not run: {stop.reason if stop else interrupted}"
+        for call in calls:
+            outcome = outcomes.get(call.id)
+            if outcome is None:
+                outcome = ToolOutcome(error=not_run)
+                self._step.tool_calls.append(
+                    ToolCallRecord(
+                        id=call.id, name=call.name, arguments=call.arguments, error=outcome.error
+                    )
+                )
+            self._conversation.add_tool_result(call, outcome)
+
+        if interrupted is not None:
+            if self._cancel_requested:
+                raise _RunEnded("cancelled", interrupted)
+            await self._on_exceeded(interrupted, "tool")
+        if stop is not None:
+            raise stop
+
+    def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
+        assert self._step is not None
+        request = ToolRequest(
+            name=call.name,
+            arguments=call.arguments,
+            call_id=call.id,
+            idempotency_key=f"{workflow.info().workflow_id}/{self._step.step}/{call.id}",
+        )
+        timeout = timedelta(seconds=spec.timeout_s)
+        retry = RetryPolicy(initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts)
+        if spec.local:
+            return workflow.start_local_activity_method(
+                ToolActivities.execute_tool,
+                request,
+                start_to_close_timeout=timeout,
+                retry_policy=retry,
+                summary=tool_summary(call),
+            )
+        return workflow.start_activity_method(
+            ToolActivities.execute_tool,
+            request,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=retry,
+            summary=tool_summary(call),
+        )
+
+    def _record_outcome(self, record: ToolCallRecord, outcome: ToolOutcome) -> None:
+        record.error = outcome.error
+        record.result = None if outcome.error else _clip(outcome.content, STEP_LOG_RESULT_CHARS)
+        if record.started_at is not None:
+            record.duration_ms = _ms(record.started_at)
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def _close_step(self) -> None:
+        if self._step is None:
+            return
+        self._step.duration_ms = _ms(self._step.started_at)
+        self._steps.append(self._step)
+        self._usage.steps = len(self._steps)
+        self._step = None
+        self._publish()
+
+    def _end(self, state: AgentState, reason: str | None) -> None:
+        self._close_step()
+        self._ended_at = workflow.now()
+        self._state = state
+        self._reason = reason
+        self._publish()
+
+    def _set_state(self, state: AgentState, reason: str | None = None) -> None:
+        if (state, reason) != (self._state, self._reason):
+            self._state = state
+            self._reason = reason
+            self._publish()
+
+    def _elapsed_s(self) -> float:
+        end = self._ended_at or workflow.now()
+        return (end - self._started_at).total_seconds()
+
+    def _publish(self) -> None:
+        """Show progress in the Web UI, and in search attributes where the server has them."""
+        workflow.set_current_details(progress_card(self.status()))
+        wanted: dict[str, Any] = {
+            sa.STATUS.name: self._state,
+            sa.MODEL.name: self._input.model,
+            sa.STEPS.name: len(self._steps),
+            sa.TOKENS.name: self._usage.total_tokens,
+            sa.COST.name: round(self._usage.cost_usd, 8),
+        }
+        if self._input.tenant:
+            wanted[sa.TENANT.name] = self._input.tenant
+        keys = {key.name: key for key in sa.ALL}
+        updates: list[SearchAttributeUpdate[Any]] = []
+        for name, value in wanted.items():
+            if name in self._search_attributes and self._published.get(name) != value:
+                updates.append(keys[name].value_set(value))
+                self._published[name] = value
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    def _result(self) -> AgentResult:
+        return AgentResult(
+            status=self._state,
+            output=self._output,
+            reason=self._reason,
+            usage=self._usage_now(),
+            steps=list(self._steps),
+        )
+
+    def _usage_now(self) -> RunUsage:
+        return self._usage.model_copy(update={"duration_s": round(self._elapsed_s(), 3)})
+
+    # -- signals, queries, updates ------------------------------------------------
+
+    @workflow.signal(name="pause")
+    def pause(self) -> None:
+        """Stop starting new calls, between steps, until ``resume``."""
+        if self._state not in FINAL_STATES:
+            self._paused = True
+
+    @workflow.signal(name="resume")
+    def resume(self) -> None:
+        """Undo ``pause``."""
+        self._paused = False
+
+    @workflow.signal(name="cancel")
+    def cancel(self, request: CancelRequest | None = None) -> None:
+        """End the run as ``cancelled`` with the partial results; in-flight calls are cancelled."""
+        if self._state not in FINAL_STATES and not self._cancel_requested:
+            self._cancel_requested = True
+            self._cancel_reason = (request.reason if request else None) or "cancelled by signal"
+
+    @workflow.signal(name="steer")
+    def steer(self, request: SteerRequest) -> None:
+        """Add a user message to the conversation before the next model call."""
+        self._steering.append(request.message)
+
+    @workflow.update(name="extend_budget")
+    def extend_budget(self, extension: BudgetExtension) -> Budget:
+        """Raise limits of a running or budget-paused agent; returns the new limits."""
+        self._budget = budgets.apply_extension(self._budget, extension)
+        self._publish()
+        return self._budget
+
+    @extend_budget.validator
+    def _validate_extension(self, extension: BudgetExtension) -> None:
+        if self._state in FINAL_STATES:
+            raise ValueError(f"extend_budget: the run has already ended ({self._state})")
+        budgets.check_extension(self._budget, extension)
+
+    @workflow.query(name="status")
+    def status(self) -> AgentStatus:
+        """State, finished steps, usage against budget and the last step."""
+        return AgentStatus(
+            state=self._state,
+            step=len(self._steps),
+            usage=self._usage_now(),
+            budget=self._budget,
+            last_step=self._steps[-1] if self._steps else None,
+            reason=self._reason,
+            model=self._input.model,
+        )
+
+    @workflow.query(name="steps")
+    def steps(self) -> list[StepRecord]:
+        """The step log: one record per finished step."""
+        return list(self._steps)
+
+    @workflow.query(name="result")
+    def result(self) -> AgentResult:
+        """The result so far (the final result once the run has ended)."""
+        return self._result()

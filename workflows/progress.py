@@ -1,0 +1,72 @@
+"""Readable text for people watching a run: the Web UI card and activity summaries.
+
+Pure functions of workflow state, so they are safe to call from the workflow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from onward.contracts import AgentStatus, Budget, RunUsage, ToolCall
+
+__all__ = ["model_summary", "progress_card", "tool_summary"]
+
+_SUMMARY_CHARS = 80
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tool_summary(call: ToolCall) -> str:
+    """``calculator(2+2)``, ``write_file(path=notes.txt, content=hello…)``."""
+    values = list(call.arguments.items())
+    if len(values) == 1:
+        inner = _plain(values[0][1])
+    else:
+        inner = ", ".join(f"{key}={_plain(value)}" for key, value in values)
+    return _shorten(f"{call.name}({inner})", _SUMMARY_CHARS)
+
+
+def model_summary(model: str, step: int) -> str:
+    """``openai:gpt-4o-mini · step 3``."""
+    return f"{model} · step {step}"
+
+
+def _plain(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _limit(used: float, limit: float | None, fmt: str = "{:g}") -> str:
+    shown = fmt.format(used)
+    return shown if limit is None else f"{shown} / {fmt.format(limit)}"
+
+
+def usage_line(usage: RunUsage, budget: Budget) -> str:
+    """Usage against budget on one line."""
+    cost = _limit(usage.cost_usd, budget.max_cost_usd, "${:.4f}")
+    if not usage.cost_known:
+        cost += " (some unpriced)"
+    return (
+        f"tokens {_limit(usage.total_tokens, budget.max_tokens)} · "
+        f"tool calls {_limit(usage.tool_calls, budget.max_tool_calls)} · "
+        f"steps {_limit(usage.steps, budget.max_steps)} · cost {cost}"
+    )
+
+
+def progress_card(status: AgentStatus) -> str:
+    """The markdown card shown as the run's current details in the Web UI."""
+    lines = [f"**{status.state}** · step {status.step} · `{status.model}`"]
+    lines.append(usage_line(status.usage, status.budget))
+    if status.reason:
+        lines.append(f"reason: {_shorten(status.reason, 200)}")
+    last = status.last_step
+    if last is not None:
+        if last.tool_calls:
+            names = ", ".join(call.name for call in last.tool_calls)
+            lines.append(f"last: {names} — {_shorten(last.text, 120) or '(no reason given)'}")
+        else:
+            lines.append(f"last: answer — {_shorten(last.text, 120)}")
+    return "\n\n".join(lines)
