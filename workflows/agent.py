@@ -10,6 +10,7 @@ activities.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -232,8 +233,10 @@ class AgentWorkflow:
             raise _FinishNow(reason)
         self._set_state("budget_paused", reason)
         await workflow.wait_condition(
-            lambda: self._cancel_requested
-            or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is None
+            lambda: (
+                self._cancel_requested
+                or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is None
+            )
         )
 
     async def _race(self, tasks: Sequence[asyncio.Task[Any]], deadline: bool = True) -> str | None:
@@ -252,12 +255,10 @@ class AgentWorkflow:
             if left is None:
                 await workflow.wait_condition(settled)
             elif left > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         settled, timeout=left, timeout_summary="max_duration_s"
                     )
-                except TimeoutError:
-                    pass
             late = budgets.out_of_time(self._budget, self._elapsed_s()) if deadline else None
             if settled() or late is not None:
                 break
@@ -378,15 +379,14 @@ class AgentWorkflow:
 
         not_run = f"not run: {stop.reason if stop else interrupted}"
         for call in calls:
-            outcome = outcomes.get(call.id)
-            if outcome is None:
-                outcome = ToolOutcome(error=not_run)
+            if call.id not in outcomes:
+                outcomes[call.id] = ToolOutcome(error=not_run)
                 self._step.tool_calls.append(
                     ToolCallRecord(
-                        id=call.id, name=call.name, arguments=call.arguments, error=outcome.error
+                        id=call.id, name=call.name, arguments=call.arguments, error=not_run
                     )
                 )
-            self._conversation.add_tool_result(call, outcome)
+            self._conversation.add_tool_result(call, outcomes[call.id])
 
         if interrupted is not None:
             if self._cancel_requested:
@@ -404,7 +404,9 @@ class AgentWorkflow:
             idempotency_key=f"{workflow.info().workflow_id}/{self._step.step}/{call.id}",
         )
         timeout = timedelta(seconds=spec.timeout_s)
-        retry = RetryPolicy(initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts)
+        retry = RetryPolicy(
+            initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts
+        )
         if spec.local:
             return workflow.start_local_activity_method(
                 ToolActivities.execute_tool,
