@@ -10,7 +10,14 @@ from typing import Literal
 
 from onward.contracts import Budget, BudgetExtension, RunUsage
 
-__all__ = ["CallKind", "apply_extension", "check_extension", "exceeded", "out_of_time", "remaining_s"]
+__all__ = [
+    "CallKind",
+    "apply_extension",
+    "check_extension",
+    "exceeded",
+    "out_of_time",
+    "remaining_s",
+]
 
 CallKind = Literal["model", "tool"]
 """What is about to start; step and tool-call limits only apply to their own kind."""
@@ -30,7 +37,9 @@ def exceeded(budget: Budget, usage: RunUsage, elapsed_s: float, before: CallKind
     if budget.max_tokens is not None and usage.total_tokens >= budget.max_tokens:
         return f"max_tokens: used {usage.total_tokens} of {budget.max_tokens} tokens"
     if budget.max_cost_usd is not None and usage.cost_usd >= budget.max_cost_usd:
-        unknown = "" if usage.cost_known else " (some calls have no known price and are not counted)"
+        unknown = (
+            "" if usage.cost_known else " (some calls have no known price and are not counted)"
+        )
         return f"max_cost_usd: spent ${usage.cost_usd:.6f} of ${budget.max_cost_usd:g}{unknown}"
     if before == "model" and budget.max_steps is not None and usage.steps >= budget.max_steps:
         return f"max_steps: {usage.steps} of {budget.max_steps} steps done"

@@ -24,8 +24,8 @@ __all__ = [
     "DATA_CONVERTER",
     "ConnectionFailed",
     "connect",
-    "connect_with_retry",
     "connect_config",
+    "connect_with_retry",
     "task_queue",
 ]
 

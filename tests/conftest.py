@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -106,6 +107,20 @@ async def worker(
 ) -> AsyncIterator[RunningWorker]:
     async with running_worker(client, tmp_path / "workspace", search_attribute_names) as running:
         yield running
+
+
+async def activity_running(handle: WorkflowHandle[Any, Any], activity_type: str) -> bool:
+    """Whether an activity of ``activity_type`` has been picked up by a worker and is running.
+
+    History only records ActivityTaskStarted when the activity finishes, so
+    ask the server for the pending activities instead.
+    """
+    description = await handle.describe()
+    return any(
+        pending.activity_type.name == activity_type
+        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        for pending in description.raw_description.pending_activities
+    )
 
 
 async def eventually(

@@ -64,7 +64,9 @@ async def test_script_running_out_ends_with_a_final_text(worker: RunningWorker) 
         {
             "prompt": "compute",
             "tools": ["calculator"],
-            "script": [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}],
+            "script": [
+                {"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}
+            ],
         }
     )
     assert result.status == "completed"

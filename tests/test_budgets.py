@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import RunningWorker, eventually
 from temporalio.client import WorkflowUpdateFailedError
 
+from conftest import RunningWorker, eventually
 from onward.contracts import BudgetExtension
 from workflows import AgentWorkflow
 

@@ -282,8 +282,9 @@ class AgentWorkflow:
         for message in self._steering:
             self._conversation.add_user(message)
         self._steering.clear()
+        # The step becomes current only once the model has answered: a call that
+        # is interrupted or cancelled leaves no step behind.
         step = StepRecord(step=number, started_at=workflow.now(), model=self._input.model)
-        self._step = step
         request = ModelRequest(
             model=self._input.model,
             messages=self._conversation.for_model(),
@@ -304,7 +305,6 @@ class AgentWorkflow:
         )
         interrupted = await self._race([handle], deadline=race_deadline)
         if interrupted is not None:
-            self._step = None  # the call never finished: nothing of it is kept
             if self._cancel_requested:
                 raise _RunEnded("cancelled", interrupted)
             await self._on_exceeded(interrupted, "model")
@@ -313,7 +313,9 @@ class AgentWorkflow:
             response = handle.result()
         except ActivityError as err:
             step.text = f"model call failed: {_root_message(err)}"
+            self._step = step  # kept in the log: it says what failed
             raise _RunEnded("failed", step.text) from err
+        self._step = step
         self._script_index += 1
         self._count_model_call(response)
         step.text = response.text

@@ -1,0 +1,146 @@
+"""Record the event histories that the replay test replays: `python tests/record_histories.py`.
+
+Run it after a deliberate, compatible workflow change only to *add* a
+history; never re-record an existing one to make the replay test pass: that
+test exists to prove old histories still replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from onward.connection import DATA_CONVERTER
+from onward.contracts import AgentInput, BudgetExtension, CancelRequest, SteerRequest
+from worker import WorkerSettings, build_worker, ensure_search_attributes
+from workflows import AgentWorkflow
+
+HERE = Path(__file__).resolve().parent / "histories"
+Handle = WorkflowHandle[AgentWorkflow, Any]
+
+
+def calc(expression: str, delay_s: float = 0.0) -> dict[str, Any]:
+    return {
+        "text": f"computing {expression}",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}],
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+        "delay_s": delay_s,
+    }
+
+
+async def until(handle: Handle, state: str) -> None:
+    while (await handle.query(AgentWorkflow.status)).state != state:
+        await asyncio.sleep(0.05)
+
+
+async def tools_and_control(handle: Handle) -> None:
+    await until(handle, "budget_paused")
+    await handle.signal(AgentWorkflow.steer, SteerRequest(message="keep it short"))
+    await handle.signal(AgentWorkflow.pause)
+    await handle.execute_update(AgentWorkflow.extend_budget, BudgetExtension(max_tool_calls=20))
+    await until(handle, "paused")
+    await handle.signal(AgentWorkflow.resume)
+
+
+async def cancel_mid_call(handle: Handle) -> None:
+    while (await handle.query(AgentWorkflow.status)).step < 1:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="recorded cancel"))
+
+
+async def nothing(handle: Handle) -> None:
+    return None
+
+
+SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
+    "tools_and_control": (
+        {
+            "prompt": "use tools, get paused, steered, extended",
+            "system": "You are careful.",
+            "script": [
+                {
+                    "text": "two at once",
+                    "tool_calls": [
+                        {
+                            "name": "write_file",
+                            "arguments": {"path": "a.txt", "content": "a\n", "append": True},
+                        },
+                        {"name": "calculator", "arguments": {"expression": "2**10"}},
+                    ],
+                },
+                {
+                    "tool_calls": [
+                        {"name": "read_file", "arguments": {"path": "a.txt"}},
+                        {"name": "calculator", "arguments": {"expr": "bad"}},
+                        {"name": "nope", "arguments": {}},
+                    ]
+                },
+                {"text": "The end."},
+            ],
+            "budget": {"max_tool_calls": 2, "on_exceeded": "pause", "max_duration_s": 600},
+        },
+        tools_and_control,
+    ),
+    "finish_on_budget": (
+        {
+            "prompt": "run out of steps",
+            "script": [calc("1+1"), calc("2+2"), {"text": "final"}],
+            "budget": {"max_steps": 1, "on_exceeded": "finish"},
+        },
+        nothing,
+    ),
+    "deadline_stop": (
+        {
+            "prompt": "too slow",
+            "script": [calc("1+1"), calc("2+2", delay_s=30)],
+            "budget": {"max_duration_s": 1.5},
+        },
+        nothing,
+    ),
+    "cancel_signal": (
+        {"prompt": "cancel me", "script": [calc("1+1"), calc("2+2", delay_s=30)]},
+        cancel_mid_call,
+    ),
+}
+
+
+async def record(client: Client, names: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as workspace:
+        task_queue = f"record-{uuid.uuid4().hex[:8]}"
+        settings = WorkerSettings(task_queue=task_queue, workspace=Path(workspace))
+        async with build_worker(client, settings, search_attribute_names=names):
+            for name, (agent_input, drive) in SCENARIOS.items():
+                handle = await client.start_workflow(
+                    AgentWorkflow.run,
+                    AgentInput.model_validate(agent_input),
+                    id=f"history-{name}",
+                    task_queue=task_queue,
+                )
+                await drive(handle)
+                result = await handle.result()
+                history = await handle.fetch_history()
+                (HERE / f"{name}.json").write_text(history.to_json())
+                print(f"{name}: {result.status} ({len(history.events)} events)")
+
+
+async def main() -> None:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        data_converter=DATA_CONVERTER,
+    ) as env:
+        await record(env.client, await ensure_search_attributes(env.client, "default"))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

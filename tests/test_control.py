@@ -1,0 +1,128 @@
+"""Pause, resume, cancel (signal and native), steer, and queries while the worker is busy."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import CancelledError
+
+from conftest import RunningWorker, activity_running, eventually
+from onward.contracts import CancelRequest, SteerRequest
+from workflows import AgentWorkflow
+
+
+def slow_calc(expression: str, delay_s: float) -> dict[str, Any]:
+    return {
+        "text": f"computing {expression}",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}],
+        "delay_s": delay_s,
+    }
+
+
+async def test_pause_stops_progress_until_resume(worker: RunningWorker) -> None:
+    script = [slow_calc(f"{i}+{i}", 0.3) for i in range(1, 6)] + [{"text": "done"}]
+    handle = await worker.start({"prompt": "p", "script": script})
+
+    async def has_steps() -> bool:
+        return (await handle.query(AgentWorkflow.status)).step >= 1
+
+    await eventually(has_steps)
+    await handle.signal(AgentWorkflow.pause)
+
+    async def paused() -> bool:
+        return (await handle.query(AgentWorkflow.status)).state == "paused"
+
+    await eventually(paused)
+    held = (await handle.query(AgentWorkflow.status)).step
+    # No progress while paused, across seconds (the model turns take 0.3 s each).
+    for _ in range(6):
+        await asyncio.sleep(0.5)
+        status = await handle.query(AgentWorkflow.status)
+        assert (status.state, status.step) == ("paused", held)
+
+    await handle.signal(AgentWorkflow.resume)
+    result = await handle.result()
+    assert result.status == "completed"
+    assert len(result.steps) == 6
+
+
+async def test_cancel_signal_ends_with_reason_and_partial_results(worker: RunningWorker) -> None:
+    script = [slow_calc("1+1", 0), slow_calc("2+2", 60)]
+    handle = await worker.start({"prompt": "p", "script": script})
+
+    async def first_step_done() -> bool:
+        return (await handle.query(AgentWorkflow.status)).step == 1
+
+    await eventually(first_step_done)
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="user changed their mind"))
+    result = await asyncio.wait_for(handle.result(), timeout=20)  # not the 60 s model call
+    assert result.status == "cancelled"
+    assert result.reason == "user changed their mind"
+    assert len(result.steps) == 1
+    assert result.steps[0].tool_calls[0].result == "2"
+
+
+async def test_native_cancel_cancels_in_flight_calls(worker: RunningWorker) -> None:
+    script = [slow_calc("1+1", 0), slow_calc("2+2", 60)]
+    handle = await worker.start({"prompt": "p", "script": script})
+
+    async def second_model_call_running() -> bool:
+        status = await handle.query(AgentWorkflow.status)
+        return status.step == 1 and await activity_running(handle, "call_model")
+
+    await eventually(second_model_call_running)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as caught:
+        await asyncio.wait_for(handle.result(), timeout=20)
+    assert isinstance(caught.value.cause, CancelledError)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+
+    events = [e async for e in handle.fetch_history_events()]
+    assert any(e.HasField("activity_task_cancel_requested_event_attributes") for e in events)
+    status = await handle.query(AgentWorkflow.status)
+    assert status.state == "cancelled"
+    steps = await handle.query(AgentWorkflow.steps)
+    assert [s.tool_calls[0].result for s in steps] == ["2"]
+    partial = await handle.query(AgentWorkflow.result)
+    assert partial.status == "cancelled" and len(partial.steps) == 1
+
+
+async def test_steer_adds_a_user_message_before_the_next_model_call(
+    worker: RunningWorker,
+) -> None:
+    script = [slow_calc("1+1", 1.0), {"text": "ok"}]
+    handle = await worker.start({"prompt": "p", "script": script})
+    await eventually(lambda: activity_running(handle, "call_model"))
+    await handle.signal(AgentWorkflow.steer, SteerRequest(message="please use metric units"))
+    result = await handle.result()
+    assert result.status == "completed"
+    events = [e async for e in handle.fetch_history_events()]
+    model_inputs = [
+        e.activity_task_scheduled_event_attributes.input.payloads[0].data
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
+    ]
+    assert len(model_inputs) == 2
+    assert b"please use metric units" not in model_inputs[0]
+    assert b"please use metric units" in model_inputs[1]
+
+
+async def test_status_query_answers_while_the_worker_is_busy(worker: RunningWorker) -> None:
+    script = [slow_calc("6*7", 5.0), {"text": "42"}]
+    handle = await worker.start(
+        {"prompt": "p", "script": script, "budget": {"max_tokens": 5000, "max_tool_calls": 3}}
+    )
+
+    await eventually(lambda: activity_running(handle, "call_model"))
+    status = await asyncio.wait_for(handle.query(AgentWorkflow.status), timeout=2)
+    assert status.state == "running"
+    assert status.step == 0
+    assert status.budget.max_tokens == 5000
+    assert status.usage.tool_calls == 0
+    assert await handle.query(AgentWorkflow.steps) == []
+    await handle.signal(AgentWorkflow.cancel)
+    assert (await handle.result()).status == "cancelled"

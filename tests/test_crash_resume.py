@@ -1,0 +1,153 @@
+"""A real worker process is killed with SIGKILL mid-run; a new one finishes the run.
+
+Side effects are counted: every `write_file` append of the run must be in the
+file exactly once, so no completed tool call ran twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from conftest import eventually
+from onward.contracts import AgentInput
+from workflows import AgentWorkflow
+
+REPO = Path(__file__).resolve().parent.parent
+LINES = 6
+
+
+class WorkerProcess:
+    """``python worker.py`` in its own process, as an operator would run it."""
+
+    def __init__(self, address: str, task_queue: str, workspace: Path, log: Path) -> None:
+        env = dict(os.environ)
+        env.update(
+            TEMPORAL_ADDRESS=address,
+            ONWARD_TASK_QUEUE=task_queue,
+            ONWARD_WORKSPACE=str(workspace),
+        )
+        self.log = log
+        self._out = log.open("w")
+        self.process = subprocess.Popen(
+            [sys.executable, str(REPO / "worker.py")],
+            cwd=REPO,
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def ready(self) -> bool:
+        assert self.process.poll() is None, self.log.read_text()
+        return "onward worker ready" in self.log.read_text()
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self._out.close()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=20)
+        self._out.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def workers() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()
+
+
+async def wait_ready(worker: WorkerProcess) -> None:
+    async def ready() -> bool:
+        return worker.ready()
+
+    await eventually(ready, timeout_s=30)
+
+
+async def test_killed_worker_is_replaced_and_no_completed_call_runs_twice(
+    client: Client, address: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    task_queue = f"crash-{uuid.uuid4().hex[:8]}"
+    workspace = tmp_path / "workspace"
+    script = [
+        {
+            "text": f"writing line {i}",
+            "tool_calls": [
+                {
+                    "name": "write_file",
+                    "arguments": {"path": "lines.txt", "content": f"line {i}\n", "append": True},
+                }
+            ],
+            "delay_s": 0.7,
+        }
+        for i in range(1, LINES + 1)
+    ] + [{"text": "all lines written"}]
+
+    first = WorkerProcess(address, task_queue, workspace, tmp_path / "worker1.log")
+    workers.append(first)
+    await wait_ready(first)
+    handle = await client.start_workflow(
+        AgentWorkflow.run,
+        AgentInput.model_validate({"prompt": "write lines", "script": script}),
+        id=f"crash-{task_queue}",
+        task_queue=task_queue,
+    )
+    written = workspace / "lines.txt"
+
+    async def three_lines() -> bool:
+        return written.exists() and written.read_text().count("\n") >= 3
+
+    await eventually(three_lines, interval_s=0.02)
+    first.kill()  # kill -9, mid-run: the next model call is in flight
+    lines_at_kill = written.read_text().count("\n")
+    assert lines_at_kill < LINES
+
+    second = WorkerProcess(address, task_queue, workspace, tmp_path / "worker2.log")
+    workers.append(second)
+    await wait_ready(second)
+    ready_at = time.monotonic()
+
+    async def progressed() -> bool:
+        return written.read_text().count("\n") > lines_at_kill
+
+    await eventually(progressed, timeout_s=30, interval_s=0.05)
+    resumed_after = time.monotonic() - ready_at
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+
+    assert result.status == "completed"
+    assert written.read_text().splitlines() == [f"line {i}" for i in range(1, LINES + 1)]
+    assert len(result.steps) == LINES + 1
+    # The in-flight model call is noticed through its 4 s heartbeat timeout and
+    # the sticky queue falls back after 1 s: the new worker goes on within seconds.
+    assert resumed_after < 20, f"resumed {resumed_after:.1f} s after the new worker started"
+    events = [e async for e in handle.fetch_history_events()]
+    tool_completions = [
+        e
+        for e in events
+        if e.HasField("activity_task_completed_event_attributes")
+        and e.activity_task_completed_event_attributes.scheduled_event_id
+        in {
+            s.event_id
+            for s in events
+            if s.HasField("activity_task_scheduled_event_attributes")
+            and s.activity_task_scheduled_event_attributes.activity_type.name == "execute_tool"
+        }
+    ]
+    assert len(tool_completions) == LINES
+    assert second.stop() == 0  # SIGTERM: graceful shutdown

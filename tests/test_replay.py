@@ -1,0 +1,35 @@
+"""Determinism guard: histories recorded from real runs must replay on today's workflow code.
+
+A failure here means a workflow change would break runs in flight: guard it
+with `workflow.patched()` instead of re-recording the history.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from onward.connection import DATA_CONVERTER
+from workflows import AgentWorkflow
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def test_histories_are_committed() -> None:
+    assert {path.stem for path in HISTORIES} >= {
+        "tools_and_control",
+        "finish_on_budget",
+        "deadline_stop",
+        "cancel_signal",
+    }
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
+async def test_history_replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"history-{path.stem}", path.read_text())
+    replayer = Replayer(workflows=[AgentWorkflow], data_converter=DATA_CONVERTER)
+    result = await replayer.replay_workflow(history)
+    assert result.replay_failure is None
