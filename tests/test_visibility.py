@@ -1,0 +1,105 @@
+"""What operators see without reading code: summaries, the progress card, search attributes."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+
+from conftest import RunningWorker, eventually
+from onward import search_attributes as sa
+from onward.connection import DATA_CONVERTER
+from onward.contracts import AgentInput
+from worker import ensure_search_attributes
+
+SCRIPT = [
+    {
+        "text": "adding",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}],
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+        "delay_s": 1.0,
+    },
+    {
+        "text": "saving",
+        "tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "4"}}],
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+        "delay_s": 1.0,
+    },
+    {"text": "4", "usage": {"input_tokens": 10, "output_tokens": 5}},
+]
+
+
+async def test_activities_have_readable_summaries(worker: RunningWorker) -> None:
+    handle = await worker.start({"prompt": "p", "script": SCRIPT})
+    await handle.result()
+    summaries = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("user_metadata") and event.user_metadata.HasField("summary"):
+            summary = event.user_metadata.summary
+            summaries.append(DATA_CONVERTER.payload_converter.from_payload(summary, str))
+    assert "calculator(2+2)" in summaries  # a local activity: the summary is on its marker
+    assert "scripted · step 1" in summaries
+    assert "scripted · step 3" in summaries
+    assert "write_file(path=a.txt, content=4)" in summaries
+
+
+async def test_current_details_follow_the_run(worker: RunningWorker) -> None:
+    handle = await worker.start({"prompt": "p", "script": SCRIPT, "budget": {"max_tool_calls": 5}})
+    seen: set[str] = set()
+
+    async def details() -> str:
+        metadata = await handle.query("__temporal_workflow_metadata")
+        return str(metadata.current_details)
+
+    async def at_step_one() -> bool:
+        seen.add(await details())
+        return any("step 1" in text for text in seen)
+
+    await eventually(at_step_one)
+    await handle.result()
+    final = await details()
+    seen.add(final)
+    assert final.startswith("**completed** · step 3")
+    assert "tool calls 2 / 5" in final
+    assert len(seen) >= 2  # it changed as the run progressed
+
+
+async def test_search_attributes_are_registered_and_filter(
+    client: Client, worker: RunningWorker
+) -> None:
+    # The session's dev server was started bare: the worker registered them.
+    assert await ensure_search_attributes(client, "default") == sorted(k.name for k in sa.ALL)
+
+    tenant = f"tenant-{worker.task_queue}"
+    done = await worker.start(
+        AgentInput.model_validate({"prompt": "p", "script": SCRIPT[2:], "tenant": tenant})
+    )
+    await done.result()
+    stopped = await worker.start(
+        {"prompt": "p", "script": SCRIPT, "tenant": tenant, "budget": {"max_steps": 1}}
+    )
+    await stopped.result()
+
+    async def listed(query: str) -> list[str]:
+        return [wf.id async for wf in client.list_workflows(query)]
+
+    async def indexed() -> bool:
+        return len(await listed(f'OnwardTenant = "{tenant}"')) == 2
+
+    await eventually(indexed)
+    assert await listed(f'OnwardTenant = "{tenant}" AND OnwardStatus = "budget_exceeded"') == [
+        stopped.id
+    ]
+    assert await listed(
+        f'OnwardTenant = "{tenant}" AND OnwardStatus = "completed" AND OnwardModel = "scripted"'
+    ) == [done.id]
+    assert await listed(f'OnwardTenant = "{tenant}" AND OnwardSteps = 1') == [
+        done.id,
+        stopped.id,
+    ] or (
+        sorted(await listed(f'OnwardTenant = "{tenant}" AND OnwardSteps = 1'))
+        == sorted([done.id, stopped.id])
+    )
+    description = await stopped.describe()
+    attributes = description.typed_search_attributes
+    assert attributes.get(sa.TOKENS) == 15
+    assert attributes.get(sa.STEPS) == 1
+    assert attributes.get(sa.COST) is not None and attributes.get(sa.COST) > 0
