@@ -102,4 +102,5 @@ async def test_search_attributes_are_registered_and_filter(
     attributes = description.typed_search_attributes
     assert attributes.get(sa.TOKENS) == 15
     assert attributes.get(sa.STEPS) == 1
-    assert attributes.get(sa.COST) is not None and attributes.get(sa.COST) > 0
+    cost = attributes.get(sa.COST)
+    assert cost is not None and cost > 0
