@@ -12,6 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
+from activities.telemetry import ActivityTelemetry
 from activities.tools.registry import Tool, ToolContext, ToolRegistry
 from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
 from onward.errors import ToolError, ToolRetryableError, format_validation_error
@@ -35,10 +36,12 @@ class ToolActivities:
         registry: ToolRegistry,
         workspace: Path,
         search_attributes: Sequence[str] = (),
+        telemetry: ActivityTelemetry | None = None,
     ) -> None:
         self._registry = registry
         self._workspace = workspace
         self._search_attributes = list(search_attributes)
+        self._telemetry = telemetry or ActivityTelemetry()
 
     @activity.defn(name="describe_worker")
     async def describe_worker(self, request: WorkerDescriptionRequest) -> WorkerDescription:
@@ -62,6 +65,12 @@ class ToolActivities:
     @activity.defn(name="execute_tool")
     async def execute_tool(self, request: ToolRequest) -> ToolOutcome:
         """Run one tool call. Failures the model should hear about come back as outcomes."""
+        with self._telemetry.tool(request) as outcomes:
+            outcome = await self._execute(request)
+            outcomes.append(outcome)
+        return outcome
+
+    async def _execute(self, request: ToolRequest) -> ToolOutcome:
         item = self._registry.get(request.name)
         if item is None:
             known = ", ".join(self._registry.names())

@@ -1,0 +1,183 @@
+"""GenAI spans and metrics for model and tool calls.
+
+Spans follow the OpenTelemetry GenAI semantic conventions (``chat {model}``
+and ``execute_tool {name}``) and sit under the activity span that Temporal's
+``TracingInterceptor`` opens, so one run is one trace. Metrics go through the
+Temporal SDK's meter (``activity.metric_meter()``), which the worker's runtime
+exports. Message content is recorded only when the worker opts in
+(``ONWARD_TRACE_CONTENT=1``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+from temporalio import activity
+from temporalio.common import MetricMeter
+
+from onward.contracts import ModelRequest, ModelResponse, ToolOutcome, ToolRequest, provider_of
+
+__all__ = ["ActivityTelemetry", "ChatRecorder"]
+
+
+def _meter() -> MetricMeter:
+    return activity.metric_meter() if activity.in_activity() else MetricMeter.noop
+
+
+def _model_name(model: str) -> str:
+    return model.partition(":")[2] or model
+
+
+@dataclass
+class ChatRecorder:
+    """Handed to the body of :meth:`ActivityTelemetry.chat`: record the answer on the span."""
+
+    span: trace.Span
+    content: bool
+    response: ModelResponse | None = field(default=None)
+
+    def record(self, response: ModelResponse) -> None:
+        self.response = response
+        span = self.span
+        span.set_attribute("gen_ai.response.model", response.model or "")
+        span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
+        if response.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+        if response.cost_usd is not None:
+            span.set_attribute("onward.cost_usd", response.cost_usd)
+        if self.content:
+            output = {
+                "text": response.text,
+                "tool_calls": [c.model_dump() for c in response.tool_calls],
+            }
+            span.set_attribute("gen_ai.output.messages", json.dumps(output))
+
+
+class ActivityTelemetry:
+    """Opens GenAI spans and records metrics; created once per worker."""
+
+    def __init__(self, tracer: Tracer | None = None, trace_content: bool = False) -> None:
+        self._tracer = tracer
+        self._content = trace_content
+
+    @property
+    def tracer(self) -> Tracer:
+        # Resolved late so a tracer provider configured after construction still applies.
+        return self._tracer or trace.get_tracer("onward")
+
+    @contextmanager
+    def chat(self, request: ModelRequest) -> Iterator[ChatRecorder]:
+        """A ``chat`` span around one model call, and its metrics."""
+        provider = provider_of(request.model)
+        model = _model_name(request.model)
+        attributes: dict[str, str | int | float | bool] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "onward.step": request.step,
+        }
+        settings = request.settings
+        if settings is not None:
+            if settings.temperature is not None:
+                attributes["gen_ai.request.temperature"] = settings.temperature
+            if settings.max_output_tokens is not None:
+                attributes["gen_ai.request.max_tokens"] = settings.max_output_tokens
+            if settings.seed is not None:
+                attributes["gen_ai.request.seed"] = settings.seed
+        if activity.in_activity():
+            attributes["onward.workflow_id"] = activity.info().workflow_id or ""
+        started = time.monotonic()
+        with self.tracer.start_as_current_span(
+            f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            if self._content:
+                messages = [m.model_dump(exclude_defaults=True) for m in request.messages]
+                span.set_attribute("gen_ai.input.messages", json.dumps(messages))
+            recorder = ChatRecorder(span, self._content)
+            try:
+                yield recorder
+            except Exception as err:
+                span.set_attribute("error.type", type(err).__name__)
+                self._record_chat_metrics(provider, model, None, time.monotonic() - started, err)
+                raise
+            self._record_chat_metrics(
+                provider, model, recorder.response, time.monotonic() - started, None
+            )
+
+    def _record_chat_metrics(
+        self,
+        provider: str,
+        model: str,
+        response: ModelResponse | None,
+        seconds: float,
+        error: BaseException | None,
+    ) -> None:
+        meter = _meter()
+        base: dict[str, str | int | float | bool] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+        }
+        if error is not None:
+            base["error.type"] = type(error).__name__
+        meter.create_histogram_float(
+            "gen_ai.client.operation.duration", "Duration of model calls", "s"
+        ).record(seconds, base)
+        meter.create_counter("onward.model.calls", "Model calls made", "{call}").add(1, base)
+        if response is None:
+            return
+        tokens = meter.create_histogram(
+            "gen_ai.client.token.usage", "Tokens per model call", "{token}"
+        )
+        tokens.record(response.usage.input_tokens, base | {"gen_ai.token.type": "input"})
+        tokens.record(response.usage.output_tokens, base | {"gen_ai.token.type": "output"})
+        if response.cost_usd is not None:
+            meter.create_histogram_float("onward.model.cost", "Cost of model calls", "USD").record(
+                response.cost_usd, base
+            )
+
+    @contextmanager
+    def tool(self, request: ToolRequest) -> Iterator[list[ToolOutcome]]:
+        """An ``execute_tool`` span around one tool call; append the outcome to the yielded list."""
+        attributes: dict[str, str | int | float | bool] = {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": request.name,
+            "gen_ai.tool.call.id": request.call_id,
+            "gen_ai.tool.type": "function",
+        }
+        if self._content:
+            attributes["gen_ai.tool.call.arguments"] = json.dumps(request.arguments)
+        outcomes: list[ToolOutcome] = []
+        started = time.monotonic()
+        with self.tracer.start_as_current_span(
+            f"execute_tool {request.name}", kind=SpanKind.INTERNAL, attributes=attributes
+        ) as span:
+            try:
+                yield outcomes
+            finally:
+                outcome = outcomes[0] if outcomes else None
+                failed = outcome is None or outcome.error is not None
+                if outcome is not None and outcome.error is not None:
+                    span.set_attribute("error.type", "ToolError")
+                    span.set_status(Status(StatusCode.ERROR, outcome.error))
+                elif outcome is not None and self._content:
+                    span.set_attribute("gen_ai.tool.call.result", outcome.content)
+                meter = _meter()
+                labels: dict[str, str | int | float | bool] = {"gen_ai.tool.name": request.name}
+                meter.create_counter("onward.tool.calls", "Tool calls made", "{call}").add(
+                    1, labels
+                )
+                if failed:
+                    meter.create_counter(
+                        "onward.tool.errors", "Tool calls that failed", "{call}"
+                    ).add(1, labels)
+                meter.create_histogram_float(
+                    "onward.tool.duration", "Duration of tool calls", "s"
+                ).record(time.monotonic() - started, labels)

@@ -1,0 +1,163 @@
+"""OpenTelemetry setup for the worker and the CLI, from the standard ``OTEL_*`` variables.
+
+Called once at startup (never at import). Tracing goes through Temporal's own
+``TracingInterceptor``, so workflow spans are replay-safe and client ->
+workflow -> activity spans form one trace; the model and tool activities add
+GenAI spans under their activity span (see ``activities/telemetry.py``).
+
+- ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set:
+  spans go to OTLP/HTTP (``pip install 'onward[otlp]'``); ``OTEL_TRACES_EXPORTER``
+  may say ``otlp``, ``console`` or ``none``; ``OTEL_SDK_DISABLED=true`` turns it all off.
+- ``--trace-file PATH`` (``ONWARD_TRACE_FILE``): spans as JSON lines, for local inspection.
+- Otherwise tracing is off and costs nothing.
+- Message content is recorded only with ``ONWARD_TRACE_CONTENT=1``.
+- Metrics go through the Temporal SDK's meter; with an OTLP endpoint set they
+  are exported there by the Temporal runtime (see :func:`temporal_runtime`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import OpenTelemetryConfig, Runtime, TelemetryConfig
+
+__all__ = [
+    "JsonLinesSpanExporter",
+    "Telemetry",
+    "configure_telemetry",
+    "temporal_runtime",
+    "trace_content_enabled",
+]
+
+log = logging.getLogger("onward.telemetry")
+
+
+def trace_content_enabled(environ: Mapping[str, str]) -> bool:
+    """Whether spans may carry message content (``ONWARD_TRACE_CONTENT=1``): off by default."""
+    return environ.get("ONWARD_TRACE_CONTENT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Writes each finished span as one JSON line (the SDK's own span JSON, compacted)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = path.open("a", encoding="utf-8")
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            self._file.write(json.dumps(json.loads(span.to_json())) + "\n")
+        self._file.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class Telemetry:
+    """What :func:`configure_telemetry` set up; pass ``interceptors`` to clients and workers."""
+
+    provider: TracerProvider | None
+    trace_content: bool
+
+    @property
+    def interceptors(self) -> list[TracingInterceptor]:
+        if self.provider is None:
+            return []
+        return [TracingInterceptor(self.provider.get_tracer("onward"))]
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter | None:
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        log.warning(
+            "OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is not installed: "
+            "pip install 'onward[otlp]'"
+        )
+        return None
+    exporter: SpanExporter = OTLPSpanExporter()  # reads the OTEL_EXPORTER_OTLP_* variables
+    return exporter
+
+
+def configure_telemetry(
+    environ: Mapping[str, str],
+    *,
+    service_name: str,
+    trace_file: Path | None = None,
+    set_global: bool = True,
+) -> Telemetry:
+    """Build the tracer provider the environment asks for (None when tracing is off)."""
+    content = trace_content_enabled(environ)
+    if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return Telemetry(None, content)
+    wanted = {
+        name.strip()
+        for name in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
+        if name.strip()
+    }
+    exporters: list[tuple[SpanExporter, bool]] = []  # (exporter, batch it)
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if "otlp" in wanted and endpoint:
+        otlp = _otlp_exporter(environ)
+        if otlp is not None:
+            exporters.append((otlp, True))
+    if "console" in wanted:
+        exporters.append((ConsoleSpanExporter(), False))
+    file = trace_file
+    if file is None and environ.get("ONWARD_TRACE_FILE"):
+        file = Path(environ["ONWARD_TRACE_FILE"])
+    if file is not None:
+        exporters.append((JsonLinesSpanExporter(file), False))
+    if not exporters:
+        return Telemetry(None, content)
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    for exporter, batch in exporters:
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        )
+    if set_global:
+        trace.set_tracer_provider(provider)
+    return Telemetry(provider, content)
+
+
+def temporal_runtime(environ: Mapping[str, str]) -> Runtime | None:
+    """A Temporal runtime exporting SDK metrics (ours included) over OTLP, when configured."""
+    endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get(
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
+    if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    # Same protocol as the span exporter: OTLP/HTTP unless the user says grpc.
+    use_http = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "grpc"
+    if use_http and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        endpoint = endpoint.rstrip("/") + "/v1/metrics"
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True)
+        )
+    )
