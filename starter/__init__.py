@@ -1,0 +1,13 @@
+"""The ``onward`` command line: thin clients of the agent workflow, and dev tooling.
+
+Each module is one concept: ``cli`` (parser, dispatch, exit), ``commands``
+(one coroutine per client command), ``follow`` (watching a run live),
+``render`` (human output), ``inputs`` (flags to contract models),
+``remote`` (connecting, and Temporal errors as user messages), ``listing``
+(the visibility list), ``devserver`` (the embedded dev server) and ``demo``.
+
+The package does not import ``starter.cli`` itself, so that
+``python -m starter.cli`` runs cleanly.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,349 @@
+"""The ``onward`` command: the argument parser, dispatch, and a clean exit.
+
+Exit codes: 0 completed (or the command did what it was asked), 1 the run
+failed or was cancelled or the workflow refused a request, 2 bad usage or
+input, Temporal unreachable, or no run with that id, 3 the run's budget ran
+out, 130 interrupted. Expected problems are one ``onward: ...`` line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn, get_args
+
+from onward.contracts import DEFAULT_TASK_QUEUE, AgentState
+from starter import devserver
+from starter.devserver import DevServer, state_dir
+from starter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from starter.output import emit_json, say
+
+# Client commands import the Temporal client and the workflow definition when
+# they run, not here: `onward dev` and `--help` start fast and do not depend on
+# the worker's code importing cleanly.
+
+__all__ = ["build_parser", "main", "run_cli"]
+
+STATES: tuple[str, ...] = get_args(AgentState)
+LIST_LIMIT = 20
+"""Runs shown by ``onward list`` unless ``--limit`` says otherwise."""
+
+
+EPILOG = """\
+exit codes:
+  0    the run completed, or the command did what it was asked
+  1    the run failed or was cancelled, or the run refused the request
+  2    bad usage or input, Temporal unreachable, or no run with that id
+  3    the run's budget ran out
+  130  interrupted (a run being followed goes on)
+
+start here: onward demo"""
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("onward")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+# -- parser ---------------------------------------------------------------------
+
+
+def _connection_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--task-queue",
+        default=default,
+        help=f"task queue (default: $ONWARD_TASK_QUEUE or {DEFAULT_TASK_QUEUE})",
+    )
+    parser.add_argument(
+        "--address", default=default, help="Temporal address (default: $TEMPORAL_ADDRESS)"
+    )
+    parser.add_argument(
+        "--namespace", default=default, help="Temporal namespace (default: $TEMPORAL_NAMESPACE)"
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--json", action="store_true", help=f"print {what} as JSON")
+
+
+def _budget_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="input + output tokens")
+    parser.add_argument("--max-tool-calls", type=int, metavar="N")
+    parser.add_argument("--max-duration", type=float, metavar="S", help="wall time in seconds")
+    parser.add_argument("--max-cost", type=float, metavar="USD")
+    parser.add_argument("--max-steps", type=int, metavar="N")
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", metavar="PROMPT", help="what the agent should do")
+    parser.add_argument(
+        "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
+    )
+    parser.add_argument("--system", help="system prompt")
+    parser.add_argument("--script", metavar="FILE", help="JSON list of scripted turns (- = stdin)")
+    parser.add_argument(
+        "--tool",
+        dest="tools",
+        action="append",
+        metavar="NAME",
+        help="a tool the agent may use (repeat; default: all built-ins)",
+    )
+    _budget_options(parser)
+    parser.add_argument(
+        "--on-exceeded",
+        choices=("stop", "pause", "finish"),
+        help="when a budget runs out: stop (default), pause for 'onward extend', "
+        "or finish with one last answer",
+    )
+    parser.add_argument("--id", help="workflow id of the run (default: agent-<random>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole ``onward`` command line."""
+    parser = argparse.ArgumentParser(
+        prog="onward",
+        description="Durable AI agents on Temporal.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _connection_options(parser, None)
+    # The same options after the command name; SUPPRESS keeps values given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], help=help, description=help)
+
+    run = command("run", "start an agent run and follow it to its end")
+    _run_options(run)
+    _json_option(run, "only the result")
+    start = command("start", "start an agent run and print its id")
+    _run_options(start)
+    _json_option(start, "the workflow and run ids")
+
+    for name, help in [
+        ("status", "state, usage against budget, and the last step of a run"),
+        ("steps", "the step log of a run"),
+        ("watch", "follow a run live until it ends"),
+        ("result", "wait for a run to end and print its result"),
+        ("pause", "pause a run before its next model or tool call"),
+        ("resume", "resume a paused run"),
+    ]:
+        cmd = command(name, help)
+        cmd.add_argument("id", metavar="ID", help="workflow id of the run")
+        _json_option(cmd, "the answer")
+
+    cancel = command("cancel", "end a run as cancelled, keeping what it did")
+    cancel.add_argument("id", metavar="ID")
+    cancel.add_argument("--reason", help="why (shown in the result)")
+    _json_option(cancel, "the answer")
+
+    steer = command("steer", "add a user message for the run's next model call")
+    steer.add_argument("id", metavar="ID")
+    steer.add_argument("message", metavar="MESSAGE")
+    _json_option(steer, "the answer")
+
+    extend = command("extend", "raise the budget limits of a running run")
+    extend.add_argument("id", metavar="ID")
+    _budget_options(extend)
+    _json_option(extend, "the new limits")
+
+    listing = command("list", "recent agent runs, newest first")
+    listing.add_argument("--status", choices=STATES, help="only runs in this state")
+    listing.add_argument("--model", help="only runs of this model")
+    listing.add_argument("--limit", type=int, default=LIST_LIMIT, metavar="N")
+    _json_option(listing, "the runs")
+
+    sub.add_parser(
+        "worker", parents=[common], add_help=False, help="run a worker (see: onward worker --help)"
+    )
+
+    dev = command(
+        "dev",
+        "the embedded Temporal dev server: start (default), stop, status "
+        "(status exits 1 when none runs)",
+    )
+    dev.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="start")
+    dev.add_argument("--port", type=int, help="frontend port (default 7233)")
+    dev.add_argument("--ui-port", type=int, help="Web UI port (default 8233)")
+    dev.add_argument("--foreground", action="store_true", help="run attached to this terminal")
+    _json_option(dev, "the server's state")
+
+    demo = command("demo", "run an example agent offline (dev server + worker)")
+    demo.add_argument("--port", type=int, help="dev server frontend port (default 7233)")
+    demo.add_argument("--ui-port", type=int, help="dev server Web UI port (default 8233)")
+    return parser
+
+
+# -- dispatch -------------------------------------------------------------------
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    from temporalio.service import RPCError
+
+    from onward.connection import task_queue
+    from starter import commands
+    from starter.remote import Session, from_rpc_error
+
+    name = "list_" if args.command == "list" else args.command
+    command = getattr(commands, name)
+    session = Session(
+        task_queue=args.task_queue or task_queue(),
+        address=args.address,
+        namespace=args.namespace,
+    )
+
+    async def guarded() -> int:
+        try:
+            result: int = await command(session, args)
+        except RPCError as err:
+            raise from_rpc_error(err, getattr(args, "id", None), session.where()) from err
+        return result
+
+    try:
+        return asyncio.run(guarded())
+    except KeyboardInterrupt:
+        if session.following:
+            print(
+                f"\nonward: stopped following {session.following}; the run goes on. "
+                f"Follow it again with: onward watch {session.following}",
+                file=sys.stderr,
+            )
+        return EXIT_INTERRUPTED
+
+
+def _worker_command(args: argparse.Namespace, extra: list[str]) -> int:
+    import worker  # the worker's whole wiring: imported only when asked for
+
+    forwarded = list(extra)
+    if args.task_queue:
+        forwarded = ["--task-queue", args.task_queue, *forwarded]
+    if args.address:
+        os.environ["TEMPORAL_ADDRESS"] = args.address
+    if args.namespace:
+        os.environ["TEMPORAL_NAMESPACE"] = args.namespace
+    try:
+        return worker.main(forwarded)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _dev_command(args: argparse.Namespace) -> int:
+    server = DevServer.recorded(state_dir(), args.port, args.ui_port)
+    if args.action == "stop":
+        pid = devserver.stop(server)
+        if args.json:
+            emit_json({"stopped": pid is not None, "pid": pid})
+        else:
+            say(f"stopped the dev server (pid {pid})" if pid else "no dev server of onward running")
+        return EXIT_OK
+    if args.action == "status":
+        found = devserver.find_running(server)
+        if args.json:
+            emit_json(
+                {
+                    "running": found is not None,
+                    "pid": found.pid if found else None,
+                    "address": found.server.address if found else None,
+                    "ui_url": found.server.ui_url if found else None,
+                }
+            )
+        elif found is None:
+            say(f"no dev server running (state in {server.home})")
+        else:
+            owner = f"pid {found.pid}" if found.pid else "not started by onward"
+            say(f"dev server running at {found.server.address} ({owner})")
+            say(f"Web UI: {found.server.ui_url}")
+        return EXIT_OK if found else EXIT_FAILED
+    if args.foreground:
+        say(f"Temporal dev server at {server.address}, Web UI {server.ui_url}")
+        return devserver.run_foreground(server)
+    running = devserver.ensure_running(server)
+    if args.json:
+        emit_json(
+            {
+                "running": True,
+                "started": running.started_now,
+                "pid": running.pid,
+                "address": running.server.address,
+                "ui_url": running.server.ui_url,
+            }
+        )
+    else:
+        how = "started" if running.started_now else "already running"
+        owner = f", pid {running.pid}" if running.pid else ""
+        say(f"Temporal dev server {how} at {running.server.address}{owner}")
+        say(f"Web UI: {running.server.ui_url}")
+        say("stop it with: onward dev stop")
+    return EXIT_OK
+
+
+def _demo_command(args: argparse.Namespace) -> int:
+    from onward.connection import task_queue
+    from starter.demo import run_demo
+
+    server = DevServer.recorded(state_dir(), args.port, args.ui_port)
+    return run_demo(server, args.task_queue or task_queue())
+
+
+def run_cli(argv: Sequence[str]) -> int:
+    """Run one ``onward`` command and return its exit code (no exit, no traceback)."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "worker":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as exit:
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+    try:
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        if args.command == "worker":
+            return _worker_command(args, extra)
+        if args.command == "dev":
+            return _dev_command(args)
+        if args.command == "demo":
+            return _demo_command(args)
+        return _client_command(args)
+    except CliError as err:
+        print(f"onward: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("\nonward: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `onward list | head`: the reader left; that is not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except SystemExit as exit:  # argparse inside `onward worker`
+        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the ``onward`` script.
+
+    Ends with ``os._exit``: the Temporal client's native threads can crash a
+    normal interpreter exit (temporalio/sdk-python#300), after all output is
+    flushed.
+    """
+    code = run_cli(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""From command-line flags to contract models, validated before anything starts.
+
+Validation runs here, client-side, with the same pydantic models the workflow
+uses, so bad input is reported with the field (and flag) it concerns and no
+run is ever started with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from onward.contracts import AgentInput, BudgetExtension
+from starter.errors import EXIT_USAGE, CliError
+
+__all__ = [
+    "BUDGET_FLAGS",
+    "agent_input",
+    "budget_extension",
+    "invalid_input",
+    "load_script",
+]
+
+BUDGET_FLAGS: dict[str, str] = {
+    "max_tokens": "--max-tokens",
+    "max_tool_calls": "--max-tool-calls",
+    "max_duration_s": "--max-duration",
+    "max_cost_usd": "--max-cost",
+    "max_steps": "--max-steps",
+    "on_exceeded": "--on-exceeded",
+}
+"""Budget field -> the flag that sets it, to name flags in error messages."""
+
+_FLAGS: dict[str, str] = {
+    "prompt": "PROMPT",
+    "model": "--model",
+    "system": "--system",
+    "script": "--script",
+    "tools": "--tool",
+}
+
+
+def _flag_for(location: tuple[str | int, ...]) -> str | None:
+    if not location:
+        return None
+    if location[0] == "budget":
+        return BUDGET_FLAGS.get(str(location[1])) if len(location) > 1 else None
+    return _FLAGS.get(str(location[0]))
+
+
+def invalid_input(err: ValidationError, what: str = "invalid input") -> CliError:
+    """One line per problem, each naming the field and, where there is one, its flag."""
+    problems = []
+    for error in err.errors():
+        location = tuple(error["loc"])
+        field = ".".join(str(part) for part in location) or "input"
+        flag = _flag_for(location)
+        where = f"{field} ({flag})" if flag else field
+        message = str(error["msg"]).removeprefix("Value error, ")
+        given = error.get("input")
+        if isinstance(given, int | float | str) and not isinstance(given, bool):
+            message += f" (got {given!r})"
+        problems.append(f"{where}: {message}")
+    return CliError(f"{what}: " + "; ".join(problems), EXIT_USAGE)
+
+
+def load_script(path: str) -> Any:
+    """The scripted model's turns from a JSON file (``-`` reads stdin)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise CliError(f"--script {path}: cannot read it ({err.strerror})") from err
+    try:
+        script = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"--script {path}: not valid JSON ({err})") from err
+    if not isinstance(script, list):
+        raise CliError(f"--script {path}: expected a JSON list of turns")
+    return script
+
+
+def _budget_fields(args: argparse.Namespace) -> dict[str, Any]:
+    values = {
+        "max_tokens": args.max_tokens,
+        "max_tool_calls": args.max_tool_calls,
+        "max_duration_s": args.max_duration,
+        "max_cost_usd": args.max_cost,
+        "max_steps": args.max_steps,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def agent_input(args: argparse.Namespace) -> AgentInput:
+    """The run's input from ``run``/``start`` flags; :class:`CliError` (exit 2) if invalid."""
+    budget = _budget_fields(args)
+    if args.on_exceeded is not None:
+        budget["on_exceeded"] = args.on_exceeded
+    data: dict[str, Any] = {"prompt": args.prompt, "budget": budget}
+    if args.model is not None:
+        data["model"] = args.model
+    if args.system is not None:
+        data["system"] = args.system
+    if args.tools is not None:
+        data["tools"] = args.tools
+    if args.script is not None:
+        data["script"] = load_script(args.script)
+    try:
+        return AgentInput.model_validate(data)
+    except ValidationError as err:
+        raise invalid_input(err) from err
+
+
+def budget_extension(args: argparse.Namespace) -> BudgetExtension:
+    """The new limits from ``extend`` flags; at least one must be given."""
+    fields = _budget_fields(args)
+    if not fields:
+        flags = ", ".join(flag for name, flag in BUDGET_FLAGS.items() if name != "on_exceeded")
+        raise CliError(f"extend: give at least one of {flags}")
+    try:
+        return BudgetExtension.model_validate(fields)
+    except ValidationError as err:
+        raise invalid_input(err, "invalid budget extension") from err

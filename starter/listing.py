@@ -1,0 +1,137 @@
+"""``onward list``: agent runs from Temporal's visibility store.
+
+The workflow upserts Onward's search attributes (status, model, steps, tokens,
+cost) after every step, so the list needs no query per run and works with no
+worker running. Where the server has no such attribute (or the run has not
+published it yet) Temporal's own execution status stands in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+
+from onward import search_attributes as sa
+from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
+from starter.render import money
+
+__all__ = ["RunRow", "list_runs", "run_query", "run_table"]
+
+_CLOSED_AS: dict[WorkflowExecutionStatus, str] = {
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued_as_new",
+}
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """One run as the list shows it."""
+
+    workflow_id: str
+    run_id: str
+    status: str
+    model: str | None
+    steps: int | None
+    tokens: int | None
+    cost_usd: float | None
+    start_time: datetime
+    close_time: datetime | None
+    temporal_status: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "model": self.model,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "cost_usd": self.cost_usd,
+            "start_time": self.start_time.isoformat(),
+            "close_time": self.close_time.isoformat() if self.close_time else None,
+            "temporal_status": self.temporal_status,
+        }
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def run_query(status: str | None = None, model: str | None = None) -> str:
+    """The visibility query for agent runs, optionally with a status and a model."""
+    clauses = [f"WorkflowType = {_quoted(AGENT_WORKFLOW)}"]
+    if status:
+        clauses.append(f"{sa.STATUS.name} = {_quoted(status)}")
+    if model:
+        clauses.append(f"{sa.MODEL.name} = {_quoted(model)}")
+    return " AND ".join(clauses)
+
+
+def _row(execution: WorkflowExecution) -> RunRow:
+    attributes = execution.typed_search_attributes
+    published = attributes.get(sa.STATUS)
+    temporal = execution.status or WorkflowExecutionStatus.RUNNING
+    if temporal == WorkflowExecutionStatus.RUNNING:
+        status = published or "running"
+    elif published in FINAL_STATES:
+        status = published
+    else:  # closed by Temporal itself (terminated, timed out, cancelled natively)
+        status = _CLOSED_AS.get(temporal, temporal.name.lower())
+    return RunRow(
+        workflow_id=execution.id,
+        run_id=execution.run_id,
+        status=status,
+        model=attributes.get(sa.MODEL),
+        steps=attributes.get(sa.STEPS),
+        tokens=attributes.get(sa.TOKENS),
+        cost_usd=attributes.get(sa.COST),
+        start_time=execution.start_time,
+        close_time=execution.close_time,
+        temporal_status=temporal.name.lower(),
+    )
+
+
+async def list_runs(
+    client: Client,
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    limit: int,
+) -> list[RunRow]:
+    """Agent runs matching the filters, newest first, at most ``limit``."""
+    query = run_query(status, model)
+    return [_row(execution) async for execution in client.list_workflows(query, limit=limit)]
+
+
+def _cell(value: object | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def run_table(rows: list[RunRow]) -> list[str]:
+    """The rows as an aligned text table with a header."""
+    header = ("ID", "STATUS", "MODEL", "STEPS", "TOKENS", "COST", "STARTED")
+    cells = [
+        (
+            row.workflow_id,
+            row.status,
+            _cell(row.model),
+            _cell(row.steps),
+            _cell(row.tokens),
+            "-" if row.cost_usd is None else money(row.cost_usd),
+            row.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *cells]
+    ]

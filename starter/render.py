@@ -1,0 +1,187 @@
+"""Human output: steps, state changes, status, results, and the Web UI texts of a run.
+
+Pure functions from contract models to lines of text; printing is left to the
+caller, so every format here is easy to test and reuse (``run``, ``watch``,
+``steps`` and ``demo`` all show steps the same way).
+"""
+
+from __future__ import annotations
+
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    AgentState,
+    AgentStatus,
+    Budget,
+    RunUsage,
+    StepRecord,
+    ToolCall,
+    ToolCallRecord,
+)
+from starter.inputs import BUDGET_FLAGS
+from workflows.progress import tool_summary, usage_line
+
+__all__ = [
+    "describe_budget",
+    "money",
+    "result_lines",
+    "shorten",
+    "state_change",
+    "static_details",
+    "static_summary",
+    "status_lines",
+    "step_lines",
+    "tool_call_line",
+    "usage_summary",
+]
+
+SUMMARY_CHARS = 80
+"""Length of a run's static summary (its prompt, shortened) in the Web UI."""
+RESULT_EXCERPT_CHARS = 80
+"""How much of a tool result a step line shows."""
+ANSWER_EXCERPT_CHARS = 100
+"""How much of the final answer its step line shows."""
+_INDENT = " " * 8
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def money(usd: float | None) -> str:
+    """``$0.000140``, ``$1.2500``, or ``cost unknown``."""
+    if usd is None:
+        return "cost unknown"
+    return f"${usd:.4f}" if usd >= 0.01 else f"${usd:.6f}"
+
+
+def _seconds(ms: int | None) -> str:
+    return "…" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def tool_call_line(call: ToolCallRecord) -> str:
+    """``calculator(17 * 3 + 4) -> 55``, or ``read_file(x.txt) !! no such file``."""
+    shown = tool_summary(ToolCall(id=call.id, name=call.name, arguments=call.arguments))
+    if call.error is not None:
+        return f"{shown} !! {shorten(call.error, RESULT_EXCERPT_CHARS)}"
+    result = shorten(call.result or "", RESULT_EXCERPT_CHARS)
+    return f"{shown} -> {result or '(empty)'}"
+
+
+def step_lines(step: StepRecord) -> list[str]:
+    """A finished step: the model's reason (or answer), its tool calls, then time and usage."""
+    if step.tool_calls:
+        head = step.text.strip() or "(no reason given)"
+    else:  # the answer itself is printed in full with the result
+        head = "answer: " + (shorten(step.text, ANSWER_EXCERPT_CHARS) or "(empty)")
+    first, *rest = head.splitlines() or [""]
+    lines = [f"{f'step {step.step}':<{len(_INDENT) - 1}} {first}"]
+    lines += [_INDENT + line for line in rest]
+    lines += [_INDENT + tool_call_line(call) for call in step.tool_calls]
+    lines.append(
+        f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')} · "
+        f"{money(step.cost_usd)}"
+    )
+    return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def usage_summary(usage: RunUsage) -> str:
+    """What a run consumed, on one line."""
+    cost = money(usage.cost_usd)
+    if not usage.cost_known:
+        cost += " (some calls unpriced)"
+    return (
+        f"{_count(usage.steps, 'step')} · {_count(usage.total_tokens, 'token')} "
+        f"({usage.input_tokens} in, {usage.output_tokens} out) · "
+        f"{_count(usage.tool_calls, 'tool call')} · {_count(usage.model_calls, 'model call')} · "
+        f"{cost} · {usage.duration_s:.1f} s"
+    )
+
+
+def _block(label: str, text: str) -> list[str]:
+    first, *rest = text.splitlines() or [""]
+    pad = " " * (len(label) + 2)
+    return [f"{label}: {first}", *(pad + line for line in rest)]
+
+
+def result_lines(result: AgentResult) -> list[str]:
+    """The end of a run: status, output, reason and usage."""
+    lines = [f"status: {result.status}"]
+    if result.reason:
+        lines += _block("reason", result.reason)
+    if result.output is not None:
+        lines += _block("output", result.output)
+    lines.append(f"usage:  {usage_summary(result.usage)}")
+    return lines
+
+
+def state_change(workflow_id: str, state: AgentState, reason: str | None) -> str | None:
+    """A line when a followed run pauses or goes on again; None for other states."""
+    if state == "paused":
+        return f"-- paused; resume with: onward resume {workflow_id}"
+    if state == "budget_paused":
+        limit = (reason or "").split(":", 1)[0]
+        flag = BUDGET_FLAGS.get(limit, "--max-...")
+        return (
+            f"-- budget paused: {reason or 'a limit was reached'}; "
+            f"raise it with: onward extend {workflow_id} {flag} N"
+        )
+    if state == "running":
+        return "-- running again"
+    return None
+
+
+def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
+    """The ``status`` command's answer."""
+    lines = [
+        f"run:    {workflow_id}",
+        f"state:  {status.state}",
+        f"model:  {status.model or '?'}",
+        f"steps:  {status.step}",
+        f"usage:  {usage_line(status.usage, status.budget)}",
+        f"time:   {status.usage.duration_s:.1f} s",
+    ]
+    if status.reason:
+        lines += _block("reason", status.reason)
+    if status.last_step is not None:
+        last = status.last_step
+        what = ", ".join(call.name for call in last.tool_calls) or "answer"
+        lines.append(f"last:   step {last.step} ({what}): {shorten(last.text, 100) or '-'}")
+    return lines
+
+
+def describe_budget(budget: Budget) -> str:
+    """``max_tokens 1000 · max_tool_calls 5 · on_exceeded pause``, or ``unlimited``."""
+    limits = budget.model_dump(exclude_none=True, exclude={"on_exceeded"})
+    if not limits:
+        return "unlimited"
+    shown = [f"{name} {value:g}" for name, value in limits.items()]
+    return " · ".join([*shown, f"on_exceeded {budget.on_exceeded}"])
+
+
+def static_summary(agent: AgentInput) -> str:
+    """The one-line summary the Web UI shows for a run: its prompt, shortened."""
+    return shorten(agent.prompt, SUMMARY_CHARS)
+
+
+def static_details(agent: AgentInput) -> str:
+    """Markdown the Web UI shows with a run: model, tools and budget."""
+    tools = ", ".join(agent.tools) if agent.tools is not None else "all built-ins"
+    lines = [
+        f"**model** `{agent.model}`",
+        f"**tools** {tools or 'none'}",
+        f"**budget** {describe_budget(agent.budget)}",
+    ]
+    if agent.script is not None:
+        lines.append(f"**script** {len(agent.script)} turn(s)")
+    if agent.system:
+        lines.append(f"**system** {shorten(agent.system, 200)}")
+    quoted = "\n".join(f"> {line}" for line in agent.prompt.splitlines())
+    lines.append(f"**prompt**\n\n{quoted}")
+    return "\n\n".join(lines)

@@ -1,0 +1,383 @@
+"""The ``onward`` command, run as a real subprocess against the session's dev server.
+
+The worker runs in-process (the ``worker`` fixture, on its own task queue);
+each command is a separate ``python -m starter.cli`` process, as a user would
+run it, so exit codes, stdout and stderr are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from conftest import RunningWorker, eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CALC_SCRIPT: list[dict[str, Any]] = [
+    {
+        "text": "I need the total first.",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "17 * 3 + 4"}}],
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+    },
+    {
+        "text": "Now save it and check.",
+        "tool_calls": [
+            {"name": "write_file", "arguments": {"path": "total.txt", "content": "55\n"}},
+            {"name": "read_file", "arguments": {"path": "missing.txt"}},
+        ],
+        "usage": {"input_tokens": 150, "output_tokens": 30},
+    },
+    {"text": "The total is 55.", "usage": {"input_tokens": 200, "output_tokens": 5}},
+]
+
+
+def slow_script(turns: int, delay_s: float) -> list[dict[str, Any]]:
+    """``turns`` calculator turns, each model call taking ``delay_s``, then an answer."""
+    script: list[dict[str, Any]] = [
+        {
+            "text": f"turn {n}",
+            "tool_calls": [{"name": "calculator", "arguments": {"expression": f"{n} + {n}"}}],
+            "delay_s": delay_s,
+        }
+        for n in range(1, turns + 1)
+    ]
+    script.append({"text": "all done"})
+    return script
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Completed:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Onward:
+    """Runs ``onward`` against one server and task queue."""
+
+    address: str
+    task_queue: str
+    home: Path
+
+    async def __call__(self, *args: str, timeout_s: float = 60, **env: str) -> Completed:
+        environ = dict(os.environ)
+        environ.update(
+            TEMPORAL_ADDRESS=self.address,
+            ONWARD_TASK_QUEUE=self.task_queue,
+            ONWARD_HOME=str(self.home),
+        )
+        environ.update(env)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "starter.cli",
+            *args,
+            cwd=ROOT,
+            env=environ,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise
+        assert process.returncode is not None
+        return Completed(process.returncode, out.decode(), err.decode())
+
+    async def ok_json(self, *args: str) -> Any:
+        done = await self(*args, "--json")
+        assert done.code == 0, done.stderr
+        return done.json()
+
+    async def state(self, workflow_id: str) -> str:
+        status = await self.ok_json("status", workflow_id)
+        state: str = status["state"]
+        return state
+
+
+@pytest.fixture
+def onward(address: str, worker: RunningWorker, tmp_path: Path) -> Onward:
+    return Onward(address, worker.task_queue, tmp_path / "home")
+
+
+@pytest.fixture
+def script_file(tmp_path: Path) -> Path:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps(CALC_SCRIPT))
+    return path
+
+
+def write_script(tmp_path: Path, script: list[dict[str, Any]]) -> str:
+    path = tmp_path / f"script-{uuid.uuid4().hex[:6]}.json"
+    path.write_text(json.dumps(script))
+    return str(path)
+
+
+async def test_run_json_prints_only_the_result(
+    onward: Onward, script_file: Path, worker: RunningWorker
+) -> None:
+    done = await onward("run", "Add things up", "--script", str(script_file), "--json")
+
+    assert done.code == 0, done.stderr
+    result = done.json()  # the whole of stdout is one JSON document
+    assert result["status"] == "completed"
+    assert result["output"] == "The total is 55."
+    assert [step["step"] for step in result["steps"]] == [1, 2, 3]
+    first, second, _ = result["steps"]
+    assert [(c["name"], c["result"]) for c in first["tool_calls"]] == [("calculator", "55")]
+    write, read = second["tool_calls"]
+    assert write["name"] == "write_file" and write["error"] is None
+    assert read["name"] == "read_file" and read["error"]
+    assert result["usage"]["total_tokens"] == 505
+    assert result["usage"]["tool_calls"] == 3
+    assert (worker.workspace / "total.txt").read_text() == "55\n"
+
+
+async def test_run_shows_each_step_and_the_result(onward: Onward, script_file: Path) -> None:
+    done = await onward("run", "Add things up", "--script", str(script_file), "--max-steps", "9")
+
+    assert done.code == 0, done.stderr
+    out = done.stdout
+    assert "step 1  I need the total first." in out
+    assert "calculator(17 * 3 + 4) -> 55" in out
+    assert "read_file(missing.txt) !! " in out
+    assert "step 3  answer: The total is 55." in out
+    assert "120 tokens" in out
+    assert "status: completed" in out
+    assert "output: The total is 55." in out
+    assert out.index("step 1") < out.index("step 2") < out.index("status: completed")
+
+
+async def test_start_status_steps_pause_and_resume(onward: Onward, tmp_path: Path) -> None:
+    script = write_script(tmp_path, slow_script(turns=6, delay_s=0.5))
+    started = await onward.ok_json("start", "count slowly", "--script", script)
+    workflow_id = started["workflow_id"]
+    assert started["run_id"]
+
+    paused = await onward("pause", workflow_id)
+    assert paused.code == 0, paused.stderr
+
+    async def is_paused() -> bool:
+        return await onward.state(workflow_id) == "paused"
+
+    await eventually(is_paused)
+    before = await onward.ok_json("status", workflow_id)
+    await asyncio.sleep(0.6)  # longer than a turn: a paused run makes no progress
+    human = await onward("status", workflow_id)
+    assert "state:  paused" in human.stdout
+    assert f"steps:  {before['step']}" in human.stdout
+
+    resumed = await onward("resume", workflow_id)
+    assert resumed.code == 0, resumed.stderr
+    result = await onward.ok_json("result", workflow_id)
+    assert result["status"] == "completed"
+    assert result["output"] == "all done"
+    assert len(result["steps"]) == 7
+
+    steps = await onward("steps", workflow_id)
+    assert "calculator(6 + 6) -> 12" in steps.stdout
+
+
+async def test_cancel_with_a_reason(onward: Onward, tmp_path: Path) -> None:
+    script = write_script(tmp_path, slow_script(turns=5, delay_s=1.0))
+    workflow_id = f"cli-cancel-{uuid.uuid4().hex[:8]}"
+    started = await onward("start", "a long job", "--script", script, "--id", workflow_id)
+    assert started.code == 0 and started.stdout.strip() == workflow_id
+
+    status = await onward.ok_json("status", workflow_id)
+    assert status["state"] == "running"
+    assert status["model"] == "scripted"
+    assert status["usage"]["tool_calls"] < 5
+
+    cancelled = await onward("cancel", workflow_id, "--reason", "no longer needed")
+    assert cancelled.code == 0, cancelled.stderr
+
+    done = await onward("result", workflow_id, "--json")
+    assert done.code == 1
+    result = done.json()
+    assert result["status"] == "cancelled"
+    assert result["reason"] == "no longer needed"
+
+    late = await onward("pause", workflow_id)
+    assert late.code == 1
+    assert f"onward: run {workflow_id} has already ended" in late.stderr
+
+
+async def test_extend_lets_a_budget_paused_run_finish(onward: Onward, tmp_path: Path) -> None:
+    script = write_script(tmp_path, slow_script(turns=2, delay_s=0))
+    started = await onward.ok_json(
+        "start", "two tools", "--script", script, "--on-exceeded", "pause", "--max-tool-calls", "1"
+    )
+    workflow_id = started["workflow_id"]
+
+    async def budget_paused() -> bool:
+        return await onward.state(workflow_id) == "budget_paused"
+
+    await eventually(budget_paused)
+    lowered, nothing = await asyncio.gather(
+        onward("extend", workflow_id, "--max-tool-calls", "0"),
+        onward("extend", workflow_id),
+    )
+    assert lowered.code == 1
+    assert "can only be raised" in lowered.stderr
+    assert "Traceback" not in lowered.stderr
+    assert nothing.code == 2 and "--max-tool-calls" in nothing.stderr
+
+    budget = await onward.ok_json("extend", workflow_id, "--max-tool-calls", "5")
+    assert budget["max_tool_calls"] == 5
+    assert budget["on_exceeded"] == "pause"
+
+    done = await onward("result", workflow_id, "--json")
+    assert done.code == 0, done.stderr
+    assert done.json()["status"] == "completed"
+
+
+async def test_budget_exceeded_exits_3(onward: Onward, tmp_path: Path) -> None:
+    script = write_script(tmp_path, slow_script(turns=3, delay_s=0))
+    done = await onward("run", "too much", "--script", script, "--max-tool-calls", "1", "--json")
+    assert done.code == 3, done.stderr
+    result = done.json()
+    assert result["status"] == "budget_exceeded"
+    assert result["reason"].startswith("max_tool_calls")
+
+
+async def test_list_finds_the_run(onward: Onward, script_file: Path) -> None:
+    workflow_id = f"cli-list-{uuid.uuid4().hex[:8]}"
+    done = await onward("run", "listed", "--script", str(script_file), "--id", workflow_id)
+    assert done.code == 0, done.stderr
+
+    async def listed() -> bool:
+        rows = await onward.ok_json("list", "--status", "completed", "--model", "scripted")
+        return any(
+            row["workflow_id"] == workflow_id and row["steps"] == 3 and row["tokens"] == 505
+            for row in rows
+        )
+
+    await eventually(listed)
+    everything, table, none = await asyncio.gather(
+        onward.ok_json("list", "--limit", "50"),
+        onward("list", "--status", "completed"),
+        onward.ok_json("list", "--status", "budget_paused", "--model", "nope:none"),
+    )
+    row = next(row for row in everything if row["workflow_id"] == workflow_id)
+    assert (row["status"], row["model"], row["temporal_status"]) == (
+        "completed",
+        "scripted",
+        "completed",
+    )
+    assert table.stdout.startswith("ID ")
+    assert workflow_id in table.stdout
+    assert none == []
+
+
+async def test_invalid_input_exits_2_and_starts_nothing(onward: Onward, client: Client) -> None:
+    workflow_id = f"cli-invalid-{uuid.uuid4().hex[:8]}"
+    done = await onward("run", "hello", "--max-tokens", "-1", "--id", workflow_id, "--json")
+
+    assert done.code == 2
+    assert done.stdout == ""
+    assert "max_tokens" in done.stderr and "--max-tokens" in done.stderr
+    assert "Traceback" not in done.stderr
+    with pytest.raises(RPCError) as err:
+        await client.get_workflow_handle(workflow_id).describe()
+    assert err.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_unknown_tool_fails_the_run_with_its_message(onward: Onward) -> None:
+    done = await onward("run", "hello", "--tool", "no_such_tool")
+    assert done.code == 1, done.stderr
+    assert "status: failed" in done.stdout
+    assert "unknown tool(s) 'no_such_tool'" in done.stdout
+
+
+async def test_unknown_id_exits_2(onward: Onward) -> None:
+    commands = [("status",), ("result",), ("pause",), ("steps",), ("steer", "hi")]
+    done = await asyncio.gather(*(onward(name, "no-such-run", *rest) for name, *rest in commands))
+    for name, completed in zip(commands, done, strict=True):
+        assert completed.code == 2, name
+        assert completed.stderr.strip() == "onward: no run with id no-such-run", name
+
+
+async def test_unreachable_server_exits_2(tmp_path: Path) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    onward = Onward(closed, "nowhere", tmp_path)
+    done = await asyncio.gather(onward("status", "some-id"), onward("run", "hello", "--json"))
+    for completed in done:
+        assert completed.code == 2
+        assert completed.stderr.strip() == (
+            f"onward: cannot reach Temporal at {closed}; start it with 'onward dev'"
+        )
+        assert completed.stdout == ""
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    onward = Onward(f"127.0.0.1:{port}", "unused", tmp_path / "home")
+    ports = ("--port", str(port), "--ui-port", str(ui_port))
+
+    started = await onward("dev", "start", *ports, "--json")
+    assert started.code == 0, started.stderr
+    info = started.json()
+    pid = info["pid"]
+    try:
+        assert info["started"] is True
+        assert info["address"] == f"127.0.0.1:{port}"
+        assert info["ui_url"] == f"http://localhost:{ui_port}"
+        assert (tmp_path / "home" / "dev-server.pid").read_text().strip() == str(pid)
+        assert (tmp_path / "home" / "temporal.db").exists()
+
+        status = await onward("dev", "status", "--json")
+        assert status.code == 0
+        assert status.json()["running"] is True and status.json()["pid"] == pid
+
+        again = await onward("dev", *ports)
+        assert again.code == 0
+        assert "already running" in again.stdout and str(pid) in again.stdout
+
+        # a client command reaches it
+        listed = await onward("list", "--json")
+        assert listed.code == 0, listed.stderr
+    finally:
+        stopped = await onward("dev", "stop")
+    assert stopped.code == 0, stopped.stderr
+    assert f"pid {pid}" in stopped.stdout
+    assert pid_gone(pid)
+    assert not (tmp_path / "home" / "dev-server.pid").exists()
+
+    after = await onward("dev", "status")
+    assert after.code == 1
+    assert "no dev server running" in after.stdout
