@@ -29,13 +29,17 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.model import ModelActivities
+from activities.providers import close_providers, providers_from_env
 from activities.providers.base import ModelProvider
 from activities.providers.scripted import ScriptedModel
+from activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCallSettings
+from activities.telemetry import ActivityTelemetry
 from activities.tool_calls import ToolActivities
 from activities.tools import ToolRegistry, builtin_registry
 from onward import search_attributes
 from onward.connection import connect_with_retry, task_queue
 from onward.pricing import PricingTable
+from onward.telemetry import configure_telemetry, temporal_runtime
 from workflows import AgentWorkflow
 
 __all__ = ["WorkerSettings", "build_worker", "ensure_search_attributes", "main", "run_worker"]
@@ -107,15 +111,28 @@ def build_worker(
     registry: ToolRegistry | None = None,
     providers: Mapping[str, ModelProvider] | None = None,
     search_attribute_names: Sequence[str] = (),
+    model_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    telemetry: ActivityTelemetry | None = None,
     **options: Any,
 ) -> Worker:
-    """A worker with the agent workflow, the model activity and the tool activities."""
+    """A worker with the agent workflow, the model activity and the tool activities.
+
+    Tests and embedders pass their own ``registry`` and ``providers``;
+    ``run_worker`` builds them from the environment.
+    """
+    telemetry = telemetry or ActivityTelemetry()
     model = ModelActivities(
         providers if providers is not None else {"scripted": ScriptedModel()},
         PricingTable.load(*settings.pricing_files),
+        max_attempts=model_max_attempts,
+        telemetry=telemetry,
     )
     tools = ToolActivities(
-        registry or builtin_registry(), settings.workspace, search_attribute_names
+        registry or builtin_registry(),
+        settings.workspace,
+        search_attribute_names,
+        telemetry=telemetry,
+        providers=model.provider_names,
     )
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_QUEUE_TIMEOUT)
     options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
@@ -132,17 +149,47 @@ def build_worker(
     )
 
 
-async def run_worker(settings: WorkerSettings, stop: asyncio.Event | None = None) -> None:
+async def run_worker(
+    settings: WorkerSettings,
+    stop: asyncio.Event | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    trace_file: Path | None = None,
+) -> None:
     """Connect (waiting for the server), register search attributes, poll until ``stop``."""
+    env = dict(os.environ if environ is None else environ)
     stop = stop or asyncio.Event()
-    client = await connect_with_retry(namespace=settings.namespace)
-    names = await ensure_search_attributes(client, settings.namespace)
-    worker = build_worker(client, settings, search_attribute_names=names)
-    log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
-    print(f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}", flush=True)
-    async with worker:
-        await stop.wait()
-        log.info("shutting down gracefully")
+    # Provider settings are checked before connecting, so a bad ONWARD_ENDPOINTS or
+    # ONWARD_MODEL_* stops the start at once instead of failing runs later.
+    providers = providers_from_env(env)
+    max_attempts = ModelCallSettings.from_env(env).max_attempts
+    telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
+    connect_options: dict[str, Any] = {"interceptors": telemetry.interceptors}
+    runtime = temporal_runtime(env)
+    if runtime is not None:
+        connect_options["runtime"] = runtime
+    try:
+        client = await connect_with_retry(env, namespace=settings.namespace, **connect_options)
+        names = await ensure_search_attributes(client, settings.namespace)
+        worker = build_worker(
+            client,
+            settings,
+            providers=providers,
+            model_max_attempts=max_attempts,
+            search_attribute_names=names,
+            telemetry=ActivityTelemetry(trace_content=telemetry.trace_content),
+        )
+        log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
+        print(
+            f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}",
+            flush=True,
+        )
+        async with worker:
+            await stop.wait()
+            log.info("shutting down gracefully")
+    finally:
+        await close_providers(providers)  # after the worker has drained its activities
+        telemetry.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="onward worker", description=__doc__)
     parser.add_argument("--task-queue", help="default: $ONWARD_TASK_QUEUE or 'onward'")
     parser.add_argument("--log-level", default=os.environ.get("ONWARD_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--trace-file", type=Path, help="write OpenTelemetry spans as JSON lines to this file"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = WorkerSettings.from_env()
@@ -166,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
+        await run_worker(settings, stop, trace_file=args.trace_file)
 
     asyncio.run(serve())
     return 0

@@ -37,10 +37,12 @@ class ToolActivities:
         workspace: Path,
         search_attributes: Sequence[str] = (),
         telemetry: ActivityTelemetry | None = None,
+        providers: Sequence[str] = (),
     ) -> None:
         self._registry = registry
         self._workspace = workspace
         self._search_attributes = list(search_attributes)
+        self._providers = list(providers)
         self._telemetry = telemetry or ActivityTelemetry()
 
     @activity.defn(name="describe_worker")
@@ -60,6 +62,7 @@ class ToolActivities:
             unknown=unknown,
             available=self._registry.names(),
             search_attributes=self._search_attributes,
+            providers=self._providers,
         )
 
     @activity.defn(name="execute_tool")
@@ -75,6 +78,13 @@ class ToolActivities:
         if item is None:
             known = ", ".join(self._registry.names())
             return ToolOutcome(error=f"unknown tool {request.name!r} (this worker has: {known})")
+        if set(request.arguments) == {"_raw"}:
+            # A provider could not parse the model's arguments as JSON (see providers).
+            raw = str(request.arguments["_raw"])[:200]
+            return ToolOutcome(
+                error=f"the arguments were not valid JSON: {raw!r}; "
+                "send one JSON object matching the tool's schema"
+            )
         try:
             args = item.args_model.model_validate(request.arguments)
         except ValidationError as err:

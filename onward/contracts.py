@@ -10,6 +10,7 @@ so fields are only ever *added*, and only with defaults.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -56,7 +57,10 @@ DEFAULT_TASK_QUEUE = "onward"
 """Task queue used when ``ONWARD_TASK_QUEUE`` is not set."""
 
 KNOWN_PROVIDERS = frozenset({"scripted", "openai", "anthropic", "ollama"})
-"""Model providers a ``model`` string may name (``provider`` or ``provider:model``)."""
+"""Built-in model providers. A worker may add named endpoints (``ONWARD_ENDPOINTS``);
+a run naming a provider its worker lacks fails at once with ``InvalidInput``."""
+
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 AgentState = Literal[
     "running", "paused", "budget_paused", "completed", "failed", "cancelled", "budget_exceeded"
@@ -179,9 +183,12 @@ class AgentInput(_Strict):
     @classmethod
     def _known_provider(cls, value: str) -> str:
         provider = provider_of(value)
-        if provider not in KNOWN_PROVIDERS:
+        if not _PROVIDER_NAME.fullmatch(provider):
             known = ", ".join(sorted(KNOWN_PROVIDERS))
-            raise ValueError(f"unknown model provider {provider!r} (known: {known})")
+            raise ValueError(
+                f"bad model provider {provider!r}: use 'provider:model' with one of {known} "
+                "or an endpoint name from the worker's ONWARD_ENDPOINTS"
+            )
         if provider != "scripted" and not value.partition(":")[2]:
             raise ValueError(f"{value!r} names no model; use '{provider}:<model>'")
         return value
@@ -275,6 +282,9 @@ class WorkerDescription(BaseModel):
     available: list[str] = Field(default_factory=list)
     search_attributes: list[str] = Field(
         default_factory=list, description="Onward search attributes registered on the server"
+    )
+    providers: list[str] = Field(
+        default_factory=list, description="model providers the worker has (empty: not checked)"
     )
 
 

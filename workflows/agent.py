@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         ToolRequest,
         ToolSpec,
         WorkerDescriptionRequest,
+        provider_of,
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT, format_validation_error
@@ -64,8 +65,9 @@ MODEL_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=5),
-    maximum_attempts=8,
+    maximum_attempts=20,
 )
+"""A ceiling: the worker's ONWARD_MODEL_MAX_ATTEMPTS (default 8) decides within it."""
 TOOL_RETRY_INTERVAL = timedelta(seconds=1)
 DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
 STEP_LOG_RESULT_CHARS = 2_000
@@ -101,6 +103,8 @@ def _root_message(err: BaseException) -> str:
     """The innermost cause's message: 'rate limited', not 'Activity task failed'."""
     while isinstance(err, ActivityError) and err.cause is not None:
         err = err.cause
+    if isinstance(err, ApplicationError):
+        return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
 
 
@@ -178,6 +182,15 @@ class AgentWorkflow:
             raise ApplicationError(
                 f"tools: unknown tool(s) {unknown}; this worker has: "
                 f"{', '.join(description.available)}",
+                type=INVALID_INPUT,
+                non_retryable=True,
+            )
+        provider = provider_of(self._input.model)
+        if description.providers and provider not in description.providers:
+            self._end("failed", "invalid input: unknown model provider")
+            raise ApplicationError(
+                f"model: unknown model provider {provider!r} (this worker has: "
+                f"{', '.join(description.providers)})",
                 type=INVALID_INPUT,
                 non_retryable=True,
             )

@@ -1,0 +1,169 @@
+"""Model providers: one provider-neutral interface, two wire protocols.
+
+A run's ``model`` is ``provider:model``. The worker builds its providers once,
+at startup, from its own environment with :func:`providers_from_env`, and
+closes them on shutdown with :func:`close_providers`:
+
+* ``scripted``: the offline scripted model (always present).
+* ``openai``: Chat Completions at ``OPENAI_BASE_URL`` (default
+  ``https://api.openai.com/v1``) with ``OPENAI_API_KEY``. Any compatible
+  server works (vLLM, LM Studio, a gateway); servers without auth take any
+  key, as with OpenAI's own SDK.
+* ``anthropic``: Messages at ``ANTHROPIC_BASE_URL`` (default
+  ``https://api.anthropic.com``) with ``ANTHROPIC_API_KEY``.
+* ``ollama``: Chat Completions at ``OLLAMA_BASE_URL`` (default
+  ``http://localhost:11434/v1``; ``/v1`` is added when missing), no key.
+* Named endpoints from the ``ONWARD_ENDPOINTS`` file (see
+  :mod:`activities.providers.settings`), e.g. ``openrouter``; a name there
+  replaces a built-in of the same name.
+
+``openai`` and ``anthropic`` exist even without a key, so a run naming them
+fails at once with ``ApiKeyMissing`` ("OPENAI_API_KEY is not set on the
+worker") instead of "provider not configured". Error types are listed in
+:mod:`activities.providers.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import httpx
+
+from activities.providers.anthropic_messages import AnthropicMessagesProvider
+from activities.providers.base import ModelProvider
+from activities.providers.openai_chat import OpenAIChatProvider
+from activities.providers.scripted import ScriptedModel
+from activities.providers.settings import EndpointConfig, ModelCallSettings, load_endpoints
+
+__all__ = [
+    "ANTHROPIC_DEFAULT_BASE_URL",
+    "OLLAMA_DEFAULT_BASE_URL",
+    "OPENAI_DEFAULT_BASE_URL",
+    "AnthropicMessagesProvider",
+    "ClosableProvider",
+    "EndpointConfig",
+    "ModelCallSettings",
+    "ModelProvider",
+    "OpenAIChatProvider",
+    "ScriptedModel",
+    "close_providers",
+    "providers_from_env",
+]
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_BASE_URL = "https://api.anthropic.com"
+OLLAMA_DEFAULT_BASE_URL = "http://localhost:11434/v1"
+
+
+@runtime_checkable
+class ClosableProvider(Protocol):
+    """A provider holding a connection pool, closed on worker shutdown."""
+
+    async def aclose(self) -> None:
+        """Release the provider's connections."""
+        ...
+
+
+def _ollama_url(value: str | None) -> str:
+    url = (value or OLLAMA_DEFAULT_BASE_URL).rstrip("/")
+    # Ollama's own docs give the server address (http://localhost:11434); its
+    # OpenAI-compatible API lives under /v1.
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def _key(environ: Mapping[str, str], name: str | None) -> str | None:
+    if name is None:
+        return None
+    # A key pasted from a file often ends in a newline, which no header accepts.
+    return (environ.get(name) or "").strip() or None
+
+
+def _endpoint_provider(
+    name: str,
+    config: EndpointConfig,
+    environ: Mapping[str, str],
+    settings: ModelCallSettings,
+    transport: httpx.AsyncBaseTransport | None,
+) -> ModelProvider:
+    if config.protocol == "anthropic":
+        return AnthropicMessagesProvider(
+            name,
+            base_url=config.base_url,
+            api_key=_key(environ, config.api_key_env),
+            api_key_env=config.api_key_env,
+            settings=settings,
+            headers=config.headers,
+            transport=transport,
+        )
+    return OpenAIChatProvider(
+        name,
+        base_url=config.base_url,
+        api_key=_key(environ, config.api_key_env),
+        api_key_env=config.api_key_env,
+        settings=settings,
+        max_tokens_field=config.max_tokens_field,
+        headers=config.headers,
+        transport=transport,
+    )
+
+
+def providers_from_env(
+    environ: Mapping[str, str], *, transport: httpx.AsyncBaseTransport | None = None
+) -> dict[str, ModelProvider]:
+    """Every provider this worker offers, configured from ``environ``.
+
+    Args:
+        environ: the worker's environment (``os.environ``), read only here.
+        transport: an httpx transport for every provider instead of the
+            network (tests).
+
+    Raises:
+        ValueError: a bad ``ONWARD_MODEL_*`` value or ``ONWARD_ENDPOINTS``
+            file, so the worker refuses to start instead of failing runs.
+    """
+    settings = ModelCallSettings.from_env(environ)
+    endpoints_file = environ.get("ONWARD_ENDPOINTS")
+    endpoints = load_endpoints(Path(endpoints_file)) if endpoints_file else {}
+    providers: dict[str, ModelProvider] = {"scripted": ScriptedModel()}
+    for name, config in endpoints.items():
+        providers[name] = _endpoint_provider(name, config, environ, settings, transport)
+    if "openai" not in providers:
+        providers["openai"] = OpenAIChatProvider(
+            "openai",
+            base_url=environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL,
+            api_key=_key(environ, "OPENAI_API_KEY"),
+            api_key_env="OPENAI_API_KEY",
+            settings=settings,
+            max_tokens_field="max_completion_tokens",
+            transport=transport,
+        )
+    if "anthropic" not in providers:
+        providers["anthropic"] = AnthropicMessagesProvider(
+            "anthropic",
+            base_url=environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL,
+            api_key=_key(environ, "ANTHROPIC_API_KEY"),
+            api_key_env="ANTHROPIC_API_KEY",
+            settings=settings,
+            transport=transport,
+        )
+    if "ollama" not in providers:
+        providers["ollama"] = OpenAIChatProvider(
+            "ollama",
+            base_url=_ollama_url(environ.get("OLLAMA_BASE_URL")),
+            api_key=None,
+            api_key_env=None,
+            settings=settings,
+            max_tokens_field="max_tokens",
+            transport=transport,
+        )
+    return providers
+
+
+async def close_providers(providers: Iterable[object] | Mapping[str, object]) -> None:
+    """Close every provider that holds connections (call on worker shutdown)."""
+    items = providers.values() if isinstance(providers, Mapping) else providers
+    for provider in items:
+        if isinstance(provider, ClosableProvider):
+            await provider.aclose()

@@ -40,7 +40,9 @@ class ScriptedModel:
         elif request.allow_tools:
             text = turn.text or ""
             tool_calls = [
-                ToolCall(id=f"call_{request.step}_{index}", name=call.name, arguments=call.arguments)
+                ToolCall(
+                    id=f"call_{request.step}_{index}", name=call.name, arguments=call.arguments
+                )
                 for index, call in enumerate(turn.tool_calls, start=1)
             ]
         else:
@@ -50,7 +52,9 @@ class ScriptedModel:
         else:
             prompt = "".join(_message_text(message) for message in request.messages)
             output = text + "".join(json.dumps(call.arguments) for call in tool_calls)
-            usage = Usage(input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(output))
+            usage = Usage(
+                input_tokens=estimate_tokens(prompt), output_tokens=estimate_tokens(output)
+            )
         return ModelResponse(
             text=text,
             tool_calls=tool_calls,

@@ -1,0 +1,336 @@
+"""The Anthropic Messages protocol (``POST {base_url}/v1/messages``).
+
+The converters are plain functions over the contracts' messages, unit-tested
+without a server; the provider class only adds the HTTP call.
+
+How the conversation maps:
+
+* System messages become the top-level ``system`` (a string, or a list of
+  text blocks when there are several).
+* Assistant messages become a text block (when there is text) followed by
+  ``tool_use`` blocks; tool results become ``tool_result`` blocks, with
+  ``is_error: true`` for errors, in a user message. Adjacent messages of the
+  same wire role are merged into one (consecutive tool results, and a user
+  message after them, share one user message, tool results first), because
+  the protocol wants user and assistant to alternate.
+* Empty text is left out: the API rejects empty text blocks, and an
+  assistant message with neither text nor tool calls is dropped.
+* ``allow_tools=False`` with tool blocks in the history: the API rejects
+  tool blocks without tool definitions, so the tools used so far are
+  declared (placeholders when their specs were not sent) with
+  ``tool_choice: {"type": "none"}``.
+* ``max_tokens`` is required: ``max_output_tokens``, else
+  :data:`DEFAULT_MAX_TOKENS`. ``stop`` becomes ``stop_sequences``;
+  ``parallel_tool_calls=False`` becomes ``disable_parallel_tool_use``;
+  ``seed`` has no Anthropic equivalent and is not sent.
+* Usage: input tokens include cache writes and reads
+  (``cache_creation_input_tokens``, ``cache_read_input_tokens``).
+* Stop reasons: ``end_turn`` and ``stop_sequence`` -> ``stop``,
+  ``tool_use`` -> ``tool_calls``, ``max_tokens`` -> ``length``,
+  ``refusal`` -> ``content_filter``; others pass through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+
+from activities.providers.errors import ResponseShapeError, api_key_missing
+from activities.providers.http import ProviderHttp
+from activities.providers.openai_chat import parse_arguments
+from activities.providers.settings import ModelCallSettings
+from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "DEFAULT_MAX_TOKENS",
+    "AnthropicMessagesProvider",
+    "anthropic_payload",
+    "from_anthropic_messages",
+    "parse_anthropic_response",
+    "to_anthropic_messages",
+    "to_anthropic_tools",
+]
+
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+"""Sent when the run's settings give no ``max_output_tokens`` (the API requires one)."""
+
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "refusal": "content_filter",
+}
+_PLACEHOLDER_DESCRIPTION = "Not available for this answer."
+
+Blocks = list[dict[str, Any]]
+
+
+# -- messages -------------------------------------------------------------------
+
+
+def _blocks_of(message: Message) -> tuple[str, Blocks]:
+    """The wire role and content blocks of one (non-system) message."""
+    if message.role == "tool":
+        block: dict[str, Any] = {
+            "type": "tool_result",
+            "tool_use_id": message.tool_call_id,
+            "content": message.content,
+        }
+        if message.is_error:
+            block["is_error"] = True
+        return "user", [block]
+    blocks: Blocks = [{"type": "text", "text": message.content}] if message.content else []
+    for call in message.tool_calls:
+        blocks.append(
+            {"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}
+        )
+    return message.role, blocks
+
+
+def to_anthropic_messages(
+    messages: Sequence[Message],
+) -> tuple[str | Blocks | None, list[dict[str, Any]]]:
+    """The conversation as ``(system, messages)`` of a Messages call."""
+    system = [message.content for message in messages if message.role == "system"]
+    wire: list[dict[str, Any]] = []
+    for message in messages:
+        if message.role == "system":
+            continue
+        role, blocks = _blocks_of(message)
+        if not blocks:
+            continue
+        if wire and wire[-1]["role"] == role:
+            wire[-1]["content"].extend(blocks)
+        else:
+            wire.append({"role": role, "content": blocks})
+    top: str | Blocks | None = None
+    if len(system) == 1:
+        top = system[0]
+    elif system:
+        top = [{"type": "text", "text": text} for text in system]
+    return top, wire
+
+
+def _text_of(content: Any) -> str:
+    """Text of a string or a list of blocks (only text blocks count)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            block.get("text", "")
+            for block in content
+            if isinstance(block, dict) and block.get("type") == "text"
+        )
+    if content is None:
+        return ""
+    raise ResponseShapeError(f"content is a {type(content).__name__}")
+
+
+def _tool_call(block: Mapping[str, Any]) -> ToolCall:
+    if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+        raise ResponseShapeError("a tool_use block has no id or name")
+    return ToolCall(
+        id=block["id"], name=block["name"], arguments=parse_arguments(block.get("input"))
+    )
+
+
+def from_anthropic_messages(
+    system: str | Sequence[Mapping[str, Any]] | None, wire: Sequence[Mapping[str, Any]]
+) -> list[Message]:
+    """``(system, messages)`` of a Messages call back as the conversation."""
+    messages: list[Message] = []
+    if isinstance(system, str):
+        messages.append(Message(role="system", content=system))
+    elif system:
+        messages.extend(Message(role="system", content=_text_of([block])) for block in system)
+    names: dict[str, str] = {}
+    for item in wire:
+        role, content = item.get("role"), item.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if not isinstance(content, list):
+            raise ResponseShapeError("message content is not a list of blocks")
+        if role == "assistant":
+            calls = [_tool_call(block) for block in content if block.get("type") == "tool_use"]
+            names.update((call.id, call.name) for call in calls)
+            messages.append(Message(role="assistant", content=_text_of(content), tool_calls=calls))
+        elif role == "user":
+            for block in content:
+                if block.get("type") == "tool_result":
+                    call_id = block.get("tool_use_id")
+                    messages.append(
+                        Message(
+                            role="tool",
+                            content=_text_of(block.get("content")),
+                            tool_call_id=call_id,
+                            name=names.get(call_id or ""),
+                            is_error=bool(block.get("is_error", False)),
+                        )
+                    )
+                elif block.get("type") == "text":
+                    messages.append(Message(role="user", content=block.get("text", "")))
+        else:
+            raise ResponseShapeError(f"unknown message role {role!r}")
+    return messages
+
+
+# -- request and response ---------------------------------------------------------
+
+
+def to_anthropic_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tool definitions from the worker's tool specs."""
+    return [
+        {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
+        for spec in tools
+    ]
+
+
+def _tools_in_history(messages: Sequence[Message]) -> list[str]:
+    names: dict[str, None] = {}  # a dict keeps first-seen order
+    for message in messages:
+        for call in message.tool_calls:
+            names[call.name] = None
+        if message.role == "tool" and message.name:
+            names[message.name] = None
+    return list(names)
+
+
+def anthropic_payload(request: ModelRequest, *, model: str) -> dict[str, Any]:
+    """The JSON body of one Messages call."""
+    settings = request.settings
+    system, wire = to_anthropic_messages(request.messages)
+    max_tokens = settings.max_output_tokens if settings else None
+    payload: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": wire,
+    }
+    if system is not None:
+        payload["system"] = system
+    if request.allow_tools:
+        if request.tools:
+            payload["tools"] = to_anthropic_tools(request.tools)
+            if settings is not None and settings.parallel_tool_calls is False:
+                payload["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+    else:
+        tools = to_anthropic_tools(request.tools)
+        declared = {spec.name for spec in request.tools}
+        tools += [
+            {
+                "name": name,
+                "description": _PLACEHOLDER_DESCRIPTION,
+                "input_schema": {"type": "object"},
+            }
+            for name in _tools_in_history(request.messages)
+            if name not in declared
+        ]
+        if tools:
+            payload["tools"] = tools
+            payload["tool_choice"] = {"type": "none"}
+    if settings is not None:
+        if settings.temperature is not None:
+            payload["temperature"] = settings.temperature
+        if settings.stop:
+            payload["stop_sequences"] = settings.stop
+    return payload
+
+
+def _tokens(usage: Mapping[str, Any], *keys: str) -> int:
+    return sum(value for key in keys if isinstance(value := usage.get(key), int) and value >= 0)
+
+
+def parse_anthropic_response(
+    data: Mapping[str, Any], *, provider: str, fallback_model: str
+) -> ModelResponse:
+    """A ``ModelResponse`` from a Messages answer.
+
+    Raises:
+        ResponseShapeError: ``content`` is missing or not a list of blocks.
+    """
+    content = data.get("content")
+    if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
+        raise ResponseShapeError("no content blocks in the answer")
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    reason = data.get("stop_reason")
+    reported = data.get("model")
+    return ModelResponse(
+        text=_text_of(content),
+        tool_calls=[_tool_call(block) for block in content if block.get("type") == "tool_use"],
+        usage=Usage(
+            input_tokens=_tokens(
+                usage, "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"
+            ),
+            output_tokens=_tokens(usage, "output_tokens"),
+        ),
+        model=f"{provider}:{reported}"
+        if isinstance(reported, str) and reported
+        else fallback_model,
+        finish_reason=_STOP_REASONS.get(reason, reason) if isinstance(reason, str) else None,
+    )
+
+
+# -- the provider -----------------------------------------------------------------
+
+
+class AnthropicMessagesProvider:
+    """A model provider speaking the Anthropic Messages protocol to one base URL.
+
+    Args:
+        name: the provider name of ``name:model`` strings, shown in errors.
+        base_url: e.g. ``https://api.anthropic.com`` (``/v1/messages`` is appended).
+        api_key: sent as ``x-api-key``; never shown in any message.
+        api_key_env: the variable the key comes from. When set and the key is
+            missing, every call fails non-retryably saying so; None: no key.
+        settings: timeouts and retry limits.
+        headers: extra non-secret headers (``anthropic-beta``, say).
+        transport: an httpx transport instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str | None,
+        api_key_env: str | None,
+        settings: ModelCallSettings,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._api_key = api_key or None
+        self._api_key_env = api_key_env
+        all_headers = {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})}
+        if self._api_key:
+            all_headers["x-api-key"] = self._api_key
+        self._http = ProviderHttp(
+            name,
+            base_url,
+            headers=all_headers,
+            secrets=(self._api_key or "",),
+            key_env=api_key_env,
+            settings=settings,
+            transport=transport,
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Make one Messages call."""
+        if self._api_key_env and not self._api_key:
+            raise api_key_missing(self.name, self._api_key_env)
+        model = request.model.partition(":")[2]
+        payload = anthropic_payload(request, model=model)
+        data = await self._http.post_json("v1/messages", payload, model=model)
+        try:
+            return parse_anthropic_response(data, provider=self.name, fallback_model=request.model)
+        except ResponseShapeError as err:
+            raise self._http.bad_shape(str(err)) from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool (on worker shutdown)."""
+        await self._http.aclose()

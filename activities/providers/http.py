@@ -1,0 +1,176 @@
+"""One JSON-over-HTTP connection to a model provider, shared by every call of a worker.
+
+The ``httpx.AsyncClient`` is created once per provider (on its first call)
+and closed by :meth:`ProviderHttp.aclose` when the worker shuts down. It never retries on
+its own (``retries=0``): Temporal owns retries, so every failure becomes one
+``ApplicationError`` here (see :mod:`activities.providers.errors`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+from temporalio.exceptions import ApplicationError
+
+from activities.providers.errors import (
+    BAD_PROVIDER_RESPONSE,
+    INVALID_REQUEST,
+    PROVIDER_CONNECTION_ERROR,
+    PROVIDER_TIMEOUT,
+    error_for_status,
+    error_message_from_body,
+    parse_retry_after,
+    redact,
+    retry_delay,
+)
+from activities.providers.settings import ModelCallSettings
+
+__all__ = ["ProviderHttp"]
+
+_SNIPPET_CHARS = 200
+
+
+class ProviderHttp:
+    """POSTs JSON to one provider and returns the decoded JSON answer.
+
+    Args:
+        provider: name used at the start of every error message.
+        base_url: the provider's base URL; request paths are relative to it.
+        headers: sent with every request (auth headers included).
+        secrets: texts never to show in an error message (the API key).
+        key_env: the variable holding the key, named in 401/403 hints.
+        settings: timeouts and the Retry-After cap.
+        transport: an httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        secrets: tuple[str, ...],
+        key_env: str | None,
+        settings: ModelCallSettings,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url
+        self._secrets = tuple(secret for secret in secrets if secret)
+        self._key_env = key_env
+        self._settings = settings
+        self._headers = dict(headers)
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    def _connection(self) -> httpx.AsyncClient:
+        # Created on first use, not at startup: loading the CA bundle takes a
+        # noticeable moment, and a worker pays it only for providers it calls.
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                base_url=self.base_url,
+                headers=self._headers,
+                timeout=httpx.Timeout(
+                    self._settings.timeout_s, connect=self._settings.connect_timeout_s
+                ),
+                # retries=0: a refused connection is Temporal's to retry, with backoff and a limit.
+                transport=self._transport or httpx.AsyncHTTPTransport(retries=0),
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the connection pool (on worker shutdown); a later call opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets)
+
+    async def post_json(self, path: str, payload: dict[str, Any], *, model: str) -> dict[str, Any]:
+        """POST ``payload`` to ``path`` and return the JSON object answered.
+
+        Raises:
+            ApplicationError: for every failure, typed and marked retryable or
+                not as described in :mod:`activities.providers.errors`.
+        """
+        try:
+            response = await self._connection().post(path, json=payload)
+        except httpx.TimeoutException as err:
+            if isinstance(err, httpx.ConnectTimeout):
+                what = f"could not connect within {self._settings.connect_timeout_s:g} s"
+            else:
+                what = (
+                    f"no answer within {self._settings.timeout_s:g} s "
+                    "(raise ONWARD_MODEL_TIMEOUT_S on the worker to wait longer)"
+                )
+            raise ApplicationError(
+                f"{self.provider}: {what} ({type(err).__name__})", type=PROVIDER_TIMEOUT
+            ) from None
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
+            raise ApplicationError(
+                f"{self.provider}: the base URL {self._redact(self.base_url)!r} is not usable "
+                f"({self._redact(str(err))}); it must look like https://host/path",
+                type=INVALID_REQUEST,
+                non_retryable=True,
+            ) from None
+        except httpx.TransportError as err:
+            detail = self._redact(str(err)) or type(err).__name__
+            raise ApplicationError(
+                f"{self.provider}: cannot reach {self._redact(self.base_url)}: {detail}",
+                type=PROVIDER_CONNECTION_ERROR,
+            ) from None
+        except httpx.RequestError as err:  # an undecodable body, say: worth another attempt
+            raise ApplicationError(
+                f"{self.provider}: {type(err).__name__}: {self._redact(str(err))}",
+                type=BAD_PROVIDER_RESPONSE,
+            ) from None
+        if response.is_redirect:
+            # An http:// base URL on an https-only host, usually: a person must fix it.
+            target = self._redact(response.headers.get("location", "?"))
+            raise ApplicationError(
+                f"{self.provider}: {response.status_code} redirect to {target}; "
+                "set the provider's base URL to the final address",
+                type=INVALID_REQUEST,
+                non_retryable=True,
+            )
+        if response.status_code >= 400:
+            detail = error_message_from_body(response.content, self._secrets)
+            retry_after = parse_retry_after({k.lower(): v for k, v in response.headers.items()})
+            raise error_for_status(
+                self.provider,
+                response.status_code,
+                detail,
+                model=model,
+                key_env=self._key_env,
+                delay=retry_delay(retry_after, self._settings.max_retry_delay_s),
+            ) from None
+        return self._decode(response)
+
+    def _decode(self, response: httpx.Response) -> dict[str, Any]:
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            snippet = self._redact(response.content[:_SNIPPET_CHARS].decode(errors="replace"))
+            raise ApplicationError(
+                f"{self.provider}: the answer (HTTP {response.status_code}) was not valid JSON: "
+                f"{snippet!r}",
+                type=BAD_PROVIDER_RESPONSE,
+            ) from None
+        if not isinstance(data, dict):
+            raise ApplicationError(
+                f"{self.provider}: expected a JSON object, got {type(data).__name__}",
+                type=BAD_PROVIDER_RESPONSE,
+            )
+        return data
+
+    def bad_shape(self, what: str) -> ApplicationError:
+        """The error for a JSON answer that is not shaped like the protocol (retried)."""
+        return ApplicationError(
+            f"{self.provider}: unexpected response shape: {self._redact(what)}",
+            type=BAD_PROVIDER_RESPONSE,
+        )

@@ -1,0 +1,141 @@
+"""Worker-side configuration of model calls: timeouts, retry limits, named endpoints.
+
+Everything is read from the worker's environment once, at startup (see
+:func:`activities.providers.providers_from_env`), never at import and never
+from workflow input, so keys and endpoints stay out of workflow history.
+
+Variables:
+
+* ``ONWARD_MODEL_TIMEOUT_S`` (default 120): longest wait for an answer (read,
+  write and pool timeouts of the HTTP client).
+* ``ONWARD_MODEL_CONNECT_TIMEOUT_S`` (default 10, never above the timeout).
+* ``ONWARD_MODEL_MAX_RETRY_DELAY_S`` (default 300): cap on a ``Retry-After``.
+* ``ONWARD_MODEL_MAX_ATTEMPTS`` (default 8): attempts of one model call
+  before the run fails (the workflow's retry policy caps it too).
+* ``ONWARD_ENDPOINTS``: a JSON or TOML file of named endpoints, e.g.
+  ``{"openrouter": {"protocol": "openai", "base_url":
+  "https://openrouter.ai/api/v1", "api_key_env": "OPENROUTER_API_KEY"}}``
+  makes ``openrouter:meta-llama/llama-3.1-8b-instruct`` work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT_S",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_MAX_RETRY_DELAY_S",
+    "DEFAULT_TIMEOUT_S",
+    "EndpointConfig",
+    "ModelCallSettings",
+    "load_endpoints",
+]
+
+DEFAULT_TIMEOUT_S = 120.0
+"""A long answer from a large model takes a minute or two; longer usually means stuck."""
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_MAX_RETRY_DELAY_S = 300.0
+"""Same as the workflow retry policy's maximum interval (5 minutes)."""
+DEFAULT_MAX_ATTEMPTS = 8
+"""Same as the workflow's model retry policy."""
+_ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+"""What a model string's provider part may be (``openrouter``, ``claude-proxy``)."""
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}={raw!r}: must be greater than 0")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelCallSettings:
+    """Timeouts and retry limits of every model call this worker makes."""
+
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    max_retry_delay_s: float = DEFAULT_MAX_RETRY_DELAY_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> ModelCallSettings:
+        """Read the ``ONWARD_MODEL_*`` variables; a bad value is an error naming it."""
+        timeout = _number(environ, "ONWARD_MODEL_TIMEOUT_S", DEFAULT_TIMEOUT_S)
+        connect = _number(environ, "ONWARD_MODEL_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
+        attempts = _number(environ, "ONWARD_MODEL_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
+        if attempts != int(attempts):
+            raise ValueError(f"ONWARD_MODEL_MAX_ATTEMPTS={attempts:g}: expected a whole number")
+        return cls(
+            timeout_s=timeout,
+            connect_timeout_s=min(connect, timeout),
+            max_retry_delay_s=_number(
+                environ, "ONWARD_MODEL_MAX_RETRY_DELAY_S", DEFAULT_MAX_RETRY_DELAY_S
+            ),
+            max_attempts=int(attempts),
+        )
+
+
+class EndpointConfig(BaseModel):
+    """One named endpoint of the ``ONWARD_ENDPOINTS`` file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    protocol: Literal["openai", "anthropic"]
+    base_url: str = Field(min_length=1)
+    api_key_env: str | None = Field(
+        default=None, description="variable holding the key; None: send no key (local servers)"
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="extra, non-secret headers (OpenRouter's X-Title...)"
+    )
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
+        default="max_tokens",
+        description="openai protocol only: the field max_output_tokens is sent as",
+    )
+
+
+def load_endpoints(path: Path) -> dict[str, EndpointConfig]:
+    """Read a named-endpoints file (``.toml`` by suffix, JSON otherwise).
+
+    Raises:
+        ValueError: the file is missing, unreadable or invalid; the message
+            names the file and the endpoint, so the worker fails at startup.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"ONWARD_ENDPOINTS: cannot read {path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"ONWARD_ENDPOINTS: {path} must map endpoint names to settings")
+    endpoints: dict[str, EndpointConfig] = {}
+    for name, config in raw.items():
+        if name.startswith("_"):
+            continue  # "_comment" keys, as in pricing.json
+        if name == "scripted" or not _ENDPOINT_NAME.fullmatch(name):
+            raise ValueError(
+                f"ONWARD_ENDPOINTS: {path}: {name!r} cannot name an endpoint "
+                "(lower-case letters, digits, '-' and '_', not 'scripted')"
+            )
+        try:
+            endpoints[name] = EndpointConfig.model_validate(config)
+        except ValidationError as err:
+            raise ValueError(f"ONWARD_ENDPOINTS: {path}: endpoint {name!r}: {err}") from None
+    return endpoints

@@ -1,0 +1,236 @@
+"""Fake model providers: real HTTP/1.1 servers on 127.0.0.1, scripted per test.
+
+Each :class:`FakeProvider` listens on a free loopback port, answers its
+protocol's one path (``/v1/chat/completions`` or ``/v1/messages``) with the
+next scripted :class:`Reply` (status, headers, JSON or raw body, optional
+delay), and records every request it got, with its arrival time, so tests
+can assert what was sent and when.
+
+The server is a few lines over ``asyncio.start_server``: one request per
+connection (``Connection: close``), so no keep-alive state can leak between
+scripted replies. It runs on the test's event loop, like the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "ANTHROPIC_PATH",
+    "OPENAI_PATH",
+    "FakeProvider",
+    "Recorded",
+    "Reply",
+    "anthropic_message",
+    "openai_completion",
+]
+
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+
+
+@dataclass
+class Reply:
+    """One scripted answer."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    """Sent as is instead of ``json`` (malformed answers)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    """The answer comes this late (a hanging server)."""
+
+
+@dataclass
+class Recorded:
+    """One request the server got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    """Lower-case names."""
+    raw: bytes
+    at: float
+    """``time.monotonic()`` when the request had fully arrived."""
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+
+class FakeProvider:
+    """A scripted provider on a free port; use as ``async with FakeProvider(OPENAI_PATH)``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.requests: list[Recorded] = []
+        self._replies: deque[Reply] = deque()
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``, without a path."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *replies: Reply | dict[str, Any]) -> None:
+        """Queue answers; a dict is a 200 JSON answer."""
+        for reply in replies:
+            self._replies.append(reply if isinstance(reply, Reply) else Reply(json=reply))
+
+    @property
+    def pending(self) -> int:
+        """Scripted answers not yet given."""
+        return len(self._replies)
+
+    async def __aenter__(self) -> FakeProvider:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._answer(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client gave up (a timeout test): nothing to answer
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request_line = await reader.readline()
+        if not request_line:
+            return
+        method, target, _ = request_line.decode("latin-1").split(" ", 2)
+        headers: dict[str, str] = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        raw = await reader.readexactly(length) if length else b""
+        self.requests.append(Recorded(method, target, headers, raw, time.monotonic()))
+        reply = self._next(method, target)
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        body = reply.body if reply.body is not None else json.dumps(reply.json).encode()
+        head = [f"HTTP/1.1 {reply.status} {_phrase(reply.status)}"]
+        extra = {"content-type": "application/json", **reply.headers}
+        head += [f"{name}: {value}" for name, value in extra.items()]
+        head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
+        writer.write("\r\n".join(head).encode("latin-1") + body)
+        await writer.drain()
+
+    def _next(self, method: str, target: str) -> Reply:
+        if method != "POST" or target != self.path:
+            return Reply(404, {"error": {"message": f"fake server: no route {method} {target}"}})
+        if not self._replies:
+            # 400 fails the run at once, so a test that under-scripts fails fast and clearly.
+            return Reply(400, {"error": {"message": "fake server: no scripted reply left"}})
+        return self._replies.popleft()
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+ToolUse = tuple[str, str, dict[str, Any] | str]
+"""``(id, name, arguments)``; a string is sent as the raw arguments text."""
+
+
+def openai_completion(
+    text: str | None = None,
+    tool_calls: Iterable[ToolUse] = (),
+    usage: tuple[int, int] = (10, 5),
+    finish_reason: str | None = None,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> dict[str, Any]:
+    """A Chat Completions answer."""
+    calls = [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": args if isinstance(args, str) else json.dumps(args),
+            },
+        }
+        for call_id, name, args in tool_calls
+    ]
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason or ("tool_calls" if calls else "stop"),
+            }
+        ],
+        "usage": {
+            "prompt_tokens": usage[0],
+            "completion_tokens": usage[1],
+            "total_tokens": sum(usage),
+        },
+    }
+
+
+def anthropic_message(
+    text: str | None = None,
+    tool_uses: Iterable[tuple[str, str, dict[str, Any]]] = (),
+    usage: tuple[int, int] = (10, 5),
+    stop_reason: str | None = None,
+    model: str = "claude-3-5-haiku-20241022",
+) -> dict[str, Any]:
+    """A Messages answer."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content += [
+        {"type": "tool_use", "id": call_id, "name": name, "input": args}
+        for call_id, name, args in tool_uses
+    ]
+    tool_use = any(block["type"] == "tool_use" for block in content)
+    return {
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason or ("tool_use" if tool_use else "end_turn"),
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+    }

@@ -1,0 +1,436 @@
+"""Providers against real local HTTP servers, and the model activity's attempt limit.
+
+No Temporal server here: each test calls a provider (or the activity, in an
+``ActivityEnvironment``) and checks what went over the wire and what was raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from provider_servers import (
+    ANTHROPIC_PATH,
+    OPENAI_PATH,
+    FakeProvider,
+    Reply,
+    anthropic_message,
+    openai_completion,
+)
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.model import ModelActivities
+from activities.providers import ModelProvider, close_providers, providers_from_env
+from activities.providers.errors import (
+    API_KEY_MISSING,
+    AUTHENTICATION_ERROR,
+    BAD_PROVIDER_RESPONSE,
+    INVALID_REQUEST,
+    MODEL_NOT_FOUND,
+    PROVIDER_CONNECTION_ERROR,
+    PROVIDER_TIMEOUT,
+    PROVIDER_UNAVAILABLE,
+    RATE_LIMITED,
+)
+from onward.contracts import Message, ModelRequest, ModelResponse, ModelSettings, ToolSpec, Usage
+from onward.pricing import PricingTable
+
+SECRET = "sk-test-secret-0123456789"
+
+CALC = ToolSpec(
+    name="calculator",
+    description="Arithmetic.",
+    parameters={"type": "object", "properties": {"expression": {"type": "string"}}},
+)
+
+
+def request(model: str, **changes: Any) -> ModelRequest:
+    fields: dict[str, Any] = {
+        "model": model,
+        "messages": [
+            Message(role="system", content="Be brief."),
+            Message(role="user", content="Hi"),
+        ],
+        "tools": [CALC],
+        "step": 1,
+    }
+    fields.update(changes)
+    return ModelRequest(**fields)
+
+
+@pytest_asyncio.fixture
+async def openai_server() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider(OPENAI_PATH) as server:
+        yield server
+
+
+@pytest_asyncio.fixture
+async def anthropic_server() -> AsyncIterator[FakeProvider]:
+    async with FakeProvider(ANTHROPIC_PATH) as server:
+        yield server
+
+
+class Providers:
+    """``providers_from_env`` over an environment, closed at the end of the test."""
+
+    def __init__(self) -> None:
+        self.opened: list[dict[str, ModelProvider]] = []
+
+    def __call__(self, environ: Mapping[str, str]) -> dict[str, ModelProvider]:
+        providers = providers_from_env(environ)
+        self.opened.append(providers)
+        return providers
+
+
+@pytest_asyncio.fixture
+async def make_providers() -> AsyncIterator[Providers]:
+    made = Providers()
+    yield made
+    for providers in made.opened:
+        await close_providers(providers)
+
+
+def openai_env(server: FakeProvider, **extra: str) -> dict[str, str]:
+    return {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": SECRET, **extra}
+
+
+def anthropic_env(server: FakeProvider, **extra: str) -> dict[str, str]:
+    return {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": SECRET, **extra}
+
+
+async def failure(provider: ModelProvider, model_request: ModelRequest) -> ApplicationError:
+    with pytest.raises(ApplicationError) as caught:
+        await provider.complete(model_request)
+    assert SECRET not in str(caught.value)
+    return caught.value
+
+
+# -- what is sent ---------------------------------------------------------------------
+
+
+async def test_openai_sends_key_model_tools_and_settings(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    openai_server.script(openai_completion("Hello", usage=(12, 3)))
+    provider = make_providers(openai_env(openai_server))["openai"]
+    settings = ModelSettings(temperature=0, max_output_tokens=64, seed=3)
+    response = await provider.complete(request("openai:gpt-4o-mini", settings=settings))
+
+    assert response.text == "Hello"
+    assert response.usage == Usage(input_tokens=12, output_tokens=3)
+    assert response.finish_reason == "stop"
+    (sent,) = openai_server.requests
+    assert sent.path == OPENAI_PATH
+    assert sent.headers["authorization"] == f"Bearer {SECRET}"
+    assert sent.headers["content-type"] == "application/json"
+    body = sent.json
+    assert body["model"] == "gpt-4o-mini"
+    assert body["tools"][0]["function"]["name"] == "calculator"
+    assert (body["temperature"], body["max_completion_tokens"], body["seed"]) == (0, 64, 3)
+
+
+async def test_anthropic_sends_key_version_system_and_max_tokens(
+    anthropic_server: FakeProvider, make_providers: Providers
+) -> None:
+    anthropic_server.script(anthropic_message("Hello", usage=(20, 4)))
+    provider = make_providers(anthropic_env(anthropic_server))["anthropic"]
+    response = await provider.complete(request("anthropic:claude-3-5-haiku-latest"))
+
+    assert (response.text, response.finish_reason) == ("Hello", "stop")
+    assert response.usage == Usage(input_tokens=20, output_tokens=4)
+    (sent,) = anthropic_server.requests
+    assert sent.path == ANTHROPIC_PATH
+    assert sent.headers["x-api-key"] == SECRET
+    assert sent.headers["anthropic-version"] == "2023-06-01"
+    assert "authorization" not in sent.headers
+    body = sent.json
+    assert body["model"] == "claude-3-5-haiku-latest"
+    assert body["system"] == "Be brief."
+    assert body["max_tokens"] == 4096
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    assert body["tools"][0]["input_schema"] == CALC.parameters
+
+
+async def test_ollama_needs_no_key_and_gets_v1_added(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    openai_server.script(openai_completion("local"))
+    provider = make_providers({"OLLAMA_BASE_URL": openai_server.url})["ollama"]
+    settings = ModelSettings(max_output_tokens=10)
+    response = await provider.complete(request("ollama:llama3.2", settings=settings))
+
+    assert response.text == "local"
+    (sent,) = openai_server.requests
+    assert sent.path == OPENAI_PATH
+    assert "authorization" not in sent.headers
+    assert sent.json["model"] == "llama3.2"
+    assert sent.json["max_tokens"] == 10
+
+
+async def test_named_endpoint_uses_its_key_variable_and_headers(
+    tmp_path: Path, openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    endpoints = tmp_path / "endpoints.json"
+    endpoints.write_text(
+        json.dumps(
+            {
+                "openrouter": {
+                    "protocol": "openai",
+                    "base_url": f"{openai_server.url}/v1",
+                    "api_key_env": "OPENROUTER_API_KEY",
+                    "headers": {"X-Title": "Onward"},
+                }
+            }
+        )
+    )
+    environ = {"ONWARD_ENDPOINTS": str(endpoints), "OPENROUTER_API_KEY": f"{SECRET}\n"}
+    openai_server.script(openai_completion("routed", model="meta-llama/llama-3.1-8b-instruct"))
+    provider = make_providers(environ)["openrouter"]
+    response = await provider.complete(request("openrouter:meta-llama/llama-3.1-8b-instruct"))
+
+    assert response.model == "openrouter:meta-llama/llama-3.1-8b-instruct"
+    (sent,) = openai_server.requests
+    assert sent.headers["authorization"] == f"Bearer {SECRET}"  # stripped of its newline
+    assert sent.headers["x-title"] == "Onward"
+    assert sent.json["model"] == "meta-llama/llama-3.1-8b-instruct"
+
+
+# -- failures -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "variable"), [("openai", "OPENAI_API_KEY"),
+                                                 ("anthropic", "ANTHROPIC_API_KEY")])  # fmt: skip
+async def test_missing_key_fails_without_a_request(
+    openai_server: FakeProvider, make_providers: Providers, name: str, variable: str
+) -> None:
+    environ = {"OPENAI_BASE_URL": openai_server.url, "ANTHROPIC_BASE_URL": openai_server.url}
+    provider = make_providers(environ)[name]
+    err = await failure(provider, request(f"{name}:some-model"))
+    assert err.type == API_KEY_MISSING and err.non_retryable
+    assert err.message == (
+        f"{name}: {variable} is not set on the worker; set it in the worker's environment "
+        "and restart the worker"
+    )
+    assert openai_server.requests == []
+
+
+async def test_openai_401_is_actionable_and_never_shows_the_key(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    echo = f"Incorrect API key provided: {SECRET}. You can find your API key at the dashboard."
+    openai_server.script(
+        Reply(401, {"error": {"message": echo, "type": "invalid_request_error"}}),
+        Reply(401, body=f"unauthorized {SECRET}".encode()),
+    )
+    provider = make_providers(openai_env(openai_server))["openai"]
+    err = await failure(provider, request("openai:gpt-4o-mini"))
+    assert err.type == AUTHENTICATION_ERROR and err.non_retryable
+    assert err.message == (
+        "openai: 401 Unauthorized: Incorrect API key provided: [redacted]. You can find your "
+        "API key at the dashboard. (check OPENAI_API_KEY on the worker)"
+    )
+    err = await failure(provider, request("openai:gpt-4o-mini"))
+    assert err.message.startswith("openai: 401 Unauthorized: unauthorized [redacted]")
+
+
+async def test_anthropic_errors_use_the_anthropic_error_body(
+    anthropic_server: FakeProvider, make_providers: Providers
+) -> None:
+    def error(kind: str, message: str) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": kind, "message": message}}
+
+    anthropic_server.script(
+        Reply(401, error("authentication_error", "invalid x-api-key")),
+        Reply(404, error("not_found_error", "model: claude-nope")),
+        Reply(400, error("invalid_request_error", "prompt is too long: 210000 tokens > 200000")),
+        Reply(529, error("overloaded_error", "Overloaded")),
+    )
+    provider = make_providers(anthropic_env(anthropic_server))["anthropic"]
+    model_request = request("anthropic:claude-nope")
+    err = await failure(provider, model_request)
+    assert (err.type, err.non_retryable) == (AUTHENTICATION_ERROR, True)
+    assert err.message == (
+        "anthropic: 401 Unauthorized: invalid x-api-key (check ANTHROPIC_API_KEY on the worker)"
+    )
+    err = await failure(provider, model_request)
+    assert (err.type, err.non_retryable) == (MODEL_NOT_FOUND, True)
+    assert "model: claude-nope" in err.message and "check the model name" in err.message
+    err = await failure(provider, model_request)
+    assert (err.type, err.non_retryable) == (INVALID_REQUEST, True)
+    assert err.message == ("anthropic: 400 Bad Request: prompt is too long: 210000 tokens > 200000")
+    err = await failure(provider, model_request)
+    assert (err.type, err.non_retryable) == (PROVIDER_UNAVAILABLE, False)
+
+
+async def test_retry_after_becomes_the_next_retry_delay_capped(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    rate_limited = {"error": {"message": "Rate limit reached for gpt-4o-mini"}}
+    openai_server.script(
+        Reply(429, rate_limited, headers={"Retry-After": "2"}),
+        Reply(429, rate_limited, headers={"Retry-After": "3600"}),
+        Reply(503, {"error": {"message": "busy"}}, headers={"Retry-After": "1"}),
+        Reply(429, rate_limited),
+    )
+    environ = openai_env(openai_server, ONWARD_MODEL_MAX_RETRY_DELAY_S="60")
+    provider = make_providers(environ)["openai"]
+    model_request = request("openai:gpt-4o-mini")
+
+    err = await failure(provider, model_request)
+    assert (err.type, err.non_retryable) == (RATE_LIMITED, False)
+    assert err.next_retry_delay == timedelta(seconds=2)
+    assert err.message == (
+        "openai: 429 Too Many Requests: Rate limit reached for gpt-4o-mini (retrying in 2 s)"
+    )
+    assert (await failure(provider, model_request)).next_retry_delay == timedelta(seconds=60)
+    unavailable = await failure(provider, model_request)
+    assert (unavailable.type, unavailable.next_retry_delay) == (
+        PROVIDER_UNAVAILABLE,
+        timedelta(seconds=1),
+    )
+    # no header: the retry policy's exponential backoff decides
+    assert (await failure(provider, model_request)).next_retry_delay is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "complaint"),
+    [
+        (Reply(200, body=b"<html>502 Bad Gateway</html>"), "was not valid JSON"),
+        (Reply(200, body=b'{"choices": ['), "was not valid JSON"),
+        (Reply(200, json=[1, 2]), "expected a JSON object, got list"),
+        (Reply(200, json={"object": "chat.completion"}), "unexpected response shape"),
+    ],
+)
+async def test_malformed_answers_are_retried(
+    openai_server: FakeProvider, make_providers: Providers, reply: Reply, complaint: str
+) -> None:
+    openai_server.script(reply)
+    provider = make_providers(openai_env(openai_server))["openai"]
+    err = await failure(provider, request("openai:gpt-4o-mini"))
+    assert (err.type, err.non_retryable) == (BAD_PROVIDER_RESPONSE, False)
+    assert complaint in err.message
+
+
+async def test_a_hanging_server_times_out(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    openai_server.script(Reply(json=openai_completion("late"), delay_s=5))
+    environ = openai_env(openai_server, ONWARD_MODEL_TIMEOUT_S="0.3")
+    provider = make_providers(environ)["openai"]
+    err = await failure(provider, request("openai:gpt-4o-mini"))
+    assert (err.type, err.non_retryable) == (PROVIDER_TIMEOUT, False)
+    assert err.message == (
+        "openai: no answer within 0.3 s (raise ONWARD_MODEL_TIMEOUT_S on the worker to wait "
+        "longer) (ReadTimeout)"
+    )
+
+
+async def test_connection_refused_is_retried(make_providers: Providers) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    provider = make_providers({"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}",
+                               "ANTHROPIC_API_KEY": SECRET})["anthropic"]  # fmt: skip
+    err = await failure(provider, request("anthropic:claude-x"))
+    assert (err.type, err.non_retryable) == (PROVIDER_CONNECTION_ERROR, False)
+    assert err.message.startswith(f"anthropic: cannot reach http://127.0.0.1:{port}: ")
+
+
+async def test_a_redirect_is_a_configuration_error(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    openai_server.script(Reply(301, body=b"", headers={"Location": "https://example.test/v1"}))
+    provider = make_providers(openai_env(openai_server))["openai"]
+    err = await failure(provider, request("openai:gpt-4o-mini"))
+    assert (err.type, err.non_retryable) == (INVALID_REQUEST, True)
+    assert "redirect to https://example.test/v1" in err.message
+
+
+# -- the activity's attempt limit -------------------------------------------------------
+
+
+class Failing:
+    """A provider failing every call with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        raise self.error
+
+
+def activity_env(attempt: int, maximum_attempts: int = 0) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info, attempt=attempt, retry_policy=RetryPolicy(maximum_attempts=maximum_attempts)
+    )
+    return env
+
+
+async def call(activities: ModelActivities, env: ActivityEnvironment) -> ApplicationError:
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(activities.call_model, request("failing:m"))
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("attempt", "configured", "policy", "gives_up"),
+    [
+        (7, 8, 8, False),
+        (8, 8, 8, True),
+        (3, 3, 8, True),  # the worker's ONWARD_MODEL_MAX_ATTEMPTS
+        (2, 8, 2, True),  # the workflow's retry policy, when lower
+        (9, 8, 0, True),  # an unlimited policy: the worker's limit still holds
+    ],
+)
+async def test_retryable_errors_give_up_on_the_last_attempt(
+    attempt: int, configured: int, policy: int, gives_up: bool
+) -> None:
+    limited = ApplicationError(
+        "openai: 429 Too Many Requests: slow down", type=RATE_LIMITED,
+        next_retry_delay=timedelta(seconds=1),
+    )  # fmt: skip
+    activities = ModelActivities(
+        {"failing": Failing(limited)}, PricingTable({}), max_attempts=configured
+    )
+    err = await call(activities, activity_env(attempt, policy))
+    if gives_up:
+        assert err is not limited
+        assert err.non_retryable
+        assert err.type == RATE_LIMITED  # the cause stays visible to clients
+        assert err.message == (
+            f"gave up after {attempt} attempts: openai: 429 Too Many Requests: slow down"
+        )
+    else:
+        assert err is limited
+
+
+async def test_non_retryable_errors_pass_through_and_bugs_end_clearly() -> None:
+    denied = ApplicationError("openai: 401", type=AUTHENTICATION_ERROR, non_retryable=True)
+    activities = ModelActivities({"failing": Failing(denied)}, PricingTable({}))
+    assert await call(activities, activity_env(1)) is denied
+
+    activities = ModelActivities({"failing": Failing(KeyError("choices"))}, PricingTable({}))
+    with pytest.raises(KeyError):  # retried by Temporal like any failure
+        await activity_env(1).run(activities.call_model, request("failing:m"))
+    err = await call(activities, activity_env(8))
+    assert err.non_retryable and err.type == "KeyError"
+    assert err.message == "gave up after 8 attempts: KeyError: 'choices'"
+
+
+async def test_a_base_url_without_scheme_is_a_configuration_error(
+    make_providers: Providers,
+) -> None:
+    provider = make_providers({"OLLAMA_BASE_URL": "localhost:11434"})["ollama"]
+    err = await failure(provider, request("ollama:llama3.2"))
+    assert (err.type, err.non_retryable) == (INVALID_REQUEST, True)
+    assert "the base URL 'localhost:11434/v1' is not usable" in err.message
