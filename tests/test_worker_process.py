@@ -1,0 +1,143 @@
+"""The worker as operators run it: started before its server, riding out a server restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+
+from conftest import eventually, temporal_cli
+from onward.connection import DATA_CONVERTER
+from onward.contracts import AgentInput
+from workflows import AgentWorkflow
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def spawn(
+    args: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``args`` with its output appended to ``log`` (the child keeps its own fd)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class DevServer:
+    """A `temporal server start-dev` process with a SQLite file, so it can restart with its data."""
+
+    def __init__(self, port: int, db: Path, log: Path) -> None:
+        self.port, self.db, self.log = port, db, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = spawn(
+            [
+                temporal_cli(), "server", "start-dev", "--headless",
+                "--ip", "127.0.0.1", "--port", str(self.port),
+                "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+                "--db-filename", str(self.db), "--log-level", "error",
+            ],
+            self.log,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def connect(port: int) -> Client:
+    while True:
+        try:
+            return await Client.connect(f"127.0.0.1:{port}", data_converter=DATA_CONVERTER)
+        except RuntimeError:
+            await asyncio.sleep(0.2)
+
+
+async def test_worker_waits_for_its_server_and_rides_out_a_restart(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    server = DevServer(port, tmp_path / "temporal.db", tmp_path / "server.log")
+    task_queue = f"restart-{uuid.uuid4().hex[:8]}"
+    worker_log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        ONWARD_TASK_QUEUE=task_queue,
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+    )
+    worker = spawn([sys.executable, str(REPO / "worker.py")], worker_log, cwd=REPO, env=env)
+    processes.append(worker)
+
+    async def waiting_for_server() -> bool:
+        return "cannot reach Temporal" in worker_log.read_text()
+
+    await eventually(waiting_for_server)  # the worker started first, and waits
+    server.start()
+    assert server.process is not None
+    processes.append(server.process)
+
+    async def worker_ready() -> bool:
+        assert worker.poll() is None, worker_log.read_text()
+        return "onward worker ready" in worker_log.read_text()
+
+    await eventually(worker_ready, timeout_s=60)
+    client = await connect(port)
+    turns = [
+        {
+            "text": f"step {i}",
+            "tool_calls": [{"name": "calculator", "arguments": {"expression": f"{i}*{i}"}}],
+            "delay_s": 0.5,
+        }
+        for i in range(1, 9)
+    ]
+    handle = await client.start_workflow(
+        AgentWorkflow.run,
+        AgentInput.model_validate({"prompt": "keep going", "script": [*turns, {"text": "done"}]}),
+        id=f"restart-{task_queue}",
+        task_queue=task_queue,
+    )
+
+    async def two_steps() -> bool:
+        return (await handle.query(AgentWorkflow.status)).step >= 2
+
+    await eventually(two_steps)
+    server.stop()  # the server goes away mid-run...
+    await asyncio.sleep(1.0)
+    server.start()  # ...and comes back with its data
+    processes.append(server.process)
+    client = await connect(port)
+    result = await asyncio.wait_for(client.get_workflow_handle(handle.id).result(), timeout=90)
+    assert result["status"] == "completed"
+    assert len(result["steps"]) == 9
+    assert worker.poll() is None  # the same worker process finished the run
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0  # graceful shutdown
+    server.stop()
