@@ -4,6 +4,10 @@ Run it with ``python worker.py`` or ``onward worker``. It connects through
 ``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``),
 polls ``ONWARD_TASK_QUEUE`` (default ``onward``), waits while the server is
 unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
+
+Tools: the built-ins (``http_fetch`` limited by ``ONWARD_HTTP_ALLOW``), the
+tools of installed packages' ``onward.tools`` entry points, and the modules
+named by ``--tools`` (repeatable) or ``ONWARD_TOOLS=mod1,mod2``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,14 +40,29 @@ from activities.providers.scripted import ScriptedModel
 from activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCallSettings
 from activities.telemetry import ActivityTelemetry
 from activities.tool_calls import ToolActivities
-from activities.tools import ToolRegistry, builtin_registry
+from activities.tools import (
+    AllowList,
+    ToolLoadError,
+    ToolRegistry,
+    builtin_registry,
+    entry_point_tools,
+    load_tools,
+    register_tools,
+)
 from onward import search_attributes
 from onward.connection import connect_with_retry, task_queue
 from onward.pricing import PricingTable
 from onward.telemetry import configure_telemetry, temporal_runtime
 from workflows import AgentWorkflow
 
-__all__ = ["WorkerSettings", "build_worker", "ensure_search_attributes", "main", "run_worker"]
+__all__ = [
+    "WorkerSettings",
+    "build_worker",
+    "ensure_search_attributes",
+    "main",
+    "run_worker",
+    "tool_registry",
+]
 
 log = logging.getLogger("onward.worker")
 
@@ -60,18 +80,36 @@ class WorkerSettings:
     workspace: Path
     pricing_files: tuple[Path, ...] = ()
     namespace: str = "default"
-    extra: dict[str, str] = field(default_factory=dict)
+    tool_modules: tuple[str, ...] = ()
+    """Modules of user tools: ``ONWARD_TOOLS`` (comma-separated), then ``--tools``."""
+    http_allow: AllowList = field(default_factory=AllowList)
+    """Exceptions to ``http_fetch``'s address guard: ``ONWARD_HTTP_ALLOW``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        """Read the environment once; ValueError names a bad ``ONWARD_HTTP_ALLOW`` entry."""
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
+        modules = (env.get("ONWARD_TOOLS") or "").split(",")
         return cls(
             task_queue=task_queue(env),
             workspace=Path(env.get("ONWARD_WORKSPACE") or ".onward/workspace").resolve(),
             pricing_files=(Path(pricing),) if pricing else (),
             namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+            tool_modules=tuple(name.strip() for name in modules if name.strip()),
+            http_allow=AllowList.from_env(env),
         )
+
+
+def tool_registry(settings: WorkerSettings) -> ToolRegistry:
+    """The built-ins, then entry-point tools, then the ``--tools`` modules.
+
+    Raises:
+        ToolLoadError: a module or entry point cannot be loaded, or a name clashes.
+    """
+    registry = builtin_registry(http_allow=settings.http_allow)
+    register_tools(registry, [*entry_point_tools(), *load_tools(settings.tool_modules)])
+    return registry
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -128,7 +166,7 @@ def build_worker(
         telemetry=telemetry,
     )
     tools = ToolActivities(
-        registry or builtin_registry(),
+        registry or builtin_registry(http_allow=settings.http_allow),
         settings.workspace,
         search_attribute_names,
         telemetry=telemetry,
@@ -155,10 +193,12 @@ async def run_worker(
     *,
     environ: Mapping[str, str] | None = None,
     trace_file: Path | None = None,
+    registry: ToolRegistry | None = None,
 ) -> None:
     """Connect (waiting for the server), register search attributes, poll until ``stop``."""
     env = dict(os.environ if environ is None else environ)
     stop = stop or asyncio.Event()
+    registry = registry or tool_registry(settings)
     # Provider settings are checked before connecting, so a bad ONWARD_ENDPOINTS or
     # ONWARD_MODEL_* stops the start at once instead of failing runs later.
     providers = providers_from_env(env)
@@ -174,6 +214,7 @@ async def run_worker(
         worker = build_worker(
             client,
             settings,
+            registry=registry,
             providers=providers,
             model_max_attempts=max_attempts,
             search_attribute_names=names,
@@ -200,23 +241,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--trace-file", type=Path, help="write OpenTelemetry spans as JSON lines to this file"
     )
+    parser.add_argument(
+        "--tools",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import user tools from MODULE or MODULE:NAME (repeatable; also "
+        "$ONWARD_TOOLS=mod1,mod2)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = WorkerSettings.from_env()
-    if args.task_queue:
-        settings = WorkerSettings(
-            task_queue=args.task_queue,
-            workspace=settings.workspace,
-            pricing_files=settings.pricing_files,
-            namespace=settings.namespace,
-        )
+    try:
+        settings = WorkerSettings.from_env()
+    except ValueError as err:  # a bad ONWARD_HTTP_ALLOW entry: refuse to start
+        parser.error(str(err))
+    settings = replace(
+        settings,
+        task_queue=args.task_queue or settings.task_queue,
+        tool_modules=(*settings.tool_modules, *args.tools),
+    )
+    # As with ``python -m``: tool modules in the current directory are found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        registry = tool_registry(settings)  # before connecting: a typo fails at once
+    except ToolLoadError as err:
+        parser.error(str(err))
+    log.info("tools: %s", ", ".join(registry.names()))
 
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop, trace_file=args.trace_file)
+        await run_worker(settings, stop, trace_file=args.trace_file, registry=registry)
 
     asyncio.run(serve())
     return 0

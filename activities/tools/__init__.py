@@ -1,21 +1,56 @@
 """Tools an agent can call, and the registry that describes and schedules them.
 
-The built-ins are pure arithmetic and files confined to the worker's workspace;
-a worker offers them to every run that names no tools of its own.
+The built-ins are pure arithmetic, files confined to the worker's workspace and,
+when the worker passes its allow-list, ``http_fetch``; a worker offers them to
+every run that names no tools of its own. User tools are plain functions
+decorated with :func:`tool`, loaded from modules or entry points by
+:mod:`activities.tools.loading`.
 """
 
 from __future__ import annotations
 
 from activities.tools.calculator import calculator
+from activities.tools.http_fetch import make_http_fetch
+from activities.tools.loading import (
+    ENTRY_POINT_GROUP,
+    ToolLoadError,
+    entry_point_tools,
+    load_tools,
+    register_tools,
+)
+from activities.tools.net_guard import AllowList
 from activities.tools.registry import Tool, ToolContext, ToolRegistry, tool
 from activities.tools.workspace import list_files, read_file, write_file
 
-__all__ = ["BUILTIN_TOOLS", "Tool", "ToolContext", "ToolRegistry", "builtin_registry", "tool"]
+__all__ = [
+    "BUILTIN_TOOLS",
+    "ENTRY_POINT_GROUP",
+    "AllowList",
+    "Tool",
+    "ToolContext",
+    "ToolLoadError",
+    "ToolRegistry",
+    "builtin_registry",
+    "entry_point_tools",
+    "load_tools",
+    "make_http_fetch",
+    "register_tools",
+    "tool",
+]
 
 BUILTIN_TOOLS: list[Tool] = [calculator, write_file, read_file, list_files]
-"""The tools every worker has, in the order a model sees them."""
+"""The tools every worker has, in the order a model sees them; ``http_fetch`` is made per worker."""
 
 
-def builtin_registry() -> ToolRegistry:
-    """A fresh registry holding :data:`BUILTIN_TOOLS`; register a worker's own tools on it."""
-    return ToolRegistry.of(BUILTIN_TOOLS)
+def builtin_registry(http_allow: AllowList | None = None) -> ToolRegistry:
+    """A fresh registry of the built-ins; register a worker's own tools on it.
+
+    Args:
+        http_allow: The worker's ``ONWARD_HTTP_ALLOW``, read at startup. Given
+            (even empty), the registry has ``http_fetch`` with that allow-list;
+            None leaves the network tool out.
+    """
+    registry = ToolRegistry.of(BUILTIN_TOOLS)
+    if http_allow is not None:
+        registry.register(make_http_fetch(http_allow))
+    return registry

@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, overload
 
 from pydantic import BaseModel
 
+from activities.tools.context import ToolContext, ToolFunction
+from activities.tools.signature import (
+    adapt_function,
+    is_async_callable,
+    parse_docstring,
+    type_hints,
+)
 from onward.contracts import ToolSpec
 
 __all__ = ["Tool", "ToolContext", "ToolFunction", "ToolRegistry", "tool"]
 
-
-@dataclass(frozen=True)
-class ToolContext:
-    """What a tool may know about the call it serves.
-
-    ``idempotency_key`` is the same on every retry of one call (workflow id,
-    step and call id), so a tool can make its side effects safe to repeat.
-    """
-
-    idempotency_key: str
-    call_id: str
-    workspace: Path
-
-
-ToolFunction = Callable[[Any, ToolContext], Awaitable[str] | str]
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What OpenAI and Anthropic accept as a function name; anything else fails at the provider."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +41,13 @@ class Tool:
     requires_approval: bool = False
     builtin: bool = False
 
+    @property
+    def module(self) -> str:
+        """The module the tool's function was defined in, for error messages."""
+        return str(getattr(self.fn, "__module__", None) or "<unknown module>")
+
     def spec(self) -> ToolSpec:
+        """What the worker tells a run about this tool: schema and scheduling options."""
         return ToolSpec(
             name=self.name,
             description=self.description,
@@ -60,6 +60,11 @@ class Tool:
         )
 
 
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
 def tool(
     *,
     name: str | None = None,
@@ -69,25 +74,68 @@ def tool(
     max_result_chars: int = 16_000,
     requires_approval: bool = False,
     builtin: bool = False,
-) -> Callable[[ToolFunction], Tool]:
-    """Make a :class:`Tool` of ``fn(args: SomeModel, ctx: ToolContext) -> str``.
+) -> Callable[[Callable[..., Any]], Tool]: ...
 
-    The argument model is read from the first parameter's annotation and the
-    description from the docstring, so the schema the model sees is generated,
-    never written twice.
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    local: bool = False,
+    timeout_s: float = 60.0,
+    max_attempts: int = 3,
+    max_result_chars: int = 16_000,
+    requires_approval: bool = False,
+    builtin: bool = False,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a :class:`Tool` of a function; use as ``@tool()``, ``@tool(...)`` or ``@tool``.
+
+    Two forms, told apart by the first parameter:
+
+    * ``fn(args: SomeModel, ctx: ToolContext)``: the argument model is that
+      pydantic model (``ctx`` may be left out).
+    * ``fn(city: str, unit: Literal["c", "f"] = "c", ...)``: typed parameters;
+      the argument model is generated from them, with descriptions from
+      ``Annotated[..., Field(description=...)]`` or the docstring's ``Args:``.
+      A parameter annotated ``ToolContext`` receives the call's context.
+
+    Either may be sync (run in a thread) or async. The description is the
+    docstring without its ``Args:`` and ``Raises:`` sections, so the schema the
+    model sees is generated, never written twice.
+
+    Args:
+        fn: The function, when used as a bare ``@tool``.
+        name: Tool name shown to the model; default: the function's name.
+        local: Fast and pure: run as a local activity.
+        timeout_s: Start-to-close timeout of one attempt.
+        max_attempts: Attempts, counting the first; ``ToolRetryableError`` retries.
+        max_result_chars: The result is cut to this many characters.
+        requires_approval: A person must approve each call before it runs.
+        builtin: Offered to runs that name no tools.
+
+    Raises:
+        TypeError: the function cannot be described to a model.
+        ValueError: a bad name or option.
     """
+    _check_options(timeout_s=timeout_s, max_attempts=max_attempts, max_chars=max_result_chars)
 
-    def wrap(fn: ToolFunction) -> Tool:
-        params = list(inspect.signature(fn).parameters)
-        hints = get_type_hints(fn)
-        args_model = hints.get(params[0]) if params else None
-        if not (isinstance(args_model, type) and issubclass(args_model, BaseModel)):
-            raise TypeError(f"tool {fn.__name__}: first parameter must be a pydantic model")
+    def wrap(target: Callable[..., Any]) -> Tool:
+        tool_name = name or str(getattr(target, "__name__", ""))
+        if not _TOOL_NAME.match(tool_name):
+            raise ValueError(
+                f"tool name {tool_name!r} must be 1-64 letters, digits, '_' or '-' "
+                "(model APIs refuse other names); pass @tool(name=...)"
+            )
+        doc = parse_docstring(target.__doc__)
+        args_model, call = _model_form(target, tool_name) or adapt_function(
+            target, tool_name, doc.params
+        )
         return Tool(
-            name=name or fn.__name__,
-            description=inspect.cleandoc(fn.__doc__ or "").strip(),
+            name=tool_name,
+            description=doc.description,
             args_model=args_model,
-            fn=fn,
+            fn=call,
             local=local,
             timeout_s=timeout_s,
             max_attempts=max_attempts,
@@ -96,7 +144,57 @@ def tool(
             builtin=builtin,
         )
 
-    return wrap
+    return wrap if fn is None else wrap(fn)
+
+
+def _check_options(*, timeout_s: float, max_attempts: int, max_chars: int) -> None:
+    if timeout_s <= 0:
+        raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+    if max_chars < 1:
+        raise ValueError(f"max_result_chars must be at least 1, not {max_chars}")
+
+
+def _model_form(
+    fn: Callable[..., Any], tool_name: str
+) -> tuple[type[BaseModel], ToolFunction] | None:
+    """``(model, call)`` for ``fn(args: Model[, ctx])``; None for a typed-parameter function.
+
+    A function whose only argument is one pydantic model takes that model's
+    fields at the top level, which is what a model is shown either way.
+    """
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or len(params) > 2:
+        return None
+    hints = type_hints(fn, tool_name)
+    first = hints.get(params[0].name)
+    if not (isinstance(first, type) and issubclass(first, BaseModel)):
+        return None
+    if len(params) == 1:
+        return first, _without_context(fn)
+    second = hints.get(params[1].name, inspect.Parameter.empty)
+    if second is not ToolContext and second is not inspect.Parameter.empty:
+        return None
+    return first, fn
+
+
+def _without_context(fn: Callable[..., Any]) -> ToolFunction:
+    """Adapt ``fn(args)`` to the activity's ``fn(args, ctx)``, keeping it sync or async."""
+    if is_async_callable(fn):
+
+        async def call_async(args: BaseModel, ctx: ToolContext) -> str:
+            result = await fn(args)
+            return result if isinstance(result, str) else str(result)
+
+        call_async.__module__ = getattr(fn, "__module__", __name__)
+        return call_async
+
+    def call_sync(args: BaseModel, ctx: ToolContext) -> Any:
+        return fn(args)
+
+    call_sync.__module__ = getattr(fn, "__module__", __name__)
+    return call_sync
 
 
 @dataclass
@@ -107,21 +205,34 @@ class ToolRegistry:
 
     @classmethod
     def of(cls, tools: Iterable[Tool]) -> ToolRegistry:
+        """A registry holding ``tools``; a repeated name is a ValueError."""
         registry = cls()
         for item in tools:
             registry.register(item)
         return registry
 
     def register(self, item: Tool) -> None:
-        if item.name in self._tools:
-            raise ValueError(f"tool {item.name!r} is registered twice")
+        """Add a tool; a second tool of the same name is an error that names both modules."""
+        existing = self._tools.get(item.name)
+        if existing is not None:
+            if existing.builtin and not item.builtin:
+                raise ValueError(
+                    f"tool {item.name!r} from {item.module} clashes with the built-in tool "
+                    f"of that name; give it another name with @tool(name=...)"
+                )
+            raise ValueError(
+                f"tool {item.name!r} is registered twice ({existing.module} and {item.module})"
+            )
         self._tools[item.name] = item
 
     def get(self, name: str) -> Tool | None:
+        """The tool called ``name``, or None."""
         return self._tools.get(name)
 
     def names(self) -> list[str]:
+        """Every tool name, sorted."""
         return sorted(self._tools)
 
     def builtin_names(self) -> list[str]:
+        """Names of the tools a run gets when it names none, sorted."""
         return sorted(name for name, item in self._tools.items() if item.builtin)

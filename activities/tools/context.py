@@ -1,0 +1,27 @@
+"""What a tool call knows about itself, and the shape of the function the activity calls."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ToolContext", "ToolFunction"]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the call it serves.
+
+    ``idempotency_key`` is the same on every retry of one call (workflow id,
+    step and call id), so a tool can make its side effects safe to repeat.
+    """
+
+    idempotency_key: str
+    call_id: str
+    workspace: Path
+
+
+ToolFunction = Callable[[Any, ToolContext], Awaitable[str] | str]
+"""``fn(args, ctx)``: what the ``execute_tool`` activity calls, with validated arguments."""

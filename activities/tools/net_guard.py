@@ -1,0 +1,215 @@
+"""Which network addresses ``http_fetch`` may connect to, and the allow-list that widens it.
+
+A model must not use the worker as a way into its own network (SSRF): the
+loopback interface, private ranges, link-local addresses (where cloud metadata
+services such as ``169.254.169.254`` answer), carrier-grade NAT and every other
+non-public range are refused. IPv6 forms that carry an IPv4 address
+(``::ffff:127.0.0.1``, 6to4, NAT64) are judged by that IPv4 address.
+
+The check runs on the addresses a host name *resolves to*, and the caller then
+connects to exactly those addresses, so a name that resolves to a public
+address when checked and to ``127.0.0.1`` when connecting (DNS rebinding) gets
+nowhere. Everything here is pure except :func:`resolve`.
+
+``ONWARD_HTTP_ALLOW`` lists exceptions, comma-separated: exact IP addresses
+(``127.0.0.1`` allows that address only), CIDR ranges (``10.20.0.0/16``) and
+host names (``wiki.internal`` allows that name, whatever it resolves to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
+
+__all__ = [
+    "ALLOW_ENV",
+    "AllowList",
+    "IPAddress",
+    "blocked_reason",
+    "parse_ip",
+    "refusal",
+    "resolve",
+    "unmap",
+]
+
+ALLOW_ENV = "ONWARD_HTTP_ALLOW"
+"""Environment variable the worker reads the allow-list from, at startup."""
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+_V4_BLOCKS: tuple[tuple[IPv4Network, str], ...] = tuple(
+    (IPv4Network(cidr), reason)
+    for cidr, reason in (
+        # Connecting to 0.0.0.0 reaches the local host on Linux.
+        ("0.0.0.0/8", "an unspecified ('this network') address"),
+        ("127.0.0.0/8", "a loopback address"),
+        ("10.0.0.0/8", "a private address"),
+        ("172.16.0.0/12", "a private address"),
+        ("192.168.0.0/16", "a private address"),
+        ("169.254.0.0/16", "a link-local address (where cloud metadata services answer)"),
+        ("100.64.0.0/10", "a shared (carrier-grade NAT) address"),
+        ("224.0.0.0/4", "a multicast address"),
+        ("255.255.255.255/32", "a broadcast address"),
+        ("240.0.0.0/4", "a reserved address"),
+    )
+)
+_V6_BLOCKS: tuple[tuple[IPv6Network, str], ...] = tuple(
+    (IPv6Network(cidr), reason)
+    for cidr, reason in (
+        ("::1/128", "a loopback address"),
+        ("::/128", "an unspecified address"),
+        ("fc00::/7", "a private (unique local) address"),
+        ("fe80::/10", "a link-local address"),
+        ("fec0::/10", "a site-local address"),
+        ("ff00::/8", "a multicast address"),
+    )
+)
+_NAT64 = IPv6Network("64:ff9b::/96")
+"""Well-known NAT64 prefix: the last 32 bits are the IPv4 address actually reached."""
+
+_HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?$")
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """The address if ``text`` is an IP literal (brackets allowed), else None."""
+    try:
+        return ip_address(text.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+def unmap(address: IPAddress) -> IPAddress:
+    """``::ffff:a.b.c.d`` is IPv4 ``a.b.c.d`` on the wire: check and connect to that."""
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def blocked_reason(address: IPAddress) -> str | None:
+    """Why ``address`` is not public (``"a loopback address"``), or None when it is."""
+    address = unmap(address)
+    if isinstance(address, IPv4Address):
+        for network, reason in _V4_BLOCKS:
+            if address in network:
+                return reason
+        return None if address.is_global else "a reserved (non-public) address"
+    for v6_network, reason in _V6_BLOCKS:
+        if address in v6_network:
+            return reason
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        inner = blocked_reason(embedded)
+        return None if inner is None else f"a form of {embedded}, {inner}"
+    # Python counts some reserved ranges (the IPv4-compatible ::/96, say) as global.
+    if not address.is_global or address.is_reserved:
+        return "a reserved (non-public) address"
+    return None
+
+
+def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """Addresses, ranges and host names ``http_fetch`` may reach despite the guard.
+
+    Empty by default: only public addresses. Build it once at worker startup
+    with :meth:`from_env` and hand it to ``make_http_fetch``.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()
+    hosts: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def parse(cls, text: str | None) -> AllowList:
+        """Parse ``"127.0.0.1, 10.20.0.0/16, wiki.internal"``.
+
+        Raises:
+            ValueError: an entry is none of an IP address, a CIDR range or a host name.
+        """
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        for raw in (text or "").split(","):
+            entry = raw.strip()
+            if not entry:
+                continue
+            single = parse_ip(entry)
+            if single is not None:
+                networks.append(ip_network(unmap(single)))
+                continue
+            try:
+                # strict=False: "192.168.1.10/24" means that address's /24, as people write it.
+                networks.append(ip_network(entry, strict=False))
+                continue
+            except ValueError:
+                pass
+            name = entry.lower().rstrip(".")
+            if "/" in entry or re.fullmatch(r"[0-9.]+", name) or not _HOST_NAME.match(name):
+                raise ValueError(
+                    f"{ALLOW_ENV}: {entry!r} is not an IP address, a CIDR range or a host name"
+                )
+            hosts.add(name)
+        return cls(networks=tuple(networks), hosts=frozenset(hosts))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AllowList:
+        """The allow-list in ``ONWARD_HTTP_ALLOW``; call it at startup, not at import."""
+        env = os.environ if environ is None else environ
+        return cls.parse(env.get(ALLOW_ENV))
+
+    def allows_host(self, host: str) -> bool:
+        """True when ``host`` is a listed host name (an IP literal never matches here)."""
+        return host.lower().rstrip(".") in self.hosts
+
+    def allows_address(self, address: IPAddress) -> bool:
+        """True when ``address`` is in a listed address or range."""
+        address = unmap(address)
+        return any(address in network for network in self.networks)
+
+
+def refusal(host: str, addresses: Iterable[IPAddress], allow: AllowList) -> str | None:
+    """Why connecting to ``host`` at ``addresses`` is refused, or None when it is allowed.
+
+    Every address must pass, not just one: the connection may go to any of them.
+    """
+    if allow.allows_host(host):
+        return None
+    literal = parse_ip(host)
+    for address in addresses:
+        reason = blocked_reason(address)
+        if reason is None or allow.allows_address(address):
+            continue
+        target = unmap(address)
+        shown = str(address) if target == address else f"{address} (IPv4 {target})"
+        if literal is not None:
+            return f"{shown} is {reason}"
+        return f"{host} resolves to {shown}, {reason}"
+    return None
+
+
+async def resolve(host: str, port: int) -> Sequence[str]:
+    """Addresses of ``host`` in the resolver's order, without repeats.
+
+    Through the event loop's ``getaddrinfo`` (a thread), so a slow DNS server
+    does not block the worker.
+    """
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))

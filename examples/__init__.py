@@ -1,0 +1,1 @@
+"""Examples of user tools; load one with ``onward worker --tools examples.mytools``."""
