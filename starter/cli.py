@@ -33,6 +33,10 @@ __all__ = ["build_parser", "main", "run_cli"]
 STATES: tuple[str, ...] = get_args(AgentState)
 LIST_LIMIT = 20
 """Runs shown by ``onward list`` unless ``--limit`` says otherwise."""
+REPORT_SINCE = "24h"
+"""The window ``onward report`` covers unless ``--since`` says otherwise."""
+REPORT_LIMIT = 1000
+"""Most runs ``onward report`` reads."""
 
 
 EPILOG = """\
@@ -133,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, help in [
         ("status", "state, usage against budget, and the last step of a run"),
-        ("steps", "the step log of a run"),
+        ("steps", "the step log of a run (read from the history when no worker answers)"),
+        ("trace", "every model and tool call of a run: attempts, timings, tokens, cost"),
         ("watch", "follow a run live until it ends"),
         ("result", "wait for a run to end and print its result"),
         ("pause", "pause a run before its next model or tool call"),
@@ -164,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=LIST_LIMIT, metavar="N")
     _json_option(listing, "the runs")
 
+    report = command("report", "per model and per tool figures over recent runs")
+    report.add_argument(
+        "--since",
+        default=REPORT_SINCE,
+        metavar="WHEN",
+        help=f"runs started since: 30m, 1h, 2d, 1w ago or an ISO time (default: {REPORT_SINCE})",
+    )
+    report.add_argument("--tenant", help="only runs of this tenant")
+    report.add_argument(
+        "--limit", type=int, default=REPORT_LIMIT, metavar="N", help="most runs to read"
+    )
+    _json_option(report, "the figures")
+
     sub.add_parser(
         "worker", parents=[common], add_help=False, help="run a worker (see: onward worker --help)"
     )
@@ -192,15 +210,18 @@ def _client_command(args: argparse.Namespace) -> int:
     from temporalio.service import RPCError
 
     from onward.connection import task_queue
+    from onward.telemetry import configure_telemetry
     from starter import commands
     from starter.remote import Session, from_rpc_error
 
     name = "list_" if args.command == "list" else args.command
     command = getattr(commands, name)
+    telemetry = configure_telemetry(os.environ, service_name="onward-cli", set_global=False)
     session = Session(
         task_queue=args.task_queue or task_queue(),
         address=args.address,
         namespace=args.namespace,
+        interceptors=telemetry.interceptors,
     )
 
     async def guarded() -> int:
@@ -220,6 +241,8 @@ def _client_command(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_INTERRUPTED
+    finally:
+        telemetry.shutdown()  # flush spans before main() ends with os._exit
 
 
 def _worker_command(args: argparse.Namespace, extra: list[str]) -> int:

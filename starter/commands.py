@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from datetime import UTC, datetime
 
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -30,6 +31,9 @@ from starter.render import (
     status_lines,
     step_lines,
 )
+from starter.report import aggregate, collect_traces, parse_since, report_lines
+from starter.timeline import trace_lines
+from starter.trace import STEPS_QUERY_TIMEOUT, load_step_log, load_trace
 from workflows import AgentWorkflow
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "extend",
     "list_",
     "pause",
+    "report",
     "result",
     "resume",
     "run",
@@ -45,6 +50,7 @@ __all__ = [
     "status",
     "steer",
     "steps",
+    "trace",
     "watch",
     "watch_run",
 ]
@@ -143,13 +149,13 @@ async def status(session: Session, args: argparse.Namespace) -> int:
 
 
 async def steps(session: Session, args: argparse.Namespace) -> int:
-    """``onward steps ID``: the step log so far."""
-    handle = await session.handle(args.id)
-    try:
-        records = await handle.query(AgentWorkflow.steps, rpc_timeout=QUERY_TIMEOUT)
-    except RPCError as err:
-        _check_unanswered(err, args.id)
-        raise
+    """``onward steps ID``: the step log so far, from a worker or else from the history."""
+    records, source = await load_step_log(await session.handle(args.id))
+    if source == "history":
+        note(
+            f"onward: no worker answered within {STEPS_QUERY_TIMEOUT.total_seconds():g} s; "
+            "steps read from the event history"
+        )
     if args.json:
         emit_json([record.model_dump(mode="json") for record in records])
     elif not records:
@@ -158,6 +164,17 @@ async def steps(session: Session, args: argparse.Namespace) -> int:
         for record in records:
             for line in step_lines(record):
                 say(line)
+    return EXIT_OK
+
+
+async def trace(session: Session, args: argparse.Namespace) -> int:
+    """``onward trace ID``: every model and tool call with attempts, timings, tokens and cost."""
+    timeline = await load_trace(await session.handle(args.id))
+    if args.json:
+        emit_json(timeline.model_dump(mode="json"))
+    else:
+        for line in trace_lines(timeline):
+            say(line)
     return EXIT_OK
 
 
@@ -235,23 +252,55 @@ async def extend(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _visibility_error(err: RPCError) -> CliError | None:
+    """The message for a visibility query naming search attributes the server lacks."""
+    if err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in err.message:
+        return CliError(
+            f"{err.message}; this server has no Onward search attributes yet: "
+            "a worker registers them when it starts (onward worker)"
+        )
+    return None
+
+
 async def list_(session: Session, args: argparse.Namespace) -> int:
     """``onward list``: recent agent runs, newest first."""
     client = await session.client()
     try:
         rows = await list_runs(client, status=args.status, model=args.model, limit=args.limit)
     except RPCError as err:
-        if err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in err.message:
-            raise CliError(
-                f"{err.message}; this server has no Onward search attributes yet: "
-                "a worker registers them when it starts (onward worker)"
-            ) from err
-        raise
+        friendly = _visibility_error(err)
+        if friendly is None:
+            raise
+        raise friendly from err
     if args.json:
         emit_json([row.as_json() for row in rows])
     elif not rows:
         say("(no runs)")
     else:
         for line in run_table(rows):
+            say(line)
+    return EXIT_OK
+
+
+async def report(session: Session, args: argparse.Namespace) -> int:
+    """``onward report``: per model and per tool figures over the runs of a time window."""
+    until = datetime.now(UTC)
+    try:
+        since = parse_since(args.since, until)
+    except ValueError as err:
+        raise CliError(f"--since: {err}") from err
+    client = await session.client()
+    try:
+        traces = await collect_traces(client, since, args.tenant, args.limit)
+    except RPCError as err:
+        friendly = _visibility_error(err)
+        if friendly is None:
+            raise
+        raise friendly from err
+    summary = aggregate(traces, since, until, args.tenant)
+    if args.json:
+        emit_json(summary.model_dump(mode="json"))
+    else:
+        for line in report_lines(summary):
             say(line)
     return EXIT_OK

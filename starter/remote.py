@@ -8,10 +8,11 @@ the same Temporal errors into the same one-line messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, Interceptor, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward.connection import ConnectionFailed, connect, connect_config
@@ -34,6 +35,8 @@ class Session:
     namespace: str | None = None
     following: str | None = None
     """The id of the run being followed, so Ctrl-C can say how to pick it up again."""
+    interceptors: Sequence[Interceptor] = ()
+    """Tracing: a run started with the interceptor is one trace, client to activities."""
     _client: Client | None = field(default=None, repr=False)
 
     def _overrides(self) -> dict[str, Any]:
@@ -57,7 +60,9 @@ class Session:
         """Connect once; an unreachable server is a :class:`CliError` (exit 2)."""
         if self._client is None:
             try:
-                self._client = await connect(**self._overrides())
+                self._client = await connect(
+                    interceptors=list(self.interceptors), **self._overrides()
+                )
             except ConnectionFailed as err:
                 raise CliError(
                     f"cannot reach Temporal at {self.where()}; start it with 'onward dev'"

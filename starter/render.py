@@ -7,6 +7,8 @@ caller, so every format here is easy to test and reuse (``run``, ``watch``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -31,6 +33,7 @@ __all__ = [
     "static_summary",
     "status_lines",
     "step_lines",
+    "table",
     "tool_call_line",
     "usage_summary",
 ]
@@ -85,6 +88,15 @@ def step_lines(step: StepRecord) -> list[str]:
         f"{money(step.cost_usd)}"
     )
     return lines
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Rows as text columns aligned under ``header`` (no trailing spaces)."""
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in [header, *rows]
+    ]
 
 
 def _count(number: int, noun: str) -> str:

@@ -73,3 +73,20 @@ async def test_script_running_out_ends_with_a_final_text(worker: RunningWorker) 
     assert result.output is not None and "4" in result.output
     assert len(result.steps) == 2
     assert result.usage.total_tokens > 0  # estimated when the script gives no usage
+
+
+async def test_each_tool_call_is_timed_on_its_own(worker: RunningWorker) -> None:
+    script = [
+        {
+            "tool_calls": [
+                {"name": "wait", "arguments": {"seconds": 1.5}},
+                {"name": "calculator", "arguments": {"expression": "1+1"}},
+            ]
+        },
+        {"text": "done"},
+    ]
+    result = await worker.run({"prompt": "p", "script": script, "tools": ["wait", "calculator"]})
+    wait, calculator = result.steps[0].tool_calls
+    assert wait.duration_ms is not None and wait.duration_ms >= 1500
+    # Concurrent with the wait, yet timed by its own end, not the slowest call's.
+    assert calculator.duration_ms is not None and calculator.duration_ms < 1000

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -384,7 +385,9 @@ class AgentWorkflow:
                 self._record_outcome(record, outcome)
                 outcomes[call.id] = outcome
                 continue
-            started.append((call, record, self._start_tool(spec, call)))
+            task = self._start_tool(spec, call)
+            task.add_done_callback(functools.partial(self._stamp_duration, record))
+            started.append((call, record, task))
 
         interrupted = await self._race([task for _, _, task in started]) if started else None
         for call, record, task in started:
@@ -456,10 +459,15 @@ class AgentWorkflow:
         await workflow.sleep(args.seconds, summary=tool_summary(call))
         return ToolOutcome(content=f"waited {args.seconds:g} s")
 
+    def _stamp_duration(self, record: ToolCallRecord, _task: asyncio.Task[ToolOutcome]) -> None:
+        """Time a call when it ends, not when the slowest call of its turn does."""
+        if record.started_at is not None and record.duration_ms is None:
+            record.duration_ms = _ms(record.started_at)
+
     def _record_outcome(self, record: ToolCallRecord, outcome: ToolOutcome) -> None:
         record.error = outcome.error
         record.result = None if outcome.error else _clip(outcome.content, STEP_LOG_RESULT_CHARS)
-        if record.started_at is not None:
+        if record.started_at is not None and record.duration_ms is None:
             record.duration_ms = _ms(record.started_at)
 
     # -- bookkeeping ------------------------------------------------------------
@@ -468,6 +476,12 @@ class AgentWorkflow:
         if self._step is None:
             return
         self._step.duration_ms = _ms(self._step.started_at)
+        # The SDK's workflow meter records nothing while replaying, so no step counts twice.
+        workflow.metric_meter().create_histogram_timedelta(
+            "onward.step.duration", "Duration of agent steps (model turn and its tools)", "ms"
+        ).record(
+            timedelta(milliseconds=self._step.duration_ms), {"onward.model": self._input.model}
+        )
         self._steps.append(self._step)
         self._usage.steps = len(self._steps)
         self._step = None

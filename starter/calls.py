@@ -1,0 +1,355 @@
+"""The model and tool calls of a run, paired up from its Temporal event history.
+
+Temporal records a regular activity as ActivityTaskScheduled (type and input),
+ActivityTaskStarted (written when the activity closes, with its last
+``attempt``) and one closing event (Completed, Failed, TimedOut, Canceled),
+all tied together by ``scheduled_event_id``. A local activity leaves a single
+MarkerRecorded event (``core_local_activity``) whose ``data`` detail holds its
+type, sequence number, attempt and times and whose ``result`` detail holds its
+output, but not its input. The ``wait`` tool is a timer (TimerStarted with the
+call's summary, then TimerFired or TimerCanceled).
+
+:class:`CallPairing` turns those events into :class:`Call` objects in history
+order; :mod:`starter.history` assembles them into steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, Field, computed_field
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
+from temporalio.api.history.v1 import HistoryEvent
+
+from onward.connection import DATA_CONVERTER
+
+__all__ = [
+    "LOCAL_ACTIVITY_MARKER",
+    "Call",
+    "CallKind",
+    "CallPairing",
+    "CallState",
+    "CallTrace",
+    "decode",
+    "decode_one",
+    "event_time",
+    "failure_message",
+]
+
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+"""Marker name under which the SDK records a local activity's outcome."""
+
+CallKind = Literal["activity", "local_activity", "timer"]
+"""How a call ran: a regular activity, a local activity, or a workflow timer (``wait``)."""
+CallState = Literal["scheduled", "started", "completed", "failed", "timed_out", "cancelled"]
+"""Where a call is; a cancel request already counts as ``cancelled`` (the run moved on)."""
+
+
+class CallTrace(BaseModel):
+    """How one model or tool call ran, as the event history tells it."""
+
+    kind: CallKind
+    role: Literal["model", "tool", "other"] = Field(
+        default="other", description="other: the run's own timers and set-up"
+    )
+    name: str = Field(description="model name, or tool name")
+    step: int | None = Field(default=None, description="the step the call belongs to")
+    id: str | None = Field(default=None, description="activity id or timer id")
+    summary: str | None = None
+    state: CallState = "scheduled"
+    attempts: int = Field(default=0, description="attempts made (0: not started yet)")
+    scheduled_at: datetime | None = None
+    closed_at: datetime | None = None
+    failure: str | None = Field(default=None, description="why the call failed in the end")
+    last_failure: str | None = Field(default=None, description="why the attempt before failed")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def retries(self) -> int:
+        """Attempts after the first."""
+        return max(self.attempts - 1, 0)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def latency_ms(self) -> int | None:
+        """From scheduling to the outcome, retries and their back-off included."""
+        if self.scheduled_at is None or self.closed_at is None:
+            return None
+        return max(int((self.closed_at - self.scheduled_at).total_seconds() * 1000), 0)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the call has its outcome (completed, failed, timed out or cancelled)."""
+        return self.state in ("completed", "failed", "timed_out", "cancelled")
+
+
+@dataclass
+class Call:
+    """A call with what went in and came out (decoded contract models, when known)."""
+
+    trace: CallTrace
+    activity_type: str
+    request: Any = None
+    result: Any = None
+    workflow_time: datetime | None = None
+    """The workflow's clock when it started the call (its ``workflow.now()``)."""
+
+
+def event_time(stamp: Timestamp) -> datetime:
+    """A protobuf timestamp as an aware UTC datetime."""
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _marker_time(value: Any) -> datetime | None:
+    if not isinstance(value, dict) or "seconds" not in value:
+        return None
+    seconds = int(value["seconds"]) + int(value.get("nanos", 0)) / 1e9
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def decode(payloads: Payloads | None, kind: type[Any]) -> Any:
+    """The first payload as ``kind``, or None when absent or not decodable (foreign history)."""
+    if payloads is None or not payloads.payloads:
+        return None
+    return decode_one(payloads.payloads[0], kind)
+
+
+def decode_one(payload: Payload, kind: type[Any]) -> Any:
+    """One payload as ``kind``, or None when it does not decode."""
+    try:
+        return DATA_CONVERTER.payload_converter.from_payload(payload, kind)
+    except Exception:  # noqa: BLE001 - a history of another version must not stop a trace
+        return None
+
+
+def failure_message(failure: Failure) -> str:
+    """The innermost useful message, as the workflow reports it ("rate limited")."""
+    while failure.HasField("activity_failure_info") and failure.HasField("cause"):
+        failure = failure.cause
+    if failure.HasField("application_failure_info"):
+        return failure.message or failure.application_failure_info.type or "ApplicationError"
+    return failure.message or "failed"
+
+
+def _summary(event: HistoryEvent) -> str | None:
+    if event.HasField("user_metadata") and event.user_metadata.HasField("summary"):
+        text = decode_one(event.user_metadata.summary, str)
+        return text if isinstance(text, str) else None
+    return None
+
+
+class CallPairing:
+    """Pairs the events of activities, local activities and timers into :class:`Call` objects.
+
+    Feed every event in order to :meth:`add`; :attr:`calls` lists the calls in
+    the order they were started, each updated as its later events arrive.
+    ``request_types``/``result_types`` map activity types to the contract
+    models their input and output decode to.
+    """
+
+    def __init__(
+        self, request_types: dict[str, type[Any]], result_types: dict[str, type[Any]]
+    ) -> None:
+        self._request_types = request_types
+        self._result_types = result_types
+        self.calls: list[Call] = []
+        self._by_scheduled: dict[int, Call] = {}
+        self._by_timer: dict[str, Call] = {}
+        self._by_local_seq: dict[str, Call] = {}
+        self._task_started: dict[int, datetime] = {}
+        self._task_of_completion: dict[int, int] = {}
+
+    def workflow_time(self, completed_event_id: int) -> datetime | None:
+        """The workflow's clock in the task whose completion is ``completed_event_id``."""
+        started = self._task_of_completion.get(completed_event_id)
+        return None if started is None else self._task_started.get(started)
+
+    def add(self, event: HistoryEvent) -> Call | None:
+        """Take one event; return the call it created or changed, if any."""
+        kind = event.event_type
+        when = event_time(event.event_time)
+        if kind == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+            self._task_started[event.event_id] = when
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            attrs = event.workflow_task_completed_event_attributes
+            self._task_of_completion[event.event_id] = attrs.started_event_id
+        elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            return self._scheduled(event, when)
+        elif kind == EventType.EVENT_TYPE_MARKER_RECORDED:
+            return self._marker(event)
+        elif kind == EventType.EVENT_TYPE_TIMER_STARTED:
+            return self._timer_started(event, when)
+        elif kind in (
+            EventType.EVENT_TYPE_TIMER_FIRED,
+            EventType.EVENT_TYPE_TIMER_CANCELED,
+        ):
+            return self._timer_closed(event, when)
+        else:
+            return self._activity_progress(event, when)
+        return None
+
+    # -- regular activities -------------------------------------------------------
+
+    def _scheduled(self, event: HistoryEvent, when: datetime) -> Call:
+        attrs = event.activity_task_scheduled_event_attributes
+        activity_type = attrs.activity_type.name
+        request_type = self._request_types.get(activity_type)
+        call = Call(
+            trace=CallTrace(
+                kind="activity",
+                name=activity_type,
+                id=attrs.activity_id,
+                summary=_summary(event),
+                scheduled_at=when,
+            ),
+            activity_type=activity_type,
+            request=decode(attrs.input, request_type) if request_type else None,
+            workflow_time=self.workflow_time(attrs.workflow_task_completed_event_id) or when,
+        )
+        self._by_scheduled[event.event_id] = call
+        self.calls.append(call)
+        return call
+
+    def _activity_progress(self, event: HistoryEvent, when: datetime) -> Call | None:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            started = event.activity_task_started_event_attributes
+            call = self._by_scheduled.get(started.scheduled_event_id)
+            if call is not None:
+                call.trace.attempts = max(started.attempt, 1)
+                if call.trace.state == "scheduled":
+                    call.trace.state = "started"
+                if started.HasField("last_failure"):
+                    call.trace.last_failure = failure_message(started.last_failure)
+            return call
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            done = event.activity_task_completed_event_attributes
+            call = self._by_scheduled.get(done.scheduled_event_id)
+            if call is not None:
+                result_type = self._result_types.get(call.activity_type)
+                call.result = decode(done.result, result_type) if result_type else None
+                self._close(call, "completed", when)
+            return call
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            failed = event.activity_task_failed_event_attributes
+            call = self._by_scheduled.get(failed.scheduled_event_id)
+            if call is not None:
+                call.trace.failure = failure_message(failed.failure)
+                self._close(call, "failed", when)
+            return call
+        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
+            timed_out = event.activity_task_timed_out_event_attributes
+            call = self._by_scheduled.get(timed_out.scheduled_event_id)
+            if call is not None:
+                call.trace.failure = failure_message(timed_out.failure)
+                self._close(call, "timed_out", when)
+            return call
+        if kind in (
+            EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+        ):
+            scheduled_id = (
+                event.activity_task_cancel_requested_event_attributes.scheduled_event_id
+                if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED
+                else event.activity_task_canceled_event_attributes.scheduled_event_id
+            )
+            call = self._by_scheduled.get(scheduled_id)
+            # The workflow stops waiting when it asks for the cancel, not when the
+            # worker confirms it, so the request already closes the call for the run.
+            if call is not None and not call.trace.closed:
+                call.trace.failure = "interrupted"
+                self._close(call, "cancelled", when)
+            return call
+        return None
+
+    @staticmethod
+    def _close(call: Call, state: CallState, when: datetime) -> None:
+        call.trace.state = state
+        call.trace.closed_at = when
+
+    # -- local activities -----------------------------------------------------------
+
+    def _marker(self, event: HistoryEvent) -> Call | None:
+        attrs = event.marker_recorded_event_attributes
+        if attrs.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in attrs.details:
+            return None
+        data = decode(attrs.details["data"], dict)
+        if not isinstance(data, dict):
+            return None
+        activity_type = str(data.get("activity_type", ""))
+        seq = str(data.get("seq", data.get("activity_id", "")))
+        call = self._by_local_seq.get(seq)
+        if call is None:
+            # The marker's task is the one that started the local activity unless
+            # it ran past a workflow task; the worker's clock at scheduling says so.
+            task_time = self.workflow_time(attrs.workflow_task_completed_event_id)
+            scheduled = _marker_time(data.get("original_schedule_time"))
+            times = [t for t in (task_time, scheduled) if t is not None]
+            call = Call(
+                trace=CallTrace(
+                    kind="local_activity",
+                    name=activity_type,
+                    id=str(data.get("activity_id", seq)),
+                    summary=_summary(event),
+                    scheduled_at=min(times) if times else None,
+                ),
+                activity_type=activity_type,
+                workflow_time=min(times) if times else None,
+            )
+            self._by_local_seq[seq] = call
+            self.calls.append(call)
+        call.trace.attempts = max(int(data.get("attempt") or 1), call.trace.attempts)
+        # complete_time is the workflow's clock once the result is in (what the
+        # workflow itself measures a call with), not the worker's wall clock.
+        closed_at = _marker_time(data.get("complete_time")) or event_time(event.event_time)
+        if attrs.HasField("failure"):
+            message = failure_message(attrs.failure)
+            if data.get("backoff"):  # a back-off timer follows, then another attempt
+                call.trace.last_failure = message
+                return call
+            call.trace.failure = message
+            self._close(call, "failed", closed_at)
+        else:
+            result_type = self._result_types.get(activity_type)
+            if "result" in attrs.details and result_type is not None:
+                call.result = decode(attrs.details["result"], result_type)
+            self._close(call, "completed", closed_at)
+        return call
+
+    # -- timers -------------------------------------------------------------------------
+
+    def _timer_started(self, event: HistoryEvent, when: datetime) -> Call:
+        attrs = event.timer_started_event_attributes
+        call = Call(
+            trace=CallTrace(
+                kind="timer",
+                name="timer",
+                id=attrs.timer_id,
+                summary=_summary(event),
+                scheduled_at=when,
+                state="started",
+                attempts=1,
+            ),
+            activity_type="timer",
+            workflow_time=self.workflow_time(attrs.workflow_task_completed_event_id) or when,
+        )
+        self._by_timer[attrs.timer_id] = call
+        self.calls.append(call)
+        return call
+
+    def _timer_closed(self, event: HistoryEvent, when: datetime) -> Call | None:
+        if event.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
+            call = self._by_timer.get(event.timer_fired_event_attributes.timer_id)
+            if call is not None:
+                self._close(call, "completed", when)
+            return call
+        call = self._by_timer.get(event.timer_canceled_event_attributes.timer_id)
+        if call is not None:
+            call.trace.failure = "interrupted"
+            self._close(call, "cancelled", when)
+        return call

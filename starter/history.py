@@ -1,0 +1,326 @@
+"""A run's step log rebuilt from its Temporal event history alone.
+
+No worker is needed: the history holds every model request and response and
+every tool request and outcome (:mod:`starter.calls` pairs their events), so
+the steps can be read back for a run that is still going, for one whose worker
+is gone, and for one that closed without a result. For a run that completed,
+its result (an :class:`~onward.contracts.AgentResult`) is the authoritative
+step log; this reconstruction adds what only the history knows: attempts,
+retries and when each call was scheduled and closed.
+
+How the history maps to steps: a ``call_model`` activity for step N opens step
+N once it has answered (or failed); its answer's tool calls are matched to the
+executions that follow: regular ``execute_tool`` activities by the call id in
+their input, local ones (whose markers carry no input) and ``wait`` timers by
+their summary, which is the workflow's ``tool_summary`` of the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    ModelRequest,
+    ModelResponse,
+    StepRecord,
+    ToolCall,
+    ToolCallRecord,
+    ToolOutcome,
+    ToolRequest,
+    WorkerDescription,
+    WorkerDescriptionRequest,
+)
+from onward.errors import format_validation_error
+from onward.workflow_tools import WORKFLOW_TOOLS, WaitArgs
+from starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
+from workflows.agent import STEP_LOG_RESULT_CHARS
+from workflows.progress import tool_summary
+
+__all__ = ["HistoryStep", "RunHistory", "reconstruct"]
+
+REQUEST_TYPES: dict[str, type[Any]] = {
+    "call_model": ModelRequest,
+    "execute_tool": ToolRequest,
+    "describe_worker": WorkerDescriptionRequest,
+}
+RESULT_TYPES: dict[str, type[Any]] = {
+    "call_model": ModelResponse,
+    "execute_tool": ToolOutcome,
+    "describe_worker": WorkerDescription,
+}
+_ENDINGS: dict[EventType.ValueType, str] = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: "completed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "canceled",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "terminated",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "timed_out",
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued_as_new",
+}
+
+
+@dataclass
+class HistoryStep:
+    """One step as the history shows it, with how its calls ran."""
+
+    record: StepRecord
+    model_call: CallTrace
+    tool_calls: dict[str, CallTrace] = field(default_factory=dict)
+    """By tool call id; calls that never ran (unknown tool, not started) have none."""
+    finished: bool = True
+    """False while tool calls of the step are still running or not yet started."""
+
+
+@dataclass
+class RunHistory:
+    """Everything :func:`reconstruct` read from one run's history."""
+
+    input: AgentInput | None = None
+    result: AgentResult | None = None
+    ended: str | None = None
+    """How Temporal closed the run (``completed``, ``failed``, ``canceled``, ...); None: running."""
+    failure: str | None = None
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    steps: list[HistoryStep] = field(default_factory=list)
+    in_flight: list[CallTrace] = field(default_factory=list)
+    """Calls scheduled and not closed: a model call or tools still running (or waiting to)."""
+
+    @property
+    def step_log(self) -> list[StepRecord]:
+        """The finished steps, like the workflow's ``steps`` query answers."""
+        return [step.record for step in self.steps if step.finished]
+
+
+def _clip(text: str, limit: int = STEP_LOG_RESULT_CHARS) -> str:
+    """Cut a tool result as the workflow cuts it in the step log."""
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f"… [{len(text) - limit} more characters]"
+
+
+def _ms(start: datetime | None, end: datetime | None) -> int | None:
+    if start is None or end is None:
+        return None
+    return max(int((end - start).total_seconds() * 1000), 0)
+
+
+@dataclass
+class _Step:
+    """A step being assembled: its model call and the executions of its tool calls."""
+
+    model: Call
+    response: ModelResponse | None
+    executions: dict[str, Call] = field(default_factory=dict)
+
+    @property
+    def number(self) -> int:
+        request: ModelRequest = self.model.request
+        return request.step
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return self.response.tool_calls if self.response else []
+
+    def attach_by_summary(self, call: Call) -> None:
+        """Match an execution without input (local activity, timer) to a tool call.
+
+        Its summary is the workflow's ``tool_summary`` of the call; a local
+        activity whose summary matches nothing (a future format) takes the first
+        call still open. Timers must match exactly: the run's deadline timer is
+        one too.
+        """
+        is_timer = call.trace.kind == "timer"
+        open_calls = [
+            c
+            for c in self.calls
+            if c.id not in self.executions and (c.name in WORKFLOW_TOOLS) == is_timer
+        ]
+        exact = [c for c in open_calls if tool_summary(c) == call.trace.summary]
+        candidates = exact or ([] if is_timer else open_calls)
+        if candidates:
+            match = candidates[0]
+            self.executions[match.id] = call
+            call.trace.role = "tool"
+            call.trace.name = match.name
+            call.trace.step = self.number
+
+
+class _Assembler:
+    """Turns the paired calls of a history into steps (see the module docstring)."""
+
+    def __init__(self, run: RunHistory, calls: list[Call]) -> None:
+        self._run = run
+        self._calls = calls
+        self._steps: list[_Step] = []
+        self._available: list[str] | None = None
+
+    def assemble(self) -> None:
+        current: _Step | None = None
+        for call in self._calls:
+            if call.activity_type == "describe_worker":
+                self._describe(call)
+            elif call.activity_type == "call_model":
+                current = self._model_call(call) or current
+            elif call.activity_type == "execute_tool" and call.trace.kind == "activity":
+                self._regular_tool(call, current)
+            elif current is not None and call.trace.kind in ("local_activity", "timer"):
+                current.attach_by_summary(call)
+        asked = [c.request.step for c in self._calls if isinstance(c.request, ModelRequest)]
+        for step in self._steps:
+            later = any(number > step.number for number in asked)
+            self._run.steps.append(self._finish(step, later))
+        # Deadline timers and describe_worker belong to no step.
+        self._run.in_flight = [
+            call.trace
+            for call in self._calls
+            if not call.trace.closed and call.trace.step is not None
+        ]
+
+    def _describe(self, call: Call) -> None:
+        description = call.result
+        if not isinstance(description, WorkerDescription):
+            return
+        asked = self._run.input.tools if self._run.input else None
+        names = [spec.name for spec in description.tools]
+        names += [name for name in WORKFLOW_TOOLS if asked is None or name in asked]
+        self._available = names
+
+    def _model_call(self, call: Call) -> _Step | None:
+        request = call.request
+        if not isinstance(request, ModelRequest):
+            return None
+        call.trace.step = request.step
+        call.trace.role = "model"
+        call.trace.name = request.model
+        if call.trace.state == "completed" and isinstance(call.result, ModelResponse):
+            step = _Step(call, call.result)
+        elif call.trace.state in ("failed", "timed_out"):
+            step = _Step(call, None)
+        else:  # in flight, or interrupted (an interrupted call leaves no step)
+            return None
+        self._steps = [s for s in self._steps if s.number != request.step] + [step]
+        return step
+
+    def _regular_tool(self, call: Call, current: _Step | None) -> None:
+        request = call.request
+        if not isinstance(request, ToolRequest):
+            return
+        call.trace.role = "tool"
+        call.trace.name = request.name
+        number = _step_of(request)
+        step = next((s for s in reversed(self._steps) if s.number == number), current)
+        if step is not None:
+            step.executions[request.call_id] = call
+            call.trace.step = step.number
+
+    def _finish(self, step: _Step, later: bool) -> HistoryStep:
+        model = step.model
+        request: ModelRequest = model.request
+        record = StepRecord(step=step.number, started_at=model.workflow_time, model=request.model)
+        if step.response is None:
+            record.text = f"model call failed: {model.trace.failure or 'failed'}"
+        else:
+            record.text = step.response.text
+            record.usage = step.response.usage
+            record.cost_usd = step.response.cost_usd
+        ended = self._run.ended is not None
+        traces: dict[str, CallTrace] = {}
+        resolved = True
+        for call in step.calls:
+            execution = step.executions.get(call.id)
+            tool = self._tool_record(call, execution, ended or later)
+            if execution is not None:
+                traces[call.id] = execution.trace
+            if tool.error is None and tool.result is None:
+                resolved = False
+            record.tool_calls.append(tool)
+        finished = ended or later or step.response is None or resolved
+        closes = [model.trace.closed_at] + [t.closed_at for t in traces.values()]
+        if finished and all(closes):
+            record.duration_ms = _ms(record.started_at, max(c for c in closes if c))
+        return HistoryStep(record, model.trace, traces, finished)
+
+    def _tool_record(self, call: ToolCall, execution: Call | None, over: bool) -> ToolCallRecord:
+        record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
+        if execution is None:
+            record.error = self._never_ran(call, over)
+            if record.error is not None and not record.error.startswith("not run"):
+                record.duration_ms = 0
+            return record
+        trace = execution.trace
+        record.started_at = execution.workflow_time or trace.scheduled_at
+        if not trace.closed:
+            return record
+        record.duration_ms = trace.latency_ms
+        if trace.state == "cancelled":
+            record.error = "interrupted"
+        elif trace.state != "completed":
+            record.error = f"tool call failed: {trace.failure or 'failed'}"
+        elif trace.kind == "timer":
+            seconds = WaitArgs.model_validate(call.arguments).seconds
+            record.result = f"waited {seconds:g} s"
+        elif isinstance(execution.result, ToolOutcome):
+            outcome = execution.result
+            record.error = outcome.error
+            record.result = None if outcome.error else _clip(outcome.content)
+        return record
+
+    def _never_ran(self, call: ToolCall, over: bool) -> str | None:
+        """The error of a call with no execution, or None while it may still start."""
+        available = self._available
+        if available is not None and call.name not in available:
+            return f"unknown tool {call.name!r} (available: {', '.join(available) or 'none'})"
+        if call.name in WORKFLOW_TOOLS:
+            try:
+                WaitArgs.model_validate(call.arguments)
+            except ValidationError as err:
+                return format_validation_error(call.name, err)
+        return "not run" if over else None
+
+
+def _step_of(request: ToolRequest) -> int | None:
+    """The step number in an idempotency key (``workflow-id/step/call-id``)."""
+    parts = request.idempotency_key.rsplit("/", 2)
+    try:
+        return int(parts[-2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
+
+
+def _run_event(run: RunHistory, event: HistoryEvent) -> None:
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        attrs = event.workflow_execution_started_event_attributes
+        run.input = decode(attrs.input, AgentInput)
+        run.started_at = event_time(event.event_time)
+    elif kind in _ENDINGS:
+        run.ended = _ENDINGS[kind]
+        run.closed_at = event_time(event.event_time)
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            attrs_done = event.workflow_execution_completed_event_attributes
+            run.result = decode(attrs_done.result, AgentResult)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            run.failure = failure_message(event.workflow_execution_failed_event_attributes.failure)
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            reason = event.workflow_execution_terminated_event_attributes.reason
+            run.failure = f"terminated: {reason}" if reason else "terminated"
+
+
+def reconstruct(events: Iterable[HistoryEvent]) -> RunHistory:
+    """Read a run's input, steps, calls and outcome from its history events (in order)."""
+    run = RunHistory()
+    pairing = CallPairing(REQUEST_TYPES, RESULT_TYPES)
+    for event in events:
+        _run_event(run, event)
+        pairing.add(event)
+    _Assembler(run, pairing.calls).assemble()
+    return run

@@ -1,0 +1,298 @@
+"""``onward report``: per model and per tool figures over the runs of a time window.
+
+The runs come from Temporal's visibility store (agent runs started since a
+time, optionally of one tenant, by the ``OnwardTenant`` search attribute);
+their steps and calls from each run's result and event history, as ``onward
+trace`` reads them, so the report needs no worker. Latency is a call's time
+from scheduling to its outcome, retries and their back-off included: what the
+run waited. Percentiles use the nearest-rank method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, computed_field
+from temporalio.client import Client, WorkflowExecution
+
+from onward import search_attributes as sa
+from onward.contracts import AGENT_WORKFLOW
+from starter.render import money, table
+from starter.trace import Trace, read_history, trace_of
+
+__all__ = [
+    "CallStats",
+    "ModelStats",
+    "Report",
+    "aggregate",
+    "collect_traces",
+    "parse_since",
+    "percentile",
+    "report_lines",
+    "report_query",
+]
+
+FETCH_CONCURRENCY = 8
+"""Histories read at once."""
+
+_SPAN = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``90s``, ``15m``, ``1h``, ``2d``, ``1w`` (or ``1h30m``) ago, or an ISO date and time.
+
+    Raises:
+        ValueError: neither form; the message says which forms work.
+    """
+    now = now or datetime.now(UTC)
+    spec = text.strip().lower()
+    parts = _SPAN.findall(spec)
+    if parts and _SPAN.sub("", spec).strip() == "":
+        return now - timedelta(seconds=sum(float(n) * _UNIT_S[unit] for n, unit in parts))
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a span like 30m, 1h, 2d, 1w nor a date like 2025-01-31T09:00"
+        ) from None
+    return when if when.tzinfo else when.astimezone()
+
+
+def _quoted(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def report_query(since: datetime, tenant: str | None = None) -> str:
+    """The visibility query: agent runs started since ``since``, of ``tenant`` if given."""
+    start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    clauses = [f"WorkflowType = {_quoted(AGENT_WORKFLOW)}", f"StartTime >= {_quoted(start)}"]
+    if tenant:
+        clauses.append(f"{sa.TENANT.name} = {_quoted(tenant)}")
+    return " AND ".join(clauses)
+
+
+async def collect_traces(
+    client: Client, since: datetime, tenant: str | None, limit: int
+) -> list[Trace]:
+    """The timelines of up to ``limit`` runs in the window (history only, no worker asked)."""
+    query = report_query(since, tenant)
+    executions = [e async for e in client.list_workflows(query, limit=limit)]
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def one(execution: WorkflowExecution) -> Trace:
+        async with gate:
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            return trace_of(execution, await read_history(handle))
+
+    return list(await asyncio.gather(*(one(execution) for execution in executions)))
+
+
+# -- figures ------------------------------------------------------------------------
+
+
+def percentile(values: list[int], p: float) -> int | None:
+    """The ``p``-th percentile by nearest rank; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(math.ceil(p / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+def _rate(part: int, whole: int) -> float:
+    return round(part / whole, 4) if whole else 0.0
+
+
+class CallStats(BaseModel):
+    """Figures of one tool (or, as :class:`ModelStats`, one model) over the window."""
+
+    name: str
+    calls: int
+    errors: int
+    retried: int
+    """Calls that needed more than one attempt."""
+    retries: int
+    """Attempts after the first, summed."""
+    p50_ms: int | None
+    p95_ms: int | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def error_rate(self) -> float:
+        """Share of calls that ended in an error."""
+        return _rate(self.errors, self.calls)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def retry_rate(self) -> float:
+        """Share of calls that were retried."""
+        return _rate(self.retried, self.calls)
+
+
+class ModelStats(CallStats):
+    """Figures of one model: calls as for tools, plus tokens and cost."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cost_usd: float
+    unpriced_calls: int
+
+
+class Report(BaseModel):
+    """The ``onward report --json`` document."""
+
+    since: datetime
+    until: datetime
+    tenant: str | None
+    runs: int
+    by_status: dict[str, int]
+    total_tokens: int
+    cost_usd: float
+    models: list[ModelStats]
+    tools: list[CallStats]
+
+
+@dataclass
+class _Tally:
+    calls: int = 0
+    errors: int = 0
+    retried: int = 0
+    retries: int = 0
+    latencies: list[int] = field(default_factory=list)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+
+    def count(self, failed: bool, retries: int, latency_ms: int | None) -> None:
+        self.calls += 1
+        self.errors += int(failed)
+        self.retried += int(retries > 0)
+        self.retries += retries
+        if latency_ms is not None:
+            self.latencies.append(latency_ms)
+
+    def stats(self, name: str) -> CallStats:
+        return CallStats(
+            name=name,
+            calls=self.calls,
+            errors=self.errors,
+            retried=self.retried,
+            retries=self.retries,
+            p50_ms=percentile(self.latencies, 50),
+            p95_ms=percentile(self.latencies, 95),
+        )
+
+    def model_stats(self, name: str) -> ModelStats:
+        return ModelStats(
+            **self.stats(name).model_dump(exclude={"error_rate", "retry_rate"}),
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            total_tokens=self.input_tokens + self.output_tokens,
+            cost_usd=round(self.cost_usd, 8),
+            unpriced_calls=self.unpriced,
+        )
+
+
+def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
+    models: dict[str, _Tally] = {}
+    tools: dict[str, _Tally] = {}
+    for trace in traces:
+        for step in trace.steps:
+            call = step.model_call
+            tally = models.setdefault(step.model or trace.model or "?", _Tally())
+            if call is None:  # a step log without history: nothing known about attempts
+                failed = step.text.startswith("model call failed")
+                tally.count(failed, 0, None)
+            else:
+                failed = call.state in ("failed", "timed_out")
+                tally.count(failed, call.retries, call.latency_ms if call.closed else None)
+            tally.input_tokens += step.usage.input_tokens
+            tally.output_tokens += step.usage.output_tokens
+            if step.cost_usd is not None:
+                tally.cost_usd += step.cost_usd
+            elif not failed:
+                tally.unpriced += 1
+            for tool in step.tool_calls:
+                if tool.result is None and tool.error is None:
+                    continue  # still running
+                run = tool.call
+                latency = run.latency_ms if run is not None else None
+                tools.setdefault(tool.name, _Tally()).count(
+                    tool.error is not None, run.retries if run else 0, latency
+                )
+    return models, tools
+
+
+def aggregate(
+    traces: list[Trace], since: datetime, until: datetime, tenant: str | None = None
+) -> Report:
+    """Per model and per tool figures over ``traces`` (pure: no I/O)."""
+    models, tools = _tally(traces)
+    return Report(
+        since=since,
+        until=until,
+        tenant=tenant,
+        runs=len(traces),
+        by_status=dict(Counter(trace.status for trace in traces).most_common()),
+        total_tokens=sum(trace.usage.total_tokens for trace in traces),
+        cost_usd=round(sum(trace.usage.cost_usd for trace in traces), 8),
+        models=[models[name].model_stats(name) for name in sorted(models)],
+        tools=[tools[name].stats(name) for name in sorted(tools)],
+    )
+
+
+# -- human output -------------------------------------------------------------------
+
+
+def _ms(value: int | None) -> str:
+    return "-" if value is None else f"{value / 1000:.2f} s"
+
+
+def _share(part: int, rate: float) -> str:
+    return f"{part} ({rate:.0%})"
+
+
+def _common(stats: CallStats) -> list[str]:
+    return [
+        stats.name,
+        str(stats.calls),
+        _share(stats.errors, stats.error_rate),
+        _share(stats.retried, stats.retry_rate),
+        _ms(stats.p50_ms),
+        _ms(stats.p95_ms),
+    ]
+
+
+def report_lines(report: Report) -> list[str]:
+    """The report as a header line and two tables (models, tools)."""
+    since = report.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    head = f"{report.runs} run{'s' if report.runs != 1 else ''} since {since}"
+    if report.tenant:
+        head += f" · tenant {report.tenant}"
+    statuses = ", ".join(f"{state} {count}" for state, count in report.by_status.items())
+    if statuses:
+        head += f" · {statuses}"
+    head += f" · {report.total_tokens} tokens · {money(report.cost_usd)}"
+    lines = [head]
+    if not report.runs:
+        return lines
+    common = ("CALLS", "ERRORS", "RETRIED", "P50", "P95")
+    model_rows = [
+        [*_common(m), str(m.input_tokens), str(m.output_tokens), money(m.cost_usd)]
+        for m in report.models
+    ]
+    lines += ["", *table(("MODEL", *common, "TOKENS IN", "TOKENS OUT", "COST"), model_rows)]
+    if report.tools:
+        lines += ["", *table(("TOOL", *common), [_common(t) for t in report.tools])]
+    else:
+        lines += ["", "(no tool calls)"]
+    return lines

@@ -1,0 +1,119 @@
+"""Human output of ``onward trace``: one row per model call and tool call.
+
+Pure functions from a :class:`~starter.trace.Trace` to lines of text, in the
+style of :mod:`starter.render`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from onward.contracts import ToolCall
+from starter.calls import CallTrace
+from starter.render import RESULT_EXCERPT_CHARS, money, shorten, table, usage_summary
+from starter.trace import StepSource, Trace, TraceStep, TraceToolCall
+from workflows.progress import tool_summary
+
+__all__ = ["HEADER", "trace_lines"]
+
+HEADER = ("STEP", "AT", "CALL", "TIME", "TRIES", "TOKENS", "COST", "RESULT")
+"""Columns: offset from the run's start, call, latency, attempts, tokens, cost, outcome."""
+CALL_CHARS = 48
+"""Width a call (tool and arguments) is cut to."""
+
+_SOURCES: dict[StepSource, str] = {
+    "result": "the run's result",
+    "query": "the worker (steps query)",
+    "history": "the event history (no worker answered)",
+}
+
+
+def _at(start: datetime | None, when: datetime | None) -> str:
+    if start is None or when is None:
+        return "-"
+    return f"+{(when - start).total_seconds():.2f}s"
+
+
+def _time(ms: int | None) -> str:
+    return "…" if ms is None else f"{ms / 1000:.2f} s"
+
+
+def _tries(call: CallTrace | None) -> str:
+    return "-" if call is None or call.attempts == 0 else str(call.attempts)
+
+
+def _retried(call: CallTrace | None) -> str:
+    if call is None or not call.retries or not call.last_failure:
+        return ""
+    return f" (retried after: {shorten(call.last_failure, 60)})"
+
+
+def _model_row(trace: Trace, step: TraceStep) -> list[str]:
+    call = step.model_call
+    if call is not None and call.state in ("failed", "timed_out"):
+        detail = "!! " + shorten(step.text, RESULT_EXCERPT_CHARS)
+    elif step.tool_calls:
+        detail = shorten(step.text, RESULT_EXCERPT_CHARS) or "(no reason given)"
+    else:
+        detail = "answer: " + (shorten(step.text, RESULT_EXCERPT_CHARS) or "(empty)")
+    return [
+        str(step.step) if step.finished else f"{step.step}…",
+        _at(trace.started_at, step.started_at),
+        f"model {step.model or trace.model or '?'}",
+        _time(call.latency_ms if call else None),
+        _tries(call),
+        str(step.usage.total_tokens),
+        "-" if step.cost_usd is None else money(step.cost_usd),
+        detail + _retried(call),
+    ]
+
+
+def _tool_row(trace: Trace, tool: TraceToolCall) -> list[str]:
+    call = tool.call
+    shown = tool_summary(ToolCall(id=tool.id, name=tool.name, arguments=tool.arguments))
+    if tool.error is not None:
+        outcome = "!! " + shorten(tool.error, RESULT_EXCERPT_CHARS)
+    elif tool.result is not None:
+        outcome = "-> " + (shorten(tool.result, RESULT_EXCERPT_CHARS) or "(empty)")
+    else:
+        outcome = "(running)"
+    latency = call.latency_ms if call is not None else tool.duration_ms
+    return [
+        "",
+        _at(trace.started_at, tool.started_at or (call.scheduled_at if call else None)),
+        shorten(shown, CALL_CHARS),
+        _time(latency) if call is None or call.closed else "…",
+        _tries(call),
+        "",
+        "",
+        outcome + _retried(call),
+    ]
+
+
+def _in_flight_line(call: CallTrace) -> str:
+    what = f"model {call.name}" if call.role == "model" else call.summary or call.name
+    attempt = f"attempt {call.attempts}" if call.attempts else "waiting for a worker"
+    line = f"in flight: step {call.step} · {what} ({call.state}, {attempt})"
+    if call.last_failure:
+        line += f"; last failure: {shorten(call.last_failure, 80)}"
+    return line
+
+
+def trace_lines(trace: Trace) -> list[str]:
+    """The timeline of a run: a header, a row per call, calls in flight, and usage."""
+    head = f"run {trace.workflow_id} · {trace.status} · model {trace.model or '?'}"
+    if trace.tenant:
+        head += f" · tenant {trace.tenant}"
+    lines = [head, f"steps from {_SOURCES[trace.source]}; tries and times from the history", ""]
+    rows: list[list[str]] = []
+    for step in trace.steps:
+        rows.append(_model_row(trace, step))
+        rows += [_tool_row(trace, tool) for tool in step.tool_calls]
+    if rows:
+        lines += table(HEADER, rows)
+    else:
+        lines.append("(no steps yet)")
+    lines += [_in_flight_line(call) for call in trace.in_flight]
+    lines.append("")
+    lines.append(f"usage: {usage_summary(trace.usage)}")
+    return lines

@@ -1,0 +1,252 @@
+"""A run's steps with how each call ran: what ``onward steps``, ``trace`` and ``report`` read.
+
+The step log comes from the best source there is: the result of a closed run
+(authoritative), else the ``steps`` query answered by a worker within
+:data:`STEPS_QUERY_TIMEOUT`, else the event history alone (no worker needed,
+see :mod:`starter.history`). Attempts, retries and call timings always come
+from the history, and the attempts of calls still running from the server's
+pending-activity list.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import (
+    WorkflowExecution,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from onward import search_attributes as sa
+from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
+from starter.calls import CallTrace, failure_message
+from starter.history import HistoryStep, RunHistory, reconstruct
+from workflows import AgentWorkflow
+
+__all__ = [
+    "STEPS_QUERY_TIMEOUT",
+    "StepSource",
+    "Trace",
+    "TraceStep",
+    "TraceToolCall",
+    "build_trace",
+    "load_step_log",
+    "load_trace",
+    "read_history",
+    "run_status",
+    "trace_of",
+]
+
+STEPS_QUERY_TIMEOUT = timedelta(seconds=2)
+"""How long ``steps`` and ``trace`` wait for a worker to answer before reading the history."""
+
+StepSource = Literal["result", "query", "history"]
+"""Where a step log came from: the closed run's result, a worker's answer, or the history."""
+
+_ENDED_AS = {"canceled": "cancelled"}
+
+
+class TraceToolCall(ToolCallRecord):
+    """A tool call of the step log, with how it ran (None: it never ran)."""
+
+    call: CallTrace | None = None
+
+
+class TraceStep(BaseModel):
+    """A step of the step log, with how its model call and tool calls ran."""
+
+    step: int
+    text: str = ""
+    model: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+    started_at: datetime | None = None
+    duration_ms: int | None = None
+    finished: bool = True
+    model_call: CallTrace | None = None
+    tool_calls: list[TraceToolCall] = Field(default_factory=list)
+
+
+class Trace(BaseModel):
+    """One run's timeline: the ``onward trace --json`` document."""
+
+    workflow_id: str
+    run_id: str | None = None
+    status: str
+    source: StepSource
+    model: str | None = None
+    tenant: str | None = None
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+    usage: RunUsage
+    steps: list[TraceStep] = Field(default_factory=list)
+    in_flight: list[CallTrace] = Field(default_factory=list)
+
+
+def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
+    calls = history.tool_calls if history else {}
+    return TraceStep(
+        **record.model_dump(exclude={"tool_calls"}),
+        finished=history.finished if history else True,
+        model_call=history.model_call if history else None,
+        tool_calls=[
+            TraceToolCall(**call.model_dump(), call=calls.get(call.id))
+            for call in record.tool_calls
+        ],
+    )
+
+
+def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
+    """What a run without a result has used, summed from its steps."""
+    if history.result is not None:
+        return history.result.usage
+    finished = [step for step in steps if step.finished]
+    tokens_in = sum(step.usage.input_tokens for step in steps)
+    tokens_out = sum(step.usage.output_tokens for step in steps)
+    answered = [s for s in steps if s.model_call is None or s.model_call.state == "completed"]
+    end = history.closed_at or datetime.now(UTC)
+    return RunUsage(
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
+        total_tokens=tokens_in + tokens_out,
+        tool_calls=sum(len(step.tool_calls) for step in steps),
+        model_calls=len(answered),
+        steps=len(finished),
+        cost_usd=sum(step.cost_usd or 0.0 for step in steps),
+        cost_known=all(step.cost_usd is not None for step in answered),
+        duration_s=round((end - history.started_at).total_seconds(), 3)
+        if history.started_at
+        else 0.0,
+    )
+
+
+def _apply_pending(history: RunHistory, pending: list[PendingActivityInfo]) -> None:
+    """Attempts of activities still running come from the server, not the history."""
+    by_id = {info.activity_id: info for info in pending}
+    traces = list(history.in_flight)
+    for step in history.steps:
+        traces += [step.model_call, *step.tool_calls.values()]
+    for trace in traces:
+        info = by_id.get(trace.id or "")
+        if trace.kind != "activity" or trace.closed or info is None:
+            continue
+        trace.attempts = max(info.attempt, trace.attempts)
+        if info.HasField("last_started_time"):
+            trace.state = "started"
+        if info.HasField("last_failure"):
+            trace.last_failure = failure_message(info.last_failure)
+
+
+def build_trace(
+    workflow_id: str,
+    run_id: str | None,
+    status: str,
+    history: RunHistory,
+    steps: list[StepRecord] | None = None,
+    source: StepSource = "history",
+) -> Trace:
+    """Merge a step log (``steps``; None: the history's own) with how its calls ran."""
+    by_number = {step.record.step: step for step in history.steps}
+    if steps is None:
+        traced = [_traced_step(step.record, step) for step in history.steps]
+    else:
+        traced = [_traced_step(record, by_number.get(record.step)) for record in steps]
+        known = {record.step for record in steps}
+        # A step whose tools are still running is in the history before any log.
+        traced += [
+            _traced_step(step.record, step)
+            for step in history.steps
+            if not step.finished and step.record.step not in known
+        ]
+    agent = history.input
+    return Trace(
+        workflow_id=workflow_id,
+        run_id=run_id,
+        status=status,
+        source=source,
+        model=agent.model if agent else None,
+        tenant=agent.tenant if agent else None,
+        started_at=history.started_at,
+        closed_at=history.closed_at,
+        usage=_usage(history, traced),
+        steps=traced,
+        in_flight=list(history.in_flight),
+    )
+
+
+def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
+    """The run's state: from its result, its published status, or how Temporal closed it."""
+    if history.result is not None:
+        return history.result.status
+    if history.ended is not None:
+        return _ENDED_AS.get(history.ended, history.ended)
+    published = execution.typed_search_attributes.get(sa.STATUS) if execution else None
+    running = execution is None or execution.status in (None, WorkflowExecutionStatus.RUNNING)
+    return published if published and running else "running"
+
+
+async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
+    """The run's history, reconstructed (no worker needed)."""
+    return reconstruct([event async for event in handle.fetch_history_events()])
+
+
+async def _query_steps(handle: WorkflowHandle[Any, Any]) -> list[StepRecord] | None:
+    """The ``steps`` query's answer, or None when no worker answers in time."""
+    try:
+        records: list[StepRecord] = await handle.query(
+            AgentWorkflow.steps, rpc_timeout=STEPS_QUERY_TIMEOUT
+        )
+    except WorkflowQueryFailedError:
+        return None
+    except RPCError as err:
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            return None
+        raise
+    return records
+
+
+def _closed(execution: WorkflowExecution) -> bool:
+    return execution.status not in (None, WorkflowExecutionStatus.RUNNING)
+
+
+async def load_step_log(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord], StepSource]:
+    """The finished steps of a run and where they came from (see the module docstring)."""
+    description = await handle.describe()  # an unknown id fails here
+    if not _closed(description):
+        records = await _query_steps(handle)
+        if records is not None:
+            return records, "query"
+    history = await read_history(handle)
+    if history.result is not None:
+        return history.result.steps, "result"
+    return history.step_log, "history"
+
+
+def trace_of(
+    execution: WorkflowExecution,
+    history: RunHistory,
+    records: list[StepRecord] | None = None,
+    source: StepSource = "history",
+) -> Trace:
+    """The timeline of a listed or described run; a closed run's result wins over ``records``."""
+    if history.result is not None:
+        records, source = history.result.steps, "result"
+    status = run_status(history, execution)
+    return build_trace(execution.id, execution.run_id, status, history, records, source)
+
+
+async def load_trace(handle: WorkflowHandle[Any, Any]) -> Trace:
+    """A run's timeline, asking a worker for the step log of a running run first."""
+    description = await handle.describe()  # an unknown id fails here
+    records: list[StepRecord] | None = None
+    if not _closed(description):
+        records = await _query_steps(handle)
+    history = await read_history(handle)
+    _apply_pending(history, list(description.raw_description.pending_activities))
+    return trace_of(description, history, records, "query" if records is not None else "history")

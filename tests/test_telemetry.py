@@ -1,0 +1,265 @@
+"""OpenTelemetry spans and Temporal SDK metrics of real runs.
+
+Spans go to an in-memory exporter: a client with Temporal's
+``TracingInterceptor`` starts the run, the worker built from that client
+inherits the interceptor, and the model and tool activities add GenAI spans.
+Metrics go through a ``MetricBuffer`` on the worker's Temporal runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+from temporalio.client import Client, Interceptor
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, TelemetryConfig
+
+from activities.telemetry import ActivityTelemetry
+from onward.connection import DATA_CONVERTER
+from onward.contracts import AgentInput, AgentResult
+from onward.telemetry import configure_telemetry
+from worker import WorkerSettings, build_worker
+from workflows import AgentWorkflow
+
+SCRIPT: list[dict[str, Any]] = [
+    {
+        "text": "compute, save and read",
+        "tool_calls": [
+            {"name": "calculator", "arguments": {"expression": "6 * 7"}},
+            {"name": "write_file", "arguments": {"path": "answer.txt", "content": "42"}},
+            {"name": "read_file", "arguments": {"path": "missing.txt"}},
+        ],
+        "usage": {"input_tokens": 11, "output_tokens": 7},
+    },
+    {"text": "It is 42.", "usage": {"input_tokens": 13, "output_tokens": 2}},
+]
+USAGE = [(11, 7), (13, 2)]
+"""Input and output tokens of the two model calls."""
+TOOLS = [("calculator", "call_1_1"), ("write_file", "call_1_2"), ("read_file", "call_1_3")]
+
+
+async def _client(address: str, **options: Any) -> Client:
+    return await Client.connect(address, data_converter=DATA_CONVERTER, **options)
+
+
+@asynccontextmanager
+async def _worker(
+    client: Client, workspace: Path, telemetry: ActivityTelemetry, **options: Any
+) -> AsyncIterator[str]:
+    """A worker from ``client`` (inheriting its interceptors); yields its task queue."""
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=workspace)
+    async with build_worker(client, settings, telemetry=telemetry, **options):
+        yield settings.task_queue
+
+
+async def _run(client: Client, task_queue: str) -> AgentResult:
+    handle = await client.start_workflow(
+        AgentWorkflow.run,
+        AgentInput.model_validate({"prompt": "what is 6 * 7?", "script": SCRIPT}),
+        id=f"otel-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue,
+    )
+    return await handle.result()
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+def _traced_interceptors(tracer: Tracer) -> list[Interceptor]:
+    return [TracingInterceptor(tracer)]
+
+
+async def _traced_run(
+    address: str,
+    provider: TracerProvider,
+    workspace: Path,
+    trace_content: bool = False,
+    **options: Any,
+) -> AgentResult:
+    client = await _client(
+        address, interceptors=_traced_interceptors(provider.get_tracer("onward-client"))
+    )
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"), trace_content=trace_content)
+    async with _worker(client, workspace, telemetry, **options) as task_queue:
+        result = await _run(client, task_queue)
+    assert result.status == "completed"
+    return result
+
+
+def _named(spans: Sequence[ReadableSpan], name: str) -> list[ReadableSpan]:
+    return [span for span in spans if span.name == name]
+
+
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
+# -- spans ----------------------------------------------------------------------------
+
+
+async def test_one_run_is_one_trace_with_genai_spans(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    await _traced_run(address, provider, tmp_path / "ws")
+    spans = exporter.get_finished_spans()
+    names = Counter(span.name for span in spans)
+
+    for name in [
+        "StartWorkflow:AgentWorkflow",
+        "RunWorkflow:AgentWorkflow",
+        "StartActivity:call_model",
+        "RunActivity:call_model",
+        "StartActivity:execute_tool",
+        "RunActivity:execute_tool",
+        "chat scripted",
+        "execute_tool calculator",
+        "execute_tool write_file",
+    ]:
+        assert names[name] >= 1, (name, names)
+    assert len({span.context.trace_id for span in spans}) == 1
+
+    chats = _named(spans, "chat scripted")
+    assert len(chats) == 2
+    for chat, (tokens_in, tokens_out) in zip(
+        sorted(chats, key=lambda span: _attributes(span)["onward.step"]), USAGE, strict=True
+    ):
+        attributes = _attributes(chat)
+        assert attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gen_ai.provider.name"] == "scripted"
+        assert attributes["gen_ai.request.model"] == "scripted"
+        assert attributes["gen_ai.usage.input_tokens"] == tokens_in
+        assert attributes["gen_ai.usage.output_tokens"] == tokens_out
+        assert "gen_ai.input.messages" not in attributes
+        assert "gen_ai.output.messages" not in attributes
+
+    for name, call_id in TOOLS:
+        (tool,) = _named(spans, f"execute_tool {name}")
+        attributes = _attributes(tool)
+        assert attributes["gen_ai.operation.name"] == "execute_tool"
+        assert attributes["gen_ai.tool.name"] == name
+        assert attributes["gen_ai.tool.call.id"] == call_id
+        assert "gen_ai.tool.call.arguments" not in attributes
+        assert "gen_ai.tool.call.result" not in attributes
+    (failed,) = _named(spans, "execute_tool read_file")
+    assert _attributes(failed)["error.type"] == "ToolError"
+    assert not failed.status.is_ok
+
+
+async def test_content_is_recorded_only_when_asked_for(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    await _traced_run(address, provider, tmp_path / "ws", trace_content=True)
+    spans = exporter.get_finished_spans()
+
+    first = min(_named(spans, "chat scripted"), key=lambda s: _attributes(s)["onward.step"])
+    messages = json.loads(_attributes(first)["gen_ai.input.messages"])
+    assert messages[-1]["content"] == "what is 6 * 7?"
+    output = json.loads(_attributes(first)["gen_ai.output.messages"])
+    assert [call["name"] for call in output["tool_calls"]] == [name for name, _ in TOOLS]
+    (calculator,) = _named(spans, "execute_tool calculator")
+    assert json.loads(_attributes(calculator)["gen_ai.tool.call.arguments"]) == {
+        "expression": "6 * 7"
+    }
+    assert _attributes(calculator)["gen_ai.tool.call.result"] == "42"
+
+
+async def test_replayed_workflow_tasks_make_no_duplicate_spans(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    # No cache: every workflow task replays the whole history from the start.
+    await _traced_run(address, provider, tmp_path / "ws", max_cached_workflows=0)
+    names = Counter(span.name for span in exporter.get_finished_spans())
+
+    assert names["RunWorkflow:AgentWorkflow"] == 1
+    assert names["StartActivity:call_model"] == 2
+    assert names["chat scripted"] == 2
+    assert names["RunActivity:call_model"] == 2
+    for name, _ in TOOLS:
+        assert names[f"execute_tool {name}"] == 1
+
+
+async def test_trace_file_gets_one_json_span_per_line(address: str, tmp_path: Path) -> None:
+    path = tmp_path / "spans" / "trace.jsonl"
+    telemetry = configure_telemetry(
+        {}, service_name="onward-test", trace_file=path, set_global=False
+    )
+    assert telemetry.provider is not None and not telemetry.trace_content
+    client = await _client(address, interceptors=telemetry.interceptors)
+    activity_telemetry = ActivityTelemetry(tracer=telemetry.provider.get_tracer("onward"))
+    async with _worker(client, tmp_path / "ws", activity_telemetry) as task_queue:
+        await _run(client, task_queue)
+    telemetry.shutdown()
+
+    spans = [json.loads(line) for line in path.read_text().splitlines()]
+    names = {span["name"] for span in spans}
+    assert {"StartWorkflow:AgentWorkflow", "RunWorkflow:AgentWorkflow", "chat scripted"} <= names
+    assert {span["context"]["trace_id"] for span in spans} == {spans[0]["context"]["trace_id"]}
+    assert all(span["resource"]["attributes"]["service.name"] == "onward-test" for span in spans)
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+def _updates(
+    updates: Sequence[BufferedMetricUpdate], name: str, **attributes: str
+) -> list[BufferedMetricUpdate]:
+    return [
+        update
+        for update in updates
+        if update.metric.name == name
+        and all(update.attributes.get(key) == value for key, value in attributes.items())
+    ]
+
+
+def _total(updates: Sequence[BufferedMetricUpdate], name: str, **attributes: str) -> float:
+    return sum(update.value for update in _updates(updates, name, **attributes))
+
+
+async def test_metrics_go_through_the_temporal_runtime(address: str, tmp_path: Path) -> None:
+    # Large and drained once: the SDK's own metrics share the buffer.
+    buffer = MetricBuffer(100_000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    client = await _client(address, runtime=runtime)
+    async with _worker(client, tmp_path / "ws", ActivityTelemetry()) as task_queue:
+        await _run(client, task_queue)
+    updates = buffer.retrieve_updates()
+
+    model = {"gen_ai.provider.name": "scripted", "gen_ai.request.model": "scripted"}
+    assert _total(updates, "onward.model.calls", **model) == 2
+    tokens_in = _updates(updates, "gen_ai.client.token.usage", **{"gen_ai.token.type": "input"})
+    tokens_out = _updates(updates, "gen_ai.client.token.usage", **{"gen_ai.token.type": "output"})
+    assert sorted(update.value for update in tokens_in) == sorted(i for i, _ in USAGE)
+    assert sorted(update.value for update in tokens_out) == sorted(o for _, o in USAGE)
+    assert all(update.attributes["gen_ai.operation.name"] == "chat" for update in tokens_in)
+    assert len(_updates(updates, "gen_ai.client.operation.duration", **model)) == 2
+    assert len(_updates(updates, "onward.model.cost", **model)) == 2
+
+    for name, _ in TOOLS:
+        assert _total(updates, "onward.tool.calls", **{"gen_ai.tool.name": name}) == 1
+        assert len(_updates(updates, "onward.tool.duration", **{"gen_ai.tool.name": name})) == 1
+    assert _total(updates, "onward.tool.errors", **{"gen_ai.tool.name": "read_file"}) == 1
+    assert _total(updates, "onward.tool.errors") == 1
+    # Step latency comes from the workflow's own (replay-safe) meter: one per step.
+    steps = _updates(updates, "onward.step.duration", **{"onward.model": "scripted"})
+    assert len(steps) == 2
+    assert all(update.value >= 0 for update in steps)

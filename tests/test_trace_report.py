@@ -1,0 +1,389 @@
+"""``onward steps``, ``onward trace`` and ``onward report`` against real runs.
+
+Runs go through in-process workers on the session's dev server; each command
+is a real ``python -m starter.cli`` subprocess, as a user would run it. The
+step logs these commands print are checked against the runs' own results, also
+when no worker is left to answer a query (then they come from the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowHistory
+from temporalio.exceptions import ApplicationError
+
+from activities.providers.scripted import ScriptedModel
+from conftest import RunningWorker, activity_running, eventually, running_worker
+from onward.contracts import AgentResult, ModelRequest, ModelResponse, StepRecord
+from starter.history import reconstruct
+from starter.report import parse_since, percentile, report_query
+from workflows import AgentWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
+HISTORIES = Path(__file__).parent / "histories"
+
+TOOLS_SCRIPT: list[dict[str, Any]] = [
+    {
+        "text": "Compute and save.",
+        "tool_calls": [
+            {"name": "calculator", "arguments": {"expression": "17 * 3 + 4"}},
+            {"name": "write_file", "arguments": {"path": "total.txt", "content": "55\n"}},
+            {"name": "read_file", "arguments": {"path": "missing.txt"}},
+        ],
+        "usage": {"input_tokens": 100, "output_tokens": 20},
+    },
+    {
+        "text": "Wait a moment, and try a tool that does not exist.",
+        "tool_calls": [
+            {"name": "wait", "arguments": {"seconds": 1}},
+            {"name": "nope", "arguments": {}},
+        ],
+        "usage": {"input_tokens": 150, "output_tokens": 30},
+    },
+    {"text": "The total is 55.", "usage": {"input_tokens": 200, "output_tokens": 5}},
+]
+
+
+@dataclass
+class Done:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+async def onward(address: str, task_queue: str, *args: str) -> Done:
+    """Run ``onward ARGS`` as a subprocess against ``address`` and ``task_queue``."""
+    environ = dict(os.environ, TEMPORAL_ADDRESS=address, ONWARD_TASK_QUEUE=task_queue)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starter.cli",
+        *args,
+        cwd=ROOT,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Done(process.returncode, out.decode(), err.decode())
+
+
+def _log_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
+    return [step.model_dump(mode="json") for step in steps]
+
+
+def _essentials(steps: list[StepRecord]) -> list[dict[str, Any]]:
+    """What a step log says, without the workflow's own clock readings."""
+    return [
+        {
+            **step.model_dump(mode="json", exclude={"started_at", "duration_ms", "tool_calls"}),
+            "tool_calls": [
+                call.model_dump(mode="json", exclude={"started_at", "duration_ms"})
+                for call in step.tool_calls
+            ],
+        }
+        for step in steps
+    ]
+
+
+class FlakyModel:
+    """The scripted model, failing its very first call with a retryable error."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._scripted = ScriptedModel()
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self.calls == 1:
+            raise ApplicationError("rate limited", type="RateLimited")
+        return await self._scripted.complete(request)
+
+
+# -- history alone ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+def test_committed_histories_rebuild_their_step_logs(path: Path) -> None:
+    history = WorkflowHistory.from_json("replayed", json.loads(path.read_text()))
+    run = reconstruct(history.events)
+
+    assert run.ended == "completed" and run.result is not None
+    rebuilt, recorded = _essentials(run.step_log), _essentials(run.result.steps)
+    for step in rebuilt + recorded:  # older histories offered no `wait` tool
+        for call in step["tool_calls"]:
+            if (call["error"] or "").startswith("unknown tool"):
+                call["error"] = call["error"].split(" (available")[0]
+    assert rebuilt == recorded
+    assert all(step.model_call.attempts == 1 for step in run.steps)
+    assert run.in_flight == []
+
+
+def test_since_and_percentiles() -> None:
+    now = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
+    assert parse_since("1h", now) == now - timedelta(hours=1)
+    assert parse_since("1h30m", now) == now - timedelta(minutes=90)
+    assert parse_since("2d", now) == now - timedelta(days=2)
+    assert parse_since("2025-01-30T09:00:00+00:00", now) == datetime(2025, 1, 30, 9, tzinfo=UTC)
+    with pytest.raises(ValueError, match="30m"):
+        parse_since("yesterday", now)
+    assert percentile([], 50) is None
+    assert percentile([30, 10, 20], 50) == 20
+    assert percentile([10, 20], 50) == 10
+    assert percentile(list(range(1, 101)), 95) == 95
+    assert report_query(now, 'a"b') == (
+        'WorkflowType = "AgentWorkflow" AND StartTime >= "2025-01-31T12:00:00.000000Z" '
+        'AND OnwardTenant = "a\\"b"'
+    )
+
+
+# -- finished runs ------------------------------------------------------------------
+
+
+async def test_trace_and_steps_match_the_step_log(address: str, worker: RunningWorker) -> None:
+    handle = await worker.start({"prompt": "add up", "script": TOOLS_SCRIPT})
+    result = await handle.result()
+    assert result.status == "completed"
+
+    # The history alone gives the same step log as the run's own result.
+    rebuilt = reconstruct([event async for event in handle.fetch_history_events()])
+    assert _essentials(rebuilt.step_log) == _essentials(result.steps)
+
+    steps, trace, human = await asyncio.gather(
+        onward(address, worker.task_queue, "steps", handle.id, "--json"),
+        onward(address, worker.task_queue, "trace", handle.id, "--json"),
+        onward(address, worker.task_queue, "trace", handle.id),
+    )
+    assert steps.code == 0, steps.stderr
+    assert steps.json() == _log_json(result.steps)
+
+    assert trace.code == 0, trace.stderr
+    timeline = trace.json()
+    assert (timeline["status"], timeline["source"]) == ("completed", "result")
+    assert timeline["usage"] == result.usage.model_dump(mode="json")
+    first, second, third = timeline["steps"]
+    for traced, recorded in zip(timeline["steps"], _log_json(result.steps), strict=True):
+        assert traced["text"] == recorded["text"]
+        assert traced["usage"] == recorded["usage"]
+        assert traced["cost_usd"] == recorded["cost_usd"]
+        assert traced["model_call"]["attempts"] == 1
+        assert traced["model_call"]["retries"] == 0
+        assert [
+            {key: call[key] for key in ("id", "name", "arguments", "result", "error")}
+            for call in traced["tool_calls"]
+        ] == [
+            {key: call[key] for key in ("id", "name", "arguments", "result", "error")}
+            for call in recorded["tool_calls"]
+        ]
+    calc, write, read = first["tool_calls"]
+    assert (calc["result"], calc["call"]["kind"]) == ("55", "local_activity")
+    assert (write["call"]["kind"], write["error"]) == ("activity", None)
+    assert read["error"] and read["call"]["kind"] == "activity"
+    wait, nope = second["tool_calls"]
+    assert (wait["result"], wait["call"]["kind"]) == ("waited 1 s", "timer")
+    assert wait["call"]["latency_ms"] >= 1000
+    assert nope["error"].startswith("unknown tool 'nope'") and nope["call"] is None
+    assert third["tool_calls"] == [] and third["text"] == "The total is 55."
+
+    assert human.code == 0, human.stderr
+    out = human.stdout
+    assert "TRIES" in out and "calculator(17 * 3 + 4)" in out and "-> 55" in out
+    assert "read_file(missing.txt)" in out and "!! " in out
+    assert "answer: The total is 55." in out
+
+
+async def test_unknown_id_exits_2(address: str, worker: RunningWorker) -> None:
+    done = await onward(address, worker.task_queue, "trace", "no-such-run", "--json")
+    assert done.code == 2
+    assert done.stdout == ""
+    assert done.stderr.strip() == "onward: no run with id no-such-run"
+
+
+async def test_finished_run_is_traced_with_its_worker_gone(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as gone:
+        handle = await gone.start({"prompt": "add up", "script": TOOLS_SCRIPT[:1]})
+        result = await handle.result()
+
+    steps, trace = await asyncio.gather(
+        onward(address, gone.task_queue, "steps", handle.id, "--json"),
+        onward(address, gone.task_queue, "trace", handle.id, "--json"),
+    )
+    assert steps.code == 0, steps.stderr
+    assert steps.json() == _log_json(result.steps)
+    assert trace.code == 0, trace.stderr
+    assert trace.json()["source"] == "result"
+    assert trace.json()["steps"][0]["tool_calls"][0]["result"] == "55"
+
+
+async def test_running_run_without_a_worker_is_read_from_history(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    script = [TOOLS_SCRIPT[0], {"text": "slow", "delay_s": 300}]
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        graceful_shutdown_timeout=timedelta(0),
+    ) as gone:
+        handle = await gone.start({"prompt": "add up", "script": script})
+
+        async def second_call_running() -> bool:
+            return await activity_running(handle, "call_model") and bool(
+                await handle.query(AgentWorkflow.steps)
+            )
+
+        await eventually(second_call_running)
+        logged = await handle.query(AgentWorkflow.steps)
+
+    steps, trace, human = await asyncio.gather(
+        onward(address, gone.task_queue, "steps", handle.id, "--json"),
+        onward(address, gone.task_queue, "trace", handle.id, "--json"),
+        onward(address, gone.task_queue, "trace", handle.id),
+    )
+    assert steps.code == 0, steps.stderr
+    assert "event history" in steps.stderr
+    assert _essentials([StepRecord.model_validate(s) for s in steps.json()]) == _essentials(logged)
+
+    assert trace.code == 0, trace.stderr
+    timeline = trace.json()
+    assert (timeline["status"], timeline["source"]) == ("running", "history")
+    (step,) = timeline["steps"]
+    assert step["finished"] is True
+    assert [call["result"] for call in step["tool_calls"]][:2] == [
+        "55",
+        "wrote 3 characters to total.txt",
+    ]
+    assert step["usage"] == {"input_tokens": 100, "output_tokens": 20}
+    (flying,) = timeline["in_flight"]
+    assert (flying["role"], flying["step"], flying["name"]) == ("model", 2, "scripted")
+    assert timeline["usage"]["total_tokens"] == 120
+
+    assert human.code == 0, human.stderr
+    assert "in flight: step 2 · model scripted" in human.stdout
+    await handle.terminate("test over")
+
+
+async def test_retried_model_call_shows_in_trace(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    flaky = FlakyModel()
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": flaky}
+    ) as retrying:
+        handle = await retrying.start({"prompt": "add up", "script": TOOLS_SCRIPT[:1]})
+        await handle.result()
+        trace, human = await asyncio.gather(
+            onward(address, retrying.task_queue, "trace", handle.id, "--json"),
+            onward(address, retrying.task_queue, "trace", handle.id),
+        )
+    assert trace.code == 0, trace.stderr
+    first = trace.json()["steps"][0]["model_call"]
+    assert (first["attempts"], first["retries"], first["last_failure"]) == (2, 1, "rate limited")
+    assert first["latency_ms"] >= 900  # the retry waited out its back-off
+    assert "retried after: rate limited" in human.stdout
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+async def test_report_aggregates_a_tenants_runs(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    write_then_read = [
+        {
+            "text": "save",
+            "tool_calls": [{"name": "write_file", "arguments": {"path": "a.txt", "content": "4"}}],
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        },
+        {
+            "text": "read back",
+            "tool_calls": [
+                {"name": "read_file", "arguments": {"path": "a.txt"}},
+                {"name": "read_file", "arguments": {"path": "missing.txt"}},
+                {"name": "calculator", "arguments": {"expression": "2+2"}},
+            ],
+            "usage": {"input_tokens": 20, "output_tokens": 5},
+        },
+        {"text": "4", "usage": {"input_tokens": 30, "output_tokens": 1}},
+    ]
+    calculate = [
+        {
+            "text": "add",
+            "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}],
+            "usage": {"input_tokens": 7, "output_tokens": 3},
+        },
+        {"text": "2", "usage": {"input_tokens": 9, "output_tokens": 1}},
+    ]
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": FlakyModel()}
+    ) as tenants_worker:
+        results: list[AgentResult] = []
+        for script in (write_then_read, calculate):
+            results.append(
+                await tenants_worker.run({"prompt": "p", "script": script, "tenant": tenant})
+            )
+        other = await tenants_worker.run({"prompt": "p", "script": calculate, "tenant": "else"})
+    assert other.status == "completed"
+
+    async def all_listed() -> bool:
+        count = await client.count_workflows(report_query(since, tenant))
+        return count.count == 2
+
+    await eventually(all_listed)
+    queue = tenants_worker.task_queue
+    done, table = await asyncio.gather(
+        onward(address, queue, "report", "--json", "--tenant", tenant, "--since", "10m"),
+        onward(address, queue, "report", "--tenant", tenant),
+    )
+    assert done.code == 0, done.stderr
+    report = done.json()
+    assert report["runs"] == 2 and report["by_status"] == {"completed": 2}
+    assert report["tenant"] == tenant
+    assert report["total_tokens"] == sum(r.usage.total_tokens for r in results) == 91
+    assert report["cost_usd"] == pytest.approx(sum(r.usage.cost_usd for r in results))
+
+    (model,) = report["models"]
+    assert model["name"] == "scripted"
+    assert (model["calls"], model["errors"], model["retried"], model["retries"]) == (5, 0, 1, 1)
+    assert model["retry_rate"] == pytest.approx(0.2)
+    assert (model["input_tokens"], model["output_tokens"]) == (76, 15)
+    assert model["cost_usd"] == pytest.approx(report["cost_usd"])
+    assert model["p50_ms"] is not None and model["p95_ms"] >= model["p50_ms"]
+    assert model["p95_ms"] >= 900  # the retried call
+
+    tools = {tool["name"]: tool for tool in report["tools"]}
+    assert set(tools) == {"calculator", "read_file", "write_file"}
+    assert (tools["read_file"]["calls"], tools["read_file"]["errors"]) == (2, 1)
+    assert tools["read_file"]["error_rate"] == 0.5
+    assert (tools["calculator"]["calls"], tools["calculator"]["errors"]) == (2, 0)
+    assert tools["write_file"]["retry_rate"] == 0.0
+    assert all(tool["p50_ms"] is not None and tool["p95_ms"] is not None for tool in tools.values())
+
+    assert table.code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith("2 runs since") and f"tenant {tenant}" in lines[0]
+    assert any(line.startswith("MODEL") for line in lines)
+    assert any(line.startswith("scripted ") for line in lines)
+    assert any(line.startswith("read_file ") and "1 (50%)" in line for line in lines)
+    assert any(line.startswith("calculator ") for line in lines)
+
+    bad = await onward(address, queue, "report", "--since", "yesterday")
+    assert bad.code == 2 and "--since" in bad.stderr
