@@ -173,11 +173,20 @@ async def test_run_shows_each_step_and_the_result(onward: Onward, script_file: P
     assert out.index("step 1") < out.index("step 2") < out.index("status: completed")
 
 
-async def test_start_status_steps_pause_and_resume(onward: Onward, tmp_path: Path) -> None:
+async def test_start_status_steps_pause_and_resume(
+    onward: Onward, tmp_path: Path, client: Client
+) -> None:
     script = write_script(tmp_path, slow_script(turns=6, delay_s=0.5))
-    started = await onward.ok_json("start", "count slowly", "--script", script)
+    started = await onward.ok_json(
+        "start", "count slowly", "--script", script, "--max-tool-calls", "40"
+    )
     workflow_id = started["workflow_id"]
     assert started["run_id"]
+    # What the Web UI shows for a run started through onward: its prompt and setup.
+    description = await client.get_workflow_handle(workflow_id).describe()
+    assert await description.static_summary() == "count slowly"
+    details = await description.static_details()
+    assert details is not None and "scripted" in details and "40" in details
 
     paused = await onward("pause", workflow_id)
     assert paused.code == 0, paused.stderr
