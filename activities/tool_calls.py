@@ -15,17 +15,16 @@ from activities.heartbeat import heartbeating
 from activities.telemetry import ActivityTelemetry
 from activities.tools.registry import Tool, ToolContext, ToolRegistry
 from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
+from onward.conversation import truncate
 from onward.errors import ToolError, ToolRetryableError, format_validation_error
 
-__all__ = ["ToolActivities", "truncate"]
+__all__ = ["RESULT_CAP_CHARS", "ToolActivities"]
 
 
-def truncate(text: str, limit: int) -> tuple[str, bool]:
-    """Cut ``text`` to ``limit`` characters, saying so at the end."""
-    if len(text) <= limit:
-        return text, False
-    note = f"\n[truncated: showing {limit} of {len(text)} characters]"
-    return text[:limit] + note, True
+RESULT_CAP_CHARS = 64_000
+"""The most of one tool result that enters the event history. The model sees up
+to the tool's own ``max_result_chars`` (the workflow cuts it), the step log up
+to its own cap."""
 
 
 class ToolActivities:
@@ -104,7 +103,7 @@ class ToolActivities:
         except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model
             activity.logger.warning("tool %s raised", item.name, exc_info=True)
             return ToolOutcome(error=f"{type(err).__name__}: {err}")
-        text, cut = truncate(content, item.max_result_chars)
+        text, cut = truncate(content, max(item.max_result_chars, RESULT_CAP_CHARS))
         return ToolOutcome(content=text, truncated=cut)
 
 

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from onward.contracts import Message, ModelResponse, ToolCall, ToolOutcome
 
-__all__ = ["Conversation"]
+__all__ = ["Conversation", "truncate"]
+
+
+def truncate(text: str, limit: int) -> tuple[str, bool]:
+    """Cut ``text`` to ``limit`` characters, saying so at the end."""
+    if len(text) <= limit:
+        return text, False
+    note = f"\n[truncated: showing {limit} of {len(text)} characters]"
+    return text[:limit] + note, True
 
 
 class Conversation:
@@ -34,11 +42,16 @@ class Conversation:
             Message(role="assistant", content=response.text, tool_calls=list(response.tool_calls))
         )
 
-    def add_tool_result(self, call: ToolCall, outcome: ToolOutcome) -> None:
+    def add_tool_result(
+        self, call: ToolCall, outcome: ToolOutcome, limit: int | None = None
+    ) -> None:
+        """Add a tool's result, cut to the tool's ``limit`` (the step log keeps more)."""
         if outcome.error is not None:
             content, is_error = f"Error: {outcome.error}", True
         else:
             content, is_error = outcome.content, False
+        if limit is not None:
+            content, _ = truncate(content, limit)
         self._messages.append(
             Message(
                 role="tool",

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from conftest import RunningWorker
+from pathlib import Path
+
+from pydantic import BaseModel
+from temporalio.client import Client
+
+from activities.tools import ToolContext, builtin_registry, tool
+from conftest import RunningWorker, running_worker
+
+
+class ChattyArgs(BaseModel):
+    words: int
+
 
 SCRIPT = [
     {
@@ -90,3 +101,31 @@ async def test_each_tool_call_is_timed_on_its_own(worker: RunningWorker) -> None
     assert wait.duration_ms is not None and wait.duration_ms >= 1500
     # Concurrent with the wait, yet timed by its own end, not the slowest call's.
     assert calculator.duration_ms is not None and calculator.duration_ms < 1000
+
+
+async def test_large_results_are_cut_for_the_model_not_for_the_step_log(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    @tool(max_result_chars=500)
+    def chatty(args: ChattyArgs, ctx: ToolContext) -> str:
+        """Says a lot."""
+        return "".join(f"{i:04d}" for i in range(args.words))  # 4 characters a word
+
+    registry = builtin_registry()
+    registry.register(chatty)
+    script = [{"tool_calls": [{"name": "chatty", "arguments": {"words": 500}}]}, {"text": "ok"}]
+    async with running_worker(client, tmp_path, search_attribute_names, registry=registry) as w:
+        handle = await w.start({"prompt": "p", "script": script, "tools": ["chatty"]})
+        result = await handle.result()
+    logged = result.steps[0].tool_calls[0].result
+    assert logged is not None and len(logged) == 2000  # all of it: under the log's cap
+    events = [e async for e in handle.fetch_history_events()]
+    second_model_input = [
+        e.activity_task_scheduled_event_attributes.input.payloads[0].data
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
+    ][1]
+    assert b"[truncated: showing 500 of 2000 characters]" in second_model_input
+    assert logged[:500].encode() in second_model_input
+    assert logged[500:600].encode() not in second_model_input

@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 from temporalio.testing import ActivityEnvironment
 
-from activities.tool_calls import ToolActivities
+from activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
 from activities.tools import BUILTIN_TOOLS, Tool, ToolContext, builtin_registry
 from activities.tools import workspace as workspace_module
 from activities.tools.workspace import (
@@ -366,7 +366,8 @@ async def test_activity_reports_unknown_tools(tmp_path: Path) -> None:
 
 
 async def test_activity_truncates_long_results(tmp_path: Path) -> None:
-    limit = read_file.max_result_chars
+    # The activity keeps up to the history cap; the workflow cuts the model's copy.
+    limit = max(read_file.max_result_chars, RESULT_CAP_CHARS)
     (tmp_path / "big.txt").write_text("x" * (limit + 500), encoding="utf-8")
     outcome = await execute(tmp_path, "read_file", path="big.txt")
     assert outcome.truncated

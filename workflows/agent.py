@@ -71,8 +71,10 @@ MODEL_RETRY_POLICY = RetryPolicy(
 """A ceiling: the worker's ONWARD_MODEL_MAX_ATTEMPTS (default 8) decides within it."""
 TOOL_RETRY_INTERVAL = timedelta(seconds=1)
 DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
-STEP_LOG_RESULT_CHARS = 2_000
-"""Tool results longer than this are cut in the step log (the model gets the full result)."""
+STEP_LOG_RESULT_CHARS = 4_000
+"""Tool results longer than this are cut in the step log. The model sees up to the
+tool's own ``max_result_chars``; the log keeps this much whatever that limit is,
+while keeping queries and the run's result well under Temporal's payload limits."""
 FINISH_PROMPT = (
     "The run's budget is exhausted ({reason}). Do not call any tools. "
     "Give your final answer now, from what you have so far."
@@ -410,7 +412,9 @@ class AgentWorkflow:
                         id=call.id, name=call.name, arguments=call.arguments, error=not_run
                     )
                 )
-            self._conversation.add_tool_result(call, outcomes[call.id])
+            spec = self._tools.get(call.name)
+            limit = spec.max_result_chars if spec is not None else None
+            self._conversation.add_tool_result(call, outcomes[call.id], limit)
 
         if interrupted is not None:
             if self._cancel_requested:
