@@ -80,6 +80,28 @@ def _key(environ: Mapping[str, str], name: str | None) -> str | None:
     return (environ.get(name) or "").strip() or None
 
 
+def _builtin_endpoints(environ: Mapping[str, str]) -> dict[str, EndpointConfig]:
+    """``openai``, ``anthropic`` and ``ollama``, as if named in ``ONWARD_ENDPOINTS``."""
+    return {
+        "openai": EndpointConfig(
+            protocol="openai",
+            base_url=environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL,
+            api_key_env="OPENAI_API_KEY",
+            max_tokens_field="max_completion_tokens",
+        ),
+        "anthropic": EndpointConfig(
+            protocol="anthropic",
+            base_url=environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL,
+            api_key_env="ANTHROPIC_API_KEY",
+        ),
+        "ollama": EndpointConfig(
+            protocol="openai",
+            base_url=_ollama_url(environ.get("OLLAMA_BASE_URL")),
+            max_tokens_field="max_tokens",
+        ),
+    }
+
+
 def _endpoint_provider(
     name: str,
     config: EndpointConfig,
@@ -87,11 +109,12 @@ def _endpoint_provider(
     settings: ModelCallSettings,
     transport: httpx.AsyncBaseTransport | None,
 ) -> ModelProvider:
+    api_key = _key(environ, config.api_key_env)
     if config.protocol == "anthropic":
         return AnthropicMessagesProvider(
             name,
             base_url=config.base_url,
-            api_key=_key(environ, config.api_key_env),
+            api_key=api_key,
             api_key_env=config.api_key_env,
             settings=settings,
             headers=config.headers,
@@ -100,7 +123,7 @@ def _endpoint_provider(
     return OpenAIChatProvider(
         name,
         base_url=config.base_url,
-        api_key=_key(environ, config.api_key_env),
+        api_key=api_key,
         api_key_env=config.api_key_env,
         settings=settings,
         max_tokens_field=config.max_tokens_field,
@@ -125,39 +148,14 @@ def providers_from_env(
     """
     settings = ModelCallSettings.from_env(environ)
     endpoints_file = environ.get("ONWARD_ENDPOINTS")
-    endpoints = load_endpoints(Path(endpoints_file)) if endpoints_file else {}
+    endpoints = {
+        **_builtin_endpoints(environ),
+        # a named endpoint replaces a built-in of the same name
+        **(load_endpoints(Path(endpoints_file)) if endpoints_file else {}),
+    }
     providers: dict[str, ModelProvider] = {"scripted": ScriptedModel()}
     for name, config in endpoints.items():
         providers[name] = _endpoint_provider(name, config, environ, settings, transport)
-    if "openai" not in providers:
-        providers["openai"] = OpenAIChatProvider(
-            "openai",
-            base_url=environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL,
-            api_key=_key(environ, "OPENAI_API_KEY"),
-            api_key_env="OPENAI_API_KEY",
-            settings=settings,
-            max_tokens_field="max_completion_tokens",
-            transport=transport,
-        )
-    if "anthropic" not in providers:
-        providers["anthropic"] = AnthropicMessagesProvider(
-            "anthropic",
-            base_url=environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT_BASE_URL,
-            api_key=_key(environ, "ANTHROPIC_API_KEY"),
-            api_key_env="ANTHROPIC_API_KEY",
-            settings=settings,
-            transport=transport,
-        )
-    if "ollama" not in providers:
-        providers["ollama"] = OpenAIChatProvider(
-            "ollama",
-            base_url=_ollama_url(environ.get("OLLAMA_BASE_URL")),
-            api_key=None,
-            api_key_env=None,
-            settings=settings,
-            max_tokens_field="max_tokens",
-            transport=transport,
-        )
     return providers
 
 

@@ -33,15 +33,18 @@ How the conversation maps:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
-import httpx
-
-from activities.providers.errors import ResponseShapeError, api_key_missing
-from activities.providers.http import ProviderHttp
+from activities.providers.errors import ResponseShapeError
+from activities.providers.http_provider import (
+    HttpModelProvider,
+    answered_model,
+    finish_reason,
+    read_usage,
+    text_of,
+)
 from activities.providers.openai_chat import parse_arguments
-from activities.providers.settings import ModelCallSettings
-from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -116,21 +119,6 @@ def to_anthropic_messages(
     return top, wire
 
 
-def _text_of(content: Any) -> str:
-    """Text of a string or a list of blocks (only text blocks count)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            block.get("text", "")
-            for block in content
-            if isinstance(block, dict) and block.get("type") == "text"
-        )
-    if content is None:
-        return ""
-    raise ResponseShapeError(f"content is a {type(content).__name__}")
-
-
 def _tool_call(block: Mapping[str, Any]) -> ToolCall:
     if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
         raise ResponseShapeError("a tool_use block has no id or name")
@@ -147,7 +135,7 @@ def from_anthropic_messages(
     if isinstance(system, str):
         messages.append(Message(role="system", content=system))
     elif system:
-        messages.extend(Message(role="system", content=_text_of([block])) for block in system)
+        messages.extend(Message(role="system", content=text_of([block])) for block in system)
     names: dict[str, str] = {}
     for item in wire:
         role, content = item.get("role"), item.get("content")
@@ -158,7 +146,7 @@ def from_anthropic_messages(
         if role == "assistant":
             calls = [_tool_call(block) for block in content if block.get("type") == "tool_use"]
             names.update((call.id, call.name) for call in calls)
-            messages.append(Message(role="assistant", content=_text_of(content), tool_calls=calls))
+            messages.append(Message(role="assistant", content=text_of(content), tool_calls=calls))
         elif role == "user":
             for block in content:
                 if block.get("type") == "tool_result":
@@ -166,7 +154,7 @@ def from_anthropic_messages(
                     messages.append(
                         Message(
                             role="tool",
-                            content=_text_of(block.get("content")),
+                            content=text_of(block.get("content")),
                             tool_call_id=call_id,
                             name=names.get(call_id or ""),
                             is_error=bool(block.get("is_error", False)),
@@ -240,10 +228,6 @@ def anthropic_payload(request: ModelRequest, *, model: str) -> dict[str, Any]:
     return payload
 
 
-def _tokens(usage: Mapping[str, Any], *keys: str) -> int:
-    return sum(value for key in keys if isinstance(value := usage.get(key), int) and value >= 0)
-
-
 def parse_anthropic_response(
     data: Mapping[str, Any], *, provider: str, fallback_model: str
 ) -> ModelResponse:
@@ -255,82 +239,42 @@ def parse_anthropic_response(
     content = data.get("content")
     if not isinstance(content, list) or not all(isinstance(block, dict) for block in content):
         raise ResponseShapeError("no content blocks in the answer")
-    usage = data.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    reason = data.get("stop_reason")
-    reported = data.get("model")
     return ModelResponse(
-        text=_text_of(content),
+        text=text_of(content),
         tool_calls=[_tool_call(block) for block in content if block.get("type") == "tool_use"],
-        usage=Usage(
-            input_tokens=_tokens(
-                usage, "input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"
-            ),
-            output_tokens=_tokens(usage, "output_tokens"),
+        usage=read_usage(
+            data,
+            input_keys=("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
+            output_keys=("output_tokens",),
         ),
-        model=f"{provider}:{reported}"
-        if isinstance(reported, str) and reported
-        else fallback_model,
-        finish_reason=_STOP_REASONS.get(reason, reason) if isinstance(reason, str) else None,
+        model=answered_model(data, provider=provider, fallback_model=fallback_model),
+        finish_reason=finish_reason(data.get("stop_reason"), _STOP_REASONS),
     )
 
 
 # -- the provider -----------------------------------------------------------------
 
 
-class AnthropicMessagesProvider:
+class AnthropicMessagesProvider(HttpModelProvider):
     """A model provider speaking the Anthropic Messages protocol to one base URL.
 
-    Args:
-        name: the provider name of ``name:model`` strings, shown in errors.
-        base_url: e.g. ``https://api.anthropic.com`` (``/v1/messages`` is appended).
-        api_key: sent as ``x-api-key``; never shown in any message.
-        api_key_env: the variable the key comes from. When set and the key is
-            missing, every call fails non-retryably saying so; None: no key.
-        settings: timeouts and retry limits.
-        headers: extra non-secret headers (``anthropic-beta``, say).
-        transport: an httpx transport instead of the network (tests).
+    The key is sent as ``x-api-key``, and every call sends
+    ``anthropic-version``. The arguments are those of :class:`HttpModelProvider`;
+    ``base_url`` is e.g. ``https://api.anthropic.com`` (``/v1/messages`` is
+    appended), and ``headers`` may add ``anthropic-beta``, say.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        base_url: str,
-        api_key: str | None,
-        api_key_env: str | None,
-        settings: ModelCallSettings,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        self.name = name
-        self._api_key = api_key or None
-        self._api_key_env = api_key_env
-        all_headers = {"anthropic-version": ANTHROPIC_VERSION, **(headers or {})}
-        if self._api_key:
-            all_headers["x-api-key"] = self._api_key
-        self._http = ProviderHttp(
-            name,
-            base_url,
-            headers=all_headers,
-            secrets=(self._api_key or "",),
-            key_env=api_key_env,
-            settings=settings,
-            transport=transport,
-        )
+    path = "v1/messages"
+    protocol_headers: ClassVar[Mapping[str, str]] = {"anthropic-version": ANTHROPIC_VERSION}
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Make one Messages call."""
-        if self._api_key_env and not self._api_key:
-            raise api_key_missing(self.name, self._api_key_env)
-        model = request.model.partition(":")[2]
-        payload = anthropic_payload(request, model=model)
-        data = await self._http.post_json("v1/messages", payload, model=model)
-        try:
-            return parse_anthropic_response(data, provider=self.name, fallback_model=request.model)
-        except ResponseShapeError as err:
-            raise self._http.bad_shape(str(err)) from None
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """``x-api-key: <key>``."""
+        return {"x-api-key": api_key}
 
-    async def aclose(self) -> None:
-        """Close the HTTP connection pool (on worker shutdown)."""
-        await self._http.aclose()
+    def payload(self, request: ModelRequest, *, model: str) -> dict[str, Any]:
+        """See :func:`anthropic_payload`."""
+        return anthropic_payload(request, model=model)
+
+    def parse_response(self, data: Mapping[str, Any], request: ModelRequest) -> ModelResponse:
+        """See :func:`parse_anthropic_response`."""
+        return parse_anthropic_response(data, provider=self.name, fallback_model=request.model)

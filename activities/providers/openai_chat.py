@@ -31,10 +31,16 @@ from typing import Any, Literal
 
 import httpx
 
-from activities.providers.errors import ResponseShapeError, api_key_missing
-from activities.providers.http import ProviderHttp
+from activities.providers.errors import ResponseShapeError
+from activities.providers.http_provider import (
+    HttpModelProvider,
+    answered_model,
+    finish_reason,
+    read_usage,
+    text_of,
+)
 from activities.providers.settings import ModelCallSettings
-from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
+from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
 __all__ = [
     "ERROR_PREFIX",
@@ -91,17 +97,7 @@ def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
 
 def _text(content: Any) -> str:
     """Text of a message content: a string, null, or a list of ``{"type": "text"}`` parts."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part.get("text", "")
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
-        )
-    raise ResponseShapeError(f"message content is a {type(content).__name__}")
+    return text_of(content, what="message content")
 
 
 def parse_arguments(raw: Any) -> dict[str, Any]:
@@ -212,11 +208,6 @@ def openai_payload(
     return payload
 
 
-def _tokens(usage: Mapping[str, Any], key: str) -> int:
-    value = usage.get(key)
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
 def parse_openai_response(
     data: Mapping[str, Any], *, provider: str, step: int, fallback_model: str
 ) -> ModelResponse:
@@ -232,42 +223,31 @@ def parse_openai_response(
     message = choice.get("message")
     if not isinstance(message, dict):
         raise ResponseShapeError("choices[0] has no message")
-    usage = data.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    reason = choice.get("finish_reason")
-    reported = data.get("model")
     return ModelResponse(
         text=_text(message.get("content")),
         tool_calls=_tool_calls(message.get("tool_calls"), step),
-        usage=Usage(
-            input_tokens=_tokens(usage, "prompt_tokens"),
-            output_tokens=_tokens(usage, "completion_tokens"),
-        ),
-        model=f"{provider}:{reported}"
-        if isinstance(reported, str) and reported
-        else fallback_model,
-        finish_reason=_FINISH_REASONS.get(reason, reason) if isinstance(reason, str) else None,
+        usage=read_usage(data, input_keys=("prompt_tokens",), output_keys=("completion_tokens",)),
+        model=answered_model(data, provider=provider, fallback_model=fallback_model),
+        finish_reason=finish_reason(choice.get("finish_reason"), _FINISH_REASONS),
     )
 
 
 # -- the provider -----------------------------------------------------------------
 
 
-class OpenAIChatProvider:
+class OpenAIChatProvider(HttpModelProvider):
     """A model provider speaking Chat Completions to one base URL.
 
+    The key is sent as ``Authorization: Bearer``; endpoints without auth
+    (Ollama, a local vLLM) have no ``api_key_env``. The other arguments are
+    those of :class:`HttpModelProvider`.
+
     Args:
-        name: the provider name of ``name:model`` strings, shown in errors.
         base_url: e.g. ``https://api.openai.com/v1`` (``/chat/completions`` is appended).
-        api_key: sent as ``Authorization: Bearer``; never shown in any message.
-        api_key_env: the variable the key comes from. When set and the key is
-            missing, every call fails non-retryably saying so; None: the
-            endpoint needs no key (Ollama, a local vLLM).
-        settings: timeouts and retry limits.
         max_tokens_field: the field ``max_output_tokens`` is sent as.
-        headers: extra non-secret headers.
-        transport: an httpx transport instead of the network (tests).
     """
+
+    path = "chat/completions"
 
     def __init__(
         self,
@@ -281,37 +261,27 @@ class OpenAIChatProvider:
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.name = name
-        self._api_key = api_key or None
-        self._api_key_env = api_key_env
-        self._max_tokens_field: MaxTokensField = max_tokens_field
-        all_headers = dict(headers or {})
-        if self._api_key:
-            all_headers["Authorization"] = f"Bearer {self._api_key}"
-        self._http = ProviderHttp(
+        super().__init__(
             name,
-            base_url,
-            headers=all_headers,
-            secrets=(self._api_key or "",),
-            key_env=api_key_env,
+            base_url=base_url,
+            api_key=api_key,
+            api_key_env=api_key_env,
             settings=settings,
+            headers=headers,
             transport=transport,
         )
+        self._max_tokens_field: MaxTokensField = max_tokens_field
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        """Make one Chat Completions call."""
-        if self._api_key_env and not self._api_key:
-            raise api_key_missing(self.name, self._api_key_env)
-        model = request.model.partition(":")[2]
-        payload = openai_payload(request, model=model, max_tokens_field=self._max_tokens_field)
-        data = await self._http.post_json("chat/completions", payload, model=model)
-        try:
-            return parse_openai_response(
-                data, provider=self.name, step=request.step, fallback_model=request.model
-            )
-        except ResponseShapeError as err:
-            raise self._http.bad_shape(str(err)) from None
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """``Authorization: Bearer <key>``."""
+        return {"Authorization": f"Bearer {api_key}"}
 
-    async def aclose(self) -> None:
-        """Close the HTTP connection pool (on worker shutdown)."""
-        await self._http.aclose()
+    def payload(self, request: ModelRequest, *, model: str) -> dict[str, Any]:
+        """See :func:`openai_payload`."""
+        return openai_payload(request, model=model, max_tokens_field=self._max_tokens_field)
+
+    def parse_response(self, data: Mapping[str, Any], request: ModelRequest) -> ModelResponse:
+        """See :func:`parse_openai_response`."""
+        return parse_openai_response(
+            data, provider=self.name, step=request.step, fallback_model=request.model
+        )

@@ -1,0 +1,159 @@
+"""What the JSON-over-HTTP protocols share: the provider skeleton and an answer's common fields.
+
+:class:`HttpModelProvider` holds one :class:`~activities.providers.http.ProviderHttp`
+connection and makes every call the same way: fail at once when the key is
+missing, POST the protocol's request body, read the answer, and turn an
+answer of the wrong shape into a retryable error. A protocol subclass only
+says where to POST, how the key is sent, what the body is and how the answer
+reads.
+
+The helpers below read what both protocols' JSON has in common (text
+content, token usage, the model that answered, the finish reason); they are
+plain functions over the decoded JSON, like the protocols' own converters.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import httpx
+
+from activities.providers.errors import ResponseShapeError, api_key_missing
+from activities.providers.http import ProviderHttp
+from activities.providers.settings import ModelCallSettings
+from onward.contracts import ModelRequest, ModelResponse, Usage
+
+__all__ = ["HttpModelProvider", "answered_model", "finish_reason", "read_usage", "text_of"]
+
+
+class HttpModelProvider(ABC):
+    """A model provider speaking one JSON-over-HTTP protocol to one base URL.
+
+    Args:
+        name: the provider name of ``name:model`` strings, shown in errors.
+        base_url: the provider's base URL (:attr:`path` is appended).
+        api_key: sent as the protocol's :meth:`auth_headers`; never shown in
+            any message.
+        api_key_env: the variable the key comes from. When set and the key is
+            missing, every call fails non-retryably saying so; None: the
+            endpoint needs no key.
+        settings: timeouts and retry limits.
+        headers: extra non-secret headers.
+        transport: an httpx transport instead of the network (tests).
+    """
+
+    path: ClassVar[str]
+    """Where calls are POSTed, relative to the base URL."""
+    protocol_headers: ClassVar[Mapping[str, str]] = {}
+    """Sent with every call; the endpoint's own ``headers`` may replace them."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str,
+        api_key: str | None,
+        api_key_env: str | None,
+        settings: ModelCallSettings,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self._api_key = api_key or None
+        self._api_key_env = api_key_env
+        all_headers = {**self.protocol_headers, **(headers or {})}
+        if self._api_key:
+            all_headers.update(self.auth_headers(self._api_key))
+        self._http = ProviderHttp(
+            name,
+            base_url,
+            headers=all_headers,
+            secrets=(self._api_key or "",),
+            key_env=api_key_env,
+            settings=settings,
+            transport=transport,
+        )
+
+    @abstractmethod
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        """The headers that carry ``api_key`` (they replace any of the same name)."""
+
+    @abstractmethod
+    def payload(self, request: ModelRequest, *, model: str) -> dict[str, Any]:
+        """The JSON body of one call; ``model`` is the part after ``provider:``."""
+
+    @abstractmethod
+    def parse_response(self, data: Mapping[str, Any], request: ModelRequest) -> ModelResponse:
+        """The answer to ``request`` as a ``ModelResponse``.
+
+        Raises:
+            ResponseShapeError: ``data`` is not shaped like the protocol's answer.
+        """
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Make one call: POST the request's payload to :attr:`path` and parse the answer."""
+        if self._api_key_env and not self._api_key:
+            raise api_key_missing(self.name, self._api_key_env)
+        model = request.model.partition(":")[2]
+        payload = self.payload(request, model=model)
+        data = await self._http.post_json(self.path, payload, model=model)
+        try:
+            return self.parse_response(data, request)
+        except ResponseShapeError as err:
+            raise self._http.bad_shape(str(err)) from None
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool (on worker shutdown)."""
+        await self._http.aclose()
+
+
+# -- reading answers ----------------------------------------------------------------
+
+
+def text_of(content: Any, *, what: str = "content") -> str:
+    """Text of a string, null, or a list of ``{"type": "text"}`` parts (other parts are skipped).
+
+    Raises:
+        ResponseShapeError: ``content`` is something else; ``what`` names it in the message.
+    """
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    raise ResponseShapeError(f"{what} is a {type(content).__name__}")
+
+
+def _tokens(usage: Mapping[str, Any], keys: Sequence[str]) -> int:
+    return sum(value for key in keys if isinstance(value := usage.get(key), int) and value >= 0)
+
+
+def read_usage(
+    data: Mapping[str, Any], *, input_keys: Sequence[str], output_keys: Sequence[str]
+) -> Usage:
+    """Token usage from the answer's ``usage`` object.
+
+    Each count is the sum of the fields named; a missing or malformed field
+    (or ``usage`` itself) counts 0, so an answer is never refused for it.
+    """
+    usage = data.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    return Usage(input_tokens=_tokens(usage, input_keys), output_tokens=_tokens(usage, output_keys))
+
+
+def answered_model(data: Mapping[str, Any], *, provider: str, fallback_model: str) -> str:
+    """``provider:model`` for the model the answer names, else ``fallback_model``."""
+    reported = data.get("model")
+    return f"{provider}:{reported}" if isinstance(reported, str) and reported else fallback_model
+
+
+def finish_reason(reason: Any, renames: Mapping[str, str]) -> str | None:
+    """The neutral finish reason: a string renamed by ``renames`` or kept; None if not a string."""
+    return renames.get(reason, reason) if isinstance(reason, str) else None
