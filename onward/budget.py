@@ -36,11 +36,16 @@ def exceeded(budget: Budget, usage: RunUsage, elapsed_s: float, before: CallKind
         return late
     if budget.max_tokens is not None and usage.total_tokens >= budget.max_tokens:
         return f"max_tokens: used {usage.total_tokens} of {budget.max_tokens} tokens"
-    if budget.max_cost_usd is not None and usage.cost_usd >= budget.max_cost_usd:
-        unknown = (
-            "" if usage.cost_known else " (some calls have no known price and are not counted)"
-        )
-        return f"max_cost_usd: spent ${usage.cost_usd:.6f} of ${budget.max_cost_usd:g}{unknown}"
+    if budget.max_cost_usd is not None:
+        if not usage.cost_known:
+            # A cost budget cannot be kept blind: stop rather than spend without a figure.
+            return (
+                f"max_cost_usd: cost unknown (the model has no price; spent at least "
+                f"${usage.cost_usd:.6f} of ${budget.max_cost_usd:g}); set a price with "
+                "`pricing` or ONWARD_PRICING"
+            )
+        if usage.cost_usd >= budget.max_cost_usd:
+            return f"max_cost_usd: spent ${usage.cost_usd:.6f} of ${budget.max_cost_usd:g}"
     if before == "model" and budget.max_steps is not None and usage.steps >= budget.max_steps:
         return f"max_steps: {usage.steps} of {budget.max_steps} steps done"
     if (
@@ -50,6 +55,11 @@ def exceeded(budget: Budget, usage: RunUsage, elapsed_s: float, before: CallKind
     ):
         return f"max_tool_calls: made {usage.tool_calls} of {budget.max_tool_calls} tool calls"
     return None
+
+
+def limit_name(reason: str | None) -> str | None:
+    """The limit a reason from :func:`exceeded` names (``max_tokens``), or None."""
+    return reason.split(":", 1)[0] if reason else None
 
 
 def out_of_time(budget: Budget, elapsed_s: float) -> str | None:
@@ -73,7 +83,9 @@ def check_extension(budget: Budget, extension: BudgetExtension) -> None:
         raise ValueError(f"extend_budget: name at least one of {', '.join(_LIMITS)}")
     for name, new in given.items():
         current = getattr(budget, name)
-        if current is not None and new < current:
+        if current is None:
+            raise ValueError(f"extend_budget: {name} is unlimited; it can only be raised")
+        if new < current:
             raise ValueError(
                 f"extend_budget: {name} can only be raised (it is {current:g}, got {new:g})"
             )

@@ -162,7 +162,7 @@ class AgentInput(_Strict):
 
     prompt: str = Field(min_length=1)
     system: str | None = None
-    model: str = "scripted"
+    model: str = Field(default="scripted", max_length=200)
     script: list[ScriptTurn] | None = None
     tools: list[str] | None = Field(default=None, description="tool names; default: all built-ins")
     budget: Budget = Field(default_factory=Budget)
@@ -170,7 +170,7 @@ class AgentInput(_Strict):
         default=None, description="price override for this run (the scripted model's price, say)"
     )
     settings: ModelSettings | None = None
-    tenant: str | None = None
+    tenant: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("prompt")
     @classmethod

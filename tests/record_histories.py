@@ -1,4 +1,4 @@
-"""Record the event histories that the replay test replays: `python tests/record_histories.py`.
+"""Record event histories for the replay test: `python tests/record_histories.py NAME...`.
 
 Run it after a deliberate, compatible workflow change only to *add* a
 history; never re-record an existing one to make the replay test pass: that
@@ -8,6 +8,7 @@ test exists to prove old histories still replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import uuid
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -61,6 +62,25 @@ async def cancel_mid_call(handle: Handle) -> None:
 
 async def nothing(handle: Handle) -> None:
     return None
+
+
+async def extend_after_mid_turn_deadline(handle: Handle) -> None:
+    await until(handle, "budget_paused")
+    await handle.execute_update(
+        AgentWorkflow.extend_budget, BudgetExtension(max_duration_s=600, max_tool_calls=10)
+    )
+
+
+async def native_cancel_while_waiting(handle: Handle) -> None:
+    while not any(
+        [
+            e
+            async for e in handle.fetch_history_events()
+            if e.HasField("timer_started_event_attributes")
+        ]
+    ):
+        await asyncio.sleep(0.05)
+    await handle.cancel()
 
 
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
@@ -112,15 +132,45 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         {"prompt": "cancel me", "script": [calc("1+1"), calc("2+2", delay_s=30)]},
         cancel_mid_call,
     ),
+    "mid_turn_deadline": (
+        {
+            "prompt": "a long wait beside a gated call",
+            "tools": ["wait", "calculator"],
+            "script": [
+                {
+                    "tool_calls": [
+                        {"name": "wait", "arguments": {"seconds": 60}},
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                    ]
+                },
+                {"text": "done"},
+            ],
+            "budget": {"max_tool_calls": 1, "max_duration_s": 2, "on_exceeded": "pause"},
+        },
+        extend_after_mid_turn_deadline,
+    ),
+    "native_cancel": (
+        {
+            "prompt": "cancel me natively",
+            "tools": ["wait", "calculator"],
+            "script": [
+                calc("1+1"),
+                {"tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]},
+            ],
+        },
+        native_cancel_while_waiting,
+    ),
 }
 
 
-async def record(client: Client, names: list[str]) -> None:
+async def record(client: Client, names: list[str], only: list[str]) -> None:
     with tempfile.TemporaryDirectory() as workspace:
         task_queue = f"record-{uuid.uuid4().hex[:8]}"
         settings = WorkerSettings(task_queue=task_queue, workspace=Path(workspace))
         async with build_worker(client, settings, search_attribute_names=names):
             for name, (agent_input, drive) in SCENARIOS.items():
+                if name not in only:
+                    continue
                 handle = await client.start_workflow(
                     AgentWorkflow.run,
                     AgentInput.model_validate(agent_input),
@@ -128,19 +178,27 @@ async def record(client: Client, names: list[str]) -> None:
                     task_queue=task_queue,
                 )
                 await drive(handle)
-                result = await handle.result()
+                status = (await handle.query(AgentWorkflow.status)).state
+                with contextlib.suppress(WorkflowFailureError):
+                    await handle.result()
                 history = await handle.fetch_history()
                 (HERE / f"{name}.json").write_text(history.to_json())
-                print(f"{name}: {result.status} ({len(history.events)} events)")
+                print(f"{name}: {status} ({len(history.events)} events)")
 
 
-async def main() -> None:
+async def main(only: list[str]) -> None:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         data_converter=DATA_CONVERTER,
     ) as env:
-        await record(env.client, await ensure_search_attributes(env.client, "default"))
+        names = await ensure_search_attributes(env.client, "default")
+        await record(env.client, names, only)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    wanted = sys.argv[1:]
+    if not wanted:
+        sys.exit(
+            f"usage: {sys.argv[0]} NAME... (new histories only; known: {', '.join(SCENARIOS)})"
+        )
+    asyncio.run(main(wanted))

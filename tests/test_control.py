@@ -126,3 +126,27 @@ async def test_status_query_answers_while_the_worker_is_busy(worker: RunningWork
     assert await handle.query(AgentWorkflow.steps) == []
     await handle.signal(AgentWorkflow.cancel)
     assert (await handle.result()).status == "cancelled"
+
+
+async def test_native_cancel_marks_running_tool_calls_interrupted(worker: RunningWorker) -> None:
+    script = [{"text": "waiting", "tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]}]
+    handle = await worker.start({"prompt": "p", "script": script, "tools": ["wait"]})
+
+    async def waiting() -> bool:
+        return any(
+            [
+                e
+                async for e in handle.fetch_history_events()
+                if e.HasField("timer_started_event_attributes")
+            ]
+        )
+
+    await eventually(waiting)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.result(), timeout=20)
+    steps = await handle.query(AgentWorkflow.steps)
+    call = steps[0].tool_calls[0]
+    assert call.name == "wait"
+    assert call.result is None
+    assert call.error == "interrupted: cancelled through Temporal (workflow cancel)"

@@ -65,6 +65,8 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "p", "script": {"text": "not a list"}}, "script"),
     ({"prompt": "p", "budget": {"max_tokns": 5}}, "budget.max_tokns"),
     ({"prompt": "p", "tools": ["calculator", "teleport"]}, "tools: unknown tool(s) 'teleport'"),
+    ({"prompt": "p", "tenant": "t" * 3000}, "tenant"),
+    ({"prompt": "p", "model": "scripted:" + "m" * 3000}, "model"),
 ]
 
 

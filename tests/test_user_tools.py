@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.tool_calls import ToolActivities
 from activities.tools import (
+    Tool,
     ToolContext,
     ToolLoadError,
     ToolRegistry,
@@ -487,3 +488,21 @@ async def test_user_tools_in_an_agent_run(
     ]
     assert last.tool_calls == []
     assert result.usage.tool_calls == 6
+
+
+class _Opaque:
+    """A type pydantic cannot describe in JSON schema."""
+
+
+def test_a_tool_whose_schema_cannot_be_generated_is_refused_at_registration() -> None:
+    class OpaqueArgs(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+        thing: _Opaque
+
+    def opaque(args: OpaqueArgs, ctx: ToolContext) -> str:
+        """Takes something odd."""
+        return "never"
+
+    bad = Tool(name="opaque", description="odd", args_model=OpaqueArgs, fn=opaque)
+    with pytest.raises(ValueError, match="its JSON schema cannot be generated"):
+        ToolRegistry().register(bad)

@@ -75,6 +75,10 @@ STEP_LOG_RESULT_CHARS = 4_000
 """Tool results longer than this are cut in the step log. The model sees up to the
 tool's own ``max_result_chars``; the log keeps this much whatever that limit is,
 while keeping queries and the run's result well under Temporal's payload limits."""
+MAX_MODEL_REQUEST_BYTES = 1_800_000
+"""A model call whose conversation is larger than this would exceed Temporal's 2 MB
+payload limit and fail its workflow task forever; the run ends as failed instead."""
+DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
 FINISH_PROMPT = (
     "The run's budget is exhausted ({reason}). Do not call any tools. "
     "Give your final answer now, from what you have so far."
@@ -109,6 +113,28 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
+
+
+def _refusal(spec: ToolSpec | None, call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
+    """Why a call is not started at all, or None when it may run."""
+    if spec is None:
+        return f"unknown tool {call.name!r} (available: {', '.join(tools) or 'none'})"
+    if spec.requires_approval:
+        # Human approval comes in a later version; until then such a tool never runs unasked.
+        return f"{call.name} requires approval, which this version of Onward does not support yet"
+    return None
+
+
+def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
+    """Give empty or repeated tool-call ids a unique one: results are matched by id."""
+    seen: set[str] = set()
+    calls = []
+    for index, call in enumerate(response.tool_calls, start=1):
+        if not call.id or call.id in seen:
+            call = call.model_copy(update={"id": f"call_{step}_{index}"})
+        seen.add(call.id)
+        calls.append(call)
+    return response.model_copy(update={"tool_calls": calls})
 
 
 def _clip(text: str, limit: int) -> str:
@@ -147,12 +173,16 @@ class AgentWorkflow:
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
+        self._finishing = False
 
     # -- the loop -------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: AgentInput) -> AgentResult:
         """Run the agent; the result is returned whatever the outcome."""
+        if workflow.patched("elapsed-from-workflow-start"):
+            # Time queued before a worker picked the run up counts against max_duration_s.
+            self._started_at = workflow.info().workflow_start_time
         try:
             try:
                 await self._prepare()
@@ -164,9 +194,13 @@ class AgentWorkflow:
         except asyncio.CancelledError:
             # A native `temporal workflow cancel`: stop in-flight calls, keep the
             # partial results readable by query, and close as Cancelled.
+            reason = "cancelled through Temporal (workflow cancel)"
             for task in self._in_flight:
                 task.cancel()
-            self._end("cancelled", "cancelled through Temporal (workflow cancel)")
+            for record in self._step.tool_calls if self._step else []:
+                if record.result is None and record.error is None:
+                    record.error = f"interrupted: {reason}"
+            self._end("cancelled", reason)
             raise
         return self._result()
 
@@ -177,6 +211,7 @@ class AgentWorkflow:
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools),
             start_to_close_timeout=DESCRIBE_WORKER_TIMEOUT,
+            retry_policy=DESCRIBE_WORKER_RETRY,
             summary="describe worker tools",
         )
         if description.unknown:
@@ -223,7 +258,14 @@ class AgentWorkflow:
     async def _final_answer(self, reason: str) -> None:
         """One last model call with tools disabled (``on_exceeded="finish"``)."""
         self._close_step()
+        self._finishing = True  # extend_budget is refused from here on
         self._reason = reason
+        while self._paused and not self._cancel_requested:
+            self._set_state("paused", reason)
+            await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
+        if self._cancel_requested:
+            raise _RunEnded("cancelled", self._cancel_reason or "cancelled by signal")
+        self._set_state("running", reason)
         self._conversation.add_user(FINISH_PROMPT.format(reason=reason))
         response = await self._call_model(allow_tools=False, race_deadline=False)
         if response is not None:
@@ -253,13 +295,22 @@ class AgentWorkflow:
             raise _RunEnded("budget_exceeded", reason)
         if self._budget.on_exceeded == "finish":
             raise _FinishNow(reason)
-        self._set_state("budget_paused", reason)
-        await workflow.wait_condition(
-            lambda: (
-                self._cancel_requested
-                or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is None
-            )
-        )
+
+        def current() -> str | None:
+            return budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before)
+
+        # Wait until this limit is lifted; if another one is still exceeded, say
+        # that one instead of the stale reason, and wait again.
+        late: str | None = reason
+        while late is not None and not self._cancel_requested:
+            self._set_state("budget_paused", late)
+            waiting_on = budgets.limit_name(late)
+
+            def lifted(name: str | None = waiting_on) -> bool:
+                return self._cancel_requested or budgets.limit_name(current()) != name
+
+            await workflow.wait_condition(lifted)
+            late = current()
 
     async def _race(self, tasks: Sequence[asyncio.Task[Any]], deadline: bool = True) -> str | None:
         """Wait for ``tasks``; cancel them and return why if a cancel or the deadline comes first.
@@ -317,6 +368,13 @@ class AgentWorkflow:
             settings=self._input.settings,
             pricing=self._input.pricing,
         )
+        size = len(request.model_dump_json())
+        if size > MAX_MODEL_REQUEST_BYTES:
+            raise _RunEnded(
+                "failed",
+                f"the conversation is too large for one model call ({size} bytes; "
+                f"the limit is {MAX_MODEL_REQUEST_BYTES}): lower tools' max_result_chars",
+            )
         handle = workflow.start_activity_method(
             ModelActivities.call_model,
             request,
@@ -339,6 +397,7 @@ class AgentWorkflow:
             raise _RunEnded("failed", step.text) from err
         self._step = step
         self._script_index += 1
+        response = _with_unique_call_ids(response, number)
         self._count_model_call(response)
         step.text = response.text
         step.usage = response.usage
@@ -369,7 +428,15 @@ class AgentWorkflow:
         started: list[tuple[ToolCall, ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
         outcomes: dict[str, ToolOutcome] = {}
         stop: _RunEnded | _FinishNow | None = None
+        interrupted: str | None = None
+        settle_first = workflow.patched("settle-started-calls-before-a-gate-waits")
         for call in calls:
+            if settle_first and started and self._gate_blocks("tool"):
+                # Calls already running finish (racing the deadline and cancel)
+                # before this turn waits on a pause or a budget.
+                interrupted = await self._race([task for _, _, task in started])
+                if interrupted is not None:
+                    break
             try:
                 await self._checkpoint("tool")
             except (_RunEnded, _FinishNow) as err:
@@ -381,17 +448,19 @@ class AgentWorkflow:
             self._step.tool_calls.append(record)
             self._usage.tool_calls += 1
             spec = self._tools.get(call.name)
-            if spec is None:
-                available = ", ".join(self._tools) or "none"
-                outcome = ToolOutcome(error=f"unknown tool {call.name!r} (available: {available})")
+            refusal = _refusal(spec, call, self._tools)
+            if spec is None or refusal is not None:
+                outcome = ToolOutcome(error=refusal)
                 self._record_outcome(record, outcome)
                 outcomes[call.id] = outcome
                 continue
             task = self._start_tool(spec, call)
             task.add_done_callback(functools.partial(self._stamp_duration, record))
             started.append((call, record, task))
+            self._in_flight = [task for _, _, task in started]  # a native cancel stops them
 
-        interrupted = await self._race([task for _, _, task in started]) if started else None
+        if started and interrupted is None:
+            interrupted = await self._race([task for _, _, task in started])
         for call, record, task in started:
             if not task.done() or task.cancelled():
                 outcome = ToolOutcome(error=f"interrupted: {interrupted}")
@@ -423,6 +492,14 @@ class AgentWorkflow:
         if stop is not None:
             raise stop
 
+    def _gate_blocks(self, before: budgets.CallKind) -> bool:
+        """Whether ``_checkpoint`` would wait or stop instead of returning at once."""
+        return (
+            self._cancel_requested
+            or self._paused
+            or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is not None
+        )
+
     def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
         assert self._step is not None
         if spec.name in WORKFLOW_TOOLS:
@@ -431,7 +508,12 @@ class AgentWorkflow:
             name=call.name,
             arguments=call.arguments,
             call_id=call.id,
-            idempotency_key=f"{workflow.info().workflow_id}/{self._step.step}/{call.id}",
+            # The run id too: a new run under a reused workflow id must not find
+            # the earlier run's writes marked done.
+            idempotency_key=(
+                f"{workflow.info().workflow_id}/{workflow.info().run_id}/"
+                f"{self._step.step}/{call.id}"
+            ),
         )
         timeout = timedelta(seconds=spec.timeout_s)
         retry = RetryPolicy(
@@ -577,6 +659,8 @@ class AgentWorkflow:
     def _validate_extension(self, extension: BudgetExtension) -> None:
         if self._state in FINAL_STATES:
             raise ValueError(f"extend_budget: the run has already ended ({self._state})")
+        if self._finishing:
+            raise ValueError("extend_budget: the run is already giving its final answer")
         budgets.check_extension(self._budget, extension)
 
     @workflow.query(name="status")

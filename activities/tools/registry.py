@@ -223,6 +223,12 @@ class ToolRegistry:
             raise ValueError(
                 f"tool {item.name!r} is registered twice ({existing.module} and {item.module})"
             )
+        try:
+            item.spec()  # a schema that cannot be generated would fail every run that names it
+        except Exception as err:  # pydantic raises several kinds here
+            raise ValueError(
+                f"tool {item.name!r} from {item.module}: its JSON schema cannot be generated: {err}"
+            ) from err
         self._tools[item.name] = item
 
     def get(self, name: str) -> Tool | None:

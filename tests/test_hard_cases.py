@@ -1,0 +1,238 @@
+"""The awkward moments: reused ids, unpriced models, mid-turn pauses, finishing, odd ids."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from activities.providers.scripted import ScriptedModel
+from activities.tools import ToolContext, builtin_registry, tool
+from conftest import RunningWorker, activity_running, eventually, running_worker
+from onward.contracts import BudgetExtension, ModelRequest, ModelResponse, ToolCall, Usage
+from workflows import AgentWorkflow
+
+
+def append(line: str) -> dict[str, Any]:
+    return {
+        "tool_calls": [
+            {
+                "name": "write_file",
+                "arguments": {"path": "log.txt", "content": line + "\n", "append": True},
+            }
+        ]
+    }
+
+
+async def test_a_reused_workflow_id_still_writes(worker: RunningWorker) -> None:
+    workflow_id = f"reused-{uuid.uuid4().hex[:8]}"
+    for line in ("first", "second"):
+        handle = await worker.start(
+            {"prompt": "p", "script": [append(line), {"text": "ok"}]}, workflow_id=workflow_id
+        )
+        assert (await handle.result()).status == "completed"
+    assert (worker.workspace / "log.txt").read_text() == "first\nsecond\n"
+
+
+class UnpricedModel:
+    """Calls calculator every turn; its model has no price in any table."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        call = ToolCall(id="c", name="calculator", arguments={"expression": "1+1"})
+        return ModelResponse(
+            tool_calls=[call], usage=Usage(input_tokens=10, output_tokens=5), model=request.model
+        )
+
+
+async def test_a_cost_budget_stops_a_model_with_no_price(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    providers = {"scripted": ScriptedModel(), "acme": UnpricedModel()}
+    async with running_worker(
+        client, tmp_path, search_attribute_names, providers=providers
+    ) as worker:
+        result = await worker.run(
+            {"prompt": "p", "model": "acme:mystery-1", "budget": {"max_cost_usd": 1.0}}
+        )
+    assert result.status == "budget_exceeded"
+    assert result.reason is not None and result.reason.startswith("max_cost_usd: cost unknown")
+    assert not result.usage.cost_known
+    assert len(result.steps) == 1  # stopped before its tool call, not after a runaway
+
+
+class ApprovalArgs(BaseModel):
+    target: str
+
+
+@tool(requires_approval=True)
+def launch(args: ApprovalArgs, ctx: ToolContext) -> str:
+    """Launches something irreversible."""
+    raise AssertionError("must never run without approval")
+
+
+async def test_a_tool_that_requires_approval_never_runs_unasked(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    registry = builtin_registry()
+    registry.register(launch)
+    script = [
+        {"tool_calls": [{"name": "launch", "arguments": {"target": "moon"}}]},
+        {"text": "ok"},
+    ]
+    async with running_worker(client, tmp_path, search_attribute_names, registry=registry) as w:
+        result = await w.run({"prompt": "p", "script": script, "tools": ["launch"]})
+    assert result.status == "completed"
+    error = result.steps[0].tool_calls[0].error
+    assert error is not None and "requires approval" in error
+
+
+async def test_extend_budget_cannot_add_a_limit_where_there_was_none(
+    worker: RunningWorker,
+) -> None:
+    script = [{"text": "slow", "delay_s": 30}]
+    handle = await worker.start({"prompt": "p", "script": script})
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(AgentWorkflow.extend_budget, BudgetExtension(max_tokens=1))
+    assert "max_tokens is unlimited" in str(caught.value.cause)
+    await handle.terminate("test done")
+
+
+def calc(expression: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}],
+        "usage": {"input_tokens": 100, "output_tokens": 50},
+        **extra,
+    }
+
+
+async def test_budget_paused_reason_follows_the_limit_still_exceeded(
+    worker: RunningWorker,
+) -> None:
+    handle = await worker.start(
+        {
+            "prompt": "p",
+            "script": [calc("1+1"), calc("2+2"), {"text": "done"}],
+            "budget": {"max_tokens": 100, "max_tool_calls": 1, "on_exceeded": "pause"},
+        }
+    )
+
+    async def paused_on(limit: str) -> bool:
+        status = await handle.query(AgentWorkflow.status)
+        return status.state == "budget_paused" and (status.reason or "").startswith(limit)
+
+    await eventually(lambda: paused_on("max_tokens"))
+    await handle.execute_update(AgentWorkflow.extend_budget, BudgetExtension(max_tokens=10_000))
+    await eventually(lambda: paused_on("max_tool_calls"))  # not the stale max_tokens reason
+    await handle.execute_update(AgentWorkflow.extend_budget, BudgetExtension(max_tool_calls=10))
+    assert (await handle.result()).status == "completed"
+
+
+async def test_pause_mode_mid_turn_still_races_the_deadline(worker: RunningWorker) -> None:
+    # The wait runs; the calculator's gate is over max_tool_calls (pause mode). The
+    # running wait must still be cut at max_duration_s instead of running 60 s.
+    turn = {
+        "tool_calls": [
+            {"name": "wait", "arguments": {"seconds": 60}},
+            {"name": "calculator", "arguments": {"expression": "1+1"}},
+        ]
+    }
+    handle = await worker.start(
+        {
+            "prompt": "p",
+            "script": [turn, {"text": "done"}],
+            "tools": ["wait", "calculator"],
+            "budget": {"max_tool_calls": 1, "max_duration_s": 2, "on_exceeded": "pause"},
+        }
+    )
+
+    async def paused_on_time() -> bool:
+        status = await handle.query(AgentWorkflow.status)
+        return status.state == "budget_paused" and (status.reason or "").startswith(
+            "max_duration_s"
+        )
+
+    await eventually(paused_on_time, timeout_s=15)
+    await handle.signal(AgentWorkflow.cancel)
+    result = await handle.result()
+    assert result.status == "cancelled"
+    wait, calculator = result.steps[0].tool_calls
+    assert wait.error is not None and wait.error.startswith("interrupted: max_duration_s")
+    assert calculator.error is not None and calculator.error.startswith("not run")
+
+
+async def test_finishing_refuses_extend_and_honours_pause(worker: RunningWorker) -> None:
+    script = [calc("1+1"), {"text": "final answer", "delay_s": 3}]
+    handle = await worker.start(
+        {"prompt": "p", "script": script, "budget": {"max_steps": 1, "on_exceeded": "finish"}}
+    )
+    await eventually(lambda: step_count_is(handle, 1))
+    await eventually(lambda: activity_running(handle, "call_model"))
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(AgentWorkflow.extend_budget, BudgetExtension(max_steps=9))
+    assert "already giving its final answer" in str(caught.value.cause)
+    result = await handle.result()
+    assert (result.status, result.output) == ("budget_exceeded", "final answer")
+
+
+async def step_count_is(handle: Any, count: int) -> bool:
+    return bool((await handle.query(AgentWorkflow.status)).step == count)
+
+
+class RepeatingIds:
+    """A provider that (wrongly) gives two tool calls the same id."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self.calls > 1:
+            return ModelResponse(text="done", model=request.model)
+        return ModelResponse(
+            tool_calls=[
+                ToolCall(id="dup", name="calculator", arguments={"expression": "6*7"}),
+                ToolCall(id="dup", name="calculator", arguments={"expression": "1+1"}),
+            ],
+            model=request.model,
+        )
+
+
+async def test_repeated_tool_call_ids_do_not_mix_results(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    providers = {"scripted": ScriptedModel(), "dupe": RepeatingIds()}
+    async with running_worker(
+        client, tmp_path, search_attribute_names, providers=providers
+    ) as worker:
+        result = await worker.run({"prompt": "p", "model": "dupe:x"})
+    first, second = result.steps[0].tool_calls
+    assert (first.result, second.result) == ("42", "2")
+    assert first.id != second.id
+
+
+class HugeArgs(BaseModel):
+    n: int
+
+
+@tool(max_result_chars=64_000)
+def huge(args: HugeArgs, ctx: ToolContext) -> str:
+    """Returns 64,000 characters."""
+    return str(args.n) * 64_000
+
+
+async def test_a_conversation_too_large_for_temporal_ends_the_run_cleanly(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    registry = builtin_registry()
+    registry.register(huge)
+    turn = {"tool_calls": [{"name": "huge", "arguments": {"n": i}} for i in range(1, 6)]}
+    script = [turn] * 8 + [{"text": "done"}]
+    async with running_worker(client, tmp_path, search_attribute_names, registry=registry) as w:
+        result = await w.run({"prompt": "p", "script": script, "tools": ["huge"]})
+    assert result.status == "failed"
+    assert result.reason is not None and "conversation is too large" in result.reason
+    assert 4 <= len(result.steps) <= 6  # everything done so far is kept
