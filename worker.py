@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -209,7 +210,9 @@ async def run_worker(
     if runtime is not None:
         connect_options["runtime"] = runtime
     try:
-        client = await connect_with_retry(env, namespace=settings.namespace, **connect_options)
+        client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
+        if client is None:
+            return  # asked to stop while the server was still unreachable
         names = await ensure_search_attributes(client, settings.namespace)
         worker = build_worker(
             client,
@@ -231,6 +234,23 @@ async def run_worker(
     finally:
         await close_providers(providers)  # after the worker has drained its activities
         telemetry.shutdown()
+
+
+async def _connect_unless_stopped(
+    env: Mapping[str, str], namespace: str, options: dict[str, Any], stop: asyncio.Event
+) -> Client | None:
+    """Connect, waiting for the server; None if ``stop`` is set first (SIGTERM while waiting)."""
+    connecting = asyncio.ensure_future(connect_with_retry(env, namespace=namespace, **options))
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await connecting
+    log.info("stopped before the server could be reached")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

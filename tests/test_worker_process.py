@@ -141,3 +141,20 @@ async def test_worker_waits_for_its_server_and_rides_out_a_restart(
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0  # graceful shutdown
     server.stop()
+
+
+async def test_worker_stops_on_sigterm_while_waiting_for_its_server(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}", ONWARD_WORKSPACE=str(tmp_path))
+    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
+    processes.append(worker)
+
+    async def waiting() -> bool:
+        return "cannot reach Temporal" in log.read_text()
+
+    await eventually(waiting)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0, log.read_text()
