@@ -418,7 +418,8 @@ class AgentWorkflow:
         if response.cost_usd is None:
             usage.cost_known = False
         else:
-            usage.cost_usd += response.cost_usd
+            # Rounded so sums read as figures, not float noise (0.000049999999999999996).
+            usage.cost_usd = round(usage.cost_usd + response.cost_usd, 12)
 
     # -- tool calls -------------------------------------------------------------
 
