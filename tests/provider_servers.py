@@ -49,6 +49,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     """The answer comes this late (a hanging server)."""
+    trickle_s: float = 0.0
+    """Wait this long before each 8 bytes of the body (a server answering very slowly)."""
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Recorded:
     raw: bytes
     at: float
     """``time.monotonic()`` when the request had fully arrived."""
+    header_lines: list[tuple[str, str]] = field(default_factory=list)
+    """Every header line as sent (a name sent twice shows twice)."""
 
     @property
     def json(self) -> Any:
@@ -132,12 +136,14 @@ class FakeProvider:
             return
         method, target, _ = request_line.decode("latin-1").split(" ", 2)
         headers: dict[str, str] = {}
+        lines: list[tuple[str, str]] = []
         while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
             name, _, value = line.decode("latin-1").partition(":")
             headers[name.strip().lower()] = value.strip()
+            lines.append((name.strip(), value.strip()))
         length = int(headers.get("content-length", "0"))
         raw = await reader.readexactly(length) if length else b""
-        self.requests.append(Recorded(method, target, headers, raw, time.monotonic()))
+        self.requests.append(Recorded(method, target, headers, raw, time.monotonic(), lines))
         reply = self._next(method, target)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
@@ -146,8 +152,15 @@ class FakeProvider:
         extra = {"content-type": "application/json", **reply.headers}
         head += [f"{name}: {value}" for name, value in extra.items()]
         head += [f"Content-Length: {len(body)}", "Connection: close", "", ""]
-        writer.write("\r\n".join(head).encode("latin-1") + body)
-        await writer.drain()
+        if not reply.trickle_s:
+            writer.write("\r\n".join(head).encode("latin-1") + body)
+            await writer.drain()
+            return
+        writer.write("\r\n".join(head).encode("latin-1"))
+        for start in range(0, len(body), 8):
+            await asyncio.sleep(reply.trickle_s)
+            writer.write(body[start : start + 8])
+            await writer.drain()
 
     def _next(self, method: str, target: str) -> Reply:
         if method != "POST" or target != self.path:

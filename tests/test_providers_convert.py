@@ -16,6 +16,7 @@ from activities.providers.anthropic_messages import (
     to_anthropic_messages,
 )
 from activities.providers.errors import ResponseShapeError
+from activities.providers.http_provider import text_of
 from activities.providers.openai_chat import (
     from_openai_messages,
     openai_payload,
@@ -333,3 +334,9 @@ def test_a_response_becomes_history_that_converts_back_identically() -> None:
     response = parse_anthropic_response(answer, provider="anthropic", fallback_model="x")
     history = [Message(role="assistant", content=response.text, tool_calls=response.tool_calls)]
     assert to_anthropic_messages(history)[1][0]["content"] == answer["content"]
+
+
+def test_text_parts_without_string_text_count_as_empty() -> None:
+    parts = [{"type": "text", "text": None}, {"type": "text", "text": "a"},
+             {"type": "text"}, {"type": "text", "text": 3}]  # fmt: skip
+    assert text_of(parts) == "a"

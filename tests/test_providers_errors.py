@@ -45,7 +45,8 @@ NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
         ({"retry-after": "Thu, 02 Jan 2025 03:04:35 GMT"}, 30.0),
         ({"retry-after": "Thu, 02 Jan 2025 03:04:35 -0000"}, 30.0),
         ({"retry-after": "Thu, 02 Jan 2025 03:00:00 GMT"}, 0.0),  # already past
-        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),  # OpenAI's precise header wins
+        ({"retry-after-ms": "1500", "retry-after": "1"}, 1.5),  # the longer wait wins
+        ({"retry-after-ms": "500", "retry-after": "30"}, 30.0),
         ({"retry-after-ms": "soon", "retry-after": "9"}, 9.0),
         ({"retry-after": "-3"}, None),
         ({"retry-after": "nan"}, None),
@@ -164,6 +165,7 @@ def test_settings_defaults_and_values() -> None:
     [
         ("ONWARD_MODEL_TIMEOUT_S", "soon"),
         ("ONWARD_MODEL_TIMEOUT_S", "0"),
+        ("ONWARD_MODEL_TIMEOUT_S", "590"),  # the activity's 10-minute timeout ends it first
         ("ONWARD_MODEL_MAX_ATTEMPTS", "2.5"),
         ("ONWARD_MODEL_MAX_RETRY_DELAY_S", "inf"),
     ],
@@ -242,3 +244,33 @@ async def test_providers_from_env(tmp_path: Path) -> None:
     # closing twice, or a provider without connections, is harmless
     await close_providers(providers)
     await close_providers([ScriptedModel()])
+
+
+@pytest.mark.parametrize("key", ["sk-new-0123456789\nsk-old-0123456789", "sk-0123456789\u00e9"])
+def test_a_key_no_header_can_carry_refuses_the_start(key: str) -> None:
+    with pytest.raises(ValueError, match="OPENAI_API_KEY contains characters") as caught:
+        providers_from_env({"OPENAI_API_KEY": key})
+    assert "0123456789" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"OPENAI_BASE_URL": "https://example.test/v1?api-version=1"}, "OPENAI_BASE_URL"),
+        ({"ANTHROPIC_BASE_URL": "https://example.test#x"}, "ANTHROPIC_BASE_URL"),
+        ({"OLLAMA_BASE_URL": "http://localhost:11434?"}, "OLLAMA_BASE_URL"),
+    ],
+)
+def test_a_base_url_with_a_query_or_fragment_refuses_the_start(
+    environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ValueError, match=f"{named}: a base URL cannot have a query"):
+        providers_from_env(environ)
+
+
+def test_a_named_endpoint_with_a_query_refuses_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "endpoints.json"
+    config = {"protocol": "openai", "base_url": "https://gw.test/v1?api-version=2024-10-21"}
+    path.write_text(json.dumps({"openai": config}))
+    with pytest.raises(ValueError, match="ONWARD_ENDPOINTS: endpoint 'openai': a base URL"):
+        providers_from_env({"ONWARD_ENDPOINTS": str(path)})

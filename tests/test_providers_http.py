@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +30,12 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.model import ModelActivities
-from activities.providers import ModelProvider, close_providers, providers_from_env
+from activities.providers import (
+    ModelProvider,
+    OpenAIChatProvider,
+    close_providers,
+    providers_from_env,
+)
 from activities.providers.errors import (
     API_KEY_MISSING,
     AUTHENTICATION_ERROR,
@@ -41,6 +47,7 @@ from activities.providers.errors import (
     PROVIDER_UNAVAILABLE,
     RATE_LIMITED,
 )
+from activities.providers.settings import ModelCallSettings
 from onward.contracts import Message, ModelRequest, ModelResponse, ModelSettings, ToolSpec, Usage
 from onward.pricing import PricingTable
 
@@ -328,10 +335,103 @@ async def test_a_hanging_server_times_out(
     provider = make_providers(environ)["openai"]
     err = await failure(provider, request("openai:gpt-4o-mini"))
     assert (err.type, err.non_retryable) == (PROVIDER_TIMEOUT, False)
-    assert err.message == (
+    # (ReadTimeout) or (TimeoutError): whichever of the two equal timeouts fires first
+    assert err.message.startswith(
         "openai: no answer within 0.3 s (raise ONWARD_MODEL_TIMEOUT_S on the worker to wait "
-        "longer) (ReadTimeout)"
+        "longer) ("
     )
+
+
+async def test_a_trickling_answer_times_out_as_a_whole(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    # every read arrives well within the timeout; the whole answer would take seconds
+    openai_server.script(Reply(json=openai_completion("slow"), trickle_s=0.05))
+    provider = make_providers(openai_env(openai_server, ONWARD_MODEL_TIMEOUT_S="0.5"))["openai"]
+    started = time.monotonic()
+    err = await failure(provider, request("openai:gpt-4o-mini"))
+    assert time.monotonic() - started < 1.5
+    assert (err.type, err.non_retryable) == (PROVIDER_TIMEOUT, False)
+    assert err.message.startswith("openai: no answer within 0.5 s")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_credentials_in_the_base_url_are_never_shown(make_providers: Providers) -> None:
+    port = free_port()
+    environ = {"OPENAI_BASE_URL": f"http://alice:pw-{SECRET}@127.0.0.1:{port}/v1",
+               "OPENAI_API_KEY": "k"}  # fmt: skip
+    err = await failure(make_providers(environ)["openai"], request("openai:gpt-4o-mini"))
+    assert err.type == PROVIDER_CONNECTION_ERROR
+    assert err.message.startswith(f"openai: cannot reach http://127.0.0.1:{port}/v1: ")
+    assert "alice" not in err.message
+
+
+async def test_a_header_http_cannot_carry_is_a_configuration_error_without_the_key(
+    openai_server: FakeProvider,
+) -> None:
+    # a key that bypassed the startup check (providers_from_env refuses it, see
+    # test_providers_errors): h11's complaint would quote it, repr-escaped
+    provider = OpenAIChatProvider(
+        "openai",
+        base_url=f"{openai_server.url}/v1",
+        api_key=f"{SECRET}\nsk-old-key",
+        api_key_env="OPENAI_API_KEY",
+        settings=ModelCallSettings(),
+    )
+    try:
+        err = await failure(provider, request("openai:gpt-4o-mini"))
+    finally:
+        await provider.aclose()
+    assert (err.type, err.non_retryable) == (INVALID_REQUEST, True)
+    assert "sk-" not in err.message
+    assert "characters HTTP cannot carry" in err.message
+    assert openai_server.requests == []
+
+
+async def test_a_non_json_answer_never_shows_part_of_the_key(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    # the key starts 10 characters before the snippet's cut
+    openai_server.script(Reply(200, body=b"x" * 190 + SECRET.encode() + b" tail"))
+    err = await failure(make_providers(openai_env(openai_server))["openai"],
+                        request("openai:gpt-4o-mini"))  # fmt: skip
+    assert err.type == BAD_PROVIDER_RESPONSE
+    assert SECRET[:10] not in err.message
+    assert "[redacted]" in err.message
+
+
+async def test_endpoint_headers_replace_protocol_and_auth_headers_whatever_their_case(
+    tmp_path: Path, anthropic_server: FakeProvider, make_providers: Providers
+) -> None:
+    endpoints = tmp_path / "endpoints.json"
+    headers = {"Anthropic-Version": "2024-01-01", "X-API-KEY": "old"}
+    config = {"protocol": "anthropic", "base_url": anthropic_server.url,
+              "api_key_env": "PROXY_KEY", "headers": headers}  # fmt: skip
+    endpoints.write_text(json.dumps({"proxy": config}))
+    anthropic_server.script(anthropic_message("hi"))
+    provider = make_providers({"ONWARD_ENDPOINTS": str(endpoints), "PROXY_KEY": SECRET})["proxy"]
+    await provider.complete(request("proxy:claude-x"))
+
+    (sent,) = anthropic_server.requests
+    lines = [(name.lower(), value) for name, value in sent.header_lines]
+    assert [value for name, value in lines if name == "x-api-key"] == [SECRET]
+    assert [value for name, value in lines if name == "anthropic-version"] == ["2024-01-01"]
+
+
+async def test_an_anthropic_base_url_ending_in_v1_is_not_doubled(
+    anthropic_server: FakeProvider, make_providers: Providers
+) -> None:
+    anthropic_server.script(anthropic_message("hi"))
+    environ = anthropic_env(anthropic_server, ANTHROPIC_BASE_URL=f"{anthropic_server.url}/v1/")
+    await make_providers(environ)["anthropic"].complete(request("anthropic:claude-x"))
+    (sent,) = anthropic_server.requests
+    assert sent.path == ANTHROPIC_PATH
 
 
 async def test_connection_refused_is_retried(make_providers: Providers) -> None:

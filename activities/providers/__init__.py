@@ -10,7 +10,8 @@ closes them on shutdown with :func:`close_providers`:
   server works (vLLM, LM Studio, a gateway); servers without auth take any
   key, as with OpenAI's own SDK.
 * ``anthropic``: Messages at ``ANTHROPIC_BASE_URL`` (default
-  ``https://api.anthropic.com``) with ``ANTHROPIC_API_KEY``.
+  ``https://api.anthropic.com``; a trailing ``/v1`` is dropped) with
+  ``ANTHROPIC_API_KEY``.
 * ``ollama``: Chat Completions at ``OLLAMA_BASE_URL`` (default
   ``http://localhost:11434/v1``; ``/v1`` is added when missing), no key.
 * Named endpoints from the ``ONWARD_ENDPOINTS`` file (see
@@ -28,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -77,7 +79,40 @@ def _key(environ: Mapping[str, str], name: str | None) -> str | None:
     if name is None:
         return None
     # A key pasted from a file often ends in a newline, which no header accepts.
-    return (environ.get(name) or "").strip() or None
+    key = (environ.get(name) or "").strip() or None
+    # Checked here, at startup: httpx's complaint about a bad header quotes the
+    # header, key included, in a form redaction cannot find.
+    if key is not None and any(not ("!" <= c <= "~") for c in key):
+        raise ValueError(
+            f"{name} contains characters an HTTP header cannot carry (a line break or "
+            "non-ASCII); set it to the key alone"
+        )
+    return key
+
+
+_BASE_URL_VARIABLES = {
+    "openai": "OPENAI_BASE_URL",
+    "anthropic": "ANTHROPIC_BASE_URL",
+    "ollama": "OLLAMA_BASE_URL",
+}
+
+
+def _checked_base_url(config: EndpointConfig, where: str) -> str:
+    """The base URL to use; ``where`` names its source in the error."""
+    url = config.base_url
+    # Request paths are appended to the URL's path: a query or fragment would end up
+    # before them (…/v1?api-version=x/chat/completions).
+    if "?" in url or "#" in url:
+        raise ValueError(
+            f"{where}: a base URL cannot have a query or fragment ('?…', '#…'); "
+            "give the address alone, e.g. https://host/v1"
+        )
+    if config.protocol == "anthropic":
+        # The protocol's path already starts with v1/ (a base URL copied from
+        # OpenAI-style docs often ends in /v1 too).
+        url = url.rstrip("/")
+        url = url.removesuffix("/v1") if urlsplit(url).path.endswith("/v1") else url
+    return url
 
 
 def _builtin_endpoints(environ: Mapping[str, str]) -> dict[str, EndpointConfig]:
@@ -108,12 +143,14 @@ def _endpoint_provider(
     environ: Mapping[str, str],
     settings: ModelCallSettings,
     transport: httpx.AsyncBaseTransport | None,
+    where: str,
 ) -> ModelProvider:
     api_key = _key(environ, config.api_key_env)
+    base_url = _checked_base_url(config, where)
     if config.protocol == "anthropic":
         return AnthropicMessagesProvider(
             name,
-            base_url=config.base_url,
+            base_url=base_url,
             api_key=api_key,
             api_key_env=config.api_key_env,
             settings=settings,
@@ -122,7 +159,7 @@ def _endpoint_provider(
         )
     return OpenAIChatProvider(
         name,
-        base_url=config.base_url,
+        base_url=base_url,
         api_key=api_key,
         api_key_env=config.api_key_env,
         settings=settings,
@@ -143,19 +180,22 @@ def providers_from_env(
             network (tests).
 
     Raises:
-        ValueError: a bad ``ONWARD_MODEL_*`` value or ``ONWARD_ENDPOINTS``
-            file, so the worker refuses to start instead of failing runs.
+        ValueError: a bad ``ONWARD_MODEL_*`` value, ``ONWARD_ENDPOINTS`` file,
+            base URL (with a query or fragment) or key (with a line break or
+            non-ASCII characters), so the worker refuses to start instead of
+            failing runs.
     """
     settings = ModelCallSettings.from_env(environ)
     endpoints_file = environ.get("ONWARD_ENDPOINTS")
-    endpoints = {
-        **_builtin_endpoints(environ),
-        # a named endpoint replaces a built-in of the same name
-        **(load_endpoints(Path(endpoints_file)) if endpoints_file else {}),
-    }
+    named = load_endpoints(Path(endpoints_file)) if endpoints_file else {}
+    # a named endpoint replaces a built-in of the same name
+    endpoints = {**_builtin_endpoints(environ), **named}
     providers: dict[str, ModelProvider] = {"scripted": ScriptedModel()}
     for name, config in endpoints.items():
-        providers[name] = _endpoint_provider(name, config, environ, settings, transport)
+        where = (
+            f"ONWARD_ENDPOINTS: endpoint {name!r}" if name in named else _BASE_URL_VARIABLES[name]
+        )
+        providers[name] = _endpoint_provider(name, config, environ, settings, transport, where)
     return providers
 
 

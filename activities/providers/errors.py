@@ -11,7 +11,8 @@ Retried (another attempt may succeed):
 
 * ``RateLimited``: HTTP 429. The wait before the next attempt is the
   provider's ``Retry-After`` (seconds or an HTTP date; OpenAI's
-  ``retry-after-ms`` too), capped at ``ONWARD_MODEL_MAX_RETRY_DELAY_S``;
+  ``retry-after-ms`` too; the longer of the two), capped at
+  ``ONWARD_MODEL_MAX_RETRY_DELAY_S``;
   without the header, the retry policy's exponential backoff.
 * ``ProviderUnavailable``: HTTP 5xx (Anthropic's 529 "overloaded" too) and
   409 Conflict; honours ``Retry-After`` like ``RateLimited``.
@@ -136,20 +137,33 @@ def error_message_from_body(body: bytes, secrets: tuple[str, ...] = ()) -> str:
 
 
 def parse_retry_after(headers: dict[str, str], now: datetime | None = None) -> float | None:
-    """Seconds the provider asks us to wait, from ``retry-after-ms`` or ``Retry-After``.
+    """Seconds the provider asks us to wait, from ``retry-after-ms`` and ``Retry-After``.
 
-    ``Retry-After`` may be a number of seconds or an HTTP date. Header names
-    must be lower case. Returns None when there is no usable header.
+    ``Retry-After`` may be a number of seconds or an HTTP date. When both
+    headers are usable the longer wait wins: waiting less than either asks
+    only earns another 429. Header names must be lower case. Returns None
+    when there is no usable header.
     """
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            value = float(millis) / 1000
-        except ValueError:
-            value = math.nan
-        if math.isfinite(value) and value >= 0:
-            return value
-    raw = headers.get("retry-after")
+    waits = [
+        wait
+        for wait in (_retry_after_ms(headers.get("retry-after-ms")),
+                     _retry_after(headers.get("retry-after"), now))
+        if wait is not None
+    ]  # fmt: skip
+    return max(waits, default=None)
+
+
+def _retry_after_ms(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw) / 1000
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _retry_after(raw: str | None, now: datetime | None) -> float | None:
     if raw is None:
         return None
     raw = raw.strip()

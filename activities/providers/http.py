@@ -8,9 +8,11 @@ its own (``retries=0``): Temporal owns retries, so every failure becomes one
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 from temporalio.exceptions import ApplicationError
@@ -59,10 +61,14 @@ class ProviderHttp:
     ) -> None:
         self.provider = provider
         self.base_url = base_url
-        self._secrets = tuple(secret for secret in secrets if secret)
+        parts = urlsplit(base_url)
+        password = parts.password or ""
+        # Messages show the URL without user:password, and never the password.
+        self._shown_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self._secrets = tuple(s for s in (*secrets, password, unquote(password)) if s)
         self._key_env = key_env
         self._settings = settings
-        self._headers = dict(headers)
+        self._headers = httpx.Headers(headers)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
@@ -98,30 +104,47 @@ class ProviderHttp:
             ApplicationError: for every failure, typed and marked retryable or
                 not as described in :mod:`activities.providers.errors`.
         """
+        no_answer = (
+            f"no answer within {self._settings.timeout_s:g} s "
+            "(raise ONWARD_MODEL_TIMEOUT_S on the worker to wait longer)"
+        )
         try:
-            response = await self._connection().post(path, json=payload)
+            # httpx's timeouts bound each read; this bounds the whole answer (a trickle).
+            async with asyncio.timeout(self._settings.timeout_s):
+                response = await self._connection().post(path, json=payload)
+        except TimeoutError:
+            raise ApplicationError(
+                f"{self.provider}: {no_answer} (TimeoutError)", type=PROVIDER_TIMEOUT
+            ) from None
         except httpx.TimeoutException as err:
             if isinstance(err, httpx.ConnectTimeout):
                 what = f"could not connect within {self._settings.connect_timeout_s:g} s"
             else:
-                what = (
-                    f"no answer within {self._settings.timeout_s:g} s "
-                    "(raise ONWARD_MODEL_TIMEOUT_S on the worker to wait longer)"
-                )
+                what = no_answer
             raise ApplicationError(
                 f"{self.provider}: {what} ({type(err).__name__})", type=PROVIDER_TIMEOUT
             ) from None
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
             raise ApplicationError(
-                f"{self.provider}: the base URL {self._redact(self.base_url)!r} is not usable "
+                f"{self.provider}: the base URL {self._redact(self._shown_url)!r} is not usable "
                 f"({self._redact(str(err))}); it must look like https://host/path",
+                type=INVALID_REQUEST,
+                non_retryable=True,
+            ) from None
+        except (httpx.LocalProtocolError, UnicodeEncodeError) as err:
+            # Not str(err): it quotes the offending header, which may be the key in a
+            # form (repr-escaped) that redaction cannot find.
+            raise ApplicationError(
+                f"{self.provider}: a request header has characters HTTP cannot carry "
+                f"({type(err).__name__}); check the API key and the endpoint's headers "
+                "on the worker",
                 type=INVALID_REQUEST,
                 non_retryable=True,
             ) from None
         except httpx.TransportError as err:
             detail = self._redact(str(err)) or type(err).__name__
             raise ApplicationError(
-                f"{self.provider}: cannot reach {self._redact(self.base_url)}: {detail}",
+                f"{self.provider}: cannot reach {self._redact(self._shown_url)}: {detail}",
                 type=PROVIDER_CONNECTION_ERROR,
             ) from None
         except httpx.RequestError as err:  # an undecodable body, say: worth another attempt
@@ -155,7 +178,9 @@ class ProviderHttp:
         try:
             data = json.loads(response.content)
         except ValueError:
-            snippet = self._redact(response.content[:_SNIPPET_CHARS].decode(errors="replace"))
+            # Redacted before the cut, so a key across the cut is not half shown.
+            text = response.content.decode(errors="replace")
+            snippet = self._redact(text)[:_SNIPPET_CHARS]
             raise ApplicationError(
                 f"{self.provider}: the answer (HTTP {response.status_code}) was not valid JSON: "
                 f"{snippet!r}",

@@ -63,7 +63,9 @@ class HttpModelProvider(ABC):
         self.name = name
         self._api_key = api_key or None
         self._api_key_env = api_key_env
-        all_headers = {**self.protocol_headers, **(headers or {})}
+        # httpx.Headers: a name replaces one differing only in case (X-API-KEY, x-api-key).
+        all_headers = httpx.Headers(self.protocol_headers)
+        all_headers.update(headers or {})
         if self._api_key:
             all_headers.update(self.auth_headers(self._api_key))
         self._http = ProviderHttp(
@@ -115,6 +117,8 @@ class HttpModelProvider(ABC):
 def text_of(content: Any, *, what: str = "content") -> str:
     """Text of a string, null, or a list of ``{"type": "text"}`` parts (other parts are skipped).
 
+    A text part whose ``text`` is not a string counts as empty.
+
     Raises:
         ResponseShapeError: ``content`` is something else; ``what`` names it in the message.
     """
@@ -124,7 +128,7 @@ def text_of(content: Any, *, what: str = "content") -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            part.get("text", "")
+            text if isinstance(text := part.get("text"), str) else ""
             for part in content
             if isinstance(part, dict) and part.get("type") == "text"
         )

@@ -6,8 +6,9 @@ from workflow input, so keys and endpoints stay out of workflow history.
 
 Variables:
 
-* ``ONWARD_MODEL_TIMEOUT_S`` (default 120): longest wait for an answer (read,
-  write and pool timeouts of the HTTP client).
+* ``ONWARD_MODEL_TIMEOUT_S`` (default 120, below 590): longest wait for a
+  whole answer, and for each read, write and pool wait of the HTTP client.
+  It must end before the model activity's 10-minute start-to-close timeout.
 * ``ONWARD_MODEL_CONNECT_TIMEOUT_S`` (default 10, never above the timeout).
 * ``ONWARD_MODEL_MAX_RETRY_DELAY_S`` (default 300): cap on a ``Retry-After``.
 * ``ONWARD_MODEL_MAX_ATTEMPTS`` (default 8): attempts of one model call
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_RETRY_DELAY_S",
     "DEFAULT_TIMEOUT_S",
+    "MAX_TIMEOUT_S",
     "EndpointConfig",
     "ModelCallSettings",
     "load_endpoints",
@@ -43,6 +45,9 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 120.0
 """A long answer from a large model takes a minute or two; longer usually means stuck."""
+MAX_TIMEOUT_S = 590.0
+"""ONWARD_MODEL_TIMEOUT_S must be below this: the model activity's start-to-close
+timeout is 10 minutes, and a call should fail as ours (ProviderTimeout) before it."""
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_RETRY_DELAY_S = 300.0
 """Same as the workflow retry policy's maximum interval (5 minutes)."""
@@ -78,6 +83,11 @@ class ModelCallSettings:
     def from_env(cls, environ: Mapping[str, str]) -> ModelCallSettings:
         """Read the ``ONWARD_MODEL_*`` variables; a bad value is an error naming it."""
         timeout = _number(environ, "ONWARD_MODEL_TIMEOUT_S", DEFAULT_TIMEOUT_S)
+        if timeout >= MAX_TIMEOUT_S:
+            raise ValueError(
+                f"ONWARD_MODEL_TIMEOUT_S={timeout:g}: must be below {MAX_TIMEOUT_S:g} "
+                "(the model activity's start-to-close timeout is 10 minutes)"
+            )
         connect = _number(environ, "ONWARD_MODEL_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
         attempts = _number(environ, "ONWARD_MODEL_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
         if attempts != int(attempts):
