@@ -13,18 +13,12 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.telemetry import ActivityTelemetry
-from activities.tools.registry import Tool, ToolContext, ToolRegistry
+from activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
 from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
 from onward.conversation import truncate
 from onward.errors import ToolError, ToolRetryableError, format_validation_error
 
 __all__ = ["RESULT_CAP_CHARS", "ToolActivities"]
-
-
-RESULT_CAP_CHARS = 64_000
-"""The most of one tool result that enters the event history. The model sees up
-to the tool's own ``max_result_chars`` (the workflow cuts it), the step log up
-to its own cap."""
 
 
 class ToolActivities:
@@ -103,7 +97,7 @@ class ToolActivities:
         except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model
             activity.logger.warning("tool %s raised", item.name, exc_info=True)
             return ToolOutcome(error=f"{type(err).__name__}: {err}")
-        text, cut = truncate(content, max(item.max_result_chars, RESULT_CAP_CHARS))
+        text, cut = truncate(content, RESULT_CAP_CHARS)
         return ToolOutcome(content=text, truncated=cut)
 
 

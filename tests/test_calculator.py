@@ -126,7 +126,7 @@ def test_reports_undefined_results(expression: str, message: str, tmp_path: Path
         ("exp(1000)", "result is too large"),
         ("sqrt((10 ** 1000) ** 4)", "result is too large"),
         ("round(1, -10 ** 9)", "round() takes a whole number of digits"),
-        ("-" * 400 + "1", "nested too deeply"),
+        ("-" * 999 + "1", "nested too deeply"),
     ],
 )
 def test_refuses_work_that_would_not_end(expression: str, message: str, tmp_path: Path) -> None:
@@ -145,6 +145,15 @@ def test_refuses_long_input(tmp_path: Path) -> None:
     too_long = "1" * (MAX_EXPRESSION_CHARS + 1)
     with pytest.raises(ToolError, match=r"1001 characters long \(limit 1000\)"):
         calc(too_long, tmp_path)
+
+
+def test_long_flat_chains_are_not_nesting(tmp_path: Path) -> None:
+    # A chain of additions nests one level per "+"; every chain that fits is evaluated.
+    longest = "1" + "+1" * ((MAX_EXPRESSION_CHARS - 1) // 2)
+    assert len(longest) <= MAX_EXPRESSION_CHARS
+    assert calc(longest, tmp_path) == "500"
+    assert calc("+".join(["2"] * 202), tmp_path) == "404"
+    assert calc("-(" * 166 + "1" + ")" * 166, tmp_path) == "1"
 
 
 def test_is_a_fast_local_builtin() -> None:

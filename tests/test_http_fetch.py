@@ -7,8 +7,10 @@ through ``httpx.MockTransport`` with an injected resolver.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import inspect
+import itertools
 import json
 import socket
 import threading
@@ -27,6 +29,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.tool_calls import ToolActivities
 from activities.tools import AllowList, Tool, ToolContext, ToolRegistry, builtin_registry
+from activities.tools import http_fetch as http_fetch_module
+from activities.tools.http_body import body_text
 from activities.tools.http_fetch import HTTP_FETCH_TIMEOUT_S, make_http_fetch
 from activities.tools.net_guard import blocked_reason, refusal
 from onward.contracts import ToolRequest
@@ -449,6 +453,29 @@ async def test_credentials_do_not_follow_a_redirect_to_another_site() -> None:
     assert second.headers["host"] == "other.example"
 
 
+async def test_only_harmless_headers_follow_a_redirect_to_another_site() -> None:
+    web = PublicWeb()
+    web.resolve = _always_public  # type: ignore[method-assign]
+    web.routes["/start"] = httpx.Response(307, headers={"Location": "https://other.example/"})
+    sent = {
+        "X-Api-Key": "k3y",
+        "Accept": "text/plain",
+        "Accept-Language": "de",
+        "Content-Type": "text/plain",
+        "User-Agent": "mine",
+    }
+    await fetch(web.tool(), "https://public.example/start", method="PUT", headers=sent, body="x")
+    first, second = web.requests
+    assert first.headers["x-api-key"] == "k3y"
+    assert "x-api-key" not in second.headers
+    assert {name: second.headers[name] for name in sent if name != "X-Api-Key"} == {
+        "Accept": "text/plain",
+        "Accept-Language": "de",
+        "Content-Type": "text/plain",
+        "User-Agent": "mine",
+    }
+
+
 async def _always_public(host: str, port: int) -> Sequence[str]:
     return ["93.184.216.34"]
 
@@ -475,6 +502,45 @@ async def test_decompression_is_bounded_too(server: str) -> None:
     head, body = head_and_body(await fetch(item, f"{server}/gzip?size=5000000"))
     assert head[-1] == "[truncated: the body is longer than 50000 bytes; only those were read]"
     assert body == "z" * 50_000
+
+
+async def test_rendering_runs_off_the_event_loop(
+    server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    render = http_fetch_module._render
+
+    def slow_render(*args: Any) -> str:
+        time.sleep(0.5)  # a page that takes long to turn into text
+        return render(*args)
+
+    monkeypatch.setattr(http_fetch_module, "_render", slow_render)
+    ticks: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        result = await fetch(make_http_fetch(LOOPBACK), f"{server}/page.html")
+    finally:
+        ticking.cancel()
+    assert result.startswith("HTTP 200 OK")
+    # Heartbeats run on the same loop: it must not stall while the page is rendered.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(ticks)]
+    assert gaps and max(gaps) < 0.25
+
+
+def test_pathological_html_and_charsets_are_cheap() -> None:
+    started = time.monotonic()
+    # Unterminated tags: CPython's parser alone takes about 16 s on this.
+    assert body_text(b"<a " * 10_000, "text/html").startswith("<a <a <a")
+    assert time.monotonic() - started < 2
+    assert body_text(b"<p>1 < 2</p> and 3 < 4 <b", "text/html") == "1 < 2\nand 3 < 4 <b"
+    # Host-name codecs are quadratic (and idna cannot replace errors): UTF-8 instead.
+    for charset in ("punycode", "IDNA"):
+        assert body_text("héllo".encode(), f"text/plain; charset={charset}") == "héllo"
 
 
 async def test_timeout(server: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 import textwrap
 import threading
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities.tool_calls import ToolActivities
+from activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
 from activities.tools import (
     Tool,
     ToolContext,
@@ -219,6 +220,43 @@ async def test_pydantic_model_form_still_works_with_and_without_context() -> Non
     registry = ToolRegistry.of([add, multiply])
     assert (await execute(registry, "add", a=2, b=3)).content == "5"
     assert (await execute(registry, "multiply", a=2, b=3)).content == "6"
+
+
+async def test_keyword_only_parameters_make_the_typed_form() -> None:
+    # The activity passes (args, ctx) positionally; a keyword-only one would fail every call.
+    @tool()
+    def add(args: Pair, *, ctx: ToolContext) -> str:
+        """Add two numbers."""
+        return f"{args.a + args.b} for {ctx.call_id}"
+
+    @tool()
+    def negate(*, args: Pair) -> str:
+        """Negate both numbers."""
+        return f"{-args.a} {-args.b}"
+
+    assert add.spec().parameters["required"] == ["args"]
+    registry = ToolRegistry.of([add, negate])
+    outcome = await execute(registry, "add", args={"a": 2, "b": 3})
+    assert outcome == ToolOutcome(content="5 for c1")
+    assert await execute(registry, "negate", args={"a": 2, "b": 3}) == ToolOutcome(content="-2 -3")
+
+
+async def test_results_are_capped_for_the_history_whatever_the_tool_asks() -> None:
+    refused = rf"max_result_chars must be between 1 and {RESULT_CAP_CHARS}, not "
+    with pytest.raises(ValueError, match=refused):
+        tool(max_result_chars=RESULT_CAP_CHARS + 1)
+
+    @tool(max_result_chars=RESULT_CAP_CHARS)
+    def big() -> str:
+        """Returns a lot."""
+        return "x" * 3 * RESULT_CAP_CHARS
+
+    # Even a Tool built by hand, past the decorator's check, is cut at the cap.
+    huge = dataclasses.replace(big, name="huge", max_result_chars=5_000_000)
+    for name in ("big", "huge"):
+        outcome = await execute(ToolRegistry.of([big, huge]), name)
+        assert outcome.truncated
+        assert outcome.content.startswith("x" * RESULT_CAP_CHARS + "\n[truncated")
 
 
 async def test_bad_arguments_and_failures_come_back_as_errors() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -257,6 +259,54 @@ def test_crash_in_the_middle_of_an_append_leaves_one_copy(
     assert read(tmp_path, "log.txt") == "before\na long line\n"
 
 
+def test_a_retry_keeps_what_a_parallel_call_appended_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(self: object, result: str) -> None:
+        raise WorkerKilled
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workspace_module._Ledger, "mark_done", die)
+        with pytest.raises(WorkerKilled):
+            write(tmp_path, "log.txt", "AAAA\n", append=True, key="wf/1/a")
+    write(tmp_path, "log.txt", "BBBB\n", append=True, key="wf/1/b")  # same step, in parallel
+    assert write(tmp_path, "log.txt", "AAAA\n", append=True, key="wf/1/a") == (
+        "appended 5 characters to log.txt"
+    )
+    assert read(tmp_path, "log.txt") == "AAAA\nBBBB\n"
+
+    # A half-written copy followed by another call's data is not cut: nothing is lost.
+    def write_half_then_die(target: Path, data: bytes, mode: str) -> None:
+        with target.open(mode) as file:
+            file.write(data[:2])
+        raise WorkerKilled
+
+    with monkeypatch.context() as patch:
+        patch.setattr(workspace_module, "_write_bytes", write_half_then_die)
+        with pytest.raises(WorkerKilled):
+            write(tmp_path, "log.txt", "CCCC\n", append=True, key="wf/2/c")
+    write(tmp_path, "log.txt", "DDDD\n", append=True, key="wf/2/d")
+    write(tmp_path, "log.txt", "CCCC\n", append=True, key="wf/2/c")
+    assert read(tmp_path, "log.txt") == "AAAA\nBBBB\nCCDDDD\nCCCC\n"
+
+
+def test_appends_to_one_file_take_turns(tmp_path: Path) -> None:
+    target = tmp_path / "log.txt"
+    target.write_text("", encoding="utf-8")
+    with target.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        appending = threading.Thread(
+            target=write, args=(tmp_path, "log.txt", "line\n"), kwargs={"append": True}
+        )
+        appending.start()
+        appending.join(0.2)
+        assert appending.is_alive()  # waits for the lock before measuring the file
+        assert target.read_text(encoding="utf-8") == ""
+    appending.join(5)
+    assert not appending.is_alive()
+    assert target.read_text(encoding="utf-8") == "line\n"
+
+
 def test_crash_before_the_file_existed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def die(self: object, result: str) -> None:
         raise WorkerKilled
@@ -367,7 +417,7 @@ async def test_activity_reports_unknown_tools(tmp_path: Path) -> None:
 
 async def test_activity_truncates_long_results(tmp_path: Path) -> None:
     # The activity keeps up to the history cap; the workflow cuts the model's copy.
-    limit = max(read_file.max_result_chars, RESULT_CAP_CHARS)
+    limit = RESULT_CAP_CHARS
     (tmp_path / "big.txt").write_text("x" * (limit + 500), encoding="utf-8")
     outcome = await execute(tmp_path, "read_file", path="big.txt")
     assert outcome.truncated

@@ -44,8 +44,11 @@ Number = int | float
 MAX_EXPRESSION_CHARS = 1000
 """Longer input is refused before parsing."""
 
-MAX_DEPTH = 200
-"""Deepest nesting evaluated; keeps the recursive walk far from Python's recursion limit."""
+MAX_DEPTH = 500
+"""Deepest nesting evaluated; keeps the recursive walk far from Python's recursion limit.
+
+A chain like ``1+1+...`` nests one level per operator, so this is half of
+:data:`MAX_EXPRESSION_CHARS`: no chain of binary operators that fits is refused."""
 
 MAX_EXPONENT = 1000
 """Largest ``|exponent|`` accepted by ``**``, so ``9**9**9`` is refused, not computed."""

@@ -88,7 +88,11 @@ class _Extractor(HTMLParser):
 def html_to_text(html: str) -> PageText:
     """Title and collapsed text of ``html``; tolerant of broken markup, as browsers are."""
     parser = _Extractor()
-    parser.feed(html)
+    # A '<' with no '>' after it makes CPython's parser rescan the rest of the page
+    # on every call, quadratic in its length; past the last '>' no tag can end
+    # anyway, so what is there is text.
+    cut = html.rfind(">") + 1
+    parser.feed(html[:cut] + html[cut:].replace("<", "&lt;"))
     parser.close()
     lines = (_SPACES.sub(" ", line).strip() for line in "".join(parser.parts).split("\n"))
     text = "\n".join(line for line in lines if line)

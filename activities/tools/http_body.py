@@ -9,6 +9,7 @@ anything else summarised in one line.
 
 from __future__ import annotations
 
+import codecs
 import zlib
 
 import httpx
@@ -118,8 +119,15 @@ def _charset(params: str) -> str | None:
     return None
 
 
+_NOT_CHARSETS = frozenset({"punycode", "idna"})
+"""Codecs for host names, not bodies; decoding a large body with them is quadratic."""
+
+
 def _decode(body: bytes, charset: str | None) -> str:
+    name = charset or "utf-8"
     try:
-        return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know: UTF-8 is the best guess
-        return body.decode("utf-8", errors="replace")
+        if codecs.lookup(name).name not in _NOT_CHARSETS:
+            return body.decode(name, errors="replace")
+    except LookupError:  # not a charset Python knows as text: UTF-8 is the best guess
+        pass
+    return body.decode("utf-8", errors="replace")

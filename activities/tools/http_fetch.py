@@ -73,7 +73,8 @@ TransportFactory = Callable[[], httpx.AsyncBaseTransport]
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _SET_HERE = frozenset({"host", "content-length", "transfer-encoding", "connection"})
-_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_CROSS_ORIGIN = frozenset({"accept", "accept-language", "content-type", "user-agent"})
+"""The only request headers that follow a redirect to another origin."""
 _ALLOW_HINT = f"; set {ALLOW_ENV} to allow it"
 
 
@@ -164,13 +165,16 @@ class _Fetcher:
                     addresses = await self._checked_addresses(url, redirected)
                     response = await self._exchange(method, url, headers, body, addresses)
                     if response.status not in _REDIRECT_STATUSES or not response.location:
-                        return _render(response, url if redirected else None, self.max_bytes)
+                        # In a thread: turning a large page into text is CPU work
+                        # the event loop (and the heartbeats on it) must not wait for.
+                        return await asyncio.to_thread(
+                            _render, response, url if redirected else None, self.max_bytes
+                        )
                     target = _redirect_url(url, response.location)
                     if _origin(target) != _origin(url):
-                        # Credentials meant for one site must not travel to another.
-                        headers = {
-                            k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS
-                        }
+                        # Any custom header may carry a credential (X-Api-Key, ...):
+                        # another site gets only the ones known to be harmless.
+                        headers = {k: v for k, v in headers.items() if k.lower() in _CROSS_ORIGIN}
                     new_method = _redirect_method(response.status, method)
                     if new_method != method:
                         body = None

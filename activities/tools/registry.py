@@ -19,7 +19,12 @@ from activities.tools.signature import (
 )
 from onward.contracts import ToolSpec
 
-__all__ = ["Tool", "ToolContext", "ToolFunction", "ToolRegistry", "tool"]
+__all__ = ["RESULT_CAP_CHARS", "Tool", "ToolContext", "ToolFunction", "ToolRegistry", "tool"]
+
+RESULT_CAP_CHARS = 64_000
+"""The most of one tool result that enters the event history, and so the largest
+``max_result_chars`` a tool may ask for. The model sees up to the tool's own
+``max_result_chars`` (the workflow cuts it), the step log up to its own cap."""
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What OpenAI and Anthropic accept as a function name; anything else fails at the provider."""
@@ -110,7 +115,8 @@ def tool(
         local: Fast and pure: run as a local activity.
         timeout_s: Start-to-close timeout of one attempt.
         max_attempts: Attempts, counting the first; ``ToolRetryableError`` retries.
-        max_result_chars: The result is cut to this many characters.
+        max_result_chars: The result is cut to this many characters (at most
+            :data:`RESULT_CAP_CHARS`).
         requires_approval: A person must approve each call before it runs.
         builtin: Offered to runs that name no tools.
 
@@ -152,8 +158,10 @@ def _check_options(*, timeout_s: float, max_attempts: int, max_chars: int) -> No
         raise ValueError(f"timeout_s must be positive, not {timeout_s}")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
-    if max_chars < 1:
-        raise ValueError(f"max_result_chars must be at least 1, not {max_chars}")
+    if not 1 <= max_chars <= RESULT_CAP_CHARS:
+        raise ValueError(
+            f"max_result_chars must be between 1 and {RESULT_CAP_CHARS}, not {max_chars}"
+        )
 
 
 def _model_form(
@@ -166,6 +174,10 @@ def _model_form(
     """
     params = list(inspect.signature(fn).parameters.values())
     if not params or len(params) > 2:
+        return None
+    # The activity calls ``fn(args, ctx)`` positionally; anything else is the typed form.
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if any(param.kind not in positional for param in params):
         return None
     hints = type_hints(fn, tool_name)
     first = hints.get(params[0].name)

@@ -15,15 +15,18 @@ naively, appends a second copy. So each call keeps one record,
 2. after appending, *done* holding the result message.
 
 A call whose record is done returns that message and writes nothing. A call
-that finds only an intent follows an attempt that died somewhere in between, so
-it truncates the file back to the recorded size and appends again: one copy
-either way. An overwrite is idempotent by itself and only records done.
+that finds only an intent follows an attempt that died somewhere in between:
+if its data is in the file at the recorded size, the call just records done;
+if the file *ends* with part of it there, it truncates that part away and
+appends again; otherwise (other calls appended since) it appends again, never
+cutting what they wrote. An overwrite is idempotent by itself and only records
+done.
 
-Records are written atomically (temp file, fsync, ``os.replace``) so a crash
-never leaves half a record. Truncating back assumes no *other* call appended
-to the same file between the dead attempt and its retry; only parallel calls
-of one step appending to one file could break that. Records are small and are
-never deleted, so a retry however late still finds its own.
+An append holds an exclusive ``flock`` on the target from measuring its size
+until done is recorded, so parallel calls of one step appending to one file
+take turns. Records are written atomically (temp file, fsync, ``os.replace``)
+so a crash never leaves half a record. Records are small and are never
+deleted, so a retry however late still finds its own.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +44,9 @@ from pydantic import BaseModel, Field
 
 from activities.tools.registry import ToolContext, tool
 from onward.errors import ToolError, WorkspaceError
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = [
     "FILE_TOOL_TIMEOUT_S",
@@ -64,6 +71,8 @@ FILE_TOOL_TIMEOUT_S = 30.0
 """Local file I/O; a call this slow means a stuck disk, and a retry is the right answer."""
 
 _PATH_HELP = "relative to the workspace, e.g. 'notes/todo.md'"
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+"""The target was resolved already; a symlink put in its place since is not followed."""
 
 
 class WriteFileArgs(BaseModel):
@@ -111,20 +120,17 @@ def write_file(args: WriteFileArgs, ctx: ToolContext) -> str:
         if not args.append:
             _write_bytes(target, data, "wb")
             result = f"wrote {len(args.content)} characters to {shown}"
-        else:
-            if entry is None:
-                entry = ledger.record_intent(_size(target))
-            else:
-                # An earlier attempt died after its intent: undo whatever of its append landed.
-                _truncate(target, entry.size_before)
-            try:
-                _write_bytes(target, data, "ab")
-            except OSError:
-                # The model hears about this error; leave no half-append behind it.
-                _truncate(target, entry.size_before)
-                raise
+            ledger.mark_done(result)
+            return result
+        with _locked(target) as fd:
+            entry = ledger.load()  # again: another attempt of this call may have finished
+            if entry is not None and entry.done:
+                return entry.result
+            if entry is None or not _landed(fd, entry.size_before, data):
+                entry = ledger.record_intent(os.fstat(fd).st_size)
+                _append(target, fd, data, entry.size_before)
             result = f"appended {len(args.content)} characters to {shown}"
-        ledger.mark_done(result)
+            ledger.mark_done(result)
         return result
 
 
@@ -251,15 +257,51 @@ def _size(target: Path) -> int:
         return 0
 
 
-def _truncate(target: Path, size: int) -> None:
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[int]:
+    """The target, opened (created if need be) and exclusively locked until the block ends."""
+    fd = os.open(target, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)
+    try:
+        if sys.platform != "win32":
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield fd
+    finally:
+        os.close(fd)  # which releases the lock
+
+
+def _landed(fd: int, size_before: int, data: bytes) -> bool:
+    """True when an earlier attempt's append is in the file whole.
+
+    When the file ends with part of it instead, that part is cut away. Anything
+    else after ``size_before`` is other calls' data, and stays.
+    """
+    found = os.pread(fd, len(data), size_before)
+    if found == data:
+        return True
+    if size_before + len(found) == os.fstat(fd).st_size and data.startswith(found):
+        _truncate(fd, size_before)
+    return False
+
+
+def _append(target: Path, fd: int, data: bytes, size_before: int) -> None:
+    try:
+        _write_bytes(target, data, "ab")
+    except OSError:
+        # The model hears about this error; leave no half-append behind it.
+        _truncate(fd, size_before)
+        raise
+
+
+def _truncate(fd: int, size: int) -> None:
     # Only ever shrink: truncating "up" would pad the file with zero bytes.
-    if _size(target) > size:
-        os.truncate(target, size)
+    if os.fstat(fd).st_size > size:
+        os.ftruncate(fd, size)
 
 
 def _write_bytes(target: Path, data: bytes, mode: str) -> None:
     # fsync before the ledger says done, so "done" never outlives the data after a power loss.
-    with target.open(mode) as file:
+    flags = os.O_WRONLY | os.O_CREAT | _NOFOLLOW | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    with os.fdopen(os.open(target, flags, 0o666), mode) as file:
         file.write(data)
         file.flush()
         os.fsync(file.fileno())
