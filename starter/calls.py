@@ -305,8 +305,14 @@ class CallPairing:
             self.calls.append(call)
         call.trace.attempts = max(int(data.get("attempt") or 1), call.trace.attempts)
         # complete_time is the workflow's clock once the result is in (what the
-        # workflow itself measures a call with), not the worker's wall clock.
-        closed_at = _marker_time(data.get("complete_time")) or event_time(event.event_time)
+        # workflow itself measures a call with), not the worker's wall clock. After
+        # a retry that clock is frozen at the task that scheduled the back-off, so
+        # the marker event's own time is the closer one.
+        completed = _marker_time(data.get("complete_time"))
+        if call.trace.attempts > 1 or completed is None:
+            closed_at = event_time(event.event_time)
+        else:
+            closed_at = completed
         if attrs.HasField("failure"):
             message = failure_message(attrs.failure)
             if data.get("backoff"):  # a back-off timer follows, then another attempt

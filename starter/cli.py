@@ -108,6 +108,7 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         "or finish with one last answer",
     )
     parser.add_argument("--id", help="workflow id of the run (default: agent-<random>)")
+    parser.add_argument("--tenant", help="tenant the run belongs to (see: onward report --tenant)")
 
 
 def build_parser() -> argparse.ArgumentParser:

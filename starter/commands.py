@@ -12,7 +12,7 @@ import argparse
 import uuid
 from datetime import UTC, datetime
 
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -94,9 +94,11 @@ async def watch_run(session: Session, handle: AgentHandle, task_queue: str) -> O
     return outcome
 
 
-async def _follow_quietly(handle: AgentHandle, task_queue: str) -> int:
+async def _follow_quietly(session: Session, handle: AgentHandle, task_queue: str) -> int:
     """``--json`` following: only the result on stdout; pauses and waits noted on stderr."""
+    session.following = handle.id
     outcome = await follow(handle, lambda _line: None, notice=note, task_queue=task_queue)
+    session.following = None
     emit_json(outcome.result.model_dump(mode="json"))
     return outcome.exit_code
 
@@ -106,7 +108,7 @@ async def run(session: Session, args: argparse.Namespace) -> int:
     agent = agent_input(args)
     handle = await start_run(session, agent, args.id)
     if args.json:
-        return await _follow_quietly(handle, session.task_queue)
+        return await _follow_quietly(session, handle, session.task_queue)
     say(f"run {handle.id} · model {agent.model} · task queue {session.task_queue}")
     return (await watch_run(session, handle, session.task_queue)).exit_code
 
@@ -150,8 +152,8 @@ async def status(session: Session, args: argparse.Namespace) -> int:
 
 async def steps(session: Session, args: argparse.Namespace) -> int:
     """``onward steps ID``: the step log so far, from a worker or else from the history."""
-    records, source = await load_step_log(await session.handle(args.id))
-    if source == "history":
+    records, _source, unanswered = await load_step_log(await session.handle(args.id))
+    if unanswered:
         note(
             f"onward: no worker answered within {STEPS_QUERY_TIMEOUT.total_seconds():g} s; "
             "steps read from the event history"
@@ -182,8 +184,20 @@ async def watch(session: Session, args: argparse.Namespace) -> int:
     """``onward watch ID``: follow a run like ``run`` does, until it ends."""
     handle = await session.handle(args.id)
     description = await handle.describe()  # an unknown id fails here, before any output
+    if description.status not in (None, WorkflowExecutionStatus.RUNNING):
+        # Already over: its result's steps, with no query replaying the run.
+        outcome = await final_result(handle)
+        if args.json:
+            emit_json(outcome.result.model_dump(mode="json"))
+            return outcome.exit_code
+        say(f"run {handle.id} has already ended")
+        for record in outcome.result.steps:
+            for line in step_lines(record):
+                say(line)
+        print_outcome(outcome)
+        return outcome.exit_code
     if args.json:
-        return await _follow_quietly(handle, description.task_queue)
+        return await _follow_quietly(session, handle, description.task_queue)
     say(f"watching {handle.id} · task queue {description.task_queue}")
     return (await watch_run(session, handle, description.task_queue)).exit_code
 

@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio.client import (
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowQueryFailedError,
@@ -33,19 +34,23 @@ from onward.contracts import (
     AgentResult,
     AgentState,
     AgentStatus,
+    Budget,
     RunUsage,
     StepRecord,
 )
 from onward.errors import INVALID_INPUT
-from starter.errors import exit_code_for
+from starter.errors import EXIT_FAILED, CliError, exit_code_for
+from starter.history import RunHistory
 from starter.remote import AgentHandle
 from starter.render import state_change, step_lines
+from starter.trace import read_history, trace_of
 from workflows import AgentWorkflow
 
 __all__ = [
     "POLL_INTERVAL_S",
     "QUERY_TIMEOUT",
     "Outcome",
+    "closed_status",
     "final_result",
     "follow",
     "status_of",
@@ -98,22 +103,56 @@ async def _salvage(handle: AgentHandle, err: WorkflowFailureError) -> Outcome:
     return Outcome(partial.model_copy(update={"status": status, "reason": reason}), message)
 
 
-async def status_of(handle: AgentHandle) -> AgentStatus:
-    """The ``status`` query's answer, corrected for runs Temporal itself closed.
+def closed_status(execution: WorkflowExecution, history: RunHistory) -> AgentStatus:
+    """The status of a closed run, from its history alone (no worker, no query).
 
-    A run terminated through Temporal replays only up to the termination, so
-    its own state still says running; Temporal's status says otherwise.
+    A run that completed has its result; one Temporal closed (terminated, timed
+    out, cancelled natively, failed on invalid input) has its failure and the
+    steps the history shows. The budget is the one the run started with.
+    """
+    trace = trace_of(execution, history)
+    result = history.result
+    if result is not None:
+        state, reason = result.status, result.reason
+        records = result.steps
+    else:
+        state = "cancelled" if history.ended == "canceled" else "failed"
+        reason = history.failure or f"{history.ended or 'closed'} through Temporal"
+        records = history.step_log
+    agent = history.input
+    return AgentStatus(
+        state=state,
+        step=len(records),
+        usage=trace.usage.model_copy(update={"cost_usd": round(trace.usage.cost_usd, 8)}),
+        budget=agent.budget if agent else Budget(),
+        last_step=records[-1] if records else None,
+        reason=reason,
+        model=agent.model if agent else None,
+    )
+
+
+async def status_of(handle: AgentHandle) -> AgentStatus:
+    """A run's status: from the ``status`` query while it runs, else from its history.
+
+    A closed run needs no worker. The query's clock is the workflow's, which
+    stands still between tasks, so a running run's duration is measured here.
     """
     description = await handle.describe()
-    status = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-    closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
-    if closed and status.state not in FINAL_STATES:
-        name = description.status.name.lower() if description.status else "closed"
-        state: AgentState = (
-            "cancelled" if description.status == WorkflowExecutionStatus.CANCELED else "failed"
-        )
-        status = status.model_copy(update={"state": state, "reason": f"{name} through Temporal"})
-    return status
+    if description.status not in (None, WorkflowExecutionStatus.RUNNING):
+        return closed_status(description, await read_history(handle))
+    try:
+        status = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except WorkflowQueryFailedError as err:
+        raise CliError(
+            f"the worker could not answer the status of {handle.id} ({err}); "
+            f"see what it did with: onward result {handle.id}",
+            EXIT_FAILED,
+        ) from err
+    elapsed = (datetime.now(UTC) - description.start_time).total_seconds()
+    duration_s = round(max(elapsed, 0.0), 3)
+    cost_usd = round(status.usage.cost_usd, 8)
+    usage = status.usage.model_copy(update={"duration_s": duration_s, "cost_usd": cost_usd})
+    return status.model_copy(update={"usage": usage})
 
 
 async def final_result(handle: AgentHandle) -> Outcome:

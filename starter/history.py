@@ -178,12 +178,18 @@ class _Assembler:
         for step in self._steps:
             later = any(number > step.number for number in asked)
             self._run.steps.append(self._finish(step, later))
-        # Deadline timers and describe_worker belong to no step.
-        self._run.in_flight = [
-            call.trace
-            for call in self._calls
-            if not call.trace.closed and call.trace.step is not None
-        ]
+        # Deadline timers and describe_worker belong to no step; a closed run has
+        # nothing in flight (a terminated run's last call was never closed).
+        ended = self._run.ended is not None
+        self._run.in_flight = (
+            []
+            if ended
+            else [
+                call.trace
+                for call in self._calls
+                if not call.trace.closed and call.trace.step is not None
+            ]
+        )
 
     def _describe(self, call: Call) -> None:
         description = call.result

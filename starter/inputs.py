@@ -42,6 +42,7 @@ _FLAGS: dict[str, str] = {
     "system": "--system",
     "script": "--script",
     "tools": "--tool",
+    "tenant": "--tenant",
 }
 
 
@@ -109,6 +110,8 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
         data["tools"] = args.tools
     if args.script is not None:
         data["script"] = load_script(args.script)
+    if args.tenant is not None:
+        data["tenant"] = args.tenant
     try:
         return AgentInput.model_validate(data)
     except ValidationError as err:

@@ -65,11 +65,29 @@ def _quoted(value: str) -> str:
     return f'"{escaped}"'
 
 
+def _status_clause(status: str) -> str:
+    """Match what the list shows as ``status`` (see :func:`_row`), not only what runs published.
+
+    A running run that has not published yet has no status attribute; a run
+    terminated or timed out through Temporal keeps its last published one; a
+    run that failed on invalid input never published one.
+    """
+    published = f"{sa.STATUS.name} = {_quoted(status)}"
+    unpublished = f"{sa.STATUS.name} IS NULL"
+    if status == "running":
+        return f'ExecutionStatus = "Running" AND ({published} OR {unpublished})'
+    if status in ("paused", "budget_paused"):
+        return f'ExecutionStatus = "Running" AND {published}'
+    if status == "failed":
+        return f'({published} OR (ExecutionStatus = "Failed" AND {unpublished}))'
+    return published
+
+
 def run_query(status: str | None = None, model: str | None = None) -> str:
     """The visibility query for agent runs, optionally with a status and a model."""
     clauses = [f"WorkflowType = {_quoted(AGENT_WORKFLOW)}"]
     if status:
-        clauses.append(f"{sa.STATUS.name} = {_quoted(status)}")
+        clauses.append(_status_clause(status))
     if model:
         clauses.append(f"{sa.MODEL.name} = {_quoted(model)}")
     return " AND ".join(clauses)

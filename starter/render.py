@@ -44,6 +44,8 @@ RESULT_EXCERPT_CHARS = 80
 """How much of a tool result a step line shows."""
 ANSWER_EXCERPT_CHARS = 100
 """How much of the final answer its step line shows."""
+MODEL_CALL_FAILED = "model call failed"
+"""How the text of a step whose model call failed begins (the workflow writes it so)."""
 _INDENT = " " * 8
 
 
@@ -77,6 +79,8 @@ def step_lines(step: StepRecord) -> list[str]:
     """A finished step: the model's reason (or answer), its tool calls, then time and usage."""
     if step.tool_calls:
         head = step.text.strip() or "(no reason given)"
+    elif step.text.startswith(MODEL_CALL_FAILED):  # no answer: the call's failure
+        head = shorten(step.text, ANSWER_EXCERPT_CHARS)
     else:  # the answer itself is printed in full with the result
         head = "answer: " + (shorten(step.text, ANSWER_EXCERPT_CHARS) or "(empty)")
     first, *rest = head.splitlines() or [""]

@@ -225,6 +225,8 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
                 if tool.result is None and tool.error is None:
                     continue  # still running
                 run = tool.call
+                if run is None and (tool.error or "").startswith("not run"):
+                    continue  # refused by a budget or a cancel: never called
                 latency = run.latency_ms if run is not None else None
                 tools.setdefault(tool.name, _Tally()).count(
                     tool.error is not None, run.retries if run else 0, latency

@@ -10,7 +10,14 @@ from datetime import datetime
 
 from onward.contracts import ToolCall
 from starter.calls import CallTrace
-from starter.render import RESULT_EXCERPT_CHARS, money, shorten, table, usage_summary
+from starter.render import (
+    MODEL_CALL_FAILED,
+    RESULT_EXCERPT_CHARS,
+    money,
+    shorten,
+    table,
+    usage_summary,
+)
 from starter.trace import StepSource, Trace, TraceStep, TraceToolCall
 from workflows.progress import tool_summary
 
@@ -24,7 +31,7 @@ CALL_CHARS = 48
 _SOURCES: dict[StepSource, str] = {
     "result": "the run's result",
     "query": "the worker (steps query)",
-    "history": "the event history (no worker answered)",
+    "history": "the event history",
 }
 
 
@@ -50,7 +57,9 @@ def _retried(call: CallTrace | None) -> str:
 
 def _model_row(trace: Trace, step: TraceStep) -> list[str]:
     call = step.model_call
-    if call is not None and call.state in ("failed", "timed_out"):
+    if (call is not None and call.state in ("failed", "timed_out")) or step.text.startswith(
+        MODEL_CALL_FAILED
+    ):
         detail = "!! " + shorten(step.text, RESULT_EXCERPT_CHARS)
     elif step.tool_calls:
         detail = shorten(step.text, RESULT_EXCERPT_CHARS) or "(no reason given)"
@@ -77,12 +86,15 @@ def _tool_row(trace: Trace, tool: TraceToolCall) -> list[str]:
         outcome = "-> " + (shorten(tool.result, RESULT_EXCERPT_CHARS) or "(empty)")
     else:
         outcome = "(running)"
-    latency = call.latency_ms if call is not None else tool.duration_ms
+    if call is None:  # never ran: no time, unless it was refused on the spot (0 ms)
+        time = "-" if tool.duration_ms is None else _time(tool.duration_ms)
+    else:
+        time = _time(call.latency_ms) if call.closed else "…"
     return [
         "",
         _at(trace.started_at, tool.started_at or (call.scheduled_at if call else None)),
         shorten(shown, CALL_CHARS),
-        _time(latency) if call is None or call.closed else "…",
+        time,
         _tries(call),
         "",
         "",
@@ -104,7 +116,8 @@ def trace_lines(trace: Trace) -> list[str]:
     head = f"run {trace.workflow_id} · {trace.status} · model {trace.model or '?'}"
     if trace.tenant:
         head += f" · tenant {trace.tenant}"
-    lines = [head, f"steps from {_SOURCES[trace.source]}; tries and times from the history", ""]
+    source = _SOURCES[trace.source] + (" (no worker answered)" if trace.unanswered else "")
+    lines = [head, f"steps from {source}; tries and times from the history", ""]
     rows: list[list[str]] = []
     for step in trace.steps:
         rows.append(_model_row(trace, step))

@@ -87,6 +87,8 @@ class Trace(BaseModel):
     usage: RunUsage
     steps: list[TraceStep] = Field(default_factory=list)
     in_flight: list[CallTrace] = Field(default_factory=list)
+    unanswered: bool = False
+    """A worker was asked for the step log and did not answer in time."""
 
 
 def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
@@ -118,7 +120,7 @@ def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
         tool_calls=sum(len(step.tool_calls) for step in steps),
         model_calls=len(answered),
         steps=len(finished),
-        cost_usd=sum(step.cost_usd or 0.0 for step in steps),
+        cost_usd=round(sum(step.cost_usd or 0.0 for step in steps), 8),
         cost_known=all(step.cost_usd is not None for step in answered),
         duration_s=round((end - history.started_at).total_seconds(), 3)
         if history.started_at
@@ -196,36 +198,40 @@ async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
     return reconstruct([event async for event in handle.fetch_history_events()])
 
 
-async def _query_steps(handle: WorkflowHandle[Any, Any]) -> list[StepRecord] | None:
-    """The ``steps`` query's answer, or None when no worker answers in time."""
+async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord] | None, bool]:
+    """The ``steps`` query's answer (None: none), and whether it went unanswered in time."""
     try:
         records: list[StepRecord] = await handle.query(
             AgentWorkflow.steps, rpc_timeout=STEPS_QUERY_TIMEOUT
         )
     except WorkflowQueryFailedError:
-        return None
+        return None, False
     except RPCError as err:
         if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            return None
+            return None, True
         raise
-    return records
+    return records, False
 
 
 def _closed(execution: WorkflowExecution) -> bool:
     return execution.status not in (None, WorkflowExecutionStatus.RUNNING)
 
 
-async def load_step_log(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord], StepSource]:
-    """The finished steps of a run and where they came from (see the module docstring)."""
+async def load_step_log(
+    handle: WorkflowHandle[Any, Any],
+) -> tuple[list[StepRecord], StepSource, bool]:
+    """The finished steps of a run, where they came from (see the module docstring),
+    and whether a worker was asked for them and did not answer in time."""
     description = await handle.describe()  # an unknown id fails here
+    unanswered = False
     if not _closed(description):
-        records = await _query_steps(handle)
+        records, unanswered = await _query_steps(handle)
         if records is not None:
-            return records, "query"
+            return records, "query", False
     history = await read_history(handle)
     if history.result is not None:
-        return history.result.steps, "result"
-    return history.step_log, "history"
+        return history.result.steps, "result", unanswered
+    return history.step_log, "history", unanswered
 
 
 def trace_of(
@@ -245,8 +251,11 @@ async def load_trace(handle: WorkflowHandle[Any, Any]) -> Trace:
     """A run's timeline, asking a worker for the step log of a running run first."""
     description = await handle.describe()  # an unknown id fails here
     records: list[StepRecord] | None = None
+    unanswered = False
     if not _closed(description):
-        records = await _query_steps(handle)
+        records, unanswered = await _query_steps(handle)
     history = await read_history(handle)
     _apply_pending(history, list(description.raw_description.pending_activities))
-    return trace_of(description, history, records, "query" if records is not None else "history")
+    trace = trace_of(description, history, records, "query" if records is not None else "history")
+    trace.unanswered = unanswered
+    return trace

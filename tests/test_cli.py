@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 import uuid
@@ -18,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from conftest import RunningWorker, eventually
+from conftest import RunningWorker, eventually, running_worker
+from onward.contracts import AgentInput
+from workflows import AgentWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -302,6 +305,142 @@ async def test_list_finds_the_run(onward: Onward, script_file: Path) -> None:
     assert table.stdout.startswith("ID ")
     assert workflow_id in table.stdout
     assert none == []
+
+
+async def test_status_of_closed_runs_needs_no_worker(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as gone:
+        onward = Onward(address, gone.task_queue, tmp_path / "home")
+        # A run whose input the workflow cannot decode (no prompt): it fails at once.
+        bad = await client.start_workflow(
+            "AgentWorkflow",
+            {"model": "scripted"},
+            id=f"cli-undecodable-{uuid.uuid4().hex[:8]}",
+            task_queue=gone.task_queue,
+        )
+        with pytest.raises(WorkflowFailureError):
+            await bad.result()
+        script = write_script(tmp_path, CALC_SCRIPT)
+        started = await onward.ok_json("start", "add up", "--script", script, "--tenant", tenant)
+        await client.get_workflow_handle(started["workflow_id"]).result()
+
+    failed, human, completed, trace, watched = await asyncio.gather(
+        onward("status", bad.id, "--json"),
+        onward("status", bad.id),
+        onward.ok_json("status", started["workflow_id"]),
+        onward.ok_json("trace", started["workflow_id"]),
+        onward("watch", started["workflow_id"]),
+    )
+    assert failed.code == 0, failed.stderr
+    answer = failed.json()
+    assert (answer["state"], answer["step"], answer["model"]) == ("failed", 0, None)
+    assert "prompt" in answer["reason"]
+    assert "Traceback" not in human.stderr and "state:  failed" in human.stdout
+    assert (completed["state"], completed["step"], completed["model"]) == (
+        "completed",
+        3,
+        "scripted",
+    )
+    assert completed["usage"]["total_tokens"] == 505
+    assert completed["last_step"]["text"] == "The total is 55."
+    assert trace["tenant"] == tenant
+    assert watched.code == 0, watched.stderr
+    assert "step 3  answer: The total is 55." in watched.stdout
+    assert "status: completed" in watched.stdout
+
+
+async def test_list_status_matches_what_the_list_shows(
+    onward: Onward, client: Client, tmp_path: Path, worker: RunningWorker
+) -> None:
+    # Never picked up: running, with no published status.
+    unpublished = await client.start_workflow(
+        AgentWorkflow.run,
+        AgentInput(prompt="nobody home"),
+        id=f"cli-unpublished-{uuid.uuid4().hex[:8]}",
+        task_queue=f"tq-none-{uuid.uuid4().hex[:8]}",
+    )
+    # Published "running", then terminated through Temporal.
+    terminated = await worker.start({"prompt": "slow", "script": slow_script(turns=5, delay_s=1.0)})
+
+    async def stepped() -> bool:
+        return bool(await terminated.query(AgentWorkflow.steps))
+
+    await eventually(stepped)
+    await terminated.terminate("test")
+    # Failed on input it could not decode: no published status either.
+    invalid = await client.start_workflow(
+        "AgentWorkflow",
+        {"model": "scripted"},
+        id=f"cli-invalid-{uuid.uuid4().hex[:8]}",
+        task_queue=worker.task_queue,
+    )
+    try:
+
+        async def consistent() -> bool:
+            running = {
+                r["workflow_id"] for r in await onward.ok_json("list", "--status", "running")
+            }
+            failed = {r["workflow_id"] for r in await onward.ok_json("list", "--status", "failed")}
+            return (
+                unpublished.id in running
+                and terminated.id not in running
+                and invalid.id in failed
+                and terminated.id not in failed
+            )
+
+        await eventually(consistent)
+        everything = await onward.ok_json("list", "--limit", "100")
+        shown = {row["workflow_id"]: row["status"] for row in everything}
+        assert shown[unpublished.id] == "running"
+        assert shown[terminated.id] == "terminated"
+        assert shown[invalid.id] == "failed"
+    finally:
+        await unpublished.terminate("test over")
+
+
+async def test_interrupted_run_json_names_the_run(
+    onward: Onward, tmp_path: Path, client: Client
+) -> None:
+    script = write_script(tmp_path, slow_script(turns=5, delay_s=1.0))
+    workflow_id = f"cli-interrupt-{uuid.uuid4().hex[:8]}"
+    environ = dict(
+        os.environ,
+        TEMPORAL_ADDRESS=onward.address,
+        ONWARD_TASK_QUEUE=onward.task_queue,
+        ONWARD_HOME=str(onward.home),
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starter.cli",
+        *("run", "slow", "--script", script, "--id", workflow_id, "--json"),
+        cwd=ROOT,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+
+        async def stepped() -> bool:
+            try:
+                return bool(await handle.query(AgentWorkflow.steps))
+            except RPCError:
+                return False
+
+        await eventually(stepped)
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await handle.terminate("test over")
+    assert process.returncode == 130, err.decode()
+    assert out == b""
+    assert f"onward watch {workflow_id}" in err.decode()
 
 
 async def test_invalid_input_exits_2_and_starts_nothing(onward: Onward, client: Client) -> None:

@@ -24,9 +24,10 @@ from temporalio.exceptions import ApplicationError
 
 from activities.providers.scripted import ScriptedModel
 from conftest import RunningWorker, activity_running, eventually, running_worker
-from onward.contracts import AgentResult, ModelRequest, ModelResponse, StepRecord
+from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage, StepRecord
 from starter.history import reconstruct
-from starter.report import parse_since, percentile, report_query
+from starter.report import aggregate, parse_since, percentile, report_query
+from starter.trace import Trace, TraceStep, TraceToolCall
 from workflows import AgentWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,6 +293,44 @@ async def test_running_run_without_a_worker_is_read_from_history(
     assert human.code == 0, human.stderr
     assert "in flight: step 2 · model scripted" in human.stdout
     await handle.terminate("test over")
+
+
+async def test_terminated_run_has_nothing_in_flight(address: str, worker: RunningWorker) -> None:
+    handle = await worker.start({"prompt": "slow", "script": [{"text": "x", "delay_s": 300}]})
+
+    async def model_running() -> bool:
+        return await activity_running(handle, "call_model")
+
+    await eventually(model_running)
+    await handle.terminate("test over")
+    trace, human, steps = await asyncio.gather(
+        onward(address, worker.task_queue, "trace", handle.id, "--json"),
+        onward(address, worker.task_queue, "trace", handle.id),
+        onward(address, worker.task_queue, "steps", handle.id),
+    )
+    assert trace.code == 0, trace.stderr
+    assert (trace.json()["status"], trace.json()["in_flight"]) == ("terminated", [])
+    assert "in flight" not in human.stdout
+    assert "no worker answered" not in human.stdout  # no query is asked of a closed run
+    assert steps.code == 0 and steps.stderr == ""
+
+
+def test_report_leaves_out_calls_that_never_ran() -> None:
+    refused = "not run: max_tool_calls 1 reached"
+    step = TraceStep(
+        step=1,
+        tool_calls=[
+            TraceToolCall(id="a", name="calculator", arguments={}, result="2"),
+            TraceToolCall(id="b", name="calculator", arguments={}, error=refused),
+            TraceToolCall(id="c", name="read_file", arguments={}, error=refused),
+        ],
+    )
+    trace = Trace(workflow_id="w", status="budget_exceeded", source="result", usage=RunUsage())
+    trace.steps.append(step)
+    now = datetime.now(UTC)
+    report = aggregate([trace], now - timedelta(hours=1), now)
+    (calculator,) = report.tools
+    assert (calculator.name, calculator.calls, calculator.errors) == ("calculator", 1, 0)
 
 
 async def test_retried_model_call_shows_in_trace(
