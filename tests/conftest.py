@@ -8,10 +8,12 @@ server already running or on a fixed port.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from worker import WorkerSettings, build_worker, ensure_search_attributes
 from workflows import AgentWorkflow
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parent.parent
 
 
 def temporal_cli() -> str:
@@ -144,3 +147,42 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout_s} s")
         await asyncio.sleep(interval_s)
+
+
+@dataclass
+class Completed:
+    """A finished ``onward`` command."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+async def spawn_onward(*args: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+    """Start ``onward ARGS`` as a real process, ``env`` over this process's environment."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starter.cli",
+        *args,
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def run_onward(*args: str, env: Mapping[str, str], timeout_s: float = 60) -> Completed:
+    """Run ``onward ARGS`` to the end; a hang past ``timeout_s`` kills it and fails."""
+    process = await spawn_onward(*args, env=env)
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return Completed(process.returncode, out.decode(), err.decode())

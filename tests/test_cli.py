@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,14 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError, RPCStatusCode
 
-from conftest import RunningWorker, eventually, running_worker
+from conftest import (
+    Completed,
+    RunningWorker,
+    eventually,
+    run_onward,
+    running_worker,
+    spawn_onward,
+)
 from onward.contracts import AgentInput
 from workflows import AgentWorkflow
 
@@ -68,16 +74,6 @@ def free_port() -> int:
 
 
 @dataclass
-class Completed:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-@dataclass
 class Onward:
     """Runs ``onward`` against one server and task queue."""
 
@@ -85,32 +81,16 @@ class Onward:
     task_queue: str
     home: Path
 
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "TEMPORAL_ADDRESS": self.address,
+            "ONWARD_TASK_QUEUE": self.task_queue,
+            "ONWARD_HOME": str(self.home),
+            **extra,
+        }
+
     async def __call__(self, *args: str, timeout_s: float = 60, **env: str) -> Completed:
-        environ = dict(os.environ)
-        environ.update(
-            TEMPORAL_ADDRESS=self.address,
-            ONWARD_TASK_QUEUE=self.task_queue,
-            ONWARD_HOME=str(self.home),
-        )
-        environ.update(env)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "starter.cli",
-            *args,
-            cwd=ROOT,
-            env=environ,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), timeout_s)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise
-        assert process.returncode is not None
-        return Completed(process.returncode, out.decode(), err.decode())
+        return await run_onward(*args, env=self.env(**env), timeout_s=timeout_s)
 
     async def ok_json(self, *args: str) -> Any:
         done = await self(*args, "--json")
@@ -405,21 +385,8 @@ async def test_interrupted_run_json_names_the_run(
 ) -> None:
     script = write_script(tmp_path, slow_script(turns=5, delay_s=1.0))
     workflow_id = f"cli-interrupt-{uuid.uuid4().hex[:8]}"
-    environ = dict(
-        os.environ,
-        TEMPORAL_ADDRESS=onward.address,
-        ONWARD_TASK_QUEUE=onward.task_queue,
-        ONWARD_HOME=str(onward.home),
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "starter.cli",
-        *("run", "slow", "--script", script, "--id", workflow_id, "--json"),
-        cwd=ROOT,
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = await spawn_onward(
+        "run", "slow", "--script", script, "--id", workflow_id, "--json", env=onward.env()
     )
     handle = client.get_workflow_handle(workflow_id)
     try:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,14 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from activities.providers.scripted import ScriptedModel
-from conftest import RunningWorker, activity_running, eventually, running_worker
+from conftest import (
+    Completed,
+    RunningWorker,
+    activity_running,
+    eventually,
+    run_onward,
+    running_worker,
+)
 from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage, StepRecord
 from starter.history import reconstruct
 from starter.report import aggregate, parse_since, percentile, report_query
@@ -55,32 +59,11 @@ TOOLS_SCRIPT: list[dict[str, Any]] = [
 ]
 
 
-@dataclass
-class Done:
-    code: int
-    stdout: str
-    stderr: str
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-async def onward(address: str, task_queue: str, *args: str) -> Done:
+async def onward(address: str, task_queue: str, *args: str) -> Completed:
     """Run ``onward ARGS`` as a subprocess against ``address`` and ``task_queue``."""
-    environ = dict(os.environ, TEMPORAL_ADDRESS=address, ONWARD_TASK_QUEUE=task_queue)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "starter.cli",
-        *args,
-        cwd=ROOT,
-        env=environ,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await run_onward(
+        *args, env={"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": task_queue}
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Done(process.returncode, out.decode(), err.decode())
 
 
 def _log_json(steps: list[StepRecord]) -> list[dict[str, Any]]:
