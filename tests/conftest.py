@@ -138,6 +138,16 @@ async def activity_running(handle: WorkflowHandle[Any, Any], activity_type: str)
     )
 
 
+async def model_inputs(handle: WorkflowHandle[Any, Any]) -> list[bytes]:
+    """The raw JSON input of every ``call_model`` activity the run scheduled, in order."""
+    return [
+        event.activity_task_scheduled_event_attributes.input.payloads[0].data
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
+    ]
+
+
 async def eventually(
     check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0, interval_s: float = 0.1
 ) -> None:

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 
 from activities.tools import ToolContext, builtin_registry, tool
-from conftest import RunningWorker, running_worker
+from conftest import RunningWorker, model_inputs, running_worker
 
 
 class ChattyArgs(BaseModel):
@@ -119,13 +119,7 @@ async def test_large_results_are_cut_for_the_model_not_for_the_step_log(
         result = await handle.result()
     logged = result.steps[0].tool_calls[0].result
     assert logged is not None and len(logged) == 2000  # all of it: under the log's cap
-    events = [e async for e in handle.fetch_history_events()]
-    second_model_input = [
-        e.activity_task_scheduled_event_attributes.input.payloads[0].data
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
-    ][1]
+    second_model_input = (await model_inputs(handle))[1]
     assert b"[truncated: showing 500 of 2000 characters]" in second_model_input
     assert logged[:500].encode() in second_model_input
     assert logged[500:600].encode() not in second_model_input

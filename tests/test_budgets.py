@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
-from conftest import RunningWorker, eventually
+from conftest import RunningWorker, eventually, model_inputs
 from onward.contracts import BudgetExtension
 from workflows import AgentWorkflow
 
@@ -152,13 +152,7 @@ async def test_finish_mode_asks_for_a_final_answer_without_tools(worker: Running
     assert result.output  # a final answer from what it had
     assert len(result.steps) == 2
     assert result.steps[1].tool_calls == []  # tools were disabled for the last call
-    events = [e async for e in handle.fetch_history_events()]
-    scheduled = [
-        e.activity_task_scheduled_event_attributes
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
-    ]
-    assert len(scheduled) == 2
-    assert b"budget is exhausted" in scheduled[-1].input.payloads[0].data
-    assert b'"allow_tools":false' in scheduled[-1].input.payloads[0].data
+    sent = await model_inputs(handle)
+    assert len(sent) == 2
+    assert b"budget is exhausted" in sent[-1]
+    assert b'"allow_tools":false' in sent[-1]

@@ -9,7 +9,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from conftest import RunningWorker, activity_running, eventually
+from conftest import RunningWorker, activity_running, eventually, model_inputs
 from onward.contracts import CancelRequest, SteerRequest
 from workflows import AgentWorkflow
 
@@ -99,16 +99,10 @@ async def test_steer_adds_a_user_message_before_the_next_model_call(
     await handle.signal(AgentWorkflow.steer, SteerRequest(message="please use metric units"))
     result = await handle.result()
     assert result.status == "completed"
-    events = [e async for e in handle.fetch_history_events()]
-    model_inputs = [
-        e.activity_task_scheduled_event_attributes.input.payloads[0].data
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
-    ]
-    assert len(model_inputs) == 2
-    assert b"please use metric units" not in model_inputs[0]
-    assert b"please use metric units" in model_inputs[1]
+    sent = await model_inputs(handle)
+    assert len(sent) == 2
+    assert b"please use metric units" not in sent[0]
+    assert b"please use metric units" in sent[1]
 
 
 async def test_status_query_answers_while_the_worker_is_busy(worker: RunningWorker) -> None:

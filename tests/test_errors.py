@@ -10,7 +10,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from conftest import RunningWorker
+from conftest import RunningWorker, model_inputs
 from onward.contracts import AGENT_WORKFLOW
 
 
@@ -46,13 +46,7 @@ async def test_tool_errors_are_fed_back_and_the_run_completes(worker: RunningWor
     assert not (worker.workspace.parent / "escape.txt").exists()
 
     # The model saw each error as that tool's result.
-    events = [e async for e in handle.fetch_history_events()]
-    second_model_input = [
-        e.activity_task_scheduled_event_attributes.input.payloads[0].data
-        for e in events
-        if e.HasField("activity_task_scheduled_event_attributes")
-        and e.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
-    ][1]
+    second_model_input = (await model_inputs(handle))[1]
     assert second_model_input.count(b'"is_error":true') == 4
     assert b"division by zero" in second_model_input
 
