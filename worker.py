@@ -34,14 +34,15 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.model import ModelActivities
-from activities.providers import close_providers, providers_from_env
-from activities.providers.base import ModelProvider
-from activities.providers.scripted import ScriptedModel
-from activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCallSettings
-from activities.telemetry import ActivityTelemetry
-from activities.tool_calls import ToolActivities
-from activities.tools import (
+from onward import search_attributes
+from onward.activities.model import ModelActivities
+from onward.activities.providers import close_providers, providers_from_env
+from onward.activities.providers.base import ModelProvider
+from onward.activities.providers.scripted import ScriptedModel
+from onward.activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCallSettings
+from onward.activities.telemetry import ActivityTelemetry
+from onward.activities.tool_calls import ToolActivities
+from onward.activities.tools import (
     AllowList,
     ToolLoadError,
     ToolRegistry,
@@ -50,11 +51,10 @@ from activities.tools import (
     load_tools,
     register_tools,
 )
-from onward import search_attributes
 from onward.connection import connect_with_retry, task_queue
 from onward.pricing import PricingTable
 from onward.telemetry import configure_telemetry, temporal_runtime
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 __all__ = [
     "WorkerSettings",

@@ -1,7 +1,7 @@
 """The model activity: one activity for every provider.
 
 Providers map every failure to a typed ``ApplicationError`` (see
-:mod:`activities.providers.errors`) and Temporal retries the retryable ones.
+:mod:`onward.activities.providers.errors`) and Temporal retries the retryable ones.
 This activity bounds those retries itself, from the worker's
 ``ONWARD_MODEL_MAX_ATTEMPTS``: on the last allowed attempt a retryable error
 is raised again as non-retryable, ``gave up after N attempts: <last error>``,
@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from activities.providers.base import ModelProvider
-from activities.providers.settings import DEFAULT_MAX_ATTEMPTS
-from activities.telemetry import ActivityTelemetry
+from onward.activities.heartbeat import heartbeating
+from onward.activities.providers.base import ModelProvider
+from onward.activities.providers.settings import DEFAULT_MAX_ATTEMPTS
+from onward.activities.telemetry import ActivityTelemetry
 from onward.contracts import ModelRequest, ModelResponse, provider_of
 from onward.errors import PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable

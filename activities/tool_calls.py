@@ -11,9 +11,9 @@ from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import heartbeating
-from activities.telemetry import ActivityTelemetry
-from activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
+from onward.activities.heartbeat import heartbeating
+from onward.activities.telemetry import ActivityTelemetry
+from onward.activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
 from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
 from onward.conversation import truncate
 from onward.errors import ToolError, ToolRetryableError, format_validation_error

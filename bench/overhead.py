@@ -30,8 +30,8 @@ from baseline import BareSteps, noop  # noqa: E402
 
 from onward.connection import DATA_CONVERTER  # noqa: E402
 from onward.contracts import AgentInput  # noqa: E402
-from worker import WorkerSettings, build_worker  # noqa: E402
-from workflows import AgentWorkflow  # noqa: E402
+from onward.worker import WorkerSettings, build_worker  # noqa: E402
+from onward.workflows import AgentWorkflow  # noqa: E402
 
 
 def agent_input(steps: int) -> AgentInput:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from activities.tools import ToolContext, tool
+from onward.activities.tools import ToolContext, tool
 from onward.errors import ToolError
 
 __all__ = ["ConvertArgs", "convert_units", "get_weather"]

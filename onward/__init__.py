@@ -2,9 +2,51 @@
 
 The public protocol lives in :mod:`onward.contracts`; pure run bookkeeping
 (budgets, pricing, the conversation) lives beside it so that workflows,
-activities and clients share one definition of each.
+activities and clients share one definition of each. Installed, Onward is this
+one import name: ``onward.workflows`` (deterministic code), ``onward.activities``
+(all I/O), ``onward.worker`` (wiring) and ``onward.starter`` (the CLI).
+
+The names below are imported lazily: the Temporal workflow sandbox imports this
+package before a workflow module, and an eager import here would give the
+sandbox its own copy of the contract models.
 """
 
-from onward.contracts import AGENT_WORKFLOW, DEFAULT_TASK_QUEUE, AgentInput, AgentResult, Budget
+from __future__ import annotations
 
-__all__ = ["AGENT_WORKFLOW", "DEFAULT_TASK_QUEUE", "AgentInput", "AgentResult", "Budget"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onward.contracts import (
+        AGENT_WORKFLOW,
+        DEFAULT_TASK_QUEUE,
+        AgentInput,
+        AgentResult,
+        AgentStatus,
+        Budget,
+    )
+
+__all__ = [
+    "AGENT_WORKFLOW",
+    "DEFAULT_TASK_QUEUE",
+    "AgentInput",
+    "AgentResult",
+    "AgentStatus",
+    "Budget",
+]
+
+_LAZY: dict[str, str] = {
+    "AGENT_WORKFLOW": "onward.contracts",
+    "DEFAULT_TASK_QUEUE": "onward.contracts",
+    "AgentInput": "onward.contracts",
+    "AgentResult": "onward.contracts",
+    "AgentStatus": "onward.contracts",
+    "Budget": "onward.contracts",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onward' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -63,11 +63,26 @@ a run naming a provider its worker lacks fails at once with ``InvalidInput``."""
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
 AgentState = Literal[
-    "running", "paused", "budget_paused", "completed", "failed", "cancelled", "budget_exceeded"
+    "running",
+    "paused",
+    "budget_paused",
+    "completed",
+    "failed",
+    "cancelled",
+    "budget_exceeded",
+    "terminated",
+    "timed_out",
 ]
-"""Every state a run can be in. The last four are final."""
+"""Every state a run can be in; all but the first three are final.
 
-FINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "cancelled", "budget_exceeded"})
+The workflow itself ends a run as ``completed``, ``failed``, ``cancelled`` or
+``budget_exceeded``. ``terminated`` and ``timed_out`` are runs Temporal closed
+without the run's own code (``temporal workflow terminate``, a workflow
+timeout); clients report them (see :mod:`onward.states`)."""
+
+FINAL_STATES: frozenset[str] = frozenset(
+    {"completed", "failed", "cancelled", "budget_exceeded", "terminated", "timed_out"}
+)
 
 OnExceeded = Literal["stop", "pause", "finish"]
 

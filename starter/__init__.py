@@ -9,8 +9,8 @@ the event history), ``trace`` (step log plus attempts), ``timeline`` (trace
 output), ``report`` (per model and per tool figures), ``devserver`` (the
 embedded dev server) and ``demo``.
 
-The package does not import ``starter.cli`` itself, so that
-``python -m starter.cli`` runs cleanly.
+The package does not import ``onward.starter.cli`` itself, so that
+``python -m onward.starter.cli`` runs cleanly.
 """
 
 __all__: list[str] = []

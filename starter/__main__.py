@@ -1,5 +1,5 @@
 """``python -m starter``: the same as the ``onward`` command."""
 
-from starter.cli import main
+from onward.starter.cli import main
 
 main()

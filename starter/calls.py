@@ -10,7 +10,7 @@ output, but not its input. The ``wait`` tool is a timer (TimerStarted with the
 call's summary, then TimerFired or TimerCanceled).
 
 :class:`CallPairing` turns those events into :class:`Call` objects in history
-order; :mod:`starter.history` assembles them into steps.
+order; :mod:`onward.starter.history` assembles them into steps.
 """
 
 from __future__ import annotations

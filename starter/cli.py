@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from typing import NoReturn, get_args
 
 from onward.contracts import DEFAULT_TASK_QUEUE, AgentState
-from starter import devserver
-from starter.devserver import DevServer, state_dir
-from starter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
-from starter.output import emit_json, say
+from onward.starter import devserver
+from onward.starter.devserver import DevServer, state_dir
+from onward.starter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from onward.starter.output import emit_json, say
 
 # Client commands import the Temporal client and the workflow definition when
 # they run, not here: `onward dev` and `--help` start fast and do not depend on
@@ -211,9 +211,9 @@ def _client_command(args: argparse.Namespace) -> int:
     from temporalio.service import RPCError
 
     from onward.connection import task_queue
+    from onward.starter import commands
+    from onward.starter.remote import Session, from_rpc_error
     from onward.telemetry import configure_telemetry
-    from starter import commands
-    from starter.remote import Session, from_rpc_error
 
     name = "list_" if args.command == "list" else args.command
     command = getattr(commands, name)
@@ -247,7 +247,7 @@ def _client_command(args: argparse.Namespace) -> int:
 
 
 def _worker_command(args: argparse.Namespace, extra: list[str]) -> int:
-    import worker  # the worker's whole wiring: imported only when asked for
+    from onward import worker  # the worker's whole wiring: imported only when asked for
 
     forwarded = list(extra)
     if args.task_queue:
@@ -314,7 +314,7 @@ def _dev_command(args: argparse.Namespace) -> int:
 
 def _demo_command(args: argparse.Namespace) -> int:
     from onward.connection import task_queue
-    from starter.demo import run_demo
+    from onward.starter.demo import run_demo
 
     server = DevServer.recorded(state_dir(), args.port, args.ui_port)
     return run_demo(server, args.task_queue or task_queue())

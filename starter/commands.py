@@ -1,6 +1,6 @@
 """The client commands: one coroutine each, returning the exit code.
 
-Each takes the :class:`~starter.remote.Session` and the parsed flags, talks to
+Each takes the :class:`~onward.starter.remote.Session` and the parsed flags, talks to
 the run through a typed handle (signals, queries and the update are named by
 their ``AgentWorkflow`` methods), and prints either human lines or, with
 ``--json``, exactly one JSON document.
@@ -17,13 +17,13 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward.contracts import AgentInput, CancelRequest, SteerRequest
-from starter.errors import EXIT_FAILED, EXIT_OK, CliError
-from starter.follow import QUERY_TIMEOUT, Outcome, final_result, follow, status_of
-from starter.inputs import agent_input, budget_extension
-from starter.listing import list_runs, run_table
-from starter.output import emit_json, note, say
-from starter.remote import AgentHandle, Session
-from starter.render import (
+from onward.starter.errors import EXIT_FAILED, EXIT_OK, CliError
+from onward.starter.follow import QUERY_TIMEOUT, Outcome, final_result, follow, status_of
+from onward.starter.inputs import agent_input, budget_extension
+from onward.starter.listing import list_runs, run_table
+from onward.starter.output import emit_json, note, say
+from onward.starter.remote import AgentHandle, Session
+from onward.starter.render import (
     describe_budget,
     result_lines,
     static_details,
@@ -31,10 +31,10 @@ from starter.render import (
     status_lines,
     step_lines,
 )
-from starter.report import aggregate, collect_traces, parse_since, report_lines
-from starter.timeline import trace_lines
-from starter.trace import STEPS_QUERY_TIMEOUT, load_step_log, load_trace
-from workflows import AgentWorkflow
+from onward.starter.report import aggregate, collect_traces, parse_since, report_lines
+from onward.starter.timeline import trace_lines
+from onward.starter.trace import STEPS_QUERY_TIMEOUT, load_step_log, load_trace
+from onward.workflows import AgentWorkflow
 
 __all__ = [
     "cancel",

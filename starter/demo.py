@@ -24,12 +24,12 @@ from typing import Any
 from temporalio.service import RPCError
 
 from onward.contracts import AgentInput, CancelRequest
-from starter.commands import start_run, watch_run
-from starter.devserver import DevServer, Running, ensure_running, stop
-from starter.errors import EXIT_INTERRUPTED, CliError
-from starter.output import say
-from starter.remote import Session, from_rpc_error
-from workflows import AgentWorkflow
+from onward.starter.commands import start_run, watch_run
+from onward.starter.devserver import DevServer, Running, ensure_running, stop
+from onward.starter.errors import EXIT_INTERRUPTED, CliError
+from onward.starter.output import say
+from onward.starter.remote import Session, from_rpc_error
+from onward.workflows import AgentWorkflow
 
 __all__ = ["DEMO_PROMPT", "DEMO_SCRIPT", "demo_input", "run_demo"]
 
@@ -122,7 +122,7 @@ def start_worker(server: DevServer, task_queue: str) -> tuple[subprocess.Popen[b
     server.home.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker"],
+            [sys.executable, "-P", "-m", "onward", "worker"],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from starter.errors import EXIT_USAGE, CliError
+from onward.starter.errors import EXIT_USAGE, CliError
 
 __all__ = [
     "DEFAULT_PORT",

@@ -39,12 +39,12 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import INVALID_INPUT
-from starter.errors import EXIT_FAILED, CliError, exit_code_for
-from starter.history import RunHistory
-from starter.remote import AgentHandle
-from starter.render import state_change, step_lines
-from starter.trace import read_history, trace_of
-from workflows import AgentWorkflow
+from onward.starter.errors import EXIT_FAILED, CliError, exit_code_for
+from onward.starter.history import RunHistory
+from onward.starter.remote import AgentHandle
+from onward.starter.render import state_change, step_lines
+from onward.starter.trace import read_history, trace_of
+from onward.workflows import AgentWorkflow
 
 __all__ = [
     "POLL_INTERVAL_S",

@@ -1,7 +1,7 @@
 """A run's step log rebuilt from its Temporal event history alone.
 
 No worker is needed: the history holds every model request and response and
-every tool request and outcome (:mod:`starter.calls` pairs their events), so
+every tool request and outcome (:mod:`onward.starter.calls` pairs their events), so
 the steps can be read back for a run that is still going, for one whose worker
 is gone, and for one that closed without a result. For a run that completed,
 its result (an :class:`~onward.contracts.AgentResult`) is the authoritative
@@ -40,10 +40,10 @@ from onward.contracts import (
     WorkerDescriptionRequest,
 )
 from onward.errors import format_validation_error
+from onward.starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
 from onward.workflow_tools import WORKFLOW_TOOLS, WaitArgs
-from starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
-from workflows.agent import STEP_LOG_RESULT_CHARS
-from workflows.progress import tool_summary
+from onward.workflows.agent import STEP_LOG_RESULT_CHARS
+from onward.workflows.progress import tool_summary
 
 __all__ = ["HistoryStep", "RunHistory", "reconstruct"]
 

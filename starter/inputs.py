@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from onward.contracts import AgentInput, BudgetExtension
-from starter.errors import EXIT_USAGE, CliError
+from onward.starter.errors import EXIT_USAGE, CliError
 
 __all__ = [
     "BUDGET_FLAGS",

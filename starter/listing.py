@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
-from starter.render import money
+from onward.starter.render import money
 
 __all__ = ["RunRow", "list_runs", "run_query", "run_table"]
 

@@ -17,8 +17,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward.connection import ConnectionFailed, connect, connect_config
 from onward.contracts import AgentResult
-from starter.errors import EXIT_FAILED, EXIT_USAGE, CliError
-from workflows import AgentWorkflow
+from onward.starter.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from onward.workflows import AgentWorkflow
 
 __all__ = ["AgentHandle", "Session", "from_rpc_error"]
 

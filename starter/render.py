@@ -20,8 +20,8 @@ from onward.contracts import (
     ToolCall,
     ToolCallRecord,
 )
-from starter.inputs import BUDGET_FLAGS
-from workflows.progress import tool_summary, usage_line
+from onward.starter.inputs import BUDGET_FLAGS
+from onward.workflows.progress import tool_summary, usage_line
 
 __all__ = [
     "describe_budget",

@@ -22,8 +22,8 @@ from temporalio.client import Client, WorkflowExecution
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW
-from starter.render import money, table
-from starter.trace import Trace, read_history, trace_of
+from onward.starter.render import money, table
+from onward.starter.trace import Trace, read_history, trace_of
 
 __all__ = [
     "CallStats",

@@ -1,7 +1,7 @@
 """Human output of ``onward trace``: one row per model call and tool call.
 
-Pure functions from a :class:`~starter.trace.Trace` to lines of text, in the
-style of :mod:`starter.render`.
+Pure functions from a :class:`~onward.starter.trace.Trace` to lines of text, in the
+style of :mod:`onward.starter.render`.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from onward.contracts import ToolCall
-from starter.calls import CallTrace
-from starter.render import (
+from onward.starter.calls import CallTrace
+from onward.starter.render import (
     MODEL_CALL_FAILED,
     RESULT_EXCERPT_CHARS,
     money,
@@ -18,8 +18,8 @@ from starter.render import (
     table,
     usage_summary,
 )
-from starter.trace import StepSource, Trace, TraceStep, TraceToolCall
-from workflows.progress import tool_summary
+from onward.starter.trace import StepSource, Trace, TraceStep, TraceToolCall
+from onward.workflows.progress import tool_summary
 
 __all__ = ["HEADER", "trace_lines"]
 

@@ -3,7 +3,7 @@
 The step log comes from the best source there is: the result of a closed run
 (authoritative), else the ``steps`` query answered by a worker within
 :data:`STEPS_QUERY_TIMEOUT`, else the event history alone (no worker needed,
-see :mod:`starter.history`). Attempts, retries and call timings always come
+see :mod:`onward.starter.history`). Attempts, retries and call timings always come
 from the history, and the attempts of calls still running from the server's
 pending-activity list.
 """
@@ -25,9 +25,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
-from starter.calls import CallTrace, failure_message
-from starter.history import HistoryStep, RunHistory, reconstruct
-from workflows import AgentWorkflow
+from onward.starter.calls import CallTrace, failure_message
+from onward.starter.history import HistoryStep, RunHistory, reconstruct
+from onward.workflows import AgentWorkflow
 
 __all__ = [
     "STEPS_QUERY_TIMEOUT",

@@ -27,8 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, AgentResult
-from worker import WorkerSettings, build_worker, ensure_search_attributes
-from workflows import AgentWorkflow
+from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
+from onward.workflows import AgentWorkflow
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parent.parent
@@ -176,7 +176,7 @@ async def spawn_onward(*args: str, env: Mapping[str, str]) -> asyncio.subprocess
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "starter.cli",
+        "onward.starter.cli",
         *args,
         cwd=REPO,
         env={**os.environ, **env},

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, BudgetExtension, CancelRequest, SteerRequest
-from worker import WorkerSettings, build_worker, ensure_search_attributes
-from workflows import AgentWorkflow
+from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
+from onward.workflows import AgentWorkflow
 
 HERE = Path(__file__).resolve().parent / "histories"
 Handle = WorkflowHandle[AgentWorkflow, Any]

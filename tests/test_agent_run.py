@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel
 from temporalio.client import Client
 
-from activities.tools import ToolContext, builtin_registry, tool
 from conftest import RunningWorker, model_inputs, running_worker
+from onward.activities.tools import ToolContext, builtin_registry, tool
 
 
 class ChattyArgs(BaseModel):

@@ -9,7 +9,7 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from conftest import RunningWorker, eventually, model_inputs
 from onward.contracts import BudgetExtension
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 
 def calc_turn(expression: str, tokens: tuple[int, int] = (100, 50), **extra: Any) -> dict[str, Any]:

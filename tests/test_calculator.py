@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from activities.tools import BUILTIN_TOOLS, ToolContext, builtin_registry
-from activities.tools.calculator import MAX_EXPRESSION_CHARS, CalculatorArgs, calculator
+from onward.activities.tools import BUILTIN_TOOLS, ToolContext, builtin_registry
+from onward.activities.tools.calculator import MAX_EXPRESSION_CHARS, CalculatorArgs, calculator
 from onward.errors import ToolError
 
 

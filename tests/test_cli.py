@@ -1,7 +1,7 @@
 """The ``onward`` command, run as a real subprocess against the session's dev server.
 
 The worker runs in-process (the ``worker`` fixture, on its own task queue);
-each command is a separate ``python -m starter.cli`` process, as a user would
+each command is a separate ``python -m onward.starter.cli`` process, as a user would
 run it, so exit codes, stdout and stderr are the real ones.
 """
 
@@ -30,7 +30,7 @@ from conftest import (
     spawn_onward,
 )
 from onward.contracts import AgentInput
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 

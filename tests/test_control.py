@@ -11,7 +11,7 @@ from temporalio.exceptions import CancelledError
 
 from conftest import RunningWorker, activity_running, eventually, model_inputs
 from onward.contracts import CancelRequest, SteerRequest
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 
 def slow_calc(expression: str, delay_s: float) -> dict[str, Any]:

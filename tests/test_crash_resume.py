@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from conftest import eventually
 from onward.contracts import AgentInput
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 REPO = Path(__file__).resolve().parent.parent
 LINES = 6

@@ -10,11 +10,11 @@ import pytest
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from activities.providers.scripted import ScriptedModel
-from activities.tools import ToolContext, builtin_registry, tool
 from conftest import RunningWorker, activity_running, eventually, running_worker
+from onward.activities.providers.scripted import ScriptedModel
+from onward.activities.tools import ToolContext, builtin_registry, tool
 from onward.contracts import BudgetExtension, ModelRequest, ModelResponse, ToolCall, Usage
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 
 def append(line: str) -> dict[str, Any]:

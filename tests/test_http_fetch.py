@@ -27,12 +27,12 @@ import httpx
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.tool_calls import ToolActivities
-from activities.tools import AllowList, Tool, ToolContext, ToolRegistry, builtin_registry
-from activities.tools import http_fetch as http_fetch_module
-from activities.tools.http_body import body_text
-from activities.tools.http_fetch import HTTP_FETCH_TIMEOUT_S, make_http_fetch
-from activities.tools.net_guard import blocked_reason, refusal
+from onward.activities.tool_calls import ToolActivities
+from onward.activities.tools import AllowList, Tool, ToolContext, ToolRegistry, builtin_registry
+from onward.activities.tools import http_fetch as http_fetch_module
+from onward.activities.tools.http_body import body_text
+from onward.activities.tools.http_fetch import HTTP_FETCH_TIMEOUT_S, make_http_fetch
+from onward.activities.tools.net_guard import blocked_reason, refusal
 from onward.contracts import ToolRequest
 from onward.errors import ToolError, ToolRetryableError
 

@@ -8,16 +8,16 @@ from typing import Any
 import pytest
 from provider_servers import anthropic_message, openai_completion
 
-from activities.providers.anthropic_messages import (
+from onward.activities.providers.anthropic_messages import (
     DEFAULT_MAX_TOKENS,
     anthropic_payload,
     from_anthropic_messages,
     parse_anthropic_response,
     to_anthropic_messages,
 )
-from activities.providers.errors import ResponseShapeError
-from activities.providers.http_provider import text_of
-from activities.providers.openai_chat import (
+from onward.activities.providers.errors import ResponseShapeError
+from onward.activities.providers.http_provider import text_of
+from onward.activities.providers.openai_chat import (
     from_openai_messages,
     openai_payload,
     parse_arguments,

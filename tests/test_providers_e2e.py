@@ -26,10 +26,10 @@ from provider_servers import (
 )
 from temporalio.client import Client
 
-import worker as worker_module
-from activities.model import ModelActivities
-from activities.providers import close_providers, providers_from_env
 from conftest import RunningWorker, running_worker
+from onward import worker as worker_module
+from onward.activities.model import ModelActivities
+from onward.activities.providers import close_providers, providers_from_env
 from onward.contracts import AgentResult
 
 KEY = "test-key"

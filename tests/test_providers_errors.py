@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from activities.providers import (
+from onward.activities.providers import (
     AnthropicMessagesProvider,
     OpenAIChatProvider,
     ScriptedModel,
     close_providers,
     providers_from_env,
 )
-from activities.providers.errors import (
+from onward.activities.providers.errors import (
     AUTHENTICATION_ERROR,
     INVALID_REQUEST,
     MODEL_NOT_FOUND,
@@ -29,7 +29,7 @@ from activities.providers.errors import (
     redact,
     retry_delay,
 )
-from activities.providers.settings import ModelCallSettings, load_endpoints
+from onward.activities.providers.settings import ModelCallSettings, load_endpoints
 
 NOW = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 

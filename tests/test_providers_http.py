@@ -29,14 +29,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.model import ModelActivities
-from activities.providers import (
+from onward.activities.model import ModelActivities
+from onward.activities.providers import (
     ModelProvider,
     OpenAIChatProvider,
     close_providers,
     providers_from_env,
 )
-from activities.providers.errors import (
+from onward.activities.providers.errors import (
     API_KEY_MISSING,
     AUTHENTICATION_ERROR,
     BAD_PROVIDER_RESPONSE,
@@ -47,7 +47,7 @@ from activities.providers.errors import (
     PROVIDER_UNAVAILABLE,
     RATE_LIMITED,
 )
-from activities.providers.settings import ModelCallSettings
+from onward.activities.providers.settings import ModelCallSettings
 from onward.contracts import Message, ModelRequest, ModelResponse, ModelSettings, ToolSpec, Usage
 from onward.pricing import PricingTable
 

@@ -25,12 +25,12 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, TelemetryConfig
 
-from activities.telemetry import ActivityTelemetry
+from onward.activities.telemetry import ActivityTelemetry
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, AgentResult
 from onward.telemetry import configure_telemetry
-from worker import WorkerSettings, build_worker
-from workflows import AgentWorkflow
+from onward.worker import WorkerSettings, build_worker
+from onward.workflows import AgentWorkflow
 
 SCRIPT: list[dict[str, Any]] = [
     {

@@ -1,7 +1,7 @@
 """``onward steps``, ``onward trace`` and ``onward report`` against real runs.
 
 Runs go through in-process workers on the session's dev server; each command
-is a real ``python -m starter.cli`` subprocess, as a user would run it. The
+is a real ``python -m onward.starter.cli`` subprocess, as a user would run it. The
 step logs these commands print are checked against the runs' own results, also
 when no worker is left to answer a query (then they come from the history).
 """
@@ -19,7 +19,6 @@ import pytest
 from temporalio.client import Client, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
-from activities.providers.scripted import ScriptedModel
 from conftest import (
     Completed,
     RunningWorker,
@@ -28,11 +27,12 @@ from conftest import (
     run_onward,
     running_worker,
 )
+from onward.activities.providers.scripted import ScriptedModel
 from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage, StepRecord
-from starter.history import reconstruct
-from starter.report import aggregate, parse_since, percentile, report_query
-from starter.trace import Trace, TraceStep, TraceToolCall
-from workflows import AgentWorkflow
+from onward.starter.history import reconstruct
+from onward.starter.report import aggregate, parse_since, percentile, report_query
+from onward.starter.trace import Trace, TraceStep, TraceToolCall
+from onward.workflows import AgentWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 HISTORIES = Path(__file__).parent / "histories"

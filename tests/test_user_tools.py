@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
-from activities.tools import (
+from conftest import running_worker
+from examples import mytools
+from onward.activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
+from onward.activities.tools import (
     Tool,
     ToolContext,
     ToolLoadError,
@@ -28,9 +30,7 @@ from activities.tools import (
     register_tools,
     tool,
 )
-from activities.tools.signature import parse_docstring
-from conftest import running_worker
-from examples import mytools
+from onward.activities.tools.signature import parse_docstring
 from onward.contracts import ToolOutcome, ToolRequest
 from onward.errors import ToolError
 
@@ -318,7 +318,7 @@ def test_unresolvable_annotations_name_the_tool(module_dir: Path) -> None:
         """
         from __future__ import annotations
         from typing import TYPE_CHECKING
-        from activities.tools import tool
+        from onward.activities.tools import tool
         if TYPE_CHECKING:
             from decimal import Decimal
 
@@ -372,7 +372,7 @@ def test_tools_list_and_single_attribute(module_dir: Path) -> None:
     name = write_module(
         module_dir,
         """
-        from activities.tools import tool
+        from onward.activities.tools import tool
         from examples.mytools import get_weather
 
         @tool()
@@ -399,7 +399,7 @@ def test_clashes_are_clear(module_dir: Path) -> None:
     clash = write_module(
         module_dir,
         """
-        from activities.tools import tool
+        from onward.activities.tools import tool
 
         @tool()
         def calculator(expression: str) -> str:
@@ -417,7 +417,7 @@ def test_clashes_are_clear(module_dir: Path) -> None:
     again = write_module(
         module_dir,
         """
-        from activities.tools import tool
+        from onward.activities.tools import tool
 
         @tool()
         async def get_weather(city: str) -> str:
@@ -440,7 +440,7 @@ def test_entry_points_of_installed_packages(module_dir: Path) -> None:
     single = write_module(
         module_dir,
         """
-        from activities.tools import tool
+        from onward.activities.tools import tool
 
         @tool()
         def ping() -> str:

@@ -8,7 +8,7 @@ from conftest import RunningWorker, eventually
 from onward import search_attributes as sa
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
-from worker import ensure_search_attributes
+from onward.worker import ensure_search_attributes
 
 SCRIPT = [
     {

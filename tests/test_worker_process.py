@@ -18,7 +18,7 @@ from temporalio.client import Client
 from conftest import eventually, temporal_cli
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
-from workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow
 
 REPO = Path(__file__).resolve().parent.parent
 

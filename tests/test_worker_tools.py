@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from activities.tools import AllowList
-from worker import WorkerSettings, main, tool_registry
+from onward.activities.tools import AllowList
+from onward.worker import WorkerSettings, main, tool_registry
 
 
 def test_settings_read_tools_and_allow_list() -> None:

@@ -13,10 +13,10 @@ import pytest
 from pydantic import BaseModel
 from temporalio.testing import ActivityEnvironment
 
-from activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
-from activities.tools import BUILTIN_TOOLS, Tool, ToolContext, builtin_registry
-from activities.tools import workspace as workspace_module
-from activities.tools.workspace import (
+from onward.activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
+from onward.activities.tools import BUILTIN_TOOLS, Tool, ToolContext, builtin_registry
+from onward.activities.tools import workspace as workspace_module
+from onward.activities.tools.workspace import (
     LEDGER_DIR,
     ListFilesArgs,
     ReadFileArgs,

@@ -1,5 +1,5 @@
 """Deterministic workflow code only: no I/O, no clocks, no randomness but ``workflow.*``."""
 
-from workflows.agent import AgentWorkflow
+from onward.workflows.agent import AgentWorkflow
 
 __all__ = ["AgentWorkflow"]

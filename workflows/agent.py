@@ -23,10 +23,10 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from activities.model import ModelActivities
-    from activities.tool_calls import ToolActivities
     from onward import budget as budgets
     from onward import search_attributes as sa
+    from onward.activities.model import ModelActivities
+    from onward.activities.tool_calls import ToolActivities
     from onward.contracts import (
         AGENT_WORKFLOW,
         FINAL_STATES,
@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT, format_validation_error
     from onward.workflow_tools import WORKFLOW_TOOLS, WaitArgs
-    from workflows.progress import model_summary, progress_card, tool_summary
+    from onward.workflows.progress import model_summary, progress_card, tool_summary
 
 __all__ = ["AgentWorkflow"]
 

@@ -15,13 +15,13 @@ closes them on shutdown with :func:`close_providers`:
 * ``ollama``: Chat Completions at ``OLLAMA_BASE_URL`` (default
   ``http://localhost:11434/v1``; ``/v1`` is added when missing), no key.
 * Named endpoints from the ``ONWARD_ENDPOINTS`` file (see
-  :mod:`activities.providers.settings`), e.g. ``openrouter``; a name there
+  :mod:`onward.activities.providers.settings`), e.g. ``openrouter``; a name there
   replaces a built-in of the same name.
 
 ``openai`` and ``anthropic`` exist even without a key, so a run naming them
 fails at once with ``ApiKeyMissing`` ("OPENAI_API_KEY is not set on the
 worker") instead of "provider not configured". Error types are listed in
-:mod:`activities.providers.errors`.
+:mod:`onward.activities.providers.errors`.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from activities.providers.anthropic_messages import AnthropicMessagesProvider
-from activities.providers.base import ModelProvider
-from activities.providers.openai_chat import OpenAIChatProvider
-from activities.providers.scripted import ScriptedModel
-from activities.providers.settings import EndpointConfig, ModelCallSettings, load_endpoints
+from onward.activities.providers.anthropic_messages import AnthropicMessagesProvider
+from onward.activities.providers.base import ModelProvider
+from onward.activities.providers.openai_chat import OpenAIChatProvider
+from onward.activities.providers.scripted import ScriptedModel
+from onward.activities.providers.settings import EndpointConfig, ModelCallSettings, load_endpoints
 
 __all__ = [
     "ANTHROPIC_DEFAULT_BASE_URL",

@@ -35,15 +35,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from activities.providers.errors import ResponseShapeError
-from activities.providers.http_provider import (
+from onward.activities.providers.errors import ResponseShapeError
+from onward.activities.providers.http_provider import (
     HttpModelProvider,
     answered_model,
     finish_reason,
     read_usage,
     text_of,
 )
-from activities.providers.openai_chat import parse_arguments
+from onward.activities.providers.openai_chat import parse_arguments
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
 __all__ = [

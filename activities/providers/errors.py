@@ -32,7 +32,7 @@ Not retried (a person has to act):
 
 Any retried type becomes non-retryable on the last allowed attempt, with the
 message ``gave up after N attempts: <last error>`` (see
-:mod:`activities.model`).
+:mod:`onward.activities.model`).
 
 Messages never contain an API key: every text taken from a response is passed
 through :func:`redact` first.

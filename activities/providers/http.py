@@ -3,7 +3,7 @@
 The ``httpx.AsyncClient`` is created once per provider (on its first call)
 and closed by :meth:`ProviderHttp.aclose` when the worker shuts down. It never retries on
 its own (``retries=0``): Temporal owns retries, so every failure becomes one
-``ApplicationError`` here (see :mod:`activities.providers.errors`).
+``ApplicationError`` here (see :mod:`onward.activities.providers.errors`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import httpx
 from temporalio.exceptions import ApplicationError
 
-from activities.providers.errors import (
+from onward.activities.providers.errors import (
     BAD_PROVIDER_RESPONSE,
     INVALID_REQUEST,
     PROVIDER_CONNECTION_ERROR,
@@ -28,7 +28,7 @@ from activities.providers.errors import (
     redact,
     retry_delay,
 )
-from activities.providers.settings import ModelCallSettings
+from onward.activities.providers.settings import ModelCallSettings
 
 __all__ = ["ProviderHttp"]
 
@@ -102,7 +102,7 @@ class ProviderHttp:
 
         Raises:
             ApplicationError: for every failure, typed and marked retryable or
-                not as described in :mod:`activities.providers.errors`.
+                not as described in :mod:`onward.activities.providers.errors`.
         """
         no_answer = (
             f"no answer within {self._settings.timeout_s:g} s "

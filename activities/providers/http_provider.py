@@ -1,6 +1,6 @@
 """What the JSON-over-HTTP protocols share: the provider skeleton and an answer's common fields.
 
-:class:`HttpModelProvider` holds one :class:`~activities.providers.http.ProviderHttp`
+:class:`HttpModelProvider` holds one :class:`~onward.activities.providers.http.ProviderHttp`
 connection and makes every call the same way: fail at once when the key is
 missing, POST the protocol's request body, read the answer, and turn an
 answer of the wrong shape into a retryable error. A protocol subclass only
@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 
 import httpx
 
-from activities.providers.errors import ResponseShapeError, api_key_missing
-from activities.providers.http import ProviderHttp
-from activities.providers.settings import ModelCallSettings
+from onward.activities.providers.errors import ResponseShapeError, api_key_missing
+from onward.activities.providers.http import ProviderHttp
+from onward.activities.providers.settings import ModelCallSettings
 from onward.contracts import ModelRequest, ModelResponse, Usage
 
 __all__ = ["HttpModelProvider", "answered_model", "finish_reason", "read_usage", "text_of"]

@@ -31,15 +31,15 @@ from typing import Any, Literal
 
 import httpx
 
-from activities.providers.errors import ResponseShapeError
-from activities.providers.http_provider import (
+from onward.activities.providers.errors import ResponseShapeError
+from onward.activities.providers.http_provider import (
     HttpModelProvider,
     answered_model,
     finish_reason,
     read_usage,
     text_of,
 )
-from activities.providers.settings import ModelCallSettings
+from onward.activities.providers.settings import ModelCallSettings
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
 __all__ = [

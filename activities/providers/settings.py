@@ -1,7 +1,7 @@
 """Worker-side configuration of model calls: timeouts, retry limits, named endpoints.
 
 Everything is read from the worker's environment once, at startup (see
-:func:`activities.providers.providers_from_env`), never at import and never
+:func:`onward.activities.providers.providers_from_env`), never at import and never
 from workflow input, so keys and endpoints stay out of workflow history.
 
 Variables:

@@ -4,23 +4,23 @@ The built-ins are pure arithmetic, files confined to the worker's workspace and,
 when the worker passes its allow-list, ``http_fetch``; a worker offers them to
 every run that names no tools of its own. User tools are plain functions
 decorated with :func:`tool`, loaded from modules or entry points by
-:mod:`activities.tools.loading`.
+:mod:`onward.activities.tools.loading`.
 """
 
 from __future__ import annotations
 
-from activities.tools.calculator import calculator
-from activities.tools.http_fetch import make_http_fetch
-from activities.tools.loading import (
+from onward.activities.tools.calculator import calculator
+from onward.activities.tools.http_fetch import make_http_fetch
+from onward.activities.tools.loading import (
     ENTRY_POINT_GROUP,
     ToolLoadError,
     entry_point_tools,
     load_tools,
     register_tools,
 )
-from activities.tools.net_guard import AllowList
-from activities.tools.registry import Tool, ToolContext, ToolRegistry, tool
-from activities.tools.workspace import list_files, read_file, write_file
+from onward.activities.tools.net_guard import AllowList
+from onward.activities.tools.registry import Tool, ToolContext, ToolRegistry, tool
+from onward.activities.tools.workspace import list_files, read_file, write_file
 
 __all__ = [
     "BUILTIN_TOOLS",

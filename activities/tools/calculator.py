@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from activities.tools.registry import ToolContext, tool
+from onward.activities.tools.registry import ToolContext, tool
 from onward.errors import ToolError
 
 __all__ = [

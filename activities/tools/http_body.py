@@ -14,7 +14,7 @@ import zlib
 
 import httpx
 
-from activities.tools.html_text import html_to_text
+from onward.activities.tools.html_text import html_to_text
 from onward.errors import ToolError
 
 __all__ = ["body_text", "read_body"]

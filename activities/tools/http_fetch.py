@@ -28,8 +28,8 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, Field
 
-from activities.tools.http_body import body_text, read_body
-from activities.tools.net_guard import (
+from onward.activities.tools.http_body import body_text, read_body
+from onward.activities.tools.net_guard import (
     ALLOW_ENV,
     AllowList,
     IPAddress,
@@ -38,7 +38,7 @@ from activities.tools.net_guard import (
     resolve,
     unmap,
 )
-from activities.tools.registry import Tool, ToolContext, tool
+from onward.activities.tools.registry import Tool, ToolContext, tool
 from onward.errors import ToolError, ToolRetryableError
 
 __all__ = [

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from importlib import metadata
 from types import ModuleType
 
-from activities.tools.registry import Tool, ToolRegistry
+from onward.activities.tools.registry import Tool, ToolRegistry
 from onward.errors import OnwardError
 
 __all__ = [

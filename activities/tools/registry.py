@@ -10,8 +10,8 @@ from typing import Any, overload
 
 from pydantic import BaseModel
 
-from activities.tools.context import ToolContext, ToolFunction
-from activities.tools.signature import (
+from onward.activities.tools.context import ToolContext, ToolFunction
+from onward.activities.tools.signature import (
     adapt_function,
     is_async_callable,
     parse_docstring,

@@ -29,7 +29,7 @@ from typing import Annotated, Any, get_args, get_origin, get_type_hints
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 from pydantic.fields import FieldInfo
 
-from activities.tools.context import ToolContext, ToolFunction
+from onward.activities.tools.context import ToolContext, ToolFunction
 
 __all__ = ["Docstring", "adapt_function", "is_async_callable", "parse_docstring", "type_hints"]
 

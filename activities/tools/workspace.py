@@ -42,7 +42,7 @@ from pathlib import Path, PurePath
 
 from pydantic import BaseModel, Field
 
-from activities.tools.registry import ToolContext, tool
+from onward.activities.tools.registry import ToolContext, tool
 from onward.errors import ToolError, WorkspaceError
 
 if sys.platform != "win32":

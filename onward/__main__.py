@@ -1,0 +1,5 @@
+"""``python -m onward``: the same as the ``onward`` command."""
+
+from onward.starter.cli import main
+
+main()

@@ -1,0 +1,56 @@
+"""How a run's state is named, whoever reports it: the run itself, or Temporal.
+
+The workflow publishes its own state (the ``status`` query, the result, the
+``OnwardStatus`` search attribute). A run Temporal closed without the run's
+code (terminated, timed out, cancelled natively, failed before publishing)
+has only Temporal's status. :func:`run_state` is the one rule that reconciles
+the two, used by ``status``, ``list``, ``trace`` and the client alike.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from temporalio.client import WorkflowExecutionStatus
+
+from onward.contracts import FINAL_STATES, AgentState
+
+__all__ = ["closed_state", "run_state"]
+
+_NAMED: dict[str, AgentState] = {name: name for name in get_args(AgentState)}
+
+_CLOSED: dict[WorkflowExecutionStatus, AgentState] = {
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    # A run that continued as new goes on in its next run: it is not over.
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
+}
+
+
+def closed_state(status: WorkflowExecutionStatus) -> AgentState:
+    """Onward's name for how Temporal closed a run (``CANCELED`` -> ``cancelled``)."""
+    return _CLOSED.get(status, "failed")
+
+
+def run_state(status: WorkflowExecutionStatus | None, published: str | None) -> AgentState:
+    """A run's state from Temporal's execution status and the state the run published.
+
+    While Temporal runs it, the run's own word counts (``running`` until it has
+    published one). Once closed, a final state the run published wins (a
+    budget stop closes as Temporal ``COMPLETED``); otherwise Temporal closed it
+    and its status says how: a terminated run keeps the last state it
+    published, which is not how it ended.
+    """
+    own = _NAMED.get(published or "")
+    if status is None or status == WorkflowExecutionStatus.RUNNING:
+        return own or "running"
+    if own in FINAL_STATES and status in (
+        WorkflowExecutionStatus.COMPLETED,
+        WorkflowExecutionStatus.FAILED,
+        WorkflowExecutionStatus.CANCELED,
+    ):
+        return own
+    return closed_state(status)
