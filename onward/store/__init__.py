@@ -1,0 +1,104 @@
+"""The transcript store: a run's messages and step log, kept once, outside the event history.
+
+:class:`TranscriptStore` reads and writes contract models over a backend:
+:class:`~onward.store.local.LocalStore` (a directory under ``.onward/``, the
+embedded default) or :class:`~onward.store.postgres.PostgresStore`
+(``ONWARD_STORE=postgresql://...``, for workers on several machines).
+:func:`open_store` picks one from a URL. Writes are idempotent per position,
+so activity retries and worker kills never duplicate a message or a step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from onward.contracts import Message, StepRecord
+from onward.store.base import Kind, StoreBackend, StoreError, check_transcript_id
+from onward.store.local import LocalStore
+
+__all__ = [
+    "DEFAULT_STORE_DIR",
+    "LocalStore",
+    "StoreBackend",
+    "StoreError",
+    "TranscriptStore",
+    "check_transcript_id",
+    "local_root",
+    "open_store",
+    "store_url",
+]
+
+DEFAULT_STORE_DIR = ".onward/store"
+"""Where the embedded default keeps transcripts (relative to the worker's directory)."""
+
+
+def store_url(environ: Mapping[str, str]) -> str:
+    """``ONWARD_STORE``, or the embedded default directory."""
+    return environ.get("ONWARD_STORE") or DEFAULT_STORE_DIR
+
+
+async def open_store(url: str) -> TranscriptStore:
+    """The store at ``url``: ``postgresql://...`` (or ``postgres://``), ``file:///dir`` or a path.
+
+    Raises:
+        StoreError: PostgreSQL cannot be reached or its table cannot be created.
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        from onward.store.postgres import PostgresStore  # only workers that use it need psycopg
+
+        return TranscriptStore(await PostgresStore.open(url))
+    return TranscriptStore(LocalStore(local_root(url)))
+
+
+def local_root(url: str) -> Path:
+    """The directory a ``file://`` URL or a plain path names, made absolute."""
+    path = url.removeprefix("file://") if url.startswith("file://") else url
+    return Path(path).expanduser().absolute()
+
+
+def _dump(items: Sequence[BaseModel]) -> list[bytes]:
+    return [item.model_dump_json().encode() for item in items]
+
+
+class TranscriptStore:
+    """Messages (positions from 0) and step records (step N at position N - 1) of transcripts."""
+
+    def __init__(self, backend: StoreBackend) -> None:
+        self.backend = backend
+
+    async def write_messages(
+        self, transcript: str, start: int, messages: Sequence[Message]
+    ) -> None:
+        """Put ``messages`` at positions ``start``, ``start + 1``, ... of the transcript."""
+        await self.backend.write(transcript, "messages", start, _dump(messages))
+
+    async def messages(
+        self, transcript: str, start: int = 0, stop: int | None = None
+    ) -> list[Message]:
+        """The messages from ``start`` up to ``stop`` (None: all written so far)."""
+        return [
+            Message.model_validate_json(raw)
+            for raw in await self.backend.read(transcript, "messages", start, stop)
+        ]
+
+    async def write_steps(self, transcript: str, steps: Sequence[StepRecord]) -> None:
+        """Put each record at its step's position (replacing an earlier record of that step)."""
+        for step in steps:
+            await self.backend.write(transcript, "steps", step.step - 1, _dump([step]))
+
+    async def steps(
+        self, transcript: str, first: int = 1, last: int | None = None
+    ) -> list[StepRecord]:
+        """Step records ``first`` to ``last`` (inclusive; None: all written so far)."""
+        raw = await self.backend.read(transcript, "steps", first - 1, last)
+        return [StepRecord.model_validate_json(item) for item in raw]
+
+    async def count(self, transcript: str, kind: Kind) -> int:
+        """How many messages or steps the transcript holds."""
+        return await self.backend.length(transcript, kind)
+
+    async def close(self) -> None:
+        await self.backend.close()

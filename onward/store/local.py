@@ -1,0 +1,142 @@
+"""The embedded default store: one directory, nothing to set up.
+
+Each (transcript, kind) is an append-only file of ``<position>\\t<json>``
+lines under ``<root>/<transcript>/``; a later line for a position replaces an
+earlier one, so writing is one locked append and a retry's rewrite costs a
+line. A worker killed mid-append leaves at most a torn last line, which
+readers skip and the next append closes off.
+
+Readers keep what they have read of each file (up to :data:`CACHED_LOGS`
+files) and read only what was appended since, so a model call that reads its
+whole transcript costs the new lines, not the transcript again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from threading import Lock
+
+from onward.store.base import Kind, StoreError, check_transcript_id
+
+__all__ = ["CACHED_LOGS", "LocalStore"]
+
+CACHED_LOGS = 64
+"""Transcript files whose parsed contents a store keeps in memory between reads."""
+
+
+@dataclass
+class _Log:
+    """What has been read of one file: the byte offset reached and the documents by position."""
+
+    offset: int = 0
+    documents: dict[int, bytes] = field(default_factory=dict)
+
+
+def _parse(chunk: bytes, log: _Log) -> int:
+    """Take the complete lines of ``chunk`` into ``log``; return the bytes consumed."""
+    end = chunk.rfind(b"\n") + 1
+    for line in chunk[:end].splitlines():
+        position, tab, document = line.partition(b"\t")
+        if tab and position.isdigit() and document:
+            log.documents[int(position)] = document
+    return end
+
+
+def _contiguous(documents: dict[int, bytes], start: int, stop: int | None) -> list[bytes]:
+    found: list[bytes] = []
+    position = start
+    while (stop is None or position < stop) and position in documents:
+        found.append(documents[position])
+        position += 1
+    return found
+
+
+class LocalStore:
+    """A :class:`~onward.store.base.StoreBackend` in a local directory.
+
+    Safe for several worker processes on one machine (appends take an
+    exclusive ``flock``); for workers on several machines use PostgreSQL.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._logs: OrderedDict[Path, _Log] = OrderedDict()
+        self._lock = Lock()
+
+    def _path(self, transcript: str, kind: Kind) -> Path:
+        return self._root / check_transcript_id(transcript) / f"{kind}.log"
+
+    async def write(
+        self, transcript: str, kind: Kind, start: int, documents: Sequence[bytes]
+    ) -> None:
+        if start < 0:
+            raise ValueError(f"position must be >= 0, not {start}")
+        if not documents:
+            return
+        lines = b"".join(
+            b"%d\t%s\n" % (start + index, _one_line(document))
+            for index, document in enumerate(documents)
+        )
+        await asyncio.to_thread(self._append, self._path(transcript, kind), lines)
+
+    @staticmethod
+    def _append(path: Path, lines: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("ab+") as file:
+                fcntl.flock(file, fcntl.LOCK_EX)
+                try:
+                    size = file.seek(0, os.SEEK_END)
+                    if size:
+                        file.seek(size - 1)
+                        if file.read(1) != b"\n":
+                            lines = b"\n" + lines  # close off a line torn by a crash
+                    file.write(lines)
+                    file.flush()
+                finally:
+                    fcntl.flock(file, fcntl.LOCK_UN)
+        except OSError as err:
+            raise StoreError(f"cannot write {path}: {err.strerror}") from err
+
+    async def read(
+        self, transcript: str, kind: Kind, start: int = 0, stop: int | None = None
+    ) -> list[bytes]:
+        log = await asyncio.to_thread(self._refresh, self._path(transcript, kind))
+        return _contiguous(log.documents, start, stop)
+
+    async def length(self, transcript: str, kind: Kind) -> int:
+        log = await asyncio.to_thread(self._refresh, self._path(transcript, kind))
+        return len(_contiguous(log.documents, 0, None))
+
+    def _refresh(self, path: Path) -> _Log:
+        """The file's documents, reading only what was appended since the last read."""
+        with self._lock:
+            log = self._logs.pop(path, None) or _Log()
+            self._logs[path] = log
+            while len(self._logs) > CACHED_LOGS:
+                self._logs.popitem(last=False)
+            try:
+                with path.open("rb") as file:
+                    file.seek(log.offset)
+                    log.offset += _parse(file.read(), log)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise StoreError(f"cannot read {path}: {err.strerror}") from err
+            return log
+
+    async def close(self) -> None:
+        with self._lock:
+            self._logs.clear()
+
+
+def _one_line(document: bytes) -> bytes:
+    if b"\n" in document:
+        raise ValueError("a stored document must be one line of JSON")
+    return document

@@ -1,0 +1,153 @@
+"""The transcript store: the same tests on a local directory and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from postgres_server import postgres_url
+
+from onward.contracts import Message, StepRecord, ToolCall
+from onward.store import LocalStore, StoreError, TranscriptStore, open_store
+
+__all__ = ["postgres_url"]  # the fixture, imported for the tests below
+
+
+@pytest_asyncio.fixture(params=["local", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TranscriptStore]:
+    if request.param == "local":
+        opened = await open_store(str(tmp_path / "store"))
+    else:
+        opened = await open_store(request.getfixturevalue("postgres_url"))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def transcript() -> str:
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+def user(text: str) -> Message:
+    return Message(role="user", content=text)
+
+
+def step(number: int, text: str) -> StepRecord:
+    return StepRecord(step=number, text=text, started_at=datetime(2026, 12, 2, tzinfo=UTC))
+
+
+async def test_messages_round_trip_in_order(store: TranscriptStore) -> None:
+    tid = transcript()
+    call = ToolCall(id="call_1_1", name="calculator", arguments={"expression": "2+2"})
+    sent = [
+        Message(role="system", content="be brief"),
+        user("what is 2+2?"),
+        Message(role="assistant", content="let me compute", tool_calls=[call]),
+        Message(role="tool", content="4", tool_call_id="call_1_1", name="calculator"),
+    ]
+    await store.write_messages(tid, 0, sent[:2])
+    await store.write_messages(tid, 2, sent[2:])
+    assert await store.messages(tid) == sent
+    assert await store.messages(tid, 1, 3) == sent[1:3]
+    assert await store.count(tid, "messages") == 4
+
+
+async def test_a_retried_write_changes_nothing(store: TranscriptStore) -> None:
+    tid = transcript()
+    first = [user(f"message {n}") for n in range(3)]
+    await store.write_messages(tid, 0, first)
+    await store.write_messages(tid, 1, first[1:])  # an activity retry writes its part again
+    await store.write_messages(tid, 0, first)
+    assert await store.messages(tid) == first
+    assert await store.count(tid, "messages") == 3
+
+
+async def test_a_later_attempt_replaces_an_abandoned_one(store: TranscriptStore) -> None:
+    tid = transcript()
+    await store.write_messages(tid, 0, [user("prompt"), user("reply of attempt 1")])
+    await store.write_messages(tid, 1, [user("reply of attempt 2")])
+    assert [m.content for m in await store.messages(tid)] == ["prompt", "reply of attempt 2"]
+
+
+async def test_a_gap_ends_the_sequence(store: TranscriptStore) -> None:
+    tid = transcript()
+    await store.write_messages(tid, 0, [user("0"), user("1")])
+    await store.write_messages(tid, 3, [user("3")])  # position 2 not written yet
+    assert [m.content for m in await store.messages(tid)] == ["0", "1"]
+    assert await store.count(tid, "messages") == 2
+    await store.write_messages(tid, 2, [user("2")])
+    assert [m.content for m in await store.messages(tid)] == ["0", "1", "2", "3"]
+
+
+async def test_steps_by_number(store: TranscriptStore) -> None:
+    tid = transcript()
+    await store.write_steps(tid, [step(1, "first"), step(2, "second")])
+    await store.write_steps(tid, [step(2, "second, rewritten"), step(3, "third")])
+    assert [s.text for s in await store.steps(tid)] == ["first", "second, rewritten", "third"]
+    assert [s.step for s in await store.steps(tid, 2, 3)] == [2, 3]
+    assert await store.count(tid, "steps") == 3
+    assert await store.steps(transcript()) == []
+
+
+async def test_concurrent_writers_lose_nothing(store: TranscriptStore) -> None:
+    tid = transcript()
+    await asyncio.gather(
+        *(store.write_messages(tid, n, [user(f"m{n}")]) for n in range(40)),
+        *(store.write_steps(tid, [step(n, f"s{n}")]) for n in range(1, 21)),
+    )
+    assert [m.content for m in await store.messages(tid)] == [f"m{n}" for n in range(40)]
+    assert [s.text for s in await store.steps(tid)] == [f"s{n}" for n in range(1, 21)]
+
+
+async def test_transcripts_are_separate(store: TranscriptStore) -> None:
+    one, two = transcript(), transcript()
+    await store.write_messages(one, 0, [user("one")])
+    await store.write_messages(two, 0, [user("two")])
+    assert [m.content for m in await store.messages(one)] == ["one"]
+    assert [m.content for m in await store.messages(two)] == ["two"]
+
+
+@pytest.mark.parametrize("bad", ["", "../escape", "a/b", "a b", "x" * 300, ".hidden"])
+async def test_bad_transcript_ids_are_refused(store: TranscriptStore, bad: str) -> None:
+    with pytest.raises(ValueError, match="bad transcript id"):
+        await store.write_messages(bad, 0, [user("x")])
+
+
+async def test_local_store_survives_a_torn_line_and_sees_other_writers(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    writer, reader = TranscriptStore(LocalStore(root)), TranscriptStore(LocalStore(root))
+    tid = transcript()
+    await writer.write_messages(tid, 0, [user("before the crash")])
+    assert [m.content for m in await reader.messages(tid)] == ["before the crash"]
+    with (root / tid / "messages.log").open("ab") as file:
+        file.write(b'1\t{"role": "user", "cont')  # a worker killed mid-append
+    assert await reader.count(tid, "messages") == 1
+    await writer.write_messages(tid, 1, [user("after the crash")])
+    # The reader read up to the torn line before; it still sees the new message.
+    assert [m.content for m in await reader.messages(tid)] == [
+        "before the crash",
+        "after the crash",
+    ]
+
+
+async def test_open_store_by_url(tmp_path: Path) -> None:
+    by_path = await open_store(str(tmp_path / "a"))
+    by_url = await open_store(f"file://{tmp_path / 'a'}")
+    tid = transcript()
+    await by_path.write_messages(tid, 0, [user("hello")])
+    assert [m.content for m in await by_url.messages(tid)] == ["hello"]
+
+
+async def test_unreachable_postgresql_is_a_store_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens once the socket closes
+    with pytest.raises(StoreError, match="cannot use the PostgreSQL store"):
+        await open_store(f"postgresql://onward@127.0.0.1:{port}/postgres?connect_timeout=2")
