@@ -1,0 +1,70 @@
+"""``onward codec-server``: Temporal's remote codec protocol, so the Web UI can read encrypted runs.
+
+With ``ONWARD_ENCRYPTION_KEYS`` set, payloads in Temporal are ciphertext (see
+:mod:`onward.encryption`). The Web UI decodes them by POSTing them to a codec
+server: set its address in the UI (Settings, "Codec Server", or the
+``TEMPORAL_CODEC_ENDPOINT`` of the UI server). The server answers
+``POST /decode`` and ``POST /encode`` with Temporal's JSON form of payloads
+(``{"payloads": [{"metadata": {...}, "data": "<base64>"}]}``) and allows the
+UI's origin by CORS, nothing else. Whoever can reach it can decrypt: bind it
+to loopback (the default) or put it behind your own authentication.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from temporalio.api.common.v1 import Payload, Payloads
+
+from onward.encryption import EncryptionCodec, EncryptionError
+
+__all__ = ["DEFAULT_UI_ORIGINS", "MAX_BODY_BYTES", "codec_app"]
+
+DEFAULT_UI_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
+"""The embedded dev server's Web UI; pass the origins of your own UI."""
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""Larger requests are refused (the UI sends a run's payloads a few at a time)."""
+
+
+def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS) -> FastAPI:
+    """The codec server's ASGI app (serve it with uvicorn)."""
+    app = FastAPI(title="Onward codec server", docs_url=None, redoc_url=None)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(ui_origins),
+        allow_methods=["POST", "OPTIONS"],
+        allow_headers=["content-type", "x-namespace", "authorization"],
+        allow_credentials=True,
+    )
+
+    async def payloads_of(request: Request) -> Payloads:
+        body = await request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise HTTPException(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        try:
+            return ParseDict(json.loads(body or b"{}"), Payloads())
+        except (ParseError, ValueError) as err:
+            raise HTTPException(400, f'expected {{"payloads": [...]}}: {err}') from None
+
+    def answer(payloads: Sequence[Payload]) -> JSONResponse:
+        return JSONResponse(MessageToDict(Payloads(payloads=payloads)))
+
+    @app.post("/decode")
+    async def decode(request: Request) -> JSONResponse:
+        payloads = await payloads_of(request)
+        try:
+            return answer(await codec.decode(list(payloads.payloads)))
+        except EncryptionError as err:
+            raise HTTPException(422, str(err)) from None
+
+    @app.post("/encode")
+    async def encode(request: Request) -> JSONResponse:
+        payloads = await payloads_of(request)
+        return answer(await codec.encode(list(payloads.payloads)))
+
+    return app

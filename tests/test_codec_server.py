@@ -1,0 +1,83 @@
+"""The codec server over real HTTP: what the Web UI sends, what it gets back."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import httpx
+from google.protobuf.json_format import MessageToDict
+from temporalio.api.common.v1 import Payload, Payloads
+
+from onward.encryption import EncryptionCodec, parse_keys
+from onward.starter.codec_server import codec_app
+
+UI = "http://localhost:8233"
+
+
+def codec() -> EncryptionCodec:
+    return EncryptionCodec(parse_keys(f"k:{base64.b64encode(os.urandom(32)).decode()}"))
+
+
+def client(app_codec: EncryptionCodec) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=codec_app(app_codec))
+    return httpx.AsyncClient(transport=transport, base_url="http://codec")
+
+
+async def test_the_ui_decodes_what_workers_encrypted() -> None:
+    shared = codec()
+    original = Payload(metadata={"encoding": b"json/plain"}, data=b'{"prompt": "secret"}')
+    sealed = await shared.encode([original])
+    async with client(shared) as http:
+        response = await http.post(
+            "/decode",
+            json=MessageToDict(Payloads(payloads=sealed)),
+            headers={"Origin": UI, "X-Namespace": "default"},
+        )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == UI
+    decoded = response.json()["payloads"][0]
+    assert base64.b64decode(decoded["data"]) == b'{"prompt": "secret"}'
+    assert base64.b64decode(decoded["metadata"]["encoding"]) == b"json/plain"
+
+
+async def test_encode_then_decode_round_trips() -> None:
+    shared = codec()
+    body = MessageToDict(
+        Payloads(payloads=[Payload(metadata={"encoding": b"json/plain"}, data=b"1")])
+    )
+    async with client(shared) as http:
+        sealed = (await http.post("/encode", json=body)).json()
+        assert (
+            base64.b64decode(sealed["payloads"][0]["metadata"]["encoding"]) == b"binary/encrypted"
+        )
+        opened = (await http.post("/decode", json=sealed)).json()
+    assert opened == body
+
+
+async def test_cors_preflight_allows_only_the_ui() -> None:
+    async with client(codec()) as http:
+        allowed = await http.options(
+            "/decode",
+            headers={
+                "Origin": UI,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
+        )
+        refused = await http.options(
+            "/decode",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == UI
+    assert "access-control-allow-origin" not in refused.headers
+
+
+async def test_bad_bodies_and_foreign_keys_get_clear_errors() -> None:
+    async with client(codec()) as http:
+        bad = await http.post("/decode", content=b"not json")
+        sealed = await codec().encode([Payload(data=b"x")])  # another key
+        foreign = await http.post("/decode", json=MessageToDict(Payloads(payloads=sealed)))
+    assert bad.status_code == 400 and "payloads" in bad.json()["detail"]
+    assert foreign.status_code == 422 and "integrity check" in foreign.json()["detail"]
