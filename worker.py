@@ -183,6 +183,7 @@ def build_worker(
             model.call_model,
             tools.describe_worker,
             tools.execute_tool,
+            tools.execute_local_tool,
         ],
         **options,
     )

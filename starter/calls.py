@@ -282,6 +282,10 @@ class CallPairing:
         if not isinstance(data, dict):
             return None
         activity_type = str(data.get("activity_type", ""))
+        if activity_type not in self._result_types and "execute_tool" in self._result_types:
+            # A local tool call is typed by its summary, ``calculator(2+2)``, so the
+            # Web UI's timeline reads it (workflows/agent.py): it is an execute_tool call.
+            activity_type = "execute_tool"
         seq = str(data.get("seq", data.get("activity_id", "")))
         call = self._by_local_seq.get(seq)
         if call is None:

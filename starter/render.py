@@ -20,6 +20,7 @@ from onward.contracts import (
     ToolCall,
     ToolCallRecord,
 )
+from onward.markdown import code_span, escape_markdown
 from onward.starter.inputs import BUDGET_FLAGS
 from onward.workflows.progress import tool_summary, usage_line
 
@@ -182,22 +183,25 @@ def describe_budget(budget: Budget) -> str:
 
 
 def static_summary(agent: AgentInput) -> str:
-    """The one-line summary the Web UI shows for a run: its prompt, shortened."""
-    return shorten(agent.prompt, SUMMARY_CHARS)
+    """The one-line summary the Web UI shows for a run: its prompt, shortened.
+
+    The UI renders it as markdown, so the prompt is escaped to read as typed.
+    """
+    return escape_markdown(shorten(agent.prompt, SUMMARY_CHARS))
 
 
 def static_details(agent: AgentInput) -> str:
-    """Markdown the Web UI shows with a run: model, tools and budget."""
+    """Markdown the Web UI shows with a run: model, tools and budget (user text escaped)."""
     tools = ", ".join(agent.tools) if agent.tools is not None else "all built-ins"
     lines = [
-        f"**model** `{agent.model}`",
-        f"**tools** {tools or 'none'}",
-        f"**budget** {describe_budget(agent.budget)}",
+        f"**model** {code_span(agent.model)}",
+        f"**tools** {escape_markdown(tools or 'none')}",
+        f"**budget** {escape_markdown(describe_budget(agent.budget))}",
     ]
     if agent.script is not None:
         lines.append(f"**script** {len(agent.script)} turn(s)")
     if agent.system:
-        lines.append(f"**system** {shorten(agent.system, 200)}")
-    quoted = "\n".join(f"> {line}" for line in agent.prompt.splitlines())
+        lines.append(f"**system** {escape_markdown(shorten(agent.system, 200))}")
+    quoted = "\n".join(f"> {escape_markdown(line)}" for line in agent.prompt.splitlines())
     lines.append(f"**prompt**\n\n{quoted}")
     return "\n\n".join(lines)

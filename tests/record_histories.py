@@ -160,6 +160,11 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         native_cancel_while_waiting,
     ),
+    # Local tool calls typed by their summary, so the Web UI's timeline reads them.
+    "local_tool_type": (
+        {"prompt": "a local tool call", "script": [calc("6*7"), {"text": "42"}]},
+        nothing,
+    ),
 }
 
 

@@ -31,14 +31,21 @@ async def test_activities_have_readable_summaries(worker: RunningWorker) -> None
     handle = await worker.start({"prompt": "p", "script": SCRIPT})
     await handle.result()
     summaries = []
+    local_types = []
     async for event in handle.fetch_history_events():
         if event.HasField("user_metadata") and event.user_metadata.HasField("summary"):
             summary = event.user_metadata.summary
             summaries.append(DATA_CONVERTER.payload_converter.from_payload(summary, str))
+        if event.marker_recorded_event_attributes.details.get("data"):
+            data = event.marker_recorded_event_attributes.details["data"].payloads[0]
+            marker = DATA_CONVERTER.payload_converter.from_payload(data, dict)
+            local_types.append(marker["activity_type"])
     assert "calculator(2+2)" in summaries  # a local activity: the summary is on its marker
     assert "scripted · step 1" in summaries
     assert "scripted · step 3" in summaries
     assert "write_file(path=a.txt, content=4)" in summaries
+    # The Web UI labels a local activity by its type alone: it is the call's summary.
+    assert local_types == ["describe_worker", "calculator(2+2)"]
 
 
 async def test_current_details_follow_the_run(worker: RunningWorker) -> None:

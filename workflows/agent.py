@@ -137,6 +137,18 @@ def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
     return response.model_copy(update={"tool_calls": calls})
 
 
+def _local_tool_type(call: ToolCall) -> str:
+    """The activity type of a local tool call: its summary, e.g. ``calculator(2+2)``.
+
+    The Web UI's timeline labels a local activity by its type only (the summary
+    on its marker is not shown), so ``execute_tool`` for every local call read as
+    nothing. The worker's dynamic activity (``execute_local_tool``) runs them.
+    """
+    if workflow.patched("local-tool-type-is-its-summary"):
+        return tool_summary(call)
+    return "execute_tool"
+
+
 def _clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
@@ -521,9 +533,10 @@ class AgentWorkflow:
             initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts
         )
         if spec.local:
-            return workflow.start_local_activity_method(
-                ToolActivities.execute_tool,
+            return workflow.start_local_activity(
+                _local_tool_type(call),
                 request,
+                result_type=ToolOutcome,
                 start_to_close_timeout=timeout,
                 retry_policy=retry,
                 summary=tool_summary(call),

@@ -9,8 +9,9 @@ import json
 from typing import Any
 
 from onward.contracts import AgentStatus, Budget, RunUsage, ToolCall
+from onward.markdown import code_span, escape_markdown
 
-__all__ = ["model_summary", "progress_card", "tool_summary"]
+__all__ = ["model_summary", "progress_card", "tool_summary", "usage_line"]
 
 _SUMMARY_CHARS = 80
 
@@ -57,16 +58,22 @@ def usage_line(usage: RunUsage, budget: Budget) -> str:
 
 
 def progress_card(status: AgentStatus) -> str:
-    """The markdown card shown as the run's current details in the Web UI."""
-    lines = [f"**{status.state}** · step {status.step} · `{status.model}`"]
-    lines.append(usage_line(status.usage, status.budget))
+    """The markdown card shown as the run's current details in the Web UI.
+
+    Every piece of text is escaped (see :mod:`onward.markdown`): the UI reads
+    ``$`` as maths, and reasons and step texts come from models and users.
+    """
+    state = escape_markdown(status.state)
+    lines = [f"**{state}** · step {status.step} · {code_span(str(status.model))}"]
+    lines.append(escape_markdown(usage_line(status.usage, status.budget)))
     if status.reason:
-        lines.append(f"reason: {_shorten(status.reason, 200)}")
+        lines.append(f"reason: {escape_markdown(_shorten(status.reason, 200))}")
     last = status.last_step
     if last is not None:
         if last.tool_calls:
             names = ", ".join(call.name for call in last.tool_calls)
-            lines.append(f"last: {names} — {_shorten(last.text, 120) or '(no reason given)'}")
+            why = _shorten(last.text, 120) or "(no reason given)"
+            lines.append(f"last: {escape_markdown(names)} — {escape_markdown(why)}")
         else:
-            lines.append(f"last: answer — {_shorten(last.text, 120)}")
+            lines.append(f"last: answer — {escape_markdown(_shorten(last.text, 120))}")
     return "\n\n".join(lines)
