@@ -9,7 +9,7 @@ set -eu
 ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
 NAMESPACE="${TEMPORAL_NAMESPACE:-default}"
 RETENTION="${NAMESPACE_RETENTION:-72h}"
-ATTEMPTS=60
+ATTEMPTS="${READY_ATTEMPTS:-60}"  # two seconds apart
 
 retry() {
     what="$1"
