@@ -16,7 +16,7 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
-from onward.starter.render import money
+from onward.starter.render import money, table
 
 __all__ = ["RunRow", "list_runs", "run_query", "run_table"]
 
@@ -148,8 +148,4 @@ def run_table(rows: list[RunRow]) -> list[str]:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *cells]
-    ]
+    return table(header, cells)

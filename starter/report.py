@@ -22,7 +22,7 @@ from temporalio.client import Client, WorkflowExecution
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW
-from onward.starter.render import money, table
+from onward.starter.render import cost_text, table
 from onward.starter.trace import Trace, read_history, trace_of
 
 __all__ = [
@@ -156,6 +156,8 @@ class Report(BaseModel):
     by_status: dict[str, int]
     total_tokens: int
     cost_usd: float
+    cost_known: bool = True
+    """False when a call of some run had no price: ``cost_usd`` is then a lower bound."""
     models: list[ModelStats]
     tools: list[CallStats]
 
@@ -247,6 +249,8 @@ def aggregate(
         by_status=dict(Counter(trace.status for trace in traces).most_common()),
         total_tokens=sum(trace.usage.total_tokens for trace in traces),
         cost_usd=round(sum(trace.usage.cost_usd for trace in traces), 8),
+        cost_known=all(trace.usage.cost_known for trace in traces)
+        and not any(m.unpriced for m in models.values()),
         models=[models[name].model_stats(name) for name in sorted(models)],
         tools=[tools[name].stats(name) for name in sorted(tools)],
     )
@@ -283,13 +287,18 @@ def report_lines(report: Report) -> list[str]:
     statuses = ", ".join(f"{state} {count}" for state, count in report.by_status.items())
     if statuses:
         head += f" · {statuses}"
-    head += f" · {report.total_tokens} tokens · {money(report.cost_usd)}"
+    head += f" · {report.total_tokens} tokens · {cost_text(report.cost_usd, report.cost_known)}"
     lines = [head]
     if not report.runs:
         return lines
     common = ("CALLS", "ERRORS", "RETRIED", "P50", "P95")
     model_rows = [
-        [*_common(m), str(m.input_tokens), str(m.output_tokens), money(m.cost_usd)]
+        [
+            *_common(m),
+            str(m.input_tokens),
+            str(m.output_tokens),
+            cost_text(m.cost_usd, m.unpriced_calls == 0),
+        ]
         for m in report.models
     ]
     lines += ["", *table(("MODEL", *common, "TOKENS IN", "TOKENS OUT", "COST"), model_rows)]
