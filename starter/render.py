@@ -87,8 +87,12 @@ def waiting_line(task_queue: str) -> str:
 
 
 def retry_line(retry: CallRetry) -> str:
-    """``-- retrying call_model: cannot reach http://..., attempt 3 of 8``."""
-    of = f" of {retry.max_attempts}" if retry.max_attempts else ""
+    """``-- retrying call_model: cannot reach http://..., attempt 3 of at most 20``.
+
+    "At most": Temporal's limit is a ceiling; a worker may give up sooner
+    (``ONWARD_MODEL_MAX_ATTEMPTS``).
+    """
+    of = f" of at most {retry.max_attempts}" if retry.max_attempts else ""
     failure = f"{shorten(retry.last_failure, 160)}, " if retry.last_failure else ""
     return f"-- retrying {retry.activity}: {failure}attempt {retry.attempt}{of}"
 

@@ -505,8 +505,11 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
 
         # Commands follow the server `onward dev` started from this ONWARD_HOME, with no
         # TEMPORAL_ADDRESS: a run started without one is on this server.
-        assert "TEMPORAL_ADDRESS" not in os.environ
-        home_only = {"ONWARD_HOME": str(tmp_path / "home"), "ONWARD_TASK_QUEUE": "unused"}
+        home_only = {
+            "ONWARD_HOME": str(tmp_path / "home"),
+            "ONWARD_TASK_QUEUE": "unused",
+            "TEMPORAL_ADDRESS": "",  # empty is unset for envconfig
+        }
         workflow_id = f"cli-dev-{uuid.uuid4().hex[:8]}"
         started = await run_onward("start", "hello", "--id", workflow_id, env=home_only)
         assert started.code == 0, started.stderr
@@ -520,6 +523,10 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
         )
         assert other.code == 1
         assert f"ONWARD_HOME={tmp_path / 'home'}" in other.stdout
+        reused = await run_onward("dev", *ports, env={"ONWARD_HOME": str(tmp_path / "other")})
+        assert reused.code == 0, reused.stderr
+        assert f"already running at 127.0.0.1:{port}" in reused.stdout
+        assert f"started by onward dev with ONWARD_HOME={tmp_path / 'home'}" in reused.stdout
     finally:
         stopped = await onward("dev", "stop")
     assert stopped.code == 0, stopped.stderr

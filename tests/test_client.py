@@ -138,6 +138,11 @@ async def test_typed_errors(api: OnwardClient, client: Client) -> None:
 async def test_pause_and_resume_report_the_state_before(api: OnwardClient) -> None:
     workflow_id = await api.start({"prompt": "slow", "script": slow(40)}, id=run_id())
     try:
+
+        async def stepped() -> bool:
+            return bool(await api.steps(workflow_id))
+
+        await eventually(stepped)
         assert await api.resume(workflow_id) == "running"  # not paused: nothing to resume
         await api.pause(workflow_id)
 
