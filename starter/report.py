@@ -22,6 +22,7 @@ from temporalio.client import Client, WorkflowExecution
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW
+from onward.starter.listing import quoted
 from onward.starter.render import cost_text, table
 from onward.starter.trace import Trace, read_history, trace_of
 
@@ -64,17 +65,12 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.astimezone()
 
 
-def _quoted(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
 def report_query(since: datetime, tenant: str | None = None) -> str:
     """The visibility query: agent runs started since ``since``, of ``tenant`` if given."""
     start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    clauses = [f"WorkflowType = {_quoted(AGENT_WORKFLOW)}", f"StartTime >= {_quoted(start)}"]
+    clauses = [f"WorkflowType = {quoted(AGENT_WORKFLOW)}", f"StartTime >= {quoted(start)}"]
     if tenant:
-        clauses.append(f"{sa.TENANT.name} = {_quoted(tenant)}")
+        clauses.append(f"{sa.TENANT.name} = {quoted(tenant)}")
     return " AND ".join(clauses)
 
 
