@@ -291,8 +291,9 @@ def _worker_command(args: argparse.Namespace, extra: list[str]) -> int:
     forwarded = list(extra)
     if args.task_queue:
         forwarded = ["--task-queue", args.task_queue, *forwarded]
-    if args.address:
-        os.environ["TEMPORAL_ADDRESS"] = args.address
+    address = _address(args)  # the worker follows `onward dev --port` like every command
+    if address:
+        os.environ["TEMPORAL_ADDRESS"] = address
     if args.namespace:
         os.environ["TEMPORAL_NAMESPACE"] = args.namespace
     try:
@@ -353,7 +354,8 @@ def _dev_command(args: argparse.Namespace) -> int:
         say(f"Web UI: {running.server.ui_url}")
         if running.pid and running.server.port != devserver.DEFAULT_PORT:
             say(
-                f"onward commands run with this ONWARD_HOME ({server.home}) use it; "
+                f"onward commands (and onward worker) run with this ONWARD_HOME "
+                f"({server.home}) use it; "
                 f"elsewhere: export TEMPORAL_ADDRESS={running.server.address}"
             )
         say("stop it with: onward dev stop")

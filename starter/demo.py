@@ -184,7 +184,7 @@ async def _run_example(server: DevServer, task_queue: str, workflow_id: str) -> 
         "--script examples/demo_script.json"
     )
     if server.port != DEFAULT_PORT:
-        say(f"(commands here follow this server; elsewhere: TEMPORAL_ADDRESS={server.address})")
+        say(f"(run here they use this server; elsewhere set TEMPORAL_ADDRESS={server.address})")
     say("The dev server keeps running. To stop it:")
     say("  make stop")
     return exit_code_for(outcome.result.status)

@@ -515,7 +515,16 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
         assert started.code == 0, started.stderr
         there = await OnwardClient.connect(f"127.0.0.1:{port}")
         assert (await there.info(workflow_id)).running
-        await there.cancel(workflow_id)
+        # `onward worker` follows it too, and finishes the run.
+        worker = await spawn_onward(
+            "worker", env={**home_only, "ONWARD_WORKSPACE": str(tmp_path / "ws")}
+        )
+        try:
+            result = await asyncio.wait_for(there.result(workflow_id), 60)
+            assert result.status == "completed"
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.communicate(), 30)
 
         # Another ONWARD_HOME is told whose server answers on that port.
         other = await run_onward(
