@@ -1,10 +1,12 @@
 """The ``onward`` command: the argument parser, dispatch, and a clean exit.
 
 Exit codes: 0 completed (or the command did what it was asked), 1 the run
-failed or was cancelled or the workflow refused a request, 2 bad usage or
-input, Temporal unreachable, or no run with that id, 3 the run's budget ran
-out, 130 interrupted. Expected problems are one ``onward: ...`` line on
-stderr, never a traceback.
+failed or was cancelled, refused a request or has ended, or no worker polls
+for a command that needs one, 2 bad usage or input, Temporal unreachable, or
+no run with that id, 3 the run's budget ran out, 130 interrupted. Expected
+problems are one ``onward: ...`` line on stderr (and, with ``--json``, one
+JSON error document on stdout), never a traceback. The commands themselves
+are in :mod:`onward.starter.commands`, over :class:`onward.client.OnwardClient`.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ REPORT_LIMIT = 1000
 EPILOG = """\
 exit codes:
   0    the run completed, or the command did what it was asked
-  1    the run failed or was cancelled, or the run refused the request
+  1    the run failed or was cancelled, the run refused the request or has
+       ended, or no worker polls its task queue (extend)
   2    bad usage or input, Temporal unreachable, or no run with that id
   3    the run's budget ran out
   130  interrupted (a run being followed goes on)

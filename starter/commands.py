@@ -139,7 +139,12 @@ async def status(client: OnwardClient, args: argparse.Namespace) -> int:
     if source == "history":
         info = await client.info(args.id)
         if info.running:
-            note(f"onward: {waiting_line(info.task_queue)}; status read from the event history")
+            why = (
+                "no worker answered in time"
+                if await client.has_worker(info.task_queue)
+                else waiting_line(info.task_queue)
+            )
+            note(f"onward: {why}; status read from the event history")
     if args.json:
         emit_json(answer.model_dump(mode="json"))
     else:
