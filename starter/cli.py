@@ -391,7 +391,12 @@ def run_cli(argv: Sequence[str]) -> int:
         if extra and args.command != "worker":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit:
-        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+        code = exit.code if isinstance(exit.code, int) else EXIT_USAGE
+        if code != EXIT_OK and "--json" in argv and "worker" not in argv:
+            # argparse has said what is wrong on stderr; --json still gets its one document.
+            message = "bad usage; see the message on stderr and onward --help"
+            emit_json({"error": {"type": "UsageError", "message": message, "exit_code": code}})
+        return code
     try:
         if args.command is None:
             parser.print_help()

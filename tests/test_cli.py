@@ -433,6 +433,13 @@ async def test_unknown_tool_fails_the_run_with_its_message(onward: Onward) -> No
     assert "unknown tool(s) 'no_such_tool'" in done.stdout
 
 
+async def test_bad_usage_with_json_prints_an_error_document(onward: Onward) -> None:
+    done = await onward("status", "--json")  # no ID
+    assert done.code == 2
+    assert done.json()["error"]["type"] == "UsageError"
+    assert "the following arguments are required: ID" in done.stderr
+
+
 async def test_unknown_id_exits_2(onward: Onward) -> None:
     commands = [("status",), ("result",), ("pause",), ("steps",), ("steer", "hi")]
     done = await asyncio.gather(*(onward(name, "no-such-run", *rest) for name, *rest in commands))
