@@ -4,7 +4,8 @@ The public protocol lives in :mod:`onward.contracts`; pure run bookkeeping
 (budgets, pricing, the conversation) lives beside it so that workflows,
 activities and clients share one definition of each. Installed, Onward is this
 one import name: ``onward.workflows`` (deterministic code), ``onward.activities``
-(all I/O), ``onward.worker`` (wiring) and ``onward.starter`` (the CLI).
+(all I/O), ``onward.worker`` (wiring), ``onward.client`` (the Python API:
+``OnwardClient``) and ``onward.starter`` (the CLI, an adapter over the client).
 
 The names below are imported lazily: the Temporal workflow sandbox imports this
 package before a workflow module, and an eager import here would give the
@@ -17,6 +18,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from onward.client import OnwardClient
     from onward.contracts import (
         AGENT_WORKFLOW,
         DEFAULT_TASK_QUEUE,
@@ -24,6 +26,18 @@ if TYPE_CHECKING:
         AgentResult,
         AgentStatus,
         Budget,
+    )
+    from onward.errors import (
+        ConnectionFailed,
+        InvalidInput,
+        NoWorker,
+        OnwardError,
+        RequestRejected,
+        RunAlreadyExists,
+        RunEnded,
+        RunNotFound,
+        TemporalError,
+        UnexpectedResponse,
     )
 
 __all__ = [
@@ -33,6 +47,17 @@ __all__ = [
     "AgentResult",
     "AgentStatus",
     "Budget",
+    "ConnectionFailed",
+    "InvalidInput",
+    "NoWorker",
+    "OnwardClient",
+    "OnwardError",
+    "RequestRejected",
+    "RunAlreadyExists",
+    "RunEnded",
+    "RunNotFound",
+    "TemporalError",
+    "UnexpectedResponse",
 ]
 
 _LAZY: dict[str, str] = {
@@ -42,6 +67,17 @@ _LAZY: dict[str, str] = {
     "AgentResult": "onward.contracts",
     "AgentStatus": "onward.contracts",
     "Budget": "onward.contracts",
+    "ConnectionFailed": "onward.errors",
+    "InvalidInput": "onward.errors",
+    "NoWorker": "onward.errors",
+    "OnwardClient": "onward.client",
+    "OnwardError": "onward.errors",
+    "RequestRejected": "onward.errors",
+    "RunAlreadyExists": "onward.errors",
+    "RunEnded": "onward.errors",
+    "RunNotFound": "onward.errors",
+    "TemporalError": "onward.errors",
+    "UnexpectedResponse": "onward.errors",
 }
 
 

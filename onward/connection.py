@@ -19,10 +19,13 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
 from onward.contracts import DEFAULT_TASK_QUEUE
+from onward.errors import ConnectionFailed
 
 __all__ = [
     "DATA_CONVERTER",
+    "DEFAULT_ADDRESS",
     "ConnectionFailed",
+    "configured_address",
     "connect",
     "connect_config",
     "connect_with_retry",
@@ -32,17 +35,25 @@ __all__ = [
 DATA_CONVERTER: DataConverter = pydantic_data_converter
 """The one converter of the worker, every client and the replayer."""
 
+DEFAULT_ADDRESS = "localhost:7233"
+"""Where clients and the worker look for Temporal when nothing says otherwise."""
+
 log = logging.getLogger("onward")
-
-
-class ConnectionFailed(Exception):
-    """Temporal could not be reached; the message says where we looked."""
 
 
 def task_queue(environ: Mapping[str, str] | None = None) -> str:
     """``ONWARD_TASK_QUEUE``, or ``onward``."""
     env = os.environ if environ is None else environ
     return env.get("ONWARD_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+
+
+def configured_address(environ: Mapping[str, str] | None = None) -> str | None:
+    """The address ``TEMPORAL_ADDRESS`` or the envconfig profile names; None if neither does."""
+    config = ClientConfig.load_client_connect_config(
+        override_env_vars=dict(os.environ if environ is None else environ)
+    )
+    address = config.get("target_host")
+    return str(address) if address else None
 
 
 def connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -52,7 +63,7 @@ def connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             override_env_vars=dict(os.environ if environ is None else environ)
         )
     )
-    config.setdefault("target_host", "localhost:7233")
+    config.setdefault("target_host", DEFAULT_ADDRESS)
     config["data_converter"] = DATA_CONVERTER
     return config
 
@@ -63,8 +74,9 @@ async def connect(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     try:
         return await Client.connect(**config)
     except RuntimeError as err:
-        where = f"{config['target_host']} (namespace {config.get('namespace', 'default')})"
-        raise ConnectionFailed(f"cannot reach Temporal at {where}: {err}") from err
+        address = str(config["target_host"])
+        where = f"{address} (namespace {config.get('namespace', 'default')})"
+        raise ConnectionFailed(f"cannot reach Temporal at {where}: {err}", address) from err
 
 
 async def connect_with_retry(

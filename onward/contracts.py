@@ -27,6 +27,7 @@ __all__ = [
     "AgentStatus",
     "Budget",
     "BudgetExtension",
+    "CallRetry",
     "CancelRequest",
     "Message",
     "ModelPrice",
@@ -364,6 +365,15 @@ class RunUsage(BaseModel):
     duration_s: float = 0.0
 
 
+class CallRetry(BaseModel):
+    """A model or tool call that failed and is being retried (read from Temporal, not the run)."""
+
+    activity: str = Field(description="the activity type: call_model, or the tool's activity")
+    attempt: int = Field(description="the attempt now running or waiting (2 = first retry)")
+    max_attempts: int | None = Field(default=None, description="None: no limit")
+    last_failure: str | None = None
+
+
 class AgentStatus(BaseModel):
     """Answer of the ``status`` query."""
 
@@ -374,6 +384,9 @@ class AgentStatus(BaseModel):
     last_step: StepRecord | None = None
     reason: str | None = None
     model: str | None = None
+    retrying: CallRetry | None = Field(
+        default=None, description="clients fill it in: a call being retried right now"
+    )
 
 
 class AgentResult(BaseModel):

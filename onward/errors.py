@@ -1,5 +1,22 @@
 """The errors a user of Onward may see, in one small hierarchy.
 
+Every error Onward raises on purpose is an :class:`OnwardError`::
+
+    OnwardError
+    ├── ConnectionFailed      Temporal cannot be reached (or the settings are bad)
+    ├── RunNotFound           no run with that id
+    ├── RunAlreadyExists      a run with that id is already running
+    ├── RunEnded              the run has ended: it takes no more signals or updates
+    ├── InvalidInput          input rejected client-side, before anything started
+    ├── RequestRejected       the run refused an update (e.g. ``extend_budget``)
+    ├── NoWorker              no worker polls the run's task queue, or none answered
+    ├── UnexpectedResponse    Temporal or a worker answered with something unexpected
+    ├── TemporalError         any other error Temporal reported
+    ├── CliError              (``onward.starter.errors``) a problem of the ``onward`` command
+    └── ToolError             a tool failed; the model is told (worker side)
+        └── WorkspaceError
+    └── ToolRetryableError    a tool failed transiently (worker side)
+
 Workflow failures surface to clients as Temporal ``ApplicationError``s whose
 ``type`` is one of the names below, so clients can tell them apart without
 importing this module.
@@ -7,14 +24,25 @@ importing this module.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 __all__ = [
     "INVALID_INPUT",
     "PROVIDER_NOT_CONFIGURED",
+    "ConnectionFailed",
+    "InvalidInput",
+    "NoWorker",
     "OnwardError",
+    "RequestRejected",
+    "RunAlreadyExists",
+    "RunEnded",
+    "RunNotFound",
+    "TemporalError",
     "ToolError",
     "ToolRetryableError",
+    "UnexpectedResponse",
     "WorkspaceError",
     "format_validation_error",
 ]
@@ -28,6 +56,108 @@ PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
 
 class OnwardError(Exception):
     """Base of every error Onward raises on purpose."""
+
+
+class ConnectionFailed(OnwardError):
+    """Temporal could not be reached; the message says where we looked.
+
+    Attributes:
+        address: the ``host:port`` tried, when known.
+    """
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class RunNotFound(OnwardError):
+    """No run has this id (in this namespace).
+
+    Attributes:
+        run_id: the id asked for.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run with id {run_id}")
+        self.run_id = run_id
+
+
+class RunAlreadyExists(OnwardError):
+    """A run with this id is already running; ids of running runs are unique.
+
+    Attributes:
+        run_id: the id asked for.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"a run with id {run_id} is already running")
+        self.run_id = run_id
+
+
+class RunEnded(OnwardError):
+    """The run has ended, so it takes no signal or update any more.
+
+    Attributes:
+        run_id: the run's id.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} has already ended")
+        self.run_id = run_id
+
+
+class InvalidInput(OnwardError):
+    """Input rejected before anything started.
+
+    Attributes:
+        problems: pydantic's error list (``loc``, ``msg``, ``input`` ...), one per problem.
+    """
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    @classmethod
+    def from_validation(cls, err: ValidationError, what: str = "invalid input") -> InvalidInput:
+        """One line per problem, each naming the field."""
+        details = err.errors(include_url=False)
+        lines = []
+        for item in details:
+            where = ".".join(str(part) for part in item["loc"]) or "input"
+            lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+        return cls(f"{what}: " + "; ".join(lines), [dict(item) for item in details])
+
+
+class RequestRejected(OnwardError):
+    """The run refused a request (its update validator said no); the message says why."""
+
+
+class NoWorker(OnwardError):
+    """No worker polls the run's task queue, or none answered in time.
+
+    Attributes:
+        task_queue: the task queue with no worker, when known.
+    """
+
+    def __init__(self, message: str, task_queue: str | None = None) -> None:
+        super().__init__(message)
+        self.task_queue = task_queue
+
+
+class UnexpectedResponse(OnwardError):
+    """Temporal or a worker answered with something of an unexpected shape."""
+
+
+class TemporalError(OnwardError):
+    """Another error reported by Temporal.
+
+    Attributes:
+        status: the gRPC status name (``INVALID_ARGUMENT``, ``PERMISSION_DENIED`` ...).
+    """
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ToolError(OnwardError):

@@ -1,9 +1,10 @@
 """The ``onward`` command line: thin clients of the agent workflow, and dev tooling.
 
-Each module is one concept: ``cli`` (parser, dispatch, exit), ``commands``
-(one coroutine per client command), ``follow`` (watching a run live),
-``render`` (human output), ``inputs`` (flags to contract models),
-``remote`` (connecting, and Temporal errors as user messages), ``listing``
+The commands are a thin adapter over :class:`onward.client.OnwardClient`.
+Each module is one concept: ``cli`` (parser, dispatch, exit codes),
+``commands`` (flags -> client -> output, one coroutine per command), ``follow``
+(a run's status and live events), ``render`` (human output), ``inputs`` (flags
+to contract models), ``errors`` (exit codes), ``listing``
 (the visibility list), ``calls`` and ``history`` (the step log rebuilt from
 the event history), ``trace`` (step log plus attempts), ``timeline`` (trace
 output), ``report`` (per model and per tool figures), ``devserver`` (the

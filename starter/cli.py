@@ -1,10 +1,12 @@
 """The ``onward`` command: the argument parser, dispatch, and a clean exit.
 
 Exit codes: 0 completed (or the command did what it was asked), 1 the run
-failed or was cancelled or the workflow refused a request, 2 bad usage or
-input, Temporal unreachable, or no run with that id, 3 the run's budget ran
-out, 130 interrupted. Expected problems are one ``onward: ...`` line on
-stderr, never a traceback.
+failed or was cancelled, refused a request or has ended, or no worker polls
+for a command that needs one, 2 bad usage or input, Temporal unreachable, or
+no run with that id, 3 the run's budget ran out, 130 interrupted. Expected
+problems are one ``onward: ...`` line on stderr (and, with ``--json``, one
+JSON error document on stdout), never a traceback. The commands themselves
+are in :mod:`onward.starter.commands`, over :class:`onward.client.OnwardClient`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, get_args
+from typing import Any, NoReturn, get_args
 
 from onward.contracts import DEFAULT_TASK_QUEUE, AgentState
+from onward.errors import OnwardError
 from onward.starter import devserver
 from onward.starter.devserver import DevServer, state_dir
-from onward.starter.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from onward.starter.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    exit_code_of,
+)
 from onward.starter.output import emit_json, say
 
 # Client commands import the Temporal client and the workflow definition when
@@ -42,7 +52,8 @@ REPORT_LIMIT = 1000
 EPILOG = """\
 exit codes:
   0    the run completed, or the command did what it was asked
-  1    the run failed or was cancelled, or the run refused the request
+  1    the run failed or was cancelled, the run refused the request or has
+       ended, or no worker polls its task queue (extend)
   2    bad usage or input, Temporal unreachable, or no run with that id
   3    the run's budget ran out
   130  interrupted (a run being followed goes on)
@@ -207,40 +218,71 @@ def build_parser() -> argparse.ArgumentParser:
 # -- dispatch -------------------------------------------------------------------
 
 
-def _client_command(args: argparse.Namespace) -> int:
-    from temporalio.service import RPCError
+def _address(args: argparse.Namespace) -> str | None:
+    """``--address``; else envconfig's (``TEMPORAL_ADDRESS``, the profile); else the dev
+    server ``onward dev`` started from this ``ONWARD_HOME``; else None (envconfig's default)."""
+    from onward.connection import configured_address
 
+    if args.address:
+        return str(args.address)
+    with contextlib.suppress(ValueError):  # a bad profile file: connecting will say so
+        if configured_address() is not None:
+            return None
+    server = devserver.recorded_running(state_dir())
+    return server.address if server is not None else None
+
+
+async def _connect(args: argparse.Namespace, address: str | None, interceptors: Any) -> Any:
+    from onward.client import OnwardClient
+    from onward.connection import DEFAULT_ADDRESS, configured_address
+    from onward.errors import ConnectionFailed
+
+    try:
+        return await OnwardClient.connect(
+            address,
+            args.namespace,
+            args.task_queue or _task_queue(),
+            interceptors=interceptors,
+        )
+    except ConnectionFailed as err:
+        if isinstance(err.__cause__, ValueError):
+            raise
+        where = address or err.address or configured_address() or DEFAULT_ADDRESS
+        raise CliError(f"cannot reach Temporal at {where}; start it with 'onward dev'") from err
+
+
+def _task_queue() -> str:
     from onward.connection import task_queue
+
+    return task_queue()
+
+
+def _client_command(args: argparse.Namespace) -> int:
     from onward.starter import commands
-    from onward.starter.remote import Session, from_rpc_error
     from onward.telemetry import configure_telemetry
 
     name = "list_" if args.command == "list" else args.command
     command = getattr(commands, name)
     telemetry = configure_telemetry(os.environ, service_name="onward-cli", set_global=False)
-    session = Session(
-        task_queue=args.task_queue or task_queue(),
-        address=args.address,
-        namespace=args.namespace,
-        interceptors=telemetry.interceptors,
-    )
+    address = _address(args)
 
-    async def guarded() -> int:
-        try:
-            result: int = await command(session, args)
-        except RPCError as err:
-            raise from_rpc_error(err, getattr(args, "id", None), session.where()) from err
+    async def connected() -> int:
+        client = await _connect(args, address, telemetry.interceptors)
+        result: int = await command(client, args)
         return result
 
     try:
-        return asyncio.run(guarded())
+        return asyncio.run(connected())
     except KeyboardInterrupt:
-        if session.following:
+        following = commands.Following.run_id
+        if following:
             print(
-                f"\nonward: stopped following {session.following}; the run goes on. "
-                f"Follow it again with: onward watch {session.following}",
+                f"\nonward: stopped following {following}; the run goes on. "
+                f"Follow it again with: onward watch {following}",
                 file=sys.stderr,
             )
+        else:
+            print("\nonward: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         telemetry.shutdown()  # flush spans before main() ends with os._exit
@@ -252,8 +294,9 @@ def _worker_command(args: argparse.Namespace, extra: list[str]) -> int:
     forwarded = list(extra)
     if args.task_queue:
         forwarded = ["--task-queue", args.task_queue, *forwarded]
-    if args.address:
-        os.environ["TEMPORAL_ADDRESS"] = args.address
+    address = _address(args)  # the worker follows `onward dev --port` like every command
+    if address:
+        os.environ["TEMPORAL_ADDRESS"] = address
     if args.namespace:
         os.environ["TEMPORAL_NAMESPACE"] = args.namespace
     try:
@@ -273,22 +316,26 @@ def _dev_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.action == "status":
         found = devserver.find_running(server)
+        ours = found if found is not None and found.pid is not None else None
+        other = found.server.address if found is not None and ours is None else None
         if args.json:
             emit_json(
                 {
-                    "running": found is not None,
-                    "pid": found.pid if found else None,
-                    "address": found.server.address if found else None,
-                    "ui_url": found.server.ui_url if found else None,
+                    "running": ours is not None,
+                    "pid": ours.pid if ours else None,
+                    "address": ours.server.address if ours else None,
+                    "ui_url": ours.server.ui_url if ours else None,
+                    "other_server": other,
                 }
             )
-        elif found is None:
-            say(f"no dev server running (state in {server.home})")
+        elif ours is None:
+            say(f"no dev server of onward running (state in {server.home})")
+            if other is not None:
+                say(f"a Temporal server answers at {other}: {devserver.owner_of(server.port)}")
         else:
-            owner = f"pid {found.pid}" if found.pid else "not started by onward"
-            say(f"dev server running at {found.server.address} ({owner})")
-            say(f"Web UI: {found.server.ui_url}")
-        return EXIT_OK if found else EXIT_FAILED
+            say(f"dev server running at {ours.server.address} (pid {ours.pid})")
+            say(f"Web UI: {ours.server.ui_url}")
+        return EXIT_OK if ours else EXIT_FAILED
     if args.foreground:
         say(f"Temporal dev server at {server.address}, Web UI {server.ui_url}")
         return devserver.run_foreground(server)
@@ -305,9 +352,15 @@ def _dev_command(args: argparse.Namespace) -> int:
         )
     else:
         how = "started" if running.started_now else "already running"
-        owner = f", pid {running.pid}" if running.pid else ""
+        owner = f", pid {running.pid}" if running.pid else f" ({devserver.owner_of(server.port)})"
         say(f"Temporal dev server {how} at {running.server.address}{owner}")
         say(f"Web UI: {running.server.ui_url}")
+        if running.pid and running.server.port != devserver.DEFAULT_PORT:
+            say(
+                f"onward commands (and onward worker) run with this ONWARD_HOME "
+                f"({server.home}) use it; "
+                f"elsewhere: export TEMPORAL_ADDRESS={running.server.address}"
+            )
         say("stop it with: onward dev stop")
     return EXIT_OK
 
@@ -320,6 +373,16 @@ def _demo_command(args: argparse.Namespace) -> int:
     return run_demo(server, args.task_queue or task_queue())
 
 
+def _report_error(err: OnwardError, json: bool) -> int:
+    """``onward: <message>`` on stderr; with ``--json`` also one JSON error document on stdout."""
+    code = exit_code_of(err)
+    message = str(err)
+    if json:
+        emit_json({"error": {"type": type(err).__name__, "message": message, "exit_code": code}})
+    print(f"onward: {message}", file=sys.stderr)
+    return code
+
+
 def run_cli(argv: Sequence[str]) -> int:
     """Run one ``onward`` command and return its exit code (no exit, no traceback)."""
     parser = build_parser()
@@ -328,7 +391,12 @@ def run_cli(argv: Sequence[str]) -> int:
         if extra and args.command != "worker":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit:
-        return exit.code if isinstance(exit.code, int) else EXIT_USAGE
+        code = exit.code if isinstance(exit.code, int) else EXIT_USAGE
+        if code != EXIT_OK and "--json" in argv and "worker" not in argv:
+            # argparse has said what is wrong on stderr; --json still gets its one document.
+            message = "bad usage; see the message on stderr and onward --help"
+            emit_json({"error": {"type": "UsageError", "message": message, "exit_code": code}})
+        return code
     try:
         if args.command is None:
             parser.print_help()
@@ -340,9 +408,8 @@ def run_cli(argv: Sequence[str]) -> int:
         if args.command == "demo":
             return _demo_command(args)
         return _client_command(args)
-    except CliError as err:
-        print(f"onward: {err.message}", file=sys.stderr)
-        return err.exit_code
+    except OnwardError as err:
+        return _report_error(err, bool(getattr(args, "json", False)))
     except KeyboardInterrupt:
         print("\nonward: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -1,44 +1,49 @@
-"""The client commands: one coroutine each, returning the exit code.
+"""The client commands: parse flags -> call :class:`~onward.client.OnwardClient` -> render.
 
-Each takes the :class:`~onward.starter.remote.Session` and the parsed flags, talks to
-the run through a typed handle (signals, queries and the update are named by
-their ``AgentWorkflow`` methods), and prints either human lines or, with
-``--json``, exactly one JSON document.
+One coroutine per command, returning the exit code. This is the only layer
+that sees ``argparse.Namespace`` or prints: human lines on stdout, remarks on
+stderr, or with ``--json`` exactly one JSON document.
 """
 
 from __future__ import annotations
 
 import argparse
-import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from temporalio.client import WorkflowExecutionStatus, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
-
-from onward.contracts import AgentInput, CancelRequest, SteerRequest
-from onward.starter.errors import EXIT_FAILED, EXIT_OK, CliError
-from onward.starter.follow import QUERY_TIMEOUT, Outcome, final_result, follow, status_of
+from onward.client import OnwardClient
+from onward.contracts import AgentState
+from onward.starter.errors import EXIT_OK, CliError, exit_code_for
+from onward.starter.follow import (
+    Ended,
+    FollowEvent,
+    Outcome,
+    Retrying,
+    StateChanged,
+    StepFinished,
+    WaitingForWorker,
+)
 from onward.starter.inputs import agent_input, budget_extension
-from onward.starter.listing import list_runs, run_table
+from onward.starter.listing import run_table
 from onward.starter.output import emit_json, note, say
-from onward.starter.remote import AgentHandle, Session
 from onward.starter.render import (
     describe_budget,
     result_lines,
-    static_details,
-    static_summary,
+    retry_line,
+    state_change,
     status_lines,
     step_lines,
+    waiting_line,
 )
-from onward.starter.report import aggregate, collect_traces, parse_since, report_lines
+from onward.starter.report import parse_since, report_lines
 from onward.starter.timeline import trace_lines
-from onward.starter.trace import STEPS_QUERY_TIMEOUT, load_step_log, load_trace
-from onward.workflows import AgentWorkflow
+from onward.starter.trace import STEPS_QUERY_TIMEOUT
 
 __all__ = [
+    "Following",
     "cancel",
     "extend",
+    "follow_run",
     "list_",
     "pause",
     "report",
@@ -46,36 +51,46 @@ __all__ = [
     "resume",
     "run",
     "start",
-    "start_run",
     "status",
     "steer",
     "steps",
     "trace",
     "watch",
-    "watch_run",
 ]
 
-
-def new_workflow_id(prefix: str = "agent") -> str:
-    """A fresh run id, short enough to type: ``agent-1f3a9c0b2d4e``."""
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+Emit = Callable[[str], None]
 
 
-async def start_run(session: Session, agent: AgentInput, workflow_id: str | None) -> AgentHandle:
-    """Start a run on the session's task queue, titled and described for the Web UI."""
-    client = await session.client()
-    workflow_id = workflow_id or new_workflow_id()
-    try:
-        return await client.start_workflow(
-            AgentWorkflow.run,
-            agent,
-            id=workflow_id,
-            task_queue=session.task_queue,
-            static_summary=static_summary(agent),
-            static_details=static_details(agent),
-        )
-    except WorkflowAlreadyStartedError as err:
-        raise CliError(f"a run with id {workflow_id} is already running") from err
+class Following:
+    """The id of the run being followed, so Ctrl-C can say how to pick it up again."""
+
+    run_id: str | None = None
+
+
+def render_event(event: FollowEvent, run_id: str, emit: Emit, notice: Emit) -> None:
+    """One event of a followed run, for people (steps on ``emit``, remarks on ``notice``)."""
+    if isinstance(event, StepFinished):
+        for line in step_lines(event.record):
+            emit(line)
+    elif isinstance(event, StateChanged):
+        change = state_change(run_id, event.state, event.reason)
+        if change:
+            notice(change)
+    elif isinstance(event, WaitingForWorker):
+        notice(waiting_line(event.task_queue))
+    elif isinstance(event, Retrying):
+        notice(retry_line(event.retry))
+
+
+async def follow_run(client: OnwardClient, run_id: str, emit: Emit, notice: Emit) -> Outcome:
+    """Follow a run live until it ends; return how it ended."""
+    Following.run_id = run_id
+    async for event in client.follow(run_id):
+        if isinstance(event, Ended):
+            Following.run_id = None
+            return event.outcome
+        render_event(event, run_id, emit, notice)
+    raise AssertionError("follow ends with Ended")  # pragma: no cover
 
 
 def print_outcome(outcome: Outcome) -> None:
@@ -85,63 +100,51 @@ def print_outcome(outcome: Outcome) -> None:
         say(line)
 
 
-async def watch_run(session: Session, handle: AgentHandle, task_queue: str) -> Outcome:
-    """Follow a run (on ``task_queue``) live until it ends, then print its result."""
-    session.following = handle.id
-    outcome = await follow(handle, say, task_queue=task_queue)
-    session.following = None
-    print_outcome(outcome)
-    return outcome
+async def _follow_to_end(client: OnwardClient, run_id: str, json: bool) -> int:
+    if json:
+        # Only the result on stdout; waits, pauses and retries noted on stderr.
+        outcome = await follow_run(client, run_id, lambda _line: None, note)
+        emit_json(outcome.result.model_dump(mode="json"))
+    else:
+        outcome = await follow_run(client, run_id, say, say)
+        print_outcome(outcome)
+    return exit_code_for(outcome.result.status)
 
 
-async def _follow_quietly(session: Session, handle: AgentHandle, task_queue: str) -> int:
-    """``--json`` following: only the result on stdout; pauses and waits noted on stderr."""
-    session.following = handle.id
-    outcome = await follow(handle, lambda _line: None, notice=note, task_queue=task_queue)
-    session.following = None
-    emit_json(outcome.result.model_dump(mode="json"))
-    return outcome.exit_code
-
-
-async def run(session: Session, args: argparse.Namespace) -> int:
+async def run(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward run``: start a run and follow it to its end."""
     agent = agent_input(args)
-    handle = await start_run(session, agent, args.id)
-    if args.json:
-        return await _follow_quietly(session, handle, session.task_queue)
-    say(f"run {handle.id} · model {agent.model} · task queue {session.task_queue}")
-    return (await watch_run(session, handle, session.task_queue)).exit_code
+    run_id = await client.start(agent, args.id)
+    if not args.json:
+        say(f"run {run_id} · model {agent.model} · task queue {client.task_queue}")
+    return await _follow_to_end(client, run_id, args.json)
 
 
-async def start(session: Session, args: argparse.Namespace) -> int:
+async def start(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward start``: start a run and print its id."""
-    handle = await start_run(session, agent_input(args), args.id)
+    run_id = await client.start(agent_input(args), args.id)
     if args.json:
-        emit_json({"workflow_id": handle.id, "run_id": handle.result_run_id})
+        info = await client.info(run_id)
+        emit_json({"workflow_id": run_id, "run_id": info.temporal_run_id})
     else:
-        say(handle.id)
+        say(run_id)
+    if not await client.has_worker():
+        note(waiting_line(client.task_queue))
     return EXIT_OK
 
 
-def _check_unanswered(err: RPCError, workflow_id: str) -> None:
-    """A query that timed out means no worker is there to answer it: say so."""
-    if err.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
-        raise CliError(
-            f"no worker answered the query about {workflow_id} within "
-            f"{QUERY_TIMEOUT.total_seconds():g} s; is one running on its task queue? "
-            "start one with: onward worker",
-            EXIT_FAILED,
-        ) from err
-
-
-async def status(session: Session, args: argparse.Namespace) -> int:
-    """``onward status ID``: state, usage against budget and the last step."""
-    handle = await session.handle(args.id)
-    try:
-        answer = await status_of(handle)
-    except RPCError as err:
-        _check_unanswered(err, args.id)
-        raise
+async def status(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward status ID``: state, usage against budget and the last step (exit 0 in any state)."""
+    answer, source = await client.status_and_source(args.id)
+    if source == "history":
+        info = await client.info(args.id)
+        if info.running:
+            why = (
+                "no worker answered in time"
+                if await client.has_worker(info.task_queue)
+                else waiting_line(info.task_queue)
+            )
+            note(f"onward: {why}; status read from the event history")
     if args.json:
         emit_json(answer.model_dump(mode="json"))
     else:
@@ -150,28 +153,28 @@ async def status(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def steps(session: Session, args: argparse.Namespace) -> int:
+async def steps(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward steps ID``: the step log so far, from a worker or else from the history."""
-    records, _source, unanswered = await load_step_log(await session.handle(args.id))
-    if unanswered:
+    log = await client.step_log(args.id)
+    if log.unanswered:
         note(
             f"onward: no worker answered within {STEPS_QUERY_TIMEOUT.total_seconds():g} s; "
             "steps read from the event history"
         )
     if args.json:
-        emit_json([record.model_dump(mode="json") for record in records])
-    elif not records:
+        emit_json([record.model_dump(mode="json") for record in log.records])
+    elif not log.records:
         say("(no finished steps yet)")
     else:
-        for record in records:
+        for record in log.records:
             for line in step_lines(record):
                 say(line)
     return EXIT_OK
 
 
-async def trace(session: Session, args: argparse.Namespace) -> int:
+async def trace(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward trace ID``: every model and tool call with attempts, timings, tokens and cost."""
-    timeline = await load_trace(await session.handle(args.id))
+    timeline = await client.trace(args.id)
     if args.json:
         emit_json(timeline.model_dump(mode="json"))
     else:
@@ -180,85 +183,82 @@ async def trace(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def watch(session: Session, args: argparse.Namespace) -> int:
+async def watch(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward watch ID``: follow a run like ``run`` does, until it ends."""
-    handle = await session.handle(args.id)
-    description = await handle.describe()  # an unknown id fails here, before any output
-    if description.status not in (None, WorkflowExecutionStatus.RUNNING):
-        # Already over: its result's steps, with no query replaying the run.
-        outcome = await final_result(handle)
-        if args.json:
-            emit_json(outcome.result.model_dump(mode="json"))
-            return outcome.exit_code
-        say(f"run {handle.id} has already ended")
-        for record in outcome.result.steps:
-            for line in step_lines(record):
-                say(line)
-        print_outcome(outcome)
-        return outcome.exit_code
-    if args.json:
-        return await _follow_quietly(session, handle, description.task_queue)
-    say(f"watching {handle.id} · task queue {description.task_queue}")
-    return (await watch_run(session, handle, description.task_queue)).exit_code
+    info = await client.info(args.id)  # an unknown id fails here, before any output
+    if not args.json:
+        if info.running:
+            say(f"watching {args.id} · task queue {info.task_queue}")
+        else:
+            say(f"run {args.id} has already ended")
+    return await _follow_to_end(client, args.id, args.json)
 
 
-async def result(session: Session, args: argparse.Namespace) -> int:
+async def result(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward result ID``: wait for the run to end and print its result."""
-    outcome = await final_result(await session.handle(args.id))
+    info = await client.info(args.id)
+    if info.running and not await client.has_worker(info.task_queue):
+        note(f"onward: {waiting_line(info.task_queue)}; waiting for the run to end")
+    outcome = await client.outcome(args.id)
     if args.json:
         emit_json(outcome.result.model_dump(mode="json"))
     else:
         for line in result_lines(outcome.result):
             say(line)
-    return outcome.exit_code
+    return exit_code_for(outcome.result.status)
 
 
-def _signal_sent(args: argparse.Namespace, name: str, effect: str) -> int:
+async def _signal_sent(
+    client: OnwardClient, args: argparse.Namespace, name: str, effect: str
+) -> int:
     if args.json:
         emit_json({"workflow_id": args.id, "signal": name})
     else:
         say(f"{name}: sent to {args.id}; {effect}")
+    info = await client.info(args.id)
+    if not await client.has_worker(info.task_queue):
+        note(f"onward: {waiting_line(info.task_queue)}; it takes effect once one runs")
     return EXIT_OK
 
 
-async def pause(session: Session, args: argparse.Namespace) -> int:
+async def pause(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward pause ID``: no new calls start until ``resume``."""
-    await (await session.handle(args.id)).signal(AgentWorkflow.pause)
-    return _signal_sent(args, "pause", "it pauses before its next model or tool call")
+    await client.pause(args.id)
+    return await _signal_sent(client, args, "pause", "it pauses before its next model or tool call")
 
 
-async def resume(session: Session, args: argparse.Namespace) -> int:
+_PAUSED: tuple[AgentState, ...] = ("paused", "budget_paused")
+
+
+async def resume(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward resume ID``: undo ``pause``."""
-    await (await session.handle(args.id)).signal(AgentWorkflow.resume)
-    return _signal_sent(args, "resume", "it goes on")
+    before = await client.resume(args.id)
+    if before is None:
+        effect = "it goes on if it was paused"
+    elif before in _PAUSED:
+        effect = "it goes on"
+    else:
+        effect = f"it was not paused ({before}), so nothing changes"
+    return await _signal_sent(client, args, "resume", effect)
 
 
-async def cancel(session: Session, args: argparse.Namespace) -> int:
+async def cancel(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward cancel ID``: end the run as cancelled, keeping what it did."""
-    request = CancelRequest(reason=args.reason)
-    await (await session.handle(args.id)).signal(AgentWorkflow.cancel, request)
-    return _signal_sent(args, "cancel", f"see what it did with: onward result {args.id}")
+    await client.cancel(args.id, args.reason)
+    return await _signal_sent(
+        client, args, "cancel", f"see what it did with: onward result {args.id}"
+    )
 
 
-async def steer(session: Session, args: argparse.Namespace) -> int:
+async def steer(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward steer ID MESSAGE``: a user message for the next model call."""
-    if not args.message.strip():
-        raise CliError("steer: the message must not be blank")
-    request = SteerRequest(message=args.message)
-    await (await session.handle(args.id)).signal(AgentWorkflow.steer, request)
-    return _signal_sent(args, "steer", "the model reads it on its next call")
+    await client.steer(args.id, args.message)
+    return await _signal_sent(client, args, "steer", "the model reads it on its next call")
 
 
-async def extend(session: Session, args: argparse.Namespace) -> int:
+async def extend(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward extend ID``: raise budget limits; the run's validator may refuse."""
-    extension = budget_extension(args)
-    handle = await session.handle(args.id)
-    try:
-        budget = await handle.execute_update(AgentWorkflow.extend_budget, extension)
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or err)
-        raise CliError(message, EXIT_FAILED) from err
+    budget = await client.extend_budget(args.id, budget_extension(args))
     if args.json:
         emit_json(budget.model_dump(mode="json"))
     else:
@@ -266,26 +266,9 @@ async def extend(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _visibility_error(err: RPCError) -> CliError | None:
-    """The message for a visibility query naming search attributes the server lacks."""
-    if err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in err.message:
-        return CliError(
-            f"{err.message}; this server has no Onward search attributes yet: "
-            "a worker registers them when it starts (onward worker)"
-        )
-    return None
-
-
-async def list_(session: Session, args: argparse.Namespace) -> int:
+async def list_(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward list``: recent agent runs, newest first."""
-    client = await session.client()
-    try:
-        rows = await list_runs(client, status=args.status, model=args.model, limit=args.limit)
-    except RPCError as err:
-        friendly = _visibility_error(err)
-        if friendly is None:
-            raise
-        raise friendly from err
+    rows = await client.list(status=args.status, model=args.model, limit=args.limit)
     if args.json:
         emit_json([row.as_json() for row in rows])
     elif not rows:
@@ -296,22 +279,14 @@ async def list_(session: Session, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def report(session: Session, args: argparse.Namespace) -> int:
+async def report(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward report``: per model and per tool figures over the runs of a time window."""
     until = datetime.now(UTC)
     try:
         since = parse_since(args.since, until)
     except ValueError as err:
         raise CliError(f"--since: {err}") from err
-    client = await session.client()
-    try:
-        traces = await collect_traces(client, since, args.tenant, args.limit)
-    except RPCError as err:
-        friendly = _visibility_error(err)
-        if friendly is None:
-            raise
-        raise friendly from err
-    summary = aggregate(traces, since, until, args.tenant)
+    summary = await client.report(since, until=until, tenant=args.tenant, limit=args.limit)
     if args.json:
         emit_json(summary.model_dump(mode="json"))
     else:

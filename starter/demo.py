@@ -17,19 +17,23 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.service import RPCError
-
-from onward.contracts import AgentInput, CancelRequest
-from onward.starter.commands import start_run, watch_run
-from onward.starter.devserver import DevServer, Running, ensure_running, stop
-from onward.starter.errors import EXIT_INTERRUPTED, CliError
+from onward.client import OnwardClient
+from onward.contracts import AgentInput
+from onward.starter.commands import follow_run, print_outcome
+from onward.starter.devserver import (
+    DEFAULT_PORT,
+    DevServer,
+    Running,
+    ensure_running,
+    owner_of,
+    stop,
+)
+from onward.starter.errors import EXIT_INTERRUPTED, CliError, exit_code_for
 from onward.starter.output import say
-from onward.starter.remote import Session, from_rpc_error
-from onward.workflows import AgentWorkflow
 
 __all__ = ["DEMO_PROMPT", "DEMO_SCRIPT", "demo_input", "run_demo"]
 
@@ -38,7 +42,7 @@ WORKER_READY_TIMEOUT_S = 60.0
 """A cold worker start (imports, connect, search attributes) takes a few seconds."""
 WORKER_STOP_TIMEOUT_S = 15.0
 """Longer than the worker's own graceful shutdown (10 s), so it is rarely killed."""
-CANCEL_TIMEOUT = timedelta(seconds=3)
+CANCEL_TIMEOUT_S = 3.0
 
 DEMO_PROMPT = "Plan a budget for a 3-day trip to Lisbon."
 _TURN_DELAY_S = 0.4
@@ -161,36 +165,37 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-async def _run_example(session: Session, server: DevServer, workflow_id: str) -> int:
-    try:
-        return await _follow_example(session, server, workflow_id)
-    except RPCError as err:
-        raise from_rpc_error(err, workflow_id, server.address) from err
-
-
-async def _follow_example(session: Session, server: DevServer, workflow_id: str) -> int:
-    handle = await start_run(session, demo_input(), workflow_id)
-    say(f"agent run {handle.id}: {DEMO_PROMPT!r}")
+async def _run_example(server: DevServer, task_queue: str, workflow_id: str) -> int:
+    client = await OnwardClient.connect(server.address, task_queue=task_queue)
+    await client.start(demo_input(), workflow_id)
+    say(f"agent run {workflow_id}: {DEMO_PROMPT!r}")
     say()
-    outcome = await watch_run(session, handle, session.task_queue)
-    namespace = session.namespace or "default"
+    outcome = await follow_run(client, workflow_id, say, say)
+    print_outcome(outcome)
+    namespace = client.namespace
     say()
-    say(f"See this run in the Web UI: {server.ui_url}/namespaces/{namespace}/workflows/{handle.id}")
+    link = f"{server.ui_url}/namespaces/{namespace}/workflows/{workflow_id}"
+    say(f"See this run in the Web UI: {link}")
+    say()
+    say("Next, in two terminals: a worker, then an agent run of your own:")
+    say("  .venv/bin/onward worker")
+    say(
+        '  .venv/bin/onward run "What is 17 * 3 + 4? Save it to total.txt" '
+        "--script examples/demo_script.json"
+    )
+    if server.port != DEFAULT_PORT:
+        say(f"(run here they use this server; elsewhere set TEMPORAL_ADDRESS={server.address})")
     say("The dev server keeps running. To stop it:")
     say("  make stop")
-    return outcome.exit_code
+    return exit_code_for(outcome.result.status)
 
 
-async def _cancel(session: Session, workflow_id: str) -> None:
+async def _cancel(server: DevServer, workflow_id: str) -> None:
     """Cancel the example run and give the worker a moment to close it."""
-    handle = await session.handle(workflow_id)
-    await handle.signal(
-        AgentWorkflow.cancel,
-        CancelRequest(reason="demo interrupted"),
-        rpc_timeout=CANCEL_TIMEOUT,
-    )
+    client = await OnwardClient.connect(server.address)
+    await asyncio.wait_for(client.cancel(workflow_id, "demo interrupted"), CANCEL_TIMEOUT_S)
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(handle.result(), CANCEL_TIMEOUT.total_seconds())
+        await asyncio.wait_for(client.result(workflow_id), CANCEL_TIMEOUT_S)
 
 
 def _say_server(running: Running) -> None:
@@ -200,7 +205,7 @@ def _say_server(running: Running) -> None:
     elif running.pid is not None:
         how = f"already running (pid {running.pid})"
     else:
-        how = "already serving (not started by onward)"
+        how = f"already serving ({owner_of(server.port)})"
     say(f"Temporal dev server at {server.address} {how}")
     say(f"Web UI: {server.ui_url}")
 
@@ -211,14 +216,13 @@ def run_demo(server: DevServer, task_queue: str) -> int:
     server = running.server
     worker: subprocess.Popen[bytes] | None = None
     workflow_id = f"demo-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-    session = Session(task_queue=task_queue, address=server.address)
     finished = interrupted = False
     try:
         _say_server(running)
         worker, log_path = start_worker(server, task_queue)
         wait_worker_ready(worker, log_path)
         say(f"worker started (pid {worker.pid}, task queue {task_queue!r}, log {log_path})")
-        code = asyncio.run(_run_example(session, server, workflow_id))
+        code = asyncio.run(_run_example(server, task_queue, workflow_id))
         finished = True
         return code
     except KeyboardInterrupt:
@@ -230,7 +234,7 @@ def run_demo(server: DevServer, task_queue: str) -> int:
             if not finished and worker.poll() is None:
                 # Best effort: leave no half-done run waiting for the next worker.
                 with contextlib.suppress(Exception):
-                    asyncio.run(_cancel(Session(task_queue, server.address), workflow_id))
+                    asyncio.run(_cancel(server, workflow_id))
             stop_worker(worker)
         if interrupted and running.started_now:
             stop(server, running.process)

@@ -33,6 +33,8 @@ __all__ = [
     "ensure_running",
     "find_running",
     "is_healthy",
+    "owner_of",
+    "recorded_running",
     "run_foreground",
     "state_dir",
     "stop",
@@ -216,6 +218,55 @@ def find_running(server: DevServer) -> Running | None:
     if is_healthy(server.address):
         return Running(server, None)
     return None
+
+
+def recorded_running(home: Path) -> DevServer | None:
+    """The dev server ``onward dev`` started from ``home``, if it is still alive (no network)."""
+    server = DevServer.recorded(home, None, None)
+    pid = server.recorded_pid()
+    if pid is not None and pid_alive(pid) and _is_temporal(pid):
+        return server
+    return None
+
+
+def _command_line(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    for index, part in enumerate(argv):
+        if part == name and index + 1 < len(argv):
+            return argv[index + 1]
+        if part.startswith(name + "="):
+            return part.partition("=")[2]
+    return None
+
+
+def owner_of(port: int) -> str:
+    """Who runs the Temporal server on ``port``: the ``onward dev`` of some ONWARD_HOME, or not.
+
+    Reads the command lines of this user's processes (``/proc``); says so when
+    it cannot tell.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return "not started from this ONWARD_HOME"
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        argv = _command_line(int(entry.name))
+        if "start-dev" not in argv or _flag(argv, "--port") != str(port):
+            continue
+        database = _flag(argv, "--db-filename")
+        if database and Path(database).name == "temporal.db":
+            home = Path(database).parent
+            return f"started by onward dev with ONWARD_HOME={home}, pid {entry.name}"
+        return f"a temporal dev server not started by onward, pid {entry.name}"
+    return "not started by onward (no process of this user runs it)"
 
 
 def _log_tail(path: Path, lines: int = 15) -> str:

@@ -1,24 +1,29 @@
-"""Following a run live, and getting its result whatever way it ended.
+"""Reading one run: its status, how it ended, and what happens in it while it runs.
 
-``follow`` polls the ``status`` query, prints each step as it finishes and
-each pause, and returns when the run closes. The end is taken from the
-workflow's result; when a run closed without one (cancelled through Temporal,
-terminated, failed on invalid input) the ``result`` query still gives the
-steps it made, so every caller gets an :class:`~onward.contracts.AgentResult`.
+Print-free and argparse-free: :class:`~onward.client.OnwardClient` calls these
+and the ``onward`` command renders what they return. ``follow`` yields typed
+events (a step finished, the state changed, no worker, a call is being
+retried, the end). The end is taken from the workflow's result; when a run
+closed without one (cancelled through Temporal, terminated, failed on invalid
+input) the ``result`` query still gives the steps it made, so every caller gets
+an :class:`~onward.contracts.AgentResult`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
 
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import (
     WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
 )
 from temporalio.exceptions import (
@@ -35,33 +40,44 @@ from onward.contracts import (
     AgentState,
     AgentStatus,
     Budget,
+    CallRetry,
     RunUsage,
     StepRecord,
 )
 from onward.errors import INVALID_INPUT
-from onward.starter.errors import EXIT_FAILED, CliError, exit_code_for
 from onward.starter.history import RunHistory
-from onward.starter.remote import AgentHandle
-from onward.starter.render import state_change, step_lines
-from onward.starter.trace import read_history, trace_of
+from onward.starter.trace import read_history, run_status, trace_of
+from onward.states import run_state
 from onward.workflows import AgentWorkflow
 
 __all__ = [
     "POLL_INTERVAL_S",
     "QUERY_TIMEOUT",
+    "Ended",
+    "FollowEvent",
     "Outcome",
-    "closed_status",
+    "Retrying",
+    "StateChanged",
+    "StatusSource",
+    "StepFinished",
+    "WaitingForWorker",
     "final_result",
     "follow",
+    "history_status",
+    "retrying_of",
     "status_of",
 ]
 
 POLL_INTERVAL_S = 0.3
 """How often a followed run is asked for its status."""
-QUERY_TIMEOUT = timedelta(seconds=5)
-"""A query no worker answers within this long is reported as waiting for a worker."""
+DESCRIBE_INTERVAL_S = 1.0
+"""How often a followed run's pending calls are read (for retries)."""
+QUERY_TIMEOUT = timedelta(seconds=3)
+"""A query no worker answers within this long is treated as having no worker."""
 
-Emit = Callable[[str], None]
+HasWorker = Callable[[str], Awaitable[bool]]
+StatusSource = Literal["query", "history"]
+"""Where a status came from: a worker's answer, or the event history."""
 
 
 @dataclass(frozen=True)
@@ -71,9 +87,44 @@ class Outcome:
     result: AgentResult
     failure: str | None = None
 
-    @property
-    def exit_code(self) -> int:
-        return exit_code_for(self.result.status)
+
+@dataclass(frozen=True)
+class StepFinished:
+    """A step of the followed run finished."""
+
+    record: StepRecord
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """The followed run paused, was budget-paused, or runs again."""
+
+    state: AgentState
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class WaitingForWorker:
+    """No worker polls (or answers on) the run's task queue; the run waits for one."""
+
+    task_queue: str
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """A model or tool call failed and Temporal retries it."""
+
+    retry: CallRetry
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The run closed; always the last event."""
+
+    outcome: Outcome
+
+
+FollowEvent = StepFinished | StateChanged | WaitingForWorker | Retrying | Ended
 
 
 def _failure_message(cause: BaseException | None) -> str:
@@ -88,7 +139,7 @@ def _failure_message(cause: BaseException | None) -> str:
     return str(cause) if cause is not None else "failed"
 
 
-async def _salvage(handle: AgentHandle, err: WorkflowFailureError) -> Outcome:
+async def _salvage(handle: WorkflowHandle[Any, Any], err: WorkflowFailureError) -> Outcome:
     """The result of a run that closed without returning one."""
     cause = err.cause
     message = _failure_message(cause)
@@ -103,27 +154,51 @@ async def _salvage(handle: AgentHandle, err: WorkflowFailureError) -> Outcome:
     return Outcome(partial.model_copy(update={"status": status, "reason": reason}), message)
 
 
-def closed_status(execution: WorkflowExecution, history: RunHistory) -> AgentStatus:
-    """The status of a closed run, from its history alone (no worker, no query).
+def retrying_of(pending: list[PendingActivityInfo]) -> CallRetry | None:
+    """The call being retried (attempt 2 or later) among a run's pending activities."""
+    for info in pending:
+        if info.attempt > 1:
+            failure = info.last_failure.message if info.HasField("last_failure") else None
+            return CallRetry(
+                activity=info.activity_type.name,
+                attempt=info.attempt,
+                max_attempts=info.maximum_attempts or None,
+                last_failure=failure or None,
+            )
+    return None
+
+
+def _elapsed_s(start: datetime) -> float:
+    return round(max((datetime.now(UTC) - start).total_seconds(), 0.0), 3)
+
+
+def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentStatus:
+    """A run's status from its history alone (no worker, no query).
 
     A run that completed has its result; one Temporal closed (terminated, timed
     out, cancelled natively, failed on invalid input) has its failure and the
-    steps the history shows. The budget is the one the run started with.
+    steps the history shows; a running run has the state it last published.
+    The budget is the one the run started with.
     """
     trace = trace_of(execution, history)
     result = history.result
+    usage = trace.usage.model_copy(update={"cost_usd": round(trace.usage.cost_usd, 8)})
+    reason: str | None
     if result is not None:
-        state, reason = result.status, result.reason
-        records = result.steps
-    else:
+        state, reason, records = result.status, result.reason, result.steps
+    elif history.ended is not None:
         state = "cancelled" if history.ended == "canceled" else "failed"
-        reason = history.failure or f"{history.ended or 'closed'} through Temporal"
+        reason = history.failure or f"{history.ended} through Temporal"
         records = history.step_log
+    else:
+        state = run_state(execution.status, run_status(history, execution))
+        reason, records = None, history.step_log
+        usage = usage.model_copy(update={"duration_s": _elapsed_s(execution.start_time)})
     agent = history.input
     return AgentStatus(
         state=state,
         step=len(records),
-        usage=trace.usage.model_copy(update={"cost_usd": round(trace.usage.cost_usd, 8)}),
+        usage=usage,
         budget=agent.budget if agent else Budget(),
         last_step=records[-1] if records else None,
         reason=reason,
@@ -131,31 +206,52 @@ def closed_status(execution: WorkflowExecution, history: RunHistory) -> AgentSta
     )
 
 
-async def status_of(handle: AgentHandle) -> AgentStatus:
-    """A run's status: from the ``status`` query while it runs, else from its history.
+def _closed(execution: WorkflowExecution) -> bool:
+    return execution.status not in (None, WorkflowExecutionStatus.RUNNING)
 
-    A closed run needs no worker. The query's clock is the workflow's, which
-    stands still between tasks, so a running run's duration is measured here.
+
+async def status_of(
+    handle: WorkflowHandle[Any, Any], has_worker: HasWorker
+) -> tuple[AgentStatus, StatusSource]:
+    """A run's status: from the ``status`` query while a worker answers, else from its history.
+
+    A closed run, or a running one no worker polls for, needs no worker. The
+    query's clock is the workflow's, which stands still between tasks, so a
+    running run's duration is measured here.
+
+    Raises:
+        RPCError: from Temporal (an unknown id: ``NOT_FOUND``).
     """
     description = await handle.describe()
-    if description.status not in (None, WorkflowExecutionStatus.RUNNING):
-        return closed_status(description, await read_history(handle))
+    retry = retrying_of(list(description.raw_description.pending_activities))
+    status: AgentStatus | None = None
+    if not _closed(description) and await has_worker(description.task_queue):
+        with contextlib.suppress(WorkflowQueryFailedError, asyncio.TimeoutError):
+            status = await _query_status(handle)
+    if status is None:
+        found = history_status(description, await read_history(handle))
+        return found.model_copy(update={"retrying": retry}), "history"
+    usage = status.usage.model_copy(
+        update={
+            "duration_s": _elapsed_s(description.start_time),
+            "cost_usd": round(status.usage.cost_usd, 8),
+        }
+    )
+    return status.model_copy(update={"usage": usage, "retrying": retry}), "query"
+
+
+async def _query_status(handle: WorkflowHandle[Any, Any]) -> AgentStatus | None:
+    """The ``status`` query's answer; None when no worker answered in time."""
     try:
-        status = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-    except WorkflowQueryFailedError as err:
-        raise CliError(
-            f"the worker could not answer the status of {handle.id} ({err}); "
-            f"see what it did with: onward result {handle.id}",
-            EXIT_FAILED,
-        ) from err
-    elapsed = (datetime.now(UTC) - description.start_time).total_seconds()
-    duration_s = round(max(elapsed, 0.0), 3)
-    cost_usd = round(status.usage.cost_usd, 8)
-    usage = status.usage.model_copy(update={"duration_s": duration_s, "cost_usd": cost_usd})
-    return status.model_copy(update={"usage": usage})
+        answer: AgentStatus = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            return None
+        raise
+    return answer
 
 
-async def final_result(handle: AgentHandle) -> Outcome:
+async def final_result(handle: WorkflowHandle[Any, Any]) -> Outcome:
     """Wait for the run to close and return how it ended."""
     try:
         return Outcome(await handle.result())
@@ -164,72 +260,84 @@ async def final_result(handle: AgentHandle) -> Outcome:
 
 
 class _Follower:
-    """Prints what is new in a run each time it is polled."""
+    """Finds what is new in a run each time it is polled."""
 
-    def __init__(self, handle: AgentHandle, emit: Emit, notice: Emit, task_queue: str) -> None:
+    def __init__(self, handle: WorkflowHandle[Any, Any], task_queue: str, has_worker: HasWorker):
         self.handle = handle
-        self.emit = emit
-        self.notice = notice
         self.task_queue = task_queue
+        self.has_worker = has_worker
         self.seen = 0
         self.state: AgentState | None = None
-        self.told_waiting = False
+        self.waiting = False
+        self.attempt: tuple[str, int] | None = None
+        self.described_at = 0.0
 
-    async def poll(self) -> None:
+    async def poll(self) -> list[FollowEvent]:
+        events: list[FollowEvent] = []
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.described_at >= DESCRIBE_INTERVAL_S:
+            self.described_at = loop.time()
+            events += await self._retries()
+            if not await self.has_worker(self.task_queue):
+                return events + self._waiting()
         try:
             status = await self.handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE):
                 raise
-            if not self.told_waiting:
-                self.notice(
-                    f"-- waiting: no worker on task queue {self.task_queue!r} answers yet; "
-                    "start one with: onward worker"
-                )
-                self.told_waiting = True
-            return
+            return events + self._waiting()
         except WorkflowQueryFailedError:
-            return  # the run is still being set up; ask again
+            return events  # the run is still being set up; ask again
+        self.waiting = False
         if status.step > self.seen:
             steps = await self.handle.query(AgentWorkflow.steps, rpc_timeout=QUERY_TIMEOUT)
-            self.print_steps(steps[self.seen :])
+            events += self.new_steps(steps)
         if status.state != self.state:
             first = self.state is None
             self.state = status.state
             if status.state not in FINAL_STATES and not (first and status.state == "running"):
-                line = state_change(self.handle.id, status.state, status.reason)
-                if line:
-                    self.notice(line)
+                events.append(StateChanged(status.state, status.reason))
+        return events
 
-    def print_steps(self, steps: list[StepRecord]) -> None:
-        for step in steps:
-            for line in step_lines(step):
-                self.emit(line)
-        self.seen += len(steps)
+    def _waiting(self) -> list[FollowEvent]:
+        if self.waiting:
+            return []
+        self.waiting = True
+        return [WaitingForWorker(self.task_queue)]
+
+    async def _retries(self) -> list[FollowEvent]:
+        description = await self.handle.describe()
+        retry = retrying_of(list(description.raw_description.pending_activities))
+        if retry is None or (retry.activity, retry.attempt) == self.attempt:
+            return []
+        self.attempt = (retry.activity, retry.attempt)
+        return [Retrying(retry)]
+
+    def new_steps(self, steps: list[StepRecord]) -> list[FollowEvent]:
+        fresh = steps[self.seen :]
+        self.seen += len(fresh)
+        return [StepFinished(record) for record in fresh]
 
 
 async def follow(
-    handle: AgentHandle,
-    emit: Emit,
+    handle: WorkflowHandle[Any, Any],
     *,
     task_queue: str,
-    notice: Emit | None = None,
+    has_worker: HasWorker,
     interval_s: float = POLL_INTERVAL_S,
-) -> Outcome:
-    """Show a run's steps (``emit``) and pauses (``notice``) as they happen; return how it ended.
-
-    ``notice`` defaults to ``emit``; ``--json`` commands send only notices, to
-    stderr, so a run waiting for a worker or a budget extension is not silent.
-    """
+) -> AsyncIterator[FollowEvent]:
+    """What happens in a run, as it happens, ending with :class:`Ended`."""
     ended = asyncio.create_task(final_result(handle))
-    follower = _Follower(handle, emit, notice or emit, task_queue)
+    follower = _Follower(handle, task_queue, has_worker)
     try:
         while not ended.done():
-            await follower.poll()
+            for event in await follower.poll():
+                yield event
             await asyncio.wait({ended}, timeout=interval_s)
         outcome = ended.result()
-        follower.print_steps(outcome.result.steps[follower.seen :])
-        return outcome
+        for event in follower.new_steps(outcome.result.steps):
+            yield event
+        yield Ended(outcome)
     finally:
         if not ended.done():
             ended.cancel()

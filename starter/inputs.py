@@ -16,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from onward.contracts import AgentInput, BudgetExtension
-from onward.starter.errors import EXIT_USAGE, CliError
+from onward.errors import InvalidInput
+from onward.starter.errors import CliError
 
 __all__ = [
     "BUDGET_FLAGS",
@@ -54,7 +55,7 @@ def _flag_for(location: tuple[str | int, ...]) -> str | None:
     return _FLAGS.get(str(location[0]))
 
 
-def invalid_input(err: ValidationError, what: str = "invalid input") -> CliError:
+def invalid_input(err: ValidationError, what: str = "invalid input") -> InvalidInput:
     """One line per problem, each naming the field and, where there is one, its flag."""
     problems = []
     for error in err.errors():
@@ -67,7 +68,8 @@ def invalid_input(err: ValidationError, what: str = "invalid input") -> CliError
         if isinstance(given, int | float | str) and not isinstance(given, bool):
             message += f" (got {given!r})"
         problems.append(f"{where}: {message}")
-    return CliError(f"{what}: " + "; ".join(problems), EXIT_USAGE)
+    details = [dict(item) for item in err.errors(include_url=False)]
+    return InvalidInput(f"{what}: " + "; ".join(problems), details)
 
 
 def load_script(path: str) -> Any:
@@ -97,7 +99,7 @@ def _budget_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def agent_input(args: argparse.Namespace) -> AgentInput:
-    """The run's input from ``run``/``start`` flags; :class:`CliError` (exit 2) if invalid."""
+    """The run's input from ``run``/``start`` flags; :class:`InvalidInput` (exit 2) if invalid."""
     budget = _budget_fields(args)
     if args.on_exceeded is not None:
         budget["on_exceeded"] = args.on_exceeded

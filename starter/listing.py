@@ -15,19 +15,11 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
-from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
-from onward.starter.render import money
+from onward.contracts import AGENT_WORKFLOW
+from onward.starter.render import money, table
+from onward.states import run_state
 
-__all__ = ["RunRow", "list_runs", "run_query", "run_table"]
-
-_CLOSED_AS: dict[WorkflowExecutionStatus, str] = {
-    WorkflowExecutionStatus.COMPLETED: "completed",
-    WorkflowExecutionStatus.FAILED: "failed",
-    WorkflowExecutionStatus.CANCELED: "cancelled",
-    WorkflowExecutionStatus.TERMINATED: "terminated",
-    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
-    WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued_as_new",
-}
+__all__ = ["RunRow", "list_runs", "quoted", "run_query", "run_table"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +52,8 @@ class RunRow:
         }
 
 
-def _quoted(value: str) -> str:
+def quoted(value: str) -> str:
+    """``value`` as a string literal of a visibility query."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
@@ -72,7 +65,7 @@ def _status_clause(status: str) -> str:
     terminated or timed out through Temporal keeps its last published one; a
     run that failed on invalid input never published one.
     """
-    published = f"{sa.STATUS.name} = {_quoted(status)}"
+    published = f"{sa.STATUS.name} = {quoted(status)}"
     unpublished = f"{sa.STATUS.name} IS NULL"
     if status == "running":
         return f'ExecutionStatus = "Running" AND ({published} OR {unpublished})'
@@ -85,28 +78,21 @@ def _status_clause(status: str) -> str:
 
 def run_query(status: str | None = None, model: str | None = None) -> str:
     """The visibility query for agent runs, optionally with a status and a model."""
-    clauses = [f"WorkflowType = {_quoted(AGENT_WORKFLOW)}"]
+    clauses = [f"WorkflowType = {quoted(AGENT_WORKFLOW)}"]
     if status:
         clauses.append(_status_clause(status))
     if model:
-        clauses.append(f"{sa.MODEL.name} = {_quoted(model)}")
+        clauses.append(f"{sa.MODEL.name} = {quoted(model)}")
     return " AND ".join(clauses)
 
 
 def _row(execution: WorkflowExecution) -> RunRow:
     attributes = execution.typed_search_attributes
-    published = attributes.get(sa.STATUS)
     temporal = execution.status or WorkflowExecutionStatus.RUNNING
-    if temporal == WorkflowExecutionStatus.RUNNING:
-        status = published or "running"
-    elif published in FINAL_STATES:
-        status = published
-    else:  # closed by Temporal itself (terminated, timed out, cancelled natively)
-        status = _CLOSED_AS.get(temporal, temporal.name.lower())
     return RunRow(
         workflow_id=execution.id,
         run_id=execution.run_id,
-        status=status,
+        status=run_state(temporal, attributes.get(sa.STATUS)),
         model=attributes.get(sa.MODEL),
         steps=attributes.get(sa.STEPS),
         tokens=attributes.get(sa.TOKENS),
@@ -148,8 +134,4 @@ def run_table(rows: list[RunRow]) -> list[str]:
         )
         for row in rows
     ]
-    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        for line in [header, *cells]
-    ]
+    return table(header, cells)

@@ -7,6 +7,7 @@ caller, so every format here is easy to test and reuse (``run``, ``watch``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from onward.contracts import (
@@ -15,6 +16,7 @@ from onward.contracts import (
     AgentState,
     AgentStatus,
     Budget,
+    CallRetry,
     RunUsage,
     StepRecord,
     ToolCall,
@@ -22,12 +24,14 @@ from onward.contracts import (
 )
 from onward.markdown import code_span, escape_markdown
 from onward.starter.inputs import BUDGET_FLAGS
-from onward.workflows.progress import tool_summary, usage_line
+from onward.workflows.progress import tool_summary
 
 __all__ = [
+    "cost_text",
     "describe_budget",
     "money",
     "result_lines",
+    "retry_line",
     "shorten",
     "state_change",
     "static_details",
@@ -37,6 +41,7 @@ __all__ = [
     "table",
     "tool_call_line",
     "usage_summary",
+    "waiting_line",
 ]
 
 SUMMARY_CHARS = 80
@@ -57,10 +62,40 @@ def shorten(text: str, limit: int) -> str:
 
 
 def money(usd: float | None) -> str:
-    """``$0.000140``, ``$1.2500``, or ``cost unknown``."""
+    """``$1.2500``, ``$0.000140``, ``$0.0000180`` (small costs keep 3 significant digits),
+    ``$0``, or ``cost unknown``."""
     if usd is None:
         return "cost unknown"
-    return f"${usd:.4f}" if usd >= 0.01 else f"${usd:.6f}"
+    if usd >= 0.01:
+        return f"${usd:.4f}"
+    if usd <= 0:
+        return "$0"
+    return f"${usd:.{max(6, 2 - math.floor(math.log10(usd)))}f}"
+
+
+def cost_text(usd: float, known: bool) -> str:
+    """A total cost: unknown when no call was priced, a lower bound when some were not."""
+    if known:
+        return money(usd)
+    if usd <= 0:
+        return "cost unknown (unpriced model)"
+    return f"at least {money(usd)} (some calls unpriced)"
+
+
+def waiting_line(task_queue: str) -> str:
+    """What to do when no worker polls a run's task queue."""
+    return f"no worker is polling task queue {task_queue}; start one with `onward worker`"
+
+
+def retry_line(retry: CallRetry) -> str:
+    """``-- retrying call_model: cannot reach http://..., attempt 3 of at most 20``.
+
+    "At most": Temporal's limit is a ceiling; a worker may give up sooner
+    (``ONWARD_MODEL_MAX_ATTEMPTS``).
+    """
+    of = f" of at most {retry.max_attempts}" if retry.max_attempts else ""
+    failure = f"{shorten(retry.last_failure, 160)}, " if retry.last_failure else ""
+    return f"-- retrying {retry.activity}: {failure}attempt {retry.attempt}{of}"
 
 
 def _seconds(ms: int | None) -> str:
@@ -110,9 +145,7 @@ def _count(number: int, noun: str) -> str:
 
 def usage_summary(usage: RunUsage) -> str:
     """What a run consumed, on one line."""
-    cost = money(usage.cost_usd)
-    if not usage.cost_known:
-        cost += " (some calls unpriced)"
+    cost = cost_text(usage.cost_usd, usage.cost_known)
     return (
         f"{_count(usage.steps, 'step')} · {_count(usage.total_tokens, 'token')} "
         f"({usage.input_tokens} in, {usage.output_tokens} out) · "
@@ -154,6 +187,25 @@ def state_change(workflow_id: str, state: AgentState, reason: str | None) -> str
     return None
 
 
+def _limit(used: str, limit: str | None) -> str:
+    return used if limit is None else f"{used}/{limit}"
+
+
+def _against_budget(usage: RunUsage, budget: Budget) -> str:
+    """Usage against budget on one line; an unknown cost is shown as unknown."""
+    max_cost = None if budget.max_cost_usd is None else money(budget.max_cost_usd)
+    cost = _limit(cost_text(usage.cost_usd, usage.cost_known), max_cost)
+
+    def count(used: int, limit: int | None) -> str:
+        return _limit(str(used), None if limit is None else str(limit))
+
+    return (
+        f"tokens {count(usage.total_tokens, budget.max_tokens)} · "
+        f"tool calls {count(usage.tool_calls, budget.max_tool_calls)} · "
+        f"steps {count(usage.steps, budget.max_steps)} · cost {cost}"
+    )
+
+
 def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
     """The ``status`` command's answer."""
     lines = [
@@ -161,11 +213,13 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         f"state:  {status.state}",
         f"model:  {status.model or '?'}",
         f"steps:  {status.step}",
-        f"usage:  {usage_line(status.usage, status.budget)}",
+        f"usage:  {_against_budget(status.usage, status.budget)}",
         f"time:   {status.usage.duration_s:.1f} s",
     ]
     if status.reason:
         lines += _block("reason", status.reason)
+    if status.retrying is not None:
+        lines.append(f"retry:  {retry_line(status.retrying).removeprefix('-- retrying ')}")
     if status.last_step is not None:
         last = status.last_step
         what = ", ".join(call.name for call in last.tool_calls) or "answer"

@@ -22,7 +22,8 @@ from temporalio.client import Client, WorkflowExecution
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW
-from onward.starter.render import money, table
+from onward.starter.listing import quoted
+from onward.starter.render import cost_text, table
 from onward.starter.trace import Trace, read_history, trace_of
 
 __all__ = [
@@ -64,17 +65,12 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return when if when.tzinfo else when.astimezone()
 
 
-def _quoted(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
 def report_query(since: datetime, tenant: str | None = None) -> str:
     """The visibility query: agent runs started since ``since``, of ``tenant`` if given."""
     start = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    clauses = [f"WorkflowType = {_quoted(AGENT_WORKFLOW)}", f"StartTime >= {_quoted(start)}"]
+    clauses = [f"WorkflowType = {quoted(AGENT_WORKFLOW)}", f"StartTime >= {quoted(start)}"]
     if tenant:
-        clauses.append(f"{sa.TENANT.name} = {_quoted(tenant)}")
+        clauses.append(f"{sa.TENANT.name} = {quoted(tenant)}")
     return " AND ".join(clauses)
 
 
@@ -156,6 +152,8 @@ class Report(BaseModel):
     by_status: dict[str, int]
     total_tokens: int
     cost_usd: float
+    cost_known: bool = True
+    """False when a call of some run had no price: ``cost_usd`` is then a lower bound."""
     models: list[ModelStats]
     tools: list[CallStats]
 
@@ -247,6 +245,8 @@ def aggregate(
         by_status=dict(Counter(trace.status for trace in traces).most_common()),
         total_tokens=sum(trace.usage.total_tokens for trace in traces),
         cost_usd=round(sum(trace.usage.cost_usd for trace in traces), 8),
+        cost_known=all(trace.usage.cost_known for trace in traces)
+        and not any(m.unpriced for m in models.values()),
         models=[models[name].model_stats(name) for name in sorted(models)],
         tools=[tools[name].stats(name) for name in sorted(tools)],
     )
@@ -283,13 +283,18 @@ def report_lines(report: Report) -> list[str]:
     statuses = ", ".join(f"{state} {count}" for state, count in report.by_status.items())
     if statuses:
         head += f" · {statuses}"
-    head += f" · {report.total_tokens} tokens · {money(report.cost_usd)}"
+    head += f" · {report.total_tokens} tokens · {cost_text(report.cost_usd, report.cost_known)}"
     lines = [head]
     if not report.runs:
         return lines
     common = ("CALLS", "ERRORS", "RETRIED", "P50", "P95")
     model_rows = [
-        [*_common(m), str(m.input_tokens), str(m.output_tokens), money(m.cost_usd)]
+        [
+            *_common(m),
+            str(m.input_tokens),
+            str(m.output_tokens),
+            cost_text(m.cost_usd, m.unpriced_calls == 0),
+        ]
         for m in report.models
     ]
     lines += ["", *table(("MODEL", *common, "TOKENS IN", "TOKENS OUT", "COST"), model_rows)]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from conftest import (
@@ -29,6 +29,7 @@ from conftest import (
     running_worker,
     spawn_onward,
 )
+from onward.client import OnwardClient
 from onward.contracts import AgentInput
 from onward.workflows import AgentWorkflow
 
@@ -383,7 +384,8 @@ async def test_list_status_matches_what_the_list_shows(
 async def test_interrupted_run_json_names_the_run(
     onward: Onward, tmp_path: Path, client: Client
 ) -> None:
-    script = write_script(tmp_path, slow_script(turns=5, delay_s=1.0))
+    # Long enough that it cannot end before the interrupt, however loaded the machine.
+    script = write_script(tmp_path, slow_script(turns=200, delay_s=1.0))
     workflow_id = f"cli-interrupt-{uuid.uuid4().hex[:8]}"
     process = await spawn_onward(
         "run", "slow", "--script", script, "--id", workflow_id, "--json", env=onward.env()
@@ -404,7 +406,7 @@ async def test_interrupted_run_json_names_the_run(
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await handle.terminate("test over")
+        await terminate(handle)
     assert process.returncode == 130, err.decode()
     assert out == b""
     assert f"onward watch {workflow_id}" in err.decode()
@@ -415,7 +417,8 @@ async def test_invalid_input_exits_2_and_starts_nothing(onward: Onward, client: 
     done = await onward("run", "hello", "--max-tokens", "-1", "--id", workflow_id, "--json")
 
     assert done.code == 2
-    assert done.stdout == ""
+    error = done.json()["error"]  # --json: one document, also for an error
+    assert error["type"] == "InvalidInput" and error["exit_code"] == 2
     assert "max_tokens" in done.stderr and "--max-tokens" in done.stderr
     assert "Traceback" not in done.stderr
     with pytest.raises(RPCError) as err:
@@ -428,6 +431,13 @@ async def test_unknown_tool_fails_the_run_with_its_message(onward: Onward) -> No
     assert done.code == 1, done.stderr
     assert "status: failed" in done.stdout
     assert "unknown tool(s) 'no_such_tool'" in done.stdout
+
+
+async def test_bad_usage_with_json_prints_an_error_document(onward: Onward) -> None:
+    done = await onward("status", "--json")  # no ID
+    assert done.code == 2
+    assert done.json()["error"]["type"] == "UsageError"
+    assert "the following arguments are required: ID" in done.stderr
 
 
 async def test_unknown_id_exits_2(onward: Onward) -> None:
@@ -447,7 +457,24 @@ async def test_unreachable_server_exits_2(tmp_path: Path) -> None:
         assert completed.stderr.strip() == (
             f"onward: cannot reach Temporal at {closed}; start it with 'onward dev'"
         )
-        assert completed.stdout == ""
+    human, json_mode = done
+    assert human.stdout == ""
+    assert json_mode.json() == {
+        "error": {
+            "type": "CliError",
+            "message": f"cannot reach Temporal at {closed}; start it with 'onward dev'",
+            "exit_code": 2,
+        }
+    }
+
+
+async def terminate(handle: WorkflowHandle[Any, Any]) -> None:
+    """End a test's run; one that already ended is fine."""
+    try:
+        await handle.terminate("test over")
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
 
 
 def pid_gone(pid: int) -> bool:
@@ -483,9 +510,39 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
         assert again.code == 0
         assert "already running" in again.stdout and str(pid) in again.stdout
 
-        # a client command reaches it
-        listed = await onward("list", "--json")
-        assert listed.code == 0, listed.stderr
+        # Commands follow the server `onward dev` started from this ONWARD_HOME, with no
+        # TEMPORAL_ADDRESS: a run started without one is on this server.
+        home_only = {
+            "ONWARD_HOME": str(tmp_path / "home"),
+            "ONWARD_TASK_QUEUE": "unused",
+            "TEMPORAL_ADDRESS": "",  # empty is unset for envconfig
+        }
+        workflow_id = f"cli-dev-{uuid.uuid4().hex[:8]}"
+        started = await run_onward("start", "hello", "--id", workflow_id, env=home_only)
+        assert started.code == 0, started.stderr
+        there = await OnwardClient.connect(f"127.0.0.1:{port}")
+        assert (await there.info(workflow_id)).running
+        # `onward worker` follows it too, and finishes the run.
+        worker = await spawn_onward(
+            "worker", env={**home_only, "ONWARD_WORKSPACE": str(tmp_path / "ws")}
+        )
+        try:
+            result = await asyncio.wait_for(there.result(workflow_id), 60)
+            assert result.status == "completed"
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(worker.communicate(), 30)
+
+        # Another ONWARD_HOME is told whose server answers on that port.
+        other = await run_onward(
+            "dev", "status", "--port", str(port), env={"ONWARD_HOME": str(tmp_path / "other")}
+        )
+        assert other.code == 1
+        assert f"ONWARD_HOME={tmp_path / 'home'}" in other.stdout
+        reused = await run_onward("dev", *ports, env={"ONWARD_HOME": str(tmp_path / "other")})
+        assert reused.code == 0, reused.stderr
+        assert f"already running at 127.0.0.1:{port}" in reused.stdout
+        assert f"started by onward dev with ONWARD_HOME={tmp_path / 'home'}" in reused.stdout
     finally:
         stopped = await onward("dev", "stop")
     assert stopped.code == 0, stopped.stderr
@@ -493,6 +550,7 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
     assert pid_gone(pid)
     assert not (tmp_path / "home" / "dev-server.pid").exists()
 
+    # Whatever else listens on 7233 (another dev server, say), this home has none now.
     after = await onward("dev", "status")
     assert after.code == 1
-    assert "no dev server running" in after.stdout
+    assert "no dev server of onward running" in after.stdout

@@ -208,7 +208,7 @@ async def test_trace_and_steps_match_the_step_log(address: str, worker: RunningW
 async def test_unknown_id_exits_2(address: str, worker: RunningWorker) -> None:
     done = await onward(address, worker.task_queue, "trace", "no-such-run", "--json")
     assert done.code == 2
-    assert done.stdout == ""
+    assert done.json()["error"]["type"] == "RunNotFound"
     assert done.stderr.strip() == "onward: no run with id no-such-run"
 
 

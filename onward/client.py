@@ -1,0 +1,413 @@
+"""``OnwardClient``: the typed async client every adapter sits on (the CLI, an HTTP API, your code).
+
+It takes and returns the contract models of :mod:`onward.contracts`, never
+prints, never exits, and raises only the :class:`~onward.errors.OnwardError`
+tree: Temporal's RPC errors are translated once, here.
+
+    client = await OnwardClient.connect()
+    run_id = await client.start({"prompt": "What is 17 * 3 + 4?", "tools": ["calculator"]})
+    result = await client.result(run_id)
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    Interceptor,
+    RPCTimeoutOrCancelledError,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from onward.connection import connect
+from onward.contracts import (
+    DEFAULT_TASK_QUEUE,
+    AgentInput,
+    AgentResult,
+    AgentState,
+    AgentStatus,
+    Budget,
+    BudgetExtension,
+    CancelRequest,
+    SteerRequest,
+    StepRecord,
+)
+from onward.errors import (
+    ConnectionFailed,
+    InvalidInput,
+    NoWorker,
+    OnwardError,
+    RequestRejected,
+    RunAlreadyExists,
+    RunEnded,
+    RunNotFound,
+    TemporalError,
+    UnexpectedResponse,
+)
+from onward.starter.follow import (
+    QUERY_TIMEOUT,
+    FollowEvent,
+    Outcome,
+    StatusSource,
+    final_result,
+    follow,
+    status_of,
+)
+from onward.starter.listing import RunRow, list_runs
+from onward.starter.render import static_details, static_summary
+from onward.starter.report import Report, aggregate, collect_traces
+from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
+from onward.workflows import AgentWorkflow
+
+__all__ = ["OnwardClient", "RunInfo", "StepLog", "new_run_id"]
+
+UPDATE_TIMEOUT = timedelta(seconds=10)
+"""How long an update (``extend_budget``) may wait for a worker to answer it."""
+POLLER_SEEN_WITHIN = timedelta(seconds=75)
+"""A worker long-polls for up to 60 s and then polls again: one not seen for longer is gone."""
+
+AgentHandle = WorkflowHandle[AgentWorkflow, AgentResult]
+
+
+def new_run_id(prefix: str = "agent") -> str:
+    """A fresh run id, short enough to type: ``agent-1f3a9c0b2d4e``."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where a run is: its task queue, whether it still runs, when it started."""
+
+    run_id: str
+    temporal_run_id: str
+    """Temporal's id of the latest execution (``run_id`` is the workflow id people type)."""
+    task_queue: str
+    running: bool
+    start_time: datetime
+
+
+@dataclass(frozen=True)
+class StepLog:
+    """A run's finished steps, where they came from, and whether a worker failed to answer."""
+
+    records: list[StepRecord]
+    source: StepSource
+    unanswered: bool
+
+
+def _visibility_message(err: RPCError) -> str:
+    if "search attribute" in err.message:
+        return (
+            f"{err.message}; this server has no Onward search attributes yet: "
+            "a worker registers them when it starts (onward worker)"
+        )
+    return f"Temporal rejected the request: {err.message}"
+
+
+class OnwardClient:
+    """A typed async client for Onward runs; safe to keep for the life of an app.
+
+    Every method raises :class:`~onward.errors.OnwardError` subclasses only:
+    :class:`~onward.errors.RunNotFound` for an unknown id,
+    :class:`~onward.errors.ConnectionFailed` when Temporal is gone, and so on.
+    """
+
+    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+        """Wrap a connected Temporal client (it must use ``onward.connection.DATA_CONVERTER``)."""
+        self._client = client
+        self.task_queue = task_queue
+
+    @classmethod
+    async def connect(
+        cls,
+        address: str | None = None,
+        namespace: str | None = None,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        *,
+        interceptors: Sequence[Interceptor] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> OnwardClient:
+        """Connect to Temporal: envconfig's settings, ``address`` and ``namespace`` over them.
+
+        Raises:
+            ConnectionFailed: the server cannot be reached, or the settings are bad.
+        """
+        overrides: dict[str, Any] = {"interceptors": list(interceptors)}
+        if address:
+            overrides["target_host"] = address
+        if namespace:
+            overrides["namespace"] = namespace
+        try:
+            client = await connect(environ, **overrides)
+        except ValueError as err:  # a malformed profile file or address
+            raise ConnectionFailed(f"bad Temporal connection settings: {err}", address) from err
+        return cls(client, task_queue=task_queue)
+
+    @property
+    def temporal(self) -> Client:
+        """The underlying Temporal client."""
+        return self._client
+
+    @property
+    def address(self) -> str:
+        """The ``host:port`` of the Temporal frontend."""
+        return self._client.service_client.config.target_host
+
+    @property
+    def namespace(self) -> str:
+        """The Temporal namespace."""
+        return self._client.namespace
+
+    @contextlib.contextmanager
+    def _translated(self, run_id: str | None = None) -> Iterator[None]:
+        """Temporal's errors as Onward's."""
+        try:
+            yield
+        except RPCError as err:
+            raise self._rpc_error(err, run_id) from err
+        except (WorkflowQueryFailedError, RPCTimeoutOrCancelledError) as err:
+            raise NoWorker(f"no worker answered about {run_id}: {err}") from err
+        except ValidationError as err:
+            raise UnexpectedResponse(
+                f"an answer about {run_id} has an unexpected shape: {err}"
+            ) from err
+
+    def _rpc_error(self, err: RPCError, run_id: str | None) -> OnwardError:
+        if err.status == RPCStatusCode.NOT_FOUND and run_id:
+            if "already completed" in err.message:
+                return RunEnded(run_id)
+            return RunNotFound(run_id)
+        if err.status == RPCStatusCode.UNAVAILABLE:
+            return ConnectionFailed(
+                f"lost connection to Temporal at {self.address} ({err.message})", self.address
+            )
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) and run_id:
+            return NoWorker(f"no worker answered about {run_id} in time")
+        if err.status == RPCStatusCode.INVALID_ARGUMENT:
+            return TemporalError(_visibility_message(err), err.status.name)
+        return TemporalError(f"Temporal error ({err.status.name}): {err.message}", err.status.name)
+
+    def _handle(self, run_id: str) -> AgentHandle:
+        return self._client.get_workflow_handle_for(AgentWorkflow.run, run_id)
+
+    # -- workers ----------------------------------------------------------------------
+
+    async def has_worker(self, task_queue: str | None = None) -> bool:
+        """Whether a worker polls ``task_queue`` (default: this client's) right now."""
+        request = DescribeTaskQueueRequest(
+            namespace=self.namespace,
+            task_queue=TaskQueue(
+                name=task_queue or self.task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL
+            ),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        with self._translated():
+            response = await self._client.workflow_service.describe_task_queue(request)
+        seen_after = datetime.now(UTC) - POLLER_SEEN_WITHIN
+        return any(
+            not poller.HasField("last_access_time")
+            or poller.last_access_time.ToDatetime(tzinfo=UTC) >= seen_after
+            for poller in response.pollers
+        )
+
+    async def info(self, run_id: str) -> RunInfo:
+        """Where the run is and whether it still runs.
+
+        Raises:
+            RunNotFound: no run has this id.
+        """
+        with self._translated(run_id):
+            description = await self._handle(run_id).describe()
+        return RunInfo(
+            run_id=run_id,
+            temporal_run_id=description.run_id,
+            task_queue=description.task_queue,
+            running=description.status in (None, WorkflowExecutionStatus.RUNNING),
+            start_time=description.start_time,
+        )
+
+    async def _require_worker(self, run_id: str) -> None:
+        task_queue = (await self.info(run_id)).task_queue
+        if not await self.has_worker(task_queue):
+            raise NoWorker(
+                f"no worker is polling task queue {task_queue}; start one with `onward worker`",
+                task_queue,
+            )
+
+    # -- starting and waiting -----------------------------------------------------------
+
+    async def start(self, input: AgentInput | Mapping[str, Any], id: str | None = None) -> str:
+        """Start a run on this client's task queue; return its id (the workflow id).
+
+        Raises:
+            InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
+            RunAlreadyExists: a run with ``id`` is running.
+        """
+        if isinstance(input, AgentInput):
+            agent = input
+        else:
+            try:
+                agent = AgentInput.model_validate(input)
+            except ValidationError as err:
+                raise InvalidInput.from_validation(err) from err
+        run_id = id or new_run_id()
+        with self._translated(run_id):
+            try:
+                await self._client.start_workflow(
+                    AgentWorkflow.run,
+                    agent,
+                    id=run_id,
+                    task_queue=self.task_queue,
+                    static_summary=static_summary(agent),
+                    static_details=static_details(agent),
+                )
+            except WorkflowAlreadyStartedError as err:
+                raise RunAlreadyExists(run_id) from err
+        return run_id
+
+    async def outcome(self, run_id: str) -> Outcome:
+        """Wait for the run to end; its result, and Temporal's failure if it closed without one."""
+        with self._translated(run_id):
+            return await final_result(self._handle(run_id))
+
+    async def result(self, run_id: str) -> AgentResult:
+        """Wait for the run to end and return its result, whatever way it ended."""
+        return (await self.outcome(run_id)).result
+
+    async def follow(self, run_id: str) -> AsyncIterator[FollowEvent]:
+        """Each step, pause, retry and wait for a worker as it happens; last: ``Ended``."""
+        task_queue = (await self.info(run_id)).task_queue
+        events = follow(self._handle(run_id), task_queue=task_queue, has_worker=self.has_worker)
+        with self._translated(run_id):
+            async for event in events:
+                yield event
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def status_and_source(self, run_id: str) -> tuple[AgentStatus, StatusSource]:
+        """The run's status, and whether a worker answered or the history was read."""
+        with self._translated(run_id):
+            return await status_of(self._handle(run_id), self.has_worker)
+
+    async def status(self, run_id: str) -> AgentStatus:
+        """State, usage against budget, the last step, and a call being retried, if any."""
+        return (await self.status_and_source(run_id))[0]
+
+    async def step_log(self, run_id: str) -> StepLog:
+        """The finished steps: from the result, a worker, or else the history."""
+        with self._translated(run_id):
+            records, source, unanswered = await load_step_log(self._handle(run_id))
+        return StepLog(records, source, unanswered)
+
+    async def steps(self, run_id: str) -> builtins.list[StepRecord]:
+        """The finished steps of the run."""
+        return (await self.step_log(run_id)).records
+
+    async def trace(self, run_id: str) -> Trace:
+        """Every model and tool call of the run: attempts, timings, tokens, cost."""
+        with self._translated(run_id):
+            return await load_trace(self._handle(run_id))
+
+    async def list(
+        self, *, status: AgentState | None = None, model: str | None = None, limit: int = 20
+    ) -> builtins.list[RunRow]:
+        """Recent runs, newest first (from the visibility store: no worker needed)."""
+        with self._translated():
+            return await list_runs(self._client, status=status, model=model, limit=limit)
+
+    async def report(
+        self,
+        since: datetime,
+        *,
+        until: datetime | None = None,
+        tenant: str | None = None,
+        limit: int = 1000,
+    ) -> Report:
+        """Per model and per tool figures over the runs started since ``since``."""
+        until = until or datetime.now(UTC)
+        with self._translated():
+            traces = await collect_traces(self._client, since, tenant, limit)
+        return aggregate(traces, since, until, tenant)
+
+    # -- control ----------------------------------------------------------------------
+
+    async def pause(self, run_id: str) -> None:
+        """Pause the run before its next model or tool call."""
+        with self._translated(run_id):
+            await self._handle(run_id).signal(AgentWorkflow.pause)
+
+    async def resume(self, run_id: str) -> AgentState | None:
+        """Resume a paused run; return its state before (None: no worker said).
+
+        A state other than ``paused`` means there was nothing to resume (the
+        signal is sent anyway: it also withdraws a pause not yet reached).
+        """
+        before: AgentState | None = None
+        with self._translated(run_id):
+            handle = self._handle(run_id)
+            if await self.has_worker((await self.info(run_id)).task_queue):
+                with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+                    status = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+                    before = status.state
+            await handle.signal(AgentWorkflow.resume)
+        return before
+
+    async def cancel(self, run_id: str, reason: str | None = None) -> None:
+        """End the run as cancelled, keeping what it did."""
+        with self._translated(run_id):
+            await self._handle(run_id).signal(AgentWorkflow.cancel, CancelRequest(reason=reason))
+
+    async def steer(self, run_id: str, message: str) -> None:
+        """Add a user message for the run's next model call.
+
+        Raises:
+            InvalidInput: the message is blank.
+        """
+        if not message.strip():
+            raise InvalidInput("steer: the message must not be blank")
+        with self._translated(run_id):
+            await self._handle(run_id).signal(AgentWorkflow.steer, SteerRequest(message=message))
+
+    async def extend_budget(
+        self, run_id: str, extension: BudgetExtension | Mapping[str, Any]
+    ) -> Budget:
+        """Raise the run's budget limits; return the new budget.
+
+        Raises:
+            InvalidInput: ``extension`` is not a valid :class:`~onward.contracts.BudgetExtension`.
+            NoWorker: no worker polls the run's task queue, or none answered in time.
+            RequestRejected: the run refused (e.g. a limit lower than before).
+        """
+        if not isinstance(extension, BudgetExtension):
+            try:
+                extension = BudgetExtension.model_validate(extension)
+            except ValidationError as err:
+                raise InvalidInput.from_validation(err, "invalid budget extension") from err
+        await self._require_worker(run_id)
+        with self._translated(run_id):
+            try:
+                return await self._handle(run_id).execute_update(
+                    AgentWorkflow.extend_budget, extension, rpc_timeout=UPDATE_TIMEOUT
+                )
+            except WorkflowUpdateFailedError as err:
+                cause = err.cause
+                message = (
+                    cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+                )
+                raise RequestRejected(message) from err

@@ -1,0 +1,174 @@
+"""What a new user meets in the first hour: no silent waits, honest figures.
+
+Each command is a real ``python -m onward.starter.cli`` subprocess against the
+session's dev server; runs that must wait for a worker are started on a task
+queue no worker polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from conftest import eventually, run_onward, running_worker, spawn_onward
+from onward.client import OnwardClient
+from onward.contracts import AgentStatus, Budget, ModelRequest, ModelResponse, RunUsage
+from onward.starter.render import money, status_lines, usage_summary
+from onward.starter.report import aggregate, report_lines
+from onward.starter.trace import Trace
+
+
+@pytest.fixture
+async def idle_run(client: Client) -> AsyncIterator[tuple[str, str]]:
+    """A run on a task queue no worker polls: (task queue, run id)."""
+    task_queue = f"idle-{uuid.uuid4().hex[:8]}"
+    api = OnwardClient(client, task_queue=task_queue)
+    run_id = await api.start({"prompt": "is anyone there?"})
+    yield task_queue, run_id
+    await client.get_workflow_handle(run_id).terminate("test over")
+
+
+def env_for(address: str, task_queue: str) -> dict[str, str]:
+    return {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": task_queue}
+
+
+async def test_commands_say_when_no_worker_polls(address: str, idle_run: tuple[str, str]) -> None:
+    task_queue, run_id = idle_run
+    env = env_for(address, task_queue)
+    extend, status, pause = await asyncio.gather(
+        run_onward("extend", run_id, "--max-tokens", "100", env=env, timeout_s=30),
+        run_onward("status", run_id, "--json", env=env, timeout_s=30),
+        run_onward("pause", run_id, env=env, timeout_s=30),
+    )
+    hint = f"no worker is polling task queue {task_queue}; start one with `onward worker`"
+
+    assert extend.code == 1
+    assert extend.stderr.strip() == f"onward: {hint}"
+
+    assert status.code == 0, status.stderr  # status exits 0 in any state
+    assert status.json()["state"] == "running"
+    assert hint in status.stderr and "event history" in status.stderr
+
+    assert pause.code == 0
+    assert hint in pause.stderr
+
+
+async def _read_until(stream: asyncio.StreamReader, text: str) -> str:
+    seen = ""
+    while text not in seen:
+        line = await asyncio.wait_for(stream.readline(), 30)
+        assert line, f"ended before {text!r}: {seen}"
+        seen += line.decode()
+    return seen
+
+
+@pytest.mark.parametrize("command", ["result", "watch"])
+async def test_waiting_is_visible_and_ctrl_c_is_clean(
+    address: str, idle_run: tuple[str, str], command: str
+) -> None:
+    task_queue, run_id = idle_run
+    process = await spawn_onward(command, run_id, env=env_for(address, task_queue))
+    try:
+        stream = process.stdout if command == "watch" else process.stderr
+        assert stream is not None
+        await _read_until(stream, f"no worker is polling task queue {task_queue}")
+        process.send_signal(signal.SIGINT)
+        _, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode()
+
+
+class UnreachableModel:
+    """A model endpoint that refuses every connection (Temporal retries the call)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        raise ApplicationError(
+            "cannot reach http://127.0.0.1:9/v1: connection refused", type="ProviderUnreachable"
+        )
+
+
+async def test_retries_show_as_they_happen(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": UnreachableModel()}
+    ) as worker:
+        env = env_for(address, worker.task_queue)
+        handle = await worker.start({"prompt": "hello"})
+        watching = await spawn_onward("watch", handle.id, env=env)
+        try:
+            assert watching.stdout is not None
+            seen = await _read_until(watching.stdout, "-- retrying call_model")
+            assert "cannot reach http://127.0.0.1:9/v1" in seen
+            assert re.search(r"attempt \d+ of at most \d+", seen), seen
+
+            async def retrying() -> bool:
+                done = await run_onward("status", handle.id, "--json", env=env)
+                return bool(done.json().get("retrying"))
+
+            await eventually(retrying)
+            human = await run_onward("status", handle.id, env=env)
+            assert "retry:  call_model: cannot reach http://127.0.0.1:9/v1" in human.stdout
+        finally:
+            await handle.terminate("test over")
+            await asyncio.wait_for(watching.communicate(), 30)
+
+
+async def test_resume_of_a_run_that_is_not_paused_says_so(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    script = [
+        {"text": f"t{n}", "tool_calls": [{"name": "calculator", "arguments": {"expression": "1"}}]}
+        for n in range(100)
+    ]
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
+        handle = await worker.start({"prompt": "busy", "script": script})
+        try:
+            done = await run_onward("resume", handle.id, env=env_for(address, worker.task_queue))
+        finally:
+            await handle.terminate("test over")
+    assert done.code == 0, done.stderr
+    assert "was not paused" in done.stdout
+    assert "it goes on" not in done.stdout
+
+
+# -- figures ---------------------------------------------------------------------------
+
+
+def test_small_costs_keep_their_digits() -> None:
+    assert money(0.000018) == "$0.0000180"
+    assert money(0.00014) == "$0.000140"
+    assert money(1.25) == "$1.2500"
+    assert money(None) == "cost unknown"
+
+
+def test_unknown_cost_reads_as_unknown() -> None:
+    unpriced = RunUsage(steps=1, model_calls=1, cost_usd=0.0, cost_known=False)
+    assert "$0" not in usage_summary(unpriced)
+    assert "cost unknown" in usage_summary(unpriced)
+    partly = RunUsage(steps=2, model_calls=2, cost_usd=0.000018, cost_known=False)
+    assert "at least $0.0000180" in usage_summary(partly)
+
+    status = AgentStatus(state="running", step=1, usage=unpriced, budget=Budget())
+    assert "cost unknown" in "\n".join(status_lines("r", status))
+    small = RunUsage(cost_usd=0.000018)
+    priced = AgentStatus(state="running", step=1, usage=small, budget=Budget())
+    assert "cost $0.0000180" in "\n".join(status_lines("r", priced))
+
+    trace = Trace(workflow_id="r", status="completed", source="result", usage=unpriced)
+    now = datetime.now(UTC)
+    head = report_lines(aggregate([trace], now, now))[0]
+    assert "cost unknown" in head and "$0" not in head
