@@ -41,6 +41,8 @@ from onward.starter.output import emit_json, say
 __all__ = ["build_parser", "main", "run_cli"]
 
 STATES: tuple[str, ...] = get_args(AgentState)
+CODEC_PORT = 8702
+"""Where ``onward codec-server`` listens unless ``--port`` says otherwise."""
 LIST_LIMIT = 20
 """Runs shown by ``onward list`` unless ``--limit`` says otherwise."""
 REPORT_SINCE = "24h"
@@ -212,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = command("demo", "run an example agent offline (dev server + worker)")
     demo.add_argument("--port", type=int, help="dev server frontend port (default 7233)")
     demo.add_argument("--ui-port", type=int, help="dev server Web UI port (default 8233)")
+
+    codec = command(
+        "codec-server",
+        "serve the payload codec to the Temporal Web UI (needs ONWARD_ENCRYPTION_KEYS)",
+    )
+    codec.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
+    codec.add_argument("--port", type=int, default=CODEC_PORT, help=f"default: {CODEC_PORT}")
+    codec.add_argument(
+        "--ui-origin",
+        action="append",
+        metavar="URL",
+        help="a Web UI origin allowed by CORS (repeatable; default: the dev server's UI)",
+    )
     return parser
 
 
@@ -373,6 +388,28 @@ def _demo_command(args: argparse.Namespace) -> int:
     return run_demo(server, args.task_queue or task_queue())
 
 
+def _codec_server_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from onward.encryption import EncryptionError, codec_from_env
+    from onward.starter.codec_server import DEFAULT_UI_ORIGINS, codec_app
+
+    try:
+        codec = codec_from_env(os.environ)
+    except EncryptionError as err:
+        raise CliError(str(err)) from err
+    if codec is None:
+        raise CliError(
+            "ONWARD_ENCRYPTION_KEYS is not set: the codec server decodes with the same keys "
+            "as the workers"
+        )
+    origins = args.ui_origin or list(DEFAULT_UI_ORIGINS)
+    say(f"codec server on http://{args.host}:{args.port} for {', '.join(origins)}")
+    say(f"in the Web UI set the codec endpoint to http://{args.host}:{args.port}")
+    uvicorn.run(codec_app(codec, origins), host=args.host, port=args.port, log_level="warning")
+    return EXIT_OK
+
+
 def _report_error(err: OnwardError, json: bool) -> int:
     """``onward: <message>`` on stderr; with ``--json`` also one JSON error document on stdout."""
     code = exit_code_of(err)
@@ -407,6 +444,8 @@ def run_cli(argv: Sequence[str]) -> int:
             return _dev_command(args)
         if args.command == "demo":
             return _demo_command(args)
+        if args.command == "codec-server":
+            return _codec_server_command(args)
         return _client_command(args)
     except OnwardError as err:
         return _report_error(err, bool(getattr(args, "json", False)))

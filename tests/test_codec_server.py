@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 
 import httpx
 from google.protobuf.json_format import MessageToDict
 from temporalio.api.common.v1 import Payload, Payloads
 
+from conftest import eventually, run_onward, spawn_onward
 from onward.encryption import EncryptionCodec, parse_keys
 from onward.starter.codec_server import codec_app
 
@@ -81,3 +83,38 @@ async def test_bad_bodies_and_foreign_keys_get_clear_errors() -> None:
         foreign = await http.post("/decode", json=MessageToDict(Payloads(payloads=sealed)))
     assert bad.status_code == 400 and "payloads" in bad.json()["detail"]
     assert foreign.status_code == 422 and "integrity check" in foreign.json()["detail"]
+
+
+async def test_the_command_serves_the_codec_on_a_real_port() -> None:
+    keys = f"k:{base64.b64encode(os.urandom(32)).decode()}"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = await spawn_onward(
+        "codec-server", "--port", str(port), env={"ONWARD_ENCRYPTION_KEYS": keys}
+    )
+    try:
+        sealed = await EncryptionCodec(parse_keys(keys)).encode([Payload(data=b'"hi"')])
+        async with httpx.AsyncClient() as http:
+
+            async def answers() -> bool:
+                try:
+                    await http.options(f"http://127.0.0.1:{port}/decode")
+                except httpx.TransportError:
+                    return False
+                return True
+
+            await eventually(answers)
+            response = await http.post(
+                f"http://127.0.0.1:{port}/decode", json=MessageToDict(Payloads(payloads=sealed))
+            )
+        assert base64.b64decode(response.json()["payloads"][0]["data"]) == b'"hi"'
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def test_the_command_needs_the_keys() -> None:
+    done = await run_onward("codec-server", env={"ONWARD_ENCRYPTION_KEYS": ""})
+    assert done.code == 2
+    assert "ONWARD_ENCRYPTION_KEYS is not set" in done.stderr
