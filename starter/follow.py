@@ -116,7 +116,7 @@ def closed_status(execution: WorkflowExecution, history: RunHistory) -> AgentSta
         state, reason = result.status, result.reason
         records = result.steps
     else:
-        state = "cancelled" if history.ended == "canceled" else "failed"
+        state = history.ended or "failed"  # named by onward.states.closed_state
         reason = history.failure or f"{history.ended or 'closed'} through Temporal"
         records = history.step_log
     agent = history.input
