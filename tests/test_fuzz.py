@@ -27,9 +27,9 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from conftest import RunningWorker, eventually, temporal_cli
 from onward.contracts import AGENT_WORKFLOW
 from onward.errors import INVALID_INPUT
-from tests.conftest import RunningWorker, eventually, temporal_cli
 
 ENDS_WITHIN_S = 20.0
 """Longest a fuzzed run may take to end (a valid one runs the scripted model)."""

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
+from conftest import RunningWorker, running_worker
 from onward import steplog
 from onward.contracts import AgentInput, ModelRequest, ModelResponse, StepRecord
 from onward.errors import INVALID_INPUT
@@ -22,7 +23,6 @@ from onward.starter.history import reconstruct
 from onward.starter.render import state_change, step_lines
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import build_trace, read_history
-from tests.conftest import RunningWorker, running_worker
 
 HISTORY = Path(__file__).parent / "histories" / "typed_step_log.json"
 
