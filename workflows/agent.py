@@ -74,8 +74,6 @@ MODEL_RETRY_POLICY = RetryPolicy(
 """A ceiling: the worker's ONWARD_MODEL_MAX_ATTEMPTS (default 8) decides within it."""
 TOOL_RETRY_INTERVAL = timedelta(seconds=1)
 DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
-STEP_LOG_RESULT_CHARS = steplog.RESULT_CHARS
-"""Tool results longer than this are cut in the step log (see :mod:`onward.steplog`)."""
 MAX_MODEL_REQUEST_BYTES = 1_800_000
 """A model call whose conversation is larger than this would exceed Temporal's 2 MB
 payload limit and fail its workflow task forever; the run ends as failed instead."""
