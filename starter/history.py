@@ -43,11 +43,13 @@ from onward.contracts import (
     ToolCallStatus,
     ToolOutcome,
     ToolRequest,
+    ToolSpec,
     WorkerDescription,
     WorkerDescriptionRequest,
 )
 from onward.starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
 from onward.states import closed_state
+from onward.tool_pipeline import approval_refusal, unknown_tool
 from onward.workflow_tools import WORKFLOW_TOOLS
 from onward.workflows.progress import tool_summary
 
@@ -168,7 +170,7 @@ class _Assembler:
         self._run = run
         self._calls = calls
         self._steps: list[_Step] = []
-        self._available: list[str] | None = None
+        self._available: dict[str, ToolSpec] | None = None
         self._last_request: ModelRequest | None = None
 
     def assemble(self) -> None:
@@ -206,9 +208,11 @@ class _Assembler:
         if not isinstance(description, WorkerDescription):
             return
         asked = self._run.input.tools if self._run.input else None
-        names = [spec.name for spec in description.tools]
-        names += [name for name in WORKFLOW_TOOLS if asked is None or name in asked]
-        self._available = names
+        specs = {spec.name: spec for spec in description.tools}
+        for name, tool in WORKFLOW_TOOLS.items():
+            if asked is None or name in asked:
+                specs[name] = tool.spec
+        self._available = specs
 
     def _model_call(self, call: Call) -> _Step | None:
         request = call.request
@@ -310,9 +314,12 @@ class _Assembler:
     def _never_ran(self, call: ToolCall, over: bool) -> tuple[ToolOutcome, ToolCallStatus] | None:
         """The outcome of a call with no execution, or None while it may still start."""
         available = self._available
-        if available is not None and call.name not in available:
-            known = ", ".join(available) or "none"
-            return steplog.refused(f"unknown tool {call.name!r} (available: {known})"), "refused"
+        spec = available.get(call.name) if available is not None else None
+        if available is not None and spec is None:
+            return steplog.refused(unknown_tool(call, available)), "refused"
+        refusal = approval_refusal(spec, call) if spec is not None else None
+        if refusal is not None:
+            return steplog.refused(refusal), "refused"
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
         error = workflow_tool.check(call) if workflow_tool is not None else None
         if error is not None:

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
 from conftest import RunningWorker, running_worker
 from onward import steplog
+from onward.activities.tools import ToolContext, builtin_registry, tool
 from onward.contracts import AgentInput, ModelRequest, ModelResponse, StepRecord
 from onward.errors import INVALID_INPUT
 from onward.starter.history import reconstruct
@@ -121,3 +122,39 @@ async def test_a_failed_model_call_is_a_typed_step_error(
     (rebuilt,) = history.step_log
     assert rebuilt.error == "the model is gone"
     assert step_lines(step)[0].endswith("model call failed: the model is gone")
+
+
+class LaunchArgs(BaseModel):
+    target: str
+
+
+@tool(requires_approval=True)
+def launch(args: LaunchArgs, ctx: ToolContext) -> str:
+    """Launches something irreversible."""
+    raise AssertionError("must never run without approval")
+
+
+async def test_refusals_read_the_same_from_the_result_and_the_history(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    registry = builtin_registry()
+    registry.register(launch)
+    script = [
+        {
+            "tool_calls": [
+                {"name": "launch", "arguments": {"target": "moon"}},
+                {"name": "lunch", "arguments": {}},
+            ]
+        },
+        {"text": "ok"},
+    ]
+    async with running_worker(client, tmp_path, search_attribute_names, registry=registry) as w:
+        handle = await w.start({"prompt": "p", "script": script, "tools": ["launch"]})
+        result = await handle.result()
+        history = await read_history(handle)
+    recorded = result.steps[0].tool_calls
+    rebuilt = history.step_log[0].tool_calls
+    assert [call.status for call in recorded] == ["refused", "refused"]
+    assert [(c.status, c.error) for c in rebuilt] == [(c.status, c.error) for c in recorded]
+    assert recorded[0].error is not None and "requires approval" in recorded[0].error
+    assert recorded[1].error == "unknown tool 'lunch' (available: launch)"

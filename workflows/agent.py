@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT
+    from onward.tool_pipeline import approval_refusal, unknown_tool
     from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.progress import model_summary, progress_card, tool_summary
 
@@ -133,22 +134,6 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
-
-
-def _unknown_tool(call: ToolCall, tools: dict[str, ToolSpec]) -> str:
-    """Why a call is refused outright (the first stage of the tool pipeline)."""
-    return f"unknown tool {call.name!r} (available: {', '.join(tools) or 'none'})"
-
-
-def _approval(spec: ToolSpec, call: ToolCall) -> str | None:
-    """The pipeline's approval stage: why a call may not start without one, or None.
-
-    Human approval comes in a later version (it will wait here for a decision);
-    until then a tool that requires it never runs unasked.
-    """
-    if spec.requires_approval:
-        return f"{call.name} requires approval, which this version of Onward does not support yet"
-    return None
 
 
 def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
@@ -534,8 +519,8 @@ class AgentWorkflow:
         """Every tool call's one path: refuse, approve, start. A refusal is its outcome."""
         spec = self._tools.get(call.name)
         if spec is None:
-            return steplog.refused(_unknown_tool(call, self._tools))
-        refusal = _approval(spec, call)
+            return steplog.refused(unknown_tool(call, self._tools))
+        refusal = approval_refusal(spec, call)
         if refusal is not None:
             return steplog.refused(refusal)
         return self._start_tool(spec, call)
