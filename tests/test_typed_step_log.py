@@ -7,7 +7,7 @@ tool call, a refused (unknown) tool, a steering message and a budget stop.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,12 +18,13 @@ from temporalio.exceptions import ApplicationError
 from conftest import RunningWorker, running_worker
 from onward import steplog
 from onward.activities.tools import ToolContext, builtin_registry, tool
-from onward.contracts import AgentInput, ModelRequest, ModelResponse, StepRecord
+from onward.contracts import AgentInput, ModelRequest, ModelResponse, RunUsage, StepRecord
 from onward.errors import INVALID_INPUT
 from onward.starter.history import reconstruct
 from onward.starter.render import state_change, step_lines
+from onward.starter.report import aggregate
 from onward.starter.timeline import trace_lines
-from onward.starter.trace import build_trace, read_history
+from onward.starter.trace import Trace, TraceStep, build_trace, read_history
 
 HISTORY = Path(__file__).parent / "histories" / "typed_step_log.json"
 
@@ -158,3 +159,13 @@ async def test_refusals_read_the_same_from_the_result_and_the_history(
     assert [(c.status, c.error) for c in rebuilt] == [(c.status, c.error) for c in recorded]
     assert recorded[0].error is not None and "requires approval" in recorded[0].error
     assert recorded[1].error == "unknown tool 'lunch' (available: launch)"
+
+
+def test_report_counts_a_typed_model_failure() -> None:
+    failed = TraceStep(step=1, model="scripted", error="the model is gone")
+    answered = TraceStep(step=2, model="scripted", text="done", cost_usd=0.0)
+    trace = Trace(workflow_id="w", status="failed", source="result", usage=RunUsage())
+    trace.steps += [failed, answered]
+    now = datetime.now(UTC)
+    (model,) = aggregate([trace], now - timedelta(hours=1), now).models
+    assert (model.calls, model.errors) == (2, 1)

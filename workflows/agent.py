@@ -177,8 +177,8 @@ class AgentWorkflow:
         self._cancel_requested = False
         self._cancel_reason: str | None = None
         self._steering: list[str] = []
+        # Steering already in the conversation, not yet shown in a step of the log.
         self._steered: list[str] = []
-        """Steering added to the conversation and not yet shown in a step."""
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_at = workflow.now()
