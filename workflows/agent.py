@@ -14,14 +14,14 @@ import contextlib
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from onward import budget as budgets
     from onward import search_attributes as sa
@@ -61,6 +61,8 @@ with workflow.unsafe.imports_passed_through():
     from onward.workflows.progress import model_summary, progress_card, tool_summary
 
 __all__ = ["AgentWorkflow"]
+
+_Payload = TypeVar("_Payload", bound="BaseModel")
 
 MODEL_CALL_TIMEOUT = timedelta(minutes=10)
 """Longest a single model call attempt may take."""
@@ -146,6 +148,20 @@ def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
         seen.add(call.id)
         calls.append(call)
     return response.model_copy(update={"tool_calls": calls})
+
+
+def _signal_payload(signal: str, kind: type[_Payload], payload: Sequence[Any]) -> _Payload | None:
+    """A signal's one payload as ``kind``; None (and a warning) when absent or invalid.
+
+    An invalid signal is dropped: raising here would fail the run (``ValidationError``
+    is a failure type of this workflow) or its workflow task, over one bad signal.
+    """
+    try:
+        (value,) = payload
+        return kind.model_validate(value)
+    except (ValueError, ValidationError) as err:  # ValueError: not exactly one payload
+        workflow.logger.warning("signal %s dropped: invalid payload (%s)", signal, err)
+        return None
 
 
 @workflow.defn(name=AGENT_WORKFLOW, failure_exception_types=[ValidationError])
@@ -651,29 +667,42 @@ class AgentWorkflow:
 
     # -- signals, queries, updates ------------------------------------------------
 
+    # Signal handlers take ``*payload`` and validate it themselves: a handler with a
+    # fixed signature raises TypeError when a client sends more arguments than it
+    # takes (`temporal workflow signal --input a --input b`), and that fails the
+    # workflow task again and again instead of dropping one bad signal.
+
     @workflow.signal(name="pause")
-    def pause(self) -> None:
-        """Stop starting new calls, between steps, until ``resume``."""
+    def pause(self, *_payload: Any) -> None:
+        """Stop starting new calls, between steps, until ``resume`` (no payload)."""
         if self._state not in FINAL_STATES:
             self._paused = True
 
     @workflow.signal(name="resume")
-    def resume(self) -> None:
-        """Undo ``pause``."""
+    def resume(self, *_payload: Any) -> None:
+        """Undo ``pause`` (no payload)."""
         self._paused = False
 
     @workflow.signal(name="cancel")
-    def cancel(self, request: CancelRequest | None = None) -> None:
-        """End the run as ``cancelled`` with the partial results; in-flight calls are cancelled."""
+    def cancel(self, *payload: Any) -> None:
+        """End the run as ``cancelled`` with the partial results; in-flight calls are cancelled.
+
+        Payload: an optional :class:`CancelRequest`.
+        """
+        request = _signal_payload("cancel", CancelRequest, payload) if payload else None
+        if payload and request is None:
+            return  # malformed: dropped, as the SDK drops a payload it cannot decode
         if self._state not in FINAL_STATES and not self._cancel_requested:
             self._cancel_requested = True
             self._cancel_reason = (request.reason if request else None) or "cancelled by signal"
 
     @workflow.signal(name="steer")
-    def steer(self, request: SteerRequest | None = None) -> None:
-        """Add a user message to the conversation before the next model call."""
-        # A signal with no payload (or null) has no message: nothing to add. Raising
-        # here would fail the workflow task again and again instead.
+    def steer(self, *payload: Any) -> None:
+        """Add a user message to the conversation before the next model call.
+
+        Payload: a :class:`SteerRequest`.
+        """
+        request = _signal_payload("steer", SteerRequest, payload)
         if request is not None:
             self._steering.append(request.message)
 
