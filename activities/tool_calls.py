@@ -65,7 +65,9 @@ class ToolActivities:
         with self._telemetry.tool(request) as outcomes:
             outcome = await self._execute(request)
             outcomes.append(outcome)
-        return outcome
+        # Echoed so a reader of the history matches the outcome to its call by typed
+        # data, even for a local activity, whose marker records no input.
+        return outcome.model_copy(update={"call_id": request.call_id, "step": request.step})
 
     @activity.defn(dynamic=True)
     async def execute_local_tool(self, args: Sequence[RawValue]) -> ToolOutcome:

@@ -27,6 +27,7 @@ __all__ = [
     "AgentStatus",
     "Budget",
     "BudgetExtension",
+    "BudgetLimit",
     "CallRetry",
     "CancelRequest",
     "Message",
@@ -42,6 +43,7 @@ __all__ = [
     "StepRecord",
     "ToolCall",
     "ToolCallRecord",
+    "ToolCallStatus",
     "ToolOutcome",
     "ToolRequest",
     "ToolSpec",
@@ -86,6 +88,34 @@ FINAL_STATES: frozenset[str] = frozenset(
 )
 
 OnExceeded = Literal["stop", "pause", "finish"]
+
+BudgetLimit = Literal["max_tokens", "max_tool_calls", "max_duration_s", "max_cost_usd", "max_steps"]
+"""The name of a budget limit, as the ``Budget`` field and the ``limit`` of a stopped run."""
+
+ToolCallStatus = Literal["ok", "error", "refused", "interrupted", "not_run"]
+"""How a tool call ended: ``ok`` (a result), ``error`` (the tool or its activity failed),
+``refused`` (never started: unknown tool, or approval needed), ``interrupted`` (cancelled
+or out of time while running), ``not_run`` (the run stopped before starting it)."""
+
+_PROVIDER_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("gpt-", "gpt4", "o1", "o3", "o4", "chatgpt", "text-embedding"), "openai"),
+    (("claude",), "anthropic"),
+    (("llama", "mistral", "mixtral", "qwen", "gemma", "phi", "deepseek", "codellama"), "ollama"),
+)
+"""Model name prefixes whose provider is obvious, for the hint on a bare model name."""
+
+
+def _bare_model_hint(value: str) -> str:
+    """What to write instead of a model name given without its provider."""
+    lowered = value.lower()
+    for prefixes, provider in _PROVIDER_HINTS:
+        if lowered.startswith(prefixes):
+            return f"{value!r} names no provider; use '{provider}:{value}'"
+    known = ", ".join(sorted(KNOWN_PROVIDERS - {"scripted"}))
+    return (
+        f"{value!r} names no provider; use 'provider:model' with one of {known} "
+        "(or an endpoint name from the worker's ONWARD_ENDPOINTS), or 'scripted'"
+    )
 
 
 def provider_of(model: str) -> str:
@@ -199,6 +229,8 @@ class AgentInput(_Strict):
     @classmethod
     def _known_provider(cls, value: str) -> str:
         provider = provider_of(value)
+        if ":" not in value and value not in KNOWN_PROVIDERS:
+            raise ValueError(_bare_model_hint(value))
         if not _PROVIDER_NAME.fullmatch(provider):
             known = ", ".join(sorted(KNOWN_PROVIDERS))
             raise ValueError(
@@ -311,6 +343,7 @@ class ToolRequest(BaseModel):
     arguments: dict[str, Any] = Field(default_factory=dict)
     call_id: str
     idempotency_key: str = Field(description="workflow id / step / call id: stable across retries")
+    step: int | None = Field(default=None, description="the step the call belongs to")
 
 
 class ToolOutcome(BaseModel):
@@ -319,6 +352,8 @@ class ToolOutcome(BaseModel):
     content: str = ""
     error: str | None = None
     truncated: bool = False
+    call_id: str | None = Field(default=None, description="the request's call id, echoed")
+    step: int | None = Field(default=None, description="the request's step, echoed")
 
 
 # ---------------------------------------------------------------------------
@@ -336,6 +371,9 @@ class ToolCallRecord(BaseModel):
     error: str | None = None
     started_at: datetime | None = None
     duration_ms: int | None = None
+    status: ToolCallStatus | None = Field(
+        default=None, description="None: still running, or recorded before statuses existed"
+    )
 
 
 class StepRecord(BaseModel):
@@ -349,6 +387,10 @@ class StepRecord(BaseModel):
     started_at: datetime
     duration_ms: int | None = None
     model: str | None = None
+    error: str | None = Field(default=None, description="why the step's model call failed")
+    steering: list[str] = Field(
+        default_factory=list, description="user messages (steer) added before this model call"
+    )
 
 
 class RunUsage(BaseModel):
@@ -387,6 +429,9 @@ class AgentStatus(BaseModel):
     retrying: CallRetry | None = Field(
         default=None, description="clients fill it in: a call being retried right now"
     )
+    limit: BudgetLimit | None = Field(
+        default=None, description="the exceeded limit, while budget_paused or budget_exceeded"
+    )
 
 
 class AgentResult(BaseModel):
@@ -397,6 +442,9 @@ class AgentResult(BaseModel):
     reason: str | None = None
     usage: RunUsage
     steps: list[StepRecord] = Field(default_factory=list)
+    limit: BudgetLimit | None = Field(
+        default=None, description="the exceeded limit, when the status is budget_exceeded"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def render_event(event: FollowEvent, run_id: str, emit: Emit, notice: Emit) -> N
         for line in step_lines(event.record):
             emit(line)
     elif isinstance(event, StateChanged):
-        change = state_change(run_id, event.state, event.reason)
+        change = state_change(run_id, event.state, event.reason, event.limit)
         if change:
             notice(change)
     elif isinstance(event, WaitingForWorker):

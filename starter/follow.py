@@ -40,6 +40,7 @@ from onward.contracts import (
     AgentState,
     AgentStatus,
     Budget,
+    BudgetLimit,
     CallRetry,
     RunUsage,
     StepRecord,
@@ -101,6 +102,8 @@ class StateChanged:
 
     state: AgentState
     reason: str | None
+    limit: BudgetLimit | None = None
+    """The exceeded budget limit, while budget-paused."""
 
 
 @dataclass(frozen=True)
@@ -187,7 +190,7 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
     if result is not None:
         state, reason, records = result.status, result.reason, result.steps
     elif history.ended is not None:
-        state = "cancelled" if history.ended == "canceled" else "failed"
+        state = history.ended  # named by onward.states.closed_state
         reason = history.failure or f"{history.ended} through Temporal"
         records = history.step_log
     else:
@@ -203,6 +206,7 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
         last_step=records[-1] if records else None,
         reason=reason,
         model=agent.model if agent else None,
+        limit=result.limit if result is not None else None,
     )
 
 
@@ -296,7 +300,7 @@ class _Follower:
             first = self.state is None
             self.state = status.state
             if status.state not in FINAL_STATES and not (first and status.state == "running"):
-                events.append(StateChanged(status.state, status.reason))
+                events.append(StateChanged(status.state, status.reason, status.limit))
         return events
 
     def _waiting(self) -> list[FollowEvent]:

@@ -10,9 +10,13 @@ retries and when each call was scheduled and closed.
 
 How the history maps to steps: a ``call_model`` activity for step N opens step
 N once it has answered (or failed); its answer's tool calls are matched to the
-executions that follow: regular ``execute_tool`` activities by the call id in
-their input, local ones (whose markers carry no input) and ``wait`` timers by
-their summary, which is the workflow's ``tool_summary`` of the call.
+executions that follow by typed data: regular ``execute_tool`` activities by
+the step and call id in their input, local ones (whose markers record no input)
+by the call id their outcome echoes. Timers of workflow tools (``wait``) carry
+no payload at all, so their summary, the workflow's ``tool_summary`` of the
+call, is the only thing that ties them to a call. Histories recorded before
+those typed fields existed are read through the fallbacks of
+:mod:`onward.steplog`.
 """
 
 from __future__ import annotations
@@ -22,27 +26,31 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowExecutionStatus
 
+from onward import steplog
 from onward.contracts import (
     AgentInput,
     AgentResult,
+    AgentState,
     ModelRequest,
     ModelResponse,
     StepRecord,
     ToolCall,
     ToolCallRecord,
+    ToolCallStatus,
     ToolOutcome,
     ToolRequest,
+    ToolSpec,
     WorkerDescription,
     WorkerDescriptionRequest,
 )
-from onward.errors import format_validation_error
 from onward.starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
-from onward.workflow_tools import WORKFLOW_TOOLS, WaitArgs
-from onward.workflows.agent import STEP_LOG_RESULT_CHARS
+from onward.states import closed_state
+from onward.tool_pipeline import approval_refusal, unknown_tool
+from onward.workflow_tools import WORKFLOW_TOOLS
 from onward.workflows.progress import tool_summary
 
 __all__ = ["HistoryStep", "RunHistory", "reconstruct"]
@@ -57,13 +65,15 @@ RESULT_TYPES: dict[str, type[Any]] = {
     "execute_tool": ToolOutcome,
     "describe_worker": WorkerDescription,
 }
-_ENDINGS: dict[EventType.ValueType, str] = {
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: "completed",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: "failed",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: "canceled",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: "terminated",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: "timed_out",
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued_as_new",
+_ENDINGS: dict[EventType.ValueType, WorkflowExecutionStatus] = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: WorkflowExecutionStatus.COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED: WorkflowExecutionStatus.FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED: WorkflowExecutionStatus.CANCELED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED: WorkflowExecutionStatus.TERMINATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT: WorkflowExecutionStatus.TIMED_OUT,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: (
+        WorkflowExecutionStatus.CONTINUED_AS_NEW
+    ),
 }
 
 
@@ -85,8 +95,9 @@ class RunHistory:
 
     input: AgentInput | None = None
     result: AgentResult | None = None
-    ended: str | None = None
-    """How Temporal closed the run (``completed``, ``failed``, ``canceled``, ...); None: running."""
+    ended: AgentState | None = None
+    """How Temporal closed the run, in Onward's words (``completed``, ``cancelled``,
+    ``terminated``, ...; see :func:`onward.states.closed_state`); None: running."""
     failure: str | None = None
     started_at: datetime | None = None
     closed_at: datetime | None = None
@@ -98,13 +109,6 @@ class RunHistory:
     def step_log(self) -> list[StepRecord]:
         """The finished steps, like the workflow's ``steps`` query answers."""
         return [step.record for step in self.steps if step.finished]
-
-
-def _clip(text: str, limit: int = STEP_LOG_RESULT_CHARS) -> str:
-    """Cut a tool result as the workflow cuts it in the step log."""
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"… [{len(text) - limit} more characters]"
 
 
 def _ms(start: datetime | None, end: datetime | None) -> int | None:
@@ -119,6 +123,8 @@ class _Step:
 
     model: Call
     response: ModelResponse | None
+    previous: ModelRequest | None = None
+    """The request of the step before (None: the first), to tell what this one added."""
     executions: dict[str, Call] = field(default_factory=dict)
 
     @property
@@ -130,13 +136,14 @@ class _Step:
     def calls(self) -> list[ToolCall]:
         return self.response.tool_calls if self.response else []
 
-    def attach_by_summary(self, call: Call) -> None:
+    def attach(self, call: Call) -> None:
         """Match an execution without input (local activity, timer) to a tool call.
 
-        Its summary is the workflow's ``tool_summary`` of the call; a local
-        activity whose summary matches nothing (a future format) takes the first
-        call still open. Timers must match exactly: the run's deadline timer is
-        one too.
+        A local activity's outcome echoes its call id. Legacy outcomes do not,
+        and timers have no payload at all: their summary is the workflow's
+        ``tool_summary`` of the call. A local activity whose summary matches
+        nothing takes the first call still open; timers must match exactly (the
+        run's deadline timer is one too).
         """
         is_timer = call.trace.kind == "timer"
         open_calls = [
@@ -144,8 +151,10 @@ class _Step:
             for c in self.calls
             if c.id not in self.executions and (c.name in WORKFLOW_TOOLS) == is_timer
         ]
+        echoed = call.result.call_id if isinstance(call.result, ToolOutcome) else None
+        typed = [c for c in open_calls if echoed is not None and c.id == echoed]
         exact = [c for c in open_calls if tool_summary(c) == call.trace.summary]
-        candidates = exact or ([] if is_timer else open_calls)
+        candidates = typed or exact or ([] if is_timer else open_calls)
         if candidates:
             match = candidates[0]
             self.executions[match.id] = call
@@ -161,7 +170,8 @@ class _Assembler:
         self._run = run
         self._calls = calls
         self._steps: list[_Step] = []
-        self._available: list[str] | None = None
+        self._available: dict[str, ToolSpec] | None = None
+        self._last_request: ModelRequest | None = None
 
     def assemble(self) -> None:
         current: _Step | None = None
@@ -172,8 +182,10 @@ class _Assembler:
                 current = self._model_call(call) or current
             elif call.activity_type == "execute_tool" and call.trace.kind == "activity":
                 self._regular_tool(call, current)
+            elif call.trace.kind == "local_activity" and isinstance(call.result, ToolOutcome):
+                self._local_tool(call, current)
             elif current is not None and call.trace.kind in ("local_activity", "timer"):
-                current.attach_by_summary(call)
+                current.attach(call)
         asked = [c.request.step for c in self._calls if isinstance(c.request, ModelRequest)]
         for step in self._steps:
             later = any(number > step.number for number in asked)
@@ -196,9 +208,11 @@ class _Assembler:
         if not isinstance(description, WorkerDescription):
             return
         asked = self._run.input.tools if self._run.input else None
-        names = [spec.name for spec in description.tools]
-        names += [name for name in WORKFLOW_TOOLS if asked is None or name in asked]
-        self._available = names
+        specs = {spec.name: spec for spec in description.tools}
+        for name, tool in WORKFLOW_TOOLS.items():
+            if asked is None or name in asked:
+                specs[name] = tool.spec
+        self._available = specs
 
     def _model_call(self, call: Call) -> _Step | None:
         request = call.request
@@ -208,11 +222,12 @@ class _Assembler:
         call.trace.role = "model"
         call.trace.name = request.model
         if call.trace.state == "completed" and isinstance(call.result, ModelResponse):
-            step = _Step(call, call.result)
+            step = _Step(call, call.result, self._last_request)
         elif call.trace.state in ("failed", "timed_out"):
-            step = _Step(call, None)
+            step = _Step(call, None, self._last_request)
         else:  # in flight, or interrupted (an interrupted call leaves no step)
             return None
+        self._last_request = request
         self._steps = [s for s in self._steps if s.number != request.step] + [step]
         return step
 
@@ -222,18 +237,31 @@ class _Assembler:
             return
         call.trace.role = "tool"
         call.trace.name = request.name
-        number = _step_of(request)
+        number = steplog.request_step(request)
         step = next((s for s in reversed(self._steps) if s.number == number), current)
         if step is not None:
             step.executions[request.call_id] = call
             call.trace.step = step.number
 
+    def _local_tool(self, call: Call, current: _Step | None) -> None:
+        """A local tool activity, matched by the step and call id its outcome echoes."""
+        outcome: ToolOutcome = call.result
+        number = outcome.step
+        step = next((s for s in reversed(self._steps) if s.number == number), current)
+        if step is not None:
+            step.attach(call)
+
     def _finish(self, step: _Step, later: bool) -> HistoryStep:
         model = step.model
         request: ModelRequest = model.request
-        record = StepRecord(step=step.number, started_at=model.workflow_time, model=request.model)
+        record = StepRecord(
+            step=step.number,
+            started_at=model.workflow_time,
+            model=request.model,
+            steering=steplog.steering_in(request, step.previous),
+        )
         if step.response is None:
-            record.text = f"model call failed: {model.trace.failure or 'failed'}"
+            record.error = model.trace.failure or "failed"
         else:
             record.text = step.response.text
             record.usage = step.response.usage
@@ -258,48 +286,46 @@ class _Assembler:
     def _tool_record(self, call: ToolCall, execution: Call | None, over: bool) -> ToolCallRecord:
         record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
         if execution is None:
-            record.error = self._never_ran(call, over)
-            if record.error is not None and not record.error.startswith("not run"):
-                record.duration_ms = 0
+            never = self._never_ran(call, over)
+            if never is not None:
+                outcome, status = never
+                steplog.apply_outcome(record, outcome, status)
+                if status != "not_run":
+                    record.duration_ms = 0
             return record
         trace = execution.trace
         record.started_at = execution.workflow_time or trace.scheduled_at
         if not trace.closed:
             return record
         record.duration_ms = trace.latency_ms
+        workflow_tool = WORKFLOW_TOOLS.get(call.name)
         if trace.state == "cancelled":
-            record.error = "interrupted"
+            # Why (a cancel, the deadline) is workflow state, not in the history.
+            steplog.apply_outcome(record, ToolOutcome(error="interrupted"), "interrupted")
         elif trace.state != "completed":
-            record.error = f"tool call failed: {trace.failure or 'failed'}"
-        elif trace.kind == "timer":
-            seconds = WaitArgs.model_validate(call.arguments).seconds
-            record.result = f"waited {seconds:g} s"
+            failed = ToolOutcome(error=f"tool call failed: {trace.failure or 'failed'}")
+            steplog.apply_outcome(record, failed)
+        elif trace.kind == "timer" and workflow_tool is not None:
+            steplog.apply_outcome(record, ToolOutcome(content=workflow_tool.timer_result(call)))
         elif isinstance(execution.result, ToolOutcome):
-            outcome = execution.result
-            record.error = outcome.error
-            record.result = None if outcome.error else _clip(outcome.content)
+            steplog.apply_outcome(record, execution.result)
         return record
 
-    def _never_ran(self, call: ToolCall, over: bool) -> str | None:
-        """The error of a call with no execution, or None while it may still start."""
+    def _never_ran(self, call: ToolCall, over: bool) -> tuple[ToolOutcome, ToolCallStatus] | None:
+        """The outcome of a call with no execution, or None while it may still start."""
         available = self._available
-        if available is not None and call.name not in available:
-            return f"unknown tool {call.name!r} (available: {', '.join(available) or 'none'})"
-        if call.name in WORKFLOW_TOOLS:
-            try:
-                WaitArgs.model_validate(call.arguments)
-            except ValidationError as err:
-                return format_validation_error(call.name, err)
-        return "not run" if over else None
-
-
-def _step_of(request: ToolRequest) -> int | None:
-    """The step number in an idempotency key (``workflow-id/step/call-id``)."""
-    parts = request.idempotency_key.rsplit("/", 2)
-    try:
-        return int(parts[-2]) if len(parts) == 3 else None
-    except ValueError:
-        return None
+        spec = available.get(call.name) if available is not None else None
+        if available is not None and spec is None:
+            return steplog.refused(unknown_tool(call, available)), "refused"
+        refusal = approval_refusal(spec, call) if spec is not None else None
+        if refusal is not None:
+            return steplog.refused(refusal), "refused"
+        workflow_tool = WORKFLOW_TOOLS.get(call.name)
+        error = workflow_tool.check(call) if workflow_tool is not None else None
+        if error is not None:
+            return ToolOutcome(error=error), "error"
+        # Why (which limit, a cancel) is workflow state, not in the history.
+        return (ToolOutcome(error="not run"), "not_run") if over else None
 
 
 def _run_event(run: RunHistory, event: HistoryEvent) -> None:
@@ -309,7 +335,13 @@ def _run_event(run: RunHistory, event: HistoryEvent) -> None:
         run.input = decode(attrs.input, AgentInput)
         run.started_at = event_time(event.event_time)
     elif kind in _ENDINGS:
-        run.ended = _ENDINGS[kind]
+        status = _ENDINGS[kind]
+        # A run that continued as new is over here; its next run goes on.
+        run.ended = (
+            "completed"
+            if status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+            else closed_state(status)
+        )
         run.closed_at = event_time(event.event_time)
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             attrs_done = event.workflow_execution_completed_event_attributes

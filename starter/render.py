@@ -10,12 +10,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from onward import steplog
 from onward.contracts import (
     AgentInput,
     AgentResult,
     AgentState,
     AgentStatus,
     Budget,
+    BudgetLimit,
     CallRetry,
     RunUsage,
     StepRecord,
@@ -24,6 +26,7 @@ from onward.contracts import (
 )
 from onward.markdown import code_span, escape_markdown
 from onward.starter.inputs import BUDGET_FLAGS
+from onward.text import shorten
 from onward.workflows.progress import tool_summary
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "static_details",
     "static_summary",
     "status_lines",
+    "steering_lines",
     "step_lines",
     "table",
     "tool_call_line",
@@ -50,15 +54,7 @@ RESULT_EXCERPT_CHARS = 80
 """How much of a tool result a step line shows."""
 ANSWER_EXCERPT_CHARS = 100
 """How much of the final answer its step line shows."""
-MODEL_CALL_FAILED = "model call failed"
-"""How the text of a step whose model call failed begins (the workflow writes it so)."""
 _INDENT = " " * 8
-
-
-def shorten(text: str, limit: int) -> str:
-    """``text`` on one line, cut to ``limit`` characters with an ellipsis."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def money(usd: float | None) -> str:
@@ -111,15 +107,21 @@ def tool_call_line(call: ToolCallRecord) -> str:
     return f"{shown} -> {result or '(empty)'}"
 
 
+def steering_lines(step: StepRecord) -> list[str]:
+    """``steer: keep it short``: the user messages added before the step's model call."""
+    return [f"steer: {shorten(message, ANSWER_EXCERPT_CHARS)}" for message in step.steering]
+
+
 def step_lines(step: StepRecord) -> list[str]:
-    """A finished step: the model's reason (or answer), its tool calls, then time and usage."""
-    if step.tool_calls:
+    """A finished step: steering, the model's reason (or answer), its tool calls, time, usage."""
+    error = steplog.step_error(step)
+    if error is not None:  # no answer: the call's failure
+        head = "model call failed: " + shorten(error, ANSWER_EXCERPT_CHARS)
+    elif step.tool_calls:
         head = step.text.strip() or "(no reason given)"
-    elif step.text.startswith(MODEL_CALL_FAILED):  # no answer: the call's failure
-        head = shorten(step.text, ANSWER_EXCERPT_CHARS)
     else:  # the answer itself is printed in full with the result
         head = "answer: " + (shorten(step.text, ANSWER_EXCERPT_CHARS) or "(empty)")
-    first, *rest = head.splitlines() or [""]
+    first, *rest = [*steering_lines(step), *(head.splitlines() or [""])]
     lines = [f"{f'step {step.step}':<{len(_INDENT) - 1}} {first}"]
     lines += [_INDENT + line for line in rest]
     lines += [_INDENT + tool_call_line(call) for call in step.tool_calls]
@@ -171,13 +173,18 @@ def result_lines(result: AgentResult) -> list[str]:
     return lines
 
 
-def state_change(workflow_id: str, state: AgentState, reason: str | None) -> str | None:
-    """A line when a followed run pauses or goes on again; None for other states."""
+def state_change(
+    workflow_id: str, state: AgentState, reason: str | None, limit: BudgetLimit | None = None
+) -> str | None:
+    """A line when a followed run pauses or goes on again; None for other states.
+
+    ``limit`` is the status's exceeded limit (older workers did not send one).
+    """
     if state == "paused":
         return f"-- paused; resume with: onward resume {workflow_id}"
     if state == "budget_paused":
-        limit = (reason or "").split(":", 1)[0]
-        flag = BUDGET_FLAGS.get(limit, "--max-...")
+        limit = limit or steplog.legacy_limit(reason)
+        flag = BUDGET_FLAGS.get(limit or "", "--max-...")
         return (
             f"-- budget paused: {reason or 'a limit was reached'}; "
             f"raise it with: onward extend {workflow_id} {flag} N"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, computed_field
 from temporalio.client import Client, WorkflowExecution
 
 from onward import search_attributes as sa
+from onward import steplog
 from onward.contracts import AGENT_WORKFLOW
 from onward.starter.listing import quoted
 from onward.starter.render import cost_text, table
@@ -208,7 +209,7 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
             call = step.model_call
             tally = models.setdefault(step.model or trace.model or "?", _Tally())
             if call is None:  # a step log without history: nothing known about attempts
-                failed = step.text.startswith("model call failed")
+                failed = step.error is not None
                 tally.count(failed, 0, None)
             else:
                 failed = call.state in ("failed", "timed_out")
@@ -223,7 +224,7 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
                 if tool.result is None and tool.error is None:
                     continue  # still running
                 run = tool.call
-                if run is None and (tool.error or "").startswith("not run"):
+                if run is None and steplog.tool_status(tool) == "not_run":
                     continue  # refused by a budget or a cancel: never called
                 latency = run.latency_ms if run is not None else None
                 tools.setdefault(tool.name, _Tally()).count(

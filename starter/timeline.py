@@ -11,7 +11,6 @@ from datetime import datetime
 from onward.contracts import ToolCall
 from onward.starter.calls import CallTrace
 from onward.starter.render import (
-    MODEL_CALL_FAILED,
     RESULT_EXCERPT_CHARS,
     money,
     shorten,
@@ -57,10 +56,10 @@ def _retried(call: CallTrace | None) -> str:
 
 def _model_row(trace: Trace, step: TraceStep) -> list[str]:
     call = step.model_call
-    if (call is not None and call.state in ("failed", "timed_out")) or step.text.startswith(
-        MODEL_CALL_FAILED
-    ):
-        detail = "!! " + shorten(step.text, RESULT_EXCERPT_CHARS)
+    if step.error is not None:
+        detail = "!! model call failed: " + shorten(step.error, RESULT_EXCERPT_CHARS)
+    elif call is not None and call.state in ("failed", "timed_out"):
+        detail = "!! model call failed: " + shorten(call.failure or "", RESULT_EXCERPT_CHARS)
     elif step.tool_calls:
         detail = shorten(step.text, RESULT_EXCERPT_CHARS) or "(no reason given)"
     else:
@@ -75,6 +74,11 @@ def _model_row(trace: Trace, step: TraceStep) -> list[str]:
         "-" if step.cost_usd is None else money(step.cost_usd),
         detail + _retried(call),
     ]
+
+
+def _steering_row(message: str) -> list[str]:
+    """A user message added (``onward steer``) before the model call of the next row."""
+    return ["", "", "steer", "", "", "", "", shorten(message, RESULT_EXCERPT_CHARS)]
 
 
 def _tool_row(trace: Trace, tool: TraceToolCall) -> list[str]:
@@ -120,6 +124,7 @@ def trace_lines(trace: Trace) -> list[str]:
     lines = [head, f"steps from {source}; tries and times from the history", ""]
     rows: list[list[str]] = []
     for step in trace.steps:
+        rows += [_steering_row(message) for message in step.steering]
         rows.append(_model_row(trace, step))
         rows += [_tool_row(trace, tool) for tool in step.tool_calls]
     if rows:

@@ -24,9 +24,11 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
+from onward import steplog
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import HistoryStep, RunHistory, reconstruct
+from onward.states import run_state
 from onward.workflows import AgentWorkflow
 
 __all__ = [
@@ -49,8 +51,6 @@ STEPS_QUERY_TIMEOUT = timedelta(seconds=2)
 StepSource = Literal["result", "query", "history"]
 """Where a step log came from: the closed run's result, a worker's answer, or the history."""
 
-_ENDED_AS = {"canceled": "cancelled"}
-
 
 class TraceToolCall(ToolCallRecord):
     """A tool call of the step log, with how it ran (None: it never ran)."""
@@ -63,6 +63,8 @@ class TraceStep(BaseModel):
 
     step: int
     text: str = ""
+    error: str | None = None
+    steering: list[str] = Field(default_factory=list)
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
@@ -93,8 +95,14 @@ class Trace(BaseModel):
 
 def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
     calls = history.tool_calls if history else {}
+    fields = record.model_dump(exclude={"tool_calls"})
+    # Typed, whatever recorded the step: steps of older results keep these in prose, or
+    # (steering) only in the history.
+    fields["error"] = steplog.step_error(record)
+    if history is not None and not record.steering:
+        fields["steering"] = history.record.steering
     return TraceStep(
-        **record.model_dump(exclude={"tool_calls"}),
+        **fields,
         finished=history.finished if history else True,
         model_call=history.model_call if history else None,
         tool_calls=[
@@ -187,10 +195,9 @@ def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
     if history.result is not None:
         return history.result.status
     if history.ended is not None:
-        return _ENDED_AS.get(history.ended, history.ended)
+        return history.ended
     published = execution.typed_search_attributes.get(sa.STATUS) if execution else None
-    running = execution is None or execution.status in (None, WorkflowExecutionStatus.RUNNING)
-    return published if published and running else "running"
+    return run_state(execution.status if execution else None, published)
 
 
 async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:

@@ -83,6 +83,18 @@ async def native_cancel_while_waiting(handle: Handle) -> None:
     await handle.cancel()
 
 
+async def steer_while_waiting(handle: Handle) -> None:
+    while not any(
+        [
+            e
+            async for e in handle.fetch_history_events()
+            if e.HasField("timer_started_event_attributes")
+        ]
+    ):
+        await asyncio.sleep(0.05)
+    await handle.signal(AgentWorkflow.steer, SteerRequest(message="add 1 and 1 next"))
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
     "tools_and_control": (
         {
@@ -164,6 +176,31 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
     "local_tool_type": (
         {"prompt": "a local tool call", "script": [calc("6*7"), {"text": "42"}]},
         nothing,
+    ),
+    "typed_step_log": (
+        {
+            "prompt": "wait, call a tool that does not exist, get steered, run out of tool calls",
+            "tools": ["wait", "calculator"],
+            "script": [
+                {
+                    "text": "waiting first",
+                    "tool_calls": [
+                        {"name": "wait", "arguments": {"seconds": 1}},
+                        {"name": "nope", "arguments": {}},
+                    ],
+                },
+                {
+                    "text": "as steered",
+                    "tool_calls": [
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                        {"name": "calculator", "arguments": {"expression": "2+2"}},
+                    ],
+                },
+                {"text": "never reached"},
+            ],
+            "budget": {"max_tool_calls": 3},
+        },
+        steer_while_waiting,
     ),
 }
 

@@ -190,9 +190,13 @@ async def test_async_and_sync_functions_and_context_injection() -> None:
     assert whoami.spec().parameters["required"] == ["greeting"]
 
     registry = ToolRegistry.of([shout, whoami])
-    assert await execute(registry, "shout", text="hi", times=2) == ToolOutcome(content="HI HI")
+    assert await execute(registry, "shout", text="hi", times=2) == ToolOutcome(
+        content="HI HI", call_id="c1"
+    )
     outcome = await execute(registry, "whoami", greeting="hello")
-    assert outcome == ToolOutcome(content='{"greeting":"hello!","call":"c1","key":"wf-1/1/c1"}')
+    assert outcome == ToolOutcome(
+        content='{"greeting":"hello!","call":"c1","key":"wf-1/1/c1"}', call_id="c1"
+    )
     # A sync tool runs in a thread, so a slow one cannot stall the worker's event loop.
     assert seen["thread"] is not threading.current_thread()
 
@@ -237,8 +241,10 @@ async def test_keyword_only_parameters_make_the_typed_form() -> None:
     assert add.spec().parameters["required"] == ["args"]
     registry = ToolRegistry.of([add, negate])
     outcome = await execute(registry, "add", args={"a": 2, "b": 3})
-    assert outcome == ToolOutcome(content="5 for c1")
-    assert await execute(registry, "negate", args={"a": 2, "b": 3}) == ToolOutcome(content="-2 -3")
+    assert outcome == ToolOutcome(content="5 for c1", call_id="c1")
+    assert await execute(registry, "negate", args={"a": 2, "b": 3}) == ToolOutcome(
+        content="-2 -3", call_id="c1"
+    )
 
 
 async def test_results_are_capped_for_the_history_whatever_the_tool_asks() -> None:
@@ -271,7 +277,7 @@ async def test_bad_arguments_and_failures_come_back_as_errors() -> None:
         raise ToolError(f"refused: {reason}")
 
     registry = ToolRegistry.of([divide, refuse])
-    assert await execute(registry, "divide", a=1, b=4) == ToolOutcome(content="0.25")
+    assert await execute(registry, "divide", a=1, b=4) == ToolOutcome(content="0.25", call_id="c1")
     missing = await execute(registry, "divide", a=1)
     assert missing.error == "invalid arguments for divide: b: Field required"
     wrong = await execute(registry, "divide", a="one", b=2, c=3)
@@ -280,7 +286,9 @@ async def test_bad_arguments_and_failures_come_back_as_errors() -> None:
     assert "c: Extra inputs are not permitted" in wrong.error
     crash = await execute(registry, "divide", a=1, b=0)
     assert crash.error == "ZeroDivisionError: float division by zero"
-    assert await execute(registry, "refuse", reason="no") == ToolOutcome(error="refused: no")
+    assert await execute(registry, "refuse", reason="no") == ToolOutcome(
+        error="refused: no", call_id="c1"
+    )
 
 
 def test_functions_that_cannot_be_described_are_refused() -> None:

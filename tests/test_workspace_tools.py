@@ -388,7 +388,7 @@ async def execute(workspace: Path, name: str, **arguments: object) -> ToolOutcom
 
 async def test_activity_runs_a_tool(tmp_path: Path) -> None:
     outcome = await execute(tmp_path, "calculator", expression="6 * 7")
-    assert outcome == ToolOutcome(content="42")
+    assert outcome == ToolOutcome(content="42", call_id="c1")
 
 
 async def test_activity_reports_bad_arguments_by_name(tmp_path: Path) -> None:
@@ -402,7 +402,7 @@ async def test_activity_reports_bad_arguments_by_name(tmp_path: Path) -> None:
 
 async def test_activity_turns_tool_errors_into_outcomes(tmp_path: Path) -> None:
     outcome = await execute(tmp_path, "calculator", expression="1 / 0")
-    assert outcome == ToolOutcome(error="calculator: division by zero")
+    assert outcome == ToolOutcome(error="calculator: division by zero", call_id="c1")
     escape = await execute(tmp_path, "read_file", path="../secret")
     assert escape.error == "path '../secret' is outside the workspace"
     assert escape.content == ""
@@ -425,4 +425,4 @@ async def test_activity_truncates_long_results(tmp_path: Path) -> None:
     assert outcome.content.endswith(f"[truncated: showing {limit} of {limit + 500} characters]")
     (tmp_path / "small.txt").write_text("x" * limit, encoding="utf-8")
     exact = await execute(tmp_path, "read_file", path="small.txt")
-    assert exact == ToolOutcome(content="x" * limit)
+    assert exact == ToolOutcome(content="x" * limit, call_id="c1")

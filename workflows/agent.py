@@ -14,17 +14,18 @@ import contextlib
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from onward import budget as budgets
     from onward import search_attributes as sa
+    from onward import steplog
     from onward.activities.model import ModelActivities
     from onward.activities.tool_calls import ToolActivities
     from onward.contracts import (
@@ -36,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         AgentStatus,
         Budget,
         BudgetExtension,
+        BudgetLimit,
         CancelRequest,
         ModelRequest,
         ModelResponse,
@@ -45,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
         ToolCall,
         ToolCallRecord,
+        ToolCallStatus,
         ToolOutcome,
         ToolRequest,
         ToolSpec,
@@ -52,11 +55,14 @@ with workflow.unsafe.imports_passed_through():
         provider_of,
     )
     from onward.conversation import Conversation
-    from onward.errors import INVALID_INPUT, format_validation_error
-    from onward.workflow_tools import WORKFLOW_TOOLS, WaitArgs
+    from onward.errors import INVALID_INPUT
+    from onward.tool_pipeline import approval_refusal, unknown_tool
+    from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.progress import model_summary, progress_card, tool_summary
 
 __all__ = ["AgentWorkflow"]
+
+_Payload = TypeVar("_Payload", bound="BaseModel")
 
 MODEL_CALL_TIMEOUT = timedelta(minutes=10)
 """Longest a single model call attempt may take."""
@@ -71,35 +77,52 @@ MODEL_RETRY_POLICY = RetryPolicy(
 """A ceiling: the worker's ONWARD_MODEL_MAX_ATTEMPTS (default 8) decides within it."""
 TOOL_RETRY_INTERVAL = timedelta(seconds=1)
 DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
-STEP_LOG_RESULT_CHARS = 4_000
-"""Tool results longer than this are cut in the step log. The model sees up to the
-tool's own ``max_result_chars``; the log keeps this much whatever that limit is,
-while keeping queries and the run's result well under Temporal's payload limits."""
 MAX_MODEL_REQUEST_BYTES = 1_800_000
 """A model call whose conversation is larger than this would exceed Temporal's 2 MB
 payload limit and fail its workflow task forever; the run ends as failed instead."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
+NO_INPUT = (
+    'input: AgentWorkflow needs one JSON object as input, e.g. {"prompt": "What is 17 * 3 + 4?"}'
+)
+"""The error of a run started with no input, or with ``null``."""
+_PLACEHOLDER_INPUT = AgentInput(prompt="(no input)")
+"""Stands in for a missing input until ``run`` fails the run, so queries still answer."""
 FINISH_PROMPT = (
     "The run's budget is exhausted ({reason}). Do not call any tools. "
     "Give your final answer now, from what you have so far."
 )
 
 
+Interruption = budgets.Exceeded | str
+"""Why running calls were stopped: the wall-time limit, or a cancel's reason."""
+
+
+def _why(interruption: Interruption | None) -> str | None:
+    """An interruption as people read it."""
+    if isinstance(interruption, budgets.Exceeded):
+        return interruption.message
+    return interruption
+
+
 class _RunEnded(Exception):
     """Unwinds the loop to end the run in ``state``."""
 
-    def __init__(self, state: AgentState, reason: str | None) -> None:
+    def __init__(
+        self, state: AgentState, reason: str | None, limit: BudgetLimit | None = None
+    ) -> None:
         super().__init__(reason)
         self.state: AgentState = state
         self.reason = reason
+        self.limit = limit
 
 
 class _FinishNow(Exception):
     """A budget ran out with ``on_exceeded="finish"``: ask for a final answer."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    def __init__(self, exceeded: budgets.Exceeded) -> None:
+        super().__init__(exceeded.message)
+        self.exceeded = exceeded
+        self.reason = exceeded.message
 
 
 def _ms(since: datetime) -> int:
@@ -115,23 +138,13 @@ def _root_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _refusal(spec: ToolSpec | None, call: ToolCall, tools: dict[str, ToolSpec]) -> str | None:
-    """Why a call is not started at all, or None when it may run."""
-    if spec is None:
-        return f"unknown tool {call.name!r} (available: {', '.join(tools) or 'none'})"
-    if spec.requires_approval:
-        # Human approval comes in a later version; until then such a tool never runs unasked.
-        return f"{call.name} requires approval, which this version of Onward does not support yet"
-    return None
-
-
 def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
     """Give empty or repeated tool-call ids a unique one: results are matched by id."""
     seen: set[str] = set()
     calls = []
     for index, call in enumerate(response.tool_calls, start=1):
         if not call.id or call.id in seen:
-            call = call.model_copy(update={"id": f"call_{step}_{index}"})
+            call = call.model_copy(update={"id": steplog.tool_call_id(step, index)})
         seen.add(call.id)
         calls.append(call)
     return response.model_copy(update={"tool_calls": calls})
@@ -149,10 +162,18 @@ def _local_tool_type(call: ToolCall) -> str:
     return "execute_tool"
 
 
-def _clip(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"… [{len(text) - limit} more characters]"
+def _signal_payload(signal: str, kind: type[_Payload], payload: Sequence[Any]) -> _Payload | None:
+    """A signal's one payload as ``kind``; None (and a warning) when absent or invalid.
+
+    An invalid signal is dropped: raising here would fail the run (``ValidationError``
+    is a failure type of this workflow) or its workflow task, over one bad signal.
+    """
+    try:
+        (value,) = payload
+        return kind.model_validate(value)
+    except (ValueError, ValidationError) as err:  # ValueError: not exactly one payload
+        workflow.logger.warning("signal %s dropped: invalid payload (%s)", signal, err)
+        return None
 
 
 @workflow.defn(name=AGENT_WORKFLOW, failure_exception_types=[ValidationError])
@@ -160,15 +181,18 @@ class AgentWorkflow:
     """Runs one agent: model turn, tool calls, results back, until an answer or a budget stops it.
 
     Input that fails validation fails the run at once (``ValidationError`` is a
-    failure type here), instead of a workflow task that retries forever.
+    failure type here), instead of a workflow task that retries forever; so
+    does a start with no input or ``null`` (``input`` is then None).
     """
 
     @workflow.init
-    def __init__(self, input: AgentInput) -> None:
-        self._input = input
-        self._budget: Budget = input.budget
+    def __init__(self, input: AgentInput | None = None) -> None:
+        # Raising here would fail the workflow task, again and again: ``run`` fails the run.
+        self._input = input or _PLACEHOLDER_INPUT
+        self._budget: Budget = self._input.budget
         self._state: AgentState = "running"
         self._reason: str | None = None
+        self._limit: BudgetLimit | None = None
         self._output: str | None = None
         self._usage = RunUsage()
         self._steps: list[StepRecord] = []
@@ -181,6 +205,8 @@ class AgentWorkflow:
         self._cancel_requested = False
         self._cancel_reason: str | None = None
         self._steering: list[str] = []
+        # Steering already in the conversation, not yet shown in a step of the log.
+        self._steered: list[str] = []
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_at = workflow.now()
@@ -190,8 +216,11 @@ class AgentWorkflow:
     # -- the loop -------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: AgentInput) -> AgentResult:
+    async def run(self, input: AgentInput | None = None) -> AgentResult:
         """Run the agent; the result is returned whatever the outcome."""
+        if input is None:
+            self._end("failed", NO_INPUT)
+            raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         if workflow.patched("elapsed-from-workflow-start"):
             # Time queued before a worker picked the run up counts against max_duration_s.
             self._started_at = workflow.info().workflow_start_time
@@ -200,9 +229,9 @@ class AgentWorkflow:
                 await self._prepare()
                 await self._loop()
             except _FinishNow as finish:
-                await self._final_answer(finish.reason)
+                await self._final_answer(finish.exceeded)
         except _RunEnded as end:
-            self._end(end.state, end.reason)
+            self._end(end.state, end.reason, end.limit)
         except asyncio.CancelledError:
             # A native `temporal workflow cancel`: stop in-flight calls, keep the
             # partial results readable by query, and close as Cancelled.
@@ -211,7 +240,7 @@ class AgentWorkflow:
                 task.cancel()
             for record in self._step.tool_calls if self._step else []:
                 if record.result is None and record.error is None:
-                    record.error = f"interrupted: {reason}"
+                    steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
             self._end("cancelled", reason)
             raise
         return self._result()
@@ -231,7 +260,8 @@ class AgentWorkflow:
             unknown = ", ".join(repr(name) for name in description.unknown)
             raise ApplicationError(
                 f"tools: unknown tool(s) {unknown}; this worker has: "
-                f"{', '.join(description.available)}",
+                f"{', '.join(description.available)}; the workflow runs: "
+                f"{', '.join(WORKFLOW_TOOLS)}",
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
@@ -245,9 +275,9 @@ class AgentWorkflow:
                 non_retryable=True,
             )
         self._tools = {spec.name: spec for spec in description.tools}
-        for name, spec in WORKFLOW_TOOLS.items():
+        for name, tool in WORKFLOW_TOOLS.items():
             if asked is None or name in asked:
-                self._tools[name] = spec
+                self._tools[name] = tool.spec
         self._search_attributes = set(description.search_attributes)
         if self._input.system:
             self._conversation.add_system(self._input.system)
@@ -267,22 +297,24 @@ class AgentWorkflow:
             await self._run_tool_calls(response.tool_calls)
             self._close_step()
 
-    async def _final_answer(self, reason: str) -> None:
+    async def _final_answer(self, exceeded: budgets.Exceeded) -> None:
         """One last model call with tools disabled (``on_exceeded="finish"``)."""
         self._close_step()
         self._finishing = True  # extend_budget is refused from here on
+        reason = exceeded.message
         self._reason = reason
+        self._limit = exceeded.limit
         while self._paused and not self._cancel_requested:
-            self._set_state("paused", reason)
+            self._set_state("paused", reason, exceeded.limit)
             await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
         if self._cancel_requested:
             raise _RunEnded("cancelled", self._cancel_reason or "cancelled by signal")
-        self._set_state("running", reason)
+        self._set_state("running", reason, exceeded.limit)
         self._conversation.add_user(FINISH_PROMPT.format(reason=reason))
         response = await self._call_model(allow_tools=False, race_deadline=False)
         if response is not None:
             self._output = response.text
-        self._end("budget_exceeded", reason)
+        self._end("budget_exceeded", reason, exceeded.limit)
 
     # -- gates ------------------------------------------------------------------
 
@@ -295,36 +327,38 @@ class AgentWorkflow:
                 self._set_state("paused")
                 await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
                 continue
-            reason = budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before)
-            if reason is None:
+            exceeded = budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before)
+            if exceeded is None:
                 self._set_state("running")
                 return
-            await self._on_exceeded(reason, before)
+            await self._on_exceeded(exceeded, before)
 
-    async def _on_exceeded(self, reason: str, before: budgets.CallKind) -> None:
+    async def _on_exceeded(self, exceeded: budgets.Exceeded, before: budgets.CallKind) -> None:
         """Stop, finish, or wait until ``extend_budget`` lifts the limit (then return)."""
         if self._budget.on_exceeded == "stop":
-            raise _RunEnded("budget_exceeded", reason)
+            raise _RunEnded("budget_exceeded", exceeded.message, exceeded.limit)
         if self._budget.on_exceeded == "finish":
-            raise _FinishNow(reason)
+            raise _FinishNow(exceeded)
 
-        def current() -> str | None:
+        def current() -> budgets.Exceeded | None:
             return budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before)
 
         # Wait until this limit is lifted; if another one is still exceeded, say
         # that one instead of the stale reason, and wait again.
-        late: str | None = reason
+        late: budgets.Exceeded | None = exceeded
         while late is not None and not self._cancel_requested:
-            self._set_state("budget_paused", late)
-            waiting_on = budgets.limit_name(late)
+            self._set_state("budget_paused", late.message, late.limit)
 
-            def lifted(name: str | None = waiting_on) -> bool:
-                return self._cancel_requested or budgets.limit_name(current()) != name
+            def lifted(name: BudgetLimit = late.limit) -> bool:
+                now = current()
+                return self._cancel_requested or now is None or now.limit != name
 
             await workflow.wait_condition(lifted)
             late = current()
 
-    async def _race(self, tasks: Sequence[asyncio.Task[Any]], deadline: bool = True) -> str | None:
+    async def _race(
+        self, tasks: Sequence[asyncio.Task[Any]], deadline: bool = True
+    ) -> Interruption | None:
         """Wait for ``tasks``; cancel them and return why if a cancel or the deadline comes first.
 
         A running call is never waited on past the wall-time limit: the wait is
@@ -366,6 +400,8 @@ class AgentWorkflow:
         number = len(self._steps) + 1
         for message in self._steering:
             self._conversation.add_user(message)
+        # Shown with the first step whose model call answers after they were added.
+        self._steered += self._steering
         self._steering.clear()
         # The step becomes current only once the model has answered: a call that
         # is interrupted or cancelled leaves no step behind.
@@ -397,16 +433,17 @@ class AgentWorkflow:
         )
         interrupted = await self._race([handle], deadline=race_deadline)
         if interrupted is not None:
-            if self._cancel_requested:
+            if isinstance(interrupted, str):
                 raise _RunEnded("cancelled", interrupted)
             await self._on_exceeded(interrupted, "model")
             return None
+        step.steering, self._steered = self._steered, []
         try:
             response = handle.result()
         except ActivityError as err:
-            step.text = f"model call failed: {_root_message(err)}"
+            step.error = _root_message(err)
             self._step = step  # kept in the log: it says what failed
-            raise _RunEnded("failed", step.text) from err
+            raise _RunEnded("failed", f"model call failed: {step.error}") from err
         self._step = step
         self._script_index += 1
         response = _with_unique_call_ids(response, number)
@@ -441,7 +478,7 @@ class AgentWorkflow:
         started: list[tuple[ToolCall, ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
         outcomes: dict[str, ToolOutcome] = {}
         stop: _RunEnded | _FinishNow | None = None
-        interrupted: str | None = None
+        interrupted: Interruption | None = None
         settle_first = workflow.patched("settle-started-calls-before-a-gate-waits")
         for call in calls:
             if settle_first and started and self._gate_blocks("tool"):
@@ -460,14 +497,10 @@ class AgentWorkflow:
             )
             self._step.tool_calls.append(record)
             self._usage.tool_calls += 1
-            spec = self._tools.get(call.name)
-            refusal = _refusal(spec, call, self._tools)
-            if spec is None or refusal is not None:
-                outcome = ToolOutcome(error=refusal)
-                self._record_outcome(record, outcome)
-                outcomes[call.id] = outcome
+            task = self._through_pipeline(call)
+            if isinstance(task, ToolOutcome):
+                outcomes[call.id] = self._record_outcome(record, task, "refused")
                 continue
-            task = self._start_tool(spec, call)
             task.add_done_callback(functools.partial(self._stamp_duration, record))
             started.append((call, record, task))
             self._in_flight = [task for _, _, task in started]  # a native cancel stops them
@@ -475,32 +508,29 @@ class AgentWorkflow:
         if started and interrupted is None:
             interrupted = await self._race([task for _, _, task in started])
         for call, record, task in started:
+            status: ToolCallStatus | None = None
             if not task.done() or task.cancelled():
-                outcome = ToolOutcome(error=f"interrupted: {interrupted}")
+                outcome, status = steplog.interrupted(_why(interrupted)), "interrupted"
             else:
                 try:
                     outcome = task.result()
                 except ActivityError as err:
                     outcome = ToolOutcome(error=f"tool call failed: {_root_message(err)}")
-            self._record_outcome(record, outcome)
-            outcomes[call.id] = outcome
+            outcomes[call.id] = self._record_outcome(record, outcome, status)
 
-        not_run = f"not run: {stop.reason if stop else interrupted}"
         for call in calls:
             if call.id not in outcomes:
-                outcomes[call.id] = ToolOutcome(error=not_run)
-                self._step.tool_calls.append(
-                    ToolCallRecord(
-                        id=call.id, name=call.name, arguments=call.arguments, error=not_run
-                    )
-                )
+                record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
+                reason = stop.reason if stop else _why(interrupted)
+                outcomes[call.id] = self._record_outcome(record, steplog.not_run(reason), "not_run")
+                self._step.tool_calls.append(record)
             spec = self._tools.get(call.name)
             limit = spec.max_result_chars if spec is not None else None
             self._conversation.add_tool_result(call, outcomes[call.id], limit)
 
+        if isinstance(interrupted, str):
+            raise _RunEnded("cancelled", interrupted)
         if interrupted is not None:
-            if self._cancel_requested:
-                raise _RunEnded("cancelled", interrupted)
             await self._on_exceeded(interrupted, "tool")
         if stop is not None:
             raise stop
@@ -513,20 +543,31 @@ class AgentWorkflow:
             or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is not None
         )
 
+    def _through_pipeline(self, call: ToolCall) -> asyncio.Task[ToolOutcome] | ToolOutcome:
+        """Every tool call's one path: refuse, approve, start. A refusal is its outcome."""
+        spec = self._tools.get(call.name)
+        if spec is None:
+            return steplog.refused(unknown_tool(call, self._tools))
+        refusal = approval_refusal(spec, call)
+        if refusal is not None:
+            return steplog.refused(refusal)
+        return self._start_tool(spec, call)
+
     def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
+        """Start a call: inside the workflow for a workflow tool, else as an activity."""
         assert self._step is not None
-        if spec.name in WORKFLOW_TOOLS:
-            return asyncio.create_task(self._wait(call))
+        inside = WORKFLOW_TOOLS.get(spec.name)
+        if inside is not None:
+            return asyncio.create_task(inside.run(call, tool_summary(call)))
+        info = workflow.info()
         request = ToolRequest(
             name=call.name,
             arguments=call.arguments,
             call_id=call.id,
-            # The run id too: a new run under a reused workflow id must not find
-            # the earlier run's writes marked done.
-            idempotency_key=(
-                f"{workflow.info().workflow_id}/{workflow.info().run_id}/"
-                f"{self._step.step}/{call.id}"
+            idempotency_key=steplog.idempotency_key(
+                info.workflow_id, info.run_id, self._step.step, call.id
             ),
+            step=self._step.step,
         )
         timeout = timedelta(seconds=spec.timeout_s)
         retry = RetryPolicy(
@@ -550,25 +591,20 @@ class AgentWorkflow:
             summary=tool_summary(call),
         )
 
-    async def _wait(self, call: ToolCall) -> ToolOutcome:
-        """The ``wait`` tool: a durable timer, cancelled with the run."""
-        try:
-            args = WaitArgs.model_validate(call.arguments)
-        except ValidationError as err:
-            return ToolOutcome(error=format_validation_error(call.name, err))
-        await workflow.sleep(args.seconds, summary=tool_summary(call))
-        return ToolOutcome(content=f"waited {args.seconds:g} s")
-
     def _stamp_duration(self, record: ToolCallRecord, _task: asyncio.Task[ToolOutcome]) -> None:
         """Time a call when it ends, not when the slowest call of its turn does."""
         if record.started_at is not None and record.duration_ms is None:
             record.duration_ms = _ms(record.started_at)
 
-    def _record_outcome(self, record: ToolCallRecord, outcome: ToolOutcome) -> None:
-        record.error = outcome.error
-        record.result = None if outcome.error else _clip(outcome.content, STEP_LOG_RESULT_CHARS)
+    def _record_outcome(
+        self, record: ToolCallRecord, outcome: ToolOutcome, status: ToolCallStatus | None
+    ) -> ToolOutcome:
+        """Put ``outcome`` in the step log; return it, tagged with its call and step."""
+        assert self._step is not None
+        steplog.apply_outcome(record, outcome, status)
         if record.started_at is not None and record.duration_ms is None:
             record.duration_ms = _ms(record.started_at)
+        return outcome.model_copy(update={"call_id": record.id, "step": self._step.step})
 
     # -- bookkeeping ------------------------------------------------------------
 
@@ -587,17 +623,21 @@ class AgentWorkflow:
         self._step = None
         self._publish()
 
-    def _end(self, state: AgentState, reason: str | None) -> None:
+    def _end(self, state: AgentState, reason: str | None, limit: BudgetLimit | None = None) -> None:
         self._close_step()
         self._ended_at = workflow.now()
         self._state = state
         self._reason = reason
+        self._limit = limit
         self._publish()
 
-    def _set_state(self, state: AgentState, reason: str | None = None) -> None:
-        if (state, reason) != (self._state, self._reason):
+    def _set_state(
+        self, state: AgentState, reason: str | None = None, limit: BudgetLimit | None = None
+    ) -> None:
+        if (state, reason, limit) != (self._state, self._reason, self._limit):
             self._state = state
             self._reason = reason
+            self._limit = limit
             self._publish()
 
     def _elapsed_s(self) -> float:
@@ -632,6 +672,7 @@ class AgentWorkflow:
             reason=self._reason,
             usage=self._usage_now(),
             steps=list(self._steps),
+            limit=self._limit,
         )
 
     def _usage_now(self) -> RunUsage:
@@ -639,28 +680,44 @@ class AgentWorkflow:
 
     # -- signals, queries, updates ------------------------------------------------
 
+    # Signal handlers take ``*payload`` and validate it themselves: a handler with a
+    # fixed signature raises TypeError when a client sends more arguments than it
+    # takes (`temporal workflow signal --input a --input b`), and that fails the
+    # workflow task again and again instead of dropping one bad signal.
+
     @workflow.signal(name="pause")
-    def pause(self) -> None:
-        """Stop starting new calls, between steps, until ``resume``."""
+    def pause(self, *_payload: Any) -> None:
+        """Stop starting new calls, between steps, until ``resume`` (no payload)."""
         if self._state not in FINAL_STATES:
             self._paused = True
 
     @workflow.signal(name="resume")
-    def resume(self) -> None:
-        """Undo ``pause``."""
+    def resume(self, *_payload: Any) -> None:
+        """Undo ``pause`` (no payload)."""
         self._paused = False
 
     @workflow.signal(name="cancel")
-    def cancel(self, request: CancelRequest | None = None) -> None:
-        """End the run as ``cancelled`` with the partial results; in-flight calls are cancelled."""
+    def cancel(self, *payload: Any) -> None:
+        """End the run as ``cancelled`` with the partial results; in-flight calls are cancelled.
+
+        Payload: an optional :class:`CancelRequest`.
+        """
+        request = _signal_payload("cancel", CancelRequest, payload) if payload else None
+        if payload and request is None:
+            return  # malformed: dropped, as the SDK drops a payload it cannot decode
         if self._state not in FINAL_STATES and not self._cancel_requested:
             self._cancel_requested = True
             self._cancel_reason = (request.reason if request else None) or "cancelled by signal"
 
     @workflow.signal(name="steer")
-    def steer(self, request: SteerRequest) -> None:
-        """Add a user message to the conversation before the next model call."""
-        self._steering.append(request.message)
+    def steer(self, *payload: Any) -> None:
+        """Add a user message to the conversation before the next model call.
+
+        Payload: a :class:`SteerRequest`.
+        """
+        request = _signal_payload("steer", SteerRequest, payload)
+        if request is not None:
+            self._steering.append(request.message)
 
     @workflow.update(name="extend_budget")
     def extend_budget(self, extension: BudgetExtension) -> Budget:
@@ -688,6 +745,7 @@ class AgentWorkflow:
             last_step=self._steps[-1] if self._steps else None,
             reason=self._reason,
             model=self._input.model,
+            limit=self._limit,
         )
 
     @workflow.query(name="steps")

@@ -41,6 +41,7 @@ from onward.activities.providers.http_provider import (
 )
 from onward.activities.providers.settings import ModelCallSettings
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
+from onward.steplog import tool_call_id
 
 __all__ = [
     "ERROR_PREFIX",
@@ -125,7 +126,7 @@ def _tool_calls(raw: Any, step: int) -> list[ToolCall]:
         function = item.get("function") if isinstance(item, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise ResponseShapeError(f"tool_calls[{index - 1}] has no function name")
-        call_id = item.get("id") or f"call_{step}_{index}"
+        call_id = item.get("id") or tool_call_id(step, index)
         calls.append(
             ToolCall(
                 id=str(call_id),

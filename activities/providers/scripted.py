@@ -11,6 +11,7 @@ import json
 import math
 
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from onward.steplog import tool_call_id
 
 __all__ = ["ScriptedModel", "estimate_tokens"]
 
@@ -41,7 +42,7 @@ class ScriptedModel:
             text = turn.text or ""
             tool_calls = [
                 ToolCall(
-                    id=f"call_{request.step}_{index}", name=call.name, arguments=call.arguments
+                    id=tool_call_id(request.step, index), name=call.name, arguments=call.arguments
                 )
                 for index, call in enumerate(turn.tool_calls, start=1)
             ]

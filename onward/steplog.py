@@ -1,0 +1,152 @@
+"""The step log's rules, in one place: how a step and its tool calls are recorded and read.
+
+The workflow records steps with these functions, and every reader (the
+``onward`` client rebuilding a step log from an event history, the renderers)
+reads them back with the same functions, so no reader copies a rule or parses
+prose. Records written before a field existed are read through the ``legacy``
+fallbacks here, and only here.
+"""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from onward.contracts import (
+    BudgetLimit,
+    Message,
+    ModelRequest,
+    StepRecord,
+    ToolCallRecord,
+    ToolCallStatus,
+    ToolOutcome,
+    ToolRequest,
+)
+from onward.text import clip
+
+__all__ = [
+    "RESULT_CHARS",
+    "apply_outcome",
+    "idempotency_key",
+    "interrupted",
+    "legacy_limit",
+    "not_run",
+    "refused",
+    "request_step",
+    "steering_in",
+    "step_error",
+    "tool_call_id",
+    "tool_status",
+]
+
+RESULT_CHARS = 4_000
+"""Tool results longer than this are cut in the step log. The model sees up to the
+tool's own ``max_result_chars``; the log keeps this much whatever that limit is,
+while keeping queries and the run's result well under Temporal's payload limits."""
+
+_LEGACY_MODEL_FAILED = "model call failed: "
+"""How steps recorded before ``StepRecord.error`` said their model call failed."""
+
+
+def tool_call_id(step: int, index: int) -> str:
+    """The id of the ``index``-th (from 1) tool call of ``step`` when the model gave none."""
+    return f"call_{step}_{index}"
+
+
+def idempotency_key(workflow_id: str, run_id: str, step: int, call_id: str) -> str:
+    """A tool call's key, stable across retries; the run id too, so a new run under a
+    reused workflow id does not find the earlier run's writes marked done."""
+    return f"{workflow_id}/{run_id}/{step}/{call_id}"
+
+
+# -- recording ---------------------------------------------------------------------
+
+
+def refused(message: str) -> ToolOutcome:
+    """The outcome of a call that is not started at all (unknown tool, approval needed)."""
+    return ToolOutcome(error=message)
+
+
+def interrupted(reason: str | None) -> ToolOutcome:
+    """The outcome of a call stopped while running (a cancel, the deadline)."""
+    return ToolOutcome(error=f"interrupted: {reason}")
+
+
+def not_run(reason: str | None) -> ToolOutcome:
+    """The outcome of a call the run stopped before starting."""
+    return ToolOutcome(error=f"not run: {reason}")
+
+
+def apply_outcome(
+    record: ToolCallRecord, outcome: ToolOutcome, status: ToolCallStatus | None = None
+) -> None:
+    """Record ``outcome`` on ``record``: its error or its (clipped) result, and its status.
+
+    ``status`` defaults to ``ok`` or ``error`` from the outcome itself.
+    """
+    record.error = outcome.error
+    record.result = None if outcome.error is not None else clip(outcome.content, RESULT_CHARS)
+    record.status = status or ("ok" if outcome.error is None else "error")
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def tool_status(record: ToolCallRecord) -> ToolCallStatus | None:
+    """How a call ended; None while it runs. Reads records from before ``status`` too."""
+    if record.status is not None:
+        return record.status
+    if record.error is None:
+        return None if record.result is None else "ok"
+    # legacy: the error text was the only carrier of why a call did not give a result.
+    error = record.error
+    if error.startswith("not run"):
+        return "not_run"
+    if error.startswith("interrupted"):
+        return "interrupted"
+    if error.startswith("unknown tool ") or "requires approval" in error:
+        return "refused"
+    return "error"
+
+
+def step_error(step: StepRecord) -> str | None:
+    """Why the step's model call failed, or None. Reads steps from before ``error`` too."""
+    if step.error is not None:
+        return step.error
+    if step.text.startswith(_LEGACY_MODEL_FAILED) and not step.tool_calls:
+        return step.text.removeprefix(_LEGACY_MODEL_FAILED)
+    return None
+
+
+def request_step(request: ToolRequest) -> int | None:
+    """The step a tool request belongs to; legacy requests carry it in their idempotency key."""
+    if request.step is not None:
+        return request.step
+    parts = request.idempotency_key.rsplit("/", 2)
+    try:
+        return int(parts[-2]) if len(parts) == 3 else None
+    except ValueError:
+        return None
+
+
+def legacy_limit(reason: str | None) -> BudgetLimit | None:
+    """The limit a budget reason names, for statuses from before ``limit`` existed."""
+    name = (reason or "").split(":", 1)[0]
+    return next((limit for limit in get_args(BudgetLimit) if limit == name), None)
+
+
+def steering_in(request: ModelRequest, previous: ModelRequest | None) -> list[str]:
+    """The steering messages a model request added, from the history of a run.
+
+    The conversation only grows, so what a request adds is what follows the
+    previous request's messages, its answer and tool results: the user messages
+    among them are steering, except the run's own prompt (first request) and
+    the final-answer prompt (a request without tools).
+    """
+    start = len(previous.messages) if previous is not None else 0
+    added: list[Message] = [m for m in request.messages[start:] if m.role == "user"]
+    # Both come before the steering: the workflow adds steering just before a call.
+    if previous is None:
+        added = added[1:]  # the prompt
+    if not request.allow_tools:
+        added = added[1:]  # the final-answer prompt
+    return [message.content for message in added]
