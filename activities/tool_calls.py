@@ -22,7 +22,17 @@ __all__ = ["RESULT_CAP_CHARS", "ToolActivities"]
 
 
 class ToolActivities:
-    """Activities over one :class:`ToolRegistry` and workspace, created in ``worker.py``."""
+    """Activities over one :class:`ToolRegistry` and workspace, created by ``OnwardPlugin``.
+
+    Args:
+        registry: the tools offered.
+        workspace: the directory the file tools are confined to.
+        search_attributes: the Onward search attributes the server has.
+        telemetry: GenAI spans of tool calls.
+        providers: the model providers of this worker, for run input checks.
+        model_max_attempts: attempts of one model call; runs build their
+            model retry policy from it (see ``WorkerDescription``).
+    """
 
     def __init__(
         self,
@@ -31,12 +41,23 @@ class ToolActivities:
         search_attributes: Sequence[str] = (),
         telemetry: ActivityTelemetry | None = None,
         providers: Sequence[str] = (),
+        model_max_attempts: int | None = None,
     ) -> None:
         self._registry = registry
         self._workspace = workspace
         self._search_attributes = list(search_attributes)
         self._providers = list(providers)
+        self._model_max_attempts = model_max_attempts
         self._telemetry = telemetry or ActivityTelemetry()
+
+    @property
+    def registry(self) -> ToolRegistry:
+        """The tools offered."""
+        return self._registry
+
+    def set_search_attributes(self, names: Sequence[str]) -> None:
+        """The search attributes found on the server once the worker connected."""
+        self._search_attributes = list(names)
 
     @activity.defn(name="describe_worker")
     async def describe_worker(self, request: WorkerDescriptionRequest) -> WorkerDescription:
@@ -56,6 +77,7 @@ class ToolActivities:
             available=self._registry.names(),
             search_attributes=self._search_attributes,
             providers=self._providers,
+            model_max_attempts=self._model_max_attempts,
         )
 
     @activity.defn(name="execute_tool")

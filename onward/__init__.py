@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         AgentStatus,
         Budget,
     )
+    from onward.plugin import OnwardPlugin
 
 __all__ = [
     "AGENT_WORKFLOW",
@@ -33,6 +34,7 @@ __all__ = [
     "AgentResult",
     "AgentStatus",
     "Budget",
+    "OnwardPlugin",
 ]
 
 _LAZY: dict[str, str] = {
@@ -42,6 +44,7 @@ _LAZY: dict[str, str] = {
     "AgentResult": "onward.contracts",
     "AgentStatus": "onward.contracts",
     "Budget": "onward.contracts",
+    "OnwardPlugin": "onward.plugin",
 }
 
 

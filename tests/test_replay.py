@@ -26,6 +26,7 @@ def test_histories_are_committed() -> None:
         "cancel_signal",
         "mid_turn_deadline",  # patched: settle started calls before a gate waits
         "native_cancel",
+        "model_attempts_from_worker",  # patched: the worker decides model attempts
     }
 
 
