@@ -196,10 +196,7 @@ async def run_worker(
         telemetry=ActivityTelemetry(trace_content=telemetry.trace_content),
         interceptors=telemetry.interceptors,
     )  # search_attribute_names=None: registered when the worker starts
-    connect_options: dict[str, Any] = {"plugins": [plugin]}
-    runtime = temporal_runtime(env)
-    if runtime is not None:
-        connect_options["runtime"] = runtime
+    connect_options: dict[str, Any] = {"plugins": [plugin], "runtime": temporal_runtime(env)}
     try:
         client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
         if client is None:

@@ -167,6 +167,20 @@ async def test_anthropic_sends_key_version_system_and_max_tokens(
     assert body["tools"][0]["input_schema"] == CALC.parameters
 
 
+async def test_openai_base_url_alone_needs_no_key(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    # A local vLLM or LM Studio: OPENAI_BASE_URL set, no OPENAI_API_KEY.
+    openai_server.script(openai_completion("local"))
+    provider = make_providers({"OPENAI_BASE_URL": f"{openai_server.url}/v1"})["openai"]
+    response = await provider.complete(request("openai:qwen2.5-7b"))
+
+    assert response.text == "local"
+    (sent,) = openai_server.requests
+    assert sent.path == OPENAI_PATH
+    assert "authorization" not in sent.headers
+
+
 async def test_ollama_needs_no_key_and_gets_v1_added(
     openai_server: FakeProvider, make_providers: Providers
 ) -> None:
@@ -219,7 +233,8 @@ async def test_named_endpoint_uses_its_key_variable_and_headers(
 async def test_missing_key_fails_without_a_request(
     openai_server: FakeProvider, make_providers: Providers, name: str, variable: str
 ) -> None:
-    environ = {"OPENAI_BASE_URL": openai_server.url, "ANTHROPIC_BASE_URL": openai_server.url}
+    # openai at its default address; a custom OPENAI_BASE_URL needs no key (below)
+    environ = {"ANTHROPIC_BASE_URL": openai_server.url}
     provider = make_providers(environ)[name]
     err = await failure(provider, request(f"{name}:some-model"))
     assert err.type == API_KEY_MISSING and err.non_retryable
@@ -443,6 +458,8 @@ async def test_connection_refused_is_retried(make_providers: Providers) -> None:
     err = await failure(provider, request("anthropic:claude-x"))
     assert (err.type, err.non_retryable) == (PROVIDER_CONNECTION_ERROR, False)
     assert err.message.startswith(f"anthropic: cannot reach http://127.0.0.1:{port}: ")
+    # a fixed short pace, not the retry policy's backoff meant for rate limits
+    assert err.next_retry_delay == timedelta(seconds=1)
 
 
 async def test_a_redirect_is_a_configuration_error(
