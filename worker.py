@@ -39,7 +39,7 @@ from onward.activities.tools import (
     register_tools,
 )
 from onward.connection import connect_with_retry, task_queue
-from onward.plugin import OnwardPlugin, ensure_search_attributes
+from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
 from onward.telemetry import configure_telemetry, temporal_runtime
 
@@ -96,7 +96,7 @@ class WorkerSettings:
         modules = (env.get("ONWARD_TOOLS") or "").split(",")
         return cls(
             task_queue=task_queue(env),
-            workspace=Path(env.get("ONWARD_WORKSPACE") or ".onward/workspace").resolve(),
+            workspace=Path(env.get("ONWARD_WORKSPACE") or DEFAULT_WORKSPACE).resolve(),
             pricing_files=(Path(pricing),) if pricing else (),
             namespace=env.get("TEMPORAL_NAMESPACE") or "default",
             tool_modules=tuple(name.strip() for name in modules if name.strip()),

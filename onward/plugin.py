@@ -109,8 +109,9 @@ class OnwardPlugin(SimplePlugin):
         telemetry: GenAI spans of the model and tool activities.
 
     Raises:
-        ValueError: both ``tools`` and ``registry`` were given, a tool's name
-            clashes, or a provider setting in the environment is bad.
+        ValueError: both ``tools`` and ``registry`` were given, or a provider
+            setting in the environment is bad.
+        ToolLoadError: a tool's name clashes with another's.
     """
 
     def __init__(
