@@ -91,7 +91,8 @@ class OnwardPlugin(SimplePlugin):
     hold connection pools; the plugin closes them when a worker using it stops.
 
     Args:
-        tools: the user's own tools (functions decorated with ``onward.tools.tool``),
+        tools: the user's own tools (functions decorated with
+            ``onward.activities.tools.tool``),
             offered beside the built-ins.
         registry: a complete tool registry instead of the built-ins plus ``tools``.
         providers: model providers by name; default: from this process's
