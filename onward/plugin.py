@@ -141,15 +141,15 @@ class OnwardPlugin(SimplePlugin):
         telemetry = telemetry or ActivityTelemetry()
         self._providers = dict(providers)
         self._register_search_attributes = search_attribute_names is None
-        self.model = ModelActivities(
+        self._model = ModelActivities(
             self._providers, pricing or PricingTable.load(), telemetry=telemetry
         )
-        self.tools = ToolActivities(
+        self._tool_activities = ToolActivities(
             registry,
             Path(workspace).resolve(),
             search_attribute_names or (),
             telemetry=telemetry,
-            providers=self.model.provider_names,
+            providers=self._model.provider_names,
             model_max_attempts=model_max_attempts,
         )
         super().__init__(
@@ -158,23 +158,23 @@ class OnwardPlugin(SimplePlugin):
             interceptors=list(interceptors),
             workflows=[AgentWorkflow],
             activities=[
-                self.model.call_model,
-                self.tools.describe_worker,
-                self.tools.execute_tool,
+                self._model.call_model,
+                self._tool_activities.describe_worker,
+                self._tool_activities.execute_tool,
             ],
         )
 
     @property
     def registry(self) -> ToolRegistry:
         """The tools this plugin's workers offer."""
-        return self.tools.registry
+        return self._tool_activities.registry
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
         """Register search attributes (unless given), run the worker, then close providers."""
         if self._register_search_attributes:
             client = worker.client
             names = await ensure_search_attributes(client, client.namespace)
-            self.tools.set_search_attributes(names)
+            self._tool_activities.set_search_attributes(names)
         try:
             await super().run_worker(worker, next)
         finally:

@@ -215,3 +215,38 @@ async def test_worker_help_is_plain_text() -> None:
     assert done.code == 0, done.stderr
     assert "ONWARD_TASK_QUEUE (default: onward)" in done.stdout
     assert "``" not in done.stdout  # reST markup read as literal backticks
+
+
+async def test_tool_modules_are_found_in_the_current_directory_without_shadowing(
+    address: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    name = f"mytools_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "import iniconfig\n\nfrom onward.activities.tools import tool\n\n\n"
+        "@tool\ndef here(text: str) -> str:\n"
+        '    """Echo.\n\n    Args:\n        text: what to echo.\n    """\n'
+        "    return text\n"
+    )
+    # A folder named like an installed package (pytest's iniconfig) the tool module imports.
+    (tmp_path / "iniconfig").mkdir()
+    (tmp_path / "iniconfig" / "__init__.py").write_text('raise ImportError("decoy")\n')
+    log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=address,
+        ONWARD_TASK_QUEUE=f"cwd-{uuid.uuid4().hex[:8]}",
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+        PYTHONPATH=str(REPO),  # this checkout's onward; -P keeps the current directory out
+    )
+    args = [sys.executable, "-P", "-m", "onward", "worker", "--tools", name]
+    worker = spawn(args, log, cwd=tmp_path, env=env)
+    processes.append(worker)
+
+    async def ready() -> bool:
+        assert worker.poll() is None, log.read_text()
+        return "onward worker ready" in log.read_text()
+
+    await eventually(ready, timeout_s=30)
+    assert "here" in log.read_text().split("tools: ")[1].splitlines()[0]
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
