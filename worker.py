@@ -71,6 +71,8 @@ log = logging.getLogger("onward.worker")
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=1)
 """After a worker dies, its runs move to another worker this fast (SDK default: 10 s)."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+"""Plain text, one line a record (Core's logs are forwarded into it: no colour codes)."""
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 """On SIGTERM, running activities get this long to finish before they are cancelled."""
 
@@ -252,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "$ONWARD_TOOLS=mod1,mod2)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         settings = WorkerSettings.from_env()
     except ValueError as err:  # a bad ONWARD_HTTP_ALLOW entry: refuse to start

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward.activities.heartbeat import heartbeating
 from onward.activities.telemetry import ActivityTelemetry
@@ -113,7 +113,14 @@ class ToolActivities:
             async with heartbeating():
                 content = await _call(item, args, context)
         except ToolRetryableError as err:
-            raise ApplicationError(str(err), type="ToolRetryableError") from err
+            # Expected and retried: one log line, no traceback (benign errors are
+            # logged by the SDK at DEBUG only).
+            activity.logger.warning(
+                "tool %s attempt %d failed, retrying: %s", item.name, activity.info().attempt, err
+            )
+            raise ApplicationError(
+                str(err), type="ToolRetryableError", category=ApplicationErrorCategory.BENIGN
+            ) from err
         except ToolError as err:
             return ToolOutcome(error=str(err))
         except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model
