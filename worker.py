@@ -1,13 +1,7 @@
-"""The Onward worker: wiring only.
+"""The Onward worker: wiring only, around :class:`~onward.plugin.OnwardPlugin`.
 
-Run it with ``python worker.py`` or ``onward worker``. It connects through
-``temporalio.envconfig`` (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``),
-polls ``ONWARD_TASK_QUEUE`` (default ``onward``), waits while the server is
-unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
-
-Tools: the built-ins (``http_fetch`` limited by ``ONWARD_HTTP_ALLOW``), the
-tools of installed packages' ``onward.tools`` entry points, and the modules
-named by ``--tools`` (repeatable) or ``ONWARD_TOOLS=mod1,mod2``.
+Run it with ``python worker.py`` or ``onward worker``; :data:`DESCRIPTION` (its
+``--help``) says what it reads from the environment.
 """
 
 from __future__ import annotations
@@ -25,23 +19,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import (
-    AddSearchAttributesRequest,
-    ListSearchAttributesRequest,
-)
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.worker import Interceptor as WorkerInterceptor
 from temporalio.worker import Worker
 
-from onward import search_attributes
-from onward.activities.model import ModelActivities
-from onward.activities.providers import close_providers, providers_from_env
+from onward.activities.providers import providers_from_env
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCallSettings
 from onward.activities.telemetry import ActivityTelemetry
-from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import (
     AllowList,
     ToolLoadError,
@@ -52,23 +39,40 @@ from onward.activities.tools import (
     register_tools,
 )
 from onward.connection import connect_with_retry, task_queue
+from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
 from onward.telemetry import configure_telemetry, temporal_runtime
-from onward.workflows import AgentWorkflow
 
 __all__ = [
+    "DESCRIPTION",
+    "OnwardPlugin",
     "WorkerSettings",
     "build_worker",
     "ensure_search_attributes",
     "main",
+    "onward_plugin",
     "run_worker",
     "tool_registry",
 ]
+
+DESCRIPTION = """\
+Run an Onward worker: it runs agents and their model and tool calls.
+
+It connects through TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE (or the Temporal
+profile file), polls ONWARD_TASK_QUEUE (default: onward), waits while the
+server is unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
+
+Tools: the built-ins (http_fetch limited by ONWARD_HTTP_ALLOW), the tools of
+installed packages' onward.tools entry points, and the modules named by
+--tools (repeatable) or ONWARD_TOOLS=mod1,mod2."""
+"""What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=1)
 """After a worker dies, its runs move to another worker this fast (SDK default: 10 s)."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+"""Plain text, one line a record (Core's logs are forwarded into it: no colour codes)."""
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
 """On SIGTERM, running activities get this long to finish before they are cancelled."""
 
@@ -94,7 +98,7 @@ class WorkerSettings:
         modules = (env.get("ONWARD_TOOLS") or "").split(",")
         return cls(
             task_queue=task_queue(env),
-            workspace=Path(env.get("ONWARD_WORKSPACE") or ".onward/workspace").resolve(),
+            workspace=Path(env.get("ONWARD_WORKSPACE") or DEFAULT_WORKSPACE).resolve(),
             pricing_files=(Path(pricing),) if pricing else (),
             namespace=env.get("TEMPORAL_NAMESPACE") or "default",
             tool_modules=tuple(name.strip() for name in modules if name.strip()),
@@ -113,34 +117,27 @@ def tool_registry(settings: WorkerSettings) -> ToolRegistry:
     return registry
 
 
-async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
-    """Register Onward's search attributes where missing; return those the server has.
-
-    Idempotent, so every worker does it on startup against any server. A
-    server that refuses (no permission, no free slot) is logged, and runs
-    then simply do not set the attributes it lacks.
-    """
-    wanted = {key.name: key for key in search_attributes.ALL}
-    have: set[str] = set()
-    try:
-        listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace)
-        )
-        have = set(listed.custom_attributes)
-        missing = {
-            name: IndexedValueType.ValueType(key.indexed_value_type.value)
-            for name, key in wanted.items()
-            if name not in have
-        }
-        if missing:
-            await client.operator_service.add_search_attributes(
-                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
-            )
-            log.info("registered search attributes: %s", ", ".join(sorted(missing)))
-            have |= set(missing)
-    except RPCError as err:
-        log.warning("could not register search attributes (%s); runs will not set them", err)
-    return sorted(name for name in wanted if name in have)
+def onward_plugin(
+    settings: WorkerSettings,
+    *,
+    registry: ToolRegistry | None = None,
+    providers: Mapping[str, ModelProvider] | None = None,
+    search_attribute_names: Sequence[str] | None = None,
+    model_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    telemetry: ActivityTelemetry | None = None,
+    interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
+) -> OnwardPlugin:
+    """The plugin configured by ``settings``; only the scripted model unless ``providers``."""
+    return OnwardPlugin(
+        registry=registry or builtin_registry(http_allow=settings.http_allow),
+        providers=providers if providers is not None else {"scripted": ScriptedModel()},
+        model_max_attempts=model_max_attempts,
+        workspace=settings.workspace,
+        pricing=PricingTable.load(*settings.pricing_files),
+        search_attribute_names=search_attribute_names,
+        interceptors=interceptors,
+        telemetry=telemetry,
+    )
 
 
 def build_worker(
@@ -154,39 +151,26 @@ def build_worker(
     telemetry: ActivityTelemetry | None = None,
     **options: Any,
 ) -> Worker:
-    """A worker with the agent workflow, the model activity and the tool activities.
+    """A worker on ``client`` running Onward through :class:`OnwardPlugin`.
 
     Tests and embedders pass their own ``registry`` and ``providers``;
-    ``run_worker`` builds them from the environment.
+    ``run_worker`` gives the plugin to the client instead.
     """
-    telemetry = telemetry or ActivityTelemetry()
-    model = ModelActivities(
-        providers if providers is not None else {"scripted": ScriptedModel()},
-        PricingTable.load(*settings.pricing_files),
-        max_attempts=model_max_attempts,
+    plugin = onward_plugin(
+        settings,
+        registry=registry,
+        providers=providers,
+        search_attribute_names=search_attribute_names,
+        model_max_attempts=model_max_attempts,
         telemetry=telemetry,
     )
-    tools = ToolActivities(
-        registry or builtin_registry(http_allow=settings.http_allow),
-        settings.workspace,
-        search_attribute_names,
-        telemetry=telemetry,
-        providers=model.provider_names,
-    )
+    return Worker(client, task_queue=settings.task_queue, plugins=[plugin], **_tuned(options))
+
+
+def _tuned(options: dict[str, Any]) -> dict[str, Any]:
     options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_QUEUE_TIMEOUT)
     options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[AgentWorkflow],
-        activities=[
-            model.call_model,
-            tools.describe_worker,
-            tools.execute_tool,
-            tools.execute_local_tool,
-        ],
-        **options,
-    )
+    return options
 
 
 async def run_worker(
@@ -206,35 +190,30 @@ async def run_worker(
     providers = providers_from_env(env)
     max_attempts = ModelCallSettings.from_env(env).max_attempts
     telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
-    connect_options: dict[str, Any] = {"interceptors": telemetry.interceptors}
-    runtime = temporal_runtime(env)
-    if runtime is not None:
-        connect_options["runtime"] = runtime
+    plugin = onward_plugin(
+        settings,
+        registry=registry,
+        providers=providers,
+        model_max_attempts=max_attempts,
+        telemetry=ActivityTelemetry(trace_content=telemetry.trace_content),
+        interceptors=telemetry.interceptors,
+    )  # search_attribute_names=None: registered when the worker starts
+    connect_options: dict[str, Any] = {"plugins": [plugin], "runtime": temporal_runtime(env)}
     try:
         client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
         if client is None:
             return  # asked to stop while the server was still unreachable
-        names = await ensure_search_attributes(client, settings.namespace)
-        worker = build_worker(
-            client,
-            settings,
-            registry=registry,
-            providers=providers,
-            model_max_attempts=max_attempts,
-            search_attribute_names=names,
-            telemetry=ActivityTelemetry(trace_content=telemetry.trace_content),
-        )
+        worker = Worker(client, task_queue=settings.task_queue, **_tuned({}))
         log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
-        print(
-            f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}",
-            flush=True,
-        )
         async with worker:
+            print(
+                f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}",
+                flush=True,
+            )
             await stop.wait()
             log.info("shutting down gracefully")
     finally:
-        await close_providers(providers)  # after the worker has drained its activities
-        telemetry.shutdown()
+        telemetry.shutdown()  # the plugin closed the providers when the worker stopped
 
 
 async def _connect_unless_stopped(
@@ -256,7 +235,11 @@ async def _connect_unless_stopped(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python worker.py`` and ``onward worker``."""
-    parser = argparse.ArgumentParser(prog="onward worker", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="onward worker",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--task-queue", help="default: $ONWARD_TASK_QUEUE or 'onward'")
     parser.add_argument("--log-level", default=os.environ.get("ONWARD_LOG_LEVEL", "INFO"))
     parser.add_argument(
@@ -271,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "$ONWARD_TOOLS=mod1,mod2)",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     try:
         settings = WorkerSettings.from_env()
     except ValueError as err:  # a bad ONWARD_HTTP_ALLOW entry: refuse to start
@@ -281,9 +266,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         task_queue=args.task_queue or settings.task_queue,
         tool_modules=(*settings.tool_modules, *args.tools),
     )
-    # As with ``python -m``: tool modules in the current directory are found.
+    # Tool modules in the current directory are found, but last: a folder there
+    # named like an installed package (workflows/, httpx/) must not shadow it.
     if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+        sys.path.append(os.getcwd())
     try:
         registry = tool_registry(settings)  # before connecting: a typo fails at once
     except ToolLoadError as err:

@@ -2,11 +2,16 @@
 
 Providers map every failure to a typed ``ApplicationError`` (see
 :mod:`onward.activities.providers.errors`) and Temporal retries the retryable ones.
-This activity bounds those retries itself, from the worker's
-``ONWARD_MODEL_MAX_ATTEMPTS``: on the last allowed attempt a retryable error
-is raised again as non-retryable, ``gave up after N attempts: <last error>``,
-keeping its type, so the run ends with the cause instead of a generic
-"retries exhausted".
+How many attempts a call gets is decided in one place, the worker's
+``ONWARD_MODEL_MAX_ATTEMPTS``: runs learn it from ``describe_worker`` and put it
+in the model activity's retry policy. This activity only reads that policy to
+end clearly: on the last attempt a retryable error is raised again as
+non-retryable, ``gave up after N attempts: <last error>``, keeping its type,
+so the run ends with the cause instead of a generic "retries exhausted".
+
+An expected, retried provider error is one log line per attempt, not a
+traceback: it is raised as a benign error (which the SDK logs at DEBUG) and
+logged here once.
 """
 
 from __future__ import annotations
@@ -14,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
-from onward.activities.providers.settings import DEFAULT_MAX_ATTEMPTS
 from onward.activities.telemetry import ActivityTelemetry
 from onward.contracts import ModelRequest, ModelResponse, provider_of
 from onward.errors import PROVIDER_NOT_CONFIGURED
@@ -36,8 +40,7 @@ class ModelActivities:
     Args:
         providers: by provider name (the part before ``:`` of a model).
         pricing: prices applied to each answer's usage.
-        max_attempts: attempts of one model call before giving up; the
-            workflow's retry policy, when lower, wins.
+        telemetry: GenAI spans of model calls.
     """
 
     def __init__(
@@ -45,12 +48,10 @@ class ModelActivities:
         providers: Mapping[str, ModelProvider],
         pricing: PricingTable,
         *,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         telemetry: ActivityTelemetry | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._pricing = pricing
-        self._max_attempts = max_attempts
         self._telemetry = telemetry or ActivityTelemetry()
 
     @property
@@ -79,31 +80,59 @@ class ModelActivities:
                 response = response.model_copy(update={"cost_usd": cost})
                 chat.record(response)
         except ApplicationError as err:
-            if err.non_retryable or not self._last_attempt():
-                raise
-            raise self._give_up(err.message, err.type) from None
+            # A provider's typed error is expected: one log line, no traceback.
+            if not err.non_retryable and self._last_attempt():
+                raise self._give_up(err.message, err.type) from None
+            self._log_failure(err)
+            raise _benign(err) from None
         except Exception as err:
-            # An unexpected failure (a bug, say) is retried like any other,
-            # but it too must end clearly once the attempts are used up.
+            # An unexpected failure (a bug, say) is retried like any other, with its
+            # traceback logged by the SDK, but it too must end clearly once the
+            # attempts are used up.
             if not self._last_attempt():
                 raise
             raise self._give_up(f"{type(err).__name__}: {err}", type(err).__name__) from None
         return response
 
-    def _attempt_limit(self) -> int:
-        limit = self._max_attempts
+    def _attempt_limit(self) -> int | None:
+        """The run's ``maximum_attempts`` (from the worker's setting); None: unlimited."""
         policy = activity.info().retry_policy
-        if policy is not None and policy.maximum_attempts > 0:
-            limit = min(limit, policy.maximum_attempts)
-        return limit
+        if policy is None or policy.maximum_attempts <= 0:
+            return None
+        return policy.maximum_attempts
 
     def _last_attempt(self) -> bool:
-        return activity.info().attempt >= self._attempt_limit()
+        limit = self._attempt_limit()
+        return limit is not None and activity.info().attempt >= limit
+
+    def _log_failure(self, err: ApplicationError) -> None:
+        limit = self._attempt_limit()
+        of = f" of {limit}" if limit is not None else ""
+        then = "not retried" if err.non_retryable else "retrying"
+        activity.logger.warning(
+            "model call attempt %d%s failed, %s: %s", activity.info().attempt, of, then, err.message
+        )
 
     def _give_up(self, message: str, error_type: str | None) -> ApplicationError:
         attempts = activity.info().attempt
+        activity.logger.warning("model call gave up after %d attempts: %s", attempts, message)
         return ApplicationError(
             f"gave up after {attempts} attempts: {message}",
             type=error_type,
             non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
         )
+
+
+def _benign(err: ApplicationError) -> ApplicationError:
+    """``err`` marked as expected, so the SDK logs no traceback for it (we log one line)."""
+    if err.category == ApplicationErrorCategory.BENIGN:
+        return err
+    return ApplicationError(
+        err.message,
+        *err.details,
+        type=err.type,
+        non_retryable=err.non_retryable,
+        next_retry_delay=err.next_retry_delay,
+        category=ApplicationErrorCategory.BENIGN,
+    )

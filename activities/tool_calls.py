@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward.activities.heartbeat import heartbeating
 from onward.activities.telemetry import ActivityTelemetry
@@ -23,7 +23,17 @@ __all__ = ["RESULT_CAP_CHARS", "ToolActivities"]
 
 
 class ToolActivities:
-    """Activities over one :class:`ToolRegistry` and workspace, created in ``worker.py``."""
+    """Activities over one :class:`ToolRegistry` and workspace, created by ``OnwardPlugin``.
+
+    Args:
+        registry: the tools offered.
+        workspace: the directory the file tools are confined to.
+        search_attributes: the Onward search attributes the server has.
+        telemetry: GenAI spans of tool calls.
+        providers: the model providers of this worker, for run input checks.
+        model_max_attempts: attempts of one model call; runs build their
+            model retry policy from it (see ``WorkerDescription``).
+    """
 
     def __init__(
         self,
@@ -32,12 +42,23 @@ class ToolActivities:
         search_attributes: Sequence[str] = (),
         telemetry: ActivityTelemetry | None = None,
         providers: Sequence[str] = (),
+        model_max_attempts: int | None = None,
     ) -> None:
         self._registry = registry
         self._workspace = workspace
         self._search_attributes = list(search_attributes)
         self._providers = list(providers)
+        self._model_max_attempts = model_max_attempts
         self._telemetry = telemetry or ActivityTelemetry()
+
+    @property
+    def registry(self) -> ToolRegistry:
+        """The tools offered."""
+        return self._registry
+
+    def set_search_attributes(self, names: Sequence[str]) -> None:
+        """The search attributes found on the server once the worker connected."""
+        self._search_attributes = list(names)
 
     @activity.defn(name="describe_worker")
     async def describe_worker(self, request: WorkerDescriptionRequest) -> WorkerDescription:
@@ -57,6 +78,7 @@ class ToolActivities:
             available=self._registry.names(),
             search_attributes=self._search_attributes,
             providers=self._providers,
+            model_max_attempts=self._model_max_attempts,
         )
 
     @activity.defn(name="execute_tool")
@@ -105,7 +127,14 @@ class ToolActivities:
             async with heartbeating():
                 content = await _call(item, args, context)
         except ToolRetryableError as err:
-            raise ApplicationError(str(err), type="ToolRetryableError") from err
+            # Expected and retried: one log line, no traceback (benign errors are
+            # logged by the SDK at DEBUG only).
+            activity.logger.warning(
+                "tool %s attempt %d failed, retrying: %s", item.name, activity.info().attempt, err
+            )
+            raise ApplicationError(
+                str(err), type="ToolRetryableError", category=ApplicationErrorCategory.BENIGN
+            ) from err
         except ToolError as err:
             return ToolOutcome(error=str(err))
         except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         TemporalError,
         UnexpectedResponse,
     )
+    from onward.plugin import OnwardPlugin
 
 __all__ = [
     "AGENT_WORKFLOW",
@@ -52,6 +53,7 @@ __all__ = [
     "NoWorker",
     "OnwardClient",
     "OnwardError",
+    "OnwardPlugin",
     "RequestRejected",
     "RunAlreadyExists",
     "RunEnded",
@@ -78,6 +80,7 @@ _LAZY: dict[str, str] = {
     "RunNotFound": "onward.errors",
     "TemporalError": "onward.errors",
     "UnexpectedResponse": "onward.errors",
+    "OnwardPlugin": "onward.plugin",
 }
 
 

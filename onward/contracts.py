@@ -334,6 +334,12 @@ class WorkerDescription(BaseModel):
     providers: list[str] = Field(
         default_factory=list, description="model providers the worker has (empty: not checked)"
     )
+    model_max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="attempts of one model call (ONWARD_MODEL_MAX_ATTEMPTS); None: an "
+        "older worker, the workflow's default policy applies",
+    )
 
 
 class ToolRequest(BaseModel):

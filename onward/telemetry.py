@@ -35,7 +35,14 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.runtime import OpenTelemetryConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    OpenTelemetryConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 
 __all__ = [
     "JsonLinesSpanExporter",
@@ -145,19 +152,29 @@ def configure_telemetry(
     return Telemetry(provider, content)
 
 
-def temporal_runtime(environ: Mapping[str, str]) -> Runtime | None:
-    """A Temporal runtime exporting SDK metrics (ours included) over OTLP, when configured."""
+def temporal_runtime(environ: Mapping[str, str]) -> Runtime:
+    """The worker's Temporal runtime: Core's logs through Python logging, metrics over OTLP.
+
+    Core's own console logger writes ANSI colour codes whatever its output is;
+    forwarded, its lines share the worker's log format (plain text in a file).
+    SDK metrics (ours included) go to ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` when set.
+    """
+    logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
     endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
+        return Runtime(telemetry=TelemetryConfig(logging=logs))
     # Same protocol as the span exporter: OTLP/HTTP unless the user says grpc.
     use_http = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "grpc"
     if use_http and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         endpoint = endpoint.rstrip("/") + "/v1/metrics"
     return Runtime(
         telemetry=TelemetryConfig(
-            metrics=OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True)
+            logging=logs,
+            metrics=OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True),
         )
     )

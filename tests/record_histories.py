@@ -161,6 +161,11 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         extend_after_mid_turn_deadline,
     ),
+    "model_attempts_from_worker": (
+        # patched: the model retry policy carries the worker's ONWARD_MODEL_MAX_ATTEMPTS
+        {"prompt": "one tool, then answer", "script": [calc("6*7"), {"text": "42"}]},
+        nothing,
+    ),
     "native_cancel": (
         {
             "prompt": "cancel me natively",

@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 from provider_servers import (
@@ -27,9 +26,8 @@ from provider_servers import (
 from temporalio.client import Client
 
 from conftest import RunningWorker, running_worker
-from onward import worker as worker_module
-from onward.activities.model import ModelActivities
 from onward.activities.providers import close_providers, providers_from_env
+from onward.activities.providers.settings import ModelCallSettings
 from onward.contracts import AgentResult
 
 KEY = "test-key"
@@ -45,10 +43,13 @@ CLAUDE_HAIKU = (0.8, 4.0)
 async def provider_worker(
     client: Client, tmp_path: Path, names: list[str], environ: Mapping[str, str]
 ) -> AsyncIterator[RunningWorker]:
-    """A worker whose providers come from ``environ``, closed afterwards."""
+    """A worker whose providers and model attempts come from ``environ``, closed afterwards."""
     providers = providers_from_env(environ)
+    attempts = ModelCallSettings.from_env(environ).max_attempts
     try:
-        async with running_worker(client, tmp_path / "ws", names, providers=providers) as worker:
+        async with running_worker(
+            client, tmp_path / "ws", names, providers=providers, model_max_attempts=attempts
+        ) as worker:
             yield worker
     finally:
         await close_providers(providers)
@@ -237,20 +238,26 @@ async def test_retries_are_bounded_by_the_worker_and_the_last_error_is_clear(
     client: Client,
     tmp_path: Path,
     search_attribute_names: list[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def three_attempts(*args: Any, **kwargs: Any) -> ModelActivities:
-        # What ONWARD_MODEL_MAX_ATTEMPTS=3 does once worker.py passes it on.
-        return ModelActivities(*args, **{**kwargs, "max_attempts": 3})
-
-    monkeypatch.setattr(worker_module, "ModelActivities", three_attempts)
     busy = Reply(503, {"error": {"message": "upstream overloaded"}}, headers={"Retry-After": "1"})
     async with FakeProvider(OPENAI_PATH) as server:
         server.script(busy, busy, busy, busy)
-        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        environ = {
+            "OPENAI_BASE_URL": f"{server.url}/v1",
+            "OPENAI_API_KEY": KEY,
+            "ONWARD_MODEL_MAX_ATTEMPTS": "3",
+        }
         async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
-            result = await worker.run({"prompt": "hi", "model": "openai:gpt-4o-mini"})
+            handle = await worker.start({"prompt": "hi", "model": "openai:gpt-4o-mini"})
+            result = await handle.result()
 
+    # One setting decides: the run's retry policy carries the worker's limit.
+    model_calls = [
+        event.activity_task_scheduled_event_attributes
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert [call.retry_policy.maximum_attempts for call in model_calls] == [3]
     assert result.status == "failed"
     assert result.reason is not None
     assert result.reason.endswith(

@@ -26,7 +26,7 @@ from provider_servers import (
     openai_completion,
 )
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from onward.activities.model import ModelActivities
@@ -167,6 +167,20 @@ async def test_anthropic_sends_key_version_system_and_max_tokens(
     assert body["tools"][0]["input_schema"] == CALC.parameters
 
 
+async def test_openai_base_url_alone_needs_no_key(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    # A local vLLM or LM Studio: OPENAI_BASE_URL set, no OPENAI_API_KEY.
+    openai_server.script(openai_completion("local"))
+    provider = make_providers({"OPENAI_BASE_URL": f"{openai_server.url}/v1"})["openai"]
+    response = await provider.complete(request("openai:qwen2.5-7b"))
+
+    assert response.text == "local"
+    (sent,) = openai_server.requests
+    assert sent.path == OPENAI_PATH
+    assert "authorization" not in sent.headers
+
+
 async def test_ollama_needs_no_key_and_gets_v1_added(
     openai_server: FakeProvider, make_providers: Providers
 ) -> None:
@@ -219,7 +233,8 @@ async def test_named_endpoint_uses_its_key_variable_and_headers(
 async def test_missing_key_fails_without_a_request(
     openai_server: FakeProvider, make_providers: Providers, name: str, variable: str
 ) -> None:
-    environ = {"OPENAI_BASE_URL": openai_server.url, "ANTHROPIC_BASE_URL": openai_server.url}
+    # openai at its default address; a custom OPENAI_BASE_URL needs no key (below)
+    environ = {"ANTHROPIC_BASE_URL": openai_server.url}
     provider = make_providers(environ)[name]
     err = await failure(provider, request(f"{name}:some-model"))
     assert err.type == API_KEY_MISSING and err.non_retryable
@@ -443,6 +458,8 @@ async def test_connection_refused_is_retried(make_providers: Providers) -> None:
     err = await failure(provider, request("anthropic:claude-x"))
     assert (err.type, err.non_retryable) == (PROVIDER_CONNECTION_ERROR, False)
     assert err.message.startswith(f"anthropic: cannot reach http://127.0.0.1:{port}: ")
+    # a fixed short pace, not the retry policy's backoff meant for rate limits
+    assert err.next_retry_delay == timedelta(seconds=1)
 
 
 async def test_a_redirect_is_a_configuration_error(
@@ -483,46 +500,47 @@ async def call(activities: ModelActivities, env: ActivityEnvironment) -> Applica
 
 
 @pytest.mark.parametrize(
-    ("attempt", "configured", "policy", "gives_up"),
+    ("attempt", "policy", "gives_up"),
     [
-        (7, 8, 8, False),
-        (8, 8, 8, True),
-        (3, 3, 8, True),  # the worker's ONWARD_MODEL_MAX_ATTEMPTS
-        (2, 8, 2, True),  # the workflow's retry policy, when lower
-        (9, 8, 0, True),  # an unlimited policy: the worker's limit still holds
+        (7, 8, False),
+        (8, 8, True),
+        (3, 3, True),  # the run's policy carries the worker's ONWARD_MODEL_MAX_ATTEMPTS
+        (30, 0, False),  # an unlimited policy: Temporal keeps retrying
     ],
 )
 async def test_retryable_errors_give_up_on_the_last_attempt(
-    attempt: int, configured: int, policy: int, gives_up: bool
+    attempt: int, policy: int, gives_up: bool
 ) -> None:
     limited = ApplicationError(
         "openai: 429 Too Many Requests: slow down", type=RATE_LIMITED,
         next_retry_delay=timedelta(seconds=1),
     )  # fmt: skip
-    activities = ModelActivities(
-        {"failing": Failing(limited)}, PricingTable({}), max_attempts=configured
-    )
+    activities = ModelActivities({"failing": Failing(limited)}, PricingTable({}))
     err = await call(activities, activity_env(attempt, policy))
+    assert err.type == RATE_LIMITED  # the cause stays visible to clients
+    # expected errors: the SDK logs them without a traceback (the activity logs one line)
+    assert err.category == ApplicationErrorCategory.BENIGN
     if gives_up:
-        assert err is not limited
         assert err.non_retryable
-        assert err.type == RATE_LIMITED  # the cause stays visible to clients
         assert err.message == (
             f"gave up after {attempt} attempts: openai: 429 Too Many Requests: slow down"
         )
     else:
-        assert err is limited
+        assert not err.non_retryable
+        assert err.message == limited.message
+        assert err.next_retry_delay == timedelta(seconds=1)
 
 
 async def test_non_retryable_errors_pass_through_and_bugs_end_clearly() -> None:
     denied = ApplicationError("openai: 401", type=AUTHENTICATION_ERROR, non_retryable=True)
     activities = ModelActivities({"failing": Failing(denied)}, PricingTable({}))
-    assert await call(activities, activity_env(1)) is denied
+    err = await call(activities, activity_env(1, 8))
+    assert (err.message, err.type, err.non_retryable) == ("openai: 401", AUTHENTICATION_ERROR, True)
 
     activities = ModelActivities({"failing": Failing(KeyError("choices"))}, PricingTable({}))
     with pytest.raises(KeyError):  # retried by Temporal like any failure
         await activity_env(1).run(activities.call_model, request("failing:m"))
-    err = await call(activities, activity_env(8))
+    err = await call(activities, activity_env(8, 8))
     assert err.non_retryable and err.type == "KeyError"
     assert err.message == "gave up after 8 attempts: KeyError: 'choices'"
 

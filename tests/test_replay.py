@@ -27,6 +27,7 @@ def test_histories_are_committed() -> None:
         "mid_turn_deadline",  # patched: settle started calls before a gate waits
         "native_cancel",
         "typed_step_log",  # steering, a refused call, a wait, a budget stop: typed fields
+        "model_attempts_from_worker",  # patched: the worker decides model attempts
     }
 
 

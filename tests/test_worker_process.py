@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from temporalio.client import Client
 
-from conftest import eventually, temporal_cli
+from conftest import eventually, run_onward, temporal_cli
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
 from onward.workflows import AgentWorkflow
@@ -158,3 +159,94 @@ async def test_worker_stops_on_sigterm_while_waiting_for_its_server(
     await eventually(waiting)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0, log.read_text()
+
+
+async def test_an_unreachable_model_fails_fast_with_one_plain_log_line_per_attempt(
+    client: Client, address: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    log = tmp_path / "worker.log"  # a file, not a terminal: no colour codes
+    task_queue = f"refused-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=address,
+        ONWARD_TASK_QUEUE=task_queue,
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
+        OPENAI_API_KEY="test-key",
+    )
+    env.pop("ONWARD_MODEL_MAX_ATTEMPTS", None)
+    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
+    processes.append(worker)
+
+    async def ready() -> bool:
+        assert worker.poll() is None, log.read_text()
+        return "onward worker ready" in log.read_text()
+
+    await eventually(ready, timeout_s=30)
+    started = time.monotonic()
+    result = await client.execute_workflow(
+        AgentWorkflow.run,
+        AgentInput(prompt="hi", model="openai:gpt-4o-mini"),
+        id=f"refused-{task_queue}",
+        task_queue=task_queue,
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.status == "failed"
+    assert result.reason is not None and "gave up after 8 attempts: openai: cannot reach" in (
+        result.reason
+    )
+    assert elapsed < 30, elapsed  # the backoff meant for rate limits took 127 s
+    # Not its exit code: the SDK's teardown sometimes aborts after a graceful shutdown
+    # (seen on main too), which is not what this test is about.
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)
+    text = log.read_text()
+    assert "Traceback" not in text, text
+    assert "\x1b[" not in text, text
+    retries = [line for line in text.splitlines() if "model call attempt" in line]
+    assert len(retries) == 7, text
+    assert all("failed, retrying: openai: cannot reach" in line for line in retries)
+    assert sum("gave up after 8 attempts" in line for line in text.splitlines()) == 1, text
+
+
+async def test_worker_help_is_plain_text() -> None:
+    done = await run_onward("worker", "--help", env={})
+    assert done.code == 0, done.stderr
+    assert "ONWARD_TASK_QUEUE (default: onward)" in done.stdout
+    assert "``" not in done.stdout  # reST markup read as literal backticks
+
+
+async def test_tool_modules_are_found_in_the_current_directory_without_shadowing(
+    address: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    name = f"mytools_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "import iniconfig\n\nfrom onward.activities.tools import tool\n\n\n"
+        "@tool\ndef here(text: str) -> str:\n"
+        '    """Echo.\n\n    Args:\n        text: what to echo.\n    """\n'
+        "    return text\n"
+    )
+    # A folder named like an installed package (pytest's iniconfig) the tool module imports.
+    (tmp_path / "iniconfig").mkdir()
+    (tmp_path / "iniconfig" / "__init__.py").write_text('raise ImportError("decoy")\n')
+    log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=address,
+        ONWARD_TASK_QUEUE=f"cwd-{uuid.uuid4().hex[:8]}",
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+        PYTHONPATH=str(REPO),  # this checkout's onward; -P keeps the current directory out
+    )
+    args = [sys.executable, "-P", "-m", "onward", "worker", "--tools", name]
+    worker = spawn(args, log, cwd=tmp_path, env=env)
+    processes.append(worker)
+
+    async def ready() -> bool:
+        assert worker.poll() is None, log.read_text()
+        return "onward worker ready" in log.read_text()
+
+    await eventually(ready, timeout_s=30)
+    assert "here" in log.read_text().split("tools: ")[1].splitlines()[0]
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(timeout=30)

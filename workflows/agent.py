@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses  # model attempts (plugin branch)
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -74,7 +75,9 @@ MODEL_RETRY_POLICY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=20,
 )
-"""A ceiling: the worker's ONWARD_MODEL_MAX_ATTEMPTS (default 8) decides within it."""
+"""Backoff of model calls. ``maximum_attempts`` is replaced by the worker's
+ONWARD_MODEL_MAX_ATTEMPTS (default 8), which ``describe_worker`` reports; the 20
+here applies only to runs begun before workers reported it."""
 TOOL_RETRY_INTERVAL = timedelta(seconds=1)
 DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
 MAX_MODEL_REQUEST_BYTES = 1_800_000
@@ -248,6 +251,9 @@ class AgentWorkflow:
     async def _prepare(self) -> None:
         asked = self._input.tools
         worker_tools = None if asked is None else [n for n in asked if n not in WORKFLOW_TOOLS]
+        # Asked before describe_worker: a patch marker must come before the local
+        # activity's, or replay finds the marker without its command (model attempts).
+        attempts_from_worker = workflow.patched("model-attempts-from-worker")
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools),
@@ -279,6 +285,15 @@ class AgentWorkflow:
             if asked is None or name in asked:
                 self._tools[name] = tool.spec
         self._search_attributes = set(description.search_attributes)
+        # -- model attempts (plugin branch) ------------------------------------------
+        # The worker's ONWARD_MODEL_MAX_ATTEMPTS is the one setting; runs begun before
+        # workers sent it keep MODEL_RETRY_POLICY.
+        self._model_retry = MODEL_RETRY_POLICY
+        if attempts_from_worker and description.model_max_attempts is not None:
+            self._model_retry = dataclasses.replace(
+                MODEL_RETRY_POLICY, maximum_attempts=description.model_max_attempts
+            )
+        # -- end model attempts ------------------------------------------------------
         if self._input.system:
             self._conversation.add_system(self._input.system)
         self._conversation.add_user(self._input.prompt)
@@ -428,7 +443,7 @@ class AgentWorkflow:
             request,
             start_to_close_timeout=MODEL_CALL_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=MODEL_RETRY_POLICY,
+            retry_policy=self._model_retry,  # model attempts (plugin branch)
             summary=model_summary(self._input.model, number),
         )
         interrupted = await self._race([handle], deadline=race_deadline)

@@ -7,8 +7,8 @@ closes them on shutdown with :func:`close_providers`:
 * ``scripted``: the offline scripted model (always present).
 * ``openai``: Chat Completions at ``OPENAI_BASE_URL`` (default
   ``https://api.openai.com/v1``) with ``OPENAI_API_KEY``. Any compatible
-  server works (vLLM, LM Studio, a gateway); servers without auth take any
-  key, as with OpenAI's own SDK.
+  server works (vLLM, LM Studio, a gateway); with ``OPENAI_BASE_URL`` set,
+  the key is optional (a local server needs none).
 * ``anthropic``: Messages at ``ANTHROPIC_BASE_URL`` (default
   ``https://api.anthropic.com``; a trailing ``/v1`` is dropped) with
   ``ANTHROPIC_API_KEY``.
@@ -20,7 +20,8 @@ closes them on shutdown with :func:`close_providers`:
 
 ``openai`` and ``anthropic`` exist even without a key, so a run naming them
 fails at once with ``ApiKeyMissing`` ("OPENAI_API_KEY is not set on the
-worker") instead of "provider not configured". Error types are listed in
+worker") instead of "provider not configured" (``openai`` only at its
+default address). Error types are listed in
 :mod:`onward.activities.providers.errors`.
 """
 
@@ -144,6 +145,7 @@ def _endpoint_provider(
     settings: ModelCallSettings,
     transport: httpx.AsyncBaseTransport | None,
     where: str,
+    key_required: bool = True,
 ) -> ModelProvider:
     api_key = _key(environ, config.api_key_env)
     base_url = _checked_base_url(config, where)
@@ -166,6 +168,7 @@ def _endpoint_provider(
         max_tokens_field=config.max_tokens_field,
         headers=config.headers,
         transport=transport,
+        key_required=key_required,
     )
 
 
@@ -195,7 +198,11 @@ def providers_from_env(
         where = (
             f"ONWARD_ENDPOINTS: endpoint {name!r}" if name in named else _BASE_URL_VARIABLES[name]
         )
-        providers[name] = _endpoint_provider(name, config, environ, settings, transport, where)
+        # A custom OPENAI_BASE_URL is often a local server (vLLM, LM Studio) without auth.
+        keyless = name == "openai" and name not in named and bool(environ.get("OPENAI_BASE_URL"))
+        providers[name] = _endpoint_provider(
+            name, config, environ, settings, transport, where, key_required=not keyless
+        )
     return providers
 
 

@@ -18,7 +18,10 @@ Retried (another attempt may succeed):
   409 Conflict; honours ``Retry-After`` like ``RateLimited``.
 * ``ProviderTimeout``: no answer within ``ONWARD_MODEL_TIMEOUT_S`` (or no
   connection within the connect timeout), or HTTP 408.
-* ``ProviderConnectionError``: the connection failed or broke.
+* ``ProviderConnectionError``: the connection failed or broke. When no
+  connection could be made at all (refused, unknown host), attempts come
+  1 s apart instead of the backoff: a server that is not running fails the
+  run in seconds.
 * ``BadProviderResponse``: the answer was not JSON or not shaped like the
   protocol says (a flaky proxy, say).
 

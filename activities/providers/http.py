@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -30,9 +31,11 @@ from onward.activities.providers.errors import (
 )
 from onward.activities.providers.settings import ModelCallSettings
 
-__all__ = ["ProviderHttp"]
+__all__ = ["CONNECT_RETRY_DELAY", "ProviderHttp"]
 
 _SNIPPET_CHARS = 200
+CONNECT_RETRY_DELAY = timedelta(seconds=1)
+"""The wait between attempts when no connection could be made (8 attempts: about 7 s)."""
 
 
 class ProviderHttp:
@@ -143,9 +146,14 @@ class ProviderHttp:
             ) from None
         except httpx.TransportError as err:
             detail = self._redact(str(err)) or type(err).__name__
+            # No connection at all (refused, unknown host) is usually a server that is
+            # not running or a wrong address: retried at a short fixed pace, so the run
+            # fails in seconds instead of after minutes of backoff meant for rate limits.
+            refused = isinstance(err, httpx.ConnectError)
             raise ApplicationError(
                 f"{self.provider}: cannot reach {self._redact(self._shown_url)}: {detail}",
                 type=PROVIDER_CONNECTION_ERROR,
+                next_retry_delay=CONNECT_RETRY_DELAY if refused else None,
             ) from None
         except httpx.RequestError as err:  # an undecodable body, say: worth another attempt
             raise ApplicationError(

@@ -39,6 +39,8 @@ class HttpModelProvider(ABC):
         api_key_env: the variable the key comes from. When set and the key is
             missing, every call fails non-retryably saying so; None: the
             endpoint needs no key.
+        key_required: False: a missing key is not an error, the call is sent
+            without one (``OPENAI_BASE_URL`` pointing at a local server).
         settings: timeouts and retry limits.
         headers: extra non-secret headers.
         transport: an httpx transport instead of the network (tests).
@@ -59,10 +61,12 @@ class HttpModelProvider(ABC):
         settings: ModelCallSettings,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        key_required: bool = True,
     ) -> None:
         self.name = name
         self._api_key = api_key or None
         self._api_key_env = api_key_env
+        self._key_required = key_required
         # httpx.Headers: a name replaces one differing only in case (X-API-KEY, x-api-key).
         all_headers = httpx.Headers(self.protocol_headers)
         all_headers.update(headers or {})
@@ -96,7 +100,7 @@ class HttpModelProvider(ABC):
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Make one call: POST the request's payload to :attr:`path` and parse the answer."""
-        if self._api_key_env and not self._api_key:
+        if self._api_key_env and self._key_required and not self._api_key:
             raise api_key_missing(self.name, self._api_key_env)
         model = request.model.partition(":")[2]
         payload = self.payload(request, model=model)

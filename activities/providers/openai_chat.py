@@ -261,6 +261,7 @@ class OpenAIChatProvider(HttpModelProvider):
         max_tokens_field: MaxTokensField = "max_tokens",
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        key_required: bool = True,
     ) -> None:
         super().__init__(
             name,
@@ -270,6 +271,7 @@ class OpenAIChatProvider(HttpModelProvider):
             settings=settings,
             headers=headers,
             transport=transport,
+            key_required=key_required,
         )
         self._max_tokens_field: MaxTokensField = max_tokens_field
 

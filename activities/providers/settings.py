@@ -12,7 +12,8 @@ Variables:
 * ``ONWARD_MODEL_CONNECT_TIMEOUT_S`` (default 10, never above the timeout).
 * ``ONWARD_MODEL_MAX_RETRY_DELAY_S`` (default 300): cap on a ``Retry-After``.
 * ``ONWARD_MODEL_MAX_ATTEMPTS`` (default 8): attempts of one model call
-  before the run fails (the workflow's retry policy caps it too).
+  before the run fails; the only setting that decides it (runs take it from
+  ``describe_worker`` into the model activity's retry policy).
 * ``ONWARD_ENDPOINTS``: a JSON or TOML file of named endpoints, e.g.
   ``{"openrouter": {"protocol": "openai", "base_url":
   "https://openrouter.ai/api/v1", "api_key_env": "OPENROUTER_API_KEY"}}``
@@ -52,7 +53,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_MAX_RETRY_DELAY_S = 300.0
 """Same as the workflow retry policy's maximum interval (5 minutes)."""
 DEFAULT_MAX_ATTEMPTS = 8
-"""Same as the workflow's model retry policy."""
+"""Attempts of one model call unless ``ONWARD_MODEL_MAX_ATTEMPTS`` says otherwise."""
 _ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 """What a model string's provider part may be (``openrouter``, ``claude-proxy``)."""
 

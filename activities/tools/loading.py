@@ -89,20 +89,10 @@ def register_tools(registry: ToolRegistry, tools: Iterable[Tool]) -> None:
         ToolLoadError: two different tools share a name, or one takes a built-in's name.
     """
     for item in tools:
-        existing = registry.get(item.name)
-        if existing is item:
-            continue
-        if existing is not None:
-            if existing.builtin:
-                raise ToolLoadError(
-                    f"tool {item.name!r} from {item.module} clashes with the built-in tool "
-                    f"{item.name!r}; give it another name with @tool(name=...)"
-                )
-            raise ToolLoadError(
-                f"two tools are named {item.name!r}: one from {existing.module}, one from "
-                f"{item.module}; rename one with @tool(name=...)"
-            )
-        registry.register(item)
+        try:
+            registry.register(item)
+        except ValueError as err:
+            raise ToolLoadError(str(err)) from None
 
 
 def _import(name: str) -> ModuleType:

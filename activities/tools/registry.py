@@ -26,6 +26,12 @@ RESULT_CAP_CHARS = 64_000
 ``max_result_chars`` a tool may ask for. The model sees up to the tool's own
 ``max_result_chars`` (the workflow cuts it), the step log up to its own cap."""
 
+_SPEC_FIELDS = ToolSpec.model_fields
+DEFAULT_TIMEOUT_S: float = _SPEC_FIELDS["timeout_s"].default
+DEFAULT_MAX_ATTEMPTS: int = _SPEC_FIELDS["max_attempts"].default
+DEFAULT_MAX_RESULT_CHARS: int = _SPEC_FIELDS["max_result_chars"].default
+"""A tool's scheduling defaults: those of the ``ToolSpec`` contract, written only there."""
+
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What OpenAI and Anthropic accept as a function name; anything else fails at the provider."""
 
@@ -40,9 +46,9 @@ class Tool:
     fn: ToolFunction
     local: bool = False
     """Fast and pure: run as a local activity (about 8 ms of durable overhead, not 48 ms)."""
-    timeout_s: float = 60.0
-    max_attempts: int = 3
-    max_result_chars: int = 16_000
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS
     requires_approval: bool = False
     builtin: bool = False
 
@@ -74,9 +80,9 @@ def tool(
     *,
     name: str | None = None,
     local: bool = False,
-    timeout_s: float = 60.0,
-    max_attempts: int = 3,
-    max_result_chars: int = 16_000,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     requires_approval: bool = False,
     builtin: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
@@ -88,9 +94,9 @@ def tool(
     *,
     name: str | None = None,
     local: bool = False,
-    timeout_s: float = 60.0,
-    max_attempts: int = 3,
-    max_result_chars: int = 16_000,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     requires_approval: bool = False,
     builtin: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
@@ -224,16 +230,23 @@ class ToolRegistry:
         return registry
 
     def register(self, item: Tool) -> None:
-        """Add a tool; a second tool of the same name is an error that names both modules."""
+        """Add a tool; another tool of the same name is an error that names both modules.
+
+        Raises:
+            ValueError: the name is taken, or the tool's JSON schema cannot be generated.
+        """
         existing = self._tools.get(item.name)
+        if existing is item:
+            return  # the same tool again (a module re-exporting it): nothing to do
         if existing is not None:
-            if existing.builtin and not item.builtin:
+            if existing.builtin:
                 raise ValueError(
                     f"tool {item.name!r} from {item.module} clashes with the built-in tool "
-                    f"of that name; give it another name with @tool(name=...)"
+                    f"{item.name!r}; give it another name with @tool(name=...)"
                 )
             raise ValueError(
-                f"tool {item.name!r} is registered twice ({existing.module} and {item.module})"
+                f"two tools are named {item.name!r}: one from {existing.module}, one from "
+                f"{item.module}; rename one with @tool(name=...)"
             )
         try:
             item.spec()  # a schema that cannot be generated would fail every run that names it

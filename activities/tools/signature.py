@@ -26,37 +26,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
+import docstring_parser
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 from pydantic.fields import FieldInfo
 
 from onward.activities.tools.context import ToolContext, ToolFunction
 
 __all__ = ["Docstring", "adapt_function", "is_async_callable", "parse_docstring", "type_hints"]
-
-_PARAM_SECTIONS = frozenset(
-    {"args", "arguments", "parameters", "params", "keyword args", "keyword arguments"}
-)
-# "Raises:" is about Python exceptions, not something a model can act on, so it
-# is left out of the description together with the parameters moved into the schema.
-_HIDDEN_SECTIONS = _PARAM_SECTIONS | {"raises", "exceptions"}
-_SECTIONS = _HIDDEN_SECTIONS | {
-    "returns",
-    "return",
-    "yields",
-    "yield",
-    "example",
-    "examples",
-    "note",
-    "notes",
-    "see also",
-    "warning",
-    "warnings",
-    "todo",
-    "references",
-    "attributes",
-}
-_SECTION_HEADER = re.compile(r"^(?P<name>[A-Za-z][A-Za-z ]*):\s*$")
-_PARAM_ENTRY = re.compile(r"^\*{0,2}(?P<name>\w+)\s*(?:\([^)]*\))?\s*:\s*(?P<text>.*)$")
 
 # The JSON we send back for non-text results (dicts, lists, models, dataclasses).
 _ANY_JSON: TypeAdapter[Any] = TypeAdapter(Any)
@@ -73,41 +49,29 @@ class Docstring:
 def parse_docstring(doc: str | None) -> Docstring:
     """Split a Google-style docstring into a description and ``Args:`` entries.
 
-    The ``Args:`` (and ``Raises:``) sections are removed from the description;
-    other sections such as ``Returns:`` stay, since they tell a model what it
-    gets back. Continuation lines of an entry are joined with single spaces.
+    Parsed by ``docstring_parser`` (as pydantic-ai uses griffe) rather than by
+    hand. The description is the summary and body plus ``Returns:``, which
+    tells a model what it gets back; ``Args:`` move into the schema, and
+    ``Raises:`` (Python exceptions) is left out. Continuation lines of an
+    entry are joined with single spaces. A docstring the parser rejects is
+    kept whole as the description.
     """
-    kept: list[str] = []
-    params: dict[str, str] = {}
-    section: str | None = None
-    entry_indent: int | None = None
-    current: str | None = None
-    for line in inspect.cleandoc(doc or "").splitlines():
-        header = _SECTION_HEADER.match(line)
-        if header and header["name"].strip().lower() in _SECTIONS:
-            section = header["name"].strip().lower()
-            entry_indent, current = None, None
-            if section not in _HIDDEN_SECTIONS:
-                kept.append(line)
-            continue
-        if section is not None and line and not line[0].isspace():
-            section = None  # text back at the left margin ends a section
-        if section in _PARAM_SECTIONS:
-            stripped = line.strip()
-            if not stripped:
-                continue
-            indent = len(line) - len(line.lstrip())
-            entry = _PARAM_ENTRY.match(stripped)
-            if entry and (entry_indent is None or indent <= entry_indent):
-                entry_indent, current = indent, entry["name"]
-                params[current] = entry["text"].strip()
-            elif current is not None:
-                params[current] = f"{params[current]} {stripped}".strip()
-            continue
-        if section not in _HIDDEN_SECTIONS:
-            kept.append(line)
-    description = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip()
-    return Docstring(description=description, params=params)
+    text = inspect.cleandoc(doc or "")
+    try:
+        parsed = docstring_parser.parse(text, style=docstring_parser.DocstringStyle.GOOGLE)
+    except docstring_parser.ParseError:
+        return Docstring(description=text, params={})
+    parts = [parsed.description or ""]
+    if parsed.returns is not None and parsed.returns.description:
+        parts.append(f"Returns:\n    {_one_line(parsed.returns.description)}")
+    params = {
+        param.arg_name.lstrip("*"): _one_line(param.description or "") for param in parsed.params
+    }
+    return Docstring(description="\n\n".join(part for part in parts if part), params=params)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def is_async_callable(fn: object) -> bool:

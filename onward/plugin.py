@@ -1,0 +1,185 @@
+"""``OnwardPlugin``: Onward's agent inside anyone's Temporal application.
+
+One object adds everything an Onward run needs to a user's own client and
+workers, the way ``temporalio.contrib.openai_agents`` and pydantic-ai's
+``PydanticAIPlugin`` do::
+
+    client = await Client.connect("localhost:7233", plugins=[OnwardPlugin(tools=[my_tool])])
+    worker = Worker(client, task_queue="mine", workflows=[MyWorkflow], activities=[my_activity])
+
+Every worker built on that client also runs ``AgentWorkflow``, the model
+activity and the tool activities, and the client uses Onward's pydantic data
+converter. ``worker.py`` (``onward worker``) is this plugin plus configuration
+from the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.plugin import SimplePlugin
+from temporalio.service import RPCError
+from temporalio.worker import Interceptor as WorkerInterceptor
+from temporalio.worker import Worker
+
+from onward import search_attributes
+from onward.activities.model import ModelActivities
+from onward.activities.providers import close_providers, providers_from_env
+from onward.activities.providers.base import ModelProvider
+from onward.activities.providers.settings import ModelCallSettings
+from onward.activities.telemetry import ActivityTelemetry
+from onward.activities.tool_calls import ToolActivities
+from onward.activities.tools import AllowList, Tool, ToolRegistry, builtin_registry, register_tools
+from onward.connection import DATA_CONVERTER
+from onward.pricing import PricingTable
+from onward.workflows import AgentWorkflow
+
+__all__ = ["DEFAULT_WORKSPACE", "PLUGIN_NAME", "OnwardPlugin", "ensure_search_attributes"]
+
+PLUGIN_NAME = "onward.OnwardPlugin"
+DEFAULT_WORKSPACE = Path(".onward/workspace")
+"""Where the file tools read and write when no workspace is given (``ONWARD_WORKSPACE``)."""
+
+log = logging.getLogger("onward.worker")
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register Onward's search attributes where missing; return those the server has.
+
+    Idempotent, so every worker does it on startup against any server. A
+    server that refuses (no permission, no free slot) is logged, and runs
+    then simply do not set the attributes it lacks.
+    """
+    wanted = {key.name: key for key in search_attributes.ALL}
+    have: set[str] = set()
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        have = set(listed.custom_attributes)
+        missing = {
+            name: IndexedValueType.ValueType(key.indexed_value_type.value)
+            for name, key in wanted.items()
+            if name not in have
+        }
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+            )
+            log.info("registered search attributes: %s", ", ".join(sorted(missing)))
+            have |= set(missing)
+    except RPCError as err:
+        log.warning("could not register search attributes (%s); runs will not set them", err)
+    return sorted(name for name in wanted if name in have)
+
+
+class OnwardPlugin(SimplePlugin):
+    """Adds Onward's workflow, activities, data converter and interceptors to a Temporal app.
+
+    Give it to ``Client.connect(..., plugins=[...])`` (every worker on that
+    client gets it) or to one ``Worker(..., plugins=[...])``. Model providers
+    hold connection pools; the plugin closes them when a worker using it stops.
+
+    Args:
+        tools: the user's own tools (functions decorated with
+            ``onward.activities.tools.tool``),
+            offered beside the built-ins.
+        registry: a complete tool registry instead of the built-ins plus ``tools``.
+        providers: model providers by name; default: from this process's
+            environment (``OPENAI_API_KEY``, ``ONWARD_ENDPOINTS``...), as the worker does.
+        model_max_attempts: attempts of one model call before the run fails;
+            default: ``ONWARD_MODEL_MAX_ATTEMPTS`` or 8. Runs learn it from the
+            worker, so this is the only place it is decided.
+        workspace: the directory the file tools are confined to.
+        pricing: prices of model usage; default: the bundled table.
+        http_allow: exceptions to ``http_fetch``'s address guard.
+        search_attribute_names: the Onward search attributes the server has;
+            None registers them on worker start (idempotent) and uses those.
+        interceptors: client and worker interceptors to add, e.g. the tracing
+            interceptors of :func:`onward.telemetry.configure_telemetry`.
+        telemetry: GenAI spans of the model and tool activities.
+
+    Raises:
+        ValueError: both ``tools`` and ``registry`` were given, or a provider
+            setting in the environment is bad.
+        ToolLoadError: a tool's name clashes with another's.
+    """
+
+    def __init__(
+        self,
+        *,
+        tools: Sequence[Tool] = (),
+        registry: ToolRegistry | None = None,
+        providers: Mapping[str, ModelProvider] | None = None,
+        model_max_attempts: int | None = None,
+        workspace: Path | str = DEFAULT_WORKSPACE,
+        pricing: PricingTable | None = None,
+        http_allow: AllowList | None = None,
+        search_attribute_names: Sequence[str] | None = None,
+        interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
+        telemetry: ActivityTelemetry | None = None,
+    ) -> None:
+        if registry is not None and tools:
+            raise ValueError("OnwardPlugin: give tools= or registry=, not both")
+        if registry is None:
+            registry = builtin_registry(http_allow=http_allow or AllowList())
+            register_tools(registry, tools)
+        if providers is None:
+            providers = providers_from_env(os.environ)
+        if model_max_attempts is None:
+            model_max_attempts = ModelCallSettings.from_env(os.environ).max_attempts
+        telemetry = telemetry or ActivityTelemetry()
+        self._providers = dict(providers)
+        self._register_search_attributes = search_attribute_names is None
+        self._model = ModelActivities(
+            self._providers, pricing or PricingTable.load(), telemetry=telemetry
+        )
+        self._tool_activities = ToolActivities(
+            registry,
+            Path(workspace).resolve(),
+            search_attribute_names or (),
+            telemetry=telemetry,
+            providers=self._model.provider_names,
+            model_max_attempts=model_max_attempts,
+        )
+        super().__init__(
+            PLUGIN_NAME,
+            data_converter=DATA_CONVERTER,
+            interceptors=list(interceptors),
+            workflows=[AgentWorkflow],
+            activities=[
+                self._model.call_model,
+                self._tool_activities.describe_worker,
+                self._tool_activities.execute_tool,
+                # Dynamic: local tool calls are typed by their summary for the Web UI's
+                # timeline. A worker takes one dynamic activity, so this is it.
+                self._tool_activities.execute_local_tool,
+            ],
+        )
+
+    @property
+    def registry(self) -> ToolRegistry:
+        """The tools this plugin's workers offer."""
+        return self._tool_activities.registry
+
+    async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
+        """Register search attributes (unless given), run the worker, then close providers."""
+        if self._register_search_attributes:
+            client = worker.client
+            names = await ensure_search_attributes(client, client.namespace)
+            self._tool_activities.set_search_attributes(names)
+        try:
+            await super().run_worker(worker, next)
+        finally:
+            # After the worker has drained its activities; a later call reopens the pool.
+            await close_providers(self._providers)

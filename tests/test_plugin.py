@@ -1,0 +1,72 @@
+"""``OnwardPlugin`` in a user's own Temporal application, on the real dev server."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from greeting_workflow import GreetingWorkflow
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from onward import OnwardPlugin, search_attributes
+from onward.activities.tools import tool
+from onward.contracts import AgentInput
+from onward.workflows import AgentWorkflow
+
+
+@tool
+def shout(text: str) -> str:
+    """Say it loudly.
+
+    Args:
+        text: what to say.
+    """
+    return text.upper() + "!"
+
+
+async def test_an_agent_runs_on_a_users_worker_beside_their_own_workflow(
+    env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    target = env.client.service_client.config.target_host
+    plugin = OnwardPlugin(tools=[shout], workspace=tmp_path)
+    # No data_converter and no Onward worker: the plugin brings both.
+    client = await Client.connect(target, plugins=[plugin])
+    queue = f"mine-{uuid.uuid4().hex[:8]}"
+    async with Worker(client, task_queue=queue, workflows=[GreetingWorkflow]):
+        greeting = await client.execute_workflow(
+            GreetingWorkflow.run, "ada", id=f"greet-{queue}", task_queue=queue
+        )
+        agent = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(
+                {
+                    "prompt": "shout it",
+                    "tools": ["shout", "calculator"],
+                    "script": [
+                        {"tool_calls": [{"name": "shout", "arguments": {"text": "hi"}}]},
+                        {"text": "done"},
+                    ],
+                }
+            ),
+            id=f"agent-{queue}",
+            task_queue=queue,
+        )
+        result = await agent.result()
+        described = await agent.describe()
+
+    assert greeting == "hello ada"
+    assert result.status == "completed", result.reason
+    assert result.output == "done"
+    [call] = result.steps[0].tool_calls
+    assert (call.name, call.result) == ("shout", "HI!")
+    # The plugin registered Onward's search attributes on worker start, and runs set them.
+    assert described.typed_search_attributes.get(search_attributes.STATUS) == "completed"
+    assert "shout" in plugin.registry.names()
+
+
+def test_tools_and_a_registry_are_not_both_taken(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tools= or registry="):
+        OnwardPlugin(tools=[shout], registry=OnwardPlugin().registry, workspace=tmp_path)
