@@ -7,7 +7,6 @@ caller, so every format here is easy to test and reuse (``run``, ``watch``,
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 from onward import steplog
@@ -25,6 +24,7 @@ from onward.contracts import (
     ToolCallRecord,
 )
 from onward.markdown import code_span, escape_markdown
+from onward.money import cost_text, money
 from onward.starter.inputs import BUDGET_FLAGS
 from onward.text import shorten
 from onward.workflows.progress import tool_summary
@@ -55,27 +55,6 @@ RESULT_EXCERPT_CHARS = 80
 ANSWER_EXCERPT_CHARS = 100
 """How much of the final answer its step line shows."""
 _INDENT = " " * 8
-
-
-def money(usd: float | None) -> str:
-    """``$1.2500``, ``$0.000140``, ``$0.0000180`` (small costs keep 3 significant digits),
-    ``$0``, or ``cost unknown``."""
-    if usd is None:
-        return "cost unknown"
-    if usd >= 0.01:
-        return f"${usd:.4f}"
-    if usd <= 0:
-        return "$0"
-    return f"${usd:.{max(6, 2 - math.floor(math.log10(usd)))}f}"
-
-
-def cost_text(usd: float, known: bool) -> str:
-    """A total cost: unknown when no call was priced, a lower bound when some were not."""
-    if known:
-        return money(usd)
-    if usd <= 0:
-        return "cost unknown (unpriced model)"
-    return f"at least {money(usd)} (some calls unpriced)"
 
 
 def waiting_line(task_queue: str) -> str:

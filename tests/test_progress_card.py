@@ -65,11 +65,21 @@ def test_the_card_escapes_costs_and_model_text() -> None:
     )
     card = progress_card(_status(last_step=last))
     assert card.startswith(r"**budget\_exceeded** · step 2 · `openai:gpt-4o-mini`")
-    assert r"cost \$0.0001 / \$0.0100" in card
+    assert r"cost \$0.000100 / \$0.0100" in card
     assert r"last: answer — costs \$3, \*really\*" in card
     assert r"reason: max\_steps: 2 of 2 used" in card
     # The CLI shows the same line unescaped: it is not markdown there.
-    assert "cost $0.0001 / $0.0100" in usage_line(_status().usage, _status().budget)
+    assert "cost $0.000100 / $0.0100" in usage_line(_status().usage, _status().budget)
+
+
+def test_the_card_shows_small_and_unknown_costs_as_they_are() -> None:
+    tiny = RunUsage(cost_usd=0.000018)
+    assert "cost $0.0000180" in usage_line(tiny, Budget())
+    unpriced = RunUsage(cost_usd=0.0, cost_known=False)
+    assert "cost cost unknown" not in usage_line(unpriced, Budget())
+    assert usage_line(unpriced, Budget()).endswith(" · cost unknown (unpriced model)")
+    partly = RunUsage(cost_usd=0.002, cost_known=False)
+    assert "cost at least $0.002000 (some calls unpriced)" in usage_line(partly, Budget())
 
 
 def test_summaries_and_details_escape_the_prompt() -> None:

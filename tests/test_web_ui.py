@@ -190,7 +190,7 @@ async def test_summary_details_and_card_read_as_written(ui_runs: UiRuns, page: P
     assert PROMPT in texts  # the summary, exactly as typed
     assert any(text.endswith(f"prompt {PROMPT}") for text in texts)  # the details' quote
     (card,) = [text for text in texts if text.startswith("completed · step 3")]
-    assert "cost $0.0001 / $0.0100" in card
+    assert "cost $0.0000600 / $0.0100" in card
     for text in texts:
         assert "\\" not in text  # no escape shows, and no "\\(" from dollars read as maths
 

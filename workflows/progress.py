@@ -10,6 +10,7 @@ from typing import Any
 
 from onward.contracts import AgentStatus, Budget, RunUsage, ToolCall
 from onward.markdown import code_span, escape_markdown
+from onward.money import cost_text, money
 
 __all__ = ["model_summary", "progress_card", "tool_summary", "usage_line"]
 
@@ -47,13 +48,14 @@ def _limit(used: float, limit: float | None, fmt: str = "{:g}") -> str:
 
 def usage_line(usage: RunUsage, budget: Budget) -> str:
     """Usage against budget on one line."""
-    cost = _limit(usage.cost_usd, budget.max_cost_usd, "${:.4f}")
-    if not usage.cost_known:
-        cost += " (some unpriced)"
+    cost = cost_text(usage.cost_usd, usage.cost_known)
+    if budget.max_cost_usd is not None:
+        cost += f" / {money(budget.max_cost_usd)}"
     return (
         f"tokens {_limit(usage.total_tokens, budget.max_tokens)} · "
         f"tool calls {_limit(usage.tool_calls, budget.max_tool_calls)} · "
-        f"steps {_limit(usage.steps, budget.max_steps)} · cost {cost}"
+        f"steps {_limit(usage.steps, budget.max_steps)} · "
+        + (cost if cost.startswith("cost") else f"cost {cost}")
     )
 
 
