@@ -38,7 +38,7 @@ from onward.activities.tools import (
     load_tools,
     register_tools,
 )
-from onward.connection import connect_with_retry, task_queue
+from onward.connection import connect_config, connect_with_retry, task_queue
 from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
 from onward.telemetry import configure_telemetry, temporal_runtime
@@ -92,7 +92,11 @@ class WorkerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
-        """Read the environment once; ValueError names a bad ``ONWARD_HTTP_ALLOW`` entry."""
+        """Read the environment once.
+
+        Raises:
+            ValueError: a bad ``ONWARD_HTTP_ALLOW`` entry or Temporal profile file.
+        """
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
         modules = (env.get("ONWARD_TOOLS") or "").split(",")
@@ -100,7 +104,8 @@ class WorkerSettings:
             task_queue=task_queue(env),
             workspace=Path(env.get("ONWARD_WORKSPACE") or DEFAULT_WORKSPACE).resolve(),
             pricing_files=(Path(pricing),) if pricing else (),
-            namespace=env.get("TEMPORAL_NAMESPACE") or "default",
+            # envconfig's namespace: TEMPORAL_NAMESPACE, else the profile's, else "default".
+            namespace=str(connect_config(env).get("namespace") or "default"),
             tool_modules=tuple(name.strip() for name in modules if name.strip()),
             http_allow=AllowList.from_env(env),
         )
