@@ -100,6 +100,21 @@ class Call:
     """The workflow's clock when it started the call (its ``workflow.now()``)."""
 
 
+_ACTIVITY_CLOSINGS: dict[EventType.ValueType, tuple[str, CallState]] = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: (
+        "activity_task_completed_event_attributes",
+        "completed",
+    ),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED: ("activity_task_failed_event_attributes", "failed"),
+    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT: (
+        "activity_task_timed_out_event_attributes",
+        "timed_out",
+    ),
+}
+"""The events that close an activity: where their attributes are, and the state they mean.
+A completed one carries the result; the others the failure."""
+
+
 def event_time(stamp: Timestamp) -> datetime:
     """A protobuf timestamp as an aware UTC datetime."""
     return stamp.ToDatetime(tzinfo=UTC)
@@ -227,27 +242,18 @@ class CallPairing:
                 if started.HasField("last_failure"):
                     call.trace.last_failure = failure_message(started.last_failure)
             return call
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            done = event.activity_task_completed_event_attributes
-            call = self._by_scheduled.get(done.scheduled_event_id)
+        closing = _ACTIVITY_CLOSINGS.get(kind)
+        if closing is not None:
+            field, state = closing
+            attrs = getattr(event, field)
+            call = self._by_scheduled.get(attrs.scheduled_event_id)
             if call is not None:
-                result_type = self._result_types.get(call.activity_type)
-                call.result = decode(done.result, result_type) if result_type else None
-                self._close(call, "completed", when)
-            return call
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-            failed = event.activity_task_failed_event_attributes
-            call = self._by_scheduled.get(failed.scheduled_event_id)
-            if call is not None:
-                call.trace.failure = failure_message(failed.failure)
-                self._close(call, "failed", when)
-            return call
-        if kind == EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT:
-            timed_out = event.activity_task_timed_out_event_attributes
-            call = self._by_scheduled.get(timed_out.scheduled_event_id)
-            if call is not None:
-                call.trace.failure = failure_message(timed_out.failure)
-                self._close(call, "timed_out", when)
+                if state == "completed":
+                    result_type = self._result_types.get(call.activity_type)
+                    call.result = decode(attrs.result, result_type) if result_type else None
+                else:
+                    call.trace.failure = failure_message(attrs.failure)
+                self._close(call, state, when)
             return call
         if kind in (
             EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED,
