@@ -12,7 +12,6 @@ are in :mod:`onward.starter.commands`, over :class:`onward.client.OnwardClient`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import importlib.metadata
 import os
@@ -32,6 +31,7 @@ from onward.starter.errors import (
     CliError,
     exit_code_of,
 )
+from onward.starter.interrupt import run_interruptibly
 from onward.starter.output import emit_json, say
 
 # Client commands import the Temporal client and the workflow definition when
@@ -287,7 +287,7 @@ def _client_command(args: argparse.Namespace) -> int:
         return result
 
     try:
-        return asyncio.run(connected())
+        return run_interruptibly(connected())
     except KeyboardInterrupt:
         following = commands.Following.run_id
         if following:

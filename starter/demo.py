@@ -33,6 +33,7 @@ from onward.starter.devserver import (
     stop,
 )
 from onward.starter.errors import EXIT_INTERRUPTED, CliError, exit_code_for
+from onward.starter.interrupt import run_interruptibly
 from onward.starter.output import say
 
 __all__ = ["DEMO_PROMPT", "DEMO_SCRIPT", "demo_input", "run_demo"]
@@ -222,7 +223,7 @@ def run_demo(server: DevServer, task_queue: str) -> int:
         worker, log_path = start_worker(server, task_queue)
         wait_worker_ready(worker, log_path)
         say(f"worker started (pid {worker.pid}, task queue {task_queue!r}, log {log_path})")
-        code = asyncio.run(_run_example(server, task_queue, workflow_id))
+        code = run_interruptibly(_run_example(server, task_queue, workflow_id))
         finished = True
         return code
     except KeyboardInterrupt:
