@@ -29,7 +29,9 @@ def run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
     exits right after (``onward`` ends with ``os._exit``).
     """
     loop = asyncio.new_event_loop()
-    previous = signal.signal(signal.SIGINT, _interrupt)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:  # started with Ctrl-C ignored (nohup, `&`): keep it so
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         result = loop.run_until_complete(main)
     except KeyboardInterrupt:

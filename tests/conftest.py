@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -31,6 +32,12 @@ from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow
 
 BIN = Path(sys.executable).parent
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Started as a background job (`make test &`): the shell ignores Ctrl-C for it,
+    # and the CLI processes the tests interrupt would inherit that. A Python handler
+    # here makes them start with the default, as at a terminal.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 REPO = Path(__file__).resolve().parent.parent
 
 
