@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from onward.activities.tools.workspace import LEDGER_DIR, resolve_path
 from onward.contracts import Artifact
 
-__all__ = ["RUNS_DIR", "list_artifacts", "read_artifact", "workspace_dir"]
+__all__ = ["RUNS_DIR", "list_artifacts", "read_artifact", "workspace_dir", "workspace_root"]
 
 RUNS_DIR = "runs"
 """Per-run workspaces live in ``<workspace root>/runs/``; files of runs begun before
@@ -23,6 +24,14 @@ per-run workspaces stay at the root itself."""
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _HASH_CHARS = 12
+
+
+def workspace_root(environ: Mapping[str, str]) -> Path:
+    """The workspace root a worker with this environment uses (``ONWARD_WORKSPACE``)."""
+    # Imported here: the plugin imports the activities, which import this module.
+    from onward.plugin import DEFAULT_WORKSPACE
+
+    return Path(environ.get("ONWARD_WORKSPACE") or DEFAULT_WORKSPACE).resolve()
 
 
 def workspace_dir(root: Path, key: str) -> Path:

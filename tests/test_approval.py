@@ -14,7 +14,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 
-from conftest import RunningWorker, eventually, model_inputs, running_worker
+from conftest import RunningWorker, eventually, model_inputs, run_onward, running_worker
 from onward.contracts import AgentInput, AgentResult, AgentStatus, ApprovalDecision
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
@@ -208,3 +208,35 @@ async def test_a_cancel_while_awaiting_approval_ends_the_run(
     (call,) = result.steps[0].tool_calls
     assert call.status == "interrupted"
     assert not list(tmp_path.rglob("never.txt"))
+
+
+async def test_onward_approve_and_reject(worker: RunningWorker, address: str) -> None:
+    script: list[dict[str, Any]] = [
+        {
+            "tool_calls": [
+                {"name": "write_file", "arguments": {"path": "yes.txt", "content": "y"}},
+                {"name": "write_file", "arguments": {"path": "no.txt", "content": "n"}},
+            ]
+        },
+        {"text": "done"},
+    ]
+    handle = await worker.start(approval_run(script))
+    status = await awaiting(handle, count=2)
+    first, second = (p.call_id for p in status.pending_approvals)
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+
+    approved = await run_onward("approve", handle.id, "--call", first, "--json", env=env)
+    assert approved.code == 0, approved.stderr
+    assert approved.json() == {
+        "workflow_id": handle.id,
+        "decision": "approved",
+        "call_ids": [first],
+    }
+    rejected = await run_onward("reject", handle.id, "--note", "keep it to one file", env=env)
+    assert rejected.code == 0, rejected.stderr
+    assert rejected.stdout.strip() == f"rejected: {second} ({handle.id})"
+    result = await handle.result()
+    assert [c.status for c in result.steps[0].tool_calls] == ["ok", "refused"]
+    late = await run_onward("approve", handle.id, env=env)
+    assert late.code == 1
+    assert "has already ended" in late.stderr or "no tool call is waiting" in late.stderr
