@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,16 @@ from temporalio.client import (
 )
 
 from conftest import RunningWorker, eventually, model_inputs, run_onward, running_worker
-from onward.contracts import AgentInput, AgentResult, AgentStatus, ApprovalDecision
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    AgentStatus,
+    ApprovalDecision,
+    Budget,
+    PendingApproval,
+    RunUsage,
+)
+from onward.starter.render import state_change, status_lines
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 from onward.workflows.progress import progress_card
@@ -240,3 +250,23 @@ async def test_onward_approve_and_reject(worker: RunningWorker, address: str) ->
     late = await run_onward("approve", handle.id, env=env)
     assert late.code == 1
     assert "has already ended" in late.stderr or "no tool call is waiting" in late.stderr
+
+
+def test_status_and_follow_lines_show_pending_approvals() -> None:
+    pending = PendingApproval(
+        call_id="call_1_1",
+        name="write_file",
+        arguments={"path": "a.md"},
+        step=1,
+        requested_at=datetime.now(UTC),
+    )
+    status = AgentStatus(
+        state="awaiting_approval",
+        step=0,
+        usage=RunUsage(),
+        budget=Budget(),
+        pending_approvals=[pending],
+    )
+    assert "await:  call_1_1  write_file(a.md)" in status_lines("r1", status)
+    line = state_change("r1", "awaiting_approval", None)
+    assert line is not None and "onward approve r1" in line
