@@ -114,6 +114,13 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="a tool the agent may use (repeat; default: all built-ins)",
     )
+    parser.add_argument(
+        "--approve-tool",
+        dest="approve_tools",
+        action="append",
+        metavar="NAME",
+        help="calls of this tool wait for onward approve / reject (repeat)",
+    )
     _budget_options(parser)
     parser.add_argument(
         "--on-exceeded",

@@ -45,6 +45,7 @@ def add_schedule_parser(
     create.add_argument("--system", help="system prompt")
     create.add_argument("--script", metavar="FILE", help="JSON list of scripted turns")
     create.add_argument("--tool", dest="tools", action="append", metavar="NAME")
+    create.add_argument("--approve-tool", dest="approve_tools", action="append", metavar="NAME")
     create.add_argument("--on-exceeded", choices=("stop", "pause", "finish"))
     create.add_argument("--tenant")
     create.add_argument("--id", help="schedule id (default: schedule-<random>)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,10 +231,20 @@ async def test_onward_approve_and_reject(worker: RunningWorker, address: str) ->
         },
         {"text": "done"},
     ]
-    handle = await worker.start(approval_run(script))
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    script_file = worker.workspace.parent / "script.json"
+    script_file.write_text(json.dumps(script))
+    workflow_id = f"cli-approve-{uuid.uuid4().hex[:8]}"
+    started = await run_onward(
+        "start", "write two files", "--script", str(script_file), "--tool", "write_file",
+        "--approve-tool", "write_file", "--id", workflow_id, env=env,
+    )  # fmt: skip
+    assert started.code == 0, started.stderr
+    handle: Handle = worker.client.get_workflow_handle_for(AgentWorkflow.run, workflow_id)
     status = await awaiting(handle, count=2)
     first, second = (p.call_id for p in status.pending_approvals)
-    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    shown = await run_onward("status", workflow_id, env=env)
+    assert f"await:  {first}  write_file(path=yes.txt, content=y)" in shown.stdout
 
     approved = await run_onward("approve", handle.id, "--call", first, "--json", env=env)
     assert approved.code == 0, approved.stderr
