@@ -7,16 +7,18 @@ import hashlib
 import os
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from parent_workflow import ParentWorkflow
 from temporalio.client import Client
 
 from conftest import RunningWorker, run_onward
 from onward.artifacts import workspace_dir
 from onward.client import OnwardClient
-from onward.contracts import DEFAULT_TASK_QUEUE
+from onward.contracts import DEFAULT_TASK_QUEUE, AgentInput
 from onward.errors import InvalidInput, RunNotFound
 from onward.worker import WorkerSettings, build_worker
 
@@ -125,3 +127,24 @@ async def test_readme_long_lived_python_example_runs_verbatim(
     crashed_at_exit = process.returncode == -signal.SIGABRT and b"Fatal Python error" in err
     assert process.returncode == 0 or (crashed_at_exit and lines), err.decode()
     assert lines == ["completed ['n.md']"]
+
+
+async def test_a_sub_agent_writes_into_its_parents_workspace(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
+    parent_id = f"parent-{uuid.uuid4().hex[:8]}"
+    child = AgentInput.model_validate({"prompt": "p", "script": writes(("sub.md", "from child"))})
+    async with build_worker(
+        client,
+        settings,
+        search_attribute_names=search_attribute_names,
+        workflows=[ParentWorkflow],
+    ):
+        result = await client.execute_workflow(
+            ParentWorkflow.run, child, id=parent_id, task_queue=settings.task_queue
+        )
+    assert result.artifacts is not None
+    assert [a.path for a in result.artifacts] == ["sub.md"]
+    assert (workspace_dir(tmp_path, parent_id) / "sub.md").read_text() == "from child"
+    assert not workspace_dir(tmp_path, f"{parent_id}-sub").exists()
