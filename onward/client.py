@@ -534,45 +534,12 @@ class OnwardClient:
             InvalidInput: no schedule has this id.
         """
         with self._schedule_translated(schedule_id):
-            handle = self._client.get_schedule_handle(schedule_id)
-            description = await handle.describe()
-            agent = schedules.agent_of(await description.memo()) or {}
-        return schedules.ScheduleRow(
-            schedule_id=schedule_id,
-            cron=schedules.cron_of(agent),
-            paused=description.schedule.state.paused,
-            note=description.schedule.state.note,
-            prompt=agent.get("prompt"),
-            model=agent.get("model"),
-            next_runs=list(description.info.next_action_times),
-            recent_runs=schedules.run_ids(description.info.recent_actions),
-            running=schedules.run_ids(description.info.running_actions),
-        )
+            return await schedules.described(self._client.get_schedule_handle(schedule_id))
 
     async def schedule_list(self, limit: int = 100) -> builtins.list[ScheduleRow]:
         """Onward's schedules in the namespace (from the visibility store, so a moment late)."""
-        rows: builtins.list[ScheduleRow] = []
         with self._translated():
-            async for listed in await self._client.list_schedules():
-                agent = schedules.agent_of(await listed.memo())
-                if agent is None or listed.schedule is None:
-                    continue  # another application's schedule
-                info = listed.info
-                rows.append(
-                    schedules.ScheduleRow(
-                        schedule_id=listed.id,
-                        cron=schedules.cron_of(agent),
-                        paused=listed.schedule.state.paused,
-                        note=listed.schedule.state.note,
-                        prompt=agent.get("prompt"),
-                        model=agent.get("model"),
-                        next_runs=list(info.next_action_times) if info else [],
-                        recent_runs=schedules.run_ids(info.recent_actions) if info else [],
-                    )
-                )
-                if len(rows) >= limit:
-                    break
-        return rows
+            return await schedules.listed(self._client, limit)
 
     async def schedule_pause(self, schedule_id: str, note: str | None = None) -> None:
         """Stop the schedule starting runs until :meth:`schedule_unpause`."""

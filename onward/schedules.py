@@ -16,11 +16,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio.client import (
+    Client,
     Schedule,
     ScheduleActionExecution,
     ScheduleActionExecutionStartWorkflow,
     ScheduleActionResult,
     ScheduleActionStartWorkflow,
+    ScheduleHandle,
     ScheduleSpec,
     ScheduleState,
 )
@@ -35,6 +37,8 @@ __all__ = [
     "agent_of",
     "agent_schedule",
     "cron_of",
+    "described",
+    "listed",
     "new_schedule_id",
     "run_ids",
     "schedule_memo",
@@ -113,3 +117,45 @@ def agent_of(memo: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The prompt and model a schedule's memo names; None: not an Onward schedule."""
     entry = memo.get(MEMO_KEY)
     return entry if isinstance(entry, Mapping) else None
+
+
+async def described(handle: ScheduleHandle) -> ScheduleRow:
+    """The row of the schedule behind ``handle`` (Temporal's errors pass through)."""
+    description = await handle.describe()
+    agent = agent_of(await description.memo()) or {}
+    return ScheduleRow(
+        schedule_id=handle.id,
+        cron=cron_of(agent),
+        paused=description.schedule.state.paused,
+        note=description.schedule.state.note,
+        prompt=agent.get("prompt"),
+        model=agent.get("model"),
+        next_runs=list(description.info.next_action_times),
+        recent_runs=run_ids(description.info.recent_actions),
+        running=run_ids(description.info.running_actions),
+    )
+
+
+async def listed(client: Client, limit: int) -> list[ScheduleRow]:
+    """Up to ``limit`` of Onward's schedules; other applications' are left out."""
+    rows: list[ScheduleRow] = []
+    async for item in await client.list_schedules():
+        agent = agent_of(await item.memo())
+        if agent is None or item.schedule is None:
+            continue  # another application's schedule
+        info = item.info
+        rows.append(
+            ScheduleRow(
+                schedule_id=item.id,
+                cron=cron_of(agent),
+                paused=item.schedule.state.paused,
+                note=item.schedule.state.note,
+                prompt=agent.get("prompt"),
+                model=agent.get("model"),
+                next_runs=list(info.next_action_times) if info else [],
+                recent_runs=run_ids(info.recent_actions) if info else [],
+            )
+        )
+        if len(rows) >= limit:
+            break
+    return rows
