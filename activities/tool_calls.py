@@ -15,7 +15,15 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from onward.activities.heartbeat import heartbeating
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
-from onward.contracts import ToolOutcome, ToolRequest, WorkerDescription, WorkerDescriptionRequest
+from onward.artifacts import list_artifacts, workspace_dir
+from onward.contracts import (
+    Artifact,
+    ArtifactsRequest,
+    ToolOutcome,
+    ToolRequest,
+    WorkerDescription,
+    WorkerDescriptionRequest,
+)
 from onward.conversation import truncate
 from onward.errors import ToolError, ToolRetryableError, format_validation_error
 
@@ -59,6 +67,15 @@ class ToolActivities:
     def set_search_attributes(self, names: Sequence[str]) -> None:
         """The search attributes found on the server once the worker connected."""
         self._search_attributes = list(names)
+
+    def workspace_of(self, key: str | None) -> Path:
+        """The workspace of the run keyed ``key``; the root itself for runs without a key."""
+        return self._workspace if key is None else workspace_dir(self._workspace, key)
+
+    @activity.defn(name="list_artifacts")
+    async def list_artifacts(self, request: ArtifactsRequest) -> list[Artifact]:
+        """The files in a run's workspace, with sizes and sha256 (the run's artifacts)."""
+        return await asyncio.to_thread(list_artifacts, self.workspace_of(request.workspace))
 
     @activity.defn(name="describe_worker")
     async def describe_worker(self, request: WorkerDescriptionRequest) -> WorkerDescription:
@@ -121,7 +138,7 @@ class ToolActivities:
         context = ToolContext(
             idempotency_key=request.idempotency_key,
             call_id=request.call_id,
-            workspace=self._workspace,
+            workspace=self.workspace_of(request.workspace),
         )
         try:
             async with heartbeating():

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -35,6 +37,8 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from onward import schedules
+from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.connection import connect
 from onward.contracts import (
     DEFAULT_TASK_QUEUE,
@@ -42,6 +46,9 @@ from onward.contracts import (
     AgentResult,
     AgentState,
     AgentStatus,
+    ApprovalDecision,
+    ApprovalsDecided,
+    Artifact,
     Budget,
     BudgetExtension,
     CancelRequest,
@@ -59,7 +66,9 @@ from onward.errors import (
     RunNotFound,
     TemporalError,
     UnexpectedResponse,
+    WorkspaceError,
 )
+from onward.schedules import ScheduleRow
 from onward.starter.follow import (
     QUERY_TIMEOUT,
     FollowEvent,
@@ -411,3 +420,154 @@ class OnwardClient:
                     cause.message if isinstance(cause, ApplicationError) else str(cause or err)
                 )
                 raise RequestRejected(message) from err
+
+    # -- human approval (longlived branch) ------------------------------------------------
+
+    async def approve(
+        self, run_id: str, call_id: str | None = None, note: str | None = None
+    ) -> ApprovalsDecided:
+        """Let a tool call waiting for approval run (``call_id``; default: every pending call).
+
+        Raises:
+            NoWorker: no worker polls the run's task queue, or none answered in time.
+            RequestRejected: nothing (or not that call) waits for approval.
+        """
+        return await self._decide(run_id, "approve", ApprovalDecision(call_id=call_id, note=note))
+
+    async def reject(
+        self, run_id: str, call_id: str | None = None, note: str | None = None
+    ) -> ApprovalsDecided:
+        """Refuse a tool call waiting for approval; ``note`` goes to the model as its result.
+
+        Raises:
+            NoWorker: no worker polls the run's task queue, or none answered in time.
+            RequestRejected: nothing (or not that call) waits for approval.
+        """
+        return await self._decide(run_id, "reject", ApprovalDecision(call_id=call_id, note=note))
+
+    async def _decide(
+        self, run_id: str, verdict: Literal["approve", "reject"], decision: ApprovalDecision
+    ) -> ApprovalsDecided:
+        update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
+        await self._require_worker(run_id)
+        with self._translated(run_id):
+            try:
+                return await self._handle(run_id).execute_update(
+                    update, decision, rpc_timeout=UPDATE_TIMEOUT
+                )
+            except WorkflowUpdateFailedError as err:
+                cause = err.cause
+                message = (
+                    cause.message if isinstance(cause, ApplicationError) else str(cause or err)
+                )
+                raise RequestRejected(f"{verdict}: {message}") from err
+
+    # -- artifacts (longlived branch) -----------------------------------------------------
+
+    def _workspace(self, run_id: str, root: Path | str | None) -> Path:
+        base = Path(root).resolve() if root is not None else workspace_root(os.environ)
+        return workspace_dir(base, run_id)
+
+    async def artifacts(
+        self, run_id: str, *, workspace_root: Path | str | None = None
+    ) -> builtins.list[Artifact]:
+        """The files the run wrote: read from the worker's workspace root on this machine.
+
+        ``workspace_root`` defaults to ``ONWARD_WORKSPACE`` (as the worker reads it).
+
+        Raises:
+            RunNotFound: no run has this id.
+        """
+        await self.info(run_id)  # an unknown id says so, instead of "no artifacts"
+        return list_artifacts(self._workspace(run_id, workspace_root))
+
+    async def artifact(
+        self, run_id: str, path: str, *, workspace_root: Path | str | None = None
+    ) -> bytes:
+        """The bytes of one artifact of the run (``path`` as :meth:`artifacts` lists it).
+
+        Raises:
+            RunNotFound: no run has this id.
+            InvalidInput: no such artifact, or ``path`` leaves the run's workspace.
+        """
+        await self.info(run_id)
+        try:
+            return read_artifact(self._workspace(run_id, workspace_root), path)
+        except FileNotFoundError as err:
+            raise InvalidInput(f"path: run {run_id} has no artifact {path!r}") from err
+        except WorkspaceError as err:
+            raise InvalidInput(f"path: {err}") from err
+
+    # -- schedules (longlived branch) -----------------------------------------------------
+
+    async def schedule_create(
+        self, cron: str, input: AgentInput | Mapping[str, Any], id: str | None = None
+    ) -> str:
+        """Start a run of ``input`` at each time of ``cron`` (a Temporal Schedule); return its id.
+
+        Raises:
+            InvalidInput: ``input`` is not a valid agent input, or Temporal refuses ``cron``.
+        """
+        try:
+            agent = input if isinstance(input, AgentInput) else AgentInput.model_validate(input)
+        except ValidationError as err:
+            raise InvalidInput.from_validation(err) from err
+        schedule_id = id or schedules.new_schedule_id()
+        schedule = schedules.agent_schedule(agent, cron, schedule_id, self.task_queue)
+        with self._translated():
+            try:
+                await self._client.create_schedule(
+                    schedule_id, schedule, memo=schedules.schedule_memo(agent, cron)
+                )
+            except RPCError as err:
+                if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                    raise InvalidInput(f"cron: {err.message}") from err
+                if err.status == RPCStatusCode.ALREADY_EXISTS:
+                    raise InvalidInput(f"id: a schedule {schedule_id} exists already") from err
+                raise
+        return schedule_id
+
+    async def schedule(self, schedule_id: str) -> ScheduleRow:
+        """One schedule: its cron, whether paused, its next and recent runs.
+
+        Raises:
+            InvalidInput: no schedule has this id.
+        """
+        with self._schedule_translated(schedule_id):
+            return await schedules.described(self._client.get_schedule_handle(schedule_id))
+
+    async def schedule_list(self, limit: int = 100) -> builtins.list[ScheduleRow]:
+        """Onward's schedules in the namespace (from the visibility store, so a moment late)."""
+        with self._translated():
+            return await schedules.listed(self._client, limit)
+
+    async def schedule_pause(self, schedule_id: str, note: str | None = None) -> None:
+        """Stop the schedule starting runs until :meth:`schedule_unpause`."""
+        with self._schedule_translated(schedule_id):
+            await self._client.get_schedule_handle(schedule_id).pause(note=note)
+
+    async def schedule_unpause(self, schedule_id: str, note: str | None = None) -> None:
+        """Let a paused schedule start runs again."""
+        with self._schedule_translated(schedule_id):
+            await self._client.get_schedule_handle(schedule_id).unpause(note=note)
+
+    async def schedule_trigger(self, schedule_id: str) -> None:
+        """Start one run of the schedule now, whatever its cron (and even while paused)."""
+        with self._schedule_translated(schedule_id):
+            await self._client.get_schedule_handle(schedule_id).trigger()
+
+    async def schedule_delete(self, schedule_id: str) -> None:
+        """Delete the schedule; the runs it started are left alone."""
+        with self._schedule_translated(schedule_id):
+            await self._client.get_schedule_handle(schedule_id).delete()
+
+    @contextlib.contextmanager
+    def _schedule_translated(self, schedule_id: str) -> Iterator[None]:
+        """Temporal's errors as Onward's; an unknown schedule id is bad input."""
+        with self._translated():
+            try:
+                yield
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    raise InvalidInput(f"no schedule with id {schedule_id}") from err
+                raise

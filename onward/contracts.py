@@ -25,6 +25,11 @@ __all__ = [
     "AgentResult",
     "AgentState",
     "AgentStatus",
+    "ApprovalDecision",
+    "ApprovalRecord",
+    "ApprovalsDecided",
+    "Artifact",
+    "ArtifactsRequest",
     "Budget",
     "BudgetExtension",
     "BudgetLimit",
@@ -35,7 +40,9 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ModelSettings",
+    "OnApprovalTimeout",
     "OnExceeded",
+    "PendingApproval",
     "RunUsage",
     "ScriptToolCall",
     "ScriptTurn",
@@ -69,6 +76,7 @@ AgentState = Literal[
     "running",
     "paused",
     "budget_paused",
+    "awaiting_approval",
     "completed",
     "failed",
     "cancelled",
@@ -76,7 +84,7 @@ AgentState = Literal[
     "terminated",
     "timed_out",
 ]
-"""Every state a run can be in; all but the first three are final.
+"""Every state a run can be in; all but the first four are final.
 
 The workflow itself ends a run as ``completed``, ``failed``, ``cancelled`` or
 ``budget_exceeded``. ``terminated`` and ``timed_out`` are runs Temporal closed
@@ -88,6 +96,9 @@ FINAL_STATES: frozenset[str] = frozenset(
 )
 
 OnExceeded = Literal["stop", "pause", "finish"]
+
+OnApprovalTimeout = Literal["reject", "approve"]
+"""What a call waiting for approval gets once ``approval_timeout_s`` has passed."""
 
 BudgetLimit = Literal["max_tokens", "max_tool_calls", "max_duration_s", "max_cost_usd", "max_steps"]
 """The name of a budget limit, as the ``Budget`` field and the ``limit`` of a stopped run."""
@@ -217,6 +228,19 @@ class AgentInput(_Strict):
     )
     settings: ModelSettings | None = None
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
+    # -- human approval (longlived branch) --------------------------------------------
+    approve_tools: list[str] | None = Field(
+        default=None,
+        description="tools whose calls wait for a person's approval in this run, "
+        "besides those the registry marks requires_approval",
+    )
+    approval_timeout_s: float | None = Field(
+        default=None, gt=0, description="a call waits this long for approval; None: forever"
+    )
+    on_approval_timeout: OnApprovalTimeout = Field(
+        default="reject", description="what a call gets when approval_timeout_s has passed"
+    )
+    # -- end human approval ------------------------------------------------------------
 
     @field_validator("prompt")
     @classmethod
@@ -350,6 +374,25 @@ class ToolRequest(BaseModel):
     call_id: str
     idempotency_key: str = Field(description="workflow id / step / call id: stable across retries")
     step: int | None = Field(default=None, description="the step the call belongs to")
+    workspace: str | None = Field(
+        default=None,
+        description="the run whose workspace the call uses (its workflow id, or its parent's); "
+        "None: the worker's workspace root itself (runs begun before per-run workspaces)",
+    )
+
+
+class ArtifactsRequest(BaseModel):
+    """Input of ``list_artifacts``: the run whose workspace to list."""
+
+    workspace: str = Field(description="the workflow id the workspace is keyed by")
+
+
+class Artifact(BaseModel):
+    """A file an agent wrote into its run's workspace."""
+
+    path: str = Field(description="relative to the run's workspace, with '/' separators")
+    size: int = Field(ge=0, description="bytes")
+    sha256: str
 
 
 class ToolOutcome(BaseModel):
@@ -367,6 +410,30 @@ class ToolOutcome(BaseModel):
 # ---------------------------------------------------------------------------
 
 
+class ApprovalRecord(BaseModel):
+    """How a call that needed approval was decided, and by whom."""
+
+    decision: Literal["approved", "rejected"]
+    by: Literal["person", "timeout"] = Field(
+        description="person: the approve or reject update; timeout: on_approval_timeout"
+    )
+    note: str | None = None
+    decided_at: datetime | None = None
+
+
+class PendingApproval(BaseModel):
+    """A tool call waiting for a person's approval (``status.pending_approvals``)."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    step: int
+    requested_at: datetime
+    deadline: datetime | None = Field(
+        default=None, description="when on_approval_timeout decides; None: no timeout"
+    )
+
+
 class ToolCallRecord(BaseModel):
     """One tool call in the step log."""
 
@@ -379,6 +446,9 @@ class ToolCallRecord(BaseModel):
     duration_ms: int | None = None
     status: ToolCallStatus | None = Field(
         default=None, description="None: still running, or recorded before statuses existed"
+    )
+    approval: ApprovalRecord | None = Field(
+        default=None, description="how a call that needed approval was decided; None: it did not"
     )
 
 
@@ -438,6 +508,9 @@ class AgentStatus(BaseModel):
     limit: BudgetLimit | None = Field(
         default=None, description="the exceeded limit, while budget_paused or budget_exceeded"
     )
+    pending_approvals: list[PendingApproval] = Field(
+        default_factory=list, description="tool calls waiting for approve or reject"
+    )
 
 
 class AgentResult(BaseModel):
@@ -450,6 +523,11 @@ class AgentResult(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     limit: BudgetLimit | None = Field(
         default=None, description="the exceeded limit, when the status is budget_exceeded"
+    )
+    artifacts: list[Artifact] | None = Field(
+        default=None,
+        description="the files in the run's workspace when it ended; None: not listed "
+        "(no tool activity ran, or the run began before artifacts were listed)",
     )
 
 
@@ -468,3 +546,26 @@ class SteerRequest(BaseModel):
     """Payload of the ``steer`` signal: a user message for the next model call."""
 
     message: str = Field(min_length=1)
+
+
+# ---------------------------------------------------------------------------
+# Updates: human approval
+# ---------------------------------------------------------------------------
+
+
+class ApprovalDecision(_Strict):
+    """Input of the ``approve`` and ``reject`` updates."""
+
+    call_id: str | None = Field(
+        default=None, min_length=1, description="the call to decide; None: every pending call"
+    )
+    note: str | None = Field(
+        default=None, description="why; a rejection's note is the call's result for the model"
+    )
+
+
+class ApprovalsDecided(BaseModel):
+    """Answer of ``approve`` and ``reject``: the calls decided."""
+
+    call_ids: list[str] = Field(default_factory=list)
+    decision: Literal["approved", "rejected"]

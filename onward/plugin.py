@@ -161,6 +161,7 @@ class OnwardPlugin(SimplePlugin):
                 self._model.call_model,
                 self._tool_activities.describe_worker,
                 self._tool_activities.execute_tool,
+                self._tool_activities.list_artifacts,  # artifacts (longlived branch)
                 # Dynamic: local tool calls are typed by their summary for the Web UI's
                 # timeline. A worker takes one dynamic activity, so this is it.
                 self._tool_activities.execute_local_tool,

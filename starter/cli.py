@@ -33,6 +33,7 @@ from onward.starter.errors import (
 )
 from onward.starter.interrupt import run_interruptibly
 from onward.starter.output import emit_json, say
+from onward.starter.schedule_commands import add_schedule_parser
 
 # Client commands import the Temporal client and the workflow definition when
 # they run, not here: `onward dev` and `--help` start fast and do not depend on
@@ -113,6 +114,13 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="a tool the agent may use (repeat; default: all built-ins)",
     )
+    parser.add_argument(
+        "--approve-tool",
+        dest="approve_tools",
+        action="append",
+        metavar="NAME",
+        help="calls of this tool wait for onward approve / reject (repeat)",
+    )
     _budget_options(parser)
     parser.add_argument(
         "--on-exceeded",
@@ -182,6 +190,38 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--model", help="only runs of this model")
     listing.add_argument("--limit", type=int, default=LIST_LIMIT, metavar="N")
     _json_option(listing, "the runs")
+
+    # -- human approval, artifacts, schedules (longlived branch) --------------------
+    for verdict, help in [
+        ("approve", "let tool calls waiting for approval run"),
+        ("reject", "refuse tool calls waiting for approval; the note goes to the model"),
+    ]:
+        decide = command(verdict, help)
+        decide.add_argument("id", metavar="ID")
+        decide.add_argument(
+            "--call", metavar="CALL_ID", help="one call (default: every pending call)"
+        )
+        decide.add_argument("--note", help="why; a rejection's note is the call's result")
+        _json_option(decide, "the calls decided")
+
+    artifacts = command("artifacts", "the files a run wrote (from this machine's workspace)")
+    artifacts.add_argument("id", metavar="ID")
+    artifacts.add_argument("--get", metavar="PATH", help="print this artifact's bytes")
+    artifacts.add_argument(
+        "--workspace",
+        metavar="DIR",
+        help="the worker's workspace root (default: $ONWARD_WORKSPACE)",
+    )
+    _json_option(artifacts, "the list")
+
+    budget = argparse.ArgumentParser(add_help=False)
+    _budget_options(budget)
+    add_schedule_parser(
+        command("schedule", "agents that run periodically: create, list, pause, trigger, delete"),
+        (common,),
+        budget,
+    )
+    # -- end longlived ----------------------------------------------------------------
 
     report = command("report", "per model and per tool figures over recent runs")
     report.add_argument(

@@ -8,6 +8,7 @@ stderr, or with ``--json`` exactly one JSON document.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -36,20 +37,25 @@ from onward.starter.render import (
     waiting_line,
 )
 from onward.starter.report import parse_since, report_lines
+from onward.starter.schedule_commands import schedule
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
 
 __all__ = [
     "Following",
+    "approve",
+    "artifacts",
     "cancel",
     "extend",
     "follow_run",
     "list_",
     "pause",
+    "reject",
     "report",
     "result",
     "resume",
     "run",
+    "schedule",
     "start",
     "status",
     "steer",
@@ -292,4 +298,45 @@ async def report(client: OnwardClient, args: argparse.Namespace) -> int:
     else:
         for line in report_lines(summary):
             say(line)
+    return EXIT_OK
+
+
+# -- human approval and artifacts (longlived branch) ------------------------------------
+
+
+async def approve(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward approve ID [--call CALL_ID]``: let waiting tool calls run."""
+    decided = await client.approve(args.id, args.call, args.note)
+    return _decided(args, decided.call_ids, "approved")
+
+
+async def reject(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward reject ID [--call CALL_ID] --note ...``: refuse waiting tool calls."""
+    decided = await client.reject(args.id, args.call, args.note)
+    return _decided(args, decided.call_ids, "rejected")
+
+
+def _decided(args: argparse.Namespace, call_ids: list[str], verdict: str) -> int:
+    if args.json:
+        emit_json({"workflow_id": args.id, "decision": verdict, "call_ids": call_ids})
+    else:
+        say(f"{verdict}: {', '.join(call_ids)} ({args.id})")
+    return EXIT_OK
+
+
+async def artifacts(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward artifacts ID [--get PATH]``: list the run's files, or print one."""
+    if args.get is not None:
+        data = await client.artifact(args.id, args.get, workspace_root=args.workspace)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return EXIT_OK
+    found = await client.artifacts(args.id, workspace_root=args.workspace)
+    if args.json:
+        emit_json([artifact.model_dump(mode="json") for artifact in found])
+    elif not found:
+        say("(no artifacts)")
+    else:
+        for artifact in found:
+            say(f"{artifact.size:>10}  {artifact.sha256[:12]}  {artifact.path}")
     return EXIT_OK

@@ -47,9 +47,10 @@ from onward.contracts import (
     WorkerDescription,
     WorkerDescriptionRequest,
 )
+from onward.starter.approvals import ApprovalReader
 from onward.starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
 from onward.states import closed_state
-from onward.tool_pipeline import approval_refusal, unknown_tool
+from onward.tool_pipeline import approval_refusal, rejection, unknown_tool
 from onward.workflow_tools import WORKFLOW_TOOLS
 from onward.workflows.progress import tool_summary
 
@@ -104,6 +105,8 @@ class RunHistory:
     steps: list[HistoryStep] = field(default_factory=list)
     in_flight: list[CallTrace] = field(default_factory=list)
     """Calls scheduled and not closed: a model call or tools still running (or waiting to)."""
+    approvals: ApprovalReader = field(default_factory=ApprovalReader)
+    """Decisions people made on calls waiting for approval (human approval)."""
 
     @property
     def step_log(self) -> list[StepRecord]:
@@ -285,6 +288,7 @@ class _Assembler:
 
     def _tool_record(self, call: ToolCall, execution: Call | None, over: bool) -> ToolCallRecord:
         record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
+        record.approval = self._run.approvals.decided.get(call.id)
         if execution is None:
             never = self._never_ran(call, over)
             if never is not None:
@@ -313,12 +317,17 @@ class _Assembler:
 
     def _never_ran(self, call: ToolCall, over: bool) -> tuple[ToolOutcome, ToolCallStatus] | None:
         """The outcome of a call with no execution, or None while it may still start."""
+        approval = self._run.approvals.decided.get(call.id)
+        if approval is not None and approval.decision == "rejected":
+            return steplog.refused(rejection(approval.note)), "refused"
         available = self._available
         spec = available.get(call.name) if available is not None else None
         if available is not None and spec is None:
             return steplog.refused(unknown_tool(call, available)), "refused"
         refusal = approval_refusal(spec, call) if spec is not None else None
-        if refusal is not None:
+        if refusal is not None and over:
+            # Until the run moves on, such a call may be waiting for approval (human
+            # approval, longlived branch); who decided is in update events, not read here.
             return steplog.refused(refusal), "refused"
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
         error = workflow_tool.check(call) if workflow_tool is not None else None
@@ -360,5 +369,6 @@ def reconstruct(events: Iterable[HistoryEvent]) -> RunHistory:
     for event in events:
         _run_event(run, event)
         pairing.add(event)
+        run.approvals.add(event)
     _Assembler(run, pairing.calls).assemble()
     return run

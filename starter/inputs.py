@@ -114,6 +114,8 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
         data["script"] = load_script(args.script)
     if args.tenant is not None:
         data["tenant"] = args.tenant
+    if getattr(args, "approve_tools", None):  # human approval (longlived branch)
+        data["approve_tools"] = args.approve_tools
     try:
         return AgentInput.model_validate(data)
     except ValidationError as err:

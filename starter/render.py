@@ -168,6 +168,11 @@ def state_change(
             f"-- budget paused: {reason or 'a limit was reached'}; "
             f"raise it with: onward extend {workflow_id} {flag} N"
         )
+    if state == "awaiting_approval":  # human approval (longlived branch)
+        return (
+            f"-- awaiting approval; see the calls with: onward status {workflow_id}; "
+            f"decide with: onward approve {workflow_id} (or onward reject ... --note ...)"
+        )
     if state == "running":
         return "-- running again"
     return None
@@ -206,6 +211,9 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         lines += _block("reason", status.reason)
     if status.retrying is not None:
         lines.append(f"retry:  {retry_line(status.retrying).removeprefix('-- retrying ')}")
+    for pending in status.pending_approvals:  # human approval (longlived branch)
+        call = ToolCall(id=pending.call_id, name=pending.name, arguments=pending.arguments)
+        lines.append(f"await:  {pending.call_id}  {tool_summary(call)}")
     if status.last_step is not None:
         last = status.last_step
         what = ", ".join(call.name for call in last.tool_calls) or "answer"

@@ -22,7 +22,13 @@ from temporalio.testing import WorkflowEnvironment
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from onward.connection import DATA_CONVERTER
-from onward.contracts import AgentInput, BudgetExtension, CancelRequest, SteerRequest
+from onward.contracts import (
+    AgentInput,
+    ApprovalDecision,
+    BudgetExtension,
+    CancelRequest,
+    SteerRequest,
+)
 from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow
 
@@ -93,6 +99,16 @@ async def steer_while_waiting(handle: Handle) -> None:
     ):
         await asyncio.sleep(0.05)
     await handle.signal(AgentWorkflow.steer, SteerRequest(message="add 1 and 1 next"))
+
+
+async def approve_one_reject_one(handle: Handle) -> None:
+    while len((await handle.query(AgentWorkflow.status)).pending_approvals) < 2:
+        await asyncio.sleep(0.05)
+    first, second = (await handle.query(AgentWorkflow.status)).pending_approvals
+    await handle.execute_update(AgentWorkflow.approve, ApprovalDecision(call_id=first.call_id))
+    await handle.execute_update(
+        AgentWorkflow.reject, ApprovalDecision(call_id=second.call_id, note="not that one")
+    )
 
 
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
@@ -206,6 +222,27 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
             "budget": {"max_tool_calls": 3},
         },
         steer_while_waiting,
+    ),
+    # patched: human approval, a workspace per run, artifacts listed in the result
+    "human_approval": (
+        {
+            "prompt": "write two files; one is approved, one rejected",
+            "tools": ["write_file", "calculator"],
+            "approve_tools": ["write_file"],
+            "approval_timeout_s": 600,
+            "script": [
+                {
+                    "text": "two files",
+                    "tool_calls": [
+                        {"name": "write_file", "arguments": {"path": "a.md", "content": "a"}},
+                        {"name": "write_file", "arguments": {"path": "b.md", "content": "b"}},
+                    ],
+                },
+                calc("6*7"),
+                {"text": "done"},
+            ],
+        },
+        approve_one_reject_one,
     ),
 }
 

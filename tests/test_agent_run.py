@@ -54,7 +54,8 @@ async def test_run_with_several_tool_calls_completes(worker: RunningWorker) -> N
     assert second.tool_calls[1].result == "11.0"
     assert third.tool_calls[0].result == "55\n"
     assert last.tool_calls == []
-    assert (worker.workspace / "total.txt").read_text() == "55\n"
+    (written,) = worker.workspace.rglob("total.txt")  # in the run's own workspace
+    assert written.read_text() == "55\n"
     ids = [call.id for step in result.steps for call in step.tool_calls]
     assert len(ids) == len(set(ids)) == 4
     for step in result.steps:

@@ -139,7 +139,8 @@ async def test_run_json_prints_only_the_result(
     assert read["name"] == "read_file" and read["error"]
     assert result["usage"]["total_tokens"] == 505
     assert result["usage"]["tool_calls"] == 3
-    assert (worker.workspace / "total.txt").read_text() == "55\n"
+    (written,) = worker.workspace.rglob("total.txt")  # in the run's own workspace
+    assert written.read_text() == "55\n"
 
 
 async def test_run_shows_each_step_and_the_result(onward: Onward, script_file: Path) -> None:

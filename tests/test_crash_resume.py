@@ -20,6 +20,7 @@ import pytest
 from temporalio.client import Client
 
 from conftest import eventually
+from onward.artifacts import workspace_dir
 from onward.contracts import AgentInput
 from onward.workflows import AgentWorkflow
 
@@ -108,7 +109,7 @@ async def test_killed_worker_is_replaced_and_no_completed_call_runs_twice(
         id=f"crash-{task_queue}",
         task_queue=task_queue,
     )
-    written = workspace / "lines.txt"
+    written = workspace_dir(workspace, handle.id) / "lines.txt"
 
     async def three_lines() -> bool:
         return written.exists() and written.read_text().count("\n") >= 3

@@ -13,7 +13,15 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from conftest import RunningWorker, activity_running, eventually, running_worker
 from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.tools import ToolContext, builtin_registry, tool
-from onward.contracts import BudgetExtension, ModelRequest, ModelResponse, ToolCall, Usage
+from onward.artifacts import workspace_dir
+from onward.contracts import (
+    ApprovalDecision,
+    BudgetExtension,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+)
 from onward.workflows import AgentWorkflow
 
 
@@ -35,7 +43,10 @@ async def test_a_reused_workflow_id_still_writes(worker: RunningWorker) -> None:
             {"prompt": "p", "script": [append(line), {"text": "ok"}]}, workflow_id=workflow_id
         )
         assert (await handle.result()).status == "completed"
-    assert (worker.workspace / "log.txt").read_text() == "first\nsecond\n"
+    # One workflow id, one workspace: a session's runs see each other's files.
+    assert (workspace_dir(worker.workspace, workflow_id) / "log.txt").read_text() == (
+        "first\nsecond\n"
+    )
 
 
 class UnpricedModel:
@@ -84,10 +95,17 @@ async def test_a_tool_that_requires_approval_never_runs_unasked(
         {"text": "ok"},
     ]
     async with running_worker(client, tmp_path, search_attribute_names, registry=registry) as w:
-        result = await w.run({"prompt": "p", "script": script, "tools": ["launch"]})
+        handle = await w.start({"prompt": "p", "script": script, "tools": ["launch"]})
+
+        async def awaiting() -> bool:
+            return (await handle.query(AgentWorkflow.status)).state == "awaiting_approval"
+
+        await eventually(awaiting)
+        await handle.execute_update(AgentWorkflow.reject, ApprovalDecision(note="not today"))
+        result = await handle.result()
     assert result.status == "completed"
-    error = result.steps[0].tool_calls[0].error
-    assert error is not None and "requires approval" in error
+    call = result.steps[0].tool_calls[0]
+    assert (call.status, call.error) == ("refused", "rejected: not today")
 
 
 async def test_extend_budget_cannot_add_a_limit_where_there_was_none(

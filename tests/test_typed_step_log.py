@@ -6,6 +6,7 @@ tool call, a refused (unknown) tool, a steering message and a budget stop.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,13 +19,21 @@ from temporalio.exceptions import ApplicationError
 from conftest import RunningWorker, running_worker
 from onward import steplog
 from onward.activities.tools import ToolContext, builtin_registry, tool
-from onward.contracts import AgentInput, ModelRequest, ModelResponse, RunUsage, StepRecord
+from onward.contracts import (
+    AgentInput,
+    ApprovalDecision,
+    ModelRequest,
+    ModelResponse,
+    RunUsage,
+    StepRecord,
+)
 from onward.errors import INVALID_INPUT
 from onward.starter.history import reconstruct
 from onward.starter.render import state_change, step_lines
 from onward.starter.report import aggregate
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import Trace, TraceStep, build_trace, read_history
+from onward.workflows import AgentWorkflow
 
 HISTORY = Path(__file__).parent / "histories" / "typed_step_log.json"
 
@@ -151,13 +160,18 @@ async def test_refusals_read_the_same_from_the_result_and_the_history(
     ]
     async with running_worker(client, tmp_path, search_attribute_names, registry=registry) as w:
         handle = await w.start({"prompt": "p", "script": script, "tools": ["launch"]})
+        while (await handle.query(AgentWorkflow.status)).state != "awaiting_approval":
+            await asyncio.sleep(0.05)
+        await handle.execute_update(AgentWorkflow.reject, ApprovalDecision(note="no"))
         result = await handle.result()
         history = await read_history(handle)
     recorded = result.steps[0].tool_calls
     rebuilt = history.step_log[0].tool_calls
     assert [call.status for call in recorded] == ["refused", "refused"]
-    assert [(c.status, c.error) for c in rebuilt] == [(c.status, c.error) for c in recorded]
-    assert recorded[0].error is not None and "requires approval" in recorded[0].error
+    assert [(c.status, c.error, c.approval) for c in rebuilt] == [
+        (c.status, c.error, c.approval) for c in recorded
+    ]
+    assert recorded[0].error == "rejected: no"
     assert recorded[1].error == "unknown tool 'lunch' (available: launch)"
 
 

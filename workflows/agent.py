@@ -36,12 +36,18 @@ with workflow.unsafe.imports_passed_through():
         AgentResult,
         AgentState,
         AgentStatus,
+        ApprovalDecision,
+        ApprovalRecord,
+        ApprovalsDecided,
+        Artifact,
+        ArtifactsRequest,
         Budget,
         BudgetExtension,
         BudgetLimit,
         CancelRequest,
         ModelRequest,
         ModelResponse,
+        PendingApproval,
         RunUsage,
         ScriptTurn,
         SteerRequest,
@@ -57,7 +63,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT
-    from onward.tool_pipeline import approval_refusal, unknown_tool
+    from onward.tool_pipeline import (
+        approval_refusal,
+        chosen,
+        needs_approval,
+        rejection,
+        unknown_approve_tools,
+        unknown_tool,
+    )
     from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.progress import model_summary, progress_card, tool_summary
 
@@ -84,6 +97,14 @@ MAX_MODEL_REQUEST_BYTES = 1_800_000
 """A model call whose conversation is larger than this would exceed Temporal's 2 MB
 payload limit and fail its workflow task forever; the run ends as failed instead."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
+HUMAN_APPROVAL_PATCH = "human-approval"
+"""Calls needing approval wait for one; runs begun before refused them outright."""
+WORKSPACE_PER_RUN_PATCH = "workspace-per-run"
+"""Tool calls name their run's workspace; runs begun before share the worker's root."""
+ARTIFACTS_PATCH = "artifacts-in-result"
+"""A run that ran tool activities lists its workspace's files in its result."""
+LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
+LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 NO_INPUT = (
     'input: AgentWorkflow needs one JSON object as input, e.g. {"prompt": "What is 17 * 3 + 4?"}'
 )
@@ -215,6 +236,11 @@ class AgentWorkflow:
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
         self._finishing = False
+        # -- human approval and artifacts (longlived branch) ---------------------------
+        self._pending: dict[str, PendingApproval] = {}
+        self._decisions: dict[str, ApprovalRecord] = {}
+        self._used_workspace = False
+        self._artifacts: list[Artifact] | None = None
 
     # -- the loop -------------------------------------------------------------
 
@@ -246,6 +272,9 @@ class AgentWorkflow:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
             self._end("cancelled", reason)
             raise
+        # -- artifacts (longlived branch) ------------------------------------------------
+        await self._list_artifacts()
+        # -- end artifacts ---------------------------------------------------------------
         return self._result()
 
     async def _prepare(self) -> None:
@@ -285,6 +314,15 @@ class AgentWorkflow:
             if asked is None or name in asked:
                 self._tools[name] = tool.spec
         self._search_attributes = set(description.search_attributes)
+        unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)
+        if unapprovable:
+            self._end("failed", "invalid input: unknown approve_tools")
+            raise ApplicationError(
+                f"approve_tools: {', '.join(repr(name) for name in unapprovable)} "
+                f"not among the run's tools ({', '.join(self._tools)})",
+                type=INVALID_INPUT,
+                non_retryable=True,
+            )
         # -- model attempts (plugin branch) ------------------------------------------
         # The worker's ONWARD_MODEL_MAX_ATTEMPTS is the one setting; runs begun before
         # workers sent it keep MODEL_RETRY_POLICY.
@@ -512,7 +550,7 @@ class AgentWorkflow:
             )
             self._step.tool_calls.append(record)
             self._usage.tool_calls += 1
-            task = self._through_pipeline(call)
+            task = self._through_pipeline(call, record)
             if isinstance(task, ToolOutcome):
                 outcomes[call.id] = self._record_outcome(record, task, "refused")
                 continue
@@ -531,6 +569,8 @@ class AgentWorkflow:
                     outcome = task.result()
                 except ActivityError as err:
                     outcome = ToolOutcome(error=f"tool call failed: {_root_message(err)}")
+                if record.approval is not None and record.approval.decision == "rejected":
+                    status = "refused"
             outcomes[call.id] = self._record_outcome(record, outcome, status)
 
         for call in calls:
@@ -558,15 +598,141 @@ class AgentWorkflow:
             or budgets.exceeded(self._budget, self._usage, self._elapsed_s(), before) is not None
         )
 
-    def _through_pipeline(self, call: ToolCall) -> asyncio.Task[ToolOutcome] | ToolOutcome:
+    def _through_pipeline(
+        self, call: ToolCall, record: ToolCallRecord
+    ) -> asyncio.Task[ToolOutcome] | ToolOutcome:
         """Every tool call's one path: refuse, approve, start. A refusal is its outcome."""
         spec = self._tools.get(call.name)
         if spec is None:
             return steplog.refused(unknown_tool(call, self._tools))
-        refusal = approval_refusal(spec, call)
-        if refusal is not None:
-            return steplog.refused(refusal)
+        if needs_approval(spec, self._input.approve_tools):
+            if not workflow.patched(HUMAN_APPROVAL_PATCH):
+                # Runs begun before approval existed refused such calls: they still do.
+                return steplog.refused(approval_refusal(spec, call) or "requires approval")
+            return asyncio.create_task(self._after_approval(spec, call, record))
         return self._start_tool(spec, call)
+
+    # -- human approval (longlived branch) ----------------------------------------------
+
+    async def _after_approval(
+        self, spec: ToolSpec, call: ToolCall, record: ToolCallRecord
+    ) -> ToolOutcome:
+        """Wait for a decision on ``call``; run it if approved, else the rejection is its outcome.
+
+        Nothing is scheduled before the decision, so nothing runs unapproved,
+        whichever worker replays the run. A cancel or the deadline interrupts
+        the wait as it does a running call (``_race`` cancels this task).
+        """
+        assert self._step is not None
+        seconds = self._input.approval_timeout_s
+        now = workflow.now()
+        self._pending[call.id] = PendingApproval(
+            call_id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            step=self._step.step,
+            requested_at=now,
+            deadline=now + timedelta(seconds=seconds) if seconds is not None else None,
+        )
+        self._show_approvals()
+        try:
+            await workflow.wait_condition(
+                lambda: call.id in self._decisions,
+                timeout=seconds,
+                timeout_summary="approval_timeout_s",
+            )
+        except TimeoutError:
+            policy = self._input.on_approval_timeout
+            self._decisions.setdefault(
+                call.id,
+                ApprovalRecord(
+                    decision="approved" if policy == "approve" else "rejected",
+                    by="timeout",
+                    note=f"no decision within approval_timeout_s ({seconds:g} s)",
+                    decided_at=workflow.now(),
+                ),
+            )
+        except asyncio.CancelledError:
+            # Not ``finally``: a run evicted from the worker's cache closes this
+            # coroutine outside the workflow's event loop, where nothing may be published.
+            self._pending.pop(call.id, None)
+            self._show_approvals()
+            raise
+        self._pending.pop(call.id, None)
+        self._show_approvals()
+        decision = self._decisions.pop(call.id)
+        record.approval = decision
+        if decision.decision == "rejected":
+            return steplog.refused(rejection(decision.note))
+        # Approved while paused: it starts on resume, like any call.
+        await workflow.wait_condition(lambda: not self._paused)
+        return await self._start_tool(spec, call)
+
+    def _show_approvals(self) -> None:
+        """``awaiting_approval`` while any call waits; the card lists them either way."""
+        if self._pending:
+            self._set_state("awaiting_approval")
+        elif self._state == "awaiting_approval":
+            self._set_state("running")
+        self._publish()
+
+    def _decide(self, decision: ApprovalDecision, verdict: ApprovalRecord) -> ApprovalsDecided:
+        call_ids = chosen(self._pending.values(), decision)
+        for call_id in call_ids:
+            self._decisions[call_id] = verdict
+        return ApprovalsDecided(call_ids=call_ids, decision=verdict.decision)
+
+    @workflow.update(name="approve")
+    def approve(self, decision: ApprovalDecision) -> ApprovalsDecided:
+        """Let a call waiting for approval run (``call_id``, or every pending call)."""
+        verdict = ApprovalRecord(
+            decision="approved", by="person", note=decision.note, decided_at=workflow.now()
+        )
+        return self._decide(decision, verdict)
+
+    @approve.validator
+    def _validate_approve(self, decision: ApprovalDecision) -> None:
+        chosen(self._pending.values(), decision)
+
+    @workflow.update(name="reject")
+    def reject(self, decision: ApprovalDecision) -> ApprovalsDecided:
+        """Refuse a call waiting for approval; the note is its result for the model."""
+        verdict = ApprovalRecord(
+            decision="rejected", by="person", note=decision.note, decided_at=workflow.now()
+        )
+        return self._decide(decision, verdict)
+
+    @reject.validator
+    def _validate_reject(self, decision: ApprovalDecision) -> None:
+        chosen(self._pending.values(), decision)
+
+    # -- artifacts (longlived branch) -----------------------------------------------------
+
+    def _workspace_key(self) -> str | None:
+        """The run whose workspace tool calls use: the root run's, so sub-agents share it."""
+        if not workflow.patched(WORKSPACE_PER_RUN_PATCH):
+            return None
+        self._used_workspace = True
+        info = workflow.info()
+        return info.root.workflow_id if info.root is not None else info.workflow_id
+
+    async def _list_artifacts(self) -> None:
+        """The files in the run's workspace, into the result; a failure only leaves them out."""
+        if not self._used_workspace or not workflow.patched(ARTIFACTS_PATCH):
+            return
+        key = self._workspace_key()
+        assert key is not None
+        try:
+            self._artifacts = await workflow.execute_activity_method(
+                ToolActivities.list_artifacts,
+                ArtifactsRequest(workspace=key),
+                start_to_close_timeout=LIST_ARTIFACTS_TIMEOUT,
+                retry_policy=LIST_ARTIFACTS_RETRY,
+                summary="list artifacts",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("artifacts not listed: %s", _root_message(err))
+        self._publish()
 
     def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
         """Start a call: inside the workflow for a workflow tool, else as an activity."""
@@ -583,6 +749,7 @@ class AgentWorkflow:
                 info.workflow_id, info.run_id, self._step.step, call.id
             ),
             step=self._step.step,
+            workspace=self._workspace_key(),  # artifacts (longlived branch)
         )
         timeout = timedelta(seconds=spec.timeout_s)
         retry = RetryPolicy(
@@ -688,6 +855,7 @@ class AgentWorkflow:
             usage=self._usage_now(),
             steps=list(self._steps),
             limit=self._limit,
+            artifacts=self._artifacts,
         )
 
     def _usage_now(self) -> RunUsage:
@@ -761,6 +929,7 @@ class AgentWorkflow:
             reason=self._reason,
             model=self._input.model,
             limit=self._limit,
+            pending_approvals=[] if self._state in FINAL_STATES else list(self._pending.values()),
         )
 
     @workflow.query(name="steps")

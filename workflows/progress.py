@@ -70,6 +70,10 @@ def progress_card(status: AgentStatus) -> str:
     lines.append(escape_markdown(usage_line(status.usage, status.budget)))
     if status.reason:
         lines.append(f"reason: {escape_markdown(_shorten(status.reason, 200))}")
+    for pending in status.pending_approvals:  # human approval (longlived branch)
+        call = ToolCall(id=pending.call_id, name=pending.name, arguments=pending.arguments)
+        shown = code_span(tool_summary(call))
+        lines.append(f"awaiting approval: {shown} · call {code_span(pending.call_id)}")
     last = status.last_step
     if last is not None:
         if last.tool_calls:

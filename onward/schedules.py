@@ -1,0 +1,161 @@
+"""Agents that run periodically: Temporal Schedules that start ``AgentWorkflow`` runs.
+
+The pieces :class:`~onward.client.OnwardClient`'s ``schedule_*`` methods are
+made of: the Temporal schedule for a run's input and a cron expression, and
+the row a schedule is shown as. An Onward schedule carries its prompt,
+model and cron in its memo (``onward``), which is also how a listing tells Onward's
+schedules from any other in the namespace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionExecution,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionResult,
+    ScheduleActionStartWorkflow,
+    ScheduleHandle,
+    ScheduleSpec,
+    ScheduleState,
+)
+
+from onward.contracts import AgentInput
+from onward.starter.render import static_details, static_summary
+from onward.workflows import AgentWorkflow
+
+__all__ = [
+    "MEMO_KEY",
+    "ScheduleRow",
+    "agent_of",
+    "agent_schedule",
+    "cron_of",
+    "described",
+    "listed",
+    "new_schedule_id",
+    "run_ids",
+    "schedule_memo",
+]
+
+MEMO_KEY = "onward"
+"""The memo entry of an Onward schedule: its prompt and model, for listings."""
+
+
+def new_schedule_id() -> str:
+    """A fresh schedule id: ``schedule-1f3a9c0b2d4e``."""
+    return f"schedule-{uuid.uuid4().hex[:12]}"
+
+
+class ScheduleRow(BaseModel):
+    """One Onward schedule, as ``onward schedule list`` shows it."""
+
+    schedule_id: str
+    cron: list[str] = Field(default_factory=list)
+    paused: bool = False
+    note: str | None = None
+    prompt: str | None = None
+    model: str | None = None
+    next_runs: list[datetime] = Field(default_factory=list)
+    recent_runs: list[str] = Field(
+        default_factory=list, description="workflow ids of the runs it started, oldest first"
+    )
+    running: list[str] = Field(default_factory=list, description="its runs still running")
+
+
+def agent_schedule(agent: AgentInput, cron: str, schedule_id: str, task_queue: str) -> Schedule:
+    """The Temporal schedule that starts a run of ``agent`` at each ``cron`` time.
+
+    Temporal gives each run the workflow id ``<schedule id>-<time>``.
+    """
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            AgentWorkflow.run,
+            agent,
+            id=schedule_id,
+            task_queue=task_queue,
+            static_summary=static_summary(agent),
+            static_details=static_details(agent),
+        ),
+        spec=ScheduleSpec(cron_expressions=[cron]),
+        state=ScheduleState(note=f"onward agent schedule: {cron}"),
+    )
+
+
+def schedule_memo(agent: AgentInput, cron: str) -> dict[str, Any]:
+    """The memo that marks a schedule as Onward's and names its agent and cron.
+
+    The cron is kept as given: Temporal describes a schedule by the calendar
+    it compiled the cron into.
+    """
+    return {MEMO_KEY: {"prompt": agent.prompt, "model": agent.model, "cron": cron}}
+
+
+def cron_of(agent: Mapping[str, Any]) -> list[str]:
+    """The cron expression an Onward schedule's memo records, as a list."""
+    cron = agent.get("cron")
+    return [cron] if isinstance(cron, str) else []
+
+
+def run_ids(actions: Iterable[ScheduleActionResult | ScheduleActionExecution]) -> list[str]:
+    """Workflow ids of the runs among a schedule's recent or running actions."""
+    executions = [a.action if isinstance(a, ScheduleActionResult) else a for a in actions]
+    return [
+        execution.workflow_id
+        for execution in executions
+        if isinstance(execution, ScheduleActionExecutionStartWorkflow)
+    ]
+
+
+def agent_of(memo: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The prompt and model a schedule's memo names; None: not an Onward schedule."""
+    entry = memo.get(MEMO_KEY)
+    return entry if isinstance(entry, Mapping) else None
+
+
+async def described(handle: ScheduleHandle) -> ScheduleRow:
+    """The row of the schedule behind ``handle`` (Temporal's errors pass through)."""
+    description = await handle.describe()
+    agent = agent_of(await description.memo()) or {}
+    return ScheduleRow(
+        schedule_id=handle.id,
+        cron=cron_of(agent),
+        paused=description.schedule.state.paused,
+        note=description.schedule.state.note,
+        prompt=agent.get("prompt"),
+        model=agent.get("model"),
+        next_runs=list(description.info.next_action_times),
+        recent_runs=run_ids(description.info.recent_actions),
+        running=run_ids(description.info.running_actions),
+    )
+
+
+async def listed(client: Client, limit: int) -> list[ScheduleRow]:
+    """Up to ``limit`` of Onward's schedules; other applications' are left out."""
+    rows: list[ScheduleRow] = []
+    async for item in await client.list_schedules():
+        agent = agent_of(await item.memo())
+        if agent is None or item.schedule is None:
+            continue  # another application's schedule
+        info = item.info
+        rows.append(
+            ScheduleRow(
+                schedule_id=item.id,
+                cron=cron_of(agent),
+                paused=item.schedule.state.paused,
+                note=item.schedule.state.note,
+                prompt=agent.get("prompt"),
+                model=agent.get("model"),
+                next_runs=list(info.next_action_times) if info else [],
+                recent_runs=run_ids(info.recent_actions) if info else [],
+            )
+        )
+        if len(rows) >= limit:
+            break
+    return rows

@@ -1,0 +1,115 @@
+"""``onward schedule``: agents that run periodically, over Temporal Schedules.
+
+``create`` takes the run's input as ``onward run`` does (``--prompt`` instead
+of the positional prompt); ``list``, ``pause``, ``unpause``, ``trigger`` and
+``delete`` act on schedules by id.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from onward.starter.errors import EXIT_OK
+from onward.starter.inputs import agent_input
+from onward.starter.output import emit_json, say
+
+if TYPE_CHECKING:  # the CLI builds its parser without importing the Temporal client
+    from onward.client import OnwardClient
+    from onward.schedules import ScheduleRow
+
+__all__ = ["add_schedule_parser", "schedule", "schedule_lines"]
+
+
+def add_schedule_parser(
+    parent: argparse.ArgumentParser,
+    run_options: tuple[argparse.ArgumentParser, ...],
+    budget_options: argparse.ArgumentParser,
+) -> None:
+    """The ``schedule`` sub-commands under ``parent`` (``onward schedule``).
+
+    Args:
+        parent: the ``schedule`` command's parser.
+        run_options: parsers whose options every sub-command takes (connection).
+        budget_options: the run budget options, for ``create``.
+    """
+    sub = parent.add_subparsers(dest="schedule_action", metavar="ACTION", required=True)
+    create = sub.add_parser(
+        "create",
+        parents=[*run_options, budget_options],
+        help="start an agent run at each time of a cron expression",
+    )
+    create.add_argument("--cron", required=True, help='e.g. "0 8 * * *" (08:00 UTC daily)')
+    create.add_argument("--prompt", required=True, help="what the agent should do each time")
+    create.add_argument("--model", help="provider:model (default: scripted)")
+    create.add_argument("--system", help="system prompt")
+    create.add_argument("--script", metavar="FILE", help="JSON list of scripted turns")
+    create.add_argument("--tool", dest="tools", action="append", metavar="NAME")
+    create.add_argument("--approve-tool", dest="approve_tools", action="append", metavar="NAME")
+    create.add_argument("--on-exceeded", choices=("stop", "pause", "finish"))
+    create.add_argument("--tenant")
+    create.add_argument("--id", help="schedule id (default: schedule-<random>)")
+    create.add_argument("--json", action="store_true", help="print the schedule id as JSON")
+    listing = sub.add_parser("list", parents=list(run_options), help="Onward's schedules")
+    listing.add_argument("--json", action="store_true", help="print the schedules as JSON")
+    for name, help in [
+        ("pause", "stop a schedule starting runs"),
+        ("unpause", "let a paused schedule start runs again"),
+        ("trigger", "start one run of a schedule now"),
+        ("delete", "delete a schedule (its runs go on)"),
+    ]:
+        cmd = sub.add_parser(name, parents=list(run_options), help=help)
+        cmd.add_argument("id", metavar="ID", help="schedule id")
+        cmd.add_argument("--json", action="store_true", help="print the answer as JSON")
+        if name in ("pause", "unpause"):
+            cmd.add_argument("--note", help="why (shown with the schedule)")
+
+
+def schedule_lines(row: ScheduleRow) -> list[str]:
+    """One schedule, for people."""
+    state = "paused" if row.paused else "active"
+    lines = [f"{row.schedule_id}  {' | '.join(row.cron)}  {state}  {row.model or '?'}"]
+    lines.append(f"  prompt: {row.prompt or '?'}")
+    if row.next_runs:
+        lines.append(f"  next:   {row.next_runs[0].isoformat()}")
+    if row.recent_runs:
+        lines.append(f"  last:   {row.recent_runs[-1]}")
+    return lines
+
+
+async def schedule(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward schedule ACTION``."""
+    action: str = args.schedule_action
+    if action == "create":
+        schedule_id = await client.schedule_create(args.cron, agent_input(args), args.id)
+        if args.json:
+            emit_json({"schedule_id": schedule_id})
+        else:
+            say(f"schedule {schedule_id}: runs at {args.cron!r} on task queue {client.task_queue}")
+            say(f"run it now with: onward schedule trigger {schedule_id}")
+        return EXIT_OK
+    if action == "list":
+        rows = await client.schedule_list()
+        if args.json:
+            emit_json([row.model_dump(mode="json") for row in rows])
+        elif not rows:
+            say("(no schedules)")
+        else:
+            for row in rows:
+                for line in schedule_lines(row):
+                    say(line)
+        return EXIT_OK
+    if action == "pause":
+        await client.schedule_pause(args.id, args.note)
+    elif action == "unpause":
+        await client.schedule_unpause(args.id, args.note)
+    elif action == "trigger":
+        await client.schedule_trigger(args.id)
+    else:
+        await client.schedule_delete(args.id)
+    if args.json:
+        emit_json({"schedule_id": args.id, "action": action})
+    else:
+        done = {"pause": "paused", "unpause": "unpaused", "trigger": "triggered"}
+        say(f"schedule {args.id}: {done.get(action, 'deleted')}")
+    return EXIT_OK

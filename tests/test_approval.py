@@ -1,0 +1,283 @@
+"""Human approval of tool calls: approve, reject with a note, timeouts by policy, restarts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+
+from conftest import RunningWorker, eventually, model_inputs, run_onward, running_worker
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    AgentStatus,
+    ApprovalDecision,
+    Budget,
+    PendingApproval,
+    RunUsage,
+)
+from onward.starter.render import state_change, status_lines
+from onward.worker import WorkerSettings, build_worker
+from onward.workflows import AgentWorkflow
+from onward.workflows.progress import progress_card
+
+Handle = WorkflowHandle[AgentWorkflow, AgentResult]
+
+
+def write(path: str, content: str) -> dict[str, Any]:
+    return {
+        "text": f"writing {path}",
+        "tool_calls": [{"name": "write_file", "arguments": {"path": path, "content": content}}],
+    }
+
+
+def approval_run(script: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "prompt": "write a report",
+        "tools": ["write_file", "calculator"],
+        "approve_tools": ["write_file"],
+        "script": script,
+        **extra,
+    }
+
+
+async def awaiting(handle: Handle, count: int = 1) -> AgentStatus:
+    """The status once ``count`` calls wait for approval."""
+    found: list[AgentStatus] = []
+
+    async def check() -> bool:
+        status = await handle.query(AgentWorkflow.status)
+        found[:] = [status]
+        return status.state == "awaiting_approval" and len(status.pending_approvals) == count
+
+    await eventually(check)
+    return found[0]
+
+
+async def tool_activities(handle: Handle) -> int:
+    """How many tool activities the run has scheduled (a call that ran)."""
+    return len(
+        [
+            event
+            async for event in handle.fetch_history_events()
+            if event.HasField("activity_task_scheduled_event_attributes")
+            and event.activity_task_scheduled_event_attributes.activity_type.name == "execute_tool"
+        ]
+    )
+
+
+async def test_an_approved_call_runs_only_after_approval(worker: RunningWorker) -> None:
+    handle = await worker.start(approval_run([write("report.md", "# Q3\n"), {"text": "done"}]))
+    status = await awaiting(handle)
+    (pending,) = status.pending_approvals
+    assert (pending.name, pending.arguments) == (
+        "write_file",
+        {"path": "report.md", "content": "# Q3\n"},
+    )
+    assert pending.call_id and pending.step == 1
+    details = await handle.query("__temporal_workflow_metadata")
+    assert "awaiting approval" in details.current_details
+    assert pending.call_id in progress_card(status)
+    assert await tool_activities(handle) == 0
+    assert not list(worker.workspace.rglob("report.md"))
+
+    decided = await handle.execute_update(
+        AgentWorkflow.approve, ApprovalDecision(note="looks fine")
+    )
+    assert decided.call_ids == [pending.call_id] and decided.decision == "approved"
+    result = await handle.result()
+    assert result.status == "completed"
+    (call,) = result.steps[0].tool_calls
+    assert call.status == "ok"
+    assert call.approval is not None
+    assert (call.approval.decision, call.approval.by, call.approval.note) == (
+        "approved",
+        "person",
+        "looks fine",
+    )
+    (written,) = worker.workspace.rglob("report.md")
+    assert written.read_text() == "# Q3\n"
+    after = await handle.query(AgentWorkflow.status)
+    assert after.pending_approvals == []
+
+
+async def test_a_rejection_note_goes_back_to_the_model(worker: RunningWorker) -> None:
+    script: list[dict[str, Any]] = [
+        {
+            "text": "two calls",
+            "tool_calls": [
+                {"name": "write_file", "arguments": {"path": "a.txt", "content": "a"}},
+                {"name": "write_file", "arguments": {"path": "b.txt", "content": "b"}},
+            ],
+        },
+        {"text": "understood"},
+    ]
+    handle = await worker.start(approval_run(script))
+    status = await awaiting(handle, count=2)
+    first, second = (p.call_id for p in status.pending_approvals)
+
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(AgentWorkflow.reject, ApprovalDecision(call_id="nope"))
+    assert "'nope' is not waiting for approval" in str(caught.value.cause)
+    await handle.execute_update(
+        AgentWorkflow.reject, ApprovalDecision(call_id=first, note="not a.txt, use the wiki")
+    )
+    status = await awaiting(handle, count=1)
+    assert status.pending_approvals[0].call_id == second
+    await handle.execute_update(AgentWorkflow.approve, ApprovalDecision(call_id=second))
+
+    result = await handle.result()
+    rejected, approved = result.steps[0].tool_calls
+    assert (rejected.status, rejected.error) == ("refused", "rejected: not a.txt, use the wiki")
+    assert rejected.approval is not None and rejected.approval.decision == "rejected"
+    assert approved.status == "ok"
+    assert not list(worker.workspace.rglob("a.txt"))
+    assert list(worker.workspace.rglob("b.txt"))
+    last_request = (await model_inputs(handle))[-1]
+    assert b"rejected: not a.txt, use the wiki" in last_request
+    assert await tool_activities(handle) == 1
+
+
+@pytest.mark.parametrize(("policy", "ran"), [("reject", False), ("approve", True)])
+async def test_approval_timeout_decides_by_policy(
+    worker: RunningWorker, policy: str, ran: bool
+) -> None:
+    handle = await worker.start(
+        approval_run(
+            [write("late.txt", "x"), {"text": "done"}],
+            approval_timeout_s=1,
+            on_approval_timeout=policy,
+        )
+    )
+    status = await awaiting(handle)
+    assert status.pending_approvals[0].deadline is not None
+    result = await handle.result()
+    (call,) = result.steps[0].tool_calls
+    assert call.approval is not None
+    assert (call.approval.decision, call.approval.by) == (
+        "approved" if ran else "rejected",
+        "timeout",
+    )
+    assert call.status == ("ok" if ran else "refused")
+    assert bool(list(worker.workspace.rglob("late.txt"))) is ran
+
+
+async def test_nothing_runs_before_approval_across_a_worker_restart(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
+    agent = approval_run([write("once.txt", "1"), {"text": "done"}])
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        handle: Handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"test-{uuid.uuid4().hex[:12]}",
+            task_queue=settings.task_queue,
+        )
+        await awaiting(handle)
+    # The first worker is gone; a new one replays the run and waits as well.
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        status = await awaiting(handle)
+        assert await tool_activities(handle) == 0
+        assert not list(tmp_path.rglob("once.txt"))
+        await handle.execute_update(
+            AgentWorkflow.approve, ApprovalDecision(call_id=status.pending_approvals[0].call_id)
+        )
+        result = await handle.result()
+    assert result.status == "completed"
+    assert await tool_activities(handle) == 1
+    (written,) = tmp_path.rglob("once.txt")
+    assert written.read_text() == "1"
+
+
+async def test_approve_tools_must_name_the_runs_tools(worker: RunningWorker) -> None:
+    handle = await worker.start(approval_run([{"text": "x"}], approve_tools=["writefile"]))
+    with pytest.raises(WorkflowFailureError) as caught:
+        await handle.result()
+    assert "approve_tools: 'writefile' not among the run's tools" in str(caught.value.cause)
+
+
+async def test_a_cancel_while_awaiting_approval_ends_the_run(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path, search_attribute_names) as w:
+        handle = await w.start(approval_run([write("never.txt", "x"), {"text": "done"}]))
+        await awaiting(handle)
+        await handle.signal(AgentWorkflow.cancel)
+        result = await handle.result()
+    assert result.status == "cancelled"
+    (call,) = result.steps[0].tool_calls
+    assert call.status == "interrupted"
+    assert not list(tmp_path.rglob("never.txt"))
+
+
+async def test_onward_approve_and_reject(worker: RunningWorker, address: str) -> None:
+    script: list[dict[str, Any]] = [
+        {
+            "tool_calls": [
+                {"name": "write_file", "arguments": {"path": "yes.txt", "content": "y"}},
+                {"name": "write_file", "arguments": {"path": "no.txt", "content": "n"}},
+            ]
+        },
+        {"text": "done"},
+    ]
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    script_file = worker.workspace.parent / "script.json"
+    script_file.write_text(json.dumps(script))
+    workflow_id = f"cli-approve-{uuid.uuid4().hex[:8]}"
+    started = await run_onward(
+        "start", "write two files", "--script", str(script_file), "--tool", "write_file",
+        "--approve-tool", "write_file", "--id", workflow_id, env=env,
+    )  # fmt: skip
+    assert started.code == 0, started.stderr
+    handle: Handle = worker.client.get_workflow_handle_for(AgentWorkflow.run, workflow_id)
+    status = await awaiting(handle, count=2)
+    first, second = (p.call_id for p in status.pending_approvals)
+    shown = await run_onward("status", workflow_id, env=env)
+    assert f"await:  {first}  write_file(path=yes.txt, content=y)" in shown.stdout
+
+    approved = await run_onward("approve", handle.id, "--call", first, "--json", env=env)
+    assert approved.code == 0, approved.stderr
+    assert approved.json() == {
+        "workflow_id": handle.id,
+        "decision": "approved",
+        "call_ids": [first],
+    }
+    rejected = await run_onward("reject", handle.id, "--note", "keep it to one file", env=env)
+    assert rejected.code == 0, rejected.stderr
+    assert rejected.stdout.strip() == f"rejected: {second} ({handle.id})"
+    result = await handle.result()
+    assert [c.status for c in result.steps[0].tool_calls] == ["ok", "refused"]
+    late = await run_onward("approve", handle.id, env=env)
+    assert late.code == 1
+    assert "has already ended" in late.stderr or "no tool call is waiting" in late.stderr
+
+
+def test_status_and_follow_lines_show_pending_approvals() -> None:
+    pending = PendingApproval(
+        call_id="call_1_1",
+        name="write_file",
+        arguments={"path": "a.md"},
+        step=1,
+        requested_at=datetime.now(UTC),
+    )
+    status = AgentStatus(
+        state="awaiting_approval",
+        step=0,
+        usage=RunUsage(),
+        budget=Budget(),
+        pending_approvals=[pending],
+    )
+    assert "await:  call_1_1  write_file(a.md)" in status_lines("r1", status)
+    line = state_change("r1", "awaiting_approval", None)
+    assert line is not None and "onward approve r1" in line

@@ -1,0 +1,101 @@
+"""Agents that run periodically: Temporal Schedules through the client and ``onward schedule``."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import Client
+
+from conftest import RunningWorker, eventually, run_onward
+from onward.client import OnwardClient
+from onward.errors import InvalidInput
+from onward.workflows import AgentWorkflow
+
+YEARLY = "0 8 1 1 *"
+"""Far enough away that only a trigger starts a run during a test."""
+
+
+async def finished_run(client: OnwardClient, schedule_id: str) -> str:
+    """The workflow id of the schedule's first run, once it has completed."""
+    found: list[str] = []
+
+    async def started() -> bool:
+        row = await client.schedule(schedule_id)
+        found[:] = row.recent_runs or row.running
+        return bool(found)
+
+    await eventually(started)
+    return found[0]
+
+
+async def test_a_triggered_schedule_runs_the_agent(worker: RunningWorker) -> None:
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    schedule_id = await client.schedule_create(
+        YEARLY, {"prompt": "daily digest", "script": [{"text": "digest ready"}]}
+    )
+    try:
+        row = await client.schedule(schedule_id)
+        assert (row.cron, row.paused, row.prompt, row.model) == (
+            [YEARLY],
+            False,
+            "daily digest",
+            "scripted",
+        )
+        assert row.next_runs and not row.recent_runs
+
+        await client.schedule_trigger(schedule_id)
+        run_id = await finished_run(client, schedule_id)
+        assert run_id.startswith(schedule_id)
+        result = await client.result(run_id)
+        assert (result.status, result.output) == ("completed", "digest ready")
+
+        await client.schedule_pause(schedule_id, "on holiday")
+        paused = await client.schedule(schedule_id)
+        assert (paused.paused, paused.note) == (True, "on holiday")
+
+        async def listed() -> bool:
+            rows = await client.schedule_list()
+            return any(r.schedule_id == schedule_id and r.paused for r in rows)
+
+        await eventually(listed)
+    finally:
+        await client.schedule_delete(schedule_id)
+    with pytest.raises(InvalidInput, match="no schedule with id"):
+        await client.schedule(schedule_id)
+
+
+async def test_bad_schedule_input_is_refused_naming_the_field(client: Client) -> None:
+    onward = OnwardClient(client, task_queue="unused")
+    with pytest.raises(InvalidInput, match="cron"):
+        await onward.schedule_create("every tuesday", {"prompt": "p"})
+    with pytest.raises(InvalidInput, match="prompt"):
+        await onward.schedule_create(YEARLY, {"prompt": " "})
+
+
+async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> None:
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    schedule_id = f"sched-{uuid.uuid4().hex[:8]}"
+    created = await run_onward(
+        "schedule", "create", "--cron", YEARLY, "--prompt", "hello", "--id", schedule_id,
+        "--json", env=env,
+    )  # fmt: skip
+    assert created.code == 0, created.stderr
+    assert created.json() == {"schedule_id": schedule_id}
+    triggered = await run_onward("schedule", "trigger", schedule_id, env=env)
+    assert triggered.code == 0, triggered.stderr
+
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    run_id = await finished_run(client, schedule_id)
+    handle = worker.client.get_workflow_handle_for(AgentWorkflow.run, run_id)
+    assert (await handle.result()).status == "completed"
+
+    paused = await run_onward("schedule", "pause", schedule_id, env=env)
+    assert (paused.code, paused.stdout.strip()) == (0, f"schedule {schedule_id}: paused")
+    deleted = await run_onward("schedule", "delete", schedule_id, env=env)
+    assert deleted.code == 0, deleted.stderr
+    again = await run_onward("schedule", "delete", schedule_id, env=env)
+    assert again.code == 2
+    assert f"no schedule with id {schedule_id}" in again.stderr
+    bad = await run_onward("schedule", "create", "--cron", "nope", "--prompt", "p", env=env)
+    assert bad.code == 2 and "cron" in bad.stderr
