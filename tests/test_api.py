@@ -34,9 +34,11 @@ CALC_SCRIPT: list[dict[str, Any]] = [
 @pytest_asyncio.fixture
 async def api(worker: RunningWorker) -> AsyncIterator[httpx.AsyncClient]:
     client = OnwardClient(worker.client, task_queue=worker.task_queue)
-    async with serving(api_app(ApiSettings(), client)) as base:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            yield http
+    async with (
+        serving(api_app(ApiSettings(), client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        yield http
 
 
 async def test_submit_stream_and_result(api: httpx.AsyncClient) -> None:
