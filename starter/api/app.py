@@ -63,7 +63,7 @@ _TENANT_CACHE = 10_000
 log = logging.getLogger("onward.api")
 _bearer = HTTPBearer(auto_error=False, description="an API key from `onward api add-key`")
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (401, 404, 409, 413, 422, 429, 502, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 429, 502, 503)
 }
 
 

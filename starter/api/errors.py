@@ -128,7 +128,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_problem(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, HTTPException)
-        return error_response(err.status_code, "HTTPError", str(err.detail), headers=err.headers)
+        message = str(err.detail)
+        if err.status_code == 400 and "parsing the body" in message:
+            message = "the body is not valid JSON"
+        return error_response(err.status_code, "HTTPError", message, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
