@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from api_server import serving
+from api_server import read_events, serving
 from conftest import RunningWorker, eventually, running_worker
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, api_app
@@ -106,9 +106,13 @@ async def test_a_failing_receiver_is_retried_with_the_same_delivery_id(
     api: httpx.AsyncClient,
 ) -> None:
     receiver = Receiver([500, 503, 200])
-    _, status = await submit_with_webhook(api, receiver)
+    run_id, status = await submit_with_webhook(api, receiver)
     assert status == "completed"
     assert len(receiver.got) == 3
+    events = await read_events(api, f"/v1/runs/{run_id}/events")
+    webhook = [e.data for e in events if e.event == "webhook"]
+    assert webhook == [{"delivered": True, "attempts": 3, "status_code": 200, "error": None}]
+    assert events[-1].event == "result"
     deliveries = {headers["onward-delivery"] for headers, _ in receiver.got}
     assert len(deliveries) == 1
     assert all(verify(h["onward-signature"], b, SECRET, time.time()) for h, b in receiver.got)
@@ -119,6 +123,9 @@ async def test_a_refusing_receiver_does_not_fail_the_run(api: httpx.AsyncClient)
     run_id, status = await submit_with_webhook(api, receiver)
     assert status == "completed"
     assert len(receiver.got) == 1  # a 404 is final: not retried
+    events = await read_events(api, f"/v1/runs/{run_id}/events")
+    (webhook,) = [e.data for e in events if e.event == "webhook"]
+    assert webhook["delivered"] is False and "404" in webhook["error"]
 
     async def closed() -> bool:
         return bool((await api.get(f"/v1/runs/{run_id}")).json()["state"] == "completed")

@@ -16,7 +16,8 @@ Events: ``state`` (the run's published state: running, paused,
 budget_paused, completed ...), ``model_started``, ``model`` (a model's
 decision: its text and tool calls, with usage and cost), ``model_error``,
 ``tool_started``, ``tool_result``, ``budget_warning`` (a limit is 80 % used),
-and last ``result`` (the :class:`~onward.contracts.AgentResult`).
+``webhook`` (how the delivery to the run's ``webhook_url`` went, with its
+attempts), and last ``result`` (the :class:`~onward.contracts.AgentResult`).
 The ``wait`` tool (a workflow timer) shows in the ``model`` event that asked
 for it and in the step log, not as tool events.
 """
@@ -43,6 +44,8 @@ from onward.contracts import (
     ModelResponse,
     ToolOutcome,
     ToolRequest,
+    WebhookDelivery,
+    WebhookOutcome,
 )
 from onward.starter.calls import Call, CallPairing, decode
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
@@ -57,6 +60,7 @@ EVENT_TYPES = (
     "tool_started",
     "tool_result",
     "budget_warning",
+    "webhook",
     "result",
 )
 WARN_AT = 0.8
@@ -107,7 +111,12 @@ class EventTranslator:
     budget: Budget = field(default_factory=Budget)
     closed: bool = False
     result: AgentResult | None = None
-    _pairing: CallPairing = field(default_factory=lambda: CallPairing(REQUEST_TYPES, RESULT_TYPES))
+    _pairing: CallPairing = field(
+        default_factory=lambda: CallPairing(
+            {**REQUEST_TYPES, "deliver_webhook": WebhookDelivery},
+            {**RESULT_TYPES, "deliver_webhook": WebhookOutcome},
+        )
+    )
     _state: str | None = None
     _used: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_LIMITS, 0.0))
     _warned: set[tuple[str, float]] = field(default_factory=set)
@@ -169,7 +178,27 @@ class EventTranslator:
             return self._model_events(event, call)
         if call.activity_type == "execute_tool":
             return self._tool_events(call)
+        if call.activity_type == "deliver_webhook":
+            return self._webhook_events(event, call)
         return []
+
+    def _webhook_events(self, event: HistoryEvent, call: Call) -> list[Item]:
+        if not call.trace.closed or event.event_type not in _CLOSING or id(call) in self._ended:
+            return []
+        self._ended.add(id(call))
+        outcome = call.result if isinstance(call.result, WebhookOutcome) else None
+        delivered = call.trace.state == "completed" and outcome is not None
+        return [
+            (
+                "webhook",
+                {
+                    "delivered": delivered,
+                    "attempts": call.trace.attempts,
+                    "status_code": outcome.status_code if outcome else None,
+                    "error": None if delivered else (call.trace.failure or "failed"),
+                },
+            )
+        ]
 
     def _model_events(self, event: HistoryEvent, call: Call) -> list[Item]:
         request = call.request if isinstance(call.request, ModelRequest) else None
