@@ -305,7 +305,10 @@ def _serve_api(args: argparse.Namespace, keys: Any) -> int:
     app = api_app(ApiSettings(keys=keys, limits=limits, connect=connect))
     tenants = "one local tenant (no keys file)" if keys is None else "tenants from the keys file"
     say(f"Onward API on http://{args.host}:{args.port} ({tenants}); OpenAPI at /openapi.json")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # Open event streams end on Ctrl-C after this long; clients resume with Last-Event-ID.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3
+    )
     return EXIT_OK
 
 
