@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -190,3 +191,14 @@ async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -
         assert name in schemas
     assert "webhook_url" in schemas["RunRequest"]["properties"]
     assert "/v1/runs/{run_id}/events" in document["paths"]
+    # No keys file: no key is asked for (the keys-file case is fuzzed with one).
+    assert "securitySchemes" not in document["components"]
+    assert all("security" not in op for path in document["paths"].values() for op in path.values())
+
+
+async def test_the_same_key_sent_twice_at_once_starts_one_run(api: httpx.AsyncClient) -> None:
+    body = {"prompt": "once", "script": [{"text": "x"}], "idempotency_key": "together"}
+    answers = await asyncio.gather(*(api.post("/v1/runs", json=body) for _ in range(4)))
+    assert {answer.status_code for answer in answers} == {202}
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert sum(answer.json()["created"] for answer in answers) == 1

@@ -149,6 +149,8 @@ async def test_over_the_daily_budget_ceiling_is_429(worker: RunningWorker, tmp_p
         first = await http.post("/v1/runs", json=priced, headers=bearer(key))
         assert first.status_code == 202
         await http.get(first.json()["result_url"], params={"wait": 20}, headers=bearer(key))
+        status = (await http.get(first.json()["status_url"], headers=bearer(key))).json()
+        assert status["budget"]["max_cost_usd"] == 0.5  # capped to what the tenant may spend
 
         async def refused() -> bool:
             answer = await http.post("/v1/runs", json=priced, headers=bearer(key))

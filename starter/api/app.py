@@ -26,6 +26,7 @@ from temporalio.service import RPCError
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient, RunInfo, new_run_id
 from onward.contracts import (
+    AgentInput,
     AgentResult,
     AgentState,
     AgentStatus,
@@ -104,7 +105,9 @@ async def _with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]
             # The client resumes with Last-Event-ID; nothing is lost by ending here.
             log.warning("event stream ended early: %s", err)
         finally:
-            await queue.put(None)
+            # The end mark must not wait: when the client has gone, nobody reads the queue.
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
 
     producer = asyncio.create_task(produce())
     try:
@@ -137,6 +140,15 @@ Tenant = Annotated[str, Depends(tenant_of)]
 RunId = Annotated[str, RUN_ID]
 
 
+def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
+    """``agent`` with ``max_cost_usd`` no higher than what its tenant may still spend."""
+    asked = agent.budget.max_cost_usd
+    if asked is not None and asked <= remaining_usd:
+        return agent
+    budget = agent.budget.model_copy(update={"max_cost_usd": round(remaining_usd, 8)})
+    return agent.model_copy(update={"budget": budget})
+
+
 def _last_event_id(header: str | None, query: int | None) -> int:
     if query is not None:
         return query
@@ -146,6 +158,23 @@ def _last_event_id(header: str | None, query: int | None) -> int:
         return max(int(header.strip()), 0)
     except ValueError:
         raise InvalidInput("Last-Event-ID: must be an event id (a whole number)") from None
+
+
+def _without_security(app: FastAPI) -> None:
+    """No keys file: the OpenAPI document asks for no bearer key (none is checked)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for path in document.get("paths", {}).values():
+                for operation in path.values():
+                    operation.pop("security", None)
+            document.get("components", {}).pop("securitySchemes", None)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAPI:
@@ -170,6 +199,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     )
     app.state.settings = settings
     install_error_handlers(app)
+    if settings.keys is None:
+        _without_security(app)
     tenants_of_runs: dict[str, str] = {}
 
     def onward() -> OnwardClient:
@@ -221,7 +252,9 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
                 await owned(run_id, tenant)
                 return created(run_id, False, response)
         async with gate().lock(tenant):
-            await gate().check(tenant)
+            remaining = await gate().check(tenant)
+            if remaining is not None:
+                agent = _capped(agent, remaining)
             try:
                 await onward().start(agent, run_id, tag_tenant=True)
             except RunAlreadyExists:  # the same key, sent twice at once

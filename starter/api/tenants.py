@@ -8,7 +8,9 @@ tenant. With no keys file every request is the one :data:`DEFAULT_TENANT`
 answered exactly like a missing one (404), so ids leak nothing.
 
 Limits apply per tenant: at most ``max_runs`` runs open at once, and at most
-``max_cost_usd_per_day`` spent by the runs started in the last 24 hours. Both
+``max_cost_usd_per_day`` spent by the runs started in the last 24 hours (a
+new run's ``max_cost_usd`` is capped to what remains, so one run cannot
+overspend it by much: budgets are checked before each call). Both
 are counted from Temporal's visibility store, which lags a run's start by a
 moment, so the runs this process started in the last few seconds are asked
 directly as well.
@@ -101,12 +103,18 @@ class TenantGate:
                 del recent.started[run_id]
         return set(recent.started)
 
-    async def check(self, tenant: str) -> None:
-        """Raise :class:`TooManyRequests` when ``tenant`` may not start a run now."""
+    async def check(self, tenant: str) -> float | None:
+        """Raise :class:`TooManyRequests` when ``tenant`` may not start a run now.
+
+        Returns:
+            What the tenant may still spend today (None: no ceiling); a new run's
+            ``max_cost_usd`` is capped to it.
+        """
         if self.limits.max_runs is not None:
             await self._check_runs(tenant, self.limits.max_runs)
         if self.limits.max_cost_usd_per_day is not None:
-            await self._check_spend(tenant, self.limits.max_cost_usd_per_day)
+            return await self._check_spend(tenant, self.limits.max_cost_usd_per_day)
+        return None
 
     async def _check_runs(self, tenant: str, max_runs: int) -> None:
         query = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
@@ -126,7 +134,7 @@ class TenantGate:
                 BUSY_RETRY_AFTER_S,
             )
 
-    async def _check_spend(self, tenant: str, ceiling: float) -> None:
+    async def _check_spend(self, tenant: str, ceiling: float) -> float:
         now = datetime.now(UTC)
         since = now - SPEND_WINDOW
         query = f"{run_query(tenant=tenant, since=since)} AND {sa.COST.name} > 0"
@@ -145,3 +153,4 @@ class TenantGate:
                 f"${ceiling:.4f}",
                 int((frees_at - now).total_seconds()) + 1,
             )
+        return ceiling - spent
