@@ -202,3 +202,48 @@ async def test_the_same_key_sent_twice_at_once_starts_one_run(api: httpx.AsyncCl
     assert {answer.status_code for answer in answers} == {202}
     assert len({answer.json()["id"] for answer in answers}) == 1
     assert sum(answer.json()["created"] for answer in answers) == 1
+
+
+async def test_budget_warnings_and_state_changes_are_streamed(api: httpx.AsyncClient) -> None:
+    turn = {
+        "text": "again",
+        "tool_calls": [ONE_PLUS_ONE],
+        "usage": {"input_tokens": 400, "output_tokens": 100},
+        "delay_s": 0.3,
+    }
+    body = {"prompt": "p", "script": [turn] * 10, "budget": {"max_tokens": 1200}}
+    created = (await api.post("/v1/runs", json=body)).json()
+    url = created["status_url"]
+    await api.post(f"{url}/pause")
+
+    async def paused() -> bool:
+        return bool((await api.get(url)).json()["state"] == "paused")
+
+    await eventually(paused)
+    await api.post(f"{url}/resume")
+    events = await read_events(api, created["events_url"])
+    kinds = [event.event for event in events]
+    states = [event.data["state"] for event in events if event.event == "state"]
+    assert states[:3] == ["running", "paused", "running"]
+    assert states[-1] == "budget_exceeded"
+    (warning,) = [event for event in events if event.event == "budget_warning"]
+    assert warning.data == {"limit": "max_tokens", "used": 1000, "max": 1200}
+    # Sent with the decision that crossed 80 %: the second one (500 tokens each).
+    assert kinds[kinds.index("budget_warning") - 1] == "model"
+    assert [e.data["step"] for e in events if e.event == "model"][:2] == [1, 2]
+    assert events[kinds.index("budget_warning") - 1].data["step"] == 2
+    assert events[-1].data["status"] == "budget_exceeded"
+
+
+async def test_a_run_terminated_through_temporal_still_streams_a_result(
+    api: httpx.AsyncClient, worker: RunningWorker
+) -> None:
+    body = {"prompt": "p", "script": [{"text": "slow", "delay_s": 30}]}
+    created = (await api.post("/v1/runs", json=body)).json()
+    await worker.client.get_workflow_handle(created["id"]).terminate(reason="operator said so")
+    events = await read_events(api, created["events_url"])
+    assert events[-1].event == "result"
+    assert events[-1].data["status"] == "failed"
+    assert "operator said so" in events[-1].data["reason"]
+    result = await api.get(created["result_url"])
+    assert result.json() == events[-1].data
