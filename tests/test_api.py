@@ -182,6 +182,19 @@ async def test_unknown_run_is_404_and_huge_bodies_413(api: httpx.AsyncClient) ->
     assert missing.json()["error"]["type"] == "RunNotFound"
     huge = await api.post("/v1/runs", json={"prompt": "x" * 2_000_000})
     assert huge.status_code == 413
+    assert huge.json()["error"]["type"] == "BodyTooLarge"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(40):
+            yield b"x" * 65536
+
+    chunked = await api.post("/v1/runs", content=chunks())
+    assert chunked.status_code == 413 and chunked.json()["error"]["type"] == "BodyTooLarge"
+    not_json = await api.post(
+        "/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert not_json.status_code in (400, 422)
+    assert "Traceback" not in not_json.text and "error" in not_json.json()
 
 
 async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -> None:

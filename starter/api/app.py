@@ -37,7 +37,7 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import InvalidInput, OnwardError, RunAlreadyExists, RunNotFound
-from onward.starter.api.errors import ApiProblem, install_error_handlers
+from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers
 from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.models import (
     ControlAnswer,
@@ -195,9 +195,9 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         summary="Durable AI agent runs on Temporal",
         version="1",
         lifespan=lifespan,
-        max_body_size=MAX_BODY_BYTES,
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
     if settings.keys is None:
         _without_security(app)

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onward.errors import (
     ConnectionFailed,
@@ -31,7 +32,14 @@ from onward.errors import (
 )
 from onward.starter.api.models import ApiError, ErrorBody
 
-__all__ = ["ApiProblem", "TooManyRequests", "error_response", "install_error_handlers", "status_of"]
+__all__ = [
+    "ApiProblem",
+    "BodyLimit",
+    "TooManyRequests",
+    "error_response",
+    "install_error_handlers",
+    "status_of",
+]
 
 log = logging.getLogger("onward.api")
 
@@ -98,6 +106,45 @@ def _problems(details: list[dict[str, Any]]) -> list[dict[str, object]]:
     ]
 
 
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with a JSON 413.
+
+    A ``Content-Length`` over the limit is answered before the body is read; a
+    body sent without one (chunked) is counted as it arrives.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(413, f"the body is over {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            too_large = self._too_large()
+            response = error_response(413, "BodyTooLarge", str(too_large.detail))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException passes FastAPI's body parsing untouched.
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer Onward's errors, validation errors and the unexpected as :class:`ErrorBody`."""
 
@@ -129,9 +176,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_problem(_: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, HTTPException)
         message = str(err.detail)
+        error_type = "BodyTooLarge" if err.status_code == 413 else "HTTPError"
         if err.status_code == 400 and "parsing the body" in message:
             message = "the body is not valid JSON"
-        return error_response(err.status_code, "HTTPError", message, headers=err.headers)
+        return error_response(err.status_code, error_type, message, headers=err.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
