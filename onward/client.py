@@ -34,10 +34,12 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import schedules
+from onward import search_attributes as sa
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.connection import connect
 from onward.contracts import (
@@ -109,6 +111,10 @@ class RunInfo:
     task_queue: str
     running: bool
     start_time: datetime
+    # -- api branch: the tenant tag, for the HTTP API's ownership checks ---------------
+    tenant: str | None = None
+    """The run's ``OnwardTenant`` search attribute (None: untagged, or not published yet)."""
+    # -- end api branch ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,13 @@ def _visibility_message(err: RPCError) -> str:
             "a worker registers them when it starts (onward worker)"
         )
     return f"Temporal rejected the request: {err.message}"
+
+
+def _tenant_tag(agent: AgentInput) -> TypedSearchAttributes | None:
+    """The ``OnwardTenant`` attribute of a run of ``agent`` (api branch)."""
+    if agent.tenant is None:
+        return None
+    return TypedSearchAttributes([SearchAttributePair(sa.TENANT, agent.tenant)])
 
 
 class OnwardClient:
@@ -249,6 +262,7 @@ class OnwardClient:
             task_queue=description.task_queue,
             running=description.status in (None, WorkflowExecutionStatus.RUNNING),
             start_time=description.start_time,
+            tenant=description.typed_search_attributes.get(sa.TENANT),  # api branch
         )
 
     async def _require_worker(self, run_id: str) -> None:
@@ -261,8 +275,19 @@ class OnwardClient:
 
     # -- starting and waiting -----------------------------------------------------------
 
-    async def start(self, input: AgentInput | Mapping[str, Any], id: str | None = None) -> str:
+    async def start(
+        self,
+        input: AgentInput | Mapping[str, Any],
+        id: str | None = None,
+        *,
+        tag_tenant: bool = False,
+    ) -> str:
         """Start a run on this client's task queue; return its id (the workflow id).
+
+        ``tag_tenant`` sets the ``OnwardTenant`` search attribute at once (the
+        run itself publishes it only once a worker runs it), so the run is
+        listed and counted as its tenant's from the start; the server must have
+        the attribute (a worker, or ``onward api``, registers it).
 
         Raises:
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
@@ -285,6 +310,7 @@ class OnwardClient:
                     task_queue=self.task_queue,
                     static_summary=static_summary(agent),
                     static_details=static_details(agent),
+                    search_attributes=_tenant_tag(agent) if tag_tenant else None,
                 )
             except WorkflowAlreadyStartedError as err:
                 raise RunAlreadyExists(run_id) from err
@@ -334,11 +360,22 @@ class OnwardClient:
             return await load_trace(self._handle(run_id))
 
     async def list(
-        self, *, status: AgentState | None = None, model: str | None = None, limit: int = 20
+        self,
+        *,
+        status: AgentState | None = None,
+        model: str | None = None,
+        limit: int = 20,
+        tenant: str | None = None,
+        since: datetime | None = None,
     ) -> builtins.list[RunRow]:
-        """Recent runs, newest first (from the visibility store: no worker needed)."""
+        """Recent runs, newest first (from the visibility store: no worker needed).
+
+        ``tenant`` keeps the runs tagged with it, ``since`` those started at or after it.
+        """
         with self._translated():
-            return await list_runs(self._client, status=status, model=model, limit=limit)
+            return await list_runs(
+                self._client, status=status, model=model, limit=limit, tenant=tenant, since=since
+            )
 
     async def report(
         self,

@@ -55,6 +55,8 @@ __all__ = [
     "ToolRequest",
     "ToolSpec",
     "Usage",
+    "WebhookDelivery",
+    "WebhookOutcome",
     "WorkerDescription",
     "WorkerDescriptionRequest",
     "provider_of",
@@ -241,6 +243,22 @@ class AgentInput(_Strict):
         default="reject", description="what a call gets when approval_timeout_s has passed"
     )
     # -- end human approval ------------------------------------------------------------
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="http(s) URL that gets the signed result once the run ends (api branch)",
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        if not sep or scheme.lower() not in ("http", "https") or not host or value != value.strip():
+            raise ValueError("must be an http:// or https:// URL with a host")
+        return value
 
     @field_validator("prompt")
     @classmethod
@@ -540,6 +558,21 @@ class CancelRequest(BaseModel):
     """Payload of the ``cancel`` signal (optional)."""
 
     reason: str | None = None
+
+
+class WebhookDelivery(BaseModel):
+    """Input of the ``deliver_webhook`` activity: the run's result for its webhook."""
+
+    url: str
+    run_id: str
+    result: AgentResult
+
+
+class WebhookOutcome(BaseModel):
+    """Output of ``deliver_webhook``: the receiver's answer to the delivery that succeeded."""
+
+    status_code: int
+    attempt: int
 
 
 class SteerRequest(BaseModel):

@@ -40,6 +40,7 @@ from onward.activities.providers.settings import ModelCallSettings
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import AllowList, Tool, ToolRegistry, builtin_registry, register_tools
+from onward.activities.webhooks import WEBHOOK_SECRET_ENV, WebhookActivities
 from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
 from onward.workflows import AgentWorkflow
@@ -140,6 +141,9 @@ class OnwardPlugin(SimplePlugin):
             model_max_attempts = ModelCallSettings.from_env(os.environ).max_attempts
         telemetry = telemetry or ActivityTelemetry()
         self._providers = dict(providers)
+        # -- webhooks (api branch): the secret is read here, like the providers' keys ----
+        self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
+        # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
         self._model = ModelActivities(
             self._providers, pricing or PricingTable.load(), telemetry=telemetry
@@ -165,6 +169,7 @@ class OnwardPlugin(SimplePlugin):
                 # Dynamic: local tool calls are typed by their summary for the Web UI's
                 # timeline. A worker takes one dynamic activity, so this is it.
                 self._tool_activities.execute_local_tool,
+                self._webhooks.deliver_webhook,  # api branch
             ],
         )
 
@@ -184,3 +189,4 @@ class OnwardPlugin(SimplePlugin):
         finally:
             # After the worker has drained its activities; a later call reopens the pool.
             await close_providers(self._providers)
+            await self._webhooks.aclose()  # api branch

@@ -32,7 +32,7 @@ from onward.starter.errors import (
     exit_code_of,
 )
 from onward.starter.interrupt import run_interruptibly
-from onward.starter.output import emit_json, say
+from onward.starter.output import emit_json, note, say
 from onward.starter.schedule_commands import add_schedule_parser
 
 # Client commands import the Temporal client and the workflow definition when
@@ -44,6 +44,8 @@ __all__ = ["build_parser", "main", "run_cli"]
 STATES: tuple[str, ...] = get_args(AgentState)
 CODEC_PORT = 8702
 """Where ``onward codec-server`` listens unless ``--port`` says otherwise."""
+API_PORT = 8700  # api branch
+"""Where ``onward api`` listens unless ``--port`` says otherwise."""
 LIST_LIMIT = 20
 """Runs shown by ``onward list`` unless ``--limit`` says otherwise."""
 REPORT_SINCE = "24h"
@@ -267,7 +269,90 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="a Web UI origin allowed by CORS (repeatable; default: the dev server's UI)",
     )
+    _api_parser(command)
     return parser
+
+
+# -- api (api branch) -------------------------------------------------------------
+
+
+def _api_parser(command: Any) -> None:
+    api = command(
+        "api",
+        "serve the HTTP API (or: onward api add-key TENANT, to make a tenant's API key)",
+    )
+    api.add_argument("action", nargs="?", choices=("serve", "add-key"), default="serve")
+    api.add_argument("tenant", nargs="?", metavar="TENANT", help="add-key: the key's tenant")
+    api.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
+    api.add_argument("--port", type=int, default=API_PORT, help=f"default: {API_PORT}")
+    api.add_argument(
+        "--keys-file",
+        metavar="FILE",
+        help="tenants' API key hashes (default: $ONWARD_API_KEYS_FILE; none: one local tenant)",
+    )
+    api.add_argument("--max-runs", type=int, metavar="N", help="open runs per tenant")
+    api.add_argument(
+        "--max-cost-per-day", type=float, metavar="USD", help="cost per tenant over 24 hours"
+    )
+
+
+def _api_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from onward.api_keys import ApiKeys, ApiKeysError
+
+    keys_file = args.keys_file or os.environ.get("ONWARD_API_KEYS_FILE")
+    if args.action == "add-key":
+        if not args.tenant or not keys_file:
+            raise CliError("usage: onward api add-key TENANT (with ONWARD_API_KEYS_FILE set)")
+        try:
+            key = ApiKeys.add(Path(keys_file), args.tenant)
+        except ApiKeysError as err:
+            raise CliError(str(err)) from err
+        say(key)  # the only stdout line, so scripts can capture it
+        note(f"stored its hash for tenant {args.tenant} in {keys_file}; the key is shown once")
+        return EXIT_OK
+    if args.tenant:
+        raise CliError(f"unexpected argument {args.tenant!r}")
+    try:
+        keys = ApiKeys.load(Path(keys_file)) if keys_file else None
+    except ApiKeysError as err:
+        raise CliError(str(err)) from err
+    if keys is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise CliError(
+            "with no API keys (ONWARD_API_KEYS_FILE) the API listens on loopback only; "
+            "make keys with: onward api add-key TENANT"
+        )
+    return _serve_api(args, keys)
+
+
+def _serve_api(args: argparse.Namespace, keys: Any) -> int:
+    import uvicorn
+
+    from onward.client import OnwardClient
+    from onward.plugin import ensure_search_attributes
+    from onward.starter.api import ApiSettings, Limits, api_app
+
+    address = _address(args)
+
+    async def connect() -> OnwardClient:
+        client: OnwardClient = await _connect(args, address, [])
+        # Runs are tagged with their tenant when they start: the attribute must exist.
+        await ensure_search_attributes(client.temporal, client.namespace)
+        return client
+
+    limits = Limits(max_runs=args.max_runs, max_cost_usd_per_day=args.max_cost_per_day)
+    app = api_app(ApiSettings(keys=keys, limits=limits, connect=connect))
+    tenants = "one local tenant (no keys file)" if keys is None else "tenants from the keys file"
+    say(f"Onward API on http://{args.host}:{args.port} ({tenants}); OpenAPI at /openapi.json")
+    # Open event streams end on Ctrl-C after this long; clients resume with Last-Event-ID.
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3
+    )
+    return EXIT_OK
+
+
+# -- end api ----------------------------------------------------------------------
 
 
 # -- dispatch -------------------------------------------------------------------
@@ -486,6 +571,8 @@ def run_cli(argv: Sequence[str]) -> int:
             return _demo_command(args)
         if args.command == "codec-server":
             return _codec_server_command(args)
+        if args.command == "api":  # api branch
+            return _api_command(args)
         return _client_command(args)
     except OnwardError as err:
         return _report_error(err, bool(getattr(args, "json", False)))

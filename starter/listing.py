@@ -76,13 +76,23 @@ def _status_clause(status: str) -> str:
     return published
 
 
-def run_query(status: str | None = None, model: str | None = None) -> str:
-    """The visibility query for agent runs, optionally with a status and a model."""
+def run_query(
+    status: str | None = None,
+    model: str | None = None,
+    tenant: str | None = None,
+    since: datetime | None = None,
+) -> str:
+    """The visibility query for agent runs, optionally with a status, a model, a tenant
+    and an earliest start time."""
     clauses = [f"WorkflowType = {quoted(AGENT_WORKFLOW)}"]
     if status:
         clauses.append(_status_clause(status))
     if model:
         clauses.append(f"{sa.MODEL.name} = {quoted(model)}")
+    if tenant:
+        clauses.append(f"{sa.TENANT.name} = {quoted(tenant)}")
+    if since:
+        clauses.append(f"StartTime >= {quoted(since.isoformat())}")
     return " AND ".join(clauses)
 
 
@@ -109,9 +119,11 @@ async def list_runs(
     status: str | None = None,
     model: str | None = None,
     limit: int,
+    tenant: str | None = None,
+    since: datetime | None = None,
 ) -> list[RunRow]:
     """Agent runs matching the filters, newest first, at most ``limit``."""
-    query = run_query(status, model)
+    query = run_query(status, model, tenant, since)
     return [_row(execution) async for execution in client.list_workflows(query, limit=limit)]
 
 

@@ -244,6 +244,17 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         approve_one_reject_one,
     ),
+    # api branch: patched "webhook": the result goes to webhook_url by an activity; the
+    # recording worker has no ONWARD_WEBHOOK_SECRET, so the delivery fails and the run
+    # still completes.
+    "webhook": (
+        {
+            "prompt": "answer, then tell a webhook",
+            "script": [calc("6*7"), {"text": "42"}],
+            "webhook_url": "http://127.0.0.1:9/hook",
+        },
+        nothing,
+    ),
 }
 
 

@@ -275,7 +275,35 @@ class AgentWorkflow:
         # -- artifacts (longlived branch) ------------------------------------------------
         await self._list_artifacts()
         # -- end artifacts ---------------------------------------------------------------
-        return self._result()
+        result = self._result()
+        # -- webhook (api branch) ---------------------------------------------------------
+        # The result goes to the run's webhook_url with bounded, backed-off attempts; a
+        # receiver that is down only delays the close (at most the deadline), never fails it.
+        if self._input.webhook_url and workflow.patched("webhook"):
+            with workflow.unsafe.imports_passed_through():
+                from onward.activities.webhooks import WebhookActivities
+                from onward.contracts import WebhookDelivery
+            delivery = WebhookDelivery(
+                url=self._input.webhook_url, run_id=workflow.info().workflow_id, result=result
+            )
+            try:
+                await workflow.execute_activity_method(
+                    WebhookActivities.deliver_webhook,
+                    delivery,
+                    start_to_close_timeout=timedelta(seconds=15),
+                    schedule_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        backoff_coefficient=2.0,
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=5,
+                    ),
+                    summary=f"webhook {self._input.webhook_url.split('?', 1)[0][:120]}",
+                )
+            except ActivityError as err:
+                workflow.logger.warning("webhook delivery failed: %s", _root_message(err))
+        # -- end webhook ------------------------------------------------------------------
+        return result
 
     async def _prepare(self) -> None:
         asked = self._input.tools

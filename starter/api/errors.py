@@ -1,0 +1,187 @@
+"""HTTP statuses of Onward's errors, as ``onward.starter.errors.exit_code_of`` gives exit codes.
+
+Every error answer is ``{"error": {"type", "message", "problems"}}`` (an
+:class:`~onward.starter.api.models.ErrorBody`): never a traceback. Errors no
+handler expects are logged here with their traceback and answered as a bare
+500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onward.errors import (
+    ConnectionFailed,
+    InvalidInput,
+    NoWorker,
+    OnwardError,
+    RequestRejected,
+    RunAlreadyExists,
+    RunEnded,
+    RunNotFound,
+    TemporalError,
+    UnexpectedResponse,
+)
+from onward.starter.api.models import ApiError, ErrorBody
+
+__all__ = [
+    "ApiProblem",
+    "BodyLimit",
+    "TooManyRequests",
+    "error_response",
+    "install_error_handlers",
+    "status_of",
+]
+
+log = logging.getLogger("onward.api")
+
+_STATUS: tuple[tuple[type[OnwardError], int], ...] = (
+    (RunNotFound, 404),
+    (InvalidInput, 422),
+    (RunAlreadyExists, 409),
+    (RunEnded, 409),
+    (RequestRejected, 409),
+    (NoWorker, 503),
+    (ConnectionFailed, 503),
+    (UnexpectedResponse, 502),
+)
+
+
+class ApiProblem(OnwardError):
+    """A problem of the request itself, answered with ``status`` (401, 404, 409, ...)."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+
+
+class TooManyRequests(ApiProblem):
+    """Over a tenant's limit: 429, with ``Retry-After`` seconds."""
+
+    def __init__(self, error_type: str, message: str, retry_after_s: int) -> None:
+        super().__init__(429, error_type, message)
+        self.retry_after_s = max(int(retry_after_s), 1)
+
+
+def status_of(err: OnwardError) -> int:
+    """The HTTP status that answers ``err``."""
+    if isinstance(err, ApiProblem):
+        return err.status
+    for kind, status in _STATUS:
+        if isinstance(err, kind):
+            return status
+    if isinstance(err, TemporalError) and err.status == "INVALID_ARGUMENT":
+        return 400
+    return 502  # Temporal reported something else: the upstream failed, not this request
+
+
+def error_response(
+    status: int,
+    error_type: str,
+    message: str,
+    problems: list[dict[str, object]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """A JSON error answer."""
+    body = ErrorBody(error=ApiError(type=error_type, message=message, problems=problems or []))
+    return JSONResponse(
+        body.model_dump(mode="json"), status_code=status, headers=dict(headers or {})
+    )
+
+
+def _problems(details: list[dict[str, Any]]) -> list[dict[str, object]]:
+    """pydantic's problems without the offending input (it may be large, or a secret)."""
+    return [
+        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type")}
+        for item in details
+    ]
+
+
+class BodyLimit:
+    """Refuses a request body over ``max_bytes`` with a JSON 413.
+
+    A ``Content-Length`` over the limit is answered before the body is read; a
+    body sent without one (chunked) is counted as it arrives.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(413, f"the body is over {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            too_large = self._too_large()
+            response = error_response(413, "BodyTooLarge", str(too_large.detail))
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # An HTTPException passes FastAPI's body parsing untouched.
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer Onward's errors, validation errors and the unexpected as :class:`ErrorBody`."""
+
+    @app.exception_handler(OnwardError)
+    async def onward_error(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, OnwardError)
+        status = status_of(err)
+        if isinstance(err, ApiProblem):
+            headers = (
+                {"Retry-After": str(err.retry_after_s)}
+                if isinstance(err, TooManyRequests)
+                else None
+            )
+            return error_response(status, err.error_type, str(err), headers=headers)
+        problems = _problems(list(err.problems)) if isinstance(err, InvalidInput) else None
+        return error_response(status, type(err).__name__, str(err), problems)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, RequestValidationError)
+        problems = _problems([dict(item) for item in err.errors()])
+        lines = [
+            f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'body'}: {item['msg']}"  # type: ignore[attr-defined]
+            for item in problems
+        ]
+        return error_response(422, "InvalidInput", "invalid request: " + "; ".join(lines), problems)
+
+    @app.exception_handler(HTTPException)
+    async def http_problem(_: Request, err: Exception) -> JSONResponse:
+        assert isinstance(err, HTTPException)
+        message = str(err.detail)
+        error_type = "BodyTooLarge" if err.status_code == 413 else "HTTPError"
+        if err.status_code == 400 and "parsing the body" in message:
+            message = "the body is not valid JSON"
+        return error_response(err.status_code, error_type, message, headers=err.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error answering %s %s", request.method, request.url.path)
+        return error_response(500, "InternalError", "internal error; see the API's log")

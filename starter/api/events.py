@@ -1,0 +1,300 @@
+"""A run's Server-Sent Events, read from its Temporal event history as it grows.
+
+The history is the run's durable record: every model answer, tool call and
+tool outcome is an event in it, written once however often a worker crashes
+or an activity is retried (a retried activity keeps one scheduled event and
+gets one closing event). So the stream long-polls the history
+(``GetWorkflowExecutionHistory`` with ``wait_new_event``) and translates each
+new history event into zero or more API events. An API event's ``id`` is
+``history event id * 10 + n`` (``n`` its place among the API events of that
+history event), so ids increase within the run and are the same on every
+read: a client resuming with ``Last-Event-ID`` gets exactly the events after
+it, with nothing lost and nothing repeated. No worker is needed to stream,
+and a closed run streams its whole story and its result.
+
+Events: ``state`` (the run's published state: running, paused,
+budget_paused, completed ...), ``model_started``, ``model`` (a model's
+decision: its text and tool calls, with usage and cost), ``model_error``,
+``tool_started``, ``tool_result``, ``budget_warning`` (a limit is 80 % used),
+``webhook`` (how the delivery to the run's ``webhook_url`` went, with its
+attempts), and last ``result`` (the :class:`~onward.contracts.AgentResult`).
+The ``wait`` tool (a workflow timer) shows in the ``model`` event that asked
+for it and in the step log, not as tool events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHandle
+from temporalio.converter import decode_typed_search_attributes
+
+from onward import budget as budgets
+from onward import search_attributes as sa
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    Budget,
+    BudgetExtension,
+    ModelRequest,
+    ModelResponse,
+    ToolOutcome,
+    ToolRequest,
+    WebhookDelivery,
+    WebhookOutcome,
+)
+from onward.starter.calls import Call, CallPairing, decode
+from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
+
+__all__ = ["EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"]
+
+EVENT_TYPES = (
+    "state",
+    "model_started",
+    "model",
+    "model_error",
+    "tool_started",
+    "tool_result",
+    "budget_warning",
+    "webhook",
+    "result",
+)
+WARN_AT = 0.8
+"""A ``budget_warning`` is sent once a limit is this much used."""
+_PER_EVENT = 10
+"""API ids per history event: ``history id * 10 + n``; the result takes ``n = 9``."""
+_RESULT_SLOT = 9
+
+_CLOSING = frozenset(
+    {
+        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED,
+        EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED,
+        EventType.EVENT_TYPE_MARKER_RECORDED,
+    }
+)
+_RUN_CLOSED = frozenset(
+    {
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+    }
+)
+_LIMITS = ("max_tokens", "max_cost_usd", "max_tool_calls", "max_steps")
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One Server-Sent Event of a run."""
+
+    id: int
+    event: str
+    data: dict[str, Any]
+
+
+Item = tuple[str, dict[str, Any]]
+
+
+@dataclass
+class EventTranslator:
+    """Turns a run's history events, fed in order, into API events."""
+
+    budget: Budget = field(default_factory=Budget)
+    closed: bool = False
+    result: AgentResult | None = None
+    _pairing: CallPairing = field(
+        default_factory=lambda: CallPairing(
+            {**REQUEST_TYPES, "deliver_webhook": WebhookDelivery},
+            {**RESULT_TYPES, "deliver_webhook": WebhookOutcome},
+        )
+    )
+    _state: str | None = None
+    _used: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_LIMITS, 0.0))
+    _warned: set[tuple[str, float]] = field(default_factory=set)
+    _tool_names: dict[str, str] = field(default_factory=dict)
+    _started: set[int] = field(default_factory=set)
+    _ended: set[int] = field(default_factory=set)
+
+    def add(self, event: HistoryEvent) -> list[RunEvent]:
+        """The API events of one history event (most have none)."""
+        items = self._run_event(event)
+        call = self._pairing.add(event)
+        if call is not None:
+            items += self._call_events(event, call)
+        return [
+            RunEvent(event.event_id * _PER_EVENT + n, name, data)
+            for n, (name, data) in enumerate(items)
+        ]
+
+    def result_event(self, event_id: int, result: AgentResult) -> RunEvent:
+        """The last event: the run's result, on the history event that closed the run."""
+        return RunEvent(
+            event_id * _PER_EVENT + _RESULT_SLOT, "result", result.model_dump(mode="json")
+        )
+
+    # -- the run itself ---------------------------------------------------------------
+
+    def _run_event(self, event: HistoryEvent) -> list[Item]:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            agent = decode(event.workflow_execution_started_event_attributes.input, AgentInput)
+            if isinstance(agent, AgentInput):
+                self.budget = agent.budget
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if request.input.name == "extend_budget":
+                extension = decode(request.input.args, BudgetExtension)
+                if isinstance(extension, BudgetExtension):
+                    self.budget = budgets.apply_extension(self.budget, extension)
+                    return self._warnings()
+        elif kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            attributes = event.upsert_workflow_search_attributes_event_attributes
+            state = decode_typed_search_attributes(attributes.search_attributes).get(sa.STATUS)
+            if state is not None and state != self._state:
+                self._state = state
+                return [("state", {"state": state})]
+        elif kind in _RUN_CLOSED:
+            self.closed = True
+            if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                found = decode(
+                    event.workflow_execution_completed_event_attributes.result, AgentResult
+                )
+                self.result = found if isinstance(found, AgentResult) else None
+        return []
+
+    # -- model and tool calls ---------------------------------------------------------
+
+    def _call_events(self, event: HistoryEvent, call: Call) -> list[Item]:
+        if call.activity_type == "call_model":
+            return self._model_events(event, call)
+        if call.activity_type == "execute_tool":
+            return self._tool_events(call)
+        if call.activity_type == "deliver_webhook":
+            return self._webhook_events(event, call)
+        return []
+
+    def _webhook_events(self, event: HistoryEvent, call: Call) -> list[Item]:
+        if not call.trace.closed or event.event_type not in _CLOSING or id(call) in self._ended:
+            return []
+        self._ended.add(id(call))
+        outcome = call.result if isinstance(call.result, WebhookOutcome) else None
+        delivered = call.trace.state == "completed" and outcome is not None
+        return [
+            (
+                "webhook",
+                {
+                    "delivered": delivered,
+                    "attempts": call.trace.attempts,
+                    "status_code": outcome.status_code if outcome else None,
+                    "error": None if delivered else (call.trace.failure or "failed"),
+                },
+            )
+        ]
+
+    def _model_events(self, event: HistoryEvent, call: Call) -> list[Item]:
+        request = call.request if isinstance(call.request, ModelRequest) else None
+        step = request.step if request else None
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            return [("model_started", {"step": step, "model": request.model if request else None})]
+        if not call.trace.closed or event.event_type not in _CLOSING or id(call) in self._ended:
+            return []
+        self._ended.add(id(call))
+        response = call.result if isinstance(call.result, ModelResponse) else None
+        if call.trace.state != "completed" or response is None:
+            return [("model_error", {"step": step, "error": call.trace.failure or "failed"})]
+        for tool_call in response.tool_calls:
+            self._tool_names[tool_call.id] = tool_call.name
+        self._used["max_tokens"] += response.usage.total_tokens
+        self._used["max_cost_usd"] += response.cost_usd or 0.0
+        self._used["max_steps"] += 1
+        decision = {
+            "step": step,
+            "text": response.text,
+            "tool_calls": [tool_call.model_dump(mode="json") for tool_call in response.tool_calls],
+            "usage": response.usage.model_dump(mode="json"),
+            "cost_usd": response.cost_usd,
+            "model": response.model or (request.model if request else None),
+            "finish_reason": response.finish_reason,
+        }
+        return [("model", decision), *self._warnings()]
+
+    def _tool_events(self, call: Call) -> list[Item]:
+        items: list[Item] = []
+        request = call.request if isinstance(call.request, ToolRequest) else None
+        outcome = call.result if isinstance(call.result, ToolOutcome) else None
+        call_id: str | None
+        if request is not None:
+            call_id, name, step = request.call_id, request.name, request.step
+        else:  # a local tool: its marker echoes the call id in the outcome, nothing else
+            call_id = outcome.call_id if outcome else None
+            step = outcome.step if outcome else None
+            name = self._tool_names.get(call_id or "", call.trace.name)
+        if id(call) not in self._started and (request is not None or call.trace.closed):
+            self._started.add(id(call))
+            arguments = request.arguments if request else None
+            start = {"step": step, "call_id": call_id, "name": name, "arguments": arguments}
+            items.append(("tool_started", start))
+            self._used["max_tool_calls"] += 1
+            items += self._warnings()
+        if call.trace.closed and id(call) not in self._ended:
+            self._ended.add(id(call))
+            error = outcome.error if outcome else (call.trace.failure or "failed")
+            result = {
+                "step": step,
+                "call_id": call_id,
+                "name": name,
+                "content": outcome.content if outcome else None,
+                "error": error,
+                "truncated": outcome.truncated if outcome else False,
+                "attempts": call.trace.attempts,
+            }
+            items.append(("tool_result", result))
+        return items
+
+    def _warnings(self) -> list[Item]:
+        items: list[Item] = []
+        for limit in _LIMITS:
+            cap = getattr(self.budget, limit)
+            if cap is None or cap <= 0 or (limit, cap) in self._warned:
+                continue
+            used = self._used[limit]
+            if used >= WARN_AT * cap:
+                self._warned.add((limit, cap))
+                items.append(("budget_warning", {"limit": limit, "used": used, "max": cap}))
+        return items
+
+
+async def run_events(
+    handle: WorkflowHandle[Any, Any],
+    *,
+    after: int = 0,
+    outcome: Callable[[], Awaitable[AgentResult]],
+) -> AsyncIterator[RunEvent]:
+    """The run's events with ids above ``after``, as they happen, ending with ``result``.
+
+    ``outcome`` gives the result of a run that closed without returning one
+    (terminated, cancelled through Temporal, failed on invalid input).
+
+    Raises:
+        RPCError: from Temporal (an unknown id, a lost connection): the stream
+            ends and the client resumes with ``Last-Event-ID``.
+    """
+    translator = EventTranslator()
+    async for event in handle.fetch_history_events(wait_new_event=True, skip_archival=True):
+        for item in translator.add(event):
+            if item.id > after:
+                yield item
+        if translator.closed:
+            final = translator.result_event(event.event_id, translator.result or await outcome())
+            if final.id > after:
+                yield final
+            return

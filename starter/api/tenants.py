@@ -1,0 +1,156 @@
+"""Who is asking, and whether their tenant may start one more run.
+
+Clients send ``Authorization: Bearer <key>``; the keys file
+(``ONWARD_API_KEYS_FILE``, :mod:`onward.api_keys`) maps the key's hash to a
+tenant. With no keys file every request is the one :data:`DEFAULT_TENANT`
+(and the API listens on loopback only). Runs are tagged with their tenant's
+``OnwardTenant`` search attribute when they start; a run of another tenant is
+answered exactly like a missing one (404), so ids leak nothing.
+
+Limits apply per tenant: at most ``max_runs`` runs open at once, and at most
+``max_cost_usd_per_day`` spent by the runs started in the last 24 hours (a
+new run's ``max_cost_usd`` is capped to what remains, so one run cannot
+overspend it by much: budgets are checked before each call). Both
+are counted from Temporal's visibility store, which lags a run's start by a
+moment, so the runs this process started in the last few seconds are asked
+directly as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from fastapi import Request
+
+from onward import search_attributes as sa
+from onward.api_keys import ApiKeys
+from onward.client import OnwardClient
+from onward.errors import RunNotFound
+from onward.starter.api.errors import ApiProblem, TooManyRequests
+from onward.starter.listing import run_query
+
+__all__ = ["DEFAULT_TENANT", "SPEND_WINDOW", "Limits", "TenantGate", "authenticate"]
+
+DEFAULT_TENANT = "default"
+"""The tenant of every request when no keys file is configured."""
+SPEND_WINDOW = timedelta(hours=24)
+"""``max_cost_usd_per_day`` counts the cost of the runs started within this window."""
+RECENT_S = 10.0
+"""How long a run this process started is counted from memory (visibility lags behind)."""
+BUSY_RETRY_AFTER_S = 5
+"""``Retry-After`` of a request over the concurrent-runs limit: runs end at any moment."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one tenant may use; None means no limit."""
+
+    max_runs: int | None = None
+    """Runs open (running or paused) at once."""
+    max_cost_usd_per_day: float | None = None
+    """Cost of the runs started in the last 24 hours."""
+
+
+def authenticate(request: Request, keys: ApiKeys | None) -> str:
+    """The tenant of ``request``'s bearer key (the default tenant when keys are off).
+
+    Raises:
+        ApiProblem: 401, no key or an unknown one.
+    """
+    if keys is None:
+        return DEFAULT_TENANT
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiProblem(401, "Unauthorized", "send 'Authorization: Bearer <API key>'")
+    tenant = keys.tenant_for(key.strip())
+    if tenant is None:
+        raise ApiProblem(401, "Unauthorized", "unknown API key")
+    return tenant
+
+
+@dataclass
+class _Recent:
+    started: dict[str, float] = field(default_factory=dict)
+    """Run id -> when this process started it (event loop time)."""
+
+
+class TenantGate:
+    """Checks a tenant's limits before a start, one start at a time per tenant."""
+
+    def __init__(self, client: OnwardClient, limits: Limits) -> None:
+        self._client = client
+        self.limits = limits
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._recent: dict[str, _Recent] = {}
+
+    def lock(self, tenant: str) -> asyncio.Lock:
+        """Held around check and start, so two requests cannot both take the last slot."""
+        return self._locks.setdefault(tenant, asyncio.Lock())
+
+    def started(self, tenant: str, run_id: str) -> None:
+        """Remember a run this process just started (visibility may not show it yet)."""
+        now = asyncio.get_running_loop().time()
+        self._recent.setdefault(tenant, _Recent()).started[run_id] = now
+
+    def _recent_ids(self, tenant: str) -> set[str]:
+        recent = self._recent.setdefault(tenant, _Recent())
+        now = asyncio.get_running_loop().time()
+        for run_id, at in list(recent.started.items()):
+            if now - at > RECENT_S:
+                del recent.started[run_id]
+        return set(recent.started)
+
+    async def check(self, tenant: str) -> float | None:
+        """Raise :class:`TooManyRequests` when ``tenant`` may not start a run now.
+
+        Returns:
+            What the tenant may still spend today (None: no ceiling); a new run's
+            ``max_cost_usd`` is capped to it.
+        """
+        if self.limits.max_runs is not None:
+            await self._check_runs(tenant, self.limits.max_runs)
+        if self.limits.max_cost_usd_per_day is not None:
+            return await self._check_spend(tenant, self.limits.max_cost_usd_per_day)
+        return None
+
+    async def _check_runs(self, tenant: str, max_runs: int) -> None:
+        query = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
+        open_ids = {
+            execution.id
+            async for execution in self._client.temporal.list_workflows(query, limit=max_runs + 1)
+        }
+        for run_id in self._recent_ids(tenant) - open_ids:
+            with contextlib.suppress(RunNotFound):  # not visible yet: ask the run itself
+                if (await self._client.info(run_id)).running:
+                    open_ids.add(run_id)
+        if len(open_ids) >= max_runs:
+            raise TooManyRequests(
+                "TooManyRuns",
+                f"tenant {tenant!r} has {max_runs} open run(s), its limit; "
+                "retry when one has ended",
+                BUSY_RETRY_AFTER_S,
+            )
+
+    async def _check_spend(self, tenant: str, ceiling: float) -> float:
+        now = datetime.now(UTC)
+        since = now - SPEND_WINDOW
+        query = f"{run_query(tenant=tenant, since=since)} AND {sa.COST.name} > 0"
+        spent = 0.0
+        oldest: datetime | None = None
+        async for execution in self._client.temporal.list_workflows(query):
+            cost = execution.typed_search_attributes.get(sa.COST) or 0.0
+            spent += cost
+            if oldest is None or execution.start_time < oldest:
+                oldest = execution.start_time
+        if spent >= ceiling:
+            frees_at = (oldest or now) + SPEND_WINDOW
+            raise TooManyRequests(
+                "BudgetCeiling",
+                f"tenant {tenant!r} spent ${spent:.4f} in the last 24 h, its ceiling is "
+                f"${ceiling:.4f}",
+                int((frees_at - now).total_seconds()) + 1,
+            )
+        return ceiling - spent

@@ -1,0 +1,262 @@
+"""The HTTP API end to end: uvicorn on a free port, a real worker, a real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from api_server import read_events, serving
+from conftest import RunningWorker, eventually
+from onward.client import OnwardClient
+from onward.starter.api import ApiSettings, api_app
+
+ONE_PLUS_ONE = {"name": "calculator", "arguments": {"expression": "1+1"}}
+CALC_SCRIPT: list[dict[str, Any]] = [
+    {
+        "text": "add first",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "17*3"}}],
+    },
+    {
+        "text": "write it down",
+        "tool_calls": [
+            {"name": "write_file", "arguments": {"path": "n.txt", "content": "51"}},
+            {"name": "calculator", "arguments": {"expression": "51+4"}},
+        ],
+    },
+    {"text": "55"},
+]
+
+
+@pytest_asyncio.fixture
+async def api(worker: RunningWorker) -> AsyncIterator[httpx.AsyncClient]:
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        yield http
+
+
+async def test_submit_stream_and_result(api: httpx.AsyncClient) -> None:
+    answer = await api.post("/v1/runs", json={"prompt": "17*3+4", "script": CALC_SCRIPT})
+    assert answer.status_code == 202, answer.text
+    created = answer.json()
+    assert created["status_url"] == f"/v1/runs/{created['id']}"
+    assert answer.headers["location"] == created["status_url"]
+
+    events = await read_events(api, created["events_url"])
+    kinds = [event.event for event in events]
+    assert kinds[-1] == "result"
+    assert kinds.count("model") == 3
+    assert kinds.count("tool_started") == kinds.count("tool_result") == 3
+    assert "state" in kinds
+    ids = [event.id for event in events]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    decisions = [event.data for event in events if event.event == "model"]
+    assert [d["step"] for d in decisions] == [1, 2, 3]
+    assert decisions[0]["tool_calls"][0]["name"] == "calculator"
+    results = {e.data["name"]: e.data for e in events if e.event == "tool_result"}
+    assert results["write_file"]["error"] is None
+    # A tool's start comes before its result, and after the decision that asked for it.
+    first_start = kinds.index("tool_started")
+    assert kinds.index("model") < first_start < kinds.index("tool_result")
+    assert events[-1].data["status"] == "completed"
+    assert events[-1].data["output"] == "55"
+
+    result = await api.get(f"/v1/runs/{created['id']}/result")
+    assert result.status_code == 200
+    assert result.json() == events[-1].data
+    status = (await api.get(created["status_url"])).json()
+    assert status["state"] == "completed" and status["step"] == 3
+    assert status["usage"]["tool_calls"] == 3 and "budget" in status
+    steps = (await api.get(f"/v1/runs/{created['id']}/steps")).json()
+    assert [s["step"] for s in steps] == [1, 2, 3]
+
+
+async def test_resuming_with_last_event_id_loses_and_repeats_nothing(
+    api: httpx.AsyncClient,
+) -> None:
+    script = [{**turn, "delay_s": 0.2} for turn in CALC_SCRIPT]
+    created = (await api.post("/v1/runs", json={"prompt": "p", "script": script})).json()
+    first = await read_events(api, created["events_url"], stop_after=4)
+    assert len(first) == 4 and first[-1].event != "result"
+    rest = await read_events(
+        api, created["events_url"], headers={"Last-Event-ID": str(first[-1].id)}
+    )
+    whole = await read_events(api, created["events_url"])  # the run has ended: all of it
+    assert first + rest == whole
+    # The same with the query parameter browsers' EventSource cannot send as a header.
+    again = await read_events(api, f"{created['events_url']}?after={first[1].id}")
+    assert again == whole[2:]
+
+
+async def test_result_is_409_while_running_and_waits_with_wait(api: httpx.AsyncClient) -> None:
+    script = [{"text": "slow", "delay_s": 1.5}]
+    created = (await api.post("/v1/runs", json={"prompt": "p", "script": script})).json()
+    early = await api.get(created["result_url"])
+    assert early.status_code == 409
+    assert early.json()["error"]["type"] == "RunStillRunning"
+    waited = await api.get(created["result_url"], params={"wait": 20})
+    assert waited.status_code == 200
+    assert waited.json()["output"] == "slow"
+
+
+async def test_the_same_idempotency_key_gives_the_same_run(api: httpx.AsyncClient) -> None:
+    body = {"prompt": "once", "script": [{"text": "done", "delay_s": 0.5}], "idempotency_key": "k1"}
+    first = await api.post("/v1/runs", json=body)
+    second = await api.post("/v1/runs", json=body)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert first.json()["created"] is True and second.json()["created"] is False
+    await api.get(first.json()["result_url"], params={"wait": 20})
+    # Still the same run after it ended; another key is another run.
+    third = await api.post("/v1/runs", json=body)
+    assert third.json()["id"] == first.json()["id"] and third.json()["created"] is False
+    other = await api.post("/v1/runs", json={**body, "idempotency_key": "k2"})
+    assert other.json()["id"] != first.json()["id"]
+
+
+async def test_controls_pause_resume_steer_extend_cancel(api: httpx.AsyncClient) -> None:
+    script = [
+        {"text": f"turn {i}", "tool_calls": [ONE_PLUS_ONE], "delay_s": 0.3} for i in range(30)
+    ]
+    body = {"prompt": "p", "script": script, "budget": {"max_steps": 100}}
+    created = (await api.post("/v1/runs", json=body)).json()
+    url = created["status_url"]
+    assert (await api.post(f"{url}/pause")).status_code == 200
+
+    async def paused() -> bool:
+        return bool((await api.get(url)).json()["state"] == "paused")
+
+    await eventually(paused)
+    resumed = await api.post(f"{url}/resume")
+    assert resumed.json()["state_before"] == "paused"
+    assert (await api.post(f"{url}/steer", json={"message": "hurry"})).status_code == 200
+
+    async def steered() -> bool:
+        steps = (await api.get(f"{url}/steps")).json()
+        return any("hurry" in step["steering"] for step in steps)
+
+    await eventually(steered)
+    extended = await api.post(f"{url}/extend-budget", json={"max_steps": 200})
+    assert extended.status_code == 200 and extended.json()["max_steps"] == 200
+    lowered = await api.post(f"{url}/extend-budget", json={"max_steps": 1})
+    assert lowered.status_code == 409 and "raised" in lowered.json()["error"]["message"]
+    assert (await api.post(f"{url}/cancel", json={"reason": "enough"})).status_code == 200
+    result = (await api.get(created["result_url"], params={"wait": 20})).json()
+    assert result["status"] == "cancelled" and result["reason"] == "enough"
+    ended = await api.post(f"{url}/pause")
+    assert ended.status_code == 409 and ended.json()["error"]["type"] == "RunEnded"
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": "p", "model": "gpt-4o"}, "model"),
+        ({"prompt": "p", "budget": {"max_tokens": -1}}, "budget.max_tokens"),
+        ({"prompt": "p", "webhook_url": "ftp://x"}, "webhook_url"),
+        ({"prompt": "p", "colour": "red"}, "colour"),
+        ({"prompt": "p", "tenant": "someone-else"}, "tenant"),
+    ],
+)
+async def test_bad_input_is_a_clear_422(
+    api: httpx.AsyncClient, body: dict[str, Any], where: str
+) -> None:
+    answer = await api.post("/v1/runs", json=body)
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["type"] == "InvalidInput"
+    assert where in error["message"]
+    assert "Traceback" not in answer.text
+
+
+async def test_unknown_run_is_404_and_huge_bodies_413(api: httpx.AsyncClient) -> None:
+    missing = await api.get("/v1/runs/agent-nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "RunNotFound"
+    huge = await api.post("/v1/runs", json={"prompt": "x" * 2_000_000})
+    assert huge.status_code == 413
+    assert huge.json()["error"]["type"] == "BodyTooLarge"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for _ in range(40):
+            yield b"x" * 65536
+
+    chunked = await api.post("/v1/runs", content=chunks())
+    assert chunked.status_code == 413 and chunked.json()["error"]["type"] == "BodyTooLarge"
+    not_json = await api.post(
+        "/v1/runs", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert not_json.status_code in (400, 422)
+    assert "Traceback" not in not_json.text and "error" in not_json.json()
+
+
+async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    for name in ("RunRequest", "AgentStatus", "AgentResult", "StepRecord", "Budget"):
+        assert name in schemas
+    assert "webhook_url" in schemas["RunRequest"]["properties"]
+    assert "/v1/runs/{run_id}/events" in document["paths"]
+    # No keys file: no key is asked for (the keys-file case is fuzzed with one).
+    assert "securitySchemes" not in document["components"]
+    assert all("security" not in op for path in document["paths"].values() for op in path.values())
+
+
+async def test_the_same_key_sent_twice_at_once_starts_one_run(api: httpx.AsyncClient) -> None:
+    body = {"prompt": "once", "script": [{"text": "x"}], "idempotency_key": "together"}
+    answers = await asyncio.gather(*(api.post("/v1/runs", json=body) for _ in range(4)))
+    assert {answer.status_code for answer in answers} == {202}
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert sum(answer.json()["created"] for answer in answers) == 1
+
+
+async def test_budget_warnings_and_state_changes_are_streamed(api: httpx.AsyncClient) -> None:
+    turn = {
+        "text": "again",
+        "tool_calls": [ONE_PLUS_ONE],
+        "usage": {"input_tokens": 400, "output_tokens": 100},
+        "delay_s": 0.3,
+    }
+    body = {"prompt": "p", "script": [turn] * 10, "budget": {"max_tokens": 1200}}
+    created = (await api.post("/v1/runs", json=body)).json()
+    url = created["status_url"]
+    await api.post(f"{url}/pause")
+
+    async def paused() -> bool:
+        return bool((await api.get(url)).json()["state"] == "paused")
+
+    await eventually(paused)
+    await api.post(f"{url}/resume")
+    events = await read_events(api, created["events_url"])
+    kinds = [event.event for event in events]
+    states = [event.data["state"] for event in events if event.event == "state"]
+    assert states[:3] == ["running", "paused", "running"]
+    assert states[-1] == "budget_exceeded"
+    (warning,) = [event for event in events if event.event == "budget_warning"]
+    assert warning.data == {"limit": "max_tokens", "used": 1000, "max": 1200}
+    # Sent with the decision that crossed 80 %: the second one (500 tokens each).
+    assert kinds[kinds.index("budget_warning") - 1] == "model"
+    assert [e.data["step"] for e in events if e.event == "model"][:2] == [1, 2]
+    assert events[kinds.index("budget_warning") - 1].data["step"] == 2
+    assert events[-1].data["status"] == "budget_exceeded"
+
+
+async def test_a_run_terminated_through_temporal_still_streams_a_result(
+    api: httpx.AsyncClient, worker: RunningWorker
+) -> None:
+    body = {"prompt": "p", "script": [{"text": "slow", "delay_s": 30}]}
+    created = (await api.post("/v1/runs", json=body)).json()
+    await worker.client.get_workflow_handle(created["id"]).terminate(reason="operator said so")
+    events = await read_events(api, created["events_url"])
+    assert events[-1].event == "result"
+    assert events[-1].data["status"] == "failed"
+    assert "operator said so" in events[-1].data["reason"]
+    result = await api.get(created["result_url"])
+    assert result.json() == events[-1].data

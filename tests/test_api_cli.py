@@ -1,0 +1,71 @@
+"""``onward api``: add-key, the loopback rule without keys, and serving in its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+
+import httpx
+
+from conftest import eventually, run_onward, spawn_onward
+from onward.api_keys import ApiKeys
+
+
+async def test_add_key_prints_a_key_and_stores_only_its_hash(tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    done = await run_onward("api", "add-key", "acme", env={"ONWARD_API_KEYS_FILE": str(keys_file)})
+    assert done.code == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("onw_") and "\n" not in key
+    stored = json.loads(keys_file.read_text())
+    assert key not in keys_file.read_text() and len(stored["acme"]) == 1
+    assert ApiKeys.load(keys_file).tenant_for(key) == "acme"
+    assert "shown once" in done.stderr
+
+
+async def test_without_keys_it_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    done = await run_onward(
+        "api", "--host", "0.0.0.0", env={"ONWARD_API_KEYS_FILE": ""}, timeout_s=30
+    )
+    assert done.code == 2
+    assert "loopback only" in done.stderr and "Traceback" not in done.stderr
+    missing = await run_onward("api", "add-key", "acme", env={"ONWARD_API_KEYS_FILE": ""})
+    assert missing.code == 2 and "ONWARD_API_KEYS_FILE" in missing.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_onward_api_serves_with_keys(address: str, tmp_path: Path) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, "acme")
+    port = free_port()
+    process = await spawn_onward(
+        "api",
+        "--port",
+        str(port),
+        env={"TEMPORAL_ADDRESS": address, "ONWARD_API_KEYS_FILE": str(keys_file)},
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+
+            async def up() -> bool:
+                assert process.returncode is None
+                try:
+                    return (await http.get("/openapi.json")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await eventually(up, timeout_s=30, interval_s=0.2)
+            assert (await http.get("/v1/runs")).status_code == 401
+            mine = await http.get("/v1/runs", headers={"Authorization": f"Bearer {key}"})
+            assert mine.status_code == 200 and mine.json() == []
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 20)

@@ -1,0 +1,55 @@
+"""The README's curl lines, run as written against the served API (a plain curl client)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from api_server import serving
+from conftest import RunningWorker
+from onward.client import OnwardClient
+from onward.starter.api import ApiSettings, api_app
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def curl_flow() -> str:
+    """The bash block under "Submit, stream, result" in the README's HTTP API section."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Submit, stream, result") :]
+    found = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert found, "no bash block under 'Submit, stream, result'"
+    return found.group(1)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_the_readme_curl_flow_submits_streams_and_gets_the_result(
+    worker: RunningWorker,
+) -> None:
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with serving(api_app(ApiSettings(), onward)) as base:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            curl_flow(),
+            env={**os.environ, "API": base},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    events = re.findall(r"^event: (\w+)$", text, re.MULTILINE)
+    assert events[-1] == "result"
+    assert {"model", "tool_started", "tool_result"} <= set(events)
+    result = json.loads(text.rsplit("\n\n", 1)[-1].strip().splitlines()[-1])
+    assert result["status"] == "completed"
+    assert result["output"] == "17 * 3 + 4 = 55"

@@ -1,0 +1,147 @@
+"""Webhooks: the signed result reaches a real local receiver; a failing one never holds a run."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from temporalio.client import Client
+
+from api_server import read_events, serving
+from conftest import RunningWorker, eventually, running_worker
+from onward.client import OnwardClient
+from onward.starter.api import ApiSettings, api_app
+from onward.webhooks import verify
+
+SECRET = "whsec-test-secret"
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver that answers ``statuses`` in turn (the last one from then on)."""
+
+    statuses: list[int]
+    got: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+
+    async def endpoint(self, request: Request) -> Response:
+        self.got.append((dict(request.headers), await request.body()))
+        status = self.statuses[min(len(self.got), len(self.statuses)) - 1]
+        return Response(status_code=status)
+
+
+def verified_by_the_readme_recipe(header: str, body: bytes, secret: str) -> bool:
+    """The verification example of the README, as a receiver would write it."""
+    fields = dict(part.split("=", 1) for part in header.split(","))
+    signed = fields["t"].encode() + b"." + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    fresh = abs(time.time() - int(fields["t"])) < 300
+    return fresh and hmac.compare_digest(expected, fields["v1"])
+
+
+@pytest_asyncio.fixture
+async def signing_worker(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[RunningWorker]:
+    monkeypatch.setenv("ONWARD_WEBHOOK_SECRET", SECRET)
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as running:
+        yield running
+
+
+@pytest_asyncio.fixture
+async def api(signing_worker: RunningWorker) -> AsyncIterator[httpx.AsyncClient]:
+    onward = OnwardClient(signing_worker.client, task_queue=signing_worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), onward)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        yield http
+
+
+async def submit_with_webhook(api: httpx.AsyncClient, receiver: Receiver) -> tuple[str, str]:
+    app = Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])])
+    async with serving(app) as hook_base:
+        body = {
+            "prompt": "p",
+            "script": [{"text": "the answer"}],
+            "webhook_url": f"{hook_base}/hook",
+        }
+        created = (await api.post("/v1/runs", json=body)).json()
+        result = await api.get(created["result_url"], params={"wait": 60})
+        assert result.status_code == 200
+        return created["id"], result.json()["status"]
+
+
+async def test_the_result_is_delivered_signed(api: httpx.AsyncClient) -> None:
+    receiver = Receiver([200])
+    run_id, status = await submit_with_webhook(api, receiver)
+    assert status == "completed"
+    assert len(receiver.got) == 1
+    headers, body = receiver.got[0]
+    document = json.loads(body)
+    assert document["id"] == run_id
+    assert document["result"]["output"] == "the answer"
+    signature = headers["onward-signature"]
+    assert verify(signature, body, SECRET, time.time())
+    assert verified_by_the_readme_recipe(signature, body, SECRET)
+    assert not verify(signature, body + b" ", SECRET, time.time())
+    assert not verified_by_the_readme_recipe(signature, body, "another secret")
+
+
+async def test_a_failing_receiver_is_retried_with_the_same_delivery_id(
+    api: httpx.AsyncClient,
+) -> None:
+    receiver = Receiver([500, 503, 200])
+    run_id, status = await submit_with_webhook(api, receiver)
+    assert status == "completed"
+    assert len(receiver.got) == 3
+    events = await read_events(api, f"/v1/runs/{run_id}/events")
+    webhook = [e.data for e in events if e.event == "webhook"]
+    assert webhook == [{"delivered": True, "attempts": 3, "status_code": 200, "error": None}]
+    assert events[-1].event == "result"
+    deliveries = {headers["onward-delivery"] for headers, _ in receiver.got}
+    assert len(deliveries) == 1
+    assert all(verify(h["onward-signature"], b, SECRET, time.time()) for h, b in receiver.got)
+
+
+async def test_a_refusing_receiver_does_not_fail_the_run(api: httpx.AsyncClient) -> None:
+    receiver = Receiver([404])
+    run_id, status = await submit_with_webhook(api, receiver)
+    assert status == "completed"
+    assert len(receiver.got) == 1  # a 404 is final: not retried
+    events = await read_events(api, f"/v1/runs/{run_id}/events")
+    (webhook,) = [e.data for e in events if e.event == "webhook"]
+    assert webhook["delivered"] is False and "404" in webhook["error"]
+
+    async def closed() -> bool:
+        return bool((await api.get(f"/v1/runs/{run_id}")).json()["state"] == "completed")
+
+    await eventually(closed)
+
+
+async def test_a_worker_without_the_secret_sends_nothing_and_the_run_completes(
+    worker: RunningWorker,
+) -> None:
+    receiver = Receiver([200])
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), onward)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        _, status = await submit_with_webhook(http, receiver)
+    assert status == "completed"
+    assert receiver.got == []
