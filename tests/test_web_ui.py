@@ -1,13 +1,15 @@
 """The Temporal Web UI, read in headless Chromium the way a user reads it.
 
-One dev server with its UI for the module, a worker, and three runs (completed,
-budget exceeded, cancelled); each test opens a page and asserts on the text the
-browser rendered. Summaries and details are rendered in iframes, so their text
-is read from every frame of the page.
+One dev server with its UI for the module, a worker, and four runs (completed,
+budget exceeded, cancelled, failed); each test opens a page and asserts on the
+text the browser rendered. Summaries and details are rendered in iframes, so
+their text is read from every frame of the page. A second worker, whose model
+endpoint cannot be reached, serves the run whose retries are read while it runs.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import uuid
@@ -20,12 +22,14 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Locator, Page, async_playwright
 from playwright.async_api import Error as PlaywrightError
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from conftest import eventually, running_worker, temporal_cli
+from onward.activities.providers.scripted import ScriptedModel
 from onward.connection import DATA_CONVERTER
-from onward.contracts import AgentInput, AgentResult, CancelRequest
+from onward.contracts import AgentInput, AgentResult, CancelRequest, ModelRequest, ModelResponse
 from onward.starter.render import static_details, static_summary
 from onward.worker import ensure_search_attributes
 from onward.workflows import AgentWorkflow
@@ -53,6 +57,24 @@ SCRIPT = [
     {"text": "4", "usage": USAGE},
 ]
 PAGE_WAIT_S = 20.0
+UNREACHABLE = "cannot reach http://127.0.0.1:9/v1: connection refused"
+REFUSED = "the model refused the request"
+RETRY = r"(?P<attempt>\d+) / \d+"
+"""How the UI writes an activity's attempt: ``3 / 8`` (of at most 8)."""
+
+
+class UnreachableModel:
+    """A model endpoint that refuses every connection (Temporal retries the call)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        raise ApplicationError(UNREACHABLE, type="ProviderUnreachable")
+
+
+class RefusingModel:
+    """A model that rejects every request for good: the run fails at its first call."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        raise ApplicationError(REFUSED, type="InvalidRequest", non_retryable=True)
 
 
 def _free_port() -> int:
@@ -72,10 +94,14 @@ class UiRuns:
     """The module's runs, on a dev server whose Web UI listens on ``base``."""
 
     base: str
+    client: Client
     task_queue: str
+    unreachable_queue: str
+    """The task queue of the worker whose model endpoint cannot be reached."""
     completed: WorkflowHandle[AgentWorkflow, AgentResult]
     exceeded: WorkflowHandle[AgentWorkflow, AgentResult]
     cancelled: WorkflowHandle[AgentWorkflow, AgentResult]
+    failed: WorkflowHandle[AgentWorkflow, AgentResult]
 
     def url(self, handle: WorkflowHandle[Any, Any], tab: str = "") -> str:
         return f"{self.base}/namespaces/default/workflows/{handle.id}/{handle.result_run_id}{tab}"
@@ -96,9 +122,15 @@ async def ui_runs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UiR
     ) as env:
         client = env.client
         names = await ensure_search_attributes(client, "default")
-        workspace = tmp_path_factory.mktemp("web-ui") / "workspace"
-        # The worker stays up while the pages are read: the UI asks it for the card.
-        async with running_worker(client, workspace, names) as worker:
+        workspace = tmp_path_factory.mktemp("web-ui")
+        providers = {"scripted": ScriptedModel(), "refusing": RefusingModel()}
+        # The workers stay up while the pages are read: the UI asks them for the card.
+        async with (
+            running_worker(client, workspace / "main", names, providers=providers) as worker,
+            running_worker(
+                client, workspace / "unreachable", names, providers={"scripted": UnreachableModel()}
+            ) as unreachable,
+        ):
 
             async def start(agent: dict[str, Any]) -> WorkflowHandle[AgentWorkflow, AgentResult]:
                 agent_input = AgentInput.model_validate(agent)
@@ -122,13 +154,22 @@ async def ui_runs(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[UiR
                     "script": [{"tool_calls": [{"name": "wait", "arguments": {"seconds": 300}}]}],
                 }
             )
+            failed = await start({"prompt": "p", "model": "refusing:any"})
             await completed.result()
             await exceeded.result()
             await cancelled.signal(AgentWorkflow.cancel, CancelRequest(reason="not needed"))
             await cancelled.result()
-            await _indexed(client, worker.task_queue, 3)
+            assert (await failed.result()).status == "failed"
+            await _indexed(client, worker.task_queue, 4)
             yield UiRuns(
-                f"http://127.0.0.1:{ui_port}", worker.task_queue, completed, exceeded, cancelled
+                base=f"http://127.0.0.1:{ui_port}",
+                client=client,
+                task_queue=worker.task_queue,
+                unreachable_queue=unreachable.task_queue,
+                completed=completed,
+                exceeded=exceeded,
+                cancelled=cancelled,
+                failed=failed,
             )
 
 
@@ -214,7 +255,7 @@ async def test_the_outcome_shows_in_the_workflow_list(ui_runs: UiRuns, page: Pag
     async def row_text(handle: WorkflowHandle[Any, Any]) -> str:
         return _plain(await rows.filter(has_text=handle.id).inner_text())
 
-    await eventually(lambda: _count_is(rows, 3), timeout_s=PAGE_WAIT_S)
+    await eventually(lambda: _count_is(rows, 4), timeout_s=PAGE_WAIT_S)
     # Temporal's own badge says COMPLETED for each: every run returned its result.
     assert "COMPLETED" in await row_text(ui_runs.exceeded)
     # The README's recipe: add the OnwardStatus column (Configure Columns).
@@ -227,17 +268,51 @@ async def test_the_outcome_shows_in_the_workflow_list(ui_runs: UiRuns, page: Pag
 
     await eventually(statuses_shown, timeout_s=PAGE_WAIT_S)
     assert "cancelled" in await row_text(ui_runs.cancelled)
+    assert "failed" in await row_text(ui_runs.failed)
     assert "completed" in await row_text(ui_runs.completed)
 
     # The README's saved view: runs that did not complete, whatever Temporal's badge says.
     await page.goto(
         ui_runs.list_url(f'OnwardStatus != "completed" AND TaskQueue = "{ui_runs.task_queue}"')
     )
-    await eventually(lambda: _count_is(rows, 2), timeout_s=PAGE_WAIT_S)
+    await eventually(lambda: _count_is(rows, 3), timeout_s=PAGE_WAIT_S)
     ids = " ".join(await rows.all_inner_texts())
-    assert ui_runs.exceeded.id in ids and ui_runs.cancelled.id in ids
+    for shown in (ui_runs.exceeded, ui_runs.cancelled, ui_runs.failed):
+        assert shown.id in ids
     assert ui_runs.completed.id not in ids
 
 
 async def _count_is(rows: Locator, count: int) -> bool:
     return await rows.count() == count
+
+
+async def test_a_model_call_that_keeps_failing_shows_its_retries_while_the_run_runs(
+    ui_runs: UiRuns, page: Page
+) -> None:
+    # The workflow cannot see the attempts of an activity in flight; the UI shows
+    # them from the server's record of the pending activity.
+    handle = await ui_runs.client.start_workflow(
+        AgentWorkflow.run,
+        AgentInput(prompt="hello"),
+        id=f"ui-retry-{uuid.uuid4().hex[:12]}",
+        task_queue=ui_runs.unreachable_queue,
+    )
+    try:
+        # The timeline labels the call with its attempt, refreshing itself as it runs.
+        await page.goto(ui_runs.url(handle))
+        await eventually(lambda: _retry_shown(page, rf"Attempt {RETRY} • call_model"), PAGE_WAIT_S)
+        # The Pending Activities tab adds why the last attempt failed (as of its loading).
+        await page.goto(ui_runs.url(handle, "/pending-activities"))
+        await eventually(lambda: _retry_shown(page, rf"Attempt {RETRY} "), PAGE_WAIT_S)
+        text = _plain(await page.inner_text("body"))
+        assert "Last Failure" in text and f'"message": "{UNREACHABLE}"' in text
+        assert "RUNNING" in text and "call_model" in text
+        assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    finally:
+        await handle.terminate("test over")
+
+
+async def _retry_shown(page: Page, pattern: str) -> bool:
+    """Whether the page's text shows ``pattern`` with an attempt after the first."""
+    attempt = re.search(pattern, _plain(await page.inner_text("body")))
+    return attempt is not None and int(attempt["attempt"]) > 1
