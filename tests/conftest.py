@@ -24,10 +24,11 @@ import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from onward.connection import DATA_CONVERTER
-from onward.contracts import AgentInput, AgentResult
+from onward.contracts import AgentInput, AgentResult, ModelRequest, ModelResponse
 from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow
 
@@ -203,3 +204,14 @@ async def run_onward(*args: str, env: Mapping[str, str], timeout_s: float = 60) 
         raise
     assert process.returncode is not None
     return Completed(process.returncode, out.decode(), err.decode())
+
+
+UNREACHABLE = "cannot reach http://127.0.0.1:9/v1: connection refused"
+"""The failure of :class:`UnreachableModel`'s every call."""
+
+
+class UnreachableModel:
+    """A model endpoint that refuses every connection (Temporal retries the call)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        raise ApplicationError(UNREACHABLE, type="ProviderUnreachable")

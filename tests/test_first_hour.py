@@ -17,11 +17,16 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.exceptions import ApplicationError
 
-from conftest import eventually, run_onward, running_worker, spawn_onward
+from conftest import (
+    UnreachableModel,
+    eventually,
+    run_onward,
+    running_worker,
+    spawn_onward,
+)
 from onward.client import OnwardClient
-from onward.contracts import AgentStatus, Budget, ModelRequest, ModelResponse, RunUsage
+from onward.contracts import AgentStatus, Budget, RunUsage
 from onward.starter.render import money, status_lines, usage_summary
 from onward.starter.report import aggregate, report_lines
 from onward.starter.trace import Trace
@@ -89,15 +94,6 @@ async def test_waiting_is_visible_and_ctrl_c_is_clean(
             await process.wait()
     assert process.returncode == 130, err.decode()
     assert "Traceback" not in err.decode()
-
-
-class UnreachableModel:
-    """A model endpoint that refuses every connection (Temporal retries the call)."""
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        raise ApplicationError(
-            "cannot reach http://127.0.0.1:9/v1: connection refused", type="ProviderUnreachable"
-        )
 
 
 async def test_retries_show_as_they_happen(

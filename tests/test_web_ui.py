@@ -26,7 +26,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from conftest import eventually, running_worker, temporal_cli
+from conftest import UNREACHABLE, UnreachableModel, eventually, running_worker, temporal_cli
 from onward.activities.providers.scripted import ScriptedModel
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, AgentResult, CancelRequest, ModelRequest, ModelResponse
@@ -57,17 +57,9 @@ SCRIPT = [
     {"text": "4", "usage": USAGE},
 ]
 PAGE_WAIT_S = 20.0
-UNREACHABLE = "cannot reach http://127.0.0.1:9/v1: connection refused"
 REFUSED = "the model refused the request"
 RETRY = r"(?P<attempt>\d+) / \d+"
 """How the UI writes an activity's attempt: ``3 / 8`` (of at most 8)."""
-
-
-class UnreachableModel:
-    """A model endpoint that refuses every connection (Temporal retries the call)."""
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        raise ApplicationError(UNREACHABLE, type="ProviderUnreachable")
 
 
 class RefusingModel:
