@@ -21,14 +21,19 @@ from collections.abc import Mapping
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from onward import steplog
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.telemetry import ActivityTelemetry
-from onward.contracts import ModelRequest, ModelResponse, provider_of
+from onward.contracts import Message, ModelRequest, ModelResponse, TranscriptWrite, provider_of
 from onward.errors import PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
+from onward.store import TranscriptStore
 
-__all__ = ["ModelActivities"]
+__all__ = ["TRANSCRIPT_INCOMPLETE", "ModelActivities"]
+
+TRANSCRIPT_INCOMPLETE = "TranscriptIncomplete"
+"""The store holds fewer messages than the run sent: retried (a lagging replica, say)."""
 
 
 class ModelActivities:
@@ -41,6 +46,8 @@ class ModelActivities:
         providers: by provider name (the part before ``:`` of a model).
         pricing: prices applied to each answer's usage.
         telemetry: GenAI spans of model calls.
+        store: the transcript store runs keep their conversation and step log in;
+            requests that carry a transcript reference need it.
     """
 
     def __init__(
@@ -49,10 +56,17 @@ class ModelActivities:
         pricing: PricingTable,
         *,
         telemetry: ActivityTelemetry | None = None,
+        store: TranscriptStore | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._pricing = pricing
         self._telemetry = telemetry or ActivityTelemetry()
+        self._store = store
+
+    @property
+    def store(self) -> TranscriptStore | None:
+        """The transcript store of this worker (None: runs cannot use one here)."""
+        return self._store
 
     @property
     def provider_names(self) -> list[str]:
@@ -71,6 +85,12 @@ class ModelActivities:
                 f"(configured: {configured})",
                 type=PROVIDER_NOT_CONFIGURED,
                 non_retryable=True,
+            )
+        ref = request.transcript
+        if ref is not None:
+            # The conversation is in the store: write what the run added, read it all.
+            request = request.model_copy(
+                update={"messages": await self._conversation(ref), "transcript": None}
             )
         try:
             with self._telemetry.chat(request) as chat:
@@ -92,7 +112,48 @@ class ModelActivities:
             if not self._last_attempt():
                 raise
             raise self._give_up(f"{type(err).__name__}: {err}", type(err).__name__) from None
+        if ref is not None:
+            # Stored as the workflow will hold it, so the next call's read matches it.
+            response = steplog.with_unique_call_ids(response, request.step)
+            reply = Message(
+                role="assistant", content=response.text, tool_calls=list(response.tool_calls)
+            )
+            await self._required_store().write_messages(ref.id, ref.count, [reply])
         return response
+
+    @activity.defn(name="write_transcript")
+    async def write_transcript(self, write: TranscriptWrite) -> None:
+        """Write a run's last messages and step records (at its end, before continue-as-new)."""
+        store = self._required_store()
+        await store.write_messages(
+            write.id, write.count - len(write.new_messages), write.new_messages
+        )
+        await store.write_steps(write.id, write.steps)
+
+    async def _conversation(self, ref: TranscriptWrite) -> list[Message]:
+        """Write ``ref``'s new messages and closed steps; return messages ``[0, count)``.
+
+        Every write is at a fixed position, so a retried attempt rewrites the
+        same documents and changes nothing.
+        """
+        await self.write_transcript(ref)
+        messages = await self._required_store().messages(ref.id, 0, ref.count)
+        if len(messages) != ref.count:
+            raise ApplicationError(
+                f"transcript {ref.id} holds {len(messages)} messages, the run sent {ref.count}: "
+                "does this worker use the same ONWARD_STORE as the run's other workers?",
+                type=TRANSCRIPT_INCOMPLETE,
+            )
+        return messages
+
+    def _required_store(self) -> TranscriptStore:
+        if self._store is None:
+            raise ApplicationError(
+                "this worker has no transcript store, and the run keeps its conversation there",
+                type=TRANSCRIPT_INCOMPLETE,
+                non_retryable=True,
+            )
+        return self._store
 
     def _attempt_limit(self) -> int | None:
         """The run's ``maximum_attempts`` (from the worker's setting); None: unlimited."""

@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_TASK_QUEUE",
     "FINAL_STATES",
     "KNOWN_PROVIDERS",
+    "AgentCarry",
     "AgentInput",
     "AgentResult",
     "AgentState",
@@ -47,6 +48,8 @@ __all__ = [
     "ToolOutcome",
     "ToolRequest",
     "ToolSpec",
+    "TranscriptRef",
+    "TranscriptWrite",
     "Usage",
     "WorkerDescription",
     "WorkerDescriptionRequest",
@@ -217,6 +220,16 @@ class AgentInput(_Strict):
     )
     settings: ModelSettings | None = None
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
+    continue_as_new_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="steps per run before the workflow continues as new (default: "
+        "the workflow's own threshold, or earlier when Temporal suggests it)",
+    )
+    carry: AgentCarry | None = Field(
+        default=None,
+        description="set by the workflow itself when it continues as new; not for clients",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -285,8 +298,35 @@ class ToolSpec(BaseModel):
     requires_approval: bool = False
 
 
+class TranscriptWrite(BaseModel):
+    """Messages and step records for the store, written at their positions (idempotent)."""
+
+    id: str = Field(description="the transcript id")
+    count: int = Field(
+        ge=0, description="messages the transcript holds once ``new_messages`` are written"
+    )
+    new_messages: list[Message] = Field(
+        default_factory=list, description="the last messages, at ``count - len(new_messages)``.."
+    )
+    steps: list[StepRecord] = Field(
+        default_factory=list, description="closed step records, each at its step's position"
+    )
+
+
+class TranscriptRef(TranscriptWrite):
+    """The conversation of a model call, by reference: messages ``[0, count)`` of ``id``.
+
+    The model's reply is written at position ``count``.
+    """
+
+
 class ModelRequest(BaseModel):
-    """Input of the ``call_model`` activity."""
+    """Input of the ``call_model`` activity.
+
+    Either ``messages`` holds the whole conversation (runs begun before the
+    transcript store), or it is empty and ``transcript`` says where the
+    conversation is: the activity reads it from the store.
+    """
 
     model: str
     messages: list[Message]
@@ -298,6 +338,9 @@ class ModelRequest(BaseModel):
     )
     settings: ModelSettings | None = None
     pricing: ModelPrice | None = None
+    transcript: TranscriptRef | None = Field(
+        default=None, description="the conversation in the store; then ``messages`` is empty"
+    )
 
 
 class ModelResponse(BaseModel):
@@ -438,6 +481,37 @@ class AgentStatus(BaseModel):
     limit: BudgetLimit | None = Field(
         default=None, description="the exceeded limit, while budget_paused or budget_exceeded"
     )
+    transcript: str | None = Field(
+        default=None, description="the transcript id: the full step log is in the store"
+    )
+
+
+class AgentCarry(BaseModel):
+    """What a run hands the next run of its continue-as-new chain: references and counters.
+
+    The conversation itself stays in the transcript store; only its id and
+    length travel, with the state budgets, pause, cancel and steering need.
+    """
+
+    transcript: str = Field(description="the chain's transcript id in the store")
+    messages: int = Field(ge=0, description="messages the transcript holds")
+    steps_total: int = Field(ge=0, description="steps finished by the whole chain")
+    recent_steps: list[StepRecord] = Field(
+        default_factory=list, description="the last steps, for the steps query and result"
+    )
+    usage: RunUsage
+    budget: Budget
+    started_at: datetime = Field(description="the chain's first run's start: the wall-time start")
+    script_index: int = 0
+    paused: bool = False
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+    steering: list[str] = Field(default_factory=list, description="not yet in the conversation")
+    steered: list[str] = Field(
+        default_factory=list, description="in the conversation, not yet shown in a step"
+    )
+    tools: list[ToolSpec] = Field(default_factory=list)
+    runs: int = Field(default=1, ge=1, description="runs of the chain before this one")
 
 
 class AgentResult(BaseModel):
@@ -450,6 +524,13 @@ class AgentResult(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     limit: BudgetLimit | None = Field(
         default=None, description="the exceeded limit, when the status is budget_exceeded"
+    )
+    steps_total: int | None = Field(
+        default=None,
+        description="steps of the whole run; ``steps`` holds the last ones (None: all of them)",
+    )
+    transcript: str | None = Field(
+        default=None, description="the transcript id: the full step log is in the store"
     )
 
 
@@ -468,3 +549,7 @@ class SteerRequest(BaseModel):
     """Payload of the ``steer`` signal: a user message for the next model call."""
 
     message: str = Field(min_length=1)
+
+
+for _model in (AgentInput, TranscriptWrite, TranscriptRef, ModelRequest):
+    _model.model_rebuild()

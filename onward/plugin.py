@@ -42,6 +42,7 @@ from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import AllowList, Tool, ToolRegistry, builtin_registry, register_tools
 from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
+from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
 from onward.workflows import AgentWorkflow
 
 __all__ = ["DEFAULT_WORKSPACE", "PLUGIN_NAME", "OnwardPlugin", "ensure_search_attributes"]
@@ -108,6 +109,10 @@ class OnwardPlugin(SimplePlugin):
         interceptors: client and worker interceptors to add, e.g. the tracing
             interceptors of :func:`onward.telemetry.configure_telemetry`.
         telemetry: GenAI spans of the model and tool activities.
+        store: where runs keep their conversation and full step log; default:
+            a directory, ``.onward/store`` (see :func:`onward.store.open_store`).
+            Every worker of a task queue and every client reading step logs
+            must use the same store.
 
     Raises:
         ValueError: both ``tools`` and ``registry`` were given, or a provider
@@ -128,6 +133,7 @@ class OnwardPlugin(SimplePlugin):
         search_attribute_names: Sequence[str] | None = None,
         interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
         telemetry: ActivityTelemetry | None = None,
+        store: TranscriptStore | None = None,
     ) -> None:
         if registry is not None and tools:
             raise ValueError("OnwardPlugin: give tools= or registry=, not both")
@@ -141,8 +147,9 @@ class OnwardPlugin(SimplePlugin):
         telemetry = telemetry or ActivityTelemetry()
         self._providers = dict(providers)
         self._register_search_attributes = search_attribute_names is None
+        self._store = store or TranscriptStore(LocalStore(local_root(DEFAULT_STORE_DIR)))
         self._model = ModelActivities(
-            self._providers, pricing or PricingTable.load(), telemetry=telemetry
+            self._providers, pricing or PricingTable.load(), telemetry=telemetry, store=self._store
         )
         self._tool_activities = ToolActivities(
             registry,
@@ -159,6 +166,7 @@ class OnwardPlugin(SimplePlugin):
             workflows=[AgentWorkflow],
             activities=[
                 self._model.call_model,
+                self._model.write_transcript,
                 self._tool_activities.describe_worker,
                 self._tool_activities.execute_tool,
                 # Dynamic: local tool calls are typed by their summary for the Web UI's
@@ -166,6 +174,11 @@ class OnwardPlugin(SimplePlugin):
                 self._tool_activities.execute_local_tool,
             ],
         )
+
+    @property
+    def store(self) -> TranscriptStore:
+        """The transcript store this plugin's workers write runs to."""
+        return self._store
 
     @property
     def registry(self) -> ToolRegistry:

@@ -15,6 +15,7 @@ from onward.contracts import (
     BudgetLimit,
     Message,
     ModelRequest,
+    ModelResponse,
     StepRecord,
     ToolCallRecord,
     ToolCallStatus,
@@ -36,6 +37,7 @@ __all__ = [
     "step_error",
     "tool_call_id",
     "tool_status",
+    "with_unique_call_ids",
 ]
 
 RESULT_CHARS = 4_000
@@ -50,6 +52,22 @@ _LEGACY_MODEL_FAILED = "model call failed: "
 def tool_call_id(step: int, index: int) -> str:
     """The id of the ``index``-th (from 1) tool call of ``step`` when the model gave none."""
     return f"call_{step}_{index}"
+
+
+def with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
+    """Give empty or repeated tool-call ids a unique one: results are matched by id.
+
+    Applied by the model activity before it stores the reply, and by the
+    workflow (a no-op then; needed for runs recorded before the store).
+    """
+    seen: set[str] = set()
+    calls = []
+    for index, call in enumerate(response.tool_calls, start=1):
+        if not call.id or call.id in seen:
+            call = call.model_copy(update={"id": tool_call_id(step, index)})
+        seen.add(call.id)
+        calls.append(call)
+    return response.model_copy(update={"tool_calls": calls})
 
 
 def idempotency_key(workflow_id: str, run_id: str, step: int, call_id: str) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses  # model attempts (plugin branch)
 import functools
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.contracts import (
         AGENT_WORKFLOW,
         FINAL_STATES,
+        AgentCarry,
         AgentInput,
         AgentResult,
         AgentState,
@@ -52,11 +54,14 @@ with workflow.unsafe.imports_passed_through():
         ToolOutcome,
         ToolRequest,
         ToolSpec,
+        TranscriptRef,
+        TranscriptWrite,
         WorkerDescriptionRequest,
         provider_of,
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT
+    from onward.store.base import check_transcript_id
     from onward.tool_pipeline import approval_refusal, unknown_tool
     from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.progress import model_summary, progress_card, tool_summary
@@ -84,6 +89,13 @@ MAX_MODEL_REQUEST_BYTES = 1_800_000
 """A model call whose conversation is larger than this would exceed Temporal's 2 MB
 payload limit and fail its workflow task forever; the run ends as failed instead."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
+CONTINUE_AS_NEW_AFTER = 200
+"""Steps one run takes before it continues as new (``continue_as_new_after`` overrides);
+earlier when Temporal suggests it. Keeps every run's history far from its limits."""
+STEPS_KEPT = 50
+"""Steps the ``steps`` query and the result hold in full; the store holds them all."""
+WRITE_TRANSCRIPT_TIMEOUT = timedelta(minutes=1)
+WRITE_TRANSCRIPT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
 NO_INPUT = (
     'input: AgentWorkflow needs one JSON object as input, e.g. {"prompt": "What is 17 * 3 + 4?"}'
 )
@@ -128,6 +140,16 @@ class _FinishNow(Exception):
         self.reason = exceeded.message
 
 
+def _transcript_id() -> str:
+    """The run's transcript: the same across continue-as-new, new for a reused workflow id."""
+    info = workflow.info()
+    plain = f"{info.workflow_id}@{info.first_execution_run_id}"
+    try:
+        return check_transcript_id(plain)
+    except ValueError:  # workflow ids are free text; a transcript id names a directory
+        return "sha256-" + hashlib.sha256(plain.encode()).hexdigest()
+
+
 def _ms(since: datetime) -> int:
     return int((workflow.now() - since).total_seconds() * 1000)
 
@@ -139,18 +161,6 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
-
-
-def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
-    """Give empty or repeated tool-call ids a unique one: results are matched by id."""
-    seen: set[str] = set()
-    calls = []
-    for index, call in enumerate(response.tool_calls, start=1):
-        if not call.id or call.id in seen:
-            call = call.model_copy(update={"id": steplog.tool_call_id(step, index)})
-        seen.add(call.id)
-        calls.append(call)
-    return response.model_copy(update={"tool_calls": calls})
 
 
 def _local_tool_type(call: ToolCall) -> str:
@@ -215,6 +225,31 @@ class AgentWorkflow:
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
         self._finishing = False
+        # -- transcript store: this run's part of the conversation, and counters ---------
+        self._use_store = False
+        self._transcript: str | None = None
+        self._base = 0  # messages the transcript held when this run began
+        self._stored = 0  # messages the store holds for sure (sent or answered)
+        self._steps_total = 0  # steps of the whole continue-as-new chain
+        self._run_steps = 0  # steps of this run
+        self._unwritten: list[StepRecord] = []  # closed, not yet sent to the store
+        self._runs = 1
+        carry = self._input.carry
+        if carry is not None:
+            self._budget = carry.budget
+            self._usage = carry.usage.model_copy()
+            self._steps = list(carry.recent_steps)
+            self._steps_total = carry.steps_total
+            self._paused = carry.paused
+            self._cancel_requested = carry.cancel_requested
+            self._cancel_reason = carry.cancel_reason
+            self._steering = list(carry.steering)
+            self._steered = list(carry.steered)
+            self._script_index = carry.script_index
+            self._started_at = carry.started_at
+            self._transcript = carry.transcript
+            self._base = self._stored = carry.messages
+            self._runs = carry.runs + 1
 
     # -- the loop -------------------------------------------------------------
 
@@ -227,6 +262,8 @@ class AgentWorkflow:
         if workflow.patched("elapsed-from-workflow-start"):
             # Time queued before a worker picked the run up counts against max_duration_s.
             self._started_at = workflow.info().workflow_start_time
+        if input.carry is not None:
+            self._started_at = input.carry.started_at  # the chain's wall-time start
         try:
             try:
                 await self._prepare()
@@ -246,6 +283,7 @@ class AgentWorkflow:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
             self._end("cancelled", reason)
             raise
+        await self._write_transcript(at_end=True)
         return self._result()
 
     async def _prepare(self) -> None:
@@ -254,6 +292,9 @@ class AgentWorkflow:
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
         attempts_from_worker = workflow.patched("model-attempts-from-worker")
+        # The conversation and the step log go to the transcript store; runs begun
+        # before it send the whole conversation with every model call.
+        self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools),
@@ -294,6 +335,14 @@ class AgentWorkflow:
                 MODEL_RETRY_POLICY, maximum_attempts=description.model_max_attempts
             )
         # -- end model attempts ------------------------------------------------------
+        carry = self._input.carry
+        if carry is not None:
+            # The tools the chain began with; the conversation is in the store.
+            self._tools = {spec.name: spec for spec in carry.tools}
+            self._publish()
+            return
+        if self._use_store:
+            self._transcript = _transcript_id()
         if self._input.system:
             self._conversation.add_system(self._input.system)
         self._conversation.add_user(self._input.prompt)
@@ -301,6 +350,8 @@ class AgentWorkflow:
 
     async def _loop(self) -> None:
         while True:
+            if self._time_to_continue_as_new():
+                await self._continue_as_new()
             await self._checkpoint("model")
             response = await self._call_model(allow_tools=True)
             if response is None:
@@ -311,6 +362,73 @@ class AgentWorkflow:
                 return
             await self._run_tool_calls(response.tool_calls)
             self._close_step()
+
+    # -- continue-as-new ------------------------------------------------------------
+
+    def _time_to_continue_as_new(self) -> bool:
+        if not self._use_store or self._run_steps == 0:
+            return False
+        limit = self._input.continue_as_new_after or CONTINUE_AS_NEW_AFTER
+        return self._run_steps >= limit or workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self) -> None:
+        """Go on in a fresh run, carrying references and counters, not the conversation."""
+        assert self._transcript is not None
+        # An update that is still running would be lost with this run.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._write_transcript(at_end=False)
+        # Signals that came during the write are in this state; a signal that comes
+        # while this workflow task completes makes the server retry the task, so
+        # it is in the carry too.
+        carry = AgentCarry(
+            transcript=self._transcript,
+            messages=self._stored,
+            steps_total=self._steps_total,
+            recent_steps=self._steps[-STEPS_KEPT:],
+            usage=self._usage,
+            budget=self._budget,
+            started_at=self._started_at,
+            script_index=self._script_index,
+            paused=self._paused,
+            cancel_requested=self._cancel_requested,
+            cancel_reason=self._cancel_reason,
+            steering=self._steering,
+            steered=self._steered,
+            tools=list(self._tools.values()),
+            runs=self._runs,
+        )
+        workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
+
+    async def _write_transcript(self, at_end: bool) -> None:
+        """Send the messages and step records the store lacks (a small activity)."""
+        if not self._use_store or self._transcript is None:
+            return
+        new = self._conversation.for_model()[self._stored - self._base :]
+        if not new and not self._unwritten:
+            return
+        write = TranscriptWrite(
+            id=self._transcript,
+            count=self._base + len(self._conversation),
+            new_messages=new,
+            steps=self._unwritten,
+        )
+        try:
+            await workflow.execute_activity_method(
+                ModelActivities.write_transcript,
+                write,
+                start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
+                retry_policy=WRITE_TRANSCRIPT_RETRY,
+                summary="write transcript",
+            )
+        except ActivityError as err:
+            if not at_end:
+                reason = f"cannot write the transcript: {_root_message(err)}"
+                raise _RunEnded("failed", reason) from err
+            # The run's outcome stands; only its full log in the store lacks the end.
+            workflow.logger.warning("transcript not written: %s", _root_message(err))
+            return
+        self._stored = write.count
+        self._unwritten = []
 
     async def _final_answer(self, exceeded: budgets.Exceeded) -> None:
         """One last model call with tools disabled (``on_exceeded="finish"``)."""
@@ -412,7 +530,7 @@ class AgentWorkflow:
         self, allow_tools: bool, race_deadline: bool = True
     ) -> ModelResponse | None:
         """Call the model; None when the deadline interrupted it and the run goes on."""
-        number = len(self._steps) + 1
+        number = self._steps_total + 1
         for message in self._steering:
             self._conversation.add_user(message)
         # Shown with the first step whose model call answers after they were added.
@@ -421,9 +539,22 @@ class AgentWorkflow:
         # The step becomes current only once the model has answered: a call that
         # is interrupted or cancelled leaves no step behind.
         step = StepRecord(step=number, started_at=workflow.now(), model=self._input.model)
+        transcript: TranscriptRef | None = None
+        messages = self._conversation.for_model()
+        if self._use_store:
+            assert self._transcript is not None
+            # Only what the store lacks travels; the activity reads the rest.
+            transcript = TranscriptRef(
+                id=self._transcript,
+                count=self._base + len(messages),
+                new_messages=messages[self._stored - self._base :],
+                steps=list(self._unwritten),
+            )
+            messages = []
         request = ModelRequest(
             model=self._input.model,
-            messages=self._conversation.for_model(),
+            messages=messages,
+            transcript=transcript,
             tools=list(self._tools.values()) if allow_tools else [],
             allow_tools=allow_tools,
             step=number,
@@ -461,7 +592,11 @@ class AgentWorkflow:
             raise _RunEnded("failed", f"model call failed: {step.error}") from err
         self._step = step
         self._script_index += 1
-        response = _with_unique_call_ids(response, number)
+        if transcript is not None:
+            # Written by the activity: the new messages, the steps and the reply.
+            self._stored = transcript.count + 1
+            self._unwritten = []
+        response = steplog.with_unique_call_ids(response, number)
         self._count_model_call(response)
         step.text = response.text
         step.usage = response.usage
@@ -634,7 +769,13 @@ class AgentWorkflow:
             timedelta(milliseconds=self._step.duration_ms), {"onward.model": self._input.model}
         )
         self._steps.append(self._step)
-        self._usage.steps = len(self._steps)
+        self._steps_total += 1
+        self._run_steps += 1
+        if self._use_store:
+            self._unwritten.append(self._step)
+            # The store holds them all; queries and the result hold the last ones.
+            del self._steps[:-STEPS_KEPT]
+        self._usage.steps = self._steps_total
         self._step = None
         self._publish()
 
@@ -665,7 +806,7 @@ class AgentWorkflow:
         wanted: dict[str, Any] = {
             sa.STATUS.name: self._state,
             sa.MODEL.name: self._input.model,
-            sa.STEPS.name: len(self._steps),
+            sa.STEPS.name: self._steps_total,
             sa.TOKENS.name: self._usage.total_tokens,
             sa.COST.name: round(self._usage.cost_usd, 8),
         }
@@ -688,6 +829,8 @@ class AgentWorkflow:
             usage=self._usage_now(),
             steps=list(self._steps),
             limit=self._limit,
+            steps_total=self._steps_total if self._use_store else None,
+            transcript=self._transcript,
         )
 
     def _usage_now(self) -> RunUsage:
@@ -754,18 +897,19 @@ class AgentWorkflow:
         """State, finished steps, usage against budget and the last step."""
         return AgentStatus(
             state=self._state,
-            step=len(self._steps),
+            step=self._steps_total,
             usage=self._usage_now(),
             budget=self._budget,
             last_step=self._steps[-1] if self._steps else None,
             reason=self._reason,
             model=self._input.model,
             limit=self._limit,
+            transcript=self._transcript,
         )
 
     @workflow.query(name="steps")
     def steps(self) -> list[StepRecord]:
-        """The step log: one record per finished step."""
+        """The step log: one record per finished step (the last STEPS_KEPT of long runs)."""
         return list(self._steps)
 
     @workflow.query(name="result")
