@@ -28,6 +28,7 @@ def test_histories_are_committed() -> None:
         "native_cancel",
         "typed_step_log",  # steering, a refused call, a wait, a budget stop: typed fields
         "model_attempts_from_worker",  # patched: the worker decides model attempts
+        "continue_as_new",  # patched: the transcript store; two switches (run2, run3)
     }
 
 
