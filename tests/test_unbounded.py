@@ -232,3 +232,34 @@ async def test_the_run_status_and_steps_query_across_a_switch(
     assert [s.step for s in steps] == list(range(1, 13))
     assert model.calls == list(range(1, 13))  # no model call repeated across the switches
     await store.close()
+
+
+class BigPromptModel:
+    """Answers with the length of the prompt it was sent (read back from the store)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(text=f"read {len(request.messages[0].content)}", model=request.model)
+
+
+async def test_a_5_mb_message_goes_through_external_storage(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    prompt = "".join(f"{i:07d}\n" for i in range(625_000))  # 5 MB, not compressible to nothing
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": BigPromptModel()},
+        store=store,
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt=prompt))
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    assert result.output == f"read {len(prompt)}"
+    history = sum([event.ByteSize() async for event in handle.fetch_history_events()])
+    print(f"\nhistory of a run with a 5 MB prompt: {history} bytes")
+    assert history < 100_000  # the prompt is in the history only as references
+    assert result.transcript is not None
+    assert (await store.messages(result.transcript))[0].content == prompt
+    await store.close()

@@ -88,6 +88,10 @@ DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
 MAX_MODEL_REQUEST_BYTES = 1_800_000
 """A model call whose conversation is larger than this would exceed Temporal's 2 MB
 payload limit and fail its workflow task forever; the run ends as failed instead."""
+MAX_STORED_REQUEST_BYTES = 32_000_000
+"""With the transcript store a model call carries only what is new, and payloads over
+the converter's threshold go to external storage; past this a message is too large for
+any model, and the run ends as failed rather than storing it."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
 """Steps one run takes before it continues as new (``continue_as_new_after`` overrides);
@@ -563,11 +567,12 @@ class AgentWorkflow:
             pricing=self._input.pricing,
         )
         size = len(request.model_dump_json())
-        if size > MAX_MODEL_REQUEST_BYTES:
+        limit = MAX_STORED_REQUEST_BYTES if self._use_store else MAX_MODEL_REQUEST_BYTES
+        if size > limit:
             raise _RunEnded(
                 "failed",
                 f"the conversation is too large for one model call ({size} bytes; "
-                f"the limit is {MAX_MODEL_REQUEST_BYTES}): lower tools' max_result_chars",
+                f"the limit is {limit}): lower tools' max_result_chars",
             )
         handle = workflow.start_activity_method(
             ModelActivities.call_model,
