@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from conftest import running_worker
+from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
     Message,
@@ -262,4 +263,35 @@ async def test_a_5_mb_message_goes_through_external_storage(
     assert history < 100_000  # the prompt is in the history only as references
     assert result.transcript is not None
     assert (await store.messages(result.transcript))[0].content == prompt
+    await store.close()
+
+
+async def test_clients_read_the_whole_step_log_from_the_store(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))  # the client's store too
+    store = await open_store(str(tmp_path / "store"))
+    model = CheckingModel(steps=70)
+    agent_input = AgentInput(prompt=PROMPT, tools=["calculator"], continue_as_new_after=30)
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        handle = await worker.start(agent_input)
+        result = await handle.result()
+    assert result.steps_total == 70 and len(result.steps) == 50
+    onward = OnwardClient(client)
+    log = await onward.step_log(handle.id)
+    assert log.source == "result"
+    assert [s.step for s in log.records] == list(range(1, 71))
+    assert log.records[4].text == reply_text(5)
+    trace = await onward.trace(handle.id)
+    assert [s.step for s in trace.steps] == list(range(1, 71))
+    assert trace.usage.steps == 70
     await store.close()

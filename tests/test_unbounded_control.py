@@ -66,7 +66,7 @@ async def test_pause_steer_extend_and_cancel_across_switches(
         prompt="count",
         tools=["calculator"],
         continue_as_new_after=2,
-        budget={"max_tool_calls": 5, "on_exceeded": "pause"},  # type: ignore[arg-type]
+        budget={"max_tool_calls": 5, "on_exceeded": "pause"},
     )
     workflow_id = f"ctl-{uuid.uuid4().hex[:12]}"
     async with running_worker(

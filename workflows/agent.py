@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses  # model attempts (plugin branch)
 import functools
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -61,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT
-    from onward.store.base import check_transcript_id
+    from onward.store.base import transcript_id
     from onward.tool_pipeline import approval_refusal, unknown_tool
     from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.progress import model_summary, progress_card, tool_summary
@@ -142,16 +141,6 @@ class _FinishNow(Exception):
         super().__init__(exceeded.message)
         self.exceeded = exceeded
         self.reason = exceeded.message
-
-
-def _transcript_id() -> str:
-    """The run's transcript: the same across continue-as-new, new for a reused workflow id."""
-    info = workflow.info()
-    plain = f"{info.workflow_id}@{info.first_execution_run_id}"
-    try:
-        return check_transcript_id(plain)
-    except ValueError:  # workflow ids are free text; a transcript id names a directory
-        return "sha256-" + hashlib.sha256(plain.encode()).hexdigest()
 
 
 def _ms(since: datetime) -> int:
@@ -346,7 +335,8 @@ class AgentWorkflow:
             self._publish()
             return
         if self._use_store:
-            self._transcript = _transcript_id()
+            info = workflow.info()
+            self._transcript = transcript_id(info.workflow_id, info.first_execution_run_id)
         if self._input.system:
             self._conversation.add_system(self._input.system)
         self._conversation.add_user(self._input.prompt)
