@@ -21,11 +21,20 @@ from collections.abc import Mapping
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from onward import steplog
+from onward import compaction, steplog
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.telemetry import ActivityTelemetry
-from onward.contracts import Message, ModelRequest, ModelResponse, TranscriptWrite, provider_of
+from onward.contracts import (
+    CompactionRequest,
+    CompactionResult,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    TranscriptRef,
+    TranscriptWrite,
+    provider_of,
+)
 from onward.errors import PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
 from onward.store import TranscriptStore
@@ -76,6 +85,61 @@ class ModelActivities:
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
+        ref = request.transcript
+        if ref is not None:
+            # The conversation is in the store: write what the run added, read it all.
+            request = request.model_copy(
+                update={"messages": await self._conversation(ref), "transcript": None}
+            )
+        response = await self._complete(request)
+        if ref is not None:
+            # Stored as the workflow will hold it, so the next call's read matches it.
+            response = steplog.with_unique_call_ids(response, request.step)
+            reply = Message(
+                role="assistant", content=response.text, tool_calls=list(response.tool_calls)
+            )
+            await self._required_store().write_messages(ref.id, ref.count, [reply])
+        return response
+
+    @activity.defn(name="compact_transcript")
+    async def compact_transcript(self, request: CompactionRequest) -> CompactionResult:
+        """Summarise the older turns when the conversation passes the run's context limit.
+
+        The summary is a model call of its own; the workflow records it as a
+        step, and later calls are sent the summary instead of those turns. The
+        transcript in the store keeps every message.
+        """
+        ref = request.transcript
+        view = await self._conversation(ref)
+        limit = request.context
+        plan = compaction.plan_compaction(view, limit.max_tokens, limit.keep_last_turns)
+        if plan is None:
+            return CompactionResult(tokens=compaction.estimate_tokens(view))
+        asking = ModelRequest(
+            model=request.model,
+            messages=compaction.summary_request(plan),
+            allow_tools=False,
+            step=request.step,
+            settings=request.settings,
+            pricing=request.pricing,
+        )
+        response = await self._complete(asking)
+        covered = compaction.absolute_position(
+            view,
+            len(plan.head) + len(plan.middle),
+            ref.summary_covers if ref.summary_step is not None else None,
+        )
+        sent = compaction.compacted(plan, response.text)
+        return CompactionResult(
+            summary=response.text,
+            covers=covered,
+            tokens=compaction.estimate_tokens(sent),
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+        )
+
+    async def _complete(self, request: ModelRequest) -> ModelResponse:
+        """Ask the provider, price the answer; end clearly on the last attempt."""
         provider_name = provider_of(request.model)
         provider = self._providers.get(provider_name)
         if provider is None:
@@ -85,12 +149,6 @@ class ModelActivities:
                 f"(configured: {configured})",
                 type=PROVIDER_NOT_CONFIGURED,
                 non_retryable=True,
-            )
-        ref = request.transcript
-        if ref is not None:
-            # The conversation is in the store: write what the run added, read it all.
-            request = request.model_copy(
-                update={"messages": await self._conversation(ref), "transcript": None}
             )
         try:
             with self._telemetry.chat(request) as chat:
@@ -112,13 +170,6 @@ class ModelActivities:
             if not self._last_attempt():
                 raise
             raise self._give_up(f"{type(err).__name__}: {err}", type(err).__name__) from None
-        if ref is not None:
-            # Stored as the workflow will hold it, so the next call's read matches it.
-            response = steplog.with_unique_call_ids(response, request.step)
-            reply = Message(
-                role="assistant", content=response.text, tool_calls=list(response.tool_calls)
-            )
-            await self._required_store().write_messages(ref.id, ref.count, [reply])
         return response
 
     @activity.defn(name="write_transcript")
@@ -130,20 +181,30 @@ class ModelActivities:
         )
         await store.write_steps(write.id, write.steps)
 
-    async def _conversation(self, ref: TranscriptWrite) -> list[Message]:
-        """Write ``ref``'s new messages and closed steps; return messages ``[0, count)``.
+    async def _conversation(self, ref: TranscriptRef) -> list[Message]:
+        """Write ``ref``'s new messages and closed steps; return what the model is sent.
 
-        Every write is at a fixed position, so a retried attempt rewrites the
-        same documents and changes nothing.
+        That is messages ``[0, count)``, with the older turns as their summary
+        after a compaction. Every write is at a fixed position, so a retried
+        attempt rewrites the same documents and changes nothing.
         """
         await self.write_transcript(ref)
-        messages = await self._required_store().messages(ref.id, 0, ref.count)
+        store = self._required_store()
+        messages = await store.messages(ref.id, 0, ref.count)
         if len(messages) != ref.count:
             raise ApplicationError(
                 f"transcript {ref.id} holds {len(messages)} messages, the run sent {ref.count}: "
                 "does this worker use the same ONWARD_STORE as the run's other workers?",
                 type=TRANSCRIPT_INCOMPLETE,
             )
+        if ref.summary_step is not None:
+            found = await store.steps(ref.id, ref.summary_step, ref.summary_step)
+            if not found:
+                raise ApplicationError(
+                    f"transcript {ref.id} lacks step {ref.summary_step}, its summary",
+                    type=TRANSCRIPT_INCOMPLETE,
+                )
+            messages = compaction.apply_summary(messages, found[0].text, ref.summary_covers)
         return messages
 
     def _required_store(self) -> TranscriptStore:

@@ -31,6 +31,9 @@ __all__ = [
     "BudgetLimit",
     "CallRetry",
     "CancelRequest",
+    "CompactionRequest",
+    "CompactionResult",
+    "ContextLimit",
     "Message",
     "ModelPrice",
     "ModelRequest",
@@ -206,6 +209,13 @@ class ModelSettings(_Strict):
     parallel_tool_calls: bool | None = None
 
 
+class ContextLimit(_Strict):
+    """Compaction: past ``max_tokens`` (estimated), older turns are sent as one summary."""
+
+    max_tokens: int = Field(gt=0, description="estimated tokens the model may be sent")
+    keep_last_turns: int = Field(default=4, ge=0, description="recent turns always sent in full")
+
+
 class AgentInput(_Strict):
     """The one input object of ``AgentWorkflow``; plain JSON from the ``temporal`` CLI works."""
 
@@ -220,6 +230,9 @@ class AgentInput(_Strict):
     )
     settings: ModelSettings | None = None
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
+    context: ContextLimit | None = Field(
+        default=None, description="compaction; None: the model is sent the whole conversation"
+    )
     continue_as_new_after: int | None = Field(
         default=None,
         ge=1,
@@ -316,8 +329,34 @@ class TranscriptWrite(BaseModel):
 class TranscriptRef(TranscriptWrite):
     """The conversation of a model call, by reference: messages ``[0, count)`` of ``id``.
 
-    The model's reply is written at position ``count``.
+    The model's reply is written at position ``count``. After a compaction the
+    messages before ``summary_covers`` (but the task) are sent as the summary
+    that is the text of step ``summary_step``.
     """
+
+    summary_step: int | None = Field(default=None, description="the step holding the summary")
+    summary_covers: int = Field(default=0, ge=0, description="messages the summary replaces")
+
+
+class CompactionRequest(BaseModel):
+    """Input of ``compact_transcript``: summarise older turns if the conversation is too long."""
+
+    transcript: TranscriptRef
+    context: ContextLimit
+    model: str
+    step: int = Field(description="the step the summary is recorded as")
+    settings: ModelSettings | None = None
+    pricing: ModelPrice | None = None
+
+
+class CompactionResult(BaseModel):
+    """Output of ``compact_transcript``; ``summary`` None: nothing could be summarised."""
+
+    summary: str | None = None
+    covers: int = Field(default=0, description="messages (from 0) the summary stands for")
+    tokens: int = Field(default=0, description="estimated tokens of what the model is now sent")
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
 
 
 class ModelRequest(BaseModel):
@@ -440,6 +479,9 @@ class StepRecord(BaseModel):
     steering: list[str] = Field(
         default_factory=list, description="user messages (steer) added before this model call"
     )
+    compaction: bool = Field(
+        default=False, description="a compaction: ``text`` summarises the older turns"
+    )
 
 
 class RunUsage(BaseModel):
@@ -512,6 +554,9 @@ class AgentCarry(BaseModel):
     )
     tools: list[ToolSpec] = Field(default_factory=list)
     runs: int = Field(default=1, ge=1, description="runs of the chain before this one")
+    context_tokens: int = Field(default=0, description="estimated tokens the model is sent")
+    summary_step: int | None = None
+    summary_covers: int = 0
 
 
 class AgentResult(BaseModel):
@@ -551,5 +596,5 @@ class SteerRequest(BaseModel):
     message: str = Field(min_length=1)
 
 
-for _model in (AgentInput, TranscriptWrite, TranscriptRef, ModelRequest):
+for _model in (AgentInput, TranscriptWrite, TranscriptRef, ModelRequest, CompactionRequest):
     _model.model_rebuild()

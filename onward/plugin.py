@@ -167,6 +167,7 @@ class OnwardPlugin(SimplePlugin):
             activities=[
                 self._model.call_model,
                 self._model.write_transcript,
+                self._model.compact_transcript,
                 self._tool_activities.describe_worker,
                 self._tool_activities.execute_tool,
                 # Dynamic: local tool calls are typed by their summary for the Web UI's

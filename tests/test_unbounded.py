@@ -295,3 +295,71 @@ async def test_clients_read_the_whole_step_log_from_the_store(
     assert [s.step for s in trace.steps] == list(range(1, 71))
     assert trace.usage.steps == 70
     await store.close()
+
+
+class SummarisingModel:
+    """Calculator steps; asked for a summary (no tools), answers ``summary N``.
+
+    Records what each call was sent, to check what compaction sends.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.sent: list[tuple[int, bool, list[Message]]] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.sent.append((request.step, request.allow_tools, request.messages))
+        usage = Usage(input_tokens=100, output_tokens=10)
+        if not request.allow_tools:
+            return ModelResponse(text=f"summary {request.step}", usage=usage)
+        if request.step >= self.steps:
+            return ModelResponse(text="done", usage=usage)
+        call = ToolCall(id=f"c{request.step}", name="calculator", arguments={"expression": "1+1"})
+        return ModelResponse(text=reply_text(request.step), tool_calls=[call], usage=usage)
+
+
+async def test_compaction_summarises_older_turns_and_counts_the_summary(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    model = SummarisingModel(steps=18)
+    agent_input = AgentInput.model_validate(
+        {
+            "prompt": PROMPT,
+            "tools": ["calculator"],
+            "context": {"max_tokens": 1500, "keep_last_turns": 2},  # about 5 steps of 1 KB
+            "continue_as_new_after": 4,
+        }
+    )
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        result = await (await worker.start(agent_input)).result()
+    assert result.status == "completed", result.reason
+    summaries = [step for step in result.steps if step.compaction]
+    assert len(summaries) >= 2 and all(s.text == f"summary {s.step}" for s in summaries)
+    # Usage is exact: every call, the summaries too, is counted once.
+    assert result.usage.model_calls == len(model.sent)
+    assert result.usage.input_tokens == 100 * len(model.sent)
+    assert result.usage.steps == result.steps_total == 18  # the summaries are steps
+    turns = 18 - len(summaries)
+    for step, allow_tools, messages in model.sent:
+        assert messages[0].content == PROMPT  # the task is always sent
+        if allow_tools and step > summaries[0].step:
+            notes = [m for m in messages if m.content.startswith("[Summary")]
+            assert len(notes) == 1  # older turns as one summary, not in full
+            later = [s for s in summaries if s.step < step][-1]
+            assert notes[0].content.endswith(f"summary {later.step}")  # the latest one
+            assert sum(len(m.content) for m in messages) < 4 * 1500 + 2000
+    last_sent = model.sent[-1][2]
+    assert last_sent[-1].role == "tool" and last_sent[-2].tool_calls  # the last turns in full
+    # The store keeps every message.
+    assert result.transcript is not None
+    stored = await store.messages(result.transcript)
+    assert len(stored) == 1 + 2 * (turns - 1) + 1
+    assert not any(m.content.startswith("[Summary") for m in stored)
+    await store.close()

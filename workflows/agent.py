@@ -25,8 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from onward import budget as budgets
+    from onward import compaction, steplog
     from onward import search_attributes as sa
-    from onward import steplog
     from onward.activities.model import ModelActivities
     from onward.activities.tool_calls import ToolActivities
     from onward.contracts import (
@@ -41,6 +41,8 @@ with workflow.unsafe.imports_passed_through():
         BudgetExtension,
         BudgetLimit,
         CancelRequest,
+        CompactionRequest,
+        Message,
         ModelRequest,
         ModelResponse,
         RunUsage,
@@ -227,6 +229,10 @@ class AgentWorkflow:
         self._run_steps = 0  # steps of this run
         self._unwritten: list[StepRecord] = []  # closed, not yet sent to the store
         self._runs = 1
+        self._context_tokens = 0  # estimated tokens the model is sent (compaction)
+        self._tokens_counted = 0  # messages of this run in that estimate
+        self._summary_step: int | None = None
+        self._summary_covers = 0
         carry = self._input.carry
         if carry is not None:
             self._budget = carry.budget
@@ -243,6 +249,9 @@ class AgentWorkflow:
             self._transcript = carry.transcript
             self._base = self._stored = carry.messages
             self._runs = carry.runs + 1
+            self._context_tokens = carry.context_tokens
+            self._summary_step = carry.summary_step
+            self._summary_covers = carry.summary_covers
 
     # -- the loop -------------------------------------------------------------
 
@@ -390,6 +399,9 @@ class AgentWorkflow:
             steered=self._steered,
             tools=list(self._tools.values()),
             runs=self._runs,
+            context_tokens=self._context_tokens,
+            summary_step=self._summary_step,
+            summary_covers=self._summary_covers,
         )
         workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
 
@@ -524,6 +536,7 @@ class AgentWorkflow:
         self, allow_tools: bool, race_deadline: bool = True
     ) -> ModelResponse | None:
         """Call the model; None when the deadline interrupted it and the run goes on."""
+        await self._compact_if_needed()
         number = self._steps_total + 1
         for message in self._steering:
             self._conversation.add_user(message)
@@ -536,14 +549,7 @@ class AgentWorkflow:
         transcript: TranscriptRef | None = None
         messages = self._conversation.for_model()
         if self._use_store:
-            assert self._transcript is not None
-            # Only what the store lacks travels; the activity reads the rest.
-            transcript = TranscriptRef(
-                id=self._transcript,
-                count=self._base + len(messages),
-                new_messages=messages[self._stored - self._base :],
-                steps=list(self._unwritten),
-            )
+            transcript = self._transcript_ref(messages)
             messages = []
         request = ModelRequest(
             model=self._input.model,
@@ -598,6 +604,71 @@ class AgentWorkflow:
         step.cost_usd = response.cost_usd
         self._conversation.add_assistant(response)
         return response
+
+    def _transcript_ref(self, messages: list[Message]) -> TranscriptRef:
+        """This run's ``messages`` by reference: only what the store lacks travels."""
+        assert self._transcript is not None
+        return TranscriptRef(
+            id=self._transcript,
+            count=self._base + len(messages),
+            new_messages=messages[self._stored - self._base :],
+            steps=list(self._unwritten),
+            summary_step=self._summary_step,
+            summary_covers=self._summary_covers,
+        )
+
+    async def _compact_if_needed(self) -> None:
+        """Past the run's context limit, summarise older turns: a model call and a step."""
+        limit = self._input.context
+        if limit is None or not self._use_store:
+            return
+        messages = self._conversation.for_model()
+        for message in messages[self._tokens_counted :]:
+            self._context_tokens += compaction.estimate_tokens([message])
+        self._tokens_counted = len(messages)
+        if self._context_tokens <= limit.max_tokens:
+            return
+        number = self._steps_total + 1
+        started = workflow.now()
+        ref = self._transcript_ref(messages)
+        try:
+            result = await workflow.execute_activity_method(
+                ModelActivities.compact_transcript,
+                CompactionRequest(
+                    transcript=ref,
+                    context=limit,
+                    model=self._input.model,
+                    step=number,
+                    settings=self._input.settings,
+                    pricing=self._input.pricing,
+                ),
+                start_to_close_timeout=MODEL_CALL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=self._model_retry,
+                summary="compact the conversation",
+            )
+        except ActivityError as err:
+            raise _RunEnded("failed", f"compaction failed: {_root_message(err)}") from err
+        self._stored = ref.count  # the activity wrote the new messages and steps
+        self._unwritten = []
+        self._context_tokens = result.tokens
+        if result.summary is None:
+            return  # nothing older than the kept turns yet
+        self._step = StepRecord(
+            step=number,
+            started_at=started,
+            model=self._input.model,
+            text=result.summary,
+            usage=result.usage,
+            cost_usd=result.cost_usd,
+            compaction=True,
+        )
+        # Its tokens and cost count in the budget like any model call's.
+        self._count_model_call(
+            ModelResponse(text=result.summary, usage=result.usage, cost_usd=result.cost_usd)
+        )
+        self._close_step()
+        self._summary_step, self._summary_covers = number, result.covers
 
     def _script_turn(self) -> ScriptTurn | None:
         script = self._input.script or []
