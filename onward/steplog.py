@@ -160,11 +160,18 @@ def steering_in(request: ModelRequest, previous: ModelRequest | None) -> list[st
     among them are steering, except the run's own prompt (first request) and
     the final-answer prompt (a request without tools).
     """
-    start = len(previous.messages) if previous is not None else 0
-    added: list[Message] = [m for m in request.messages[start:] if m.role == "user"]
-    # Both come before the steering: the workflow adds steering just before a call.
-    if previous is None:
-        added = added[1:]  # the prompt
+    ref = request.transcript
+    if ref is not None:
+        # Through the transcript store the request carries exactly what it added.
+        added: list[Message] = [m for m in ref.new_messages if m.role == "user"]
+        if ref.count == len(ref.new_messages):
+            added = added[1:]  # the chain's first call: the prompt
+    else:
+        start = len(previous.messages) if previous is not None else 0
+        added = [m for m in request.messages[start:] if m.role == "user"]
+        # Both come before the steering: the workflow adds steering just before a call.
+        if previous is None:
+            added = added[1:]  # the prompt
     if not request.allow_tools:
         added = added[1:]  # the final-answer prompt
     return [message.content for message in added]
