@@ -65,7 +65,13 @@ server is unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
 
 Tools: the built-ins (http_fetch limited by ONWARD_HTTP_ALLOW), the tools of
 installed packages' onward.tools entry points, and the modules named by
---tools (repeatable) or ONWARD_TOOLS=mod1,mod2."""
+--tools (repeatable) or ONWARD_TOOLS=mod1,mod2.
+
+Runs keep their conversation and full step log in ONWARD_STORE (default: the
+directory .onward/store; postgresql://... for workers on several machines, an
+unreachable database stops the start), and payloads over
+ONWARD_PAYLOAD_THRESHOLD bytes (default 262144) in ONWARD_PAYLOADS (default:
+.onward/payloads). Clients reading step logs must use the same settings."""
 """What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")

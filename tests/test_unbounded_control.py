@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from test_crash_resume import WorkerProcess, wait_ready, workers
+from test_crash_resume import REPO, WorkerProcess, wait_ready, workers
 
 from conftest import eventually, running_worker
 from onward.contracts import (
@@ -200,3 +203,21 @@ async def test_kill_9_mid_run_and_at_a_switch(
     ]
     await store.close()
     assert current.stop() == 0
+
+
+async def test_an_unreachable_postgresql_store_stops_the_worker_start(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "worker.py"),
+        cwd=REPO,
+        env={**os.environ, "ONWARD_STORE": f"postgresql://onward@127.0.0.1:{port}/onward"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert b"cannot use the PostgreSQL store" in err
+    assert b"Traceback" not in err
