@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from test_crash_resume import REPO, WorkerProcess, wait_ready, workers
 
 from conftest import eventually, running_worker
@@ -221,3 +221,33 @@ async def test_an_unreachable_postgresql_store_stops_the_worker_start(tmp_path: 
     assert process.returncode == 1
     assert b"cannot use the PostgreSQL store" in err
     assert b"Traceback" not in err
+
+
+async def test_a_native_cancel_still_writes_the_log_to_the_store(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    model = SlowModel(delay_s=0.2)
+    agent_input = AgentInput(prompt="count", tools=["calculator"], continue_as_new_after=3)
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        handle = await worker.start(agent_input)
+        latest = client.get_workflow_handle_for(AgentWorkflow.run, handle.id)
+
+        async def four_steps() -> bool:
+            return (await latest.query(AgentWorkflow.status)).step >= 4
+
+        await eventually(four_steps, timeout_s=30, interval_s=0.02)
+        await latest.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await latest.result()
+        status = await latest.query(AgentWorkflow.status)
+    assert status.state == "cancelled" and status.transcript is not None
+    logged = await store.steps(status.transcript)
+    assert [s.step for s in logged] == list(range(1, status.step + 1))
+    await store.close()

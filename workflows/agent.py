@@ -284,6 +284,8 @@ class AgentWorkflow:
                 if record.result is None and record.error is None:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
             self._end("cancelled", reason)
+            # The workflow may still run an activity once cancelled: the log's end.
+            await self._write_transcript(at_end=True)
             raise
         await self._write_transcript(at_end=True)
         return self._result()
