@@ -41,6 +41,7 @@ from onward.activities.tools import (
 from onward.connection import connect_config, connect_with_retry, task_queue
 from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
+from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
 from onward.telemetry import configure_telemetry, temporal_runtime
 
 __all__ = [
@@ -64,7 +65,13 @@ server is unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
 
 Tools: the built-ins (http_fetch limited by ONWARD_HTTP_ALLOW), the tools of
 installed packages' onward.tools entry points, and the modules named by
---tools (repeatable) or ONWARD_TOOLS=mod1,mod2."""
+--tools (repeatable) or ONWARD_TOOLS=mod1,mod2.
+
+Runs keep their conversation and full step log in ONWARD_STORE (default: the
+directory .onward/store; postgresql://... for workers on several machines, an
+unreachable database stops the start), and payloads over
+ONWARD_PAYLOAD_THRESHOLD bytes (default 262144) in ONWARD_PAYLOADS (default:
+.onward/payloads). Clients reading step logs must use the same settings."""
 """What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")
@@ -89,6 +96,8 @@ class WorkerSettings:
     """Modules of user tools: ``ONWARD_TOOLS`` (comma-separated), then ``--tools``."""
     http_allow: AllowList = field(default_factory=AllowList)
     """Exceptions to ``http_fetch``'s address guard: ``ONWARD_HTTP_ALLOW``."""
+    store_url: str = field(default_factory=lambda: store_url({}))
+    """The transcript store: ``ONWARD_STORE`` (``postgresql://...``), or ``.onward/store``."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -108,6 +117,7 @@ class WorkerSettings:
             namespace=str(connect_config(env).get("namespace") or "default"),
             tool_modules=tuple(name.strip() for name in modules if name.strip()),
             http_allow=AllowList.from_env(env),
+            store_url=store_url(env),
         )
 
 
@@ -131,8 +141,17 @@ def onward_plugin(
     model_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     telemetry: ActivityTelemetry | None = None,
     interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
+    store: TranscriptStore | None = None,
 ) -> OnwardPlugin:
-    """The plugin configured by ``settings``; only the scripted model unless ``providers``."""
+    """The plugin configured by ``settings``; only the scripted model unless ``providers``.
+
+    Without ``store``, a local directory store at ``settings.store_url`` (a
+    PostgreSQL store must be opened first, with :func:`onward.store.open_store`).
+    """
+    if store is None:
+        if settings.store_url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("onward_plugin: open a PostgreSQL store with open_store() first")
+        store = TranscriptStore(LocalStore(local_root(settings.store_url)))
     return OnwardPlugin(
         registry=registry or builtin_registry(http_allow=settings.http_allow),
         providers=providers if providers is not None else {"scripted": ScriptedModel()},
@@ -142,6 +161,7 @@ def onward_plugin(
         search_attribute_names=search_attribute_names,
         interceptors=interceptors,
         telemetry=telemetry,
+        store=store,
     )
 
 
@@ -154,6 +174,7 @@ def build_worker(
     search_attribute_names: Sequence[str] = (),
     model_max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     telemetry: ActivityTelemetry | None = None,
+    store: TranscriptStore | None = None,
     **options: Any,
 ) -> Worker:
     """A worker on ``client`` running Onward through :class:`OnwardPlugin`.
@@ -168,6 +189,7 @@ def build_worker(
         search_attribute_names=search_attribute_names,
         model_max_attempts=model_max_attempts,
         telemetry=telemetry,
+        store=store,
     )
     return Worker(client, task_queue=settings.task_queue, plugins=[plugin], **_tuned(options))
 
@@ -194,6 +216,8 @@ async def run_worker(
     # ONWARD_MODEL_* stops the start at once instead of failing runs later.
     providers = providers_from_env(env)
     max_attempts = ModelCallSettings.from_env(env).max_attempts
+    # Before connecting too: an unreachable PostgreSQL stops the start with its reason.
+    store = await open_store(settings.store_url)
     telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
     plugin = onward_plugin(
         settings,
@@ -202,6 +226,7 @@ async def run_worker(
         model_max_attempts=max_attempts,
         telemetry=ActivityTelemetry(trace_content=telemetry.trace_content),
         interceptors=telemetry.interceptors,
+        store=store,
     )  # search_attribute_names=None: registered when the worker starts
     connect_options: dict[str, Any] = {"plugins": [plugin], "runtime": temporal_runtime(env)}
     try:
@@ -219,6 +244,7 @@ async def run_worker(
             log.info("shutting down gracefully")
     finally:
         telemetry.shutdown()  # the plugin closed the providers when the worker stopped
+        await store.close()
 
 
 async def _connect_unless_stopped(
@@ -288,7 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run_worker(settings, stop, trace_file=args.trace_file, registry=registry)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except StoreError as err:  # ONWARD_STORE names a database that cannot be used
+        parser.exit(1, f"onward worker: {err}\n")
     return 0
 
 

@@ -21,14 +21,28 @@ from collections.abc import Mapping
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from onward import compaction, steplog
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.telemetry import ActivityTelemetry
-from onward.contracts import ModelRequest, ModelResponse, provider_of
+from onward.contracts import (
+    CompactionRequest,
+    CompactionResult,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    TranscriptRef,
+    TranscriptWrite,
+    provider_of,
+)
 from onward.errors import PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
+from onward.store import TranscriptStore
 
-__all__ = ["ModelActivities"]
+__all__ = ["TRANSCRIPT_INCOMPLETE", "ModelActivities"]
+
+TRANSCRIPT_INCOMPLETE = "TranscriptIncomplete"
+"""The store holds fewer messages than the run sent: retried (a lagging replica, say)."""
 
 
 class ModelActivities:
@@ -41,6 +55,8 @@ class ModelActivities:
         providers: by provider name (the part before ``:`` of a model).
         pricing: prices applied to each answer's usage.
         telemetry: GenAI spans of model calls.
+        store: the transcript store runs keep their conversation and step log in;
+            requests that carry a transcript reference need it.
     """
 
     def __init__(
@@ -49,10 +65,17 @@ class ModelActivities:
         pricing: PricingTable,
         *,
         telemetry: ActivityTelemetry | None = None,
+        store: TranscriptStore | None = None,
     ) -> None:
         self._providers = dict(providers)
         self._pricing = pricing
         self._telemetry = telemetry or ActivityTelemetry()
+        self._store = store
+
+    @property
+    def store(self) -> TranscriptStore | None:
+        """The transcript store of this worker (None: runs cannot use one here)."""
+        return self._store
 
     @property
     def provider_names(self) -> list[str]:
@@ -62,6 +85,61 @@ class ModelActivities:
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
+        ref = request.transcript
+        if ref is not None:
+            # The conversation is in the store: write what the run added, read it all.
+            request = request.model_copy(
+                update={"messages": await self._conversation(ref), "transcript": None}
+            )
+        response = await self._complete(request)
+        if ref is not None:
+            # Stored as the workflow will hold it, so the next call's read matches it.
+            response = steplog.with_unique_call_ids(response, request.step)
+            reply = Message(
+                role="assistant", content=response.text, tool_calls=list(response.tool_calls)
+            )
+            await self._required_store().write_messages(ref.id, ref.count, [reply])
+        return response
+
+    @activity.defn(name="compact_transcript")
+    async def compact_transcript(self, request: CompactionRequest) -> CompactionResult:
+        """Summarise the older turns when the conversation passes the run's context limit.
+
+        The summary is a model call of its own; the workflow records it as a
+        step, and later calls are sent the summary instead of those turns. The
+        transcript in the store keeps every message.
+        """
+        ref = request.transcript
+        view = await self._conversation(ref)
+        limit = request.context
+        plan = compaction.plan_compaction(view, limit.max_tokens, limit.keep_last_turns)
+        if plan is None:
+            return CompactionResult(tokens=compaction.estimate_tokens(view))
+        asking = ModelRequest(
+            model=request.model,
+            messages=compaction.summary_request(plan),
+            allow_tools=False,
+            step=request.step,
+            settings=request.settings,
+            pricing=request.pricing,
+        )
+        response = await self._complete(asking)
+        covered = compaction.absolute_position(
+            view,
+            len(plan.head) + len(plan.middle),
+            ref.summary_covers if ref.summary_step is not None else None,
+        )
+        sent = compaction.compacted(plan, response.text)
+        return CompactionResult(
+            summary=response.text,
+            covers=covered,
+            tokens=compaction.estimate_tokens(sent),
+            usage=response.usage,
+            cost_usd=response.cost_usd,
+        )
+
+    async def _complete(self, request: ModelRequest) -> ModelResponse:
+        """Ask the provider, price the answer; end clearly on the last attempt."""
         provider_name = provider_of(request.model)
         provider = self._providers.get(provider_name)
         if provider is None:
@@ -93,6 +171,50 @@ class ModelActivities:
                 raise
             raise self._give_up(f"{type(err).__name__}: {err}", type(err).__name__) from None
         return response
+
+    @activity.defn(name="write_transcript")
+    async def write_transcript(self, write: TranscriptWrite) -> None:
+        """Write a run's last messages and step records (at its end, before continue-as-new)."""
+        store = self._required_store()
+        await store.write_messages(
+            write.id, write.count - len(write.new_messages), write.new_messages
+        )
+        await store.write_steps(write.id, write.steps)
+
+    async def _conversation(self, ref: TranscriptRef) -> list[Message]:
+        """Write ``ref``'s new messages and closed steps; return what the model is sent.
+
+        That is messages ``[0, count)``, with the older turns as their summary
+        after a compaction. Every write is at a fixed position, so a retried
+        attempt rewrites the same documents and changes nothing.
+        """
+        await self.write_transcript(ref)
+        store = self._required_store()
+        messages = await store.messages(ref.id, 0, ref.count)
+        if len(messages) != ref.count:
+            raise ApplicationError(
+                f"transcript {ref.id} holds {len(messages)} messages, the run sent {ref.count}: "
+                "does this worker use the same ONWARD_STORE as the run's other workers?",
+                type=TRANSCRIPT_INCOMPLETE,
+            )
+        if ref.summary_step is not None:
+            found = await store.steps(ref.id, ref.summary_step, ref.summary_step)
+            if not found:
+                raise ApplicationError(
+                    f"transcript {ref.id} lacks step {ref.summary_step}, its summary",
+                    type=TRANSCRIPT_INCOMPLETE,
+                )
+            messages = compaction.apply_summary(messages, found[0].text, ref.summary_covers)
+        return messages
+
+    def _required_store(self) -> TranscriptStore:
+        if self._store is None:
+            raise ApplicationError(
+                "this worker has no transcript store, and the run keeps its conversation there",
+                type=TRANSCRIPT_INCOMPLETE,
+                non_retryable=True,
+            )
+        return self._store
 
     def _attempt_limit(self) -> int | None:
         """The run's ``maximum_attempts`` (from the worker's setting); None: unlimited."""

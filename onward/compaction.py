@@ -23,6 +23,8 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "SUMMARY_PREFIX",
     "CompactionPlan",
+    "absolute_position",
+    "apply_summary",
     "compacted",
     "estimate_tokens",
     "plan_compaction",
@@ -104,3 +106,22 @@ def compacted(plan: CompactionPlan, summary: str) -> list[Message]:
     """What the model is sent instead: the head, the summary, and the kept turns."""
     note = Message(role="user", content=SUMMARY_PREFIX + summary.strip())
     return [*plan.head, note, *plan.tail]
+
+
+def apply_summary(messages: Sequence[Message], summary: str, covers: int) -> list[Message]:
+    """What the model is sent after a compaction: head, summary, the messages from ``covers``."""
+    head = _head_length(messages)
+    note = Message(role="user", content=SUMMARY_PREFIX + summary.strip())
+    return [*messages[:head], note, *messages[max(covers, head) :]]
+
+
+def absolute_position(view: Sequence[Message], index: int, covers: int | None) -> int:
+    """The transcript position of ``view[index]`` (``index`` past the head and any summary).
+
+    ``covers`` is that of the summary ``view`` holds (None: ``view`` is the transcript
+    itself), as made by :func:`apply_summary`: the head, one summary, then the
+    transcript from ``covers``.
+    """
+    if covers is None:
+        return index
+    return covers + (index - _head_length(view) - 1)

@@ -8,6 +8,7 @@ when a connection is made, never at import. Everyone uses one data converter.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from temporalio.envconfig import ClientConfig
 
 from onward.contracts import DEFAULT_TASK_QUEUE
 from onward.errors import ConnectionFailed
+from onward.store.payloads import external_storage
 
 __all__ = [
     "DATA_CONVERTER",
@@ -29,11 +31,27 @@ __all__ = [
     "connect",
     "connect_config",
     "connect_with_retry",
+    "data_converter",
     "task_queue",
 ]
 
-DATA_CONVERTER: DataConverter = pydantic_data_converter
-"""The one converter of the worker, every client and the replayer."""
+
+def data_converter(environ: Mapping[str, str]) -> DataConverter:
+    """Pydantic JSON, with payloads over a threshold kept outside the history.
+
+    ``ONWARD_PAYLOADS`` (default ``.onward/payloads``) and
+    ``ONWARD_PAYLOAD_THRESHOLD`` configure the external storage; every process
+    that reads a run's payloads must see the same place.
+
+    Raises:
+        ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD``.
+    """
+    return dataclasses.replace(pydantic_data_converter, external_storage=external_storage(environ))
+
+
+DATA_CONVERTER: DataConverter = data_converter(os.environ)
+"""The one converter of the worker, every client and the replayer (read at import: the
+worker, clients and the replayer are processes whose environment is set before)."""
 
 DEFAULT_ADDRESS = "localhost:7233"
 """Where clients and the worker look for Temporal when nothing says otherwise."""

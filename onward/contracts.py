@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_TASK_QUEUE",
     "FINAL_STATES",
     "KNOWN_PROVIDERS",
+    "AgentCarry",
     "AgentInput",
     "AgentResult",
     "AgentState",
@@ -35,6 +36,9 @@ __all__ = [
     "BudgetLimit",
     "CallRetry",
     "CancelRequest",
+    "CompactionRequest",
+    "CompactionResult",
+    "ContextLimit",
     "Message",
     "ModelPrice",
     "ModelRequest",
@@ -54,6 +58,8 @@ __all__ = [
     "ToolOutcome",
     "ToolRequest",
     "ToolSpec",
+    "TranscriptRef",
+    "TranscriptWrite",
     "Usage",
     "WebhookDelivery",
     "WebhookOutcome",
@@ -216,6 +222,13 @@ class ModelSettings(_Strict):
     parallel_tool_calls: bool | None = None
 
 
+class ContextLimit(_Strict):
+    """Compaction: past ``max_tokens`` (estimated), older turns are sent as one summary."""
+
+    max_tokens: int = Field(gt=0, description="estimated tokens the model may be sent")
+    keep_last_turns: int = Field(default=4, ge=0, description="recent turns always sent in full")
+
+
 class AgentInput(_Strict):
     """The one input object of ``AgentWorkflow``; plain JSON from the ``temporal`` CLI works."""
 
@@ -259,6 +272,20 @@ class AgentInput(_Strict):
         if not sep or scheme.lower() not in ("http", "https") or not host or value != value.strip():
             raise ValueError("must be an http:// or https:// URL with a host")
         return value
+
+    context: ContextLimit | None = Field(
+        default=None, description="compaction; None: the model is sent the whole conversation"
+    )
+    continue_as_new_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="steps per run before the workflow continues as new (default: "
+        "the workflow's own threshold, or earlier when Temporal suggests it)",
+    )
+    carry: AgentCarry | None = Field(
+        default=None,
+        description="set by the workflow itself when it continues as new; not for clients",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -327,8 +354,61 @@ class ToolSpec(BaseModel):
     requires_approval: bool = False
 
 
+class TranscriptWrite(BaseModel):
+    """Messages and step records for the store, written at their positions (idempotent)."""
+
+    id: str = Field(description="the transcript id")
+    count: int = Field(
+        ge=0, description="messages the transcript holds once ``new_messages`` are written"
+    )
+    new_messages: list[Message] = Field(
+        default_factory=list, description="the last messages, at ``count - len(new_messages)``.."
+    )
+    steps: list[StepRecord] = Field(
+        default_factory=list, description="closed step records, each at its step's position"
+    )
+
+
+class TranscriptRef(TranscriptWrite):
+    """The conversation of a model call, by reference: messages ``[0, count)`` of ``id``.
+
+    The model's reply is written at position ``count``. After a compaction the
+    messages before ``summary_covers`` (but the task) are sent as the summary
+    that is the text of step ``summary_step``.
+    """
+
+    summary_step: int | None = Field(default=None, description="the step holding the summary")
+    summary_covers: int = Field(default=0, ge=0, description="messages the summary replaces")
+
+
+class CompactionRequest(BaseModel):
+    """Input of ``compact_transcript``: summarise older turns if the conversation is too long."""
+
+    transcript: TranscriptRef
+    context: ContextLimit
+    model: str
+    step: int = Field(description="the step the summary is recorded as")
+    settings: ModelSettings | None = None
+    pricing: ModelPrice | None = None
+
+
+class CompactionResult(BaseModel):
+    """Output of ``compact_transcript``; ``summary`` None: nothing could be summarised."""
+
+    summary: str | None = None
+    covers: int = Field(default=0, description="messages (from 0) the summary stands for")
+    tokens: int = Field(default=0, description="estimated tokens of what the model is now sent")
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = None
+
+
 class ModelRequest(BaseModel):
-    """Input of the ``call_model`` activity."""
+    """Input of the ``call_model`` activity.
+
+    Either ``messages`` holds the whole conversation (runs begun before the
+    transcript store), or it is empty and ``transcript`` says where the
+    conversation is: the activity reads it from the store.
+    """
 
     model: str
     messages: list[Message]
@@ -340,6 +420,9 @@ class ModelRequest(BaseModel):
     )
     settings: ModelSettings | None = None
     pricing: ModelPrice | None = None
+    transcript: TranscriptRef | None = Field(
+        default=None, description="the conversation in the store; then ``messages`` is empty"
+    )
 
 
 class ModelResponse(BaseModel):
@@ -485,6 +568,9 @@ class StepRecord(BaseModel):
     steering: list[str] = Field(
         default_factory=list, description="user messages (steer) added before this model call"
     )
+    compaction: bool = Field(
+        default=False, description="a compaction: ``text`` summarises the older turns"
+    )
 
 
 class RunUsage(BaseModel):
@@ -529,6 +615,43 @@ class AgentStatus(BaseModel):
     pending_approvals: list[PendingApproval] = Field(
         default_factory=list, description="tool calls waiting for approve or reject"
     )
+    transcript: str | None = Field(
+        default=None, description="the transcript id: the full step log is in the store"
+    )
+
+
+class AgentCarry(BaseModel):
+    """What a run hands the next run of its continue-as-new chain: references and counters.
+
+    The conversation itself stays in the transcript store; only its id and
+    length travel, with the state budgets, pause, cancel and steering need.
+    """
+
+    transcript: str = Field(description="the chain's transcript id in the store")
+    messages: int = Field(ge=0, description="messages the transcript holds")
+    steps_total: int = Field(ge=0, description="steps finished by the whole chain")
+    recent_steps: list[StepRecord] = Field(
+        default_factory=list, description="the last steps, for the steps query and result"
+    )
+    usage: RunUsage
+    budget: Budget
+    started_at: datetime = Field(description="the chain's first run's start: the wall-time start")
+    script_index: int = 0
+    paused: bool = False
+    cancel_requested: bool = False
+    cancel_reason: str | None = None
+    steering: list[str] = Field(default_factory=list, description="not yet in the conversation")
+    steered: list[str] = Field(
+        default_factory=list, description="in the conversation, not yet shown in a step"
+    )
+    tools: list[ToolSpec] = Field(default_factory=list)
+    runs: int = Field(default=1, ge=1, description="runs of the chain before this one")
+    context_tokens: int = Field(default=0, description="estimated tokens the model is sent")
+    summary_step: int | None = None
+    summary_covers: int = 0
+    used_workspace: bool = Field(
+        default=False, description="a tool activity ran: the chain's end lists its artifacts"
+    )
 
 
 class AgentResult(BaseModel):
@@ -546,6 +669,13 @@ class AgentResult(BaseModel):
         default=None,
         description="the files in the run's workspace when it ended; None: not listed "
         "(no tool activity ran, or the run began before artifacts were listed)",
+    )
+    steps_total: int | None = Field(
+        default=None,
+        description="steps of the whole run; ``steps`` holds the last ones (None: all of them)",
+    )
+    transcript: str | None = Field(
+        default=None, description="the transcript id: the full step log is in the store"
     )
 
 
@@ -602,3 +732,7 @@ class ApprovalsDecided(BaseModel):
 
     call_ids: list[str] = Field(default_factory=list)
     decision: Literal["approved", "rejected"]
+
+
+for _model in (AgentInput, TranscriptWrite, TranscriptRef, ModelRequest, CompactionRequest):
+    _model.model_rebuild()

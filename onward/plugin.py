@@ -43,6 +43,7 @@ from onward.activities.tools import AllowList, Tool, ToolRegistry, builtin_regis
 from onward.activities.webhooks import WEBHOOK_SECRET_ENV, WebhookActivities
 from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
+from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
 from onward.workflows import AgentWorkflow
 
 __all__ = ["DEFAULT_WORKSPACE", "PLUGIN_NAME", "OnwardPlugin", "ensure_search_attributes"]
@@ -109,6 +110,10 @@ class OnwardPlugin(SimplePlugin):
         interceptors: client and worker interceptors to add, e.g. the tracing
             interceptors of :func:`onward.telemetry.configure_telemetry`.
         telemetry: GenAI spans of the model and tool activities.
+        store: where runs keep their conversation and full step log; default:
+            a directory, ``.onward/store`` (see :func:`onward.store.open_store`).
+            Every worker of a task queue and every client reading step logs
+            must use the same store.
 
     Raises:
         ValueError: both ``tools`` and ``registry`` were given, or a provider
@@ -129,6 +134,7 @@ class OnwardPlugin(SimplePlugin):
         search_attribute_names: Sequence[str] | None = None,
         interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
         telemetry: ActivityTelemetry | None = None,
+        store: TranscriptStore | None = None,
     ) -> None:
         if registry is not None and tools:
             raise ValueError("OnwardPlugin: give tools= or registry=, not both")
@@ -145,8 +151,9 @@ class OnwardPlugin(SimplePlugin):
         self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
+        self._store = store or TranscriptStore(LocalStore(local_root(DEFAULT_STORE_DIR)))
         self._model = ModelActivities(
-            self._providers, pricing or PricingTable.load(), telemetry=telemetry
+            self._providers, pricing or PricingTable.load(), telemetry=telemetry, store=self._store
         )
         self._tool_activities = ToolActivities(
             registry,
@@ -163,6 +170,8 @@ class OnwardPlugin(SimplePlugin):
             workflows=[AgentWorkflow],
             activities=[
                 self._model.call_model,
+                self._model.write_transcript,
+                self._model.compact_transcript,
                 self._tool_activities.describe_worker,
                 self._tool_activities.execute_tool,
                 self._tool_activities.list_artifacts,  # artifacts (longlived branch)
@@ -172,6 +181,11 @@ class OnwardPlugin(SimplePlugin):
                 self._webhooks.deliver_webhook,  # api branch
             ],
         )
+
+    @property
+    def store(self) -> TranscriptStore:
+        """The transcript store this plugin's workers write runs to."""
+        return self._store
 
     @property
     def registry(self) -> ToolRegistry:

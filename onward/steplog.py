@@ -15,6 +15,7 @@ from onward.contracts import (
     BudgetLimit,
     Message,
     ModelRequest,
+    ModelResponse,
     StepRecord,
     ToolCallRecord,
     ToolCallStatus,
@@ -36,6 +37,7 @@ __all__ = [
     "step_error",
     "tool_call_id",
     "tool_status",
+    "with_unique_call_ids",
 ]
 
 RESULT_CHARS = 4_000
@@ -50,6 +52,22 @@ _LEGACY_MODEL_FAILED = "model call failed: "
 def tool_call_id(step: int, index: int) -> str:
     """The id of the ``index``-th (from 1) tool call of ``step`` when the model gave none."""
     return f"call_{step}_{index}"
+
+
+def with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
+    """Give empty or repeated tool-call ids a unique one: results are matched by id.
+
+    Applied by the model activity before it stores the reply, and by the
+    workflow (a no-op then; needed for runs recorded before the store).
+    """
+    seen: set[str] = set()
+    calls = []
+    for index, call in enumerate(response.tool_calls, start=1):
+        if not call.id or call.id in seen:
+            call = call.model_copy(update={"id": tool_call_id(step, index)})
+        seen.add(call.id)
+        calls.append(call)
+    return response.model_copy(update={"tool_calls": calls})
 
 
 def idempotency_key(workflow_id: str, run_id: str, step: int, call_id: str) -> str:
@@ -142,11 +160,18 @@ def steering_in(request: ModelRequest, previous: ModelRequest | None) -> list[st
     among them are steering, except the run's own prompt (first request) and
     the final-answer prompt (a request without tools).
     """
-    start = len(previous.messages) if previous is not None else 0
-    added: list[Message] = [m for m in request.messages[start:] if m.role == "user"]
-    # Both come before the steering: the workflow adds steering just before a call.
-    if previous is None:
-        added = added[1:]  # the prompt
+    ref = request.transcript
+    if ref is not None:
+        # Through the transcript store the request carries exactly what it added.
+        added: list[Message] = [m for m in ref.new_messages if m.role == "user"]
+        if ref.count == len(ref.new_messages):
+            added = added[1:]  # the chain's first call: the prompt
+    else:
+        start = len(previous.messages) if previous is not None else 0
+        added = [m for m in request.messages[start:] if m.role == "user"]
+        # Both come before the steering: the workflow adds steering just before a call.
+        if previous is None:
+            added = added[1:]  # the prompt
     if not request.allow_tools:
         added = added[1:]  # the final-answer prompt
     return [message.content for message in added]

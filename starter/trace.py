@@ -1,5 +1,9 @@
 """A run's steps with how each call ran: what ``onward steps``, ``trace`` and ``report`` read.
 
+Long runs keep only their last steps in queries and their result; the whole
+step log is then read from the transcript store (``ONWARD_STORE``, the same
+as the worker's), the steps a worker or the result gives over it.
+
 The step log comes from the best source there is: the result of a closed run
 (authoritative), else the ``steps`` query answered by a worker within
 :data:`STEPS_QUERY_TIMEOUT`, else the event history alone (no worker needed,
@@ -10,6 +14,7 @@ pending-activity list.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -29,6 +34,7 @@ from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import HistoryStep, RunHistory, reconstruct
 from onward.states import run_state
+from onward.store import StoreError, TranscriptStore, open_store, store_url, transcript_id
 from onward.workflows import AgentWorkflow
 
 __all__ = [
@@ -220,6 +226,48 @@ async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecor
     return records, False
 
 
+_stores: dict[str, TranscriptStore] = {}
+"""Stores opened by this process, by URL: a client command opens its store once."""
+
+
+async def _store() -> TranscriptStore | None:
+    url = store_url(os.environ)
+    if url not in _stores:
+        try:
+            _stores[url] = await open_store(url)
+        except StoreError:
+            return None  # the log then comes from the run alone, as for older runs
+    return _stores[url]
+
+
+def _complete(records: list[StepRecord]) -> bool:
+    """Whether ``records`` are a whole step log: steps 1, 2, ... with no gap."""
+    return [record.step for record in records] == list(range(1, len(records) + 1))
+
+
+async def _with_stored_steps(
+    execution: WorkflowExecution, records: list[StepRecord]
+) -> list[StepRecord]:
+    """``records`` completed from the transcript store; as they are when it has nothing."""
+    if records and _complete(records):
+        return records
+    description = getattr(execution, "raw_description", None)
+    info = description.workflow_execution_info if description is not None else None
+    first_run = (info.first_run_id if info is not None else "") or execution.run_id
+    store = await _store()
+    if store is None:
+        return records
+    try:
+        stored = await store.steps(transcript_id(execution.id, first_run))
+    except (StoreError, ValueError):
+        return records
+    if not stored:
+        return records
+    merged = {record.step: record for record in stored}
+    merged.update({record.step: record for record in records})  # newer: the run's own
+    return [merged[number] for number in sorted(merged)]
+
+
 def _closed(execution: WorkflowExecution) -> bool:
     return execution.status not in (None, WorkflowExecutionStatus.RUNNING)
 
@@ -234,11 +282,11 @@ async def load_step_log(
     if not _closed(description):
         records, unanswered = await _query_steps(handle)
         if records is not None:
-            return records, "query", False
+            return await _with_stored_steps(description, records), "query", False
     history = await read_history(handle)
     if history.result is not None:
-        return history.result.steps, "result", unanswered
-    return history.step_log, "history", unanswered
+        return await _with_stored_steps(description, history.result.steps), "result", unanswered
+    return await _with_stored_steps(description, history.step_log), "history", unanswered
 
 
 def trace_of(
@@ -263,6 +311,14 @@ async def load_trace(handle: WorkflowHandle[Any, Any]) -> Trace:
         records, unanswered = await _query_steps(handle)
     history = await read_history(handle)
     _apply_pending(history, list(description.raw_description.pending_activities))
-    trace = trace_of(description, history, records, "query" if records is not None else "history")
+    source: StepSource = "query" if records is not None else "history"
+    if history.result is not None:
+        records, source = history.result.steps, "result"
+    own = records if records is not None else history.step_log
+    full = await _with_stored_steps(description, own)
+    if full is not own:
+        records = full  # a long run: the whole log from the store
+    status = run_status(history, description)
+    trace = build_trace(description.id, description.run_id, status, history, records, source)
     trace.unanswered = unanswered
     return trace

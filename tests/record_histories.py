@@ -111,6 +111,12 @@ async def approve_one_reject_one(handle: Handle) -> None:
     )
 
 
+async def steer_after_the_first_step(handle: Handle) -> None:
+    while (await handle.query(AgentWorkflow.status)).step < 1:
+        await asyncio.sleep(0.05)
+    await handle.signal(AgentWorkflow.steer, SteerRequest(message="and then add 3"))
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
     "tools_and_control": (
         {
@@ -255,13 +261,33 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched: the conversation in the transcript store, and two continue-as-new switches
+    # (each run of the chain is recorded: continue_as_new.json, continue_as_new_run2.json...).
+    "continue_as_new": (
+        {
+            "prompt": "many steps over several runs",
+            "script": [
+                calc("1+1", delay_s=0.5),
+                calc("2+2"),
+                calc("3+3"),
+                calc("4+4"),
+                {"text": "done"},
+            ],
+            "continue_as_new_after": 2,
+        },
+        steer_after_the_first_step,
+    ),
 }
 
 
 async def record(client: Client, names: list[str], only: list[str]) -> None:
     with tempfile.TemporaryDirectory() as workspace:
         task_queue = f"record-{uuid.uuid4().hex[:8]}"
-        settings = WorkerSettings(task_queue=task_queue, workspace=Path(workspace))
+        settings = WorkerSettings(
+            task_queue=task_queue,
+            workspace=Path(workspace),
+            store_url=str(Path(workspace) / "store"),
+        )
         async with build_worker(client, settings, search_attribute_names=names):
             for name, (agent_input, drive) in SCENARIOS.items():
                 if name not in only:
@@ -276,9 +302,25 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
                 status = (await handle.query(AgentWorkflow.status)).state
                 with contextlib.suppress(WorkflowFailureError):
                     await handle.result()
-                history = await handle.fetch_history()
+                # The chain's first run (a bare handle would read its latest run).
+                first_run = client.get_workflow_handle(handle.id, run_id=handle.result_run_id)
+                history = await first_run.fetch_history()
                 (HERE / f"{name}.json").write_text(history.to_json())
                 print(f"{name}: {status} ({len(history.events)} events)")
+                run = 1
+                while history.events[-1].HasField(
+                    "workflow_execution_continued_as_new_event_attributes"
+                ):
+                    run += 1
+                    attributes = history.events[
+                        -1
+                    ].workflow_execution_continued_as_new_event_attributes
+                    next_run = client.get_workflow_handle(
+                        handle.id, run_id=attributes.new_execution_run_id
+                    )
+                    history = await next_run.fetch_history()
+                    (HERE / f"{name}_run{run}.json").write_text(history.to_json())
+                    print(f"{name} run {run}: {len(history.events)} events")
 
 
 async def main(only: list[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -120,7 +121,9 @@ async def test_large_results_are_cut_for_the_model_not_for_the_step_log(
         result = await handle.result()
     logged = result.steps[0].tool_calls[0].result
     assert logged is not None and len(logged) == 2000  # all of it: under the log's cap
-    second_model_input = (await model_inputs(handle))[1]
+    # The messages the second call adds (the step record it carries to the store is the log's).
+    second_call = json.loads((await model_inputs(handle))[1])
+    second_model_input = json.dumps(second_call["transcript"]["new_messages"]).encode()
     assert b"[truncated: showing 500 of 2000 characters]" in second_model_input
     assert logged[:500].encode() in second_model_input
     assert logged[500:600].encode() not in second_model_input

@@ -256,6 +256,7 @@ async def test_retries_are_bounded_by_the_worker_and_the_last_error_is_clear(
         event.activity_task_scheduled_event_attributes
         async for event in handle.fetch_history_events()
         if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
     ]
     assert [call.retry_policy.maximum_attempts for call in model_calls] == [3]
     assert result.status == "failed"

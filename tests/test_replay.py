@@ -29,6 +29,7 @@ def test_histories_are_committed() -> None:
         "typed_step_log",  # steering, a refused call, a wait, a budget stop: typed fields
         "model_attempts_from_worker",  # patched: the worker decides model attempts
         "human_approval",  # patched: approval, a workspace per run, artifacts in the result
+        "continue_as_new",  # patched: the transcript store; two switches (run2, run3)
     }
 
 

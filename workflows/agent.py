@@ -25,13 +25,14 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from onward import budget as budgets
+    from onward import compaction, steplog
     from onward import search_attributes as sa
-    from onward import steplog
     from onward.activities.model import ModelActivities
     from onward.activities.tool_calls import ToolActivities
     from onward.contracts import (
         AGENT_WORKFLOW,
         FINAL_STATES,
+        AgentCarry,
         AgentInput,
         AgentResult,
         AgentState,
@@ -45,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         BudgetExtension,
         BudgetLimit,
         CancelRequest,
+        CompactionRequest,
+        Message,
         ModelRequest,
         ModelResponse,
         PendingApproval,
@@ -58,11 +61,14 @@ with workflow.unsafe.imports_passed_through():
         ToolOutcome,
         ToolRequest,
         ToolSpec,
+        TranscriptRef,
+        TranscriptWrite,
         WorkerDescriptionRequest,
         provider_of,
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT
+    from onward.store.base import transcript_id
     from onward.tool_pipeline import (
         approval_refusal,
         chosen,
@@ -96,6 +102,10 @@ DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
 MAX_MODEL_REQUEST_BYTES = 1_800_000
 """A model call whose conversation is larger than this would exceed Temporal's 2 MB
 payload limit and fail its workflow task forever; the run ends as failed instead."""
+MAX_STORED_REQUEST_BYTES = 32_000_000
+"""With the transcript store a model call carries only what is new, and payloads over
+the converter's threshold go to external storage; past this a message is too large for
+any model, and the run ends as failed rather than storing it."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
 HUMAN_APPROVAL_PATCH = "human-approval"
 """Calls needing approval wait for one; runs begun before refused them outright."""
@@ -105,6 +115,13 @@ ARTIFACTS_PATCH = "artifacts-in-result"
 """A run that ran tool activities lists its workspace's files in its result."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
+CONTINUE_AS_NEW_AFTER = 200
+"""Steps one run takes before it continues as new (``continue_as_new_after`` overrides);
+earlier when Temporal suggests it. Keeps every run's history far from its limits."""
+STEPS_KEPT = 50
+"""Steps the ``steps`` query and the result hold in full; the store holds them all."""
+WRITE_TRANSCRIPT_TIMEOUT = timedelta(minutes=1)
+WRITE_TRANSCRIPT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
 NO_INPUT = (
     'input: AgentWorkflow needs one JSON object as input, e.g. {"prompt": "What is 17 * 3 + 4?"}'
 )
@@ -160,18 +177,6 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
-
-
-def _with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
-    """Give empty or repeated tool-call ids a unique one: results are matched by id."""
-    seen: set[str] = set()
-    calls = []
-    for index, call in enumerate(response.tool_calls, start=1):
-        if not call.id or call.id in seen:
-            call = call.model_copy(update={"id": steplog.tool_call_id(step, index)})
-        seen.add(call.id)
-        calls.append(call)
-    return response.model_copy(update={"tool_calls": calls})
 
 
 def _local_tool_type(call: ToolCall) -> str:
@@ -241,6 +246,39 @@ class AgentWorkflow:
         self._decisions: dict[str, ApprovalRecord] = {}
         self._used_workspace = False
         self._artifacts: list[Artifact] | None = None
+        # -- transcript store: this run's part of the conversation, and counters ---------
+        self._use_store = False
+        self._transcript: str | None = None
+        self._base = 0  # messages the transcript held when this run began
+        self._stored = 0  # messages the store holds for sure (sent or answered)
+        self._steps_total = 0  # steps of the whole continue-as-new chain
+        self._run_steps = 0  # steps of this run
+        self._unwritten: list[StepRecord] = []  # closed, not yet sent to the store
+        self._runs = 1
+        self._context_tokens = 0  # estimated tokens the model is sent (compaction)
+        self._tokens_counted = 0  # messages of this run in that estimate
+        self._summary_step: int | None = None
+        self._summary_covers = 0
+        carry = self._input.carry
+        if carry is not None:
+            self._budget = carry.budget
+            self._usage = carry.usage.model_copy()
+            self._steps = list(carry.recent_steps)
+            self._steps_total = carry.steps_total
+            self._paused = carry.paused
+            self._cancel_requested = carry.cancel_requested
+            self._cancel_reason = carry.cancel_reason
+            self._steering = list(carry.steering)
+            self._steered = list(carry.steered)
+            self._script_index = carry.script_index
+            self._started_at = carry.started_at
+            self._transcript = carry.transcript
+            self._base = self._stored = carry.messages
+            self._runs = carry.runs + 1
+            self._context_tokens = carry.context_tokens
+            self._summary_step = carry.summary_step
+            self._summary_covers = carry.summary_covers
+            self._used_workspace = carry.used_workspace
 
     # -- the loop -------------------------------------------------------------
 
@@ -253,6 +291,8 @@ class AgentWorkflow:
         if workflow.patched("elapsed-from-workflow-start"):
             # Time queued before a worker picked the run up counts against max_duration_s.
             self._started_at = workflow.info().workflow_start_time
+        if input.carry is not None:
+            self._started_at = input.carry.started_at  # the chain's wall-time start
         try:
             try:
                 await self._prepare()
@@ -271,7 +311,10 @@ class AgentWorkflow:
                 if record.result is None and record.error is None:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
             self._end("cancelled", reason)
+            # The workflow may still run an activity once cancelled: the log's end.
+            await self._write_transcript(at_end=True)
             raise
+        await self._write_transcript(at_end=True)
         # -- artifacts (longlived branch) ------------------------------------------------
         await self._list_artifacts()
         # -- end artifacts ---------------------------------------------------------------
@@ -311,6 +354,9 @@ class AgentWorkflow:
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
         attempts_from_worker = workflow.patched("model-attempts-from-worker")
+        # The conversation and the step log go to the transcript store; runs begun
+        # before it send the whole conversation with every model call.
+        self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools),
@@ -360,6 +406,15 @@ class AgentWorkflow:
                 MODEL_RETRY_POLICY, maximum_attempts=description.model_max_attempts
             )
         # -- end model attempts ------------------------------------------------------
+        carry = self._input.carry
+        if carry is not None:
+            # The tools the chain began with; the conversation is in the store.
+            self._tools = {spec.name: spec for spec in carry.tools}
+            self._publish()
+            return
+        if self._use_store:
+            info = workflow.info()
+            self._transcript = transcript_id(info.workflow_id, info.first_execution_run_id)
         if self._input.system:
             self._conversation.add_system(self._input.system)
         self._conversation.add_user(self._input.prompt)
@@ -367,6 +422,8 @@ class AgentWorkflow:
 
     async def _loop(self) -> None:
         while True:
+            if self._time_to_continue_as_new():
+                await self._continue_as_new()
             await self._checkpoint("model")
             response = await self._call_model(allow_tools=True)
             if response is None:
@@ -377,6 +434,77 @@ class AgentWorkflow:
                 return
             await self._run_tool_calls(response.tool_calls)
             self._close_step()
+
+    # -- continue-as-new ------------------------------------------------------------
+
+    def _time_to_continue_as_new(self) -> bool:
+        if not self._use_store or self._run_steps == 0:
+            return False
+        limit = self._input.continue_as_new_after or CONTINUE_AS_NEW_AFTER
+        return self._run_steps >= limit or workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self) -> None:
+        """Go on in a fresh run, carrying references and counters, not the conversation."""
+        assert self._transcript is not None
+        # An update that is still running would be lost with this run.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._write_transcript(at_end=False)
+        # Signals that came during the write are in this state; a signal that comes
+        # while this workflow task completes makes the server retry the task, so
+        # it is in the carry too.
+        carry = AgentCarry(
+            transcript=self._transcript,
+            messages=self._stored,
+            steps_total=self._steps_total,
+            recent_steps=self._steps[-STEPS_KEPT:],
+            usage=self._usage,
+            budget=self._budget,
+            started_at=self._started_at,
+            script_index=self._script_index,
+            paused=self._paused,
+            cancel_requested=self._cancel_requested,
+            cancel_reason=self._cancel_reason,
+            steering=self._steering,
+            steered=self._steered,
+            tools=list(self._tools.values()),
+            runs=self._runs,
+            context_tokens=self._context_tokens,
+            summary_step=self._summary_step,
+            summary_covers=self._summary_covers,
+            used_workspace=self._used_workspace,
+        )
+        workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
+
+    async def _write_transcript(self, at_end: bool) -> None:
+        """Send the messages and step records the store lacks (a small activity)."""
+        if not self._use_store or self._transcript is None:
+            return
+        new = self._conversation.for_model()[self._stored - self._base :]
+        if not new and not self._unwritten:
+            return
+        write = TranscriptWrite(
+            id=self._transcript,
+            count=self._base + len(self._conversation),
+            new_messages=new,
+            steps=self._unwritten,
+        )
+        try:
+            await workflow.execute_activity_method(
+                ModelActivities.write_transcript,
+                write,
+                start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
+                retry_policy=WRITE_TRANSCRIPT_RETRY,
+                summary="write transcript",
+            )
+        except ActivityError as err:
+            if not at_end:
+                reason = f"cannot write the transcript: {_root_message(err)}"
+                raise _RunEnded("failed", reason) from err
+            # The run's outcome stands; only its full log in the store lacks the end.
+            workflow.logger.warning("transcript not written: %s", _root_message(err))
+            return
+        self._stored = write.count
+        self._unwritten = []
 
     async def _final_answer(self, exceeded: budgets.Exceeded) -> None:
         """One last model call with tools disabled (``on_exceeded="finish"``)."""
@@ -478,7 +606,8 @@ class AgentWorkflow:
         self, allow_tools: bool, race_deadline: bool = True
     ) -> ModelResponse | None:
         """Call the model; None when the deadline interrupted it and the run goes on."""
-        number = len(self._steps) + 1
+        await self._compact_if_needed()
+        number = self._steps_total + 1
         for message in self._steering:
             self._conversation.add_user(message)
         # Shown with the first step whose model call answers after they were added.
@@ -487,9 +616,15 @@ class AgentWorkflow:
         # The step becomes current only once the model has answered: a call that
         # is interrupted or cancelled leaves no step behind.
         step = StepRecord(step=number, started_at=workflow.now(), model=self._input.model)
+        transcript: TranscriptRef | None = None
+        messages = self._conversation.for_model()
+        if self._use_store:
+            transcript = self._transcript_ref(messages)
+            messages = []
         request = ModelRequest(
             model=self._input.model,
-            messages=self._conversation.for_model(),
+            messages=messages,
+            transcript=transcript,
             tools=list(self._tools.values()) if allow_tools else [],
             allow_tools=allow_tools,
             step=number,
@@ -498,11 +633,12 @@ class AgentWorkflow:
             pricing=self._input.pricing,
         )
         size = len(request.model_dump_json())
-        if size > MAX_MODEL_REQUEST_BYTES:
+        limit = MAX_STORED_REQUEST_BYTES if self._use_store else MAX_MODEL_REQUEST_BYTES
+        if size > limit:
             raise _RunEnded(
                 "failed",
                 f"the conversation is too large for one model call ({size} bytes; "
-                f"the limit is {MAX_MODEL_REQUEST_BYTES}): lower tools' max_result_chars",
+                f"the limit is {limit}): lower tools' max_result_chars",
             )
         handle = workflow.start_activity_method(
             ModelActivities.call_model,
@@ -527,13 +663,82 @@ class AgentWorkflow:
             raise _RunEnded("failed", f"model call failed: {step.error}") from err
         self._step = step
         self._script_index += 1
-        response = _with_unique_call_ids(response, number)
+        if transcript is not None:
+            # Written by the activity: the new messages, the steps and the reply.
+            self._stored = transcript.count + 1
+            self._unwritten = []
+        response = steplog.with_unique_call_ids(response, number)
         self._count_model_call(response)
         step.text = response.text
         step.usage = response.usage
         step.cost_usd = response.cost_usd
         self._conversation.add_assistant(response)
         return response
+
+    def _transcript_ref(self, messages: list[Message]) -> TranscriptRef:
+        """This run's ``messages`` by reference: only what the store lacks travels."""
+        assert self._transcript is not None
+        return TranscriptRef(
+            id=self._transcript,
+            count=self._base + len(messages),
+            new_messages=messages[self._stored - self._base :],
+            steps=list(self._unwritten),
+            summary_step=self._summary_step,
+            summary_covers=self._summary_covers,
+        )
+
+    async def _compact_if_needed(self) -> None:
+        """Past the run's context limit, summarise older turns: a model call and a step."""
+        limit = self._input.context
+        if limit is None or not self._use_store:
+            return
+        messages = self._conversation.for_model()
+        for message in messages[self._tokens_counted :]:
+            self._context_tokens += compaction.estimate_tokens([message])
+        self._tokens_counted = len(messages)
+        if self._context_tokens <= limit.max_tokens:
+            return
+        number = self._steps_total + 1
+        started = workflow.now()
+        ref = self._transcript_ref(messages)
+        try:
+            result = await workflow.execute_activity_method(
+                ModelActivities.compact_transcript,
+                CompactionRequest(
+                    transcript=ref,
+                    context=limit,
+                    model=self._input.model,
+                    step=number,
+                    settings=self._input.settings,
+                    pricing=self._input.pricing,
+                ),
+                start_to_close_timeout=MODEL_CALL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=self._model_retry,
+                summary="compact the conversation",
+            )
+        except ActivityError as err:
+            raise _RunEnded("failed", f"compaction failed: {_root_message(err)}") from err
+        self._stored = ref.count  # the activity wrote the new messages and steps
+        self._unwritten = []
+        self._context_tokens = result.tokens
+        if result.summary is None:
+            return  # nothing older than the kept turns yet
+        self._step = StepRecord(
+            step=number,
+            started_at=started,
+            model=self._input.model,
+            text=result.summary,
+            usage=result.usage,
+            cost_usd=result.cost_usd,
+            compaction=True,
+        )
+        # Its tokens and cost count in the budget like any model call's.
+        self._count_model_call(
+            ModelResponse(text=result.summary, usage=result.usage, cost_usd=result.cost_usd)
+        )
+        self._close_step()
+        self._summary_step, self._summary_covers = number, result.covers
 
     def _script_turn(self) -> ScriptTurn | None:
         script = self._input.script or []
@@ -829,7 +1034,13 @@ class AgentWorkflow:
             timedelta(milliseconds=self._step.duration_ms), {"onward.model": self._input.model}
         )
         self._steps.append(self._step)
-        self._usage.steps = len(self._steps)
+        self._steps_total += 1
+        self._run_steps += 1
+        if self._use_store:
+            self._unwritten.append(self._step)
+            # The store holds them all; queries and the result hold the last ones.
+            del self._steps[:-STEPS_KEPT]
+        self._usage.steps = self._steps_total
         self._step = None
         self._publish()
 
@@ -860,7 +1071,7 @@ class AgentWorkflow:
         wanted: dict[str, Any] = {
             sa.STATUS.name: self._state,
             sa.MODEL.name: self._input.model,
-            sa.STEPS.name: len(self._steps),
+            sa.STEPS.name: self._steps_total,
             sa.TOKENS.name: self._usage.total_tokens,
             sa.COST.name: round(self._usage.cost_usd, 8),
         }
@@ -884,6 +1095,8 @@ class AgentWorkflow:
             steps=list(self._steps),
             limit=self._limit,
             artifacts=self._artifacts,
+            steps_total=self._steps_total if self._use_store else None,
+            transcript=self._transcript,
         )
 
     def _usage_now(self) -> RunUsage:
@@ -950,7 +1163,7 @@ class AgentWorkflow:
         """State, finished steps, usage against budget and the last step."""
         return AgentStatus(
             state=self._state,
-            step=len(self._steps),
+            step=self._steps_total,
             usage=self._usage_now(),
             budget=self._budget,
             last_step=self._steps[-1] if self._steps else None,
@@ -958,11 +1171,12 @@ class AgentWorkflow:
             model=self._input.model,
             limit=self._limit,
             pending_approvals=[] if self._state in FINAL_STATES else list(self._pending.values()),
+            transcript=self._transcript,
         )
 
     @workflow.query(name="steps")
     def steps(self) -> list[StepRecord]:
-        """The step log: one record per finished step."""
+        """The step log: one record per finished step (the last STEPS_KEPT of long runs)."""
         return list(self._steps)
 
     @workflow.query(name="result")

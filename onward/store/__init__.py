@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from onward.contracts import Message, StepRecord
-from onward.store.base import Kind, StoreBackend, StoreError, check_transcript_id
+from onward.store.base import Kind, StoreBackend, StoreError, check_transcript_id, transcript_id
 from onward.store.local import LocalStore
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "local_root",
     "open_store",
     "store_url",
+    "transcript_id",
 ]
 
 DEFAULT_STORE_DIR = ".onward/store"

@@ -13,11 +13,12 @@ Backends store bytes and know nothing of the contract models;
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-__all__ = ["Kind", "StoreBackend", "StoreError", "check_transcript_id"]
+__all__ = ["Kind", "StoreBackend", "StoreError", "check_transcript_id", "transcript_id"]
 
 Kind = Literal["messages", "steps"]
 """The sequences a transcript holds."""
@@ -38,6 +39,19 @@ def check_transcript_id(transcript: str) -> str:
             "(starting with a letter or digit)"
         )
     return transcript
+
+
+def transcript_id(workflow_id: str, first_run_id: str) -> str:
+    """The transcript of a run: the same across continue-as-new, new for a reused workflow id.
+
+    ``workflow_id@first_run_id`` when that is a usable id, else its SHA-256 (workflow
+    ids are free text). Pure, so the workflow and every reader derive the same id.
+    """
+    plain = f"{workflow_id}@{first_run_id}"
+    try:
+        return check_transcript_id(plain)
+    except ValueError:
+        return "sha256-" + hashlib.sha256(plain.encode()).hexdigest()
 
 
 class StoreBackend(Protocol):

@@ -1,0 +1,365 @@
+"""Runs without a size limit: the transcript store, continue-as-new, flat history per step.
+
+A fake model checks on every call that it is sent exactly the conversation a
+run without the store would send (every earlier message, in order), and the
+runs are measured by their real event histories, summed over the
+continue-as-new chain. The same runs go through a local directory store and a
+real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from postgres_server import postgres_url
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from conftest import running_worker
+from onward.client import OnwardClient
+from onward.contracts import (
+    AgentInput,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    Usage,
+)
+from onward.store import TranscriptStore, open_store
+from onward.workflows import AgentWorkflow
+
+__all__ = ["postgres_url"]  # the fixture, for the PostgreSQL runs
+
+PROMPT = "count with the calculator"
+PADDING = "x" * 1000  # about 1 KB a step
+
+
+def reply_text(step: int) -> str:
+    return f"step {step}: {PADDING}"
+
+
+class CheckingModel:
+    """Calls the calculator ``steps - 1`` times, then answers; checks what it is sent.
+
+    Every request must hold the prompt and then, for each earlier step, the
+    model's reply and the calculator's result: exactly what a run that sends
+    its whole conversation inline sends.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.calls: list[int] = []
+        self.mismatches: list[str] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls.append(request.step)
+        problem = self._check(request.step, request.messages)
+        if problem is not None:
+            self.mismatches.append(problem)
+            raise ApplicationError(problem, non_retryable=True)
+        usage = Usage(input_tokens=10, output_tokens=5)
+        if request.step >= self.steps:
+            return ModelResponse(text="done", usage=usage, model=request.model)
+        call = ToolCall(
+            id=f"c{request.step}",
+            name="calculator",
+            arguments={"expression": f"{request.step}+1"},
+        )
+        return ModelResponse(
+            text=reply_text(request.step), tool_calls=[call], usage=usage, model=request.model
+        )
+
+    @staticmethod
+    def _check(step: int, messages: list[Message]) -> str | None:
+        if len(messages) != 1 + 2 * (step - 1):
+            return f"step {step}: sent {len(messages)} messages, expected {1 + 2 * (step - 1)}"
+        if (messages[0].role, messages[0].content) != ("user", PROMPT):
+            return f"step {step}: the prompt is not first"
+        for earlier in range(1, step):
+            reply, result = messages[2 * earlier - 1], messages[2 * earlier]
+            if reply.role != "assistant" or reply.content != reply_text(earlier):
+                return f"step {step}: message {2 * earlier - 1} is not step {earlier}'s reply"
+            if [c.id for c in reply.tool_calls] != [f"c{earlier}"]:
+                return f"step {step}: step {earlier}'s tool call is missing"
+            if (result.role, result.tool_call_id, result.content) != (
+                "tool",
+                f"c{earlier}",
+                str(earlier + 1),
+            ):
+                return f"step {step}: message {2 * earlier} is not step {earlier}'s result"
+        return None
+
+
+@pytest_asyncio.fixture(params=["local", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TranscriptStore]:
+    if request.param == "local":
+        opened = await open_store(str(tmp_path / "store"))
+    else:
+        opened = await open_store(request.getfixturevalue("postgres_url"))
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def chain_events(client: Client, workflow_id: str) -> list[list[HistoryEvent]]:
+    """The events of every run of a continue-as-new chain, first run first."""
+    runs: list[list[HistoryEvent]] = []
+    run_id: str | None = None
+    while True:
+        handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+        if run_id is None:
+            # The chain's first run: the one whose first execution is itself.
+            description = await handle.describe()
+            first = description.raw_description.workflow_execution_info.first_run_id
+            handle = client.get_workflow_handle(workflow_id, run_id=first or None)
+        events = [event async for event in handle.fetch_history_events()]
+        runs.append(events)
+        last = events[-1]
+        if not last.HasField("workflow_execution_continued_as_new_event_attributes"):
+            return runs
+        run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+
+
+def bytes_before_step(runs: list[list[HistoryEvent]]) -> dict[int, int]:
+    """History bytes of the whole chain before each model call (step n's call)."""
+    total, found, step = 0, {}, 0
+    for events in runs:
+        for event in events:
+            attributes = event.activity_task_scheduled_event_attributes
+            if (
+                event.HasField("activity_task_scheduled_event_attributes")
+                and attributes.activity_type.name == "call_model"
+            ):
+                step += 1
+                found[step] = total
+            total += event.ByteSize()
+    found[step + 1] = total
+    return found
+
+
+def per_step(sizes: dict[int, int], first: int, last: int) -> float:
+    return (sizes[last] - sizes[first]) / (last - first)
+
+
+@pytest.mark.parametrize("switch_every", [None, 100])
+async def test_history_per_step_stays_flat_over_300_steps(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    store: TranscriptStore,
+    switch_every: int | None,
+) -> None:
+    model = CheckingModel(steps=300)
+    agent_input = AgentInput(
+        prompt=PROMPT, tools=["calculator"], continue_as_new_after=switch_every
+    )
+    workflow_id = f"long-{uuid.uuid4().hex[:12]}"
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        handle = await worker.start(agent_input, workflow_id=workflow_id)
+        result = await handle.result()
+
+    assert model.mismatches == []
+    assert result.status == "completed", result.reason
+    assert result.output == "done"
+    assert result.steps_total == 300 and result.usage.steps == 300
+    assert [s.step for s in result.steps] == list(range(251, 301))  # the last 50 in full
+    assert result.usage.model_calls == 300 and result.usage.tool_calls == 299
+    assert result.usage.input_tokens == 3000  # usage summed over the whole chain
+
+    runs = await chain_events(client, workflow_id)
+    switches = len(runs) - 1
+    assert switches == (2 if switch_every == 100 else 1)
+    sizes = bytes_before_step(runs)
+    early, late = per_step(sizes, 10, 60), per_step(sizes, 250, 300)
+    whole = sizes[301] / 300
+    print(
+        f"\nhistory bytes per step ({switches} continue-as-new switches): "
+        f"steps 10-60 {early:.0f}, steps 250-300 {late:.0f}, whole chain {whole:.0f}"
+    )
+    assert late / early < 1.3
+    assert whole / early < 1.3
+
+    # The store holds each message and step once: the full log, in order.
+    assert result.transcript is not None
+    messages = await store.messages(result.transcript)
+    assert len(messages) == 1 + 2 * 299 + 1
+    assert messages[-1].content == "done"
+    steps = await store.steps(result.transcript)
+    assert [s.step for s in steps] == list(range(1, 301))
+    assert steps[-1].text == "done" and steps[41].tool_calls[0].result == "43"
+    if switch_every is not None and not str(store.backend.__class__.__name__).startswith("Post"):
+        directory = tmp_path / "store" / result.transcript
+        for name, count in (("messages.log", len(messages)), ("steps.log", 300)):
+            lines = (directory / name).read_bytes().splitlines()
+            positions = [int(line.split(b"\t", 1)[0]) for line in lines]
+            assert positions == list(range(count)), name  # each written exactly once
+
+
+async def test_the_run_status_and_steps_query_across_a_switch(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    model = CheckingModel(steps=12)
+    agent_input = AgentInput(prompt=PROMPT, tools=["calculator"], continue_as_new_after=5)
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        handle = await worker.start(agent_input)
+        result = await handle.result()
+        latest = client.get_workflow_handle(handle.id)
+        status = await latest.query(AgentWorkflow.status)
+        steps: list[Any] = await latest.query(AgentWorkflow.steps)
+    assert model.mismatches == []
+    assert result.status == "completed" and result.steps_total == 12
+    assert [s.step for s in result.steps] == list(range(1, 13))  # fewer than 50: all of them
+    assert status.step == 12 and status.transcript == result.transcript
+    assert [s.step for s in steps] == list(range(1, 13))
+    assert model.calls == list(range(1, 13))  # no model call repeated across the switches
+    await store.close()
+
+
+class BigPromptModel:
+    """Answers with the length of the prompt it was sent (read back from the store)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(text=f"read {len(request.messages[0].content)}", model=request.model)
+
+
+async def test_a_5_mb_message_goes_through_external_storage(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    prompt = "".join(f"{i:07d}\n" for i in range(625_000))  # 5 MB, not compressible to nothing
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": BigPromptModel()},
+        store=store,
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt=prompt))
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    assert result.output == f"read {len(prompt)}"
+    history = sum([event.ByteSize() async for event in handle.fetch_history_events()])
+    print(f"\nhistory of a run with a 5 MB prompt: {history} bytes")
+    assert history < 100_000  # the prompt is in the history only as references
+    assert result.transcript is not None
+    assert (await store.messages(result.transcript))[0].content == prompt
+    await store.close()
+
+
+async def test_clients_read_the_whole_step_log_from_the_store(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))  # the client's store too
+    store = await open_store(str(tmp_path / "store"))
+    model = CheckingModel(steps=70)
+    agent_input = AgentInput(prompt=PROMPT, tools=["calculator"], continue_as_new_after=30)
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        handle = await worker.start(agent_input)
+        result = await handle.result()
+    assert result.steps_total == 70 and len(result.steps) == 50
+    onward = OnwardClient(client)
+    log = await onward.step_log(handle.id)
+    assert log.source == "result"
+    assert [s.step for s in log.records] == list(range(1, 71))
+    assert log.records[4].text == reply_text(5)
+    trace = await onward.trace(handle.id)
+    assert [s.step for s in trace.steps] == list(range(1, 71))
+    assert trace.usage.steps == 70
+    await store.close()
+
+
+class SummarisingModel:
+    """Calculator steps; asked for a summary (no tools), answers ``summary N``.
+
+    Records what each call was sent, to check what compaction sends.
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.sent: list[tuple[int, bool, list[Message]]] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.sent.append((request.step, request.allow_tools, request.messages))
+        usage = Usage(input_tokens=100, output_tokens=10)
+        if not request.allow_tools:
+            return ModelResponse(text=f"summary {request.step}", usage=usage)
+        if request.step >= self.steps:
+            return ModelResponse(text="done", usage=usage)
+        call = ToolCall(id=f"c{request.step}", name="calculator", arguments={"expression": "1+1"})
+        return ModelResponse(text=reply_text(request.step), tool_calls=[call], usage=usage)
+
+
+async def test_compaction_summarises_older_turns_and_counts_the_summary(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    model = SummarisingModel(steps=18)
+    agent_input = AgentInput.model_validate(
+        {
+            "prompt": PROMPT,
+            "tools": ["calculator"],
+            "context": {"max_tokens": 1500, "keep_last_turns": 2},  # about 5 steps of 1 KB
+            "continue_as_new_after": 4,
+        }
+    )
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        store=store,
+    ) as worker:
+        result = await (await worker.start(agent_input)).result()
+    assert result.status == "completed", result.reason
+    summaries = [step for step in result.steps if step.compaction]
+    assert len(summaries) >= 2 and all(s.text == f"summary {s.step}" for s in summaries)
+    # Usage is exact: every call, the summaries too, is counted once.
+    assert result.usage.model_calls == len(model.sent)
+    assert result.usage.input_tokens == 100 * len(model.sent)
+    assert result.usage.steps == result.steps_total == 18  # the summaries are steps
+    turns = 18 - len(summaries)
+    for step, allow_tools, messages in model.sent:
+        assert messages[0].content == PROMPT  # the task is always sent
+        if allow_tools and step > summaries[0].step:
+            notes = [m for m in messages if m.content.startswith("[Summary")]
+            assert len(notes) == 1  # older turns as one summary, not in full
+            later = [s for s in summaries if s.step < step][-1]
+            assert notes[0].content.endswith(f"summary {later.step}")  # the latest one
+            assert sum(len(m.content) for m in messages) < 4 * 1500 + 2000
+    last_sent = model.sent[-1][2]
+    assert last_sent[-1].role == "tool" and last_sent[-2].tool_calls  # the last turns in full
+    # The store keeps every message.
+    assert result.transcript is not None
+    stored = await store.messages(result.transcript)
+    assert len(stored) == 1 + 2 * (turns - 1) + 1
+    assert not any(m.content.startswith("[Summary") for m in stored)
+    await store.close()
