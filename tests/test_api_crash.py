@@ -13,6 +13,7 @@ from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 -
 
 from api_server import Sse, read_events, serving
 from conftest import eventually
+from onward.artifacts import workspace_dir
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, api_app
 
@@ -54,7 +55,7 @@ async def test_the_stream_goes_on_across_a_killed_worker(
         # One client stays connected throughout; another leaves and resumes after the kill.
         whole_task = asyncio.create_task(read_events(http, url))
         before = await read_events(http, url, stop_after=6)
-        written = workspace / "l.txt"
+        written = workspace_dir(workspace, created["id"]) / "l.txt"
 
         async def two_lines() -> bool:
             return written.exists() and written.read_text().count("\n") >= 2

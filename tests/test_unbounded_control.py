@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowFailureError
 from test_crash_resume import REPO, WorkerProcess, wait_ready, workers
 
 from conftest import eventually, running_worker
+from onward.artifacts import workspace_dir
 from onward.contracts import (
     AgentInput,
     BudgetExtension,
@@ -187,7 +188,7 @@ async def test_kill_9_mid_run_and_at_a_switch(
     result = await asyncio.wait_for(latest.result(), timeout=120)
 
     assert result.status == "completed", result.reason
-    lines = (workspace / "lines.txt").read_text().splitlines()
+    lines = (workspace_dir(workspace, handle.id) / "lines.txt").read_text().splitlines()
     assert lines == [f"line {i}" for i in range(1, LINES + 1)]  # nothing repeated or lost
     assert result.steps_total == LINES + 1 and result.usage.model_calls == LINES + 1
     store = await open_store(str(tmp_path / "store"))
