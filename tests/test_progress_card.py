@@ -95,3 +95,13 @@ def test_tool_summaries_stay_plain() -> None:
     # The timeline shows activity summaries as plain text; history readers match them.
     call = ToolCall(id="c1", name="calculator", arguments={"expression": "2*3*$4"})
     assert tool_summary(call) == "calculator(2*3*$4)"
+
+
+def test_a_failed_step_says_why_and_a_stored_run_points_to_its_whole_log() -> None:
+    failed = StepRecord(step=3, error="rate limited", started_at="2026-12-02T00:00:00Z")
+    card = progress_card(_status(last_step=failed))
+    assert "last: model call failed — rate limited" in card
+    assert "last: answer — \n" not in card + "\n"
+    assert "whole step log" not in card
+    stored = _status(last_step=failed).model_copy(update={"transcript": "run-1.abc"})
+    assert "whole step log: `onward steps <run id>`" in progress_card(stored)

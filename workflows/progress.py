@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from onward import steplog
 from onward.contracts import AgentStatus, Budget, RunUsage, ToolCall
 from onward.markdown import code_span, escape_markdown
 from onward.money import cost_text, money
@@ -76,10 +77,16 @@ def progress_card(status: AgentStatus) -> str:
         lines.append(f"awaiting approval: {shown} · call {code_span(pending.call_id)}")
     last = status.last_step
     if last is not None:
-        if last.tool_calls:
+        failed = steplog.step_error(last)
+        if failed is not None:
+            lines.append(f"last: model call failed — {escape_markdown(_shorten(failed, 160))}")
+        elif last.tool_calls:
             names = ", ".join(call.name for call in last.tool_calls)
             why = _shorten(last.text, 120) or "(no reason given)"
             lines.append(f"last: {escape_markdown(names)} — {escape_markdown(why)}")
         else:
             lines.append(f"last: answer — {escape_markdown(_shorten(last.text, 120))}")
+    if status.transcript is not None:
+        # The run's queries keep its last steps; the whole log is in the store.
+        lines.append("whole step log: " + code_span("onward steps <run id>"))
     return "\n\n".join(lines)
