@@ -113,6 +113,8 @@ WORKSPACE_PER_RUN_PATCH = "workspace-per-run"
 """Tool calls name their run's workspace; runs begun before share the worker's root."""
 ARTIFACTS_PATCH = "artifacts-in-result"
 """A run that ran tool activities lists its workspace's files in its result."""
+WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
+"""A natively cancelled run delivers its webhook; runs begun before closed without it."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -313,40 +315,51 @@ class AgentWorkflow:
             self._end("cancelled", reason)
             # The workflow may still run an activity once cancelled: the log's end.
             await self._write_transcript(at_end=True)
+            # Natively cancelled runs are cancelled runs too: their webhook hears of it.
+            if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
+                await self._deliver_webhook(self._result())
             raise
         await self._write_transcript(at_end=True)
         # -- artifacts (longlived branch) ------------------------------------------------
         await self._list_artifacts()
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
-        # -- webhook (api branch) ---------------------------------------------------------
-        # The result goes to the run's webhook_url with bounded, backed-off attempts; a
-        # receiver that is down only delays the close (at most the deadline), never fails it.
-        if self._input.webhook_url and workflow.patched("webhook"):
-            with workflow.unsafe.imports_passed_through():
-                from onward.activities.webhooks import WebhookActivities
-                from onward.contracts import WebhookDelivery
-            delivery = WebhookDelivery(
-                url=self._input.webhook_url, run_id=workflow.info().workflow_id, result=result
-            )
-            try:
-                await workflow.execute_activity_method(
-                    WebhookActivities.deliver_webhook,
-                    delivery,
-                    start_to_close_timeout=timedelta(seconds=15),
-                    schedule_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=RetryPolicy(
-                        initial_interval=timedelta(seconds=1),
-                        backoff_coefficient=2.0,
-                        maximum_interval=timedelta(seconds=30),
-                        maximum_attempts=5,
-                    ),
-                    summary=f"webhook {self._input.webhook_url.split('?', 1)[0][:120]}",
-                )
-            except ActivityError as err:
-                workflow.logger.warning("webhook delivery failed: %s", _root_message(err))
-        # -- end webhook ------------------------------------------------------------------
+        await self._deliver_webhook(result)
         return result
+
+    # -- webhook (api branch) ---------------------------------------------------------
+
+    async def _deliver_webhook(self, result: AgentResult) -> None:
+        """POST ``result`` to the run's webhook_url with bounded, backed-off attempts.
+
+        A receiver that is down only delays the close (at most the deadline), never fails it.
+        """
+        if not self._input.webhook_url or not workflow.patched("webhook"):
+            return
+        with workflow.unsafe.imports_passed_through():
+            from onward.activities.webhooks import WebhookActivities
+            from onward.contracts import WebhookDelivery
+        delivery = WebhookDelivery(
+            url=self._input.webhook_url, run_id=workflow.info().workflow_id, result=result
+        )
+        try:
+            await workflow.execute_activity_method(
+                WebhookActivities.deliver_webhook,
+                delivery,
+                start_to_close_timeout=timedelta(seconds=15),
+                schedule_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=5,
+                ),
+                summary=f"webhook {self._input.webhook_url.split('?', 1)[0][:120]}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("webhook delivery failed: %s", _root_message(err))
+
+    # -- end webhook ------------------------------------------------------------------
 
     async def _prepare(self) -> None:
         asked = self._input.tools
