@@ -171,3 +171,22 @@ async def test_a_natively_cancelled_run_still_delivers_its_result(
     headers, body = receiver.got[0]
     assert json.loads(body)["result"]["status"] == "cancelled"
     assert verify(headers["onward-signature"], body, SECRET, time.time())
+
+
+async def test_a_run_failed_for_input_only_the_worker_checks_still_delivers(
+    signing_worker: RunningWorker,
+) -> None:
+    # Tools are checked by the worker, not by the API: such a run fails after it
+    # started, and its webhook must hear of it like any failed run's.
+    receiver = Receiver([200])
+    app = Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])])
+    async with serving(app) as hook_base:
+        handle = await signing_worker.start(
+            {"prompt": "p", "tools": ["no_such_tool"], "webhook_url": f"{hook_base}/hook"}
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert len(receiver.got) == 1
+    result = json.loads(receiver.got[0][1])["result"]
+    assert result["status"] == "failed"
+    assert result["reason"] == "invalid input: unknown tools"

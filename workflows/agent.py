@@ -115,6 +115,8 @@ ARTIFACTS_PATCH = "artifacts-in-result"
 """A run that ran tool activities lists its workspace's files in its result."""
 WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
 """A natively cancelled run delivers its webhook; runs begun before closed without it."""
+WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
+"""A run failed by input the worker checks delivers its webhook; runs begun before did not."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -303,6 +305,16 @@ class AgentWorkflow:
                 await self._final_answer(finish.exceeded)
         except _RunEnded as end:
             self._end(end.state, end.reason, end.limit)
+        except ApplicationError:
+            # Input only the worker can check (tools, provider, approve_tools): ``_prepare``
+            # ended the run as failed; its webhook hears of it like any failed run's.
+            if (
+                self._state == "failed"
+                and self._input.webhook_url
+                and workflow.patched(WEBHOOK_ON_INVALID_INPUT_PATCH)
+            ):
+                await self._deliver_webhook(self._result())
+            raise
         except asyncio.CancelledError:
             # A native `temporal workflow cancel`: stop in-flight calls, keep the
             # partial results readable by query, and close as Cancelled.
