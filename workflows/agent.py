@@ -109,6 +109,8 @@ any model, and the run ends as failed rather than storing it."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
 HUMAN_APPROVAL_PATCH = "human-approval"
 """Calls needing approval wait for one; runs begun before refused them outright."""
+APPROVAL_SHOWS_PAUSE_PATCH = "approval-shows-pause"
+"""A call decided while paused shows the run paused; runs begun before showed it running."""
 WORKSPACE_PER_RUN_PATCH = "workspace-per-run"
 """Tool calls name their run's workspace; runs begun before share the worker's root."""
 ARTIFACTS_PATCH = "artifacts-in-result"
@@ -924,6 +926,8 @@ class AgentWorkflow:
             return steplog.refused(rejection(decision.note))
         # Approved while paused: it starts on resume, like any call.
         await workflow.wait_condition(lambda: not self._paused)
+        if self._state == "paused" and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH):
+            self._set_state("running")  # ``_show_approvals`` showed the pause
         return await self._start_tool(spec, call)
 
     def _show_approvals(self) -> None:
@@ -931,7 +935,9 @@ class AgentWorkflow:
         if self._pending:
             self._set_state("awaiting_approval")
         elif self._state == "awaiting_approval":
-            self._set_state("running")
+            # A call decided while paused waits for resume: the run reads paused till then.
+            paused = self._paused and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH)
+            self._set_state("paused" if paused else "running")
         self._publish()
 
     def _decide(self, decision: ApprovalDecision, verdict: ApprovalRecord) -> ApprovalsDecided:
