@@ -247,6 +247,7 @@ class AgentWorkflow:
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
         self._finishing = False
+        self._webhook_on_invalid_input = False  # decided in ``_prepare``
         # -- human approval and artifacts (longlived branch) ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
@@ -310,12 +311,8 @@ class AgentWorkflow:
         except ApplicationError:
             # Input only the worker can check (tools, provider, approve_tools): ``_prepare``
             # ended the run as failed; its webhook hears of it like any failed run's.
-            if (
-                self._state == "failed"
-                and self._input.webhook_url
-                and workflow.patched(WEBHOOK_ON_INVALID_INPUT_PATCH)
-            ):
-                await self._deliver_webhook(self._result())
+            if self._state == "failed" and self._webhook_on_invalid_input:
+                await self._deliver_webhook(self._result(), patched=True)
             raise
         except asyncio.CancelledError:
             # A native `temporal workflow cancel`: stop in-flight calls, keep the
@@ -343,12 +340,13 @@ class AgentWorkflow:
 
     # -- webhook (api branch) ---------------------------------------------------------
 
-    async def _deliver_webhook(self, result: AgentResult) -> None:
+    async def _deliver_webhook(self, result: AgentResult, patched: bool = False) -> None:
         """POST ``result`` to the run's webhook_url with bounded, backed-off attempts.
 
         A receiver that is down only delays the close (at most the deadline), never fails it.
+        ``patched``: a later patch already decided the delivery (no "webhook" marker needed).
         """
-        if not self._input.webhook_url or not workflow.patched("webhook"):
+        if not self._input.webhook_url or not (patched or workflow.patched("webhook")):
             return
         with workflow.unsafe.imports_passed_through():
             from onward.activities.webhooks import WebhookActivities
@@ -384,6 +382,10 @@ class AgentWorkflow:
         # The conversation and the step log go to the transcript store; runs begun
         # before it send the whole conversation with every model call.
         self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
+        # Asked here for the same reason: the invalid-input failure follows describe_worker.
+        self._webhook_on_invalid_input = bool(self._input.webhook_url) and workflow.patched(
+            WEBHOOK_ON_INVALID_INPUT_PATCH
+        )
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools),
