@@ -117,6 +117,15 @@ async def steer_after_the_first_step(handle: Handle) -> None:
     await handle.signal(AgentWorkflow.steer, SteerRequest(message="and then add 3"))
 
 
+async def approve_while_paused(handle: Handle) -> None:
+    while not (await handle.query(AgentWorkflow.status)).pending_approvals:
+        await asyncio.sleep(0.05)
+    await handle.signal(AgentWorkflow.pause)
+    await handle.execute_update(AgentWorkflow.approve, ApprovalDecision())
+    await until(handle, "paused")
+    await handle.signal(AgentWorkflow.resume)
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
     "tools_and_control": (
         {
@@ -260,6 +269,43 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
             "webhook_url": "http://127.0.0.1:9/hook",
         },
         nothing,
+    ),
+    # patched "webhook-on-native-cancel": a natively cancelled run still tells its webhook.
+    "webhook_native_cancel": (
+        {
+            "prompt": "cancel me natively, then tell a webhook",
+            "tools": ["wait"],
+            "script": [{"tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]}],
+            "webhook_url": "http://127.0.0.1:9/hook",
+        },
+        native_cancel_while_waiting,
+    ),
+    # patched "webhook-on-invalid-input": a run failed for a tool the worker lacks tells it too.
+    "webhook_invalid_input": (
+        {
+            "prompt": "use a tool this worker lacks",
+            "tools": ["no_such_tool"],
+            "webhook_url": "http://127.0.0.1:9/hook",
+        },
+        nothing,
+    ),
+    # patched "approval-shows-pause": a call approved while paused shows the run paused.
+    "approval_while_paused": (
+        {
+            "prompt": "write a file, approved while paused",
+            "tools": ["write_file"],
+            "approve_tools": ["write_file"],
+            "script": [
+                {
+                    "text": "one file",
+                    "tool_calls": [
+                        {"name": "write_file", "arguments": {"path": "a.md", "content": "a"}}
+                    ],
+                },
+                {"text": "done"},
+            ],
+        },
+        approve_while_paused,
     ),
     # patched: the conversation in the transcript store, and two continue-as-new switches
     # (each run of the chain is recorded: continue_as_new.json, continue_as_new_run2.json...).

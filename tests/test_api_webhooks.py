@@ -17,10 +17,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 
 from api_server import read_events, serving
-from conftest import RunningWorker, eventually, running_worker
+from conftest import RunningWorker, activity_running, eventually, running_worker
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, api_app
 from onward.webhooks import verify
@@ -145,3 +145,48 @@ async def test_a_worker_without_the_secret_sends_nothing_and_the_run_completes(
         _, status = await submit_with_webhook(http, receiver)
     assert status == "completed"
     assert receiver.got == []
+
+
+async def test_a_natively_cancelled_run_still_delivers_its_result(
+    signing_worker: RunningWorker,
+) -> None:
+    # The README promises a delivery for a cancelled run; `temporal workflow cancel`
+    # (or the Web UI's) ends a run as cancelled too, not only the cancel signal.
+    receiver = Receiver([200])
+    app = Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])])
+    async with serving(app) as hook_base:
+        script = [{"text": "slow", "delay_s": 60}]
+        handle = await signing_worker.start(
+            {"prompt": "p", "script": script, "webhook_url": f"{hook_base}/hook"}
+        )
+        await eventually(lambda: activity_running(handle, "call_model"))
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+
+        async def delivered() -> bool:
+            return len(receiver.got) == 1
+
+        await eventually(delivered)
+    headers, body = receiver.got[0]
+    assert json.loads(body)["result"]["status"] == "cancelled"
+    assert verify(headers["onward-signature"], body, SECRET, time.time())
+
+
+async def test_a_run_failed_for_input_only_the_worker_checks_still_delivers(
+    signing_worker: RunningWorker,
+) -> None:
+    # Tools are checked by the worker, not by the API: such a run fails after it
+    # started, and its webhook must hear of it like any failed run's.
+    receiver = Receiver([200])
+    app = Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])])
+    async with serving(app) as hook_base:
+        handle = await signing_worker.start(
+            {"prompt": "p", "tools": ["no_such_tool"], "webhook_url": f"{hook_base}/hook"}
+        )
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert len(receiver.got) == 1
+    result = json.loads(receiver.got[0][1])["result"]
+    assert result["status"] == "failed"
+    assert result["reason"] == "invalid input: unknown tools"

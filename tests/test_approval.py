@@ -281,3 +281,22 @@ def test_status_and_follow_lines_show_pending_approvals() -> None:
     assert "await:  call_1_1  write_file(a.md)" in status_lines("r1", status)
     line = state_change("r1", "awaiting_approval", None)
     assert line is not None and "onward approve r1" in line
+
+
+async def test_a_call_approved_while_paused_shows_the_run_paused(worker: RunningWorker) -> None:
+    # Approval and pause were built apart: the approved call waits for resume, so
+    # the run must read paused, not running, while nothing runs.
+    handle = await worker.start(approval_run([write("later.md", "x"), {"text": "done"}]))
+    await awaiting(handle)
+    await handle.signal(AgentWorkflow.pause)
+    await handle.execute_update(AgentWorkflow.approve, ApprovalDecision())
+
+    async def decided() -> bool:
+        return (await handle.query(AgentWorkflow.status)).pending_approvals == []
+
+    await eventually(decided)
+    assert (await handle.query(AgentWorkflow.status)).state == "paused"
+    assert await tool_activities(handle) == 0
+    await handle.signal(AgentWorkflow.resume)
+    assert (await handle.result()).status == "completed"
+    assert await tool_activities(handle) == 1

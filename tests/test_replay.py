@@ -30,6 +30,9 @@ def test_histories_are_committed() -> None:
         "model_attempts_from_worker",  # patched: the worker decides model attempts
         "human_approval",  # patched: approval, a workspace per run, artifacts in the result
         "continue_as_new",  # patched: the transcript store; two switches (run2, run3)
+        "webhook_native_cancel",  # patched: a native cancel delivers the webhook
+        "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
+        "approval_while_paused",  # patched: a call approved while paused shows the pause
     }
 
 

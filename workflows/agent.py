@@ -109,10 +109,16 @@ any model, and the run ends as failed rather than storing it."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
 HUMAN_APPROVAL_PATCH = "human-approval"
 """Calls needing approval wait for one; runs begun before refused them outright."""
+APPROVAL_SHOWS_PAUSE_PATCH = "approval-shows-pause"
+"""A call decided while paused shows the run paused; runs begun before showed it running."""
 WORKSPACE_PER_RUN_PATCH = "workspace-per-run"
 """Tool calls name their run's workspace; runs begun before share the worker's root."""
 ARTIFACTS_PATCH = "artifacts-in-result"
 """A run that ran tool activities lists its workspace's files in its result."""
+WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
+"""A natively cancelled run delivers its webhook; runs begun before closed without it."""
+WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
+"""A run failed by input the worker checks delivers its webhook; runs begun before did not."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -241,6 +247,7 @@ class AgentWorkflow:
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
         self._finishing = False
+        self._webhook_on_invalid_input = False  # decided in ``_prepare``
         # -- human approval and artifacts (longlived branch) ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
@@ -301,6 +308,12 @@ class AgentWorkflow:
                 await self._final_answer(finish.exceeded)
         except _RunEnded as end:
             self._end(end.state, end.reason, end.limit)
+        except ApplicationError:
+            # Input only the worker can check (tools, provider, approve_tools): ``_prepare``
+            # ended the run as failed; its webhook hears of it like any failed run's.
+            if self._state == "failed" and self._webhook_on_invalid_input:
+                await self._deliver_webhook(self._result(), patched=True)
+            raise
         except asyncio.CancelledError:
             # A native `temporal workflow cancel`: stop in-flight calls, keep the
             # partial results readable by query, and close as Cancelled.
@@ -313,40 +326,52 @@ class AgentWorkflow:
             self._end("cancelled", reason)
             # The workflow may still run an activity once cancelled: the log's end.
             await self._write_transcript(at_end=True)
+            # Natively cancelled runs are cancelled runs too: their webhook hears of it.
+            if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
+                await self._deliver_webhook(self._result())
             raise
         await self._write_transcript(at_end=True)
         # -- artifacts (longlived branch) ------------------------------------------------
         await self._list_artifacts()
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
-        # -- webhook (api branch) ---------------------------------------------------------
-        # The result goes to the run's webhook_url with bounded, backed-off attempts; a
-        # receiver that is down only delays the close (at most the deadline), never fails it.
-        if self._input.webhook_url and workflow.patched("webhook"):
-            with workflow.unsafe.imports_passed_through():
-                from onward.activities.webhooks import WebhookActivities
-                from onward.contracts import WebhookDelivery
-            delivery = WebhookDelivery(
-                url=self._input.webhook_url, run_id=workflow.info().workflow_id, result=result
-            )
-            try:
-                await workflow.execute_activity_method(
-                    WebhookActivities.deliver_webhook,
-                    delivery,
-                    start_to_close_timeout=timedelta(seconds=15),
-                    schedule_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=RetryPolicy(
-                        initial_interval=timedelta(seconds=1),
-                        backoff_coefficient=2.0,
-                        maximum_interval=timedelta(seconds=30),
-                        maximum_attempts=5,
-                    ),
-                    summary=f"webhook {self._input.webhook_url.split('?', 1)[0][:120]}",
-                )
-            except ActivityError as err:
-                workflow.logger.warning("webhook delivery failed: %s", _root_message(err))
-        # -- end webhook ------------------------------------------------------------------
+        await self._deliver_webhook(result)
         return result
+
+    # -- webhook (api branch) ---------------------------------------------------------
+
+    async def _deliver_webhook(self, result: AgentResult, patched: bool = False) -> None:
+        """POST ``result`` to the run's webhook_url with bounded, backed-off attempts.
+
+        A receiver that is down only delays the close (at most the deadline), never fails it.
+        ``patched``: a later patch already decided the delivery (no "webhook" marker needed).
+        """
+        if not self._input.webhook_url or not (patched or workflow.patched("webhook")):
+            return
+        with workflow.unsafe.imports_passed_through():
+            from onward.activities.webhooks import WebhookActivities
+            from onward.contracts import WebhookDelivery
+        delivery = WebhookDelivery(
+            url=self._input.webhook_url, run_id=workflow.info().workflow_id, result=result
+        )
+        try:
+            await workflow.execute_activity_method(
+                WebhookActivities.deliver_webhook,
+                delivery,
+                start_to_close_timeout=timedelta(seconds=15),
+                schedule_to_close_timeout=timedelta(minutes=2),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
+                    maximum_interval=timedelta(seconds=30),
+                    maximum_attempts=5,
+                ),
+                summary=f"webhook {self._input.webhook_url.split('?', 1)[0][:120]}",
+            )
+        except ActivityError as err:
+            workflow.logger.warning("webhook delivery failed: %s", _root_message(err))
+
+    # -- end webhook ------------------------------------------------------------------
 
     async def _prepare(self) -> None:
         asked = self._input.tools
@@ -357,6 +382,10 @@ class AgentWorkflow:
         # The conversation and the step log go to the transcript store; runs begun
         # before it send the whole conversation with every model call.
         self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
+        # Asked here for the same reason: the invalid-input failure follows describe_worker.
+        self._webhook_on_invalid_input = bool(self._input.webhook_url) and workflow.patched(
+            WEBHOOK_ON_INVALID_INPUT_PATCH
+        )
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools),
@@ -899,6 +928,8 @@ class AgentWorkflow:
             return steplog.refused(rejection(decision.note))
         # Approved while paused: it starts on resume, like any call.
         await workflow.wait_condition(lambda: not self._paused)
+        if self._state == "paused" and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH):
+            self._set_state("running")  # ``_show_approvals`` showed the pause
         return await self._start_tool(spec, call)
 
     def _show_approvals(self) -> None:
@@ -906,7 +937,9 @@ class AgentWorkflow:
         if self._pending:
             self._set_state("awaiting_approval")
         elif self._state == "awaiting_approval":
-            self._set_state("running")
+            # A call decided while paused waits for resume: the run reads paused till then.
+            paused = self._paused and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH)
+            self._set_state("paused" if paused else "running")
         self._publish()
 
     def _decide(self, decision: ApprovalDecision, verdict: ApprovalRecord) -> ApprovalsDecided:
