@@ -22,6 +22,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from conftest import running_worker
+from onward.activities.tools.registry import ToolRegistry, tool
 from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
@@ -363,3 +364,58 @@ async def test_compaction_summarises_older_turns_and_counts_the_summary(
     assert len(stored) == 1 + 2 * (turns - 1) + 1
     assert not any(m.content.startswith("[Summary") for m in stored)
     await store.close()
+
+
+@tool
+def dump() -> str:
+    """Returns 5 MB of numbered lines."""
+    return "".join(f"{i:07d}\n" for i in range(625_000))
+
+
+class DumpingModel:
+    """Calls ``dump`` once, then answers; keeps the tool result it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        results = [m.content for m in request.messages if m.role == "tool"]
+        if not results:
+            call = ToolCall(id="d1", name="dump", arguments={})
+            return ModelResponse(text="dumping", tool_calls=[call], model=request.model)
+        self.seen = results
+        return ModelResponse(text="done", model=request.model)
+
+
+async def test_a_5_mb_tool_result_goes_through_external_storage(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = DumpingModel()
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        registry=ToolRegistry.of([dump]),
+        store=await open_store(str(tmp_path / "store")),
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt="dump it", tools=["dump"]))
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    events = [event async for event in handle.fetch_history_events()]
+    history = sum(event.ByteSize() for event in events)
+    print(f"\nhistory of a run with a 5 MB tool result: {history} bytes")
+    assert history < 100_000
+    completed = [
+        e.activity_task_completed_event_attributes.result.payloads[0]
+        for e in events
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    references = [p for p in completed if p.external_payloads]
+    assert len(references) == 1 and references[0].ByteSize() < 2_000  # the tool's result
+    # The model saw the tool's own max_result_chars of it, the step log less.
+    limit = dump.max_result_chars
+    assert len(model.seen) == 1 and model.seen[0].startswith("0000000\n0000001\n")
+    assert limit < len(model.seen[0]) < limit + 200
+    assert "[truncated: showing" in model.seen[0]
+    assert len(result.steps[0].tool_calls[0].result or "") < 5_000
