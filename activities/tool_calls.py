@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -41,6 +41,8 @@ class ToolActivities:
         providers: the model providers of this worker, for run input checks.
         model_max_attempts: attempts of one model call; runs build their
             model retry policy from it (see ``WorkerDescription``).
+        context_windows: a model's context window (tokens) or None, for
+            ``describe_worker`` (the worker's pricing table knows them).
     """
 
     def __init__(
@@ -51,12 +53,14 @@ class ToolActivities:
         telemetry: ActivityTelemetry | None = None,
         providers: Sequence[str] = (),
         model_max_attempts: int | None = None,
+        context_windows: Callable[[str], int | None] | None = None,
     ) -> None:
         self._registry = registry
         self._workspace = workspace
         self._search_attributes = list(search_attributes)
         self._providers = list(providers)
         self._model_max_attempts = model_max_attempts
+        self._context_windows = context_windows
         self._telemetry = telemetry or ActivityTelemetry()
 
     @property
@@ -96,6 +100,11 @@ class ToolActivities:
             search_attributes=self._search_attributes,
             providers=self._providers,
             model_max_attempts=self._model_max_attempts,
+            context_window=(
+                self._context_windows(request.model)
+                if self._context_windows is not None and request.model is not None
+                else None
+            ),
         )
 
     @activity.defn(name="execute_tool")

@@ -17,22 +17,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from onward.contracts import Message
+from onward.contracts import ContextLimit, Message
 
 __all__ = [
     "CHARS_PER_TOKEN",
     "SUMMARY_PREFIX",
+    "WINDOW_SHARE",
     "CompactionPlan",
     "absolute_position",
     "apply_summary",
     "compacted",
     "estimate_tokens",
+    "limit_for_window",
     "plan_compaction",
     "summary_request",
     "turn_starts",
 ]
 
 CHARS_PER_TOKEN = 4
+WINDOW_SHARE = 0.8
+"""A run without its own ``context`` compacts past this share of its model's window:
+the estimate is rough, and the answer needs room too."""
 """A rough, provider-neutral estimate; the provider's own count is what budgets use."""
 SUMMARY_PREFIX = "[Summary of the earlier conversation]\n"
 SUMMARY_INSTRUCTION = (
@@ -125,3 +130,8 @@ def absolute_position(view: Sequence[Message], index: int, covers: int | None) -
     if covers is None:
         return index
     return covers + (index - _head_length(view) - 1)
+
+
+def limit_for_window(window: int) -> ContextLimit:
+    """The compaction limit of a run whose model accepts ``window`` tokens (its own unset)."""
+    return ContextLimit(max_tokens=max(1, int(window * WINDOW_SHARE)))

@@ -210,6 +210,9 @@ class ModelPrice(_Strict):
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    context_window: int | None = Field(
+        default=None, gt=0, description="tokens the model accepts at once; None: not known"
+    )
 
 
 class ModelSettings(_Strict):
@@ -445,6 +448,9 @@ class WorkerDescriptionRequest(BaseModel):
     """Input of ``describe_worker``; ``tools=None`` asks for every built-in tool."""
 
     tools: list[str] | None = None
+    model: str | None = Field(
+        default=None, description="the run's model, to report its context window"
+    )
 
 
 class WorkerDescription(BaseModel):
@@ -464,6 +470,12 @@ class WorkerDescription(BaseModel):
         ge=1,
         description="attempts of one model call (ONWARD_MODEL_MAX_ATTEMPTS); None: an "
         "older worker, the workflow's default policy applies",
+    )
+    context_window: int | None = Field(
+        default=None,
+        gt=0,
+        description="the asked-for model's context window in tokens, from the worker's "
+        "pricing table; None: not known (or an older worker)",
     )
 
 

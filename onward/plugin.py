@@ -152,8 +152,9 @@ class OnwardPlugin(SimplePlugin):
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
         self._store = store or TranscriptStore(LocalStore(local_root(DEFAULT_STORE_DIR)))
+        pricing = pricing or PricingTable.load()
         self._model = ModelActivities(
-            self._providers, pricing or PricingTable.load(), telemetry=telemetry, store=self._store
+            self._providers, pricing, telemetry=telemetry, store=self._store
         )
         self._tool_activities = ToolActivities(
             registry,
@@ -162,6 +163,7 @@ class OnwardPlugin(SimplePlugin):
             telemetry=telemetry,
             providers=self._model.provider_names,
             model_max_attempts=model_max_attempts,
+            context_windows=pricing.context_window,
         )
         super().__init__(
             PLUGIN_NAME,

@@ -1,7 +1,9 @@
 """Model prices and the cost of a model call.
 
 The table ships as ``pricing.json`` beside this module; a user's file (set
-``ONWARD_PRICING`` for the worker) is merged over it. Cost is computed in the
+``ONWARD_PRICING`` for the worker) is merged over it. An entry may also give the
+model's ``context_window`` (tokens), which runs without their own ``context``
+limit compact against. Cost is computed in the
 model activity, where the worker's table is, and recorded in history, so a
 later price change never alters a recorded run.
 """
@@ -41,6 +43,11 @@ class PricingTable:
             return self._prices[model]
         provider = model.split(":", 1)[0]
         return self._prices.get(f"{provider}:*")
+
+    def context_window(self, model: str) -> int | None:
+        """Tokens ``model`` accepts at once, when its table entry says; else None."""
+        price = self.price_for(model)
+        return None if price is None else price.context_window
 
     def cost(self, model: str, usage: Usage, override: ModelPrice | None = None) -> float | None:
         """Cost in USD of ``usage`` on ``model``; None when its price is unknown."""

@@ -35,6 +35,8 @@ from onward.contracts import (
     AgentInput,
     AgentResult,
     AgentState,
+    CompactionRequest,
+    CompactionResult,
     ModelRequest,
     ModelResponse,
     StepRecord,
@@ -60,11 +62,13 @@ REQUEST_TYPES: dict[str, type[Any]] = {
     "call_model": ModelRequest,
     "execute_tool": ToolRequest,
     "describe_worker": WorkerDescriptionRequest,
+    "compact_transcript": CompactionRequest,
 }
 RESULT_TYPES: dict[str, type[Any]] = {
     "call_model": ModelResponse,
     "execute_tool": ToolOutcome,
     "describe_worker": WorkerDescription,
+    "compact_transcript": CompactionResult,
 }
 _ENDINGS: dict[EventType.ValueType, WorkflowExecutionStatus] = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: WorkflowExecutionStatus.COMPLETED,
@@ -175,6 +179,7 @@ class _Assembler:
         self._steps: list[_Step] = []
         self._available: dict[str, ToolSpec] | None = None
         self._last_request: ModelRequest | None = None
+        self._summaries: list[HistoryStep] = []  # compaction steps (unbounded2 branch)
 
     def assemble(self) -> None:
         current: _Step | None = None
@@ -183,6 +188,8 @@ class _Assembler:
                 self._describe(call)
             elif call.activity_type == "call_model":
                 current = self._model_call(call) or current
+            elif call.activity_type == "compact_transcript":
+                self._compaction(call)
             elif call.activity_type == "execute_tool" and call.trace.kind == "activity":
                 self._regular_tool(call, current)
             elif call.trace.kind == "local_activity" and isinstance(call.result, ToolOutcome):
@@ -193,6 +200,8 @@ class _Assembler:
         for step in self._steps:
             later = any(number > step.number for number in asked)
             self._run.steps.append(self._finish(step, later))
+        if self._summaries:
+            self._run.steps = sorted(self._run.steps + self._summaries, key=lambda s: s.record.step)
         # Deadline timers and describe_worker belong to no step; a closed run has
         # nothing in flight (a terminated run's last call was never closed).
         ended = self._run.ended is not None
@@ -233,6 +242,29 @@ class _Assembler:
         self._last_request = request
         self._steps = [s for s in self._steps if s.number != request.step] + [step]
         return step
+
+    def _compaction(self, call: Call) -> None:
+        """A summary of older turns is a step of its own (``compaction``), as recorded."""
+        request, result = call.request, call.result
+        if not isinstance(request, CompactionRequest):
+            return
+        call.trace.step = request.step
+        call.trace.role = "model"
+        call.trace.name = request.model
+        if not isinstance(result, CompactionResult) or result.summary is None:
+            return  # in flight, failed (the run failed with it), or nothing to summarise
+        record = StepRecord(
+            step=request.step,
+            started_at=call.workflow_time,
+            model=request.model,
+            text=result.summary,
+            usage=result.usage,
+            cost_usd=result.cost_usd,
+            compaction=True,
+        )
+        if call.trace.closed_at is not None:
+            record.duration_ms = _ms(record.started_at, call.trace.closed_at)
+        self._summaries.append(HistoryStep(record, call.trace))
 
     def _regular_tool(self, call: Call, current: _Step | None) -> None:
         request = call.request

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import tempfile
 import uuid
@@ -323,16 +324,34 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         steer_after_the_first_step,
     ),
+    # patched: no `context` in the input, but the worker's pricing table gives the model a
+    # window (WINDOW_PRICING): the run compacts at 80% of it.
+    "context_window": (
+        {
+            "prompt": "many small steps in a tiny window",
+            "model": "scripted:tiny-window",
+            "script": [calc(f"{n}+{n}") for n in range(1, 9)] + [{"text": "done"}],
+        },
+        nothing,
+    ),
 }
+
+WINDOW_PRICING = {
+    "scripted:tiny-window": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "context_window": 100}
+}
+"""The pricing file of the recording worker: only the context_window scenario's model."""
 
 
 async def record(client: Client, names: list[str], only: list[str]) -> None:
     with tempfile.TemporaryDirectory() as workspace:
         task_queue = f"record-{uuid.uuid4().hex[:8]}"
+        pricing = Path(workspace) / "pricing.json"
+        pricing.write_text(json.dumps(WINDOW_PRICING), encoding="utf-8")
         settings = WorkerSettings(
             task_queue=task_queue,
             workspace=Path(workspace),
             store_url=str(Path(workspace) / "store"),
+            pricing_files=(pricing,),
         )
         async with build_worker(client, settings, search_attribute_names=names):
             for name, (agent_input, drive) in SCENARIOS.items():

@@ -9,6 +9,8 @@ real PostgreSQL server.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,7 +23,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
-from conftest import running_worker
+from conftest import RunningWorker, running_worker
+from onward.activities.tools.registry import ToolRegistry, tool
 from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
@@ -32,6 +35,7 @@ from onward.contracts import (
     Usage,
 )
 from onward.store import TranscriptStore, open_store
+from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
 __all__ = ["postgres_url"]  # the fixture, for the PostgreSQL runs
@@ -363,3 +367,99 @@ async def test_compaction_summarises_older_turns_and_counts_the_summary(
     assert len(stored) == 1 + 2 * (turns - 1) + 1
     assert not any(m.content.startswith("[Summary") for m in stored)
     await store.close()
+
+
+@tool
+def dump() -> str:
+    """Returns 5 MB of numbered lines."""
+    return "".join(f"{i:07d}\n" for i in range(625_000))
+
+
+class DumpingModel:
+    """Calls ``dump`` once, then answers; keeps the tool result it was sent."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        results = [m.content for m in request.messages if m.role == "tool"]
+        if not results:
+            call = ToolCall(id="d1", name="dump", arguments={})
+            return ModelResponse(text="dumping", tool_calls=[call], model=request.model)
+        self.seen = results
+        return ModelResponse(text="done", model=request.model)
+
+
+async def test_a_5_mb_tool_result_goes_through_external_storage(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = DumpingModel()
+    async with running_worker(
+        client,
+        tmp_path / "ws",
+        search_attribute_names,
+        providers={"scripted": model},
+        registry=ToolRegistry.of([dump]),
+        store=await open_store(str(tmp_path / "store")),
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt="dump it", tools=["dump"]))
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    events = [event async for event in handle.fetch_history_events()]
+    history = sum(event.ByteSize() for event in events)
+    print(f"\nhistory of a run with a 5 MB tool result: {history} bytes")
+    assert history < 100_000
+    completed = [
+        e.activity_task_completed_event_attributes.result.payloads[0]
+        for e in events
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
+    references = [p for p in completed if p.external_payloads]
+    assert len(references) == 1 and references[0].ByteSize() < 2_000  # the tool's result
+    # The model saw the tool's own max_result_chars of it, the step log less.
+    limit = dump.max_result_chars
+    assert len(model.seen) == 1 and model.seen[0].startswith("0000000\n0000001\n")
+    assert limit < len(model.seen[0]) < limit + 200
+    assert "[truncated: showing" in model.seen[0]
+    assert len(result.steps[0].tool_calls[0].result or "") < 5_000
+
+
+@pytest.mark.parametrize("window", [1875, None])
+async def test_a_run_without_context_compacts_at_80_percent_of_its_model_window(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], window: int | None
+) -> None:
+    # The worker's pricing file (ONWARD_PRICING) gives the scripted model a tiny window:
+    # 80% of 1875 is 1500 estimated tokens, about 5 steps of 1 KB.
+    entry: dict[str, Any] = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+    if window is not None:
+        entry["context_window"] = window
+    pricing = tmp_path / "pricing.json"
+    pricing.write_text(json.dumps({"scripted": entry}), encoding="utf-8")
+    queue = f"tq-{uuid.uuid4().hex[:12]}"
+    settings = WorkerSettings.from_env(
+        {"ONWARD_PRICING": str(pricing), "ONWARD_TASK_QUEUE": queue, "ONWARD_WORKSPACE": "ws"}
+    )
+    settings = dataclasses.replace(settings, workspace=tmp_path / "ws")
+    store = await open_store(str(tmp_path / "store"))
+    model = SummarisingModel(steps=14)
+    worker = build_worker(
+        client,
+        settings,
+        providers={"scripted": model},
+        search_attribute_names=search_attribute_names,
+        store=store,
+    )
+    async with worker:
+        running = RunningWorker(client, queue, settings.workspace)
+        result = await running.run(AgentInput(prompt=PROMPT, tools=["calculator"]))
+    await store.close()
+    assert result.status == "completed", result.reason
+    summaries = [step for step in result.steps if step.compaction]
+    if window is None:
+        assert summaries == []  # no window known, no context asked: never compacted
+        return
+    assert len(summaries) >= 2
+    assert result.usage.model_calls == len(model.sent) == result.steps_total == 14
+    last_sent = model.sent[-1][2]
+    assert any(m.content.startswith("[Summary") for m in last_sent)
+    assert sum(len(m.content) for m in last_sent) < 4 * 1500 + 2000

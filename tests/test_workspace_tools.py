@@ -415,14 +415,16 @@ async def test_activity_reports_unknown_tools(tmp_path: Path) -> None:
     assert "calculator" in outcome.error
 
 
-async def test_activity_truncates_long_results(tmp_path: Path) -> None:
-    # The activity keeps up to the history cap; the workflow cuts the model's copy.
-    limit = RESULT_CAP_CHARS
+async def test_activity_returns_read_file_whole_up_to_its_own_limit(tmp_path: Path) -> None:
+    # read_file stops at MAX_READ_BYTES, well under the activity's cap; the activity
+    # returns all of it (through external storage) and the workflow cuts the model's copy.
+    limit = workspace_module.MAX_READ_BYTES
+    assert limit < RESULT_CAP_CHARS
     (tmp_path / "big.txt").write_text("x" * (limit + 500), encoding="utf-8")
     outcome = await execute(tmp_path, "read_file", path="big.txt")
-    assert outcome.truncated
+    assert not outcome.truncated
     assert outcome.content.startswith("x" * limit)
-    assert outcome.content.endswith(f"[truncated: showing {limit} of {limit + 500} characters]")
+    assert outcome.content.endswith(f"[file is {limit + 500} bytes; showing the first {limit}]")
     (tmp_path / "small.txt").write_text("x" * limit, encoding="utf-8")
     exact = await execute(tmp_path, "read_file", path="small.txt")
     assert exact == ToolOutcome(content="x" * limit, call_id="c1")

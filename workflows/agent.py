@@ -266,6 +266,7 @@ class AgentWorkflow:
         self._tokens_counted = 0  # messages of this run in that estimate
         self._summary_step: int | None = None
         self._summary_covers = 0
+        self._context = self._input.context  # or 80% of the model's window (see _prepare)
         carry = self._input.carry
         if carry is not None:
             self._budget = carry.budget
@@ -379,6 +380,7 @@ class AgentWorkflow:
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
         attempts_from_worker = workflow.patched("model-attempts-from-worker")
+        window_from_worker = workflow.patched("context-window")
         # The conversation and the step log go to the transcript store; runs begun
         # before it send the whole conversation with every model call.
         self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
@@ -388,7 +390,7 @@ class AgentWorkflow:
         )
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
-            WorkerDescriptionRequest(tools=worker_tools),
+            WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
             start_to_close_timeout=DESCRIBE_WORKER_TIMEOUT,
             retry_policy=DESCRIBE_WORKER_RETRY,
             summary="describe worker tools",
@@ -435,6 +437,12 @@ class AgentWorkflow:
                 MODEL_RETRY_POLICY, maximum_attempts=description.model_max_attempts
             )
         # -- end model attempts ------------------------------------------------------
+        # -- context window (unbounded2 branch): without the input's `context`, compact
+        # at 80% of the model's window when the worker's pricing table knows it; runs
+        # begun before this never compact.
+        if self._context is None and window_from_worker and description.context_window:
+            self._context = compaction.limit_for_window(description.context_window)
+        # -- end context window -------------------------------------------------------
         carry = self._input.carry
         if carry is not None:
             # The tools the chain began with; the conversation is in the store.
@@ -718,7 +726,7 @@ class AgentWorkflow:
 
     async def _compact_if_needed(self) -> None:
         """Past the run's context limit, summarise older turns: a model call and a step."""
-        limit = self._input.context
+        limit = self._context
         if limit is None or not self._use_store:
             return
         messages = self._conversation.for_model()

@@ -21,10 +21,12 @@ from onward.contracts import ToolSpec
 
 __all__ = ["RESULT_CAP_CHARS", "Tool", "ToolContext", "ToolFunction", "ToolRegistry", "tool"]
 
-RESULT_CAP_CHARS = 64_000
-"""The most of one tool result that enters the event history, and so the largest
-``max_result_chars`` a tool may ask for. The model sees up to the tool's own
-``max_result_chars`` (the workflow cuts it), the step log up to its own cap."""
+RESULT_CAP_CHARS = 10_000_000
+"""The most of one tool result the activity returns, and so the largest
+``max_result_chars`` a tool may ask for. A result this large travels through
+external storage (``onward.store.payloads``): the history holds a reference. The
+model sees up to the tool's own ``max_result_chars`` (the workflow cuts it), the
+step log up to its own cap."""
 
 _SPEC_FIELDS = ToolSpec.model_fields
 DEFAULT_TIMEOUT_S: float = _SPEC_FIELDS["timeout_s"].default

@@ -122,8 +122,11 @@ def _write_atomically(path: Path, data: bytes) -> None:
 def external_storage(environ: Mapping[str, str]) -> ExternalStorage:
     """External storage from ``ONWARD_PAYLOADS`` (a directory, the default) and the threshold.
 
+    ``ONWARD_PAYLOADS=s3://bucket/prefix`` uses the SDK's S3 driver (see
+    :mod:`onward.store.s3payloads`).
+
     Raises:
-        ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD``.
+        ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD`` or S3 location.
     """
     raw = environ.get("ONWARD_PAYLOAD_THRESHOLD") or str(DEFAULT_THRESHOLD)
     try:
@@ -132,5 +135,12 @@ def external_storage(environ: Mapping[str, str]) -> ExternalStorage:
         raise ValueError(
             f"ONWARD_PAYLOAD_THRESHOLD must be a number of bytes, not {raw!r}"
         ) from None
-    root = Path(environ.get("ONWARD_PAYLOADS") or DEFAULT_PAYLOAD_DIR).expanduser().absolute()
-    return ExternalStorage(drivers=[DirectoryStorageDriver(root)], payload_size_threshold=threshold)
+    location = environ.get("ONWARD_PAYLOADS") or DEFAULT_PAYLOAD_DIR
+    driver: StorageDriver
+    if location.startswith("s3://"):
+        from onward.store.s3payloads import s3_driver  # aioboto3 only when asked for
+
+        driver = s3_driver(location, environ)
+    else:
+        driver = DirectoryStorageDriver(Path(location).expanduser().absolute())
+    return ExternalStorage(drivers=[driver], payload_size_threshold=threshold)
