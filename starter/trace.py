@@ -33,6 +33,7 @@ from onward import steplog
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import HistoryStep, RunHistory, reconstruct
+from onward.starter.sealed import opened_events
 from onward.states import run_state
 from onward.store import StoreError, TranscriptStore, open_store, store_url, transcript_id
 from onward.workflows import AgentWorkflow
@@ -208,7 +209,7 @@ def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
 
 async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
     """The run's history, reconstructed (no worker needed)."""
-    return reconstruct([event async for event in handle.fetch_history_events()])
+    return reconstruct([event async for event in opened_events(handle.fetch_history_events())])
 
 
 async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord] | None, bool]:

@@ -49,6 +49,7 @@ from onward.contracts import (
 )
 from onward.starter.calls import Call, CallPairing, decode
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
+from onward.starter.sealed import opened_events
 
 __all__ = ["EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"]
 
@@ -289,7 +290,8 @@ async def run_events(
             ends and the client resumes with ``Last-Event-ID``.
     """
     translator = EventTranslator()
-    async for event in handle.fetch_history_events(wait_new_event=True, skip_archival=True):
+    events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
+    async for event in opened_events(events):
         for item in translator.add(event):
             if item.id > after:
                 yield item
