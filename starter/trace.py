@@ -30,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
 from onward import steplog
+from onward.connection import DATA_CONVERTER
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import HistoryStep, RunHistory, reconstruct
@@ -235,7 +236,7 @@ async def _store() -> TranscriptStore | None:
     url = store_url(os.environ)
     if url not in _stores:
         try:
-            _stores[url] = await open_store(url)
+            _stores[url] = await open_store(url, DATA_CONVERTER.payload_codec)
         except StoreError:
             return None  # the log then comes from the run alone, as for older runs
     return _stores[url]
