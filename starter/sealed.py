@@ -19,7 +19,6 @@ from temporalio.api.common.v1 import Payload
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.converter import PayloadCodec
 
-from onward.connection import DATA_CONVERTER
 from onward.encryption import ENCODING, EncryptionError
 
 __all__ = ["opened", "opened_events"]
@@ -66,9 +65,12 @@ async def opened(event: HistoryEvent, codec: PayloadCodec | None) -> HistoryEven
 
 
 async def opened_events(
-    events: AsyncIterator[HistoryEvent], codec: PayloadCodec | None = None
+    events: AsyncIterator[HistoryEvent], codec: PayloadCodec | None
 ) -> AsyncIterator[HistoryEvent]:
-    """``events`` opened one by one (:func:`opened`); ``codec``: the one converter's by default."""
-    codec = codec if codec is not None else DATA_CONVERTER.payload_codec
+    """``events`` opened one by one (see :func:`opened`).
+
+    ``codec`` is the one of the client that fetched them (the CLI's is
+    ``DATA_CONVERTER.payload_codec``).
+    """
     async for event in events:
         yield await opened(event, codec)

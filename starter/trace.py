@@ -210,7 +210,8 @@ def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
 
 async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
     """The run's history, reconstructed (no worker needed)."""
-    return reconstruct([event async for event in opened_events(handle.fetch_history_events())])
+    events = opened_events(handle.fetch_history_events(), DATA_CONVERTER.payload_codec)
+    return reconstruct([event async for event in events])
 
 
 async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord] | None, bool]:

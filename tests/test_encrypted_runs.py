@@ -8,15 +8,19 @@ import os
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from postgres_server import postgres_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from api_server import read_events, serving
 from conftest import run_onward, running_worker
+from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER, data_converter
 from onward.contracts import AgentInput, Message
 from onward.encryption import EncryptionCodec, EncryptionError, parse_keys
+from onward.starter.api import ApiSettings, api_app
 from onward.store import LocalStore, TranscriptStore, open_store
 from onward.workflows import AgentWorkflow
 
@@ -149,3 +153,29 @@ async def test_sealed_documents_in_either_backend(
 
 def user(text: str) -> Message:
     return Message(role="user", content=text)
+
+
+async def test_the_api_streams_an_encrypted_run_decrypted(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    codec = EncryptionCodec(parse_keys(f"k1:{key()}"))
+    secret = f"tapir-{uuid.uuid4().hex[:8]}"
+    client = encrypted_client(env, codec)
+    async with (
+        running_worker(client, tmp_path / "ws", search_attribute_names) as worker,
+        serving(api_app(ApiSettings(), OnwardClient(client, task_queue=worker.task_queue))) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        body = secret_run(secret).model_dump(mode="json", exclude_defaults=True)
+        created = (await http.post("/v1/runs", json=body)).json()
+        events = await read_events(http, created["events_url"])
+    decisions = [event.data for event in events if event.event == "model"]
+    assert [d["text"] for d in decisions] == [f"noting {secret}", f"done with {secret}"]
+    assert events[-1].data["output"] == f"done with {secret}"
+    raw = b"".join(
+        [
+            event.SerializeToString()
+            async for event in env.client.get_workflow_handle(created["id"]).fetch_history_events()
+        ]
+    )
+    assert secret.encode() not in raw  # the stream decrypted what the history keeps sealed

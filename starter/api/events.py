@@ -31,7 +31,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
-from temporalio.converter import decode_typed_search_attributes
+from temporalio.converter import PayloadCodec, decode_typed_search_attributes
 
 from onward import budget as budgets
 from onward import search_attributes as sa
@@ -279,11 +279,13 @@ async def run_events(
     *,
     after: int = 0,
     outcome: Callable[[], Awaitable[AgentResult]],
+    codec: PayloadCodec | None = None,
 ) -> AsyncIterator[RunEvent]:
     """The run's events with ids above ``after``, as they happen, ending with ``result``.
 
     ``outcome`` gives the result of a run that closed without returning one
-    (terminated, cancelled through Temporal, failed on invalid input).
+    (terminated, cancelled through Temporal, failed on invalid input);
+    ``codec`` decrypts the history (the API client's, with ``ONWARD_ENCRYPTION_KEYS``).
 
     Raises:
         RPCError: from Temporal (an unknown id, a lost connection): the stream
@@ -291,7 +293,7 @@ async def run_events(
     """
     translator = EventTranslator()
     events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
-    async for event in opened_events(events):
+    async for event in opened_events(events, codec):
         for item in translator.add(event):
             if item.id > after:
                 yield item
