@@ -179,3 +179,19 @@ async def test_the_api_streams_an_encrypted_run_decrypted(
         ]
     )
     assert secret.encode() not in raw  # the stream decrypted what the history keeps sealed
+
+
+async def test_a_large_payload_is_stored_as_ciphertext(tmp_path: Path) -> None:
+    converter = data_converter(
+        {
+            "ONWARD_ENCRYPTION_KEYS": f"k1:{key()}",
+            "ONWARD_PAYLOADS": str(tmp_path / "payloads"),
+            "ONWARD_PAYLOAD_THRESHOLD": "1024",
+        }
+    )
+    value = "the secret plan " * 200
+    (reference,) = await converter.encode([value])
+    assert reference.ByteSize() < 1024 and b"secret" not in reference.SerializeToString()
+    files = [path for path in (tmp_path / "payloads").rglob("*") if path.is_file()]
+    assert files and all(b"secret" not in path.read_bytes() for path in files)
+    assert await converter.decode([reference], [str]) == [value]
