@@ -38,7 +38,7 @@ from onward.activities.tools import (
     load_tools,
     register_tools,
 )
-from onward.connection import connect_config, connect_with_retry, task_queue
+from onward.connection import DATA_CONVERTER, connect_config, connect_with_retry, task_queue
 from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
 from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
@@ -151,7 +151,9 @@ def onward_plugin(
     if store is None:
         if settings.store_url.startswith(("postgresql://", "postgres://")):
             raise ValueError("onward_plugin: open a PostgreSQL store with open_store() first")
-        store = TranscriptStore(LocalStore(local_root(settings.store_url)))
+        store = TranscriptStore(
+            LocalStore(local_root(settings.store_url)), DATA_CONVERTER.payload_codec
+        )
     return OnwardPlugin(
         registry=registry or builtin_registry(http_allow=settings.http_allow),
         providers=providers if providers is not None else {"scripted": ScriptedModel()},
@@ -217,7 +219,7 @@ async def run_worker(
     providers = providers_from_env(env)
     max_attempts = ModelCallSettings.from_env(env).max_attempts
     # Before connecting too: an unreachable PostgreSQL stops the start with its reason.
-    store = await open_store(settings.store_url)
+    store = await open_store(settings.store_url, DATA_CONVERTER.payload_codec)
     telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
     plugin = onward_plugin(
         settings,

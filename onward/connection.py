@@ -20,6 +20,7 @@ from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
 from onward.contracts import DEFAULT_TASK_QUEUE
+from onward.encryption import codec_from_env
 from onward.errors import ConnectionFailed
 from onward.store.payloads import external_storage
 
@@ -37,16 +38,25 @@ __all__ = [
 
 
 def data_converter(environ: Mapping[str, str]) -> DataConverter:
-    """Pydantic JSON, with payloads over a threshold kept outside the history.
+    """Pydantic JSON, encrypted when asked, with large payloads kept outside the history.
 
-    ``ONWARD_PAYLOADS`` (default ``.onward/payloads``) and
-    ``ONWARD_PAYLOAD_THRESHOLD`` configure the external storage; every process
-    that reads a run's payloads must see the same place.
+    ``ONWARD_ENCRYPTION_KEYS`` turns on the AES-GCM codec
+    (:mod:`onward.encryption`). ``ONWARD_PAYLOADS`` (default ``.onward/payloads``)
+    and ``ONWARD_PAYLOAD_THRESHOLD`` configure the external storage; every
+    process that reads a run's payloads must see the same place and keys.
+
+    The SDK encodes with the codec first and stores afterwards (and reads
+    back in reverse), so a payload kept in external storage is ciphertext too.
 
     Raises:
         ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD``.
+        EncryptionError: a malformed ``ONWARD_ENCRYPTION_KEYS``.
     """
-    return dataclasses.replace(pydantic_data_converter, external_storage=external_storage(environ))
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=codec_from_env(environ),
+        external_storage=external_storage(environ),
+    )
 
 
 DATA_CONVERTER: DataConverter = data_converter(os.environ)

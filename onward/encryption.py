@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
+from onward.errors import OnwardError
+
 __all__ = [
     "ENCODING",
     "KEY_ID_METADATA",
@@ -40,7 +42,7 @@ _NONCE_BYTES = 12
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
-class EncryptionError(Exception):
+class EncryptionError(OnwardError):
     """A key setting is malformed, or a payload cannot be decrypted with the keys given."""
 
 

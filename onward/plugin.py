@@ -151,7 +151,9 @@ class OnwardPlugin(SimplePlugin):
         self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
-        self._store = store or TranscriptStore(LocalStore(local_root(DEFAULT_STORE_DIR)))
+        self._store = store or TranscriptStore(
+            LocalStore(local_root(DEFAULT_STORE_DIR)), DATA_CONVERTER.payload_codec
+        )
         pricing = pricing or PricingTable.load()
         self._model = ModelActivities(
             self._providers, pricing, telemetry=telemetry, store=self._store

@@ -30,9 +30,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
 from onward import steplog
+from onward.connection import DATA_CONVERTER
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import HistoryStep, RunHistory, reconstruct
+from onward.starter.sealed import opened_events
 from onward.states import run_state
 from onward.store import StoreError, TranscriptStore, open_store, store_url, transcript_id
 from onward.workflows import AgentWorkflow
@@ -208,7 +210,8 @@ def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
 
 async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
     """The run's history, reconstructed (no worker needed)."""
-    return reconstruct([event async for event in handle.fetch_history_events()])
+    events = opened_events(handle.fetch_history_events(), DATA_CONVERTER.payload_codec)
+    return reconstruct([event async for event in events])
 
 
 async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord] | None, bool]:
@@ -234,7 +237,7 @@ async def _store() -> TranscriptStore | None:
     url = store_url(os.environ)
     if url not in _stores:
         try:
-            _stores[url] = await open_store(url)
+            _stores[url] = await open_store(url, DATA_CONVERTER.payload_codec)
         except StoreError:
             return None  # the log then comes from the run alone, as for older runs
     return _stores[url]

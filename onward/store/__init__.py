@@ -14,10 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
+from temporalio.converter import PayloadCodec
 
 from onward.contracts import Message, StepRecord
 from onward.store.base import Kind, StoreBackend, StoreError, check_transcript_id, transcript_id
 from onward.store.local import LocalStore
+from onward.store.sealing import open_documents, seal_documents
 
 __all__ = [
     "DEFAULT_STORE_DIR",
@@ -41,8 +43,11 @@ def store_url(environ: Mapping[str, str]) -> str:
     return environ.get("ONWARD_STORE") or DEFAULT_STORE_DIR
 
 
-async def open_store(url: str) -> TranscriptStore:
+async def open_store(url: str, codec: PayloadCodec | None = None) -> TranscriptStore:
     """The store at ``url``: ``postgresql://...`` (or ``postgres://``), ``file:///dir`` or a path.
+
+    With ``codec`` (the data converter's, when ``ONWARD_ENCRYPTION_KEYS`` is
+    set) documents are stored sealed (see :mod:`onward.store.sealing`).
 
     Raises:
         StoreError: PostgreSQL cannot be reached or its table cannot be created.
@@ -50,8 +55,8 @@ async def open_store(url: str) -> TranscriptStore:
     if url.startswith(("postgresql://", "postgres://")):
         from onward.store.postgres import PostgresStore  # only workers that use it need psycopg
 
-        return TranscriptStore(await PostgresStore.open(url))
-    return TranscriptStore(LocalStore(local_root(url)))
+        return TranscriptStore(await PostgresStore.open(url), codec)
+    return TranscriptStore(LocalStore(local_root(url)), codec)
 
 
 def local_root(url: str) -> Path:
@@ -65,16 +70,32 @@ def _dump(items: Sequence[BaseModel]) -> list[bytes]:
 
 
 class TranscriptStore:
-    """Messages (positions from 0) and step records (step N at position N - 1) of transcripts."""
+    """Messages (positions from 0) and step records (step N at position N - 1) of transcripts.
 
-    def __init__(self, backend: StoreBackend) -> None:
+    With ``codec``, documents are sealed on write and opened on read
+    (:mod:`onward.store.sealing`); plain documents read as they are either way.
+    """
+
+    def __init__(self, backend: StoreBackend, codec: PayloadCodec | None = None) -> None:
         self.backend = backend
+        self.codec = codec
+
+    async def _write(
+        self, transcript: str, kind: Kind, start: int, items: Sequence[BaseModel]
+    ) -> None:
+        documents = await seal_documents(self.codec, _dump(items))
+        await self.backend.write(transcript, kind, start, documents)
+
+    async def _read(self, transcript: str, kind: Kind, start: int, stop: int | None) -> list[bytes]:
+        return await open_documents(
+            self.codec, await self.backend.read(transcript, kind, start, stop)
+        )
 
     async def write_messages(
         self, transcript: str, start: int, messages: Sequence[Message]
     ) -> None:
         """Put ``messages`` at positions ``start``, ``start + 1``, ... of the transcript."""
-        await self.backend.write(transcript, "messages", start, _dump(messages))
+        await self._write(transcript, "messages", start, messages)
 
     async def messages(
         self, transcript: str, start: int = 0, stop: int | None = None
@@ -82,19 +103,19 @@ class TranscriptStore:
         """The messages from ``start`` up to ``stop`` (None: all written so far)."""
         return [
             Message.model_validate_json(raw)
-            for raw in await self.backend.read(transcript, "messages", start, stop)
+            for raw in await self._read(transcript, "messages", start, stop)
         ]
 
     async def write_steps(self, transcript: str, steps: Sequence[StepRecord]) -> None:
         """Put each record at its step's position (replacing an earlier record of that step)."""
         for step in steps:
-            await self.backend.write(transcript, "steps", step.step - 1, _dump([step]))
+            await self._write(transcript, "steps", step.step - 1, [step])
 
     async def steps(
         self, transcript: str, first: int = 1, last: int | None = None
     ) -> list[StepRecord]:
         """Step records ``first`` to ``last`` (inclusive; None: all written so far)."""
-        raw = await self.backend.read(transcript, "steps", first - 1, last)
+        raw = await self._read(transcript, "steps", first - 1, last)
         return [StepRecord.model_validate_json(item) for item in raw]
 
     async def count(self, transcript: str, kind: Kind) -> int:

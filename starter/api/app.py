@@ -338,7 +338,12 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         start = _last_event_id(last_event_id, after)
         client = onward()
         handle = client.temporal.get_workflow_handle(run_id)
-        stream = run_events(handle, after=start, outcome=lambda: client.result(run_id))
+        stream = run_events(
+            handle,
+            after=start,
+            outcome=lambda: client.result(run_id),
+            codec=client.temporal.data_converter.payload_codec,
+        )
         return StreamingResponse(
             _with_keepalive(stream),
             media_type="text/event-stream",

@@ -31,7 +31,7 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
-from temporalio.converter import decode_typed_search_attributes
+from temporalio.converter import PayloadCodec, decode_typed_search_attributes
 
 from onward import budget as budgets
 from onward import search_attributes as sa
@@ -49,6 +49,7 @@ from onward.contracts import (
 )
 from onward.starter.calls import Call, CallPairing, decode
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
+from onward.starter.sealed import opened_events
 
 __all__ = ["EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"]
 
@@ -278,18 +279,21 @@ async def run_events(
     *,
     after: int = 0,
     outcome: Callable[[], Awaitable[AgentResult]],
+    codec: PayloadCodec | None = None,
 ) -> AsyncIterator[RunEvent]:
     """The run's events with ids above ``after``, as they happen, ending with ``result``.
 
     ``outcome`` gives the result of a run that closed without returning one
-    (terminated, cancelled through Temporal, failed on invalid input).
+    (terminated, cancelled through Temporal, failed on invalid input);
+    ``codec`` decrypts the history (the API client's, with ``ONWARD_ENCRYPTION_KEYS``).
 
     Raises:
         RPCError: from Temporal (an unknown id, a lost connection): the stream
             ends and the client resumes with ``Last-Event-ID``.
     """
     translator = EventTranslator()
-    async for event in handle.fetch_history_events(wait_new_event=True, skip_archival=True):
+    events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
+    async for event in opened_events(events, codec):
         for item in translator.add(event):
             if item.id > after:
                 yield item

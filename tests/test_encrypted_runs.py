@@ -1,0 +1,197 @@
+"""Encrypted runs: history read with the keys, a clear error without them, no plaintext stored."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from postgres_server import postgres_url
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api_server import read_events, serving
+from conftest import run_onward, running_worker
+from onward.client import OnwardClient
+from onward.connection import DATA_CONVERTER, data_converter
+from onward.contracts import AgentInput, Message
+from onward.encryption import EncryptionCodec, EncryptionError, parse_keys
+from onward.starter.api import ApiSettings, api_app
+from onward.store import LocalStore, TranscriptStore, open_store
+from onward.workflows import AgentWorkflow
+
+__all__ = ["postgres_url"]  # the fixture, imported for the tests below
+
+
+def key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def encrypted_client(env: WorkflowEnvironment, codec: EncryptionCodec) -> Client:
+    config = env.client.config()
+    config["data_converter"] = dataclasses.replace(DATA_CONVERTER, payload_codec=codec)
+    return Client(**config)
+
+
+def secret_run(secret: str) -> AgentInput:
+    return AgentInput.model_validate(
+        {
+            "prompt": f"remember {secret}",
+            "script": [
+                {
+                    "text": f"noting {secret}",
+                    "tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}],
+                },
+                {"text": f"done with {secret}"},
+            ],
+            "tools": ["calculator"],
+        }
+    )
+
+
+def test_the_one_converter_encrypts_when_keys_are_set() -> None:
+    assert data_converter({}).payload_codec is None
+    converter = data_converter({"ONWARD_ENCRYPTION_KEYS": f"k1:{key()}"})
+    assert isinstance(converter.payload_codec, EncryptionCodec)
+    assert converter.payload_codec.key_ids == ["k1"]
+    assert converter.external_storage is not None  # both: the codec seals, storage keeps
+
+
+async def test_steps_and_trace_of_an_encrypted_run_need_its_keys(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    keys = f"k1:{key()}"
+    client = encrypted_client(env, EncryptionCodec(parse_keys(keys)))
+    secret = f"okapi-{uuid.uuid4().hex[:8]}"
+    agent = secret_run(secret)
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            agent,
+            id=f"enc-cli-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        await handle.result()
+    # The worker is gone: everything below comes from the history.
+    where = {
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "ONWARD_HOME": str(tmp_path / "home"),
+    }
+    keyed = where | {"ONWARD_ENCRYPTION_KEYS": keys}
+    steps = await run_onward("steps", handle.id, "--json", env=keyed)
+    assert steps.code == 0, steps.stderr
+    texts = [step["text"] for step in steps.json()]
+    assert texts == [f"noting {secret}", f"done with {secret}"]
+    trace = await run_onward("trace", handle.id, "--json", env=keyed)
+    assert trace.code == 0, trace.stderr
+    assert [step["text"] for step in trace.json()["steps"]] == texts
+
+    for setting in ("", f"other:{key()}"):
+        refused = await run_onward(
+            "steps", handle.id, env=where | {"ONWARD_ENCRYPTION_KEYS": setting}
+        )
+        assert refused.code != 0
+        assert "Traceback" not in refused.stderr
+        assert "ONWARD_ENCRYPTION_KEYS" in refused.stderr, refused.stderr
+        assert secret not in refused.stdout + refused.stderr
+
+
+async def test_the_transcript_store_holds_ciphertext(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    codec = EncryptionCodec(parse_keys(f"k1:{key()}"))
+    root = tmp_path / "store"
+    store = TranscriptStore(LocalStore(root), codec)
+    secret = f"quokka-{uuid.uuid4().hex[:8]}"
+    async with running_worker(
+        encrypted_client(env, codec), tmp_path / "ws", search_attribute_names, store=store
+    ) as worker:
+        handle = await worker.client.start_workflow(
+            AgentWorkflow.run,
+            secret_run(secret),
+            id=f"enc-store-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        result = await handle.result()
+    assert result.transcript is not None
+    files = [path for path in root.rglob("*") if path.is_file()]
+    assert files and all(secret.encode() not in path.read_bytes() for path in files)
+
+    messages = await store.messages(result.transcript)
+    assert messages[0].content == f"remember {secret}"
+    assert [step.text for step in await store.steps(result.transcript)] == [
+        f"noting {secret}",
+        f"done with {secret}",
+    ]
+    with pytest.raises(EncryptionError, match="ONWARD_ENCRYPTION_KEYS"):
+        await TranscriptStore(LocalStore(root)).messages(result.transcript)
+
+
+@pytest.mark.parametrize("backend", ["local", "postgresql"])
+async def test_sealed_documents_in_either_backend(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = str(tmp_path / "store") if backend == "local" else request.getfixturevalue("postgres_url")
+    codec = EncryptionCodec(parse_keys(f"k1:{key()}"))
+    store = await open_store(url, codec)
+    transcript = f"run-{uuid.uuid4().hex[:12]}"
+    try:
+        # Written before encryption was turned on: still read as it is.
+        await TranscriptStore(store.backend).write_messages(transcript, 0, [user("old and plain")])
+        await store.write_messages(transcript, 1, [user("the secret plan")])
+        rows = await store.backend.read(transcript, "messages", 0, None)
+        assert b"old and plain" in rows[0] and b"secret" not in rows[1]
+        read = await store.messages(transcript)
+        assert [m.content for m in read] == ["old and plain", "the secret plan"]
+    finally:
+        await store.close()
+
+
+def user(text: str) -> Message:
+    return Message(role="user", content=text)
+
+
+async def test_the_api_streams_an_encrypted_run_decrypted(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    codec = EncryptionCodec(parse_keys(f"k1:{key()}"))
+    secret = f"tapir-{uuid.uuid4().hex[:8]}"
+    client = encrypted_client(env, codec)
+    async with (
+        running_worker(client, tmp_path / "ws", search_attribute_names) as worker,
+        serving(api_app(ApiSettings(), OnwardClient(client, task_queue=worker.task_queue))) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        body = secret_run(secret).model_dump(mode="json", exclude_defaults=True)
+        created = (await http.post("/v1/runs", json=body)).json()
+        events = await read_events(http, created["events_url"])
+    decisions = [event.data for event in events if event.event == "model"]
+    assert [d["text"] for d in decisions] == [f"noting {secret}", f"done with {secret}"]
+    assert events[-1].data["output"] == f"done with {secret}"
+    raw = b"".join(
+        [
+            event.SerializeToString()
+            async for event in env.client.get_workflow_handle(created["id"]).fetch_history_events()
+        ]
+    )
+    assert secret.encode() not in raw  # the stream decrypted what the history keeps sealed
+
+
+async def test_a_large_payload_is_stored_as_ciphertext(tmp_path: Path) -> None:
+    converter = data_converter(
+        {
+            "ONWARD_ENCRYPTION_KEYS": f"k1:{key()}",
+            "ONWARD_PAYLOADS": str(tmp_path / "payloads"),
+            "ONWARD_PAYLOAD_THRESHOLD": "1024",
+        }
+    )
+    value = "the secret plan " * 200
+    (reference,) = await converter.encode([value])
+    assert reference.ByteSize() < 1024 and b"secret" not in reference.SerializeToString()
+    files = [path for path in (tmp_path / "payloads").rglob("*") if path.is_file()]
+    assert files and all(b"secret" not in path.read_bytes() for path in files)
+    assert await converter.decode([reference], [str]) == [value]
