@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class Harness:
                 await handle.terminate("bench: timed out")
             return RunOutcome(False, 0, f"timed out after {timeout_s:.0f} s")
         except Exception as err:  # noqa: BLE001 - a failed run is a figure, not a crash
-            return RunOutcome(False, 0, f"{type(err).__name__}: {err.__cause__ or err}")
+            return RunOutcome(False, 0, str(err.__cause__ or err))
         return outcome(result, task)
 
     async def ledger(self) -> dict[str, dict[str, Any]]:
@@ -90,13 +91,15 @@ def _temporal_cli() -> str:
 
 @contextlib.asynccontextmanager
 async def harness(
-    make_systems: Callable[[str], list[System]], logs: Path
+    make_systems: Callable[[str], list[System]], logs: Path, server_args: Sequence[str] = ()
 ) -> AsyncIterator[Harness]:
     """Start the fake model server, the dev server (in memory, free ports) and all workers.
 
-    ``make_systems`` gets the fake server's base URL (``http://127.0.0.1:N/v1``).
+    ``make_systems`` gets the fake server's base URL (``http://127.0.0.1:N/v1``);
+    ``server_args`` go to ``temporal server start-dev`` (``--db-filename``, say).
     """
-    logs.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(logs, ignore_errors=True)  # this run's logs only
+    logs.mkdir(parents=True)
     fake = Process(
         name="fake-model",
         argv=[sys.executable, "-m", "bench.fake_openai"],
@@ -114,18 +117,20 @@ async def harness(
             dev_server_existing_path=_temporal_cli(),
             data_converter=DATA_CONVERTER,
             dev_server_log_level="error",
+            dev_server_extra_args=list(server_args),
         ) as env:
             address = env.client.service_client.config.target_host
             prefix = f"bench-{uuid.uuid4().hex[:6]}"
             bench = Harness(env.client, address, model_url, [], workers, prefix, logs)
-            for system in make_systems(model_url):
-                bench.systems.append(system)
-                bench.restart_worker(system)
-            started = time.monotonic()
-            for process in workers.values():
-                await process.wait_ready(timeout_s=120)
-            print(f"  workers ready in {time.monotonic() - started:.1f} s: {', '.join(workers)}")
             try:
+                for system in make_systems(model_url):
+                    bench.systems.append(system)
+                    bench.restart_worker(system)
+                started = time.monotonic()
+                for process in workers.values():
+                    await process.wait_ready(timeout_s=120)
+                names = ", ".join(workers)
+                print(f"  workers ready in {time.monotonic() - started:.1f} s: {names}")
                 yield bench
             finally:
                 for process in workers.values():

@@ -66,7 +66,9 @@ async def _one(bench: Harness, system: System, steps: int, timeout_s: float) -> 
     handle = await bench.start(system, task)
     outcome = await bench.finish(handle, task, timeout_s)
     step_bytes, step_events = await steps_of(handle)
-    ended = "completed" if outcome.ok else outcome.detail
+    ended = (
+        "completed" if outcome.ok else f"stopped after {len(step_bytes)} steps: {outcome.detail}"
+    )
     megabytes = sum(step_bytes) / 1e6
     print(f"    {system.name}: {len(step_bytes)} steps recorded, {megabytes:.1f} MB; {ended}")
     return History(ended, len(step_bytes), step_bytes, step_events)

@@ -134,6 +134,12 @@ def _history(data: dict[str, Any]) -> list[str]:
         rows.append(cells)
     lines = ["### Event history at step N: total so far; added by step N (one long run each)", ""]
     lines += _table(head, rows)
+    lines += [
+        "",
+        "A system that sends the whole conversation with every model call records it in every",
+        "model activity's input, so each step adds more than the last and the history grows",
+        "quadratically, until Temporal's history size limit (50 MB by default) ends the run.",
+    ]
     return lines
 
 
@@ -189,6 +195,30 @@ def _cost(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+METHOD = """\
+How: one Temporal dev server (in memory) and one fake OpenAI-compatible server on loopback,
+one worker process per system, all on the same machine at the same time. Every system runs
+the same task: N steps of one `record` tool call (the model's arguments carry a ~1 KB note),
+then a text answer; a *step* is one model call, the answer included. Rounds are interleaved
+(A, B, C, D, A, B, C, D) and figures are medians.
+
+- **onward**: the real `worker.py` (`--tools bench.onward_tools`); the tool is a local activity.
+- **bare** (the floor): one regular activity (the same HTTP model call) and one local
+  activity per step, and no conversation: what any durable step costs, and nothing else.
+- **pydantic-ai**: `Agent` with `TemporalDurability` and `PydanticAIPlugin`; model request
+  and tool call are one activity each.
+- **openai-agents**: the OpenAI Agents SDK with Temporal's `OpenAIAgentsPlugin` (Chat
+  Completions); the tool is an activity through `activity_as_tool`.
+
+Every worker gets Onward's settings where they matter for resume: a 1 s sticky-queue
+timeout and a 4 s heartbeat timeout on the model call (the peers' defaults are 10 s sticky;
+30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin). Cost uses gpt-4.1's
+list price ($2 / $0.50 cached / $8 per million tokens), about 4 characters a token, and
+OpenAI's automatic prefix caching (prompts of 1,024 tokens or more, 128-token blocks).
+CPU and RSS are the worker process's own (from /proc), sampled every 50 ms.
+"""
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The whole result as markdown: one table per measurement, targets underneath."""
     sizes = ", ".join(f"{k}={v}" for k, v in data["sizes"].items())
@@ -197,6 +227,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Machine: {data['machine']}. Sizes: {sizes}. Peers: {data['peers']}.",
         "",
+        METHOD,
     ]
     sections = {
         "sequential": _sequential,

@@ -8,7 +8,8 @@ Starts one dev server (in memory, free ports), one fake OpenAI-compatible
 server and one worker process per system, all on loopback; the peers are
 installed into ``bench/.venv-peers`` first (skipped, with a line saying why,
 when that fails). Writes ``latest.json``, ``latest.md`` and PNG plots to
-``bench/results/`` (a run with ``--only`` writes to ``bench/results/only-*``).
+``bench/results/`` (``--quick`` and ``--only`` runs write to ``bench/results/quick`` and
+``bench/results/only-*``, which git ignores).
 Figures are printed next to the issue's targets; nothing is asserted.
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import dataclasses
 import os
 import platform
+import shlex
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -63,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--resume-repeats", type=int, default=5)
     add("--cost-steps", type=int, default=40)
     add("--timeout", type=float, default=900, help="seconds any one run may take")
-    add("--out", type=Path, help="default: bench/results (bench/results/only-PARTS with --only)")
+    add("--server-args", default="", help="extra `temporal server start-dev` arguments, quoted")
+    add("--out", type=Path, help="default: bench/results (or a scratch folder under it)")
     return parser
 
 
@@ -114,7 +117,8 @@ async def main(argv: list[str] | None = None) -> Path:
     if unknown:
         raise SystemExit(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     partial = sorted(parts) != sorted(PARTS)
-    out: Path = args.out or (RESULTS / f"only-{'-'.join(parts)}" if partial else RESULTS)
+    scratch = RESULTS / ("quick" if args.quick else f"only-{'-'.join(parts)}")
+    out: Path = args.out or (scratch if partial or args.quick else RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     if args.no_peers:
         peers_python, peers = None, "skipped (--no-peers)"
@@ -144,7 +148,7 @@ async def main(argv: list[str] | None = None) -> Path:
         every = all_systems(model_url, peers_python)
         return [s for s in every if s.name in chosen] if chosen else every
 
-    async with harness(systems, logs) as bench:
+    async with harness(systems, logs, shlex.split(args.server_args)) as bench:
         data |= await _measure(bench, parts, args)
     dump(out / "latest.json", data)
     print("\n" + render(data, out))
