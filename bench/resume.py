@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +41,11 @@ class Resume:
         return statistics.median(self.resume_s) if self.resume_s else float("nan")
 
 
-async def _calls_until(bench: Harness, run: str, found: Any, what: str) -> dict[str, Any]:
+Call = dict[str, Any]
+"""One model call as the fake server reports it: ``step``, ``start``, ``end``."""
+
+
+async def _calls_until(bench: Harness, run: str, found: Callable[[Call], bool], what: str) -> Call:
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         for call in await bench.calls(run):
@@ -75,6 +80,7 @@ async def resume(bench: Harness, repeats: int) -> dict[str, Resume]:
     figures = {s.name: Resume() for s in bench.systems}
     for repeat in range(repeats):
         for system in bench.systems:
+            done = len(figures[system.name].resume_s)
             try:
                 await _once(bench, system, figures[system.name])
             except TimeoutError as err:
@@ -83,6 +89,7 @@ async def resume(bench: Harness, repeats: int) -> dict[str, Resume]:
                 if worker.popen is None or worker.popen.poll() is not None:
                     bench.restart_worker(system)
                     await bench.workers[system.name].wait_ready(timeout_s=120)
-            last = figures[system.name].resume_s[-1:] or [float("nan")]
-            print(f"    repeat {repeat + 1}/{repeats} {system.name:14s} resumed in {last[0]:.2f} s")
+            times = figures[system.name].resume_s
+            said = f"resumed in {times[-1]:.2f} s" if len(times) > done else "failed"
+            print(f"    repeat {repeat + 1}/{repeats} {system.name:14s} {said}")
     return figures

@@ -51,6 +51,7 @@ async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Seque
     cpu_s: dict[str, list[float]] = {s.name: [] for s in bench.systems}
     failed = dict.fromkeys(step_s, 0)
     for round_ in range(rounds + 1):
+        said = []
         for system in bench.systems:
             worker = bench.workers[system.name]
             task = Task(new_run(), steps)
@@ -64,8 +65,9 @@ async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Seque
             elif round_:  # round 0 warms up every worker (imports, caches)
                 step_s[system.name].append(wall / calls)
                 cpu_s[system.name].append((worker.cpu_s() - cpu_before) / calls)
+            said.append(f"{system.name} {wall / calls * 1000:.1f}")
         label = "warm-up" if not round_ else f"round {round_}/{rounds}"
-        print(f"    {label} done")
+        print(f"    {label}: {', '.join(said)} ms/step")
     return {
         name: Sequential(
             step_ms=statistics.median(values) * 1000 if values else float("nan"),
