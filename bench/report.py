@@ -15,7 +15,7 @@ from typing import Any
 
 from bench.systems import FLOOR, PEERS
 
-__all__ = ["HISTORY_STEPS", "TARGETS", "markdown", "plot", "render"]
+__all__ = ["HISTORY_STEPS", "TARGETS", "markdown", "plot", "render", "summary"]
 
 HISTORY_STEPS = (10, 100, 500, 1000)
 TARGETS = {
@@ -219,6 +219,46 @@ CPU and RSS are the worker process's own (from /proc), sampled every 50 ms.
 """
 
 
+def summary(data: dict[str, Any]) -> list[str]:
+    """One row per system with the headline figures (the README's table)."""
+    seq = data.get("sequential", {})
+    runs = data.get("throughput", {})
+    hist = data.get("history", {})
+    res = data.get("resume", {})
+    bills = data.get("cost", {})
+    floor_step = seq.get(FLOOR, {}).get("step_ms")
+    floor_rate = {f["agents"]: f["steps_per_s"] for f in runs.get(FLOOR, [])}
+    levels = [f["agents"] for f in runs.get(FLOOR, [])]
+    top = max(levels, default=None)
+    names = list(dict.fromkeys([*seq, *runs, *hist, *res, *bills]))
+    head = ["system", "ms / step (vs floor)"]
+    head += [f"steps/s at concurrency {n} (vs floor)" for n in levels]
+    head += [f"CPU ms/step, RSS MB at {top}", "history KB at step 100", "resume s", "cost USD"]
+    rows = []
+    for name in names:
+        row = [f"**{name}**" if name == "onward" else name]
+        step = seq.get(name, {}).get("step_ms")
+        row.append(NONE if step is None else f"{step:.1f} ({_x(_ratio(step, floor_step))})")
+        by_level = {f["agents"]: f for f in runs.get(name, [])}
+        for n in levels:
+            fig = by_level.get(n)
+            rate = fig["steps_per_s"] if fig else None
+            ratio = _ratio(rate, floor_rate.get(n))
+            row.append(NONE if rate is None else f"{rate:.1f} ({_x(ratio)})")
+        at_top = by_level.get(top) if top is not None else None
+        row.append(
+            f"{at_top['cpu_ms_per_step']:.1f}, {at_top['peak_rss_mb']:.0f}" if at_top else NONE
+        )
+        step_bytes = hist.get(name, {}).get("step_bytes", [])
+        row.append(f"{sum(step_bytes[:100]) / 1e3:,.0f}" if len(step_bytes) >= 100 else NONE)
+        times = res.get(name, {}).get("resume_s")
+        row.append(f"{res[name]['median_s']:.2f}" if times else NONE)
+        bill = bills.get(name)
+        row.append(f"{bill['cost_usd']:.4f}" if bill else NONE)
+        rows.append(row)
+    return _table(head, rows)
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The whole result as markdown: one table per measurement, targets underneath."""
     sizes = ", ".join(f"{k}={v}" for k, v in data["sizes"].items())
@@ -226,6 +266,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"## Bench results ({data['generated_at']})",
         "",
         f"Machine: {data['machine']}. Sizes: {sizes}. Peers: {data['peers']}.",
+        "",
+        *summary(data),
         "",
         METHOD,
     ]
