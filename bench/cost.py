@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from bench.harness import Harness
 from bench.systems import System, new_run
-from bench.workload import Task, model_name
+from bench.workload import Task
 
 __all__ = ["Cost", "cost"]
 
@@ -30,29 +30,17 @@ class Cost:
 
 
 async def cost(bench: Harness, steps: int, timeout_s: float) -> dict[str, Cost]:
-    """One ``steps``-step run per system, all at once; each system's bill for it."""
-    before = await bench.ledger()
+    """One ``steps``-step run per system, all at once; each run's own bill.
 
-    async def one(system: System) -> bool:
-        return (await bench.run(system, Task(new_run(), steps), timeout_s)).ok
+    Billed per run, not per system: a model call still in flight from an
+    earlier measurement (a killed worker's) must not land on this bill.
+    """
 
-    oks = await asyncio.gather(*(one(s) for s in bench.systems))
-    after = await bench.ledger()
-    figures: dict[str, Cost] = {}
-    for system, ok in zip(bench.systems, oks, strict=True):
-        name = model_name(system.name)
-        was = before.get(name, {})
-        now = after.get(name, {})
+    async def one(system: System) -> Cost:
+        task = Task(new_run(), steps)
+        ok = (await bench.run(system, task, timeout_s)).ok
+        bill = await bench.bill(task.run)
+        return Cost(ok=ok, **bill)
 
-        def delta(key: str, was: dict[str, float] = was, now: dict[str, float] = now) -> float:
-            return now.get(key, 0) - was.get(key, 0)
-
-        figures[system.name] = Cost(
-            ok=ok,
-            requests=int(delta("requests")),
-            prompt_tokens=int(delta("prompt_tokens")),
-            cached_tokens=int(delta("cached_tokens")),
-            completion_tokens=int(delta("completion_tokens")),
-            cost_usd=delta("cost_usd"),
-        )
-    return figures
+    figures = await asyncio.gather(*(one(s) for s in bench.systems))
+    return {system.name: figure for system, figure in zip(bench.systems, figures, strict=True)}

@@ -11,9 +11,10 @@ way OpenAI's automatic prompt caching does it: prompts of 1,024 tokens or more
 are cached in 128-token blocks, and a request is billed the discounted price
 for the longest cached prefix it starts with.
 
-Two more routes serve the bench: ``GET /bench/ledger`` (what each model name
-was billed) and ``GET /bench/runs/<run>`` (each model call of a run, with its
-start and end time on this machine's monotonic clock).
+Three more routes serve the bench: ``GET /bench/ledger`` (what each model name
+was billed), ``GET /bench/bills/<run>`` (what one run was billed) and
+``GET /bench/runs/<run>`` (each model call of a run, with its start and end
+time on this machine's monotonic clock).
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ class FakeServer:
 
     cache: PrefixCache = field(default_factory=PrefixCache)
     bills: dict[str, Bill] = field(default_factory=dict)
+    """Per model name: per system."""
+    run_bills: dict[str, Bill] = field(default_factory=dict)
+    """Per run id: what one run cost, whatever else was going on."""
     runs: dict[str, list[_Call]] = field(default_factory=dict)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -208,6 +212,9 @@ class FakeServer:
             return 200, json.dumps(await self._complete(json.loads(raw))).encode()
         if method == "GET" and path == "/bench/ledger":
             return 200, json.dumps({k: asdict(v) for k, v in self.bills.items()}).encode()
+        if method == "GET" and path.startswith("/bench/bills/"):
+            bill = self.run_bills.get(path.removeprefix("/bench/bills/"), Bill())
+            return 200, json.dumps(asdict(bill)).encode()
         if method == "GET" and path.startswith("/bench/runs/"):
             calls = self.runs.get(path.removeprefix("/bench/runs/"), [])
             return 200, json.dumps([asdict(call) for call in calls]).encode()
@@ -222,11 +229,15 @@ class FakeServer:
         if step == task.delay_at and first_attempt:
             await asyncio.sleep(task.delay_ms / 1000)
         usage = body["usage"]
-        self.bills.setdefault(body["model"], Bill()).add(
-            usage["prompt_tokens"],
-            usage["prompt_tokens_details"]["cached_tokens"],
-            usage["completion_tokens"],
-        )
+        for bill in (
+            self.bills.setdefault(body["model"], Bill()),
+            self.run_bills.setdefault(task.run, Bill()),
+        ):
+            bill.add(
+                usage["prompt_tokens"],
+                usage["prompt_tokens_details"]["cached_tokens"],
+                usage["completion_tokens"],
+            )
         call.end = time.monotonic()
         return body
 

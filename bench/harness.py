@@ -71,6 +71,12 @@ class Harness:
         result: dict[str, dict[str, Any]] = answer.raise_for_status().json()
         return result
 
+    async def bill(self, run: str) -> dict[str, Any]:
+        """What the fake server billed for one run."""
+        answer = await self.http.get(f"{self.model_url.removesuffix('/v1')}/bench/bills/{run}")
+        result: dict[str, Any] = answer.raise_for_status().json()
+        return result
+
     async def calls(self, run: str) -> list[dict[str, Any]]:
         """The model calls the fake server got for one run (step, start, end)."""
         answer = await self.http.get(f"{self.model_url.removesuffix('/v1')}/bench/runs/{run}")

@@ -267,6 +267,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Machine: {data['machine']}. Sizes: {sizes}. Peers: {data['peers']}.",
         "",
+        *[f"Note: {note}" for note in data.get("notes", [])],
+        *([""] if data.get("notes") else []),
         *summary(data),
         "",
         METHOD,
@@ -300,9 +302,16 @@ def plot(data: dict[str, Any], out: Path) -> dict[str, bool]:
     made: dict[str, bool] = {}
     if data.get("history"):
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        for name, run in data["history"].items():
+        # Dashed and drawn last, so Onward stays visible where a peer's line lies on it.
+        for name, run in sorted(data["history"].items(), key=lambda item: item[0] == "onward"):
             steps = range(1, len(run["step_bytes"]) + 1)
-            ax.plot(steps, [b / 1e3 for b in run["step_bytes"]], label=f"{name} ({run['ended']})")
+            ax.plot(
+                steps,
+                [b / 1e3 for b in run["step_bytes"]],
+                linestyle="--" if name == "onward" else "-",
+                linewidth=2 if name == "onward" else 1.5,
+                label=f"{name} ({run['ended']})",
+            )
         ax.set(xlabel="step", ylabel="history KB added by the step", title="History bytes per step")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

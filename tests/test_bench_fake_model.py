@@ -91,6 +91,8 @@ async def test_bills_cached_prefixes_like_openai(fake: httpx.AsyncClient) -> Non
     assert ledger["requests"] == 7
     assert ledger["cached_tokens"] == sum(cached)
     assert abs(ledger["cost_usd"] - expected) < 1e-12
+    await play(fake, "bench-a", Task("r2b", steps=2))  # another run of the same system
+    assert (await fake.get("/bench/bills/r2")).json() == ledger
 
 
 async def test_caches_are_per_model_and_prefixes_differ_per_run(fake: httpx.AsyncClient) -> None:
