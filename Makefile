@@ -32,8 +32,8 @@ worker: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/onward dev
 
-bench: $(STAMP)
-	$(BIN)/python bench/overhead.py
+bench: $(STAMP)  ## Onward vs the bare workflow and the peers (10-20 min; ARGS=--quick for a minute)
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean: stop
 	rm -rf $(VENV) .onward

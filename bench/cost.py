@@ -1,0 +1,46 @@
+"""Billed tokens and cost of one tool-heavy run per system, from the fake server's bills.
+
+The fake server prices cached prompt prefixes the way OpenAI does (see
+:mod:`bench.fake_openai`), so a system that keeps its prompt prefix stable
+between steps pays less for the same task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from bench.harness import Harness
+from bench.systems import System, new_run
+from bench.workload import Task
+
+__all__ = ["Cost", "cost"]
+
+
+@dataclass
+class Cost:
+    """What one run was billed."""
+
+    ok: bool
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+
+async def cost(bench: Harness, steps: int, timeout_s: float) -> dict[str, Cost]:
+    """One ``steps``-step run per system, all at once; each run's own bill.
+
+    Billed per run, not per system: a model call still in flight from an
+    earlier measurement (a killed worker's) must not land on this bill.
+    """
+
+    async def one(system: System) -> Cost:
+        task = Task(new_run(), steps)
+        ok = (await bench.run(system, task, timeout_s)).ok
+        bill = await bench.bill(task.run)
+        return Cost(ok=ok, **bill)
+
+    figures = await asyncio.gather(*(one(s) for s in bench.systems))
+    return {system.name: figure for system, figure in zip(bench.systems, figures, strict=True)}

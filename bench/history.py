@@ -1,0 +1,80 @@
+"""Event history per step: how many events and bytes each step adds to a run's history.
+
+One long run per system, all at once (nothing here is timed). A step starts
+where its model-call activity is scheduled; its bytes are the serialized
+size of every history event up to the next step's model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from temporalio.client import WorkflowHandle
+
+from bench.harness import Harness
+from bench.systems import System, new_run
+from bench.workload import Task
+
+__all__ = ["History", "history", "steps_of"]
+
+
+@dataclass
+class History:
+    """One run's history, step by step."""
+
+    ended: str
+    """``completed``, or why the run stopped early (a Temporal limit, say)."""
+    model_calls: int
+    step_bytes: list[int] = field(default_factory=list)
+    step_events: list[int] = field(default_factory=list)
+
+    def cumulative_bytes(self, step: int) -> int | None:
+        """History bytes after ``step`` steps (1-based); None if the run never got there."""
+        return sum(self.step_bytes[:step]) if step <= len(self.step_bytes) else None
+
+    def cumulative_events(self, step: int) -> int | None:
+        return sum(self.step_events[:step]) if step <= len(self.step_events) else None
+
+
+def _is_model_call(activity_type: str) -> bool:
+    # call_model (Onward), bare_model_call, ..._model_request (pydantic-ai),
+    # invoke_model_activity (OpenAI Agents): each system's model activity says "model".
+    return "model" in activity_type.lower()
+
+
+async def steps_of(handle: WorkflowHandle[object, object]) -> tuple[list[int], list[int]]:
+    """Bytes and events of each step of a run's history."""
+    step_bytes: list[int] = [0]
+    step_events: list[int] = [0]
+    seen_model_call = False
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes") and _is_model_call(
+            event.activity_task_scheduled_event_attributes.activity_type.name
+        ):
+            if seen_model_call:  # the first step also carries the run's start events
+                step_bytes.append(0)
+                step_events.append(0)
+            seen_model_call = True
+        step_bytes[-1] += event.ByteSize()
+        step_events[-1] += 1
+    return step_bytes, step_events
+
+
+async def _one(bench: Harness, system: System, steps: int, timeout_s: float) -> History:
+    task = Task(new_run(), steps)
+    handle = await bench.start(system, task)
+    outcome = await bench.finish(handle, task, timeout_s)
+    step_bytes, step_events = await steps_of(handle)
+    ended = (
+        "completed" if outcome.ok else f"stopped after {len(step_bytes)} steps: {outcome.detail}"
+    )
+    megabytes = sum(step_bytes) / 1e6
+    print(f"    {system.name}: {len(step_bytes)} steps recorded, {megabytes:.1f} MB; {ended}")
+    return History(ended, len(step_bytes), step_bytes, step_events)
+
+
+async def history(bench: Harness, steps: int, timeout_s: float) -> dict[str, History]:
+    """A ``steps``-step run per system, all at once; each run's history measured step by step."""
+    results = await asyncio.gather(*(_one(bench, s, steps, timeout_s) for s in bench.systems))
+    return {system.name: result for system, result in zip(bench.systems, results, strict=True)}

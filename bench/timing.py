@@ -1,0 +1,128 @@
+"""Per-step time of one agent at a time, and throughput with many agents at once.
+
+Rounds are interleaved (A, B, C, A, B, C), so every system sees the same
+machine load; figures are medians over rounds, compared as ratios.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+
+from bench.harness import Harness
+from bench.processes import RssSampler
+from bench.systems import RunOutcome, new_run
+from bench.workload import Task
+
+__all__ = ["Sequential", "Throughput", "sequential", "throughput"]
+
+START_CONCURRENCY = 100
+"""Workflow starts in flight at once (a client's, not a worker's, limit)."""
+
+
+@dataclass
+class Sequential:
+    """One agent at a time: median per-step wall time and worker CPU per step."""
+
+    step_ms: float
+    cpu_ms_per_step: float
+    rounds: int
+    failed: int
+
+
+@dataclass
+class Throughput:
+    """``agents`` runs at once on one worker."""
+
+    agents: int
+    steps_per_s: float
+    wall_s: float
+    cpu_ms_per_step: float
+    peak_rss_mb: float
+    failed: int
+    failure: str = ""
+
+
+async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Sequential]:
+    """Per-step time of a ``steps``-step run, median over ``rounds`` after one warm-up round."""
+    step_s: dict[str, list[float]] = {s.name: [] for s in bench.systems}
+    cpu_s: dict[str, list[float]] = {s.name: [] for s in bench.systems}
+    failed = dict.fromkeys(step_s, 0)
+    for round_ in range(rounds + 1):
+        said = []
+        for system in bench.systems:
+            worker = bench.workers[system.name]
+            task = Task(new_run(), steps)
+            cpu_before, started = worker.cpu_s(), time.perf_counter()
+            outcome = await bench.run(system, task)
+            wall = time.perf_counter() - started
+            calls = task.steps + 1
+            if not outcome.ok:
+                failed[system.name] += 1
+                print(f"    {system.name}: run failed: {outcome.detail}")
+            elif round_:  # round 0 warms up every worker (imports, caches)
+                step_s[system.name].append(wall / calls)
+                cpu_s[system.name].append((worker.cpu_s() - cpu_before) / calls)
+            said.append(f"{system.name} {wall / calls * 1000:.1f}")
+        label = "warm-up" if not round_ else f"round {round_}/{rounds}"
+        print(f"    {label}: {', '.join(said)} ms/step")
+    return {
+        name: Sequential(
+            step_ms=statistics.median(values) * 1000 if values else float("nan"),
+            cpu_ms_per_step=statistics.median(cpu_s[name]) * 1000 if values else float("nan"),
+            rounds=len(values),
+            failed=failed[name],
+        )
+        for name, values in step_s.items()
+    }
+
+
+async def _many(
+    bench: Harness, system_name: str, agents: int, steps: int, timeout_s: float
+) -> Throughput:
+    system = next(s for s in bench.systems if s.name == system_name)
+    worker = bench.workers[system.name]
+    tasks = [Task(new_run(), steps) for _ in range(agents)]
+    gate = asyncio.Semaphore(START_CONCURRENCY)
+
+    async def one(task: Task) -> RunOutcome:
+        async with gate:
+            handle = await bench.start(system, task)
+        return await bench.finish(handle, task, timeout_s)
+
+    cpu_before = worker.cpu_s()
+    async with RssSampler(worker) as rss:
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(*(one(task) for task in tasks))
+        wall = time.perf_counter() - started
+    done = sum(o.model_calls for o in outcomes if o.ok)
+    bad = [o for o in outcomes if not o.ok]
+    return Throughput(
+        agents=agents,
+        steps_per_s=done / wall,
+        wall_s=wall,
+        cpu_ms_per_step=(worker.cpu_s() - cpu_before) / max(done, 1) * 1000,
+        peak_rss_mb=rss.peak_mb,
+        failed=len(bad),
+        failure=bad[0].detail if bad else "",
+    )
+
+
+async def throughput(
+    bench: Harness, levels: list[int], steps: int, timeout_s: float
+) -> dict[str, list[Throughput]]:
+    """Steps per second with each number of concurrent agents, systems interleaved per level."""
+    figures: dict[str, list[Throughput]] = {s.name: [] for s in bench.systems}
+    for agents in levels:
+        for system in bench.systems:
+            result = await _many(bench, system.name, agents, steps, timeout_s)
+            figures[system.name].append(result)
+            note = f", {result.failed} failed ({result.failure})" if result.failed else ""
+            print(
+                f"    {agents:5d} agents  {system.name:14s} {result.steps_per_s:7.1f} steps/s  "
+                f"cpu {result.cpu_ms_per_step:5.1f} ms/step  peak RSS {result.peak_rss_mb:6.0f} MB"
+                f"{note}"
+            )
+    return figures
