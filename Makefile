@@ -36,4 +36,4 @@ bench: $(STAMP)  ## Onward vs the bare workflow and the peers (10-20 min; ARGS=-
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean: stop
-	rm -rf $(VENV) .onward
+	rm -rf $(VENV) .onward bench/.venv-peers
