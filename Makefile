@@ -4,12 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint stop worker dev bench clean
+.PHONY: demo test lint stop worker dev bench clean lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml dev-constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c dev-constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## start the dev server and a worker, run an example agent offline
@@ -37,3 +37,9 @@ bench: $(STAMP)  ## Onward vs the bare workflow and the peers (10-20 min; ARGS=-
 
 clean: stop
 	rm -rf $(VENV) .onward bench/.venv-peers
+
+lock: $(STAMP)  ## re-resolve dev-constraints.txt from pyproject.toml (uv resolves in a second)
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet \
+		--index-strategy unsafe-best-match --no-header --no-annotate -o .lock.tmp
+	{ sed -n '1,3p' dev-constraints.txt; cat .lock.tmp; } > dev-constraints.txt && rm .lock.tmp
