@@ -15,6 +15,15 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from onward.activities.heartbeat import heartbeating
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
+from onward.activities.tools.stored_files import list_stored, read_stored, write_stored
+from onward.activities.tools.workspace import (
+    ListFilesArgs,
+    ReadFileArgs,
+    WriteFileArgs,
+    list_files,
+    read_file,
+    write_file,
+)
 from onward.artifacts import list_artifacts, workspace_dir
 from onward.contracts import (
     Artifact,
@@ -25,7 +34,9 @@ from onward.contracts import (
     WorkerDescriptionRequest,
 )
 from onward.conversation import truncate
-from onward.errors import ToolError, ToolRetryableError, format_validation_error
+from onward.errors import StoreError, ToolError, ToolRetryableError, format_validation_error
+from onward.memory import Memory
+from onward.store import FileBackend, TranscriptStore
 
 __all__ = ["RESULT_CAP_CHARS", "ToolActivities"]
 
@@ -43,6 +54,8 @@ class ToolActivities:
             model retry policy from it (see ``WorkerDescription``).
         context_windows: a model's context window (tokens) or None, for
             ``describe_worker`` (the worker's pricing table knows them).
+        store: the worker's store: memory (``remember``/``recall``) and, when it
+            keeps files (PostgreSQL), the runs' workspaces instead of ``workspace``.
     """
 
     def __init__(
@@ -54,6 +67,7 @@ class ToolActivities:
         providers: Sequence[str] = (),
         model_max_attempts: int | None = None,
         context_windows: Callable[[str], int | None] | None = None,
+        store: TranscriptStore | None = None,
     ) -> None:
         self._registry = registry
         self._workspace = workspace
@@ -62,6 +76,7 @@ class ToolActivities:
         self._model_max_attempts = model_max_attempts
         self._context_windows = context_windows
         self._telemetry = telemetry or ActivityTelemetry()
+        self._store = store
 
     @property
     def registry(self) -> ToolRegistry:
@@ -76,9 +91,16 @@ class ToolActivities:
         """The workspace of the run keyed ``key``; the root itself for runs without a key."""
         return self._workspace if key is None else workspace_dir(self._workspace, key)
 
+    @property
+    def files(self) -> FileBackend | None:
+        """Where runs' workspaces live when the store keeps them; None: under ``workspace``."""
+        return self._store.files if self._store is not None else None
+
     @activity.defn(name="list_artifacts")
     async def list_artifacts(self, request: ArtifactsRequest) -> list[Artifact]:
         """The files in a run's workspace, with sizes and sha256 (the run's artifacts)."""
+        if self.files is not None:
+            return await self.files.list_files(request.workspace)
         return await asyncio.to_thread(list_artifacts, self.workspace_of(request.workspace))
 
     @activity.defn(name="describe_worker")
@@ -148,10 +170,17 @@ class ToolActivities:
             idempotency_key=request.idempotency_key,
             call_id=request.call_id,
             workspace=self.workspace_of(request.workspace),
+            memory=(
+                Memory(self._store, request.tenant, request.memory_scope)
+                if self._store is not None and request.memory_scope is not None
+                else None
+            ),
         )
         try:
             async with heartbeating():
-                content = await _call(item, args, context)
+                content = await self._stored_file_call(item, args, request)
+                if content is None:
+                    content = await _call(item, args, context)
         except ToolRetryableError as err:
             # Expected and retried: one log line, no traceback (benign errors are
             # logged by the SDK at DEBUG only).
@@ -163,11 +192,30 @@ class ToolActivities:
             ) from err
         except ToolError as err:
             return ToolOutcome(error=str(err))
+        except StoreError as err:
+            # The store is down or refused: worth a retry, like a crashed worker.
+            raise ApplicationError(str(err), type="StoreError") from err
         except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model
             activity.logger.warning("tool %s raised", item.name, exc_info=True)
             return ToolOutcome(error=f"{type(err).__name__}: {err}")
         text, cut = truncate(content, RESULT_CAP_CHARS)
         return ToolOutcome(content=text, truncated=cut)
+
+    async def _stored_file_call(self, item: Tool, args: object, request: ToolRequest) -> str | None:
+        """A file tool's call on the store's workspace; None: not one (or files are on disk).
+
+        Runs begun before per-run workspaces (no ``workspace``) keep the worker's root.
+        """
+        files = self.files
+        if files is None or request.workspace is None:
+            return None
+        if item is write_file and isinstance(args, WriteFileArgs):
+            return await write_stored(files, request.workspace, args, request.idempotency_key)
+        if item is read_file and isinstance(args, ReadFileArgs):
+            return await read_stored(files, request.workspace, args)
+        if item is list_files and isinstance(args, ListFilesArgs):
+            return await list_stored(files, request.workspace, args)
+        return None
 
 
 async def _call(item: Tool, args: object, context: ToolContext) -> str:

@@ -40,8 +40,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import schedules
 from onward import search_attributes as sa
+from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
-from onward.connection import connect
+from onward.connection import DATA_CONVERTER, connect
 from onward.contracts import (
     DEFAULT_TASK_QUEUE,
     AgentInput,
@@ -84,6 +85,7 @@ from onward.starter.listing import RunRow, list_runs
 from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
+from onward.store import FileBackend, TranscriptStore, open_store, store_url
 from onward.workflows import AgentWorkflow
 
 __all__ = ["OnwardClient", "RunInfo", "StepLog", "new_run_id"]
@@ -150,10 +152,24 @@ class OnwardClient:
     :class:`~onward.errors.ConnectionFailed` when Temporal is gone, and so on.
     """
 
-    def __init__(self, client: Client, *, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
-        """Wrap a connected Temporal client (it must use ``onward.connection.DATA_CONVERTER``)."""
+    def __init__(
+        self,
+        client: Client,
+        *,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        store: TranscriptStore | str | None = None,
+    ) -> None:
+        """Wrap a connected Temporal client (it must use ``onward.connection.DATA_CONVERTER``).
+
+        ``store`` is the workers' store, or its URL (opened when first needed): with
+        a PostgreSQL store, artifacts are read from it instead of a workspace
+        directory on this machine. None: artifacts are read from disk.
+        """
         self._client = client
         self.task_queue = task_queue
+        self._store = store if isinstance(store, TranscriptStore) else None
+        self._store_url = store if isinstance(store, str) else None
+        self._opened_store = False
 
     @classmethod
     async def connect(
@@ -164,12 +180,19 @@ class OnwardClient:
         *,
         interceptors: Sequence[Interceptor] = (),
         environ: Mapping[str, str] | None = None,
+        store: TranscriptStore | str | None = None,
     ) -> OnwardClient:
         """Connect to Temporal: envconfig's settings, ``address`` and ``namespace`` over them.
+
+        ``store`` defaults to ``ONWARD_STORE`` when it is a PostgreSQL URL (the
+        database is reached when artifacts are first asked for).
 
         Raises:
             ConnectionFailed: the server cannot be reached, or the settings are bad.
         """
+        if store is None:
+            url = store_url(os.environ if environ is None else environ)
+            store = url if url.startswith(("postgresql://", "postgres://")) else None
         overrides: dict[str, Any] = {"interceptors": list(interceptors)}
         if address:
             overrides["target_host"] = address
@@ -179,7 +202,7 @@ class OnwardClient:
             client = await connect(environ, **overrides)
         except ValueError as err:  # a malformed profile file or address
             raise ConnectionFailed(f"bad Temporal connection settings: {err}", address) from err
-        return cls(client, task_queue=task_queue)
+        return cls(client, task_queue=task_queue, store=store)
 
     @property
     def temporal(self) -> Client:
@@ -501,6 +524,19 @@ class OnwardClient:
 
     # -- artifacts (longlived branch) -----------------------------------------------------
 
+    async def _files(self) -> FileBackend | None:
+        """The store's workspaces (PostgreSQL), opened on first use; None: on disk."""
+        if self._store is None and self._store_url is not None:
+            self._store = await open_store(self._store_url, DATA_CONVERTER.payload_codec)
+            self._opened_store = True
+        return self._store.files if self._store is not None else None
+
+    async def aclose(self) -> None:
+        """Close the store this client opened from a URL (the Temporal client needs nothing)."""
+        if self._opened_store and self._store is not None:
+            await self._store.close()
+            self._store, self._opened_store = None, False
+
     def _workspace(self, run_id: str, root: Path | str | None) -> Path:
         base = Path(root).resolve() if root is not None else workspace_root(os.environ)
         return workspace_dir(base, run_id)
@@ -508,14 +544,19 @@ class OnwardClient:
     async def artifacts(
         self, run_id: str, *, workspace_root: Path | str | None = None
     ) -> builtins.list[Artifact]:
-        """The files the run wrote: read from the worker's workspace root on this machine.
+        """The files the run wrote: from the store when it keeps workspaces (PostgreSQL),
+        else from the worker's workspace root on this machine.
 
         ``workspace_root`` defaults to ``ONWARD_WORKSPACE`` (as the worker reads it).
 
         Raises:
             RunNotFound: no run has this id.
+            StoreError: the store cannot be reached.
         """
         await self.info(run_id)  # an unknown id says so, instead of "no artifacts"
+        files = await self._files()
+        if files is not None:
+            return await files.list_files(run_id)
         return list_artifacts(self._workspace(run_id, workspace_root))
 
     async def artifact(
@@ -526,8 +567,18 @@ class OnwardClient:
         Raises:
             RunNotFound: no run has this id.
             InvalidInput: no such artifact, or ``path`` leaves the run's workspace.
+            StoreError: the store cannot be reached.
         """
         await self.info(run_id)
+        files = await self._files()
+        if files is not None:
+            try:
+                data = await files.read_file(run_id, normalize_path(path))
+            except WorkspaceError as err:
+                raise InvalidInput(f"path: {err}") from err
+            if data is None:
+                raise InvalidInput(f"path: run {run_id} has no artifact {path!r}")
+            return data
         try:
             return read_artifact(self._workspace(run_id, workspace_root), path)
         except FileNotFoundError as err:

@@ -246,6 +246,13 @@ class AgentInput(_Strict):
     )
     settings: ModelSettings | None = None
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
+    memory_scope: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="whose memory remember/recall use, within the run's tenant; "
+        "None: the tenant's shared scope",
+    )
     # -- human approval (longlived branch) --------------------------------------------
     approve_tools: list[str] | None = Field(
         default=None,
@@ -491,6 +498,12 @@ class ToolRequest(BaseModel):
         default=None,
         description="the run whose workspace the call uses (its workflow id, or its parent's); "
         "None: the worker's workspace root itself (runs begun before per-run workspaces)",
+    )
+    tenant: str | None = None
+    memory_scope: str | None = Field(
+        default=None,
+        description="the run's memory scope within its tenant (remember/recall); None: the "
+        "run began before memory scopes, and has no memory",
     )
 
 

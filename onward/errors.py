@@ -12,6 +12,7 @@ Every error Onward raises on purpose is an :class:`OnwardError`::
     ├── NoWorker              no worker polls the run's task queue, or none answered
     ├── UnexpectedResponse    Temporal or a worker answered with something unexpected
     ├── TemporalError         any other error Temporal reported
+    ├── StoreError            the store (``ONWARD_STORE``) cannot be reached or refused an operation
     ├── CliError              (``onward.starter.errors``) a problem of the ``onward`` command
     └── ToolError             a tool failed; the model is told (worker side)
         └── WorkspaceError
@@ -39,6 +40,7 @@ __all__ = [
     "RunAlreadyExists",
     "RunEnded",
     "RunNotFound",
+    "StoreError",
     "TemporalError",
     "ToolError",
     "ToolRetryableError",
@@ -158,6 +160,11 @@ class TemporalError(OnwardError):
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StoreError(OnwardError):
+    """The store (``ONWARD_STORE``: transcripts, memory, artifacts) cannot be reached or
+    refused an operation; the message says which store and why."""
 
 
 class ToolError(OnwardError):

@@ -110,10 +110,12 @@ class OnwardPlugin(SimplePlugin):
         interceptors: client and worker interceptors to add, e.g. the tracing
             interceptors of :func:`onward.telemetry.configure_telemetry`.
         telemetry: GenAI spans of the model and tool activities.
-        store: where runs keep their conversation and full step log; default:
-            a directory, ``.onward/store`` (see :func:`onward.store.open_store`).
-            Every worker of a task queue and every client reading step logs
-            must use the same store.
+        store: where runs keep their conversation and full step log, and their
+            memory (``remember``/``recall``); a PostgreSQL store keeps the runs'
+            workspaces too, instead of ``workspace``. Default: a directory,
+            ``.onward/store`` (see :func:`onward.store.open_store`). Every
+            worker of a task queue and every client reading step logs or
+            artifacts must use the same store.
 
     Raises:
         ValueError: both ``tools`` and ``registry`` were given, or a provider
@@ -166,6 +168,7 @@ class OnwardPlugin(SimplePlugin):
             providers=self._model.provider_names,
             model_max_attempts=model_max_attempts,
             context_windows=pricing.context_window,
+            store=self._store,  # memory, and workspaces kept in PostgreSQL
         )
         super().__init__(
             PLUGIN_NAME,

@@ -132,6 +132,12 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--id", help="workflow id of the run (default: agent-<random>)")
     parser.add_argument("--tenant", help="tenant the run belongs to (see: onward report --tenant)")
+    parser.add_argument(
+        "--memory-scope",
+        metavar="SCOPE",
+        help="whose memory remember/recall use within the tenant (default: the tenant's shared "
+        "scope)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         decide.add_argument("--note", help="why; a rejection's note is the call's result")
         _json_option(decide, "the calls decided")
 
-    artifacts = command("artifacts", "the files a run wrote (from this machine's workspace)")
+    artifacts = command(
+        "artifacts",
+        "the files a run wrote (from the store when ONWARD_STORE is PostgreSQL, "
+        "else this machine's workspace)",
+    )
     artifacts.add_argument("id", metavar="ID")
     artifacts.add_argument("--get", metavar="PATH", help="print this artifact's bytes")
     artifacts.add_argument(

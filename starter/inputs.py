@@ -44,6 +44,7 @@ _FLAGS: dict[str, str] = {
     "script": "--script",
     "tools": "--tool",
     "tenant": "--tenant",
+    "memory_scope": "--memory-scope",
 }
 
 
@@ -114,6 +115,8 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
         data["script"] = load_script(args.script)
     if args.tenant is not None:
         data["tenant"] = args.tenant
+    if getattr(args, "memory_scope", None) is not None:
+        data["memory_scope"] = args.memory_scope
     if getattr(args, "approve_tools", None):  # human approval (longlived branch)
         data["approve_tools"] = args.approve_tools
     try:

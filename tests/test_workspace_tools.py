@@ -365,6 +365,8 @@ def test_file_tools_are_regular_builtin_activities() -> None:
         "write_file",
         "read_file",
         "list_files",
+        "remember",
+        "recall",
     ]
     for item in (write_file, read_file, list_files):
         assert item.builtin

@@ -68,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from onward.conversation import Conversation
     from onward.errors import INVALID_INPUT
+    from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.store.base import transcript_id
     from onward.tool_pipeline import (
         approval_refusal,
@@ -119,6 +120,9 @@ WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
 """A natively cancelled run delivers its webhook; runs begun before closed without it."""
 WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
 """A run failed by input the worker checks delivers its webhook; runs begun before did not."""
+MEMORY_SCOPE_PATCH = "memory-scope"
+"""Tool calls carry the run's tenant and memory scope (remember/recall); runs begun
+before sent neither, and have no memory."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -990,6 +994,12 @@ class AgentWorkflow:
         info = workflow.info()
         return info.root.workflow_id if info.root is not None else info.workflow_id
 
+    def _memory_scope(self) -> str | None:
+        """The run's memory scope for its tool calls; None for runs begun before scopes."""
+        if not workflow.patched(MEMORY_SCOPE_PATCH):
+            return None
+        return self._input.memory_scope or DEFAULT_MEMORY_SCOPE
+
     async def _list_artifacts(self) -> None:
         """The files in the run's workspace, into the result; a failure only leaves them out."""
         if not self._used_workspace or not workflow.patched(ARTIFACTS_PATCH):
@@ -1015,6 +1025,7 @@ class AgentWorkflow:
         if inside is not None:
             return asyncio.create_task(inside.run(call, tool_summary(call)))
         info = workflow.info()
+        memory_scope = self._memory_scope()
         request = ToolRequest(
             name=call.name,
             arguments=call.arguments,
@@ -1024,6 +1035,8 @@ class AgentWorkflow:
             ),
             step=self._step.step,
             workspace=self._workspace_key(),  # artifacts (longlived branch)
+            tenant=self._input.tenant if memory_scope is not None else None,
+            memory_scope=memory_scope,
         )
         timeout = timedelta(seconds=spec.timeout_s)
         retry = RetryPolicy(

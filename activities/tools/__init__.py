@@ -1,6 +1,7 @@
 """Tools an agent can call, and the registry that describes and schedules them.
 
-The built-ins are pure arithmetic, files confined to the worker's workspace and,
+The built-ins are pure arithmetic, files confined to the run's workspace, memory
+across runs (``remember``/``recall``) and,
 when the worker passes its allow-list, ``http_fetch``; a worker offers them to
 every run that names no tools of its own. User tools are plain functions
 decorated with :func:`tool`, loaded from modules or entry points by
@@ -18,6 +19,7 @@ from onward.activities.tools.loading import (
     load_tools,
     register_tools,
 )
+from onward.activities.tools.memory import recall, remember
 from onward.activities.tools.net_guard import AllowList
 from onward.activities.tools.registry import Tool, ToolContext, ToolRegistry, tool
 from onward.activities.tools.workspace import list_files, read_file, write_file
@@ -38,7 +40,7 @@ __all__ = [
     "tool",
 ]
 
-BUILTIN_TOOLS: list[Tool] = [calculator, write_file, read_file, list_files]
+BUILTIN_TOOLS: list[Tool] = [calculator, write_file, read_file, list_files, remember, recall]
 """The tools every worker has, in the order a model sees them; ``http_fetch`` is made per worker."""
 
 

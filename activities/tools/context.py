@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from onward.memory import Memory
 
 __all__ = ["ToolContext", "ToolFunction"]
 
@@ -16,11 +19,15 @@ class ToolContext:
 
     ``idempotency_key`` is the same on every retry of one call (workflow id,
     step and call id), so a tool can make its side effects safe to repeat.
+    ``memory`` is the run's memory (its tenant and memory scope in the
+    worker's store); None when the run began before memory scopes or the
+    worker has no store.
     """
 
     idempotency_key: str
     call_id: str
     workspace: Path
+    memory: Memory | None = None
 
 
 ToolFunction = Callable[[Any, ToolContext], Awaitable[str] | str]

@@ -4,7 +4,9 @@
 :class:`~onward.store.local.LocalStore` (a directory under ``.onward/``, the
 embedded default) or :class:`~onward.store.postgres.PostgresStore`
 (``ONWARD_STORE=postgresql://...``, for workers on several machines).
-:func:`open_store` picks one from a URL. Writes are idempotent per position,
+:func:`open_store` picks one from a URL. The same store keeps memory across
+runs (``remember``/``recall``, per tenant and scope) and, on PostgreSQL, the
+runs' workspaces (:attr:`TranscriptStore.files`). Writes are idempotent per position,
 so activity retries and worker kills never duplicate a message or a step.
 """
 
@@ -17,13 +19,25 @@ from pydantic import BaseModel
 from temporalio.converter import PayloadCodec
 
 from onward.contracts import Message, StepRecord
-from onward.store.base import Kind, StoreBackend, StoreError, check_transcript_id, transcript_id
+from onward.memory import MemoryEntry
+from onward.store.base import (
+    FileBackend,
+    Kind,
+    MemoryBackend,
+    StoreBackend,
+    StoreError,
+    check_transcript_id,
+    memory_key_id,
+    transcript_id,
+)
 from onward.store.local import LocalStore
 from onward.store.sealing import open_documents, seal_documents
 
 __all__ = [
     "DEFAULT_STORE_DIR",
+    "FileBackend",
     "LocalStore",
+    "MemoryBackend",
     "StoreBackend",
     "StoreError",
     "TranscriptStore",
@@ -121,6 +135,32 @@ class TranscriptStore:
     async def count(self, transcript: str, kind: Kind) -> int:
         """How many messages or steps the transcript holds."""
         return await self.backend.length(transcript, kind)
+
+    # -- memory across runs ------------------------------------------------------------
+
+    def _memory(self) -> MemoryBackend:
+        if not isinstance(self.backend, MemoryBackend):
+            raise StoreError(f"this store ({type(self.backend).__name__}) keeps no memory")
+        return self.backend
+
+    async def remember(self, tenant: str, scope: str, entry: MemoryEntry) -> None:
+        """Keep ``entry`` in the tenant's scope, replacing an entry of the same key."""
+        [document] = await seal_documents(self.codec, _dump([entry]))
+        await self._memory().put_memory(tenant, scope, memory_key_id(entry.key), document)
+
+    async def memories(self, tenant: str, scope: str) -> list[MemoryEntry]:
+        """Every entry of the tenant's scope."""
+        raws = await self._memory().memory_documents(tenant, scope)
+        return [
+            MemoryEntry.model_validate_json(raw) for raw in await open_documents(self.codec, raws)
+        ]
+
+    # -- run workspaces ------------------------------------------------------------------
+
+    @property
+    def files(self) -> FileBackend | None:
+        """Where run workspaces live when the store keeps them (PostgreSQL); None: on disk."""
+        return self.backend if isinstance(self.backend, FileBackend) else None
 
     async def close(self) -> None:
         await self.backend.close()

@@ -16,19 +16,27 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
-__all__ = ["Kind", "StoreBackend", "StoreError", "check_transcript_id", "transcript_id"]
+from onward.contracts import Artifact
+from onward.errors import StoreError
+
+__all__ = [
+    "FileBackend",
+    "Kind",
+    "MemoryBackend",
+    "StoreBackend",
+    "StoreError",
+    "check_transcript_id",
+    "memory_key_id",
+    "transcript_id",
+]
 
 Kind = Literal["messages", "steps"]
 """The sequences a transcript holds."""
 
 _TRANSCRIPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,254}")
 """Workflow ids are free text; a transcript id also names a directory, so it is kept plain."""
-
-
-class StoreError(Exception):
-    """The transcript store cannot be reached or refused an operation."""
 
 
 def check_transcript_id(transcript: str) -> str:
@@ -79,4 +87,49 @@ class StoreBackend(Protocol):
 
     async def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+def memory_key_id(key: str) -> str:
+    """What a memory's key is stored under: its SHA-256, so the key itself can be sealed."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@runtime_checkable
+class MemoryBackend(Protocol):
+    """Memory documents per (tenant, scope), one per key id; a later put replaces it."""
+
+    async def put_memory(self, tenant: str, scope: str, key_id: str, document: bytes) -> None:
+        """Keep ``document`` under ``key_id`` in the space, replacing what was there."""
+        ...
+
+    async def memory_documents(self, tenant: str, scope: str) -> list[bytes]:
+        """Every document of the space, in key id order."""
+        ...
+
+
+@runtime_checkable
+class FileBackend(Protocol):
+    """Run workspaces kept in the store instead of a worker's disk (PostgreSQL).
+
+    ``workspace`` is the run's workspace key (its root workflow id); paths are
+    normalised, relative, ``/``-separated.
+    """
+
+    async def write_file(
+        self, workspace: str, path: str, data: bytes, *, append: bool, call: str, result: str
+    ) -> str:
+        """Write (or append) ``data`` once per ``call`` (an idempotency key).
+
+        Returns ``result``, or the result recorded by an earlier attempt of the
+        same call, which then writes nothing.
+        """
+        ...
+
+    async def read_file(self, workspace: str, path: str) -> bytes | None:
+        """The file's bytes; None when there is no such file."""
+        ...
+
+    async def list_files(self, workspace: str) -> list[Artifact]:
+        """Every file of the workspace, sorted by path."""
         ...

@@ -6,6 +6,10 @@ earlier one, so writing is one locked append and a retry's rewrite costs a
 line. A worker killed mid-append leaves at most a torn last line, which
 readers skip and the next append closes off.
 
+Memory (``remember``/``recall``) is one file per tenant and scope under
+``<root>/memory/``, of ``<key id>\t<json>`` lines; a later line for a key
+replaces an earlier one.
+
 Readers keep what they have read of each file (up to :data:`CACHED_LOGS`
 files) and read only what was appended since, so a model call that reads its
 whole transcript costs the new lines, not the transcript again.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,8 +29,11 @@ from threading import Lock
 
 from onward.store.base import Kind, StoreError, check_transcript_id
 
-__all__ = ["CACHED_LOGS", "LocalStore"]
+__all__ = ["CACHED_LOGS", "MEMORY_DIR", "LocalStore"]
 
+MEMORY_DIR = "memory"
+"""Where memory files live under the store's root (no transcript has this id: a
+transcript id is ``<workflow id>@<run id>`` or ``sha256-<hex>``)."""
 CACHED_LOGS = 64
 """Transcript files whose parsed contents a store keeps in memory between reads."""
 
@@ -134,6 +142,30 @@ class LocalStore:
     async def close(self) -> None:
         with self._lock:
             self._logs.clear()
+
+    def _memory_path(self, tenant: str, scope: str) -> Path:
+        # Hashed: tenants and scopes are free text, a file name is not.
+        space = hashlib.sha256(f"{tenant}\x00{scope}".encode()).hexdigest()
+        return self._root / MEMORY_DIR / f"{space}.log"
+
+    async def put_memory(self, tenant: str, scope: str, key_id: str, document: bytes) -> None:
+        line = b"%s\t%s\n" % (key_id.encode(), _one_line(document))
+        await asyncio.to_thread(self._append, self._memory_path(tenant, scope), line)
+
+    async def memory_documents(self, tenant: str, scope: str) -> list[bytes]:
+        path = self._memory_path(tenant, scope)
+        try:
+            data = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise StoreError(f"cannot read {path}: {err.strerror}") from err
+        latest: dict[bytes, bytes] = {}
+        for line in data[: data.rfind(b"\n") + 1].splitlines():  # a torn last line is skipped
+            key_id, tab, document = line.partition(b"\t")
+            if tab and document:
+                latest[key_id] = document
+        return [latest[key_id] for key_id in sorted(latest)]
 
 
 def _one_line(document: bytes) -> bytes:

@@ -2,7 +2,10 @@
 
 The database a Temporal deployment usually already runs. One table holds
 every transcript; a write is an upsert per position, so retries and
-concurrent workers converge on the last completed write.
+concurrent workers converge on the last completed write. Memory
+(``remember``/``recall``) is one row per (tenant, scope, key), and run
+workspaces are kept here too, one row per file, so a file written on one
+machine is read, listed and fetched from any other.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from onward.contracts import Artifact
 from onward.store.base import Kind, StoreError, check_transcript_id
 
 __all__ = ["POOL_SIZE", "PostgresStore"]
@@ -27,8 +31,31 @@ CREATE TABLE IF NOT EXISTS onward_transcript (
     document jsonb NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (transcript, kind, position)
+);
+CREATE TABLE IF NOT EXISTS onward_memory (
+    tenant text NOT NULL,
+    scope text NOT NULL,
+    key_id text NOT NULL,
+    document jsonb NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, scope, key_id)
+);
+CREATE TABLE IF NOT EXISTS onward_file (
+    workspace text NOT NULL,
+    path text NOT NULL,
+    content bytea NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workspace, path)
+);
+CREATE TABLE IF NOT EXISTS onward_file_call (
+    workspace text NOT NULL,
+    call text NOT NULL,
+    result text NOT NULL,
+    PRIMARY KEY (workspace, call)
 )
 """
+_SCHEMA_LOCK = 7_312_026
+"""Advisory lock id: workers starting at once create the tables one after another."""
 _UPSERT = """
 INSERT INTO onward_transcript (transcript, kind, position, document)
 VALUES (%s, %s, %s, %s::jsonb)
@@ -54,7 +81,8 @@ class PostgresStore:
         pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False)
         try:
             await pool.open(wait=True, timeout=10)
-            async with pool.connection() as conn:
+            async with pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 await conn.execute(_SCHEMA)
         except (psycopg.Error, TimeoutError) as err:
             await pool.close()
@@ -102,3 +130,87 @@ class PostgresStore:
 
     async def close(self) -> None:
         await self._pool.close()
+
+    # -- memory -----------------------------------------------------------------------
+
+    async def put_memory(self, tenant: str, scope: str, key_id: str, document: bytes) -> None:
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(_PUT_MEMORY, (tenant, scope, key_id, document.decode()))
+        except psycopg.Error as err:
+            raise StoreError(f"cannot write memory to the PostgreSQL store: {err}") from err
+
+    async def memory_documents(self, tenant: str, scope: str) -> list[bytes]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_READ_MEMORY, (tenant, scope))
+                rows = await cursor.fetchall()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot read memory from the PostgreSQL store: {err}") from err
+        return [document.encode() for (document,) in rows]
+
+    # -- run workspaces -----------------------------------------------------------------
+
+    async def write_file(
+        self, workspace: str, path: str, data: bytes, *, append: bool, call: str, result: str
+    ) -> str:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # The call's record first: a concurrent attempt of the same call waits
+                # here for this transaction, then finds the record and writes nothing.
+                cursor = await conn.execute(_CLAIM_CALL, (workspace, call, result))
+                if cursor.rowcount == 0:
+                    cursor = await conn.execute(_CALL_RESULT, (workspace, call))
+                    found = await cursor.fetchone()
+                    return str(found[0]) if found else result
+                await conn.execute(_APPEND_FILE if append else _PUT_FILE, (workspace, path, data))
+        except psycopg.Error as err:
+            raise StoreError(f"cannot write {path!r} to the PostgreSQL store: {err}") from err
+        return result
+
+    async def read_file(self, workspace: str, path: str) -> bytes | None:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_READ_FILE, (workspace, path))
+                row = await cursor.fetchone()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot read {path!r} from the PostgreSQL store: {err}") from err
+        return None if row is None else bytes(row[0])
+
+    async def list_files(self, workspace: str) -> list[Artifact]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_LIST_FILES, (workspace,))
+                rows = await cursor.fetchall()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot list files in the PostgreSQL store: {err}") from err
+        return [Artifact(path=path, size=size, sha256=digest) for path, size, digest in rows]
+
+
+_PUT_MEMORY = """
+INSERT INTO onward_memory (tenant, scope, key_id, document) VALUES (%s, %s, %s, %s::jsonb)
+ON CONFLICT (tenant, scope, key_id)
+DO UPDATE SET document = EXCLUDED.document, written_at = now()
+"""
+_READ_MEMORY = """
+SELECT document::text FROM onward_memory WHERE tenant = %s AND scope = %s ORDER BY key_id
+"""
+_CLAIM_CALL = """
+INSERT INTO onward_file_call (workspace, call, result) VALUES (%s, %s, %s)
+ON CONFLICT (workspace, call) DO NOTHING
+"""
+_CALL_RESULT = "SELECT result FROM onward_file_call WHERE workspace = %s AND call = %s"
+_PUT_FILE = """
+INSERT INTO onward_file (workspace, path, content) VALUES (%s, %s, %s)
+ON CONFLICT (workspace, path) DO UPDATE SET content = EXCLUDED.content, written_at = now()
+"""
+_APPEND_FILE = """
+INSERT INTO onward_file (workspace, path, content) VALUES (%s, %s, %s)
+ON CONFLICT (workspace, path)
+DO UPDATE SET content = onward_file.content || EXCLUDED.content, written_at = now()
+"""
+_READ_FILE = "SELECT content FROM onward_file WHERE workspace = %s AND path = %s"
+_LIST_FILES = """
+SELECT path, length(content), encode(sha256(content), 'hex') FROM onward_file
+WHERE workspace = %s ORDER BY path
+"""
