@@ -334,6 +334,33 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched "memory-scope": tool calls carry the run's tenant and memory scope; a fact
+    # remembered, then recalled in the same run (and a local tool call, which carries them too).
+    "memory_scope": (
+        {
+            "prompt": "remember, then recall",
+            "tenant": "history-tenant",
+            "memory_scope": "history-scope",
+            "script": [
+                {
+                    "text": "saving",
+                    "tool_calls": [
+                        {
+                            "name": "remember",
+                            "arguments": {"key": "user.city", "text": "The user lives in Lisbon."},
+                        },
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                    ],
+                },
+                {
+                    "text": "looking",
+                    "tool_calls": [{"name": "recall", "arguments": {"query": "city"}}],
+                },
+                {"text": "done"},
+            ],
+        },
+        nothing,
+    ),
 }
 
 WINDOW_PRICING = {
