@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from temporalio.client import Client
 
 from conftest import running_worker
 from onward.contracts import AgentInput, AgentResult
+from onward.encryption import EncryptionCodec, EncryptionError, parse_keys
 from onward.errors import InvalidInput
 from onward.memory import DEFAULT_MEMORY_SCOPE, MemoryEntry, rank, tokens
 from onward.starter.cli import build_parser
@@ -176,3 +179,21 @@ async def test_memory_scope_is_checked_and_set_by_the_cli() -> None:
     assert agent_input(parser.parse_args(["run", "hi"])).memory_scope is None
     with pytest.raises(InvalidInput, match=r"memory_scope \(--memory-scope\)"):
         agent_input(parser.parse_args(["run", "hi", "--memory-scope", ""]))
+
+
+async def test_memories_are_sealed_with_encryption_keys(store_url: str) -> None:
+    codec = EncryptionCodec(parse_keys(f"k1:{base64.b64encode(os.urandom(32)).decode()}"))
+    sealed = await open_store(store_url, codec)
+    plain = await open_store(store_url)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    try:
+        await sealed.remember(tenant, "shared", entry("launch.code", "swordfish-42"))
+        assert await sealed.memories(tenant, "shared") == [entry("launch.code", "swordfish-42")]
+        raw = await plain.backend.memory_documents(tenant, "shared")  # type: ignore[attr-defined]
+        assert len(raw) == 1
+        assert b"swordfish" not in raw[0] and b"launch.code" not in raw[0]
+        with pytest.raises(EncryptionError):
+            await plain.memories(tenant, "shared")
+    finally:
+        await sealed.close()
+        await plain.close()
