@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         RunAlreadyExists,
         RunEnded,
         RunNotFound,
+        StoreError,
         TemporalError,
         UnexpectedResponse,
     )
@@ -58,6 +59,7 @@ __all__ = [
     "RunAlreadyExists",
     "RunEnded",
     "RunNotFound",
+    "StoreError",
     "TemporalError",
     "UnexpectedResponse",
 ]
@@ -78,6 +80,7 @@ _LAZY: dict[str, str] = {
     "RunAlreadyExists": "onward.errors",
     "RunEnded": "onward.errors",
     "RunNotFound": "onward.errors",
+    "StoreError": "onward.errors",
     "TemporalError": "onward.errors",
     "UnexpectedResponse": "onward.errors",
     "OnwardPlugin": "onward.plugin",

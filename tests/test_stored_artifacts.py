@@ -12,9 +12,11 @@ import pytest
 import pytest_asyncio
 from postgres_server import postgres_url
 from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment
 
 from conftest import run_onward, running_worker
-from onward.activities.tools import ToolContext
+from onward.activities.tool_calls import ToolActivities
+from onward.activities.tools import ToolContext, builtin_registry
 from onward.activities.tools.stored_files import (
     list_stored,
     normalize_path,
@@ -30,7 +32,7 @@ from onward.activities.tools.workspace import (
     write_file,
 )
 from onward.client import OnwardClient
-from onward.contracts import AgentInput
+from onward.contracts import AgentInput, ArtifactsRequest, ToolOutcome, ToolRequest
 from onward.errors import InvalidInput, OnwardError, StoreError, ToolError, WorkspaceError
 from onward.store import FileBackend, TranscriptStore, open_store
 
@@ -244,3 +246,46 @@ async def test_an_unreachable_store_is_an_onward_error(
     with pytest.raises(StoreError, match="cannot use the PostgreSQL store") as caught:
         await reader.artifacts(handle.id)
     assert isinstance(caught.value, OnwardError)
+
+
+async def test_the_activity_uses_the_store_for_runs_with_a_workspace_key_only(
+    pg_store: TranscriptStore, tmp_path: Path
+) -> None:
+    activities = ToolActivities(builtin_registry(), tmp_path, store=pg_store)
+    key = f"run-{uuid.uuid4().hex[:8]}"
+
+    async def write(workspace: str | None, path: str) -> ToolOutcome:
+        request = ToolRequest(
+            name="write_file",
+            arguments={"path": path, "content": "x"},
+            call_id="c1",
+            idempotency_key=f"{key}/1/{path}",
+            workspace=workspace,
+        )
+        outcome: ToolOutcome = await ActivityEnvironment().run(activities.execute_tool, request)
+        return outcome
+
+    assert (await write(key, "kept.md")).content == "wrote 1 characters to kept.md"
+    assert await files_of(pg_store).read_file(key, "kept.md") == b"x"
+    assert not (tmp_path / "runs").exists()
+    # A run begun before per-run workspaces keeps the worker's root on disk.
+    assert (await write(None, "old.md")).content == "wrote 1 characters to old.md"
+    assert (tmp_path / "old.md").read_text() == "x"
+    listed = await ActivityEnvironment().run(
+        activities.list_artifacts, ArtifactsRequest(workspace=key)
+    )
+    assert [a.path for a in listed] == ["kept.md"]
+
+
+async def test_memory_tools_refuse_runs_without_a_memory_scope(tmp_path: Path) -> None:
+    store = await open_store(str(tmp_path / "store"))
+    activities = ToolActivities(builtin_registry(), tmp_path, store=store)
+    request = ToolRequest(
+        name="recall", arguments={"query": "x"}, call_id="c1", idempotency_key="wf/1/c1"
+    )
+    outcome = await ActivityEnvironment().run(activities.execute_tool, request)
+    assert outcome.error is not None and "memory is not available" in outcome.error
+    scoped = request.model_copy(update={"tenant": "t", "memory_scope": "shared"})
+    outcome = await ActivityEnvironment().run(activities.execute_tool, scoped)
+    assert outcome == ToolOutcome(content="nothing remembered matches 'x'", call_id="c1")
+    await store.close()
