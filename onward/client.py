@@ -59,6 +59,7 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import (
+    ArtifactNotFound,
     ConnectionFailed,
     InvalidInput,
     NoWorker,
@@ -566,7 +567,8 @@ class OnwardClient:
 
         Raises:
             RunNotFound: no run has this id.
-            InvalidInput: no such artifact, or ``path`` leaves the run's workspace.
+            ArtifactNotFound: no such artifact (an ``InvalidInput``).
+            InvalidInput: ``path`` leaves the run's workspace.
             StoreError: the store cannot be reached.
         """
         await self.info(run_id)
@@ -577,12 +579,12 @@ class OnwardClient:
             except WorkspaceError as err:
                 raise InvalidInput(f"path: {err}") from err
             if data is None:
-                raise InvalidInput(f"path: run {run_id} has no artifact {path!r}")
+                raise ArtifactNotFound(run_id, path)
             return data
         try:
             return read_artifact(self._workspace(run_id, workspace_root), path)
         except FileNotFoundError as err:
-            raise InvalidInput(f"path: run {run_id} has no artifact {path!r}") from err
+            raise ArtifactNotFound(run_id, path) from err
         except WorkspaceError as err:
             raise InvalidInput(f"path: {err}") from err
 

@@ -8,6 +8,7 @@ Every error Onward raises on purpose is an :class:`OnwardError`::
     ├── RunAlreadyExists      a run with that id is already running
     ├── RunEnded              the run has ended: it takes no more signals or updates
     ├── InvalidInput          input rejected client-side, before anything started
+    │   └── ArtifactNotFound  the run has no file at that path
     ├── RequestRejected       the run refused an update (e.g. ``extend_budget``)
     ├── NoWorker              no worker polls the run's task queue, or none answered
     ├── UnexpectedResponse    Temporal or a worker answered with something unexpected
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 __all__ = [
     "INVALID_INPUT",
     "PROVIDER_NOT_CONFIGURED",
+    "ArtifactNotFound",
     "ConnectionFailed",
     "InvalidInput",
     "NoWorker",
@@ -128,6 +130,20 @@ class InvalidInput(OnwardError):
             where = ".".join(str(part) for part in item["loc"]) or "input"
             lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
         return cls(f"{what}: " + "; ".join(lines), [dict(item) for item in details])
+
+
+class ArtifactNotFound(InvalidInput):
+    """The run has no artifact at that path (the HTTP API answers 404).
+
+    Attributes:
+        run_id: the run asked about.
+        path: the path asked for.
+    """
+
+    def __init__(self, run_id: str, path: str) -> None:
+        super().__init__(f"path: run {run_id} has no artifact {path!r}")
+        self.run_id = run_id
+        self.path = path
 
 
 class RequestRejected(OnwardError):

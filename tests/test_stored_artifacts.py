@@ -8,12 +8,14 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 from postgres_server import postgres_url
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
+from api_server import serving
 from conftest import run_onward, running_worker
 from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import ToolContext, builtin_registry
@@ -32,8 +34,10 @@ from onward.activities.tools.workspace import (
     write_file,
 )
 from onward.client import OnwardClient
-from onward.contracts import AgentInput, ArtifactsRequest, ToolOutcome, ToolRequest
+from onward.contracts import AgentInput, AgentResult, ArtifactsRequest, ToolOutcome, ToolRequest
 from onward.errors import InvalidInput, OnwardError, StoreError, ToolError, WorkspaceError
+from onward.starter.api import ApiSettings, api_app
+from onward.starter.api.tenants import DEFAULT_TENANT
 from onward.store import FileBackend, TranscriptStore, open_store
 
 __all__ = ["postgres_url"]  # the fixture, imported for the tests below
@@ -186,7 +190,12 @@ async def test_artifacts_written_on_a_worker_are_read_by_a_client_without_its_di
     async with running_worker(
         client, worker_disk, search_attribute_names, store=pg_store
     ) as worker:
-        handle = await worker.start(AgentInput.model_validate({"prompt": "p", "script": script}))
+        # The API's tenant (no keys: "default"), tagged, so the API below may read it.
+        run = {"prompt": "p", "script": script, "tenant": DEFAULT_TENANT}
+        run_id = await OnwardClient(client, task_queue=worker.task_queue).start(
+            run, tag_tenant=True
+        )
+        handle = client.get_workflow_handle(run_id, result_type=AgentResult)
         result = await handle.result()
     assert result.status == "completed"
     assert [call.result for step in result.steps[1:3] for call in step.tool_calls] == [
@@ -228,6 +237,22 @@ async def test_artifacts_written_on_a_worker_are_read_by_a_client_without_its_di
     assert [(a["path"], a["size"], a["sha256"]) for a in shown.json()] == expected
     got = await run_onward("artifacts", handle.id, "--get", "report.md", env=env)
     assert (got.code, got.stdout) == (0, "# Q3\n"), got.stderr
+
+    # The HTTP API, its client reading the same store.
+    api_client = OnwardClient(client, task_queue=worker.task_queue, store=pg_store)
+    async with (
+        serving(api_app(ApiSettings(), api_client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        answer = await http.get(f"/v1/runs/{handle.id}/artifacts")
+        assert answer.status_code == 200, answer.text
+        assert [(a["path"], a["size"], a["sha256"]) for a in answer.json()] == expected
+        one = await http.get(f"/v1/runs/{handle.id}/artifacts/data/n.csv")
+        assert (one.status_code, one.content) == (200, b"a,1\nb,2\n")
+        assert one.headers["content-type"] == "application/octet-stream"
+        missing = await http.get(f"/v1/runs/{handle.id}/artifacts/nope.md")
+        assert missing.status_code == 404, missing.text
+        assert (await http.get("/v1/runs/no-such-run/artifacts")).status_code == 404
 
 
 async def test_an_unreachable_store_is_an_onward_error(

@@ -30,6 +30,7 @@ from onward.contracts import (
     AgentResult,
     AgentState,
     AgentStatus,
+    Artifact,
     Budget,
     BudgetExtension,
     CancelRequest,
@@ -302,6 +303,25 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         """The finished steps."""
         await owned(run_id, tenant)
         return await onward().steps(run_id)
+
+    # -- artifacts: from the store when it keeps workspaces (PostgreSQL) ---------------
+
+    @app.get("/v1/runs/{run_id}/artifacts", response_model=list[Artifact], responses=_ERRORS)
+    async def artifacts(run_id: RunId, tenant: Tenant) -> list[Artifact]:
+        """The files the run wrote: path, size, sha256 (from the store or the workspace root)."""
+        await owned(run_id, tenant)
+        return await onward().artifacts(run_id)
+
+    @app.get(
+        "/v1/runs/{run_id}/artifacts/{path:path}",
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}, **_ERRORS},
+    )
+    async def artifact(run_id: RunId, path: str, tenant: Tenant) -> Response:
+        """One file's bytes; 404 when the run has no such file."""
+        await owned(run_id, tenant)
+        data = await onward().artifact(run_id, path)
+        return Response(content=data, media_type="application/octet-stream")
 
     @app.get("/v1/runs/{run_id}/result", response_model=AgentResult, responses=_ERRORS)
     async def result(

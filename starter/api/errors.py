@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onward.errors import (
+    ArtifactNotFound,
     ConnectionFailed,
     InvalidInput,
     NoWorker,
@@ -27,6 +28,7 @@ from onward.errors import (
     RunAlreadyExists,
     RunEnded,
     RunNotFound,
+    StoreError,
     TemporalError,
     UnexpectedResponse,
 )
@@ -45,12 +47,14 @@ log = logging.getLogger("onward.api")
 
 _STATUS: tuple[tuple[type[OnwardError], int], ...] = (
     (RunNotFound, 404),
+    (ArtifactNotFound, 404),
     (InvalidInput, 422),
     (RunAlreadyExists, 409),
     (RunEnded, 409),
     (RequestRejected, 409),
     (NoWorker, 503),
     (ConnectionFailed, 503),
+    (StoreError, 503),
     (UnexpectedResponse, 502),
 )
 
