@@ -48,6 +48,11 @@ def add_schedule_parser(
     create.add_argument("--approve-tool", dest="approve_tools", action="append", metavar="NAME")
     create.add_argument("--on-exceeded", choices=("stop", "pause", "finish"))
     create.add_argument("--tenant")
+    create.add_argument(
+        "--memory-scope",
+        metavar="SCOPE",
+        help="whose memory each run's remember/recall use (default: the tenant's shared scope)",
+    )
     create.add_argument("--id", help="schedule id (default: schedule-<random>)")
     create.add_argument("--json", action="store_true", help="print the schedule id as JSON")
     listing = sub.add_parser("list", parents=list(run_options), help="Onward's schedules")

@@ -177,6 +177,10 @@ async def test_memory_scope_is_checked_and_set_by_the_cli() -> None:
     args = parser.parse_args(["run", "hi", "--tenant", "acme", "--memory-scope", "alice"])
     assert agent_input(args).memory_scope == "alice"
     assert agent_input(parser.parse_args(["run", "hi"])).memory_scope is None
+    scheduled = parser.parse_args(
+        ["schedule", "create", "--cron", "0 8 * * *", "--prompt", "p", "--memory-scope", "daily"]
+    )
+    assert agent_input(scheduled).memory_scope == "daily"
     with pytest.raises(InvalidInput, match=r"memory_scope \(--memory-scope\)"):
         agent_input(parser.parse_args(["run", "hi", "--memory-scope", ""]))
 
