@@ -23,7 +23,6 @@ from onward.activities.tools.workspace import (
     ReadFileArgs,
     WriteFileArgs,
 )
-from onward.contracts import Artifact
 from onward.errors import ToolError, WorkspaceError
 from onward.store import FileBackend
 
@@ -60,8 +59,8 @@ def normalize_path(path: str) -> str:
     return "/".join(parts)
 
 
-def _is_dir(files: list[Artifact], path: str) -> bool:
-    return path == "" or any(item.path.startswith(path + "/") for item in files)
+def _is_dir(paths: list[str], path: str) -> bool:
+    return path == "" or any(item.startswith(path + "/") for item in paths)
 
 
 async def write_stored(
@@ -69,12 +68,12 @@ async def write_stored(
 ) -> str:
     """``write_file`` in the store's copy of the run's workspace."""
     path = normalize_path(args.path)
-    if path == "" or _is_dir(await files.list_files(workspace), path):
+    paths = await files.file_paths(workspace)
+    if _is_dir(paths, path):
         raise ToolError(f"{path or '.'!r} is a directory")
-    parents = [str(parent) for parent in PurePosixPath(path).parents if str(parent) != "."]
-    for parent in parents:
-        if await files.read_file(workspace, parent) is not None:
-            raise ToolError(f"cannot write {path!r}: {parent!r} is a file")
+    for parent in PurePosixPath(path).parents:
+        if str(parent) in paths:
+            raise ToolError(f"cannot write {path!r}: {str(parent)!r} is a file")
     verb = "appended" if args.append else "wrote"
     result = f"{verb} {len(args.content)} characters to {path}"
     return await files.write_file(
@@ -92,7 +91,7 @@ async def read_stored(files: FileBackend, workspace: str, args: ReadFileArgs) ->
     path = normalize_path(args.path)
     data = await files.read_file(workspace, path) if path else None
     if data is None:
-        if _is_dir(await files.list_files(workspace), path):
+        if _is_dir(await files.file_paths(workspace), path):
             raise ToolError(f"{path or '.'!r} is a directory; use list_files to see inside")
         raise ToolError(f"no such file: {args.path}")
     text = data[:MAX_READ_BYTES].decode("utf-8", errors="replace")
@@ -104,14 +103,14 @@ async def read_stored(files: FileBackend, workspace: str, args: ReadFileArgs) ->
 async def list_stored(files: FileBackend, workspace: str, args: ListFilesArgs) -> str:
     """``list_files`` of a directory of the store's copy of the run's workspace."""
     path = normalize_path(args.path)
-    everything = await files.list_files(workspace)
-    if path and any(item.path == path for item in everything):
+    everything = await files.file_paths(workspace)
+    if path and path in everything:
         raise ToolError(f"not a directory: {args.path}; use read_file to read it")
     prefix = f"{path}/" if path else ""
     entries: set[str] = set()
     for item in everything:
-        if item.path.startswith(prefix):
-            first, sep, _ = item.path[len(prefix) :].partition("/")
+        if item.startswith(prefix):
+            first, sep, _ = item[len(prefix) :].partition("/")
             entries.add(f"{first}/" if sep else first)
     if not entries:
         if path:

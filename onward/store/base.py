@@ -131,5 +131,9 @@ class FileBackend(Protocol):
         ...
 
     async def list_files(self, workspace: str) -> list[Artifact]:
-        """Every file of the workspace, sorted by path."""
+        """Every file of the workspace with its size and SHA-256, sorted by path."""
+        ...
+
+    async def file_paths(self, workspace: str) -> list[str]:
+        """Every file's path, sorted (no contents read: what the file tools need)."""
         ...

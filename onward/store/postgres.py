@@ -186,6 +186,15 @@ class PostgresStore:
             raise StoreError(f"cannot list files in the PostgreSQL store: {err}") from err
         return [Artifact(path=path, size=size, sha256=digest) for path, size, digest in rows]
 
+    async def file_paths(self, workspace: str) -> list[str]:
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(_FILE_PATHS, (workspace,))
+                rows = await cursor.fetchall()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot list files in the PostgreSQL store: {err}") from err
+        return [str(path) for (path,) in rows]
+
 
 _PUT_MEMORY = """
 INSERT INTO onward_memory (tenant, scope, key_id, document) VALUES (%s, %s, %s, %s::jsonb)
@@ -210,6 +219,7 @@ ON CONFLICT (workspace, path)
 DO UPDATE SET content = onward_file.content || EXCLUDED.content, written_at = now()
 """
 _READ_FILE = "SELECT content FROM onward_file WHERE workspace = %s AND path = %s"
+_FILE_PATHS = "SELECT path FROM onward_file WHERE workspace = %s ORDER BY path"
 _LIST_FILES = """
 SELECT path, length(content), encode(sha256(content), 'hex') FROM onward_file
 WHERE workspace = %s ORDER BY path
