@@ -155,7 +155,10 @@ class ModelActivities:
                 async with heartbeating():
                     response = await provider.complete(request)
                 cost = self._pricing.cost(request.model, response.usage, override=request.pricing)
-                response = response.model_copy(update={"cost_usd": cost})
+                saved = self._pricing.cache_saved(
+                    request.model, response.usage, override=request.pricing
+                )
+                response = response.model_copy(update={"cost_usd": cost, "cache_saved_usd": saved})
                 chat.record(response)
         except ApplicationError as err:
             # A provider's typed error is expected: one log line, no traceback.

@@ -104,6 +104,7 @@ def apply_outcome(
     record.error = outcome.error
     record.result = None if outcome.error is not None else clip(outcome.content, RESULT_CHARS)
     record.status = status or ("ok" if outcome.error is None else "error")
+    record.cache_hit = outcome.cache_hit
 
 
 # -- reading -------------------------------------------------------------------------

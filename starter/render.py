@@ -30,6 +30,7 @@ from onward.text import shorten
 from onward.workflows.progress import tool_summary
 
 __all__ = [
+    "cache_summary",
     "cost_text",
     "describe_budget",
     "money",
@@ -83,7 +84,8 @@ def tool_call_line(call: ToolCallRecord) -> str:
     if call.error is not None:
         return f"{shown} !! {shorten(call.error, RESULT_EXCERPT_CHARS)}"
     result = shorten(call.result or "", RESULT_EXCERPT_CHARS)
-    return f"{shown} -> {result or '(empty)'}"
+    hit = " (cache hit)" if call.cache_hit else ""
+    return f"{shown} -> {result or '(empty)'}{hit}"
 
 
 def steering_lines(step: StepRecord) -> list[str]:
@@ -104,9 +106,10 @@ def step_lines(step: StepRecord) -> list[str]:
     lines = [f"{f'step {step.step}':<{len(_INDENT) - 1}} {first}"]
     lines += [_INDENT + line for line in rest]
     lines += [_INDENT + tool_call_line(call) for call in step.tool_calls]
+    cached = step.usage.cached_input_tokens
     lines.append(
-        f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')} · "
-        f"{money(step.cost_usd)}"
+        f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')}"
+        f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}"
     )
     return lines
 
@@ -135,6 +138,18 @@ def usage_summary(usage: RunUsage) -> str:
     )
 
 
+def cache_summary(usage: RunUsage) -> str | None:
+    """``1800 input tokens cached, 0 written · saved $0.0012``; None when nothing was cached."""
+    if not (usage.cached_input_tokens or usage.cache_write_tokens):
+        return None
+    saved = usage.cache_saved_usd
+    figure = money(saved) if saved >= 0 else f"-{money(-saved)} (cache writes cost more)"
+    return (
+        f"{usage.cached_input_tokens} input tokens cached, {usage.cache_write_tokens} written"
+        f" · saved {figure}"
+    )
+
+
 def _block(label: str, text: str) -> list[str]:
     first, *rest = text.splitlines() or [""]
     pad = " " * (len(label) + 2)
@@ -149,6 +164,9 @@ def result_lines(result: AgentResult) -> list[str]:
     if result.output is not None:
         lines += _block("output", result.output)
     lines.append(f"usage:  {usage_summary(result.usage)}")
+    cache = cache_summary(result.usage)
+    if cache is not None:
+        lines.append(f"cache:  {cache}")
     return lines
 
 
@@ -207,6 +225,9 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         f"usage:  {_against_budget(status.usage, status.budget)}",
         f"time:   {status.usage.duration_s:.1f} s",
     ]
+    cache = cache_summary(status.usage)
+    if cache is not None:
+        lines.insert(5, f"cache:  {cache}")
     if status.reason:
         lines += _block("reason", status.reason)
     if status.retrying is not None:
