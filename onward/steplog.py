@@ -27,6 +27,7 @@ from onward.text import clip
 __all__ = [
     "RESULT_CHARS",
     "apply_outcome",
+    "apply_response",
     "idempotency_key",
     "interrupted",
     "legacy_limit",
@@ -92,6 +93,14 @@ def interrupted(reason: str | None) -> ToolOutcome:
 def not_run(reason: str | None) -> ToolOutcome:
     """The outcome of a call the run stopped before starting."""
     return ToolOutcome(error=f"not run: {reason}")
+
+
+def apply_response(record: StepRecord, response: ModelResponse) -> None:
+    """Record a model call's answer on its step: text, usage, cost and what caching saved."""
+    record.text = response.text
+    record.usage = response.usage
+    record.cost_usd = response.cost_usd
+    record.cache_saved_usd = response.cache_saved_usd
 
 
 def apply_outcome(

@@ -298,9 +298,7 @@ class _Assembler:
         if step.response is None:
             record.error = model.trace.failure or "failed"
         else:
-            record.text = step.response.text
-            record.usage = step.response.usage
-            record.cost_usd = step.response.cost_usd
+            steplog.apply_response(record, step.response)
         ended = self._run.ended is not None
         traces: dict[str, CallTrace] = {}
         resolved = True

@@ -709,10 +709,7 @@ class AgentWorkflow:
             self._unwritten = []
         response = steplog.with_unique_call_ids(response, number)
         self._count_model_call(response)
-        step.text = response.text
-        step.usage = response.usage
-        step.cost_usd = response.cost_usd
-        step.cache_saved_usd = response.cache_saved_usd
+        steplog.apply_response(step, response)
         self._conversation.add_assistant(response)
         return response
 
