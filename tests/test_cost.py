@@ -9,6 +9,7 @@ tool through real workers and a real store (a directory, and PostgreSQL).
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -272,6 +273,12 @@ async def test_openai_cached_tokens_price_the_run_and_keep_it_under_its_cost_bud
             trace = await load_trace(handle)
 
     assert result.status == "completed", result.reason
+    # Nothing variable (a time, a step number) precedes the conversation: each call's
+    # prompt starts with the whole previous one, which is what OpenAI caches by.
+    bodies = [request.json for request in server.requests]
+    for earlier, later in itertools.pairwise(bodies):
+        assert later["tools"] == earlier["tools"]
+        assert later["messages"][: len(earlier["messages"])] == earlier["messages"]
     assert result.usage.model_calls == 3
     assert result.usage.cached_input_tokens == million
     assert result.usage.cache_write_tokens == 0
