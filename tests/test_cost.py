@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ from provider_servers import (
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
 
-from conftest import RunningWorker, running_worker
+from conftest import REPO, RunningWorker, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import tool
@@ -502,3 +503,11 @@ def test_cache_options_are_checked() -> None:
 
     with pytest.raises(ValidationError, match="cache_tools"):
         AgentInput.model_validate({"prompt": "x", "cache_tools": {"rate": -1}})
+
+
+def test_the_readme_cache_tools_input_is_valid() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Cost and caching", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(r"```json\n(.*?)```", section, flags=re.S)
+    agent_input = AgentInput.model_validate_json(block)
+    assert agent_input.cache_tools == {"http_fetch": 600}
