@@ -136,6 +136,7 @@ class ModelActivities:
             tokens=compaction.estimate_tokens(sent),
             usage=response.usage,
             cost_usd=response.cost_usd,
+            cache_saved_usd=response.cache_saved_usd,
         )
 
     async def _complete(self, request: ModelRequest) -> ModelResponse:

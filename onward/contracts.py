@@ -440,6 +440,7 @@ class CompactionResult(BaseModel):
     tokens: int = Field(default=0, description="estimated tokens of what the model is now sent")
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
+    cache_saved_usd: float | None = None
 
 
 class ModelRequest(BaseModel):

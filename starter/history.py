@@ -260,6 +260,7 @@ class _Assembler:
             text=result.summary,
             usage=result.usage,
             cost_usd=result.cost_usd,
+            cache_saved_usd=result.cache_saved_usd,
             compaction=True,
         )
         if call.trace.closed_at is not None:

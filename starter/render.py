@@ -24,7 +24,7 @@ from onward.contracts import (
     ToolCallRecord,
 )
 from onward.markdown import code_span, escape_markdown
-from onward.money import cost_text, money
+from onward.money import cache_summary, cost_text, money
 from onward.starter.inputs import BUDGET_FLAGS
 from onward.text import shorten
 from onward.workflows.progress import tool_summary
@@ -135,18 +135,6 @@ def usage_summary(usage: RunUsage) -> str:
         f"({usage.input_tokens} in, {usage.output_tokens} out) · "
         f"{_count(usage.tool_calls, 'tool call')} · {_count(usage.model_calls, 'model call')} · "
         f"{cost} · {usage.duration_s:.1f} s"
-    )
-
-
-def cache_summary(usage: RunUsage) -> str | None:
-    """``1800 input tokens cached, 0 written · saved $0.0012``; None when nothing was cached."""
-    if not (usage.cached_input_tokens or usage.cache_write_tokens):
-        return None
-    saved = usage.cache_saved_usd
-    figure = money(saved) if saved >= 0 else f"-{money(-saved)} (cache writes cost more)"
-    return (
-        f"{usage.cached_input_tokens} input tokens cached, {usage.cache_write_tokens} written"
-        f" · saved {figure}"
     )
 
 

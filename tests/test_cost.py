@@ -36,7 +36,7 @@ from conftest import REPO, RunningWorker, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import tool
-from onward.contracts import AgentInput, AgentStatus, ModelPrice, ToolOutcome, Usage
+from onward.contracts import AgentInput, AgentStatus, Budget, ModelPrice, ToolOutcome, Usage
 from onward.pricing import PricingTable, billed_usd, cache_saved_usd
 from onward.starter.render import result_lines, status_lines, step_lines
 from onward.starter.report import aggregate, report_lines
@@ -45,6 +45,7 @@ from onward.starter.trace import load_trace
 from onward.store import TranscriptStore, open_store
 from onward.tool_cache import ToolCache, ToolCacheEntry, cache_key
 from onward.workflows import AgentWorkflow
+from onward.workflows.progress import progress_card
 
 __all__ = ["postgres_url"]  # the fixture, for the PostgreSQL tool-cache test
 
@@ -214,6 +215,10 @@ async def test_anthropic_requests_carry_breakpoints_and_cached_tokens_are_priced
     assert usage.cache_saved_usd > 0
     lines = result_lines(result)
     assert any(line.startswith("cache:  4100 input tokens cached, 2180 written") for line in lines)
+    card = progress_card(
+        AgentStatus(state="completed", step=3, usage=usage, budget=Budget(), model="x")
+    )
+    assert "prompt cache: 4100 input tokens cached, 2180 written · saved \\$0.00" in card
 
 
 async def test_cache_prompt_false_sends_no_breakpoints(

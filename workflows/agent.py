@@ -769,11 +769,17 @@ class AgentWorkflow:
             text=result.summary,
             usage=result.usage,
             cost_usd=result.cost_usd,
+            cache_saved_usd=result.cache_saved_usd,
             compaction=True,
         )
         # Its tokens and cost count in the budget like any model call's.
         self._count_model_call(
-            ModelResponse(text=result.summary, usage=result.usage, cost_usd=result.cost_usd)
+            ModelResponse(
+                text=result.summary,
+                usage=result.usage,
+                cost_usd=result.cost_usd,
+                cache_saved_usd=result.cache_saved_usd,
+            )
         )
         self._close_step()
         self._summary_step, self._summary_covers = number, result.covers
