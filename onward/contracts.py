@@ -356,6 +356,16 @@ class AgentInput(_Strict):
             raise ValueError("script: only the scripted model takes a script")
         return self
 
+    @model_validator(mode="after")
+    def _cache_tools_among_tools(self) -> AgentInput:
+        if self.cache_tools and self.tools is not None:
+            missing = sorted(set(self.cache_tools) - set(self.tools))
+            if missing:
+                raise ValueError(
+                    f"cache_tools: {', '.join(map(repr, missing))} not among the run's tools"
+                )
+        return self
+
 
 # ---------------------------------------------------------------------------
 # Conversation and model activity

@@ -508,6 +508,8 @@ def test_cache_options_are_checked() -> None:
 
     with pytest.raises(ValidationError, match="cache_tools"):
         AgentInput.model_validate({"prompt": "x", "cache_tools": {"rate": -1}})
+    with pytest.raises(ValidationError, match="cache_tools: 'rate' not among the run's tools"):
+        AgentInput.model_validate({"prompt": "x", "tools": ["lookup"], "cache_tools": {"rate": 60}})
 
 
 def test_the_readme_cache_tools_input_is_valid() -> None:
