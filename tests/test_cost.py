@@ -32,7 +32,7 @@ from provider_servers import (
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
 
-from conftest import REPO, RunningWorker, running_worker
+from conftest import REPO, RunningWorker, run_onward, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import tool
@@ -390,7 +390,11 @@ async def _age(store: TranscriptStore, name: str, args: dict[str, Any], tenant: 
 
 
 async def test_a_cacheable_tool_runs_once_within_its_ttl_and_again_after_it(
-    client: Client, tmp_path: Path, search_attribute_names: list[str], local_store: TranscriptStore
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    local_store: TranscriptStore,
 ) -> None:
     tools = Lookups()
     same = ("lookup", {"query": "onward"})
@@ -401,9 +405,17 @@ async def test_a_cacheable_tool_runs_once_within_its_ttl_and_again_after_it(
         registry=tools.registry,
         store=local_store,
     ) as worker:
-        first = await worker.run(
+        handle = await worker.start(
             {"prompt": "look", "tools": ["lookup"], "script": _script(_calls(same), _calls(same))}
         )
+        first = await handle.result()
+        cli_env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+        steps = await run_onward("steps", handle.id, env=cli_env)
+        assert steps.code == 0, steps.stderr
+        assert [line.strip() for line in steps.stdout.splitlines() if "lookup(" in line] == [
+            "lookup(onward) -> meaning of onward",
+            "lookup(onward) -> meaning of onward (cache hit)",
+        ]
         assert first.status == "completed", first.reason
         assert tools.ran == ["lookup:onward"]  # two identical calls, one execution
         hits = [call.cache_hit for step in first.steps for call in step.tool_calls]
