@@ -21,6 +21,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from postgres_server import postgres_url
 from provider_servers import (
     ANTHROPIC_PATH,
@@ -34,9 +37,19 @@ from temporalio.client import Client, WorkflowHandle
 
 from conftest import REPO, RunningWorker, run_onward, running_worker
 from onward.activities.providers import close_providers, providers_from_env
+from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import tool
-from onward.contracts import AgentInput, AgentStatus, Budget, ModelPrice, ToolOutcome, Usage
+from onward.contracts import (
+    AgentInput,
+    AgentStatus,
+    Budget,
+    ModelPrice,
+    ModelRequest,
+    ModelResponse,
+    ToolOutcome,
+    Usage,
+)
 from onward.pricing import PricingTable, billed_usd, cache_saved_usd
 from onward.starter.render import result_lines, status_lines, step_lines
 from onward.starter.report import aggregate, report_lines
@@ -530,3 +543,19 @@ def test_the_readme_cache_tools_input_is_valid() -> None:
     (block,) = re.findall(r"```json\n(.*?)```", section, flags=re.S)
     agent_input = AgentInput.model_validate_json(block)
     assert agent_input.cache_tools == {"http_fetch": 600}
+
+
+def test_chat_spans_carry_the_cached_token_counts() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    request = ModelRequest(model="openai:gpt-4o-mini", messages=[], step=1)
+    usage = Usage(input_tokens=2_000, output_tokens=5, cached_input_tokens=1_536)
+    with telemetry.chat(request) as chat:
+        chat.record(ModelResponse(text="hi", usage=usage))
+    (span,) = exporter.get_finished_spans()
+    attributes = dict(span.attributes or {})
+    assert attributes["gen_ai.usage.input_tokens"] == 2_000
+    assert attributes["gen_ai.usage.cache_read.input_tokens"] == 1_536
+    assert "gen_ai.usage.cache_creation.input_tokens" not in attributes
