@@ -33,6 +33,7 @@ def test_histories_are_committed() -> None:
         "webhook_native_cancel",  # patched: a native cancel delivers the webhook
         "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
         "approval_while_paused",  # patched: a call approved while paused shows the pause
+        "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
         "memory_scope",  # patched: tool calls carry the run's tenant and memory scope
     }
 
