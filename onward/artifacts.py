@@ -3,7 +3,9 @@
 Each run (and each session: a run continued as new keeps its workflow id) has
 its own directory under the worker's workspace root, keyed by workflow id, so
 runs never see each other's files. The worker's activities and a client on the
-same machine (``onward artifacts``) find it by the same rule, here.
+same machine (``onward artifacts``) find it by the same rule, here. With a
+PostgreSQL store the workspaces live in the database instead
+(:mod:`onward.activities.tools.stored_files`, ``TranscriptStore.files``).
 """
 
 from __future__ import annotations
