@@ -14,9 +14,10 @@ import pytest_asyncio
 from postgres_server import postgres_url
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import Worker
 
 from api_server import serving
-from conftest import run_onward, running_worker
+from conftest import eventually, run_onward, running_worker
 from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import ToolContext, builtin_registry
 from onward.activities.tools.stored_files import (
@@ -39,6 +40,8 @@ from onward.errors import InvalidInput, OnwardError, StoreError, ToolError, Work
 from onward.starter.api import ApiSettings, api_app
 from onward.starter.api.tenants import DEFAULT_TENANT
 from onward.store import FileBackend, TranscriptStore, open_store
+from onward.worker import WorkerSettings, build_worker
+from onward.workflows import AgentWorkflow
 
 __all__ = ["postgres_url"]  # the fixture, imported for the tests below
 
@@ -314,3 +317,59 @@ async def test_memory_tools_refuse_runs_without_a_memory_scope(tmp_path: Path) -
     outcome = await ActivityEnvironment().run(activities.execute_tool, scoped)
     assert outcome == ToolOutcome(content="nothing remembered matches 'x'", call_id="c1")
     await store.close()
+
+
+async def test_a_run_moving_to_a_worker_on_another_disk_keeps_its_files(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], postgres_url: str
+) -> None:
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    script = [
+        {
+            "text": "writing",
+            "tool_calls": [
+                {"name": "write_file", "arguments": {"path": "plan.md", "content": "step 1"}}
+            ],
+        },
+        {
+            # The model call that asks for the read is slow: the first worker stops
+            # meanwhile, and the read runs on the second.
+            "text": "reading",
+            "tool_calls": [{"name": "read_file", "arguments": {"path": "plan.md"}}],
+            "delay_s": 2,
+        },
+        {"text": "done"},
+    ]
+
+    async def machine(name: str) -> tuple[TranscriptStore, Worker]:
+        store = await open_store(postgres_url)
+        settings = WorkerSettings(task_queue=task_queue, workspace=tmp_path / name)
+        built = build_worker(
+            client, settings, search_attribute_names=search_attribute_names, store=store
+        )
+        return store, built
+
+    first_store, first = await machine("first")
+    async with first:
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate({"prompt": "p", "script": script}),
+            id=f"moving-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+        )
+
+        async def wrote() -> bool:
+            status = await handle.query(AgentWorkflow.status)
+            return status.step >= 2  # step 1 (the write) closed
+
+        await eventually(wrote)
+    await first_store.close()
+    second_store, second = await machine("second")
+    async with second:
+        result = await handle.result()
+    await second_store.close()
+    assert result.status == "completed"
+    (read,) = result.steps[1].tool_calls
+    assert (read.result, read.error) == ("step 1", None)
+    assert [a.path for a in result.artifacts or []] == ["plan.md"]
+    for disk in ("first", "second"):
+        assert not any(path.is_file() for path in (tmp_path / disk).rglob("*"))
