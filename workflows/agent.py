@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -67,7 +72,20 @@ with workflow.unsafe.imports_passed_through():
         provider_of,
     )
     from onward.conversation import Conversation
-    from onward.errors import INVALID_INPUT
+    from onward.delegation import (
+        DELEGATE,
+        DELEGATE_PATCH,
+        DelegateArgs,
+        check_delegate,
+        child_budget,
+        child_id,
+        child_input,
+        failure_outcome,
+        outcome_of,
+        roll_up,
+        start_delegate,
+    )
+    from onward.errors import INVALID_INPUT, format_validation_error
     from onward.store.base import transcript_id
     from onward.tool_pipeline import (
         approval_refusal,
@@ -248,6 +266,7 @@ class AgentWorkflow:
         self._ended_at: datetime | None = None
         self._finishing = False
         self._webhook_on_invalid_input = False  # decided in ``_prepare``
+        self._offer_delegate = False  # decided in ``_prepare``: sub-agents (subagents branch)
         # -- human approval and artifacts (longlived branch) ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
@@ -376,7 +395,12 @@ class AgentWorkflow:
 
     async def _prepare(self) -> None:
         asked = self._input.tools
-        worker_tools = None if asked is None else [n for n in asked if n not in WORKFLOW_TOOLS]
+        # Offered only when named; runs begun before sub-agents asked the worker for it.
+        offer_delegate = self._offer_delegate = (
+            asked is not None and DELEGATE.name in asked and workflow.patched(DELEGATE_PATCH)
+        )
+        inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if offer_delegate else [])}
+        worker_tools = None if asked is None else [n for n in asked if n not in inside]
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
         attempts_from_worker = workflow.patched("model-attempts-from-worker")
@@ -418,6 +442,8 @@ class AgentWorkflow:
         for name, tool in WORKFLOW_TOOLS.items():
             if asked is None or name in asked:
                 self._tools[name] = tool.spec
+        if offer_delegate:
+            self._tools[DELEGATE.name] = DELEGATE
         self._search_attributes = set(description.search_attributes)
         unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)
         if unapprovable:
@@ -880,7 +906,7 @@ class AgentWorkflow:
                 # Runs begun before approval existed refused such calls: they still do.
                 return steplog.refused(approval_refusal(spec, call) or "requires approval")
             return asyncio.create_task(self._after_approval(spec, call, record))
-        return self._start_tool(spec, call)
+        return self._start_tool(spec, call, record)
 
     # -- human approval (longlived branch) ----------------------------------------------
 
@@ -938,7 +964,7 @@ class AgentWorkflow:
         await workflow.wait_condition(lambda: not self._paused)
         if self._state == "paused" and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH):
             self._set_state("running")  # ``_show_approvals`` showed the pause
-        return await self._start_tool(spec, call)
+        return await self._start_tool(spec, call, record)
 
     def _show_approvals(self) -> None:
         """``awaiting_approval`` while any call waits; the card lists them either way."""
@@ -987,6 +1013,8 @@ class AgentWorkflow:
         if not workflow.patched(WORKSPACE_PER_RUN_PATCH):
             return None
         self._used_workspace = True
+        if self._input.workspace is not None:
+            return self._input.workspace  # a sub-agent's: its parent's workspace
         info = workflow.info()
         return info.root.workflow_id if info.root is not None else info.workflow_id
 
@@ -1008,9 +1036,13 @@ class AgentWorkflow:
             workflow.logger.warning("artifacts not listed: %s", _root_message(err))
         self._publish()
 
-    def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
+    def _start_tool(
+        self, spec: ToolSpec, call: ToolCall, record: ToolCallRecord
+    ) -> asyncio.Task[ToolOutcome]:
         """Start a call: inside the workflow for a workflow tool, else as an activity."""
         assert self._step is not None
+        if spec.name == DELEGATE.name and self._offer_delegate:
+            return asyncio.create_task(self._delegate(call, record, self._step.step))
         inside = WORKFLOW_TOOLS.get(spec.name)
         if inside is not None:
             return asyncio.create_task(inside.run(call, tool_summary(call)))
@@ -1046,6 +1078,38 @@ class AgentWorkflow:
             retry_policy=retry,
             summary=tool_summary(call),
         )
+
+    # -- sub-agents (subagents branch) ---------------------------------------------------
+
+    async def _delegate(self, call: ToolCall, record: ToolCallRecord, step: int) -> ToolOutcome:
+        """Run a sub-agent as a child workflow; its end is this call's outcome.
+
+        The child gets a slice of what this run has left, and its usage is added
+        to this run's when it ends. Cancelling this task (a cancel, the deadline)
+        cancels the child.
+        """
+        error = check_delegate(call, self._input.delegation_depth, list(self._tools))
+        if error is not None:
+            return ToolOutcome(error=error)
+        args = DelegateArgs.model_validate(call.arguments)
+        budget = child_budget(self._budget, self._usage, self._elapsed_s(), args.max_tokens)
+        tools = args.tools if args.tools is not None else list(self._tools)
+        try:
+            agent_input = child_input(self._input, args, budget, tools, self._workspace_key())
+        except ValidationError as err:  # a bad model name, say
+            return ToolOutcome(error=format_validation_error(call.name, err))
+        ident = child_id(workflow.info().workflow_id, step, call.id)
+        record.child_id = ident
+        try:
+            handle = await start_delegate(agent_input, ident, summary=tool_summary(call))
+            result = await handle
+        except ChildWorkflowError as err:
+            return failure_outcome(err, ident)
+        except WorkflowAlreadyStartedError:
+            return ToolOutcome(error=f"sub-agent {ident} could not start: the id is taken")
+        roll_up(self._usage, result.usage)
+        self._publish()
+        return outcome_of(result, ident)
 
     def _stamp_duration(self, record: ToolCallRecord, _task: asyncio.Task[ToolOutcome]) -> None:
         """Time a call when it ends, not when the slowest call of its turn does."""

@@ -1,0 +1,316 @@
+"""Sub-agents: the ``delegate`` tool runs a child AgentWorkflow on a slice of its budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
+
+from conftest import (
+    RunningWorker,
+    activity_running,
+    eventually,
+    model_inputs,
+    run_onward,
+)
+from onward.artifacts import workspace_dir
+from onward.contracts import AgentInput, AgentResult, Budget, CancelRequest, RunUsage, ToolCall
+from onward.delegation import (
+    MAX_DELEGATION_DEPTH,
+    DelegateArgs,
+    check_delegate,
+    child_budget,
+    child_input,
+    roll_up,
+)
+from onward.starter.trace import read_history
+from onward.workflows import AgentWorkflow
+
+PRICING = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
+USAGE = {"input_tokens": 100, "output_tokens": 20}
+
+
+def calc(expression: str, delay_s: float = 0.0) -> dict[str, Any]:
+    return {
+        "text": f"computing {expression}",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}],
+        "usage": USAGE,
+        "delay_s": delay_s,
+    }
+
+
+def delegating(**arguments: Any) -> dict[str, Any]:
+    """A parent turn that delegates with ``arguments``."""
+    return {
+        "text": "handing it over",
+        "tool_calls": [{"name": "delegate", "arguments": arguments}],
+        "usage": USAGE,
+    }
+
+
+def child_of(result: AgentResult) -> str:
+    call = result.steps[0].tool_calls[0]
+    assert call.name == "delegate" and call.child_id is not None
+    return call.child_id
+
+
+async def child_result(client: Client, child_id: str) -> AgentResult:
+    handle: WorkflowHandle[Any, AgentResult] = client.get_workflow_handle(
+        child_id, result_type=AgentResult
+    )
+    return await handle.result()
+
+
+# -- pure rules ------------------------------------------------------------------------
+
+
+def test_the_child_budget_is_what_the_parent_has_left_never_more() -> None:
+    budget = Budget(max_tokens=1000, max_tool_calls=5, max_cost_usd=1.0, max_duration_s=60)
+    used = RunUsage(total_tokens=120, tool_calls=1, cost_usd=0.25, steps=1)
+    whole = child_budget(budget, used, elapsed_s=10, max_tokens=None)
+    assert (whole.max_tokens, whole.max_tool_calls, whole.max_cost_usd) == (880, 4, 0.75)
+    assert whole.max_duration_s == 50 and whole.on_exceeded == "stop"
+    assert child_budget(budget, used, 10, max_tokens=300).max_tokens == 300
+    assert child_budget(budget, used, 10, max_tokens=5000).max_tokens == 880  # never more
+    assert child_budget(Budget(), used, 10, max_tokens=None) == Budget(on_exceeded="stop")
+    assert child_budget(Budget(), used, 10, max_tokens=300).max_tokens == 300
+
+
+def test_usage_rolls_up_exactly() -> None:
+    parent = RunUsage(input_tokens=200, output_tokens=40, total_tokens=240, model_calls=2)
+    parent.tool_calls, parent.cost_usd, parent.steps = 1, 0.00028, 2
+    child = RunUsage(input_tokens=300, output_tokens=60, total_tokens=360, model_calls=3)
+    child.tool_calls, child.cost_usd, child.steps, child.cost_known = 2, 0.00042, 3, False
+    roll_up(parent, child)
+    assert (parent.input_tokens, parent.output_tokens, parent.total_tokens) == (500, 100, 600)
+    assert (parent.model_calls, parent.tool_calls, parent.steps) == (5, 3, 2)
+    assert parent.cost_usd == 0.0007 and parent.cost_known is False
+
+
+def test_the_child_keeps_the_parents_scope() -> None:
+    parent = AgentInput(
+        prompt="p",
+        tenant="acme",
+        tools=["calculator", "write_file", "delegate"],
+        approve_tools=["write_file"],
+        approval_timeout_s=30,
+        pricing=PRICING,
+    )
+    args = DelegateArgs(prompt="sub task", tools=["calculator"])
+    child = child_input(parent, args, Budget(max_tokens=5), ["calculator"], "parent-ws")
+    assert (child.tenant, child.workspace, child.delegation_depth) == ("acme", "parent-ws", 1)
+    assert child.approve_tools is None  # write_file is not among its tools
+    assert child.approval_timeout_s == 30 and child.pricing == parent.pricing
+    assert child.model == parent.model and child.budget.max_tokens == 5
+
+
+def test_delegation_is_refused_past_the_depth_limit_and_for_tools_not_owned() -> None:
+    call = ToolCall(id="c1", name="delegate", arguments={"prompt": "go"})
+    assert check_delegate(call, 0, ["delegate"]) is None
+    refused = check_delegate(call, MAX_DELEGATION_DEPTH, ["delegate"])
+    assert refused is not None and "depth" in refused
+    foreign = ToolCall(id="c2", name="delegate", arguments={"prompt": "go", "tools": ["shell"]})
+    refused = check_delegate(foreign, 0, ["delegate", "calculator"])
+    assert refused is not None and "'shell'" in refused
+    bad = check_delegate(ToolCall(id="c3", name="delegate", arguments={}), 0, ["delegate"])
+    assert bad is not None and "prompt" in bad
+
+
+def test_the_model_is_not_offered_the_script_argument() -> None:
+    from onward.delegation import DELEGATE
+
+    assert set(DELEGATE.parameters["properties"]) == {"prompt", "model", "tools", "max_tokens"}
+
+
+# -- real runs ---------------------------------------------------------------------------
+
+
+async def test_the_child_stops_at_its_slice_and_usage_rolls_up(worker: RunningWorker) -> None:
+    child_script = [
+        {
+            "text": "writing",
+            "tool_calls": [
+                {"name": "write_file", "arguments": {"path": "child.md", "content": "from child"}}
+            ],
+            "usage": USAGE,
+        },
+        calc("2+2"),
+        calc("3+3"),
+        {"text": "never reached", "usage": USAGE},
+    ]
+    handle = await worker.start(
+        {
+            "prompt": "delegate, then answer",
+            "tools": ["calculator", "write_file", "delegate"],
+            "tenant": "acme",
+            "pricing": PRICING,
+            "budget": {"max_tokens": 2000},
+            "script": [
+                delegating(prompt="do the sub task", max_tokens=300, script=child_script),
+                {"text": "the sub-agent ran out; here is my answer", "usage": USAGE},
+            ],
+        }
+    )
+    result = await handle.result()
+    assert result.status == "completed"
+    child_id = child_of(result)
+    child = await child_result(worker.client, child_id)
+
+    # The slice is enforced: 3 calls of 120 tokens pass 300, and the child stops there.
+    assert (child.status, child.limit) == ("budget_exceeded", "max_tokens")
+    assert child.usage.model_calls == 3 and child.usage.tool_calls == 2
+    status = await worker.client.get_workflow_handle(child_id).query(AgentWorkflow.status)
+    assert status.budget.max_tokens == 300 and status.budget.on_exceeded == "stop"
+
+    # The parent's model sees a tool error saying so, and goes on.
+    delegate_call = result.steps[0].tool_calls[0]
+    assert delegate_call.status == "error" and delegate_call.error is not None
+    assert f"sub-agent {child_id} ended budget_exceeded: max_tokens" in delegate_call.error
+    assert result.output == "the sub-agent ran out; here is my answer"
+
+    # Parent usage == its own calls + the child's, exactly.
+    own = RunUsage(input_tokens=200, output_tokens=40, total_tokens=240, model_calls=2)
+    own.tool_calls, own.cost_usd, own.steps = 1, 0.00028, 2
+    roll_up(own, child.usage)
+    assert result.usage.model_dump(exclude={"duration_s"}) == own.model_dump(exclude={"duration_s"})
+    assert result.usage.total_tokens == 240 + 360 and result.usage.model_calls == 5
+
+    # The child wrote into the parent's workspace, and kept its tenant.
+    assert (workspace_dir(worker.workspace, handle.id) / "child.md").read_text() == "from child"
+    assert not workspace_dir(worker.workspace, child_id).exists()
+    assert result.artifacts is not None and [a.path for a in result.artifacts] == ["child.md"]
+    child_history = await read_history(worker.client.get_workflow_handle(child_id))
+    assert child_history.input is not None
+    assert (child_history.input.tenant, child_history.input.delegation_depth) == ("acme", 1)
+
+
+async def test_a_child_failure_is_a_tool_error_and_the_parent_goes_on(
+    worker: RunningWorker,
+) -> None:
+    result = await worker.run(
+        {
+            "prompt": "delegate badly three ways",
+            "tools": ["calculator", "delegate"],
+            "script": [
+                delegating(prompt="x", model="nosuch:model"),
+                delegating(prompt="x", tools=["write_file"]),
+                delegating(prompt="x", model="not a model"),
+                {"text": "I did it myself"},
+            ],
+        }
+    )
+    assert result.status == "completed" and result.output == "I did it myself"
+    failed, foreign, invalid = (step.tool_calls[0] for step in result.steps[:3])
+    assert failed.child_id is not None and failed.error is not None
+    assert f"sub-agent {failed.child_id} failed: model: unknown model provider" in failed.error
+    assert foreign.child_id is None and foreign.error is not None
+    assert "'write_file' are not yours" in foreign.error
+    assert invalid.child_id is None and invalid.error is not None and "model" in invalid.error
+
+
+async def test_delegation_past_the_depth_limit_is_a_tool_error(worker: RunningWorker) -> None:
+    result = await worker.run(
+        {
+            "prompt": "deep already",
+            "tools": ["delegate"],
+            "delegation_depth": MAX_DELEGATION_DEPTH,
+            "script": [delegating(prompt="deeper"), {"text": "ok"}],
+        }
+    )
+    call = result.steps[0].tool_calls[0]
+    assert call.child_id is None and call.error is not None and "depth" in call.error
+
+
+async def test_delegate_is_offered_only_when_named(worker: RunningWorker) -> None:
+    result = await worker.run({"prompt": "p", "script": [delegating(prompt="x"), {"text": "ok"}]})
+    error = result.steps[0].tool_calls[0].error
+    assert error is not None and "unknown tool 'delegate'" in error
+
+
+@pytest.mark.parametrize("how", ["signal", "native"])
+async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
+    worker: RunningWorker, how: str
+) -> None:
+    child_script = [calc("1+1"), calc("2+2", delay_s=60), calc("3+3"), {"text": "done"}]
+    handle = await worker.start(
+        {
+            "prompt": "delegate a slow task",
+            "tools": ["calculator", "delegate"],
+            "script": [delegating(prompt="slow", script=child_script), {"text": "never"}],
+        }
+    )
+    child_id: str | None = None
+
+    async def child_in_its_slow_call() -> bool:
+        nonlocal child_id
+        description = await handle.describe()
+        pending = description.raw_description.pending_children
+        if not pending:
+            return False
+        child_id = pending[0].workflow_id
+        child = worker.client.get_workflow_handle(child_id)
+        try:
+            calls = await model_inputs(child)
+        except RPCError:
+            return False  # initiated, not started yet
+        return len(calls) == 2 and await activity_running(child, "call_model")
+
+    await eventually(child_in_its_slow_call)
+    assert child_id is not None
+    if how == "signal":
+        await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="stop everything"))
+    else:
+        await handle.cancel()
+    child = worker.client.get_workflow_handle(child_id)
+
+    async def child_closed() -> bool:
+        return (await child.describe()).status != WorkflowExecutionStatus.RUNNING
+
+    await eventually(child_closed)
+    assert (await child.describe()).status == WorkflowExecutionStatus.CANCELED
+    # No model call was started after the cancel: the slow one was the last.
+    assert len(await model_inputs(child)) == 2
+    if how == "signal":
+        result = await handle.result()
+        assert result.status == "cancelled"
+        call = result.steps[0].tool_calls[0] if result.steps else None
+        assert call is None or call.status == "interrupted"
+
+
+async def test_trace_prints_the_child_steps_under_the_delegate_call(
+    worker: RunningWorker, address: str
+) -> None:
+    child_script = [calc("6*7"), {"text": "forty-two", "usage": USAGE}]
+    handle = await worker.start(
+        {
+            "prompt": "delegate the sum",
+            "tools": ["calculator", "delegate"],
+            "script": [
+                delegating(prompt="compute 6*7", script=child_script),
+                {"text": "the child said 42", "usage": USAGE},
+            ],
+        }
+    )
+    result = await handle.result()
+    child_id = child_of(result)
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    human = await run_onward("trace", handle.id, env=env)
+    assert human.code == 0, human.stderr
+    lines = human.stdout.splitlines()
+    delegate_row = next(i for i, line in enumerate(lines) if "delegate(" in line)
+    head = lines[delegate_row + 1]
+    assert f"sub-agent {child_id}" in head and "completed" in head
+    child_rows = lines[delegate_row + 2 : delegate_row + 5]
+    assert "calculator(6*7)" in child_rows[1] and "-> 42" in child_rows[1]
+    assert "answer: forty-two" in child_rows[2]
+    call_column = lines[delegate_row].index("delegate(")
+    assert child_rows[1].index("calculator(6*7)") > call_column  # indented under it
+    assert "answer: the child said 42" in lines[delegate_row + 5]
+
+    as_json = await run_onward("trace", handle.id, "--json", env=env)
+    traced = as_json.json()["steps"][0]["tool_calls"][0]
+    assert traced["child_id"] == child_id
+    assert traced["child"]["workflow_id"] == child_id
+    assert [step["text"] for step in traced["child"]["steps"]] == ["computing 6*7", "forty-two"]
