@@ -40,6 +40,7 @@ from onward.errors import format_validation_error
 __all__ = [
     "DELEGATE",
     "DELEGATE_PATCH",
+    "ID_TAKEN",
     "MAX_DELEGATION_DEPTH",
     "DelegateArgs",
     "check_delegate",
@@ -47,10 +48,12 @@ __all__ = [
     "child_id",
     "child_input",
     "delegate",
+    "failure_message",
     "failure_outcome",
     "outcome_of",
     "roll_up",
     "start_delegate",
+    "started_by",
 ]
 
 DELEGATE_PATCH = "delegate"
@@ -131,6 +134,11 @@ def check_delegate(call: ToolCall, depth: int, offered: Collection[str]) -> str 
             f"delegate: a sub-agent at depth {depth} may not delegate further "
             f"(the limit is {MAX_DELEGATION_DEPTH})"
         )
+    if args.model is not None:
+        try:
+            AgentInput(prompt=args.prompt, model=args.model)
+        except ValidationError as err:
+            return format_validation_error(call.name, err)
     foreign = [name for name in args.tools or [] if name not in offered]
     if foreign:
         return (
@@ -176,7 +184,16 @@ def child_input(
 
 def child_id(parent_id: str, step: int, call_id: str) -> str:
     """The child's workflow id: its parent's, the step and the call (unique in the chain)."""
-    return f"{parent_id}.delegate-{step}-{call_id}"
+    return f"{parent_id}{_child_suffix(step, call_id)}"
+
+
+def started_by(workflow_id: str, step: int, call_id: str) -> bool:
+    """Whether the child ``workflow_id`` was started by delegate call ``call_id`` of ``step``."""
+    return workflow_id.endswith(_child_suffix(step, call_id))
+
+
+def _child_suffix(step: int, call_id: str) -> str:
+    return f".delegate-{step}-{call_id}"
 
 
 def roll_up(usage: RunUsage, child: RunUsage) -> None:
@@ -202,13 +219,22 @@ def outcome_of(result: AgentResult, workflow_id: str) -> ToolOutcome:
     return ToolOutcome(error=error)
 
 
-def failure_outcome(err: ChildWorkflowError, workflow_id: str) -> ToolOutcome:
+ID_TAKEN = "its workflow id is taken"
+"""Why a child that could not start failed (another run has its id)."""
+
+
+def failure_outcome(workflow_id: str, message: str) -> ToolOutcome:
     """A child that failed as a workflow (bad input, say): a tool error for the parent."""
+    return ToolOutcome(error=f"sub-agent {workflow_id} failed: {message}")
+
+
+def failure_message(err: ChildWorkflowError) -> str:
+    """The child's own failure message, as its history's failure event gives it."""
     cause: BaseException = err
     while isinstance(cause, FailureError) and cause.cause is not None:
         cause = cause.cause
     message = cause.message if isinstance(cause, FailureError) else str(cause)
-    return ToolOutcome(error=f"sub-agent {workflow_id} failed: {message or type(cause).__name__}")
+    return message or type(cause).__name__
 
 
 async def start_delegate(

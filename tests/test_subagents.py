@@ -25,6 +25,7 @@ from onward.delegation import (
     child_input,
     roll_up,
 )
+from onward.starter.history import reconstruct
 from onward.starter.trace import read_history
 from onward.workflows import AgentWorkflow
 
@@ -48,6 +49,17 @@ def delegating(**arguments: Any) -> dict[str, Any]:
         "tool_calls": [{"name": "delegate", "arguments": arguments}],
         "usage": USAGE,
     }
+
+
+async def assert_history_tells_the_same(handle: WorkflowHandle[Any, Any], result: Any) -> None:
+    """The parent's history alone gives its delegate calls as its own step log does."""
+    rebuilt = reconstruct([event async for event in handle.fetch_history_events()])
+    fields = ("id", "name", "result", "error", "status", "child_id")
+
+    def calls(steps: list[Any]) -> list[dict[str, Any]]:
+        return [call.model_dump(include=set(fields)) for step in steps for call in step.tool_calls]
+
+    assert calls(rebuilt.step_log) == calls(result.steps)
 
 
 def child_of(result: AgentResult) -> str:
@@ -184,12 +196,13 @@ async def test_the_child_stops_at_its_slice_and_usage_rolls_up(worker: RunningWo
     child_history = await read_history(worker.client.get_workflow_handle(child_id))
     assert child_history.input is not None
     assert (child_history.input.tenant, child_history.input.delegation_depth) == ("acme", 1)
+    await assert_history_tells_the_same(handle, result)
 
 
 async def test_a_child_failure_is_a_tool_error_and_the_parent_goes_on(
     worker: RunningWorker,
 ) -> None:
-    result = await worker.run(
+    handle = await worker.start(
         {
             "prompt": "delegate badly three ways",
             "tools": ["calculator", "delegate"],
@@ -201,6 +214,7 @@ async def test_a_child_failure_is_a_tool_error_and_the_parent_goes_on(
             ],
         }
     )
+    result = await handle.result()
     assert result.status == "completed" and result.output == "I did it myself"
     failed, foreign, invalid = (step.tool_calls[0] for step in result.steps[:3])
     assert failed.child_id is not None and failed.error is not None
@@ -208,6 +222,7 @@ async def test_a_child_failure_is_a_tool_error_and_the_parent_goes_on(
     assert foreign.child_id is None and foreign.error is not None
     assert "'write_file' are not yours" in foreign.error
     assert invalid.child_id is None and invalid.error is not None and "model" in invalid.error
+    await assert_history_tells_the_same(handle, result)
 
 
 async def test_delegation_past_the_depth_limit_is_a_tool_error(worker: RunningWorker) -> None:

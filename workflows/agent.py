@@ -75,11 +75,13 @@ with workflow.unsafe.imports_passed_through():
     from onward.delegation import (
         DELEGATE,
         DELEGATE_PATCH,
+        ID_TAKEN,
         DelegateArgs,
         check_delegate,
         child_budget,
         child_id,
         child_input,
+        failure_message,
         failure_outcome,
         outcome_of,
         roll_up,
@@ -1104,9 +1106,9 @@ class AgentWorkflow:
             handle = await start_delegate(agent_input, ident, summary=tool_summary(call))
             result = await handle
         except ChildWorkflowError as err:
-            return failure_outcome(err, ident)
+            return failure_outcome(ident, failure_message(err))
         except WorkflowAlreadyStartedError:
-            return ToolOutcome(error=f"sub-agent {ident} could not start: the id is taken")
+            return failure_outcome(ident, ID_TAKEN)
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
