@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
+from delegating_workflow import FanOut
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 
@@ -16,7 +19,15 @@ from conftest import (
     run_onward,
 )
 from onward.artifacts import workspace_dir
-from onward.contracts import AgentInput, AgentResult, Budget, CancelRequest, RunUsage, ToolCall
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    Budget,
+    CancelRequest,
+    RunUsage,
+    ScriptTurn,
+    ToolCall,
+)
 from onward.delegation import (
     MAX_DELEGATION_DEPTH,
     DelegateArgs,
@@ -27,6 +38,7 @@ from onward.delegation import (
 )
 from onward.starter.history import reconstruct
 from onward.starter.trace import read_history
+from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
 PRICING = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
@@ -329,3 +341,37 @@ async def test_trace_prints_the_child_steps_under_the_delegate_call(
     assert traced["child_id"] == child_id
     assert traced["child"]["workflow_id"] == child_id
     assert [step["text"] for step in traced["child"]["steps"]] == ["computing 6*7", "forty-two"]
+
+
+async def test_a_workflow_author_delegates_from_their_own_workflow(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
+    writes: dict[str, Any] = {
+        "text": "writing",
+        "tool_calls": [{"name": "write_file", "arguments": {"path": "a.md", "content": "a"}}],
+        "usage": USAGE,
+    }
+    scripts: list[list[dict[str, Any]]] = [
+        [writes, {"text": "part one done", "usage": USAGE}],
+        [calc("1+1"), calc("2+2"), calc("3+3"), {"text": "never", "usage": USAGE}],
+    ]
+    fan_out_id = f"fan-out-{uuid.uuid4().hex[:8]}"
+    async with build_worker(
+        client, settings, search_attribute_names=search_attribute_names, workflows=[FanOut]
+    ):
+        outcome = await client.execute_workflow(
+            FanOut.run,
+            [[ScriptTurn.model_validate(turn) for turn in script] for script in scripts],
+            id=fan_out_id,
+            task_queue=settings.task_queue,
+        )
+        status = await client.get_workflow_handle(f"{fan_out_id}-part-2").query(
+            AgentWorkflow.status
+        )
+    one, two = outcome.results
+    assert (one.status, one.output) == ("completed", "part one done")
+    assert (two.status, two.limit) == ("budget_exceeded", "max_tokens")
+    assert status.budget.max_tokens == 300  # narrowed from 1000
+    assert outcome.usage.total_tokens == one.usage.total_tokens + two.usage.total_tokens == 600
+    assert (workspace_dir(tmp_path, fan_out_id) / "a.md").read_text() == "a"
