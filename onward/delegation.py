@@ -123,8 +123,14 @@ def child_budget(
     )
 
 
-def check_delegate(call: ToolCall, depth: int, offered: Collection[str]) -> str | None:
-    """Why a ``delegate`` call is refused before anything starts, or None."""
+def check_delegate(
+    call: ToolCall, depth: int, offered: Collection[str], parent_model: str
+) -> str | None:
+    """Why a ``delegate`` call is refused before anything starts, or None.
+
+    The run's reader (its history) applies the same rule, so the step log read
+    from the history says what the run's own log says.
+    """
     try:
         args = DelegateArgs.model_validate(call.arguments)
     except ValidationError as err:
@@ -134,11 +140,10 @@ def check_delegate(call: ToolCall, depth: int, offered: Collection[str]) -> str 
             f"delegate: a sub-agent at depth {depth} may not delegate further "
             f"(the limit is {MAX_DELEGATION_DEPTH})"
         )
-    if args.model is not None:
-        try:
-            AgentInput(prompt=args.prompt, model=args.model)
-        except ValidationError as err:
-            return format_validation_error(call.name, err)
+    try:  # what the child's input would reject: a bad model, a script for a real model
+        AgentInput(prompt=args.prompt, model=args.model or parent_model, script=args.script)
+    except ValidationError as err:
+        return format_validation_error(call.name, err)
     foreign = [name for name in args.tools or [] if name not in offered]
     if foreign:
         return (

@@ -401,8 +401,8 @@ class _Assembler:
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
         error = workflow_tool.check(call) if workflow_tool is not None else None
         if call.name == DELEGATE.name and available is not None:
-            depth = self._run.input.delegation_depth if self._run.input else 0
-            error = check_delegate(call, depth, list(available))
+            agent = self._run.input or AgentInput(prompt="(unknown)")
+            error = check_delegate(call, agent.delegation_depth, list(available), agent.model)
         if error is not None:
             return ToolOutcome(error=error), "error"
         # Why (which limit, a cancel) is workflow state, not in the history.

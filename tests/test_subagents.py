@@ -132,14 +132,17 @@ def test_the_child_keeps_the_parents_scope() -> None:
 
 def test_delegation_is_refused_past_the_depth_limit_and_for_tools_not_owned() -> None:
     call = ToolCall(id="c1", name="delegate", arguments={"prompt": "go"})
-    assert check_delegate(call, 0, ["delegate"]) is None
-    refused = check_delegate(call, MAX_DELEGATION_DEPTH, ["delegate"])
+    assert check_delegate(call, 0, ["delegate"], "scripted") is None
+    refused = check_delegate(call, MAX_DELEGATION_DEPTH, ["delegate"], "scripted")
     assert refused is not None and "depth" in refused
     foreign = ToolCall(id="c2", name="delegate", arguments={"prompt": "go", "tools": ["shell"]})
-    refused = check_delegate(foreign, 0, ["delegate", "calculator"])
+    refused = check_delegate(foreign, 0, ["delegate", "calculator"], "scripted")
     assert refused is not None and "'shell'" in refused
-    bad = check_delegate(ToolCall(id="c3", name="delegate", arguments={}), 0, ["delegate"])
+    bad = check_delegate(ToolCall(id="c3", name="delegate", arguments={}), 0, ["delegate"], "x")
     assert bad is not None and "prompt" in bad
+    scripted = ToolCall(id="c4", name="delegate", arguments={"prompt": "go", "script": []})
+    refused = check_delegate(scripted, 0, ["delegate"], "openai:gpt-4o-mini")
+    assert refused is not None and "only the scripted model takes a script" in refused
 
 
 def test_the_model_is_not_offered_the_script_argument() -> None:
@@ -193,6 +196,8 @@ async def test_the_child_stops_at_its_slice_and_usage_rolls_up(worker: RunningWo
     assert delegate_call.status == "error" and delegate_call.error is not None
     assert f"sub-agent {child_id} ended budget_exceeded: max_tokens" in delegate_call.error
     assert result.output == "the sub-agent ran out; here is my answer"
+    first, second = await model_inputs(handle)
+    assert b"ended budget_exceeded" not in first and b"ended budget_exceeded" in second
 
     # Parent usage == its own calls + the child's, exactly.
     own = RunUsage(input_tokens=200, output_tokens=40, total_tokens=240, model_calls=2)
@@ -228,6 +233,7 @@ async def test_a_child_failure_is_a_tool_error_and_the_parent_goes_on(
     )
     result = await handle.result()
     assert result.status == "completed" and result.output == "I did it myself"
+    assert b"failed: model: unknown model provider" in (await model_inputs(handle))[1]
     failed, foreign, invalid = (step.tool_calls[0] for step in result.steps[:3])
     assert failed.child_id is not None and failed.error is not None
     assert f"sub-agent {failed.child_id} failed: model: unknown model provider" in failed.error

@@ -1090,7 +1090,8 @@ class AgentWorkflow:
         to this run's when it ends. Cancelling this task (a cancel, the deadline)
         cancels the child.
         """
-        error = check_delegate(call, self._input.delegation_depth, list(self._tools))
+        depth, model = self._input.delegation_depth, self._input.model
+        error = check_delegate(call, depth, list(self._tools), model)
         if error is not None:
             return ToolOutcome(error=error)
         args = DelegateArgs.model_validate(call.arguments)
