@@ -342,6 +342,9 @@ async def test_trace_prints_the_child_steps_under_the_delegate_call(
     assert child_rows[1].index("calculator(6*7)") > call_column  # indented under it
     assert "answer: the child said 42" in lines[delegate_row + 5]
 
+    steps = await run_onward("steps", handle.id, env=env)
+    assert steps.code == 0 and f"↳ sub-agent {child_id}" in steps.stdout, steps.stderr
+
     as_json = await run_onward("trace", handle.id, "--json", env=env)
     traced = as_json.json()["steps"][0]["tool_calls"][0]
     assert traced["child_id"] == child_id
