@@ -15,7 +15,7 @@ parent stops waiting for it).
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
@@ -93,25 +93,35 @@ DELEGATE = ToolSpec(
 
 
 def child_budget(
-    budget: Budget, usage: RunUsage, elapsed_s: float, max_tokens: int | None = None
+    budget: Budget,
+    usage: RunUsage,
+    elapsed_s: float,
+    max_tokens: int | None = None,
+    lent: Iterable[Budget] = (),
 ) -> Budget:
     """The child's limits: what the parent has left of each (never more), ``max_tokens`` narrower.
 
-    The child stops at its slice (``on_exceeded="stop"``): its parent, not a person,
-    decides what comes next. Steps are the parent's own (children's steps are theirs),
-    so a child may take as many as the parent has left.
+    ``lent`` are the slices of the parent's children still running: they are
+    spoken for, so children started side by side never get more than the parent
+    has between them. The child stops at its slice (``on_exceeded="stop"``): its
+    parent, not a person, decides what comes next. Steps are the parent's own
+    (children's steps are theirs), so a child may take as many as the parent has left.
     """
+    running = list(lent)
 
-    def left(limit: float | None, used: float) -> float | None:
-        return None if limit is None else max(limit - used, 0)
+    def left(limit: float | None, used: float, name: str | None) -> float | None:
+        if limit is None:
+            return None
+        spoken_for = sum(getattr(slice_, name) or 0 for slice_ in running) if name else 0
+        return max(limit - used - spoken_for, 0)
 
-    tokens = left(budget.max_tokens, usage.total_tokens)
+    tokens = left(budget.max_tokens, usage.total_tokens, "max_tokens")
     if max_tokens is not None:
         tokens = max_tokens if tokens is None else min(tokens, max_tokens)
     duration = budgets.remaining_s(budget, elapsed_s)
-    tool_calls = left(budget.max_tool_calls, usage.tool_calls)
-    steps = left(budget.max_steps, usage.steps)
-    cost = left(budget.max_cost_usd, usage.cost_usd)
+    tool_calls = left(budget.max_tool_calls, usage.tool_calls, "max_tool_calls")
+    steps = left(budget.max_steps, usage.steps, None)  # children's steps are not the parent's
+    cost = left(budget.max_cost_usd, usage.cost_usd, "max_cost_usd")
     return Budget(
         max_tokens=None if tokens is None else int(tokens),
         max_tool_calls=None if tool_calls is None else int(tool_calls),

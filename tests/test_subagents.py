@@ -100,6 +100,11 @@ def test_the_child_budget_is_what_the_parent_has_left_never_more() -> None:
     assert child_budget(budget, used, 10, max_tokens=5000).max_tokens == 880  # never more
     assert child_budget(Budget(), used, 10, max_tokens=None) == Budget(on_exceeded="stop")
     assert child_budget(Budget(), used, 10, max_tokens=300).max_tokens == 300
+    # Children side by side: what running children were lent is spoken for.
+    first = child_budget(budget, used, 10, max_tokens=500)
+    second = child_budget(budget, used, 10, max_tokens=None, lent=[first])
+    assert (second.max_tokens, second.max_tool_calls, second.max_cost_usd) == (380, 0, 0)
+    assert second.max_steps == whole.max_steps
 
 
 def test_usage_rolls_up_exactly() -> None:
@@ -384,3 +389,38 @@ async def test_a_workflow_author_delegates_from_their_own_workflow(
     assert status.budget.max_tokens == 300  # narrowed from 1000
     assert outcome.usage.total_tokens == one.usage.total_tokens + two.usage.total_tokens == 600
     assert (workspace_dir(tmp_path, fan_out_id) / "a.md").read_text() == "a"
+
+
+async def test_children_side_by_side_share_what_the_parent_has_left(
+    worker: RunningWorker,
+) -> None:
+    child_script = [calc("1+1"), {"text": "done", "usage": USAGE}]
+    result = await worker.run(
+        {
+            "prompt": "two at once",
+            "tools": ["calculator", "delegate"],
+            "budget": {"max_tokens": 1000},
+            "script": [
+                {
+                    "text": "two sub-agents",
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {"prompt": "a", "max_tokens": 600, "script": child_script},
+                        },
+                        {"name": "delegate", "arguments": {"prompt": "b", "script": child_script}},
+                    ],
+                    "usage": USAGE,
+                },
+                {"text": "both done", "usage": USAGE},
+            ],
+        }
+    )
+    first, second = result.steps[0].tool_calls
+    assert first.child_id is not None and second.child_id is not None
+    budgets = [
+        (await worker.client.get_workflow_handle(ident).query(AgentWorkflow.status)).budget
+        for ident in (first.child_id, second.child_id)
+    ]
+    assert [budget.max_tokens for budget in budgets] == [600, 1000 - 120 - 600]
+    assert result.usage.total_tokens == 120 * 2 + 240 * 2

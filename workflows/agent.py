@@ -269,6 +269,7 @@ class AgentWorkflow:
         self._finishing = False
         self._webhook_on_invalid_input = False  # decided in ``_prepare``
         self._offer_delegate = False  # decided in ``_prepare``: sub-agents (subagents branch)
+        self._lent: dict[str, Budget] = {}  # budget slices of sub-agents still running
         # -- human approval and artifacts (longlived branch) ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
@@ -1095,7 +1096,9 @@ class AgentWorkflow:
         if error is not None:
             return ToolOutcome(error=error)
         args = DelegateArgs.model_validate(call.arguments)
-        budget = child_budget(self._budget, self._usage, self._elapsed_s(), args.max_tokens)
+        budget = child_budget(
+            self._budget, self._usage, self._elapsed_s(), args.max_tokens, self._lent.values()
+        )
         tools = args.tools if args.tools is not None else list(self._tools)
         try:
             agent_input = child_input(self._input, args, budget, tools, self._workspace_key())
@@ -1103,6 +1106,7 @@ class AgentWorkflow:
             return ToolOutcome(error=format_validation_error(call.name, err))
         ident = child_id(workflow.info().workflow_id, step, call.id)
         record.child_id = ident
+        self._lent[ident] = budget
         try:
             handle = await start_delegate(agent_input, ident, summary=tool_summary(call))
             result = await handle
@@ -1110,6 +1114,8 @@ class AgentWorkflow:
             return failure_outcome(ident, failure_message(err))
         except WorkflowAlreadyStartedError:
             return failure_outcome(ident, ID_TAKEN)
+        finally:
+            self._lent.pop(ident, None)
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
