@@ -96,6 +96,10 @@ class Trace(BaseModel):
     source: StepSource
     model: str | None = None
     tenant: str | None = None
+    delegation_depth: int = Field(
+        default=0,
+        description="0: a run of its own; more: a sub-agent (its usage is in its parent's)",
+    )
     started_at: datetime | None = None
     closed_at: datetime | None = None
     usage: RunUsage
@@ -197,6 +201,7 @@ def build_trace(
         source=source,
         model=agent.model if agent else None,
         tenant=agent.tenant if agent else None,
+        delegation_depth=agent.delegation_depth if agent else 0,
         started_at=history.started_at,
         closed_at=history.closed_at,
         usage=_usage(history, traced),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from onward.delegation import (
     roll_up,
 )
 from onward.starter.history import reconstruct
+from onward.starter.report import report_query
 from onward.starter.trace import read_history
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
@@ -424,3 +426,36 @@ async def test_children_side_by_side_share_what_the_parent_has_left(
     ]
     assert [budget.max_tokens for budget in budgets] == [600, 1000 - 120 - 600]
     assert result.usage.total_tokens == 120 * 2 + 240 * 2
+
+
+async def test_the_report_counts_a_sub_agents_usage_once(
+    worker: RunningWorker, address: str
+) -> None:
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    child_script = [calc("1+1"), {"text": "2", "usage": USAGE}]
+    result = await worker.run(
+        {
+            "prompt": "delegate",
+            "tenant": tenant,
+            "tools": ["calculator", "delegate"],
+            "script": [
+                delegating(prompt="add", script=child_script),
+                {"text": "2", "usage": USAGE},
+            ],
+        }
+    )
+    assert result.usage.total_tokens == 480  # its own 240 and its child's 240
+
+    async def both_listed() -> bool:
+        return (await worker.client.count_workflows(report_query(since, tenant))).count == 2
+
+    await eventually(both_listed)
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    done = await run_onward("report", "--json", "--tenant", tenant, "--since", "10m", env=env)
+    assert done.code == 0, done.stderr
+    report = done.json()
+    assert report["runs"] == 2 and report["total_tokens"] == 480
+    assert report["cost_usd"] == pytest.approx(result.usage.cost_usd)
+    (model,) = report["models"]
+    assert model["calls"] == 4 and model["input_tokens"] + model["output_tokens"] == 480
