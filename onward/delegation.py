@@ -50,6 +50,7 @@ __all__ = [
     "delegate",
     "failure_message",
     "failure_outcome",
+    "is_sub_agent",
     "outcome_of",
     "roll_up",
     "start_delegate",
@@ -205,6 +206,11 @@ def child_id(parent_id: str, step: int, call_id: str) -> str:
 def started_by(workflow_id: str, step: int, call_id: str) -> bool:
     """Whether the child ``workflow_id`` was started by delegate call ``call_id`` of ``step``."""
     return workflow_id.endswith(_child_suffix(step, call_id))
+
+
+def is_sub_agent(workflow_id: str, parent_id: str | None) -> bool:
+    """Whether a run is a ``delegate`` call's sub-agent (its usage is in its parent's)."""
+    return parent_id is not None and workflow_id.startswith(f"{parent_id}.delegate-")
 
 
 def _child_suffix(step: int, call_id: str) -> str:
