@@ -269,7 +269,7 @@ async def test_delegate_is_offered_only_when_named(worker: RunningWorker) -> Non
     assert error is not None and "unknown tool 'delegate'" in error
 
 
-@pytest.mark.parametrize("how", ["signal", "native"])
+@pytest.mark.parametrize("how", ["signal", "native", "terminate"])
 async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
     worker: RunningWorker, how: str
 ) -> None:
@@ -301,8 +301,10 @@ async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
     assert child_id is not None
     if how == "signal":
         await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="stop everything"))
-    else:
+    elif how == "native":
         await handle.cancel()
+    else:  # the parent's close policy asks the child to cancel
+        await handle.terminate("parent terminated")
     child = worker.client.get_workflow_handle(child_id)
 
     async def child_closed() -> bool:
