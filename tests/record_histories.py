@@ -137,6 +137,16 @@ async def approve_while_paused(handle: Handle) -> None:
 
 
 async def cancel_while_the_child_waits(handle: Handle) -> None:
+    await until_the_child_waits(handle)
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="recorded parent cancel"))
+
+
+async def native_cancel_while_the_child_waits(handle: Handle) -> None:
+    await until_the_child_waits(handle)
+    await handle.cancel()
+
+
+async def until_the_child_waits(handle: Handle) -> None:
     while not (await handle.describe()).raw_description.pending_children:
         await asyncio.sleep(0.05)
     child = RECORDER[0].get_workflow_handle(
@@ -150,7 +160,6 @@ async def cancel_while_the_child_waits(handle: Handle) -> None:
             pass  # initiated, not started yet
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)
-    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="recorded parent cancel"))
 
 
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
@@ -433,6 +442,36 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
             ],
         },
         cancel_while_the_child_waits,
+    ),
+    # patched "delegate": the same, cancelled natively (`temporal workflow cancel`).
+    "delegate_native_cancel": (
+        {
+            "prompt": "delegate a long wait, get cancelled natively",
+            "tools": ["calculator", "wait", "delegate"],
+            "script": [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "compute, then wait long",
+                                "script": [
+                                    calc("1+1"),
+                                    {
+                                        "tool_calls": [
+                                            {"name": "wait", "arguments": {"seconds": 600}}
+                                        ]
+                                    },
+                                    {"text": "never reached"},
+                                ],
+                            },
+                        }
+                    ]
+                },
+                {"text": "never reached"},
+            ],
+        },
+        native_cancel_while_the_child_waits,
     ),
 }
 
