@@ -301,7 +301,8 @@ class AgentInput(_Strict):
         min_length=1,
         max_length=1000,
         description="the workspace key tool calls use (a sub-agent gets its parent's); "
-        "None: the run's root workflow id",
+        "None: the run's root workflow id. Only a sub-agent names one: its parent's or "
+        "root run's id (any other fails the run: it would reach into another run's files)",
     )
     # -- end sub-agents ----------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from delegating_workflow import FanOut
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from conftest import (
@@ -461,3 +462,12 @@ async def test_the_report_counts_a_sub_agents_usage_once(
     assert report["cost_usd"] == pytest.approx(result.usage.cost_usd)
     (model,) = report["models"]
     assert model["calls"] == 4 and model["input_tokens"] + model["output_tokens"] == 480
+
+
+async def test_only_a_sub_agent_names_a_workspace(worker: RunningWorker) -> None:
+    handle = await worker.start({"prompt": "p", "workspace": "someone-elses-run"})
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput"
+    assert cause.message.startswith("workspace: only a sub-agent names a workspace")

@@ -441,6 +441,18 @@ class AgentWorkflow:
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
+        # -- sub-agents (subagents branch): a run names a workspace only as a sub-agent,
+        # its parent's or root's; any other would reach into another run's files.
+        info = workflow.info()
+        ancestors = {run.workflow_id for run in (info.parent, info.root) if run is not None}
+        if self._input.workspace is not None and self._input.workspace not in ancestors:
+            self._end("failed", "invalid input: workspace")
+            raise ApplicationError(
+                "workspace: only a sub-agent names a workspace (its parent's or its root "
+                "run's); leave it out",
+                type=INVALID_INPUT,
+                non_retryable=True,
+            )
         self._tools = {spec.name: spec for spec in description.tools}
         for name, tool in WORKFLOW_TOOLS.items():
             if asked is None or name in asked:
