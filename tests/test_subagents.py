@@ -312,14 +312,24 @@ async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
         return (await child.describe()).status != WorkflowExecutionStatus.RUNNING
 
     await eventually(child_closed)
-    assert (await child.describe()).status == WorkflowExecutionStatus.CANCELED
     # No model call was started after the cancel: the slow one was the last.
     assert len(await model_inputs(child)) == 2
-    if how == "signal":
-        result = await handle.result()
-        assert result.status == "cancelled"
-        call = result.steps[0].tool_calls[0] if result.steps else None
-        assert call is None or call.status == "interrupted"
+    # The sub-agent ends with its result, as a cancelled run does, for its parent to add up.
+    done = await child_result(worker.client, child_id)
+    assert done.status == "cancelled" and done.usage.model_calls == 1
+    if how == "terminate":
+        return
+    # The parent waited for it: its usage is its own and its child's, exactly.
+    status = await handle.query(AgentWorkflow.status)
+    assert status.state == "cancelled"
+    own = RunUsage(input_tokens=100, output_tokens=20, total_tokens=120, model_calls=1)
+    own.tool_calls, own.steps = 1, 1
+    roll_up(own, done.usage)
+    fields = {"input_tokens", "output_tokens", "total_tokens", "model_calls", "tool_calls"}
+    assert status.usage.model_dump(include=fields) == own.model_dump(include=fields)
+    assert status.usage.total_tokens == 240
+    (call,) = (await handle.query(AgentWorkflow.steps))[0].tool_calls
+    assert call.status == "interrupted" and call.child_id == child_id
 
 
 async def test_trace_prints_the_child_steps_under_the_delegate_call(

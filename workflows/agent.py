@@ -139,6 +139,8 @@ WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
 """A natively cancelled run delivers its webhook; runs begun before closed without it."""
 WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
 """A run failed by input the worker checks delivers its webhook; runs begun before did not."""
+SUB_AGENTS_SETTLE_TIMEOUT = timedelta(seconds=60)
+"""How long a stopped run waits for its cancelled sub-agents to end, to add up their usage."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -346,9 +348,14 @@ class AgentWorkflow:
             for record in self._step.tool_calls if self._step else []:
                 if record.result is None and record.error is None:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
+            await self._settle_sub_agents()
             self._end("cancelled", reason)
             # The workflow may still run an activity once cancelled: the log's end.
             await self._write_transcript(at_end=True)
+            if self._input.delegation_depth > 0:
+                # A sub-agent ends with its result, as on a cancel signal: its parent
+                # waits for it to add up what it used.
+                return self._result()
             # Natively cancelled runs are cancelled runs too: their webhook hears of it.
             if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
                 await self._deliver_webhook(self._result())
@@ -894,6 +901,8 @@ class AgentWorkflow:
             limit = spec.max_result_chars if spec is not None else None
             self._conversation.add_tool_result(call, outcomes[call.id], limit)
 
+        if interrupted is not None:
+            await self._settle_sub_agents()
         if isinstance(interrupted, str):
             raise _RunEnded("cancelled", interrupted)
         if interrupted is not None:
@@ -1131,6 +1140,22 @@ class AgentWorkflow:
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
+
+    async def _settle_sub_agents(self) -> None:
+        """Wait for interrupted sub-agents to end (bounded): their usage rolls up into this run's.
+
+        Their ``delegate`` calls are already recorded as interrupted; what each
+        sub-agent used up to its cancel still counts. Nothing waits in runs that
+        have no sub-agent running.
+        """
+        if not self._lent:
+            return
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: not self._lent,
+                timeout=SUB_AGENTS_SETTLE_TIMEOUT,
+                timeout_summary="sub-agents ending",
+            )
 
     def _stamp_duration(self, record: ToolCallRecord, _task: asyncio.Task[ToolOutcome]) -> None:
         """Time a call when it ends, not when the slowest call of its turn does."""
