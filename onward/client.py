@@ -381,7 +381,7 @@ class OnwardClient:
     async def trace(self, run_id: str) -> Trace:
         """Every model and tool call of the run: attempts, timings, tokens, cost."""
         with self._translated(run_id):
-            return await load_trace(self._handle(run_id))
+            return await load_trace(self._handle(run_id), self._handle)
 
     async def list(
         self,

@@ -333,6 +333,22 @@ class AgentInput(_Strict):
         default=None,
         description="set by the workflow itself when it continues as new; not for clients",
     )
+    # -- sub-agents (subagents branch) -------------------------------------------------
+    delegation_depth: int = Field(
+        default=0,
+        ge=0,
+        description="how many delegations deep this run is (0: started by a client); "
+        "set by the delegate tool",
+    )
+    workspace: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="the workspace key tool calls use (a sub-agent gets its parent's); "
+        "None: the run's root workflow id. Only a sub-agent names one: its parent's or "
+        "root run's id (any other fails the run: it would reach into another run's files)",
+    )
+    # -- end sub-agents ----------------------------------------------------------------
 
     @field_validator("prompt")
     @classmethod
@@ -640,6 +656,9 @@ class ToolCallRecord(BaseModel):
     )
     cache_hit: bool = Field(
         default=False, description="the result came from the tool cache; the tool did not run"
+    )
+    child_id: str | None = Field(
+        default=None, description="the workflow id of the sub-agent a delegate call started"
     )
 
 

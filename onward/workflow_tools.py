@@ -6,6 +6,10 @@ offers and runs it. Such tools register here, as a :class:`WorkflowTool`, and
 go through the same pipeline as the worker's tools (refuse, approve, start);
 only the start differs: the workflow awaits :attr:`WorkflowTool.run` instead of
 starting an activity.
+
+``delegate`` (:mod:`onward.delegation`) runs in the workflow too, but needs the
+run's own state (budget, usage, input), so the workflow starts it itself; it is
+offered only when a run names it.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ all tied together by ``scheduled_event_id``. A local activity leaves a single
 MarkerRecorded event (``core_local_activity``) whose ``data`` detail holds its
 type, sequence number, attempt and times and whose ``result`` detail holds its
 output, but not its input. The ``wait`` tool is a timer (TimerStarted with the
-call's summary, then TimerFired or TimerCanceled).
+call's summary, then TimerFired or TimerCanceled). A ``delegate`` call is a child
+workflow (StartChildWorkflowExecutionInitiated with its workflow id and input, then
+ChildWorkflowExecutionStarted and a closing event, tied by ``initiated_event_id``),
+cancelled by a RequestCancelExternalWorkflowExecutionInitiated naming it.
 
 :class:`CallPairing` turns those events into :class:`Call` objects in history
 order; :mod:`onward.starter.history` assembles them into steps.
@@ -27,8 +30,10 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 
 from onward.connection import DATA_CONVERTER
+from onward.delegation import ID_TAKEN
 
 __all__ = [
+    "CHILD_WORKFLOW",
     "LOCAL_ACTIVITY_MARKER",
     "Call",
     "CallKind",
@@ -44,8 +49,12 @@ __all__ = [
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 """Marker name under which the SDK records a local activity's outcome."""
 
-CallKind = Literal["activity", "local_activity", "timer"]
-"""How a call ran: a regular activity, a local activity, or a workflow timer (``wait``)."""
+CallKind = Literal["activity", "local_activity", "timer", "child_workflow"]
+"""How a call ran: a regular activity, a local activity, a workflow timer (``wait``), or a
+child workflow (``delegate``)."""
+
+CHILD_WORKFLOW = "child_workflow"
+"""The ``activity_type`` of a child workflow call: its key in request and result types."""
 CallState = Literal["scheduled", "started", "completed", "failed", "timed_out", "cancelled"]
 """Where a call is; a cancel request already counts as ``cancelled`` (the run moved on)."""
 
@@ -59,7 +68,9 @@ class CallTrace(BaseModel):
     )
     name: str = Field(description="model name, or tool name")
     step: int | None = Field(default=None, description="the step the call belongs to")
-    id: str | None = Field(default=None, description="activity id or timer id")
+    id: str | None = Field(
+        default=None, description="activity id, timer id, or a child's workflow id"
+    )
     summary: str | None = None
     state: CallState = "scheduled"
     attempts: int = Field(default=0, description="attempts made (0: not started yet)")
@@ -113,6 +124,41 @@ _ACTIVITY_CLOSINGS: dict[EventType.ValueType, tuple[str, CallState]] = {
 }
 """The events that close an activity: where their attributes are, and the state they mean.
 A completed one carries the result; the others the failure."""
+
+
+_CHILD_EVENTS: dict[EventType.ValueType, tuple[str, CallState]] = {
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED: ("", "scheduled"),
+    EventType.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: ("", "cancelled"),
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED: (
+        "start_child_workflow_execution_failed_event_attributes",
+        "failed",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED: (
+        "child_workflow_execution_started_event_attributes",
+        "started",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED: (
+        "child_workflow_execution_completed_event_attributes",
+        "completed",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED: (
+        "child_workflow_execution_failed_event_attributes",
+        "failed",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED: (
+        "child_workflow_execution_canceled_event_attributes",
+        "cancelled",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT: (
+        "child_workflow_execution_timed_out_event_attributes",
+        "timed_out",
+    ),
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED: (
+        "child_workflow_execution_terminated_event_attributes",
+        "failed",
+    ),
+}
+"""The events of a child workflow: where their attributes are, and the state they mean."""
 
 
 def event_time(stamp: Timestamp) -> datetime:
@@ -176,6 +222,8 @@ class CallPairing:
         self._by_scheduled: dict[int, Call] = {}
         self._by_timer: dict[str, Call] = {}
         self._by_local_seq: dict[str, Call] = {}
+        self._by_initiated: dict[int, Call] = {}
+        self._by_child_id: dict[str, Call] = {}
         self._task_started: dict[int, datetime] = {}
         self._task_of_completion: dict[int, int] = {}
 
@@ -204,6 +252,8 @@ class CallPairing:
             EventType.EVENT_TYPE_TIMER_CANCELED,
         ):
             return self._timer_closed(event, when)
+        elif kind in _CHILD_EVENTS:
+            return self._child(event, when)
         else:
             return self._activity_progress(event, when)
         return None
@@ -335,6 +385,61 @@ class CallPairing:
             if "result" in attrs.details and result_type is not None:
                 call.result = decode(attrs.details["result"], result_type)
             self._close(call, "completed", closed_at)
+        return call
+
+    # -- child workflows (delegate) -----------------------------------------------------
+
+    def _child(self, event: HistoryEvent, when: datetime) -> Call | None:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            attrs = event.start_child_workflow_execution_initiated_event_attributes
+            request_type = self._request_types.get(CHILD_WORKFLOW)
+            initiated = Call(
+                trace=CallTrace(
+                    kind="child_workflow",
+                    name=attrs.workflow_type.name,
+                    id=attrs.workflow_id,
+                    summary=_summary(event),
+                    scheduled_at=when,
+                ),
+                activity_type=CHILD_WORKFLOW,
+                request=decode(attrs.input, request_type) if request_type else None,
+                workflow_time=self.workflow_time(attrs.workflow_task_completed_event_id) or when,
+            )
+            self._by_initiated[event.event_id] = initiated
+            self._by_child_id[attrs.workflow_id] = initiated
+            self.calls.append(initiated)
+            return initiated
+        if kind == EventType.EVENT_TYPE_REQUEST_CANCEL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED:
+            target = event.request_cancel_external_workflow_execution_initiated_event_attributes
+            found = self._by_child_id.get(target.workflow_execution.workflow_id)
+            # As for an activity: the parent stops waiting when it asks for the cancel.
+            if found is not None and not found.trace.closed:
+                found.trace.failure = "interrupted"
+                self._close(found, "cancelled", when)
+            return found
+        field, state = _CHILD_EVENTS[kind]
+        attrs = getattr(event, field)
+        call = self._by_initiated.get(attrs.initiated_event_id)
+        if call is None:
+            return None
+        if state == "started":
+            call.trace.attempts = 1
+            if call.trace.state == "scheduled":
+                call.trace.state = "started"
+        elif not call.trace.closed:
+            if state == "completed":
+                result_type = self._result_types.get(CHILD_WORKFLOW)
+                call.result = decode(attrs.result, result_type) if result_type else None
+            elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
+                call.trace.failure = ID_TAKEN
+            elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
+                call.trace.failure = failure_message(attrs.failure)
+            elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED:
+                call.trace.failure = "terminated"
+            elif state == "timed_out":
+                call.trace.failure = "timed out"
+            self._close(call, state, when)
         return call
 
     # -- timers -------------------------------------------------------------------------

@@ -49,8 +49,17 @@ from onward.contracts import (
     WorkerDescription,
     WorkerDescriptionRequest,
 )
+from onward.delegation import DELEGATE, check_delegate, failure_outcome, outcome_of, started_by
 from onward.starter.approvals import ApprovalReader
-from onward.starter.calls import Call, CallPairing, CallTrace, decode, event_time, failure_message
+from onward.starter.calls import (
+    CHILD_WORKFLOW,
+    Call,
+    CallPairing,
+    CallTrace,
+    decode,
+    event_time,
+    failure_message,
+)
 from onward.states import closed_state
 from onward.tool_pipeline import approval_refusal, rejection, unknown_tool
 from onward.workflow_tools import WORKFLOW_TOOLS
@@ -63,12 +72,14 @@ REQUEST_TYPES: dict[str, type[Any]] = {
     "execute_tool": ToolRequest,
     "describe_worker": WorkerDescriptionRequest,
     "compact_transcript": CompactionRequest,
+    CHILD_WORKFLOW: AgentInput,
 }
 RESULT_TYPES: dict[str, type[Any]] = {
     "call_model": ModelResponse,
     "execute_tool": ToolOutcome,
     "describe_worker": WorkerDescription,
     "compact_transcript": CompactionResult,
+    CHILD_WORKFLOW: AgentResult,
 }
 _ENDINGS: dict[EventType.ValueType, WorkflowExecutionStatus] = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED: WorkflowExecutionStatus.COMPLETED,
@@ -152,6 +163,9 @@ class _Step:
         nothing takes the first call still open; timers must match exactly (the
         run's deadline timer is one too).
         """
+        if call.trace.kind == "child_workflow":
+            self._attach_child(call)
+            return
         is_timer = call.trace.kind == "timer"
         open_calls = [
             c
@@ -168,6 +182,16 @@ class _Step:
             call.trace.role = "tool"
             call.trace.name = match.name
             call.trace.step = self.number
+
+    def _attach_child(self, call: Call) -> None:
+        """A sub-agent: its workflow id names the step and the delegate call that started it."""
+        for c in self.calls:
+            if c.name == DELEGATE.name and started_by(call.trace.id or "", self.number, c.id):
+                self.executions[c.id] = call
+                call.trace.role = "tool"
+                call.trace.name = c.name
+                call.trace.step = self.number
+                return
 
 
 class _Assembler:
@@ -194,7 +218,11 @@ class _Assembler:
                 self._regular_tool(call, current)
             elif call.trace.kind == "local_activity" and isinstance(call.result, ToolOutcome):
                 self._local_tool(call, current)
-            elif current is not None and call.trace.kind in ("local_activity", "timer"):
+            elif current is not None and call.trace.kind in (
+                "local_activity",
+                "timer",
+                "child_workflow",
+            ):
                 current.attach(call)
         asked = [c.request.step for c in self._calls if isinstance(c.request, ModelRequest)]
         for step in self._steps:
@@ -224,6 +252,8 @@ class _Assembler:
         for name, tool in WORKFLOW_TOOLS.items():
             if asked is None or name in asked:
                 specs[name] = tool.spec
+        if asked is not None and DELEGATE.name in asked:
+            specs[DELEGATE.name] = DELEGATE  # a run begun before it failed at the start
         self._available = specs
 
     def _model_call(self, call: Call) -> _Step | None:
@@ -334,9 +364,16 @@ class _Assembler:
             return record
         record.duration_ms = trace.latency_ms
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
+        if trace.kind == "child_workflow":
+            record.child_id = trace.id
         if trace.state == "cancelled":
             # Why (a cancel, the deadline) is workflow state, not in the history.
             steplog.apply_outcome(record, ToolOutcome(error="interrupted"), "interrupted")
+        elif trace.kind == "child_workflow" and trace.id is not None:
+            if isinstance(execution.result, AgentResult):
+                steplog.apply_outcome(record, outcome_of(execution.result, trace.id))
+            elif trace.state != "completed":
+                steplog.apply_outcome(record, failure_outcome(trace.id, trace.failure or "failed"))
         elif trace.state != "completed":
             failed = ToolOutcome(error=f"tool call failed: {trace.failure or 'failed'}")
             steplog.apply_outcome(record, failed)
@@ -362,6 +399,9 @@ class _Assembler:
             return steplog.refused(refusal), "refused"
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
         error = workflow_tool.check(call) if workflow_tool is not None else None
+        if call.name == DELEGATE.name and available is not None:
+            agent = self._run.input or AgentInput(prompt="(unknown)")
+            error = check_delegate(call, agent.delegation_depth, list(available), agent.model)
         if error is not None:
             return ToolOutcome(error=error), "error"
         # Why (which limit, a cancel) is workflow state, not in the history.

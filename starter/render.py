@@ -105,7 +105,10 @@ def step_lines(step: StepRecord) -> list[str]:
     first, *rest = [*steering_lines(step), *(head.splitlines() or [""])]
     lines = [f"{f'step {step.step}':<{len(_INDENT) - 1}} {first}"]
     lines += [_INDENT + line for line in rest]
-    lines += [_INDENT + tool_call_line(call) for call in step.tool_calls]
+    for call in step.tool_calls:
+        lines.append(_INDENT + tool_call_line(call))
+        if call.child_id is not None:  # `onward trace` shows its calls under this one
+            lines.append(f"{_INDENT}  ↳ sub-agent {call.child_id}")
     cached = step.usage.cached_input_tokens
     lines.append(
         f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')}"

@@ -255,14 +255,16 @@ def aggregate(
 ) -> Report:
     """Per model and per tool figures over ``traces`` (pure: no I/O)."""
     models, tools = _tally(traces)
+    # A sub-agent's usage is in its parent's already (the delegate tool rolls it up).
+    own = [trace for trace in traces if trace.delegation_depth == 0]
     return Report(
         since=since,
         until=until,
         tenant=tenant,
         runs=len(traces),
         by_status=dict(Counter(trace.status for trace in traces).most_common()),
-        total_tokens=sum(trace.usage.total_tokens for trace in traces),
-        cost_usd=round(sum(trace.usage.cost_usd for trace in traces), 8),
+        total_tokens=sum(trace.usage.total_tokens for trace in own),
+        cost_usd=round(sum(trace.usage.cost_usd for trace in own), 8),
         cost_known=all(trace.usage.cost_known for trace in traces)
         and not any(m.unpriced for m in models.values()),
         cached_input_tokens=sum(m.cached_input_tokens for m in models.values()),

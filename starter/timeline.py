@@ -27,6 +27,8 @@ HEADER = ("STEP", "AT", "CALL", "TIME", "TRIES", "TOKENS", "COST", "RESULT")
 """Columns: offset from the run's start, call, latency, attempts, tokens, cost, outcome."""
 CALL_CHARS = 48
 """Width a call (tool and arguments) is cut to."""
+INDENT = "  "
+"""How far a sub-agent's rows are indented under the delegate call that started it."""
 
 _SOURCES: dict[StepSource, str] = {
     "result": "the run's result",
@@ -117,18 +119,54 @@ def _in_flight_line(call: CallTrace) -> str:
     return line
 
 
+def _child_head(parent: Trace, child: Trace) -> list[str]:
+    """The row that opens a sub-agent's steps: its id, how it ended, what it used."""
+    usage = child.usage
+    return [
+        "",
+        _at(parent.started_at, child.started_at),
+        f"sub-agent {child.workflow_id}",
+        "",
+        "",
+        str(usage.total_tokens),
+        money(usage.cost_usd) if usage.cost_known else "-",
+        f"{child.status} · model {child.model or '?'}",
+    ]
+
+
+def _indented(row: list[str], depth: int) -> list[str]:
+    """``row`` with its step and call moved right by ``depth`` levels."""
+    pad = INDENT * depth
+    return [pad + row[0] if row[0] else "", row[1], pad + row[2], *row[3:]]
+
+
+def _rows(trace: Trace, root: Trace, depth: int) -> list[list[str]]:
+    """A row per call of ``trace``, each sub-agent's rows under its delegate call."""
+    rows: list[list[str]] = []
+    # Offsets (AT) count from the root run's start, whichever run a row is of.
+    timed = trace if trace is root else trace.model_copy(update={"started_at": root.started_at})
+    for step in trace.steps:
+        rows += [_indented(_steering_row(message), depth) for message in step.steering]
+        rows.append(_indented(_model_row(timed, step), depth))
+        for tool in step.tool_calls:
+            rows.append(_indented(_tool_row(timed, tool), depth))
+            if tool.child is not None:
+                rows.append(_indented(_child_head(root, tool.child), depth + 1))
+                rows += _rows(tool.child, root, depth + 1)
+    return rows
+
+
 def trace_lines(trace: Trace) -> list[str]:
-    """The timeline of a run: a header, a row per call, calls in flight, and usage."""
+    """The timeline of a run: a header, a row per call, calls in flight, and usage.
+
+    A sub-agent's calls are indented under the delegate call that started it.
+    """
     head = f"run {trace.workflow_id} · {trace.status} · model {trace.model or '?'}"
     if trace.tenant:
         head += f" · tenant {trace.tenant}"
     source = _SOURCES[trace.source] + (" (no worker answered)" if trace.unanswered else "")
     lines = [head, f"steps from {source}; tries and times from the history", ""]
-    rows: list[list[str]] = []
-    for step in trace.steps:
-        rows += [_steering_row(message) for message in step.steering]
-        rows.append(_model_row(trace, step))
-        rows += [_tool_row(trace, tool) for tool in step.tool_calls]
+    rows = _rows(trace, trace, 0)
     if rows:
         lines += table(HEADER, rows)
     else:

@@ -15,6 +15,7 @@ pending-activity list.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -64,6 +65,9 @@ class TraceToolCall(ToolCallRecord):
     """A tool call of the step log, with how it ran (None: it never ran)."""
 
     call: CallTrace | None = None
+    child: Trace | None = Field(
+        default=None, description="the timeline of the sub-agent a delegate call started"
+    )
 
 
 class TraceStep(BaseModel):
@@ -93,6 +97,10 @@ class Trace(BaseModel):
     source: StepSource
     model: str | None = None
     tenant: str | None = None
+    delegation_depth: int = Field(
+        default=0,
+        description="0: a run of its own; more: a sub-agent (its usage is in its parent's)",
+    )
     started_at: datetime | None = None
     closed_at: datetime | None = None
     usage: RunUsage
@@ -100,6 +108,9 @@ class Trace(BaseModel):
     in_flight: list[CallTrace] = Field(default_factory=list)
     unanswered: bool = False
     """A worker was asked for the step log and did not answer in time."""
+
+
+TraceToolCall.model_rebuild()
 
 
 def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
@@ -194,6 +205,7 @@ def build_trace(
         source=source,
         model=agent.model if agent else None,
         tenant=agent.tenant if agent else None,
+        delegation_depth=agent.delegation_depth if agent else 0,
         started_at=history.started_at,
         closed_at=history.closed_at,
         usage=_usage(history, traced),
@@ -309,8 +321,15 @@ def trace_of(
     return build_trace(execution.id, execution.run_id, status, history, records, source)
 
 
-async def load_trace(handle: WorkflowHandle[Any, Any]) -> Trace:
-    """A run's timeline, asking a worker for the step log of a running run first."""
+async def load_trace(
+    handle: WorkflowHandle[Any, Any],
+    children: Callable[[str], WorkflowHandle[Any, Any]] | None = None,
+) -> Trace:
+    """A run's timeline, asking a worker for the step log of a running run first.
+
+    With ``children`` (a workflow id's handle), each delegate call's sub-agent is
+    traced too, into its call's ``child``; a sub-agent that cannot be read is left out.
+    """
     description = await handle.describe()  # an unknown id fails here
     records: list[StepRecord] | None = None
     unanswered = False
@@ -328,4 +347,21 @@ async def load_trace(handle: WorkflowHandle[Any, Any]) -> Trace:
     status = run_status(history, description)
     trace = build_trace(description.id, description.run_id, status, history, records, source)
     trace.unanswered = unanswered
+    if children is not None:
+        await _trace_children(trace, children)
     return trace
+
+
+async def _trace_children(
+    trace: Trace, children: Callable[[str], WorkflowHandle[Any, Any]]
+) -> None:
+    """Trace the sub-agents of ``trace``'s delegate calls into their calls (the tree)."""
+    for step in trace.steps:
+        for call in step.tool_calls:
+            if call.child_id is None:
+                continue
+            try:
+                call.child = await load_trace(children(call.child_id), children)
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise

@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowHistory,
+)
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,6 +41,8 @@ from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow
 
 HERE = Path(__file__).resolve().parent / "histories"
+RECORDER: list[Client] = []
+"""The recording client, for scenarios that look at a run's sub-agents."""
 Handle = WorkflowHandle[AgentWorkflow, Any]
 
 
@@ -125,6 +134,32 @@ async def approve_while_paused(handle: Handle) -> None:
     await handle.execute_update(AgentWorkflow.approve, ApprovalDecision())
     await until(handle, "paused")
     await handle.signal(AgentWorkflow.resume)
+
+
+async def cancel_while_the_child_waits(handle: Handle) -> None:
+    await until_the_child_waits(handle)
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="recorded parent cancel"))
+
+
+async def native_cancel_while_the_child_waits(handle: Handle) -> None:
+    await until_the_child_waits(handle)
+    await handle.cancel()
+
+
+async def until_the_child_waits(handle: Handle) -> None:
+    while not (await handle.describe()).raw_description.pending_children:
+        await asyncio.sleep(0.05)
+    child = RECORDER[0].get_workflow_handle(
+        (await handle.describe()).raw_description.pending_children[0].workflow_id
+    )
+    while True:
+        try:
+            if (await child.query(AgentWorkflow.status)).step >= 1:
+                break
+        except RPCError:
+            pass  # initiated, not started yet
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
 
 
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]] = {
@@ -372,6 +407,110 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
+    # writes into the parent's workspace and stops at its slice (budget_exceeded),
+    # which the parent's model reads as a tool error (delegate_child.json: the child).
+    "delegate": (
+        {
+            "prompt": "delegate a task, then answer",
+            "tools": ["calculator", "write_file", "delegate"],
+            "tenant": "acme",
+            "budget": {"max_tokens": 5000},
+            "script": [
+                {
+                    "text": "handing it over",
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "write a note and compute",
+                                "max_tokens": 300,
+                                "script": [
+                                    {
+                                        "tool_calls": [
+                                            {
+                                                "name": "write_file",
+                                                "arguments": {"path": "n.md", "content": "n"},
+                                            }
+                                        ],
+                                        "usage": {"input_tokens": 100, "output_tokens": 20},
+                                    },
+                                    calc("2+2"),
+                                    calc("3+3"),
+                                    {"text": "never reached"},
+                                ],
+                            },
+                        }
+                    ],
+                    "usage": {"input_tokens": 100, "output_tokens": 20},
+                },
+                calc("6*7"),
+                {"text": "done"},
+            ],
+        },
+        nothing,
+    ),
+    # patched "delegate": the parent is cancelled (signal) while its child waits; the
+    # child is cancelled with it (delegate_cancel_child.json: the child, natively cancelled).
+    "delegate_cancel": (
+        {
+            "prompt": "delegate a long wait, get cancelled",
+            "tools": ["calculator", "wait", "delegate"],
+            "script": [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "compute, then wait long",
+                                "script": [
+                                    calc("1+1"),
+                                    {
+                                        "tool_calls": [
+                                            {"name": "wait", "arguments": {"seconds": 600}}
+                                        ]
+                                    },
+                                    {"text": "never reached"},
+                                ],
+                            },
+                        }
+                    ]
+                },
+                {"text": "never reached"},
+            ],
+        },
+        cancel_while_the_child_waits,
+    ),
+    # patched "delegate": the same, cancelled natively (`temporal workflow cancel`).
+    "delegate_native_cancel": (
+        {
+            "prompt": "delegate a long wait, get cancelled natively",
+            "tools": ["calculator", "wait", "delegate"],
+            "script": [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "compute, then wait long",
+                                "script": [
+                                    calc("1+1"),
+                                    {
+                                        "tool_calls": [
+                                            {"name": "wait", "arguments": {"seconds": 600}}
+                                        ]
+                                    },
+                                    {"text": "never reached"},
+                                ],
+                            },
+                        }
+                    ]
+                },
+                {"text": "never reached"},
+            ],
+        },
+        native_cancel_while_the_child_waits,
+    ),
 }
 
 WINDOW_PRICING = {
@@ -381,6 +520,7 @@ WINDOW_PRICING = {
 
 
 async def record(client: Client, names: list[str], only: list[str]) -> None:
+    RECORDER[:] = [client]
     with tempfile.TemporaryDirectory() as workspace:
         task_queue = f"record-{uuid.uuid4().hex[:8]}"
         pricing = Path(workspace) / "pricing.json"
@@ -410,6 +550,7 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
                 history = await first_run.fetch_history()
                 (HERE / f"{name}.json").write_text(history.to_json())
                 print(f"{name}: {status} ({len(history.events)} events)")
+                await record_children(client, name, history)
                 run = 1
                 while history.events[-1].HasField(
                     "workflow_execution_continued_as_new_event_attributes"
@@ -424,6 +565,23 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
                     history = await next_run.fetch_history()
                     (HERE / f"{name}_run{run}.json").write_text(history.to_json())
                     print(f"{name} run {run}: {len(history.events)} events")
+
+
+async def record_children(client: Client, name: str, history: WorkflowHistory) -> None:
+    """Record each sub-agent the run started, once it has closed, as NAME_child.json."""
+    started = [
+        event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+        for event in history.events
+        if event.HasField("child_workflow_execution_started_event_attributes")
+    ]
+    for number, child_id in enumerate(started, start=1):
+        child = client.get_workflow_handle(child_id)
+        while (await child.describe()).status == WorkflowExecutionStatus.RUNNING:
+            await asyncio.sleep(0.05)
+        suffix = "_child" if number == 1 else f"_child{number}"
+        child_history = await child.fetch_history()
+        (HERE / f"{name}{suffix}.json").write_text(child_history.to_json())
+        print(f"{name}{suffix}: {len(child_history.events)} events")
 
 
 async def main(only: list[str]) -> None:

@@ -10,6 +10,7 @@ import httpx
 
 from api_server import read_events, serving
 from conftest import RunningWorker, eventually
+from onward import search_attributes as sa
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, Limits, api_app
@@ -160,3 +161,47 @@ async def test_over_the_daily_budget_ceiling_is_429(worker: RunningWorker, tmp_p
             return 3600 < int(answer.headers["retry-after"]) <= 24 * 3600 + 1
 
         await eventually(refused)
+
+
+async def test_a_sub_agents_cost_counts_once_against_the_ceiling(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, "delegating")
+    dollar = {"input_tokens": 1000, "output_tokens": 0}  # $1 at the price below
+    delegating = {
+        "prompt": "p",
+        "tools": ["delegate"],
+        "script": [
+            {
+                "tool_calls": [
+                    {
+                        "name": "delegate",
+                        "arguments": {"prompt": "q", "script": [{"text": "a", "usage": dollar}]},
+                    }
+                ],
+                "usage": dollar,
+            },
+            {"text": "done", "usage": dollar},
+        ],
+        "pricing": {"input_per_mtok": 1000, "output_per_mtok": 0},
+    }
+    async with (
+        tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=10)) as base,
+        httpx.AsyncClient(base_url=base) as http,
+    ):
+        first = await http.post("/v1/runs", json=delegating, headers=bearer(key))
+        assert first.status_code == 202
+        await http.get(first.json()["result_url"], params={"wait": 20}, headers=bearer(key))
+        status = (await http.get(first.json()["status_url"], headers=bearer(key))).json()
+        assert status["usage"]["cost_usd"] == 3.0  # its own $2 and its sub-agent's $1
+
+        async def both_listed() -> bool:
+            query = f'{sa.TENANT.name} = "delegating" AND {sa.COST.name} > 0'
+            return (await worker.client.count_workflows(query)).count == 2
+
+        await eventually(both_listed)
+        second = await http.post("/v1/runs", json={"prompt": "p"}, headers=bearer(key))
+        assert second.status_code == 202
+        capped = (await http.get(second.json()["status_url"], headers=bearer(key))).json()
+        assert capped["budget"]["max_cost_usd"] == 7.0  # $10 less $3, not less $4

@@ -15,7 +15,8 @@ from postgres_server import postgres_url
 from temporalio.client import Client
 
 from conftest import running_worker
-from onward.contracts import AgentInput, AgentResult
+from onward.contracts import AgentInput, AgentResult, Budget
+from onward.delegation import DelegateArgs, child_input
 from onward.encryption import EncryptionCodec, EncryptionError, parse_keys
 from onward.errors import InvalidInput
 from onward.memory import DEFAULT_MEMORY_SCOPE, MemoryEntry, rank, tokens
@@ -201,3 +202,9 @@ async def test_memories_are_sealed_with_encryption_keys(store_url: str) -> None:
     finally:
         await sealed.close()
         await plain.close()
+
+
+def test_a_sub_agent_shares_its_parents_tenant_and_memory_scope() -> None:
+    parent = AgentInput(prompt="p", tenant="acme", memory_scope="alice")
+    child = child_input(parent, DelegateArgs(prompt="sub"), Budget(), ["recall"], "ws")
+    assert (child.tenant, child.memory_scope) == ("acme", "alice")

@@ -34,6 +34,12 @@ def test_histories_are_committed() -> None:
         "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
         "approval_while_paused",  # patched: a call approved while paused shows the pause
         "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
+        "delegate",  # patched: a sub-agent on a budget slice stops at it; a tool error
+        "delegate_child",  # the sub-agent: the parent's workspace, depth 1, budget_exceeded
+        "delegate_cancel",  # patched: the parent cancelled (signal) while its sub-agent waits
+        "delegate_cancel_child",  # the sub-agent, cancelled with its parent
+        "delegate_native_cancel",  # patched: the same, natively cancelled
+        "delegate_native_cancel_child",
         "memory_scope",  # patched: tool calls carry the run's tenant and memory scope
     }
 

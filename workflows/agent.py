@@ -19,7 +19,12 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -67,7 +72,22 @@ with workflow.unsafe.imports_passed_through():
         provider_of,
     )
     from onward.conversation import Conversation
-    from onward.errors import INVALID_INPUT
+    from onward.delegation import (
+        DELEGATE,
+        DELEGATE_PATCH,
+        ID_TAKEN,
+        DelegateArgs,
+        check_delegate,
+        child_budget,
+        child_id,
+        child_input,
+        failure_message,
+        failure_outcome,
+        outcome_of,
+        roll_up,
+        start_delegate,
+    )
+    from onward.errors import INVALID_INPUT, format_validation_error
     from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.store.base import transcript_id
     from onward.tool_pipeline import (
@@ -123,6 +143,8 @@ WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
 TOOL_CACHE_PATCH = "tool-cache"
 """Tool calls carry the run's cache TTL and tenant (the tool cache's key); runs begun
 before sent neither."""
+SUB_AGENTS_SETTLE_TIMEOUT = timedelta(seconds=60)
+"""How long a stopped run waits for its cancelled sub-agents to end, to add up their usage."""
 MEMORY_SCOPE_PATCH = "memory-scope"
 """Tool calls carry the run's tenant and memory scope (remember/recall); runs begun
 before sent neither, and have no memory."""
@@ -255,6 +277,8 @@ class AgentWorkflow:
         self._ended_at: datetime | None = None
         self._finishing = False
         self._webhook_on_invalid_input = False  # decided in ``_prepare``
+        self._offer_delegate = False  # decided in ``_prepare``: sub-agents (subagents branch)
+        self._lent: dict[str, Budget] = {}  # budget slices of sub-agents still running
         # -- human approval and artifacts (longlived branch) ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
@@ -331,9 +355,14 @@ class AgentWorkflow:
             for record in self._step.tool_calls if self._step else []:
                 if record.result is None and record.error is None:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
+            await self._settle_sub_agents()
             self._end("cancelled", reason)
             # The workflow may still run an activity once cancelled: the log's end.
             await self._write_transcript(at_end=True)
+            if self._input.delegation_depth > 0:
+                # A sub-agent ends with its result, as on a cancel signal: its parent
+                # waits for it to add up what it used.
+                return self._result()
             # Natively cancelled runs are cancelled runs too: their webhook hears of it.
             if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
                 await self._deliver_webhook(self._result())
@@ -383,7 +412,12 @@ class AgentWorkflow:
 
     async def _prepare(self) -> None:
         asked = self._input.tools
-        worker_tools = None if asked is None else [n for n in asked if n not in WORKFLOW_TOOLS]
+        # Offered only when named; runs begun before sub-agents asked the worker for it.
+        offer_delegate = self._offer_delegate = (
+            asked is not None and DELEGATE.name in asked and workflow.patched(DELEGATE_PATCH)
+        )
+        inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if offer_delegate else [])}
+        worker_tools = None if asked is None else [n for n in asked if n not in inside]
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
         attempts_from_worker = workflow.patched("model-attempts-from-worker")
@@ -421,10 +455,24 @@ class AgentWorkflow:
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
+        # -- sub-agents (subagents branch): a run names a workspace only as a sub-agent,
+        # its parent's or root's; any other would reach into another run's files.
+        info = workflow.info()
+        ancestors = {run.workflow_id for run in (info.parent, info.root) if run is not None}
+        if self._input.workspace is not None and self._input.workspace not in ancestors:
+            self._end("failed", "invalid input: workspace")
+            raise ApplicationError(
+                "workspace: only a sub-agent names a workspace (its parent's or its root "
+                "run's); leave it out",
+                type=INVALID_INPUT,
+                non_retryable=True,
+            )
         self._tools = {spec.name: spec for spec in description.tools}
         for name, tool in WORKFLOW_TOOLS.items():
             if asked is None or name in asked:
                 self._tools[name] = tool.spec
+        if offer_delegate:
+            self._tools[DELEGATE.name] = DELEGATE
         self._search_attributes = set(description.search_attributes)
         unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)
         if unapprovable:
@@ -868,6 +916,8 @@ class AgentWorkflow:
             limit = spec.max_result_chars if spec is not None else None
             self._conversation.add_tool_result(call, outcomes[call.id], limit)
 
+        if interrupted is not None:
+            await self._settle_sub_agents()
         if isinstance(interrupted, str):
             raise _RunEnded("cancelled", interrupted)
         if interrupted is not None:
@@ -895,7 +945,7 @@ class AgentWorkflow:
                 # Runs begun before approval existed refused such calls: they still do.
                 return steplog.refused(approval_refusal(spec, call) or "requires approval")
             return asyncio.create_task(self._after_approval(spec, call, record))
-        return self._start_tool(spec, call)
+        return self._start_tool(spec, call, record)
 
     # -- human approval (longlived branch) ----------------------------------------------
 
@@ -953,7 +1003,7 @@ class AgentWorkflow:
         await workflow.wait_condition(lambda: not self._paused)
         if self._state == "paused" and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH):
             self._set_state("running")  # ``_show_approvals`` showed the pause
-        return await self._start_tool(spec, call)
+        return await self._start_tool(spec, call, record)
 
     def _show_approvals(self) -> None:
         """``awaiting_approval`` while any call waits; the card lists them either way."""
@@ -1002,6 +1052,8 @@ class AgentWorkflow:
         if not workflow.patched(WORKSPACE_PER_RUN_PATCH):
             return None
         self._used_workspace = True
+        if self._input.workspace is not None:
+            return self._input.workspace  # a sub-agent's: its parent's workspace
         info = workflow.info()
         return info.root.workflow_id if info.root is not None else info.workflow_id
 
@@ -1029,9 +1081,13 @@ class AgentWorkflow:
             workflow.logger.warning("artifacts not listed: %s", _root_message(err))
         self._publish()
 
-    def _start_tool(self, spec: ToolSpec, call: ToolCall) -> asyncio.Task[ToolOutcome]:
+    def _start_tool(
+        self, spec: ToolSpec, call: ToolCall, record: ToolCallRecord
+    ) -> asyncio.Task[ToolOutcome]:
         """Start a call: inside the workflow for a workflow tool, else as an activity."""
         assert self._step is not None
+        if spec.name == DELEGATE.name and self._offer_delegate:
+            return asyncio.create_task(self._delegate(call, record, self._step.step))
         inside = WORKFLOW_TOOLS.get(spec.name)
         if inside is not None:
             return asyncio.create_task(inside.run(call, tool_summary(call)))
@@ -1045,17 +1101,16 @@ class AgentWorkflow:
                 info.workflow_id, info.run_id, self._step.step, call.id
             ),
             step=self._step.step,
-            workspace=self._workspace_key(),  # artifacts (longlived branch)
+            workspace=self._workspace_key(),
             tenant=self._input.tenant if memory_scope is not None else None,
             memory_scope=memory_scope,
         )
-        # -- tool cache (cost branch): the run's TTL and tenant key the activity's cache --
+        # The run's TTL and tenant key the tool activity's result cache.
         ttl_s = (self._input.cache_tools or {}).get(call.name)
         if (ttl_s is not None or self._input.tenant is not None) and workflow.patched(
             TOOL_CACHE_PATCH
         ):
             request.cache_ttl_s, request.tenant = ttl_s, self._input.tenant
-        # -- end tool cache ------------------------------------------------------------
         timeout = timedelta(seconds=spec.timeout_s)
         retry = RetryPolicy(
             initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts
@@ -1077,6 +1132,60 @@ class AgentWorkflow:
             retry_policy=retry,
             summary=tool_summary(call),
         )
+
+    # -- sub-agents (subagents branch) ---------------------------------------------------
+
+    async def _delegate(self, call: ToolCall, record: ToolCallRecord, step: int) -> ToolOutcome:
+        """Run a sub-agent as a child workflow; its end is this call's outcome.
+
+        The child gets a slice of what this run has left, and its usage is added
+        to this run's when it ends. Cancelling this task (a cancel, the deadline)
+        cancels the child.
+        """
+        depth, model = self._input.delegation_depth, self._input.model
+        error = check_delegate(call, depth, list(self._tools), model)
+        if error is not None:
+            return ToolOutcome(error=error)
+        args = DelegateArgs.model_validate(call.arguments)
+        budget = child_budget(
+            self._budget, self._usage, self._elapsed_s(), args.max_tokens, self._lent.values()
+        )
+        tools = args.tools if args.tools is not None else list(self._tools)
+        try:
+            agent_input = child_input(self._input, args, budget, tools, self._workspace_key())
+        except ValidationError as err:  # a bad model name, say
+            return ToolOutcome(error=format_validation_error(call.name, err))
+        ident = child_id(workflow.info().workflow_id, step, call.id)
+        record.child_id = ident
+        self._lent[ident] = budget
+        try:
+            handle = await start_delegate(agent_input, ident, summary=tool_summary(call))
+            result = await handle
+        except ChildWorkflowError as err:
+            return failure_outcome(ident, failure_message(err))
+        except WorkflowAlreadyStartedError:
+            return failure_outcome(ident, ID_TAKEN)
+        finally:
+            self._lent.pop(ident, None)
+        roll_up(self._usage, result.usage)
+        self._publish()
+        return outcome_of(result, ident)
+
+    async def _settle_sub_agents(self) -> None:
+        """Wait for interrupted sub-agents to end (bounded): their usage rolls up into this run's.
+
+        Their ``delegate`` calls are already recorded as interrupted; what each
+        sub-agent used up to its cancel still counts. Nothing waits in runs that
+        have no sub-agent running.
+        """
+        if not self._lent:
+            return
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: not self._lent,
+                timeout=SUB_AGENTS_SETTLE_TIMEOUT,
+                timeout_summary="sub-agents ending",
+            )
 
     def _stamp_duration(self, record: ToolCallRecord, _task: asyncio.Task[ToolOutcome]) -> None:
         """Time a call when it ends, not when the slowest call of its turn does."""

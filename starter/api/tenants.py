@@ -28,6 +28,7 @@ from fastapi import Request
 from onward import search_attributes as sa
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
+from onward.delegation import is_sub_agent
 from onward.errors import RunNotFound
 from onward.starter.api.errors import ApiProblem, TooManyRequests
 from onward.starter.listing import run_query
@@ -118,9 +119,11 @@ class TenantGate:
 
     async def _check_runs(self, tenant: str, max_runs: int) -> None:
         query = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
+        # A sub-agent is part of its parent's run, not a run the tenant started.
         open_ids = {
             execution.id
-            async for execution in self._client.temporal.list_workflows(query, limit=max_runs + 1)
+            async for execution in self._client.temporal.list_workflows(query)
+            if not is_sub_agent(execution.id, execution.parent_id)
         }
         for run_id in self._recent_ids(tenant) - open_ids:
             with contextlib.suppress(RunNotFound):  # not visible yet: ask the run itself
@@ -141,6 +144,8 @@ class TenantGate:
         spent = 0.0
         oldest: datetime | None = None
         async for execution in self._client.temporal.list_workflows(query):
+            if is_sub_agent(execution.id, execution.parent_id):
+                continue  # its cost is in its parent's already
             cost = execution.typed_search_attributes.get(sa.COST) or 0.0
             spent += cost
             if oldest is None or execution.start_time < oldest:

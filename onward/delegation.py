@@ -1,0 +1,310 @@
+"""Sub-agents: an agent run started by another run (or by your own workflow) as its child.
+
+The ``delegate`` tool of :class:`~onward.workflows.AgentWorkflow` and workflow
+authors' own code share what is here: the child's input (a slice of the
+parent's remaining budget, the parent's tenant, approval settings and
+workspace), how its usage rolls up into the parent's, and what its end means
+for the parent's model. The pure parts are plain functions; :func:`delegate`
+and :func:`start_delegate` run inside a Temporal workflow only.
+
+A child is a real ``AgentWorkflow`` child workflow: it has its own id, status,
+step log and budget (``status.budget``), and is cancelled with its parent
+(``ParentClosePolicy.REQUEST_CANCEL``, and child workflow cancellation when the
+parent stops waiting for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
+from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError, FailureError
+from temporalio.workflow import ChildWorkflowHandle, ParentClosePolicy
+
+from onward import budget as budgets
+from onward.contracts import (
+    AGENT_WORKFLOW,
+    AgentInput,
+    AgentResult,
+    Budget,
+    RunUsage,
+    ScriptTurn,
+    ToolCall,
+    ToolOutcome,
+    ToolSpec,
+)
+from onward.errors import format_validation_error
+
+__all__ = [
+    "DELEGATE",
+    "DELEGATE_PATCH",
+    "ID_TAKEN",
+    "MAX_DELEGATION_DEPTH",
+    "DelegateArgs",
+    "check_delegate",
+    "child_budget",
+    "child_id",
+    "child_input",
+    "delegate",
+    "failure_message",
+    "failure_outcome",
+    "is_sub_agent",
+    "outcome_of",
+    "roll_up",
+    "start_delegate",
+    "started_by",
+]
+
+DELEGATE_PATCH = "delegate"
+"""Runs that name ``delegate`` in ``tools`` offer it; runs begun before refused the name."""
+
+MAX_DELEGATION_DEPTH = 3
+"""A run at this depth (a sub-agent of a sub-agent of a sub-agent) may not delegate."""
+
+
+class DelegateArgs(BaseModel):
+    """Arguments of the ``delegate`` tool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="the sub-agent's task, self-contained")
+    model: str | None = Field(default=None, description="the sub-agent's model; default: yours")
+    tools: list[str] | None = Field(
+        default=None, description="the sub-agent's tools (a subset of yours); default: yours"
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="the sub-agent's token budget; default: all you have left"
+    )
+    script: SkipJsonSchema[list[ScriptTurn] | None] = Field(
+        default=None, description="the scripted model's turns (tests and demos; not offered)"
+    )
+
+
+DELEGATE = ToolSpec(
+    name="delegate",
+    description=(
+        "Hand a self-contained task to a sub-agent and get its final answer. The sub-agent "
+        "works in your workspace with your tools (or those you name) and spends from your "
+        "remaining budget (all of it, or max_tokens)."
+    ),
+    parameters=DelegateArgs.model_json_schema(),
+)
+
+
+def child_budget(
+    budget: Budget,
+    usage: RunUsage,
+    elapsed_s: float,
+    max_tokens: int | None = None,
+    lent: Iterable[Budget] = (),
+) -> Budget:
+    """The child's limits: what the parent has left of each (never more), ``max_tokens`` narrower.
+
+    ``lent`` are the slices of the parent's children still running: they are
+    spoken for, so children started side by side never get more than the parent
+    has between them. The child stops at its slice (``on_exceeded="stop"``): its
+    parent, not a person, decides what comes next. Steps are the parent's own
+    (children's steps are theirs), so a child may take as many as the parent has left.
+    """
+    running = list(lent)
+
+    def left(limit: float | None, used: float, name: str | None) -> float | None:
+        if limit is None:
+            return None
+        spoken_for = sum(getattr(slice_, name) or 0 for slice_ in running) if name else 0
+        return max(limit - used - spoken_for, 0)
+
+    tokens = left(budget.max_tokens, usage.total_tokens, "max_tokens")
+    if max_tokens is not None:
+        tokens = max_tokens if tokens is None else min(tokens, max_tokens)
+    duration = budgets.remaining_s(budget, elapsed_s)
+    tool_calls = left(budget.max_tool_calls, usage.tool_calls, "max_tool_calls")
+    steps = left(budget.max_steps, usage.steps, None)  # children's steps are not the parent's
+    cost = left(budget.max_cost_usd, usage.cost_usd, "max_cost_usd")
+    return Budget(
+        max_tokens=None if tokens is None else int(tokens),
+        max_tool_calls=None if tool_calls is None else int(tool_calls),
+        # A positive limit is required; a parent out of time starts no child anyway.
+        max_duration_s=None if duration is None else max(duration, 0.001),
+        max_cost_usd=None if cost is None else round(cost, 12),
+        max_steps=None if steps is None else int(steps),
+        on_exceeded="stop",
+    )
+
+
+def check_delegate(
+    call: ToolCall, depth: int, offered: Collection[str], parent_model: str
+) -> str | None:
+    """Why a ``delegate`` call is refused before anything starts, or None.
+
+    The run's reader (its history) applies the same rule, so the step log read
+    from the history says what the run's own log says.
+    """
+    try:
+        args = DelegateArgs.model_validate(call.arguments)
+    except ValidationError as err:
+        return format_validation_error(call.name, err)
+    if depth >= MAX_DELEGATION_DEPTH:
+        return (
+            f"delegate: a sub-agent at depth {depth} may not delegate further "
+            f"(the limit is {MAX_DELEGATION_DEPTH})"
+        )
+    try:  # what the child's input would reject: a bad model, a script for a real model
+        AgentInput(prompt=args.prompt, model=args.model or parent_model, script=args.script)
+    except ValidationError as err:
+        return format_validation_error(call.name, err)
+    foreign = [name for name in args.tools or [] if name not in offered]
+    if foreign:
+        return (
+            f"delegate: tools {', '.join(repr(name) for name in foreign)} are not yours "
+            f"(yours: {', '.join(offered)})"
+        )
+    return None
+
+
+def child_input(
+    parent: AgentInput,
+    args: DelegateArgs,
+    budget: Budget,
+    tools: list[str],
+    workspace: str | None,
+) -> AgentInput:
+    """The child's input: the task, a budget slice, and the parent's scope.
+
+    The child keeps the parent's tenant, memory scope, approval settings and workspace; the
+    parent's pricing and settings only when it runs the parent's model. It is one
+    level deeper (``delegation_depth``); its webhook is its parent's business.
+    """
+    model = args.model or parent.model
+    same_model = model == parent.model
+    approve = [name for name in parent.approve_tools or [] if name in tools]
+    return AgentInput(
+        prompt=args.prompt,
+        model=model,
+        script=args.script,
+        tools=tools,
+        budget=budget,
+        pricing=parent.pricing if same_model else None,
+        settings=parent.settings if same_model else None,
+        tenant=parent.tenant,
+        memory_scope=parent.memory_scope,
+        approve_tools=approve or None,
+        approval_timeout_s=parent.approval_timeout_s,
+        on_approval_timeout=parent.on_approval_timeout,
+        context=parent.context,
+        delegation_depth=parent.delegation_depth + 1,
+        workspace=workspace,
+    )
+
+
+def child_id(parent_id: str, step: int, call_id: str) -> str:
+    """The child's workflow id: its parent's, the step and the call (unique in the chain)."""
+    return f"{parent_id}{_child_suffix(step, call_id)}"
+
+
+def started_by(workflow_id: str, step: int, call_id: str) -> bool:
+    """Whether the child ``workflow_id`` was started by delegate call ``call_id`` of ``step``."""
+    return workflow_id.endswith(_child_suffix(step, call_id))
+
+
+def is_sub_agent(workflow_id: str, parent_id: str | None) -> bool:
+    """Whether a run is a ``delegate`` call's sub-agent (its usage is in its parent's)."""
+    return parent_id is not None and workflow_id.startswith(f"{parent_id}.delegate-")
+
+
+def _child_suffix(step: int, call_id: str) -> str:
+    return f".delegate-{step}-{call_id}"
+
+
+def roll_up(usage: RunUsage, child: RunUsage) -> None:
+    """Add a child's usage to its parent's (steps and duration stay the parent's own)."""
+    usage.input_tokens += child.input_tokens
+    usage.output_tokens += child.output_tokens
+    usage.total_tokens = usage.input_tokens + usage.output_tokens
+    usage.model_calls += child.model_calls
+    usage.tool_calls += child.tool_calls
+    usage.cost_usd = round(usage.cost_usd + child.cost_usd, 12)
+    usage.cost_known = usage.cost_known and child.cost_known
+
+
+def outcome_of(result: AgentResult, workflow_id: str) -> ToolOutcome:
+    """What the parent's model reads: the child's answer, or a tool error saying how it ended."""
+    if result.status == "completed":
+        return ToolOutcome(content=result.output or "")
+    error = f"sub-agent {workflow_id} ended {result.status}"
+    if result.reason:
+        error += f": {result.reason}"
+    if result.output:
+        error += f"; its answer so far: {result.output}"
+    return ToolOutcome(error=error)
+
+
+ID_TAKEN = "its workflow id is taken"
+"""Why a child that could not start failed (another run has its id)."""
+
+
+def failure_outcome(workflow_id: str, message: str) -> ToolOutcome:
+    """A child that failed as a workflow (bad input, say): a tool error for the parent."""
+    return ToolOutcome(error=f"sub-agent {workflow_id} failed: {message}")
+
+
+def failure_message(err: ChildWorkflowError) -> str:
+    """The child's own failure message, as its history's failure event gives it."""
+    cause: BaseException = err
+    while isinstance(cause, FailureError) and cause.cause is not None:
+        cause = cause.cause
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    return message or type(cause).__name__
+
+
+async def start_delegate(
+    agent_input: AgentInput,
+    id: str,
+    task_queue: str | None = None,
+    summary: str | None = None,
+) -> ChildWorkflowHandle[object, AgentResult]:
+    """Start ``agent_input`` as a child ``AgentWorkflow`` of the calling workflow.
+
+    Closing the parent requests the child's cancellation (``REQUEST_CANCEL``);
+    cancelling the task that awaits the handle cancels the child too.
+    """
+    return await workflow.start_child_workflow(
+        AGENT_WORKFLOW,
+        agent_input,
+        id=id,
+        task_queue=task_queue,
+        result_type=AgentResult,
+        parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
+        static_summary=summary,
+    )
+
+
+async def delegate(
+    prompt: str,
+    *,
+    id: str,
+    model: str = "scripted",
+    tools: list[str] | None = None,
+    budget: Budget | None = None,
+    max_tokens: int | None = None,
+    tenant: str | None = None,
+    script: list[ScriptTurn] | None = None,
+    task_queue: str | None = None,
+) -> AgentResult:
+    """Run an agent as a child of the calling workflow and return its result (workflow code only).
+
+    For workflow authors: ``await delegate("Summarise the report", id=..., budget=...)``
+    inside your own ``@workflow.run``. ``max_tokens`` narrows ``budget``. The child is
+    cancelled with your workflow. Its files go to the workspace of your workflow's root.
+    """
+    limits = budget or Budget()
+    if max_tokens is not None:
+        narrower = max_tokens if limits.max_tokens is None else min(limits.max_tokens, max_tokens)
+        limits = limits.model_copy(update={"max_tokens": narrower})
+    agent_input = AgentInput(
+        prompt=prompt, model=model, tools=tools, budget=limits, tenant=tenant, script=script
+    )
+    handle = await start_delegate(agent_input, id, task_queue=task_queue)
+    return await handle
