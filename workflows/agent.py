@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -117,6 +118,8 @@ ARTIFACTS_PATCH = "artifacts-in-result"
 """A run that ran tool activities lists its workspace's files in its result."""
 WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
 """A natively cancelled run delivers its webhook; runs begun before closed without it."""
+TOKEN_STREAM_PATCH = "token-stream"
+"""Model calls of runs with ``stream: true`` publish their text to the ``tokens`` topic."""
 WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
 """A run failed by input the worker checks delivers its webhook; runs begun before did not."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
@@ -267,6 +270,9 @@ class AgentWorkflow:
         self._summary_step: int | None = None
         self._summary_covers = 0
         self._context = self._input.context  # or 80% of the model's window (see _prepare)
+        # -- token streaming: model activities publish text to the "tokens" topic ---------
+        # Registering its handlers adds no command, so old histories replay unchanged.
+        self._stream = WorkflowStream()
         carry = self._input.carry
         if carry is not None:
             self._budget = carry.budget
@@ -668,6 +674,7 @@ class AgentWorkflow:
             scripted_turn=self._script_turn(),
             settings=self._input.settings,
             pricing=self._input.pricing,
+            stream=self._input.stream and workflow.patched(TOKEN_STREAM_PATCH),
         )
         size = len(request.model_dump_json())
         limit = MAX_STORED_REQUEST_BYTES if self._use_store else MAX_MODEL_REQUEST_BYTES
@@ -686,6 +693,9 @@ class AgentWorkflow:
             summary=model_summary(self._input.model, number),
         )
         interrupted = await self._race([handle], deadline=race_deadline)
+        if request.stream:
+            # The finished message goes to the step; its tokens need not stay in memory.
+            self._stream.truncate(self._stream_end())
         if interrupted is not None:
             if isinstance(interrupted, str):
                 raise _RunEnded("cancelled", interrupted)
@@ -711,6 +721,11 @@ class AgentWorkflow:
         step.cost_usd = response.cost_usd
         self._conversation.add_assistant(response)
         return response
+
+    def _stream_end(self) -> int:
+        """The offset after the last item published to the run's stream."""
+        end: int = self._stream._on_offset()  # the offset query's answer; no public getter
+        return end
 
     def _transcript_ref(self, messages: list[Message]) -> TranscriptRef:
         """This run's ``messages`` by reference: only what the store lacks travels."""
