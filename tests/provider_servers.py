@@ -333,7 +333,7 @@ def anthropic_stream(
 ) -> list[dict[str, Any]]:
     """A streamed Messages answer: ``message_start``, a text block fed piece by piece,
     tool_use blocks with their input JSON in two halves, ``message_delta``, ``message_stop``."""
-    start = {
+    start: dict[str, Any] = {
         "id": "msg_test",
         "type": "message",
         "role": "assistant",
