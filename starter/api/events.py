@@ -17,7 +17,9 @@ budget_paused, completed ...), ``model_started``, ``model`` (a model's
 decision: its text and tool calls, with usage and cost), ``model_error``,
 ``tool_started``, ``tool_result``, ``budget_warning`` (a limit is 80 % used),
 ``webhook`` (how the delivery to the run's ``webhook_url`` went, with its
-attempts), and last ``result`` (the :class:`~onward.contracts.AgentResult`).
+attempts), ``token`` and ``stream_restart`` (a streamed model call's text, read
+from the publish signals of the run's workflow stream, topic ``tokens``; a
+batch's chunks of one call become one event), and last ``result`` (the :class:`~onward.contracts.AgentResult`).
 The ``wait`` tool (a workflow timer) shows in the ``model`` event that asked
 for it and in the step log, not as tool events.
 """
