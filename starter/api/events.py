@@ -19,7 +19,8 @@ decision: its text and tool calls, with usage and cost), ``model_error``,
 ``webhook`` (how the delivery to the run's ``webhook_url`` went, with its
 attempts), ``token`` and ``stream_restart`` (a streamed model call's text, read
 from the publish signals of the run's workflow stream, topic ``tokens``; a
-batch's chunks of one call become one event), and last ``result`` (the :class:`~onward.contracts.AgentResult`).
+batch's chunks of one call become one event), and last ``result`` (the
+:class:`~onward.contracts.AgentResult`).
 The ``wait`` tool (a workflow timer) shows in the ``model`` event that asked
 for it and in the step log, not as tool events.
 """
