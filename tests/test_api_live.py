@@ -127,7 +127,7 @@ async def test_websocket_streams_events_and_takes_controls(base: str) -> None:
 
 async def test_websocket_keeps_tenants_apart(worker: RunningWorker, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
-    acme, globex = ApiKeys.add(keys_file, "acme"), ApiKeys.add(keys_file, "globex")
+    acme, globex = ApiKeys.add(keys_file, "ws-acme"), ApiKeys.add(keys_file, "ws-globex")
     onward = OnwardClient(worker.client, task_queue=worker.task_queue)
     settings = ApiSettings(keys=ApiKeys.load(keys_file))
     async with serving(api_app(settings, onward)) as base:

@@ -52,6 +52,7 @@ class OpenAIFold:
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None
     _calls: dict[int, _ToolCallParts] = field(default_factory=dict)
+    _chosen: bool = False
 
     def add(self, event: Mapping[str, Any]) -> str:
         if isinstance(event.get("error"), dict):
@@ -64,6 +65,7 @@ class OpenAIFold:
         if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
             return ""
         choice = choices[0]
+        self._chosen = True
         if isinstance(reason := choice.get("finish_reason"), str):
             self.finish_reason = reason
         delta = choice.get("delta")
@@ -85,6 +87,8 @@ class OpenAIFold:
         return ""
 
     def answer(self) -> dict[str, Any]:
+        if not self._chosen:
+            raise ResponseShapeError("the stream ended without a choice")
         message: dict[str, Any] = {"role": "assistant", "content": self.text}
         if self._calls:
             message["tool_calls"] = [
@@ -113,6 +117,7 @@ class AnthropicFold:
     usage: dict[str, Any] = field(default_factory=dict)
     _blocks: dict[int, dict[str, Any]] = field(default_factory=dict)
     _json: dict[int, str] = field(default_factory=dict)
+    _stopped: bool = False
 
     def add(self, event: Mapping[str, Any]) -> str:
         kind = event.get("type")
@@ -134,6 +139,8 @@ class AnthropicFold:
                 return text
             if delta.get("type") == "input_json_delta":
                 self._json[index] = self._json.get(index, "") + (delta.get("partial_json") or "")
+        elif kind == "message_stop":
+            self._stopped = True
         elif kind == "message_delta":
             if isinstance(event.get("delta"), dict):
                 self.message.update(event["delta"])
@@ -142,6 +149,8 @@ class AnthropicFold:
         return ""
 
     def answer(self) -> dict[str, Any]:
+        if not self._stopped:
+            raise ResponseShapeError("the stream ended before message_stop")
         content = []
         for index, block in sorted(self._blocks.items()):
             if block.get("type") == "tool_use" and index in self._json:
