@@ -27,6 +27,7 @@ from provider_servers import (
     openai_stream,
 )
 from temporalio.client import Client
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 - the fixture
 from websockets.asyncio.client import connect
 
@@ -34,9 +35,11 @@ from api_server import Sse, read_events, serving
 from conftest import RunningWorker, eventually, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.client import OnwardClient
+from onward.contracts import TOKENS_TOPIC, TokenChunk
 from onward.starter.api import ApiSettings, api_app
 
 KEY = "test-key"
+ONE_PLUS_ONE = {"name": "calculator", "arguments": {"expression": "1+1"}}
 PIECES = ["The ", "answer ", "is ", "forty", "-two", "."]
 
 
@@ -197,3 +200,26 @@ async def test_a_worker_killed_mid_stream_restarts_the_stream(
         return len(server.requests) == 2
 
     await eventually(both_asked)
+
+
+async def test_a_python_subscriber_reads_the_tokens_topic(worker: RunningWorker) -> None:
+    script = [
+        {"text": "first call text here", "tool_calls": [ONE_PLUS_ONE], "delay_s": 0.6},
+        {"text": "second and last", "delay_s": 0.6},
+    ]
+    handle = await worker.start({"prompt": "p", "script": script, "stream": True})
+    tokens = WorkflowStreamClient.create(worker.client, handle.id).topic(
+        TOKENS_TOPIC, type=TokenChunk
+    )
+    chunks: list[TokenChunk] = []
+
+    async def read() -> None:
+        async for item in tokens.subscribe():
+            chunks.append(item.data)
+
+    await asyncio.wait_for(read(), 60)  # the subscription ends with the run
+    result = await handle.result()
+    assert result.status == "completed"
+    texts = {call: "".join(c.text for c in chunks if c.call == call) for call in (1, 2)}
+    assert texts == {1: "first call text here", 2: "second and last"}
+    assert {c.kind for c in chunks} == {"token"}

@@ -343,6 +343,8 @@ class AgentWorkflow:
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
         await self._deliver_webhook(result)
+        # Token subscribers waiting for more are answered now, not left as open updates.
+        self._stream.detach_pollers()
         return result
 
     # -- webhook (api branch) ---------------------------------------------------------
@@ -489,7 +491,10 @@ class AgentWorkflow:
     async def _continue_as_new(self) -> None:
         """Go on in a fresh run, carrying references and counters, not the conversation."""
         assert self._transcript is not None
-        # An update that is still running would be lost with this run.
+        # An update that is still running would be lost with this run. A token
+        # subscriber's poll waits for items that may never come: it is let go (it
+        # follows the chain to the next run); no command, so histories replay the same.
+        self._stream.detach_pollers()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._write_transcript(at_end=False)
         # Signals that came during the write are in this state; a signal that comes
