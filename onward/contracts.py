@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 __all__ = [
     "AGENT_WORKFLOW",
@@ -704,6 +705,11 @@ class AgentCarry(BaseModel):
     summary_covers: int = 0
     used_workspace: bool = Field(
         default=False, description="a tool activity ran: the chain's end lists its artifacts"
+    )
+    stream: WorkflowStreamState | None = Field(
+        default=None,
+        description="the token stream's offsets and its last call's items: a subscriber "
+        "follows the chain without a gap",
     )
 
 

@@ -223,3 +223,28 @@ async def test_a_python_subscriber_reads_the_tokens_topic(worker: RunningWorker)
     texts = {call: "".join(c.text for c in chunks if c.call == call) for call in (1, 2)}
     assert texts == {1: "first call text here", 2: "second and last"}
     assert {c.kind for c in chunks} == {"token"}
+
+
+async def test_the_subscription_follows_continue_as_new(worker: RunningWorker) -> None:
+    script = [
+        {"text": f"call {n} says hello", "tool_calls": [ONE_PLUS_ONE], "delay_s": 0.4}
+        for n in (1, 2, 3)
+    ] + [{"text": "the end", "delay_s": 0.4}]
+    agent = {"prompt": "p", "script": script, "stream": True, "continue_as_new_after": 1}
+    handle = await worker.start(agent)
+    tokens = WorkflowStreamClient.create(worker.client, handle.id).topic(
+        TOKENS_TOPIC, type=TokenChunk
+    )
+    chunks: list[tuple[int, TokenChunk]] = []
+
+    async def read() -> None:
+        async for item in tokens.subscribe():
+            chunks.append((item.offset, item.data))
+
+    await asyncio.wait_for(read(), 90)
+    result = await handle.result()  # follows the chain to its last run
+    assert result.status == "completed" and result.output == "the end"
+    offsets = [offset for offset, _ in chunks]
+    assert offsets == sorted(set(offsets))  # the next run's offsets go on
+    texts = ["".join(c.text for _, c in chunks if c.call == call) for call in (1, 2, 3, 4)]
+    assert texts == ["call 1 says hello", "call 2 says hello", "call 3 says hello", "the end"]

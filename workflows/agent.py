@@ -272,7 +272,10 @@ class AgentWorkflow:
         self._context = self._input.context  # or 80% of the model's window (see _prepare)
         # -- token streaming: model activities publish text to the "tokens" topic ---------
         # Registering its handlers adds no command, so old histories replay unchanged.
-        self._stream = WorkflowStream()
+        # A next run of the chain goes on with the stream's offsets and last items.
+        carried = self._input.carry.stream if self._input.carry else None
+        self._stream = WorkflowStream(carried)
+        self._stream_kept_from = carried.base_offset if carried else 0
         carry = self._input.carry
         if carry is not None:
             self._budget = carry.budget
@@ -520,6 +523,7 @@ class AgentWorkflow:
             summary_step=self._summary_step,
             summary_covers=self._summary_covers,
             used_workspace=self._used_workspace,
+            stream=self._stream.get_state() if self._stream_end() else None,
         )
         workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
 
@@ -699,8 +703,11 @@ class AgentWorkflow:
         )
         interrupted = await self._race([handle], deadline=race_deadline)
         if request.stream:
-            # The finished message goes to the step; its tokens need not stay in memory.
-            self._stream.truncate(self._stream_end())
+            # The finished message goes to the step, so tokens need not stay in memory:
+            # the call before this one's are dropped (a subscriber a little behind
+            # still reads all of this call's).
+            self._stream.truncate(self._stream_kept_from)
+            self._stream_kept_from = self._stream_end()
         if interrupted is not None:
             if isinstance(interrupted, str):
                 raise _RunEnded("cancelled", interrupted)
