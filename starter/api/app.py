@@ -201,7 +201,7 @@ def _since_utc(since: datetime) -> datetime:
         utc = None
     if utc is None or not _EARLIEST <= utc <= _LATEST:
         raise InvalidInput(
-            "since: must be a time between 1970-01-01 and 9999-12-30 (ISO 8601)",
+            "since: must be a time between 1970-01-01 and 9999-12-31 (ISO 8601)",
             [{"loc": ["query", "since"], "msg": "out of range", "type": "datetime_range"}],
         )
     return utc
