@@ -12,11 +12,10 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, WebSocket
@@ -41,6 +40,7 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import InvalidInput, OnwardError, RunAlreadyExists, RunNotFound
+from onward.starter.api import params
 from onward.starter.api.controls import apply_control
 from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers, status_of
 from onward.starter.api.events import RunEvent, run_events
@@ -60,14 +60,7 @@ from onward.starter.api.models import (
 )
 from onward.starter.api.tenants import Limits, TenantGate, authenticate
 
-__all__ = [
-    "KEEPALIVE_S",
-    "MAX_BODY_BYTES",
-    "MAX_EVENT_ID",
-    "MAX_WAIT_S",
-    "ApiSettings",
-    "api_app",
-]
+__all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiSettings", "api_app"]
 
 MAX_BODY_BYTES = 1024 * 1024
 """Larger request bodies are refused with 413 (a run's input must fit Temporal's 2 MB anyway)."""
@@ -75,11 +68,6 @@ MAX_WAIT_S = 60.0
 """The longest ``GET /v1/runs/{id}/result?wait=`` long-poll."""
 KEEPALIVE_S = 15.0
 """An event stream with nothing new sends a comment this often, so proxies keep it open."""
-MAX_EVENT_ID = 2**62
-"""Event ids are below this (Temporal's history event ids are 64-bit)."""
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9999, 12, 31, tzinfo=UTC)
 RUN_ID = Path(min_length=1, max_length=255, pattern=r"^[^\s/]+$", description="the run's id")
 _TENANT_CACHE = 10_000
 """Run tenants remembered (a run's tenant tag never changes)."""
@@ -170,41 +158,6 @@ def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
         return agent
     budget = agent.budget.model_copy(update={"max_cost_usd": round(remaining_usd, 8)})
     return agent.model_copy(update={"budget": budget})
-
-
-def _last_event_id(header: str | None, query: int | None) -> int:
-    if query is not None:
-        return query
-    if header is None or not header.strip():
-        return 0
-    try:
-        found = max(int(header.strip()), 0)
-    except ValueError:
-        raise InvalidInput("Last-Event-ID: must be an event id (a whole number)") from None
-    if found > MAX_EVENT_ID:
-        raise InvalidInput(f"Last-Event-ID: must be at most {MAX_EVENT_ID}")
-    return found
-
-
-def _iso_8601(value: object) -> object:
-    """Only a time written out: pydantic would take a bare number as Unix seconds."""
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        raise ValueError("must be an ISO 8601 time such as 2026-12-01T00:00:00Z, not a number")
-    return value
-
-
-def _since_utc(since: datetime) -> datetime:
-    """``since`` in UTC (naive is UTC), refused when outside what Temporal can compare."""
-    try:
-        utc = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
-    except OverflowError:
-        utc = None
-    if utc is None or not _EARLIEST <= utc <= _LATEST:
-        raise InvalidInput(
-            "since: must be a time between 1970-01-01 and 9999-12-31 (ISO 8601)",
-            [{"loc": ["query", "since"], "msg": "out of range", "type": "datetime_range"}],
-        )
-    return utc
 
 
 def _without_security(app: FastAPI) -> None:
@@ -325,7 +278,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         status: AgentState | None = None,
         since: Annotated[
             datetime | None,
-            BeforeValidator(_iso_8601),
+            BeforeValidator(params.iso_8601),
             Query(description="ISO 8601; naive is UTC"),
         ] = None,
         model: Annotated[str | None, Query(max_length=200)] = None,
@@ -333,7 +286,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     ) -> list[RunSummary]:
         """The tenant's runs, newest first (from Temporal's visibility store)."""
         if since is not None:
-            since = _since_utc(since)
+            since = params.since_utc(since)
         rows = await onward().list(
             status=status, model=model, limit=limit, tenant=tenant, since=since
         )
@@ -392,12 +345,12 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         tenant: Tenant,
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
         after: Annotated[
-            int | None, Query(ge=0, le=MAX_EVENT_ID, description="like Last-Event-ID")
+            int | None, Query(ge=0, le=params.MAX_EVENT_ID, description="like Last-Event-ID")
         ] = None,
     ) -> StreamingResponse:
         """Server-Sent Events of the run as they happen; the last one is ``event: result``."""
         await owned(run_id, tenant)
-        stream = events_of(run_id, _last_event_id(last_event_id, after))
+        stream = events_of(run_id, params.last_event_id(last_event_id, after))
         return StreamingResponse(
             _with_keepalive(stream),
             media_type="text/event-stream",
@@ -476,7 +429,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             await websocket.close(CLOSE_UNAUTHORIZED, str(err))
             return
         try:
-            start = _last_event_id(after or websocket.headers.get("last-event-id"), None)
+            start = params.last_event_id(after or websocket.headers.get("last-event-id"), None)
             await owned(run_id, tenant)
         except OnwardError as err:
             status = status_of(err)
