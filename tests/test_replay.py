@@ -34,6 +34,7 @@ def test_histories_are_committed() -> None:
         "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
         "approval_while_paused",  # patched: a call approved while paused shows the pause
         "token_stream",  # patched: streamed model text in publish signals, the log cut per call
+        "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
     }
 
 
