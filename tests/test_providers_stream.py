@@ -118,3 +118,19 @@ async def test_stream_errors_are_typed_like_plain_calls(
     assert bad.type == INVALID_REQUEST and bad.non_retryable
     assert reported.type == BAD_PROVIDER_RESPONSE and "error" in reported.message
     assert empty.type == BAD_PROVIDER_RESPONSE  # a stream with no answer in it is retried
+
+
+async def test_a_streamed_answer_reports_cached_prompt_tokens(
+    served: tuple[str, FakeProvider, HttpModelProvider],
+) -> None:
+    protocol, server, provider = served
+    if protocol == "openai":
+        events = openai_stream(PIECES, usage=(40, 4))
+        events[-1]["usage"]["prompt_tokens_details"] = {"cached_tokens": 32}
+    else:
+        events = anthropic_stream(PIECES, usage=(8, 4))
+        events[0]["message"]["usage"]["cache_read_input_tokens"] = 32
+    server.script(Reply(events=events))
+    response = await provider.stream(request(model_of(protocol)), lambda _: None)
+    assert response.usage.cached_input_tokens == 32
+    assert response.usage.output_tokens == 4
