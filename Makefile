@@ -42,4 +42,4 @@ lock: $(STAMP)  ## re-resolve dev-constraints.txt from pyproject.toml (uv resolv
 	$(BIN)/python -m pip install --quiet uv
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --quiet \
 		--index-strategy unsafe-best-match --no-header --no-annotate -o .lock.tmp
-	{ sed -n '1,3p' dev-constraints.txt; cat .lock.tmp; } > dev-constraints.txt && rm .lock.tmp
+	{ sed -n '1,3p' dev-constraints.txt; cat .lock.tmp; } > .lock.new && mv .lock.new dev-constraints.txt && rm .lock.tmp

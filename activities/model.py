@@ -17,20 +17,25 @@ logged here once.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 
 from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import compaction, steplog
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
+from onward.activities.providers.streaming import TextSink
 from onward.activities.telemetry import ActivityTelemetry
 from onward.contracts import (
+    TOKENS_TOPIC,
     CompactionRequest,
     CompactionResult,
     Message,
     ModelRequest,
     ModelResponse,
+    TokenChunk,
     TranscriptRef,
     TranscriptWrite,
     provider_of,
@@ -39,7 +44,10 @@ from onward.errors import PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
 from onward.store import TranscriptStore
 
-__all__ = ["TRANSCRIPT_INCOMPLETE", "ModelActivities"]
+__all__ = ["TOKEN_BATCH_INTERVAL", "TRANSCRIPT_INCOMPLETE", "ModelActivities"]
+
+TOKEN_BATCH_INTERVAL = timedelta(milliseconds=100)
+"""Streamed text goes to the run in one signal this often (history grows per batch, not token)."""
 
 TRANSCRIPT_INCOMPLETE = "TranscriptIncomplete"
 """The store holds fewer messages than the run sent: retried (a lagging replica, say)."""
@@ -154,7 +162,10 @@ class ModelActivities:
         try:
             with self._telemetry.chat(request) as chat:
                 async with heartbeating():
-                    response = await provider.complete(request)
+                    if request.stream:
+                        response = await self._streamed(provider, request)
+                    else:
+                        response = await provider.complete(request)
                 cost = self._pricing.cost(request.model, response.usage, override=request.pricing)
                 saved = self._pricing.cache_saved(
                     request.model, response.usage, override=request.pricing
@@ -175,6 +186,37 @@ class ModelActivities:
                 raise
             raise self._give_up(f"{type(err).__name__}: {err}", type(err).__name__) from None
         return response
+
+    async def _streamed(self, provider: ModelProvider, request: ModelRequest) -> ModelResponse:
+        """Call the model, publishing its text to the run's ``tokens`` topic as it comes.
+
+        A retried attempt first publishes ``stream_restart``: the text starts over.
+        Every batch is signalled before the answer returns, so a reader sees the
+        tokens before the call's result.
+        """
+        attempt = activity.info().attempt
+        async with WorkflowStreamClient.from_within_activity(
+            batch_interval=TOKEN_BATCH_INTERVAL
+        ) as stream:
+            tokens = stream.topic(TOKENS_TOPIC, type=TokenChunk)
+            if attempt > 1:
+                tokens.publish(
+                    TokenChunk(kind="stream_restart", call=request.step, attempt=attempt),
+                    force_flush=True,
+                )
+
+            def on_text(text: str) -> None:
+                tokens.publish(TokenChunk(call=request.step, text=text, attempt=attempt))
+
+            stream_call = getattr(provider, "stream", None)
+            if stream_call is None:  # a provider that cannot stream: its text in one piece
+                response = await provider.complete(request)
+                if response.text:
+                    on_text(response.text)
+                return response
+            sink: TextSink = on_text
+            streamed: ModelResponse = await stream_call(request, sink)
+            return streamed
 
     @activity.defn(name="write_transcript")
     async def write_transcript(self, write: TranscriptWrite) -> None:

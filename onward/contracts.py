@@ -15,12 +15,15 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 __all__ = [
     "AGENT_WORKFLOW",
     "DEFAULT_TASK_QUEUE",
     "FINAL_STATES",
     "KNOWN_PROVIDERS",
+    "MAX_DURATION_S",
+    "TOKENS_TOPIC",
     "AgentCarry",
     "AgentInput",
     "AgentResult",
@@ -52,6 +55,7 @@ __all__ = [
     "ScriptTurn",
     "SteerRequest",
     "StepRecord",
+    "TokenChunk",
     "ToolCall",
     "ToolCallRecord",
     "ToolCallStatus",
@@ -77,6 +81,9 @@ DEFAULT_TASK_QUEUE = "onward"
 KNOWN_PROVIDERS = frozenset({"scripted", "openai", "anthropic", "ollama"})
 """Built-in model providers. A worker may add named endpoints (``ONWARD_ENDPOINTS``);
 a run naming a provider its worker lacks fails at once with ``InvalidInput``."""
+
+MAX_DURATION_S = 10 * 365 * 24 * 3600.0
+"""The longest duration a run accepts (about 10 years): longer ones overflow Temporal's timers."""
 
 _PROVIDER_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 
@@ -158,7 +165,12 @@ class Budget(_Strict):
 
     max_tokens: int | None = Field(default=None, ge=0, description="input + output tokens")
     max_tool_calls: int | None = Field(default=None, ge=0)
-    max_duration_s: float | None = Field(default=None, gt=0, description="wall time since start")
+    max_duration_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DURATION_S,
+        description="wall time since start (at most ~10 years)",
+    )
     max_cost_usd: float | None = Field(default=None, ge=0)
     max_steps: int | None = Field(default=None, ge=0, description="finished steps")
     on_exceeded: OnExceeded = Field(
@@ -173,7 +185,7 @@ class BudgetExtension(_Strict):
 
     max_tokens: int | None = Field(default=None, ge=0)
     max_tool_calls: int | None = Field(default=None, ge=0)
-    max_duration_s: float | None = Field(default=None, gt=0)
+    max_duration_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     max_cost_usd: float | None = Field(default=None, ge=0)
     max_steps: int | None = Field(default=None, ge=0)
 
@@ -214,7 +226,9 @@ class ScriptTurn(_Strict):
     text: str | None = None
     tool_calls: list[ScriptToolCall] = Field(default_factory=list)
     usage: Usage | None = None
-    delay_s: float = Field(default=0.0, ge=0, description="the model call takes this long")
+    delay_s: float = Field(
+        default=0.0, ge=0, le=MAX_DURATION_S, description="the model call takes this long"
+    )
 
 
 class ModelPrice(_Strict):
@@ -283,7 +297,10 @@ class AgentInput(_Strict):
         "besides those the registry marks requires_approval",
     )
     approval_timeout_s: float | None = Field(
-        default=None, gt=0, description="a call waits this long for approval; None: forever"
+        default=None,
+        gt=0,
+        le=MAX_DURATION_S,
+        description="a call waits this long for approval; None: forever",
     )
     on_approval_timeout: OnApprovalTimeout = Field(
         default="reject", description="what a call gets when approval_timeout_s has passed"
@@ -349,6 +366,11 @@ class AgentInput(_Strict):
         "root run's id (any other fails the run: it would reach into another run's files)",
     )
     # -- end sub-agents ----------------------------------------------------------------
+    stream: bool = Field(
+        default=False,
+        description="send each model answer's text token by token on the run's event "
+        "stream while the call runs (the finished message is recorded once, as always)",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -497,6 +519,26 @@ class ModelRequest(BaseModel):
     transcript: TranscriptRef | None = Field(
         default=None, description="the conversation in the store; then ``messages`` is empty"
     )
+    stream: bool = Field(
+        default=False, description="publish the text as it comes to the run's ``tokens`` topic"
+    )
+
+
+TOKENS_TOPIC = "tokens"
+"""The workflow stream topic model activities publish streamed text to."""
+
+
+class TokenChunk(BaseModel):
+    """One item of a run's ``tokens`` topic: text of a model call, or its restart.
+
+    ``kind="stream_restart"``: attempt ``attempt`` of call ``call`` starts the
+    text again from the beginning (the attempt before it crashed mid-stream).
+    """
+
+    kind: Literal["token", "stream_restart"] = "token"
+    call: int = Field(description="the step the model call is for")
+    text: str = ""
+    attempt: int = 1
 
 
 class ModelResponse(BaseModel):
@@ -772,6 +814,11 @@ class AgentCarry(BaseModel):
     summary_covers: int = 0
     used_workspace: bool = Field(
         default=False, description="a tool activity ran: the chain's end lists its artifacts"
+    )
+    stream: WorkflowStreamState | None = Field(
+        default=None,
+        description="the token stream's offsets and its last call's items: a subscriber "
+        "follows the chain without a gap",
     )
 
 

@@ -31,7 +31,9 @@ __all__ = [
     "Recorded",
     "Reply",
     "anthropic_message",
+    "anthropic_stream",
     "openai_completion",
+    "openai_stream",
 ]
 
 OPENAI_PATH = "/v1/chat/completions"
@@ -51,6 +53,11 @@ class Reply:
     """The answer comes this late (a hanging server)."""
     trickle_s: float = 0.0
     """Wait this long before each 8 bytes of the body (a server answering very slowly)."""
+    events: list[dict[str, Any]] | None = None
+    """Sent as Server-Sent Events instead of a body (a streamed answer), then ``[DONE]``
+    for Chat Completions; each event's ``type`` (Messages) is also its ``event:`` line."""
+    event_gap_s: float = 0.0
+    """Wait this long before each event (tokens arriving over time)."""
 
 
 @dataclass
@@ -147,6 +154,9 @@ class FakeProvider:
         reply = self._next(method, target)
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if reply.events is not None:
+            await self._stream(writer, reply)
+            return
         body = reply.body if reply.body is not None else json.dumps(reply.json).encode()
         head = [f"HTTP/1.1 {reply.status} {_phrase(reply.status)}"]
         extra = {"content-type": "application/json", **reply.headers}
@@ -160,6 +170,25 @@ class FakeProvider:
         for start in range(0, len(body), 8):
             await asyncio.sleep(reply.trickle_s)
             writer.write(body[start : start + 8])
+            await writer.drain()
+
+    async def _stream(self, writer: asyncio.StreamWriter, reply: Reply) -> None:
+        """An SSE answer, event by event; its end is the connection's close."""
+        head = [f"HTTP/1.1 {reply.status} {_phrase(reply.status)}"]
+        extra = {"content-type": "text/event-stream", **reply.headers}
+        head += [f"{name}: {value}" for name, value in extra.items()]
+        head += ["Cache-Control: no-cache", "Connection: close", "", ""]
+        writer.write("\r\n".join(head).encode("latin-1"))
+        await writer.drain()
+        assert reply.events is not None
+        for event in reply.events:
+            if reply.event_gap_s:
+                await asyncio.sleep(reply.event_gap_s)
+            name = f"event: {event['type']}\n" if "type" in event else ""
+            writer.write(f"{name}data: {json.dumps(event)}\n\n".encode())
+            await writer.drain()
+        if self.path == OPENAI_PATH:
+            writer.write(b"data: [DONE]\n\n")
             await writer.drain()
 
     def _next(self, method: str, target: str) -> Reply:
@@ -247,3 +276,97 @@ def anthropic_message(
         "stop_sequence": None,
         "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
     }
+
+
+def openai_stream(
+    pieces: Iterable[str],
+    tool_calls: Iterable[ToolUse] = (),
+    usage: tuple[int, int] = (10, 5),
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> list[dict[str, Any]]:
+    """A streamed Chat Completions answer: a chunk per text piece, tool call
+    arguments in two halves, then the usage chunk ``include_usage`` asks for."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": ""})]
+    chunks += [chunk({"content": piece}) for piece in pieces]
+    calls = list(tool_calls)
+    for index, (call_id, name, args) in enumerate(calls):
+        text = args if isinstance(args, str) else json.dumps(args)
+        half = len(text) // 2
+        first = {"index": index, "id": call_id, "type": "function"}
+        chunks.append(
+            chunk({"tool_calls": [{**first, "function": {"name": name, "arguments": text[:half]}}]})
+        )
+        chunks.append(
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": text[half:]}}]})
+        )
+    chunks.append(chunk({}, "tool_calls" if calls else "stop"))
+    chunks.append(
+        {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": usage[0],
+                "completion_tokens": usage[1],
+                "total_tokens": sum(usage),
+            },
+        }
+    )
+    return chunks
+
+
+def anthropic_stream(
+    pieces: Iterable[str],
+    tool_uses: Iterable[tuple[str, str, dict[str, Any]]] = (),
+    usage: tuple[int, int] = (10, 5),
+    model: str = "claude-3-5-haiku-20241022",
+) -> list[dict[str, Any]]:
+    """A streamed Messages answer: ``message_start``, a text block fed piece by piece,
+    tool_use blocks with their input JSON in two halves, ``message_delta``, ``message_stop``."""
+    start: dict[str, Any] = {
+        "id": "msg_test",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "usage": {"input_tokens": usage[0], "output_tokens": 1},
+    }
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}, {"type": "ping"}]
+    events.append(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+    )
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+        for piece in pieces
+    ]
+    events.append({"type": "content_block_stop", "index": 0})
+    uses = list(tool_uses)
+    for index, (call_id, name, args) in enumerate(uses, start=1):
+        block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+        events.append({"type": "content_block_start", "index": index, "content_block": block})
+        text = json.dumps(args)
+        for part in (text[: len(text) // 2], text[len(text) // 2 :]):
+            delta = {"type": "input_json_delta", "partial_json": part}
+            events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+    stop = "tool_use" if uses else "end_turn"
+    events.append(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop, "stop_sequence": None},
+            "usage": {"output_tokens": usage[1]},
+        }
+    )
+    events.append({"type": "message_stop"})
+    return events

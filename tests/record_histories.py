@@ -359,6 +359,19 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         steer_after_the_first_step,
     ),
+    # patched "token-stream": model calls publish their text to the workflow stream in
+    # batches (publish signals in history), and the stream's log is cut after each call.
+    "token_stream": (
+        {
+            "prompt": "stream the text of two calls",
+            "stream": True,
+            "script": [
+                {**calc("6*7"), "text": "let me compute six times seven", "delay_s": 0.6},
+                {"text": "the answer is forty two, as computed", "delay_s": 0.6},
+            ],
+        },
+        nothing,
+    ),
     # patched: no `context` in the input, but the worker's pricing table gives the model a
     # window (WINDOW_PRICING): the run compacts at 80% of it.
     "context_window": (

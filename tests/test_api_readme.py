@@ -19,13 +19,32 @@ from onward.starter.api import ApiSettings, api_app
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def curl_flow() -> str:
-    """The bash block under "Submit, stream, result" in the README's HTTP API section."""
+def curl_flow(heading: str = "### Submit, stream, result") -> str:
+    """The first bash block under ``heading`` in the README's HTTP API section."""
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("### Submit, stream, result") :]
+    section = text[text.index(heading) :]
     found = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
-    assert found, "no bash block under 'Submit, stream, result'"
+    assert found, f"no bash block under {heading!r}"
     return found.group(1)
+
+
+async def run_flow(worker: RunningWorker, heading: str) -> str:
+    """Run the block under ``heading`` with bash against the served API; its output."""
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with serving(api_app(ApiSettings(), onward)) as base:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            curl_flow(heading),
+            env={**os.environ, "API": base},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
@@ -53,3 +72,17 @@ async def test_the_readme_curl_flow_submits_streams_and_gets_the_result(
     result = json.loads(text.rsplit("\n\n", 1)[-1].strip().splitlines()[-1])
     assert result["status"] == "completed"
     assert result["output"] == "17 * 3 + 4 = 55"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_the_readme_token_streaming_block_shows_tokens_before_the_message(
+    worker: RunningWorker,
+) -> None:
+    text = await run_flow(worker, "### Token streaming")
+    events = re.findall(r"^event: (\w+)$", text, re.MULTILINE)
+    assert events[-1] == "result"
+    assert events.count("token") >= 2
+    assert events.index("token") < events.index("model")
+    tokens = re.findall(r"^event: token\ndata: (.*)$", text, re.MULTILINE)
+    streamed = "".join(json.loads(data)["text"] for data in tokens)
+    assert streamed == "hello there, streamed word by word"

@@ -19,7 +19,7 @@ from conftest import run_onward, running_worker
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER, data_converter
 from onward.contracts import AgentInput, Message
-from onward.encryption import EncryptionCodec, EncryptionError, parse_keys
+from onward.encryption import ENCODING, EncryptionCodec, EncryptionError, parse_keys
 from onward.starter.api import ApiSettings, api_app
 from onward.store import LocalStore, TranscriptStore, open_store
 from onward.workflows import AgentWorkflow
@@ -195,3 +195,40 @@ async def test_a_large_payload_is_stored_as_ciphertext(tmp_path: Path) -> None:
     files = [path for path in (tmp_path / "payloads").rglob("*") if path.is_file()]
     assert files and all(b"secret" not in path.read_bytes() for path in files)
     assert await converter.decode([reference], [str]) == [value]
+
+
+async def test_streamed_tokens_of_an_encrypted_run_are_sealed_in_history(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    codec = EncryptionCodec(parse_keys(f"k1:{key()}"))
+    secret = f"okapi-{uuid.uuid4().hex[:8]}"
+    client = encrypted_client(env, codec)
+    async with (
+        running_worker(client, tmp_path / "ws", search_attribute_names) as worker,
+        serving(api_app(ApiSettings(), OnwardClient(client, task_queue=worker.task_queue))) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        body = {
+            **secret_run(secret).model_dump(mode="json", exclude_defaults=True),
+            "stream": True,
+        }
+        created = (await http.post("/v1/runs", json=body)).json()
+        events = await read_events(http, created["events_url"])
+    tokens = [event.data for event in events if event.event == "token"]
+    assert "".join(t["text"] for t in tokens if t["call"] == 2) == f"done with {secret}"
+    raw = b"".join(
+        [
+            event.SerializeToString()
+            async for event in env.client.get_workflow_handle(created["id"]).fetch_history_events()
+        ]
+    )
+    assert secret.encode() not in raw
+    handle = env.client.get_workflow_handle(created["id"])
+    batches = [
+        event.workflow_execution_signaled_event_attributes.input.payloads[0]
+        async for event in handle.fetch_history_events()
+        if event.workflow_execution_signaled_event_attributes.signal_name
+        == "__temporal_workflow_stream_publish"
+    ]
+    assert batches  # the tokens went through history, each batch sealed whole
+    assert all(batch.metadata["encoding"] == ENCODING for batch in batches)

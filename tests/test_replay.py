@@ -33,6 +33,7 @@ def test_histories_are_committed() -> None:
         "webhook_native_cancel",  # patched: a native cancel delivers the webhook
         "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
         "approval_while_paused",  # patched: a call approved while paused shows the pause
+        "token_stream",  # patched: streamed model text in publish signals, the log cut per call
         "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
         "delegate",  # patched: a sub-agent on a budget slice stops at it; a tool error
         "delegate_child",  # the sub-agent: the parent's workspace, depth 1, budget_exceeded

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -138,6 +139,8 @@ ARTIFACTS_PATCH = "artifacts-in-result"
 """A run that ran tool activities lists its workspace's files in its result."""
 WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
 """A natively cancelled run delivers its webhook; runs begun before closed without it."""
+TOKEN_STREAM_PATCH = "token-stream"
+"""Model calls of runs with ``stream: true`` publish their text to the ``tokens`` topic."""
 WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
 """A run failed by input the worker checks delivers its webhook; runs begun before did not."""
 TOOL_CACHE_PATCH = "tool-cache"
@@ -298,6 +301,12 @@ class AgentWorkflow:
         self._summary_step: int | None = None
         self._summary_covers = 0
         self._context = self._input.context  # or 80% of the model's window (see _prepare)
+        # -- token streaming: model activities publish text to the "tokens" topic ---------
+        # Registering its handlers adds no command, so old histories replay unchanged.
+        # A next run of the chain goes on with the stream's offsets and last items.
+        carried = self._input.carry.stream if self._input.carry else None
+        self._stream = WorkflowStream(carried)
+        self._stream_kept_from = carried.base_offset if carried else 0
         carry = self._input.carry
         if carry is not None:
             self._budget = carry.budget
@@ -373,6 +382,8 @@ class AgentWorkflow:
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
         await self._deliver_webhook(result)
+        # Token subscribers waiting for more are answered now, not left as open updates.
+        self._stream.detach_pollers()
         return result
 
     # -- webhook (api branch) ---------------------------------------------------------
@@ -538,7 +549,10 @@ class AgentWorkflow:
     async def _continue_as_new(self) -> None:
         """Go on in a fresh run, carrying references and counters, not the conversation."""
         assert self._transcript is not None
-        # An update that is still running would be lost with this run.
+        # An update that is still running would be lost with this run. A token
+        # subscriber's poll waits for items that may never come: it is let go (it
+        # follows the chain to the next run); no command, so histories replay the same.
+        self._stream.detach_pollers()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._write_transcript(at_end=False)
         # Signals that came during the write are in this state; a signal that comes
@@ -564,6 +578,7 @@ class AgentWorkflow:
             summary_step=self._summary_step,
             summary_covers=self._summary_covers,
             used_workspace=self._used_workspace,
+            stream=self._stream.get_state() if self._stream_end() else None,
         )
         workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
 
@@ -723,6 +738,7 @@ class AgentWorkflow:
             scripted_turn=self._script_turn(),
             settings=self._input.settings,
             pricing=self._input.pricing,
+            stream=self._input.stream and workflow.patched(TOKEN_STREAM_PATCH),
         )
         size = len(request.model_dump_json())
         limit = MAX_STORED_REQUEST_BYTES if self._use_store else MAX_MODEL_REQUEST_BYTES
@@ -741,6 +757,12 @@ class AgentWorkflow:
             summary=model_summary(self._input.model, number),
         )
         interrupted = await self._race([handle], deadline=race_deadline)
+        if request.stream:
+            # The finished message goes to the step, so tokens need not stay in memory:
+            # the call before this one's are dropped (a subscriber a little behind
+            # still reads all of this call's).
+            self._stream.truncate(self._stream_kept_from)
+            self._stream_kept_from = self._stream_end()
         if interrupted is not None:
             if isinstance(interrupted, str):
                 raise _RunEnded("cancelled", interrupted)
@@ -764,6 +786,11 @@ class AgentWorkflow:
         steplog.apply_response(step, response)
         self._conversation.add_assistant(response)
         return response
+
+    def _stream_end(self) -> int:
+        """The offset after the last item published to the run's stream."""
+        end: int = self._stream._on_offset()  # the offset query's answer; no public getter
+        return end
 
     def _transcript_ref(self, messages: list[Message]) -> TranscriptRef:
         """This run's ``messages`` by reference: only what the store lacks travels."""

@@ -48,6 +48,7 @@ from onward.activities.providers.http_provider import (
     text_of,
 )
 from onward.activities.providers.openai_chat import parse_arguments
+from onward.activities.providers.streaming import AnthropicFold
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 
 __all__ = [
@@ -308,6 +309,10 @@ class AnthropicMessagesProvider(HttpModelProvider):
     def payload(self, request: ModelRequest, *, model: str) -> dict[str, Any]:
         """See :func:`anthropic_payload`."""
         return anthropic_payload(request, model=model)
+
+    def new_fold(self) -> AnthropicFold:
+        """Messages stream events."""
+        return AnthropicFold()
 
     def parse_response(self, data: Mapping[str, Any], request: ModelRequest) -> ModelResponse:
         """See :func:`parse_anthropic_response`."""

@@ -9,8 +9,9 @@ its own (``retries=0``): Temporal owns retries, so every failure becomes one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -107,14 +108,22 @@ class ProviderHttp:
             ApplicationError: for every failure, typed and marked retryable or
                 not as described in :mod:`onward.activities.providers.errors`.
         """
+        with self._failures():
+            # httpx's timeouts bound each read; this bounds the whole answer (a trickle).
+            async with asyncio.timeout(self._settings.timeout_s):
+                response = await self._connection().post(path, json=payload)
+        self._check(response, response.content, model)
+        return self._decode(response)
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """Turn what httpx raises (and the whole-answer timeout) into typed errors."""
         no_answer = (
             f"no answer within {self._settings.timeout_s:g} s "
             "(raise ONWARD_MODEL_TIMEOUT_S on the worker to wait longer)"
         )
         try:
-            # httpx's timeouts bound each read; this bounds the whole answer (a trickle).
-            async with asyncio.timeout(self._settings.timeout_s):
-                response = await self._connection().post(path, json=payload)
+            yield
         except TimeoutError:
             raise ApplicationError(
                 f"{self.provider}: {no_answer} (TimeoutError)", type=PROVIDER_TIMEOUT
@@ -160,6 +169,9 @@ class ProviderHttp:
                 f"{self.provider}: {type(err).__name__}: {self._redact(str(err))}",
                 type=BAD_PROVIDER_RESPONSE,
             ) from None
+
+    def _check(self, response: httpx.Response, content: bytes, model: str) -> None:
+        """Raise the typed error of a redirect or an error status."""
         if response.is_redirect:
             # An http:// base URL on an https-only host, usually: a person must fix it.
             target = self._redact(response.headers.get("location", "?"))
@@ -170,7 +182,7 @@ class ProviderHttp:
                 non_retryable=True,
             )
         if response.status_code >= 400:
-            detail = error_message_from_body(response.content, self._secrets)
+            detail = error_message_from_body(content, self._secrets)
             retry_after = parse_retry_after({k.lower(): v for k, v in response.headers.items()})
             raise error_for_status(
                 self.provider,
@@ -180,7 +192,41 @@ class ProviderHttp:
                 key_env=self._key_env,
                 delay=retry_delay(retry_after, self._settings.max_retry_delay_s),
             ) from None
-        return self._decode(response)
+
+    async def post_stream(
+        self, path: str, payload: dict[str, Any], *, model: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """POST ``payload`` and yield the JSON object of each Server-Sent Event answered.
+
+        The whole stream is bounded by the call timeout, like one answer;
+        ``data: [DONE]`` ends it.
+
+        Raises:
+            ApplicationError: as :meth:`post_json`.
+        """
+        with self._failures():
+            async with (
+                asyncio.timeout(self._settings.timeout_s),
+                self._connection().stream("POST", path, json=payload) as response,
+            ):
+                if response.status_code >= 300:
+                    self._check(response, await response.aread(), model)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # event names, comments, keep-alives
+                    data = line.removeprefix("data:").strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError:
+                        raise ApplicationError(
+                            f"{self.provider}: a streamed event was not valid JSON: "
+                            f"{self._redact(data)[:_SNIPPET_CHARS]!r}",
+                            type=BAD_PROVIDER_RESPONSE,
+                        ) from None
+                    if isinstance(event, dict):
+                        yield event
 
     def _decode(self, response: httpx.Response) -> dict[str, Any]:
         try:

@@ -23,6 +23,7 @@ import httpx
 from onward.activities.providers.errors import ResponseShapeError, api_key_missing
 from onward.activities.providers.http import ProviderHttp
 from onward.activities.providers.settings import ModelCallSettings
+from onward.activities.providers.streaming import AnswerFold, TextSink
 from onward.contracts import ModelRequest, ModelResponse, Usage
 
 __all__ = ["HttpModelProvider", "answered_model", "finish_reason", "read_usage", "text_of"]
@@ -50,6 +51,8 @@ class HttpModelProvider(ABC):
     """Where calls are POSTed, relative to the base URL."""
     protocol_headers: ClassVar[Mapping[str, str]] = {}
     """Sent with every call; the endpoint's own ``headers`` may replace them."""
+    stream_fields: ClassVar[Mapping[str, Any]] = {"stream": True}
+    """Added to the body of a streamed call."""
 
     def __init__(
         self,
@@ -98,6 +101,10 @@ class HttpModelProvider(ABC):
             ResponseShapeError: ``data`` is not shaped like the protocol's answer.
         """
 
+    @abstractmethod
+    def new_fold(self) -> AnswerFold:
+        """A fold of this protocol's stream events into its plain answer."""
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Make one call: POST the request's payload to :attr:`path` and parse the answer."""
         if self._api_key_env and self._key_required and not self._api_key:
@@ -105,6 +112,26 @@ class HttpModelProvider(ABC):
         model = request.model.partition(":")[2]
         payload = self.payload(request, model=model)
         data = await self._http.post_json(self.path, payload, model=model)
+        return self._parsed(data, request)
+
+    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        """Make one streamed call: ``on_text`` gets the text as it comes; the answer is
+        the one :meth:`complete` would give."""
+        if self._api_key_env and self._key_required and not self._api_key:
+            raise api_key_missing(self.name, self._api_key_env)
+        model = request.model.partition(":")[2]
+        payload = {**self.payload(request, model=model), **self.stream_fields}
+        fold = self.new_fold()
+        try:
+            async for event in self._http.post_stream(self.path, payload, model=model):
+                if piece := fold.add(event):
+                    on_text(piece)
+            data = fold.answer()
+        except ResponseShapeError as err:
+            raise self._http.bad_shape(str(err)) from None
+        return self._parsed(data, request)
+
+    def _parsed(self, data: Mapping[str, Any], request: ModelRequest) -> ModelResponse:
         try:
             return self.parse_response(data, request)
         except ResponseShapeError as err:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
@@ -40,6 +40,7 @@ from onward.activities.providers.http_provider import (
     text_of,
 )
 from onward.activities.providers.settings import ModelCallSettings
+from onward.activities.providers.streaming import OpenAIFold
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec
 from onward.steplog import tool_call_id
 
@@ -254,6 +255,10 @@ class OpenAIChatProvider(HttpModelProvider):
     """
 
     path = "chat/completions"
+    stream_fields: ClassVar[Mapping[str, Any]] = {
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
     def __init__(
         self,
@@ -287,6 +292,10 @@ class OpenAIChatProvider(HttpModelProvider):
     def payload(self, request: ModelRequest, *, model: str) -> dict[str, Any]:
         """See :func:`openai_payload`."""
         return openai_payload(request, model=model, max_tokens_field=self._max_tokens_field)
+
+    def new_fold(self) -> OpenAIFold:
+        """Chat Completions chunks."""
+        return OpenAIFold()
 
     def parse_response(self, data: Mapping[str, Any], request: ModelRequest) -> ModelResponse:
         """See :func:`parse_openai_response`."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 
+from onward.activities.providers.streaming import TextSink
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from onward.steplog import tool_call_id
 
@@ -30,6 +32,23 @@ def _message_text(message: Message) -> str:
 
 class ScriptedModel:
     """Answers with the turn the workflow hands it in ``request.scripted_turn``."""
+
+    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelResponse:
+        """The same answer, its text given word by word over the turn's ``delay_s``."""
+        turn = request.scripted_turn
+        delay = turn.delay_s if turn is not None else 0.0
+        quick = request.model_copy(
+            update={"scripted_turn": turn.model_copy(update={"delay_s": 0.0}) if turn else None}
+        )
+        response = await self.complete(quick)
+        pieces = re.findall(r"\S+\s*|\s+", response.text)
+        for piece in pieces:
+            if delay:
+                await asyncio.sleep(delay / len(pieces))
+            on_text(piece)
+        if not pieces and delay:
+            await asyncio.sleep(delay)
+        return response
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         turn = request.scripted_turn

@@ -15,12 +15,13 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BeforeValidator
 from temporalio.service import RPCError
 
 from onward.api_keys import ApiKeys
@@ -30,6 +31,8 @@ from onward.contracts import (
     AgentResult,
     AgentState,
     AgentStatus,
+    ApprovalDecision,
+    ApprovalsDecided,
     Artifact,
     Budget,
     BudgetExtension,
@@ -38,8 +41,16 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import InvalidInput, OnwardError, RunAlreadyExists, RunNotFound
-from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers
+from onward.starter.api import params
+from onward.starter.api.controls import apply_control
+from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers, status_of
 from onward.starter.api.events import RunEvent, run_events
+from onward.starter.api.live import (
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHORIZED,
+    error_message,
+    serve_socket,
+)
 from onward.starter.api.models import (
     ControlAnswer,
     ErrorBody,
@@ -150,17 +161,6 @@ def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
     return agent.model_copy(update={"budget": budget})
 
 
-def _last_event_id(header: str | None, query: int | None) -> int:
-    if query is not None:
-        return query
-    if header is None or not header.strip():
-        return 0
-    try:
-        return max(int(header.strip()), 0)
-    except ValueError:
-        raise InvalidInput("Last-Event-ID: must be an event id (a whole number)") from None
-
-
 def _without_security(app: FastAPI) -> None:
     """No keys file: the OpenAPI document asks for no bearer key (none is checked)."""
     build = app.openapi
@@ -229,6 +229,15 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             raise RunNotFound(run_id)
         return info
 
+    def events_of(run_id: str, after: int) -> AsyncIterator[RunEvent]:
+        client = onward()
+        return run_events(
+            client.temporal.get_workflow_handle(run_id),
+            after=after,
+            outcome=lambda: client.result(run_id),
+            codec=client.temporal.data_converter.payload_codec,
+        )
+
     def created(run_id: str, is_new: bool, response: Response) -> RunCreated:
         status_url = f"/v1/runs/{run_id}"
         response.headers["Location"] = status_url
@@ -268,13 +277,17 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     async def list_runs(
         tenant: Tenant,
         status: AgentState | None = None,
-        since: Annotated[datetime | None, Query(description="ISO 8601; naive is UTC")] = None,
+        since: Annotated[
+            datetime | None,
+            BeforeValidator(params.iso_8601),
+            Query(description="ISO 8601; naive is UTC"),
+        ] = None,
         model: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     ) -> list[RunSummary]:
         """The tenant's runs, newest first (from Temporal's visibility store)."""
-        if since is not None and since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
+        if since is not None:
+            since = params.since_utc(since)
         rows = await onward().list(
             status=status, model=model, limit=limit, tenant=tenant, since=since
         )
@@ -351,59 +364,100 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         run_id: RunId,
         tenant: Tenant,
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
-        after: Annotated[int | None, Query(ge=0, description="like Last-Event-ID")] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=params.MAX_EVENT_ID, description="like Last-Event-ID")
+        ] = None,
     ) -> StreamingResponse:
         """Server-Sent Events of the run as they happen; the last one is ``event: result``."""
         await owned(run_id, tenant)
-        start = _last_event_id(last_event_id, after)
-        client = onward()
-        handle = client.temporal.get_workflow_handle(run_id)
-        stream = run_events(
-            handle,
-            after=start,
-            outcome=lambda: client.result(run_id),
-            codec=client.temporal.data_converter.payload_codec,
-        )
+        stream = events_of(run_id, params.last_event_id(last_event_id, after))
         return StreamingResponse(
             _with_keepalive(stream),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    async def control(run_id: str, tenant: str, kind: str, body: Any = None) -> Any:
+        await owned(run_id, tenant)
+        return await apply_control(onward(), run_id, kind, body)
+
     @app.post("/v1/runs/{run_id}/pause", response_model=ControlAnswer, responses=_ERRORS)
     async def pause(run_id: RunId, tenant: Tenant) -> ControlAnswer:
         """Pause before the next model or tool call."""
-        await owned(run_id, tenant)
-        await onward().pause(run_id)
-        return ControlAnswer(id=run_id)
+        answer: ControlAnswer = await control(run_id, tenant, "pause")
+        return answer
 
     @app.post("/v1/runs/{run_id}/resume", response_model=StateAnswer, responses=_ERRORS)
     async def resume(run_id: RunId, tenant: Tenant) -> StateAnswer:
         """Resume a paused run."""
-        await owned(run_id, tenant)
-        before = await onward().resume(run_id)
-        return StateAnswer(id=run_id, state_before=before)
+        answer: StateAnswer = await control(run_id, tenant, "resume")
+        return answer
 
     @app.post("/v1/runs/{run_id}/cancel", response_model=ControlAnswer, responses=_ERRORS)
     async def cancel(
         run_id: RunId, tenant: Tenant, body: CancelRequest | None = None
     ) -> ControlAnswer:
         """End the run as cancelled, keeping what it did (``{"reason"}`` optional)."""
-        await owned(run_id, tenant)
-        await onward().cancel(run_id, body.reason if body else None)
-        return ControlAnswer(id=run_id)
+        answer: ControlAnswer = await control(run_id, tenant, "cancel", body)
+        return answer
 
     @app.post("/v1/runs/{run_id}/steer", response_model=ControlAnswer, responses=_ERRORS)
     async def steer(run_id: RunId, tenant: Tenant, body: SteerRequest) -> ControlAnswer:
         """Add a user message for the next model call (``{"message"}``)."""
-        await owned(run_id, tenant)
-        await onward().steer(run_id, body.message)
-        return ControlAnswer(id=run_id)
+        answer: ControlAnswer = await control(run_id, tenant, "steer", body)
+        return answer
 
     @app.post("/v1/runs/{run_id}/extend-budget", response_model=Budget, responses=_ERRORS)
     async def extend_budget(run_id: RunId, tenant: Tenant, body: BudgetExtension) -> Budget:
         """Raise the run's budget limits; answers the new budget."""
-        await owned(run_id, tenant)
-        return await onward().extend_budget(run_id, body)
+        answer: Budget = await control(run_id, tenant, "extend-budget", body)
+        return answer
+
+    @app.post("/v1/runs/{run_id}/approve", response_model=ApprovalsDecided, responses=_ERRORS)
+    async def approve(
+        run_id: RunId, tenant: Tenant, body: ApprovalDecision | None = None
+    ) -> ApprovalsDecided:
+        """Let tool calls waiting for approval run (``{"call_id", "note"}``, both optional:
+        without ``call_id`` every waiting call); 409 when nothing (or not that call) waits."""
+        answer: ApprovalsDecided = await control(run_id, tenant, "approve", body)
+        return answer
+
+    @app.post("/v1/runs/{run_id}/reject", response_model=ApprovalsDecided, responses=_ERRORS)
+    async def reject(
+        run_id: RunId, tenant: Tenant, body: ApprovalDecision | None = None
+    ) -> ApprovalsDecided:
+        """Refuse tool calls waiting for approval; ``note`` becomes the call's result for
+        the model; 409 when nothing (or not that call) waits."""
+        answer: ApprovalsDecided = await control(run_id, tenant, "reject", body)
+        return answer
+
+    @app.websocket("/v1/runs/{run_id}/ws")
+    async def socket(
+        websocket: WebSocket,
+        run_id: str,
+        api_key: str | None = None,
+        after: str | None = None,
+    ) -> None:
+        """The run's events and its controls on one WebSocket (see :mod:`.live`)."""
+        await websocket.accept()
+        try:
+            tenant = authenticate(websocket, settings.keys, api_key)
+        except ApiProblem as err:
+            await websocket.send_json(
+                {"type": "error", "status": err.status, "error": error_message(err)}
+            )
+            await websocket.close(CLOSE_UNAUTHORIZED, str(err))
+            return
+        try:
+            start = params.last_event_id(after or websocket.headers.get("last-event-id"), None)
+            await owned(run_id, tenant)
+        except OnwardError as err:
+            status = status_of(err)
+            await websocket.send_json(
+                {"type": "error", "status": status, "error": error_message(err)}
+            )
+            await websocket.close(CLOSE_NOT_FOUND if status == 404 else 1008, str(err)[:120])
+            return
+        await serve_socket(websocket, onward(), run_id, events_of(run_id, start))
 
     return app

@@ -17,37 +17,46 @@ budget_paused, completed ...), ``model_started``, ``model`` (a model's
 decision: its text and tool calls, with usage and cost), ``model_error``,
 ``tool_started``, ``tool_result``, ``budget_warning`` (a limit is 80 % used),
 ``webhook`` (how the delivery to the run's ``webhook_url`` went, with its
-attempts), and last ``result`` (the :class:`~onward.contracts.AgentResult`).
+attempts), ``token`` and ``stream_restart`` (a streamed model call's text, read
+from the publish signals of the run's workflow stream, topic ``tokens``; a
+batch's chunks of one call become one event), and last ``result`` (the
+:class:`~onward.contracts.AgentResult`).
 The ``wait`` tool (a workflow timer) shows in the ``model`` event that asked
 for it and in the step log, not as tool events.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.workflow_streams import PublishInput
 from temporalio.converter import PayloadCodec, decode_typed_search_attributes
 
 from onward import budget as budgets
 from onward import search_attributes as sa
 from onward.contracts import (
+    TOKENS_TOPIC,
     AgentInput,
     AgentResult,
     Budget,
     BudgetExtension,
     ModelRequest,
     ModelResponse,
+    TokenChunk,
     ToolOutcome,
     ToolRequest,
     WebhookDelivery,
     WebhookOutcome,
 )
-from onward.starter.calls import Call, CallPairing, decode
+from onward.starter.calls import Call, CallPairing, decode, decode_one
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
 from onward.starter.sealed import opened_events
 
@@ -56,6 +65,8 @@ __all__ = ["EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"
 EVENT_TYPES = (
     "state",
     "model_started",
+    "token",
+    "stream_restart",
     "model",
     "model_error",
     "tool_started",
@@ -90,6 +101,8 @@ _RUN_CLOSED = frozenset(
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
     }
 )
+_PUBLISH_SIGNAL = "__temporal_workflow_stream_publish"
+"""The signal that carries a batch of workflow stream items (temporalio's workflow streams)."""
 _LIMITS = ("max_tokens", "max_cost_usd", "max_tool_calls", "max_steps")
 
 
@@ -124,6 +137,7 @@ class EventTranslator:
     _tool_names: dict[str, str] = field(default_factory=dict)
     _started: set[int] = field(default_factory=set)
     _ended: set[int] = field(default_factory=set)
+    _publishers: dict[str, int] = field(default_factory=dict)
 
     def add(self, event: HistoryEvent) -> list[RunEvent]:
         """The API events of one history event (most have none)."""
@@ -163,6 +177,10 @@ class EventTranslator:
             if state is not None and state != self._state:
                 self._state = state
                 return [("state", {"state": state})]
+        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            signal = event.workflow_execution_signaled_event_attributes
+            if signal.signal_name == _PUBLISH_SIGNAL:
+                return self._token_events(decode(signal.input, PublishInput))
         elif kind in _RUN_CLOSED:
             self.closed = True
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
@@ -171,6 +189,32 @@ class EventTranslator:
                 )
                 self.result = found if isinstance(found, AgentResult) else None
         return []
+
+    def _token_events(self, batch: Any) -> list[Item]:
+        """One batch of streamed text: ``token`` events (a call's chunks joined) and restarts."""
+        if not isinstance(batch, PublishInput):
+            return []
+        if batch.publisher_id:  # a resent batch is in history twice; the workflow took it once
+            if batch.sequence <= self._publishers.get(batch.publisher_id, -1):
+                return []
+            self._publishers[batch.publisher_id] = batch.sequence
+        items: list[Item] = []
+        for entry in batch.items:
+            chunk = _token_chunk(entry.topic, entry.data)
+            if chunk is None:
+                continue
+            if chunk.kind == "stream_restart":
+                items.append(("stream_restart", {"call": chunk.call, "attempt": chunk.attempt}))
+            elif items and items[-1][0] == "token" and items[-1][1]["call"] == chunk.call:
+                items[-1][1]["text"] += chunk.text
+            else:
+                items.append(("token", {"call": chunk.call, "text": chunk.text}))
+        # Ids leave this many slots per history event; a batch rarely has more than two.
+        while len(items) > _RESULT_SLOT:
+            name, data = items.pop()
+            if name == "token" and items[-1][0] == "token":
+                items[-1][1]["text"] += data["text"]
+        return items
 
     # -- model and tool calls ---------------------------------------------------------
 
@@ -272,6 +316,19 @@ class EventTranslator:
                 self._warned.add((limit, cap))
                 items.append(("budget_warning", {"limit": limit, "used": used, "max": cap}))
         return items
+
+
+def _token_chunk(topic: str, data: str) -> TokenChunk | None:
+    """A ``tokens`` topic item (base64 of a serialized payload), or None."""
+    if topic != TOKENS_TOPIC:
+        return None
+    payload = Payload()
+    try:
+        payload.ParseFromString(base64.b64decode(data))
+    except (binascii.Error, ValueError):
+        return None
+    chunk = decode_one(payload, TokenChunk)
+    return chunk if isinstance(chunk, TokenChunk) else None
 
 
 async def run_events(

@@ -23,7 +23,7 @@ import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from onward import search_attributes as sa
 from onward.api_keys import ApiKeys
@@ -55,8 +55,13 @@ class Limits:
     """Cost of the runs started in the last 24 hours."""
 
 
-def authenticate(request: Request, keys: ApiKeys | None) -> str:
+def authenticate(
+    request: HTTPConnection, keys: ApiKeys | None, query_key: str | None = None
+) -> str:
     """The tenant of ``request``'s bearer key (the default tenant when keys are off).
+
+    ``query_key`` is a key sent in the URL instead (a browser's WebSocket cannot
+    set headers); the header wins when both are sent.
 
     Raises:
         ApiProblem: 401, no key or an unknown one.
@@ -64,6 +69,8 @@ def authenticate(request: Request, keys: ApiKeys | None) -> str:
     if keys is None:
         return DEFAULT_TENANT
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    if not scheme and query_key:
+        scheme, key = "bearer", query_key
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiProblem(401, "Unauthorized", "send 'Authorization: Bearer <API key>'")
     tenant = keys.tenant_for(key.strip())

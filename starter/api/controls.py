@@ -1,0 +1,81 @@
+"""A run's control requests, one table for the HTTP endpoints and the WebSocket.
+
+``POST /v1/runs/{id}/<kind>`` and a WebSocket message ``{"type": "<kind>", ...body}``
+both end in :func:`apply_control`, so they take the same bodies and answer
+the same models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ValidationError
+
+from onward.client import OnwardClient
+from onward.contracts import ApprovalDecision, BudgetExtension, CancelRequest, SteerRequest
+from onward.errors import InvalidInput
+from onward.starter.api.models import ControlAnswer, StateAnswer
+
+__all__ = ["CONTROL_BODIES", "ControlKind", "apply_control", "control_body"]
+
+ControlKind = Literal["pause", "resume", "cancel", "steer", "extend-budget", "approve", "reject"]
+
+CONTROL_BODIES: dict[str, type[BaseModel] | None] = {
+    "pause": None,
+    "resume": None,
+    "cancel": CancelRequest,
+    "steer": SteerRequest,
+    "extend-budget": BudgetExtension,
+    "approve": ApprovalDecision,
+    "reject": ApprovalDecision,
+}
+"""The body each control takes (None: none)."""
+assert set(CONTROL_BODIES) == set(get_args(ControlKind))
+
+
+def control_body(kind: str, fields: dict[str, object]) -> BaseModel | None:
+    """The typed body of control ``kind`` from a message's other fields.
+
+    Raises:
+        InvalidInput: an unknown kind, or fields the control does not take.
+    """
+    if kind not in CONTROL_BODIES:
+        known = ", ".join(CONTROL_BODIES)
+        raise InvalidInput(f"type: unknown control {kind!r} (one of {known})")
+    model = CONTROL_BODIES[kind]
+    if model is None:
+        if fields:
+            raise InvalidInput(f"{kind}: takes no fields, got {', '.join(sorted(fields))}")
+        return None
+    try:
+        return model.model_validate(fields)
+    except ValidationError as err:
+        raise InvalidInput.from_validation(err, f"invalid {kind}") from None
+
+
+async def apply_control(
+    client: OnwardClient, run_id: str, kind: str, body: BaseModel | None
+) -> BaseModel:
+    """Send control ``kind`` to the run; its answer (what the HTTP endpoint answers)."""
+    if kind == "pause":
+        await client.pause(run_id)
+        return ControlAnswer(id=run_id)
+    if kind == "resume":
+        return StateAnswer(id=run_id, state_before=await client.resume(run_id))
+    if kind == "cancel":
+        reason = body.reason if isinstance(body, CancelRequest) else None
+        await client.cancel(run_id, reason)
+        return ControlAnswer(id=run_id)
+    if kind == "steer":
+        assert isinstance(body, SteerRequest)
+        await client.steer(run_id, body.message)
+        return ControlAnswer(id=run_id)
+    if kind == "extend-budget":
+        assert isinstance(body, BudgetExtension)
+        return await client.extend_budget(run_id, body)
+    decision = body if isinstance(body, ApprovalDecision) else ApprovalDecision()
+    if kind == "approve":
+        return await client.approve(run_id, decision.call_id, decision.note)
+    if kind == "reject":
+        return await client.reject(run_id, decision.call_id, decision.note)
+    raise InvalidInput(f"type: unknown control {kind!r}")

@@ -1,0 +1,135 @@
+"""``GET /v1/runs/{id}/ws``: a run's events and its controls on one WebSocket.
+
+The server sends the same events as ``/events`` as JSON messages
+``{"id", "event", "data"}`` (ids work as Last-Event-ID: reconnect with
+``?after=<id>``), and closes the socket with code 1000 after ``result``.
+The client may send controls at any time, ``{"type": "pause" | "resume" |
+"cancel" | "steer" | "extend-budget" | "approve" | "reject", ...body}`` with
+the body the HTTP endpoint takes (and an optional ``ref`` it gets back); each
+is answered ``{"type": "ack", "control", "ref", "data"}`` (the HTTP answer)
+or ``{"type": "error", "control", "ref", "status", "error": {"type",
+"message", "problems"}}`` (the HTTP status and error body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from temporalio.service import RPCError
+
+from onward.client import OnwardClient
+from onward.errors import InvalidInput, OnwardError
+from onward.starter.api.controls import apply_control, control_body
+from onward.starter.api.errors import status_of
+from onward.starter.api.events import RunEvent
+
+__all__ = ["CLOSE_ENDED", "CLOSE_NOT_FOUND", "CLOSE_UNAUTHORIZED", "serve_socket"]
+
+CLOSE_ENDED = 1000
+"""Close code after the ``result`` event."""
+CLOSE_UNAUTHORIZED = 4401
+"""Close code of a missing or unknown API key (the HTTP 401)."""
+CLOSE_NOT_FOUND = 4404
+"""Close code of an unknown run, or another tenant's (the HTTP 404)."""
+
+log = logging.getLogger("onward.api")
+
+
+def error_message(err: OnwardError) -> dict[str, Any]:
+    """The ``error`` part of a message, as the HTTP error body has it."""
+    problems = [
+        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type")}
+        for item in (err.problems if isinstance(err, InvalidInput) else [])
+    ]
+    error_type = getattr(err, "error_type", type(err).__name__)
+    return {"type": error_type, "message": str(err), "problems": problems}
+
+
+class _Session:
+    """One socket: events out, controls in; sends never interleave."""
+
+    def __init__(self, websocket: WebSocket, client: OnwardClient, run_id: str) -> None:
+        self.websocket = websocket
+        self.client = client
+        self.run_id = run_id
+        self._sending = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._sending:
+            await self.websocket.send_text(json.dumps(message))
+
+    async def forward(self, events: AsyncIterator[RunEvent]) -> None:
+        """Send the run's events; close after ``result``."""
+        try:
+            async for item in events:
+                await self.send({"id": item.id, "event": item.event, "data": item.data})
+                if item.event == "result":
+                    await self.websocket.close(CLOSE_ENDED)
+                    return
+        except (OnwardError, RPCError) as err:
+            # The client reconnects with ?after=<last id>; nothing is lost by ending here.
+            log.warning("websocket event stream ended early: %s", err)
+            await self.websocket.close(1011, "event stream interrupted; reconnect with ?after=")
+
+    async def control(self, text: str) -> None:
+        """Apply one control message and answer it."""
+        kind: str | None = None
+        ref: object = None
+        try:
+            try:
+                message = json.loads(text)
+            except ValueError:
+                raise InvalidInput("the message is not valid JSON") from None
+            if not isinstance(message, dict):
+                raise InvalidInput("a control message is a JSON object with a 'type'")
+            ref = message.pop("ref", None)
+            kind = message.pop("type", None)
+            if not isinstance(kind, str):
+                raise InvalidInput("type: missing; say which control (pause, resume, ...)")
+            body = control_body(kind, message)
+            answer = await apply_control(self.client, self.run_id, kind, body)
+        except OnwardError as err:
+            await self.send(
+                {
+                    "type": "error",
+                    "control": kind,
+                    "ref": ref,
+                    "status": status_of(err),
+                    "error": error_message(err),
+                }
+            )
+            return
+        await self.send(
+            {"type": "ack", "control": kind, "ref": ref, "data": answer.model_dump(mode="json")}
+        )
+
+    async def receive(self) -> None:
+        """Read controls until the client goes."""
+        while True:
+            text = await self.websocket.receive_text()
+            await self.control(text)
+
+
+async def serve_socket(
+    websocket: WebSocket, client: OnwardClient, run_id: str, events: AsyncIterator[RunEvent]
+) -> None:
+    """Run an accepted socket until the run's result was sent or the client went."""
+    session = _Session(websocket, client, run_id)
+    forwarding = asyncio.create_task(session.forward(events))
+    receiving = asyncio.create_task(session.receive())
+    try:
+        await asyncio.wait({forwarding, receiving}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (forwarding, receiving):
+            task.cancel()
+        for task in (forwarding, receiving):
+            with contextlib.suppress(
+                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OnwardError, RPCError
+            ):
+                await task
