@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         RunAlreadyExists,
         RunEnded,
         RunNotFound,
+        SessionClosed,
         TemporalError,
         UnexpectedResponse,
     )
@@ -58,6 +59,9 @@ __all__ = [
     "RunAlreadyExists",
     "RunEnded",
     "RunNotFound",
+    "SessionClosed",
+    "SessionInput",
+    "SessionReply",
     "TemporalError",
     "UnexpectedResponse",
 ]
@@ -78,6 +82,9 @@ _LAZY: dict[str, str] = {
     "RunAlreadyExists": "onward.errors",
     "RunEnded": "onward.errors",
     "RunNotFound": "onward.errors",
+    "SessionClosed": "onward.errors",
+    "SessionInput": "onward.contracts",
+    "SessionReply": "onward.contracts",
     "TemporalError": "onward.errors",
     "UnexpectedResponse": "onward.errors",
     "OnwardPlugin": "onward.plugin",
