@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from onward.connection import DATA_CONVERTER
-from onward.workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow, SessionWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -33,12 +33,15 @@ def test_histories_are_committed() -> None:
         "webhook_native_cancel",  # patched: a native cancel delivers the webhook
         "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
         "approval_while_paused",  # patched: a call approved while paused shows the pause
+        "session",  # SessionWorkflow: messages as child runs, continue-as-new (run2), close
+        "session_m1",  # a message's run given the conversation (the first: a new one)
+        "session_m2",  # ... and one continuing it from the store (copy_conversation)
     }
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"history-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=[AgentWorkflow], data_converter=DATA_CONVERTER)
+    replayer = Replayer(workflows=[AgentWorkflow, SessionWorkflow], data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None

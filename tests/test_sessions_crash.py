@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from test_crash_resume import WorkerProcess, wait_ready, workers
 
 from conftest import activity_running, eventually
@@ -53,7 +54,7 @@ async def test_session_survives_kill_9_between_and_during_messages(
     async def model_call_running() -> bool:
         try:
             return await activity_running(message_run, "call_model")
-        except Exception:  # the run is not started yet
+        except RPCError:  # the message's run is not started yet
             return False
 
     await eventually(model_call_running, timeout_s=30, interval_s=0.05)
