@@ -344,19 +344,12 @@ SessionHandle = WorkflowHandle[SessionWorkflow, Any]
 
 async def three_messages_two_at_once(session: SessionHandle) -> int:
     """One message with a tool call, then two sent together; then close. Returns 3."""
-    await session.execute_update(
-        SessionWorkflow.send_message,  # type: ignore[arg-type]
-        SessionMessage(message="what is 6*7?"),
-    )
-    await asyncio.gather(
-        *(
-            session.execute_update(
-                SessionWorkflow.send_message,  # type: ignore[arg-type]
-                SessionMessage(message=text),
-            )
-            for text in ("and twice that?", "thanks")
-        )
-    )
+
+    async def send(text: str) -> None:
+        await session.execute_update("send_message", SessionMessage(message=text))
+
+    await send("what is 6*7?")
+    await asyncio.gather(send("and twice that?"), send("thanks"))
     await session.signal(SessionWorkflow.close)
     return 3
 
