@@ -19,8 +19,10 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
+from onward import search_attributes as sa
 from onward.contracts import (
     AgentStatus,
     SessionInput,
@@ -61,6 +63,12 @@ class _Client(Protocol):
     async def _require_worker(self, run_id: str) -> None: ...
 
 
+def _tenant_tag(tenant: str | None) -> TypedSearchAttributes | None:
+    if tenant is None:
+        return None
+    return TypedSearchAttributes([SearchAttributePair(sa.TENANT, tenant)])
+
+
 def _handle(client: Client, session_id: str) -> SessionHandle:
     return client.get_workflow_handle_for(SessionWorkflow.run, session_id)
 
@@ -76,9 +84,16 @@ class SessionMethods:
     """Multi-turn sessions; mixed into :class:`~onward.client.OnwardClient`."""
 
     async def open_session(
-        self: _Client, input: SessionInput | Mapping[str, Any], id: str | None = None
+        self: _Client,
+        input: SessionInput | Mapping[str, Any],
+        id: str | None = None,
+        *,
+        tag_tenant: bool = False,
     ) -> str:
         """Start a session on this client's task queue; return its id.
+
+        ``tag_tenant`` sets the ``OnwardTenant`` search attribute at once, as
+        :meth:`~onward.client.OnwardClient.start` does for runs.
 
         Raises:
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.SessionInput`.
@@ -100,6 +115,7 @@ class SessionMethods:
                     id=session_id,
                     task_queue=self.task_queue,
                     static_summary=f"session ({input.model})",
+                    search_attributes=_tenant_tag(input.tenant) if tag_tenant else None,
                 )
             except WorkflowAlreadyStartedError as err:
                 raise RunAlreadyExists(session_id) from err

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
+from fastapi import FastAPI, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.service import RPCError
 
 from onward.api_keys import ApiKeys
@@ -47,7 +46,8 @@ from onward.starter.api.models import (
     RunSummary,
     StateAnswer,
 )
-from onward.starter.api.tenants import Limits, TenantGate, authenticate
+from onward.starter.api.sessions import session_routes
+from onward.starter.api.tenants import Limits, Tenant, TenantGate
 
 __all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiSettings", "api_app"]
 
@@ -62,7 +62,6 @@ _TENANT_CACHE = 10_000
 """Run tenants remembered (a run's tenant tag never changes)."""
 
 log = logging.getLogger("onward.api")
-_bearer = HTTPBearer(auto_error=False, description="an API key from `onward api add-key`")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 429, 502, 503)
 }
@@ -89,11 +88,11 @@ def idempotent_run_id(tenant: str, key: str) -> str:
     return f"agent-{digest}"
 
 
-def _sse(item: RunEvent) -> str:
+def sse(item: RunEvent) -> str:
     return f"id: {item.id}\nevent: {item.event}\ndata: {json.dumps(item.data)}\n\n"
 
 
-async def _with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]:
+async def with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]:
     """The events as SSE text, with a comment whenever nothing happened for a while."""
     queue: asyncio.Queue[RunEvent | None] = asyncio.Queue(maxsize=256)
 
@@ -120,23 +119,13 @@ async def _with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]
                 continue
             if item is None:
                 return
-            yield _sse(item)
+            yield sse(item)
     finally:
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await producer
 
 
-async def tenant_of(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The request's tenant (the dependency also documents the bearer scheme in OpenAPI)."""
-    settings: ApiSettings = request.app.state.settings
-    return authenticate(request, settings.keys)
-
-
-Tenant = Annotated[str, Depends(tenant_of)]
 RunId = Annotated[str, RUN_ID]
 
 
@@ -149,7 +138,7 @@ def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
     return agent.model_copy(update={"budget": budget})
 
 
-def _last_event_id(header: str | None, query: int | None) -> int:
+def last_event_id_of(header: str | None, query: int | None) -> int:
     if query is not None:
         return query
     if header is None or not header.strip():
@@ -335,7 +324,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     ) -> StreamingResponse:
         """Server-Sent Events of the run as they happen; the last one is ``event: result``."""
         await owned(run_id, tenant)
-        start = _last_event_id(last_event_id, after)
+        start = last_event_id_of(last_event_id, after)
         client = onward()
         handle = client.temporal.get_workflow_handle(run_id)
         stream = run_events(
@@ -345,7 +334,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             codec=client.temporal.data_converter.payload_codec,
         )
         return StreamingResponse(
-            _with_keepalive(stream),
+            with_keepalive(stream),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -386,4 +375,5 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         await owned(run_id, tenant)
         return await onward().extend_budget(run_id, body)
 
+    app.include_router(session_routes(onward, gate, owned))
     return app
