@@ -7,6 +7,7 @@ on the same call, whichever worker answered it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator, Mapping
@@ -33,6 +34,7 @@ from onward.contracts import (
 )
 from onward.errors import (
     InvalidInput,
+    NoWorker,
     RunAlreadyExists,
     RunEnded,
     SessionClosed,
@@ -43,6 +45,9 @@ from onward.workflows import SessionWorkflow
 __all__ = ["SessionMethods", "new_session_id"]
 
 SessionHandle = WorkflowHandle[SessionWorkflow, SessionResult]
+WORKER_GRACE_S = 3.0
+"""How long ``send_message`` waits for a worker to show before raising NoWorker."""
+WORKER_CHECK_INTERVAL_S = 0.2
 
 
 def new_session_id() -> str:
@@ -61,6 +66,24 @@ class _Client(Protocol):
     def _translated(self, run_id: str | None = None) -> contextlib.AbstractContextManager[None]: ...
 
     async def _require_worker(self, run_id: str) -> None: ...
+
+
+async def _worker_in_grace(client: _Client, session_id: str) -> None:
+    """Raise NoWorker unless a worker polls the session's queue within WORKER_GRACE_S.
+
+    An update waits for a worker as long as none polls: better to say so. A worker
+    that has just started shows as a poller a moment after its first poll.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WORKER_GRACE_S
+    while True:
+        try:
+            await client._require_worker(session_id)
+            return
+        except NoWorker:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(WORKER_CHECK_INTERVAL_S)
 
 
 def _tenant_tag(tenant: str | None) -> TypedSearchAttributes | None:
@@ -136,7 +159,7 @@ class SessionMethods:
             request = SessionMessage(message=message)
         except ValidationError as err:
             raise InvalidInput.from_validation(err) from err
-        await self._require_worker(session_id)
+        await _worker_in_grace(self, session_id)
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):
             try:

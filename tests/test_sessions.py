@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 
 from conftest import eventually, running_worker
 from onward import sessions
@@ -211,3 +211,119 @@ async def test_unknown_session_is_not_found(client: Client) -> None:
 
     with pytest.raises(RunNotFound):
         await OnwardClient(client).session_status(f"nope-{uuid.uuid4().hex[:8]}")
+
+
+async def test_messages_racing_continue_as_new_are_all_answered_in_order(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Continue-as-new after every message while three senders keep sending: none is lost."""
+    model = RecordingModel()
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"system": SYSTEM, "tools": [], "continue_as_new_after": 1}
+        )
+
+        async def sender(name: str) -> list[int]:
+            numbers = []
+            for index in range(4):
+                reply = await onward.send_message(session_id, f"{name}{index}")
+                assert reply.reply == f"reply to {name}{index}"
+                numbers.append(reply.number)
+            return numbers
+
+        answered = await asyncio.gather(sender("a"), sender("b"), sender("c"))
+        numbers = sorted(number for numbers in answered for number in numbers)
+        assert numbers == list(range(1, 13))
+        for numbers in answered:  # each sender's messages were answered in its order
+            assert numbers == sorted(numbers)
+        history = await onward.session_history(session_id)
+        assert [turn.number for turn in history] == list(range(1, 13))
+        # Each run saw the whole conversation before it, in the order answered.
+        sent = [turn.message for turn in history]
+        for number, request in enumerate(model.requests, start=1):
+            seen = [(message.role, message.content) for message in request]
+            assert seen == expected_conversation(sent[:number])
+
+        async def continued() -> bool:
+            # Only between messages: while senders keep the queue full, it answers on.
+            runs = await runs_of(client, session_id)
+            return WorkflowExecutionStatus.CONTINUED_AS_NEW in runs
+
+        await eventually(continued)
+        await onward.close_session(session_id)
+        assert (await onward.session_result(session_id)).turns == 12
+
+
+async def test_the_session_history_holds_references_not_the_conversation(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel()
+    big = "x" * 20_000
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": []})
+        for number in range(1, 6):
+            await onward.send_message(session_id, f"{number} {big}")
+        assert sum(len(message.content) for message in model.requests[-1]) > 5 * 20_000
+        child_inputs = [
+            len(
+                event.start_child_workflow_execution_initiated_event_attributes.input.payloads[
+                    0
+                ].data
+            )
+            async for event in client.get_workflow_handle(session_id).fetch_history_events()
+            if event.HasField("start_child_workflow_execution_initiated_event_attributes")
+        ]
+        assert len(child_inputs) == 5
+        # Each message's run is given its own message and a reference, not the turns before.
+        assert max(child_inputs) < 20_000 + 2_000
+        await onward.close_session(session_id)
+
+
+async def test_a_configured_context_limit_compacts_the_conversation(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel()
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"tools": [], "context": {"max_tokens": 200, "keep_last_turns": 1}}
+        )
+        replies = [
+            await onward.send_message(session_id, f"message {number} " + "y" * 200)
+            for number in range(1, 7)
+        ]
+        assert all(reply.reply.startswith("reply to message") for reply in replies)
+        compacted = [step for reply in replies for step in reply.steps if step.compaction]
+        assert compacted, "no message's run compacted the conversation"
+        # After a compaction the model is sent fewer messages than the whole conversation.
+        assert len(model.requests[-1]) < 2 * 6
+        await onward.close_session(session_id)
+
+
+async def test_a_session_started_without_input_fails_at_once(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        handle = await client.start_workflow(
+            "SessionWorkflow", id=f"session-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert "needs one JSON object" in str(failure.value.cause)
+        bad = await client.start_workflow(
+            "SessionWorkflow",
+            {"model": "scripted", "prompt": "sessions take no prompt"},
+            id=f"session-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await bad.result()
+        assert "prompt" in str(failure.value.cause)

@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         SessionResult,
         SessionTurn,
     )
+    from onward.errors import INVALID_INPUT
     from onward.workflows.agent import AgentWorkflow
 
 __all__ = ["SessionWorkflow"]
@@ -45,6 +46,7 @@ overrides); earlier when Temporal suggests it."""
 TURNS_KEPT = 100
 """Turns the ``history`` query holds; the store holds the whole conversation."""
 CLOSED_BY_SIGNAL = "closed by signal"
+NO_INPUT = 'input: SessionWorkflow needs one JSON object as input, e.g. {"model": "scripted"}'
 
 
 @dataclasses.dataclass
@@ -68,7 +70,9 @@ class SessionWorkflow:
     """A multi-turn conversation: ``send_message`` answers, ``close`` (or idleness) ends it."""
 
     @workflow.init
-    def __init__(self, input: SessionInput) -> None:
+    def __init__(self, input: SessionInput | None = None) -> None:
+        # Raising here would fail the workflow task again and again: ``run`` fails the session.
+        input = input or SessionInput()
         self._input = input
         self._queue: list[_Queued] = []
         self._replies: dict[int, SessionReply] = {}
@@ -93,8 +97,11 @@ class SessionWorkflow:
         self._last_reason: str | None = None
 
     @workflow.run
-    async def run(self, input: SessionInput) -> SessionResult:
+    async def run(self, input: SessionInput | None = None) -> SessionResult:
         """Answer messages as they come; return the session's usage once closed."""
+        if input is None:
+            self._set_state("failed")
+            raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         while True:
             if self._queue:
                 await self._answer(self._queue.pop(0))
