@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
 
 from conftest import eventually, running_worker
 from onward import sessions
@@ -24,9 +25,11 @@ from onward.contracts import (
     ModelRequest,
     ModelResponse,
     RunUsage,
+    SessionInput,
     Usage,
 )
 from onward.errors import InvalidInput, SessionClosed
+from onward.workflows import SessionWorkflow
 
 SYSTEM = "You are a test."
 
@@ -327,3 +330,20 @@ async def test_a_session_started_without_input_fails_at_once(
         with pytest.raises(WorkflowFailureError) as failure:
             await bad.result()
         assert "prompt" in str(failure.value.cause)
+
+
+async def test_a_session_closes_after_seven_idle_days_by_default(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    ts_client = time_skipping_env.client
+    async with running_worker(ts_client, tmp_path / "workspace", []) as worker:
+        # The handle of the start: the time-skipping server answers result() by run id.
+        handle = await ts_client.start_workflow(
+            SessionWorkflow.run,
+            SessionInput(tools=[]),
+            id=f"session-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        result = await handle.result()
+    assert result.reason == "idle for 604800 s"
+    assert result.turns == 0
