@@ -53,9 +53,11 @@ def message_budget(session: Budget, per_message: Budget | None, used: RunUsage) 
         max_steps=None if steps is None else int(steps),
         max_cost_usd=None if cost is None else round(cost, 12),
         max_duration_s=None if duration is None else max(duration, _MIN_DURATION_S),
-        on_exceeded=per_message.on_exceeded
-        if per_message.model_fields_set
-        else session.on_exceeded,
+        on_exceeded=(
+            per_message.on_exceeded
+            if "on_exceeded" in per_message.model_fields_set
+            else session.on_exceeded
+        ),
     )
 
 

@@ -207,6 +207,11 @@ def test_message_budget_is_the_session_remainder_at_most_the_per_message_limit()
     assert budget.max_tool_calls is None
     spent = sessions.message_budget(Budget(max_duration_s=5), None, used)
     assert spent.max_duration_s == pytest.approx(0.001)
+    # on_exceeded: the message budget's when it names one, else the session's.
+    session = Budget(on_exceeded="finish")
+    assert sessions.message_budget(session, Budget(max_steps=2), used).on_exceeded == "finish"
+    asked = Budget(on_exceeded="stop")
+    assert sessions.message_budget(session, asked, used).on_exceeded == "stop"
 
 
 async def test_unknown_session_is_not_found(client: Client) -> None:
@@ -347,3 +352,22 @@ async def test_a_session_closes_after_seven_idle_days_by_default(
         result = await handle.result()
     assert result.reason == "idle for 604800 s"
     assert result.turns == 0
+
+
+async def test_a_message_whose_run_id_is_taken_is_answered_as_failed(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": [], "script": [{"text": "fine"}]})
+        squatter = await worker.start(
+            {"prompt": "in the way", "script": [{"text": "slow", "delay_s": 30}]},
+            workflow_id=sessions.run_id(session_id, 1),
+        )
+        taken = await onward.send_message(session_id, "first")
+        assert taken.status == "failed"
+        assert taken.reason is not None
+        await squatter.terminate("test done")
+        following = await onward.send_message(session_id, "second")
+        assert (following.number, following.status, following.reply) == (2, "completed", "fine")
+        await onward.close_session(session_id)

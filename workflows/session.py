@@ -15,7 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -187,7 +191,8 @@ class SessionWorkflow:
                 id=child_id,
                 static_summary=f"session message {queued.number}",
             )
-        except ChildWorkflowError as err:
+        except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
+            # A failed run, or its id taken by a run someone else started: no answer.
             reply = SessionReply(
                 number=queued.number,
                 status="failed",
