@@ -60,6 +60,11 @@ async def test_open_talk_stream_and_close_a_session(worker: RunningWorker) -> No
         )
         assert [event.id for event in resumed] == [events[-1].id]
 
+        turns = (await http.get(f"{session_url}/history")).json()
+        assert [(turn["message"], turn["reply"]) for turn in turns] == [
+            ("hello", "first reply"),
+            ("again", "second reply"),
+        ]
         status = (await http.get(session_url)).json()
         assert status["state"] == "idle"
         assert status["turns"] == 2

@@ -40,6 +40,8 @@ with workflow.unsafe.imports_passed_through():
         SessionTurn,
     )
     from onward.errors import INVALID_INPUT
+    from onward.markdown import escape_markdown
+    from onward.text import shorten
     from onward.workflows.agent import AgentWorkflow
 
 __all__ = ["SessionWorkflow"]
@@ -50,6 +52,7 @@ overrides); earlier when Temporal suggests it."""
 TURNS_KEPT = 100
 """Turns the ``history`` query holds; the store holds the whole conversation."""
 CLOSED_BY_SIGNAL = "closed by signal"
+SUMMARY_CHARS = 80
 NO_INPUT = 'input: SessionWorkflow needs one JSON object as input, e.g. {"model": "scripted"}'
 
 
@@ -67,6 +70,12 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
+
+
+def _summary(queued: _Queued) -> str:
+    """The Web UI's one line for a message's run: its number and text (markdown-escaped)."""
+    text = escape_markdown(shorten(queued.message, SUMMARY_CHARS))
+    return f"session message {queued.number}: {text}"
 
 
 @workflow.defn(name=SESSION_WORKFLOW, failure_exception_types=[ValidationError])
@@ -189,7 +198,7 @@ class SessionWorkflow:
                 AgentWorkflow.run,
                 agent_input,
                 id=child_id,
-                static_summary=f"session message {queued.number}",
+                static_summary=_summary(queued),
             )
         except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
             # A failed run, or its id taken by a run someone else started: no answer.

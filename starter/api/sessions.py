@@ -15,7 +15,13 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from onward.client import OnwardClient, RunInfo
-from onward.contracts import AgentStatus, SessionInput, SessionMessage, SessionReply
+from onward.contracts import (
+    AgentStatus,
+    SessionInput,
+    SessionMessage,
+    SessionReply,
+    SessionTurn,
+)
 from onward.errors import InvalidInput, RunNotFound
 from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
@@ -123,6 +129,14 @@ def session_routes(
         """State (``idle`` between messages), messages answered, usage of the whole session."""
         await owned(session_id, tenant)
         return await onward().session_status(session_id)
+
+    @router.get(
+        "/v1/sessions/{session_id}/history", response_model=list[SessionTurn], responses=_ERRORS
+    )
+    async def history(session_id: SessionId, tenant: Tenant) -> list[SessionTurn]:
+        """The turns: each message, its reply, status and usage (the last 100)."""
+        await owned(session_id, tenant)
+        return await onward().session_history(session_id)
 
     @router.get(
         "/v1/sessions/{session_id}/events",
