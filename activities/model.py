@@ -137,6 +137,7 @@ class ModelActivities:
             tokens=compaction.estimate_tokens(sent),
             usage=response.usage,
             cost_usd=response.cost_usd,
+            cache_saved_usd=response.cache_saved_usd,
         )
 
     async def _complete(self, request: ModelRequest) -> ModelResponse:
@@ -156,7 +157,10 @@ class ModelActivities:
                 async with heartbeating():
                     response = await provider.complete(request)
                 cost = self._pricing.cost(request.model, response.usage, override=request.pricing)
-                response = response.model_copy(update={"cost_usd": cost})
+                saved = self._pricing.cache_saved(
+                    request.model, response.usage, override=request.pricing
+                )
+                response = response.model_copy(update={"cost_usd": cost, "cache_saved_usd": saved})
                 chat.record(response)
         except ApplicationError as err:
             # A provider's typed error is expected: one log line, no traceback.

@@ -48,6 +48,15 @@ class ChatRecorder:
         span.set_attribute("gen_ai.response.model", response.model or "")
         span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
+        # OpenTelemetry GenAI conventions (experimental): included in input_tokens.
+        if response.usage.cached_input_tokens is not None:
+            span.set_attribute(
+                "gen_ai.usage.cache_read.input_tokens", response.usage.cached_input_tokens
+            )
+        if response.usage.cache_write_tokens is not None:
+            span.set_attribute(
+                "gen_ai.usage.cache_creation.input_tokens", response.usage.cache_write_tokens
+            )
         if response.finish_reason:
             span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
         if response.cost_usd is not None:

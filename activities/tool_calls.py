@@ -26,6 +26,8 @@ from onward.contracts import (
 )
 from onward.conversation import truncate
 from onward.errors import ToolError, ToolRetryableError, format_validation_error
+from onward.store import StoreError
+from onward.tool_cache import ToolCache
 
 __all__ = ["RESULT_CAP_CHARS", "ToolActivities"]
 
@@ -43,6 +45,7 @@ class ToolActivities:
             model retry policy from it (see ``WorkerDescription``).
         context_windows: a model's context window (tokens) or None, for
             ``describe_worker`` (the worker's pricing table knows them).
+        tool_cache: where cacheable tools' results are kept; None: no caching.
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class ToolActivities:
         providers: Sequence[str] = (),
         model_max_attempts: int | None = None,
         context_windows: Callable[[str], int | None] | None = None,
+        tool_cache: ToolCache | None = None,
     ) -> None:
         self._registry = registry
         self._workspace = workspace
@@ -62,6 +66,7 @@ class ToolActivities:
         self._model_max_attempts = model_max_attempts
         self._context_windows = context_windows
         self._telemetry = telemetry or ActivityTelemetry()
+        self._tool_cache = tool_cache
 
     @property
     def registry(self) -> ToolRegistry:
@@ -144,6 +149,31 @@ class ToolActivities:
             args = item.args_model.model_validate(request.arguments)
         except ValidationError as err:
             return ToolOutcome(error=format_validation_error(item.name, err))
+        ttl_s = request.cache_ttl_s or item.cache_ttl_s
+        if ttl_s is not None and self._tool_cache is not None:
+            hit = await self._cached(request, ttl_s)
+            if hit is not None:
+                return hit
+        outcome = await self._run(item, args, request)
+        if ttl_s is not None and self._tool_cache is not None and outcome.error is None:
+            try:
+                await self._tool_cache.put(request.name, request.arguments, request.tenant, outcome)
+            except StoreError as err:
+                activity.logger.warning("tool %s: result not cached: %s", item.name, err)
+        return outcome
+
+    async def _cached(self, request: ToolRequest, ttl_s: float) -> ToolOutcome | None:
+        """A kept result of an identical call, or None (a store failure is a miss)."""
+        assert self._tool_cache is not None
+        try:
+            return await self._tool_cache.get(
+                request.name, request.arguments, request.tenant, ttl_s
+            )
+        except StoreError as err:
+            activity.logger.warning("tool %s: cache not read: %s", request.name, err)
+            return None
+
+    async def _run(self, item: Tool, args: object, request: ToolRequest) -> ToolOutcome:
         context = ToolContext(
             idempotency_key=request.idempotency_key,
             call_id=request.call_id,

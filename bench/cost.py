@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from bench.fake_openai import Bill
 from bench.harness import Harness
 from bench.systems import System, new_run
 from bench.workload import Task
@@ -27,6 +28,22 @@ class Cost:
     cached_tokens: int
     completion_tokens: int
     cost_usd: float
+
+    @property
+    def uncached_cost_usd(self) -> float:
+        """The same run's bill had its cached prompt tokens cost the full input price."""
+        return Bill(
+            self.requests,
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+            self.cost_usd,
+        ).uncached_cost_usd
+
+    @property
+    def saved_usd(self) -> float:
+        """What the provider's prompt cache took off the bill."""
+        return self.uncached_cost_usd - self.cost_usd
 
 
 async def cost(bench: Harness, steps: int, timeout_s: float) -> dict[str, Cost]:

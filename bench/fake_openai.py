@@ -59,6 +59,12 @@ class Bill:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
+    @property
+    def uncached_cost_usd(self) -> float:
+        """The same requests with no prompt cache: every prompt token at the input price."""
+        discount = PRICE_PER_MTOK["input"] - PRICE_PER_MTOK["cached_input"]
+        return self.cost_usd + self.cached_tokens * discount / 1e6
+
     def add(self, prompt: int, cached: int, completion: int) -> None:
         self.requests += 1
         self.prompt_tokens += prompt

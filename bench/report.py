@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.fake_openai import PRICE_PER_MTOK
 from bench.systems import FLOOR, PEERS
 
 __all__ = ["HISTORY_STEPS", "TARGETS", "markdown", "plot", "render", "summary"]
@@ -164,6 +165,14 @@ def _resume(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _uncached(run: dict[str, Any]) -> float:
+    """A run's bill had no prompt tokens been cached (older results lack the figure)."""
+    if "uncached_cost_usd" in run:
+        return float(run["uncached_cost_usd"])
+    discount = PRICE_PER_MTOK["input"] - PRICE_PER_MTOK["cached_input"]
+    return float(run["cost_usd"]) + int(run["cached_tokens"]) * discount / 1e6
+
+
 def _cost(data: dict[str, Any]) -> list[str]:
     runs: dict[str, dict[str, Any]] = data["cost"]
     rows = [
@@ -174,6 +183,7 @@ def _cost(data: dict[str, Any]) -> list[str]:
             f"{run['cached_tokens']:,}",
             f"{run['completion_tokens']:,}",
             f"{run['cost_usd']:.4f}",
+            f"{_uncached(run):.4f}",
             "yes" if run["ok"] else "no",
         ]
         for name, run in runs.items()
@@ -181,11 +191,29 @@ def _cost(data: dict[str, Any]) -> list[str]:
     steps = data["sizes"].get("cost_steps", "?")
     lines = [f"### Billed tokens and cost of one {steps}-step tool-heavy run", ""]
     lines += _table(
-        ["system", "model calls", "prompt tokens", "cached", "completion", "cost USD", "completed"],
+        [
+            "system",
+            "model calls",
+            "prompt tokens",
+            "cached",
+            "completion",
+            "cost USD",
+            "no-cache USD",
+            "completed",
+        ],
         rows,
     )
     onward = runs.get("onward", {}).get("cost_usd")
     lines.append("")
+    if "onward" in runs:
+        mine = runs["onward"]
+        uncached = _uncached(mine)
+        ratio = _ratio(onward, uncached)
+        lines.append(
+            f"- Onward vs Onward with caching off: {_x(ratio)} "
+            f"({mine['cached_tokens']:,} prompt tokens billed at the cached rate saved "
+            f"${uncached - mine['cost_usd']:.4f})"
+        )
     for peer in PEERS:
         if peer in runs:
             ratio = _ratio(onward, runs[peer]["cost_usd"])

@@ -102,6 +102,9 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, resume.Resume):
         return {**dataclasses.asdict(value), "median_s": value.median_s}
+    if isinstance(value, cost.Cost):
+        kept = {"uncached_cost_usd": value.uncached_cost_usd, "saved_usd": value.saved_usd}
+        return {**dataclasses.asdict(value), **kept}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value

@@ -220,8 +220,20 @@ class ScriptToolCall(_Strict):
 class Usage(BaseModel):
     """Token counts reported for one model call, or summed over a run."""
 
-    input_tokens: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0, description="all prompt tokens, cached included")
     output_tokens: int = Field(default=0, ge=0)
+    cached_input_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="of input_tokens, read from the provider's prompt cache (billed at its "
+        "cached rate); None: the provider did not say",
+    )
+    cache_write_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="of input_tokens, written to the provider's prompt cache (Anthropic; "
+        "billed at its cache-write rate); None: the provider did not say",
+    )
 
     @property
     def total_tokens(self) -> int:
@@ -242,6 +254,12 @@ class ModelPrice(_Strict):
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(
+        default=None, ge=0, description="input read from the prompt cache; None: input_per_mtok"
+    )
+    cache_write_per_mtok: float | None = Field(
+        default=None, ge=0, description="input written to the prompt cache; None: input_per_mtok"
+    )
     context_window: int | None = Field(
         default=None, gt=0, description="tokens the model accepts at once; None: not known"
     )
@@ -255,6 +273,11 @@ class ModelSettings(_Strict):
     stop: list[str] | None = None
     seed: int | None = None
     parallel_tool_calls: bool | None = None
+    cache_prompt: bool = Field(
+        default=True,
+        description="mark the stable prompt prefix for the provider's prompt cache "
+        "(Anthropic cache_control breakpoints; OpenAI caches by itself)",
+    )
 
 
 class ContextLimit(_Strict):
@@ -311,6 +334,20 @@ class AgentInput(_Strict):
     context: ContextLimit | None = Field(
         default=None, description="compaction; None: the model is sent the whole conversation"
     )
+    cache_tools: dict[str, float] | None = Field(
+        default=None,
+        description="tool name -> seconds a result is reused for identical arguments "
+        "(same tenant); beside the tools' own @tool(cache_ttl_s=...)",
+    )
+
+    @field_validator("cache_tools")
+    @classmethod
+    def _positive_ttls(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, ttl in (value or {}).items():
+            if not ttl > 0 or ttl == float("inf"):
+                raise ValueError(f"{name!r}: a cache TTL must be a positive number of seconds")
+        return value
+
     continue_as_new_after: int | None = Field(
         default=None,
         ge=1,
@@ -344,6 +381,16 @@ class AgentInput(_Strict):
     def _script_only_for_scripted(self) -> AgentInput:
         if self.script is not None and provider_of(self.model) != "scripted":
             raise ValueError("script: only the scripted model takes a script")
+        return self
+
+    @model_validator(mode="after")
+    def _cache_tools_among_tools(self) -> AgentInput:
+        if self.cache_tools and self.tools is not None:
+            missing = sorted(set(self.cache_tools) - set(self.tools))
+            if missing:
+                raise ValueError(
+                    f"cache_tools: {', '.join(map(repr, missing))} not among the run's tools"
+                )
         return self
 
 
@@ -449,6 +496,7 @@ class CompactionResult(BaseModel):
     tokens: int = Field(default=0, description="estimated tokens of what the model is now sent")
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
+    cache_saved_usd: float | None = None
 
 
 class ModelRequest(BaseModel):
@@ -481,6 +529,11 @@ class ModelResponse(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = Field(default=None, description="None: the model's price is unknown")
+    cache_saved_usd: float | None = Field(
+        default=None,
+        description="what the provider's prompt cache saved on this call (full input price "
+        "minus cost_usd; negative when cache writes cost more); None: nothing to say",
+    )
     model: str = ""
     finish_reason: str | None = None
 
@@ -538,6 +591,13 @@ class ToolRequest(BaseModel):
         description="the run whose workspace the call uses (its workflow id, or its parent's); "
         "None: the worker's workspace root itself (runs begun before per-run workspaces)",
     )
+    tenant: str | None = None
+    cache_ttl_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="reuse a result of an identical call (name, arguments, tenant) this "
+        "recent (the run's cache_tools); None: only the tool's own cache_ttl_s",
+    )
 
 
 class ArtifactsRequest(BaseModel):
@@ -562,6 +622,9 @@ class ToolOutcome(BaseModel):
     truncated: bool = False
     call_id: str | None = Field(default=None, description="the request's call id, echoed")
     step: int | None = Field(default=None, description="the request's step, echoed")
+    cache_hit: bool = Field(
+        default=False, description="the result of an earlier identical call, from the tool cache"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -609,6 +672,9 @@ class ToolCallRecord(BaseModel):
     approval: ApprovalRecord | None = Field(
         default=None, description="how a call that needed approval was decided; None: it did not"
     )
+    cache_hit: bool = Field(
+        default=False, description="the result came from the tool cache; the tool did not run"
+    )
 
 
 class StepRecord(BaseModel):
@@ -619,6 +685,9 @@ class StepRecord(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
+    cache_saved_usd: float | None = Field(
+        default=None, description="what the prompt cache saved on the step's model call"
+    )
     started_at: datetime
     duration_ms: int | None = None
     model: str | None = None
@@ -642,6 +711,15 @@ class RunUsage(BaseModel):
     steps: int = 0
     cost_usd: float = 0.0
     cost_known: bool = Field(default=True, description="False once a model with no price was used")
+    cached_input_tokens: int = Field(
+        default=0, description="input tokens read from the providers' prompt caches"
+    )
+    cache_write_tokens: int = Field(
+        default=0, description="input tokens written to the providers' prompt caches"
+    )
+    cache_saved_usd: float = Field(
+        default=0.0, description="what prompt caching saved: full input price minus cost_usd"
+    )
     duration_s: float = 0.0
 
 
@@ -843,6 +921,9 @@ class SessionInput(_Strict):
     context: ContextLimit | None = Field(
         default=None, description="compaction of the conversation each message's run is sent"
     )
+    cache_tools: dict[str, float] | None = Field(
+        default=None, description="as AgentInput's: tool results reused within a TTL"
+    )
     idle_timeout_s: float = Field(
         default=DEFAULT_IDLE_TIMEOUT_S, gt=0, description="close after this long without messages"
     )
@@ -866,6 +947,15 @@ class SessionInput(_Strict):
     def _script_only_for_scripted(self) -> SessionInput:
         if self.script is not None and provider_of(self.model) != "scripted":
             raise ValueError("script: only the scripted model takes a script")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_for_each_message(self) -> SessionInput:
+        """What AgentInput checks of these fields, checked once when the session opens."""
+        fields = self.model_dump(
+            include={"model", "tools", "cache_tools", "approve_tools"}, exclude_none=True
+        )
+        AgentInput.model_validate({"prompt": "-", **fields})
         return self
 
 

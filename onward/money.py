@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["cost_text", "money"]
+from onward.contracts import RunUsage
+
+__all__ = ["cache_summary", "cost_text", "money"]
 
 
 def money(usd: float | None) -> str:
@@ -29,3 +31,15 @@ def cost_text(usd: float, known: bool) -> str:
     if usd <= 0:
         return "cost unknown (unpriced model)"
     return f"at least {money(usd)} (some calls unpriced)"
+
+
+def cache_summary(usage: RunUsage) -> str | None:
+    """``1800 input tokens cached, 0 written · saved $0.0012``; None when nothing was cached."""
+    if not (usage.cached_input_tokens or usage.cache_write_tokens):
+        return None
+    saved = usage.cache_saved_usd
+    figure = money(saved) if saved >= 0 else f"-{money(-saved)} (cache writes cost more)"
+    return (
+        f"{usage.cached_input_tokens} input tokens cached, {usage.cache_write_tokens} written"
+        f" · saved {figure}"
+    )

@@ -44,6 +44,7 @@ from onward.activities.webhooks import WEBHOOK_SECRET_ENV, WebhookActivities
 from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
+from onward.tool_cache import ToolCache
 from onward.workflows import AgentWorkflow, SessionWorkflow
 
 __all__ = ["DEFAULT_WORKSPACE", "PLUGIN_NAME", "OnwardPlugin", "ensure_search_attributes"]
@@ -166,6 +167,7 @@ class OnwardPlugin(SimplePlugin):
             providers=self._model.provider_names,
             model_max_attempts=model_max_attempts,
             context_windows=pricing.context_window,
+            tool_cache=ToolCache(self._store),
         )
         super().__init__(
             PLUGIN_NAME,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from onward.contracts import ModelPrice, Usage
 
-__all__ = ["DEFAULT_PRICING_FILE", "PricingTable"]
+__all__ = ["DEFAULT_PRICING_FILE", "PricingTable", "billed_usd", "cache_saved_usd"]
 
 DEFAULT_PRICING_FILE = Path(__file__).with_name("pricing.json")
 
@@ -50,10 +50,48 @@ class PricingTable:
         return None if price is None else price.context_window
 
     def cost(self, model: str, usage: Usage, override: ModelPrice | None = None) -> float | None:
-        """Cost in USD of ``usage`` on ``model``; None when its price is unknown."""
+        """Cost in USD of ``usage`` on ``model``; None when its price is unknown.
+
+        Cached input is billed at the price's cached rate and cache writes at
+        its cache-write rate (each the input rate when the price gives none).
+        """
         price = override or self.price_for(model)
-        if price is None:
+        return None if price is None else billed_usd(price, usage)
+
+    def cache_saved(
+        self, model: str, usage: Usage, override: ModelPrice | None = None
+    ) -> float | None:
+        """What the prompt cache saved on ``usage``; None when unknown or nothing was cached."""
+        price = override or self.price_for(model)
+        if price is None or not (usage.cached_input_tokens or usage.cache_write_tokens):
             return None
-        return (
-            usage.input_tokens * price.input_per_mtok + usage.output_tokens * price.output_per_mtok
-        ) / 1_000_000
+        return cache_saved_usd(price, usage)
+
+
+def billed_usd(price: ModelPrice, usage: Usage) -> float:
+    """What ``usage`` costs at ``price``, cached and cache-written input at their own rates."""
+    cached = usage.cached_input_tokens or 0
+    written = usage.cache_write_tokens or 0
+    plain = max(usage.input_tokens - cached - written, 0)
+    cached_rate = (
+        price.input_per_mtok
+        if price.cached_input_per_mtok is None
+        else (price.cached_input_per_mtok)
+    )
+    write_rate = (
+        price.input_per_mtok if price.cache_write_per_mtok is None else (price.cache_write_per_mtok)
+    )
+    return (
+        plain * price.input_per_mtok
+        + cached * cached_rate
+        + written * write_rate
+        + usage.output_tokens * price.output_per_mtok
+    ) / 1_000_000
+
+
+def cache_saved_usd(price: ModelPrice, usage: Usage) -> float:
+    """Every input token at the full rate minus :func:`billed_usd` (negative: writes cost more)."""
+    full = (
+        usage.input_tokens * price.input_per_mtok + usage.output_tokens * price.output_per_mtok
+    ) / 1_000_000
+    return full - billed_usd(price, usage)

@@ -91,4 +91,5 @@ def message_input(session: SessionInput, message: str, used: RunUsage) -> AgentI
         approval_timeout_s=session.approval_timeout_s,
         on_approval_timeout=session.on_approval_timeout,
         context=session.context,
+        cache_tools=session.cache_tools,
     )

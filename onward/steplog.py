@@ -27,6 +27,7 @@ from onward.text import clip
 __all__ = [
     "RESULT_CHARS",
     "apply_outcome",
+    "apply_response",
     "idempotency_key",
     "interrupted",
     "legacy_limit",
@@ -94,6 +95,14 @@ def not_run(reason: str | None) -> ToolOutcome:
     return ToolOutcome(error=f"not run: {reason}")
 
 
+def apply_response(record: StepRecord, response: ModelResponse) -> None:
+    """Record a model call's answer on its step: text, usage, cost and what caching saved."""
+    record.text = response.text
+    record.usage = response.usage
+    record.cost_usd = response.cost_usd
+    record.cache_saved_usd = response.cache_saved_usd
+
+
 def apply_outcome(
     record: ToolCallRecord, outcome: ToolOutcome, status: ToolCallStatus | None = None
 ) -> None:
@@ -104,6 +113,7 @@ def apply_outcome(
     record.error = outcome.error
     record.result = None if outcome.error is not None else clip(outcome.content, RESULT_CHARS)
     record.status = status or ("ok" if outcome.error is None else "error")
+    record.cache_hit = outcome.cache_hit
 
 
 # -- reading -------------------------------------------------------------------------

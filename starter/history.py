@@ -260,6 +260,7 @@ class _Assembler:
             text=result.summary,
             usage=result.usage,
             cost_usd=result.cost_usd,
+            cache_saved_usd=result.cache_saved_usd,
             compaction=True,
         )
         if call.trace.closed_at is not None:
@@ -298,9 +299,7 @@ class _Assembler:
         if step.response is None:
             record.error = model.trace.failure or "failed"
         else:
-            record.text = step.response.text
-            record.usage = step.response.usage
-            record.cost_usd = step.response.cost_usd
+            steplog.apply_response(record, step.response)
         ended = self._run.ended is not None
         traces: dict[str, CallTrace] = {}
         resolved = True

@@ -24,12 +24,13 @@ from onward.contracts import (
     ToolCallRecord,
 )
 from onward.markdown import code_span, escape_markdown
-from onward.money import cost_text, money
+from onward.money import cache_summary, cost_text, money
 from onward.starter.inputs import BUDGET_FLAGS
 from onward.text import shorten
 from onward.workflows.progress import tool_summary
 
 __all__ = [
+    "cache_summary",
     "cost_text",
     "describe_budget",
     "money",
@@ -83,7 +84,8 @@ def tool_call_line(call: ToolCallRecord) -> str:
     if call.error is not None:
         return f"{shown} !! {shorten(call.error, RESULT_EXCERPT_CHARS)}"
     result = shorten(call.result or "", RESULT_EXCERPT_CHARS)
-    return f"{shown} -> {result or '(empty)'}"
+    hit = " (cache hit)" if call.cache_hit else ""
+    return f"{shown} -> {result or '(empty)'}{hit}"
 
 
 def steering_lines(step: StepRecord) -> list[str]:
@@ -104,9 +106,10 @@ def step_lines(step: StepRecord) -> list[str]:
     lines = [f"{f'step {step.step}':<{len(_INDENT) - 1}} {first}"]
     lines += [_INDENT + line for line in rest]
     lines += [_INDENT + tool_call_line(call) for call in step.tool_calls]
+    cached = step.usage.cached_input_tokens
     lines.append(
-        f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')} · "
-        f"{money(step.cost_usd)}"
+        f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')}"
+        f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}"
     )
     return lines
 
@@ -149,6 +152,9 @@ def result_lines(result: AgentResult) -> list[str]:
     if result.output is not None:
         lines += _block("output", result.output)
     lines.append(f"usage:  {usage_summary(result.usage)}")
+    cache = cache_summary(result.usage)
+    if cache is not None:
+        lines.append(f"cache:  {cache}")
     return lines
 
 
@@ -207,6 +213,9 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         f"usage:  {_against_budget(status.usage, status.budget)}",
         f"time:   {status.usage.duration_s:.1f} s",
     ]
+    cache = cache_summary(status.usage)
+    if cache is not None:
+        lines.insert(5, f"cache:  {cache}")
     if status.reason:
         lines += _block("reason", status.reason)
     if status.retrying is not None:

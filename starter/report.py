@@ -24,7 +24,7 @@ from onward import search_attributes as sa
 from onward import steplog
 from onward.contracts import AGENT_WORKFLOW
 from onward.starter.listing import quoted
-from onward.starter.render import cost_text, table
+from onward.starter.render import cost_text, money, table
 from onward.starter.trace import Trace, read_history, trace_of
 
 __all__ = [
@@ -119,6 +119,8 @@ class CallStats(BaseModel):
     """Attempts after the first, summed."""
     p50_ms: int | None
     p95_ms: int | None
+    cache_hits: int = 0
+    """Calls answered from the tool cache (the tool did not run)."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -141,6 +143,10 @@ class ModelStats(CallStats):
     total_tokens: int
     cost_usd: float
     unpriced_calls: int
+    cached_input_tokens: int = 0
+    """Input tokens read from the provider's prompt cache (billed at its cached rate)."""
+    cache_saved_usd: float = 0.0
+    """What prompt caching saved: these tokens at the full input price minus the cost."""
 
 
 class Report(BaseModel):
@@ -155,6 +161,9 @@ class Report(BaseModel):
     cost_usd: float
     cost_known: bool = True
     """False when a call of some run had no price: ``cost_usd`` is then a lower bound."""
+    cached_input_tokens: int = 0
+    cache_saved_usd: float = 0.0
+    """What prompt caching saved over the window (see ``ModelStats``)."""
     models: list[ModelStats]
     tools: list[CallStats]
 
@@ -170,6 +179,9 @@ class _Tally:
     output_tokens: int = 0
     cost_usd: float = 0.0
     unpriced: int = 0
+    cached_input_tokens: int = 0
+    cache_saved_usd: float = 0.0
+    cache_hits: int = 0
 
     def count(self, failed: bool, retries: int, latency_ms: int | None) -> None:
         self.calls += 1
@@ -188,6 +200,7 @@ class _Tally:
             retries=self.retries,
             p50_ms=percentile(self.latencies, 50),
             p95_ms=percentile(self.latencies, 95),
+            cache_hits=self.cache_hits,
         )
 
     def model_stats(self, name: str) -> ModelStats:
@@ -198,6 +211,8 @@ class _Tally:
             total_tokens=self.input_tokens + self.output_tokens,
             cost_usd=round(self.cost_usd, 8),
             unpriced_calls=self.unpriced,
+            cached_input_tokens=self.cached_input_tokens,
+            cache_saved_usd=round(self.cache_saved_usd, 8),
         )
 
 
@@ -216,6 +231,8 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
                 tally.count(failed, call.retries, call.latency_ms if call.closed else None)
             tally.input_tokens += step.usage.input_tokens
             tally.output_tokens += step.usage.output_tokens
+            tally.cached_input_tokens += step.usage.cached_input_tokens or 0
+            tally.cache_saved_usd += step.cache_saved_usd or 0.0
             if step.cost_usd is not None:
                 tally.cost_usd += step.cost_usd
             elif not failed:
@@ -227,9 +244,9 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
                 if run is None and steplog.tool_status(tool) == "not_run":
                     continue  # refused by a budget or a cancel: never called
                 latency = run.latency_ms if run is not None else None
-                tools.setdefault(tool.name, _Tally()).count(
-                    tool.error is not None, run.retries if run else 0, latency
-                )
+                tool_tally = tools.setdefault(tool.name, _Tally())
+                tool_tally.count(tool.error is not None, run.retries if run else 0, latency)
+                tool_tally.cache_hits += int(tool.cache_hit)
     return models, tools
 
 
@@ -248,6 +265,8 @@ def aggregate(
         cost_usd=round(sum(trace.usage.cost_usd for trace in traces), 8),
         cost_known=all(trace.usage.cost_known for trace in traces)
         and not any(m.unpriced for m in models.values()),
+        cached_input_tokens=sum(m.cached_input_tokens for m in models.values()),
+        cache_saved_usd=round(sum(m.cache_saved_usd for m in models.values()), 8),
         models=[models[name].model_stats(name) for name in sorted(models)],
         tools=[tools[name].stats(name) for name in sorted(tools)],
     )
@@ -285,6 +304,8 @@ def report_lines(report: Report) -> list[str]:
     if statuses:
         head += f" · {statuses}"
     head += f" · {report.total_tokens} tokens · {cost_text(report.cost_usd, report.cost_known)}"
+    if report.cached_input_tokens:
+        head += f" · prompt cache saved {money(report.cache_saved_usd)}"
     lines = [head]
     if not report.runs:
         return lines
@@ -293,14 +314,17 @@ def report_lines(report: Report) -> list[str]:
         [
             *_common(m),
             str(m.input_tokens),
+            str(m.cached_input_tokens),
             str(m.output_tokens),
             cost_text(m.cost_usd, m.unpriced_calls == 0),
         ]
         for m in report.models
     ]
-    lines += ["", *table(("MODEL", *common, "TOKENS IN", "TOKENS OUT", "COST"), model_rows)]
+    header = ("MODEL", *common, "TOKENS IN", "CACHED", "TOKENS OUT", "COST")
+    lines += ["", *table(header, model_rows)]
     if report.tools:
-        lines += ["", *table(("TOOL", *common), [_common(t) for t in report.tools])]
+        tool_rows = [[*_common(t), str(t.cache_hits)] for t in report.tools]
+        lines += ["", *table(("TOOL", *common, "CACHED"), tool_rows)]
     else:
         lines += ["", "(no tool calls)"]
     return lines

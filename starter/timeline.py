@@ -12,6 +12,7 @@ from onward.contracts import ToolCall
 from onward.starter.calls import CallTrace
 from onward.starter.render import (
     RESULT_EXCERPT_CHARS,
+    cache_summary,
     money,
     shorten,
     table,
@@ -88,6 +89,7 @@ def _tool_row(trace: Trace, tool: TraceToolCall) -> list[str]:
         outcome = "!! " + shorten(tool.error, RESULT_EXCERPT_CHARS)
     elif tool.result is not None:
         outcome = "-> " + (shorten(tool.result, RESULT_EXCERPT_CHARS) or "(empty)")
+        outcome += " (cache hit)" if tool.cache_hit else ""
     else:
         outcome = "(running)"
     if call is None:  # never ran: no time, unless it was refused on the spot (0 ms)
@@ -134,4 +136,7 @@ def trace_lines(trace: Trace) -> list[str]:
     lines += [_in_flight_line(call) for call in trace.in_flight]
     lines.append("")
     lines.append(f"usage: {usage_summary(trace.usage)}")
+    cache = cache_summary(trace.usage)
+    if cache is not None:
+        lines.append(f"cache: {cache}")
     return lines

@@ -76,6 +76,7 @@ class TraceStep(BaseModel):
     model: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float | None = None
+    cache_saved_usd: float | None = None
     started_at: datetime | None = None
     duration_ms: int | None = None
     finished: bool = True
@@ -138,6 +139,9 @@ def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
         steps=len(finished),
         cost_usd=round(sum(step.cost_usd or 0.0 for step in steps), 8),
         cost_known=all(step.cost_usd is not None for step in answered),
+        cached_input_tokens=sum(step.usage.cached_input_tokens or 0 for step in steps),
+        cache_write_tokens=sum(step.usage.cache_write_tokens or 0 for step in steps),
+        cache_saved_usd=round(sum(step.cache_saved_usd or 0.0 for step in steps), 8),
         duration_s=round((end - history.started_at).total_seconds(), 3)
         if history.started_at
         else 0.0,

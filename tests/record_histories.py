@@ -337,6 +337,17 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched (tool-cache): the run's cache_tools TTL and its tenant travel on each tool
+    # call; the second identical calculation is answered from the tool cache.
+    "tool_cache": (
+        {
+            "prompt": "the same sum twice",
+            "tenant": "acme",
+            "cache_tools": {"calculator": 60},
+            "script": [calc("2+2"), calc("2+2"), {"text": "4, twice"}],
+        },
+        nothing,
+    ),
 }
 
 SessionHandle = WorkflowHandle[SessionWorkflow, Any]

@@ -255,13 +255,17 @@ def test_anthropic_several_system_messages_become_blocks() -> None:
 
 
 def test_anthropic_payload_defaults_and_settings() -> None:
-    payload = anthropic_payload(request(model="anthropic:claude-x"), model="claude-x")
+    payload = anthropic_payload(
+        request(model="anthropic:claude-x", settings=ModelSettings(cache_prompt=False)),
+        model="claude-x",
+    )
     assert payload["max_tokens"] == DEFAULT_MAX_TOKENS
     assert payload["system"] == "Be brief."
     assert payload["tools"] == [
         {"name": "calculator", "description": "Arithmetic.", "input_schema": CALC.parameters}
     ]
     assert "tool_choice" not in payload
+    assert "cache_control" not in json.dumps(payload)
 
     settings = ModelSettings(
         temperature=0.5, max_output_tokens=100, stop=["END"], seed=1, parallel_tool_calls=False
@@ -296,7 +300,7 @@ def test_anthropic_response_with_tool_use() -> None:
     assert response.tool_calls == [
         ToolCall(id="toolu_1", name="calculator", arguments={"expression": "2+2"})
     ]
-    assert response.usage == Usage(input_tokens=100, output_tokens=12)
+    assert response.usage == Usage(input_tokens=100, output_tokens=12, cached_input_tokens=10)
     assert response.finish_reason == "tool_calls"
     assert response.model == "anthropic:claude-3-5-haiku-20241022"
 

@@ -167,6 +167,8 @@ async def test_anthropic_run_with_tools_completes(
                     "system": "Be exact.",
                     "model": "anthropic:claude-3-5-haiku-latest",
                     "tools": ["calculator"],
+                    # the wire as converted; test_cost.py checks the cache breakpoints
+                    "settings": {"cache_prompt": False},
                 }
             )
 

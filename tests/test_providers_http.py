@@ -161,9 +161,16 @@ async def test_anthropic_sends_key_version_system_and_max_tokens(
     assert "authorization" not in sent.headers
     body = sent.json
     assert body["model"] == "claude-3-5-haiku-latest"
-    assert body["system"] == "Be brief."
+    assert body["system"] == [
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}
+    ]
     assert body["max_tokens"] == 4096
-    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}],
+        }
+    ]
     assert body["tools"][0]["input_schema"] == CALC.parameters
 
 

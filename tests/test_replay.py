@@ -36,6 +36,7 @@ def test_histories_are_committed() -> None:
         "session",  # SessionWorkflow: messages as child runs, continue-as-new (run2), close
         "session_m1",  # a message's run given the conversation (the first: a new one)
         "session_m2",  # ... and one continuing it from the store (copy_conversation)
+        "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
     }
 
 

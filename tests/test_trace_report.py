@@ -303,7 +303,12 @@ async def test_running_run_without_a_worker_is_read_from_history(
         "55",
         "wrote 3 characters to total.txt",
     ]
-    assert step["usage"] == {"input_tokens": 100, "output_tokens": 20}
+    assert step["usage"] == {
+        "input_tokens": 100,
+        "output_tokens": 20,
+        "cached_input_tokens": None,  # the scripted model reports no prompt cache
+        "cache_write_tokens": None,
+    }
     (flying,) = timeline["in_flight"]
     assert (flying["role"], flying["step"], flying["name"]) == ("model", 2, "scripted")
     assert timeline["usage"]["total_tokens"] == 120

@@ -121,6 +121,9 @@ WEBHOOK_ON_NATIVE_CANCEL_PATCH = "webhook-on-native-cancel"
 """A natively cancelled run delivers its webhook; runs begun before closed without it."""
 WEBHOOK_ON_INVALID_INPUT_PATCH = "webhook-on-invalid-input"
 """A run failed by input the worker checks delivers its webhook; runs begun before did not."""
+TOOL_CACHE_PATCH = "tool-cache"
+"""Tool calls carry the run's cache TTL and tenant (the tool cache's key); runs begun
+before sent neither."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -734,9 +737,7 @@ class AgentWorkflow:
             self._unwritten = []
         response = steplog.with_unique_call_ids(response, number)
         self._count_model_call(response)
-        step.text = response.text
-        step.usage = response.usage
-        step.cost_usd = response.cost_usd
+        steplog.apply_response(step, response)
         self._conversation.add_assistant(response)
         return response
 
@@ -796,11 +797,17 @@ class AgentWorkflow:
             text=result.summary,
             usage=result.usage,
             cost_usd=result.cost_usd,
+            cache_saved_usd=result.cache_saved_usd,
             compaction=True,
         )
         # Its tokens and cost count in the budget like any model call's.
         self._count_model_call(
-            ModelResponse(text=result.summary, usage=result.usage, cost_usd=result.cost_usd)
+            ModelResponse(
+                text=result.summary,
+                usage=result.usage,
+                cost_usd=result.cost_usd,
+                cache_saved_usd=result.cache_saved_usd,
+            )
         )
         self._close_step()
         self._summary_step, self._summary_covers = number, result.covers
@@ -815,6 +822,10 @@ class AgentWorkflow:
         usage.input_tokens += response.usage.input_tokens
         usage.output_tokens += response.usage.output_tokens
         usage.total_tokens = usage.input_tokens + usage.output_tokens
+        usage.cached_input_tokens += response.usage.cached_input_tokens or 0
+        usage.cache_write_tokens += response.usage.cache_write_tokens or 0
+        if response.cache_saved_usd is not None:
+            usage.cache_saved_usd = round(usage.cache_saved_usd + response.cache_saved_usd, 12)
         if response.cost_usd is None:
             usage.cost_known = False
         else:
@@ -1053,6 +1064,13 @@ class AgentWorkflow:
             step=self._step.step,
             workspace=self._workspace_key(),  # artifacts (longlived branch)
         )
+        # -- tool cache (cost branch): the run's TTL and tenant key the activity's cache --
+        ttl_s = (self._input.cache_tools or {}).get(call.name)
+        if (ttl_s is not None or self._input.tenant is not None) and workflow.patched(
+            TOOL_CACHE_PATCH
+        ):
+            request.cache_ttl_s, request.tenant = ttl_s, self._input.tenant
+        # -- end tool cache ------------------------------------------------------------
         timeout = timedelta(seconds=spec.timeout_s)
         retry = RetryPolicy(
             initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts

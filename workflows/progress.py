@@ -11,7 +11,7 @@ from typing import Any
 from onward import steplog
 from onward.contracts import AgentStatus, Budget, RunUsage, ToolCall
 from onward.markdown import code_span, escape_markdown
-from onward.money import cost_text, money
+from onward.money import cache_summary, cost_text, money
 
 __all__ = ["model_summary", "progress_card", "tool_summary", "usage_line"]
 
@@ -69,6 +69,9 @@ def progress_card(status: AgentStatus) -> str:
     state = escape_markdown(status.state)
     lines = [f"**{state}** · step {status.step} · {code_span(str(status.model))}"]
     lines.append(escape_markdown(usage_line(status.usage, status.budget)))
+    cache = cache_summary(status.usage)
+    if cache is not None:
+        lines.append(f"prompt cache: {escape_markdown(cache)}")
     if status.reason:
         lines.append(f"reason: {escape_markdown(_shorten(status.reason, 200))}")
     for pending in status.pending_approvals:  # human approval (longlived branch)

@@ -23,8 +23,12 @@ How the conversation maps:
   :data:`DEFAULT_MAX_TOKENS`. ``stop`` becomes ``stop_sequences``;
   ``parallel_tool_calls=False`` becomes ``disable_parallel_tool_use``;
   ``seed`` has no Anthropic equivalent and is not sent.
+* Prompt caching (``cache_prompt``, on by default): ``cache_control``
+  breakpoints on the last tool, the system (then sent as a list of blocks),
+  the last message and the one before the last turn, at most four.
 * Usage: input tokens include cache writes and reads
-  (``cache_creation_input_tokens``, ``cache_read_input_tokens``).
+  (``cache_creation_input_tokens``, ``cache_read_input_tokens``), which are
+  also kept as ``cache_write_tokens`` and ``cached_input_tokens``.
 * Stop reasons: ``end_turn`` and ``stop_sequence`` -> ``stop``,
   ``tool_use`` -> ``tool_calls``, ``max_tokens`` -> ``length``,
   ``refusal`` -> ``content_filter``; others pass through.
@@ -48,16 +52,20 @@ from onward.contracts import Message, ModelRequest, ModelResponse, ToolCall, Too
 
 __all__ = [
     "ANTHROPIC_VERSION",
+    "CACHE_CONTROL",
     "DEFAULT_MAX_TOKENS",
     "AnthropicMessagesProvider",
     "anthropic_payload",
     "from_anthropic_messages",
+    "mark_cache_breakpoints",
     "parse_anthropic_response",
     "to_anthropic_messages",
     "to_anthropic_tools",
 ]
 
 ANTHROPIC_VERSION = "2023-06-01"
+CACHE_CONTROL = {"type": "ephemeral"}
+"""The prompt-cache breakpoint sent on the stable prefix (5-minute cache)."""
 DEFAULT_MAX_TOKENS = 4096
 """Sent when the run's settings give no ``max_output_tokens`` (the API requires one)."""
 
@@ -225,7 +233,31 @@ def anthropic_payload(request: ModelRequest, *, model: str) -> dict[str, Any]:
             payload["temperature"] = settings.temperature
         if settings.stop:
             payload["stop_sequences"] = settings.stop
+    if settings is None or settings.cache_prompt:
+        mark_cache_breakpoints(payload)
     return payload
+
+
+def mark_cache_breakpoints(payload: dict[str, Any]) -> None:
+    """Put ``cache_control`` breakpoints on the stable prefix of a Messages call (in place).
+
+    The prompt is cached in the order tools, system, messages, so the marks
+    go on the last tool, the last system block (the system becomes a list of
+    blocks), the last block of the last message (this call's prefix, which
+    the next call starts with), and the last block of the message before the
+    last turn (the prefix the previous call wrote): four, the API's maximum.
+    """
+    if payload.get("tools"):
+        payload["tools"][-1]["cache_control"] = dict(CACHE_CONTROL)
+    system = payload.get("system")
+    if isinstance(system, str):
+        system = payload["system"] = [{"type": "text", "text": system}]
+    if system:
+        system[-1]["cache_control"] = dict(CACHE_CONTROL)
+    wire: list[dict[str, Any]] = payload["messages"]
+    for index in (len(wire) - 1, len(wire) - 3):
+        if index >= 0 and wire[index]["content"]:
+            wire[index]["content"][-1]["cache_control"] = dict(CACHE_CONTROL)
 
 
 def parse_anthropic_response(
@@ -246,6 +278,8 @@ def parse_anthropic_response(
             data,
             input_keys=("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"),
             output_keys=("output_tokens",),
+            cached_path=("cache_read_input_tokens",),
+            write_path=("cache_creation_input_tokens",),
         ),
         model=answered_model(data, provider=provider, fallback_model=fallback_model),
         finish_reason=finish_reason(data.get("stop_reason"), _STOP_REASONS),

@@ -143,17 +143,44 @@ def _tokens(usage: Mapping[str, Any], keys: Sequence[str]) -> int:
     return sum(value for key in keys if isinstance(value := usage.get(key), int) and value >= 0)
 
 
+def _count_at(usage: Mapping[str, Any], path: Sequence[str]) -> int | None:
+    """The count at ``path`` (nested keys) of ``usage``; None when absent or malformed."""
+    value: Any = usage
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, int) and value >= 0 else None
+
+
 def read_usage(
-    data: Mapping[str, Any], *, input_keys: Sequence[str], output_keys: Sequence[str]
+    data: Mapping[str, Any],
+    *,
+    input_keys: Sequence[str],
+    output_keys: Sequence[str],
+    cached_path: Sequence[str] = (),
+    write_path: Sequence[str] = (),
 ) -> Usage:
     """Token usage from the answer's ``usage`` object.
 
     Each count is the sum of the fields named; a missing or malformed field
     (or ``usage`` itself) counts 0, so an answer is never refused for it.
+    ``cached_path`` and ``write_path`` lead to the prompt-cache reads and
+    writes included in the input count (None when the answer has none).
     """
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
-    return Usage(input_tokens=_tokens(usage, input_keys), output_tokens=_tokens(usage, output_keys))
+    input_tokens = _tokens(usage, input_keys)
+    cached = _count_at(usage, cached_path) if cached_path else None
+    written = _count_at(usage, write_path) if write_path else None
+    if cached is not None:
+        cached = min(cached, input_tokens)
+    if written is not None:
+        written = min(written, input_tokens - (cached or 0))
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=_tokens(usage, output_keys),
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+    )
 
 
 def answered_model(data: Mapping[str, Any], *, provider: str, fallback_model: str) -> str:

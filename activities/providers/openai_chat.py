@@ -227,7 +227,12 @@ def parse_openai_response(
     return ModelResponse(
         text=_text(message.get("content")),
         tool_calls=_tool_calls(message.get("tool_calls"), step),
-        usage=read_usage(data, input_keys=("prompt_tokens",), output_keys=("completion_tokens",)),
+        usage=read_usage(
+            data,
+            input_keys=("prompt_tokens",),
+            output_keys=("completion_tokens",),
+            cached_path=("prompt_tokens_details", "cached_tokens"),
+        ),
         model=answered_model(data, provider=provider, fallback_model=fallback_model),
         finish_reason=finish_reason(choice.get("finish_reason"), _FINISH_REASONS),
     )

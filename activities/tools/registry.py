@@ -53,6 +53,9 @@ class Tool:
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS
     requires_approval: bool = False
     builtin: bool = False
+    cache_ttl_s: float | None = None
+    """Reuse the result of an identical call (same arguments and tenant) this many seconds;
+    None: not cached (unless a run's ``cache_tools`` names the tool)."""
 
     @property
     def module(self) -> str:
@@ -87,6 +90,7 @@ def tool(
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     requires_approval: bool = False,
     builtin: bool = False,
+    cache_ttl_s: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -101,6 +105,7 @@ def tool(
     max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
     requires_approval: bool = False,
     builtin: bool = False,
+    cache_ttl_s: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` of a function; use as ``@tool()``, ``@tool(...)`` or ``@tool``.
 
@@ -127,12 +132,18 @@ def tool(
             :data:`RESULT_CAP_CHARS`).
         requires_approval: A person must approve each call before it runs.
         builtin: Offered to runs that name no tools.
+        cache_ttl_s: Seconds an identical call (same arguments, same tenant)
+            gets the earlier result instead of running again (see
+            :mod:`onward.tool_cache`); only for tools without side effects
+            worth repeating.
 
     Raises:
         TypeError: the function cannot be described to a model.
         ValueError: a bad name or option.
     """
     _check_options(timeout_s=timeout_s, max_attempts=max_attempts, max_chars=max_result_chars)
+    if cache_ttl_s is not None and not 0 < cache_ttl_s < float("inf"):
+        raise ValueError(f"cache_ttl_s must be a positive number of seconds, not {cache_ttl_s}")
 
     def wrap(target: Callable[..., Any]) -> Tool:
         tool_name = name or str(getattr(target, "__name__", ""))
@@ -156,6 +167,7 @@ def tool(
             max_result_chars=max_result_chars,
             requires_approval=requires_approval,
             builtin=builtin,
+            cache_ttl_s=cache_ttl_s,
         )
 
     return wrap if fn is None else wrap(fn)

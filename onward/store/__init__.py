@@ -118,6 +118,15 @@ class TranscriptStore:
         raw = await self._read(transcript, "steps", first - 1, last)
         return [StepRecord.model_validate_json(item) for item in raw]
 
+    async def put_cached(self, key: str, document: bytes) -> None:
+        """Keep one document under ``key`` (a tool-cache entry), replacing any earlier one."""
+        await self.backend.write(key, "cache", 0, await seal_documents(self.codec, [document]))
+
+    async def get_cached(self, key: str) -> bytes | None:
+        """The document kept under ``key``, or None."""
+        found = await open_documents(self.codec, await self.backend.read(key, "cache", 0, 1))
+        return found[0] if found else None
+
     async def count(self, transcript: str, kind: Kind) -> int:
         """How many messages or steps the transcript holds."""
         return await self.backend.length(transcript, kind)

@@ -20,8 +20,9 @@ from typing import Literal, Protocol
 
 __all__ = ["Kind", "StoreBackend", "StoreError", "check_transcript_id", "transcript_id"]
 
-Kind = Literal["messages", "steps"]
-"""The sequences a transcript holds."""
+Kind = Literal["messages", "steps", "cache"]
+"""The sequences a transcript holds; ``cache`` is the one entry of a tool-cache key
+(:mod:`onward.tool_cache`), kept in the same backend as the transcripts."""
 
 _TRANSCRIPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,254}")
 """Workflow ids are free text; a transcript id also names a directory, so it is kept plain."""
