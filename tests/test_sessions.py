@@ -290,6 +290,10 @@ async def test_the_session_history_holds_references_not_the_conversation(
         assert len(child_inputs) == 5
         # Each message's run is given its own message and a reference, not the turns before.
         assert max(child_inputs) < 20_000 + 2_000
+        # The history query (and the carry) holds the turns cut short; the store all of it.
+        history = await onward.session_history(session_id)
+        assert all(len(turn.message) < 4_100 and len(turn.reply) < 4_100 for turn in history)
+        assert history[-1].message.startswith("5 xxx")
         await onward.close_session(session_id)
 
 

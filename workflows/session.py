@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from onward.errors import INVALID_INPUT
     from onward.markdown import escape_markdown
-    from onward.text import shorten
+    from onward.text import clip, shorten
     from onward.workflows.agent import AgentWorkflow
 
 __all__ = ["SessionWorkflow"]
@@ -51,6 +51,9 @@ CONTINUE_AS_NEW_AFTER = 100
 overrides); earlier when Temporal suggests it."""
 TURNS_KEPT = 100
 """Turns the ``history`` query holds; the store holds the whole conversation."""
+TURN_TEXT_CHARS = 4_000
+"""A turn's message and reply are cut to this in ``history`` (and so in the carry, which
+must fit one payload); the reply itself and the store keep them whole."""
 CLOSED_BY_SIGNAL = "closed by signal"
 SUMMARY_CHARS = 80
 NO_INPUT = 'input: SessionWorkflow needs one JSON object as input, e.g. {"model": "scripted"}'
@@ -186,7 +189,10 @@ class SessionWorkflow:
         self._set_state("running")
         child_id = sessions.run_id(workflow.info().workflow_id, queued.number)
         self._current = SessionTurn(
-            number=queued.number, message=queued.message, run_id=child_id, sent_at=queued.sent_at
+            number=queued.number,
+            message=clip(queued.message, TURN_TEXT_CHARS),
+            run_id=child_id,
+            sent_at=queued.sent_at,
         )
         agent_input = sessions.message_input(self._input, queued.message, self._usage)
         update: dict[str, Any] = {"conversation": self._conversation or _START}
@@ -227,8 +233,8 @@ class SessionWorkflow:
         self._history.append(
             SessionTurn(
                 number=queued.number,
-                message=queued.message,
-                reply=reply.reply,
+                message=clip(queued.message, TURN_TEXT_CHARS),
+                reply=clip(reply.reply, TURN_TEXT_CHARS),
                 status=reply.status,
                 reason=reply.reason,
                 run_id=child_id,
