@@ -32,6 +32,7 @@ from onward.contracts import (
     TOKENS_TOPIC,
     CompactionRequest,
     CompactionResult,
+    ConversationCopy,
     Message,
     ModelRequest,
     ModelResponse,
@@ -226,6 +227,24 @@ class ModelActivities:
             write.id, write.count - len(write.new_messages), write.new_messages
         )
         await store.write_steps(write.id, write.steps)
+
+    @activity.defn(name="copy_conversation")
+    async def copy_conversation(self, copy: ConversationCopy) -> None:
+        """Start a run's transcript with a conversation's messages (a session's next message).
+
+        Written at the same positions on every attempt, so a retry changes nothing.
+        """
+        store = self._required_store()
+        source = copy.source
+        messages = await store.messages(source.transcript, 0, source.messages)
+        if len(messages) != source.messages:
+            raise ApplicationError(
+                f"transcript {source.transcript} holds {len(messages)} messages, the "
+                f"conversation has {source.messages}: does this worker use the same "
+                "ONWARD_STORE as the session's other workers?",
+                type=TRANSCRIPT_INCOMPLETE,
+            )
+        await store.write_messages(copy.target, 0, messages)
 
     async def _conversation(self, ref: TranscriptRef) -> list[Message]:
         """Write ``ref``'s new messages and closed steps; return what the model is sent.

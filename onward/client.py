@@ -73,6 +73,7 @@ from onward.errors import (
     WorkspaceError,
 )
 from onward.schedules import ScheduleRow
+from onward.session_client import SessionMethods
 from onward.starter.follow import (
     QUERY_TIMEOUT,
     FollowEvent,
@@ -145,7 +146,7 @@ def _tenant_tag(agent: AgentInput) -> TypedSearchAttributes | None:
     return TypedSearchAttributes([SearchAttributePair(sa.TENANT, agent.tenant)])
 
 
-class OnwardClient:
+class OnwardClient(SessionMethods):
     """A typed async client for Onward runs; safe to keep for the life of an app.
 
     Every method raises :class:`~onward.errors.OnwardError` subclasses only:

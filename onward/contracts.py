@@ -19,10 +19,12 @@ from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 __all__ = [
     "AGENT_WORKFLOW",
+    "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_TASK_QUEUE",
     "FINAL_STATES",
     "KNOWN_PROVIDERS",
     "MAX_DURATION_S",
+    "SESSION_WORKFLOW",
     "TOKENS_TOPIC",
     "AgentCarry",
     "AgentInput",
@@ -42,6 +44,8 @@ __all__ = [
     "CompactionRequest",
     "CompactionResult",
     "ContextLimit",
+    "ConversationCopy",
+    "ConversationRef",
     "Message",
     "ModelPrice",
     "ModelRequest",
@@ -53,6 +57,12 @@ __all__ = [
     "RunUsage",
     "ScriptToolCall",
     "ScriptTurn",
+    "SessionCarry",
+    "SessionInput",
+    "SessionMessage",
+    "SessionReply",
+    "SessionResult",
+    "SessionTurn",
     "SteerRequest",
     "StepRecord",
     "TokenChunk",
@@ -74,6 +84,9 @@ __all__ = [
 
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
+
+SESSION_WORKFLOW = "SessionWorkflow"
+"""Workflow type name of a multi-turn session (one workflow per conversation)."""
 
 DEFAULT_TASK_QUEUE = "onward"
 """Task queue used when ``ONWARD_TASK_QUEUE`` is not set."""
@@ -98,8 +111,11 @@ AgentState = Literal[
     "budget_exceeded",
     "terminated",
     "timed_out",
+    "idle",
 ]
-"""Every state a run can be in; all but the first four are final.
+"""Every state a run can be in; all but the first four and ``idle`` are final.
+
+``idle`` is a session's state between messages (``SessionWorkflow``); runs never have it.
 
 The workflow itself ends a run as ``completed``, ``failed``, ``cancelled`` or
 ``budget_exceeded``. ``terminated`` and ``timed_out`` are runs Temporal closed
@@ -147,6 +163,22 @@ def _bare_model_hint(value: str) -> str:
 def provider_of(model: str) -> str:
     """Return the provider part of a ``provider:model`` string (``scripted`` -> ``scripted``)."""
     return model.split(":", 1)[0]
+
+
+def _check_model(value: str) -> str:
+    """``value`` if it names a usable ``provider:model``; ValueError says what to write."""
+    provider = provider_of(value)
+    if ":" not in value and value not in KNOWN_PROVIDERS:
+        raise ValueError(_bare_model_hint(value))
+    if not _PROVIDER_NAME.fullmatch(provider):
+        known = ", ".join(sorted(KNOWN_PROVIDERS))
+        raise ValueError(
+            f"bad model provider {provider!r}: use 'provider:model' with one of {known} "
+            "or an endpoint name from the worker's ONWARD_ENDPOINTS"
+        )
+    if provider != "scripted" and not value.partition(":")[2]:
+        raise ValueError(f"{value!r} names no model; use '{provider}:<model>'")
+    return value
 
 
 class _Strict(BaseModel):
@@ -371,6 +403,12 @@ class AgentInput(_Strict):
         description="send each model answer's text token by token on the run's event "
         "stream while the call runs (the finished message is recorded once, as always)",
     )
+    conversation: ConversationRef | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the conversation so far, by reference into the transcript store: "
+        "the prompt is its next user message (set by SessionWorkflow for each message)",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -382,18 +420,7 @@ class AgentInput(_Strict):
     @field_validator("model")
     @classmethod
     def _known_provider(cls, value: str) -> str:
-        provider = provider_of(value)
-        if ":" not in value and value not in KNOWN_PROVIDERS:
-            raise ValueError(_bare_model_hint(value))
-        if not _PROVIDER_NAME.fullmatch(provider):
-            known = ", ".join(sorted(KNOWN_PROVIDERS))
-            raise ValueError(
-                f"bad model provider {provider!r}: use 'provider:model' with one of {known} "
-                "or an endpoint name from the worker's ONWARD_ENDPOINTS"
-            )
-        if provider != "scripted" and not value.partition(":")[2]:
-            raise ValueError(f"{value!r} names no model; use '{provider}:<model>'")
-        return value
+        return _check_model(value)
 
     @model_validator(mode="after")
     def _script_only_for_scripted(self) -> AgentInput:
@@ -447,6 +474,25 @@ class ToolSpec(BaseModel):
     max_attempts: int = 3
     max_result_chars: int = 16_000
     requires_approval: bool = False
+
+
+class ConversationRef(BaseModel):
+    """A conversation in the transcript store: messages ``[0, messages)`` of ``transcript``."""
+
+    transcript: str = Field(description="the transcript id holding the messages")
+    messages: int = Field(
+        ge=0, description="how many of its messages the conversation is; 0: a new conversation"
+    )
+    context_tokens: int = Field(
+        default=0, ge=0, description="estimated tokens of those messages (compaction)"
+    )
+
+
+class ConversationCopy(BaseModel):
+    """Input of ``copy_conversation``: a run begins its transcript with a conversation."""
+
+    source: ConversationRef
+    target: str = Field(description="the run's transcript id")
 
 
 class TranscriptWrite(BaseModel):
@@ -781,6 +827,19 @@ class AgentStatus(BaseModel):
     transcript: str | None = Field(
         default=None, description="the transcript id: the full step log is in the store"
     )
+    turns: int | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="sessions: messages answered",
+    )
+    queued: int | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="sessions: messages waiting for the one being answered",
+    )
+    last_reply: str | None = Field(
+        default=None, exclude_if=lambda value: value is None, description="sessions: the last reply"
+    )
 
 
 class AgentCarry(BaseModel):
@@ -845,6 +904,11 @@ class AgentResult(BaseModel):
     transcript: str | None = Field(
         default=None, description="the transcript id: the full step log is in the store"
     )
+    conversation: ConversationRef | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the conversation after this run (only for runs given a conversation)",
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -902,5 +966,158 @@ class ApprovalsDecided(BaseModel):
     decision: Literal["approved", "rejected"]
 
 
-for _model in (AgentInput, TranscriptWrite, TranscriptRef, ModelRequest, CompactionRequest):
+# ---------------------------------------------------------------------------
+# Sessions: one SessionWorkflow per conversation, one AgentWorkflow per message
+# ---------------------------------------------------------------------------
+
+DEFAULT_IDLE_TIMEOUT_S = 7 * 24 * 3600.0
+"""A session nobody writes to for this long (7 days) closes by itself."""
+
+
+class SessionInput(_Strict):
+    """The one input of ``SessionWorkflow``: ``AgentInput`` without the prompt, plus session limits.
+
+    ``budget`` applies to the whole session, ``message_budget`` to each message's run.
+    """
+
+    system: str | None = None
+    model: str = Field(default="scripted", max_length=200)
+    script: list[ScriptTurn] | None = Field(
+        default=None, description="the scripted model's turns, played across the messages"
+    )
+    tools: list[str] | None = Field(default=None, description="tool names; default: all built-ins")
+    budget: Budget = Field(default_factory=Budget, description="limits of the whole session")
+    message_budget: Budget | None = Field(
+        default=None, description="limits of each message's run; None: only the session's"
+    )
+    pricing: ModelPrice | None = None
+    settings: ModelSettings | None = None
+    tenant: str | None = Field(default=None, min_length=1, max_length=200)
+    approve_tools: list[str] | None = None
+    approval_timeout_s: float | None = Field(default=None, gt=0)
+    on_approval_timeout: OnApprovalTimeout = "reject"
+    context: ContextLimit | None = Field(
+        default=None, description="compaction of the conversation each message's run is sent"
+    )
+    cache_tools: dict[str, float] | None = Field(
+        default=None, description="as AgentInput's: tool results reused within a TTL"
+    )
+    memory_scope: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="as AgentInput's: what remember and recall share within the tenant",
+    )
+    stream: bool = Field(
+        default=False, description="as AgentInput's: each reply's text token by token"
+    )
+    idle_timeout_s: float = Field(
+        default=DEFAULT_IDLE_TIMEOUT_S, gt=0, description="close after this long without messages"
+    )
+    continue_as_new_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="messages per run before the session continues as new (default: the "
+        "workflow's own threshold, or earlier when Temporal suggests it)",
+    )
+    carry: SessionCarry | None = Field(
+        default=None,
+        description="set by the workflow itself when it continues as new; not for clients",
+    )
+
+    @field_validator("model")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        return _check_model(value)
+
+    @model_validator(mode="after")
+    def _script_only_for_scripted(self) -> SessionInput:
+        if self.script is not None and provider_of(self.model) != "scripted":
+            raise ValueError("script: only the scripted model takes a script")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_for_each_message(self) -> SessionInput:
+        """What AgentInput checks of these fields, checked once when the session opens."""
+        fields = self.model_dump(
+            include={"model", "tools", "cache_tools", "approve_tools"}, exclude_none=True
+        )
+        AgentInput.model_validate({"prompt": "-", **fields})
+        return self
+
+
+class SessionMessage(_Strict):
+    """Input of the ``send_message`` update: the user's next message."""
+
+    message: str = Field(min_length=1)
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class SessionReply(BaseModel):
+    """Answer of ``send_message``: the agent's reply once its run (tools included) has ended."""
+
+    reply: str = Field(default="", description="the agent's answer; empty if the run had none")
+    steps: list[StepRecord] = Field(default_factory=list)
+    usage: RunUsage = Field(default_factory=RunUsage, description="this message's usage")
+    number: int = Field(default=0, ge=0, description="the message's number in the session (1..)")
+    status: AgentState = Field(default="completed", description="how the message's run ended")
+    reason: str | None = None
+    run_id: str | None = Field(default=None, description="the message's run: <session-id>-m<N>")
+
+
+class SessionTurn(BaseModel):
+    """One message and its reply, as the ``history`` query lists them."""
+
+    number: int = Field(ge=1)
+    message: str
+    reply: str = ""
+    status: AgentState = "completed"
+    reason: str | None = None
+    run_id: str
+    usage: RunUsage = Field(default_factory=RunUsage)
+    steps: int = Field(default=0, description="steps of the message's run")
+    sent_at: datetime
+    answered_at: datetime | None = None
+
+
+class SessionCarry(BaseModel):
+    """What a session hands the next run of its continue-as-new chain."""
+
+    conversation: ConversationRef | None = None
+    usage: RunUsage
+    turns: int = Field(ge=0, description="messages answered by the whole chain")
+    steps_total: int = Field(default=0, ge=0)
+    recent_turns: list[SessionTurn] = Field(default_factory=list)
+    script_index: int = 0
+    started_at: datetime
+    last_active: datetime
+    runs: int = Field(default=1, ge=1)
+    closing: bool = False
+    close_reason: str | None = None
+
+
+class SessionResult(BaseModel):
+    """What a session returns once closed (``close`` signal or ``idle_timeout_s``)."""
+
+    status: AgentState = "completed"
+    reason: str | None = Field(default=None, description="why it closed")
+    usage: RunUsage
+    turns: int = Field(ge=0, description="messages answered")
+    conversation: ConversationRef | None = None
+
+
+for _model in (
+    AgentInput,
+    TranscriptWrite,
+    TranscriptRef,
+    ModelRequest,
+    CompactionRequest,
+    SessionInput,
+):
     _model.model_rebuild()

@@ -42,6 +42,7 @@ __all__ = [
     "RunAlreadyExists",
     "RunEnded",
     "RunNotFound",
+    "SessionClosed",
     "StoreError",
     "TemporalError",
     "ToolError",
@@ -202,3 +203,15 @@ def format_validation_error(tool_name: str, err: ValidationError) -> str:
         where = ".".join(str(part) for part in item["loc"]) or "arguments"
         problems.append(f"{where}: {item['msg']}")
     return f"invalid arguments for {tool_name}: " + "; ".join(problems)
+
+
+class SessionClosed(RequestRejected):
+    """The session is closed (``close``, or idle past ``idle_timeout_s``): it takes no message.
+
+    Attributes:
+        session_id: the session's id.
+    """
+
+    def __init__(self, session_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"session {session_id} is closed")
+        self.session_id = session_id

@@ -45,7 +45,7 @@ from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
 from onward.tool_cache import ToolCache
-from onward.workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow, SessionWorkflow
 
 __all__ = ["DEFAULT_WORKSPACE", "PLUGIN_NAME", "OnwardPlugin", "ensure_search_attributes"]
 
@@ -176,11 +176,12 @@ class OnwardPlugin(SimplePlugin):
             PLUGIN_NAME,
             data_converter=DATA_CONVERTER,
             interceptors=list(interceptors),
-            workflows=[AgentWorkflow],
+            workflows=[AgentWorkflow, SessionWorkflow],
             activities=[
                 self._model.call_model,
                 self._model.write_transcript,
                 self._model.compact_transcript,
+                self._model.copy_conversation,  # sessions
                 self._tool_activities.describe_worker,
                 self._tool_activities.execute_tool,
                 self._tool_activities.list_artifacts,  # artifacts (longlived branch)

@@ -140,6 +140,28 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _session_options(parser: argparse.ArgumentParser) -> None:
+    """``onward run``'s options that make sense for a whole session (a new one)."""
+    parser.add_argument(
+        "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
+    )
+    parser.add_argument("--system", help="system prompt")
+    parser.add_argument("--script", metavar="FILE", help="JSON list of scripted turns (- = stdin)")
+    parser.add_argument(
+        "--tool", dest="tools", action="append", metavar="NAME", help="a tool (repeat)"
+    )
+    parser.add_argument("--approve-tool", dest="approve_tools", action="append", metavar="NAME")
+    _budget_options(parser)
+    parser.add_argument("--on-exceeded", choices=("stop", "pause", "finish"))
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="S",
+        help="close after S idle seconds (default 7 days)",
+    )
+    parser.add_argument("--tenant", help="tenant the session belongs to")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``onward`` command line."""
     parser = argparse.ArgumentParser(
@@ -192,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     extend.add_argument("id", metavar="ID")
     _budget_options(extend)
     _json_option(extend, "the new limits")
+
+    # -- sessions ----------------------------------------------------------------------
+    chat = command("chat", "talk to an agent: a new session, or session ID again")
+    chat.add_argument("id", metavar="ID", nargs="?", help="the session to reattach to")
+    _session_options(chat)
+    _json_option(chat, "each reply object")
+    send = command("send", "send one message to session ID and print the reply")
+    send.add_argument("id", metavar="ID")
+    send.add_argument("message", metavar="MESSAGE")
+    _json_option(send, "the reply object")
 
     listing = command("list", "recent agent runs, newest first")
     listing.add_argument("--status", choices=STATES, help="only runs in this state")

@@ -38,6 +38,7 @@ from onward.starter.render import (
 )
 from onward.starter.report import parse_since, report_lines
 from onward.starter.schedule_commands import schedule
+from onward.starter.session_commands import chat, send
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
 
@@ -46,6 +47,7 @@ __all__ = [
     "approve",
     "artifacts",
     "cancel",
+    "chat",
     "extend",
     "follow_run",
     "list_",
@@ -56,6 +58,7 @@ __all__ = [
     "resume",
     "run",
     "schedule",
+    "send",
     "start",
     "status",
     "steer",

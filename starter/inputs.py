@@ -23,6 +23,7 @@ __all__ = [
     "BUDGET_FLAGS",
     "agent_input",
     "budget_extension",
+    "budget_fields",
     "invalid_input",
     "load_script",
 ]
@@ -88,7 +89,7 @@ def load_script(path: str) -> Any:
     return script
 
 
-def _budget_fields(args: argparse.Namespace) -> dict[str, Any]:
+def budget_fields(args: argparse.Namespace) -> dict[str, Any]:
     values = {
         "max_tokens": args.max_tokens,
         "max_tool_calls": args.max_tool_calls,
@@ -101,7 +102,7 @@ def _budget_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 def agent_input(args: argparse.Namespace) -> AgentInput:
     """The run's input from ``run``/``start`` flags; :class:`InvalidInput` (exit 2) if invalid."""
-    budget = _budget_fields(args)
+    budget = budget_fields(args)
     if args.on_exceeded is not None:
         budget["on_exceeded"] = args.on_exceeded
     data: dict[str, Any] = {"prompt": args.prompt, "budget": budget}
@@ -127,7 +128,7 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
 
 def budget_extension(args: argparse.Namespace) -> BudgetExtension:
     """The new limits from ``extend`` flags; at least one must be given."""
-    fields = _budget_fields(args)
+    fields = budget_fields(args)
     if not fields:
         flags = ", ".join(flag for name, flag in BUDGET_FLAGS.items() if name != "on_exceeded")
         raise CliError(f"extend: give at least one of {flags}")

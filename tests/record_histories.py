@@ -35,10 +35,13 @@ from onward.contracts import (
     ApprovalDecision,
     BudgetExtension,
     CancelRequest,
+    SessionInput,
+    SessionMessage,
     SteerRequest,
 )
+from onward.sessions import run_id as message_run_id
 from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
-from onward.workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow, SessionWorkflow
 
 HERE = Path(__file__).resolve().parent / "histories"
 RECORDER: list[Client] = []
@@ -526,6 +529,36 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
     ),
 }
 
+SessionHandle = WorkflowHandle[SessionWorkflow, Any]
+
+
+async def three_messages_two_at_once(session: SessionHandle) -> int:
+    """One message with a tool call, then two sent together; then close. Returns 3."""
+
+    async def send(text: str) -> None:
+        await session.execute_update("send_message", SessionMessage(message=text))
+
+    await send("what is 6*7?")
+    await asyncio.gather(send("and twice that?"), send("thanks"))
+    await session.signal(SessionWorkflow.close)
+    return 3
+
+
+SESSION_SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[SessionHandle], Awaitable[int]]]] = {
+    # sessions: a child AgentWorkflow per message given the conversation by reference,
+    # two messages at once, continue-as-new between messages, the close signal.
+    "session": (
+        {
+            "system": "You are a session.",
+            "tools": ["calculator"],
+            "script": [calc("6*7"), {"text": "42"}, {"text": "84"}, {"text": "you are welcome"}],
+            "continue_as_new_after": 2,
+            "message_budget": {"max_steps": 5},
+        },
+        three_messages_two_at_once,
+    ),
+}
+
 WINDOW_PRICING = {
     "scripted:tiny-window": {"input_per_mtok": 1.0, "output_per_mtok": 2.0, "context_window": 100}
 }
@@ -578,6 +611,42 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
                     history = await next_run.fetch_history()
                     (HERE / f"{name}_run{run}.json").write_text(history.to_json())
                     print(f"{name} run {run}: {len(history.events)} events")
+                await save_chain(client, name, handle.id, handle.result_run_id, status)
+            for name, (session_input, drive_session) in SESSION_SCENARIOS.items():
+                if name not in only:
+                    continue
+                session = await client.start_workflow(
+                    SessionWorkflow.run,
+                    SessionInput.model_validate(session_input),
+                    id=f"history-{name}",
+                    task_queue=task_queue,
+                )
+                messages = await drive_session(session)
+                result = await session.result()
+                await save_chain(client, name, session.id, session.result_run_id, "closed")
+                for number in range(1, messages + 1):
+                    child = message_run_id(session.id, number)
+                    await save_chain(client, f"{name}_m{number}", child, None, "message run")
+                print(f"{name}: {result.turns} turns")
+
+
+async def save_chain(
+    client: Client, name: str, workflow_id: str, first_run_id: str | None, status: str
+) -> None:
+    """Write the histories of a continue-as-new chain: NAME.json, NAME_run2.json..."""
+    # The chain's first run (a bare handle would read its latest run).
+    first_run = client.get_workflow_handle(workflow_id, run_id=first_run_id)
+    history = await first_run.fetch_history()
+    (HERE / f"{name}.json").write_text(history.to_json())
+    print(f"{name}: {status} ({len(history.events)} events)")
+    run = 1
+    while history.events[-1].HasField("workflow_execution_continued_as_new_event_attributes"):
+        run += 1
+        attributes = history.events[-1].workflow_execution_continued_as_new_event_attributes
+        next_run = client.get_workflow_handle(workflow_id, run_id=attributes.new_execution_run_id)
+        history = await next_run.fetch_history()
+        (HERE / f"{name}_run{run}.json").write_text(history.to_json())
+        print(f"{name} run {run}: {len(history.events)} events")
 
 
 async def record_children(client: Client, name: str, history: WorkflowHistory) -> None:
@@ -610,6 +679,7 @@ if __name__ == "__main__":
     wanted = sys.argv[1:]
     if not wanted:
         sys.exit(
-            f"usage: {sys.argv[0]} NAME... (new histories only; known: {', '.join(SCENARIOS)})"
+            f"usage: {sys.argv[0]} NAME... (new histories only; known: "
+            f"{', '.join([*SCENARIOS, *SESSION_SCENARIOS])})"
         )
     asyncio.run(main(wanted))

@@ -86,3 +86,48 @@ async def test_the_readme_token_streaming_block_shows_tokens_before_the_message(
     tokens = re.findall(r"^event: token\ndata: (.*)$", text, re.MULTILINE)
     streamed = "".join(json.loads(data)["text"] for data in tokens)
     assert streamed == "hello there, streamed word by word"
+
+
+def session_flow() -> str:
+    """The bash block under "Sessions over HTTP" in the README's HTTP API section."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Sessions over HTTP") :]
+    found = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
+    assert found, "no bash block under 'Sessions over HTTP'"
+    return found.group(1)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_the_readme_session_curl_lines_talk_and_close(worker: RunningWorker) -> None:
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with serving(api_app(ApiSettings(), onward)) as base:
+        process = await asyncio.create_subprocess_exec(
+            "bash",
+            "-euo",
+            "pipefail",
+            "-c",
+            session_flow(),
+            env={**os.environ, "API": base},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    reply, status, closed = _documents(out.decode())
+    assert reply["number"] == 1 and reply["status"] == "completed"
+    assert status["state"] == "idle" and status["turns"] == 1
+    assert closed["accepted"] is True
+
+
+def _documents(text: str) -> list[dict[str, object]]:
+    """The JSON documents curl printed back to back."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, object]] = []
+    index = 0
+    while index < len(text):
+        if text[index].isspace():
+            index += 1
+            continue
+        document, index = decoder.raw_decode(text, index)
+        found.append(document)
+    return found

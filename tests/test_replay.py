@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from onward.connection import DATA_CONVERTER
-from onward.workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow, SessionWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -34,6 +34,9 @@ def test_histories_are_committed() -> None:
         "webhook_invalid_input",  # patched: a run failed for its tools delivers the webhook
         "approval_while_paused",  # patched: a call approved while paused shows the pause
         "token_stream",  # patched: streamed model text in publish signals, the log cut per call
+        "session",  # SessionWorkflow: messages as child runs, continue-as-new (run2), close
+        "session_m1",  # a message's run given the conversation (the first: a new one)
+        "session_m2",  # ... and one continuing it from the store (copy_conversation)
         "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
         "delegate",  # patched: a sub-agent on a budget slice stops at it; a tool error
         "delegate_child",  # the sub-agent: the parent's workspace, depth 1, budget_exceeded
@@ -48,6 +51,6 @@ def test_histories_are_committed() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[path.stem for path in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"history-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=[AgentWorkflow], data_converter=DATA_CONVERTER)
+    replayer = Replayer(workflows=[AgentWorkflow, SessionWorkflow], data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None

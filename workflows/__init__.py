@@ -1,5 +1,6 @@
 """Deterministic workflow code only: no I/O, no clocks, no randomness but ``workflow.*``."""
 
 from onward.workflows.agent import AgentWorkflow
+from onward.workflows.session import SessionWorkflow
 
-__all__ = ["AgentWorkflow"]
+__all__ = ["AgentWorkflow", "SessionWorkflow"]

@@ -53,6 +53,8 @@ with workflow.unsafe.imports_passed_through():
         BudgetLimit,
         CancelRequest,
         CompactionRequest,
+        ConversationCopy,
+        ConversationRef,
         Message,
         ModelRequest,
         ModelResponse,
@@ -518,10 +520,36 @@ class AgentWorkflow:
         if self._use_store:
             info = workflow.info()
             self._transcript = transcript_id(info.workflow_id, info.first_execution_run_id)
-        if self._input.system:
+        conversation = self._input.conversation
+        if conversation is not None and conversation.messages:
+            await self._continue_conversation(conversation)
+        elif self._input.system:
             self._conversation.add_system(self._input.system)
         self._conversation.add_user(self._input.prompt)
         self._publish()
+
+    async def _continue_conversation(self, conversation: ConversationRef) -> None:
+        """Begin this run's transcript with the conversation so far (a session's message).
+
+        The messages are copied inside the store by an activity, so neither this
+        history nor the session's holds them; the prompt follows them.
+        """
+        if self._transcript is None:
+            raise _RunEnded("failed", "conversation: needs a worker with a transcript store")
+        try:
+            await workflow.execute_activity_method(
+                ModelActivities.copy_conversation,
+                ConversationCopy(source=conversation, target=self._transcript),
+                start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
+                retry_policy=WRITE_TRANSCRIPT_RETRY,
+                summary="copy the conversation",
+            )
+        except ActivityError as err:
+            raise _RunEnded(
+                "failed", f"cannot read the conversation: {_root_message(err)}"
+            ) from err
+        self._base = self._stored = conversation.messages
+        self._context_tokens = conversation.context_tokens
 
     async def _loop(self) -> None:
         while True:
@@ -1305,6 +1333,19 @@ class AgentWorkflow:
             artifacts=self._artifacts,
             steps_total=self._steps_total if self._use_store else None,
             transcript=self._transcript,
+            conversation=self._conversation_after(),
+        )
+
+    def _conversation_after(self) -> ConversationRef | None:
+        """The conversation including this run, for the next message (only when given one)."""
+        if self._input.conversation is None or self._transcript is None:
+            return None
+        messages = self._conversation.for_model()
+        tokens = self._context_tokens + compaction.estimate_tokens(messages[self._tokens_counted :])
+        return ConversationRef(
+            transcript=self._transcript,
+            messages=self._base + len(messages),
+            context_tokens=tokens,
         )
 
     def _usage_now(self) -> RunUsage:

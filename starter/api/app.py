@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, WebSocket
+from fastapi import FastAPI, Header, Path, Query, Response, WebSocket
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BeforeValidator
 from temporalio.service import RPCError
 
@@ -59,7 +58,8 @@ from onward.starter.api.models import (
     RunSummary,
     StateAnswer,
 )
-from onward.starter.api.tenants import Limits, TenantGate, authenticate
+from onward.starter.api.sessions import session_routes
+from onward.starter.api.tenants import Limits, Tenant, TenantGate, authenticate
 
 __all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiSettings", "api_app"]
 
@@ -74,7 +74,6 @@ _TENANT_CACHE = 10_000
 """Run tenants remembered (a run's tenant tag never changes)."""
 
 log = logging.getLogger("onward.api")
-_bearer = HTTPBearer(auto_error=False, description="an API key from `onward api add-key`")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 429, 502, 503)
 }
@@ -101,11 +100,11 @@ def idempotent_run_id(tenant: str, key: str) -> str:
     return f"agent-{digest}"
 
 
-def _sse(item: RunEvent) -> str:
+def sse(item: RunEvent) -> str:
     return f"id: {item.id}\nevent: {item.event}\ndata: {json.dumps(item.data)}\n\n"
 
 
-async def _with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]:
+async def with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]:
     """The events as SSE text, with a comment whenever nothing happened for a while."""
     queue: asyncio.Queue[RunEvent | None] = asyncio.Queue(maxsize=256)
 
@@ -132,23 +131,13 @@ async def _with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]
                 continue
             if item is None:
                 return
-            yield _sse(item)
+            yield sse(item)
     finally:
         producer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await producer
 
 
-async def tenant_of(
-    request: Request,
-    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The request's tenant (the dependency also documents the bearer scheme in OpenAPI)."""
-    settings: ApiSettings = request.app.state.settings
-    return authenticate(request, settings.keys)
-
-
-Tenant = Annotated[str, Depends(tenant_of)]
 RunId = Annotated[str, RUN_ID]
 
 
@@ -372,7 +361,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         await owned(run_id, tenant)
         stream = events_of(run_id, params.last_event_id(last_event_id, after))
         return StreamingResponse(
-            _with_keepalive(stream),
+            with_keepalive(stream),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -460,4 +449,5 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             return
         await serve_socket(websocket, onward(), run_id, events_of(run_id, start))
 
+    app.include_router(session_routes(onward, gate, owned))
     return app

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from onward.contracts import AgentInput, AgentState
+from onward.contracts import AgentInput, AgentState, SessionInput
 
 __all__ = [
     "ApiError",
@@ -21,7 +21,9 @@ __all__ = [
     "RunCreated",
     "RunRequest",
     "RunSummary",
+    "SessionCreated",
     "StateAnswer",
+    "session_input",
 ]
 
 
@@ -52,6 +54,22 @@ class RunCreated(BaseModel):
     events_url: str
     result_url: str
     created: bool = Field(description="False: the idempotency key named an existing run")
+
+
+class SessionCreated(BaseModel):
+    """Answer of ``POST /v1/sessions``: where to talk to the session."""
+
+    id: str
+    status_url: str
+    messages_url: str
+    events_url: str
+    close_url: str
+
+
+def session_input(body: SessionInput, tenant: str) -> SessionInput:
+    """The session's workflow input, tagged with ``tenant`` (a body naming another is refused)."""
+    fields = body.model_dump(exclude_unset=True)
+    return SessionInput.model_validate({**fields, "tenant": tenant})
 
 
 class RunSummary(BaseModel):

@@ -22,7 +22,10 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from onward import search_attributes as sa
@@ -33,7 +36,15 @@ from onward.errors import RunNotFound
 from onward.starter.api.errors import ApiProblem, TooManyRequests
 from onward.starter.listing import run_query
 
-__all__ = ["DEFAULT_TENANT", "SPEND_WINDOW", "Limits", "TenantGate", "authenticate"]
+__all__ = [
+    "DEFAULT_TENANT",
+    "SPEND_WINDOW",
+    "Limits",
+    "Tenant",
+    "TenantGate",
+    "authenticate",
+    "tenant_of",
+]
 
 DEFAULT_TENANT = "default"
 """The tenant of every request when no keys file is configured."""
@@ -77,6 +88,22 @@ def authenticate(
     if tenant is None:
         raise ApiProblem(401, "Unauthorized", "unknown API key")
     return tenant
+
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `onward api add-key`")
+
+
+async def tenant_of(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The request's tenant (the dependency also documents the bearer scheme in OpenAPI)."""
+    keys: ApiKeys | None = request.app.state.settings.keys
+    return authenticate(request, keys)
+
+
+Tenant = Annotated[str, Depends(tenant_of)]
+"""A route parameter: the authenticated tenant of the request."""
 
 
 @dataclass

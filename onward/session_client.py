@@ -1,0 +1,210 @@
+"""The session half of :class:`onward.client.OnwardClient`: open, send, read, close.
+
+A session is one ``SessionWorkflow``; each ``send_message`` is a Temporal
+update that returns once the message's run has ended, so a reply comes back
+on the same call, whichever worker answered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+from temporalio.client import (
+    Client,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+
+from onward import search_attributes as sa
+from onward.contracts import (
+    AgentStatus,
+    SessionInput,
+    SessionMessage,
+    SessionReply,
+    SessionResult,
+    SessionTurn,
+)
+from onward.errors import (
+    InvalidInput,
+    NoWorker,
+    RunAlreadyExists,
+    RunEnded,
+    SessionClosed,
+    TemporalError,
+)
+from onward.workflows import SessionWorkflow
+
+__all__ = ["SessionMethods", "new_session_id"]
+
+SessionHandle = WorkflowHandle[SessionWorkflow, SessionResult]
+WORKER_GRACE_S = 3.0
+"""How long ``send_message`` waits for a worker to show before raising NoWorker."""
+WORKER_CHECK_INTERVAL_S = 0.2
+
+
+def new_session_id() -> str:
+    """A fresh session id: ``session-1f3a9c0b2d4e``."""
+    return f"session-{uuid.uuid4().hex[:12]}"
+
+
+class _Client(Protocol):
+    """What the session methods need of :class:`~onward.client.OnwardClient`."""
+
+    task_queue: str
+
+    @property
+    def temporal(self) -> Client: ...
+
+    def _translated(self, run_id: str | None = None) -> contextlib.AbstractContextManager[None]: ...
+
+    async def _require_worker(self, run_id: str) -> None: ...
+
+
+async def _worker_in_grace(client: _Client, session_id: str) -> None:
+    """Raise NoWorker unless a worker polls the session's queue within WORKER_GRACE_S.
+
+    An update waits for a worker as long as none polls: better to say so. A worker
+    that has just started shows as a poller a moment after its first poll.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WORKER_GRACE_S
+    while True:
+        try:
+            await client._require_worker(session_id)
+            return
+        except NoWorker:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(WORKER_CHECK_INTERVAL_S)
+
+
+def _tenant_tag(tenant: str | None) -> TypedSearchAttributes | None:
+    if tenant is None:
+        return None
+    return TypedSearchAttributes([SearchAttributePair(sa.TENANT, tenant)])
+
+
+def _handle(client: Client, session_id: str) -> SessionHandle:
+    return client.get_workflow_handle_for(SessionWorkflow.run, session_id)
+
+
+def _cause(err: BaseException) -> str:
+    cause = err.__cause__ or getattr(err, "cause", None)
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    return str(cause or err)
+
+
+class SessionMethods:
+    """Multi-turn sessions; mixed into :class:`~onward.client.OnwardClient`."""
+
+    async def open_session(
+        self: _Client,
+        input: SessionInput | Mapping[str, Any],
+        id: str | None = None,
+        *,
+        tag_tenant: bool = False,
+    ) -> str:
+        """Start a session on this client's task queue; return its id.
+
+        ``tag_tenant`` sets the ``OnwardTenant`` search attribute at once, as
+        :meth:`~onward.client.OnwardClient.start` does for runs.
+
+        Raises:
+            InvalidInput: ``input`` is not a valid :class:`~onward.contracts.SessionInput`.
+            RunAlreadyExists: a session (or run) with ``id`` is running.
+        """
+        if not isinstance(input, SessionInput):
+            try:
+                input = SessionInput.model_validate(input)
+            except ValidationError as err:
+                raise InvalidInput.from_validation(err) from err
+        if input.carry is not None:
+            raise InvalidInput("carry: set by the session itself, not by clients")
+        session_id = id or new_session_id()
+        with self._translated(session_id):
+            try:
+                await self.temporal.start_workflow(
+                    SessionWorkflow.run,
+                    input,
+                    id=session_id,
+                    task_queue=self.task_queue,
+                    static_summary=f"session ({input.model})",
+                    search_attributes=_tenant_tag(input.tenant) if tag_tenant else None,
+                )
+            except WorkflowAlreadyStartedError as err:
+                raise RunAlreadyExists(session_id) from err
+        return session_id
+
+    async def send_message(self: _Client, session_id: str, message: str) -> SessionReply:
+        """Send a user message; return the reply once the agent has answered it.
+
+        Messages sent while one is being answered wait their turn.
+
+        Raises:
+            InvalidInput: the message is blank.
+            RunNotFound: no session has this id.
+            SessionClosed: the session is closed.
+            NoWorker: no worker polls the session's task queue.
+        """
+        try:
+            request = SessionMessage(message=message)
+        except ValidationError as err:
+            raise InvalidInput.from_validation(err) from err
+        await _worker_in_grace(self, session_id)
+        handle = _handle(self.temporal, session_id)
+        with _closed_as(session_id), self._translated(session_id):
+            try:
+                # The SDK types an async update's result as its coroutine (sdk-python typing).
+                return await handle.execute_update(
+                    SessionWorkflow.send_message,  # type: ignore[arg-type]
+                    request,
+                )
+            except WorkflowUpdateFailedError as err:
+                raise SessionClosed(session_id, _cause(err)) from err
+
+    async def session_history(self: _Client, session_id: str) -> list[SessionTurn]:
+        """The session's turns: each message, its reply and its usage (the last 100)."""
+        handle = _handle(self.temporal, session_id)
+        with self._translated(session_id):
+            return await handle.query(SessionWorkflow.history)
+
+    async def session_status(self: _Client, session_id: str) -> AgentStatus:
+        """The session's state (``idle`` between messages) and the usage of all its messages."""
+        handle = _handle(self.temporal, session_id)
+        with self._translated(session_id):
+            return await handle.query(SessionWorkflow.status)
+
+    async def close_session(self: _Client, session_id: str) -> None:
+        """Close the session once the messages already sent are answered."""
+        handle = _handle(self.temporal, session_id)
+        with self._translated(session_id):
+            await handle.signal(SessionWorkflow.close)
+
+    async def session_result(self: _Client, session_id: str) -> SessionResult:
+        """Wait for the session to close; its usage and how many messages it answered."""
+        handle = _handle(self.temporal, session_id)
+        with self._translated(session_id):
+            try:
+                return await handle.result()
+            except WorkflowFailureError as err:
+                raise TemporalError(
+                    f"session {session_id} failed: {_cause(err)}", "FAILED"
+                ) from err
+
+
+@contextlib.contextmanager
+def _closed_as(session_id: str) -> Iterator[None]:
+    """A message to a session that has ended is a closed session, not an ended run."""
+    try:
+        yield
+    except RunEnded as err:
+        raise SessionClosed(session_id) from err

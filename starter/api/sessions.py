@@ -1,0 +1,179 @@
+"""The HTTP API's session routes: open, send a message, status, events, close.
+
+Like the run routes, a thin adapter over :class:`~onward.client.OnwardClient`;
+a session is tenant-tagged when it opens and another tenant's session is
+answered as a missing one (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi.responses import StreamingResponse
+
+from onward.client import OnwardClient, RunInfo
+from onward.contracts import (
+    AgentStatus,
+    SessionInput,
+    SessionMessage,
+    SessionReply,
+    SessionTurn,
+)
+from onward.errors import InvalidInput, RunNotFound
+from onward.session_client import new_session_id
+from onward.sessions import run_id as message_run_id
+from onward.starter.api.events import RunEvent, run_events
+from onward.starter.api.models import ControlAnswer, ErrorBody, SessionCreated, session_input
+from onward.starter.api.tenants import Tenant, TenantGate
+
+__all__ = ["EVENTS_PER_MESSAGE", "session_events", "session_routes"]
+
+EVENTS_PER_MESSAGE = 1_000_000_000
+"""A session event's id is ``message number * EVENTS_PER_MESSAGE + the run's event id``."""
+NEXT_MESSAGE_POLL_S = 0.5
+"""How often the stream asks whether the next message's run has started."""
+SESSION_ID = Path(min_length=1, max_length=200, pattern=r"^[^\s/]+$", description="the session")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 429, 502, 503)
+}
+
+SessionId = Annotated[str, SESSION_ID]
+Owned = Callable[[str, str], Awaitable[RunInfo | None]]
+
+
+async def session_events(
+    client: OnwardClient, session_id: str, message: int, after: int = 0
+) -> AsyncIterator[RunEvent]:
+    """The events of message ``message``'s run, then of each next message's, in order.
+
+    Each event's data names its ``message``; ids go on increasing across
+    messages, so ``Last-Event-ID`` resumes anywhere. Ends once the session is
+    closed and has no later message.
+    """
+    while True:
+        run_id = message_run_id(session_id, message)
+        while True:
+            try:
+                await client.info(run_id)
+                break
+            except RunNotFound:
+                if not (await client.info(session_id)).running:
+                    return
+                await asyncio.sleep(NEXT_MESSAGE_POLL_S)
+        base = message * EVENTS_PER_MESSAGE
+        handle = client.temporal.get_workflow_handle(run_id)
+        stream = run_events(
+            handle,
+            after=max(after - base, 0),
+            outcome=lambda run_id=run_id: client.result(run_id),  # type: ignore[misc]
+            codec=client.temporal.data_converter.payload_codec,
+        )
+        async for item in stream:
+            yield RunEvent(item.id + base, item.event, {**item.data, "message": message})
+        message += 1
+
+
+def session_routes(
+    onward: Callable[[], OnwardClient], gate: Callable[[], TenantGate], owned: Owned
+) -> APIRouter:
+    """The ``/v1/sessions`` routes, over the app's client, tenant gate and ownership check."""
+    from onward.starter.api import params
+    from onward.starter.api.app import with_keepalive
+
+    router = APIRouter()
+
+    @router.post("/v1/sessions", status_code=201, response_model=SessionCreated, responses=_ERRORS)
+    async def open_session(
+        body: SessionInput, tenant: Tenant, response: Response
+    ) -> SessionCreated:
+        """Open a session (the session input: ``AgentInput``'s fields but the prompt)."""
+        if body.tenant is not None and body.tenant != tenant:
+            raise InvalidInput("tenant: sessions belong to the API key's tenant; leave it out")
+        if body.carry is not None:
+            raise InvalidInput("carry: set by the session itself, not by clients")
+        session = session_input(body, tenant)
+        session_id = new_session_id()
+        async with gate().lock(tenant):
+            remaining = await gate().check(tenant)
+            if remaining is not None and (
+                session.budget.max_cost_usd is None or session.budget.max_cost_usd > remaining
+            ):
+                budget = session.budget.model_copy(update={"max_cost_usd": round(remaining, 8)})
+                session = session.model_copy(update={"budget": budget})
+            await onward().open_session(session, session_id, tag_tenant=True)
+            gate().started(tenant, session_id)
+        url = f"/v1/sessions/{session_id}"
+        response.headers["Location"] = url
+        return SessionCreated(
+            id=session_id,
+            status_url=url,
+            messages_url=f"{url}/messages",
+            events_url=f"{url}/events",
+            close_url=f"{url}/close",
+        )
+
+    @router.post(
+        "/v1/sessions/{session_id}/messages", response_model=SessionReply, responses=_ERRORS
+    )
+    async def send_message(
+        session_id: SessionId, tenant: Tenant, body: SessionMessage
+    ) -> SessionReply:
+        """Send a user message (``{"message"}``); answers the reply once the agent has one."""
+        await owned(session_id, tenant)
+        return await onward().send_message(session_id, body.message)
+
+    @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)
+    async def session_status(session_id: SessionId, tenant: Tenant) -> AgentStatus:
+        """State (``idle`` between messages), messages answered, usage of the whole session."""
+        await owned(session_id, tenant)
+        return await onward().session_status(session_id)
+
+    @router.get(
+        "/v1/sessions/{session_id}/history", response_model=list[SessionTurn], responses=_ERRORS
+    )
+    async def history(session_id: SessionId, tenant: Tenant) -> list[SessionTurn]:
+        """The turns: each message, its reply, status and usage (the last 100)."""
+        await owned(session_id, tenant)
+        return await onward().session_history(session_id)
+
+    @router.get(
+        "/v1/sessions/{session_id}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {}}}, **_ERRORS},
+    )
+    async def events(
+        session_id: SessionId,
+        tenant: Tenant,
+        message: Annotated[
+            int | None, Query(ge=1, description="from this message (default: current or next)")
+        ] = None,
+        last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+        after: Annotated[int | None, Query(ge=0, description="like Last-Event-ID")] = None,
+    ) -> StreamingResponse:
+        """Server-Sent Events of each message's run, in order, from the current (or next) one."""
+        await owned(session_id, tenant)
+        start = params.last_event_id(last_event_id, after)
+        if start:
+            first = start // EVENTS_PER_MESSAGE
+        elif message is not None:
+            first = message
+        else:
+            first = ((await onward().session_status(session_id)).turns or 0) + 1
+        stream = session_events(onward(), session_id, first, start)
+        return StreamingResponse(
+            with_keepalive(stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @router.post("/v1/sessions/{session_id}/close", response_model=ControlAnswer, responses=_ERRORS)
+    async def close(session_id: SessionId, tenant: Tenant) -> ControlAnswer:
+        """Close the session once the messages already sent are answered."""
+        await owned(session_id, tenant)
+        await onward().close_session(session_id)
+        return ControlAnswer(id=session_id)
+
+    return router

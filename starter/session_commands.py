@@ -1,0 +1,93 @@
+"""``onward chat`` and ``onward send``: multi-turn sessions in the terminal.
+
+Thin layers over :class:`~onward.client.OnwardClient`: they read input, call
+the client and print its reply models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from onward.client import OnwardClient
+from onward.contracts import SessionInput, SessionReply
+from onward.starter.errors import EXIT_OK
+from onward.starter.inputs import budget_fields, invalid_input, load_script
+from onward.starter.output import emit_json, note, say
+
+__all__ = ["chat", "send", "session_input"]
+
+QUIT = "/quit"
+"""Leave ``onward chat``; the session stays open."""
+CLOSE = "/close"
+"""Close the session and leave ``onward chat``."""
+
+
+def session_input(args: argparse.Namespace) -> SessionInput:
+    """A new session's input from ``chat`` flags; :class:`InvalidInput` (exit 2) if invalid."""
+    budget = budget_fields(args)
+    if args.on_exceeded is not None:
+        budget["on_exceeded"] = args.on_exceeded
+    data: dict[str, Any] = {"budget": budget}
+    for field in ("model", "system", "tools", "tenant", "approve_tools"):
+        value = getattr(args, field, None)
+        if value is not None:
+            data[field] = value
+    if args.script is not None:
+        data["script"] = load_script(args.script)
+    if args.idle_timeout is not None:
+        data["idle_timeout_s"] = args.idle_timeout
+    try:
+        return SessionInput.model_validate(data)
+    except ValidationError as err:
+        raise invalid_input(err) from err
+
+
+def _print_reply(reply: SessionReply, json: bool) -> None:
+    if json:
+        emit_json(reply.model_dump(mode="json"))
+        return
+    if reply.status != "completed":
+        note(f"({reply.status}: {reply.reason})" if reply.reason else f"({reply.status})")
+    say(reply.reply)
+
+
+async def send(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward send ID MESSAGE``: one message; print the reply once it is answered."""
+    _print_reply(await client.send_message(args.id, args.message), args.json)
+    return EXIT_OK
+
+
+async def chat(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward chat [ID]``: a new session (its id printed first), or the session ``ID`` again.
+
+    Each line read is a message; its reply is printed. End of input or ``/quit``
+    leaves the session open; ``/close`` closes it.
+    """
+    if args.id is None:
+        session_id = await client.open_session(session_input(args))
+        say(f"session {session_id}")
+    else:
+        session_id = args.id
+        status = await client.session_status(session_id)  # RunNotFound for an unknown id
+        note(f"session {session_id} · {status.turns or 0} message(s) so far")
+    interactive = sys.stdin.isatty()
+    loop = asyncio.get_running_loop()
+    while True:
+        if interactive:
+            print("> ", end="", flush=True)
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == QUIT:
+            note(f"session {session_id} stays open; go on with: onward chat {session_id}")
+            return EXIT_OK
+        text = line.strip()
+        if text == CLOSE:
+            await client.close_session(session_id)
+            note(f"session {session_id} closed")
+            return EXIT_OK
+        if text:
+            _print_reply(await client.send_message(session_id, text), args.json)

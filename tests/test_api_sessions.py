@@ -1,0 +1,118 @@
+"""The HTTP API's sessions end to end: uvicorn, a real worker, a real dev server, tenants."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+
+from api_server import read_events, serving
+from conftest import RunningWorker
+from onward.api_keys import ApiKeys
+from onward.client import OnwardClient
+from onward.starter.api import ApiSettings, api_app
+from onward.starter.api.sessions import EVENTS_PER_MESSAGE
+
+SCRIPT = [{"text": "first reply", "delay_s": 0.3}, {"text": "second reply"}]
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def test_open_talk_stream_and_close_a_session(worker: RunningWorker) -> None:
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        answer = await http.post(
+            "/v1/sessions", json={"system": "be brief", "tools": [], "script": SCRIPT}
+        )
+        assert answer.status_code == 201, answer.text
+        created = answer.json()
+        session_url = created["status_url"]
+        assert answer.headers["location"] == session_url
+        assert (await http.get(session_url)).json()["state"] == "idle"
+
+        # The stream opened before the first message follows that message's run.
+        streaming = asyncio.create_task(read_events(http, created["events_url"]))
+        first = await http.post(created["messages_url"], json={"message": "hello"})
+        assert first.status_code == 200, first.text
+        reply = first.json()
+        assert reply["reply"] == "first reply"
+        assert reply["number"] == 1
+        events = await asyncio.wait_for(streaming, 30)
+        assert [event.event for event in events].count("model") == 1
+        assert events[-1].event == "result"
+        assert events[-1].data["output"] == "first reply"
+        assert {event.data["message"] for event in events} == {1}
+
+        second = await http.post(created["messages_url"], json={"message": "again"})
+        assert second.json()["reply"] == "second reply"
+        later = await read_events(http, f"{created['events_url']}?message=2")
+        assert later[-1].data["output"] == "second reply"
+        assert all(event.id > 2 * EVENTS_PER_MESSAGE for event in later)
+        # Resuming after an event of message 1 goes on into message 2, nothing repeated.
+        resumed = await read_events(
+            http, created["events_url"], headers={"Last-Event-ID": str(events[-2].id)}
+        )
+        assert [event.id for event in resumed] == [events[-1].id]
+
+        turns = (await http.get(f"{session_url}/history")).json()
+        assert [(turn["message"], turn["reply"]) for turn in turns] == [
+            ("hello", "first reply"),
+            ("again", "second reply"),
+        ]
+        status = (await http.get(session_url)).json()
+        assert status["state"] == "idle"
+        assert status["turns"] == 2
+        assert status["usage"]["model_calls"] == 2
+
+        blank = await http.post(created["messages_url"], json={"message": " "})
+        assert blank.status_code == 422
+        unknown_field = await http.post("/v1/sessions", json={"prompt": "no"})
+        assert unknown_field.status_code == 422
+
+        closed = await http.post(created["close_url"])
+        assert closed.status_code == 200
+        result = await client.session_result(created["id"])
+        assert result.turns == 2
+        too_late = await http.post(created["messages_url"], json={"message": "hello?"})
+        assert too_late.status_code == 409
+        assert too_late.json()["error"]["type"] == "SessionClosed"
+
+
+async def test_a_tenant_reaches_only_its_own_sessions(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    acme = ApiKeys.add(keys_file, "initech")  # tenants of their own: other tests list theirs
+    globex = ApiKeys.add(keys_file, "hooli")
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    settings = ApiSettings(keys=ApiKeys.load(keys_file))
+    async with (
+        serving(api_app(settings, client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        assert (await http.post("/v1/sessions", json={})).status_code == 401
+        created = (await http.post("/v1/sessions", json={"tools": []}, headers=bearer(acme))).json()
+        url = created["status_url"]
+        for method, path, body in [
+            ("GET", url, None),
+            ("GET", created["events_url"], None),
+            ("POST", created["messages_url"], {"message": "hi"}),
+            ("POST", created["close_url"], None),
+        ]:
+            other = await http.request(method, path, json=body, headers=bearer(globex))
+            assert other.status_code == 404, (method, path, other.text)
+        named = await http.post("/v1/sessions", json={"tenant": "initech"}, headers=bearer(globex))
+        assert named.status_code == 422
+        assert "tenant" in named.json()["error"]["message"]
+        mine = await http.post(
+            created["messages_url"], json={"message": "hi"}, headers=bearer(acme)
+        )
+        assert mine.status_code == 200, mine.text
+        assert (await http.get(url, headers=bearer(acme))).json()["turns"] == 1
+        await http.post(created["close_url"], headers=bearer(acme))

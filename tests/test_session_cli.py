@@ -1,0 +1,112 @@
+"""``onward chat`` and ``onward send`` through the real CLI, against a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from temporalio.client import Client
+
+from conftest import REPO, RunningWorker, run_onward
+from onward.client import OnwardClient
+from onward.contracts import DEFAULT_TASK_QUEUE
+from onward.worker import WorkerSettings, build_worker
+
+SCRIPT = [{"text": "hi there"}, {"text": "hello again"}, {"text": "third reply"}]
+
+
+async def chat(env: dict[str, str], *args: str, lines: str) -> tuple[int, str, str]:
+    """``onward chat ARGS`` with ``lines`` on its stdin, to the end."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "onward.starter.cli",
+        "chat",
+        *args,
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(lines.encode()), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_chat_send_and_close_through_the_cli(
+    client: Client, address: str, worker: RunningWorker, tmp_path: Path
+) -> None:
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "ONWARD_TASK_QUEUE": worker.task_queue,
+        "ONWARD_HOME": str(tmp_path / "home"),
+    }
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+
+    code, out, err = await chat(
+        env, "--script", str(script), "--system", "be brief", lines="hello\n\nagain\n"
+    )
+    assert code == 0, err
+    first, *replies = out.splitlines()
+    assert first.startswith("session ")
+    session_id = first.removeprefix("session ")
+    assert replies == ["hi there", "hello again"]
+    assert f"onward chat {session_id}" in err  # end of input leaves it open
+
+    sent = await run_onward("send", session_id, "one more", "--json", env=env)
+    assert sent.code == 0, sent.stderr
+    reply = sent.json()
+    assert reply["reply"] == "third reply"
+    assert reply["number"] == 3
+    assert reply["status"] == "completed"
+    assert reply["usage"]["model_calls"] == 1
+
+    code, out, err = await chat(env, session_id, lines="/close\n")
+    assert code == 0, err
+    assert "3 message(s) so far" in err
+    result = await OnwardClient(client, task_queue=worker.task_queue).session_result(session_id)
+    assert result.turns == 3
+
+    closed = await run_onward("send", session_id, "anyone?", env=env)
+    assert closed.code == 1
+    assert "closed" in closed.stderr
+
+    unknown = await run_onward("chat", "no-such-session", env=env)
+    assert unknown.code == 2
+    assert "no-such-session" in unknown.stderr
+
+
+async def test_readme_sessions_python_example_runs_verbatim(
+    client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("### Sessions: multi-turn conversations", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    # The example uses the default task queue, `onward`: a worker of this session's server.
+    settings = WorkerSettings(task_queue=DEFAULT_TASK_QUEUE, workspace=tmp_path / "ws")
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",  # from the repository root, so this checkout's onward is imported
+            example,
+            cwd=REPO,
+            env={**os.environ, "TEMPORAL_ADDRESS": address},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    lines = out.decode().splitlines()
+    # A plain interpreter exit can rarely abort in the Temporal SDK's native threads after
+    # all output (temporalio/sdk-python#300); that is not the example's doing.
+    crashed_at_exit = process.returncode == -signal.SIGABRT and b"Fatal Python error" in err
+    assert process.returncode == 0 or (crashed_at_exit and lines), err.decode()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("Done. ")  # the scripted model's answer and its tokens
+    assert "model_calls=2" in lines[1]
+    assert lines[2:] == ["['Done.', 'Done.']", "2"]

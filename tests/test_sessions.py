@@ -1,0 +1,377 @@
+"""Multi-turn sessions: one SessionWorkflow per conversation, one AgentWorkflow per message.
+
+A recording model answers every message and keeps what it was sent, so the
+tests check that each message's run sees the whole conversation before it,
+across the session's continue-as-new runs; replies come back through the
+``send_message`` update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+
+from conftest import eventually, running_worker
+from onward import sessions
+from onward.client import OnwardClient
+from onward.contracts import (
+    Budget,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    RunUsage,
+    SessionInput,
+    Usage,
+)
+from onward.errors import InvalidInput, SessionClosed
+from onward.workflows import SessionWorkflow
+
+SYSTEM = "You are a test."
+
+
+class RecordingModel:
+    """Answers ``reply to <message>`` and records the conversation of every call."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.requests: list[list[Message]] = []
+        self.delay_s = delay_s
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(list(request.messages))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        last = request.messages[-1].content
+        return ModelResponse(
+            text=f"reply to {last}",
+            usage=Usage(input_tokens=10, output_tokens=5),
+            model=request.model,
+        )
+
+
+def expected_conversation(messages: list[str]) -> list[tuple[str, str]]:
+    """The conversation the model must be sent for the last of ``messages``."""
+    turns = [("system", SYSTEM)]
+    for text in messages[:-1]:
+        turns += [("user", text), ("assistant", f"reply to {text}")]
+    return [*turns, ("user", messages[-1])]
+
+
+async def runs_of(client: Client, session_id: str) -> list[WorkflowExecutionStatus | None]:
+    return [
+        execution.status
+        async for execution in client.list_workflows(f"WorkflowId = '{session_id}'")
+    ]
+
+
+async def test_sixteen_messages_keep_the_conversation_across_continue_as_new(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel()
+    async with running_worker(
+        client,
+        tmp_path / "workspace",
+        search_attribute_names,
+        providers={"scripted": model},
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"system": SYSTEM, "tools": [], "continue_as_new_after": 5}
+        )
+        sent: list[str] = []
+        for number in range(1, 17):
+            text = f"message {number}"
+            sent.append(text)
+            reply = await onward.send_message(session_id, text)
+            assert reply.reply == f"reply to {text}"
+            assert reply.number == number
+            assert reply.status == "completed"
+            assert reply.run_id == sessions.run_id(session_id, number)
+            assert reply.usage.total_tokens == 15
+            assert len(reply.steps) == 1
+            # The model saw every earlier turn, in order, and then this message.
+            seen = [(message.role, message.content) for message in model.requests[-1]]
+            assert seen == expected_conversation(sent)
+
+        status = await onward.session_status(session_id)
+        assert status.state == "idle"
+        assert status.turns == 16
+        assert status.usage.total_tokens == 16 * 15
+        assert status.usage.model_calls == 16
+        history = await onward.session_history(session_id)
+        assert [turn.message for turn in history] == sent
+        assert [turn.reply for turn in history] == [f"reply to {text}" for text in sent]
+
+        async def continued_twice() -> bool:
+            runs = await runs_of(client, session_id)
+            return runs.count(WorkflowExecutionStatus.CONTINUED_AS_NEW) >= 2
+
+        await eventually(continued_twice)
+
+        await onward.close_session(session_id)
+        result = await onward.session_result(session_id)
+        assert result.turns == 16
+        assert result.usage.total_tokens == 16 * 15
+        assert result.reason == "closed by signal"
+        with pytest.raises(SessionClosed):
+            await onward.send_message(session_id, "too late")
+
+
+async def test_two_messages_sent_at_once_are_both_answered_in_order(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel(delay_s=0.3)
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"system": SYSTEM, "tools": []})
+        first, second = await asyncio.gather(
+            onward.send_message(session_id, "first"), onward.send_message(session_id, "second")
+        )
+        assert {first.number, second.number} == {1, 2}
+        assert first.reply == "reply to first"
+        assert second.reply == "reply to second"
+        # Answered one after the other: the later one saw the earlier one's turn.
+        one, two = sorted([first, second], key=lambda reply: reply.number)
+        earlier, later = ("first", "second") if one is first else ("second", "first")
+        seen = [(message.role, message.content) for message in model.requests[1]]
+        assert seen == expected_conversation([earlier, later])
+        assert two.number == 2
+        await onward.close_session(session_id)
+        assert (await onward.session_result(session_id)).turns == 2
+
+
+async def test_session_budget_covers_all_messages(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(
+        client,
+        tmp_path / "workspace",
+        search_attribute_names,
+        providers={"scripted": RecordingModel()},
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"tools": [], "budget": {"max_tokens": 30}, "message_budget": {"max_steps": 5}}
+        )
+        assert (await onward.send_message(session_id, "one")).status == "completed"
+        assert (await onward.send_message(session_id, "two")).status == "completed"
+        third = await onward.send_message(session_id, "three")
+        assert third.status == "budget_exceeded"
+        assert third.reason is not None and "max_tokens" in third.reason
+        await onward.close_session(session_id)
+
+
+async def test_idle_session_closes_after_its_timeout(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(
+        client,
+        tmp_path / "workspace",
+        search_attribute_names,
+        providers={"scripted": RecordingModel()},
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": [], "idle_timeout_s": 1})
+        result = await onward.session_result(session_id)
+        assert result.turns == 0
+        assert result.reason == "idle for 1 s"
+
+
+async def test_invalid_session_input_and_message_name_the_field(client: Client) -> None:
+    onward = OnwardClient(client)
+    with pytest.raises(InvalidInput, match="prompt"):
+        await onward.open_session({"prompt": "no prompt in a session"})
+    with pytest.raises(InvalidInput, match="idle_timeout_s"):
+        await onward.open_session({"idle_timeout_s": 0})
+    with pytest.raises(InvalidInput, match="message"):
+        await onward.send_message("any", "   ")
+
+
+def test_message_budget_is_the_session_remainder_at_most_the_per_message_limit() -> None:
+    used = RunUsage(total_tokens=70, tool_calls=1, steps=2, cost_usd=0.5, duration_s=10)
+    budget = sessions.message_budget(
+        Budget(max_tokens=100, max_cost_usd=1.0, max_duration_s=60),
+        Budget(max_tokens=50, max_steps=3),
+        used,
+    )
+    assert budget.max_tokens == 30
+    assert budget.max_steps == 3
+    assert budget.max_cost_usd == 0.5
+    assert budget.max_duration_s == 50
+    assert budget.max_tool_calls is None
+    spent = sessions.message_budget(Budget(max_duration_s=5), None, used)
+    assert spent.max_duration_s == pytest.approx(0.001)
+    # on_exceeded: the message budget's when it names one, else the session's.
+    session = Budget(on_exceeded="finish")
+    assert sessions.message_budget(session, Budget(max_steps=2), used).on_exceeded == "finish"
+    asked = Budget(on_exceeded="stop")
+    assert sessions.message_budget(session, asked, used).on_exceeded == "stop"
+
+
+async def test_unknown_session_is_not_found(client: Client) -> None:
+    from onward.errors import RunNotFound
+
+    with pytest.raises(RunNotFound):
+        await OnwardClient(client).session_status(f"nope-{uuid.uuid4().hex[:8]}")
+
+
+async def test_messages_racing_continue_as_new_are_all_answered_in_order(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Continue-as-new after every message while three senders keep sending: none is lost."""
+    model = RecordingModel()
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"system": SYSTEM, "tools": [], "continue_as_new_after": 1}
+        )
+
+        async def sender(name: str) -> list[int]:
+            numbers = []
+            for index in range(4):
+                reply = await onward.send_message(session_id, f"{name}{index}")
+                assert reply.reply == f"reply to {name}{index}"
+                numbers.append(reply.number)
+            return numbers
+
+        answered = await asyncio.gather(sender("a"), sender("b"), sender("c"))
+        numbers = sorted(number for numbers in answered for number in numbers)
+        assert numbers == list(range(1, 13))
+        for numbers in answered:  # each sender's messages were answered in its order
+            assert numbers == sorted(numbers)
+        history = await onward.session_history(session_id)
+        assert [turn.number for turn in history] == list(range(1, 13))
+        # Each run saw the whole conversation before it, in the order answered.
+        sent = [turn.message for turn in history]
+        for number, request in enumerate(model.requests, start=1):
+            seen = [(message.role, message.content) for message in request]
+            assert seen == expected_conversation(sent[:number])
+
+        async def continued() -> bool:
+            # Only between messages: while senders keep the queue full, it answers on.
+            runs = await runs_of(client, session_id)
+            return WorkflowExecutionStatus.CONTINUED_AS_NEW in runs
+
+        await eventually(continued)
+        await onward.close_session(session_id)
+        assert (await onward.session_result(session_id)).turns == 12
+
+
+async def test_the_session_history_holds_references_not_the_conversation(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel()
+    big = "x" * 20_000
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": []})
+        for number in range(1, 6):
+            await onward.send_message(session_id, f"{number} {big}")
+        assert sum(len(message.content) for message in model.requests[-1]) > 5 * 20_000
+        child_inputs = [
+            len(
+                event.start_child_workflow_execution_initiated_event_attributes.input.payloads[
+                    0
+                ].data
+            )
+            async for event in client.get_workflow_handle(session_id).fetch_history_events()
+            if event.HasField("start_child_workflow_execution_initiated_event_attributes")
+        ]
+        assert len(child_inputs) == 5
+        # Each message's run is given its own message and a reference, not the turns before.
+        assert max(child_inputs) < 20_000 + 2_000
+        # The history query (and the carry) holds the turns cut short; the store all of it.
+        history = await onward.session_history(session_id)
+        assert all(len(turn.message) < 4_100 and len(turn.reply) < 4_100 for turn in history)
+        assert history[-1].message.startswith("5 xxx")
+        await onward.close_session(session_id)
+
+
+async def test_a_configured_context_limit_compacts_the_conversation(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel()
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"tools": [], "context": {"max_tokens": 200, "keep_last_turns": 1}}
+        )
+        replies = [
+            await onward.send_message(session_id, f"message {number} " + "y" * 200)
+            for number in range(1, 7)
+        ]
+        assert all(reply.reply.startswith("reply to message") for reply in replies)
+        compacted = [step for reply in replies for step in reply.steps if step.compaction]
+        assert compacted, "no message's run compacted the conversation"
+        # After a compaction the model is sent fewer messages than the whole conversation.
+        assert len(model.requests[-1]) < 2 * 6
+        await onward.close_session(session_id)
+
+
+async def test_a_session_started_without_input_fails_at_once(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        handle = await client.start_workflow(
+            "SessionWorkflow", id=f"session-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert "needs one JSON object" in str(failure.value.cause)
+        bad = await client.start_workflow(
+            "SessionWorkflow",
+            {"model": "scripted", "prompt": "sessions take no prompt"},
+            id=f"session-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await bad.result()
+        assert "prompt" in str(failure.value.cause)
+
+
+async def test_a_session_closes_after_seven_idle_days_by_default(
+    time_skipping_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    ts_client = time_skipping_env.client
+    async with running_worker(ts_client, tmp_path / "workspace", []) as worker:
+        # The handle of the start: the time-skipping server answers result() by run id.
+        handle = await ts_client.start_workflow(
+            SessionWorkflow.run,
+            SessionInput(tools=[]),
+            id=f"session-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        result = await handle.result()
+    assert result.reason == "idle for 604800 s"
+    assert result.turns == 0
+
+
+async def test_a_message_whose_run_id_is_taken_is_answered_as_failed(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": [], "script": [{"text": "fine"}]})
+        squatter = await worker.start(
+            {"prompt": "in the way", "script": [{"text": "slow", "delay_s": 30}]},
+            workflow_id=sessions.run_id(session_id, 1),
+        )
+        taken = await onward.send_message(session_id, "first")
+        assert taken.status == "failed"
+        assert taken.reason is not None
+        await squatter.terminate("test done")
+        following = await onward.send_message(session_id, "second")
+        assert (following.number, following.status, following.reply) == (2, "completed", "fine")
+        await onward.close_session(session_id)

@@ -1,0 +1,79 @@
+"""A session survives a real worker process killed with SIGKILL, between and during messages."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
+from test_crash_resume import WorkerProcess, wait_ready, workers
+
+from conftest import activity_running, eventually
+from onward import sessions
+from onward.client import OnwardClient
+
+__all__ = ["workers"]  # the fixture
+
+
+async def test_session_survives_kill_9_between_and_during_messages(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))
+    task_queue = f"session-crash-{uuid.uuid4().hex[:8]}"
+    workspace = tmp_path / "workspace"
+
+    def start(name: str) -> WorkerProcess:
+        worker = WorkerProcess(address, task_queue, workspace, tmp_path / f"{name}.log")
+        workers.append(worker)
+        return worker
+
+    first = start("worker1")
+    await wait_ready(first)
+    onward = OnwardClient(client, task_queue=task_queue)
+    session_id = await onward.open_session(
+        {
+            "tools": [],
+            "script": [{"text": "one"}, {"text": "two", "delay_s": 2}, {"text": "three"}],
+        }
+    )
+    assert (await onward.send_message(session_id, "first")).reply == "one"
+
+    first.kill()  # between messages: the session waits idle, nothing in flight
+    second = start("worker2")
+    await wait_ready(second)
+    sending = asyncio.create_task(onward.send_message(session_id, "second"))
+    message_run = client.get_workflow_handle(sessions.run_id(session_id, 2))
+
+    async def model_call_running() -> bool:
+        try:
+            return await activity_running(message_run, "call_model")
+        except RPCError:  # the message's run is not started yet
+            return False
+
+    await eventually(model_call_running, timeout_s=30, interval_s=0.05)
+    second.kill()  # during a message: its model call is in flight
+    third = start("worker3")
+    await wait_ready(third)
+    reply = await asyncio.wait_for(sending, timeout=60)
+    assert reply.reply == "two"
+    assert reply.number == 2
+
+    assert (await onward.send_message(session_id, "third")).reply == "three"
+    history = await onward.session_history(session_id)
+    assert [(turn.message, turn.reply) for turn in history] == [
+        ("first", "one"),
+        ("second", "two"),
+        ("third", "three"),
+    ]
+    status = await onward.session_status(session_id)
+    assert status.turns == 3
+    assert status.usage.model_calls == 3
+    await onward.close_session(session_id)
+    assert (await onward.session_result(session_id)).turns == 3
