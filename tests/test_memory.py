@@ -15,7 +15,8 @@ from postgres_server import postgres_url
 from temporalio.client import Client
 
 from conftest import running_worker
-from onward.contracts import AgentInput, AgentResult, Budget
+from onward.client import OnwardClient
+from onward.contracts import AgentInput, AgentResult, Budget, SessionReply
 from onward.delegation import DelegateArgs, child_input
 from onward.encryption import EncryptionCodec, EncryptionError, parse_keys
 from onward.errors import InvalidInput
@@ -208,3 +209,40 @@ def test_a_sub_agent_shares_its_parents_tenant_and_memory_scope() -> None:
     parent = AgentInput(prompt="p", tenant="acme", memory_scope="alice")
     child = child_input(parent, DelegateArgs(prompt="sub"), Budget(), ["recall"], "ws")
     assert (child.tenant, child.memory_scope) == ("acme", "alice")
+
+
+async def test_a_fact_remembered_in_one_session_is_recalled_in_a_new_one_of_its_tenant_only(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], postgres_url: str
+) -> None:
+    tenant = f"acme-{uuid.uuid4().hex[:8]}"
+    fact = "The weekly report goes to Dana on Fridays."
+    store = await open_store(postgres_url)
+    try:
+        async with running_worker(
+            client, tmp_path / "workspace", search_attribute_names, store=store
+        ) as worker:
+            onward = OnwardClient(client, task_queue=worker.task_queue)
+
+            async def one_message(
+                message: str, script: list[dict[str, Any]], **session: Any
+            ) -> SessionReply:
+                session_id = await onward.open_session({"script": script, **session})
+                try:
+                    return await onward.send_message(session_id, message)
+                finally:
+                    await onward.close_session(session_id)
+
+            saved = await one_message(
+                "note who gets the report", remembering("report.owner", fact), tenant=tenant
+            )
+            assert saved.steps[0].tool_calls[0].result == "remembered 'report.owner'"
+
+            later = await one_message("who gets it?", recalling("weekly report"), tenant=tenant)
+            assert later.steps[0].tool_calls[0].result == f"report.owner: {fact}"
+
+            for other in ({"tenant": f"{tenant}-other"}, {"tenant": tenant, "memory_scope": "x"}):
+                elsewhere = await one_message("who gets it?", recalling("weekly report"), **other)
+                (call,) = elsewhere.steps[0].tool_calls
+                assert call.result == "nothing remembered matches 'weekly report'", other
+    finally:
+        await store.close()
