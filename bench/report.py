@@ -117,11 +117,14 @@ def _throughput(data: dict[str, Any]) -> list[str]:
 
 def _history(data: dict[str, Any]) -> list[str]:
     runs: dict[str, dict[str, Any]] = data["history"]
-    head = ["system", "ended"] + [f"step {n}" for n in HISTORY_STEPS]
+    head = ["system", "ended", "steps_total, runs", "KB / step over the chain"]
+    head += [f"step {n}" for n in HISTORY_STEPS]
     rows = []
     for name, run in runs.items():
-        cells = [name, run["ended"]]
         step_bytes, step_events = run["step_bytes"], run["step_events"]
+        total = run.get("steps_total") or len(step_bytes)
+        mean_kb = sum(step_bytes) / total / 1e3 if total else 0.0
+        cells = [name, run["ended"], f"{total:,}, {run.get('runs', 1)}", f"{mean_kb:,.1f}"]
         for n in HISTORY_STEPS:
             if n <= len(step_bytes):
                 total_kb, events = sum(step_bytes[:n]) / 1e3, sum(step_events[:n])
@@ -139,6 +142,8 @@ def _history(data: dict[str, Any]) -> list[str]:
         "A system that sends the whole conversation with every model call records it in every",
         "model activity's input, so each step adds more than the last and the history grows",
         "quadratically, until Temporal's history size limit (50 MB by default) ends the run.",
+        "A run that continues as new is read along its whole chain (each run's",
+        "`continued_execution_run_id`), and its bytes are summed over every run of it.",
     ]
     return lines
 
@@ -233,7 +238,8 @@ def summary(data: dict[str, Any]) -> list[str]:
     names = list(dict.fromkeys([*seq, *runs, *hist, *res, *bills]))
     head = ["system", "ms / step (vs floor)"]
     head += [f"steps/s at concurrency {n} (vs floor)" for n in levels]
-    head += [f"CPU ms/step, RSS MB at {top}", "history KB at step 100", "resume s", "cost USD"]
+    head += [f"CPU ms/step, RSS MB at {top or NONE}", "history KB at step 100", "resume s"]
+    head += ["cost USD"]
     rows = []
     for name in names:
         row = [f"**{name}**" if name == "onward" else name]

@@ -97,8 +97,10 @@ def outcome(result: Any, task: Task) -> RunOutcome:
     """Whether a finished run did the whole task; every system answers after its last step."""
     calls = task.steps + 1
     if isinstance(result, AgentResult):
-        ok = result.status == "completed" and len(result.steps) == calls
-        return RunOutcome(ok, len(result.steps), "" if ok else f"{result.status}: {result.reason}")
+        # A long run continues as new and keeps only its last steps in full.
+        done = result.steps_total if result.steps_total is not None else len(result.steps)
+        ok = result.status == "completed" and done == calls
+        return RunOutcome(ok, done, "" if ok else f"{result.status}: {result.reason}")
     ok = result == f"done after {task.steps} steps"
     return RunOutcome(ok, calls if ok else 0, "" if ok else f"answered {result!r}")
 
