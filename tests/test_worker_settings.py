@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from onward.tuning import WorkerTuning
 from onward.worker import WorkerSettings, build_worker, parse_args
@@ -109,13 +110,17 @@ async def test_the_tuning_reaches_the_worker(client: Client, tmp_path: Path) -> 
         ],
         env,
     )
-    config = build_worker(client, settings).config()
+    config = build_worker(client, settings).config(active_config=True)
     assert config.get("max_concurrent_workflow_tasks") == 12
     assert config.get("max_concurrent_activities") == 13
     assert config.get("max_concurrent_local_activities") == 11
     assert config.get("max_cached_workflows") == 14
     assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=1.5)
+    # Onward's modules are imported once per worker, not once per run, by the sandbox.
+    runner = config.get("workflow_runner")
+    assert isinstance(runner, SandboxedWorkflowRunner)
+    assert "onward" in runner.restrictions.passthrough_modules
     # A caller's own option still wins over the settings.
     settings = replace(settings, task_queue=f"tq-{uuid.uuid4()}")
-    config = build_worker(client, settings, max_cached_workflows=5).config()
+    config = build_worker(client, settings, max_cached_workflows=5).config(active_config=True)
     assert config.get("max_cached_workflows") == 5
