@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from bench.processes import Process
 from bench.workload import TOOL_NAME, Task, model_name
 from onward.contracts import AgentInput, AgentResult
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
 __all__ = ["FLOOR", "PEERS", "RunOutcome", "System", "all_systems", "new_run", "outcome"]
@@ -89,7 +90,11 @@ async def _start_onward(client: Client, task_queue: str, task: Task) -> Workflow
         prompt=task.prompt, model=f"openai:{model_name('onward')}", tools=[TOOL_NAME]
     )
     return await client.start_workflow(
-        AgentWorkflow.run, agent_input, id=f"bench-onward-{task.run}", task_queue=task_queue
+        AgentWorkflow.run,
+        agent_input,
+        id=f"bench-onward-{task.run}",
+        task_queue=task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,  # as OnwardClient.start
     )
 
 

@@ -13,7 +13,18 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["ENV_VARS", "WorkerTuning"]
+__all__ = ["ENV_VARS", "WORKFLOW_TASK_TIMEOUT", "WorkerTuning"]
+
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=2)
+"""Every run's workflow task timeout (Temporal's default: 10 s), set when it starts.
+
+A worker killed while it holds a workflow task (between steps) has that task
+given to another worker after this long. A run's task takes milliseconds of
+CPU, but its clock runs from when the worker took it, queued behind the
+worker's other tasks; one that takes longer on a saturated worker is
+retried (work, not harm: the run replays and goes on), so keep
+``--max-concurrent-workflow-tasks`` low enough that a worker clears its
+queue well within it."""
 
 ENV_VARS = {
     "max_concurrent_workflow_tasks": "ONWARD_MAX_CONCURRENT_WORKFLOW_TASKS",
