@@ -215,11 +215,12 @@ then a text answer; a *step* is one model call, the answer included. Rounds are 
 - **openai-agents**: the OpenAI Agents SDK with Temporal's `OpenAIAgentsPlugin` (Chat
   Completions); the tool is an activity through `activity_as_tool`.
 
-Every worker gets Onward's settings where they matter for resume: a 1 s sticky-queue
-timeout and a 4 s heartbeat timeout on the model call (the peers' defaults are 10 s sticky;
-30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin). Cost uses gpt-4.1's
-list price ($2 / $0.50 cached / $8 per million tokens), about 4 characters a token, and
-OpenAI's automatic prefix caching (prompts of 1,024 tokens or more, 128-token blocks).
+Every worker gets a 1 s sticky-queue timeout, and a heartbeat timeout on the model call:
+2 s for Onward, 4 s (Onward's earlier setting) for the floor and the peers (the peers'
+defaults are 10 s sticky; 30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin).
+Cost uses gpt-4.1's list price ($2 / $0.50 cached / $8 per million tokens), about
+4 characters a token, and OpenAI's automatic prefix caching (prompts of 1,024 tokens
+or more, 128-token blocks).
 CPU and RSS are the worker process's own (from /proc), sampled every 50 ms.
 """
 
