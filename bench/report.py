@@ -148,6 +148,15 @@ def _history(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _between(run: dict[str, Any]) -> str:
+    """New worker start to the next model call, after a kill between steps."""
+    times = run.get("between_s") or []
+    if not times:
+        return NONE
+    each = ", ".join(f"{s:.2f}" for s in times)
+    return f"{run['between_median_s']:.2f} ({each})"
+
+
 def _resume(data: dict[str, Any]) -> list[str]:
     runs: dict[str, dict[str, Any]] = data["resume"]
     rows = [
@@ -156,12 +165,15 @@ def _resume(data: dict[str, Any]) -> list[str]:
             f"{run['median_s']:.2f}" if run["resume_s"] else NONE,
             ", ".join(f"{s:.2f}" for s in run["resume_s"]),
             ", ".join(f"{s:.2f}" for s in run["worker_ready_s"]),
+            _between(run),
             "; ".join(run["failures"]) or NONE,
         ]
         for name, run in runs.items()
     ]
     lines = ["### Resume after kill -9 mid model call (new worker start → retried call done)", ""]
-    lines += _table(["system", "median s", "each s", "new worker ready s", "failures"], rows)
+    head = ["system", "median s", "each s", "new worker ready s"]
+    head += ["killed between steps: median s (each)", "failures"]
+    lines += _table(head, rows)
     onward = runs.get("onward")
     if onward:
         median = onward["median_s"] if onward["resume_s"] else None

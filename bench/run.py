@@ -101,7 +101,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, resume.Resume):
-        return {**dataclasses.asdict(value), "median_s": value.median_s}
+        return {
+            **dataclasses.asdict(value),
+            "median_s": value.median_s,
+            "between_median_s": value.between_median_s,
+        }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value
