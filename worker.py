@@ -76,9 +76,8 @@ unreachable database stops the start), and payloads over
 ONWARD_PAYLOAD_THRESHOLD bytes (default 262144) in ONWARD_PAYLOADS (default:
 .onward/payloads). Clients reading step logs must use the same settings.
 
-Slots, cache and sticky timeout: the flags below, or ONWARD_MAX_CONCURRENT_-
-WORKFLOW_TASKS, ONWARD_MAX_CONCURRENT_ACTIVITIES, ONWARD_MAX_CONCURRENT_LOCAL_-
-ACTIVITIES, ONWARD_MAX_CACHED_WORKFLOWS, ONWARD_STICKY_TIMEOUT (a flag wins)."""
+Slots, cache and sticky timeout: the tuning flags below, or their ONWARD_*
+variables (a flag wins)."""
 """What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")
