@@ -43,15 +43,18 @@ from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attribu
 from onward.pricing import PricingTable
 from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
 from onward.telemetry import configure_telemetry, temporal_runtime
+from onward.tuning import ENV_VARS, WorkerTuning
 
 __all__ = [
     "DESCRIPTION",
     "OnwardPlugin",
     "WorkerSettings",
+    "WorkerTuning",
     "build_worker",
     "ensure_search_attributes",
     "main",
     "onward_plugin",
+    "parse_args",
     "run_worker",
     "tool_registry",
 ]
@@ -71,13 +74,17 @@ Runs keep their conversation and full step log in ONWARD_STORE (default: the
 directory .onward/store; postgresql://... for workers on several machines, an
 unreachable database stops the start), and payloads over
 ONWARD_PAYLOAD_THRESHOLD bytes (default 262144) in ONWARD_PAYLOADS (default:
-.onward/payloads). Clients reading step logs must use the same settings."""
+.onward/payloads). Clients reading step logs must use the same settings.
+
+Slots, cache and sticky timeout: the tuning flags below, or their ONWARD_*
+variables (a flag wins)."""
 """What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")
 
-STICKY_QUEUE_TIMEOUT = timedelta(seconds=1)
-"""After a worker dies, its runs move to another worker this fast (SDK default: 10 s)."""
+STICKY_QUEUE_TIMEOUT = timedelta(seconds=WorkerTuning.sticky_timeout_s)
+"""After a worker dies, its runs move to another worker this fast (SDK default: 10 s);
+``--sticky-timeout`` / ``ONWARD_STICKY_TIMEOUT`` change it."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 """Plain text, one line a record (Core's logs are forwarded into it: no colour codes)."""
 GRACEFUL_SHUTDOWN = timedelta(seconds=10)
@@ -98,13 +105,16 @@ class WorkerSettings:
     """Exceptions to ``http_fetch``'s address guard: ``ONWARD_HTTP_ALLOW``."""
     store_url: str = field(default_factory=lambda: store_url({}))
     """The transcript store: ``ONWARD_STORE`` (``postgresql://...``), or ``.onward/store``."""
+    tuning: WorkerTuning = field(default_factory=WorkerTuning)
+    """Slots, cache and sticky timeout: ``ONWARD_MAX_*``, ``ONWARD_STICKY_TIMEOUT`` or flags."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         """Read the environment once.
 
         Raises:
-            ValueError: a bad ``ONWARD_HTTP_ALLOW`` entry or Temporal profile file.
+            ValueError: a bad ``ONWARD_HTTP_ALLOW`` entry, Temporal profile file or
+                tuning variable (``ONWARD_MAX_*``, ``ONWARD_STICKY_TIMEOUT``).
         """
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
@@ -118,6 +128,7 @@ class WorkerSettings:
             tool_modules=tuple(name.strip() for name in modules if name.strip()),
             http_allow=AllowList.from_env(env),
             store_url=store_url(env),
+            tuning=WorkerTuning.from_env(env),
         )
 
 
@@ -193,13 +204,18 @@ def build_worker(
         telemetry=telemetry,
         store=store,
     )
-    return Worker(client, task_queue=settings.task_queue, plugins=[plugin], **_tuned(options))
+    return Worker(
+        client, task_queue=settings.task_queue, plugins=[plugin], **_tuned(settings, options)
+    )
 
 
-def _tuned(options: dict[str, Any]) -> dict[str, Any]:
-    options.setdefault("sticky_queue_schedule_to_start_timeout", STICKY_QUEUE_TIMEOUT)
-    options.setdefault("graceful_shutdown_timeout", GRACEFUL_SHUTDOWN)
-    return options
+def _tuned(settings: WorkerSettings, options: dict[str, Any]) -> dict[str, Any]:
+    """``options``, with the settings' tuning where they say nothing."""
+    return (
+        settings.tuning.worker_options()
+        | {"graceful_shutdown_timeout": GRACEFUL_SHUTDOWN}
+        | options
+    )
 
 
 async def run_worker(
@@ -235,7 +251,7 @@ async def run_worker(
         client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
         if client is None:
             return  # asked to stop while the server was still unreachable
-        worker = Worker(client, task_queue=settings.task_queue, **_tuned({}))
+        worker = Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
         log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
         async with worker:
             print(
@@ -266,15 +282,39 @@ async def _connect_unless_stopped(
     return None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python worker.py`` and ``onward worker``."""
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[WorkerSettings, argparse.Namespace]:
+    """The settings of ``onward worker ARGV``: the environment, then the flags.
+
+    Exits (status 2, naming the setting) on a bad flag or variable.
+    """
+    env = os.environ if environ is None else environ
+    parser = _parser(env)
+    args = parser.parse_args(argv)
+    try:
+        settings = WorkerSettings.from_env(env)
+        flags = {name: getattr(args, name.removesuffix("_s")) for name in ENV_VARS}
+        settings = replace(
+            settings,
+            task_queue=args.task_queue or settings.task_queue,
+            tool_modules=(*settings.tool_modules, *args.tools),
+            tuning=WorkerTuning.from_env(env, flags),
+        )
+    except ValueError as err:  # a bad ONWARD_HTTP_ALLOW entry or tuning value: refuse to start
+        parser.error(str(err))
+    args.parser = parser
+    return settings, args
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onward worker",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task-queue", help="default: $ONWARD_TASK_QUEUE or 'onward'")
-    parser.add_argument("--log-level", default=os.environ.get("ONWARD_LOG_LEVEL", "INFO"))
+    parser.add_argument("--log-level", default=env.get("ONWARD_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--trace-file", type=Path, help="write OpenTelemetry spans as JSON lines to this file"
     )
@@ -286,18 +326,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="import user tools from MODULE or MODULE:NAME (repeatable; also "
         "$ONWARD_TOOLS=mod1,mod2)",
     )
-    args = parser.parse_args(argv)
+    tuning = parser.add_argument_group("tuning (see README, Performance)")
+    for flag, kind, what in (
+        ("--max-concurrent-workflow-tasks", int, "workflow tasks at once (default 100)"),
+        ("--max-concurrent-activities", int, "model calls and tool activities at once (1000)"),
+        ("--max-concurrent-local-activities", int, "local tool calls at once (200)"),
+        ("--max-cached-workflows", int, "runs kept in memory between steps (1000)"),
+        ("--sticky-timeout", float, "seconds before a dead worker's runs move on (1)"),
+    ):
+        name = flag.removeprefix("--").replace("-", "_")
+        variable = ENV_VARS.get(name) or ENV_VARS[f"{name}_s"]
+        tuning.add_argument(flag, type=kind, metavar="N", help=f"{what}; also ${variable}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python worker.py`` and ``onward worker``."""
+    settings, args = parse_args(argv)
+    parser: argparse.ArgumentParser = args.parser
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    try:
-        settings = WorkerSettings.from_env()
-    except ValueError as err:  # a bad ONWARD_HTTP_ALLOW entry: refuse to start
-        parser.error(str(err))
-    settings = replace(
-        settings,
-        task_queue=args.task_queue or settings.task_queue,
-        tool_modules=(*settings.tool_modules, *args.tools),
     )
     # Tool modules in the current directory are found, but last: a folder there
     # named like an installed package (workflows/, httpx/) must not shadow it.

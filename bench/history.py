@@ -2,7 +2,10 @@
 
 One long run per system, all at once (nothing here is timed). A step starts
 where its model-call activity is scheduled; its bytes are the serialized
-size of every history event up to the next step's model call.
+size of every history event up to the next step's model call. A run that
+continues as new is followed along its chain (each run's last event names
+the next), so the figures are the whole chain's, step after step: a run's
+first step also carries that run's start events.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 
 from bench.harness import Harness
 from bench.systems import System, new_run
@@ -21,13 +24,17 @@ __all__ = ["History", "history", "steps_of"]
 
 @dataclass
 class History:
-    """One run's history, step by step."""
+    """One run's history, step by step, over its whole continue-as-new chain."""
 
     ended: str
     """``completed``, or why the run stopped early (a Temporal limit, say)."""
     model_calls: int
     step_bytes: list[int] = field(default_factory=list)
     step_events: list[int] = field(default_factory=list)
+    runs: int = 1
+    """Runs in the chain (1: the run never continued as new)."""
+    steps_total: int = 0
+    """Steps over the whole chain (``len(step_bytes)``)."""
 
     def cumulative_bytes(self, step: int) -> int | None:
         """History bytes after ``step`` steps (1-based); None if the run never got there."""
@@ -43,35 +50,53 @@ def _is_model_call(activity_type: str) -> bool:
     return "model" in activity_type.lower()
 
 
-async def steps_of(handle: WorkflowHandle[object, object]) -> tuple[list[int], list[int]]:
-    """Bytes and events of each step of a run's history."""
+async def steps_of(
+    client: Client, handle: WorkflowHandle[object, object]
+) -> tuple[list[int], list[int], int]:
+    """Bytes and events of each step of a run's history, following continue-as-new.
+
+    Returns the bytes and events per step over the chain, and how many runs it has.
+    """
     step_bytes: list[int] = [0]
     step_events: list[int] = [0]
     seen_model_call = False
-    async for event in handle.fetch_history_events():
-        if event.HasField("activity_task_scheduled_event_attributes") and _is_model_call(
-            event.activity_task_scheduled_event_attributes.activity_type.name
-        ):
-            if seen_model_call:  # the first step also carries the run's start events
-                step_bytes.append(0)
-                step_events.append(0)
-            seen_model_call = True
-        step_bytes[-1] += event.ByteSize()
-        step_events[-1] += 1
-    return step_bytes, step_events
+    runs = 0
+    run_id: str | None = handle.first_execution_run_id or handle.run_id
+    while True:
+        runs += 1
+        current = client.get_workflow_handle(handle.id, run_id=run_id)
+        run_id = None
+        async for event in current.fetch_history_events():
+            if event.HasField("activity_task_scheduled_event_attributes") and _is_model_call(
+                event.activity_task_scheduled_event_attributes.activity_type.name
+            ):
+                if seen_model_call:  # the first step also carries the run's start events
+                    step_bytes.append(0)
+                    step_events.append(0)
+                seen_model_call = True
+            step_bytes[-1] += event.ByteSize()
+            step_events[-1] += 1
+            if event.HasField("workflow_execution_continued_as_new_event_attributes"):
+                attrs = event.workflow_execution_continued_as_new_event_attributes
+                run_id = attrs.new_execution_run_id
+        if not run_id:
+            return step_bytes, step_events, runs
 
 
 async def _one(bench: Harness, system: System, steps: int, timeout_s: float) -> History:
     task = Task(new_run(), steps)
     handle = await bench.start(system, task)
     outcome = await bench.finish(handle, task, timeout_s)
-    step_bytes, step_events = await steps_of(handle)
+    step_bytes, step_events, runs = await steps_of(bench.client, handle)
     ended = (
         "completed" if outcome.ok else f"stopped after {len(step_bytes)} steps: {outcome.detail}"
     )
     megabytes = sum(step_bytes) / 1e6
-    print(f"    {system.name}: {len(step_bytes)} steps recorded, {megabytes:.1f} MB; {ended}")
-    return History(ended, len(step_bytes), step_bytes, step_events)
+    print(
+        f"    {system.name}: {len(step_bytes)} steps in {runs} run(s), {megabytes:.1f} MB, "
+        f"{sum(step_bytes) / len(step_bytes) / 1e3:.1f} KB/step; {ended}"
+    )
+    return History(ended, len(step_bytes), step_bytes, step_events, runs, len(step_bytes))
 
 
 async def history(bench: Harness, steps: int, timeout_s: float) -> dict[str, History]:

@@ -118,11 +118,14 @@ def _throughput(data: dict[str, Any]) -> list[str]:
 
 def _history(data: dict[str, Any]) -> list[str]:
     runs: dict[str, dict[str, Any]] = data["history"]
-    head = ["system", "ended"] + [f"step {n}" for n in HISTORY_STEPS]
+    head = ["system", "ended", "steps_total, runs", "KB / step over the chain"]
+    head += [f"step {n}" for n in HISTORY_STEPS]
     rows = []
     for name, run in runs.items():
-        cells = [name, run["ended"]]
         step_bytes, step_events = run["step_bytes"], run["step_events"]
+        total = run.get("steps_total") or len(step_bytes)
+        mean_kb = sum(step_bytes) / total / 1e3 if total else 0.0
+        cells = [name, run["ended"], f"{total:,}, {run.get('runs', 1)}", f"{mean_kb:,.1f}"]
         for n in HISTORY_STEPS:
             if n <= len(step_bytes):
                 total_kb, events = sum(step_bytes[:n]) / 1e3, sum(step_events[:n])
@@ -140,8 +143,19 @@ def _history(data: dict[str, Any]) -> list[str]:
         "A system that sends the whole conversation with every model call records it in every",
         "model activity's input, so each step adds more than the last and the history grows",
         "quadratically, until Temporal's history size limit (50 MB by default) ends the run.",
+        "A run that continues as new is read along its whole chain (each run's",
+        "`continued_execution_run_id`), and its bytes are summed over every run of it.",
     ]
     return lines
+
+
+def _between(run: dict[str, Any]) -> str:
+    """New worker start to the next model call, after a kill between steps."""
+    times = run.get("between_s") or []
+    if not times:
+        return NONE
+    each = ", ".join(f"{s:.2f}" for s in times)
+    return f"{run['between_median_s']:.2f} ({each})"
 
 
 def _resume(data: dict[str, Any]) -> list[str]:
@@ -152,12 +166,15 @@ def _resume(data: dict[str, Any]) -> list[str]:
             f"{run['median_s']:.2f}" if run["resume_s"] else NONE,
             ", ".join(f"{s:.2f}" for s in run["resume_s"]),
             ", ".join(f"{s:.2f}" for s in run["worker_ready_s"]),
+            _between(run),
             "; ".join(run["failures"]) or NONE,
         ]
         for name, run in runs.items()
     ]
     lines = ["### Resume after kill -9 mid model call (new worker start → retried call done)", ""]
-    lines += _table(["system", "median s", "each s", "new worker ready s", "failures"], rows)
+    head = ["system", "median s", "each s", "new worker ready s"]
+    head += ["killed between steps: median s (each)", "failures"]
+    lines += _table(head, rows)
     onward = runs.get("onward")
     if onward:
         median = onward["median_s"] if onward["resume_s"] else None
@@ -238,11 +255,12 @@ then a text answer; a *step* is one model call, the answer included. Rounds are 
 - **openai-agents**: the OpenAI Agents SDK with Temporal's `OpenAIAgentsPlugin` (Chat
   Completions); the tool is an activity through `activity_as_tool`.
 
-Every worker gets Onward's settings where they matter for resume: a 1 s sticky-queue
-timeout and a 4 s heartbeat timeout on the model call (the peers' defaults are 10 s sticky;
-30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin). Cost uses gpt-4.1's
-list price ($2 / $0.50 cached / $8 per million tokens), about 4 characters a token, and
-OpenAI's automatic prefix caching (prompts of 1,024 tokens or more, 128-token blocks).
+Every worker gets a 1 s sticky-queue timeout, and a heartbeat timeout on the model call:
+2 s for Onward, 4 s (Onward's earlier setting) for the floor and the peers (the peers'
+defaults are 10 s sticky; 30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin).
+Cost uses gpt-4.1's list price ($2 / $0.50 cached / $8 per million tokens), about
+4 characters a token, and OpenAI's automatic prefix caching (prompts of 1,024 tokens
+or more, 128-token blocks).
 CPU and RSS are the worker process's own (from /proc), sampled every 50 ms.
 """
 
@@ -261,7 +279,8 @@ def summary(data: dict[str, Any]) -> list[str]:
     names = list(dict.fromkeys([*seq, *runs, *hist, *res, *bills]))
     head = ["system", "ms / step (vs floor)"]
     head += [f"steps/s at concurrency {n} (vs floor)" for n in levels]
-    head += [f"CPU ms/step, RSS MB at {top}", "history KB at step 100", "resume s", "cost USD"]
+    head += [f"CPU ms/step, RSS MB at {top or NONE}", "history KB at step 100", "resume s"]
+    head += ["cost USD"]
     rows = []
     for name in names:
         row = [f"**{name}**" if name == "onward" else name]

@@ -35,10 +35,17 @@ class Resume:
     resume_s: list[float] = field(default_factory=list)
     worker_ready_s: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    between_s: list[float] = field(default_factory=list)
+    """Killed between steps (right after a model call answered): new worker start to
+    the next model call's start."""
 
     @property
     def median_s(self) -> float:
         return statistics.median(self.resume_s) if self.resume_s else float("nan")
+
+    @property
+    def between_median_s(self) -> float:
+        return statistics.median(self.between_s) if self.between_s else float("nan")
 
 
 Call = dict[str, Any]
@@ -75,6 +82,27 @@ async def _once(bench: Harness, system: System, figures: Resume) -> None:
         figures.failures.append(outcome.detail)
 
 
+async def _between(bench: Harness, system: System, figures: Resume) -> None:
+    """Kill as soon as step 1's model call has answered: the worker dies between steps."""
+    task = Task(new_run(), steps=3)
+    handle = await bench.start(system, task)
+    await _calls_until(
+        bench, task.run, lambda c: c["step"] == 1 and c["end"] is not None, "step 1 answered"
+    )
+    bench.workers[system.name].kill9()
+    killed_at = time.monotonic()
+    worker = bench.restart_worker(system)
+    await worker.wait_ready(timeout_s=120)
+    # The next call the new worker makes (step 2, or step 1 again if its answer was lost).
+    following = await _calls_until(
+        bench, task.run, lambda c: c["start"] > killed_at, "model call after the kill"
+    )
+    figures.between_s.append(following["start"] - worker.started_at)
+    outcome = await bench.finish(handle, task, timeout_s=WAIT_S)
+    if not outcome.ok:
+        figures.failures.append(outcome.detail)
+
+
 async def resume(bench: Harness, repeats: int) -> dict[str, Resume]:
     """``repeats`` kill-and-resume rounds per system, interleaved."""
     figures = {s.name: Resume() for s in bench.systems}
@@ -91,5 +119,14 @@ async def resume(bench: Harness, repeats: int) -> dict[str, Resume]:
                     await bench.workers[system.name].wait_ready(timeout_s=120)
             times = figures[system.name].resume_s
             said = f"resumed in {times[-1]:.2f} s" if len(times) > done else "failed"
+            try:
+                await _between(bench, system, figures[system.name])
+                said += f"; between steps {figures[system.name].between_s[-1]:.2f} s"
+            except TimeoutError as err:
+                figures[system.name].failures.append(str(err))
+                worker = bench.workers[system.name]
+                if worker.popen is None or worker.popen.poll() is not None:
+                    bench.restart_worker(system)
+                    await bench.workers[system.name].wait_ready(timeout_s=120)
             print(f"    repeat {repeat + 1}/{repeats} {system.name:14s} {said}")
     return figures

@@ -101,7 +101,11 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, resume.Resume):
-        return {**dataclasses.asdict(value), "median_s": value.median_s}
+        return {
+            **dataclasses.asdict(value),
+            "median_s": value.median_s,
+            "between_median_s": value.between_median_s,
+        }
     if isinstance(value, cost.Cost):
         kept = {"uncached_cost_usd": value.uncached_cost_usd, "saved_usd": value.saved_usd}
         return {**dataclasses.asdict(value), **kept}

@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from bench.processes import Process
 from bench.workload import TOOL_NAME, Task, model_name
 from onward.contracts import AgentInput, AgentResult
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
 __all__ = ["FLOOR", "PEERS", "RunOutcome", "System", "all_systems", "new_run", "outcome"]
@@ -89,7 +90,11 @@ async def _start_onward(client: Client, task_queue: str, task: Task) -> Workflow
         prompt=task.prompt, model=f"openai:{model_name('onward')}", tools=[TOOL_NAME]
     )
     return await client.start_workflow(
-        AgentWorkflow.run, agent_input, id=f"bench-onward-{task.run}", task_queue=task_queue
+        AgentWorkflow.run,
+        agent_input,
+        id=f"bench-onward-{task.run}",
+        task_queue=task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,  # as OnwardClient.start
     )
 
 
@@ -97,8 +102,10 @@ def outcome(result: Any, task: Task) -> RunOutcome:
     """Whether a finished run did the whole task; every system answers after its last step."""
     calls = task.steps + 1
     if isinstance(result, AgentResult):
-        ok = result.status == "completed" and len(result.steps) == calls
-        return RunOutcome(ok, len(result.steps), "" if ok else f"{result.status}: {result.reason}")
+        # A long run continues as new and keeps only its last steps in full.
+        done = result.steps_total if result.steps_total is not None else len(result.steps)
+        ok = result.status == "completed" and done == calls
+        return RunOutcome(ok, done, "" if ok else f"{result.status}: {result.reason}")
     ok = result == f"done after {task.steps} steps"
     return RunOutcome(ok, calls if ok else 0, "" if ok else f"answered {result!r}")
 

@@ -88,6 +88,7 @@ from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
 from onward.store import FileBackend, TranscriptStore, open_store, store_url
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
 __all__ = ["OnwardClient", "RunInfo", "StepLog", "new_run_id"]
@@ -336,6 +337,9 @@ class OnwardClient(SessionMethods):
                     static_summary=static_summary(agent),
                     static_details=static_details(agent),
                     search_attributes=_tenant_tag(agent) if tag_tenant else None,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
+                    # Taken by a worker of this client's process, if any, at once.
+                    request_eager_start=True,
                 )
             except WorkflowAlreadyStartedError as err:
                 raise RunAlreadyExists(run_id) from err

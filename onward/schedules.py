@@ -29,6 +29,7 @@ from temporalio.client import (
 
 from onward.contracts import AgentInput
 from onward.starter.render import static_details, static_summary
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
 __all__ = [
@@ -82,6 +83,7 @@ def agent_schedule(agent: AgentInput, cron: str, schedule_id: str, task_queue: s
             task_queue=task_queue,
             static_summary=static_summary(agent),
             static_details=static_details(agent),
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
         ),
         spec=ScheduleSpec(cron_expressions=[cron]),
         state=ScheduleState(note=f"onward agent schedule: {cron}"),

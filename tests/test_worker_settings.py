@@ -1,10 +1,18 @@
-"""What the worker reads from its environment: its namespace comes from envconfig too."""
+"""What the worker reads from its environment and flags: namespace (envconfig), tuning."""
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
-from onward.worker import WorkerSettings
+import pytest
+from temporalio.client import Client
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from onward.tuning import WorkerTuning
+from onward.worker import WorkerSettings, build_worker, parse_args
 
 PROFILE = """
 [profile.cloud]
@@ -25,3 +33,94 @@ def test_the_namespace_of_the_chosen_profile_is_used(tmp_path: Path) -> None:
 def test_default_namespace_without_settings(tmp_path: Path) -> None:
     env = {"TEMPORAL_CONFIG_FILE": str(tmp_path / "absent.toml")}
     assert WorkerSettings.from_env(env).namespace == "default"
+
+
+def test_tuning_defaults_then_env_then_flags(tmp_path: Path) -> None:
+    env = {
+        "TEMPORAL_CONFIG_FILE": str(tmp_path / "absent.toml"),
+        "ONWARD_MAX_CONCURRENT_WORKFLOW_TASKS": "50",
+        "ONWARD_MAX_CACHED_WORKFLOWS": "300",
+        "ONWARD_STICKY_TIMEOUT": "2.5",
+    }
+    settings, _ = parse_args(["--max-cached-workflows", "400", "--sticky-timeout", "3"], env)
+    assert settings.tuning == WorkerTuning(
+        max_concurrent_workflow_tasks=50,  # from the environment
+        max_cached_workflows=400,  # the flag wins
+        sticky_timeout_s=3.0,
+    )
+    settings, _ = parse_args(
+        [
+            "--max-concurrent-activities",
+            "7",
+            "--max-concurrent-local-activities",
+            "8",
+            "--max-concurrent-workflow-tasks",
+            "9",
+        ],
+        {"TEMPORAL_CONFIG_FILE": env["TEMPORAL_CONFIG_FILE"]},
+    )
+    assert settings.tuning == WorkerTuning(
+        max_concurrent_activities=7,
+        max_concurrent_local_activities=8,
+        max_concurrent_workflow_tasks=9,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--max-cached-workflows", "0"], {}, "--max-cached-workflows"),
+        ([], {"ONWARD_STICKY_TIMEOUT": "soon"}, "ONWARD_STICKY_TIMEOUT"),
+        ([], {"ONWARD_MAX_CONCURRENT_ACTIVITIES": "-1"}, "ONWARD_MAX_CONCURRENT_ACTIVITIES"),
+    ],
+)
+def test_a_bad_tuning_value_stops_the_start_naming_it(
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {"TEMPORAL_CONFIG_FILE": str(tmp_path / "absent.toml"), **env}
+    with pytest.raises(SystemExit) as exit:
+        parse_args(argv, env)
+    assert exit.value.code == 2
+    assert named in capsys.readouterr().err
+
+
+async def test_the_tuning_reaches_the_worker(client: Client, tmp_path: Path) -> None:
+    env = {
+        "TEMPORAL_CONFIG_FILE": str(tmp_path / "absent.toml"),
+        "ONWARD_WORKSPACE": str(tmp_path / "ws"),
+        "ONWARD_STORE": str(tmp_path / "store"),
+        "ONWARD_MAX_CONCURRENT_LOCAL_ACTIVITIES": "11",
+    }
+    settings, _ = parse_args(
+        [
+            "--task-queue",
+            f"tq-{uuid.uuid4()}",
+            "--max-concurrent-workflow-tasks",
+            "12",
+            "--max-concurrent-activities",
+            "13",
+            "--max-cached-workflows",
+            "14",
+            "--sticky-timeout",
+            "1.5",
+        ],
+        env,
+    )
+    config = build_worker(client, settings).config(active_config=True)
+    assert config.get("max_concurrent_workflow_tasks") == 12
+    assert config.get("max_concurrent_activities") == 13
+    assert config.get("max_concurrent_local_activities") == 11
+    assert config.get("max_cached_workflows") == 14
+    assert config.get("sticky_queue_schedule_to_start_timeout") == timedelta(seconds=1.5)
+    # Onward's modules are imported once per worker, not once per run, by the sandbox.
+    runner = config.get("workflow_runner")
+    assert isinstance(runner, SandboxedWorkflowRunner)
+    assert "onward" in runner.restrictions.passthrough_modules
+    # A caller's own option still wins over the settings.
+    settings = replace(settings, task_queue=f"tq-{uuid.uuid4()}")
+    config = build_worker(client, settings, max_cached_workflows=5).config(active_config=True)
+    assert config.get("max_cached_workflows") == 5

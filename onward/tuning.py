@@ -1,0 +1,97 @@
+"""How hard one worker process works: its slots, its cache and its sticky-queue timeout.
+
+Read once at startup from ``onward worker`` flags or their ``ONWARD_*``
+environment variables (a flag wins). The defaults come from ``make bench`` on
+a 2-core machine (see README, Performance); every value is passed to
+:class:`temporalio.worker.Worker`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+__all__ = ["ENV_VARS", "WORKFLOW_TASK_TIMEOUT", "WorkerTuning"]
+
+WORKFLOW_TASK_TIMEOUT = timedelta(seconds=2)
+"""Every run's workflow task timeout (Temporal's default: 10 s), set when it starts.
+
+A worker killed while it holds a workflow task (between steps) has that task
+given to another worker after this long. A run's task takes milliseconds of
+CPU, but its clock runs from when the worker took it, queued behind the
+worker's other tasks; one that takes longer on a saturated worker is
+retried (work, not harm: the run replays and goes on), so keep
+``--max-concurrent-workflow-tasks`` low enough that a worker clears its
+queue well within it."""
+
+ENV_VARS = {
+    "max_concurrent_workflow_tasks": "ONWARD_MAX_CONCURRENT_WORKFLOW_TASKS",
+    "max_concurrent_activities": "ONWARD_MAX_CONCURRENT_ACTIVITIES",
+    "max_concurrent_local_activities": "ONWARD_MAX_CONCURRENT_LOCAL_ACTIVITIES",
+    "max_cached_workflows": "ONWARD_MAX_CACHED_WORKFLOWS",
+    "sticky_timeout_s": "ONWARD_STICKY_TIMEOUT",
+}
+"""Each setting's environment variable; the flag is its name with dashes
+(``--max-cached-workflows``; ``--sticky-timeout`` in seconds)."""
+
+
+@dataclass(frozen=True)
+class WorkerTuning:
+    """Worker slots and timeouts; the defaults suit one worker on 2 cores."""
+
+    max_concurrent_workflow_tasks: int = 100
+    """Workflow tasks worked on at once. Each is milliseconds of CPU, so more
+    slots only queue them inside the process (where their 2 s task timeout runs)."""
+    max_concurrent_activities: int = 1000
+    """Model calls (and tool activities) in flight at once: they wait on the network,
+    not the CPU, so one worker can hold as many as it runs agents."""
+    max_concurrent_local_activities: int = 200
+    """Local tool calls and ``describe_worker`` at once."""
+    max_cached_workflows: int = 1000
+    """Runs kept in memory between steps. A run pushed out of the cache is replayed
+    from its history at its next step (CPU); each cached run costs about 0.2 MB."""
+    sticky_timeout_s: float = 1.0
+    """After a worker dies, its runs' next tasks leave its sticky queue this fast
+    (SDK default 10 s). Lower moves runs sooner but sends a busy worker's runs to
+    others (a replay each) more often."""
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if not value > 0:
+                flag = "--" + item.name.removesuffix("_s").replace("_", "-")
+                raise ValueError(f"{flag} ({ENV_VARS[item.name]}): must be above 0, not {value!r}")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+    ) -> WorkerTuning:
+        """The defaults, then ``ONWARD_*`` variables, then ``overrides`` (flags; None: unset).
+
+        Raises:
+            ValueError: a value that is not a number above 0, naming its variable.
+        """
+        values: dict[str, Any] = {}
+        for name, variable in ENV_VARS.items():
+            raw = environ.get(variable, "").strip()
+            if not raw:
+                continue
+            parse = float if name == "sticky_timeout_s" else int
+            try:
+                values[name] = parse(raw)
+            except ValueError:
+                raise ValueError(f"{variable}: not a number: {raw!r}") from None
+        values |= {k: v for k, v in (overrides or {}).items() if v is not None}
+        return cls(**values)
+
+    def worker_options(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`temporalio.worker.Worker`."""
+        return {
+            "max_concurrent_workflow_tasks": self.max_concurrent_workflow_tasks,
+            "max_concurrent_activities": self.max_concurrent_activities,
+            "max_concurrent_local_activities": self.max_concurrent_local_activities,
+            "max_cached_workflows": self.max_cached_workflows,
+            "sticky_queue_schedule_to_start_timeout": timedelta(seconds=self.sticky_timeout_s),
+        }
