@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import uuid
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,8 @@ def free_port() -> int:
 
 async def test_onward_api_serves_with_keys(address: str, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
-    key = ApiKeys.add(keys_file, "acme")
+    # A tenant of its own: other tests leave runs of theirs on the shared server.
+    key = ApiKeys.add(keys_file, f"acme-{uuid.uuid4().hex[:8]}")
     port = free_port()
     process = await spawn_onward(
         "api",
