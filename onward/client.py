@@ -116,10 +116,9 @@ class RunInfo:
     task_queue: str
     running: bool
     start_time: datetime
-    # -- api branch: the tenant tag, for the HTTP API's ownership checks ---------------
+    # -- the tenant tag, for the HTTP API's ownership checks --------------------------
     tenant: str | None = None
     """The run's ``OnwardTenant`` search attribute (None: untagged, or not published yet)."""
-    # -- end api branch ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ def _visibility_message(err: RPCError) -> str:
 
 
 def _tenant_tag(agent: AgentInput) -> TypedSearchAttributes | None:
-    """The ``OnwardTenant`` attribute of a run of ``agent`` (api branch)."""
+    """The ``OnwardTenant`` attribute of a run of ``agent``."""
     if agent.tenant is None:
         return None
     return TypedSearchAttributes([SearchAttributePair(sa.TENANT, agent.tenant)])
@@ -288,7 +287,7 @@ class OnwardClient(SessionMethods):
             task_queue=description.task_queue,
             running=description.status in (None, WorkflowExecutionStatus.RUNNING),
             start_time=description.start_time,
-            tenant=description.typed_search_attributes.get(sa.TENANT),  # api branch
+            tenant=description.typed_search_attributes.get(sa.TENANT),
         )
 
     async def _require_worker(self, run_id: str) -> None:
@@ -487,7 +486,7 @@ class OnwardClient(SessionMethods):
                 )
                 raise RequestRejected(message) from err
 
-    # -- human approval (longlived branch) ------------------------------------------------
+    # -- human approval ------------------------------------------------
 
     async def approve(
         self, run_id: str, call_id: str | None = None, note: str | None = None
@@ -528,7 +527,7 @@ class OnwardClient(SessionMethods):
                 )
                 raise RequestRejected(f"{verdict}: {message}") from err
 
-    # -- artifacts (longlived branch) -----------------------------------------------------
+    # -- artifacts -----------------------------------------------------
 
     async def _files(self) -> FileBackend | None:
         """The store's workspaces (PostgreSQL), opened on first use; None: on disk."""
@@ -593,7 +592,7 @@ class OnwardClient(SessionMethods):
         except WorkspaceError as err:
             raise InvalidInput(f"path: {err}") from err
 
-    # -- schedules (longlived branch) -----------------------------------------------------
+    # -- schedules -----------------------------------------------------
 
     async def schedule_create(
         self, cron: str, input: AgentInput | Mapping[str, Any], id: str | None = None

@@ -322,7 +322,7 @@ class AgentInput(_Strict):
         description="whose memory remember/recall use, within the run's tenant; "
         "None: the tenant's shared scope",
     )
-    # -- human approval (longlived branch) --------------------------------------------
+    # -- human approval --------------------------------------------
     approve_tools: list[str] | None = Field(
         default=None,
         description="tools whose calls wait for a person's approval in this run, "
@@ -341,7 +341,7 @@ class AgentInput(_Strict):
     webhook_url: str | None = Field(
         default=None,
         max_length=2000,
-        description="http(s) URL that gets the signed result once the run ends (api branch)",
+        description="http(s) URL that gets the signed result once the run ends",
     )
 
     @field_validator("webhook_url")
@@ -382,7 +382,7 @@ class AgentInput(_Strict):
         default=None,
         description="set by the workflow itself when it continues as new; not for clients",
     )
-    # -- sub-agents (subagents branch) -------------------------------------------------
+    # -- sub-agents -------------------------------------------------
     delegation_depth: int = Field(
         default=0,
         ge=0,

@@ -181,7 +181,7 @@ class OnwardPlugin(SimplePlugin):
             model_max_attempts = ModelCallSettings.from_env(os.environ).max_attempts
         telemetry = telemetry or ActivityTelemetry()
         self._providers = dict(providers)
-        # -- webhooks (api branch): the secret is read here, like the providers' keys ----
+        # -- webhooks: the secret is read here, like the providers' keys ----
         self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
@@ -216,11 +216,11 @@ class OnwardPlugin(SimplePlugin):
                 self._model.copy_conversation,  # sessions
                 self._tool_activities.describe_worker,
                 self._tool_activities.execute_tool,
-                self._tool_activities.list_artifacts,  # artifacts (longlived branch)
+                self._tool_activities.list_artifacts,  # artifacts
                 # Dynamic: local tool calls are typed by their summary for the Web UI's
                 # timeline. A worker takes one dynamic activity, so this is it.
                 self._tool_activities.execute_local_tool,
-                self._webhooks.deliver_webhook,  # api branch
+                self._webhooks.deliver_webhook,
             ],
         )
 
@@ -245,4 +245,4 @@ class OnwardPlugin(SimplePlugin):
         finally:
             # After the worker has drained its activities; a later call reopens the pool.
             await close_providers(self._providers)
-            await self._webhooks.aclose()  # api branch
+            await self._webhooks.aclose()

@@ -44,7 +44,7 @@ __all__ = ["build_parser", "main", "run_cli"]
 STATES: tuple[str, ...] = get_args(AgentState)
 CODEC_PORT = 8702
 """Where ``onward codec-server`` listens unless ``--port`` says otherwise."""
-API_PORT = 8700  # api branch
+API_PORT = 8700
 """Where ``onward api`` listens unless ``--port`` says otherwise."""
 LIST_LIMIT = 20
 """Runs shown by ``onward list`` unless ``--limit`` says otherwise."""
@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--limit", type=int, default=LIST_LIMIT, metavar="N")
     _json_option(listing, "the runs")
 
-    # -- human approval, artifacts, schedules (longlived branch) --------------------
+    # -- human approval, artifacts, schedules --------------------
     for verdict, help in [
         ("approve", "let tool calls waiting for approval run"),
         ("reject", "refuse tool calls waiting for approval; the note goes to the model"),
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- api (api branch) -------------------------------------------------------------
+# -- api -------------------------------------------------------------
 
 
 def _api_parser(command: Any) -> None:
@@ -613,7 +613,7 @@ def run_cli(argv: Sequence[str]) -> int:
             return _demo_command(args)
         if args.command == "codec-server":
             return _codec_server_command(args)
-        if args.command == "api":  # api branch
+        if args.command == "api":
             return _api_command(args)
         return _client_command(args)
     except OnwardError as err:

@@ -304,7 +304,7 @@ async def report(client: OnwardClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- human approval and artifacts (longlived branch) ------------------------------------
+# -- human approval and artifacts ------------------------------------
 
 
 async def approve(client: OnwardClient, args: argparse.Namespace) -> int:

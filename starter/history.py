@@ -203,7 +203,7 @@ class _Assembler:
         self._steps: list[_Step] = []
         self._available: dict[str, ToolSpec] | None = None
         self._last_request: ModelRequest | None = None
-        self._summaries: list[HistoryStep] = []  # compaction steps (unbounded2 branch)
+        self._summaries: list[HistoryStep] = []  # compaction steps
 
     def assemble(self) -> None:
         current: _Step | None = None
@@ -394,8 +394,8 @@ class _Assembler:
             return steplog.refused(unknown_tool(call, available)), "refused"
         refusal = approval_refusal(spec, call) if spec is not None else None
         if refusal is not None and over:
-            # Until the run moves on, such a call may be waiting for approval (human
-            # approval, longlived branch); who decided is in update events, not read here.
+            # Until the run moves on, such a call may be waiting for human approval;
+            # who decided is in update events, not read here.
             return steplog.refused(refusal), "refused"
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
         error = workflow_tool.check(call) if workflow_tool is not None else None

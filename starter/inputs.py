@@ -118,7 +118,7 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
         data["tenant"] = args.tenant
     if getattr(args, "memory_scope", None) is not None:
         data["memory_scope"] = args.memory_scope
-    if getattr(args, "approve_tools", None):  # human approval (longlived branch)
+    if getattr(args, "approve_tools", None):  # human approval
         data["approve_tools"] = args.approve_tools
     try:
         return AgentInput.model_validate(data)

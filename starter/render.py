@@ -177,7 +177,7 @@ def state_change(
             f"-- budget paused: {reason or 'a limit was reached'}; "
             f"raise it with: onward extend {workflow_id} {flag} N"
         )
-    if state == "awaiting_approval":  # human approval (longlived branch)
+    if state == "awaiting_approval":  # human approval
         return (
             f"-- awaiting approval; see the calls with: onward status {workflow_id}; "
             f"decide with: onward approve {workflow_id} (or onward reject ... --note ...)"
@@ -223,7 +223,7 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         lines += _block("reason", status.reason)
     if status.retrying is not None:
         lines.append(f"retry:  {retry_line(status.retrying).removeprefix('-- retrying ')}")
-    for pending in status.pending_approvals:  # human approval (longlived branch)
+    for pending in status.pending_approvals:  # human approval
         call = ToolCall(id=pending.call_id, name=pending.name, arguments=pending.arguments)
         lines.append(f"await:  {pending.call_id}  {tool_summary(call)}")
     if status.last_step is not None:

@@ -298,7 +298,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         approve_one_reject_one,
     ),
-    # api branch: patched "webhook": the result goes to webhook_url by an activity; the
+    # patched "webhook": the result goes to webhook_url by an activity; the
     # recording worker has no ONWARD_WEBHOOK_SECRET, so the delivery fails and the run
     # still completes.
     "webhook": (

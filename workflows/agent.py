@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses  # model attempts (plugin branch)
+import dataclasses
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -287,9 +287,9 @@ class AgentWorkflow:
         self._ended_at: datetime | None = None
         self._finishing = False
         self._webhook_on_invalid_input = False  # decided in ``_prepare``
-        self._offer_delegate = False  # decided in ``_prepare``: sub-agents (subagents branch)
+        self._offer_delegate = False  # decided in ``_prepare``: sub-agents
         self._lent: dict[str, Budget] = {}  # budget slices of sub-agents still running
-        # -- human approval and artifacts (longlived branch) ---------------------------
+        # -- human approval and artifacts ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
         self._used_workspace = False
@@ -384,7 +384,7 @@ class AgentWorkflow:
                 await self._deliver_webhook(self._result())
             raise
         await self._write_transcript(at_end=True)
-        # -- artifacts (longlived branch) ------------------------------------------------
+        # -- artifacts ------------------------------------------------
         await self._list_artifacts()
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
@@ -393,7 +393,7 @@ class AgentWorkflow:
         self._stream.detach_pollers()
         return result
 
-    # -- webhook (api branch) ---------------------------------------------------------
+    # -- webhook ---------------------------------------------------------
 
     async def _deliver_webhook(self, result: AgentResult, patched: bool = False) -> None:
         """POST ``result`` to the run's webhook_url with bounded, backed-off attempts.
@@ -473,7 +473,7 @@ class AgentWorkflow:
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
-        # -- sub-agents (subagents branch): a run names a workspace only as a sub-agent,
+        # -- sub-agents: a run names a workspace only as a sub-agent,
         # its parent's or root's; any other would reach into another run's files.
         info = workflow.info()
         ancestors = {run.workflow_id for run in (info.parent, info.root) if run is not None}
@@ -501,7 +501,7 @@ class AgentWorkflow:
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
-        # -- model attempts (plugin branch) ------------------------------------------
+        # -- model attempts ------------------------------------------
         # The worker's ONWARD_MODEL_MAX_ATTEMPTS is the one setting; runs begun before
         # workers sent it keep MODEL_RETRY_POLICY.
         self._model_retry = MODEL_RETRY_POLICY
@@ -510,7 +510,7 @@ class AgentWorkflow:
                 MODEL_RETRY_POLICY, maximum_attempts=description.model_max_attempts
             )
         # -- end model attempts ------------------------------------------------------
-        # -- context window (unbounded2 branch): without the input's `context`, compact
+        # -- context window: without the input's `context`, compact
         # at 80% of the model's window when the worker's pricing table knows it; runs
         # begun before this never compact.
         if self._context is None and window_from_worker and description.context_window:
@@ -786,7 +786,7 @@ class AgentWorkflow:
             request,
             start_to_close_timeout=MODEL_CALL_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=self._model_retry,  # model attempts (plugin branch)
+            retry_policy=self._model_retry,  # model attempts
             summary=model_summary(self._input.model, number),
         )
         interrupted = await self._race([handle], deadline=race_deadline)
@@ -1007,7 +1007,7 @@ class AgentWorkflow:
             return asyncio.create_task(self._after_approval(spec, call, record))
         return self._start_tool(spec, call, record)
 
-    # -- human approval (longlived branch) ----------------------------------------------
+    # -- human approval ----------------------------------------------
 
     async def _after_approval(
         self, spec: ToolSpec, call: ToolCall, record: ToolCallRecord
@@ -1105,7 +1105,7 @@ class AgentWorkflow:
     def _validate_reject(self, decision: ApprovalDecision) -> None:
         chosen(self._pending.values(), decision)
 
-    # -- artifacts (longlived branch) -----------------------------------------------------
+    # -- artifacts -----------------------------------------------------
 
     def _workspace_key(self) -> str | None:
         """The run whose workspace tool calls use: the root run's, so sub-agents share it."""
@@ -1193,7 +1193,7 @@ class AgentWorkflow:
             summary=tool_summary(call),
         )
 
-    # -- sub-agents (subagents branch) ---------------------------------------------------
+    # -- sub-agents ---------------------------------------------------
 
     async def _delegate(self, call: ToolCall, record: ToolCallRecord, step: int) -> ToolOutcome:
         """Run a sub-agent as a child workflow; its end is this call's outcome.

@@ -74,7 +74,7 @@ def progress_card(status: AgentStatus) -> str:
         lines.append(f"prompt cache: {escape_markdown(cache)}")
     if status.reason:
         lines.append(f"reason: {escape_markdown(_shorten(status.reason, 200))}")
-    for pending in status.pending_approvals:  # human approval (longlived branch)
+    for pending in status.pending_approvals:  # human approval
         call = ToolCall(id=pending.call_id, name=pending.name, arguments=pending.arguments)
         shown = code_span(tool_summary(call))
         lines.append(f"awaiting approval: {shown} · call {code_span(pending.call_id)}")
