@@ -73,7 +73,7 @@ from onward.errors import (
     WorkspaceError,
 )
 from onward.schedules import ScheduleRow
-from onward.session_client import SessionMethods
+from onward.session_client import SessionMethods, approval_target, with_message_run
 from onward.starter.follow import (
     QUERY_TIMEOUT,
     FollowEvent,
@@ -366,7 +366,10 @@ class OnwardClient(SessionMethods):
     async def status_and_source(self, run_id: str) -> tuple[AgentStatus, StatusSource]:
         """The run's status, and whether a worker answered or the history was read."""
         with self._translated(run_id):
-            return await status_of(self._handle(run_id), self.has_worker)
+            status, source = await status_of(self._handle(run_id), self.has_worker)
+        if status.turns is not None:  # a session: with its message run's wait, if any
+            status = await with_message_run(self, run_id, status)
+        return status, source
 
     async def status(self, run_id: str) -> AgentStatus:
         """State, usage against budget, the last step, and a call being retried, if any."""
@@ -515,6 +518,7 @@ class OnwardClient(SessionMethods):
     ) -> ApprovalsDecided:
         update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
         await self._require_worker(run_id)
+        run_id = await approval_target(self, run_id)
         with self._translated(run_id):
             try:
                 return await self._handle(run_id).execute_update(

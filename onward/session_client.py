@@ -24,7 +24,9 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from onward import search_attributes as sa
+from onward import sessions
 from onward.contracts import (
+    SESSION_WORKFLOW,
     AgentStatus,
     SessionInput,
     SessionMessage,
@@ -35,6 +37,8 @@ from onward.contracts import (
 from onward.errors import (
     InvalidInput,
     NoWorker,
+    OnwardError,
+    RequestRejected,
     RunAlreadyExists,
     RunEnded,
     SessionClosed,
@@ -66,6 +70,10 @@ class _Client(Protocol):
     def _translated(self, run_id: str | None = None) -> contextlib.AbstractContextManager[None]: ...
 
     async def _require_worker(self, run_id: str) -> None: ...
+
+    async def status(self, run_id: str) -> AgentStatus: ...
+
+    def _handle(self, run_id: str) -> WorkflowHandle[Any, Any]: ...
 
 
 async def _worker_in_grace(client: _Client, session_id: str) -> None:
@@ -178,10 +186,15 @@ class SessionMethods:
             return await handle.query(SessionWorkflow.history)
 
     async def session_status(self: _Client, session_id: str) -> AgentStatus:
-        """The session's state (``idle`` between messages) and the usage of all its messages."""
+        """The session's state (``idle`` between messages) and the usage of all its messages.
+
+        While a message's run waits for approval or is paused, the session shows that
+        state and the run's ``pending_approvals``.
+        """
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
-            return await handle.query(SessionWorkflow.status)
+            status = await handle.query(SessionWorkflow.status)
+        return await with_message_run(self, session_id, status)
 
     async def close_session(self: _Client, session_id: str) -> None:
         """Close the session once the messages already sent are answered."""
@@ -199,6 +212,45 @@ class SessionMethods:
                 raise TemporalError(
                     f"session {session_id} failed: {_cause(err)}", "FAILED"
                 ) from err
+
+
+async def with_message_run(client: _Client, session_id: str, status: AgentStatus) -> AgentStatus:
+    """``status`` of a session, with the wait of the message run it is answering, if any.
+
+    A session cannot query its message's run, so the client asks the run itself.
+    """
+    if status.turns is None or status.state != "running":
+        return status
+    try:
+        run = await client.status(answering(session_id, status))
+    except OnwardError:  # not started yet, or just ended
+        return status
+    if run.state not in ("awaiting_approval", "paused"):
+        return status
+    return status.model_copy(
+        update={"state": run.state, "pending_approvals": run.pending_approvals}
+    )
+
+
+def answering(session_id: str, status: AgentStatus) -> str:
+    """The id of the run answering the session's current message."""
+    return sessions.run_id(session_id, (status.turns or 0) + 1)
+
+
+async def approval_target(client: _Client, run_id: str) -> str:
+    """Where approvals for ``run_id`` go: the run itself, or a session's current message run.
+
+    Raises:
+        RequestRejected: a session whose current message waits for no approval.
+    """
+    with client._translated(run_id):
+        description = await client._handle(run_id).describe()
+    if description.workflow_type != SESSION_WORKFLOW:
+        return run_id
+    status = await client.status(run_id)
+    if status.state != "awaiting_approval":
+        raise RequestRejected(f"session {run_id}: no tool call waits for approval")
+    return answering(run_id, status)
 
 
 @contextlib.contextmanager

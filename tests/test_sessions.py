@@ -28,7 +28,7 @@ from onward.contracts import (
     SessionInput,
     Usage,
 )
-from onward.errors import InvalidInput, SessionClosed
+from onward.errors import InvalidInput, RequestRejected, SessionClosed
 from onward.workflows import SessionWorkflow
 
 SYSTEM = "You are a test."
@@ -374,4 +374,46 @@ async def test_a_message_whose_run_id_is_taken_is_answered_as_failed(
         await squatter.terminate("test done")
         following = await onward.send_message(session_id, "second")
         assert (following.number, following.status, following.reply) == (2, "completed", "fine")
+        await onward.close_session(session_id)
+
+
+async def test_a_message_waiting_for_approval_is_approved_and_rejected_through_its_session(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    def writes(path: str) -> dict[str, object]:
+        call = {"name": "write_file", "arguments": {"path": path, "content": "x"}}
+        return {"text": f"saving {path}", "tool_calls": [call]}
+
+    script = [writes("a.md"), {"text": "saved"}, writes("b.md"), {"text": "not saved"}]
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"script": script, "tools": ["write_file"], "approve_tools": ["write_file"]}
+        )
+
+        async def waiting(path: str) -> bool:
+            status = await onward.status(session_id)  # the generic status of a session
+            pending = [call.arguments.get("path") for call in status.pending_approvals]
+            return status.state == "awaiting_approval" and pending == [path]
+
+        first = asyncio.create_task(onward.send_message(session_id, "save a"))
+        await eventually(lambda: waiting("a.md"))
+        assert (await onward.session_status(session_id)).state == "awaiting_approval"
+        assert not first.done()  # nothing ran before the approval
+        assert (await onward.approve(session_id)).decision == "approved"
+        saved = await first
+        assert saved.reply == "saved"
+        assert saved.steps[0].tool_calls[0].result == "wrote 1 characters to a.md"
+        with pytest.raises(RequestRejected, match="no tool call waits"):
+            await onward.approve(session_id)  # idle: nothing to approve
+
+        second = asyncio.create_task(onward.send_message(session_id, "save b"))
+        await eventually(lambda: waiting("b.md"))
+        await onward.reject(session_id, note="not b, please")
+        refused = await second
+        assert refused.reply == "not saved"
+        assert "not b, please" in (refused.steps[0].tool_calls[0].error or "") + (
+            refused.steps[0].tool_calls[0].result or ""
+        )
+        assert (await onward.session_status(session_id)).state == "idle"
         await onward.close_session(session_id)
