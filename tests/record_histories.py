@@ -149,6 +149,17 @@ async def native_cancel_while_the_child_waits(handle: Handle) -> None:
     await handle.cancel()
 
 
+async def pause_and_resume_while_the_child_waits(handle: Handle) -> None:
+    await until_the_child_waits(handle)
+    await handle.signal(AgentWorkflow.pause)
+    child = RECORDER[0].get_workflow_handle(
+        (await handle.describe()).raw_description.pending_children[0].workflow_id
+    )
+    while (await child.query(AgentWorkflow.status)).state != "paused":
+        await asyncio.sleep(0.05)
+    await handle.signal(AgentWorkflow.resume)
+
+
 async def until_the_child_waits(handle: Handle) -> None:
     while not (await handle.describe()).raw_description.pending_children:
         await asyncio.sleep(0.05)
@@ -496,6 +507,35 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
             ],
         },
         cancel_while_the_child_waits,
+    ),
+    # patched "delegate": the parent is paused while its child waits, and resumed; both
+    # signals are passed on to the child (delegate_pause_child.json), which pauses after
+    # its wait and then finishes.
+    "delegate_pause": (
+        {
+            "prompt": "delegate, get paused and resumed",
+            "tools": ["calculator", "wait", "delegate"],
+            "script": [
+                {
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "compute, wait a little, compute",
+                                "script": [
+                                    calc("1+1"),
+                                    {"tool_calls": [{"name": "wait", "arguments": {"seconds": 1}}]},
+                                    calc("2+2"),
+                                    {"text": "child done"},
+                                ],
+                            },
+                        }
+                    ]
+                },
+                {"text": "parent done"},
+            ],
+        },
+        pause_and_resume_while_the_child_waits,
     ),
     # patched "delegate": the same, cancelled natively (`temporal workflow cancel`).
     "delegate_native_cancel": (

@@ -42,6 +42,8 @@ def test_histories_are_committed() -> None:
         "delegate_child",  # the sub-agent: the parent's workspace, depth 1, budget_exceeded
         "delegate_cancel",  # patched: the parent cancelled (signal) while its sub-agent waits
         "delegate_cancel_child",  # the sub-agent, cancelled with its parent
+        "delegate_pause",  # pause and resume passed on to the running sub-agent
+        "delegate_pause_child",  # the sub-agent, paused after its wait, then finishing
         "delegate_native_cancel",  # patched: the same, natively cancelled
         "delegate_native_cancel_child",
         "memory_scope",  # patched: tool calls carry the run's tenant and memory scope

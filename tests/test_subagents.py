@@ -481,3 +481,45 @@ async def test_only_a_sub_agent_names_a_workspace(worker: RunningWorker) -> None
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput"
     assert cause.message.startswith("workspace: only a sub-agent names a workspace")
+
+
+async def test_pausing_the_parent_pauses_its_sub_agent_until_resumed(worker: RunningWorker) -> None:
+    child_script = [calc("1+1"), calc("2+2", delay_s=2), calc("3+3"), {"text": "child done"}]
+    handle = await worker.start(
+        {
+            "prompt": "delegate, then answer",
+            "tools": ["calculator", "delegate"],
+            "script": [delegating(prompt="slow", script=child_script), {"text": "parent done"}],
+        }
+    )
+    child_id: str | None = None
+
+    async def child_in_its_slow_call() -> bool:
+        nonlocal child_id
+        pending = (await handle.describe()).raw_description.pending_children
+        if not pending:
+            return False
+        child_id = pending[0].workflow_id
+        try:
+            calls = await model_inputs(worker.client.get_workflow_handle(child_id))
+        except RPCError:
+            return False  # initiated, not started yet
+        return len(calls) == 2
+
+    await eventually(child_in_its_slow_call)
+    assert child_id is not None
+    child = worker.client.get_workflow_handle(child_id)
+    await handle.signal(AgentWorkflow.pause)
+
+    async def child_paused() -> bool:
+        status = await child.query(AgentWorkflow.status)
+        return status.state == "paused"
+
+    await eventually(child_paused)
+    # Its slow call finished; no call was started while paused.
+    assert len(await model_inputs(child)) == 2
+    await handle.signal(AgentWorkflow.resume)
+    result: AgentResult = await handle.result()
+    assert result.status == "completed" and result.output == "parent done"
+    done = await child_result(worker.client, child_id)
+    assert done.status == "completed" and done.usage.model_calls == 4

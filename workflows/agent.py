@@ -24,6 +24,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
+    FailureError,
     WorkflowAlreadyStartedError,
 )
 
@@ -289,6 +290,8 @@ class AgentWorkflow:
         self._webhook_on_invalid_input = False  # decided in ``_prepare``
         self._offer_delegate = False  # decided in ``_prepare``: sub-agents
         self._lent: dict[str, Budget] = {}  # budget slices of sub-agents still running
+        self._sub_agents: dict[str, workflow.ChildWorkflowHandle[Any, AgentResult]] = {}
+        self._forwarding: set[asyncio.Task[None]] = set()  # pause/resume sent to sub-agents
         # -- human approval and artifacts ---------------------------
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
@@ -1220,6 +1223,9 @@ class AgentWorkflow:
         self._lent[ident] = budget
         try:
             handle = await start_delegate(agent_input, ident, summary=tool_summary(call))
+            self._sub_agents[ident] = handle
+            if self._paused:  # paused while it was starting: it waits with its parent
+                self._tell_sub_agents("pause")
             result = await handle
         except ChildWorkflowError as err:
             return failure_outcome(ident, failure_message(err))
@@ -1227,6 +1233,7 @@ class AgentWorkflow:
             return failure_outcome(ident, ID_TAKEN)
         finally:
             self._lent.pop(ident, None)
+            self._sub_agents.pop(ident, None)
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
@@ -1368,11 +1375,28 @@ class AgentWorkflow:
         """Stop starting new calls, between steps, until ``resume`` (no payload)."""
         if self._state not in FINAL_STATES:
             self._paused = True
+            self._tell_sub_agents("pause")
 
     @workflow.signal(name="resume")
     def resume(self, *_payload: Any) -> None:
         """Undo ``pause`` (no payload)."""
         self._paused = False
+        self._tell_sub_agents("resume")
+
+    def _tell_sub_agents(self, signal: str) -> None:
+        """Pass ``pause`` or ``resume`` on to the sub-agents running now (none: no command)."""
+        for ident, handle in self._sub_agents.items():
+            task = asyncio.create_task(self._signal_sub_agent(ident, handle, signal))
+            self._forwarding.add(task)
+            task.add_done_callback(self._forwarding.discard)
+
+    async def _signal_sub_agent(
+        self, ident: str, handle: workflow.ChildWorkflowHandle[Any, AgentResult], signal: str
+    ) -> None:
+        try:
+            await handle.signal(signal)
+        except FailureError as err:  # it ended meanwhile: nothing left to pause
+            workflow.logger.info("%s not passed on to sub-agent %s: %s", signal, ident, err)
 
     @workflow.signal(name="cancel")
     def cancel(self, *payload: Any) -> None:
