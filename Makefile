@@ -16,7 +16,7 @@ demo: $(STAMP)  ## start the dev server and a worker, run an example agent offli
 	$(BIN)/onward demo
 
 test: $(STAMP) lint  ## lint, type-check and run the whole test suite
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -69,6 +69,7 @@ async def test_unencrypted_payloads_pass_through() -> None:
         (f"k:{key()},k:{key()}", "twice"),
         (" , ", "names no key"),
     ],
+    ids=["no-colon", "not-base64", "short", "twice", "empty"],  # fixed: the keys are random
 )
 def test_bad_settings_are_refused_without_echoing_keys(setting: str, message: str) -> None:
     with pytest.raises(EncryptionError, match=message) as caught:
