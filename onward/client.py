@@ -34,7 +34,6 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -137,13 +136,6 @@ def _visibility_message(err: RPCError) -> str:
             "a worker registers them when it starts (onward worker)"
         )
     return f"Temporal rejected the request: {err.message}"
-
-
-def _tenant_tag(agent: AgentInput) -> TypedSearchAttributes | None:
-    """The ``OnwardTenant`` attribute of a run of ``agent``."""
-    if agent.tenant is None:
-        return None
-    return TypedSearchAttributes([SearchAttributePair(sa.TENANT, agent.tenant)])
 
 
 class OnwardClient(SessionMethods):
@@ -335,7 +327,7 @@ class OnwardClient(SessionMethods):
                     task_queue=self.task_queue,
                     static_summary=static_summary(agent),
                     static_details=static_details(agent),
-                    search_attributes=_tenant_tag(agent) if tag_tenant else None,
+                    search_attributes=sa.tenant_tag(agent.tenant) if tag_tenant else None,
                     task_timeout=WORKFLOW_TASK_TIMEOUT,
                     # Taken by a worker of this client's process, if any, at once.
                     request_eager_start=True,

@@ -20,7 +20,6 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from onward import search_attributes as sa
@@ -94,12 +93,6 @@ async def _worker_in_grace(client: _Client, session_id: str) -> None:
             await asyncio.sleep(WORKER_CHECK_INTERVAL_S)
 
 
-def _tenant_tag(tenant: str | None) -> TypedSearchAttributes | None:
-    if tenant is None:
-        return None
-    return TypedSearchAttributes([SearchAttributePair(sa.TENANT, tenant)])
-
-
 def _handle(client: Client, session_id: str) -> SessionHandle:
     return client.get_workflow_handle_for(SessionWorkflow.run, session_id)
 
@@ -146,7 +139,7 @@ class SessionMethods:
                     id=session_id,
                     task_queue=self.task_queue,
                     static_summary=f"session ({input.model})",
-                    search_attributes=_tenant_tag(input.tenant) if tag_tenant else None,
+                    search_attributes=sa.tenant_tag(input.tenant) if tag_tenant else None,
                 )
             except WorkflowAlreadyStartedError as err:
                 raise RunAlreadyExists(session_id) from err
