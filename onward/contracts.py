@@ -994,7 +994,7 @@ class SessionInput(_Strict):
     settings: ModelSettings | None = None
     tenant: str | None = Field(default=None, min_length=1, max_length=200)
     approve_tools: list[str] | None = None
-    approval_timeout_s: float | None = Field(default=None, gt=0)
+    approval_timeout_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     on_approval_timeout: OnApprovalTimeout = "reject"
     context: ContextLimit | None = Field(
         default=None, description="compaction of the conversation each message's run is sent"
@@ -1012,7 +1012,10 @@ class SessionInput(_Strict):
         default=False, description="as AgentInput's: each reply's text token by token"
     )
     idle_timeout_s: float = Field(
-        default=DEFAULT_IDLE_TIMEOUT_S, gt=0, description="close after this long without messages"
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        gt=0,
+        le=MAX_DURATION_S,
+        description="close after this long without messages",
     )
     continue_as_new_after: int | None = Field(
         default=None,

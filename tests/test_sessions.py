@@ -189,6 +189,11 @@ async def test_invalid_session_input_and_message_name_the_field(client: Client) 
         await onward.open_session({"prompt": "no prompt in a session"})
     with pytest.raises(InvalidInput, match="idle_timeout_s"):
         await onward.open_session({"idle_timeout_s": 0})
+    # Past ten years a timer overflows the workflow's clock: rejected before it starts.
+    with pytest.raises(InvalidInput, match="idle_timeout_s"):
+        await onward.open_session({"idle_timeout_s": 1e300})
+    with pytest.raises(InvalidInput, match="approval_timeout_s"):
+        await onward.open_session({"approval_timeout_s": 1e300})
     with pytest.raises(InvalidInput, match="message"):
         await onward.send_message("any", "   ")
 
