@@ -23,7 +23,7 @@ from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from onward import compaction, steplog
+from onward import clearing, compaction, steplog
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.streaming import TextSink
@@ -95,12 +95,13 @@ class ModelActivities:
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
         ref = request.transcript
-        if ref is not None:
-            # The conversation is in the store: write what the run added, read it all.
-            request = request.model_copy(
-                update={"messages": await self._conversation(ref), "transcript": None}
-            )
+        # A conversation in the store: write what the run added, read it all.
+        messages = await self._conversation(ref) if ref is not None else request.messages
+        sent, placeholders = clearing.cleared(messages, request.clear_tool_results)
+        request = request.model_copy(update={"messages": sent, "transcript": None})
         response = await self._complete(request)
+        if placeholders:
+            response = response.model_copy(update={"cleared_tool_results": placeholders})
         if ref is not None:
             # Stored as the workflow will hold it, so the next call's read matches it.
             response = steplog.with_unique_call_ids(response, request.step)

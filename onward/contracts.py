@@ -41,6 +41,7 @@ __all__ = [
     "BudgetLimit",
     "CallRetry",
     "CancelRequest",
+    "ClearToolResults",
     "CompactionRequest",
     "CompactionResult",
     "ContextLimit",
@@ -301,6 +302,29 @@ class ContextLimit(_Strict):
     keep_last_turns: int = Field(default=4, ge=0, description="recent turns always sent in full")
 
 
+class ClearToolResults(_Strict):
+    """Tool-result clearing: past ``trigger_tokens``, older tool results are sent as a placeholder.
+
+    See :mod:`onward.clearing`; the transcript keeps every result.
+    """
+
+    trigger_tokens: int = Field(
+        gt=0, description="clear once the conversation sent passes this many (estimated) tokens"
+    )
+    keep_tool_uses: int = Field(
+        default=3, ge=0, description="the most recent tool results, always sent in full"
+    )
+    clear_at_least_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="clear only when that saves this many tokens: each clearing makes the "
+        "provider's prompt cache start again from the first result it clears",
+    )
+    exclude_tools: list[str] = Field(
+        default_factory=list, description="tools whose results are never cleared"
+    )
+
+
 class AgentInput(_Strict):
     """The one input object of ``AgentWorkflow``; plain JSON from the ``temporal`` CLI works."""
 
@@ -357,6 +381,11 @@ class AgentInput(_Strict):
 
     context: ContextLimit | None = Field(
         default=None, description="compaction; None: the model is sent the whole conversation"
+    )
+    clear_tool_results: ClearToolResults | None = Field(
+        default=None,
+        description="older tool results sent as a placeholder once the conversation is long; "
+        "None: every result is sent in full",
     )
     cache_tools: dict[str, float] | None = Field(
         default=None,
@@ -568,6 +597,9 @@ class ModelRequest(BaseModel):
     stream: bool = Field(
         default=False, description="publish the text as it comes to the run's ``tokens`` topic"
     )
+    clear_tool_results: ClearToolResults | None = Field(
+        default=None, description="the run's tool-result clearing, applied to what is sent"
+    )
 
 
 TOKENS_TOPIC = "tokens"
@@ -601,6 +633,9 @@ class ModelResponse(BaseModel):
     )
     model: str = ""
     finish_reason: str | None = None
+    cleared_tool_results: int = Field(
+        default=0, description="older tool results the model was sent as a placeholder"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -770,6 +805,11 @@ class StepRecord(BaseModel):
     )
     compaction: bool = Field(
         default=False, description="a compaction: ``text`` summarises the older turns"
+    )
+    cleared_tool_results: int = Field(
+        default=0,
+        description="older tool results the model call was sent as a placeholder "
+        "(clear_tool_results)",
     )
 
 
@@ -998,6 +1038,9 @@ class SessionInput(_Strict):
     on_approval_timeout: OnApprovalTimeout = "reject"
     context: ContextLimit | None = Field(
         default=None, description="compaction of the conversation each message's run is sent"
+    )
+    clear_tool_results: ClearToolResults | None = Field(
+        default=None, description="as AgentInput's: older tool results sent as a placeholder"
     )
     cache_tools: dict[str, float] | None = Field(
         default=None, description="as AgentInput's: tool results reused within a TTL"

@@ -91,6 +91,7 @@ def message_input(session: SessionInput, message: str, used: RunUsage) -> AgentI
         approval_timeout_s=session.approval_timeout_s,
         on_approval_timeout=session.on_approval_timeout,
         context=session.context,
+        clear_tool_results=session.clear_tool_results,
         cache_tools=session.cache_tools,
         memory_scope=session.memory_scope,
         stream=session.stream,

@@ -101,6 +101,7 @@ def apply_response(record: StepRecord, response: ModelResponse) -> None:
     record.usage = response.usage
     record.cost_usd = response.cost_usd
     record.cache_saved_usd = response.cache_saved_usd
+    record.cleared_tool_results = response.cleared_tool_results
 
 
 def apply_outcome(

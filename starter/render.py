@@ -110,9 +110,11 @@ def step_lines(step: StepRecord) -> list[str]:
         if call.child_id is not None:  # `onward trace` shows its calls under this one
             lines.append(f"{_INDENT}  ↳ sub-agent {call.child_id}")
     cached = step.usage.cached_input_tokens
+    gone = step.cleared_tool_results
+    cleared = f" · {_count(gone, 'older tool result')} cleared" if gone else ""
     lines.append(
         f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')}"
-        f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}"
+        f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}{cleared}"
     )
     return lines
 

@@ -537,12 +537,16 @@ def test_cache_options_are_checked() -> None:
         AgentInput.model_validate({"prompt": "x", "tools": ["lookup"], "cache_tools": {"rate": 60}})
 
 
-def test_the_readme_cache_tools_input_is_valid() -> None:
+def test_the_readme_cost_inputs_are_valid() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme.split("### Cost and caching", 1)[1].split("\n### ", 1)[0]
-    (block,) = re.findall(r"```json\n(.*?)```", section, flags=re.S)
-    agent_input = AgentInput.model_validate_json(block)
-    assert agent_input.cache_tools == {"http_fetch": 600}
+    cached, cleared = (
+        AgentInput.model_validate_json(block)
+        for block in re.findall(r"```json\n(.*?)```", section, flags=re.S)
+    )
+    assert cached.cache_tools == {"http_fetch": 600}
+    assert cleared.clear_tool_results is not None
+    assert cleared.clear_tool_results.clear_at_least_tokens == 4000
 
 
 def test_chat_spans_carry_the_cached_token_counts() -> None:

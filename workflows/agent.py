@@ -775,6 +775,7 @@ class AgentWorkflow:
             settings=self._input.settings,
             pricing=self._input.pricing,
             stream=self._input.stream and workflow.patched(TOKEN_STREAM_PATCH),
+            clear_tool_results=self._input.clear_tool_results,
         )
         size = len(request.model_dump_json())
         limit = MAX_STORED_REQUEST_BYTES if self._use_store else MAX_MODEL_REQUEST_BYTES
