@@ -1,4 +1,4 @@
-"""The bare workflow's activities: one model call over HTTP, one local ``record`` tool."""
+"""The bare workflow's activities: one model call over HTTP, and the tools as local activities."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 from temporalio import activity
 
-from bench.workload import model_name, record_result
+from bench.workload import model_name, page_for, record_result
 
-__all__ = ["BareActivities", "ModelCall", "ModelTurn", "record"]
+__all__ = ["BareActivities", "ModelCall", "ModelTurn", "read", "record"]
 
 HEARTBEAT_INTERVAL_S = 1.0
 
@@ -27,9 +27,10 @@ class ModelCall:
 
 @dataclass
 class ModelTurn:
-    """The model's answer: a note to record, or the final text."""
+    """The model's answer: a note to record, a page to read, or the final text."""
 
     note: str | None = None
+    page: int | None = None
     text: str = ""
 
 
@@ -37,6 +38,12 @@ class ModelTurn:
 async def record(note: str) -> str:
     """The same tool every system runs."""
     return record_result(note)
+
+
+@activity.defn
+async def read(page: int) -> str:
+    """The ``read`` tool of the tool-heavy task."""
+    return page_for(page)
 
 
 class BareActivities:
@@ -68,5 +75,7 @@ class BareActivities:
         calls = message.get("tool_calls") or []
         if calls:
             arguments = json.loads(calls[0]["function"]["arguments"])
+            if "page" in arguments:
+                return ModelTurn(page=int(arguments["page"]))
             return ModelTurn(note=str(arguments["note"]))
         return ModelTurn(text=str(message.get("content") or ""))

@@ -13,7 +13,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bench.bare_activities import BareActivities, record
+from bench.bare_activities import BareActivities, read, record
 from bench.bare_workflow import BareSteps
 
 __all__ = ["main"]
@@ -30,7 +30,7 @@ async def main(address: str, task_queue: str, model_url: str) -> None:
         client,
         task_queue=task_queue,
         workflows=[BareSteps],
-        activities=[activities.model_call, record],
+        activities=[activities.model_call, record, read],
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
     )
     async with worker:

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from bench.bare_activities import BareActivities, ModelCall, record
+    from bench.bare_activities import BareActivities, ModelCall, read, record
     from bench.workload import Task
 
 __all__ = ["BareSteps"]
@@ -40,9 +40,14 @@ class BareSteps:
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=RetryPolicy(maximum_attempts=5),
             )
-            if turn.note is None:
+            if turn.page is not None:
+                await workflow.execute_local_activity(
+                    read, turn.page, start_to_close_timeout=TOOL_TIMEOUT
+                )
+            elif turn.note is not None:
+                await workflow.execute_local_activity(
+                    record, turn.note, start_to_close_timeout=TOOL_TIMEOUT
+                )
+            else:
                 return turn.text
-            await workflow.execute_local_activity(
-                record, turn.note, start_to_close_timeout=TOOL_TIMEOUT
-            )
         return "the model never answered"

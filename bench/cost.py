@@ -1,8 +1,13 @@
 """Billed tokens and cost of one tool-heavy run per system, from the fake server's bills.
 
-The fake server prices cached prompt prefixes the way OpenAI does (see
-:mod:`bench.fake_openai`), so a system that keeps its prompt prefix stable
-between steps pays less for the same task.
+The task is ``read`` (:mod:`bench.workload`): every step reads a ~4 KB page, so
+tool results are most of every prompt. The fake server prices cached prompt
+prefixes the way OpenAI does (see :mod:`bench.fake_openai`), so a system that
+keeps its prompt prefix stable between steps pays less for the same task.
+Onward runs it twice: with tool-result clearing (``onward``) and without
+(``onward-no-clearing``, its default). A run counts only if its answer is the
+task's (the fake model's answer names how many pages it was sent and a digest
+of the last one).
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from bench.harness import Harness
 from bench.systems import System, new_run
 from bench.workload import Task
 
-__all__ = ["Cost", "cost"]
+__all__ = ["UNCLEARED", "Cost", "cost"]
+
+UNCLEARED = "onward-no-clearing"
+"""The figure of Onward without tool-result clearing (its default)."""
 
 
 @dataclass
@@ -53,11 +61,15 @@ async def cost(bench: Harness, steps: int, timeout_s: float) -> dict[str, Cost]:
     earlier measurement (a killed worker's) must not land on this bill.
     """
 
-    async def one(system: System) -> Cost:
-        task = Task(new_run(), steps)
+    async def one(system: System, clear: bool) -> Cost:
+        task = Task(new_run(), steps, kind="read", clear=clear)
         ok = (await bench.run(system, task, timeout_s)).ok
         bill = await bench.bill(task.run)
         return Cost(ok=ok, **bill)
 
-    figures = await asyncio.gather(*(one(s) for s in bench.systems))
-    return {system.name: figure for system, figure in zip(bench.systems, figures, strict=True)}
+    runs = {system.name: one(system, clear=True) for system in bench.systems}
+    onward = next((s for s in bench.systems if s.name == "onward"), None)
+    if onward is not None:
+        runs[UNCLEARED] = one(onward, clear=False)
+    figures = await asyncio.gather(*runs.values())
+    return dict(zip(runs, figures, strict=True))

@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.workload import TOOL_NAME, Task, note_for
+from bench.workload import Task, note_for, page_for, read_answer
 
 __all__ = [
     "CACHE_BLOCK_TOKENS",
@@ -128,14 +128,19 @@ def answer(request: dict[str, Any], cache: PrefixCache) -> tuple[dict[str, Any],
         step = sum(1 for m in messages if m.get("role") == "tool")
     message: dict[str, Any] = {"role": "assistant", "content": None}
     if step < task.steps:
-        arguments = json.dumps({"note": note_for(step)})
+        arguments = {"page": step + 1} if task.kind == "read" else {"note": note_for(step)}
         message["tool_calls"] = [
             {
                 "id": f"call_{step}",
                 "type": "function",
-                "function": {"name": TOOL_NAME, "arguments": arguments},
+                "function": {"name": task.tool, "arguments": json.dumps(arguments)},
             }
         ]
+    elif task.kind == "read":
+        results = [_text(m.get("content")) for m in messages if m.get("role") == "tool"]
+        if "bench_step" in request:  # the floor keeps no conversation: as if it had
+            results = [page_for(task.steps)] * step
+        message["content"] = read_answer(results)
     else:
         message["content"] = f"done after {step} steps"
     model = str(request.get("model", ""))

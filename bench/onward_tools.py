@@ -1,11 +1,11 @@
-"""The bench's ``record`` tool for the Onward worker (``worker.py --tools bench.onward_tools``)."""
+"""The bench's tools for the Onward worker (``worker.py --tools bench.onward_tools``)."""
 
 from __future__ import annotations
 
-from bench.workload import record_result
+from bench.workload import page_for, record_result
 from onward.activities.tools import tool
 
-__all__ = ["record"]
+__all__ = ["read", "record"]
 
 
 @tool(local=True, timeout_s=5)
@@ -16,3 +16,13 @@ def record(note: str) -> str:
         note: The note.
     """
     return record_result(note)
+
+
+@tool(local=True, timeout_s=5)
+def read(page: int) -> str:
+    """Read one page of the report.
+
+    Args:
+        page: The page number.
+    """
+    return page_for(page)

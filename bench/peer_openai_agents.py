@@ -3,7 +3,7 @@
     bench/.venv-peers/bin/python -m bench.peer_openai_agents --address A --task-queue Q
 
 The model call is the plugin's activity (Chat Completions, the protocol the
-fake server speaks); the ``record`` tool is an activity through
+fake server speaks); each tool is an activity through
 ``activity_as_tool``, so a step costs two activities as in pydantic-ai.
 """
 
@@ -22,7 +22,7 @@ from temporalio.openai_agents import ModelActivityParameters, OpenAIAgentsPlugin
 from temporalio.openai_agents import workflow as agents_workflow
 from temporalio.worker import Worker
 
-from bench.workload import TOOL_NAME, model_name, record_result
+from bench.workload import READ_TOOL, TOOL_NAME, model_name, page_for, record_result
 
 __all__ = ["OpenAIAgentsBench", "main"]
 
@@ -43,6 +43,16 @@ async def record(note: str) -> str:
     return record_result(note)
 
 
+@activity.defn(name=READ_TOOL)
+async def read(page: int) -> str:
+    """Read one page of the report.
+
+    Args:
+        page: The page number.
+    """
+    return page_for(page)
+
+
 @workflow.defn(name="OpenAIAgentsBench")
 class OpenAIAgentsBench:
     """Runs the agent on the prompt with the plugin's durable model calls."""
@@ -52,7 +62,10 @@ class OpenAIAgentsBench:
         agent = Agent(
             name="bench",
             model=model_name("openai-agents"),
-            tools=[agents_workflow.activity_as_tool(record, start_to_close_timeout=TOOL_TIMEOUT)],
+            tools=[
+                agents_workflow.activity_as_tool(tool, start_to_close_timeout=TOOL_TIMEOUT)
+                for tool in (record, read)
+            ],
         )
         result = await Runner.run(agent, prompt, max_turns=MAX_TURNS)
         return str(result.final_output)
@@ -72,7 +85,7 @@ async def main(address: str, task_queue: str, model_url: str) -> None:
         client,
         task_queue=task_queue,
         workflows=[OpenAIAgentsBench],
-        activities=[record],
+        activities=[record, read],
         sticky_queue_schedule_to_start_timeout=STICKY_QUEUE_TIMEOUT,
     )
     async with worker:

@@ -5,7 +5,7 @@
 The agent is the documented one: an ``Agent`` with the ``TemporalDurability``
 capability (the successor of ``TemporalAgent``), registered on a workflow
 through ``__pydantic_ai_agents__`` and ``PydanticAIPlugin``. The model call and
-the ``record`` tool each run as an activity, as the library does by default.
+the tool each run as an activity, as the library does by default.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.workflow import ActivityConfig
 
-from bench.workload import model_name, record_result
+from bench.workload import model_name, page_for, record_result
 
 __all__ = ["PydanticAIBench", "main"]
 
@@ -45,12 +45,21 @@ async def record(note: str) -> str:
     return record_result(note)
 
 
+async def read(page: int) -> str:
+    """Read one page of the report.
+
+    Args:
+        page: The page number.
+    """
+    return page_for(page)
+
+
 agent = Agent(
     OpenAIChatModel(
         model_name("pydantic-ai"), provider=OpenAIProvider(base_url=MODEL_URL, api_key="bench")
     ),
     name="bench",
-    tools=[record],
+    tools=[record, read],
     capabilities=[
         TemporalDurability(
             model_activity_config=ActivityConfig(

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.cost import UNCLEARED
 from bench.fake_openai import PRICE_PER_MTOK
 from bench.systems import FLOOR, PEERS
 
@@ -231,6 +232,9 @@ def _cost(data: dict[str, Any]) -> list[str]:
             f"({mine['cached_tokens']:,} prompt tokens billed at the cached rate saved "
             f"${uncached - mine['cost_usd']:.4f})"
         )
+    if "onward" in runs and UNCLEARED in runs:
+        ratio = _ratio(onward, runs[UNCLEARED]["cost_usd"])
+        lines.append(f"- Onward with tool-result clearing vs without (its default): {_x(ratio)}")
     for peer in PEERS:
         if peer in runs:
             ratio = _ratio(onward, runs[peer]["cost_usd"])
@@ -258,7 +262,12 @@ then a text answer; a *step* is one model call, the answer included. Rounds are 
 Every worker gets a 1 s sticky-queue timeout, and a heartbeat timeout on the model call:
 2 s for Onward, 4 s (Onward's earlier setting) for the floor and the peers (the peers'
 defaults are 10 s sticky; 30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin).
-Cost uses gpt-4.1's list price ($2 / $0.50 cached / $8 per million tokens), about
+Cost is measured on a tool-heavy task instead: N steps of one `read` call (tiny arguments)
+whose result is a ~4 KB page, then an answer that names how many pages the model was sent
+and a digest of the last one (a run counts only with that answer). Onward runs it with
+tool-result clearing (`clear_tool_results`: trigger 8,000 tokens, keep 3, clear at least
+4,000) and, as `onward-no-clearing`, without (its default); the peers as they come.
+Prices: gpt-4.1's list price ($2 / $0.50 cached / $8 per million tokens), about
 4 characters a token, and OpenAI's automatic prefix caching (prompts of 1,024 tokens
 or more, 128-token blocks).
 CPU and RSS are the worker process's own (from /proc), sampled every 50 ms.

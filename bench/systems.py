@@ -12,8 +12,8 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle
 
 from bench.processes import Process
-from bench.workload import TOOL_NAME, Task, model_name
-from onward.contracts import AgentInput, AgentResult
+from bench.workload import READ_TOOL, TOOL_NAME, Task, model_name
+from onward.contracts import AgentInput, AgentResult, ClearToolResults
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
@@ -85,9 +85,17 @@ def _start_named(workflow_type: str, system: str) -> Starter:
     return start
 
 
+CLEARING = ClearToolResults(trigger_tokens=8_000, keep_tool_uses=3, clear_at_least_tokens=4_000)
+"""Onward's tool-result clearing in the cost measurement: a page is about 1,000 tokens, so
+the prompt stays between about 4,000 and 8,000 tokens and is cleared every four pages."""
+
+
 async def _start_onward(client: Client, task_queue: str, task: Task) -> WorkflowHandle[Any, Any]:
     agent_input = AgentInput(
-        prompt=task.prompt, model=f"openai:{model_name('onward')}", tools=[TOOL_NAME]
+        prompt=task.prompt,
+        model=f"openai:{model_name('onward')}",
+        tools=[TOOL_NAME, READ_TOOL],  # as the peers' agents: the same prompt
+        clear_tool_results=CLEARING if task.clear else None,
     )
     return await client.start_workflow(
         AgentWorkflow.run,
@@ -99,14 +107,15 @@ async def _start_onward(client: Client, task_queue: str, task: Task) -> Workflow
 
 
 def outcome(result: Any, task: Task) -> RunOutcome:
-    """Whether a finished run did the whole task; every system answers after its last step."""
+    """Whether a finished run did the whole task and gave the task's answer."""
     calls = task.steps + 1
     if isinstance(result, AgentResult):
         # A long run continues as new and keeps only its last steps in full.
         done = result.steps_total if result.steps_total is not None else len(result.steps)
-        ok = result.status == "completed" and done == calls
-        return RunOutcome(ok, done, "" if ok else f"{result.status}: {result.reason}")
-    ok = result == f"done after {task.steps} steps"
+        ok = result.status == "completed" and done == calls and result.output == task.answer
+        detail = f"{result.status}: {result.reason}" if result.status != "completed" else ""
+        return RunOutcome(ok, done, "" if ok else detail or f"answered {result.output!r}")
+    ok = result == task.answer
     return RunOutcome(ok, calls if ok else 0, "" if ok else f"answered {result!r}")
 
 

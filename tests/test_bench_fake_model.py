@@ -16,7 +16,16 @@ import httpx
 import pytest_asyncio
 
 from bench.fake_openai import CACHE_BLOCK_TOKENS, CACHE_MIN_TOKENS, PRICE_PER_MTOK, FakeServer
-from bench.workload import NOTE_CHARS, TOOL_NAME, Task, note_for, record_result
+from bench.workload import (
+    NOTE_CHARS,
+    PAGE_CHARS,
+    READ_TOOL,
+    TOOL_NAME,
+    Task,
+    note_for,
+    page_for,
+    record_result,
+)
 
 
 @pytest_asyncio.fixture
@@ -45,10 +54,10 @@ async def play(http: httpx.AsyncClient, model: str, task: Task) -> list[Any]:
         if not message.get("tool_calls"):
             return answers
         call = message["tool_calls"][0]
-        note = json.loads(call["function"]["arguments"])["note"]
-        messages.append(
-            {"role": "tool", "tool_call_id": call["id"], "content": record_result(note)}
-        )
+        arguments = json.loads(call["function"]["arguments"])
+        result = page_for(arguments["page"]) if "page" in arguments else None
+        content = result or record_result(arguments["note"])
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
 
 
 async def test_plays_the_task_then_answers(fake: httpx.AsyncClient) -> None:
@@ -121,3 +130,37 @@ async def test_records_each_call_of_a_run_and_delays_only_the_first_attempt(
     assert [c["step"] for c in calls] == [0, 0]
     assert calls[0]["end"] - calls[0]["start"] >= 0.3
     assert calls[1]["end"] - calls[1]["start"] < 0.3
+
+
+async def test_the_read_task_answer_depends_on_the_pages_the_model_was_sent(
+    fake: httpx.AsyncClient,
+) -> None:
+    task = Task("r6", steps=3, kind="read")
+    answers = await play(fake, "bench-a", task)
+    calls = [a["choices"][0]["message"].get("tool_calls") for a in answers]
+    assert [json.loads(c[0]["function"]["arguments"]) for c in calls[:3] if c] == [
+        {"page": 1},
+        {"page": 2},
+        {"page": 3},
+    ]
+    assert {c[0]["function"]["name"] for c in calls[:3] if c} == {READ_TOOL}
+    assert len(page_for(1)) == PAGE_CHARS
+    assert answers[-1]["choices"][0]["message"]["content"] == task.answer
+
+    def conversation(results: list[str]) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = [{"role": "user", "content": task.prompt}]
+        for number, content in enumerate(results):
+            call = {"id": f"c{number}", "type": "function"}
+            call["function"] = {"name": READ_TOOL, "arguments": "{}"}
+            messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            messages.append({"role": "tool", "tool_call_id": f"c{number}", "content": content})
+        return messages
+
+    async def final(results: list[str]) -> str:
+        answer = await complete(fake, "bench-b", conversation(results))
+        return str(answer["choices"][0]["message"]["content"])
+
+    # Older pages sent as placeholders: the same answer. The last page lost: another.
+    assert await final(["[cleared]", "[cleared]", page_for(3)]) == task.answer
+    assert await final([page_for(1), page_for(2), "[cleared]"]) != task.answer
+    assert await final([page_for(1), page_for(3)]) != task.answer
