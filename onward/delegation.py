@@ -36,6 +36,7 @@ from onward.contracts import (
     ToolSpec,
 )
 from onward.errors import format_validation_error
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 
 __all__ = [
     "DELEGATE",
@@ -278,6 +279,7 @@ async def start_delegate(
         result_type=AgentResult,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         static_summary=summary,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,  # as every run's: see onward.tuning
     )
 
 

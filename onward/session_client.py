@@ -43,6 +43,7 @@ from onward.errors import (
     SessionClosed,
     TemporalError,
 )
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import SessionWorkflow
 
 __all__ = ["SessionMethods", "new_session_id"]
@@ -140,6 +141,7 @@ class SessionMethods:
                     task_queue=self.task_queue,
                     static_summary=f"session ({input.model})",
                     search_attributes=sa.tenant_tag(input.tenant) if tag_tenant else None,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,  # as a run's: see onward.tuning
                 )
             except WorkflowAlreadyStartedError as err:
                 raise RunAlreadyExists(session_id) from err

@@ -29,6 +29,7 @@ from onward.contracts import (
     Usage,
 )
 from onward.errors import InvalidInput, RequestRejected, SessionClosed
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import SessionWorkflow
 
 SYSTEM = "You are a test."
@@ -421,4 +422,24 @@ async def test_a_message_waiting_for_approval_is_approved_and_rejected_through_i
             refused.steps[0].tool_calls[0].result or ""
         )
         assert (await onward.session_status(session_id)).state == "idle"
+        await onward.close_session(session_id)
+
+
+async def test_sessions_and_their_message_runs_give_up_a_dead_workers_task_in_two_seconds(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Runs start with WORKFLOW_TASK_TIMEOUT (Temporal's default is 10 s): sessions too."""
+    async with running_worker(
+        client,
+        tmp_path / "workspace",
+        search_attribute_names,
+        providers={"scripted": RecordingModel()},
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": []})
+        reply = await onward.send_message(session_id, "hi")
+        for workflow_id in (session_id, reply.run_id):
+            description = await client.get_workflow_handle(workflow_id).describe()
+            config = description.raw_description.execution_config
+            assert config.default_workflow_task_timeout.ToTimedelta() == WORKFLOW_TASK_TIMEOUT
         await onward.close_session(session_id)

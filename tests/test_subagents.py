@@ -41,6 +41,7 @@ from onward.delegation import (
 from onward.starter.history import reconstruct
 from onward.starter.report import report_query
 from onward.starter.trace import read_history
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
@@ -221,6 +222,10 @@ async def test_the_child_stops_at_its_slice_and_usage_rolls_up(worker: RunningWo
     child_history = await read_history(worker.client.get_workflow_handle(child_id))
     assert child_history.input is not None
     assert (child_history.input.tenant, child_history.input.delegation_depth) == ("acme", 1)
+    # A sub-agent gives up a dead worker's task as soon as any run does.
+    config = (await worker.client.get_workflow_handle(child_id).describe()).raw_description
+    timeout = config.execution_config.default_workflow_task_timeout.ToTimedelta()
+    assert timeout == WORKFLOW_TASK_TIMEOUT
     await assert_history_tells_the_same(handle, result)
 
 

@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.errors import INVALID_INPUT
     from onward.markdown import escape_markdown
     from onward.text import clip, shorten
+    from onward.tuning import WORKFLOW_TASK_TIMEOUT
     from onward.workflows.agent import AgentWorkflow
 
 __all__ = ["SessionWorkflow"]
@@ -205,6 +206,7 @@ class SessionWorkflow:
                 agent_input,
                 id=child_id,
                 static_summary=_summary(queued),
+                task_timeout=WORKFLOW_TASK_TIMEOUT,
             )
         except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
             # A failed run, or its id taken by a run someone else started: no answer.
