@@ -70,6 +70,7 @@ from onward.errors import (
     TemporalError,
     UnexpectedResponse,
     WorkspaceError,
+    validated,
 )
 from onward.schedules import ScheduleRow
 from onward.session_client import SessionMethods, approval_target, with_message_run
@@ -310,13 +311,7 @@ class OnwardClient(SessionMethods):
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
             RunAlreadyExists: a run with ``id`` is running.
         """
-        if isinstance(input, AgentInput):
-            agent = input
-        else:
-            try:
-                agent = AgentInput.model_validate(input)
-            except ValidationError as err:
-                raise InvalidInput.from_validation(err) from err
+        agent = validated(AgentInput, input)
         run_id = id or new_run_id()
         with self._translated(run_id):
             try:
@@ -463,11 +458,7 @@ class OnwardClient(SessionMethods):
             NoWorker: no worker polls the run's task queue, or none answered in time.
             RequestRejected: the run refused (e.g. a limit lower than before).
         """
-        if not isinstance(extension, BudgetExtension):
-            try:
-                extension = BudgetExtension.model_validate(extension)
-            except ValidationError as err:
-                raise InvalidInput.from_validation(err, "invalid budget extension") from err
+        extension = validated(BudgetExtension, extension, "invalid budget extension")
         await self._require_worker(run_id)
         with self._translated(run_id):
             try:
@@ -598,10 +589,7 @@ class OnwardClient(SessionMethods):
         Raises:
             InvalidInput: ``input`` is not a valid agent input, or Temporal refuses ``cron``.
         """
-        try:
-            agent = input if isinstance(input, AgentInput) else AgentInput.model_validate(input)
-        except ValidationError as err:
-            raise InvalidInput.from_validation(err) from err
+        agent = validated(AgentInput, input)
         schedule_id = id or schedules.new_schedule_id()
         schedule = schedules.agent_schedule(agent, cron, schedule_id, self.task_queue)
         with self._translated():

@@ -26,9 +26,9 @@ importing this module.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "INVALID_INPUT",
@@ -50,6 +50,7 @@ __all__ = [
     "UnexpectedResponse",
     "WorkspaceError",
     "format_validation_error",
+    "validated",
 ]
 
 INVALID_INPUT = "InvalidInput"
@@ -131,6 +132,23 @@ class InvalidInput(OnwardError):
             where = ".".join(str(part) for part in item["loc"]) or "input"
             lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
         return cls(f"{what}: " + "; ".join(lines), [dict(item) for item in details])
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validated(model: type[_Model], value: object, what: str = "invalid input") -> _Model:
+    """``value`` as a ``model`` (as it is when it is one already).
+
+    Raises:
+        InvalidInput: naming each field that is wrong.
+    """
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        raise InvalidInput.from_validation(err, what) from err
 
 
 class ArtifactNotFound(InvalidInput):

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-from pydantic import ValidationError
 from temporalio.client import (
     Client,
     WorkflowFailureError,
@@ -42,6 +41,7 @@ from onward.errors import (
     RunEnded,
     SessionClosed,
     TemporalError,
+    validated,
 )
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import SessionWorkflow
@@ -124,11 +124,7 @@ class SessionMethods:
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.SessionInput`.
             RunAlreadyExists: a session (or run) with ``id`` is running.
         """
-        if not isinstance(input, SessionInput):
-            try:
-                input = SessionInput.model_validate(input)
-            except ValidationError as err:
-                raise InvalidInput.from_validation(err) from err
+        input = validated(SessionInput, input)
         if input.carry is not None:
             raise InvalidInput("carry: set by the session itself, not by clients")
         session_id = id or new_session_id()
@@ -158,10 +154,7 @@ class SessionMethods:
             SessionClosed: the session is closed.
             NoWorker: no worker polls the session's task queue.
         """
-        try:
-            request = SessionMessage(message=message)
-        except ValidationError as err:
-            raise InvalidInput.from_validation(err) from err
+        request = validated(SessionMessage, {"message": message})
         await _worker_in_grace(self, session_id)
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):

@@ -150,8 +150,8 @@ async def test_the_read_task_answer_depends_on_the_pages_the_model_was_sent(
     def conversation(results: list[str]) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = [{"role": "user", "content": task.prompt}]
         for number, content in enumerate(results):
-            call = {"id": f"c{number}", "type": "function"}
-            call["function"] = {"name": READ_TOOL, "arguments": "{}"}
+            function = {"name": READ_TOOL, "arguments": "{}"}
+            call = {"id": f"c{number}", "type": "function", "function": function}
             messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
             messages.append({"role": "tool", "tool_call_id": f"c{number}", "content": content})
         return messages

@@ -438,6 +438,7 @@ async def test_sessions_and_their_message_runs_give_up_a_dead_workers_task_in_tw
         onward = OnwardClient(client, task_queue=worker.task_queue)
         session_id = await onward.open_session({"tools": []})
         reply = await onward.send_message(session_id, "hi")
+        assert reply.run_id is not None
         for workflow_id in (session_id, reply.run_id):
             description = await client.get_workflow_handle(workflow_id).describe()
             config = description.raw_description.execution_config
