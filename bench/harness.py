@@ -23,6 +23,7 @@ from bench.processes import Process
 from bench.systems import REPO, RunOutcome, System, outcome
 from bench.workload import Task
 from onward.connection import DATA_CONVERTER
+from onward.tuning import dev_server_args
 
 __all__ = ["Harness", "harness"]
 
@@ -123,7 +124,8 @@ async def harness(
             dev_server_existing_path=_temporal_cli(),
             data_converter=DATA_CONVERTER,
             dev_server_log_level="error",
-            dev_server_extra_args=list(server_args),
+            # The embedded dev server's settings (onward dev), the same for every system.
+            dev_server_extra_args=[*dev_server_args(), *server_args],
         ) as env:
             address = env.client.service_client.config.target_host
             prefix = f"bench-{uuid.uuid4().hex[:6]}"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from onward.starter.errors import EXIT_USAGE, CliError
+from onward.tuning import dev_server_args
 
 __all__ = [
     "DEFAULT_PORT",
@@ -117,6 +118,7 @@ class DevServer:
             "--ui-disable-news-fetch",
             "--log-level",
             "warn",
+            *dev_server_args(),
         ]
 
     @classmethod

@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, AgentResult, ModelRequest, ModelResponse
+from onward.tuning import dev_server_args
 from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow
 
@@ -56,6 +57,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_cli(),
         data_converter=DATA_CONVERTER,
         dev_server_log_level="error",
+        dev_server_extra_args=dev_server_args(),  # as the embedded dev server
     ) as environment:
         yield environment
 

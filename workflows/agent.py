@@ -117,16 +117,17 @@ activity beats every 0.5 s and the SDK sends at most one beat per 1.6 s, so a wo
 whose event loop stalls past about 1.5 s has its call retried elsewhere: a model call
 paid twice, against a resume about 2 s sooner than with 4 s)."""
 MODEL_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=500),
-    backoff_coefficient=2.0,
+    initial_interval=timedelta(milliseconds=100),
+    backoff_coefficient=2.8,
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=20,
 )
 """Backoff of model calls: the first retry (a dead worker's call, a dropped connection)
-comes within 0.5 s (1 s before), and 429s and 503s wait what their Retry-After says;
-8 attempts without one span about a minute. ``maximum_attempts`` is replaced by the worker's
-ONWARD_MODEL_MAX_ATTEMPTS (default 8), which ``describe_worker`` reports; the 20
-here applies only to runs begun before workers reported it."""
+comes within 0.1 s (0.5 s, and 1 s, before), and 429s and 503s wait what their Retry-After
+says; 8 attempts without one span about 75 s (0.1, 0.28, 0.78, 2.2, 6.1, 17, 48 s).
+``maximum_attempts`` is replaced by the worker's ONWARD_MODEL_MAX_ATTEMPTS (default 8),
+which ``describe_worker`` reports; the 20 here applies only to runs begun before workers
+reported it."""
 TOOL_RETRY_INTERVAL = timedelta(seconds=1)
 DESCRIBE_WORKER_TIMEOUT = timedelta(seconds=10)
 MAX_MODEL_REQUEST_BYTES = 1_800_000
