@@ -34,9 +34,12 @@ from onward.starter.history import reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
 from onward.starter.trace import Trace, TraceStep, TraceToolCall
 from onward.workflows import AgentWorkflow
+from onward.workflows.agent import MODEL_RETRY_POLICY
 
 ROOT = Path(__file__).resolve().parent.parent
 HISTORIES = Path(__file__).parent / "histories"
+BACKOFF_MS = MODEL_RETRY_POLICY.initial_interval.total_seconds() * 1000
+"""A rate-limited call without Retry-After is retried after this back-off."""
 
 TOOLS_SCRIPT: list[dict[str, Any]] = [
     {
@@ -383,7 +386,7 @@ async def test_retried_model_call_shows_in_trace(
     assert trace.code == 0, trace.stderr
     first = trace.json()["steps"][0]["model_call"]
     assert (first["attempts"], first["retries"], first["last_failure"]) == (2, 1, "rate limited")
-    assert first["latency_ms"] >= 900  # the retry waited out its back-off
+    assert first["latency_ms"] >= BACKOFF_MS  # the retry waited out its back-off
     assert "retried after: rate limited" in human.stdout
 
 
@@ -455,7 +458,7 @@ async def test_report_aggregates_a_tenants_runs(
     assert (model["input_tokens"], model["output_tokens"]) == (76, 15)
     assert model["cost_usd"] == pytest.approx(report["cost_usd"])
     assert model["p50_ms"] is not None and model["p95_ms"] >= model["p50_ms"]
-    assert model["p95_ms"] >= 900  # the retried call
+    assert model["p95_ms"] >= BACKOFF_MS  # the retried call
 
     tools = {tool["name"]: tool for tool in report["tools"]}
     assert set(tools) == {"calculator", "read_file", "write_file"}
