@@ -174,9 +174,10 @@ def child_input(
 ) -> AgentInput:
     """The child's input: the task, a budget slice, and the parent's scope.
 
-    The child keeps the parent's tenant, memory scope, approval settings and workspace; the
-    parent's pricing and settings only when it runs the parent's model. It is one
-    level deeper (``delegation_depth``); its webhook is its parent's business.
+    The child keeps the parent's tenant, memory scope, approval settings, compaction,
+    tool-result clearing and workspace; the parent's pricing and settings only when it
+    runs the parent's model. It is one level deeper (``delegation_depth``); its webhook
+    is its parent's business.
     """
     model = args.model or parent.model
     same_model = model == parent.model
@@ -195,6 +196,7 @@ def child_input(
         approval_timeout_s=parent.approval_timeout_s,
         on_approval_timeout=parent.on_approval_timeout,
         context=parent.context,
+        clear_tool_results=parent.clear_tool_results,
         delegation_depth=parent.delegation_depth + 1,
         workspace=workspace,
     )

@@ -25,12 +25,14 @@ from onward.activities.tools.registry import ToolRegistry, tool
 from onward.clearing import cleared
 from onward.contracts import (
     AgentInput,
+    Budget,
     ClearToolResults,
     Message,
     RunUsage,
     SessionInput,
     ToolCall,
 )
+from onward.delegation import DelegateArgs, child_input
 from onward.sessions import message_input
 from onward.starter.render import step_lines
 from onward.store import TranscriptStore, open_store
@@ -139,6 +141,9 @@ def test_the_policy_is_checked_and_sessions_pass_it_on() -> None:
     policy = ClearToolResults(trigger_tokens=8_000)
     session = SessionInput(clear_tool_results=policy)
     assert message_input(session, "next", RunUsage()).clear_tool_results == policy
+    parent = AgentInput(prompt="x", clear_tool_results=policy)
+    child = child_input(parent, DelegateArgs(prompt="sub"), Budget(), ["page"], "ws")
+    assert child.clear_tool_results == policy
 
 
 # -- a whole run ------------------------------------------------------------------------------
