@@ -11,7 +11,8 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from onward.tuning import WorkerTuning
+from onward.starter.devserver import DevServer
+from onward.tuning import DEV_SERVER_DYNAMIC_CONFIG, WorkerTuning
 from onward.worker import WorkerSettings, build_worker, parse_args
 
 PROFILE = """
@@ -124,3 +125,14 @@ async def test_the_tuning_reaches_the_worker(client: Client, tmp_path: Path) -> 
     settings = replace(settings, task_queue=f"tq-{uuid.uuid4()}")
     config = build_worker(client, settings, max_cached_workflows=5).config(active_config=True)
     assert config.get("max_cached_workflows") == 5
+
+
+def test_the_embedded_dev_server_fires_timers_without_the_one_second_floor(tmp_path: Path) -> None:
+    """``onward dev`` and ``temporal-dev.yml`` both set the timer shift (see onward.tuning)."""
+    command = DevServer.recorded(tmp_path, None, None).command()
+    assert DEV_SERVER_DYNAMIC_CONFIG == {"history.timerProcessorMaxTimeShift": "100ms"}
+    index = command.index("--dynamic-config-value")
+    assert command[index + 1] == 'history.timerProcessorMaxTimeShift="100ms"'
+    compose_config = Path(__file__).parent.parent / "deploy/temporal/dynamicconfig/onward.yaml"
+    text = compose_config.read_text()
+    assert "history.timerProcessorMaxTimeShift:\n  - value: 100ms" in text
