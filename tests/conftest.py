@@ -29,6 +29,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, AgentResult, ModelRequest, ModelResponse
+from onward.store import TranscriptStore, open_store
 from onward.tuning import dev_server_args
 from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow
@@ -60,6 +61,16 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=dev_server_args(),  # as the embedded dev server
     ) as environment:
         yield environment
+
+
+@pytest_asyncio.fixture
+async def local_store(tmp_path: Path) -> AsyncIterator[TranscriptStore]:
+    """A transcript store in a fresh directory (the embedded default backend)."""
+    store = await open_store(str(tmp_path / "store"))
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest_asyncio.fixture(scope="session")

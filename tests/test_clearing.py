@@ -8,11 +8,9 @@ carries, the step log, and the transcript in the store.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 from provider_servers import OPENAI_PATH, FakeProvider, openai_completion
@@ -35,7 +33,7 @@ from onward.contracts import (
 from onward.delegation import DelegateArgs, child_input
 from onward.sessions import message_input
 from onward.starter.render import step_lines
-from onward.store import TranscriptStore, open_store
+from onward.store import TranscriptStore
 
 PAGE_CHARS = 4_000
 """A page is about 1,000 estimated tokens."""
@@ -147,15 +145,6 @@ def test_the_policy_is_checked_and_sessions_pass_it_on() -> None:
 
 
 # -- a whole run ------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def local_store(tmp_path: Path) -> AsyncIterator[TranscriptStore]:
-    store = await open_store(str(tmp_path / "store"))
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def pages_registry() -> ToolRegistry:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -381,15 +380,6 @@ def _calls(*calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _script(*turns: dict[str, Any]) -> list[dict[str, Any]]:
     return [*turns, {"text": "done"}]
-
-
-@pytest_asyncio.fixture
-async def local_store(tmp_path: Path) -> AsyncIterator[TranscriptStore]:
-    store = await open_store(str(tmp_path / "store"))
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def _age(store: TranscriptStore, name: str, args: dict[str, Any], tenant: str | None) -> None:
