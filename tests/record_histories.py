@@ -434,6 +434,50 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched "artifacts-by-tool": only calls of tools that take a ToolContext mark the
+    # run to list its artifacts. The calculator and a sub-agent given only the calculator
+    # do not: neither this run nor its child (artifacts_by_tool_child.json) lists them.
+    "artifacts_by_tool": (
+        {
+            "prompt": "compute, and have a sub-agent compute",
+            "tools": ["calculator", "write_file", "delegate"],
+            "script": [
+                {
+                    "text": "two at once",
+                    "tool_calls": [
+                        {"name": "calculator", "arguments": {"expression": "6*7"}},
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "compute",
+                                "tools": ["calculator"],
+                                "script": [calc("2+2"), {"text": "4"}],
+                            },
+                        },
+                    ],
+                    "usage": {"input_tokens": 100, "output_tokens": 20},
+                },
+                {"text": "42 and 4"},
+            ],
+        },
+        nothing,
+    ),
+    # patched "artifacts-by-tool": a file tool among others still lists the files.
+    "artifacts_by_tool_write": (
+        {
+            "prompt": "compute and write",
+            "script": [
+                {
+                    "tool_calls": [
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                        {"name": "write_file", "arguments": {"path": "r.md", "content": "2"}},
+                    ]
+                },
+                {"text": "written"},
+            ],
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from parent_workflow import ParentWorkflow
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from conftest import RunningWorker, run_onward
 from onward.artifacts import workspace_dir
@@ -66,6 +66,43 @@ async def test_each_run_lists_its_own_files_in_its_result(worker: RunningWorker)
 async def test_a_run_without_tool_activities_lists_nothing(worker: RunningWorker) -> None:
     result = await worker.run({"prompt": "p", "script": [{"text": "no tools"}]})
     assert result.artifacts is None
+
+
+async def scheduled_activities(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The activity types a run scheduled, in order (its history's own record)."""
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+
+
+async def test_a_run_whose_tools_take_no_context_lists_nothing(worker: RunningWorker) -> None:
+    # calculator and wait cannot reach the workspace: no list_artifacts activity at the end.
+    calls = [
+        {"name": "calculator", "arguments": {"expression": "6*7"}},
+        {"name": "wait", "arguments": {"seconds": 0.01}},
+    ]
+    handle = await worker.start(
+        {"prompt": "p", "script": [{"text": "sum", "tool_calls": calls}, {"text": "42"}]}
+    )
+    result = await handle.result()
+    assert [call.status for call in result.steps[0].tool_calls] == ["ok", "ok"]
+    assert result.artifacts is None
+    assert "list_artifacts" not in await scheduled_activities(handle)
+
+
+async def test_a_file_tool_among_others_still_lists_the_files(worker: RunningWorker) -> None:
+    calls = [
+        {"name": "calculator", "arguments": {"expression": "1+1"}},
+        {"name": "write_file", "arguments": {"path": "w.txt", "content": "2"}},
+    ]
+    handle = await worker.start(
+        {"prompt": "p", "script": [{"tool_calls": calls}, {"text": "done"}]}
+    )
+    result = await handle.result()
+    assert result.artifacts is not None and [a.path for a in result.artifacts] == ["w.txt"]
+    assert (await scheduled_activities(handle))[-1] == "list_artifacts"
 
 
 async def test_the_client_reads_artifacts_from_the_workspace_root(worker: RunningWorker) -> None:

@@ -160,6 +160,10 @@ SUB_AGENTS_SETTLE_TIMEOUT = timedelta(seconds=60)
 MEMORY_SCOPE_PATCH = "memory-scope"
 """Tool calls carry the run's tenant and memory scope (remember/recall); runs begun
 before sent neither, and have no memory."""
+ARTIFACTS_BY_TOOL_PATCH = "artifacts-by-tool"
+"""Only calls of tools that take a ToolContext (``ToolSpec.uses_workspace``) and
+sub-agents that may call one make the run list its artifacts; runs begun before
+listed them after any tool activity (one activity more at the end of every run)."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -297,6 +301,7 @@ class AgentWorkflow:
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
         self._used_workspace = False
+        self._artifacts_by_tool = False  # decided in ``_prepare``
         self._artifacts: list[Artifact] | None = None
         # -- transcript store: this run's part of the conversation, and counters ---------
         self._use_store = False
@@ -451,6 +456,8 @@ class AgentWorkflow:
         self._webhook_on_invalid_input = bool(self._input.webhook_url) and workflow.patched(
             WEBHOOK_ON_INVALID_INPUT_PATCH
         )
+        # Asked here, before any call, so the run decides it once, in its first workflow task.
+        self._artifacts_by_tool = workflow.patched(ARTIFACTS_BY_TOOL_PATCH)
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
@@ -1112,11 +1119,16 @@ class AgentWorkflow:
 
     # -- artifacts -----------------------------------------------------
 
-    def _workspace_key(self) -> str | None:
-        """The run whose workspace tool calls use: the root run's, so sub-agents share it."""
+    def _workspace_key(self, uses_workspace: bool = True) -> str | None:
+        """The run whose workspace tool calls use: the root run's, so sub-agents share it.
+
+        A call that ``uses_workspace`` makes the run list its artifacts at its end;
+        in runs begun before ARTIFACTS_BY_TOOL_PATCH every call did.
+        """
         if not workflow.patched(WORKSPACE_PER_RUN_PATCH):
             return None
-        self._used_workspace = True
+        if uses_workspace or not self._artifacts_by_tool:
+            self._used_workspace = True
         if self._input.workspace is not None:
             return self._input.workspace  # a sub-agent's: its parent's workspace
         info = workflow.info()
@@ -1166,7 +1178,7 @@ class AgentWorkflow:
                 info.workflow_id, info.run_id, self._step.step, call.id
             ),
             step=self._step.step,
-            workspace=self._workspace_key(),
+            workspace=self._workspace_key(spec.uses_workspace),
             tenant=self._input.tenant if memory_scope is not None else None,
             memory_scope=memory_scope,
         )
@@ -1217,7 +1229,8 @@ class AgentWorkflow:
         )
         tools = args.tools if args.tools is not None else list(self._tools)
         try:
-            agent_input = child_input(self._input, args, budget, tools, self._workspace_key())
+            workspace = self._workspace_key(self._any_uses_workspace(tools))
+            agent_input = child_input(self._input, args, budget, tools, workspace)
         except ValidationError as err:  # a bad model name, say
             return ToolOutcome(error=format_validation_error(call.name, err))
         ident = child_id(workflow.info().workflow_id, step, call.id)
@@ -1239,6 +1252,10 @@ class AgentWorkflow:
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
+
+    def _any_uses_workspace(self, tools: list[str]) -> bool:
+        """Whether a sub-agent with ``tools`` may write into the shared workspace."""
+        return any(spec is None or spec.uses_workspace for spec in map(self._tools.get, tools))
 
     async def _settle_sub_agents(self) -> None:
         """Wait for interrupted sub-agents to end (bounded): their usage rolls up into this run's.
