@@ -38,7 +38,8 @@ from onward.delegation import (
     child_input,
     roll_up,
 )
-from onward.starter.history import reconstruct
+from onward.starter.calls import CallPairing
+from onward.starter.history import REQUEST_TYPES, RESULT_TYPES, reconstruct
 from onward.starter.report import report_query
 from onward.starter.trace import read_history
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
@@ -489,13 +490,11 @@ async def test_only_a_sub_agent_names_a_workspace(worker: RunningWorker) -> None
 
 
 async def listed_artifacts(handle: WorkflowHandle[Any, Any]) -> bool:
-    """Whether the run scheduled a list_artifacts activity (its history says)."""
-    scheduled = [
-        event.activity_task_scheduled_event_attributes.activity_type.name
-        async for event in handle.fetch_history_events()
-        if event.HasField("activity_task_scheduled_event_attributes")
-    ]
-    return "list_artifacts" in scheduled
+    """Whether the run listed its artifacts (an activity or local activity: its history says)."""
+    pairing = CallPairing(REQUEST_TYPES, RESULT_TYPES)
+    async for event in handle.fetch_history_events():
+        pairing.add(event)
+    return any(call.activity_type == "list_artifacts" for call in pairing.calls)
 
 
 async def test_a_sub_agent_lists_artifacts_only_with_tools_that_may_write(

@@ -164,6 +164,11 @@ ARTIFACTS_BY_TOOL_PATCH = "artifacts-by-tool"
 """Only calls of tools that take a ToolContext (``ToolSpec.uses_workspace``) and
 sub-agents that may call one make the run list its artifacts; runs begun before
 listed them after any tool activity (one activity more at the end of every run)."""
+END_OF_RUN_LOCAL_PATCH = "end-of-run-local"
+"""The end's transcript write and artifact listing run as local activities, in the
+workflow task that ends the run; runs begun before ran them as regular activities, each
+one more round trip through the server. Decided at the start, with every patch the end
+asks (see ``_decide_the_end``)."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -302,6 +307,7 @@ class AgentWorkflow:
         self._decisions: dict[str, ApprovalRecord] = {}
         self._used_workspace = False
         self._artifacts_by_tool = False  # decided in ``_prepare``
+        self._end_local = False  # decided in ``_prepare``
         self._artifacts: list[Artifact] | None = None
         # -- transcript store: this run's part of the conversation, and counters ---------
         self._use_store = False
@@ -392,9 +398,9 @@ class AgentWorkflow:
             if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
                 await self._deliver_webhook(self._result())
             raise
-        await self._write_transcript(at_end=True)
+        await self._write_transcript(at_end=True, local=self._end_local)
         # -- artifacts ------------------------------------------------
-        await self._list_artifacts()
+        await self._list_artifacts(local=self._end_local)
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
         await self._deliver_webhook(result)
@@ -458,6 +464,7 @@ class AgentWorkflow:
         )
         # Asked here, before any call, so the run decides it once, in its first workflow task.
         self._artifacts_by_tool = workflow.patched(ARTIFACTS_BY_TOOL_PATCH)
+        self._end_local = self._decide_the_end()
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
@@ -544,6 +551,27 @@ class AgentWorkflow:
         self._conversation.add_user(self._input.prompt)
         self._publish()
 
+    def _decide_the_end(self) -> bool:
+        """Whether the end's write and listing run as local activities (the patch).
+
+        A patch asked for the first time after a local activity has failed replay
+        ("patch marker ... no corresponding change command"): when the task is
+        heartbeated as the local activity ends, its marker can land in one workflow
+        task and the commands that follow in the next, and on replay the result
+        comes before that next task's patch markers are known. So with this patch
+        every patch the end may ask is asked now, before the run's first local
+        activity (describe_worker), and the end's calls only read the same answers.
+        Runs begun before keep their order.
+        """
+        if not workflow.patched(END_OF_RUN_LOCAL_PATCH):
+            return False
+        workflow.patched(WORKSPACE_PER_RUN_PATCH)  # _workspace_key, from _list_artifacts
+        workflow.patched(ARTIFACTS_PATCH)  # _list_artifacts
+        if self._input.webhook_url:
+            workflow.patched("webhook")  # _deliver_webhook
+            workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH)  # a native cancel's end
+        return True
+
     async def _continue_conversation(self, conversation: ConversationRef) -> None:
         """Begin this run's transcript with the conversation so far (a session's message).
 
@@ -626,8 +654,13 @@ class AgentWorkflow:
         )
         workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
 
-    async def _write_transcript(self, at_end: bool) -> None:
-        """Send the messages and step records the store lacks (a small activity)."""
+    async def _write_transcript(self, at_end: bool, local: bool = False) -> None:
+        """Send the messages and step records the store lacks (a small activity).
+
+        ``local``: as a local activity (the end of a run, see ``_decide_the_end``); the
+        write is at fixed positions, so a worker that dies during it leaves the task
+        to another worker, which writes the same again.
+        """
         if not self._use_store or self._transcript is None:
             return
         new = self._conversation.for_model()[self._stored - self._base :]
@@ -639,8 +672,11 @@ class AgentWorkflow:
             new_messages=new,
             steps=self._unwritten,
         )
+        execute = (
+            workflow.execute_local_activity_method if local else workflow.execute_activity_method
+        )
         try:
-            await workflow.execute_activity_method(
+            await execute(
                 ModelActivities.write_transcript,
                 write,
                 start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
@@ -1140,14 +1176,21 @@ class AgentWorkflow:
             return None
         return self._input.memory_scope or DEFAULT_MEMORY_SCOPE
 
-    async def _list_artifacts(self) -> None:
-        """The files in the run's workspace, into the result; a failure only leaves them out."""
+    async def _list_artifacts(self, local: bool = False) -> None:
+        """The files in the run's workspace, into the result; a failure only leaves them out.
+
+        ``local``: as a local activity (the end of a run, see ``_decide_the_end``); it only
+        reads.
+        """
         if not self._used_workspace or not workflow.patched(ARTIFACTS_PATCH):
             return
         key = self._workspace_key()
         assert key is not None
+        execute = (
+            workflow.execute_local_activity_method if local else workflow.execute_activity_method
+        )
         try:
-            self._artifacts = await workflow.execute_activity_method(
+            self._artifacts = await execute(
                 ToolActivities.list_artifacts,
                 ArtifactsRequest(workspace=key),
                 start_to_close_timeout=LIST_ARTIFACTS_TIMEOUT,
