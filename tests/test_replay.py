@@ -51,7 +51,8 @@ def test_histories_are_committed() -> None:
         "artifacts_by_tool_child",  # its sub-agent, given only the calculator: no listing
         "artifacts_by_tool_write",  # ... and a file tool among others still lists them
         "end_of_run_local",  # patched: the end's write and listing as local activities,
-        # the write slower than the workflow task (both span a task); end patches at start
+        # the write slower than the workflow task (they span a task); its one patch
+        # marker stands for every older patch
     }
 
 

@@ -138,6 +138,8 @@ MAX_STORED_REQUEST_BYTES = 32_000_000
 the converter's threshold go to external storage; past this a message is too large for
 any model, and the run ends as failed rather than storing it."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
+LOCAL_TOOL_TYPE_PATCH = "local-tool-type-is-its-summary"
+"""A local tool call's activity type is its summary; runs begun before used execute_tool."""
 HUMAN_APPROVAL_PATCH = "human-approval"
 """Calls needing approval wait for one; runs begun before refused them outright."""
 APPROVAL_SHOWS_PAUSE_PATCH = "approval-shows-pause"
@@ -167,8 +169,11 @@ listed them after any tool activity (one activity more at the end of every run).
 END_OF_RUN_LOCAL_PATCH = "end-of-run-local"
 """The end's transcript write and artifact listing run as local activities, in the
 workflow task that ends the run; runs begun before ran them as regular activities, each
-one more round trip through the server. Decided at the start, with every patch the end
-asks (see ``_decide_the_end``)."""
+one more round trip through the server. Asked first thing in a run, it also stands for
+every older patch (``_patched``): a run that has it asks none of them, so none is asked
+for the first time after a local activity (see ``_patched``), and the run's history
+holds one patch marker instead of one (and a search-attribute upsert) per patch.
+A newer patch the end asks must be asked before the run's first local activity."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -235,16 +240,15 @@ def _root_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _local_tool_type(call: ToolCall) -> str:
+def _local_tool_type(call: ToolCall, patched: bool) -> str:
     """The activity type of a local tool call: its summary, e.g. ``calculator(2+2)``.
 
     The Web UI's timeline labels a local activity by its type only (the summary
     on its marker is not shown), so ``execute_tool`` for every local call read as
     nothing. The worker's dynamic activity (``execute_local_tool``) runs them.
+    ``patched``: the run has LOCAL_TOOL_TYPE_PATCH.
     """
-    if workflow.patched("local-tool-type-is-its-summary"):
-        return tool_summary(call)
-    return "execute_tool"
+    return tool_summary(call) if patched else "execute_tool"
 
 
 def _signal_payload(signal: str, kind: type[_Payload], payload: Sequence[Any]) -> _Payload | None:
@@ -307,7 +311,7 @@ class AgentWorkflow:
         self._decisions: dict[str, ApprovalRecord] = {}
         self._used_workspace = False
         self._artifacts_by_tool = False  # decided in ``_prepare``
-        self._end_local = False  # decided in ``_prepare``
+        self._end_local = False  # decided first thing in ``run``
         self._artifacts: list[Artifact] | None = None
         # -- transcript store: this run's part of the conversation, and counters ---------
         self._use_store = False
@@ -358,7 +362,9 @@ class AgentWorkflow:
         if input is None:
             self._end("failed", NO_INPUT)
             raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
-        if workflow.patched("elapsed-from-workflow-start"):
+        # Asked first: it stands for every older patch (see ``_patched``).
+        self._end_local = workflow.patched(END_OF_RUN_LOCAL_PATCH)
+        if self._patched("elapsed-from-workflow-start"):
             # Time queued before a worker picked the run up counts against max_duration_s.
             self._started_at = workflow.info().workflow_start_time
         if input.carry is not None:
@@ -395,7 +401,7 @@ class AgentWorkflow:
                 # waits for it to add up what it used.
                 return self._result()
             # Natively cancelled runs are cancelled runs too: their webhook hears of it.
-            if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
+            if self._input.webhook_url and self._patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
                 await self._deliver_webhook(self._result())
             raise
         await self._write_transcript(at_end=True, local=self._end_local)
@@ -416,7 +422,7 @@ class AgentWorkflow:
         A receiver that is down only delays the close (at most the deadline), never fails it.
         ``patched``: a later patch already decided the delivery (no "webhook" marker needed).
         """
-        if not self._input.webhook_url or not (patched or workflow.patched("webhook")):
+        if not self._input.webhook_url or not (patched or self._patched("webhook")):
             return
         with workflow.unsafe.imports_passed_through():
             from onward.activities.webhooks import WebhookActivities
@@ -447,24 +453,23 @@ class AgentWorkflow:
         asked = self._input.tools
         # Offered only when named; runs begun before sub-agents asked the worker for it.
         offer_delegate = self._offer_delegate = (
-            asked is not None and DELEGATE.name in asked and workflow.patched(DELEGATE_PATCH)
+            asked is not None and DELEGATE.name in asked and self._patched(DELEGATE_PATCH)
         )
         inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if offer_delegate else [])}
         worker_tools = None if asked is None else [n for n in asked if n not in inside]
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
-        attempts_from_worker = workflow.patched("model-attempts-from-worker")
-        window_from_worker = workflow.patched("context-window")
+        attempts_from_worker = self._patched("model-attempts-from-worker")
+        window_from_worker = self._patched("context-window")
         # The conversation and the step log go to the transcript store; runs begun
         # before it send the whole conversation with every model call.
-        self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
+        self._use_store = self._input.carry is not None or self._patched("transcript-store")
         # Asked here for the same reason: the invalid-input failure follows describe_worker.
-        self._webhook_on_invalid_input = bool(self._input.webhook_url) and workflow.patched(
+        self._webhook_on_invalid_input = bool(self._input.webhook_url) and self._patched(
             WEBHOOK_ON_INVALID_INPUT_PATCH
         )
         # Asked here, before any call, so the run decides it once, in its first workflow task.
-        self._artifacts_by_tool = workflow.patched(ARTIFACTS_BY_TOOL_PATCH)
-        self._end_local = self._decide_the_end()
+        self._artifacts_by_tool = self._patched(ARTIFACTS_BY_TOOL_PATCH)
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
@@ -550,27 +555,6 @@ class AgentWorkflow:
             self._conversation.add_system(self._input.system)
         self._conversation.add_user(self._input.prompt)
         self._publish()
-
-    def _decide_the_end(self) -> bool:
-        """Whether the end's write and listing run as local activities (the patch).
-
-        A patch asked for the first time after a local activity has failed replay
-        ("patch marker ... no corresponding change command"): when the task is
-        heartbeated as the local activity ends, its marker can land in one workflow
-        task and the commands that follow in the next, and on replay the result
-        comes before that next task's patch markers are known. So with this patch
-        every patch the end may ask is asked now, before the run's first local
-        activity (describe_worker), and the end's calls only read the same answers.
-        Runs begun before keep their order.
-        """
-        if not workflow.patched(END_OF_RUN_LOCAL_PATCH):
-            return False
-        workflow.patched(WORKSPACE_PER_RUN_PATCH)  # _workspace_key, from _list_artifacts
-        workflow.patched(ARTIFACTS_PATCH)  # _list_artifacts
-        if self._input.webhook_url:
-            workflow.patched("webhook")  # _deliver_webhook
-            workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH)  # a native cancel's end
-        return True
 
     async def _continue_conversation(self, conversation: ConversationRef) -> None:
         """Begin this run's transcript with the conversation so far (a session's message).
@@ -818,7 +802,7 @@ class AgentWorkflow:
             scripted_turn=self._script_turn(),
             settings=self._input.settings,
             pricing=self._input.pricing,
-            stream=self._input.stream and workflow.patched(TOKEN_STREAM_PATCH),
+            stream=self._input.stream and self._patched(TOKEN_STREAM_PATCH),
             clear_tool_results=self._input.clear_tool_results,
         )
         size = len(request.model_dump_json())
@@ -973,7 +957,7 @@ class AgentWorkflow:
         outcomes: dict[str, ToolOutcome] = {}
         stop: _RunEnded | _FinishNow | None = None
         interrupted: Interruption | None = None
-        settle_first = workflow.patched("settle-started-calls-before-a-gate-waits")
+        settle_first = self._patched("settle-started-calls-before-a-gate-waits")
         for call in calls:
             if settle_first and started and self._gate_blocks("tool"):
                 # Calls already running finish (racing the deadline and cancel)
@@ -1049,7 +1033,7 @@ class AgentWorkflow:
         if spec is None:
             return steplog.refused(unknown_tool(call, self._tools))
         if needs_approval(spec, self._input.approve_tools):
-            if not workflow.patched(HUMAN_APPROVAL_PATCH):
+            if not self._patched(HUMAN_APPROVAL_PATCH):
                 # Runs begun before approval existed refused such calls: they still do.
                 return steplog.refused(approval_refusal(spec, call) or "requires approval")
             return asyncio.create_task(self._after_approval(spec, call, record))
@@ -1109,7 +1093,7 @@ class AgentWorkflow:
             return steplog.refused(rejection(decision.note))
         # Approved while paused: it starts on resume, like any call.
         await workflow.wait_condition(lambda: not self._paused)
-        if self._state == "paused" and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH):
+        if self._state == "paused" and self._patched(APPROVAL_SHOWS_PAUSE_PATCH):
             self._set_state("running")  # ``_show_approvals`` showed the pause
         return await self._start_tool(spec, call, record)
 
@@ -1119,7 +1103,7 @@ class AgentWorkflow:
             self._set_state("awaiting_approval")
         elif self._state == "awaiting_approval":
             # A call decided while paused waits for resume: the run reads paused till then.
-            paused = self._paused and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH)
+            paused = self._paused and self._patched(APPROVAL_SHOWS_PAUSE_PATCH)
             self._set_state("paused" if paused else "running")
         self._publish()
 
@@ -1155,13 +1139,29 @@ class AgentWorkflow:
 
     # -- artifacts -----------------------------------------------------
 
+    def _patched(self, patch: str) -> bool:
+        """``workflow.patched(patch)`` for a patch older than END_OF_RUN_LOCAL_PATCH.
+
+        A run that has that patch began on code with every older one: they are all
+        True, and asking them would only add a marker and an upsert each. Runs begun
+        before ask each as they did, where they did.
+
+        Asking a patch for the first time after a local activity has failed replay
+        ("patch marker ... no corresponding change command"): when the workflow
+        task is heartbeated as the local activity ends, its marker can land in one
+        task and the commands after it in the next, and on replay the result comes
+        before that next task's patch markers are known. The end's local activities
+        are only safe because its patches are no longer asked there.
+        """
+        return self._end_local or workflow.patched(patch)
+
     def _workspace_key(self, uses_workspace: bool = True) -> str | None:
         """The run whose workspace tool calls use: the root run's, so sub-agents share it.
 
         A call that ``uses_workspace`` makes the run list its artifacts at its end;
         in runs begun before ARTIFACTS_BY_TOOL_PATCH every call did.
         """
-        if not workflow.patched(WORKSPACE_PER_RUN_PATCH):
+        if not self._patched(WORKSPACE_PER_RUN_PATCH):
             return None
         if uses_workspace or not self._artifacts_by_tool:
             self._used_workspace = True
@@ -1172,7 +1172,7 @@ class AgentWorkflow:
 
     def _memory_scope(self) -> str | None:
         """The run's memory scope for its tool calls; None for runs begun before scopes."""
-        if not workflow.patched(MEMORY_SCOPE_PATCH):
+        if not self._patched(MEMORY_SCOPE_PATCH):
             return None
         return self._input.memory_scope or DEFAULT_MEMORY_SCOPE
 
@@ -1182,7 +1182,7 @@ class AgentWorkflow:
         ``local``: as a local activity (the end of a run, see ``_decide_the_end``); it only
         reads.
         """
-        if not self._used_workspace or not workflow.patched(ARTIFACTS_PATCH):
+        if not self._used_workspace or not self._patched(ARTIFACTS_PATCH):
             return
         key = self._workspace_key()
         assert key is not None
@@ -1227,7 +1227,7 @@ class AgentWorkflow:
         )
         # The run's TTL and tenant key the tool activity's result cache.
         ttl_s = (self._input.cache_tools or {}).get(call.name)
-        if (ttl_s is not None or self._input.tenant is not None) and workflow.patched(
+        if (ttl_s is not None or self._input.tenant is not None) and self._patched(
             TOOL_CACHE_PATCH
         ):
             request.cache_ttl_s, request.tenant = ttl_s, self._input.tenant
@@ -1237,7 +1237,7 @@ class AgentWorkflow:
         )
         if spec.local:
             return workflow.start_local_activity(
-                _local_tool_type(call),
+                _local_tool_type(call, self._patched(LOCAL_TOOL_TYPE_PATCH)),
                 request,
                 result_type=ToolOutcome,
                 start_to_close_timeout=timeout,
