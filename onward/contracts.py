@@ -503,6 +503,14 @@ class ToolSpec(BaseModel):
     max_attempts: int = 3
     max_result_chars: int = 16_000
     requires_approval: bool = False
+    uses_workspace: bool = Field(
+        default=True,
+        description=(
+            "the tool may read or write its run's workspace (its function takes a "
+            "ToolContext); a run whose calls were all of tools without it lists no "
+            "artifacts. Specs from workers before this field say True"
+        ),
+    )
 
 
 class ConversationRef(BaseModel):
@@ -912,7 +920,8 @@ class AgentCarry(BaseModel):
     summary_step: int | None = None
     summary_covers: int = 0
     used_workspace: bool = Field(
-        default=False, description="a tool activity ran: the chain's end lists its artifacts"
+        default=False,
+        description="a tool that may touch the workspace ran: the chain's end lists its artifacts",
     )
     stream: WorkflowStreamState | None = Field(
         default=None,

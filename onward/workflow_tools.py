@@ -77,6 +77,7 @@ WAIT = ToolSpec(
         "while waiting, survives restarts and can be hours long)."
     ),
     parameters=WaitArgs.model_json_schema(),
+    uses_workspace=False,
 )
 
 WORKFLOW_TOOLS: dict[str, WorkflowTool] = {

@@ -35,6 +35,7 @@ from onward.delegation import ID_TAKEN
 __all__ = [
     "CHILD_WORKFLOW",
     "LOCAL_ACTIVITY_MARKER",
+    "RUN_LOCAL_ACTIVITIES",
     "Call",
     "CallKind",
     "CallPairing",
@@ -48,6 +49,10 @@ __all__ = [
 
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
 """Marker name under which the SDK records a local activity's outcome."""
+
+RUN_LOCAL_ACTIVITIES = frozenset({"describe_worker", "write_transcript", "list_artifacts"})
+"""The workflow's own local activities, not tool calls: their markers keep their type
+(the end's transcript write and artifact listing are local since ``end-of-run-local``)."""
 
 CallKind = Literal["activity", "local_activity", "timer", "child_workflow"]
 """How a call ran: a regular activity, a local activity, a workflow timer (``wait``), or a
@@ -338,7 +343,11 @@ class CallPairing:
         if not isinstance(data, dict):
             return None
         activity_type = str(data.get("activity_type", ""))
-        if activity_type not in self._result_types and "execute_tool" in self._result_types:
+        if (
+            activity_type not in self._result_types
+            and activity_type not in RUN_LOCAL_ACTIVITIES
+            and "execute_tool" in self._result_types
+        ):
             # A local tool call is typed by its summary, ``calculator(2+2)``, so the
             # Web UI's timeline reads it (workflows/agent.py): it is an execute_tool call.
             activity_type = "execute_tool"

@@ -53,6 +53,7 @@ from onward.delegation import DELEGATE, check_delegate, failure_outcome, outcome
 from onward.starter.approvals import ApprovalReader
 from onward.starter.calls import (
     CHILD_WORKFLOW,
+    RUN_LOCAL_ACTIVITIES,
     Call,
     CallPairing,
     CallTrace,
@@ -214,6 +215,8 @@ class _Assembler:
                 current = self._model_call(call) or current
             elif call.activity_type == "compact_transcript":
                 self._compaction(call)
+            elif call.activity_type in RUN_LOCAL_ACTIVITIES:
+                continue  # the end's transcript write and listing: no step's call
             elif call.activity_type == "execute_tool" and call.trace.kind == "activity":
                 self._regular_tool(call, current)
             elif call.trace.kind == "local_activity" and isinstance(call.result, ToolOutcome):

@@ -29,6 +29,8 @@ from temporalio.testing import WorkflowEnvironment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from slow_end_store import SlowEndStore
+
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     AgentInput,
@@ -40,6 +42,8 @@ from onward.contracts import (
     SteerRequest,
 )
 from onward.sessions import run_id as message_run_id
+from onward.store import open_store
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.worker import WorkerSettings, build_worker, ensure_search_attributes
 from onward.workflows import AgentWorkflow, SessionWorkflow
 
@@ -434,6 +438,69 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched "artifacts-by-tool": only calls of tools that take a ToolContext mark the
+    # run to list its artifacts. The calculator and a sub-agent given only the calculator
+    # do not: neither this run nor its child (artifacts_by_tool_child.json) lists them.
+    "artifacts_by_tool": (
+        {
+            "prompt": "compute, and have a sub-agent compute",
+            "tools": ["calculator", "write_file", "delegate"],
+            "script": [
+                {
+                    "text": "two at once",
+                    "tool_calls": [
+                        {"name": "calculator", "arguments": {"expression": "6*7"}},
+                        {
+                            "name": "delegate",
+                            "arguments": {
+                                "prompt": "compute",
+                                "tools": ["calculator"],
+                                "script": [calc("2+2"), {"text": "4"}],
+                            },
+                        },
+                    ],
+                    "usage": {"input_tokens": 100, "output_tokens": 20},
+                },
+                {"text": "42 and 4"},
+            ],
+        },
+        nothing,
+    ),
+    # patched "artifacts-by-tool": a file tool among others still lists the files.
+    "artifacts_by_tool_write": (
+        {
+            "prompt": "compute and write",
+            "script": [
+                {
+                    "tool_calls": [
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                        {"name": "write_file", "arguments": {"path": "r.md", "content": "2"}},
+                    ]
+                },
+                {"text": "written"},
+            ],
+        },
+        nothing,
+    ),
+    # patched "end-of-run-local": the end's transcript write and artifact listing are
+    # local activities, every patch the end asks decided at the start. The recording
+    # store makes this run's write outlast its workflow task (tests/slow_end_store.py),
+    # so the local activities span workflow tasks.
+    "end_of_run_local": (
+        {
+            "prompt": "write a file, end slowly",
+            "script": [
+                {
+                    "tool_calls": [
+                        {"name": "write_file", "arguments": {"path": "end.md", "content": "e"}},
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                    ]
+                },
+                {"text": "written"},
+            ],
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).
@@ -617,7 +684,11 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
             store_url=str(Path(workspace) / "store"),
             pricing_files=(pricing,),
         )
-        async with build_worker(client, settings, search_attribute_names=names):
+        # Only the end_of_run_local run's end is slow (its transcript id starts so).
+        store = SlowEndStore(
+            await open_store(settings.store_url), prefix="history-end_of_run_local"
+        )
+        async with build_worker(client, settings, search_attribute_names=names, store=store):
             for name, (agent_input, drive) in SCENARIOS.items():
                 if name not in only:
                     continue
@@ -626,6 +697,7 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
                     AgentInput.model_validate(agent_input),
                     id=f"history-{name}",
                     task_queue=task_queue,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,  # as OnwardClient.start
                 )
                 await drive(handle)
                 status = (await handle.query(AgentWorkflow.status)).state

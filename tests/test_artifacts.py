@@ -13,14 +13,23 @@ from typing import Any
 
 import pytest
 from parent_workflow import ParentWorkflow
-from temporalio.client import Client
+from slow_end_store import SlowEndStore
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Replayer
 
 from conftest import RunningWorker, run_onward
 from onward.artifacts import workspace_dir
 from onward.client import OnwardClient
+from onward.connection import DATA_CONVERTER
 from onward.contracts import DEFAULT_TASK_QUEUE, AgentInput
 from onward.errors import InvalidInput, RunNotFound
+from onward.starter.calls import CallPairing
+from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
+from onward.store import open_store
+from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.worker import WorkerSettings, build_worker
+from onward.workflows import AgentWorkflow
 
 
 def writes(*files: tuple[str, str]) -> list[dict[str, Any]]:
@@ -66,6 +75,87 @@ async def test_each_run_lists_its_own_files_in_its_result(worker: RunningWorker)
 async def test_a_run_without_tool_activities_lists_nothing(worker: RunningWorker) -> None:
     result = await worker.run({"prompt": "p", "script": [{"text": "no tools"}]})
     assert result.artifacts is None
+
+
+async def calls_of(handle: WorkflowHandle[Any, Any]) -> list[tuple[str, str]]:
+    """``(activity type, kind)`` of each call in the run's history, in order."""
+    pairing = CallPairing(REQUEST_TYPES, RESULT_TYPES)
+    async for event in handle.fetch_history_events():
+        pairing.add(event)
+    return [(call.activity_type, call.trace.kind) for call in pairing.calls]
+
+
+async def test_a_run_whose_tools_take_no_context_lists_nothing(worker: RunningWorker) -> None:
+    # calculator and wait cannot reach the workspace: no list_artifacts activity at the end.
+    calls = [
+        {"name": "calculator", "arguments": {"expression": "6*7"}},
+        {"name": "wait", "arguments": {"seconds": 0.01}},
+    ]
+    handle = await worker.start(
+        {"prompt": "p", "script": [{"text": "sum", "tool_calls": calls}, {"text": "42"}]}
+    )
+    result = await handle.result()
+    assert [call.status for call in result.steps[0].tool_calls] == ["ok", "ok"]
+    assert result.artifacts is None
+    assert "list_artifacts" not in [kind for kind, _ in await calls_of(handle)]
+
+
+async def test_a_file_tool_among_others_still_lists_the_files(worker: RunningWorker) -> None:
+    calls = [
+        {"name": "calculator", "arguments": {"expression": "1+1"}},
+        {"name": "write_file", "arguments": {"path": "w.txt", "content": "2"}},
+    ]
+    handle = await worker.start(
+        {"prompt": "p", "script": [{"tool_calls": calls}, {"text": "done"}]}
+    )
+    result = await handle.result()
+    assert result.artifacts is not None and [a.path for a in result.artifacts] == ["w.txt"]
+    # The end's write and listing are local activities (no round trip through the server).
+    assert (await calls_of(handle))[-2:] == [
+        ("write_transcript", "local_activity"),
+        ("list_artifacts", "local_activity"),
+    ]
+
+
+async def test_an_end_that_outlasts_its_workflow_task_replays(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # The end's write takes longer than the workflow task's heartbeat, so the local
+    # activities span workflow tasks; the run, queried after it closed (a replay of
+    # its whole history by a new worker) and replayed from its history, still replays.
+    settings = WorkerSettings(
+        task_queue=f"tq-{uuid.uuid4().hex[:12]}",
+        workspace=tmp_path / "ws",
+        store_url=str(tmp_path / "store"),
+    )
+    store = SlowEndStore(await open_store(settings.store_url))
+    script = writes(("slow.md", "written before a slow end"))
+    async with build_worker(
+        client, settings, search_attribute_names=search_attribute_names, store=store
+    ):
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate({"prompt": "p", "script": script}),
+            id=f"slow-end-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.task_queue,
+            task_timeout=WORKFLOW_TASK_TIMEOUT,
+        )
+        result = await handle.result()
+    assert result.artifacts is not None and [a.path for a in result.artifacts] == ["slow.md"]
+    history = await handle.fetch_history()
+    kinds = [event.event_type for event in history.events]
+    last_model_call = max(
+        index
+        for index, event in enumerate(history.events)
+        if event.HasField("activity_task_completed_event_attributes")
+    )
+    tasks_at_the_end = kinds[last_model_call:].count(EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    assert tasks_at_the_end >= 2, "the end's local activities did not span a workflow task"
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        status = await handle.query(AgentWorkflow.status)
+    assert (status.state, status.step) == ("completed", result.usage.steps)
+    replayer = Replayer(workflows=[AgentWorkflow], data_converter=DATA_CONVERTER)
+    assert (await replayer.replay_workflow(history)).replay_failure is None
 
 
 async def test_the_client_reads_artifacts_from_the_workspace_root(worker: RunningWorker) -> None:

@@ -47,6 +47,12 @@ def test_histories_are_committed() -> None:
         "delegate_native_cancel",  # patched: the same, natively cancelled
         "delegate_native_cancel_child",
         "memory_scope",  # patched: tool calls carry the run's tenant and memory scope
+        "artifacts_by_tool",  # patched: only tools taking a ToolContext list artifacts
+        "artifacts_by_tool_child",  # its sub-agent, given only the calculator: no listing
+        "artifacts_by_tool_write",  # ... and a file tool among others still lists them
+        "end_of_run_local",  # patched: the end's write and listing as local activities,
+        # the write slower than the workflow task (they span a task); its one patch
+        # marker stands for every older patch
     }
 
 

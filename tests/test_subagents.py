@@ -38,7 +38,8 @@ from onward.delegation import (
     child_input,
     roll_up,
 )
-from onward.starter.history import reconstruct
+from onward.starter.calls import CallPairing
+from onward.starter.history import REQUEST_TYPES, RESULT_TYPES, reconstruct
 from onward.starter.report import report_query
 from onward.starter.trace import read_history
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
@@ -486,6 +487,51 @@ async def test_only_a_sub_agent_names_a_workspace(worker: RunningWorker) -> None
     cause = failure.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput"
     assert cause.message.startswith("workspace: only a sub-agent names a workspace")
+
+
+async def listed_artifacts(handle: WorkflowHandle[Any, Any]) -> bool:
+    """Whether the run listed its artifacts (an activity or local activity: its history says)."""
+    pairing = CallPairing(REQUEST_TYPES, RESULT_TYPES)
+    async for event in handle.fetch_history_events():
+        pairing.add(event)
+    return any(call.activity_type == "list_artifacts" for call in pairing.calls)
+
+
+async def test_a_sub_agent_lists_artifacts_only_with_tools_that_may_write(
+    worker: RunningWorker,
+) -> None:
+    # The first child has only the calculator: neither it nor its parent lists the
+    # workspace. The second may write (write_file): both list what it wrote.
+    handles = [
+        await worker.start(
+            {
+                "prompt": "delegate, then answer",
+                "tools": ["calculator", "write_file", "delegate"],
+                "script": [
+                    delegating(prompt="sub task", tools=tools, script=script),
+                    {"text": "done", "usage": USAGE},
+                ],
+            }
+        )
+        for tools, script in [
+            (["calculator"], [calc("2+2"), {"text": "4"}]),
+            (["write_file"], writes_one("sub.md")),
+        ]
+    ]
+    (quiet, writing) = [await handle.result() for handle in handles]
+    quiet_child = worker.client.get_workflow_handle(child_of(quiet))
+    assert (await child_result(worker.client, child_of(quiet))).status == "completed"
+    assert quiet.artifacts is None
+    assert not await listed_artifacts(handles[0]) and not await listed_artifacts(quiet_child)
+    writing_child = await child_result(worker.client, child_of(writing))
+    for result in (writing, writing_child):
+        assert result.artifacts is not None and [a.path for a in result.artifacts] == ["sub.md"]
+    assert await listed_artifacts(handles[1])
+
+
+def writes_one(path: str) -> list[dict[str, Any]]:
+    call = {"name": "write_file", "arguments": {"path": path, "content": "x"}}
+    return [{"text": "writing", "tool_calls": [call], "usage": USAGE}, {"text": "written"}]
 
 
 async def test_pausing_the_parent_pauses_its_sub_agent_until_resumed(worker: RunningWorker) -> None:

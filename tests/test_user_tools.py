@@ -20,6 +20,7 @@ from conftest import running_worker
 from examples import mytools
 from onward.activities.tool_calls import RESULT_CAP_CHARS, ToolActivities
 from onward.activities.tools import (
+    BUILTIN_TOOLS,
     Tool,
     ToolContext,
     ToolLoadError,
@@ -27,6 +28,7 @@ from onward.activities.tools import (
     builtin_registry,
     entry_point_tools,
     load_tools,
+    make_http_fetch,
     register_tools,
     tool,
 )
@@ -224,6 +226,56 @@ async def test_pydantic_model_form_still_works_with_and_without_context() -> Non
     registry = ToolRegistry.of([add, multiply])
     assert (await execute(registry, "add", a=2, b=3)).content == "5"
     assert (await execute(registry, "multiply", a=2, b=3)).content == "6"
+
+
+def test_a_tool_uses_the_workspace_only_when_it_takes_a_context() -> None:
+    # A function without a ToolContext cannot know its run's workspace: a run whose
+    # calls are all of such tools lists no artifacts (ToolSpec.uses_workspace).
+    @tool
+    def plain(args: Pair) -> str:
+        """Model form, no context."""
+        return ""
+
+    @tool
+    def with_ctx(args: Pair, ctx: ToolContext) -> str:
+        """Model form with the context."""
+        return ""
+
+    @tool
+    def unannotated_ctx(args: Pair, ctx) -> str:  # type: ignore[no-untyped-def]
+        """Model form, the context unannotated."""
+        return ""
+
+    @tool
+    def typed(city: str) -> str:
+        """Typed form, no context."""
+        return city
+
+    @tool
+    def typed_ctx(city: str, ctx: ToolContext) -> str:
+        """Typed form with the context."""
+        return city
+
+    uses = {item.name: item.spec().uses_workspace for item in (plain, with_ctx, unannotated_ctx)}
+    uses |= {item.name: item.spec().uses_workspace for item in (typed, typed_ctx)}
+    assert uses == {
+        "plain": False,
+        "with_ctx": True,
+        "unannotated_ctx": True,
+        "typed": False,
+        "typed_ctx": True,
+    }
+    builtins = {item.name: item.spec().uses_workspace for item in BUILTIN_TOOLS}
+    builtins["http_fetch"] = make_http_fetch().spec().uses_workspace
+    assert builtins == {
+        "calculator": False,
+        "http_fetch": False,
+        "write_file": True,
+        "read_file": True,
+        "list_files": True,
+        "remember": True,
+        "recall": True,
+    }
 
 
 async def test_keyword_only_parameters_make_the_typed_form() -> None:

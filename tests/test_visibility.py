@@ -45,7 +45,14 @@ async def test_activities_have_readable_summaries(worker: RunningWorker) -> None
     assert "scripted · step 3" in summaries
     assert "write_file(path=a.txt, content=4)" in summaries
     # The Web UI labels a local activity by its type alone: it is the call's summary.
-    assert local_types == ["describe_worker", "calculator(2+2)"]
+    # The run's own are named for what they do (the end's write and listing are local).
+    assert local_types == [
+        "describe_worker",
+        "calculator(2+2)",
+        "write_transcript",
+        "list_artifacts",
+    ]
+    assert "write transcript" in summaries and "list artifacts" in summaries
 
 
 async def test_current_details_follow_the_run(worker: RunningWorker) -> None:

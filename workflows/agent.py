@@ -138,6 +138,8 @@ MAX_STORED_REQUEST_BYTES = 32_000_000
 the converter's threshold go to external storage; past this a message is too large for
 any model, and the run ends as failed rather than storing it."""
 DESCRIBE_WORKER_RETRY = RetryPolicy(maximum_attempts=3)
+LOCAL_TOOL_TYPE_PATCH = "local-tool-type-is-its-summary"
+"""A local tool call's activity type is its summary; runs begun before used execute_tool."""
 HUMAN_APPROVAL_PATCH = "human-approval"
 """Calls needing approval wait for one; runs begun before refused them outright."""
 APPROVAL_SHOWS_PAUSE_PATCH = "approval-shows-pause"
@@ -160,6 +162,18 @@ SUB_AGENTS_SETTLE_TIMEOUT = timedelta(seconds=60)
 MEMORY_SCOPE_PATCH = "memory-scope"
 """Tool calls carry the run's tenant and memory scope (remember/recall); runs begun
 before sent neither, and have no memory."""
+ARTIFACTS_BY_TOOL_PATCH = "artifacts-by-tool"
+"""Only calls of tools that take a ToolContext (``ToolSpec.uses_workspace``) and
+sub-agents that may call one make the run list its artifacts; runs begun before
+listed them after any tool activity (one activity more at the end of every run)."""
+END_OF_RUN_LOCAL_PATCH = "end-of-run-local"
+"""The end's transcript write and artifact listing run as local activities, in the
+workflow task that ends the run; runs begun before ran them as regular activities, each
+one more round trip through the server. Asked first thing in a run, it also stands for
+every older patch (``_patched``): a run that has it asks none of them, so none is asked
+for the first time after a local activity (see ``_patched``), and the run's history
+holds one patch marker instead of one (and a search-attribute upsert) per patch.
+A newer patch the end asks must be asked before the run's first local activity."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -226,16 +240,15 @@ def _root_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _local_tool_type(call: ToolCall) -> str:
+def _local_tool_type(call: ToolCall, patched: bool) -> str:
     """The activity type of a local tool call: its summary, e.g. ``calculator(2+2)``.
 
     The Web UI's timeline labels a local activity by its type only (the summary
     on its marker is not shown), so ``execute_tool`` for every local call read as
     nothing. The worker's dynamic activity (``execute_local_tool``) runs them.
+    ``patched``: the run has LOCAL_TOOL_TYPE_PATCH.
     """
-    if workflow.patched("local-tool-type-is-its-summary"):
-        return tool_summary(call)
-    return "execute_tool"
+    return tool_summary(call) if patched else "execute_tool"
 
 
 def _signal_payload(signal: str, kind: type[_Payload], payload: Sequence[Any]) -> _Payload | None:
@@ -297,6 +310,8 @@ class AgentWorkflow:
         self._pending: dict[str, PendingApproval] = {}
         self._decisions: dict[str, ApprovalRecord] = {}
         self._used_workspace = False
+        self._artifacts_by_tool = False  # decided in ``_prepare``
+        self._end_local = False  # decided first thing in ``run``
         self._artifacts: list[Artifact] | None = None
         # -- transcript store: this run's part of the conversation, and counters ---------
         self._use_store = False
@@ -347,7 +362,9 @@ class AgentWorkflow:
         if input is None:
             self._end("failed", NO_INPUT)
             raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
-        if workflow.patched("elapsed-from-workflow-start"):
+        # Asked first: it stands for every older patch (see ``_patched``).
+        self._end_local = workflow.patched(END_OF_RUN_LOCAL_PATCH)
+        if self._patched("elapsed-from-workflow-start"):
             # Time queued before a worker picked the run up counts against max_duration_s.
             self._started_at = workflow.info().workflow_start_time
         if input.carry is not None:
@@ -384,12 +401,12 @@ class AgentWorkflow:
                 # waits for it to add up what it used.
                 return self._result()
             # Natively cancelled runs are cancelled runs too: their webhook hears of it.
-            if self._input.webhook_url and workflow.patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
+            if self._input.webhook_url and self._patched(WEBHOOK_ON_NATIVE_CANCEL_PATCH):
                 await self._deliver_webhook(self._result())
             raise
-        await self._write_transcript(at_end=True)
+        await self._write_transcript(at_end=True, local=self._end_local)
         # -- artifacts ------------------------------------------------
-        await self._list_artifacts()
+        await self._list_artifacts(local=self._end_local)
         # -- end artifacts ---------------------------------------------------------------
         result = self._result()
         await self._deliver_webhook(result)
@@ -405,7 +422,7 @@ class AgentWorkflow:
         A receiver that is down only delays the close (at most the deadline), never fails it.
         ``patched``: a later patch already decided the delivery (no "webhook" marker needed).
         """
-        if not self._input.webhook_url or not (patched or workflow.patched("webhook")):
+        if not self._input.webhook_url or not (patched or self._patched("webhook")):
             return
         with workflow.unsafe.imports_passed_through():
             from onward.activities.webhooks import WebhookActivities
@@ -436,21 +453,23 @@ class AgentWorkflow:
         asked = self._input.tools
         # Offered only when named; runs begun before sub-agents asked the worker for it.
         offer_delegate = self._offer_delegate = (
-            asked is not None and DELEGATE.name in asked and workflow.patched(DELEGATE_PATCH)
+            asked is not None and DELEGATE.name in asked and self._patched(DELEGATE_PATCH)
         )
         inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if offer_delegate else [])}
         worker_tools = None if asked is None else [n for n in asked if n not in inside]
         # Asked before describe_worker: a patch marker must come before the local
         # activity's, or replay finds the marker without its command (model attempts).
-        attempts_from_worker = workflow.patched("model-attempts-from-worker")
-        window_from_worker = workflow.patched("context-window")
+        attempts_from_worker = self._patched("model-attempts-from-worker")
+        window_from_worker = self._patched("context-window")
         # The conversation and the step log go to the transcript store; runs begun
         # before it send the whole conversation with every model call.
-        self._use_store = self._input.carry is not None or workflow.patched("transcript-store")
+        self._use_store = self._input.carry is not None or self._patched("transcript-store")
         # Asked here for the same reason: the invalid-input failure follows describe_worker.
-        self._webhook_on_invalid_input = bool(self._input.webhook_url) and workflow.patched(
+        self._webhook_on_invalid_input = bool(self._input.webhook_url) and self._patched(
             WEBHOOK_ON_INVALID_INPUT_PATCH
         )
+        # Asked here, before any call, so the run decides it once, in its first workflow task.
+        self._artifacts_by_tool = self._patched(ARTIFACTS_BY_TOOL_PATCH)
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
@@ -619,8 +638,13 @@ class AgentWorkflow:
         )
         workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
 
-    async def _write_transcript(self, at_end: bool) -> None:
-        """Send the messages and step records the store lacks (a small activity)."""
+    async def _write_transcript(self, at_end: bool, local: bool = False) -> None:
+        """Send the messages and step records the store lacks (a small activity).
+
+        ``local``: as a local activity (the end of a run, see ``_decide_the_end``); the
+        write is at fixed positions, so a worker that dies during it leaves the task
+        to another worker, which writes the same again.
+        """
         if not self._use_store or self._transcript is None:
             return
         new = self._conversation.for_model()[self._stored - self._base :]
@@ -632,8 +656,11 @@ class AgentWorkflow:
             new_messages=new,
             steps=self._unwritten,
         )
+        execute = (
+            workflow.execute_local_activity_method if local else workflow.execute_activity_method
+        )
         try:
-            await workflow.execute_activity_method(
+            await execute(
                 ModelActivities.write_transcript,
                 write,
                 start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
@@ -775,7 +802,7 @@ class AgentWorkflow:
             scripted_turn=self._script_turn(),
             settings=self._input.settings,
             pricing=self._input.pricing,
-            stream=self._input.stream and workflow.patched(TOKEN_STREAM_PATCH),
+            stream=self._input.stream and self._patched(TOKEN_STREAM_PATCH),
             clear_tool_results=self._input.clear_tool_results,
         )
         size = len(request.model_dump_json())
@@ -930,7 +957,7 @@ class AgentWorkflow:
         outcomes: dict[str, ToolOutcome] = {}
         stop: _RunEnded | _FinishNow | None = None
         interrupted: Interruption | None = None
-        settle_first = workflow.patched("settle-started-calls-before-a-gate-waits")
+        settle_first = self._patched("settle-started-calls-before-a-gate-waits")
         for call in calls:
             if settle_first and started and self._gate_blocks("tool"):
                 # Calls already running finish (racing the deadline and cancel)
@@ -1006,7 +1033,7 @@ class AgentWorkflow:
         if spec is None:
             return steplog.refused(unknown_tool(call, self._tools))
         if needs_approval(spec, self._input.approve_tools):
-            if not workflow.patched(HUMAN_APPROVAL_PATCH):
+            if not self._patched(HUMAN_APPROVAL_PATCH):
                 # Runs begun before approval existed refused such calls: they still do.
                 return steplog.refused(approval_refusal(spec, call) or "requires approval")
             return asyncio.create_task(self._after_approval(spec, call, record))
@@ -1066,7 +1093,7 @@ class AgentWorkflow:
             return steplog.refused(rejection(decision.note))
         # Approved while paused: it starts on resume, like any call.
         await workflow.wait_condition(lambda: not self._paused)
-        if self._state == "paused" and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH):
+        if self._state == "paused" and self._patched(APPROVAL_SHOWS_PAUSE_PATCH):
             self._set_state("running")  # ``_show_approvals`` showed the pause
         return await self._start_tool(spec, call, record)
 
@@ -1076,7 +1103,7 @@ class AgentWorkflow:
             self._set_state("awaiting_approval")
         elif self._state == "awaiting_approval":
             # A call decided while paused waits for resume: the run reads paused till then.
-            paused = self._paused and workflow.patched(APPROVAL_SHOWS_PAUSE_PATCH)
+            paused = self._paused and self._patched(APPROVAL_SHOWS_PAUSE_PATCH)
             self._set_state("paused" if paused else "running")
         self._publish()
 
@@ -1112,11 +1139,32 @@ class AgentWorkflow:
 
     # -- artifacts -----------------------------------------------------
 
-    def _workspace_key(self) -> str | None:
-        """The run whose workspace tool calls use: the root run's, so sub-agents share it."""
-        if not workflow.patched(WORKSPACE_PER_RUN_PATCH):
+    def _patched(self, patch: str) -> bool:
+        """``workflow.patched(patch)`` for a patch older than END_OF_RUN_LOCAL_PATCH.
+
+        A run that has that patch began on code with every older one: they are all
+        True, and asking them would only add a marker and an upsert each. Runs begun
+        before ask each as they did, where they did.
+
+        Asking a patch for the first time after a local activity has failed replay
+        ("patch marker ... no corresponding change command"): when the workflow
+        task is heartbeated as the local activity ends, its marker can land in one
+        task and the commands after it in the next, and on replay the result comes
+        before that next task's patch markers are known. The end's local activities
+        are only safe because its patches are no longer asked there.
+        """
+        return self._end_local or workflow.patched(patch)
+
+    def _workspace_key(self, uses_workspace: bool = True) -> str | None:
+        """The run whose workspace tool calls use: the root run's, so sub-agents share it.
+
+        A call that ``uses_workspace`` makes the run list its artifacts at its end;
+        in runs begun before ARTIFACTS_BY_TOOL_PATCH every call did.
+        """
+        if not self._patched(WORKSPACE_PER_RUN_PATCH):
             return None
-        self._used_workspace = True
+        if uses_workspace or not self._artifacts_by_tool:
+            self._used_workspace = True
         if self._input.workspace is not None:
             return self._input.workspace  # a sub-agent's: its parent's workspace
         info = workflow.info()
@@ -1124,18 +1172,25 @@ class AgentWorkflow:
 
     def _memory_scope(self) -> str | None:
         """The run's memory scope for its tool calls; None for runs begun before scopes."""
-        if not workflow.patched(MEMORY_SCOPE_PATCH):
+        if not self._patched(MEMORY_SCOPE_PATCH):
             return None
         return self._input.memory_scope or DEFAULT_MEMORY_SCOPE
 
-    async def _list_artifacts(self) -> None:
-        """The files in the run's workspace, into the result; a failure only leaves them out."""
-        if not self._used_workspace or not workflow.patched(ARTIFACTS_PATCH):
+    async def _list_artifacts(self, local: bool = False) -> None:
+        """The files in the run's workspace, into the result; a failure only leaves them out.
+
+        ``local``: as a local activity (the end of a run, see ``_decide_the_end``); it only
+        reads.
+        """
+        if not self._used_workspace or not self._patched(ARTIFACTS_PATCH):
             return
         key = self._workspace_key()
         assert key is not None
+        execute = (
+            workflow.execute_local_activity_method if local else workflow.execute_activity_method
+        )
         try:
-            self._artifacts = await workflow.execute_activity_method(
+            self._artifacts = await execute(
                 ToolActivities.list_artifacts,
                 ArtifactsRequest(workspace=key),
                 start_to_close_timeout=LIST_ARTIFACTS_TIMEOUT,
@@ -1166,13 +1221,13 @@ class AgentWorkflow:
                 info.workflow_id, info.run_id, self._step.step, call.id
             ),
             step=self._step.step,
-            workspace=self._workspace_key(),
+            workspace=self._workspace_key(spec.uses_workspace),
             tenant=self._input.tenant if memory_scope is not None else None,
             memory_scope=memory_scope,
         )
         # The run's TTL and tenant key the tool activity's result cache.
         ttl_s = (self._input.cache_tools or {}).get(call.name)
-        if (ttl_s is not None or self._input.tenant is not None) and workflow.patched(
+        if (ttl_s is not None or self._input.tenant is not None) and self._patched(
             TOOL_CACHE_PATCH
         ):
             request.cache_ttl_s, request.tenant = ttl_s, self._input.tenant
@@ -1182,7 +1237,7 @@ class AgentWorkflow:
         )
         if spec.local:
             return workflow.start_local_activity(
-                _local_tool_type(call),
+                _local_tool_type(call, self._patched(LOCAL_TOOL_TYPE_PATCH)),
                 request,
                 result_type=ToolOutcome,
                 start_to_close_timeout=timeout,
@@ -1217,7 +1272,8 @@ class AgentWorkflow:
         )
         tools = args.tools if args.tools is not None else list(self._tools)
         try:
-            agent_input = child_input(self._input, args, budget, tools, self._workspace_key())
+            workspace = self._workspace_key(self._any_uses_workspace(tools))
+            agent_input = child_input(self._input, args, budget, tools, workspace)
         except ValidationError as err:  # a bad model name, say
             return ToolOutcome(error=format_validation_error(call.name, err))
         ident = child_id(workflow.info().workflow_id, step, call.id)
@@ -1239,6 +1295,10 @@ class AgentWorkflow:
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
+
+    def _any_uses_workspace(self, tools: list[str]) -> bool:
+        """Whether a sub-agent with ``tools`` may write into the shared workspace."""
+        return any(spec is None or spec.uses_workspace for spec in map(self._tools.get, tools))
 
     async def _settle_sub_agents(self) -> None:
         """Wait for interrupted sub-agents to end (bounded): their usage rolls up into this run's.

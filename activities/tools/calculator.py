@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from onward.activities.tools.registry import ToolContext, tool
+from onward.activities.tools.registry import tool
 from onward.errors import ToolError
 
 __all__ = [
@@ -159,7 +159,7 @@ class CalculatorArgs(BaseModel):
 
 
 @tool(local=True, builtin=True, timeout_s=5)
-def calculator(args: CalculatorArgs, ctx: ToolContext) -> str:
+def calculator(args: CalculatorArgs) -> str:
     """Evaluate an arithmetic expression exactly as Python would, without running any code.
 
     Integers stay exact integers; '/' always gives a decimal (4/2 is 2.0), '//' divides whole.

@@ -38,7 +38,7 @@ from onward.activities.tools.net_guard import (
     resolve,
     unmap,
 )
-from onward.activities.tools.registry import Tool, ToolContext, tool
+from onward.activities.tools.registry import Tool, tool
 from onward.errors import ToolError, ToolRetryableError
 
 __all__ = [
@@ -122,7 +122,7 @@ def make_http_fetch(
         transport=transport or httpx.AsyncHTTPTransport,
     )
 
-    async def http_fetch(args: HttpFetchArgs, ctx: ToolContext) -> str:
+    async def http_fetch(args: HttpFetchArgs) -> str:
         """Fetch a URL over HTTP or HTTPS: the status line, the content type, then the body.
 
         HTML comes back as its readable text with the page title first; JSON and other

@@ -57,6 +57,10 @@ class Tool:
     cache_ttl_s: float | None = None
     """Reuse the result of an identical call (same arguments and tenant) this many seconds;
     None: not cached (unless a run's ``cache_tools`` names the tool)."""
+    uses_workspace: bool = True
+    """The function takes a :class:`ToolContext`, so it may touch its run's workspace;
+    ``tool()`` sets it. A run whose calls were all of tools without it lists no artifacts
+    (one activity less at its end)."""
 
     @property
     def module(self) -> str:
@@ -80,6 +84,7 @@ class Tool:
             max_attempts=self.max_attempts,
             max_result_chars=self.max_result_chars,
             requires_approval=self.requires_approval,
+            uses_workspace=self.uses_workspace,
         )
 
 
@@ -160,9 +165,12 @@ def tool(
                 "(model APIs refuse other names); pass @tool(name=...)"
             )
         doc = parse_docstring(target.__doc__)
-        args_model, call = _model_form(target, tool_name) or adapt_function(
-            target, tool_name, doc.params
-        )
+        model_form = _model_form(target, tool_name)
+        if model_form is not None:
+            args_model, call, takes_context = model_form
+        else:
+            args_model, call = adapt_function(target, tool_name, doc.params)
+            takes_context = _has_context_param(target, tool_name)
         return Tool(
             name=tool_name,
             description=doc.description,
@@ -175,6 +183,7 @@ def tool(
             requires_approval=requires_approval,
             builtin=builtin,
             cache_ttl_s=cache_ttl_s,
+            uses_workspace=takes_context,
         )
 
     return wrap if fn is None else wrap(fn)
@@ -193,8 +202,9 @@ def _check_options(*, timeout_s: float, max_attempts: int, max_chars: int) -> No
 
 def _model_form(
     fn: Callable[..., Any], tool_name: str
-) -> tuple[type[BaseModel], ToolFunction] | None:
-    """``(model, call)`` for ``fn(args: Model[, ctx])``; None for a typed-parameter function.
+) -> tuple[type[BaseModel], ToolFunction, bool] | None:
+    """``(model, call, takes_context)`` for ``fn(args: Model[, ctx])``; None for a
+    typed-parameter function.
 
     A function whose only argument is one pydantic model takes that model's
     fields at the top level, which is what a model is shown either way.
@@ -211,11 +221,17 @@ def _model_form(
     if not (isinstance(first, type) and issubclass(first, BaseModel)):
         return None
     if len(params) == 1:
-        return first, _without_context(fn)
+        return first, _without_context(fn), False
     second = hints.get(params[1].name, inspect.Parameter.empty)
     if second is not ToolContext and second is not inspect.Parameter.empty:
         return None
-    return first, fn
+    return first, fn, True
+
+
+def _has_context_param(fn: Callable[..., Any], tool_name: str) -> bool:
+    """Whether a typed-parameter function has a parameter that receives the ToolContext."""
+    hints = type_hints(fn, tool_name)
+    return any(hints.get(name) is ToolContext for name in inspect.signature(fn).parameters)
 
 
 def _without_context(fn: Callable[..., Any]) -> ToolFunction:
