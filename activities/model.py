@@ -16,9 +16,11 @@ logged here once.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import timedelta
 
+from pydantic import TypeAdapter
 from temporalio import activity
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -37,6 +39,7 @@ from onward.contracts import (
     ModelRequest,
     ModelResponse,
     TokenChunk,
+    ToolSpec,
     TranscriptRef,
     TranscriptWrite,
     provider_of,
@@ -45,10 +48,14 @@ from onward.errors import PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
 from onward.store import TranscriptStore
 
-__all__ = ["TOKEN_BATCH_INTERVAL", "TRANSCRIPT_INCOMPLETE", "ModelActivities"]
+__all__ = ["KEPT_TOOL_SPECS", "TOKEN_BATCH_INTERVAL", "TRANSCRIPT_INCOMPLETE", "ModelActivities"]
 
 TOKEN_BATCH_INTERVAL = timedelta(milliseconds=100)
 """Streamed text goes to the run in one signal this often (history grows per batch, not token)."""
+
+KEPT_TOOL_SPECS = 256
+"""Sets of tool specs a worker keeps in memory (runs with the same tools share one)."""
+_SPECS = TypeAdapter(list[ToolSpec])
 
 TRANSCRIPT_INCOMPLETE = "TranscriptIncomplete"
 """The store holds fewer messages than the run sent: retried (a lagging replica, say)."""
@@ -80,6 +87,7 @@ class ModelActivities:
         self._pricing = pricing
         self._telemetry = telemetry or ActivityTelemetry()
         self._store = store
+        self._specs: OrderedDict[str, list[ToolSpec]] = OrderedDict()
 
     @property
     def store(self) -> TranscriptStore | None:
@@ -95,6 +103,8 @@ class ModelActivities:
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
         ref = request.transcript
+        if request.tools_key is not None:
+            request = request.model_copy(update={"tools": await self._tool_specs(request)})
         # A conversation in the store: write what the run added, read it all.
         messages = await self._conversation(ref) if ref is not None else request.messages
         sent, placeholders = clearing.cleared(messages, request.clear_tool_results)
@@ -272,6 +282,38 @@ class ModelActivities:
                 )
             messages = compaction.apply_summary(messages, found[0].text, ref.summary_covers)
         return messages
+
+    async def _tool_specs(self, request: ModelRequest) -> list[ToolSpec]:
+        """The run's tool specs: kept in the store by its first call, read by later ones.
+
+        A run's specs do not change, so each worker keeps the ones it has seen.
+        """
+        key = request.tools_key
+        assert key is not None
+        store = self._required_store()
+        if request.tools:
+            if key not in self._specs:
+                await store.put_cached(key, _SPECS.dump_json(request.tools))
+                self._remember_specs(key, request.tools)
+            return request.tools
+        specs = self._specs.get(key)
+        if specs is None:
+            raw = await store.get_cached(key)
+            if raw is None:
+                raise ApplicationError(
+                    f"the store lacks the run's tool specs ({key}): does this worker use the "
+                    "same ONWARD_STORE as the run's other workers?",
+                    type=TRANSCRIPT_INCOMPLETE,
+                )
+            specs = _SPECS.validate_json(raw)
+            self._remember_specs(key, specs)
+        return specs
+
+    def _remember_specs(self, key: str, specs: list[ToolSpec]) -> None:
+        self._specs[key] = specs
+        self._specs.move_to_end(key)
+        while len(self._specs) > KEPT_TOOL_SPECS:
+            self._specs.popitem(last=False)
 
     def _required_store(self) -> TranscriptStore:
         if self._store is None:

@@ -131,6 +131,7 @@ class ToolActivities:
                 if self._context_windows is not None and request.model is not None
                 else None
             ),
+            tools_by_key=self._store is not None,
         )
 
     @activity.defn(name="execute_tool")

@@ -10,7 +10,10 @@ so fields are only ever *added*, and only with defaults.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -81,6 +84,7 @@ __all__ = [
     "WorkerDescription",
     "WorkerDescriptionRequest",
     "provider_of",
+    "tool_specs_key",
 ]
 
 AGENT_WORKFLOW = "AgentWorkflow"
@@ -513,6 +517,17 @@ class ToolSpec(BaseModel):
     )
 
 
+def tool_specs_key(specs: Sequence[ToolSpec]) -> str:
+    """The store key of a run's tool specs (``ModelRequest.tools_key``): their digest.
+
+    Pure, so the workflow computes it: the same specs give the same key on every
+    worker, and runs with the same tools share one stored copy.
+    """
+    document = json.dumps([spec.model_dump(mode="json") for spec in specs], sort_keys=True)
+    digest = hashlib.sha256(b"onward tool specs\n" + document.encode()).hexdigest()
+    return f"sha256-{digest}"
+
+
 class ConversationRef(BaseModel):
     """A conversation in the transcript store: messages ``[0, messages)`` of ``transcript``."""
 
@@ -608,6 +623,11 @@ class ModelRequest(BaseModel):
     clear_tool_results: ClearToolResults | None = Field(
         default=None, description="the run's tool-result clearing, applied to what is sent"
     )
+    tools_key: str | None = Field(
+        default=None,
+        description="the store key of the run's tool specs: with ``tools``, the activity "
+        "keeps them there; with none, it reads them (``allow_tools`` decides what is offered)",
+    )
 
 
 TOKENS_TOPIC = "tokens"
@@ -683,6 +703,11 @@ class WorkerDescription(BaseModel):
         gt=0,
         description="the asked-for model's context window in tokens, from the worker's "
         "pricing table; None: not known (or an older worker)",
+    )
+    tools_by_key: bool = Field(
+        default=False,
+        description="its model calls read the run's tool specs from the store by "
+        "``ModelRequest.tools_key``; False: an older worker, or one without a store",
     )
 
 

@@ -22,8 +22,11 @@ from postgres_server import postgres_url
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from conftest import RunningWorker, running_worker
+from onward.activities.model import ModelActivities
+from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import ToolRegistry, tool
 from onward.client import OnwardClient
 from onward.contracts import (
@@ -33,7 +36,9 @@ from onward.contracts import (
     ModelResponse,
     ToolCall,
     Usage,
+    tool_specs_key,
 )
+from onward.pricing import PricingTable
 from onward.store import TranscriptStore, open_store
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
@@ -463,3 +468,75 @@ async def test_a_run_without_context_compacts_at_80_percent_of_its_model_window(
     last_sent = model.sent[-1][2]
     assert any(m.content.startswith("[Summary") for m in last_sent)
     assert sum(len(m.content) for m in last_sent) < 4 * 1500 + 2000
+
+
+class SpecsRecordingModel(CheckingModel):
+    """A CheckingModel that also keeps the tool names each call is offered."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(steps)
+        self.offered: list[list[str]] = []
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.offered.append([spec.name for spec in request.tools])
+        return await super().complete(request)
+
+
+def model_call_inputs(events: list[HistoryEvent]) -> list[dict[str, Any]]:
+    """The ``call_model`` inputs of a run, as its history records them."""
+    return [
+        json.loads(event.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for event in events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
+    ]
+
+
+async def test_tool_specs_are_recorded_once_and_every_call_is_offered_them(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], store: TranscriptStore
+) -> None:
+    """The built-ins' specs are ~3.7 KB: sent with every call they were most of a step."""
+    model = SpecsRecordingModel(steps=4)
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": model}, store=store
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt=PROMPT))
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    assert model.mismatches == []
+
+    builtins = model.offered[0]
+    assert "calculator" in builtins and len(builtins) >= 5
+    assert model.offered == [builtins] * 4  # every call offers every tool
+    first, *later = model_call_inputs([e async for e in handle.fetch_history_events()])
+    assert [spec["name"] for spec in first["tools"]] == builtins
+    key = first["tools_key"]
+    assert key.startswith("sha256-")
+    assert [(call["tools"], call["tools_key"]) for call in later] == [([], key)] * 3
+    # A worker that has not seen them reads them from the store.
+    kept = await store.get_cached(key)
+    assert kept is not None
+    assert [spec["name"] for spec in json.loads(kept)] == builtins
+
+
+async def test_a_worker_new_to_a_runs_tool_specs_reads_them_and_a_missing_set_is_retried(
+    store: TranscriptStore,
+) -> None:
+    registry = builtin_registry()
+    specs = [item.spec() for item in map(registry.get, registry.builtin_names()) if item]
+    key = tool_specs_key(specs)
+    ask = ModelRequest(
+        model="scripted", messages=[Message(role="user", content=PROMPT)], step=1, tools_key=key
+    )
+    first_worker = SpecsRecordingModel(steps=1)
+    first = ModelActivities({"scripted": first_worker}, PricingTable({}), store=store)
+    await ActivityEnvironment().run(first.call_model, ask.model_copy(update={"tools": specs}))
+    later_worker = SpecsRecordingModel(steps=1)
+    later = ModelActivities({"scripted": later_worker}, PricingTable({}), store=store)
+    await ActivityEnvironment().run(later.call_model, ask)
+    assert later_worker.offered == first_worker.offered == [[spec.name for spec in specs]]
+
+    unknown = ask.model_copy(update={"tools_key": tool_specs_key(specs[:1])})
+    with pytest.raises(ApplicationError, match="lacks the run's tool specs") as raised:
+        await ActivityEnvironment().run(later.call_model, unknown)
+    assert not raised.value.non_retryable  # another worker's store may have them

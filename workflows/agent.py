@@ -74,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         TranscriptWrite,
         WorkerDescriptionRequest,
         provider_of,
+        tool_specs_key,
     )
     from onward.conversation import Conversation
     from onward.delegation import (
@@ -288,6 +289,9 @@ class AgentWorkflow:
         self._step: StepRecord | None = None
         self._conversation = Conversation()
         self._tools: dict[str, ToolSpec] = {}
+        self._tools_by_key = False  # the worker reads tool specs from the store by key
+        self._tools_kept = False  # this run's first model call has kept them there
+        self._tools_key: str | None = None
         self._search_attributes: set[str] = set()
         self._published: dict[str, Any] = {}
         self._paused = False
@@ -515,6 +519,7 @@ class AgentWorkflow:
         if offer_delegate:
             self._tools[DELEGATE.name] = DELEGATE
         self._search_attributes = set(description.search_attributes)
+        self._tools_by_key = description.tools_by_key
         unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)
         if unapprovable:
             self._end("failed", "invalid input: unknown approve_tools")
@@ -792,11 +797,19 @@ class AgentWorkflow:
         if self._use_store:
             transcript = self._transcript_ref(messages)
             messages = []
+        tools = list(self._tools.values()) if allow_tools else []
+        tools_key = None
+        if tools and transcript is not None and self._tools_by_key:
+            # Kept in the store by this run's first call: later calls name them.
+            tools_key = self._tools_key = self._tools_key or tool_specs_key(tools)
+            if self._tools_kept:
+                tools = []
         request = ModelRequest(
             model=self._input.model,
             messages=messages,
             transcript=transcript,
-            tools=list(self._tools.values()) if allow_tools else [],
+            tools=tools,
+            tools_key=tools_key,
             allow_tools=allow_tools,
             step=number,
             scripted_turn=self._script_turn(),
@@ -846,6 +859,7 @@ class AgentWorkflow:
             # Written by the activity: the new messages, the steps and the reply.
             self._stored = transcript.count + 1
             self._unwritten = []
+        self._tools_kept = self._tools_kept or request.tools_key is not None
         response = steplog.with_unique_call_ids(response, number)
         self._count_model_call(response)
         steplog.apply_response(step, response)
