@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -313,23 +313,42 @@ class OnwardClient(SessionMethods):
         """
         agent = validated(AgentInput, input)
         run_id = id or new_run_id()
-        with self._translated(run_id):
+        await self._start_workflow(
+            AgentWorkflow.run,
+            agent,
+            run_id,
+            agent.tenant if tag_tenant else None,
+            static_summary=static_summary(agent),
+            static_details=static_details(agent),
+            # Taken by a worker of this client's process, if any, at once.
+            request_eager_start=True,
+        )
+        return run_id
+
+    async def _start_workflow(
+        self, run: Any, arg: BaseModel, workflow_id: str, tenant_tag: str | None, **options: Any
+    ) -> None:
+        """Start a run or a session on this client's task queue, as every one starts.
+
+        Each gets ``WORKFLOW_TASK_TIMEOUT`` (see :mod:`onward.tuning`) and, with a
+        ``tenant_tag``, its ``OnwardTenant`` search attribute at once.
+
+        Raises:
+            RunAlreadyExists: a run or session with ``workflow_id`` is running.
+        """
+        with self._translated(workflow_id):
             try:
                 await self._client.start_workflow(
-                    AgentWorkflow.run,
-                    agent,
-                    id=run_id,
+                    run,
+                    arg,
+                    id=workflow_id,
                     task_queue=self.task_queue,
-                    static_summary=static_summary(agent),
-                    static_details=static_details(agent),
-                    search_attributes=sa.tenant_tag(agent.tenant) if tag_tenant else None,
+                    search_attributes=sa.tenant_tag(tenant_tag),
                     task_timeout=WORKFLOW_TASK_TIMEOUT,
-                    # Taken by a worker of this client's process, if any, at once.
-                    request_eager_start=True,
+                    **options,
                 )
             except WorkflowAlreadyStartedError as err:
-                raise RunAlreadyExists(run_id) from err
-        return run_id
+                raise RunAlreadyExists(workflow_id) from err
 
     async def outcome(self, run_id: str) -> Outcome:
         """Wait for the run to end; its result, and Temporal's failure if it closed without one."""

@@ -13,15 +13,15 @@ import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError
 
-from onward import search_attributes as sa
 from onward import sessions
 from onward.contracts import (
     SESSION_WORKFLOW,
@@ -37,13 +37,11 @@ from onward.errors import (
     NoWorker,
     OnwardError,
     RequestRejected,
-    RunAlreadyExists,
     RunEnded,
     SessionClosed,
     TemporalError,
     validated,
 )
-from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import SessionWorkflow
 
 __all__ = ["SessionMethods", "new_session_id"]
@@ -70,6 +68,10 @@ class _Client(Protocol):
     def _translated(self, run_id: str | None = None) -> contextlib.AbstractContextManager[None]: ...
 
     async def _require_worker(self, run_id: str) -> None: ...
+
+    async def _start_workflow(
+        self, run: Any, arg: BaseModel, workflow_id: str, tenant_tag: str | None, **options: Any
+    ) -> None: ...
 
     async def status(self, run_id: str) -> AgentStatus: ...
 
@@ -128,19 +130,13 @@ class SessionMethods:
         if input.carry is not None:
             raise InvalidInput("carry: set by the session itself, not by clients")
         session_id = id or new_session_id()
-        with self._translated(session_id):
-            try:
-                await self.temporal.start_workflow(
-                    SessionWorkflow.run,
-                    input,
-                    id=session_id,
-                    task_queue=self.task_queue,
-                    static_summary=f"session ({input.model})",
-                    search_attributes=sa.tenant_tag(input.tenant) if tag_tenant else None,
-                    task_timeout=WORKFLOW_TASK_TIMEOUT,  # as a run's: see onward.tuning
-                )
-            except WorkflowAlreadyStartedError as err:
-                raise RunAlreadyExists(session_id) from err
+        await self._start_workflow(
+            SessionWorkflow.run,
+            input,
+            session_id,
+            input.tenant if tag_tenant else None,
+            static_summary=f"session ({input.model})",
+        )
         return session_id
 
     async def send_message(self: _Client, session_id: str, message: str) -> SessionReply:
