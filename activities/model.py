@@ -103,12 +103,11 @@ class ModelActivities:
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
         ref = request.transcript
-        if request.tools_key is not None:
-            request = request.model_copy(update={"tools": await self._tool_specs(request)})
+        tools = await self._tool_specs(request) if request.tools_key else request.tools
         # A conversation in the store: write what the run added, read it all.
         messages = await self._conversation(ref) if ref is not None else request.messages
         sent, placeholders = clearing.cleared(messages, request.clear_tool_results)
-        request = request.model_copy(update={"messages": sent, "transcript": None})
+        request = request.model_copy(update={"tools": tools, "messages": sent, "transcript": None})
         response = await self._complete(request)
         if placeholders:
             response = response.model_copy(update={"cleared_tool_results": placeholders})
