@@ -536,7 +536,9 @@ async def test_a_worker_new_to_a_runs_tool_specs_reads_them_and_a_missing_set_is
     await ActivityEnvironment().run(later.call_model, ask)
     assert later_worker.offered == first_worker.offered == [[spec.name for spec in specs]]
 
-    unknown = ask.model_copy(update={"tools_key": tool_specs_key(specs[:1])})
+    # Specs no run kept (the database is shared with the other tests: a fresh name).
+    never_kept = [specs[0].model_copy(update={"name": f"t{uuid.uuid4().hex}"})]
+    unknown = ask.model_copy(update={"tools_key": tool_specs_key(never_kept)})
     with pytest.raises(ApplicationError, match="lacks the run's tool specs") as raised:
         await ActivityEnvironment().run(later.call_model, unknown)
     assert not raised.value.non_retryable  # another worker's store may have them
