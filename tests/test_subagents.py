@@ -325,7 +325,12 @@ async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
     assert done.status == "cancelled" and done.usage.model_calls == 1
     if how == "terminate":
         return
-    # The parent waited for it: its usage is its own and its child's, exactly.
+    # The parent waited for it: its usage is its own and its child's, exactly. The child's
+    # close reaches the parent as an event of its own, so wait for the parent to close too.
+    async def parent_closed() -> bool:
+        return (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+
+    await eventually(parent_closed)
     status = await handle.query(AgentWorkflow.status)
     assert status.state == "cancelled"
     own = RunUsage(input_tokens=100, output_tokens=20, total_tokens=120, model_calls=1)
