@@ -15,6 +15,7 @@ from postgres_server import postgres_url
 
 from onward.contracts import Message, StepRecord, ToolCall
 from onward.store import LocalStore, StoreError, TranscriptStore, open_store
+from onward.store.local import INLINE_IO_BYTES
 
 __all__ = ["postgres_url"]  # the fixture, imported for the tests below
 
@@ -135,6 +136,22 @@ async def test_local_store_survives_a_torn_line_and_sees_other_writers(tmp_path:
         "before the crash",
         "after the crash",
     ]
+
+
+async def test_local_store_reads_and_writes_large_and_small_alike(tmp_path: Path) -> None:
+    # Small reads and writes run on the event loop, large ones in a thread; one reader
+    # sees both, in order, whichever way each went.
+    root = tmp_path / "store"
+    writer, reader = TranscriptStore(LocalStore(root)), TranscriptStore(LocalStore(root))
+    tid = transcript()
+    large = "x" * (INLINE_IO_BYTES + 1)
+    await writer.write_messages(tid, 0, [user("small")])
+    assert [m.content for m in await reader.messages(tid)] == ["small"]
+    await writer.write_messages(tid, 1, [user(large)])
+    await writer.write_messages(tid, 2, [user("small again")])
+    assert [m.content for m in await reader.messages(tid)] == ["small", large, "small again"]
+    fresh = TranscriptStore(LocalStore(root))  # reads the whole file at once
+    assert [m.content for m in await fresh.messages(tid, 1)] == [large, "small again"]
 
 
 async def test_open_store_by_url(tmp_path: Path) -> None:

@@ -325,6 +325,7 @@ async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
     assert done.status == "cancelled" and done.usage.model_calls == 1
     if how == "terminate":
         return
+
     # The parent waited for it: its usage is its own and its child's, exactly. The child's
     # close reaches the parent as an event of its own, so wait for the parent to close too.
     async def parent_closed() -> bool:
