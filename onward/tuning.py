@@ -9,6 +9,7 @@ a 2-core machine (see README, Performance); every value is passed to
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -17,9 +18,12 @@ from typing import Any
 __all__ = [
     "DEV_SERVER_DYNAMIC_CONFIG",
     "ENV_VARS",
+    "SANDBOX_ENV",
+    "WORKFLOW_SANDBOX",
     "WORKFLOW_TASK_TIMEOUT",
     "WorkerTuning",
     "dev_server_args",
+    "sandbox_wanted",
 ]
 
 WORKFLOW_TASK_TIMEOUT = timedelta(seconds=2)
@@ -32,6 +36,29 @@ worker's other tasks; one that takes longer on a saturated worker is
 retried (work, not harm: the run replays and goes on), so keep
 ``--max-concurrent-workflow-tasks`` low enough that a worker clears its
 queue well within it."""
+
+SANDBOX_ENV = "ONWARD_WORKFLOW_SANDBOX"
+
+
+def sandbox_wanted(environ: Mapping[str, str]) -> bool:
+    """Whether :data:`SANDBOX_ENV` asks for the sandbox (``1``, ``true``, ``yes``, ``on``)."""
+    return environ.get(SANDBOX_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+WORKFLOW_SANDBOX = sandbox_wanted(os.environ)
+"""Whether Onward's own workflows run in Temporal's workflow sandbox (read at import).
+
+Off by default. The sandbox checks at run time that workflow code makes no
+non-deterministic call (clock, randomness, I/O) and keeps module state apart
+between runs. Onward's workflows run only Onward's code (a user's tools are
+activities), keep no module state (the sandbox already passes ``onward``
+through, see ``onward.plugin.SANDBOX_PASSTHROUGH``), and the test suite runs
+them in the sandbox (``ONWARD_WORKFLOW_SANDBOX=1``) with replay tests of
+recorded histories; in production the sandbox's entry into every activation
+and every payload conversion costs a busy worker about a tenth of its CPU per
+agent step (``make bench``, 100 agents). Set ``ONWARD_WORKFLOW_SANDBOX=1`` on
+a worker to run them sandboxed anyway. A user's own workflows on the same
+worker are sandboxed or not as they declare."""
 
 DEV_SERVER_DYNAMIC_CONFIG = {"history.timerProcessorMaxTimeShift": "100ms"}
 """Dynamic config of the Temporal server Onward starts (the embedded dev server, and

@@ -7,9 +7,14 @@ server already running or on a fixed port.
 
 from __future__ import annotations
 
+import os
+
+# Onward's workflows run in Temporal's sandbox in the tests (a non-deterministic call
+# fails the test), here and in every worker process a test starts; read at import.
+os.environ.setdefault("ONWARD_WORKFLOW_SANDBOX", "1")
+
 import asyncio
 import json
-import os
 import shutil
 import signal
 import sys

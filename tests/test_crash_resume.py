@@ -32,7 +32,8 @@ class WorkerProcess:
     """``python worker.py`` in its own process, as an operator would run it."""
 
     def __init__(self, address: str, task_queue: str, workspace: Path, log: Path) -> None:
-        env = dict(os.environ)
+        # As an operator runs it: without the sandbox the other tests' workers run in.
+        env = {k: v for k, v in os.environ.items() if k != "ONWARD_WORKFLOW_SANDBOX"}
         env.update(
             TEMPORAL_ADDRESS=address,
             ONWARD_TASK_QUEUE=task_queue,

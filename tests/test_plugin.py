@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -70,3 +73,24 @@ async def test_an_agent_runs_on_a_users_worker_beside_their_own_workflow(
 def test_tools_and_a_registry_are_not_both_taken(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tools= or registry="):
         OnwardPlugin(tools=[shout], registry=OnwardPlugin().registry, workspace=tmp_path)
+
+
+@pytest.mark.parametrize(("value", "sandboxed"), [(None, False), ("1", True), ("off", False)])
+def test_onwards_workflows_run_in_the_sandbox_only_when_asked(
+    value: str | None, sandboxed: bool
+) -> None:
+    # Read at import, so asked in a fresh interpreter; the tests themselves run with "1".
+    env = {k: v for k, v in os.environ.items() if k != "ONWARD_WORKFLOW_SANDBOX"}
+    if value is not None:
+        env["ONWARD_WORKFLOW_SANDBOX"] = value
+    script = (
+        "from temporalio import workflow\n"
+        "from onward.workflows import AgentWorkflow\n"
+        "from onward.workflows.session import SessionWorkflow\n"
+        "print([workflow._Definition.must_from_class(c).sandboxed"
+        " for c in (AgentWorkflow, SessionWorkflow)])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == str([sandboxed, sandboxed])

@@ -103,6 +103,7 @@ with workflow.unsafe.imports_passed_through():
         unknown_approve_tools,
         unknown_tool,
     )
+    from onward.tuning import WORKFLOW_SANDBOX
     from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.progress import model_summary, progress_card, tool_summary
 
@@ -266,7 +267,9 @@ def _signal_payload(signal: str, kind: type[_Payload], payload: Sequence[Any]) -
         return None
 
 
-@workflow.defn(name=AGENT_WORKFLOW, failure_exception_types=[ValidationError])
+@workflow.defn(
+    name=AGENT_WORKFLOW, failure_exception_types=[ValidationError], sandboxed=WORKFLOW_SANDBOX
+)
 class AgentWorkflow:
     """Runs one agent: model turn, tool calls, results back, until an answer or a budget stops it.
 

@@ -42,7 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.errors import INVALID_INPUT
     from onward.markdown import escape_markdown
     from onward.text import clip, shorten
-    from onward.tuning import WORKFLOW_TASK_TIMEOUT
+    from onward.tuning import WORKFLOW_SANDBOX, WORKFLOW_TASK_TIMEOUT
     from onward.workflows.agent import AgentWorkflow
 
 __all__ = ["SessionWorkflow"]
@@ -82,7 +82,9 @@ def _summary(queued: _Queued) -> str:
     return f"session message {queued.number}: {text}"
 
 
-@workflow.defn(name=SESSION_WORKFLOW, failure_exception_types=[ValidationError])
+@workflow.defn(
+    name=SESSION_WORKFLOW, failure_exception_types=[ValidationError], sandboxed=WORKFLOW_SANDBOX
+)
 class SessionWorkflow:
     """A multi-turn conversation: ``send_message`` answers, ``close`` (or idleness) ends it."""
 
