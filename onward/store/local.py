@@ -108,8 +108,12 @@ class LocalStore:
     @staticmethod
     def _append(path: Path, lines: bytes) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab+") as file:
+            try:
+                opened = path.open("ab+")
+            except FileNotFoundError:  # the transcript's first document
+                path.parent.mkdir(parents=True, exist_ok=True)
+                opened = path.open("ab+")
+            with opened as file:
                 fcntl.flock(file, fcntl.LOCK_EX)
                 try:
                     size = file.seek(0, os.SEEK_END)
