@@ -263,8 +263,8 @@ class ModelActivities:
         after a compaction. Every write is at a fixed position, so a retried
         attempt rewrites the same documents and changes nothing.
         """
-        await self.write_transcript(ref)
         store = self._required_store()
+        await store.write_messages(ref.id, ref.count - len(ref.new_messages), ref.new_messages)
         messages = await store.messages(ref.id, 0, ref.count)
         if len(messages) != ref.count:
             raise ApplicationError(
@@ -272,6 +272,14 @@ class ModelActivities:
                 "does this worker use the same ONWARD_STORE as the run's other workers?",
                 type=TRANSCRIPT_INCOMPLETE,
             )
+        try:
+            steps = steplog.filled(ref.steps, ref.left_out, messages)
+        except KeyError as err:
+            raise ApplicationError(
+                f"transcript {ref.id} lacks the messages of a step record ({err})",
+                type=TRANSCRIPT_INCOMPLETE,
+            ) from None
+        await store.write_steps(ref.id, steps)
         if ref.summary_step is not None:
             found = await store.steps(ref.id, ref.summary_step, ref.summary_step)
             if not found:

@@ -132,6 +132,7 @@ class ToolActivities:
                 else None
             ),
             tools_by_key=self._store is not None,
+            steps_from_messages=self._store is not None,
         )
 
     @activity.defn(name="execute_tool")

@@ -572,6 +572,12 @@ class TranscriptRef(TranscriptWrite):
 
     summary_step: int | None = Field(default=None, description="the step holding the summary")
     summary_covers: int = Field(default=0, ge=0, description="messages the summary replaces")
+    left_out: list[str] = Field(
+        default_factory=list,
+        description="what ``steps`` leave out because the messages say the same "
+        "(``onward.steplog.slimmed``): ``text:<step>``, ``arguments:<call id>``, "
+        "``result:<call id>``; the activity fills them in before it stores the steps",
+    )
 
 
 class CompactionRequest(BaseModel):
@@ -708,6 +714,11 @@ class WorkerDescription(BaseModel):
         default=False,
         description="its model calls read the run's tool specs from the store by "
         "``ModelRequest.tools_key``; False: an older worker, or one without a store",
+    )
+    steps_from_messages: bool = Field(
+        default=False,
+        description="its model calls fill in what ``TranscriptRef.left_out`` names from "
+        "the messages; False: an older worker, or one without a store",
     )
 
 

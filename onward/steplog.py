@@ -9,6 +9,7 @@ fallbacks here, and only here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import get_args
 
 from onward.contracts import (
@@ -28,12 +29,14 @@ __all__ = [
     "RESULT_CHARS",
     "apply_outcome",
     "apply_response",
+    "filled",
     "idempotency_key",
     "interrupted",
     "legacy_limit",
     "not_run",
     "refused",
     "request_step",
+    "slimmed",
     "steering_in",
     "step_error",
     "tool_call_id",
@@ -186,3 +189,83 @@ def steering_in(request: ModelRequest, previous: ModelRequest | None) -> list[st
     if not request.allow_tools:
         added = added[1:]  # the final-answer prompt
     return [message.content for message in added]
+
+
+# -- step records by reference to the messages -------------------------------------------
+
+
+class _Said:
+    """What messages say of tool calls: the model's text and arguments, the tools' results."""
+
+    def __init__(self, messages: Sequence[Message]) -> None:
+        self.text: dict[str, str] = {}
+        self.arguments: dict[str, dict[str, object]] = {}
+        self.result: dict[str, str] = {}
+        for message in messages:
+            for call in message.tool_calls:
+                self.text[call.id] = message.content
+                self.arguments[call.id] = call.arguments
+            if message.role == "tool" and message.tool_call_id is not None:
+                self.result[message.tool_call_id] = message.content
+
+
+def slimmed(
+    steps: Sequence[StepRecord], messages: Sequence[Message]
+) -> tuple[list[StepRecord], list[str]]:
+    """``steps`` without what ``messages`` say exactly the same, and what was left out.
+
+    A step's text and its calls' arguments are the model's message, and a call's
+    result is often its tool message word for word: sent twice, they would enter
+    the history twice a step. Only equal values are left out, so :func:`filled`
+    with the same messages gives ``steps`` back exactly.
+    """
+    said = _Said(messages)
+    slim: list[StepRecord] = []
+    left_out: list[str] = []
+    for step in steps:
+        calls: list[ToolCallRecord] = []
+        for call in step.tool_calls:
+            update: dict[str, object] = {}
+            if call.id in said.arguments and said.arguments[call.id] == call.arguments:
+                update["arguments"] = {}
+                left_out.append(f"arguments:{call.id}")
+            if call.result is not None and said.result.get(call.id) == call.result:
+                update["result"] = None
+                left_out.append(f"result:{call.id}")
+            calls.append(call.model_copy(update=update) if update else call)
+        update = {"tool_calls": calls}
+        first = step.tool_calls[0].id if step.tool_calls else None
+        if step.text and first is not None and said.text.get(first) == step.text:
+            update["text"] = ""
+            left_out.append(f"text:{step.step}")
+        slim.append(step.model_copy(update=update))
+    return slim, left_out
+
+
+def filled(
+    steps: Sequence[StepRecord], left_out: Sequence[str], messages: Sequence[Message]
+) -> list[StepRecord]:
+    """``steps`` as they were before :func:`slimmed` left out ``left_out``.
+
+    Raises:
+        KeyError: ``messages`` lack what a left-out value was (not the run's messages).
+    """
+    if not left_out:
+        return list(steps)
+    said = _Said(messages)
+    wanted = set(left_out)
+    full: list[StepRecord] = []
+    for step in steps:
+        calls: list[ToolCallRecord] = []
+        for call in step.tool_calls:
+            update: dict[str, object] = {}
+            if f"arguments:{call.id}" in wanted:
+                update["arguments"] = said.arguments[call.id]
+            if f"result:{call.id}" in wanted:
+                update["result"] = said.result[call.id]
+            calls.append(call.model_copy(update=update) if update else call)
+        update = {"tool_calls": calls}
+        if f"text:{step.step}" in wanted and step.tool_calls:
+            update["text"] = said.text[step.tool_calls[0].id]
+        full.append(step.model_copy(update=update))
+    return full

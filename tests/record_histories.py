@@ -486,6 +486,17 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
     # local activities, every patch the end asks decided at the start. The recording
     # store makes this run's write outlast its workflow task (tests/slow_end_store.py),
     # so the local activities span workflow tasks.
+    # The worker says it fills step records in from the messages: model calls send
+    # them without the text, arguments and results the messages hold; a switch carries
+    # the last 10 steps (steps_from_messages_run2.json: the run after it).
+    "steps_from_messages": (
+        {
+            "prompt": "steps by reference, over two runs",
+            "script": [calc("1+1"), calc("2+2"), calc("3+3"), {"text": "done"}],
+            "continue_as_new_after": 2,
+        },
+        nothing,
+    ),
     "end_of_run_local": (
         {
             "prompt": "write a file, end slowly",

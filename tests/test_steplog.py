@@ -5,12 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from onward import steplog
 from onward.contracts import (
     Message,
     ModelRequest,
     StepRecord,
+    ToolCall,
     ToolCallRecord,
     ToolCallStatus,
     ToolOutcome,
@@ -119,3 +122,82 @@ def test_shorten_cuts_at_a_word_boundary() -> None:
 def test_clip_says_how_much_was_left_out() -> None:
     assert clip("abc", 3) == "abc"
     assert clip("abcdef", 3) == "abc… [3 more characters]"
+
+
+_text = st.text(max_size=8)
+_arguments = st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3) | _text, max_size=2)
+
+
+@st.composite
+def _steps_and_messages(draw: st.DrawFn) -> tuple[list[StepRecord], list[Message]]:
+    """Steps and the messages a run holds for them, each value equal to its message or not."""
+    steps: list[StepRecord] = []
+    messages = [Message(role="user", content=draw(_text))]
+    for number in range(1, draw(st.integers(0, 4)) + 1):
+        text = draw(_text)
+        calls: list[ToolCallRecord] = []
+        said: list[ToolCall] = []
+        results: list[Message] = []
+        for index in range(1, draw(st.integers(0, 3)) + 1):
+            call_id = steplog.tool_call_id(number, index)
+            arguments = draw(_arguments)
+            said.append(
+                ToolCall(
+                    id=call_id,
+                    name="t",
+                    arguments=arguments if draw(st.booleans()) else draw(_arguments),
+                )
+            )
+            content = draw(_text)
+            failed = draw(st.booleans())
+            if draw(st.booleans()):  # some calls never got a tool message (cancelled)
+                results.append(Message(role="tool", content=content, tool_call_id=call_id))
+            result = None if failed else (content if draw(st.booleans()) else draw(_text))
+            calls.append(
+                ToolCallRecord(
+                    id=call_id,
+                    name="t",
+                    arguments=arguments,
+                    result=result,
+                    error="boom" if failed else None,
+                )
+            )
+        reply = text if draw(st.booleans()) else draw(_text)
+        messages += [Message(role="assistant", content=reply, tool_calls=said), *results]
+        steps.append(StepRecord(step=number, text=text, tool_calls=calls, started_at=NOW))
+    return steps, messages
+
+
+@given(_steps_and_messages())
+def test_step_records_slimmed_by_the_messages_are_filled_back_exactly(
+    case: tuple[list[StepRecord], list[Message]],
+) -> None:
+    steps, messages = case
+    slim, left_out = steplog.slimmed(steps, messages)
+    assert steplog.filled(slim, left_out, messages) == steps
+    assert len(left_out) == len(set(left_out))
+    # Only what the messages say the same is left out, and all of it.
+    for step, kept in zip(steps, slim, strict=True):
+        if f"text:{step.step}" not in left_out:
+            assert kept.text == step.text
+        for call, kept_call in zip(step.tool_calls, kept.tool_calls, strict=True):
+            if f"arguments:{call.id}" not in left_out:
+                assert kept_call.arguments == call.arguments
+            if f"result:{call.id}" not in left_out:
+                assert kept_call.result == call.result
+
+
+def test_filling_from_messages_that_lack_a_call_is_an_error() -> None:
+    call = ToolCallRecord(id="call_1_1", name="t", arguments={"a": 1}, result="r")
+    step = StepRecord(step=1, text="why", tool_calls=[call], started_at=NOW)
+    said = Message(
+        role="assistant",
+        content="why",
+        tool_calls=[ToolCall(id="call_1_1", name="t", arguments={"a": 1})],
+    )
+    slim, left_out = steplog.slimmed(
+        [step], [said, Message(role="tool", content="r", tool_call_id="call_1_1")]
+    )
+    assert sorted(left_out) == ["arguments:call_1_1", "result:call_1_1", "text:1"]
+    with pytest.raises(KeyError):
+        steplog.filled(slim, left_out, [said])

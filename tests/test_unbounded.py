@@ -294,7 +294,8 @@ async def test_clients_read_the_whole_step_log_from_the_store(
     ) as worker:
         handle = await worker.start(agent_input)
         result = await handle.result()
-    assert result.steps_total == 70 and len(result.steps) == 50
+    # The result holds the latest: the last run's 10 steps and the 10 carried into it.
+    assert result.steps_total == 70 and [s.step for s in result.steps] == list(range(51, 71))
     onward = OnwardClient(client)
     log = await onward.step_log(handle.id)
     assert log.source == "result"
@@ -517,6 +518,38 @@ async def test_tool_specs_are_recorded_once_and_every_call_is_offered_them(
     kept = await store.get_cached(key)
     assert kept is not None
     assert [spec["name"] for spec in json.loads(kept)] == builtins
+
+
+async def test_step_records_travel_without_what_the_messages_say_and_are_stored_whole(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], store: TranscriptStore
+) -> None:
+    """A step's text, arguments and result are its messages': in the history once, not twice."""
+    model = CheckingModel(steps=6)
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": model}, store=store
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt=PROMPT, tools=["calculator"]))
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    assert model.mismatches == []
+
+    sent = [
+        step
+        for call in model_call_inputs([e async for e in handle.fetch_history_events()])
+        for step in call["transcript"]["steps"]
+    ]
+    assert [step["step"] for step in sent] == [1, 2, 3, 4, 5]  # the answer's, at the end
+    for step in sent:
+        assert step["text"] == ""
+        [call] = step["tool_calls"]
+        assert call["arguments"] == {} and call["result"] is None
+    # The store has every record whole: as the run itself holds them.
+    assert result.transcript is not None
+    stored = await store.steps(result.transcript)
+    assert stored == result.steps
+    assert stored[2].text == reply_text(3) and stored[2].tool_calls[0].arguments == {
+        "expression": "3+1"
+    }
 
 
 async def test_a_worker_new_to_a_runs_tool_specs_reads_them_and_a_missing_set_is_retried(

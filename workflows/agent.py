@@ -183,6 +183,11 @@ CONTINUE_AS_NEW_AFTER = 200
 earlier when Temporal suggests it. Keeps every run's history far from its limits."""
 STEPS_KEPT = 50
 """Steps the ``steps`` query and the result hold in full; the store holds them all."""
+STEPS_CARRIED = 10
+"""Of those, the ones a run hands to the next when it continues as new. The carry is
+recorded twice (the old run's last event and the new run's first): 50 records of a
+tool-heavy agent were most of the history a switch adds; 10 keep the query and the
+Web UI showing the latest steps, and the store has the rest."""
 WRITE_TRANSCRIPT_TIMEOUT = timedelta(minutes=1)
 WRITE_TRANSCRIPT_RETRY = RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30))
 NO_INPUT = (
@@ -293,6 +298,7 @@ class AgentWorkflow:
         self._conversation = Conversation()
         self._tools: dict[str, ToolSpec] = {}
         self._tools_by_key = False  # the worker reads tool specs from the store by key
+        self._steps_from_messages = False  # ... and fills step records in from the messages
         self._tools_kept = False  # this run's first model call has kept them there
         self._tools_key: str | None = None
         self._search_attributes: set[str] = set()
@@ -523,6 +529,7 @@ class AgentWorkflow:
             self._tools[DELEGATE.name] = DELEGATE
         self._search_attributes = set(description.search_attributes)
         self._tools_by_key = description.tools_by_key
+        self._steps_from_messages = description.steps_from_messages
         unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)
         if unapprovable:
             self._end("failed", "invalid input: unknown approve_tools")
@@ -626,7 +633,7 @@ class AgentWorkflow:
             transcript=self._transcript,
             messages=self._stored,
             steps_total=self._steps_total,
-            recent_steps=self._steps[-STEPS_KEPT:],
+            recent_steps=self._steps[-STEPS_CARRIED:],
             usage=self._usage,
             budget=self._budget,
             started_at=self._started_at,
@@ -877,13 +884,19 @@ class AgentWorkflow:
     def _transcript_ref(self, messages: list[Message]) -> TranscriptRef:
         """This run's ``messages`` by reference: only what the store lacks travels."""
         assert self._transcript is not None
+        steps: list[StepRecord] = list(self._unwritten)
+        left_out: list[str] = []
+        if self._steps_from_messages:
+            # What the messages already say travels once, in the messages.
+            steps, left_out = steplog.slimmed(steps, messages)
         return TranscriptRef(
             id=self._transcript,
             count=self._base + len(messages),
             new_messages=messages[self._stored - self._base :],
-            steps=list(self._unwritten),
+            steps=steps,
             summary_step=self._summary_step,
             summary_covers=self._summary_covers,
+            left_out=left_out,
         )
 
     async def _compact_if_needed(self) -> None:
