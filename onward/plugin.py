@@ -104,7 +104,8 @@ worker's CPU (``make bench``, 100 agents: 50% of samples re-importing
 ``onward.workflows``, and compiling it from source where no bytecode is
 cached, as under ``PYTHONDONTWRITEBYTECODE``). Onward's modules keep no state
 between runs; the sandbox's runtime checks (no I/O, clock or randomness)
-still apply to them."""
+still apply to them when they run in it (``ONWARD_WORKFLOW_SANDBOX=1``, see
+``onward.tuning.WORKFLOW_SANDBOX``), and to a user's workflows that import them."""
 
 
 def pass_onward_through(runner: WorkflowRunner | None) -> WorkflowRunner:
