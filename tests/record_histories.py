@@ -497,6 +497,16 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # patched "publish-throttled": quick steps upsert their counters with the start
+    # and the end only; the patch stands for every older one.
+    "publish_throttled": (
+        {
+            "prompt": "quick steps",
+            "tenant": "acme",
+            "script": [calc("1+1"), calc("2+2"), calc("3+3"), {"text": "done"}],
+        },
+        nothing,
+    ),
     "end_of_run_local": (
         {
             "prompt": "write a file, end slowly",

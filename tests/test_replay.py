@@ -50,6 +50,7 @@ def test_histories_are_committed() -> None:
         "artifacts_by_tool",  # patched: only tools taking a ToolContext list artifacts
         "artifacts_by_tool_child",  # its sub-agent, given only the calculator: no listing
         "artifacts_by_tool_write",  # ... and a file tool among others still lists them
+        "publish_throttled",  # patched: counters upserted at most every 5 s while running
         "steps_from_messages",  # step records sent without what the messages hold; a
         "steps_from_messages_run2",  # switch carrying the last 10 steps
         "end_of_run_local",  # patched: the end's write and listing as local activities,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
 
 from conftest import RunningWorker, eventually
 from onward import search_attributes as sa
@@ -118,3 +120,60 @@ async def test_search_attributes_are_registered_and_filter(
     assert attributes.get(sa.STEPS) == 1
     cost = attributes.get(sa.COST)
     assert cost is not None and cost > 0
+
+
+def calc(expression: str) -> dict[str, object]:
+    return {
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": expression}}],
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }
+
+
+async def onward_upserts(handle: WorkflowHandle[Any, Any]) -> list[set[str]]:
+    """The names each of a run's upserts set, Temporal's own (patch versions) left out."""
+    upserts = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+            names = {name for name in fields.indexed_fields if name.startswith("Onward")}
+            if names:
+                upserts.append(names)
+    return upserts
+
+
+async def test_fast_steps_upsert_their_counters_with_the_runs_state_changes(
+    worker: RunningWorker,
+) -> None:
+    # Five quick steps: the counters go with the first upsert and with the end, not
+    # after every step (each upsert is an event and a visibility write).
+    script = [calc(f"{n}+1") for n in range(5)] + [{"text": "done"}]
+    handle = await worker.start({"prompt": "p", "tools": ["calculator"], "script": script})
+    result = await handle.result()
+    upserts = await onward_upserts(handle)
+    assert len(upserts) == 2, upserts
+    assert {sa.STATUS.name, sa.MODEL.name} <= upserts[0]
+    assert {sa.STATUS.name, sa.STEPS.name, sa.TOKENS.name} <= upserts[1]
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(sa.STATUS) == "completed"
+    assert attributes.get(sa.STEPS) == 6
+    assert attributes.get(sa.TOKENS) == result.usage.total_tokens
+
+    # A change of state publishes the counters at once: paused after 2 steps, the
+    # list shows those 2.
+    paused = await worker.start(
+        {
+            "prompt": "p",
+            "tools": ["calculator"],
+            "script": script,
+            "budget": {"max_steps": 2, "on_exceeded": "pause"},
+        }
+    )
+
+    async def shows_the_pause() -> bool:
+        attributes = (await paused.describe()).typed_search_attributes
+        return attributes.get(sa.STATUS) == "budget_paused"
+
+    await eventually(shows_the_pause)
+    attributes = (await paused.describe()).typed_search_attributes
+    assert attributes.get(sa.STEPS) == 2 and attributes.get(sa.TOKENS) == 30
+    await paused.terminate("done looking")

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import (
     ActivityError,
@@ -176,6 +176,15 @@ every older patch (``_patched``): a run that has it asks none of them, so none i
 for the first time after a local activity (see ``_patched``), and the run's history
 holds one patch marker instead of one (and a search-attribute upsert) per patch.
 A newer patch the end asks must be asked before the run's first local activity."""
+PUBLISH_THROTTLED_PATCH = "publish-throttled"
+"""While a run goes on, its steps, tokens and cost search attributes are upserted at
+most every PUBLISH_INTERVAL (a change of state, the run's end and the first publish
+go at once, with them); runs begun before upserted them after every step. Each
+upsert is a history event and a visibility write on the server: with fast steps
+they were a fifth of a run's events. Asked first thing in a run, it stands for
+END_OF_RUN_LOCAL_PATCH and so for every older patch (see ``_patched``)."""
+PUBLISH_INTERVAL = timedelta(seconds=5)
+"""Longest a running run's steps, tokens and cost search attributes lag behind it."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
 LIST_ARTIFACTS_RETRY = RetryPolicy(maximum_attempts=3)
 CONTINUE_AS_NEW_AFTER = 200
@@ -272,6 +281,10 @@ def _signal_payload(signal: str, kind: type[_Payload], payload: Sequence[Any]) -
         return None
 
 
+COUNTER_ATTRIBUTES = frozenset({sa.STEPS.name, sa.TOKENS.name, sa.COST.name})
+"""The search attributes that change with every step (see PUBLISH_THROTTLED_PATCH)."""
+
+
 @workflow.defn(
     name=AGENT_WORKFLOW, failure_exception_types=[ValidationError], sandboxed=WORKFLOW_SANDBOX
 )
@@ -303,6 +316,8 @@ class AgentWorkflow:
         self._tools_key: str | None = None
         self._search_attributes: set[str] = set()
         self._published: dict[str, Any] = {}
+        self._published_at: datetime | None = None  # the last upsert's workflow time
+        self._throttled = False  # PUBLISH_THROTTLED_PATCH
         self._paused = False
         self._cancel_requested = False
         self._cancel_reason: str | None = None
@@ -376,7 +391,8 @@ class AgentWorkflow:
             self._end("failed", NO_INPUT)
             raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         # Asked first: it stands for every older patch (see ``_patched``).
-        self._end_local = workflow.patched(END_OF_RUN_LOCAL_PATCH)
+        self._throttled = workflow.patched(PUBLISH_THROTTLED_PATCH)
+        self._end_local = self._throttled or workflow.patched(END_OF_RUN_LOCAL_PATCH)
         if self._patched("elapsed-from-workflow-start"):
             # Time queued before a worker picked the run up counts against max_duration_s.
             self._started_at = workflow.info().workflow_start_time
@@ -1417,14 +1433,27 @@ class AgentWorkflow:
         }
         if self._input.tenant:
             wanted[sa.TENANT.name] = self._input.tenant
+        changed = {
+            name: value
+            for name, value in wanted.items()
+            if name in self._search_attributes and self._published.get(name) != value
+        }
+        if not changed or self._counters_can_wait(changed):
+            return
         keys = {key.name: key for key in sa.ALL}
-        updates: list[SearchAttributeUpdate[Any]] = []
-        for name, value in wanted.items():
-            if name in self._search_attributes and self._published.get(name) != value:
-                updates.append(keys[name].value_set(value))
-                self._published[name] = value
-        if updates:
-            workflow.upsert_search_attributes(updates)
+        workflow.upsert_search_attributes([keys[name].value_set(v) for name, v in changed.items()])
+        self._published.update(changed)
+        self._published_at = workflow.now()
+
+    def _counters_can_wait(self, changed: dict[str, Any]) -> bool:
+        """Whether only the counters changed, in a running run, within PUBLISH_INTERVAL."""
+        return (
+            self._throttled
+            and self._state not in FINAL_STATES
+            and changed.keys() <= COUNTER_ATTRIBUTES
+            and self._published_at is not None
+            and workflow.now() - self._published_at < PUBLISH_INTERVAL
+        )
 
     def _result(self) -> AgentResult:
         return AgentResult(
