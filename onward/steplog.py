@@ -195,18 +195,25 @@ def steering_in(request: ModelRequest, previous: ModelRequest | None) -> list[st
 
 
 class _Said:
-    """What messages say of tool calls: the model's text and arguments, the tools' results."""
+    """What messages say of ``steps``' tool calls: the model's text and arguments, the results.
 
-    def __init__(self, messages: Sequence[Message]) -> None:
+    Read from the last message back, stopping once every call is found: the steps
+    are the latest, so a long conversation is not scanned whole at every call.
+    """
+
+    def __init__(self, messages: Sequence[Message], steps: Sequence[StepRecord]) -> None:
         self.text: dict[str, str] = {}
         self.arguments: dict[str, dict[str, object]] = {}
         self.result: dict[str, str] = {}
-        for message in messages:
+        ids = {call.id for step in steps for call in step.tool_calls}
+        for message in reversed(messages):
+            if ids <= self.arguments.keys() and ids <= self.result.keys():
+                break
             for call in message.tool_calls:
-                self.text[call.id] = message.content
-                self.arguments[call.id] = call.arguments
+                self.text.setdefault(call.id, message.content)
+                self.arguments.setdefault(call.id, call.arguments)
             if message.role == "tool" and message.tool_call_id is not None:
-                self.result[message.tool_call_id] = message.content
+                self.result.setdefault(message.tool_call_id, message.content)
 
 
 def slimmed(
@@ -219,7 +226,7 @@ def slimmed(
     the history twice a step. Only equal values are left out, so :func:`filled`
     with the same messages gives ``steps`` back exactly.
     """
-    said = _Said(messages)
+    said = _Said(messages, steps)
     slim: list[StepRecord] = []
     left_out: list[str] = []
     for step in steps:
@@ -252,7 +259,7 @@ def filled(
     """
     if not left_out:
         return list(steps)
-    said = _Said(messages)
+    said = _Said(messages, steps)
     wanted = set(left_out)
     full: list[StepRecord] = []
     for step in steps:
