@@ -8,15 +8,21 @@ when a connection is made, never at import. Everyone uses one data converter.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
+from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter
+from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, PydanticPayloadConverter
+from temporalio.converter import (
+    CompositePayloadConverter,
+    DataConverter,
+    DefaultPayloadConverter,
+    JSONPlainPayloadConverter,
+)
 from temporalio.envconfig import ClientConfig
 
 from onward.contracts import DEFAULT_TASK_QUEUE
@@ -28,6 +34,7 @@ __all__ = [
     "DATA_CONVERTER",
     "DEFAULT_ADDRESS",
     "ConnectionFailed",
+    "OnwardPayloadConverter",
     "configured_address",
     "connect",
     "connect_config",
@@ -35,6 +42,38 @@ __all__ = [
     "data_converter",
     "task_queue",
 ]
+
+
+class _ModelsJSON(PydanticJSONPlainPayloadConverter):
+    """Pydantic JSON that validates a model with the model's own validator."""
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        if isinstance(type_hint, type) and issubclass(type_hint, BaseModel):
+            return type_hint.model_validate_json(payload.data)
+        return super().from_payload(payload, type_hint)
+
+
+class OnwardPayloadConverter(PydanticPayloadConverter):
+    """Temporal's Pydantic converter, without building a validator per converter.
+
+    The SDK makes a payload converter for every workflow run, and with external
+    storage configured for every activity task, activation and heartbeat too;
+    Temporal's Pydantic converter then builds a new ``TypeAdapter`` (a schema
+    walk and a new validator) the first time each converter meets a type. A
+    model class has a validator of its own, built once: payloads of a model
+    type are validated with it. Other types (``str``, ``list[...]``) go
+    through the SDK's converter as before. Same JSON, same values; a busy worker
+    spent about 4% of its CPU building adapters (``make bench``, 1,000 agents).
+    """
+
+    def __init__(self) -> None:
+        CompositePayloadConverter.__init__(
+            self,
+            *(
+                _ModelsJSON() if isinstance(c, JSONPlainPayloadConverter) else c
+                for c in DefaultPayloadConverter.default_encoding_payload_converters
+            ),
+        )
 
 
 def data_converter(environ: Mapping[str, str]) -> DataConverter:
@@ -52,8 +91,8 @@ def data_converter(environ: Mapping[str, str]) -> DataConverter:
         ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD``.
         EncryptionError: a malformed ``ONWARD_ENCRYPTION_KEYS``.
     """
-    return dataclasses.replace(
-        pydantic_data_converter,
+    return DataConverter(
+        payload_converter_class=OnwardPayloadConverter,
         payload_codec=codec_from_env(environ),
         external_storage=external_storage(environ),
     )
