@@ -104,7 +104,7 @@ class ModelActivities:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
         ref = request.transcript
         tools = await self._tool_specs(request) if request.tools_key else request.tools
-        # A conversation in the store: write what the run added, read it all.
+        # A conversation in the store: read what it holds, add what the run sent.
         messages = await self._conversation(ref) if ref is not None else request.messages
         sent, placeholders = clearing.cleared(messages, request.clear_tool_results)
         request = request.model_copy(update={"tools": tools, "messages": sent, "transcript": None})
@@ -117,7 +117,11 @@ class ModelActivities:
             reply = Message(
                 role="assistant", content=response.text, tool_calls=list(response.tool_calls)
             )
-            await self._required_store().write_messages(ref.id, ref.count, [reply])
+            # One write for what the run added and the reply: a call that fails or is
+            # cancelled leaves the new messages to the run's next write.
+            await self._required_store().write_messages(
+                ref.id, _first_new(ref), [*ref.new_messages, reply]
+            )
         return response
 
     @activity.defn(name="compact_transcript")
@@ -130,6 +134,7 @@ class ModelActivities:
         """
         ref = request.transcript
         view = await self._conversation(ref)
+        await self._required_store().write_messages(ref.id, _first_new(ref), ref.new_messages)
         limit = request.context
         plan = compaction.plan_compaction(view, limit.max_tokens, limit.keep_last_turns)
         if plan is None:
@@ -257,21 +262,24 @@ class ModelActivities:
         await store.write_messages(copy.target, 0, messages)
 
     async def _conversation(self, ref: TranscriptRef) -> list[Message]:
-        """Write ``ref``'s new messages and closed steps; return what the model is sent.
+        """Write ``ref``'s closed steps; return what the model is sent.
 
-        That is messages ``[0, count)``, with the older turns as their summary
-        after a compaction. Every write is at a fixed position, so a retried
-        attempt rewrites the same documents and changes nothing.
+        That is messages ``[0, count)``: those the store holds and the new ones
+        ``ref`` carries (the caller writes those), with the older turns as their
+        summary after a compaction. Every write is at a fixed position, so a
+        retried attempt rewrites the same documents and changes nothing.
         """
         store = self._required_store()
-        await store.write_messages(ref.id, ref.count - len(ref.new_messages), ref.new_messages)
-        messages = await store.messages(ref.id, 0, ref.count)
-        if len(messages) != ref.count:
+        first_new = _first_new(ref)
+        messages = await store.messages(ref.id, 0, first_new)
+        if len(messages) != first_new:
             raise ApplicationError(
-                f"transcript {ref.id} holds {len(messages)} messages, the run sent {ref.count}: "
-                "does this worker use the same ONWARD_STORE as the run's other workers?",
+                f"transcript {ref.id} holds {len(messages)} messages, the run sent "
+                f"{ref.count} of which {len(ref.new_messages)} new: does this worker use the "
+                "same ONWARD_STORE as the run's other workers?",
                 type=TRANSCRIPT_INCOMPLETE,
             )
+        messages += ref.new_messages
         try:
             steps = steplog.filled(ref.steps, ref.left_out, messages)
         except KeyError as err:
@@ -359,6 +367,11 @@ class ModelActivities:
             non_retryable=True,
             category=ApplicationErrorCategory.BENIGN,
         )
+
+
+def _first_new(ref: TranscriptRef) -> int:
+    """The position of the first message ``ref`` carries (those before are in the store)."""
+    return ref.count - len(ref.new_messages)
 
 
 def _benign(err: ApplicationError) -> ApplicationError:
