@@ -78,8 +78,12 @@ class ActivityTelemetry:
 
     @property
     def tracer(self) -> Tracer:
-        # Resolved late so a tracer provider configured after construction still applies.
-        return self._tracer or trace.get_tracer("onward")
+        # Taken once, at the first span: a tracer got before the process's provider is
+        # set is a proxy that follows it once it is (asking again each call cost a
+        # tracer object and an environment lookup per tool call).
+        if self._tracer is None:
+            self._tracer = trace.get_tracer("onward")
+        return self._tracer
 
     @contextmanager
     def chat(self, request: ModelRequest) -> Iterator[ChatRecorder]:
