@@ -249,7 +249,9 @@ How: one Temporal dev server (in memory) and one fake OpenAI-compatible server o
 one worker process per system, all on the same machine at the same time. Every system runs
 the same task: N steps of one `record` tool call (the model's arguments carry a ~1 KB note),
 then a text answer; a *step* is one model call, the answer included. Rounds are interleaved
-(A, B, C, D, A, B, C, D) and figures are medians.
+(A, B, C, D, A, B, C, D) and figures are medians. Throughput at N agents keeps N runs (of
+`agent_steps` steps) in flight, starting one as another ends, for at least
+`throughput_steps` steps or one run per agent, whichever is more.
 
 - **onward**: the real `worker.py` (`--tools bench.onward_tools`); the tool is a local activity.
 - **bare** (the floor): one regular activity (the same HTTP model call) and one local

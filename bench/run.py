@@ -40,7 +40,7 @@ PARTS = ("sequential", "throughput", "history", "resume", "cost")
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {
     "sequential": ("steps", "rounds"),
-    "throughput": ("agents", "agent_steps"),
+    "throughput": ("agents", "agent_steps", "throughput_rounds", "throughput_steps"),
     "history": ("history_steps",),
     "resume": ("resume_repeats",),
     "cost": ("cost_steps",),
@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--rounds", type=int, default=5, help="sequential rounds, after one warm-up round")
     add("--agents", default="1,10,100,1000", help="concurrency levels for throughput")
     add("--agent-steps", type=int, default=3, help="steps of each run in the throughput test")
+    add("--throughput-rounds", type=int, default=3, help="interleaved rounds per level")
+    add(
+        "--throughput-steps",
+        type=int,
+        default=400,
+        help="steps each throughput round runs at least (agents start as others end)",
+    )
     add("--history-steps", type=int, default=1000, help="steps of the history run")
     add("--resume-repeats", type=int, default=5)
     add("--cost-steps", type=int, default=40)
@@ -72,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _quick(args: argparse.Namespace) -> None:
     args.steps, args.rounds, args.agents, args.agent_steps = 3, 1, "1,4", 2
+    args.throughput_rounds, args.throughput_steps = 1, 12
     args.history_steps, args.resume_repeats, args.cost_steps, args.timeout = 12, 1, 6, 120
 
 
@@ -80,7 +88,14 @@ async def _measure(bench: Harness, parts: list[str], args: argparse.Namespace) -
     levels = [int(n) for n in args.agents.split(",")]
     steps: dict[str, Callable[[], Awaitable[Any]]] = {
         "sequential": lambda: timing.sequential(bench, args.steps, args.rounds),
-        "throughput": lambda: timing.throughput(bench, levels, args.agent_steps, args.timeout),
+        "throughput": lambda: timing.throughput(
+            bench,
+            levels,
+            args.agent_steps,
+            args.throughput_rounds,
+            args.throughput_steps,
+            args.timeout,
+        ),
         "history": lambda: history.history(bench, args.history_steps, args.timeout),
         "resume": lambda: resume.resume(bench, args.resume_repeats),
         "cost": lambda: cost.cost(bench, args.cost_steps, args.timeout),

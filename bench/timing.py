@@ -34,7 +34,7 @@ class Sequential:
 
 @dataclass
 class Throughput:
-    """``agents`` runs at once on one worker."""
+    """``agents`` runs in flight at once on one worker (a round, or the median of rounds)."""
 
     agents: int
     steps_per_s: float
@@ -43,6 +43,7 @@ class Throughput:
     peak_rss_mb: float
     failed: int
     failure: str = ""
+    rounds: int = 1
 
 
 async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Sequential]:
@@ -80,17 +81,20 @@ async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Seque
 
 
 async def _many(
-    bench: Harness, system_name: str, agents: int, steps: int, timeout_s: float
+    bench: Harness, system_name: str, agents: int, steps: int, runs: int, timeout_s: float
 ) -> Throughput:
+    """``runs`` runs, ``agents`` of them in flight at any time (a new one starts as one ends)."""
     system = next(s for s in bench.systems if s.name == system_name)
     worker = bench.workers[system.name]
-    tasks = [Task(new_run(), steps) for _ in range(agents)]
+    tasks = [Task(new_run(), steps) for _ in range(runs)]
+    in_flight = asyncio.Semaphore(agents)
     gate = asyncio.Semaphore(START_CONCURRENCY)
 
     async def one(task: Task) -> RunOutcome:
-        async with gate:
-            handle = await bench.start(system, task)
-        return await bench.finish(handle, task, timeout_s)
+        async with in_flight:
+            async with gate:
+                handle = await bench.start(system, task)
+            return await bench.finish(handle, task, timeout_s)
 
     cpu_before = worker.cpu_s()
     async with RssSampler(worker) as rss:
@@ -110,18 +114,48 @@ async def _many(
     )
 
 
+def _median(rounds: list[Throughput]) -> Throughput:
+    """The median round's figures (peak RSS: the highest of any round; failures: all)."""
+    middle = sorted(rounds, key=lambda r: r.steps_per_s)[len(rounds) // 2]
+    return Throughput(
+        agents=middle.agents,
+        steps_per_s=statistics.median(r.steps_per_s for r in rounds),
+        wall_s=statistics.median(r.wall_s for r in rounds),
+        cpu_ms_per_step=statistics.median(r.cpu_ms_per_step for r in rounds),
+        peak_rss_mb=max(r.peak_rss_mb for r in rounds),
+        failed=sum(r.failed for r in rounds),
+        failure=next((r.failure for r in rounds if r.failure), ""),
+        rounds=len(rounds),
+    )
+
+
 async def throughput(
-    bench: Harness, levels: list[int], steps: int, timeout_s: float
+    bench: Harness, levels: list[int], steps: int, rounds: int, min_steps: int, timeout_s: float
 ) -> dict[str, list[Throughput]]:
-    """Steps per second with each number of concurrent agents, systems interleaved per level."""
+    """Sustained steps per second with each number of agents in flight, systems interleaved.
+
+    Each measurement runs at least ``min_steps`` steps (and at least one run per
+    agent), keeping ``agents`` runs in flight: a level's figure is the load it
+    sustains, not mostly the first and last seconds of one batch. Rounds are
+    interleaved per level and the median is kept.
+    """
     figures: dict[str, list[Throughput]] = {s.name: [] for s in bench.systems}
     for agents in levels:
-        for system in bench.systems:
-            result = await _many(bench, system.name, agents, steps, timeout_s)
-            figures[system.name].append(result)
+        runs = max(agents, -(-min_steps // (steps + 1)))
+        measured: dict[str, list[Throughput]] = {s.name: [] for s in bench.systems}
+        for round_ in range(rounds):
+            said = []
+            for system in bench.systems:
+                result = await _many(bench, system.name, agents, steps, runs, timeout_s)
+                measured[system.name].append(result)
+                said.append(f"{system.name} {result.steps_per_s:.1f}")
+            print(f"    {agents:5d} agents, round {round_ + 1}/{rounds}: {', '.join(said)} steps/s")
+        for name, results in measured.items():
+            result = _median(results)
+            figures[name].append(result)
             note = f", {result.failed} failed ({result.failure})" if result.failed else ""
             print(
-                f"    {agents:5d} agents  {system.name:14s} {result.steps_per_s:7.1f} steps/s  "
+                f"    {agents:5d} agents  {name:14s} {result.steps_per_s:7.1f} steps/s  "
                 f"cpu {result.cpu_ms_per_step:5.1f} ms/step  peak RSS {result.peak_rss_mb:6.0f} MB"
                 f"{note}"
             )
