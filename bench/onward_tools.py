@@ -1,4 +1,8 @@
-"""The bench's tools for the Onward worker (``worker.py --tools bench.onward_tools``)."""
+"""The bench's tools for the Onward worker (``worker.py --tools bench.onward_tools``).
+
+``async def``, like the floor's and the peers' tools: Onward runs a plain ``def``
+tool in a thread (it may block), a hop the other systems would not pay.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ __all__ = ["read", "record"]
 
 
 @tool(local=True, timeout_s=5)
-def record(note: str) -> str:
+async def record(note: str) -> str:
     """Record a note about the task.
 
     Args:
@@ -19,7 +23,7 @@ def record(note: str) -> str:
 
 
 @tool(local=True, timeout_s=5)
-def read(page: int) -> str:
+async def read(page: int) -> str:
     """Read one page of the report.
 
     Args:
