@@ -251,7 +251,9 @@ the same task: N steps of one `record` tool call (the model's arguments carry a 
 then a text answer; a *step* is one model call, the answer included. Rounds are interleaved
 (A, B, C, D, A, B, C, D) and figures are medians. Throughput at N agents keeps N runs (of
 `agent_steps` steps) in flight, starting one as another ends, for at least
-`throughput_steps` steps or one run per agent, whichever is more.
+`throughput_steps` steps or one run per agent, whichever is more, in up to
+`throughput_rounds` interleaved rounds (as many as make `throughput_rounds` times
+`throughput_steps` steps: one at 1,000 agents), and the median round is kept.
 
 - **onward**: the real `worker.py` (`--tools bench.onward_tools`); the tool is a local activity.
 - **bare** (the floor): one regular activity (the same HTTP model call) and one local

@@ -61,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--rounds", type=int, default=5, help="sequential rounds, after one warm-up round")
     add("--agents", default="1,10,100,1000", help="concurrency levels for throughput")
     add("--agent-steps", type=int, default=3, help="steps of each run in the throughput test")
-    add("--throughput-rounds", type=int, default=3, help="interleaved rounds per level")
+    add(
+        "--throughput-rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds per level (fewer where one round is long enough)",
+    )
     add(
         "--throughput-steps",
         type=int,

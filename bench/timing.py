@@ -134,22 +134,25 @@ async def throughput(
 ) -> dict[str, list[Throughput]]:
     """Sustained steps per second with each number of agents in flight, systems interleaved.
 
-    Each measurement runs at least ``min_steps`` steps (and at least one run per
+    Each round runs at least ``min_steps`` steps (and at least one run per
     agent), keeping ``agents`` runs in flight: a level's figure is the load it
-    sustains, not mostly the first and last seconds of one batch. Rounds are
-    interleaved per level and the median is kept.
+    sustains, not mostly the first and last seconds of one batch. A level gets
+    up to ``rounds`` rounds, as many as it takes to run ``rounds * min_steps``
+    steps (1,000 agents run that in one round), interleaved, and the median is kept.
     """
     figures: dict[str, list[Throughput]] = {s.name: [] for s in bench.systems}
     for agents in levels:
         runs = max(agents, -(-min_steps // (steps + 1)))
+        level_rounds = max(1, min(rounds, -(-rounds * min_steps // (runs * (steps + 1)))))
         measured: dict[str, list[Throughput]] = {s.name: [] for s in bench.systems}
-        for round_ in range(rounds):
+        for round_ in range(level_rounds):
             said = []
             for system in bench.systems:
                 result = await _many(bench, system.name, agents, steps, runs, timeout_s)
                 measured[system.name].append(result)
                 said.append(f"{system.name} {result.steps_per_s:.1f}")
-            print(f"    {agents:5d} agents, round {round_ + 1}/{rounds}: {', '.join(said)} steps/s")
+            count = f"round {round_ + 1}/{level_rounds}"
+            print(f"    {agents:5d} agents, {count}: {', '.join(said)} steps/s")
         for name, results in measured.items():
             result = _median(results)
             figures[name].append(result)
