@@ -32,7 +32,7 @@ worker: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/onward dev
 
-bench: $(STAMP)  ## Onward vs the bare workflow and the peers (10-20 min; ARGS=--quick for a minute)
+bench: $(STAMP)  ## Onward vs the bare workflow and the peers (about 40 min; ARGS=--quick for a minute)
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean: stop
