@@ -46,15 +46,39 @@ class DevServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = spawn(
-            [
-                temporal_cli(), "server", "start-dev", "--headless",
-                "--ip", "127.0.0.1", "--port", str(self.port),
-                "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-                "--db-filename", str(self.db), "--log-level", "error",
-            ],
-            self.log,
-        )  # fmt: skip
+        """Start it and wait for its port; again with new side ports if one was taken.
+
+        A free port is only free when asked: another process (a connection's
+        ephemeral port, say) can take the HTTP or metrics port before the server
+        binds it, and the server then exits at once.
+        """
+        for _ in range(5):
+            self.process = spawn(
+                [
+                    temporal_cli(), "server", "start-dev", "--headless",
+                    "--ip", "127.0.0.1", "--port", str(self.port),
+                    "--http-port", str(free_port()), "--metrics-port", str(free_port()),
+                    "--db-filename", str(self.db), "--log-level", "error",
+                ],
+                self.log,
+            )  # fmt: skip
+            if self._listening():
+                return
+        raise AssertionError(f"the dev server did not start: {self.log.read_text()[-2000:]}")
+
+    def _listening(self, timeout_s: float = 30.0) -> bool:
+        """True once the server takes connections; False if it exited first."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no dev server on port {self.port}") from None
+                time.sleep(0.1)
+        return False
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
