@@ -26,6 +26,7 @@ from onward.activities.tools.workspace import (
 )
 from onward.artifacts import list_artifacts, workspace_dir
 from onward.contracts import (
+    RUN_VERSION,
     Artifact,
     ArtifactsRequest,
     ToolOutcome,
@@ -133,6 +134,7 @@ class ToolActivities:
             ),
             tools_by_key=self._store is not None,
             steps_from_messages=self._store is not None,
+            run_version=RUN_VERSION,
         )
 
     @activity.defn(name="execute_tool")

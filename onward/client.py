@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import math
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
@@ -34,6 +37,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
+from temporalio.common import TypedSearchAttributes
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -165,6 +169,8 @@ class OnwardClient(SessionMethods):
         self._store = store if isinstance(store, TranscriptStore) else None
         self._store_url = store if isinstance(store, str) else None
         self._opened_store = False
+        self._registered: frozenset[str] = frozenset()
+        self._registered_listed_at = -math.inf
 
     @classmethod
     async def connect(
@@ -302,10 +308,12 @@ class OnwardClient(SessionMethods):
     ) -> str:
         """Start a run on this client's task queue; return its id (the workflow id).
 
-        ``tag_tenant`` sets the ``OnwardTenant`` search attribute at once (the
-        run itself publishes it only once a worker runs it), so the run is
-        listed and counted as its tenant's from the start; the server must have
-        the attribute (a worker, or ``onward api``, registers it).
+        The run starts with the first values of Onward's search attributes the
+        server has (``OnwardStatus`` running, its model, counters at 0, its
+        tenant), so it is listed from the start and the run itself does not
+        upsert them again. ``tag_tenant`` sets ``OnwardTenant`` even when this
+        client could not see the server's attributes; the server must have it
+        (a worker, or ``onward api``, registers it).
 
         Raises:
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
@@ -313,11 +321,15 @@ class OnwardClient(SessionMethods):
         """
         agent = validated(AgentInput, input)
         run_id = id or new_run_id()
+        registered = await self._registered_attributes()
+        if tag_tenant:
+            registered |= {sa.TENANT.name}
         await self._start_workflow(
             AgentWorkflow.run,
             agent,
             run_id,
-            agent.tenant if tag_tenant else None,
+            None,
+            attributes=sa.at_start(agent.model, agent.tenant, registered),
             static_summary=static_summary(agent),
             static_details=static_details(agent),
             # Taken by a worker of this client's process, if any, at once.
@@ -325,13 +337,40 @@ class OnwardClient(SessionMethods):
         )
         return run_id
 
+    async def _registered_attributes(self) -> set[str]:
+        """Onward's search attributes the server has.
+
+        Listed once; listed again after a minute while there were none (no worker
+        has registered them yet, or this client may not list them).
+        """
+        now = time.monotonic()
+        if not self._registered and now - self._registered_listed_at > 60:
+            self._registered_listed_at = now
+            try:
+                listed = await self._client.operator_service.list_search_attributes(
+                    ListSearchAttributesRequest(namespace=self._client.namespace)
+                )
+            except RPCError:
+                return set()
+            self._registered = frozenset(
+                key.name for key in sa.ALL if key.name in listed.custom_attributes
+            )
+        return set(self._registered)
+
     async def _start_workflow(
-        self, run: Any, arg: BaseModel, workflow_id: str, tenant_tag: str | None, **options: Any
+        self,
+        run: Any,
+        arg: BaseModel,
+        workflow_id: str,
+        tenant_tag: str | None,
+        *,
+        attributes: TypedSearchAttributes | None = None,
+        **options: Any,
     ) -> None:
         """Start a run or a session on this client's task queue, as every one starts.
 
-        Each gets ``WORKFLOW_TASK_TIMEOUT`` (see :mod:`onward.tuning`) and, with a
-        ``tenant_tag``, its ``OnwardTenant`` search attribute at once.
+        Each gets ``WORKFLOW_TASK_TIMEOUT`` (see :mod:`onward.tuning`) and its
+        search ``attributes``, or with a ``tenant_tag`` its ``OnwardTenant`` at once.
 
         Raises:
             RunAlreadyExists: a run or session with ``workflow_id`` is running.
@@ -343,7 +382,7 @@ class OnwardClient(SessionMethods):
                     arg,
                     id=workflow_id,
                     task_queue=self.task_queue,
-                    search_attributes=sa.tenant_tag(tenant_tag),
+                    search_attributes=attributes or sa.tenant_tag(tenant_tag),
                     task_timeout=WORKFLOW_TASK_TIMEOUT,
                     **options,
                 )

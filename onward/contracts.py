@@ -27,6 +27,7 @@ __all__ = [
     "FINAL_STATES",
     "KNOWN_PROVIDERS",
     "MAX_DURATION_S",
+    "RUN_VERSION",
     "SESSION_WORKFLOW",
     "TOKENS_TOPIC",
     "AgentCarry",
@@ -89,6 +90,16 @@ __all__ = [
 
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
+
+RUN_VERSION = 1
+"""The behaviour an agent run begun on this worker follows, for its whole life.
+
+``describe_worker``, the run's first local activity, reports it, so it is in the
+run's history from its first workflow task: a worker that replays or continues
+the run reads it back from there, with no patch marker (each of which costs an
+event, a ``TemporalChangeVersion`` upsert and a visibility write on the server
+in every run). 0: the run began before versions; its patches decide. A change
+of behaviour raises it and keeps the older versions' code for runs in flight."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""
@@ -719,6 +730,11 @@ class WorkerDescription(BaseModel):
         default=False,
         description="its model calls fill in what ``TranscriptRef.left_out`` names from "
         "the messages; False: an older worker, or one without a store",
+    )
+    run_version: int = Field(
+        default=0,
+        ge=0,
+        description="the RUN_VERSION a run begun here follows; 0: an older worker",
     )
 
 

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from slow_end_store import SlowEndStore
 
+from onward import search_attributes as sa
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     AgentInput,
@@ -522,6 +523,39 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # RUN_VERSION 1: no patch asked (describe_worker's answer says the run has them
+    # all); started as OnwardClient starts runs, with the first search attribute
+    # values, so only the end upserts.
+    "run_version": (
+        {
+            "prompt": "quick steps, a file",
+            "tenant": "acme",
+            "script": [
+                calc("1+1"),
+                {
+                    "tool_calls": [
+                        {"name": "write_file", "arguments": {"path": "v.md", "content": "v"}}
+                    ]
+                },
+                {"text": "done"},
+            ],
+        },
+        nothing,
+    ),
+    # ... started as `temporal workflow start` starts it: the run upserts them itself.
+    "run_version_plain_start": (
+        {"prompt": "quick steps", "script": [calc("1+1"), {"text": "done"}]},
+        nothing,
+    ),
+    # ... continued as new: the next run begins with the last run's values.
+    "run_version_chain": (
+        {
+            "prompt": "many steps over two runs",
+            "script": [calc("1+1"), calc("2+2"), calc("3+3"), {"text": "done"}],
+            "continue_as_new_after": 2,
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).
@@ -693,6 +727,11 @@ WINDOW_PRICING = {
 """The pricing file of the recording worker: only the context_window scenario's model."""
 
 
+CLIENT_STARTS = {"run_version", "run_version_chain"}
+"""Started as OnwardClient starts a run: with the first search attribute values (the
+others as `temporal workflow start` starts one, with none)."""
+
+
 async def record(client: Client, names: list[str], only: list[str]) -> None:
     RECORDER[:] = [client]
     with tempfile.TemporaryDirectory() as workspace:
@@ -713,12 +752,18 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
             for name, (agent_input, drive) in SCENARIOS.items():
                 if name not in only:
                     continue
+                agent = AgentInput.model_validate(agent_input)
                 handle = await client.start_workflow(
                     AgentWorkflow.run,
-                    AgentInput.model_validate(agent_input),
+                    agent,
                     id=f"history-{name}",
                     task_queue=task_queue,
                     task_timeout=WORKFLOW_TASK_TIMEOUT,  # as OnwardClient.start
+                    search_attributes=(
+                        sa.at_start(agent.model, agent.tenant, names)
+                        if name in CLIENT_STARTS
+                        else None
+                    ),
                 )
                 await drive(handle)
                 status = (await handle.query(AgentWorkflow.status)).state

@@ -56,6 +56,10 @@ def test_histories_are_committed() -> None:
         "end_of_run_local",  # patched: the end's write and listing as local activities,
         # the write slower than the workflow task (they span a task); its one patch
         # marker stands for every older patch
+        "run_version",  # RUN_VERSION 1: no patch asked; started with the first attribute
+        "run_version_plain_start",  # values (only the end upserts), or with none
+        "run_version_chain",  # ... continued as new: the next run begins with the
+        "run_version_chain_run2",  # last run's values
     }
 
 

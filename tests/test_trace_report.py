@@ -122,6 +122,8 @@ CHAIN_STEPS = {
     "continue_as_new_run3": [5],
     "steps_from_messages": [1, 2],
     "steps_from_messages_run2": [3, 4],
+    "run_version_chain": [1, 2],
+    "run_version_chain_run2": [3, 4],
 }
 """The steps each recorded run of the continue-as-new chain holds."""
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 
 from conftest import RunningWorker, eventually
 from onward import search_attributes as sa
+from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
 from onward.worker import ensure_search_attributes
@@ -177,3 +180,56 @@ async def test_fast_steps_upsert_their_counters_with_the_runs_state_changes(
     attributes = (await paused.describe()).typed_search_attributes
     assert attributes.get(sa.STEPS) == 2 and attributes.get(sa.TOKENS) == 30
     await paused.terminate("done looking")
+
+
+async def test_a_run_the_client_starts_is_listed_at_once_and_upserts_only_its_end(
+    worker: RunningWorker,
+) -> None:
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    script = [calc(f"{n}+1") for n in range(3)] + [{"text": "done"}]
+    agent = {"prompt": "p", "tools": ["calculator"], "script": script, "tenant": "acme"}
+
+    # Listed with its first values before any worker has run it.
+    queued = OnwardClient(worker.client, task_queue=f"{worker.task_queue}-nobody")
+    waiting = worker.client.get_workflow_handle(await queued.start(agent))
+    attributes = (await waiting.describe()).typed_search_attributes
+    assert attributes.get(sa.STATUS) == "running"
+    assert attributes.get(sa.MODEL) == "scripted"
+    assert attributes.get(sa.TENANT) == "acme"
+    assert (attributes.get(sa.STEPS), attributes.get(sa.TOKENS)) == (0, 0)
+    await waiting.terminate("nobody runs this queue")
+
+    run_id = await client.start(agent)
+    result = await client.result(run_id)
+    handle = worker.client.get_workflow_handle(run_id)
+    assert result.status == "completed"
+    # No patch marker (and no upsert of Temporal's own for it), no upsert of values the
+    # run was started with: one upsert, at the end.
+    events = [event async for event in handle.fetch_history_events()]
+    assert not [e for e in events if e.marker_recorded_event_attributes.marker_name == "core_patch"]
+    upserts = [e for e in events if e.upsert_workflow_search_attributes_event_attributes.ByteSize()]
+    (names,) = await onward_upserts(handle)
+    assert len(upserts) == 1 and {sa.STATUS.name, sa.STEPS.name, sa.TOKENS.name} <= names
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(sa.STATUS) == "completed"
+    assert attributes.get(sa.STEPS) == 4
+    assert attributes.get(sa.TOKENS) == result.usage.total_tokens
+    assert attributes.get(sa.TENANT) == "acme"
+
+
+async def test_a_client_that_cannot_list_the_attributes_starts_runs_without_them(
+    worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(*_args: Any, **_kwargs: Any) -> None:
+        raise RPCError("permission denied", RPCStatusCode.PERMISSION_DENIED, b"")
+
+    monkeypatch.setattr(worker.client.operator_service, "list_search_attributes", refused)
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    run_id = await client.start({"prompt": "p", "script": [{"text": "done"}]})
+    handle = worker.client.get_workflow_handle(run_id)
+    started = await anext(aiter(handle.fetch_history_events()))
+    assert not started.workflow_execution_started_event_attributes.search_attributes.indexed_fields
+    assert (await client.result(run_id)).status == "completed"
+    # The run publishes them itself.
+    attributes = (await handle.describe()).typed_search_attributes
+    assert (attributes.get(sa.STATUS), attributes.get(sa.MODEL)) == ("completed", "scripted")

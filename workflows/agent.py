@@ -390,14 +390,15 @@ class AgentWorkflow:
         if input is None:
             self._end("failed", NO_INPUT)
             raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
-        # Asked first: it stands for every older patch (see ``_patched``).
-        self._throttled = workflow.patched(PUBLISH_THROTTLED_PATCH)
-        self._end_local = self._throttled or workflow.patched(END_OF_RUN_LOCAL_PATCH)
-        if self._patched("elapsed-from-workflow-start"):
-            # Time queued before a worker picked the run up counts against max_duration_s.
-            self._started_at = workflow.info().workflow_start_time
-        if input.carry is not None:
-            self._started_at = input.carry.started_at  # the chain's wall-time start
+        if workflow.unsafe.is_replaying_history_events():
+            # Runs begun before run versions asked these first thing: asked again, in
+            # the same place. A run begun since asked none (they answer False) and
+            # learns from describe_worker that it has them all (see ``_prepare``).
+            self._throttled = workflow.patched(PUBLISH_THROTTLED_PATCH)
+            self._end_local = self._throttled or workflow.patched(END_OF_RUN_LOCAL_PATCH)
+        else:
+            # This worker begins the run: it follows RUN_VERSION, so every patch.
+            self._throttled = self._end_local = True
         try:
             try:
                 await self._prepare()
@@ -478,16 +479,24 @@ class AgentWorkflow:
 
     # -- end webhook ------------------------------------------------------------------
 
-    async def _prepare(self) -> None:
+    def _decide_before_describe(self) -> tuple[bool, bool]:
+        """Settle what a run decides before describe_worker, in the patches' order.
+
+        Runs begun before run versions ask patches for these here: a patch marker
+        must come before the local activity's, or replay finds the marker without
+        its command. Returns whether the worker decides model attempts, and the
+        context window.
+        """
+        if self._patched("elapsed-from-workflow-start"):
+            # Time queued before a worker picked the run up counts against max_duration_s.
+            self._started_at = workflow.info().workflow_start_time
+        if self._input.carry is not None:
+            self._started_at = self._input.carry.started_at  # the chain's wall-time start
         asked = self._input.tools
         # Offered only when named; runs begun before sub-agents asked the worker for it.
-        offer_delegate = self._offer_delegate = (
+        self._offer_delegate = (
             asked is not None and DELEGATE.name in asked and self._patched(DELEGATE_PATCH)
         )
-        inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if offer_delegate else [])}
-        worker_tools = None if asked is None else [n for n in asked if n not in inside]
-        # Asked before describe_worker: a patch marker must come before the local
-        # activity's, or replay finds the marker without its command (model attempts).
         attempts_from_worker = self._patched("model-attempts-from-worker")
         window_from_worker = self._patched("context-window")
         # The conversation and the step log go to the transcript store; runs begun
@@ -499,6 +508,13 @@ class AgentWorkflow:
         )
         # Asked here, before any call, so the run decides it once, in its first workflow task.
         self._artifacts_by_tool = self._patched(ARTIFACTS_BY_TOOL_PATCH)
+        return attempts_from_worker, window_from_worker
+
+    async def _prepare(self) -> None:
+        asked = self._input.tools
+        attempts_from_worker, window_from_worker = self._decide_before_describe()
+        inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if self._offer_delegate else [])}
+        worker_tools = None if asked is None else [n for n in asked if n not in inside]
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
@@ -506,6 +522,13 @@ class AgentWorkflow:
             retry_policy=DESCRIBE_WORKER_RETRY,
             summary="describe worker tools",
         )
+        if description.run_version >= 1 and not self._end_local:
+            # Replaying a run begun with run versions: it has every patch (see ``run``);
+            # decided again without asking (the tools asked of the worker were a
+            # version-1 run's: its recorded answer is read, not the request).
+            self._throttled = self._end_local = True
+            attempts_from_worker, window_from_worker = self._decide_before_describe()
+        offer_delegate = self._offer_delegate
         if description.unknown:
             self._end("failed", "invalid input: unknown tools")
             unknown = ", ".join(repr(name) for name in description.unknown)
@@ -544,6 +567,11 @@ class AgentWorkflow:
         if offer_delegate:
             self._tools[DELEGATE.name] = DELEGATE
         self._search_attributes = set(description.search_attributes)
+        if description.run_version >= 1:
+            # What the run was started with (OnwardClient sets the first values; a run
+            # continued as new has its last run's) is not upserted again.
+            self._published = sa.values_in(workflow.info().typed_search_attributes)
+            self._published_at = workflow.now() if self._published else None
         self._tools_by_key = description.tools_by_key
         self._steps_from_messages = description.steps_from_messages
         unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)

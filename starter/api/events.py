@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payload, SearchAttributes
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
@@ -161,9 +161,12 @@ class EventTranslator:
     def _run_event(self, event: HistoryEvent) -> list[Item]:
         kind = event.event_type
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
-            agent = decode(event.workflow_execution_started_event_attributes.input, AgentInput)
+            started = event.workflow_execution_started_event_attributes
+            agent = decode(started.input, AgentInput)
             if isinstance(agent, AgentInput):
                 self.budget = agent.budget
+            # OnwardClient starts a run with its first status (the run upserts it otherwise).
+            return self._state_of(started.search_attributes)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
             if request.input.name == "extend_budget":
@@ -173,10 +176,7 @@ class EventTranslator:
                     return self._warnings()
         elif kind == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
             attributes = event.upsert_workflow_search_attributes_event_attributes
-            state = decode_typed_search_attributes(attributes.search_attributes).get(sa.STATUS)
-            if state is not None and state != self._state:
-                self._state = state
-                return [("state", {"state": state})]
+            return self._state_of(attributes.search_attributes)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signal = event.workflow_execution_signaled_event_attributes
             if signal.signal_name == _PUBLISH_SIGNAL:
@@ -189,6 +189,14 @@ class EventTranslator:
                 )
                 self.result = found if isinstance(found, AgentResult) else None
         return []
+
+    def _state_of(self, attributes: SearchAttributes) -> list[Item]:
+        """A ``state`` event when ``attributes`` set a new ``OnwardStatus``."""
+        state = decode_typed_search_attributes(attributes).get(sa.STATUS)
+        if state is None or state == self._state:
+            return []
+        self._state = state
+        return [("state", {"state": state})]
 
     def _token_events(self, batch: Any) -> list[Item]:
         """One batch of streamed text: ``token`` events (a call's chunks joined) and restarts."""
