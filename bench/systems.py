@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -13,8 +14,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from bench.processes import Process
 from bench.workload import READ_TOOL, TOOL_NAME, Task, model_name
+from onward.client import OnwardClient
 from onward.contracts import AgentInput, AgentResult, ClearToolResults
-from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
 __all__ = ["FLOOR", "PEERS", "RunOutcome", "System", "all_systems", "new_run", "outcome"]
@@ -97,13 +98,17 @@ async def _start_onward(client: Client, task_queue: str, task: Task) -> Workflow
         tools=[TOOL_NAME, READ_TOOL],  # as the peers' agents: the same prompt
         clear_tool_results=CLEARING if task.clear else None,
     )
-    return await client.start_workflow(
-        AgentWorkflow.run,
-        agent_input,
-        id=f"bench-onward-{task.run}",
-        task_queue=task_queue,
-        task_timeout=WORKFLOW_TASK_TIMEOUT,  # as OnwardClient.start
+    # As users start runs: with the first search attribute values, so a run does not
+    # upsert them itself (OnwardClient lists the server's attributes once).
+    run_id = await _onward_client(client, task_queue).start(
+        agent_input, id=f"bench-onward-{task.run}"
     )
+    return client.get_workflow_handle_for(AgentWorkflow.run, run_id)
+
+
+@functools.cache
+def _onward_client(client: Client, task_queue: str) -> OnwardClient:
+    return OnwardClient(client, task_queue=task_queue)
 
 
 def outcome(result: Any, task: Task) -> RunOutcome:
