@@ -182,7 +182,8 @@ most every PUBLISH_INTERVAL (a change of state, the run's end and the first publ
 go at once, with them); runs begun before upserted them after every step. Each
 upsert is a history event and a visibility write on the server: with fast steps
 they were a fifth of a run's events. Asked first thing in a run, it stands for
-END_OF_RUN_LOCAL_PATCH and so for every older patch (see ``_patched``)."""
+END_OF_RUN_LOCAL_PATCH and so for every older patch (see ``_patched``). The last
+patch: runs begun since record RUN_VERSION instead (see ``run``)."""
 PUBLISH_INTERVAL = timedelta(seconds=5)
 """Longest a running run's steps, tokens and cost search attributes lag behind it."""
 LIST_ARTIFACTS_TIMEOUT = timedelta(seconds=30)
@@ -523,9 +524,9 @@ class AgentWorkflow:
             summary="describe worker tools",
         )
         if description.run_version >= 1 and not self._end_local:
-            # Replaying a run begun with run versions: it has every patch (see ``run``);
-            # decided again without asking (the tools asked of the worker were a
-            # version-1 run's: its recorded answer is read, not the request).
+            # Replaying a run begun with a run version: it has every patch (see
+            # ``run``), decided again without asking. (The request this replay built
+            # is not sent: the local activity's recorded answer is read.)
             self._throttled = self._end_local = True
             attempts_from_worker, window_from_worker = self._decide_before_describe()
         offer_delegate = self._offer_delegate
@@ -1217,8 +1218,9 @@ class AgentWorkflow:
         """``workflow.patched(patch)`` for a patch older than END_OF_RUN_LOCAL_PATCH.
 
         A run that has that patch began on code with every older one: they are all
-        True, and asking them would only add a marker and an upsert each. Runs begun
-        before ask each as they did, where they did.
+        True, and asking them would only add a marker and an upsert each; so are
+        they in a run begun with a run version (RUN_VERSION), which asks none. Runs
+        begun before ask each as they did, where they did.
 
         Asking a patch for the first time after a local activity has failed replay
         ("patch marker ... no corresponding change command"): when the workflow
