@@ -62,6 +62,11 @@ async def steps_of(
     seen_model_call = False
     runs = 0
     run_id: str | None = handle.first_execution_run_id or handle.run_id
+    if run_id is None:
+        # A handle by workflow id alone reads the latest run, whose start names the first.
+        async for event in handle.fetch_history_events():
+            run_id = event.workflow_execution_started_event_attributes.first_execution_run_id
+            break
     while True:
         runs += 1
         current = client.get_workflow_handle(handle.id, run_id=run_id)
