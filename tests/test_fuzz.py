@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from conftest import RunningWorker, eventually, temporal_cli
-from onward.contracts import AGENT_WORKFLOW
+from onward.contracts import AGENT_WORKFLOW, SESSION_WORKFLOW
 from onward.errors import INVALID_INPUT
 
 ENDS_WITHIN_S = 20.0
@@ -130,6 +130,24 @@ async def test_a_run_without_input_fails_at_once_naming_input(
     cause = await ends(handle)
     assert isinstance(cause, ApplicationError) and cause.type == INVALID_INPUT
     assert cause.message.startswith("input: AgentWorkflow needs one JSON object as input")
+    assert cause.non_retryable
+    assert await task_failures(handle) == []
+
+
+@pytest.mark.parametrize("workflow_type", [AGENT_WORKFLOW, SESSION_WORKFLOW])
+async def test_a_start_with_two_inputs_fails_at_once_naming_input(
+    worker: RunningWorker, workflow_type: str
+) -> None:
+    # As `temporal workflow start --input '{...}' --input '{...}'` starts it.
+    handle = await worker.client.start_workflow(
+        workflow_type,
+        args=[{"prompt": "a", "model": "scripted"}, {"prompt": "b"}],
+        id=f"fuzz-{uuid.uuid4().hex[:12]}",
+        task_queue=worker.task_queue,
+    )
+    cause = await ends(handle)
+    assert isinstance(cause, ApplicationError) and cause.type == INVALID_INPUT
+    assert cause.message.startswith(f"input: {workflow_type} takes one JSON object as input")
     assert cause.non_retryable
     assert await task_failures(handle) == []
 

@@ -105,6 +105,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from onward.tuning import WORKFLOW_SANDBOX
     from onward.workflow_tools import WORKFLOW_TOOLS
+    from onward.workflows.inputs import Given
     from onward.workflows.progress import model_summary, progress_card, tool_summary
 
 __all__ = ["AgentWorkflow"]
@@ -294,13 +295,15 @@ class AgentWorkflow:
 
     Input that fails validation fails the run at once (``ValidationError`` is a
     failure type here), instead of a workflow task that retries forever; so
-    does a start with no input or ``null`` (``input`` is then None).
+    does a start with no input or ``null`` (``input`` is then None), or with
+    more than one (see :mod:`onward.workflows.inputs`).
     """
 
     @workflow.init
-    def __init__(self, input: AgentInput | None = None) -> None:
+    def __init__(self, input: AgentInput | None = None, *extra: Any) -> None:
         # Raising here would fail the workflow task, again and again: ``run`` fails the run.
-        self._input = input or _PLACEHOLDER_INPUT
+        self._given = Given.of(AgentInput, AGENT_WORKFLOW, (input, *extra))
+        self._input = self._given.value or _PLACEHOLDER_INPUT
         self._budget: Budget = self._input.budget
         self._state: AgentState = "running"
         self._reason: str | None = None
@@ -386,9 +389,14 @@ class AgentWorkflow:
     # -- the loop -------------------------------------------------------------
 
     @workflow.run
-    async def run(self, input: AgentInput | None = None) -> AgentResult:
+    async def run(self, input: AgentInput | None = None, *extra: Any) -> AgentResult:
         """Run the agent; the result is returned whatever the outcome."""
-        if input is None:
+        try:
+            given = self._given.check()
+        except (ApplicationError, ValidationError) as err:
+            self._end("failed", str(err).splitlines()[0])
+            raise
+        if given is None:
             self._end("failed", NO_INPUT)
             raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         if workflow.unsafe.is_replaying_history_events():

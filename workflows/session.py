@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.text import clip, shorten
     from onward.tuning import WORKFLOW_SANDBOX, WORKFLOW_TASK_TIMEOUT
     from onward.workflows.agent import AgentWorkflow
+    from onward.workflows.inputs import Given
 
 __all__ = ["SessionWorkflow"]
 
@@ -89,9 +90,10 @@ class SessionWorkflow:
     """A multi-turn conversation: ``send_message`` answers, ``close`` (or idleness) ends it."""
 
     @workflow.init
-    def __init__(self, input: SessionInput | None = None) -> None:
+    def __init__(self, input: SessionInput | None = None, *extra: Any) -> None:
         # Raising here would fail the workflow task again and again: ``run`` fails the session.
-        input = input or SessionInput()
+        self._given = Given.of(SessionInput, SESSION_WORKFLOW, (input, *extra))
+        input = self._given.value or SessionInput()
         self._input = input
         self._queue: list[_Queued] = []
         self._replies: dict[int, SessionReply] = {}
@@ -116,9 +118,14 @@ class SessionWorkflow:
         self._last_reason: str | None = None
 
     @workflow.run
-    async def run(self, input: SessionInput | None = None) -> SessionResult:
+    async def run(self, input: SessionInput | None = None, *extra: Any) -> SessionResult:
         """Answer messages as they come; return the session's usage once closed."""
-        if input is None:
+        try:
+            given = self._given.check()
+        except (ApplicationError, ValidationError):
+            self._set_state("failed")
+            raise
+        if given is None:
             self._set_state("failed")
             raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         while True:

@@ -1,0 +1,59 @@
+"""A workflow's one input, checked where a failure ends the run instead of its task.
+
+Onward's workflows take one JSON object. ``temporal workflow start`` takes
+``--input`` more than once, and any client may send more arguments: a run
+method that takes one would then raise ``TypeError`` inside the workflow task,
+which Temporal retries forever. So the workflows' ``__init__`` and ``run``
+take extra arguments (``*extra``), ``__init__`` only records what it got, and
+``run`` fails the run with an error naming the input.
+
+Taking ``*extra`` makes the SDK decode arguments without type hints (as JSON
+values), so the input is validated here, with the model's own validator; a
+``ValidationError`` is each workflow's failure type, raised by ``run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio.exceptions import ApplicationError
+
+from onward.errors import INVALID_INPUT
+
+__all__ = ["Given"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass
+class Given(Generic[M]):
+    """What a workflow was started with: its input, if valid, and why not otherwise."""
+
+    value: M | None
+    """None: no input, ``null``, or an invalid one (``error`` says which)."""
+    error: ValidationError | ApplicationError | None = None
+
+    @classmethod
+    def of(cls, model: type[M], workflow_type: str, args: tuple[Any, ...]) -> Given[M]:
+        """Check ``args``; never raises (``__init__`` must not, see the module)."""
+        if len(args) > 1:
+            message = (
+                f"input: {workflow_type} takes one JSON object as input, not {len(args)} "
+                "(one --input)"
+            )
+            return cls(None, ApplicationError(message, type=INVALID_INPUT, non_retryable=True))
+        value = args[0] if args else None
+        if value is None or isinstance(value, model):
+            return cls(value)
+        try:
+            return cls(model.model_validate(value))
+        except ValidationError as err:
+            return cls(None, err)
+
+    def check(self) -> M | None:
+        """The input; raise the error that fails the run if it has one."""
+        if self.error is not None:
+            raise self.error
+        return self.value
