@@ -302,7 +302,7 @@ class AgentWorkflow:
     @workflow.init
     def __init__(self, input: AgentInput | None = None, *extra: Any) -> None:
         # Raising here would fail the workflow task, again and again: ``run`` fails the run.
-        self._given = Given.of(AgentInput, AGENT_WORKFLOW, (input, *extra))
+        self._given = Given.of(AgentInput, AGENT_WORKFLOW, (input, *extra), NO_INPUT)
         self._input = self._given.value or _PLACEHOLDER_INPUT
         self._budget: Budget = self._input.budget
         self._state: AgentState = "running"
@@ -392,13 +392,10 @@ class AgentWorkflow:
     async def run(self, input: AgentInput | None = None, *extra: Any) -> AgentResult:
         """Run the agent; the result is returned whatever the outcome."""
         try:
-            given = self._given.check()
+            self._given.check()
         except (ApplicationError, ValidationError) as err:
             self._end("failed", str(err).splitlines()[0])
             raise
-        if given is None:
-            self._end("failed", NO_INPUT)
-            raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         if workflow.unsafe.is_replaying_history_events():
             # Runs begun before run versions asked these first thing: asked again, in
             # the same place. A run begun since asked none (they answer False) and

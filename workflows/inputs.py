@@ -36,24 +36,34 @@ class Given(Generic[M]):
     error: ValidationError | ApplicationError | None = None
 
     @classmethod
-    def of(cls, model: type[M], workflow_type: str, args: tuple[Any, ...]) -> Given[M]:
-        """Check ``args``; never raises (``__init__`` must not, see the module)."""
+    def of(
+        cls, model: type[M], workflow_type: str, args: tuple[Any, ...], missing: str
+    ) -> Given[M]:
+        """Check ``args``; never raises (``__init__`` must not, see the module).
+
+        ``missing``: the error of no input, or ``null``.
+        """
         if len(args) > 1:
             message = (
                 f"input: {workflow_type} takes one JSON object as input, not {len(args)} "
                 "(one --input)"
             )
-            return cls(None, ApplicationError(message, type=INVALID_INPUT, non_retryable=True))
+            return cls(None, _invalid(message))
         value = args[0] if args else None
-        if value is None or isinstance(value, model):
+        if value is None:
+            return cls(None, _invalid(missing))
+        if isinstance(value, model):
             return cls(value)
         try:
             return cls(model.model_validate(value))
         except ValidationError as err:
             return cls(None, err)
 
-    def check(self) -> M | None:
-        """The input; raise the error that fails the run if it has one."""
+    def check(self) -> None:
+        """Raise the error that fails the run, if the input has one."""
         if self.error is not None:
             raise self.error
-        return self.value
+
+
+def _invalid(message: str) -> ApplicationError:
+    return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)

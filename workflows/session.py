@@ -39,7 +39,6 @@ with workflow.unsafe.imports_passed_through():
         SessionResult,
         SessionTurn,
     )
-    from onward.errors import INVALID_INPUT
     from onward.markdown import escape_markdown
     from onward.text import clip, shorten
     from onward.tuning import WORKFLOW_SANDBOX, WORKFLOW_TASK_TIMEOUT
@@ -92,7 +91,7 @@ class SessionWorkflow:
     @workflow.init
     def __init__(self, input: SessionInput | None = None, *extra: Any) -> None:
         # Raising here would fail the workflow task again and again: ``run`` fails the session.
-        self._given = Given.of(SessionInput, SESSION_WORKFLOW, (input, *extra))
+        self._given = Given.of(SessionInput, SESSION_WORKFLOW, (input, *extra), NO_INPUT)
         input = self._given.value or SessionInput()
         self._input = input
         self._queue: list[_Queued] = []
@@ -121,13 +120,10 @@ class SessionWorkflow:
     async def run(self, input: SessionInput | None = None, *extra: Any) -> SessionResult:
         """Answer messages as they come; return the session's usage once closed."""
         try:
-            given = self._given.check()
+            self._given.check()
         except (ApplicationError, ValidationError):
             self._set_state("failed")
             raise
-        if given is None:
-            self._set_state("failed")
-            raise ApplicationError(NO_INPUT, type=INVALID_INPUT, non_retryable=True)
         while True:
             if self._queue:
                 await self._answer(self._queue.pop(0))
