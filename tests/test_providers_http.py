@@ -6,6 +6,8 @@ No Temporal server here: each test calls a provider (or the activity, in an
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import dataclasses
 import json
 import socket
@@ -15,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from provider_servers import (
@@ -477,6 +480,82 @@ async def test_a_redirect_is_a_configuration_error(
     err = await failure(provider, request("openai:gpt-4o-mini"))
     assert (err.type, err.non_retryable) == (INVALID_REQUEST, True)
     assert "redirect to https://example.test/v1" in err.message
+
+
+async def test_credentials_in_the_base_url_are_sent_as_basic_auth(
+    openai_server: FakeProvider, make_providers: Providers
+) -> None:
+    # A proxy in front of a local model, say: user:password replaces the key's header.
+    openai_server.script(openai_completion("hi"))
+    host = openai_server.url.removeprefix("http://")
+    environ = {"OPENAI_BASE_URL": f"http://alice:p%40ss@{host}/v1", "OPENAI_API_KEY": SECRET}
+    await make_providers(environ)["openai"].complete(request("openai:gpt-4o-mini"))
+    (sent,) = openai_server.requests
+    auth = [value for name, value in sent.header_lines if name.lower() == "authorization"]
+    assert auth == ["Basic " + base64.b64encode(b"alice:p@ss").decode()]
+
+
+async def test_an_answer_cut_off_mid_body_is_a_connection_error() -> None:
+    async def cut_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b'Content-Length: 1000\r\n\r\n{"choices": [')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(cut_off, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = OpenAIChatProvider(
+        "openai",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key=SECRET,
+        api_key_env="OPENAI_API_KEY",
+        settings=ModelCallSettings(),
+    )
+    try:
+        err = await failure(provider, request("openai:gpt-4o-mini"))
+    finally:
+        await provider.aclose()
+        server.close()
+    assert (err.type, err.non_retryable) == (PROVIDER_CONNECTION_ERROR, False)
+    assert err.message.startswith(f"openai: cannot reach http://127.0.0.1:{port}/v1: ")
+    assert err.next_retry_delay is None  # it was reached: the retry policy's backoff
+
+
+async def test_an_httpx_transport_carries_the_calls_when_given() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(sent: httpx.Request) -> httpx.Response:
+        seen.append(sent)
+        if len(seen) == 1:
+            return httpx.Response(200, json=openai_completion("over httpx"))
+        if len(seen) == 2:
+            return httpx.Response(429, headers={"Retry-After": "2"}, json={})
+        raise httpx.ConnectError("refused", request=sent)
+
+    provider = OpenAIChatProvider(
+        "openai",
+        base_url="http://model.test/v1",
+        api_key=SECRET,
+        api_key_env="OPENAI_API_KEY",
+        settings=ModelCallSettings(),
+        transport=httpx.MockTransport(answer),
+    )
+    try:
+        response = await provider.complete(request("openai:gpt-4o-mini"))
+        limited = await failure(provider, request("openai:gpt-4o-mini"))
+        refused = await failure(provider, request("openai:gpt-4o-mini"))
+    finally:
+        await provider.aclose()
+    assert response.text == "over httpx"
+    assert str(seen[0].url) == "http://model.test/v1/chat/completions"
+    assert seen[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert json.loads(seen[0].content)["model"] == "gpt-4o-mini"
+    assert (limited.type, limited.next_retry_delay) == (RATE_LIMITED, timedelta(seconds=2))
+    assert (refused.type, refused.next_retry_delay) == (
+        PROVIDER_CONNECTION_ERROR,
+        timedelta(seconds=1),
+    )
 
 
 # -- the activity's attempt limit -------------------------------------------------------

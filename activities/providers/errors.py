@@ -46,6 +46,7 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
@@ -139,7 +140,7 @@ def error_message_from_body(body: bytes, secrets: tuple[str, ...] = ()) -> str:
     return message or "(no error message in the response)"
 
 
-def parse_retry_after(headers: dict[str, str], now: datetime | None = None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
     """Seconds the provider asks us to wait, from ``retry-after-ms`` and ``Retry-After``.
 
     ``Retry-After`` may be a number of seconds or an HTTP date. When both

@@ -1,21 +1,31 @@
-"""One JSON-over-HTTP connection to a model provider, shared by every call of a worker.
+"""One JSON-over-HTTP connection pool to a model provider, shared by every call of a worker.
 
-The ``httpx.AsyncClient`` is created once per provider (on its first call)
-and closed by :meth:`ProviderHttp.aclose` when the worker shuts down. It never retries on
-its own (``retries=0``): Temporal owns retries, so every failure becomes one
-``ApplicationError`` here (see :mod:`onward.activities.providers.errors`).
+Calls go through one ``aiohttp.ClientSession`` per provider, created on its
+first call (in the worker's event loop) and closed by :meth:`ProviderHttp.aclose`
+when the worker shuts down. aiohttp rather than httpx because a model call is
+the worker's most frequent I/O: on one POST of a model call and its answer,
+aiohttp's client spends about a tenth of the CPU httpx's async client does
+(about 0.1 ms against 1 ms on loopback), which a worker running hundreds of
+agents pays on every step (``make bench``). An httpx transport may be passed
+instead (tests, or a custom transport): httpx then carries the calls.
+
+Nothing here retries on its own: Temporal owns retries, so every failure
+becomes one ``ApplicationError`` (see :mod:`onward.activities.providers.errors`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import aiohttp
 import httpx
 from temporalio.exceptions import ApplicationError
 
@@ -38,6 +48,50 @@ _SNIPPET_CHARS = 200
 CONNECT_RETRY_DELAY = timedelta(seconds=1)
 """The wait between attempts when no connection could be made (8 attempts: about 7 s)."""
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+Failure = Literal[
+    "connect_timeout", "timeout", "bad_url", "bad_header", "unreachable", "broken", "bad_answer"
+]
+"""What went wrong, whichever library raised it (see :meth:`ProviderHttp._failures`)."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An HTTP answer: its status, headers (names in lower case) and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _Streamed(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def body(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class _Exchange(Protocol):
+    """How requests reach the provider: aiohttp, or httpx with a given transport."""
+
+    async def post(self, url: str, body: bytes) -> _Answer: ...
+
+    def stream(
+        self, url: str, body: bytes
+    ) -> contextlib.AbstractAsyncContextManager[_Streamed]: ...
+
+    def failure(self, err: BaseException) -> Failure | None:
+        """The kind of failure ``err`` is, or None when it is not the library's."""
+        ...
+
+    async def aclose(self) -> None: ...
+
 
 class ProviderHttp:
     """POSTs JSON to one provider and returns the decoded JSON answer.
@@ -49,7 +103,7 @@ class ProviderHttp:
         secrets: texts never to show in an error message (the API key).
         key_env: the variable holding the key, named in 401/403 hints.
         settings: timeouts and the Retry-After cap.
-        transport: an httpx transport to use instead of the network (tests).
+        transport: an httpx transport to send through instead of aiohttp (tests).
     """
 
     def __init__(
@@ -72,34 +126,44 @@ class ProviderHttp:
         self._secrets = tuple(s for s in (*secrets, password, unquote(password)) if s)
         self._key_env = key_env
         self._settings = settings
-        self._headers = httpx.Headers(headers)
+        self._headers = {**dict(headers.items()), **_JSON_HEADERS}
+        if parts.username is not None:
+            # user:password in the URL is basic auth (replacing any other Authorization).
+            self.base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            pair = f"{unquote(parts.username)}:{unquote(password)}".encode()
+            self._headers = {k: v for k, v in self._headers.items() if k.lower() != "authorization"}
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._carriable = all(_carriable(f"{k}{v}") for k, v in self._headers.items())
         self._transport = transport
-        self._client: httpx.AsyncClient | None = None
+        self._exchange: _Exchange | None = None
 
-    def _connection(self) -> httpx.AsyncClient:
-        # Created on first use, not at startup: loading the CA bundle takes a
-        # noticeable moment, and a worker pays it only for providers it calls.
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.base_url,
-                headers=self._headers,
-                timeout=httpx.Timeout(
-                    self._settings.timeout_s, connect=self._settings.connect_timeout_s
-                ),
-                # retries=0: a refused connection is Temporal's to retry, with backoff and a limit.
-                transport=self._transport or httpx.AsyncHTTPTransport(retries=0),
-                follow_redirects=False,
-            )
-        return self._client
+    def _connection(self) -> _Exchange:
+        # Opened on first use, not at startup: a worker pays for the providers it calls.
+        if self._exchange is None:
+            if self._transport is not None:
+                self._exchange = _HttpxExchange(self._headers, self._settings, self._transport)
+            else:
+                self._exchange = _AiohttpExchange(self._headers, self._settings)
+        return self._exchange
+
+    def _url(self, path: str) -> str:
+        # As httpx joins a base URL and a path: one slash between them.
+        return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
 
     async def aclose(self) -> None:
         """Close the connection pool (on worker shutdown); a later call opens a new one."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None:
+            await exchange.aclose()
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets)
+
+    @staticmethod
+    def _body(payload: dict[str, Any]) -> bytes:
+        # As httpx sends ``json=``: compact UTF-8, and NaN refused.
+        text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.encode()
 
     async def post_json(self, path: str, payload: dict[str, Any], *, model: str) -> dict[str, Any]:
         """POST ``payload`` to ``path`` and return the JSON object answered.
@@ -109,88 +173,94 @@ class ProviderHttp:
                 not as described in :mod:`onward.activities.providers.errors`.
         """
         with self._failures():
-            # httpx's timeouts bound each read; this bounds the whole answer (a trickle).
+            # The libraries' timeouts bound each read; this bounds the whole answer (a trickle).
             async with asyncio.timeout(self._settings.timeout_s):
-                response = await self._connection().post(path, json=payload)
-        self._check(response, response.content, model)
-        return self._decode(response)
+                answer = await self._connection().post(self._url(path), self._body(payload))
+        self._check(answer.status, answer.headers, answer.body, model)
+        return self._decode(answer)
 
     @contextlib.contextmanager
     def _failures(self) -> Iterator[None]:
-        """Turn what httpx raises (and the whole-answer timeout) into typed errors."""
+        """Turn what the HTTP library raises (and the whole-answer timeout) into typed errors."""
+        if not self._carriable:
+            # Not the header itself: it may be the key, in a form redaction cannot find.
+            raise ApplicationError(
+                f"{self.provider}: a request header has characters HTTP cannot carry; "
+                "check the API key and the endpoint's headers on the worker",
+                type=INVALID_REQUEST,
+                non_retryable=True,
+            )
         no_answer = (
             f"no answer within {self._settings.timeout_s:g} s "
             "(raise ONWARD_MODEL_TIMEOUT_S on the worker to wait longer)"
         )
         try:
             yield
-        except TimeoutError:
-            raise ApplicationError(
-                f"{self.provider}: {no_answer} (TimeoutError)", type=PROVIDER_TIMEOUT
-            ) from None
-        except httpx.TimeoutException as err:
-            if isinstance(err, httpx.ConnectTimeout):
+        except Exception as err:
+            kind = self._connection().failure(err)
+            if kind is None and isinstance(err, TimeoutError):
+                kind = "timeout"  # the whole-answer timeout
+            if kind is None:
+                raise
+            raise self._error(kind, err, no_answer) from None
+
+    def _error(self, kind: Failure, err: BaseException, no_answer: str) -> ApplicationError:
+        name = type(err).__name__
+        if kind in ("connect_timeout", "timeout"):
+            what = no_answer
+            if kind == "connect_timeout":
                 what = f"could not connect within {self._settings.connect_timeout_s:g} s"
-            else:
-                what = no_answer
-            raise ApplicationError(
-                f"{self.provider}: {what} ({type(err).__name__})", type=PROVIDER_TIMEOUT
-            ) from None
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as err:
-            raise ApplicationError(
+            return ApplicationError(f"{self.provider}: {what} ({name})", type=PROVIDER_TIMEOUT)
+        if kind == "bad_url":
+            return ApplicationError(
                 f"{self.provider}: the base URL {self._redact(self._shown_url)!r} is not usable "
-                f"({self._redact(str(err))}); it must look like https://host/path",
+                f"({self._redact(str(err)) or name}); it must look like https://host/path",
                 type=INVALID_REQUEST,
                 non_retryable=True,
-            ) from None
-        except (httpx.LocalProtocolError, UnicodeEncodeError) as err:
-            # Not str(err): it quotes the offending header, which may be the key in a
-            # form (repr-escaped) that redaction cannot find.
-            raise ApplicationError(
+            )
+        if kind == "bad_header":
+            # Not str(err): it quotes the offending header, which may be the key.
+            return ApplicationError(
                 f"{self.provider}: a request header has characters HTTP cannot carry "
-                f"({type(err).__name__}); check the API key and the endpoint's headers "
-                "on the worker",
+                f"({name}); check the API key and the endpoint's headers on the worker",
                 type=INVALID_REQUEST,
                 non_retryable=True,
-            ) from None
-        except httpx.TransportError as err:
-            detail = self._redact(str(err)) or type(err).__name__
+            )
+        if kind in ("unreachable", "broken"):
             # No connection at all (refused, unknown host) is usually a server that is
             # not running or a wrong address: retried at a short fixed pace, so the run
             # fails in seconds instead of after minutes of backoff meant for rate limits.
-            refused = isinstance(err, httpx.ConnectError)
-            raise ApplicationError(
-                f"{self.provider}: cannot reach {self._redact(self._shown_url)}: {detail}",
+            return ApplicationError(
+                f"{self.provider}: cannot reach {self._redact(self._shown_url)}: "
+                f"{self._redact(str(err)) or name}",
                 type=PROVIDER_CONNECTION_ERROR,
-                next_retry_delay=CONNECT_RETRY_DELAY if refused else None,
-            ) from None
-        except httpx.RequestError as err:  # an undecodable body, say: worth another attempt
-            raise ApplicationError(
-                f"{self.provider}: {type(err).__name__}: {self._redact(str(err))}",
-                type=BAD_PROVIDER_RESPONSE,
-            ) from None
+                next_retry_delay=CONNECT_RETRY_DELAY if kind == "unreachable" else None,
+            )
+        # An undecodable body, say: worth another attempt.
+        return ApplicationError(
+            f"{self.provider}: {name}: {self._redact(str(err))}", type=BAD_PROVIDER_RESPONSE
+        )
 
-    def _check(self, response: httpx.Response, content: bytes, model: str) -> None:
+    def _check(self, status: int, headers: Mapping[str, str], content: bytes, model: str) -> None:
         """Raise the typed error of a redirect or an error status."""
-        if response.is_redirect:
+        if 300 <= status < 400 and "location" in headers:
             # An http:// base URL on an https-only host, usually: a person must fix it.
-            target = self._redact(response.headers.get("location", "?"))
+            target = self._redact(headers["location"])
             raise ApplicationError(
-                f"{self.provider}: {response.status_code} redirect to {target}; "
+                f"{self.provider}: {status} redirect to {target}; "
                 "set the provider's base URL to the final address",
                 type=INVALID_REQUEST,
                 non_retryable=True,
             )
-        if response.status_code >= 400:
+        if status >= 400:
             detail = error_message_from_body(content, self._secrets)
-            retry_after = parse_retry_after({k.lower(): v for k, v in response.headers.items()})
             raise error_for_status(
                 self.provider,
-                response.status_code,
+                status,
                 detail,
                 model=model,
                 key_env=self._key_env,
-                delay=retry_delay(retry_after, self._settings.max_retry_delay_s),
+                delay=retry_delay(parse_retry_after(headers), self._settings.max_retry_delay_s),
             ) from None
 
     async def post_stream(
@@ -207,11 +277,11 @@ class ProviderHttp:
         with self._failures():
             async with (
                 asyncio.timeout(self._settings.timeout_s),
-                self._connection().stream("POST", path, json=payload) as response,
+                self._connection().stream(self._url(path), self._body(payload)) as response,
             ):
-                if response.status_code >= 300:
-                    self._check(response, await response.aread(), model)
-                async for line in response.aiter_lines():
+                if response.status >= 300:
+                    self._check(response.status, response.headers, await response.body(), model)
+                async for line in _lines(response.chunks()):
                     if not line.startswith("data:"):
                         continue  # event names, comments, keep-alives
                     data = line.removeprefix("data:").strip()
@@ -228,15 +298,15 @@ class ProviderHttp:
                     if isinstance(event, dict):
                         yield event
 
-    def _decode(self, response: httpx.Response) -> dict[str, Any]:
+    def _decode(self, answer: _Answer) -> dict[str, Any]:
         try:
-            data = json.loads(response.content)
+            data = json.loads(answer.body)
         except ValueError:
             # Redacted before the cut, so a key across the cut is not half shown.
-            text = response.content.decode(errors="replace")
+            text = answer.body.decode(errors="replace")
             snippet = self._redact(text)[:_SNIPPET_CHARS]
             raise ApplicationError(
-                f"{self.provider}: the answer (HTTP {response.status_code}) was not valid JSON: "
+                f"{self.provider}: the answer (HTTP {answer.status}) was not valid JSON: "
                 f"{snippet!r}",
                 type=BAD_PROVIDER_RESPONSE,
             ) from None
@@ -253,3 +323,161 @@ class ProviderHttp:
             f"{self.provider}: unexpected response shape: {self._redact(what)}",
             type=BAD_PROVIDER_RESPONSE,
         )
+
+
+def _carriable(text: str) -> bool:
+    """Whether HTTP/1.1 can carry ``text`` in a header: printable ASCII (and tabs) only."""
+    return text.isascii() and all(c == "\t" or " " <= c < "\x7f" for c in text)
+
+
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of a byte stream (``\\n`` or ``\\r\\n`` ended), however it is chunked."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *whole, pending = pending.split(b"\n")
+        for line in whole:
+            yield line.removesuffix(b"\r").decode(errors="replace")
+    if pending:
+        yield pending.removesuffix(b"\r").decode(errors="replace")
+
+
+# -- aiohttp ------------------------------------------------------------------------
+
+
+class _AiohttpExchange:
+    """One ``aiohttp.ClientSession``, opened in the event loop of the first call."""
+
+    def __init__(self, headers: Mapping[str, str], settings: ModelCallSettings) -> None:
+        self._headers = dict(headers)
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._loop is not loop:
+            # A session belongs to one event loop (a provider reused by another is rare:
+            # tests, a worker restarted in-process).
+            self._loop = loop
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self._settings.connect_timeout_s,
+                    sock_read=self._settings.timeout_s,
+                ),
+                # No cap of its own: the worker's --max-concurrent-activities bounds the
+                # calls in flight, and each needs a connection (HTTP/1.1).
+                connector=aiohttp.TCPConnector(limit=0),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def post(self, url: str, body: bytes) -> _Answer:
+        async with self._open().post(url, data=body, allow_redirects=False) as response:
+            return _Answer(response.status, _lower(response.headers), await response.read())
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
+        async with self._open().post(url, data=body, allow_redirects=False) as response:
+            yield _AiohttpStreamed(response)
+
+    def failure(self, err: BaseException) -> Failure | None:
+        if isinstance(err, aiohttp.ConnectionTimeoutError):
+            return "connect_timeout"
+        if isinstance(err, aiohttp.ServerTimeoutError):
+            return "timeout"
+        if isinstance(err, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+            return "bad_url"
+        if isinstance(err, aiohttp.ClientConnectorError):
+            return "unreachable"
+        if isinstance(err, aiohttp.ClientError):
+            return "broken"  # a dropped connection, a cut-off body, a malformed status line
+        return None
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+class _AiohttpStreamed:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = _lower(response.headers)
+
+    async def body(self) -> bytes:
+        return await self._response.read()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.content.iter_any():
+            yield chunk
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+# -- httpx (a given transport) ------------------------------------------------------
+
+
+class _HttpxExchange:
+    """An ``httpx.AsyncClient`` over a given transport."""
+
+    def __init__(
+        self,
+        headers: Mapping[str, str],
+        settings: ModelCallSettings,
+        transport: httpx.AsyncBaseTransport,
+    ) -> None:
+        self._client = httpx.AsyncClient(
+            headers=dict(headers),
+            timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def post(self, url: str, body: bytes) -> _Answer:
+        response = await self._client.post(url, content=body)
+        return _Answer(response.status_code, _lower(response.headers), response.content)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
+        async with self._client.stream("POST", url, content=body) as response:
+            yield _HttpxStreamed(response)
+
+    def failure(self, err: BaseException) -> Failure | None:
+        if isinstance(err, httpx.ConnectTimeout):
+            return "connect_timeout"
+        if isinstance(err, httpx.TimeoutException):
+            return "timeout"
+        if isinstance(err, httpx.UnsupportedProtocol | httpx.InvalidURL):
+            return "bad_url"
+        if isinstance(err, httpx.LocalProtocolError | UnicodeEncodeError):
+            return "bad_header"
+        if isinstance(err, httpx.ConnectError):
+            return "unreachable"
+        if isinstance(err, httpx.TransportError):
+            return "broken"
+        if isinstance(err, httpx.RequestError):
+            return "bad_answer"
+        return None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _HttpxStreamed:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = _lower(response.headers)
+
+    async def body(self) -> bytes:
+        return await self._response.aread()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for chunk in self._response.aiter_bytes():
+            yield chunk
