@@ -522,6 +522,47 @@ async def test_an_answer_cut_off_mid_body_is_a_connection_error() -> None:
     assert err.next_retry_delay is None  # it was reached: the retry policy's backoff
 
 
+async def test_model_calls_go_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request_lines: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        request_lines.append(head.split(b"\r\n", 1)[0])
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        body = json.dumps(openai_completion("via the proxy")).encode()
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    provider = OpenAIChatProvider(
+        "openai",
+        base_url="http://model.test/v1",
+        api_key=SECRET,
+        api_key_env="OPENAI_API_KEY",
+        settings=ModelCallSettings(),
+    )
+    try:
+        response = await provider.complete(request("openai:gpt-4o-mini"))
+    finally:
+        await provider.aclose()
+        server.close()
+    assert response.text == "via the proxy"
+    assert request_lines == [b"POST http://model.test/v1/chat/completions HTTP/1.1"]
+
+
 async def test_an_httpx_transport_carries_the_calls_when_given() -> None:
     seen: list[httpx.Request] = []
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +28,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
+import certifi
 import httpx
 from temporalio.exceptions import ApplicationError
 
@@ -368,9 +371,11 @@ class _AiohttpExchange:
                     sock_read=self._settings.timeout_s,
                 ),
                 # No cap of its own: the worker's --max-concurrent-activities bounds the
-                # calls in flight, and each needs a connection (HTTP/1.1).
-                connector=aiohttp.TCPConnector(limit=0),
+                # calls in flight, and each needs a connection (HTTP/1.1). The CA bundle
+                # httpx trusts (certifi), whatever the system has.
+                connector=aiohttp.TCPConnector(limit=0, ssl=_tls()),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=True,  # HTTPS_PROXY, NO_PROXY, as httpx honoured them
             )
         return self._session
 
@@ -400,6 +405,12 @@ class _AiohttpExchange:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """Certificate checks against certifi's CA bundle (loaded once per worker)."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class _AiohttpStreamed:
