@@ -25,7 +25,7 @@ from temporalio.converter import (
 )
 from temporalio.envconfig import ClientConfig
 
-from onward.contracts import DEFAULT_TASK_QUEUE
+from onward.contracts import COMPACT_PAYLOADS, DEFAULT_TASK_QUEUE
 from onward.encryption import codec_from_env
 from onward.errors import ConnectionFailed
 from onward.store.payloads import external_storage
@@ -45,7 +45,17 @@ __all__ = [
 
 
 class _ModelsJSON(PydanticJSONPlainPayloadConverter):
-    """Pydantic JSON that validates a model with the model's own validator."""
+    """Pydantic JSON that validates a model with the model's own validator.
+
+    A model of :data:`~onward.contracts.COMPACT_PAYLOADS` is written without its
+    fields at their defaults: they are read back as the same defaults.
+    """
+
+    def to_payload(self, value: Any) -> Payload | None:
+        if type(value) in COMPACT_PAYLOADS:
+            data = value.__pydantic_serializer__.to_json(value, exclude_defaults=True)
+            return Payload(metadata={"encoding": self.encoding.encode()}, data=data)
+        return super().to_payload(value)
 
     def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
         if isinstance(type_hint, type) and issubclass(type_hint, BaseModel):

@@ -22,6 +22,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 __all__ = [
     "AGENT_WORKFLOW",
+    "COMPACT_PAYLOADS",
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_TASK_QUEUE",
     "FINAL_STATES",
@@ -681,6 +682,18 @@ class ModelResponse(BaseModel):
     cleared_tool_results: int = Field(
         default=0, description="older tool results the model was sent as a placeholder"
     )
+
+
+COMPACT_PAYLOADS: frozenset[type[BaseModel]] = frozenset({ModelRequest, ModelResponse})
+"""Models written to payloads without their fields at their defaults
+(``onward.connection.OnwardPayloadConverter``).
+
+A model call's input and result, recorded in the history at every step: a
+request's empty lists and None settings, its step records' unset fields, half
+of its JSON. Every reader decodes them with the model, which fills the
+defaults back in; so a default of these models (and of the models inside
+them) must never change, which recorded histories already require.
+"""
 
 
 # ---------------------------------------------------------------------------

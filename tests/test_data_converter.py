@@ -11,18 +11,19 @@ from pydantic import TypeAdapter, ValidationError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from onward.connection import DATA_CONVERTER, OnwardPayloadConverter
-from onward.contracts import AgentInput, ModelResponse, StepRecord, ToolCall, Usage
+from onward.contracts import (
+    AgentInput,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    StepRecord,
+    ToolCall,
+    TranscriptRef,
+    Usage,
+)
 
 VALUES: list[tuple[Any, Any]] = [
     (AgentInput(prompt="hi", model="scripted:demo", tools=["calculator"]), AgentInput),
-    (
-        ModelResponse(
-            text="adding",
-            tool_calls=[ToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})],
-            usage=Usage(input_tokens=10, output_tokens=2),
-        ),
-        ModelResponse,
-    ),
     (
         [StepRecord(step=1, text="a", started_at=datetime(2026, 12, 3, 14, 0, tzinfo=UTC))],
         list[StepRecord],
@@ -41,6 +42,35 @@ def test_values_convert_as_with_temporals_pydantic_converter(value: Any, hint: A
     assert payload == temporal.to_payloads([value])[0]  # the same bytes in every history
     assert ours.from_payloads([payload], [hint]) == [value]
     assert temporal.from_payloads([payload], [hint]) == [value]
+
+
+def test_a_model_call_is_recorded_without_its_defaults() -> None:
+    request = ModelRequest(
+        model="openai:gpt-4o-mini",
+        messages=[],
+        step=2,
+        transcript=TranscriptRef(
+            id="run@1",
+            count=3,
+            new_messages=[Message(role="tool", content="4", tool_call_id="c1", name="calculator")],
+            steps=[StepRecord(step=1, started_at=datetime(2026, 12, 3, 14, 0, tzinfo=UTC))],
+        ),
+    )
+    response = ModelResponse(
+        text="adding",
+        tool_calls=[ToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})],
+        usage=Usage(input_tokens=10, output_tokens=2),
+    )
+    ours = DATA_CONVERTER.payload_converter
+    temporal = pydantic_data_converter.payload_converter
+    for value in (request, response):
+        [payload] = ours.to_payloads([value])
+        full = temporal.to_payloads([value])[0]
+        assert len(payload.data) < len(full.data) * 0.75
+        assert b"null" not in payload.data and b"false" not in payload.data
+        # Read back whole by Onward and by Temporal's own converter alike.
+        assert ours.from_payloads([payload], [type(value)]) == [value]
+        assert temporal.from_payloads([payload], [type(value)]) == [value]
 
 
 def test_a_model_is_validated_without_a_new_type_adapter(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -483,10 +483,12 @@ class SpecsRecordingModel(CheckingModel):
         return await super().complete(request)
 
 
-def model_call_inputs(events: list[HistoryEvent]) -> list[dict[str, Any]]:
-    """The ``call_model`` inputs of a run, as its history records them."""
+def model_call_inputs(events: list[HistoryEvent]) -> list[ModelRequest]:
+    """The ``call_model`` inputs of a run, as its history records them (without defaults)."""
     return [
-        json.loads(event.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        ModelRequest.model_validate_json(
+            event.activity_task_scheduled_event_attributes.input.payloads[0].data
+        )
         for event in events
         if event.HasField("activity_task_scheduled_event_attributes")
         and event.activity_task_scheduled_event_attributes.activity_type.name == "call_model"
@@ -510,10 +512,10 @@ async def test_tool_specs_are_recorded_once_and_every_call_is_offered_them(
     assert "calculator" in builtins and len(builtins) >= 5
     assert model.offered == [builtins] * 4  # every call offers every tool
     first, *later = model_call_inputs([e async for e in handle.fetch_history_events()])
-    assert [spec["name"] for spec in first["tools"]] == builtins
-    key = first["tools_key"]
-    assert key.startswith("sha256-")
-    assert [(call["tools"], call["tools_key"]) for call in later] == [([], key)] * 3
+    assert [spec.name for spec in first.tools] == builtins
+    key = first.tools_key
+    assert key is not None and key.startswith("sha256-")
+    assert [(call.tools, call.tools_key) for call in later] == [([], key)] * 3
     # A worker that has not seen them reads them from the store.
     kept = await store.get_cached(key)
     assert kept is not None
@@ -536,13 +538,14 @@ async def test_step_records_travel_without_what_the_messages_say_and_are_stored_
     sent = [
         step
         for call in model_call_inputs([e async for e in handle.fetch_history_events()])
-        for step in call["transcript"]["steps"]
+        if call.transcript is not None
+        for step in call.transcript.steps
     ]
-    assert [step["step"] for step in sent] == [1, 2, 3, 4, 5]  # the answer's, at the end
+    assert [step.step for step in sent] == [1, 2, 3, 4, 5]  # the answer's, at the end
     for step in sent:
-        assert step["text"] == ""
-        [call] = step["tool_calls"]
-        assert call["arguments"] == {} and call["result"] is None
+        assert step.text == ""
+        [call] = step.tool_calls
+        assert call.arguments == {} and call.result is None
     # The store has every record whole: as the run itself holds them.
     assert result.transcript is not None
     stored = await store.steps(result.transcript)
