@@ -117,6 +117,18 @@ def anthropic_env(server: FakeProvider, **extra: str) -> dict[str, str]:
     return {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": SECRET, **extra}
 
 
+def openai_provider(base_url: str, **options: Any) -> OpenAIChatProvider:
+    """An OpenAI-protocol provider at ``base_url`` with the test key (close it after)."""
+    options.setdefault("api_key", SECRET)
+    return OpenAIChatProvider(
+        "openai",
+        base_url=base_url,
+        api_key_env="OPENAI_API_KEY",
+        settings=ModelCallSettings(),
+        **options,
+    )
+
+
 async def failure(provider: ModelProvider, model_request: ModelRequest) -> ApplicationError:
     with pytest.raises(ApplicationError) as caught:
         await provider.complete(model_request)
@@ -402,13 +414,7 @@ async def test_a_header_http_cannot_carry_is_a_configuration_error_without_the_k
 ) -> None:
     # a key that bypassed the startup check (providers_from_env refuses it, see
     # test_providers_errors): h11's complaint would quote it, repr-escaped
-    provider = OpenAIChatProvider(
-        "openai",
-        base_url=f"{openai_server.url}/v1",
-        api_key=f"{SECRET}\nsk-old-key",
-        api_key_env="OPENAI_API_KEY",
-        settings=ModelCallSettings(),
-    )
+    provider = openai_provider(f"{openai_server.url}/v1", api_key=f"{SECRET}\nsk-old-key")
     try:
         err = await failure(provider, request("openai:gpt-4o-mini"))
     finally:
@@ -505,13 +511,7 @@ async def test_an_answer_cut_off_mid_body_is_a_connection_error() -> None:
 
     server = await asyncio.start_server(cut_off, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    provider = OpenAIChatProvider(
-        "openai",
-        base_url=f"http://127.0.0.1:{port}/v1",
-        api_key=SECRET,
-        api_key_env="OPENAI_API_KEY",
-        settings=ModelCallSettings(),
-    )
+    provider = openai_provider(f"http://127.0.0.1:{port}/v1")
     try:
         err = await failure(provider, request("openai:gpt-4o-mini"))
     finally:
@@ -547,13 +547,7 @@ async def test_model_calls_go_through_the_proxy_the_environment_names(
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    provider = OpenAIChatProvider(
-        "openai",
-        base_url="http://model.test/v1",
-        api_key=SECRET,
-        api_key_env="OPENAI_API_KEY",
-        settings=ModelCallSettings(),
-    )
+    provider = openai_provider("http://model.test/v1")
     try:
         response = await provider.complete(request("openai:gpt-4o-mini"))
     finally:
@@ -574,14 +568,7 @@ async def test_an_httpx_transport_carries_the_calls_when_given() -> None:
             return httpx.Response(429, headers={"Retry-After": "2"}, json={})
         raise httpx.ConnectError("refused", request=sent)
 
-    provider = OpenAIChatProvider(
-        "openai",
-        base_url="http://model.test/v1",
-        api_key=SECRET,
-        api_key_env="OPENAI_API_KEY",
-        settings=ModelCallSettings(),
-        transport=httpx.MockTransport(answer),
-    )
+    provider = openai_provider("http://model.test/v1", transport=httpx.MockTransport(answer))
     try:
         response = await provider.complete(request("openai:gpt-4o-mini"))
         limited = await failure(provider, request("openai:gpt-4o-mini"))

@@ -21,7 +21,8 @@ import contextlib
 import functools
 import json
 import ssl
-from collections.abc import AsyncIterator, Iterator, Mapping
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -58,6 +59,8 @@ Failure = Literal[
 ]
 """What went wrong, whichever library raised it (see :meth:`ProviderHttp._failures`)."""
 
+Failures = tuple[tuple[type[BaseException] | types.UnionType, Failure], ...]
+
 
 @dataclass(frozen=True)
 class _Answer:
@@ -68,16 +71,14 @@ class _Answer:
     body: bytes
 
 
-class _Streamed(Protocol):
-    @property
-    def status(self) -> int: ...
+@dataclass(frozen=True)
+class _Streamed:
+    """An HTTP answer whose body is still to come: read whole, or chunk by chunk."""
 
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
-    async def body(self) -> bytes: ...
-
-    def chunks(self) -> AsyncIterator[bytes]: ...
+    status: int
+    headers: Mapping[str, str]
+    body: Callable[[], Awaitable[bytes]]
+    chunks: Callable[[], AsyncIterator[bytes]]
 
 
 class _Exchange(Protocol):
@@ -89,9 +90,8 @@ class _Exchange(Protocol):
         self, url: str, body: bytes
     ) -> contextlib.AbstractAsyncContextManager[_Streamed]: ...
 
-    def failure(self, err: BaseException) -> Failure | None:
-        """The kind of failure ``err`` is, or None when it is not the library's."""
-        ...
+    failures: Failures
+    """The library's exceptions and the kind of failure each is, the first match counting."""
 
     async def aclose(self) -> None: ...
 
@@ -200,7 +200,8 @@ class ProviderHttp:
         try:
             yield
         except Exception as err:
-            kind = self._connection().failure(err)
+            failures = self._connection().failures
+            kind = next((kind for raised, kind in failures if isinstance(err, raised)), None)
             if kind is None and isinstance(err, TimeoutError):
                 kind = "timeout"  # the whole-answer timeout
             if kind is None:
@@ -351,6 +352,15 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
 class _AiohttpExchange:
     """One ``aiohttp.ClientSession``, opened in the event loop of the first call."""
 
+    failures: Failures = (
+        (aiohttp.ConnectionTimeoutError, "connect_timeout"),
+        (aiohttp.ServerTimeoutError, "timeout"),
+        (aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError, "bad_url"),
+        (aiohttp.ClientConnectorError, "unreachable"),
+        # a dropped connection, a cut-off body, a malformed status line
+        (aiohttp.ClientError, "broken"),
+    )
+
     def __init__(self, headers: Mapping[str, str], settings: ModelCallSettings) -> None:
         self._headers = dict(headers)
         self._settings = settings
@@ -386,20 +396,8 @@ class _AiohttpExchange:
     @contextlib.asynccontextmanager
     async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
         async with self._open().post(url, data=body, allow_redirects=False) as response:
-            yield _AiohttpStreamed(response)
-
-    def failure(self, err: BaseException) -> Failure | None:
-        if isinstance(err, aiohttp.ConnectionTimeoutError):
-            return "connect_timeout"
-        if isinstance(err, aiohttp.ServerTimeoutError):
-            return "timeout"
-        if isinstance(err, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-            return "bad_url"
-        if isinstance(err, aiohttp.ClientConnectorError):
-            return "unreachable"
-        if isinstance(err, aiohttp.ClientError):
-            return "broken"  # a dropped connection, a cut-off body, a malformed status line
-        return None
+            headers = _lower(response.headers)
+            yield _Streamed(response.status, headers, response.read, response.content.iter_any)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -413,20 +411,6 @@ def _tls() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-class _AiohttpStreamed:
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-        self.status = response.status
-        self.headers = _lower(response.headers)
-
-    async def body(self) -> bytes:
-        return await self._response.read()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.content.iter_any():
-            yield chunk
-
-
 def _lower(headers: Mapping[str, str]) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
@@ -436,6 +420,16 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 class _HttpxExchange:
     """An ``httpx.AsyncClient`` over a given transport."""
+
+    failures: Failures = (
+        (httpx.ConnectTimeout, "connect_timeout"),
+        (httpx.TimeoutException, "timeout"),
+        (httpx.UnsupportedProtocol | httpx.InvalidURL, "bad_url"),
+        (httpx.LocalProtocolError | UnicodeEncodeError, "bad_header"),
+        (httpx.ConnectError, "unreachable"),
+        (httpx.TransportError, "broken"),
+        (httpx.RequestError, "bad_answer"),  # an undecodable body, say
+    )
 
     def __init__(
         self,
@@ -457,38 +451,8 @@ class _HttpxExchange:
     @contextlib.asynccontextmanager
     async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
         async with self._client.stream("POST", url, content=body) as response:
-            yield _HttpxStreamed(response)
-
-    def failure(self, err: BaseException) -> Failure | None:
-        if isinstance(err, httpx.ConnectTimeout):
-            return "connect_timeout"
-        if isinstance(err, httpx.TimeoutException):
-            return "timeout"
-        if isinstance(err, httpx.UnsupportedProtocol | httpx.InvalidURL):
-            return "bad_url"
-        if isinstance(err, httpx.LocalProtocolError | UnicodeEncodeError):
-            return "bad_header"
-        if isinstance(err, httpx.ConnectError):
-            return "unreachable"
-        if isinstance(err, httpx.TransportError):
-            return "broken"
-        if isinstance(err, httpx.RequestError):
-            return "bad_answer"
-        return None
+            headers = _lower(response.headers)
+            yield _Streamed(response.status_code, headers, response.aread, response.aiter_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-class _HttpxStreamed:
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.status = response.status_code
-        self.headers = _lower(response.headers)
-
-    async def body(self) -> bytes:
-        return await self._response.aread()
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        async for chunk in self._response.aiter_bytes():
-            yield chunk
