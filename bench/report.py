@@ -255,9 +255,11 @@ then a text answer; a *step* is one model call, the answer included. Rounds are 
 `throughput_rounds` interleaved rounds (as many as make `throughput_rounds` times
 `throughput_steps` steps: one at 1,000 agents), and the median round is kept.
 
-- **onward**: the real `worker.py` (`--tools bench.onward_tools`); the tool is a local activity.
-- **bare** (the floor): one regular activity (the same HTTP model call) and one local
-  activity per step, and no conversation: what any durable step costs, and nothing else.
+- **onward**: the real `worker.py` (`--tools bench.onward_tools`); the tool is a local
+  activity; its providers post with aiohttp.
+- **bare** (the floor): one regular activity (the same HTTP model call, posted with httpx,
+  as the peers' SDKs do) and one local activity per step, and no conversation: what any
+  durable step costs, and nothing else.
 - **pydantic-ai**: `Agent` with `TemporalDurability` and `PydanticAIPlugin`; model request
   and tool call are one activity each.
 - **openai-agents**: the OpenAI Agents SDK with Temporal's `OpenAIAgentsPlugin` (Chat
