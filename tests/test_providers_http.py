@@ -441,7 +441,11 @@ async def test_endpoint_headers_replace_protocol_and_auth_headers_whatever_their
     tmp_path: Path, anthropic_server: FakeProvider, make_providers: Providers
 ) -> None:
     endpoints = tmp_path / "endpoints.json"
-    headers = {"Anthropic-Version": "2024-01-01", "X-API-KEY": "old"}
+    headers = {
+        "Anthropic-Version": "2024-01-01",
+        "X-API-KEY": "old",
+        "Content-Type": "application/json; charset=utf-8",
+    }
     config = {"protocol": "anthropic", "base_url": anthropic_server.url,
               "api_key_env": "PROXY_KEY", "headers": headers}  # fmt: skip
     endpoints.write_text(json.dumps({"proxy": config}))
@@ -453,6 +457,9 @@ async def test_endpoint_headers_replace_protocol_and_auth_headers_whatever_their
     lines = [(name.lower(), value) for name, value in sent.header_lines]
     assert [value for name, value in lines if name == "x-api-key"] == [SECRET]
     assert [value for name, value in lines if name == "anthropic-version"] == ["2024-01-01"]
+    assert [value for name, value in lines if name == "content-type"] == [
+        "application/json; charset=utf-8"
+    ]
 
 
 async def test_an_anthropic_base_url_ending_in_v1_is_not_doubled(

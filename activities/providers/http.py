@@ -52,8 +52,6 @@ _SNIPPET_CHARS = 200
 CONNECT_RETRY_DELAY = timedelta(seconds=1)
 """The wait between attempts when no connection could be made (8 attempts: about 7 s)."""
 
-_JSON_HEADERS = {"Content-Type": "application/json"}
-
 Failure = Literal[
     "connect_timeout", "timeout", "bad_url", "bad_header", "unreachable", "broken", "bad_answer"
 ]
@@ -129,13 +127,14 @@ class ProviderHttp:
         self._secrets = tuple(s for s in (*secrets, password, unquote(password)) if s)
         self._key_env = key_env
         self._settings = settings
-        self._headers = {**dict(headers.items()), **_JSON_HEADERS}
+        # Names in lower case, so one given in any case replaces ours (HTTP ignores case).
+        self._headers = {name.lower(): value for name, value in headers.items()}
+        self._headers.setdefault("content-type", "application/json")
         if parts.username is not None:
             # user:password in the URL is basic auth (replacing any other Authorization).
             self.base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
             pair = f"{unquote(parts.username)}:{unquote(password)}".encode()
-            self._headers = {k: v for k, v in self._headers.items() if k.lower() != "authorization"}
-            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+            self._headers["authorization"] = "Basic " + base64.b64encode(pair).decode()
         self._carriable = all(_carriable(f"{k}{v}") for k, v in self._headers.items())
         self._transport = transport
         self._exchange: _Exchange | None = None
