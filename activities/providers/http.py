@@ -58,11 +58,12 @@ Failure = Literal[
 """What went wrong, whichever library raised it (see :meth:`ProviderHttp._failures`)."""
 
 Failures = tuple[tuple[type[BaseException] | types.UnionType, Failure], ...]
+"""A library's exceptions and the kind of failure each is, the first match counting."""
 
 
 @dataclass(frozen=True)
 class _Answer:
-    """An HTTP answer: its status, headers (names in lower case) and body."""
+    """An HTTP answer: its status, headers (the library's, looked up in any case) and body."""
 
     status: int
     headers: Mapping[str, str]
@@ -87,9 +88,6 @@ class _Exchange(Protocol):
     def stream(
         self, url: str, body: bytes
     ) -> contextlib.AbstractAsyncContextManager[_Streamed]: ...
-
-    failures: Failures
-    """The library's exceptions and the kind of failure each is, the first match counting."""
 
     async def aclose(self) -> None: ...
 
@@ -138,6 +136,7 @@ class ProviderHttp:
         self._carriable = all(_carriable(f"{k}{v}") for k, v in self._headers.items())
         self._transport = transport
         self._exchange: _Exchange | None = None
+        self._failure_kinds = (_AiohttpExchange if transport is None else _HttpxExchange).failures
 
     def _connection(self) -> _Exchange:
         # Opened on first use, not at startup: a worker pays for the providers it calls.
@@ -199,8 +198,8 @@ class ProviderHttp:
         try:
             yield
         except Exception as err:
-            failures = self._connection().failures
-            kind = next((kind for raised, kind in failures if isinstance(err, raised)), None)
+            kinds = self._failure_kinds
+            kind = next((kind for raised, kind in kinds if isinstance(err, raised)), None)
             if kind is None and isinstance(err, TimeoutError):
                 kind = "timeout"  # the whole-answer timeout
             if kind is None:
@@ -390,13 +389,13 @@ class _AiohttpExchange:
 
     async def post(self, url: str, body: bytes) -> _Answer:
         async with self._open().post(url, data=body, allow_redirects=False) as response:
-            return _Answer(response.status, _lower(response.headers), await response.read())
+            return _Answer(response.status, response.headers, await response.read())
 
     @contextlib.asynccontextmanager
     async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
         async with self._open().post(url, data=body, allow_redirects=False) as response:
-            headers = _lower(response.headers)
-            yield _Streamed(response.status, headers, response.read, response.content.iter_any)
+            content = response.content
+            yield _Streamed(response.status, response.headers, response.read, content.iter_any)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -408,10 +407,6 @@ class _AiohttpExchange:
 def _tls() -> ssl.SSLContext:
     """Certificate checks against certifi's CA bundle (loaded once per worker)."""
     return ssl.create_default_context(cafile=certifi.where())
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
 
 
 # -- httpx (a given transport) ------------------------------------------------------
@@ -445,13 +440,13 @@ class _HttpxExchange:
 
     async def post(self, url: str, body: bytes) -> _Answer:
         response = await self._client.post(url, content=body)
-        return _Answer(response.status_code, _lower(response.headers), response.content)
+        return _Answer(response.status_code, response.headers, response.content)
 
     @contextlib.asynccontextmanager
     async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
         async with self._client.stream("POST", url, content=body) as response:
-            headers = _lower(response.headers)
-            yield _Streamed(response.status_code, headers, response.aread, response.aiter_bytes)
+            status, headers = response.status_code, response.headers
+            yield _Streamed(status, headers, response.aread, response.aiter_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose()
