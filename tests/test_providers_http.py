@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import socket
@@ -529,17 +530,27 @@ async def test_an_answer_cut_off_mid_body_is_a_connection_error() -> None:
     assert err.next_retry_delay is None  # it was reached: the retry policy's backoff
 
 
-async def test_model_calls_go_through_the_proxy_the_environment_names(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    request_lines: list[bytes] = []
+def basic(pair: bytes) -> bytes:
+    return b"Basic " + base64.b64encode(pair)
+
+
+@contextlib.asynccontextmanager
+async def recording_proxy() -> AsyncIterator[tuple[int, list[list[bytes]]]]:
+    """A local HTTP proxy answering every request itself; yields its port and each request's
+    head (request line, then header lines)."""
+    heads: list[list[bytes]] = []
 
     async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        request_lines.append(head.split(b"\r\n", 1)[0])
+        head = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[:-2]
+        heads.append(head)
+        if head[0].startswith(b"CONNECT "):  # a tunnel to an HTTPS endpoint: refused
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+            return
         length = next(
             int(line.split(b":", 1)[1])
-            for line in head.split(b"\r\n")
+            for line in head
             if line.lower().startswith(b"content-length:")
         )
         await reader.readexactly(length)
@@ -550,18 +561,76 @@ async def test_model_calls_go_through_the_proxy_the_environment_names(
         writer.close()
 
     server = await asyncio.start_server(proxy, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    provider = openai_provider("http://model.test/v1")
     try:
-        response = await provider.complete(request("openai:gpt-4o-mini"))
+        yield server.sockets[0].getsockname()[1], heads
     finally:
-        await provider.aclose()
         server.close()
-    assert response.text == "via the proxy"
-    assert request_lines == [b"POST http://model.test/v1/chat/completions HTTP/1.1"]
+
+
+async def test_model_calls_go_through_the_proxy_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with recording_proxy() as (port, heads):
+        # user:password in the proxy's URL is its basic auth, never sent on to the model.
+        monkeypatch.setenv("HTTP_PROXY", f"http://agent:p%40ss@127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        provider = openai_provider("http://model.test/v1")
+        try:
+            first = await provider.complete(request("openai:gpt-4o-mini"))
+            second = await provider.complete(request("openai:gpt-4o-mini"))
+        finally:
+            await provider.aclose()
+    assert first.text == second.text == "via the proxy"
+    assert [head[0] for head in heads] == [
+        b"POST http://model.test/v1/chat/completions HTTP/1.1"
+    ] * 2
+    proxy_auth = basic(b"agent:p@ss")
+    for head in heads:
+        headers = {
+            name.lower(): value.strip() for name, _, value in (h.partition(b":") for h in head[1:])
+        }
+        assert headers[b"proxy-authorization"] == proxy_auth
+        assert headers[b"authorization"] == f"Bearer {SECRET}".encode()
+
+
+@pytest.mark.parametrize("credentials", ["agent:secret@", ""])
+async def test_the_tunnel_to_an_https_endpoint_carries_the_proxy_s_auth_and_never_the_key(
+    credentials: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with recording_proxy() as (port, heads):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://{credentials}127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        provider = openai_provider("https://model.test/v1")
+        try:
+            await failure(provider, request("openai:gpt-4o-mini"))
+        finally:
+            await provider.aclose()
+    [connect] = heads
+    assert connect[0] == b"CONNECT model.test:443 HTTP/1.1"
+    proxy_auth = [line for line in connect if line.lower().startswith(b"proxy-authorization:")]
+    assert proxy_auth == (
+        [b"Proxy-Authorization: " + basic(b"agent:secret")] if credentials else []
+    )
+    assert not any(SECRET.encode() in line for line in connect)
+
+
+async def test_hosts_no_proxy_names_are_called_directly(
+    openai_server: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.script(openai_completion("directly"))
+    async with recording_proxy() as (port, heads):
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        provider = openai_provider(f"{openai_server.url}/v1")
+        try:
+            response = await provider.complete(request("openai:gpt-4o-mini"))
+        finally:
+            await provider.aclose()
+    assert response.text == "directly"
+    assert heads == []
+    assert len(openai_server.requests) == 1
 
 
 async def test_an_httpx_transport_carries_the_calls_when_given() -> None:

@@ -22,6 +22,7 @@ import functools
 import json
 import ssl
 import types
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -117,22 +118,19 @@ class ProviderHttp:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.provider = provider
-        self.base_url = base_url
-        parts = urlsplit(base_url)
-        password = parts.password or ""
         # Messages show the URL without user:password, and never the password.
-        self._shown_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self.base_url, credentials = _split_credentials(base_url)
+        self._shown_url = self.base_url
+        password = urlsplit(base_url).password or ""
         self._secrets = tuple(s for s in (*secrets, password, unquote(password)) if s)
         self._key_env = key_env
         self._settings = settings
         # Names in lower case, so one given in any case replaces ours (HTTP ignores case).
         self._headers = {name.lower(): value for name, value in headers.items()}
         self._headers.setdefault("content-type", "application/json")
-        if parts.username is not None:
+        if credentials is not None:
             # user:password in the URL is basic auth (replacing any other Authorization).
-            self.base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-            pair = f"{unquote(parts.username)}:{unquote(password)}".encode()
-            self._headers["authorization"] = "Basic " + base64.b64encode(pair).decode()
+            self._headers["authorization"] = _basic_auth(credentials)
         self._carriable = all(_carriable(f"{k}{v}") for k, v in self._headers.items())
         self._transport = transport
         self._exchange: _Exchange | None = None
@@ -327,6 +325,20 @@ class ProviderHttp:
         )
 
 
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without ``user:password@``, and that user and password (None: not given)."""
+    parts = urlsplit(url)
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if parts.username is None:
+        return bare, None
+    return bare, (unquote(parts.username), unquote(parts.password or ""))
+
+
+def _basic_auth(credentials: tuple[str, str]) -> str:
+    """The ``Authorization`` value of HTTP basic auth with this user and password."""
+    return "Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+
+
 def _carriable(text: str) -> bool:
     """Whether HTTP/1.1 can carry ``text`` in a header: printable ASCII (and tabs) only."""
     return text.isascii() and all(c == "\t" or " " <= c < "\x7f" for c in text)
@@ -364,6 +376,7 @@ class _AiohttpExchange:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._routes: dict[str, _Route] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -371,8 +384,8 @@ class _AiohttpExchange:
             # A session belongs to one event loop (a provider reused by another is rare:
             # tests, a worker restarted in-process).
             self._loop = loop
+            self._routes.clear()
             self._session = aiohttp.ClientSession(
-                headers=self._headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None,
                     sock_connect=self._settings.connect_timeout_s,
@@ -383,17 +396,33 @@ class _AiohttpExchange:
                 # httpx trusts (certifi), whatever the system has.
                 connector=aiohttp.TCPConnector(limit=0, ssl=_tls()),
                 cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=True,  # HTTPS_PROXY, NO_PROXY, as httpx honoured them
+                # Not trust_env: per request it reads ~/.netrc and looks the proxy up
+                # again, each in a thread (6% of a busy worker's CPU per step, make
+                # bench at 100 agents), and httpx sent no .netrc credentials. Each
+                # URL's proxy is looked up once (_Route).
+                trust_env=False,
             )
         return self._session
 
+    def _route(self, url: str) -> _Route:
+        route = self._routes.get(url)
+        if route is None:
+            route = self._routes[url] = _Route.from_environment(url, self._headers)
+        return route
+
     async def post(self, url: str, body: bytes) -> _Answer:
-        async with self._open().post(url, data=body, allow_redirects=False) as response:
+        route = self._route(url)
+        async with self._open().post(
+            url, data=body, allow_redirects=False, **route.options
+        ) as response:
             return _Answer(response.status, response.headers, await response.read())
 
     @contextlib.asynccontextmanager
     async def stream(self, url: str, body: bytes) -> AsyncIterator[_Streamed]:
-        async with self._open().post(url, data=body, allow_redirects=False) as response:
+        route = self._route(url)
+        async with self._open().post(
+            url, data=body, allow_redirects=False, **route.options
+        ) as response:
             content = response.content
             yield _Streamed(response.status, response.headers, response.read, content.iter_any)
 
@@ -401,6 +430,34 @@ class _AiohttpExchange:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+@dataclass(frozen=True)
+class _Route:
+    """How a session calls one URL: its headers, and the proxy it goes through (if any)."""
+
+    options: dict[str, Any]
+    """``headers``, ``proxy`` and ``proxy_headers`` of ``ClientSession.post``."""
+
+    @classmethod
+    def from_environment(cls, url: str, headers: Mapping[str, str]) -> _Route:
+        """Through ``HTTP_PROXY``/``HTTPS_PROXY`` (or ``ALL_PROXY``) unless ``NO_PROXY`` names
+        the host, in either case, as httpx read them.
+
+        ``user:password@`` in the proxy's URL is its basic auth: sent with the request
+        itself over plain HTTP, and over HTTPS on the CONNECT that opens the tunnel,
+        which carries nothing else (never the provider's key).
+        """
+        target = urlsplit(url)
+        proxies = urllib.request.getproxies()
+        named = proxies.get(target.scheme) or proxies.get("all")
+        if not named or (target.hostname and urllib.request.proxy_bypass(target.hostname)):
+            return cls({"headers": headers})
+        proxy, credentials = _split_credentials(named if "://" in named else f"http://{named}")
+        auth = {"Proxy-Authorization": _basic_auth(credentials)} if credentials else {}
+        if target.scheme == "https":
+            return cls({"headers": headers, "proxy": proxy, "proxy_headers": auth})
+        return cls({"headers": {**headers, **auth}, "proxy": proxy, "proxy_headers": {}})
 
 
 @functools.cache
