@@ -138,6 +138,27 @@ async def test_local_store_survives_a_torn_line_and_sees_other_writers(tmp_path:
     ]
 
 
+async def test_local_stores_taking_turns_on_one_transcript_each_see_every_write(
+    tmp_path: Path,
+) -> None:
+    # A run moving between two workers: each keeps what it appended as read, but only
+    # when it had read the file to the end, so the other's lines are never skipped.
+    root = tmp_path / "store"
+    first, second = TranscriptStore(LocalStore(root)), TranscriptStore(LocalStore(root))
+    tid = transcript()
+    await first.write_messages(tid, 0, [user("0")])
+    assert [m.content for m in await first.messages(tid)] == ["0"]
+    await second.write_messages(tid, 1, [user("1")])
+    await first.write_messages(tid, 2, [user("2")])
+    await second.write_messages(tid, 3, [user("3")])
+    for store in (first, second):
+        assert [m.content for m in await store.messages(tid)] == ["0", "1", "2", "3"]
+    await first.write_messages(tid, 4, [user("4")])
+    await second.write_messages(tid, 5, [user("5")])
+    for store in (second, first):
+        assert [m.content for m in await store.messages(tid)] == ["0", "1", "2", "3", "4", "5"]
+
+
 async def test_local_store_reads_and_writes_large_and_small_alike(tmp_path: Path) -> None:
     # Small reads and writes run on the event loop, large ones in a thread; one reader
     # sees both, in order, whichever way each went.

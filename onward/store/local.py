@@ -12,7 +12,9 @@ replaces an earlier one.
 
 Readers keep what they have read of each file (up to :data:`CACHED_LOGS`
 files) and read only what was appended since, so a model call that reads its
-whole transcript costs the new lines, not the transcript again.
+whole transcript costs the new lines, not the transcript again; what a store
+appends to a file it has read to the end it keeps as read, so a worker reading
+back what it wrote costs one ``stat``.
 
 Small reads and writes (up to :data:`INLINE_IO_BYTES`) run on the event loop:
 a local append or a read of the last few lines takes microseconds, and a
@@ -103,10 +105,12 @@ class LocalStore:
             b"%d\t%s\n" % (start + index, _one_line(document))
             for index, document in enumerate(documents)
         )
-        await _run(len(lines), self._append, self._path(transcript, kind), lines)
+        path = self._path(transcript, kind)
+        await _run(len(lines), self._append, path, lines, self._log(path))
 
     @staticmethod
-    def _append(path: Path, lines: bytes) -> None:
+    def _append(path: Path, lines: bytes, log: _Log | None = None) -> None:
+        """Append ``lines``; take them into ``log`` too if it had read the whole file."""
         try:
             try:
                 opened = path.open("ab+")
@@ -123,6 +127,11 @@ class LocalStore:
                             lines = b"\n" + lines  # close off a line torn by a crash
                     file.write(lines)
                     file.flush()
+                    if log is not None:
+                        # The next read of this file here then finds nothing new to read.
+                        with log.lock:
+                            if log.offset == size:
+                                log.offset += _parse(lines, log)
                 finally:
                     fcntl.flock(file, fcntl.LOCK_UN)
         except OSError as err:
@@ -138,18 +147,25 @@ class LocalStore:
         log = await self._refreshed(self._path(transcript, kind))
         return len(_contiguous(log.documents, 0, None))
 
-    async def _refreshed(self, path: Path) -> _Log:
+    def _log(self, path: Path) -> _Log:
+        """What has been read of ``path`` (the most recently used :data:`CACHED_LOGS` kept)."""
         with self._lock:
             log = self._logs.pop(path, None) or _Log()
             self._logs[path] = log
             while len(self._logs) > CACHED_LOGS:
                 self._logs.popitem(last=False)
+        return log
+
+    async def _refreshed(self, path: Path) -> _Log:
+        log = self._log(path)
         try:
             unread = path.stat().st_size - log.offset  # noqa: ASYNC240 (one syscall)
         except FileNotFoundError:
             return log
         except OSError as err:
             raise StoreError(f"cannot read {path}: {err.strerror}") from err
+        if unread <= 0:
+            return log
         return await _run(unread, self._refresh, path, log)
 
     @staticmethod
