@@ -248,8 +248,10 @@ METHOD = """\
 How: one Temporal dev server (in memory) and one fake OpenAI-compatible server on loopback,
 one worker process per system, all on the same machine at the same time. Every system runs
 the same task: N steps of one `record` tool call (the model's arguments carry a ~1 KB note),
-then a text answer; a *step* is one model call, the answer included. Rounds are interleaved
-(A, B, C, D, A, B, C, D) and figures are medians. Throughput at N agents keeps N runs (of
+then a text answer; a *step* is one model call, the answer included. Rounds are interleaved,
+in turn forwards and backwards (A, B, C, D, then D, C, B, A: a batch leaves the server work
+and garbage that the next system's batch pays for, so no system always follows the same
+one), and figures are medians. Throughput at N agents keeps N runs (of
 `agent_steps` steps) in flight, starting one as another ends, for at least
 `throughput_steps` steps or one run per agent, whichever is more, in up to
 `throughput_rounds` interleaved rounds (as many as make `throughput_rounds` times

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.harness import Harness
 from bench.processes import RssSampler
-from bench.systems import RunOutcome, new_run
+from bench.systems import RunOutcome, System, new_run
 from bench.workload import Task
 
 __all__ = ["Sequential", "Throughput", "sequential", "throughput"]
@@ -46,6 +47,16 @@ class Throughput:
     rounds: int = 1
 
 
+def in_turn(systems: Sequence[System], round_: int) -> list[System]:
+    """The systems in round ``round_``'s order: as listed, then reversed (A B C D, D C B A).
+
+    A batch leaves the dev server work to finish (and garbage to collect) that the
+    next system's batch pays for; in a fixed order each system always follows the
+    same one (Onward the heaviest peer, the floor Onward). Alternating balances it.
+    """
+    return list(systems) if round_ % 2 == 0 else list(reversed(systems))
+
+
 async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Sequential]:
     """Per-step time of a ``steps``-step run, median over ``rounds`` after one warm-up round."""
     step_s: dict[str, list[float]] = {s.name: [] for s in bench.systems}
@@ -53,7 +64,7 @@ async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Seque
     failed = dict.fromkeys(step_s, 0)
     for round_ in range(rounds + 1):
         said = []
-        for system in bench.systems:
+        for system in in_turn(bench.systems, round_):
             worker = bench.workers[system.name]
             task = Task(new_run(), steps)
             cpu_before, started = worker.cpu_s(), time.perf_counter()
@@ -146,7 +157,7 @@ async def throughput(
         measured: dict[str, list[Throughput]] = {s.name: [] for s in bench.systems}
         for round_ in range(level_rounds):
             said = []
-            for system in bench.systems:
+            for system in in_turn(bench.systems, round_):
                 result = await _many(bench, system.name, agents, steps, runs, timeout_s)
                 measured[system.name].append(result)
                 said.append(f"{system.name} {result.steps_per_s:.1f}")
