@@ -397,9 +397,9 @@ class _AiohttpExchange:
                 connector=aiohttp.TCPConnector(limit=0, ssl=_tls()),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 # Not trust_env: per request it reads ~/.netrc and looks the proxy up
-                # again, each in a thread (6% of a busy worker's CPU per step, make
-                # bench at 100 agents), and httpx sent no .netrc credentials. Each
-                # URL's proxy is looked up once (_Route).
+                # again, each in a thread (6% of a busy worker's CPU per step at 100
+                # agents), and httpx sent no .netrc credentials. Each URL's proxy is
+                # looked up once (_Route).
                 trust_env=False,
             )
         return self._session
