@@ -567,14 +567,24 @@ async def recording_proxy() -> AsyncIterator[tuple[int, list[list[bytes]]]]:
         server.close()
 
 
+def use_proxy(
+    monkeypatch: pytest.MonkeyPatch, variable: str, url: str, no_proxy: str | None = None
+) -> None:
+    """Name ``url`` in ``variable`` (``HTTP_PROXY``, ``HTTPS_PROXY``), and only ``no_proxy``
+    (if given) in ``NO_PROXY``."""
+    monkeypatch.setenv(variable, url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    if no_proxy is not None:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+
+
 async def test_model_calls_go_through_the_proxy_the_environment_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with recording_proxy() as (port, heads):
         # user:password in the proxy's URL is its basic auth, never sent on to the model.
-        monkeypatch.setenv("HTTP_PROXY", f"http://agent:p%40ss@127.0.0.1:{port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        use_proxy(monkeypatch, "HTTP_PROXY", f"http://agent:p%40ss@127.0.0.1:{port}")
         provider = openai_provider("http://model.test/v1")
         try:
             first = await provider.complete(request("openai:gpt-4o-mini"))
@@ -599,9 +609,7 @@ async def test_the_tunnel_to_an_https_endpoint_carries_the_proxy_s_auth_and_neve
     credentials: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with recording_proxy() as (port, heads):
-        monkeypatch.setenv("HTTPS_PROXY", f"http://{credentials}127.0.0.1:{port}")
-        monkeypatch.delenv("NO_PROXY", raising=False)
-        monkeypatch.delenv("no_proxy", raising=False)
+        use_proxy(monkeypatch, "HTTPS_PROXY", f"http://{credentials}127.0.0.1:{port}")
         provider = openai_provider("https://model.test/v1")
         try:
             await failure(provider, request("openai:gpt-4o-mini"))
@@ -621,8 +629,7 @@ async def test_hosts_no_proxy_names_are_called_directly(
 ) -> None:
     openai_server.script(openai_completion("directly"))
     async with recording_proxy() as (port, heads):
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+        use_proxy(monkeypatch, "HTTP_PROXY", f"http://127.0.0.1:{port}", "localhost,127.0.0.1")
         provider = openai_provider(f"{openai_server.url}/v1")
         try:
             response = await provider.complete(request("openai:gpt-4o-mini"))
