@@ -106,7 +106,9 @@ class LocalStore:
             for index, document in enumerate(documents)
         )
         path = self._path(transcript, kind)
-        await _run(len(lines), self._append, path, lines, self._log(path))
+        with self._lock:  # only a file read here before: writes alone keep no log
+            log = self._logs.get(path)
+        await _run(len(lines), self._append, path, lines, log)
 
     @staticmethod
     def _append(path: Path, lines: bytes, log: _Log | None = None) -> None:
@@ -147,17 +149,12 @@ class LocalStore:
         log = await self._refreshed(self._path(transcript, kind))
         return len(_contiguous(log.documents, 0, None))
 
-    def _log(self, path: Path) -> _Log:
-        """What has been read of ``path`` (the most recently used :data:`CACHED_LOGS` kept)."""
+    async def _refreshed(self, path: Path) -> _Log:
         with self._lock:
             log = self._logs.pop(path, None) or _Log()
             self._logs[path] = log
             while len(self._logs) > CACHED_LOGS:
                 self._logs.popitem(last=False)
-        return log
-
-    async def _refreshed(self, path: Path) -> _Log:
-        log = self._log(path)
         try:
             unread = path.stat().st_size - log.offset  # noqa: ASYNC240 (one syscall)
         except FileNotFoundError:
