@@ -19,7 +19,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from bench.processes import Process
+from bench.processes import Process, dev_server_pid
 from bench.systems import REPO, RunOutcome, System, outcome
 from bench.workload import Task
 from onward.connection import DATA_CONVERTER
@@ -39,6 +39,8 @@ class Harness:
     workers: dict[str, Process]
     queue_prefix: str
     logs: Path
+    server_pid: int | None = None
+    """The dev server's process, whose CPU the throughput figures include (None: not found)."""
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
 
     def queue(self, system: System) -> str:
@@ -129,7 +131,8 @@ async def harness(
         ) as env:
             address = env.client.service_client.config.target_host
             prefix = f"bench-{uuid.uuid4().hex[:6]}"
-            bench = Harness(env.client, address, model_url, [], workers, prefix, logs)
+            server = dev_server_pid(int(address.rsplit(":", 1)[1]))
+            bench = Harness(env.client, address, model_url, [], workers, prefix, logs, server)
             try:
                 for system in make_systems(model_url):
                     bench.systems.append(system)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Process", "RssSampler"]
+__all__ = ["Process", "RssSampler", "cpu_s", "dev_server_pid"]
 
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -74,8 +75,7 @@ class Process:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds the process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+        return cpu_s(self.pid)
 
     def rss_mb(self) -> float:
         """Resident memory now, in MB."""
@@ -124,3 +124,27 @@ class RssSampler:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self.peak_mb = max(self.peak_mb, self._process.rss_mb())
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def dev_server_pid(port: int) -> int | None:
+    """The ``temporal server start-dev`` process listening on ``port``, if it is found."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # gone, or not ours to read
+            continue
+        if "start-dev" in argv and _follows(argv, "--port", str(port)):
+            return int(entry.name)
+    return None
+
+
+def _follows(argv: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in itertools.pairwise(argv))

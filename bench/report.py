@@ -46,6 +46,10 @@ def _x(value: float | None) -> str:
     return NONE if value is None else f"{value:.2f}{TIMES}"
 
 
+def _ms(value: float | None) -> str:
+    return NONE if value is None else f"{value:.1f}"
+
+
 def _verdict(value: float | None, limit: float, at_least: bool = False) -> str:
     if value is None:
         return "not measured"
@@ -85,7 +89,22 @@ def _sequential(data: dict[str, Any]) -> list[str]:
 
 
 def _throughput(data: dict[str, Any]) -> list[str]:
-    runs: dict[str, list[dict[str, Any]]] = data["throughput"]
+    lines = _throughput_table(data["throughput"], "### Throughput: concurrent agents on one worker")
+    for fig in data["throughput"].get("onward", []):
+        if fig["agents"] == 1000:
+            rss = _verdict(fig["peak_rss_mb"], TARGETS["rss_mb_at_1000"])
+            lines.append(f"- Onward peak RSS at 1000 agents: {fig['peak_rss_mb']:.0f} MB, {rss}")
+    return lines
+
+
+def _long_runs(data: dict[str, Any]) -> list[str]:
+    steps = data["sizes"].get("long_steps", "?")
+    title = f"### Throughput with longer runs ({steps} tool steps each)"
+    return _throughput_table(data["long_runs"], title)
+
+
+def _throughput_table(runs: dict[str, list[dict[str, Any]]], title: str) -> list[str]:
+    """One row per system and level, and Onward's ratio to the floor against the target."""
     floor = {f["agents"]: f["steps_per_s"] for f in runs.get(FLOOR, [])}
     rows = []
     for name, figures in runs.items():
@@ -98,22 +117,19 @@ def _throughput(data: dict[str, Any]) -> list[str]:
                     f"{fig['steps_per_s']:.1f}{failed}",
                     _x(_ratio(fig["steps_per_s"], floor.get(fig["agents"]))),
                     f"{fig['cpu_ms_per_step']:.1f}",
+                    _ms(fig.get("server_cpu_ms_per_step")),
                     f"{fig['peak_rss_mb']:.0f}",
                 ]
             )
-    lines = ["### Throughput: concurrent agents on one worker", ""]
-    lines += _table(
-        ["system", "agents", "steps / s", "vs floor", "worker CPU ms / step", "peak RSS MB"], rows
-    )
+    head = ["system", "agents", "steps / s", "vs floor", "worker CPU ms / step"]
+    head += ["dev server CPU ms / step", "peak RSS MB"]
+    lines = [title, "", *_table(head, rows)]
     lines.append("")
     for fig in runs.get("onward", []):
         if fig["agents"] >= 10:
             ratio = _ratio(fig["steps_per_s"], floor.get(fig["agents"]))
             verdict = _verdict(ratio, TARGETS["throughput_vs_floor"], at_least=True)
             lines.append(f"- Onward at {fig['agents']} agents vs floor: {_x(ratio)}, {verdict}")
-        if fig["agents"] == 1000:
-            rss = _verdict(fig["peak_rss_mb"], TARGETS["rss_mb_at_1000"])
-            lines.append(f"- Onward peak RSS at 1000 agents: {fig['peak_rss_mb']:.0f} MB, {rss}")
     return lines
 
 
@@ -256,6 +272,9 @@ one), and figures are medians. Throughput at N agents keeps N runs (of
 `throughput_steps` steps or one run per agent, whichever is more, in up to
 `throughput_rounds` interleaved rounds (as many as make `throughput_rounds` times
 `throughput_steps` steps: one at 1,000 agents), and the median round is kept.
+The long_runs part measures the same way with runs of `long_steps` steps (the issue's
+"10 agents of 10 steps"): a system's cost per run (starting, validating, closing) weighs
+less against its cost per step there than in runs of `agent_steps`.
 
 - **onward**: the real `worker.py` (`--tools bench.onward_tools`); the tool is a local
   activity; its providers post with aiohttp.
@@ -278,7 +297,9 @@ tool-result clearing (`clear_tool_results`: trigger 8,000 tokens, keep 3, clear 
 Prices: gpt-4.1's list price ($2 / $0.50 cached / $8 per million tokens), about
 4 characters a token, and OpenAI's automatic prefix caching (prompts of 1,024 tokens
 or more, 128-token blocks).
-CPU and RSS are the worker process's own (from /proc), sampled every 50 ms.
+CPU and RSS are the worker process's own (from /proc), sampled every 50 ms; the dev
+server's CPU per step is its process's CPU during the system's rounds (/proc), divided by
+the system's steps.
 """
 
 
@@ -340,6 +361,7 @@ def markdown(data: dict[str, Any]) -> str:
     sections = {
         "sequential": _sequential,
         "throughput": _throughput,
+        "long_runs": _long_runs,
         "history": _history,
         "resume": _resume,
         "cost": _cost,

@@ -36,11 +36,12 @@ from bench.systems import System, all_systems
 
 __all__ = ["PARTS", "main"]
 
-PARTS = ("sequential", "throughput", "history", "resume", "cost")
+PARTS = ("sequential", "throughput", "long_runs", "history", "resume", "cost")
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {
     "sequential": ("steps", "rounds"),
     "throughput": ("agents", "agent_steps", "throughput_rounds", "throughput_steps"),
+    "long_runs": ("long_agents", "long_steps", "throughput_rounds", "throughput_steps"),
     "history": ("history_steps",),
     "resume": ("resume_repeats",),
     "cost": ("cost_steps",),
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
         default=400,
         help="steps each throughput round runs at least (agents start as others end)",
     )
+    add(
+        "--long-agents",
+        default="10,100",
+        help="concurrency levels for throughput with longer runs (the long_runs part)",
+    )
+    add("--long-steps", type=int, default=10, help="steps of each run in the long_runs part")
     add("--history-steps", type=int, default=1000, help="steps of the history run")
     add("--resume-repeats", type=int, default=5)
     add("--cost-steps", type=int, default=40)
@@ -85,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 def _quick(args: argparse.Namespace) -> None:
     args.steps, args.rounds, args.agents, args.agent_steps = 3, 1, "1,4", 2
     args.throughput_rounds, args.throughput_steps = 1, 12
+    args.long_agents, args.long_steps = "4", 4
     args.history_steps, args.resume_repeats, args.cost_steps, args.timeout = 12, 1, 6, 120
 
 
@@ -97,6 +105,14 @@ async def _measure(bench: Harness, parts: list[str], args: argparse.Namespace) -
             bench,
             levels,
             args.agent_steps,
+            args.throughput_rounds,
+            args.throughput_steps,
+            args.timeout,
+        ),
+        "long_runs": lambda: timing.throughput(
+            bench,
+            [int(n) for n in args.long_agents.split(",")],
+            args.long_steps,
             args.throughput_rounds,
             args.throughput_steps,
             args.timeout,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from bench.harness import Harness
-from bench.processes import RssSampler
+from bench.processes import RssSampler, cpu_s
 from bench.systems import RunOutcome, System, new_run
 from bench.workload import Task
 
@@ -45,6 +45,9 @@ class Throughput:
     failed: int
     failure: str = ""
     rounds: int = 1
+    server_cpu_ms_per_step: float | None = None
+    """The dev server's CPU per step meanwhile: it serves every system alike, so this is
+    what the system asks of Temporal (work left over from the batch before included)."""
 
 
 def in_turn(systems: Sequence[System], round_: int) -> list[System]:
@@ -107,13 +110,16 @@ async def _many(
                 handle = await bench.start(system, task)
             return await bench.finish(handle, task, timeout_s)
 
+    server = bench.server_pid
     cpu_before = worker.cpu_s()
+    server_before = cpu_s(server) if server else 0.0
     async with RssSampler(worker) as rss:
         started = time.perf_counter()
         outcomes = await asyncio.gather(*(one(task) for task in tasks))
         wall = time.perf_counter() - started
     done = sum(o.model_calls for o in outcomes if o.ok)
     bad = [o for o in outcomes if not o.ok]
+    server_ms = (cpu_s(server) - server_before) / max(done, 1) * 1000 if server else None
     return Throughput(
         agents=agents,
         steps_per_s=done / wall,
@@ -122,6 +128,7 @@ async def _many(
         peak_rss_mb=rss.peak_mb,
         failed=len(bad),
         failure=bad[0].detail if bad else "",
+        server_cpu_ms_per_step=server_ms,
     )
 
 
@@ -136,7 +143,13 @@ def _median(rounds: list[Throughput]) -> Throughput:
         failed=sum(r.failed for r in rounds),
         failure=next((r.failure for r in rounds if r.failure), ""),
         rounds=len(rounds),
+        server_cpu_ms_per_step=_median_of(r.server_cpu_ms_per_step for r in rounds),
     )
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 async def throughput(
@@ -167,9 +180,11 @@ async def throughput(
             result = _median(results)
             figures[name].append(result)
             note = f", {result.failed} failed ({result.failure})" if result.failed else ""
+            server = result.server_cpu_ms_per_step
             print(
                 f"    {agents:5d} agents  {name:14s} {result.steps_per_s:7.1f} steps/s  "
                 f"cpu {result.cpu_ms_per_step:5.1f} ms/step  peak RSS {result.peak_rss_mb:6.0f} MB"
-                f"{note}"
+                + ("" if server is None else f"  dev server cpu {server:5.1f} ms/step")
+                + note
             )
     return figures
