@@ -98,25 +98,16 @@ def _quick(args: argparse.Namespace) -> None:
 
 async def _measure(bench: Harness, parts: list[str], args: argparse.Namespace) -> dict[str, Any]:
     data: dict[str, Any] = {}
-    levels = [int(n) for n in args.agents.split(",")]
+
+    def sustained(levels: str, steps: int) -> Awaitable[dict[str, list[timing.Throughput]]]:
+        agents = [int(n) for n in levels.split(",")]
+        rounds, min_steps = args.throughput_rounds, args.throughput_steps
+        return timing.throughput(bench, agents, steps, rounds, min_steps, args.timeout)
+
     steps: dict[str, Callable[[], Awaitable[Any]]] = {
         "sequential": lambda: timing.sequential(bench, args.steps, args.rounds),
-        "throughput": lambda: timing.throughput(
-            bench,
-            levels,
-            args.agent_steps,
-            args.throughput_rounds,
-            args.throughput_steps,
-            args.timeout,
-        ),
-        "long_runs": lambda: timing.throughput(
-            bench,
-            [int(n) for n in args.long_agents.split(",")],
-            args.long_steps,
-            args.throughput_rounds,
-            args.throughput_steps,
-            args.timeout,
-        ),
+        "throughput": lambda: sustained(args.agents, args.agent_steps),
+        "long_runs": lambda: sustained(args.long_agents, args.long_steps),
         "history": lambda: history.history(bench, args.history_steps, args.timeout),
         "resume": lambda: resume.resume(bench, args.resume_repeats),
         "cost": lambda: cost.cost(bench, args.cost_steps, args.timeout),

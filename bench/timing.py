@@ -112,14 +112,16 @@ async def _many(
 
     server = bench.server_pid
     cpu_before = worker.cpu_s()
-    server_before = cpu_s(server) if server else 0.0
+    server_before = cpu_s(server) if server is not None else 0.0
     async with RssSampler(worker) as rss:
         started = time.perf_counter()
         outcomes = await asyncio.gather(*(one(task) for task in tasks))
         wall = time.perf_counter() - started
     done = sum(o.model_calls for o in outcomes if o.ok)
     bad = [o for o in outcomes if not o.ok]
-    server_ms = (cpu_s(server) - server_before) / max(done, 1) * 1000 if server else None
+    server_ms = None
+    if server is not None:
+        server_ms = (cpu_s(server) - server_before) / max(done, 1) * 1000
     return Throughput(
         agents=agents,
         steps_per_s=done / wall,
