@@ -19,8 +19,6 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
@@ -84,6 +82,9 @@ class EncryptionCodec(PayloadCodec):
     def __init__(self, keys: Mapping[str, bytes]) -> None:
         if not keys:
             raise EncryptionError("EncryptionCodec needs at least one key")
+        # Imported here: a process without keys (most workers) does not load it (7 MB).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._current = next(iter(keys))
 
@@ -119,6 +120,8 @@ class EncryptionCodec(PayloadCodec):
                 f"a payload is encrypted with key {key_id!r}, which ONWARD_ENCRYPTION_KEYS "
                 f"does not list (it lists {', '.join(self._ciphers)})"
             )
+        from cryptography.exceptions import InvalidTag
+
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
         try:
             plain = cipher.decrypt(nonce, sealed, None)
