@@ -1,10 +1,11 @@
 """The conversation of a run, behind one small interface.
 
-The agent loop only appends to a :class:`Conversation` and hands
-:meth:`Conversation.for_model` to the model activity. Today the messages live
-in workflow state (and so in the event history, through activity inputs); a
-later version can keep them in an external store and pass references, without
-touching the loop.
+The agent loop only appends to a :class:`Conversation`. A run without the
+transcript store hands :meth:`Conversation.for_model` (every message) to each
+model call; a run with it sends only :meth:`Conversation.since` the store's
+count, and lets go of (:meth:`Conversation.forget_before`) what the store holds
+and the run no longer reads, so a cached run does not keep its whole
+conversation in the worker's memory.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ class Conversation:
 
     def __init__(self) -> None:
         self._messages: list[Message] = []
+        self._forgotten = 0  # messages before ``_messages``, no longer held
 
     def __len__(self) -> int:
-        return len(self._messages)
+        """Messages added so far, forgotten ones included: the next one's position."""
+        return self._forgotten + len(self._messages)
 
     def add_system(self, text: str) -> None:
         self._messages.append(Message(role="system", content=text))
@@ -63,5 +66,28 @@ class Conversation:
         )
 
     def for_model(self) -> list[Message]:
-        """The messages to send with the next model call."""
+        """Every message, to send with the next model call (a run without the store)."""
+        return self.since(0)
+
+    def since(self, position: int) -> list[Message]:
+        """The messages from ``position`` on.
+
+        Raises:
+            ValueError: ``position`` is before a forgotten message's.
+        """
+        if position < self._forgotten:
+            raise ValueError(
+                f"message {position} was forgotten (messages before {self._forgotten} are)"
+            )
+        return self._messages[position - self._forgotten :]
+
+    def held(self) -> list[Message]:
+        """The messages not forgotten."""
         return list(self._messages)
+
+    def forget_before(self, position: int) -> list[Message]:
+        """Let go of the messages before ``position``; returns those just forgotten."""
+        gone = self._messages[: max(position - self._forgotten, 0)]
+        del self._messages[: len(gone)]
+        self._forgotten += len(gone)
+        return gone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from onward.contracts import ModelResponse, ToolCall, ToolOutcome
 from onward.conversation import Conversation, truncate
 
@@ -45,3 +47,30 @@ def test_tool_errors_are_marked_and_results_cut_to_the_tool_limit() -> None:
 def test_truncate() -> None:
     assert truncate("abc", 3) == ("abc", False)
     assert truncate("abcd", 3) == ("abc\n[truncated: showing 3 of 4 characters]", True)
+
+
+def test_forgotten_messages_keep_their_positions() -> None:
+    conversation = Conversation()
+    for text in ["a", "b", "c", "d"]:
+        conversation.add_user(text)
+    gone = conversation.forget_before(2)
+    assert [m.content for m in gone] == ["a", "b"]
+    conversation.add_user("e")
+    # Positions count every message added, forgotten or not.
+    assert len(conversation) == 5
+    assert [m.content for m in conversation.since(3)] == ["d", "e"]
+    assert [m.content for m in conversation.held()] == ["c", "d", "e"]
+    # Forgetting again, or before what is already gone, changes nothing.
+    assert conversation.forget_before(1) == []
+    assert len(conversation) == 5
+
+
+def test_reading_a_forgotten_message_is_an_error() -> None:
+    conversation = Conversation()
+    conversation.add_user("a")
+    conversation.add_user("b")
+    conversation.forget_before(1)
+    with pytest.raises(ValueError, match="message 0 was forgotten"):
+        conversation.since(0)
+    with pytest.raises(ValueError, match="forgotten"):
+        conversation.for_model()
