@@ -29,8 +29,10 @@ from onward.activities.model import ModelActivities
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import ToolRegistry, tool
 from onward.client import OnwardClient
+from onward.compaction import estimate_tokens
 from onward.contracts import (
     AgentInput,
+    ConversationRef,
     Message,
     ModelRequest,
     ModelResponse,
@@ -155,6 +157,41 @@ def bytes_before_step(runs: list[list[HistoryEvent]]) -> dict[int, int]:
 
 def per_step(sizes: dict[int, int], first: int, last: int) -> float:
     return (sizes[last] - sizes[first]) / (last - first)
+
+
+async def test_a_message_run_counts_the_tokens_of_its_whole_chain(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A session message's run hands back the estimated tokens of the whole conversation
+    (the next message's compaction starts from it), its continued-as-new runs' included,
+    though each run lets go of the messages the store holds."""
+    model = CheckingModel(steps=7)
+    agent_input = AgentInput(
+        prompt=PROMPT,
+        tools=["calculator"],
+        continue_as_new_after=2,
+        conversation=ConversationRef(transcript="", messages=0),  # a session's first message
+    )
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        result = await (await worker.start(agent_input)).result()
+
+    assert model.mismatches == []
+    assert result.status == "completed", result.reason
+    assert result.steps_total == 7
+    messages = [Message(role="user", content=PROMPT)]
+    for step in range(1, 7):
+        call = ToolCall(id=f"c{step}", name="calculator", arguments={"expression": f"{step}+1"})
+        messages += [
+            Message(role="assistant", content=reply_text(step), tool_calls=[call]),
+            Message(role="tool", content=str(step + 1), tool_call_id=call.id, name=call.name),
+        ]
+    messages.append(Message(role="assistant", content="done"))
+    assert result.conversation is not None
+    assert result.conversation.messages == len(messages)
+    # About 250 tokens a step: a chain that counted only its last run's messages is short.
+    assert result.conversation.context_tokens == sum(estimate_tokens([m]) for m in messages)
 
 
 @pytest.mark.parametrize("switch_every", [None, 100])

@@ -695,7 +695,7 @@ class AgentWorkflow:
             steered=self._steered,
             tools=list(self._tools.values()),
             runs=self._runs,
-            context_tokens=self._context_tokens,
+            context_tokens=self._tokens_now(),
             summary_step=self._summary_step,
             summary_covers=self._summary_covers,
             used_workspace=self._used_workspace,
@@ -712,7 +712,7 @@ class AgentWorkflow:
         """
         if not self._use_store or self._transcript is None:
             return
-        new = self._conversation.for_model()[self._stored - self._base :]
+        new = self._conversation.since(self._stored - self._base)
         if not new and not self._unwritten:
             return
         write = TranscriptWrite(
@@ -853,10 +853,11 @@ class AgentWorkflow:
         # is interrupted or cancelled leaves no step behind.
         step = StepRecord(step=number, started_at=workflow.now(), model=self._input.model)
         transcript: TranscriptRef | None = None
-        messages = self._conversation.for_model()
+        messages: list[Message] = []
         if self._use_store:
-            transcript = self._transcript_ref(messages)
-            messages = []
+            transcript = self._transcript_ref()
+        else:
+            messages = self._conversation.for_model()
         tools = list(self._tools.values()) if allow_tools else []
         tools_key = None
         if tools and transcript is not None and self._tools_by_key:
@@ -924,25 +925,42 @@ class AgentWorkflow:
         self._count_model_call(response)
         steplog.apply_response(step, response)
         self._conversation.add_assistant(response)
+        if transcript is not None:
+            # The store holds every message now. The reply stays: the step's record
+            # travels slimmed by it (see ``_transcript_ref``).
+            self._forget_before(len(self._conversation) - 1)
         return response
+
+    def _forget_before(self, position: int) -> None:
+        """Let go of the messages before ``position`` that the store holds.
+
+        A cached run keeps only the messages it still sends or reads; their tokens
+        are counted first (the compaction estimate covers every message).
+        """
+        position = min(position, self._stored - self._base)
+        uncounted = self._conversation.since(self._tokens_counted)
+        for message in uncounted[: max(position - self._tokens_counted, 0)]:
+            self._context_tokens += compaction.estimate_tokens([message])
+        self._tokens_counted = max(self._tokens_counted, position)
+        self._conversation.forget_before(position)
 
     def _stream_end(self) -> int:
         """The offset after the last item published to the run's stream."""
         end: int = self._stream._on_offset()  # the offset query's answer; no public getter
         return end
 
-    def _transcript_ref(self, messages: list[Message]) -> TranscriptRef:
-        """This run's ``messages`` by reference: only what the store lacks travels."""
+    def _transcript_ref(self) -> TranscriptRef:
+        """This run's messages by reference: only what the store lacks travels."""
         assert self._transcript is not None
         steps: list[StepRecord] = list(self._unwritten)
         left_out: list[str] = []
         if self._steps_from_messages:
             # What the messages already say travels once, in the messages.
-            steps, left_out = steplog.slimmed(steps, messages)
+            steps, left_out = steplog.slimmed(steps, self._conversation.held())
         return TranscriptRef(
             id=self._transcript,
-            count=self._base + len(messages),
-            new_messages=messages[self._stored - self._base :],
+            count=self._base + len(self._conversation),
+            new_messages=self._conversation.since(self._stored - self._base),
             steps=steps,
             summary_step=self._summary_step,
             summary_covers=self._summary_covers,
@@ -954,15 +972,14 @@ class AgentWorkflow:
         limit = self._context
         if limit is None or not self._use_store:
             return
-        messages = self._conversation.for_model()
-        for message in messages[self._tokens_counted :]:
+        for message in self._conversation.since(self._tokens_counted):
             self._context_tokens += compaction.estimate_tokens([message])
-        self._tokens_counted = len(messages)
+        self._tokens_counted = len(self._conversation)
         if self._context_tokens <= limit.max_tokens:
             return
         number = self._steps_total + 1
         started = workflow.now()
-        ref = self._transcript_ref(messages)
+        ref = self._transcript_ref()
         try:
             result = await workflow.execute_activity_method(
                 ModelActivities.compact_transcript,
@@ -1508,13 +1525,19 @@ class AgentWorkflow:
         """The conversation including this run, for the next message (only when given one)."""
         if self._input.conversation is None or self._transcript is None:
             return None
-        messages = self._conversation.for_model()
-        tokens = self._context_tokens + compaction.estimate_tokens(messages[self._tokens_counted :])
         return ConversationRef(
             transcript=self._transcript,
-            messages=self._base + len(messages),
-            context_tokens=tokens,
+            messages=self._base + len(self._conversation),
+            context_tokens=self._tokens_now(),
         )
+
+    def _tokens_now(self) -> int:
+        """The estimated tokens of the whole conversation, its uncounted messages too.
+
+        Counted a message at a time, as the compaction check counts them.
+        """
+        uncounted = self._conversation.since(self._tokens_counted)
+        return self._context_tokens + sum(compaction.estimate_tokens([m]) for m in uncounted)
 
     def _usage_now(self) -> RunUsage:
         return self._usage.model_copy(update={"duration_s": round(self._elapsed_s(), 3)})
