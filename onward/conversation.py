@@ -85,9 +85,8 @@ class Conversation:
         """The messages not forgotten."""
         return list(self._messages)
 
-    def forget_before(self, position: int) -> list[Message]:
-        """Let go of the messages before ``position``; returns those just forgotten."""
-        gone = self._messages[: max(position - self._forgotten, 0)]
-        del self._messages[: len(gone)]
-        self._forgotten += len(gone)
-        return gone
+    def forget_before(self, position: int) -> None:
+        """Let go of the messages before ``position``."""
+        drop = max(position - self._forgotten, 0)
+        del self._messages[:drop]
+        self._forgotten += drop

@@ -83,8 +83,10 @@ class EncryptionCodec(PayloadCodec):
         if not keys:
             raise EncryptionError("EncryptionCodec needs at least one key")
         # Imported here: a process without keys (most workers) does not load it (7 MB).
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        self._invalid_tag: type[Exception] = InvalidTag  # decrypt's integrity failure
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._current = next(iter(keys))
 
@@ -120,12 +122,10 @@ class EncryptionCodec(PayloadCodec):
                 f"a payload is encrypted with key {key_id!r}, which ONWARD_ENCRYPTION_KEYS "
                 f"does not list (it lists {', '.join(self._ciphers)})"
             )
-        from cryptography.exceptions import InvalidTag
-
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
         try:
             plain = cipher.decrypt(nonce, sealed, None)
-        except InvalidTag:
+        except self._invalid_tag:
             raise EncryptionError(
                 f"a payload encrypted with key {key_id!r} fails its integrity check: "
                 "the key is wrong or the payload was altered"

@@ -217,6 +217,11 @@ Interruption = budgets.Exceeded | str
 """Why running calls were stopped: the wall-time limit, or a cancel's reason."""
 
 
+def _tokens_of(messages: list[Message]) -> int:
+    """The estimated tokens of ``messages``, counted a message at a time (as compaction does)."""
+    return sum(compaction.estimate_tokens([message]) for message in messages)
+
+
 def _why(interruption: Interruption | None) -> str | None:
     """An interruption as people read it."""
     if isinstance(interruption, budgets.Exceeded):
@@ -938,11 +943,14 @@ class AgentWorkflow:
         are counted first (the compaction estimate covers every message).
         """
         position = min(position, self._stored - self._base)
-        uncounted = self._conversation.since(self._tokens_counted)
-        for message in uncounted[: max(position - self._tokens_counted, 0)]:
-            self._context_tokens += compaction.estimate_tokens([message])
-        self._tokens_counted = max(self._tokens_counted, position)
+        self._count_tokens_until(position)
         self._conversation.forget_before(position)
+
+    def _count_tokens_until(self, position: int) -> None:
+        """Add the messages before ``position`` not counted yet to the token estimate."""
+        uncounted = self._conversation.since(self._tokens_counted)
+        self._context_tokens += _tokens_of(uncounted[: max(position - self._tokens_counted, 0)])
+        self._tokens_counted = max(self._tokens_counted, position)
 
     def _stream_end(self) -> int:
         """The offset after the last item published to the run's stream."""
@@ -972,9 +980,7 @@ class AgentWorkflow:
         limit = self._context
         if limit is None or not self._use_store:
             return
-        for message in self._conversation.since(self._tokens_counted):
-            self._context_tokens += compaction.estimate_tokens([message])
-        self._tokens_counted = len(self._conversation)
+        self._count_tokens_until(len(self._conversation))
         if self._context_tokens <= limit.max_tokens:
             return
         number = self._steps_total + 1
@@ -1536,8 +1542,7 @@ class AgentWorkflow:
 
         Counted a message at a time, as the compaction check counts them.
         """
-        uncounted = self._conversation.since(self._tokens_counted)
-        return self._context_tokens + sum(compaction.estimate_tokens([m]) for m in uncounted)
+        return self._context_tokens + _tokens_of(self._conversation.since(self._tokens_counted))
 
     def _usage_now(self) -> RunUsage:
         return self._usage.model_copy(update={"duration_s": round(self._elapsed_s(), 3)})
