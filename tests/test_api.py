@@ -204,6 +204,11 @@ async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -
         assert name in schemas
     assert "webhook_url" in schemas["RunRequest"]["properties"]
     assert "/v1/runs/{run_id}/events" in document["paths"]
+    # The WebSocket, which FastAPI leaves out, is described as the GET that opens it.
+    socket = document["paths"]["/v1/runs/{run_id}/ws"]["get"]
+    assert list(socket["responses"]) == ["101"]
+    assert {"run_id", "after", "api_key"} <= {item["name"] for item in socket["parameters"]}
+    assert '"type": "pause"' in socket["description"]
     # No keys file: no key is asked for (the keys-file case is fuzzed with one).
     assert "securitySchemes" not in document["components"]
     assert all("security" not in op for path in document["paths"].values() for op in path.values())

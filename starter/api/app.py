@@ -40,7 +40,7 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import InvalidInput, OnwardError, RunAlreadyExists, RunNotFound
-from onward.starter.api import params
+from onward.starter.api import live, params
 from onward.starter.api.controls import apply_control
 from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers, status_of
 from onward.starter.api.events import RunEvent, run_events
@@ -150,17 +150,62 @@ def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
     return agent.model_copy(update={"budget": budget})
 
 
-def _without_security(app: FastAPI) -> None:
-    """No keys file: the OpenAPI document asks for no bearer key (none is checked)."""
+SOCKET_PATH = "/v1/runs/{run_id}/ws"
+
+
+def _socket_operation(events: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI entry of the run's WebSocket, which FastAPI leaves out of the document.
+
+    OpenAPI has no WebSockets: it is described as the GET that opens one (the
+    upgrade), with the run's ``/events`` parameters and security.
+    """
+    parameters = [dict(item) for item in events["parameters"]]  # run_id, after, Last-Event-ID
+    parameters.append(
+        {
+            "name": "api_key",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "the bearer key, for clients that cannot set headers (a browser's "
+            "WebSocket); the Authorization header wins",
+        }
+    )
+    _, _, description = (live.__doc__ or "").partition("\n\n")
+    operation = {
+        "summary": "Socket",
+        "description": "The run's events and its controls on one WebSocket.\n\n"
+        + description.strip(),
+        "operationId": "socket_v1_runs__run_id__ws_get",
+        "parameters": parameters,
+        "responses": {
+            "101": {
+                "description": "Switching Protocols. A key or run refused after the upgrade "
+                'is sent as {"type": "error", "status", "error"} and the socket closed '
+                f"with {CLOSE_UNAUTHORIZED} (401), {CLOSE_NOT_FOUND} (404) or 1008."
+            }
+        },
+    }
+    if "security" in events:
+        operation["security"] = events["security"]
+    return {"get": operation}
+
+
+def _openapi(app: FastAPI, secured: bool) -> None:
+    """The document FastAPI builds, with the WebSocket; without keys, asking for none."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             document = build()
-            for path in document.get("paths", {}).values():
-                for operation in path.values():
-                    operation.pop("security", None)
-            document.get("components", {}).pop("securitySchemes", None)
+            paths = document.setdefault("paths", {})
+            events = paths.get("/v1/runs/{run_id}/events", {}).get("get")
+            if events is not None:
+                paths[SOCKET_PATH] = _socket_operation(events)
+            if not secured:  # no keys file: none is checked
+                for path in paths.values():
+                    for operation in path.values():
+                        operation.pop("security", None)
+                document.get("components", {}).pop("securitySchemes", None)
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -189,8 +234,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
-    if settings.keys is None:
-        _without_security(app)
+    _openapi(app, secured=settings.keys is not None)
     tenants_of_runs: dict[str, str] = {}
 
     def onward() -> OnwardClient:
@@ -420,7 +464,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         answer: ApprovalsDecided = await control(run_id, tenant, "reject", body)
         return answer
 
-    @app.websocket("/v1/runs/{run_id}/ws")
+    @app.websocket(SOCKET_PATH)
     async def socket(
         websocket: WebSocket,
         run_id: str,
