@@ -43,7 +43,7 @@ from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attribu
 from onward.pricing import PricingTable
 from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
 from onward.telemetry import configure_telemetry, temporal_runtime
-from onward.tuning import ENV_VARS, WorkerTuning
+from onward.tuning import ENV_VARS, WorkerTuning, limit_malloc_arenas
 
 __all__ = [
     "DESCRIPTION",
@@ -342,6 +342,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python worker.py`` and ``onward worker``."""
+    arenas = limit_malloc_arenas(os.environ)  # first: before any thread allocates
     settings, args = parse_args(argv)
     parser: argparse.ArgumentParser = args.parser
     logging.basicConfig(
@@ -356,6 +357,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ToolLoadError as err:
         parser.error(str(err))
     log.info("tools: %s", ", ".join(registry.names()))
+    if arenas is not None:
+        log.info("malloc arenas: at most %d (set MALLOC_ARENA_MAX to choose)", arenas)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -8,8 +8,11 @@ a 2-core machine (see README, Performance); every value is passed to
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import platform
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
@@ -23,6 +26,7 @@ __all__ = [
     "WORKFLOW_TASK_TIMEOUT",
     "WorkerTuning",
     "dev_server_args",
+    "limit_malloc_arenas",
     "sandbox_wanted",
 ]
 
@@ -141,6 +145,37 @@ class WorkerTuning:
             "max_cached_workflows": self.max_cached_workflows,
             "sticky_queue_schedule_to_start_timeout": timedelta(seconds=self.sticky_timeout_s),
         }
+
+
+MALLOC_ARENAS = 2
+"""glibc malloc arenas ``onward worker`` keeps itself to when ``MALLOC_ARENA_MAX`` is unset.
+
+glibc gives threads that allocate at once their own arenas, up to eight a
+core, and memory freed in one arena serves only that arena. A busy worker's
+allocating threads (the SDK core's, the event loop's) spread its memory over
+many arenas that each keep their own freed pages: at 1,000 agents of 10 steps,
+peak RSS 302-309 MB with glibc's default against 289-301 MB with two arenas,
+at the same steps per second (``make bench``)."""
+
+_M_ARENA_MAX = -8  # <malloc.h>
+
+
+def limit_malloc_arenas(environ: Mapping[str, str]) -> int | None:
+    """Keep this process to :data:`MALLOC_ARENAS` malloc arenas; the number set, or None.
+
+    Does nothing where ``MALLOC_ARENA_MAX`` is set (glibc has read it: the
+    operator chose) or the C library is not glibc. Call it before threads
+    start: arenas already made stay.
+    """
+    if environ.get("MALLOC_ARENA_MAX", "").strip():
+        return None
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    return MALLOC_ARENAS if mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1 else None
 
 
 def dev_server_args() -> list[str]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -12,7 +16,7 @@ from temporalio.client import Client
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from onward.starter.devserver import DevServer
-from onward.tuning import DEV_SERVER_DYNAMIC_CONFIG, WorkerTuning
+from onward.tuning import DEV_SERVER_DYNAMIC_CONFIG, MALLOC_ARENAS, WorkerTuning
 from onward.worker import WorkerSettings, build_worker, parse_args
 
 PROFILE = """
@@ -136,3 +140,45 @@ def test_the_embedded_dev_server_fires_timers_without_the_one_second_floor(tmp_p
     compose_config = Path(__file__).parent.parent / "deploy/temporal/dynamicconfig/onward.yaml"
     text = compose_config.read_text()
     assert "history.timerProcessorMaxTimeShift:\n  - value: 100ms" in text
+
+
+# Sixteen threads allocate at once and stay alive; glibc's malloc_stats lists the arenas.
+ARENA_PROBE = """
+import ctypes, os, sys, threading
+from onward.tuning import limit_malloc_arenas
+if sys.argv[1] == "limit":
+    print("limited to", limit_malloc_arenas(os.environ), file=sys.stderr)
+barrier = threading.Barrier(17)
+kept = []
+def work():
+    kept.append(bytearray(8192))  # past pymalloc's small objects: glibc malloc, in this thread
+    barrier.wait()
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(16)]
+for thread in threads:
+    thread.start()
+barrier.wait()
+ctypes.CDLL(None).malloc_stats()
+barrier.wait()
+"""
+
+
+def _arenas(mode: str, **env: str) -> tuple[int, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env
+    done = subprocess.run(
+        [sys.executable, "-c", ARENA_PROBE, mode],
+        env=environ, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stderr.count("Arena "), done.stderr
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+def test_the_worker_keeps_malloc_to_two_arenas_unless_the_operator_chose() -> None:
+    unlimited, _ = _arenas("none")
+    assert unlimited > MALLOC_ARENAS  # threads that allocate at once spread over arenas
+    limited, stderr = _arenas("limit")
+    assert limited == MALLOC_ARENAS, stderr
+    assert f"limited to {MALLOC_ARENAS}" in stderr
+    chosen, stderr = _arenas("limit", MALLOC_ARENA_MAX="3")
+    assert chosen == 3, stderr  # the operator's value stands
+    assert "limited to None" in stderr
