@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "DEV_SERVER_DYNAMIC_CONFIG",
     "ENV_VARS",
+    "MALLOC_ARENAS",
     "SANDBOX_ENV",
     "WORKFLOW_SANDBOX",
     "WORKFLOW_TASK_TIMEOUT",
