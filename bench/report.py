@@ -46,8 +46,8 @@ def _x(value: float | None) -> str:
     return NONE if value is None else f"{value:.2f}{TIMES}"
 
 
-def _ms(value: float | None) -> str:
-    return NONE if value is None else f"{value:.1f}"
+def _ms(value: float | None, digits: int = 1) -> str:
+    return NONE if value is None else f"{value:.{digits}f}"
 
 
 def _verdict(value: float | None, limit: float, at_least: bool = False) -> str:
@@ -118,11 +118,12 @@ def _throughput_table(runs: dict[str, list[dict[str, Any]]], title: str) -> list
                     _x(_ratio(fig["steps_per_s"], floor.get(fig["agents"]))),
                     f"{fig['cpu_ms_per_step']:.1f}",
                     _ms(fig.get("server_cpu_ms_per_step")),
+                    _ms(fig.get("client_cpu_ms_per_step"), 2),
                     f"{fig['peak_rss_mb']:.0f}",
                 ]
             )
     head = ["system", "agents", "steps / s", "vs floor", "worker CPU ms / step"]
-    head += ["dev server CPU ms / step", "peak RSS MB"]
+    head += ["dev server CPU ms / step", "client CPU ms / step", "peak RSS MB"]
     lines = [title, "", *_table(head, rows)]
     lines.append("")
     for fig in runs.get("onward", []):
@@ -299,7 +300,8 @@ Prices: gpt-4.1's list price ($2 / $0.50 cached / $8 per million tokens), about
 or more, 128-token blocks).
 CPU and RSS are the worker process's own (from /proc), sampled every 50 ms; the dev
 server's CPU per step is its process's CPU during the system's rounds (/proc), divided by
-the system's steps.
+the system's steps, and the client's is the bench process's own (starting the runs and
+reading their results through each system's client), divided the same way.
 """
 
 

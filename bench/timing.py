@@ -48,6 +48,9 @@ class Throughput:
     server_cpu_ms_per_step: float | None = None
     """The dev server's CPU per step meanwhile: it serves every system alike, so this is
     what the system asks of Temporal (work left over from the batch before included)."""
+    client_cpu_ms_per_step: float | None = None
+    """The bench process's CPU per step meanwhile: starting the runs and reading their
+    results through the system's client (the bench's own bookkeeping included)."""
 
 
 def in_turn(systems: Sequence[System], round_: int) -> list[System]:
@@ -111,12 +114,13 @@ async def _many(
             return await bench.finish(handle, task, timeout_s)
 
     server = bench.server_pid
-    cpu_before = worker.cpu_s()
+    cpu_before, client_before = worker.cpu_s(), time.process_time()
     server_before = cpu_s(server) if server is not None else 0.0
     async with RssSampler(worker) as rss:
         started = time.perf_counter()
         outcomes = await asyncio.gather(*(one(task) for task in tasks))
         wall = time.perf_counter() - started
+    client_s = time.process_time() - client_before
     done = sum(o.model_calls for o in outcomes if o.ok)
     bad = [o for o in outcomes if not o.ok]
     server_ms = None
@@ -131,6 +135,7 @@ async def _many(
         failed=len(bad),
         failure=bad[0].detail if bad else "",
         server_cpu_ms_per_step=server_ms,
+        client_cpu_ms_per_step=client_s / max(done, 1) * 1000,
     )
 
 
@@ -146,6 +151,7 @@ def _median(rounds: list[Throughput]) -> Throughput:
         failure=next((r.failure for r in rounds if r.failure), ""),
         rounds=len(rounds),
         server_cpu_ms_per_step=_median_of(r.server_cpu_ms_per_step for r in rounds),
+        client_cpu_ms_per_step=_median_of(r.client_cpu_ms_per_step for r in rounds),
     )
 
 
@@ -187,6 +193,7 @@ async def throughput(
                 f"    {agents:5d} agents  {name:14s} {result.steps_per_s:7.1f} steps/s  "
                 f"cpu {result.cpu_ms_per_step:5.1f} ms/step  peak RSS {result.peak_rss_mb:6.0f} MB"
                 + ("" if server is None else f"  dev server cpu {server:5.1f} ms/step")
+                + f"  client cpu {result.client_cpu_ms_per_step:4.2f} ms/step"
                 + note
             )
     return figures
