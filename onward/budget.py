@@ -19,6 +19,7 @@ __all__ = [
     "exceeded",
     "out_of_time",
     "remaining_s",
+    "require_a_limit",
 ]
 
 CallKind = Literal["model", "tool"]
@@ -102,11 +103,16 @@ def remaining_s(budget: Budget, elapsed_s: float) -> float | None:
     return max(budget.max_duration_s - elapsed_s, 0.0)
 
 
+def require_a_limit(extension: BudgetExtension) -> None:
+    """Raise ValueError unless ``extension`` names at least one limit."""
+    if not extension.model_dump(exclude_none=True):
+        raise ValueError(f"extend_budget: name at least one of {', '.join(_LIMITS)}")
+
+
 def check_extension(budget: Budget, extension: BudgetExtension) -> None:
     """Raise ValueError unless ``extension`` names at least one limit and lowers none."""
+    require_a_limit(extension)
     given = extension.model_dump(exclude_none=True)
-    if not given:
-        raise ValueError(f"extend_budget: name at least one of {', '.join(_LIMITS)}")
     for name, new in given.items():
         current = getattr(budget, name)
         if current is None:

@@ -45,8 +45,10 @@ from onward import schedules
 from onward import search_attributes as sa
 from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
+from onward.budget import require_a_limit
 from onward.connection import DATA_CONVERTER, connect
 from onward.contracts import (
+    AGENT_WORKFLOW,
     DEFAULT_TASK_QUEUE,
     AgentInput,
     AgentResult,
@@ -123,6 +125,8 @@ class RunInfo:
     # -- the tenant tag, for the HTTP API's ownership checks --------------------------
     tenant: str | None = None
     """The run's ``OnwardTenant`` search attribute (None: untagged, or not published yet)."""
+    workflow_type: str = AGENT_WORKFLOW
+    """``AgentWorkflow`` for a run, ``SessionWorkflow`` for a session."""
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,7 @@ class OnwardClient(SessionMethods):
             running=description.status in (None, WorkflowExecutionStatus.RUNNING),
             start_time=description.start_time,
             tenant=description.typed_search_attributes.get(sa.TENANT),
+            workflow_type=description.workflow_type,
         )
 
     async def _require_worker(self, run_id: str) -> None:
@@ -512,11 +517,16 @@ class OnwardClient(SessionMethods):
         """Raise the run's budget limits; return the new budget.
 
         Raises:
-            InvalidInput: ``extension`` is not a valid :class:`~onward.contracts.BudgetExtension`.
+            InvalidInput: ``extension`` is not a valid :class:`~onward.contracts.BudgetExtension`,
+                or names no limit.
             NoWorker: no worker polls the run's task queue, or none answered in time.
             RequestRejected: the run refused (e.g. a limit lower than before).
         """
         extension = validated(BudgetExtension, extension, "invalid budget extension")
+        try:
+            require_a_limit(extension)  # bad input, before any worker is asked
+        except ValueError as err:
+            raise InvalidInput(str(err)) from None
         await self._require_worker(run_id)
         with self._translated(run_id):
             try:

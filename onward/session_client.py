@@ -42,6 +42,7 @@ from onward.errors import (
     TemporalError,
     validated,
 )
+from onward.starter.follow import QUERY_TIMEOUT
 from onward.workflows import SessionWorkflow
 
 __all__ = ["SessionMethods", "new_session_id"]
@@ -164,20 +165,30 @@ class SessionMethods:
                 raise SessionClosed(session_id, _cause(err)) from err
 
     async def session_history(self: _Client, session_id: str) -> list[SessionTurn]:
-        """The session's turns: each message, its reply and its usage (the last 100)."""
+        """The session's turns: each message, its reply and its usage (the last 100).
+
+        Raises:
+            NoWorker: no worker polls the session's task queue, or none answered in time.
+        """
+        # A query waits for a worker as long as the server lets it (about 30 s): say so.
+        await self._require_worker(session_id)
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
-            return await handle.query(SessionWorkflow.history)
+            return await handle.query(SessionWorkflow.history, rpc_timeout=QUERY_TIMEOUT)
 
     async def session_status(self: _Client, session_id: str) -> AgentStatus:
         """The session's state (``idle`` between messages) and the usage of all its messages.
 
         While a message's run waits for approval or is paused, the session shows that
         state and the run's ``pending_approvals``.
+
+        Raises:
+            NoWorker: no worker polls the session's task queue, or none answered in time.
         """
+        await self._require_worker(session_id)
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
-            status = await handle.query(SessionWorkflow.status)
+            status = await handle.query(SessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
         return await with_message_run(self, session_id, status)
 
     async def close_session(self: _Client, session_id: str) -> None:

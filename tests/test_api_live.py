@@ -143,6 +143,16 @@ async def test_websocket_keeps_tenants_apart(worker: RunningWorker, tmp_path: Pa
                 with pytest.raises(ConnectionClosed) as closed:
                     await connection.recv()
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == code
+        # A bad cursor is named as sent: the query's `after`, the header's Last-Event-ID.
+        for query, headers, named in [
+            (f"?api_key={acme}&after=abc", {}, "after: must be an event id"),
+            (f"?api_key={acme}", {"Last-Event-ID": "-5"}, "Last-Event-ID: must be from 0"),
+        ]:
+            url = ws_url(base, path + query)
+            async with connect(url, additional_headers=headers) as connection:
+                message = json.loads(await connection.recv())
+                assert message["status"] == 422, message
+                assert message["error"]["message"].startswith(named), message
         # The key in a header, as the HTTP endpoints take it, or in the query.
         for url, headers in [(path, auth), (f"{path}?api_key={acme}", {})]:
             async with connect(ws_url(base, url), additional_headers=headers) as connection:
@@ -214,6 +224,8 @@ async def test_approve_and_reject_endpoints(base: str) -> None:
         ("GET", "/v1/runs/r1/events?after=-1", "after"),
         ("GET", "/v1/runs/r1/events?after=99999999999999999999999", "after"),
         ("GET", "/v1/runs/r1/events?after=x", "after"),
+        ("GET", "/v1/sessions/s1/events?after=99999999999999999999999", "after"),
+        ("GET", "/v1/sessions/s1/events?message=99999999999999999999", "message"),
     ],
 )
 async def test_bad_query_parameters_are_422s(base: str, method: str, path: str, where: str) -> None:

@@ -60,6 +60,21 @@ async def test_open_talk_stream_and_close_a_session(worker: RunningWorker) -> No
         )
         assert [event.id for event in resumed] == [events[-1].id]
 
+        # A session is no run of the run routes, nor a message's run a session.
+        assert (await http.get(f"/v1/runs/{created['id']}")).status_code == 404
+        assert (await http.post(f"/v1/runs/{created['id']}/pause")).status_code == 404
+        message_run = f"{created['id']}-m1"
+        assert (await http.get(f"/v1/runs/{message_run}")).status_code == 200
+        assert (await http.get(f"/v1/sessions/{message_run}/history")).status_code == 404
+        # An id below 10^9 is no session event's: refused, not waited for forever.
+        for where, asked in (
+            ("after", {"params": {"after": 5}}),
+            ("Last-Event-ID", {"headers": {"Last-Event-ID": "5"}}),
+        ):
+            early = await http.get(created["events_url"], **asked)
+            assert early.status_code == 422, early.text
+            assert early.json()["error"]["message"].startswith(f"{where}: not an event id")
+
         turns = (await http.get(f"{session_url}/history")).json()
         assert [(turn["message"], turn["reply"]) for turn in turns] == [
             ("hello", "first reply"),
@@ -116,3 +131,19 @@ async def test_a_tenant_reaches_only_its_own_sessions(
         assert mine.status_code == 200, mine.text
         assert (await http.get(url, headers=bearer(acme))).json()["turns"] == 1
         await http.post(created["close_url"], headers=bearer(acme))
+
+
+async def test_a_session_without_a_worker_answers_503_at_once(worker: RunningWorker) -> None:
+    # A task queue no worker polls: status and history say so instead of waiting.
+    idle = OnwardClient(worker.client, task_queue=f"{worker.task_queue}-nobody")
+    async with (
+        serving(api_app(ApiSettings(), idle)) as base,
+        # Well under the ~30 s the server holds a query no worker takes.
+        httpx.AsyncClient(base_url=base, timeout=15) as http,
+    ):
+        created = (await http.post("/v1/sessions", json={"tools": [], "script": SCRIPT})).json()
+        for path in (created["status_url"], f"{created['status_url']}/history"):
+            answer = await http.get(path)
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"]["type"] == "NoWorker"
+        await idle.temporal.get_workflow_handle(created["id"]).terminate("test over")

@@ -39,6 +39,11 @@ async def test_a_tenant_sees_and_controls_only_its_own_runs(
     async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/v1/runs")).status_code == 401
         assert (await http.get("/v1/runs", headers=bearer("onw_wrong"))).status_code == 401
+        # The key is checked before the body, also when the body is not JSON.
+        broken = await http.post(
+            "/v1/runs", content=b'{"bad', headers={"Content-Type": "application/json"}
+        )
+        assert broken.status_code == 401, broken.text
         script = [{"text": "slow", "delay_s": 1.0}]
         answer = await http.post(
             "/v1/runs", json={"prompt": "mine", "script": script}, headers=bearer(acme)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Path, Query, Response, WebSocket
+from fastapi import FastAPI, Header, Path, Query, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 from temporalio.service import RPCError
@@ -26,6 +26,8 @@ from temporalio.service import RPCError
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient, RunInfo, new_run_id
 from onward.contracts import (
+    AGENT_WORKFLOW,
+    SESSION_WORKFLOW,
     AgentInput,
     AgentResult,
     AgentState,
@@ -35,13 +37,11 @@ from onward.contracts import (
     Artifact,
     Budget,
     BudgetExtension,
-    CancelRequest,
-    SteerRequest,
     StepRecord,
 )
 from onward.errors import InvalidInput, OnwardError, RunAlreadyExists, RunNotFound
 from onward.starter.api import live, params
-from onward.starter.api.controls import apply_control
+from onward.starter.api.controls import apply_control, control_body
 from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers, status_of
 from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.live import (
@@ -51,14 +51,16 @@ from onward.starter.api.live import (
     serve_socket,
 )
 from onward.starter.api.models import (
+    CancelBody,
     ControlAnswer,
     ErrorBody,
     RunCreated,
     RunRequest,
     RunSummary,
     StateAnswer,
+    SteerBody,
 )
-from onward.starter.api.sessions import session_routes
+from onward.starter.api.sessions import RunKind, session_routes
 from onward.starter.api.tenants import Limits, Tenant, TenantGate, authenticate
 
 __all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiSettings", "api_app"]
@@ -72,6 +74,8 @@ KEEPALIVE_S = 15.0
 RUN_ID = Path(min_length=1, max_length=255, pattern=r"^[^\s/]+$", description="the run's id")
 _TENANT_CACHE = 10_000
 """Run tenants remembered (a run's tenant tag never changes)."""
+_WORKFLOW_OF: dict[str, str] = {"run": AGENT_WORKFLOW, "session": SESSION_WORKFLOW}
+"""The workflow type behind each kind of route."""
 
 log = logging.getLogger("onward.api")
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -139,6 +143,25 @@ async def with_keepalive(events: AsyncIterator[RunEvent]) -> AsyncIterator[str]:
 
 
 RunId = Annotated[str, RUN_ID]
+
+
+async def refuse_fields(request: Request, kind: str) -> None:
+    """Refuse a body with fields for a control that takes none, as the WebSocket does.
+
+    An empty body, ``{}`` and ``null`` are no fields.
+    """
+    raw = (await request.body()).strip()
+    if not raw:
+        return
+    try:
+        fields = json.loads(raw)
+    except ValueError:
+        raise InvalidInput("the body is not valid JSON") from None
+    if fields is None:
+        return
+    if not isinstance(fields, dict):
+        raise InvalidInput(f"{kind}: takes no body")
+    control_body(kind, fields)
 
 
 def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
@@ -235,7 +258,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     install_error_handlers(app)
     _openapi(app, secured=settings.keys is not None)
-    tenants_of_runs: dict[str, str] = {}
+    tenants_of_runs: dict[str, tuple[str, str]] = {}
 
     def onward() -> OnwardClient:
         found: OnwardClient = state["client"]
@@ -247,18 +270,19 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         found: TenantGate = state["gate"]
         return found
 
-    async def owned(run_id: str, tenant: str) -> RunInfo | None:
-        """Raise RunNotFound unless the run is ``tenant``'s; its info when it was read."""
+    async def owned(run_id: str, tenant: str, kind: RunKind = "run") -> RunInfo | None:
+        """Raise RunNotFound unless ``run_id`` is ``tenant``'s and of ``kind`` (a session's
+        id is no run of the run routes, nor a run's a session); its info when it was read."""
         known = tenants_of_runs.get(run_id)
         info: RunInfo | None = None
         if known is None:
             info = await onward().info(run_id)
-            known = info.tenant
-            if known is not None:  # an untagged run may be tagged later: ask again then
+            known = (info.tenant or "", info.workflow_type)
+            if info.tenant is not None:  # an untagged run may be tagged later: ask again then
                 if len(tenants_of_runs) >= _TENANT_CACHE:
                     tenants_of_runs.clear()
                 tenants_of_runs[run_id] = known
-        if known != tenant:
+        if known != (tenant, _WORKFLOW_OF[kind]):
             raise RunNotFound(run_id)
         return info
 
@@ -415,27 +439,29 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         return await apply_control(onward(), run_id, kind, body)
 
     @app.post("/v1/runs/{run_id}/pause", response_model=ControlAnswer, responses=_ERRORS)
-    async def pause(run_id: RunId, tenant: Tenant) -> ControlAnswer:
-        """Pause before the next model or tool call."""
+    async def pause(run_id: RunId, tenant: Tenant, request: Request) -> ControlAnswer:
+        """Pause before the next model or tool call (no body)."""
+        await refuse_fields(request, "pause")
         answer: ControlAnswer = await control(run_id, tenant, "pause")
         return answer
 
     @app.post("/v1/runs/{run_id}/resume", response_model=StateAnswer, responses=_ERRORS)
-    async def resume(run_id: RunId, tenant: Tenant) -> StateAnswer:
-        """Resume a paused run."""
+    async def resume(run_id: RunId, tenant: Tenant, request: Request) -> StateAnswer:
+        """Resume a paused run (no body)."""
+        await refuse_fields(request, "resume")
         answer: StateAnswer = await control(run_id, tenant, "resume")
         return answer
 
     @app.post("/v1/runs/{run_id}/cancel", response_model=ControlAnswer, responses=_ERRORS)
     async def cancel(
-        run_id: RunId, tenant: Tenant, body: CancelRequest | None = None
+        run_id: RunId, tenant: Tenant, body: CancelBody | None = None
     ) -> ControlAnswer:
         """End the run as cancelled, keeping what it did (``{"reason"}`` optional)."""
         answer: ControlAnswer = await control(run_id, tenant, "cancel", body)
         return answer
 
     @app.post("/v1/runs/{run_id}/steer", response_model=ControlAnswer, responses=_ERRORS)
-    async def steer(run_id: RunId, tenant: Tenant, body: SteerRequest) -> ControlAnswer:
+    async def steer(run_id: RunId, tenant: Tenant, body: SteerBody) -> ControlAnswer:
         """Add a user message for the next model call (``{"message"}``)."""
         answer: ControlAnswer = await control(run_id, tenant, "steer", body)
         return answer
@@ -482,7 +508,10 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             await websocket.close(CLOSE_UNAUTHORIZED, str(err))
             return
         try:
-            start = params.last_event_id(after or websocket.headers.get("last-event-id"), None)
+            start = params.last_event_id(
+                websocket.headers.get("last-event-id"),
+                None if after is None else params.event_id(after, "after"),
+            )
             await owned(run_id, tenant)
         except OnwardError as err:
             status = status_of(err)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from onward.client import OnwardClient
 from onward.contracts import ApprovalDecision, BudgetExtension, CancelRequest, SteerRequest
 from onward.errors import InvalidInput
-from onward.starter.api.models import ControlAnswer, StateAnswer
+from onward.starter.api.models import CancelBody, ControlAnswer, StateAnswer, SteerBody
 
 __all__ = ["CONTROL_BODIES", "ControlKind", "apply_control", "control_body"]
 
@@ -23,8 +23,8 @@ ControlKind = Literal["pause", "resume", "cancel", "steer", "extend-budget", "ap
 CONTROL_BODIES: dict[str, type[BaseModel] | None] = {
     "pause": None,
     "resume": None,
-    "cancel": CancelRequest,
-    "steer": SteerRequest,
+    "cancel": CancelBody,
+    "steer": SteerBody,
     "extend-budget": BudgetExtension,
     "approve": ApprovalDecision,
     "reject": ApprovalDecision,

@@ -149,6 +149,27 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
+def _not_json(request: Request, problem: Mapping[str, Any]) -> JSONResponse:
+    """A body that is not JSON: FastAPI reads it before the key is checked, so check it here.
+
+    pydantic's error puts the character position in ``loc``, where a field name would be.
+    """
+    from onward.starter.api.tenants import authenticate
+
+    settings = getattr(request.app.state, "settings", None)
+    try:
+        authenticate(request, getattr(settings, "keys", None))
+    except ApiProblem as err:
+        return error_response(err.status, err.error_type, str(err))
+    loc = list(problem.get("loc", ()))
+    at = f" at character {loc[-1]}" if len(loc) > 1 and isinstance(loc[-1], int) else ""
+    cause = (problem.get("ctx") or {}).get("error")
+    message = f"the body is not valid JSON{at}" + (f": {cause}" if cause else "")
+    return error_response(
+        422, "InvalidInput", message, [{"loc": ["body"], "msg": message, "type": "json_invalid"}]
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer Onward's errors, validation errors and the unexpected as :class:`ErrorBody`."""
 
@@ -167,8 +188,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(status, type(err).__name__, str(err), problems)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, err: Exception) -> JSONResponse:
+    async def invalid_request(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, RequestValidationError)
+        broken = next((item for item in err.errors() if item.get("type") == "json_invalid"), None)
+        if broken is not None:
+            return _not_json(request, broken)
         problems = _problems([dict(item) for item in err.errors()])
         lines = [
             f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'body'}: {item['msg']}"  # type: ignore[attr-defined]

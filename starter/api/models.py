@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from onward.contracts import AgentInput, AgentState, SessionInput
+from onward.contracts import AgentInput, AgentState, CancelRequest, SessionInput, SteerRequest
 
 __all__ = [
     "ApiError",
+    "CancelBody",
     "ControlAnswer",
     "ErrorBody",
     "RunCreated",
@@ -23,6 +24,7 @@ __all__ = [
     "RunSummary",
     "SessionCreated",
     "StateAnswer",
+    "SteerBody",
     "session_input",
 ]
 
@@ -112,3 +114,19 @@ class ErrorBody(BaseModel):
     """The body of every 4xx and 5xx answer."""
 
     error: ApiError
+
+
+class CancelBody(CancelRequest):
+    """``POST /v1/runs/{id}/cancel``: the ``cancel`` signal's payload, a typo refused.
+
+    The signal itself stays lenient (a signal that fails to decode is dropped,
+    and runs keep replaying the ones they got); the API says what is wrong.
+    """
+
+    model_config = ConfigDict(extra="forbid", title="CancelRequest")
+
+
+class SteerBody(SteerRequest):
+    """``POST /v1/runs/{id}/steer``: the ``steer`` signal's payload, a typo refused."""
+
+    model_config = ConfigDict(extra="forbid", title="SteerRequest")

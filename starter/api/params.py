@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from onward.errors import InvalidInput
 
-__all__ = ["MAX_EVENT_ID", "iso_8601", "last_event_id", "since_utc"]
+__all__ = ["MAX_EVENT_ID", "event_id", "iso_8601", "last_event_id", "since_utc"]
 
 MAX_EVENT_ID = 2**62
 """Event ids are below this (Temporal's history event ids are 64-bit)."""
@@ -28,12 +28,17 @@ def last_event_id(header: str | None, query: int | None) -> int:
         return query
     if header is None or not header.strip():
         return 0
+    return event_id(header, "Last-Event-ID")
+
+
+def event_id(value: str, name: str) -> int:
+    """``value`` as an event id, 0 to :data:`MAX_EVENT_ID`; else a 422 naming ``name``."""
     try:
-        found = max(int(header.strip()), 0)
+        found = int(value.strip())
     except ValueError:
-        raise InvalidInput("Last-Event-ID: must be an event id (a whole number)") from None
-    if found > MAX_EVENT_ID:
-        raise InvalidInput(f"Last-Event-ID: must be at most {MAX_EVENT_ID}")
+        raise InvalidInput(f"{name}: must be an event id (a whole number)") from None
+    if not 0 <= found <= MAX_EVENT_ID:
+        raise InvalidInput(f"{name}: must be from 0 to {MAX_EVENT_ID}")
     return found
 
 

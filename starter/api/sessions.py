@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
@@ -25,14 +25,17 @@ from onward.contracts import (
 from onward.errors import InvalidInput, RunNotFound
 from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
+from onward.starter.api import params
 from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.models import ControlAnswer, ErrorBody, SessionCreated, session_input
 from onward.starter.api.tenants import Tenant, TenantGate
 
-__all__ = ["EVENTS_PER_MESSAGE", "session_events", "session_routes"]
+__all__ = ["EVENTS_PER_MESSAGE", "MAX_MESSAGE", "RunKind", "session_events", "session_routes"]
 
 EVENTS_PER_MESSAGE = 1_000_000_000
 """A session event's id is ``message number * EVENTS_PER_MESSAGE + the run's event id``."""
+MAX_MESSAGE = 2**62 // EVENTS_PER_MESSAGE
+"""The highest message number an event id can name (event ids are below 2^62)."""
 NEXT_MESSAGE_POLL_S = 0.5
 """How often the stream asks whether the next message's run has started."""
 SESSION_ID = Path(min_length=1, max_length=200, pattern=r"^[^\s/]+$", description="the session")
@@ -41,7 +44,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 SessionId = Annotated[str, SESSION_ID]
-Owned = Callable[[str, str], Awaitable[RunInfo | None]]
+RunKind = Literal["run", "session"]
+"""What a route reads: a run (an agent workflow) or a session; the other kind is a 404."""
+Owned = Callable[[str, str, RunKind], Awaitable[RunInfo | None]]
 
 
 async def session_events(
@@ -80,7 +85,6 @@ def session_routes(
     onward: Callable[[], OnwardClient], gate: Callable[[], TenantGate], owned: Owned
 ) -> APIRouter:
     """The ``/v1/sessions`` routes, over the app's client, tenant gate and ownership check."""
-    from onward.starter.api import params
     from onward.starter.api.app import with_keepalive
 
     router = APIRouter()
@@ -122,13 +126,13 @@ def session_routes(
         session_id: SessionId, tenant: Tenant, body: SessionMessage
     ) -> SessionReply:
         """Send a user message (``{"message"}``); answers the reply once the agent has one."""
-        await owned(session_id, tenant)
+        await owned(session_id, tenant, "session")
         return await onward().send_message(session_id, body.message)
 
     @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)
     async def session_status(session_id: SessionId, tenant: Tenant) -> AgentStatus:
         """State (``idle`` between messages), messages answered, usage of the whole session."""
-        await owned(session_id, tenant)
+        await owned(session_id, tenant, "session")
         return await onward().session_status(session_id)
 
     @router.get(
@@ -136,7 +140,7 @@ def session_routes(
     )
     async def history(session_id: SessionId, tenant: Tenant) -> list[SessionTurn]:
         """The turns: each message, its reply, status and usage (the last 100)."""
-        await owned(session_id, tenant)
+        await owned(session_id, tenant, "session")
         return await onward().session_history(session_id)
 
     @router.get(
@@ -148,14 +152,29 @@ def session_routes(
         session_id: SessionId,
         tenant: Tenant,
         message: Annotated[
-            int | None, Query(ge=1, description="from this message (default: current or next)")
+            int | None,
+            Query(
+                ge=1,
+                le=MAX_MESSAGE,
+                description="from this message (default: current or next)",
+            ),
         ] = None,
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
-        after: Annotated[int | None, Query(ge=0, description="like Last-Event-ID")] = None,
+        after: Annotated[
+            int | None, Query(ge=0, le=params.MAX_EVENT_ID, description="like Last-Event-ID")
+        ] = None,
     ) -> StreamingResponse:
         """Server-Sent Events of each message's run, in order, from the current (or next) one."""
-        await owned(session_id, tenant)
+        await owned(session_id, tenant, "session")
         start = params.last_event_id(last_event_id, after)
+        if 0 < start < EVENTS_PER_MESSAGE:
+            # Message 0 has no run: the stream would wait for it for as long as the
+            # session is open. Every id it sends is message * 10^9 + the run's id.
+            name = "after" if after is not None else "Last-Event-ID"
+            raise InvalidInput(
+                f"{name}: not an event id of a session's stream (message * "
+                f"{EVENTS_PER_MESSAGE:,} + the run's event id); 0 starts at the beginning"
+            )
         if start:
             first = start // EVENTS_PER_MESSAGE
         elif message is not None:
@@ -172,7 +191,7 @@ def session_routes(
     @router.post("/v1/sessions/{session_id}/close", response_model=ControlAnswer, responses=_ERRORS)
     async def close(session_id: SessionId, tenant: Tenant) -> ControlAnswer:
         """Close the session once the messages already sent are answered."""
-        await owned(session_id, tenant)
+        await owned(session_id, tenant, "session")
         await onward().close_session(session_id)
         return ControlAnswer(id=session_id)
 
