@@ -430,7 +430,10 @@ async def _connect(args: argparse.Namespace, address: str | None, interceptors: 
         if isinstance(err.__cause__, ValueError):
             raise
         where = address or err.address or configured_address() or DEFAULT_ADDRESS
-        raise CliError(f"cannot reach Temporal at {where}; start it with 'onward dev'") from err
+        # Still a ConnectionFailed: `--json` names the error class the README lists.
+        raise ConnectionFailed(
+            f"cannot reach Temporal at {where}; start it with 'onward dev'", where
+        ) from err
 
 
 def _task_queue() -> str:
@@ -536,8 +539,13 @@ def _dev_command(args: argparse.Namespace) -> int:
         how = "started" if running.started_now else "already running"
         owner = f", pid {running.pid}" if running.pid else f" ({devserver.owner_of(server.port)})"
         say(f"Temporal dev server {how} at {running.server.address}{owner}")
+        if not running.pid:
+            # Not this ONWARD_HOME's: its Web UI port is unknown, and `onward dev stop`
+            # here leaves it alone.
+            say("it is not this ONWARD_HOME's server: stop it where it was started")
+            return EXIT_OK
         say(f"Web UI: {running.server.ui_url}")
-        if running.pid and running.server.port != devserver.DEFAULT_PORT:
+        if running.server.port != devserver.DEFAULT_PORT:
             say(
                 f"onward commands (and onward worker) run with this ONWARD_HOME "
                 f"({server.home}) use it; "

@@ -70,7 +70,8 @@ async def chat(client: OnwardClient, args: argparse.Namespace) -> int:
     """
     if args.id is None:
         session_id = await client.open_session(session_input(args))
-        say(f"session {session_id}")
+        # With --json stdout holds only the replies (each run_id is <session id>-m<N>).
+        (note if args.json else say)(f"session {session_id}")
     else:
         session_id = args.id
         status = await client.session_status(session_id)  # RunNotFound for an unknown id

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime
@@ -16,7 +17,14 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 
-from conftest import RunningWorker, eventually, model_inputs, run_onward, running_worker
+from conftest import (
+    RunningWorker,
+    eventually,
+    model_inputs,
+    run_onward,
+    running_worker,
+    temporal_cli,
+)
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -109,6 +117,24 @@ async def test_an_approved_call_runs_only_after_approval(worker: RunningWorker) 
     assert written.read_text() == "# Q3\n"
     after = await handle.query(AgentWorkflow.status)
     assert after.pending_approvals == []
+
+
+async def test_the_temporal_cli_approves_without_input(worker: RunningWorker, address: str) -> None:
+    # The README's payload is optional: no --input decides every pending call, as `{}` does.
+    handle = await worker.start(approval_run([write("report.md", "# Q3\n"), {"text": "done"}]))
+    (pending,) = (await awaiting(handle)).pending_approvals
+    process = await asyncio.create_subprocess_exec(
+        temporal_cli(),
+        *("workflow", "update", "execute", "--name", "approve", "-o", "json"),
+        *("--workflow-id", handle.id, "--address", address),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, err.decode()
+    assert pending.call_id in out.decode()
+    result = await handle.result()
+    assert result.status == "completed" and result.steps[0].tool_calls[0].status == "ok"
 
 
 async def test_a_rejection_note_goes_back_to_the_model(worker: RunningWorker) -> None:

@@ -464,7 +464,7 @@ async def test_unreachable_server_exits_2(tmp_path: Path) -> None:
     assert human.stdout == ""
     assert json_mode.json() == {
         "error": {
-            "type": "CliError",
+            "type": "ConnectionFailed",
             "message": f"cannot reach Temporal at {closed}; start it with 'onward dev'",
             "exit_code": 2,
         }
@@ -546,6 +546,9 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
         assert reused.code == 0, reused.stderr
         assert f"already running at 127.0.0.1:{port}" in reused.stdout
         assert f"started by onward dev with ONWARD_HOME={tmp_path / 'home'}" in reused.stdout
+        # Its `onward dev stop` is the other home's, and its Web UI port is not known here.
+        assert "stop it where it was started" in reused.stdout
+        assert "onward dev stop" not in reused.stdout and "Web UI" not in reused.stdout
     finally:
         stopped = await onward("dev", "stop")
     assert stopped.code == 0, stopped.stderr

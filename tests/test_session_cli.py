@@ -82,6 +82,27 @@ async def test_chat_send_and_close_through_the_cli(
     assert "no-such-session" in unknown.stderr
 
 
+async def test_chat_json_prints_only_json_documents(
+    address: str, worker: RunningWorker, tmp_path: Path
+) -> None:
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "ONWARD_TASK_QUEUE": worker.task_queue,
+        "ONWARD_HOME": str(tmp_path / "home"),
+    }
+    script = tmp_path / "script.json"
+    script.write_text(json.dumps(SCRIPT))
+    code, out, err = await chat(env, "--json", "--script", str(script), lines="hello\nagain\n")
+    assert code == 0, err
+    replies, decoder, at = [], json.JSONDecoder(), 0
+    while out[at:].strip():  # one document per reply, and nothing else
+        reply, at = decoder.raw_decode(out, len(out) - len(out[at:].lstrip()))
+        replies.append(reply)
+    assert [reply["reply"] for reply in replies] == ["hi there", "hello again"]
+    session_id = err.splitlines()[0].removeprefix("session ")
+    assert [reply["run_id"] for reply in replies] == [f"{session_id}-m1", f"{session_id}-m2"]
+
+
 async def test_readme_sessions_python_example_runs_verbatim(
     client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:

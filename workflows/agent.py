@@ -1216,29 +1216,34 @@ class AgentWorkflow:
             self._decisions[call_id] = verdict
         return ApprovalsDecided(call_ids=call_ids, decision=verdict.decision)
 
+    # The decision is optional: `temporal workflow update execute --name approve`
+    # without --input decides every pending call, as `{}` does.
+
     @workflow.update(name="approve")
-    def approve(self, decision: ApprovalDecision) -> ApprovalsDecided:
+    def approve(self, decision: ApprovalDecision | None = None) -> ApprovalsDecided:
         """Let a call waiting for approval run (``call_id``, or every pending call)."""
+        decision = decision or ApprovalDecision()
         verdict = ApprovalRecord(
             decision="approved", by="person", note=decision.note, decided_at=workflow.now()
         )
         return self._decide(decision, verdict)
 
     @approve.validator
-    def _validate_approve(self, decision: ApprovalDecision) -> None:
-        chosen(self._pending.values(), decision)
+    def _validate_approve(self, decision: ApprovalDecision | None = None) -> None:
+        chosen(self._pending.values(), decision or ApprovalDecision())
 
     @workflow.update(name="reject")
-    def reject(self, decision: ApprovalDecision) -> ApprovalsDecided:
+    def reject(self, decision: ApprovalDecision | None = None) -> ApprovalsDecided:
         """Refuse a call waiting for approval; the note is its result for the model."""
+        decision = decision or ApprovalDecision()
         verdict = ApprovalRecord(
             decision="rejected", by="person", note=decision.note, decided_at=workflow.now()
         )
         return self._decide(decision, verdict)
 
     @reject.validator
-    def _validate_reject(self, decision: ApprovalDecision) -> None:
-        chosen(self._pending.values(), decision)
+    def _validate_reject(self, decision: ApprovalDecision | None = None) -> None:
+        chosen(self._pending.values(), decision or ApprovalDecision())
 
     # -- artifacts -----------------------------------------------------
 
