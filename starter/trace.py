@@ -226,7 +226,7 @@ def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
 
 async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
     """The run's history, reconstructed (no worker needed)."""
-    events = opened_events(handle.fetch_history_events(), DATA_CONVERTER.payload_codec)
+    events = opened_events(handle.fetch_history_events(), DATA_CONVERTER)
     return reconstruct([event async for event in events])
 
 

@@ -312,6 +312,37 @@ async def test_a_5_mb_message_goes_through_external_storage(
     await store.close()
 
 
+class BigAnswerModel:
+    """Answers at once with 300 KB: the run's result goes to external storage."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(text="".join(f"{i:07d}\n" for i in range(37_500)), model="big")
+
+
+async def test_a_result_in_external_storage_is_read_from_the_history(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": BigAnswerModel()}
+    ) as worker:
+        handle = await worker.start(AgentInput(prompt="a long answer, please"))
+        result = await handle.result()
+    completed = [
+        event.workflow_execution_completed_event_attributes.result.payloads[0]
+        async for event in handle.fetch_history_events()
+        if event.HasField("workflow_execution_completed_event_attributes")
+    ]
+    assert completed[0].external_payloads  # only a reference is in the history
+    # No worker now: status, steps and trace read the run's history, and open the reference.
+    onward = OnwardClient(client)
+    status = await onward.status(handle.id)
+    assert status.state == "completed" and status.step == 1
+    log = await onward.step_log(handle.id)
+    assert [record.text for record in log.records] == [result.output]
+    trace = await onward.trace(handle.id)
+    assert trace.usage.steps == 1
+
+
 async def test_clients_read_the_whole_step_log_from_the_store(
     client: Client,
     tmp_path: Path,

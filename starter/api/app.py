@@ -292,7 +292,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             client.temporal.get_workflow_handle(run_id),
             after=after,
             outcome=lambda: client.result(run_id),
-            codec=client.temporal.data_converter.payload_codec,
+            converter=client.temporal.data_converter,
         )
 
     def created(run_id: str, is_new: bool, response: Response) -> RunCreated:

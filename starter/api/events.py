@@ -38,10 +38,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
 from temporalio.contrib.workflow_streams import PublishInput
-from temporalio.converter import PayloadCodec, decode_typed_search_attributes
+from temporalio.converter import DataConverter, decode_typed_search_attributes
 
 from onward import budget as budgets
 from onward import search_attributes as sa
+from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     TOKENS_TOPIC,
     AgentInput,
@@ -344,13 +345,14 @@ async def run_events(
     *,
     after: int = 0,
     outcome: Callable[[], Awaitable[AgentResult]],
-    codec: PayloadCodec | None = None,
+    converter: DataConverter = DATA_CONVERTER,
 ) -> AsyncIterator[RunEvent]:
     """The run's events with ids above ``after``, as they happen, ending with ``result``.
 
     ``outcome`` gives the result of a run that closed without returning one
     (terminated, cancelled through Temporal, failed on invalid input);
-    ``codec`` decrypts the history (the API client's, with ``ONWARD_ENCRYPTION_KEYS``).
+    ``converter`` opens the history's payloads (the API client's: its
+    ``ONWARD_ENCRYPTION_KEYS`` and ``ONWARD_PAYLOADS``).
 
     Raises:
         RPCError: from Temporal (an unknown id, a lost connection): the stream
@@ -358,7 +360,7 @@ async def run_events(
     """
     translator = EventTranslator()
     events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
-    async for event in opened_events(events, codec):
+    async for event in opened_events(events, converter):
         for item in translator.add(event):
             if item.id > after:
                 yield item

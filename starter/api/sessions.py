@@ -74,7 +74,7 @@ async def session_events(
             handle,
             after=max(after - base, 0),
             outcome=lambda run_id=run_id: client.result(run_id),  # type: ignore[misc]
-            codec=client.temporal.data_converter.payload_codec,
+            converter=client.temporal.data_converter,
         )
         async for item in stream:
             yield RunEvent(item.id + base, item.event, {**item.data, "message": message})
