@@ -32,6 +32,8 @@ from temporalio.client import (
     Client,
     Interceptor,
     RPCTimeoutOrCancelledError,
+    ScheduleAlreadyRunningError,
+    ScheduleOverlapPolicy,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -50,6 +52,7 @@ from onward.connection import DATA_CONVERTER, connect
 from onward.contracts import (
     AGENT_WORKFLOW,
     DEFAULT_TASK_QUEUE,
+    SESSION_WORKFLOW,
     AgentInput,
     AgentResult,
     AgentState,
@@ -136,6 +139,29 @@ class StepLog:
     records: list[StepRecord]
     source: StepSource
     unanswered: bool
+
+
+@contextlib.contextmanager
+def _unanswered_update(run_id: str, update: str) -> Iterator[None]:
+    """An update no worker answered in time as NoWorker that says it may still apply.
+
+    The server keeps an update it has taken until a worker takes the run up (a
+    worker killed a moment ago still looks like a poller), so "failed" would
+    invite a second decision, maybe the other way.
+    """
+    try:
+        yield
+    except (RPCTimeoutOrCancelledError, RPCError) as err:
+        if isinstance(err, RPCError) and err.status not in (
+            RPCStatusCode.DEADLINE_EXCEEDED,
+            RPCStatusCode.CANCELLED,
+        ):
+            raise
+        raise NoWorker(
+            f"no worker answered the {update} of {run_id} in time; the server keeps it and "
+            f"a worker that takes the run up may still apply it: check `onward status "
+            f"{run_id}` before sending it again"
+        ) from err
 
 
 def _visibility_message(err: RPCError) -> str:
@@ -474,8 +500,25 @@ class OnwardClient(SessionMethods):
 
     # -- control ----------------------------------------------------------------------
 
+    async def _run_only(self, run_id: str, control: str) -> RunInfo:
+        """The run's info; a session's id is refused (it has no such signal or update:
+        Temporal would take the signal and nothing would happen).
+
+        Raises:
+            InvalidInput: ``run_id`` is a session's.
+            RunNotFound: no run has this id.
+        """
+        info = await self.info(run_id)
+        if info.workflow_type == SESSION_WORKFLOW:
+            raise InvalidInput(
+                f"{run_id} is a session: {control} its message's run ({run_id}-m<N>), "
+                "or close the session"
+            )
+        return info
+
     async def pause(self, run_id: str) -> None:
         """Pause the run before its next model or tool call."""
+        await self._run_only(run_id, "pause")
         with self._translated(run_id):
             await self._handle(run_id).signal(AgentWorkflow.pause)
 
@@ -486,9 +529,10 @@ class OnwardClient(SessionMethods):
         signal is sent anyway: it also withdraws a pause not yet reached).
         """
         before: AgentState | None = None
+        info = await self._run_only(run_id, "resume")
         with self._translated(run_id):
             handle = self._handle(run_id)
-            if await self.has_worker((await self.info(run_id)).task_queue):
+            if await self.has_worker(info.task_queue):
                 with contextlib.suppress(RPCError, WorkflowQueryFailedError):
                     status = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
                     before = status.state
@@ -497,6 +541,7 @@ class OnwardClient(SessionMethods):
 
     async def cancel(self, run_id: str, reason: str | None = None) -> None:
         """End the run as cancelled, keeping what it did."""
+        await self._run_only(run_id, "cancel")
         with self._translated(run_id):
             await self._handle(run_id).signal(AgentWorkflow.cancel, CancelRequest(reason=reason))
 
@@ -508,6 +553,7 @@ class OnwardClient(SessionMethods):
         """
         if not message.strip():
             raise InvalidInput("steer: the message must not be blank")
+        await self._run_only(run_id, "steer")
         with self._translated(run_id):
             await self._handle(run_id).signal(AgentWorkflow.steer, SteerRequest(message=message))
 
@@ -527,8 +573,9 @@ class OnwardClient(SessionMethods):
             require_a_limit(extension)  # bad input, before any worker is asked
         except ValueError as err:
             raise InvalidInput(str(err)) from None
+        await self._run_only(run_id, "extend the budget of")
         await self._require_worker(run_id)
-        with self._translated(run_id):
+        with self._translated(run_id), _unanswered_update(run_id, "extend_budget"):
             try:
                 return await self._handle(run_id).execute_update(
                     AgentWorkflow.extend_budget, extension, rpc_timeout=UPDATE_TIMEOUT
@@ -570,7 +617,7 @@ class OnwardClient(SessionMethods):
         update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
         await self._require_worker(run_id)
         run_id = await approval_target(self, run_id)
-        with self._translated(run_id):
+        with self._translated(run_id), _unanswered_update(run_id, verdict):
             try:
                 return await self._handle(run_id).execute_update(
                     update, decision, rpc_timeout=UPDATE_TIMEOUT
@@ -665,6 +712,8 @@ class OnwardClient(SessionMethods):
                 await self._client.create_schedule(
                     schedule_id, schedule, memo=schedules.schedule_memo(agent, cron)
                 )
+            except ScheduleAlreadyRunningError as err:
+                raise InvalidInput(f"id: a schedule {schedule_id} exists already") from err
             except RPCError as err:
                 if err.status == RPCStatusCode.INVALID_ARGUMENT:
                     raise InvalidInput(f"cron: {err.message}") from err
@@ -698,9 +747,14 @@ class OnwardClient(SessionMethods):
             await self._client.get_schedule_handle(schedule_id).unpause(note=note)
 
     async def schedule_trigger(self, schedule_id: str) -> None:
-        """Start one run of the schedule now, whatever its cron (and even while paused)."""
+        """Start one run of the schedule now, whatever its cron (and even while paused).
+
+        Also while an earlier run still goes (the schedule's own times are skipped then).
+        """
         with self._schedule_translated(schedule_id):
-            await self._client.get_schedule_handle(schedule_id).trigger()
+            await self._client.get_schedule_handle(schedule_id).trigger(
+                overlap=ScheduleOverlapPolicy.ALLOW_ALL
+            )
 
     async def schedule_delete(self, schedule_id: str) -> None:
         """Delete the schedule; the runs it started are left alone."""

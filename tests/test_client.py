@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, RPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
 import onward
 from conftest import RunningWorker, eventually
@@ -29,6 +30,7 @@ from onward import (
     RunEnded,
     RunNotFound,
 )
+from onward.client import _unanswered_update
 from onward.contracts import DEFAULT_TASK_QUEUE, BudgetExtension
 from onward.starter.errors import CliError
 from onward.worker import WorkerSettings, build_worker
@@ -72,6 +74,24 @@ def test_the_error_tree_is_one_tree() -> None:
 
     assert Old is ConnectionFailed
     assert onward.OnwardClient is OnwardClient
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RPCTimeoutOrCancelledError("timed out"),
+        RPCError("late", RPCStatusCode.DEADLINE_EXCEEDED, b""),
+    ],
+)
+def test_an_unanswered_update_says_it_may_still_apply(failure: Exception) -> None:
+    # The server keeps an update no worker took in time: a worker killed a moment ago
+    # still looks like a poller, and the next one applies it.
+    expected = "may still apply it: check `onward status r1`"
+    with pytest.raises(NoWorker, match=expected), _unanswered_update("r1", "approve"):
+        raise failure
+    # Anything else is left to the caller.
+    with pytest.raises(RPCError), _unanswered_update("r1", "approve"):
+        raise RPCError("gone", RPCStatusCode.NOT_FOUND, b"")
 
 
 async def test_start_result_status_steps_list_trace_report(api: OnwardClient) -> None:

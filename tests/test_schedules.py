@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -82,6 +83,13 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     )  # fmt: skip
     assert created.code == 0, created.stderr
     assert created.json() == {"schedule_id": schedule_id}
+    twice = await run_onward(
+        "schedule", "create", "--cron", YEARLY, "--prompt", "hello", "--id", schedule_id,
+        "--json", env=env,
+    )  # fmt: skip
+    assert twice.code == 2, twice.stderr
+    assert twice.json()["error"]["type"] == "InvalidInput"
+    assert f"id: a schedule {schedule_id} exists already" in twice.json()["error"]["message"]
     triggered = await run_onward("schedule", "trigger", schedule_id, env=env)
     assert triggered.code == 0, triggered.stderr
 
@@ -99,3 +107,41 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     assert f"no schedule with id {schedule_id}" in again.stderr
     bad = await run_onward("schedule", "create", "--cron", "nope", "--prompt", "p", env=env)
     assert bad.code == 2 and "cron" in bad.stderr
+
+
+async def test_a_trigger_starts_a_run_while_the_last_one_still_goes(
+    worker: RunningWorker,
+) -> None:
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    slow = {"prompt": "slow", "script": [{"text": "done", "delay_s": 3}]}
+    schedule_id = await client.schedule_create(YEARLY, slow)
+    try:
+        await client.schedule_trigger(schedule_id)
+        first = await started_run(client, schedule_id)
+        # A run's id is the schedule's and the second it starts: a trigger within the
+        # same second would name the same run.
+        await asyncio.sleep(1.1)
+        assert (await client.info(first)).running  # it has about 2 s to go
+        await client.schedule_trigger(schedule_id)
+
+        async def two_runs() -> bool:
+            return len((await client.schedule(schedule_id)).recent_runs) == 2
+
+        await eventually(two_runs)
+        runs = (await client.schedule(schedule_id)).recent_runs
+        for run_id in runs:
+            assert (await client.result(run_id)).output == "done"
+    finally:
+        await client.schedule_delete(schedule_id)
+
+
+async def started_run(client: OnwardClient, schedule_id: str) -> str:
+    """The workflow id of the schedule's first run, once it has started."""
+    found: list[str] = []
+
+    async def started() -> bool:
+        found[:] = (await client.schedule(schedule_id)).recent_runs
+        return bool(found)
+
+    await eventually(started)
+    return found[0]

@@ -58,6 +58,11 @@ async def test_chat_send_and_close_through_the_cli(
     session_id = first.removeprefix("session ")
     assert replies == ["hi there", "hello again"]
     assert f"onward chat {session_id}" in err  # end of input leaves it open
+    # A session has no pause, cancel or steer: refused, not sent to be dropped.
+    for command in (["pause"], ["cancel"], ["steer", "hurry"], ["extend", "--max-tokens", "9"]):
+        refused = await run_onward(command[0], session_id, *command[1:], env=env)
+        assert refused.code == 2, (command, refused.stderr)
+        assert f"{session_id} is a session" in refused.stderr
 
     sent = await run_onward("send", session_id, "one more", "--json", env=env)
     assert sent.code == 0, sent.stderr
