@@ -19,8 +19,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.client import Interceptor as ClientInterceptor
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Interceptor as WorkerInterceptor
 from temporalio.worker import Worker
 
@@ -39,6 +41,7 @@ from onward.activities.tools import (
     register_tools,
 )
 from onward.connection import DATA_CONVERTER, connect_config, connect_with_retry, task_queue
+from onward.errors import SettingsError
 from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
 from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
@@ -232,8 +235,11 @@ async def run_worker(
     registry = registry or tool_registry(settings)
     # Provider settings are checked before connecting, so a bad ONWARD_ENDPOINTS or
     # ONWARD_MODEL_* stops the start at once instead of failing runs later.
-    providers = providers_from_env(env)
-    max_attempts = ModelCallSettings.from_env(env).max_attempts
+    try:
+        providers = providers_from_env(env)
+        max_attempts = ModelCallSettings.from_env(env).max_attempts
+    except ValueError as err:  # each check names its variable
+        raise SettingsError(str(err)) from err
     # Before connecting too: an unreachable PostgreSQL stops the start with its reason.
     store = await open_store(settings.store_url, DATA_CONVERTER.payload_codec)
     telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
@@ -251,6 +257,7 @@ async def run_worker(
         client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
         if client is None:
             return  # asked to stop while the server was still unreachable
+        await _require_namespace(client)
         worker = Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
         log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
         async with worker:
@@ -263,6 +270,27 @@ async def run_worker(
     finally:
         telemetry.shutdown()  # the plugin closed the providers when the worker stopped
         await store.close()
+
+
+async def _require_namespace(client: Client) -> None:
+    """Refuse to start in a namespace the server has not.
+
+    The SDK's worker finds out only when it stops: until then it says nothing
+    and polls nothing, while this process would look ready.
+
+    Raises:
+        SettingsError: the namespace is unknown to the server.
+    """
+    request = DescribeNamespaceRequest(namespace=client.namespace)
+    try:
+        await client.workflow_service.describe_namespace(request)
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        raise SettingsError(
+            f"namespace {client.namespace!r} is not on the server (TEMPORAL_NAMESPACE or "
+            "the Temporal profile names it); create it or name another"
+        ) from err
 
 
 async def _connect_unless_stopped(
@@ -369,6 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         asyncio.run(serve())
+    except SettingsError as err:  # a setting only the start could check: named, no traceback
+        parser.exit(2, f"onward worker: {err}\n")
     except StoreError as err:  # ONWARD_STORE names a database that cannot be used
         parser.exit(1, f"onward worker: {err}\n")
     return 0

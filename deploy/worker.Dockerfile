@@ -17,7 +17,7 @@ COPY workflows/ workflows/
 COPY activities/ activities/
 COPY starter/ starter/
 COPY worker.py ./
-RUN pip install ".[otlp,postgres]" && rm -rf /src
+RUN pip install ".[otlp,postgres,s3]" && rm -rf /src
 
 RUN useradd --create-home --uid 10001 onward \
     && mkdir /workspace \

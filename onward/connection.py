@@ -27,7 +27,7 @@ from temporalio.envconfig import ClientConfig
 
 from onward.contracts import COMPACT_PAYLOADS, DEFAULT_TASK_QUEUE
 from onward.encryption import codec_from_env
-from onward.errors import ConnectionFailed
+from onward.errors import ConnectionFailed, SettingsError
 from onward.store.payloads import external_storage
 
 __all__ = [
@@ -127,22 +127,32 @@ def task_queue(environ: Mapping[str, str] | None = None) -> str:
     return env.get("ONWARD_TASK_QUEUE") or DEFAULT_TASK_QUEUE
 
 
+def _profile_config(environ: Mapping[str, str] | None) -> dict[str, Any]:
+    """envconfig's connection settings (``TEMPORAL_*``, the profile file).
+
+    Raises:
+        SettingsError: the profile or its file is bad (envconfig raises a bare
+            ``RuntimeError``, which would read as a crash).
+    """
+    try:
+        return dict(
+            ClientConfig.load_client_connect_config(
+                override_env_vars=dict(os.environ if environ is None else environ)
+            )
+        )
+    except RuntimeError as err:
+        raise SettingsError(f"{err} (TEMPORAL_PROFILE, TEMPORAL_CONFIG_FILE)") from err
+
+
 def configured_address(environ: Mapping[str, str] | None = None) -> str | None:
     """The address ``TEMPORAL_ADDRESS`` or the envconfig profile names; None if neither does."""
-    config = ClientConfig.load_client_connect_config(
-        override_env_vars=dict(os.environ if environ is None else environ)
-    )
-    address = config.get("target_host")
+    address = _profile_config(environ).get("target_host")
     return str(address) if address else None
 
 
 def connect_config(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments for ``Client.connect`` from the environment and profile file."""
-    config = dict(
-        ClientConfig.load_client_connect_config(
-            override_env_vars=dict(os.environ if environ is None else environ)
-        )
-    )
+    config = _profile_config(environ)
     config.setdefault("target_host", DEFAULT_ADDRESS)
     config["data_converter"] = DATA_CONVERTER
     return config

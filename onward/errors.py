@@ -43,6 +43,7 @@ __all__ = [
     "RunEnded",
     "RunNotFound",
     "SessionClosed",
+    "SettingsError",
     "StoreError",
     "TemporalError",
     "ToolError",
@@ -195,6 +196,13 @@ class TemporalError(OnwardError):
     def __init__(self, message: str, status: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SettingsError(OnwardError, ValueError):
+    """A setting in the environment, a profile file or a flag is bad; the message names it.
+
+    A ``ValueError`` too, as the checks that raise it raised before.
+    """
 
 
 class StoreError(OnwardError):

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from onward.contracts import ModelPrice, Usage
+from onward.errors import SettingsError
 
 __all__ = ["DEFAULT_PRICING_FILE", "PricingTable", "billed_usd", "cache_saved_usd"]
 
@@ -28,13 +29,22 @@ class PricingTable:
 
     @classmethod
     def load(cls, *paths: Path) -> PricingTable:
-        """Read the default table, then each file in ``paths`` over it."""
+        """Read the default table, then each file in ``paths`` over it.
+
+        Raises:
+            SettingsError: a file in ``paths`` cannot be read, is not JSON, or
+                has an entry that is not a price.
+        """
         prices: dict[str, ModelPrice] = {}
         for path in (DEFAULT_PRICING_FILE, *paths):
-            raw = json.loads(path.read_text(encoding="utf-8"))
-            for model, price in raw.items():
-                if not model.startswith("_"):
-                    prices[model] = ModelPrice.model_validate(price)
+            try:
+                raw = json.loads(path.read_text(encoding="utf-8"))
+                for model, price in raw.items():
+                    if not model.startswith("_"):
+                        prices[model] = ModelPrice.model_validate(price)
+            except (OSError, ValueError, AttributeError) as err:  # ValidationError too
+                reason = err.strerror if isinstance(err, OSError) else str(err).splitlines()[0]
+                raise SettingsError(f"pricing file {path} (ONWARD_PRICING): {reason}") from err
         return cls(prices)
 
     def price_for(self, model: str) -> ModelPrice | None:

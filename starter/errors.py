@@ -15,6 +15,7 @@ from onward.errors import (
     OnwardError,
     RunAlreadyExists,
     RunNotFound,
+    SettingsError,
     TemporalError,
 )
 
@@ -62,7 +63,7 @@ class CliError(OnwardError):
         self.exit_code = exit_code
 
 
-_USAGE_ERRORS = (ConnectionFailed, RunNotFound, RunAlreadyExists, InvalidInput)
+_USAGE_ERRORS = (ConnectionFailed, RunNotFound, RunAlreadyExists, InvalidInput, SettingsError)
 
 
 def exit_code_of(err: OnwardError) -> int:

@@ -146,7 +146,25 @@ def problems(stack: Mapping[str, Any], root: Path) -> list[str]:
                 found.append(f"{name}: {variable} is not set")
             elif host_of(value) not in services:
                 found.append(f"{name}: {variable}={value} names no service of the stack")
+        payloads = interpolate(environment(services[name]).get("ONWARD_PAYLOADS") or "")
+        if not payloads.startswith("s3://") and not on_named_volume(services[name], payloads):
+            # Each replica would keep the large payloads it writes to itself.
+            found.append(f"{name}: ONWARD_PAYLOADS is on no volume its replicas share")
     return found
+
+
+def on_named_volume(service: Mapping[str, Any], path: str) -> bool:
+    """Whether ``path`` is on a named volume the service mounts (shared by its replicas)."""
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+        else:
+            source, _, rest = volume.partition(":")
+            target = rest.split(":", 1)[0]
+        named = source and not source.startswith((".", "/"))
+        if named and path and (path == target or path.startswith(target.rstrip("/") + "/")):
+            return True
+    return False
 
 
 def strings(data: Any) -> Iterator[str]:

@@ -109,6 +109,7 @@ def test_rules_catch_unpinned_images_clashing_ports_and_missing_files(tmp_path: 
         "worker: TEMPORAL_ADDRESS=elsewhere:7233 names no service of the stack",
         "worker: ONWARD_STORE is not set",
         "worker: OTEL_EXPORTER_OTLP_ENDPOINT is not set",
+        "worker: ONWARD_PAYLOADS is on no volume its replicas share",
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import itertools
 import os
 import uuid
 from pathlib import Path
@@ -90,13 +91,13 @@ async def test_steps_and_trace_of_an_encrypted_run_need_its_keys(
     assert trace.code == 0, trace.stderr
     assert [step["text"] for step in trace.json()["steps"]] == texts
 
-    for setting in ("", f"other:{key()}"):
+    for command, setting in itertools.product(("steps", "result", "watch"), ("", f"o:{key()}")):
         refused = await run_onward(
-            "steps", handle.id, env=where | {"ONWARD_ENCRYPTION_KEYS": setting}
+            command, handle.id, env=where | {"ONWARD_ENCRYPTION_KEYS": setting}
         )
         assert refused.code != 0
-        assert "Traceback" not in refused.stderr
-        assert "ONWARD_ENCRYPTION_KEYS" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr, (command, refused.stderr)
+        assert "ONWARD_ENCRYPTION_KEYS" in refused.stderr, (command, refused.stderr)
         assert secret not in refused.stdout + refused.stderr
 
 

@@ -277,3 +277,31 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         assert "malloc arenas: at most 2" in log.read_text()
     worker.send_signal(signal.SIGTERM)
     worker.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"TEMPORAL_NAMESPACE": "no-such-namespace"}, "namespace 'no-such-namespace'"),
+        ({"TEMPORAL_PROFILE": "nowhere"}, "TEMPORAL_PROFILE"),
+        ({"ONWARD_PRICING": "/no/such/pricing.json"}, "(ONWARD_PRICING)"),
+        ({"ONWARD_MODEL_MAX_ATTEMPTS": "0"}, "ONWARD_MODEL_MAX_ATTEMPTS"),
+        ({"ONWARD_STORE": "mysql://u:secret@db/onward"}, "ONWARD_STORE: mysql://"),
+        ({"ONWARD_PAYLOAD_THRESHOLD": "-1"}, "ONWARD_PAYLOAD_THRESHOLD"),
+    ],
+)
+async def test_a_bad_setting_stops_the_worker_at_once_in_one_line(
+    address: str, tmp_path: Path, setting: dict[str, str], named: str
+) -> None:
+    base = {
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_CONFIG_FILE": str(tmp_path / "absent.toml"),
+        "ONWARD_TASK_QUEUE": f"bad-{uuid.uuid4().hex[:8]}",
+        "ONWARD_WORKSPACE": str(tmp_path / "ws"),
+        "ONWARD_STORE": str(tmp_path / "store"),
+    }
+    stopped = await run_onward("worker", env={**base, **setting}, timeout_s=30)
+    assert stopped.code == 2, stopped.stderr
+    assert named in stopped.stderr
+    assert "Traceback" not in stopped.stderr and "secret" not in stopped.stderr
+    assert "onward worker ready" not in stopped.stdout

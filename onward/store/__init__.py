@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from temporalio.converter import PayloadCodec
 
 from onward.contracts import Message, StepRecord
+from onward.errors import SettingsError
 from onward.memory import MemoryEntry
 from onward.store.base import (
     FileBackend,
@@ -65,7 +66,14 @@ async def open_store(url: str, codec: PayloadCodec | None = None) -> TranscriptS
 
     Raises:
         StoreError: PostgreSQL cannot be reached or its table cannot be created.
+        SettingsError: ``url`` names a kind of store Onward has not (``mysql://``).
     """
+    scheme, found, _ = url.partition("://")
+    if found and scheme not in ("postgresql", "postgres", "file"):
+        raise SettingsError(
+            f"ONWARD_STORE: {scheme}:// is no store Onward has (postgresql://..., "
+            "file:///dir or a directory)"
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from onward.store.postgres import PostgresStore  # only workers that use it need psycopg
 

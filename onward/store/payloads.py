@@ -30,6 +30,7 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from onward.errors import SettingsError
 from onward.store.base import StoreError
 
 __all__ = [
@@ -126,15 +127,17 @@ def external_storage(environ: Mapping[str, str]) -> ExternalStorage:
     :mod:`onward.store.s3payloads`).
 
     Raises:
-        ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD`` or S3 location.
+        SettingsError: a bad ``ONWARD_PAYLOAD_THRESHOLD`` or S3 location.
     """
     raw = environ.get("ONWARD_PAYLOAD_THRESHOLD") or str(DEFAULT_THRESHOLD)
     try:
         threshold = int(raw)
     except ValueError:
-        raise ValueError(
-            f"ONWARD_PAYLOAD_THRESHOLD must be a number of bytes, not {raw!r}"
-        ) from None
+        threshold = -1
+    if threshold < 0:
+        raise SettingsError(
+            f"ONWARD_PAYLOAD_THRESHOLD must be a number of bytes (0 or more), not {raw!r}"
+        )
     location = environ.get("ONWARD_PAYLOADS") or DEFAULT_PAYLOAD_DIR
     driver: StorageDriver
     if location.startswith("s3://"):

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
 
+from onward.errors import SettingsError
+
 if TYPE_CHECKING:
     import aioboto3
 
@@ -79,15 +81,15 @@ def s3_driver(url: str, environ: Mapping[str, str]) -> S3StorageDriver:
     """The SDK's S3 driver for ``s3://bucket/prefix``, endpoint from ``AWS_ENDPOINT_URL``.
 
     Raises:
-        ValueError: the URL names no bucket, or aioboto3 is not installed.
+        SettingsError: the URL names no bucket, or aioboto3 is not installed.
     """
     parts = urlsplit(url)
     if not parts.netloc:
-        raise ValueError(f"ONWARD_PAYLOADS must name a bucket: s3://bucket/prefix, not {url!r}")
+        raise SettingsError(f"ONWARD_PAYLOADS must name a bucket: s3://bucket/prefix, not {url!r}")
     try:
         import aioboto3
     except ImportError:
-        raise ValueError(
+        raise SettingsError(
             "ONWARD_PAYLOADS=s3://... needs aioboto3: pip install 'onward[s3]'"
         ) from None
     prefix = parts.path.strip("/")
