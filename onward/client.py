@@ -132,6 +132,14 @@ class RunInfo:
     """The run's ``OnwardTenant`` search attribute (None: untagged, or not published yet)."""
     workflow_type: str = AGENT_WORKFLOW
     """``AgentWorkflow`` for a run, ``SessionWorkflow`` for a session."""
+    root_id: str | None = None
+    """The workflow id of the run's root (a sub-agent's or a session message's is
+    not its own); None: the server did not say."""
+
+    @property
+    def workspace_id(self) -> str:
+        """Whose workspace the run's files are in: a child writes into its root's."""
+        return self.root_id or self.run_id
 
 
 @dataclass(frozen=True)
@@ -328,6 +336,7 @@ class OnwardClient(SessionMethods):
             start_time=description.start_time,
             tenant=description.typed_search_attributes.get(sa.TENANT),
             workflow_type=description.workflow_type,
+            root_id=description.root_id,
         )
 
     async def _require_worker(self, run_id: str) -> None:
@@ -670,11 +679,12 @@ class OnwardClient(SessionMethods):
             RunNotFound: no run has this id.
             StoreError: the store cannot be reached.
         """
-        await self.info(run_id)  # an unknown id says so, instead of "no artifacts"
+        # An unknown id says so, instead of "no artifacts".
+        workspace = (await self.info(run_id)).workspace_id
         files = await self._files()
         if files is not None:
-            return await files.list_files(run_id)
-        return list_artifacts(self._workspace(run_id, workspace_root))
+            return await files.list_files(workspace)
+        return list_artifacts(self._workspace(workspace, workspace_root))
 
     async def artifact(
         self, run_id: str, path: str, *, workspace_root: Path | str | None = None
@@ -687,18 +697,18 @@ class OnwardClient(SessionMethods):
             InvalidInput: ``path`` leaves the run's workspace.
             StoreError: the store cannot be reached.
         """
-        await self.info(run_id)
+        workspace = (await self.info(run_id)).workspace_id
         files = await self._files()
         if files is not None:
             try:
-                data = await files.read_file(run_id, normalize_path(path))
+                data = await files.read_file(workspace, normalize_path(path))
             except WorkspaceError as err:
                 raise InvalidInput(f"path: {err}") from err
             if data is None:
                 raise ArtifactNotFound(run_id, path)
             return data
         try:
-            return read_artifact(self._workspace(run_id, workspace_root), path)
+            return read_artifact(self._workspace(workspace, workspace_root), path)
         except FileNotFoundError as err:
             raise ArtifactNotFound(run_id, path) from err
         except WorkspaceError as err:

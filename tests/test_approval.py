@@ -247,6 +247,36 @@ async def test_a_cancel_while_awaiting_approval_ends_the_run(
     assert not list(tmp_path.rglob("never.txt"))
 
 
+async def test_a_native_cancel_while_awaiting_approval_keeps_the_finished_calls(
+    worker: RunningWorker,
+) -> None:
+    turn = {
+        "text": "add, then write",
+        "tool_calls": [
+            {"name": "calculator", "arguments": {"expression": "2+2"}},
+            {"name": "write_file", "arguments": {"path": "never.txt", "content": "x"}},
+        ],
+    }
+    handle = await worker.start(approval_run([turn, {"text": "done"}]))
+    await awaiting(handle)
+    await eventually(lambda: tool_activities_done(handle, 1))
+    await handle.cancel()  # `temporal workflow cancel`
+    with pytest.raises(WorkflowFailureError):
+        await handle.result()
+    (step,) = await handle.query(AgentWorkflow.steps)
+    added, write = step.tool_calls
+    assert (added.status, added.result) == ("ok", "4")
+    assert (write.name, write.status) == ("write_file", "interrupted")
+    assert not list(worker.workspace.rglob("never.txt"))
+
+
+async def tool_activities_done(handle: Handle, count: int) -> bool:
+    """Whether ``count`` tool calls have completed (local tools: their markers)."""
+    kinds = ("marker_recorded_event_attributes", "activity_task_completed_event_attributes")
+    done = [e async for e in handle.fetch_history_events() if e.WhichOneof("attributes") in kinds]
+    return len(done) >= count + 1  # and the model call's
+
+
 async def test_onward_approve_and_reject(worker: RunningWorker, address: str) -> None:
     script: list[dict[str, Any]] = [
         {

@@ -21,6 +21,7 @@ from conftest import (
     run_onward,
 )
 from onward.artifacts import workspace_dir
+from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -220,6 +221,12 @@ async def test_the_child_stops_at_its_slice_and_usage_rolls_up(worker: RunningWo
     assert (workspace_dir(worker.workspace, handle.id) / "child.md").read_text() == "from child"
     assert not workspace_dir(worker.workspace, child_id).exists()
     assert result.artifacts is not None and [a.path for a in result.artifacts] == ["child.md"]
+    # Clients find the child's files where it wrote them (`onward artifacts <child>`).
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    found = await onward.artifacts(child_id, workspace_root=worker.workspace)
+    assert [a.path for a in found] == ["child.md"]
+    read = await onward.artifact(child_id, "child.md", workspace_root=worker.workspace)
+    assert read == b"from child"
     child_history = await read_history(worker.client.get_workflow_handle(child_id))
     assert child_history.input is not None
     assert (child_history.input.tenant, child_history.input.delegation_depth) == ("acme", 1)

@@ -263,6 +263,14 @@ def _root_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def _outcome_of(task: asyncio.Task[ToolOutcome]) -> ToolOutcome:
+    """A finished tool call's outcome; a failed activity is an error for the model."""
+    try:
+        return task.result()
+    except ActivityError as err:
+        return ToolOutcome(error=f"tool call failed: {_root_message(err)}")
+
+
 def _local_tool_type(call: ToolCall, patched: bool) -> str:
     """The activity type of a local tool call: its summary, e.g. ``calculator(2+2)``.
 
@@ -335,6 +343,8 @@ class AgentWorkflow:
         self._steered: list[str] = []
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
+        self._started_calls: list[tuple[ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
+        """The current turn's started tool calls, for a native cancel to record."""
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
         self._finishing = False
@@ -430,6 +440,11 @@ class AgentWorkflow:
             reason = "cancelled through Temporal (workflow cancel)"
             for task in self._in_flight:
                 task.cancel()
+            # A call that finished while its turn waited (on another call's approval,
+            # say) keeps its result; only the unfinished ones are interrupted.
+            for record, task in self._started_calls:
+                if task.done() and not task.cancelled() and record.status is None:
+                    self._record_outcome(record, _outcome_of(task), None)
             for record in self._step.tool_calls if self._step else []:
                 if record.result is None and record.error is None:
                     steplog.apply_outcome(record, steplog.interrupted(reason), "interrupted")
@@ -1085,6 +1100,7 @@ class AgentWorkflow:
             task.add_done_callback(functools.partial(self._stamp_duration, record))
             started.append((call, record, task))
             self._in_flight = [task for _, _, task in started]  # a native cancel stops them
+            self._started_calls = [(record, task) for _, record, task in started]
 
         if started and interrupted is None:
             interrupted = await self._race([task for _, _, task in started])
@@ -1093,13 +1109,11 @@ class AgentWorkflow:
             if not task.done() or task.cancelled():
                 outcome, status = steplog.interrupted(_why(interrupted)), "interrupted"
             else:
-                try:
-                    outcome = task.result()
-                except ActivityError as err:
-                    outcome = ToolOutcome(error=f"tool call failed: {_root_message(err)}")
+                outcome = _outcome_of(task)
                 if record.approval is not None and record.approval.decision == "rejected":
                     status = "refused"
             outcomes[call.id] = self._record_outcome(record, outcome, status)
+        self._started_calls = []
 
         for call in calls:
             if call.id not in outcomes:
