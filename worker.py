@@ -242,7 +242,11 @@ async def run_worker(
         raise SettingsError(str(err)) from err
     # Before connecting too: an unreachable PostgreSQL stops the start with its reason.
     store = await open_store(settings.store_url, DATA_CONVERTER.payload_codec)
-    telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
+    try:
+        telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
+    except OSError as err:  # only the trace file is opened here
+        where = trace_file or env.get("ONWARD_TRACE_FILE")
+        raise SettingsError(f"--trace-file (ONWARD_TRACE_FILE) {where}: {err.strerror}") from err
     plugin = onward_plugin(
         settings,
         registry=registry,
@@ -335,6 +339,16 @@ def parse_args(
     return settings, args
 
 
+def _log_level(name: str) -> str:
+    """A logging level's name, upper-cased; argparse names the flag when it is none."""
+    level = name.strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is no level (DEBUG, INFO, WARNING, ERROR; ONWARD_LOG_LEVEL too)"
+        )
+    return level
+
+
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="onward worker",
@@ -342,7 +356,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task-queue", help="default: $ONWARD_TASK_QUEUE or 'onward'")
-    parser.add_argument("--log-level", default=env.get("ONWARD_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        default=env.get("ONWARD_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO (default), WARNING or ERROR; also $ONWARD_LOG_LEVEL",
+    )
     parser.add_argument(
         "--trace-file", type=Path, help="write OpenTelemetry spans as JSON lines to this file"
     )
@@ -374,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings, args = parse_args(argv)
     parser: argparse.ArgumentParser = args.parser
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     # Tool modules in the current directory are found, but last: a folder there
     # named like an installed package (workflows/, httpx/) must not shadow it.

@@ -92,7 +92,7 @@ __all__ = [
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
 
-RUN_VERSION = 1
+RUN_VERSION = 2
 """The behaviour an agent run begun on this worker follows, for its whole life.
 
 ``describe_worker``, the run's first local activity, reports it, so it is in the
@@ -100,7 +100,11 @@ run's history from its first workflow task: a worker that replays or continues
 the run reads it back from there, with no patch marker (each of which costs an
 event, a ``TemporalChangeVersion`` upsert and a visibility write on the server
 in every run). 0: the run began before versions; its patches decide. A change
-of behaviour raises it and keeps the older versions' code for runs in flight."""
+of behaviour raises it and keeps the older versions' code for runs in flight.
+
+1. Every patch before versions (``end-of-run-local``, ``publish-throttled``...).
+2. Sub-agents a turn starts side by side share what the parent has left
+   (``child_budget``'s ``later``); before, the first took all of it."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""

@@ -15,7 +15,7 @@ parent stops waiting for it).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
@@ -100,16 +100,22 @@ def child_budget(
     elapsed_s: float,
     max_tokens: int | None = None,
     lent: Iterable[Budget] = (),
+    later: Sequence[int | None] = (),
 ) -> Budget:
     """The child's limits: what the parent has left of each (never more), ``max_tokens`` narrower.
 
     ``lent`` are the slices of the parent's children still running: they are
     spoken for, so children started side by side never get more than the parent
-    has between them. The child stops at its slice (``on_exceeded="stop"``): its
+    has between them. ``later`` are the sub-agents the same turn starts after
+    this one (each one's ``max_tokens``, or None): what is left is shared, not
+    taken by the first. Tokens: a sub-agent naming ``max_tokens`` gets it (if
+    left); the others split what the named ones leave. Tool calls and cost: an
+    equal part each. The child stops at its slice (``on_exceeded="stop"``): its
     parent, not a person, decides what comes next. Steps are the parent's own
     (children's steps are theirs), so a child may take as many as the parent has left.
     """
     running = list(lent)
+    parts = 1 + len(later)
 
     def left(limit: float | None, used: float, name: str | None) -> float | None:
         if limit is None:
@@ -117,13 +123,19 @@ def child_budget(
         spoken_for = sum(getattr(slice_, name) or 0 for slice_ in running) if name else 0
         return max(limit - used - spoken_for, 0)
 
+    def part(value: float | None) -> float | None:
+        return None if value is None else value / parts
+
     tokens = left(budget.max_tokens, usage.total_tokens, "max_tokens")
     if max_tokens is not None:
         tokens = max_tokens if tokens is None else min(tokens, max_tokens)
+    elif tokens is not None:
+        named = sum(asked for asked in later if asked is not None)
+        tokens = max(tokens - named, 0) / (1 + sum(asked is None for asked in later))
     duration = budgets.remaining_s(budget, elapsed_s)
-    tool_calls = left(budget.max_tool_calls, usage.tool_calls, "max_tool_calls")
+    tool_calls = part(left(budget.max_tool_calls, usage.tool_calls, "max_tool_calls"))
     steps = left(budget.max_steps, usage.steps, None)  # children's steps are not the parent's
-    cost = left(budget.max_cost_usd, usage.cost_usd, "max_cost_usd")
+    cost = part(left(budget.max_cost_usd, usage.cost_usd, "max_cost_usd"))
     return Budget(
         max_tokens=None if tokens is None else int(tokens),
         max_tool_calls=None if tool_calls is None else int(tool_calls),

@@ -22,6 +22,7 @@ __all__ = [
     "DEV_SERVER_DYNAMIC_CONFIG",
     "ENV_VARS",
     "MALLOC_ARENAS",
+    "MAX_TUNING_VALUE",
     "SANDBOX_ENV",
     "WORKFLOW_SANDBOX",
     "WORKFLOW_TASK_TIMEOUT",
@@ -88,6 +89,10 @@ ENV_VARS = {
 (``--max-cached-workflows``; ``--sticky-timeout`` in seconds)."""
 
 
+MAX_TUNING_VALUE = 2**31 - 1
+"""The largest count (and number of seconds) a tuning setting takes."""
+
+
 @dataclass(frozen=True)
 class WorkerTuning:
     """Worker slots and timeouts; the defaults suit one worker on 2 cores."""
@@ -111,9 +116,13 @@ class WorkerTuning:
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
-            if not value > 0:
+            # The SDK takes counts as 32-bit and a finite timeout: past those it crashes.
+            if not 0 < value <= MAX_TUNING_VALUE:
                 flag = "--" + item.name.removesuffix("_s").replace("_", "-")
-                raise ValueError(f"{flag} ({ENV_VARS[item.name]}): must be above 0, not {value!r}")
+                raise ValueError(
+                    f"{flag} ({ENV_VARS[item.name]}): must be above 0 and at most "
+                    f"{MAX_TUNING_VALUE:,}, not {value!r}"
+                )
 
     @classmethod
     def from_env(

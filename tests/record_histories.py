@@ -556,6 +556,33 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # RUN_VERSION 2: two sub-agents of one turn share what the parent has left
+    # (run_version_2_split_child.json, _child2.json: 440 tokens each).
+    "run_version_2_split": (
+        {
+            "prompt": "two sub-agents at once",
+            "tools": ["calculator", "delegate"],
+            "budget": {"max_tokens": 1000},
+            "script": [
+                {
+                    "text": "two at once",
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {"prompt": "a", "script": [calc("1+1"), {"text": "a"}]},
+                        },
+                        {
+                            "name": "delegate",
+                            "arguments": {"prompt": "b", "script": [calc("2+2"), {"text": "b"}]},
+                        },
+                    ],
+                    "usage": {"input_tokens": 100, "output_tokens": 20},
+                },
+                {"text": "both done"},
+            ],
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).

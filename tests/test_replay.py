@@ -60,6 +60,9 @@ def test_histories_are_committed() -> None:
         "run_version_plain_start",  # values (only the end upserts), or with none
         "run_version_chain",  # ... continued as new: the next run begins with the
         "run_version_chain_run2",  # last run's values
+        "run_version_2_split",  # RUN_VERSION 2: sub-agents of one turn share what is left
+        "run_version_2_split_child",
+        "run_version_2_split_child2",
     }
 
 

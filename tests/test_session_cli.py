@@ -128,10 +128,11 @@ async def test_readme_sessions_python_example_runs_verbatim(
         )
         out, err = await asyncio.wait_for(process.communicate(), 60)
     lines = out.decode().splitlines()
-    # A plain interpreter exit can rarely abort in the Temporal SDK's native threads after
-    # all output (temporalio/sdk-python#300); that is not the example's doing.
-    crashed_at_exit = process.returncode == -signal.SIGABRT and b"Fatal Python error" in err
-    assert process.returncode == 0 or (crashed_at_exit and lines), err.decode()
+    # A plain interpreter exit can rarely abort (or, rarer, segfault) in the Temporal SDK's
+    # native threads after all output (temporalio/sdk-python#300): not the example's doing,
+    # so it is let pass only once the example has printed all it prints.
+    crashed_at_exit = process.returncode in (-signal.SIGABRT, -signal.SIGSEGV)
+    assert process.returncode == 0 or (crashed_at_exit and len(lines) == 4), (lines, err.decode())
     assert len(lines) == 4, lines
     assert lines[0].startswith("Done. ")  # the scripted model's answer and its tokens
     assert "model_calls=2" in lines[1]

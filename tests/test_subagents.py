@@ -460,6 +460,34 @@ async def test_children_side_by_side_share_what_the_parent_has_left(
     assert result.usage.total_tokens == 120 * 2 + 240 * 2
 
 
+async def test_children_of_one_turn_split_what_the_parent_has_left(
+    worker: RunningWorker,
+) -> None:
+    # Neither names max_tokens: the first does not take it all, leaving the second none.
+    child_script = [calc("1+1"), {"text": "done", "usage": USAGE}]
+    delegate = {"name": "delegate", "arguments": {"prompt": "x", "script": child_script}}
+    result = await worker.run(
+        {
+            "prompt": "two at once",
+            "tools": ["calculator", "delegate"],
+            "budget": {"max_tokens": 1000, "max_tool_calls": 11},
+            "script": [
+                {"text": "two sub-agents", "tool_calls": [delegate, delegate], "usage": USAGE},
+                {"text": "both done", "usage": USAGE},
+            ],
+        }
+    )
+    assert result.status == "completed", result.reason
+    budgets = [
+        (await worker.client.get_workflow_handle(call.child_id).query(AgentWorkflow.status)).budget
+        for call in result.steps[0].tool_calls
+        if call.child_id is not None
+    ]
+    # 1000 - 120 tokens left, 11 - 2 tool calls (the two delegate calls themselves).
+    assert [(b.max_tokens, b.max_tool_calls) for b in budgets] == [(440, 4), (440, 5)]
+    assert [call.status for call in result.steps[0].tool_calls] == ["ok", "ok"]
+
+
 async def test_the_report_counts_a_sub_agents_usage_once(
     worker: RunningWorker, address: str
 ) -> None:

@@ -288,6 +288,10 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         ({"ONWARD_MODEL_MAX_ATTEMPTS": "0"}, "ONWARD_MODEL_MAX_ATTEMPTS"),
         ({"ONWARD_STORE": "mysql://u:secret@db/onward"}, "ONWARD_STORE: mysql://"),
         ({"ONWARD_PAYLOAD_THRESHOLD": "-1"}, "ONWARD_PAYLOAD_THRESHOLD"),
+        ({"ONWARD_TRACE_FILE": "/proc/no/such/spans.jsonl"}, "ONWARD_TRACE_FILE"),
+        ({"ONWARD_LOG_LEVEL": "chatty"}, "ONWARD_LOG_LEVEL"),
+        ({"ONWARD_STICKY_TIMEOUT": "inf"}, "ONWARD_STICKY_TIMEOUT"),
+        ({"ONWARD_MAX_CACHED_WORKFLOWS": "99999999999999999999"}, "ONWARD_MAX_CACHED_WORKFLOWS"),
     ],
 )
 async def test_a_bad_setting_stops_the_worker_at_once_in_one_line(

@@ -344,6 +344,10 @@ class AgentWorkflow:
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_calls: list[tuple[ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
+        self._turn_calls: list[ToolCall] = []
+        """The tool calls of the current turn, in the model's order."""
+        self._run_version = 0
+        """The RUN_VERSION the run began with (``describe_worker`` says; 0: before them)."""
         """The current turn's started tool calls, for a native cancel to record."""
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
@@ -548,6 +552,7 @@ class AgentWorkflow:
             retry_policy=DESCRIBE_WORKER_RETRY,
             summary="describe worker tools",
         )
+        self._run_version = description.run_version
         if description.run_version >= 1 and not self._end_local:
             # Replaying a run begun with a run version: it has every patch (see
             # ``run``), decided again without asking. (The request this replay built
@@ -1071,6 +1076,7 @@ class AgentWorkflow:
     async def _run_tool_calls(self, calls: list[ToolCall]) -> None:
         """Run the calls of one turn concurrently, each started only if the gates allow it."""
         assert self._step is not None
+        self._turn_calls = calls
         started: list[tuple[ToolCall, ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
         outcomes: dict[str, ToolOutcome] = {}
         stop: _RunEnded | _FinishNow | None = None
@@ -1391,7 +1397,13 @@ class AgentWorkflow:
             return ToolOutcome(error=error)
         args = DelegateArgs.model_validate(call.arguments)
         budget = child_budget(
-            self._budget, self._usage, self._elapsed_s(), args.max_tokens, self._lent.values()
+            self._budget,
+            self._usage,
+            self._elapsed_s(),
+            args.max_tokens,
+            self._lent.values(),
+            # Run version 2: the turn's later sub-agents share what is left.
+            later=self._later_delegates(call) if self._run_version >= 2 else (),
         )
         tools = args.tools if args.tools is not None else list(self._tools)
         try:
@@ -1418,6 +1430,20 @@ class AgentWorkflow:
         roll_up(self._usage, result.usage)
         self._publish()
         return outcome_of(result, ident)
+
+    def _later_delegates(self, call: ToolCall) -> list[int | None]:
+        """The ``max_tokens`` of each valid ``delegate`` call of ``call``'s turn after it."""
+        ids = [turn_call.id for turn_call in self._turn_calls]
+        later = self._turn_calls[ids.index(call.id) + 1 :] if call.id in ids else []
+        asked: list[int | None] = []
+        for sibling in later:
+            if sibling.name != DELEGATE.name:
+                continue
+            try:
+                asked.append(DelegateArgs.model_validate(sibling.arguments).max_tokens)
+            except ValidationError:
+                continue  # it fails as it starts, taking nothing
+        return asked
 
     def _any_uses_workspace(self, tools: list[str]) -> bool:
         """Whether a sub-agent with ``tools`` may write into the shared workspace."""
