@@ -84,7 +84,12 @@ from onward.errors import (
     validated,
 )
 from onward.schedules import ScheduleRow
-from onward.session_client import SessionMethods, approval_target, with_message_run
+from onward.session_client import (
+    SessionMethods,
+    approval_target,
+    with_message_run,
+    with_sub_agents,
+)
 from onward.starter.follow import (
     QUERY_TIMEOUT,
     FollowEvent,
@@ -464,6 +469,8 @@ class OnwardClient(SessionMethods):
             status, source = await status_of(self._handle(run_id), self.has_worker)
         if status.turns is not None:  # a session: with its message run's wait, if any
             status = await with_message_run(self, run_id, status)
+        elif source == "query":  # a running run: with its sub-agents' waits, if any
+            status = await with_sub_agents(self, run_id, status)
         return status, source
 
     async def status(self, run_id: str) -> AgentStatus:
@@ -635,7 +642,7 @@ class OnwardClient(SessionMethods):
     ) -> ApprovalsDecided:
         update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
         await self._require_worker(run_id)
-        run_id = await approval_target(self, run_id)
+        run_id = await approval_target(self, run_id, decision.call_id)
         with self._translated(run_id), _unanswered_update(run_id, verdict):
             try:
                 return await self._handle(run_id).execute_update(

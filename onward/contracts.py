@@ -836,6 +836,11 @@ class PendingApproval(BaseModel):
     deadline: datetime | None = Field(
         default=None, description="when on_approval_timeout decides; None: no timeout"
     )
+    run_id: str | None = Field(
+        default=None,
+        description="the sub-agent whose call this is (clients fill it in: approving the "
+        "parent reaches it); None: the run's own call",
+    )
 
 
 class ToolCallRecord(BaseModel):

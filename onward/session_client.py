@@ -26,6 +26,7 @@ from onward import sessions
 from onward.contracts import (
     SESSION_WORKFLOW,
     AgentStatus,
+    PendingApproval,
     SessionInput,
     SessionMessage,
     SessionReply,
@@ -232,20 +233,60 @@ def answering(session_id: str, status: AgentStatus) -> str:
     return sessions.run_id(session_id, (status.turns or 0) + 1)
 
 
-async def approval_target(client: _Client, run_id: str) -> str:
-    """Where approvals for ``run_id`` go: the run itself, or a session's current message run.
+async def with_sub_agents(client: _Client, run_id: str, status: AgentStatus) -> AgentStatus:
+    """``status`` of a running run, with the calls its sub-agents wait to have approved.
+
+    A run waits for its sub-agent as for any call, so its own state reads
+    ``running``; the client asks the sub-agents (and theirs) and lists their
+    waiting calls, each with the ``run_id`` it belongs to.
+    """
+    if status.turns is not None or status.state != "running":
+        return status
+    with client._translated(run_id):
+        description = await client._handle(run_id).describe()
+    children = [child.workflow_id for child in description.raw_description.pending_children]
+    waiting: list[PendingApproval] = []
+    for child in children:
+        try:
+            child_status = await client.status(child)
+        except OnwardError:  # just ended, or no worker answered
+            continue
+        waiting += [
+            call if call.run_id else call.model_copy(update={"run_id": child})
+            for call in child_status.pending_approvals
+        ]
+    if not waiting:
+        return status
+    return status.model_copy(
+        update={"state": "awaiting_approval", "pending_approvals": waiting}
+    )
+
+
+async def approval_target(client: _Client, run_id: str, call_id: str | None = None) -> str:
+    """Where approvals for ``run_id`` go: the run itself, a session's current message
+    run, or the sub-agent whose call waits (the one with ``call_id``, or the only one).
 
     Raises:
-        RequestRejected: a session whose current message waits for no approval.
+        RequestRejected: a session whose current message waits for no approval, or
+            several sub-agents wait and ``call_id`` names none of their calls.
     """
     with client._translated(run_id):
         description = await client._handle(run_id).describe()
-    if description.workflow_type != SESSION_WORKFLOW:
-        return run_id
     status = await client.status(run_id)
-    if status.state != "awaiting_approval":
-        raise RequestRejected(f"session {run_id}: no tool call waits for approval")
-    return answering(run_id, status)
+    if description.workflow_type == SESSION_WORKFLOW:
+        if status.state != "awaiting_approval":
+            raise RequestRejected(f"session {run_id}: no tool call waits for approval")
+        return answering(run_id, status)
+    calls = status.pending_approvals
+    if call_id is not None:
+        calls = [call for call in calls if call.call_id == call_id]
+    owners = {call.run_id or run_id for call in calls}
+    if len(owners) > 1:
+        raise RequestRejected(
+            f"calls of several sub-agents wait ({', '.join(sorted(owners))}): name one "
+            "call (--call), or approve each sub-agent by its id"
+        )
+    return owners.pop() if owners else run_id
 
 
 @contextlib.contextmanager

@@ -227,7 +227,8 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         lines.append(f"retry:  {retry_line(status.retrying).removeprefix('-- retrying ')}")
     for pending in status.pending_approvals:  # human approval
         call = ToolCall(id=pending.call_id, name=pending.name, arguments=pending.arguments)
-        lines.append(f"await:  {pending.call_id}  {tool_summary(call)}")
+        whose = f"  (sub-agent {pending.run_id})" if pending.run_id else ""
+        lines.append(f"await:  {pending.call_id}  {tool_summary(call)}{whose}")
     if status.last_step is not None:
         last = status.last_step
         what = ", ".join(call.name for call in last.tool_calls) or "answer"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,7 +35,10 @@ async def test_a_tenant_sees_and_controls_only_its_own_runs(
     worker: RunningWorker, tmp_path: Path
 ) -> None:
     keys_file = tmp_path / "keys.json"
-    acme, globex = ApiKeys.add(keys_file, "acme"), ApiKeys.add(keys_file, "globex")
+    # Tenants of their own: other tests' runs on this server are tenant "acme" too.
+    suffix = uuid.uuid4().hex[:8]
+    acme = ApiKeys.add(keys_file, f"acme-{suffix}")
+    globex = ApiKeys.add(keys_file, f"globex-{suffix}")
     assert acme not in keys_file.read_text()  # only hashes are stored
     async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/v1/runs")).status_code == 401

@@ -25,6 +25,7 @@ from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
     AgentResult,
+    AgentStatus,
     Budget,
     CancelRequest,
     RunUsage,
@@ -486,6 +487,37 @@ async def test_children_of_one_turn_split_what_the_parent_has_left(
     # 1000 - 120 tokens left, 11 - 2 tool calls (the two delegate calls themselves).
     assert [(b.max_tokens, b.max_tool_calls) for b in budgets] == [(440, 4), (440, 5)]
     assert [call.status for call in result.steps[0].tool_calls] == ["ok", "ok"]
+
+
+async def test_a_sub_agents_approval_shows_on_its_parent_and_is_decided_there(
+    worker: RunningWorker,
+) -> None:
+    write = {"name": "write_file", "arguments": {"path": "sub.md", "content": "s"}}
+    child_script = [{"text": "writing", "tool_calls": [write]}, {"text": "written"}]
+    handle = await worker.start(
+        {
+            "prompt": "delegate a write",
+            "tools": ["write_file", "delegate"],
+            "approve_tools": ["write_file"],  # the sub-agent keeps the approval settings
+            "script": [delegating(prompt="write it", script=child_script), {"text": "done"}],
+        }
+    )
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    found: list[AgentStatus] = []
+
+    async def waits() -> bool:
+        found[:] = [await onward.status(handle.id)]
+        return found[0].state == "awaiting_approval"
+
+    await eventually(waits)
+    (pending,) = found[0].pending_approvals
+    assert pending.name == "write_file" and pending.run_id is not None
+    assert pending.run_id.startswith(f"{handle.id}.delegate-")
+    decided = await onward.approve(handle.id)  # through the parent
+    assert decided.call_ids == [pending.call_id]
+    result = await handle.result()
+    assert (result.status, result.output) == ("completed", "done")
+    assert (workspace_dir(worker.workspace, handle.id) / "sub.md").read_text() == "s"
 
 
 async def test_the_report_counts_a_sub_agents_usage_once(
