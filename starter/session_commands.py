@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from onward.client import OnwardClient
 from onward.contracts import SessionInput, SessionReply
+from onward.errors import SessionClosed
 from onward.starter.errors import EXIT_OK
 from onward.starter.inputs import budget_fields, invalid_input, load_script
 from onward.starter.output import emit_json, note, say
@@ -74,7 +75,9 @@ async def chat(client: OnwardClient, args: argparse.Namespace) -> int:
         (note if args.json else say)(f"session {session_id}")
     else:
         session_id = args.id
-        status = await client.session_status(session_id)  # RunNotFound for an unknown id
+        if not (await client.info(session_id)).running:  # RunNotFound for an unknown id
+            raise SessionClosed(session_id)  # not "stays open" at the end of its input
+        status = await client.session_status(session_id)
         note(f"session {session_id} · {status.turns or 0} message(s) so far")
     interactive = sys.stdin.isatty()
     loop = asyncio.get_running_loop()

@@ -81,6 +81,8 @@ async def test_chat_send_and_close_through_the_cli(
     closed = await run_onward("send", session_id, "anyone?", env=env)
     assert closed.code == 1
     assert "closed" in closed.stderr
+    code, out, err = await chat(env, session_id, lines="")  # not "stays open"
+    assert code == 1 and "closed" in err and "stays open" not in err, err
 
     unknown = await run_onward("chat", "no-such-session", env=env)
     assert unknown.code == 2
