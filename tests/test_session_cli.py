@@ -38,9 +38,8 @@ async def chat(env: dict[str, str], *args: str, lines: str) -> tuple[int, str, s
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_chat_send_and_close_through_the_cli(
-    client: Client, address: str, worker: RunningWorker, tmp_path: Path
-) -> None:
+def cli_setup(address: str, worker: RunningWorker, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The CLI's environment for ``worker``, and SCRIPT in a file for ``--script``."""
     env = {
         "TEMPORAL_ADDRESS": address,
         "ONWARD_TASK_QUEUE": worker.task_queue,
@@ -48,6 +47,13 @@ async def test_chat_send_and_close_through_the_cli(
     }
     script = tmp_path / "script.json"
     script.write_text(json.dumps(SCRIPT))
+    return env, script
+
+
+async def test_chat_send_and_close_through_the_cli(
+    client: Client, address: str, worker: RunningWorker, tmp_path: Path
+) -> None:
+    env, script = cli_setup(address, worker, tmp_path)
 
     code, out, err = await chat(
         env, "--script", str(script), "--system", "be brief", lines="hello\n\nagain\n"
@@ -92,13 +98,7 @@ async def test_chat_send_and_close_through_the_cli(
 async def test_chat_json_prints_only_json_documents(
     address: str, worker: RunningWorker, tmp_path: Path
 ) -> None:
-    env = {
-        "TEMPORAL_ADDRESS": address,
-        "ONWARD_TASK_QUEUE": worker.task_queue,
-        "ONWARD_HOME": str(tmp_path / "home"),
-    }
-    script = tmp_path / "script.json"
-    script.write_text(json.dumps(SCRIPT))
+    env, script = cli_setup(address, worker, tmp_path)
     code, out, err = await chat(env, "--json", "--script", str(script), lines="hello\nagain\n")
     assert code == 0, err
     replies, decoder, at = [], json.JSONDecoder(), 0
