@@ -290,7 +290,9 @@ async def _require_namespace(client: Client) -> None:
         await client.workflow_service.describe_namespace(request)
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:
-            raise
+            # A key allowed to run workers need not be allowed to describe: go on.
+            log.warning("could not check namespace %r: %s", client.namespace, err.message)
+            return
         raise SettingsError(
             f"namespace {client.namespace!r} is not on the server (TEMPORAL_NAMESPACE or "
             "the Temporal profile names it); create it or name another"

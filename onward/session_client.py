@@ -257,9 +257,7 @@ async def with_sub_agents(client: _Client, run_id: str, status: AgentStatus) -> 
         ]
     if not waiting:
         return status
-    return status.model_copy(
-        update={"state": "awaiting_approval", "pending_approvals": waiting}
-    )
+    return status.model_copy(update={"state": "awaiting_approval", "pending_approvals": waiting})
 
 
 async def approval_target(client: _Client, run_id: str, call_id: str | None = None) -> str:
@@ -268,7 +266,8 @@ async def approval_target(client: _Client, run_id: str, call_id: str | None = No
 
     Raises:
         RequestRejected: a session whose current message waits for no approval, or
-            several sub-agents wait and ``call_id`` names none of their calls.
+            calls of several runs (the run, its sub-agents) wait and no ``call_id``
+            picks one.
     """
     with client._translated(run_id):
         description = await client._handle(run_id).describe()
@@ -283,8 +282,8 @@ async def approval_target(client: _Client, run_id: str, call_id: str | None = No
     owners = {call.run_id or run_id for call in calls}
     if len(owners) > 1:
         raise RequestRejected(
-            f"calls of several sub-agents wait ({', '.join(sorted(owners))}): name one "
-            "call (--call), or approve each sub-agent by its id"
+            f"calls of several runs wait ({', '.join(sorted(owners))}: the run and its "
+            "sub-agents): name one call (--call), or decide each by its run's id"
         )
     return owners.pop() if owners else run_id
 

@@ -344,11 +344,11 @@ class AgentWorkflow:
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_calls: list[tuple[ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
+        """The current turn's started tool calls, for a native cancel to record."""
         self._turn_calls: list[ToolCall] = []
         """The tool calls of the current turn, in the model's order."""
         self._run_version = 0
         """The RUN_VERSION the run began with (``describe_worker`` says; 0: before them)."""
-        """The current turn's started tool calls, for a native cancel to record."""
         self._started_at = workflow.now()
         self._ended_at: datetime | None = None
         self._finishing = False
