@@ -183,6 +183,15 @@ async def test_open_store_by_url(tmp_path: Path) -> None:
     assert [m.content for m in await by_url.messages(tid)] == ["hello"]
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://onward:s3cret@[::1/onward", "postgresql://onward:s3cret@::bad/onward"]
+)
+async def test_a_malformed_postgresql_url_says_why_without_its_password(url: str) -> None:
+    with pytest.raises(StoreError, match=r"\(ONWARD_STORE\)") as caught:
+        await open_store(url)
+    assert "s3cret" not in str(caught.value) and "onward:***@" in str(caught.value)
+
+
 async def test_unreachable_postgresql_is_a_store_error() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ machine is read, listed and fetched from any other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import psycopg
@@ -18,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from onward.contracts import Artifact
 from onward.store.base import Kind, StoreError, check_transcript_id
 
-__all__ = ["POOL_SIZE", "PostgresStore"]
+__all__ = ["POOL_SIZE", "PROBE_TIMEOUT_S", "PostgresStore", "redacted"]
 
 POOL_SIZE = 8
 """Connections one worker keeps open at most (activities run concurrently)."""
@@ -69,6 +70,15 @@ ORDER BY position
 """
 
 
+PROBE_TIMEOUT_S = 10
+"""How long the first connection may take before the store is said unreachable."""
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password (``postgresql://onward:***@host/db``)."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
 class PostgresStore:
     """A :class:`~onward.store.base.StoreBackend` in PostgreSQL; create it with :meth:`open`."""
 
@@ -77,7 +87,21 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = POOL_SIZE) -> PostgresStore:
-        """Connect and create the table if it is missing (idempotent)."""
+        """Connect and create the table if it is missing (idempotent).
+
+        Raises:
+            StoreError: the URL is malformed, or PostgreSQL cannot be reached or used;
+                the message says why (never the password).
+        """
+        try:
+            # One connection first: a pool that cannot fill says only that it timed out.
+            probe = await psycopg.AsyncConnection.connect(url, connect_timeout=PROBE_TIMEOUT_S)
+            await probe.close()
+        except psycopg.Error as err:
+            reason = str(err).replace(url, redacted(url)).strip()
+            raise StoreError(
+                f"cannot use the PostgreSQL store {redacted(url)} (ONWARD_STORE): {reason}"
+            ) from err
         pool = AsyncConnectionPool(url, min_size=1, max_size=pool_size, open=False)
         try:
             await pool.open(wait=True, timeout=10)
