@@ -84,7 +84,9 @@ def run_query(
 ) -> str:
     """The visibility query for agent runs, optionally with a status, a model, a tenant
     and an earliest start time."""
-    clauses = [f"WorkflowType = {quoted(AGENT_WORKFLOW)}"]
+    # A run continued as new is listed once, as its chain's latest execution (the
+    # earlier ones closed without upserting their end, so they would read "running").
+    clauses = [f"WorkflowType = {quoted(AGENT_WORKFLOW)}", "ExecutionStatus != 'ContinuedAsNew'"]
     if status:
         clauses.append(_status_clause(status))
     if model:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel, computed_field
-from temporalio.client import Client, WorkflowExecution
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
 from onward import steplog
@@ -86,7 +86,14 @@ async def collect_traces(
     async def one(execution: WorkflowExecution) -> Trace:
         async with gate:
             handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            return trace_of(execution, await read_history(handle))
+            history = await read_history(handle)
+        trace = trace_of(execution, history)
+        # Each execution of a continue-as-new chain is listed: its own steps count once,
+        # and only the chain's latest run counts as a run (its usage is the chain's).
+        carry = history.input.carry if history.input is not None else None
+        trace.first_step = carry.steps_total + 1 if carry is not None else 1
+        trace.continued = execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        return trace
 
     return list(await asyncio.gather(*(one(execution) for execution in executions)))
 
@@ -221,6 +228,8 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
     tools: dict[str, _Tally] = {}
     for trace in traces:
         for step in trace.steps:
+            if step.step < trace.first_step:
+                continue  # an earlier run's step, carried along: counted with that run
             call = step.model_call
             tally = models.setdefault(step.model or trace.model or "?", _Tally())
             if call is None:  # a step log without history: nothing known about attempts
@@ -255,14 +264,16 @@ def aggregate(
 ) -> Report:
     """Per model and per tool figures over ``traces`` (pure: no I/O)."""
     models, tools = _tally(traces)
+    # A run continued as new goes on in its chain's next run, whose usage is the chain's.
+    runs = [trace for trace in traces if not trace.continued]
     # A sub-agent's usage is in its parent's already (the delegate tool rolls it up).
-    own = [trace for trace in traces if trace.delegation_depth == 0]
+    own = [trace for trace in runs if trace.delegation_depth == 0]
     return Report(
         since=since,
         until=until,
         tenant=tenant,
-        runs=len(traces),
-        by_status=dict(Counter(trace.status for trace in traces).most_common()),
+        runs=len(runs),
+        by_status=dict(Counter(trace.status for trace in runs).most_common()),
         total_tokens=sum(trace.usage.total_tokens for trace in own),
         cost_usd=round(sum(trace.usage.cost_usd for trace in own), 8),
         cost_known=all(trace.usage.cost_known for trace in traces)

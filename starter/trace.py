@@ -108,6 +108,15 @@ class Trace(BaseModel):
     in_flight: list[CallTrace] = Field(default_factory=list)
     unanswered: bool = False
     """A worker was asked for the step log and did not answer in time."""
+    first_step: int = Field(
+        default=1,
+        description="the first step this execution took: the steps before it are its "
+        "continue-as-new chain's earlier runs' (carried along for reading)",
+    )
+    continued: bool = Field(
+        default=False,
+        description="this execution continued as new: the chain's next run holds its usage",
+    )
 
 
 TraceToolCall.model_rebuild()

@@ -29,6 +29,7 @@ from conftest import (
 )
 from onward import steplog
 from onward.activities.providers.scripted import ScriptedModel
+from onward.client import OnwardClient
 from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage, StepRecord
 from onward.starter.history import reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
@@ -483,3 +484,44 @@ async def test_report_aggregates_a_tenants_runs(
 
     bad = await onward(address, queue, "report", "--since", "yesterday")
     assert bad.code == 2 and "--since" in bad.stderr
+
+
+async def test_a_run_continued_as_new_counts_once_in_report_and_list(
+    address: str, worker: RunningWorker
+) -> None:
+    tenant = f"chain-{uuid.uuid4().hex[:8]}"
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    turn = {
+        "text": "add",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}],
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }
+    answer = {"text": "done", "usage": {"input_tokens": 10, "output_tokens": 1}}
+    result = await worker.run(
+        {
+            "prompt": "p",
+            "tenant": tenant,
+            "tools": ["calculator"],
+            "continue_as_new_after": 2,  # three executions: steps 1-2, 3-4, 5-6
+            "script": [turn] * 5 + [answer],
+        }
+    )
+    assert result.status == "completed" and result.usage.total_tokens == 66
+
+    async def all_listed() -> bool:
+        count = await worker.client.count_workflows(report_query(since, tenant))
+        return count.count == 3  # every execution of the chain
+
+    await eventually(all_listed)
+    done = await onward(address, worker.task_queue, "report", "--json", "--tenant", tenant)
+    assert done.code == 0, done.stderr
+    report = done.json()
+    assert (report["runs"], report["by_status"]) == (1, {"completed": 1})
+    assert report["total_tokens"] == 66
+    ((model,), (tool,)) = report["models"], report["tools"]
+    assert (model["calls"], model["input_tokens"]) == (6, 60)
+    assert (tool["name"], tool["calls"]) == ("calculator", 5)
+
+    # `onward list` shows the chain once, as its latest execution (not "running" ones).
+    rows = await OnwardClient(worker.client).list(tenant=tenant, limit=10)
+    assert [(row.status, row.steps, row.tokens) for row in rows] == [("completed", 6, 66)]
