@@ -41,11 +41,15 @@ class ChatRecorder:
     span: trace.Span
     content: bool
     response: ModelResponse | None = field(default=None)
+    provider: str = ""
+    """The call's provider: a response naming the model as Onward does (``openai:x``)
+    is recorded by the provider's name alone, like ``gen_ai.request.model``."""
 
     def record(self, response: ModelResponse) -> None:
         self.response = response
         span = self.span
-        span.set_attribute("gen_ai.response.model", response.model or "")
+        answered = (response.model or "").removeprefix(f"{self.provider}:")
+        span.set_attribute("gen_ai.response.model", answered)
         span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
         # OpenTelemetry GenAI conventions (experimental): included in input_tokens.
@@ -113,7 +117,7 @@ class ActivityTelemetry:
             if self._content:
                 messages = [m.model_dump(exclude_defaults=True) for m in request.messages]
                 span.set_attribute("gen_ai.input.messages", json.dumps(messages))
-            recorder = ChatRecorder(span, self._content)
+            recorder = ChatRecorder(span, self._content, provider=provider)
             try:
                 yield recorder
             except Exception as err:
@@ -174,6 +178,9 @@ class ActivityTelemetry:
         ) as span:
             try:
                 yield outcomes
+            except BaseException as err:  # raised, not returned: a retry, a timeout, a cancel
+                span.set_attribute("error.type", type(err).__name__)
+                raise
             finally:
                 outcome = outcomes[0] if outcomes else None
                 failed = outcome is None or outcome.error is not None

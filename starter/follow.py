@@ -311,10 +311,15 @@ class _Follower:
 
     async def _retries(self) -> list[FollowEvent]:
         description = await self.handle.describe()
-        retry = retrying_of(list(description.raw_description.pending_activities))
-        if retry is None or (retry.activity, retry.attempt) == self.attempt:
+        pending = list(description.raw_description.pending_activities)
+        retry = retrying_of(pending)
+        if retry is None:
             return []
-        self.attempt = (retry.activity, retry.attempt)
+        # By the call's activity id: a later call retried at the same attempt is news.
+        call = next(info.activity_id for info in pending if info.attempt > 1)
+        if (call, retry.attempt) == self.attempt:
+            return []
+        self.attempt = (call, retry.attempt)
         return [Retrying(retry)]
 
     def new_steps(self, steps: list[StepRecord]) -> list[FollowEvent]:

@@ -204,7 +204,9 @@ def _against_budget(usage: RunUsage, budget: Budget) -> str:
     return (
         f"tokens {count(usage.total_tokens, budget.max_tokens)} · "
         f"tool calls {count(usage.tool_calls, budget.max_tool_calls)} · "
-        f"steps {count(usage.steps, budget.max_steps)} · cost {cost}"
+        f"steps {count(usage.steps, budget.max_steps)} · "
+        # "cost unknown (...)" says "cost" itself.
+        + (cost if cost.startswith("cost") else f"cost {cost}")
     )
 
 

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from conftest import (
     UnreachableModel,
@@ -26,7 +28,14 @@ from conftest import (
     spawn_onward,
 )
 from onward.client import OnwardClient
-from onward.contracts import AgentStatus, Budget, RunUsage
+from onward.contracts import (
+    AgentStatus,
+    Budget,
+    ModelRequest,
+    ModelResponse,
+    RunUsage,
+    ToolCall,
+)
 from onward.starter.render import money, status_lines, usage_summary
 from onward.starter.report import aggregate, report_lines
 from onward.starter.trace import Trace
@@ -123,6 +132,38 @@ async def test_retries_show_as_they_happen(
             await asyncio.wait_for(watching.communicate(), 30)
 
 
+class FailsFirstAttempts:
+    """Each call's first attempt fails; the retry answers after a moment (seen pending)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if activity.info().attempt == 1:
+            raise ApplicationError(f"busy (step {request.step})", type="ProviderBusy")
+        await asyncio.sleep(1.5)
+        if request.step == 1:
+            call = ToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})
+            return ModelResponse(text="adding", tool_calls=[call])
+        return ModelResponse(text="2")
+
+
+async def test_watch_shows_the_retries_of_every_call(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    providers = {"scripted": FailsFirstAttempts()}
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers=providers
+    ) as worker:
+        env = env_for(address, worker.task_queue)
+        handle = await worker.start({"prompt": "add", "tools": ["calculator"]})
+        watched = await run_onward("watch", handle.id, env=env)
+    assert watched.code == 0, watched.stderr
+    # Both calls were retried at attempt 2: each retry is shown, not only the first.
+    retries = [line for line in watched.stdout.splitlines() if "-- retrying call_model" in line]
+    assert [("step 1" in line, "step 2" in line) for line in retries] == [
+        (True, False),
+        (False, True),
+    ], watched.stdout
+
+
 async def test_resume_of_a_run_that_is_not_paused_says_so(
     address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
@@ -160,6 +201,7 @@ def test_unknown_cost_reads_as_unknown() -> None:
 
     status = AgentStatus(state="running", step=1, usage=unpriced, budget=Budget())
     assert "cost unknown" in "\n".join(status_lines("r", status))
+    assert "cost cost" not in "\n".join(status_lines("r", status))
     small = RunUsage(cost_usd=0.000018)
     priced = AgentStatus(state="running", step=1, usage=small, budget=Budget())
     assert "cost $0.0000180" in "\n".join(status_lines("r", priced))

@@ -27,7 +27,14 @@ from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, Tele
 
 from onward.activities.telemetry import ActivityTelemetry
 from onward.connection import DATA_CONVERTER
-from onward.contracts import AgentInput, AgentResult
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    ModelRequest,
+    ModelResponse,
+    ToolRequest,
+)
+from onward.errors import ToolRetryableError
 from onward.telemetry import configure_telemetry
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
@@ -163,6 +170,23 @@ async def test_one_run_is_one_trace_with_genai_spans(
     (failed,) = _named(spans, "execute_tool read_file")
     assert _attributes(failed)["error.type"] == "ToolError"
     assert not failed.status.is_ok
+
+
+def test_a_raised_tool_failure_and_a_named_response_model_are_recorded(
+    provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    request = ToolRequest(name="flaky", arguments={}, call_id="c1", step=1, idempotency_key="k")
+    with pytest.raises(ToolRetryableError), telemetry.tool(request):
+        raise ToolRetryableError("try again")  # raised, not returned as an outcome
+    chat = ModelRequest(model="openai:gpt-4o-mini", messages=[], step=1)
+    with telemetry.chat(chat) as recorder:
+        recorder.record(ModelResponse(text="hi", model="openai:gpt-4o-mini"))
+    tool_span, chat_span = exporter.get_finished_spans()
+    assert _attributes(tool_span)["error.type"] == "ToolRetryableError"
+    assert not tool_span.status.is_ok
+    assert _attributes(chat_span)["gen_ai.request.model"] == "gpt-4o-mini"
+    assert _attributes(chat_span)["gen_ai.response.model"] == "gpt-4o-mini"
 
 
 async def test_content_is_recorded_only_when_asked_for(
