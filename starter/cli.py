@@ -41,7 +41,8 @@ from onward.starter.schedule_commands import add_schedule_parser
 
 __all__ = ["build_parser", "main", "run_cli"]
 
-STATES: tuple[str, ...] = get_args(AgentState)
+STATES: tuple[str, ...] = tuple(state for state in get_args(AgentState) if state != "idle")
+"""A run's states (``idle`` is a session's, between messages: no run is ever idle)."""
 CODEC_PORT = 8702
 """Where ``onward codec-server`` listens unless ``--port`` says otherwise."""
 API_PORT = 8700

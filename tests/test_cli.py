@@ -289,6 +289,8 @@ async def test_list_finds_the_run(onward: Onward, script_file: Path) -> None:
     assert table.stdout.startswith("ID ")
     assert workflow_id in table.stdout
     assert none == []
+    idle = await onward("list", "--status", "idle")  # a session's state: no run has it
+    assert idle.code == 2 and "invalid choice: 'idle'" in idle.stderr
 
 
 async def test_status_of_closed_runs_needs_no_worker(
