@@ -215,7 +215,9 @@ def build_trace(
         model=agent.model if agent else None,
         tenant=agent.tenant if agent else None,
         delegation_depth=agent.delegation_depth if agent else 0,
-        started_at=history.started_at,
+        # A run continued as new began with its chain's first execution: the carried
+        # steps are timed from there, not before this execution's start.
+        started_at=agent.carry.started_at if agent and agent.carry else history.started_at,
         closed_at=history.closed_at,
         usage=_usage(history, traced),
         steps=traced,

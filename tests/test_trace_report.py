@@ -497,7 +497,7 @@ async def test_a_run_continued_as_new_counts_once_in_report_and_list(
         "usage": {"input_tokens": 10, "output_tokens": 1},
     }
     answer = {"text": "done", "usage": {"input_tokens": 10, "output_tokens": 1}}
-    result = await worker.run(
+    handle = await worker.start(
         {
             "prompt": "p",
             "tenant": tenant,
@@ -506,6 +506,7 @@ async def test_a_run_continued_as_new_counts_once_in_report_and_list(
             "script": [turn] * 5 + [answer],
         }
     )
+    result = await handle.result()
     assert result.status == "completed" and result.usage.total_tokens == 66
 
     async def all_listed() -> bool:
@@ -522,6 +523,11 @@ async def test_a_run_continued_as_new_counts_once_in_report_and_list(
     assert (model["calls"], model["input_tokens"]) == (6, 60)
     assert (tool["name"], tool["calls"]) == ("calculator", 5)
 
+    # The trace of the chain times every step from the chain's start (no negative offsets).
+    traced = await OnwardClient(worker.client).trace(handle.id)
+    assert traced.started_at is not None
+    assert all(step.started_at >= traced.started_at for step in traced.steps if step.started_at)
+    assert [step.step for step in traced.steps] == [1, 2, 3, 4, 5, 6]
     # `onward list` shows the chain once, as its latest execution (not "running" ones).
     rows = await OnwardClient(worker.client).list(tenant=tenant, limit=10)
     assert [(row.status, row.steps, row.tokens) for row in rows] == [("completed", 6, 66)]
