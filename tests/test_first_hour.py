@@ -133,12 +133,15 @@ async def test_retries_show_as_they_happen(
 
 
 class FailsFirstAttempts:
-    """Each call's first attempt fails; the retry answers after a moment (seen pending)."""
+    """Each call's first attempt fails; its retry waits until the test has seen it."""
+
+    def __init__(self) -> None:
+        self.release = {1: asyncio.Event(), 2: asyncio.Event()}
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         if activity.info().attempt == 1:
             raise ApplicationError(f"busy (step {request.step})", type="ProviderBusy")
-        await asyncio.sleep(1.5)
+        await self.release[request.step].wait()
         if request.step == 1:
             call = ToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})
             return ModelResponse(text="adding", tool_calls=[call])
@@ -148,20 +151,27 @@ class FailsFirstAttempts:
 async def test_watch_shows_the_retries_of_every_call(
     address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
-    providers = {"scripted": FailsFirstAttempts()}
+    model = FailsFirstAttempts()
     async with running_worker(
-        client, tmp_path / "ws", search_attribute_names, providers=providers
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": model}
     ) as worker:
         env = env_for(address, worker.task_queue)
         handle = await worker.start({"prompt": "add", "tools": ["calculator"]})
-        watched = await run_onward("watch", handle.id, env=env)
-    assert watched.code == 0, watched.stderr
-    # Both calls were retried at attempt 2: each retry is shown, not only the first.
-    retries = [line for line in watched.stdout.splitlines() if "-- retrying call_model" in line]
-    assert [("step 1" in line, "step 2" in line) for line in retries] == [
-        (True, False),
-        (False, True),
-    ], watched.stdout
+        watching = await spawn_onward("watch", handle.id, env=env)
+        try:
+            assert watching.stdout is not None
+            # Both calls are retried at attempt 2: each retry is shown, not only the first.
+            for step in (1, 2):
+                seen = await _read_until(watching.stdout, "-- retrying call_model")
+                assert f"busy (step {step}), attempt 2" in seen, seen
+                model.release[step].set()
+            rest, _ = await asyncio.wait_for(watching.communicate(), 30)
+        finally:
+            if watching.returncode is None:
+                watching.kill()
+                await watching.wait()
+    assert watching.returncode == 0
+    assert "-- retrying" not in rest.decode()
 
 
 async def test_resume_of_a_run_that_is_not_paused_says_so(
