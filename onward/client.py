@@ -344,13 +344,20 @@ class OnwardClient(SessionMethods):
             root_id=description.root_id,
         )
 
-    async def _require_worker(self, run_id: str) -> None:
-        task_queue = (await self.info(run_id)).task_queue
+    async def _require_worker(self, run_id: str, info: RunInfo | None = None) -> RunInfo:
+        """The run's info (``info`` when the caller has read it) once a worker polls its queue.
+
+        Raises:
+            NoWorker: none does.
+        """
+        info = info or await self.info(run_id)
+        task_queue = info.task_queue
         if not await self.has_worker(task_queue):
             raise NoWorker(
                 f"no worker is polling task queue {task_queue}; start one with `onward worker`",
                 task_queue,
             )
+        return info
 
     # -- starting and waiting -----------------------------------------------------------
 
@@ -466,11 +473,14 @@ class OnwardClient(SessionMethods):
     async def status_and_source(self, run_id: str) -> tuple[AgentStatus, StatusSource]:
         """The run's status, and whether a worker answered or the history was read."""
         with self._translated(run_id):
-            status, source = await status_of(self._handle(run_id), self.has_worker)
+            handle = self._handle(run_id)
+            description = await handle.describe()
+            status, source = await status_of(handle, self.has_worker, description)
         if status.turns is not None:  # a session: with its message run's wait, if any
             status = await with_message_run(self, run_id, status)
         elif source == "query":  # a running run: with its sub-agents' waits, if any
-            status = await with_sub_agents(self, run_id, status)
+            children = description.raw_description.pending_children
+            status = await with_sub_agents(self, status, [c.workflow_id for c in children])
         return status, source
 
     async def status(self, run_id: str) -> AgentStatus:
@@ -599,8 +609,8 @@ class OnwardClient(SessionMethods):
             require_a_limit(extension)  # bad input, before any worker is asked
         except ValueError as err:
             raise InvalidInput(str(err)) from None
-        await self._run_only(run_id, "extend the budget of")
-        await self._require_worker(run_id)
+        info = await self._run_only(run_id, "extend the budget of")
+        await self._require_worker(run_id, info)
         with self._translated(run_id), _unanswered_update(run_id, "extend_budget"):
             try:
                 return await self._handle(run_id).execute_update(
@@ -641,8 +651,8 @@ class OnwardClient(SessionMethods):
         self, run_id: str, verdict: Literal["approve", "reject"], decision: ApprovalDecision
     ) -> ApprovalsDecided:
         update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
-        await self._require_worker(run_id)
-        run_id = await approval_target(self, run_id, decision.call_id)
+        info = await self._require_worker(run_id)
+        run_id = await approval_target(self, info, decision.call_id)
         with self._translated(run_id), _unanswered_update(run_id, verdict):
             try:
                 return await self._handle(run_id).execute_update(

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 from temporalio.client import (
@@ -46,6 +46,9 @@ from onward.errors import (
 from onward.starter.follow import QUERY_TIMEOUT
 from onward.workflows import SessionWorkflow
 
+if TYPE_CHECKING:  # the client imports this module
+    from onward.client import RunInfo
+
 __all__ = ["SessionMethods", "new_session_id"]
 
 SessionHandle = WorkflowHandle[SessionWorkflow, SessionResult]
@@ -69,7 +72,7 @@ class _Client(Protocol):
 
     def _translated(self, run_id: str | None = None) -> contextlib.AbstractContextManager[None]: ...
 
-    async def _require_worker(self, run_id: str) -> None: ...
+    async def _require_worker(self, run_id: str, info: RunInfo | None = None) -> RunInfo: ...
 
     async def _start_workflow(
         self, run: Any, arg: BaseModel, workflow_id: str, tenant_tag: str | None, **options: Any
@@ -233,18 +236,15 @@ def answering(session_id: str, status: AgentStatus) -> str:
     return sessions.run_id(session_id, (status.turns or 0) + 1)
 
 
-async def with_sub_agents(client: _Client, run_id: str, status: AgentStatus) -> AgentStatus:
+async def with_sub_agents(client: _Client, status: AgentStatus, children: list[str]) -> AgentStatus:
     """``status`` of a running run, with the calls its sub-agents wait to have approved.
 
     A run waits for its sub-agent as for any call, so its own state reads
-    ``running``; the client asks the sub-agents (and theirs) and lists their
-    waiting calls, each with the ``run_id`` it belongs to.
+    ``running``; the client asks the sub-agents (its pending ``children``, and
+    theirs) and lists their waiting calls, each with the ``run_id`` it belongs to.
     """
     if status.turns is not None or status.state != "running":
         return status
-    with client._translated(run_id):
-        description = await client._handle(run_id).describe()
-    children = [child.workflow_id for child in description.raw_description.pending_children]
     waiting: list[PendingApproval] = []
     for child in children:
         try:
@@ -260,8 +260,8 @@ async def with_sub_agents(client: _Client, run_id: str, status: AgentStatus) -> 
     return status.model_copy(update={"state": "awaiting_approval", "pending_approvals": waiting})
 
 
-async def approval_target(client: _Client, run_id: str, call_id: str | None = None) -> str:
-    """Where approvals for ``run_id`` go: the run itself, a session's current message
+async def approval_target(client: _Client, run: RunInfo, call_id: str | None = None) -> str:
+    """Where approvals for ``run`` go: the run itself, a session's current message
     run, or the sub-agent whose call waits (the one with ``call_id``, or the only one).
 
     Raises:
@@ -269,10 +269,9 @@ async def approval_target(client: _Client, run_id: str, call_id: str | None = No
             calls of several runs (the run, its sub-agents) wait and no ``call_id``
             picks one.
     """
-    with client._translated(run_id):
-        description = await client._handle(run_id).describe()
+    run_id = run.run_id
     status = await client.status(run_id)
-    if description.workflow_type == SESSION_WORKFLOW:
+    if run.workflow_type == SESSION_WORKFLOW:
         if status.state != "awaiting_approval":
             raise RequestRejected(f"session {run_id}: no tool call waits for approval")
         return answering(run_id, status)

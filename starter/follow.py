@@ -21,6 +21,7 @@ from typing import Any, Literal
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import (
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -215,7 +216,9 @@ def _closed(execution: WorkflowExecution) -> bool:
 
 
 async def status_of(
-    handle: WorkflowHandle[Any, Any], has_worker: HasWorker
+    handle: WorkflowHandle[Any, Any],
+    has_worker: HasWorker,
+    description: WorkflowExecutionDescription | None = None,
 ) -> tuple[AgentStatus, StatusSource]:
     """A run's status: from the ``status`` query while a worker answers, else from its history.
 
@@ -223,10 +226,12 @@ async def status_of(
     query's clock is the workflow's, which stands still between tasks, so a
     running run's duration is measured here.
 
+    ``description`` is the run's, when the caller has described it already.
+
     Raises:
         RPCError: from Temporal (an unknown id: ``NOT_FOUND``).
     """
-    description = await handle.describe()
+    description = description or await handle.describe()
     retry = retrying_of(list(description.raw_description.pending_activities))
     status: AgentStatus | None = None
     if not _closed(description) and await has_worker(description.task_queue):
