@@ -26,6 +26,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import clearing, compaction, steplog
+from onward.activities.deadline import refuse_if_late
 from onward.activities.heartbeat import heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.streaming import TextSink
@@ -102,6 +103,7 @@ class ModelActivities:
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
+        refuse_if_late(request.not_after, "model call")
         ref = request.transcript
         tools = await self._tool_specs(request) if request.tools_key else request.tools
         # A conversation in the store: read what it holds, add what the run sent.

@@ -12,6 +12,7 @@ from temporalio import activity
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from onward.activities.deadline import refuse_if_late
 from onward.activities.heartbeat import heartbeating
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
@@ -140,6 +141,7 @@ class ToolActivities:
     @activity.defn(name="execute_tool")
     async def execute_tool(self, request: ToolRequest) -> ToolOutcome:
         """Run one tool call. Failures the model should hear about come back as outcomes."""
+        refuse_if_late(request.not_after, f"tool call {request.name}")
         with self._telemetry.tool(request) as outcomes:
             outcome = await self._execute(request)
             outcomes.append(outcome)

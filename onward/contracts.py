@@ -92,7 +92,7 @@ __all__ = [
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
 
-RUN_VERSION = 2
+RUN_VERSION = 3
 """The behaviour an agent run begun on this worker follows, for its whole life.
 
 ``describe_worker``, the run's first local activity, reports it, so it is in the
@@ -104,7 +104,11 @@ of behaviour raises it and keeps the older versions' code for runs in flight.
 
 1. Every patch before versions (``end-of-run-local``, ``publish-throttled``...).
 2. Sub-agents a turn starts side by side share what the parent has left
-   (``child_budget``'s ``later``); before, the first took all of it."""
+   (``child_budget``'s ``later``); before, the first took all of it.
+3. Model and tool calls carry the run's deadline (``not_after``): a worker starts no
+   attempt after it (the one running when every worker died was retried by the next
+   worker, past the deadline); a call refused so is called again if ``extend_budget``
+   moved the deadline meanwhile."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""
@@ -650,6 +654,11 @@ class ModelRequest(BaseModel):
         description="the store key of the run's tool specs: with ``tools``, the activity "
         "keeps them there; with none, it reads them (``allow_tools`` decides what is offered)",
     )
+    not_after: datetime | None = Field(
+        default=None,
+        description="the run's deadline: no attempt starts after it (a ``DeadlinePassed`` "
+        "failure instead); None: the run has no wall-time limit, or began before run version 3",
+    )
 
 
 TOKENS_TOPIC = "tokens"
@@ -779,6 +788,10 @@ class ToolRequest(BaseModel):
         gt=0,
         description="reuse a result of an identical call (name, arguments, tenant) this "
         "recent (the run's cache_tools); None: only the tool's own cache_ttl_s",
+    )
+    not_after: datetime | None = Field(
+        default=None,
+        description="the run's deadline: no attempt starts after it (see ``ModelRequest``)",
     )
 
 

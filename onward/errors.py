@@ -57,6 +57,11 @@ __all__ = [
 INVALID_INPUT = "InvalidInput"
 """ApplicationError type of a run whose input was rejected before any work."""
 
+DEADLINE_PASSED = "DeadlinePassed"
+"""ApplicationError type of a call a worker would have started after its run's deadline
+(``not_after``): it did not start it. The run ends it like a call its timer cut off, or
+calls again if ``extend_budget`` moved the deadline meanwhile."""
+
 PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
 """ApplicationError type of a model call to a provider this worker does not have."""
 

@@ -583,6 +583,29 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # RUN_VERSION 3: model and tool calls carry the run's deadline (not_after), each
+    # started through a task that calls again if a worker refused it for a deadline
+    # extend_budget moved; a worker and a local tool call side by side, then a wait
+    # cut off by the deadline, extended while paused.
+    "run_version_3_deadline": (
+        {
+            "prompt": "calls with a deadline",
+            "tools": ["calculator", "write_file", "wait"],
+            "script": [
+                {
+                    "text": "two at once",
+                    "tool_calls": [
+                        {"name": "write_file", "arguments": {"path": "a.txt", "content": "a"}},
+                        {"name": "calculator", "arguments": {"expression": "1+1"}},
+                    ],
+                },
+                {"tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]},
+                {"text": "done"},
+            ],
+            "budget": {"max_duration_s": 3, "max_tool_calls": 10, "on_exceeded": "pause"},
+        },
+        extend_after_mid_turn_deadline,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowUpdateFailedError
 
-from conftest import RunningWorker, eventually, model_inputs
+from conftest import RunningWorker, eventually, model_inputs, running_worker
 from onward.contracts import BudgetExtension
+from onward.errors import DEADLINE_PASSED
+from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
 
@@ -156,3 +160,46 @@ async def test_finish_mode_asks_for_a_final_answer_without_tools(worker: Running
     assert len(sent) == 2
     assert b"budget is exhausted" in sent[-1]
     assert b'"allow_tools":false' in sent[-1]
+
+
+async def test_a_call_refused_for_a_deadline_since_extended_is_called_again(
+    client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The model call waits for a worker past the run's first deadline, moved meanwhile.
+
+    The worker that picks it up refuses it for the deadline it was given; the run,
+    whose deadline is later now, calls again and goes on.
+    """
+    async with running_worker(
+        client, tmp_path, search_attribute_names, no_remote_activities=True
+    ) as runs_only:  # runs the workflow; no worker takes its calls yet
+        handle = await runs_only.start(
+            {"prompt": "p", "script": [{"text": "done"}], "budget": {"max_duration_s": 2}}
+        )
+        started = time.monotonic()
+
+        async def call_waits() -> bool:
+            pending = (await handle.describe()).raw_description.pending_activities
+            return bool(pending)
+
+        await eventually(call_waits)
+        await handle.execute_update(AgentWorkflow.extend_budget, BudgetExtension(max_duration_s=60))
+
+        async def first_deadline_passed() -> bool:
+            return time.monotonic() - started > 2.5
+
+        await eventually(first_deadline_passed, interval_s=0.1)
+        settings = WorkerSettings(task_queue=runs_only.task_queue, workspace=tmp_path)
+        # One client has one worker per task queue.
+        other = await Client.connect(address, data_converter=client.data_converter)
+        async with build_worker(other, settings, search_attribute_names=search_attribute_names):
+            result = await handle.result()
+
+    assert result.status == "completed", result.reason
+    assert result.output == "done"
+    failures = [
+        event.activity_task_failed_event_attributes.failure
+        async for event in handle.fetch_history_events()
+        if event.HasField("activity_task_failed_event_attributes")
+    ]
+    assert [f.application_failure_info.type for f in failures] == [DEADLINE_PASSED]

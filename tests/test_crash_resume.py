@@ -13,10 +13,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from provider_servers import OPENAI_PATH, FakeProvider, Reply, openai_completion
 from temporalio.client import Client
 
 from conftest import eventually
@@ -31,13 +32,21 @@ LINES = 6
 class WorkerProcess:
     """``python worker.py`` in its own process, as an operator would run it."""
 
-    def __init__(self, address: str, task_queue: str, workspace: Path, log: Path) -> None:
+    def __init__(
+        self,
+        address: str,
+        task_queue: str,
+        workspace: Path,
+        log: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         # As an operator runs it: without the sandbox the other tests' workers run in.
         env = {k: v for k, v in os.environ.items() if k != "ONWARD_WORKFLOW_SANDBOX"}
         env.update(
             TEMPORAL_ADDRESS=address,
             ONWARD_TASK_QUEUE=task_queue,
             ONWARD_WORKSPACE=str(workspace),
+            **(extra_env or {}),
         )
         self.log = log
         self._out = log.open("w")
@@ -153,3 +162,54 @@ async def test_killed_worker_is_replaced_and_no_completed_call_runs_twice(
     ]
     assert len(tool_completions) == LINES
     assert second.stop() == 0  # SIGTERM: graceful shutdown
+
+
+async def test_a_call_cut_off_with_every_worker_is_not_started_again_past_the_deadline(
+    client: Client, address: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """The only worker dies mid model call and the next starts after the run's deadline.
+
+    Temporal retries the call on the new worker; the worker does not start it (the
+    provider is asked once, not paid twice) and the run ends at its deadline.
+    """
+    task_queue = f"late-{uuid.uuid4().hex[:8]}"
+    async with FakeProvider(OPENAI_PATH) as provider:
+        provider.script(
+            Reply(json=openai_completion("too slow"), delay_s=120),
+            openai_completion("an answer got after the deadline"),
+        )
+        env = {"OPENAI_BASE_URL": f"{provider.url}/v1", "OPENAI_API_KEY": "test-key"}
+        first = WorkerProcess(address, task_queue, tmp_path, tmp_path / "w1.log", env)
+        workers.append(first)
+        await wait_ready(first)
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(
+                {"prompt": "hi", "model": "openai:gpt-4o-mini", "budget": {"max_duration_s": 3}}
+            ),
+            id=f"late-{task_queue}",
+            task_queue=task_queue,
+        )
+        started = time.monotonic()
+
+        async def asked() -> bool:
+            return len(provider.requests) == 1
+
+        await eventually(asked)
+        first.kill()
+
+        async def retry_waits_past_deadline() -> bool:
+            # Temporal saw the heartbeat stop and scheduled the next attempt; the
+            # deadline (3 s after the start) has passed with no worker to read its timer.
+            pending = (await handle.describe()).raw_description.pending_activities
+            return bool(pending) and pending[0].attempt >= 2 and time.monotonic() - started > 4
+
+        await eventually(retry_waits_past_deadline, timeout_s=30, interval_s=0.1)
+        second = WorkerProcess(address, task_queue, tmp_path, tmp_path / "w2.log", env)
+        workers.append(second)
+        result = await asyncio.wait_for(handle.result(), timeout=60)
+
+    assert result.status == "budget_exceeded", result.reason
+    assert result.reason is not None and "max_duration_s" in result.reason
+    assert len(provider.requests) == 1  # the retry was not sent
+    assert "model call not started: the run's deadline passed" in second.log.read_text()

@@ -63,6 +63,7 @@ def test_histories_are_committed() -> None:
         "run_version_2_split",  # RUN_VERSION 2: sub-agents of one turn share what is left
         "run_version_2_split_child",
         "run_version_2_split_child2",
+        "run_version_3_deadline",  # RUN_VERSION 3: calls carry the run's deadline
     }
 
 

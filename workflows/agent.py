@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -92,7 +92,7 @@ with workflow.unsafe.imports_passed_through():
         roll_up,
         start_delegate,
     )
-    from onward.errors import INVALID_INPUT, format_validation_error
+    from onward.errors import DEADLINE_PASSED, INVALID_INPUT, format_validation_error
     from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.store.base import transcript_id
     from onward.tool_pipeline import (
@@ -111,6 +111,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["AgentWorkflow"]
 
 _Payload = TypeVar("_Payload", bound="BaseModel")
+_Result = TypeVar("_Result")
 
 MODEL_CALL_TIMEOUT = timedelta(minutes=10)
 """Longest a single model call attempt may take."""
@@ -261,6 +262,20 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
+
+
+def _refused_late(err: BaseException | None) -> bool:
+    """Whether ``err`` is a worker's refusal to start a call after the run's deadline."""
+    return (
+        isinstance(err, ActivityError)
+        and isinstance(err.cause, ApplicationError)
+        and err.cause.type == DEADLINE_PASSED
+    )
+
+
+def _failed_late(task: asyncio.Task[Any]) -> bool:
+    """Whether ``task``, a call, ended refused for the run's deadline."""
+    return task.done() and not task.cancelled() and _refused_late(task.exception())
 
 
 def _outcome_of(task: asyncio.Task[ToolOutcome]) -> ToolOutcome:
@@ -826,6 +841,44 @@ class AgentWorkflow:
             await workflow.wait_condition(lifted)
             late = current()
 
+    def _in_time(
+        self,
+        start: Callable[[datetime | None], asyncio.Task[_Result]],
+        deadline: bool = True,
+    ) -> asyncio.Task[_Result]:
+        """Start a call a worker may begin only before the run's deadline (``start(not_after)``).
+
+        A worker refuses an attempt the deadline has passed (``DeadlinePassed``);
+        if ``extend_budget`` moved the deadline meanwhile, the call is started
+        again with the new one. Runs begun before run version 3 give no deadline.
+        """
+        if self._run_version < 3 or not deadline or self._budget.max_duration_s is None:
+            return start(None)
+        first = start(self._deadline())
+        return asyncio.create_task(self._again_if_extended(first, start))
+
+    async def _again_if_extended(
+        self,
+        call: asyncio.Task[_Result],
+        start: Callable[[datetime | None], asyncio.Task[_Result]],
+    ) -> _Result:
+        while True:
+            try:
+                return await call
+            except ActivityError as err:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled (a cancel, the deadline): so it reads, not as a failure.
+                    raise asyncio.CancelledError from err
+                if not _refused_late(err) or budgets.out_of_time(self._budget, self._elapsed_s()):
+                    raise
+            call = start(self._deadline())
+
+    def _deadline(self) -> datetime:
+        """When the run's wall time runs out (it has a ``max_duration_s``)."""
+        assert self._budget.max_duration_s is not None
+        return self._started_at + timedelta(seconds=self._budget.max_duration_s)
+
     async def _race(
         self, tasks: Sequence[asyncio.Task[Any]], deadline: bool = True
     ) -> Interruption | None:
@@ -854,6 +907,9 @@ class AgentWorkflow:
             # extend_budget moved the deadline while we waited: wait again.
         self._in_flight = []
         if all(task.done() for task in tasks):
+            if deadline and any(_failed_late(task) for task in tasks):
+                # A worker refused a call for the deadline before the run read its timer.
+                return budgets.out_of_time(self._budget, self._elapsed_s())
             return None
         for task in tasks:
             task.cancel()
@@ -912,13 +968,16 @@ class AgentWorkflow:
                 f"the conversation is too large for one model call ({size} bytes; "
                 f"the limit is {limit}): lower tools' max_result_chars",
             )
-        handle = workflow.start_activity_method(
-            ModelActivities.call_model,
-            request,
-            start_to_close_timeout=MODEL_CALL_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=self._model_retry,  # model attempts
-            summary=model_summary(self._input.model, number),
+        handle = self._in_time(
+            lambda not_after: workflow.start_activity_method(
+                ModelActivities.call_model,
+                request.model_copy(update={"not_after": not_after}),
+                start_to_close_timeout=MODEL_CALL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=self._model_retry,  # model attempts
+                summary=model_summary(self._input.model, number),
+            ),
+            race_deadline,
         )
         interrupted = await self._race([handle], deadline=race_deadline)
         if request.stream:
@@ -1112,7 +1171,7 @@ class AgentWorkflow:
             interrupted = await self._race([task for _, _, task in started])
         for call, record, task in started:
             status: ToolCallStatus | None = None
-            if not task.done() or task.cancelled():
+            if not task.done() or task.cancelled() or _failed_late(task):
                 outcome, status = steplog.interrupted(_why(interrupted)), "interrupted"
             else:
                 outcome = _outcome_of(task)
@@ -1365,21 +1424,26 @@ class AgentWorkflow:
             initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts
         )
         if spec.local:
-            return workflow.start_local_activity(
-                _local_tool_type(call, self._patched(LOCAL_TOOL_TYPE_PATCH)),
-                request,
-                result_type=ToolOutcome,
+            activity_type = _local_tool_type(call, self._patched(LOCAL_TOOL_TYPE_PATCH))
+            return self._in_time(
+                lambda not_after: workflow.start_local_activity(
+                    activity_type,
+                    request.model_copy(update={"not_after": not_after}),
+                    result_type=ToolOutcome,
+                    start_to_close_timeout=timeout,
+                    retry_policy=retry,
+                    summary=tool_summary(call),
+                )
+            )
+        return self._in_time(
+            lambda not_after: workflow.start_activity_method(
+                ToolActivities.execute_tool,
+                request.model_copy(update={"not_after": not_after}),
                 start_to_close_timeout=timeout,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=retry,
                 summary=tool_summary(call),
             )
-        return workflow.start_activity_method(
-            ToolActivities.execute_tool,
-            request,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=retry,
-            summary=tool_summary(call),
         )
 
     # -- sub-agents ---------------------------------------------------
