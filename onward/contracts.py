@@ -108,7 +108,8 @@ of behaviour raises it and keeps the older versions' code for runs in flight.
 3. Model and tool calls carry the run's deadline (``not_after``): a worker starts no
    attempt after it (the one running when every worker died was retried by the next
    worker, past the deadline); a call refused so is called again if ``extend_budget``
-   moved the deadline meanwhile."""
+   moved the deadline meanwhile. And ``OnwardCostUsd`` is unset, not 0, while no
+   call of the run had a price (a model with none)."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""

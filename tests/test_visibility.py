@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from conftest import RunningWorker, eventually
+from conftest import RunningWorker, eventually, running_worker
 from onward import search_attributes as sa
+from onward.activities.providers.scripted import ScriptedModel
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
-from onward.contracts import AgentInput
+from onward.contracts import AgentInput, ModelRequest, ModelResponse, Usage
+from onward.starter.listing import list_runs, run_table
 from onward.worker import ensure_search_attributes
 
 SCRIPT = [
@@ -233,3 +237,45 @@ async def test_a_client_that_cannot_list_the_attributes_starts_runs_without_them
     # The run publishes them itself.
     attributes = (await handle.describe()).typed_search_attributes
     assert (attributes.get(sa.STATUS), attributes.get(sa.MODEL)) == ("completed", "scripted")
+
+
+class UnpricedModel:
+    """Answers at once; its model has no price in any table."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(
+            text="hello", usage=Usage(input_tokens=10, output_tokens=5), model=request.model
+        )
+
+
+async def test_a_run_of_unknown_cost_is_not_listed_as_free(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    providers = {"scripted": ScriptedModel(), "acme": UnpricedModel()}
+    async with running_worker(
+        client, tmp_path, search_attribute_names, providers=providers
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        # Started with OnwardCostUsd 0 (as every client start is), like a free run.
+        tenant = f"unpriced-{uuid.uuid4().hex[:8]}"
+        run_id = await onward.start({"prompt": "p", "model": "acme:mystery-1", "tenant": tenant})
+        result = await onward.result(run_id)
+
+    assert result.status == "completed" and not result.usage.cost_known
+    handle = client.get_workflow_handle(run_id)
+    attributes = (await handle.describe()).typed_search_attributes
+    assert attributes.get(sa.TOKENS) == 15
+    assert attributes.get(sa.COST) is None  # no figure, rather than $0
+    assert [
+        e async for e in client.list_workflows(f'WorkflowId = "{run_id}" AND OnwardCostUsd = 0')
+    ] == []
+
+    async def listed() -> bool:
+        rows = await list_runs(client, tenant=tenant, limit=5)
+        return [row.status for row in rows] == ["completed"]
+
+    await eventually(listed)
+    (row,) = await list_runs(client, tenant=tenant, limit=5)
+    assert row.cost_usd is None
+    header, line = run_table([row])[:2]
+    assert line.split()[header.split().index("COST")] == "-"

@@ -1596,7 +1596,11 @@ class AgentWorkflow:
             sa.MODEL.name: self._input.model,
             sa.STEPS.name: self._steps_total,
             sa.TOKENS.name: self._usage.total_tokens,
-            sa.COST.name: round(self._usage.cost_usd, 8),
+            # No call priced (a model with no price) is no figure, not $0 in lists; some
+            # priced is what they cost (a tenant's spend ceiling sums it).
+            sa.COST.name: round(self._usage.cost_usd, 8)
+            if self._usage.cost_known or self._usage.cost_usd or self._run_version < 3
+            else None,
         }
         if self._input.tenant:
             wanted[sa.TENANT.name] = self._input.tenant
@@ -1608,7 +1612,12 @@ class AgentWorkflow:
         if not changed or self._counters_can_wait(changed):
             return
         keys = {key.name: key for key in sa.ALL}
-        workflow.upsert_search_attributes([keys[name].value_set(v) for name, v in changed.items()])
+        workflow.upsert_search_attributes(
+            [
+                keys[name].value_unset() if v is None else keys[name].value_set(v)
+                for name, v in changed.items()
+            ]
+        )
         self._published.update(changed)
         self._published_at = workflow.now()
 
