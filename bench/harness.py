@@ -41,6 +41,8 @@ class Harness:
     logs: Path
     server_pid: int | None = None
     """The dev server's process, whose CPU the throughput figures include (None: not found)."""
+    model_pid: int | None = None
+    """The fake model server's process, whose CPU the throughput figures include."""
     http: httpx.AsyncClient = field(default_factory=httpx.AsyncClient)
 
     def queue(self, system: System) -> str:
@@ -132,7 +134,9 @@ async def harness(
             address = env.client.service_client.config.target_host
             prefix = f"bench-{uuid.uuid4().hex[:6]}"
             server = dev_server_pid(int(address.rsplit(":", 1)[1]))
-            bench = Harness(env.client, address, model_url, [], workers, prefix, logs, server)
+            bench = Harness(
+                env.client, address, model_url, [], workers, prefix, logs, server, fake.pid
+            )
             try:
                 for system in make_systems(model_url):
                     bench.systems.append(system)

@@ -119,11 +119,13 @@ def _throughput_table(runs: dict[str, list[dict[str, Any]]], title: str) -> list
                     f"{fig['cpu_ms_per_step']:.1f}",
                     _ms(fig.get("server_cpu_ms_per_step")),
                     _ms(fig.get("client_cpu_ms_per_step"), 2),
+                    _ms(fig.get("model_cpu_ms_per_step"), 2),
                     f"{fig['peak_rss_mb']:.0f}",
                 ]
             )
     head = ["system", "agents", "steps / s", "vs floor", "worker CPU ms / step"]
-    head += ["dev server CPU ms / step", "client CPU ms / step", "peak RSS MB"]
+    head += ["dev server CPU ms / step", "client CPU ms / step", "fake model CPU ms / step"]
+    head += ["peak RSS MB"]
     lines = [title, "", *_table(head, rows)]
     lines.append("")
     for fig in runs.get("onward", []):

@@ -51,6 +51,9 @@ class Throughput:
     client_cpu_ms_per_step: float | None = None
     """The bench process's CPU per step meanwhile: starting the runs and reading their
     results through the system's client (the bench's own bookkeeping included)."""
+    model_cpu_ms_per_step: float | None = None
+    """The fake model server's CPU per step meanwhile: it answers every system alike, so
+    this is what the system's requests cost to read (a whole conversation, or a step)."""
 
 
 def in_turn(systems: Sequence[System], round_: int) -> list[System]:
@@ -113,9 +116,10 @@ async def _many(
                 handle = await bench.start(system, task)
             return await bench.finish(handle, task, timeout_s)
 
-    server = bench.server_pid
+    server, model = bench.server_pid, bench.model_pid
     cpu_before, client_before = worker.cpu_s(), time.process_time()
     server_before = cpu_s(server) if server is not None else 0.0
+    model_before = cpu_s(model) if model is not None else 0.0
     async with RssSampler(worker) as rss:
         started = time.perf_counter()
         outcomes = await asyncio.gather(*(one(task) for task in tasks))
@@ -123,9 +127,11 @@ async def _many(
     client_s = time.process_time() - client_before
     done = sum(o.model_calls for o in outcomes if o.ok)
     bad = [o for o in outcomes if not o.ok]
-    server_ms = None
+    server_ms = model_ms = None
     if server is not None:
         server_ms = (cpu_s(server) - server_before) / max(done, 1) * 1000
+    if model is not None:
+        model_ms = (cpu_s(model) - model_before) / max(done, 1) * 1000
     return Throughput(
         agents=agents,
         steps_per_s=done / wall,
@@ -136,6 +142,7 @@ async def _many(
         failure=bad[0].detail if bad else "",
         server_cpu_ms_per_step=server_ms,
         client_cpu_ms_per_step=client_s / max(done, 1) * 1000,
+        model_cpu_ms_per_step=model_ms,
     )
 
 
@@ -152,7 +159,12 @@ def _median(rounds: list[Throughput]) -> Throughput:
         rounds=len(rounds),
         server_cpu_ms_per_step=_median_of(r.server_cpu_ms_per_step for r in rounds),
         client_cpu_ms_per_step=_median_of(r.client_cpu_ms_per_step for r in rounds),
+        model_cpu_ms_per_step=_median_of(r.model_cpu_ms_per_step for r in rounds),
     )
+
+
+def _ms_text(label: str, value: float | None) -> str:
+    return "" if value is None else f"{label} {value:4.2f} ms/step"
 
 
 def _median_of(values: Iterable[float | None]) -> float | None:
@@ -194,6 +206,7 @@ async def throughput(
                 f"cpu {result.cpu_ms_per_step:5.1f} ms/step  peak RSS {result.peak_rss_mb:6.0f} MB"
                 + ("" if server is None else f"  dev server cpu {server:5.1f} ms/step")
                 + f"  client cpu {result.client_cpu_ms_per_step:4.2f} ms/step"
+                + _ms_text("  model cpu", result.model_cpu_ms_per_step)
                 + note
             )
     return figures
