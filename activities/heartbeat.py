@@ -29,8 +29,10 @@ async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterato
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
+            # First after one interval: a call that ends sooner sends none (the SDK
+            # sends a first beat at once, one more request to the server each call).
             await asyncio.sleep(interval_s)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:

@@ -1,0 +1,95 @@
+"""What a worker does with one call before and while it runs: refuse it, heartbeat it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from onward.activities.model import ModelActivities
+from onward.activities.tool_calls import ToolActivities
+from onward.activities.tools import builtin_registry
+from onward.contracts import Message, ModelRequest, ModelResponse, ToolRequest
+from onward.errors import DEADLINE_PASSED
+from onward.pricing import PricingTable
+
+
+class Slow:
+    """A provider answering after ``delay_s``; counts its calls."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        await asyncio.sleep(self.delay_s)
+        return ModelResponse(text="hi", model=request.model)
+
+
+def model_request(**changes: object) -> ModelRequest:
+    return ModelRequest.model_validate(
+        {"model": "slow:m", "messages": [Message(role="user", content="Hi")], "step": 1} | changes
+    )
+
+
+def heartbeats_of(env: ActivityEnvironment) -> list[float]:
+    beats: list[float] = []
+    env.on_heartbeat = lambda *details: beats.append(asyncio.get_running_loop().time())
+    return beats
+
+
+@pytest.mark.parametrize(("delay_s", "least", "most"), [(0.05, 0, 0), (1.3, 2, 3)])
+async def test_a_call_heartbeats_only_once_it_has_run_a_while(
+    delay_s: float, least: int, most: int
+) -> None:
+    # A fast call sends no heartbeat (the SDK sends a first beat at once: one more
+    # request to the server for each model call); a long one beats every 0.5 s.
+    env = ActivityEnvironment()
+    beats = heartbeats_of(env)
+    provider = Slow(delay_s)
+    activities = ModelActivities({"slow": provider}, PricingTable({}))
+
+    response = await env.run(activities.call_model, model_request())
+
+    assert response.text == "hi"
+    assert least <= len(beats) <= most, beats
+
+
+async def test_a_model_call_past_its_runs_deadline_is_not_made() -> None:
+    provider = Slow(0)
+    activities = ModelActivities({"slow": provider}, PricingTable({}))
+    late = model_request(not_after=datetime.now(UTC) - timedelta(seconds=3))
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.call_model, late)
+
+    assert refused.value.type == DEADLINE_PASSED and refused.value.non_retryable
+    assert "deadline passed 3." in refused.value.message
+    assert provider.calls == 0
+    in_time = model_request(not_after=datetime.now(UTC) + timedelta(seconds=30))
+    assert (await ActivityEnvironment().run(activities.call_model, in_time)).text == "hi"
+
+
+async def test_a_tool_call_past_its_runs_deadline_is_not_run(tmp_path: Path) -> None:
+    activities = ToolActivities(builtin_registry(), tmp_path)
+    call = {
+        "name": "write_file",
+        "arguments": {"path": "a.txt", "content": "a"},
+        "call_id": "c1",
+        "idempotency_key": "run/1/c1",
+        "workspace": "run",
+    }
+    late = ToolRequest.model_validate(call | {"not_after": datetime.now(UTC)})
+
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(activities.execute_tool, late)
+
+    assert refused.value.type == DEADLINE_PASSED
+    assert not list(tmp_path.rglob("a.txt"))  # nothing written
+    done = await ActivityEnvironment().run(activities.execute_tool, ToolRequest(**call))
+    assert done.error is None and list(tmp_path.rglob("a.txt"))
