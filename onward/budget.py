@@ -64,11 +64,15 @@ def exceeded(
     if budget.max_cost_usd is not None:
         if not usage.cost_known:
             # A cost budget cannot be kept blind: stop rather than spend without a figure.
+            priced = (
+                f"; the priced calls cost ${usage.cost_usd:.6f} of ${budget.max_cost_usd:g}"
+                if usage.cost_usd
+                else ""
+            )
             return Exceeded(
                 "max_cost_usd",
-                f"cost unknown (the model has no price; spent at least "
-                f"${usage.cost_usd:.6f} of ${budget.max_cost_usd:g}); set a price with "
-                "`pricing` or ONWARD_PRICING",
+                f"cost unknown (a model with no price was called{priced}); set a price "
+                "with `pricing` or ONWARD_PRICING",
             )
         if usage.cost_usd >= budget.max_cost_usd:
             return Exceeded(
