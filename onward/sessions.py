@@ -7,9 +7,17 @@ gets what is left of it, and no more than ``message_budget``.
 
 from __future__ import annotations
 
-from onward.contracts import AgentInput, Budget, RunUsage, SessionInput
+from onward import budget as budgets
+from onward.contracts import AgentInput, AgentResult, Budget, RunUsage, SessionInput
 
-__all__ = ["MESSAGE_RUN_SEPARATOR", "add_usage", "message_budget", "message_input", "run_id"]
+__all__ = [
+    "MESSAGE_RUN_SEPARATOR",
+    "add_usage",
+    "message_budget",
+    "message_input",
+    "run_id",
+    "session_reason",
+]
 
 MESSAGE_RUN_SEPARATOR = "-m"
 """A message's run is ``<session-id>-m<N>``."""
@@ -74,6 +82,23 @@ def add_usage(total: RunUsage, part: RunUsage) -> RunUsage:
         cost_known=total.cost_known and part.cost_known,
         duration_s=round(total.duration_s + part.duration_s, 3),
     )
+
+
+def session_reason(session: Budget, used: RunUsage, result: AgentResult) -> str | None:
+    """The reason of a message's run stopped by a budget, said of the session's when it was that.
+
+    A message's run gets the session's remainder: once the session has used a
+    limit up, the run says "max_tokens: used 0 of 0 tokens" of its own share.
+    ``used``: the session's usage, this run's included.
+    """
+    if result.status != "budget_exceeded" or result.limit is None:
+        return result.reason
+    kinds: tuple[budgets.CallKind, ...] = ("model", "tool")
+    for kind in kinds:
+        spent = budgets.exceeded(session, used, used.duration_s, kind)
+        if spent is not None and spent.limit == result.limit:
+            return f"the session's budget is used up: {spent.message}"
+    return result.reason
 
 
 def message_input(session: SessionInput, message: str, used: RunUsage) -> AgentInput:

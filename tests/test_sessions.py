@@ -20,6 +20,7 @@ from conftest import eventually, running_worker
 from onward import sessions
 from onward.client import OnwardClient
 from onward.contracts import (
+    AgentResult,
     Budget,
     Message,
     ModelRequest,
@@ -164,7 +165,10 @@ async def test_session_budget_covers_all_messages(
         assert (await onward.send_message(session_id, "two")).status == "completed"
         third = await onward.send_message(session_id, "three")
         assert third.status == "budget_exceeded"
-        assert third.reason is not None and "max_tokens" in third.reason
+        # Said of the session's budget, not of the run's empty share ("used 0 of 0").
+        assert third.reason is not None
+        assert third.reason.startswith("the session's budget is used up: max_tokens: used ")
+        assert third.reason.endswith(" of 30 tokens"), third.reason
         await onward.close_session(session_id)
 
 
@@ -218,6 +222,25 @@ def test_message_budget_is_the_session_remainder_at_most_the_per_message_limit()
     assert sessions.message_budget(session, Budget(max_steps=2), used).on_exceeded == "finish"
     asked = Budget(on_exceeded="stop")
     assert sessions.message_budget(session, asked, used).on_exceeded == "stop"
+
+
+def test_a_run_stopped_by_its_own_share_keeps_its_reason() -> None:
+    stopped = AgentResult(
+        status="budget_exceeded",
+        reason="max_steps: 3 of 3 steps done",
+        limit="max_steps",
+        usage=RunUsage(steps=3),
+    )
+    session = Budget(max_steps=10, max_tokens=100)
+    # The message's own limit stopped it: the session has steps left.
+    used = RunUsage(steps=3, total_tokens=40)
+    assert sessions.session_reason(session, used, stopped) == "max_steps: 3 of 3 steps done"
+    used_up = RunUsage(steps=10, total_tokens=40)
+    assert sessions.session_reason(session, used_up, stopped) == (
+        "the session's budget is used up: max_steps: 10 of 10 steps done"
+    )
+    completed = AgentResult(status="completed", usage=RunUsage())
+    assert sessions.session_reason(session, used_up, completed) is None
 
 
 async def test_unknown_session_is_not_found(client: Client) -> None:

@@ -222,16 +222,16 @@ class SessionWorkflow:
                 run_id=child_id,
             )
         else:
+            self._usage = sessions.add_usage(self._usage, result.usage)
             reply = SessionReply(
                 reply=result.output or "",
                 steps=result.steps,
                 usage=result.usage,
                 number=queued.number,
                 status=result.status,
-                reason=result.reason,
+                reason=sessions.session_reason(self._input.budget, self._usage, result),
                 run_id=child_id,
             )
-            self._usage = sessions.add_usage(self._usage, result.usage)
             self._script_index += result.usage.model_calls
             if result.conversation is not None:
                 self._conversation = result.conversation
