@@ -1046,6 +1046,12 @@ class AgentResult(BaseModel):
         exclude_if=lambda value: value is None,
         description="the conversation after this run (only for runs given a conversation)",
     )
+    script_played: int | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the turns of ``script`` this run played, its sub-agents' not counted "
+        "(only for scripted runs): a scripted session's next message plays on from there",
+    )
 
 
 # ---------------------------------------------------------------------------

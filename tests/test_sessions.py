@@ -406,6 +406,28 @@ async def test_a_message_whose_run_id_is_taken_is_answered_as_failed(
         await onward.close_session(session_id)
 
 
+async def test_a_scripted_session_plays_on_after_a_sub_agent_played_its_own_script(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    child = {"prompt": "add", "script": [{"text": "the sub-agent's answer"}]}
+    script = [
+        {"tool_calls": [{"name": "delegate", "arguments": child}]},
+        {"text": "first reply"},
+        {"text": "second reply"},
+    ]
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": ["delegate"], "script": script})
+        first = await onward.send_message(session_id, "one")
+        second = await onward.send_message(session_id, "two")
+        await onward.close_session(session_id)
+
+    assert (first.status, first.reply) == ("completed", "first reply")
+    assert first.usage.model_calls == 3  # the sub-agent's call counts in its usage
+    # Its turns were the sub-agent's own script, not the session's: none skipped.
+    assert (second.status, second.reply) == ("completed", "second reply")
+
+
 async def test_a_message_waiting_for_approval_is_approved_and_rejected_through_its_session(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:

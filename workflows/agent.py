@@ -1643,6 +1643,7 @@ class AgentWorkflow:
             steps_total=self._steps_total if self._use_store else None,
             transcript=self._transcript,
             conversation=self._conversation_after(),
+            script_played=self._script_index if self._input.script is not None else None,
         )
 
     def _conversation_after(self) -> ConversationRef | None:

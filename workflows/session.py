@@ -232,7 +232,9 @@ class SessionWorkflow:
                 reason=sessions.session_reason(self._input.budget, self._usage, result),
                 run_id=child_id,
             )
-            self._script_index += result.usage.model_calls
+            # Its sub-agents play scripts of their own (runs before script_played: all calls).
+            played = result.script_played
+            self._script_index += result.usage.model_calls if played is None else played
             if result.conversation is not None:
                 self._conversation = result.conversation
         self._last_active = workflow.now()
