@@ -6,13 +6,22 @@ Run it with ``python worker.py`` or ``onward worker``; :data:`DESCRIPTION` (its
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":
+    # ``python worker.py`` is ``onward worker``, before anything reads a setting: a bad
+    # ONWARD_ENCRYPTION_KEYS or ONWARD_PAYLOAD_THRESHOLD (read on import) is one line,
+    # not a traceback, and the worker finds the dev server ``onward dev`` started.
+    from onward.starter.cli import main as onward_cli
+
+    onward_cli(["worker", *sys.argv[1:]])
+
 import argparse
 import asyncio
 import contextlib
 import logging
 import os
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -423,7 +432,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as err:  # ONWARD_STORE names a database that cannot be used
         parser.exit(1, f"onward worker: {err}\n")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

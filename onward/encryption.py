@@ -22,13 +22,14 @@ from collections.abc import Mapping, Sequence
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from onward.errors import OnwardError
+from onward.errors import OnwardError, SettingsError
 
 __all__ = [
     "ENCODING",
     "KEY_ID_METADATA",
     "EncryptionCodec",
     "EncryptionError",
+    "KeySettingError",
     "codec_from_env",
     "parse_keys",
 ]
@@ -44,35 +45,39 @@ class EncryptionError(OnwardError):
     """A key setting is malformed, or a payload cannot be decrypted with the keys given."""
 
 
+class KeySettingError(EncryptionError, SettingsError):
+    """``ONWARD_ENCRYPTION_KEYS`` is malformed: a bad setting (exit 2), named, no key shown."""
+
+
 def parse_keys(setting: str) -> dict[str, bytes]:
     """``id:base64,id2:base64`` as an ordered mapping of key id to 32-byte key.
 
     Raises:
-        EncryptionError: naming the entry that is malformed (never echoing a key).
+        KeySettingError: naming the entry that is malformed (never echoing a key).
     """
     keys: dict[str, bytes] = {}
     for number, entry in enumerate(filter(None, (e.strip() for e in setting.split(","))), 1):
         key_id, colon, encoded = entry.partition(":")
         if not colon or not _KEY_ID.fullmatch(key_id):
-            raise EncryptionError(
+            raise KeySettingError(
                 f"ONWARD_ENCRYPTION_KEYS entry {number}: write <key id>:<base64 of 32 bytes>, "
                 "the id of 1-64 letters, digits, '.', '_' or '-'"
             )
         try:
             key = base64.b64decode(encoded, validate=True)
         except binascii.Error:
-            raise EncryptionError(
+            raise KeySettingError(
                 f"ONWARD_ENCRYPTION_KEYS key {key_id!r} is not valid base64"
             ) from None
         if len(key) != 32:
-            raise EncryptionError(
+            raise KeySettingError(
                 f"ONWARD_ENCRYPTION_KEYS key {key_id!r} has {len(key)} bytes; AES-256 needs 32"
             )
         if key_id in keys:
-            raise EncryptionError(f"ONWARD_ENCRYPTION_KEYS names key {key_id!r} twice")
+            raise KeySettingError(f"ONWARD_ENCRYPTION_KEYS names key {key_id!r} twice")
         keys[key_id] = key
     if not keys:
-        raise EncryptionError("ONWARD_ENCRYPTION_KEYS is set but names no key")
+        raise KeySettingError("ONWARD_ENCRYPTION_KEYS is set but names no key")
     return keys
 
 

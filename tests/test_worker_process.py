@@ -288,6 +288,7 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         ({"ONWARD_MODEL_MAX_ATTEMPTS": "0"}, "ONWARD_MODEL_MAX_ATTEMPTS"),
         ({"ONWARD_STORE": "mysql://u:secret@db/onward"}, "ONWARD_STORE: mysql://"),
         ({"ONWARD_PAYLOAD_THRESHOLD": "-1"}, "ONWARD_PAYLOAD_THRESHOLD"),
+        ({"ONWARD_ENCRYPTION_KEYS": "k:c2VjcmV0"}, "ONWARD_ENCRYPTION_KEYS key 'k' has 6 bytes"),
         ({"ONWARD_TRACE_FILE": "/proc/no/such/spans.jsonl"}, "ONWARD_TRACE_FILE"),
         ({"ONWARD_LOG_LEVEL": "chatty"}, "ONWARD_LOG_LEVEL"),
         ({"ONWARD_STICKY_TIMEOUT": "inf"}, "ONWARD_STICKY_TIMEOUT"),
@@ -309,3 +310,31 @@ async def test_a_bad_setting_stops_the_worker_at_once_in_one_line(
     assert named in stopped.stderr
     assert "Traceback" not in stopped.stderr and "secret" not in stopped.stderr
     assert "onward worker ready" not in stopped.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"ONWARD_ENCRYPTION_KEYS": "no-colon"}, "ONWARD_ENCRYPTION_KEYS entry 1"),
+        ({"ONWARD_PAYLOAD_THRESHOLD": "lots"}, "ONWARD_PAYLOAD_THRESHOLD"),
+        ({"ONWARD_MODEL_MAX_ATTEMPTS": "0"}, "ONWARD_MODEL_MAX_ATTEMPTS"),
+    ],
+)
+async def test_python_worker_py_is_onward_worker(
+    tmp_path: Path, setting: dict[str, str], named: str
+) -> None:
+    # Settings read on import (keys, payload threshold) too: one line, exit 2.
+    env = {**os.environ, "TEMPORAL_CONFIG_FILE": str(tmp_path / "absent.toml"), **setting}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "worker.py"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, err
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith("onward") and named in last, err
+    assert b"Traceback" not in err
