@@ -74,6 +74,8 @@ class _Client(Protocol):
 
     async def _require_worker(self, run_id: str, info: RunInfo | None = None) -> RunInfo: ...
 
+    async def info(self, run_id: str) -> RunInfo: ...
+
     async def _start_workflow(
         self, run: Any, arg: BaseModel, workflow_id: str, tenant_tag: str | None, **options: Any
     ) -> None: ...
@@ -184,12 +186,17 @@ class SessionMethods:
         """The session's state (``idle`` between messages) and the usage of all its messages.
 
         While a message's run waits for approval or is paused, the session shows that
-        state and the run's ``pending_approvals``.
+        state and the run's ``pending_approvals``. A closed session's is read from its
+        history, with no worker.
 
         Raises:
-            NoWorker: no worker polls the session's task queue, or none answered in time.
+            NoWorker: the session is open and no worker polls its task queue, or none
+                answered in time.
         """
-        await self._require_worker(session_id)
+        info = await self.info(session_id)
+        if not info.running:
+            return await self.status(session_id)
+        await self._require_worker(session_id, info)
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
             status = await handle.query(SessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)

@@ -35,8 +35,11 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from onward import search_attributes as sa
+from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     FINAL_STATES,
+    SESSION_WORKFLOW,
     AgentResult,
     AgentState,
     AgentStatus,
@@ -47,7 +50,8 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import INVALID_INPUT
-from onward.starter.history import RunHistory
+from onward.starter.history import RunHistory, SessionHistory, session_history
+from onward.starter.sealed import opened_events
 from onward.starter.trace import read_history, run_status, trace_of
 from onward.states import run_state
 from onward.workflows import AgentWorkflow
@@ -211,6 +215,29 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
     )
 
 
+def session_status(execution: WorkflowExecution, history: SessionHistory) -> AgentStatus:
+    """A session's status from its history alone: its result once closed, else its input.
+
+    The history read is the session's latest run's: its input carries the session's
+    settings, its result (once closed) the usage and turns of every message.
+    """
+    session, result = history.input, history.result
+    if history.ended is None:
+        state = run_state(execution.status, execution.typed_search_attributes.get(sa.STATUS))
+    else:
+        state = result.status if result is not None else history.ended
+    return AgentStatus(
+        state=state,
+        step=result.usage.steps if result is not None else 0,
+        usage=result.usage if result is not None else RunUsage(),
+        budget=session.budget if session is not None else Budget(),
+        reason=result.reason if result is not None else history.failure,
+        model=session.model if session is not None else None,
+        transcript=result.conversation.transcript if result and result.conversation else None,
+        turns=result.turns if result is not None else 0,
+    )
+
+
 def _closed(execution: WorkflowExecution) -> bool:
     return execution.status not in (None, WorkflowExecutionStatus.RUNNING)
 
@@ -238,6 +265,10 @@ async def status_of(
         with contextlib.suppress(WorkflowQueryFailedError, asyncio.TimeoutError):
             status = await _query_status(handle)
     if status is None:
+        if description.workflow_type == SESSION_WORKFLOW:
+            events = opened_events(handle.fetch_history_events(), DATA_CONVERTER)
+            session = session_history([event async for event in events])
+            return session_status(description, session), "history"
         found = history_status(description, await read_history(handle))
         return found.model_copy(update={"retrying": retry}), "history"
     usage = status.usage.model_copy(

@@ -39,6 +39,8 @@ from onward.contracts import (
     CompactionResult,
     ModelRequest,
     ModelResponse,
+    SessionInput,
+    SessionResult,
     StepRecord,
     ToolCall,
     ToolCallRecord,
@@ -66,7 +68,7 @@ from onward.tool_pipeline import approval_refusal, rejection, unknown_tool
 from onward.workflow_tools import WORKFLOW_TOOLS
 from onward.workflows.progress import tool_summary
 
-__all__ = ["HistoryStep", "RunHistory", "reconstruct"]
+__all__ = ["HistoryStep", "RunHistory", "SessionHistory", "reconstruct", "session_history"]
 
 REQUEST_TYPES: dict[str, type[Any]] = {
     "call_model": ModelRequest,
@@ -418,22 +420,53 @@ def _run_event(run: RunHistory, event: HistoryEvent) -> None:
         run.input = decode(attrs.input, AgentInput)
         run.started_at = event_time(event.event_time)
     elif kind in _ENDINGS:
-        status = _ENDINGS[kind]
-        # A run that continued as new is over here; its next run goes on.
-        run.ended = (
-            "completed"
-            if status == WorkflowExecutionStatus.CONTINUED_AS_NEW
-            else closed_state(status)
-        )
+        run.ended, run.failure = _ending(event)
         run.closed_at = event_time(event.event_time)
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             attrs_done = event.workflow_execution_completed_event_attributes
             run.result = decode(attrs_done.result, AgentResult)
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-            run.failure = failure_message(event.workflow_execution_failed_event_attributes.failure)
-        elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-            reason = event.workflow_execution_terminated_event_attributes.reason
-            run.failure = f"terminated: {reason}" if reason else "terminated"
+
+
+def _ending(event: HistoryEvent) -> tuple[AgentState, str | None]:
+    """How a closing event closed the run, in Onward's words, and the failure it names."""
+    kind = event.event_type
+    status = _ENDINGS[kind]
+    failure = None
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        failure = failure_message(event.workflow_execution_failed_event_attributes.failure)
+    elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        reason = event.workflow_execution_terminated_event_attributes.reason
+        failure = f"terminated: {reason}" if reason else "terminated"
+    # A run that continued as new is over here; its next run goes on.
+    if status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+        return "completed", failure
+    return closed_state(status), failure
+
+
+@dataclass
+class SessionHistory:
+    """What a session's history says without a worker: its input, and how it closed."""
+
+    input: SessionInput | None = None
+    result: SessionResult | None = None
+    ended: AgentState | None = None
+    """How Temporal closed it (see :attr:`RunHistory.ended`); None: still open."""
+    failure: str | None = None
+
+
+def session_history(events: Iterable[HistoryEvent]) -> SessionHistory:
+    """Read a session's input and outcome from the history of its latest run."""
+    session = SessionHistory()
+    for event in events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            attrs = event.workflow_execution_started_event_attributes
+            session.input = decode(attrs.input, SessionInput)
+        elif event.event_type in _ENDINGS:
+            session.ended, session.failure = _ending(event)
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+                attrs_done = event.workflow_execution_completed_event_attributes
+                session.result = decode(attrs_done.result, SessionResult)
+    return session
 
 
 def reconstruct(events: Iterable[HistoryEvent]) -> RunHistory:

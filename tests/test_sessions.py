@@ -428,6 +428,27 @@ async def test_a_scripted_session_plays_on_after_a_sub_agent_played_its_own_scri
     assert (second.status, second.reply) == ("completed", "second reply")
 
 
+async def test_a_closed_sessions_status_is_read_from_its_history_without_a_worker(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"tools": [], "script": [{"text": "hi"}, {"text": "bye"}], "budget": {"max_steps": 9}}
+        )
+        await onward.send_message(session_id, "one")
+        await onward.send_message(session_id, "two")
+        await onward.close_session(session_id)
+        closed = await onward.session_result(session_id)
+    # No worker polls the queue now.
+    for status in (await onward.session_status(session_id), await onward.status(session_id)):
+        assert (status.state, status.reason) == ("completed", closed.reason)
+        assert status.model == "scripted"  # was "?" (read as an agent run's history)
+        assert status.turns == 2 and status.step == 2  # was 0 steps
+        assert status.usage == closed.usage and status.usage.model_calls == 2
+        assert status.budget.max_steps == 9
+
+
 async def test_a_message_waiting_for_approval_is_approved_and_rejected_through_its_session(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
