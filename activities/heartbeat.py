@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from temporalio import activity
 
@@ -27,12 +28,18 @@ async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterato
         yield
         return
 
+    # The first beat goes one interval into the attempt, not at once: a call that ends
+    # sooner sends none (the SDK sends a first beat straight away, one more request to
+    # the server for every call). Counted from the attempt's start, so what the activity
+    # did before (reading the conversation from the store) does not push it back.
+    since_start = (datetime.now(UTC) - activity.info().started_time).total_seconds()
+    first = min(max(interval_s - since_start, 0.0), interval_s)
+
     async def beat() -> None:
+        await asyncio.sleep(first)
         while True:
-            # First after one interval: a call that ends sooner sends none (the SDK
-            # sends a first beat at once, one more request to the server each call).
-            await asyncio.sleep(interval_s)
             activity.heartbeat()
+            await asyncio.sleep(interval_s)
 
     task = asyncio.create_task(beat())
     try:

@@ -93,10 +93,12 @@ def session_reason(session: Budget, used: RunUsage, result: AgentResult) -> str 
     """
     if result.status != "budget_exceeded" or result.limit is None:
         return result.reason
+    # The session's figure for that limit alone: another one spent too says nothing here.
+    alone = Budget.model_validate({result.limit: getattr(session, result.limit)})
     kinds: tuple[budgets.CallKind, ...] = ("model", "tool")
     for kind in kinds:
-        spent = budgets.exceeded(session, used, used.duration_s, kind)
-        if spent is not None and spent.limit == result.limit:
+        spent = budgets.exceeded(alone, used, used.duration_s, kind)
+        if spent is not None:
             return f"the session's budget is used up: {spent.message}"
     return result.reason
 

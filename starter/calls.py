@@ -31,6 +31,7 @@ from temporalio.api.history.v1 import HistoryEvent
 
 from onward.connection import DATA_CONVERTER
 from onward.delegation import ID_TAKEN
+from onward.errors import DEADLINE_PASSED
 
 __all__ = [
     "CHILD_WORKFLOW",
@@ -202,6 +203,17 @@ def failure_message(failure: Failure) -> str:
     return failure.message or "failed"
 
 
+def refused_late(failure: Failure) -> bool:
+    """Whether a call's failure is a worker's refusal to start it past the run's deadline.
+
+    The workflow counts such a call as cut off by its deadline, not as failed.
+    """
+    while failure.HasField("activity_failure_info") and failure.HasField("cause"):
+        failure = failure.cause
+    info = failure.application_failure_info
+    return failure.HasField("application_failure_info") and info.type == DEADLINE_PASSED
+
+
 def _summary(event: HistoryEvent) -> str | None:
     if event.HasField("user_metadata") and event.user_metadata.HasField("summary"):
         text = decode_one(event.user_metadata.summary, str)
@@ -308,6 +320,8 @@ class CallPairing:
                     call.result = decode(attrs.result, result_type) if result_type else None
                 else:
                     call.trace.failure = failure_message(attrs.failure)
+                    if refused_late(attrs.failure):
+                        state = "cancelled"
                 self._close(call, state, when)
             return call
         if kind in (
@@ -388,7 +402,7 @@ class CallPairing:
                 call.trace.last_failure = message
                 return call
             call.trace.failure = message
-            self._close(call, "failed", closed_at)
+            self._close(call, "cancelled" if refused_late(attrs.failure) else "failed", closed_at)
         else:
             result_type = self._result_types.get(activity_type)
             if "result" in attrs.details and result_type is not None:

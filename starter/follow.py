@@ -216,25 +216,27 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
 
 
 def session_status(execution: WorkflowExecution, history: SessionHistory) -> AgentStatus:
-    """A session's status from its history alone: its result once closed, else its input.
+    """A session's status from its history alone (no worker, no query).
 
     The history read is the session's latest run's: its input carries the session's
-    settings, its result (once closed) the usage and turns of every message.
+    settings (and what the earlier runs answered), its messages' runs what they used,
+    and its result, once closed normally, the usage and turns of every message.
     """
     session, result = history.input, history.result
     if history.ended is None:
         state = run_state(execution.status, execution.typed_search_attributes.get(sa.STATUS))
     else:
         state = result.status if result is not None else history.ended
+    usage = result.usage if result is not None else history.usage
     return AgentStatus(
         state=state,
-        step=result.usage.steps if result is not None else 0,
-        usage=result.usage if result is not None else RunUsage(),
+        step=usage.steps,
+        usage=usage,
         budget=session.budget if session is not None else Budget(),
         reason=result.reason if result is not None else history.failure,
         model=session.model if session is not None else None,
         transcript=result.conversation.transcript if result and result.conversation else None,
-        turns=result.turns if result is not None else 0,
+        turns=result.turns if result is not None else history.turns,
     )
 
 

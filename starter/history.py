@@ -39,6 +39,7 @@ from onward.contracts import (
     CompactionResult,
     ModelRequest,
     ModelResponse,
+    RunUsage,
     SessionInput,
     SessionResult,
     StepRecord,
@@ -52,6 +53,7 @@ from onward.contracts import (
     WorkerDescriptionRequest,
 )
 from onward.delegation import DELEGATE, check_delegate, failure_outcome, outcome_of, started_by
+from onward.sessions import add_usage
 from onward.starter.approvals import ApprovalReader
 from onward.starter.calls import (
     CHILD_WORKFLOW,
@@ -452,18 +454,44 @@ class SessionHistory:
     ended: AgentState | None = None
     """How Temporal closed it (see :attr:`RunHistory.ended`); None: still open."""
     failure: str | None = None
+    turns: int = 0
+    """Messages answered, by the whole chain (the earlier runs' from the carry)."""
+    usage: RunUsage = field(default_factory=RunUsage)
+    """What those messages' runs used."""
+
+
+_CHILD_ENDINGS = {
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED,
+}
+"""How a message's run ends in its session's history (each is an answered message)."""
 
 
 def session_history(events: Iterable[HistoryEvent]) -> SessionHistory:
-    """Read a session's input and outcome from the history of its latest run."""
+    """Read a session's input, its messages' runs and its outcome from its latest run's history."""
     session = SessionHistory()
     for event in events:
-        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+        kind = event.event_type
+        if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             attrs = event.workflow_execution_started_event_attributes
             session.input = decode(attrs.input, SessionInput)
-        elif event.event_type in _ENDINGS:
+            carry = session.input.carry if session.input is not None else None
+            if carry is not None:
+                session.turns, session.usage = carry.turns, carry.usage
+        elif kind in _CHILD_ENDINGS:
+            session.turns += 1
+            if kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED:
+                child = event.child_workflow_execution_completed_event_attributes
+                answer = decode(child.result, AgentResult)
+                if answer is not None:
+                    session.usage = add_usage(session.usage, answer.usage)
+        elif kind in _ENDINGS:
             session.ended, session.failure = _ending(event)
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
                 attrs_done = event.workflow_execution_completed_event_attributes
                 session.result = decode(attrs_done.result, SessionResult)
     return session

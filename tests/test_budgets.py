@@ -12,6 +12,7 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from conftest import RunningWorker, eventually, model_inputs, running_worker
 from onward.contracts import BudgetExtension
 from onward.errors import DEADLINE_PASSED
+from onward.starter.trace import read_history
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
@@ -203,3 +204,7 @@ async def test_a_call_refused_for_a_deadline_since_extended_is_called_again(
         if event.HasField("activity_task_failed_event_attributes")
     ]
     assert [f.application_failure_info.type for f in failures] == [DEADLINE_PASSED]
+    # Read from its history (as without a worker), the refused call left no step.
+    history = await read_history(handle)
+    assert [(r.step, r.text, r.error) for r in history.step_log] == [(1, "done", None)]
+    assert history.in_flight == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -43,13 +44,20 @@ def heartbeats_of(env: ActivityEnvironment) -> list[float]:
     return beats
 
 
-@pytest.mark.parametrize(("delay_s", "least", "most"), [(0.05, 0, 0), (1.3, 2, 3)])
-async def test_a_call_heartbeats_only_once_it_has_run_a_while(
-    delay_s: float, least: int, most: int
+@pytest.mark.parametrize(
+    ("before_s", "delay_s", "least", "most"),
+    [(0, 0.05, 0, 0), (0, 1.3, 2, 3), (0.45, 0.25, 1, 1)],
+)
+async def test_a_call_heartbeats_only_once_its_attempt_has_run_a_while(
+    before_s: float, delay_s: float, least: int, most: int
 ) -> None:
     # A fast call sends no heartbeat (the SDK sends a first beat at once: one more
-    # request to the server for each model call); a long one beats every 0.5 s.
+    # request to the server for each model call); a long one beats every 0.5 s, the
+    # first 0.5 s into the attempt, however long the activity took to begin the call
+    # (``before_s``: reading the conversation from the store, say).
     env = ActivityEnvironment()
+    started = datetime.now(UTC) - timedelta(seconds=before_s)
+    env.info = dataclasses.replace(env.info, started_time=started)
     beats = heartbeats_of(env)
     provider = Slow(delay_s)
     activities = ModelActivities({"slow": provider}, PricingTable({}))

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from conftest import eventually
 from onward.artifacts import workspace_dir
 from onward.contracts import AgentInput
+from onward.starter.trace import read_history
 from onward.workflows import AgentWorkflow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -213,3 +214,5 @@ async def test_a_call_cut_off_with_every_worker_is_not_started_again_past_the_de
     assert result.reason is not None and "max_duration_s" in result.reason
     assert len(provider.requests) == 1  # the retry was not sent
     assert "model call not started: the run's deadline passed" in second.log.read_text()
+    # Read from its history (as `onward trace` does), the refused call is no failed step.
+    assert (await read_history(handle)).step_log == []

@@ -239,6 +239,12 @@ def test_a_run_stopped_by_its_own_share_keeps_its_reason() -> None:
     assert sessions.session_reason(session, used_up, stopped) == (
         "the session's budget is used up: max_steps: 10 of 10 steps done"
     )
+    # Out of time too: still the limit that stopped the run.
+    timed = Budget(max_steps=10, max_duration_s=5)
+    late = RunUsage(steps=10, duration_s=6)
+    assert sessions.session_reason(timed, late, stopped) == (
+        "the session's budget is used up: max_steps: 10 of 10 steps done"
+    )
     completed = AgentResult(status="completed", usage=RunUsage())
     assert sessions.session_reason(session, used_up, completed) is None
 
@@ -447,6 +453,16 @@ async def test_a_closed_sessions_status_is_read_from_its_history_without_a_worke
         assert status.turns == 2 and status.step == 2  # was 0 steps
         assert status.usage == closed.usage and status.usage.model_calls == 2
         assert status.budget.max_steps == 9
+
+    # One ended by Temporal has no result: its messages' runs say what it answered.
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"tools": [], "script": [{"text": "hi"}]})
+        answered = await onward.send_message(session_id, "one")
+        await client.get_workflow_handle(session_id).terminate(reason="an operator stopped it")
+    status = await onward.status(session_id)
+    assert (status.state, status.reason) == ("terminated", "terminated: an operator stopped it")
+    assert (status.turns, status.model, status.usage) == (1, "scripted", answered.usage)
 
 
 async def test_a_message_waiting_for_approval_is_approved_and_rejected_through_its_session(

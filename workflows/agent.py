@@ -462,7 +462,8 @@ class AgentWorkflow:
             # A call that finished while its turn waited (on another call's approval,
             # say) keeps its result; only the unfinished ones are interrupted.
             for record, task in self._started_calls:
-                if task.done() and not task.cancelled() and record.status is None:
+                finished = task.done() and not task.cancelled() and not _failed_late(task)
+                if finished and record.status is None:
                     self._record_outcome(record, _outcome_of(task), None)
             for record in self._step.tool_calls if self._step else []:
                 if record.result is None and record.error is None:
@@ -854,25 +855,46 @@ class AgentWorkflow:
         """
         if self._run_version < 3 or not deadline or self._budget.max_duration_s is None:
             return start(None)
-        first = start(self._deadline())
-        return asyncio.create_task(self._again_if_extended(first, start))
+        not_after = self._deadline()
+        calls = [start(not_after)]
+        task = asyncio.create_task(self._again_if_extended(calls, not_after, start))
+
+        def cancel_the_call(wrapper: asyncio.Task[_Result]) -> None:
+            # Cancelled before its first step, the task never awaited the call it
+            # started: cancel that here (a call it awaits, asyncio cancels itself).
+            if wrapper.cancelled():
+                calls[-1].cancel()
+
+        task.add_done_callback(cancel_the_call)
+        return task
 
     async def _again_if_extended(
         self,
-        call: asyncio.Task[_Result],
+        calls: list[asyncio.Task[_Result]],
+        not_after: datetime,
         start: Callable[[datetime | None], asyncio.Task[_Result]],
     ) -> _Result:
+        """The last of ``calls``'s result; started again if refused for a deadline since moved."""
         while True:
             try:
-                return await call
+                return await calls[-1]
             except ActivityError as err:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     # Cancelled (a cancel, the deadline): so it reads, not as a failure.
                     raise asyncio.CancelledError from err
-                if not _refused_late(err) or budgets.out_of_time(self._budget, self._elapsed_s()):
+                if not _refused_late(err):
                     raise
-            call = start(self._deadline())
+                late = budgets.out_of_time(self._budget, self._elapsed_s())
+                if late is not None or self._deadline() <= not_after:
+                    # Not moved: the worker's clock is ahead of the run's. The run's own
+                    # time says when it is up (``_race``'s timer cancels this then).
+                    left = budgets.remaining_s(self._budget, self._elapsed_s())
+                    if left:
+                        await workflow.sleep(left)
+                    raise
+            not_after = self._deadline()
+            calls.append(start(not_after))
 
     def _deadline(self) -> datetime:
         """When the run's wall time runs out (it has a ``max_duration_s``)."""
