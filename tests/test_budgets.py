@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from conftest import RunningWorker, eventually, model_inputs, running_worker
-from onward.contracts import BudgetExtension
+from onward.activities.providers.scripted import ScriptedModel
+from onward.contracts import BudgetExtension, ModelRequest, ModelResponse
 from onward.errors import DEADLINE_PASSED
 from onward.starter.trace import read_history
 from onward.worker import WorkerSettings, build_worker
@@ -208,3 +210,31 @@ async def test_a_call_refused_for_a_deadline_since_extended_is_called_again(
     history = await read_history(handle)
     assert [(r.step, r.text, r.error) for r in history.step_log] == [(1, "done", None)]
     assert history.in_flight == []
+
+
+class AheadOfTheRun:
+    """Refuses every call for its deadline, as a worker whose clock runs ahead would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        raise ApplicationError(
+            "model call not started: the run's deadline passed 0.0 s before",
+            type=DEADLINE_PASSED,
+            non_retryable=True,
+        )
+
+
+async def test_a_call_refused_by_a_clock_ahead_of_the_runs_is_not_started_again(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # The deadline did not move: the run waits out what its own clock says is left.
+    ahead = AheadOfTheRun()
+    providers = {"scripted": ScriptedModel(), "ahead": ahead}
+    async with running_worker(client, tmp_path, search_attribute_names, providers=providers) as w:
+        result = await w.run({"prompt": "p", "model": "ahead:m", "budget": {"max_duration_s": 1}})
+    assert result.status == "budget_exceeded", result.reason
+    assert result.reason is not None and result.reason.startswith("max_duration_s: ran 1.")
+    assert ahead.calls == 1  # not once per workflow task until the run's clock caught up
