@@ -9,6 +9,7 @@ real PostgreSQL server.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import uuid
@@ -19,12 +20,13 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from postgres_server import postgres_url
+from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from conftest import RunningWorker, running_worker
+from conftest import RunningWorker, eventually, running_worker
 from onward.activities.model import ModelActivities
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import ToolRegistry, tool
@@ -32,6 +34,7 @@ from onward.client import OnwardClient
 from onward.compaction import estimate_tokens
 from onward.contracts import (
     AgentInput,
+    CancelRequest,
     ConversationRef,
     Message,
     ModelRequest,
@@ -646,3 +649,65 @@ async def test_a_worker_new_to_a_runs_tool_specs_reads_them_and_a_missing_set_is
     with pytest.raises(ApplicationError, match="lacks the run's tool specs") as raised:
         await ActivityEnvironment().run(later.call_model, unknown)
     assert not raised.value.non_retryable  # another worker's store may have them
+
+
+class SlowToSummarise(SummarisingModel):
+    """``SummarisingModel`` whose summary waits until ``release`` is set."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__(steps)
+        self.summarising = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if not request.allow_tools:
+            self.summarising.set()
+            await self.release.wait()
+        return await super().complete(request)
+
+
+async def test_a_cancel_during_compaction_leaves_no_model_call_behind(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # The model call after the compaction starts and is cancelled at once: with a
+    # deadline, it runs through a task the cancel reached before its first step.
+    model = SlowToSummarise(steps=18)
+    agent_input = {
+        "prompt": PROMPT,
+        "tools": ["calculator"],
+        "context": {"max_tokens": 1500, "keep_last_turns": 2},
+        "budget": {"max_duration_s": 600},
+    }
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        handle = await worker.start(agent_input)
+        await asyncio.wait_for(model.summarising.wait(), 60)
+        calls_before = len(model.sent)
+        await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="enough"))
+
+        async def signal_handled() -> bool:  # before the summary answers
+            kinds = [e.event_type async for e in handle.fetch_history_events()]
+            signalled = kinds.index(EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+            return EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[signalled:]
+
+        await eventually(signal_handled)
+        model.release.set()
+        result = await handle.result()
+
+    assert (result.status, result.reason) == ("cancelled", "enough")
+    assert len(model.sent) == calls_before + 1  # the summary; no model call after it
+    scheduled: dict[int, str] = {}
+    closed: set[int] = set()
+    closings = {
+        f"activity_task_{name}_event_attributes"
+        for name in ("cancel_requested", "completed", "failed", "canceled", "timed_out")
+    }
+    async for event in handle.fetch_history_events():
+        field = event.WhichOneof("attributes")
+        if field == "activity_task_scheduled_event_attributes":
+            activity = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = activity
+        elif field in closings:
+            closed.add(getattr(event, field).scheduled_event_id)
+    assert [kind for event_id, kind in scheduled.items() if event_id not in closed] == []
