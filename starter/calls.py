@@ -450,11 +450,15 @@ class CallPairing:
             call.trace.attempts = 1
             if call.trace.state == "scheduled":
                 call.trace.state = "started"
+        elif state == "completed":
+            # Also when its parent cut it off (closed already): a sub-agent still ends with
+            # its result, which says what it used.
+            result_type = self._result_types.get(CHILD_WORKFLOW)
+            call.result = decode(attrs.result, result_type) if result_type else None
+            if not call.trace.closed:
+                self._close(call, state, when)
         elif not call.trace.closed:
-            if state == "completed":
-                result_type = self._result_types.get(CHILD_WORKFLOW)
-                call.result = decode(attrs.result, result_type) if result_type else None
-            elif kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
+            if kind == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_FAILED:
                 call.trace.failure = ID_TAKEN
             elif kind == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED:
                 call.trace.failure = failure_message(attrs.failure)

@@ -127,6 +127,9 @@ class RunHistory:
     """Calls scheduled and not closed: a model call or tools still running (or waiting to)."""
     approvals: ApprovalReader = field(default_factory=ApprovalReader)
     """Decisions people made on calls waiting for approval (human approval)."""
+    sub_agents: dict[str, RunUsage] = field(default_factory=dict)
+    """What each sub-agent that ended with a result used, by workflow id (its parent's
+    usage includes it, as the workflow rolls it up when the delegate call ends)."""
 
     @property
     def step_log(self) -> list[StepRecord]:
@@ -373,6 +376,9 @@ class _Assembler:
         workflow_tool = WORKFLOW_TOOLS.get(call.name)
         if trace.kind == "child_workflow":
             record.child_id = trace.id
+            if trace.id is not None and isinstance(execution.result, AgentResult):
+                # Cut off or not, a sub-agent ends with its result: what it used counts.
+                self._run.sub_agents[trace.id] = execution.result.usage
         if trace.state == "cancelled":
             # Why (a cancel, the deadline) is workflow state, not in the history.
             steplog.apply_outcome(record, ToolOutcome(error="interrupted"), "interrupted")

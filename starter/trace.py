@@ -33,6 +33,7 @@ from onward import search_attributes as sa
 from onward import steplog
 from onward.connection import DATA_CONVERTER
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
+from onward.delegation import roll_up
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import HistoryStep, RunHistory, reconstruct
 from onward.starter.sealed import opened_events
@@ -150,7 +151,7 @@ def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
     tokens_out = sum(step.usage.output_tokens for step in steps)
     answered = [s for s in steps if s.model_call is None or s.model_call.state == "completed"]
     end = history.closed_at or datetime.now(UTC)
-    return RunUsage(
+    usage = RunUsage(
         input_tokens=tokens_in,
         output_tokens=tokens_out,
         total_tokens=tokens_in + tokens_out,
@@ -166,6 +167,9 @@ def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
         if history.started_at
         else 0.0,
     )
+    for child in history.sub_agents.values():
+        roll_up(usage, child)  # as the workflow does when a delegate call ends
+    return usage
 
 
 def _apply_pending(history: RunHistory, pending: list[PendingActivityInfo]) -> None:

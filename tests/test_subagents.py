@@ -348,6 +348,9 @@ async def test_cancelling_the_parent_stops_the_child_before_its_next_call(
     fields = {"input_tokens", "output_tokens", "total_tokens", "model_calls", "tool_calls"}
     assert status.usage.model_dump(include=fields) == own.model_dump(include=fields)
     assert status.usage.total_tokens == 240
+    # Read from its history too (a natively cancelled run has no result there).
+    closed = await OnwardClient(worker.client, task_queue=worker.task_queue).status(handle.id)
+    assert closed.usage.model_dump(include=fields) == own.model_dump(include=fields)
     (call,) = (await handle.query(AgentWorkflow.steps))[0].tool_calls
     assert call.status == "interrupted" and call.child_id == child_id
 
