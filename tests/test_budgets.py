@@ -166,7 +166,7 @@ async def test_finish_mode_asks_for_a_final_answer_without_tools(worker: Running
 
 
 async def test_a_call_refused_for_a_deadline_since_extended_is_called_again(
-    client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     """The model call waits for a worker past the run's first deadline, moved meanwhile.
 
@@ -192,11 +192,10 @@ async def test_a_call_refused_for_a_deadline_since_extended_is_called_again(
             return time.monotonic() - started > 2.5
 
         await eventually(first_deadline_passed, interval_s=0.1)
-        settings = WorkerSettings(task_queue=runs_only.task_queue, workspace=tmp_path)
-        # One client has one worker per task queue.
-        other = await Client.connect(address, data_converter=client.data_converter)
-        async with build_worker(other, settings, search_attribute_names=search_attribute_names):
-            result = await handle.result()
+    # The same queue, now with a worker that takes calls too.
+    settings = WorkerSettings(task_queue=runs_only.task_queue, workspace=tmp_path)
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        result = await handle.result()
 
     assert result.status == "completed", result.reason
     assert result.output == "done"
