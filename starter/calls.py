@@ -194,10 +194,16 @@ def decode_one(payload: Payload, kind: type[Any]) -> Any:
         return None
 
 
-def failure_message(failure: Failure) -> str:
-    """The innermost useful message, as the workflow reports it ("rate limited")."""
+def _innermost(failure: Failure) -> Failure:
+    """The cause an activity failure wraps (the activity's own error)."""
     while failure.HasField("activity_failure_info") and failure.HasField("cause"):
         failure = failure.cause
+    return failure
+
+
+def failure_message(failure: Failure) -> str:
+    """The innermost useful message, as the workflow reports it ("rate limited")."""
+    failure = _innermost(failure)
     if failure.HasField("application_failure_info"):
         return failure.message or failure.application_failure_info.type or "ApplicationError"
     return failure.message or "failed"
@@ -208,10 +214,9 @@ def refused_late(failure: Failure) -> bool:
 
     The workflow counts such a call as cut off by its deadline, not as failed.
     """
-    while failure.HasField("activity_failure_info") and failure.HasField("cause"):
-        failure = failure.cause
-    info = failure.application_failure_info
-    return failure.HasField("application_failure_info") and info.type == DEADLINE_PASSED
+    cause = _innermost(failure)
+    info = cause.application_failure_info
+    return cause.HasField("application_failure_info") and info.type == DEADLINE_PASSED
 
 
 def _summary(event: HistoryEvent) -> str | None:

@@ -36,7 +36,6 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
-from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     FINAL_STATES,
     SESSION_WORKFLOW,
@@ -50,9 +49,8 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import INVALID_INPUT
-from onward.starter.history import RunHistory, SessionHistory, session_history
-from onward.starter.sealed import opened_events
-from onward.starter.trace import read_history, run_status, trace_of
+from onward.starter.history import RunHistory, SessionHistory
+from onward.starter.trace import read_history, read_session_history, run_status, trace_of
 from onward.states import run_state
 from onward.workflows import AgentWorkflow
 
@@ -268,8 +266,7 @@ async def status_of(
             status = await _query_status(handle)
     if status is None:
         if description.workflow_type == SESSION_WORKFLOW:
-            events = opened_events(handle.fetch_history_events(), DATA_CONVERTER)
-            session = session_history([event async for event in events])
+            session = await read_session_history(handle)
             return session_status(description, session), "history"
         found = history_status(description, await read_history(handle))
         return found.model_copy(update={"retrying": retry}), "history"

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import (
     WorkflowExecution,
@@ -35,7 +36,13 @@ from onward.connection import DATA_CONVERTER
 from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.delegation import roll_up
 from onward.starter.calls import CallTrace, failure_message
-from onward.starter.history import HistoryStep, RunHistory, reconstruct
+from onward.starter.history import (
+    HistoryStep,
+    RunHistory,
+    SessionHistory,
+    reconstruct,
+    session_history,
+)
 from onward.starter.sealed import opened_events
 from onward.states import run_state
 from onward.store import StoreError, TranscriptStore, open_store, store_url, transcript_id
@@ -241,8 +248,17 @@ def run_status(history: RunHistory, execution: WorkflowExecution | None) -> str:
 
 async def read_history(handle: WorkflowHandle[Any, Any]) -> RunHistory:
     """The run's history, reconstructed (no worker needed)."""
+    return reconstruct(await _opened_history(handle))
+
+
+async def read_session_history(handle: WorkflowHandle[Any, Any]) -> SessionHistory:
+    """A session's latest run's history, read as a session's (no worker needed)."""
+    return session_history(await _opened_history(handle))
+
+
+async def _opened_history(handle: WorkflowHandle[Any, Any]) -> list[HistoryEvent]:
     events = opened_events(handle.fetch_history_events(), DATA_CONVERTER)
-    return reconstruct([event async for event in events])
+    return [event async for event in events]
 
 
 async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecord] | None, bool]:
