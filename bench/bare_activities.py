@@ -67,6 +67,9 @@ class BareActivities:
             },
         )
         response = asyncio.ensure_future(request)
+        # The first beat one interval into the call, as Onward's: one that answers
+        # sooner sends none (the SDK would send a first beat at once).
+        await asyncio.wait({response}, timeout=HEARTBEAT_INTERVAL_S)
         while not response.done():
             activity.heartbeat()
             await asyncio.wait({response}, timeout=HEARTBEAT_INTERVAL_S)
