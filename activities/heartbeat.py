@@ -13,12 +13,40 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "heartbeating"]
+__all__ = ["ATTEMPT_ABANDONED", "HEARTBEAT_INTERVAL_S", "AttemptAbandoned", "heartbeating"]
+
+ATTEMPT_ABANDONED = "AttemptAbandoned"
 
 HEARTBEAT_INTERVAL_S = 0.5
 """A quarter of the workflows' heartbeat timeout (2 s); the SDK sends the latest beat at
 most every 1.6 s (0.8 of the timeout), so a beat recorded late by a busy loop still goes."""
+
+
+class AttemptAbandoned(ApplicationError):
+    """The server gave this attempt up (it timed out, or its run ended meanwhile).
+
+    Temporal ignores this attempt's outcome (and has scheduled the next one,
+    if the run goes on). Raised instead of the SDK's cancellation, which it would log as an
+    activity failure with a traceback; benign, so the SDK logs it at DEBUG and
+    :func:`heartbeating` says it in one line.
+    """
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why, type=ATTEMPT_ABANDONED, category=ApplicationErrorCategory.BENIGN)
+
+
+def _abandoned() -> str | None:
+    """Why the server gave up the current attempt, or None (a cancel asked for, say)."""
+    details = activity.cancellation_details()
+    if details is None or details.cancel_requested:
+        return None
+    if details.timed_out:
+        return "it timed out (Temporal retries the call)"
+    if details.not_found:
+        return "the server no longer has it (its run ended, or it timed out)"
+    return None
 
 
 @asynccontextmanager
@@ -44,5 +72,17 @@ async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterato
     task = asyncio.create_task(beat())
     try:
         yield
+    except asyncio.CancelledError:
+        why = _abandoned()
+        if why is None:
+            raise
+        info = activity.info()
+        activity.logger.warning(
+            "%s attempt %d abandoned: %s",
+            info.activity_type,
+            info.attempt,
+            why,
+        )
+        raise AttemptAbandoned(f"attempt {info.attempt} abandoned: {why}") from None
     finally:
         task.cancel()

@@ -27,7 +27,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import clearing, compaction, steplog
 from onward.activities.deadline import refuse_if_late
-from onward.activities.heartbeat import heartbeating
+from onward.activities.heartbeat import AttemptAbandoned, heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.streaming import TextSink
 from onward.activities.telemetry import ActivityTelemetry
@@ -190,6 +190,8 @@ class ModelActivities:
                 )
                 response = response.model_copy(update={"cost_usd": cost, "cache_saved_usd": saved})
                 chat.record(response)
+        except AttemptAbandoned:
+            raise  # the server has moved on: nothing to log or give up here
         except ApplicationError as err:
             # A provider's typed error is expected: one log line, no traceback.
             if not err.non_retryable and self._last_attempt():

@@ -13,7 +13,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward.activities.deadline import refuse_if_late
-from onward.activities.heartbeat import heartbeating
+from onward.activities.heartbeat import AttemptAbandoned, heartbeating
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
 from onward.activities.tools.stored_files import list_stored, read_stored, write_stored
@@ -216,6 +216,8 @@ class ToolActivities:
                 content = await self._stored_file_call(item, args, request)
                 if content is None:
                     content = await _call(item, args, context)
+        except AttemptAbandoned:
+            raise  # the server has moved on: not the tool's error
         except ToolRetryableError as err:
             # Expected and retried: one log line, no traceback (benign errors are
             # logged by the SDK at DEBUG only).

@@ -1,4 +1,5 @@
-"""What a worker does with one call before and while it runs: refuse it, heartbeat it."""
+"""What a worker does with one call before and while it runs: refuse it, heartbeat it,
+give it up when the server has."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from temporalio.exceptions import ApplicationError
+from temporalio.activity import ActivityCancellationDetails
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
+from onward.activities.heartbeat import ATTEMPT_ABANDONED
 from onward.activities.model import ModelActivities
 from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import builtin_registry
@@ -101,3 +104,47 @@ async def test_a_tool_call_past_its_runs_deadline_is_not_run(tmp_path: Path) -> 
     assert not list(tmp_path.rglob("a.txt"))  # nothing written
     done = await ActivityEnvironment().run(activities.execute_tool, ToolRequest(**call))
     assert done.error is None and list(tmp_path.rglob("a.txt"))
+
+
+async def cancelled_mid_call(details: ActivityCancellationDetails) -> BaseException:
+    """What a model call raises when cancelled with ``details`` while the provider answers."""
+    env = ActivityEnvironment()
+    provider = Slow(30)
+    activities = ModelActivities({"slow": provider}, PricingTable({}))
+    call = asyncio.ensure_future(env.run(activities.call_model, model_request()))
+    while provider.calls == 0:
+        await asyncio.sleep(0.01)
+    env.cancel(details)
+    with pytest.raises(BaseException) as raised:
+        await call
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("details", "why"),
+    [
+        (ActivityCancellationDetails(timed_out=True), "it timed out (Temporal retries the call)"),
+        (
+            ActivityCancellationDetails(not_found=True),
+            "the server no longer has it (its run ended, or it timed out)",
+        ),
+    ],
+)
+async def test_an_attempt_the_server_gave_up_ends_as_a_benign_error(
+    details: ActivityCancellationDetails, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Temporal has scheduled the next attempt already; the SDK would log the
+    # cancellation as an activity failure with a traceback. One line instead.
+    raised = await cancelled_mid_call(details)
+
+    assert isinstance(raised, ApplicationError), raised
+    assert raised.type == ATTEMPT_ABANDONED
+    assert raised.category == ApplicationErrorCategory.BENIGN
+    assert raised.message == f"attempt 1 abandoned: {why}"
+    (line,) = [r for r in caplog.records if "abandoned" in r.getMessage()]
+    assert line.exc_info is None
+
+
+async def test_a_cancel_asked_for_stays_a_cancel() -> None:
+    raised = await cancelled_mid_call(ActivityCancellationDetails(cancel_requested=True))
+    assert isinstance(raised, asyncio.CancelledError), raised
