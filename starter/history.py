@@ -125,6 +125,9 @@ class RunHistory:
     steps: list[HistoryStep] = field(default_factory=list)
     in_flight: list[CallTrace] = field(default_factory=list)
     """Calls scheduled and not closed: a model call or tools still running (or waiting to)."""
+    cut_off: list[CallTrace] = field(default_factory=list)
+    """Model calls the run's end interrupted (a cancel, the deadline, a terminate): they
+    left no step, as in the run's own step log."""
     approvals: ApprovalReader = field(default_factory=ApprovalReader)
     """Decisions people made on calls waiting for approval (human approval)."""
     sub_agents: dict[str, RunUsage] = field(default_factory=dict)
@@ -243,6 +246,16 @@ class _Assembler:
         # Deadline timers and describe_worker belong to no step; a closed run has
         # nothing in flight (a terminated run's last call was never closed).
         ended = self._run.ended is not None
+        if ended:
+            stepped = {step.number for step in self._steps}
+            self._run.cut_off = [
+                call.trace
+                for call in self._calls
+                if call.activity_type == "call_model"
+                and call.trace.step is not None
+                and call.trace.step not in stepped
+                and call.trace.state not in ("completed", "failed", "timed_out")
+            ]
         self._run.in_flight = (
             []
             if ended

@@ -119,6 +119,14 @@ def _in_flight_line(call: CallTrace) -> str:
     return line
 
 
+def _cut_off_line(call: CallTrace) -> str:
+    """A model call the run's end interrupted: how long it had run, in which attempt."""
+    ran = f"after {_time(call.latency_ms)}" if call.closed else "never answered"
+    # A terminated run's history has no start of its last call: attempts unknown.
+    attempt = f", attempt {call.attempts}" if call.attempts else ""
+    return f"cut off: step {call.step} · model {call.name} ({ran}{attempt})"
+
+
 def _child_head(parent: Trace, child: Trace) -> list[str]:
     """The row that opens a sub-agent's steps: its id, how it ended, what it used."""
     usage = child.usage
@@ -157,7 +165,7 @@ def _rows(trace: Trace, root: Trace, depth: int) -> list[list[str]]:
 
 
 def trace_lines(trace: Trace) -> list[str]:
-    """The timeline of a run: a header, a row per call, calls in flight, and usage.
+    """The timeline of a run: a header, a row per call, calls in flight or cut off, usage.
 
     A sub-agent's calls are indented under the delegate call that started it.
     """
@@ -172,6 +180,7 @@ def trace_lines(trace: Trace) -> list[str]:
     else:
         lines.append("(no steps yet)")
     lines += [_in_flight_line(call) for call in trace.in_flight]
+    lines += [_cut_off_line(call) for call in trace.cut_off]
     lines.append("")
     lines.append(f"usage: {usage_summary(trace.usage)}")
     cache = cache_summary(trace.usage)

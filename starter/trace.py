@@ -114,6 +114,11 @@ class Trace(BaseModel):
     usage: RunUsage
     steps: list[TraceStep] = Field(default_factory=list)
     in_flight: list[CallTrace] = Field(default_factory=list)
+    cut_off: list[CallTrace] = Field(
+        default_factory=list,
+        description="model calls the run's end interrupted (a cancel, the deadline, a "
+        "terminate): no step holds them, and what they used is unknown",
+    )
     unanswered: bool = False
     """A worker was asked for the step log and did not answer in time."""
     first_step: int = Field(
@@ -233,6 +238,7 @@ def build_trace(
         usage=_usage(history, traced),
         steps=traced,
         in_flight=list(history.in_flight),
+        cut_off=list(history.cut_off),
     )
 
 

@@ -353,9 +353,46 @@ async def test_terminated_run_has_nothing_in_flight(address: str, worker: Runnin
     )
     assert trace.code == 0, trace.stderr
     assert (trace.json()["status"], trace.json()["in_flight"]) == ("terminated", [])
+    (cut,) = trace.json()["cut_off"]  # the call the terminate left unanswered
+    # (Temporal records an attempt's start only with its outcome: none here.)
+    assert (cut["role"], cut["step"], cut["state"]) == ("model", 1, "scheduled")
     assert "in flight" not in human.stdout
+    assert "cut off: step 1 · model scripted (never answered)" in human.stdout
     assert "no worker answered" not in human.stdout  # no query is asked of a closed run
     assert steps.code == 0 and steps.stderr == ""
+
+
+async def test_a_model_call_cut_off_by_cancel_shows_in_trace(
+    address: str, worker: RunningWorker
+) -> None:
+    script = [TOOLS_SCRIPT[0], {"text": "slow", "delay_s": 300}]
+    handle = await worker.start({"prompt": "add up", "script": script})
+
+    async def second_call_running() -> bool:
+        return await activity_running(handle, "call_model") and bool(
+            await handle.query(AgentWorkflow.steps)
+        )
+
+    await eventually(second_call_running)
+    await handle.signal(AgentWorkflow.cancel)
+    result = await handle.result()
+    assert (result.status, len(result.steps)) == ("cancelled", 1)  # the cut-off call: no step
+    trace, human = await asyncio.gather(
+        onward(address, worker.task_queue, "trace", handle.id, "--json"),
+        onward(address, worker.task_queue, "trace", handle.id),
+    )
+    assert trace.code == 0, trace.stderr
+    timeline = trace.json()
+    assert [step["step"] for step in timeline["steps"]] == [1]
+    (cut,) = timeline["cut_off"]
+    assert (cut["role"], cut["step"], cut["name"], cut["state"]) == (
+        "model",
+        2,
+        "scripted",
+        "cancelled",
+    )
+    assert cut["latency_ms"] is not None
+    assert "cut off: step 2 · model scripted (after " in human.stdout
 
 
 def test_report_leaves_out_calls_that_never_ran() -> None:
