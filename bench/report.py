@@ -292,6 +292,8 @@ less against its cost per step there than in runs of `agent_steps`.
 Every worker gets a 1 s sticky-queue timeout, and a heartbeat timeout on the model call:
 2 s for Onward, 4 s (Onward's earlier setting) for the floor and the peers (the peers'
 defaults are 10 s sticky; 30 s heartbeat for pydantic-ai, none for the OpenAI Agents plugin).
+Onward's and the floor's model calls send their first heartbeat one interval into the
+call (0.5 s and 1 s), so a call that answers sooner sends none.
 Cost is measured on a tool-heavy task instead: N steps of one `read` call (tiny arguments)
 whose result is a ~4 KB page, then an answer that names how many pages the model was sent
 and a digest of the last one (a run counts only with that answer). Onward runs it with
