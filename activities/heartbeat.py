@@ -8,6 +8,7 @@ heartbeat also delivers cancellation into the activity.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,25 +28,28 @@ most every 1.6 s (0.8 of the timeout), so a beat recorded late by a busy loop st
 class AttemptAbandoned(ApplicationError):
     """The server gave this attempt up (it timed out, or its run ended meanwhile).
 
-    Temporal ignores this attempt's outcome (and has scheduled the next one,
-    if the run goes on). Raised instead of the SDK's cancellation, which it would log as an
-    activity failure with a traceback; benign, so the SDK logs it at DEBUG and
-    :func:`heartbeating` says it in one line.
+    Temporal ignores this attempt's outcome (and has scheduled the next one, if
+    the run goes on). Raised instead of the SDK's cancellation, which it would
+    log as an activity failure with a traceback; benign, so the SDK logs it at
+    DEBUG and :func:`heartbeating` says it in one line.
     """
 
     def __init__(self, why: str) -> None:
         super().__init__(why, type=ATTEMPT_ABANDONED, category=ApplicationErrorCategory.BENIGN)
 
 
-def _abandoned() -> str | None:
-    """Why the server gave up the current attempt, or None (a cancel asked for, say)."""
+def _abandoned() -> tuple[str, int] | None:
+    """Why the server gave up the current attempt, and how loud to say it; None: it did
+    not (a cancel asked for, a worker shutting down, say)."""
     details = activity.cancellation_details()
     if details is None or details.cancel_requested:
         return None
     if details.timed_out:
-        return "it timed out (Temporal retries the call)"
+        return "it timed out (retried if attempts remain)", logging.WARNING
     if details.not_found:
-        return "the server no longer has it (its run ended, or it timed out)"
+        # Also what a call cut off by its run's cancel or end usually hears: the
+        # run closed before the cancel reached the worker. Routine, so INFO.
+        return "the server no longer has it (its run ended, or it timed out)", logging.INFO
     return None
 
 
@@ -72,17 +76,17 @@ async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterato
     task = asyncio.create_task(beat())
     try:
         yield
-    except asyncio.CancelledError:
-        why = _abandoned()
-        if why is None:
+    except BaseException as err:
+        # Not only the cancellation itself: what the body does on its way out (a
+        # streamed call's last signal to a run that has ended) may raise instead.
+        abandoned = _abandoned()
+        if abandoned is None:
             raise
+        why, level = abandoned
         info = activity.info()
-        activity.logger.warning(
-            "%s attempt %d abandoned: %s",
-            info.activity_type,
-            info.attempt,
-            why,
+        activity.logger.log(
+            level, "%s attempt %d abandoned: %s", info.activity_type, info.attempt, why
         )
-        raise AttemptAbandoned(f"attempt {info.attempt} abandoned: {why}") from None
+        raise AttemptAbandoned(f"attempt {info.attempt} abandoned: {why}") from err
     finally:
         task.cancel()

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from temporalio.activity import ActivityCancellationDetails
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import ActivityEnvironment
 
 from onward.activities.heartbeat import ATTEMPT_ABANDONED
 from onward.activities.model import ModelActivities
 from onward.activities.tool_calls import ToolActivities
-from onward.activities.tools import builtin_registry
+from onward.activities.tools import builtin_registry, register_tools, tool
 from onward.contracts import Message, ModelRequest, ModelResponse, ToolRequest
 from onward.errors import DEADLINE_PASSED
 from onward.pricing import PricingTable
@@ -106,9 +108,13 @@ async def test_a_tool_call_past_its_runs_deadline_is_not_run(tmp_path: Path) -> 
     assert done.error is None and list(tmp_path.rglob("a.txt"))
 
 
-async def cancelled_mid_call(details: ActivityCancellationDetails) -> BaseException:
+async def cancelled_mid_call(
+    details: ActivityCancellationDetails, attempt: int = 1
+) -> BaseException:
     """What a model call raises when cancelled with ``details`` while the provider answers."""
     env = ActivityEnvironment()
+    policy = RetryPolicy(maximum_attempts=attempt)  # ``attempt`` is the last
+    env.info = dataclasses.replace(env.info, attempt=attempt, retry_policy=policy)
     provider = Slow(30)
     activities = ModelActivities({"slow": provider}, PricingTable({}))
     call = asyncio.ensure_future(env.run(activities.call_model, model_request()))
@@ -120,31 +126,65 @@ async def cancelled_mid_call(details: ActivityCancellationDetails) -> BaseExcept
     return raised.value
 
 
-@pytest.mark.parametrize(
-    ("details", "why"),
-    [
-        (ActivityCancellationDetails(timed_out=True), "it timed out (Temporal retries the call)"),
-        (
-            ActivityCancellationDetails(not_found=True),
-            "the server no longer has it (its run ended, or it timed out)",
-        ),
-    ],
-)
+GIVEN_UP = [
+    (ActivityCancellationDetails(timed_out=True), "it timed out (retried if attempts remain)"),
+    (
+        ActivityCancellationDetails(not_found=True),
+        "the server no longer has it (its run ended, or it timed out)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("details", "why"), GIVEN_UP)
 async def test_an_attempt_the_server_gave_up_ends_as_a_benign_error(
     details: ActivityCancellationDetails, why: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Temporal has scheduled the next attempt already; the SDK would log the
-    # cancellation as an activity failure with a traceback. One line instead.
-    raised = await cancelled_mid_call(details)
+    # Temporal ignores the attempt's outcome; the SDK would log the cancellation
+    # as an activity failure with a traceback. One line instead.
+    caplog.set_level(logging.INFO)
+    # The last attempt too: not turned into the call's giving up.
+    raised = await cancelled_mid_call(details, attempt=3)
 
     assert isinstance(raised, ApplicationError), raised
     assert raised.type == ATTEMPT_ABANDONED
     assert raised.category == ApplicationErrorCategory.BENIGN
-    assert raised.message == f"attempt 1 abandoned: {why}"
+    assert raised.message == f"attempt 3 abandoned: {why}"
     (line,) = [r for r in caplog.records if "abandoned" in r.getMessage()]
     assert line.exc_info is None
 
 
-async def test_a_cancel_asked_for_stays_a_cancel() -> None:
-    raised = await cancelled_mid_call(ActivityCancellationDetails(cancel_requested=True))
+async def test_a_tool_attempt_the_server_gave_up_is_not_the_tools_error(tmp_path: Path) -> None:
+    started = asyncio.Event()
+
+    @tool()
+    async def slow() -> str:
+        """Take a while."""
+        started.set()
+        await asyncio.sleep(30)
+        return "done"
+
+    registry = builtin_registry()
+    register_tools(registry, [slow])
+    env = ActivityEnvironment()
+    request = ToolRequest(name="slow", arguments={}, call_id="c1", idempotency_key="run/1/c1")
+    call = asyncio.ensure_future(env.run(ToolActivities(registry, tmp_path).execute_tool, request))
+    await started.wait()
+    env.cancel(ActivityCancellationDetails(not_found=True))
+
+    with pytest.raises(ApplicationError) as raised:  # not a ToolOutcome with an error
+        await call
+    assert raised.value.type == ATTEMPT_ABANDONED
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        ActivityCancellationDetails(cancel_requested=True),
+        ActivityCancellationDetails(worker_shutdown=True),
+        ActivityCancellationDetails(paused=True),
+        ActivityCancellationDetails(reset=True),
+    ],
+)
+async def test_other_cancels_stay_cancels(details: ActivityCancellationDetails) -> None:
+    raised = await cancelled_mid_call(details)
     assert isinstance(raised, asyncio.CancelledError), raised
