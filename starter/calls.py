@@ -115,6 +115,9 @@ class Call:
     result: Any = None
     workflow_time: datetime | None = None
     """The workflow's clock when it started the call (its ``workflow.now()``)."""
+    refused: bool = False
+    """A worker refused the call as past the run's deadline (shown as cancelled): it
+    never ran."""
 
 
 _ACTIVITY_CLOSINGS: dict[EventType.ValueType, tuple[str, CallState]] = {
@@ -326,7 +329,7 @@ class CallPairing:
                 else:
                     call.trace.failure = failure_message(attrs.failure)
                     if refused_late(attrs.failure):
-                        state = "cancelled"
+                        state, call.refused = "cancelled", True
                 self._close(call, state, when)
             return call
         if kind in (
@@ -407,7 +410,8 @@ class CallPairing:
                 call.trace.last_failure = message
                 return call
             call.trace.failure = message
-            self._close(call, "cancelled" if refused_late(attrs.failure) else "failed", closed_at)
+            call.refused = refused_late(attrs.failure)
+            self._close(call, "cancelled" if call.refused else "failed", closed_at)
         else:
             result_type = self._result_types.get(activity_type)
             if "result" in attrs.details and result_type is not None:

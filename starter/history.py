@@ -247,15 +247,7 @@ class _Assembler:
         # nothing in flight (a terminated run's last call was never closed).
         ended = self._run.ended is not None
         if ended:
-            stepped = {step.number for step in self._steps}
-            self._run.cut_off = [
-                call.trace
-                for call in self._calls
-                if call.activity_type == "call_model"
-                and call.trace.step is not None
-                and call.trace.step not in stepped
-                and call.trace.state not in ("completed", "failed", "timed_out")
-            ]
+            self._run.cut_off = self._cut_off()
         self._run.in_flight = (
             []
             if ended
@@ -265,6 +257,21 @@ class _Assembler:
                 if not call.trace.closed and call.trace.step is not None
             ]
         )
+
+    def _cut_off(self) -> list[CallTrace]:
+        """The model call an ended run's end interrupted: none, or its last one.
+
+        A run makes its model calls one at a time, so only the last can have been
+        running when the run ended; one a worker refused as past the deadline
+        never ran (the run ended over the deadline, not over the call).
+        """
+        models = [c for c in self._calls if c.activity_type in ("call_model", "compact_transcript")]
+        if not models:
+            return []
+        last = models[-1]
+        if last.refused or last.trace.state in ("completed", "failed", "timed_out"):
+            return []
+        return [last.trace] if last.trace.step is not None else []
 
     def _describe(self, call: Call) -> None:
         description = call.result

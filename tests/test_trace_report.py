@@ -31,7 +31,8 @@ from onward import steplog
 from onward.activities.providers.scripted import ScriptedModel
 from onward.client import OnwardClient
 from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage, StepRecord
-from onward.starter.history import reconstruct
+from onward.starter.calls import Call, CallState, CallTrace
+from onward.starter.history import RunHistory, _Assembler, reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
 from onward.starter.trace import Trace, TraceStep, TraceToolCall
 from onward.workflows import AgentWorkflow
@@ -185,6 +186,41 @@ def test_committed_histories_rebuild_their_step_logs(path: Path) -> None:
     assert rebuilt == recorded
     assert all(step.model_call.attempts == 1 for step in run.steps)
     assert run.in_flight == []
+
+
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [("cancel_signal", [2]), ("deadline_stop", [2]), ("native_cancel", []), ("delegate", [])],
+)
+def test_committed_histories_show_the_model_call_their_end_cut_off(
+    name: str, cut: list[int]
+) -> None:
+    history = WorkflowHistory.from_json(name, json.loads((HISTORIES / f"{name}.json").read_text()))
+    run = reconstruct(history.events)
+    assert [(call.role, call.step) for call in run.cut_off] == [("model", step) for step in cut]
+    assert all(step.record.step not in cut for step in run.steps)  # no step holds it
+
+
+def _model_call(step: int, state: CallState, refused: bool = False) -> Call:
+    trace = CallTrace(kind="activity", role="model", name="m", step=step, state=state)
+    return Call(trace=trace, activity_type="call_model", refused=refused)
+
+
+@pytest.mark.parametrize(
+    ("calls", "cut"),
+    [
+        # refused as past the deadline: it never ran, the run ended over the deadline
+        ([_model_call(1, "completed"), _model_call(2, "cancelled", refused=True)], []),
+        # refused, re-issued after extend_budget, then cut off by a cancel: listed once
+        ([_model_call(2, "cancelled", refused=True), _model_call(2, "cancelled")], [1]),
+        # cut off by the deadline, then the finishing call answered: the end cut nothing
+        ([_model_call(2, "cancelled"), _model_call(2, "completed")], []),
+    ],
+)
+def test_only_a_runs_last_model_call_can_be_cut_off(calls: list[Call], cut: list[int]) -> None:
+    run = RunHistory(ended="budget_exceeded")
+    _Assembler(run, calls).assemble()
+    assert run.cut_off == [calls[i].trace for i in cut]
 
 
 def test_since_and_percentiles() -> None:
