@@ -129,9 +129,11 @@ async def result_across_restarts(
         try:
             client = await connect(server.port)
             return await asyncio.wait_for(client.get_workflow_handle(workflow_id).result(), 90)
-        except (RPCError, RuntimeError):
-            if server.process.poll() is None:
-                raise
+        except (RPCError, RuntimeError) as err:
+            try:
+                server.process.wait(timeout=5)  # one going away may not have exited yet
+            except subprocess.TimeoutExpired:
+                raise err from None  # it is up: the client's error is the test's
     raise AssertionError(f"the dev server kept exiting: {server.log.read_text()[-2000:]}")
 
 
