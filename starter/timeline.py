@@ -119,12 +119,20 @@ def _in_flight_line(call: CallTrace) -> str:
     return line
 
 
-def _cut_off_line(call: CallTrace) -> str:
-    """A model call the run's end interrupted: how long it had run, in which attempt."""
-    ran = f"after {_time(call.latency_ms)}" if call.closed else "never answered"
-    # A terminated run's history has no start of its last call: attempts unknown.
-    attempt = f", attempt {call.attempts}" if call.attempts else ""
-    return f"cut off: step {call.step} · model {call.name} ({ran}{attempt})"
+def _cut_off_lines(trace: Trace, root: Trace) -> list[str]:
+    """The model calls the ends of ``trace`` and its sub-agents interrupted, one a line."""
+    lines = []
+    for call in trace.cut_off:
+        ran = f"after {_time(call.latency_ms)}" if call.closed else "never answered"
+        # A terminated run's history has no start of its last call: attempts unknown.
+        attempt = f", attempt {call.attempts}" if call.attempts else ""
+        whose = "" if trace is root else f"sub-agent {trace.workflow_id} "
+        lines.append(f"cut off: {whose}step {call.step} · model {call.name} ({ran}{attempt})")
+    for step in trace.steps:
+        for tool in step.tool_calls:
+            if tool.child is not None:
+                lines += _cut_off_lines(tool.child, root)
+    return lines
 
 
 def _child_head(parent: Trace, child: Trace) -> list[str]:
@@ -180,7 +188,7 @@ def trace_lines(trace: Trace) -> list[str]:
     else:
         lines.append("(no steps yet)")
     lines += [_in_flight_line(call) for call in trace.in_flight]
-    lines += [_cut_off_line(call) for call in trace.cut_off]
+    lines += _cut_off_lines(trace, trace)
     lines.append("")
     lines.append(f"usage: {usage_summary(trace.usage)}")
     cache = cache_summary(trace.usage)

@@ -34,6 +34,7 @@ from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage,
 from onward.starter.calls import Call, CallState, CallTrace
 from onward.starter.history import RunHistory, _Assembler, reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
+from onward.starter.timeline import trace_lines
 from onward.starter.trace import Trace, TraceStep, TraceToolCall
 from onward.workflows import AgentWorkflow
 from onward.workflows.agent import MODEL_RETRY_POLICY
@@ -221,6 +222,29 @@ def test_only_a_runs_last_model_call_can_be_cut_off(calls: list[Call], cut: list
     run = RunHistory(ended="budget_exceeded")
     _Assembler(run, calls).assemble()
     assert run.cut_off == [calls[i].trace for i in cut]
+
+
+def test_trace_lines_name_the_sub_agent_whose_call_was_cut_off() -> None:
+    def cut(step: int) -> CallTrace:
+        return CallTrace(kind="activity", role="model", name="m", step=step, state="started")
+
+    child = Trace(workflow_id="run-1.d1", status="cancelled", source="history", usage=RunUsage())
+    child.cut_off.append(cut(3))
+    parent = Trace(workflow_id="run-1", status="cancelled", source="result", usage=RunUsage())
+    parent.steps.append(
+        TraceStep(
+            step=1,
+            tool_calls=[TraceToolCall(id="d1", name="delegate", arguments={}, child=child)],
+        )
+    )
+    parent.cut_off.append(cut(2))
+
+    lines = trace_lines(parent)
+
+    assert [line for line in lines if line.startswith("cut off")] == [
+        "cut off: step 2 · model m (never answered)",
+        "cut off: sub-agent run-1.d1 step 3 · model m (never answered)",
+    ]
 
 
 def test_since_and_percentiles() -> None:
