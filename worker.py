@@ -264,13 +264,15 @@ async def run_worker(
         telemetry=ActivityTelemetry(trace_content=telemetry.trace_content),
         interceptors=telemetry.interceptors,
         store=store,
-    )  # search_attribute_names=None: registered when the worker starts
+    )  # search_attribute_names=None: registered below, before the worker says it is ready
     connect_options: dict[str, Any] = {"plugins": [plugin], "runtime": temporal_runtime(env)}
     try:
         client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
         if client is None:
             return  # asked to stop while the server was still unreachable
         await _require_namespace(client)
+        # Before "ready": a client that lists them then finds them (see the method).
+        await plugin.register_search_attributes(client)
         worker = Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
         log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
         async with worker:

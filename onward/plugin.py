@@ -186,6 +186,7 @@ class OnwardPlugin(SimplePlugin):
         self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
+        self._registered_in: set[str] = set()  # namespaces
         self._store = store or TranscriptStore(
             LocalStore(local_root(DEFAULT_STORE_DIR)), DATA_CONVERTER.payload_codec
         )
@@ -235,12 +236,22 @@ class OnwardPlugin(SimplePlugin):
         """The tools this plugin's workers offer."""
         return self._tool_activities.registry
 
-    async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
-        """Register search attributes (unless given), run the worker, then close providers."""
-        if self._register_search_attributes:
-            client = worker.client
+    async def register_search_attributes(self, client: Client) -> None:
+        """Register Onward's search attributes on ``client``'s server now (unless given).
+
+        A worker does it when it starts running, so this is only for a process that
+        says it is ready once its worker runs (``async with worker``, which returns
+        before that): said after this, a client that lists the attributes at once
+        finds them, and starts its runs with their first values. Done once a namespace.
+        """
+        if self._register_search_attributes and client.namespace not in self._registered_in:
+            self._registered_in.add(client.namespace)
             names = await ensure_search_attributes(client, client.namespace)
             self._tool_activities.set_search_attributes(names)
+
+    async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
+        """Register search attributes (unless given or done), run the worker, close providers."""
+        await self.register_search_attributes(worker.client)
         try:
             await super().run_worker(worker, next)
         finally:

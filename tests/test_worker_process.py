@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
 from conftest import eventually, run_onward, temporal_cli
+from onward import search_attributes as sa
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
 from onward.workflows import AgentWorkflow
@@ -197,6 +199,45 @@ async def test_worker_waits_for_its_server_and_rides_out_a_restart(
 
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0  # graceful shutdown
+    server.stop()
+
+
+async def test_worker_says_ready_once_its_search_attributes_are_registered(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """A client that lists them when the worker says ready finds them: it starts runs with
+    their first values, which saves each run an upsert. The worker said ready first (its
+    worker registered them when it began to run), and such a client cached none."""
+    port = free_port()
+    server = DevServer(port, tmp_path / "temporal.db", tmp_path / "server.log")
+    server.start()  # new: Onward's attributes are not registered on it
+    assert server.process is not None
+    processes.append(server.process)
+    log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        ONWARD_TASK_QUEUE=f"ready-{uuid.uuid4().hex[:8]}",
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+    )
+    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
+    processes.append(worker)
+
+    async def ready() -> bool:
+        assert worker.poll() is None, log.read_text()
+        return "onward worker ready" in log.read_text()
+
+    await eventually(ready, timeout_s=60, interval_s=0.02)
+    client = await connect(port)
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    assert {key.name for key in sa.ALL} <= set(listed.custom_attributes)
+    lines = log.read_text().splitlines()
+    registered = next(i for i, line in enumerate(lines) if "registered search attr" in line)
+    assert registered < next(i for i, line in enumerate(lines) if "onward worker ready" in line)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
     server.stop()
 
 
