@@ -92,7 +92,7 @@ __all__ = [
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
 
-RUN_VERSION = 3
+RUN_VERSION = 4
 """The behaviour an agent run begun on this worker follows, for its whole life.
 
 ``describe_worker``, the run's first local activity, reports it, so it is in the
@@ -109,7 +109,9 @@ of behaviour raises it and keeps the older versions' code for runs in flight.
    attempt after it (the one running when every worker died was retried by the next
    worker, past the deadline); a call refused so is called again if ``extend_budget``
    moved the deadline meanwhile. And ``OnwardCostUsd`` is unset, not 0, while no
-   call of the run had a price (a model with none)."""
+   call of the run had a price (a model with none).
+4. A running run upserts its counters (steps, tokens, cost) at most every 30 s
+   (``PUBLISH_INTERVAL``), not every 5 s."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""

@@ -606,6 +606,29 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         extend_after_mid_turn_deadline,
     ),
+    # RUN_VERSION 3 (recorded with 299682f's code): a running run's counters upserted
+    # at most every 5 s: the second step, 6 s after the start, upserts them.
+    "publish_interval_v3": (
+        {
+            "prompt": "a slow step",
+            "script": [calc("1+1"), calc("2+2", delay_s=6), {"text": "done"}],
+        },
+        nothing,
+    ),
+    # RUN_VERSION 4: ... at most every 30 s: the second step (6 s) upserts nothing,
+    # the third (31 s) the counters.
+    "run_version_4_publish": (
+        {
+            "prompt": "slow steps",
+            "script": [
+                calc("1+1"),
+                calc("2+2", delay_s=6),
+                calc("3+3", delay_s=25),
+                {"text": "done"},
+            ],
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).
@@ -777,7 +800,7 @@ WINDOW_PRICING = {
 """The pricing file of the recording worker: only the context_window scenario's model."""
 
 
-CLIENT_STARTS = {"run_version", "run_version_chain"}
+CLIENT_STARTS = {"run_version", "run_version_chain", "publish_interval_v3", "run_version_4_publish"}
 """Started as OnwardClient starts a run: with the first search attribute values (the
 others as `temporal workflow start` starts one, with none)."""
 
