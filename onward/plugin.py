@@ -15,6 +15,7 @@ from the environment.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -186,7 +187,7 @@ class OnwardPlugin(SimplePlugin):
         self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
-        self._registered_in: set[str] = set()  # namespaces
+        self._registering: dict[tuple[str, str], asyncio.Future[list[str]]] = {}
         self._store = store or TranscriptStore(
             LocalStore(local_root(DEFAULT_STORE_DIR)), DATA_CONVERTER.payload_codec
         )
@@ -242,12 +243,27 @@ class OnwardPlugin(SimplePlugin):
         A worker does it when it starts running, so this is only for a process that
         says it is ready once its worker runs (``async with worker``, which returns
         before that): said after this, a client that lists the attributes at once
-        finds them, and starts its runs with their first values. Done once a namespace.
+        finds them, and starts its runs with their first values. Workers sharing this
+        plugin wait for one registration a server and namespace; one that did not
+        get them all (a refusal is logged) is tried again by the next.
         """
-        if self._register_search_attributes and client.namespace not in self._registered_in:
-            self._registered_in.add(client.namespace)
-            names = await ensure_search_attributes(client, client.namespace)
-            self._tool_activities.set_search_attributes(names)
+        if not self._register_search_attributes:
+            return
+        key = (client.service_client.config.target_host, client.namespace)
+        registering = self._registering.get(key)
+        if registering is None:
+            registering = asyncio.ensure_future(ensure_search_attributes(client, client.namespace))
+            self._registering[key] = registering
+        try:
+            # Shielded: a worker cancelled while it waits leaves the others theirs.
+            names = await asyncio.shield(registering)
+        except BaseException:
+            if registering.done() and self._registering.get(key) is registering:
+                del self._registering[key]  # it failed itself: the next one tries again
+            raise
+        if len(names) < len(search_attributes.ALL) and self._registering.get(key) is registering:
+            del self._registering[key]
+        self._tool_activities.set_search_attributes(names)
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
         """Register search attributes (unless given or done), run the worker, close providers."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+import onward.plugin
 from onward import OnwardPlugin, search_attributes
 from onward.activities.tools import tool
 from onward.contracts import AgentInput
@@ -94,3 +96,31 @@ def test_onwards_workflows_run_in_the_sandbox_only_when_asked(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == str([sandboxed, sandboxed])
+
+
+async def test_workers_sharing_a_plugin_wait_for_one_registration(
+    env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    answers = [["OnwardStatus"], None]  # first only some (a refusal), then the server's
+
+    async def registering(client: Client, namespace: str) -> list[str]:
+        calls.append(namespace)
+        await asyncio.sleep(0.05)  # the others ask meanwhile
+        answer = answers.pop(0)
+        return answer if answer is not None else await registered(client, namespace)
+
+    registered = onward.plugin.ensure_search_attributes
+    monkeypatch.setattr(onward.plugin, "ensure_search_attributes", registering)
+    plugin = OnwardPlugin(workspace=tmp_path)
+
+    async def worker_start() -> None:
+        await plugin.register_search_attributes(env.client)
+        assert len(answers) == 1  # none went on before the registration was done
+
+    # Three workers at once: one registration, which got only some, so the next tries again.
+    await asyncio.gather(*(worker_start() for _ in range(3)))
+    assert calls == ["default"]
+    await plugin.register_search_attributes(env.client)
+    await plugin.register_search_attributes(env.client)  # all of them: not again
+    assert calls == ["default", "default"]

@@ -46,8 +46,8 @@ def free_port() -> int:
 class DevServer:
     """A `temporal server start-dev` process with a SQLite file, so it can restart with its data."""
 
-    def __init__(self, port: int, db: Path, log: Path) -> None:
-        self.port, self.db, self.log = port, db, log
+    def __init__(self, port: int, db: Path, log: Path, *extra: str) -> None:
+        self.port, self.db, self.log, self.extra = port, db, log, extra
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -63,7 +63,7 @@ class DevServer:
                     temporal_cli(), "server", "start-dev", "--headless",
                     "--ip", "127.0.0.1", "--port", str(self.port),
                     "--http-port", str(free_port()), "--metrics-port", str(free_port()),
-                    "--db-filename", str(self.db), "--log-level", "error",
+                    "--db-filename", str(self.db), "--log-level", "error", *self.extra,
                 ],
                 self.log,
             )  # fmt: skip
@@ -219,6 +219,7 @@ async def test_worker_says_ready_once_its_search_attributes_are_registered(
         TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
         ONWARD_TASK_QUEUE=f"ready-{uuid.uuid4().hex[:8]}",
         ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+        ONWARD_LOG_LEVEL="INFO",  # the registration's line
     )
     worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
     processes.append(worker)
@@ -233,9 +234,9 @@ async def test_worker_says_ready_once_its_search_attributes_are_registered(
         ListSearchAttributesRequest(namespace=client.namespace)
     )
     assert {key.name for key in sa.ALL} <= set(listed.custom_attributes)
-    lines = log.read_text().splitlines()
-    registered = next(i for i, line in enumerate(lines) if "registered search attr" in line)
-    assert registered < next(i for i, line in enumerate(lines) if "onward worker ready" in line)
+    text = log.read_text()
+    assert "registered search attributes" in text, text
+    assert text.index("registered search attributes") < text.index("onward worker ready"), text
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     server.stop()
