@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import math
 import os
 import time
@@ -109,6 +110,8 @@ from onward.workflows import AgentWorkflow
 
 __all__ = ["OnwardClient", "RunInfo", "StepLog", "new_run_id"]
 
+log = logging.getLogger("onward.client")
+
 UPDATE_TIMEOUT = timedelta(seconds=10)
 """How long an update (``extend_budget``) may wait for a worker to answer it."""
 POLLER_SEEN_WITHIN = timedelta(seconds=75)
@@ -177,6 +180,11 @@ def _unanswered_update(run_id: str, update: str) -> Iterator[None]:
             f"a worker that takes the run up may still apply it: check `onward status "
             f"{run_id}` before sending it again"
         ) from err
+
+
+def _attributes_unusable(err: RPCError) -> bool:
+    """Whether the server refused a start's search attributes (not the start itself)."""
+    return err.status == RPCStatusCode.INVALID_ARGUMENT and "search attribute" in err.message
 
 
 def _visibility_message(err: RPCError) -> str:
@@ -437,17 +445,29 @@ class OnwardClient(SessionMethods):
         Raises:
             RunAlreadyExists: a run or session with ``workflow_id`` is running.
         """
+
+        async def start(search_attributes: TypedSearchAttributes | None) -> None:
+            await self._client.start_workflow(
+                run,
+                arg,
+                id=workflow_id,
+                task_queue=self.task_queue,
+                search_attributes=search_attributes,
+                task_timeout=WORKFLOW_TASK_TIMEOUT,
+                **options,
+            )
+
         with self._translated(workflow_id):
             try:
-                await self._client.start_workflow(
-                    run,
-                    arg,
-                    id=workflow_id,
-                    task_queue=self.task_queue,
-                    search_attributes=attributes or sa.tenant_tag(tenant_tag),
-                    task_timeout=WORKFLOW_TASK_TIMEOUT,
-                    **options,
-                )
+                try:
+                    await start(attributes or sa.tenant_tag(tenant_tag))
+                except RPCError as err:
+                    if not (attributes or tenant_tag) or not _attributes_unusable(err):
+                        raise
+                    # Registered a moment ago, on a server whose namespace cache has not
+                    # caught up: the run sets them itself once it can (its first upsert).
+                    log.info("starting %s without its search attributes: %s", workflow_id, err)
+                    await start(None)
             except WorkflowAlreadyStartedError as err:
                 raise RunAlreadyExists(workflow_id) from err
 

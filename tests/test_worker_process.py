@@ -22,8 +22,10 @@ from temporalio.service import RPCError
 
 from conftest import eventually, run_onward, temporal_cli
 from onward import search_attributes as sa
+from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
+from onward.plugin import ensure_search_attributes
 from onward.workflows import AgentWorkflow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -239,6 +241,32 @@ async def test_worker_says_ready_once_its_search_attributes_are_registered(
     assert text.index("registered search attributes") < text.index("onward worker ready"), text
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
+    server.stop()
+
+
+async def test_a_run_starts_while_the_servers_attributes_are_not_usable_yet(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """A server that caches its search attributes (as a cluster does) refuses them for a
+    while after they are registered: a client that listed them starts its run without
+    them (the run upserts them itself) instead of failing the start."""
+    port = free_port()
+    cached = "system.forceSearchAttributesCacheRefreshOnRead=false"  # the dev server's: true
+    log = tmp_path / "server.log"
+    server = DevServer(port, tmp_path / "t.db", log, "--dynamic-config-value", cached)
+    server.start()
+    assert server.process is not None
+    processes.append(server.process)
+    client = await connect(port)
+    assert await ensure_search_attributes(client, client.namespace) == sorted(
+        key.name for key in sa.ALL
+    )
+    onward = OnwardClient(client, task_queue=f"cached-{uuid.uuid4().hex[:8]}")
+    run_id = await onward.start(AgentInput(prompt="p", model="scripted", tenant="acme"))
+    started = (await client.get_workflow_handle(run_id).fetch_history()).events[0]
+    attributes = started.workflow_execution_started_event_attributes.search_attributes
+    assert dict(attributes.indexed_fields) == {}  # refused: started without them
+    await client.get_workflow_handle(run_id).terminate("test over")
     server.stop()
 
 
