@@ -606,8 +606,9 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         extend_after_mid_turn_deadline,
     ),
-    # RUN_VERSION 3 (recorded with 299682f's code): a running run's counters upserted
-    # at most every 5 s: the second step, 6 s after the start, upserts them.
+    # RUN_VERSION 3 (recorded with 299682f's code; recorded now it would be a run
+    # version 4 history): a running run's counters upserted at most every 5 s: the
+    # second step, 6 s after the start, upserts them.
     "publish_interval_v3": (
         {
             "prompt": "a slow step",
