@@ -93,6 +93,18 @@ class DevServer:
             self.process.wait(timeout=30)
 
 
+async def says_ready(
+    worker: subprocess.Popen[bytes], log: Path, timeout_s: float = 30.0, interval_s: float = 0.1
+) -> None:
+    """Wait until the worker process logs that it is ready; fail at once if it exits."""
+
+    async def ready() -> bool:
+        assert worker.poll() is None, log.read_text()
+        return "onward worker ready" in log.read_text()
+
+    await eventually(ready, timeout_s=timeout_s, interval_s=interval_s)
+
+
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -165,11 +177,7 @@ async def test_worker_waits_for_its_server_and_rides_out_a_restart(
     assert server.process is not None
     processes.append(server.process)
 
-    async def worker_ready() -> bool:
-        assert worker.poll() is None, worker_log.read_text()
-        return "onward worker ready" in worker_log.read_text()
-
-    await eventually(worker_ready, timeout_s=60)
+    await says_ready(worker, worker_log, timeout_s=60)
     client = await connect(port)
     turns = [
         {
@@ -226,11 +234,7 @@ async def test_worker_says_ready_once_its_search_attributes_are_registered(
     worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
     processes.append(worker)
 
-    async def ready() -> bool:
-        assert worker.poll() is None, log.read_text()
-        return "onward worker ready" in log.read_text()
-
-    await eventually(ready, timeout_s=60, interval_s=0.02)
+    await says_ready(worker, log, timeout_s=60, interval_s=0.02)
     client = await connect(port)
     listed = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=client.namespace)
@@ -304,11 +308,7 @@ async def test_an_unreachable_model_fails_fast_with_one_plain_log_line_per_attem
     worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
     processes.append(worker)
 
-    async def ready() -> bool:
-        assert worker.poll() is None, log.read_text()
-        return "onward worker ready" in log.read_text()
-
-    await eventually(ready, timeout_s=30)
+    await says_ready(worker, log)
     started = time.monotonic()
     result = await client.execute_workflow(
         AgentWorkflow.run,
@@ -368,11 +368,7 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
     worker = spawn(args, log, cwd=tmp_path, env=env)
     processes.append(worker)
 
-    async def ready() -> bool:
-        assert worker.poll() is None, log.read_text()
-        return "onward worker ready" in log.read_text()
-
-    await eventually(ready, timeout_s=30)
+    await says_ready(worker, log)
     assert "here" in log.read_text().split("tools: ")[1].splitlines()[0]
     if platform.libc_ver()[0] == "glibc":  # `onward worker` limits its own malloc arenas
         assert "malloc arenas: at most 2" in log.read_text()
