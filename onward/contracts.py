@@ -92,7 +92,7 @@ __all__ = [
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
 
-RUN_VERSION = 4
+RUN_VERSION = 5
 """The behaviour an agent run begun on this worker follows, for its whole life.
 
 ``describe_worker``, the run's first local activity, reports it, so it is in the
@@ -111,7 +111,10 @@ of behaviour raises it and keeps the older versions' code for runs in flight.
    moved the deadline meanwhile. And ``OnwardCostUsd`` is unset, not 0, while no
    call of the run had a price (a model with none).
 4. A running run upserts its counters (steps, tokens, cost) at most every 30 s
-   (``PUBLISH_INTERVAL``), not every 5 s."""
+   (``PUBLISH_INTERVAL``), not every 5 s.
+5. The ``delegate`` tool tells the model how sub-agents share the budget
+   (``onward.delegation.DELEGATE``); before, it said each took all that was left
+   (``DELEGATE_BEFORE_V5``, still offered to runs begun before)."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""

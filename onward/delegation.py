@@ -16,6 +16,7 @@ parent stops waiting for it).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.json_schema import SkipJsonSchema
@@ -40,6 +41,7 @@ from onward.tuning import WORKFLOW_TASK_TIMEOUT
 
 __all__ = [
     "DELEGATE",
+    "DELEGATE_BEFORE_V5",
     "DELEGATE_PATCH",
     "ID_TAKEN",
     "MAX_DELEGATION_DEPTH",
@@ -49,6 +51,7 @@ __all__ = [
     "child_id",
     "child_input",
     "delegate",
+    "delegate_spec",
     "failure_message",
     "failure_outcome",
     "is_sub_agent",
@@ -76,7 +79,12 @@ class DelegateArgs(BaseModel):
         default=None, description="the sub-agent's tools (a subset of yours); default: yours"
     )
     max_tokens: int | None = Field(
-        default=None, ge=1, description="the sub-agent's token budget; default: all you have left"
+        default=None,
+        ge=1,
+        description=(
+            "the sub-agent's token budget; default: an equal share of what you have left "
+            "(after the max_tokens of the sub-agents you start with it)"
+        ),
     )
     script: SkipJsonSchema[list[ScriptTurn] | None] = Field(
         default=None, description="the scripted model's turns (tests and demos; not offered)"
@@ -88,10 +96,39 @@ DELEGATE = ToolSpec(
     description=(
         "Hand a self-contained task to a sub-agent and get its final answer. The sub-agent "
         "works in your workspace with your tools (or those you name) and spends from your "
-        "remaining budget (all of it, or max_tokens)."
+        "remaining budget: the sub-agents you start in one turn share what you have left."
     ),
     parameters=DelegateArgs.model_json_schema(),
 )
+
+
+def _as_before_v5(parameters: dict[str, Any]) -> dict[str, Any]:
+    properties = dict(parameters["properties"])
+    properties["max_tokens"] = {
+        **properties["max_tokens"],
+        "description": "the sub-agent's token budget; default: all you have left",
+    }
+    return {**parameters, "properties": properties}
+
+
+DELEGATE_BEFORE_V5 = ToolSpec(
+    name="delegate",
+    description=(
+        "Hand a self-contained task to a sub-agent and get its final answer. The sub-agent "
+        "works in your workspace with your tools (or those you name) and spends from your "
+        "remaining budget (all of it, or max_tokens)."
+    ),
+    parameters=_as_before_v5(DelegateArgs.model_json_schema()),
+)
+"""``delegate`` as runs begun before RUN_VERSION 5 offer it, word for word: a run keeps
+its tool specs in the store under their hash (``tool_specs_key``) from its first call
+and names them by it after, so a run in flight must be offered the same text. (Since
+RUN_VERSION 2 its "all you have left" was wrong: sub-agents of one turn share it.)"""
+
+
+def delegate_spec(run_version: int) -> ToolSpec:
+    """The ``delegate`` tool a run begun with ``run_version`` offers."""
+    return DELEGATE if run_version >= 5 else DELEGATE_BEFORE_V5
 
 
 def child_budget(

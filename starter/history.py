@@ -52,7 +52,14 @@ from onward.contracts import (
     WorkerDescription,
     WorkerDescriptionRequest,
 )
-from onward.delegation import DELEGATE, check_delegate, failure_outcome, outcome_of, started_by
+from onward.delegation import (
+    DELEGATE,
+    check_delegate,
+    delegate_spec,
+    failure_outcome,
+    outcome_of,
+    started_by,
+)
 from onward.sessions import add_usage
 from onward.starter.approvals import ApprovalReader
 from onward.starter.calls import (
@@ -283,7 +290,8 @@ class _Assembler:
             if asked is None or name in asked:
                 specs[name] = tool.spec
         if asked is not None and DELEGATE.name in asked:
-            specs[DELEGATE.name] = DELEGATE  # a run begun before it failed at the start
+            # (a run begun before delegate existed failed at the start)
+            specs[DELEGATE.name] = delegate_spec(description.run_version)
         self._available = specs
 
     def _model_call(self, call: Call) -> _Step | None:

@@ -630,6 +630,29 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # RUN_VERSION 5: delegate's description says the sub-agents of a turn share what is
+    # left (before: "all you have left"); run_version_5_delegate_child.json: the child.
+    "run_version_5_delegate": (
+        {
+            "prompt": "one sub-agent",
+            "tools": ["calculator", "delegate"],
+            "budget": {"max_tokens": 1000},
+            "script": [
+                {
+                    "text": "handing it over",
+                    "tool_calls": [
+                        {
+                            "name": "delegate",
+                            "arguments": {"prompt": "a", "script": [calc("1+1"), {"text": "a"}]},
+                        }
+                    ],
+                    "usage": {"input_tokens": 100, "output_tokens": 20},
+                },
+                {"text": "done"},
+            ],
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).

@@ -66,6 +66,8 @@ def test_histories_are_committed() -> None:
         "run_version_3_deadline",  # RUN_VERSION 3: calls carry the run's deadline
         "publish_interval_v3",  # ... and counters upserted at most every 5 s (here at 6 s)
         "run_version_4_publish",  # RUN_VERSION 4: at most every 30 s (not at 6 s, at 31 s)
+        "run_version_5_delegate",  # RUN_VERSION 5: delegate says sub-agents share what is
+        "run_version_5_delegate_child",  # left
     }
 
 

@@ -20,17 +20,21 @@ from conftest import (
     model_inputs,
     run_onward,
 )
+from onward.activities import tool_calls
 from onward.artifacts import workspace_dir
 from onward.client import OnwardClient
 from onward.contracts import (
+    RUN_VERSION,
     AgentInput,
     AgentResult,
     AgentStatus,
     Budget,
     CancelRequest,
+    ModelRequest,
     RunUsage,
     ScriptTurn,
     ToolCall,
+    tool_specs_key,
 )
 from onward.delegation import (
     MAX_DELEGATION_DEPTH,
@@ -161,6 +165,37 @@ def test_the_model_is_not_offered_the_script_argument() -> None:
     from onward.delegation import DELEGATE
 
     assert set(DELEGATE.parameters["properties"]) == {"prompt", "model", "tools", "max_tokens"}
+
+
+def test_runs_begun_before_run_version_5_keep_their_delegate_spec() -> None:
+    """A run names its tool specs by their hash after its first call: a run in flight when
+    its worker is upgraded must be offered the very spec it began with."""
+    from onward.delegation import DELEGATE, DELEGATE_BEFORE_V5, delegate_spec
+
+    assert tool_specs_key([delegate_spec(4)]) == (  # the key runs begun on 4 stored
+        "sha256-e768950933c4aab9007e07c9ff9511b5c453d62894b19bff2266e9bf58ecdc41"
+    )
+    assert delegate_spec(0) is delegate_spec(4) is DELEGATE_BEFORE_V5
+    assert delegate_spec(5) is DELEGATE
+    budget = DELEGATE.parameters["properties"]["max_tokens"]["description"]
+    assert "all you have left" not in DELEGATE.description + budget
+    assert "share" in DELEGATE.description and "equal share" in budget
+
+
+@pytest.mark.parametrize("run_version", [4, RUN_VERSION])
+async def test_a_run_offers_the_delegate_spec_of_the_version_it_began_with(
+    worker: RunningWorker, monkeypatch: pytest.MonkeyPatch, run_version: int
+) -> None:
+    from onward.delegation import delegate_spec
+
+    monkeypatch.setattr(tool_calls, "RUN_VERSION", run_version)  # what describe_worker says
+    handle = await worker.start(
+        {"prompt": "p", "tools": ["calculator", "delegate"], "script": [{"text": "ok"}]}
+    )
+    await handle.result()
+    [request] = [ModelRequest.model_validate_json(raw) for raw in await model_inputs(handle)]
+    offered = {spec.name: spec for spec in request.tools}
+    assert offered["delegate"] == delegate_spec(run_version)
 
 
 # -- real runs ---------------------------------------------------------------------------

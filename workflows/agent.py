@@ -86,6 +86,7 @@ with workflow.unsafe.imports_passed_through():
         child_budget,
         child_id,
         child_input,
+        delegate_spec,
         failure_message,
         failure_outcome,
         outcome_of,
@@ -618,7 +619,7 @@ class AgentWorkflow:
             if asked is None or name in asked:
                 self._tools[name] = tool.spec
         if offer_delegate:
-            self._tools[DELEGATE.name] = DELEGATE
+            self._tools[DELEGATE.name] = delegate_spec(self._run_version)
         self._search_attributes = set(description.search_attributes)
         if description.run_version >= 1:
             # What the run was started with (OnwardClient sets the first values; a run
