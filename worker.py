@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -55,7 +56,7 @@ from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attribu
 from onward.pricing import PricingTable
 from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
 from onward.telemetry import configure_telemetry, temporal_runtime
-from onward.tuning import ENV_VARS, WorkerTuning, limit_malloc_arenas
+from onward.tuning import ENV_VARS, SHUTDOWN_MARGIN_S, WorkerTuning, limit_malloc_arenas
 
 __all__ = [
     "DESCRIPTION",
@@ -99,8 +100,9 @@ STICKY_QUEUE_TIMEOUT = timedelta(seconds=WorkerTuning.sticky_timeout_s)
 ``--sticky-timeout`` / ``ONWARD_STICKY_TIMEOUT`` change it."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 """Plain text, one line a record (Core's logs are forwarded into it: no colour codes)."""
-GRACEFUL_SHUTDOWN = timedelta(seconds=10)
-"""On SIGTERM, running activities get this long to finish before they are cancelled."""
+GRACEFUL_SHUTDOWN = timedelta(seconds=WorkerTuning.shutdown_timeout_s)
+"""On SIGTERM, running activities get this long to finish before they are cancelled;
+``--shutdown-timeout`` / ``ONWARD_SHUTDOWN_TIMEOUT`` change it."""
 
 
 @dataclass(frozen=True)
@@ -223,11 +225,7 @@ def build_worker(
 
 def _tuned(settings: WorkerSettings, options: dict[str, Any]) -> dict[str, Any]:
     """``options``, with the settings' tuning where they say nothing."""
-    return (
-        settings.tuning.worker_options()
-        | {"graceful_shutdown_timeout": GRACEFUL_SHUTDOWN}
-        | options
-    )
+    return settings.tuning.worker_options() | options
 
 
 async def run_worker(
@@ -285,6 +283,29 @@ async def run_worker(
     finally:
         telemetry.shutdown()  # the plugin closed the providers when the worker stopped
         await store.close()
+
+
+def _exit_unless_stopped_within(seconds: float) -> None:
+    """End this process if it has not ended ``seconds`` from now.
+
+    A daemon thread, so that it fires whatever the process waits on: the SDK's
+    worker, or the event loop's executor and the interpreter, which both wait
+    for a tool blocking a thread (see :data:`~onward.tuning.SHUTDOWN_MARGIN_S`).
+    """
+
+    def stuck() -> None:
+        log.error(
+            "the worker did not stop within %.0f s; exiting anyway (its runs go on on "
+            "the next worker, as after a crash)",
+            seconds,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(1)
+
+    watchdog = threading.Timer(seconds, stuck)
+    watchdog.daemon = True
+    watchdog.start()
 
 
 async def _require_namespace(client: Client) -> None:
@@ -393,6 +414,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ("--max-concurrent-local-activities", int, "local tool calls at once (200)"),
         ("--max-cached-workflows", int, "runs kept in memory between steps (1000)"),
         ("--sticky-timeout", float, "seconds before a dead worker's runs move on (1)"),
+        ("--shutdown-timeout", float, "seconds running calls get to finish on SIGTERM (10)"),
     ):
         name = flag.removeprefix("--").replace("-", "_")
         variable = ENV_VARS.get(name) or ENV_VARS[f"{name}_s"]
@@ -422,9 +444,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
+
+        def stopping() -> None:
+            if not stop.is_set():  # the process ends at the latest this long from now
+                _exit_unless_stopped_within(settings.tuning.shutdown_timeout_s + SHUTDOWN_MARGIN_S)
+            stop.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stopping)
         await run_worker(settings, stop, trace_file=args.trace_file, registry=registry)
 
     try:

@@ -24,6 +24,7 @@ __all__ = [
     "MALLOC_ARENAS",
     "MAX_TUNING_VALUE",
     "SANDBOX_ENV",
+    "SHUTDOWN_MARGIN_S",
     "WORKFLOW_SANDBOX",
     "WORKFLOW_TASK_TIMEOUT",
     "WorkerTuning",
@@ -84,9 +85,10 @@ ENV_VARS = {
     "max_concurrent_local_activities": "ONWARD_MAX_CONCURRENT_LOCAL_ACTIVITIES",
     "max_cached_workflows": "ONWARD_MAX_CACHED_WORKFLOWS",
     "sticky_timeout_s": "ONWARD_STICKY_TIMEOUT",
+    "shutdown_timeout_s": "ONWARD_SHUTDOWN_TIMEOUT",
 }
 """Each setting's environment variable; the flag is its name with dashes
-(``--max-cached-workflows``; ``--sticky-timeout`` in seconds)."""
+(``--max-cached-workflows``; ``--sticky-timeout`` and ``--shutdown-timeout`` in seconds)."""
 
 
 MAX_TUNING_VALUE = 2**31 - 1
@@ -112,6 +114,10 @@ class WorkerTuning:
     """After a worker dies, its runs' next tasks leave its sticky queue this fast
     (SDK default 10 s). Lower moves runs sooner but sends a busy worker's runs to
     others (a replay each) more often."""
+    shutdown_timeout_s: float = 10.0
+    """On SIGTERM, running activities get this long to finish before they are
+    cancelled; a worker not stopped :data:`SHUTDOWN_MARGIN_S` after that exits
+    anyway (its runs go on on the next worker, as after a crash)."""
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -138,7 +144,7 @@ class WorkerTuning:
             raw = environ.get(variable, "").strip()
             if not raw:
                 continue
-            parse = float if name == "sticky_timeout_s" else int
+            parse = float if name.endswith("_s") else int
             try:
                 values[name] = parse(raw)
             except ValueError:
@@ -154,8 +160,17 @@ class WorkerTuning:
             "max_concurrent_local_activities": self.max_concurrent_local_activities,
             "max_cached_workflows": self.max_cached_workflows,
             "sticky_queue_schedule_to_start_timeout": timedelta(seconds=self.sticky_timeout_s),
+            "graceful_shutdown_timeout": timedelta(seconds=self.shutdown_timeout_s),
         }
 
+
+SHUTDOWN_MARGIN_S = 5.0
+"""How long after the shutdown timeout a stopping worker may take before it exits anyway.
+
+By then the SDK has cancelled every running activity, and a cancelled call ends
+within moments. One that does not is a tool blocking a thread, which nothing can
+interrupt, or temporalio 1.35's race (sdk-rust #1538): a worker stopping just as
+a call completes with its heartbeat's request in flight waits for good."""
 
 MALLOC_ARENAS = 2
 """glibc malloc arenas ``onward worker`` keeps itself to when ``MALLOC_ARENA_MAX`` is unset.

@@ -20,7 +20,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from conftest import eventually, run_onward, temporal_cli
+from conftest import activity_running, eventually, run_onward, temporal_cli
 from onward import search_attributes as sa
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
@@ -435,3 +435,70 @@ async def test_python_worker_py_is_onward_worker(
     last = err.decode().strip().splitlines()[-1]
     assert last.startswith("onward") and named in last, err
     assert b"Traceback" not in err
+
+
+STUCK_TOOLS = '''
+import time
+
+from onward.activities.tools import tool
+
+
+@tool(timeout_s=600)
+def stuck(seconds: int) -> str:
+    """Block this thread.
+
+    Args:
+        seconds: How long.
+    """
+    time.sleep(seconds)
+    return "woke"
+'''
+
+
+async def test_a_worker_that_cannot_stop_exits_after_its_shutdown_timeout(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """A tool blocking its thread ignores the cancel the SDK sends at the shutdown timeout,
+    and the SDK's worker waits for it: the process exits anyway, a margin later."""
+    port = free_port()
+    server = DevServer(port, tmp_path / "temporal.db", tmp_path / "server.log")
+    server.start()
+    assert server.process is not None
+    processes.append(server.process)
+    (tmp_path / "stuck_tools.py").write_text(STUCK_TOOLS, encoding="utf-8")
+    queue = f"stuck-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
+        ONWARD_TASK_QUEUE=queue,
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+        ONWARD_SHUTDOWN_TIMEOUT="1",
+        PYTHONPATH=str(tmp_path),
+    )
+    argv = [sys.executable, str(REPO / "worker.py"), "--tools", "stuck_tools"]
+    worker = spawn(argv, log, cwd=REPO, env=env)
+    processes.append(worker)
+    await says_ready(worker, log, timeout_s=60)
+    client = await connect(port)
+    script = [
+        {"tool_calls": [{"name": "stuck", "arguments": {"seconds": 600}}]},
+        {"text": "done"},
+    ]
+    run = AgentInput(prompt="p", model="scripted", tools=["stuck"], script=script)
+    run_id = await OnwardClient(client, task_queue=queue).start(run)
+    handle = client.get_workflow_handle(run_id)
+    await eventually(lambda: activity_running(handle, "execute_tool"), timeout_s=30)
+
+    worker.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    try:
+        code = worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not exit:\n{log.read_text()}")
+    assert code == 1, log.read_text()
+    took = time.monotonic() - asked
+    assert "did not stop within 6 s; exiting anyway" in log.read_text()
+    assert 6 <= took < 20, took  # 1 s for the calls, then the margin (5 s)
+    await handle.terminate("test over")
+    server.stop()

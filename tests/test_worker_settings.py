@@ -46,13 +46,17 @@ def test_tuning_defaults_then_env_then_flags(tmp_path: Path) -> None:
         "ONWARD_MAX_CONCURRENT_WORKFLOW_TASKS": "50",
         "ONWARD_MAX_CACHED_WORKFLOWS": "300",
         "ONWARD_STICKY_TIMEOUT": "2.5",
+        "ONWARD_SHUTDOWN_TIMEOUT": "30",
     }
-    settings, _ = parse_args(["--max-cached-workflows", "400", "--sticky-timeout", "3"], env)
+    argv = ["--max-cached-workflows", "400", "--sticky-timeout", "3", "--shutdown-timeout", "2.5"]
+    settings, _ = parse_args(argv, env)
     assert settings.tuning == WorkerTuning(
         max_concurrent_workflow_tasks=50,  # from the environment
         max_cached_workflows=400,  # the flag wins
         sticky_timeout_s=3.0,
+        shutdown_timeout_s=2.5,
     )
+    assert settings.tuning.worker_options()["graceful_shutdown_timeout"] == timedelta(seconds=2.5)
     settings, _ = parse_args(
         [
             "--max-concurrent-activities",
