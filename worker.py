@@ -89,8 +89,10 @@ unreachable database stops the start), and payloads over
 ONWARD_PAYLOAD_THRESHOLD bytes (default 262144) in ONWARD_PAYLOADS (default:
 .onward/payloads). Clients reading step logs must use the same settings.
 
-Slots, cache and sticky timeout: the tuning flags below, or their ONWARD_*
-variables (a flag wins)."""
+Slots, cache, sticky and shutdown timeouts: the tuning flags below, or their
+ONWARD_* variables (a flag wins). On SIGTERM or Ctrl-C running calls get the
+shutdown timeout to finish; a worker not stopped 5 s after it exits anyway
+(status 1), as does a second SIGTERM or Ctrl-C at once."""
 """What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")
@@ -100,9 +102,6 @@ STICKY_QUEUE_TIMEOUT = timedelta(seconds=WorkerTuning.sticky_timeout_s)
 ``--sticky-timeout`` / ``ONWARD_STICKY_TIMEOUT`` change it."""
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 """Plain text, one line a record (Core's logs are forwarded into it: no colour codes)."""
-GRACEFUL_SHUTDOWN = timedelta(seconds=WorkerTuning.shutdown_timeout_s)
-"""On SIGTERM, running activities get this long to finish before they are cancelled;
-``--shutdown-timeout`` / ``ONWARD_SHUTDOWN_TIMEOUT`` change it."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,8 @@ class WorkerSettings:
     store_url: str = field(default_factory=lambda: store_url({}))
     """The transcript store: ``ONWARD_STORE`` (``postgresql://...``), or ``.onward/store``."""
     tuning: WorkerTuning = field(default_factory=WorkerTuning)
-    """Slots, cache and sticky timeout: ``ONWARD_MAX_*``, ``ONWARD_STICKY_TIMEOUT`` or flags."""
+    """Slots, cache and timeouts: ``ONWARD_MAX_*``, ``ONWARD_STICKY_TIMEOUT``,
+    ``ONWARD_SHUTDOWN_TIMEOUT`` or flags."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -128,7 +128,7 @@ class WorkerSettings:
 
         Raises:
             ValueError: a bad ``ONWARD_HTTP_ALLOW`` entry, Temporal profile file or
-                tuning variable (``ONWARD_MAX_*``, ``ONWARD_STICKY_TIMEOUT``).
+                tuning variable (``ONWARD_MAX_*``, ``ONWARD_*_TIMEOUT``).
         """
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
@@ -293,19 +293,18 @@ def _exit_unless_stopped_within(seconds: float) -> None:
     for a tool blocking a thread (see :data:`~onward.tuning.SHUTDOWN_MARGIN_S`).
     """
 
-    def stuck() -> None:
-        log.error(
-            "the worker did not stop within %.0f s; exiting anyway (its runs go on on "
-            "the next worker, as after a crash)",
-            seconds,
-        )
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(1)
-
-    watchdog = threading.Timer(seconds, stuck)
+    watchdog = threading.Timer(seconds, _exit_now, [f"did not stop within {seconds:.0f} s"])
     watchdog.daemon = True
     watchdog.start()
+
+
+def _exit_now(why: str) -> None:
+    """End this process at once, saying why on stderr (no lock another thread may hold)."""
+    try:
+        message = f"onward worker: {why}; exiting anyway (its runs go on on the next worker)\n"
+        os.write(2, message.encode())
+    finally:
+        os._exit(1)
 
 
 async def _require_namespace(client: Client) -> None:
@@ -444,15 +443,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def serve() -> None:
         stop = asyncio.Event()
-
-        def stopping() -> None:
-            if not stop.is_set():  # the process ends at the latest this long from now
-                _exit_unless_stopped_within(settings.tuning.shutdown_timeout_s + SHUTDOWN_MARGIN_S)
-            stop.set()
-
         loop = asyncio.get_running_loop()
+
+        asked: list[int] = []
+
+        def stopping(signum: int, frame: object) -> None:
+            # A plain handler, not the loop's: it runs even while a tool blocks the loop.
+            if asked:
+                _exit_now("asked twice to stop")
+            asked.append(signum)
+            loop.call_soon_threadsafe(stop.set)
+            _exit_unless_stopped_within(settings.tuning.shutdown_timeout_s + SHUTDOWN_MARGIN_S)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping)
+            signal.signal(sig, stopping)
         await run_worker(settings, stop, trace_file=args.trace_file, registry=registry)
 
     try:

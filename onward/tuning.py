@@ -170,7 +170,11 @@ SHUTDOWN_MARGIN_S = 5.0
 By then the SDK has cancelled every running activity, and a cancelled call ends
 within moments. One that does not is a tool blocking a thread, which nothing can
 interrupt, or temporalio 1.35's race (sdk-rust #1538): a worker stopping just as
-a call completes with its heartbeat's request in flight waits for good."""
+a call completes with its heartbeat's request in flight waits for good. The
+margin also covers what follows the worker's stop (closing the providers, the
+store, and flushing spans to the OpenTelemetry exporter): an exporter slower
+than that loses the last spans. Process managers should wait longer than the
+shutdown timeout plus this before they send SIGKILL."""
 
 MALLOC_ARENAS = 2
 """glibc malloc arenas ``onward worker`` keeps itself to when ``MALLOC_ARENA_MAX`` is unset.

@@ -35,14 +35,16 @@ from onward.starter.devserver import (
 from onward.starter.errors import EXIT_INTERRUPTED, CliError, exit_code_for
 from onward.starter.interrupt import run_interruptibly
 from onward.starter.output import say
+from onward.tuning import SHUTDOWN_MARGIN_S, WorkerTuning
 
 __all__ = ["DEMO_PROMPT", "DEMO_SCRIPT", "demo_input", "run_demo"]
 
 WORKER_READY_LINE = "onward worker ready"
 WORKER_READY_TIMEOUT_S = 60.0
 """A cold worker start (imports, connect, search attributes) takes a few seconds."""
-WORKER_STOP_TIMEOUT_S = 15.0
-"""Longer than the worker's own graceful shutdown (10 s), so it is rarely killed."""
+WORKER_STOP_MARGIN_S = 5.0
+"""Waited beyond the longest the worker takes to stop by itself (its shutdown timeout,
+then :data:`~onward.tuning.SHUTDOWN_MARGIN_S`), so it is not killed before it says why."""
 CANCEL_TIMEOUT_S = 3.0
 
 DEMO_PROMPT = "Plan a budget for a 3-day trip to Lisbon."
@@ -159,7 +161,7 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=WORKER_STOP_TIMEOUT_S)
+        process.wait(timeout=_worker_stop_timeout_s())
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
@@ -239,3 +241,12 @@ def run_demo(server: DevServer, task_queue: str) -> int:
             stop_worker(worker)
         if interrupted and running.started_now:
             stop(server, running.process)
+
+
+def _worker_stop_timeout_s() -> float:
+    """How long the demo's worker, given this environment, may take to stop."""
+    try:
+        shutdown = WorkerTuning.from_env(os.environ).shutdown_timeout_s
+    except ValueError:  # the worker refused the setting and runs no more
+        shutdown = WorkerTuning.shutdown_timeout_s
+    return shutdown + SHUTDOWN_MARGIN_S + WORKER_STOP_MARGIN_S

@@ -93,6 +93,18 @@ class DevServer:
             self.process.wait(timeout=30)
 
 
+def worker_env(address: str, tmp_path: Path, queue: str, **extra: str) -> dict[str, str]:
+    """This process's environment for a worker of ``address`` on task queue ``queue``."""
+    env = dict(os.environ)
+    env.update(
+        TEMPORAL_ADDRESS=address,
+        ONWARD_TASK_QUEUE=queue,
+        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
+        **extra,
+    )
+    return env
+
+
 async def says_ready(
     worker: subprocess.Popen[bytes], log: Path, timeout_s: float = 30.0, interval_s: float = 0.1
 ) -> None:
@@ -160,12 +172,7 @@ async def test_worker_waits_for_its_server_and_rides_out_a_restart(
     server = DevServer(port, tmp_path / "temporal.db", tmp_path / "server.log")
     task_queue = f"restart-{uuid.uuid4().hex[:8]}"
     worker_log = tmp_path / "worker.log"
-    env = dict(os.environ)
-    env.update(
-        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
-        ONWARD_TASK_QUEUE=task_queue,
-        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
-    )
+    env = worker_env(f"127.0.0.1:{port}", tmp_path, task_queue)
     worker = spawn([sys.executable, str(REPO / "worker.py")], worker_log, cwd=REPO, env=env)
     processes.append(worker)
 
@@ -224,13 +231,9 @@ async def test_worker_says_ready_once_its_search_attributes_are_registered(
     assert server.process is not None
     processes.append(server.process)
     log = tmp_path / "worker.log"
-    env = dict(os.environ)
-    env.update(
-        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
-        ONWARD_TASK_QUEUE=f"ready-{uuid.uuid4().hex[:8]}",
-        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
-        ONWARD_LOG_LEVEL="INFO",  # the registration's line
-    )
+    queue = f"ready-{uuid.uuid4().hex[:8]}"
+    # INFO: the registration's line
+    env = worker_env(f"127.0.0.1:{port}", tmp_path, queue, ONWARD_LOG_LEVEL="INFO")
     worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
     processes.append(worker)
 
@@ -296,13 +299,9 @@ async def test_an_unreachable_model_fails_fast_with_one_plain_log_line_per_attem
 ) -> None:
     log = tmp_path / "worker.log"  # a file, not a terminal: no colour codes
     task_queue = f"refused-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ)
-    env.update(
-        TEMPORAL_ADDRESS=address,
-        ONWARD_TASK_QUEUE=task_queue,
-        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
-        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
-        OPENAI_API_KEY="test-key",
+    nowhere = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    env = worker_env(
+        address, tmp_path, task_queue, OPENAI_BASE_URL=nowhere, OPENAI_API_KEY="test-key"
     )
     env.pop("ONWARD_MODEL_MAX_ATTEMPTS", None)
     worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
@@ -455,11 +454,13 @@ def stuck(seconds: int) -> str:
 '''
 
 
+@pytest.mark.parametrize("signals", [1, 2])
 async def test_a_worker_that_cannot_stop_exits_after_its_shutdown_timeout(
-    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]], signals: int
 ) -> None:
     """A tool blocking its thread ignores the cancel the SDK sends at the shutdown timeout,
-    and the SDK's worker waits for it: the process exits anyway, a margin later."""
+    and the SDK's worker waits for it: the process exits anyway, a margin later, or at
+    once when asked a second time."""
     port = free_port()
     server = DevServer(port, tmp_path / "temporal.db", tmp_path / "server.log")
     server.start()
@@ -468,14 +469,8 @@ async def test_a_worker_that_cannot_stop_exits_after_its_shutdown_timeout(
     (tmp_path / "stuck_tools.py").write_text(STUCK_TOOLS, encoding="utf-8")
     queue = f"stuck-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "worker.log"
-    env = dict(os.environ)
-    env.update(
-        TEMPORAL_ADDRESS=f"127.0.0.1:{port}",
-        ONWARD_TASK_QUEUE=queue,
-        ONWARD_WORKSPACE=str(tmp_path / "workspace"),
-        ONWARD_SHUTDOWN_TIMEOUT="1",
-        PYTHONPATH=str(tmp_path),
-    )
+    extra = {"ONWARD_SHUTDOWN_TIMEOUT": "1", "PYTHONPATH": str(tmp_path)}
+    env = worker_env(f"127.0.0.1:{port}", tmp_path, queue, **extra)
     argv = [sys.executable, str(REPO / "worker.py"), "--tools", "stuck_tools"]
     worker = spawn(argv, log, cwd=REPO, env=env)
     processes.append(worker)
@@ -492,13 +487,20 @@ async def test_a_worker_that_cannot_stop_exits_after_its_shutdown_timeout(
 
     worker.send_signal(signal.SIGTERM)
     asked = time.monotonic()
+    if signals == 2:
+        await asyncio.sleep(0.5)
+        worker.send_signal(signal.SIGINT)  # Ctrl-C
     try:
         code = worker.wait(timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail(f"the worker did not exit:\n{log.read_text()}")
-    assert code == 1, log.read_text()
     took = time.monotonic() - asked
-    assert "did not stop within 6 s; exiting anyway" in log.read_text()
-    assert 6 <= took < 20, took  # 1 s for the calls, then the margin (5 s)
+    assert code == 1, log.read_text()
+    if signals == 1:
+        assert "did not stop within 6 s; exiting anyway" in log.read_text()
+        assert 6 <= took < 20, took  # 1 s for the calls, then the margin (5 s)
+    else:
+        assert "asked twice to stop; exiting anyway" in log.read_text()
+        assert took < 5, took
     await handle.terminate("test over")
     server.stop()
