@@ -6,11 +6,12 @@ with `workflow.patched()` instead of re-recording the history.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from onward.connection import DATA_CONVERTER
 from onward.workflows import AgentWorkflow, SessionWorkflow
@@ -77,3 +78,21 @@ async def test_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=[AgentWorkflow, SessionWorkflow], data_converter=DATA_CONVERTER)
     result = await replayer.replay_workflow(history)
     assert result.replay_failure is None
+
+
+async def test_a_worker_refuses_to_go_on_with_a_run_begun_on_a_newer_run_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Older rules would take the run elsewhere (a delegate spec named by another hash,
+    say): its workflow task fails, to be retried, until a newer worker takes it."""
+    path = Path(__file__).parent / "histories" / "run_version_5_delegate.json"
+    history = WorkflowHistory.from_json(f"history-{path.stem}", path.read_text())
+    replayer = Replayer(  # outside the sandbox, which would import the module afresh
+        workflows=[AgentWorkflow, SessionWorkflow],
+        data_converter=DATA_CONVERTER,
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
+    monkeypatch.setattr(sys.modules[AgentWorkflow.__module__], "RUN_VERSION", 4)  # older
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    assert "began on run version 5, this worker knows up to 4" in str(result.replay_failure)

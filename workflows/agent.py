@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.contracts import (
         AGENT_WORKFLOW,
         FINAL_STATES,
+        RUN_VERSION,
         AgentCarry,
         AgentInput,
         AgentResult,
@@ -576,6 +577,13 @@ class AgentWorkflow:
             summary="describe worker tools",
         )
         self._run_version = description.run_version
+        if description.run_version > RUN_VERSION:
+            # Begun by a newer worker: this one would follow older rules (and name tool
+            # specs the store never kept). Fail the task until a newer worker takes it.
+            raise RuntimeError(
+                f"this run began on run version {description.run_version}, this worker "
+                f"knows up to {RUN_VERSION}: run a newer Onward worker on its task queue"
+            )
         if description.run_version >= 1 and not self._end_local:
             # Replaying a run begun with a run version: it has every patch (see
             # ``run``), decided again without asking. (The request this replay built
