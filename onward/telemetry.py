@@ -1,9 +1,11 @@
 """OpenTelemetry setup for the worker and the CLI, from the standard ``OTEL_*`` variables.
 
 Called once at startup (never at import). Tracing goes through Temporal's own
-``TracingInterceptor``, so workflow spans are replay-safe and client ->
-workflow -> activity spans form one trace; the model and tool activities add
-GenAI spans under their activity span (see ``activities/telemetry.py``).
+``TracingInterceptor`` (as :class:`RunTracingInterceptor`), so workflow spans
+are replay-safe and client -> workflow -> activity spans form one trace, also
+for a run started without one (the ``temporal`` CLI, the Web UI); the model and
+tool activities add GenAI spans under their activity span (see
+``activities/telemetry.py``).
 
 - ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) set:
   spans go to OTLP/HTTP (``pip install 'onward[otlp]'``); ``OTEL_TRACES_EXPORTER``
@@ -17,6 +19,7 @@ GenAI spans under their activity span (see ``activities/telemetry.py``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -34,7 +38,8 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio import workflow
+from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -43,11 +48,14 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
+from temporalio.worker import WorkflowInterceptorClassInput
 
 __all__ = [
     "JsonLinesSpanExporter",
+    "RunTracingInterceptor",
     "Telemetry",
     "configure_telemetry",
+    "run_trace_id",
     "temporal_runtime",
     "trace_content_enabled",
 ]
@@ -77,6 +85,59 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file.close()
 
 
+def _run_span_context(workflow_id: str, first_run_id: str) -> trace.SpanContext:
+    digest = hashlib.sha256(f"{workflow_id}\x00{first_run_id}".encode()).digest()
+    return trace.SpanContext(
+        trace_id=int.from_bytes(digest[:16], "big") or 1,
+        span_id=int.from_bytes(digest[16:24], "big") or 1,
+        is_remote=True,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+
+
+def run_trace_id(workflow_id: str, first_run_id: str) -> str:
+    """The trace (32 hex digits) of a run started without one (see :class:`RunTracingInterceptor`).
+
+    ``first_run_id``: the run id of the first run of its chain (continue-as-new keeps it).
+    """
+    return trace.format_trace_id(_run_span_context(workflow_id, first_run_id).trace_id)
+
+
+class _RunTraceWorkflowInterceptor(TracingWorkflowInboundInterceptor):
+    """Temporal's workflow interceptor, with a trace of the run's own when it came with none."""
+
+    def _load_workflow_context_carrier(self) -> dict[str, list[str] | str] | None:
+        given = super()._load_workflow_context_carrier()
+        if given:
+            return given
+        info = workflow.info()
+        parent = trace.NonRecordingSpan(
+            _run_span_context(info.workflow_id, info.first_execution_run_id)
+        )
+        carrier: dict[str, list[str] | str] = {}
+        self.text_map_propagator.inject(carrier, trace.set_span_in_context(parent, Context()))
+        self._workflow_context_carrier = carrier
+        return carrier
+
+
+class RunTracingInterceptor(TracingInterceptor):
+    """Temporal's ``TracingInterceptor``, giving a run started without a trace one of its own.
+
+    A run started by a client that does not trace (the ``temporal`` CLI, the Web UI,
+    a plain SDK client) carries no trace context: Temporal's interceptor then records
+    no workflow span and every activity begins a trace of its own. With this one such
+    a run's spans are one trace, under a parent that is never recorded, whose ids come
+    from the run's workflow id and first run id (:func:`run_trace_id`): the same on
+    every worker and replay, and the same across continue-as-new.
+    """
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[TracingWorkflowInboundInterceptor]:
+        super().workflow_interceptor_class(input)  # registers the span-making extern
+        return _RunTraceWorkflowInterceptor
+
+
 @dataclass
 class Telemetry:
     """What :func:`configure_telemetry` set up; pass ``interceptors`` to clients and workers."""
@@ -88,7 +149,7 @@ class Telemetry:
     def interceptors(self) -> list[TracingInterceptor]:
         if self.provider is None:
             return []
-        return [TracingInterceptor(self.provider.get_tracer("onward"))]
+        return [RunTracingInterceptor(self.provider.get_tracer("onward"))]
 
     def shutdown(self) -> None:
         if self.provider is not None:

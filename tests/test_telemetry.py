@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -35,7 +36,7 @@ from onward.contracts import (
     ToolRequest,
 )
 from onward.errors import ToolRetryableError
-from onward.telemetry import configure_telemetry
+from onward.telemetry import RunTracingInterceptor, configure_telemetry, run_trace_id
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
@@ -170,6 +171,33 @@ async def test_one_run_is_one_trace_with_genai_spans(
     (failed,) = _named(spans, "execute_tool read_file")
     assert _attributes(failed)["error.type"] == "ToolError"
     assert not failed.status.is_ok
+
+
+async def test_a_run_started_without_a_trace_is_one_trace_of_its_own(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """As from the `temporal` CLI or the Web UI: no client span, no trace context."""
+    tracing = RunTracingInterceptor(provider.get_tracer("onward"))
+    worker_client = await _client(address, interceptors=[tracing])
+    starter = await _client(address)  # traces nothing
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    async with _worker(worker_client, tmp_path / "ws", telemetry) as task_queue:
+        chain = {"prompt": "what is 6 * 7?", "script": SCRIPT, "continue_as_new_after": 1}
+        handle = await starter.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(chain),
+            id=f"otel-{uuid.uuid4().hex[:12]}",
+            task_queue=task_queue,
+        )
+        assert (await handle.result()).status == "completed"
+    spans = exporter.get_finished_spans()
+    names = Counter(span.name for span in spans)
+    assert names["StartWorkflow:AgentWorkflow"] == 0  # no client span
+    assert names["RunWorkflow:AgentWorkflow"] == 2  # two runs of a chain, one trace
+    assert names["chat scripted"] == 2 and names["execute_tool calculator"] == 1
+    assert {trace.format_trace_id(span.context.trace_id) for span in spans} == {
+        run_trace_id(handle.id, handle.first_execution_run_id or "")
+    }
 
 
 def test_a_raised_tool_failure_and_a_named_response_model_are_recorded(
