@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -285,17 +286,25 @@ async def run_worker(
         await store.close()
 
 
-def _exit_unless_stopped_within(seconds: float) -> None:
-    """End this process if it has not ended ``seconds`` from now.
+class _Watchdog(threading.Event):
+    """Once set, ends this process if it has not ended ``limit_s`` later.
 
-    A daemon thread, so that it fires whatever the process waits on: the SDK's
-    worker, or the event loop's executor and the interpreter, which both wait
-    for a tool blocking a thread (see :data:`~onward.tuning.SHUTDOWN_MARGIN_S`).
+    Its daemon thread fires whatever the process waits on: the SDK's worker, or
+    the event loop's executor and the interpreter, which both wait for a tool
+    blocking a thread (see :data:`~onward.tuning.SHUTDOWN_MARGIN_S`). Started
+    before any signal: a handler that started a thread could wait for good on a
+    lock the interrupted code holds.
     """
 
-    watchdog = threading.Timer(seconds, _exit_now, [f"did not stop within {seconds:.0f} s"])
-    watchdog.daemon = True
-    watchdog.start()
+    def __init__(self, limit_s: float) -> None:
+        super().__init__()
+        self._limit_s = limit_s
+        threading.Thread(target=self._watch, name="onward-stop-watchdog", daemon=True).start()
+
+    def _watch(self) -> None:
+        self.wait()
+        time.sleep(self._limit_s)
+        _exit_now(f"did not stop within {self._limit_s:.0f} s")
 
 
 def _exit_now(why: str) -> None:
@@ -444,20 +453,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def serve() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        limit_s = settings.tuning.shutdown_timeout_s + SHUTDOWN_MARGIN_S
+        stopping = _Watchdog(limit_s)  # its thread starts now, not in a signal handler
 
-        asked: list[int] = []
-
-        def stopping(signum: int, frame: object) -> None:
+        def asked_to_stop(signum: int, frame: object) -> None:
             # A plain handler, not the loop's: it runs even while a tool blocks the loop.
-            if asked:
+            if stopping.is_set():
                 _exit_now("asked twice to stop")
-            asked.append(signum)
-            loop.call_soon_threadsafe(stop.set)
-            _exit_unless_stopped_within(settings.tuning.shutdown_timeout_s + SHUTDOWN_MARGIN_S)
+            stopping.set()
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(stop.set)
 
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, stopping)
-        await run_worker(settings, stop, trace_file=args.trace_file, registry=registry)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig, handler in previous.items():
+            if handler is not signal.SIG_IGN:  # nohup, or `&` in a script: stays ignored
+                signal.signal(sig, asked_to_stop)
+        try:
+            await run_worker(settings, stop, trace_file=args.trace_file, registry=registry)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     try:
         asyncio.run(serve())

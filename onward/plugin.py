@@ -142,7 +142,10 @@ class OnwardPlugin(SimplePlugin):
         search_attribute_names: the Onward search attributes the server has;
             None registers them on worker start (idempotent) and uses those.
         interceptors: client and worker interceptors to add, e.g. the tracing
-            interceptors of :func:`onward.telemetry.configure_telemetry`.
+            interceptors of :func:`onward.telemetry.configure_telemetry`
+            (:class:`~onward.telemetry.RunTracingInterceptor`, which also traces
+            runs started without a trace; add it or Temporal's
+            ``TracingInterceptor``, not both).
         telemetry: GenAI spans of the model and tool activities.
         store: where runs keep their conversation and full step log, and their
             memory (``remember``/``recall``); a PostgreSQL store keeps the runs'

@@ -38,6 +38,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
 from temporalio.runtime import (
@@ -85,13 +86,20 @@ class JsonLinesSpanExporter(SpanExporter):
         self._file.close()
 
 
-def _run_span_context(workflow_id: str, first_run_id: str) -> trace.SpanContext:
+_SAMPLED_EXTERN = "__onward_run_trace_sampled"
+"""The worker-side function a workflow asks whether its own trace is sampled (outside the
+sandbox: a sampler may read anything)."""
+
+
+def _run_span_context(workflow_id: str, first_run_id: str, sampled: bool) -> trace.SpanContext:
     digest = hashlib.sha256(f"{workflow_id}\x00{first_run_id}".encode()).digest()
     return trace.SpanContext(
         trace_id=int.from_bytes(digest[:16], "big") or 1,
         span_id=int.from_bytes(digest[16:24], "big") or 1,
         is_remote=True,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        trace_flags=trace.TraceFlags(
+            trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT
+        ),
     )
 
 
@@ -100,7 +108,7 @@ def run_trace_id(workflow_id: str, first_run_id: str) -> str:
 
     ``first_run_id``: the run id of the first run of its chain (continue-as-new keeps it).
     """
-    return trace.format_trace_id(_run_span_context(workflow_id, first_run_id).trace_id)
+    return trace.format_trace_id(_run_span_context(workflow_id, first_run_id, True).trace_id)
 
 
 class _RunTraceWorkflowInterceptor(TracingWorkflowInboundInterceptor):
@@ -111,8 +119,10 @@ class _RunTraceWorkflowInterceptor(TracingWorkflowInboundInterceptor):
         if given:
             return given
         info = workflow.info()
+        ids = _run_span_context(info.workflow_id, info.first_execution_run_id, True)
+        sampled = workflow.extern_functions()[_SAMPLED_EXTERN](ids.trace_id)
         parent = trace.NonRecordingSpan(
-            _run_span_context(info.workflow_id, info.first_execution_run_id)
+            _run_span_context(info.workflow_id, info.first_execution_run_id, sampled)
         )
         carrier: dict[str, list[str] | str] = {}
         self.text_map_propagator.inject(carrier, trace.set_span_in_context(parent, Context()))
@@ -128,14 +138,25 @@ class RunTracingInterceptor(TracingInterceptor):
     no workflow span and every activity begins a trace of its own. With this one such
     a run's spans are one trace, under a parent that is never recorded, whose ids come
     from the run's workflow id and first run id (:func:`run_trace_id`): the same on
-    every worker and replay, and the same across continue-as-new.
+    every worker and replay, and the same across continue-as-new (and a retry's,
+    cron's or reset's runs, which keep the first run id). Whether it is sampled is
+    the tracer's sampler's decision for a trace of that id without a parent (a
+    ``ParentBased`` sampler's root sampler), as for a run a traced client starts.
     """
 
     def workflow_interceptor_class(
         self, input: WorkflowInterceptorClassInput
     ) -> type[TracingWorkflowInboundInterceptor]:
         super().workflow_interceptor_class(input)  # registers the span-making extern
+        input.unsafe_extern_functions[_SAMPLED_EXTERN] = self._samples
         return _RunTraceWorkflowInterceptor
+
+    def _samples(self, trace_id: int) -> bool:
+        sampler: Sampler | None = getattr(self.tracer, "sampler", None)
+        if sampler is None:  # not the SDK's tracer: let it decide by the parent's flag
+            return True
+        result = sampler.should_sample(Context(), trace_id, "RunWorkflow")
+        return result.decision is Decision.RECORD_AND_SAMPLE
 
 
 @dataclass

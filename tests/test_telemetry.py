@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Tracer
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.opentelemetry import TracingInterceptor
@@ -173,10 +174,14 @@ async def test_one_run_is_one_trace_with_genai_spans(
     assert not failed.status.is_ok
 
 
+@pytest.mark.parametrize("sampled", [True, False])
 async def test_a_run_started_without_a_trace_is_one_trace_of_its_own(
-    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+    address: str, exporter: InMemorySpanExporter, tmp_path: Path, sampled: bool
 ) -> None:
-    """As from the `temporal` CLI or the Web UI: no client span, no trace context."""
+    """As from the `temporal` CLI or the Web UI: no client span, no trace context. The
+    tracer's sampler decides for the trace as for a root (ParentBased: its root sampler)."""
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON if sampled else ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracing = RunTracingInterceptor(provider.get_tracer("onward"))
     worker_client = await _client(address, interceptors=[tracing])
     starter = await _client(address)  # traces nothing
@@ -191,6 +196,9 @@ async def test_a_run_started_without_a_trace_is_one_trace_of_its_own(
         )
         assert (await handle.result()).status == "completed"
     spans = exporter.get_finished_spans()
+    if not sampled:
+        assert spans == ()
+        return
     names = Counter(span.name for span in spans)
     assert names["StartWorkflow:AgentWorkflow"] == 0  # no client span
     assert names["RunWorkflow:AgentWorkflow"] == 2  # two runs of a chain, one trace

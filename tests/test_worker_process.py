@@ -294,6 +294,33 @@ async def test_worker_stops_on_sigterm_while_waiting_for_its_server(
     assert worker.wait(timeout=15) == 0, log.read_text()
 
 
+async def test_a_signal_the_worker_inherited_as_ignored_stays_ignored(tmp_path: Path) -> None:
+    """As under `nohup` or `&` in a script: Ctrl-C is not the worker's; SIGTERM still is."""
+    log = tmp_path / "worker.log"
+    env = dict(os.environ)
+    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}", ONWARD_WORKSPACE=str(tmp_path))
+    with log.open("ab") as out:
+        worker = subprocess.Popen(
+            [sys.executable, str(REPO / "worker.py")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        await eventually(lambda: asyncio.sleep(0, "cannot reach Temporal" in log.read_text()))
+        worker.send_signal(signal.SIGINT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            worker.wait(timeout=1.0)  # still waiting for its server
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 async def test_an_unreachable_model_fails_fast_with_one_plain_log_line_per_attempt(
     client: Client, address: str, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
