@@ -375,11 +375,14 @@ def _serve_api(args: argparse.Namespace, keys: Any) -> int:
     from onward.client import OnwardClient
     from onward.plugin import ensure_search_attributes
     from onward.starter.api import ApiSettings, Limits, api_app
+    from onward.telemetry import configure_telemetry
 
     address = _address(args)
+    # Traced as the CLI is (OTEL_*, ONWARD_TRACE_FILE): a run it starts has a client span.
+    telemetry = configure_telemetry(os.environ, service_name="onward-api", set_global=False)
 
     async def connect() -> OnwardClient:
-        client: OnwardClient = await _connect(args, address, [])
+        client: OnwardClient = await _connect(args, address, telemetry.interceptors)
         # Runs are tagged with their tenant when they start: the attribute must exist.
         await ensure_search_attributes(client.temporal, client.namespace)
         return client
@@ -389,9 +392,12 @@ def _serve_api(args: argparse.Namespace, keys: Any) -> int:
     tenants = "one local tenant (no keys file)" if keys is None else "tenants from the keys file"
     say(f"Onward API on http://{args.host}:{args.port} ({tenants}); OpenAPI at /openapi.json")
     # Open event streams end on Ctrl-C after this long; clients resume with Last-Event-ID.
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3
-    )
+    try:
+        uvicorn.run(
+            app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=3
+        )
+    finally:
+        telemetry.shutdown()
     return EXIT_OK
 
 

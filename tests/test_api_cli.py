@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from temporalio.client import Client
 
 from conftest import eventually, run_onward, spawn_onward
 from onward.api_keys import ApiKeys
@@ -43,17 +44,19 @@ def free_port() -> int:
         return port
 
 
-async def test_onward_api_serves_with_keys(address: str, tmp_path: Path) -> None:
+async def test_onward_api_serves_with_keys(address: str, client: Client, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
     # A tenant of its own: other tests leave runs of theirs on the shared server.
     key = ApiKeys.add(keys_file, f"acme-{uuid.uuid4().hex[:8]}")
     port = free_port()
-    process = await spawn_onward(
-        "api",
-        "--port",
-        str(port),
-        env={"TEMPORAL_ADDRESS": address, "ONWARD_API_KEYS_FILE": str(keys_file)},
-    )
+    spans = tmp_path / "spans.jsonl"
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "ONWARD_API_KEYS_FILE": str(keys_file),
+        "ONWARD_TRACE_FILE": str(spans),
+        "ONWARD_TASK_QUEUE": f"no-worker-{uuid.uuid4().hex[:8]}",  # the run only starts
+    }
+    process = await spawn_onward("api", "--port", str(port), env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
 
@@ -66,8 +69,15 @@ async def test_onward_api_serves_with_keys(address: str, tmp_path: Path) -> None
 
             await eventually(up, timeout_s=30, interval_s=0.2)
             assert (await http.get("/v1/runs")).status_code == 401
-            mine = await http.get("/v1/runs", headers={"Authorization": f"Bearer {key}"})
+            auth = {"Authorization": f"Bearer {key}"}
+            mine = await http.get("/v1/runs", headers=auth)
             assert mine.status_code == 200 and mine.json() == []
+            created = await http.post("/v1/runs", json={"prompt": "p"}, headers=auth)
+            assert created.status_code == 202, created.text
+            await client.get_workflow_handle(created.json()["id"]).terminate("test over")
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 20)
+    # Traced like the CLI: the run it started has a client span (its spans flushed at exit).
+    names = [json.loads(line)["name"] for line in spans.read_text().splitlines()]
+    assert "StartWorkflow:AgentWorkflow" in names
