@@ -91,16 +91,10 @@ _SAMPLED_EXTERN = "__onward_run_trace_sampled"
 sandbox: a sampler may read anything)."""
 
 
-def _run_span_context(workflow_id: str, first_run_id: str, sampled: bool) -> trace.SpanContext:
+def _run_ids(workflow_id: str, first_run_id: str) -> tuple[int, int]:
+    """The trace id and parent span id of a run started without a trace."""
     digest = hashlib.sha256(f"{workflow_id}\x00{first_run_id}".encode()).digest()
-    return trace.SpanContext(
-        trace_id=int.from_bytes(digest[:16], "big") or 1,
-        span_id=int.from_bytes(digest[16:24], "big") or 1,
-        is_remote=True,
-        trace_flags=trace.TraceFlags(
-            trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT
-        ),
-    )
+    return int.from_bytes(digest[:16], "big") or 1, int.from_bytes(digest[16:24], "big") or 1
 
 
 def run_trace_id(workflow_id: str, first_run_id: str) -> str:
@@ -108,7 +102,7 @@ def run_trace_id(workflow_id: str, first_run_id: str) -> str:
 
     ``first_run_id``: the run id of the first run of its chain (continue-as-new keeps it).
     """
-    return trace.format_trace_id(_run_span_context(workflow_id, first_run_id, True).trace_id)
+    return trace.format_trace_id(_run_ids(workflow_id, first_run_id)[0])
 
 
 class _RunTraceWorkflowInterceptor(TracingWorkflowInboundInterceptor):
@@ -119,10 +113,13 @@ class _RunTraceWorkflowInterceptor(TracingWorkflowInboundInterceptor):
         if given:
             return given
         info = workflow.info()
-        ids = _run_span_context(info.workflow_id, info.first_execution_run_id, True)
-        sampled = workflow.extern_functions()[_SAMPLED_EXTERN](ids.trace_id)
+        trace_id, span_id = _run_ids(info.workflow_id, info.first_execution_run_id)
+        sampled = workflow.extern_functions()[_SAMPLED_EXTERN](trace_id)
+        flags = trace.TraceFlags.SAMPLED if sampled else trace.TraceFlags.DEFAULT
         parent = trace.NonRecordingSpan(
-            _run_span_context(info.workflow_id, info.first_execution_run_id, sampled)
+            trace.SpanContext(
+                trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(flags)
+            )
         )
         carrier: dict[str, list[str] | str] = {}
         self.text_map_propagator.inject(carrier, trace.set_span_in_context(parent, Context()))
