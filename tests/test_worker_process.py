@@ -32,11 +32,17 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def spawn(
-    args: list[str], log: Path, cwd: Path | None = None, env: dict[str, str] | None = None
+    args: list[str],
+    log: Path,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    **options: Any,
 ) -> subprocess.Popen[bytes]:
     """Start ``args`` with its output appended to ``log`` (the child keeps its own fd)."""
     with log.open("ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env, **options
+        )
 
 
 def free_port() -> int:
@@ -294,31 +300,23 @@ async def test_worker_stops_on_sigterm_while_waiting_for_its_server(
     assert worker.wait(timeout=15) == 0, log.read_text()
 
 
-async def test_a_signal_the_worker_inherited_as_ignored_stays_ignored(tmp_path: Path) -> None:
+async def test_a_signal_the_worker_inherited_as_ignored_stays_ignored(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
     """As under `nohup` or `&` in a script: Ctrl-C is not the worker's; SIGTERM still is."""
     log = tmp_path / "worker.log"
-    env = dict(os.environ)
-    env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}", ONWARD_WORKSPACE=str(tmp_path))
-    with log.open("ab") as out:
-        worker = subprocess.Popen(
-            [sys.executable, str(REPO / "worker.py")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=env,
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-        )
-    try:
-        await eventually(lambda: asyncio.sleep(0, "cannot reach Temporal" in log.read_text()))
-        worker.send_signal(signal.SIGINT)
-        with pytest.raises(subprocess.TimeoutExpired):
-            worker.wait(timeout=1.0)  # still waiting for its server
-        worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=15) == 0, log.read_text()
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+    env = worker_env(f"127.0.0.1:{free_port()}", tmp_path, "ignored")  # nothing listens there
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    worker = spawn(
+        [sys.executable, str(REPO / "worker.py")], log, REPO, env, preexec_fn=ignore_sigint
+    )
+    processes.append(worker)
+    await eventually(lambda: asyncio.sleep(0, "cannot reach Temporal" in log.read_text()))
+    worker.send_signal(signal.SIGINT)
+    with pytest.raises(subprocess.TimeoutExpired):
+        worker.wait(timeout=1.0)  # still waiting for its server
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0, log.read_text()
 
 
 async def test_an_unreachable_model_fails_fast_with_one_plain_log_line_per_attempt(
