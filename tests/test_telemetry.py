@@ -208,6 +208,63 @@ async def test_a_run_started_without_a_trace_is_one_trace_of_its_own(
     }
 
 
+async def test_tools_the_workflow_runs_get_spans_and_metrics_of_their_own(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """``wait`` and ``delegate`` run in the workflow, not in an activity: their spans
+    cover the call, once however often the workflow replays (no cache here)."""
+    buffer = MetricBuffer(100_000)
+    tracing = RunTracingInterceptor(provider.get_tracer("onward"))
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    client = await _client(address, interceptors=[tracing], runtime=runtime)
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    sub_agent = {"prompt": "add", "script": [{"text": "4"}]}
+    script = [
+        {
+            "tool_calls": [
+                {"name": "wait", "arguments": {"seconds": 0.5}},
+                {"name": "wait", "arguments": {"seconds": -1}},
+            ]
+        },
+        {"tool_calls": [{"name": "delegate", "arguments": sub_agent}]},
+        {"text": "done"},
+    ]
+    agent = {"prompt": "wait, then delegate", "tools": ["wait", "delegate"], "script": script}
+    async with _worker(client, tmp_path / "ws", telemetry, max_cached_workflows=0) as queue:
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"otel-{uuid.uuid4().hex[:12]}",
+            task_queue=queue,
+        )
+        result = await handle.result()
+    assert result.status == "completed", result.reason
+    spans = exporter.get_finished_spans()
+
+    waited, refused = sorted(
+        _named(spans, "execute_tool wait"), key=lambda s: _attributes(s)["gen_ai.tool.call.id"]
+    )
+    (delegated,) = _named(spans, "execute_tool delegate")
+    for span, call_id in [(waited, "call_1_1"), (refused, "call_1_2"), (delegated, "call_2_1")]:
+        attributes = _attributes(span)
+        assert attributes["gen_ai.operation.name"] == "execute_tool"
+        assert attributes["gen_ai.tool.call.id"] == call_id
+        assert span.start_time is not None and span.end_time is not None
+    assert waited.end_time - waited.start_time >= 500_000_000  # type: ignore[operator]
+    assert waited.status.is_ok and "error.type" not in _attributes(waited)
+    assert _attributes(refused)["error.type"] == "ToolError" and not refused.status.is_ok
+    # The sub-agent's run is in the same trace: the run is one trace, as with activities.
+    assert _named(spans, "RunWorkflow:AgentWorkflow")[1:]
+    assert len({span.context.trace_id for span in spans}) == 1
+
+    updates = buffer.retrieve_updates()
+    for name, calls, errors in [("wait", 2, 1), ("delegate", 1, 0)]:
+        labels = {"gen_ai.tool.name": name}
+        assert _total(updates, "onward.tool.calls", **labels) == calls
+        assert _total(updates, "onward.tool.errors", **labels) == errors
+        assert len(_updates(updates, "onward.tool.duration", **labels)) == calls
+
+
 def test_a_raised_tool_failure_and_a_named_response_model_are_recorded(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -97,6 +97,7 @@ with workflow.unsafe.imports_passed_through():
     from onward.errors import DEADLINE_PASSED, INVALID_INPUT, format_validation_error
     from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.store.base import transcript_id
+    from onward.telemetry import workflow_tool_span
     from onward.tool_pipeline import (
         approval_refusal,
         chosen,
@@ -292,6 +293,34 @@ def _outcome_of(task: asyncio.Task[ToolOutcome]) -> ToolOutcome:
         return task.result()
     except ActivityError as err:
         return ToolOutcome(error=f"tool call failed: {_root_message(err)}")
+
+
+async def _observed(call: ToolCall, running: Coroutine[Any, Any, ToolOutcome]) -> ToolOutcome:
+    """``running``, a call of a tool the workflow runs itself, traced and counted.
+
+    An activity's tool call gets its ``execute_tool`` span and metrics in the
+    activity (activities/telemetry.py); these get theirs here, when they end.
+    """
+    started = workflow.now()
+    labels = {"gen_ai.tool.name": call.name}
+    meter = workflow.metric_meter()  # records nothing while replaying
+    meter.create_counter("onward.tool.calls", "Tool calls made", "{call}").add(1, labels)
+    try:
+        outcome = await running
+    except BaseException as err:  # a cancel, or a failure the workflow handles
+        workflow_tool_span(call.name, call.id, started, str(err), type(err).__name__)
+        raise
+    if outcome.error is not None:
+        meter.create_counter("onward.tool.errors", "Tool calls that failed", "{call}").add(
+            1, labels
+        )
+    meter.create_histogram_float("onward.tool.duration", "Duration of tool calls", "s").record(
+        (workflow.now() - started).total_seconds(), labels
+    )
+    workflow_tool_span(
+        call.name, call.id, started, outcome.error, None if outcome.error is None else "ToolError"
+    )
+    return outcome
 
 
 def _local_tool_type(call: ToolCall, patched: bool) -> str:
@@ -1432,10 +1461,12 @@ class AgentWorkflow:
         """Start a call: inside the workflow for a workflow tool, else as an activity."""
         assert self._step is not None
         if spec.name == DELEGATE.name and self._offer_delegate:
-            return asyncio.create_task(self._delegate(call, record, self._step.step))
+            return asyncio.create_task(
+                _observed(call, self._delegate(call, record, self._step.step))
+            )
         inside = WORKFLOW_TOOLS.get(spec.name)
         if inside is not None:
-            return asyncio.create_task(inside.run(call, tool_summary(call)))
+            return asyncio.create_task(_observed(call, inside.run(call, tool_summary(call))))
         info = workflow.info()
         memory_scope = self._memory_scope()
         request = ToolRequest(
