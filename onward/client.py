@@ -313,6 +313,10 @@ class OnwardClient(SessionMethods):
     def _handle(self, run_id: str) -> AgentHandle:
         return self._client.get_workflow_handle_for(AgentWorkflow.run, run_id)
 
+    def _run_handle(self, run_id: str, execution: str) -> AgentHandle:
+        """One execution of run ``run_id`` (a run continued as new has several)."""
+        return self._client.get_workflow_handle_for(AgentWorkflow.run, run_id, run_id=execution)
+
     # -- workers ----------------------------------------------------------------------
 
     async def has_worker(self, task_queue: str | None = None) -> bool:
@@ -520,7 +524,7 @@ class OnwardClient(SessionMethods):
     async def trace(self, run_id: str) -> Trace:
         """Every model and tool call of the run: attempts, timings, tokens, cost."""
         with self._translated(run_id):
-            return await load_trace(self._handle(run_id), self._handle)
+            return await load_trace(self._handle(run_id), self._handle, self._run_handle)
 
     async def list(
         self,

@@ -140,6 +140,8 @@ class RunHistory:
     sub_agents: dict[str, RunUsage] = field(default_factory=dict)
     """What each sub-agent that ended with a result used, by workflow id (its parent's
     usage includes it, as the workflow rolls it up when the delegate call ends)."""
+    previous_run: str | None = None
+    """The run id of the run this one continued (continue-as-new); None: the first run."""
 
     @property
     def step_log(self) -> list[StepRecord]:
@@ -455,6 +457,7 @@ def _run_event(run: RunHistory, event: HistoryEvent) -> None:
         attrs = event.workflow_execution_started_event_attributes
         run.input = decode(attrs.input, AgentInput)
         run.started_at = event_time(event.event_time)
+        run.previous_run = attrs.continued_execution_run_id or None
     elif kind in _ENDINGS:
         run.ended, run.failure = _ending(event)
         run.closed_at = event_time(event.event_time)

@@ -15,7 +15,7 @@ pending-activity list.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -208,9 +208,14 @@ def build_trace(
     history: RunHistory,
     steps: list[StepRecord] | None = None,
     source: StepSource = "history",
+    earlier: Mapping[int, HistoryStep] | None = None,
 ) -> Trace:
-    """Merge a step log (``steps``; None: the history's own) with how its calls ran."""
-    by_number = {step.record.step: step for step in history.steps}
+    """Merge a step log (``steps``; None: the history's own) with how its calls ran.
+
+    ``earlier``: steps of the runs a run continued as new from, as their histories
+    show them (see :func:`load_trace`), by number.
+    """
+    by_number = {**(earlier or {}), **{step.record.step: step for step in history.steps}}
     if steps is None:
         traced = [_traced_step(step.record, step) for step in history.steps]
     else:
@@ -361,11 +366,15 @@ def trace_of(
 async def load_trace(
     handle: WorkflowHandle[Any, Any],
     children: Callable[[str], WorkflowHandle[Any, Any]] | None = None,
+    runs: Callable[[str, str], WorkflowHandle[Any, Any]] | None = None,
 ) -> Trace:
     """A run's timeline, asking a worker for the step log of a running run first.
 
     With ``children`` (a workflow id's handle), each delegate call's sub-agent is
     traced too, into its call's ``child``; a sub-agent that cannot be read is left out.
+    With ``runs`` (the handle of a workflow id's run, by run id), the steps a run
+    carried over continue-as-new get how their calls ran (times, attempts) from the
+    histories of the chain's earlier runs, as far back as the server keeps them.
     """
     description = await handle.describe()  # an unknown id fails here
     records: list[StepRecord] | None = None
@@ -382,15 +391,48 @@ async def load_trace(
     if full is not own:
         records = full  # a long run: the whole log from the store
     status = run_status(history, description)
-    trace = build_trace(description.id, description.run_id, status, history, records, source)
+    earlier = await _earlier_steps(history, description.id, records, runs) if runs else None
+    trace = build_trace(
+        description.id, description.run_id, status, history, records, source, earlier
+    )
     trace.unanswered = unanswered
     if children is not None:
-        await _trace_children(trace, children)
+        await _trace_children(trace, children, runs)
     return trace
 
 
+async def _earlier_steps(
+    history: RunHistory,
+    workflow_id: str,
+    records: list[StepRecord] | None,
+    runs: Callable[[str, str], WorkflowHandle[Any, Any]],
+) -> dict[int, HistoryStep]:
+    """The steps of ``records`` that ``history`` lacks, from the chain's earlier runs.
+
+    Read back from the run before, one history at a time, until every step is
+    found or the chain (or what the server keeps of it) ends.
+    """
+    found: dict[int, HistoryStep] = {}
+    wanted = {record.step for record in records or []}
+    wanted -= {step.record.step for step in history.steps}
+    previous = history.previous_run
+    while previous is not None and not wanted <= found.keys():
+        try:
+            earlier = await read_history(runs(workflow_id, previous))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            break  # past the namespace's retention
+        for step in earlier.steps:
+            found.setdefault(step.record.step, step)
+        previous = earlier.previous_run
+    return found
+
+
 async def _trace_children(
-    trace: Trace, children: Callable[[str], WorkflowHandle[Any, Any]]
+    trace: Trace,
+    children: Callable[[str], WorkflowHandle[Any, Any]],
+    runs: Callable[[str, str], WorkflowHandle[Any, Any]] | None,
 ) -> None:
     """Trace the sub-agents of ``trace``'s delegate calls into their calls (the tree)."""
     for step in trace.steps:
@@ -398,7 +440,7 @@ async def _trace_children(
             if call.child_id is None:
                 continue
             try:
-                call.child = await load_trace(children(call.child_id), children)
+                call.child = await load_trace(children(call.child_id), children, runs)
             except RPCError as err:
                 if err.status != RPCStatusCode.NOT_FOUND:
                     raise

@@ -35,7 +35,7 @@ from onward.starter.calls import Call, CallState, CallTrace
 from onward.starter.history import RunHistory, _Assembler, reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
 from onward.starter.timeline import trace_lines
-from onward.starter.trace import Trace, TraceStep, TraceToolCall
+from onward.starter.trace import Trace, TraceStep, TraceToolCall, load_trace
 from onward.workflows import AgentWorkflow
 from onward.workflows.agent import MODEL_RETRY_POLICY
 
@@ -625,6 +625,18 @@ async def test_a_run_continued_as_new_counts_once_in_report_and_list(
     assert traced.started_at is not None
     assert all(step.started_at >= traced.started_at for step in traced.steps if step.started_at)
     assert [step.step for step in traced.steps] == [1, 2, 3, 4, 5, 6]
+    # Each step's calls as their own execution's history shows them, the carried ones too.
+    for step in traced.steps:
+        assert step.model_call is not None and step.model_call.attempts == 1, step.step
+        assert all(c.call is not None and c.call.attempts == 1 for c in step.tool_calls)
+    # Earlier executions past the server's retention: their steps are shown without.
+    gone = await load_trace(
+        worker.client.get_workflow_handle(handle.id),
+        runs=lambda workflow_id, _: worker.client.get_workflow_handle(
+            workflow_id, run_id=str(uuid.uuid4())
+        ),
+    )
+    assert [step.model_call is not None for step in gone.steps] == [False] * 4 + [True] * 2
     # `onward list` shows the chain once, as its latest execution (not "running" ones).
     rows = await OnwardClient(worker.client).list(tenant=tenant, limit=10)
     assert [(row.status, row.steps, row.tokens) for row in rows] == [("completed", 6, 66)]
