@@ -18,7 +18,7 @@ from onward.starter.render import (
     table,
     usage_summary,
 )
-from onward.starter.trace import StepSource, Trace, TraceStep, TraceToolCall
+from onward.starter.trace import StepSource, Trace, TraceStep, TraceToolCall, waiting_for
 from onward.workflows.progress import tool_summary
 
 __all__ = ["HEADER", "trace_lines"]
@@ -84,6 +84,15 @@ def _steering_row(message: str) -> list[str]:
     return ["", "", "steer", "", "", "", "", shorten(message, RESULT_EXCERPT_CHARS)]
 
 
+_WAITING = {
+    None: "(running)",
+    "approval": "(awaiting approval)",
+    "start": "(not started)",
+    "end": "(no outcome)",
+}
+"""How a call without an outcome shows, by what it waits for (see ``waiting_for``)."""
+
+
 def _tool_row(trace: Trace, tool: TraceToolCall) -> list[str]:
     call = tool.call
     shown = tool_summary(ToolCall(id=tool.id, name=tool.name, arguments=tool.arguments))
@@ -93,7 +102,7 @@ def _tool_row(trace: Trace, tool: TraceToolCall) -> list[str]:
         outcome = "-> " + (shorten(tool.result, RESULT_EXCERPT_CHARS) or "(empty)")
         outcome += " (cache hit)" if tool.cache_hit else ""
     else:
-        outcome = "(running)"
+        outcome = _WAITING[waiting_for(tool, trace.status)]
     if call is None:  # never ran: no time, unless it was refused on the spot (0 ms)
         time = "-" if tool.duration_ms is None else _time(tool.duration_ms)
     else:

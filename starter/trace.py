@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from onward import search_attributes as sa
 from onward import steplog
 from onward.connection import DATA_CONVERTER
-from onward.contracts import RunUsage, StepRecord, ToolCallRecord, Usage
+from onward.contracts import FINAL_STATES, RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.delegation import roll_up
 from onward.starter.calls import CallTrace, failure_message
 from onward.starter.history import (
@@ -60,6 +60,7 @@ __all__ = [
     "read_history",
     "run_status",
     "trace_of",
+    "waiting_for",
 ]
 
 STEPS_QUERY_TIMEOUT = timedelta(seconds=2)
@@ -76,6 +77,11 @@ class TraceToolCall(ToolCallRecord):
     child: Trace | None = Field(
         default=None, description="the timeline of the sub-agent a delegate call started"
     )
+
+    @property
+    def pending(self) -> bool:
+        """Asked for by the model and neither started nor answered yet."""
+        return self.call is None and self.result is None and self.error is None
 
 
 class TraceStep(BaseModel):
@@ -135,6 +141,23 @@ class Trace(BaseModel):
 TraceToolCall.model_rebuild()
 
 
+def waiting_for(tool: TraceToolCall, status: str) -> Literal["approval", "start", "end"] | None:
+    """Why a pending call of a run in ``status`` has no outcome; None: it is running.
+
+    A paused run (a pause or a budget) lets the calls already running finish
+    first, so its pending calls have not started: the workflow counts a call once
+    it starts. A call that needs approval starts by waiting for it. A run that
+    ended with calls pending (a terminate, a timeout) gave them no outcome.
+    """
+    if not tool.pending:
+        return None
+    if status == "awaiting_approval":
+        return "approval"
+    if status in ("paused", "budget_paused"):
+        return "start"
+    return "end" if status in FINAL_STATES else None
+
+
 def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
     calls = history.tool_calls if history else {}
     fields = record.model_dump(exclude={"tool_calls"})
@@ -154,7 +177,7 @@ def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
     )
 
 
-def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
+def _usage(history: RunHistory, steps: list[TraceStep], status: str) -> RunUsage:
     """What a run without a result has used, summed from its steps."""
     if history.result is not None:
         return history.result.usage
@@ -167,7 +190,9 @@ def _usage(history: RunHistory, steps: list[TraceStep]) -> RunUsage:
         input_tokens=tokens_in,
         output_tokens=tokens_out,
         total_tokens=tokens_in + tokens_out,
-        tool_calls=sum(len(step.tool_calls) for step in steps),
+        tool_calls=sum(
+            waiting_for(call, status) != "start" for step in steps for call in step.tool_calls
+        ),
         model_calls=len(answered),
         steps=len(finished),
         cost_usd=round(sum(step.cost_usd or 0.0 for step in steps), 8),
@@ -240,7 +265,7 @@ def build_trace(
         # steps are timed from there, not before this execution's start.
         started_at=agent.carry.started_at if agent and agent.carry else history.started_at,
         closed_at=history.closed_at,
-        usage=_usage(history, traced),
+        usage=_usage(history, traced, status),
         steps=traced,
         in_flight=list(history.in_flight),
         cut_off=list(history.cut_off),

@@ -247,6 +247,16 @@ def test_trace_lines_name_the_sub_agent_whose_call_was_cut_off() -> None:
     ]
 
 
+def test_a_call_a_closed_run_left_pending_shows_no_outcome() -> None:
+    trace = Trace(workflow_id="run-1", status="terminated", source="history", usage=RunUsage())
+    pending = TraceToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})
+    trace.steps.append(TraceStep(step=1, tool_calls=[pending]))
+
+    (row,) = [line for line in trace_lines(trace) if "calculator(" in line]
+
+    assert row.endswith("(no outcome)")
+
+
 def test_since_and_percentiles() -> None:
     now = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
     assert parse_since("1h", now) == now - timedelta(hours=1)
@@ -420,6 +430,53 @@ async def test_terminated_run_has_nothing_in_flight(address: str, worker: Runnin
     assert "cut off: step 1 · model scripted (never answered)" in human.stdout
     assert "no worker answered" not in human.stdout  # no query is asked of a closed run
     assert steps.code == 0 and steps.stderr == ""
+
+
+TWO_SUMS = {
+    "text": "two sums",
+    "tool_calls": [
+        {"name": "calculator", "arguments": {"expression": "1+1"}},
+        {"name": "calculator", "arguments": {"expression": "2+2"}},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("options", "state", "shown", "counted"),
+    [
+        # The budget pauses the turn after its first call: the second waits to start.
+        ({"budget": {"max_tool_calls": 1, "on_exceeded": "pause"}}, "budget_paused",
+         ["-> 2", "(not started)"], 1),
+        # Both calls started, and wait for a decision.
+        ({"approve_tools": ["calculator"]}, "awaiting_approval",
+         ["(awaiting approval)", "(awaiting approval)"], 2),
+    ],
+)  # fmt: skip
+async def test_a_call_waiting_to_start_or_for_approval_shows_what_it_waits_for(
+    worker: RunningWorker,
+    options: dict[str, Any],
+    state: str,
+    shown: list[str],
+    counted: int,
+) -> None:
+    script = [TWO_SUMS, {"text": "2 and 4"}]
+    handle = await worker.start(
+        {"prompt": "add", "tools": ["calculator"], "script": script, **options}
+    )
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+
+    async def waiting() -> bool:
+        return (await client.status(handle.id)).state == state
+
+    await eventually(waiting)
+    trace = await client.trace(handle.id)
+    (step,) = trace.steps
+    rows = [line for line in trace_lines(trace) if "calculator(" in line]
+    assert len(rows) == len(shown) and all(map(str.endswith, rows, shown)), rows
+    assert step.tool_calls[-1].pending
+    # As the run counts them: a call is made once it starts.
+    assert trace.usage.tool_calls == counted == (await client.status(handle.id)).usage.tool_calls
+    await client.cancel(handle.id)
 
 
 async def test_a_model_call_cut_off_by_cancel_shows_in_trace(
