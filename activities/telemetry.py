@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.common import MetricMeter
 
 from onward.contracts import ModelRequest, ModelResponse, ToolOutcome, ToolRequest, provider_of
+from onward.tool_telemetry import record_tool_call, tool_span_attributes
 
 __all__ = ["ActivityTelemetry", "ChatRecorder"]
 
@@ -163,12 +164,7 @@ class ActivityTelemetry:
     @contextmanager
     def tool(self, request: ToolRequest) -> Iterator[list[ToolOutcome]]:
         """An ``execute_tool`` span around one tool call; append the outcome to the yielded list."""
-        attributes: dict[str, str | int | float | bool] = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": request.name,
-            "gen_ai.tool.call.id": request.call_id,
-            "gen_ai.tool.type": "function",
-        }
+        attributes = tool_span_attributes(request.name, request.call_id)
         if self._content:
             attributes["gen_ai.tool.call.arguments"] = json.dumps(request.arguments)
         outcomes: list[ToolOutcome] = []
@@ -189,15 +185,4 @@ class ActivityTelemetry:
                     span.set_status(Status(StatusCode.ERROR, outcome.error))
                 elif outcome is not None and self._content:
                     span.set_attribute("gen_ai.tool.call.result", outcome.content)
-                meter = _meter()
-                labels: dict[str, str | int | float | bool] = {"gen_ai.tool.name": request.name}
-                meter.create_counter("onward.tool.calls", "Tool calls made", "{call}").add(
-                    1, labels
-                )
-                if failed:
-                    meter.create_counter(
-                        "onward.tool.errors", "Tool calls that failed", "{call}"
-                    ).add(1, labels)
-                meter.create_histogram_float(
-                    "onward.tool.duration", "Duration of tool calls", "s"
-                ).record(time.monotonic() - started, labels)
+                record_tool_call(_meter(), request.name, time.monotonic() - started, failed)

@@ -23,8 +23,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -53,6 +52,8 @@ from temporalio.runtime import (
 )
 from temporalio.worker import WorkflowInterceptorClassInput
 
+from onward.tool_telemetry import TOOL_SPAN_EXTERN, WorkflowToolSpan, tool_span_attributes
+
 __all__ = [
     "JsonLinesSpanExporter",
     "RunTracingInterceptor",
@@ -61,7 +62,6 @@ __all__ = [
     "run_trace_id",
     "temporal_runtime",
     "trace_content_enabled",
-    "workflow_tool_span",
 ]
 
 log = logging.getLogger("onward.telemetry")
@@ -92,23 +92,6 @@ class JsonLinesSpanExporter(SpanExporter):
 _SAMPLED_EXTERN = "__onward_run_trace_sampled"
 """The worker-side function a workflow asks whether its own trace is sampled (outside the
 sandbox: a sampler may read anything)."""
-_TOOL_SPAN_EXTERN = "__onward_workflow_tool_span"
-"""The worker-side function that records a span of a tool the workflow ran itself."""
-
-_Carrier = dict[str, list[str] | str]
-
-
-@dataclass(frozen=True)
-class _ToolSpan:
-    """An ``execute_tool`` span of a workflow tool, as the workflow hands it to the worker."""
-
-    carrier: _Carrier
-    name: str
-    call_id: str
-    start_ns: int
-    end_ns: int
-    error: str | None
-    error_type: str | None
 
 
 def _run_ids(workflow_id: str, first_run_id: str) -> tuple[int, int]:
@@ -146,41 +129,6 @@ class _RunTraceWorkflowInterceptor(TracingWorkflowInboundInterceptor):
         self._workflow_context_carrier = carrier
         return carrier
 
-    def tool_span(self, span: _ToolSpan) -> None:
-        carrier: _Carrier = {}
-        self.text_map_propagator.inject(carrier)  # the workflow's context: its trace
-        workflow.extern_functions()[_TOOL_SPAN_EXTERN](replace(span, carrier=carrier))
-
-
-def workflow_tool_span(
-    name: str, call_id: str, started: datetime, error: str | None, error_type: str | None
-) -> None:
-    """Record an ``execute_tool`` span of a tool call the workflow ran itself (wait, delegate).
-
-    Called by workflow code when the call has ended, ``started`` being the workflow
-    time it began: the span covers the call (a wait of an hour lasts an hour), as an
-    activity's tool span does. Recorded only when the worker traces with
-    :class:`RunTracingInterceptor` (what :func:`configure_telemetry` gives), and, as
-    Temporal's own workflow spans, not again while replaying.
-    """
-    if workflow.unsafe.is_replaying():
-        return
-    interceptor = TracingWorkflowInboundInterceptor._from_context()
-    if not isinstance(interceptor, _RunTraceWorkflowInterceptor):
-        return
-    end = workflow.now()
-    interceptor.tool_span(
-        _ToolSpan(
-            carrier={},
-            name=name,
-            call_id=call_id,
-            start_ns=int(started.timestamp() * 1e9),
-            end_ns=int(end.timestamp() * 1e9),
-            error=error,
-            error_type=error_type,
-        )
-    )
-
 
 class RunTracingInterceptor(TracingInterceptor):
     """Temporal's ``TracingInterceptor``, giving a run started without a trace one of its own.
@@ -201,21 +149,15 @@ class RunTracingInterceptor(TracingInterceptor):
     ) -> type[TracingWorkflowInboundInterceptor]:
         super().workflow_interceptor_class(input)  # registers the span-making extern
         input.unsafe_extern_functions[_SAMPLED_EXTERN] = self._samples
-        input.unsafe_extern_functions[_TOOL_SPAN_EXTERN] = self._tool_span
+        input.unsafe_extern_functions[TOOL_SPAN_EXTERN] = self._tool_span
         return _RunTraceWorkflowInterceptor
 
-    def _tool_span(self, given: _ToolSpan) -> None:
-        # The attributes of an activity's tool span (activities/telemetry.py).
-        attributes: dict[str, str | bool] = {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": given.name,
-            "gen_ai.tool.call.id": given.call_id,
-            "gen_ai.tool.type": "function",
-            "onward.workflow_tool": True,
-        }
+    def _tool_span(self, given: WorkflowToolSpan) -> None:
+        # Called from workflow code, in its context: the span's parent is the run's.
+        attributes = tool_span_attributes(given.name, given.call_id)
+        attributes["onward.workflow_tool"] = True
         span = self.tracer.start_span(
             f"execute_tool {given.name}",
-            self.text_map_propagator.extract(given.carrier),
             kind=SpanKind.INTERNAL,
             attributes=attributes,
             start_time=given.start_ns,

@@ -97,7 +97,6 @@ with workflow.unsafe.imports_passed_through():
     from onward.errors import DEADLINE_PASSED, INVALID_INPUT, format_validation_error
     from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.store.base import transcript_id
-    from onward.telemetry import workflow_tool_span
     from onward.tool_pipeline import (
         approval_refusal,
         chosen,
@@ -106,6 +105,7 @@ with workflow.unsafe.imports_passed_through():
         unknown_approve_tools,
         unknown_tool,
     )
+    from onward.tool_telemetry import TOOL_SPAN_EXTERN, WorkflowToolSpan, record_tool_call
     from onward.tuning import WORKFLOW_SANDBOX
     from onward.workflow_tools import WORKFLOW_TOOLS
     from onward.workflows.inputs import Given
@@ -295,32 +295,49 @@ def _outcome_of(task: asyncio.Task[ToolOutcome]) -> ToolOutcome:
         return ToolOutcome(error=f"tool call failed: {_root_message(err)}")
 
 
-async def _observed(call: ToolCall, running: Coroutine[Any, Any, ToolOutcome]) -> ToolOutcome:
-    """``running``, a call of a tool the workflow runs itself, traced and counted.
+async def _observed(
+    call: ToolCall, running: Callable[[], Coroutine[Any, Any, ToolOutcome]]
+) -> ToolOutcome:
+    """``running()``, a call of a tool the workflow runs itself, traced and counted.
 
     An activity's tool call gets its ``execute_tool`` span and metrics in the
     activity (activities/telemetry.py); these get theirs here, when they end.
+    The coroutine is made here, so a task cancelled before it began leaves none
+    unawaited. Only a call that ends in the workflow's loop is recorded: not one
+    whose coroutine is closed when a worker drops the run from its cache.
     """
     started = workflow.now()
-    labels = {"gen_ai.tool.name": call.name}
-    meter = workflow.metric_meter()  # records nothing while replaying
-    meter.create_counter("onward.tool.calls", "Tool calls made", "{call}").add(1, labels)
     try:
-        outcome = await running
-    except BaseException as err:  # a cancel, or a failure the workflow handles
-        workflow_tool_span(call.name, call.id, started, str(err), type(err).__name__)
+        outcome = await running()
+    except (Exception, asyncio.CancelledError) as err:  # a cancel, the run's end
+        _record_workflow_tool(call, started, str(err), type(err).__name__)
         raise
-    if outcome.error is not None:
-        meter.create_counter("onward.tool.errors", "Tool calls that failed", "{call}").add(
-            1, labels
-        )
-    meter.create_histogram_float("onward.tool.duration", "Duration of tool calls", "s").record(
-        (workflow.now() - started).total_seconds(), labels
-    )
-    workflow_tool_span(
-        call.name, call.id, started, outcome.error, None if outcome.error is None else "ToolError"
-    )
+    failed = None if outcome.error is None else "ToolError"
+    _record_workflow_tool(call, started, outcome.error, failed)
     return outcome
+
+
+def _record_workflow_tool(
+    call: ToolCall, started: datetime, error: str | None, error_type: str | None
+) -> None:
+    """A workflow tool call's span (when the worker traces) and metrics, once: not on replay."""
+    if workflow.unsafe.is_replaying():
+        return
+    ended = workflow.now()
+    seconds = (ended - started).total_seconds()
+    record_tool_call(workflow.metric_meter(), call.name, seconds, error_type is not None)
+    record_span = workflow.extern_functions().get(TOOL_SPAN_EXTERN)
+    if record_span is not None:
+        record_span(
+            WorkflowToolSpan(
+                name=call.name,
+                call_id=call.id,
+                start_ns=int(started.timestamp() * 1e9),
+                end_ns=int(ended.timestamp() * 1e9),
+                error=error,
+                error_type=error_type,
+            )
+        )
 
 
 def _local_tool_type(call: ToolCall, patched: bool) -> str:
@@ -1461,12 +1478,12 @@ class AgentWorkflow:
         """Start a call: inside the workflow for a workflow tool, else as an activity."""
         assert self._step is not None
         if spec.name == DELEGATE.name and self._offer_delegate:
-            return asyncio.create_task(
-                _observed(call, self._delegate(call, record, self._step.step))
-            )
+            step = self._step.step
+            return asyncio.create_task(_observed(call, lambda: self._delegate(call, record, step)))
         inside = WORKFLOW_TOOLS.get(spec.name)
         if inside is not None:
-            return asyncio.create_task(_observed(call, inside.run(call, tool_summary(call))))
+            run = inside.run
+            return asyncio.create_task(_observed(call, lambda: run(call, tool_summary(call))))
         info = workflow.info()
         memory_scope = self._memory_scope()
         request = ToolRequest(
