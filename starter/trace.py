@@ -441,7 +441,9 @@ async def _earlier_steps(
     wanted = {record.step for record in records or []}
     wanted -= {step.record.step for step in history.steps}
     previous = history.previous_run
-    while previous is not None and not wanted <= found.keys():
+    seen: set[str] = set()
+    while previous is not None and previous not in seen and not wanted <= found.keys():
+        seen.add(previous)
         try:
             earlier = await read_history(runs(workflow_id, previous))
         except RPCError as err:
