@@ -23,10 +23,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Tracer
-from temporalio.client import Client, Interceptor
+from temporalio.client import Client, Interceptor, WorkflowFailureError
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, TelemetryConfig
 
+from conftest import eventually
 from onward.activities.telemetry import ActivityTelemetry
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
@@ -263,6 +264,43 @@ async def test_tools_the_workflow_runs_get_spans_and_metrics_of_their_own(
         assert _total(updates, "onward.tool.calls", **labels) == calls
         assert _total(updates, "onward.tool.errors", **labels) == errors
         assert len(_updates(updates, "onward.tool.duration", **labels)) == calls
+
+
+async def test_a_workflow_tool_call_the_run_cancels_is_a_failed_call(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """As an activity's call interrupted by a cancel: counted, failed and timed."""
+    buffer = MetricBuffer(100_000)
+    tracing = RunTracingInterceptor(provider.get_tracer("onward"))
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    client = await _client(address, interceptors=[tracing], runtime=runtime)
+    script = [{"tool_calls": [{"name": "wait", "arguments": {"seconds": 3600}}]}]
+    agent = {"prompt": "wait an hour", "tools": ["wait"], "script": script}
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    async with _worker(client, tmp_path / "ws", telemetry) as queue:
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"otel-{uuid.uuid4().hex[:12]}",
+            task_queue=queue,
+        )
+
+        async def waiting() -> bool:
+            status = await handle.query(AgentWorkflow.status)
+            return status.usage.tool_calls == 1
+
+        await eventually(waiting)
+        await handle.cancel()  # a native cancel: the run ends, the wait with it
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+
+    (waited,) = _named(exporter.get_finished_spans(), "execute_tool wait")
+    assert _attributes(waited)["error.type"] == "CancelledError"
+    updates = buffer.retrieve_updates()
+    labels = {"gen_ai.tool.name": "wait"}
+    assert _total(updates, "onward.tool.calls", **labels) == 1
+    assert _total(updates, "onward.tool.errors", **labels) == 1
+    assert len(_updates(updates, "onward.tool.duration", **labels)) == 1
 
 
 def test_a_raised_tool_failure_and_a_named_response_model_are_recorded(
