@@ -146,11 +146,10 @@ async def test_over_the_open_runs_limit_is_429_with_retry_after(
 async def test_over_the_daily_budget_ceiling_is_429(worker: RunningWorker, tmp_path: Path) -> None:
     keys_file = tmp_path / "keys.json"
     key = ApiKeys.add(keys_file, "frugal")
-    # 1000 input tokens at $1000 per million: $1 a run, against a ceiling of $0.50.
+    # A million input tokens at the workers' $1 per million: $1 a run, against $0.50.
     priced = {
         "prompt": "p",
-        "script": [{"text": "ok", "usage": {"input_tokens": 1000, "output_tokens": 0}}],
-        "pricing": {"input_per_mtok": 1000, "output_per_mtok": 0},
+        "script": [{"text": "ok", "usage": {"input_tokens": 1_000_000, "output_tokens": 0}}],
     }
     async with (
         tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=0.5)) as base,
@@ -177,7 +176,7 @@ async def test_a_sub_agents_cost_counts_once_against_the_ceiling(
 ) -> None:
     keys_file = tmp_path / "keys.json"
     key = ApiKeys.add(keys_file, "delegating")
-    dollar = {"input_tokens": 1000, "output_tokens": 0}  # $1 at the price below
+    dollar = {"input_tokens": 1_000_000, "output_tokens": 0}  # $1 at the workers' price
     delegating = {
         "prompt": "p",
         "tools": ["delegate"],
@@ -193,7 +192,6 @@ async def test_a_sub_agents_cost_counts_once_against_the_ceiling(
             },
             {"text": "done", "usage": dollar},
         ],
-        "pricing": {"input_per_mtok": 1000, "output_per_mtok": 0},
     }
     async with (
         tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=10)) as base,
@@ -214,3 +212,81 @@ async def test_a_sub_agents_cost_counts_once_against_the_ceiling(
         assert second.status_code == 202
         capped = (await http.get(second.json()["status_url"], headers=bearer(key))).json()
         assert capped["budget"]["max_cost_usd"] == 7.0  # $10 less $3, not less $4
+
+
+async def test_input_onward_sets_itself_is_refused(worker: RunningWorker, tmp_path: Path) -> None:
+    """A client could reach another run's transcript or files, or round its budget."""
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, "curious")
+    carry = {
+        "transcript": "someone-else@0190",
+        "messages": 0,
+        "steps_total": 0,
+        "usage": {},
+        "budget": {"max_tool_calls": 100},
+        "started_at": "2026-01-01T00:00:00Z",
+    }
+    forged = {
+        "carry": carry,
+        "conversation": {"transcript": "someone-else@0190", "messages": 2},
+        "delegation_depth": 1,
+        "workspace": "someone-else",
+    }
+    async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
+        for name, value in forged.items():
+            body = {"prompt": "p", "budget": {"max_tool_calls": 1}, name: value}
+            answer = await http.post("/v1/runs", json=body, headers=bearer(key))
+            assert answer.status_code == 422, (name, answer.text)
+            assert answer.json()["error"]["message"].startswith(f"{name}: "), answer.text
+        session = await http.post("/v1/sessions", json={"carry": {}}, headers=bearer(key))
+        assert session.status_code == 422 and "carry" in session.json()["error"]["message"]
+        assert not [run async for run in worker.client.list_workflows('OnwardTenant = "curious"')]
+
+
+async def test_under_a_spending_ceiling_runs_are_priced_by_the_workers(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    """A run's own pricing (nothing a token, say) would spend past the ceiling unseen."""
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, "thrifty")
+    free = {"prompt": "p", "pricing": {"input_per_mtok": 0, "output_per_mtok": 0}}
+    async with (
+        tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=1)) as base,
+        httpx.AsyncClient(base_url=base) as http,
+    ):
+        for path, body in [("/v1/runs", free), ("/v1/sessions", {"pricing": free["pricing"]})]:
+            answer = await http.post(path, json=body, headers=bearer(key))
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["error"]["message"].startswith("pricing: ")
+    # Without a ceiling a tenant's prices only price its own runs.
+    async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
+        answer = await http.post("/v1/runs", json=free, headers=bearer(key))
+        assert answer.status_code == 202, answer.text
+
+
+async def test_a_session_message_counts_against_the_open_runs_limit(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"chatty-{uuid.uuid4().hex[:8]}")
+    slow = {"prompt": "p", "script": [{"text": "slow", "delay_s": 30}]}
+    async with (
+        tenants_api(worker, keys_file, Limits(max_runs=1)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        session = await http.post("/v1/sessions", json={"tools": []}, headers=bearer(key))
+        assert session.status_code == 201, session.text
+        run = await http.post("/v1/runs", json=slow, headers=bearer(key))
+        assert run.status_code == 202
+        message = {"message": "hi"}
+        over = await http.post(session.json()["messages_url"], json=message, headers=bearer(key))
+        assert over.status_code == 429, over.text
+        assert over.json()["error"]["type"] == "TooManyRuns"
+        await http.post(f"{run.json()['status_url']}/cancel", headers=bearer(key))
+
+        async def answered() -> bool:
+            url = session.json()["messages_url"]
+            return (await http.post(url, json=message, headers=bearer(key))).status_code == 200
+
+        await eventually(answered, timeout_s=30, interval_s=0.5)
+        await http.post(session.json()["close_url"], headers=bearer(key))

@@ -59,6 +59,7 @@ from onward.starter.api.models import (
     RunSummary,
     StateAnswer,
     SteerBody,
+    check_client_input,
 )
 from onward.starter.api.sessions import RunKind, session_routes
 from onward.starter.api.tenants import Limits, Tenant, TenantGate, authenticate
@@ -309,8 +310,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     @app.post("/v1/runs", status_code=202, response_model=RunCreated, responses=_ERRORS)
     async def submit(body: RunRequest, tenant: Tenant, response: Response) -> RunCreated:
         """Start a run (answers at once); the same ``idempotency_key`` gives the same run."""
-        if body.tenant is not None and body.tenant != tenant:
-            raise InvalidInput("tenant: runs belong to the API key's tenant; leave it out")
+        check_client_input(body, tenant, "run", gate().limits.max_cost_usd_per_day is not None)
         agent = body.agent_input(tenant)
         run_id = new_run_id()
         if body.idempotency_key is not None:

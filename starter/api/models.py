@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from onward.contracts import AgentInput, AgentState, CancelRequest, SessionInput, SteerRequest
+from onward.errors import InvalidInput
 
 __all__ = [
     "ApiError",
@@ -25,8 +26,45 @@ __all__ = [
     "SessionCreated",
     "StateAnswer",
     "SteerBody",
+    "check_client_input",
     "session_input",
 ]
+
+SET_BY_ONWARD = {
+    "carry": "set by the workflow itself when it continues as new",
+    "conversation": "set by a session for each message's run",
+    "delegation_depth": "set by the delegate tool",
+    "workspace": "named only by a sub-agent, which the delegate tool starts",
+}
+"""Input fields Onward sets itself. From a client they would reach past its own run: into
+another run's transcript (``carry``, ``conversation``) or files (``workspace``), or round
+its budget (``carry``)."""
+
+
+def check_client_input(
+    body: AgentInput | SessionInput, tenant: str, kind: str, spend_capped: bool
+) -> None:
+    """Refuse what an API client may not set in a run's or session's input.
+
+    Its tenant is its API key's; the fields Onward sets itself are not its to set;
+    and where the API caps what a tenant spends a day (``spend_capped``), its own
+    ``pricing`` would make its runs cost what it says (nothing, say): prices are
+    then the workers' pricing table's.
+
+    Raises:
+        InvalidInput: naming the field.
+    """
+    if body.tenant is not None and body.tenant != tenant:
+        raise InvalidInput(f"tenant: {kind}s belong to the API key's tenant; leave it out")
+    fields = type(body).model_fields
+    for name, why in SET_BY_ONWARD.items():
+        if name in fields and getattr(body, name) != fields[name].default:
+            raise InvalidInput(f"{name}: {why}, not by clients")
+    if spend_capped and body.pricing is not None:
+        raise InvalidInput(
+            "pricing: this API caps what a tenant spends a day; runs are priced by the "
+            "workers' pricing table, so leave it out"
+        )
 
 
 class RunRequest(AgentInput):

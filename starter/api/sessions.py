@@ -27,7 +27,13 @@ from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
 from onward.starter.api import params
 from onward.starter.api.events import RunEvent, run_events
-from onward.starter.api.models import ControlAnswer, ErrorBody, SessionCreated, session_input
+from onward.starter.api.models import (
+    ControlAnswer,
+    ErrorBody,
+    SessionCreated,
+    check_client_input,
+    session_input,
+)
 from onward.starter.api.tenants import Tenant, TenantGate
 
 __all__ = ["EVENTS_PER_MESSAGE", "MAX_MESSAGE", "RunKind", "session_events", "session_routes"]
@@ -94,10 +100,8 @@ def session_routes(
         body: SessionInput, tenant: Tenant, response: Response
     ) -> SessionCreated:
         """Open a session (the session input: ``AgentInput``'s fields but the prompt)."""
-        if body.tenant is not None and body.tenant != tenant:
-            raise InvalidInput("tenant: sessions belong to the API key's tenant; leave it out")
-        if body.carry is not None:
-            raise InvalidInput("carry: set by the session itself, not by clients")
+        capped = gate().limits.max_cost_usd_per_day is not None
+        check_client_input(body, tenant, "session", capped)
         session = session_input(body, tenant)
         session_id = new_session_id()
         async with gate().lock(tenant):
@@ -107,8 +111,9 @@ def session_routes(
             ):
                 budget = session.budget.model_copy(update={"max_cost_usd": round(remaining, 8)})
                 session = session.model_copy(update={"budget": budget})
+            # Not counted as an open run itself (it is none, and visibility does not
+            # list it as one): each message's run is, when the message is sent.
             await onward().open_session(session, session_id, tag_tenant=True)
-            gate().started(tenant, session_id)
         url = f"/v1/sessions/{session_id}"
         response.headers["Location"] = url
         return SessionCreated(
@@ -127,6 +132,9 @@ def session_routes(
     ) -> SessionReply:
         """Send a user message (``{"message"}``); answers the reply once the agent has one."""
         await owned(session_id, tenant, "session")
+        # The message's run is one more run of the tenant's: its limits apply.
+        async with gate().lock(tenant):
+            await gate().check(tenant)
         return await onward().send_message(session_id, body.message)
 
     @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)
