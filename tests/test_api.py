@@ -14,6 +14,7 @@ from api_server import read_events, serving
 from conftest import RunningWorker, eventually
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, api_app
+from onward.starter.api.events import CHAIN_EVENTS
 
 ONE_PLUS_ONE = {"name": "calculator", "arguments": {"expression": "1+1"}}
 CALC_SCRIPT: list[dict[str, Any]] = [
@@ -93,6 +94,30 @@ async def test_resuming_with_last_event_id_loses_and_repeats_nothing(
     # The same with the query parameter browsers' EventSource cannot send as a header.
     again = await read_events(api, f"{created['events_url']}?after={first[1].id}")
     assert again == whole[2:]
+
+
+async def test_the_events_of_a_run_that_continues_as_new_follow_its_chain(
+    api: httpx.AsyncClient,
+) -> None:
+    """Three executions: every step streams live, ids go on increasing, and a reader
+    resumes in whichever execution its Last-Event-ID names, or reads it all again."""
+    script = [{**turn, "delay_s": 0.2} for turn in CALC_SCRIPT]
+    body = {"prompt": "p", "script": script, "continue_as_new_after": 1}
+    created = (await api.post("/v1/runs", json=body)).json()
+    live = await read_events(api, created["events_url"])
+    assert [e.data["step"] for e in live if e.event == "model"] == [1, 2, 3]
+    finished = sorted((e.data["step"], e.data["name"]) for e in live if e.event == "tool_result")
+    assert finished == [(1, "calculator"), (2, "calculator"), (2, "write_file")]
+    ids = [event.id for event in live]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert live[-1].event == "result" and live[-1].data["output"] == "55"
+    assert live[-1].id > 2 * CHAIN_EVENTS  # the third execution's
+
+    whole = await read_events(api, created["events_url"])  # ended: from the first execution
+    assert whole == live
+    second = next(i for i, e in enumerate(live) if e.id > CHAIN_EVENTS)
+    resumed = await read_events(api, f"{created['events_url']}?after={live[second].id}")
+    assert resumed == live[second + 1 :]
 
 
 async def test_result_is_409_while_running_and_waits_with_wait(api: httpx.AsyncClient) -> None:

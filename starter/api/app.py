@@ -290,7 +290,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     def events_of(run_id: str, after: int) -> AsyncIterator[RunEvent]:
         client = onward()
         return run_events(
-            client.temporal.get_workflow_handle(run_id),
+            client.temporal,
+            run_id,
             after=after,
             outcome=lambda: client.result(run_id),
             converter=client.temporal.data_converter,

@@ -30,13 +30,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from temporalio.api.common.v1 import Payload, SearchAttributes
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHistoryEventFilterType
 from temporalio.contrib.workflow_streams import PublishInput
 from temporalio.converter import DataConverter, decode_typed_search_attributes
 
@@ -45,6 +45,7 @@ from onward import search_attributes as sa
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     TOKENS_TOPIC,
+    AgentCarry,
     AgentInput,
     AgentResult,
     Budget,
@@ -61,7 +62,7 @@ from onward.starter.calls import Call, CallPairing, decode, decode_one
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
 from onward.starter.sealed import opened_events
 
-__all__ = ["EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"]
+__all__ = ["CHAIN_EVENTS", "EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"]
 
 EVENT_TYPES = (
     "state",
@@ -78,6 +79,9 @@ EVENT_TYPES = (
 )
 WARN_AT = 0.8
 """A ``budget_warning`` is sent once a limit is this much used."""
+CHAIN_EVENTS = 1_000_000
+"""API ids per execution of a chain (continue-as-new): more than a run's history holds
+(Temporal ends a run at 51,200 events; Onward's continue long before) times ``_PER_EVENT``."""
 _PER_EVENT = 10
 """API ids per history event: ``history id * 10 + n``; the result takes ``n = 9``."""
 _RESULT_SLOT = 9
@@ -119,6 +123,14 @@ class RunEvent:
 Item = tuple[str, dict[str, Any]]
 
 
+def _pairing() -> CallPairing:
+    """Pairs a run's calls with their outcomes: the model's, the tools' and the webhook's."""
+    return CallPairing(
+        {**REQUEST_TYPES, "deliver_webhook": WebhookDelivery},
+        {**RESULT_TYPES, "deliver_webhook": WebhookOutcome},
+    )
+
+
 @dataclass
 class EventTranslator:
     """Turns a run's history events, fed in order, into API events."""
@@ -126,12 +138,9 @@ class EventTranslator:
     budget: Budget = field(default_factory=Budget)
     closed: bool = False
     result: AgentResult | None = None
-    _pairing: CallPairing = field(
-        default_factory=lambda: CallPairing(
-            {**REQUEST_TYPES, "deliver_webhook": WebhookDelivery},
-            {**RESULT_TYPES, "deliver_webhook": WebhookOutcome},
-        )
-    )
+    continued_as: str | None = None
+    """The run id of the execution this one continued as (None: it has not)."""
+    _pairing: CallPairing = field(default_factory=lambda: _pairing())
     _state: str | None = None
     _used: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_LIMITS, 0.0))
     _warned: set[tuple[str, float]] = field(default_factory=set)
@@ -151,6 +160,12 @@ class EventTranslator:
             for n, (name, data) in enumerate(items)
         ]
 
+    def next_execution(self) -> None:
+        """Go on with the next execution of a chain: its calls and ids are its own."""
+        self.closed, self.result, self.continued_as = False, None, None
+        self._pairing = _pairing()
+        self._tool_names, self._started, self._ended = {}, set(), set()
+
     def result_event(self, event_id: int, result: AgentResult) -> RunEvent:
         """The last event: the run's result, on the history event that closed the run."""
         return RunEvent(
@@ -166,6 +181,8 @@ class EventTranslator:
             agent = decode(started.input, AgentInput)
             if isinstance(agent, AgentInput):
                 self.budget = agent.budget
+                if agent.carry is not None:  # a continued run: the chain's so far
+                    self._carried(agent.carry)
             # OnwardClient starts a run with its first status (the run upserts it otherwise).
             return self._state_of(started.search_attributes)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
@@ -184,12 +201,24 @@ class EventTranslator:
                 return self._token_events(decode(signal.input, PublishInput))
         elif kind in _RUN_CLOSED:
             self.closed = True
+            if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+                continued = event.workflow_execution_continued_as_new_event_attributes
+                self.continued_as = continued.new_execution_run_id or None
             if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
                 found = decode(
                     event.workflow_execution_completed_event_attributes.result, AgentResult
                 )
                 self.result = found if isinstance(found, AgentResult) else None
         return []
+
+    def _carried(self, carry: AgentCarry) -> None:
+        """Budget and usage of the chain so far; warnings it has had are not sent again."""
+        self.budget = carry.budget
+        usage = carry.usage
+        used = (usage.total_tokens, usage.cost_usd, usage.tool_calls, usage.steps)
+        for limit, value in zip(_LIMITS, used, strict=True):
+            self._used[limit] = max(self._used[limit], float(value))
+        self._warnings()  # marks what the earlier executions warned of
 
     def _state_of(self, attributes: SearchAttributes) -> list[Item]:
         """A ``state`` event when ``attributes`` set a new ``OnwardStatus``."""
@@ -341,7 +370,8 @@ def _token_chunk(topic: str, data: str) -> TokenChunk | None:
 
 
 async def run_events(
-    handle: WorkflowHandle[Any, Any],
+    client: Client,
+    run_id: str,
     *,
     after: int = 0,
     outcome: Callable[[], Awaitable[AgentResult]],
@@ -349,6 +379,9 @@ async def run_events(
 ) -> AsyncIterator[RunEvent]:
     """The run's events with ids above ``after``, as they happen, ending with ``result``.
 
+    A run that continues as new is followed along its chain: execution ``k`` of
+    it (0 the first) gives its events ids ``k * CHAIN_EVENTS`` above its own, so
+    ids go on increasing and ``after`` resumes in whichever execution it names.
     ``outcome`` gives the result of a run that closed without returning one
     (terminated, cancelled through Temporal, failed on invalid input);
     ``converter`` opens the history's payloads (the API client's: its
@@ -359,13 +392,48 @@ async def run_events(
             ends and the client resumes with ``Last-Event-ID``.
     """
     translator = EventTranslator()
-    events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
-    async for event in opened_events(events, converter):
-        for item in translator.add(event):
-            if item.id > after:
-                yield item
-        if translator.closed:
+    execution, run = await _execution(client, run_id, after // CHAIN_EVENTS)
+    while True:
+        base = execution * CHAIN_EVENTS
+        handle = client.get_workflow_handle(run_id, run_id=run)
+        events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
+        async for event in opened_events(events, converter):
+            for item in translator.add(event):
+                if item.id + base > after:
+                    yield replace(item, id=item.id + base)
+            if translator.closed:
+                break
+        if not translator.closed:
+            return  # the history ended early (Temporal's): the client resumes
+        if translator.continued_as is None:
             final = translator.result_event(event.event_id, translator.result or await outcome())
-            if final.id > after:
-                yield final
+            if final.id + base > after:
+                yield replace(final, id=final.id + base)
             return
+        execution, run = execution + 1, translator.continued_as
+        translator.next_execution()
+
+
+async def _execution(client: Client, run_id: str, wanted: int) -> tuple[int, str | None]:
+    """Execution ``wanted`` of run ``run_id``'s chain (0 the first) and its run id.
+
+    Walked from the chain's first execution by each one's closing event; a chain
+    with fewer executions gives its last (None: the latest, as Temporal reads it).
+    """
+    if wanted <= 0:
+        description = await client.get_workflow_handle(run_id).describe()
+        first = description.raw_description.workflow_execution_info.first_run_id
+        return 0, first or None
+    execution, run = await _execution(client, run_id, 0)
+    while execution < wanted:
+        closing = client.get_workflow_handle(run_id, run_id=run).fetch_history_events(
+            event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT, skip_archival=True
+        )
+        following = None
+        async for event in closing:
+            continued = event.workflow_execution_continued_as_new_event_attributes
+            following = continued.new_execution_run_id or None
+        if following is None:
+            break  # the chain's last: still running, or closed otherwise
+        execution, run = execution + 1, following
+    return execution, run

@@ -75,9 +75,9 @@ async def session_events(
                     return
                 await asyncio.sleep(NEXT_MESSAGE_POLL_S)
         base = message * EVENTS_PER_MESSAGE
-        handle = client.temporal.get_workflow_handle(run_id)
         stream = run_events(
-            handle,
+            client.temporal,
+            run_id,
             after=max(after - base, 0),
             outcome=lambda run_id=run_id: client.result(run_id),  # type: ignore[misc]
             converter=client.temporal.data_converter,
