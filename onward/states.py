@@ -15,7 +15,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from onward.contracts import FINAL_STATES, AgentState
 
-__all__ = ["closed_state", "run_state"]
+__all__ = ["OWN_STATE_WINS", "closed_state", "closing_statuses", "run_state"]
 
 _NAMED: dict[str, AgentState] = {name: name for name in get_args(AgentState)}
 
@@ -28,6 +28,23 @@ _CLOSED: dict[WorkflowExecutionStatus, AgentState] = {
     # A run that continued as new goes on in its next run: it is not over.
     WorkflowExecutionStatus.CONTINUED_AS_NEW: "running",
 }
+
+
+OWN_STATE_WINS = (
+    WorkflowExecutionStatus.COMPLETED,
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.CANCELED,
+)
+"""How the run's own code closes a run: a final state it published then says how it ended."""
+
+
+def closing_statuses(state: str) -> list[WorkflowExecutionStatus]:
+    """The ways Temporal closes a run that :func:`closed_state` names ``state``."""
+    return [
+        status
+        for status, name in _CLOSED.items()
+        if name == state and status != WorkflowExecutionStatus.CONTINUED_AS_NEW
+    ]
 
 
 def closed_state(status: WorkflowExecutionStatus) -> AgentState:
@@ -47,10 +64,6 @@ def run_state(status: WorkflowExecutionStatus | None, published: str | None) -> 
     own = _NAMED.get(published or "")
     if status is None or status == WorkflowExecutionStatus.RUNNING:
         return own or "running"
-    if own in FINAL_STATES and status in (
-        WorkflowExecutionStatus.COMPLETED,
-        WorkflowExecutionStatus.FAILED,
-        WorkflowExecutionStatus.CANCELED,
-    ):
+    if own in FINAL_STATES and status in OWN_STATE_WINS:
         return own
     return closed_state(status)

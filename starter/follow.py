@@ -145,11 +145,22 @@ def _failure_message(cause: BaseException | None) -> str:
     return str(cause) if cause is not None else "failed"
 
 
+def _closed_as(cause: BaseException | None) -> AgentState:
+    """The state of a run Temporal closed without its result, as its status reports it."""
+    if isinstance(cause, CancelledError):
+        return "cancelled"
+    if isinstance(cause, TerminatedError):
+        return "terminated"
+    if isinstance(cause, TimeoutError):
+        return "timed_out"
+    return "failed"
+
+
 async def _salvage(handle: WorkflowHandle[Any, Any], err: WorkflowFailureError) -> Outcome:
     """The result of a run that closed without returning one."""
     cause = err.cause
     message = _failure_message(cause)
-    status: AgentState = "cancelled" if isinstance(cause, CancelledError) else "failed"
+    status = _closed_as(cause)
     try:
         partial = await handle.query(AgentWorkflow.result, rpc_timeout=QUERY_TIMEOUT)
     except (RPCError, WorkflowQueryFailedError):

@@ -15,9 +15,9 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
-from onward.contracts import AGENT_WORKFLOW
+from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
 from onward.starter.render import money, table
-from onward.states import run_state
+from onward.states import OWN_STATE_WINS, closing_statuses, run_state
 
 __all__ = ["RunRow", "list_runs", "quoted", "run_query", "run_table"]
 
@@ -61,19 +61,32 @@ def quoted(value: str) -> str:
 def _status_clause(status: str) -> str:
     """Match what the list shows as ``status`` (see :func:`_row`), not only what runs published.
 
-    A running run that has not published yet has no status attribute; a run
-    terminated or timed out through Temporal keeps its last published one; a
-    run that failed on invalid input never published one.
+    The inverse of :func:`onward.states.run_state`: a running run that has not
+    published yet has no status attribute; a run its own code closed is what it
+    last published if that is final, else what Temporal's close says; a run
+    terminated or timed out through Temporal keeps its last published one, and
+    is what Temporal's close says.
     """
-    published = f"{sa.STATUS.name} = {quoted(status)}"
-    unpublished = f"{sa.STATUS.name} IS NULL"
+    name = sa.STATUS.name
+    published = f"{name} = {quoted(status)}"
     if status == "running":
-        return f'ExecutionStatus = "Running" AND ({published} OR {unpublished})'
-    if status in ("paused", "budget_paused"):
-        return f'ExecutionStatus = "Running" AND {published}'
-    if status == "failed":
-        return f'({published} OR (ExecutionStatus = "Failed" AND {unpublished}))'
-    return published
+        published = f"({published} OR {name} IS NULL)"
+    matches = [f'(ExecutionStatus = "Running" AND {published})']
+    if status in FINAL_STATES:
+        wins = ", ".join(quoted(_visibility_name(s)) for s in OWN_STATE_WINS)
+        matches.append(f"(ExecutionStatus IN ({wins}) AND {published})")
+    finals = ", ".join(quoted(state) for state in sorted(FINAL_STATES))
+    for closing in closing_statuses(status):
+        clause = f"ExecutionStatus = {quoted(_visibility_name(closing))}"
+        if closing in OWN_STATE_WINS:
+            clause += f" AND ({name} IS NULL OR {name} NOT IN ({finals}))"
+        matches.append(f"({clause})")
+    return f"({' OR '.join(matches)})"
+
+
+def _visibility_name(status: WorkflowExecutionStatus) -> str:
+    """How visibility queries name a status: ``TIMED_OUT`` is ``TimedOut``."""
+    return status.name.title().replace("_", "")
 
 
 def run_query(

@@ -329,7 +329,8 @@ async def test_a_run_terminated_through_temporal_still_streams_a_result(
     await worker.client.get_workflow_handle(created["id"]).terminate(reason="operator said so")
     events = await read_events(api, created["events_url"])
     assert events[-1].event == "result"
-    assert events[-1].data["status"] == "failed"
+    assert events[-1].data["status"] == "terminated"  # as its status says
+    assert (await api.get(created["status_url"])).json()["state"] == "terminated"
     assert "operator said so" in events[-1].data["reason"]
     result = await api.get(created["result_url"])
     assert result.json() == events[-1].data

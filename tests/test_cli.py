@@ -369,11 +369,16 @@ async def test_list_status_matches_what_the_list_shows(
                 r["workflow_id"] for r in await onward.ok_json("list", "--status", "running")
             }
             failed = {r["workflow_id"] for r in await onward.ok_json("list", "--status", "failed")}
+            ended = {
+                r["workflow_id"] for r in await onward.ok_json("list", "--status", "terminated")
+            }
             return (
                 unpublished.id in running
                 and terminated.id not in running
                 and invalid.id in failed
                 and terminated.id not in failed
+                and terminated.id in ended
+                and not {unpublished.id, invalid.id} & ended
             )
 
         await eventually(consistent)
