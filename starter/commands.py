@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from onward.client import OnwardClient
-from onward.contracts import AgentState
 from onward.starter.errors import EXIT_OK, CliError, exit_code_for
 from onward.starter.follow import (
     Ended,
@@ -236,16 +235,16 @@ async def pause(client: OnwardClient, args: argparse.Namespace) -> int:
     return await _signal_sent(client, args, "pause", "it pauses before its next model or tool call")
 
 
-_PAUSED: tuple[AgentState, ...] = ("paused", "budget_paused")
-
-
 async def resume(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward resume ID``: undo ``pause``."""
     before = await client.resume(args.id)
     if before is None:
         effect = "it goes on if it was paused"
-    elif before in _PAUSED:
+    elif before == "paused":
         effect = "it goes on"
+    elif before == "budget_paused":
+        # Only more budget lifts a budget's pause.
+        effect = f"nothing changes: it waits for more budget (onward extend {args.id} ...)"
     else:
         effect = f"it was not paused ({before}), so nothing changes"
     return await _signal_sent(client, args, "resume", effect)

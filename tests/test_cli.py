@@ -235,6 +235,11 @@ async def test_extend_lets_a_budget_paused_run_finish(onward: Onward, tmp_path: 
         return await onward.state(workflow_id) == "budget_paused"
 
     await eventually(budget_paused)
+    # Resuming lifts no budget: the command says what will.
+    resumed = await onward("resume", workflow_id)
+    assert resumed.code == 0, resumed.stderr
+    assert f"waits for more budget (onward extend {workflow_id}" in resumed.stdout
+    assert await onward.state(workflow_id) == "budget_paused"
     lowered, nothing = await asyncio.gather(
         onward("extend", workflow_id, "--max-tool-calls", "0"),
         onward("extend", workflow_id),
