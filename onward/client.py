@@ -535,7 +535,8 @@ class OnwardClient(SessionMethods):
         tenant: str | None = None,
         since: datetime | None = None,
     ) -> builtins.list[RunRow]:
-        """Recent runs, newest first (from the visibility store: no worker needed).
+        """Recent runs: running ones, newest first, then ended ones, latest ended first
+        (Temporal's visibility order; no worker needed).
 
         ``tenant`` keeps the runs tagged with it, ``since`` those started at or after it.
         """

@@ -137,7 +137,7 @@ async def list_runs(
     tenant: str | None = None,
     since: datetime | None = None,
 ) -> list[RunRow]:
-    """Agent runs matching the filters, newest first, at most ``limit``."""
+    """At most ``limit`` agent runs matching the filters, running ones first (as listed)."""
     query = run_query(status, model, tenant, since)
     return [_row(execution) async for execution in client.list_workflows(query, limit=limit)]
 

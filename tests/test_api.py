@@ -61,6 +61,9 @@ async def test_submit_stream_and_result(api: httpx.AsyncClient) -> None:
     decisions = [event.data for event in events if event.event == "model"]
     assert [d["step"] for d in decisions] == [1, 2, 3]
     assert decisions[0]["tool_calls"][0]["name"] == "calculator"
+    asked = {call["id"]: call["arguments"] for d in decisions for call in d["tool_calls"]}
+    started = {e.data["call_id"]: e.data["arguments"] for e in events if e.event == "tool_started"}
+    assert started == asked  # local tools' too, whose history does not hold them
     results = {e.data["name"]: e.data for e in events if e.event == "tool_result"}
     assert results["write_file"]["error"] is None
     # A tool's start comes before its result, and after the decision that asked for it.

@@ -343,7 +343,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         model: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
     ) -> list[RunSummary]:
-        """The tenant's runs, newest first (from Temporal's visibility store)."""
+        """The tenant's runs: running ones, newest first, then ended ones, latest ended first."""
         if since is not None:
             since = params.since_utc(since)
         rows = await onward().list(

@@ -53,6 +53,7 @@ from onward.contracts import (
     ModelRequest,
     ModelResponse,
     TokenChunk,
+    ToolCall,
     ToolOutcome,
     ToolRequest,
     WebhookDelivery,
@@ -144,7 +145,8 @@ class EventTranslator:
     _state: str | None = None
     _used: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_LIMITS, 0.0))
     _warned: set[tuple[str, float]] = field(default_factory=set)
-    _tool_names: dict[str, str] = field(default_factory=dict)
+    _asked: dict[str, ToolCall] = field(default_factory=dict)
+    """The tool calls the model asked for, by id: a local tool's marker names neither."""
     _started: set[int] = field(default_factory=set)
     _ended: set[int] = field(default_factory=set)
     _publishers: dict[str, int] = field(default_factory=dict)
@@ -164,7 +166,7 @@ class EventTranslator:
         """Go on with the next execution of a chain: its calls and ids are its own."""
         self.closed, self.result, self.continued_as = False, None, None
         self._pairing = _pairing()
-        self._tool_names, self._started, self._ended = {}, set(), set()
+        self._asked, self._started, self._ended = {}, set(), set()
 
     def result_event(self, event_id: int, result: AgentResult) -> RunEvent:
         """The last event: the run's result, on the history event that closed the run."""
@@ -295,7 +297,7 @@ class EventTranslator:
         if call.trace.state != "completed" or response is None:
             return [("model_error", {"step": step, "error": call.trace.failure or "failed"})]
         for tool_call in response.tool_calls:
-            self._tool_names[tool_call.id] = tool_call.name
+            self._asked[tool_call.id] = tool_call
         self._used["max_tokens"] += response.usage.total_tokens
         self._used["max_cost_usd"] += response.cost_usd or 0.0
         self._used["max_steps"] += 1
@@ -320,10 +322,12 @@ class EventTranslator:
         else:  # a local tool: its marker echoes the call id in the outcome, nothing else
             call_id = outcome.call_id if outcome else None
             step = outcome.step if outcome else None
-            name = self._tool_names.get(call_id or "", call.trace.name)
+            asked = self._asked.get(call_id or "")
+            name = asked.name if asked else call.trace.name
         if id(call) not in self._started and (request is not None or call.trace.closed):
             self._started.add(id(call))
-            arguments = request.arguments if request else None
+            asked = self._asked.get(call_id or "")
+            arguments = request.arguments if request else asked.arguments if asked else None
             start = {"step": step, "call_id": call_id, "name": name, "arguments": arguments}
             items.append(("tool_started", start))
             self._used["max_tool_calls"] += 1

@@ -181,7 +181,8 @@ def session_routes(
             name = "after" if after is not None else "Last-Event-ID"
             raise InvalidInput(
                 f"{name}: not an event id of a session's stream (message * "
-                f"{EVENTS_PER_MESSAGE:,} + the run's event id); 0 starts at the beginning"
+                f"{EVENTS_PER_MESSAGE:,} + the run's event id); 0 or none starts at the "
+                "current or next message, ?message=1 at the first"
             )
         if start:
             first = start // EVENTS_PER_MESSAGE
