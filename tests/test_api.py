@@ -333,6 +333,8 @@ async def test_a_run_terminated_through_temporal_still_streams_a_result(
     events = await read_events(api, created["events_url"])
     assert events[-1].event == "result"
     assert events[-1].data["status"] == "terminated"  # as its status says
+    # Its final state, which the run could not publish, comes before its result.
+    assert (events[-2].event, events[-2].data) == ("state", {"state": "terminated"})
     assert (await api.get(created["status_url"])).json()["state"] == "terminated"
     assert "operator said so" in events[-1].data["reason"]
     result = await api.get(created["result_url"])

@@ -86,6 +86,8 @@ CHAIN_EVENTS = 1_000_000
 _PER_EVENT = 10
 """API ids per history event: ``history id * 10 + n``; the result takes ``n = 9``."""
 _RESULT_SLOT = 9
+"""The result's ``n`` on the closing history event (which has no events of its own); the
+run's final state, when it did not publish it, takes the one before."""
 
 _CLOSING = frozenset(
     {
@@ -168,11 +170,17 @@ class EventTranslator:
         self._pairing = _pairing()
         self._asked, self._started, self._ended = {}, set(), set()
 
-    def result_event(self, event_id: int, result: AgentResult) -> RunEvent:
-        """The last event: the run's result, on the history event that closed the run."""
-        return RunEvent(
-            event_id * _PER_EVENT + _RESULT_SLOT, "result", result.model_dump(mode="json")
-        )
+    def end_events(self, event_id: int, result: AgentResult) -> list[RunEvent]:
+        """The last events, on the history event that closed the run: its final ``state``
+        when the run did not publish it (terminated, failed on its input, ...), and its
+        ``result``."""
+        ended = []
+        if result.status != self._state:
+            self._state = result.status
+            state = {"state": result.status}
+            ended.append(RunEvent(event_id * _PER_EVENT + _RESULT_SLOT - 1, "state", state))
+        data = result.model_dump(mode="json")
+        return [*ended, RunEvent(event_id * _PER_EVENT + _RESULT_SLOT, "result", data)]
 
     # -- the run itself ---------------------------------------------------------------
 
@@ -410,9 +418,10 @@ async def run_events(
         if not translator.closed:
             return  # the history ended early (Temporal's): the client resumes
         if translator.continued_as is None:
-            final = translator.result_event(event.event_id, translator.result or await outcome())
-            if final.id + base > after:
-                yield replace(final, id=final.id + base)
+            result = translator.result or await outcome()
+            for final in translator.end_events(event.event_id, result):
+                if final.id + base > after:
+                    yield replace(final, id=final.id + base)
             return
         execution, run = execution + 1, translator.continued_as
         translator.next_execution()
