@@ -477,6 +477,7 @@ class OnwardClient(SessionMethods):
 
     async def outcome(self, run_id: str) -> Outcome:
         """Wait for the run to end; its result, and Temporal's failure if it closed without one."""
+        await self._run_only(run_id)
         with self._translated(run_id):
             return await final_result(self._handle(run_id))
 
@@ -486,7 +487,7 @@ class OnwardClient(SessionMethods):
 
     async def follow(self, run_id: str) -> AsyncIterator[FollowEvent]:
         """Each step, pause, retry and wait for a worker as it happens; last: ``Ended``."""
-        task_queue = (await self.info(run_id)).task_queue
+        task_queue = (await self._run_only(run_id)).task_queue
         events = follow(self._handle(run_id), task_queue=task_queue, has_worker=self.has_worker)
         with self._translated(run_id):
             async for event in events:
@@ -513,6 +514,7 @@ class OnwardClient(SessionMethods):
 
     async def step_log(self, run_id: str) -> StepLog:
         """The finished steps: from the result, a worker, or else the history."""
+        await self._run_only(run_id)
         with self._translated(run_id):
             records, source, unanswered = await load_step_log(self._handle(run_id))
         return StepLog(records, source, unanswered)
@@ -523,6 +525,7 @@ class OnwardClient(SessionMethods):
 
     async def trace(self, run_id: str) -> Trace:
         """Every model and tool call of the run: attempts, timings, tokens, cost."""
+        await self._run_only(run_id)
         with self._translated(run_id):
             return await load_trace(self._handle(run_id), self._handle, self._run_handle)
 
@@ -561,9 +564,10 @@ class OnwardClient(SessionMethods):
 
     # -- control ----------------------------------------------------------------------
 
-    async def _run_only(self, run_id: str, control: str) -> RunInfo:
-        """The run's info; a session's id is refused (it has no such signal or update:
-        Temporal would take the signal and nothing would happen).
+    async def _run_only(self, run_id: str, control: str | None = None) -> RunInfo:
+        """The run's info; a session's id is refused: it has no such signal or update
+        (Temporal would take the signal and nothing would happen), nor steps or a result
+        of a run (``control`` None: a read; an open session's result waits for days).
 
         Raises:
             InvalidInput: ``run_id`` is a session's.
@@ -571,10 +575,13 @@ class OnwardClient(SessionMethods):
         """
         info = await self.info(run_id)
         if info.workflow_type == SESSION_WORKFLOW:
-            raise InvalidInput(
-                f"{run_id} is a session: {control} its message's run ({run_id}-m<N>), "
-                "or close the session"
+            instead = (
+                f"{control} its message's run ({run_id}-m<N>), or close the session"
+                if control
+                else f"its messages' runs are {run_id}-m1, -m2, ...; the session's own "
+                "status and history are read as a session's"
             )
+            raise InvalidInput(f"{run_id} is a session: {instead}")
         return info
 
     async def pause(self, run_id: str) -> None:

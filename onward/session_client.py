@@ -85,7 +85,20 @@ class _Client(Protocol):
     def _handle(self, run_id: str) -> WorkflowHandle[Any, Any]: ...
 
 
-async def _worker_in_grace(client: _Client, session_id: str) -> None:
+async def _session_info(client: _Client, session_id: str) -> RunInfo:
+    """The session's info; a run's id is refused (it has no messages to take).
+
+    Raises:
+        InvalidInput: ``session_id`` is a run's.
+        RunNotFound: nothing has this id.
+    """
+    info = await client.info(session_id)
+    if info.workflow_type != SESSION_WORKFLOW:
+        raise InvalidInput(f"{session_id} is a run, not a session: start one with `onward chat`")
+    return info
+
+
+async def _worker_in_grace(client: _Client, session_id: str, info: RunInfo) -> None:
     """Raise NoWorker unless a worker polls the session's queue within WORKER_GRACE_S.
 
     An update waits for a worker as long as none polls: better to say so. A worker
@@ -95,7 +108,7 @@ async def _worker_in_grace(client: _Client, session_id: str) -> None:
     deadline = loop.time() + WORKER_GRACE_S
     while True:
         try:
-            await client._require_worker(session_id)
+            await client._require_worker(session_id, info)
             return
         except NoWorker:
             if loop.time() >= deadline:
@@ -158,7 +171,7 @@ class SessionMethods:
             NoWorker: no worker polls the session's task queue.
         """
         request = validated(SessionMessage, {"message": message})
-        await _worker_in_grace(self, session_id)
+        await _worker_in_grace(self, session_id, await _session_info(self, session_id))
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):
             try:
@@ -177,7 +190,7 @@ class SessionMethods:
             NoWorker: no worker polls the session's task queue, or none answered in time.
         """
         # A query waits for a worker as long as the server lets it (about 30 s): say so.
-        await self._require_worker(session_id)
+        await self._require_worker(session_id, await _session_info(self, session_id))
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
             return await handle.query(SessionWorkflow.history, rpc_timeout=QUERY_TIMEOUT)
@@ -204,6 +217,7 @@ class SessionMethods:
 
     async def close_session(self: _Client, session_id: str) -> None:
         """Close the session once the messages already sent are answered."""
+        await _session_info(self, session_id)
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
             await handle.signal(SessionWorkflow.close)

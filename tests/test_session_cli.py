@@ -69,6 +69,15 @@ async def test_chat_send_and_close_through_the_cli(
         refused = await run_onward(command[0], session_id, *command[1:], env=env)
         assert refused.code == 2, (command, refused.stderr)
         assert f"{session_id} is a session" in refused.stderr
+    # Nor a run's steps or result: an open session's would wait for days, in silence.
+    for command in ("result", "watch", "steps", "trace"):
+        refused = await run_onward(command, session_id, env=env)
+        assert refused.code == 2, (command, refused.stderr)
+        assert f"its messages' runs are {session_id}-m1" in refused.stderr
+    read = await run_onward("steps", f"{session_id}-m1", "--json", env=env)
+    assert read.code == 0 and read.json()[0]["text"] == "hi there", read.stderr
+    not_a_session = await run_onward("send", f"{session_id}-m1", "hi", env=env)
+    assert not_a_session.code == 2 and "is a run, not a session" in not_a_session.stderr
 
     sent = await run_onward("send", session_id, "one more", "--json", env=env)
     assert sent.code == 0, sent.stderr
