@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -468,13 +469,16 @@ def _client_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         following = commands.Following.run_id
         if following:
-            print(
-                f"\nonward: stopped following {following}; the run goes on. "
-                f"Follow it again with: onward watch {following}",
-                file=sys.stderr,
+            message = (
+                f"stopped following {following}; the run goes on. "
+                f"Follow it again with: onward watch {following}"
             )
         else:
-            print("\nonward: interrupted", file=sys.stderr)
+            message = "interrupted"
+        print(f"\nonward: {message}", file=sys.stderr)
+        if getattr(args, "json", False):  # one document, also when interrupted
+            error = {"type": "Interrupted", "message": message, "exit_code": EXIT_INTERRUPTED}
+            emit_json({"error": {**error, **({"run_id": following} if following else {})}})
         return EXIT_INTERRUPTED
     finally:
         telemetry.shutdown()  # flush spans before main() ends with os._exit
@@ -605,17 +609,22 @@ def _report_error(err: OnwardError, json: bool) -> int:
 def run_cli(argv: Sequence[str]) -> int:
     """Run one ``onward`` command and return its exit code (no exit, no traceback)."""
     parser = build_parser()
+    said = io.StringIO()
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra and args.command != "worker":
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        with contextlib.redirect_stderr(said):
+            args, extra = parser.parse_known_args(argv)
+            if extra and args.command != "worker":
+                parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit:
+        sys.stderr.write(said.getvalue())  # argparse's usage and what is wrong, as it says them
         code = exit.code if isinstance(exit.code, int) else EXIT_USAGE
         if code != EXIT_OK and "--json" in argv and "worker" not in argv:
-            # argparse has said what is wrong on stderr; --json still gets its one document.
-            message = "bad usage; see the message on stderr and onward --help"
+            # --json still gets its one document, saying what argparse said.
+            lines = said.getvalue().strip().splitlines() or ["bad usage; see onward --help"]
+            message = lines[-1].partition(" error: ")[2] or lines[-1]
             emit_json({"error": {"type": "UsageError", "message": message, "exit_code": code}})
         return code
+    sys.stderr.write(said.getvalue())
     try:
         if args.command is None:
             parser.print_help()

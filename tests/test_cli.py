@@ -423,8 +423,13 @@ async def test_interrupted_run_json_names_the_run(
             await process.wait()
         await terminate(handle)
     assert process.returncode == 130, err.decode()
-    assert out == b""
     assert f"onward watch {workflow_id}" in err.decode()
+    error = json.loads(out)["error"]  # --json: one document, also when interrupted
+    assert (error["type"], error["run_id"], error["exit_code"]) == (
+        "Interrupted",
+        workflow_id,
+        130,
+    )
 
 
 async def test_invalid_input_exits_2_and_starts_nothing(onward: Onward, client: Client) -> None:
@@ -451,7 +456,11 @@ async def test_unknown_tool_fails_the_run_with_its_message(onward: Onward) -> No
 async def test_bad_usage_with_json_prints_an_error_document(onward: Onward) -> None:
     done = await onward("status", "--json")  # no ID
     assert done.code == 2
-    assert done.json()["error"]["type"] == "UsageError"
+    assert done.json()["error"] == {
+        "type": "UsageError",
+        "message": "the following arguments are required: ID",  # what argparse said
+        "exit_code": 2,
+    }
     assert "the following arguments are required: ID" in done.stderr
 
 

@@ -70,9 +70,9 @@ async def test_chat_send_and_close_through_the_cli(
         assert refused.code == 2, (command, refused.stderr)
         assert f"{session_id} is a session" in refused.stderr
     # Nor a run's steps or result: an open session's would wait for days, in silence.
-    for command in ("result", "watch", "steps", "trace"):
-        refused = await run_onward(command, session_id, env=env)
-        assert refused.code == 2, (command, refused.stderr)
+    for reading in ("result", "watch", "steps", "trace"):
+        refused = await run_onward(reading, session_id, env=env)
+        assert refused.code == 2, (reading, refused.stderr)
         assert f"its messages' runs are {session_id}-m1" in refused.stderr
     read = await run_onward("steps", f"{session_id}-m1", "--json", env=env)
     assert read.code == 0 and read.json()[0]["text"] == "hi there", read.stderr
