@@ -281,12 +281,11 @@ async def status_of(
             return session_status(description, session), "history"
         found = history_status(description, await read_history(handle))
         return found.model_copy(update={"retrying": retry}), "history"
-    usage = status.usage.model_copy(
-        update={
-            "duration_s": _elapsed_s(description.start_time),
-            "cost_usd": round(status.usage.cost_usd, 8),
-        }
-    )
+    update: dict[str, Any] = {"cost_usd": round(status.usage.cost_usd, 8)}
+    if description.workflow_type != SESSION_WORKFLOW:
+        # A session's is the time its messages took to answer, not the time it was open.
+        update["duration_s"] = _elapsed_s(description.start_time)
+    usage = status.usage.model_copy(update=update)
     return status.model_copy(update={"usage": usage, "retrying": retry}), "query"
 
 

@@ -444,6 +444,13 @@ async def test_a_closed_sessions_status_is_read_from_its_history_without_a_worke
         )
         await onward.send_message(session_id, "one")
         await onward.send_message(session_id, "two")
+        # Open, its time is its messages' answering time, as the session counts it.
+        asked = await client.get_workflow_handle(session_id).query(SessionWorkflow.status)
+        for open_status in (
+            await onward.status(session_id),
+            await onward.session_status(session_id),
+        ):
+            assert open_status.usage.duration_s == asked.usage.duration_s
         await onward.close_session(session_id)
         closed = await onward.session_result(session_id)
     # No worker polls the queue now.
