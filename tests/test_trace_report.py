@@ -30,7 +30,14 @@ from conftest import (
 from onward import steplog
 from onward.activities.providers.scripted import ScriptedModel
 from onward.client import OnwardClient
-from onward.contracts import AgentResult, ModelRequest, ModelResponse, RunUsage, StepRecord
+from onward.contracts import (
+    AgentResult,
+    ApprovalRecord,
+    ModelRequest,
+    ModelResponse,
+    RunUsage,
+    StepRecord,
+)
 from onward.starter.calls import Call, CallState, CallTrace
 from onward.starter.history import RunHistory, _Assembler, reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
@@ -512,7 +519,7 @@ async def test_a_model_call_cut_off_by_cancel_shows_in_trace(
     assert "cut off: step 2 · model scripted (after " in human.stdout
 
 
-def test_report_leaves_out_calls_that_never_ran() -> None:
+def test_report_leaves_out_calls_that_never_ran_or_a_person_rejected() -> None:
     refused = "not run: max_tool_calls 1 reached"
     step = TraceStep(
         step=1,
@@ -520,6 +527,14 @@ def test_report_leaves_out_calls_that_never_ran() -> None:
             TraceToolCall(id="a", name="calculator", arguments={}, result="2"),
             TraceToolCall(id="b", name="calculator", arguments={}, error=refused),
             TraceToolCall(id="c", name="read_file", arguments={}, error=refused),
+            TraceToolCall(
+                id="d",
+                name="calculator",
+                arguments={},
+                error="rejected: not now",
+                status="refused",
+                approval=ApprovalRecord(decision="rejected", by="person"),
+            ),
         ],
     )
     trace = Trace(workflow_id="w", status="budget_exceeded", source="result", usage=RunUsage())

@@ -107,7 +107,7 @@ async def test_unknown_tool_error_lists_the_workflow_tools(worker: RunningWorker
     cause = caught.value.cause
     assert isinstance(cause, ApplicationError) and cause.type == INVALID_INPUT
     assert "this worker has: " in cause.message and "calculator" in cause.message
-    assert cause.message.endswith("the workflow runs: wait")
+    assert cause.message.endswith("and the workflow itself: wait, delegate")
 
 
 class BrokenModel:

@@ -642,8 +642,8 @@ class AgentWorkflow:
             unknown = ", ".join(repr(name) for name in description.unknown)
             raise ApplicationError(
                 f"tools: unknown tool(s) {unknown}; this worker has: "
-                f"{', '.join(description.available)}; the workflow runs: "
-                f"{', '.join(WORKFLOW_TOOLS)}",
+                f"{', '.join(description.available)}; and the workflow itself: "
+                f"{', '.join([*WORKFLOW_TOOLS, DELEGATE.name])}",
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
