@@ -15,7 +15,7 @@ from temporalio.client import WorkflowExecutionStatus
 
 from onward.contracts import FINAL_STATES, AgentState
 
-__all__ = ["OWN_STATE_WINS", "closed_state", "closing_statuses", "run_state"]
+__all__ = ["OWN_STATE_WINS", "closed_reason", "closed_state", "closing_statuses", "run_state"]
 
 _NAMED: dict[str, AgentState] = {name: name for name in get_args(AgentState)}
 
@@ -45,6 +45,18 @@ def closing_statuses(state: str) -> list[WorkflowExecutionStatus]:
         for status, name in _CLOSED.items()
         if name == state and status != WorkflowExecutionStatus.CONTINUED_AS_NEW
     ]
+
+
+def closed_reason(state: AgentState, detail: str | None = None) -> str | None:
+    """Why a run Temporal closed without its code ended, in the same words everywhere
+    (``detail``: the terminate's reason); None for a state the run's code gives."""
+    if state == "terminated":
+        return f"terminated through Temporal: {detail}" if detail else "terminated through Temporal"
+    if state == "cancelled":
+        return "cancelled through Temporal (workflow cancel)"
+    if state == "timed_out":
+        return "timed out (Temporal workflow timeout)"
+    return None
 
 
 def closed_state(status: WorkflowExecutionStatus) -> AgentState:

@@ -51,7 +51,7 @@ from onward.contracts import (
 from onward.errors import INVALID_INPUT
 from onward.starter.history import RunHistory, SessionHistory
 from onward.starter.trace import read_history, read_session_history, run_status, trace_of
-from onward.states import run_state
+from onward.states import closed_reason, run_state
 from onward.workflows import AgentWorkflow
 
 __all__ = [
@@ -135,11 +135,9 @@ FollowEvent = StepFinished | StateChanged | WaitingForWorker | Retrying | Ended
 
 def _failure_message(cause: BaseException | None) -> str:
     if isinstance(cause, TerminatedError):
-        return f"terminated through Temporal: {cause.message}"
-    if isinstance(cause, CancelledError):
-        return "cancelled through Temporal (workflow cancel)"
-    if isinstance(cause, TimeoutError):
-        return "timed out (Temporal workflow timeout)"
+        return closed_reason("terminated", cause.message) or ""
+    if isinstance(cause, (CancelledError, TimeoutError)):
+        return closed_reason(_closed_as(cause)) or ""
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause) if cause is not None else "failed"

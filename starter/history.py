@@ -72,7 +72,7 @@ from onward.starter.calls import (
     event_time,
     failure_message,
 )
-from onward.states import closed_state
+from onward.states import closed_reason, closed_state
 from onward.tool_pipeline import approval_refusal, rejection, unknown_tool
 from onward.workflow_tools import WORKFLOW_TOOLS
 from onward.workflows.progress import tool_summary
@@ -473,13 +473,16 @@ def _ending(event: HistoryEvent) -> tuple[AgentState, str | None]:
     failure = None
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
         failure = failure_message(event.workflow_execution_failed_event_attributes.failure)
-    elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-        reason = event.workflow_execution_terminated_event_attributes.reason
-        failure = f"terminated: {reason}" if reason else "terminated"
     # A run that continued as new is over here; its next run goes on.
     if status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
         return "completed", failure
-    return closed_state(status), failure
+    state = closed_state(status)
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        terminated = event.workflow_execution_terminated_event_attributes
+        failure = closed_reason(state, terminated.reason)
+    elif kind != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        failure = closed_reason(state)
+    return state, failure
 
 
 @dataclass

@@ -468,7 +468,10 @@ async def test_a_closed_sessions_status_is_read_from_its_history_without_a_worke
         answered = await onward.send_message(session_id, "one")
         await client.get_workflow_handle(session_id).terminate(reason="an operator stopped it")
     status = await onward.status(session_id)
-    assert (status.state, status.reason) == ("terminated", "terminated: an operator stopped it")
+    assert (status.state, status.reason) == (
+        "terminated",
+        "terminated through Temporal: an operator stopped it",
+    )
     assert (status.turns, status.model, status.usage) == (1, "scripted", answered.usage)
 
 
