@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -238,8 +239,17 @@ async def test_input_onward_sets_itself_is_refused(worker: RunningWorker, tmp_pa
             answer = await http.post("/v1/runs", json=body, headers=bearer(key))
             assert answer.status_code == 422, (name, answer.text)
             assert answer.json()["error"]["message"].startswith(f"{name}: "), answer.text
-        session = await http.post("/v1/sessions", json={"carry": {}}, headers=bearer(key))
-        assert session.status_code == 422 and "carry" in session.json()["error"]["message"]
+        session_carry = {
+            "usage": {},
+            "turns": 0,
+            "started_at": "2026-01-01T00:00:00Z",
+            "last_active": "2026-01-01T00:00:00Z",
+        }
+        session = await http.post(
+            "/v1/sessions", json={"carry": session_carry}, headers=bearer(key)
+        )
+        assert session.status_code == 422, session.text
+        assert session.json()["error"]["message"].startswith("carry: "), session.text
         assert not [run async for run in worker.client.list_workflows('OnwardTenant = "curious"')]
 
 
@@ -290,3 +300,66 @@ async def test_a_session_message_counts_against_the_open_runs_limit(
 
         await eventually(answered, timeout_s=30, interval_s=0.5)
         await http.post(session.json()["close_url"], headers=bearer(key))
+
+
+async def test_a_budget_extension_stays_under_the_daily_ceiling(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"extending-{uuid.uuid4().hex[:8]}")
+    dollar = {"input_tokens": 1_000_000, "output_tokens": 0}  # $1 at the workers' price
+    body = {
+        "prompt": "p",
+        "budget": {"max_cost_usd": 1, "on_exceeded": "pause"},
+        "script": [
+            {  # $2: over its $1, so it pauses before its next call
+                "tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}],
+                "usage": {**dollar, "input_tokens": 2_000_000},
+            },
+            {"text": "two", "usage": dollar},
+        ],
+    }
+    async with (
+        tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=10)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        run = (await http.post("/v1/runs", json=body, headers=bearer(key))).json()
+
+        async def paused() -> bool:
+            status = (await http.get(run["status_url"], headers=bearer(key))).json()
+            return bool(status["state"] == "budget_paused")
+
+        await eventually(paused)
+        url = f"{run['status_url']}/extend-budget"
+        over = await http.post(url, json={"max_cost_usd": 100}, headers=bearer(key))
+        assert over.status_code == 422, over.text
+        assert over.json()["error"]["message"].startswith("max_cost_usd: at most 10 ")
+        within = await http.post(url, json={"max_cost_usd": 5}, headers=bearer(key))
+        assert within.status_code == 200 and within.json()["max_cost_usd"] == 5
+        done = await http.get(run["result_url"], params={"wait": 30}, headers=bearer(key))
+        assert done.json()["status"] == "completed"
+
+
+async def test_messages_sent_at_once_to_two_sessions_take_one_slot(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"eager-{uuid.uuid4().hex[:8]}")
+    slow = {"tools": [], "script": [{"text": "slowly", "delay_s": 3}]}
+    async with (
+        tenants_api(worker, keys_file, Limits(max_runs=1)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        opened = [
+            (await http.post("/v1/sessions", json=slow, headers=bearer(key))).json()
+            for _ in range(2)
+        ]
+        answers = await asyncio.gather(
+            *(
+                http.post(each["messages_url"], json={"message": "hi"}, headers=bearer(key))
+                for each in opened
+            )
+        )
+        assert sorted(answer.status_code for answer in answers) == [200, 429]
+        for each in opened:
+            await http.post(each["close_url"], headers=bearer(key))

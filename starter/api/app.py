@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -437,7 +438,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
 
     async def control(run_id: str, tenant: str, kind: str, body: Any = None) -> Any:
         await owned(run_id, tenant)
-        return await apply_control(onward(), run_id, kind, body)
+        spend_left = functools.partial(gate().spend_left, tenant)
+        return await apply_control(onward(), run_id, kind, body, spend_left)
 
     @app.post("/v1/runs/{run_id}/pause", response_model=ControlAnswer, responses=_ERRORS)
     async def pause(run_id: RunId, tenant: Tenant, request: Request) -> ControlAnswer:
@@ -521,7 +523,13 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             )
             await websocket.close(CLOSE_NOT_FOUND if status == 404 else 1008, str(err)[:120])
             return
-        await serve_socket(websocket, onward(), run_id, events_of(run_id, start))
+        await serve_socket(
+            websocket,
+            onward(),
+            run_id,
+            events_of(run_id, start),
+            functools.partial(gate().spend_left, tenant),
+        )
 
     app.include_router(session_routes(onward, gate, owned))
     return app

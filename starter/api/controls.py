@@ -7,6 +7,7 @@ the same models.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ValidationError
@@ -16,7 +17,7 @@ from onward.contracts import ApprovalDecision, BudgetExtension, CancelRequest, S
 from onward.errors import InvalidInput
 from onward.starter.api.models import CancelBody, ControlAnswer, StateAnswer, SteerBody
 
-__all__ = ["CONTROL_BODIES", "ControlKind", "apply_control", "control_body"]
+__all__ = ["CONTROL_BODIES", "ControlKind", "SpendLeft", "apply_control", "control_body"]
 
 ControlKind = Literal["pause", "resume", "cancel", "steer", "extend-budget", "approve", "reject"]
 
@@ -53,10 +54,22 @@ def control_body(kind: str, fields: dict[str, object]) -> BaseModel | None:
         raise InvalidInput.from_validation(err, f"invalid {kind}") from None
 
 
+SpendLeft = Callable[[], Awaitable[float | None]]
+"""What the run's tenant may still spend today (None: no ceiling); raises once it is spent."""
+
+
 async def apply_control(
-    client: OnwardClient, run_id: str, kind: str, body: BaseModel | None
+    client: OnwardClient,
+    run_id: str,
+    kind: str,
+    body: BaseModel | None,
+    spend_left: SpendLeft | None = None,
 ) -> BaseModel:
-    """Send control ``kind`` to the run; its answer (what the HTTP endpoint answers)."""
+    """Send control ``kind`` to the run; its answer (what the HTTP endpoint answers).
+
+    ``spend_left``: under a daily spending ceiling, a budget extension may raise the
+    run's ``max_cost_usd`` to what it has spent and what its tenant has left, no more.
+    """
     if kind == "pause":
         await client.pause(run_id)
         return ControlAnswer(id=run_id)
@@ -72,6 +85,15 @@ async def apply_control(
         return ControlAnswer(id=run_id)
     if kind == "extend-budget":
         assert isinstance(body, BudgetExtension)
+        if body.max_cost_usd is not None and spend_left is not None:
+            left = await spend_left()
+            if left is not None:
+                spent = (await client.status(run_id)).usage.cost_usd
+                if body.max_cost_usd > spent + left:
+                    raise InvalidInput(
+                        f"max_cost_usd: at most {spent + left:.8g} (${spent:.8g} spent, "
+                        f"${left:.8g} left of the tenant's daily ceiling)"
+                    )
         return await client.extend_budget(run_id, body)
     decision = body if isinstance(body, ApprovalDecision) else ApprovalDecision()
     if kind == "approve":

@@ -25,7 +25,7 @@ from temporalio.service import RPCError
 
 from onward.client import OnwardClient
 from onward.errors import InvalidInput, OnwardError
-from onward.starter.api.controls import apply_control, control_body
+from onward.starter.api.controls import SpendLeft, apply_control, control_body
 from onward.starter.api.errors import status_of
 from onward.starter.api.events import RunEvent
 
@@ -54,10 +54,13 @@ def error_message(err: OnwardError) -> dict[str, Any]:
 class _Session:
     """One socket: events out, controls in; sends never interleave."""
 
-    def __init__(self, websocket: WebSocket, client: OnwardClient, run_id: str) -> None:
+    def __init__(
+        self, websocket: WebSocket, client: OnwardClient, run_id: str, spend_left: SpendLeft
+    ) -> None:
         self.websocket = websocket
         self.client = client
         self.run_id = run_id
+        self.spend_left = spend_left
         self._sending = asyncio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -93,7 +96,7 @@ class _Session:
             if not isinstance(kind, str):
                 raise InvalidInput("type: missing; say which control (pause, resume, ...)")
             body = control_body(kind, message)
-            answer = await apply_control(self.client, self.run_id, kind, body)
+            answer = await apply_control(self.client, self.run_id, kind, body, self.spend_left)
         except OnwardError as err:
             await self.send(
                 {
@@ -117,10 +120,14 @@ class _Session:
 
 
 async def serve_socket(
-    websocket: WebSocket, client: OnwardClient, run_id: str, events: AsyncIterator[RunEvent]
+    websocket: WebSocket,
+    client: OnwardClient,
+    run_id: str,
+    events: AsyncIterator[RunEvent],
+    spend_left: SpendLeft,
 ) -> None:
     """Run an accepted socket until the run's result was sent or the client went."""
-    session = _Session(websocket, client, run_id)
+    session = _Session(websocket, client, run_id, spend_left)
     forwarding = asyncio.create_task(session.forward(events))
     receiving = asyncio.create_task(session.receive())
     try:

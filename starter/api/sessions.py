@@ -132,9 +132,12 @@ def session_routes(
     ) -> SessionReply:
         """Send a user message (``{"message"}``); answers the reply once the agent has one."""
         await owned(session_id, tenant, "session")
-        # The message's run is one more run of the tenant's: its limits apply.
+        # The message's run is one more run of the tenant's: its limits apply. Until
+        # visibility lists that run, the session (running while it answers) stands in
+        # for it, so messages sent at once cannot all take the last slot.
         async with gate().lock(tenant):
             await gate().check(tenant)
+            gate().started(tenant, session_id)
         return await onward().send_message(session_id, body.message)
 
     @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)

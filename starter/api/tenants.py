@@ -151,6 +151,15 @@ class TenantGate:
             return await self._check_spend(tenant, self.limits.max_cost_usd_per_day)
         return None
 
+    async def spend_left(self, tenant: str) -> float | None:
+        """What ``tenant`` may still spend today (None: no ceiling).
+
+        Raises:
+            TooManyRequests: it has spent its ceiling.
+        """
+        ceiling = self.limits.max_cost_usd_per_day
+        return None if ceiling is None else await self._check_spend(tenant, ceiling)
+
     async def _check_runs(self, tenant: str, max_runs: int) -> None:
         query = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
         # A sub-agent is part of its parent's run, not a run the tenant started.
