@@ -564,6 +564,15 @@ class OnwardClient(SessionMethods):
 
     # -- control ----------------------------------------------------------------------
 
+    async def run_info(self, run_id: str) -> RunInfo:
+        """Where the run is and whether it still runs; a session's id is refused.
+
+        Raises:
+            InvalidInput: ``run_id`` is a session's (its messages' runs are ``ID-m<N>``).
+            RunNotFound: no run has this id.
+        """
+        return await self._run_only(run_id)
+
     async def _run_only(self, run_id: str, control: str | None = None) -> RunInfo:
         """The run's info; a session's id is refused: it has no such signal or update
         (Temporal would take the signal and nothing would happen), nor steps or a result

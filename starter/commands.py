@@ -193,7 +193,7 @@ async def trace(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def watch(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward watch ID``: follow a run like ``run`` does, until it ends."""
-    info = await client.info(args.id)  # an unknown id fails here, before any output
+    info = await client.run_info(args.id)  # an unknown (or session) id fails here, first
     if not args.json:
         if info.running:
             say(f"watching {args.id} · task queue {info.task_queue}")
@@ -204,7 +204,7 @@ async def watch(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def result(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward result ID``: wait for the run to end and print its result."""
-    info = await client.info(args.id)
+    info = await client.run_info(args.id)
     if info.running and not await client.has_worker(info.task_queue):
         note(f"onward: {waiting_line(info.task_queue)}; waiting for the run to end")
     outcome = await client.outcome(args.id)

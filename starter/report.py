@@ -253,7 +253,7 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
                 if run is None and steplog.tool_status(tool) == "not_run":
                     continue  # refused by a budget or a cancel: never called
                 if run is None and tool.approval and tool.approval.decision == "rejected":
-                    continue  # a person's decision not to call it, not the tool's failure
+                    continue  # a decision not to call it (a person's, or its timeout's)
                 latency = run.latency_ms if run is not None else None
                 tool_tally = tools.setdefault(tool.name, _Tally())
                 tool_tally.count(tool.error is not None, run.retries if run else 0, latency)

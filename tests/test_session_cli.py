@@ -74,6 +74,7 @@ async def test_chat_send_and_close_through_the_cli(
         refused = await run_onward(reading, session_id, env=env)
         assert refused.code == 2, (reading, refused.stderr)
         assert f"its messages' runs are {session_id}-m1" in refused.stderr
+        assert refused.stdout == "" and "watching" not in refused.stderr  # refused first
     read = await run_onward("steps", f"{session_id}-m1", "--json", env=env)
     assert read.code == 0 and read.json()[0]["text"] == "hi there", read.stderr
     not_a_session = await run_onward("send", f"{session_id}-m1", "hi", env=env)
