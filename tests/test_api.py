@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from temporalio.service import RPCError, RPCStatusCode
 
 from api_server import read_events, serving
 from conftest import RunningWorker, eventually
@@ -121,6 +122,41 @@ async def test_the_events_of_a_run_that_continues_as_new_follow_its_chain(
     second = next(i for i, e in enumerate(live) if e.id > CHAIN_EVENTS)
     resumed = await read_events(api, f"{created['events_url']}?after={live[second].id}")
     assert resumed == live[second + 1 :]
+
+
+async def test_a_chain_whose_first_execution_is_gone_streams_what_is_kept(
+    api: httpx.AsyncClient, worker: RunningWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the namespace's retention a chain's early executions are deleted: the
+    stream goes on from what the server keeps, with its ids, not an endless retry.
+    (The dev server keeps a chain's executions for its retention, a day: the first
+    one's history answers NOT_FOUND here as Temporal does once it is deleted.)"""
+    script = [{**turn, "delay_s": 0.1} for turn in CALC_SCRIPT]
+    body = {"prompt": "p", "script": script, "continue_as_new_after": 1}
+    created = (await api.post("/v1/runs", json=body)).json()
+    whole = await read_events(api, created["events_url"])
+    temporal = worker.client
+    described = (await temporal.get_workflow_handle(created["id"]).describe()).raw_description
+    first_run = described.workflow_execution_info.first_run_id
+    handle_of = temporal.get_workflow_handle
+
+    def purged(workflow_id: str, *, run_id: str | None = None, **options: Any) -> Any:
+        handle = handle_of(workflow_id, run_id=run_id, **options)
+        if run_id == first_run:
+
+            async def gone(*_: Any, **__: Any) -> AsyncIterator[Any]:
+                raise RPCError("workflow execution not found", RPCStatusCode.NOT_FOUND, b"")
+                yield  # an async generator, as the SDK's
+
+            setattr(handle, "fetch_history_events", gone)  # noqa: B010
+        return handle
+
+    monkeypatch.setattr(temporal, "get_workflow_handle", purged)
+    kept = await read_events(api, created["events_url"])
+    assert kept[-1] == whole[-1]  # the same result, with its id
+    assert kept[0].id > CHAIN_EVENTS  # the first execution's events are gone
+    assert (kept[0].event, kept[0].data) == ("state", {"state": "running"})  # where it is
+    assert kept[1:] == [event for event in whole if event.id > kept[0].id]
 
 
 async def test_result_is_409_while_running_and_waits_with_wait(api: httpx.AsyncClient) -> None:

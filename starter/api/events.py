@@ -39,6 +39,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHistoryEventFilterType
 from temporalio.contrib.workflow_streams import PublishInput
 from temporalio.converter import DataConverter, decode_typed_search_attributes
+from temporalio.service import RPCError, RPCStatusCode
 
 from onward import budget as budgets
 from onward import search_attributes as sa
@@ -404,17 +405,30 @@ async def run_events(
             ends and the client resumes with ``Last-Event-ID``.
     """
     translator = EventTranslator()
-    execution, run = await _execution(client, run_id, after // CHAIN_EVENTS)
+    try:
+        execution, run = await _execution(client, run_id, after // CHAIN_EVENTS)
+    except RPCError as err:
+        execution, run = await _latest_if_gone(err, client, run_id, converter)
     while True:
         base = execution * CHAIN_EVENTS
         handle = client.get_workflow_handle(run_id, run_id=run)
         events = handle.fetch_history_events(wait_new_event=True, skip_archival=True)
-        async for event in opened_events(events, converter):
-            for item in translator.add(event):
-                if item.id + base > after:
-                    yield replace(item, id=item.id + base)
-            if translator.closed:
-                break
+        read = False
+        try:
+            async for event in opened_events(events, converter):
+                read = True
+                for item in translator.add(event):
+                    if item.id + base > after:
+                        yield replace(item, id=item.id + base)
+                if translator.closed:
+                    break
+        except RPCError as err:
+            if read or run is None:
+                raise
+            # Past the namespace's retention: on with what the server still keeps.
+            execution, run = await _latest_if_gone(err, client, run_id, converter)
+            translator.next_execution()
+            continue
         if not translator.closed:
             return  # the history ended early (Temporal's): the client resumes
         if translator.continued_as is None:
@@ -425,6 +439,24 @@ async def run_events(
             return
         execution, run = execution + 1, translator.continued_as
         translator.next_execution()
+
+
+async def _latest_if_gone(
+    err: RPCError, client: Client, run_id: str, converter: DataConverter
+) -> tuple[int, str | None]:
+    """The chain's latest execution and its number, when ``err`` says an earlier one
+    is gone (deleted after the namespace's retention); else ``err`` again."""
+    if err.status != RPCStatusCode.NOT_FOUND:
+        raise err
+    handle = client.get_workflow_handle(run_id)
+    latest = (await handle.describe()).run_id
+    events = client.get_workflow_handle(run_id, run_id=latest).fetch_history_events()
+    async for event in opened_events(events, converter):
+        started = event.workflow_execution_started_event_attributes
+        agent = decode(started.input, AgentInput)
+        carry = agent.carry if isinstance(agent, AgentInput) else None
+        return (carry.runs if carry is not None else 0), latest
+    raise err
 
 
 async def _execution(client: Client, run_id: str, wanted: int) -> tuple[int, str | None]:
