@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.metadata
-import io
 import os
 import sys
 from collections.abc import Sequence
@@ -164,9 +163,26 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant", help="tenant the session belongs to")
 
 
+class UsageError(SystemExit):
+    """Bad flags or arguments: argparse said so on stderr; ``message`` is what it said."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_USAGE)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors carry their message (for ``--json``'s document)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole ``onward`` command line."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="onward",
         description="Durable AI agents on Temporal.",
         epilog=EPILOG,
@@ -175,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _connection_options(parser, None)
     # The same options after the command name; SUPPRESS keeps values given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _connection_options(common, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -609,22 +625,17 @@ def _report_error(err: OnwardError, json: bool) -> int:
 def run_cli(argv: Sequence[str]) -> int:
     """Run one ``onward`` command and return its exit code (no exit, no traceback)."""
     parser = build_parser()
-    said = io.StringIO()
     try:
-        with contextlib.redirect_stderr(said):
-            args, extra = parser.parse_known_args(argv)
-            if extra and args.command != "worker":
-                parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command != "worker":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit:
-        sys.stderr.write(said.getvalue())  # argparse's usage and what is wrong, as it says them
         code = exit.code if isinstance(exit.code, int) else EXIT_USAGE
         if code != EXIT_OK and "--json" in argv and "worker" not in argv:
-            # --json still gets its one document, saying what argparse said.
-            lines = said.getvalue().strip().splitlines() or ["bad usage; see onward --help"]
-            message = lines[-1].partition(" error: ")[2] or lines[-1]
+            # argparse has said what is wrong on stderr; --json still gets its one document.
+            message = exit.message if isinstance(exit, UsageError) else "bad usage"
             emit_json({"error": {"type": "UsageError", "message": message, "exit_code": code}})
         return code
-    sys.stderr.write(said.getvalue())
     try:
         if args.command is None:
             parser.print_help()
