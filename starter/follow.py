@@ -134,10 +134,10 @@ FollowEvent = StepFinished | StateChanged | WaitingForWorker | Retrying | Ended
 
 
 def _failure_message(cause: BaseException | None) -> str:
-    if isinstance(cause, TerminatedError):
-        return closed_reason("terminated", cause.message) or ""
-    if isinstance(cause, (CancelledError, TimeoutError)):
-        return closed_reason(_closed_as(cause)) or ""
+    detail = cause.message if isinstance(cause, TerminatedError) else None
+    reason = closed_reason(_closed_as(cause), detail)
+    if reason is not None:
+        return reason
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause) if cause is not None else "failed"

@@ -470,19 +470,15 @@ def _ending(event: HistoryEvent) -> tuple[AgentState, str | None]:
     """How a closing event closed the run, in Onward's words, and the failure it names."""
     kind = event.event_type
     status = _ENDINGS[kind]
-    failure = None
-    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-        failure = failure_message(event.workflow_execution_failed_event_attributes.failure)
     # A run that continued as new is over here; its next run goes on.
     if status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
-        return "completed", failure
+        return "completed", None
     state = closed_state(status)
-    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
-        terminated = event.workflow_execution_terminated_event_attributes
-        failure = closed_reason(state, terminated.reason)
-    elif kind != EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
-        failure = closed_reason(state)
-    return state, failure
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        return state, failure_message(event.workflow_execution_failed_event_attributes.failure)
+    # A terminate's reason (an empty proto field on any other closing event).
+    detail = event.workflow_execution_terminated_event_attributes.reason or None
+    return state, closed_reason(state, detail)
 
 
 @dataclass
