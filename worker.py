@@ -51,6 +51,7 @@ from onward.activities.tools import (
     load_tools,
     register_tools,
 )
+from onward.activities.webhooks import WEBHOOK_ALLOW_ENV
 from onward.connection import DATA_CONVERTER, connect_config, connect_with_retry, task_queue
 from onward.errors import SettingsError
 from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
@@ -83,6 +84,9 @@ server is unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
 Tools: the built-ins (http_fetch limited by ONWARD_HTTP_ALLOW), the tools of
 installed packages' onward.tools entry points, and the modules named by
 --tools (repeatable) or ONWARD_TOOLS=mod1,mod2.
+
+Webhooks: signed with ONWARD_WEBHOOK_SECRET (none is sent without it), and
+only to public addresses unless ONWARD_WEBHOOK_ALLOW lists the receiver.
 
 Runs keep their conversation and full step log in ONWARD_STORE (default: the
 directory .onward/store; postgresql://... for workers on several machines, an
@@ -117,6 +121,9 @@ class WorkerSettings:
     """Modules of user tools: ``ONWARD_TOOLS`` (comma-separated), then ``--tools``."""
     http_allow: AllowList = field(default_factory=AllowList)
     """Exceptions to ``http_fetch``'s address guard: ``ONWARD_HTTP_ALLOW``."""
+    webhook_allow: AllowList | None = None
+    """Webhook receivers at non-public addresses: ``ONWARD_WEBHOOK_ALLOW``
+    (None: the plugin reads it from the process's environment)."""
     store_url: str = field(default_factory=lambda: store_url({}))
     """The transcript store: ``ONWARD_STORE`` (``postgresql://...``), or ``.onward/store``."""
     tuning: WorkerTuning = field(default_factory=WorkerTuning)
@@ -128,8 +135,9 @@ class WorkerSettings:
         """Read the environment once.
 
         Raises:
-            ValueError: a bad ``ONWARD_HTTP_ALLOW`` entry, Temporal profile file or
-                tuning variable (``ONWARD_MAX_*``, ``ONWARD_*_TIMEOUT``).
+            ValueError: a bad ``ONWARD_HTTP_ALLOW`` or ``ONWARD_WEBHOOK_ALLOW`` entry,
+                Temporal profile file or tuning variable (``ONWARD_MAX_*``,
+                ``ONWARD_*_TIMEOUT``).
         """
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
@@ -142,6 +150,7 @@ class WorkerSettings:
             namespace=str(connect_config(env).get("namespace") or "default"),
             tool_modules=tuple(name.strip() for name in modules if name.strip()),
             http_allow=AllowList.from_env(env),
+            webhook_allow=AllowList.from_env(env, WEBHOOK_ALLOW_ENV),
             store_url=store_url(env),
             tuning=WorkerTuning.from_env(env),
         )
@@ -182,6 +191,7 @@ def onward_plugin(
         )
     return OnwardPlugin(
         registry=registry or builtin_registry(http_allow=settings.http_allow),
+        webhook_allow=settings.webhook_allow,
         providers=providers if providers is not None else {"scripted": ScriptedModel()},
         model_max_attempts=model_max_attempts,
         workspace=settings.workspace,
@@ -375,7 +385,7 @@ def parse_args(
             tool_modules=(*settings.tool_modules, *args.tools),
             tuning=WorkerTuning.from_env(env, flags),
         )
-    except ValueError as err:  # a bad ONWARD_HTTP_ALLOW entry or tuning value: refuse to start
+    except ValueError as err:  # a bad ONWARD_*_ALLOW entry or tuning value: refuse to start
         parser.error(str(err))
     args.parser = parser
     return settings, args

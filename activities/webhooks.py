@@ -7,23 +7,49 @@ it with ``ONWARD_WEBHOOK_SECRET`` (see :mod:`onward.webhooks` for verifying it).
 can drop a repeat. Temporal retries the activity with back-off: a receiver that
 is down or answers 5xx, 408 or 429 is tried again; any other 4xx is final. The
 secret stays in the worker's environment and never reaches workflow history.
+
+Whoever starts a run chooses its URL (a client of the HTTP API too), so the
+worker does not POST into its own network: the receiver's name is resolved,
+every address is checked as ``http_fetch`` checks them (no loopback, private,
+link-local or other non-public address unless ``ONWARD_WEBHOOK_ALLOW`` lists
+it, see :mod:`onward.activities.tools.net_guard`), and the connection goes to
+a checked address. Redirects are not followed, and proxies from the
+environment are not used (the check would not hold behind one).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 
 import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from onward.activities.tools.net_guard import (
+    AddressRefused,
+    AllowList,
+    IPAddress,
+    Resolver,
+    allowed_addresses,
+    parse_ip,
+    resolve,
+)
 from onward.contracts import WebhookDelivery, WebhookOutcome
 from onward.webhooks import SIGNATURE_HEADER, sign
 
-__all__ = ["DELIVERY_HEADER", "WEBHOOK_SECRET_ENV", "WEBHOOK_TIMEOUT_S", "WebhookActivities"]
+__all__ = [
+    "DELIVERY_HEADER",
+    "WEBHOOK_ALLOW_ENV",
+    "WEBHOOK_SECRET_ENV",
+    "WEBHOOK_TIMEOUT_S",
+    "WebhookActivities",
+]
 
 WEBHOOK_SECRET_ENV = "ONWARD_WEBHOOK_SECRET"
+WEBHOOK_ALLOW_ENV = "ONWARD_WEBHOOK_ALLOW"
+"""Addresses, CIDR ranges and host names of receivers inside the worker's network."""
 DELIVERY_HEADER = "Onward-Delivery"
 """The delivery's id (workflow id and activity id): equal on every retry of one delivery."""
 WEBHOOK_TIMEOUT_S = 10.0
@@ -32,32 +58,29 @@ _RETRYABLE_STATUS = frozenset({408, 429})
 
 
 class WebhookActivities:
-    """Delivers run results to webhooks; one HTTP client for the worker's life.
+    """Delivers run results to webhooks.
 
     Args:
         secret: the signing secret (``ONWARD_WEBHOOK_SECRET``); None: deliveries
             fail at once, naming the setting, and the run is not affected.
-        transport: an httpx transport (tests); default: the network.
+        allow: receivers that may be at non-public addresses
+            (``ONWARD_WEBHOOK_ALLOW``); default: public addresses only.
+        resolver: name lookup (tests); default: the event loop's ``getaddrinfo``.
+        transport: makes an httpx transport for each delivery (tests); default: the network.
     """
 
     def __init__(
-        self, secret: str | None, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        secret: str | None,
+        *,
+        allow: AllowList | None = None,
+        resolver: Resolver = resolve,
+        transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         self._secret = secret or None
+        self._allow = allow or AllowList()
+        self._resolver = resolver
         self._transport = transport
-        self._http: httpx.AsyncClient | None = None
-
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None or self._http.is_closed:
-            self._http = httpx.AsyncClient(
-                transport=self._transport, timeout=WEBHOOK_TIMEOUT_S, follow_redirects=False
-            )
-        return self._http
-
-    async def aclose(self) -> None:
-        """Close the HTTP client (a later delivery opens a new one)."""
-        if self._http is not None:
-            await self._http.aclose()
 
     @activity.defn(name="deliver_webhook")
     async def deliver_webhook(self, delivery: WebhookDelivery) -> WebhookOutcome:
@@ -70,6 +93,8 @@ class WebhookActivities:
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             )
+        url = httpx.URL(delivery.url)
+        addresses = await self._addresses(url)
         body = json.dumps(
             {"id": delivery.run_id, "result": delivery.result.model_dump(mode="json")},
             separators=(",", ":"),
@@ -80,7 +105,7 @@ class WebhookActivities:
             DELIVERY_HEADER: f"{info.workflow_id}/{info.activity_id}",
         }
         try:
-            response = await self._client().post(delivery.url, content=body, headers=headers)
+            response = await self._post(url, addresses, body, headers)
         except httpx.HTTPError as err:
             raise _failure(f"webhook POST failed: {type(err).__name__}: {err}", True) from None
         status = response.status_code
@@ -88,6 +113,57 @@ class WebhookActivities:
             return WebhookOutcome(status_code=status, attempt=info.attempt)
         retryable = status >= 500 or status in _RETRYABLE_STATUS
         raise _failure(f"webhook receiver answered {status}", retryable)
+
+    async def _addresses(self, url: httpx.URL) -> list[IPAddress]:
+        """The receiver's addresses, all allowed; a final failure naming one that is not."""
+        host = url.raw_host.decode("ascii")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            return await allowed_addresses(host, port, self._allow, self._resolver)
+        except OSError as err:  # DNS may be back at the next attempt
+            reason = err.strerror or str(err)
+            raise _failure(f"webhook_url: cannot resolve {host}: {reason}", True) from None
+        except AddressRefused as err:
+            hint = f"set {WEBHOOK_ALLOW_ENV} on the worker to allow it"
+            raise _failure(f"webhook_url: {err}; {hint}", False) from None
+
+    async def _post(
+        self,
+        url: httpx.URL,
+        addresses: Sequence[IPAddress],
+        body: bytes,
+        headers: dict[str, str],
+    ) -> httpx.Response:
+        """One POST to the first checked address that accepts a connection.
+
+        A client of its own each time: a pooled connection is keyed by the
+        address, so it could be reused for another receiver's name (and TLS
+        server name) at the same address.
+        """
+        host = url.raw_host.decode("ascii")
+        # The URL names the checked address; Host and the TLS server name keep the name.
+        sni = {"sni_hostname": host} if url.scheme == "https" and not parse_ip(host) else {}
+        last_error: httpx.ConnectError | None = None
+        for address in addresses:
+            async with httpx.AsyncClient(
+                transport=self._transport() if self._transport else None,
+                timeout=WEBHOOK_TIMEOUT_S,
+                follow_redirects=False,
+                trust_env=False,
+            ) as client:
+                request = client.build_request(
+                    "POST",
+                    url.copy_with(host=str(address)),
+                    content=body,
+                    headers={**headers, "Host": url.netloc.decode("ascii")},
+                    extensions=sni,
+                )
+                try:
+                    return await client.send(request)
+                except httpx.ConnectError as err:
+                    last_error = err  # this address refused; the next one may not
+        assert last_error is not None  # addresses is never empty
+        raise last_error
 
 
 def _failure(message: str, retryable: bool) -> ApplicationError:

@@ -43,7 +43,11 @@ from onward.activities.providers.settings import ModelCallSettings
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import AllowList, Tool, ToolRegistry, builtin_registry, register_tools
-from onward.activities.webhooks import WEBHOOK_SECRET_ENV, WebhookActivities
+from onward.activities.webhooks import (
+    WEBHOOK_ALLOW_ENV,
+    WEBHOOK_SECRET_ENV,
+    WebhookActivities,
+)
 from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
@@ -139,6 +143,8 @@ class OnwardPlugin(SimplePlugin):
         workspace: the directory the file tools are confined to.
         pricing: prices of model usage; default: the bundled table.
         http_allow: exceptions to ``http_fetch``'s address guard.
+        webhook_allow: webhook receivers that may be at non-public addresses;
+            default: ``ONWARD_WEBHOOK_ALLOW`` in this process's environment.
         search_attribute_names: the Onward search attributes the server has;
             None registers them on worker start (idempotent) and uses those.
         interceptors: client and worker interceptors to add, e.g. the tracing
@@ -156,7 +162,7 @@ class OnwardPlugin(SimplePlugin):
 
     Raises:
         ValueError: both ``tools`` and ``registry`` were given, or a provider
-            setting in the environment is bad.
+            setting or ``ONWARD_WEBHOOK_ALLOW`` in the environment is bad.
         ToolLoadError: a tool's name clashes with another's.
     """
 
@@ -170,6 +176,7 @@ class OnwardPlugin(SimplePlugin):
         workspace: Path | str = DEFAULT_WORKSPACE,
         pricing: PricingTable | None = None,
         http_allow: AllowList | None = None,
+        webhook_allow: AllowList | None = None,
         search_attribute_names: Sequence[str] | None = None,
         interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
         telemetry: ActivityTelemetry | None = None,
@@ -187,7 +194,9 @@ class OnwardPlugin(SimplePlugin):
         telemetry = telemetry or ActivityTelemetry()
         self._providers = dict(providers)
         # -- webhooks: the secret is read here, like the providers' keys ----
-        self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV))
+        if webhook_allow is None:
+            webhook_allow = AllowList.from_env(os.environ, WEBHOOK_ALLOW_ENV)
+        self._webhooks = WebhookActivities(os.environ.get(WEBHOOK_SECRET_ENV), allow=webhook_allow)
         # -- end webhooks -----------------------------------------------------------------
         self._register_search_attributes = search_attribute_names is None
         self._registering: dict[tuple[str, str], asyncio.Future[list[str]]] = {}
@@ -276,4 +285,3 @@ class OnwardPlugin(SimplePlugin):
         finally:
             # After the worker has drained its activities; a later call reopens the pool.
             await close_providers(self._providers)
-            await self._webhooks.aclose()

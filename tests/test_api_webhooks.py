@@ -7,6 +7,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,17 +59,24 @@ async def signing_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[RunningWorker]:
     monkeypatch.setenv("ONWARD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("ONWARD_WEBHOOK_ALLOW", "127.0.0.1")  # the receivers are local
     async with running_worker(client, tmp_path / "ws", search_attribute_names) as running:
         yield running
 
 
-@pytest_asyncio.fixture
-async def api(signing_worker: RunningWorker) -> AsyncIterator[httpx.AsyncClient]:
-    onward = OnwardClient(signing_worker.client, task_queue=signing_worker.task_queue)
+@asynccontextmanager
+async def api_of(worker: RunningWorker) -> AsyncIterator[httpx.AsyncClient]:
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
     async with (
         serving(api_app(ApiSettings(), onward)) as base,
         httpx.AsyncClient(base_url=base, timeout=30) as http,
     ):
+        yield http
+
+
+@pytest_asyncio.fixture
+async def api(signing_worker: RunningWorker) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_of(signing_worker) as http:
         yield http
 
 
@@ -137,14 +145,35 @@ async def test_a_worker_without_the_secret_sends_nothing_and_the_run_completes(
     worker: RunningWorker,
 ) -> None:
     receiver = Receiver([200])
-    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
-    async with (
-        serving(api_app(ApiSettings(), onward)) as base,
-        httpx.AsyncClient(base_url=base, timeout=30) as http,
-    ):
+    async with api_of(worker) as http:
         _, status = await submit_with_webhook(http, receiver)
     assert status == "completed"
     assert receiver.got == []
+
+
+async def test_a_receiver_inside_the_workers_network_is_refused_unless_allowed(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client of the API chooses the URL: the worker must not POST to its own
+    # loopback (or private network, or cloud metadata) for it.
+    monkeypatch.setenv("ONWARD_WEBHOOK_SECRET", SECRET)
+    monkeypatch.delenv("ONWARD_WEBHOOK_ALLOW", raising=False)
+    receiver = Receiver([200])
+    async with (
+        running_worker(client, tmp_path / "ws", search_attribute_names) as worker,
+        api_of(worker) as http,
+    ):
+        run_id, status = await submit_with_webhook(http, receiver)
+        events = await read_events(http, f"/v1/runs/{run_id}/events")
+    assert status == "completed"
+    assert receiver.got == []
+    (webhook,) = [e.data for e in events if e.event == "webhook"]
+    assert webhook["delivered"] is False and webhook["attempts"] == 1  # final, not retried
+    assert "127.0.0.1 is a loopback address" in webhook["error"]
+    assert "ONWARD_WEBHOOK_ALLOW" in webhook["error"]
 
 
 async def test_a_natively_cancelled_run_still_delivers_its_result(

@@ -15,6 +15,8 @@ def test_settings_read_tools_and_allow_list() -> None:
     assert settings.tool_modules == ("examples.mytools", "other.mod")
     assert settings.http_allow == AllowList.parse("127.0.0.1")
     assert WorkerSettings.from_env({}).http_allow == AllowList()
+    allowed = WorkerSettings.from_env({"ONWARD_WEBHOOK_ALLOW": "hooks.internal"}).webhook_allow
+    assert allowed == AllowList.parse("hooks.internal")
 
 
 def test_registry_has_builtins_http_fetch_and_user_tools() -> None:
@@ -39,3 +41,10 @@ def test_bad_tools_or_allow_list_stop_the_worker_before_connecting(
         main([])
     assert exited.value.code == 2
     assert "ONWARD_HTTP_ALLOW: '*.corp' is not an IP address" in capsys.readouterr().err
+
+    monkeypatch.delenv("ONWARD_HTTP_ALLOW")
+    monkeypatch.setenv("ONWARD_WEBHOOK_ALLOW", "10.0.0.0/8, hooks/internal")
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "ONWARD_WEBHOOK_ALLOW: 'hooks/internal' is not" in capsys.readouterr().err

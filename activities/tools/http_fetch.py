@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,12 +31,13 @@ from pydantic import BaseModel, Field
 from onward.activities.tools.http_body import body_text, read_body
 from onward.activities.tools.net_guard import (
     ALLOW_ENV,
+    AddressRefused,
     AllowList,
     IPAddress,
+    Resolver,
+    allowed_addresses,
     parse_ip,
-    refusal,
     resolve,
-    unmap,
 )
 from onward.activities.tools.registry import Tool, tool
 from onward.errors import ToolError, ToolRetryableError
@@ -65,8 +66,6 @@ ACTIVITY_MARGIN_S = 10.0
 USER_AGENT = "onward-http-fetch/0.1"
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
-"""``(host, port) -> addresses``; injectable so tests never depend on real DNS."""
 TransportFactory = Callable[[], httpx.AsyncBaseTransport]
 """A fresh transport per hop, so no connection is reused under another host's name."""
 
@@ -191,25 +190,14 @@ class _Fetcher:
     async def _checked_addresses(self, url: httpx.URL, redirected: bool) -> list[IPAddress]:
         """The addresses to connect to, all allowed; a ToolError naming the first that is not."""
         host = _host(url)
-        literal = parse_ip(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                found = await self.resolver(host, url.port or _default_port(url))
-            except OSError as err:
-                raise ToolError(
-                    f"http_fetch: cannot resolve {host}: {err.strerror or err}"
-                ) from err
-            parsed = [parse_ip(item) for item in found]
-            addresses = [item for item in parsed if item is not None]
-            if not addresses:
-                raise ToolError(f"http_fetch: cannot resolve {host}: no addresses")
-        reason = refusal(host, addresses, self.allow)
-        if reason is not None:
+        port = url.port or _default_port(url)
+        try:
+            return await allowed_addresses(host, port, self.allow, self.resolver)
+        except OSError as err:
+            raise ToolError(f"http_fetch: cannot resolve {host}: {err.strerror or err}") from err
+        except AddressRefused as err:
             where = f"refused to follow the redirect to {_shown(url)}: " if redirected else ""
-            raise ToolError(f"http_fetch: {where}{reason}{_ALLOW_HINT}")
-        return list(dict.fromkeys(unmap(item) for item in addresses))
+            raise ToolError(f"http_fetch: {where}{err}{_ALLOW_HINT}") from err
 
     async def _exchange(
         self,

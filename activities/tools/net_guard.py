@@ -1,6 +1,7 @@
-"""Which network addresses ``http_fetch`` may connect to, and the allow-list that widens it.
+"""Which network addresses the worker connects to for others, and the allow-list that widens it.
 
-A model must not use the worker as a way into its own network (SSRF): the
+Neither a model (``http_fetch``) nor a client of the HTTP API (a run's
+``webhook_url``) may use the worker as a way into its own network (SSRF): the
 loopback interface, private ranges, link-local addresses (where cloud metadata
 services such as ``169.254.169.254`` answer), carrier-grade NAT and every other
 non-public range are refused. IPv6 forms that carry an IPv4 address
@@ -11,9 +12,10 @@ connects to exactly those addresses, so a name that resolves to a public
 address when checked and to ``127.0.0.1`` when connecting (DNS rebinding) gets
 nowhere. Everything here is pure except :func:`resolve`.
 
-``ONWARD_HTTP_ALLOW`` lists exceptions, comma-separated: exact IP addresses
-(``127.0.0.1`` allows that address only), CIDR ranges (``10.20.0.0/16``) and
-host names (``wiki.internal`` allows that name, whatever it resolves to).
+``ONWARD_HTTP_ALLOW`` (``http_fetch``) and ``ONWARD_WEBHOOK_ALLOW`` (webhooks)
+list exceptions, comma-separated: exact IP addresses (``127.0.0.1`` allows
+that address only), CIDR ranges (``10.20.0.0/16``) and host names
+(``wiki.internal`` allows that name, whatever it resolves to).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import asyncio
 import os
 import re
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -35,8 +37,11 @@ from ipaddress import (
 
 __all__ = [
     "ALLOW_ENV",
+    "AddressRefused",
     "AllowList",
     "IPAddress",
+    "Resolver",
+    "allowed_addresses",
     "blocked_reason",
     "parse_ip",
     "refusal",
@@ -49,6 +54,8 @@ ALLOW_ENV = "ONWARD_HTTP_ALLOW"
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""``(host, port) -> addresses``; injectable so tests never depend on real DNS."""
 
 _V4_BLOCKS: tuple[tuple[IPv4Network, str], ...] = tuple(
     (IPv4Network(cidr), reason)
@@ -129,21 +136,23 @@ def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
 
 @dataclass(frozen=True)
 class AllowList:
-    """Addresses, ranges and host names ``http_fetch`` may reach despite the guard.
+    """Addresses, ranges and host names a guarded connection may reach despite the guard.
 
     Empty by default: only public addresses. Build it once at worker startup
-    with :meth:`from_env` and hand it to ``make_http_fetch``.
+    with :meth:`from_env` and hand it to ``make_http_fetch`` (``ONWARD_HTTP_ALLOW``)
+    or the webhook activities (``ONWARD_WEBHOOK_ALLOW``).
     """
 
     networks: tuple[IPNetwork, ...] = ()
     hosts: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def parse(cls, text: str | None) -> AllowList:
+    def parse(cls, text: str | None, setting: str = ALLOW_ENV) -> AllowList:
         """Parse ``"127.0.0.1, 10.20.0.0/16, wiki.internal"``.
 
         Raises:
-            ValueError: an entry is none of an IP address, a CIDR range or a host name.
+            ValueError: an entry is none of an IP address, a CIDR range or a host
+                name; the message names ``setting``, where the text came from.
         """
         networks: list[IPNetwork] = []
         hosts: set[str] = set()
@@ -164,16 +173,18 @@ class AllowList:
             name = entry.lower().rstrip(".")
             if "/" in entry or re.fullmatch(r"[0-9.]+", name) or not _HOST_NAME.match(name):
                 raise ValueError(
-                    f"{ALLOW_ENV}: {entry!r} is not an IP address, a CIDR range or a host name"
+                    f"{setting}: {entry!r} is not an IP address, a CIDR range or a host name"
                 )
             hosts.add(name)
         return cls(networks=tuple(networks), hosts=frozenset(hosts))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> AllowList:
-        """The allow-list in ``ONWARD_HTTP_ALLOW``; call it at startup, not at import."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, variable: str = ALLOW_ENV
+    ) -> AllowList:
+        """The allow-list in ``variable`` (``ONWARD_HTTP_ALLOW``); call it at startup."""
         env = os.environ if environ is None else environ
-        return cls.parse(env.get(ALLOW_ENV))
+        return cls.parse(env.get(variable), variable)
 
     def allows_host(self, host: str) -> bool:
         """True when ``host`` is a listed host name (an IP literal never matches here)."""
@@ -213,3 +224,35 @@ async def resolve(host: str, port: int) -> Sequence[str]:
     """
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class AddressRefused(Exception):
+    """The guard does not let the worker connect to a host; ``str()`` says why."""
+
+
+async def allowed_addresses(
+    host: str, port: int, allow: AllowList, resolver: Resolver = resolve
+) -> list[IPAddress]:
+    """Where to connect for ``host``: every address it resolves to, each one allowed.
+
+    ``host`` is as sent to DNS (IDNA-encoded, an IPv6 address without
+    brackets); an IP literal is its own address. The addresses come back in the
+    resolver's order, IPv4-mapped forms as IPv4, without repeats: connect to
+    these, not to the name, or the name could resolve elsewhere in between.
+
+    Raises:
+        OSError: the name does not resolve, or resolves to no address.
+        AddressRefused: an address is neither public nor allowed.
+    """
+    literal = parse_ip(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        parsed = [parse_ip(item) for item in await resolver(host, port)]
+        addresses = [item for item in parsed if item is not None]
+        if not addresses:
+            raise OSError("no addresses")
+    reason = refusal(host, addresses, allow)
+    if reason is not None:
+        raise AddressRefused(reason)
+    return list(dict.fromkeys(unmap(item) for item in addresses))

@@ -1,0 +1,141 @@
+"""The webhook activity's address guard, against a real receiver on loopback.
+
+Host names here resolve through a resolver the test gives (there is no DNS):
+a delivery that reaches the receiver at 127.0.0.1 under such a name proves the
+POST went to the checked address, not to a second lookup of the name.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+import pytest_asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from api_server import serving
+from onward.activities.tools.net_guard import AllowList
+from onward.activities.webhooks import WebhookActivities
+from onward.contracts import AgentResult, RunUsage, WebhookDelivery
+
+
+class Resolver:
+    """Names to addresses, counting lookups; an unknown name does not resolve."""
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.names = names
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.lookups.append(host)
+        if host not in self.names:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.names[host]
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
+    """A receiver on 127.0.0.1: its port and the Host header of every POST it got."""
+    hosts: list[str] = []
+
+    async def hook(request: Request) -> Response:
+        hosts.append(request.headers["host"])
+        return Response(status_code=204)
+
+    async with serving(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base:
+        yield int(base.rsplit(":", 1)[1]), hosts
+
+
+async def deliver(activities: WebhookActivities, url: str) -> int:
+    delivery = WebhookDelivery(
+        url=url, run_id="run-1", result=AgentResult(status="completed", usage=RunUsage())
+    )
+    outcome = await ActivityEnvironment().run(activities.deliver_webhook, delivery)
+    return outcome.status_code
+
+
+async def refused(activities: WebhookActivities, url: str) -> ApplicationError:
+    with pytest.raises(ApplicationError) as failed:
+        await deliver(activities, url)
+    return failed.value
+
+
+@pytest.mark.parametrize(
+    ("url", "names", "reason"),
+    [
+        ("http://127.0.0.1:{port}/hook", {}, "127.0.0.1 is a loopback address"),
+        ("http://[::ffff:127.0.0.1]:{port}/hook", {}, "::ffff:7f00:1 (IPv4 127.0.0.1) is a"),
+        (
+            "http://hooks.example:{port}/hook",
+            {"hooks.example": ["127.0.0.1"]},
+            "hooks.example resolves to 127.0.0.1, a loopback address",
+        ),
+        (
+            "http://metadata.example/latest",
+            {"metadata.example": ["169.254.169.254"]},
+            "169.254.169.254, a link-local address",
+        ),
+        (
+            # Every address must pass: the connection could go to any of them.
+            "https://mixed.example/hook",
+            {"mixed.example": ["93.184.216.34", "10.1.2.3"]},
+            "mixed.example resolves to 10.1.2.3, a private address",
+        ),
+    ],
+)
+async def test_a_receiver_at_a_non_public_address_is_refused_for_good(
+    receiver: tuple[int, list[str]], url: str, names: dict[str, list[str]], reason: str
+) -> None:
+    port, hosts = receiver
+    activities = WebhookActivities("secret", resolver=Resolver(names))
+    error = await refused(activities, url.format(port=port))
+    assert reason in error.message
+    assert "set ONWARD_WEBHOOK_ALLOW on the worker" in error.message
+    assert error.non_retryable and error.type == "WebhookFailed"
+    assert hosts == []
+
+
+@pytest.mark.parametrize("allowed", ["127.0.0.1", "127.0.0.0/8", "hooks.example"])
+async def test_an_allowed_receiver_gets_the_post_at_the_address_that_was_checked(
+    receiver: tuple[int, list[str]], allowed: str
+) -> None:
+    port, hosts = receiver
+    resolver = Resolver({"hooks.example": ["127.0.0.1"]})
+    activities = WebhookActivities(
+        "secret", allow=AllowList.parse(allowed, "ONWARD_WEBHOOK_ALLOW"), resolver=resolver
+    )
+    assert await deliver(activities, f"http://hooks.example:{port}/hook") == 204
+    # One lookup, and the receiver saw the name it was addressed by.
+    assert resolver.lookups == ["hooks.example"]
+    assert hosts == [f"hooks.example:{port}"]
+
+
+async def test_an_allowed_address_does_not_allow_others_of_the_same_name(
+    receiver: tuple[int, list[str]],
+) -> None:
+    port, hosts = receiver
+    resolver = Resolver({"hooks.example": ["127.0.0.1", "10.0.0.7"]})
+    activities = WebhookActivities(
+        "secret", allow=AllowList.parse("127.0.0.1", "ONWARD_WEBHOOK_ALLOW"), resolver=resolver
+    )
+    error = await refused(activities, f"http://hooks.example:{port}/hook")
+    assert "10.0.0.7, a private address" in error.message
+    assert hosts == []
+
+
+async def test_a_name_that_does_not_resolve_is_tried_again() -> None:
+    activities = WebhookActivities("secret", resolver=Resolver({}))
+    error = await refused(activities, "https://gone.example/hook")
+    assert "cannot resolve gone.example" in error.message
+    assert not error.non_retryable  # DNS may answer at the next attempt
+
+
+def test_a_bad_allow_entry_names_the_variable_it_came_from() -> None:
+    with pytest.raises(ValueError, match=r"ONWARD_WEBHOOK_ALLOW: '\*\.corp' is not an IP"):
+        AllowList.from_env({"ONWARD_WEBHOOK_ALLOW": "*.corp"}, "ONWARD_WEBHOOK_ALLOW")
