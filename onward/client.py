@@ -379,6 +379,7 @@ class OnwardClient(SessionMethods):
         id: str | None = None,
         *,
         tag_tenant: bool = False,
+        memo: Mapping[str, Any] | None = None,
     ) -> str:
         """Start a run on this client's task queue; return its id (the workflow id).
 
@@ -387,7 +388,8 @@ class OnwardClient(SessionMethods):
         tenant), so it is listed from the start and the run itself does not
         upsert them again. ``tag_tenant`` sets ``OnwardTenant`` even when this
         client could not see the server's attributes; the server must have it
-        (a worker, or ``onward api``, registers it).
+        (a worker, or ``onward api``, registers it). ``memo`` is the run's
+        Temporal memo (kept when it continues as new; see :meth:`memo`).
 
         Raises:
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
@@ -408,8 +410,19 @@ class OnwardClient(SessionMethods):
             static_details=static_details(agent),
             # Taken by a worker of this client's process, if any, at once.
             request_eager_start=True,
+            memo=memo,
         )
         return run_id
+
+    async def memo(self, run_id: str) -> dict[str, Any]:
+        """The memo the run (or session) was started with.
+
+        Raises:
+            RunNotFound: no run has this id.
+        """
+        with self._translated(run_id):
+            description = await self._handle(run_id).describe()
+            return dict(await description.memo())
 
     async def _registered_attributes(self) -> set[str]:
         """Onward's search attributes the server has.

@@ -14,7 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from api_server import read_events, serving
 from conftest import RunningWorker, eventually
 from onward.client import OnwardClient
-from onward.starter.api import ApiSettings, api_app
+from onward.starter.api import DEFAULT_TENANT, ApiSettings, api_app, idempotent_run_id
 from onward.starter.api.events import CHAIN_EVENTS
 
 ONE_PLUS_ONE = {"name": "calculator", "arguments": {"expression": "1+1"}}
@@ -183,6 +183,34 @@ async def test_the_same_idempotency_key_gives_the_same_run(api: httpx.AsyncClien
     assert third.json()["id"] == first.json()["id"] and third.json()["created"] is False
     other = await api.post("/v1/runs", json={**body, "idempotency_key": "k2"})
     assert other.json()["id"] != first.json()["id"]
+    # The same fields in another order, or in other JSON spacing, are the same request.
+    reordered = dict(reversed(list(body.items())))
+    assert (await api.post("/v1/runs", json=reordered)).json()["id"] == first.json()["id"]
+
+
+async def test_an_idempotency_key_sent_with_another_request_is_refused(
+    api: httpx.AsyncClient, worker: RunningWorker
+) -> None:
+    body = {"prompt": "pay invoice 17", "script": [{"text": "paid"}], "idempotency_key": "k-17"}
+    first = await api.post("/v1/runs", json=body)
+    assert first.status_code == 202
+    # A client bug reusing the key must not be told its other request is that run.
+    for changed in ({"prompt": "pay invoice 18"}, {"budget": {"max_steps": 3}}):
+        reused = await api.post("/v1/runs", json={**body, **changed})
+        assert reused.status_code == 422
+        error = reused.json()["error"]
+        assert error["type"] == "IdempotencyKeyReused"
+        assert first.json()["id"] in error["message"]
+    again = await api.post("/v1/runs", json=body)
+    assert again.status_code == 202 and again.json()["created"] is False
+    # A run started with the key before requests were kept is still the key's run.
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    old_id = idempotent_run_id(DEFAULT_TENANT, "k-old")
+    old_input = {"prompt": "p", "script": [{"text": "x"}], "tenant": DEFAULT_TENANT}
+    await onward.start(old_input, old_id, tag_tenant=True)
+    old = await api.post("/v1/runs", json={**body, "idempotency_key": "k-old"})
+    assert old.status_code == 202 and old.json()["created"] is False
+    assert old.json()["id"] == old_id
 
 
 async def test_controls_pause_resume_steer_extend_cancel(api: httpx.AsyncClient) -> None:

@@ -100,6 +100,10 @@ class ApiSettings:
     connect: Callable[[], Awaitable[OnwardClient]] | None = None
 
 
+REQUEST_MEMO = "onward.request_sha256"
+"""Memo of a run started with an idempotency key: the digest of the request it came with."""
+
+
 def idempotent_run_id(tenant: str, key: str) -> str:
     """The run id an idempotency key stands for: the same per tenant, different across tenants."""
     digest = hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()[:24]
@@ -315,22 +319,41 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         check_client_input(body, tenant, "run", gate().limits.max_cost_usd_per_day is not None)
         agent = body.agent_input(tenant)
         run_id = new_run_id()
+        memo: dict[str, str] | None = None
         if body.idempotency_key is not None:
             run_id = idempotent_run_id(tenant, body.idempotency_key)
+            memo = {REQUEST_MEMO: body.digest()}
             with contextlib.suppress(RunNotFound):
-                await owned(run_id, tenant)
+                await repeated(run_id, tenant, memo[REQUEST_MEMO])
                 return created(run_id, False, response)
         async with gate().lock(tenant):
             remaining = await gate().check(tenant)
             if remaining is not None:
                 agent = _capped(agent, remaining)
             try:
-                await onward().start(agent, run_id, tag_tenant=True)
+                await onward().start(agent, run_id, tag_tenant=True, memo=memo)
             except RunAlreadyExists:  # the same key, sent twice at once
-                await owned(run_id, tenant)
+                await repeated(run_id, tenant, body.digest())
                 return created(run_id, False, response)
             gate().started(tenant, run_id)
         return created(run_id, True, response)
+
+    async def repeated(run_id: str, tenant: str, digest: str) -> None:
+        """Check that the tenant's run ``run_id`` was started by the same request.
+
+        Raises:
+            RunNotFound: no such run of the tenant's.
+            ApiProblem: 422, its idempotency key came with another request.
+        """
+        await owned(run_id, tenant)
+        sent = (await onward().memo(run_id)).get(REQUEST_MEMO)
+        if sent is not None and sent != digest:  # None: started before requests were kept
+            raise ApiProblem(
+                422,
+                "IdempotencyKeyReused",
+                f"idempotency_key was sent before with another request (run {run_id}); "
+                "a different request needs a new key",
+            )
 
     @app.get("/v1/runs", response_model=list[RunSummary], responses=_ERRORS)
     async def list_runs(

@@ -8,6 +8,8 @@ the workflow speaks.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,6 +86,16 @@ class RunRequest(AgentInput):
         """The workflow input of this request, tagged with ``tenant``."""
         fields = self.model_dump(exclude={"idempotency_key"}, exclude_unset=True)
         return AgentInput.model_validate({**fields, "tenant": tenant})
+
+    def digest(self) -> str:
+        """SHA-256 of the fields sent (the key aside): what a repeat of the request must match.
+
+        Fields left out are left out here too, so an Onward that adds a field
+        with a default still recognises a request sent before.
+        """
+        fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_unset=True)
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class RunCreated(BaseModel):
