@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
 
@@ -55,6 +57,10 @@ SessionHandle = WorkflowHandle[SessionWorkflow, SessionResult]
 WORKER_GRACE_S = 3.0
 """How long ``send_message`` waits for a worker to show before raising NoWorker."""
 WORKER_CHECK_INTERVAL_S = 0.2
+MESSAGE_TAKEN_WITHIN_S = 10.0
+"""How long ``send_message`` waits for a worker to take the message before raising
+NoWorker: a worker killed a moment ago still counts as a poller for up to 75 s.
+Once taken, the reply is waited for as long as the agent takes."""
 
 
 def new_session_id() -> str:
@@ -116,6 +122,20 @@ async def _worker_in_grace(client: _Client, session_id: str, info: RunInfo) -> N
             await asyncio.sleep(WORKER_CHECK_INTERVAL_S)
 
 
+@contextlib.contextmanager
+def _not_taken(session_id: str) -> Iterator[None]:
+    """A message no worker took in time as NoWorker that says it may still be answered."""
+    try:
+        yield
+    except (TimeoutError, RPCTimeoutOrCancelledError) as err:
+        raise NoWorker(
+            f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
+            "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
+            "keeps it, and a worker that takes the session up answers it: see `onward session "
+            f"history {session_id}` before sending it again"
+        ) from err
+
+
 def _handle(client: Client, session_id: str) -> SessionHandle:
     return client.get_workflow_handle_for(SessionWorkflow.run, session_id)
 
@@ -175,11 +195,17 @@ class SessionMethods:
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):
             try:
+                with _not_taken(session_id):
+                    async with asyncio.timeout(MESSAGE_TAKEN_WITHIN_S):
+                        taken = await handle.start_update(
+                            SessionWorkflow.send_message,
+                            request,
+                            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                        )
+                # Taken: the reply comes when the agent is done, however long that is.
                 # The SDK types an async update's result as its coroutine (sdk-python typing).
-                return await handle.execute_update(
-                    SessionWorkflow.send_message,  # type: ignore[arg-type]
-                    request,
-                )
+                reply: SessionReply = await taken.result()  # type: ignore[assignment]
+                return reply
             except WorkflowUpdateFailedError as err:
                 raise SessionClosed(session_id, _cause(err)) from err
 

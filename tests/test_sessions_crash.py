@@ -12,8 +12,9 @@ from temporalio.service import RPCError
 from test_crash_resume import WorkerProcess, wait_ready, workers
 
 from conftest import activity_running, eventually
-from onward import sessions
+from onward import session_client, sessions
 from onward.client import OnwardClient
+from onward.errors import NoWorker
 
 __all__ = ["workers"]  # the fixture
 
@@ -77,3 +78,43 @@ async def test_session_survives_kill_9_between_and_during_messages(
     assert status.usage.model_calls == 3
     await onward.close_session(session_id)
     assert (await onward.session_result(session_id)).turns == 3
+
+
+async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_worker(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))
+    monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
+    task_queue = f"session-untaken-{uuid.uuid4().hex[:8]}"
+
+    def start(name: str) -> WorkerProcess:
+        worker = WorkerProcess(address, task_queue, tmp_path / "ws", tmp_path / f"{name}.log")
+        workers.append(worker)
+        return worker
+
+    first = start("worker1")
+    await wait_ready(first)
+    onward = OnwardClient(client, task_queue=task_queue)
+    session_id = await onward.open_session(
+        {"tools": [], "script": [{"text": "one"}, {"text": "two"}]}
+    )
+    assert (await onward.send_message(session_id, "first")).reply == "one"
+
+    first.kill()
+    # Temporal still lists the killed worker as a poller: the send used to wait for good.
+    with pytest.raises(NoWorker, match="no worker took the message"):
+        await asyncio.wait_for(onward.send_message(session_id, "second"), timeout=30)
+
+    await wait_ready(start("worker2"))
+
+    async def answered() -> bool:
+        turns = await onward.session_history(session_id)
+        return len(turns) == 2 and bool(turns[1].reply)
+
+    await eventually(answered, timeout_s=30)
+    turns = await onward.session_history(session_id)
+    assert [(turn.message, turn.reply) for turn in turns] == [("first", "one"), ("second", "two")]
