@@ -45,7 +45,7 @@ from onward.contracts import (
     TranscriptWrite,
     provider_of,
 )
-from onward.errors import PROVIDER_NOT_CONFIGURED
+from onward.errors import MODEL_NOT_PRICED, PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
 from onward.store import TranscriptStore
 
@@ -176,6 +176,16 @@ class ModelActivities:
                 f"(configured: {configured})",
                 type=PROVIDER_NOT_CONFIGURED,
                 non_retryable=True,
+            )
+        unpriced = request.pricing is None and self._pricing.price_for(request.model) is None
+        if request.require_price and unpriced:
+            # A cost budget cannot be kept blind: refuse before anything is spent.
+            raise ApplicationError(
+                f"cost unknown ({request.model} has no price, and the run keeps a cost "
+                "budget); set a price with `pricing` or ONWARD_PRICING",
+                type=MODEL_NOT_PRICED,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
             )
         try:
             with self._telemetry.chat(request) as chat:

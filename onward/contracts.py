@@ -665,6 +665,11 @@ class ModelRequest(BaseModel):
         description="the run's deadline: no attempt starts after it (a ``DeadlinePassed`` "
         "failure instead); None: the run has no wall-time limit, or began before run version 3",
     )
+    require_price: bool = Field(
+        default=False,
+        description="the run keeps a cost budget: a model with no price is not called "
+        "(a ``ModelNotPriced`` failure instead), since its cost could not be counted",
+    )
 
 
 TOKENS_TOPIC = "tokens"

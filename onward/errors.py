@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 
 __all__ = [
     "INVALID_INPUT",
+    "MODEL_NOT_PRICED",
     "PROVIDER_NOT_CONFIGURED",
     "ArtifactNotFound",
     "ConnectionFailed",
@@ -64,6 +65,10 @@ calls again if ``extend_budget`` moved the deadline meanwhile."""
 
 PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
 """ApplicationError type of a model call to a provider this worker does not have."""
+
+MODEL_NOT_PRICED = "ModelNotPriced"
+"""ApplicationError type of a model call refused before it was made: its run keeps a cost
+budget (``require_price``) and the model has no price. The run ends ``budget_exceeded``."""
 
 
 class OnwardError(Exception):

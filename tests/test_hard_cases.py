@@ -50,29 +50,42 @@ async def test_a_reused_workflow_id_still_writes(worker: RunningWorker) -> None:
 
 
 class UnpricedModel:
-    """Calls calculator every turn; its model has no price in any table."""
+    """Calls calculator, then answers; its model has no price in any table."""
+
+    def __init__(self) -> None:
+        self.calls = 0
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        usage = Usage(input_tokens=10, output_tokens=5)
+        if self.calls % 2 == 0:
+            return ModelResponse(text="two", usage=usage, model=request.model)
         call = ToolCall(id="c", name="calculator", arguments={"expression": "1+1"})
-        return ModelResponse(
-            tool_calls=[call], usage=Usage(input_tokens=10, output_tokens=5), model=request.model
-        )
+        return ModelResponse(tool_calls=[call], usage=usage, model=request.model)
 
 
-async def test_a_cost_budget_stops_a_model_with_no_price(
+async def test_a_cost_budget_never_calls_a_model_with_no_price(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
-    providers = {"scripted": ScriptedModel(), "acme": UnpricedModel()}
+    unpriced = UnpricedModel()
+    providers = {"scripted": ScriptedModel(), "acme": unpriced}
     async with running_worker(
         client, tmp_path, search_attribute_names, providers=providers
     ) as worker:
-        result = await worker.run(
-            {"prompt": "p", "model": "acme:mystery-1", "budget": {"max_cost_usd": 1.0}}
-        )
-    assert result.status == "budget_exceeded"
-    assert result.reason is not None and result.reason.startswith("max_cost_usd: cost unknown")
-    assert not result.usage.cost_known
-    assert len(result.steps) == 1  # stopped before its tool call, not after a runaway
+        capped = {"prompt": "p", "model": "acme:mystery-1", "budget": {"max_cost_usd": 1.0}}
+        result = await worker.run(capped)
+        # Its cost could not be counted, so it is not spent: no call, no step.
+        assert result.status == "budget_exceeded" and result.limit == "max_cost_usd"
+        assert result.reason is not None
+        assert result.reason.startswith("max_cost_usd: cost unknown (acme:mystery-1 has no price")
+        assert unpriced.calls == 0 and result.steps == [] and result.usage.model_calls == 0
+        # Priced by the run itself, or with no cost budget, the same model is called.
+        price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+        priced = await worker.run({**capped, "pricing": price})
+        assert priced.status == "completed" and priced.usage.cost_known
+        uncapped = await worker.run({"prompt": "p", "model": "acme:mystery-1"})
+        assert uncapped.status == "completed" and not uncapped.usage.cost_known
+    assert unpriced.calls == 4
 
 
 class ApprovalArgs(BaseModel):

@@ -94,7 +94,12 @@ with workflow.unsafe.imports_passed_through():
         roll_up,
         start_delegate,
     )
-    from onward.errors import DEADLINE_PASSED, INVALID_INPUT, format_validation_error
+    from onward.errors import (
+        DEADLINE_PASSED,
+        INVALID_INPUT,
+        MODEL_NOT_PRICED,
+        format_validation_error,
+    )
     from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.store.base import transcript_id
     from onward.tool_pipeline import (
@@ -273,13 +278,18 @@ def _root_message(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def _refused_late(err: BaseException | None) -> bool:
-    """Whether ``err`` is a worker's refusal to start a call after the run's deadline."""
+def _refused_as(err: BaseException | None, failure_type: str) -> bool:
+    """Whether ``err`` is a worker's refusal of a call, typed ``failure_type``."""
     return (
         isinstance(err, ActivityError)
         and isinstance(err.cause, ApplicationError)
-        and err.cause.type == DEADLINE_PASSED
+        and err.cause.type == failure_type
     )
+
+
+def _refused_late(err: BaseException | None) -> bool:
+    """Whether ``err`` is a worker's refusal to start a call after the run's deadline."""
+    return _refused_as(err, DEADLINE_PASSED)
 
 
 def _failed_late(task: asyncio.Task[Any]) -> bool:
@@ -1042,6 +1052,7 @@ class AgentWorkflow:
             pricing=self._input.pricing,
             stream=self._input.stream and self._patched(TOKEN_STREAM_PATCH),
             clear_tool_results=self._input.clear_tool_results,
+            require_price=self._budget.max_cost_usd is not None,
         )
         size = len(request.model_dump_json())
         limit = MAX_STORED_REQUEST_BYTES if self._use_store else MAX_MODEL_REQUEST_BYTES
@@ -1078,6 +1089,9 @@ class AgentWorkflow:
         try:
             response = handle.result()
         except ActivityError as err:
+            if _refused_as(err, MODEL_NOT_PRICED):  # nothing was spent: no step to log
+                reason = f"max_cost_usd: {_root_message(err)}"
+                raise _RunEnded("budget_exceeded", reason, "max_cost_usd") from err
             step.error = _root_message(err)
             self._step = step  # kept in the log: it says what failed
             raise _RunEnded("failed", f"model call failed: {step.error}") from err
