@@ -54,6 +54,9 @@ DELIVERY_HEADER = "Onward-Delivery"
 """The delivery's id (workflow id and activity id): equal on every retry of one delivery."""
 WEBHOOK_TIMEOUT_S = 10.0
 """One POST may take this long before the attempt counts as failed."""
+WEBHOOK_CONNECT_TIMEOUT_S = 3.0
+"""Connecting to one of the receiver's addresses may take this long before the next is
+tried (an unreachable IPv6 address, say, before the IPv4 one)."""
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -66,7 +69,9 @@ class WebhookActivities:
         allow: receivers that may be at non-public addresses
             (``ONWARD_WEBHOOK_ALLOW``); default: public addresses only.
         resolver: name lookup (tests); default: the event loop's ``getaddrinfo``.
-        transport: makes an httpx transport for each delivery (tests); default: the network.
+        transport: makes an httpx transport for each delivery (tests); default: the
+            network, trusting ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` when set (a
+            receiver inside the worker's network may have a private CA's certificate).
     """
 
     def __init__(
@@ -75,7 +80,7 @@ class WebhookActivities:
         *,
         allow: AllowList | None = None,
         resolver: Resolver = resolve,
-        transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
+        transport: Callable[[], httpx.AsyncBaseTransport] = httpx.AsyncHTTPTransport,
     ) -> None:
         self._secret = secret or None
         self._allow = allow or AllowList()
@@ -143,11 +148,13 @@ class WebhookActivities:
         host = url.raw_host.decode("ascii")
         # The URL names the checked address; Host and the TLS server name keep the name.
         sni = {"sni_hostname": host} if url.scheme == "https" and not parse_ip(host) else {}
-        last_error: httpx.ConnectError | None = None
+        last_error: httpx.TransportError | None = None
         for address in addresses:
+            # trust_env=False: no proxy from the environment (the transport still reads
+            # SSL_CERT_FILE and SSL_CERT_DIR).
             async with httpx.AsyncClient(
-                transport=self._transport() if self._transport else None,
-                timeout=WEBHOOK_TIMEOUT_S,
+                transport=self._transport(),
+                timeout=httpx.Timeout(WEBHOOK_TIMEOUT_S, connect=WEBHOOK_CONNECT_TIMEOUT_S),
                 follow_redirects=False,
                 trust_env=False,
             ) as client:
@@ -160,8 +167,8 @@ class WebhookActivities:
                 )
                 try:
                     return await client.send(request)
-                except httpx.ConnectError as err:
-                    last_error = err  # this address refused; the next one may not
+                except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+                    last_error = err  # this address is unreachable; the next one may not be
         assert last_error is not None  # addresses is never empty
         raise last_error
 

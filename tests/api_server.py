@@ -18,12 +18,15 @@ from conftest import eventually
 
 
 @asynccontextmanager
-async def serving(app: ASGIApp) -> AsyncIterator[str]:
-    """Run ``app`` with uvicorn on a free port of 127.0.0.1; yield its base URL."""
+async def serving(app: ASGIApp, **options: Any) -> AsyncIterator[str]:
+    """Run ``app`` with uvicorn on a free port of 127.0.0.1; yield its base URL.
+
+    ``options`` go to ``uvicorn.Config``: ``ssl_certfile`` and ``ssl_keyfile`` serve HTTPS.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
 
@@ -34,7 +37,7 @@ async def serving(app: ASGIApp) -> AsyncIterator[str]:
 
     try:
         await eventually(started)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task

@@ -7,11 +7,18 @@ POST went to the checked address, not to a second lookup of the name.
 
 from __future__ import annotations
 
+import datetime
 import socket
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -39,16 +46,25 @@ class Resolver:
         return self.names[host]
 
 
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
-    """A receiver on 127.0.0.1: its port and the Host header of every POST it got."""
-    hosts: list[str] = []
+def hook_app(hosts: list[str]) -> Starlette:
+    """Answers a POST to /hook with 204 (noting its Host header); /moved redirects there."""
 
     async def hook(request: Request) -> Response:
         hosts.append(request.headers["host"])
         return Response(status_code=204)
 
-    async with serving(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as base:
+    async def moved(request: Request) -> Response:
+        return Response(status_code=307, headers={"location": "/hook"})
+
+    routes = [Route("/hook", hook, methods=["POST"]), Route("/moved", moved, methods=["POST"])]
+    return Starlette(routes=routes)
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
+    """A receiver on 127.0.0.1: its port and the Host header of every POST it got."""
+    hosts: list[str] = []
+    async with serving(hook_app(hosts)) as base:
         yield int(base.rsplit(":", 1)[1]), hosts
 
 
@@ -134,6 +150,112 @@ async def test_a_name_that_does_not_resolve_is_tried_again() -> None:
     error = await refused(activities, "https://gone.example/hook")
     assert "cannot resolve gone.example" in error.message
     assert not error.non_retryable  # DNS may answer at the next attempt
+
+
+class Unreachable(httpx.AsyncBaseTransport):
+    """The network, except that connecting to ``address`` times out (a dead route)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.network = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host == self.address:
+            raise httpx.ConnectTimeout("timed out", request=request)
+        return await self.network.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.network.aclose()
+
+
+@pytest.mark.parametrize("first", ["refuses", "times out"])
+async def test_an_address_that_cannot_be_reached_gives_way_to_the_next(
+    receiver: tuple[int, list[str]], first: str
+) -> None:
+    port, hosts = receiver
+    # Nothing listens on 127.0.0.2 (connection refused); the transport makes it time out.
+    resolver = Resolver({"hooks.example": ["127.0.0.2", "127.0.0.1"]})
+    activities = WebhookActivities(
+        "secret",
+        allow=AllowList.parse("127.0.0.0/8", "ONWARD_WEBHOOK_ALLOW"),
+        resolver=resolver,
+        transport=(lambda: Unreachable("127.0.0.2"))
+        if first == "times out"
+        else httpx.AsyncHTTPTransport,
+    )
+    assert await deliver(activities, f"http://hooks.example:{port}/hook") == 204
+    assert hosts == [f"hooks.example:{port}"]
+
+
+async def test_a_redirect_is_not_followed(receiver: tuple[int, list[str]]) -> None:
+    port, hosts = receiver
+    activities = WebhookActivities("secret", allow=AllowList.parse("127.0.0.1"))
+    error = await refused(activities, f"http://127.0.0.1:{port}/moved")
+    assert "webhook receiver answered 307" in error.message and error.non_retryable
+    assert hosts == []
+
+
+def private_ca(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA and a certificate it signs for ``name``: (CA file, certificate file, key file)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Onward test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+async def test_https_checks_the_certificate_against_the_name_not_the_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A receiver inside the network, with a private CA's certificate for its name.
+    ca, cert, key = private_ca(tmp_path, "hooks.internal")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    hosts: list[str] = []
+    names = {"hooks.internal": ["127.0.0.1"], "other.internal": ["127.0.0.1"]}
+    activities = WebhookActivities(
+        "secret",
+        allow=AllowList.parse("127.0.0.1", "ONWARD_WEBHOOK_ALLOW"),
+        resolver=Resolver(names),
+    )
+    async with serving(hook_app(hosts), ssl_certfile=str(cert), ssl_keyfile=str(key)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        assert await deliver(activities, f"https://hooks.internal:{port}/hook") == 204
+        # The same address under a name its certificate does not carry: refused by TLS.
+        error = await refused(activities, f"https://other.internal:{port}/hook")
+    assert "CERTIFICATE_VERIFY_FAILED" in error.message or "certificate" in error.message
+    assert hosts == [f"hooks.internal:{port}"]
 
 
 def test_a_bad_allow_entry_names_the_variable_it_came_from() -> None:
