@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from onward.errors import (
         ConnectionFailed,
         InvalidInput,
+        MessageNotTaken,
         NoWorker,
         OnwardError,
         RequestRejected,
@@ -52,6 +53,7 @@ __all__ = [
     "Budget",
     "ConnectionFailed",
     "InvalidInput",
+    "MessageNotTaken",
     "NoWorker",
     "OnwardClient",
     "OnwardError",
@@ -77,6 +79,7 @@ _LAZY: dict[str, str] = {
     "Budget": "onward.contracts",
     "ConnectionFailed": "onward.errors",
     "InvalidInput": "onward.errors",
+    "MessageNotTaken": "onward.errors",
     "NoWorker": "onward.errors",
     "OnwardClient": "onward.client",
     "OnwardError": "onward.errors",

@@ -11,6 +11,7 @@ Every error Onward raises on purpose is an :class:`OnwardError`::
     │   └── ArtifactNotFound  the run has no file at that path
     ├── RequestRejected       the run refused an update (e.g. ``extend_budget``)
     ├── NoWorker              no worker polls the run's task queue, or none answered
+    │   └── MessageNotTaken   no worker took a session message in time; it is kept
     ├── UnexpectedResponse    Temporal or a worker answered with something unexpected
     ├── TemporalError         any other error Temporal reported
     ├── StoreError            the store (``ONWARD_STORE``) cannot be reached or refused an operation
@@ -37,6 +38,7 @@ __all__ = [
     "ArtifactNotFound",
     "ConnectionFailed",
     "InvalidInput",
+    "MessageNotTaken",
     "NoWorker",
     "OnwardError",
     "RequestRejected",
@@ -190,6 +192,15 @@ class NoWorker(OnwardError):
     def __init__(self, message: str, task_queue: str | None = None) -> None:
         super().__init__(message)
         self.task_queue = task_queue
+
+
+class MessageNotTaken(NoWorker):
+    """No worker took a session message in time, but the server keeps it.
+
+    Unlike a plain :class:`NoWorker` (nothing was sent), the next worker to take
+    the session up answers the message: read the session's history before
+    sending it again, or it is answered twice.
+    """
 
 
 class UnexpectedResponse(OnwardError):

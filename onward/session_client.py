@@ -37,6 +37,7 @@ from onward.contracts import (
 )
 from onward.errors import (
     InvalidInput,
+    MessageNotTaken,
     NoWorker,
     OnwardError,
     RequestRejected,
@@ -124,15 +125,20 @@ async def _worker_in_grace(client: _Client, session_id: str, info: RunInfo) -> N
 
 @contextlib.contextmanager
 def _not_taken(session_id: str) -> Iterator[None]:
-    """A message no worker took in time as NoWorker that says it may still be answered."""
+    """A message no worker took in time as MessageNotTaken: it may still be answered."""
     try:
         yield
     except (TimeoutError, RPCTimeoutOrCancelledError) as err:
-        raise NoWorker(
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # Cancelled from outside (Ctrl-C, a caller's timeout): the SDK turns that
+            # into the same error as the server's deadline; it is no missing worker.
+            raise asyncio.CancelledError from err
+        raise MessageNotTaken(
             f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
             "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
-            "keeps it, and a worker that takes the session up answers it: see `onward session "
-            f"history {session_id}` before sending it again"
+            "keeps it, and the next worker to take the session up answers it: check the "
+            f"session's turns (`onward status {session_id}`) before sending it again"
         ) from err
 
 
@@ -188,7 +194,9 @@ class SessionMethods:
             InvalidInput: the message is blank.
             RunNotFound: no session has this id.
             SessionClosed: the session is closed.
-            NoWorker: no worker polls the session's task queue.
+            NoWorker: no worker polls the session's task queue (nothing was sent).
+            MessageNotTaken: no worker took the message in time; the server keeps it,
+                and the next worker answers it.
         """
         request = validated(SessionMessage, {"message": message})
         await _worker_in_grace(self, session_id, await _session_info(self, session_id))

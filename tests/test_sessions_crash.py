@@ -7,14 +7,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 from test_crash_resume import WorkerProcess, wait_ready, workers
 
 from conftest import activity_running, eventually
 from onward import session_client, sessions
 from onward.client import OnwardClient
-from onward.errors import NoWorker
+from onward.errors import MessageNotTaken
 
 __all__ = ["workers"]  # the fixture
 
@@ -106,7 +106,7 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
 
     first.kill()
     # Temporal still lists the killed worker as a poller: the send used to wait for good.
-    with pytest.raises(NoWorker, match="no worker took the message"):
+    with pytest.raises(MessageNotTaken, match="no worker took the message"):
         await asyncio.wait_for(onward.send_message(session_id, "second"), timeout=30)
 
     await wait_ready(start("worker2"))
@@ -118,3 +118,23 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
     await eventually(answered, timeout_s=30)
     turns = await onward.session_history(session_id)
     assert [(turn.message, turn.reply) for turn in turns] == [("first", "one"), ("second", "two")]
+
+
+async def untaken_update(deadline_s: float) -> None:
+    """Waits for an update that is never taken, failing as the SDK's client does."""
+    with session_client._not_taken("session-1"):
+        async with asyncio.timeout(deadline_s):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError as err:
+                raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+
+
+async def test_a_send_cancelled_by_its_caller_is_a_cancel_not_a_missing_worker() -> None:
+    with pytest.raises(MessageNotTaken):
+        await untaken_update(0.01)
+    sending = asyncio.create_task(untaken_update(30))
+    await asyncio.sleep(0.01)
+    sending.cancel()  # Ctrl-C, or a caller's own timeout
+    with pytest.raises(asyncio.CancelledError):
+        await sending
