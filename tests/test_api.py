@@ -183,9 +183,11 @@ async def test_the_same_idempotency_key_gives_the_same_run(api: httpx.AsyncClien
     assert third.json()["id"] == first.json()["id"] and third.json()["created"] is False
     other = await api.post("/v1/runs", json={**body, "idempotency_key": "k2"})
     assert other.json()["id"] != first.json()["id"]
-    # The same fields in another order, or in other JSON spacing, are the same request.
+    # The same fields in another order, or with defaults spelled out, are the same request.
     reordered = dict(reversed(list(body.items())))
     assert (await api.post("/v1/runs", json=reordered)).json()["id"] == first.json()["id"]
+    spelled_out = {**body, "model": "scripted", "stream": False, "webhook_url": None}
+    assert (await api.post("/v1/runs", json=spelled_out)).json()["id"] == first.json()["id"]
 
 
 async def test_an_idempotency_key_sent_with_another_request_is_refused(

@@ -88,12 +88,13 @@ class RunRequest(AgentInput):
         return AgentInput.model_validate({**fields, "tenant": tenant})
 
     def digest(self) -> str:
-        """SHA-256 of the fields sent (the key aside): what a repeat of the request must match.
+        """SHA-256 of the request (the key aside): what a repeat of it must match.
 
-        Fields left out are left out here too, so an Onward that adds a field
-        with a default still recognises a request sent before.
+        Fields at their defaults are left out, sent or not, so a retry that
+        spells out a default is the same request, and an Onward that adds a
+        field with a default still recognises a request sent before.
         """
-        fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_unset=True)
+        fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_defaults=True)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
