@@ -357,6 +357,14 @@ async def test_the_same_key_sent_twice_at_once_starts_one_run(api: httpx.AsyncCl
     assert {answer.status_code for answer in answers} == {202}
     assert len({answer.json()["id"] for answer in answers}) == 1
     assert sum(answer.json()["created"] for answer in answers) == 1
+    # Another request under one key at the same moment: whichever started, the other is a 422.
+    bodies = [{**body, "idempotency_key": "race"}] * 3 + [{**body, "prompt": "another"}]
+    bodies[3]["idempotency_key"] = "race"
+    raced = await asyncio.gather(*(api.post("/v1/runs", json=b) for b in bodies))
+    won = next(i for i, answer in enumerate(raced) if answer.status_code == 202)
+    for sent, answer in zip(bodies, raced, strict=True):
+        assert answer.status_code == (202 if sent == bodies[won] else 422), answer.text
+    assert sum(answer.status_code == 202 and answer.json()["created"] for answer in raced) == 1
 
 
 async def test_budget_warnings_and_state_changes_are_streamed(api: httpx.AsyncClient) -> None:
