@@ -9,16 +9,24 @@ import pytest
 from onward.errors import (
     ConnectionFailed,
     InvalidInput,
+    MessageNotTaken,
     NoWorker,
     OnwardError,
     RequestRejected,
     RunAlreadyExists,
     RunEnded,
     RunNotFound,
+    StoreError,
     TemporalError,
     UnexpectedResponse,
 )
-from onward.starter.api.errors import ApiProblem, TooManyRequests, error_response, status_of
+from onward.starter.api.errors import (
+    ApiProblem,
+    TooManyRequests,
+    error_response,
+    retry_after,
+    status_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +48,15 @@ from onward.starter.api.errors import ApiProblem, TooManyRequests, error_respons
 )
 def test_every_error_has_its_status(error: OnwardError, status: int) -> None:
     assert status_of(error) == status
+
+
+def test_a_503_says_when_to_retry_unless_retrying_answers_twice() -> None:
+    for error in (NoWorker("no worker"), ConnectionFailed("gone"), StoreError("down")):
+        assert retry_after(error) == {"Retry-After": "5"}
+    # Kept by the server: sent again, it would be answered twice.
+    assert status_of(MessageNotTaken("not taken")) == 503
+    assert retry_after(MessageNotTaken("not taken")) is None
+    assert retry_after(RunNotFound("r")) is None
 
 
 def test_retry_after_is_at_least_a_second() -> None:

@@ -146,4 +146,5 @@ async def test_a_session_without_a_worker_answers_503_at_once(worker: RunningWor
             answer = await http.get(path)
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"]["type"] == "NoWorker"
+            assert answer.headers["retry-after"] == "5"
         await idle.temporal.get_workflow_handle(created["id"]).terminate("test over")

@@ -22,6 +22,7 @@ from onward.errors import (
     ArtifactNotFound,
     ConnectionFailed,
     InvalidInput,
+    MessageNotTaken,
     NoWorker,
     OnwardError,
     RequestRejected,
@@ -86,6 +87,21 @@ def status_of(err: OnwardError) -> int:
     if isinstance(err, TemporalError) and err.status == "INVALID_ARGUMENT":
         return 400
     return 502  # Temporal reported something else: the upstream failed, not this request
+
+
+UNAVAILABLE_RETRY_AFTER_S = 5
+"""``Retry-After`` of a 503: Temporal, a worker or the store may be back by then."""
+
+
+def retry_after(err: OnwardError) -> dict[str, str] | None:
+    """``Retry-After`` for an error worth retrying as it was sent, else None.
+
+    A 503 is; a session message no worker took is not, though it answers 503: the
+    server keeps it, and sending it again has it answered twice.
+    """
+    if status_of(err) != 503 or isinstance(err, MessageNotTaken):
+        return None
+    return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
 
 
 def error_response(
@@ -185,7 +201,7 @@ def install_error_handlers(app: FastAPI) -> None:
             )
             return error_response(status, err.error_type, str(err), headers=headers)
         problems = _problems(list(err.problems)) if isinstance(err, InvalidInput) else None
-        return error_response(status, type(err).__name__, str(err), problems)
+        return error_response(status, type(err).__name__, str(err), problems, retry_after(err))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: Exception) -> JSONResponse:
