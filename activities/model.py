@@ -37,6 +37,7 @@ from onward.contracts import (
     CompactionResult,
     ConversationCopy,
     Message,
+    ModelPrice,
     ModelRequest,
     ModelResponse,
     TokenChunk,
@@ -104,6 +105,7 @@ class ModelActivities:
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
         refuse_if_late(request.not_after, "model call")
+        self._refuse_unpriced(request.model, request.pricing, request.require_price)
         ref = request.transcript
         tools = await self._tool_specs(request) if request.tools_key else request.tools
         # A conversation in the store: read what it holds, add what the run sent.
@@ -135,6 +137,7 @@ class ModelActivities:
         transcript in the store keeps every message.
         """
         ref = request.transcript
+        self._refuse_unpriced(request.model, request.pricing, request.require_price)
         view = await self._conversation(ref)
         await self._required_store().write_messages(ref.id, _first_new(ref), ref.new_messages)
         limit = request.context
@@ -148,6 +151,7 @@ class ModelActivities:
             step=request.step,
             settings=request.settings,
             pricing=request.pricing,
+            require_price=request.require_price,
         )
         response = await self._complete(asking)
         covered = compaction.absolute_position(
@@ -165,6 +169,26 @@ class ModelActivities:
             cache_saved_usd=response.cache_saved_usd,
         )
 
+    def _refuse_unpriced(self, model: str, pricing: ModelPrice | None, required: bool) -> None:
+        """Refuse a call whose run keeps a cost budget when ``model`` has no price.
+
+        A cost budget cannot be kept blind: the call is refused before anything
+        is spent (or read from the store), and the run ends ``budget_exceeded``.
+        """
+        if not required or pricing is not None or self._pricing.price_for(model) is not None:
+            return
+        message = (
+            f"cost unknown ({model} has no price, and the run keeps a cost budget); "
+            "set a price with `pricing` or ONWARD_PRICING"
+        )
+        activity.logger.warning("model call refused: %s", message)
+        raise ApplicationError(
+            message,
+            type=MODEL_NOT_PRICED,
+            non_retryable=True,
+            category=ApplicationErrorCategory.BENIGN,
+        )
+
     async def _complete(self, request: ModelRequest) -> ModelResponse:
         """Ask the provider, price the answer; end clearly on the last attempt."""
         provider_name = provider_of(request.model)
@@ -176,16 +200,6 @@ class ModelActivities:
                 f"(configured: {configured})",
                 type=PROVIDER_NOT_CONFIGURED,
                 non_retryable=True,
-            )
-        unpriced = request.pricing is None and self._pricing.price_for(request.model) is None
-        if request.require_price and unpriced:
-            # A cost budget cannot be kept blind: refuse before anything is spent.
-            raise ApplicationError(
-                f"cost unknown ({request.model} has no price, and the run keeps a cost "
-                "budget); set a price with `pricing` or ONWARD_PRICING",
-                type=MODEL_NOT_PRICED,
-                non_retryable=True,
-                category=ApplicationErrorCategory.BENIGN,
             )
         try:
             with self._telemetry.chat(request) as chat:

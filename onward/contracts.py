@@ -615,6 +615,10 @@ class CompactionRequest(BaseModel):
     step: int = Field(description="the step the summary is recorded as")
     settings: ModelSettings | None = None
     pricing: ModelPrice | None = None
+    require_price: bool = Field(
+        default=False,
+        description="the run keeps a cost budget: as ModelRequest.require_price",
+    )
 
 
 class CompactionResult(BaseModel):

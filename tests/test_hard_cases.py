@@ -14,6 +14,7 @@ from conftest import RunningWorker, activity_running, eventually, running_worker
 from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.tools import ToolContext, builtin_registry, tool
 from onward.artifacts import workspace_dir
+from onward.client import OnwardClient
 from onward.contracts import (
     ApprovalDecision,
     BudgetExtension,
@@ -86,6 +87,35 @@ async def test_a_cost_budget_never_calls_a_model_with_no_price(
         uncapped = await worker.run({"prompt": "p", "model": "acme:mystery-1"})
         assert uncapped.status == "completed" and not uncapped.usage.cost_known
     assert unpriced.calls == 4
+
+
+async def test_nor_does_its_compaction_summarise_with_it(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # A session's second message runs compaction first (the first message is history
+    # by then): its summary call is a call to the same model.
+    unpriced = UnpricedModel()
+    providers = {"scripted": ScriptedModel(), "acme": unpriced}
+    async with running_worker(
+        client, tmp_path, search_attribute_names, providers=providers
+    ) as worker:
+        onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {
+                "model": "acme:mystery-1",
+                "tools": [],
+                "budget": {"max_cost_usd": 1.0},
+                "context": {"max_tokens": 10, "keep_last_turns": 0},
+            }
+        )
+        texts = ("first question " * 20, "second question " * 20)
+        replies = [await onward.send_message(session_id, text) for text in texts]
+        await onward.close_session(session_id)
+    assert unpriced.calls == 0
+    for reply in replies:
+        assert reply.status == "budget_exceeded", reply
+        assert reply.reason is not None and "cost unknown (acme:mystery-1" in reply.reason
+        assert reply.steps == []
 
 
 class ApprovalArgs(BaseModel):

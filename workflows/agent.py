@@ -287,6 +287,13 @@ def _refused_as(err: BaseException | None, failure_type: str) -> bool:
     )
 
 
+def _end_if_unpriced(err: ActivityError) -> None:
+    """End the run ``budget_exceeded`` if a worker refused a model call for having no price."""
+    if _refused_as(err, MODEL_NOT_PRICED):
+        reason = f"max_cost_usd: {_root_message(err)}"
+        raise _RunEnded("budget_exceeded", reason, "max_cost_usd") from err
+
+
 def _refused_late(err: BaseException | None) -> bool:
     """Whether ``err`` is a worker's refusal to start a call after the run's deadline."""
     return _refused_as(err, DEADLINE_PASSED)
@@ -1089,9 +1096,7 @@ class AgentWorkflow:
         try:
             response = handle.result()
         except ActivityError as err:
-            if _refused_as(err, MODEL_NOT_PRICED):  # nothing was spent: no step to log
-                reason = f"max_cost_usd: {_root_message(err)}"
-                raise _RunEnded("budget_exceeded", reason, "max_cost_usd") from err
+            _end_if_unpriced(err)  # nothing was spent: no step to log
             step.error = _root_message(err)
             self._step = step  # kept in the log: it says what failed
             raise _RunEnded("failed", f"model call failed: {step.error}") from err
@@ -1172,6 +1177,7 @@ class AgentWorkflow:
                     step=number,
                     settings=self._input.settings,
                     pricing=self._input.pricing,
+                    require_price=self._budget.max_cost_usd is not None,
                 ),
                 start_to_close_timeout=MODEL_CALL_TIMEOUT,
                 heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -1179,6 +1185,7 @@ class AgentWorkflow:
                 summary="compact the conversation",
             )
         except ActivityError as err:
+            _end_if_unpriced(err)
             raise _RunEnded("failed", f"compaction failed: {_root_message(err)}") from err
         self._stored = ref.count  # the activity wrote the new messages and steps
         self._unwritten = []
