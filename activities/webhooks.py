@@ -117,7 +117,7 @@ class WebhookActivities:
         if 200 <= status < 300:
             return WebhookOutcome(status_code=status, attempt=info.attempt)
         retryable = status >= 500 or status in _RETRYABLE_STATUS
-        raise _failure(f"webhook receiver answered {status}", retryable)
+        raise _failure(f"webhook receiver answered {status}", retryable, status)
 
     async def _addresses(self, url: httpx.URL) -> list[IPAddress]:
         """The receiver's addresses, all allowed; a final failure naming one that is not."""
@@ -173,10 +173,13 @@ class WebhookActivities:
         raise last_error
 
 
-def _failure(message: str, retryable: bool) -> ApplicationError:
+def _failure(message: str, retryable: bool, status: int | None = None) -> ApplicationError:
     # Expected failures: one line in the history, no traceback in the worker's log.
+    # The receiver's status, when it answered, is the error's detail (the run's events
+    # show it).
     return ApplicationError(
         message,
+        *(() if status is None else (status,)),
         type="WebhookFailed",
         non_retryable=not retryable,
         category=ApplicationErrorCategory.BENIGN,

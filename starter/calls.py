@@ -118,6 +118,8 @@ class Call:
     refused: bool = False
     """A worker refused the call as past the run's deadline (shown as cancelled): it
     never ran."""
+    failure_details: Payloads | None = None
+    """The details of the error the call failed with in the end, when it gave any."""
 
 
 _ACTIVITY_CLOSINGS: dict[EventType.ValueType, tuple[str, CallState]] = {
@@ -210,6 +212,15 @@ def failure_message(failure: Failure) -> str:
     if failure.HasField("application_failure_info"):
         return failure.message or failure.application_failure_info.type or "ApplicationError"
     return failure.message or "failed"
+
+
+def failure_details(failure: Failure) -> Payloads | None:
+    """The details the activity's own error carried (``ApplicationError(msg, *details)``)."""
+    cause = _innermost(failure)
+    if not cause.HasField("application_failure_info"):
+        return None
+    details = cause.application_failure_info.details
+    return details if details.payloads else None
 
 
 def refused_late(failure: Failure) -> bool:
@@ -328,6 +339,7 @@ class CallPairing:
                     call.result = decode(attrs.result, result_type) if result_type else None
                 else:
                     call.trace.failure = failure_message(attrs.failure)
+                    call.failure_details = failure_details(attrs.failure)
                     if refused_late(attrs.failure):
                         state, call.refused = "cancelled", True
                 self._close(call, state, when)

@@ -134,6 +134,7 @@ async def test_a_refusing_receiver_does_not_fail_the_run(api: httpx.AsyncClient)
     events = await read_events(api, f"/v1/runs/{run_id}/events")
     (webhook,) = [e.data for e in events if e.event == "webhook"]
     assert webhook["delivered"] is False and "404" in webhook["error"]
+    assert webhook["status_code"] == 404  # what the receiver answered, as for a delivery
 
     async def closed() -> bool:
         return bool((await api.get(f"/v1/runs/{run_id}")).json()["state"] == "completed")
@@ -172,6 +173,7 @@ async def test_a_receiver_inside_the_workers_network_is_refused_unless_allowed(
     assert receiver.got == []
     (webhook,) = [e.data for e in events if e.event == "webhook"]
     assert webhook["delivered"] is False and webhook["attempts"] == 1  # final, not retried
+    assert webhook["status_code"] is None  # nothing answered
     assert "127.0.0.1 is a loopback address" in webhook["error"]
     assert "ONWARD_WEBHOOK_ALLOW" in webhook["error"]
 

@@ -282,13 +282,16 @@ class EventTranslator:
         self._ended.add(id(call))
         outcome = call.result if isinstance(call.result, WebhookOutcome) else None
         delivered = call.trace.state == "completed" and outcome is not None
+        answered = outcome.status_code if outcome else None
+        if answered is None and call.failure_details is not None:
+            answered = decode(call.failure_details, int)  # the status the receiver gave
         return [
             (
                 "webhook",
                 {
                     "delivered": delivered,
                     "attempts": call.trace.attempts,
-                    "status_code": outcome.status_code if outcome else None,
+                    "status_code": answered,
                     "error": None if delivered else (call.trace.failure or "failed"),
                 },
             )
