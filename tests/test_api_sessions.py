@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from api_server import read_events, serving
-from conftest import RunningWorker
+from conftest import RunningWorker, eventually
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, api_app
@@ -148,3 +148,43 @@ async def test_a_session_without_a_worker_answers_503_at_once(worker: RunningWor
             assert answer.json()["error"]["type"] == "NoWorker"
             assert answer.headers["retry-after"] == "5"
         await idle.temporal.get_workflow_handle(created["id"]).terminate("test over")
+
+
+async def test_a_sessions_waiting_call_is_approved_and_rejected_by_the_session_id(
+    worker: RunningWorker,
+) -> None:
+    def writes(path: str) -> dict[str, object]:
+        call = {"name": "write_file", "arguments": {"path": path, "content": "x"}}
+        return {"text": f"saving {path}", "tool_calls": [call]}
+
+    script = [writes("a.md"), {"text": "saved"}, writes("b.md"), {"text": "not saved"}]
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        body = {"tools": ["write_file"], "approve_tools": ["write_file"], "script": script}
+        created = (await http.post("/v1/sessions", json=body)).json()
+        url = created["status_url"]
+
+        async def waiting() -> bool:
+            return bool((await http.get(url)).json()["state"] == "awaiting_approval")
+
+        for message, verdict, reply in (
+            ("save a", "approve", "saved"),
+            ("save b", "reject", "not saved"),
+        ):
+            sending = asyncio.create_task(
+                http.post(created["messages_url"], json={"message": message})
+            )
+            await eventually(waiting)
+            decided = await http.post(f"{url}/{verdict}", json={"note": "as asked"})
+            assert decided.status_code == 200, decided.text
+            assert decided.json()["decision"] == verdict.removesuffix("e") + "ed"
+            assert (await sending).json()["reply"] == reply
+        # Nothing waits now: a 409, as for a run.
+        idle = await http.post(f"{url}/approve")
+        assert idle.status_code == 409, idle.text
+        # Another tenant's (or a missing) session is a 404.
+        assert (await http.post("/v1/sessions/session-nope/approve")).status_code == 404
+        await http.post(created["close_url"])

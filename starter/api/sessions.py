@@ -1,4 +1,4 @@
-"""The HTTP API's session routes: open, send a message, status, events, close.
+"""The HTTP API's session routes: open, send a message, status, events, approvals, close.
 
 Like the run routes, a thin adapter over :class:`~onward.client.OnwardClient`;
 a session is tenant-tagged when it opens and another tenant's session is
@@ -17,6 +17,8 @@ from fastapi.responses import StreamingResponse
 from onward.client import OnwardClient, RunInfo
 from onward.contracts import (
     AgentStatus,
+    ApprovalDecision,
+    ApprovalsDecided,
     SessionInput,
     SessionMessage,
     SessionReply,
@@ -206,5 +208,29 @@ def session_routes(
         await owned(session_id, tenant, "session")
         await onward().close_session(session_id)
         return ControlAnswer(id=session_id)
+
+    @router.post(
+        "/v1/sessions/{session_id}/approve", response_model=ApprovalsDecided, responses=_ERRORS
+    )
+    async def approve(
+        session_id: SessionId, tenant: Tenant, body: ApprovalDecision | None = None
+    ) -> ApprovalsDecided:
+        """Let the tool calls of the message being answered run, as for a run (its
+        ``{"call_id", "note"}``); 409 when nothing (or not that call) waits."""
+        await owned(session_id, tenant, "session")
+        decision = body or ApprovalDecision()
+        return await onward().approve(session_id, decision.call_id, decision.note)
+
+    @router.post(
+        "/v1/sessions/{session_id}/reject", response_model=ApprovalsDecided, responses=_ERRORS
+    )
+    async def reject(
+        session_id: SessionId, tenant: Tenant, body: ApprovalDecision | None = None
+    ) -> ApprovalsDecided:
+        """Refuse the tool calls of the message being answered, as for a run; 409 when
+        nothing (or not that call) waits."""
+        await owned(session_id, tenant, "session")
+        decision = body or ApprovalDecision()
+        return await onward().reject(session_id, decision.call_id, decision.note)
 
     return router
