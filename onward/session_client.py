@@ -137,8 +137,9 @@ def _not_taken(session_id: str) -> Iterator[None]:
         raise MessageNotTaken(
             f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
             "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
-            "keeps it, and the next worker to take the session up answers it: check the "
-            f"session's turns (`onward status {session_id}`) before sending it again"
+            "keeps it, and the next worker to take the session up answers it (unless the "
+            "session is closed first): check the session's turns "
+            f"(`onward status {session_id}`) before sending it again"
         ) from err
 
 
