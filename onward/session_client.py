@@ -60,7 +60,7 @@ WORKER_GRACE_S = 3.0
 WORKER_CHECK_INTERVAL_S = 0.2
 MESSAGE_TAKEN_WITHIN_S = 10.0
 """How long ``send_message`` waits for a worker to take the message before raising
-NoWorker: a worker killed a moment ago still counts as a poller for up to 75 s.
+MessageNotTaken: a worker killed a moment ago still counts as a poller for up to 75 s.
 Once taken, the reply is waited for as long as the agent takes."""
 
 
@@ -197,7 +197,7 @@ class SessionMethods:
             SessionClosed: the session is closed.
             NoWorker: no worker polls the session's task queue (nothing was sent).
             MessageNotTaken: no worker took the message in time; the server keeps it,
-                and the next worker answers it.
+                and the next worker answers it (unless the session is closed first).
         """
         request = validated(SessionMessage, {"message": message})
         await _worker_in_grace(self, session_id, await _session_info(self, session_id))
