@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from pydantic import BaseModel
 from temporalio.client import Client, WorkflowUpdateFailedError
 
@@ -65,52 +67,57 @@ class UnpricedModel:
         return ModelResponse(tool_calls=[call], usage=usage, model=request.model)
 
 
-async def test_a_cost_budget_never_calls_a_model_with_no_price(
+@pytest_asyncio.fixture
+async def unpriced_worker(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
-) -> None:
+) -> AsyncIterator[tuple[RunningWorker, UnpricedModel]]:
+    """A worker whose ``acme`` provider is an :class:`UnpricedModel`, and that model."""
     unpriced = UnpricedModel()
     providers = {"scripted": ScriptedModel(), "acme": unpriced}
     async with running_worker(
         client, tmp_path, search_attribute_names, providers=providers
     ) as worker:
-        capped = {"prompt": "p", "model": "acme:mystery-1", "budget": {"max_cost_usd": 1.0}}
-        result = await worker.run(capped)
-        # Its cost could not be counted, so it is not spent: no call, no step.
-        assert result.status == "budget_exceeded" and result.limit == "max_cost_usd"
-        assert result.reason is not None
-        assert result.reason.startswith("max_cost_usd: cost unknown (acme:mystery-1 has no price")
-        assert unpriced.calls == 0 and result.steps == [] and result.usage.model_calls == 0
-        # Priced by the run itself, or with no cost budget, the same model is called.
-        price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
-        priced = await worker.run({**capped, "pricing": price})
-        assert priced.status == "completed" and priced.usage.cost_known
-        uncapped = await worker.run({"prompt": "p", "model": "acme:mystery-1"})
-        assert uncapped.status == "completed" and not uncapped.usage.cost_known
+        yield worker, unpriced
+
+
+async def test_a_cost_budget_never_calls_a_model_with_no_price(
+    unpriced_worker: tuple[RunningWorker, UnpricedModel],
+) -> None:
+    worker, unpriced = unpriced_worker
+    capped = {"prompt": "p", "model": "acme:mystery-1", "budget": {"max_cost_usd": 1.0}}
+    result = await worker.run(capped)
+    # Its cost could not be counted, so it is not spent: no call, no step.
+    assert result.status == "budget_exceeded" and result.limit == "max_cost_usd"
+    assert result.reason is not None
+    assert result.reason.startswith("max_cost_usd: cost unknown (acme:mystery-1 has no price")
+    assert unpriced.calls == 0 and result.steps == [] and result.usage.model_calls == 0
+    # Priced by the run itself, or with no cost budget, the same model is called.
+    price = {"input_per_mtok": 1.0, "output_per_mtok": 1.0}
+    priced = await worker.run({**capped, "pricing": price})
+    assert priced.status == "completed" and priced.usage.cost_known
+    uncapped = await worker.run({"prompt": "p", "model": "acme:mystery-1"})
+    assert uncapped.status == "completed" and not uncapped.usage.cost_known
     assert unpriced.calls == 4
 
 
 async def test_nor_does_its_compaction_summarise_with_it(
-    client: Client, tmp_path: Path, search_attribute_names: list[str]
+    unpriced_worker: tuple[RunningWorker, UnpricedModel],
 ) -> None:
     # A session's second message runs compaction first (the first message is history
     # by then): its summary call is a call to the same model.
-    unpriced = UnpricedModel()
-    providers = {"scripted": ScriptedModel(), "acme": unpriced}
-    async with running_worker(
-        client, tmp_path, search_attribute_names, providers=providers
-    ) as worker:
-        onward = OnwardClient(worker.client, task_queue=worker.task_queue)
-        session_id = await onward.open_session(
-            {
-                "model": "acme:mystery-1",
-                "tools": [],
-                "budget": {"max_cost_usd": 1.0},
-                "context": {"max_tokens": 10, "keep_last_turns": 0},
-            }
-        )
-        texts = ("first question " * 20, "second question " * 20)
-        replies = [await onward.send_message(session_id, text) for text in texts]
-        await onward.close_session(session_id)
+    worker, unpriced = unpriced_worker
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    session_id = await onward.open_session(
+        {
+            "model": "acme:mystery-1",
+            "tools": [],
+            "budget": {"max_cost_usd": 1.0},
+            "context": {"max_tokens": 10, "keep_last_turns": 0},
+        }
+    )
+    texts = ("first question " * 20, "second question " * 20)
+    replies = [await onward.send_message(session_id, text) for text in texts]
+    await onward.close_session(session_id)
     assert unpriced.calls == 0
     for reply in replies:
         assert reply.status == "budget_exceeded", reply

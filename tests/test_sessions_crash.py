@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -19,25 +20,39 @@ from onward.errors import MessageNotTaken
 __all__ = ["workers"]  # the fixture
 
 
-async def test_session_survives_kill_9_between_and_during_messages(
-    client: Client,
-    address: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))
-    task_queue = f"session-crash-{uuid.uuid4().hex[:8]}"
-    workspace = tmp_path / "workspace"
+@dataclass
+class SessionWorkers:
+    """Worker processes of one test's task queue, sharing its workspace and store."""
 
-    def start(name: str) -> WorkerProcess:
-        worker = WorkerProcess(address, task_queue, workspace, tmp_path / f"{name}.log")
-        workers.append(worker)
+    address: str
+    folder: Path
+    started: list[WorkerProcess]
+    task_queue: str = field(default_factory=lambda: f"session-crash-{uuid.uuid4().hex[:8]}")
+
+    def start(self, name: str) -> WorkerProcess:
+        """Start one (its log is ``<name>.log``); the ``workers`` fixture kills it at the end."""
+        worker = WorkerProcess(
+            self.address, self.task_queue, self.folder / "workspace", self.folder / f"{name}.log"
+        )
+        self.started.append(worker)
         return worker
 
+
+@pytest.fixture
+def session_workers(
+    address: str, tmp_path: Path, workers: list[WorkerProcess], monkeypatch: pytest.MonkeyPatch
+) -> SessionWorkers:
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))
+    return SessionWorkers(address, tmp_path, workers)
+
+
+async def test_session_survives_kill_9_between_and_during_messages(
+    client: Client, session_workers: SessionWorkers
+) -> None:
+    start = session_workers.start
     first = start("worker1")
     await wait_ready(first)
-    onward = OnwardClient(client, task_queue=task_queue)
+    onward = OnwardClient(client, task_queue=session_workers.task_queue)
     session_id = await onward.open_session(
         {
             "tools": [],
@@ -81,24 +96,13 @@ async def test_session_survives_kill_9_between_and_during_messages(
 
 
 async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_worker(
-    client: Client,
-    address: str,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
-    monkeypatch: pytest.MonkeyPatch,
+    client: Client, session_workers: SessionWorkers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))
     monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
-    task_queue = f"session-untaken-{uuid.uuid4().hex[:8]}"
-
-    def start(name: str) -> WorkerProcess:
-        worker = WorkerProcess(address, task_queue, tmp_path / "ws", tmp_path / f"{name}.log")
-        workers.append(worker)
-        return worker
-
+    start = session_workers.start
     first = start("worker1")
     await wait_ready(first)
-    onward = OnwardClient(client, task_queue=task_queue)
+    onward = OnwardClient(client, task_queue=session_workers.task_queue)
     session_id = await onward.open_session(
         {"tools": [], "script": [{"text": "one"}, {"text": "two"}]}
     )
