@@ -330,7 +330,8 @@ async def approval_target(client: _Client, run: RunInfo, call_id: str | None = N
     if run.workflow_type == SESSION_WORKFLOW:
         if status.state != "awaiting_approval":
             raise RequestRejected(f"session {run_id}: no tool call waits for approval")
-        return answering(run_id, status)
+        # The message run answers for its own calls; its sub-agents' calls name their run.
+        run_id = answering(run_id, status)
     calls = status.pending_approvals
     if call_id is not None:
         calls = [call for call in calls if call.call_id == call_id]

@@ -188,3 +188,39 @@ async def test_a_sessions_waiting_call_is_approved_and_rejected_by_the_session_i
         # Another tenant's (or a missing) session is a 404.
         assert (await http.post("/v1/sessions/session-nope/approve")).status_code == 404
         await http.post(created["close_url"])
+
+
+async def test_a_sub_agents_waiting_call_is_approved_by_the_session_id(
+    worker: RunningWorker,
+) -> None:
+    # The message's run delegates; its sub-agent's write waits for approval.
+    write = {"name": "write_file", "arguments": {"path": "sub.md", "content": "s"}}
+    child = [{"text": "writing", "tool_calls": [write]}, {"text": "written"}]
+    handing = {"name": "delegate", "arguments": {"prompt": "write it", "script": child}}
+    script = [{"text": "handing it over", "tool_calls": [handing]}, {"text": "done"}]
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        body = {
+            "tools": ["write_file", "delegate"],
+            "approve_tools": ["write_file"],
+            "script": script,
+        }
+        created = (await http.post("/v1/sessions", json=body)).json()
+        url = created["status_url"]
+        sending = asyncio.create_task(
+            http.post(created["messages_url"], json={"message": "delegate a write"})
+        )
+
+        async def waiting() -> bool:
+            pending = (await http.get(url)).json()["pending_approvals"]
+            return bool(pending) and ".delegate-" in (pending[0]["run_id"] or "")
+
+        await eventually(waiting)
+        decided = await http.post(f"{url}/approve")
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["decision"] == "approved"
+        assert (await sending).json()["reply"] == "done"
+        await http.post(created["close_url"])
