@@ -41,6 +41,7 @@ if TYPE_CHECKING:
         StoreError,
         TemporalError,
         UnexpectedResponse,
+        UpdateNotTaken,
     )
     from onward.plugin import OnwardPlugin
 
@@ -68,6 +69,7 @@ __all__ = [
     "StoreError",
     "TemporalError",
     "UnexpectedResponse",
+    "UpdateNotTaken",
 ]
 
 _LAZY: dict[str, str] = {
@@ -93,6 +95,7 @@ _LAZY: dict[str, str] = {
     "SessionReply": "onward.contracts",
     "TemporalError": "onward.errors",
     "UnexpectedResponse": "onward.errors",
+    "UpdateNotTaken": "onward.errors",
     "OnwardPlugin": "onward.plugin",
 }
 

@@ -81,6 +81,7 @@ from onward.errors import (
     RunNotFound,
     TemporalError,
     UnexpectedResponse,
+    UpdateNotTaken,
     WorkspaceError,
     validated,
 )
@@ -175,7 +176,7 @@ def _unanswered_update(run_id: str, update: str) -> Iterator[None]:
             RPCStatusCode.CANCELLED,
         ):
             raise
-        raise NoWorker(
+        raise UpdateNotTaken(
             f"no worker answered the {update} of {run_id} in time; the server keeps it and "
             f"a worker that takes the run up may still apply it: check `onward status "
             f"{run_id}` before sending it again"

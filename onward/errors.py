@@ -11,7 +11,8 @@ Every error Onward raises on purpose is an :class:`OnwardError`::
     │   └── ArtifactNotFound  the run has no file at that path
     ├── RequestRejected       the run refused an update (e.g. ``extend_budget``)
     ├── NoWorker              no worker polls the run's task queue, or none answered
-    │   └── MessageNotTaken   no worker took a session message in time; it is kept
+    │   └── UpdateNotTaken    no worker took an update in time; the server keeps it
+    │       └── MessageNotTaken   a session message, likewise
     ├── UnexpectedResponse    Temporal or a worker answered with something unexpected
     ├── TemporalError         any other error Temporal reported
     ├── StoreError            the store (``ONWARD_STORE``) cannot be reached or refused an operation
@@ -52,6 +53,7 @@ __all__ = [
     "ToolError",
     "ToolRetryableError",
     "UnexpectedResponse",
+    "UpdateNotTaken",
     "WorkspaceError",
     "format_validation_error",
     "validated",
@@ -194,12 +196,22 @@ class NoWorker(OnwardError):
         self.task_queue = task_queue
 
 
-class MessageNotTaken(NoWorker):
+class UpdateNotTaken(NoWorker):
+    """No worker took an update (an approval, a budget extension) in time, but the
+    server keeps it.
+
+    Unlike a plain :class:`NoWorker` (nothing was sent), a worker that takes the
+    run up may still apply it: read the run's status before sending it again, or
+    it applies twice (an approval without a call id, to whatever waits then).
+    """
+
+
+class MessageNotTaken(UpdateNotTaken):
     """No worker took a session message in time, but the server keeps it.
 
-    Unlike a plain :class:`NoWorker` (nothing was sent), the next worker to take
-    the session up answers the message: read the session's history before
-    sending it again, or it is answered twice.
+    The next worker to take the session up answers the message (unless the
+    session is closed first): read the session's turns before sending it again,
+    or it is answered twice.
     """
 
 

@@ -19,6 +19,7 @@ from onward.errors import (
     StoreError,
     TemporalError,
     UnexpectedResponse,
+    UpdateNotTaken,
 )
 from onward.starter.api.errors import (
     ApiProblem,
@@ -53,9 +54,10 @@ def test_every_error_has_its_status(error: OnwardError, status: int) -> None:
 def test_a_503_says_when_to_retry_unless_retrying_answers_twice() -> None:
     for error in (NoWorker("no worker"), ConnectionFailed("gone"), StoreError("down")):
         assert retry_after(error) == {"Retry-After": "5"}
-    # Kept by the server: sent again, it would be answered twice.
-    assert status_of(MessageNotTaken("not taken")) == 503
-    assert retry_after(MessageNotTaken("not taken")) is None
+    # Kept by the server: sent again, it would be answered (or applied) twice.
+    for kept in (MessageNotTaken("not taken"), UpdateNotTaken("approve not answered")):
+        assert status_of(kept) == 503
+        assert retry_after(kept) is None
     assert retry_after(RunNotFound("r")) is None
 
 

@@ -18,6 +18,7 @@ from api_server import serving
 from conftest import RunningWorker, eventually
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
+from onward.errors import ConnectionFailed
 from onward.starter.api import ApiSettings, api_app
 
 ONE_PLUS_ONE = {"name": "calculator", "arguments": {"expression": "1+1"}}
@@ -254,3 +255,25 @@ async def test_absurd_durations_are_refused(base: str, body: dict[str, Any], whe
         extended = await http.post(f"{url}/extend-budget", json={"max_duration_s": 1e12})
         assert extended.status_code == 422 and "max_duration_s" in extended.text
         await http.post(f"{url}/cancel")
+
+
+async def test_a_websocket_that_cannot_reach_temporal_closes_with_try_again_later(
+    worker: RunningWorker,
+) -> None:
+    class TemporalGone(OnwardClient):
+        """Temporal stops answering between the upgrade and the run's lookup."""
+
+        async def info(self, run_id: str) -> Any:
+            raise ConnectionFailed("lost connection to Temporal", "127.0.0.1:7233")
+
+    gone = TemporalGone(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), gone)) as base,
+        connect(ws_url(base, "/v1/runs/agent-x/ws")) as connection,
+    ):
+        message = json.loads(await connection.recv())
+        assert message["status"] == 503 and message["error"]["type"] == "ConnectionFailed"
+        with pytest.raises(ConnectionClosed) as closed:
+            await connection.recv()
+    # 1013, "try again later", as the HTTP 503: not 1008, which says not to retry.
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013

@@ -29,6 +29,7 @@ from onward import (
     RunAlreadyExists,
     RunEnded,
     RunNotFound,
+    UpdateNotTaken,
 )
 from onward.client import _unanswered_update
 from onward.contracts import DEFAULT_TASK_QUEUE, BudgetExtension
@@ -72,6 +73,7 @@ def test_the_error_tree_is_one_tree() -> None:
     for error in (ConnectionFailed, InvalidInput, NoWorker, RequestRejected, RunAlreadyExists):
         assert issubclass(error, OnwardError)
     assert issubclass(CliError, OnwardError)
+    assert issubclass(UpdateNotTaken, NoWorker)  # a caller catching NoWorker catches it
     # The old import of ConnectionFailed keeps working, and is the same class.
     from onward.connection import ConnectionFailed as Old
 
@@ -90,7 +92,7 @@ def test_an_unanswered_update_says_it_may_still_apply(failure: Exception) -> Non
     # The server keeps an update no worker took in time: a worker killed a moment ago
     # still looks like a poller, and the next one applies it.
     expected = "may still apply it: check `onward status r1`"
-    with pytest.raises(NoWorker, match=expected), _unanswered_update("r1", "approve"):
+    with pytest.raises(UpdateNotTaken, match=expected), _unanswered_update("r1", "approve"):
         raise failure
     # Anything else is left to the caller.
     with pytest.raises(RPCError), _unanswered_update("r1", "approve"):

@@ -47,6 +47,7 @@ from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handl
 from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.live import (
     CLOSE_NOT_FOUND,
+    CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     error_message,
     serve_socket,
@@ -210,7 +211,8 @@ def _socket_operation(events: dict[str, Any]) -> dict[str, Any]:
             "101": {
                 "description": "Switching Protocols. A key or run refused after the upgrade "
                 'is sent as {"type": "error", "status", "error"} and the socket closed '
-                f"with {CLOSE_UNAUTHORIZED} (401), {CLOSE_NOT_FOUND} (404) or 1008."
+                f"with {CLOSE_UNAUTHORIZED} (401), {CLOSE_NOT_FOUND} (404), "
+                f"{CLOSE_TRY_AGAIN} (503: try again later) or 1008."
             }
         },
     }
@@ -544,7 +546,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             await websocket.send_json(
                 {"type": "error", "status": status, "error": error_message(err)}
             )
-            await websocket.close(CLOSE_NOT_FOUND if status == 404 else 1008, str(err)[:120])
+            code = {404: CLOSE_NOT_FOUND, 503: CLOSE_TRY_AGAIN}.get(status, 1008)
+            await websocket.close(code, str(err)[:120])
             return
         await serve_socket(
             websocket,

@@ -22,7 +22,6 @@ from onward.errors import (
     ArtifactNotFound,
     ConnectionFailed,
     InvalidInput,
-    MessageNotTaken,
     NoWorker,
     OnwardError,
     RequestRejected,
@@ -32,6 +31,7 @@ from onward.errors import (
     StoreError,
     TemporalError,
     UnexpectedResponse,
+    UpdateNotTaken,
 )
 from onward.starter.api.models import ApiError, ErrorBody
 
@@ -96,10 +96,11 @@ UNAVAILABLE_RETRY_AFTER_S = 5
 def retry_after(err: OnwardError) -> dict[str, str] | None:
     """``Retry-After`` for an error worth retrying as it was sent, else None.
 
-    A 503 is; a session message no worker took is not, though it answers 503: the
-    server keeps it, and sending it again has it answered twice.
+    A 503 is; an update no worker took (a session message, an approval, a budget
+    extension) is not, though it answers 503: the server keeps it, and sending it
+    again has it applied twice.
     """
-    if status_of(err) != 503 or isinstance(err, MessageNotTaken):
+    if status_of(err) != 503 or isinstance(err, UpdateNotTaken):
         return None
     return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
 

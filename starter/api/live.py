@@ -29,7 +29,13 @@ from onward.starter.api.controls import SpendLeft, apply_control, control_body
 from onward.starter.api.errors import status_of
 from onward.starter.api.events import RunEvent
 
-__all__ = ["CLOSE_ENDED", "CLOSE_NOT_FOUND", "CLOSE_UNAUTHORIZED", "serve_socket"]
+__all__ = [
+    "CLOSE_ENDED",
+    "CLOSE_NOT_FOUND",
+    "CLOSE_TRY_AGAIN",
+    "CLOSE_UNAUTHORIZED",
+    "serve_socket",
+]
 
 CLOSE_ENDED = 1000
 """Close code after the ``result`` event."""
@@ -37,6 +43,9 @@ CLOSE_UNAUTHORIZED = 4401
 """Close code of a missing or unknown API key (the HTTP 401)."""
 CLOSE_NOT_FOUND = 4404
 """Close code of an unknown run, or another tenant's (the HTTP 404)."""
+CLOSE_TRY_AGAIN = 1013
+"""Close code when Temporal, a worker or the store cannot be reached (the HTTP 503):
+the standard "try again later", which clients may retry; 1008 (policy) says not to."""
 
 log = logging.getLogger("onward.api")
 
