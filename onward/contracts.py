@@ -990,6 +990,12 @@ class AgentStatus(BaseModel):
     last_reply: str | None = Field(
         default=None, exclude_if=lambda value: value is None, description="sessions: the last reply"
     )
+    pausing: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="a pause was asked for while calls run: the state is still running, and "
+        "the run pauses once they end (left out when false)",
+    )
 
 
 class AgentCarry(BaseModel):

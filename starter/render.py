@@ -214,7 +214,8 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
     """The ``status`` command's answer."""
     lines = [
         f"run:    {workflow_id}",
-        f"state:  {status.state}",
+        f"state:  {status.state}"
+        + ("  (pausing: once the calls in flight end)" if status.pausing else ""),
         f"model:  {status.model or '?'}",
         f"steps:  {status.step}",
         f"usage:  {_against_budget(status.usage, status.budget)}",

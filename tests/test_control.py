@@ -11,6 +11,7 @@ from temporalio.exceptions import CancelledError
 
 from conftest import RunningWorker, activity_running, eventually, model_inputs
 from onward.contracts import CancelRequest, SteerRequest
+from onward.starter.render import status_lines
 from onward.workflows import AgentWorkflow
 
 
@@ -47,6 +48,35 @@ async def test_pause_stops_progress_until_resume(worker: RunningWorker) -> None:
     result = await handle.result()
     assert result.status == "completed"
     assert len(result.steps) == 6
+
+
+async def test_a_pause_asked_for_mid_call_shows_until_the_call_ends(
+    worker: RunningWorker,
+) -> None:
+    # A model call is not interrupted by a pause: the state stays running until it
+    # ends, and status says the pause is coming (a real call may take minutes).
+    handle = await worker.start({"prompt": "p", "script": [slow_calc("1+1", 3), {"text": "4"}]})
+    await eventually(lambda: activity_running(handle, "call_model"))
+    await handle.signal(AgentWorkflow.pause)
+
+    async def pausing() -> bool:
+        status = await handle.query(AgentWorkflow.status)
+        return status.state == "running" and status.pausing
+
+    await eventually(pausing)
+    assert (
+        "(pausing: once the calls in flight end)"
+        in status_lines(handle.id, await handle.query(AgentWorkflow.status))[1]
+    )
+
+    async def paused() -> bool:
+        return (await handle.query(AgentWorkflow.status)).state == "paused"
+
+    await eventually(paused, timeout_s=20)
+    status = await handle.query(AgentWorkflow.status)
+    assert not status.pausing and "pausing" not in status.model_dump_json()
+    await handle.signal(AgentWorkflow.resume)
+    assert (await handle.result()).status == "completed"
 
 
 async def test_cancel_signal_ends_with_reason_and_partial_results(worker: RunningWorker) -> None:

@@ -1860,6 +1860,7 @@ class AgentWorkflow:
             limit=self._limit,
             pending_approvals=[] if self._state in FINAL_STATES else list(self._pending.values()),
             transcript=self._transcript,
+            pausing=self._paused and self._state == "running",
         )
 
     @workflow.query(name="steps")
