@@ -33,7 +33,7 @@ from onward.activities.tools.net_guard import (
     IPAddress,
     Resolver,
     allowed_addresses,
-    parse_ip,
+    pinned_request,
     resolve,
 )
 from onward.contracts import WebhookDelivery, WebhookOutcome
@@ -139,15 +139,8 @@ class WebhookActivities:
         body: bytes,
         headers: dict[str, str],
     ) -> httpx.Response:
-        """One POST to the first checked address that accepts a connection.
-
-        A client of its own each time: a pooled connection is keyed by the
-        address, so it could be reused for another receiver's name (and TLS
-        server name) at the same address.
-        """
-        host = url.raw_host.decode("ascii")
-        # The URL names the checked address; Host and the TLS server name keep the name.
-        sni = {"sni_hostname": host} if url.scheme == "https" and not parse_ip(host) else {}
+        """One POST to the first checked address that accepts a connection (a client
+        of its own each time, see :func:`pinned_request`)."""
         last_error: httpx.TransportError | None = None
         for address in addresses:
             # trust_env=False: no proxy from the environment (the transport still reads
@@ -158,13 +151,7 @@ class WebhookActivities:
                 follow_redirects=False,
                 trust_env=False,
             ) as client:
-                request = client.build_request(
-                    "POST",
-                    url.copy_with(host=str(address)),
-                    content=body,
-                    headers={**headers, "Host": url.netloc.decode("ascii")},
-                    extensions=sni,
-                )
+                request = pinned_request(client, "POST", url, address, headers, body)
                 try:
                     return await client.send(request)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as err:

@@ -36,7 +36,7 @@ from onward.activities.tools.net_guard import (
     IPAddress,
     Resolver,
     allowed_addresses,
-    parse_ip,
+    pinned_request,
     resolve,
 )
 from onward.activities.tools.registry import Tool, tool
@@ -209,9 +209,6 @@ class _Fetcher:
     ) -> _Response:
         """One request to the first checked address that accepts a connection."""
         host = _host(url)
-        # The URL names the checked address, so that is where httpx connects; Host
-        # and the TLS server name (SNI, certificate check) keep the original name.
-        extensions = {"sni_hostname": host} if url.scheme == "https" and not parse_ip(host) else {}
         last_error: httpx.HTTPError | None = None
         for address in addresses:
             async with httpx.AsyncClient(
@@ -222,13 +219,8 @@ class _Fetcher:
                 headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},
             ) as client:
                 try:
-                    request = client.build_request(
-                        method,
-                        url.copy_with(host=str(address)),
-                        headers={**headers, "Host": url.netloc.decode("ascii")},
-                        content=None if body is None else body.encode(),
-                        extensions=extensions,
-                    )
+                    content = None if body is None else body.encode()
+                    request = pinned_request(client, method, url, address, headers, content)
                 except (ValueError, httpx.HTTPError) as err:
                     raise ToolError(f"http_fetch: invalid request: {err}") from err
                 try:

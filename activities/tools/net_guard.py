@@ -10,7 +10,8 @@ non-public range are refused. IPv6 forms that carry an IPv4 address
 The check runs on the addresses a host name *resolves to*, and the caller then
 connects to exactly those addresses, so a name that resolves to a public
 address when checked and to ``127.0.0.1`` when connecting (DNS rebinding) gets
-nowhere. Everything here is pure except :func:`resolve`.
+nowhere (:func:`pinned_request` builds such a request). Everything here is pure
+except :func:`resolve`.
 
 ``ONWARD_HTTP_ALLOW`` (``http_fetch``) and ``ONWARD_WEBHOOK_ALLOW`` (webhooks)
 list exceptions, comma-separated: exact IP addresses (``127.0.0.1`` allows
@@ -34,6 +35,9 @@ from ipaddress import (
     ip_address,
     ip_network,
 )
+from typing import Any
+
+import httpx
 
 __all__ = [
     "ALLOW_ENV",
@@ -44,6 +48,7 @@ __all__ = [
     "allowed_addresses",
     "blocked_reason",
     "parse_ip",
+    "pinned_request",
     "refusal",
     "resolve",
     "unmap",
@@ -256,3 +261,34 @@ async def allowed_addresses(
     if reason is not None:
         raise AddressRefused(reason)
     return list(dict.fromkeys(unmap(item) for item in addresses))
+
+
+def pinned_request(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    address: IPAddress,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+) -> httpx.Request:
+    """``method url`` sent to ``address``, one of :func:`allowed_addresses`.
+
+    The request's URL names the checked address, so that is where httpx
+    connects; ``Host`` and, over HTTPS, the TLS server name and certificate
+    check keep the URL's own name. Send it with a client of its own: a pooled
+    connection is keyed by the address and could carry another name's request.
+
+    Raises:
+        ValueError, httpx.HTTPError: the request cannot be built.
+    """
+    host = url.raw_host.decode("ascii")
+    tls_name: dict[str, Any] = {}
+    if url.scheme == "https" and parse_ip(host) is None:
+        tls_name["sni_hostname"] = host
+    return client.build_request(
+        method,
+        url.copy_with(host=str(address)),
+        headers={**headers, "Host": url.netloc.decode("ascii")},
+        content=content,
+        extensions=tls_name,
+    )
