@@ -89,6 +89,7 @@ from onward.schedules import ScheduleRow
 from onward.session_client import (
     SessionMethods,
     approval_target,
+    not_taken,
     with_message_run,
     with_sub_agents,
 )
@@ -160,27 +161,17 @@ class StepLog:
     unanswered: bool
 
 
-@contextlib.contextmanager
-def _unanswered_update(run_id: str, update: str) -> Iterator[None]:
-    """An update no worker answered in time as NoWorker that says it may still apply.
-
-    The server keeps an update it has taken until a worker takes the run up (a
-    worker killed a moment ago still looks like a poller), so "failed" would
-    invite a second decision, maybe the other way.
-    """
-    try:
-        yield
-    except (RPCTimeoutOrCancelledError, RPCError) as err:
-        if isinstance(err, RPCError) and err.status not in (
-            RPCStatusCode.DEADLINE_EXCEEDED,
-            RPCStatusCode.CANCELLED,
-        ):
-            raise
-        raise UpdateNotTaken(
+def _unanswered_update(run_id: str, update: str) -> contextlib.AbstractContextManager[None]:
+    """An update of ``run_id`` no worker answered in time as UpdateNotTaken (see
+    :func:`~onward.session_client.not_taken`): a second decision, maybe the other
+    way, must not follow at once."""
+    return not_taken(
+        lambda: UpdateNotTaken(
             f"no worker answered the {update} of {run_id} in time; the server keeps it and "
             f"a worker that takes the run up may still apply it: check `onward status "
             f"{run_id}` before sending it again"
-        ) from err
+        )
+    )
 
 
 def _attributes_unusable(err: RPCError) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
@@ -23,6 +23,7 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from onward import sessions
 from onward.contracts import (
@@ -44,6 +45,7 @@ from onward.errors import (
     RunEnded,
     SessionClosed,
     TemporalError,
+    UpdateNotTaken,
     validated,
 )
 from onward.starter.follow import QUERY_TIMEOUT
@@ -124,23 +126,45 @@ async def _worker_in_grace(client: _Client, session_id: str, info: RunInfo) -> N
 
 
 @contextlib.contextmanager
-def _not_taken(session_id: str) -> Iterator[None]:
-    """A message no worker took in time as MessageNotTaken: it may still be answered."""
+def not_taken(error: Callable[[], UpdateNotTaken]) -> Iterator[None]:
+    """An update no worker took (or answered) in time as ``error()``.
+
+    The server keeps such an update until a worker takes the run up (a worker
+    killed a moment ago still looks like a poller), so "failed" would invite
+    sending it again, applied twice. The SDK reports a caller's own cancel
+    (Ctrl-C, a ``wait_for``) as it reports the server's deadline: that stays a
+    cancel. Other RPC errors are left to the caller.
+    """
     try:
         yield
-    except (TimeoutError, RPCTimeoutOrCancelledError) as err:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # Cancelled from outside (Ctrl-C, a caller's timeout): the SDK turns that
-            # into the same error as the server's deadline; it is no missing worker.
+    except (TimeoutError, RPCTimeoutOrCancelledError, RPCError) as err:
+        if isinstance(err, RPCError) and err.status not in _UPDATE_DEADLINES:
+            raise
+        if _cancelling():
             raise asyncio.CancelledError from err
-        raise MessageNotTaken(
-            f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
-            "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
-            "keeps it, and the next worker to take the session up answers it (unless the "
-            "session is closed first): check the session's turns "
-            f"(`onward status {session_id}`) before sending it again"
-        ) from err
+        raise error() from err
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (False outside an event loop)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        return False
+    return task is not None and task.cancelling() > 0
+
+
+_UPDATE_DEADLINES = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+
+
+def _message_not_taken(session_id: str) -> MessageNotTaken:
+    return MessageNotTaken(
+        f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
+        "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
+        "keeps it, and the next worker to take the session up answers it (unless the "
+        "session is closed first): check the session's turns "
+        f"(`onward status {session_id}`) before sending it again"
+    )
 
 
 def _handle(client: Client, session_id: str) -> SessionHandle:
@@ -204,7 +228,7 @@ class SessionMethods:
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):
             try:
-                with _not_taken(session_id):
+                with not_taken(lambda: _message_not_taken(session_id)):
                     async with asyncio.timeout(MESSAGE_TAKEN_WITHIN_S):
                         taken = await handle.start_update(
                             SessionWorkflow.send_message,

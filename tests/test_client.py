@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client, RPCTimeoutOrCancelledError
+from temporalio.client import (
+    Client,
+    RPCTimeoutOrCancelledError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
 import onward
@@ -97,6 +101,28 @@ def test_an_unanswered_update_says_it_may_still_apply(failure: Exception) -> Non
     # Anything else is left to the caller.
     with pytest.raises(RPCError), _unanswered_update("r1", "approve"):
         raise RPCError("gone", RPCStatusCode.NOT_FOUND, b"")
+
+
+async def untaken_update(deadline_s: float) -> None:
+    """Waits for an update that is never taken, failing as the SDK's client does."""
+    with _unanswered_update("r1", "approve"):
+        async with asyncio.timeout(deadline_s):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError as err:
+                raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+
+
+async def test_an_update_cancelled_by_its_caller_is_a_cancel_not_a_missing_worker() -> None:
+    # The SDK reports a caller's cancel as it reports the server's deadline; approvals
+    # and session messages (the same mechanism) must not call it a missing worker.
+    with pytest.raises(UpdateNotTaken):
+        await untaken_update(0.01)
+    sending = asyncio.create_task(untaken_update(30))
+    await asyncio.sleep(0.01)
+    sending.cancel()  # Ctrl-C, or a caller's own timeout
+    with pytest.raises(asyncio.CancelledError):
+        await sending
 
 
 async def test_start_result_status_steps_list_trace_report(api: OnwardClient) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import Client
 from temporalio.service import RPCError
 from test_crash_resume import WorkerProcess, wait_ready, workers
 
@@ -122,23 +122,3 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
     await eventually(answered, timeout_s=30)
     turns = await onward.session_history(session_id)
     assert [(turn.message, turn.reply) for turn in turns] == [("first", "one"), ("second", "two")]
-
-
-async def untaken_update(deadline_s: float) -> None:
-    """Waits for an update that is never taken, failing as the SDK's client does."""
-    with session_client._not_taken("session-1"):
-        async with asyncio.timeout(deadline_s):
-            try:
-                await asyncio.sleep(60)
-            except asyncio.CancelledError as err:
-                raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
-
-
-async def test_a_send_cancelled_by_its_caller_is_a_cancel_not_a_missing_worker() -> None:
-    with pytest.raises(MessageNotTaken):
-        await untaken_update(0.01)
-    sending = asyncio.create_task(untaken_update(30))
-    await asyncio.sleep(0.01)
-    sending.cancel()  # Ctrl-C, or a caller's own timeout
-    with pytest.raises(asyncio.CancelledError):
-        await sending
