@@ -40,7 +40,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -372,6 +372,7 @@ class OnwardClient(SessionMethods):
         *,
         tag_tenant: bool = False,
         memo: Mapping[str, Any] | None = None,
+        once: bool = False,
     ) -> str:
         """Start a run on this client's task queue; return its id (the workflow id).
 
@@ -382,10 +383,12 @@ class OnwardClient(SessionMethods):
         client could not see the server's attributes; the server must have it
         (a worker, or ``onward api``, registers it). ``memo`` is the run's
         Temporal memo (kept when it continues as new; see :meth:`memo`).
+        ``once``: ``id`` starts no second run, even after the first has ended
+        (Temporal's default lets a closed run's id start a new one).
 
         Raises:
             InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
-            RunAlreadyExists: a run with ``id`` is running.
+            RunAlreadyExists: a run with ``id`` is running (or, with ``once``, has run).
         """
         agent = validated(AgentInput, input)
         run_id = id or new_run_id()
@@ -403,6 +406,9 @@ class OnwardClient(SessionMethods):
             # Taken by a worker of this client's process, if any, at once.
             request_eager_start=True,
             memo=memo,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE
+            if once
+            else WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
         return run_id
 

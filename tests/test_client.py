@@ -103,6 +103,19 @@ def test_an_unanswered_update_says_it_may_still_apply(failure: Exception) -> Non
         raise RPCError("gone", RPCStatusCode.NOT_FOUND, b"")
 
 
+async def test_an_id_started_once_starts_no_second_run_after_the_first_ended(
+    api: OnwardClient,
+) -> None:
+    # Temporal lets a closed run's id start a new run unless told otherwise: an
+    # idempotency key's run must stay the only one (the API starts keyed runs once).
+    first = await api.start({"prompt": "p", "script": [{"text": "x"}]}, id=run_id(), once=True)
+    assert (await api.result(first)).status == "completed"
+    with pytest.raises(RunAlreadyExists):
+        await api.start({"prompt": "p", "script": [{"text": "x"}]}, id=first, once=True)
+    # Without once, an ended run's id may start again, as Temporal allows.
+    assert await api.start({"prompt": "p", "script": [{"text": "x"}]}, id=first) == first
+
+
 async def untaken_update(deadline_s: float) -> None:
     """Waits for an update that is never taken, failing as the SDK's client does."""
     with _unanswered_update("r1", "approve"):

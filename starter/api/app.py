@@ -333,7 +333,10 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             if remaining is not None:
                 agent = _capped(agent, remaining)
             try:
-                await onward().start(agent, run_id, tag_tenant=True, memo=memo)
+                # once: a key's run, ended since this request looked, starts no second.
+                await onward().start(
+                    agent, run_id, tag_tenant=True, memo=memo, once=memo is not None
+                )
             except RunAlreadyExists:  # the same key, sent twice at once
                 await repeated(run_id, tenant, body.digest())
                 return created(run_id, False, response)
