@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     )
     from onward.errors import (
         ConnectionFailed,
+        IdempotencyKeyReused,
         InvalidInput,
         MessageNotTaken,
         NoWorker,
@@ -53,6 +54,7 @@ __all__ = [
     "AgentStatus",
     "Budget",
     "ConnectionFailed",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "MessageNotTaken",
     "NoWorker",
@@ -80,6 +82,7 @@ _LAZY: dict[str, str] = {
     "AgentStatus": "onward.contracts",
     "Budget": "onward.contracts",
     "ConnectionFailed": "onward.errors",
+    "IdempotencyKeyReused": "onward.errors",
     "InvalidInput": "onward.errors",
     "MessageNotTaken": "onward.errors",
     "NoWorker": "onward.errors",

@@ -1219,6 +1219,16 @@ class SessionMessage(_Strict):
     """Input of the ``send_message`` update: the user's next message."""
 
     message: str = Field(min_length=1)
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        exclude_if=lambda value: value is None,
+        description=(
+            "the same key with the same message is answered once: sent again, it gets "
+            "the first reply (while the session keeps the turn, its last 100)"
+        ),
+    )
 
     @field_validator("message")
     @classmethod
@@ -1238,6 +1248,14 @@ class SessionReply(BaseModel):
     status: AgentState = Field(default="completed", description="how the message's run ended")
     reason: str | None = None
     run_id: str | None = Field(default=None, description="the message's run: <session-id>-m<N>")
+    repeated: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description=(
+            "answered from the session's turns: the message came again with its "
+            "idempotency_key after the session had continued as new"
+        ),
+    )
 
 
 class SessionTurn(BaseModel):
@@ -1253,6 +1271,12 @@ class SessionTurn(BaseModel):
     steps: int = Field(default=0, description="steps of the message's run")
     sent_at: datetime
     answered_at: datetime | None = None
+    idempotency_key: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    message_sha256: str | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="with an idempotency_key: the whole message's digest, what a repeat must match",
+    )
 
 
 class SessionCarry(BaseModel):

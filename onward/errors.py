@@ -8,7 +8,8 @@ Every error Onward raises on purpose is an :class:`OnwardError`::
     ├── RunAlreadyExists      a run with that id is already running
     ├── RunEnded              the run has ended: it takes no more signals or updates
     ├── InvalidInput          input rejected client-side, before anything started
-    │   └── ArtifactNotFound  the run has no file at that path
+    │   ├── ArtifactNotFound  the run has no file at that path
+    │   └── IdempotencyKeyReused  the key was sent before with another request
     ├── RequestRejected       the run refused an update (e.g. ``extend_budget``)
     ├── NoWorker              no worker polls the run's task queue, or none answered
     │   └── UpdateNotTaken    no worker took an update in time; the server keeps it
@@ -33,11 +34,13 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 __all__ = [
+    "IDEMPOTENCY_KEY_REUSED",
     "INVALID_INPUT",
     "MODEL_NOT_PRICED",
     "PROVIDER_NOT_CONFIGURED",
     "ArtifactNotFound",
     "ConnectionFailed",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "MessageNotTaken",
     "NoWorker",
@@ -69,6 +72,10 @@ calls again if ``extend_budget`` moved the deadline meanwhile."""
 
 PROVIDER_NOT_CONFIGURED = "ProviderNotConfigured"
 """ApplicationError type of a model call to a provider this worker does not have."""
+
+IDEMPOTENCY_KEY_REUSED = "IdempotencyKeyReused"
+"""ApplicationError type of a session message refused: its idempotency key came before
+with another message."""
 
 MODEL_NOT_PRICED = "ModelNotPriced"
 """ApplicationError type of a model call refused before it was made: its run keeps a cost
@@ -178,6 +185,13 @@ class ArtifactNotFound(InvalidInput):
         super().__init__(f"path: run {run_id} has no artifact {path!r}")
         self.run_id = run_id
         self.path = path
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """An idempotency key was sent before with another request (the HTTP API answers 422).
+
+    A repeat must be the same request; a different one needs a new key.
+    """
 
 
 class RequestRejected(OnwardError):

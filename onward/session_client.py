@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from onward import sessions
 from onward.contracts import (
     SESSION_WORKFLOW,
+    AgentResult,
     AgentStatus,
     PendingApproval,
     SessionInput,
@@ -37,6 +38,8 @@ from onward.contracts import (
     SessionTurn,
 )
 from onward.errors import (
+    IDEMPOTENCY_KEY_REUSED,
+    IdempotencyKeyReused,
     InvalidInput,
     MessageNotTaken,
     NoWorker,
@@ -90,6 +93,8 @@ class _Client(Protocol):
     ) -> None: ...
 
     async def status(self, run_id: str) -> AgentStatus: ...
+
+    async def result(self, run_id: str) -> AgentResult: ...
 
     def _handle(self, run_id: str) -> WorkflowHandle[Any, Any]: ...
 
@@ -157,13 +162,17 @@ def _cancelling() -> bool:
 _UPDATE_DEADLINES = (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
 
 
-def _message_not_taken(session_id: str) -> MessageNotTaken:
+def _message_not_taken(session_id: str, keyed: bool) -> MessageNotTaken:
+    again = (
+        "send it again with the same idempotency_key to wait for its reply (it is answered once)"
+        if keyed
+        else f"check the session's turns (`onward status {session_id}`) before sending it again"
+    )
     return MessageNotTaken(
         f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
         "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
         "keeps it, and the next worker to take the session up answers it (unless the "
-        "session is closed first): check the session's turns "
-        f"(`onward status {session_id}`) before sending it again"
+        f"session is closed first): {again}"
     )
 
 
@@ -210,37 +219,51 @@ class SessionMethods:
         )
         return session_id
 
-    async def send_message(self: _Client, session_id: str, message: str) -> SessionReply:
+    async def send_message(
+        self: _Client, session_id: str, message: str, *, idempotency_key: str | None = None
+    ) -> SessionReply:
         """Send a user message; return the reply once the agent has answered it.
 
-        Messages sent while one is being answered wait their turn.
+        Messages sent while one is being answered wait their turn. With an
+        ``idempotency_key``, sending the same message again (after a
+        :class:`~onward.errors.MessageNotTaken`, a lost connection, a crash of the
+        caller) is answered once: every send gets the first one's reply, while the
+        session keeps the turn (its last 100).
 
         Raises:
-            InvalidInput: the message is blank.
+            InvalidInput: the message is blank, or the key is not 1-200 characters.
+            IdempotencyKeyReused: the key came before with another message.
             RunNotFound: no session has this id.
             SessionClosed: the session is closed.
             NoWorker: no worker polls the session's task queue (nothing was sent).
             MessageNotTaken: no worker took the message in time; the server keeps it,
                 and the next worker answers it (unless the session is closed first).
         """
-        request = validated(SessionMessage, {"message": message})
+        fields = {"message": message}
+        if idempotency_key is not None:
+            fields["idempotency_key"] = idempotency_key
+        request = validated(SessionMessage, fields)
+        update_id = None
+        if idempotency_key is not None:
+            update_id = sessions.message_update_id(idempotency_key, message)
         await _worker_in_grace(self, session_id, await _session_info(self, session_id))
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):
             try:
-                with not_taken(lambda: _message_not_taken(session_id)):
+                with not_taken(lambda: _message_not_taken(session_id, update_id is not None)):
                     async with asyncio.timeout(MESSAGE_TAKEN_WITHIN_S):
                         taken = await handle.start_update(
                             SessionWorkflow.send_message,
                             request,
+                            id=update_id,
                             wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                         )
                 # Taken: the reply comes when the agent is done, however long that is.
                 # The SDK types an async update's result as its coroutine (sdk-python typing).
                 reply: SessionReply = await taken.result()  # type: ignore[assignment]
-                return reply
             except WorkflowUpdateFailedError as err:
-                raise SessionClosed(session_id, _cause(err)) from err
+                raise _refused(session_id, err) from err
+        return await _whole(self, reply)
 
     async def session_history(self: _Client, session_id: str) -> list[SessionTurn]:
         """The session's turns: each message, its reply and its usage (the last 100).
@@ -291,6 +314,33 @@ class SessionMethods:
                 raise TemporalError(
                     f"session {session_id} failed: {_cause(err)}", "FAILED"
                 ) from err
+
+
+def _refused(session_id: str, err: WorkflowUpdateFailedError) -> OnwardError:
+    """Why the session refused a message: closed (its validator's ValueError), the key
+    reused, or anything else (a worker older than the message's fields, say)."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        if cause.type == IDEMPOTENCY_KEY_REUSED:
+            return IdempotencyKeyReused(cause.message)
+        if cause.type != "ValueError":
+            return RequestRejected(f"session {session_id} refused the message: {cause.message}")
+    return SessionClosed(session_id, _cause(err))
+
+
+async def _whole(client: _Client, reply: SessionReply) -> SessionReply:
+    """A repeated message's reply with its run's whole answer and steps.
+
+    A session that continued as new answers a repeat from the turn it keeps,
+    whose reply is cut short and has no steps; the message's run has them.
+    """
+    if not reply.repeated or reply.run_id is None or reply.status == "failed":
+        return reply
+    try:
+        result = await client.result(reply.run_id)
+    except OnwardError:  # the run is gone (retention): the turn's reply is what is left
+        return reply
+    return reply.model_copy(update={"reply": result.output or "", "steps": result.steps})
 
 
 async def with_message_run(client: _Client, session_id: str, status: AgentStatus) -> AgentStatus:

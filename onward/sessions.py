@@ -7,6 +7,8 @@ gets what is left of it, and no more than ``message_budget``.
 
 from __future__ import annotations
 
+import hashlib
+
 from onward import budget as budgets
 from onward.contracts import AgentInput, AgentResult, Budget, RunUsage, SessionInput
 
@@ -14,7 +16,9 @@ __all__ = [
     "MESSAGE_RUN_SEPARATOR",
     "add_usage",
     "message_budget",
+    "message_digest",
     "message_input",
+    "message_update_id",
     "run_id",
     "session_reason",
 ]
@@ -29,6 +33,22 @@ _MIN_DURATION_S = 0.001
 def run_id(session_id: str, number: int) -> str:
     """The workflow id of the run answering message ``number`` of ``session_id``."""
     return f"{session_id}{MESSAGE_RUN_SEPARATOR}{number}"
+
+
+def message_digest(message: str) -> str:
+    """SHA-256 of a message: what a repeat of it under its idempotency key must match."""
+    return hashlib.sha256(message.encode()).hexdigest()
+
+
+def message_update_id(idempotency_key: str, message: str) -> str:
+    """The ``send_message`` update id of a keyed message.
+
+    Temporal answers an update id it has seen in the session's current run with
+    that update's outcome, without asking the session: the message's digest in
+    the id makes the same key with another message a new update, which the
+    session refuses.
+    """
+    return f"message/{idempotency_key}/{message_digest(message)[:16]}"
 
 
 def _left(limit: float | None, used: float) -> float | None:

@@ -241,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     send = command("send", "send one message to session ID and print the reply")
     send.add_argument("id", metavar="ID")
     send.add_argument("message", metavar="MESSAGE")
+    send.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="sent again with the same KEY and MESSAGE, the message is answered once",
+    )
     _json_option(send, "the reply object")
 
     listing = command("list", "recent agent runs, newest first")

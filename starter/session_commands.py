@@ -59,7 +59,8 @@ def _print_reply(reply: SessionReply, json: bool) -> None:
 
 async def send(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward send ID MESSAGE``: one message; print the reply once it is answered."""
-    _print_reply(await client.send_message(args.id, args.message), args.json)
+    reply = await client.send_message(args.id, args.message, idempotency_key=args.idempotency_key)
+    _print_reply(reply, args.json)
     return EXIT_OK
 
 

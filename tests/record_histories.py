@@ -23,6 +23,7 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowHistory,
+    WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -40,8 +41,10 @@ from onward.contracts import (
     CancelRequest,
     SessionInput,
     SessionMessage,
+    SessionReply,
     SteerRequest,
 )
+from onward.sessions import message_update_id
 from onward.sessions import run_id as message_run_id
 from onward.store import open_store
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
@@ -803,6 +806,26 @@ async def three_messages_two_at_once(session: SessionHandle) -> int:
     return 3
 
 
+async def keyed_messages_repeated_after_continue_as_new(session: SessionHandle) -> int:
+    """Two keyed messages (the session continues as new after each), the first sent
+    again (answered from its carried turn), its key with another message (refused);
+    then close. Returns 2."""
+
+    async def send(text: str, key: str) -> None:
+        message = SessionMessage(message=text, idempotency_key=key)
+        await session.execute_update(
+            "send_message", message, id=message_update_id(key, text), result_type=SessionReply
+        )
+
+    await send("first", "k1")
+    await send("second", "k2")
+    await send("first", "k1")
+    with contextlib.suppress(WorkflowUpdateFailedError):
+        await send("not the first", "k1")
+    await session.signal(SessionWorkflow.close)
+    return 2
+
+
 SESSION_SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[SessionHandle], Awaitable[int]]]] = {
     # sessions: a child AgentWorkflow per message given the conversation by reference,
     # two messages at once, continue-as-new between messages, the close signal.
@@ -815,6 +838,12 @@ SESSION_SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[SessionHandle], Awa
             "message_budget": {"max_steps": 5},
         },
         three_messages_two_at_once,
+    ),
+    # keyed messages: a repeat after continue-as-new answered from the carried turn,
+    # the key with another message refused by the update's validator.
+    "session_keyed": (
+        {"script": [{"text": "one"}, {"text": "two"}], "continue_as_new_after": 1},
+        keyed_messages_repeated_after_continue_as_new,
     ),
 }
 

@@ -224,3 +224,30 @@ async def test_a_sub_agents_waiting_call_is_approved_by_the_session_id(
         assert decided.json()["decision"] == "approved"
         assert (await sending).json()["reply"] == "done"
         await http.post(created["close_url"])
+
+
+async def test_a_keyed_message_posted_twice_is_answered_once(worker: RunningWorker) -> None:
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        created = (await http.post("/v1/sessions", json={"tools": [], "script": SCRIPT})).json()
+        body = {"message": "hello", "idempotency_key": "retry-me"}
+        first, again = [await http.post(created["messages_url"], json=body) for _ in range(2)]
+        assert first.status_code == again.status_code == 200, again.text
+        assert again.json() == first.json()
+        assert first.json()["reply"] == "first reply"
+
+        other = await http.post(
+            created["messages_url"], json={"message": "another", "idempotency_key": "retry-me"}
+        )
+        assert other.status_code == 422, other.text
+        assert other.json()["error"]["type"] == "IdempotencyKeyReused"
+        turns = (await http.get(f"{created['status_url']}/history")).json()
+        assert [(turn["message"], turn["idempotency_key"]) for turn in turns] == [
+            ("hello", "retry-me")
+        ]
+        # The next message gets the script's next reply: nothing was answered twice.
+        second = await http.post(created["messages_url"], json={"message": "again"})
+        assert second.json()["reply"] == "second reply"

@@ -80,13 +80,18 @@ async def test_chat_send_and_close_through_the_cli(
     not_a_session = await run_onward("send", f"{session_id}-m1", "hi", env=env)
     assert not_a_session.code == 2 and "is a run, not a session" in not_a_session.stderr
 
-    sent = await run_onward("send", session_id, "one more", "--json", env=env)
+    keyed = ("send", session_id, "one more", "--json", "--idempotency-key", "k1")
+    sent = await run_onward(*keyed, env=env)
     assert sent.code == 0, sent.stderr
     reply = sent.json()
     assert reply["reply"] == "third reply"
     assert reply["number"] == 3
     assert reply["status"] == "completed"
     assert reply["usage"]["model_calls"] == 1
+    again = await run_onward(*keyed, env=env)  # answered once: the same reply
+    assert again.code == 0 and again.json() == reply, again.stderr
+    reused = await run_onward("send", session_id, "other", "--idempotency-key", "k1", env=env)
+    assert reused.code == 2 and "another message" in reused.stderr, reused.stderr
 
     code, out, err = await chat(env, session_id, lines="/close\n")
     assert code == 0, err

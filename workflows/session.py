@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SessionResult,
         SessionTurn,
     )
+    from onward.errors import IDEMPOTENCY_KEY_REUSED
     from onward.markdown import escape_markdown
     from onward.text import clip, shorten
     from onward.tuning import WORKFLOW_SANDBOX, WORKFLOW_TASK_TIMEOUT
@@ -65,6 +66,8 @@ class _Queued:
     number: int
     message: str
     sent_at: datetime
+    key: str | None = None
+    digest: str | None = None
 
 
 def _root_message(err: BaseException) -> str:
@@ -74,6 +77,20 @@ def _root_message(err: BaseException) -> str:
     if isinstance(err, ApplicationError):
         return err.message or err.type or "ApplicationError"
     return str(err) or type(err).__name__
+
+
+def _repeat(turn: SessionTurn) -> SessionReply:
+    """The reply to a keyed message sent again, from its kept turn (the reply cut to
+    TURN_TEXT_CHARS, no steps: the client reads them from the turn's run)."""
+    return SessionReply(
+        reply=turn.reply,
+        usage=turn.usage,
+        number=turn.number,
+        status=turn.status,
+        reason=turn.reason,
+        run_id=turn.run_id,
+        repeated=True,
+    )
 
 
 def _summary(queued: _Queued) -> str:
@@ -199,6 +216,8 @@ class SessionWorkflow:
             message=clip(queued.message, TURN_TEXT_CHARS),
             run_id=child_id,
             sent_at=queued.sent_at,
+            idempotency_key=queued.key,
+            message_sha256=queued.digest,
         )
         agent_input = sessions.message_input(self._input, queued.message, self._usage)
         update: dict[str, Any] = {"conversation": self._conversation or _START}
@@ -251,6 +270,8 @@ class SessionWorkflow:
                 steps=reply.usage.steps,
                 sent_at=queued.sent_at,
                 answered_at=self._last_active,
+                idempotency_key=queued.key,
+                message_sha256=queued.digest,
             )
         )
         del self._history[:-TURNS_KEPT]
@@ -270,17 +291,53 @@ class SessionWorkflow:
 
     @workflow.update(name="send_message")
     async def send_message(self, message: SessionMessage) -> SessionReply:
-        """Queue a user message; return the reply once its run has ended, tools included."""
+        """Queue a user message; return the reply once its run has ended, tools included.
+
+        A message sent again with its ``idempotency_key`` is not answered again: it
+        gets the first one's reply (Temporal itself answers a repeat within one run
+        of the chain; the session, one that comes after it continued as new).
+        """
+        key = message.idempotency_key
+        if key is not None and self._digest_of(key) is not None:
+            await workflow.wait_condition(lambda: self._answered(key) is not None)
+            turn = self._answered(key)
+            assert turn is not None
+            return _repeat(turn)
         number = self._next
         self._next += 1
-        self._queue.append(_Queued(number, message.message, workflow.now()))
+        digest = None if key is None else sessions.message_digest(message.message)
+        self._queue.append(_Queued(number, message.message, workflow.now(), key, digest))
         await workflow.wait_condition(lambda: number in self._replies)
         return self._replies.pop(number)
 
     @send_message.validator
     def _validate_message(self, message: SessionMessage) -> None:
+        key = message.idempotency_key
+        earlier = None if key is None else self._digest_of(key)
+        if earlier is not None:
+            if earlier != sessions.message_digest(message.message):
+                raise ApplicationError(
+                    f"idempotency_key: {key!r} was sent before with another message; "
+                    "a different message needs a new key",
+                    type=IDEMPOTENCY_KEY_REUSED,
+                    non_retryable=True,
+                )
+            return  # a repeat: answered from its turn, even once the session is closing
         if self._closing:
             raise ValueError(f"send_message: the session is closed ({self._close_reason})")
+
+    def _digest_of(self, key: str) -> str | None:
+        """The digest of the message sent with ``key`` (queued, answering or kept), if any."""
+        for queued in self._queue:
+            if queued.key == key:
+                return queued.digest
+        for turn in (*([self._current] if self._current else []), *self._history):
+            if turn.idempotency_key == key:
+                return turn.message_sha256
+        return None
+
+    def _answered(self, key: str) -> SessionTurn | None:
+        return next((turn for turn in self._history if turn.idempotency_key == key), None)
 
     @workflow.signal(name="close")
     def close(self, *_payload: Any) -> None:

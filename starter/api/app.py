@@ -40,7 +40,13 @@ from onward.contracts import (
     BudgetExtension,
     StepRecord,
 )
-from onward.errors import InvalidInput, OnwardError, RunAlreadyExists, RunNotFound
+from onward.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    OnwardError,
+    RunAlreadyExists,
+    RunNotFound,
+)
 from onward.starter.api import live, params
 from onward.starter.api.controls import apply_control, control_body
 from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers, status_of
@@ -348,16 +354,14 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
 
         Raises:
             RunNotFound: no such run of the tenant's.
-            ApiProblem: 422, its idempotency key came with another request.
+            IdempotencyKeyReused: its idempotency key came with another request (422).
         """
         await owned(run_id, tenant)
         sent = (await onward().memo(run_id)).get(REQUEST_MEMO)
         if sent is not None and sent != digest:  # None: started before requests were kept
-            raise ApiProblem(
-                422,
-                "IdempotencyKeyReused",
+            raise IdempotencyKeyReused(
                 f"idempotency_key was sent before with another request (run {run_id}); "
-                "a different request needs a new key",
+                "a different request needs a new key"
             )
 
     @app.get("/v1/runs", response_model=list[RunSummary], responses=_ERRORS)

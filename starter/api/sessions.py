@@ -132,7 +132,11 @@ def session_routes(
     async def send_message(
         session_id: SessionId, tenant: Tenant, body: SessionMessage
     ) -> SessionReply:
-        """Send a user message (``{"message"}``); answers the reply once the agent has one."""
+        """Send a user message (``{"message"}``); answers the reply once the agent has one.
+
+        With an ``idempotency_key``, the same message sent again is answered once:
+        each request gets the first one's reply; another message with the key is a 422.
+        """
         await owned(session_id, tenant, "session")
         # The message's run is one more run of the tenant's: its limits apply. Until
         # visibility lists that run, the session (running while it answers) stands in
@@ -140,7 +144,9 @@ def session_routes(
         async with gate().lock(tenant):
             await gate().check(tenant)
             gate().started(tenant, session_id)
-        return await onward().send_message(session_id, body.message)
+        return await onward().send_message(
+            session_id, body.message, idempotency_key=body.idempotency_key
+        )
 
     @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)
     async def session_status(session_id: SessionId, tenant: Tenant) -> AgentStatus:
