@@ -110,8 +110,10 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
 
     first.kill()
     # Temporal still lists the killed worker as a poller: the send used to wait for good.
-    with pytest.raises(MessageNotTaken, match="no worker took the message"):
-        await asyncio.wait_for(onward.send_message(session_id, "second"), timeout=30)
+    with pytest.raises(MessageNotTaken, match="send it again with the same idempotency_key"):
+        await asyncio.wait_for(
+            onward.send_message(session_id, "second", idempotency_key="k2"), timeout=30
+        )
 
     await wait_ready(start("worker2"))
 
@@ -122,3 +124,7 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
     await eventually(answered, timeout_s=30)
     turns = await onward.session_history(session_id)
     assert [(turn.message, turn.reply) for turn in turns] == [("first", "one"), ("second", "two")]
+    # Sent again with its key, the kept message is not answered twice: its reply comes back.
+    again = await onward.send_message(session_id, "second", idempotency_key="k2")
+    assert (again.reply, again.number) == ("two", 2)
+    assert len(await onward.session_history(session_id)) == 2
