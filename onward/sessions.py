@@ -20,6 +20,7 @@ __all__ = [
     "message_input",
     "message_update_id",
     "run_id",
+    "session_of",
     "session_reason",
 ]
 
@@ -33,6 +34,12 @@ _MIN_DURATION_S = 0.001
 def run_id(session_id: str, number: int) -> str:
     """The workflow id of the run answering message ``number`` of ``session_id``."""
     return f"{session_id}{MESSAGE_RUN_SEPARATOR}{number}"
+
+
+def session_of(run_id: str) -> str | None:
+    """The session whose message ``run_id`` may be (``<session-id>-m<N>``), else None."""
+    session, found, number = run_id.rpartition(MESSAGE_RUN_SEPARATOR)
+    return session if found and session and number.isdigit() else None
 
 
 def message_digest(message: str) -> str:

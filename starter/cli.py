@@ -303,6 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(report, "the figures")
 
+    pruning = command(
+        "prune-store",
+        "delete the store's transcripts (and stored workspaces) of runs over and old",
+    )
+    pruning.add_argument(
+        "--older-than",
+        required=True,
+        metavar="WHEN",
+        help="not written for: 30d, 12h, 1w, or since an ISO time",
+    )
+    pruning.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    _json_option(pruning, "what was deleted and kept")
+
     sub.add_parser(
         "worker", parents=[common], add_help=False, help="run a worker (see: onward worker --help)"
     )
@@ -475,7 +488,7 @@ def _client_command(args: argparse.Namespace) -> int:
     from onward.starter import commands
     from onward.telemetry import configure_telemetry
 
-    name = "list_" if args.command == "list" else args.command
+    name = "list_" if args.command == "list" else args.command.replace("-", "_")
     command = getattr(commands, name)
     telemetry = configure_telemetry(os.environ, service_name="onward-cli", set_global=False)
     address = _address(args)

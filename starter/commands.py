@@ -8,11 +8,14 @@ stderr, or with ``--json`` exactly one JSON document.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from onward.client import OnwardClient
+from onward.connection import DATA_CONVERTER
+from onward.retention import prune_store as prune
 from onward.starter.errors import EXIT_OK, CliError, exit_code_for
 from onward.starter.follow import (
     Ended,
@@ -40,6 +43,7 @@ from onward.starter.schedule_commands import schedule
 from onward.starter.session_commands import chat, send
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
+from onward.store import open_store, store_url
 
 __all__ = [
     "Following",
@@ -51,6 +55,7 @@ __all__ = [
     "follow_run",
     "list_",
     "pause",
+    "prune_store",
     "reject",
     "report",
     "result",
@@ -300,6 +305,35 @@ async def report(client: OnwardClient, args: argparse.Namespace) -> int:
     else:
         for line in report_lines(summary):
             say(line)
+    return EXIT_OK
+
+
+async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward prune-store --older-than 30d``: delete the store's data of runs over and old."""
+    now = datetime.now(UTC)
+    try:
+        older_than = now - parse_since(args.older_than, now)
+    except ValueError as err:
+        raise CliError(f"--older-than: {err}") from err
+    if older_than.total_seconds() < 1:
+        raise CliError(f"--older-than: {args.older_than!r} is not in the past")
+    url = store_url(os.environ)
+    store = await open_store(url, DATA_CONVERTER.payload_codec)
+    try:
+        report = await prune(client, store, older_than, dry_run=args.dry_run)
+    finally:
+        await store.close()
+    if args.json:
+        emit_json(report.model_dump(mode="json"))
+        return EXIT_OK
+    verb = "would delete" if args.dry_run else "deleted"
+    since = f"{now - older_than:%Y-%m-%d %H:%M} UTC"
+    say(
+        f"{verb} {len(report.transcripts)} transcript(s) and tool-cache entries and "
+        f"{len(report.workspaces)} workspace(s) not written since {since}"
+    )
+    for item in report.kept:
+        note(f"kept {item.kind} {item.id}: {item.reason}")
     return EXIT_OK
 
 

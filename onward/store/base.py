@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Literal, Protocol, runtime_checkable
 
 from onward.contracts import Artifact
@@ -25,6 +26,7 @@ __all__ = [
     "FileBackend",
     "Kind",
     "MemoryBackend",
+    "PrunableBackend",
     "StoreBackend",
     "StoreError",
     "check_transcript_id",
@@ -137,4 +139,29 @@ class FileBackend(Protocol):
 
     async def file_paths(self, workspace: str) -> list[str]:
         """Every file's path, sorted (no contents read: what the file tools need)."""
+        ...
+
+
+@runtime_checkable
+class PrunableBackend(Protocol):
+    """A backend that lists and deletes what was last written long ago (``onward prune-store``).
+
+    Ages are the backend's own clock's (the database's ``now()``, the files' times),
+    so a client's clock does not decide what is old.
+    """
+
+    async def stale_transcripts(self, older_than: timedelta) -> list[str]:
+        """Transcripts (and tool-cache entries) with no write for ``older_than``."""
+        ...
+
+    async def delete_transcript(self, transcript: str, older_than: timedelta) -> bool:
+        """Delete the transcript if it still has no write for ``older_than``; whether it did."""
+        ...
+
+    async def stale_workspaces(self, older_than: timedelta) -> list[str]:
+        """Run workspaces kept in the store with no write for ``older_than`` (none on disk)."""
+        ...
+
+    async def delete_workspace(self, workspace: str, older_than: timedelta) -> bool:
+        """Delete the workspace's files if still unwritten for ``older_than``; whether it did."""
         ...

@@ -25,12 +25,15 @@ CPU per agent step (``make bench``, 100 agents). Larger ones go to a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from threading import Lock
 from typing import Any, TypeVar
@@ -183,6 +186,69 @@ class LocalStore:
         with self._lock:
             self._logs.clear()
 
+    # -- pruning ------------------------------------------------------------------------
+
+    async def stale_transcripts(self, older_than: timedelta) -> list[str]:
+        cutoff = time.time() - older_than.total_seconds()
+        return await asyncio.to_thread(self._stale, cutoff)
+
+    def _stale(self, cutoff: float) -> list[str]:
+        try:
+            entries = list(os.scandir(self._root))
+        except FileNotFoundError:
+            return []
+        except OSError as err:
+            raise StoreError(f"cannot list {self._root}: {err.strerror}") from err
+        stale = []
+        for entry in entries:
+            if not entry.is_dir() or entry.name == MEMORY_DIR:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                if _last_write(Path(entry.path)) < cutoff:
+                    stale.append(entry.name)
+        return sorted(stale)
+
+    async def delete_transcript(self, transcript: str, older_than: timedelta) -> bool:
+        directory = self._root / check_transcript_id(transcript)
+        cutoff = time.time() - older_than.total_seconds()
+        deleted = await asyncio.to_thread(self._delete, directory, cutoff)
+        if deleted:
+            with self._lock:
+                for path in [path for path in self._logs if path.parent == directory]:
+                    del self._logs[path]
+        return deleted
+
+    @staticmethod
+    def _delete(directory: Path, cutoff: float) -> bool:
+        """Remove the transcript's files unless one was written since ``cutoff``.
+
+        Each file is locked as an append locks it, so a write under way finishes
+        first and is seen; a file's time is checked with all of them held.
+        """
+        with contextlib.ExitStack() as held:
+            try:
+                paths = list(directory.iterdir())
+                for path in paths:
+                    file = held.enter_context(path.open("rb"))
+                    fcntl.flock(file, fcntl.LOCK_EX)
+                if _last_write(directory) >= cutoff:
+                    return False
+                for path in paths:
+                    path.unlink()
+            except FileNotFoundError:
+                return False
+            except OSError as err:
+                raise StoreError(f"cannot delete {directory}: {err.strerror}") from err
+        with contextlib.suppress(OSError):  # a write since made a file again: it stays
+            directory.rmdir()
+        return True
+
+    async def stale_workspaces(self, older_than: timedelta) -> list[str]:
+        return []  # run workspaces are directories beside the workers, not in this store
+
+    async def delete_workspace(self, workspace: str, older_than: timedelta) -> bool:
+        return False
+
     def _memory_path(self, tenant: str, scope: str) -> Path:
         # Hashed: tenants and scopes are free text, a file name is not.
         space = hashlib.sha256(f"{tenant}\x00{scope}".encode()).hexdigest()
@@ -206,6 +272,15 @@ class LocalStore:
             if tab and document:
                 latest[key_id] = document
         return [latest[key_id] for key_id in sorted(latest)]
+
+
+def _last_write(directory: Path) -> float:
+    """The latest modification time of the directory and the files in it."""
+    times = [directory.stat().st_mtime]
+    for entry in os.scandir(directory):
+        with contextlib.suppress(FileNotFoundError):
+            times.append(entry.stat().st_mtime)
+    return max(times)
 
 
 async def _run(size: int, io: Callable[..., _T], *args: Any) -> _T:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import timedelta
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -210,6 +211,47 @@ class PostgresStore:
             raise StoreError(f"cannot list files in the PostgreSQL store: {err}") from err
         return [Artifact(path=path, size=size, sha256=digest) for path, size, digest in rows]
 
+    # -- pruning ------------------------------------------------------------------------
+
+    async def _stale(self, query: str, older_than: timedelta) -> list[str]:
+        try:
+            async with self._pool.connection() as conn:
+                rows = await (await conn.execute(query, (older_than,))).fetchall()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot list the PostgreSQL store: {err}") from err
+        return [str(name) for (name,) in rows]
+
+    async def stale_transcripts(self, older_than: timedelta) -> list[str]:
+        return await self._stale(_STALE_TRANSCRIPTS, older_than)
+
+    async def delete_transcript(self, transcript: str, older_than: timedelta) -> bool:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                # An update of these rows under way commits first and counts as a write
+                # (the owner is not running, so none is expected: this is the guard).
+                await conn.execute(_LOCK_TRANSCRIPT, (transcript,))
+                cursor = await conn.execute(
+                    _DELETE_TRANSCRIPT, (transcript, transcript, older_than)
+                )
+                return cursor.rowcount > 0
+        except psycopg.Error as err:
+            raise StoreError(f"cannot delete from the PostgreSQL store: {err}") from err
+
+    async def stale_workspaces(self, older_than: timedelta) -> list[str]:
+        return await self._stale(_STALE_WORKSPACES, older_than)
+
+    async def delete_workspace(self, workspace: str, older_than: timedelta) -> bool:
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(_LOCK_WORKSPACE, (workspace,))
+                cursor = await conn.execute(_DELETE_FILES, (workspace, workspace, older_than))
+                if cursor.rowcount == 0:
+                    return False
+                await conn.execute(_DELETE_FILE_CALLS, (workspace,))
+                return True
+        except psycopg.Error as err:
+            raise StoreError(f"cannot delete from the PostgreSQL store: {err}") from err
+
     async def file_paths(self, workspace: str) -> list[str]:
         try:
             async with self._pool.connection() as conn:
@@ -248,3 +290,26 @@ _LIST_FILES = """
 SELECT path, length(content), encode(sha256(content), 'hex') FROM onward_file
 WHERE workspace = %s ORDER BY path
 """
+_STALE_TRANSCRIPTS = """
+SELECT transcript FROM onward_transcript GROUP BY transcript
+HAVING max(written_at) < now() - %s::interval ORDER BY transcript
+"""
+_LOCK_TRANSCRIPT = (
+    "SELECT 1 FROM onward_transcript WHERE transcript = %s ORDER BY kind, position FOR UPDATE"
+)
+_DELETE_TRANSCRIPT = """
+DELETE FROM onward_transcript WHERE transcript = %s AND NOT EXISTS (
+    SELECT 1 FROM onward_transcript WHERE transcript = %s AND written_at >= now() - %s::interval
+)
+"""
+_STALE_WORKSPACES = """
+SELECT workspace FROM onward_file GROUP BY workspace
+HAVING max(written_at) < now() - %s::interval ORDER BY workspace
+"""
+_LOCK_WORKSPACE = "SELECT 1 FROM onward_file WHERE workspace = %s ORDER BY path FOR UPDATE"
+_DELETE_FILES = """
+DELETE FROM onward_file WHERE workspace = %s AND NOT EXISTS (
+    SELECT 1 FROM onward_file WHERE workspace = %s AND written_at >= now() - %s::interval
+)
+"""
+_DELETE_FILE_CALLS = "DELETE FROM onward_file_call WHERE workspace = %s"

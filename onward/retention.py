@@ -1,0 +1,148 @@
+"""Store retention: delete what the store keeps for runs that are over and old.
+
+Temporal drops a closed run's history after the namespace's retention period;
+the transcript store (messages, step records, tool-cache entries and, on
+PostgreSQL, run workspaces) keeps its part until :func:`prune_store` (``onward
+prune-store --older-than 30d``) deletes it. Something is deleted only when
+nothing was written to it for ``older_than`` and no running workflow may
+still need it: its run, the run's root (the parent of a sub-agent, the
+session of a message) and, for a message's run that Temporal has already
+dropped, its session (an open session's next message reads its conversation
+from the last message's transcript). An entry whose id names no run
+(``sha256-...``: a tool set's specs, which runs with those tools share and
+read on a worker that has not seen them, or the transcript of a workflow id
+that is no usable file name) is kept.
+
+Runs are looked up in the client's namespace: a store shared by several
+namespaces must not be pruned from one of them (their runs look gone).
+Memory (``remember``) is kept, and large payloads (``ONWARD_PAYLOADS``) are
+referenced by histories: neither is touched here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from onward import sessions
+from onward.errors import RunNotFound, StoreError
+from onward.store import TranscriptStore
+from onward.store.base import PrunableBackend
+
+if TYPE_CHECKING:
+    from onward.client import OnwardClient
+
+__all__ = ["KeptItem", "PruneReport", "prune_store"]
+
+TOOL_CACHE_PREFIX = "tool-cache."
+"""Tool-cache entries (:func:`onward.tool_cache.cache_key`) belong to no run: age alone counts."""
+HASHED_PREFIX = "sha256-"
+"""Tool specs (:func:`onward.contracts.tool_specs_key`) and transcripts whose id hides
+their workflow id (:func:`onward.store.transcript_id`): kept."""
+NAMES_NO_RUN = "its id names no run (a tool set's specs, or a hashed workflow id)"
+
+
+class KeptItem(BaseModel):
+    """Something old enough to prune that was kept, and why."""
+
+    id: str
+    kind: Literal["transcript", "workspace"]
+    reason: str
+
+
+class PruneReport(BaseModel):
+    """What :func:`prune_store` deleted (or, with ``dry_run``, would delete) and kept."""
+
+    older_than_s: float
+    dry_run: bool = False
+    transcripts: list[str] = Field(default_factory=list, description="deleted (tool cache too)")
+    workspaces: list[str] = Field(default_factory=list, description="deleted (PostgreSQL)")
+    kept: list[KeptItem] = Field(default_factory=list, description="old, but still needed")
+
+
+class _Owners:
+    """Why a workflow id's data must stay (None: it may go), each id asked once."""
+
+    def __init__(self, client: OnwardClient) -> None:
+        self._client = client
+        self._running: dict[str, bool] = {}
+        self._reasons: dict[str, str | None] = {}
+
+    async def _is_running(self, workflow_id: str) -> tuple[bool, str | None]:
+        """Whether it runs, and its root's id (None: not known to Temporal, or its own)."""
+        try:
+            info = await self._client.info(workflow_id)
+        except RunNotFound:
+            return False, None
+        root = info.root_id if info.root_id not in (None, workflow_id) else None
+        return info.running, root
+
+    async def reason(self, workflow_id: str) -> str | None:
+        if workflow_id not in self._reasons:
+            self._reasons[workflow_id] = await self._reason(workflow_id)
+        return self._reasons[workflow_id]
+
+    async def _reason(self, workflow_id: str) -> str | None:
+        running, root = await self._is_running(workflow_id)
+        if running:
+            return f"{workflow_id} is running"
+        session = sessions.session_of(workflow_id)
+        for owner in (root, session):
+            if owner is not None and (await self._is_running(owner))[0]:
+                return f"{owner}, whose {workflow_id} it is, is running"
+        return None
+
+
+def _owner(transcript: str) -> str | None:
+    """The workflow id a transcript belongs to; "" for a tool-cache entry (none)."""
+    if transcript.startswith(TOOL_CACHE_PREFIX):
+        return ""
+    workflow_id, at, _first_run = transcript.rpartition("@")
+    if transcript.startswith(HASHED_PREFIX) or not at or not workflow_id:
+        return None
+    return workflow_id
+
+
+async def prune_store(
+    client: OnwardClient,
+    store: TranscriptStore,
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+) -> PruneReport:
+    """Delete transcripts, tool-cache entries and stored workspaces that are over and old.
+
+    ``older_than``: nothing written for this long (the store's clock); at least a
+    second. With ``dry_run`` nothing is deleted: the report lists what would be.
+
+    Raises:
+        ValueError: ``older_than`` is under a second.
+        StoreError: the store cannot be pruned (or reached).
+        ConnectionFailed: Temporal cannot be reached (nothing is deleted unasked).
+    """
+    if older_than < timedelta(seconds=1):
+        raise ValueError("older_than: at least a second")
+    backend = store.backend
+    if not isinstance(backend, PrunableBackend):
+        raise StoreError(f"this store ({type(backend).__name__}) cannot be pruned")
+    report = PruneReport(older_than_s=older_than.total_seconds(), dry_run=dry_run)
+    owners = _Owners(client)
+    for transcript in await backend.stale_transcripts(older_than):
+        owner = _owner(transcript)
+        if owner is None:
+            reason: str | None = NAMES_NO_RUN
+        else:
+            reason = await owners.reason(owner) if owner else None
+        if reason is not None:
+            report.kept.append(KeptItem(id=transcript, kind="transcript", reason=reason))
+        elif dry_run or await backend.delete_transcript(transcript, older_than):
+            report.transcripts.append(transcript)
+    for workspace in await backend.stale_workspaces(older_than):
+        reason = await owners.reason(workspace)  # a workspace is named by its root run
+        if reason is not None:
+            report.kept.append(KeptItem(id=workspace, kind="workspace", reason=reason))
+        elif dry_run or await backend.delete_workspace(workspace, older_than):
+            report.workspaces.append(workspace)
+    return report

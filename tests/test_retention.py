@@ -1,0 +1,228 @@
+"""Store retention: `onward prune-store` deletes what runs that are over left in the store.
+
+Real runs and a real session on a real worker write the transcripts; the test
+then makes them old (file times, ``written_at``) and checks what goes and what
+stays: nothing a running run, its root or an open session may still read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from postgres_server import postgres_url
+from temporalio.client import Client
+
+from conftest import eventually, run_onward, running_worker
+from onward.client import OnwardClient
+from onward.contracts import Message
+from onward.retention import NAMES_NO_RUN, prune_store
+from onward.store import LocalStore, TranscriptStore, open_store
+from onward.store.postgres import PostgresStore
+
+__all__ = ["postgres_url"]  # the fixture, imported for the tests below
+
+OLD = timedelta(days=30)
+"""The age pruned in these tests; what they make old is 40 days old."""
+HELLO = [Message(role="user", content="hello")]
+
+
+def make_old(root: Path, *names: str) -> None:
+    """Set the files of ``names`` (transcripts under ``root``) 40 days back."""
+    then = time.time() - 40 * 86_400
+    for name in names:
+        directory = root / name
+        for path in directory.iterdir():
+            os.utime(path, (then, then))
+        os.utime(directory, (then, then))
+
+
+def gone(prefix: str = "gone") -> str:
+    """A transcript id of a run Temporal does not know (retention dropped it)."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}@{uuid.uuid4()}"
+
+
+async def test_prune_deletes_what_is_over_and_old_and_keeps_what_runs_need(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    root = tmp_path / "store"
+    store = TranscriptStore(LocalStore(root))
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, store=store
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        done = await onward.start({"prompt": "hi", "tools": [], "script": [{"text": "done"}]})
+        await onward.result(done)
+        waiting = await onward.start(
+            {
+                "prompt": "add",
+                "tools": ["calculator"],
+                "approve_tools": ["calculator"],
+                "script": [
+                    {"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}
+                ],
+            }
+        )
+        session = await onward.open_session(
+            {"tools": [], "script": [{"text": "hi there"}, {"text": "still here"}]}
+        )
+        await onward.send_message(session, "hello")
+
+        async def awaiting() -> bool:
+            return (await onward.status(waiting)).state == "awaiting_approval"
+
+        await eventually(awaiting)
+        written = {path.name for path in root.iterdir()}
+        done_t, waiting_t, message_t = (
+            _one(written, f"{done}@"),
+            _one(written, f"{waiting}@"),
+            _one(written, f"{session}-m1@"),
+        )
+        gone_t, unknown_message_t = gone(), f"{session}-m9@{uuid.uuid4()}"
+        hashed_t = "sha256-" + "0" * 64
+        for transcript in (gone_t, unknown_message_t, hashed_t):
+            await store.write_messages(transcript, 0, HELLO)
+        await store.put_cached("tool-cache." + "1" * 64, b'{"result": 1}')
+        fresh_t = gone("fresh")
+        everything = {path.name for path in root.iterdir()} - {"memory"}
+        make_old(root, *everything)
+        await store.write_messages(fresh_t, 0, HELLO)  # written now: not old
+
+        planned = await prune_store(onward, store, OLD, dry_run=True)
+        assert {path.name for path in root.iterdir()} >= everything | {fresh_t}  # untouched
+        report = await prune_store(onward, store, OLD)
+        assert report.model_dump(exclude={"dry_run"}) == planned.model_dump(exclude={"dry_run"})
+
+        assert set(report.transcripts) == {done_t, gone_t, "tool-cache." + "1" * 64}
+        kept = {item.id: item.reason for item in report.kept}
+        specs_t = _one(written, "sha256-")  # the runs' tool specs, which running runs read
+        assert kept == {
+            waiting_t: f"{waiting} is running",
+            message_t: f"{session}, whose {session}-m1 it is, is running",
+            unknown_message_t: f"{session}, whose {session}-m9 it is, is running",
+            hashed_t: NAMES_NO_RUN,
+            specs_t: NAMES_NO_RUN,
+        }
+        left = {path.name for path in root.iterdir()}
+        assert not left & set(report.transcripts)
+        assert {waiting_t, message_t, unknown_message_t, hashed_t, fresh_t} <= left
+        # What is kept still reads: the next message's run copies the conversation from
+        # the first's transcript (it fails if that is gone).
+        reply = await onward.send_message(session, "again")
+        assert (reply.status, reply.reply) == ("completed", "still here")
+        await onward.close_session(session)
+        await onward.session_result(session)
+        await onward.cancel(waiting, "done")
+        await onward.result(waiting)
+
+        # Once the session has closed (and the run ended), theirs go too.
+        second_t = _one({path.name for path in root.iterdir()}, f"{session}-m2@")
+        make_old(root, waiting_t, message_t, unknown_message_t, second_t)
+        later = await prune_store(onward, store, OLD)
+        assert set(later.transcripts) == {waiting_t, message_t, unknown_message_t, second_t}
+        assert {item.id for item in later.kept} == {hashed_t, specs_t}
+
+
+def _one(names: set[str], prefix: str) -> str:
+    [found] = [name for name in names if name.startswith(prefix)]
+    return found
+
+
+async def test_a_transcript_written_since_it_was_listed_is_not_deleted(tmp_path: Path) -> None:
+    backend = LocalStore(tmp_path / "store")
+    store = TranscriptStore(backend)
+    transcript = gone()
+    await store.write_messages(transcript, 0, HELLO)
+    make_old(tmp_path / "store", transcript)
+    assert await backend.stale_transcripts(OLD) == [transcript]
+    await store.write_messages(transcript, 1, HELLO)  # the run wrote again meanwhile
+    assert not await backend.delete_transcript(transcript, OLD)
+    assert len(await store.messages(transcript)) == 2
+
+
+async def test_postgresql_prunes_transcripts_and_workspaces_of_runs_that_are_gone(
+    client: Client, postgres_url: str
+) -> None:
+    store = await open_store(postgres_url)
+    backend = store.backend
+    assert isinstance(backend, PostgresStore)
+    try:
+        # A workflow no worker serves is running all the same.
+        running = f"running-{uuid.uuid4().hex[:8]}"
+        handle = await client.start_workflow("Nobody", id=running, task_queue=f"none-{running}")
+        gone_t, running_t, fresh_t = gone(), f"{running}@{uuid.uuid4()}", gone("fresh")
+        gone_w = f"gone-{uuid.uuid4().hex[:8]}"
+        for transcript in (gone_t, running_t, fresh_t):
+            await store.write_messages(transcript, 0, HELLO)
+        for workspace in (gone_w, running):
+            await backend.write_file(
+                workspace, "notes.md", b"# notes", append=False, call="c1", result="wrote"
+            )
+        async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+            await conn.execute(
+                "UPDATE onward_transcript SET written_at = now() - interval '40 days' "
+                "WHERE transcript = ANY(%s)",
+                ([gone_t, running_t],),
+            )
+            await conn.execute(
+                "UPDATE onward_file SET written_at = now() - interval '40 days' "
+                "WHERE workspace = ANY(%s)",
+                ([gone_w, running],),
+            )
+        onward = OnwardClient(client)
+        report = await prune_store(onward, store, OLD)
+        assert report.transcripts == [gone_t]
+        assert report.workspaces == [gone_w]
+        assert {(item.kind, item.id) for item in report.kept} == {
+            ("transcript", running_t),
+            ("workspace", running),
+        }
+        assert await store.messages(gone_t) == []
+        assert len(await store.messages(running_t)) == len(await store.messages(fresh_t)) == 1
+        assert await backend.read_file(gone_w, "notes.md") is None
+        assert await backend.read_file(running, "notes.md") == b"# notes"
+        # The workspace's call records went with it: the same call id writes again.
+        again = await backend.write_file(
+            gone_w, "notes.md", b"new", append=False, call="c1", result="wrote again"
+        )
+        assert again == "wrote again"
+        assert not await backend.delete_transcript(fresh_t, OLD)  # written a moment ago
+        await handle.terminate()
+    finally:
+        await store.close()
+
+
+async def test_the_cli_prunes_the_configured_store(
+    address: str, tmp_path: Path, client: Client
+) -> None:
+    root = tmp_path / "store"
+    store = TranscriptStore(LocalStore(root))
+    transcript = gone()
+    await store.write_messages(transcript, 0, HELLO)
+    make_old(root, transcript)
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "ONWARD_STORE": str(root),
+        "ONWARD_HOME": str(tmp_path / "home"),
+    }
+    listed = await run_onward("prune-store", "--older-than", "30d", "--dry-run", "--json", env=env)
+    assert listed.code == 0, listed.stderr
+    assert listed.json()["transcripts"] == [transcript] and listed.json()["dry_run"]
+    assert (root / transcript).exists()
+    pruned = await run_onward("prune-store", "--older-than", "4w", env=env)
+    assert pruned.code == 0, pruned.stderr
+    assert pruned.stdout.startswith("deleted 1 transcript(s)")
+    assert not (root / transcript).exists()
+    bad = await run_onward("prune-store", "--older-than", "soon", env=env)
+    assert bad.code == 2 and "--older-than" in bad.stderr
+
+
+async def test_prune_needs_an_age_of_a_second_at_least(client: Client, tmp_path: Path) -> None:
+    store = TranscriptStore(LocalStore(tmp_path / "store"))
+    with pytest.raises(ValueError, match="older_than"):
+        await prune_store(OnwardClient(client), store, timedelta(milliseconds=500))
