@@ -332,9 +332,13 @@ async def _whole(client: _Client, reply: SessionReply) -> SessionReply:
     """A repeated message's reply with its run's whole answer and steps.
 
     A session that continued as new answers a repeat from the turn it keeps,
-    whose reply is cut short and has no steps; the message's run has them.
+    whose reply is cut short and has no steps; the message's run has them. A
+    message whose run failed without a result (or whose run id another run
+    took) used nothing: there is nothing of its own to read.
     """
-    if not reply.repeated or reply.run_id is None or reply.status == "failed":
+    if not reply.repeated or reply.run_id is None:
+        return reply
+    if reply.status == "failed" and reply.usage.model_calls == 0:
         return reply
     try:
         result = await client.result(reply.run_id)

@@ -92,12 +92,14 @@ async def test_chat_send_and_close_through_the_cli(
     assert again.code == 0 and again.json() == reply, again.stderr
     reused = await run_onward("send", session_id, "other", "--idempotency-key", "k1", env=env)
     assert reused.code == 2 and "another message" in reused.stderr, reused.stderr
+    plain = await run_onward("send", session_id, "no key", "--json", env=env)  # past the script
+    assert plain.code == 0 and plain.json()["number"] == 4, plain.stderr
 
     code, out, err = await chat(env, session_id, lines="/close\n")
     assert code == 0, err
-    assert "3 message(s) so far" in err
+    assert "4 message(s) so far" in err
     result = await OnwardClient(client, task_queue=worker.task_queue).session_result(session_id)
-    assert result.turns == 3
+    assert result.turns == 4
 
     closed = await run_onward("send", session_id, "anyone?", env=env)
     assert closed.code == 1

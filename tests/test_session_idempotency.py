@@ -15,14 +15,21 @@ from typing import Any
 import pytest
 from temporalio import workflow
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from test_sessions import SYSTEM, RecordingModel
 
 from conftest import eventually, running_worker
-from onward import sessions
+from onward import session_client, sessions
 from onward.client import OnwardClient
-from onward.contracts import SESSION_WORKFLOW
-from onward.errors import IdempotencyKeyReused, InvalidInput, RequestRejected, SessionClosed
+from onward.contracts import SESSION_WORKFLOW, ModelRequest, ModelResponse, ToolCall, Usage
+from onward.errors import (
+    IdempotencyKeyReused,
+    InvalidInput,
+    RequestRejected,
+    RunNotFound,
+    SessionClosed,
+)
 
 
 async def test_a_keyed_message_sent_twice_is_answered_once(
@@ -104,8 +111,8 @@ async def test_a_repeat_after_continue_as_new_gets_the_whole_first_reply(
         session_id = await onward.open_session(
             {"system": SYSTEM, "tools": [], "continue_as_new_after": 1}
         )
-        first = await onward.send_message(session_id, long_message, idempotency_key="long")
         first_run = (await onward.info(session_id)).temporal_run_id
+        first = await onward.send_message(session_id, long_message, idempotency_key="long")
         second = await onward.send_message(session_id, "next", idempotency_key="next")
         assert second.number == 2
 
@@ -125,11 +132,69 @@ async def test_a_repeat_after_continue_as_new_gets_the_whole_first_reply(
             await onward.send_message(session_id, long_message + "y", idempotency_key="long")
         assert (await onward.session_status(session_id)).turns == 2
 
-        # A repeat is answered while the session closes, and refused once it has closed.
+        # Refused once the session has closed: the reply is in its history.
         await onward.close_session(session_id)
         await onward.session_result(session_id)
         with pytest.raises(SessionClosed):
             await onward.send_message(session_id, "next", idempotency_key="next")
+
+
+async def answering(onward: OnwardClient, session_id: str, number: int) -> None:
+    """Until the session is answering message ``number`` (its run has started)."""
+
+    async def started() -> bool:
+        try:
+            return (await onward.info(sessions.run_id(session_id, number))).running
+        except RunNotFound:
+            return False
+
+    await eventually(started)
+
+
+async def test_a_key_sent_with_another_message_while_the_first_is_answered_is_refused(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel(delay_s=1.0)
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"system": SYSTEM, "tools": []})
+        first = asyncio.create_task(onward.send_message(session_id, "a", idempotency_key="k"))
+        await answering(onward, session_id, 1)
+        with pytest.raises(IdempotencyKeyReused):
+            await onward.send_message(session_id, "b", idempotency_key="k")
+        assert (await first).reply == "reply to a"
+        assert len(model.requests) == 1
+
+
+async def test_a_repeat_is_answered_while_the_session_closes(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    model = RecordingModel(delay_s=1.5)
+    async with running_worker(
+        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"system": SYSTEM, "tools": [], "continue_as_new_after": 1}
+        )
+        first_run = (await onward.info(session_id)).temporal_run_id
+        first = await onward.send_message(session_id, "a", idempotency_key="k1")
+
+        async def continued() -> bool:
+            return (await onward.info(session_id)).temporal_run_id != first_run
+
+        await eventually(continued)
+        second = asyncio.create_task(onward.send_message(session_id, "b", idempotency_key="k2"))
+        await answering(onward, session_id, 2)
+        await onward.close_session(session_id)  # closes once "b" is answered
+        again = await onward.send_message(session_id, "a", idempotency_key="k1")
+        assert again.repeated and again.reply == first.reply
+        with pytest.raises(SessionClosed):
+            await onward.send_message(session_id, "c", idempotency_key="k3")
+        await second
+        assert len(model.requests) == 2
 
 
 async def test_a_key_must_be_1_to_200_characters(client: Client) -> None:
@@ -175,3 +240,49 @@ async def test_a_message_refused_for_another_reason_is_not_called_closed(
             await onward.send_message(handle.id, "hello", idempotency_key="k")
         assert not isinstance(err.value, SessionClosed)
         await handle.terminate()
+
+
+class FailsAfterAToolCall:
+    """Asks for a calculation, then fails for good: the run ends failed with one step."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if request.messages[-1].role == "tool":
+            raise ApplicationError("the provider refused", type="Refused", non_retryable=True)
+        call = ToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})
+        return ModelResponse(
+            tool_calls=[call], usage=Usage(input_tokens=5, output_tokens=5), model=request.model
+        )
+
+
+async def test_a_repeat_of_a_message_whose_run_failed_gets_its_steps(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with running_worker(
+        client,
+        tmp_path / "workspace",
+        search_attribute_names,
+        providers={"scripted": FailsAfterAToolCall()},
+    ) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session(
+            {"tools": ["calculator"], "continue_as_new_after": 1}
+        )
+        first_run = (await onward.info(session_id)).temporal_run_id
+        first = await onward.send_message(session_id, "add", idempotency_key="k")
+        assert first.status == "failed" and len(first.steps) == 2  # the failed call too
+
+        async def continued() -> bool:
+            return (await onward.info(session_id)).temporal_run_id != first_run
+
+        await eventually(continued)
+        again = await onward.send_message(session_id, "add", idempotency_key="k")
+        assert again.repeated
+        assert (again.status, again.steps, again.reply) == (first.status, first.steps, first.reply)
+
+
+def test_message_not_taken_says_what_to_do_with_and_without_a_key() -> None:
+    assert "send it again with the same idempotency_key" in str(
+        session_client._message_not_taken("s-1", keyed=True)
+    )
+    unkeyed = str(session_client._message_not_taken("s-1", keyed=False))
+    assert "check the session's turns (`onward status s-1`) before sending it again" in unkeyed

@@ -28,6 +28,7 @@ from onward.errors import InvalidInput, RunNotFound
 from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
 from onward.starter.api import params
+from onward.starter.api.errors import TooManyRequests
 from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.models import (
     ControlAnswer,
@@ -89,6 +90,11 @@ async def session_events(
         message += 1
 
 
+async def _sent_before(client: OnwardClient, session_id: str, key: str) -> bool:
+    """Whether the session has a turn (answered, or being answered) sent with ``key``."""
+    return any(turn.idempotency_key == key for turn in await client.session_history(session_id))
+
+
 def session_routes(
     onward: Callable[[], OnwardClient], gate: Callable[[], TenantGate], owned: Owned
 ) -> APIRouter:
@@ -142,8 +148,16 @@ def session_routes(
         # visibility lists that run, the session (running while it answers) stands in
         # for it, so messages sent at once cannot all take the last slot.
         async with gate().lock(tenant):
-            await gate().check(tenant)
-            gate().started(tenant, session_id)
+            try:
+                await gate().check(tenant)
+            except TooManyRequests:
+                # A repeat of a keyed message starts no run: its reply, maybe paid
+                # for already, is not held back by the limits it was sent under.
+                key = body.idempotency_key
+                if key is None or not await _sent_before(onward(), session_id, key):
+                    raise
+            else:
+                gate().started(tenant, session_id)
         return await onward().send_message(
             session_id, body.message, idempotency_key=body.idempotency_key
         )
