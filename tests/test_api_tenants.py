@@ -9,14 +9,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from api_server import read_events, serving
 from conftest import RunningWorker, eventually
 from onward import search_attributes as sa
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
-from onward.starter.api import ApiSettings, Limits, api_app, tenants
+from onward.starter.api import ApiSettings, Limits, api_app
 
 
 @asynccontextmanager
@@ -367,10 +366,8 @@ async def test_messages_sent_at_once_to_two_sessions_take_one_slot(
 
 
 async def test_a_repeated_keyed_message_gets_its_reply_past_the_open_runs_limit(
-    worker: RunningWorker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker: RunningWorker, tmp_path: Path
 ) -> None:
-    # An answered session stops standing in for its message's run at once.
-    monkeypatch.setattr(tenants, "RECENT_S", 0.0)
     keys_file = tmp_path / "keys.json"
     key = ApiKeys.add(keys_file, f"retrying-{uuid.uuid4().hex[:8]}")
     slow = {"prompt": "p", "script": [{"text": "slow", "delay_s": 30}]}
@@ -386,18 +383,36 @@ async def test_a_repeated_keyed_message_gets_its_reply_past_the_open_runs_limit(
         first = await http.post(url, json=message, headers=bearer(key))
         assert first.status_code == 200, first.text
 
-        runs: list[httpx.Response] = []
-
-        async def started() -> bool:  # once visibility has the message's run closed
-            runs.append(await http.post("/v1/runs", json=slow, headers=bearer(key)))
-            return runs[-1].status_code == 202
-
-        await eventually(started)
-        run = runs[-1]  # the tenant's one open run
+        run = await http.post("/v1/runs", json=slow, headers=bearer(key))
+        assert run.status_code == 202, run.text  # the tenant's one open run
         again = await http.post(url, json=message, headers=bearer(key))
         assert again.status_code == 200, again.text
         assert again.json() == first.json()
         new = await http.post(url, json={**message, "idempotency_key": "new"}, headers=bearer(key))
         assert new.status_code == 429, new.text
         await http.post(f"{run.json()['status_url']}/cancel", headers=bearer(key))
+        await http.post(session.json()["close_url"], headers=bearer(key))
+
+
+async def test_a_session_at_the_open_runs_limit_takes_one_message_after_another(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"talker-{uuid.uuid4().hex[:8]}")
+    async with (
+        tenants_api(worker, keys_file, Limits(max_runs=1)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        session = await http.post(
+            "/v1/sessions",
+            json={"tools": [], "script": [{"text": "one"}, {"text": "two"}]},
+            headers=bearer(key),
+        )
+        url = session.json()["messages_url"]
+        first = await http.post(url, json={"message": "hi"}, headers=bearer(key))
+        assert first.status_code == 200, first.text
+        # Answered: the session is idle and runs nothing, so the next message goes in.
+        second = await http.post(url, json={"message": "again"}, headers=bearer(key))
+        assert second.status_code == 200, second.text
+        assert second.json()["reply"] == "two"
         await http.post(session.json()["close_url"], headers=bearer(key))

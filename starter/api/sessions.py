@@ -158,9 +158,11 @@ def session_routes(
                     raise
             else:
                 gate().started(tenant, session_id)
-        return await onward().send_message(
+        reply = await onward().send_message(
             session_id, body.message, idempotency_key=body.idempotency_key
         )
+        gate().answered(tenant, session_id, reply.run_id)
+        return reply
 
     @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)
     async def session_status(session_id: SessionId, tenant: Tenant) -> AgentStatus:

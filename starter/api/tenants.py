@@ -110,6 +110,8 @@ Tenant = Annotated[str, Depends(tenant_of)]
 class _Recent:
     started: dict[str, float] = field(default_factory=dict)
     """Run id -> when this process started it (event loop time)."""
+    ended: dict[str, float] = field(default_factory=dict)
+    """Run id -> when this process saw it end (a session message's, answered)."""
 
 
 class TenantGate:
@@ -130,13 +132,27 @@ class TenantGate:
         now = asyncio.get_running_loop().time()
         self._recent.setdefault(tenant, _Recent()).started[run_id] = now
 
-    def _recent_ids(self, tenant: str) -> set[str]:
+    def answered(self, tenant: str, session_id: str, run_id: str | None) -> None:
+        """A message of ``session_id`` was answered by ``run_id``, which has ended.
+
+        The session stood in for the message's run (:meth:`started`): it no longer
+        does, and the run is not counted while visibility still lists it as open,
+        so a tenant at its limit can send one message after another.
+        """
+        recent = self._recent.setdefault(tenant, _Recent())
+        recent.started.pop(session_id, None)
+        if run_id is not None:
+            recent.ended[run_id] = asyncio.get_running_loop().time()
+
+    def _recent_ids(self, tenant: str) -> tuple[set[str], set[str]]:
+        """The runs started and ended here within RECENT_S."""
         recent = self._recent.setdefault(tenant, _Recent())
         now = asyncio.get_running_loop().time()
-        for run_id, at in list(recent.started.items()):
-            if now - at > RECENT_S:
-                del recent.started[run_id]
-        return set(recent.started)
+        for seen in (recent.started, recent.ended):
+            for run_id, at in list(seen.items()):
+                if now - at > RECENT_S:
+                    del seen[run_id]
+        return set(recent.started), set(recent.ended)
 
     async def check(self, tenant: str) -> float | None:
         """Raise :class:`TooManyRequests` when ``tenant`` may not start a run now.
@@ -163,12 +179,13 @@ class TenantGate:
     async def _check_runs(self, tenant: str, max_runs: int) -> None:
         query = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
         # A sub-agent is part of its parent's run, not a run the tenant started.
+        started, ended = self._recent_ids(tenant)
         open_ids = {
             execution.id
             async for execution in self._client.temporal.list_workflows(query)
-            if not is_sub_agent(execution.id, execution.parent_id)
+            if not is_sub_agent(execution.id, execution.parent_id) and execution.id not in ended
         }
-        for run_id in self._recent_ids(tenant) - open_ids:
+        for run_id in started - open_ids:
             with contextlib.suppress(RunNotFound):  # not visible yet: ask the run itself
                 if (await self._client.info(run_id)).running:
                     open_ids.add(run_id)
