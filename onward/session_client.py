@@ -61,7 +61,8 @@ __all__ = ["SessionMethods", "new_session_id"]
 
 SessionHandle = WorkflowHandle[SessionWorkflow, SessionResult]
 WORKER_GRACE_S = 3.0
-"""How long ``send_message`` waits for a worker to show before raising NoWorker."""
+"""How long ``send_message``, ``session_status`` and ``session_history`` wait for a worker
+to show before raising NoWorker (one started a moment ago polls a moment later)."""
 WORKER_CHECK_INTERVAL_S = 0.2
 MESSAGE_TAKEN_WITHIN_S = 10.0
 """How long ``send_message`` waits for a worker to take the message before raising
@@ -272,7 +273,7 @@ class SessionMethods:
             NoWorker: no worker polls the session's task queue, or none answered in time.
         """
         # A query waits for a worker as long as the server lets it (about 30 s): say so.
-        await self._require_worker(session_id, await _session_info(self, session_id))
+        await _worker_in_grace(self, session_id, await _session_info(self, session_id))
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
             return await handle.query(SessionWorkflow.history, rpc_timeout=QUERY_TIMEOUT)
@@ -291,7 +292,7 @@ class SessionMethods:
         info = await self.info(session_id)
         if not info.running:
             return await self.status(session_id)
-        await self._require_worker(session_id, info)
+        await _worker_in_grace(self, session_id, info)
         handle = _handle(self.temporal, session_id)
         with self._translated(session_id):
             status = await handle.query(SessionWorkflow.status, rpc_timeout=QUERY_TIMEOUT)

@@ -9,6 +9,7 @@ across the session's continue-as-new runs; replies come back through the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from onward.contracts import (
 )
 from onward.errors import InvalidInput, RequestRejected, SessionClosed
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
+from onward.worker import WorkerSettings, build_worker
 from onward.workflows import SessionWorkflow
 
 SYSTEM = "You are a test."
@@ -536,3 +538,29 @@ async def test_sessions_and_their_message_runs_give_up_a_dead_workers_task_in_tw
             config = description.raw_description.execution_config
             assert config.default_workflow_task_timeout.ToTimedelta() == WORKFLOW_TASK_TIMEOUT
         await onward.close_session(session_id)
+
+
+async def test_a_session_read_as_its_worker_starts_waits_for_it_a_moment(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    onward = OnwardClient(client, task_queue=task_queue)
+    session_id = await onward.open_session({"tools": []})  # no worker polls yet
+    settings = WorkerSettings(task_queue=task_queue, workspace=tmp_path / "workspace")
+
+    async def worker_starting() -> None:
+        await asyncio.sleep(0.5)
+        async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+            await asyncio.Event().wait()
+
+    starting = asyncio.create_task(worker_starting())
+    try:
+        status = await onward.session_status(session_id)  # before the worker's first poll
+        assert status.state == "idle"
+        assert await onward.session_history(session_id) == []
+        await onward.close_session(session_id)
+        await onward.session_result(session_id)
+    finally:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
