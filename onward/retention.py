@@ -13,6 +13,11 @@ from the last message's transcript). An entry whose id names no run
 read on a worker that has not seen them, or the transcript of a workflow id
 that is no usable file name) is kept.
 
+With the local directory store, run workspaces are directories beside the
+workers (``ONWARD_WORKSPACE``): given ``workspace_root``, an old one goes
+unless a running workflow's workspace is that directory (a directory name may
+hide its run's id, so the running workflows are listed and mapped to theirs).
+
 Runs are looked up in the client's namespace: a store shared by several
 namespaces must not be pruned from one of them (their runs look gone).
 Memory (``remember``) is kept, and large payloads (``ONWARD_PAYLOADS``) are
@@ -21,12 +26,18 @@ referenced by histories: neither is touched here.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
+import time
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from onward import sessions
+from onward.artifacts import RUNS_DIR, workspace_dir
 from onward.errors import RunNotFound, StoreError
 from onward.store import TranscriptStore
 from onward.store.base import PrunableBackend
@@ -41,6 +52,8 @@ TOOL_CACHE_PREFIX = "tool-cache."
 HASHED_PREFIX = "sha256-"
 """Tool specs (:func:`onward.contracts.tool_specs_key`) and transcripts whose id hides
 their workflow id (:func:`onward.store.transcript_id`): kept."""
+RUNNING = 'ExecutionStatus = "Running"'
+"""The visibility query of every running workflow of the namespace."""
 NAMES_NO_RUN = "its id names no run (a tool set's specs, or a hashed workflow id)"
 
 
@@ -58,7 +71,9 @@ class PruneReport(BaseModel):
     older_than_s: float
     dry_run: bool = False
     transcripts: list[str] = Field(default_factory=list, description="deleted (tool cache too)")
-    workspaces: list[str] = Field(default_factory=list, description="deleted (PostgreSQL)")
+    workspaces: list[str] = Field(
+        default_factory=list, description="deleted (in PostgreSQL, or directories)"
+    )
     kept: list[KeptItem] = Field(default_factory=list, description="old, but still needed")
 
 
@@ -111,11 +126,14 @@ async def prune_store(
     older_than: timedelta,
     *,
     dry_run: bool = False,
+    workspace_root: Path | None = None,
 ) -> PruneReport:
-    """Delete transcripts, tool-cache entries and stored workspaces that are over and old.
+    """Delete transcripts, tool-cache entries and workspaces that are over and old.
 
     ``older_than``: nothing written for this long (the store's clock); at least a
     second. With ``dry_run`` nothing is deleted: the report lists what would be.
+    ``workspace_root``: the workers' ``ONWARD_WORKSPACE``, whose run directories
+    are pruned too (workspaces kept in the store, on PostgreSQL, always are).
 
     Raises:
         ValueError: ``older_than`` is under a second.
@@ -145,4 +163,63 @@ async def prune_store(
             report.kept.append(KeptItem(id=workspace, kind="workspace", reason=reason))
         elif dry_run or await backend.delete_workspace(workspace, older_than):
             report.workspaces.append(workspace)
+    if workspace_root is not None:
+        await _prune_directories(client, report, workspace_root, older_than, dry_run)
     return report
+
+
+async def _prune_directories(
+    client: OnwardClient, report: PruneReport, root: Path, older_than: timedelta, dry_run: bool
+) -> None:
+    """Delete the run workspaces under ``root`` that are over and old.
+
+    A workspace is its root run's (a session's for its messages, a parent's for
+    its sub-agents), which runs as long as anything that writes there does.
+    """
+    cutoff = time.time() - older_than.total_seconds()
+    stale = await asyncio.to_thread(_stale_directories, root / RUNS_DIR, cutoff)
+    if not stale:
+        return
+    running: dict[Path, str] = {}
+    async for execution in client.temporal.list_workflows(RUNNING):
+        running.setdefault(workspace_dir(root, execution.id), execution.id)
+    for directory in stale:
+        owner = running.get(directory)
+        if owner is not None:
+            reason = f"{owner} is running"
+            report.kept.append(KeptItem(id=str(directory), kind="workspace", reason=reason))
+        elif dry_run or await asyncio.to_thread(_delete_directory, directory, cutoff):
+            report.workspaces.append(str(directory))
+
+
+def _stale_directories(runs: Path, cutoff: float) -> list[Path]:
+    try:
+        entries = sorted(runs.iterdir())
+    except FileNotFoundError:
+        return []
+    return [entry for entry in entries if entry.is_dir() and _tree_written(entry) < cutoff]
+
+
+def _tree_written(directory: Path) -> float:
+    """The latest modification time of ``directory`` and everything under it."""
+    latest = directory.stat().st_mtime
+    for parent, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            try:
+                latest = max(latest, os.lstat(os.path.join(parent, name)).st_mtime)
+            except FileNotFoundError:
+                continue
+    return latest
+
+
+def _delete_directory(directory: Path, cutoff: float) -> bool:
+    """Remove ``directory`` unless something under it was written since ``cutoff``."""
+    try:
+        if _tree_written(directory) >= cutoff:
+            return False
+        shutil.rmtree(directory)
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise StoreError(f"cannot delete {directory}: {err.strerror}") from err
+    return True

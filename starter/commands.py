@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from onward.artifacts import workspace_root
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.retention import prune_store as prune
@@ -317,10 +318,13 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
         raise CliError(f"--older-than: {err}") from err
     if older_than.total_seconds() < 1:
         raise CliError(f"--older-than: {args.older_than!r} is not in the past")
-    url = store_url(os.environ)
-    store = await open_store(url, DATA_CONVERTER.payload_codec)
+    store = await open_store(store_url(os.environ), DATA_CONVERTER.payload_codec)
+    # Run workspaces: in the store on PostgreSQL, else directories beside the workers.
+    directories = workspace_root(os.environ) if store.files is None else None
     try:
-        report = await prune(client, store, older_than, dry_run=args.dry_run)
+        report = await prune(
+            client, store, older_than, dry_run=args.dry_run, workspace_root=directories
+        )
     finally:
         await store.close()
     if args.json:

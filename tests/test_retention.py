@@ -19,6 +19,7 @@ from postgres_server import postgres_url
 from temporalio.client import Client
 
 from conftest import eventually, run_onward, running_worker
+from onward.artifacts import RUNS_DIR, workspace_dir
 from onward.client import OnwardClient
 from onward.contracts import Message
 from onward.retention import NAMES_NO_RUN, prune_store
@@ -33,11 +34,11 @@ HELLO = [Message(role="user", content="hello")]
 
 
 def make_old(root: Path, *names: str) -> None:
-    """Set the files of ``names`` (transcripts under ``root``) 40 days back."""
+    """Set everything under ``names`` (directories under ``root``) 40 days back."""
     then = time.time() - 40 * 86_400
     for name in names:
         directory = root / name
-        for path in directory.iterdir():
+        for path in directory.rglob("*"):
             os.utime(path, (then, then))
         os.utime(directory, (then, then))
 
@@ -197,6 +198,37 @@ async def test_postgresql_prunes_transcripts_and_workspaces_of_runs_that_are_gon
         await store.close()
 
 
+async def test_run_workspace_directories_go_with_their_runs(client: Client, tmp_path: Path) -> None:
+    root = tmp_path / "workspace"
+    running = f"running-{uuid.uuid4().hex[:8]}"
+    odd = f"a running id/{uuid.uuid4().hex[:8]}"  # no file name: its directory's is hashed
+    handles = [
+        await client.start_workflow("Nobody", id=workflow_id, task_queue=f"none-{running}")
+        for workflow_id in (running, odd)
+    ]
+    owners = [running, odd, "gone-run", "a gone id/x", "fresh-run"]
+    directories = {owner: workspace_dir(root, owner) for owner in owners}
+    for directory in directories.values():
+        (directory / "out").mkdir(parents=True)
+        (directory / "out" / "notes.md").write_text("# notes")
+    make_old(root / RUNS_DIR, *(directories[owner].name for owner in owners[:4]))
+    store = TranscriptStore(LocalStore(tmp_path / "store"))
+
+    report = await prune_store(OnwardClient(client), store, OLD, workspace_root=root)
+    assert report.workspaces == sorted(str(directories[o]) for o in ("gone-run", "a gone id/x"))
+    assert {item.id: item.reason for item in report.kept} == {
+        str(directories[running]): f"{running} is running",
+        str(directories[odd]): f"{odd} is running",
+    }
+    assert [owner for owner in owners if directories[owner].exists()] == [
+        running,
+        odd,
+        "fresh-run",
+    ]
+    for handle in handles:
+        await handle.terminate()
+
+
 async def test_the_cli_prunes_the_configured_store(
     address: str, tmp_path: Path, client: Client
 ) -> None:
@@ -205,9 +237,14 @@ async def test_the_cli_prunes_the_configured_store(
     transcript = gone()
     await store.write_messages(transcript, 0, HELLO)
     make_old(root, transcript)
+    workspace = workspace_dir(tmp_path / "workspace", "gone-run")
+    workspace.mkdir(parents=True)
+    (workspace / "notes.md").write_text("# notes")
+    make_old(workspace.parent, workspace.name)
     env = {
         "TEMPORAL_ADDRESS": address,
         "ONWARD_STORE": str(root),
+        "ONWARD_WORKSPACE": str(tmp_path / "workspace"),
         "ONWARD_HOME": str(tmp_path / "home"),
     }
     listed = await run_onward("prune-store", "--older-than", "30d", "--dry-run", "--json", env=env)
@@ -216,8 +253,8 @@ async def test_the_cli_prunes_the_configured_store(
     assert (root / transcript).exists()
     pruned = await run_onward("prune-store", "--older-than", "4w", env=env)
     assert pruned.code == 0, pruned.stderr
-    assert pruned.stdout.startswith("deleted 1 transcript(s)")
-    assert not (root / transcript).exists()
+    assert pruned.stdout.startswith("deleted 1 transcript(s) and tool-cache entries and 1 work")
+    assert not (root / transcript).exists() and not workspace.exists()
     bad = await run_onward("prune-store", "--older-than", "soon", env=env)
     assert bad.code == 2 and "--older-than" in bad.stderr
 
