@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.service import RPCError, RPCStatusCode
 
 from onward import sessions
 from onward.artifacts import RUNS_DIR, workspace_dir
-from onward.errors import RunNotFound, StoreError
+from onward.errors import RunNotFound, SettingsError, StoreError
 from onward.store import TranscriptStore
 from onward.store.base import PrunableBackend
 
@@ -54,6 +56,8 @@ HASHED_PREFIX = "sha256-"
 their workflow id (:func:`onward.store.transcript_id`): kept."""
 RUNNING = 'ExecutionStatus = "Running"'
 """The visibility query of every running workflow of the namespace."""
+DELEGATE_MARK = ".delegate-"
+"""What a sub-agent's id adds to its parent's (:func:`onward.delegation.child_id`)."""
 NAMES_NO_RUN = "its id names no run (a tool set's specs, or a hashed workflow id)"
 
 
@@ -69,6 +73,14 @@ class PruneReport(BaseModel):
     """What :func:`prune_store` deleted (or, with ``dry_run``, would delete) and kept."""
 
     older_than_s: float
+    namespace: str = Field(description="where runs were looked up")
+    retention_s: float | None = Field(
+        default=None,
+        description=(
+            "the namespace's retention: with a shorter older_than, closed runs that "
+            "Temporal still keeps lose what the store had of them (their step logs)"
+        ),
+    )
     dry_run: bool = False
     transcripts: list[str] = Field(default_factory=list, description="deleted (tool cache too)")
     workspaces: list[str] = Field(
@@ -77,12 +89,22 @@ class PruneReport(BaseModel):
     kept: list[KeptItem] = Field(default_factory=list, description="old, but still needed")
 
 
+def _ancestors(workflow_id: str) -> list[str]:
+    """The runs an id names as its own parents: a sub-agent's parent (``<parent>.delegate-
+    <step>-<call>``), theirs, and a message run's session (``<session>-m<N>``)."""
+    found = []
+    while DELEGATE_MARK in workflow_id:
+        workflow_id = workflow_id.rpartition(DELEGATE_MARK)[0]
+        found.append(workflow_id)
+    session = sessions.session_of(workflow_id)
+    return [*found, *([session] if session else [])]
+
+
 class _Owners:
     """Why a workflow id's data must stay (None: it may go), each id asked once."""
 
     def __init__(self, client: OnwardClient) -> None:
         self._client = client
-        self._running: dict[str, bool] = {}
         self._reasons: dict[str, str | None] = {}
 
     async def _is_running(self, workflow_id: str) -> tuple[bool, str | None]:
@@ -103,9 +125,10 @@ class _Owners:
         running, root = await self._is_running(workflow_id)
         if running:
             return f"{workflow_id} is running"
-        session = sessions.session_of(workflow_id)
-        for owner in (root, session):
-            if owner is not None and (await self._is_running(owner))[0]:
+        # The root from Temporal; the parents the id names, for a run Temporal dropped.
+        owners = dict.fromkeys([*([root] if root else []), *_ancestors(workflow_id)])
+        for owner in owners:
+            if (await self._is_running(owner))[0]:
                 return f"{owner}, whose {workflow_id} it is, is running"
         return None
 
@@ -145,7 +168,15 @@ async def prune_store(
     backend = store.backend
     if not isinstance(backend, PrunableBackend):
         raise StoreError(f"this store ({type(backend).__name__}) cannot be pruned")
-    report = PruneReport(older_than_s=older_than.total_seconds(), dry_run=dry_run)
+    # Every run of another namespace looks gone from this one: a namespace that is
+    # not there (a typo) must not prune the store as if all its runs were over.
+    retention = await _retention(client)
+    report = PruneReport(
+        older_than_s=older_than.total_seconds(),
+        namespace=client.temporal.namespace,
+        retention_s=retention,
+        dry_run=dry_run,
+    )
     owners = _Owners(client)
     for transcript in await backend.stale_transcripts(older_than):
         owner = _owner(transcript)
@@ -166,6 +197,32 @@ async def prune_store(
     if workspace_root is not None:
         await _prune_directories(client, report, workspace_root, older_than, dry_run)
     return report
+
+
+async def _retention(client: OnwardClient) -> float | None:
+    """The namespace's retention in seconds (None: not set).
+
+    Raises:
+        SettingsError: the server has no such namespace.
+    """
+    namespace = client.temporal.namespace
+    request = DescribeNamespaceRequest(namespace=namespace)
+    with client._translated():
+        try:
+            answer = await client.temporal.workflow_service.describe_namespace(request)
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            raise SettingsError(
+                f"namespace {namespace!r}: the server has no such namespace; prune-store looks "
+                "runs up in the namespace of the workers that use this store"
+            ) from err
+    ttl = answer.config.workflow_execution_retention_ttl
+    return (
+        ttl.ToTimedelta().total_seconds()
+        if answer.config.HasField("workflow_execution_retention_ttl")
+        else None
+    )
 
 
 async def _prune_directories(

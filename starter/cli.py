@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="not written for: 30d, 12h, 1w, or since an ISO time",
     )
     pruning.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    pruning.add_argument("--force", action="store_true", help="allow an age under a day")
     _json_option(pruning, "what was deleted and kept")
 
     sub.add_parser(

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from onward.artifacts import workspace_root
 from onward.client import OnwardClient
@@ -44,7 +44,7 @@ from onward.starter.schedule_commands import schedule
 from onward.starter.session_commands import chat, send
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
-from onward.store import open_store, store_url
+from onward.store import local_root, open_store, store_url
 
 __all__ = [
     "Following",
@@ -309,6 +309,10 @@ async def report(client: OnwardClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+PRUNE_AT_LEAST = timedelta(days=1)
+"""The least ``--older-than`` without ``--force``: a typo (30m for 30 days) prunes nothing."""
+
+
 async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward prune-store --older-than 30d``: delete the store's data of runs over and old."""
     now = datetime.now(UTC)
@@ -316,9 +320,20 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
         older_than = now - parse_since(args.older_than, now)
     except ValueError as err:
         raise CliError(f"--older-than: {err}") from err
+    if older_than < PRUNE_AT_LEAST and not args.force:
+        raise CliError(
+            f"--older-than: {args.older_than!r} is under a day (m is minutes, d days, w "
+            "weeks); --force prunes data that recent"
+        )
     if older_than.total_seconds() < 1:
         raise CliError(f"--older-than: {args.older_than!r} is not in the past")
-    store = await open_store(store_url(os.environ), DATA_CONVERTER.payload_codec)
+    url = store_url(os.environ)
+    if not url.startswith(("postgresql://", "postgres://")) and not local_root(url).is_dir():
+        raise CliError(
+            f"no store at {local_root(url)} (ONWARD_STORE; by default .onward/store in the "
+            "current directory): run prune-store where the workers run, or set ONWARD_STORE"
+        )
+    store = await open_store(url, DATA_CONVERTER.payload_codec)
     # Run workspaces: in the store on PostgreSQL, else directories beside the workers.
     directories = workspace_root(os.environ) if store.files is None else None
     try:
@@ -334,11 +349,27 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
     since = f"{now - older_than:%Y-%m-%d %H:%M} UTC"
     say(
         f"{verb} {len(report.transcripts)} transcript(s) and tool-cache entries and "
-        f"{len(report.workspaces)} workspace(s) not written since {since}"
+        f"{len(report.workspaces)} workspace(s) not written since {since} "
+        f"(store {_store_name(url)}, runs of namespace {report.namespace})"
     )
     for item in report.kept:
         note(f"kept {item.kind} {item.id}: {item.reason}")
+    if report.retention_s is not None and report.older_than_s < report.retention_s:
+        days = report.retention_s / 86_400
+        note(
+            f"namespace {report.namespace} keeps closed runs {days:g} days: those closed "
+            "since then still show in Temporal, without what the store had (their step logs)"
+        )
     return EXIT_OK
+
+
+def _store_name(url: str) -> str:
+    """The store's URL without a password, or its directory."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from onward.store.postgres import redacted
+
+        return redacted(url)
+    return str(local_root(url))
 
 
 # -- human approval and artifacts ------------------------------------

@@ -7,6 +7,9 @@ stays: nothing a running run, its root or an open session may still read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import os
 import time
 import uuid
@@ -22,6 +25,7 @@ from conftest import eventually, run_onward, running_worker
 from onward.artifacts import RUNS_DIR, workspace_dir
 from onward.client import OnwardClient
 from onward.contracts import Message
+from onward.errors import SettingsError
 from onward.retention import NAMES_NO_RUN, prune_store
 from onward.store import LocalStore, TranscriptStore, open_store
 from onward.store.postgres import PostgresStore
@@ -146,16 +150,84 @@ async def test_a_transcript_written_since_it_was_listed_is_not_deleted(tmp_path:
     assert len(await store.messages(transcript)) == 2
 
 
+async def test_an_append_waiting_while_its_file_is_pruned_writes_a_new_file(
+    tmp_path: Path,
+) -> None:
+    backend = LocalStore(tmp_path / "store")
+    transcript = gone()
+    await TranscriptStore(backend).write_messages(transcript, 0, HELLO)
+    path = tmp_path / "store" / transcript / "messages.log"
+    with path.open("rb") as held:  # as a prune holds it
+        fcntl.flock(held, fcntl.LOCK_EX)
+        appending = asyncio.create_task(
+            asyncio.to_thread(LocalStore._append, path, b'1\t{"role": "user"}\n')
+        )
+
+        async def opened() -> bool:  # the append has the file open, waiting for the lock
+            return _open_count(path) >= 2
+
+        await eventually(opened)
+        path.unlink()
+        path.parent.rmdir()
+    await appending
+    assert path.read_bytes() == b'1\t{"role": "user"}\n'  # not lost in the deleted file
+
+
+def _open_count(path: Path) -> int:
+    """How many of this process's file descriptors name ``path``."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            count += os.readlink(fd) == str(path)
+    return count
+
+
+async def test_postgresql_prune_waits_for_a_write_under_way_and_keeps_it(
+    postgres_url: str,
+) -> None:
+    store = await open_store(postgres_url)
+    backend = store.backend
+    assert isinstance(backend, PostgresStore)
+    transcript = gone()
+    try:
+        await store.write_messages(transcript, 0, HELLO)
+        async with await psycopg.AsyncConnection.connect(postgres_url) as writer:
+            await writer.execute(
+                "UPDATE onward_transcript SET written_at = now() - interval '40 days' "
+                "WHERE transcript = %s",
+                (transcript,),
+            )
+            await writer.commit()
+            # A write under way: it holds the transcript's lock as the store's writes do.
+            await writer.execute(
+                "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
+                (f"onward transcript {transcript}",),
+            )
+            await writer.execute(
+                "INSERT INTO onward_transcript (transcript, kind, position, document) "
+                "VALUES (%s, 'messages', 1, '{}'::jsonb)",
+                (transcript,),
+            )
+            deleting = asyncio.create_task(backend.delete_transcript(transcript, OLD))
+            await asyncio.sleep(0.3)  # the delete waits for the writer's lock
+            assert not deleting.done()
+            await writer.commit()
+        assert not await deleting  # it saw the new row: written now
+        assert len(await backend.read(transcript, "messages")) == 2
+    finally:
+        await store.close()
+
+
 async def test_postgresql_prunes_transcripts_and_workspaces_of_runs_that_are_gone(
     client: Client, postgres_url: str
 ) -> None:
     store = await open_store(postgres_url)
     backend = store.backend
     assert isinstance(backend, PostgresStore)
+    # A workflow no worker serves is running all the same.
+    running = f"running-{uuid.uuid4().hex[:8]}"
+    handle = await client.start_workflow("Nobody", id=running, task_queue=f"none-{running}")
     try:
-        # A workflow no worker serves is running all the same.
-        running = f"running-{uuid.uuid4().hex[:8]}"
-        handle = await client.start_workflow("Nobody", id=running, task_queue=f"none-{running}")
         gone_t, running_t, fresh_t = gone(), f"{running}@{uuid.uuid4()}", gone("fresh")
         gone_w = f"gone-{uuid.uuid4().hex[:8]}"
         for transcript in (gone_t, running_t, fresh_t):
@@ -193,8 +265,8 @@ async def test_postgresql_prunes_transcripts_and_workspaces_of_runs_that_are_gon
         )
         assert again == "wrote again"
         assert not await backend.delete_transcript(fresh_t, OLD)  # written a moment ago
-        await handle.terminate()
     finally:
+        await handle.terminate()
         await store.close()
 
 
@@ -229,6 +301,49 @@ async def test_run_workspace_directories_go_with_their_runs(client: Client, tmp_
         await handle.terminate()
 
 
+async def test_a_sub_agent_or_message_keeps_its_transcript_while_an_ancestor_runs(
+    client: Client, tmp_path: Path
+) -> None:
+    running = f"running-{uuid.uuid4().hex[:8]}"
+    handle = await client.start_workflow("Nobody", id=running, task_queue=f"none-{running}")
+    try:
+        store = TranscriptStore(LocalStore(tmp_path / "store"))
+        # Runs Temporal has dropped, whose ids name a running parent or session.
+        child_t = f"{running}.delegate-2-c1.delegate-1-c9@{uuid.uuid4()}"
+        message_child_t = f"{running}-m3.delegate-1-c2@{uuid.uuid4()}"
+        orphan_t = f"gone-{uuid.uuid4().hex[:6]}.delegate-1-c1@{uuid.uuid4()}"
+        for transcript in (child_t, message_child_t, orphan_t):
+            await store.write_messages(transcript, 0, HELLO)
+        make_old(tmp_path / "store", child_t, message_child_t, orphan_t)
+        report = await prune_store(OnwardClient(client), store, OLD)
+        assert report.transcripts == [orphan_t]
+        assert {item.id: item.reason for item in report.kept} == {
+            child_t: f"{running}, whose {child_t.partition('@')[0]} it is, is running",
+            message_child_t: (
+                f"{running}, whose {message_child_t.partition('@')[0]} it is, is running"
+            ),
+        }
+    finally:
+        await handle.terminate()
+
+
+async def test_a_namespace_the_server_lacks_prunes_nothing(client: Client, tmp_path: Path) -> None:
+    store = TranscriptStore(LocalStore(tmp_path / "store"))
+    transcript = gone()
+    await store.write_messages(transcript, 0, HELLO)
+    make_old(tmp_path / "store", transcript)
+    elsewhere = await Client.connect(
+        client.service_client.config.target_host,
+        namespace="no-such-namespace",
+        data_converter=client.data_converter,
+    )
+    with pytest.raises(SettingsError, match="no-such-namespace"):
+        await prune_store(OnwardClient(elsewhere), store, OLD)
+    assert (tmp_path / "store" / transcript).exists()
+    report = await prune_store(OnwardClient(client), store, OLD, dry_run=True)
+    assert report.namespace == client.namespace and report.retention_s is not None
+
+
 async def test_the_cli_prunes_the_configured_store(
     address: str, tmp_path: Path, client: Client
 ) -> None:
@@ -254,9 +369,17 @@ async def test_the_cli_prunes_the_configured_store(
     pruned = await run_onward("prune-store", "--older-than", "4w", env=env)
     assert pruned.code == 0, pruned.stderr
     assert pruned.stdout.startswith("deleted 1 transcript(s) and tool-cache entries and 1 work")
+    assert f"(store {root}, runs of namespace default)" in pruned.stdout
     assert not (root / transcript).exists() and not workspace.exists()
     bad = await run_onward("prune-store", "--older-than", "soon", env=env)
     assert bad.code == 2 and "--older-than" in bad.stderr
+    minutes = await run_onward("prune-store", "--older-than", "30m", env=env)
+    assert minutes.code == 2 and "under a day" in minutes.stderr
+    forced = await run_onward("prune-store", "--older-than", "30m", "--force", env=env)
+    assert forced.code == 0, forced.stderr
+    elsewhere = {**env, "ONWARD_STORE": str(tmp_path / "no-store")}
+    missing = await run_onward("prune-store", "--older-than", "30d", env=elsewhere)
+    assert missing.code == 2 and "no store at" in missing.stderr
 
 
 async def test_prune_needs_an_age_of_a_second_at_least(client: Client, tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from threading import Lock
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from onward.store.base import Kind, StoreError, check_transcript_id
 
@@ -114,16 +114,28 @@ class LocalStore:
         await _run(len(lines), self._append, path, lines, log)
 
     @staticmethod
-    def _append(path: Path, lines: bytes, log: _Log | None = None) -> None:
-        """Append ``lines``; take them into ``log`` too if it had read the whole file."""
-        try:
+    def _locked(path: Path) -> BinaryIO:
+        """``path`` opened to append, under its lock, created if missing.
+
+        A file pruned while this waited for its lock is gone from the directory:
+        it is opened anew, so no write goes into a deleted file.
+        """
+        while True:
             try:
                 opened = path.open("ab+")
             except FileNotFoundError:  # the transcript's first document
                 path.parent.mkdir(parents=True, exist_ok=True)
                 opened = path.open("ab+")
-            with opened as file:
-                fcntl.flock(file, fcntl.LOCK_EX)
+            fcntl.flock(opened, fcntl.LOCK_EX)
+            if os.fstat(opened.fileno()).st_nlink > 0:
+                return opened
+            opened.close()
+
+    @staticmethod
+    def _append(path: Path, lines: bytes, log: _Log | None = None) -> None:
+        """Append ``lines``; take them into ``log`` too if it had read the whole file."""
+        try:
+            with LocalStore._locked(path) as file:
                 try:
                     size = file.seek(0, os.SEEK_END)
                     if size:
@@ -223,7 +235,8 @@ class LocalStore:
         """Remove the transcript's files unless one was written since ``cutoff``.
 
         Each file is locked as an append locks it, so a write under way finishes
-        first and is seen; a file's time is checked with all of them held.
+        first and is seen (its file's time); an append that waits meanwhile finds
+        its file deleted and writes a new one, which then holds only that write.
         """
         with contextlib.ExitStack() as held:
             try:

@@ -128,6 +128,8 @@ class PostgresStore:
             return
         try:
             async with self._pool.connection() as conn, conn.cursor() as cursor:
+                # Shared with other writers, exclusive to prune-store (see delete_transcript).
+                await cursor.execute(_SHARE, (_transcript_lock(transcript),))
                 await cursor.executemany(_UPSERT, rows)
         except psycopg.Error as err:
             raise StoreError(f"cannot write to the PostgreSQL store: {err}") from err
@@ -181,6 +183,7 @@ class PostgresStore:
     ) -> str:
         try:
             async with self._pool.connection() as conn, conn.transaction():
+                await conn.execute(_SHARE, (_workspace_lock(workspace),))
                 # The call's record first: a concurrent attempt of the same call waits
                 # here for this transaction, then finds the record and writes nothing.
                 cursor = await conn.execute(_CLAIM_CALL, (workspace, call, result))
@@ -227,9 +230,9 @@ class PostgresStore:
     async def delete_transcript(self, transcript: str, older_than: timedelta) -> bool:
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                # An update of these rows under way commits first and counts as a write
-                # (the owner is not running, so none is expected: this is the guard).
-                await conn.execute(_LOCK_TRANSCRIPT, (transcript,))
+                # A write under way (it holds the lock shared) commits first and is
+                # seen; one that comes after waits, and writes into a new transcript.
+                await conn.execute(_EXCLUSIVE, (_transcript_lock(transcript),))
                 cursor = await conn.execute(
                     _DELETE_TRANSCRIPT, (transcript, transcript, older_than)
                 )
@@ -243,7 +246,7 @@ class PostgresStore:
     async def delete_workspace(self, workspace: str, older_than: timedelta) -> bool:
         try:
             async with self._pool.connection() as conn, conn.transaction():
-                await conn.execute(_LOCK_WORKSPACE, (workspace,))
+                await conn.execute(_EXCLUSIVE, (_workspace_lock(workspace),))
                 cursor = await conn.execute(_DELETE_FILES, (workspace, workspace, older_than))
                 if cursor.rowcount == 0:
                     return False
@@ -290,13 +293,23 @@ _LIST_FILES = """
 SELECT path, length(content), encode(sha256(content), 'hex') FROM onward_file
 WHERE workspace = %s ORDER BY path
 """
+_SHARE = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))"
+_EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
+
+
+def _transcript_lock(transcript: str) -> str:
+    """The advisory lock of a transcript's rows: writers share it, a prune takes it alone."""
+    return f"onward transcript {transcript}"
+
+
+def _workspace_lock(workspace: str) -> str:
+    return f"onward workspace {workspace}"
+
+
 _STALE_TRANSCRIPTS = """
 SELECT transcript FROM onward_transcript GROUP BY transcript
 HAVING max(written_at) < now() - %s::interval ORDER BY transcript
 """
-_LOCK_TRANSCRIPT = (
-    "SELECT 1 FROM onward_transcript WHERE transcript = %s ORDER BY kind, position FOR UPDATE"
-)
 _DELETE_TRANSCRIPT = """
 DELETE FROM onward_transcript WHERE transcript = %s AND NOT EXISTS (
     SELECT 1 FROM onward_transcript WHERE transcript = %s AND written_at >= now() - %s::interval
@@ -306,7 +319,6 @@ _STALE_WORKSPACES = """
 SELECT workspace FROM onward_file GROUP BY workspace
 HAVING max(written_at) < now() - %s::interval ORDER BY workspace
 """
-_LOCK_WORKSPACE = "SELECT 1 FROM onward_file WHERE workspace = %s ORDER BY path FOR UPDATE"
 _DELETE_FILES = """
 DELETE FROM onward_file WHERE workspace = %s AND NOT EXISTS (
     SELECT 1 FROM onward_file WHERE workspace = %s AND written_at >= now() - %s::interval
