@@ -663,3 +663,27 @@ def test_address_rules() -> None:
     )
     assert refusal("site.example", addresses, AllowList.parse("10.0.0.0/8")) is None
     assert refusal("site.example", addresses, AllowList.parse("site.example")) is None
+
+
+def test_an_allow_entry_with_a_port_allows_that_port_only() -> None:
+    allow = AllowList.parse("127.0.0.1:8080, [::1]:9000, 10.0.0.0/8:443, hooks.internal:8443")
+    assert allow.networks == () and allow.hosts == frozenset()
+    loopback, v6, private = ip_address("127.0.0.1"), ip_address("::1"), ip_address("10.1.2.3")
+    assert allow.allows_address(loopback, 8080) and not allow.allows_address(loopback, 7233)
+    assert not allow.allows_address(loopback)  # a port unknown is no port allowed
+    assert allow.allows_address(v6, 9000) and not allow.allows_address(v6, 8080)
+    assert allow.allows_address(private, 443) and not allow.allows_address(private, 80)
+    assert allow.allows_address(ip_address("::ffff:127.0.0.1"), 8080)
+    assert allow.allows_host("Hooks.Internal.", 8443) and not allow.allows_host("hooks.internal")
+    assert refusal("hooks.internal", [loopback], allow, 8443) is None
+    assert refusal("127.0.0.1", [loopback], allow, 8080) is None
+    assert refusal("127.0.0.1", [loopback], allow, 7233) == "127.0.0.1 is a loopback address"
+    for bad, why in (
+        ("127.0.0.1:0", "port must be a number from 1 to 65535"),
+        ("host:70000", "port must be a number from 1 to 65535"),
+        ("[::1]x", r"an IPv6 entry is \[address\]:port"),
+        ("[::1]:http", "port must be a number"),
+        ("[::1", r"an IPv6 entry is \[address\]:port"),
+    ):
+        with pytest.raises(ValueError, match=f"^ONWARD_HTTP_ALLOW: .*{why}"):
+            AllowList.parse(bad)

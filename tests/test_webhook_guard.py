@@ -117,15 +117,17 @@ async def test_a_receiver_at_a_non_public_address_is_refused_for_good(
     assert hosts == []
 
 
-@pytest.mark.parametrize("allowed", ["127.0.0.1", "127.0.0.0/8", "hooks.example"])
+@pytest.mark.parametrize(
+    "allowed",
+    ["127.0.0.1", "127.0.0.0/8", "hooks.example", "127.0.0.1:{port}", "hooks.example:{port}"],
+)
 async def test_an_allowed_receiver_gets_the_post_at_the_address_that_was_checked(
     receiver: tuple[int, list[str]], allowed: str
 ) -> None:
     port, hosts = receiver
     resolver = Resolver({"hooks.example": ["127.0.0.1"]})
-    activities = WebhookActivities(
-        "secret", allow=AllowList.parse(allowed, "ONWARD_WEBHOOK_ALLOW"), resolver=resolver
-    )
+    allow = AllowList.parse(allowed.format(port=port), "ONWARD_WEBHOOK_ALLOW")
+    activities = WebhookActivities("secret", allow=allow, resolver=resolver)
     assert await deliver(activities, f"http://hooks.example:{port}/hook") == 204
     # One lookup, and the receiver saw the name it was addressed by.
     assert resolver.lookups == ["hooks.example"]
@@ -142,6 +144,19 @@ async def test_an_allowed_address_does_not_allow_others_of_the_same_name(
     )
     error = await refused(activities, f"http://hooks.example:{port}/hook")
     assert "10.0.0.7, a private address" in error.message
+    assert hosts == []
+
+
+async def test_an_address_allowed_at_one_port_is_refused_at_another(
+    receiver: tuple[int, list[str]],
+) -> None:
+    port, hosts = receiver
+    allow = AllowList.parse(f"127.0.0.1:{port + 1}, hooks.example:{port + 1}")
+    resolver = Resolver({"hooks.example": ["127.0.0.1"]})
+    activities = WebhookActivities("secret", allow=allow, resolver=resolver)
+    for url in (f"http://127.0.0.1:{port}/hook", f"http://hooks.example:{port}/hook"):
+        error = await refused(activities, url)
+        assert "a loopback address" in error.message
     assert hosts == []
 
 

@@ -145,43 +145,57 @@ class AllowList:
 
     Empty by default: only public addresses. Build it once at worker startup
     with :meth:`from_env` and hand it to ``make_http_fetch`` (``ONWARD_HTTP_ALLOW``)
-    or the webhook activities (``ONWARD_WEBHOOK_ALLOW``).
+    or the webhook activities (``ONWARD_WEBHOOK_ALLOW``). An entry with a port
+    (``127.0.0.1:8080``, ``[::1]:8080``, ``hooks.internal:443``) allows that
+    port only; without one, every port.
     """
 
     networks: tuple[IPNetwork, ...] = ()
     hosts: frozenset[str] = field(default_factory=frozenset)
+    network_ports: tuple[tuple[IPNetwork, int], ...] = ()
+    """Ranges (and addresses) allowed at one port each."""
+    host_ports: frozenset[tuple[str, int]] = field(default_factory=frozenset)
+    """Host names allowed at one port each."""
 
     @classmethod
     def parse(cls, text: str | None, setting: str = ALLOW_ENV) -> AllowList:
-        """Parse ``"127.0.0.1, 10.20.0.0/16, wiki.internal"``.
+        """Parse ``"127.0.0.1, 10.20.0.0/16, wiki.internal, [::1]:8080, hooks.internal:443"``.
 
         Raises:
             ValueError: an entry is none of an IP address, a CIDR range or a host
-                name; the message names ``setting``, where the text came from.
+                name (each with a port or not); the message names ``setting``,
+                where the text came from.
         """
         networks: list[IPNetwork] = []
         hosts: set[str] = set()
+        network_ports: list[tuple[IPNetwork, int]] = []
+        host_ports: set[tuple[str, int]] = set()
         for raw in (text or "").split(","):
             entry = raw.strip()
             if not entry:
                 continue
-            single = parse_ip(entry)
-            if single is not None:
-                networks.append(ip_network(unmap(single)))
-                continue
-            try:
-                # strict=False: "192.168.1.10/24" means that address's /24, as people write it.
-                networks.append(ip_network(entry, strict=False))
-                continue
-            except ValueError:
-                pass
-            name = entry.lower().rstrip(".")
-            if "/" in entry or re.fullmatch(r"[0-9.]+", name) or not _HOST_NAME.match(name):
+            target, port = _split_port(entry, setting)
+            allowed = _allowed_target(target)
+            if allowed is None:
                 raise ValueError(
-                    f"{setting}: {entry!r} is not an IP address, a CIDR range or a host name"
+                    f"{setting}: {entry!r} is not an IP address, a CIDR range or a host name "
+                    "(with a port or not)"
                 )
-            hosts.add(name)
-        return cls(networks=tuple(networks), hosts=frozenset(hosts))
+            if isinstance(allowed, str):
+                if port is None:
+                    hosts.add(allowed)
+                else:
+                    host_ports.add((allowed, port))
+            elif port is None:
+                networks.append(allowed)
+            else:
+                network_ports.append((allowed, port))
+        return cls(
+            networks=tuple(networks),
+            hosts=frozenset(hosts),
+            network_ports=tuple(network_ports),
+            host_ports=frozenset(host_ports),
+        )
 
     @classmethod
     def from_env(
@@ -191,27 +205,72 @@ class AllowList:
         env = os.environ if environ is None else environ
         return cls.parse(env.get(variable), variable)
 
-    def allows_host(self, host: str) -> bool:
-        """True when ``host`` is a listed host name (an IP literal never matches here)."""
-        return host.lower().rstrip(".") in self.hosts
+    def allows_host(self, host: str, port: int | None = None) -> bool:
+        """True when ``host`` is a listed host name, at ``port`` if the entry names one
+        (an IP literal never matches here)."""
+        name = host.lower().rstrip(".")
+        return name in self.hosts or (port is not None and (name, port) in self.host_ports)
 
-    def allows_address(self, address: IPAddress) -> bool:
-        """True when ``address`` is in a listed address or range."""
+    def allows_address(self, address: IPAddress, port: int | None = None) -> bool:
+        """True when ``address`` is in a listed address or range, at ``port`` if the
+        entry names one."""
         address = unmap(address)
-        return any(address in network for network in self.networks)
+        if any(address in network for network in self.networks):
+            return True
+        return port is not None and any(
+            address in network and port == allowed for network, allowed in self.network_ports
+        )
 
 
-def refusal(host: str, addresses: Iterable[IPAddress], allow: AllowList) -> str | None:
-    """Why connecting to ``host`` at ``addresses`` is refused, or None when it is allowed.
+def _split_port(entry: str, setting: str) -> tuple[str, int | None]:
+    """``entry`` without its port, and the port (None: none given)."""
+    if entry.startswith("["):  # [IPv6]:port, [IPv6/len]:port, or [IPv6]
+        inside, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{setting}: {entry!r}: an IPv6 entry is [address]:port")
+        return inside, _port(rest[1:], entry, setting) if rest else None
+    target, _, port = entry.partition(":")
+    if entry.count(":") != 1 or not port.isdigit():  # no port, a bare IPv6 address or range,
+        return entry, None  # or no entry at all ("http://x"), which the caller refuses
+    return target, _port(port, entry, setting)
+
+
+def _port(text: str, entry: str, setting: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65_536:
+        raise ValueError(f"{setting}: {entry!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+def _allowed_target(target: str) -> IPNetwork | str | None:
+    """An address or range as a network, a host name lowered, or None: neither."""
+    single = parse_ip(target)
+    if single is not None:
+        return ip_network(unmap(single))
+    try:
+        # strict=False: "192.168.1.10/24" means that address's /24, as people write it.
+        return ip_network(target, strict=False)
+    except ValueError:
+        pass
+    name = target.lower().rstrip(".")
+    if "/" in target or re.fullmatch(r"[0-9.]+", name) or not _HOST_NAME.match(name):
+        return None
+    return name
+
+
+def refusal(
+    host: str, addresses: Iterable[IPAddress], allow: AllowList, port: int | None = None
+) -> str | None:
+    """Why connecting to ``host`` at ``addresses`` (on ``port``) is refused, or None
+    when it is allowed.
 
     Every address must pass, not just one: the connection may go to any of them.
     """
-    if allow.allows_host(host):
+    if allow.allows_host(host, port):
         return None
     literal = parse_ip(host)
     for address in addresses:
         reason = blocked_reason(address)
-        if reason is None or allow.allows_address(address):
+        if reason is None or allow.allows_address(address, port):
             continue
         target = unmap(address)
         shown = str(address) if target == address else f"{address} (IPv4 {target})"
@@ -257,7 +316,7 @@ async def allowed_addresses(
         addresses = [item for item in parsed if item is not None]
         if not addresses:
             raise OSError("no addresses")
-    reason = refusal(host, addresses, allow)
+    reason = refusal(host, addresses, allow, port)
     if reason is not None:
         raise AddressRefused(reason)
     return list(dict.fromkeys(unmap(item) for item in addresses))
