@@ -19,6 +19,7 @@ environment are not used (the check would not hold behind one).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -57,6 +58,10 @@ WEBHOOK_TIMEOUT_S = 10.0
 WEBHOOK_CONNECT_TIMEOUT_S = 3.0
 """Connecting to one of the receiver's addresses may take this long before the next is
 tried (an unreachable IPv6 address, say, before the IPv4 one)."""
+WEBHOOK_POST_BUDGET_S = 13.0
+"""All addresses tried for one attempt together take at most this long: under the
+activity's 15 s, so a name with many unreachable addresses fails the attempt as a
+timeout of its own (retried) instead of being cut off by Temporal."""
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -141,23 +146,40 @@ class WebhookActivities:
     ) -> httpx.Response:
         """One POST to the first checked address that accepts a connection (a client
         of its own each time, see :func:`pinned_request`)."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + WEBHOOK_POST_BUDGET_S
+        tried = 0
         last_error: httpx.TransportError | None = None
         for address in addresses:
+            left = ends - loop.time()
+            if left <= 0:
+                break
+            tried += 1
             # trust_env=False: no proxy from the environment (the transport still reads
             # SSL_CERT_FILE and SSL_CERT_DIR).
             async with httpx.AsyncClient(
                 transport=self._transport(),
-                timeout=httpx.Timeout(WEBHOOK_TIMEOUT_S, connect=WEBHOOK_CONNECT_TIMEOUT_S),
+                timeout=httpx.Timeout(
+                    min(WEBHOOK_TIMEOUT_S, left), connect=min(WEBHOOK_CONNECT_TIMEOUT_S, left)
+                ),
                 follow_redirects=False,
                 trust_env=False,
             ) as client:
                 request = pinned_request(client, "POST", url, address, headers, body)
                 try:
-                    return await client.send(request)
+                    async with asyncio.timeout(left):
+                        return await client.send(request)
                 except (httpx.ConnectError, httpx.ConnectTimeout) as err:
                     last_error = err  # this address is unreachable; the next one may not be
-        assert last_error is not None  # addresses is never empty
-        raise last_error
+                except TimeoutError:
+                    last_error = None
+                    break
+        if last_error is not None and tried == len(addresses):
+            raise last_error  # every address refused the connection, or did not answer it
+        raise httpx.TimeoutException(
+            f"no answer within {WEBHOOK_POST_BUDGET_S:g} s ({tried} of {len(addresses)} "
+            "address(es) tried)"
+        )
 
 
 def _failure(message: str, retryable: bool, status: int | None = None) -> ApplicationError:

@@ -7,8 +7,10 @@ POST went to the checked address, not to a second lookup of the name.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from api_server import serving
+from onward.activities import webhooks
 from onward.activities.tools.net_guard import AllowList
 from onward.activities.webhooks import WebhookActivities
 from onward.contracts import AgentResult, RunUsage, WebhookDelivery
@@ -181,6 +184,38 @@ class Unreachable(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.network.aclose()
+
+
+class Stalling(httpx.AsyncBaseTransport):
+    """Every connection hangs (a route that drops packets), counting the attempts."""
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts.append(request.url.host)
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+
+async def test_many_unreachable_addresses_fail_the_attempt_within_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhooks, "WEBHOOK_POST_BUDGET_S", 0.5)
+    stalling = Stalling()
+    addresses = [f"127.0.0.{n}" for n in range(2, 8)]
+    activities = WebhookActivities(
+        "secret",
+        allow=AllowList.parse("127.0.0.0/8", "ONWARD_WEBHOOK_ALLOW"),
+        resolver=Resolver({"hooks.example": addresses}),
+        transport=lambda: stalling,
+    )
+    started = time.monotonic()
+    error = await refused(activities, "http://hooks.example:9/hook")
+    # Cut off by the budget (not by Temporal's timeout), and retried.
+    assert time.monotonic() - started < 5
+    assert "no answer within 0.5 s (1 of 6 address(es) tried)" in error.message
+    assert not error.non_retryable and stalling.attempts == ["127.0.0.2"]
 
 
 @pytest.mark.parametrize("first", ["refuses", "times out"])
