@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+from temporalio.api.enums.v1 import NamespaceState
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -104,13 +105,13 @@ class _Owners:
     """Why a workflow id's data must stay (None: it may go), each id asked once."""
 
     def __init__(self, client: OnwardClient) -> None:
-        self._client = client
+        self.client = client
         self._reasons: dict[str, str | None] = {}
 
     async def _is_running(self, workflow_id: str) -> tuple[bool, str | None]:
         """Whether it runs, and its root's id (None: not known to Temporal, or its own)."""
         try:
-            info = await self._client.info(workflow_id)
+            info = await self.client.info(workflow_id)
         except RunNotFound:
             return False, None
         root = info.root_id if info.root_id not in (None, workflow_id) else None
@@ -195,7 +196,7 @@ async def prune_store(
         elif dry_run or await backend.delete_workspace(workspace, older_than):
             report.workspaces.append(workspace)
     if workspace_root is not None:
-        await _prune_directories(client, report, workspace_root, older_than, dry_run)
+        await _prune_directories(owners, report, workspace_root, older_than, dry_run)
     return report
 
 
@@ -217,6 +218,9 @@ async def _retention(client: OnwardClient) -> float | None:
                 f"namespace {namespace!r}: the server has no such namespace; prune-store looks "
                 "runs up in the namespace of the workers that use this store"
             ) from err
+    if answer.namespace_info.state != NamespaceState.NAMESPACE_STATE_REGISTERED:
+        state = NamespaceState.Name(answer.namespace_info.state)
+        raise SettingsError(f"namespace {namespace!r} is {state}: its runs cannot be looked up")
     ttl = answer.config.workflow_execution_retention_ttl
     return (
         ttl.ToTimedelta().total_seconds()
@@ -226,27 +230,39 @@ async def _retention(client: OnwardClient) -> float | None:
 
 
 async def _prune_directories(
-    client: OnwardClient, report: PruneReport, root: Path, older_than: timedelta, dry_run: bool
+    owners: _Owners, report: PruneReport, root: Path, older_than: timedelta, dry_run: bool
 ) -> None:
     """Delete the run workspaces under ``root`` that are over and old.
 
     A workspace is its root run's (a session's for its messages, a parent's for
-    its sub-agents), which runs as long as anything that writes there does.
+    its sub-agents). A directory named by a plain workflow id is checked as a
+    transcript's run is (Temporal's answer is current); a name that may hide its
+    id is matched against every running workflow and its root (visibility may
+    lag a run that started a moment ago: those are the directories written a
+    moment ago, which are not old).
     """
     cutoff = time.time() - older_than.total_seconds()
     stale = await asyncio.to_thread(_stale_directories, root / RUNS_DIR, cutoff)
     if not stale:
         return
     running: dict[Path, str] = {}
-    async for execution in client.temporal.list_workflows(RUNNING):
-        running.setdefault(workspace_dir(root, execution.id), execution.id)
+    async for execution in owners.client.temporal.list_workflows(RUNNING):
+        for owner in (execution.id, execution.root_id):
+            if owner:
+                running.setdefault(workspace_dir(root, owner), owner)
     for directory in stale:
         owner = running.get(directory)
-        if owner is not None:
-            reason = f"{owner} is running"
+        reason: str | None = None if owner is None else f"{owner} is running"
+        if reason is None and workspace_dir(root, directory.name) == directory:
+            reason = await owners.reason(directory.name)
+        if reason is not None:
             report.kept.append(KeptItem(id=str(directory), kind="workspace", reason=reason))
-        elif dry_run or await asyncio.to_thread(_delete_directory, directory, cutoff):
-            report.workspaces.append(str(directory))
+            continue
+        try:
+            if dry_run or await asyncio.to_thread(_delete_directory, directory, cutoff):
+                report.workspaces.append(str(directory))
+        except StoreError as err:  # one directory that will not go stops no other
+            report.kept.append(KeptItem(id=str(directory), kind="workspace", reason=str(err)))
 
 
 def _stale_directories(runs: Path, cutoff: float) -> list[Path]:

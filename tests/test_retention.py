@@ -22,6 +22,7 @@ from postgres_server import postgres_url
 from temporalio.client import Client
 
 from conftest import eventually, run_onward, running_worker
+from onward import retention
 from onward.artifacts import RUNS_DIR, workspace_dir
 from onward.client import OnwardClient
 from onward.contracts import Message
@@ -214,6 +215,18 @@ async def test_postgresql_prune_waits_for_a_write_under_way_and_keeps_it(
             await writer.commit()
         assert not await deleting  # it saw the new row: written now
         assert len(await backend.read(transcript, "messages")) == 2
+        # And the other way round: the store's own write waits for a prune under way.
+        async with await psycopg.AsyncConnection.connect(postgres_url) as pruning:
+            await pruning.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"onward transcript {transcript}",),
+            )
+            writing = asyncio.create_task(store.write_messages(transcript, 2, HELLO))
+            await asyncio.sleep(0.3)
+            assert not writing.done()
+            await pruning.commit()
+        await writing
+        assert len(await backend.read(transcript, "messages")) == 3
     finally:
         await store.close()
 
@@ -386,3 +399,47 @@ async def test_prune_needs_an_age_of_a_second_at_least(client: Client, tmp_path:
     store = TranscriptStore(LocalStore(tmp_path / "store"))
     with pytest.raises(ValueError, match="older_than"):
         await prune_store(OnwardClient(client), store, timedelta(milliseconds=500))
+
+
+async def test_a_worker_reads_a_transcript_written_again_after_a_prune_afresh(
+    tmp_path: Path,
+) -> None:
+    worker, pruner = LocalStore(tmp_path / "store"), LocalStore(tmp_path / "store")
+    store = TranscriptStore(worker)
+    transcript = gone()
+    many = [Message(role="user", content=f"message {n}") for n in range(120)]
+    await store.write_messages(transcript, 0, many)
+    assert len(await store.messages(transcript)) == 120  # now cached by the worker
+    make_old(tmp_path / "store", transcript)
+    assert await pruner.delete_transcript(transcript, OLD)
+    assert await store.messages(transcript) == []
+    await store.write_messages(transcript, 0, HELLO)
+    assert await store.messages(transcript) == HELLO
+    # Past where the old file ended: read from the new file's start, not mid-line.
+    more = [Message(role="user", content=f"new {n:04d}") for n in range(300)]
+    await TranscriptStore(pruner).write_messages(transcript, 1, more)
+    assert await store.messages(transcript) == [*HELLO, *more]
+
+
+async def test_a_plain_workspace_is_kept_for_its_running_run_while_visibility_lags(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention, "RUNNING", 'WorkflowId = "listed-by-no-one"')  # lagging
+    root = tmp_path / "workspace"
+    running = f"running-{uuid.uuid4().hex[:8]}"
+    handle = await client.start_workflow("Nobody", id=running, task_queue=f"none-{running}")
+    try:
+        directory = workspace_dir(root, f"{running}-m2.delegate-1-c1")  # a sub-agent's name
+        for path in (workspace_dir(root, running), directory):
+            path.mkdir(parents=True)
+            (path / "notes.md").write_text("# notes")
+        make_old(root / RUNS_DIR, running, directory.name)
+        store = TranscriptStore(LocalStore(tmp_path / "store"))
+        report = await prune_store(OnwardClient(client), store, OLD, workspace_root=root)
+        assert report.workspaces == []
+        assert {item.id for item in report.kept} == {
+            str(workspace_dir(root, running)),
+            str(directory),
+        }
+    finally:
+        await handle.terminate()

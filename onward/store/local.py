@@ -61,6 +61,18 @@ class _Log:
     documents: dict[int, bytes] = field(default_factory=dict)
     lock: Lock = field(default_factory=Lock)
     """Held while the file is read into this log (the store's lock guards only the map)."""
+    file: tuple[int, int] | None = None
+    """The device and inode of the file read: another file at the path (the transcript
+    pruned and written again) is read from its start."""
+
+    def reset_for(self, stat: os.stat_result) -> None:
+        """Forget what was read unless it was read from the file ``stat`` describes."""
+        file = (stat.st_dev, stat.st_ino)
+        if self.file != file:
+            if self.file is not None:
+                self.offset = 0
+                self.documents.clear()
+            self.file = file
 
 
 def _parse(chunk: bytes, log: _Log) -> int:
@@ -117,17 +129,26 @@ class LocalStore:
     def _locked(path: Path) -> BinaryIO:
         """``path`` opened to append, under its lock, created if missing.
 
-        A file pruned while this waited for its lock is gone from the directory:
-        it is opened anew, so no write goes into a deleted file.
+        A file pruned while this waited for its lock is no longer the one at the
+        path: it is opened anew, so no write goes into a deleted file.
         """
         while True:
             try:
                 opened = path.open("ab+")
-            except FileNotFoundError:  # the transcript's first document
+            except FileNotFoundError:  # the first document, or the directory just pruned
                 path.parent.mkdir(parents=True, exist_ok=True)
-                opened = path.open("ab+")
-            fcntl.flock(opened, fcntl.LOCK_EX)
-            if os.fstat(opened.fileno()).st_nlink > 0:
+                continue
+            try:
+                fcntl.flock(opened, fcntl.LOCK_EX)
+                held = os.fstat(opened.fileno())
+                now = path.stat()
+            except FileNotFoundError:
+                opened.close()
+                continue
+            except BaseException:
+                opened.close()
+                raise
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
                 return opened
             opened.close()
 
@@ -146,8 +167,11 @@ class LocalStore:
                     file.flush()
                     if log is not None:
                         # The next read of this file here then finds nothing new to read.
+                        stat = os.fstat(file.fileno())
                         with log.lock:
-                            if log.offset == size:
+                            if log.file is None and log.offset == 0:  # nothing read yet
+                                log.file = (stat.st_dev, stat.st_ino)
+                            if log.file == (stat.st_dev, stat.st_ino) and log.offset == size:
                                 log.offset += _parse(lines, log)
                 finally:
                     fcntl.flock(file, fcntl.LOCK_UN)
@@ -171,11 +195,19 @@ class LocalStore:
             while len(self._logs) > CACHED_LOGS:
                 self._logs.popitem(last=False)
         try:
-            unread = path.stat().st_size - log.offset  # noqa: ASYNC240 (one syscall)
+            stat = path.stat()  # noqa: ASYNC240 (one syscall)
         except FileNotFoundError:
-            return log
+            if log.file is None:
+                return log
+            stat = None  # pruned: nothing is there now
         except OSError as err:
             raise StoreError(f"cannot read {path}: {err.strerror}") from err
+        if stat is None or (log.file is not None and log.file != (stat.st_dev, stat.st_ino)):
+            with self._lock:  # another file, or none: what was read of the old one is gone
+                log = self._logs[path] = _Log()
+            if stat is None:
+                return log
+        unread = stat.st_size - log.offset
         if unread <= 0:
             return log
         return await _run(unread, self._refresh, path, log)
@@ -186,6 +218,7 @@ class LocalStore:
         with log.lock:
             try:
                 with path.open("rb") as file:
+                    log.reset_for(os.fstat(file.fileno()))
                     file.seek(log.offset)
                     log.offset += _parse(file.read(), log)
             except FileNotFoundError:

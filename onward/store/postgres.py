@@ -127,8 +127,9 @@ class PostgresStore:
         if not rows:
             return
         try:
-            async with self._pool.connection() as conn, conn.cursor() as cursor:
-                # Shared with other writers, exclusive to prune-store (see delete_transcript).
+            async with self._pool.connection() as conn, conn.pipeline(), conn.cursor() as cursor:
+                # Shared with other writers, exclusive to prune-store (see delete_transcript);
+                # sent with the rows in one round trip.
                 await cursor.execute(_SHARE, (_transcript_lock(transcript),))
                 await cursor.executemany(_UPSERT, rows)
         except psycopg.Error as err:
