@@ -8,7 +8,9 @@ that comes after it continued as new, from the turn it carried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +34,34 @@ from onward.errors import (
 )
 
 
+@contextlib.asynccontextmanager
+async def talking(
+    client: Client, workspace: Path, names: list[str], model: object, **fields: Any
+) -> AsyncIterator[tuple[OnwardClient, str]]:
+    """A worker whose model is ``model``, and a session open on it (``fields`` added)."""
+    async with running_worker(client, workspace, names, providers={"scripted": model}) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        yield onward, await onward.open_session({"system": SYSTEM, "tools": [], **fields})
+
+
+async def continued_past(onward: OnwardClient, session_id: str, run_id: str) -> None:
+    """Until the session has continued as new past ``run_id`` (Temporal's own dedupe of
+    a repeated update is per run: past it, the session answers repeats itself)."""
+
+    async def continued() -> bool:
+        return (await onward.info(session_id)).temporal_run_id != run_id
+
+    await eventually(continued)
+
+
 async def test_a_keyed_message_sent_twice_is_answered_once(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     model = RecordingModel()
-    async with running_worker(
-        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session({"system": SYSTEM, "tools": []})
+    async with talking(client, tmp_path / "workspace", search_attribute_names, model) as (
+        onward,
+        session_id,
+    ):
         first = await onward.send_message(session_id, "hello", idempotency_key="k-1")
         again = await onward.send_message(session_id, "hello", idempotency_key="k-1")
         assert again == first
@@ -66,11 +87,10 @@ async def test_a_keyed_message_sent_again_while_it_is_answered_waits_for_that_an
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     model = RecordingModel(delay_s=0.5)
-    async with running_worker(
-        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session({"system": SYSTEM, "tools": []})
+    async with talking(client, tmp_path / "workspace", search_attribute_names, model) as (
+        onward,
+        session_id,
+    ):
         replies = await asyncio.gather(
             *(onward.send_message(session_id, "once", idempotency_key="same") for _ in range(3))
         )
@@ -84,11 +104,10 @@ async def test_a_key_sent_with_another_message_is_refused_and_nothing_is_answere
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     model = RecordingModel()
-    async with running_worker(
-        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session({"system": SYSTEM, "tools": []})
+    async with talking(client, tmp_path / "workspace", search_attribute_names, model) as (
+        onward,
+        session_id,
+    ):
         await onward.send_message(session_id, "first text", idempotency_key="k")
         with pytest.raises(IdempotencyKeyReused, match="'k' was sent before with another"):
             await onward.send_message(session_id, "second text", idempotency_key="k")
@@ -104,22 +123,14 @@ async def test_a_repeat_after_continue_as_new_gets_the_whole_first_reply(
 ) -> None:
     model = RecordingModel()
     long_message = "x" * 5_000  # the carried turn keeps 4,000 characters of it and of the reply
-    async with running_worker(
-        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session(
-            {"system": SYSTEM, "tools": [], "continue_as_new_after": 1}
-        )
+    async with talking(
+        client, tmp_path / "workspace", search_attribute_names, model, continue_as_new_after=1
+    ) as (onward, session_id):
         first_run = (await onward.info(session_id)).temporal_run_id
         first = await onward.send_message(session_id, long_message, idempotency_key="long")
         second = await onward.send_message(session_id, "next", idempotency_key="next")
         assert second.number == 2
-
-        async def continued() -> bool:  # past the run Temporal would answer the repeat in
-            return (await onward.info(session_id)).temporal_run_id != first_run
-
-        await eventually(continued)
+        await continued_past(onward, session_id, first_run)
 
         again = await onward.send_message(session_id, long_message, idempotency_key="long")
         assert again.repeated
@@ -155,11 +166,10 @@ async def test_a_key_sent_with_another_message_while_the_first_is_answered_is_re
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     model = RecordingModel(delay_s=1.0)
-    async with running_worker(
-        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session({"system": SYSTEM, "tools": []})
+    async with talking(client, tmp_path / "workspace", search_attribute_names, model) as (
+        onward,
+        session_id,
+    ):
         first = asyncio.create_task(onward.send_message(session_id, "a", idempotency_key="k"))
         await answering(onward, session_id, 1)
         with pytest.raises(IdempotencyKeyReused):
@@ -172,20 +182,12 @@ async def test_a_repeat_is_answered_while_the_session_closes(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     model = RecordingModel(delay_s=1.5)
-    async with running_worker(
-        client, tmp_path / "workspace", search_attribute_names, providers={"scripted": model}
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session(
-            {"system": SYSTEM, "tools": [], "continue_as_new_after": 1}
-        )
+    async with talking(
+        client, tmp_path / "workspace", search_attribute_names, model, continue_as_new_after=1
+    ) as (onward, session_id):
         first_run = (await onward.info(session_id)).temporal_run_id
         first = await onward.send_message(session_id, "a", idempotency_key="k1")
-
-        async def continued() -> bool:
-            return (await onward.info(session_id)).temporal_run_id != first_run
-
-        await eventually(continued)
+        await continued_past(onward, session_id, first_run)
         second = asyncio.create_task(onward.send_message(session_id, "b", idempotency_key="k2"))
         await answering(onward, session_id, 2)
         await onward.close_session(session_id)  # closes once "b" is answered
@@ -257,24 +259,19 @@ class FailsAfterAToolCall:
 async def test_a_repeat_of_a_message_whose_run_failed_gets_its_steps(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
-    async with running_worker(
+    model = FailsAfterAToolCall()
+    async with talking(
         client,
         tmp_path / "workspace",
         search_attribute_names,
-        providers={"scripted": FailsAfterAToolCall()},
-    ) as worker:
-        onward = OnwardClient(client, task_queue=worker.task_queue)
-        session_id = await onward.open_session(
-            {"tools": ["calculator"], "continue_as_new_after": 1}
-        )
+        model,
+        tools=["calculator"],
+        continue_as_new_after=1,
+    ) as (onward, session_id):
         first_run = (await onward.info(session_id)).temporal_run_id
         first = await onward.send_message(session_id, "add", idempotency_key="k")
         assert first.status == "failed" and len(first.steps) == 2  # the failed call too
-
-        async def continued() -> bool:
-            return (await onward.info(session_id)).temporal_run_id != first_run
-
-        await eventually(continued)
+        await continued_past(onward, session_id, first_run)
         again = await onward.send_message(session_id, "add", idempotency_key="k")
         assert again.repeated
         assert (again.status, again.steps, again.reply) == (first.status, first.steps, first.reply)
