@@ -223,9 +223,9 @@ class UpdateNotTaken(NoWorker):
 class MessageNotTaken(UpdateNotTaken):
     """No worker took a session message in time, but the server keeps it.
 
-    The next worker to take the session up answers the message (unless the
-    session is closed first): read the session's turns before sending it again,
-    or it is answered twice.
+    The next worker to take the session up answers the message (a close sent
+    after it waits for it): read the session's turns before sending it again,
+    or it is answered twice (or send it with an idempotency key).
     """
 
 

@@ -172,8 +172,8 @@ def _message_not_taken(session_id: str, keyed: bool) -> MessageNotTaken:
     return MessageNotTaken(
         f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
         "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
-        "keeps it, and the next worker to take the session up answers it (unless the "
-        f"session is closed first): {again}"
+        "keeps it, and the next worker to take the session up answers it (a close sent "
+        f"after it waits for it): {again}"
     )
 
 
@@ -238,7 +238,7 @@ class SessionMethods:
             SessionClosed: the session is closed.
             NoWorker: no worker polls the session's task queue (nothing was sent).
             MessageNotTaken: no worker took the message in time; the server keeps it,
-                and the next worker answers it (unless the session is closed first).
+                and the next worker answers it (a close sent after it waits for it).
         """
         fields = {"message": message}
         if idempotency_key is not None:

@@ -826,6 +826,18 @@ async def keyed_messages_repeated_after_continue_as_new(session: SessionHandle) 
     return 2
 
 
+async def message_and_close_at_once(session: SessionHandle) -> int:
+    """One message answered; then a second and the close sent together. Returns 2."""
+    await session.execute_update("send_message", SessionMessage(message="first"))
+    sending = asyncio.create_task(
+        session.execute_update("send_message", SessionMessage(message="second"))
+    )
+    await session.signal(SessionWorkflow.close)
+    with contextlib.suppress(WorkflowUpdateFailedError):  # refused if the close came first
+        await sending
+    return 2
+
+
 SESSION_SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[SessionHandle], Awaitable[int]]]] = {
     # sessions: a child AgentWorkflow per message given the conversation by reference,
     # two messages at once, continue-as-new between messages, the close signal.
@@ -838,6 +850,12 @@ SESSION_SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[SessionHandle], Awa
             "message_budget": {"max_steps": 5},
         },
         three_messages_two_at_once,
+    ),
+    # patched: close takes effect after the messages of its activation (here: a
+    # message and the close sent at once, both read by one workflow task).
+    "session_close_after_messages": (
+        {"script": [{"text": "one"}, {"text": "two"}]},
+        message_and_close_at_once,
     ),
     # keyed messages: a repeat after continue-as-new answered from the carried turn,
     # the key with another message refused by the update's validator.

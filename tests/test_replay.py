@@ -41,6 +41,8 @@ def test_histories_are_committed() -> None:
         "session_m2",  # ... and one continuing it from the store (copy_conversation)
         "session_keyed",  # keyed messages: a repeat after continue-as-new answered from
         "session_keyed_run3",  # the carried turn (no child run), no key reused
+        "session_close_after_messages",  # patched: a message and the close in one task,
+        # the message answered before the session closes
         "tool_cache",  # patched: tool calls carry the run's cache TTL and tenant
         "delegate",  # patched: a sub-agent on a budget slice stops at it; a tool error
         "delegate_child",  # the sub-agent: the parent's workspace, depth 1, budget_exceeded

@@ -128,3 +128,28 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
     again = await onward.send_message(session_id, "second", idempotency_key="k2")
     assert (again.reply, again.number) == ("two", 2)
     assert len(await onward.session_history(session_id)) == 2
+
+
+async def test_a_message_kept_while_no_worker_runs_is_answered_before_a_later_close(
+    client: Client, session_workers: SessionWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
+    start = session_workers.start
+    first = start("worker1")
+    await wait_ready(first)
+    onward = OnwardClient(client, task_queue=session_workers.task_queue)
+    session_id = await onward.open_session(
+        {"tools": [], "script": [{"text": "one"}, {"text": "two"}]}
+    )
+    assert (await onward.send_message(session_id, "first")).reply == "one"
+
+    first.kill()
+    with pytest.raises(MessageNotTaken):
+        await asyncio.wait_for(onward.send_message(session_id, "second"), timeout=30)
+    # "Close once the messages already sent are answered": the kept one was sent first.
+    await onward.close_session(session_id)
+
+    await wait_ready(start("worker2"))
+    result = await asyncio.wait_for(onward.session_result(session_id), timeout=60)
+    assert result.turns == 2
+    assert result.reason == "closed by signal"

@@ -10,6 +10,7 @@ session continues as new once every ``send_message`` has returned.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,6 +58,10 @@ TURN_TEXT_CHARS = 4_000
 """A turn's message and reply are cut to this in ``history`` (and so in the carry, which
 must fit one payload); the reply itself and the store keep them whole."""
 CLOSED_BY_SIGNAL = "closed by signal"
+CLOSE_AFTER_KEPT_PATCH = "session-close-after-kept-messages"
+"""Sessions begun since read ``close`` after the messages that came with it: a message
+the server kept while no worker ran, and a close sent after it, reach the next worker
+together, signal first; the message was sent first, so it is answered."""
 SUMMARY_CHARS = 80
 NO_INPUT = 'input: SessionWorkflow needs one JSON object as input, e.g. {"model": "scripted"}'
 
@@ -131,6 +136,8 @@ class SessionWorkflow:
         self._runs = carry.runs
         self._closing = carry.closing
         self._close_reason = carry.close_reason
+        # ``close`` came: it takes effect once the messages of its activation are queued.
+        self._close_asked = False
         self._last_reason: str | None = None
 
     @workflow.run
@@ -141,6 +148,9 @@ class SessionWorkflow:
         except (ApplicationError, ValidationError):
             self._set_state("failed")
             raise
+        # Past the activation the close came in (its messages admitted), the session is
+        # closing: a message in a later one is refused, also while one is being answered.
+        self._closer = asyncio.ensure_future(self._close_once_asked())
         while True:
             if self._queue:
                 await self._answer(self._queue.pop(0))
@@ -149,7 +159,7 @@ class SessionWorkflow:
                 break
             if self._time_to_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                if not self._queue and not self._closing:
+                if not self._queue and not self._closing and not self._close_asked:
                     workflow.continue_as_new(
                         self._input.model_copy(update={"carry": self._carry()})
                     )
@@ -175,12 +185,12 @@ class SessionWorkflow:
             if left <= 0:
                 raise TimeoutError
             await workflow.wait_condition(
-                lambda: bool(self._queue) or self._closing,
+                lambda: bool(self._queue) or self._closing or self._close_asked,
                 timeout=timedelta(seconds=left),
                 timeout_summary="idle_timeout_s",
             )
         except TimeoutError:
-            if not self._queue and not self._closing:
+            if not self._queue and not self._closing and not self._close_asked:
                 self._closing = True
                 self._close_reason = f"idle for {idle_s:g} s"
 
@@ -342,6 +352,16 @@ class SessionWorkflow:
     @workflow.signal(name="close")
     def close(self, *_payload: Any) -> None:
         """Close the session once the messages already sent are answered (no payload)."""
+        if self._closing or self._close_asked:
+            return
+        if workflow.patched(CLOSE_AFTER_KEPT_PATCH):
+            self._close_asked = True  # closing once this activation's updates are in
+        else:
+            self._closing = True
+            self._close_reason = CLOSED_BY_SIGNAL
+
+    async def _close_once_asked(self) -> None:
+        await workflow.wait_condition(lambda: self._close_asked)
         if not self._closing:
             self._closing = True
             self._close_reason = CLOSED_BY_SIGNAL
