@@ -705,13 +705,10 @@ class OnwardClient(SessionMethods):
         update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
         info = await self._require_worker(run_id)
         run_id = await approval_target(self, info, decision.call_id)
-        # One decision per call: sent again (after UpdateNotTaken, a dropped connection)
-        # it is the same update, answered as the first (Temporal keeps a run's outcomes).
-        update_id = None if decision.call_id is None else f"{verdict}/{decision.call_id}"
         with self._translated(run_id), _unanswered_update(run_id, verdict):
             try:
                 return await self._handle(run_id).execute_update(
-                    update, decision, id=update_id, rpc_timeout=UPDATE_TIMEOUT
+                    update, decision, rpc_timeout=UPDATE_TIMEOUT
                 )
             except WorkflowUpdateFailedError as err:
                 cause = err.cause

@@ -25,7 +25,6 @@ from conftest import (
     running_worker,
     temporal_cli,
 )
-from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -35,7 +34,6 @@ from onward.contracts import (
     PendingApproval,
     RunUsage,
 )
-from onward.errors import RequestRejected
 from onward.starter.render import state_change, status_lines
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
@@ -358,26 +356,3 @@ async def test_a_call_approved_while_paused_shows_the_run_paused(worker: Running
     await handle.signal(AgentWorkflow.resume)
     assert (await handle.result()).status == "completed"
     assert await tool_activities(handle) == 1
-
-
-async def test_a_decision_sent_again_for_its_call_is_answered_as_the_first(
-    worker: RunningWorker,
-) -> None:
-    script = [write("a.md", "a"), write("b.md", "b"), {"text": "done"}]
-    handle = await worker.start(approval_run(script))
-    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
-    (first,) = (await awaiting(handle)).pending_approvals
-    decided = await onward.approve(handle.id, first.call_id, "ok")
-    (second,) = (await awaiting(handle)).pending_approvals  # the run goes on to b.md
-    assert second.call_id != first.call_id
-    # Sent again (its first answer lost, say): the same answer, and b.md still waits.
-    assert await onward.approve(handle.id, first.call_id, "ok") == decided
-    assert [call.call_id for call in (await awaiting(handle)).pending_approvals] == [second.call_id]
-    with pytest.raises(RequestRejected, match="not waiting for approval"):
-        await onward.reject(handle.id, first.call_id, "too late")
-    await onward.reject(handle.id, second.call_id, "no b")
-    result = await handle.result()
-    assert [call.status for step in result.steps for call in step.tool_calls] == [
-        "ok",
-        "refused",  # a rejected call is refused
-    ]
