@@ -59,9 +59,10 @@ WEBHOOK_CONNECT_TIMEOUT_S = 3.0
 """Connecting to one of the receiver's addresses may take this long before the next is
 tried (an unreachable IPv6 address, say, before the IPv4 one)."""
 WEBHOOK_POST_BUDGET_S = 13.0
-"""All addresses tried for one attempt together take at most this long: under the
-activity's 15 s, so a name with many unreachable addresses fails the attempt as a
-timeout of its own (retried) instead of being cut off by Temporal."""
+"""One attempt (the name's lookup and every address tried) takes at most this long:
+under the activity's 15 s, so a slow resolver or a name with many unreachable
+addresses fails the attempt as a timeout of its own (retried) instead of being cut
+off by Temporal."""
 _RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -104,7 +105,16 @@ class WebhookActivities:
                 category=ApplicationErrorCategory.BENIGN,
             )
         url = httpx.URL(delivery.url)
-        addresses = await self._addresses(url)
+        ends = asyncio.get_running_loop().time() + WEBHOOK_POST_BUDGET_S
+        try:
+            async with asyncio.timeout_at(ends):
+                addresses = await self._addresses(url)
+        except TimeoutError:
+            raise _failure(
+                f"webhook_url: no answer from DNS for {url.host} within "
+                f"{WEBHOOK_POST_BUDGET_S:g} s",
+                True,
+            ) from None
         body = json.dumps(
             {"id": delivery.run_id, "result": delivery.result.model_dump(mode="json")},
             separators=(",", ":"),
@@ -115,7 +125,7 @@ class WebhookActivities:
             DELIVERY_HEADER: f"{info.workflow_id}/{info.activity_id}",
         }
         try:
-            response = await self._post(url, addresses, body, headers)
+            response = await self._post(url, addresses, body, headers, ends)
         except httpx.HTTPError as err:
             raise _failure(f"webhook POST failed: {type(err).__name__}: {err}", True) from None
         status = response.status_code
@@ -143,11 +153,11 @@ class WebhookActivities:
         addresses: Sequence[IPAddress],
         body: bytes,
         headers: dict[str, str],
+        ends: float,
     ) -> httpx.Response:
         """One POST to the first checked address that accepts a connection (a client
-        of its own each time, see :func:`pinned_request`)."""
+        of its own each time, see :func:`pinned_request`), by ``ends`` (loop time)."""
         loop = asyncio.get_running_loop()
-        ends = loop.time() + WEBHOOK_POST_BUDGET_S
         tried = 0
         last_error: httpx.TransportError | None = None
         for address in addresses:

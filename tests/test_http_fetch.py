@@ -684,6 +684,8 @@ def test_an_allow_entry_with_a_port_allows_that_port_only() -> None:
         ("[::1]x", r"an IPv6 entry is \[address\]:port"),
         ("[::1]:http", "port must be a number"),
         ("[::1", r"an IPv6 entry is \[address\]:port"),
+        ("fe80::1%eth0:80", "is not an IP address"),  # a zone id, not a port
+        ("[fe80::1%eth0]:80", "is not an IP address"),
     ):
         with pytest.raises(ValueError, match=f"^ONWARD_HTTP_ALLOW: .*{why}"):
             AllowList.parse(bad)

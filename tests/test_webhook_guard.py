@@ -218,6 +218,21 @@ async def test_many_unreachable_addresses_fail_the_attempt_within_its_time(
     assert not error.non_retryable and stalling.attempts == ["127.0.0.2"]
 
 
+async def test_a_resolver_that_does_not_answer_fails_the_attempt_within_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhooks, "WEBHOOK_POST_BUDGET_S", 0.3)
+
+    async def silent(host: str, port: int) -> Sequence[str]:
+        await asyncio.sleep(60)
+        raise AssertionError("unreachable")
+
+    activities = WebhookActivities("secret", resolver=silent)
+    error = await refused(activities, "https://hooks.example/hook")
+    assert "no answer from DNS for hooks.example within 0.3 s" in error.message
+    assert not error.non_retryable
+
+
 @pytest.mark.parametrize("first", ["refuses", "times out"])
 async def test_an_address_that_cannot_be_reached_gives_way_to_the_next(
     receiver: tuple[int, list[str]], first: str

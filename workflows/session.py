@@ -179,6 +179,11 @@ class SessionWorkflow:
     async def _wait_idle(self) -> None:
         """Wait for a message or ``close``; close once ``idle_timeout_s`` has passed without one."""
         self._set_state("idle")
+        if self._close_asked:
+            # Closing once the close's activation is over: yield to the task that closes
+            # (returning at once would spin the loop without ever letting it run).
+            await workflow.wait_condition(lambda: self._closing)
+            return
         idle_s = self._input.idle_timeout_s
         left = idle_s - (workflow.now() - self._last_active).total_seconds()
         try:

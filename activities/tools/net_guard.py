@@ -242,7 +242,14 @@ def _port(text: str, entry: str, setting: str) -> int:
 
 
 def _allowed_target(target: str) -> IPNetwork | str | None:
-    """An address or range as a network, a host name lowered, or None: neither."""
+    """An address or range as a network, a host name lowered, or None: neither.
+
+    A zone id (``fe80::1%eth0``) is refused: the guard matches addresses without
+    one, so it would allow the address on every interface (and ``%eth0:80``, meant
+    as a port, would be taken as part of the zone).
+    """
+    if "%" in target:
+        return None
     single = parse_ip(target)
     if single is not None:
         return ip_network(unmap(single))
