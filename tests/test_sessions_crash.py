@@ -95,27 +95,35 @@ async def test_session_survives_kill_9_between_and_during_messages(
     assert (await onward.session_result(session_id)).turns == 3
 
 
-async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_worker(
-    client: Client, session_workers: SessionWorkers, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
-    start = session_workers.start
-    first = start("worker1")
+async def kept_by_the_server(
+    client: Client, session_workers: SessionWorkers, idempotency_key: str | None = None
+) -> tuple[OnwardClient, str, MessageNotTaken]:
+    """A session whose worker answered "first" and was killed; then "second", which no
+    worker takes (MessageNotTaken, the server keeps it). Start the next worker next."""
+    first = session_workers.start("worker1")
     await wait_ready(first)
     onward = OnwardClient(client, task_queue=session_workers.task_queue)
     session_id = await onward.open_session(
         {"tools": [], "script": [{"text": "one"}, {"text": "two"}]}
     )
     assert (await onward.send_message(session_id, "first")).reply == "one"
-
     first.kill()
     # Temporal still lists the killed worker as a poller: the send used to wait for good.
-    with pytest.raises(MessageNotTaken, match="send it again with the same idempotency_key"):
+    with pytest.raises(MessageNotTaken) as kept:
         await asyncio.wait_for(
-            onward.send_message(session_id, "second", idempotency_key="k2"), timeout=30
+            onward.send_message(session_id, "second", idempotency_key=idempotency_key),
+            timeout=30,
         )
+    return onward, session_id, kept.value
 
-    await wait_ready(start("worker2"))
+
+async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_worker(
+    client: Client, session_workers: SessionWorkers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
+    onward, session_id, kept = await kept_by_the_server(client, session_workers, "k2")
+    assert "send it again with the same idempotency_key" in str(kept)
+    await wait_ready(session_workers.start("worker2"))
 
     async def answered() -> bool:
         turns = await onward.session_history(session_id)
@@ -134,22 +142,11 @@ async def test_a_message_kept_while_no_worker_runs_is_answered_before_a_later_cl
     client: Client, session_workers: SessionWorkers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
-    start = session_workers.start
-    first = start("worker1")
-    await wait_ready(first)
-    onward = OnwardClient(client, task_queue=session_workers.task_queue)
-    session_id = await onward.open_session(
-        {"tools": [], "script": [{"text": "one"}, {"text": "two"}]}
-    )
-    assert (await onward.send_message(session_id, "first")).reply == "one"
-
-    first.kill()
-    with pytest.raises(MessageNotTaken):
-        await asyncio.wait_for(onward.send_message(session_id, "second"), timeout=30)
+    onward, session_id, _ = await kept_by_the_server(client, session_workers)
     # "Close once the messages already sent are answered": the kept one was sent first.
     await onward.close_session(session_id)
 
-    await wait_ready(start("worker2"))
+    await wait_ready(session_workers.start("worker2"))
     result = await asyncio.wait_for(onward.session_result(session_id), timeout=60)
     assert result.turns == 2
     assert result.reason == "closed by signal"
