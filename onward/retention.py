@@ -5,18 +5,19 @@ the transcript store (messages, step records, tool-cache entries and, on
 PostgreSQL, run workspaces) keeps its part until :func:`prune_store` (``onward
 prune-store --older-than 30d``) deletes it. Something is deleted only when
 nothing was written to it for ``older_than`` and no running workflow may
-still need it: its run, the run's root (the parent of a sub-agent, the
-session of a message) and, for a message's run that Temporal has already
-dropped, its session (an open session's next message reads its conversation
-from the last message's transcript). An entry whose id names no run
+still need it: its run, the run's root as Temporal knows it and, for a run
+Temporal has already dropped, the parents its id names (a sub-agent's
+``<parent>.delegate-...``, a message run's session ``<session>-m<N>``: an open
+session's next message reads its conversation from the last message's
+transcript). An entry whose id names no run
 (``sha256-...``: a tool set's specs, which runs with those tools share and
 read on a worker that has not seen them, or the transcript of a workflow id
 that is no usable file name) is kept.
 
 With the local directory store, run workspaces are directories beside the
 workers (``ONWARD_WORKSPACE``): given ``workspace_root``, an old one goes
-unless a running workflow's workspace is that directory (a directory name may
-hide its run's id, so the running workflows are listed and mapped to theirs).
+unless its run is needed as above, or (a directory name may hide its run's id)
+a running workflow or its root maps to it.
 
 Runs are looked up in the client's namespace: a store shared by several
 namespaces must not be pruned from one of them (their runs look gone).
