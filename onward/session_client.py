@@ -241,12 +241,11 @@ class SessionMethods:
                 and the next worker answers it (a close sent after it waits for it).
         """
         fields = {"message": message}
-        if idempotency_key is not None:
-            fields["idempotency_key"] = idempotency_key
-        request = validated(SessionMessage, fields)
         update_id = None
         if idempotency_key is not None:
+            fields["idempotency_key"] = idempotency_key
             update_id = sessions.message_update_id(idempotency_key, message)
+        request = validated(SessionMessage, fields)
         await _worker_in_grace(self, session_id, await _session_info(self, session_id))
         handle = _handle(self.temporal, session_id)
         with _closed_as(session_id), self._translated(session_id):
