@@ -42,14 +42,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import sessions
 from onward.artifacts import RUNS_DIR, workspace_dir
-from onward.errors import RunNotFound, SettingsError, StoreError
+from onward.errors import OnwardError, RunNotFound, SettingsError, StoreError
 from onward.store import TranscriptStore
 from onward.store.base import PrunableBackend
 
 if TYPE_CHECKING:
     from onward.client import OnwardClient
 
-__all__ = ["KeptItem", "PruneReport", "prune_store"]
+__all__ = ["KeptItem", "PruneInterrupted", "PruneReport", "prune_store"]
 
 TOOL_CACHE_PREFIX = "tool-cache."
 """Tool-cache entries (:func:`onward.tool_cache.cache_key`) belong to no run: age alone counts."""
@@ -100,6 +100,22 @@ def _ancestors(workflow_id: str) -> list[str]:
         found.append(workflow_id)
     session = sessions.session_of(workflow_id)
     return [*found, *([session] if session else [])]
+
+
+class PruneInterrupted(OnwardError):
+    """Temporal or the store failed part way: what was deleted by then is in ``report``.
+
+    Attributes:
+        report: what was deleted (and kept) before the failure, which is the cause.
+    """
+
+    def __init__(self, report: PruneReport, cause: OnwardError) -> None:
+        deleted = [*report.transcripts, *report.workspaces]
+        super().__init__(
+            f"prune-store stopped after deleting {len(report.transcripts)} transcript(s) "
+            f"and {len(report.workspaces)} workspace(s) ({', '.join(deleted)}): {cause}"
+        )
+        self.report = report
 
 
 class _Owners:
@@ -164,6 +180,7 @@ async def prune_store(
         ValueError: ``older_than`` is under a second.
         StoreError: the store cannot be pruned (or reached).
         ConnectionFailed: Temporal cannot be reached (nothing is deleted unasked).
+        PruneInterrupted: either failed after something was deleted (it says what).
     """
     if older_than < timedelta(seconds=1):
         raise ValueError("older_than: at least a second")
@@ -179,6 +196,23 @@ async def prune_store(
         retention_s=retention,
         dry_run=dry_run,
     )
+    try:
+        await _prune(client, backend, report, older_than, dry_run, workspace_root)
+    except OnwardError as err:
+        if (report.transcripts or report.workspaces) and not dry_run:
+            raise PruneInterrupted(report, err) from err
+        raise
+    return report
+
+
+async def _prune(
+    client: OnwardClient,
+    backend: PrunableBackend,
+    report: PruneReport,
+    older_than: timedelta,
+    dry_run: bool,
+    workspace_root: Path | None,
+) -> None:
     owners = _Owners(client)
     for transcript in await backend.stale_transcripts(older_than):
         owner = _owner(transcript)
@@ -198,7 +232,6 @@ async def prune_store(
             report.workspaces.append(workspace)
     if workspace_root is not None:
         await _prune_directories(owners, report, workspace_root, older_than, dry_run)
-    return report
 
 
 async def _retention(client: OnwardClient) -> float | None:

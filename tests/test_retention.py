@@ -24,10 +24,10 @@ from temporalio.client import Client
 from conftest import eventually, run_onward, running_worker
 from onward import retention
 from onward.artifacts import RUNS_DIR, workspace_dir
-from onward.client import OnwardClient
+from onward.client import OnwardClient, RunInfo
 from onward.contracts import Message
-from onward.errors import SettingsError
-from onward.retention import NAMES_NO_RUN, prune_store
+from onward.errors import ConnectionFailed, SettingsError
+from onward.retention import NAMES_NO_RUN, PruneInterrupted, prune_store
 from onward.store import LocalStore, TranscriptStore, open_store
 from onward.store.postgres import PostgresStore
 
@@ -443,3 +443,33 @@ async def test_a_plain_workspace_is_kept_for_its_running_run_while_visibility_la
         }
     finally:
         await handle.terminate()
+
+
+class FailingAfter(OnwardClient):
+    """A client whose lookups fail (Temporal gone) after the first ``calls``."""
+
+    def __init__(self, client: Client, calls: int) -> None:
+        super().__init__(client)
+        self.calls = calls
+
+    async def info(self, run_id: str) -> RunInfo:
+        self.calls -= 1
+        if self.calls < 0:
+            raise ConnectionFailed("Temporal went away")
+        return await super().info(run_id)
+
+
+async def test_a_prune_cut_short_says_what_it_deleted(client: Client, tmp_path: Path) -> None:
+    store = TranscriptStore(LocalStore(tmp_path / "store"))
+    first, second = gone("a-gone"), gone("b-gone")
+    for transcript in (first, second):
+        await store.write_messages(transcript, 0, HELLO)
+    make_old(tmp_path / "store", first, second)
+    with pytest.raises(PruneInterrupted, match="after deleting 1 transcript") as stopped:
+        await prune_store(FailingAfter(client, calls=1), store, OLD)
+    assert stopped.value.report.transcripts == [first]
+    assert f"({first}): Temporal went away" in str(stopped.value)
+    assert not (tmp_path / "store" / first).exists() and (tmp_path / "store" / second).exists()
+    # Nothing deleted yet: the error itself.
+    with pytest.raises(ConnectionFailed):
+        await prune_store(FailingAfter(client, calls=0), store, OLD)
