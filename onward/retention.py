@@ -28,7 +28,6 @@ referenced by histories: neither is touched here.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import time
 from datetime import timedelta
@@ -45,6 +44,7 @@ from onward.artifacts import RUNS_DIR, workspace_dir
 from onward.errors import OnwardError, RunNotFound, SettingsError, StoreError
 from onward.store import TranscriptStore
 from onward.store.base import PrunableBackend
+from onward.store.local import last_write, stale_directories
 
 if TYPE_CHECKING:
     from onward.client import OnwardClient
@@ -276,7 +276,7 @@ async def _prune_directories(
     moment ago, which are not old).
     """
     cutoff = time.time() - older_than.total_seconds()
-    stale = await asyncio.to_thread(_stale_directories, root / RUNS_DIR, cutoff)
+    stale = await asyncio.to_thread(stale_directories, root / RUNS_DIR, cutoff)
     if not stale:
         return
     running: dict[Path, str] = {}
@@ -299,30 +299,10 @@ async def _prune_directories(
             report.kept.append(KeptItem(id=str(directory), kind="workspace", reason=str(err)))
 
 
-def _stale_directories(runs: Path, cutoff: float) -> list[Path]:
-    try:
-        entries = sorted(runs.iterdir())
-    except FileNotFoundError:
-        return []
-    return [entry for entry in entries if entry.is_dir() and _tree_written(entry) < cutoff]
-
-
-def _tree_written(directory: Path) -> float:
-    """The latest modification time of ``directory`` and everything under it."""
-    latest = directory.stat().st_mtime
-    for parent, dirs, files in os.walk(directory):
-        for name in (*dirs, *files):
-            try:
-                latest = max(latest, os.lstat(os.path.join(parent, name)).st_mtime)
-            except FileNotFoundError:
-                continue
-    return latest
-
-
 def _delete_directory(directory: Path, cutoff: float) -> bool:
     """Remove ``directory`` unless something under it was written since ``cutoff``."""
     try:
-        if _tree_written(directory) >= cutoff:
+        if last_write(directory) >= cutoff:
             return False
         shutil.rmtree(directory)
     except FileNotFoundError:

@@ -40,7 +40,14 @@ from typing import Any, BinaryIO, TypeVar
 
 from onward.store.base import Kind, StoreError, check_transcript_id
 
-__all__ = ["CACHED_LOGS", "INLINE_IO_BYTES", "MEMORY_DIR", "LocalStore"]
+__all__ = [
+    "CACHED_LOGS",
+    "INLINE_IO_BYTES",
+    "MEMORY_DIR",
+    "LocalStore",
+    "last_write",
+    "stale_directories",
+]
 
 _T = TypeVar("_T")
 
@@ -238,20 +245,7 @@ class LocalStore:
         return await asyncio.to_thread(self._stale, cutoff)
 
     def _stale(self, cutoff: float) -> list[str]:
-        try:
-            entries = list(os.scandir(self._root))
-        except FileNotFoundError:
-            return []
-        except OSError as err:
-            raise StoreError(f"cannot list {self._root}: {err.strerror}") from err
-        stale = []
-        for entry in entries:
-            if not entry.is_dir() or entry.name == MEMORY_DIR:
-                continue
-            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
-                if _last_write(Path(entry.path)) < cutoff:
-                    stale.append(entry.name)
-        return sorted(stale)
+        return [path.name for path in stale_directories(self._root, cutoff, skip=MEMORY_DIR)]
 
     async def delete_transcript(self, transcript: str, older_than: timedelta) -> bool:
         directory = self._root / check_transcript_id(transcript)
@@ -277,7 +271,7 @@ class LocalStore:
                 for path in paths:
                     file = held.enter_context(path.open("rb"))
                     fcntl.flock(file, fcntl.LOCK_EX)
-                if _last_write(directory) >= cutoff:
+                if last_write(directory) >= cutoff:
                     return False
                 for path in paths:
                     path.unlink()
@@ -320,13 +314,34 @@ class LocalStore:
         return [latest[key_id] for key_id in sorted(latest)]
 
 
-def _last_write(directory: Path) -> float:
-    """The latest modification time of the directory and the files in it."""
-    times = [directory.stat().st_mtime]
-    for entry in os.scandir(directory):
-        with contextlib.suppress(FileNotFoundError):
-            times.append(entry.stat().st_mtime)
-    return max(times)
+def last_write(directory: Path) -> float:
+    """The latest modification time of ``directory`` and everything under it (links
+    not followed): a transcript's files, or a run workspace's tree."""
+    latest = directory.stat().st_mtime
+    for parent, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                latest = max(latest, os.lstat(os.path.join(parent, name)).st_mtime)
+    return latest
+
+
+def stale_directories(root: Path, cutoff: float, skip: str | None = None) -> list[Path]:
+    """The directories in ``root`` (but ``skip``) with nothing written since ``cutoff``
+    (``time.time()``), sorted; none when ``root`` does not exist."""
+    try:
+        entries = sorted(root.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise StoreError(f"cannot list {root}: {err.strerror}") from err
+    stale = []
+    for entry in entries:
+        if entry.name == skip or not entry.is_dir():
+            continue
+        with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+            if last_write(entry) < cutoff:
+                stale.append(entry)
+    return stale
 
 
 async def _run(size: int, io: Callable[..., _T], *args: Any) -> _T:
