@@ -119,20 +119,28 @@ class PruneInterrupted(OnwardError):
 
 
 class _Owners:
-    """Why a workflow id's data must stay (None: it may go), each id asked once."""
+    """Why a workflow id's data must stay (None: it may go); Temporal asked once an id."""
 
     def __init__(self, client: OnwardClient) -> None:
         self.client = client
         self._reasons: dict[str, str | None] = {}
+        self._described: dict[str, tuple[bool, str | None]] = {}
 
     async def _is_running(self, workflow_id: str) -> tuple[bool, str | None]:
-        """Whether it runs, and its root's id (None: not known to Temporal, or its own)."""
-        try:
-            info = await self.client.info(workflow_id)
-        except RunNotFound:
-            return False, None
-        root = info.root_id if info.root_id not in (None, workflow_id) else None
-        return info.running, root
+        """Whether it runs, and its root's id (None: not known to Temporal, or its own).
+
+        Asked once per id: the messages of one session, the sub-agents of one run,
+        all name the same parent.
+        """
+        if workflow_id not in self._described:
+            try:
+                info = await self.client.info(workflow_id)
+            except RunNotFound:
+                self._described[workflow_id] = (False, None)
+            else:
+                root = info.root_id if info.root_id not in (None, workflow_id) else None
+                self._described[workflow_id] = (info.running, root)
+        return self._described[workflow_id]
 
     async def reason(self, workflow_id: str) -> str | None:
         if workflow_id not in self._reasons:
