@@ -20,12 +20,13 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from conftest import activity_running, eventually, run_onward, temporal_cli
+from conftest import activity_running, eventually, run_onward, running_worker, temporal_cli
 from onward import search_attributes as sa
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput
 from onward.plugin import ensure_search_attributes
+from onward.tuning import dev_server_args
 from onward.workflows import AgentWorkflow
 
 REPO = Path(__file__).resolve().parent.parent
@@ -280,6 +281,33 @@ async def test_a_run_starts_while_the_servers_attributes_are_not_usable_yet(
     attributes = started.workflow_execution_started_event_attributes.search_attributes
     assert dict(attributes.indexed_fields) == {}  # refused: started without them
     await client.get_workflow_handle(run_id).terminate("test over")
+    server.stop()
+
+
+async def test_the_embedded_servers_runs_carry_onwards_attributes_from_its_first_run(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """`onward dev`'s server registers Onward's attributes as it starts and caches them, as
+    a cluster does (see onward.tuning): a run started before any worker registered them
+    starts with them, and its upsert at the end is taken."""
+    port = free_port()
+    server = DevServer(port, tmp_path / "t.db", tmp_path / "server.log", *dev_server_args())
+    server.start()
+    assert server.process is not None
+    processes.append(server.process)
+    client = await connect(port)
+    names = sorted(key.name for key in sa.ALL)
+    async with running_worker(client, tmp_path / "workspace", names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        run_id = await onward.start(AgentInput(prompt="p", model="scripted", tenant="acme"))
+        handle = client.get_workflow_handle_for(AgentWorkflow.run, run_id)
+        assert (await handle.result()).status == "completed"
+    started = (await handle.fetch_history()).events[0]
+    attributes = started.workflow_execution_started_event_attributes.search_attributes
+    assert sorted(attributes.indexed_fields) == names
+    shown = (await handle.describe()).typed_search_attributes
+    assert shown.get(sa.STATUS) == "completed"
+    assert shown.get(sa.STEPS) == 1
     server.stop()
 
 

@@ -146,6 +146,22 @@ def test_the_embedded_dev_server_fires_timers_without_the_one_second_floor(tmp_p
     assert "history.timerProcessorMaxTimeShift:\n  - value: 100ms" in text
 
 
+def test_the_embedded_dev_server_caches_search_attributes_and_has_onwards(tmp_path: Path) -> None:
+    """Its search-attribute cache is on, as on a cluster, with Onward's registered at start."""
+    command = DevServer.recorded(tmp_path, None, None).command()
+    values = [command[i + 1] for i, arg in enumerate(command) if arg == "--dynamic-config-value"]
+    assert "system.forceSearchAttributesCacheRefreshOnRead=false" in values
+    registered = [command[i + 1] for i, arg in enumerate(command) if arg == "--search-attribute"]
+    assert registered == [
+        "OnwardStatus=Keyword",
+        "OnwardModel=Keyword",
+        "OnwardTenant=Keyword",
+        "OnwardSteps=Int",
+        "OnwardTokens=Int",
+        "OnwardCostUsd=Double",
+    ]
+
+
 # Sixteen threads allocate at once and stay alive; glibc's malloc_stats lists the arenas.
 ARENA_PROBE = """
 import ctypes, os, sys, threading
