@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,12 +129,31 @@ def _throughput_table(runs: dict[str, list[dict[str, Any]]], title: str) -> list
     head += ["peak RSS MB"]
     lines = [title, "", *_table(head, rows)]
     lines.append("")
+    floor_rounds = {f["agents"]: f.get("each_round", []) for f in runs.get(FLOOR, [])}
     for fig in runs.get("onward", []):
         if fig["agents"] >= 10:
             ratio = _ratio(fig["steps_per_s"], floor.get(fig["agents"]))
             verdict = _verdict(ratio, TARGETS["throughput_vs_floor"], at_least=True)
-            lines.append(f"- Onward at {fig['agents']} agents vs floor: {_x(ratio)}, {verdict}")
+            paired = _round_by_round(fig.get("each_round", []), floor_rounds.get(fig["agents"]))
+            lines.append(
+                f"- Onward at {fig['agents']} agents vs floor: {_x(ratio)}, {verdict}{paired}"
+            )
     return lines
+
+
+def _round_by_round(onward: list[float], floor: list[float] | None) -> str:
+    """Onward's ratio to the floor in each round, and their median, where there are several.
+
+    The table's ratio is of the two medians, which may come from different rounds;
+    a round's systems run back to back, so its own ratio is the like-for-like one.
+    """
+    if not floor or len(onward) != len(floor) or len(onward) < 2:
+        return ""
+    ratios = [a / b for a, b in zip(onward, floor, strict=True) if b]
+    if not ratios:
+        return ""
+    each = ", ".join(_x(r) for r in ratios)
+    return f"; round by round {each} (median {_x(statistics.median(ratios))})"
 
 
 def _history(data: dict[str, Any]) -> list[str]:

@@ -10,7 +10,7 @@ import asyncio
 import statistics
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.harness import Harness
 from bench.processes import RssSampler, cpu_s
@@ -54,6 +54,9 @@ class Throughput:
     model_cpu_ms_per_step: float | None = None
     """The fake model server's CPU per step meanwhile: it answers every system alike, so
     this is what the system's requests cost to read (a whole conversation, or a step)."""
+    each_round: list[float] = field(default_factory=list)
+    """Steps per second of each round, in the rounds' order (the report pairs them: a
+    round's systems run back to back, under the same load)."""
 
 
 def in_turn(systems: Sequence[System], round_: int) -> list[System]:
@@ -160,6 +163,7 @@ def _median(rounds: list[Throughput]) -> Throughput:
         server_cpu_ms_per_step=_median_of(r.server_cpu_ms_per_step for r in rounds),
         client_cpu_ms_per_step=_median_of(r.client_cpu_ms_per_step for r in rounds),
         model_cpu_ms_per_step=_median_of(r.model_cpu_ms_per_step for r in rounds),
+        each_round=[r.steps_per_s for r in rounds],
     )
 
 
