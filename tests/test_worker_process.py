@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from conftest import activity_running, eventually, run_onward, running_worker, temporal_cli
@@ -287,9 +292,9 @@ async def test_a_run_starts_while_the_servers_attributes_are_not_usable_yet(
 async def test_the_embedded_servers_runs_carry_onwards_attributes_from_its_first_run(
     tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
-    """`onward dev`'s server registers Onward's attributes as it starts and caches them, as
-    a cluster does (see onward.tuning): a run started before any worker registered them
-    starts with them, and its upsert at the end is taken."""
+    """`onward dev`'s server registers Onward's attributes as it creates its database and
+    caches them, as a cluster does (see onward.tuning): a run started before any worker
+    registered them starts with them, and its upsert at the end is taken."""
     port = free_port()
     server = DevServer(port, tmp_path / "t.db", tmp_path / "server.log", *dev_server_args())
     server.start()
@@ -297,6 +302,10 @@ async def test_the_embedded_servers_runs_carry_onwards_attributes_from_its_first
     processes.append(server.process)
     client = await connect(port)
     names = sorted(key.name for key in sa.ALL)
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=client.namespace)
+    )
+    assert set(names) <= set(listed.custom_attributes)  # before any worker ran
     async with running_worker(client, tmp_path / "workspace", names) as worker:
         onward = OnwardClient(client, task_queue=worker.task_queue)
         run_id = await onward.start(AgentInput(prompt="p", model="scripted", tenant="acme"))
@@ -308,6 +317,27 @@ async def test_the_embedded_servers_runs_carry_onwards_attributes_from_its_first
     shown = (await handle.describe()).typed_search_attributes
     assert shown.get(sa.STATUS) == "completed"
     assert shown.get(sa.STEPS) == 1
+    # Cached: an attribute registered now is not taken at once (start-dev's own
+    # setting takes it within milliseconds). A slow machine may ask late: taken then.
+    probe = SearchAttributeKey.for_keyword("OnwardCacheProbe")
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={probe.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+        )
+    )
+    registered = time.monotonic()
+    try:
+        await client.start_workflow(
+            "NoSuchWorkflow",
+            id=f"probe-{uuid.uuid4().hex[:8]}",
+            task_queue="nobody-polls",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(probe, "x")]),
+        )
+    except RPCError as err:
+        assert "OnwardCacheProbe" in str(err), err
+    else:
+        assert time.monotonic() - registered > 1.0, "taken at once: no cache"
     server.stop()
 
 
