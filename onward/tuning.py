@@ -84,14 +84,30 @@ worker started; at 100 ms, about 2 s sooner (``make bench``). The cost is the
 server reading its timer queue more often: nothing on one machine; measure it
 on a large cluster before setting it there."""
 
-EMBEDDED_SERVER_DYNAMIC_CONFIG = {"system.forceSearchAttributesCacheRefreshOnRead": False}
-"""Dynamic config of the embedded dev server alone, where ``start-dev`` differs from a cluster.
+EMBEDDED_SERVER_DYNAMIC_CONFIG = {
+    "system.forceSearchAttributesCacheRefreshOnRead": False,
+    "history.transferProcessorMaxPollRPS": 200,
+}
+"""Dynamic config of the embedded dev server alone, where one machine's server differs
+from a cluster's.
 
-``temporal server start-dev`` reads the search attribute definitions from its
-database every time it handles one (a run started with them, each upsert, each
-history it sends with them), so that an attribute registered a moment before
-works at once; a cluster caches them (Temporal's default, kept here). Onward's
-runs start with search attributes and upsert them as they end: with the cache,
+``history.transferProcessorMaxPollRPS``: a history shard reads its queue of new
+tasks (a workflow task to hand to a worker after an activity completed, say) at
+most this often, 20 times a second by default, and the dev server has one shard
+for every workflow (a cluster has hundreds). After its first second every step
+waited about 35 ms for that read: one agent's step took 51.8 ms, the floor's
+51.5 ms, pydantic-ai's 101.5 ms (``make bench``, sequential). At 200: 13.4, 13.3
+and 40.0 ms (``python -m bench.run --only sequential``, five interleaved rounds);
+at 10 agents of 3 steps, 93 against 83 steps/s; at 100 agents within the noise,
+the server spending 0.1-0.8 ms more CPU a step (its queue read more often, in
+smaller batches; 1,000 a second cost up to 3 ms more).
+
+``system.forceSearchAttributesCacheRefreshOnRead``: ``temporal server start-dev``
+reads the search attribute definitions from its database every time it handles
+one (a run started with them, each upsert, each history it sends with them), so
+that an attribute registered a moment before works at once; a cluster caches
+them (Temporal's default, kept here). Onward's runs start with search
+attributes and upsert them as they end: with the cache,
 the dev server spent 0.3-0.8 ms more a step serving Onward than the floor
 instead of 1.0 ms (``python -m bench.run --only throughput --no-peers``, 100
 agents of 3 steps, three interleaved pairs), and Onward's steps per second rose

@@ -162,6 +162,13 @@ def test_the_embedded_dev_server_caches_search_attributes_and_has_onwards(tmp_pa
     ]
 
 
+def test_the_embedded_dev_server_reads_its_one_shards_task_queue_often(tmp_path: Path) -> None:
+    """At Temporal's 20 reads a second every step waited about 35 ms (see onward.tuning)."""
+    command = DevServer.recorded(tmp_path, None, None).command()
+    values = [command[i + 1] for i, arg in enumerate(command) if arg == "--dynamic-config-value"]
+    assert "history.transferProcessorMaxPollRPS=200" in values
+
+
 # Sixteen threads allocate at once and stay alive; glibc's malloc_stats lists the arenas.
 ARENA_PROBE = """
 import ctypes, os, sys, threading
