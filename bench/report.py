@@ -79,7 +79,11 @@ def _sequential(data: dict[str, Any]) -> list[str]:
     lines = ["### Sequential: one agent, per-step time (median of rounds)", ""]
     lines += _table(["system", "ms / step", "vs floor", "worker CPU ms / step", "failed"], rows)
     onward = seq.get("onward", {}).get("step_ms")
-    lines += ["", f"- Onward vs floor: {_verdict(_ratio(onward, floor), TARGETS['step_vs_floor'])}"]
+    paired = _round_by_round(
+        seq.get("onward", {}).get("each_round", []), seq.get(FLOOR, {}).get("each_round")
+    )
+    verdict = _verdict(_ratio(onward, floor), TARGETS["step_vs_floor"])
+    lines += ["", f"- Onward vs floor: {verdict}{paired}"]
     for peer in PEERS:
         if peer in seq:
             ratio = _ratio(onward, seq[peer]["step_ms"])

@@ -31,6 +31,9 @@ class Sequential:
     cpu_ms_per_step: float
     rounds: int
     failed: int
+    each_round: list[float] = field(default_factory=list)
+    """Per-step milliseconds of each measured round, in the rounds' order (see
+    :attr:`Throughput.each_round`)."""
 
 
 @dataclass
@@ -98,6 +101,7 @@ async def sequential(bench: Harness, steps: int, rounds: int) -> dict[str, Seque
             cpu_ms_per_step=statistics.median(cpu_s[name]) * 1000 if values else float("nan"),
             rounds=len(values),
             failed=failed[name],
+            each_round=[value * 1000 for value in values],
         )
         for name, values in step_s.items()
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import TIMES, _throughput_table
+from bench.report import TIMES, _sequential, _throughput_table
 
 
 def level(agents: int, steps_per_s: float, each_round: list[float]) -> dict[str, Any]:
@@ -40,3 +40,17 @@ def test_results_without_rounds_keep_the_plain_verdict() -> None:
     assert _throughput_table(runs, "### t")[-1] == (
         f"- Onward at 10 agents vs floor: 0.90{TIMES}, NOT met (target ≥ 0.95)"
     )
+
+
+def test_sequential_verdict_gives_each_rounds_ratio() -> None:
+    seq = {
+        "onward": {"step_ms": 13.1, "cpu_ms_per_step": 7.0, "failed": 0,
+                   "each_round": [12.7, 12.4, 13.1, 13.1, 15.4]},
+        "bare": {"step_ms": 12.3, "cpu_ms_per_step": 7.0, "failed": 0,
+                 "each_round": [13.2, 12.3, 12.9, 12.2, 12.2]},
+    }  # fmt: skip
+    lines = _sequential({"sequential": seq})
+    assert (
+        "- Onward vs floor: NOT met (target ≤ 1.05); "
+        "round by round 0.96x, 1.01x, 1.02x, 1.07x, 1.26x (median 1.02x)"
+    ).replace("x", TIMES) in lines
