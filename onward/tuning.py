@@ -107,11 +107,11 @@ reads the search attribute definitions from its database every time it handles
 one (a run started with them, each upsert, each history it sends with them), so
 that an attribute registered a moment before works at once; a cluster caches
 them (Temporal's default, kept here). Onward's runs start with search
-attributes and upsert them as they end: with the cache,
-the dev server spent 0.3-0.8 ms more a step serving Onward than the floor
-instead of 1.0 ms (``python -m bench.run --only throughput --no-peers``, 100
-agents of 3 steps, three interleaved pairs), and Onward's steps per second rose
-from 0.89-0.92x to 0.90-0.95x the floor's. Onward's own attributes are
+attributes and upsert them as they end: with the cache, the dev server spent
+0.3-0.8 ms more a step serving Onward than the floor instead of 1.0 ms
+(``python -m bench.run --only throughput --no-peers``, 100 agents of 3 steps,
+three interleaved pairs), and Onward's steps per second rose from 0.89-0.92x
+to 0.90-0.95x the floor's. Onward's own attributes are
 registered when the server creates its database (``--search-attribute``, see
 :func:`dev_server_args`; the flag does nothing on an existing one), so they work
 from its first run; one registered later on that server is refused for about 2 s
