@@ -56,7 +56,15 @@ from onward.connection import DATA_CONVERTER, connect_config, connect_with_retry
 from onward.errors import SettingsError
 from onward.plugin import DEFAULT_WORKSPACE, OnwardPlugin, ensure_search_attributes
 from onward.pricing import PricingTable
-from onward.store import LocalStore, StoreError, TranscriptStore, local_root, open_store, store_url
+from onward.store import (
+    LocalStore,
+    StoreError,
+    TranscriptStore,
+    is_postgres,
+    local_root,
+    open_store,
+    store_url,
+)
 from onward.telemetry import configure_telemetry, temporal_runtime
 from onward.tuning import ENV_VARS, SHUTDOWN_MARGIN_S, WorkerTuning, limit_malloc_arenas
 
@@ -184,7 +192,7 @@ def onward_plugin(
     PostgreSQL store must be opened first, with :func:`onward.store.open_store`).
     """
     if store is None:
-        if settings.store_url.startswith(("postgresql://", "postgres://")):
+        if is_postgres(settings.store_url):
             raise ValueError("onward_plugin: open a PostgreSQL store with open_store() first")
         store = TranscriptStore(
             LocalStore(local_root(settings.store_url)), DATA_CONVERTER.payload_codec

@@ -106,7 +106,7 @@ from onward.starter.listing import RunRow, list_runs
 from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
-from onward.store import FileBackend, TranscriptStore, open_store, store_url
+from onward.store import FileBackend, TranscriptStore, is_postgres, open_store, store_url
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow
 
@@ -238,7 +238,7 @@ class OnwardClient(SessionMethods):
         """
         if store is None:
             url = store_url(os.environ if environ is None else environ)
-            store = url if url.startswith(("postgresql://", "postgres://")) else None
+            store = url if is_postgres(url) else None
         overrides: dict[str, Any] = {"interceptors": list(interceptors)}
         if address:
             overrides["target_host"] = address

@@ -44,7 +44,7 @@ from onward.starter.schedule_commands import schedule
 from onward.starter.session_commands import chat, send
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
-from onward.store import local_root, open_store, store_url
+from onward.store import is_postgres, local_root, open_store, store_url
 
 __all__ = [
     "Following",
@@ -328,7 +328,7 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
     if older_than.total_seconds() < 1:
         raise CliError(f"--older-than: {args.older_than!r} is not in the past")
     url = store_url(os.environ)
-    if not url.startswith(("postgresql://", "postgres://")) and not local_root(url).is_dir():
+    if not is_postgres(url) and not local_root(url).is_dir():
         raise CliError(
             f"no store at {local_root(url)} (ONWARD_STORE; by default .onward/store in the "
             "current directory): run prune-store where the workers run, or set ONWARD_STORE"
@@ -365,7 +365,7 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
 
 def _store_name(url: str) -> str:
     """The store's URL without a password, or its directory."""
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         from onward.store.postgres import redacted
 
         return redacted(url)

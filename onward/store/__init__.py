@@ -43,6 +43,7 @@ __all__ = [
     "StoreError",
     "TranscriptStore",
     "check_transcript_id",
+    "is_postgres",
     "local_root",
     "open_store",
     "store_url",
@@ -56,6 +57,11 @@ DEFAULT_STORE_DIR = ".onward/store"
 def store_url(environ: Mapping[str, str]) -> str:
     """``ONWARD_STORE``, or the embedded default directory."""
     return environ.get("ONWARD_STORE") or DEFAULT_STORE_DIR
+
+
+def is_postgres(url: str) -> bool:
+    """Whether ``url`` names a PostgreSQL store (``postgresql://`` or ``postgres://``)."""
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 async def open_store(url: str, codec: PayloadCodec | None = None) -> TranscriptStore:
@@ -74,7 +80,7 @@ async def open_store(url: str, codec: PayloadCodec | None = None) -> TranscriptS
             f"ONWARD_STORE: {scheme}:// is no store Onward has (postgresql://..., "
             "file:///dir or a directory)"
         )
-    if url.startswith(("postgresql://", "postgres://")):
+    if is_postgres(url):
         from onward.store.postgres import PostgresStore  # only workers that use it need psycopg
 
         return TranscriptStore(await PostgresStore.open(url), codec)
