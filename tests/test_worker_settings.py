@@ -146,13 +146,17 @@ def test_the_embedded_dev_server_fires_timers_without_the_one_second_floor(tmp_p
     assert "history.timerProcessorMaxTimeShift:\n  - value: 100ms" in text
 
 
+def _flag_values(tmp_path: Path, flag: str) -> list[str]:
+    """The values ``onward dev``'s server command gives ``flag``, in order."""
+    command = DevServer.recorded(tmp_path, None, None).command()
+    return [command[i + 1] for i, arg in enumerate(command) if arg == flag]
+
+
 def test_the_embedded_dev_server_caches_search_attributes_and_has_onwards(tmp_path: Path) -> None:
     """Its search-attribute cache is on, as on a cluster, with Onward's registered at start."""
-    command = DevServer.recorded(tmp_path, None, None).command()
-    values = [command[i + 1] for i, arg in enumerate(command) if arg == "--dynamic-config-value"]
+    values = _flag_values(tmp_path, "--dynamic-config-value")
     assert "system.forceSearchAttributesCacheRefreshOnRead=false" in values
-    registered = [command[i + 1] for i, arg in enumerate(command) if arg == "--search-attribute"]
-    assert registered == [
+    assert _flag_values(tmp_path, "--search-attribute") == [
         "OnwardStatus=Keyword",
         "OnwardModel=Keyword",
         "OnwardTenant=Keyword",
@@ -164,8 +168,7 @@ def test_the_embedded_dev_server_caches_search_attributes_and_has_onwards(tmp_pa
 
 def test_the_embedded_dev_server_reads_its_one_shards_task_queue_often(tmp_path: Path) -> None:
     """At Temporal's 20 reads a second every step waited about 35 ms (see onward.tuning)."""
-    command = DevServer.recorded(tmp_path, None, None).command()
-    values = [command[i + 1] for i, arg in enumerate(command) if arg == "--dynamic-config-value"]
+    values = _flag_values(tmp_path, "--dynamic-config-value")
     assert "history.transferProcessorMaxPollRPS=200" in values
 
 
