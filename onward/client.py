@@ -49,7 +49,7 @@ from onward import search_attributes as sa
 from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.budget import require_a_limit
-from onward.connection import DATA_CONVERTER, connect
+from onward.connection import DATA_CONVERTER, connect, no_poller
 from onward.contracts import (
     AGENT_WORKFLOW,
     DEFAULT_TASK_QUEUE,
@@ -298,6 +298,11 @@ class OnwardClient(SessionMethods):
             )
         if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) and run_id:
             return NoWorker(f"no worker answered about {run_id} in time")
+        if no_poller(err) and run_id:
+            return NoWorker(
+                f"no worker has polled the task queue of {run_id} for a while, so nothing "
+                "was sent; start one with `onward worker`"
+            )
         if err.status == RPCStatusCode.INVALID_ARGUMENT:
             return TemporalError(_visibility_message(err), err.status.name)
         return TemporalError(f"Temporal error ({err.status.name}): {err.message}", err.status.name)

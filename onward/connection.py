@@ -24,6 +24,7 @@ from temporalio.converter import (
     JSONPlainPayloadConverter,
 )
 from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError, RPCStatusCode
 
 from onward.contracts import COMPACT_PAYLOADS, DEFAULT_TASK_QUEUE
 from onward.encryption import codec_from_env
@@ -40,7 +41,9 @@ __all__ = [
     "connect_config",
     "connect_with_retry",
     "data_converter",
+    "no_poller",
     "task_queue",
+    "unanswered",
 ]
 
 
@@ -167,6 +170,24 @@ async def connect(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         address = str(config["target_host"])
         where = f"{address} (namespace {config.get('namespace', 'default')})"
         raise ConnectionFailed(f"cannot reach Temporal at {where}: {err}", address) from err
+
+
+def no_poller(err: RPCError) -> bool:
+    """Whether the server refused a query or an update because no worker polled the
+    run's task queue for a while: nothing was kept, so it is safe to send again.
+
+    A server says so about 20 s after the last worker stopped polling, while
+    ``DescribeTaskQueue`` still lists that worker (for up to 75 s); before, a
+    query or update waits for a worker until its deadline.
+    """
+    return err.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in err.message
+
+
+def unanswered(err: RPCError) -> bool:
+    """Whether a query went unanswered for want of a worker (read the history instead)."""
+    return err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) or no_poller(
+        err
+    )
 
 
 async def connect_with_retry(

@@ -36,6 +36,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
+from onward.connection import unanswered
 from onward.contracts import (
     FINAL_STATES,
     SESSION_WORKFLOW,
@@ -292,7 +293,7 @@ async def _query_status(handle: WorkflowHandle[Any, Any]) -> AgentStatus | None:
     try:
         answer: AgentStatus = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
     except RPCError as err:
-        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        if unanswered(err):
             return None
         raise
     return answer

@@ -32,7 +32,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
 from onward import steplog
-from onward.connection import DATA_CONVERTER
+from onward.connection import DATA_CONVERTER, unanswered
 from onward.contracts import FINAL_STATES, RunUsage, StepRecord, ToolCallRecord, Usage
 from onward.delegation import roll_up
 from onward.starter.calls import CallTrace, failure_message
@@ -306,7 +306,7 @@ async def _query_steps(handle: WorkflowHandle[Any, Any]) -> tuple[list[StepRecor
     except WorkflowQueryFailedError:
         return None, False
     except RPCError as err:
-        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        if unanswered(err):
             return None, True
         raise
     return records, False

@@ -12,13 +12,14 @@ import re
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from conftest import (
     UnreachableModel,
@@ -28,6 +29,7 @@ from conftest import (
     spawn_onward,
 )
 from onward.client import OnwardClient
+from onward.connection import no_poller
 from onward.contracts import (
     AgentStatus,
     Budget,
@@ -36,9 +38,11 @@ from onward.contracts import (
     RunUsage,
     ToolCall,
 )
+from onward.errors import NoWorker
 from onward.starter.render import money, status_lines, usage_summary
 from onward.starter.report import aggregate, report_lines
 from onward.starter.trace import Trace
+from onward.workflows import AgentWorkflow
 
 
 @pytest.fixture
@@ -190,6 +194,52 @@ async def test_resume_of_a_run_that_is_not_paused_says_so(
     assert done.code == 0, done.stderr
     assert "was not paused" in done.stdout
     assert "it goes on" not in done.stdout
+
+
+async def test_a_run_whose_worker_stopped_reads_from_history_and_says_no_worker(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """About 20 s after its last worker stops, the server refuses queries (and may refuse
+    updates: "no poller seen recently") while it still lists the worker as a poller for
+    up to 75 s: status is read from the history; an update or a session's status is a
+    NoWorker, not a Temporal error."""
+    script = [{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1+1"}}]}]
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
+        api = OnwardClient(client, task_queue=worker.task_queue)
+        run_id = await api.start(
+            {"prompt": "add", "script": [*script, {"text": "2"}], "approve_tools": ["calculator"]}
+        )
+        session_id = await api.open_session({"tools": [], "script": [{"text": "one"}]})
+        assert (await api.send_message(session_id, "first")).reply == "one"
+
+        async def waiting() -> bool:
+            return (await api.status(run_id)).state == "awaiting_approval"
+
+        await eventually(waiting)
+    handle = client.get_workflow_handle(run_id)
+
+    async def refused() -> bool:
+        try:
+            await handle.query(AgentWorkflow.status, rpc_timeout=timedelta(seconds=1))
+        except RPCError as err:
+            return no_poller(err)
+        return False
+
+    try:
+        await eventually(refused, timeout_s=90, interval_s=0.5)
+        assert await api.has_worker(worker.task_queue)  # still listed: the status asks
+        status, source = await api.status_and_source(run_id)
+        assert (status.state, source) == ("awaiting_approval", "history")
+        steps = await api.step_log(run_id)
+        assert (steps.source, steps.unanswered) == ("history", True)
+        with pytest.raises(NoWorker, match="nothing was sent"):
+            await api.session_status(session_id)
+        # Kept or refused (the server's choice at this point): either way NoWorker.
+        with pytest.raises(NoWorker):
+            await api.approve(run_id)
+    finally:
+        await handle.terminate("test over")
+        await client.get_workflow_handle(session_id).terminate("test over")
 
 
 # -- figures ---------------------------------------------------------------------------
