@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from onward.client import OnwardClient
 from onward.contracts import SessionInput, SessionReply
 from onward.errors import SessionClosed
-from onward.starter.errors import EXIT_OK
+from onward.starter.errors import EXIT_OK, exit_code_for
 from onward.starter.inputs import budget_fields, invalid_input, load_script
 from onward.starter.output import emit_json, note, say
 
@@ -61,7 +61,7 @@ async def send(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward send ID MESSAGE``: one message; print the reply once it is answered."""
     reply = await client.send_message(args.id, args.message, idempotency_key=args.idempotency_key)
     _print_reply(reply, args.json)
-    return EXIT_OK
+    return exit_code_for(reply.status)  # as `onward run`'s: 3 for a budget used up, say
 
 
 async def chat(client: OnwardClient, args: argparse.Namespace) -> int:

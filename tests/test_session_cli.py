@@ -112,6 +112,20 @@ async def test_chat_send_and_close_through_the_cli(
     assert "no-such-session" in unknown.stderr
 
 
+async def test_send_exits_as_the_messages_run_ended(
+    client: Client, address: str, worker: RunningWorker, tmp_path: Path
+) -> None:
+    env, _ = cli_setup(address, worker, tmp_path)
+    api = OnwardClient(client, task_queue=worker.task_queue)
+    session_id = await api.open_session({"script": SCRIPT, "budget": {"max_tokens": 1}})
+    first = await run_onward("send", session_id, "hello", env=env)
+    assert (first.code, first.stdout.strip()) == (0, "hi there"), first.stderr
+    used_up = await run_onward("send", session_id, "again", "--json", env=env)
+    assert used_up.json()["status"] == "budget_exceeded", used_up.stdout
+    assert used_up.code == 3, used_up.stderr  # as `onward run`'s: not a success
+    await api.close_session(session_id)
+
+
 async def test_chat_json_prints_only_json_documents(
     address: str, worker: RunningWorker, tmp_path: Path
 ) -> None:
