@@ -79,6 +79,7 @@ from onward.errors import (
     RunAlreadyExists,
     RunEnded,
     RunNotFound,
+    SettingsError,
     TemporalError,
     UnexpectedResponse,
     UpdateNotTaken,
@@ -288,6 +289,11 @@ class OnwardClient(SessionMethods):
             ) from err
 
     def _rpc_error(self, err: RPCError, run_id: str | None) -> OnwardError:
+        if err.status == RPCStatusCode.NOT_FOUND and err.message.startswith("Namespace "):
+            return SettingsError(
+                f"the Temporal server at {self.address} has no namespace {self.namespace!r} "
+                "(TEMPORAL_NAMESPACE, --namespace or the profile's namespace)"
+            )
         if err.status == RPCStatusCode.NOT_FOUND and run_id:
             if "already completed" in err.message:
                 return RunEnded(run_id)

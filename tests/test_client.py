@@ -37,6 +37,7 @@ from onward import (
 )
 from onward.client import _unanswered_update
 from onward.contracts import DEFAULT_TASK_QUEUE, BudgetExtension
+from onward.errors import SettingsError
 from onward.starter.errors import CliError
 from onward.worker import WorkerSettings, build_worker
 
@@ -167,6 +168,12 @@ async def test_typed_errors(api: OnwardClient, client: Client) -> None:
 
     with pytest.raises(RunNotFound):
         await api.status("no-such-run")
+    elsewhere = OnwardClient(Client(**{**client.config(), "namespace": "no-such-namespace"}))
+    # Not "no run with id": the namespace is what is missing.
+    with pytest.raises(SettingsError, match="no namespace 'no-such-namespace'"):
+        await elsewhere.status("no-such-run")
+    with pytest.raises(SettingsError, match="no namespace 'no-such-namespace'"):
+        await elsewhere.start({"prompt": "x"})
 
     agent = AgentInput(prompt="slow", script=slow(40), budget={"max_tool_calls": 50})
     workflow_id = await api.start(agent, id=run_id())
