@@ -625,16 +625,25 @@ class OnwardClient(SessionMethods):
         """Resume a paused run; return its state before (None: no worker said).
 
         A state other than ``paused`` means there was nothing to resume (the
-        signal is sent anyway: it also withdraws a pause not yet reached).
+        signal is sent anyway: it also withdraws a pause not yet reached, see
+        :meth:`resume_status`).
         """
-        before: AgentState | None = None
+        before = await self.resume_status(run_id)
+        return None if before is None else before.state
+
+    async def resume_status(self, run_id: str) -> AgentStatus | None:
+        """:meth:`resume`, returning the run's whole status before (None: no worker said).
+
+        A ``running`` run that was ``pausing`` (a pause sent, not yet reached while
+        calls were in flight) had that pause withdrawn: it does not pause.
+        """
+        before: AgentStatus | None = None
         info = await self._run_only(run_id, "resume")
         with self._translated(run_id):
             handle = self._handle(run_id)
             if await self.has_worker(info.task_queue):
                 with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-                    status = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
-                    before = status.state
+                    before = await handle.query(AgentWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
             await handle.signal(AgentWorkflow.resume)
         return before
 

@@ -243,7 +243,8 @@ async def pause(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def resume(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward resume ID``: undo ``pause``."""
-    before = await client.resume(args.id)
+    status = await client.resume_status(args.id)
+    before = None if status is None else status.state
     if before is None:
         effect = "it goes on if it was paused"
     elif before == "paused":
@@ -251,6 +252,8 @@ async def resume(client: OnwardClient, args: argparse.Namespace) -> int:
     elif before == "budget_paused":
         # Only more budget lifts a budget's pause.
         effect = f"nothing changes: it waits for more budget (onward extend {args.id} ...)"
+    elif before == "running" and status is not None and status.pausing:
+        effect = "its pause, not reached yet (calls were in flight), is withdrawn: it goes on"
     else:
         effect = f"it was not paused ({before}), so nothing changes"
     return await _signal_sent(client, args, "resume", effect)

@@ -230,6 +230,7 @@ async def test_controls_pause_resume_steer_extend_cancel(api: httpx.AsyncClient)
     await eventually(paused)
     resumed = await api.post(f"{url}/resume")
     assert resumed.json()["state_before"] == "paused"
+    assert resumed.json()["pausing_before"] is False
     assert (await api.post(f"{url}/steer", json={"message": "hurry"})).status_code == 200
 
     async def steered() -> bool:

@@ -168,7 +168,9 @@ async def test_typed_errors(api: OnwardClient, client: Client) -> None:
 
     with pytest.raises(RunNotFound):
         await api.status("no-such-run")
-    elsewhere = OnwardClient(Client(**{**client.config(), "namespace": "no-such-namespace"}))
+    config = client.config()
+    config["namespace"] = "no-such-namespace"
+    elsewhere = OnwardClient(Client(**config))
     # Not "no run with id": the namespace is what is missing.
     with pytest.raises(SettingsError, match="no namespace 'no-such-namespace'"):
         await elsewhere.status("no-such-run")
@@ -224,6 +226,29 @@ async def test_pause_and_resume_report_the_state_before(api: OnwardClient) -> No
         assert await api.resume(workflow_id) == "paused"
     finally:
         await api.cancel(workflow_id)
+
+
+async def test_resume_before_a_pause_is_reached_withdraws_it(api: OnwardClient) -> None:
+    # One model call in flight for 3 s: a pause sent meanwhile waits for it to end.
+    call = {"name": "calculator", "arguments": {"expression": "1 + 1"}}
+    script = [{"text": "adding", "tool_calls": [call], "delay_s": 3.0}, {"text": "done"}]
+    workflow_id = await api.start({"prompt": "slow", "script": script}, id=run_id())
+
+    async def in_flight() -> bool:
+        return bool((await api.status(workflow_id)).step == 0)
+
+    await eventually(in_flight)
+    await api.pause(workflow_id)
+
+    async def pausing() -> bool:
+        return (await api.status(workflow_id)).pausing
+
+    await eventually(pausing)
+    before = await api.resume_status(workflow_id)
+    assert before is not None and (before.state, before.pausing) == ("running", True)
+    # Withdrawn: the tool call and the next model call start without another resume.
+    result = await asyncio.wait_for(api.result(workflow_id), 30)
+    assert (result.status, result.output) == ("completed", "done")
 
 
 async def test_unreachable_server_is_connection_failed() -> None:

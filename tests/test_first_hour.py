@@ -196,6 +196,27 @@ async def test_resume_of_a_run_that_is_not_paused_says_so(
     assert "it goes on" not in done.stdout
 
 
+async def test_resume_before_the_pause_is_reached_says_it_is_withdrawn(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    call = {"name": "calculator", "arguments": {"expression": "1"}}
+    script = [{"text": "adding", "tool_calls": [call], "delay_s": 3.0}, {"text": "done"}]
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
+        api = OnwardClient(client, task_queue=worker.task_queue)
+        run_id = await api.start({"prompt": "slow", "script": script})
+        await api.pause(run_id)  # while its first model call is in flight
+
+        async def pausing() -> bool:
+            return (await api.status(run_id)).pausing
+
+        await eventually(pausing)
+        done = await run_onward("resume", run_id, env=env_for(address, worker.task_queue))
+        assert done.code == 0, done.stderr
+        assert "is withdrawn: it goes on" in done.stdout
+        assert "nothing changes" not in done.stdout
+        assert (await api.result(run_id)).output == "done"
+
+
 async def test_a_run_whose_worker_stopped_reads_from_history_and_says_no_worker(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:

@@ -74,7 +74,10 @@ async def apply_control(
         await client.pause(run_id)
         return ControlAnswer(id=run_id)
     if kind == "resume":
-        return StateAnswer(id=run_id, state_before=await client.resume(run_id))
+        before = await client.resume_status(run_id)
+        if before is None:
+            return StateAnswer(id=run_id)
+        return StateAnswer(id=run_id, state_before=before.state, pausing_before=before.pausing)
     if kind == "cancel":
         reason = body.reason if isinstance(body, CancelRequest) else None
         await client.cancel(run_id, reason)

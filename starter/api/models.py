@@ -149,6 +149,11 @@ class StateAnswer(ControlAnswer):
     """Answer of resume: also the state the run was in (None: no worker said)."""
 
     state_before: AgentState | None = None
+    pausing_before: bool | None = Field(
+        default=None,
+        description="true: the run was running with a pause not reached yet (calls in "
+        "flight), and that pause is withdrawn (None: no worker said)",
+    )
 
 
 class ApiError(BaseModel):
