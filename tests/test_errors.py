@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from conftest import RunningWorker, model_inputs
 from onward.contracts import AGENT_WORKFLOW
+from onward.starter.follow import final_result
 
 
 async def test_tool_errors_are_fed_back_and_the_run_completes(worker: RunningWorker) -> None:
@@ -58,6 +59,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "p", "budget": {"max_tokens": -5}}, "budget.max_tokens"),
     ({"prompt": "p", "script": {"text": "not a list"}}, "script"),
     ({"prompt": "p", "budget": {"max_tokns": 5}}, "budget.max_tokns"),
+    ({"prompt": "p", "budget": {"max_tokens": -3}, "foo": 1}, "foo"),  # the second of two
     ({"prompt": "p", "tools": ["calculator", "teleport"]}, "tools: unknown tool(s) 'teleport'"),
     ({"prompt": "p", "tenant": "t" * 3000}, "tenant"),
     ({"prompt": "p", "model": "scripted:" + "m" * 3000}, "model"),
@@ -89,3 +91,6 @@ async def test_invalid_input_fails_at_once_naming_the_field(
         if e.HasField("workflow_task_failed_event_attributes")
     ]
     assert failed_tasks == []  # failed the run, not a workflow task retried forever
+    # What `onward result` and `watch` show names it too, not "2 validation errors".
+    outcome = await final_result(handle)
+    assert outcome.result.reason is not None and named in outcome.result.reason

@@ -498,8 +498,8 @@ class AgentWorkflow:
         """Run the agent; the result is returned whatever the outcome."""
         try:
             self._given.check()
-        except (ApplicationError, ValidationError) as err:
-            self._end("failed", str(err).splitlines()[0])
+        except (ApplicationError, ValidationError):
+            self._end("failed", self._given.reason())
             raise
         if workflow.unsafe.is_replaying_history_events():
             # Runs begun before run versions asked these first thing: asked again, in

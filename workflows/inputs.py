@@ -64,6 +64,16 @@ class Given(Generic[M]):
         if self.error is not None:
             raise self.error
 
+    def reason(self) -> str:
+        """Why the input fails the run, on one line naming each field (the run's reason)."""
+        if isinstance(self.error, ValidationError):
+            problems = (
+                f"{'.'.join(str(part) for part in item['loc']) or 'input'}: {item['msg']}"
+                for item in self.error.errors(include_url=False)
+            )
+            return "invalid input: " + "; ".join(problems)
+        return str(self.error).splitlines()[0]
+
 
 def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)
