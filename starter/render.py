@@ -212,18 +212,20 @@ def _against_budget(usage: RunUsage, budget: Budget) -> str:
 
 def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
     """The ``status`` command's answer."""
+    cache = cache_summary(status.usage)
     lines = [
         f"run:    {workflow_id}",
         f"state:  {status.state}"
         + ("  (pausing: once the calls in flight end)" if status.pausing else ""),
         f"model:  {status.model or '?'}",
         f"steps:  {status.step}",
+        *([] if status.turns is None else [f"turns:  {_turns(status)}"]),  # a session's
         f"usage:  {_against_budget(status.usage, status.budget)}",
+        *([] if cache is None else [f"cache:  {cache}"]),
         f"time:   {status.usage.duration_s:.1f} s",
     ]
-    cache = cache_summary(status.usage)
-    if cache is not None:
-        lines.insert(5, f"cache:  {cache}")
+    if status.last_reply is not None:
+        lines.append(f"reply:  {shorten(status.last_reply, 100) or '-'}")
     if status.reason:
         lines += _block("reason", status.reason)
     if status.retrying is not None:
@@ -237,6 +239,12 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         what = ", ".join(call.name for call in last.tool_calls) or "answer"
         lines.append(f"last:   step {last.step} ({what}): {shorten(last.text, 100) or '-'}")
     return lines
+
+
+def _turns(status: AgentStatus) -> str:
+    """A session's messages: ``3 answered, 1 waiting``."""
+    waiting = f", {status.queued} waiting" if status.queued else ""
+    return f"{status.turns} answered{waiting}"
 
 
 def describe_budget(budget: Budget) -> str:

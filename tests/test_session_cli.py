@@ -90,6 +90,9 @@ async def test_chat_send_and_close_through_the_cli(
     assert reply["usage"]["model_calls"] == 1
     again = await run_onward(*keyed, env=env)  # answered once: the same reply
     assert again.code == 0 and again.json() == reply, again.stderr
+    shown = await run_onward("status", session_id, env=env)  # where to check before resending
+    assert "turns:  3 answered\n" in shown.stdout, shown.stdout
+    assert "reply:  third reply\n" in shown.stdout
     reused = await run_onward("send", session_id, "other", "--idempotency-key", "k1", env=env)
     assert reused.code == 2 and "another message" in reused.stderr, reused.stderr
     plain = await run_onward("send", session_id, "no key", "--json", env=env)  # past the script
