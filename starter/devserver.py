@@ -380,12 +380,26 @@ def run_foreground(server: DevServer) -> int:
     server.home.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(server.command(), env=_clean_env())
     server.record(process.pid)
+    # A SIGTERM (a process manager, `kill`) would end this process at once, leaving
+    # the server running and recorded: it stops both, as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _stop_requested)
     try:
         return process.wait()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _StopRequested) as stop:
+        if isinstance(stop, _StopRequested):
+            _signal(process.pid, signal.SIGTERM)
         # The terminal's Ctrl-C reached the server too; give it time to shut down.
         if not _wait_exit(process.pid, process, STOP_TIMEOUT_S):
             _terminate(process.pid, process)
         return 0
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.forget()
+
+
+class _StopRequested(Exception):
+    """SIGTERM reached ``onward dev --foreground``."""
+
+
+def _stop_requested(signum: int, frame: object) -> None:
+    raise _StopRequested

@@ -510,6 +510,35 @@ def pid_gone(pid: int) -> bool:
     return not stat.exists() or stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
 
 
+async def test_dev_server_in_the_foreground_stops_with_its_server_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    port, ui_port = free_port(), free_port()
+    home = tmp_path / "home"
+    ports = ("--port", str(port), "--ui-port", str(ui_port))
+    foreground = await spawn_onward("dev", "--foreground", *ports, env={"ONWARD_HOME": str(home)})
+    server = None
+    try:
+
+        async def serving() -> bool:
+            status = await run_onward("dev", "status", "--json", env={"ONWARD_HOME": str(home)})
+            return status.code == 0 and status.json()["running"] is True
+
+        await eventually(serving, timeout_s=60, interval_s=0.2)
+        server = int((home / "dev-server.pid").read_text())
+        foreground.send_signal(signal.SIGTERM)  # as a process manager stops it
+        await asyncio.wait_for(foreground.wait(), 30)
+    finally:
+        if foreground.returncode is None:
+            foreground.kill()
+            await foreground.wait()
+        if server is not None and not pid_gone(server):
+            os.kill(server, signal.SIGKILL)  # left behind: the test fails below
+    assert foreground.returncode == 0
+    assert pid_gone(server)  # not left running, nor recorded
+    assert not (home / "dev-server.pid").exists()
+
+
 async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
     port, ui_port = free_port(), free_port()
     onward = Onward(f"127.0.0.1:{port}", "unused", tmp_path / "home")
