@@ -94,6 +94,7 @@ from onward.session_client import (
     with_message_run,
     with_sub_agents,
 )
+from onward.starter.devserver import followed_address
 from onward.starter.follow import (
     QUERY_TIMEOUT,
     FollowEvent,
@@ -231,6 +232,9 @@ class OnwardClient(SessionMethods):
     ) -> OnwardClient:
         """Connect to Temporal: envconfig's settings, ``address`` and ``namespace`` over them.
 
+        Without ``address``, ``TEMPORAL_ADDRESS`` or a profile's, the server ``onward
+        dev`` started from this ``ONWARD_HOME`` (any port), as the CLI's commands do.
+
         ``store`` defaults to ``ONWARD_STORE`` when it is a PostgreSQL URL (the
         database is reached when artifacts are first asked for).
 
@@ -241,6 +245,7 @@ class OnwardClient(SessionMethods):
             url = store_url(os.environ if environ is None else environ)
             store = url if is_postgres(url) else None
         overrides: dict[str, Any] = {"interceptors": list(interceptors)}
+        address = address or followed_address(environ)
         if address:
             overrides["target_host"] = address
         if namespace:

@@ -446,15 +446,7 @@ def _serve_api(args: argparse.Namespace, keys: Any) -> int:
 def _address(args: argparse.Namespace) -> str | None:
     """``--address``; else envconfig's (``TEMPORAL_ADDRESS``, the profile); else the dev
     server ``onward dev`` started from this ``ONWARD_HOME``; else None (envconfig's default)."""
-    from onward.connection import configured_address
-
-    if args.address:
-        return str(args.address)
-    with contextlib.suppress(ValueError):  # a bad profile file: connecting will say so
-        if configured_address() is not None:
-            return None
-    server = devserver.recorded_running(state_dir())
-    return server.address if server is not None else None
+    return str(args.address) if args.address else devserver.followed_address()
 
 
 async def _connect(args: argparse.Namespace, address: str | None, interceptors: Any) -> Any:

@@ -222,6 +222,18 @@ def find_running(server: DevServer) -> Running | None:
     return None
 
 
+def followed_address(environ: Mapping[str, str] | None = None) -> str | None:
+    """The dev server ``onward dev`` started from this ``ONWARD_HOME``, when neither
+    ``TEMPORAL_ADDRESS`` nor the envconfig profile names a server; None: envconfig's."""
+    from onward.connection import configured_address
+
+    with contextlib.suppress(ValueError):  # a bad profile file: connecting will say so
+        if configured_address(environ) is not None:
+            return None
+    server = recorded_running(state_dir(environ))
+    return server.address if server is not None else None
+
+
 def recorded_running(home: Path) -> DevServer | None:
     """The dev server ``onward dev`` started from ``home``, if it is still alive (no network)."""
     server = DevServer.recorded(home, None, None)

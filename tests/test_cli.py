@@ -575,6 +575,10 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
         assert started.code == 0, started.stderr
         there = await OnwardClient.connect(f"127.0.0.1:{port}")
         assert (await there.info(workflow_id)).running
+        # The Python client too (the README's example, run from the same directory).
+        followed = await OnwardClient.connect(environ=home_only)
+        assert followed.address == f"127.0.0.1:{port}"
+        assert (await followed.info(workflow_id)).running
         # `onward worker` follows it too, and finishes the run.
         worker = await spawn_onward(
             "worker", env={**home_only, "ONWARD_WORKSPACE": str(tmp_path / "ws")}
