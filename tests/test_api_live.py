@@ -277,3 +277,23 @@ async def test_a_websocket_that_cannot_reach_temporal_closes_with_try_again_late
             await connection.recv()
     # 1013, "try again later", as the HTTP 503: not 1008, which says not to retry.
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+"""JSON nested far past the parser's recursion limit (and well under the body limit)."""
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        pytest.param("/v1/runs/r1/pause", DEEP, id="pause-deep"),
+        pytest.param("/v1/runs/r1/resume", DEEP, id="resume-deep"),
+    ],
+)
+async def test_a_body_that_cannot_be_decoded_is_a_422(base: str, path: str, body: bytes) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        answer = await http.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "InvalidInput", error
+    assert error["message"].startswith("the body is not valid JSON"), error

@@ -49,7 +49,13 @@ from onward.errors import (
 )
 from onward.starter.api import live, params
 from onward.starter.api.controls import apply_control, control_body
-from onward.starter.api.errors import ApiProblem, BodyLimit, install_error_handlers, status_of
+from onward.starter.api.errors import (
+    ApiProblem,
+    BodyLimit,
+    install_error_handlers,
+    parse_json,
+    status_of,
+)
 from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.live import (
     CLOSE_NOT_FOUND,
@@ -166,10 +172,7 @@ async def refuse_fields(request: Request, kind: str) -> None:
     raw = (await request.body()).strip()
     if not raw:
         return
-    try:
-        fields = json.loads(raw)
-    except ValueError:
-        raise InvalidInput("the body is not valid JSON") from None
+    fields = parse_json(raw, "the body")
     if fields is None:
         return
     if not isinstance(fields, dict):

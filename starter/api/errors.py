@@ -8,6 +8,7 @@ handler expects are logged here with their traceback and answered as a bare
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +42,8 @@ __all__ = [
     "TooManyRequests",
     "error_response",
     "install_error_handlers",
+    "not_json",
+    "parse_json",
     "status_of",
 ]
 
@@ -117,6 +120,31 @@ def error_response(
     return JSONResponse(
         body.model_dump(mode="json"), status_code=status, headers=dict(headers or {})
     )
+
+
+def not_json(what: str, err: BaseException | None) -> str:
+    """Why ``json.loads`` refused ``what`` ("the body", "the message"), for whoever sent it."""
+    message = f"{what} is not valid JSON"
+    if isinstance(err, json.JSONDecodeError):
+        return f"{message} at character {err.pos}: {err.msg}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"{message}: its bytes are not UTF-8"
+    if isinstance(err, RecursionError):
+        return f"{message}: nested too deeply"
+    return message
+
+
+def parse_json(raw: str | bytes, what: str) -> object:
+    """``raw`` parsed as JSON; ``what`` ("the body", "the message") names it in the error.
+
+    Raises:
+        InvalidInput: ``raw`` is not JSON, including bytes that are not UTF-8 and
+            nesting deeper than the parser goes (a RecursionError, no ValueError).
+    """
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:
+        raise InvalidInput(not_json(what, err)) from None
 
 
 def _problems(details: list[dict[str, Any]]) -> list[dict[str, object]]:

@@ -26,7 +26,7 @@ from temporalio.service import RPCError
 from onward.client import OnwardClient
 from onward.errors import InvalidInput, OnwardError
 from onward.starter.api.controls import SpendLeft, apply_control, control_body
-from onward.starter.api.errors import status_of
+from onward.starter.api.errors import parse_json, status_of
 from onward.starter.api.events import RunEvent
 
 __all__ = [
@@ -94,10 +94,7 @@ class _Session:
         kind: str | None = None
         ref: object = None
         try:
-            try:
-                message = json.loads(text)
-            except ValueError:
-                raise InvalidInput("the message is not valid JSON") from None
+            message = parse_json(text, "the message")
             if not isinstance(message, dict):
                 raise InvalidInput("a control message is a JSON object with a 'type'")
             ref = message.pop("ref", None)
