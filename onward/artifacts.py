@@ -10,6 +10,7 @@ PostgreSQL store the workspaces live in the database instead
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
 from collections.abc import Mapping
@@ -78,12 +79,17 @@ def read_artifact(directory: Path, path: str) -> bytes:
 
     Raises:
         WorkspaceError: ``path`` leaves the workspace or names its bookkeeping.
-        FileNotFoundError: no such file.
+        FileNotFoundError: no such file, also none the system could name (too long).
     """
     target = resolve_path(directory.resolve(), path)
-    if not target.is_file():
-        raise FileNotFoundError(path)
-    return target.read_bytes()
+    try:
+        if target.is_file():
+            return target.read_bytes()
+    except OSError as err:
+        # is_file() passes on "no such file" but not a name over the system's limits.
+        if err.errno != errno.ENAMETOOLONG:
+            raise
+    raise FileNotFoundError(path)
 
 
 def _sha256(path: Path) -> str:

@@ -297,3 +297,11 @@ async def test_a_body_that_cannot_be_decoded_is_a_422(base: str, path: str, body
     error = answer.json()["error"]
     assert error["type"] == "InvalidInput", error
     assert error["message"].startswith("the body is not valid JSON"), error
+
+
+async def test_an_artifact_path_too_long_for_the_disk_is_a_404(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        created = (await http.post("/v1/runs", json={"prompt": "p"})).json()
+        answer = await http.get(f"{created['status_url']}/artifacts/" + "a" * 5000)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["type"] == "ArtifactNotFound"
