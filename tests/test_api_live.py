@@ -281,6 +281,7 @@ async def test_a_websocket_that_cannot_reach_temporal_closes_with_try_again_late
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 """JSON nested far past the parser's recursion limit (and well under the body limit)."""
+NOT_UTF8 = b'{"prompt": "\xff"}'
 
 
 @pytest.mark.parametrize(
@@ -288,6 +289,9 @@ DEEP = b"[" * 100_000 + b"]" * 100_000
     [
         pytest.param("/v1/runs/r1/pause", DEEP, id="pause-deep"),
         pytest.param("/v1/runs/r1/resume", DEEP, id="resume-deep"),
+        pytest.param("/v1/runs", DEEP, id="runs-deep"),
+        pytest.param("/v1/runs", NOT_UTF8, id="runs-not-utf8"),
+        pytest.param("/v1/sessions", DEEP, id="sessions-deep"),
     ],
 )
 async def test_a_body_that_cannot_be_decoded_is_a_422(base: str, path: str, body: bytes) -> None:

@@ -88,6 +88,23 @@ async def test_a_tenant_sees_and_controls_only_its_own_runs(
         assert status["state"] == "completed"
 
 
+async def test_the_key_is_checked_before_a_body_that_cannot_be_decoded(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"acme-{uuid.uuid4().hex[:8]}")
+    json_type = {"Content-Type": "application/json"}
+    # Bytes that are not UTF-8, and nesting past the parser's recursion limit.
+    bodies = [b'{"prompt": "\xff"}', b"[" * 100_000 + b"]" * 100_000]
+    async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
+        for body in bodies:
+            anonymous = await http.post("/v1/runs", content=body, headers=json_type)
+            assert anonymous.status_code == 401, anonymous.text
+            known = await http.post("/v1/runs", content=body, headers=json_type | bearer(key))
+            assert known.status_code == 422, known.text
+            assert known.json()["error"]["type"] == "InvalidInput"
+
+
 async def test_list_filters_by_status_model_and_since(
     worker: RunningWorker, tmp_path: Path
 ) -> None:

@@ -194,11 +194,19 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-def _not_json(request: Request, problem: Mapping[str, Any]) -> JSONResponse:
-    """A body that is not JSON: FastAPI reads it before the key is checked, so check it here.
+def _json_invalid(problem: Mapping[str, Any]) -> str:
+    """The message of FastAPI's ``json_invalid`` problem (the body's JSONDecodeError).
 
     pydantic's error puts the character position in ``loc``, where a field name would be.
     """
+    loc = list(problem.get("loc", ()))
+    at = f" at character {loc[-1]}" if len(loc) > 1 and isinstance(loc[-1], int) else ""
+    cause = (problem.get("ctx") or {}).get("error")
+    return f"the body is not valid JSON{at}" + (f": {cause}" if cause else "")
+
+
+def _not_json(request: Request, message: str) -> JSONResponse:
+    """A body that is not JSON: FastAPI reads it before the key is checked, so check it here."""
     from onward.starter.api.tenants import authenticate
 
     settings = getattr(request.app.state, "settings", None)
@@ -206,10 +214,6 @@ def _not_json(request: Request, problem: Mapping[str, Any]) -> JSONResponse:
         authenticate(request, getattr(settings, "keys", None))
     except ApiProblem as err:
         return error_response(err.status, err.error_type, str(err))
-    loc = list(problem.get("loc", ()))
-    at = f" at character {loc[-1]}" if len(loc) > 1 and isinstance(loc[-1], int) else ""
-    cause = (problem.get("ctx") or {}).get("error")
-    message = f"the body is not valid JSON{at}" + (f": {cause}" if cause else "")
     return error_response(
         422, "InvalidInput", message, [{"loc": ["body"], "msg": message, "type": "json_invalid"}]
     )
@@ -237,7 +241,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(err, RequestValidationError)
         broken = next((item for item in err.errors() if item.get("type") == "json_invalid"), None)
         if broken is not None:
-            return _not_json(request, broken)
+            return _not_json(request, _json_invalid(broken))
         problems = _problems([dict(item) for item in err.errors()])
         lines = [
             f"{'.'.join(str(p) for p in item['loc'] if p != 'body') or 'body'}: {item['msg']}"  # type: ignore[attr-defined]
@@ -246,12 +250,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "InvalidInput", "invalid request: " + "; ".join(lines), problems)
 
     @app.exception_handler(HTTPException)
-    async def http_problem(_: Request, err: Exception) -> JSONResponse:
+    async def http_problem(request: Request, err: Exception) -> JSONResponse:
         assert isinstance(err, HTTPException)
         message = str(err.detail)
-        error_type = "BodyTooLarge" if err.status_code == 413 else "HTTPError"
         if err.status_code == 400 and "parsing the body" in message:
-            message = "the body is not valid JSON"
+            # FastAPI's answer to a body json.loads refused other than by JSONDecodeError
+            # (bytes that are not UTF-8, nesting past the recursion limit): its cause says.
+            return _not_json(request, not_json("the body", err.__cause__))
+        error_type = "BodyTooLarge" if err.status_code == 413 else "HTTPError"
         return error_response(err.status_code, error_type, message, headers=err.headers)
 
     @app.exception_handler(Exception)
