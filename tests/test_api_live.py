@@ -309,3 +309,35 @@ async def test_an_artifact_path_too_long_for_the_disk_is_a_404(base: str) -> Non
         answer = await http.get(f"{created['status_url']}/artifacts/" + "a" * 5000)
     assert answer.status_code == 404, answer.text
     assert answer.json()["error"]["type"] == "ArtifactNotFound"
+
+
+async def test_a_websocket_answers_messages_it_cannot_take_and_stays_open(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        created = (await http.post("/v1/runs", json={"prompt": "p", "script": SLOW_SCRIPT})).json()
+        url = created["status_url"]
+        async with connect(ws_url(base, f"{url}/ws")) as connection:
+            socket = Socket(connection)
+            await connection.send(b"\x00bin")
+            await connection.send(DEEP.decode())
+            # Over the HTTP body limit (1 MiB), as a POST to /steer would be.
+            await connection.send(json.dumps({"type": "steer", "message": "x" * 2_000_000}))
+            await socket.until(lambda: len(socket.answers) == 3)
+            refused = [(a["type"], a["status"], a["error"]["type"]) for a in socket.answers]
+            assert refused == [
+                ("error", 422, "InvalidInput"),
+                ("error", 422, "InvalidInput"),
+                ("error", 413, "BodyTooLarge"),
+            ]
+            steered = await socket.control({"type": "steer", "message": "hurry"})
+            assert steered["type"] == "ack", steered
+            steering: list[str] = []
+
+            async def steered_step() -> bool:
+                steps = (await http.get(f"{url}/steps")).json()
+                steering[:] = [message for step in steps for message in step["steering"]]
+                return bool(steering)
+
+            await eventually(steered_step)
+            assert steering == ["hurry"]  # not the 2 MB one
+            await socket.control({"type": "cancel"})
+            await socket.to_result()

@@ -565,6 +565,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             run_id,
             events_of(run_id, start),
             functools.partial(gate().spend_left, tenant),
+            max_message_bytes=MAX_BODY_BYTES,
         )
 
     app.include_router(session_routes(onward, gate, owned))

@@ -8,7 +8,9 @@ The client may send controls at any time, ``{"type": "pause" | "resume" |
 the body the HTTP endpoint takes (and an optional ``ref`` it gets back); each
 is answered ``{"type": "ack", "control", "ref", "data"}`` (the HTTP answer)
 or ``{"type": "error", "control", "ref", "status", "error": {"type",
-"message", "problems"}}`` (the HTTP status and error body).
+"message", "problems"}}`` (the HTTP status and error body), and the socket
+stays open. A control is a text message of at most 1 MiB, as an HTTP body
+(413 ``BodyTooLarge`` over it; a binary message is a 422).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from temporalio.service import RPCError
 from onward.client import OnwardClient
 from onward.errors import InvalidInput, OnwardError
 from onward.starter.api.controls import SpendLeft, apply_control, control_body
-from onward.starter.api.errors import parse_json, status_of
+from onward.starter.api.errors import ApiProblem, parse_json, status_of
 from onward.starter.api.events import RunEvent
 
 __all__ = [
     "CLOSE_ENDED",
+    "CLOSE_INTERNAL_ERROR",
     "CLOSE_NOT_FOUND",
     "CLOSE_TRY_AGAIN",
     "CLOSE_UNAUTHORIZED",
@@ -43,9 +46,14 @@ CLOSE_UNAUTHORIZED = 4401
 """Close code of a missing or unknown API key (the HTTP 401)."""
 CLOSE_NOT_FOUND = 4404
 """Close code of an unknown run, or another tenant's (the HTTP 404)."""
+CLOSE_INTERNAL_ERROR = 1011
+"""Close code when the server failed (the HTTP 500), or the event stream was cut short."""
 CLOSE_TRY_AGAIN = 1013
 """Close code when Temporal, a worker or the store cannot be reached (the HTTP 503):
 the standard "try again later", which clients may retry; 1008 (policy) says not to."""
+
+INTERNAL_ERROR = "internal error; see the API's log"
+"""What a client is told of a failure no handler expected (the HTTP 500's message)."""
 
 log = logging.getLogger("onward.api")
 
@@ -64,12 +72,18 @@ class _Session:
     """One socket: events out, controls in; sends never interleave."""
 
     def __init__(
-        self, websocket: WebSocket, client: OnwardClient, run_id: str, spend_left: SpendLeft
+        self,
+        websocket: WebSocket,
+        client: OnwardClient,
+        run_id: str,
+        spend_left: SpendLeft,
+        max_message_bytes: int,
     ) -> None:
         self.websocket = websocket
         self.client = client
         self.run_id = run_id
         self.spend_left = spend_left
+        self.max_message_bytes = max_message_bytes
         self._sending = asyncio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -87,14 +101,27 @@ class _Session:
         except (OnwardError, RPCError) as err:
             # The client reconnects with ?after=<last id>; nothing is lost by ending here.
             log.warning("websocket event stream ended early: %s", err)
-            await self.websocket.close(1011, "event stream interrupted; reconnect with ?after=")
+            await self.websocket.close(
+                CLOSE_INTERNAL_ERROR, "event stream interrupted; reconnect with ?after="
+            )
 
-    async def control(self, text: str) -> None:
-        """Apply one control message and answer it."""
+    def _decoded(self, frame: str | bytes) -> object:
+        """A control message's JSON, held to the HTTP body limit."""
+        size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
+        if size > self.max_message_bytes:
+            raise ApiProblem(
+                413, "BodyTooLarge", f"the message is over {self.max_message_bytes} bytes"
+            )
+        if isinstance(frame, bytes):
+            raise InvalidInput("a control is a JSON text message, not a binary one")
+        return parse_json(frame, "the message")
+
+    async def control(self, frame: str | bytes) -> None:
+        """Apply one control message and answer it; an error is answered too, never raised."""
         kind: str | None = None
         ref: object = None
         try:
-            message = parse_json(text, "the message")
+            message = self._decoded(frame)
             if not isinstance(message, dict):
                 raise InvalidInput("a control message is a JSON object with a 'type'")
             ref = message.pop("ref", None)
@@ -104,25 +131,34 @@ class _Session:
             body = control_body(kind, message)
             answer = await apply_control(self.client, self.run_id, kind, body, self.spend_left)
         except OnwardError as err:
-            await self.send(
-                {
-                    "type": "error",
-                    "control": kind,
-                    "ref": ref,
-                    "status": status_of(err),
-                    "error": error_message(err),
-                }
-            )
+            await self._refuse(kind, ref, status_of(err), error_message(err))
+            return
+        except Exception:
+            # As the HTTP API's 500: logged, answered, and the socket goes on.
+            log.exception("unexpected error answering a control of run %s", self.run_id)
+            error = {"type": "InternalError", "message": INTERNAL_ERROR, "problems": []}
+            await self._refuse(kind, ref, 500, error)
             return
         await self.send(
             {"type": "ack", "control": kind, "ref": ref, "data": answer.model_dump(mode="json")}
         )
 
+    async def _refuse(
+        self, kind: str | None, ref: object, status: int, error: dict[str, Any]
+    ) -> None:
+        """Answer a control with the HTTP status and error body it would have had."""
+        await self.send(
+            {"type": "error", "control": kind, "ref": ref, "status": status, "error": error}
+        )
+
     async def receive(self) -> None:
         """Read controls until the client goes."""
         while True:
-            text = await self.websocket.receive_text()
-            await self.control(text)
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            await self.control(text if text is not None else message.get("bytes") or b"")
 
 
 async def serve_socket(
@@ -131,9 +167,13 @@ async def serve_socket(
     run_id: str,
     events: AsyncIterator[RunEvent],
     spend_left: SpendLeft,
+    max_message_bytes: int,
 ) -> None:
-    """Run an accepted socket until the run's result was sent or the client went."""
-    session = _Session(websocket, client, run_id, spend_left)
+    """Run an accepted socket until the run's result was sent or the client went.
+
+    A control message over ``max_message_bytes`` is refused (413) as an HTTP body is.
+    """
+    session = _Session(websocket, client, run_id, spend_left, max_message_bytes)
     forwarding = asyncio.create_task(session.forward(events))
     receiving = asyncio.create_task(session.receive())
     try:
@@ -142,7 +182,14 @@ async def serve_socket(
         for task in (forwarding, receiving):
             task.cancel()
         for task in (forwarding, receiving):
-            with contextlib.suppress(
-                asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OnwardError, RPCError
-            ):
+            try:
                 await task
+            except (asyncio.CancelledError, WebSocketDisconnect, OnwardError, RPCError):
+                pass  # cancelled here, or the client went, or Temporal did (forward closed)
+            except Exception as err:
+                if isinstance(err, RuntimeError) and not isinstance(err, RecursionError):
+                    continue  # starlette's "already closed": an answer raced the close
+                # What no one expected ends this socket, with a close code, and is logged.
+                log.exception("websocket of run %s failed", run_id)
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # closed already
+                    await websocket.close(CLOSE_INTERNAL_ERROR, INTERNAL_ERROR)
