@@ -341,3 +341,18 @@ async def test_a_websocket_answers_messages_it_cannot_take_and_stays_open(base: 
             assert steering == ["hurry"]  # not the 2 MB one
             await socket.control({"type": "cancel"})
             await socket.to_result()
+
+
+async def test_a_websocket_resumed_past_the_result_closes_as_ended(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        created = (await http.post("/v1/runs", json={"prompt": "p"})).json()
+    url = ws_url(base, f"{created['status_url']}/ws")
+    async with connect(url) as connection:
+        socket = Socket(connection)
+        await socket.to_result()
+    last = socket.events[-1]["id"]
+    for after in (last, last + 1000):
+        async with connect(f"{url}?after={after}") as connection:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(connection.recv(), 30)  # nothing is sent, then 1000
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000, after

@@ -91,19 +91,28 @@ class _Session:
             await self.websocket.send_text(json.dumps(message))
 
     async def forward(self, events: AsyncIterator[RunEvent]) -> None:
-        """Send the run's events; close after ``result``."""
+        """Send the run's events; close after ``result``, or when they end without one."""
         try:
             async for item in events:
                 await self.send({"id": item.id, "event": item.event, "data": item.data})
                 if item.event == "result":
                     await self.websocket.close(CLOSE_ENDED)
                     return
+            ended = not (await self.client.info(self.run_id)).running
         except (OnwardError, RPCError) as err:
-            # The client reconnects with ?after=<last id>; nothing is lost by ending here.
-            log.warning("websocket event stream ended early: %s", err)
-            await self.websocket.close(
-                CLOSE_INTERNAL_ERROR, "event stream interrupted; reconnect with ?after="
-            )
+            await self._interrupted(err)
+            return
+        if ended:  # ?after= named the result or a later id: nothing more comes, as over SSE
+            await self.websocket.close(CLOSE_ENDED)
+        else:
+            await self._interrupted("the run's history ended early")
+
+    async def _interrupted(self, why: object) -> None:
+        # The client reconnects with ?after=<last id>; nothing is lost by ending here.
+        log.warning("websocket event stream ended early: %s", why)
+        await self.websocket.close(
+            CLOSE_INTERNAL_ERROR, "event stream interrupted; reconnect with ?after="
+        )
 
     def _decoded(self, frame: str | bytes) -> object:
         """A control message's JSON, held to the HTTP body limit."""
