@@ -37,6 +37,7 @@ from onward.errors import (
 from onward.starter.api.models import ApiError, ErrorBody
 
 __all__ = [
+    "INTERNAL_ERROR",
     "ApiProblem",
     "BodyLimit",
     "TooManyRequests",
@@ -48,6 +49,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("onward.api")
+
+INTERNAL_ERROR = "internal error; see the API's log"
+"""What a client is told of a failure no handler expected (the HTTP 500's message)."""
 
 _STATUS: tuple[tuple[type[OnwardError], int], ...] = (
     (RunNotFound, 404),
@@ -263,4 +267,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unexpected error answering %s %s", request.method, request.url.path)
-        return error_response(500, "InternalError", "internal error; see the API's log")
+        return error_response(500, "InternalError", INTERNAL_ERROR)

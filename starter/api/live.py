@@ -28,7 +28,7 @@ from temporalio.service import RPCError
 from onward.client import OnwardClient
 from onward.errors import InvalidInput, OnwardError
 from onward.starter.api.controls import SpendLeft, apply_control, control_body
-from onward.starter.api.errors import ApiProblem, parse_json, status_of
+from onward.starter.api.errors import INTERNAL_ERROR, ApiProblem, parse_json, status_of
 from onward.starter.api.events import RunEvent
 
 __all__ = [
@@ -51,9 +51,6 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN = 1013
 """Close code when Temporal, a worker or the store cannot be reached (the HTTP 503):
 the standard "try again later", which clients may retry; 1008 (policy) says not to."""
-
-INTERNAL_ERROR = "internal error; see the API's log"
-"""What a client is told of a failure no handler expected (the HTTP 500's message)."""
 
 log = logging.getLogger("onward.api")
 
