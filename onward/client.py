@@ -35,6 +35,7 @@ from temporalio.client import (
     RPCTimeoutOrCancelledError,
     ScheduleAlreadyRunningError,
     ScheduleOverlapPolicy,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
     WorkflowQueryFailedError,
@@ -527,13 +528,33 @@ class OnwardClient(SessionMethods):
         with self._translated(run_id):
             handle = self._handle(run_id)
             description = await handle.describe()
-            status, source = await status_of(handle, self.has_worker, description)
+            began = await self._chain_began(run_id, description)
+            status, source = await status_of(handle, self.has_worker, description, began)
         if status.turns is not None:  # a session: with its message run's wait, if any
             status = await with_message_run(self, run_id, status)
         elif source == "query":  # a running run: with its sub-agents' waits, if any
             children = description.raw_description.pending_children
             status = await with_sub_agents(self, status, [c.workflow_id for c in children])
         return status, source
+
+    async def _chain_began(
+        self, run_id: str, description: WorkflowExecutionDescription
+    ) -> datetime | None:
+        """When a running run continued as new began: its chain's first run's start.
+
+        None for any other run (its own start is the chain's), or when the server no
+        longer keeps the first run.
+        """
+        first = description.raw_description.workflow_execution_info.first_run_id
+        running = description.status == WorkflowExecutionStatus.RUNNING
+        if not running or not first or first == description.run_id:
+            return None
+        try:
+            return (await self._run_handle(run_id, first).describe()).start_time
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return None
 
     async def status(self, run_id: str) -> AgentStatus:
         """State, usage against budget, the last step, and a call being retried, if any."""

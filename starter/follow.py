@@ -51,7 +51,13 @@ from onward.contracts import (
 )
 from onward.errors import INVALID_INPUT
 from onward.starter.history import RunHistory, SessionHistory
-from onward.starter.trace import read_history, read_session_history, run_status, trace_of
+from onward.starter.trace import (
+    load_step_log,
+    read_history,
+    read_session_history,
+    run_status,
+    trace_of,
+)
 from onward.states import closed_reason, run_state
 from onward.workflows import AgentWorkflow
 
@@ -209,11 +215,15 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
     else:
         state = run_state(execution.status, run_status(history, execution))
         reason, records = None, history.step_log
-        usage = usage.model_copy(update={"duration_s": _elapsed_s(execution.start_time)})
+        carry = history.input.carry if history.input is not None else None
+        began = carry.started_at if carry is not None else execution.start_time  # the chain's
+        usage = usage.model_copy(update={"duration_s": _elapsed_s(began)})
     agent = history.input
+    # A run continued as new keeps (and returns) only its latest steps in full.
+    total = result.steps_total if result is not None else None
     return AgentStatus(
         state=state,
-        step=len(records),
+        step=total if total is not None else max(len(records), usage.steps),
         usage=usage,
         budget=agent.budget if agent else Budget(),
         last_step=records[-1] if records else None,
@@ -256,12 +266,14 @@ async def status_of(
     handle: WorkflowHandle[Any, Any],
     has_worker: HasWorker,
     description: WorkflowExecutionDescription | None = None,
+    began: datetime | None = None,
 ) -> tuple[AgentStatus, StatusSource]:
     """A run's status: from the ``status`` query while a worker answers, else from its history.
 
     A closed run, or a running one no worker polls for, needs no worker. The
     query's clock is the workflow's, which stands still between tasks, so a
-    running run's duration is measured here.
+    running run's duration is measured here, from ``began`` (when the run's chain
+    of runs began, for a run continued as new; default: this run's start).
 
     ``description`` is the run's, when the caller has described it already.
 
@@ -283,7 +295,7 @@ async def status_of(
     update: dict[str, Any] = {"cost_usd": round(status.usage.cost_usd, 8)}
     if description.workflow_type != SESSION_WORKFLOW:
         # A session's is the time its messages took to answer, not the time it was open.
-        update["duration_s"] = _elapsed_s(description.start_time)
+        update["duration_s"] = _elapsed_s(began or description.start_time)
     usage = status.usage.model_copy(update=update)
     return status.model_copy(update={"usage": usage, "retrying": retry}), "query"
 
@@ -314,7 +326,7 @@ class _Follower:
         self.handle = handle
         self.task_queue = task_queue
         self.has_worker = has_worker
-        self.seen = 0
+        self.seen = 0  # the number of the last step shown
         self.state: AgentState | None = None
         self.waiting = False
         self.attempt: tuple[str, int] | None = None
@@ -339,7 +351,7 @@ class _Follower:
         self.waiting = False
         if status.step > self.seen:
             steps = await self.handle.query(AgentWorkflow.steps, rpc_timeout=QUERY_TIMEOUT)
-            events += self.new_steps(steps)
+            events += await self.new_steps(steps)
         if status.state != self.state:
             first = self.state is None
             self.state = status.state
@@ -366,9 +378,18 @@ class _Follower:
         self.attempt = (call, retry.attempt)
         return [Retrying(retry)]
 
-    def new_steps(self, steps: list[StepRecord]) -> list[FollowEvent]:
-        fresh = steps[self.seen :]
-        self.seen += len(fresh)
+    async def new_steps(self, steps: list[StepRecord]) -> list[FollowEvent]:
+        """The steps after the last one shown, by number.
+
+        A run continued as new answers (and returns) only its latest steps: when
+        those skip some, the whole log is read (from the store, for a long run).
+        """
+        fresh = [record for record in steps if record.step > self.seen]
+        if fresh and fresh[0].step > self.seen + 1:
+            whole, _, _ = await load_step_log(self.handle)
+            fresh = [record for record in whole if record.step > self.seen] or fresh
+        if fresh:
+            self.seen = fresh[-1].step
         return [StepFinished(record) for record in fresh]
 
 
@@ -388,7 +409,7 @@ async def follow(
                 yield event
             await asyncio.wait({ended}, timeout=interval_s)
         outcome = ended.result()
-        for event in follower.new_steps(outcome.result.steps):
+        for event in await follower.new_steps(outcome.result.steps):
             yield event
         yield Ended(outcome)
     finally:

@@ -15,6 +15,7 @@ from test_crash_resume import REPO, WorkerProcess, wait_ready, workers
 
 from conftest import eventually, running_worker
 from onward.artifacts import workspace_dir
+from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
     BudgetExtension,
@@ -26,6 +27,7 @@ from onward.contracts import (
     ToolCall,
     Usage,
 )
+from onward.starter.follow import StepFinished
 from onward.store import open_store
 from onward.workflows import AgentWorkflow
 
@@ -252,3 +254,36 @@ async def test_a_native_cancel_still_writes_the_log_to_the_store(
     logged = await store.steps(status.transcript)
     assert [s.step for s in logged] == list(range(1, status.step + 1))
     await store.close()
+
+
+async def test_watch_status_and_duration_follow_the_chain_across_switches(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    turns = 32
+    call = {"name": "calculator", "arguments": {"expression": "1+1"}}
+    script = [{"text": f"t{n}", "tool_calls": [call], "delay_s": 0.05} for n in range(turns)]
+    agent_input = {
+        "prompt": "count",
+        "tools": ["calculator"],
+        "script": [*script, {"text": "done"}],
+        "continue_as_new_after": 4,
+    }
+    shown: list[int] = []
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
+        api = OnwardClient(client, task_queue=worker.task_queue)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        run_id = await api.start(agent_input)
+        async for event in api.follow(run_id):
+            if not isinstance(event, StepFinished):
+                continue
+            shown.append(event.record.step)
+            if event.record.step == 20:  # a few switches in: the chain's time, not the run's
+                duration = (await api.status(run_id)).usage.duration_s
+                assert duration >= loop.time() - started - 1.0
+        assert await runs_of(client, run_id) == 2  # it did switch
+        status = await api.status(run_id)
+    # Every step once, in order, though each run answers only its latest ones.
+    assert shown == list(range(1, turns + 2))
+    assert status.state == "completed"
+    assert status.step == status.usage.steps == turns + 1
