@@ -77,6 +77,7 @@ class ToolActivities:
         self._registry = registry
         self._workspace = workspace
         self._search_attributes = list(search_attributes)
+        self._sealed = False  # set as a worker starts (set_sealed)
         self._providers = list(providers)
         self._model_max_attempts = model_max_attempts
         self._context_windows = context_windows
@@ -92,6 +93,10 @@ class ToolActivities:
     def set_search_attributes(self, names: Sequence[str]) -> None:
         """The search attributes found on the server once the worker connected."""
         self._search_attributes = list(names)
+
+    def set_sealed(self, sealed: bool) -> None:
+        """Whether the worker's client encodes payloads (a codec: encryption)."""
+        self._sealed = sealed
 
     def workspace_of(self, key: str | None) -> Path:
         """The workspace of the run keyed ``key``; the root itself for runs without a key."""
@@ -135,6 +140,7 @@ class ToolActivities:
             ),
             tools_by_key=self._store is not None,
             steps_from_messages=self._store is not None,
+            sealed=self._sealed,
             run_version=RUN_VERSION,
         )
 
@@ -154,8 +160,9 @@ class ToolActivities:
         """``execute_tool`` for a local tool call, under the type the workflow named it by.
 
         The Web UI labels a local activity by its type alone, so the workflow
-        types each local call by its summary (``calculator(2+2)``); any
-        activity type this worker has no activity for lands here.
+        types each local call by its summary (``calculator(2+2)``; on a worker that
+        encrypts, ``calculator(…)``); any activity type this worker has no activity
+        for lands here.
         """
         request = activity.payload_converter().from_payload(args[0].payload, ToolRequest)
         return await self.execute_tool(request)

@@ -92,7 +92,7 @@ __all__ = [
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
 
-RUN_VERSION = 5
+RUN_VERSION = 6
 """The behaviour an agent run begun on this worker follows, for its whole life.
 
 ``describe_worker``, the run's first local activity, reports it, so it is in the
@@ -114,7 +114,10 @@ of behaviour raises it and keeps the older versions' code for runs in flight.
    (``PUBLISH_INTERVAL``), not every 5 s.
 5. The ``delegate`` tool tells the model how sub-agents share the budget
    (``onward.delegation.DELEGATE``); before, it said each took all that was left
-   (``DELEGATE_BEFORE_V5``, still offered to runs begun before)."""
+   (``DELEGATE_BEFORE_V5``, still offered to runs begun before).
+6. On a worker that encodes payloads (``WorkerDescription.sealed``), a local tool
+   call's activity type is ``calculator(…)``, not ``calculator(6*7)``: activity
+   types are plain text in the history, the Web UI and span names."""
 
 SESSION_WORKFLOW = "SessionWorkflow"
 """Workflow type name of a multi-turn session (one workflow per conversation)."""
@@ -771,6 +774,12 @@ class WorkerDescription(BaseModel):
         default=False,
         description="its model calls fill in what ``TranscriptRef.left_out`` names from "
         "the messages; False: an older worker, or one without a store",
+    )
+    sealed: bool = Field(
+        default=False,
+        description="the worker encodes payloads (ONWARD_ENCRYPTION_KEYS, a codec): a "
+        "local tool call's activity type, plain text in the history, then names its "
+        "tool only, not its arguments (run version 6); False: plain, or an older worker",
     )
     run_version: int = Field(
         default=0,

@@ -280,6 +280,9 @@ class OnwardPlugin(SimplePlugin):
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
         """Register search attributes (unless given or done), run the worker, close providers."""
         await self.register_search_attributes(worker.client)
+        # The worker encodes with its client's converter: runs it begins name local tool
+        # calls without their arguments (plain text in the history) when it encrypts.
+        self._tool_activities.set_sealed(worker.client.data_converter.payload_codec is not None)
         try:
             await super().run_worker(worker, next)
         finally:

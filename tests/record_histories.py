@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -25,6 +27,7 @@ from temporalio.client import (
     WorkflowHistory,
     WorkflowUpdateFailedError,
 )
+from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -656,6 +659,12 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         },
         nothing,
     ),
+    # RUN_VERSION 6: recorded on a worker that encodes payloads (SEALED), a local tool
+    # call's activity type names its tool only: calculator(…).
+    "run_version_6_sealed": (
+        {"prompt": "add", "tools": ["calculator"], "script": [calc("6*7"), {"text": "42"}]},
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).
@@ -988,13 +997,37 @@ async def record_children(client: Client, name: str, history: WorkflowHistory) -
         print(f"{name}{suffix}: {len(child_history.events)} events")
 
 
+SEALED = {"run_version_6_sealed"}
+"""Scenarios recorded on a worker whose client has a codec (one changing nothing, so
+the history replays without keys): the worker reports itself sealed."""
+
+
+class Unchanged(PayloadCodec):
+    """A codec that leaves payloads as they are."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+
 async def main(only: list[str]) -> None:
+    if SEALED & set(only) and not set(only) <= SEALED:
+        sys.exit(f"record {', '.join(sorted(SEALED))} on their own (a sealed worker)")
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         data_converter=DATA_CONVERTER,
     ) as env:
         names = await ensure_search_attributes(env.client, "default")
-        await record(env.client, names, only)
+        client = env.client
+        if set(only) <= SEALED:
+            config = client.config()
+            config["data_converter"] = dataclasses.replace(
+                DATA_CONVERTER, payload_codec=Unchanged()
+            )
+            client = Client(**config)
+        await record(client, names, only)
 
 
 if __name__ == "__main__":

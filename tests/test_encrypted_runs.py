@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import itertools
+import json
 import os
 import uuid
 from pathlib import Path
@@ -99,6 +100,36 @@ async def test_steps_and_trace_of_an_encrypted_run_need_its_keys(
         assert "Traceback" not in refused.stderr, (command, refused.stderr)
         assert "ONWARD_ENCRYPTION_KEYS" in refused.stderr, (command, refused.stderr)
         assert secret not in refused.stdout + refused.stderr
+
+
+async def test_local_tool_calls_of_an_encrypted_run_are_typed_without_their_arguments(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """An activity type is plain text in the history (and span names): an encrypting
+    worker's local tool call is ``calculator(…)``, a plain one's ``calculator(6*7)``."""
+    sealed = encrypted_client(env, EncryptionCodec(parse_keys(f"k1:{key()}")))
+    types: dict[str, list[str]] = {}
+    for name, client in (("sealed", sealed), ("plain", env.client)):
+        async with running_worker(client, tmp_path / name, search_attribute_names) as worker:
+            handle = await client.start_workflow(
+                AgentWorkflow.run,
+                secret_run("x"),
+                id=f"enc-type-{uuid.uuid4().hex[:8]}",
+                task_queue=worker.task_queue,
+            )
+            await handle.result()
+        history = await handle.fetch_history()
+        markers = [
+            json.loads(event.marker_recorded_event_attributes.details["data"].payloads[0].data)
+            for event in history.events
+            if event.HasField("marker_recorded_event_attributes")
+        ]
+        types[name] = [marker["activity_type"] for marker in markers]
+        if name == "sealed":
+            # Nowhere in the history (its text form shows payloads' printable bytes).
+            assert "6*7" not in "".join(str(event) for event in history.events)
+    assert "calculator(…)" in types["sealed"]
+    assert "calculator(6*7)" in types["plain"]
 
 
 async def test_the_transcript_store_holds_ciphertext(

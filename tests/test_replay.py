@@ -74,6 +74,8 @@ def test_histories_are_committed() -> None:
         "run_version_4_publish",  # RUN_VERSION 4: at most every 30 s (not at 6 s, at 31 s)
         "run_version_5_delegate",  # RUN_VERSION 5: delegate says sub-agents share what is
         "run_version_5_delegate_child",  # left
+        "run_version_6_sealed",  # RUN_VERSION 6: an encrypting worker's local tool call
+        # is typed calculator(…), without its arguments
     }
 
 

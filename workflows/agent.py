@@ -357,14 +357,17 @@ def _record_workflow_tool(
         )
 
 
-def _local_tool_type(call: ToolCall, patched: bool) -> str:
+def _local_tool_type(call: ToolCall, patched: bool, sealed: bool = False) -> str:
     """The activity type of a local tool call: its summary, e.g. ``calculator(2+2)``.
 
     The Web UI's timeline labels a local activity by its type only (the summary
     on its marker is not shown), so ``execute_tool`` for every local call read as
     nothing. The worker's dynamic activity (``execute_local_tool``) runs them.
-    ``patched``: the run has LOCAL_TOOL_TYPE_PATCH.
+    ``patched``: the run has LOCAL_TOOL_TYPE_PATCH. ``sealed``: the run's payloads
+    are encrypted, and a type is plain text: ``calculator(…)`` (run version 6).
     """
+    if sealed:
+        return f"{call.name}(…)"
     return tool_summary(call) if patched else "execute_tool"
 
 
@@ -414,6 +417,7 @@ class AgentWorkflow:
         self._conversation = Conversation()
         self._tools: dict[str, ToolSpec] = {}
         self._tools_by_key = False  # the worker reads tool specs from the store by key
+        self._sealed = False  # local tool calls typed without their arguments
         self._steps_from_messages = False  # ... and fills step records in from the messages
         self._tools_kept = False  # this run's first model call has kept them there
         self._tools_key: str | None = None
@@ -698,6 +702,7 @@ class AgentWorkflow:
             self._published = sa.values_in(workflow.info().typed_search_attributes)
             self._published_at = workflow.now() if self._published else None
         self._tools_by_key = description.tools_by_key
+        self._sealed = description.run_version >= 6 and description.sealed
         self._steps_from_messages = description.steps_from_messages
         unapprovable = unknown_approve_tools(self._input.approve_tools or [], self._tools)
         if unapprovable:
@@ -1530,7 +1535,8 @@ class AgentWorkflow:
             initial_interval=TOOL_RETRY_INTERVAL, maximum_attempts=spec.max_attempts
         )
         if spec.local:
-            activity_type = _local_tool_type(call, self._patched(LOCAL_TOOL_TYPE_PATCH))
+            patched = self._patched(LOCAL_TOOL_TYPE_PATCH)
+            activity_type = _local_tool_type(call, patched, self._sealed)
             return self._in_time(
                 lambda not_after: workflow.start_local_activity(
                     activity_type,
