@@ -52,6 +52,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import WorkflowInterceptorClassInput
 
+from onward.errors import SettingsError
 from onward.tool_telemetry import TOOL_SPAN_EXTERN, WorkflowToolSpan, tool_span_attributes
 
 __all__ = [
@@ -261,18 +262,24 @@ def temporal_runtime(environ: Mapping[str, str]) -> Runtime:
         filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
         forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
     )
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") or environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    variable = next(
+        (name for name in _METRICS_ENDPOINTS if environ.get(name)), _METRICS_ENDPOINTS[-1]
     )
+    endpoint = environ.get(variable)
     if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return Runtime(telemetry=TelemetryConfig(logging=logs))
     # Same protocol as the span exporter: OTLP/HTTP unless the user says grpc.
     use_http = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "grpc"
     if use_http and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         endpoint = endpoint.rstrip("/") + "/v1/metrics"
-    return Runtime(
-        telemetry=TelemetryConfig(
-            logging=logs,
-            metrics=OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True),
-        )
-    )
+    metrics = OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True)
+    try:
+        return Runtime(telemetry=TelemetryConfig(logging=logs, metrics=metrics))
+    except ValueError as err:  # Core's "Invalid OTel URL: relative URL without a base"
+        raise SettingsError(
+            f"{variable}={environ.get(variable)!r}: {err} (e.g. http://localhost:4318)"
+        ) from None
+
+
+_METRICS_ENDPOINTS = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+"""Where SDK metrics go: the first of these that is set."""

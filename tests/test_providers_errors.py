@@ -167,12 +167,15 @@ def test_settings_defaults_and_values() -> None:
         ("ONWARD_MODEL_TIMEOUT_S", "0"),
         ("ONWARD_MODEL_TIMEOUT_S", "590"),  # the activity's 10-minute timeout ends it first
         ("ONWARD_MODEL_MAX_ATTEMPTS", "2.5"),
+        ("ONWARD_MODEL_MAX_ATTEMPTS", "10000000000"),  # past a retry policy's int32
+        ("ONWARD_MODEL_MAX_ATTEMPTS", "many"),
         ("ONWARD_MODEL_MAX_RETRY_DELAY_S", "inf"),
     ],
 )
 def test_bad_settings_name_the_variable(name: str, value: str) -> None:
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=name) as refused:
         ModelCallSettings.from_env({name: value})
+    assert "seconds" not in str(refused.value) or not name.endswith("ATTEMPTS")
 
 
 def test_endpoints_from_json_and_toml(tmp_path: Path) -> None:

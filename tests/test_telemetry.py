@@ -37,8 +37,13 @@ from onward.contracts import (
     ModelResponse,
     ToolRequest,
 )
-from onward.errors import ToolRetryableError
-from onward.telemetry import RunTracingInterceptor, configure_telemetry, run_trace_id
+from onward.errors import SettingsError, ToolRetryableError
+from onward.telemetry import (
+    RunTracingInterceptor,
+    configure_telemetry,
+    run_trace_id,
+    temporal_runtime,
+)
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import AgentWorkflow
 
@@ -418,3 +423,11 @@ async def test_metrics_go_through_the_temporal_runtime(address: str, tmp_path: P
     steps = _updates(updates, "onward.step.duration", **{"onward.model": "scripted"})
     assert len(steps) == 2
     assert all(update.value >= 0 for update in steps)
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
+)
+def test_a_metrics_endpoint_that_is_no_url_is_named(variable: str) -> None:
+    with pytest.raises(SettingsError, match=f"{variable}='not-a-url'"):
+        temporal_runtime({variable: "not-a-url"})  # the worker says so, no traceback

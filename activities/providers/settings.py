@@ -54,18 +54,22 @@ DEFAULT_MAX_RETRY_DELAY_S = 300.0
 """Same as the workflow retry policy's maximum interval (5 minutes)."""
 DEFAULT_MAX_ATTEMPTS = 8
 """Attempts of one model call unless ``ONWARD_MODEL_MAX_ATTEMPTS`` says otherwise."""
+MAX_ATTEMPTS = 2**31 - 1
+"""The most a Temporal retry policy takes (an int32)."""
 _ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 """What a model string's provider part may be (``openrouter``, ``claude-proxy``)."""
 
 
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+def _number(
+    environ: Mapping[str, str], name: str, default: float, unit: str = "a number of seconds"
+) -> float:
     raw = environ.get(name)
     if raw is None or not raw.strip():
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected a number of seconds") from None
+        raise ValueError(f"{name}={raw!r}: expected {unit}") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={raw!r}: must be greater than 0")
     return value
@@ -90,9 +94,14 @@ class ModelCallSettings:
                 "(the model activity's start-to-close timeout is 10 minutes)"
             )
         connect = _number(environ, "ONWARD_MODEL_CONNECT_TIMEOUT_S", DEFAULT_CONNECT_TIMEOUT_S)
-        attempts = _number(environ, "ONWARD_MODEL_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)
+        attempts = _number(
+            environ, "ONWARD_MODEL_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS, "a whole number"
+        )
         if attempts != int(attempts):
             raise ValueError(f"ONWARD_MODEL_MAX_ATTEMPTS={attempts:g}: expected a whole number")
+        if attempts > MAX_ATTEMPTS:
+            # A retry policy's maximum_attempts is an int32: more fails every workflow task.
+            raise ValueError(f"ONWARD_MODEL_MAX_ATTEMPTS={attempts:g}: at most {MAX_ATTEMPTS}")
         return cls(
             timeout_s=timeout,
             connect_timeout_s=min(connect, timeout),
