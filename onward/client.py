@@ -50,7 +50,7 @@ from onward import search_attributes as sa
 from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.budget import require_a_limit
-from onward.connection import DATA_CONVERTER, connect, no_poller
+from onward.connection import DATA_CONVERTER, connect, no_poller, task_failing
 from onward.contracts import (
     AGENT_WORKFLOW,
     DEFAULT_TASK_QUEUE,
@@ -310,6 +310,11 @@ class OnwardClient(SessionMethods):
             )
         if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) and run_id:
             return NoWorker(f"no worker answered about {run_id} in time")
+        if task_failing(err) and run_id:
+            return NoWorker(
+                f"the workflow task of {run_id} keeps failing on its worker, which cannot "
+                "go on with the run: see the worker's log"
+            )
         if no_poller(err) and run_id:
             return NoWorker(
                 f"no worker has polled the task queue of {run_id} for a while, so nothing "

@@ -42,6 +42,7 @@ __all__ = [
     "connect_with_retry",
     "data_converter",
     "no_poller",
+    "task_failing",
     "task_queue",
     "unanswered",
 ]
@@ -184,10 +185,20 @@ def no_poller(err: RPCError) -> bool:
 
 
 def unanswered(err: RPCError) -> bool:
-    """Whether a query went unanswered for want of a worker (read the history instead)."""
-    return err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED) or no_poller(
-        err
+    """Whether no worker answered a query (read the history instead): none in time, none
+    polling (:func:`no_poller`), or the run's workflow task failing on its worker (the
+    server answers FAILED_PRECONDITION "Workflow Task in failed state")."""
+    return err.status in (
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.FAILED_PRECONDITION,
     )
+
+
+def task_failing(err: RPCError) -> bool:
+    """Whether the server refused a query because the run's workflow task keeps failing
+    (a worker polls, but cannot go on with the run: its log says why)."""
+    return err.status == RPCStatusCode.FAILED_PRECONDITION and "failed state" in err.message
 
 
 async def connect_with_retry(

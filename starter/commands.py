@@ -91,7 +91,12 @@ def render_event(event: FollowEvent, run_id: str, emit: Emit, notice: Emit) -> N
         if change:
             notice(change)
     elif isinstance(event, WaitingForWorker):
-        notice(waiting_line(event.task_queue))
+        notice(
+            "its workflow task keeps failing on the worker, which cannot go on with the "
+            "run: see the worker's log"
+            if event.failing
+            else waiting_line(event.task_queue)
+        )
     elif isinstance(event, Retrying):
         notice(retry_line(event.retry))
 

@@ -36,7 +36,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
-from onward.connection import unanswered
+from onward.connection import task_failing, unanswered
 from onward.contracts import (
     FINAL_STATES,
     SESSION_WORKFLOW,
@@ -121,6 +121,8 @@ class WaitingForWorker:
     """No worker polls (or answers on) the run's task queue; the run waits for one."""
 
     task_queue: str
+    failing: bool = False
+    """A worker polls, but the run's workflow task keeps failing on it (its log says why)."""
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,7 @@ class _Follower:
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.UNAVAILABLE):
                 raise
-            return events + self._waiting()
+            return events + self._waiting(failing=task_failing(err))
         except WorkflowQueryFailedError:
             return events  # the run is still being set up; ask again
         self.waiting = False
@@ -359,11 +361,11 @@ class _Follower:
                 events.append(StateChanged(status.state, status.reason, status.limit))
         return events
 
-    def _waiting(self) -> list[FollowEvent]:
+    def _waiting(self, failing: bool = False) -> list[FollowEvent]:
         if self.waiting:
             return []
         self.waiting = True
-        return [WaitingForWorker(self.task_queue)]
+        return [WaitingForWorker(self.task_queue, failing)]
 
     async def _retries(self) -> list[FollowEvent]:
         description = await self.handle.describe()

@@ -28,9 +28,11 @@ from conftest import (
     running_worker,
     spawn_onward,
 )
+from onward.activities import tool_calls
 from onward.client import OnwardClient
-from onward.connection import no_poller
+from onward.connection import no_poller, task_failing
 from onward.contracts import (
+    RUN_VERSION,
     AgentStatus,
     Budget,
     ModelRequest,
@@ -194,6 +196,44 @@ async def test_resume_of_a_run_that_is_not_paused_says_so(
     assert done.code == 0, done.stderr
     assert "was not paused" in done.stdout
     assert "it goes on" not in done.stdout
+
+
+async def test_a_run_whose_workflow_task_keeps_failing_is_said_so_and_read_from_history(
+    address: str,
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker older than the run (it began on a newer run version) fails its task for good.
+    monkeypatch.setattr(tool_calls, "RUN_VERSION", RUN_VERSION + 1)
+    async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
+        api = OnwardClient(client, task_queue=worker.task_queue)
+        run_id = await api.start({"prompt": "hello"})
+        handle = client.get_workflow_handle(run_id)
+
+        async def failing() -> bool:
+            try:
+                await handle.query(AgentWorkflow.status, rpc_timeout=timedelta(seconds=2))
+            except RPCError as err:
+                return task_failing(err)
+            return False
+
+        try:
+            await eventually(failing)
+            env = env_for(address, worker.task_queue)
+            status = await run_onward("status", run_id, "--json", env=env)
+            assert status.code == 0, status.stderr  # read from the history, in any state
+            assert status.json()["state"] == "running"
+            watching = await spawn_onward("watch", run_id, env=env)
+            try:
+                assert watching.stdout is not None
+                await _read_until(watching.stdout, "keeps failing on the worker")
+            finally:
+                watching.send_signal(signal.SIGINT)
+                await asyncio.wait_for(watching.communicate(), 30)
+        finally:
+            await handle.terminate("test over")
 
 
 async def test_resume_before_the_pause_is_reached_says_it_is_withdrawn(
