@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -65,6 +66,7 @@ from onward.store import (
     open_store,
     store_url,
 )
+from onward.store.payloads import payload_directory
 from onward.telemetry import configure_telemetry, temporal_runtime
 from onward.tuning import ENV_VARS, SHUTDOWN_MARGIN_S, WorkerTuning, limit_malloc_arenas
 
@@ -247,6 +249,17 @@ def _tuned(settings: WorkerSettings, options: dict[str, Any]) -> dict[str, Any]:
     return settings.tuning.worker_options() | options
 
 
+def require_writable(directory: Path, setting: str) -> None:
+    """Create ``directory`` and write a file in it, or raise SettingsError naming ``setting``."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".onward-write-check-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise SettingsError(f"{setting}: cannot write to {directory}: {reason}") from None
+
+
 async def run_worker(
     settings: WorkerSettings,
     stop: asyncio.Event | None = None,
@@ -266,7 +279,13 @@ async def run_worker(
         max_attempts = ModelCallSettings.from_env(env).max_attempts
     except ValueError as err:  # each check names its variable
         raise SettingsError(str(err)) from err
-    # Before connecting too: an unreachable PostgreSQL stops the start with its reason.
+    # Before connecting too: an unreachable PostgreSQL stops the start with its reason,
+    # and a directory the worker cannot write to, instead of every run failing later.
+    if not is_postgres(settings.store_url):
+        require_writable(local_root(settings.store_url), "ONWARD_STORE")
+    payloads = payload_directory(env)
+    if payloads is not None:
+        require_writable(payloads, "ONWARD_PAYLOADS")
     store = await open_store(settings.store_url, DATA_CONVERTER.payload_codec)
     try:
         telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)

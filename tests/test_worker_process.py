@@ -472,6 +472,11 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         ({"ONWARD_LOG_LEVEL": "chatty"}, "ONWARD_LOG_LEVEL"),
         ({"ONWARD_STICKY_TIMEOUT": "inf"}, "ONWARD_STICKY_TIMEOUT"),
         ({"ONWARD_MAX_CACHED_WORKFLOWS": "99999999999999999999"}, "ONWARD_MAX_CACHED_WORKFLOWS"),
+        ({"ONWARD_MODEL_MAX_ATTEMPTS": "10000000000"}, "ONWARD_MODEL_MAX_ATTEMPTS"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "not-a-url"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        # A directory the worker cannot write to: said at start, not by every run's failure.
+        ({"ONWARD_STORE": "/etc/passwd/store"}, "ONWARD_STORE: cannot write to /etc/passwd"),
+        ({"ONWARD_PAYLOADS": "/etc/passwd/p"}, "ONWARD_PAYLOADS: cannot write to /etc/passwd"),
     ],
 )
 async def test_a_bad_setting_stops_the_worker_at_once_in_one_line(

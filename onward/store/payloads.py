@@ -138,12 +138,20 @@ def external_storage(environ: Mapping[str, str]) -> ExternalStorage:
         raise SettingsError(
             f"ONWARD_PAYLOAD_THRESHOLD must be a number of bytes (0 or more), not {raw!r}"
         )
-    location = environ.get("ONWARD_PAYLOADS") or DEFAULT_PAYLOAD_DIR
+    directory = payload_directory(environ)
     driver: StorageDriver
-    if location.startswith("s3://"):
+    if directory is None:
         from onward.store.s3payloads import s3_driver  # aioboto3 only when asked for
 
-        driver = s3_driver(location, environ)
+        driver = s3_driver(environ["ONWARD_PAYLOADS"], environ)
     else:
-        driver = DirectoryStorageDriver(Path(location).expanduser().absolute())
+        driver = DirectoryStorageDriver(directory)
     return ExternalStorage(drivers=[driver], payload_size_threshold=threshold)
+
+
+def payload_directory(environ: Mapping[str, str]) -> Path | None:
+    """The directory ``ONWARD_PAYLOADS`` names (or the default); None for S3."""
+    location = environ.get("ONWARD_PAYLOADS") or DEFAULT_PAYLOAD_DIR
+    if location.startswith("s3://"):
+        return None
+    return Path(location).expanduser().absolute()
