@@ -327,21 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
         "(status exits 1 when none runs)",
     )
     dev.add_argument("action", nargs="?", choices=("start", "stop", "status"), default="start")
-    dev.add_argument("--port", type=int, help="frontend port (default 7233)")
-    dev.add_argument("--ui-port", type=int, help="Web UI port (default 8233)")
+    dev.add_argument("--port", type=port, help="frontend port (default 7233)")
+    dev.add_argument("--ui-port", type=port, help="Web UI port (default 8233)")
     dev.add_argument("--foreground", action="store_true", help="run attached to this terminal")
     _json_option(dev, "the server's state")
 
     demo = command("demo", "run an example agent offline (dev server + worker)")
-    demo.add_argument("--port", type=int, help="dev server frontend port (default 7233)")
-    demo.add_argument("--ui-port", type=int, help="dev server Web UI port (default 8233)")
+    demo.add_argument("--port", type=port, help="dev server frontend port (default 7233)")
+    demo.add_argument("--ui-port", type=port, help="dev server Web UI port (default 8233)")
 
     codec = command(
         "codec-server",
         "serve the payload codec to the Temporal Web UI (needs ONWARD_ENCRYPTION_KEYS)",
     )
     codec.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
-    codec.add_argument("--port", type=int, default=CODEC_PORT, help=f"default: {CODEC_PORT}")
+    codec.add_argument("--port", type=port, default=CODEC_PORT, help=f"default: {CODEC_PORT}")
     codec.add_argument(
         "--ui-origin",
         action="append",
@@ -363,7 +363,7 @@ def _api_parser(command: Any) -> None:
     api.add_argument("action", nargs="?", choices=("serve", "add-key"), default="serve")
     api.add_argument("tenant", nargs="?", metavar="TENANT", help="add-key: the key's tenant")
     api.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (loopback only)")
-    api.add_argument("--port", type=int, default=API_PORT, help=f"default: {API_PORT}")
+    api.add_argument("--port", type=port, default=API_PORT, help=f"default: {API_PORT}")
     api.add_argument(
         "--keys-file",
         metavar="FILE",
@@ -601,11 +601,22 @@ def _demo_command(args: argparse.Namespace) -> int:
     return run_demo(server, args.task_queue or task_queue())
 
 
+def port(text: str) -> int:
+    """A TCP port for argparse: 1 to 65535 (a bind past it ended in a traceback)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a port (1 to 65535)")
+    return number
+
+
 def _codec_server_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from onward.encryption import EncryptionError, codec_from_env
-    from onward.starter.codec_server import DEFAULT_UI_ORIGINS, codec_app
+    from onward.starter.codec_server import codec_app, ui_origins
 
     try:
         codec = codec_from_env(os.environ)
@@ -616,7 +627,8 @@ def _codec_server_command(args: argparse.Namespace) -> int:
             "ONWARD_ENCRYPTION_KEYS is not set: the codec server decodes with the same keys "
             "as the workers"
         )
-    origins = args.ui_origin or list(DEFAULT_UI_ORIGINS)
+    # Default: the Web UI of the dev server `onward dev` runs from this ONWARD_HOME.
+    origins = args.ui_origin or ui_origins(devserver.recorded_running(state_dir()))
     say(f"codec server on http://{args.host}:{args.port} for {', '.join(origins)}")
     say(f"in the Web UI set the codec endpoint to http://{args.host}:{args.port}")
     uvicorn.run(codec_app(codec, origins), host=args.host, port=args.port, log_level="warning")

@@ -22,13 +22,22 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from temporalio.api.common.v1 import Payload, Payloads
 
 from onward.encryption import EncryptionCodec, EncryptionError
+from onward.starter.devserver import DevServer
 
-__all__ = ["DEFAULT_UI_ORIGINS", "MAX_BODY_BYTES", "codec_app"]
+__all__ = ["DEFAULT_UI_ORIGINS", "MAX_BODY_BYTES", "codec_app", "ui_origins"]
 
 DEFAULT_UI_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
-"""The embedded dev server's Web UI; pass the origins of your own UI."""
+"""The embedded dev server's Web UI on its default port; pass the origins of your own UI."""
 MAX_BODY_BYTES = 8 * 1024 * 1024
 """Larger requests are refused (the UI sends a run's payloads a few at a time)."""
+
+
+def ui_origins(server: DevServer | None) -> list[str]:
+    """The origins of ``server``'s Web UI (``onward dev --ui-port``); the default port's
+    without one."""
+    if server is None:
+        return list(DEFAULT_UI_ORIGINS)
+    return [f"http://localhost:{server.ui_port}", f"http://127.0.0.1:{server.ui_port}"]
 
 
 def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS) -> FastAPI:

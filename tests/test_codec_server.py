@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from pathlib import Path
 
 import httpx
 from google.protobuf.json_format import MessageToDict
@@ -12,7 +13,8 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from conftest import eventually, run_onward, spawn_onward
 from onward.encryption import EncryptionCodec, parse_keys
-from onward.starter.codec_server import codec_app
+from onward.starter.codec_server import DEFAULT_UI_ORIGINS, codec_app, ui_origins
+from onward.starter.devserver import DevServer
 
 UI = "http://localhost:8233"
 
@@ -118,3 +120,17 @@ async def test_the_command_needs_the_keys() -> None:
     done = await run_onward("codec-server", env={"ONWARD_ENCRYPTION_KEYS": ""})
     assert done.code == 2
     assert "ONWARD_ENCRYPTION_KEYS is not set" in done.stderr
+
+
+async def test_a_port_out_of_range_is_a_usage_error() -> None:
+    keys = {"ONWARD_ENCRYPTION_KEYS": f"k:{base64.b64encode(os.urandom(32)).decode()}"}
+    done = await run_onward("codec-server", "--port", "99999", env=keys)
+    assert done.code == 2, done.stderr
+    assert "99999 is not a port (1 to 65535)" in done.stderr
+    assert "Traceback" not in done.stderr and "codec server on" not in done.stdout
+
+
+def test_the_ui_allowed_by_default_is_that_of_onward_dev_on_its_port(tmp_path: Path) -> None:
+    assert ui_origins(None) == list(DEFAULT_UI_ORIGINS)  # no dev server of this ONWARD_HOME
+    server = DevServer(home=tmp_path, port=7300, ui_port=8300)  # onward dev --ui-port 8300
+    assert ui_origins(server) == ["http://localhost:8300", "http://127.0.0.1:8300"]
