@@ -27,6 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import sessions
 from onward.contracts import (
+    FINAL_STATES,
     SESSION_WORKFLOW,
     AgentResult,
     AgentStatus,
@@ -371,13 +372,14 @@ def answering(session_id: str, status: AgentStatus) -> str:
 
 
 async def with_sub_agents(client: _Client, status: AgentStatus, children: list[str]) -> AgentStatus:
-    """``status`` of a running run, with the calls its sub-agents wait to have approved.
+    """``status`` of a run not ended, with the calls its sub-agents wait to have approved.
 
     A run waits for its sub-agent as for any call, so its own state reads
-    ``running``; the client asks the sub-agents (its pending ``children``, and
-    theirs) and lists their waiting calls, each with the ``run_id`` it belongs to.
+    ``running`` (or ``awaiting_approval`` for calls of its own, ``paused``...); the
+    client asks the sub-agents (its pending ``children``, and theirs) and lists their
+    waiting calls after its own, each with the ``run_id`` it belongs to.
     """
-    if status.turns is not None or status.state != "running":
+    if status.turns is not None or status.state in FINAL_STATES or not children:
         return status
     waiting: list[PendingApproval] = []
     for child in children:
@@ -391,7 +393,9 @@ async def with_sub_agents(client: _Client, status: AgentStatus, children: list[s
         ]
     if not waiting:
         return status
-    return status.model_copy(update={"state": "awaiting_approval", "pending_approvals": waiting})
+    state = "awaiting_approval" if status.state == "running" else status.state
+    pending = [*status.pending_approvals, *waiting]
+    return status.model_copy(update={"state": state, "pending_approvals": pending})
 
 
 async def approval_target(client: _Client, run: RunInfo, call_id: str | None = None) -> str:
@@ -413,6 +417,8 @@ async def approval_target(client: _Client, run: RunInfo, call_id: str | None = N
     calls = status.pending_approvals
     if call_id is not None:
         calls = [call for call in calls if call.call_id == call_id]
+        if any(call.run_id is None for call in calls):
+            return run_id  # the run's own call: a sub-agent's of that id is named by its run
     owners = {call.run_id or run_id for call in calls}
     if len(owners) > 1:
         raise RequestRejected(

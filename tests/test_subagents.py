@@ -44,6 +44,7 @@ from onward.delegation import (
     child_input,
     roll_up,
 )
+from onward.errors import RequestRejected
 from onward.starter.calls import CallPairing
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES, reconstruct
 from onward.starter.report import report_query
@@ -556,6 +557,47 @@ async def test_a_sub_agents_approval_shows_on_its_parent_and_is_decided_there(
     result = await handle.result()
     assert (result.status, result.output) == ("completed", "done")
     assert (workspace_dir(worker.workspace, handle.id) / "sub.md").read_text() == "s"
+
+
+async def test_a_parents_own_and_its_sub_agents_approvals_show_together(
+    worker: RunningWorker,
+) -> None:
+    def write(path: str) -> dict[str, Any]:
+        return {"name": "write_file", "arguments": {"path": path, "content": path}}
+
+    child_script = [{"text": "writing", "tool_calls": [write("sub.md")]}, {"text": "written"}]
+    turn = delegating(prompt="write it", script=child_script)
+    turn["tool_calls"].insert(0, write("own.md"))  # the parent's own, in the same turn
+    handle = await worker.start(
+        {
+            "prompt": "write and delegate a write",
+            "tools": ["write_file", "delegate"],
+            "approve_tools": ["write_file"],
+            "script": [turn, {"text": "done"}],
+        }
+    )
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    found: list[AgentStatus] = []
+
+    async def both_wait() -> bool:
+        found[:] = [await onward.status(handle.id)]
+        return len(found[0].pending_approvals) == 2
+
+    await eventually(both_wait)
+    assert found[0].state == "awaiting_approval"
+    own, theirs = sorted(found[0].pending_approvals, key=lambda call: call.run_id or "")
+    assert own.run_id is None and own.arguments["path"] == "own.md"
+    assert theirs.run_id is not None and theirs.arguments["path"] == "sub.md"
+    # "Every pending call" of the parent would decide one of the two runs only: refused.
+    with pytest.raises(RequestRejected, match="calls of several runs wait"):
+        await onward.approve(handle.id)
+    assert (await onward.approve(theirs.run_id)).call_ids == [theirs.call_id]
+    # Named through the parent, its own call is the parent's, whatever id a sub-agent's has.
+    assert (await onward.approve(handle.id, own.call_id)).call_ids == [own.call_id]
+    result = await handle.result()
+    assert (result.status, result.output) == ("completed", "done")
+    written = workspace_dir(worker.workspace, handle.id)
+    assert sorted(path.name for path in written.glob("*.md")) == ["own.md", "sub.md"]
 
 
 async def test_the_report_counts_a_sub_agents_usage_once(
