@@ -202,7 +202,7 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
     A run that completed has its result; one Temporal closed (terminated, timed
     out, cancelled natively, failed on invalid input) has its failure and the
     steps the history shows; a running run has the state it last published.
-    The budget is the one the run started with.
+    The budget is the one the run started with, as its last ``extend_budget`` left it.
     """
     trace = trace_of(execution, history)
     result = history.result
@@ -227,7 +227,7 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
         state=state,
         step=total if total is not None else max(len(records), usage.steps),
         usage=usage,
-        budget=agent.budget if agent else Budget(),
+        budget=history.budget or (agent.budget if agent else Budget()),  # as extended
         last_step=records[-1] if records else None,
         reason=reason,
         model=agent.model if agent else None,

@@ -35,6 +35,7 @@ from onward.contracts import (
     AgentInput,
     AgentResult,
     AgentState,
+    Budget,
     CompactionRequest,
     CompactionResult,
     ModelRequest,
@@ -142,6 +143,10 @@ class RunHistory:
     usage includes it, as the workflow rolls it up when the delegate call ends)."""
     previous_run: str | None = None
     """The run id of the run this one continued (continue-as-new); None: the first run."""
+    budget: Budget | None = None
+    """The limits the last ``extend_budget`` of this run set; None: its input's."""
+    _extensions: set[str] = field(default_factory=set)
+    """Ids of ``extend_budget`` updates accepted and not yet completed."""
 
     @property
     def step_log(self) -> list[StepRecord]:
@@ -451,6 +456,10 @@ class _Assembler:
         return (ToolOutcome(error="not run"), "not_run") if over else None
 
 
+EXTEND_BUDGET_UPDATE = "extend_budget"
+"""The update that raises a run's limits; its answer is the new ``Budget``."""
+
+
 def _run_event(run: RunHistory, event: HistoryEvent) -> None:
     kind = event.event_type
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
@@ -464,6 +473,15 @@ def _run_event(run: RunHistory, event: HistoryEvent) -> None:
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             attrs_done = event.workflow_execution_completed_event_attributes
             run.result = decode(attrs_done.result, AgentResult)
+    elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+        request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+        if request.input.name == EXTEND_BUDGET_UPDATE:
+            run._extensions.add(request.meta.update_id)
+    elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+        attrs_update = event.workflow_execution_update_completed_event_attributes
+        if attrs_update.meta.update_id in run._extensions:
+            run._extensions.discard(attrs_update.meta.update_id)
+            run.budget = decode(attrs_update.outcome.success, Budget) or run.budget
 
 
 def _ending(event: HistoryEvent) -> tuple[AgentState, str | None]:

@@ -12,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from conftest import RunningWorker, eventually, model_inputs, running_worker
 from onward.activities.providers.scripted import ScriptedModel
+from onward.client import OnwardClient
 from onward.contracts import BudgetExtension, ModelRequest, ModelResponse
 from onward.errors import DEADLINE_PASSED
 from onward.starter.trace import read_history
@@ -127,6 +128,11 @@ async def test_pause_mode_waits_for_extend_budget(worker: RunningWorker) -> None
     assert result.status == "completed"
     assert result.usage.tool_calls == 3
     assert result.reason is None
+    # Ended, its status comes from the history: with the budget as extended, not 3/1.
+    api = OnwardClient(worker.client, task_queue=worker.task_queue)
+    status, source = await api.status_and_source(handle.id)
+    assert source == "history"
+    assert (status.budget.max_tool_calls, status.usage.tool_calls) == (10, 3)
 
 
 async def test_extend_budget_on_a_running_agent(worker: RunningWorker) -> None:

@@ -61,7 +61,7 @@ from onward.contracts import (
     WebhookOutcome,
 )
 from onward.starter.calls import Call, CallPairing, decode, decode_one
-from onward.starter.history import REQUEST_TYPES, RESULT_TYPES
+from onward.starter.history import EXTEND_BUDGET_UPDATE, REQUEST_TYPES, RESULT_TYPES
 from onward.starter.sealed import opened_events
 
 __all__ = ["CHAIN_EVENTS", "EVENT_TYPES", "WARN_AT", "EventTranslator", "RunEvent", "run_events"]
@@ -198,7 +198,7 @@ class EventTranslator:
             return self._state_of(started.search_attributes)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
-            if request.input.name == "extend_budget":
+            if request.input.name == EXTEND_BUDGET_UPDATE:
                 extension = decode(request.input.args, BudgetExtension)
                 if isinstance(extension, BudgetExtension):
                     self.budget = budgets.apply_extension(self.budget, extension)
