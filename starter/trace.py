@@ -149,13 +149,16 @@ def waiting_for(tool: TraceToolCall, status: str) -> Literal["approval", "start"
     it starts. A call that needs approval starts by waiting for it. A run that
     ended with calls pending (a terminate, a timeout) gave them no outcome.
     """
+    if status in FINAL_STATES:
+        # Ended: a call left without an outcome, started (a wait, a sub-agent) or not.
+        return "end" if tool.result is None and tool.error is None else None
     if not tool.pending:
         return None
     if status == "awaiting_approval":
         return "approval"
     if status in ("paused", "budget_paused"):
         return "start"
-    return "end" if status in FINAL_STATES else None
+    return None
 
 
 def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:

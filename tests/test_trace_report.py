@@ -257,11 +257,18 @@ def test_trace_lines_name_the_sub_agent_whose_call_was_cut_off() -> None:
 def test_a_call_a_closed_run_left_pending_shows_no_outcome() -> None:
     trace = Trace(workflow_id="run-1", status="terminated", source="history", usage=RunUsage())
     pending = TraceToolCall(id="c1", name="calculator", arguments={"expression": "1+1"})
-    trace.steps.append(TraceStep(step=1, tool_calls=[pending]))
+    # Started and never ended: a wait's timer, say, when the run was terminated.
+    started = TraceToolCall(
+        id="c2",
+        name="wait",
+        arguments={"seconds": 15},
+        call=CallTrace(kind="timer", role="tool", name="wait", state="started"),
+    )
+    trace.steps.append(TraceStep(step=1, tool_calls=[pending, started]))
 
-    (row,) = [line for line in trace_lines(trace) if "calculator(" in line]
+    rows = [line for line in trace_lines(trace) if "calculator(" in line or "wait(" in line]
 
-    assert row.endswith("(no outcome)")
+    assert len(rows) == 2 and all(row.endswith("(no outcome)") for row in rows), rows
 
 
 def test_since_and_percentiles() -> None:
