@@ -68,7 +68,13 @@ from onward.store import (
 )
 from onward.store.payloads import payload_directory
 from onward.telemetry import configure_telemetry, temporal_runtime
-from onward.tuning import ENV_VARS, SHUTDOWN_MARGIN_S, WorkerTuning, limit_malloc_arenas
+from onward.tuning import (
+    ENV_VARS,
+    SHUTDOWN_MARGIN_S,
+    WorkerTuning,
+    limit_malloc_arenas,
+    sandbox_wanted,
+)
 
 __all__ = [
     "DESCRIPTION",
@@ -279,6 +285,7 @@ async def run_worker(
         max_attempts = ModelCallSettings.from_env(env).max_attempts
     except ValueError as err:  # each check names its variable
         raise SettingsError(str(err)) from err
+    sandbox_wanted(env)  # read at import, where a bad value could only be ignored
     # Before connecting too: an unreachable PostgreSQL stops the start with its reason,
     # and a directory the worker cannot write to, instead of every run failing later.
     if not is_postgres(settings.store_url):

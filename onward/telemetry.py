@@ -54,6 +54,7 @@ from temporalio.worker import WorkflowInterceptorClassInput
 
 from onward.errors import SettingsError
 from onward.tool_telemetry import TOOL_SPAN_EXTERN, WorkflowToolSpan, tool_span_attributes
+from onward.tuning import env_flag
 
 __all__ = [
     "JsonLinesSpanExporter",
@@ -69,8 +70,12 @@ log = logging.getLogger("onward.telemetry")
 
 
 def trace_content_enabled(environ: Mapping[str, str]) -> bool:
-    """Whether spans may carry message content (``ONWARD_TRACE_CONTENT=1``): off by default."""
-    return environ.get("ONWARD_TRACE_CONTENT", "").strip().lower() in {"1", "true", "yes", "on"}
+    """Whether spans may carry message content (``ONWARD_TRACE_CONTENT=1``): off by default.
+
+    Raises:
+        SettingsError: a value that is neither on nor off (see :func:`~onward.tuning.env_flag`).
+    """
+    return env_flag(environ, "ONWARD_TRACE_CONTENT")
 
 
 class JsonLinesSpanExporter(SpanExporter):

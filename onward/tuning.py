@@ -21,6 +21,7 @@ from typing import Any
 from temporalio.common import SearchAttributeIndexedValueType
 
 from onward import search_attributes
+from onward.errors import SettingsError
 
 __all__ = [
     "DEV_SERVER_DYNAMIC_CONFIG",
@@ -34,6 +35,7 @@ __all__ = [
     "WORKFLOW_TASK_TIMEOUT",
     "WorkerTuning",
     "dev_server_args",
+    "env_flag",
     "limit_malloc_arenas",
     "sandbox_wanted",
 ]
@@ -52,12 +54,31 @@ queue well within it."""
 SANDBOX_ENV = "ONWARD_WORKFLOW_SANDBOX"
 
 
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"", "0", "false", "no", "off"})
+
+
+def env_flag(environ: Mapping[str, str], name: str) -> bool:
+    """An on/off setting: ``1``, ``true``, ``yes``, ``on`` or their opposites (unset: off).
+
+    Raises:
+        SettingsError: any other value (``2``, ``enabled``): not read as off in silence.
+    """
+    value = environ.get(name, "").strip().lower()
+    if value not in _ON | _OFF:
+        raise SettingsError(f"{name}={environ[name]!r}: expected 1/true/yes/on or 0/false/no/off")
+    return value in _ON
+
+
 def sandbox_wanted(environ: Mapping[str, str]) -> bool:
-    """Whether :data:`SANDBOX_ENV` asks for the sandbox (``1``, ``true``, ``yes``, ``on``)."""
-    return environ.get(SANDBOX_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
+    """Whether :data:`SANDBOX_ENV` asks for the sandbox (see :func:`env_flag`)."""
+    return env_flag(environ, SANDBOX_ENV)
 
 
-WORKFLOW_SANDBOX = sandbox_wanted(os.environ)
+try:
+    WORKFLOW_SANDBOX = sandbox_wanted(os.environ)
+except SettingsError:  # every process imports this: the worker's start says it, by name
+    WORKFLOW_SANDBOX = False
 """Whether Onward's own workflows run in Temporal's workflow sandbox (read at import).
 
 Off by default. The sandbox checks at run time that workflow code makes no

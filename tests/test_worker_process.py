@@ -477,6 +477,9 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         # A directory the worker cannot write to: said at start, not by every run's failure.
         ({"ONWARD_STORE": "/etc/passwd/store"}, "ONWARD_STORE: cannot write to /etc/passwd"),
         ({"ONWARD_PAYLOADS": "/etc/passwd/p"}, "ONWARD_PAYLOADS: cannot write to /etc/passwd"),
+        # An on/off setting that is neither: not off in silence.
+        ({"ONWARD_TRACE_CONTENT": "2"}, "ONWARD_TRACE_CONTENT='2'"),
+        ({"ONWARD_WORKFLOW_SANDBOX": "enabled"}, "ONWARD_WORKFLOW_SANDBOX='enabled'"),
     ],
 )
 async def test_a_bad_setting_stops_the_worker_at_once_in_one_line(
