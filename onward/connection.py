@@ -126,9 +126,17 @@ log = logging.getLogger("onward")
 
 
 def task_queue(environ: Mapping[str, str] | None = None) -> str:
-    """``ONWARD_TASK_QUEUE``, or ``onward``."""
+    """``ONWARD_TASK_QUEUE``, or ``onward``.
+
+    Raises:
+        SettingsError: a blank name, or one with spaces around it.
+    """
     env = os.environ if environ is None else environ
-    return env.get("ONWARD_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+    name = env.get("ONWARD_TASK_QUEUE") or DEFAULT_TASK_QUEUE
+    if not name.strip() or name != name.strip():
+        # A worker would poll a queue named "  ", which no client starts runs on.
+        raise SettingsError(f"ONWARD_TASK_QUEUE={name!r}: a name without spaces around it")
+    return name
 
 
 def _profile_config(environ: Mapping[str, str] | None) -> dict[str, Any]:

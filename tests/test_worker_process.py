@@ -479,6 +479,7 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         ({"ONWARD_PAYLOADS": "/etc/passwd/p"}, "ONWARD_PAYLOADS: cannot write to /etc/passwd"),
         # An on/off setting that is neither: not off in silence.
         ({"ONWARD_TRACE_CONTENT": "2"}, "ONWARD_TRACE_CONTENT='2'"),
+        ({"ONWARD_TASK_QUEUE": "  "}, "ONWARD_TASK_QUEUE='  '"),
         ({"ONWARD_WORKFLOW_SANDBOX": "enabled"}, "ONWARD_WORKFLOW_SANDBOX='enabled'"),
     ],
 )
