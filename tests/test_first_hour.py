@@ -11,13 +11,14 @@ import asyncio
 import re
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -198,6 +199,17 @@ async def test_resume_of_a_run_that_is_not_paused_says_so(
     assert "it goes on" not in done.stdout
 
 
+async def query_refused(
+    handle: WorkflowHandle[Any, Any], refused: Callable[[RPCError], bool]
+) -> bool:
+    """Whether the server refuses the run's status query the way ``refused`` recognises."""
+    try:
+        await handle.query(AgentWorkflow.status, rpc_timeout=timedelta(seconds=1))
+    except RPCError as err:
+        return refused(err)
+    return False
+
+
 async def test_a_run_whose_workflow_task_keeps_failing_is_said_so_and_read_from_history(
     address: str,
     client: Client,
@@ -211,16 +223,8 @@ async def test_a_run_whose_workflow_task_keeps_failing_is_said_so_and_read_from_
         api = OnwardClient(client, task_queue=worker.task_queue)
         run_id = await api.start({"prompt": "hello"})
         handle = client.get_workflow_handle(run_id)
-
-        async def failing() -> bool:
-            try:
-                await handle.query(AgentWorkflow.status, rpc_timeout=timedelta(seconds=2))
-            except RPCError as err:
-                return task_failing(err)
-            return False
-
         try:
-            await eventually(failing)
+            await eventually(lambda: query_refused(handle, task_failing))
             env = env_for(address, worker.task_queue)
             status = await run_onward("status", run_id, "--json", env=env)
             assert status.code == 0, status.stderr  # read from the history, in any state
@@ -278,16 +282,8 @@ async def test_a_run_whose_worker_stopped_reads_from_history_and_says_no_worker(
 
         await eventually(waiting)
     handle = client.get_workflow_handle(run_id)
-
-    async def refused() -> bool:
-        try:
-            await handle.query(AgentWorkflow.status, rpc_timeout=timedelta(seconds=1))
-        except RPCError as err:
-            return no_poller(err)
-        return False
-
     try:
-        await eventually(refused, timeout_s=90, interval_s=0.5)
+        await eventually(lambda: query_refused(handle, no_poller), timeout_s=90, interval_s=0.5)
         assert await api.has_worker(worker.task_queue)  # still listed: the status asks
         status, source = await api.status_and_source(run_id)
         assert (status.state, source) == ("awaiting_approval", "history")
