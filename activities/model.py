@@ -264,30 +264,36 @@ class ModelActivities:
 
     @activity.defn(name="write_transcript")
     async def write_transcript(self, write: TranscriptWrite) -> None:
-        """Write a run's last messages and step records (at its end, before continue-as-new)."""
+        """Write a run's last messages and step records (at its end, before continue-as-new).
+
+        Heartbeats (as a regular activity) so a worker that dies in it is noticed at once.
+        """
         store = self._required_store()
-        await store.write_messages(
-            write.id, write.count - len(write.new_messages), write.new_messages
-        )
-        await store.write_steps(write.id, write.steps)
+        async with heartbeating():
+            await store.write_messages(
+                write.id, write.count - len(write.new_messages), write.new_messages
+            )
+            await store.write_steps(write.id, write.steps)
 
     @activity.defn(name="copy_conversation")
     async def copy_conversation(self, copy: ConversationCopy) -> None:
         """Start a run's transcript with a conversation's messages (a session's next message).
 
         Written at the same positions on every attempt, so a retry changes nothing.
+        Heartbeats so a worker that dies in it is noticed at once.
         """
         store = self._required_store()
         source = copy.source
-        messages = await store.messages(source.transcript, 0, source.messages)
-        if len(messages) != source.messages:
-            raise ApplicationError(
-                f"transcript {source.transcript} holds {len(messages)} messages, the "
-                f"conversation has {source.messages}: does this worker use the same "
-                "ONWARD_STORE as the session's other workers?",
-                type=TRANSCRIPT_INCOMPLETE,
-            )
-        await store.write_messages(copy.target, 0, messages)
+        async with heartbeating():
+            messages = await store.messages(source.transcript, 0, source.messages)
+            if len(messages) != source.messages:
+                raise ApplicationError(
+                    f"transcript {source.transcript} holds {len(messages)} messages, the "
+                    f"conversation has {source.messages}: does this worker use the same "
+                    "ONWARD_STORE as the session's other workers?",
+                    type=TRANSCRIPT_INCOMPLETE,
+                )
+            await store.write_messages(copy.target, 0, messages)
 
     async def _conversation(self, ref: TranscriptRef) -> list[Message]:
         """Write ``ref``'s closed steps; return what the model is sent.

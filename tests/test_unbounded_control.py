@@ -13,7 +13,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from test_crash_resume import REPO, WorkerProcess, wait_ready, workers
 
-from conftest import eventually, running_worker
+from conftest import activity_running, eventually, running_worker
 from onward.artifacts import workspace_dir
 from onward.client import OnwardClient
 from onward.contracts import (
@@ -287,3 +287,51 @@ async def test_watch_status_and_duration_follow_the_chain_across_switches(
     assert shown == list(range(1, turns + 2))
     assert status.state == "completed"
     assert status.step == status.usage.steps == turns + 1
+
+
+def calc_turn(n: int) -> dict[str, object]:
+    call = {"name": "calculator", "arguments": {"expression": f"{n}+1"}}
+    return {"text": f"turn {n}", "tool_calls": [call]}
+
+
+async def test_a_worker_killed_in_the_switchs_transcript_write_is_replaced_at_once(
+    client: Client, address: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """The write before continue-as-new heartbeats: a worker killed in it is noticed in
+    2 s, not after its 60 s start-to-close timeout."""
+    task_queue = f"stuck-{uuid.uuid4().hex[:8]}"
+    store, workspace = str(tmp_path / "store"), tmp_path / "workspace"
+    stuck = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "tests" / "stuck_store_worker.py"),
+        address,
+        task_queue,
+        store,
+        str(workspace),
+        cwd=REPO / "tests",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert stuck.stdout is not None
+        assert await asyncio.wait_for(stuck.stdout.readline(), 60) == b"ready\n"
+        script = [calc_turn(n) for n in range(4)] + [{"text": "done"}]
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(
+                {"prompt": "count", "script": script, "continue_as_new_after": 2}
+            ),
+            id=f"stuck-{task_queue}",
+            task_queue=task_queue,
+        )
+        await eventually(lambda: activity_running(handle, "write_transcript"), timeout_s=30)
+    finally:
+        stuck.kill()  # kill -9, in the write
+        await stuck.wait()
+    replacement = WorkerProcess(
+        address, task_queue, workspace, tmp_path / "w2.log", {"ONWARD_STORE": store}
+    )
+    workers.append(replacement)
+    await wait_ready(replacement)
+    latest = client.get_workflow_handle_for(AgentWorkflow.run, handle.id)
+    result = await asyncio.wait_for(latest.result(), timeout=40)  # before: 60 s and more
+    assert (result.status, result.output, result.steps_total) == ("completed", "done", 5)

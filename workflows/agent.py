@@ -758,6 +758,7 @@ class AgentWorkflow:
                 ModelActivities.copy_conversation,
                 ConversationCopy(source=conversation, target=self._transcript),
                 start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,  # a dead worker: retried in 2 s, not 60
                 retry_policy=WRITE_TRANSCRIPT_RETRY,
                 summary="copy the conversation",
             )
@@ -845,17 +846,24 @@ class AgentWorkflow:
             new_messages=new,
             steps=self._unwritten,
         )
-        execute = (
-            workflow.execute_local_activity_method if local else workflow.execute_activity_method
-        )
         try:
-            await execute(
-                ModelActivities.write_transcript,
-                write,
-                start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
-                retry_policy=WRITE_TRANSCRIPT_RETRY,
-                summary="write transcript",
-            )
+            if local:
+                await workflow.execute_local_activity_method(
+                    ModelActivities.write_transcript,
+                    write,
+                    start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
+                    retry_policy=WRITE_TRANSCRIPT_RETRY,
+                    summary="write transcript",
+                )
+            else:
+                await workflow.execute_activity_method(
+                    ModelActivities.write_transcript,
+                    write,
+                    start_to_close_timeout=WRITE_TRANSCRIPT_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,  # a dead worker: retried in 2 s
+                    retry_policy=WRITE_TRANSCRIPT_RETRY,
+                    summary="write transcript",
+                )
         except ActivityError as err:
             if not at_end:
                 reason = f"cannot write the transcript: {_root_message(err)}"
