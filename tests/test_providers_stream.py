@@ -134,3 +134,28 @@ async def test_a_streamed_answer_reports_cached_prompt_tokens(
     response = await provider.stream(request(model_of(protocol)), lambda _: None)
     assert response.usage.cached_input_tokens == 32
     assert response.usage.output_tokens == 4
+
+
+async def test_a_streamed_tool_call_cut_off_mid_arguments_is_reported_not_retried() -> None:
+    """Cut off by max_tokens mid-arguments, as the real API does on every attempt: the
+    call gets its text as ``_raw`` (the tool's error for the model), as a plain answer's
+    would, instead of a retried bad response."""
+    events = anthropic_stream(PIECES, [CALL])
+    deltas = [e for e in events if e.get("delta", {}).get("type") == "input_json_delta"]
+    deltas[-1]["delta"]["partial_json"] = ""  # the second half never came
+    cut = deltas[0]["delta"]["partial_json"]
+    for event in events:
+        if event["type"] == "message_delta":
+            event["delta"]["stop_reason"] = "max_tokens"
+    async with FakeProvider(ANTHROPIC_PATH) as server:
+        providers = providers_from_env(
+            {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": SECRET}
+        )
+        provider = providers["anthropic"]
+        assert isinstance(provider, HttpModelProvider)
+        try:
+            server.script(Reply(events=events))
+            answer = await provider.stream(request(model_of("anthropic")), lambda _: None)
+        finally:
+            await close_providers(providers)
+    assert [(c.name, c.arguments) for c in answer.tool_calls] == [("calculator", {"_raw": cut})]

@@ -7,7 +7,6 @@ records the same ``ModelResponse`` whether it streamed or not.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -154,11 +153,8 @@ class AnthropicFold:
         content = []
         for index, block in sorted(self._blocks.items()):
             if block.get("type") == "tool_use" and index in self._json:
-                try:
-                    block = {**block, "input": json.loads(self._json[index] or "{}")}
-                except ValueError:
-                    raise ResponseShapeError(
-                        f"tool_use block {index} streamed arguments that are not JSON"
-                    ) from None
+                # As sent: arguments that are not JSON (cut off by max_tokens, say) reach
+                # the call as ``_raw``, the model's tool error, as a plain answer's would.
+                block = {**block, "input": self._json[index] or "{}"}
             content.append(block)
         return {**self.message, "content": content, "usage": self.usage}
