@@ -58,6 +58,8 @@ class Reply:
     for Chat Completions; each event's ``type`` (Messages) is also its ``event:`` line."""
     event_gap_s: float = 0.0
     """Wait this long before each event (tokens arriving over time)."""
+    done: bool = True
+    """End a Chat Completions stream with ``[DONE]`` (False: it just closes, cut off)."""
 
 
 @dataclass
@@ -187,7 +189,7 @@ class FakeProvider:
             name = f"event: {event['type']}\n" if "type" in event else ""
             writer.write(f"{name}data: {json.dumps(event)}\n\n".encode())
             await writer.drain()
-        if self.path == OPENAI_PATH:
+        if self.path == OPENAI_PATH and reply.done:
             writer.write(b"data: [DONE]\n\n")
             await writer.drain()
 

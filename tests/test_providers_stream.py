@@ -159,3 +159,23 @@ async def test_a_streamed_tool_call_cut_off_mid_arguments_is_reported_not_retrie
         finally:
             await close_providers(providers)
     assert [(c.name, c.arguments) for c in answer.tool_calls] == [("calculator", {"_raw": cut})]
+
+
+async def test_an_openai_stream_that_stops_before_its_finish_reason_is_retried() -> None:
+    """Closed before its last chunks (no finish_reason, no usage, no [DONE]): a cut
+    answer, retried as a bad response, not taken as complete and free."""
+    events = openai_stream(PIECES)[:-2]
+    async with FakeProvider(OPENAI_PATH) as server:
+        providers = providers_from_env(
+            {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": SECRET}
+        )
+        provider = providers["openai"]
+        assert isinstance(provider, HttpModelProvider)
+        try:
+            server.script(Reply(events=events, done=False))
+            with pytest.raises(ApplicationError) as cut:
+                await provider.stream(request(model_of("openai")), lambda _: None)
+        finally:
+            await close_providers(providers)
+    assert cut.value.type == BAD_PROVIDER_RESPONSE and not cut.value.non_retryable
+    assert "finish_reason" in cut.value.message

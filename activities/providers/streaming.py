@@ -88,6 +88,10 @@ class OpenAIFold:
     def answer(self) -> dict[str, Any]:
         if not self._chosen:
             raise ResponseShapeError("the stream ended without a choice")
+        if self.finish_reason is None:
+            # Its last chunk never came (a cut connection): the text may stop mid-word,
+            # and the usage chunk after it is missing too, so it would cost nothing.
+            raise ResponseShapeError("the stream ended before its finish_reason")
         message: dict[str, Any] = {"role": "assistant", "content": self.text}
         if self._calls:
             message["tool_calls"] = [
