@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 from temporalio.exceptions import ApplicationError
 
-from onward.errors import INVALID_INPUT
+from onward.errors import INVALID_INPUT, InvalidInput
 
 __all__ = ["Given"]
 
@@ -67,11 +67,7 @@ class Given(Generic[M]):
     def reason(self) -> str:
         """Why the input fails the run, on one line naming each field (the run's reason)."""
         if isinstance(self.error, ValidationError):
-            problems = (
-                f"{'.'.join(str(part) for part in item['loc']) or 'input'}: {item['msg']}"
-                for item in self.error.errors(include_url=False)
-            )
-            return "invalid input: " + "; ".join(problems)
+            return str(InvalidInput.from_validation(self.error))  # as a client says it
         return str(self.error).splitlines()[0]
 
 
