@@ -33,6 +33,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from onward.tuning import MAX_TUNING_VALUE
+
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT_S",
     "DEFAULT_MAX_ATTEMPTS",
@@ -54,8 +56,6 @@ DEFAULT_MAX_RETRY_DELAY_S = 300.0
 """Same as the workflow retry policy's maximum interval (5 minutes)."""
 DEFAULT_MAX_ATTEMPTS = 8
 """Attempts of one model call unless ``ONWARD_MODEL_MAX_ATTEMPTS`` says otherwise."""
-MAX_ATTEMPTS = 2**31 - 1
-"""The most a Temporal retry policy takes (an int32)."""
 _ENDPOINT_NAME = re.compile(r"[a-z][a-z0-9_-]*")
 """What a model string's provider part may be (``openrouter``, ``claude-proxy``)."""
 
@@ -99,9 +99,9 @@ class ModelCallSettings:
         )
         if attempts != int(attempts):
             raise ValueError(f"ONWARD_MODEL_MAX_ATTEMPTS={attempts:g}: expected a whole number")
-        if attempts > MAX_ATTEMPTS:
+        if attempts > MAX_TUNING_VALUE:
             # A retry policy's maximum_attempts is an int32: more fails every workflow task.
-            raise ValueError(f"ONWARD_MODEL_MAX_ATTEMPTS={attempts:g}: at most {MAX_ATTEMPTS}")
+            raise ValueError(f"ONWARD_MODEL_MAX_ATTEMPTS={attempts:g}: at most {MAX_TUNING_VALUE}")
         return cls(
             timeout_s=timeout,
             connect_timeout_s=min(connect, timeout),
