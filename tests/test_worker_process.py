@@ -185,7 +185,7 @@ async def test_worker_waits_for_its_server_and_rides_out_a_restart(
     task_queue = f"restart-{uuid.uuid4().hex[:8]}"
     worker_log = tmp_path / "worker.log"
     env = worker_env(f"127.0.0.1:{port}", tmp_path, task_queue)
-    worker = spawn([sys.executable, str(REPO / "worker.py")], worker_log, cwd=REPO, env=env)
+    worker = spawn([sys.executable, str(REPO / "worker.py")], worker_log, cwd=Path.cwd(), env=env)
     processes.append(worker)
 
     async def waiting_for_server() -> bool:
@@ -246,7 +246,7 @@ async def test_worker_says_ready_once_its_search_attributes_are_registered(
     queue = f"ready-{uuid.uuid4().hex[:8]}"
     # INFO: the registration's line
     env = worker_env(f"127.0.0.1:{port}", tmp_path, queue, ONWARD_LOG_LEVEL="INFO")
-    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
+    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=Path.cwd(), env=env)
     processes.append(worker)
 
     await says_ready(worker, log, timeout_s=60, interval_s=0.02)
@@ -347,7 +347,7 @@ async def test_worker_stops_on_sigterm_while_waiting_for_its_server(
     log = tmp_path / "worker.log"
     env = dict(os.environ)
     env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}", ONWARD_WORKSPACE=str(tmp_path))
-    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
+    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=Path.cwd(), env=env)
     processes.append(worker)
 
     async def waiting() -> bool:
@@ -387,7 +387,7 @@ async def test_an_unreachable_model_fails_fast_with_one_plain_log_line_per_attem
         address, tmp_path, task_queue, OPENAI_BASE_URL=nowhere, OPENAI_API_KEY="test-key"
     )
     env.pop("ONWARD_MODEL_MAX_ATTEMPTS", None)
-    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=REPO, env=env)
+    worker = spawn([sys.executable, str(REPO / "worker.py")], log, cwd=Path.cwd(), env=env)
     processes.append(worker)
 
     await says_ready(worker, log)
@@ -492,12 +492,16 @@ async def test_a_bad_setting_stops_the_worker_at_once_in_one_line(
         "ONWARD_TASK_QUEUE": f"bad-{uuid.uuid4().hex[:8]}",
         "ONWARD_WORKSPACE": str(tmp_path / "ws"),
         "ONWARD_STORE": str(tmp_path / "store"),
+        "ONWARD_PAYLOADS": str(tmp_path / "payloads"),
     }
-    stopped = await run_onward("worker", env={**base, **setting}, timeout_s=30)
+    here = tmp_path / "cwd"
+    here.mkdir()
+    stopped = await run_onward("worker", env={**base, **setting}, timeout_s=30, cwd=here)
     assert stopped.code == 2, stopped.stderr
     assert named in stopped.stderr
     assert "Traceback" not in stopped.stderr and "secret" not in stopped.stderr
     assert "onward worker ready" not in stopped.stdout
+    assert list(here.iterdir()) == []  # nothing made of the bad setting (no ./mysql:/u:secret@db)
 
 
 @pytest.mark.parametrize(
@@ -564,7 +568,7 @@ async def test_a_worker_that_cannot_stop_exits_after_its_shutdown_timeout(
     extra = {"ONWARD_SHUTDOWN_TIMEOUT": "1", "PYTHONPATH": str(tmp_path)}
     env = worker_env(f"127.0.0.1:{port}", tmp_path, queue, **extra)
     argv = [sys.executable, str(REPO / "worker.py"), "--tools", "stuck_tools"]
-    worker = spawn(argv, log, cwd=REPO, env=env)
+    worker = spawn(argv, log, cwd=Path.cwd(), env=env)
     processes.append(worker)
     await says_ready(worker, log, timeout_s=60)
     client = await connect(port)

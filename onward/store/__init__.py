@@ -74,12 +74,6 @@ async def open_store(url: str, codec: PayloadCodec | None = None) -> TranscriptS
         StoreError: PostgreSQL cannot be reached or its table cannot be created.
         SettingsError: ``url`` names a kind of store Onward has not (``mysql://``).
     """
-    scheme, found, _ = url.partition("://")
-    if found and scheme not in ("postgresql", "postgres", "file"):
-        raise SettingsError(
-            f"ONWARD_STORE: {scheme}:// is no store Onward has (postgresql://..., "
-            "file:///dir or a directory)"
-        )
     if is_postgres(url):
         from onward.store.postgres import PostgresStore  # only workers that use it need psycopg
 
@@ -88,7 +82,18 @@ async def open_store(url: str, codec: PayloadCodec | None = None) -> TranscriptS
 
 
 def local_root(url: str) -> Path:
-    """The directory a ``file://`` URL or a plain path names, made absolute."""
+    """The directory a ``file://`` URL or a plain path names, made absolute.
+
+    Raises:
+        SettingsError: ``url`` has another scheme (``mysql://...``): it is refused
+            here, before anyone creates it as a directory named ``mysql:``.
+    """
+    scheme, found, _ = url.partition("://")
+    if found and scheme not in ("postgresql", "postgres", "file"):
+        raise SettingsError(
+            f"ONWARD_STORE: {scheme}:// is no store Onward has (postgresql://..., "
+            "file:///dir or a directory)"
+        )
     path = url.removeprefix("file://") if url.startswith("file://") else url
     return Path(path).expanduser().absolute()
 
