@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +47,22 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     # here makes them start with the default, as at a terminal.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outside_the_checkout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Run every test, and the processes it starts, in a scratch directory.
+
+    What Onward keeps relative to its directory by default (``.onward/store``,
+    ``.onward/payloads``) then lands there, not in the developer's checkout.
+    """
+    scratch = tmp_path_factory.mktemp("cwd")
+    before = Path.cwd()
+    os.chdir(scratch)
+    try:
+        yield scratch
+    finally:
+        os.chdir(before)
 
 
 def temporal_cli() -> str:
@@ -197,23 +213,27 @@ class Completed:
         return json.loads(self.stdout)
 
 
-async def spawn_onward(*args: str, env: Mapping[str, str]) -> asyncio.subprocess.Process:
+async def spawn_onward(
+    *args: str, env: Mapping[str, str], cwd: Path | None = None
+) -> asyncio.subprocess.Process:
     """Start ``onward ARGS`` as a real process, ``env`` over this process's environment."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "onward.starter.cli",
         *args,
-        cwd=REPO,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
 
 
-async def run_onward(*args: str, env: Mapping[str, str], timeout_s: float = 60) -> Completed:
-    """Run ``onward ARGS`` to the end; a hang past ``timeout_s`` kills it and fails."""
-    process = await spawn_onward(*args, env=env)
+async def run_onward(
+    *args: str, env: Mapping[str, str], timeout_s: float = 60, cwd: Path | None = None
+) -> Completed:
+    """Run ``onward ARGS`` to the end (in ``cwd``); a hang past ``timeout_s`` kills it and fails."""
+    process = await spawn_onward(*args, env=env, cwd=cwd)
     try:
         out, err = await asyncio.wait_for(process.communicate(), timeout_s)
     except TimeoutError:

@@ -53,7 +53,7 @@ class WorkerProcess:
         self._out = log.open("w")
         self.process = subprocess.Popen(
             [sys.executable, str(REPO / "worker.py")],
-            cwd=REPO,
+            cwd=Path.cwd(),  # the tests' scratch directory (conftest)
             env=env,
             stdout=self._out,
             stderr=subprocess.STDOUT,

@@ -27,7 +27,7 @@ async def chat(env: dict[str, str], *args: str, lines: str) -> tuple[int, str, s
         "onward.starter.cli",
         "chat",
         *args,
-        cwd=REPO,
+        cwd=Path.cwd(),
         env={**os.environ, **env},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,

@@ -215,7 +215,7 @@ async def test_an_unreachable_postgresql_store_stops_the_worker_start(tmp_path: 
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         str(REPO / "worker.py"),
-        cwd=REPO,
+        cwd=Path.cwd(),
         env={**os.environ, "ONWARD_STORE": f"postgresql://onward@127.0.0.1:{port}/onward"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
