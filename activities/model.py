@@ -16,6 +16,7 @@ logged here once.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import timedelta
@@ -44,6 +45,7 @@ from onward.contracts import (
     ToolSpec,
     TranscriptRef,
     TranscriptWrite,
+    Usage,
     provider_of,
 )
 from onward.errors import MODEL_NOT_PRICED, PROVIDER_NOT_CONFIGURED
@@ -90,6 +92,7 @@ class ModelActivities:
         self._telemetry = telemetry or ActivityTelemetry()
         self._store = store
         self._specs: OrderedDict[str, list[ToolSpec]] = OrderedDict()
+        self._unreported: set[str] = set()  # providers whose answers came without usage
 
     @property
     def store(self) -> TranscriptStore | None:
@@ -208,11 +211,21 @@ class ModelActivities:
                         response = await self._streamed(provider, request)
                     else:
                         response = await provider.complete(request)
-                cost = self._pricing.cost(request.model, response.usage, override=request.pricing)
-                saved = self._pricing.cache_saved(
-                    request.model, response.usage, override=request.pricing
-                )
-                response = response.model_copy(update={"cost_usd": cost, "cache_saved_usd": saved})
+                if response.usage.estimated:
+                    # Counted, so a token budget still holds; not priced: a cost
+                    # budget stops the run rather than spend on a guess.
+                    usage = self._estimated_usage(provider_name, request, response)
+                    response = response.model_copy(update={"usage": usage})
+                else:
+                    cost = self._pricing.cost(
+                        request.model, response.usage, override=request.pricing
+                    )
+                    saved = self._pricing.cache_saved(
+                        request.model, response.usage, override=request.pricing
+                    )
+                    response = response.model_copy(
+                        update={"cost_usd": cost, "cache_saved_usd": saved}
+                    )
                 chat.record(response)
         except AttemptAbandoned:
             raise  # the server has moved on: nothing to log or give up here
@@ -379,6 +392,26 @@ class ModelActivities:
         if policy is None or policy.maximum_attempts <= 0:
             return None
         return policy.maximum_attempts
+
+    def _estimated_usage(
+        self, provider_name: str, request: ModelRequest, response: ModelResponse
+    ) -> Usage:
+        """Tokens of an answer whose provider reported none, from the characters sent and got."""
+        if provider_name not in self._unreported:
+            self._unreported.add(provider_name)
+            activity.logger.warning(
+                "%s reported no token usage: tokens are estimated and the cost is unknown "
+                "(a run with a cost budget stops)",
+                provider_name,
+            )
+        answer = len(response.text) + sum(
+            len(call.name) + len(json.dumps(call.arguments)) for call in response.tool_calls
+        )
+        return Usage(
+            input_tokens=compaction.estimate_tokens(request.messages),
+            output_tokens=-(-answer // compaction.CHARS_PER_TOKEN),
+            estimated=True,
+        )
 
     def _last_attempt(self) -> bool:
         limit = self._attempt_limit()

@@ -71,8 +71,8 @@ def exceeded(
             )
             return Exceeded(
                 "max_cost_usd",
-                f"cost unknown (a model with no price was called{priced}); set a price "
-                "with `pricing` or ONWARD_PRICING",
+                f"cost unknown (a model with no price was called, or its answer reported "
+                f"no token usage{priced}); set a price with `pricing` or ONWARD_PRICING",
             )
         if usage.cost_usd >= budget.max_cost_usd:
             return Exceeded(

@@ -280,6 +280,11 @@ class Usage(BaseModel):
         description="of input_tokens, written to the provider's prompt cache (Anthropic; "
         "billed at its cache-write rate); None: the provider did not say",
     )
+    estimated: bool = Field(
+        default=False,
+        description="True: the provider's answer reported no usage; the counts are estimated "
+        "from the text (about 4 characters a token) and the call's cost is unknown",
+    )
 
     @property
     def total_tokens(self) -> int:

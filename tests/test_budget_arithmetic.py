@@ -48,12 +48,14 @@ def test_an_unknown_cost_stops_a_cost_budget() -> None:
     found = budgets.exceeded(Budget(max_cost_usd=1.0), usage, 0, "model")
     assert found is not None and found.limit == "max_cost_usd"
     assert found.message == (
-        "max_cost_usd: cost unknown (a model with no price was called; the priced calls cost "
+        "max_cost_usd: cost unknown (a model with no price was called, or its answer reported "
+        "no token usage; the priced calls cost "
         "$0.001000 of $1); set a price with `pricing` or ONWARD_PRICING"
     )
     unpriced = budgets.exceeded(Budget(max_cost_usd=1.0), RunUsage(cost_known=False), 0, "model")
     assert unpriced is not None and unpriced.message == (
-        "max_cost_usd: cost unknown (a model with no price was called); set a price with "
+        "max_cost_usd: cost unknown (a model with no price was called, or its answer reported "
+        "no token usage); set a price with "
         "`pricing` or ONWARD_PRICING"
     )  # not "spent at least $0.000000"
     spent = budgets.exceeded(Budget(max_cost_usd=0.5), RunUsage(cost_usd=0.5), 0, "tool")

@@ -379,3 +379,45 @@ def assert_no_secret(result: AgentResult, history: list[bytes], logs: str) -> No
     assert SECRET not in result.model_dump_json()
     assert not any(SECRET.encode() in event for event in history)
     assert SECRET not in logs
+
+
+async def test_an_answer_without_usage_is_estimated_and_stops_a_cost_budget(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Some OpenAI-compatible servers leave usage out. Counted as 0 tokens and $0,
+    # such a run kept no budget at all: a priced model looked free.
+    unreported = openai_completion(
+        "Let me compute.", [("call_1", "calculator", {"expression": "6 * 7"})]
+    )
+    del unreported["usage"]
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(unreported, openai_completion("42", usage=(30, 2)))
+        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            prompt = "What is six times seven? " * 20  # 500 characters: about 125 tokens
+            unbudgeted = await worker.run(
+                {"prompt": prompt, "model": "openai:gpt-4o-mini", "tools": ["calculator"]}
+            )
+            server.script(unreported, openai_completion("42", usage=(30, 2)))
+            budgeted = await worker.run(
+                {
+                    "prompt": prompt,
+                    "model": "openai:gpt-4o-mini",
+                    "tools": ["calculator"],
+                    "budget": {"max_cost_usd": 1.0},
+                }
+            )
+
+    assert unbudgeted.status == "completed", unbudgeted.reason
+    usage = unbudgeted.usage
+    assert 125 <= usage.input_tokens - 30 <= 140  # the estimate, then the reported 30
+    assert usage.output_tokens > 2 and usage.cost_known is False
+
+    assert budgeted.status == "budget_exceeded"
+    assert budgeted.reason is not None and "reported no token usage" in budgeted.reason
+    assert [call.status for call in budgeted.steps[0].tool_calls] == ["not_run"]
+    assert budgeted.usage.model_calls == 1  # stopped before spending on a guess
+    assert caplog.text.count("openai reported no token usage") == 1  # once per worker

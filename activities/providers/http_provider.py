@@ -189,12 +189,16 @@ def read_usage(
     """Token usage from the answer's ``usage`` object.
 
     Each count is the sum of the fields named; a missing or malformed field
-    (or ``usage`` itself) counts 0, so an answer is never refused for it.
-    ``cached_path`` and ``write_path`` lead to the prompt-cache reads and
-    writes included in the input count (None when the answer has none).
+    counts 0, so an answer is never refused for it. An answer without any of
+    them (or without ``usage``) gives a usage marked ``estimated``, for the
+    model activity to estimate. ``cached_path`` and ``write_path`` lead to the
+    prompt-cache reads and writes included in the input count (None when the
+    answer has none).
     """
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
+    if not any(key in usage for key in (*input_keys, *output_keys)):
+        return Usage(estimated=True)
     input_tokens = _tokens(usage, input_keys)
     cached = _count_at(usage, cached_path) if cached_path else None
     written = _count_at(usage, write_path) if write_path else None
