@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from onward.contracts import ModelPrice, Usage
-from onward.errors import SettingsError
+from onward.errors import InvalidInput, SettingsError, validated
 
 __all__ = ["DEFAULT_PRICING_FILE", "PricingTable", "billed_usd", "cache_saved_usd"]
 
@@ -39,10 +39,12 @@ class PricingTable:
         for path in (DEFAULT_PRICING_FILE, *paths):
             try:
                 raw = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(raw, dict):
+                    raise ValueError("not a JSON object of model names to prices")
                 for model, price in raw.items():
                     if not model.startswith("_"):
-                        prices[model] = ModelPrice.model_validate(price)
-            except (OSError, ValueError, AttributeError) as err:  # ValidationError too
+                        prices[model] = validated(ModelPrice, price, repr(model))
+            except (OSError, ValueError, InvalidInput) as err:
                 reason = err.strerror if isinstance(err, OSError) else str(err).splitlines()[0]
                 raise SettingsError(f"pricing file {path} (ONWARD_PRICING): {reason}") from err
         return cls(prices)

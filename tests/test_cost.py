@@ -49,6 +49,7 @@ from onward.contracts import (
     ToolOutcome,
     Usage,
 )
+from onward.errors import SettingsError
 from onward.pricing import PricingTable, billed_usd, cache_saved_usd
 from onward.starter.render import result_lines, status_lines, step_lines
 from onward.starter.report import aggregate, report_lines
@@ -112,6 +113,28 @@ def test_bundled_prices_follow_the_providers_cache_ratios() -> None:
         assert price is not None and price.cached_input_per_mtok is not None
         assert price.cached_input_per_mtok == pytest.approx(price.input_per_mtok * 0.1)
         assert price.cache_write_per_mtok == pytest.approx(price.input_per_mtok * 1.25)
+
+
+@pytest.mark.parametrize(
+    ("content", "named"),
+    [
+        (
+            {"acme:m": {"input_per_mtok": "cheap", "output_per_mtok": 1}},
+            "'acme:m': input_per_mtok: Input should be a valid number",
+        ),
+        ({"acme:m": {"input_per_mtok": 1}}, "'acme:m': output_per_mtok: Field required"),
+        ([{"input_per_mtok": 1}], "not a JSON object of model names to prices"),
+    ],
+)
+def test_a_bad_pricing_file_is_refused_naming_the_model_and_field(
+    tmp_path: Path, content: object, named: str
+) -> None:
+    path = tmp_path / "pricing.json"
+    path.write_text(json.dumps(content))
+    with pytest.raises(SettingsError) as refused:
+        PricingTable.load(path)
+    assert str(refused.value).startswith(f"pricing file {path} (ONWARD_PRICING): ")
+    assert named in str(refused.value)
 
 
 # -- prompt caching against the provider protocols ---------------------------------------------
