@@ -212,6 +212,24 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter | None:
     return exporter
 
 
+def _require_http_spans(environ: Mapping[str, str]) -> None:
+    """Refuse an OTLP protocol other than http/protobuf for spans: they would not arrive."""
+    variable = next(
+        (name for name in _TRACES_PROTOCOLS if environ.get(name)), _TRACES_PROTOCOLS[-1]
+    )
+    protocol = environ.get(variable, "http/protobuf")
+    if protocol != "http/protobuf":
+        raise SettingsError(
+            f"{variable}={protocol!r}: Onward sends spans over OTLP/HTTP (http/protobuf) "
+            "only; set OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=http/protobuf and point "
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT at the collector's HTTP port (4318)"
+        )
+
+
+_TRACES_PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+"""How spans would be sent: the first of these that is set."""
+
+
 def configure_telemetry(
     environ: Mapping[str, str],
     *,
@@ -219,7 +237,12 @@ def configure_telemetry(
     trace_file: Path | None = None,
     set_global: bool = True,
 ) -> Telemetry:
-    """Build the tracer provider the environment asks for (None when tracing is off)."""
+    """Build the tracer provider the environment asks for (None when tracing is off).
+
+    Raises:
+        SettingsError: ``OTEL_TRACES_EXPORTER`` names an exporter Onward has not, or
+            spans are to go over an OTLP protocol other than http/protobuf.
+    """
     content = trace_content_enabled(environ)
     if environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return Telemetry(None, content)
@@ -228,11 +251,17 @@ def configure_telemetry(
         for name in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
         if name.strip()
     }
+    if unknown := sorted(wanted - {"otlp", "console", "none"}):
+        raise SettingsError(
+            f"OTEL_TRACES_EXPORTER={environ['OTEL_TRACES_EXPORTER']!r}: Onward has no "
+            f"{', '.join(unknown)} span exporter (otlp, console or none)"
+        )
     exporters: list[tuple[SpanExporter, bool]] = []  # (exporter, batch it)
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
     if "otlp" in wanted and endpoint:
+        _require_http_spans(environ)
         otlp = _otlp_exporter(environ)
         if otlp is not None:
             exporters.append((otlp, True))

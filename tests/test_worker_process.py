@@ -474,6 +474,15 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         ({"ONWARD_MAX_CACHED_WORKFLOWS": "99999999999999999999"}, "ONWARD_MAX_CACHED_WORKFLOWS"),
         ({"ONWARD_MODEL_MAX_ATTEMPTS": "10000000000"}, "ONWARD_MODEL_MAX_ATTEMPTS"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "not-a-url"}, "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        # Spans that would go nowhere: said at start, not lost in silence.
+        ({"OTEL_TRACES_EXPORTER": "otlp,jaeger"}, "Onward has no jaeger span exporter"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            },
+            "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': Onward sends spans over OTLP/HTTP",
+        ),
         # A directory the worker cannot write to: said at start, not by every run's failure.
         ({"ONWARD_STORE": "/etc/passwd/store"}, "ONWARD_STORE: cannot write to /etc/passwd"),
         ({"ONWARD_PAYLOADS": "/etc/passwd/p"}, "ONWARD_PAYLOADS: cannot write to /etc/passwd"),
