@@ -486,6 +486,8 @@ async def test_tool_modules_are_found_in_the_current_directory_without_shadowing
         # A directory the worker cannot write to: said at start, not by every run's failure.
         ({"ONWARD_STORE": "/etc/passwd/store"}, "ONWARD_STORE: cannot write to /etc/passwd"),
         ({"ONWARD_PAYLOADS": "/etc/passwd/p"}, "ONWARD_PAYLOADS: cannot write to /etc/passwd"),
+        ({"ONWARD_PAYLOADS": "s3:/bucket/p"}, "ONWARD_PAYLOADS='s3:/bucket/p' is no payload"),
+        ({"ONWARD_PAYLOADS": "gs://bucket/p"}, "ONWARD_PAYLOADS='gs://bucket/p' is no payload"),
         # An on/off setting that is neither: not off in silence.
         ({"ONWARD_TRACE_CONTENT": "2"}, "ONWARD_TRACE_CONTENT='2'"),
         ({"ONWARD_TASK_QUEUE": "  "}, "ONWARD_TASK_QUEUE='  '"),

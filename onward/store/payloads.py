@@ -150,8 +150,19 @@ def external_storage(environ: Mapping[str, str]) -> ExternalStorage:
 
 
 def payload_directory(environ: Mapping[str, str]) -> Path | None:
-    """The directory ``ONWARD_PAYLOADS`` names (or the default); None for S3."""
+    """The directory ``ONWARD_PAYLOADS`` names (or the default); None for S3.
+
+    Raises:
+        SettingsError: a URL of another kind (``gs://...``) or a mistyped S3 one
+            (``s3:/bucket``), which would otherwise be made a local directory.
+    """
     location = environ.get("ONWARD_PAYLOADS") or DEFAULT_PAYLOAD_DIR
     if location.startswith("s3://"):
         return None
-    return Path(location).expanduser().absolute()
+    scheme, found, _ = location.partition("://")
+    if (found and scheme != "file") or location.lower().startswith("s3:"):
+        raise SettingsError(
+            f"ONWARD_PAYLOADS={location!r} is no payload store Onward has "
+            "(s3://bucket/prefix, file:///dir or a directory)"
+        )
+    return Path(location.removeprefix("file://")).expanduser().absolute()
