@@ -5,7 +5,7 @@ Pure functions shared by the workflow (step log, Web UI card) and every client.
 
 from __future__ import annotations
 
-__all__ = ["clip", "shorten"]
+__all__ = ["clip", "counted", "shorten"]
 
 _ELLIPSIS = "…"
 _WORD_SLACK = 0.6
@@ -30,3 +30,8 @@ def clip(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[:limit] + f"{_ELLIPSIS} [{len(text) - limit} more characters]"
+
+
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless it is one: ``1 character``, ``2 characters``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -503,7 +503,7 @@ async def test_a_message_waiting_for_approval_is_approved_and_rejected_through_i
         assert (await onward.approve(session_id)).decision == "approved"
         saved = await first
         assert saved.reply == "saved"
-        assert saved.steps[0].tool_calls[0].result == "wrote 1 characters to a.md"
+        assert saved.steps[0].tool_calls[0].result == "wrote 1 character to a.md"
         with pytest.raises(RequestRejected, match="no tool call waits"):
             await onward.approve(session_id)  # idle: nothing to approve
 

@@ -293,11 +293,11 @@ async def test_the_activity_uses_the_store_for_runs_with_a_workspace_key_only(
         outcome: ToolOutcome = await ActivityEnvironment().run(activities.execute_tool, request)
         return outcome
 
-    assert (await write(key, "kept.md")).content == "wrote 1 characters to kept.md"
+    assert (await write(key, "kept.md")).content == "wrote 1 character to kept.md"
     assert await files_of(pg_store).read_file(key, "kept.md") == b"x"
     assert not (tmp_path / "runs").exists()
     # A run begun before per-run workspaces keeps the worker's root on disk.
-    assert (await write(None, "old.md")).content == "wrote 1 characters to old.md"
+    assert (await write(None, "old.md")).content == "wrote 1 character to old.md"
     assert (tmp_path / "old.md").read_text() == "x"
     listed = await ActivityEnvironment().run(
         activities.list_artifacts, ArtifactsRequest(workspace=key)

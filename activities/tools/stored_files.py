@@ -25,6 +25,7 @@ from onward.activities.tools.workspace import (
 )
 from onward.errors import ToolError, WorkspaceError
 from onward.store import FileBackend
+from onward.text import counted
 
 __all__ = ["list_stored", "normalize_path", "read_stored", "write_stored"]
 
@@ -75,7 +76,7 @@ async def write_stored(
         if str(parent) in paths:
             raise ToolError(f"cannot write {path!r}: {str(parent)!r} is a file")
     verb = "appended" if args.append else "wrote"
-    result = f"{verb} {len(args.content)} characters to {path}"
+    result = f"{verb} {counted(len(args.content), 'character')} to {path}"
     return await files.write_file(
         workspace,
         path,

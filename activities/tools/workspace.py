@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field
 
 from onward.activities.tools.registry import ToolContext, tool
 from onward.errors import ToolError, WorkspaceError
+from onward.text import counted
 
 if sys.platform != "win32":
     import fcntl
@@ -119,7 +120,7 @@ def write_file(args: WriteFileArgs, ctx: ToolContext) -> str:
         data = args.content.encode("utf-8")
         if not args.append:
             _write_bytes(target, data, "wb")
-            result = f"wrote {len(args.content)} characters to {shown}"
+            result = f"wrote {counted(len(args.content), 'character')} to {shown}"
             ledger.mark_done(result)
             return result
         with _locked(target) as fd:
@@ -129,7 +130,7 @@ def write_file(args: WriteFileArgs, ctx: ToolContext) -> str:
             if entry is None or not _landed(fd, entry.size_before, data):
                 entry = ledger.record_intent(os.fstat(fd).st_size)
                 _append(target, fd, data, entry.size_before)
-            result = f"appended {len(args.content)} characters to {shown}"
+            result = f"appended {counted(len(args.content), 'character')} to {shown}"
             ledger.mark_done(result)
         return result
 
