@@ -412,6 +412,7 @@ async def test_running_run_without_a_worker_is_read_from_history(
         "output_tokens": 20,
         "cached_input_tokens": None,  # the scripted model reports no prompt cache
         "cache_write_tokens": None,
+        "estimated": False,  # the scripted model reports its usage
     }
     (flying,) = timeline["in_flight"]
     assert (flying["role"], flying["step"], flying["name"]) == ("model", 2, "scripted")
