@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -611,3 +612,35 @@ async def test_a_worker_that_cannot_stop_exits_after_its_shutdown_timeout(
         assert took < 5, took
     await handle.terminate("test over")
     server.stop()
+
+
+async def test_run_events_while_temporal_is_down_answer_503_not_an_empty_stream(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    # The API knew the run's tenant from an earlier request, so it asked Temporal nothing
+    # before answering 200: the stream then ended at once, empty, and an EventSource
+    # reconnected every second to the same empty answer, never seeing an error.
+    from api_server import serving
+    from onward.starter.api import ApiSettings, api_app
+
+    port = free_port()
+    server = DevServer(port, tmp_path / "temporal.db", tmp_path / "server.log")
+    server.start()
+    assert server.process is not None
+    processes.append(server.process)
+    client = await connect(port)
+    await ensure_search_attributes(client, client.namespace)  # as `onward api` does
+    onward = OnwardClient(client, task_queue=f"gone-{uuid.uuid4().hex[:8]}")
+    async with (
+        serving(api_app(ApiSettings(), onward)) as base,
+        httpx.AsyncClient(base_url=base, timeout=120) as http,
+    ):
+        created = await http.post("/v1/runs", json={"prompt": "p"})
+        assert created.status_code == 202, created.text
+        status = await http.get(created.json()["status_url"])  # the tenant is known now
+        assert status.status_code == 200, status.text
+        server.stop()
+        answer = await http.get(f"{created.json()['status_url']}/events")
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["type"] == "ConnectionFailed"
+    assert "Retry-After" in answer.headers

@@ -463,7 +463,9 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         ] = None,
     ) -> StreamingResponse:
         """Server-Sent Events of the run as they happen; the last one is ``event: result``."""
-        await owned(run_id, tenant)
+        # Temporal is asked before the 200 even when the tenant is known: unreachable,
+        # it is a 503, not an empty stream an EventSource reopens every second.
+        await owned(run_id, tenant) or await onward().info(run_id)
         stream = events_of(run_id, params.last_event_id(last_event_id, after))
         return StreamingResponse(
             with_keepalive(stream),

@@ -200,7 +200,8 @@ def session_routes(
         ] = None,
     ) -> StreamingResponse:
         """Server-Sent Events of each message's run, in order, from the current (or next) one."""
-        await owned(session_id, tenant, "session")
+        # Temporal is asked before the 200 even when the tenant is known (see the run's).
+        await owned(session_id, tenant, "session") or await onward().info(session_id)
         start = params.last_event_id(last_event_id, after)
         if 0 < start < EVENTS_PER_MESSAGE:
             # Message 0 has no run: the stream would wait for it for as long as the
