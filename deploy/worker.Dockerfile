@@ -19,9 +19,12 @@ COPY starter/ starter/
 COPY worker.py ./
 RUN pip install ".[otlp,postgres,s3]" && rm -rf /src
 
+# Every volume temporal-dev.yml mounts is made here, the worker's: Docker would
+# make a missing mount point root's, and the worker's start refuses a directory
+# it cannot write to.
 RUN useradd --create-home --uid 10001 onward \
-    && mkdir /workspace \
-    && chown onward:onward /workspace
+    && mkdir /workspace /payloads \
+    && chown onward:onward /workspace /payloads
 USER onward
 WORKDIR /home/onward
 ENV ONWARD_WORKSPACE=/workspace

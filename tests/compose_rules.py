@@ -224,6 +224,48 @@ def missing_files(service: Mapping[str, Any], root: Path) -> Iterator[str]:
             for source in dockerfile_sources(dockerfile):
                 if not (context / source).exists():
                     yield f"{dockerfile.name} copies {source!r}, which is missing"
+            user = dockerfile_user(dockerfile)
+            owned = owned_directories(dockerfile, user) if user else set()
+            for target in volume_targets(service) if user else []:
+                if target.rstrip("/") not in owned:
+                    # Docker makes a mount point the image lacks as root's: the
+                    # worker, not root, could not write there and would not start.
+                    yield f"{dockerfile.name} does not make {target} {user}'s (a volume's mount)"
     for source in bind_sources(service):
         if not (root / source).exists():
             yield f"mounted file {source!r} is missing"
+
+
+def dockerfile_user(dockerfile: Path) -> str | None:
+    """The user a Dockerfile's last USER instruction runs as (None: root)."""
+    user = None
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words and words[0].upper() == "USER":
+            user = words[1].split(":")[0]
+    return None if user in (None, "root", "0") else user
+
+
+def owned_directories(dockerfile: Path, user: str) -> set[str]:
+    """Absolute paths the Dockerfile's RUN instructions ``chown`` to ``user``."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    owned: set[str] = set()
+    for command in re.split(r"&&|;|\n", text):
+        words = command.split()
+        if "chown" in words:
+            rest = [word for word in words[words.index("chown") + 1 :] if not word.startswith("-")]
+            if rest and rest[0].split(":")[0] == user:
+                owned.update(word.rstrip("/") for word in rest[1:] if word.startswith("/"))
+    return owned
+
+
+def volume_targets(service: Mapping[str, Any]) -> Iterator[str]:
+    """Where a service mounts its named volumes."""
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+        else:
+            source, _, rest = volume.partition(":")
+            target = rest.split(":", 1)[0]
+        if source and not source.startswith((".", "/")):
+            yield target
