@@ -16,10 +16,12 @@ logged here once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from pydantic import TypeAdapter
 from temporalio import activity
@@ -51,6 +53,7 @@ from onward.contracts import (
 from onward.errors import MODEL_NOT_PRICED, PROVIDER_NOT_CONFIGURED
 from onward.pricing import PricingTable
 from onward.store import TranscriptStore
+from onward.store.base import StoreError, unreachable
 
 __all__ = ["KEPT_TOOL_SPECS", "TOKEN_BATCH_INTERVAL", "TRANSCRIPT_INCOMPLETE", "ModelActivities"]
 
@@ -110,9 +113,14 @@ class ModelActivities:
         refuse_if_late(request.not_after, "model call")
         self._refuse_unpriced(request.model, request.pricing, request.require_price)
         ref = request.transcript
-        tools = await self._tool_specs(request) if request.tools_key else request.tools
-        # A conversation in the store: read what it holds, add what the run sent.
-        messages = await self._conversation(ref) if ref is not None else request.messages
+
+        async def prepare() -> tuple[list[ToolSpec], list[Message]]:
+            tools = await self._tool_specs(request) if request.tools_key else request.tools
+            # A conversation in the store: read what it holds, add what the run sent.
+            messages = await self._conversation(ref) if ref is not None else request.messages
+            return tools, messages
+
+        tools, messages = await _riding_out_the_store("read the conversation", prepare)
         sent, placeholders = clearing.cleared(messages, request.clear_tool_results)
         request = request.model_copy(update={"tools": tools, "messages": sent, "transcript": None})
         response = await self._complete(request)
@@ -125,9 +133,13 @@ class ModelActivities:
                 role="assistant", content=response.text, tool_calls=list(response.tool_calls)
             )
             # One write for what the run added and the reply: a call that fails or is
-            # cancelled leaves the new messages to the run's next write.
-            await self._required_store().write_messages(
-                ref.id, _first_new(ref), [*ref.new_messages, reply]
+            # cancelled leaves the new messages to the run's next write. The reply is
+            # paid for: a store that is briefly away is waited for here, in this
+            # attempt, not by asking the model again in the next.
+            store = self._required_store()
+            await _riding_out_the_store(
+                "keep the model's reply",
+                lambda: store.write_messages(ref.id, _first_new(ref), [*ref.new_messages, reply]),
             )
         return response
 
@@ -434,6 +446,47 @@ class ModelActivities:
             non_retryable=True,
             category=ApplicationErrorCategory.BENIGN,
         )
+
+
+STORE_RETRY_FIRST_S = 0.5
+STORE_RETRY_MAX_S = 10.0
+"""Waits between tries of a store that cannot be reached, doubling up to the maximum."""
+STORE_RETRY_MARGIN_S = 15.0
+"""What an attempt keeps of its start-to-close timeout when it stops waiting for the store."""
+
+_T = TypeVar("_T")
+
+
+async def _riding_out_the_store(what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+    """``operation``, tried again while the store is unreachable (PostgreSQL restarting, a
+    failover), heartbeating, until the attempt's timeout draws near.
+
+    A store that refuses the operation itself (a bad document, a permission) fails
+    the attempt at once, as before.
+    """
+    info = activity.info()
+    deadline = None
+    if info.start_to_close_timeout:
+        deadline = info.started_time + info.start_to_close_timeout
+    delay = STORE_RETRY_FIRST_S
+    async with heartbeating():
+        while True:
+            try:
+                return await operation()
+            except StoreError as err:
+                left = None if deadline is None else (deadline - datetime.now(UTC)).total_seconds()
+                if not unreachable(err) or (
+                    left is not None and left < delay + STORE_RETRY_MARGIN_S
+                ):
+                    raise
+                activity.logger.warning(
+                    "cannot %s: the store is unreachable, trying again in %.1f s: %s",
+                    what,
+                    delay,
+                    str(err).splitlines()[0],
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, STORE_RETRY_MAX_S)
 
 
 def _first_new(ref: TranscriptRef) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["pg_binary", "postgres_url"]
+__all__ = ["PostgresServer", "pg_binary", "postgres_url"]
 
 
 def pg_binary(name: str) -> str | None:
@@ -41,33 +41,54 @@ def _as_owner(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """The URL of a fresh PostgreSQL server, stopped and removed when the session ends."""
-    initdb, pg_ctl = pg_binary("initdb"), pg_binary("pg_ctl")
-    if initdb is None or pg_ctl is None:
-        pytest.fail("PostgreSQL is not installed: apt-get install postgresql (.ci/run does)")
-    home = Path(tempfile.mkdtemp(prefix="onward-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(home, "postgres")
-    data, port = home / "data", _free_port()
-    subprocess.run(
-        _as_owner([initdb, "-D", str(data), "-U", "onward", "--auth=trust", "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_owner([pg_ctl, "-D", str(data), "-l", str(home / "log"), "-w", "-o", options, "start"]),
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql://onward@127.0.0.1:{port}/postgres"
-    finally:
+class PostgresServer:
+    """A PostgreSQL server of its own (``initdb`` into a temp dir), which a test may stop
+    and start again (an outage, a restart) with its data kept."""
+
+    def __init__(self) -> None:
+        initdb, pg_ctl = pg_binary("initdb"), pg_binary("pg_ctl")
+        if initdb is None or pg_ctl is None:
+            pytest.fail("PostgreSQL is not installed: apt-get install postgresql (.ci/run does)")
+        self.pg_ctl = pg_ctl
+        self.home = Path(tempfile.mkdtemp(prefix="onward-pg-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.home, "postgres")
+        self.data, self.port = self.home / "data", _free_port()
         subprocess.run(
-            _as_owner([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            _as_owner([initdb, "-D", str(self.data), "-U", "onward", "--auth=trust", "-E", "UTF8"]),
+            check=True,
+            capture_output=True,
+        )
+        self.url = f"postgresql://onward@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.home / "log")
+        subprocess.run(
+            _as_owner([self.pg_ctl, "-D", str(self.data), "-l", log, "-w", "-o", options, "start"]),
+            check=True,
+            capture_output=True,
+        )
+
+    def stop(self) -> None:
+        """Stop at once, dropping every connection (``-m immediate``)."""
+        subprocess.run(
+            _as_owner([self.pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
             check=False,
             capture_output=True,
         )
-        shutil.rmtree(home, ignore_errors=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a fresh PostgreSQL server, stopped and removed when the session ends."""
+    server = PostgresServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.remove()

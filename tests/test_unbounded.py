@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from postgres_server import postgres_url
+from postgres_server import PostgresServer, postgres_url
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
@@ -711,3 +711,55 @@ async def test_a_cancel_during_compaction_leaves_no_model_call_behind(
         elif field in closings:
             closed.add(getattr(event, field).scheduled_event_id)
     assert [kind for event_id, kind in scheduled.items() if event_id not in closed] == []
+
+
+class OutageModel:
+    """Answers; at its first call PostgreSQL goes away, and comes back seconds later."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.server = server
+        self.calls = 0
+        self.back: asyncio.Task[None] | None = None
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self.calls == 1:
+            await asyncio.to_thread(self.server.stop)
+            self.back = asyncio.create_task(self._back_later())
+        return ModelResponse(text="four", model=request.model)
+
+    async def _back_later(self) -> None:
+        await asyncio.sleep(3)
+        await asyncio.to_thread(self.server.start)
+
+
+async def test_a_paid_reply_waits_for_a_postgresql_outage_instead_of_asking_again(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # The reply is written to the store after the call: with PostgreSQL away, the
+    # attempt failed and the next one asked the model again (a second paid answer,
+    # counted nowhere); a longer outage used up the model's attempts.
+    server = PostgresServer()
+    server.start()
+    try:
+        store = await open_store(server.url)
+        model = OutageModel(server)
+        async with running_worker(
+            client,
+            tmp_path / "ws",
+            search_attribute_names,
+            providers={"scripted": model},
+            store=store,
+        ) as worker:
+            result = await worker.run(AgentInput(prompt="two and two?"))
+        assert result.status == "completed", result.reason
+        assert result.output == "four"
+        assert model.calls == 1 and result.usage.model_calls == 1
+        assert result.transcript is not None
+        assert [m.content for m in await store.messages(result.transcript)] == [
+            "two and two?",
+            "four",
+        ]
+        await store.close()
+    finally:
+        server.remove()

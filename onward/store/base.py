@@ -32,6 +32,7 @@ __all__ = [
     "check_transcript_id",
     "memory_key_id",
     "transcript_id",
+    "unreachable",
 ]
 
 Kind = Literal["messages", "steps", "cache"]
@@ -40,6 +41,16 @@ Kind = Literal["messages", "steps", "cache"]
 
 _TRANSCRIPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,254}")
 """Workflow ids are free text; a transcript id also names a directory, so it is kept plain."""
+
+
+def unreachable(err: StoreError) -> bool:
+    """Whether ``err`` is the store being away (PostgreSQL down or restarting, no
+    connection free in time), which passes by itself, not an operation it refused."""
+    try:
+        import psycopg  # only workers with a PostgreSQL store have it
+    except ImportError:
+        return False
+    return isinstance(err.__cause__, psycopg.OperationalError)
 
 
 def check_transcript_id(transcript: str) -> str:
