@@ -162,6 +162,9 @@ class StepLog:
     records: list[StepRecord]
     source: StepSource
     unanswered: bool
+    missing: str | None = None
+    """Which steps are not in ``records`` and why (the transcript store cannot be read,
+    or is not the workers'); None: every step is."""
 
 
 def _unanswered_update(run_id: str, update: str) -> contextlib.AbstractContextManager[None]:
@@ -569,8 +572,8 @@ class OnwardClient(SessionMethods):
         """The finished steps: from the result, a worker, or else the history."""
         await self._run_only(run_id)
         with self._translated(run_id):
-            records, source, unanswered = await load_step_log(self._handle(run_id))
-        return StepLog(records, source, unanswered)
+            records, source, unanswered, missing = await load_step_log(self._handle(run_id))
+        return StepLog(records, source, unanswered, missing)
 
     async def steps(self, run_id: str) -> builtins.list[StepRecord]:
         """The finished steps of the run."""

@@ -44,7 +44,7 @@ from onward.starter.schedule_commands import schedule
 from onward.starter.session_commands import chat, send
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
-from onward.store import is_postgres, local_root, open_store, store_url
+from onward.store import is_postgres, local_root, open_store, store_name, store_url
 
 __all__ = [
     "Following",
@@ -180,6 +180,8 @@ async def steps(client: OnwardClient, args: argparse.Namespace) -> int:
             f"onward: no worker answered within {STEPS_QUERY_TIMEOUT.total_seconds():g} s; "
             "steps read from the event history"
         )
+    if log.missing:
+        note(f"onward: {log.missing}")
     if args.json:
         emit_json([record.model_dump(mode="json") for record in log.records])
     elif not log.records:
@@ -194,6 +196,8 @@ async def steps(client: OnwardClient, args: argparse.Namespace) -> int:
 async def trace(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward trace ID``: every model and tool call with attempts, timings, tokens and cost."""
     timeline = await client.trace(args.id)
+    if timeline.missing_steps:
+        note(f"onward: {timeline.missing_steps}")
     if args.json:
         emit_json(timeline.model_dump(mode="json"))
     else:
@@ -358,7 +362,7 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
     say(
         f"{verb} {len(report.transcripts)} transcript(s) and tool-cache entries and "
         f"{len(report.workspaces)} workspace(s) not written since {since} "
-        f"(store {_store_name(url)}, runs of namespace {report.namespace})"
+        f"(store {store_name(url)}, runs of namespace {report.namespace})"
     )
     for item in report.kept:
         note(f"kept {item.kind} {item.id}: {item.reason}")
@@ -369,15 +373,6 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
             "since then still show in Temporal, without what the store had (their step logs)"
         )
     return EXIT_OK
-
-
-def _store_name(url: str) -> str:
-    """The store's URL without a password, or its directory."""
-    if is_postgres(url):
-        from onward.store.postgres import redacted
-
-        return redacted(url)
-    return str(local_root(url))
 
 
 # -- human approval and artifacts ------------------------------------

@@ -388,7 +388,7 @@ class _Follower:
         """
         fresh = [record for record in steps if record.step > self.seen]
         if fresh and fresh[0].step > self.seen + 1:
-            whole, _, _ = await load_step_log(self.handle)
+            whole, _, _, _ = await load_step_log(self.handle)
             fresh = [record for record in whole if record.step > self.seen] or fresh
         if fresh:
             self.seen = fresh[-1].step

@@ -45,7 +45,14 @@ from onward.starter.history import (
 )
 from onward.starter.sealed import opened_events
 from onward.states import run_state
-from onward.store import StoreError, TranscriptStore, open_store, store_url, transcript_id
+from onward.store import (
+    StoreError,
+    TranscriptStore,
+    open_store,
+    store_name,
+    store_url,
+    transcript_id,
+)
 from onward.workflows import AgentWorkflow
 
 __all__ = [
@@ -127,6 +134,11 @@ class Trace(BaseModel):
     )
     unanswered: bool = False
     """A worker was asked for the step log and did not answer in time."""
+    missing_steps: str | None = Field(
+        default=None,
+        description="which steps are not shown and why (the transcript store cannot be "
+        "read, or is not the workers'); None: every step is",
+    )
     first_step: int = Field(
         default=1,
         description="the first step this execution took: the steps before it are its "
@@ -319,13 +331,11 @@ _stores: dict[str, TranscriptStore] = {}
 """Stores opened by this process, by URL: a client command opens its store once."""
 
 
-async def _store() -> TranscriptStore | None:
+async def _store() -> TranscriptStore:
+    """The store ``ONWARD_STORE`` names, opened once (StoreError: it cannot be)."""
     url = store_url(os.environ)
     if url not in _stores:
-        try:
-            _stores[url] = await open_store(url, DATA_CONVERTER.payload_codec)
-        except StoreError:
-            return None  # the log then comes from the run alone, as for older runs
+        _stores[url] = await open_store(url, DATA_CONVERTER.payload_codec)
     return _stores[url]
 
 
@@ -336,25 +346,43 @@ def _complete(records: list[StepRecord]) -> bool:
 
 async def _with_stored_steps(
     execution: WorkflowExecution, records: list[StepRecord]
-) -> list[StepRecord]:
-    """``records`` completed from the transcript store; as they are when it has nothing."""
-    if records and _complete(records):
-        return records
+) -> tuple[list[StepRecord], str | None]:
+    """``records`` completed from the transcript store, and what is still missing.
+
+    The second is None when the log is whole (or empty); else it says which steps
+    the store could not give, and why, so that no reader takes a part for the whole.
+    """
+    if not records or _complete(records):
+        return records, None
     description = getattr(execution, "raw_description", None)
     info = description.workflow_execution_info if description is not None else None
     first_run = (info.first_run_id if info is not None else "") or execution.run_id
-    store = await _store()
-    if store is None:
-        return records
     try:
+        store = await _store()
         stored = await store.steps(transcript_id(execution.id, first_run))
-    except (StoreError, ValueError):
-        return records
-    if not stored:
-        return records
+    except (StoreError, ValueError) as err:
+        return records, _missing(records, f"the transcript store cannot be read ({err})")
     merged = {record.step: record for record in stored}
     merged.update({record.step: record for record in records})  # newer: the run's own
-    return [merged[number] for number in sorted(merged)]
+    whole = [merged[number] for number in sorted(merged)]
+    if _complete(whole):
+        return whole, None
+    where = f"not in the transcript store at {store_name(store_url(os.environ))}"
+    return whole, _missing(whole, f"{where} (ONWARD_STORE must name the workers' store)")
+
+
+def _missing(records: list[StepRecord], why: str) -> str:
+    """Which steps before or between ``records`` are not shown, and ``why``."""
+    have = {record.step for record in records}
+    gaps = [step for step in range(1, max(have) + 1) if step not in have]
+    spans: list[str] = []
+    for step in gaps:
+        if spans and step - 1 in gaps:
+            spans[-1] = f"{spans[-1].split('-')[0]}-{step}"
+        else:
+            spans.append(str(step))
+    counted = "step" if len(gaps) == 1 else "steps"
+    return f"{counted} {', '.join(spans)} of {max(have)} not shown: {why}"
 
 
 def _closed(execution: WorkflowExecution) -> bool:
@@ -363,19 +391,23 @@ def _closed(execution: WorkflowExecution) -> bool:
 
 async def load_step_log(
     handle: WorkflowHandle[Any, Any],
-) -> tuple[list[StepRecord], StepSource, bool]:
+) -> tuple[list[StepRecord], StepSource, bool, str | None]:
     """The finished steps of a run, where they came from (see the module docstring),
-    and whether a worker was asked for them and did not answer in time."""
+    whether a worker was asked for them and did not answer in time, and which steps
+    are missing and why (None: none are)."""
     description = await handle.describe()  # an unknown id fails here
     unanswered = False
     if not _closed(description):
         records, unanswered = await _query_steps(handle)
         if records is not None:
-            return await _with_stored_steps(description, records), "query", False
+            whole, missing = await _with_stored_steps(description, records)
+            return whole, "query", False, missing
     history = await read_history(handle)
     if history.result is not None:
-        return await _with_stored_steps(description, history.result.steps), "result", unanswered
-    return await _with_stored_steps(description, history.step_log), "history", unanswered
+        whole, missing = await _with_stored_steps(description, history.result.steps)
+        return whole, "result", unanswered, missing
+    whole, missing = await _with_stored_steps(description, history.step_log)
+    return whole, "history", unanswered, missing
 
 
 def trace_of(
@@ -415,7 +447,7 @@ async def load_trace(
     if history.result is not None:
         records, source = history.result.steps, "result"
     own = records if records is not None else history.step_log
-    full = await _with_stored_steps(description, own)
+    full, missing = await _with_stored_steps(description, own)
     if full is not own:
         records = full  # a long run: the whole log from the store
     status = run_status(history, description)
@@ -424,6 +456,7 @@ async def load_trace(
         description.id, description.run_id, status, history, records, source, earlier
     )
     trace.unanswered = unanswered
+    trace.missing_steps = missing
     if children is not None:
         await _trace_children(trace, children, runs)
     return trace

@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from conftest import RunningWorker, eventually, running_worker
+from conftest import RunningWorker, eventually, run_onward, running_worker
 from onward.activities.model import ModelActivities
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import ToolRegistry, tool
@@ -348,6 +348,7 @@ async def test_a_result_in_external_storage_is_read_from_the_history(
 
 async def test_clients_read_the_whole_step_log_from_the_store(
     client: Client,
+    address: str,
     tmp_path: Path,
     search_attribute_names: list[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -375,7 +376,32 @@ async def test_clients_read_the_whole_step_log_from_the_store(
     trace = await onward.trace(handle.id)
     assert [s.step for s in trace.steps] == list(range(1, 71))
     assert trace.usage.steps == 70
+    assert log.missing is None and trace.missing_steps is None
     await store.close()
+
+    # A client whose store is not the workers' (or cannot be read) shows what the
+    # result holds, and says which steps it cannot show and why: not a part as the whole.
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "elsewhere"))
+    partial = await onward.step_log(handle.id)
+    assert [s.step for s in partial.records] == list(range(51, 71))
+    assert partial.missing == (
+        f"steps 1-50 of 70 not shown: not in the transcript store at {tmp_path / 'elsewhere'} "
+        "(ONWARD_STORE must name the workers' store)"
+    )
+    monkeypatch.setenv("ONWARD_STORE", "postgresql://onward:hunter2@127.0.0.1:9/onward")
+    unreadable = await onward.trace(handle.id)
+    assert [s.step for s in unreadable.steps] == list(range(51, 71))
+    assert unreadable.missing_steps is not None and "hunter2" not in unreadable.missing_steps
+    assert unreadable.missing_steps.startswith(
+        "steps 1-50 of 70 not shown: the transcript store cannot be read (cannot use the "
+        "PostgreSQL store postgresql://onward:***@127.0.0.1:9/onward"
+    )
+    shown = await run_onward(
+        "steps", handle.id, env={"TEMPORAL_ADDRESS": address, "ONWARD_STORE": str(tmp_path)}
+    )
+    assert shown.code == 0, shown.stderr
+    assert shown.stdout.startswith("step 51")
+    assert "onward: steps 1-50 of 70 not shown: not in the transcript store" in shown.stderr
 
 
 class SummarisingModel:

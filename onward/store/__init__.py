@@ -46,6 +46,7 @@ __all__ = [
     "is_postgres",
     "local_root",
     "open_store",
+    "store_name",
     "store_url",
     "transcript_id",
 ]
@@ -96,6 +97,15 @@ def local_root(url: str) -> Path:
         )
     path = url.removeprefix("file://") if url.startswith("file://") else url
     return Path(path).expanduser().absolute()
+
+
+def store_name(url: str) -> str:
+    """The store's URL without a password, or its directory: for people to read."""
+    if is_postgres(url):
+        from onward.store.postgres import redacted
+
+        return redacted(url)
+    return str(local_root(url))
 
 
 def _dump(items: Sequence[BaseModel]) -> list[bytes]:
