@@ -37,6 +37,7 @@ from onward.contracts import (
     ToolSpec,
 )
 from onward.errors import format_validation_error
+from onward.markdown import escape_markdown
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 
 __all__ = [
@@ -329,7 +330,9 @@ async def start_delegate(
         task_queue=task_queue,
         result_type=AgentResult,
         parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-        static_summary=summary,
+        # Rendered as markdown by the Web UI, and the model's own words: escaped, as
+        # a run's prompt is (``**urgent** [click](https://...)`` is no live link).
+        static_summary=escape_markdown(summary) if summary else None,
         task_timeout=WORKFLOW_TASK_TIMEOUT,  # as every run's: see onward.tuning
     )
 

@@ -45,6 +45,7 @@ from onward.delegation import (
     roll_up,
 )
 from onward.errors import RequestRejected
+from onward.markdown import escape_markdown
 from onward.starter.calls import CallPairing
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES, reconstruct
 from onward.starter.report import report_query
@@ -727,3 +728,22 @@ async def test_pausing_the_parent_pauses_its_sub_agent_until_resumed(worker: Run
     assert result.status == "completed" and result.output == "parent done"
     done = await child_result(worker.client, child_id)
     assert done.status == "completed" and done.usage.model_calls == 4
+
+
+async def test_a_sub_agents_web_ui_summary_shows_the_models_words_as_written(
+    worker: RunningWorker,
+) -> None:
+    # The Web UI renders a run's summary as markdown, and a sub-agent's is the model's
+    # delegate call: unescaped, it showed bold text and a live link.
+    lure = "**urgent** [click me](https://evil.example/phish)"
+    result = await worker.run(
+        {
+            "prompt": "hand it over",
+            "tools": ["delegate"],
+            "script": [delegating(prompt=lure), {"text": "done"}],
+        }
+    )
+    child = worker.client.get_workflow_handle(child_of(result))
+    summary = await (await child.describe()).static_summary()
+    assert summary == escape_markdown(f"delegate({lure})")
+    assert summary is not None and "[click me](" not in summary and "**urgent**" not in summary
