@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from postgres_server import postgres_url
+from psycopg.conninfo import conninfo_to_dict
 from temporalio.client import Client
 
 from conftest import eventually, run_onward, running_worker
@@ -473,3 +474,16 @@ async def test_a_prune_cut_short_says_what_it_deleted(client: Client, tmp_path: 
     # Nothing deleted yet: the error itself.
     with pytest.raises(ConnectionFailed):
         await prune_store(FailingAfter(client, calls=0), store, OLD)
+
+
+async def test_the_cli_never_prints_the_store_password(address: str, postgres_url: str) -> None:
+    reading = conninfo_to_dict(postgres_url)
+    url = (
+        f"postgresql:///{reading['dbname']}?host={reading['host']}&port={reading['port']}"
+        f"&user={reading['user']}&password=TOPSECRET"  # trust auth takes any password
+    )
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_STORE": url}
+    listed = await run_onward("prune-store", "--older-than", "30d", "--dry-run", env=env)
+    assert listed.code == 0, listed.stderr
+    assert "&password=***, runs of namespace" in listed.stdout
+    assert "TOPSECRET" not in listed.stdout + listed.stderr

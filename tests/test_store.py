@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from postgres_server import postgres_url
+from psycopg.conninfo import conninfo_to_dict
 
 from onward.contracts import Message, StepRecord, ToolCall
 from onward.store import LocalStore, StoreError, TranscriptStore, open_store
 from onward.store.local import INLINE_IO_BYTES
+from onward.store.postgres import redacted
 
 __all__ = ["postgres_url"]  # the fixture, imported for the tests below
 
@@ -198,3 +200,70 @@ async def test_unreachable_postgresql_is_a_store_error() -> None:
         port = sock.getsockname()[1]  # nothing listens once the socket closes
     with pytest.raises(StoreError, match="cannot use the PostgreSQL store"):
         await open_store(f"postgresql://onward@127.0.0.1:{port}/postgres?connect_timeout=2")
+
+
+SECRET_FORMS = [
+    "postgresql:///postgres?host=127.0.0.1&port={port}&user=onward&password=TOPSECRET",
+    "postgresql://onward:TOP%SECRET@127.0.0.1:{port}/postgres",
+    "postgresql://onward:TOP%zzSECRET@127.0.0.1:{port}/postgres",
+    "postgresql://onward:TOP/SECRET@127.0.0.1:{port}/postgres",
+    "postgresql://onward:TOP@SECRET@127.0.0.1:{port}/postgres",
+    "postgresql://onward:TOP?SECRET@127.0.0.1:{port}/postgres",
+    "postgresql://onward:TOP%2FSECRET@127.0.0.1:{port}/postgres",
+]
+"""Every way a URL may hold a password; its parts, TOP and SECRET, must never show."""
+
+
+@pytest.mark.parametrize(
+    "conninfo",
+    [
+        "host=db user=onward password=TOPSECRET dbname=onward",
+        "host=db user=onward password='TOP SECRET' dbname=onward",
+        "host=db user=onward password='TOP SECRET dbname=onward",  # unparsable
+    ],
+)
+def test_a_key_value_password_is_redacted(conninfo: str) -> None:
+    shown = redacted(conninfo)
+    assert "TOP" not in shown and "SECRET" not in shown and "password=***" in shown
+
+
+@pytest.mark.parametrize("form", SECRET_FORMS)
+async def test_a_password_never_shows_in_any_form_of_url(form: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens: the connection fails
+    url = form.format(port=port)
+    shown = redacted(url)
+    assert "TOP" not in shown and "SECRET" not in shown and "***" in shown
+    with pytest.raises(StoreError, match=r"PostgreSQL store") as caught:
+        await open_store(url)
+    assert "TOP" not in str(caught.value) and "SECRET" not in str(caught.value)
+
+
+async def test_libpq_quoting_a_password_is_scrubbed() -> None:
+    # libpq's own reason quotes the whole token: invalid percent-encoded token: "PW%zz"
+    with pytest.raises(StoreError, match="percent-encoded") as caught:
+        await open_store("postgresql://onward:PW%zz@127.0.0.1/postgres")
+    assert "PW%zz" not in str(caught.value) and "PW" not in str(caught.value)
+
+
+@pytest.mark.parametrize("password", ["TOP/SECRET", "TOP@SECRET"])
+async def test_a_password_libpq_would_misread_is_refused_saying_what_to_encode(
+    password: str,
+) -> None:
+    with pytest.raises(StoreError, match="percent-encode") as caught:
+        await open_store(f"postgresql://onward:{password}@127.0.0.1/postgres")
+    assert "TOP" not in str(caught.value) and "SECRET" not in str(caught.value)
+
+
+async def test_a_query_string_password_opens_the_store_and_is_shown_masked(
+    postgres_url: str,
+) -> None:
+    reading = conninfo_to_dict(postgres_url)
+    url = (
+        f"postgresql:///{reading['dbname']}?host={reading['host']}&port={reading['port']}"
+        f"&user={reading['user']}&password=TOPSECRET"  # trust auth takes any password
+    )
+    opened = await open_store(url)
+    await opened.close()
+    assert redacted(url).endswith("&password=***")

@@ -102,7 +102,7 @@ def local_root(url: str) -> Path:
 def store_name(url: str) -> str:
     """The store's URL without a password, or its directory: for people to read."""
     if is_postgres(url):
-        from onward.store.postgres import redacted
+        from onward.store.pgurl import redacted  # only clients that use it need psycopg
 
         return redacted(url)
     return str(local_root(url))

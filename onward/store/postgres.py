@@ -10,7 +10,6 @@ machine is read, listed and fetched from any other.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from onward.contracts import Artifact
 from onward.store.base import Kind, StoreError, check_transcript_id
+from onward.store.pgurl import misread_password, redacted, scrubbed
 
 __all__ = ["POOL_SIZE", "PROBE_TIMEOUT_S", "PostgresStore", "redacted"]
 
@@ -75,11 +75,6 @@ PROBE_TIMEOUT_S = 10
 """How long the first connection may take before the store is said unreachable."""
 
 
-def redacted(url: str) -> str:
-    """``url`` without its password (``postgresql://onward:***@host/db``)."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-
-
 class PostgresStore:
     """A :class:`~onward.store.base.StoreBackend` in PostgreSQL; create it with :meth:`open`."""
 
@@ -94,12 +89,17 @@ class PostgresStore:
             StoreError: the URL is malformed, or PostgreSQL cannot be reached or used;
                 the message says why (never the password).
         """
+        if misread_password(url):
+            raise StoreError(
+                f"cannot use the PostgreSQL store {redacted(url)} (ONWARD_STORE): its password "
+                "holds a character to percent-encode ('/' as %2F, '@' as %40, '%' as %25)"
+            )
         try:
             # One connection first: a pool that cannot fill says only that it timed out.
             probe = await psycopg.AsyncConnection.connect(url, connect_timeout=PROBE_TIMEOUT_S)
             await probe.close()
         except psycopg.Error as err:
-            reason = str(err).replace(url, redacted(url)).strip()
+            reason = scrubbed(str(err), url).strip()
             raise StoreError(
                 f"cannot use the PostgreSQL store {redacted(url)} (ONWARD_STORE): {reason}"
             ) from err
@@ -111,7 +111,7 @@ class PostgresStore:
                 await conn.execute(_SCHEMA)
         except (psycopg.Error, TimeoutError) as err:
             await pool.close()
-            raise StoreError(f"cannot use the PostgreSQL store: {err}") from err
+            raise StoreError(f"cannot use the PostgreSQL store: {scrubbed(str(err), url)}") from err
         return cls(pool)
 
     async def write(
