@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 import pytest_asyncio
 from postgres_server import postgres_url
 from psycopg.conninfo import conninfo_to_dict
 
 from onward.contracts import Message, StepRecord, ToolCall
+from onward.memory import MemoryEntry
 from onward.store import LocalStore, StoreError, TranscriptStore, open_store
 from onward.store.local import INLINE_IO_BYTES
 from onward.store.postgres import redacted
@@ -267,3 +269,30 @@ async def test_a_query_string_password_opens_the_store_and_is_shown_masked(
     opened = await open_store(url)
     await opened.close()
     assert redacted(url).endswith("&password=***")
+
+
+async def test_a_role_without_create_uses_the_tables_their_owner_made(postgres_url: str) -> None:
+    name = f"dml_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    owner_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    await (await open_store(owner_url)).close()  # the owner makes the tables
+    async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as owner:
+        await owner.execute(f"CREATE ROLE {name} LOGIN")
+        await owner.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        await owner.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {name}"
+        )
+    dml_url = owner_url.replace("//onward@", f"//{name}@")
+    store = await open_store(dml_url)
+    try:
+        tid = transcript()
+        await store.write_messages(tid, 0, [user("hello"), user("again")])
+        assert [m.content for m in await store.messages(tid)] == ["hello", "again"]
+        await store.remember("acme", "shared", MemoryEntry(key="k", text="fact"))
+        assert [m.text for m in await store.memories("acme", "shared")] == ["fact"]
+    finally:
+        await store.close()
+    async with await psycopg.AsyncConnection.connect(dml_url) as dml:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await dml.execute("CREATE TABLE onward_probe (id int)")  # the role really cannot

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -25,7 +26,8 @@ __all__ = ["POOL_SIZE", "PROBE_TIMEOUT_S", "PostgresStore", "redacted"]
 POOL_SIZE = 8
 """Connections one worker keeps open at most (activities run concurrently)."""
 
-_SCHEMA = """
+_TABLES = {
+    "onward_transcript": """
 CREATE TABLE IF NOT EXISTS onward_transcript (
     transcript text NOT NULL,
     kind text NOT NULL,
@@ -33,7 +35,8 @@ CREATE TABLE IF NOT EXISTS onward_transcript (
     document jsonb NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (transcript, kind, position)
-);
+)""",
+    "onward_memory": """
 CREATE TABLE IF NOT EXISTS onward_memory (
     tenant text NOT NULL,
     scope text NOT NULL,
@@ -41,21 +44,25 @@ CREATE TABLE IF NOT EXISTS onward_memory (
     document jsonb NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, scope, key_id)
-);
+)""",
+    "onward_file": """
 CREATE TABLE IF NOT EXISTS onward_file (
     workspace text NOT NULL,
     path text NOT NULL,
     content bytea NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workspace, path)
-);
+)""",
+    "onward_file_call": """
 CREATE TABLE IF NOT EXISTS onward_file_call (
     workspace text NOT NULL,
     call text NOT NULL,
     result text NOT NULL,
     PRIMARY KEY (workspace, call)
-)
-"""
+)""",
+}
+"""Each table and how it is made: only a missing one is, so a role without CREATE
+on the schema uses tables its owner made (PostgreSQL checks CREATE before IF NOT EXISTS)."""
 _SCHEMA_LOCK = 7_312_026
 """Advisory lock id: workers starting at once create the tables one after another."""
 _UPSERT = """
@@ -75,6 +82,15 @@ PROBE_TIMEOUT_S = 10
 """How long the first connection may take before the store is said unreachable."""
 
 
+async def _create_missing(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Create the tables that are not there (under the schema lock), and no other."""
+    for table, create in _TABLES.items():
+        cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
+        found = await cursor.fetchone()
+        if not (found and found[0]):
+            await conn.execute(create)
+
+
 class PostgresStore:
     """A :class:`~onward.store.base.StoreBackend` in PostgreSQL; create it with :meth:`open`."""
 
@@ -83,7 +99,7 @@ class PostgresStore:
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = POOL_SIZE) -> PostgresStore:
-        """Connect and create the table if it is missing (idempotent).
+        """Connect and create the tables that are missing (idempotent).
 
         Raises:
             StoreError: the URL is malformed, or PostgreSQL cannot be reached or used;
@@ -108,7 +124,7 @@ class PostgresStore:
             await pool.open(wait=True, timeout=10)
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                await conn.execute(_SCHEMA)
+                await _create_missing(conn)
         except (psycopg.Error, TimeoutError) as err:
             await pool.close()
             raise StoreError(f"cannot use the PostgreSQL store: {scrubbed(str(err), url)}") from err
