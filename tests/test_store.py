@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import logging
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +20,7 @@ from postgres_server import postgres_url
 from psycopg.conninfo import conninfo_to_dict
 
 from onward.contracts import Message, StepRecord, ToolCall
+from onward.encryption import EncryptionCodec, parse_keys
 from onward.memory import MemoryEntry
 from onward.store import LocalStore, StoreError, TranscriptStore, open_store
 from onward.store.local import INLINE_IO_BYTES
@@ -272,10 +277,8 @@ async def test_a_query_string_password_opens_the_store_and_is_shown_masked(
 
 
 async def test_a_role_without_create_uses_the_tables_their_owner_made(postgres_url: str) -> None:
+    owner_url = await database(postgres_url)
     name = f"dml_{uuid.uuid4().hex[:8]}"
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
-        await admin.execute(f"CREATE DATABASE {name}")
-    owner_url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
     await (await open_store(owner_url)).close()  # the owner makes the tables
     async with await psycopg.AsyncConnection.connect(owner_url, autocommit=True) as owner:
         await owner.execute(f"CREATE ROLE {name} LOGIN")
@@ -296,3 +299,127 @@ async def test_a_role_without_create_uses_the_tables_their_owner_made(postgres_u
     async with await psycopg.AsyncConnection.connect(dml_url) as dml:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             await dml.execute("CREATE TABLE onward_probe (id int)")  # the role really cannot
+
+
+NUL = "before\x00after"
+"""A NUL, as a binary file read or a model's text may hold: JSON writes it \\u0000."""
+
+
+async def nul_round_trip(store: TranscriptStore) -> None:
+    tid = transcript()
+    await store.write_messages(tid, 0, [user(NUL), Message(role="tool", content=NUL)])
+    assert [m.content for m in await store.messages(tid)] == [NUL, NUL]
+    await store.write_steps(tid, [step(1, NUL)])
+    assert [s.text for s in await store.steps(tid)] == [NUL]
+    cached, key = json.dumps({"result": NUL}).encode(), f"cache-{uuid.uuid4().hex}"
+    await store.put_cached(key, cached)
+    assert await store.get_cached(key) == cached
+    scope = uuid.uuid4().hex
+    await store.remember("acme", scope, MemoryEntry(key="k\x00", text=NUL))
+    assert [(m.key, m.text) for m in await store.memories("acme", scope)] == [("k\x00", NUL)]
+
+
+async def test_a_nul_in_a_document_is_kept(store: TranscriptStore) -> None:
+    await nul_round_trip(store)
+
+
+async def test_a_nul_in_a_sealed_document_is_kept(postgres_url: str) -> None:
+    codec = EncryptionCodec(parse_keys(f"k1:{base64.b64encode(os.urandom(32)).decode()}"))
+    store = await open_store(postgres_url, codec)
+    try:
+        await nul_round_trip(store)
+    finally:
+        await store.close()
+
+
+OLD_SCHEMA = """
+CREATE TABLE onward_transcript (
+    transcript text NOT NULL, kind text NOT NULL, position integer NOT NULL,
+    document jsonb NOT NULL, written_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (transcript, kind, position)
+);
+CREATE TABLE onward_memory (
+    tenant text NOT NULL, scope text NOT NULL, key_id text NOT NULL,
+    document jsonb NOT NULL, written_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant, scope, key_id)
+);
+CREATE TABLE onward_file (
+    workspace text NOT NULL, path text NOT NULL, content bytea NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (workspace, path)
+);
+CREATE TABLE onward_file_call (
+    workspace text NOT NULL, call text NOT NULL, result text NOT NULL,
+    PRIMARY KEY (workspace, call)
+)
+"""
+"""The tables as stores made them before documents were json."""
+
+
+async def database(postgres_url: str) -> str:
+    """The URL of a new, empty database on the test server."""
+    name = f"db_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as admin:
+        await admin.execute(f"CREATE DATABASE {name}")
+    return postgres_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+async def document_types(url: str) -> list[str]:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attname = "
+            "'document' AND attrelid IN ('onward_transcript'::regclass, 'onward_memory'::regclass)"
+        )
+        return [str(kind) for (kind,) in await cursor.fetchall()]
+
+
+async def test_a_jsonb_table_of_an_older_store_is_migrated_once_and_takes_a_nul(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = await database(postgres_url)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(OLD_SCHEMA)
+        await conn.execute(
+            "INSERT INTO onward_transcript (transcript, kind, position, document) "
+            "VALUES ('run-old', 'messages', 0, %s::jsonb)",
+            (user("kept").model_dump_json(),),
+        )
+    caplog.set_level(logging.INFO, "onward.store")
+    store = await open_store(url)
+    try:
+        assert await document_types(url) == ["json", "json"]
+        migrated = [r.getMessage() for r in caplog.records if "migrated" in r.getMessage()]
+        assert migrated == [
+            "migrated onward_transcript.document from jsonb to json (it takes a NUL, \\u0000)",
+            "migrated onward_memory.document from jsonb to json (it takes a NUL, \\u0000)",
+        ]
+        assert [m.content for m in await store.messages("run-old")] == ["kept"]
+        await nul_round_trip(store)
+    finally:
+        await store.close()
+    caplog.clear()
+    await (await open_store(url)).close()
+    assert not [r for r in caplog.records if "migrated" in r.getMessage()]  # once
+
+
+async def test_a_role_that_may_not_migrate_a_jsonb_table_still_uses_it(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = await database(postgres_url)
+    role = f"dml_{uuid.uuid4().hex[:8]}"
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as owner:
+        await owner.execute(OLD_SCHEMA)
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+    caplog.set_level(logging.INFO, "onward.store")
+    store = await open_store(url.replace("//onward@", f"//{role}@", 1))
+    try:
+        tid = transcript()
+        await store.write_messages(tid, 0, [user("plain")])
+        assert [m.content for m in await store.messages(tid)] == ["plain"]
+    finally:
+        await store.close()
+    assert await document_types(url) == ["jsonb", "jsonb"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and "onward_transcript.document is jsonb" in warned[0]

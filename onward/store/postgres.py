@@ -10,11 +10,13 @@ machine is read, listed and fetched from any other.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from onward.contracts import Artifact
@@ -22,6 +24,8 @@ from onward.store.base import Kind, StoreError, check_transcript_id
 from onward.store.pgurl import misread_password, redacted, scrubbed
 
 __all__ = ["POOL_SIZE", "PROBE_TIMEOUT_S", "PostgresStore", "redacted"]
+
+log = logging.getLogger("onward.store")
 
 POOL_SIZE = 8
 """Connections one worker keeps open at most (activities run concurrently)."""
@@ -32,7 +36,7 @@ CREATE TABLE IF NOT EXISTS onward_transcript (
     transcript text NOT NULL,
     kind text NOT NULL,
     position integer NOT NULL,
-    document jsonb NOT NULL,
+    document json NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (transcript, kind, position)
 )""",
@@ -41,7 +45,7 @@ CREATE TABLE IF NOT EXISTS onward_memory (
     tenant text NOT NULL,
     scope text NOT NULL,
     key_id text NOT NULL,
-    document jsonb NOT NULL,
+    document json NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant, scope, key_id)
 )""",
@@ -62,12 +66,19 @@ CREATE TABLE IF NOT EXISTS onward_file_call (
 )""",
 }
 """Each table and how it is made: only a missing one is, so a role without CREATE
-on the schema uses tables its owner made (PostgreSQL checks CREATE before IF NOT EXISTS)."""
+on the schema uses tables its owner made (PostgreSQL checks CREATE before IF NOT EXISTS).
+
+Documents are ``json``, which keeps their text as written: ``jsonb`` refuses a
+``\\u0000`` escape (a NUL in a tool result or a binary file read), and they are
+only ever read back whole (``document::text``). Their values are sent untyped,
+so a ``jsonb`` column not migrated yet (see :func:`_migrate_documents`) still takes them.
+"""
+_DOCUMENT_TABLES = ("onward_transcript", "onward_memory")
 _SCHEMA_LOCK = 7_312_026
 """Advisory lock id: workers starting at once create the tables one after another."""
 _UPSERT = """
 INSERT INTO onward_transcript (transcript, kind, position, document)
-VALUES (%s, %s, %s, %s::jsonb)
+VALUES (%s, %s, %s, %s)
 ON CONFLICT (transcript, kind, position)
 DO UPDATE SET document = EXCLUDED.document, written_at = now()
 """
@@ -89,6 +100,36 @@ async def _create_missing(conn: psycopg.AsyncConnection[Any]) -> None:
         found = await cursor.fetchone()
         if not (found and found[0]):
             await conn.execute(create)
+
+
+async def _migrate_documents(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Turn a ``jsonb`` document column (made by earlier versions) into ``json``, once.
+
+    ``ALTER ... TYPE`` rewrites the table under an exclusive lock, once; a role
+    that does not own the table leaves it as it is (documents with a NUL still
+    fail there) and says so, and its owner's next start migrates it.
+    """
+    for table in _DOCUMENT_TABLES:
+        cursor = await conn.execute(_DOCUMENT_TYPE, (table,))
+        found = await cursor.fetchone()
+        if not found or found[0] != "jsonb":
+            continue
+        try:
+            async with conn.transaction():  # a savepoint: a refusal leaves the rest standing
+                await conn.execute(
+                    sql.SQL(
+                        "ALTER TABLE {} ALTER COLUMN document TYPE json USING document::json"
+                    ).format(sql.Identifier(table))
+                )
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning(
+                "%s.document is jsonb, which refuses a NUL (\\u0000) in a document; "
+                "this role may not change it: the table owner's next start of a worker "
+                "makes it json",
+                table,
+            )
+            continue
+        log.info("migrated %s.document from jsonb to json (it takes a NUL, \\u0000)", table)
 
 
 class PostgresStore:
@@ -125,6 +166,7 @@ class PostgresStore:
             async with pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
                 await _create_missing(conn)
+                await _migrate_documents(conn)
         except (psycopg.Error, TimeoutError) as err:
             await pool.close()
             raise StoreError(f"cannot use the PostgreSQL store: {scrubbed(str(err), url)}") from err
@@ -283,7 +325,7 @@ class PostgresStore:
 
 
 _PUT_MEMORY = """
-INSERT INTO onward_memory (tenant, scope, key_id, document) VALUES (%s, %s, %s, %s::jsonb)
+INSERT INTO onward_memory (tenant, scope, key_id, document) VALUES (%s, %s, %s, %s)
 ON CONFLICT (tenant, scope, key_id)
 DO UPDATE SET document = EXCLUDED.document, written_at = now()
 """
@@ -309,6 +351,10 @@ _FILE_PATHS = "SELECT path FROM onward_file WHERE workspace = %s ORDER BY path"
 _LIST_FILES = """
 SELECT path, length(content), encode(sha256(content), 'hex') FROM onward_file
 WHERE workspace = %s ORDER BY path
+"""
+_DOCUMENT_TYPE = """
+SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+WHERE attrelid = to_regclass(%s) AND attname = 'document' AND NOT attisdropped
 """
 _SHARE = "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))"
 _EXCLUSIVE = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"

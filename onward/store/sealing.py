@@ -4,7 +4,7 @@ With ``ONWARD_ENCRYPTION_KEYS`` set, a run's prompts, tool results and
 outputs are ciphertext in Temporal's history; the transcript store holds the
 same messages and step records, so it seals them with the same codec. A
 sealed document is JSON, so every backend (a JSON-lines file, a PostgreSQL
-``jsonb`` column) keeps it as it keeps any other::
+``json`` column) keeps it as it keeps any other::
 
     {"sealed": "<base64 of the codec-encoded payload of the document>"}
 
