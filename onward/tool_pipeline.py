@@ -7,9 +7,15 @@ ran was refused (the refusal is workflow state: the history records no event).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
-from onward.contracts import ApprovalDecision, PendingApproval, ToolCall, ToolSpec
+from onward.contracts import (
+    ApprovalDecision,
+    ApprovalRecord,
+    PendingApproval,
+    ToolCall,
+    ToolSpec,
+)
 
 __all__ = [
     "approval_refusal",
@@ -52,13 +58,23 @@ def rejection(note: str | None) -> str:
     return f"rejected: {note}" if note else "rejected by the person approving tool calls"
 
 
-def chosen(pending: Iterable[PendingApproval], decision: ApprovalDecision) -> list[str]:
+def chosen(
+    pending: Iterable[PendingApproval],
+    decision: ApprovalDecision,
+    decided: Mapping[str, ApprovalRecord] | None = None,
+) -> list[str]:
     """The call ids an ``approve`` or ``reject`` decides: one call, or all pending.
+
+    A call in ``decided`` was decided by an earlier update whose outcome its
+    waiting call has not read yet: it waits no more, the first decision wins.
 
     Raises:
         ValueError: nothing waits for approval, or not the call named.
     """
-    waiting = [item.call_id for item in pending]
+    decided = decided or {}
+    if decision.call_id is not None and decision.call_id in decided:
+        raise ValueError(f"{decision.call_id} is already {decided[decision.call_id].decision}")
+    waiting = [item.call_id for item in pending if item.call_id not in decided]
     if not waiting:
         raise ValueError("no tool call is waiting for approval")
     if decision.call_id is None:

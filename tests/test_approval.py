@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from onward.contracts import (
     AgentResult,
     AgentStatus,
     ApprovalDecision,
+    ApprovalsDecided,
     Budget,
     PendingApproval,
     RunUsage,
@@ -356,3 +359,87 @@ async def test_a_call_approved_while_paused_shows_the_run_paused(worker: Running
     await handle.signal(AgentWorkflow.resume)
     assert (await handle.result()).status == "completed"
     assert await tool_activities(handle) == 1
+
+
+async def in_one_task(
+    client: Client,
+    settings: WorkerSettings,
+    names: list[str],
+    sends: Sequence[Callable[[], Awaitable[Any]]],
+) -> list[Any]:
+    """Send each of ``sends`` while no worker runs, in order: the next worker gets them
+    all in one workflow task (each update's validator runs before any handler).
+    Returns each one's answer or exception."""
+    pending = []
+    for send in sends:
+        pending.append(asyncio.ensure_future(send()))
+        await asyncio.sleep(0.5)  # the server has it before the next is sent
+    async with build_worker(client, settings, search_attribute_names=names):
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+
+@pytest.mark.parametrize("first", ["approve", "reject"])
+async def test_of_an_approve_and_a_reject_in_one_task_the_first_wins(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], first: str
+) -> None:
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
+    agent = approval_run([write("race.txt", "v"), {"text": "done"}])
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        handle: Handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"test-{uuid.uuid4().hex[:12]}",
+            task_queue=settings.task_queue,
+        )
+        await awaiting(handle)
+    updates = {"approve": AgentWorkflow.approve, "reject": AgentWorkflow.reject}
+    order = [updates.pop(first), *updates.values()]
+    decision = ApprovalDecision(call_id="call_1_1", note="no")
+    sends = [functools.partial(handle.execute_update, update, decision) for update in order]
+    answers = await in_one_task(client, settings, search_attribute_names, sends)
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        result = await handle.result()
+    won, lost = answers
+    assert isinstance(won, ApprovalsDecided) and won.call_ids == ["call_1_1"]
+    assert isinstance(lost, WorkflowUpdateFailedError)
+    assert f"call_1_1 is already {won.decision}" in str(lost.cause)
+    (call,) = result.steps[0].tool_calls
+    assert call.approval is not None and call.approval.decision == won.decision
+    assert call.status == ("ok" if first == "approve" else "refused")
+    assert bool(list(tmp_path.rglob("race.txt"))) is (first == "approve")
+
+
+@pytest.mark.parametrize("cancel_first", [True, False])
+async def test_an_approval_with_the_cancel_in_one_task_never_runs_the_call(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], cancel_first: bool
+) -> None:
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
+    agent = approval_run([write("never.txt", "v"), {"text": "done"}])
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        handle: Handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"test-{uuid.uuid4().hex[:12]}",
+            task_queue=settings.task_queue,
+        )
+        await awaiting(handle)
+
+    def cancel() -> Awaitable[None]:
+        return handle.signal(AgentWorkflow.cancel)
+
+    def approve() -> Awaitable[ApprovalsDecided]:
+        return handle.execute_update(AgentWorkflow.approve, ApprovalDecision())
+
+    sends = [cancel, approve] if cancel_first else [approve, cancel]
+    answers = await in_one_task(client, settings, search_attribute_names, sends)
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        result = await handle.result()
+    approved = answers[sends.index(approve)]
+    if cancel_first:
+        assert isinstance(approved, WorkflowUpdateFailedError)
+        assert "the run is being cancelled" in str(approved.cause)
+    assert result.status == "cancelled"
+    (call,) = result.steps[0].tool_calls
+    assert call.status == "interrupted"
+    assert await tool_activities(handle) == 0
+    assert not list(tmp_path.rglob("never.txt"))
