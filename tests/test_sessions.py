@@ -564,3 +564,37 @@ async def test_a_session_read_as_its_worker_starts_waits_for_it_a_moment(
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await starting
+
+
+async def test_a_session_cancelled_through_temporal_while_answering_closes_as_cancelled(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    script = [{"tool_calls": [{"name": "wait", "arguments": {"seconds": 30}}]}, {"text": "late"}]
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"script": script})
+        first = asyncio.create_task(onward.send_message(session_id, "go"))
+
+        async def answering() -> bool:
+            return (await onward.session_status(session_id)).state == "running"
+
+        await eventually(answering)
+        second = asyncio.create_task(onward.send_message(session_id, "queued"))
+        await eventually(lambda: queued(onward, session_id))
+        handle = client.get_workflow_handle(session_id)
+        await handle.cancel()  # `temporal workflow cancel`: the session's cancel
+        reply = await asyncio.wait_for(first, 20)
+        assert (reply.status, reply.reason) == (
+            "cancelled",
+            "cancelled through Temporal (workflow cancel)",
+        )
+        assert (await asyncio.wait_for(second, 20)).status == "cancelled"
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 20)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+        message_run = client.get_workflow_handle(sessions.run_id(session_id, 1))
+        assert (await message_run.describe()).status == WorkflowExecutionStatus.CANCELED
+
+
+async def queued(onward: OnwardClient, session_id: str) -> bool:
+    return (await onward.session_status(session_id)).queued == 1

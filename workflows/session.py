@@ -62,6 +62,11 @@ CLOSE_AFTER_KEPT_PATCH = "session-close-after-kept-messages"
 """Sessions begun since read ``close`` after the messages that came with it: a message
 the server kept while no worker ran, and a close sent after it, reach the next worker
 together, signal first; the message was sent first, so it is answered."""
+CANCELLED_WHILE_ANSWERING_PATCH = "session-cancelled-while-answering"
+"""A session cancelled through Temporal while it answers a message closes as cancelled,
+the message's reply saying so; sessions begun before answered it as failed ("Cancelled")
+and went back to idle, never to close. Asked only then."""
+NATIVE_CANCEL = "cancelled through Temporal (workflow cancel)"
 SUMMARY_CHARS = 80
 NO_INPUT = 'input: SessionWorkflow needs one JSON object as input, e.g. {"model": "scripted"}'
 
@@ -139,6 +144,7 @@ class SessionWorkflow:
         # ``close`` came: it takes effect once the messages of its activation are queued.
         self._close_asked = False
         self._last_reason: str | None = None
+        self._cancelled = False  # cancelled through Temporal while answering a message
 
     @workflow.run
     async def run(self, input: SessionInput | None = None, *extra: Any) -> SessionResult:
@@ -154,6 +160,8 @@ class SessionWorkflow:
         while True:
             if self._queue:
                 await self._answer(self._queue.pop(0))
+                if self._cancelled:
+                    await self._close_cancelled()
                 continue
             if self._closing:
                 break
@@ -255,6 +263,9 @@ class SessionWorkflow:
                 reason=_root_message(err),
                 run_id=child_id,
             )
+            if self._cancel_requested():
+                # The session's cancel cancelled the run: the message was cancelled.
+                reply = reply.model_copy(update={"status": "cancelled", "reason": NATIVE_CANCEL})
         else:
             self._usage = sessions.add_usage(self._usage, result.usage)
             reply = SessionReply(
@@ -271,6 +282,7 @@ class SessionWorkflow:
             self._script_index += result.usage.model_calls if played is None else played
             if result.conversation is not None:
                 self._conversation = result.conversation
+            self._cancel_requested()  # the run ended before the cancel reached it
         self._last_active = workflow.now()
         self._current = None
         self._history.append(
@@ -294,6 +306,29 @@ class SessionWorkflow:
         self._turns += 1
         self._run_messages += 1
         self._replies[queued.number] = reply
+
+    def _cancel_requested(self) -> bool:
+        """Whether the session was cancelled through Temporal (``temporal workflow cancel``)
+        while a message's run ran: the message's run was cancelled with it (unless it ended
+        first) and the session closes as cancelled (CANCELLED_WHILE_ANSWERING_PATCH)."""
+        if workflow.cancellation_reason() is None:
+            return False
+        self._cancelled = self._cancelled or workflow.patched(CANCELLED_WHILE_ANSWERING_PATCH)
+        return self._cancelled
+
+    async def _close_cancelled(self) -> None:
+        """Close as cancelled, as an idle session cancelled through Temporal does, once
+        every message sent has its reply (those not answered yet: cancelled)."""
+        self._closing = True
+        self._close_reason = NATIVE_CANCEL
+        for queued in self._queue:
+            self._replies[queued.number] = SessionReply(
+                number=queued.number, status="cancelled", reason=NATIVE_CANCEL
+            )
+        self._queue.clear()
+        self._set_state("cancelled")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        raise asyncio.CancelledError(NATIVE_CANCEL)
 
     def _set_state(self, state: AgentState) -> None:
         self._state = state
