@@ -119,6 +119,9 @@ log = logging.getLogger("onward.client")
 
 UPDATE_TIMEOUT = timedelta(seconds=10)
 """How long an update (``extend_budget``) may wait for a worker to answer it."""
+RUN_ENDED_MESSAGES = ("already completed", "aborted by closing workflow")
+"""What Temporal's NOT_FOUND says of a run that has ended: a signal or update to a closed
+run, and an update the server had taken in as the run closed (before a worker read it)."""
 POLLER_SEEN_WITHIN = timedelta(seconds=75)
 """A worker long-polls for up to 60 s and then polls again: one not seen for longer is gone."""
 
@@ -304,7 +307,10 @@ class OnwardClient(SessionMethods):
                 "(TEMPORAL_NAMESPACE, --namespace or the profile's namespace)"
             )
         if err.status == RPCStatusCode.NOT_FOUND and run_id:
-            if "already completed" in err.message:
+            # The run had ended, or ended while the request waited for it (an update
+            # the server had taken in as the run closed: "workflow update was aborted
+            # by closing workflow").
+            if any(text in err.message for text in RUN_ENDED_MESSAGES):
                 return RunEnded(run_id)
             return RunNotFound(run_id)
         if err.status == RPCStatusCode.UNAVAILABLE:

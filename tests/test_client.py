@@ -289,3 +289,19 @@ async def test_readme_python_example_runs_verbatim(
     assert process.returncode == 0 or (crashed_at_exit and len(lines) == 3), err.decode()
     assert lines[1].startswith("completed ")
     assert lines[2] == "no run with id no-such-run"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "workflow execution already completed",
+        "workflow update was aborted by closing workflow",  # sent as the run closed
+    ],
+)
+def test_a_request_to_a_run_that_ended_is_run_ended(client: Client, message: str) -> None:
+    onward = OnwardClient(client)
+    assert isinstance(
+        onward._rpc_error(RPCError(message, RPCStatusCode.NOT_FOUND, b""), "r1"), RunEnded
+    )
+    missing = RPCError("workflow not found for ID: r1", RPCStatusCode.NOT_FOUND, b"")
+    assert isinstance(onward._rpc_error(missing, "r1"), RunNotFound)

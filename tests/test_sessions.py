@@ -598,3 +598,27 @@ async def test_a_session_cancelled_through_temporal_while_answering_closes_as_ca
 
 async def queued(onward: OnwardClient, session_id: str) -> bool:
     return (await onward.session_status(session_id)).queued == 1
+
+
+async def test_a_message_sent_as_the_session_closes_idle_is_session_closed(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # Sent around the idle timeout, a message is answered, refused by the closing
+    # session, or (taken in by the server as the session closes) aborted with
+    # NOT_FOUND "workflow update was aborted by closing workflow": closed all the same.
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+
+        async def one(delay_s: float) -> str:
+            session_id = await onward.open_session(
+                {"idle_timeout_s": 1, "script": [{"text": "hi"}]}
+            )
+            await asyncio.sleep(delay_s)
+            try:
+                await asyncio.wait_for(onward.send_message(session_id, "m"), 30)
+            except SessionClosed:
+                return "closed"
+            return "answered"
+
+        outcomes = await asyncio.gather(*(one(1.0 + 0.02 * (n % 15)) for n in range(30)))
+    assert set(outcomes) <= {"closed", "answered"}
