@@ -747,3 +747,36 @@ async def test_a_sub_agents_web_ui_summary_shows_the_models_words_as_written(
     summary = await (await child.describe()).static_summary()
     assert summary == escape_markdown(f"delegate({lure})")
     assert summary is not None and "[click me](" not in summary and "**urgent**" not in summary
+
+
+async def test_a_sub_agents_budget_cannot_be_extended_past_its_parents(
+    worker: RunningWorker,
+) -> None:
+    # Raised alone, the sub-agent spent past the parent's max_tokens and the parent
+    # ended budget_exceeded ("used 1275 of 500").
+    child_script = [calc("1+1", delay_s=60), {"text": "child done"}]
+    handle = await worker.start(
+        {
+            "prompt": "delegate",
+            "tools": ["calculator", "delegate"],
+            "budget": {"max_tokens": 500},
+            "script": [delegating(prompt="slow", script=child_script), {"text": "root done"}],
+        }
+    )
+
+    async def child_running() -> bool:
+        pending = (await handle.describe()).raw_description.pending_children
+        return bool(pending) and await activity_running(
+            worker.client.get_workflow_handle(pending[0].workflow_id), "call_model"
+        )
+
+    await eventually(child_running)
+    child_id = (await handle.describe()).raw_description.pending_children[0].workflow_id
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    before = (await onward.status(child_id)).budget
+    with pytest.raises(RequestRejected, match=f"a sub-agent of {handle.id}.*extend the parent"):
+        await onward.extend_budget(child_id, {"max_tokens": 100000})
+    assert (await onward.status(child_id)).budget == before
+    # The parent itself may be extended.
+    assert (await onward.extend_budget(handle.id, {"max_tokens": 1000})).max_tokens == 1000
+    await handle.cancel()

@@ -1878,6 +1878,16 @@ class AgentWorkflow:
     def _validate_extension(self, extension: BudgetExtension) -> None:
         if self._state in FINAL_STATES:
             raise ValueError(f"extend_budget: the run has already ended ({self._state})")
+        if self._input.delegation_depth > 0:
+            # Its slice is never more than the parent has left: raised alone, the
+            # sub-agent would spend past the parent's limits.
+            parent = workflow.info().parent
+            of = f" of {parent.workflow_id}" if parent is not None else ""
+            raise ValueError(
+                f"extend_budget: this run is a sub-agent{of}, whose budget is a slice of its "
+                "parent's fixed when it started: extend the parent instead (that reaches "
+                "the sub-agents it starts from then on, not one already running)"
+            )
         if self._finishing:
             raise ValueError("extend_budget: the run is already giving its final answer")
         budgets.check_extension(self._budget, extension)
