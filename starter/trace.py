@@ -352,8 +352,8 @@ async def _with_stored_steps(
     The second is None when the log is whole (or empty); else it says which steps
     the store could not give, and why, so that no reader takes a part for the whole.
     """
-    if not records or _complete(records):
-        return records, None
+    if (records and _complete(records)) or not (records or _carried(execution)):
+        return records, None  # whole, or a run that has taken no step yet
     description = getattr(execution, "raw_description", None)
     info = description.workflow_execution_info if description is not None else None
     first_run = (info.first_run_id if info is not None else "") or execution.run_id
@@ -371,8 +371,18 @@ async def _with_stored_steps(
     return whole, _missing(whole, f"{where} (ONWARD_STORE must name the workers' store)")
 
 
+def _carried(execution: WorkflowExecution) -> bool:
+    """Whether the execution continues an earlier run of its chain (it has steps before it)."""
+    description = getattr(execution, "raw_description", None)
+    info = description.workflow_execution_info if description is not None else None
+    first_run = info.first_run_id if info is not None else ""
+    return bool(first_run) and first_run != execution.run_id
+
+
 def _missing(records: list[StepRecord], why: str) -> str:
     """Which steps before or between ``records`` are not shown, and ``why``."""
+    if not records:
+        return f"the steps of the chain's earlier runs are not shown: {why}"
     have = {record.step for record in records}
     gaps = [step for step in range(1, max(have) + 1) if step not in have]
     spans: list[str] = []

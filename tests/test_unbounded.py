@@ -789,3 +789,53 @@ async def test_a_paid_reply_waits_for_a_postgresql_outage_instead_of_asking_agai
         await store.close()
     finally:
         server.remove()
+
+
+class HangingModel(CheckingModel):
+    """As :class:`CheckingModel`, but its call of step ``hang_at`` waits until released."""
+
+    def __init__(self, steps: int, hang_at: int) -> None:
+        super().__init__(steps)
+        self.hang_at = hang_at
+        self.release = asyncio.Event()
+        self.hanging = False
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if request.step == self.hang_at:
+            self.hanging = True
+            await self.release.wait()
+        return await super().complete(request)
+
+
+async def test_a_chain_run_with_no_step_of_its_own_reads_the_earlier_steps_from_the_store(
+    client: Client,
+    tmp_path: Path,
+    search_attribute_names: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Read from a history with no step (continued as new, its first call not answered
+    # yet), the step log was empty: the store, which holds the chain's steps, was not asked.
+    from onward.starter.trace import _with_stored_steps
+
+    monkeypatch.setenv("ONWARD_STORE", str(tmp_path / "store"))
+    store = await open_store(str(tmp_path / "store"))
+    model = HangingModel(steps=4, hang_at=3)
+    agent_input = AgentInput(prompt=PROMPT, tools=["calculator"], continue_as_new_after=2)
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": model}, store=store
+    ) as worker:
+        handle = await worker.start(agent_input)
+
+        async def switched() -> bool:
+            return model.hanging
+
+        await eventually(switched)
+        description = await client.get_workflow_handle(handle.id).describe()
+        assert (
+            description.run_id != description.raw_description.workflow_execution_info.first_run_id
+        )
+        steps, missing = await _with_stored_steps(description, [])
+        model.release.set()
+        assert (await handle.result()).status == "completed"
+    assert [record.step for record in steps] == [1, 2] and missing is None
+    await store.close()
