@@ -156,14 +156,6 @@ HUMAN_APPROVAL_PATCH = "human-approval"
 """Calls needing approval wait for one; runs begun before refused them outright."""
 APPROVAL_SHOWS_PAUSE_PATCH = "approval-shows-pause"
 """A call decided while paused shows the run paused; runs begun before showed it running."""
-FIRST_DECISION_WINS_PATCH = "first-approval-decision-wins"
-"""An ``approve`` and a ``reject`` of one call in the same workflow task (both validated
-before either handler ran): the second is refused; runs begun before let the last one
-win, and told both they had. Asked with ``workflow.patched`` itself, only when that
-happens (``_patched`` is True without a marker in every run begun with a run version)."""
-NO_CALL_AFTER_CANCEL_PATCH = "no-approved-call-after-cancel"
-"""A call approved in the workflow task its run was cancelled in does not start; in runs
-begun before it could. Asked only then, with ``workflow.patched`` (see above)."""
 WORKSPACE_PER_RUN_PATCH = "workspace-per-run"
 """Tool calls name their run's workspace; runs begun before share the worker's root."""
 ARTIFACTS_PATCH = "artifacts-in-result"
@@ -1400,9 +1392,6 @@ class AgentWorkflow:
             return steplog.refused(rejection(decision.note))
         # Approved while paused: it starts on resume, like any call.
         await workflow.wait_condition(lambda: not self._paused)
-        if self._cancel_requested and workflow.patched(NO_CALL_AFTER_CANCEL_PATCH):
-            # Approved as the run was cancelled: it ends interrupted, unstarted.
-            raise asyncio.CancelledError
         if self._state == "paused" and self._patched(APPROVAL_SHOWS_PAUSE_PATCH):
             self._set_state("running")  # ``_show_approvals`` showed the pause
         return await self._start_tool(spec, call, record)
@@ -1418,16 +1407,10 @@ class AgentWorkflow:
         self._publish()
 
     def _decide(self, decision: ApprovalDecision, verdict: ApprovalRecord) -> ApprovalsDecided:
+        # The validator refused a call decided already (the SDK runs each update's
+        # validator and its handler in one go); a replayed history may hold two
+        # decisions of one call from before: the last one counted then, and does.
         call_ids = chosen(self._pending.values(), decision)
-        if any(call_id in self._decisions for call_id in call_ids) and workflow.patched(
-            FIRST_DECISION_WINS_PATCH
-        ):
-            # Decided by an update of this same task, whose validator ran before both
-            # handlers: the first decision wins, this one is refused.
-            try:
-                call_ids = chosen(self._pending.values(), decision, self._decisions)
-            except ValueError as err:
-                raise ApplicationError(str(err), type="ValueError", non_retryable=True) from None
         for call_id in call_ids:
             self._decisions[call_id] = verdict
         return ApprovalsDecided(call_ids=call_ids, decision=verdict.decision)
