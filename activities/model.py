@@ -51,7 +51,7 @@ from onward.contracts import (
     provider_of,
 )
 from onward.errors import MODEL_NOT_PRICED, PROVIDER_NOT_CONFIGURED
-from onward.pricing import PricingTable
+from onward.pricing import PricingTable, billed_usd
 from onward.store import TranscriptStore
 from onward.store.base import StoreError, unreachable
 
@@ -63,6 +63,8 @@ TOKEN_BATCH_INTERVAL = timedelta(milliseconds=100)
 KEPT_TOOL_SPECS = 256
 """Sets of tool specs a worker keeps in memory (runs with the same tools share one)."""
 _SPECS = TypeAdapter(list[ToolSpec])
+_MILLIONS = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+"""Usage to tell a free model (all its rates 0) from a priced one."""
 
 TRANSCRIPT_INCOMPLETE = "TranscriptIncomplete"
 """The store holds fewer messages than the run sent: retried (a lagging replica, say)."""
@@ -224,10 +226,15 @@ class ModelActivities:
                     else:
                         response = await provider.complete(request)
                 if response.usage.estimated:
-                    # Counted, so a token budget still holds; not priced: a cost
-                    # budget stops the run rather than spend on a guess.
+                    # Counted, so a token budget still holds; not priced (unless the
+                    # model is free): a cost budget stops the run rather than spend on
+                    # a guess.
                     usage = self._estimated_usage(provider_name, request, response)
-                    response = response.model_copy(update={"usage": usage})
+                    price = request.pricing or self._pricing.price_for(request.model)
+                    free = price is not None and not billed_usd(price, _MILLIONS)
+                    response = response.model_copy(
+                        update={"usage": usage, "cost_usd": 0.0 if free else None}
+                    )
                 else:
                     cost = self._pricing.cost(
                         request.model, response.usage, override=request.pricing
@@ -412,8 +419,8 @@ class ModelActivities:
         if provider_name not in self._unreported:
             self._unreported.add(provider_name)
             activity.logger.warning(
-                "%s reported no token usage: tokens are estimated and the cost is unknown "
-                "(a run with a cost budget stops)",
+                "%s reported no token usage: tokens are estimated, and the cost of a priced "
+                "model unknown (a run with a cost budget stops)",
                 provider_name,
             )
         answer = len(response.text) + sum(

@@ -69,10 +69,17 @@ def exceeded(
                 if usage.cost_usd
                 else ""
             )
+            if usage.tokens_estimated:
+                return Exceeded(
+                    "max_cost_usd",
+                    f"cost unknown (an answer reported no token usage{priced}); a cost "
+                    "budget needs a provider that reports it (streamed Chat Completions: "
+                    "stream_options.include_usage)",
+                )
             return Exceeded(
                 "max_cost_usd",
-                f"cost unknown (a model with no price was called, or its answer reported "
-                f"no token usage{priced}); set a price with `pricing` or ONWARD_PRICING",
+                f"cost unknown (a model with no price was called{priced}); set a price "
+                "with `pricing` or ONWARD_PRICING",
             )
         if usage.cost_usd >= budget.max_cost_usd:
             return Exceeded(

@@ -947,7 +947,16 @@ class RunUsage(BaseModel):
     model_calls: int = 0
     steps: int = 0
     cost_usd: float = 0.0
-    cost_known: bool = Field(default=True, description="False once a model with no price was used")
+    cost_known: bool = Field(
+        default=True,
+        description="False once a model with no price was used, or an answer reported no "
+        "token usage",
+    )
+    tokens_estimated: bool = Field(
+        default=False,
+        description="True once an answer reported no token usage: its tokens are estimated "
+        "(about 4 characters a token) and its cost is unknown",
+    )
     cached_input_tokens: int = Field(
         default=0, description="input tokens read from the providers' prompt caches"
     )

@@ -280,6 +280,7 @@ def roll_up(usage: RunUsage, child: RunUsage) -> None:
     usage.tool_calls += child.tool_calls
     usage.cost_usd = round(usage.cost_usd + child.cost_usd, 12)
     usage.cost_known = usage.cost_known and child.cost_known
+    usage.tokens_estimated = usage.tokens_estimated or child.tokens_estimated
 
 
 def outcome_of(result: AgentResult, workflow_id: str) -> ToolOutcome:

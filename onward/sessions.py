@@ -107,6 +107,10 @@ def add_usage(total: RunUsage, part: RunUsage) -> RunUsage:
         steps=total.steps + part.steps,
         cost_usd=round(total.cost_usd + part.cost_usd, 12),
         cost_known=total.cost_known and part.cost_known,
+        tokens_estimated=total.tokens_estimated or part.tokens_estimated,
+        cached_input_tokens=total.cached_input_tokens + part.cached_input_tokens,
+        cache_write_tokens=total.cache_write_tokens + part.cache_write_tokens,
+        cache_saved_usd=round(total.cache_saved_usd + part.cache_saved_usd, 12),
         duration_s=round(total.duration_s + part.duration_s, 3),
     )
 

@@ -6,6 +6,7 @@ import pytest
 
 from onward import budget as budgets
 from onward.contracts import Budget, BudgetExtension, RunUsage
+from onward.sessions import add_usage
 
 
 def test_nothing_is_exceeded_without_limits() -> None:
@@ -48,14 +49,12 @@ def test_an_unknown_cost_stops_a_cost_budget() -> None:
     found = budgets.exceeded(Budget(max_cost_usd=1.0), usage, 0, "model")
     assert found is not None and found.limit == "max_cost_usd"
     assert found.message == (
-        "max_cost_usd: cost unknown (a model with no price was called, or its answer reported "
-        "no token usage; the priced calls cost "
+        "max_cost_usd: cost unknown (a model with no price was called; the priced calls cost "
         "$0.001000 of $1); set a price with `pricing` or ONWARD_PRICING"
     )
     unpriced = budgets.exceeded(Budget(max_cost_usd=1.0), RunUsage(cost_known=False), 0, "model")
     assert unpriced is not None and unpriced.message == (
-        "max_cost_usd: cost unknown (a model with no price was called, or its answer reported "
-        "no token usage); set a price with "
+        "max_cost_usd: cost unknown (a model with no price was called); set a price with "
         "`pricing` or ONWARD_PRICING"
     )  # not "spent at least $0.000000"
     spent = budgets.exceeded(Budget(max_cost_usd=0.5), RunUsage(cost_usd=0.5), 0, "tool")
@@ -79,3 +78,24 @@ def test_extending_an_unlimited_limit_says_it_is_unlimited() -> None:
     message = str(caught.value)
     assert "max_tokens is unlimited" in message and "no limit to raise" in message
     assert "can only be raised" not in message
+
+
+def test_a_sessions_usage_adds_every_figure_of_its_message_runs() -> None:
+    # The prompt-cache figures were dropped: a session's usage showed no cached tokens.
+    one = RunUsage(
+        input_tokens=100,
+        output_tokens=10,
+        total_tokens=110,
+        model_calls=1,
+        cost_usd=0.001,
+        cached_input_tokens=60,
+        cache_write_tokens=20,
+        cache_saved_usd=0.0002,
+    )
+    two = RunUsage(
+        input_tokens=50, output_tokens=5, total_tokens=55, model_calls=1, tokens_estimated=True
+    )
+    total = add_usage(add_usage(RunUsage(), one), two)
+    assert (total.input_tokens, total.output_tokens, total.total_tokens) == (150, 15, 165)
+    assert (total.cached_input_tokens, total.cache_write_tokens) == (60, 20)
+    assert total.cache_saved_usd == 0.0002 and total.tokens_estimated

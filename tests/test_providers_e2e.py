@@ -401,7 +401,7 @@ async def test_an_answer_without_usage_is_estimated_and_stops_a_cost_budget(
             unbudgeted = await worker.run(
                 {"prompt": prompt, "model": "openai:gpt-4o-mini", "tools": ["calculator"]}
             )
-            server.script(unreported, openai_completion("42", usage=(30, 2)))
+            server.script(unreported)  # the run stops before asking again
             budgeted = await worker.run(
                 {
                     "prompt": prompt,
@@ -410,14 +410,31 @@ async def test_an_answer_without_usage_is_estimated_and_stops_a_cost_budget(
                     "budget": {"max_cost_usd": 1.0},
                 }
             )
+            # A free model (a local one, priced 0) costs 0 whatever its tokens.
+            server.script(unreported, openai_completion("42", usage=(30, 2)))
+            free = await worker.run(
+                {
+                    "prompt": prompt,
+                    "model": "openai:gpt-4o-mini",
+                    "tools": ["calculator"],
+                    "budget": {"max_cost_usd": 1.0},
+                    "pricing": {"input_per_mtok": 0, "output_per_mtok": 0},
+                }
+            )
 
     assert unbudgeted.status == "completed", unbudgeted.reason
     usage = unbudgeted.usage
     assert 125 <= usage.input_tokens - 30 <= 140  # the estimate, then the reported 30
-    assert usage.output_tokens > 2 and usage.cost_known is False
+    assert usage.output_tokens > 2 and usage.cost_known is False and usage.tokens_estimated
 
     assert budgeted.status == "budget_exceeded"
-    assert budgeted.reason is not None and "reported no token usage" in budgeted.reason
+    assert budgeted.reason == (
+        "max_cost_usd: cost unknown (an answer reported no token usage); a cost budget "
+        "needs a provider that reports it (streamed Chat Completions: "
+        "stream_options.include_usage)"
+    )
     assert [call.status for call in budgeted.steps[0].tool_calls] == ["not_run"]
     assert budgeted.usage.model_calls == 1  # stopped before spending on a guess
     assert caplog.text.count("openai reported no token usage") == 1  # once per worker
+    assert free.status == "completed", free.reason
+    assert free.usage.cost_known and free.usage.cost_usd == 0 and free.usage.tokens_estimated

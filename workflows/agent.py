@@ -1241,6 +1241,8 @@ class AgentWorkflow:
         usage.cache_write_tokens += response.usage.cache_write_tokens or 0
         if response.cache_saved_usd is not None:
             usage.cache_saved_usd = round(usage.cache_saved_usd + response.cache_saved_usd, 12)
+        if response.usage.estimated:
+            usage.tokens_estimated = True
         if response.cost_usd is None:
             usage.cost_known = False
         else:
