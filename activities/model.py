@@ -122,7 +122,9 @@ class ModelActivities:
             messages = await self._conversation(ref) if ref is not None else request.messages
             return tools, messages
 
-        tools, messages = await _riding_out_the_store("read the conversation", prepare)
+        # Waited for at most half the attempt, leaving the call the other half.
+        tools, messages = await _riding_out_the_store("read the conversation", prepare, 0.5)
+        refuse_if_late(request.not_after, "model call")  # the wait may have passed it
         sent, placeholders = clearing.cleared(messages, request.clear_tool_results)
         request = request.model_copy(update={"tools": tools, "messages": sent, "transcript": None})
         response = await self._complete(request)
@@ -464,9 +466,12 @@ STORE_RETRY_MARGIN_S = 15.0
 _T = TypeVar("_T")
 
 
-async def _riding_out_the_store(what: str, operation: Callable[[], Awaitable[_T]]) -> _T:
+async def _riding_out_the_store(
+    what: str, operation: Callable[[], Awaitable[_T]], keep: float = 0.0
+) -> _T:
     """``operation``, tried again while the store is unreachable (PostgreSQL restarting, a
-    failover), heartbeating, until the attempt's timeout draws near.
+    failover), heartbeating, until the attempt's timeout draws near (or until only
+    ``keep`` of it is left, a share of the whole, for what follows).
 
     A store that refuses the operation itself (a bad document, a permission) fails
     the attempt at once, as before.
@@ -474,7 +479,7 @@ async def _riding_out_the_store(what: str, operation: Callable[[], Awaitable[_T]
     info = activity.info()
     deadline = None
     if info.start_to_close_timeout:
-        deadline = info.started_time + info.start_to_close_timeout
+        deadline = info.started_time + info.start_to_close_timeout * (1 - keep)
     delay = STORE_RETRY_FIRST_S
     async with heartbeating():
         while True:

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,13 +63,20 @@ class PostgresServer:
         self.url = f"postgresql://onward@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
+        """Start it; tried again a few times (a server stopped at once may still be
+        letting go of its shared memory or port when started again)."""
         options = f"-p {self.port} -k {self.home} -c listen_addresses=127.0.0.1 -c fsync=off"
-        log = str(self.home / "log")
-        subprocess.run(
-            _as_owner([self.pg_ctl, "-D", str(self.data), "-l", log, "-w", "-o", options, "start"]),
-            check=True,
-            capture_output=True,
-        )
+        log = self.home / "log"
+        command = [self.pg_ctl, "-D", str(self.data), "-l", str(log), "-w", "-o", options]
+        for _ in range(5):
+            started = subprocess.run(
+                _as_owner([*command, "start"]), check=False, capture_output=True, text=True
+            )
+            if started.returncode == 0:
+                return
+            time.sleep(0.5)
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        raise AssertionError(f"PostgreSQL did not start: {started.stderr}{started.stdout}\n{tail}")
 
     def stop(self) -> None:
         """Stop at once, dropping every connection (``-m immediate``)."""

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+import psycopg_pool
 import pytest
 import pytest_asyncio
 from postgres_server import postgres_url
@@ -23,6 +24,7 @@ from onward.contracts import Message, StepRecord, ToolCall
 from onward.encryption import EncryptionCodec, parse_keys
 from onward.memory import MemoryEntry
 from onward.store import LocalStore, StoreError, TranscriptStore, open_store
+from onward.store.base import unreachable
 from onward.store.local import INLINE_IO_BYTES
 from onward.store.postgres import redacted
 
@@ -423,3 +425,27 @@ async def test_a_role_that_may_not_migrate_a_jsonb_table_still_uses_it(
     assert await document_types(url) == ["jsonb", "jsonb"]
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 2 and "onward_transcript.document is jsonb" in warned[0]
+
+
+@pytest.mark.parametrize(
+    ("cause", "away"),
+    [
+        (psycopg.OperationalError("connection refused"), True),  # no SQLSTATE: client side
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.TooManyConnections("too many clients"), True),
+        (psycopg_pool.PoolTimeout("no connection in 30 s"), True),
+        (psycopg.errors.InvalidPassword("password authentication failed"), False),
+        (psycopg.errors.DiskFull("no space left"), False),
+        (psycopg.errors.ProgramLimitExceeded("row too big"), False),
+        (psycopg_pool.PoolClosed("the pool is closed"), False),  # the worker is stopping
+        (psycopg.DataError("unsupported Unicode escape sequence"), False),
+        (OSError("disk"), False),
+    ],
+)
+def test_only_a_store_gone_away_is_waited_for(cause: Exception, away: bool) -> None:
+    # The model activity waits for an unreachable store inside its attempt; a refusal
+    # that would repeat (a password, a full disk) fails it at once instead of for 10 min.
+    err = StoreError("cannot write to the PostgreSQL store")
+    err.__cause__ = cause
+    assert unreachable(err) is away

@@ -43,14 +43,31 @@ _TRANSCRIPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@=+-]{0,254}")
 """Workflow ids are free text; a transcript id also names a directory, so it is kept plain."""
 
 
+_AWAY = ("57P01", "57P02", "57P03", "53300")
+"""SQLSTATEs of a server going or gone away: admin or crash shutdown, cannot connect
+now (starting up, shutting down), too many connections."""
+
+
 def unreachable(err: StoreError) -> bool:
     """Whether ``err`` is the store being away (PostgreSQL down or restarting, no
-    connection free in time), which passes by itself, not an operation it refused."""
-    try:
-        import psycopg  # only workers with a PostgreSQL store have it
+    connection free in time), which passes by itself, not an operation it refused.
+
+    A lost or refused connection (no SQLSTATE, or class 08), a server shutting down
+    or starting up, a full server or pool: yes. A refusal that would repeat (a
+    password, a permission, a bad document, a full disk) or a pool being closed: no.
+    """
+    try:  # only workers with a PostgreSQL store have these
+        import psycopg
+        from psycopg_pool import PoolClosed, PoolTimeout
     except ImportError:
         return False
-    return isinstance(err.__cause__, psycopg.OperationalError)
+    cause = err.__cause__
+    if not isinstance(cause, psycopg.OperationalError) or isinstance(cause, PoolClosed):
+        return False
+    if isinstance(cause, PoolTimeout):
+        return True
+    state = cause.sqlstate
+    return state is None or state.startswith("08") or state in _AWAY
 
 
 def check_transcript_id(transcript: str) -> str:
