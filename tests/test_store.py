@@ -219,6 +219,8 @@ SECRET_FORMS = [
     "postgresql://onward:TOP@SECRET@127.0.0.1:{port}/postgres",
     "postgresql://onward:TOP?SECRET@127.0.0.1:{port}/postgres",
     "postgresql://onward:TOP%2FSECRET@127.0.0.1:{port}/postgres",
+    "postgresql://onward:TOP?SECRET@127.0.0.1:{port}/postgres?password=TOPSECRET",
+    "postgresql://onward@127.0.0.1:{port}/postgres?sslpassword=TOPSECRET",
 ]
 """Every way a URL may hold a password; its parts, TOP and SECRET, must never show."""
 
@@ -263,6 +265,16 @@ async def test_a_password_libpq_would_misread_is_refused_saying_what_to_encode(
     with pytest.raises(StoreError, match="percent-encode") as caught:
         await open_store(f"postgresql://onward:{password}@127.0.0.1/postgres")
     assert "TOP" not in str(caught.value) and "SECRET" not in str(caught.value)
+
+
+async def test_an_at_sign_in_the_database_name_is_no_password_of_it(postgres_url: str) -> None:
+    # libpq reads postgresql://u:pw@host/team@corp as database team@corp: it is refused
+    # as a misread password no more, and its host is shown.
+    reading = conninfo_to_dict(postgres_url)
+    url = f"postgresql://onward:pw@{reading['host']}:{reading['port']}/team@corp"
+    assert redacted(url) == f"postgresql://onward:***@{reading['host']}:{reading['port']}/team@corp"
+    with pytest.raises(StoreError, match='database "team@corp" does not exist'):
+        await open_store(url)
 
 
 async def test_a_query_string_password_opens_the_store_and_is_shown_masked(

@@ -21,7 +21,7 @@ _MASK = "***"
 _URL_SCHEMES = ("postgresql://", "postgres://")
 _USERINFO = re.compile(r"^(?P<scheme>[a-z]+://)(?P<user>[^:?/]*):(?P<password>.*)@$", re.DOTALL)
 _LIBPQ_USERINFO = re.compile(r"^(?P<head>[a-z]+://[^:/?@]*:)(?P<password>[^@/]*)@")
-_QUERY_PASSWORD = re.compile(r"(?P<key>[?&]password=)(?P<password>[^&#]*)")
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:ssl)?password=)(?P<password>[^&#]*)")
 _KEYWORD_PASSWORD = re.compile(r"(?P<key>\bpassword\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|\S*)")
 
 
@@ -32,8 +32,12 @@ def _split_userinfo(url: str) -> tuple[str, str | None, str]:
     an unencoded ``/``, ``@`` or ``%`` is found whole; libpq ends it at the
     first ``@`` or ``/`` (and refuses a stray ``%``).
     """
-    authority = url.split("?", 1)[0]
-    end = authority.rfind("@")
+    scheme, _, rest = url.partition("://")
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:  # an @ after the path is the database's (team@corp)
+        end = len(scheme) + 3 + authority.rfind("@")
+    else:  # none before the first /: a password with an unencoded / (u:pa/ss@host)
+        end = url.split("?", 1)[0].rfind("@")
     found = _USERINFO.match(url[: end + 1]) if end >= 0 else None
     if found is None:
         return url, None, ""
