@@ -212,8 +212,18 @@ def _otlp_exporter(environ: Mapping[str, str]) -> SpanExporter | None:
     return exporter
 
 
-def _require_http_spans(environ: Mapping[str, str]) -> None:
-    """Refuse an OTLP protocol other than http/protobuf for spans: they would not arrive."""
+def _check_span_settings(
+    environ: Mapping[str, str], wanted: set[str], endpoint: str | None
+) -> None:
+    """Refuse span settings that would export nothing: an exporter Onward has not, or an
+    OTLP protocol other than http/protobuf (the spans would not arrive)."""
+    if unknown := sorted(wanted - {"otlp", "console", "none"}):
+        raise SettingsError(
+            f"OTEL_TRACES_EXPORTER={environ['OTEL_TRACES_EXPORTER']!r}: Onward has no "
+            f"{', '.join(unknown)} span exporter (otlp, console or none)"
+        )
+    if "otlp" not in wanted or not endpoint:
+        return
     variable = next(
         (name for name in _TRACES_PROTOCOLS if environ.get(name)), _TRACES_PROTOCOLS[-1]
     )
@@ -236,8 +246,14 @@ def configure_telemetry(
     service_name: str,
     trace_file: Path | None = None,
     set_global: bool = True,
+    strict: bool = True,
 ) -> Telemetry:
     """Build the tracer provider the environment asks for (None when tracing is off).
+
+    Args:
+        strict: raise for span settings that would export nothing (the worker's and
+            the API's start); False logs a warning and sends no spans (a CLI command,
+            in a shell whose OTEL settings are meant for other programs).
 
     Raises:
         SettingsError: ``OTEL_TRACES_EXPORTER`` names an exporter Onward has not, or
@@ -251,17 +267,18 @@ def configure_telemetry(
         for name in environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")
         if name.strip()
     }
-    if unknown := sorted(wanted - {"otlp", "console", "none"}):
-        raise SettingsError(
-            f"OTEL_TRACES_EXPORTER={environ['OTEL_TRACES_EXPORTER']!r}: Onward has no "
-            f"{', '.join(unknown)} span exporter (otlp, console or none)"
-        )
-    exporters: list[tuple[SpanExporter, bool]] = []  # (exporter, batch it)
     endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
         "OTEL_EXPORTER_OTLP_ENDPOINT"
     )
+    try:
+        _check_span_settings(environ, wanted, endpoint)
+    except SettingsError as err:
+        if strict:
+            raise
+        log.warning("%s; no spans are sent", err)
+        return Telemetry(None, content)
+    exporters: list[tuple[SpanExporter, bool]] = []  # (exporter, batch it)
     if "otlp" in wanted and endpoint:
-        _require_http_spans(environ)
         otlp = _otlp_exporter(environ)
         if otlp is not None:
             exporters.append((otlp, True))

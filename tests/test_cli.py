@@ -122,6 +122,22 @@ def write_script(tmp_path: Path, script: list[dict[str, Any]]) -> str:
     return str(path)
 
 
+async def test_span_settings_for_other_programs_warn_a_command_but_do_not_stop_it(
+    onward: Onward,
+) -> None:
+    # A shell exporting OTEL settings for a gRPC collector: the worker refuses them
+    # (its spans would be lost), a command only says it sends none.
+    done = await onward(
+        "list",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4317",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+    )
+    assert done.code == 0, done.stderr
+    assert (
+        "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'" in done.stderr and "no spans are sent" in done.stderr
+    )
+
+
 async def test_run_json_prints_only_the_result(
     onward: Onward, script_file: Path, worker: RunningWorker
 ) -> None:
