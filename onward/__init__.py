@@ -41,8 +41,11 @@ if TYPE_CHECKING:
         SessionClosed,
         StoreError,
         TemporalError,
+        ToolError,
+        ToolRetryableError,
         UnexpectedResponse,
         UpdateNotTaken,
+        WorkspaceError,
     )
     from onward.plugin import OnwardPlugin
 
@@ -70,8 +73,11 @@ __all__ = [
     "SessionReply",
     "StoreError",
     "TemporalError",
+    "ToolError",
+    "ToolRetryableError",
     "UnexpectedResponse",
     "UpdateNotTaken",
+    "WorkspaceError",
 ]
 
 _LAZY: dict[str, str] = {
@@ -97,8 +103,11 @@ _LAZY: dict[str, str] = {
     "SessionInput": "onward.contracts",
     "SessionReply": "onward.contracts",
     "TemporalError": "onward.errors",
+    "ToolError": "onward.errors",
+    "ToolRetryableError": "onward.errors",
     "UnexpectedResponse": "onward.errors",
     "UpdateNotTaken": "onward.errors",
+    "WorkspaceError": "onward.errors",
     "OnwardPlugin": "onward.plugin",
 }
 

@@ -21,7 +21,7 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 import onward
-from conftest import RunningWorker, eventually
+from conftest import REPO, RunningWorker, eventually
 from onward import (
     AgentInput,
     ConnectionFailed,
@@ -84,6 +84,23 @@ def test_the_error_tree_is_one_tree() -> None:
 
     assert Old is ConnectionFailed
     assert onward.OnwardClient is OnwardClient
+
+
+def test_every_error_the_readme_lists_imports_from_onward() -> None:
+    # "Errors (from onward import ...)": ToolError and its kin were only in onward.errors.
+    table = (REPO / "README.md").read_text().split("Errors (`from onward import ...`)")[1]
+    rows = table.split("\n\n")[1].splitlines()[2:]
+    names = {
+        name.strip().strip("`")
+        for row in rows
+        for name in row.split("|")[1].split(",")
+        if name.strip().startswith("`")
+    }
+    names.discard("CliError")  # onward.starter.errors, as the table says
+    assert {"ToolError", "ToolRetryableError", "WorkspaceError", "RunNotFound"} <= names
+    for name in sorted(names):
+        assert issubclass(getattr(onward, name), OnwardError), name
+        assert name in onward.__all__
 
 
 @pytest.mark.parametrize(
