@@ -51,6 +51,7 @@ from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.budget import require_a_limit
 from onward.connection import DATA_CONVERTER, connect, no_poller, task_failing
+from onward.connection import task_queue as default_task_queue
 from onward.contracts import (
     AGENT_WORKFLOW,
     DEFAULT_TASK_QUEUE,
@@ -107,7 +108,7 @@ from onward.starter.follow import (
 )
 from onward.starter.listing import RunRow, list_runs
 from onward.starter.render import static_details, static_summary
-from onward.starter.report import Report, aggregate, collect_traces
+from onward.starter.report import Report, aggregate, collect_traces, parse_since
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
 from onward.store import FileBackend, TranscriptStore, is_postgres, open_store, store_url
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
@@ -231,7 +232,7 @@ class OnwardClient(SessionMethods):
         cls,
         address: str | None = None,
         namespace: str | None = None,
-        task_queue: str = DEFAULT_TASK_QUEUE,
+        task_queue: str | None = None,
         *,
         interceptors: Sequence[Interceptor] = (),
         environ: Mapping[str, str] | None = None,
@@ -240,7 +241,8 @@ class OnwardClient(SessionMethods):
         """Connect to Temporal: envconfig's settings, ``address`` and ``namespace`` over them.
 
         Without ``address``, ``TEMPORAL_ADDRESS`` or a profile's, the server ``onward
-        dev`` started from this ``ONWARD_HOME`` (any port), as the CLI's commands do.
+        dev`` started from this ``ONWARD_HOME`` (any port), as the CLI's commands do;
+        without ``task_queue``, ``ONWARD_TASK_QUEUE`` or ``onward``, as they do too.
 
         ``store`` defaults to ``ONWARD_STORE`` when it is a PostgreSQL URL (the
         database is reached when artifacts are first asked for).
@@ -261,7 +263,7 @@ class OnwardClient(SessionMethods):
             client = await connect(environ, **overrides)
         except ValueError as err:  # a malformed profile file or address
             raise ConnectionFailed(f"bad Temporal connection settings: {err}", address) from err
-        return cls(client, task_queue=task_queue, store=store)
+        return cls(client, task_queue=task_queue or default_task_queue(environ), store=store)
 
     @property
     def temporal(self) -> Client:
@@ -612,14 +614,27 @@ class OnwardClient(SessionMethods):
 
     async def report(
         self,
-        since: datetime,
+        since: datetime | timedelta | str,
         *,
         until: datetime | None = None,
         tenant: str | None = None,
         limit: int = 1000,
     ) -> Report:
-        """Per model and per tool figures over the runs started since ``since``."""
+        """Per model and per tool figures over the runs started since ``since``: a time,
+        how long ago (a ``timedelta``), or as ``onward report --since`` takes it
+        (``"1h"``, ``"2d"``, ``"2025-01-31T09:00"``).
+
+        Raises:
+            InvalidInput: ``since`` is a string of neither form.
+        """
         until = until or datetime.now(UTC)
+        if isinstance(since, timedelta):
+            since = until - since
+        elif isinstance(since, str):
+            try:
+                since = parse_since(since, until)
+            except ValueError as err:
+                raise InvalidInput(f"since: {err}") from None
         with self._translated():
             traces = await collect_traces(self._client, since, tenant, limit)
         return aggregate(traces, since, until, tenant)

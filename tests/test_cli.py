@@ -594,6 +594,7 @@ async def test_dev_server_start_status_stop(tmp_path: Path) -> None:
         # The Python client too (the README's example, run from the same directory).
         followed = await OnwardClient.connect(environ=home_only)
         assert followed.address == f"127.0.0.1:{port}"
+        assert followed.task_queue == "unused"  # ONWARD_TASK_QUEUE, as the CLI: it was onward
         assert (await followed.info(workflow_id)).running
         # `onward worker` follows it too, and finishes the run.
         worker = await spawn_onward(

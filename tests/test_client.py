@@ -175,6 +175,11 @@ async def test_start_result_status_steps_list_trace_report(api: OnwardClient) ->
     await eventually(listed)
     report = await api.report(since)
     assert report.runs >= 1
+    # As `onward report --since` takes it, or how long ago: the same runs (it crashed).
+    assert (await api.report("1h")).runs >= report.runs
+    assert (await api.report(timedelta(hours=1))).runs >= report.runs
+    with pytest.raises(InvalidInput, match="since: 'yesterday' is neither a span"):
+        await api.report("yesterday")
 
 
 async def test_typed_errors(api: OnwardClient, client: Client) -> None:
