@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus
@@ -61,6 +62,7 @@ from onward.delegation import (
     outcome_of,
     started_by,
 )
+from onward.errors import InvalidInput
 from onward.sessions import add_usage
 from onward.starter.approvals import ApprovalReader
 from onward.starter.calls import (
@@ -147,6 +149,8 @@ class RunHistory:
     """The limits the last ``extend_budget`` of this run set; None: its input's."""
     _extensions: set[str] = field(default_factory=set)
     """Ids of ``extend_budget`` updates accepted and not yet completed."""
+    _input_problem: str | None = None
+    """Why the input does not fit the schema, a line per field (as the run's reason)."""
 
     @property
     def step_log(self) -> list[StepRecord]:
@@ -465,10 +469,17 @@ def _run_event(run: RunHistory, event: HistoryEvent) -> None:
     if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
         attrs = event.workflow_execution_started_event_attributes
         run.input = decode(attrs.input, AgentInput)
+        if run.input is None:
+            run._input_problem = _input_problem(decode(attrs.input, object))
         run.started_at = event_time(event.event_time)
         run.previous_run = attrs.continued_execution_run_id or None
     elif kind in _ENDINGS:
         run.ended, run.failure = _ending(event)
+        failed = event.workflow_execution_failed_event_attributes.failure
+        if failed.application_failure_info.type == "ValidationError" and run._input_problem:
+            # The failure is pydantic's text (type ValidationError, the contract): the
+            # reason is worded as the run's own result words it, a line per field.
+            run.failure = run._input_problem
         run.closed_at = event_time(event.event_time)
         if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             attrs_done = event.workflow_execution_completed_event_attributes
@@ -482,6 +493,15 @@ def _run_event(run: RunHistory, event: HistoryEvent) -> None:
         if attrs_update.meta.update_id in run._extensions:
             run._extensions.discard(attrs_update.meta.update_id)
             run.budget = decode(attrs_update.outcome.success, Budget) or run.budget
+
+
+def _input_problem(raw: object) -> str | None:
+    """Why ``raw`` is no ``AgentInput``, on one line naming each field; None if it is one."""
+    try:
+        AgentInput.model_validate(raw)
+    except ValidationError as err:
+        return str(InvalidInput.from_validation(err))
+    return None
 
 
 def _ending(event: HistoryEvent) -> tuple[AgentState, str | None]:

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from conftest import RunningWorker, model_inputs
 from onward.contracts import AGENT_WORKFLOW
 from onward.starter.follow import final_result
+from onward.starter.history import reconstruct
 
 
 async def test_tool_errors_are_fed_back_and_the_run_completes(worker: RunningWorker) -> None:
@@ -94,3 +95,6 @@ async def test_invalid_input_fails_at_once_naming_the_field(
     # What `onward result` and `watch` show names it too, not "2 validation errors".
     outcome = await final_result(handle)
     assert outcome.result.reason is not None and named in outcome.result.reason
+    # And read from the history alone (`onward status` of an ended run), the same words.
+    history = reconstruct([event async for event in handle.fetch_history_events()])
+    assert history.failure == outcome.result.reason
