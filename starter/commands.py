@@ -368,8 +368,9 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
         note(f"kept {item.kind} {item.id}: {item.reason}")
     if report.retention_s is not None and report.older_than_s < report.retention_s:
         days = report.retention_s / 86_400
+        kept = f"{days:g} day" if days == 1 else f"{days:g} days"
         note(
-            f"namespace {report.namespace} keeps closed runs {days:g} days: those closed "
+            f"namespace {report.namespace} keeps closed runs {kept}: those closed "
             "since then still show in Temporal, without what the store had (their step logs)"
         )
     return EXIT_OK

@@ -168,7 +168,9 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-async def _run_example(server: DevServer, task_queue: str, workflow_id: str) -> int:
+async def _run_example(
+    server: DevServer, task_queue: str, workflow_id: str, ours: bool = True
+) -> int:
     client = await OnwardClient.connect(server.address, task_queue=task_queue)
     await client.start(demo_input(), workflow_id)
     say(f"agent run {workflow_id}: {DEMO_PROMPT!r}")
@@ -188,8 +190,12 @@ async def _run_example(server: DevServer, task_queue: str, workflow_id: str) -> 
     )
     if server.port != DEFAULT_PORT:
         say(f"(run here they use this server; elsewhere set TEMPORAL_ADDRESS={server.address})")
-    say("The dev server keeps running. To stop it:")
-    say("  make stop")
+    if ours:
+        say("The dev server keeps running. To stop it:")
+        say("  make stop")
+    else:  # another ONWARD_HOME's, or not Onward's: `make stop` here would not stop it
+        say("The dev server keeps running; it is not this ONWARD_HOME's: stop it where it was")
+        say("started.")
     return exit_code_for(outcome.result.status)
 
 
@@ -225,7 +231,8 @@ def run_demo(server: DevServer, task_queue: str) -> int:
         worker, log_path = start_worker(server, task_queue)
         wait_worker_ready(worker, log_path)
         say(f"worker started (pid {worker.pid}, task queue {task_queue!r}, log {log_path})")
-        code = run_interruptibly(_run_example(server, task_queue, workflow_id))
+        ours = running.pid is not None  # started, or found, by this ONWARD_HOME
+        code = run_interruptibly(_run_example(server, task_queue, workflow_id, ours))
         finished = True
         return code
     except KeyboardInterrupt:

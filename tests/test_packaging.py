@@ -45,11 +45,13 @@ class Installed:
     app: Path
     env: dict[str, str]
 
-    def run(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout_s: float = 120, **env: str
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(self.onward), *args],
             cwd=self.app,
-            env=self.env,
+            env={**self.env, **env},
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -168,6 +170,15 @@ def test_the_installed_demo_completes_beside_decoys(installed: Installed) -> Non
         assert done.returncode == 0, done.stdout + done.stderr
         assert "completed" in done.stdout, done.stdout
         assert "decoy" not in done.stdout + done.stderr
+        assert "To stop it:\n  make stop" in done.stdout
+        # From another ONWARD_HOME the demo reuses that server: it is not to stop here.
+        elsewhere = installed.app / "elsewhere"
+        again = installed.run(
+            "demo", "--port", str(port), "--ui-port", str(ui_port), ONWARD_HOME=str(elsewhere)
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "make stop" not in again.stdout
+        assert "it is not this ONWARD_HOME's: stop it where it was" in again.stdout
     finally:
         stopped = installed.run("dev", "stop", timeout_s=60)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
