@@ -245,36 +245,9 @@ def build_worker(
         telemetry=telemetry,
         store=store,
     )
-    return in_one_batch(
-        Worker(
-            client, task_queue=settings.task_queue, plugins=[plugin], **_tuned(settings, options)
-        )
+    return Worker(
+        client, task_queue=settings.task_queue, plugins=[plugin], **_tuned(settings, options)
     )
-
-
-def in_one_batch(worker: Worker) -> Worker:
-    """``worker``, applying all of a workflow task's jobs before its workflows run.
-
-    The SDK applies a task's signals and updates first and lets the workflow run
-    before it applies the rest: a ``cancel`` that reached a run in the same task
-    as its model call's answer ended the run before the answer was read, and the
-    answer's usage was lost (tests/test_cancel_race.py). The SDK's own fix is a
-    workflow logic flag it records in each history it is used for, so histories
-    without it replay as before; it is to be its default after two releases know
-    it (temporalio 1.35 does), and is set here until then, only on Onward's own
-    workers (an app's workers keep the SDK's default). A later SDK without the
-    setter has it on by default, so a missing one is no error.
-    """
-    try:
-        from temporalio.worker._workflow_instance import _WorkflowLogicFlag
-    except ImportError:  # pragma: no cover - a later SDK
-        return worker
-    flag = getattr(_WorkflowLogicFlag, "PROCESS_WORKFLOW_ACTIVATION_JOBS_AS_SINGLE_BATCH", None)
-    workflows = getattr(worker, "_workflow_worker", None)
-    enable = getattr(workflows, "_set_default_workflow_logic_flag", None)
-    if flag is not None and enable is not None:
-        enable(flag, enabled=True)
-    return worker
 
 
 def _tuned(settings: WorkerSettings, options: dict[str, Any]) -> dict[str, Any]:
@@ -343,9 +316,7 @@ async def run_worker(
         await _require_namespace(client)
         # Before "ready": a client that lists them then finds them (see the method).
         await plugin.register_search_attributes(client)
-        worker = in_one_batch(
-            Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
-        )
+        worker = Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
         log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
         async with worker:
             print(
