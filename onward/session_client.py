@@ -52,7 +52,7 @@ from onward.errors import (
     UpdateNotTaken,
     validated,
 )
-from onward.starter.follow import QUERY_TIMEOUT
+from onward.starter.follow import QUERY_TIMEOUT, StatusSource
 from onward.workflows import SessionWorkflow
 
 if TYPE_CHECKING:  # the client imports this module
@@ -95,6 +95,8 @@ class _Client(Protocol):
     ) -> None: ...
 
     async def status(self, run_id: str) -> AgentStatus: ...
+
+    async def status_and_source(self, run_id: str) -> tuple[AgentStatus, StatusSource]: ...
 
     async def result(self, run_id: str) -> AgentResult: ...
 
@@ -406,9 +408,22 @@ async def approval_target(client: _Client, run: RunInfo, call_id: str | None = N
         RequestRejected: a session whose current message waits for no approval, or
             calls of several runs (the run, its sub-agents) wait and no ``call_id``
             picks one.
+        NoWorker: no worker answered for a run with sub-agents running: which of
+            them the call waits in cannot be read (nothing is sent).
     """
     run_id = run.run_id
-    status = await client.status(run_id)
+    status, source = await client.status_and_source(run_id)
+    if source != "query" and run.workflow_type != SESSION_WORKFLOW:
+        description = await client._handle(run_id).describe()
+        if description.raw_description.pending_children:
+            # Sent to the run, a sub-agent's decision would be refused there once a
+            # worker took it up, and the sub-agent would wait on: say so instead.
+            raise NoWorker(
+                f"no worker answered for {run_id}, which has sub-agents running: which "
+                "run the call waits in cannot be read, so nothing was sent; decide it once "
+                "a worker runs (or by the sub-agent's own id)",
+                run.task_queue,
+            )
     if run.workflow_type == SESSION_WORKFLOW:
         if status.state != "awaiting_approval":
             raise RequestRejected(f"session {run_id}: no tool call waits for approval")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ from onward.delegation import (
     child_input,
     roll_up,
 )
-from onward.errors import RequestRejected
+from onward.errors import NoWorker, RequestRejected
 from onward.markdown import escape_markdown
 from onward.starter.calls import CallPairing
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES, reconstruct
@@ -780,3 +781,41 @@ async def test_a_sub_agents_budget_cannot_be_extended_past_its_parents(
     # The parent itself may be extended.
     assert (await onward.extend_budget(handle.id, {"max_tokens": 1000})).max_tokens == 1000
     await handle.cancel()
+
+
+async def test_a_sub_agents_call_decided_through_its_parent_with_no_worker_is_not_lost(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # Read from the history (no worker answering), the parent showed no waiting call,
+    # so the approval went to the parent, which refused it once a worker came back:
+    # the sub-agent waited on for good, and the person had been told it may apply.
+    write = {"name": "write_file", "arguments": {"path": "sub.md", "content": "s"}}
+    child_script = [{"text": "writing", "tool_calls": [write]}, {"text": "written"}]
+    agent = {
+        "prompt": "delegate a write",
+        "tools": ["write_file", "delegate"],
+        "approve_tools": ["write_file"],
+        "script": [delegating(prompt="write it", script=child_script), {"text": "done"}],
+    }
+    settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
+    onward = OnwardClient(client, task_queue=settings.task_queue)
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"test-{uuid.uuid4().hex[:12]}",
+            task_queue=settings.task_queue,
+        )
+
+        async def waits() -> bool:
+            return (await onward.status(handle.id)).state == "awaiting_approval"
+
+        await eventually(waits)
+    with pytest.raises(NoWorker, match="which has sub-agents running"):
+        await onward.approve(handle.id)  # the server still lists the stopped worker
+    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
+        await eventually(waits)
+        decided = await onward.approve(handle.id)
+        assert decided.call_ids == ["call_1_1"]
+        result = await asyncio.wait_for(handle.result(), 30)
+    assert (result.status, result.output) == ("completed", "done")
