@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["code_span", "escape_markdown"]
+__all__ = ["code_span", "escape_markdown", "unescape_markdown"]
 
 # Characters that open or close a markdown, HTML, maths or typography construct
 # inline; the UI's renderer honours a backslash before each (checked in
@@ -47,6 +47,19 @@ def escape_markdown(text: str) -> str:
         escaped = pattern.sub(entity, escaped)
     escaped = _DOT_RUN.sub(r"\\.", escaped)
     return _ORDERED_LIST.sub(r"\1\\.", escaped)
+
+
+_ESCAPED = re.compile(r"\\([\\`*_{}\[\]()<>#+\-!|~$&^.])|&#61;|&#47;")
+"""What :func:`escape_markdown` writes: a backslashed character, or an entity."""
+
+
+def unescape_markdown(text: str) -> str:
+    """The text :func:`escape_markdown` made ``text`` of (its indentation aside)."""
+
+    def plain(found: re.Match[str]) -> str:
+        return found.group(1) or ("=" if found.group(0) == "&#61;" else "/")
+
+    return _ESCAPED.sub(plain, text)
 
 
 def code_span(text: str) -> str:

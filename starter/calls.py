@@ -32,6 +32,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from onward.connection import DATA_CONVERTER
 from onward.delegation import ID_TAKEN
 from onward.errors import DEADLINE_PASSED
+from onward.markdown import unescape_markdown
 
 __all__ = [
     "CHILD_WORKFLOW",
@@ -240,6 +241,12 @@ def _summary(event: HistoryEvent) -> str | None:
     return None
 
 
+def _plain_summary(event: HistoryEvent) -> str | None:
+    """A summary written for the Web UI's markdown, as the text it shows."""
+    summary = _summary(event)
+    return None if summary is None else unescape_markdown(summary)
+
+
 class CallPairing:
     """Pairs the events of activities, local activities and timers into :class:`Call` objects.
 
@@ -443,7 +450,8 @@ class CallPairing:
                     kind="child_workflow",
                     name=attrs.workflow_type.name,
                     id=attrs.workflow_id,
-                    summary=_summary(event),
+                    # Escaped for the Web UI since ab1c953 (a plain one reads the same).
+                    summary=_plain_summary(event),
                     scheduled_at=when,
                 ),
                 activity_type=CHILD_WORKFLOW,

@@ -748,6 +748,11 @@ async def test_a_sub_agents_web_ui_summary_shows_the_models_words_as_written(
     summary = await (await child.describe()).static_summary()
     assert summary == escape_markdown(f"delegate({lure})")
     assert summary is not None and "[click me](" not in summary and "**urgent**" not in summary
+    # Read back (onward trace, the history), it is the call as the model made it.
+    parent = worker.client.get_workflow_handle(child_of(result).split(".delegate-")[0])
+    rebuilt = reconstruct([event async for event in parent.fetch_history_events()])
+    (delegated,) = rebuilt.steps[0].tool_calls.values()
+    assert delegated.summary == f"delegate({lure})"
 
 
 async def test_a_sub_agents_budget_cannot_be_extended_past_its_parents(
