@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         WorkspaceError,
     )
     from onward.plugin import OnwardPlugin
+    from onward.script import run_main
 
 __all__ = [
     "AGENT_WORKFLOW",
@@ -78,6 +79,7 @@ __all__ = [
     "UnexpectedResponse",
     "UpdateNotTaken",
     "WorkspaceError",
+    "run_main",
 ]
 
 _LAZY: dict[str, str] = {
@@ -109,6 +111,7 @@ _LAZY: dict[str, str] = {
     "UpdateNotTaken": "onward.errors",
     "WorkspaceError": "onward.errors",
     "OnwardPlugin": "onward.plugin",
+    "run_main": "onward.script",
 }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import sys
 import uuid
@@ -302,13 +301,9 @@ async def test_readme_python_example_runs_verbatim(
         )
         out, err = await asyncio.wait_for(process.communicate(), 60)
     lines = out.decode().splitlines()
-    # A plain interpreter exit can rarely abort (or, seen once, segfault) in the Temporal
-    # SDK's native threads after all output (temporalio/sdk-python#300); that is not the
-    # example's doing.
-    crashed_at_exit = (
-        process.returncode == -signal.SIGABRT and b"Fatal Python error" in err
-    ) or process.returncode == -signal.SIGSEGV
-    assert process.returncode == 0 or (crashed_at_exit and len(lines) == 3), err.decode()
+    # run_main ends it past the interpreter's teardown, where the SDK's native threads
+    # aborted about one run in three (temporalio/sdk-python#300): exit 0, always.
+    assert process.returncode == 0, err.decode()
     assert lines[1].startswith("completed ")
     assert lines[2] == "no run with id no-such-run"
 
