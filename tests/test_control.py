@@ -6,7 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
 from temporalio.exceptions import CancelledError
 
 from conftest import RunningWorker, activity_running, eventually, model_inputs
@@ -174,3 +178,29 @@ async def test_native_cancel_marks_running_tool_calls_interrupted(worker: Runnin
     assert call.name == "wait"
     assert call.result is None
     assert call.error == "interrupted: cancelled through Temporal (workflow cancel)"
+
+
+async def test_an_update_sent_without_input_is_refused_saying_what_it_takes(
+    worker: RunningWorker,
+) -> None:
+    # `temporal workflow update execute --name extend_budget` with no --input: the SDK
+    # refused it with "_validate_extension() missing 1 required positional argument".
+    handle = await worker.start({"prompt": "p", "script": [slow_calc("1+1", 60)]})
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update("extend_budget")
+    assert 'extend_budget takes one JSON object, e.g. {"max_tokens": 5000}' in str(
+        refused.value.cause
+    )
+    session = await worker.client.start_workflow(
+        "SessionWorkflow",
+        {"script": [{"text": "hi"}]},
+        id=f"{handle.id}-session",
+        task_queue=worker.task_queue,
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await session.execute_update("send_message")
+    assert 'send_message takes one JSON object, e.g. {"message": "Hello"}' in str(
+        refused.value.cause
+    )
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="done"))
+    await session.cancel()

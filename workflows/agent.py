@@ -1853,14 +1853,17 @@ class AgentWorkflow:
             self._steering.append(request.message)
 
     @workflow.update(name="extend_budget")
-    def extend_budget(self, extension: BudgetExtension) -> Budget:
+    def extend_budget(self, extension: BudgetExtension | None = None) -> Budget:
         """Raise limits of a running or budget-paused agent; returns the new limits."""
+        assert extension is not None  # the validator refuses none
         self._budget = budgets.apply_extension(self._budget, extension)
         self._publish()
         return self._budget
 
     @extend_budget.validator
-    def _validate_extension(self, extension: BudgetExtension) -> None:
+    def _validate_extension(self, extension: BudgetExtension | None = None) -> None:
+        if extension is None:  # `temporal workflow update execute` without --input
+            raise ValueError('extend_budget takes one JSON object, e.g. {"max_tokens": 5000}')
         if self._state in FINAL_STATES:
             raise ValueError(f"extend_budget: the run has already ended ({self._state})")
         if self._input.delegation_depth > 0:

@@ -340,13 +340,14 @@ class SessionWorkflow:
     # -- updates, signals, queries -----------------------------------------------------
 
     @workflow.update(name="send_message")
-    async def send_message(self, message: SessionMessage) -> SessionReply:
+    async def send_message(self, message: SessionMessage | None = None) -> SessionReply:
         """Queue a user message; return the reply once its run has ended, tools included.
 
         A message sent again with its ``idempotency_key`` is not answered again: it
         gets the first one's reply (Temporal itself answers a repeat within one run
         of the chain; the session, one that comes after it continued as new).
         """
+        assert message is not None  # the validator refuses none
         key = message.idempotency_key
         if key is not None and self._digest_of(key) is not None:
             await workflow.wait_condition(lambda: self._answered(key) is not None)
@@ -361,7 +362,9 @@ class SessionWorkflow:
         return self._replies.pop(number)
 
     @send_message.validator
-    def _validate_message(self, message: SessionMessage) -> None:
+    def _validate_message(self, message: SessionMessage | None = None) -> None:
+        if message is None:  # `temporal workflow update execute` without --input
+            raise ValueError('send_message takes one JSON object, e.g. {"message": "Hello"}')
         key = message.idempotency_key
         earlier = None if key is None else self._digest_of(key)
         if earlier is not None:
