@@ -149,6 +149,7 @@ async def test_a_retried_append_writes_once_and_answers_the_same(
         ("../x", "outside the workspace"),
         ("a/../../x", "outside the workspace"),
         (".onward-ledger/x.json", "reserved"),
+        ("new\nline.txt", "control character"),
     ],
 )
 def test_paths_leaving_the_stored_workspace_are_refused(path: str, message: str) -> None:

@@ -139,6 +139,8 @@ def test_list_files_empty_missing_and_not_a_directory(tmp_path: Path) -> None:
         (LEDGER_DIR, "is reserved"),
         (f"{LEDGER_DIR}/x.json", "is reserved"),
         ("a\x00b", "null byte"),
+        ("new\nline.txt", "control character"),  # listed as two files, new and line.txt
+        ("tab\there.md", "control character"),
     ],
 )
 def test_paths_outside_the_workspace_are_refused(path: str, message: str, tmp_path: Path) -> None:

@@ -43,6 +43,9 @@ def normalize_path(path: str) -> str:
     """
     if "\x00" in path:
         raise WorkspaceError(f"path {path!r} contains a null byte")
+    if any(ord(char) < 32 or ord(char) == 127 for char in path):
+        # A line break in a file's name splits it in two in every listing.
+        raise WorkspaceError(f"path {path!r} contains a control character (a line break, a tab)")
     if PurePosixPath(path).is_absolute() or path.startswith(("/", "\\")):
         raise WorkspaceError(f"path {path!r} is absolute; use a path {_PATH_HELP}")
     parts: list[str] = []
