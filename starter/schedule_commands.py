@@ -75,7 +75,7 @@ def schedule_lines(row: ScheduleRow) -> list[str]:
     state = "paused" if row.paused else "active"
     lines = [f"{row.schedule_id}  {' | '.join(row.cron)}  {state}  {row.model or '?'}"]
     lines.append(f"  prompt: {row.prompt or '?'}")
-    if row.next_runs:
+    if row.next_runs and not row.paused:  # a paused schedule starts nothing then
         lines.append(f"  next:   {row.next_runs[0].isoformat()}")
     if row.recent_runs:
         lines.append(f"  last:   {row.recent_runs[-1]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 import pytest
 from temporalio.client import Client
@@ -11,6 +12,8 @@ from temporalio.client import Client
 from conftest import RunningWorker, eventually, run_onward
 from onward.client import OnwardClient
 from onward.errors import InvalidInput
+from onward.schedules import ScheduleRow
+from onward.starter.schedule_commands import schedule_lines
 from onward.workflows import AgentWorkflow
 
 YEARLY = "0 8 1 1 *"
@@ -145,3 +148,12 @@ async def started_run(client: OnwardClient, schedule_id: str) -> str:
 
     await eventually(started)
     return found[0]
+
+
+def test_a_paused_schedule_lists_no_next_run() -> None:
+    # It starts nothing while paused: "next: 08:00" read as a promise.
+    when = datetime(2026, 12, 6, 8, 0, tzinfo=UTC)
+    row = ScheduleRow(schedule_id="s", cron=["0 8 * * *"], next_runs=[when], prompt="p")
+    assert "  next:   2026-12-06T08:00:00+00:00" in schedule_lines(row)
+    paused = schedule_lines(row.model_copy(update={"paused": True}))
+    assert paused[0].endswith("paused  ?") and not any("next:" in line for line in paused)
