@@ -126,7 +126,11 @@ def test_rate_limit_carries_the_delay() -> None:
         (b'{"error": "model not found"}', "model not found"),
         (b'{"detail": "context too long"}', "context too long"),
         (b'{"message": "nope"}', "nope"),
-        (b"<html>\n<h1>502 Bad Gateway</h1>\n</html>", "<html> <h1>502 Bad Gateway</h1> </html>"),
+        (b"<html>\n<h1>502 Bad Gateway</h1>\n</html>", "502 Bad Gateway"),  # a proxy's page
+        (b"<!DOCTYPE HTML><html><head><title>Error</title><style>p{}</style></head>"
+         b"<body><p>Message: Unsupported method (&#x27;POST&#x27;).</p></body></html>",
+         "Error Message: Unsupported method ('POST')."),
+        (b"a < b > c", "a < b > c"),  # text, not a page
         (b"", "(no error message in the response)"),
     ],
 )  # fmt: skip

@@ -44,8 +44,10 @@ through :func:`redact` first.
 from __future__ import annotations
 
 import email.utils
+import html
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
@@ -133,11 +135,21 @@ def error_message_from_body(body: bytes, secrets: tuple[str, ...] = ()) -> str:
             message = error
         message = message or data.get("message") or data.get("detail")
     if not isinstance(message, str):
-        message = text if message is None else json.dumps(message)
+        message = _html_text(text) if message is None else json.dumps(message)
     message = " ".join(redact(message, secrets).split())
     if len(message) > _MAX_DETAIL_CHARS:
         message = message[:_MAX_DETAIL_CHARS] + "…"
     return message or "(no error message in the response)"
+
+
+_TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
+
+
+def _html_text(text: str) -> str:
+    """The words of an HTML page (a proxy's or a server's error page), else ``text``."""
+    if not text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
+        return text
+    return html.unescape(_TAG.sub(" ", text))
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
