@@ -185,7 +185,7 @@ async def steps(client: OnwardClient, args: argparse.Namespace) -> int:
     if args.json:
         emit_json([record.model_dump(mode="json") for record in log.records])
     elif not log.records:
-        say("(no finished steps yet)")
+        say("(no finished steps)" if log.source == "result" else "(no finished steps yet)")
     else:
         for record in log.records:
             for line in step_lines(record):

@@ -195,7 +195,7 @@ def trace_lines(trace: Trace) -> list[str]:
     if rows:
         lines += table(HEADER, rows)
     else:
-        lines.append("(no steps yet)")
+        lines.append("(no steps yet)" if trace.status == "running" else "(no steps)")
     lines += [_in_flight_line(call) for call in trace.in_flight]
     lines += _cut_off_lines(trace, trace)
     lines.append("")

@@ -720,3 +720,10 @@ async def test_a_run_continued_as_new_counts_once_in_report_and_list(
     # `onward list` shows the chain once, as its latest execution (not "running" ones).
     rows = await OnwardClient(worker.client).list(tenant=tenant, limit=10)
     assert [(row.status, row.steps, row.tokens) for row in rows] == [("completed", 6, 66)]
+
+
+def test_a_run_that_ended_with_no_step_says_no_steps_not_yet() -> None:
+    ended = Trace(workflow_id="r", status="failed", source="history", usage=RunUsage())
+    assert "(no steps)" in trace_lines(ended)
+    running = ended.model_copy(update={"status": "running"})
+    assert "(no steps yet)" in trace_lines(running)
