@@ -155,16 +155,10 @@ def problems(stack: Mapping[str, Any], root: Path) -> list[str]:
 
 def on_named_volume(service: Mapping[str, Any], path: str) -> bool:
     """Whether ``path`` is on a named volume the service mounts (shared by its replicas)."""
-    for volume in service.get("volumes", []):
-        if isinstance(volume, dict):
-            source, target = volume.get("source", ""), volume.get("target", "")
-        else:
-            source, _, rest = volume.partition(":")
-            target = rest.split(":", 1)[0]
-        named = source and not source.startswith((".", "/"))
-        if named and path and (path == target or path.startswith(target.rstrip("/") + "/")):
-            return True
-    return False
+    return bool(path) and any(
+        path == target or path.startswith(target.rstrip("/") + "/")
+        for target in volume_targets(service)
+    )
 
 
 def strings(data: Any) -> Iterator[str]:

@@ -361,6 +361,22 @@ async def test_a_call_approved_while_paused_shows_the_run_paused(worker: Running
     assert await tool_activities(handle) == 1
 
 
+async def waiting_write(
+    client: Client, settings: WorkerSettings, names: list[str], path: str
+) -> Handle:
+    """A run whose write of ``path`` waits for approval, left with no worker running."""
+    agent = approval_run([write(path, "v"), {"text": "done"}])
+    async with build_worker(client, settings, search_attribute_names=names):
+        handle: Handle = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput.model_validate(agent),
+            id=f"test-{uuid.uuid4().hex[:12]}",
+            task_queue=settings.task_queue,
+        )
+        await awaiting(handle)
+    return handle
+
+
 async def in_one_task(
     client: Client,
     settings: WorkerSettings,
@@ -383,15 +399,7 @@ async def test_of_an_approve_and_a_reject_in_one_task_the_first_wins(
     client: Client, tmp_path: Path, search_attribute_names: list[str], first: str
 ) -> None:
     settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
-    agent = approval_run([write("race.txt", "v"), {"text": "done"}])
-    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
-        handle: Handle = await client.start_workflow(
-            AgentWorkflow.run,
-            AgentInput.model_validate(agent),
-            id=f"test-{uuid.uuid4().hex[:12]}",
-            task_queue=settings.task_queue,
-        )
-        await awaiting(handle)
+    handle = await waiting_write(client, settings, search_attribute_names, "race.txt")
     updates = {"approve": AgentWorkflow.approve, "reject": AgentWorkflow.reject}
     order = [updates.pop(first), *updates.values()]
     decision = ApprovalDecision(call_id="call_1_1", note="no")
@@ -417,15 +425,7 @@ async def test_an_approval_with_the_cancel_in_one_task_never_runs_the_call(
     client: Client, tmp_path: Path, search_attribute_names: list[str], cancel_first: bool
 ) -> None:
     settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
-    agent = approval_run([write("never.txt", "v"), {"text": "done"}])
-    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
-        handle: Handle = await client.start_workflow(
-            AgentWorkflow.run,
-            AgentInput.model_validate(agent),
-            id=f"test-{uuid.uuid4().hex[:12]}",
-            task_queue=settings.task_queue,
-        )
-        await awaiting(handle)
+    handle = await waiting_write(client, settings, search_attribute_names, "never.txt")
 
     def cancel() -> Awaitable[None]:
         return handle.signal(AgentWorkflow.cancel)
