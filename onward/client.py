@@ -662,7 +662,8 @@ class OnwardClient(SessionMethods):
         info = await self.info(run_id)
         if info.workflow_type == SESSION_WORKFLOW:
             instead = (
-                f"{control} its message's run ({run_id}-m<N>), or close the session"
+                f"{control} its message's run ({run_id}-m<N>), or close the session "
+                f"(onward close {run_id})"
                 if control
                 else f"its messages' runs are {run_id}-m1, -m2, ...; the session's own "
                 "status and history are read as a session's"

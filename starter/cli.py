@@ -247,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="sent again with the same KEY and MESSAGE, the message is answered once",
     )
     _json_option(send, "the reply object")
+    close = command("close", "close session ID once the messages sent to it are answered")
+    close.add_argument("id", metavar="ID")
+    _json_option(close, "the answer")
 
     listing = command("list", "recent agent runs, newest first")
     listing.add_argument("--status", choices=STATES, help="only runs in this state")

@@ -41,7 +41,7 @@ from onward.starter.render import (
 )
 from onward.starter.report import parse_since, report_lines
 from onward.starter.schedule_commands import schedule
-from onward.starter.session_commands import chat, send
+from onward.starter.session_commands import chat, close, send
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
 from onward.store import is_postgres, local_root, open_store, store_name, store_url
@@ -52,6 +52,7 @@ __all__ = [
     "artifacts",
     "cancel",
     "chat",
+    "close",
     "extend",
     "follow_run",
     "list_",

@@ -14,13 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from onward.client import OnwardClient
-from onward.contracts import SessionInput, SessionReply
+from onward.contracts import SESSION_WORKFLOW, SessionInput, SessionReply
 from onward.errors import SessionClosed
 from onward.starter.errors import EXIT_OK, exit_code_for
 from onward.starter.inputs import budget_fields, invalid_input, load_script
 from onward.starter.output import emit_json, note, say
 
-__all__ = ["chat", "send", "session_input"]
+__all__ = ["chat", "close", "send", "session_input"]
 
 QUIT = "/quit"
 """Leave ``onward chat``; the session stays open."""
@@ -62,6 +62,19 @@ async def send(client: OnwardClient, args: argparse.Namespace) -> int:
     reply = await client.send_message(args.id, args.message, idempotency_key=args.idempotency_key)
     _print_reply(reply, args.json)
     return exit_code_for(reply.status)  # as `onward run`'s: 3 for a budget used up, say
+
+
+async def close(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward close ID``: close session ``ID`` once the messages already sent are answered."""
+    info = await client.info(args.id)  # RunNotFound for an unknown id
+    if info.workflow_type == SESSION_WORKFLOW and not info.running:
+        raise SessionClosed(args.id)
+    await client.close_session(args.id)  # InvalidInput for a run's id
+    if args.json:
+        emit_json({"id": args.id, "closing": True})
+    else:
+        say(f"session {args.id} closes once the messages sent to it are answered")
+    return EXIT_OK
 
 
 async def chat(client: OnwardClient, args: argparse.Namespace) -> int:

@@ -169,3 +169,24 @@ async def test_readme_sessions_python_example_runs_verbatim(
     assert lines[0].startswith("Done. ")  # the scripted model's answer and its tokens
     assert "model_calls=2" in lines[1]
     assert lines[2:] == ["['Done.', 'Done.']", "2"]
+
+
+async def test_close_ends_a_session_from_the_command_line(
+    client: Client, address: str, worker: RunningWorker, tmp_path: Path
+) -> None:
+    # Only `onward chat` then /close could close one, though every refusal said to.
+    env, script = cli_setup(address, worker, tmp_path)
+    code, out, err = await chat(env, "--script", str(script), lines="hello\n")
+    assert code == 0, err
+    session_id = out.splitlines()[0].removeprefix("session ")
+    paused = await run_onward("pause", session_id, env=env)
+    assert f"or close the session (onward close {session_id})" in paused.stderr
+    not_a_session = await run_onward("close", f"{session_id}-m1", env=env)
+    assert not_a_session.code == 2, not_a_session.stderr
+    closing = await run_onward("close", session_id, "--json", env=env)
+    assert closing.code == 0, closing.stderr
+    assert closing.json() == {"id": session_id, "closing": True}
+    result = await OnwardClient(client, task_queue=worker.task_queue).session_result(session_id)
+    assert result.turns == 1
+    again = await run_onward("close", session_id, env=env)
+    assert again.code == 1 and "closed" in again.stderr, again.stderr
