@@ -783,9 +783,10 @@ class OnwardClient(SessionMethods):
         run_id = await approval_target(self, info, decision.call_id)
         with self._translated(run_id), _unanswered_update(run_id, verdict):
             try:
-                return await self._handle(run_id).execute_update(
+                decided = await self._handle(run_id).execute_update(
                     update, decision, rpc_timeout=UPDATE_TIMEOUT
                 )
+                return decided.model_copy(update={"run_id": run_id})
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
                 message = (

@@ -1150,6 +1150,11 @@ class ApprovalsDecided(BaseModel):
 
     call_ids: list[str] = Field(default_factory=list)
     decision: Literal["approved", "rejected"]
+    run_id: str | None = Field(
+        default=None,
+        description="the run whose calls were decided (a sub-agent's, or a session "
+        "message's, when asked of its parent or session); set by the client",
+    )
 
 
 # ---------------------------------------------------------------------------

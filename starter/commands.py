@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from onward.artifacts import workspace_root
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
+from onward.contracts import ApprovalsDecided
 from onward.retention import prune_store as prune
 from onward.starter.errors import EXIT_OK, CliError, exit_code_for
 from onward.starter.follow import (
@@ -383,20 +384,22 @@ async def prune_store(client: OnwardClient, args: argparse.Namespace) -> int:
 async def approve(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward approve ID [--call CALL_ID]``: let waiting tool calls run."""
     decided = await client.approve(args.id, args.call, args.note)
-    return _decided(args, decided.call_ids, "approved")
+    return _decided(args, decided)
 
 
 async def reject(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward reject ID [--call CALL_ID] --note ...``: refuse waiting tool calls."""
     decided = await client.reject(args.id, args.call, args.note)
-    return _decided(args, decided.call_ids, "rejected")
+    return _decided(args, decided)
 
 
-def _decided(args: argparse.Namespace, call_ids: list[str], verdict: str) -> int:
+def _decided(args: argparse.Namespace, decided: ApprovalsDecided) -> int:
+    where = decided.run_id or args.id  # a sub-agent's id, when its call was decided
     if args.json:
-        emit_json({"workflow_id": args.id, "decision": verdict, "call_ids": call_ids})
+        document = {"workflow_id": args.id, "decision": decided.decision}
+        emit_json({**document, "call_ids": decided.call_ids, "run_id": where})
     else:
-        say(f"{verdict}: {', '.join(call_ids)} ({args.id})")
+        say(f"{decided.decision}: {', '.join(decided.call_ids)} ({where})")
     return EXIT_OK
 
 

@@ -193,11 +193,19 @@ async def test_approve_and_reject_endpoints(base: str) -> None:
             f"{url}/approve", json={"call_id": pending[0]["call_id"], "note": "ok"}
         )
         assert approved.status_code == 200, approved.text
-        assert approved.json() == {"call_ids": [pending[0]["call_id"]], "decision": "approved"}
+        assert approved.json() == {
+            "call_ids": [pending[0]["call_id"]],
+            "decision": "approved",
+            "run_id": created["id"],  # the run whose call it was
+        }
 
         await eventually(waiting)
         rejected = await http.post(f"{url}/reject", json={"note": "not b"})
-        assert rejected.json() == {"call_ids": [pending[0]["call_id"]], "decision": "rejected"}
+        assert rejected.json() == {
+            "call_ids": [pending[0]["call_id"]],
+            "decision": "rejected",
+            "run_id": created["id"],
+        }
         result = (await http.get(created["result_url"], params={"wait": 20})).json()
         assert result["status"] == "completed"
         steps = (await http.get(f"{url}/steps")).json()

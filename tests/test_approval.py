@@ -311,6 +311,7 @@ async def test_onward_approve_and_reject(worker: RunningWorker, address: str) ->
         "workflow_id": handle.id,
         "decision": "approved",
         "call_ids": [first],
+        "run_id": handle.id,  # the run whose call it was (a sub-agent's, through its parent)
     }
     rejected = await run_onward("reject", handle.id, "--note", "keep it to one file", env=env)
     assert rejected.code == 0, rejected.stderr

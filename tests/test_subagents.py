@@ -556,6 +556,7 @@ async def test_a_sub_agents_approval_shows_on_its_parent_and_is_decided_there(
     assert pending.run_id.startswith(f"{handle.id}.delegate-")
     decided = await onward.approve(handle.id)  # through the parent
     assert decided.call_ids == [pending.call_id]
+    assert decided.run_id == pending.run_id  # the sub-agent's, not the parent's id
     result = await handle.result()
     assert (result.status, result.output) == ("completed", "done")
     assert (workspace_dir(worker.workspace, handle.id) / "sub.md").read_text() == "s"
