@@ -301,10 +301,14 @@ class SessionMethods:
         return await with_message_run(self, session_id, status)
 
     async def close_session(self: _Client, session_id: str) -> None:
-        """Close the session once the messages already sent are answered."""
+        """Close the session once the messages already sent are answered.
+
+        Raises:
+            SessionClosed: the session has closed already.
+        """
         await _session_info(self, session_id)
         handle = _handle(self.temporal, session_id)
-        with self._translated(session_id):
+        with _closed_as(session_id), self._translated(session_id):
             await handle.signal(SessionWorkflow.close)
 
     async def session_result(self: _Client, session_id: str) -> SessionResult:

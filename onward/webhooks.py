@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 
 __all__ = ["SIGNATURE_HEADER", "TOLERANCE_S", "sign", "verify"]
 
@@ -40,9 +41,15 @@ def sign(body: bytes, secret: str, timestamp: int) -> str:
 
 
 def verify(
-    header: str, body: bytes, secret: str, now: float, tolerance_s: int = TOLERANCE_S
+    header: str,
+    body: bytes,
+    secret: str,
+    now: float | None = None,
+    tolerance_s: int = TOLERANCE_S,
 ) -> bool:
-    """Whether ``header`` signs ``body`` with ``secret`` and is no older than ``tolerance_s``."""
+    """Whether ``header`` signs ``body`` with ``secret`` and is no older than ``tolerance_s``
+    (at ``now``, a Unix time; by default the current one)."""
+    now = time.time() if now is None else now
     fields: dict[str, str] = {}
     for part in header.split(","):
         name, equals, value = part.strip().partition("=")

@@ -97,6 +97,8 @@ async def test_open_talk_stream_and_close_a_session(worker: RunningWorker) -> No
         too_late = await http.post(created["messages_url"], json={"message": "hello?"})
         assert too_late.status_code == 409
         assert too_late.json()["error"]["type"] == "SessionClosed"
+        again = await http.post(created["close_url"])  # was "run ... has already ended"
+        assert again.status_code == 409 and again.json()["error"]["type"] == "SessionClosed"
 
 
 async def test_a_tenant_reaches_only_its_own_sessions(

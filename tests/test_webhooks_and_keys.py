@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,9 @@ def test_a_signature_verifies_and_matches_the_documented_recipe() -> None:
     expected = hmac.new(b"s3cret", b"1700000000." + BODY, hashlib.sha256).hexdigest()
     assert v1 == expected
     assert verify(header, BODY, "s3cret", now=1_700_000_010)
+    # As the README calls it, three arguments: now is the current time.
+    fresh = sign(BODY, "s3cret", int(time.time()))
+    assert verify(fresh, BODY, "s3cret") and not verify(header, BODY, "s3cret")
 
 
 @pytest.mark.parametrize(

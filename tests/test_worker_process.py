@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import signal
@@ -620,6 +621,9 @@ async def test_run_events_while_temporal_is_down_answer_503_not_an_empty_stream(
     # The API knew the run's tenant from an earlier request, so it asked Temporal nothing
     # before answering 200: the stream then ended at once, empty, and an EventSource
     # reconnected every second to the same empty answer, never seeing an error.
+    import websockets.asyncio.client
+    import websockets.exceptions
+
     from api_server import serving
     from onward.starter.api import ApiSettings, api_app
 
@@ -641,6 +645,14 @@ async def test_run_events_while_temporal_is_down_answer_503_not_an_empty_stream(
         assert status.status_code == 200, status.text
         server.stop()
         answer = await http.get(f"{created.json()['status_url']}/events")
+        # Its WebSocket likewise: an error message and 1013, not a close 1011 ("failed").
+        socket_url = "ws" + base.removeprefix("http") + created.json()["status_url"] + "/ws"
+        async with websockets.asyncio.client.connect(socket_url) as socket:
+            message = json.loads(await socket.recv())
+            with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+                await socket.recv()
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["type"] == "ConnectionFailed"
     assert "Retry-After" in answer.headers
+    assert message["status"] == 503 and message["error"]["type"] == "ConnectionFailed"
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013

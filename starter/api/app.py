@@ -552,7 +552,9 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
                 websocket.headers.get("last-event-id"),
                 None if after is None else params.event_id(after, "after"),
             )
-            await owned(run_id, tenant)
+            # Temporal is asked even when the tenant is known (as the SSE route): out of
+            # reach, it is an error message and 1013, not a stream that ends with 1011.
+            await owned(run_id, tenant) or await onward().info(run_id)
         except OnwardError as err:
             status = status_of(err)
             await websocket.send_json(
