@@ -122,6 +122,11 @@ async def test_the_events_of_a_run_that_continues_as_new_follow_its_chain(
     second = next(i for i, e in enumerate(live) if e.id > CHAIN_EVENTS)
     resumed = await read_events(api, f"{created['events_url']}?after={live[second].id}")
     assert resumed == live[second + 1 :]
+    # Resumed at an execution's very start, exactly what came after too: not a
+    # "state" the whole read never sent (the execution's started event's status).
+    for k in (1, 2):
+        at_start = await read_events(api, f"{created['events_url']}?after={k * CHAIN_EVENTS}")
+        assert at_start == [event for event in live if event.id > k * CHAIN_EVENTS]
 
 
 async def test_a_chain_whose_first_execution_is_gone_streams_what_is_kept(

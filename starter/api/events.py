@@ -153,6 +153,9 @@ class EventTranslator:
     _started: set[int] = field(default_factory=set)
     _ended: set[int] = field(default_factory=set)
     _publishers: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+    """Reading starts at a continued execution whose earlier events the reader had: its
+    started event's state is taken as known, as a read of the whole chain had it."""
 
     def add(self, event: HistoryEvent) -> list[RunEvent]:
         """The API events of one history event (most have none)."""
@@ -195,7 +198,11 @@ class EventTranslator:
                 if agent.carry is not None:  # a continued run: the chain's so far
                     self._carried(agent.carry)
             # OnwardClient starts a run with its first status (the run upserts it otherwise).
-            return self._state_of(started.search_attributes)
+            state = self._state_of(started.search_attributes)
+            if self.resumed:  # the chain's state, which a whole read carried over
+                self.resumed = False
+                return []
+            return state
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             request = event.workflow_execution_update_accepted_event_attributes.accepted_request
             if request.input.name == EXTEND_BUDGET_UPDATE:
@@ -410,6 +417,8 @@ async def run_events(
     translator = EventTranslator()
     try:
         execution, run = await _execution(client, run_id, after // CHAIN_EVENTS)
+        # Resumed into a continued execution: the reader has its chain's state.
+        translator.resumed = execution > 0
     except RPCError as err:
         execution, run = await _latest_if_gone(err, client, run_id, converter)
     while True:
