@@ -38,7 +38,7 @@ from onward.activities.tools.net_guard import (
     resolve,
 )
 from onward.contracts import WebhookDelivery, WebhookOutcome
-from onward.webhooks import SIGNATURE_HEADER, sign
+from onward.webhooks import SIGNATURE_HEADER, sign, url_problem
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -104,6 +104,9 @@ class WebhookActivities:
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             )
+        problem = url_problem(delivery.url)
+        if problem is not None:  # no attempt would do: said once, not retried
+            raise _failure(f"webhook_url: {problem}", False)
         url = httpx.URL(delivery.url)
         ends = asyncio.get_running_loop().time() + WEBHOOK_POST_BUDGET_S
         try:

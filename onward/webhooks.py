@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from urllib.parse import urlsplit
 
 __all__ = ["SIGNATURE_HEADER", "TOLERANCE_S", "sign", "verify"]
 
@@ -62,3 +63,14 @@ def verify(
     if abs(now - timestamp) > tolerance_s:
         return False
     return hmac.compare_digest(_digest(secret, timestamp, body), fields.get("v1", ""))
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be posted to (a malformed or out-of-range port), or None."""
+    try:
+        port = urlsplit(url).port  # ValueError: not a number, or not 0-65535
+    except ValueError as err:
+        return str(err)
+    if port == 0:
+        return "port 0 is no port to post to"
+    return None

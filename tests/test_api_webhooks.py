@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -221,3 +222,31 @@ async def test_a_run_failed_for_input_only_the_worker_checks_still_delivers(
     result = json.loads(receiver.got[0][1])["result"]
     assert result["status"] == "failed"
     assert result["reason"] == "invalid input: unknown tools"
+
+
+async def test_a_webhook_url_with_a_malformed_port_is_refused_and_never_retried(
+    api: httpx.AsyncClient, signing_worker: RunningWorker
+) -> None:
+    # Accepted, it was tried 5 times ("Invalid port: '45157:42009'"), holding the
+    # run's close some 15 s for a URL no attempt could reach.
+    bad = "http://127.0.0.1:45157:42009/hook"
+    refused = await api.post("/v1/runs", json={"prompt": "p", "webhook_url": bad})
+    assert refused.status_code == 422 and "webhook_url" in refused.text, refused.text
+    # A run started without the API (the temporal CLI, say): one final attempt.
+    handle = await signing_worker.start(
+        {"prompt": "p", "script": [{"text": "ok"}], "webhook_url": bad}
+    )
+    assert (await asyncio.wait_for(handle.result(), 30)).status == "completed"
+    history = [event async for event in handle.fetch_history_events()]
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    failures = [
+        e.activity_task_failed_event_attributes.failure.message
+        for e in history
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert attempts == [1, 1]  # the model call, and the one delivery attempt
+    assert len(failures) == 1 and "45157:42009" in failures[0]

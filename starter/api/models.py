@@ -12,10 +12,11 @@ import hashlib
 import json
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from onward.contracts import AgentInput, AgentState, CancelRequest, SessionInput, SteerRequest
 from onward.errors import InvalidInput
+from onward.webhooks import url_problem
 
 __all__ = [
     "ApiError",
@@ -81,6 +82,15 @@ class RunRequest(AgentInput):
         max_length=200,
         description="the same key (per tenant) returns the same run instead of a second one",
     )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _postable(cls, value: str | None) -> str | None:
+        # Checked here, not in AgentInput: a run begun with such a URL must replay as it ran.
+        problem = None if value is None else url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     def agent_input(self, tenant: str) -> AgentInput:
         """The workflow input of this request, tagged with ``tenant``."""
