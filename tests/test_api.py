@@ -346,6 +346,10 @@ async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -
     for name in ("RunRequest", "AgentStatus", "AgentResult", "StepRecord", "Budget"):
         assert name in schemas
     assert "webhook_url" in schemas["RunRequest"]["properties"]
+    # What Onward sets for itself, and the API refuses, is not offered to clients.
+    internal = {"carry", "conversation", "delegation_depth", "workspace"}
+    assert not internal & set(schemas["RunRequest"]["properties"])
+    assert "carry" not in schemas["SessionInput"]["properties"]
     assert "/v1/runs/{run_id}/events" in document["paths"]
     # The WebSocket, which FastAPI leaves out, is described as the GET that opens it.
     socket = document["paths"]["/v1/runs/{run_id}/ws"]["get"]

@@ -230,6 +230,13 @@ def _socket_operation(events: dict[str, Any]) -> dict[str, Any]:
     return {"get": operation}
 
 
+_INTERNAL_FIELDS = {
+    "RunRequest": ("carry", "conversation", "delegation_depth", "workspace"),
+    "SessionInput": ("carry",),
+}
+"""Input fields Onward sets for itself, which ``POST /v1/runs`` and ``/v1/sessions`` refuse."""
+
+
 def _openapi(app: FastAPI, secured: bool) -> None:
     """The document FastAPI builds, with the WebSocket; without keys, asking for none."""
     build = app.openapi
@@ -241,6 +248,13 @@ def _openapi(app: FastAPI, secured: bool) -> None:
             events = paths.get("/v1/runs/{run_id}/events", {}).get("get")
             if events is not None:
                 paths[SOCKET_PATH] = _socket_operation(events)
+            schemas = document.get("components", {}).get("schemas", {})
+            for model, fields in _INTERNAL_FIELDS.items():
+                # Set by Onward itself (a continued run, a sub-agent): the API refuses
+                # them, so a client generated from the document is not offered them.
+                properties = schemas.get(model, {}).get("properties", {})
+                for name in fields:
+                    properties.pop(name, None)
             if not secured:  # no keys file: none is checked
                 for path in paths.values():
                     for operation in path.values():
