@@ -205,15 +205,7 @@ async def test_nothing_runs_before_approval_across_a_worker_restart(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     settings = WorkerSettings(task_queue=f"tq-{uuid.uuid4().hex[:12]}", workspace=tmp_path)
-    agent = approval_run([write("once.txt", "1"), {"text": "done"}])
-    async with build_worker(client, settings, search_attribute_names=search_attribute_names):
-        handle: Handle = await client.start_workflow(
-            AgentWorkflow.run,
-            AgentInput.model_validate(agent),
-            id=f"test-{uuid.uuid4().hex[:12]}",
-            task_queue=settings.task_queue,
-        )
-        await awaiting(handle)
+    handle = await waiting_write(client, settings, search_attribute_names, "once.txt")
     # The first worker is gone; a new one replays the run and waits as well.
     async with build_worker(client, settings, search_attribute_names=search_attribute_names):
         status = await awaiting(handle)
@@ -226,7 +218,7 @@ async def test_nothing_runs_before_approval_across_a_worker_restart(
     assert result.status == "completed"
     assert await tool_activities(handle) == 1
     (written,) = tmp_path.rglob("once.txt")
-    assert written.read_text() == "1"
+    assert written.read_text() == "v"
 
 
 async def test_approve_tools_must_name_the_runs_tools(worker: RunningWorker) -> None:
