@@ -433,3 +433,27 @@ async def test_a_session_at_the_open_runs_limit_takes_one_message_after_another(
         assert second.status_code == 200, second.text
         assert second.json()["reply"] == "two"
         await http.post(session.json()["close_url"], headers=bearer(key))
+
+
+async def test_an_event_stream_takes_its_key_in_the_url_for_a_browser(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    # A browser's EventSource cannot send an Authorization header: with keys on, a web
+    # app could not read a stream at all (the WebSocket already took ?api_key=).
+    keys_file = tmp_path / "keys.json"
+    suffix = uuid.uuid4().hex[:8]
+    acme = ApiKeys.add(keys_file, f"acme-{suffix}")
+    globex = ApiKeys.add(keys_file, f"globex-{suffix}")
+    async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
+        body = {"prompt": "p", "script": [{"text": "done"}]}
+        run = (await http.post("/v1/runs", json=body, headers=bearer(acme))).json()
+        events = run["events_url"]
+        streamed = await http.get(events, params={"api_key": acme}, timeout=30)
+        assert streamed.status_code == 200, streamed.text
+        assert "event: result" in streamed.text
+        assert (await http.get(events)).status_code == 401
+        other = await http.get(events, params={"api_key": globex})
+        assert other.status_code == 404  # another tenant's key: no such run for it
+        # Elsewhere a key in the URL is not taken (it would end up in logs for nothing).
+        status = await http.get(run["status_url"], params={"api_key": acme})
+        assert status.status_code == 401

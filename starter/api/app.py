@@ -76,7 +76,7 @@ from onward.starter.api.models import (
     check_client_input,
 )
 from onward.starter.api.sessions import RunKind, session_routes
-from onward.starter.api.tenants import Limits, Tenant, TenantGate, authenticate
+from onward.starter.api.tenants import Limits, StreamTenant, Tenant, TenantGate, authenticate
 
 __all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiSettings", "api_app"]
 
@@ -470,7 +470,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     )
     async def events(
         run_id: RunId,
-        tenant: Tenant,
+        tenant: StreamTenant,
         last_event_id: Annotated[str | None, Header(max_length=40)] = None,
         after: Annotated[
             int | None, Query(ge=0, le=params.MAX_EVENT_ID, description="like Last-Event-ID")

@@ -37,7 +37,7 @@ from onward.starter.api.models import (
     check_client_input,
     session_input,
 )
-from onward.starter.api.tenants import Tenant, TenantGate
+from onward.starter.api.tenants import StreamTenant, Tenant, TenantGate
 
 __all__ = ["EVENTS_PER_MESSAGE", "MAX_MESSAGE", "RunKind", "session_events", "session_routes"]
 
@@ -185,7 +185,7 @@ def session_routes(
     )
     async def events(
         session_id: SessionId,
-        tenant: Tenant,
+        tenant: StreamTenant,
         message: Annotated[
             int | None,
             Query(

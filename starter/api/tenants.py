@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
@@ -40,9 +40,11 @@ __all__ = [
     "DEFAULT_TENANT",
     "SPEND_WINDOW",
     "Limits",
+    "StreamTenant",
     "Tenant",
     "TenantGate",
     "authenticate",
+    "stream_tenant_of",
     "tenant_of",
 ]
 
@@ -104,6 +106,27 @@ async def tenant_of(
 
 Tenant = Annotated[str, Depends(tenant_of)]
 """A route parameter: the authenticated tenant of the request."""
+
+
+async def stream_tenant_of(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="the API key, for a browser's EventSource, which cannot send a "
+            "header (the Authorization header wins when both are sent)",
+        ),
+    ] = None,
+) -> str:
+    """The tenant of an event stream's request: its bearer key, or ``?api_key=``."""
+    keys: ApiKeys | None = request.app.state.settings.keys
+    return authenticate(request, keys, api_key)
+
+
+StreamTenant = Annotated[str, Depends(stream_tenant_of)]
+"""A route parameter of the event streams: the tenant, by header or ``?api_key=``."""
 
 
 @dataclass
