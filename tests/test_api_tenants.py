@@ -28,6 +28,16 @@ async def tenants_api(
         yield base
 
 
+def two_tenants(tmp_path: Path) -> tuple[Path, str, str]:
+    """A keys file with a key each for two tenants of their own (other tests' runs on
+    this server are tenant "acme" too), and the two keys."""
+    keys_file = tmp_path / "keys.json"
+    suffix = uuid.uuid4().hex[:8]
+    acme = ApiKeys.add(keys_file, f"acme-{suffix}")
+    globex = ApiKeys.add(keys_file, f"globex-{suffix}")
+    return keys_file, acme, globex
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -35,11 +45,7 @@ def bearer(key: str) -> dict[str, str]:
 async def test_a_tenant_sees_and_controls_only_its_own_runs(
     worker: RunningWorker, tmp_path: Path
 ) -> None:
-    keys_file = tmp_path / "keys.json"
-    # Tenants of their own: other tests' runs on this server are tenant "acme" too.
-    suffix = uuid.uuid4().hex[:8]
-    acme = ApiKeys.add(keys_file, f"acme-{suffix}")
-    globex = ApiKeys.add(keys_file, f"globex-{suffix}")
+    keys_file, acme, globex = two_tenants(tmp_path)
     assert acme not in keys_file.read_text()  # only hashes are stored
     async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
         assert (await http.get("/v1/runs")).status_code == 401
@@ -440,10 +446,7 @@ async def test_an_event_stream_takes_its_key_in_the_url_for_a_browser(
 ) -> None:
     # A browser's EventSource cannot send an Authorization header: with keys on, a web
     # app could not read a stream at all (the WebSocket already took ?api_key=).
-    keys_file = tmp_path / "keys.json"
-    suffix = uuid.uuid4().hex[:8]
-    acme = ApiKeys.add(keys_file, f"acme-{suffix}")
-    globex = ApiKeys.add(keys_file, f"globex-{suffix}")
+    keys_file, acme, globex = two_tenants(tmp_path)
     async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
         body = {"prompt": "p", "script": [{"text": "done"}]}
         run = (await http.post("/v1/runs", json=body, headers=bearer(acme))).json()
