@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from onward.client import OnwardClient
-from onward.contracts import SESSION_WORKFLOW, SessionInput, SessionReply
+from onward.contracts import SessionInput, SessionReply
 from onward.errors import SessionClosed
 from onward.starter.errors import EXIT_OK, exit_code_for
 from onward.starter.inputs import budget_fields, invalid_input, load_script
@@ -66,10 +66,7 @@ async def send(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def close(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward close ID``: close session ``ID`` once the messages already sent are answered."""
-    info = await client.info(args.id)  # RunNotFound for an unknown id
-    if info.workflow_type == SESSION_WORKFLOW and not info.running:
-        raise SessionClosed(args.id)
-    await client.close_session(args.id)  # InvalidInput for a run's id
+    await client.close_session(args.id)  # InvalidInput for a run's id, SessionClosed if closed
     if args.json:
         emit_json({"id": args.id, "closing": True})
     else:

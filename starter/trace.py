@@ -352,11 +352,10 @@ async def _with_stored_steps(
     The second is None when the log is whole (or empty); else it says which steps
     the store could not give, and why, so that no reader takes a part for the whole.
     """
-    if (records and _complete(records)) or not (records or _carried(execution)):
+    first_run = _first_run(execution)
+    carried = first_run != execution.run_id  # steps before this execution's are the chain's
+    if (records and _complete(records)) or not (records or carried):
         return records, None  # whole, or a run that has taken no step yet
-    description = getattr(execution, "raw_description", None)
-    info = description.workflow_execution_info if description is not None else None
-    first_run = (info.first_run_id if info is not None else "") or execution.run_id
     try:
         store = await _store()
         stored = await store.steps(transcript_id(execution.id, first_run))
@@ -371,12 +370,11 @@ async def _with_stored_steps(
     return whole, _missing(whole, f"{where} (ONWARD_STORE must name the workers' store)")
 
 
-def _carried(execution: WorkflowExecution) -> bool:
-    """Whether the execution continues an earlier run of its chain (it has steps before it)."""
+def _first_run(execution: WorkflowExecution) -> str:
+    """The run id of the first execution of ``execution``'s chain (its own, if it is one)."""
     description = getattr(execution, "raw_description", None)
     info = description.workflow_execution_info if description is not None else None
-    first_run = info.first_run_id if info is not None else ""
-    return bool(first_run) and first_run != execution.run_id
+    return (info.first_run_id if info is not None else "") or execution.run_id
 
 
 def _missing(records: list[StepRecord], why: str) -> str:
@@ -387,7 +385,7 @@ def _missing(records: list[StepRecord], why: str) -> str:
     gaps = [step for step in range(1, max(have) + 1) if step not in have]
     spans: list[str] = []
     for step in gaps:
-        if spans and step - 1 in gaps:
+        if spans and step - 1 not in have:  # the gap goes on
             spans[-1] = f"{spans[-1].split('-')[0]}-{step}"
         else:
             spans.append(str(step))
