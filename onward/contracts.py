@@ -935,6 +935,12 @@ class StepRecord(BaseModel):
         description="older tool results the model call was sent as a placeholder "
         "(clear_tool_results)",
     )
+    finish_reason: str | None = Field(
+        default=None,
+        description="why the model's answer ended, when not by finishing (stop) or by "
+        "asking for tools (tool_calls): length (cut off at the output token limit), "
+        "content_filter (withheld by the provider), or the provider's own word",
+    )
 
 
 class RunUsage(BaseModel):

@@ -29,6 +29,7 @@ __all__ = [
     "RESULT_CHARS",
     "apply_outcome",
     "apply_response",
+    "cut_short",
     "filled",
     "idempotency_key",
     "interrupted",
@@ -105,6 +106,25 @@ def apply_response(record: StepRecord, response: ModelResponse) -> None:
     record.cost_usd = response.cost_usd
     record.cache_saved_usd = response.cache_saved_usd
     record.cleared_tool_results = response.cleared_tool_results
+    # Only an answer the model did not end itself: "stop" at every step is history bytes.
+    reason = response.finish_reason
+    record.finish_reason = reason if cut_short(reason) is not None else None
+
+
+def cut_short(finish_reason: str | None) -> str | None:
+    """Why an answer with ``finish_reason`` is not the whole answer, in words; None if it is."""
+    match finish_reason:
+        case None | "stop" | "tool_calls":
+            return None
+        case "length":
+            return (
+                "the answer was cut off at the model's output token limit "
+                "(finish_reason length; settings.max_output_tokens raises it)"
+            )
+        case "content_filter":
+            return "the provider withheld the answer or part of it (finish_reason content_filter)"
+        case reason:
+            return f"the answer ended with finish_reason {reason!r}"
 
 
 def apply_outcome(

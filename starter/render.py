@@ -112,11 +112,21 @@ def step_lines(step: StepRecord) -> list[str]:
     cached = step.usage.cached_input_tokens
     gone = step.cleared_tool_results
     cleared = f" · {_count(gone, 'older tool result')} cleared" if gone else ""
+    ended = _ENDINGS.get(step.finish_reason or "", f"finish_reason {step.finish_reason}")
     lines.append(
         f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')}"
         f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}{cleared}"
+        f"{f' · {ended}' if ended else ''}"
     )
     return lines
+
+
+_ENDINGS = {
+    "": "",
+    "length": "cut off at the output token limit",
+    "content_filter": "withheld by the provider (content_filter)",
+}
+"""How a step's usage line says its answer was not whole (``StepRecord.finish_reason``)."""
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

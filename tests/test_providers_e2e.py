@@ -29,6 +29,8 @@ from conftest import RunningWorker, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.providers.settings import ModelCallSettings
 from onward.contracts import AgentResult
+from onward.starter.history import reconstruct
+from onward.starter.render import step_lines
 
 KEY = "test-key"
 SECRET = "sk-test-secret-4242"
@@ -438,3 +440,75 @@ async def test_an_answer_without_usage_is_estimated_and_stops_a_cost_budget(
     assert caplog.text.count("openai reported no token usage") == 1  # once per worker
     assert free.status == "completed", free.reason
     assert free.usage.cost_known and free.usage.cost_usd == 0 and free.usage.tokens_estimated
+
+
+# -- answers the model did not end itself ---------------------------------------------------
+
+
+async def test_an_answer_cut_off_at_the_output_limit_says_so(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # A provider that stops at max_tokens returns what it had: a tool call's arguments
+    # cut mid-JSON, or half an answer that read as the run's whole output.
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(
+            openai_completion(
+                "Computing.",
+                [("call_1", "calculator", '{"expression": "6 *')],
+                finish_reason="length",
+            ),
+            openai_completion("Asking again.", [("call_2", "calculator", {"expression": "6 * 7"})]),
+            openai_completion("Six times seven is", finish_reason="length"),
+        )
+        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            handle = await worker.start(
+                {
+                    "prompt": "What is six times seven?",
+                    "model": "openai:gpt-4o-mini",
+                    "tools": ["calculator"],
+                    "settings": {"max_output_tokens": 8},
+                }
+            )
+            result = await handle.result()
+            events = [event async for event in handle.fetch_history_events()]
+
+    assert result.status == "completed"
+    assert result.output == "Six times seven is"
+    assert result.reason == (
+        "the answer was cut off at the model's output token limit "
+        "(finish_reason length; settings.max_output_tokens raises it)"
+    )
+    assert [step.finish_reason for step in result.steps] == ["length", None, "length"]
+    [cut] = result.steps[0].tool_calls
+    assert cut.status == "error" and "not valid JSON" in (cut.error or "")
+    assert result.steps[1].tool_calls[0].result == "42"
+    # `onward steps` of the ended run reads the same from its history, and says it.
+    assert [step.finish_reason for step in reconstruct(events).step_log] == [
+        "length",
+        None,
+        "length",
+    ]
+    assert step_lines(result.steps[2])[-1].endswith(" · cut off at the output token limit")
+
+
+async def test_an_anthropic_refusal_and_max_tokens_are_named(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with FakeProvider(ANTHROPIC_PATH) as server:
+        server.script(
+            anthropic_message("Let me", stop_reason="max_tokens"),
+            anthropic_message(None, stop_reason="refusal"),
+        )
+        environ = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            cut = await worker.run({"prompt": "hi", "model": "anthropic:claude-3-5-haiku"})
+            refused = await worker.run({"prompt": "hi", "model": "anthropic:claude-3-5-haiku"})
+
+    assert (cut.status, cut.output, cut.steps[0].finish_reason) == ("completed", "Let me", "length")
+    assert cut.reason is not None and "cut off" in cut.reason
+    assert (refused.status, refused.output) == ("completed", "")
+    assert refused.steps[0].finish_reason == "content_filter"
+    assert refused.reason == (
+        "the provider withheld the answer or part of it (finish_reason content_filter)"
+    )

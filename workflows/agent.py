@@ -779,7 +779,7 @@ class AgentWorkflow:
                 continue  # interrupted by the deadline, and the budget was extended
             if not response.tool_calls:
                 self._output = response.text
-                self._end("completed", None)
+                self._end("completed", steplog.cut_short(response.finish_reason))
                 return
             await self._run_tool_calls(response.tool_calls)
             self._close_step()
