@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument(
         "--ui-origin",
         action="append",
+        type=_web_origin,
         metavar="URL",
         help="a Web UI origin allowed by CORS (repeatable; default: the dev server's UI)",
     )
@@ -372,10 +373,39 @@ def _api_parser(command: Any) -> None:
         metavar="FILE",
         help="tenants' API key hashes (default: $ONWARD_API_KEYS_FILE; none: one local tenant)",
     )
+    api.add_argument(
+        "--cors-origin",
+        action="append",
+        type=_web_origin,
+        metavar="URL",
+        help="a web app's origin allowed to call the API from a browser, e.g. "
+        "https://app.example.com (repeatable; default: $ONWARD_API_CORS_ORIGINS, "
+        "comma-separated; none: pages of other origins are refused)",
+    )
     api.add_argument("--max-runs", type=int, metavar="N", help="open runs per tenant")
     api.add_argument(
         "--max-cost-per-day", type=float, metavar="USD", help="cost per tenant over 24 hours"
     )
+
+
+def _web_origin(text: str) -> str:
+    from onward.starter.api.origins import web_origin
+
+    try:
+        return web_origin(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _cors_origins(args: argparse.Namespace) -> list[str]:
+    """``--cors-origin``, else ``ONWARD_API_CORS_ORIGINS`` (comma-separated), checked."""
+    if args.cors_origin:
+        return list(args.cors_origin)
+    listed = os.environ.get("ONWARD_API_CORS_ORIGINS", "")
+    try:
+        return [_web_origin(item) for item in listed.split(",") if item.strip()]
+    except argparse.ArgumentTypeError as err:
+        raise CliError(f"ONWARD_API_CORS_ORIGINS: {err}") from None
 
 
 def _api_command(args: argparse.Namespace) -> int:
@@ -427,7 +457,13 @@ def _serve_api(args: argparse.Namespace, keys: Any) -> int:
         return client
 
     limits = Limits(max_runs=args.max_runs, max_cost_usd_per_day=args.max_cost_per_day)
-    app = api_app(ApiSettings(keys=keys, limits=limits, connect=connect))
+    try:
+        settings = ApiSettings(
+            keys=keys, limits=limits, connect=connect, cors_origins=_cors_origins(args)
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from err
+    app = api_app(settings)
     tenants = "one local tenant (no keys file)" if keys is None else "tenants from the keys file"
     say(f"Onward API on http://{args.host}:{args.port} ({tenants}); OpenAPI at /openapi.json")
     # Open event streams end on Ctrl-C after this long; clients resume with Last-Event-ID.

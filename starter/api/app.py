@@ -13,13 +13,14 @@ import functools
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Path, Query, Request, Response, WebSocket
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import StreamingResponse
 from pydantic import BeforeValidator
 from temporalio.service import RPCError
@@ -75,6 +76,7 @@ from onward.starter.api.models import (
     SteerBody,
     check_client_input,
 )
+from onward.starter.api.origins import CORS_HEADERS, OriginGate
 from onward.starter.api.sessions import RunKind, session_routes
 from onward.starter.api.tenants import Limits, StreamTenant, Tenant, TenantGate, authenticate
 
@@ -106,11 +108,21 @@ class ApiSettings:
         keys: tenants by API key; None: no keys file, every request is the default tenant.
         limits: what each tenant may use.
         connect: makes the client when the app starts (unless ``api_app`` got one).
+        cors_origins: origins (:func:`~.origins.web_origin`) of web apps allowed to call the
+            API from a browser; ``*``: any (refused with no keys). Others are refused (403).
     """
 
     keys: ApiKeys | None = None
     limits: Limits = field(default_factory=Limits)
     connect: Callable[[], Awaitable[OnwardClient]] | None = None
+    cors_origins: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if "*" in self.cors_origins and self.keys is None:
+            raise ValueError(
+                "a CORS origin of * with no API keys would let any web page drive the API; "
+                "name the origins, or make keys (ONWARD_API_KEYS_FILE)"
+            )
 
 
 REQUEST_MEMO = "onward.request_sha256"
@@ -287,6 +299,19 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     )
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    # Added last, so outermost: errors and refusals carry the CORS headers too.
+    app.add_middleware(
+        OriginGate, allowed=settings.cors_origins, loopback_only=settings.keys is None
+    )
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
     install_error_handlers(app)
     _openapi(app, secured=settings.keys is not None)
     tenants_of_runs: dict[str, tuple[str, str]] = {}
