@@ -106,7 +106,7 @@ from onward.starter.follow import (
     follow,
     status_of,
 )
-from onward.starter.listing import RunRow, list_runs
+from onward.starter.listing import RunPage, RunRow, list_runs, run_page
 from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces, parse_since
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
@@ -610,6 +610,33 @@ class OnwardClient(SessionMethods):
         with self._translated():
             return await list_runs(
                 self._client, status=status, model=model, limit=limit, tenant=tenant, since=since
+            )
+
+    async def list_page(
+        self,
+        *,
+        status: AgentState | None = None,
+        model: str | None = None,
+        limit: int = 20,
+        tenant: str | None = None,
+        since: datetime | None = None,
+        page_token: str | None = None,
+    ) -> RunPage:
+        """As :meth:`list`, a page at a time: ``page_token`` is the last page's
+        ``next_page_token`` (None: the first page), given with the same filters.
+
+        Raises:
+            InvalidInput: ``page_token`` is no token a page gave.
+        """
+        with self._translated():
+            return await run_page(
+                self._client,
+                status=status,
+                model=model,
+                limit=limit,
+                tenant=tenant,
+                since=since,
+                page_token=page_token,
             )
 
     async def report(

@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=STATES, help="only runs in this state")
     listing.add_argument("--model", help="only runs of this model")
     listing.add_argument("--limit", type=int, default=LIST_LIMIT, metavar="N")
+    listing.add_argument(
+        "--page-token", metavar="TOKEN", help="the next page, as the last one said (same filters)"
+    )
     _json_option(listing, "the runs")
 
     # -- human approval, artifacts, schedules --------------------

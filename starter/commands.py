@@ -296,7 +296,10 @@ async def extend(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def list_(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward list``: recent agent runs, newest first."""
-    rows = await client.list(status=args.status, model=args.model, limit=args.limit)
+    page = await client.list_page(
+        status=args.status, model=args.model, limit=args.limit, page_token=args.page_token
+    )
+    rows = page.rows
     if args.json:
         emit_json([row.as_json() for row in rows])
     elif not rows:
@@ -304,6 +307,8 @@ async def list_(client: OnwardClient, args: argparse.Namespace) -> int:
     else:
         for line in run_table(rows):
             say(line)
+    if page.next_page_token is not None:
+        note(f"more runs: add --page-token {page.next_page_token}")
     return EXIT_OK
 
 

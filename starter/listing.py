@@ -8,6 +8,10 @@ published it yet) Temporal's own execution status stands in.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,10 +20,11 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
+from onward.errors import InvalidInput
 from onward.starter.render import money, table
 from onward.states import OWN_STATE_WINS, closing_statuses, run_state
 
-__all__ = ["RunRow", "list_runs", "quoted", "run_query", "run_table"]
+__all__ = ["RunPage", "RunRow", "list_runs", "quoted", "run_page", "run_query", "run_table"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,45 @@ def _row(execution: WorkflowExecution) -> RunRow:
     )
 
 
+@dataclass(frozen=True)
+class RunPage:
+    """One page of a run list, and where the next one begins."""
+
+    rows: list[RunRow]
+    next_page_token: str | None
+    """Give it back, with the same filters, for the runs after these; None: no more."""
+
+
+async def run_page(
+    client: Client,
+    *,
+    status: str | None = None,
+    model: str | None = None,
+    limit: int,
+    tenant: str | None = None,
+    since: datetime | None = None,
+    page_token: str | None = None,
+) -> RunPage:
+    """Up to ``limit`` agent runs matching the filters, running ones first (as listed),
+    from where ``page_token`` (a page's ``next_page_token``) left off.
+
+    Raises:
+        InvalidInput: ``page_token`` is no token a page gave.
+    """
+    query = run_query(status, model, tenant, since)
+    token = _token_bytes(query, page_token)
+    rows: list[RunRow] = []
+    while True:  # a server may answer a page short and still have more
+        executions = client.list_workflows(
+            query, page_size=limit - len(rows), next_page_token=token
+        )
+        await executions.fetch_next_page()
+        rows += [_row(execution) for execution in executions.current_page or ()]
+        token = executions.next_page_token
+        if token is None or len(rows) >= limit:
+            return RunPage(rows, None if token is None else _token_text(query, token))
+
+
 async def list_runs(
     client: Client,
     *,
@@ -138,8 +182,47 @@ async def list_runs(
     since: datetime | None = None,
 ) -> list[RunRow]:
     """At most ``limit`` agent runs matching the filters, running ones first (as listed)."""
-    query = run_query(status, model, tenant, since)
-    return [_row(execution) async for execution in client.list_workflows(query, limit=limit)]
+    page = await run_page(
+        client, status=status, model=model, limit=limit, tenant=tenant, since=since
+    )
+    return page.rows
+
+
+_CHECK_BYTES = 8
+
+
+def _check(query: str, token: bytes) -> bytes:
+    return hashlib.sha256(query.encode() + b"\0" + token).digest()[:_CHECK_BYTES]
+
+
+def _token_text(query: str, token: bytes) -> str:
+    """Temporal's token, with a check of it and of the query it continues."""
+    return base64.urlsafe_b64encode(_check(query, token) + token).decode().rstrip("=")
+
+
+def _token_bytes(query: str, text: str | None) -> bytes | None:
+    """Temporal's token from :func:`_token_text`'s, refused unless it continues ``query``.
+
+    Checked here: Temporal answers a token it cannot read as an unknown error,
+    which the SDK retries for seconds before it gives up.
+    """
+    if text is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise _bad_token() from None
+    check, token = raw[:_CHECK_BYTES], raw[_CHECK_BYTES:]
+    if not token or not hmac.compare_digest(check, _check(query, token)):
+        raise _bad_token()
+    return token
+
+
+def _bad_token() -> InvalidInput:
+    return InvalidInput(
+        "page_token: not a token a page of this list gave (pass next_page_token back as it "
+        "came, with the same filters)"
+    )
 
 
 def _cell(value: object | None) -> str:

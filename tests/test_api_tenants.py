@@ -136,6 +136,42 @@ async def test_list_filters_by_status_model_and_since(
         assert bad.status_code == 422 and "status" in bad.json()["error"]["message"]
 
 
+async def test_the_list_pages_through_every_run_of_the_tenant(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file, acme, globex = two_tenants(tmp_path)
+    async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
+        ids = set()
+        for number in range(5):
+            body = {"prompt": f"p{number}", "script": [{"text": "x"}]}
+            ids.add((await http.post("/v1/runs", json=body, headers=bearer(acme))).json()["id"])
+        await http.post("/v1/runs", json={"prompt": "theirs"}, headers=bearer(globex))
+
+        async def listed() -> bool:
+            rows = (await http.get("/v1/runs", params={"limit": 10}, headers=bearer(acme))).json()
+            return {row["id"] for row in rows} == ids
+
+        await eventually(listed)
+        pages: list[list[str]] = []
+        links: list[str] = []
+        url: str | None = "/v1/runs?limit=2"
+        while url is not None:
+            answer = await http.get(url, headers=bearer(acme))
+            assert answer.status_code == 200, answer.text
+            pages.append([row["id"] for row in answer.json()])
+            url = answer.links.get("next", {}).get("url")
+            links += [url] if url else []
+        # Two, two, one, and never a run twice or another tenant's.
+        assert [len(page) for page in pages] == [2, 2, 1]
+        assert sorted(id_ for page in pages for id_ in page) == sorted(ids)
+        # A token is refused before Temporal sees it (it retries one it cannot read for
+        # seconds): made up, or given for another tenant's (or another filter's) list.
+        for token, key in [("bm90IGEgdG9rZW4", acme), (links[0].rpartition("=")[2], globex)]:
+            refused = await http.get("/v1/runs", params={"page_token": token}, headers=bearer(key))
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["error"]["message"].startswith("page_token: not a token")
+
+
 async def test_over_the_open_runs_limit_is_429_with_retry_after(
     worker: RunningWorker, tmp_path: Path
 ) -> None:

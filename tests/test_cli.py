@@ -312,6 +312,14 @@ async def test_list_finds_the_run(onward: Onward, script_file: Path) -> None:
     assert none == []
     idle = await onward("list", "--status", "idle")  # a session's state: no run has it
     assert idle.code == 2 and "invalid choice: 'idle'" in idle.stderr
+    # Page by page: the next page's token is on stderr, the rows stay JSON.
+    first = await onward("list", "--limit", "1", "--json")
+    assert first.code == 0, first.stderr
+    token = first.stderr.split("more runs: add --page-token ")[1].split()[0]
+    second = await onward.ok_json("list", "--limit", "1", "--page-token", token)
+    assert [row["workflow_id"] for row in second] != [row["workflow_id"] for row in first.json()]
+    wrong = await onward("list", "--status", "failed", "--page-token", token)  # another list
+    assert wrong.code == 2 and "page_token: not a token" in wrong.stderr
 
 
 async def test_status_of_closed_runs_needs_no_worker(

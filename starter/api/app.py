@@ -309,7 +309,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=CORS_HEADERS,
-            expose_headers=["Location", "Retry-After"],
+            expose_headers=["Link", "Location", "Retry-After"],
             max_age=600,
         )
     install_error_handlers(app)
@@ -408,6 +408,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
 
     @app.get("/v1/runs", response_model=list[RunSummary], responses=_ERRORS)
     async def list_runs(
+        request: Request,
+        response: Response,
         tenant: Tenant,
         status: AgentState | None = None,
         since: Annotated[
@@ -417,13 +419,31 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         ] = None,
         model: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        page_token: Annotated[
+            str | None,
+            Query(max_length=4000, description="the next page: from the last page's Link"),
+        ] = None,
     ) -> list[RunSummary]:
-        """The tenant's runs: running ones, newest first, then ended ones, latest ended first."""
+        """The tenant's runs: running ones, newest first, then ended ones, latest ended first.
+
+        When more match than ``limit``, the ``Link`` header (``rel="next"``) is the URL
+        of the next page: the same query with a ``page_token``.
+        """
         if since is not None:
             since = params.since_utc(since)
-        rows = await onward().list(
-            status=status, model=model, limit=limit, tenant=tenant, since=since
+        page = await onward().list_page(
+            status=status,
+            model=model,
+            limit=limit,
+            tenant=tenant,
+            since=since,
+            page_token=page_token,
         )
+        if page.next_page_token is not None:
+            # Relative (RFC 8288): behind a proxy the API's own host is not the client's.
+            following = request.url.include_query_params(page_token=page.next_page_token)
+            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+        rows = page.rows
         return [
             RunSummary(
                 id=row.workflow_id,
