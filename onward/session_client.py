@@ -53,6 +53,7 @@ from onward.errors import (
     validated,
 )
 from onward.starter.follow import QUERY_TIMEOUT, StatusSource
+from onward.starter.listing import RunPage, session_page
 from onward.workflows import SessionWorkflow
 
 if TYPE_CHECKING:  # the client imports this module
@@ -222,6 +223,28 @@ class SessionMethods:
             static_summary=f"session ({input.model})",
         )
         return session_id
+
+    async def list_sessions(
+        self: _Client,
+        *,
+        open: bool | None = None,
+        limit: int = 20,
+        tenant: str | None = None,
+        page_token: str | None = None,
+    ) -> RunPage:
+        """Sessions, open ones first, newest first, a page at a time (no worker needed).
+
+        A row's ``status`` is ``open``, or how the session closed (``completed``,
+        ``cancelled``, ...); ``open`` keeps only the open (True) or closed (False) ones;
+        ``page_token`` is the last page's ``next_page_token``, given with the same filters.
+
+        Raises:
+            InvalidInput: ``page_token`` is no token a page gave.
+        """
+        with self._translated():
+            return await session_page(
+                self.temporal, open=open, limit=limit, tenant=tenant, page_token=page_token
+            )
 
     async def send_message(
         self: _Client, session_id: str, message: str, *, idempotency_key: str | None = None

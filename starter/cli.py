@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--page-token", metavar="TOKEN", help="the next page, as the last one said (same filters)"
     )
+    listing.add_argument(
+        "--sessions", action="store_true", help="sessions instead: open ones first, then closed"
+    )
     _json_option(listing, "the runs")
 
     # -- human approval, artifacts, schedules --------------------

@@ -296,19 +296,25 @@ async def extend(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def list_(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward list``: recent agent runs, newest first."""
-    page = await client.list_page(
-        status=args.status, model=args.model, limit=args.limit, page_token=args.page_token
-    )
+    if args.sessions:
+        if args.status or args.model:
+            raise CliError("--sessions lists every session: --status and --model are for runs")
+        page = await client.list_sessions(limit=args.limit, page_token=args.page_token)
+    else:
+        page = await client.list_page(
+            status=args.status, model=args.model, limit=args.limit, page_token=args.page_token
+        )
     rows = page.rows
     if args.json:
         emit_json([row.as_json() for row in rows])
     elif not rows:
-        say("(no runs)")
+        say("(no sessions)" if args.sessions else "(no runs)")
     else:
         for line in run_table(rows):
             say(line)
     if page.next_page_token is not None:
-        note(f"more runs: add --page-token {page.next_page_token}")
+        what = "sessions" if args.sessions else "runs"
+        note(f"more {what}: add --page-token {page.next_page_token}")
     return EXIT_OK
 
 

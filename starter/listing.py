@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,12 +20,21 @@ from typing import Any
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from onward import search_attributes as sa
-from onward.contracts import AGENT_WORKFLOW, FINAL_STATES
+from onward.contracts import AGENT_WORKFLOW, FINAL_STATES, SESSION_WORKFLOW
 from onward.errors import InvalidInput
 from onward.starter.render import money, table
-from onward.states import OWN_STATE_WINS, closing_statuses, run_state
+from onward.states import OWN_STATE_WINS, closed_state, closing_statuses, run_state
 
-__all__ = ["RunPage", "RunRow", "list_runs", "quoted", "run_page", "run_query", "run_table"]
+__all__ = [
+    "RunPage",
+    "RunRow",
+    "list_runs",
+    "quoted",
+    "run_page",
+    "run_query",
+    "run_table",
+    "session_page",
+]
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,38 @@ async def run_page(
         InvalidInput: ``page_token`` is no token a page gave.
     """
     query = run_query(status, model, tenant, since)
+    return await _page(client, query, limit, page_token, _row)
+
+
+async def session_page(
+    client: Client,
+    *,
+    open: bool | None = None,
+    limit: int,
+    tenant: str | None = None,
+    page_token: str | None = None,
+) -> RunPage:
+    """Up to ``limit`` sessions, open ones first, newest first (as :func:`run_page`).
+
+    A session publishes no search attributes: its status is ``open`` while
+    Temporal runs it, else how Temporal closed it. ``open`` keeps the open
+    (True) or the closed (False) ones.
+    """
+    clauses = [f"WorkflowType = {quoted(SESSION_WORKFLOW)}", "ExecutionStatus != 'ContinuedAsNew'"]
+    if open is not None:
+        clauses.append(f"ExecutionStatus {'=' if open else '!='} 'Running'")
+    if tenant:
+        clauses.append(f"{sa.TENANT.name} = {quoted(tenant)}")
+    return await _page(client, " AND ".join(clauses), limit, page_token, _session_row)
+
+
+async def _page(
+    client: Client,
+    query: str,
+    limit: int,
+    page_token: str | None,
+    row: Callable[[WorkflowExecution], RunRow],
+) -> RunPage:
     token = _token_bytes(query, page_token)
     rows: list[RunRow] = []
     while True:  # a server may answer a page short and still have more
@@ -166,10 +208,27 @@ async def run_page(
             query, page_size=limit - len(rows), next_page_token=token
         )
         await executions.fetch_next_page()
-        rows += [_row(execution) for execution in executions.current_page or ()]
+        rows += [row(execution) for execution in executions.current_page or ()]
         token = executions.next_page_token
         if token is None or len(rows) >= limit:
             return RunPage(rows, None if token is None else _token_text(query, token))
+
+
+def _session_row(execution: WorkflowExecution) -> RunRow:
+    temporal = execution.status or WorkflowExecutionStatus.RUNNING
+    running = temporal == WorkflowExecutionStatus.RUNNING
+    return RunRow(
+        workflow_id=execution.id,
+        run_id=execution.run_id,
+        status="open" if running else closed_state(temporal),
+        model=None,
+        steps=None,
+        tokens=None,
+        cost_usd=None,
+        start_time=execution.start_time,
+        close_time=execution.close_time,
+        temporal_status=temporal.name.lower(),
+    )
 
 
 async def list_runs(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 
 import httpx
@@ -133,6 +134,49 @@ async def test_a_tenant_reaches_only_its_own_sessions(
         assert mine.status_code == 200, mine.text
         assert (await http.get(url, headers=bearer(acme))).json()["turns"] == 1
         await http.post(created["close_url"], headers=bearer(acme))
+
+
+async def test_a_tenant_lists_its_sessions_page_by_page(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys.json"
+    suffix = uuid.uuid4().hex[:8]
+    acme, globex = ApiKeys.add(keys_file, f"a-{suffix}"), ApiKeys.add(keys_file, f"g-{suffix}")
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    settings = ApiSettings(keys=ApiKeys.load(keys_file))
+    async with (
+        serving(api_app(settings, client)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        opened = [
+            (await http.post("/v1/sessions", json={}, headers=bearer(acme))).json()
+            for _ in range(3)
+        ]
+        theirs = (await http.post("/v1/sessions", json={}, headers=bearer(globex))).json()
+        closed = opened[0]
+        assert (await http.post(closed["close_url"], headers=bearer(acme))).status_code == 200
+
+        async def listed(query: str, key: str = acme) -> list[tuple[str, str]]:
+            answer = await http.get(f"/v1/sessions{query}", headers=bearer(key))
+            assert answer.status_code == 200, answer.text
+            return [(row["id"], row["status"]) for row in answer.json()]
+
+        async def settled() -> bool:
+            return len(await listed("?open=false")) == 1 and len(await listed("")) == 3
+
+        await eventually(settled)
+        everything = await listed("")
+        assert sorted(everything[:2]) == sorted((s["id"], "open") for s in opened[1:])
+        assert everything[2] == (closed["id"], "completed")  # open ones first
+        assert await listed("?open=true") == everything[:2]
+        assert await listed("", globex) == [(theirs["id"], "open")]
+        first = await http.get("/v1/sessions?limit=2", headers=bearer(acme))
+        rest = await http.get(first.links["next"]["url"], headers=bearer(acme))
+        assert [row["id"] for row in first.json() + rest.json()] == [i for i, _ in everything]
+        assert "next" not in rest.links
+        for session in [*opened[1:], theirs]:
+            key = globex if session is theirs else acme
+            await http.post(session["close_url"], headers=bearer(key))
 
 
 async def test_a_session_without_a_worker_answers_503_at_once(worker: RunningWorker) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
-from conftest import REPO, RunningWorker, run_onward
+from conftest import REPO, RunningWorker, eventually, run_onward
 from onward.client import OnwardClient
 from onward.contracts import DEFAULT_TASK_QUEUE
 from onward.worker import WorkerSettings, build_worker
@@ -181,6 +181,17 @@ async def test_close_ends_a_session_from_the_command_line(
     session_id = out.splitlines()[0].removeprefix("session ")
     paused = await run_onward("pause", session_id, env=env)
     assert f"or close the session (onward close {session_id})" in paused.stderr
+
+    async def listed_as(status: str) -> bool:
+        done = await run_onward("list", "--sessions", "--limit", "100", "--json", env=env)
+        assert done.code == 0, done.stderr
+        return {"workflow_id": session_id, "status": status}.items() <= next(
+            (row for row in done.json() if row["workflow_id"] == session_id), {}
+        ).items()
+
+    await eventually(lambda: listed_as("open"))
+    runs_only = await run_onward("list", "--sessions", "--status", "running", env=env)
+    assert runs_only.code == 2 and "--status and --model are for runs" in runs_only.stderr
     not_a_session = await run_onward("close", f"{session_id}-m1", env=env)
     assert not_a_session.code == 2, not_a_session.stderr
     closing = await run_onward("close", session_id, "--json", env=env)
@@ -188,5 +199,6 @@ async def test_close_ends_a_session_from_the_command_line(
     assert closing.json() == {"id": session_id, "closing": True}
     result = await OnwardClient(client, task_queue=worker.task_queue).session_result(session_id)
     assert result.turns == 1
+    await eventually(lambda: listed_as("completed"))
     again = await run_onward("close", session_id, env=env)
     assert again.code == 1 and "closed" in again.stderr, again.stderr

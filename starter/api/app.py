@@ -79,6 +79,7 @@ from onward.starter.api.models import (
 from onward.starter.api.origins import CORS_HEADERS, OriginGate
 from onward.starter.api.sessions import RunKind, session_routes
 from onward.starter.api.tenants import Limits, StreamTenant, Tenant, TenantGate, authenticate
+from onward.starter.listing import RunPage, RunRow
 
 __all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "MAX_WAIT_S", "ApiSettings", "api_app"]
 
@@ -278,6 +279,28 @@ def _openapi(app: FastAPI, secured: bool) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def next_page_link(request: Request, response: Response, page: RunPage) -> None:
+    """``Link: <this query with the next page's token>; rel="next"``, when there is one."""
+    if page.next_page_token is not None:
+        # Relative (RFC 8288): behind a proxy the API's own host is not the client's.
+        following = request.url.include_query_params(page_token=page.next_page_token)
+        response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+
+
+def summary(row: RunRow) -> RunSummary:
+    """A list row as the API answers it."""
+    return RunSummary(
+        id=row.workflow_id,
+        status=row.status,
+        model=row.model,
+        steps=row.steps,
+        tokens=row.tokens,
+        cost_usd=row.cost_usd,
+        start_time=row.start_time,
+        close_time=row.close_time,
+    )
+
+
 def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAPI:
     """The API's ASGI app; it connects through ``settings.connect`` unless given a client."""
     state: dict[str, Any] = {"client": client}
@@ -439,24 +462,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             since=since,
             page_token=page_token,
         )
-        if page.next_page_token is not None:
-            # Relative (RFC 8288): behind a proxy the API's own host is not the client's.
-            following = request.url.include_query_params(page_token=page.next_page_token)
-            response.headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
-        rows = page.rows
-        return [
-            RunSummary(
-                id=row.workflow_id,
-                status=row.status,
-                model=row.model,
-                steps=row.steps,
-                tokens=row.tokens,
-                cost_usd=row.cost_usd,
-                start_time=row.start_time,
-                close_time=row.close_time,
-            )
-            for row in rows
-        ]
+        next_page_link(request, response, page)
+        return [summary(row) for row in page.rows]
 
     @app.get("/v1/runs/{run_id}", response_model=AgentStatus, responses=_ERRORS)
     async def status(run_id: RunId, tenant: Tenant) -> AgentStatus:

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from onward.client import OnwardClient, RunInfo
@@ -33,6 +33,7 @@ from onward.starter.api.events import RunEvent, run_events
 from onward.starter.api.models import (
     ControlAnswer,
     ErrorBody,
+    RunSummary,
     SessionCreated,
     check_client_input,
     session_input,
@@ -99,7 +100,7 @@ def session_routes(
     onward: Callable[[], OnwardClient], gate: Callable[[], TenantGate], owned: Owned
 ) -> APIRouter:
     """The ``/v1/sessions`` routes, over the app's client, tenant gate and ownership check."""
-    from onward.starter.api.app import with_keepalive
+    from onward.starter.api.app import next_page_link, summary, with_keepalive
 
     router = APIRouter()
 
@@ -163,6 +164,28 @@ def session_routes(
         )
         gate().answered(tenant, session_id, reply.run_id)
         return reply
+
+    @router.get("/v1/sessions", response_model=list[RunSummary], responses=_ERRORS)
+    async def list_sessions(
+        request: Request,
+        response: Response,
+        tenant: Tenant,
+        open: Annotated[
+            bool | None, Query(description="true: open sessions only; false: closed ones")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+        page_token: Annotated[
+            str | None,
+            Query(max_length=4000, description="the next page: from the last page's Link"),
+        ] = None,
+    ) -> list[RunSummary]:
+        """The tenant's sessions, open ones first, newest first: ``status`` is ``open`` or how
+        the session closed. More than ``limit``: ``Link`` (``rel="next"``) is the next page."""
+        page = await onward().list_sessions(
+            open=open, limit=limit, tenant=tenant, page_token=page_token
+        )
+        next_page_link(request, response, page)
+        return [summary(row) for row in page.rows]
 
     @router.get("/v1/sessions/{session_id}", response_model=AgentStatus, responses=_ERRORS)
     async def session_status(session_id: SessionId, tenant: Tenant) -> AgentStatus:
