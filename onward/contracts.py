@@ -1025,6 +1025,14 @@ class AgentStatus(BaseModel):
         description="a pause was asked for while calls run: the state is still running, and "
         "the run pauses once they end (left out when false)",
     )
+    current_step: StepRecord | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the step in progress once its model call has answered: the model's "
+        "stated reason and the tool calls started so far, those still running without a "
+        "status (a delegate call's with its sub-agent's child_id); left out between steps, "
+        "once the run has ended, and when no worker answered",
+    )
 
 
 class AgentCarry(BaseModel):

@@ -8,6 +8,7 @@ caller, so every format here is easy to test and reuse (``run``, ``watch``,
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from onward import steplog
 from onward.contracts import (
@@ -248,6 +249,23 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         last = status.last_step
         what = ", ".join(call.name for call in last.tool_calls) or "answer"
         lines.append(f"last:   step {last.step} ({what}): {shorten(last.text, 100) or '-'}")
+    if status.current_step is not None:
+        lines += _running_calls(status.current_step, datetime.now(UTC))
+    return lines
+
+
+def _running_calls(step: StepRecord, now: datetime) -> list[str]:
+    """``now:    step 4 · http_fetch(https://…) · 2.31 s`` for each call still running."""
+    lines = []
+    for call in step.tool_calls:
+        if call.status is not None:
+            continue
+        shown = tool_summary(ToolCall(id=call.id, name=call.name, arguments=call.arguments))
+        ms = (
+            None if call.started_at is None else int((now - call.started_at).total_seconds() * 1000)
+        )
+        whose = f" · sub-agent {call.child_id}" if call.child_id else ""
+        lines.append(f"now:    step {step.step} · {shown} · {_seconds(ms)}{whose}")
     return lines
 
 

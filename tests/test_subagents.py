@@ -49,6 +49,7 @@ from onward.errors import NoWorker, RequestRejected
 from onward.markdown import escape_markdown
 from onward.starter.calls import CallPairing
 from onward.starter.history import REQUEST_TYPES, RESULT_TYPES, reconstruct
+from onward.starter.render import status_lines
 from onward.starter.report import report_query
 from onward.starter.trace import read_history
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
@@ -730,6 +731,46 @@ async def test_pausing_the_parent_pauses_its_sub_agent_until_resumed(worker: Run
     assert result.status == "completed" and result.output == "parent done"
     done = await child_result(worker.client, child_id)
     assert done.status == "completed" and done.usage.model_calls == 4
+
+
+async def test_a_parents_status_names_the_sub_agent_it_waits_for(worker: RunningWorker) -> None:
+    # A parent waiting on a sub-agent read "running" with its last finished step:
+    # nothing said what it was doing, or which sub-agent to look at.
+    child_script = [calc("1+1", delay_s=60), {"text": "child done"}]
+    handle = await worker.start(
+        {
+            "prompt": "delegate, then answer",
+            "tools": ["calculator", "delegate"],
+            "script": [delegating(prompt="slow", script=child_script), {"text": "parent done"}],
+        }
+    )
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+
+    status: AgentStatus | None = None
+
+    async def delegating_now() -> bool:
+        nonlocal status
+        status = await onward.status(handle.id)
+        current = status.current_step
+        return (
+            current is not None
+            and bool(current.tool_calls)
+            and bool(current.tool_calls[0].child_id)
+        )
+
+    await eventually(delegating_now)
+    assert status is not None and status.current_step is not None
+    (call,) = status.current_step.tool_calls
+    assert (call.name, call.status, call.started_at is not None) == ("delegate", None, True)
+    pending = (await handle.describe()).raw_description.pending_children
+    assert [child.workflow_id for child in pending] == [call.child_id]
+    now = [line for line in status_lines(handle.id, status) if line.startswith("now:")]
+    assert len(now) == 1 and now[0].startswith("now:    step 1 · delegate(")
+    assert now[0].endswith(f" · sub-agent {call.child_id}")
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="enough"))
+    await handle.result()
+    ended = await onward.status(handle.id)
+    assert ended.current_step is None and "current_step" not in ended.model_dump()
 
 
 async def test_a_sub_agents_web_ui_summary_shows_the_models_words_as_written(

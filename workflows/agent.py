@@ -1895,6 +1895,7 @@ class AgentWorkflow:
             pending_approvals=[] if self._state in FINAL_STATES else list(self._pending.values()),
             transcript=self._transcript,
             pausing=self._paused and self._state == "running",
+            current_step=None if self._state in FINAL_STATES else self._step,
         )
 
     @workflow.query(name="steps")
