@@ -439,6 +439,12 @@ class AgentInput(_Strict):
                 raise ValueError(f"{name!r}: a cache TTL must be a positive number of seconds")
         return value
 
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="a JSON Schema (type object) for the answer: the model answers by "
+        "calling final_answer with matching arguments, which become the result's "
+        "structured_output (and output, as JSON text)",
+    )
     continue_as_new_after: int | None = Field(
         default=None,
         ge=1,
@@ -493,6 +499,26 @@ class AgentInput(_Strict):
     def _script_only_for_scripted(self) -> AgentInput:
         if self.script is not None and provider_of(self.model) != "scripted":
             raise ValueError("script: only the scripted model takes a script")
+        return self
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema_is_an_object_schema(
+        cls, schema: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        from onward.final_answer import schema_problem  # jsonschema only where it is used
+
+        problem = None if schema is None else schema_problem(schema)
+        if problem is not None:
+            raise ValueError(problem)
+        return schema
+
+    @model_validator(mode="after")
+    def _final_answer_is_no_tool_of_its_own(self) -> AgentInput:
+        if self.output_schema is not None and "final_answer" in (self.tools or []):
+            raise ValueError(
+                "tools: final_answer is the tool output_schema adds; leave it out of tools"
+            )
         return self
 
     @model_validator(mode="after")
@@ -1102,6 +1128,12 @@ class AgentResult(BaseModel):
         default=None,
         exclude_if=lambda value: value is None,
         description="the conversation after this run (only for runs given a conversation)",
+    )
+    structured_output: dict[str, Any] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the answer as the final_answer call gave it (only for runs given an "
+        "output_schema that answered)",
     )
     script_played: int | None = Field(
         default=None,

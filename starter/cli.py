@@ -131,6 +131,12 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="when a budget runs out: stop (default), pause for 'onward extend', "
         "or finish with one last answer",
     )
+    parser.add_argument(
+        "--output-schema",
+        metavar="FILE",
+        help="JSON Schema (type object) of the answer: the model answers by calling "
+        "final_answer, and the output is that JSON (- = stdin)",
+    )
     parser.add_argument("--id", help="workflow id of the run (default: agent-<random>)")
     parser.add_argument("--tenant", help="tenant the run belongs to (see: onward report --tenant)")
     parser.add_argument(

@@ -76,17 +76,29 @@ def invalid_input(err: ValidationError, what: str = "invalid input") -> InvalidI
 
 def load_script(path: str) -> Any:
     """The scripted model's turns from a JSON file (``-`` reads stdin)."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise CliError(f"--script {path}: cannot read it ({err.strerror})") from err
-    try:
-        script = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CliError(f"--script {path}: not valid JSON ({err})") from err
+    script = _load_json("--script", path)
     if not isinstance(script, list):
         raise CliError(f"--script {path}: expected a JSON list of turns")
     return script
+
+
+def load_output_schema(path: str) -> Any:
+    """``output_schema`` from a JSON file (``-`` reads stdin)."""
+    schema = _load_json("--output-schema", path)
+    if not isinstance(schema, dict):
+        raise CliError(f"--output-schema {path}: expected a JSON Schema object")
+    return schema
+
+
+def _load_json(flag: str, path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise CliError(f"{flag} {path}: cannot read it ({err.strerror})") from err
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CliError(f"{flag} {path}: not valid JSON ({err})") from err
 
 
 def budget_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,6 +132,8 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
         data["memory_scope"] = args.memory_scope
     if getattr(args, "approve_tools", None):  # human approval
         data["approve_tools"] = args.approve_tools
+    if getattr(args, "output_schema", None) is not None:
+        data["output_schema"] = load_output_schema(args.output_schema)
     try:
         return AgentInput.model_validate(data)
     except ValidationError as err:

@@ -512,3 +512,50 @@ async def test_an_anthropic_refusal_and_max_tokens_are_named(
     assert refused.reason == (
         "the provider withheld the answer or part of it (finish_reason content_filter)"
     )
+
+
+async def test_output_schema_is_offered_as_final_answer_and_its_errors_are_read(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "integer"}},
+        "required": ["answer"],
+    }
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(
+            openai_completion(None, [("call_a", "final_answer", {"answer": "forty-two"})]),
+            openai_completion("It is 42."),
+            openai_completion(None, [("call_b", "final_answer", {"answer": 42})]),
+        )
+        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            result = await worker.run(
+                {
+                    "prompt": "What is six times seven?",
+                    "model": "openai:gpt-4o-mini",
+                    "tools": [],
+                    "output_schema": schema,
+                }
+            )
+
+    assert result.status == "completed", result.reason
+    assert result.structured_output == {"answer": 42} and result.output == '{"answer": 42}'
+    first, second, third = (request.json for request in server.requests)
+    assert first["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "final_answer",
+                "description": first["tools"][0]["function"]["description"],
+                "parameters": schema,
+            },
+        }
+    ]
+    assert second["messages"][-1]["role"] == "tool"
+    assert "answer: 'forty-two' is not of type 'integer'" in second["messages"][-1]["content"]
+    assert third["messages"][-1] == {
+        "role": "user",
+        "content": "Answer by calling the final_answer tool with arguments that match its "
+        "schema; an answer in plain text is not taken.",
+    }

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
     from onward import budget as budgets
-    from onward import compaction, steplog
+    from onward import compaction, final_answer, steplog
     from onward import search_attributes as sa
     from onward.activities.model import ModelActivities
     from onward.activities.tool_calls import ToolActivities
@@ -312,6 +312,11 @@ def _outcome_of(task: asyncio.Task[ToolOutcome]) -> ToolOutcome:
         return ToolOutcome(error=f"tool call failed: {_root_message(err)}")
 
 
+async def _at_once(outcome: ToolOutcome) -> ToolOutcome:
+    """A call's outcome known without running anything, as a task's (status ok or error)."""
+    return outcome
+
+
 async def _observed(
     call: ToolCall, running: Callable[[], Coroutine[Any, Any, ToolOutcome]]
 ) -> ToolOutcome:
@@ -416,6 +421,8 @@ class AgentWorkflow:
         self._step: StepRecord | None = None
         self._conversation = Conversation()
         self._tools: dict[str, ToolSpec] = {}
+        self._structured: dict[str, Any] | None = None  # the final_answer call's arguments
+        self._text_answers = 0  # answers in plain text to a run with output_schema
         self._tools_by_key = False  # the worker reads tool specs from the store by key
         self._sealed = False  # local tool calls typed without their arguments
         self._steps_from_messages = False  # ... and fills step records in from the messages
@@ -695,6 +702,10 @@ class AgentWorkflow:
                 self._tools[name] = tool.spec
         if offer_delegate:
             self._tools[DELEGATE.name] = delegate_spec(self._run_version)
+        if self._input.output_schema is not None:
+            self._tools[final_answer.FINAL_ANSWER] = final_answer.answer_spec(
+                self._input.output_schema
+            )
         self._search_attributes = set(description.search_attributes)
         if description.run_version >= 1:
             # What the run was started with (OnwardClient sets the first values; a run
@@ -777,12 +788,67 @@ class AgentWorkflow:
             response = await self._call_model(allow_tools=True)
             if response is None:
                 continue  # interrupted by the deadline, and the budget was extended
-            if not response.tool_calls:
+            if self._input.output_schema is not None:
+                if self._took_final_answer(response):
+                    return
+                if not response.tool_calls:
+                    self._remind_to_answer_by_tool(response)
+                    continue
+            elif not response.tool_calls:
                 self._output = response.text
                 self._end("completed", steplog.cut_short(response.finish_reason))
                 return
             await self._run_tool_calls(response.tool_calls)
             self._close_step()
+
+    # -- structured output (output_schema) ------------------------------------------
+
+    def _took_final_answer(self, response: ModelResponse) -> bool:
+        """End the run if the model called final_answer with arguments that match the
+        schema: the turn's other calls are not run. Else False (a mismatch is a tool
+        error the model reads, from the tool pipeline)."""
+        schema = self._input.output_schema
+        assert schema is not None and self._step is not None
+        taken = next(
+            (
+                call
+                for call in response.tool_calls
+                if call.name == final_answer.FINAL_ANSWER
+                and final_answer.answer_problem(schema, call.arguments) is None
+            ),
+            None,
+        )
+        if taken is None:
+            return False
+        for call in response.tool_calls:
+            record = ToolCallRecord(
+                id=call.id, name=call.name, arguments=call.arguments, started_at=workflow.now()
+            )
+            if call is taken:
+                outcome = self._record_outcome(record, ToolOutcome(content="answer taken"), "ok")
+            else:
+                reason = "the run ended with its final answer"
+                outcome = self._record_outcome(record, steplog.not_run(reason), "not_run")
+            self._step.tool_calls.append(record)
+            # The conversation stays one a provider takes: every call has its result.
+            self._conversation.add_tool_result(call, outcome, None)
+        self._structured = taken.arguments
+        self._output = final_answer.answer_text(taken.arguments)
+        self._end("completed", steplog.cut_short(response.finish_reason))
+        return True
+
+    def _remind_to_answer_by_tool(self, response: ModelResponse) -> None:
+        """An answer in plain text: ask for final_answer, or end the run once asked enough."""
+        self._close_step()
+        self._text_answers += 1
+        if self._text_answers > final_answer.TEXT_ANSWERS_ALLOWED:
+            self._output = response.text
+            raise _RunEnded(
+                "failed",
+                f"the model answered in plain text {self._text_answers} times, not by "
+                f"calling {final_answer.FINAL_ANSWER} as output_schema asks",
+            )
+        self._conversation.add_user(final_answer.answer_reminder())
 
     # -- continue-as-new ------------------------------------------------------------
 
@@ -1333,6 +1399,11 @@ class AgentWorkflow:
         spec = self._tools.get(call.name)
         if spec is None:
             return steplog.refused(unknown_tool(call, self._tools))
+        schema = self._input.output_schema
+        if schema is not None and call.name == final_answer.FINAL_ANSWER:
+            # Reached only when it does not match (see _took_final_answer): an error.
+            problem = final_answer.answer_problem(schema, call.arguments)
+            return asyncio.create_task(_at_once(ToolOutcome(error=problem)))
         if needs_approval(spec, self._input.approve_tools):
             if not self._patched(HUMAN_APPROVAL_PATCH):
                 # Runs begun before approval existed refused such calls: they still do.
@@ -1772,6 +1843,7 @@ class AgentWorkflow:
             transcript=self._transcript,
             conversation=self._conversation_after(),
             script_played=self._script_index if self._input.script is not None else None,
+            structured_output=self._structured,
         )
 
     def _conversation_after(self) -> ConversationRef | None:

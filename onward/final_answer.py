@@ -1,0 +1,154 @@
+"""Structured output: a run with ``output_schema`` answers by calling ``final_answer``.
+
+The schema becomes the parameters of one more tool, ``final_answer``, so every
+provider that takes tools (and the scripted model) can give a typed answer,
+the way pydantic-ai's output tools and the OpenAI Agents SDK's ``output_type``
+do. A call whose arguments match the schema ends the run: they are the run's
+``structured_output`` (and its ``output``, as JSON text). A call that does not
+match is a tool error the model reads and can correct; an answer in plain text
+is met with a reminder, up to :data:`TEXT_ANSWERS_ALLOWED` times.
+
+Validation is JSON Schema (2020-12) by ``jsonschema``: pure, so the workflow
+runs it, and the same on every replay.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from onward.contracts import ToolSpec
+
+__all__ = [
+    "FINAL_ANSWER",
+    "TEXT_ANSWERS_ALLOWED",
+    "answer_problem",
+    "answer_reminder",
+    "answer_spec",
+    "answer_text",
+    "schema_problem",
+]
+
+FINAL_ANSWER = "final_answer"
+TEXT_ANSWERS_ALLOWED = 2
+"""Plain-text answers met with a reminder; the next one fails the run."""
+_ERRORS_SHOWN = 5
+
+
+_UNCHECKED = frozenset({"pattern", "patternProperties"})
+"""Keywords refused: a regular expression the workflow matched could stall it for good
+(a pattern that backtracks), and a workflow task that times out is retried forever."""
+_REFERENCES = frozenset({"$ref", "$dynamicRef"})
+_BASES = frozenset({"$id", "$anchor", "$dynamicAnchor"})
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` cannot be ``output_schema`` (not JSON Schema, not an object, not
+    checkable in the workflow), or None."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as err:
+        where = "/".join(str(part) for part in err.absolute_path)
+        return f"not a valid JSON Schema{f' at {where}' if where else ''}: {err.message}"
+    if schema.get("type") != "object":
+        return 'the answer is a tool call\'s arguments: the schema needs "type": "object"'
+    return _unchecked(schema, schema, "")
+
+
+def _unchecked(root: dict[str, Any], node: Any, where: str) -> str | None:
+    """The first keyword under ``node`` the workflow will not check, said why; or None."""
+    if isinstance(node, list):
+        return next(
+            (
+                found
+                for i, item in enumerate(node)
+                if (found := _unchecked(root, item, f"{where}/{i}"))
+            ),
+            None,
+        )
+    if not isinstance(node, dict):
+        return None
+    for key, value in node.items():
+        at = f"{where}/{key}"
+        if key in _UNCHECKED:
+            return (
+                f"{at}: {key} is not supported (a regular expression checked in the "
+                "workflow could stall it); check the text in your own code"
+            )
+        if key in _BASES and isinstance(value, str):
+            return f"{at}: {key} is not supported; refer to $defs with #/$defs/..."
+        if key in _REFERENCES and isinstance(value, str) and not _resolves(root, value):
+            return (
+                f"{at}: {value!r} does not resolve within the schema (only #/... references "
+                "are followed: the workflow fetches nothing)"
+            )
+        found = _unchecked(root, value, at)
+        if found:
+            return found
+    return None
+
+
+def _resolves(root: dict[str, Any], reference: str) -> bool:
+    """Whether ``reference`` is a JSON pointer (``#``, ``#/$defs/x``) into ``root``."""
+    if reference == "#":
+        return True
+    if not reference.startswith("#/"):
+        return False
+    node: Any = root
+    for part in reference[2:].split("/"):
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return isinstance(node, dict | bool)
+
+
+def answer_spec(schema: dict[str, Any]) -> ToolSpec:
+    """The ``final_answer`` tool offered to the model: its parameters are ``schema``."""
+    return ToolSpec(
+        name=FINAL_ANSWER,
+        description=(
+            "Give your final answer: call this once you are done, with arguments that "
+            "match its schema. The run ends with them; answer in no other way."
+        ),
+        parameters=schema,
+        uses_workspace=False,
+    )
+
+
+def answer_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
+    """Why ``arguments`` do not match ``schema``, for the model to correct; None: they do."""
+    errors = sorted(
+        Draft202012Validator(schema).iter_errors(arguments), key=lambda err: list(err.path)
+    )
+    if not errors:
+        return None
+    lines = [
+        f"{'/'.join(str(part) for part in err.absolute_path) or '(the arguments)'}: {err.message}"
+        for err in errors[:_ERRORS_SHOWN]
+    ]
+    more = f" (and {len(errors) - _ERRORS_SHOWN} more)" if len(errors) > _ERRORS_SHOWN else ""
+    return (
+        f"{FINAL_ANSWER}: the answer does not match the schema{more}: "
+        + "; ".join(lines)
+        + f". Call {FINAL_ANSWER} again with arguments that match it."
+    )
+
+
+def answer_reminder() -> str:
+    """What the model is told after an answer in plain text."""
+    return (
+        f"Answer by calling the {FINAL_ANSWER} tool with arguments that match its schema; "
+        "an answer in plain text is not taken."
+    )
+
+
+def answer_text(arguments: dict[str, Any]) -> str:
+    """The run's ``output``: the structured answer as JSON text."""
+    return json.dumps(arguments, ensure_ascii=False)

@@ -1,0 +1,133 @@
+"""Structured output: a run with ``output_schema`` answers by calling ``final_answer``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+from temporalio.client import WorkflowFailureError
+
+from conftest import RunningWorker
+from onward.contracts import AgentInput
+from onward.final_answer import answer_problem
+
+CITY = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "population_m": {"type": "number", "minimum": 0},
+    },
+    "required": ["city", "population_m"],
+    "additionalProperties": False,
+}
+
+
+def calc(expression: str) -> dict[str, Any]:
+    return {"name": "calculator", "arguments": {"expression": expression}}
+
+
+def answer(**arguments: Any) -> dict[str, Any]:
+    return {"name": "final_answer", "arguments": arguments}
+
+
+async def test_the_run_ends_with_the_first_answer_that_matches(worker: RunningWorker) -> None:
+    result = await worker.run(
+        {
+            "prompt": "Which city is the largest?",
+            "tools": ["calculator"],
+            "output_schema": CITY,
+            "script": [
+                {"text": "Adding up.", "tool_calls": [calc("30 + 7")]},
+                {"text": "", "tool_calls": [answer(city="Tokyo", population_m=-37)]},
+                {"text": "Done.", "tool_calls": [answer(city="Tokyo", population_m=37), calc("1")]},
+                {"text": "never asked"},
+            ],
+        }
+    )
+
+    assert result.status == "completed", result.reason
+    assert result.structured_output == {"city": "Tokyo", "population_m": 37}
+    assert json.loads(result.output or "") == result.structured_output
+    # A mismatch is the model's tool error to correct; the run goes on.
+    (wrong,) = result.steps[1].tool_calls
+    assert wrong.status == "error"
+    assert wrong.error == (
+        "final_answer: the answer does not match the schema: population_m: -37 is less "
+        "than the minimum of 0. Call final_answer again with arguments that match it."
+    )
+    # The answer ends the run: a call beside it is not run.
+    taken, beside = result.steps[2].tool_calls
+    assert (taken.status, beside.status) == ("ok", "not_run")
+    assert result.usage.model_calls == 3 and result.script_played == 3
+
+
+async def test_a_text_answer_is_met_with_a_reminder_then_fails_the_run(
+    worker: RunningWorker,
+) -> None:
+    reminded = await worker.run(
+        {
+            "prompt": "Which city?",
+            "output_schema": CITY,
+            "script": [
+                {"text": "Tokyo."},
+                {"text": "", "tool_calls": [answer(city="Tokyo", population_m=37)]},
+            ],
+        }
+    )
+    assert reminded.status == "completed" and reminded.structured_output is not None
+    assert [step.text for step in reminded.steps] == ["Tokyo.", ""]
+
+    chatty = await worker.run(
+        {"prompt": "Which city?", "output_schema": CITY, "script": [{"text": "Tokyo."}] * 4}
+    )
+    assert chatty.status == "failed"
+    assert chatty.reason == (
+        "the model answered in plain text 3 times, not by calling final_answer as "
+        "output_schema asks"
+    )
+    assert chatty.output == "Tokyo." and chatty.structured_output is None
+    assert chatty.usage.model_calls == 3
+
+
+def test_output_schema_must_be_an_object_schema() -> None:
+    def of(**properties: Any) -> dict[str, Any]:
+        return {"type": "object", "properties": properties, "$defs": {"n": {"type": "number"}}}
+
+    for schema, problem in [
+        ({"type": "string"}, 'the schema needs "type": "object"'),
+        (of(x={"type": "strnig"}), "not a valid JSON Schema"),
+        # Nothing the workflow could stall on, or would have to fetch.
+        (of(x={"type": "string", "pattern": "^(a+)+$"}), "/properties/x/pattern: pattern is"),
+        (of(x={"$ref": "https://example.com/s.json"}), "does not resolve within the schema"),
+        (of(x={"$ref": "#/$defs/missing"}), "'#/\\$defs/missing' does not resolve"),
+        (of(x={"$id": "https://example.com/x"}), "\\$id is not supported"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            AgentInput(prompt="p", output_schema=schema)
+    local = of(x={"$ref": "#/$defs/n"}, all={"$ref": "#"})
+    assert AgentInput(prompt="p", output_schema=local).output_schema == local
+    assert answer_problem(local, {"x": "one"}) is not None
+    with pytest.raises(ValueError, match="final_answer is the tool output_schema adds"):
+        AgentInput(prompt="p", output_schema=CITY, tools=["final_answer"])
+    assert answer_problem(CITY, {"city": "Oslo"}) == (
+        "final_answer: the answer does not match the schema: (the arguments): "
+        "'population_m' is a required property. Call final_answer again with arguments "
+        "that match it."
+    )
+
+
+async def test_a_bad_schema_fails_the_run_at_once_naming_the_field(worker: RunningWorker) -> None:
+    # Sent as plain JSON past the client's own check (the temporal CLI, another SDK).
+    handle = await worker.client.start_workflow(
+        "AgentWorkflow",
+        {"prompt": "p", "output_schema": {"type": "array"}},
+        id=f"bad-schema-{worker.task_queue}",
+        task_queue=worker.task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    assert "output_schema" in str(failed.value.cause)
+    with pytest.raises(ValidationError, match="output_schema"):
+        await worker.start({"prompt": "p", "output_schema": {"type": "array"}})
