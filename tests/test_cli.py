@@ -274,6 +274,27 @@ async def test_extend_lets_a_budget_paused_run_finish(onward: Onward, tmp_path: 
     assert done.json()["status"] == "completed"
 
 
+async def test_run_answers_with_the_output_schemas_object(onward: Onward, tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(
+        json.dumps({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    )
+    answer = {"text": "", "tool_calls": [{"name": "final_answer", "arguments": {"n": 42}}]}
+    script = write_script(tmp_path, [answer])
+    done = await onward(
+        "run", "six times seven", "--script", script, "--output-schema", str(schema)
+    )
+    assert done.code == 0, done.stderr
+    assert '{"n": 42}' in done.stdout
+    as_json = await onward.ok_json(
+        "run", "again", "--script", script, "--output-schema", str(schema)
+    )
+    assert as_json["structured_output"] == {"n": 42}
+    schema.write_text(json.dumps({"type": "object", "properties": {"n": {"pattern": "a+"}}}))
+    refused = await onward("run", "p", "--script", script, "--output-schema", str(schema))
+    assert refused.code == 2 and "output_schema" in refused.stderr and "pattern" in refused.stderr
+
+
 async def test_budget_exceeded_exits_3(onward: Onward, tmp_path: Path) -> None:
     script = write_script(tmp_path, slow_script(turns=3, delay_s=0))
     done = await onward("run", "too much", "--script", script, "--max-tool-calls", "1", "--json")
