@@ -36,6 +36,7 @@ from onward.contracts import (
     WorkerDescriptionRequest,
 )
 from onward.conversation import truncate
+from onward.encryption import EncryptionError
 from onward.errors import StoreError, ToolError, ToolRetryableError, format_validation_error
 from onward.memory import Memory
 from onward.store import FileBackend, TranscriptStore
@@ -197,13 +198,18 @@ class ToolActivities:
         return outcome
 
     async def _cached(self, request: ToolRequest, ttl_s: float) -> ToolOutcome | None:
-        """A kept result of an identical call, or None (a store failure is a miss)."""
+        """A kept result of an identical call, or None (a store failure is a miss).
+
+        So is an entry this worker cannot open: one sealed with a key dropped
+        since (rotated out), or read without keys. The call runs, and its
+        result replaces the entry.
+        """
         assert self._tool_cache is not None
         try:
             return await self._tool_cache.get(
                 request.name, request.arguments, request.tenant, ttl_s
             )
-        except StoreError as err:
+        except (StoreError, EncryptionError) as err:
             activity.logger.warning("tool %s: cache not read: %s", request.name, err)
             return None
 

@@ -9,8 +9,11 @@ tool through real workers and a real store (a directory, and PostgreSQL).
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import itertools
 import json
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -33,12 +36,14 @@ from provider_servers import (
 )
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
 
 from conftest import REPO, RunningWorker, run_onward, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools import builtin_registry
 from onward.activities.tools.registry import tool
+from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     AgentInput,
     AgentStatus,
@@ -49,13 +54,14 @@ from onward.contracts import (
     ToolOutcome,
     Usage,
 )
+from onward.encryption import EncryptionCodec, parse_keys
 from onward.errors import SettingsError
 from onward.pricing import PricingTable, billed_usd, cache_saved_usd
 from onward.starter.render import result_lines, status_lines, step_lines
 from onward.starter.report import aggregate, report_lines
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import load_trace
-from onward.store import TranscriptStore, open_store
+from onward.store import LocalStore, TranscriptStore, open_store
 from onward.tool_cache import ToolCache, ToolCacheEntry, cache_key
 from onward.workflows import AgentWorkflow
 from onward.workflows.progress import progress_card
@@ -506,6 +512,46 @@ async def test_another_tenant_does_not_hit_the_cache_and_run_input_ttls_apply(
         )
     assert plain.status == "completed", plain.reason
     assert tools.ran.count("rate:EUR") == 4
+
+
+async def test_a_kept_result_sealed_with_a_dropped_key_is_a_miss(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Rotating the keys (a new one in front, the old one dropped) leaves entries the
+    workers can no longer open, expired ones included: the tool runs, uncached."""
+    tools = Lookups()
+    same = ("lookup", {"query": "onward"})
+    root = tmp_path / "store"
+    old, new = (EncryptionCodec(parse_keys(f"{name}:{_key()}")) for name in ("old", "new"))
+    await ToolCache(TranscriptStore(LocalStore(root), old)).put(
+        *same, None, ToolOutcome(content="kept under the old key")
+    )
+    config = env.client.config()
+    config["data_converter"] = dataclasses.replace(DATA_CONVERTER, payload_codec=new)
+    store = TranscriptStore(LocalStore(root), new)
+    async with running_worker(
+        Client(**config),
+        tmp_path / "ws",
+        search_attribute_names,
+        registry=tools.registry,
+        store=store,
+    ) as worker:
+        first = await worker.run(
+            {"prompt": "look", "tools": ["lookup"], "script": _script(_calls(same))}
+        )
+        second = await worker.run(
+            {"prompt": "look", "tools": ["lookup"], "script": _script(_calls(same))}
+        )
+    assert first.status == "completed", first.reason
+    assert first.steps[0].tool_calls[0].result == "meaning of onward"
+    assert first.steps[0].tool_calls[0].cache_hit is False
+    # The result it ran for replaced the unreadable entry, under the new key.
+    assert second.steps[0].tool_calls[0].cache_hit is True
+    assert tools.ran == ["lookup:onward"]
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
 
 
 @pytest.mark.parametrize("backend", ["local", "postgresql"])
