@@ -281,6 +281,10 @@ def roll_up(usage: RunUsage, child: RunUsage) -> None:
     usage.cost_usd = round(usage.cost_usd + child.cost_usd, 12)
     usage.cost_known = usage.cost_known and child.cost_known
     usage.tokens_estimated = usage.tokens_estimated or child.tokens_estimated
+    # Its cached input is in the input tokens just added, its discount in the cost.
+    usage.cached_input_tokens += child.cached_input_tokens
+    usage.cache_write_tokens += child.cache_write_tokens
+    usage.cache_saved_usd = round(usage.cache_saved_usd + child.cache_saved_usd, 12)
 
 
 def outcome_of(result: AgentResult, workflow_id: str) -> ToolOutcome:

@@ -131,6 +131,11 @@ def test_usage_rolls_up_exactly() -> None:
     assert (parent.input_tokens, parent.output_tokens, parent.total_tokens) == (500, 100, 600)
     assert (parent.model_calls, parent.tool_calls, parent.steps) == (5, 3, 2)
     assert parent.cost_usd == 0.0007 and parent.cost_known is False
+    parent.cached_input_tokens, parent.cache_write_tokens, parent.cache_saved_usd = 50, 0, 0.00004
+    child.cached_input_tokens, child.cache_write_tokens, child.cache_saved_usd = 100, 30, 0.00002
+    roll_up(parent, child)
+    assert (parent.cached_input_tokens, parent.cache_write_tokens) == (150, 30)
+    assert parent.cache_saved_usd == 0.00006
 
 
 def test_the_child_keeps_the_parents_scope() -> None:
@@ -275,6 +280,38 @@ async def test_the_child_stops_at_its_slice_and_usage_rolls_up(worker: RunningWo
     timeout = config.execution_config.default_workflow_task_timeout.ToTimedelta()
     assert timeout == WORKFLOW_TASK_TIMEOUT
     await assert_history_tells_the_same(handle, result)
+
+
+async def test_a_childs_prompt_cache_figures_roll_up_with_its_tokens(
+    worker: RunningWorker,
+) -> None:
+    """The parent's usage is its own calls plus its children's, cache figures included:
+    its ``cache_saved_usd`` stays every input token at the full price minus the bill."""
+    price = {**PRICING, "cached_input_per_mtok": 0.1, "cache_write_per_mtok": 1.25}
+    cached = {"input_tokens": 1_000, "output_tokens": 10, "cached_input_tokens": 800}
+    written = {**cached, "cached_input_tokens": 0, "cache_write_tokens": 600}
+    child_script = [{**calc("1+1"), "usage": written}, {"text": "2", "usage": cached}]
+    result = await worker.run(
+        {
+            "prompt": "delegate",
+            "tools": ["calculator", "delegate"],
+            "pricing": price,
+            "script": [
+                delegating(prompt="add", script=child_script),
+                {"text": "2", "usage": cached},
+            ],
+        }
+    )
+    assert result.status == "completed", result.reason
+    child = await child_result(worker.client, child_of(result))
+    assert (child.usage.cached_input_tokens, child.usage.cache_write_tokens) == (800, 600)
+    usage = result.usage
+    assert (usage.cached_input_tokens, usage.cache_write_tokens) == (800 + 800, 600)
+    own_saved = result.steps[1].cache_saved_usd
+    assert own_saved is not None
+    assert usage.cache_saved_usd == pytest.approx(own_saved + child.usage.cache_saved_usd)
+    full = (usage.input_tokens * 1.0 + usage.output_tokens * 2.0) / 1e6
+    assert usage.cache_saved_usd == pytest.approx(full - usage.cost_usd)
 
 
 async def test_a_child_failure_is_a_tool_error_and_the_parent_goes_on(
