@@ -136,6 +136,31 @@ async def test_a_streamed_answer_reports_cached_prompt_tokens(
     assert response.usage.output_tokens == 4
 
 
+async def test_an_anthropic_message_delta_with_null_counts_keeps_the_start_counts() -> None:
+    """``message_delta`` usage is cumulative, and its input-side counts may be null (the
+    SDK's ``MessageDeltaUsage`` has them optional; gateways send them so): null says
+    nothing, and must not erase what ``message_start`` reported, which a cost is made of."""
+    events = anthropic_stream(PIECES, usage=(8, 4))
+    events[0]["message"]["usage"].update(
+        cache_creation_input_tokens=100, cache_read_input_tokens=2_000
+    )
+    events[-2]["usage"].update(
+        input_tokens=None, cache_creation_input_tokens=None, cache_read_input_tokens=None
+    )
+    async with FakeProvider(ANTHROPIC_PATH) as server:
+        server.script(Reply(events=events))
+        providers = providers_from_env({"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": "k"})
+        provider = providers["anthropic"]
+        assert isinstance(provider, HttpModelProvider)
+        try:
+            response = await provider.stream(request(model_of("anthropic")), lambda _: None)
+        finally:
+            await close_providers(providers)
+    assert response.usage.input_tokens == 8 + 100 + 2_000
+    assert (response.usage.cached_input_tokens, response.usage.cache_write_tokens) == (2_000, 100)
+    assert response.usage.output_tokens == 4
+
+
 async def test_a_streamed_tool_call_cut_off_mid_arguments_is_reported_not_retried() -> None:
     """Cut off by max_tokens mid-arguments, as the real API does on every attempt: the
     call gets its text as ``_raw`` (the tool's error for the model), as a plain answer's

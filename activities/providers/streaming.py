@@ -129,7 +129,7 @@ class AnthropicFold:
         if kind == "message_start" and isinstance(event.get("message"), dict):
             self.message = dict(event["message"])
             if isinstance(self.message.get("usage"), dict):
-                self.usage.update(self.message["usage"])
+                self._count(self.message["usage"])
         elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             self._blocks[int(event.get("index") or 0)] = dict(event["content_block"])
         elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
@@ -148,8 +148,13 @@ class AnthropicFold:
             if isinstance(event.get("delta"), dict):
                 self.message.update(event["delta"])
             if isinstance(event.get("usage"), dict):
-                self.usage.update(event["usage"])
+                self._count(event["usage"])
         return ""
+
+    def _count(self, usage: Mapping[str, Any]) -> None:
+        """Take cumulative counts; a null one says nothing (``message_delta``'s input-side
+        counts are optional), so it keeps what ``message_start`` reported."""
+        self.usage.update((key, value) for key, value in usage.items() if value is not None)
 
     def answer(self) -> dict[str, Any]:
         if not self._stopped:
