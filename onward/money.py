@@ -9,7 +9,7 @@ import math
 
 from onward.contracts import RunUsage
 
-__all__ = ["cache_summary", "cost_text", "money"]
+__all__ = ["cache_saved_text", "cache_summary", "cost_text", "money"]
 
 
 def money(usd: float | None) -> str:
@@ -37,9 +37,12 @@ def cache_summary(usage: RunUsage) -> str | None:
     """``1800 input tokens cached, 0 written · saved $0.0012``; None when nothing was cached."""
     if not (usage.cached_input_tokens or usage.cache_write_tokens):
         return None
-    saved = usage.cache_saved_usd
-    figure = money(saved) if saved >= 0 else f"-{money(-saved)} (cache writes cost more)"
     return (
         f"{usage.cached_input_tokens} input tokens cached, {usage.cache_write_tokens} written"
-        f" · saved {figure}"
+        f" · saved {cache_saved_text(usage.cache_saved_usd)}"
     )
+
+
+def cache_saved_text(saved: float) -> str:
+    """What the prompt cache saved: ``$0.0012``, or ``-$0.000400 (cache writes cost more)``."""
+    return money(saved) if saved >= 0 else f"-{money(-saved)} (cache writes cost more)"

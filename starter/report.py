@@ -23,8 +23,9 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from onward import search_attributes as sa
 from onward import steplog
 from onward.contracts import AGENT_WORKFLOW
+from onward.money import cache_saved_text
 from onward.starter.listing import quoted
-from onward.starter.render import cost_text, money, table
+from onward.starter.render import cost_text, table
 from onward.starter.trace import Trace, read_history, trace_of
 
 __all__ = [
@@ -152,8 +153,11 @@ class ModelStats(CallStats):
     unpriced_calls: int
     cached_input_tokens: int = 0
     """Input tokens read from the provider's prompt cache (billed at its cached rate)."""
+    cache_write_tokens: int = 0
+    """Input tokens written to the provider's prompt cache (billed at its cache-write rate)."""
     cache_saved_usd: float = 0.0
-    """What prompt caching saved: these tokens at the full input price minus the cost."""
+    """What prompt caching saved: these tokens at the full input price minus the cost
+    (negative when cache writes cost more than the reads saved)."""
 
 
 class Report(BaseModel):
@@ -169,6 +173,7 @@ class Report(BaseModel):
     cost_known: bool = True
     """False when a call of some run had no price: ``cost_usd`` is then a lower bound."""
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     cache_saved_usd: float = 0.0
     """What prompt caching saved over the window (see ``ModelStats``)."""
     models: list[ModelStats]
@@ -187,6 +192,7 @@ class _Tally:
     cost_usd: float = 0.0
     unpriced: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
     cache_saved_usd: float = 0.0
     cache_hits: int = 0
 
@@ -219,6 +225,7 @@ class _Tally:
             cost_usd=round(self.cost_usd, 8),
             unpriced_calls=self.unpriced,
             cached_input_tokens=self.cached_input_tokens,
+            cache_write_tokens=self.cache_write_tokens,
             cache_saved_usd=round(self.cache_saved_usd, 8),
         )
 
@@ -241,6 +248,7 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
             tally.input_tokens += step.usage.input_tokens
             tally.output_tokens += step.usage.output_tokens
             tally.cached_input_tokens += step.usage.cached_input_tokens or 0
+            tally.cache_write_tokens += step.usage.cache_write_tokens or 0
             tally.cache_saved_usd += step.cache_saved_usd or 0.0
             if step.cost_usd is not None:
                 tally.cost_usd += step.cost_usd
@@ -281,6 +289,7 @@ def aggregate(
         cost_known=all(trace.usage.cost_known for trace in traces)
         and not any(m.unpriced for m in models.values()),
         cached_input_tokens=sum(m.cached_input_tokens for m in models.values()),
+        cache_write_tokens=sum(m.cache_write_tokens for m in models.values()),
         cache_saved_usd=round(sum(m.cache_saved_usd for m in models.values()), 8),
         models=[models[name].model_stats(name) for name in sorted(models)],
         tools=[tools[name].stats(name) for name in sorted(tools)],
@@ -319,8 +328,9 @@ def report_lines(report: Report) -> list[str]:
     if statuses:
         head += f" · {statuses}"
     head += f" · {report.total_tokens} tokens · {cost_text(report.cost_usd, report.cost_known)}"
-    if report.cached_input_tokens:
-        head += f" · prompt cache saved {money(report.cache_saved_usd)}"
+    if report.cached_input_tokens or report.cache_write_tokens:
+        # Writes alone (a prompt sent once) cost more than plain input: said, not hidden.
+        head += f" · prompt cache saved {cache_saved_text(report.cache_saved_usd)}"
     lines = [head]
     if not report.runs:
         return lines

@@ -349,6 +349,40 @@ async def test_openai_cached_tokens_price_the_run_and_keep_it_under_its_cost_bud
     assert any(line.startswith("cache: 1000000 input tokens cached") for line in trace_lines(trace))
 
 
+async def test_the_report_says_when_cache_writes_cost_more_than_they_saved(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A one-call Anthropic run writes its prompt to the cache (at 125% of the input
+    price) and never reads it: the report says what that cost, as the status does."""
+    async with FakeProvider(ANTHROPIC_PATH) as server:
+        server.script(
+            _anthropic_cached(anthropic_message("hi"), fresh=10, written=2_000, read=0, output=5)
+        )
+        environ = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            handle = await worker.start(
+                {
+                    "prompt": "hi",
+                    "system": "Be brief.",
+                    "model": "anthropic:claude-3-5-haiku-latest",
+                }
+            )
+            result = await handle.result()
+            trace = await load_trace(handle)
+    assert result.status == "completed", result.reason
+    extra = 2_000 * (1.0 - 0.8) / 1e6  # haiku: writes at $1.00, input at $0.80 per million
+    assert result.usage.cache_saved_usd == pytest.approx(-extra)
+    assert any("saved -$0.000400 (cache writes cost more)" in line for line in result_lines(result))
+
+    now = datetime.now(UTC)
+    report = aggregate([trace], now - timedelta(hours=1), now)
+    assert (report.cached_input_tokens, report.cache_write_tokens) == (0, 2_000)
+    assert report.models[0].cache_write_tokens == 2_000
+    assert report.cache_saved_usd == pytest.approx(-extra)
+    head = report_lines(report)[0]
+    assert head.endswith("· prompt cache saved -$0.000400 (cache writes cost more)"), head
+
+
 async def test_the_status_shows_what_the_cache_saved(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
