@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from onward.activities.deadline import refuse_if_late
 from onward.activities.heartbeat import AttemptAbandoned, heartbeating
 from onward.activities.telemetry import ActivityTelemetry
+from onward.activities.tools.context import UncachedResult
 from onward.activities.tools.registry import RESULT_CAP_CHARS, Tool, ToolContext, ToolRegistry
 from onward.activities.tools.stored_files import list_stored, read_stored, write_stored
 from onward.activities.tools.workspace import (
@@ -189,8 +190,8 @@ class ToolActivities:
             hit = await self._cached(request, ttl_s)
             if hit is not None:
                 return hit
-        outcome = await self._run(item, args, request)
-        if ttl_s is not None and self._tool_cache is not None and outcome.error is None:
+        outcome, keep = await self._run(item, args, request)
+        if keep and ttl_s is not None and self._tool_cache is not None and outcome.error is None:
             try:
                 await self._tool_cache.put(request.name, request.arguments, request.tenant, outcome)
             except StoreError as err:
@@ -213,7 +214,11 @@ class ToolActivities:
             activity.logger.warning("tool %s: cache not read: %s", request.name, err)
             return None
 
-    async def _run(self, item: Tool, args: object, request: ToolRequest) -> ToolOutcome:
+    async def _run(
+        self, item: Tool, args: object, request: ToolRequest
+    ) -> tuple[ToolOutcome, bool]:
+        """The call's outcome, and whether the tool-result cache may keep it
+        (not an :class:`UncachedResult`)."""
         context = ToolContext(
             idempotency_key=request.idempotency_key,
             call_id=request.call_id,
@@ -241,15 +246,15 @@ class ToolActivities:
                 str(err), type="ToolRetryableError", category=ApplicationErrorCategory.BENIGN
             ) from err
         except ToolError as err:
-            return ToolOutcome(error=str(err))
+            return ToolOutcome(error=str(err)), False
         except StoreError as err:
             # The store is down or refused: worth a retry, like a crashed worker.
             raise ApplicationError(str(err), type="StoreError") from err
         except Exception as err:  # noqa: BLE001 - a tool's bug is reported to the model
             activity.logger.warning("tool %s raised", item.name, exc_info=True)
-            return ToolOutcome(error=f"{type(err).__name__}: {err}")
+            return ToolOutcome(error=f"{type(err).__name__}: {err}"), False
         text, cut = truncate(content, RESULT_CAP_CHARS)
-        return ToolOutcome(content=text, truncated=cut)
+        return ToolOutcome(content=text, truncated=cut), not isinstance(content, UncachedResult)
 
     async def _stored_file_call(self, item: Tool, args: object, request: ToolRequest) -> str | None:
         """A file tool's call on the store's workspace; None: not one (or files are on disk).

@@ -31,6 +31,7 @@ from provider_servers import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
     FakeProvider,
+    Reply,
     anthropic_message,
     openai_completion,
 )
@@ -42,6 +43,7 @@ from conftest import REPO, RunningWorker, run_onward, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools import builtin_registry
+from onward.activities.tools.net_guard import AllowList
 from onward.activities.tools.registry import tool
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
@@ -582,6 +584,43 @@ async def test_a_kept_result_sealed_with_a_dropped_key_is_a_miss(
     # The result it ran for replaced the unreadable entry, under the new key.
     assert second.steps[0].tool_calls[0].cache_hit is True
     assert tools.ran == ["lookup:onward"]
+
+
+async def test_an_http_error_page_is_shown_to_the_model_but_never_kept(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], local_store: TranscriptStore
+) -> None:
+    """The README's own example caches ``http_fetch``: a 503 (or any status from 400)
+    is its result, not a tool error, yet must not be reused for the TTL."""
+    async with FakeProvider("/rate") as site:
+        site.script(
+            Reply(503, {"error": "try again"}),
+            Reply(200, {"GBP": 0.85}),
+        )
+        fetch = ("http_fetch", {"url": f"{site.url}/rate", "method": "POST"})
+        async with running_worker(
+            client,
+            tmp_path / "ws",
+            search_attribute_names,
+            registry=builtin_registry(http_allow=AllowList.parse("127.0.0.1")),
+            store=local_store,
+        ) as worker:
+            result = await worker.run(
+                {
+                    "prompt": "rate",
+                    "tools": ["http_fetch"],
+                    "cache_tools": {"http_fetch": 600},
+                    "script": _script(_calls(fetch), _calls(fetch), _calls(fetch)),
+                }
+            )
+    assert result.status == "completed", result.reason
+    calls = [step.tool_calls[0] for step in result.steps[:3]]
+    assert [(call.result or "").split("\n")[0] for call in calls] == [
+        "HTTP 503 Service Unavailable",
+        "HTTP 200 OK",
+        "HTTP 200 OK",
+    ]
+    assert [call.cache_hit for call in calls] == [False, False, True]
+    assert len(site.requests) == 2
 
 
 def _key() -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "ToolContext",
     "ToolLoadError",
     "ToolRegistry",
+    "UncachedResult",
     "builtin_registry",
     "entry_point_tools",
     "load_tools",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from onward.memory import Memory
 
-__all__ = ["ToolContext", "ToolFunction"]
+__all__ = ["ToolContext", "ToolFunction", "UncachedResult"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,18 @@ class ToolContext:
     call_id: str
     workspace: Path
     memory: Memory | None = None
+
+
+class UncachedResult(str):
+    """A result the model is shown but the tool-result cache never keeps.
+
+    Return it instead of a plain ``str`` for an answer that is not the tool's
+    error yet would be wrong to reuse for a cache TTL: ``http_fetch`` returns an
+    HTTP error status (a 503 or 429 page) so. A tool that raises ``ToolError``
+    needs nothing: errors are never kept.
+    """
+
+    __slots__ = ()
 
 
 ToolFunction = Callable[[Any, ToolContext], Awaitable[str] | str]

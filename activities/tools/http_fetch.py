@@ -28,6 +28,7 @@ from typing import Literal
 import httpx
 from pydantic import BaseModel, Field
 
+from onward.activities.tools.context import UncachedResult
 from onward.activities.tools.http_body import body_text, read_body
 from onward.activities.tools.net_guard import (
     ALLOW_ENV,
@@ -166,9 +167,12 @@ class _Fetcher:
                     if response.status not in _REDIRECT_STATUSES or not response.location:
                         # In a thread: turning a large page into text is CPU work
                         # the event loop (and the heartbeats on it) must not wait for.
-                        return await asyncio.to_thread(
+                        text = await asyncio.to_thread(
                             _render, response, url if redirected else None, self.max_bytes
                         )
+                        # An error status is the model's to read, not the cache's to
+                        # reuse: a 503 or 429 kept for a TTL would outlive the outage.
+                        return UncachedResult(text) if response.status >= 400 else text
                     target = _redirect_url(url, response.location)
                     if _origin(target) != _origin(url):
                         # Any custom header may carry a credential (X-Api-Key, ...):
