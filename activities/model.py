@@ -43,6 +43,7 @@ from onward.contracts import (
     ModelPrice,
     ModelRequest,
     ModelResponse,
+    ModelSettings,
     TokenChunk,
     ToolSpec,
     TranscriptRef,
@@ -163,12 +164,13 @@ class ModelActivities:
         plan = compaction.plan_compaction(view, limit.max_tokens, limit.keep_last_turns)
         if plan is None:
             return CompactionResult(tokens=compaction.estimate_tokens(view))
+        messages = compaction.summary_request(plan)
         asking = ModelRequest(
             model=request.model,
-            messages=compaction.summary_request(plan),
+            messages=messages,
             allow_tools=False,
             step=request.step,
-            settings=request.settings,
+            settings=_one_off(request.settings, messages),
             pricing=request.pricing,
             require_price=request.require_price,
         )
@@ -499,6 +501,19 @@ async def _riding_out_the_store(
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, STORE_RETRY_MAX_S)
+
+
+def _one_off(settings: ModelSettings | None, messages: list[Message]) -> ModelSettings | None:
+    """The settings of a summary call: no prompt-cache breakpoints when the history used tools.
+
+    Such a call declares those tools as placeholders with tools off, so its prompt
+    starts unlike any call of the run before or after it: a breakpoint would only
+    write it all to the cache (Anthropic bills that at 125% of input) for nothing
+    to read. Without tools its prefix is the run's own, and the marks let it read.
+    """
+    if not any(message.tool_calls or message.role == "tool" for message in messages):
+        return settings
+    return (settings or ModelSettings()).model_copy(update={"cache_prompt": False})
 
 
 def _first_new(ref: TranscriptRef) -> int:

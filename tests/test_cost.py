@@ -284,6 +284,43 @@ async def test_cache_prompt_false_sends_no_breakpoints(
     assert _breakpoints(sent.json) == 0 and sent.json["system"] == "Be brief."
 
 
+async def test_a_compaction_in_a_run_with_tools_writes_nothing_to_the_cache(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The summary call declares the tools its history used as placeholders, with tools
+    off: its prompt starts unlike any other call's, before or after, so a breakpoint
+    there only buys a cache write (125% of input) that nothing reads."""
+    long_sum = {"expression": "+".join(["1"] * 300)}
+    async with FakeProvider(ANTHROPIC_PATH) as server:
+        server.script(
+            *(
+                anthropic_message("adding", [(f"toolu_{n}", "calculator", long_sum)])
+                for n in range(3)
+            ),
+            anthropic_message("the sums so far were 300 each"),  # the summary
+            anthropic_message("300."),
+        )
+        environ = {"ANTHROPIC_BASE_URL": server.url, "ANTHROPIC_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            result = await worker.run(
+                {
+                    "prompt": "Add up",
+                    "system": "Be exact.",
+                    "model": "anthropic:claude-3-5-haiku-latest",
+                    "tools": ["calculator"],
+                    "context": {"max_tokens": 400, "keep_last_turns": 1},
+                }
+            )
+    assert result.status == "completed", result.reason
+    assert [step.compaction for step in result.steps] == [False, False, False, True, False]
+    bodies = [request.json for request in server.requests]
+    summary = bodies[3]
+    assert summary["tool_choice"] == {"type": "none"}
+    assert _breakpoints(summary) == 0 and summary["system"] == "Be exact."
+    # The run's own calls keep theirs.
+    assert [_breakpoints(body) for body in (*bodies[:3], bodies[4])] == [3, 4, 4, 4]
+
+
 def _openai_cached(reply: dict[str, Any], cached: int) -> dict[str, Any]:
     reply["usage"]["prompt_tokens_details"] = {"cached_tokens": cached}
     return reply
