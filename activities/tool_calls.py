@@ -187,18 +187,22 @@ class ToolActivities:
             return ToolOutcome(error=format_validation_error(item.name, err))
         ttl_s = request.cache_ttl_s or item.cache_ttl_s
         if ttl_s is not None and self._tool_cache is not None:
-            hit = await self._cached(request, ttl_s)
+            hit = await self._cached(request, ttl_s, _scope(item, request))
             if hit is not None:
                 return hit
         outcome, keep = await self._run(item, args, request)
         if keep and ttl_s is not None and self._tool_cache is not None and outcome.error is None:
             try:
-                await self._tool_cache.put(request.name, request.arguments, request.tenant, outcome)
+                await self._tool_cache.put(
+                    request.name, request.arguments, request.tenant, outcome, _scope(item, request)
+                )
             except StoreError as err:
                 activity.logger.warning("tool %s: result not cached: %s", item.name, err)
         return outcome
 
-    async def _cached(self, request: ToolRequest, ttl_s: float) -> ToolOutcome | None:
+    async def _cached(
+        self, request: ToolRequest, ttl_s: float, scope: dict[str, str]
+    ) -> ToolOutcome | None:
         """A kept result of an identical call, or None (a store failure is a miss).
 
         So is an entry this worker cannot open: one sealed with a key dropped
@@ -208,7 +212,7 @@ class ToolActivities:
         assert self._tool_cache is not None
         try:
             return await self._tool_cache.get(
-                request.name, request.arguments, request.tenant, ttl_s
+                request.name, request.arguments, request.tenant, ttl_s, scope
             )
         except (StoreError, EncryptionError) as err:
             activity.logger.warning("tool %s: cache not read: %s", request.name, err)
@@ -271,6 +275,18 @@ class ToolActivities:
         if item is list_files and isinstance(args, ListFilesArgs):
             return await list_stored(files, request.workspace, args)
         return None
+
+
+def _scope(item: Tool, request: ToolRequest) -> dict[str, str]:
+    """What else a call's result depends on, for the tool cache's key.
+
+    A tool that takes a ``ToolContext`` may read its run's workspace and memory:
+    the same arguments in another run's workspace (or memory scope) are another call.
+    """
+    if not item.uses_workspace:
+        return {}
+    scope = {"workspace": request.workspace, "memory_scope": request.memory_scope}
+    return {name: value for name, value in scope.items() if value is not None}
 
 
 async def _call(item: Tool, args: object, context: ToolContext) -> str:

@@ -660,6 +660,34 @@ async def test_an_http_error_page_is_shown_to_the_model_but_never_kept(
     assert len(site.requests) == 2
 
 
+async def test_a_workspace_tool_is_cached_per_workspace(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], local_store: TranscriptStore
+) -> None:
+    """A tool that reads its run's workspace (or memory) answers from that run's files:
+    another run's identical call, with files of its own, must not get its result."""
+    read = ("read_file", {"path": "notes.txt"})
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, store=local_store
+    ) as worker:
+        results = []
+        for text in ("from run one", "from run two"):
+            write = ("write_file", {"path": "notes.txt", "content": text})
+            result = await worker.run(
+                {
+                    "prompt": "note, then read",
+                    "tools": ["write_file", "read_file"],
+                    "cache_tools": {"read_file": 600},
+                    "script": _script(_calls(write), _calls(read), _calls(read)),
+                }
+            )
+            assert result.status == "completed", result.reason
+            results.append(result)
+    for result, text in zip(results, ("from run one", "from run two"), strict=True):
+        first, again = (step.tool_calls[0] for step in result.steps[1:3])
+        assert (first.result, first.cache_hit) == (text, False)
+        assert (again.result, again.cache_hit) == (text, True)  # within its own run: a hit
+
+
 def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
