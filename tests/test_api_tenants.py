@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from api_server import read_events, serving
 from conftest import RunningWorker, eventually
@@ -36,6 +37,12 @@ def two_tenants(tmp_path: Path) -> tuple[Path, str, str]:
     acme = ApiKeys.add(keys_file, f"acme-{suffix}")
     globex = ApiKeys.add(keys_file, f"globex-{suffix}")
     return keys_file, acme, globex
+
+
+def key_tenant(keys_file: Path, key: str) -> str:
+    tenant = ApiKeys.load(keys_file).tenant_for(key)
+    assert tenant is not None
+    return tenant
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -229,6 +236,43 @@ async def test_over_the_daily_budget_ceiling_is_429(worker: RunningWorker, tmp_p
             return 3600 < int(answer.headers["retry-after"]) <= 24 * 3600 + 1
 
         await eventually(refused)
+
+
+async def test_open_runs_hold_what_they_may_spend_under_the_ceiling(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    # Each run was capped to what the tenant had left when it started, and runs that
+    # overlapped each got all of it: two $0.30 runs under $0.50 spent $0.60.
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"overlap-{uuid.uuid4().hex[:8]}")
+    slow = {"prompt": "p", "script": [{"text": "slow", "delay_s": 30}]}
+    async with (
+        tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=1)) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        first = await http.post(
+            "/v1/runs", json={**slow, "budget": {"max_cost_usd": 0.4}}, headers=bearer(key)
+        )
+        assert first.status_code == 202, first.text
+        second = await http.post("/v1/runs", json=slow, headers=bearer(key))
+        assert second.status_code == 202, second.text
+        status = (await http.get(second.json()["status_url"], headers=bearer(key))).json()
+        assert status["budget"]["max_cost_usd"] == pytest.approx(0.6)  # $1 less the $0.40 held
+        third = await http.post("/v1/runs", json=slow, headers=bearer(key))
+        assert third.status_code == 429, third.text
+        assert third.json()["error"]["message"] == (
+            f"tenant {key_tenant(keys_file, key)!r} spent $0.0000 in the last 24 h and its "
+            "open runs may spend $1.0000 more; its ceiling is $1.0000"
+        )
+        # What a run may spend is not held back from its own extension.
+        extended = await http.post(
+            f"{first.json()['status_url']}/extend-budget",
+            json={"max_cost_usd": 0.4},
+            headers=bearer(key),
+        )
+        assert extended.status_code == 200, extended.text
+        for run in (first, second):
+            await http.post(f"{run.json()['status_url']}/cancel", headers=bearer(key))
 
 
 async def test_a_sub_agents_cost_counts_once_against_the_ceiling(

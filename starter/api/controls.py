@@ -54,8 +54,9 @@ def control_body(kind: str, fields: dict[str, object]) -> BaseModel | None:
         raise InvalidInput.from_validation(err, f"invalid {kind}") from None
 
 
-SpendLeft = Callable[[], Awaitable[float | None]]
-"""What the run's tenant may still spend today (None: no ceiling); raises once it is spent."""
+SpendLeft = Callable[[str], Awaitable[float | None]]
+"""What the run's tenant may still spend today beyond what its other open runs may, the
+named run aside (None: no ceiling); raises once it is spent."""
 
 
 async def apply_control(
@@ -89,7 +90,7 @@ async def apply_control(
     if kind == "extend-budget":
         assert isinstance(body, BudgetExtension)
         if body.max_cost_usd is not None and spend_left is not None:
-            left = await spend_left()
+            left = await spend_left(run_id)
             if left is not None:
                 spent = (await client.status(run_id)).usage.cost_usd
                 if body.max_cost_usd > spent + left:

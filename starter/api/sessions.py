@@ -123,6 +123,7 @@ def session_routes(
             # Not counted as an open run itself (it is none, and visibility does not
             # list it as one): each message's run is, when the message is sent.
             await onward().open_session(session, session_id, tag_tenant=True)
+            gate().opened(tenant, session_id)
         url = f"/v1/sessions/{session_id}"
         response.headers["Location"] = url
         return SessionCreated(
@@ -150,7 +151,7 @@ def session_routes(
         # for it, so messages sent at once cannot all take the last slot.
         async with gate().lock(tenant):
             try:
-                await gate().check(tenant)
+                await gate().check(tenant, session=session_id)
             except TooManyRequests:
                 # A repeat of a keyed message starts no run: its reply, maybe paid
                 # for already, is not held back by the limits it was sent under.

@@ -31,8 +31,9 @@ from starlette.requests import HTTPConnection
 from onward import search_attributes as sa
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
+from onward.contracts import FINAL_STATES
 from onward.delegation import is_sub_agent
-from onward.errors import RunNotFound
+from onward.errors import OnwardError, RunNotFound
 from onward.starter.api.errors import ApiProblem, TooManyRequests
 from onward.starter.listing import run_query
 
@@ -135,6 +136,8 @@ class _Recent:
     """Run id -> when this process started it (event loop time)."""
     ended: dict[str, float] = field(default_factory=dict)
     """Run id -> when this process saw it end (a session message's, answered)."""
+    opened: dict[str, float] = field(default_factory=dict)
+    """Session id -> when this process opened it (held under a spending ceiling)."""
 
 
 class TenantGate:
@@ -155,6 +158,12 @@ class TenantGate:
         now = asyncio.get_running_loop().time()
         self._recent.setdefault(tenant, _Recent()).started[run_id] = now
 
+    def opened(self, tenant: str, session_id: str) -> None:
+        """Remember a session this process just opened: what it may spend is held, though
+        visibility may not list it yet (it is no run for ``max_runs``)."""
+        now = asyncio.get_running_loop().time()
+        self._recent.setdefault(tenant, _Recent()).opened[session_id] = now
+
     def answered(self, tenant: str, session_id: str, run_id: str | None) -> None:
         """A message of ``session_id`` was answered by ``run_id``, which has ended.
 
@@ -171,14 +180,15 @@ class TenantGate:
         """The runs started and ended here within RECENT_S."""
         recent = self._recent.setdefault(tenant, _Recent())
         now = asyncio.get_running_loop().time()
-        for seen in (recent.started, recent.ended):
+        for seen in (recent.started, recent.ended, recent.opened):
             for run_id, at in list(seen.items()):
                 if now - at > RECENT_S:
                     del seen[run_id]
         return set(recent.started), set(recent.ended)
 
-    async def check(self, tenant: str) -> float | None:
-        """Raise :class:`TooManyRequests` when ``tenant`` may not start a run now.
+    async def check(self, tenant: str, session: str | None = None) -> float | None:
+        """Raise :class:`TooManyRequests` when ``tenant`` may not start a run now (a
+        message's run, when ``session`` names its session).
 
         Returns:
             What the tenant may still spend today (None: no ceiling); a new run's
@@ -187,17 +197,19 @@ class TenantGate:
         if self.limits.max_runs is not None:
             await self._check_runs(tenant, self.limits.max_runs)
         if self.limits.max_cost_usd_per_day is not None:
-            return await self._check_spend(tenant, self.limits.max_cost_usd_per_day)
+            # A session's message spends what the session may: not held back from it.
+            return await self._check_spend(tenant, self.limits.max_cost_usd_per_day, session)
         return None
 
-    async def spend_left(self, tenant: str) -> float | None:
-        """What ``tenant`` may still spend today (None: no ceiling).
+    async def spend_left(self, tenant: str, excluding: str | None = None) -> float | None:
+        """What ``tenant`` may still spend today (None: no ceiling), beyond what its open
+        runs may (``excluding`` one of them: what it may spend is not held back from it).
 
         Raises:
             TooManyRequests: it has spent its ceiling.
         """
         ceiling = self.limits.max_cost_usd_per_day
-        return None if ceiling is None else await self._check_spend(tenant, ceiling)
+        return None if ceiling is None else await self._check_spend(tenant, ceiling, excluding)
 
     async def _check_runs(self, tenant: str, max_runs: int) -> None:
         query = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
@@ -220,7 +232,13 @@ class TenantGate:
                 BUSY_RETRY_AFTER_S,
             )
 
-    async def _check_spend(self, tenant: str, ceiling: float) -> float:
+    async def _check_spend(
+        self, tenant: str, ceiling: float, excluding: str | None = None
+    ) -> float:
+        """What ``tenant`` may still spend: its ceiling less what its runs of the last 24
+        hours spent and what its open runs and sessions may still spend (each one's
+        ``max_cost_usd`` less its cost so far: the API capped it to what was left when it
+        started, so runs that overlap could each have spent all of it)."""
         now = datetime.now(UTC)
         since = now - SPEND_WINDOW
         query = f"{run_query(tenant=tenant, since=since)} AND {sa.COST.name} > 0"
@@ -241,4 +259,41 @@ class TenantGate:
                 f"${ceiling:.4f}",
                 int((frees_at - now).total_seconds()) + 1,
             )
-        return ceiling - spent
+        held = await self._held(tenant, excluding)
+        if spent + held >= ceiling:
+            raise TooManyRequests(
+                "BudgetCeiling",
+                f"tenant {tenant!r} spent ${spent:.4f} in the last 24 h and its open runs may "
+                f"spend ${held:.4f} more; its ceiling is ${ceiling:.4f}",
+                BUSY_RETRY_AFTER_S,
+            )
+        return ceiling - spent - held
+
+    async def _held(self, tenant: str, excluding: str | None) -> float:
+        """What the tenant's open runs and sessions may still spend, each its
+        ``max_cost_usd`` less its cost so far (none without a cap). A message's run
+        is its session's, a sub-agent its parent's: each is held once, in those."""
+        runs = f'{run_query(tenant=tenant)} AND ExecutionStatus = "Running"'
+        open_ids = {
+            execution.id
+            async for execution in self._client.temporal.list_workflows(runs)
+            if execution.parent_id is None
+        }
+        sessions = await self._client.list_sessions(open=True, limit=1000, tenant=tenant)
+        open_ids |= {row.workflow_id for row in sessions.rows}
+        # Started here a moment ago, visibility may not list them yet.
+        started, ended = self._recent_ids(tenant)
+        opened = set(self._recent.setdefault(tenant, _Recent()).opened)
+        open_ids = (open_ids | started | opened) - ended - {excluding}
+
+        async def held(run_id: str) -> float:
+            try:  # a run's or a session's status: its budget and what it has spent
+                status = await self._client.status(run_id)
+            except OnwardError:  # ended meanwhile, or no worker to ask: it spends nothing now
+                return 0.0
+            cap = status.budget.max_cost_usd
+            if cap is None or status.state in FINAL_STATES:  # visibility lags its end
+                return 0.0
+            return max(0.0, cap - status.usage.cost_usd)
+
+        return sum(await asyncio.gather(*map(held, open_ids)))
