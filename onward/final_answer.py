@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 FINAL_ANSWER = "final_answer"
+MAX_SCHEMA_DEPTH = 32
+MAX_ANSWER_DEPTH = 64
+"""Deeper schemas and answers are refused: the validator recurses a few frames a level,
+and a RecursionError in the workflow would fail its task again and again."""
 TEXT_ANSWERS_ALLOWED = 2
 """Plain-text answers met with a reminder; the next one fails the run."""
 _ERRORS_SHOWN = 5
@@ -48,6 +52,8 @@ _BASES = frozenset({"$id", "$anchor", "$dynamicAnchor"})
 def schema_problem(schema: dict[str, Any]) -> str | None:
     """Why ``schema`` cannot be ``output_schema`` (not JSON Schema, not an object, not
     checkable in the workflow), or None."""
+    if _depth(schema) > MAX_SCHEMA_DEPTH:
+        return f"nested deeper than {MAX_SCHEMA_DEPTH} levels"
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as err:
@@ -56,6 +62,19 @@ def schema_problem(schema: dict[str, Any]) -> str | None:
     if schema.get("type") != "object":
         return 'the answer is a tool call\'s arguments: the schema needs "type": "object"'
     return _unchecked(schema, schema, "")
+
+
+def _depth(value: Any) -> int:
+    """How deep JSON ``value`` nests, counted without recursion (it may nest very deep)."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        deepest = max(deepest, depth)
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        pending += [(child, depth + 1) for child in children]
+    return deepest
 
 
 def _unchecked(root: dict[str, Any], node: Any, where: str) -> str | None:
@@ -124,6 +143,8 @@ def answer_spec(schema: dict[str, Any]) -> ToolSpec:
 
 def answer_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
     """Why ``arguments`` do not match ``schema``, for the model to correct; None: they do."""
+    if _depth(arguments) > MAX_ANSWER_DEPTH:  # the validator recurses as deep
+        return f"{FINAL_ANSWER}: the answer nests deeper than {MAX_ANSWER_DEPTH} levels"
     errors = sorted(
         Draft202012Validator(schema).iter_errors(arguments), key=lambda err: list(err.path)
     )

@@ -106,6 +106,20 @@ def test_output_schema_must_be_an_object_schema() -> None:
     ]:
         with pytest.raises(ValueError, match=problem):
             AgentInput(prompt="p", output_schema=schema)
+    # Nesting the validator would recurse through until a RecursionError: in the
+    # workflow, a task failed again and again, never the run.
+    deep: dict[str, Any] = {"type": "object"}
+    for _ in range(100):
+        deep = {"type": "object", "properties": {"a": deep}}
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        AgentInput(prompt="p", output_schema=deep)
+    answer: dict[str, Any] = {}
+    for _ in range(500):
+        answer = {"a": answer}
+    itself = {"type": "object", "properties": {"a": {"$ref": "#"}}}
+    assert answer_problem(itself, answer) == (
+        "final_answer: the answer nests deeper than 64 levels"
+    )
     local = of(x={"$ref": "#/$defs/n"}, all={"$ref": "#"})
     assert AgentInput(prompt="p", output_schema=local).output_schema == local
     assert answer_problem(local, {"x": "one"}) is not None
