@@ -20,15 +20,28 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from temporalio import activity
 from temporalio.common import MetricMeter
+from temporalio.exceptions import ApplicationError
 
 from onward.contracts import ModelRequest, ModelResponse, ToolOutcome, ToolRequest, provider_of
 from onward.tool_telemetry import record_tool_call, tool_span_attributes
 
-__all__ = ["ActivityTelemetry", "ChatRecorder"]
+__all__ = ["ActivityTelemetry", "ChatRecorder", "error_type"]
 
 
 def _meter() -> MetricMeter:
     return activity.metric_meter() if activity.in_activity() else MetricMeter.noop
+
+
+def error_type(error: BaseException) -> str:
+    """A failure's ``error.type``: an ``ApplicationError``'s own type (``RateLimited``,
+    ``AuthenticationError``), else the exception's class name.
+
+    Every provider failure is an ``ApplicationError``: by its class name a rate limit,
+    an outage and a bad key would all read alike on spans and metrics.
+    """
+    if isinstance(error, ApplicationError) and error.type:
+        return error.type
+    return type(error).__name__
 
 
 def _model_name(model: str) -> str:
@@ -122,7 +135,7 @@ class ActivityTelemetry:
             try:
                 yield recorder
             except Exception as err:
-                span.set_attribute("error.type", type(err).__name__)
+                span.set_attribute("error.type", error_type(err))
                 self._record_chat_metrics(provider, model, None, time.monotonic() - started, err)
                 raise
             self._record_chat_metrics(
@@ -144,7 +157,7 @@ class ActivityTelemetry:
             "gen_ai.request.model": model,
         }
         if error is not None:
-            base["error.type"] = type(error).__name__
+            base["error.type"] = error_type(error)
         meter.create_histogram_float(
             "gen_ai.client.operation.duration", "Duration of model calls", "s"
         ).record(seconds, base)
@@ -175,7 +188,7 @@ class ActivityTelemetry:
             try:
                 yield outcomes
             except BaseException as err:  # raised, not returned: a retry, a timeout, a cancel
-                span.set_attribute("error.type", type(err).__name__)
+                span.set_attribute("error.type", error_type(err))
                 raise
             finally:
                 outcome = outcomes[0] if outcomes else None

@@ -23,11 +23,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import Tracer
+from provider_servers import OPENAI_PATH, FakeProvider, Reply, openai_completion
 from temporalio.client import Client, Interceptor, WorkflowFailureError
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, TelemetryConfig
 
 from conftest import eventually
+from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.telemetry import ActivityTelemetry
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
@@ -423,6 +425,46 @@ async def test_metrics_go_through_the_temporal_runtime(address: str, tmp_path: P
     steps = _updates(updates, "onward.step.duration", **{"onward.model": "scripted"})
     assert len(steps) == 2
     assert all(update.value >= 0 for update in steps)
+
+
+async def test_a_failed_model_call_names_the_providers_error(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """A rate limit and an outage must not both read ``ApplicationError``: the span and
+    the duration metric of a failed attempt carry the error's own type."""
+    buffer = MetricBuffer(100_000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    client = await _client(address, runtime=runtime)
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(
+            Reply(429, {"error": {"message": "slow down"}}, headers={"Retry-After": "1"}),
+            openai_completion("ok"),
+        )
+        providers = providers_from_env({"OPENAI_BASE_URL": f"{server.url}/v1"})
+        try:
+            async with _worker(client, tmp_path / "ws", telemetry, providers=providers) as queue:
+                handle = await client.start_workflow(
+                    AgentWorkflow.run,
+                    AgentInput(prompt="hi", model="openai:gpt-4o-mini"),
+                    id=f"otel-{uuid.uuid4().hex[:12]}",
+                    task_queue=queue,
+                )
+                assert (await handle.result()).status == "completed"
+        finally:
+            await close_providers(providers)
+
+    limited, answered = sorted(
+        _named(exporter.get_finished_spans(), "chat gpt-4o-mini"), key=lambda s: s.start_time or 0
+    )
+    assert _attributes(limited)["error.type"] == "RateLimited"
+    assert not limited.status.is_ok
+    assert "error.type" not in _attributes(answered) and answered.status.is_ok
+    durations = _updates(buffer.retrieve_updates(), "gen_ai.client.operation.duration")
+    assert sorted(str(update.attributes.get("error.type")) for update in durations) == [
+        "None",
+        "RateLimited",
+    ]
 
 
 @pytest.mark.parametrize(
