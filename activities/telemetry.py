@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
@@ -22,10 +23,18 @@ from temporalio import activity
 from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
 
-from onward.contracts import ModelRequest, ModelResponse, ToolOutcome, ToolRequest, provider_of
+from onward.contracts import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolOutcome,
+    ToolRequest,
+    provider_of,
+)
 from onward.tool_telemetry import record_tool_call, tool_span_attributes
 
-__all__ = ["ActivityTelemetry", "ChatRecorder", "error_type"]
+__all__ = ["ActivityTelemetry", "ChatRecorder", "error_type", "input_messages", "output_messages"]
 
 
 def _meter() -> MetricMeter:
@@ -42,6 +51,52 @@ def error_type(error: BaseException) -> str:
     if isinstance(error, ApplicationError) and error.type:
         return error.type
     return type(error).__name__
+
+
+Part = dict[str, Any]
+"""One message part of the GenAI conventions' message JSON (``type`` and its fields)."""
+
+
+def _tool_call_part(call: ToolCall) -> Part:
+    return {"type": "tool_call", "id": call.id, "name": call.name, "arguments": call.arguments}
+
+
+def input_messages(messages: list[Message]) -> list[dict[str, Any]]:
+    """``gen_ai.input.messages``: each message as ``{role, parts}`` (GenAI conventions).
+
+    Text is a ``text`` part, a tool call the model asked for a ``tool_call`` part, and
+    a tool's result a ``tool_call_response`` part naming the call it answers.
+    """
+    converted: list[dict[str, Any]] = []
+    for message in messages:
+        parts: list[Part] = []
+        if message.role == "tool":
+            parts.append(
+                {
+                    "type": "tool_call_response",
+                    "id": message.tool_call_id,
+                    "response": message.content,
+                }
+            )
+        elif message.content:
+            parts.append({"type": "text", "content": message.content})
+        parts += [_tool_call_part(call) for call in message.tool_calls]
+        converted.append({"role": message.role, "parts": parts})
+    return converted
+
+
+_FINISH_REASONS = {"tool_calls": "tool_call"}
+"""Onward's finish reasons (Chat Completions' names) where the conventions name them otherwise."""
+
+
+def output_messages(response: ModelResponse) -> list[dict[str, Any]]:
+    """``gen_ai.output.messages``: the answer as one assistant message with its finish reason."""
+    parts: list[Part] = [{"type": "text", "content": response.text}] if response.text else []
+    parts += [_tool_call_part(call) for call in response.tool_calls]
+    reason = response.finish_reason or ("tool_calls" if response.tool_calls else "stop")
+    return [
+        {"role": "assistant", "parts": parts, "finish_reason": _FINISH_REASONS.get(reason, reason)}
+    ]
 
 
 def _model_name(model: str) -> str:
@@ -80,11 +135,7 @@ class ChatRecorder:
         if response.cost_usd is not None:
             span.set_attribute("onward.cost_usd", response.cost_usd)
         if self.content:
-            output = {
-                "text": response.text,
-                "tool_calls": [c.model_dump() for c in response.tool_calls],
-            }
-            span.set_attribute("gen_ai.output.messages", json.dumps(output))
+            span.set_attribute("gen_ai.output.messages", json.dumps(output_messages(response)))
 
 
 class ActivityTelemetry:
@@ -129,7 +180,7 @@ class ActivityTelemetry:
             f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             if self._content:
-                messages = [m.model_dump(exclude_defaults=True) for m in request.messages]
+                messages = input_messages(request.messages)
                 span.set_attribute("gen_ai.input.messages", json.dumps(messages))
             recorder = ChatRecorder(span, self._content, provider=provider)
             try:

@@ -333,11 +333,34 @@ async def test_content_is_recorded_only_when_asked_for(
     await _traced_run(address, provider, tmp_path / "ws", trace_content=True)
     spans = exporter.get_finished_spans()
 
-    first = min(_named(spans, "chat scripted"), key=lambda s: _attributes(s)["onward.step"])
+    # As the GenAI conventions' message JSON: {role, parts}, an answer's finish_reason.
+    first, second = sorted(
+        _named(spans, "chat scripted"), key=lambda s: _attributes(s)["onward.step"]
+    )
     messages = json.loads(_attributes(first)["gen_ai.input.messages"])
-    assert messages[-1]["content"] == "what is 6 * 7?"
-    output = json.loads(_attributes(first)["gen_ai.output.messages"])
-    assert [call["name"] for call in output["tool_calls"]] == [name for name, _ in TOOLS]
+    assert messages[-1] == {
+        "role": "user",
+        "parts": [{"type": "text", "content": "what is 6 * 7?"}],
+    }
+    (output,) = json.loads(_attributes(first)["gen_ai.output.messages"])
+    assert output["role"] == "assistant" and output["finish_reason"] == "tool_call"
+    text, *calls = output["parts"]
+    assert text == {"type": "text", "content": "compute, save and read"}
+    assert [(call["type"], call["name"], call["id"]) for call in calls] == [
+        ("tool_call", name, call_id) for name, call_id in TOOLS
+    ]
+    assert calls[0]["arguments"] == {"expression": "6 * 7"}
+    answered = json.loads(_attributes(second)["gen_ai.input.messages"])
+    assert {
+        "role": "tool",
+        "parts": [{"type": "tool_call_response", "id": "call_1_1", "response": "42"}],
+    } in answered
+    (final,) = json.loads(_attributes(second)["gen_ai.output.messages"])
+    assert final == {
+        "role": "assistant",
+        "parts": [{"type": "text", "content": "It is 42."}],
+        "finish_reason": "stop",
+    }
     (calculator,) = _named(spans, "execute_tool calculator")
     assert json.loads(_attributes(calculator)["gen_ai.tool.call.arguments"]) == {
         "expression": "6 * 7"
