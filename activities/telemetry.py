@@ -32,13 +32,22 @@ from onward.contracts import (
     ToolRequest,
     provider_of,
 )
-from onward.tool_telemetry import record_tool_call, tool_span_attributes
+from onward.tool_telemetry import bounded_activity_type, record_tool_call, tool_span_attributes
 
 __all__ = ["ActivityTelemetry", "ChatRecorder", "error_type", "input_messages", "output_messages"]
 
 
 def _meter() -> MetricMeter:
-    return activity.metric_meter() if activity.in_activity() else MetricMeter.noop
+    if not activity.in_activity():
+        return MetricMeter.noop
+    # The SDK labels an activity's metrics with its type: a local tool call's holds its
+    # arguments (``calculator(2+2)``), one label value per distinct call.
+    meter = activity.metric_meter()
+    given = activity.info().activity_type
+    bounded = bounded_activity_type(given)
+    return (
+        meter if bounded == given else meter.with_additional_attributes({"activity_type": bounded})
+    )
 
 
 def error_type(error: BaseException) -> str:

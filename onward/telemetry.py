@@ -19,13 +19,15 @@ tool activities add GenAI spans under their activity span (see
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -42,6 +44,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
+from temporalio.contrib.opentelemetry._interceptor import _CompletedWorkflowSpanParams
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -53,7 +56,12 @@ from temporalio.runtime import (
 from temporalio.worker import WorkflowInterceptorClassInput
 
 from onward.errors import SettingsError
-from onward.tool_telemetry import TOOL_SPAN_EXTERN, WorkflowToolSpan, tool_span_attributes
+from onward.tool_telemetry import (
+    TOOL_SPAN_EXTERN,
+    WorkflowToolSpan,
+    bounded_activity_type,
+    tool_span_attributes,
+)
 from onward.tuning import env_flag
 
 __all__ = [
@@ -158,6 +166,19 @@ class RunTracingInterceptor(TracingInterceptor):
         input.unsafe_extern_functions[TOOL_SPAN_EXTERN] = self._tool_span
         return _RunTraceWorkflowInterceptor
 
+    @contextmanager
+    def _start_as_current_span(self, name: str, **options: Any) -> Iterator[None]:
+        # ``RunActivity:calculator(2+2)``: named by the tool alone (see bounded_activity_type).
+        with super()._start_as_current_span(_span_name(name), **options):
+            yield
+
+    def _completed_workflow_span(
+        self, params: _CompletedWorkflowSpanParams
+    ) -> dict[str, Any] | None:
+        # ``StartActivity:calculator(2+2)``, recorded for the workflow: likewise.
+        renamed = dataclasses.replace(params, name=_span_name(params.name))
+        return super()._completed_workflow_span(renamed)
+
     def _tool_span(self, given: WorkflowToolSpan) -> None:
         # Called from workflow code, in its context: the span's parent is the run's.
         attributes = tool_span_attributes(given.name, given.call_id)
@@ -179,6 +200,14 @@ class RunTracingInterceptor(TracingInterceptor):
             return True
         result = sampler.should_sample(Context(), trace_id, "RunWorkflow")
         return result.decision is Decision.RECORD_AND_SAMPLE
+
+
+def _span_name(name: str) -> str:
+    """A span Temporal's interceptor names after an activity type, named after a bounded one."""
+    kind, colon, activity_type = name.partition(":")
+    if colon and kind in ("StartActivity", "RunActivity"):
+        return f"{kind}:{bounded_activity_type(activity_type)}"
+    return name
 
 
 @dataclass

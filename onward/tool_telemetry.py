@@ -18,6 +18,7 @@ from temporalio.common import MetricMeter
 __all__ = [
     "TOOL_SPAN_EXTERN",
     "WorkflowToolSpan",
+    "bounded_activity_type",
     "record_tool_call",
     "tool_span_attributes",
 ]
@@ -38,6 +39,19 @@ class WorkflowToolSpan:
     """The outcome's error, or what was raised; None: it succeeded."""
     error_type: str | None = None
     """``ToolError`` for an outcome's error, else the raised exception's type."""
+
+
+def bounded_activity_type(activity_type: str) -> str:
+    """An activity type as spans and metrics name it: a local tool call's without its arguments.
+
+    A local tool call's activity type is its summary (``calculator(2+2)``,
+    ``lookup(email=a@b.c)``), so that the Web UI's timeline reads. As a span name or
+    a metric label it would be one name per distinct call, and carry the call's
+    arguments into the tracing backend with content capture off: there it is the
+    tool's name (``calculator``). Tool names have no parentheses; Onward's own
+    activity types neither.
+    """
+    return activity_type.partition("(")[0] or activity_type
 
 
 def tool_span_attributes(name: str, call_id: str) -> dict[str, str | int | float | bool]:

@@ -216,6 +216,30 @@ async def test_a_run_started_without_a_trace_is_one_trace_of_its_own(
     }
 
 
+async def test_a_local_tool_calls_arguments_name_no_span_and_no_metric(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """A local tool call's activity type is its summary, ``calculator(6 * 7)``: spans
+    and Onward's metrics name the tool instead, so that content capture off keeps the
+    arguments out, and a span name or label is not one per distinct call."""
+    buffer = MetricBuffer(100_000)
+    tracing = RunTracingInterceptor(provider.get_tracer("onward"))
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    client = await _client(address, interceptors=[tracing], runtime=runtime)
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    async with _worker(client, tmp_path / "ws", telemetry) as task_queue:
+        await _run(client, task_queue)
+
+    names = Counter(span.name for span in exporter.get_finished_spans())
+    assert names["StartActivity:calculator"] == names["RunActivity:calculator"] == 1, names
+    assert not [name for name in names if "6 * 7" in name], names
+    calls = _updates(buffer.retrieve_updates(), "onward.tool.calls")
+    assert {update.attributes["activity_type"] for update in calls} == {
+        "calculator",
+        "execute_tool",
+    }
+
+
 async def test_tools_the_workflow_runs_get_spans_and_metrics_of_their_own(
     address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
 ) -> None:
