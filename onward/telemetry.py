@@ -56,6 +56,7 @@ from temporalio.runtime import (
 from temporalio.worker import WorkflowInterceptorClassInput
 
 from onward.errors import SettingsError
+from onward.run_telemetry import FAILED_OUTCOMES, RUN_SPAN_EXTERN, RunSpan, run_span_attributes
 from onward.tool_telemetry import (
     TOOL_SPAN_EXTERN,
     WorkflowToolSpan,
@@ -164,6 +165,7 @@ class RunTracingInterceptor(TracingInterceptor):
         super().workflow_interceptor_class(input)  # registers the span-making extern
         input.unsafe_extern_functions[_SAMPLED_EXTERN] = self._samples
         input.unsafe_extern_functions[TOOL_SPAN_EXTERN] = self._tool_span
+        input.unsafe_extern_functions[RUN_SPAN_EXTERN] = self._run_span
         return _RunTraceWorkflowInterceptor
 
     @contextmanager
@@ -193,6 +195,18 @@ class RunTracingInterceptor(TracingInterceptor):
             span.set_attribute("error.type", given.error_type)
             span.set_status(Status(StatusCode.ERROR, given.error))
         span.end(end_time=given.end_ns)
+
+    def _run_span(self, run: RunSpan) -> None:
+        # Called from workflow code at the run's end, in its context, like _tool_span.
+        span = self.tracer.start_span(
+            "invoke_agent",
+            kind=SpanKind.INTERNAL,
+            attributes=run_span_attributes(run),
+            start_time=run.start_ns,
+        )
+        if run.status in FAILED_OUTCOMES:
+            span.set_status(Status(StatusCode.ERROR, run.reason))
+        span.end(end_time=run.end_ns)
 
     def _samples(self, trace_id: int) -> bool:
         sampler: Sampler | None = getattr(self.tracer, "sampler", None)

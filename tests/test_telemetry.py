@@ -240,6 +240,57 @@ async def test_a_local_tool_calls_arguments_name_no_span_and_no_metric(
     }
 
 
+async def test_a_run_is_one_invoke_agent_span_with_its_outcome(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """One span per run, across continue-as-new and however often the workflow replays
+    (no cache here): from the run's start to its end, what it used, and an outcome that
+    is not the answer (``budget_exceeded``, ``failed``) as status ERROR."""
+    tracing = RunTracingInterceptor(provider.get_tracer("onward"))
+    client = await _client(address, interceptors=[tracing])
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    chain = {"prompt": "what is 6 * 7?", "script": SCRIPT, "continue_as_new_after": 1}
+    stopped = {"prompt": "what is 6 * 7?", "script": SCRIPT, "budget": {"max_tokens": 10}}
+    results: dict[str, AgentResult] = {}
+    async with _worker(client, tmp_path / "ws", telemetry, max_cached_workflows=0) as queue:
+        for given in (chain, stopped):
+            handle = await client.start_workflow(
+                AgentWorkflow.run,
+                AgentInput.model_validate(given),
+                id=f"otel-{uuid.uuid4().hex[:12]}",
+                task_queue=queue,
+            )
+            results[handle.id] = await handle.result()
+    spans = exporter.get_finished_spans()
+
+    runs = {_attributes(span)["onward.workflow_id"]: span for span in _named(spans, "invoke_agent")}
+    assert len(_named(spans, "invoke_agent")) == 2 and runs.keys() == results.keys()
+    for workflow_id, run in runs.items():
+        result, attributes = results[workflow_id], _attributes(run)
+        assert attributes["gen_ai.operation.name"] == "invoke_agent"
+        assert attributes["gen_ai.request.model"] == "scripted"
+        assert attributes["onward.status"] == result.status
+        assert attributes["gen_ai.usage.input_tokens"] == result.usage.input_tokens
+        assert attributes["gen_ai.usage.output_tokens"] == result.usage.output_tokens
+        chats = [
+            chat
+            for chat in _named(spans, "chat scripted")
+            if _attributes(chat)["onward.workflow_id"] == workflow_id
+        ]
+        assert chats and run.context.trace_id == chats[0].context.trace_id
+        assert run.start_time is not None and run.end_time is not None
+        assert all(
+            run.start_time <= (chat.start_time or 0) <= (chat.end_time or 0) <= run.end_time
+            for chat in chats
+        )
+        if result.status == "completed":
+            assert run.status.is_unset and "error.type" not in attributes
+        else:
+            assert result.status == "budget_exceeded"
+            assert attributes["error.type"] == "budget_exceeded" and not run.status.is_ok
+            assert run.status.description == result.reason
+
+
 async def test_tools_the_workflow_runs_get_spans_and_metrics_of_their_own(
     address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
 ) -> None:

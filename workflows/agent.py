@@ -101,6 +101,7 @@ with workflow.unsafe.imports_passed_through():
         format_validation_error,
     )
     from onward.memory import DEFAULT_MEMORY_SCOPE
+    from onward.run_telemetry import RUN_SPAN_EXTERN, RunSpan
     from onward.store.base import transcript_id
     from onward.tool_pipeline import (
         approval_refusal,
@@ -425,6 +426,7 @@ class AgentWorkflow:
         self._text_answers = 0  # answers in plain text to a run with output_schema
         self._tools_by_key = False  # the worker reads tool specs from the store by key
         self._sealed = False  # local tool calls typed without their arguments
+        self._run_span_recorded = False  # the invoke_agent span, at the run's end
         self._steps_from_messages = False  # ... and fills step records in from the messages
         self._tools_kept = False  # this run's first model call has kept them there
         self._tools_key: str | None = None
@@ -1772,6 +1774,33 @@ class AgentWorkflow:
         self._reason = reason
         self._limit = limit
         self._publish()
+        self._record_run_span()
+
+    def _record_run_span(self) -> None:
+        """The run's ``invoke_agent`` span (when the worker traces), once: not on replay.
+
+        No command: an extern call, like a workflow tool's span, so histories replay as before.
+        """
+        record_span = workflow.extern_functions().get(RUN_SPAN_EXTERN)
+        if record_span is None or self._run_span_recorded or workflow.unsafe.is_replaying():
+            return
+        self._run_span_recorded = True
+        ended = self._ended_at or workflow.now()
+        usage = self._usage
+        record_span(
+            RunSpan(
+                workflow_id=workflow.info().workflow_id,
+                model=self._input.model,
+                start_ns=int(self._started_at.timestamp() * 1e9),
+                end_ns=int(ended.timestamp() * 1e9),
+                status=self._state,
+                reason=self._reason,
+                steps=self._steps_total,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_usd=usage.cost_usd if usage.cost_known else None,
+            )
+        )
 
     def _set_state(
         self, state: AgentState, reason: str | None = None, limit: BudgetLimit | None = None
