@@ -67,7 +67,7 @@ from onward.store import (
     store_url,
 )
 from onward.store.payloads import payload_directory
-from onward.telemetry import configure_telemetry, temporal_runtime
+from onward.telemetry import WORKER_SERVICE, configure_telemetry, temporal_runtime
 from onward.tuning import (
     ENV_VARS,
     SHUTDOWN_MARGIN_S,
@@ -295,7 +295,7 @@ async def run_worker(
         require_writable(payloads, "ONWARD_PAYLOADS")
     store = await open_store(settings.store_url, DATA_CONVERTER.payload_codec)
     try:
-        telemetry = configure_telemetry(env, service_name="onward-worker", trace_file=trace_file)
+        telemetry = configure_telemetry(env, service_name=WORKER_SERVICE, trace_file=trace_file)
     except OSError as err:  # only the trace file is opened here
         where = trace_file or env.get("ONWARD_TRACE_FILE")
         raise SettingsError(f"--trace-file (ONWARD_TRACE_FILE) {where}: {err.strerror}") from err

@@ -66,6 +66,7 @@ from onward.tool_telemetry import (
 from onward.tuning import env_flag
 
 __all__ = [
+    "WORKER_SERVICE",
     "JsonLinesSpanExporter",
     "RunTracingInterceptor",
     "Telemetry",
@@ -345,12 +346,19 @@ def configure_telemetry(
     return Telemetry(provider, content)
 
 
-def temporal_runtime(environ: Mapping[str, str]) -> Runtime:
+WORKER_SERVICE = "onward-worker"
+"""The service a worker's spans and metrics name when ``OTEL_SERVICE_NAME`` is not set."""
+
+
+def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_SERVICE) -> Runtime:
     """The worker's Temporal runtime: Core's logs through Python logging, metrics over OTLP.
 
     Core's own console logger writes ANSI colour codes whatever its output is;
     forwarded, its lines share the worker's log format (plain text in a file).
-    SDK metrics (ours included) go to ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` when set.
+    SDK metrics (ours included) go to ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` when set,
+    from the service its spans name (``OTEL_SERVICE_NAME``, else ``service_name``):
+    Core's own default, ``temporal-core-sdk``, would put a worker's metrics and its
+    spans under two services.
     """
     logs = LoggingConfig(
         filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
@@ -367,8 +375,12 @@ def temporal_runtime(environ: Mapping[str, str]) -> Runtime:
     if use_http and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         endpoint = endpoint.rstrip("/") + "/v1/metrics"
     metrics = OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True)
+    # Core puts its global tags on the exported metrics' resource.
+    resource = {"service.name": environ.get("OTEL_SERVICE_NAME") or service_name}
     try:
-        return Runtime(telemetry=TelemetryConfig(logging=logs, metrics=metrics))
+        return Runtime(
+            telemetry=TelemetryConfig(logging=logs, metrics=metrics, global_tags=resource)
+        )
     except ValueError as err:  # Core's "Invalid OTel URL: relative URL without a base"
         raise SettingsError(
             f"{variable}={environ.get(variable)!r}: {err} (e.g. http://localhost:4318)"

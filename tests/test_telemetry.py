@@ -566,6 +566,32 @@ async def test_a_failed_model_call_names_the_providers_error(
 
 
 @pytest.mark.parametrize(
+    ("environ", "service"),
+    [({}, "onward-worker"), ({"OTEL_SERVICE_NAME": "agents-eu"}, "agents-eu")],
+)
+async def test_metrics_name_the_service_the_spans_name(
+    environ: dict[str, str], service: str
+) -> None:
+    """Exported metrics' resource says the worker's service (Core's own default was
+    ``temporal-core-sdk``: a worker's metrics and its spans under two services)."""
+    async with FakeProvider("/v1/metrics") as collector:
+        collector.script(
+            *[Reply(body=b"", headers={"content-type": "application/x-protobuf"})] * 50
+        )
+        runtime = temporal_runtime({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, **environ})
+        runtime.metric_meter.create_counter("onward.test.probe").add(1)
+
+        async def exported() -> bool:
+            return any(b"onward.test.probe" in request.raw for request in collector.requests)
+
+        await eventually(exported)
+    (body, *_) = [r.raw for r in collector.requests if b"onward.test.probe" in r.raw]
+    # OTLP protobuf: the resource's service.name is a length-prefixed string.
+    assert b"service.name" in body
+    assert bytes([len(service)]) + service.encode() in body
+
+
+@pytest.mark.parametrize(
     "variable", ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
 )
 def test_a_metrics_endpoint_that_is_no_url_is_named(variable: str) -> None:
