@@ -201,8 +201,14 @@ def decode_one(payload: Payload, kind: type[Any]) -> Any:
 
 
 def _innermost(failure: Failure) -> Failure:
-    """The cause an activity failure wraps (the activity's own error)."""
-    while failure.HasField("activity_failure_info") and failure.HasField("cause"):
+    """The cause an activity failure wraps (the activity's own error).
+
+    The server wraps a retried call's last failure that is too large for it in one of
+    its own ("Failure exceeds size limit."), with the failure (cut short) as its cause.
+    """
+    while failure.HasField("cause") and (
+        failure.HasField("activity_failure_info") or failure.HasField("server_failure_info")
+    ):
         failure = failure.cause
     return failure
 

@@ -50,6 +50,7 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.errors import INVALID_INPUT
+from onward.starter.calls import failure_message
 from onward.starter.history import RunHistory, SessionHistory
 from onward.starter.trace import (
     load_step_log,
@@ -182,7 +183,7 @@ def retrying_of(pending: list[PendingActivityInfo]) -> CallRetry | None:
     """The call being retried (attempt 2 or later) among a run's pending activities."""
     for info in pending:
         if info.attempt > 1:
-            failure = info.last_failure.message if info.HasField("last_failure") else None
+            failure = failure_message(info.last_failure) if info.HasField("last_failure") else None
             return CallRetry(
                 activity=info.activity_type.name,
                 attempt=info.attempt,

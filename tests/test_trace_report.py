@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.common.v1 import ActivityType
+from temporalio.api.failure.v1 import ApplicationFailureInfo, Failure, ServerFailureInfo
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 
@@ -39,6 +42,7 @@ from onward.contracts import (
     StepRecord,
 )
 from onward.starter.calls import Call, CallState, CallTrace
+from onward.starter.follow import retrying_of
 from onward.starter.history import RunHistory, _Assembler, reconstruct
 from onward.starter.report import aggregate, parse_since, percentile, report_query
 from onward.starter.timeline import trace_lines
@@ -120,6 +124,24 @@ class FlakyModel:
         self.calls += 1
         if self.calls == 1:
             raise ApplicationError("rate limited", type="RateLimited")
+        return await self._scripted.complete(request)
+
+
+class DeepFailureModel:
+    """The scripted model, failing its first call with an unexpected error whose causes
+    are long (a bug deep in a provider; ``http_fetch``'s stack traces do as much)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._scripted = ScriptedModel()
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        if self.calls == 1:
+            try:
+                raise ValueError("the provider's state: " + "x" * 8000)
+            except ValueError as err:
+                raise RuntimeError("provider state broken") from err
         return await self._scripted.complete(request)
 
 
@@ -571,6 +593,39 @@ async def test_retried_model_call_shows_in_trace(
     assert (first["attempts"], first["retries"], first["last_failure"]) == (2, 1, "rate limited")
     assert first["latency_ms"] >= BACKOFF_MS  # the retry waited out its back-off
     assert "retried after: rate limited" in human.stdout
+
+
+async def test_a_retry_after_a_long_failure_names_the_failure(
+    address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The server keeps a retried call's last failure wrapped as "Failure exceeds size
+    limit." when its stack traces are long: the trace reads the failure inside."""
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers={"scripted": DeepFailureModel()}
+    ) as retrying:
+        handle = await retrying.start({"prompt": "add up", "script": TOOLS_SCRIPT[:1]})
+        await handle.result()
+        trace = await onward(address, retrying.task_queue, "trace", handle.id, "--json")
+    assert trace.code == 0, trace.stderr
+    first = trace.json()["steps"][0]["model_call"]
+    assert (first["attempts"], first["last_failure"]) == (2, "provider state broken")
+
+
+def test_a_pending_retry_after_a_long_failure_names_the_failure() -> None:
+    """``status``'s retry line (and ``run``/``watch``'s) reads a pending call's last
+    failure inside the server's wrapper, as the trace does."""
+    cause = Failure(
+        message="http_fetch: cannot reach 127.0.0.1: All connection attempts failed",
+        application_failure_info=ApplicationFailureInfo(type="ToolRetryableError"),
+    )
+    wrapped = Failure(
+        message="Failure exceeds size limit.", server_failure_info=ServerFailureInfo(), cause=cause
+    )
+    pending = PendingActivityInfo(
+        activity_type=ActivityType(name="execute_tool"), attempt=3, last_failure=wrapped
+    )
+    retry = retrying_of([pending])
+    assert retry is not None and retry.last_failure == cause.message
 
 
 # -- report ---------------------------------------------------------------------------
