@@ -274,18 +274,18 @@ def aggregate(
 ) -> Report:
     """Per model and per tool figures over ``traces`` (pure: no I/O)."""
     models, tools = _tally(traces)
-    # A run continued as new goes on in its chain's next run, whose usage is the chain's.
+    # A run continued as new goes on in its chain's next run: the chain counts once.
     runs = [trace for trace in traces if not trace.continued]
-    # A sub-agent's usage is in its parent's already (the delegate tool rolls it up).
-    own = [trace for trace in runs if trace.delegation_depth == 0]
+    # Tokens and cost are those of the model calls in the window, as in the tables: a
+    # run's usage would count a chain's calls from its start (and a sub-agent's twice).
     return Report(
         since=since,
         until=until,
         tenant=tenant,
         runs=len(runs),
         by_status=dict(Counter(trace.status for trace in runs).most_common()),
-        total_tokens=sum(trace.usage.total_tokens for trace in own),
-        cost_usd=round(sum(trace.usage.cost_usd for trace in own), 8),
+        total_tokens=sum(m.input_tokens + m.output_tokens for m in models.values()),
+        cost_usd=round(sum(m.cost_usd for m in models.values()), 8),
         cost_known=all(trace.usage.cost_known for trace in traces)
         and not any(m.unpriced for m in models.values()),
         cached_input_tokens=sum(m.cached_input_tokens for m in models.values()),

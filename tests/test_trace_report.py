@@ -776,6 +776,27 @@ async def test_a_run_continued_as_new_counts_once_in_report_and_list(
     rows = await OnwardClient(worker.client).list(tenant=tenant, limit=10)
     assert [(row.status, row.steps, row.tokens) for row in rows] == [("completed", 6, 66)]
 
+    # A window that holds only the chain's last execution: its steps count, in the
+    # header as in the tables, not the chain's usage since its start.
+    chain = [e async for e in worker.client.list_workflows(f'WorkflowId = "{handle.id}"')]
+    last = max(execution.start_time for execution in chain)
+    late = await onward(
+        address,
+        worker.task_queue,
+        "report",
+        "--json",
+        "--tenant",
+        tenant,
+        "--since",
+        last.isoformat(),
+    )
+    assert late.code == 0, late.stderr
+    part = late.json()
+    ((model,),) = (part["models"],)
+    assert (model["calls"], model["total_tokens"]) == (2, 22)
+    assert (part["runs"], part["total_tokens"]) == (1, 22)
+    assert part["cost_usd"] == pytest.approx(model["cost_usd"])
+
 
 def test_a_run_that_ended_with_no_step_says_no_steps_not_yet() -> None:
     ended = Trace(workflow_id="r", status="failed", source="history", usage=RunUsage())
