@@ -66,6 +66,7 @@ from onward.tool_telemetry import (
 from onward.tuning import env_flag
 
 __all__ = [
+    "HISTOGRAM_BUCKETS",
     "WORKER_SERVICE",
     "JsonLinesSpanExporter",
     "RunTracingInterceptor",
@@ -346,6 +347,21 @@ def configure_telemetry(
     return Telemetry(provider, content)
 
 
+_DURATION_BUCKETS = [0.01 * 2**n for n in range(14)]
+"""Seconds, 0.01 to 81.92: the GenAI conventions' for ``gen_ai.client.operation.duration``."""
+
+HISTOGRAM_BUCKETS: dict[str, list[float]] = {
+    "gen_ai.client.operation.duration": _DURATION_BUCKETS,
+    "gen_ai.client.token.usage": [float(4**n) for n in range(14)],  # 1 to 67108864
+    "onward.model.cost": [10.0**n for n in range(-7, 2)],  # USD, 1e-7 to 10
+    # Tools and steps may take longer than a model call: on to about 11 minutes.
+    "onward.tool.duration": [0.001, 0.005, *_DURATION_BUCKETS, 163.84, 327.68, 655.36],
+    "onward.step.duration": [*_DURATION_BUCKETS, 163.84, 327.68, 655.36],
+}
+"""Bucket boundaries of Onward's histograms. The Temporal runtime's default ones
+(0.05 to 10) put every token count and every call's cost in one bucket, and every
+model call over 10 s in the last."""
+
 WORKER_SERVICE = "onward-worker"
 """The service a worker's spans and metrics name when ``OTEL_SERVICE_NAME`` is not set."""
 
@@ -374,7 +390,12 @@ def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_S
     use_http = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "grpc"
     if use_http and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         endpoint = endpoint.rstrip("/") + "/v1/metrics"
-    metrics = OpenTelemetryConfig(url=endpoint, http=use_http, durations_as_seconds=True)
+    metrics = OpenTelemetryConfig(
+        url=endpoint,
+        http=use_http,
+        durations_as_seconds=True,
+        histogram_bucket_overrides=HISTOGRAM_BUCKETS,
+    )
     # Core puts its global tags on the exported metrics' resource.
     resource = {"service.name": environ.get("OTEL_SERVICE_NAME") or service_name}
     try:

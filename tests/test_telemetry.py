@@ -9,6 +9,7 @@ Metrics go through a ``MetricBuffer`` on the worker's Temporal runtime.
 from __future__ import annotations
 
 import json
+import struct
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -589,6 +590,33 @@ async def test_metrics_name_the_service_the_spans_name(
     # OTLP protobuf: the resource's service.name is a length-prefixed string.
     assert b"service.name" in body
     assert bytes([len(service)]) + service.encode() in body
+
+
+async def test_histograms_have_buckets_for_what_they_measure() -> None:
+    """Token counts, costs and long calls fall in buckets of their own, not all in one
+    (the Temporal runtime's default boundaries are 0.05 to 10)."""
+    async with FakeProvider("/v1/metrics") as collector:
+        collector.script(
+            *[Reply(body=b"", headers={"content-type": "application/x-protobuf"})] * 50
+        )
+        runtime = temporal_runtime({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
+        meter = runtime.metric_meter
+        meter.create_histogram("gen_ai.client.token.usage", unit="{token}").record(1500)
+        meter.create_histogram_float("gen_ai.client.operation.duration", unit="s").record(42.0)
+        meter.create_histogram_float("onward.model.cost", unit="USD").record(0.00002)
+
+        async def exported() -> bool:
+            return any(b"onward.model.cost" in request.raw for request in collector.requests)
+
+        await eventually(exported)
+    body = next(r.raw for r in collector.requests if b"onward.model.cost" in r.raw)
+    tokens = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304]
+    seconds = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96]
+    dollars = [1e-07, 1e-06, 1e-05, 0.0001, 0.001, 0.01, 0.1, 1.0, 10.0]
+    for bounds in (tokens, seconds, dollars):
+        # OTLP protobuf: explicit_bounds, packed little-endian doubles.
+        assert struct.pack(f"<{len(bounds)}d", *bounds) in body, bounds
+    assert b"gen_ai.client.token.usage" in body and b"gen_ai.client.operation.duration" in body
 
 
 @pytest.mark.parametrize(
