@@ -371,10 +371,10 @@ def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_S
 
     Core's own console logger writes ANSI colour codes whatever its output is;
     forwarded, its lines share the worker's log format (plain text in a file).
-    SDK metrics (ours included) go to ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` when set,
-    from the service its spans name (``OTEL_SERVICE_NAME``, else ``service_name``):
-    Core's own default, ``temporal-core-sdk``, would put a worker's metrics and its
-    spans under two services.
+    SDK metrics (ours included) go to ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT`` when set
+    (not with ``OTEL_METRICS_EXPORTER=none``), from the service its spans name
+    (``OTEL_SERVICE_NAME``, else ``service_name``): Core's own default,
+    ``temporal-core-sdk``, would put a worker's metrics and its spans under two services.
     """
     logs = LoggingConfig(
         filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
@@ -384,10 +384,18 @@ def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_S
         (name for name in _METRICS_ENDPOINTS if environ.get(name)), _METRICS_ENDPOINTS[-1]
     )
     endpoint = environ.get(variable)
-    if not endpoint or environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    exporters = {name.strip() for name in environ.get("OTEL_METRICS_EXPORTER", "otlp").split(",")}
+    if (
+        not endpoint
+        or environ.get("OTEL_SDK_DISABLED", "").lower() == "true"
+        or "otlp" not in exporters  # "none" (or one the runtime has not): no metrics
+    ):
         return Runtime(telemetry=TelemetryConfig(logging=logs))
-    # Same protocol as the span exporter: OTLP/HTTP unless the user says grpc.
-    use_http = environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "grpc"
+    # OTLP/HTTP unless the user says grpc (for metrics, or for all signals).
+    protocol = next(
+        (environ[name] for name in _METRICS_PROTOCOLS if environ.get(name)), "http/protobuf"
+    )
+    use_http = protocol != "grpc"
     if use_http and not environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
         endpoint = endpoint.rstrip("/") + "/v1/metrics"
     metrics = OpenTelemetryConfig(
@@ -410,3 +418,6 @@ def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_S
 
 _METRICS_ENDPOINTS = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 """Where SDK metrics go: the first of these that is set."""
+
+_METRICS_PROTOCOLS = ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+"""How SDK metrics are sent: the first of these that is set."""

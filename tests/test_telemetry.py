@@ -8,6 +8,7 @@ Metrics go through a ``MetricBuffer`` on the worker's Temporal runtime.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import uuid
@@ -590,6 +591,17 @@ async def test_metrics_name_the_service_the_spans_name(
     # OTLP protobuf: the resource's service.name is a length-prefixed string.
     assert b"service.name" in body
     assert bytes([len(service)]) + service.encode() in body
+
+
+async def test_metrics_exporter_none_sends_no_metrics() -> None:
+    """``OTEL_METRICS_EXPORTER=none`` keeps metrics home, as with any OpenTelemetry SDK
+    (a collector without a metrics pipeline, metrics scraped elsewhere)."""
+    async with FakeProvider("/v1/metrics") as collector:
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_METRICS_EXPORTER": "none"}
+        runtime = temporal_runtime(environ)
+        runtime.metric_meter.create_counter("onward.test.probe").add(1)
+        await asyncio.sleep(3)  # the runtime exports every second
+    assert collector.requests == []
 
 
 async def test_histograms_have_buckets_for_what_they_measure() -> None:
