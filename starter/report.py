@@ -320,7 +320,8 @@ def _common(stats: CallStats) -> list[str]:
 
 def report_lines(report: Report) -> list[str]:
     """The report as a header line and two tables (models, tools)."""
-    since = report.since.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    # In this machine's time zone, named: a bare time reads as UTC to some and local to others.
+    since = report.since.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     head = f"{report.runs} run{'s' if report.runs != 1 else ''} since {since}"
     if report.tenant:
         head += f" · tenant {report.tenant}"

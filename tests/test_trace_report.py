@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,7 +45,7 @@ from onward.contracts import (
 from onward.starter.calls import Call, CallState, CallTrace
 from onward.starter.follow import retrying_of
 from onward.starter.history import RunHistory, _Assembler, reconstruct
-from onward.starter.report import aggregate, parse_since, percentile, report_query
+from onward.starter.report import aggregate, parse_since, percentile, report_lines, report_query
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import Trace, TraceStep, TraceToolCall, load_trace
 from onward.workflows import AgentWorkflow
@@ -309,6 +310,20 @@ def test_since_and_percentiles() -> None:
         'WorkflowType = "AgentWorkflow" AND StartTime >= "2025-01-31T12:00:00.000000Z" '
         'AND OnwardTenant = "a\\"b"'
     )
+
+
+def test_the_report_says_in_which_time_zone_its_window_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        since = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
+        head = report_lines(aggregate([], since, since))[0]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert head.startswith("0 runs since 2025-01-31 21:00:00 JST"), head
 
 
 # -- finished runs ------------------------------------------------------------------
