@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -400,6 +401,7 @@ def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_S
         endpoint = endpoint.rstrip("/") + "/v1/metrics"
     metrics = OpenTelemetryConfig(
         url=endpoint,
+        headers=_metrics_headers(environ),
         http=use_http,
         durations_as_seconds=True,
         histogram_bucket_overrides=HISTOGRAM_BUCKETS,
@@ -418,6 +420,31 @@ def temporal_runtime(environ: Mapping[str, str], *, service_name: str = WORKER_S
 
 _METRICS_ENDPOINTS = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 """Where SDK metrics go: the first of these that is set."""
+
+
+def _metrics_headers(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """The headers every metrics export sends (a collector's key), as the span exporter's:
+    ``OTEL_EXPORTER_OTLP_[METRICS_]HEADERS``, ``name=value`` pairs, comma-separated,
+    values URL-encoded. Core does not read these variables itself.
+
+    Raises:
+        SettingsError: an entry that is not ``name=value`` (its value is not repeated:
+            it may be a secret).
+    """
+    variable = next((name for name in _METRICS_HEADERS if environ.get(name)), None)
+    if variable is None:
+        return None
+    headers: dict[str, str] = {}
+    for entry in environ[variable].split(","):
+        name, equals, value = entry.partition("=")
+        if not equals or not name.strip():
+            raise SettingsError(f"{variable}: an entry is not name=value")
+        headers[name.strip().lower()] = urllib.parse.unquote(value.strip())
+    return headers
+
+
+_METRICS_HEADERS = ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
+"""The headers of metrics exports: the first of these that is set."""
 
 _METRICS_PROTOCOLS = ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 """How SDK metrics are sent: the first of these that is set."""

@@ -604,6 +604,45 @@ async def test_metrics_exporter_none_sends_no_metrics() -> None:
     assert collector.requests == []
 
 
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"]
+)
+async def test_metrics_send_the_collectors_headers(variable: str) -> None:
+    """A collector that wants a key (a hosted backend) gets it with metrics, as with
+    spans: Core does not read the OTLP header variables itself."""
+    async with FakeProvider("/v1/metrics") as collector:
+        collector.script(
+            *[Reply(body=b"", headers={"content-type": "application/x-protobuf"})] * 50
+        )
+        environ = {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            variable: "Authorization=Basic%20a2V5,x-scope-orgid=tenant-1",
+        }
+        runtime = temporal_runtime(environ)
+        runtime.metric_meter.create_counter("onward.test.probe").add(1)
+
+        async def exported() -> bool:
+            return bool(collector.requests)
+
+        await eventually(exported)
+    headers = collector.requests[0].headers
+    assert (headers.get("authorization"), headers.get("x-scope-orgid")) == (
+        "Basic a2V5",
+        "tenant-1",
+    )
+
+
+def test_a_metrics_header_that_is_no_pair_is_named_not_shown() -> None:
+    with pytest.raises(SettingsError, match="OTEL_EXPORTER_OTLP_HEADERS") as raised:
+        temporal_runtime(
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+                "OTEL_EXPORTER_OTLP_HEADERS": "s3cret",
+            }
+        )
+    assert "s3cret" not in str(raised.value)
+
+
 async def test_histograms_have_buckets_for_what_they_measure() -> None:
     """Token counts, costs and long calls fall in buckets of their own, not all in one
     (the Temporal runtime's default boundaries are 0.05 to 10)."""
