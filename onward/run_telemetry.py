@@ -39,6 +39,8 @@ class RunSpan:
     output_tokens: int
     cost_usd: float | None
     """None: unknown (a model with no price)."""
+    conversation_id: str | None = None
+    """The session a session's message run answers in (``gen_ai.conversation.id``)."""
 
 
 def run_span_attributes(run: RunSpan) -> dict[str, str | int | float | bool]:
@@ -56,6 +58,8 @@ def run_span_attributes(run: RunSpan) -> dict[str, str | int | float | bool]:
     }
     if run.cost_usd is not None:
         attributes["onward.cost_usd"] = run.cost_usd
+    if run.conversation_id is not None:
+        attributes["gen_ai.conversation.id"] = run.conversation_id
     if run.status in FAILED_OUTCOMES:
         attributes["error.type"] = run.status
     return attributes

@@ -33,6 +33,7 @@ from temporalio.runtime import BufferedMetricUpdate, MetricBuffer, Runtime, Tele
 from conftest import eventually
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.telemetry import ActivityTelemetry
+from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     AgentInput,
@@ -291,6 +292,27 @@ async def test_a_run_is_one_invoke_agent_span_with_its_outcome(
             assert result.status == "budget_exceeded"
             assert attributes["error.type"] == "budget_exceeded" and not run.status.is_ok
             assert run.status.description == result.reason
+
+
+async def test_a_sessions_runs_name_their_conversation(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """Each message's run is an ``invoke_agent`` span with ``gen_ai.conversation.id``:
+    the session's id; a run outside a session has none."""
+    tracing = RunTracingInterceptor(provider.get_tracer("onward"))
+    client = await _client(address, interceptors=[tracing])
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    async with _worker(client, tmp_path / "ws", telemetry) as queue:
+        onward = OnwardClient(client, task_queue=queue)
+        session_id = await onward.open_session({"tools": [], "script": [{"text": "hi"}] * 2})
+        for text in ("one", "two"):
+            assert (await onward.send_message(session_id, text)).status == "completed"
+        alone = await _run(client, queue)
+    assert alone.status == "completed"
+
+    runs = _named(exporter.get_finished_spans(), "invoke_agent")
+    conversations = sorted(str(_attributes(run).get("gen_ai.conversation.id")) for run in runs)
+    assert conversations == ["None", session_id, session_id]
 
 
 async def test_tools_the_workflow_runs_get_spans_and_metrics_of_their_own(

@@ -1787,6 +1787,10 @@ class AgentWorkflow:
         self._run_span_recorded = True
         ended = self._ended_at or workflow.now()
         usage = self._usage
+        # A session's message run is its session's child, and is given the conversation.
+        parent = workflow.info().parent
+        given = self._input.conversation is not None
+        session = parent.workflow_id if parent is not None and given else None
         record_span(
             RunSpan(
                 workflow_id=workflow.info().workflow_id,
@@ -1799,6 +1803,7 @@ class AgentWorkflow:
                 input_tokens=usage.input_tokens,
                 output_tokens=usage.output_tokens,
                 cost_usd=usage.cost_usd if usage.cost_known else None,
+                conversation_id=session,
             )
         )
 
