@@ -130,6 +130,8 @@ class ChatRecorder:
         span.set_attribute("gen_ai.response.model", answered)
         span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)
+        if response.usage.estimated:  # the answer reported none: the counts are Onward's guess
+            span.set_attribute("onward.usage.estimated", True)
         # OpenTelemetry GenAI conventions (experimental): included in input_tokens.
         if response.usage.cached_input_tokens is not None:
             span.set_attribute(
@@ -227,8 +229,9 @@ class ActivityTelemetry:
         tokens = meter.create_histogram(
             "gen_ai.client.token.usage", "Tokens per model call", "{token}"
         )
-        tokens.record(response.usage.input_tokens, base | {"gen_ai.token.type": "input"})
-        tokens.record(response.usage.output_tokens, base | {"gen_ai.token.type": "output"})
+        counted = base | {"onward.usage.estimated": True} if response.usage.estimated else base
+        tokens.record(response.usage.input_tokens, counted | {"gen_ai.token.type": "input"})
+        tokens.record(response.usage.output_tokens, counted | {"gen_ai.token.type": "output"})
         if response.cost_usd is not None:
             meter.create_histogram_float("onward.model.cost", "Cost of model calls", "USD").record(
                 response.cost_usd, base

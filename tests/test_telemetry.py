@@ -41,6 +41,7 @@ from onward.contracts import (
     ModelRequest,
     ModelResponse,
     ToolRequest,
+    Usage,
 )
 from onward.errors import SettingsError, ToolRetryableError
 from onward.telemetry import (
@@ -419,11 +420,15 @@ def test_a_raised_tool_failure_and_a_named_response_model_are_recorded(
     chat = ModelRequest(model="openai:gpt-4o-mini", messages=[], step=1)
     with telemetry.chat(chat) as recorder:
         recorder.record(ModelResponse(text="hi", model="openai:gpt-4o-mini"))
-    tool_span, chat_span = exporter.get_finished_spans()
+    with telemetry.chat(chat) as recorder:  # an answer without usage: counted at a guess
+        recorder.record(ModelResponse(text="hi", usage=Usage(input_tokens=3, estimated=True)))
+    tool_span, chat_span, guessed = exporter.get_finished_spans()
     assert _attributes(tool_span)["error.type"] == "ToolRetryableError"
     assert not tool_span.status.is_ok
     assert _attributes(chat_span)["gen_ai.request.model"] == "gpt-4o-mini"
     assert _attributes(chat_span)["gen_ai.response.model"] == "gpt-4o-mini"
+    assert "onward.usage.estimated" not in _attributes(chat_span)
+    assert _attributes(guessed)["onward.usage.estimated"] is True
 
 
 async def test_content_is_recorded_only_when_asked_for(
@@ -587,6 +592,38 @@ async def test_a_failed_model_call_names_the_providers_error(
         "None",
         "RateLimited",
     ]
+
+
+async def test_tokens_counted_at_a_guess_say_so(
+    address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """An answer that reports no usage is counted at an estimate: its span and its
+    ``gen_ai.client.token.usage`` say ``onward.usage.estimated``, not reported figures."""
+    buffer = MetricBuffer(100_000)
+    client = await _client(address, runtime=Runtime(telemetry=TelemetryConfig(metrics=buffer)))
+    telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
+    unreported = openai_completion("a guess")
+    del unreported["usage"]
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(unreported)
+        providers = providers_from_env({"OPENAI_BASE_URL": f"{server.url}/v1"})
+        try:
+            async with _worker(client, tmp_path / "ws", telemetry, providers=providers) as queue:
+                result = await client.execute_workflow(
+                    AgentWorkflow.run,
+                    AgentInput(prompt="hi", model="openai:gpt-4o-mini"),
+                    id=f"otel-{uuid.uuid4().hex[:12]}",
+                    task_queue=queue,
+                )
+        finally:
+            await close_providers(providers)
+    assert result.status == "completed" and result.usage.tokens_estimated
+
+    (chat,) = _named(exporter.get_finished_spans(), "chat gpt-4o-mini")
+    assert _attributes(chat)["onward.usage.estimated"] is True
+    tokens = _updates(buffer.retrieve_updates(), "gen_ai.client.token.usage")
+    assert len(tokens) == 2
+    assert all(update.attributes.get("onward.usage.estimated") is True for update in tokens)
 
 
 @pytest.mark.parametrize(
