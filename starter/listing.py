@@ -299,7 +299,7 @@ def run_table(rows: list[RunRow]) -> list[str]:
             _cell(row.steps),
             _cell(row.tokens),
             "-" if row.cost_usd is None else money(row.cost_usd),
-            row.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+            row.start_time.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z"),  # zone named
         )
         for row in rows
     ]

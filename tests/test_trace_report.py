@@ -45,6 +45,7 @@ from onward.contracts import (
 from onward.starter.calls import Call, CallState, CallTrace
 from onward.starter.follow import retrying_of
 from onward.starter.history import RunHistory, _Assembler, reconstruct
+from onward.starter.listing import RunRow, run_table
 from onward.starter.report import aggregate, parse_since, percentile, report_lines, report_query
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import Trace, TraceStep, TraceToolCall, load_trace
@@ -312,7 +313,7 @@ def test_since_and_percentiles() -> None:
     )
 
 
-def test_the_report_says_in_which_time_zone_its_window_starts(
+def test_the_report_and_the_list_say_in_which_time_zone_they_show_times(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TZ", "Asia/Tokyo")
@@ -320,10 +321,13 @@ def test_the_report_says_in_which_time_zone_its_window_starts(
     try:
         since = datetime(2025, 1, 31, 12, 0, tzinfo=UTC)
         head = report_lines(aggregate([], since, since))[0]
+        row = RunRow("r", "1", "completed", "scripted", 1, 10, None, since, None, "completed")
+        _, listed = run_table([row])
     finally:
         monkeypatch.undo()
         time.tzset()
     assert head.startswith("0 runs since 2025-01-31 21:00:00 JST"), head
+    assert listed.endswith("2025-01-31 21:00:00 JST"), listed
 
 
 # -- finished runs ------------------------------------------------------------------
