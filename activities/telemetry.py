@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from temporalio import activity
 from temporalio.common import MetricMeter
 from temporalio.exceptions import ApplicationError
+from temporalio.runtime import Runtime
 
 from onward.contracts import (
     Message,
@@ -40,13 +41,20 @@ __all__ = ["ActivityTelemetry", "ChatRecorder", "error_type", "input_messages", 
 def _meter() -> MetricMeter:
     if not activity.in_activity():
         return MetricMeter.noop
-    # The SDK labels an activity's metrics with its type: a local tool call's holds its
-    # arguments (``calculator(2+2)``), one label value per distinct call.
-    meter = activity.metric_meter()
-    given = activity.info().activity_type
-    bounded = bounded_activity_type(given)
-    return (
-        meter if bounded == given else meter.with_additional_attributes({"activity_type": bounded})
+    info = activity.info()
+    bounded = bounded_activity_type(info.activity_type)
+    if bounded == info.activity_type:
+        return activity.metric_meter()
+    # A local tool call's type holds its arguments (``calculator(2+2)``): one label
+    # value per call. The SDK's activity meter has it as ``activity_type``, and a label
+    # added again does not replace it in an OTLP export (the first one stays): start
+    # from the runtime's meter and label as the SDK does, with the tool's name.
+    try:
+        runtime = activity.client().service_client.config.runtime or Runtime.default()
+    except RuntimeError:  # no client (a test's ActivityEnvironment): the SDK's meter
+        return activity.metric_meter()
+    return runtime.metric_meter.with_additional_attributes(
+        {"namespace": info.namespace, "task_queue": info.task_queue, "activity_type": bounded}
     )
 
 

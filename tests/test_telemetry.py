@@ -68,6 +68,8 @@ SCRIPT: list[dict[str, Any]] = [
 USAGE = [(11, 7), (13, 2)]
 """Input and output tokens of the two model calls."""
 TOOLS = [("calculator", "call_1_1"), ("write_file", "call_1_2"), ("read_file", "call_1_3")]
+ACCEPTED = Reply(body=b"", headers={"content-type": "application/x-protobuf"})
+"""An OTLP collector's answer to an export."""
 
 
 async def _client(address: str, **options: Any) -> Client:
@@ -220,28 +222,96 @@ async def test_a_run_started_without_a_trace_is_one_trace_of_its_own(
     }
 
 
+def _protobuf_fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """The top-level fields of a protobuf message: (number, value), a length-delimited
+    value as its bytes. Just enough to read an OTLP export without its generated code."""
+    fields: list[tuple[int, int | bytes]] = []
+    at = 0
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while at < len(data):
+        key = varint()
+        number, kind = key >> 3, key & 7
+        if kind == 0:
+            fields.append((number, varint()))
+        elif kind == 2:
+            size = varint()
+            fields.append((number, data[at : at + size]))
+            at += size
+        else:  # fixed 64 or 32 bits
+            width = 8 if kind == 1 else 4
+            fields.append((number, data[at : at + width]))
+            at += width
+    return fields
+
+
+def _field(data: bytes, number: int) -> list[bytes]:
+    return [
+        value for n, value in _protobuf_fields(data) if n == number and isinstance(value, bytes)
+    ]
+
+
+def _otlp_labels(body: bytes, metric: str, label: str) -> set[str]:
+    """The values of ``label`` on the data points of a counter ``metric`` in an OTLP
+    ExportMetricsServiceRequest (resource_metrics 1 > scope_metrics 2 > metrics 2 >
+    sum 7 > data_points 1 > attributes 7: KeyValue key 1, value 2 > string_value 1)."""
+    values: set[str] = set()
+    for resource in _field(body, 1):
+        for scope in _field(resource, 2):
+            for found in _field(scope, 2):
+                if _field(found, 1) != [metric.encode()]:
+                    continue
+                for total in _field(found, 7):
+                    for point in _field(total, 1):
+                        for attribute in _field(point, 7):
+                            if _field(attribute, 1) == [label.encode()]:
+                                (value,) = _field(attribute, 2)
+                                values.update(v.decode() for v in _field(value, 1))
+    return values
+
+
 async def test_a_local_tool_calls_arguments_name_no_span_and_no_metric(
     address: str, provider: TracerProvider, exporter: InMemorySpanExporter, tmp_path: Path
 ) -> None:
     """A local tool call's activity type is its summary, ``calculator(6 * 7)``: spans
     and Onward's metrics name the tool instead, so that content capture off keeps the
-    arguments out, and a span name or label is not one per distinct call."""
-    buffer = MetricBuffer(100_000)
+    arguments out, and a span name or label is not one per distinct call. Metrics go
+    over OTLP, as from a worker: there a label added twice keeps its first value."""
     tracing = RunTracingInterceptor(provider.get_tracer("onward"))
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
-    client = await _client(address, interceptors=[tracing], runtime=runtime)
     telemetry = ActivityTelemetry(tracer=provider.get_tracer("onward"))
-    async with _worker(client, tmp_path / "ws", telemetry) as task_queue:
-        await _run(client, task_queue)
+    async with FakeProvider("/v1/metrics") as collector:
+        collector.script(*[ACCEPTED] * 100)
+        runtime = temporal_runtime({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
+        client = await _client(address, interceptors=[tracing], runtime=runtime)
+        async with _worker(client, tmp_path / "ws", telemetry) as task_queue:
+            await _run(client, task_queue)
+
+        def labels() -> set[str]:
+            return {
+                value
+                for request in collector.requests
+                for value in _otlp_labels(request.raw, "onward.tool.calls", "activity_type")
+            }
+
+        async def exported() -> bool:
+            return len(labels()) >= 2  # the local tool's and the other tools' activity
+
+        await eventually(exported)
 
     names = Counter(span.name for span in exporter.get_finished_spans())
     assert names["StartActivity:calculator"] == names["RunActivity:calculator"] == 1, names
     assert not [name for name in names if "6 * 7" in name], names
-    calls = _updates(buffer.retrieve_updates(), "onward.tool.calls")
-    assert {update.attributes["activity_type"] for update in calls} == {
-        "calculator",
-        "execute_tool",
-    }
+    assert labels() == {"calculator", "execute_tool"}
 
 
 async def test_a_run_is_one_invoke_agent_span_with_its_outcome(
@@ -636,9 +706,7 @@ async def test_metrics_name_the_service_the_spans_name(
     """Exported metrics' resource says the worker's service (Core's own default was
     ``temporal-core-sdk``: a worker's metrics and its spans under two services)."""
     async with FakeProvider("/v1/metrics") as collector:
-        collector.script(
-            *[Reply(body=b"", headers={"content-type": "application/x-protobuf"})] * 50
-        )
+        collector.script(*[ACCEPTED] * 50)
         runtime = temporal_runtime({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, **environ})
         runtime.metric_meter.create_counter("onward.test.probe").add(1)
 
@@ -670,9 +738,7 @@ async def test_metrics_send_the_collectors_headers(variable: str) -> None:
     """A collector that wants a key (a hosted backend) gets it with metrics, as with
     spans: Core does not read the OTLP header variables itself."""
     async with FakeProvider("/v1/metrics") as collector:
-        collector.script(
-            *[Reply(body=b"", headers={"content-type": "application/x-protobuf"})] * 50
-        )
+        collector.script(*[ACCEPTED] * 50)
         environ = {
             "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
             variable: "Authorization=Basic%20a2V5,x-scope-orgid=tenant-1",
@@ -706,9 +772,7 @@ async def test_histograms_have_buckets_for_what_they_measure() -> None:
     """Token counts, costs and long calls fall in buckets of their own, not all in one
     (the Temporal runtime's default boundaries are 0.05 to 10)."""
     async with FakeProvider("/v1/metrics") as collector:
-        collector.script(
-            *[Reply(body=b"", headers={"content-type": "application/x-protobuf"})] * 50
-        )
+        collector.script(*[ACCEPTED] * 50)
         runtime = temporal_runtime({"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url})
         meter = runtime.metric_meter
         meter.create_histogram("gen_ai.client.token.usage", unit="{token}").record(1500)
