@@ -38,6 +38,8 @@ ENCODING = b"binary/encrypted"
 """The ``encoding`` metadata of a sealed payload (the name Temporal's samples use)."""
 KEY_ID_METADATA = "encryption-key-id"
 _NONCE_BYTES = 12
+_TAG_BYTES = 16
+"""GCM's authentication tag, at the end of every sealed payload's data."""
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
@@ -127,14 +129,17 @@ class EncryptionCodec(PayloadCodec):
                 f"a payload is encrypted with key {key_id!r}, which ONWARD_ENCRYPTION_KEYS "
                 f"does not list (it lists {', '.join(self._ciphers)})"
             )
+        altered = EncryptionError(
+            f"a payload encrypted with key {key_id!r} fails its integrity check: "
+            "the key is wrong or the payload was altered"
+        )
+        if len(payload.data) < _NONCE_BYTES + _TAG_BYTES:
+            raise altered  # cut short: AESGCM would raise ValueError on a short nonce
         nonce, sealed = payload.data[:_NONCE_BYTES], payload.data[_NONCE_BYTES:]
         try:
             plain = cipher.decrypt(nonce, sealed, None)
         except self._invalid_tag:
-            raise EncryptionError(
-                f"a payload encrypted with key {key_id!r} fails its integrity check: "
-                "the key is wrong or the payload was altered"
-            ) from None
+            raise altered from None
         opened = Payload()
         opened.ParseFromString(plain)
         return opened

@@ -55,6 +55,16 @@ async def test_tampering_and_wrong_keys_are_caught() -> None:
         await codec.decode([sealed])
 
 
+@pytest.mark.parametrize("kept", [0, 5, 12, 27])
+async def test_a_cut_payload_fails_its_integrity_check(kept: int) -> None:
+    """Shorter than a nonce and a tag: the same error as any altered payload, no ValueError."""
+    codec = EncryptionCodec(parse_keys(f"k:{key()}"))
+    sealed = (await codec.encode([plain("x")]))[0]
+    sealed.data = sealed.data[:kept]
+    with pytest.raises(EncryptionError, match="integrity check"):
+        await codec.decode([sealed])
+
+
 async def test_unencrypted_payloads_pass_through() -> None:
     codec = EncryptionCodec(parse_keys(f"k:{key()}"))
     assert await codec.decode([plain("old run")]) == [plain("old run")]
