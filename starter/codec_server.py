@@ -52,9 +52,7 @@ def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORI
     )
 
     async def payloads_of(request: Request) -> Payloads:
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"the body is over {MAX_BODY_BYTES} bytes")
+        body = await _capped_body(request)
         try:
             return ParseDict(json.loads(body or b"{}"), Payloads())
         except (ParseError, ValueError) as err:
@@ -77,3 +75,18 @@ def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORI
         return answer(await codec.encode(list(payloads.payloads)))
 
     return app
+
+
+async def _capped_body(request: Request) -> bytes:
+    """The body, refused (413) as soon as it is known to be over :data:`MAX_BODY_BYTES`:
+    by its ``Content-Length``, or while it arrives, never after holding all of it."""
+    too_large = HTTPException(413, f"the body is over {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_large
+    return bytes(body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from conftest import eventually, run_onward, spawn_onward
 from onward.encryption import EncryptionCodec, parse_keys
-from onward.starter.codec_server import DEFAULT_UI_ORIGINS, codec_app, ui_origins
+from onward.starter.codec_server import DEFAULT_UI_ORIGINS, MAX_BODY_BYTES, codec_app, ui_origins
 from onward.starter.devserver import DevServer
 
 UI = "http://localhost:8233"
@@ -85,6 +86,35 @@ async def test_bad_bodies_and_foreign_keys_get_clear_errors() -> None:
         foreign = await http.post("/decode", json=MessageToDict(Payloads(payloads=sealed)))
     assert bad.status_code == 400 and "payloads" in bad.json()["detail"]
     assert foreign.status_code == 422 and "integrity check" in foreign.json()["detail"]
+
+
+async def test_a_cut_payload_is_a_clear_error_not_a_crash() -> None:
+    shared = codec()
+    [sealed] = await shared.encode([Payload(data=b"x")])
+    sealed.data = sealed.data[:4]
+    async with client(shared) as http:
+        cut = await http.post("/decode", json=MessageToDict(Payloads(payloads=[sealed])))
+    assert cut.status_code == 422 and "integrity check" in cut.json()["detail"]
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_all_read() -> None:
+    chunk = b" " * (1024 * 1024)
+    sent = 0
+
+    async def huge() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(4 * MAX_BODY_BYTES // len(chunk)):
+            sent += len(chunk)
+            yield chunk
+
+    async with client(codec()) as http:
+        streamed = await http.post("/decode", content=huge())  # chunked: no length said
+        declared = await http.post(
+            "/decode", content=b"{}", headers={"Content-Length": str(MAX_BODY_BYTES + 1)}
+        )
+    assert streamed.status_code == 413 and "over" in streamed.json()["detail"]
+    assert sent <= MAX_BODY_BYTES + 2 * len(chunk)
+    assert declared.status_code == 413
 
 
 async def test_the_command_serves_the_codec_on_a_real_port() -> None:
