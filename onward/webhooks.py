@@ -56,13 +56,15 @@ def verify(
         name, equals, value = part.strip().partition("=")
         if equals:
             fields.setdefault(name, value)
-    try:
-        timestamp = int(fields["t"])
-    except (KeyError, ValueError):
+    # A header is whatever a sender put there: ASCII only, or int() takes Arabic-Indic digits and
+    # compare_digest raises TypeError on a non-ASCII string instead of answering False.
+    signed_at, signature = fields.get("t", ""), fields.get("v1", "")
+    if not (signed_at.isascii() and signed_at.isdigit() and signature.isascii()):
         return False
+    timestamp = int(signed_at)
     if abs(now - timestamp) > tolerance_s:
         return False
-    return hmac.compare_digest(_digest(secret, timestamp, body), fields.get("v1", ""))
+    return hmac.compare_digest(_digest(secret, timestamp, body), signature)
 
 
 def url_problem(url: str) -> str | None:

@@ -37,6 +37,14 @@ def test_a_signature_verifies_and_matches_the_documented_recipe() -> None:
         ("t=abc,v1=00", BODY, "s3cret", 0),
         ("v1=00", BODY, "s3cret", 0),
         ("", BODY, "s3cret", 0),
+        # Not ASCII: compare_digest raised TypeError, int() read other digits.
+        ("t=1700000000,v1=\u00e9", BODY, "s3cret", 1_700_000_000),
+        (
+            sign(BODY, "s3cret", 1_700_000_000).replace("t=1", "t=\u0661"),
+            BODY,
+            "s3cret",
+            1_700_000_000,
+        ),
     ],
 )
 def test_altered_stale_or_malformed_signatures_fail(
