@@ -20,6 +20,8 @@ from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter, Pydan
 from temporalio.converter import (
     CompositePayloadConverter,
     DataConverter,
+    DefaultFailureConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
 )
@@ -103,14 +105,20 @@ def data_converter(environ: Mapping[str, str]) -> DataConverter:
 
     The SDK encodes with the codec first and stores afterwards (and reads
     back in reverse), so a payload kept in external storage is ciphertext too.
+    With the codec, failures keep their message and stack trace in their
+    encoded attributes, which it encrypts: a provider's error can quote the
+    prompt (readers of raw history put them back, see ``onward.starter.sealed``).
 
     Raises:
         ValueError: a bad ``ONWARD_PAYLOAD_THRESHOLD``.
         EncryptionError: a malformed ``ONWARD_ENCRYPTION_KEYS``.
     """
+    codec = codec_from_env(environ)
+    failures = DefaultFailureConverterWithEncodedAttributes if codec else DefaultFailureConverter
     return DataConverter(
         payload_converter_class=OnwardPayloadConverter,
-        payload_codec=codec_from_env(environ),
+        payload_codec=codec,
+        failure_converter_class=failures,
         external_storage=external_storage(environ),
     )
 

@@ -36,7 +36,7 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
-from onward.connection import task_failing, unanswered
+from onward.connection import DATA_CONVERTER, task_failing, unanswered
 from onward.contracts import (
     FINAL_STATES,
     SESSION_WORKFLOW,
@@ -52,6 +52,7 @@ from onward.contracts import (
 from onward.errors import INVALID_INPUT
 from onward.starter.calls import failure_message
 from onward.starter.history import RunHistory, SessionHistory
+from onward.starter.sealed import opened_pending
 from onward.starter.trace import (
     load_step_log,
     read_history,
@@ -284,7 +285,8 @@ async def status_of(
         RPCError: from Temporal (an unknown id: ``NOT_FOUND``).
     """
     description = description or await handle.describe()
-    retry = retrying_of(list(description.raw_description.pending_activities))
+    pending = description.raw_description.pending_activities
+    retry = retrying_of(await opened_pending(pending, DATA_CONVERTER))
     status: AgentStatus | None = None
     if not _closed(description) and await has_worker(description.task_queue):
         with contextlib.suppress(WorkflowQueryFailedError, asyncio.TimeoutError):
@@ -370,7 +372,9 @@ class _Follower:
 
     async def _retries(self) -> list[FollowEvent]:
         description = await self.handle.describe()
-        pending = list(description.raw_description.pending_activities)
+        pending = await opened_pending(
+            description.raw_description.pending_activities, DATA_CONVERTER
+        )
         retry = retrying_of(pending)
         if retry is None:
             return []

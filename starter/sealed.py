@@ -11,24 +11,35 @@ decrypted in place, as the converter does for a client. Without keys, an
 encrypted payload stops the read with an
 :class:`~onward.encryption.EncryptionError` that says so, instead of steps
 that silently show nothing.
+
+With keys, workers also move each failure's message and stack trace into its
+encoded attributes (a provider's error can quote the prompt), so opening an
+event puts them back where readers look (``failure.message``), as the SDK's
+failure converter does for a client; :func:`opened_pending` does the same for
+the last failures of a run's pending activities.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import TypeVar
 
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.converter import DataConverter
 
 from onward.encryption import ENCODING, EncryptionError
 
-__all__ = ["opened", "opened_events"]
+__all__ = ["opened", "opened_events", "opened_pending"]
+
+_Found = TypeVar("_Found", bound=Message)
 
 
-def _payloads_in(message: Message) -> Iterator[Payload]:
-    """Every payload in ``message``, at any depth (fields, repeated fields, maps)."""
+def _found_in(message: Message, kind: type[_Found]) -> Iterator[_Found]:
+    """Every ``kind`` in ``message``, at any depth (fields, repeated fields, maps)."""
     for field, value in message.ListFields():
         if field.message_type is None:
             continue  # a scalar
@@ -39,21 +50,39 @@ def _payloads_in(message: Message) -> Iterator[Payload]:
         else:
             items = list(value)
         for item in items:
-            if isinstance(item, Payload):
+            if isinstance(item, kind):
                 yield item
-            elif isinstance(item, Message):
-                yield from _payloads_in(item)
+            if isinstance(item, Message) and not isinstance(item, Payload):
+                yield from _found_in(item, kind)  # a failure's cause is a failure
 
 
-async def opened(event: HistoryEvent, converter: DataConverter) -> HistoryEvent:
-    """``event`` with every payload fetched and decoded (in place; returned for chaining).
+def _restore_failures(message: Message, converter: DataConverter) -> None:
+    """Put each failure's message and stack trace back from its (opened) encoded attributes."""
+    for failure in _found_in(message, Failure):
+        if not failure.HasField("encoded_attributes"):
+            continue
+        try:
+            [attributes] = converter.payload_converter.from_payloads([failure.encoded_attributes])
+        except Exception:  # noqa: BLE001 - not ours: leave the failure as it came
+            continue
+        if isinstance(attributes, dict):
+            if isinstance(message_text := attributes.get("message"), str):
+                failure.message = message_text
+            if isinstance(stack_trace := attributes.get("stack_trace"), str):
+                failure.stack_trace = stack_trace
+            failure.ClearField("encoded_attributes")
+
+
+async def opened(event: _Found, converter: DataConverter) -> _Found:
+    """``event`` (or any message holding payloads) with every payload fetched and decoded
+    (in place; returned for chaining).
 
     Raises:
         EncryptionError: a payload is encrypted and ``converter`` has no codec,
             or its key is not among the codec's keys.
         StoreError: a stored payload is not where ``converter`` looks.
     """
-    payloads = list(_payloads_in(event))
+    payloads = list(_found_in(event, Payload))
     if not payloads:
         return event
     if converter.payload_codec is None:
@@ -70,6 +99,8 @@ async def opened(event: HistoryEvent, converter: DataConverter) -> HistoryEvent:
     await converter._transform_inbound_payloads(wrapper)
     for payload, plain in zip(payloads, wrapper.payloads, strict=True):
         payload.CopyFrom(plain)
+    if converter.payload_codec is not None:  # only workers with keys encode failures
+        _restore_failures(event, converter)
     return event
 
 
@@ -83,3 +114,21 @@ async def opened_events(
     """
     async for event in events:
         yield await opened(event, converter)
+
+
+async def opened_pending(
+    pending: Sequence[PendingActivityInfo], converter: DataConverter
+) -> list[PendingActivityInfo]:
+    """``pending`` (a description's pending activities) with their last failures opened.
+
+    A last failure this process cannot open (no keys, or not the right ones) keeps
+    the placeholder message Temporal's failure converter left (``Encoded failure``):
+    a run's status does not need its keys while a worker answers for it.
+    """
+    for info in pending:
+        if info.HasField("last_failure"):
+            try:
+                await opened(info, converter)
+            except EncryptionError:
+                continue
+    return list(pending)

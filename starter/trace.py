@@ -43,7 +43,7 @@ from onward.starter.history import (
     reconstruct,
     session_history,
 )
-from onward.starter.sealed import opened_events
+from onward.starter.sealed import opened_events, opened_pending
 from onward.states import run_state
 from onward.store import (
     StoreError,
@@ -450,7 +450,8 @@ async def load_trace(
     if not _closed(description):
         records, unanswered = await _query_steps(handle)
     history = await read_history(handle)
-    _apply_pending(history, list(description.raw_description.pending_activities))
+    pending = description.raw_description.pending_activities
+    _apply_pending(history, await opened_pending(pending, DATA_CONVERTER))
     source: StepSource = "query" if records is not None else "history"
     if history.result is not None:
         records, source = history.result.steps, "result"

@@ -13,11 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 from postgres_server import postgres_url
+from provider_servers import OPENAI_PATH, FakeProvider, Reply
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api_server import read_events, serving
 from conftest import run_onward, running_worker
+from onward.activities.providers import close_providers, providers_from_env
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER, data_converter
 from onward.contracts import AgentInput, Message
@@ -61,6 +64,10 @@ def test_the_one_converter_encrypts_when_keys_are_set() -> None:
     assert isinstance(converter.payload_codec, EncryptionCodec)
     assert converter.payload_codec.key_ids == ["k1"]
     assert converter.external_storage is not None  # both: the codec seals, storage keeps
+    failure = converter.failure_converter.to_failure(
+        ValueError("quoting the prompt"), converter.payload_converter, Failure()
+    )
+    assert "prompt" not in str(failure)  # failures' messages go to the codec too
 
 
 async def test_steps_and_trace_of_an_encrypted_run_need_its_keys(
@@ -100,6 +107,47 @@ async def test_steps_and_trace_of_an_encrypted_run_need_its_keys(
         assert "Traceback" not in refused.stderr, (command, refused.stderr)
         assert "ONWARD_ENCRYPTION_KEYS" in refused.stderr, (command, refused.stderr)
         assert secret not in refused.stdout + refused.stderr
+
+
+async def test_a_model_error_quoting_the_prompt_is_sealed_in_history(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A failure's message is no payload, but a provider's can quote what it was sent:
+    with keys it is encrypted too, and readers with the keys still show it."""
+    keys = f"k1:{key()}"
+    config = env.client.config()
+    config["data_converter"] = data_converter(
+        {"ONWARD_ENCRYPTION_KEYS": keys, "ONWARD_PAYLOADS": str(tmp_path / "payloads")}
+    )
+    client = Client(**config)
+    secret = f"quokka-{uuid.uuid4().hex[:8]}"
+    refusal = {"error": {"message": f"flagged: 'remember {secret}'"}}
+    async with FakeProvider(OPENAI_PATH) as provider:
+        provider.script(Reply(500, refusal), Reply(400, refusal))
+        providers = providers_from_env({"OPENAI_BASE_URL": f"{provider.url}/v1"})
+        try:
+            async with running_worker(
+                client, tmp_path / "ws", search_attribute_names, providers=providers
+            ) as worker:
+                handle = await worker.start(
+                    {"prompt": f"remember {secret}", "model": "openai:gpt-4o-mini"}
+                )
+                result = await handle.result()
+        finally:
+            await close_providers(providers)
+    assert result.status == "failed" and secret in (result.reason or "")  # the run reads it
+    raw = b"".join([event.SerializeToString() async for event in handle.fetch_history_events()])
+    assert secret.encode() not in raw
+    where = {
+        "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "ONWARD_HOME": str(tmp_path / "home"),
+        "ONWARD_ENCRYPTION_KEYS": keys,
+        "ONWARD_PAYLOADS": str(tmp_path / "payloads"),
+    }
+    trace = await run_onward("trace", handle.id, "--json", env=where)
+    assert trace.code == 0, trace.stderr
+    call = trace.json()["steps"][0]["model_call"]
+    assert secret in call["failure"] and secret in call["last_failure"]
 
 
 async def test_local_tool_calls_of_an_encrypted_run_are_typed_without_their_arguments(
