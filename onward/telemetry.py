@@ -12,7 +12,8 @@ tool activities add GenAI spans under their activity span (see
   may say ``otlp``, ``console`` or ``none``; ``OTEL_SDK_DISABLED=true`` turns it all off.
 - ``--trace-file PATH`` (``ONWARD_TRACE_FILE``): spans as JSON lines, for local inspection.
 - Otherwise tracing is off and costs nothing.
-- Message content is recorded only with ``ONWARD_TRACE_CONTENT=1``.
+- Message content is recorded only with ``ONWARD_TRACE_CONTENT=1``; without it
+  the exporters get spans without their errors' text (:class:`WithoutErrorText`).
 - Metrics go through the Temporal SDK's meter; with an OTLP endpoint set they
   are exported there by the Temporal runtime (see :func:`temporal_runtime`).
 """
@@ -33,7 +34,7 @@ from typing import IO, Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -72,6 +73,7 @@ __all__ = [
     "JsonLinesSpanExporter",
     "RunTracingInterceptor",
     "Telemetry",
+    "WithoutErrorText",
     "configure_telemetry",
     "run_trace_id",
     "temporal_runtime",
@@ -105,6 +107,60 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def shutdown(self) -> None:
         self._file.close()
+
+
+class WithoutErrorText(SpanExporter):
+    """``exporter``, given spans without the text of their errors (content is off).
+
+    A status description and an ``exception`` event's message and stack trace are
+    whatever an error said, and errors quote what they were given: a tool's its
+    arguments (``path '../notes' is outside the workspace``), a provider's the
+    prompt. Without ``ONWARD_TRACE_CONTENT=1`` spans keep that an error happened
+    (the status, ``error.type``, ``exception.type``), not its text; the worker's log
+    has it.
+    """
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        self._exporter = exporter
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._exporter.export([_without_error_text(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._exporter.force_flush(timeout_millis)
+
+
+def _without_error_text(span: ReadableSpan) -> ReadableSpan:
+    exceptions = [event for event in span.events if event.name == "exception"]
+    if span.status.description is None and not exceptions:
+        return span  # the common case, as it is
+    events = [
+        Event(
+            event.name,
+            {"exception.type": (event.attributes or {}).get("exception.type", "")},
+            event.timestamp,
+        )
+        if event.name == "exception"
+        else event
+        for event in span.events
+    ]
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=span.attributes,
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=Status(span.status.status_code),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 _SAMPLED_EXTERN = "__onward_run_trace_sampled"
@@ -340,6 +396,8 @@ def configure_telemetry(
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
     provider = TracerProvider(resource=resource)
     for exporter, batch in exporters:
+        if not content:
+            exporter = WithoutErrorText(exporter)
         provider.add_span_processor(
             BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         )

@@ -576,6 +576,36 @@ async def test_trace_file_gets_one_json_span_per_line(address: str, tmp_path: Pa
     assert all(span["resource"]["attributes"]["service.name"] == "onward-test" for span in spans)
 
 
+@pytest.mark.parametrize("content", [False, True])
+async def test_errors_text_is_content(address: str, tmp_path: Path, content: bool) -> None:
+    """A tool's error quotes its arguments and a provider's the prompt: in the exported
+    spans only with ONWARD_TRACE_CONTENT=1; an error without its text otherwise."""
+    path = tmp_path / "trace.jsonl"
+    environ = {"ONWARD_TRACE_CONTENT": "1"} if content else {}
+    telemetry = configure_telemetry(
+        environ, service_name="onward-test", trace_file=path, set_global=False
+    )
+    assert telemetry.provider is not None
+    tracer = telemetry.provider.get_tracer("onward")
+    client = await _client(address, interceptors=telemetry.interceptors)
+    activity_telemetry = ActivityTelemetry(tracer=tracer, trace_content=content)
+    async with _worker(client, tmp_path / "ws", activity_telemetry) as task_queue:
+        await _run(client, task_queue)  # its read_file of missing.txt fails
+    with pytest.raises(ValueError), tracer.start_as_current_span("raising"):
+        raise ValueError("provider said: the prompt was 'what is 6 * 7?'")
+    telemetry.shutdown()
+
+    spans = {span["name"]: span for span in map(json.loads, path.read_text().splitlines())}
+    read, raised = spans["execute_tool read_file"], spans["raising"]
+    assert read["status"]["status_code"] == raised["status"]["status_code"] == "ERROR"
+    assert read["attributes"]["error.type"] == "ToolError"
+    [event] = raised["events"]
+    assert event["attributes"]["exception.type"] == "ValueError"
+    text = path.read_text()
+    assert ("missing.txt" in text) is content
+    assert ("the prompt was" in text) is content
+
+
 # -- metrics ---------------------------------------------------------------------------
 
 
