@@ -29,7 +29,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward.contracts import COMPACT_PAYLOADS, DEFAULT_TASK_QUEUE
-from onward.encryption import codec_from_env
+from onward.encryption import SealedPayloadConverter, codec_from_env
 from onward.errors import ConnectionFailed, SettingsError
 from onward.store.payloads import external_storage
 
@@ -87,9 +87,12 @@ class OnwardPayloadConverter(PydanticPayloadConverter):
         CompositePayloadConverter.__init__(self, *_CONVERTERS)
 
 
-_CONVERTERS = tuple(
-    _ModelsJSON() if isinstance(c, JSONPlainPayloadConverter) else c
-    for c in DefaultPayloadConverter.default_encoding_payload_converters
+_CONVERTERS = (
+    *(
+        _ModelsJSON() if isinstance(c, JSONPlainPayloadConverter) else c
+        for c in DefaultPayloadConverter.default_encoding_payload_converters
+    ),
+    SealedPayloadConverter(),  # last: it writes nothing, it names the setting a reader lacks
 )
 """Shared by every OnwardPayloadConverter: none keeps state but the JSON one's cache of
 ``TypeAdapter``s (thread-safe), which is then built once per type, not per converter."""

@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
+from temporalio.converter import EncodingPayloadConverter, PayloadCodec
 
 from onward.errors import OnwardError, SettingsError
 
@@ -30,6 +30,7 @@ __all__ = [
     "EncryptionCodec",
     "EncryptionError",
     "KeySettingError",
+    "SealedPayloadConverter",
     "codec_from_env",
     "parse_keys",
 ]
@@ -143,6 +144,29 @@ class EncryptionCodec(PayloadCodec):
         opened = Payload()
         opened.ParseFromString(plain)
         return opened
+
+
+class SealedPayloadConverter(EncodingPayloadConverter):
+    """What the payload converter does with a sealed payload no codec opened: say so.
+
+    With the keys the codec opens every sealed payload before the converter sees
+    it; a process without them (a worker started without the setting, a client)
+    would otherwise fail on ``KeyError: 'Unknown payload encoding
+    binary/encrypted'``. It never writes a payload.
+    """
+
+    @property
+    def encoding(self) -> str:
+        return ENCODING.decode()
+
+    def to_payload(self, value: object) -> Payload | None:
+        return None
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> object:
+        raise EncryptionError(
+            "a payload is encrypted (binary/encrypted): set ONWARD_ENCRYPTION_KEYS on this "
+            "process to the keys of the processes that wrote it"
+        )
 
 
 def codec_from_env(environ: Mapping[str, str]) -> EncryptionCodec | None:

@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api_server import read_events, serving
-from conftest import run_onward, running_worker
+from conftest import eventually, run_onward, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER, data_converter
@@ -148,6 +148,33 @@ async def test_a_model_error_quoting_the_prompt_is_sealed_in_history(
     assert trace.code == 0, trace.stderr
     call = trace.json()["steps"][0]["model_call"]
     assert secret in call["failure"] and secret in call["last_failure"]
+
+
+async def test_a_worker_without_the_keys_names_the_setting(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Its workflow tasks fail (it cannot read the run), on a message that says why,
+    not on the converter's ``KeyError: 'Unknown payload encoding binary/encrypted'``."""
+    keyed = encrypted_client(env, EncryptionCodec(parse_keys(f"k1:{key()}")))
+    async with running_worker(env.client, tmp_path / "ws", search_attribute_names) as worker:
+        handle = await keyed.start_workflow(
+            AgentWorkflow.run,
+            secret_run("x"),
+            id=f"enc-nokey-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        failures: list[str] = []
+
+        async def task_failed() -> bool:
+            async for event in handle.fetch_history_events():
+                if event.HasField("workflow_task_failed_event_attributes"):
+                    failure = event.workflow_task_failed_event_attributes.failure
+                    failures.extend([failure.message, failure.cause.message])
+            return bool(failures)
+
+        await eventually(task_failed)
+        await handle.terminate()
+    assert any("set ONWARD_ENCRYPTION_KEYS on this process" in text for text in failures), failures
 
 
 async def test_local_tool_calls_of_an_encrypted_run_are_typed_without_their_arguments(
