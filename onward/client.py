@@ -69,8 +69,6 @@ from onward.contracts import (
     SteerRequest,
     StepRecord,
 )
-from onward.encryption import ENCODING as ENCRYPTED_ENCODING
-from onward.encryption import EncryptionError
 from onward.errors import (
     ArtifactNotFound,
     ConnectionFailed,
@@ -292,14 +290,6 @@ class OnwardClient(SessionMethods):
         except ValidationError as err:
             raise UnexpectedResponse(
                 f"an answer about {run_id} has an unexpected shape: {err}"
-            ) from err
-        except KeyError as err:
-            # The payload converter meets ciphertext when this process has no keys.
-            if ENCRYPTED_ENCODING.decode() not in str(err):
-                raise
-            raise EncryptionError(
-                "this run's payloads are encrypted: set ONWARD_ENCRYPTION_KEYS to the keys "
-                "its workers use to read it"
             ) from err
 
     def _rpc_error(self, err: RPCError, run_id: str | None) -> OnwardError:
