@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     codec.add_argument(
         "--ui-origin",
         action="append",
-        type=_web_origin,
+        type=_ui_origin,
         metavar="URL",
         help="a Web UI origin allowed by CORS (repeatable; default: the dev server's UI)",
     )
@@ -664,6 +664,16 @@ def port(text: str) -> int:
     if not 1 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"{number} is not a port (1 to 65535)")
     return number
+
+
+def _ui_origin(text: str) -> str:
+    """A Web UI origin for argparse (see :func:`onward.starter.codec_server.ui_origin`)."""
+    from onward.starter.codec_server import ui_origin
+
+    try:
+        return ui_origin(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _codec_server_command(args: argparse.Namespace) -> int:

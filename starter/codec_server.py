@@ -22,9 +22,10 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from temporalio.api.common.v1 import Payload, Payloads
 
 from onward.encryption import EncryptionCodec, EncryptionError
+from onward.starter.api.origins import web_origin
 from onward.starter.devserver import DevServer
 
-__all__ = ["DEFAULT_UI_ORIGINS", "MAX_BODY_BYTES", "codec_app", "ui_origins"]
+__all__ = ["DEFAULT_UI_ORIGINS", "MAX_BODY_BYTES", "codec_app", "ui_origin", "ui_origins"]
 
 DEFAULT_UI_ORIGINS = ("http://localhost:8233", "http://127.0.0.1:8233")
 """The embedded dev server's Web UI on its default port; pass the origins of your own UI."""
@@ -38,6 +39,23 @@ def ui_origins(server: DevServer | None) -> list[str]:
     if server is None:
         return list(DEFAULT_UI_ORIGINS)
     return [f"http://localhost:{server.ui_port}", f"http://127.0.0.1:{server.ui_port}"]
+
+
+def ui_origin(text: str) -> str:
+    """``text`` as the origin CORS compares with a browser's ``Origin`` header
+    (:func:`~onward.starter.api.origins.web_origin`: a trailing ``/``, which would
+    match no request and leave the UI on ciphertext with no hint why, is dropped).
+
+    Raises:
+        ValueError: ``*`` (every site could have the codec decrypt for it), or not
+            ``http(s)://host[:port]``.
+    """
+    if text.strip() == "*":
+        raise ValueError(
+            "'*' would let every web page have the codec server decrypt for it: "
+            "name the Web UI's origin, e.g. http://localhost:8233"
+        )
+    return web_origin(text)
 
 
 def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS) -> FastAPI:

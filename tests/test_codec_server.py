@@ -14,7 +14,13 @@ from temporalio.api.common.v1 import Payload, Payloads
 
 from conftest import eventually, run_onward, spawn_onward
 from onward.encryption import EncryptionCodec, parse_keys
-from onward.starter.codec_server import DEFAULT_UI_ORIGINS, MAX_BODY_BYTES, codec_app, ui_origins
+from onward.starter.codec_server import (
+    DEFAULT_UI_ORIGINS,
+    MAX_BODY_BYTES,
+    codec_app,
+    ui_origin,
+    ui_origins,
+)
 from onward.starter.devserver import DevServer
 
 UI = "http://localhost:8233"
@@ -158,6 +164,25 @@ async def test_a_port_out_of_range_is_a_usage_error() -> None:
     assert done.code == 2, done.stderr
     assert "99999 is not a port (1 to 65535)" in done.stderr
     assert "Traceback" not in done.stderr and "codec server on" not in done.stdout
+
+
+async def test_a_ui_origin_must_be_one_origin() -> None:
+    """'*' let every web page read what the codec decrypts (CORS with credentials);
+    a trailing slash matched no browser's Origin, so the UI showed ciphertext."""
+    keys = {"ONWARD_ENCRYPTION_KEYS": f"k:{base64.b64encode(os.urandom(32)).decode()}"}
+    for given, problem in (("*", "every web page"), ("localhost:8233", "is not a web origin")):
+        done = await run_onward("codec-server", "--ui-origin", given, env=keys)
+        assert done.code == 2, done.stderr
+        assert problem in done.stderr and "Traceback" not in done.stderr
+    assert ui_origin("http://LocalHost:8233/") == "http://localhost:8233"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=codec_app(codec(), [ui_origin(UI + "/")])),
+        base_url="http://codec",
+    ) as http:
+        preflight = await http.options(
+            "/decode", headers={"Origin": UI, "Access-Control-Request-Method": "POST"}
+        )
+    assert preflight.headers["access-control-allow-origin"] == UI
 
 
 def test_the_ui_allowed_by_default_is_that_of_onward_dev_on_its_port(tmp_path: Path) -> None:
