@@ -73,7 +73,7 @@ def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORI
         body = await _capped_body(request)
         try:
             return ParseDict(json.loads(body or b"{}"), Payloads())
-        except (ParseError, ValueError) as err:
+        except (ParseError, ValueError, RecursionError) as err:  # nested past the parser
             raise HTTPException(400, f'expected {{"payloads": [...]}}: {err}') from None
 
     def answer(payloads: Sequence[Payload]) -> JSONResponse:

@@ -90,7 +90,9 @@ async def test_bad_bodies_and_foreign_keys_get_clear_errors() -> None:
         bad = await http.post("/decode", content=b"not json")
         sealed = await codec().encode([Payload(data=b"x")])  # another key
         foreign = await http.post("/decode", json=MessageToDict(Payloads(payloads=sealed)))
+        deep = await http.post("/decode", content=b"[" * 100_000)  # RecursionError: a 500
     assert bad.status_code == 400 and "payloads" in bad.json()["detail"]
+    assert deep.status_code == 400
     assert foreign.status_code == 422 and "integrity check" in foreign.json()["detail"]
 
 
