@@ -1,10 +1,12 @@
 """``deliver_webhook``: POST a finished run's result to its ``webhook_url``, signed.
 
-The body is ``{"id": <run id>, "result": <AgentResult>}``; the header
-``Onward-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`` signs
-it with ``ONWARD_WEBHOOK_SECRET`` (see :mod:`onward.webhooks` for verifying it).
-``Onward-Delivery`` is the same on every attempt of one delivery, so a receiver
-can drop a repeat. Temporal retries the activity with back-off: a receiver that
+The body is ``{"id": <run id>, "delivery": <delivery id>, "result": <AgentResult>}``;
+the header ``Onward-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``
+signs it with ``ONWARD_WEBHOOK_SECRET`` (see :mod:`onward.webhooks` for verifying
+it). The delivery id (also the ``Onward-Delivery`` header) is the same on every
+attempt of one delivery, so a receiver can drop a repeat: the body's, which the
+signature covers, not the header's alone, which whoever replays a delivery within
+the signature's tolerance could change. Temporal retries the activity with back-off: a receiver that
 is down or answers 5xx, 408 or 429 is tried again; any other 4xx is final. The
 secret stays in the worker's environment and never reaches workflow history.
 
@@ -118,14 +120,19 @@ class WebhookActivities:
                 f"{WEBHOOK_POST_BUDGET_S:g} s",
                 True,
             ) from None
+        delivery_id = f"{info.workflow_id}/{info.activity_id}"
         body = json.dumps(
-            {"id": delivery.run_id, "result": delivery.result.model_dump(mode="json")},
+            {
+                "id": delivery.run_id,
+                "delivery": delivery_id,
+                "result": delivery.result.model_dump(mode="json"),
+            },
             separators=(",", ":"),
         ).encode()
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(body, self._secret, int(time.time())),
-            DELIVERY_HEADER: f"{info.workflow_id}/{info.activity_id}",
+            DELIVERY_HEADER: delivery_id,
         }
         try:
             response = await self._post(url, addresses, body, headers, ends)

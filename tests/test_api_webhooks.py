@@ -124,6 +124,8 @@ async def test_a_failing_receiver_is_retried_with_the_same_delivery_id(
     assert events[-1].event == "result"
     deliveries = {headers["onward-delivery"] for headers, _ in receiver.got}
     assert len(deliveries) == 1
+    # In the signed body too: a replay cannot pass as a new delivery by its header.
+    assert {json.loads(body)["delivery"] for _, body in receiver.got} == deliveries
     assert all(verify(h["onward-signature"], b, SECRET, time.time()) for h, b in receiver.got)
 
 
