@@ -21,6 +21,7 @@ the last failures of a run's pending activities.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TypeVar
 
@@ -58,7 +59,8 @@ def _found_in(message: Message, kind: type[_Found]) -> Iterator[_Found]:
 
 def _restore_failures(message: Message, converter: DataConverter) -> None:
     """Put each failure's message and stack trace back from its (opened) encoded attributes."""
-    for failure in _found_in(message, Failure):
+    found = _found_in(message, Failure)
+    for failure in itertools.chain([message] if isinstance(message, Failure) else [], found):
         if not failure.HasField("encoded_attributes"):
             continue
         try:
@@ -126,9 +128,9 @@ async def opened_pending(
     a run's status does not need its keys while a worker answers for it.
     """
     for info in pending:
-        if info.HasField("last_failure"):
+        if info.HasField("last_failure"):  # only it: heartbeat details may be stored away
             try:
-                await opened(info, converter)
+                await opened(info.last_failure, converter)
             except EncryptionError:
                 continue
     return list(pending)

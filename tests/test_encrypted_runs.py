@@ -14,8 +14,11 @@ import httpx
 import pytest
 from postgres_server import postgres_url
 from provider_servers import OPENAI_PATH, FakeProvider, Reply
+from temporalio.api.common.v1 import Payloads
 from temporalio.api.failure.v1 import Failure
+from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from api_server import read_events, serving
@@ -26,6 +29,7 @@ from onward.connection import DATA_CONVERTER, data_converter
 from onward.contracts import AgentInput, Message
 from onward.encryption import ENCODING, EncryptionCodec, EncryptionError, parse_keys
 from onward.starter.api import ApiSettings, api_app
+from onward.starter.sealed import opened_pending
 from onward.store import LocalStore, TranscriptStore, open_store
 from onward.workflows import AgentWorkflow
 
@@ -148,6 +152,25 @@ async def test_a_model_error_quoting_the_prompt_is_sealed_in_history(
     assert trace.code == 0, trace.stderr
     call = trace.json()["steps"][0]["model_call"]
     assert secret in call["failure"] and secret in call["last_failure"]
+
+
+async def test_a_retried_calls_last_failure_is_opened_for_status_with_the_keys() -> None:
+    """``onward status`` and ``watch`` show a pending call's last failure, which a
+    keyed worker encrypted: opened with the keys, left as Temporal's placeholder without."""
+    keys = {"ONWARD_ENCRYPTION_KEYS": f"k1:{key()}"}
+    keyed = data_converter(keys)
+    cause = ApplicationError("openai: 500: upstream choked on 'remember okapi'")
+    # Heartbeat details are not opened (here under another key; or stored away).
+    foreign = await data_converter({"ONWARD_ENCRYPTION_KEYS": f"k2:{key()}"}).encode(["hb"])
+    pending = PendingActivityInfo(attempt=2, heartbeat_details=Payloads(payloads=foreign))
+    await keyed.encode_failure(cause, pending.last_failure)
+    assert "okapi" not in str(pending)
+    unkeyed = PendingActivityInfo()
+    unkeyed.CopyFrom(pending)
+    [opened] = await opened_pending([pending], keyed)
+    assert opened.last_failure.message == cause.message
+    [still] = await opened_pending([unkeyed], data_converter({}))
+    assert still.last_failure.message == "Encoded failure"
 
 
 async def test_a_worker_without_the_keys_names_the_setting(
