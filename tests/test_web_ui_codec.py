@@ -20,11 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Page, async_playwright
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from conftest import eventually, running_worker, spawn_onward, temporal_cli
-from onward.connection import DATA_CONVERTER
-from onward.contracts import AgentInput
+from onward.connection import DATA_CONVERTER, data_converter
+from onward.contracts import AgentInput, ModelRequest, ModelResponse
 from onward.encryption import EncryptionCodec, parse_keys
 from onward.worker import ensure_search_attributes
 from onward.workflows import AgentWorkflow
@@ -142,3 +143,63 @@ async def test_the_web_ui_shows_an_encrypted_prompt_only_through_the_codec_serve
 
         await eventually(sealed_shown, timeout_s=PAGE_WAIT_S)
         assert secret not in await _page_text(ui_page)
+
+
+class _Refusing:
+    """A provider refusing the prompt with a message that quotes it."""
+
+    def __init__(self, quote: str) -> None:
+        self.quote = quote
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        raise ApplicationError(
+            f"openai: 400 Bad Request: flagged '{self.quote}'",
+            type="InvalidRequest",
+            non_retryable=True,
+        )
+
+
+async def test_the_web_ui_reads_an_encrypted_failure_through_the_codec_server(
+    ui_page: Page, tmp_path: Path
+) -> None:
+    """A failure's message is sealed in the history (in its encoded attributes):
+    the UI's event shows it decrypted through the codec server."""
+    keys = f"k1:{base64.b64encode(os.urandom(32)).decode()}"
+    environ = {"ONWARD_ENCRYPTION_KEYS": keys, "ONWARD_PAYLOADS": str(tmp_path / "payloads")}
+    ui_port, codec_port = _free_port(), _free_port()
+    ui = f"http://127.0.0.1:{ui_port}"
+    secret = f"pangolin-{uuid.uuid4().hex[:8]}"
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=data_converter(environ),
+        dev_server_log_level="error",
+        ui=True,
+        ui_port=ui_port,
+        dev_server_extra_args=["--ui-codec-endpoint", f"http://127.0.0.1:{codec_port}"],
+    ) as env:
+        names = await ensure_search_attributes(env.client, "default")
+        refusing = {"openai": _Refusing(secret)}
+        async with running_worker(env.client, tmp_path / "ws", names, providers=refusing) as worker:
+            handle = await env.client.start_workflow(
+                AgentWorkflow.run,
+                AgentInput(prompt="hi", model="openai:gpt-4o-mini"),
+                id=f"ui-fail-{uuid.uuid4().hex[:8]}",
+                task_queue=worker.task_queue,
+            )
+            assert (await handle.result()).status == "failed"
+        history = f"{ui}/namespaces/default/workflows/{handle.id}/{handle.result_run_id}/history"
+
+        codec_server = await _codec_server(keys, codec_port, ui)
+        try:
+            await ui_page.goto(history)
+            await ui_page.click("text=Activity Task Failed")  # its details, failure included
+
+            opened = '"encodedAttributes": { "message": "openai: 400 Bad Request: flagged'
+
+            async def decrypted() -> bool:
+                text = await _page_text(ui_page)
+                return f"{opened} '{secret}'" in text
+
+            await eventually(decrypted, timeout_s=PAGE_WAIT_S)
+        finally:
+            await _stop(codec_server)
