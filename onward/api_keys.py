@@ -52,7 +52,12 @@ class ApiKeys:
                     raise ApiKeysError(
                         f"tenant {tenant!r}: {entry[:12]!r}... is not 'sha256:<64 hex digits>'"
                     )
-                self._by_hash[entry] = tenant
+                other = self._by_hash.setdefault(entry, tenant)
+                if other != tenant:  # the key would silently be the later tenant's
+                    raise ApiKeysError(
+                        f"{entry[:19]}... is listed for tenants {other!r} and {tenant!r}: "
+                        "a key belongs to one tenant"
+                    )
 
     @classmethod
     def load(cls, path: Path) -> ApiKeys:

@@ -74,6 +74,7 @@ def test_keys_map_to_their_tenant_and_only_hashes_are_stored(tmp_path: Path) -> 
         ('["sha256:00"]', "expected"),
         ('{"alpha": ["md5:00"]}', "is not 'sha256:<64 hex digits>'"),
         ('{"bad tenant": []}', "bad tenant name"),
+        (json.dumps({"a": [key_hash("k")], "b": [key_hash("k")]}), "for tenants 'a' and 'b'"),
     ],
 )
 def test_a_malformed_keys_file_is_refused(tmp_path: Path, content: str, message: str) -> None:
