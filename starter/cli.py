@@ -45,6 +45,8 @@ STATES: tuple[str, ...] = tuple(state for state in get_args(AgentState) if state
 """A run's states (``idle`` is a session's, between messages: no run is ever idle)."""
 CODEC_PORT = 8702
 """Where ``onward codec-server`` listens unless ``--port`` says otherwise."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+"""``--host`` values that keep ``onward api`` and ``onward codec-server`` on this machine."""
 API_PORT = 8700
 """Where ``onward api`` listens unless ``--port`` says otherwise."""
 LIST_LIMIT = 20
@@ -442,7 +444,7 @@ def _api_command(args: argparse.Namespace) -> int:
         keys = ApiKeys.load(Path(keys_file)) if keys_file else None
     except ApiKeysError as err:
         raise CliError(str(err)) from err
-    if keys is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+    if keys is None and args.host not in LOOPBACK_HOSTS:
         raise CliError(
             "with no API keys (ONWARD_API_KEYS_FILE) the API listens on loopback only; "
             "make keys with: onward api add-key TENANT"
@@ -694,6 +696,12 @@ def _codec_server_command(args: argparse.Namespace) -> int:
     # Default: the Web UI of the dev server `onward dev` runs from this ONWARD_HOME.
     origins = args.ui_origin or ui_origins(devserver.recorded_running(state_dir()))
     say(f"codec server on http://{args.host}:{args.port} for {', '.join(origins)}")
+    if args.host not in LOOPBACK_HOSTS:
+        note(
+            f"onward: note: {args.host} is not loopback, and the codec server has no "
+            "authentication of its own: whoever reaches it can decrypt the runs' payloads "
+            "(put your own authentication in front of it)"
+        )
     say(f"in the Web UI set the codec endpoint to http://{args.host}:{args.port}")
     uvicorn.run(codec_app(codec, origins), host=args.host, port=args.port, log_level="warning")
     return EXIT_OK

@@ -187,6 +187,20 @@ async def test_a_ui_origin_must_be_one_origin() -> None:
     assert preflight.headers["access-control-allow-origin"] == UI
 
 
+async def test_a_host_beyond_loopback_is_warned_about() -> None:
+    keys = {"ONWARD_ENCRYPTION_KEYS": f"k:{base64.b64encode(os.urandom(32)).decode()}"}
+    # TEST-NET-1: never this machine's, so the bind fails at once after the warning.
+    done = await run_onward("codec-server", "--host", "192.0.2.1", "--port", "8702", env=keys)
+    assert done.code != 0
+    assert "192.0.2.1 is not loopback" in done.stderr and "whoever reaches it" in done.stderr
+    with socket.socket() as taken:  # so that this one's bind fails at once too
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        quiet = await run_onward("codec-server", "--host", "127.0.0.1", "--port", port, env=keys)
+    assert quiet.code != 0 and "not loopback" not in quiet.stderr
+
+
 def test_the_ui_allowed_by_default_is_that_of_onward_dev_on_its_port(tmp_path: Path) -> None:
     assert ui_origins(None) == list(DEFAULT_UI_ORIGINS)  # no dev server of this ONWARD_HOME
     server = DevServer(home=tmp_path, port=7300, ui_port=8300)  # onward dev --ui-port 8300
