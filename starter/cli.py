@@ -703,7 +703,8 @@ def _codec_server_command(args: argparse.Namespace) -> int:
             "(put your own authentication in front of it)"
         )
     say(f"in the Web UI set the codec endpoint to http://{args.host}:{args.port}")
-    uvicorn.run(codec_app(codec, origins), host=args.host, port=args.port, log_level="warning")
+    app = codec_app(codec, origins, loopback_only=args.host in LOOPBACK_HOSTS)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return EXIT_OK
 
 

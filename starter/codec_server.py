@@ -22,7 +22,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from temporalio.api.common.v1 import Payload, Payloads
 
 from onward.encryption import EncryptionCodec, EncryptionError
-from onward.starter.api.origins import web_origin
+from onward.starter.api.origins import OriginGate, web_origin
 from onward.starter.devserver import DevServer
 
 __all__ = ["DEFAULT_UI_ORIGINS", "MAX_BODY_BYTES", "codec_app", "ui_origin", "ui_origins"]
@@ -58,9 +58,23 @@ def ui_origin(text: str) -> str:
     return web_origin(text)
 
 
-def codec_app(codec: EncryptionCodec, ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS) -> FastAPI:
-    """The codec server's ASGI app (serve it with uvicorn)."""
+def codec_app(
+    codec: EncryptionCodec,
+    ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS,
+    loopback_only: bool = False,
+) -> FastAPI:
+    """The codec server's ASGI app (serve it with uvicorn).
+
+    ``loopback_only`` (a server listening on loopback): a request addressed to any
+    other name is refused, as a page a DNS rebinding points here would send.
+    """
     app = FastAPI(title="Onward codec server", docs_url=None, redoc_url=None)
+    app.add_middleware(
+        OriginGate,
+        allowed=ui_origins,
+        loopback_only=loopback_only,
+        flag="onward codec-server --ui-origin",
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(ui_origins),

@@ -46,7 +46,7 @@ async def test_a_foreign_page_cannot_drive_a_keyless_api(worker: RunningWorker) 
         assert refused.status_code == 403, refused.text
         assert refused.json()["error"] == {
             "type": "OriginNotAllowed",
-            "message": f"a web page of {EVIL} may not call this API; allow its origin with "
+            "message": f"a web page of {EVIL} may not call this server; allow its origin with "
             "onward api --cors-origin (ONWARD_API_CORS_ORIGINS)",
             "problems": [],
         }

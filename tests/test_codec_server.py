@@ -205,3 +205,24 @@ def test_the_ui_allowed_by_default_is_that_of_onward_dev_on_its_port(tmp_path: P
     assert ui_origins(None) == list(DEFAULT_UI_ORIGINS)  # no dev server of this ONWARD_HOME
     server = DevServer(home=tmp_path, port=7300, ui_port=8300)  # onward dev --ui-port 8300
     assert ui_origins(server) == ["http://localhost:8300", "http://127.0.0.1:8300"]
+
+
+async def test_a_loopback_codec_server_answers_no_other_host_or_page() -> None:
+    # On loopback it has no authentication: a page a DNS rebinding points at it is
+    # its own origin (CORS lets it read), so only the Host its browser sends tells.
+    shared = codec()
+    sealed = await shared.encode([Payload(metadata={"encoding": b"json/plain"}, data=b'"s"')])
+    body = MessageToDict(Payloads(payloads=sealed))
+    app = codec_app(shared, [UI], loopback_only=True)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:8702"
+    ) as http:
+        assert (await http.post("/decode", json=body, headers={"Origin": UI})).status_code == 200
+        rebound = await http.post(
+            "/decode",
+            json=body,
+            headers={"Host": "attacker.example:8702", "Origin": "http://attacker.example:8702"},
+        )
+        assert rebound.status_code == 403 and "loopback" in rebound.text
+        foreign = await http.post("/decode", json=body, headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403 and "--ui-origin" in foreign.text

@@ -8,8 +8,9 @@ approve needs no body, so no preflight stops it) or open its WebSocket (not
 under CORS at all). :class:`OriginGate` refuses a request a browser sent from a
 page whose origin is neither the API's own (its ``/docs``) nor allowed.
 
-With no API keys the API is one tenant on loopback, and it also answers only
-requests addressed to a loopback name: a page whose own host name a DNS
+With no API keys the API is one tenant on loopback (and the codec server, on
+loopback, has no keys at all), and it also answers only requests addressed to a
+loopback name: a page whose own host name a DNS
 rebinding points at 127.0.0.1 is then its own origin, and only the ``Host`` its
 browser sends gives it away.
 """
@@ -79,20 +80,28 @@ class OriginGate:
     Args:
         allowed: origins whose pages may call the API (``*``: any).
         loopback_only: also refuse a request addressed to a name that is not loopback.
+        flag: how the server is told to allow an origin, for the refusal's message.
     """
 
-    def __init__(self, app: ASGIApp, allowed: Collection[str], loopback_only: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        allowed: Collection[str],
+        loopback_only: bool,
+        flag: str = "onward api --cors-origin (ONWARD_API_CORS_ORIGINS)",
+    ) -> None:
         self.app = app
         self.allowed = frozenset(allowed)
         self.loopback_only = loopback_only
+        self.flag = flag
 
     def _refusal(self, scope: Scope) -> str | None:
         headers = Headers(scope=scope)
         host = headers.get("host", "").lower()
         if self.loopback_only and _hostname(host) not in LOOPBACK_HOSTS:
             return (
-                f"this API has no API keys and answers only requests to a loopback address, "
-                f"not to {host or 'no host'!r} (ONWARD_API_KEYS_FILE makes keys)"
+                f"this server answers only requests to a loopback address (it listens on "
+                f"one, with no authentication), not to {host or 'no host'!r}"
             )
         origin = headers.get("origin")
         if origin is None or "*" in self.allowed or origin in self.allowed:
@@ -101,10 +110,7 @@ class OriginGate:
             return None
         if scope["type"] == "http" and scope["method"] in _SAFE_METHODS:
             return None  # a read: CORS keeps its answer from the page
-        return (
-            f"a web page of {origin} may not call this API; allow its origin with "
-            "onward api --cors-origin (ONWARD_API_CORS_ORIGINS)"
-        )
+        return f"a web page of {origin} may not call this server; allow its origin with {self.flag}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         refusal = self._refusal(scope) if scope["type"] in ("http", "websocket") else None
