@@ -653,8 +653,8 @@ class OnwardClient(SessionMethods):
             except ValueError as err:
                 raise InvalidInput(f"since: {err}") from None
         with self._translated():
-            traces = await collect_traces(self._client, since, tenant, limit)
-        return aggregate(traces, since, until, tenant)
+            traces, unreadable = await collect_traces(self._client, since, tenant, limit)
+        return aggregate(traces, since, until, tenant, unreadable)
 
     # -- control ----------------------------------------------------------------------
 

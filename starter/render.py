@@ -27,7 +27,7 @@ from onward.contracts import (
 from onward.markdown import code_span, escape_markdown
 from onward.money import cache_summary, cost_text, money
 from onward.starter.inputs import BUDGET_FLAGS
-from onward.text import shorten
+from onward.text import counted, shorten
 from onward.workflows.progress import tool_summary
 
 __all__ = [
@@ -112,10 +112,10 @@ def step_lines(step: StepRecord) -> list[str]:
             lines.append(f"{_INDENT}  ↳ sub-agent {call.child_id}")
     cached = step.usage.cached_input_tokens
     gone = step.cleared_tool_results
-    cleared = f" · {_count(gone, 'older tool result')} cleared" if gone else ""
+    cleared = f" · {counted(gone, 'older tool result')} cleared" if gone else ""
     ended = _ENDINGS.get(step.finish_reason or "", f"finish_reason {step.finish_reason}")
     lines.append(
-        f"{_INDENT}{_seconds(step.duration_ms)} · {_count(step.usage.total_tokens, 'token')}"
+        f"{_INDENT}{_seconds(step.duration_ms)} · {counted(step.usage.total_tokens, 'token')}"
         f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}{cleared}"
         f"{f' · {ended}' if ended else ''}"
     )
@@ -139,17 +139,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
 def usage_summary(usage: RunUsage) -> str:
     """What a run consumed, on one line."""
     cost = cost_text(usage.cost_usd, usage.cost_known)
     return (
-        f"{_count(usage.steps, 'step')} · {_count(usage.total_tokens, 'token')} "
+        f"{counted(usage.steps, 'step')} · {counted(usage.total_tokens, 'token')} "
         f"({usage.input_tokens} in, {usage.output_tokens} out) · "
-        f"{_count(usage.tool_calls, 'tool call')} · {_count(usage.model_calls, 'model call')} · "
+        f"{counted(usage.tool_calls, 'tool call')} · {counted(usage.model_calls, 'model call')} · "
         f"{cost} · {usage.duration_s:.1f} s"
     )
 

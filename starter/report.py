@@ -23,10 +23,12 @@ from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from onward import search_attributes as sa
 from onward import steplog
 from onward.contracts import AGENT_WORKFLOW
+from onward.encryption import EncryptionError
 from onward.money import cache_saved_text
 from onward.starter.listing import quoted
 from onward.starter.render import cost_text, table
 from onward.starter.trace import Trace, read_history, trace_of
+from onward.text import counted
 
 __all__ = [
     "CallStats",
@@ -78,16 +80,20 @@ def report_query(since: datetime, tenant: str | None = None) -> str:
 
 async def collect_traces(
     client: Client, since: datetime, tenant: str | None, limit: int
-) -> list[Trace]:
-    """The timelines of up to ``limit`` runs in the window (history only, no worker asked)."""
+) -> tuple[list[Trace], int]:
+    """The timelines of up to ``limit`` runs in the window (history only, no worker asked),
+    and how many runs could not be read (sealed with keys this process lacks)."""
     query = report_query(since, tenant)
     executions = [e async for e in client.list_workflows(query, limit=limit)]
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-    async def one(execution: WorkflowExecution) -> Trace:
+    async def one(execution: WorkflowExecution) -> Trace | None:
         async with gate:
             handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            history = await read_history(handle)
+            try:
+                history = await read_history(handle)
+            except EncryptionError:  # one such run is no reason to report on none
+                return None
         trace = trace_of(execution, history)
         # Each execution of a continue-as-new chain is listed: its own steps count once,
         # and only the chain's latest run counts as a run (its usage is the chain's).
@@ -96,7 +102,9 @@ async def collect_traces(
         trace.continued = execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
         return trace
 
-    return list(await asyncio.gather(*(one(execution) for execution in executions)))
+    read = await asyncio.gather(*(one(execution) for execution in executions))
+    traces = [trace for trace in read if trace is not None]
+    return traces, len(read) - len(traces)
 
 
 # -- figures ------------------------------------------------------------------------
@@ -178,6 +186,9 @@ class Report(BaseModel):
     """What prompt caching saved over the window (see ``ModelStats``)."""
     models: list[ModelStats]
     tools: list[CallStats]
+    unreadable: int = 0
+    """Runs in the window left out: sealed with keys this process lacks
+    (``ONWARD_ENCRYPTION_KEYS``)."""
 
 
 @dataclass
@@ -270,9 +281,14 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
 
 
 def aggregate(
-    traces: list[Trace], since: datetime, until: datetime, tenant: str | None = None
+    traces: list[Trace],
+    since: datetime,
+    until: datetime,
+    tenant: str | None = None,
+    unreadable: int = 0,
 ) -> Report:
-    """Per model and per tool figures over ``traces`` (pure: no I/O)."""
+    """Per model and per tool figures over ``traces`` (pure: no I/O); ``unreadable`` runs
+    of the window could not be read."""
     models, tools = _tally(traces)
     # A run continued as new goes on in its chain's next run: the chain counts once.
     runs = [trace for trace in traces if not trace.continued]
@@ -293,6 +309,7 @@ def aggregate(
         cache_saved_usd=round(sum(m.cache_saved_usd for m in models.values()), 8),
         models=[models[name].model_stats(name) for name in sorted(models)],
         tools=[tools[name].stats(name) for name in sorted(tools)],
+        unreadable=unreadable,
     )
 
 
@@ -333,6 +350,11 @@ def report_lines(report: Report) -> list[str]:
         # Writes alone (a prompt sent once) cost more than plain input: said, not hidden.
         head += f" · prompt cache saved {cache_saved_text(report.cache_saved_usd)}"
     lines = [head]
+    if report.unreadable:
+        lines.append(
+            f"({counted(report.unreadable, 'run')} left out: encrypted with keys this process "
+            "lacks; set ONWARD_ENCRYPTION_KEYS as the workers do)"
+        )
     if not report.runs:
         return lines
     common = ("CALLS", "ERRORS", "RETRIED", "P50", "P95")

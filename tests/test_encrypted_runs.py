@@ -362,3 +362,37 @@ async def test_streamed_tokens_of_an_encrypted_run_are_sealed_in_history(
     ]
     assert batches  # the tokens went through history, each batch sealed whole
     assert all(batch.metadata["encoding"] == ENCODING for batch in batches)
+
+
+async def test_a_report_without_the_keys_leaves_sealed_runs_out_and_says_so(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # One sealed run in the window failed the whole report for a process without keys.
+    tenant = f"mixed-{uuid.uuid4().hex[:8]}"
+    keys = f"k1:{key()}"
+    sealed = OnwardClient(encrypted_client(env, EncryptionCodec(parse_keys(keys))))
+    plain = OnwardClient(env.client)
+    async with (
+        running_worker(sealed.temporal, tmp_path / "a", search_attribute_names) as keyed,
+        running_worker(plain.temporal, tmp_path / "b", search_attribute_names) as open_worker,
+    ):
+        agent = secret_run("in-the-report").model_copy(update={"tenant": tenant})
+        for client, worker in ((sealed, keyed), (plain, open_worker)):
+            run_id = await OnwardClient(client.temporal, task_queue=worker.task_queue).start(agent)
+            await client.temporal.get_workflow_handle(run_id).result()
+
+    async def both_listed() -> bool:
+        return (await plain.report("10m", tenant=tenant)).unreadable == 1
+
+    await eventually(both_listed)
+    report = await plain.report("10m", tenant=tenant)
+    assert (report.runs, report.unreadable) == (1, 1)
+    where = {"TEMPORAL_ADDRESS": env.client.service_client.config.target_host}
+    done = await run_onward("report", "--tenant", tenant, "--since", "10m", env=where)
+    assert done.code == 0, done.stderr
+    assert "(1 run left out: encrypted with keys this process lacks" in done.stdout
+    # With the keys (as the workers have them), both runs are read.
+    with_keys = where | {"ONWARD_ENCRYPTION_KEYS": keys}
+    both = await run_onward("report", "--tenant", tenant, "--since", "10m", "--json", env=with_keys)
+    assert both.code == 0, both.stderr
+    assert (both.json()["runs"], both.json()["unreadable"]) == (2, 0)
