@@ -20,6 +20,8 @@ from temporalio.api.workflow.v1 import PendingActivityInfo
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
 from api_server import read_events, serving
 from conftest import eventually, run_onward, running_worker
@@ -309,6 +311,33 @@ async def test_the_api_streams_an_encrypted_run_decrypted(
         ]
     )
     assert secret.encode() not in raw  # the stream decrypted what the history keeps sealed
+
+
+async def test_an_api_without_the_keys_says_so_before_a_stream_begins(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # The stream answered 200, sent only "retry: 1000" and closed: an EventSource
+    # reopened it every second forever, the reason only in the API's log.
+    sealed = encrypted_client(env, EncryptionCodec(parse_keys(f"k1:{key()}")))
+    async with running_worker(sealed, tmp_path / "ws", search_attribute_names) as worker:
+        agent = secret_run("x").model_copy(update={"tenant": "default"})  # the API's own
+        run_id = await OnwardClient(sealed, task_queue=worker.task_queue).start(agent)
+        await sealed.get_workflow_handle(run_id).result()
+    keyless = OnwardClient(env.client, task_queue=worker.task_queue)
+    async with (
+        serving(api_app(ApiSettings(), keyless)) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as http,
+    ):
+        answer = await http.get(f"/v1/runs/{run_id}/events")
+        assert answer.status_code == 500, answer.text
+        assert answer.json()["error"]["type"] == "EncryptionError"
+        assert "ONWARD_ENCRYPTION_KEYS" in answer.json()["error"]["message"]
+        async with ws_connect(f"ws{base.removeprefix('http')}/v1/runs/{run_id}/ws") as socket:
+            message = json.loads(await socket.recv())
+            assert (message["type"], message["status"]) == ("error", 500)
+            with pytest.raises(ConnectionClosed) as closed:
+                await socket.recv()
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
 
 
 async def test_a_large_payload_is_stored_as_ciphertext(tmp_path: Path) -> None:

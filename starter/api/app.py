@@ -57,7 +57,7 @@ from onward.starter.api.errors import (
     parse_json,
     status_of,
 )
-from onward.starter.api.events import RunEvent, run_events
+from onward.starter.api.events import RunEvent, check_readable, run_events
 from onward.starter.api.live import (
     CLOSE_NOT_FOUND,
     CLOSE_TRY_AGAIN,
@@ -532,6 +532,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         # Temporal is asked before the 200 even when the tenant is known: unreachable,
         # it is a 503, not an empty stream an EventSource reopens every second.
         await owned(run_id, tenant) or await onward().info(run_id)
+        await check_readable(onward().temporal, run_id, onward().temporal.data_converter)
         stream = events_of(run_id, params.last_event_id(last_event_id, after))
         return StreamingResponse(
             with_keepalive(stream),
@@ -621,12 +622,13 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             # Temporal is asked even when the tenant is known (as the SSE route): out of
             # reach, it is an error message and 1013, not a stream that ends with 1011.
             await owned(run_id, tenant) or await onward().info(run_id)
+            await check_readable(onward().temporal, run_id, onward().temporal.data_converter)
         except OnwardError as err:
             status = status_of(err)
             await websocket.send_json(
                 {"type": "error", "status": status, "error": error_message(err)}
             )
-            code = {404: CLOSE_NOT_FOUND, 503: CLOSE_TRY_AGAIN}.get(status, 1008)
+            code = {404: CLOSE_NOT_FOUND, 503: CLOSE_TRY_AGAIN, 500: 1011}.get(status, 1008)
             await websocket.close(code, str(err)[:120])
             return
         await serve_socket(

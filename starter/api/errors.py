@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from onward.encryption import EncryptionError
 from onward.errors import (
     ArtifactNotFound,
     ConnectionFailed,
@@ -64,6 +65,9 @@ _STATUS: tuple[tuple[type[OnwardError], int], ...] = (
     (ConnectionFailed, 503),
     (StoreError, 503),
     (UnexpectedResponse, 502),
+    # Payloads this process cannot open: its own setting (ONWARD_ENCRYPTION_KEYS), which
+    # the message names, not an upstream's failure.
+    (EncryptionError, 500),
 )
 
 

@@ -392,6 +392,15 @@ def _token_chunk(topic: str, data: str) -> TokenChunk | None:
     return chunk if isinstance(chunk, TokenChunk) else None
 
 
+async def check_readable(client: Client, run_id: str, converter: DataConverter) -> None:
+    """Raise :class:`~onward.encryption.EncryptionError` now if ``converter`` cannot open
+    the run's payloads (sealed with keys this process lacks): a stream that found out
+    after its ``200`` could only end, and an ``EventSource`` reopens it every second."""
+    first = client.get_workflow_handle(run_id).fetch_history_events(page_size=1)
+    async for _ in opened_events(first, converter):
+        return
+
+
 async def run_events(
     client: Client,
     run_id: str,

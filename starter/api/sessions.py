@@ -29,7 +29,7 @@ from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
 from onward.starter.api import params
 from onward.starter.api.errors import TooManyRequests
-from onward.starter.api.events import RunEvent, run_events
+from onward.starter.api.events import RunEvent, check_readable, run_events
 from onward.starter.api.models import (
     ControlAnswer,
     ErrorBody,
@@ -226,6 +226,7 @@ def session_routes(
         """Server-Sent Events of each message's run, in order, from the current (or next) one."""
         # Temporal is asked before the 200 even when the tenant is known (see the run's).
         await owned(session_id, tenant, "session") or await onward().info(session_id)
+        await check_readable(onward().temporal, session_id, onward().temporal.data_converter)
         start = params.last_event_id(last_event_id, after)
         if 0 < start < EVENTS_PER_MESSAGE:
             # Message 0 has no run: the stream would wait for it for as long as the
