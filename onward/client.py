@@ -104,7 +104,7 @@ from onward.starter.follow import (
     follow,
     status_of,
 )
-from onward.starter.listing import RunPage, RunRow, list_runs, run_page
+from onward.starter.listing import RunPage, RunRow, run_page
 from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces, parse_since
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
@@ -597,10 +597,10 @@ class OnwardClient(SessionMethods):
 
         ``tenant`` keeps the runs tagged with it, ``since`` those started at or after it.
         """
-        with self._translated():
-            return await list_runs(
-                self._client, status=status, model=model, limit=limit, tenant=tenant, since=since
-            )
+        page = await self.list_page(
+            status=status, model=model, limit=limit, tenant=tenant, since=since
+        )
+        return page.rows
 
     async def list_page(
         self,
