@@ -363,6 +363,16 @@ class ClearToolResults(_Strict):
     )
 
 
+def _checked_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``schema`` if it can be an ``output_schema`` (see :mod:`onward.final_answer`)."""
+    from onward.final_answer import schema_problem  # jsonschema only where it is used
+
+    problem = None if schema is None else schema_problem(schema)
+    if problem is not None:
+        raise ValueError(problem)
+    return schema
+
+
 class AgentInput(_Strict):
     """The one input object of ``AgentWorkflow``; plain JSON from the ``temporal`` CLI works."""
 
@@ -506,12 +516,7 @@ class AgentInput(_Strict):
     def _output_schema_is_an_object_schema(
         cls, schema: dict[str, Any] | None
     ) -> dict[str, Any] | None:
-        from onward.final_answer import schema_problem  # jsonschema only where it is used
-
-        problem = None if schema is None else schema_problem(schema)
-        if problem is not None:
-            raise ValueError(problem)
-        return schema
+        return _checked_output_schema(schema)
 
     @model_validator(mode="after")
     def _final_answer_is_no_tool_of_its_own(self) -> AgentInput:
@@ -1251,6 +1256,11 @@ class SessionInput(_Strict):
     stream: bool = Field(
         default=False, description="as AgentInput's: each reply's text token by token"
     )
+    output_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="as AgentInput's: every reply is an object matching it "
+        "(SessionReply.structured_output)",
+    )
     idle_timeout_s: float = Field(
         default=DEFAULT_IDLE_TIMEOUT_S,
         gt=0,
@@ -1267,6 +1277,13 @@ class SessionInput(_Strict):
         default=None,
         description="set by the workflow itself when it continues as new; not for clients",
     )
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema_is_an_object_schema(
+        cls, schema: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        return _checked_output_schema(schema)
 
     @field_validator("model")
     @classmethod
@@ -1322,6 +1339,11 @@ class SessionReply(BaseModel):
     status: AgentState = Field(default="completed", description="how the message's run ended")
     reason: str | None = None
     run_id: str | None = Field(default=None, description="the message's run: <session-id>-m<N>")
+    structured_output: dict[str, Any] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the reply as an object, in a session given an output_schema",
+    )
     repeated: bool = Field(
         default=False,
         exclude_if=lambda value: not value,

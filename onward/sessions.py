@@ -153,4 +153,5 @@ def message_input(session: SessionInput, message: str, used: RunUsage) -> AgentI
         cache_tools=session.cache_tools,
         memory_scope=session.memory_scope,
         stream=session.stream,
+        output_schema=session.output_schema,
     )

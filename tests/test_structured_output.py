@@ -10,7 +10,9 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowFailureError
 
 from conftest import RunningWorker
+from onward.client import OnwardClient
 from onward.contracts import AgentInput
+from onward.errors import InvalidInput
 from onward.final_answer import answer_problem
 
 CITY = {
@@ -145,3 +147,28 @@ async def test_a_bad_schema_fails_the_run_at_once_naming_the_field(worker: Runni
     assert "output_schema" in str(failed.value.cause)
     with pytest.raises(ValidationError, match="output_schema"):
         await worker.start({"prompt": "p", "output_schema": {"type": "array"}})
+
+
+async def test_every_reply_of_a_session_with_output_schema_is_an_object(
+    worker: RunningWorker,
+) -> None:
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    session_id = await onward.open_session(
+        {
+            "tools": [],
+            "output_schema": CITY,
+            "script": [
+                {"text": "", "tool_calls": [answer(city="Tokyo", population_m=37)]},
+                {"text": "", "tool_calls": [answer(city="Delhi", population_m=33)]},
+            ],
+        }
+    )
+    first = await onward.send_message(session_id, "The largest city?")
+    second = await onward.send_message(session_id, "And the next?")
+    await onward.close_session(session_id)
+
+    assert first.structured_output == {"city": "Tokyo", "population_m": 37}
+    assert second.structured_output == {"city": "Delhi", "population_m": 33}
+    assert json.loads(second.reply) == second.structured_output
+    with pytest.raises(InvalidInput, match="output_schema"):
+        await onward.open_session({"output_schema": {"type": "string"}})

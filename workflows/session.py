@@ -276,6 +276,7 @@ class SessionWorkflow:
                 status=result.status,
                 reason=sessions.session_reason(self._input.budget, self._usage, result),
                 run_id=child_id,
+                structured_output=result.structured_output,
             )
             # Its sub-agents play scripts of their own (runs before script_played: all calls).
             played = result.script_played
