@@ -37,6 +37,7 @@ from onward.contracts import (
     ToolSpec,
 )
 from onward.errors import format_validation_error
+from onward.final_answer import FINAL_ANSWER
 from onward.markdown import escape_markdown
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 
@@ -51,6 +52,7 @@ __all__ = [
     "child_budget",
     "child_id",
     "child_input",
+    "delegable",
     "delegate",
     "delegate_spec",
     "failure_message",
@@ -183,6 +185,15 @@ def child_budget(
         max_steps=None if steps is None else int(steps),
         on_exceeded="stop",
     )
+
+
+def delegable(tools: Iterable[str]) -> list[str]:
+    """The tools of a run that its sub-agents may be given (all of them by default).
+
+    Not ``final_answer``: the run's own ``output_schema`` adds it, no worker has it, and
+    a sub-agent answers in text.
+    """
+    return [name for name in tools if name != FINAL_ANSWER]
 
 
 def check_delegate(

@@ -57,6 +57,7 @@ from onward.contracts import (
 from onward.delegation import (
     DELEGATE,
     check_delegate,
+    delegable,
     delegate_spec,
     failure_outcome,
     outcome_of,
@@ -453,7 +454,7 @@ class _Assembler:
         error = workflow_tool.check(call) if workflow_tool is not None else None
         if call.name == DELEGATE.name and available is not None:
             agent = self._run.input or AgentInput(prompt="(unknown)")
-            error = check_delegate(call, agent.delegation_depth, list(available), agent.model)
+            error = check_delegate(call, agent.delegation_depth, delegable(available), agent.model)
         if error is not None:
             return ToolOutcome(error=error), "error"
         # Why (which limit, a cancel) is workflow state, not in the history.

@@ -172,3 +172,32 @@ async def test_every_reply_of_a_session_with_output_schema_is_an_object(
     assert json.loads(second.reply) == second.structured_output
     with pytest.raises(InvalidInput, match="output_schema"):
         await onward.open_session({"output_schema": {"type": "string"}})
+
+
+async def test_a_sub_agent_answers_in_text_without_the_parents_final_answer(
+    worker: RunningWorker,
+) -> None:
+    def delegating(**arguments: Any) -> dict[str, Any]:
+        return {"text": "", "tool_calls": [{"name": "delegate", "arguments": arguments}]}
+
+    # final_answer is the parent's own (its output_schema): no worker has it for a child.
+    result = await worker.run(
+        {
+            "prompt": "Which city? Ask a sub-agent.",
+            "tools": ["calculator", "delegate"],
+            "output_schema": CITY,
+            "script": [
+                delegating(prompt="Which city?", script=[{"text": "Tokyo."}]),
+                delegating(prompt="Which city?", tools=["final_answer"]),
+                {"text": "", "tool_calls": [answer(city="Tokyo", population_m=37)]},
+            ],
+        }
+    )
+
+    assert result.status == "completed", result.reason
+    (by_default,) = result.steps[0].tool_calls
+    assert by_default.status == "ok", by_default.error
+    assert by_default.result is not None and "Tokyo." in by_default.result
+    (named,) = result.steps[1].tool_calls
+    assert named.child_id is None and named.error is not None
+    assert "'final_answer' are not yours" in named.error

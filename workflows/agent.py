@@ -87,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         child_budget,
         child_id,
         child_input,
+        delegable,
         delegate_spec,
         failure_message,
         failure_outcome,
@@ -1656,7 +1657,8 @@ class AgentWorkflow:
         cancels the child.
         """
         depth, model = self._input.delegation_depth, self._input.model
-        error = check_delegate(call, depth, list(self._tools), model)
+        offered = delegable(self._tools)
+        error = check_delegate(call, depth, offered, model)
         if error is not None:
             return ToolOutcome(error=error)
         args = DelegateArgs.model_validate(call.arguments)
@@ -1669,7 +1671,7 @@ class AgentWorkflow:
             # Run version 2: the turn's later sub-agents share what is left.
             later=self._later_delegates(call) if self._run_version >= 2 else (),
         )
-        tools = args.tools if args.tools is not None else list(self._tools)
+        tools = args.tools if args.tools is not None else offered
         try:
             workspace = self._workspace_key(self._any_uses_workspace(tools))
             agent_input = child_input(self._input, args, budget, tools, workspace)
