@@ -15,21 +15,25 @@ runs it, and the same on every replay.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from onward.contracts import ToolSpec
+from onward import steplog
+from onward.contracts import ToolCall, ToolCallStatus, ToolOutcome, ToolSpec
 
 __all__ = [
     "FINAL_ANSWER",
     "TEXT_ANSWERS_ALLOWED",
+    "answer_outcome",
     "answer_problem",
     "answer_reminder",
     "answer_spec",
     "answer_text",
     "schema_problem",
+    "taken_answer",
 ]
 
 FINAL_ANSWER = "final_answer"
@@ -160,6 +164,34 @@ def answer_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | N
         + "; ".join(lines)
         + f". Call {FINAL_ANSWER} again with arguments that match it."
     )
+
+
+def taken_answer(schema: dict[str, Any], calls: Sequence[ToolCall]) -> ToolCall | None:
+    """The turn's call that ends the run: its first ``final_answer`` call that matches."""
+    return next(
+        (
+            call
+            for call in calls
+            if call.name == FINAL_ANSWER and answer_problem(schema, call.arguments) is None
+        ),
+        None,
+    )
+
+
+def answer_outcome(
+    schema: dict[str, Any], call: ToolCall, taken: ToolCall | None
+) -> tuple[ToolOutcome, ToolCallStatus] | None:
+    """``call``'s outcome in a turn whose answer is ``taken`` (:func:`taken_answer`), as the
+    workflow records it and the history's reader tells it: the answer's is ok, the other
+    calls beside it are not run; a ``final_answer`` when none was taken is its mismatch
+    error. None: any other call, which runs as the tools do."""
+    if taken is not None:
+        if call.id == taken.id:
+            return ToolOutcome(content="answer taken"), "ok"
+        return steplog.not_run("the run ended with its final answer"), "not_run"
+    if call.name != FINAL_ANSWER:
+        return None
+    return ToolOutcome(error=answer_problem(schema, call.arguments)), "error"
 
 
 def answer_reminder() -> str:

@@ -31,7 +31,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus
 
-from onward import steplog
+from onward import final_answer, steplog
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -304,6 +304,9 @@ class _Assembler:
         if asked is not None and DELEGATE.name in asked:
             # (a run begun before delegate existed failed at the start)
             specs[DELEGATE.name] = delegate_spec(description.run_version)
+        schema = self._run.input.output_schema if self._run.input else None
+        if schema is not None:
+            specs[final_answer.FINAL_ANSWER] = final_answer.answer_spec(schema)
         self._available = specs
 
     def _model_call(self, call: Call) -> _Step | None:
@@ -383,9 +386,11 @@ class _Assembler:
         ended = self._run.ended is not None
         traces: dict[str, CallTrace] = {}
         resolved = True
+        schema = self._run.input.output_schema if self._run.input else None
+        taken = final_answer.taken_answer(schema, step.calls) if schema is not None else None
         for call in step.calls:
             execution = step.executions.get(call.id)
-            tool = self._tool_record(call, execution, ended or later)
+            tool = self._tool_record(call, execution, ended or later, taken)
             if execution is not None:
                 traces[call.id] = execution.trace
             if tool.error is None and tool.result is None:
@@ -397,11 +402,14 @@ class _Assembler:
             record.duration_ms = _ms(record.started_at, max(c for c in closes if c))
         return HistoryStep(record, model.trace, traces, finished)
 
-    def _tool_record(self, call: ToolCall, execution: Call | None, over: bool) -> ToolCallRecord:
+    def _tool_record(
+        self, call: ToolCall, execution: Call | None, over: bool, taken: ToolCall | None = None
+    ) -> ToolCallRecord:
+        """``taken``: the turn's final answer (output_schema), which ended the run."""
         record = ToolCallRecord(id=call.id, name=call.name, arguments=call.arguments)
         record.approval = self._run.approvals.decided.get(call.id)
         if execution is None:
-            never = self._never_ran(call, over)
+            never = self._never_ran(call, over, taken)
             if never is not None:
                 outcome, status = never
                 steplog.apply_outcome(record, outcome, status)
@@ -436,11 +444,17 @@ class _Assembler:
             steplog.apply_outcome(record, execution.result)
         return record
 
-    def _never_ran(self, call: ToolCall, over: bool) -> tuple[ToolOutcome, ToolCallStatus] | None:
+    def _never_ran(
+        self, call: ToolCall, over: bool, taken: ToolCall | None = None
+    ) -> tuple[ToolOutcome, ToolCallStatus] | None:
         """The outcome of a call with no execution, or None while it may still start."""
         approval = self._run.approvals.decided.get(call.id)
         if approval is not None and approval.decision == "rejected":
             return steplog.refused(rejection(approval.note)), "refused"
+        schema = self._run.input.output_schema if self._run.input else None
+        answered = final_answer.answer_outcome(schema, call, taken) if schema else None
+        if answered is not None:  # the workflow decides these itself, with no execution
+            return answered
         available = self._available
         spec = available.get(call.name) if available is not None else None
         if available is not None and spec is None:

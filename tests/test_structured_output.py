@@ -11,9 +11,10 @@ from temporalio.client import WorkflowFailureError
 
 from conftest import RunningWorker
 from onward.client import OnwardClient
-from onward.contracts import AgentInput
+from onward.contracts import AgentInput, StepRecord
 from onward.errors import InvalidInput
 from onward.final_answer import answer_problem
+from onward.starter.history import reconstruct
 
 CITY = {
     "type": "object",
@@ -201,3 +202,30 @@ async def test_a_sub_agent_answers_in_text_without_the_parents_final_answer(
     (named,) = result.steps[1].tool_calls
     assert named.child_id is None and named.error is not None
     assert "'final_answer' are not yours" in named.error
+
+
+async def test_the_history_tells_the_answers_calls_as_the_run_does(
+    worker: RunningWorker,
+) -> None:
+    # Read with no worker (onward steps, trace): final_answer is no unknown tool there.
+    handle = await worker.start(
+        {
+            "prompt": "Which city?",
+            "tools": ["calculator"],
+            "output_schema": CITY,
+            "script": [
+                {"text": "", "tool_calls": [answer(city="Tokyo", population_m=-37)]},
+                {"text": "Done.", "tool_calls": [answer(city="Tokyo", population_m=37), calc("1")]},
+            ],
+        }
+    )
+    result = await handle.result()
+
+    rebuilt = reconstruct([event async for event in handle.fetch_history_events()])
+    fields = {"id", "name", "result", "error", "status"}
+
+    def calls(steps: list[StepRecord]) -> list[dict[str, Any]]:
+        return [call.model_dump(include=fields) for step in steps for call in step.tool_calls]
+
+    assert [call["status"] for call in calls(result.steps)] == ["error", "ok", "not_run"]
+    assert calls(rebuilt.step_log) == calls(result.steps)

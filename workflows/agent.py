@@ -812,26 +812,16 @@ class AgentWorkflow:
         error the model reads, from the tool pipeline)."""
         schema = self._input.output_schema
         assert schema is not None and self._step is not None
-        taken = next(
-            (
-                call
-                for call in response.tool_calls
-                if call.name == final_answer.FINAL_ANSWER
-                and final_answer.answer_problem(schema, call.arguments) is None
-            ),
-            None,
-        )
+        taken = final_answer.taken_answer(schema, response.tool_calls)
         if taken is None:
             return False
         for call in response.tool_calls:
             record = ToolCallRecord(
                 id=call.id, name=call.name, arguments=call.arguments, started_at=workflow.now()
             )
-            if call is taken:
-                outcome = self._record_outcome(record, ToolOutcome(content="answer taken"), "ok")
-            else:
-                reason = "the run ended with its final answer"
-                outcome = self._record_outcome(record, steplog.not_run(reason), "not_run")
+            answered = final_answer.answer_outcome(schema, call, taken)
+            assert answered is not None
+            outcome = self._record_outcome(record, *answered)
             self._step.tool_calls.append(record)
             # The conversation stays one a provider takes: every call has its result.
             self._conversation.add_tool_result(call, outcome, None)
@@ -1405,8 +1395,9 @@ class AgentWorkflow:
         schema = self._input.output_schema
         if schema is not None and call.name == final_answer.FINAL_ANSWER:
             # Reached only when it does not match (see _took_final_answer): an error.
-            problem = final_answer.answer_problem(schema, call.arguments)
-            return asyncio.create_task(_at_once(ToolOutcome(error=problem)))
+            answered = final_answer.answer_outcome(schema, call, None)
+            assert answered is not None
+            return asyncio.create_task(_at_once(answered[0]))
         if needs_approval(spec, self._input.approve_tools):
             if not self._patched(HUMAN_APPROVAL_PATCH):
                 # Runs begun before approval existed refused such calls: they still do.
