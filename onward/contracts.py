@@ -1104,6 +1104,9 @@ class AgentCarry(BaseModel):
         description="the token stream's offsets and its last call's items: a subscriber "
         "follows the chain without a gap",
     )
+    text_answers: int = Field(
+        default=0, ge=0, description="plain-text answers to a run with output_schema so far"
+    )
 
 
 class AgentResult(BaseModel):

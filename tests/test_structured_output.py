@@ -229,3 +229,17 @@ async def test_the_history_tells_the_answers_calls_as_the_run_does(
 
     assert [call["status"] for call in calls(result.steps)] == ["error", "ok", "not_run"]
     assert calls(rebuilt.step_log) == calls(result.steps)
+
+
+async def test_text_answers_count_across_continue_as_new(worker: RunningWorker) -> None:
+    chatty = await worker.run(
+        {
+            "prompt": "Which city?",
+            "output_schema": CITY,
+            "continue_as_new_after": 1,
+            "script": [{"text": "Tokyo."}] * 6,
+        }
+    )
+    assert chatty.status == "failed", chatty.reason
+    assert chatty.reason is not None and "plain text 3 times" in chatty.reason
+    assert chatty.usage.model_calls == 3

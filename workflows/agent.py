@@ -504,6 +504,7 @@ class AgentWorkflow:
             self._summary_step = carry.summary_step
             self._summary_covers = carry.summary_covers
             self._used_workspace = carry.used_workspace
+            self._text_answers = carry.text_answers
 
     # -- the loop -------------------------------------------------------------
 
@@ -884,6 +885,7 @@ class AgentWorkflow:
             summary_covers=self._summary_covers,
             used_workspace=self._used_workspace,
             stream=self._stream.get_state() if self._stream_end() else None,
+            text_answers=self._text_answers,
         )
         workflow.continue_as_new(self._input.model_copy(update={"carry": carry}))
 
