@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -46,9 +47,12 @@ TEXT_ANSWERS_ALLOWED = 2
 _ERRORS_SHOWN = 5
 
 
-_UNCHECKED = frozenset({"pattern", "patternProperties"})
+_UNCHECKED: dict[str, type] = {"pattern": str, "patternProperties": dict}
 """Keywords refused: a regular expression the workflow matched could stall it for good
-(a pattern that backtracks), and a workflow task that times out is retried forever."""
+(a pattern that backtracks), and a workflow task that times out is retried forever.
+Each with what it holds as a keyword: a property, say, named ``pattern`` holds a schema.
+Every place the validator reads as a schema is checked against the meta-schema (the
+root, and what a reference points to), so a keyword there holds what it should."""
 _REFERENCES = frozenset({"$ref", "$dynamicRef"})
 _BASES = frozenset({"$id", "$anchor", "$dynamicAnchor"})
 
@@ -96,7 +100,7 @@ def _unchecked(root: dict[str, Any], node: Any, where: str) -> str | None:
         return None
     for key, value in node.items():
         at = f"{where}/{key}"
-        if key in _UNCHECKED:
+        if key in _UNCHECKED and _is_keyword(key, value):
             return (
                 f"{at}: {key} is not supported (a regular expression checked in the "
                 "workflow could stall it); check the text in your own code"
@@ -114,14 +118,25 @@ def _unchecked(root: dict[str, Any], node: Any, where: str) -> str | None:
     return None
 
 
+def _is_keyword(key: str, value: Any) -> bool:
+    """Whether ``key`` holds what the keyword would (a property's schema is not a pattern)."""
+    if not isinstance(value, _UNCHECKED[key]):
+        return False
+    # patternProperties maps patterns to schemas; a schema has some values of other kinds.
+    return not isinstance(value, dict) or all(isinstance(v, dict | bool) for v in value.values())
+
+
 def _resolves(root: dict[str, Any], reference: str) -> bool:
-    """Whether ``reference`` is a JSON pointer (``#``, ``#/$defs/x``) into ``root``."""
+    """Whether ``reference`` is a JSON pointer (``#``, ``#/$defs/x``) into ``root`` to
+    a valid schema: the validator reads what it points to as one, unchecked so far (a
+    ``minimum`` of text inside a ``const``, say, would raise TypeError in the workflow)."""
     if reference == "#":
         return True
     if not reference.startswith("#/"):
         return False
     node: Any = root
-    for part in reference[2:].split("/"):
+    # Unquoted before it is split, as the validator's resolver (referencing) does.
+    for part in unquote(reference[2:]).split("/"):
         part = part.replace("~1", "/").replace("~0", "~")
         if isinstance(node, dict) and part in node:
             node = node[part]
@@ -129,7 +144,13 @@ def _resolves(root: dict[str, Any], reference: str) -> bool:
             node = node[int(part)]
         else:
             return False
-    return isinstance(node, dict | bool)
+    if not isinstance(node, dict | bool):
+        return False
+    try:
+        Draft202012Validator.check_schema(node)
+    except SchemaError:
+        return False
+    return True
 
 
 def answer_spec(schema: dict[str, Any]) -> ToolSpec:

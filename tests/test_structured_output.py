@@ -135,6 +135,44 @@ def test_output_schema_must_be_an_object_schema() -> None:
     )
 
 
+def test_only_keywords_are_refused_and_references_point_to_schemas() -> None:
+    # Properties may be named as keywords are: their values are schemas, not patterns.
+    named = {
+        "type": "object",
+        "properties": {
+            "pattern": {"type": "string"},
+            "patternProperties": {"type": "object"},
+            "shape": {"$ref": "#/properties/pattern"},
+        },
+    }
+    assert AgentInput(prompt="p", output_schema=named).output_schema == named
+    assert answer_problem(named, {"pattern": "a+", "shape": "b"}) is None
+    # What a reference points to is read as a schema: one that is none is refused at
+    # once, not a TypeError in the workflow once the model answers.
+    data = {
+        "type": "object",
+        "$defs": {"a": {"const": {"minimum": "x"}}},
+        "properties": {"b": {"$ref": "#/$defs/a/const"}},
+    }
+    with pytest.raises(ValueError, match="'#/\\$defs/a/const' does not resolve"):
+        AgentInput(prompt="p", output_schema=data)
+    # ... unquoted as the validator unquotes it: not a schema beside the one it reads.
+    quoted = {
+        "type": "object",
+        "x-data": {"aA": {"minimum": "x"}, "a%41": {"type": "number"}},
+        "properties": {"b": {"$ref": "#/x-data/a%41"}},
+    }
+    with pytest.raises(ValueError, match="does not resolve"):
+        AgentInput(prompt="p", output_schema=quoted)
+    # A name map a reference points to is read as a schema: its patterns count.
+    hidden = {
+        "type": "object",
+        "properties": {"pattern": {"type": "string"}, "b": {"$ref": "#/properties"}},
+    }
+    with pytest.raises(ValueError, match="does not resolve"):
+        AgentInput(prompt="p", output_schema=hidden)
+
+
 async def test_a_bad_schema_fails_the_run_at_once_naming_the_field(worker: RunningWorker) -> None:
     # Sent as plain JSON past the client's own check (the temporal CLI, another SDK).
     handle = await worker.client.start_workflow(
