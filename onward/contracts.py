@@ -524,6 +524,12 @@ class AgentInput(_Strict):
             raise ValueError(
                 "tools: final_answer is the tool output_schema adds; leave it out of tools"
             )
+        if self.output_schema is not None and "final_answer" in (self.approve_tools or []):
+            # The run ends with a matching answer at once: an approval would never be asked.
+            raise ValueError(
+                "approve_tools: final_answer is not approved (a matching answer ends the "
+                "run); leave it out of approve_tools"
+            )
         return self
 
     @model_validator(mode="after")

@@ -128,6 +128,9 @@ def test_output_schema_must_be_an_object_schema() -> None:
     assert answer_problem(local, {"x": "one"}) is not None
     with pytest.raises(ValueError, match="final_answer is the tool output_schema adds"):
         AgentInput(prompt="p", output_schema=CITY, tools=["final_answer"])
+    # Approving it would approve nothing: a matching answer ends the run at once.
+    with pytest.raises(ValueError, match="approve_tools: final_answer is not approved"):
+        AgentInput(prompt="p", output_schema=CITY, approve_tools=["final_answer"])
     assert answer_problem(CITY, {"city": "Oslo"}) == (
         "final_answer: the answer does not match the schema: (the arguments): "
         "'population_m' is a required property. Call final_answer again with arguments "
