@@ -373,6 +373,22 @@ def _checked_output_schema(schema: dict[str, Any] | None) -> dict[str, Any] | No
     return schema
 
 
+def _check_final_answer_unnamed(
+    schema: dict[str, Any] | None, tools: list[str] | None, approve_tools: list[str] | None
+) -> None:
+    """With ``output_schema``, ``final_answer`` is the workflow's: no tool to name."""
+    if schema is not None and "final_answer" in (tools or []):
+        raise ValueError(
+            "tools: final_answer is the tool output_schema adds; leave it out of tools"
+        )
+    if schema is not None and "final_answer" in (approve_tools or []):
+        # The run ends with a matching answer at once: an approval would never be asked.
+        raise ValueError(
+            "approve_tools: final_answer is not approved (a matching answer ends the "
+            "run); leave it out of approve_tools"
+        )
+
+
 class AgentInput(_Strict):
     """The one input object of ``AgentWorkflow``; plain JSON from the ``temporal`` CLI works."""
 
@@ -520,16 +536,7 @@ class AgentInput(_Strict):
 
     @model_validator(mode="after")
     def _final_answer_is_no_tool_of_its_own(self) -> AgentInput:
-        if self.output_schema is not None and "final_answer" in (self.tools or []):
-            raise ValueError(
-                "tools: final_answer is the tool output_schema adds; leave it out of tools"
-            )
-        if self.output_schema is not None and "final_answer" in (self.approve_tools or []):
-            # The run ends with a matching answer at once: an approval would never be asked.
-            raise ValueError(
-                "approve_tools: final_answer is not approved (a matching answer ends the "
-                "run); leave it out of approve_tools"
-            )
+        _check_final_answer_unnamed(self.output_schema, self.tools, self.approve_tools)
         return self
 
     @model_validator(mode="after")
@@ -1286,6 +1293,11 @@ class SessionInput(_Strict):
         default=None,
         description="set by the workflow itself when it continues as new; not for clients",
     )
+
+    @model_validator(mode="after")
+    def _final_answer_is_no_tool_of_its_own(self) -> SessionInput:
+        _check_final_answer_unnamed(self.output_schema, self.tools, self.approve_tools)
+        return self
 
     @field_validator("output_schema")
     @classmethod

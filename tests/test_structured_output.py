@@ -214,6 +214,8 @@ async def test_every_reply_of_a_session_with_output_schema_is_an_object(
     assert json.loads(second.reply) == second.structured_output
     with pytest.raises(InvalidInput, match="output_schema"):
         await onward.open_session({"output_schema": {"type": "string"}})
+    with pytest.raises(InvalidInput, match="approve_tools: final_answer"):
+        await onward.open_session({"output_schema": CITY, "approve_tools": ["final_answer"]})
 
 
 async def test_a_sub_agent_answers_in_text_without_the_parents_final_answer(
