@@ -232,7 +232,8 @@ class SessionMethods:
         tenant: str | None = None,
         page_token: str | None = None,
     ) -> RunPage:
-        """Sessions, open ones first, newest first, a page at a time (no worker needed).
+        """Sessions, open ones first (newest first), then closed ones (latest closed first),
+        a page at a time (no worker needed).
 
         A row's ``status`` is ``open``, or how the session closed (``completed``,
         ``cancelled``, ...); ``open`` keeps only the open (True) or closed (False) ones;

@@ -74,6 +74,7 @@ def codec_app(
         allowed=ui_origins,
         loopback_only=loopback_only,
         flag="onward codec-server --ui-origin",
+        own_pages=False,
     )
     app.add_middleware(
         CORSMiddleware,

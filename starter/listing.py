@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
 from onward.contracts import AGENT_WORKFLOW, FINAL_STATES, SESSION_WORKFLOW
@@ -180,7 +181,8 @@ async def session_page(
     tenant: str | None = None,
     page_token: str | None = None,
 ) -> RunPage:
-    """Up to ``limit`` sessions, open ones first, newest first (as :func:`run_page`).
+    """Up to ``limit`` sessions, open ones first, newest first, then closed ones, latest
+    closed first (as :func:`run_page`).
 
     A session publishes no search attributes: its status is ``open`` while
     Temporal runs it, else how Temporal closed it. ``open`` keeps the open
@@ -207,7 +209,13 @@ async def _page(
         executions = client.list_workflows(
             query, page_size=limit - len(rows), next_page_token=token
         )
-        await executions.fetch_next_page()
+        try:
+            await executions.fetch_next_page()
+        except RPCError as err:
+            # A token made up to pass the check (it is no secret): Temporal cannot read it.
+            if page_token is None or err.status not in _TOKEN_REFUSED:
+                raise
+            raise _bad_token() from err
         rows += [row(execution) for execution in executions.current_page or ()]
         token = executions.next_page_token
         if token is None or len(rows) >= limit:
@@ -248,6 +256,8 @@ async def list_runs(
 
 
 _CHECK_BYTES = 8
+_TOKEN_REFUSED = (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN)
+"""How Temporal answers a token it cannot read (after the SDK's retries of UNKNOWN)."""
 
 
 def _check(query: str, token: bytes) -> bytes:
@@ -263,7 +273,8 @@ def _token_bytes(query: str, text: str | None) -> bytes | None:
     """Temporal's token from :func:`_token_text`'s, refused unless it continues ``query``.
 
     Checked here: Temporal answers a token it cannot read as an unknown error,
-    which the SDK retries for seconds before it gives up.
+    which the SDK retries for seconds before it gives up. The check is no secret,
+    so a token made up to pass it still reaches Temporal, and is refused after.
     """
     if text is None:
         return None

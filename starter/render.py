@@ -246,15 +246,17 @@ def status_lines(workflow_id: str, status: AgentStatus) -> list[str]:
         what = ", ".join(call.name for call in last.tool_calls) or "answer"
         lines.append(f"last:   step {last.step} ({what}): {shorten(last.text, 100) or '-'}")
     if status.current_step is not None:
-        lines += _running_calls(status.current_step, datetime.now(UTC))
+        waiting = {pending.call_id for pending in status.pending_approvals}  # await: above
+        lines += _running_calls(status.current_step, datetime.now(UTC), waiting)
     return lines
 
 
-def _running_calls(step: StepRecord, now: datetime) -> list[str]:
-    """``now:    step 4 · http_fetch(https://…) · 2.31 s`` for each call still running."""
+def _running_calls(step: StepRecord, now: datetime, waiting: set[str]) -> list[str]:
+    """``now:    step 4 · http_fetch(https://…) · 2.31 s`` for each call still running
+    (not those ``waiting`` for approval)."""
     lines = []
     for call in step.tool_calls:
-        if call.status is not None:
+        if call.status is not None or call.id in waiting:
             continue
         shown = tool_summary(ToolCall(id=call.id, name=call.name, arguments=call.arguments))
         ms = (

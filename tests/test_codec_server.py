@@ -226,3 +226,11 @@ async def test_a_loopback_codec_server_answers_no_other_host_or_page() -> None:
         assert rebound.status_code == 403 and "loopback" in rebound.text
         foreign = await http.post("/decode", json=body, headers={"Origin": "https://evil.example"})
         assert foreign.status_code == 403 and "--ui-origin" in foreign.text
+    # Off loopback (--host 0.0.0.0) a rebound page still has the server's host for its
+    # origin: the codec server has no pages of its own, so that is no pass either.
+    anywhere = codec_app(shared, [UI])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=anywhere), base_url="http://203.0.113.5:8702"
+    ) as http:
+        own = {"Origin": "http://203.0.113.5:8702"}
+        assert (await http.post("/decode", json=body, headers=own)).status_code == 403

@@ -32,9 +32,12 @@ from onward.contracts import (
     Budget,
     CancelRequest,
     ModelRequest,
+    PendingApproval,
     RunUsage,
     ScriptTurn,
+    StepRecord,
     ToolCall,
+    ToolCallRecord,
     tool_specs_key,
 )
 from onward.delegation import (
@@ -808,6 +811,24 @@ async def test_a_parents_status_names_the_sub_agent_it_waits_for(worker: Running
     await handle.result()
     ended = await onward.status(handle.id)
     assert ended.current_step is None and "current_step" not in ended.model_dump()
+
+
+def test_a_call_waiting_for_approval_is_awaited_not_running() -> None:
+    started = datetime.now(UTC)
+    call = ToolCallRecord(id="call_1_1", name="calculator", arguments={}, started_at=started)
+    status = AgentStatus(
+        state="awaiting_approval",
+        step=0,
+        usage=RunUsage(),
+        budget=Budget(),
+        pending_approvals=[
+            PendingApproval(call_id="call_1_1", name="calculator", step=1, requested_at=started)
+        ],
+        current_step=StepRecord(step=1, started_at=started, tool_calls=[call]),
+    )
+    lines = status_lines("run", status)
+    assert any(line.startswith("await:  call_1_1") for line in lines)
+    assert not any(line.startswith("now:") for line in lines)
 
 
 async def test_a_sub_agents_web_ui_summary_shows_the_models_words_as_written(

@@ -81,6 +81,9 @@ class OriginGate:
         allowed: origins whose pages may call the API (``*``: any).
         loopback_only: also refuse a request addressed to a name that is not loopback.
         flag: how the server is told to allow an origin, for the refusal's message.
+        own_pages: the server serves pages of its own (the API's ``/docs``), which call
+            it from its own origin; a server without any takes none as its own (a page a
+            DNS rebinding points at it has the server's host for its origin).
     """
 
     def __init__(
@@ -89,11 +92,13 @@ class OriginGate:
         allowed: Collection[str],
         loopback_only: bool,
         flag: str = "onward api --cors-origin (ONWARD_API_CORS_ORIGINS)",
+        own_pages: bool = True,
     ) -> None:
         self.app = app
         self.allowed = frozenset(allowed)
         self.loopback_only = loopback_only
         self.flag = flag
+        self.own_pages = own_pages
 
     def _refusal(self, scope: Scope) -> str | None:
         headers = Headers(scope=scope)
@@ -106,7 +111,7 @@ class OriginGate:
         origin = headers.get("origin")
         if origin is None or "*" in self.allowed or origin in self.allowed:
             return None
-        if urlsplit(origin).netloc.lower() == host:  # the API's own pages (/docs)
+        if self.own_pages and urlsplit(origin).netloc.lower() == host:  # the API's /docs
             return None
         if scope["type"] == "http" and scope["method"] in _SAFE_METHODS:
             return None  # a read: CORS keeps its answer from the page

@@ -180,8 +180,9 @@ def session_routes(
             Query(max_length=4000, description="the next page: from the last page's Link"),
         ] = None,
     ) -> list[RunSummary]:
-        """The tenant's sessions, open ones first, newest first: ``status`` is ``open`` or how
-        the session closed. More than ``limit``: ``Link`` (``rel="next"``) is the next page."""
+        """The tenant's sessions, open ones first (newest first), then closed ones:
+        ``status`` is ``open`` or how the session closed. More than ``limit``: ``Link``
+        (``rel="next"``) is the next page."""
         page = await onward().list_sessions(
             open=open, limit=limit, tenant=tenant, page_token=page_token
         )
