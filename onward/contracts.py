@@ -467,6 +467,7 @@ class AgentInput(_Strict):
 
     output_schema: dict[str, Any] | None = Field(
         default=None,
+        exclude_if=lambda value: value is None,
         description="a JSON Schema (type object) for the answer: the model answers by "
         "calling final_answer with matching arguments, which become the result's "
         "structured_output (and output, as JSON text)",
@@ -981,6 +982,7 @@ class StepRecord(BaseModel):
     )
     finish_reason: str | None = Field(
         default=None,
+        exclude_if=lambda value: value is None,
         description="why the model's answer ended, when not by finishing (stop) or by "
         "asking for tools (tool_calls): length (cut off at the output token limit), "
         "content_filter (withheld by the provider), or the provider's own word",
@@ -1118,7 +1120,10 @@ class AgentCarry(BaseModel):
         "follows the chain without a gap",
     )
     text_answers: int = Field(
-        default=0, ge=0, description="plain-text answers to a run with output_schema so far"
+        default=0,
+        ge=0,
+        exclude_if=lambda value: value == 0,
+        description="plain-text answers to a run with output_schema so far",
     )
 
 
@@ -1274,6 +1279,7 @@ class SessionInput(_Strict):
     )
     output_schema: dict[str, Any] | None = Field(
         default=None,
+        exclude_if=lambda value: value is None,
         description="as AgentInput's: every reply is an object matching it "
         "(SessionReply.structured_output)",
     )

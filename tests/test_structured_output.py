@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -286,3 +287,12 @@ async def test_text_answers_count_across_continue_as_new(worker: RunningWorker) 
     assert chatty.status == "failed", chatty.reason
     assert chatty.reason is not None and "plain text 3 times" in chatty.reason
     assert chatty.usage.model_calls == 3
+
+
+def test_the_new_fields_are_left_out_at_their_defaults() -> None:
+    # Workers before them refuse unknown fields (a run's input, a carry between runs of a
+    # chain in a rolling upgrade), and a null in every step record is history bytes.
+    assert "output_schema" not in AgentInput(prompt="p").model_dump(mode="json")
+    step = StepRecord(step=1, started_at=datetime.now(UTC))
+    assert "finish_reason" not in step.model_dump(mode="json")
+    assert "output_schema" in AgentInput(prompt="p", output_schema=CITY).model_dump(mode="json")
