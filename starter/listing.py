@@ -29,7 +29,6 @@ from onward.states import OWN_STATE_WINS, closed_state, closing_statuses, run_st
 __all__ = [
     "RunPage",
     "RunRow",
-    "list_runs",
     "quoted",
     "run_page",
     "run_query",
@@ -237,22 +236,6 @@ def _session_row(execution: WorkflowExecution) -> RunRow:
         close_time=execution.close_time,
         temporal_status=temporal.name.lower(),
     )
-
-
-async def list_runs(
-    client: Client,
-    *,
-    status: str | None = None,
-    model: str | None = None,
-    limit: int,
-    tenant: str | None = None,
-    since: datetime | None = None,
-) -> list[RunRow]:
-    """At most ``limit`` agent runs matching the filters, running ones first (as listed)."""
-    page = await run_page(
-        client, status=status, model=model, limit=limit, tenant=tenant, since=since
-    )
-    return page.rows
 
 
 _CHECK_BYTES = 8

@@ -16,7 +16,7 @@ from onward.activities.providers.scripted import ScriptedModel
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, ModelRequest, ModelResponse, Usage
-from onward.starter.listing import list_runs, run_table
+from onward.starter.listing import run_page, run_table
 from onward.worker import ensure_search_attributes
 
 SCRIPT = [
@@ -271,11 +271,11 @@ async def test_a_run_of_unknown_cost_is_not_listed_as_free(
     ] == []
 
     async def listed() -> bool:
-        rows = await list_runs(client, tenant=tenant, limit=5)
+        rows = (await run_page(client, tenant=tenant, limit=5)).rows
         return [row.status for row in rows] == ["completed"]
 
     await eventually(listed)
-    (row,) = await list_runs(client, tenant=tenant, limit=5)
+    (row,) = (await run_page(client, tenant=tenant, limit=5)).rows
     assert row.cost_usd is None
     header, line = run_table([row])[:2]
     assert line.split()[header.split().index("COST")] == "-"

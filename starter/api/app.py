@@ -442,10 +442,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         ] = None,
         model: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-        page_token: Annotated[
-            str | None,
-            Query(max_length=4000, description="the next page: from the last page's Link"),
-        ] = None,
+        page_token: params.PageToken = None,
     ) -> list[RunSummary]:
         """The tenant's runs: running ones, newest first, then ended ones, latest ended first.
 

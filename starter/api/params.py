@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Query
 
 from onward.errors import InvalidInput
 
-__all__ = ["MAX_EVENT_ID", "event_id", "iso_8601", "last_event_id", "since_utc"]
+__all__ = ["MAX_EVENT_ID", "PageToken", "event_id", "iso_8601", "last_event_id", "since_utc"]
+
+PageToken = Annotated[
+    str | None, Query(max_length=4000, description="the next page: from the last page's Link")
+]
+"""A list's ``page_token`` query parameter (see ``Link: <...>; rel="next"``)."""
 
 MAX_EVENT_ID = 2**62
 """Event ids are below this (Temporal's history event ids are 64-bit)."""

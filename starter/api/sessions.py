@@ -175,10 +175,7 @@ def session_routes(
             bool | None, Query(description="true: open sessions only; false: closed ones")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-        page_token: Annotated[
-            str | None,
-            Query(max_length=4000, description="the next page: from the last page's Link"),
-        ] = None,
+        page_token: params.PageToken = None,
     ) -> list[RunSummary]:
         """The tenant's sessions, open ones first (newest first), then closed ones:
         ``status`` is ``open`` or how the session closed. More than ``limit``: ``Link``
