@@ -223,7 +223,7 @@ class ModelActivities:
                 non_retryable=True,
             )
         try:
-            with self._telemetry.chat(request) as chat:
+            with self._telemetry.chat(request, getattr(provider, "server", None)) as chat:
                 async with heartbeating():
                     if request.stream:
                         response = await self._streamed(provider, request)

@@ -174,8 +174,11 @@ class ActivityTelemetry:
         return self._tracer
 
     @contextmanager
-    def chat(self, request: ModelRequest) -> Iterator[ChatRecorder]:
-        """A ``chat`` span around one model call, and its metrics."""
+    def chat(
+        self, request: ModelRequest, server: tuple[str, int] | None = None
+    ) -> Iterator[ChatRecorder]:
+        """A ``chat`` span around one model call, and its metrics; ``server``: the host
+        and port the call goes to (None: no server, the scripted model)."""
         provider = provider_of(request.model)
         model = _model_name(request.model)
         attributes: dict[str, str | int | float | bool] = {
@@ -184,6 +187,8 @@ class ActivityTelemetry:
             "gen_ai.request.model": model,
             "onward.step": request.step,
         }
+        if server is not None:
+            attributes["server.address"], attributes["server.port"] = server
         settings = request.settings
         if settings is not None:
             if settings.temperature is not None:

@@ -685,6 +685,11 @@ async def test_a_failed_model_call_names_the_providers_error(
         _named(exporter.get_finished_spans(), "chat gpt-4o-mini"), key=lambda s: s.start_time or 0
     )
     assert _attributes(limited)["error.type"] == "RateLimited"
+    host, _, port = server.url.removeprefix("http://").partition(":")
+    assert (_attributes(answered)["server.address"], _attributes(answered)["server.port"]) == (
+        host,
+        int(port),
+    )
     assert not limited.status.is_ok
     assert "error.type" not in _attributes(answered) and answered.status.is_ok
     durations = _updates(buffer.retrieve_updates(), "gen_ai.client.operation.duration")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -67,6 +68,13 @@ class HttpModelProvider(ABC):
         key_required: bool = True,
     ) -> None:
         self.name = name
+        parts = urlsplit(base_url)
+        self.server: tuple[str, int] | None = (
+            (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+            if parts.hostname
+            else None
+        )
+        """Where calls go, for spans (``server.address``, ``server.port``)."""
         self._api_key = api_key or None
         self._api_key_env = api_key_env
         self._key_required = key_required
