@@ -91,6 +91,11 @@ async def test_open_talk_stream_and_close_a_session(worker: RunningWorker) -> No
         unknown_field = await http.post("/v1/sessions", json={"prompt": "no"})
         assert unknown_field.status_code == 422
 
+        # A reason was dropped unsaid (the session closes with its own): refused instead.
+        with_reason = await http.post(created["close_url"], json={"reason": "done"})
+        assert with_reason.status_code == 422
+        assert with_reason.json()["error"]["message"] == "close: takes no fields, got reason"
+        assert (await http.get(created["status_url"])).json()["state"] == "idle"
         closed = await http.post(created["close_url"])
         assert closed.status_code == 200
         result = await client.session_result(created["id"])

@@ -49,7 +49,7 @@ from onward.errors import (
     RunNotFound,
 )
 from onward.starter.api import live, params
-from onward.starter.api.controls import apply_control, control_body
+from onward.starter.api.controls import CONTROL_BODIES, apply_control, control_body
 from onward.starter.api.errors import (
     ApiProblem,
     BodyLimit,
@@ -190,7 +190,10 @@ async def refuse_fields(request: Request, kind: str) -> None:
         return
     if not isinstance(fields, dict):
         raise InvalidInput(f"{kind}: takes no body")
-    control_body(kind, fields)
+    if kind in CONTROL_BODIES:
+        control_body(kind, fields)
+    elif fields:  # a session's close: no control of a run's
+        raise InvalidInput(f"{kind}: takes no fields, got {', '.join(sorted(fields))}")
 
 
 def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:

@@ -100,7 +100,7 @@ def session_routes(
     onward: Callable[[], OnwardClient], gate: Callable[[], TenantGate], owned: Owned
 ) -> APIRouter:
     """The ``/v1/sessions`` routes, over the app's client, tenant gate and ownership check."""
-    from onward.starter.api.app import next_page_link, summary, with_keepalive
+    from onward.starter.api.app import next_page_link, refuse_fields, summary, with_keepalive
 
     router = APIRouter()
 
@@ -249,8 +249,9 @@ def session_routes(
         )
 
     @router.post("/v1/sessions/{session_id}/close", response_model=ControlAnswer, responses=_ERRORS)
-    async def close(session_id: SessionId, tenant: Tenant) -> ControlAnswer:
-        """Close the session once the messages already sent are answered."""
+    async def close(session_id: SessionId, tenant: Tenant, request: Request) -> ControlAnswer:
+        """Close the session once the messages already sent are answered (no body)."""
+        await refuse_fields(request, "close")  # a reason would be dropped unsaid
         await owned(session_id, tenant, "session")
         await onward().close_session(session_id)
         return ControlAnswer(id=session_id)
