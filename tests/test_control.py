@@ -204,3 +204,34 @@ async def test_an_update_sent_without_input_is_refused_saying_what_it_takes(
     )
     await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="done"))
     await session.cancel()
+
+
+async def test_a_call_that_ended_beside_a_running_one_is_not_shown_running(
+    worker: RunningWorker,
+) -> None:
+    # A turn's fast call kept status None until its slowest sibling ended, so
+    # `onward status` printed it on a `now:` line as running, its time growing.
+    turn = {
+        "text": "both at once",
+        "tool_calls": [
+            {"name": "wait", "arguments": {"seconds": 30}},
+            {"name": "calculator", "arguments": {"expression": "1+1"}},
+        ],
+    }
+    script = [turn, {"text": "done"}]
+    handle = await worker.start({"prompt": "p", "tools": ["wait", "calculator"], "script": script})
+
+    async def calculated() -> bool:
+        current = (await handle.query(AgentWorkflow.status)).current_step
+        return current is not None and any(c.duration_ms is not None for c in current.tool_calls)
+
+    await eventually(calculated)
+    status = await handle.query(AgentWorkflow.status)
+    assert status.current_step is not None
+    calls = {call.name: call for call in status.current_step.tool_calls}
+    assert (calls["calculator"].status, calls["calculator"].result) == ("ok", "2")
+    assert calls["wait"].status is None
+    now = [line for line in status_lines(handle.id, status) if line.startswith("now:")]
+    assert len(now) == 1 and now[0].startswith("now:    step 1 · wait(30)")
+    await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="enough"))
+    await handle.result()

@@ -1724,10 +1724,20 @@ class AgentWorkflow:
                 timeout_summary="sub-agents ending",
             )
 
-    def _stamp_duration(self, record: ToolCallRecord, _task: asyncio.Task[ToolOutcome]) -> None:
-        """Time a call when it ends, not when the slowest call of its turn does."""
+    def _stamp_duration(self, record: ToolCallRecord, task: asyncio.Task[ToolOutcome]) -> None:
+        """Time and record a call when it ends, not when the slowest call of its turn does.
+
+        A call with no ``status`` reads as running (``current_step``, ``now:`` lines),
+        so one that finished says so at once; the turn's end records it the same way.
+        """
         if record.started_at is not None and record.duration_ms is None:
             record.duration_ms = _ms(record.started_at)
+        if record.status is not None or task.cancelled() or _failed_late(task):
+            return  # the turn's end records it interrupted
+        if task.exception() is not None and not isinstance(task.exception(), ActivityError):
+            return
+        rejected = record.approval is not None and record.approval.decision == "rejected"
+        steplog.apply_outcome(record, _outcome_of(task), "refused" if rejected else None)
 
     def _record_outcome(
         self, record: ToolCallRecord, outcome: ToolOutcome, status: ToolCallStatus | None
