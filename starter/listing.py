@@ -217,8 +217,17 @@ async def _page(
             raise _bad_token() from err
         rows += [row(execution) for execution in executions.current_page or ()]
         token = executions.next_page_token
+        if token is not None and len(rows) >= limit and not await _more(client, query, token):
+            token = None  # Temporal gives a token for every full page, the last one too
         if token is None or len(rows) >= limit:
             return RunPage(rows, None if token is None else _token_text(query, token))
+
+
+async def _more(client: Client, query: str, token: bytes) -> bool:
+    """Whether any execution comes after ``token``: a page links to a next one only then."""
+    executions = client.list_workflows(query, page_size=1, next_page_token=token)
+    await executions.fetch_next_page()
+    return bool(executions.current_page) or executions.next_page_token is not None
 
 
 def _session_row(execution: WorkflowExecution) -> RunRow:

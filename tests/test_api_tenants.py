@@ -189,6 +189,31 @@ async def test_the_list_pages_through_every_run_of_the_tenant(
             assert refused.json()["error"]["message"].startswith("page_token: not a token")
 
 
+async def test_a_page_that_ends_the_list_links_to_no_next_page(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    # Temporal gives a token whenever a page is full, so a list of four paged by two
+    # linked to a third page, empty: "more runs" that were none (sessions likewise).
+    keys_file, acme, _ = two_tenants(tmp_path)
+    async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
+        ids = set()
+        for number in range(4):
+            body = {"prompt": f"p{number}", "script": [{"text": "x"}]}
+            ids.add((await http.post("/v1/runs", json=body, headers=bearer(acme))).json()["id"])
+
+        async def listed() -> bool:
+            rows = (await http.get("/v1/runs", params={"limit": 10}, headers=bearer(acme))).json()
+            return {row["id"] for row in rows} == ids
+
+        await eventually(listed)
+        first = await http.get("/v1/runs?limit=2", headers=bearer(acme))
+        second = await http.get(first.links["next"]["url"], headers=bearer(acme))
+        assert len(first.json()) == len(second.json()) == 2
+        assert "next" not in second.links, second.headers["link"]
+        whole = await http.get("/v1/runs?limit=4", headers=bearer(acme))
+        assert len(whole.json()) == 4 and "link" not in whole.headers
+
+
 async def test_over_the_open_runs_limit_is_429_with_retry_after(
     worker: RunningWorker, tmp_path: Path
 ) -> None:
