@@ -379,7 +379,8 @@ async def _whole(client: _Client, reply: SessionReply) -> SessionReply:
 
 
 async def with_message_run(client: _Client, session_id: str, status: AgentStatus) -> AgentStatus:
-    """``status`` of a session, with the wait of the message run it is answering, if any.
+    """``status`` of a session, with the wait and the running calls of the message run
+    it is answering, if any.
 
     A session cannot query its message's run, so the client asks the run itself.
     """
@@ -389,11 +390,12 @@ async def with_message_run(client: _Client, session_id: str, status: AgentStatus
         run = await client.status(answering(session_id, status))
     except OnwardError:  # not started yet, or just ended
         return status
-    if run.state not in ("awaiting_approval", "paused"):
-        return status
-    return status.model_copy(
-        update={"state": run.state, "pending_approvals": run.pending_approvals}
-    )
+    update: dict[str, object] = {}
+    if run.current_step is not None:
+        update["current_step"] = run.current_step
+    if run.state in ("awaiting_approval", "paused"):
+        update |= {"state": run.state, "pending_approvals": run.pending_approvals}
+    return status.model_copy(update=update)
 
 
 def answering(session_id: str, status: AgentStatus) -> str:

@@ -31,6 +31,7 @@ from onward.contracts import (
     Usage,
 )
 from onward.errors import InvalidInput, RequestRejected, SessionClosed
+from onward.starter.render import status_lines
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows import SessionWorkflow
@@ -622,3 +623,29 @@ async def test_a_message_sent_as_the_session_closes_idle_is_session_closed(
 
         outcomes = await asyncio.gather(*(one(1.0 + 0.02 * (n % 15)) for n in range(30)))
     assert set(outcomes) <= {"closed", "answered"}
+
+
+async def test_a_sessions_status_shows_the_calls_its_message_runs(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # `onward status SESSION` read "running, 0 steps" while a message's tool ran:
+    # no `now:` line, though the message's run had its current_step.
+    turn = {"text": "waiting", "tool_calls": [{"name": "wait", "arguments": {"seconds": 60}}]}
+    async with running_worker(client, tmp_path / "workspace", search_attribute_names) as worker:
+        onward = OnwardClient(client, task_queue=worker.task_queue)
+        session_id = await onward.open_session({"script": [turn], "tools": ["wait"]})
+        sending = asyncio.create_task(onward.send_message(session_id, "wait"))
+
+        async def calling() -> bool:
+            current = (await onward.status(session_id)).current_step
+            return current is not None and bool(current.tool_calls)
+
+        await eventually(calling)
+        status = await onward.session_status(session_id)
+        assert status.state == "running" and status.current_step is not None
+        now = [line for line in status_lines(session_id, status) if line.startswith("now:")]
+        assert len(now) == 1 and now[0].startswith("now:    step 1 · wait(60)")
+        sending.cancel()
+        for run_id in (sessions.run_id(session_id, 1), session_id):
+            with contextlib.suppress(Exception):
+                await client.get_workflow_handle(run_id).terminate(reason="test over")
