@@ -273,6 +273,37 @@ async def test_over_the_daily_budget_ceiling_is_429(worker: RunningWorker, tmp_p
         await eventually(refused)
 
 
+async def test_a_small_ceiling_reads_in_its_significant_digits(
+    worker: RunningWorker, tmp_path: Path
+) -> None:
+    # The refusal said "spent $0.0001 ..., its ceiling is $0.0001" (four decimals),
+    # a ceiling of $0.00002 "$0.0000": small figures lost their digits.
+    keys_file = tmp_path / "keys.json"
+    key = ApiKeys.add(keys_file, f"tiny-{uuid.uuid4().hex[:8]}")
+    # 100 input tokens at the workers' $1 per million: $0.0001, against $0.00005.
+    priced = {
+        "prompt": "p",
+        "script": [{"text": "ok", "usage": {"input_tokens": 100, "output_tokens": 0}}],
+    }
+    async with (
+        tenants_api(worker, keys_file, Limits(max_cost_usd_per_day=0.00005)) as base,
+        httpx.AsyncClient(base_url=base) as http,
+    ):
+        first = await http.post("/v1/runs", json=priced, headers=bearer(key))
+        assert first.status_code == 202
+        await http.get(first.json()["result_url"], params={"wait": 20}, headers=bearer(key))
+        message = ""
+
+        async def refused() -> bool:
+            nonlocal message
+            answer = await http.post("/v1/runs", json=priced, headers=bearer(key))
+            message = answer.json()["error"]["message"] if answer.status_code == 429 else ""
+            return "in the last 24 h" in message
+
+        await eventually(refused)
+        assert message.endswith("spent $0.000100 in the last 24 h, its ceiling is $0.0000500")
+
+
 async def test_open_runs_hold_what_they_may_spend_under_the_ceiling(
     worker: RunningWorker, tmp_path: Path
 ) -> None:
@@ -296,7 +327,7 @@ async def test_open_runs_hold_what_they_may_spend_under_the_ceiling(
         third = await http.post("/v1/runs", json=slow, headers=bearer(key))
         assert third.status_code == 429, third.text
         assert third.json()["error"]["message"] == (
-            f"tenant {key_tenant(keys_file, key)!r} spent $0.0000 in the last 24 h and its "
+            f"tenant {key_tenant(keys_file, key)!r} spent $0 in the last 24 h and its "
             "open runs may spend $1.0000 more; its ceiling is $1.0000"
         )
         # What a run may spend is not held back from its own extension.

@@ -34,6 +34,7 @@ from onward.client import OnwardClient
 from onward.contracts import FINAL_STATES
 from onward.delegation import is_sub_agent
 from onward.errors import OnwardError, RunNotFound
+from onward.money import money
 from onward.starter.api.errors import ApiProblem, TooManyRequests
 from onward.starter.listing import run_query
 
@@ -255,16 +256,16 @@ class TenantGate:
             frees_at = (oldest or now) + SPEND_WINDOW
             raise TooManyRequests(
                 "BudgetCeiling",
-                f"tenant {tenant!r} spent ${spent:.4f} in the last 24 h, its ceiling is "
-                f"${ceiling:.4f}",
+                f"tenant {tenant!r} spent {money(spent)} in the last 24 h, its ceiling is "
+                f"{money(ceiling)}",
                 int((frees_at - now).total_seconds()) + 1,
             )
         held = await self._held(tenant, excluding)
         if spent + held >= ceiling:
             raise TooManyRequests(
                 "BudgetCeiling",
-                f"tenant {tenant!r} spent ${spent:.4f} in the last 24 h and its open runs may "
-                f"spend ${held:.4f} more; its ceiling is ${ceiling:.4f}",
+                f"tenant {tenant!r} spent {money(spent)} in the last 24 h and its open runs "
+                f"may spend {money(held)} more; its ceiling is {money(ceiling)}",
                 BUSY_RETRY_AFTER_S,
             )
         return ceiling - spent - held
