@@ -45,6 +45,9 @@ and a RecursionError in the workflow would fail its task again and again."""
 TEXT_ANSWERS_ALLOWED = 2
 """Plain-text answers met with a reminder; the next one fails the run."""
 _ERRORS_SHOWN = 5
+_RAW_ARGUMENTS = "_raw"
+"""The one key of the arguments a provider could not parse as JSON: their text."""
+_RAW_SHOWN = 200
 
 
 _UNCHECKED: dict[str, type] = {"pattern": str, "patternProperties": dict}
@@ -168,6 +171,14 @@ def answer_spec(schema: dict[str, Any]) -> ToolSpec:
 
 def answer_problem(schema: dict[str, Any], arguments: dict[str, Any]) -> str | None:
     """Why ``arguments`` do not match ``schema``, for the model to correct; None: they do."""
+    if set(arguments) == {_RAW_ARGUMENTS}:
+        # What the model sent was no JSON object (cut off at the output token limit, say):
+        # the provider passed its text on; checked as an object, it could even match.
+        raw = str(arguments[_RAW_ARGUMENTS])[:_RAW_SHOWN]
+        return (
+            f"{FINAL_ANSWER}: the arguments were not valid JSON: {raw!r}; call "
+            f"{FINAL_ANSWER} again with one JSON object that matches its schema."
+        )
     if _depth(arguments) > MAX_ANSWER_DEPTH:  # the validator recurses as deep
         return f"{FINAL_ANSWER}: the answer nests deeper than {MAX_ANSWER_DEPTH} levels"
     errors = sorted(

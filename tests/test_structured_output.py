@@ -67,6 +67,37 @@ async def test_the_run_ends_with_the_first_answer_that_matches(worker: RunningWo
     assert result.usage.model_calls == 3 and result.script_played == 3
 
 
+async def test_an_answer_whose_arguments_were_not_json_is_not_taken(
+    worker: RunningWorker,
+) -> None:
+    # A provider hands arguments it cannot parse (cut off at the output token limit)
+    # on as {"_raw": text}. final_answer checked that object against the schema: the
+    # model read "'city' is a required property", and a schema that requires nothing
+    # took {"_raw": ...} as the run's answer.
+    cut = {"_raw": '{"city": "To'}
+    loose = {"type": "object", "properties": {"city": {"type": "string"}}}
+    result = await worker.run(
+        {
+            "prompt": "Which city is the largest?",
+            "output_schema": loose,
+            "script": [
+                {"text": "", "tool_calls": [answer(**cut)]},
+                {"text": "", "tool_calls": [answer(city="Tokyo")]},
+            ],
+        }
+    )
+
+    assert result.status == "completed", result.reason
+    assert result.structured_output == {"city": "Tokyo"}
+    (wrong,) = result.steps[0].tool_calls
+    assert wrong.status == "error"
+    assert wrong.error == (
+        'final_answer: the arguments were not valid JSON: \'{"city": "To\'; '
+        "call final_answer again with one JSON object that matches its schema."
+    )
+    assert answer_problem(CITY, cut) == wrong.error
+
+
 async def test_a_text_answer_is_met_with_a_reminder_then_fails_the_run(
     worker: RunningWorker,
 ) -> None:
