@@ -32,6 +32,7 @@ from onward import clearing, compaction, steplog
 from onward.activities.deadline import refuse_if_late
 from onward.activities.heartbeat import AttemptAbandoned, heartbeating
 from onward.activities.providers.base import ModelProvider
+from onward.activities.providers.http_provider import HttpModelProvider
 from onward.activities.providers.streaming import TextSink
 from onward.activities.telemetry import ActivityTelemetry
 from onward.contracts import (
@@ -223,7 +224,10 @@ class ModelActivities:
                 non_retryable=True,
             )
         try:
-            with self._telemetry.chat(request, getattr(provider, "server", None)) as chat:
+            # Only Onward's HTTP providers say where they call: a provider of the user's
+            # may have an attribute of that name meaning something else entirely.
+            server = provider.server if isinstance(provider, HttpModelProvider) else None
+            with self._telemetry.chat(request, server) as chat:
                 async with heartbeating():
                     if request.stream:
                         response = await self._streamed(provider, request)
