@@ -45,8 +45,6 @@ STATES: tuple[str, ...] = tuple(state for state in get_args(AgentState) if state
 """A run's states (``idle`` is a session's, between messages: no run is ever idle)."""
 CODEC_PORT = 8702
 """Where ``onward codec-server`` listens unless ``--port`` says otherwise."""
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-"""``--host`` values that keep ``onward api`` and ``onward codec-server`` on this machine."""
 API_PORT = 8700
 """Where ``onward api`` listens unless ``--port`` says otherwise."""
 LIST_LIMIT = 20
@@ -440,6 +438,8 @@ def _api_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.tenant:
         raise CliError(f"unexpected argument {args.tenant!r}")
+    from onward.starter.api.origins import LOOPBACK_HOSTS  # the gate's own list
+
     try:
         keys = ApiKeys.load(Path(keys_file)) if keys_file else None
     except ApiKeysError as err:
@@ -682,6 +682,7 @@ def _codec_server_command(args: argparse.Namespace) -> int:
     import uvicorn
 
     from onward.encryption import EncryptionError, codec_from_env
+    from onward.starter.api.origins import LOOPBACK_HOSTS
     from onward.starter.codec_server import codec_app, ui_origins
 
     try:
