@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -46,7 +46,6 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from temporalio import workflow
 from temporalio.contrib.opentelemetry import TracingInterceptor, TracingWorkflowInboundInterceptor
-from temporalio.contrib.opentelemetry._interceptor import _CompletedWorkflowSpanParams
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -66,6 +65,12 @@ from onward.tool_telemetry import (
     tool_span_attributes,
 )
 from onward.tuning import env_flag
+
+if TYPE_CHECKING:
+    # Private to the SDK, so for the type checker only: a worker must not fail to start
+    # because an upgrade moved it (the span names would then keep their arguments, which
+    # the telemetry tests would report).
+    from temporalio.contrib.opentelemetry._interceptor import _CompletedWorkflowSpanParams
 
 __all__ = [
     "HISTOGRAM_BUCKETS",
