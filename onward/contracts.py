@@ -215,6 +215,34 @@ def _check_model(value: str) -> str:
     return value
 
 
+def _check_script_is_for_scripted(
+    script: list[ScriptTurn] | None, model: str, fallbacks: list[str] | None
+) -> None:
+    """A script only where the scripted model plays it: the run's, or a fallback."""
+    models = [model, *(fallbacks or ())]
+    if script is not None and "scripted" not in map(provider_of, models):
+        raise ValueError("script: only the scripted model takes a script")
+
+
+MAX_FALLBACK_MODELS = 4
+"""A run tries at most this many models after its own: each is given up on only after
+its retries, so a longer list mostly makes a failing run fail later."""
+
+
+def _check_fallbacks(model: str, fallbacks: list[str] | None) -> list[str] | None:
+    """``fallbacks`` if each is a usable model, none repeats and none is ``model``."""
+    if fallbacks is None:
+        return None
+    for position, fallback in enumerate(fallbacks):
+        try:
+            _check_model(fallback)
+        except ValueError as err:
+            raise ValueError(f"fallback_models.{position}: {err}") from None
+        if fallback == model or fallback in fallbacks[:position]:
+            raise ValueError(f"fallback_models.{position}: {fallback!r} is already tried before")
+    return fallbacks
+
+
 class _Strict(BaseModel):
     """Base for inputs: unknown fields are errors, so a typo is reported, not ignored."""
 
@@ -395,6 +423,14 @@ class AgentInput(_Strict):
     prompt: str = Field(min_length=1)
     system: str | None = None
     model: str = Field(default="scripted", max_length=200)
+    fallback_models: list[str] | None = Field(
+        default=None,
+        max_length=MAX_FALLBACK_MODELS,
+        exclude_if=lambda value: value is None,
+        description="models tried in turn when a model call fails for the provider's "
+        "sake (after its retries): the run goes on with the first that answers, for "
+        "its remaining steps",
+    )
     script: list[ScriptTurn] | None = None
     tools: list[str] | None = Field(default=None, description="tool names; default: all built-ins")
     budget: Budget = Field(default_factory=Budget)
@@ -523,9 +559,13 @@ class AgentInput(_Strict):
         return _check_model(value)
 
     @model_validator(mode="after")
+    def _fallbacks_usable(self) -> AgentInput:
+        _check_fallbacks(self.model, self.fallback_models)
+        return self
+
+    @model_validator(mode="after")
     def _script_only_for_scripted(self) -> AgentInput:
-        if self.script is not None and provider_of(self.model) != "scripted":
-            raise ValueError("script: only the scripted model takes a script")
+        _check_script_is_for_scripted(self.script, self.model, self.fallback_models)
         return self
 
     @field_validator("output_schema")
@@ -969,6 +1009,12 @@ class StepRecord(BaseModel):
     duration_ms: int | None = None
     model: str | None = None
     error: str | None = Field(default=None, description="why the step's model call failed")
+    failed_models: list[str] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="models that failed this step's call before ``model`` answered "
+        "(fallback_models), each as '<model>: <error>'",
+    )
     steering: list[str] = Field(
         default_factory=list, description="user messages (steer) added before this model call"
     )
@@ -1245,6 +1291,12 @@ class SessionInput(_Strict):
 
     system: str | None = None
     model: str = Field(default="scripted", max_length=200)
+    fallback_models: list[str] | None = Field(
+        default=None,
+        max_length=MAX_FALLBACK_MODELS,
+        exclude_if=lambda value: value is None,
+        description="as AgentInput's: each message's run begins with ``model`` again",
+    )
     script: list[ScriptTurn] | None = Field(
         default=None, description="the scripted model's turns, played across the messages"
     )
@@ -1318,9 +1370,13 @@ class SessionInput(_Strict):
         return _check_model(value)
 
     @model_validator(mode="after")
+    def _fallbacks_usable(self) -> SessionInput:
+        _check_fallbacks(self.model, self.fallback_models)
+        return self
+
+    @model_validator(mode="after")
     def _script_only_for_scripted(self) -> SessionInput:
-        if self.script is not None and provider_of(self.model) != "scripted":
-            raise ValueError("script: only the scripted model takes a script")
+        _check_script_is_for_scripted(self.script, self.model, self.fallback_models)
         return self
 
     @model_validator(mode="after")

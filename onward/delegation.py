@@ -236,8 +236,8 @@ def child_input(
     """The child's input: the task, a budget slice, and the parent's scope.
 
     The child keeps the parent's tenant, memory scope, approval settings, compaction,
-    tool-result clearing and workspace; the parent's pricing and settings only when it
-    runs the parent's model. It is one level deeper (``delegation_depth``); its webhook
+    tool-result clearing and workspace; the parent's pricing, settings and fallback models
+    only when it runs the parent's model. It is one level deeper (``delegation_depth``); its webhook
     is its parent's business.
     """
     model = args.model or parent.model
@@ -246,6 +246,7 @@ def child_input(
     return AgentInput(
         prompt=args.prompt,
         model=model,
+        fallback_models=parent.fallback_models if same_model else None,
         script=args.script,
         tools=tools,
         budget=budget,

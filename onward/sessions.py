@@ -140,6 +140,7 @@ def message_input(session: SessionInput, message: str, used: RunUsage) -> AgentI
         prompt=message,
         system=session.system,
         model=session.model,
+        fallback_models=session.fallback_models,
         tools=session.tools,
         budget=message_budget(session.budget, session.message_budget, used),
         pricing=session.pricing,

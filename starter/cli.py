@@ -108,6 +108,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
     )
+    parser.add_argument(
+        "--fallback-model",
+        dest="fallback_models",
+        action="append",
+        metavar="MODEL",
+        help="a provider:model to go on with when the model's provider fails a call "
+        "(repeat, in order)",
+    )
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--script", metavar="FILE", help="JSON list of scripted turns (- = stdin)")
     parser.add_argument(
@@ -151,6 +159,14 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     """``onward run``'s options that make sense for a whole session (a new one)."""
     parser.add_argument(
         "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
+    )
+    parser.add_argument(
+        "--fallback-model",
+        dest="fallback_models",
+        action="append",
+        metavar="MODEL",
+        help="a provider:model to go on with when the model's provider fails a call "
+        "(repeat, in order)",
     )
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--script", metavar="FILE", help="JSON list of scripted turns (- = stdin)")

@@ -174,6 +174,8 @@ class _Step:
     previous: ModelRequest | None = None
     """The request of the step before (None: the first), to tell what this one added."""
     executions: dict[str, Call] = field(default_factory=dict)
+    failed_models: list[str] = field(default_factory=list)
+    """The models that failed this step before this call's (fallback_models)."""
 
     @property
     def number(self) -> int:
@@ -316,10 +318,18 @@ class _Assembler:
         call.trace.step = request.step
         call.trace.role = "model"
         call.trace.name = request.model
+        previous, failed = self._last_request, []
+        before = next((s for s in self._steps if s.number == request.step), None)
+        if before is not None and before.response is None:
+            # The step's call failed and the run went on with a fallback model: the
+            # same step, sent what the failed call was sent.
+            previous = before.previous
+            failure = before.model.trace.failure or "failed"
+            failed = [*before.failed_models, f"{before.model.request.model}: {failure}"]
         if call.trace.state == "completed" and isinstance(call.result, ModelResponse):
-            step = _Step(call, call.result, self._last_request)
+            step = _Step(call, call.result, previous, failed_models=failed)
         elif call.trace.state in ("failed", "timed_out"):
-            step = _Step(call, None, self._last_request)
+            step = _Step(call, None, previous, failed_models=failed)
         else:  # in flight, or interrupted (an interrupted call leaves no step)
             return None
         self._last_request = request
@@ -379,6 +389,7 @@ class _Assembler:
             model=request.model,
             steering=steplog.steering_in(request, step.previous),
         )
+        record.failed_models = step.failed_models or None
         if step.response is None:
             record.error = model.trace.failure or "failed"
         else:

@@ -41,6 +41,7 @@ BUDGET_FLAGS: dict[str, str] = {
 _FLAGS: dict[str, str] = {
     "prompt": "PROMPT",
     "model": "--model",
+    "fallback_models": "--fallback-model",
     "system": "--system",
     "script": "--script",
     "tools": "--tool",
@@ -62,10 +63,14 @@ def invalid_input(err: ValidationError, what: str = "invalid input") -> InvalidI
     problems = []
     for error in err.errors():
         location = tuple(error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        named, colon, rest = message.partition(": ")
+        if not location and colon and " " not in named:
+            # A check of several fields names the one it is about first ("script: ...").
+            location, message = tuple(named.split(".")), rest
         field = ".".join(str(part) for part in location) or "input"
         flag = _flag_for(location)
         where = f"{field} ({flag})" if flag else field
-        message = str(error["msg"]).removeprefix("Value error, ")
         given = error.get("input")
         if isinstance(given, int | float | str) and not isinstance(given, bool):
             message += f" (got {given!r})"
@@ -120,6 +125,8 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
     data: dict[str, Any] = {"prompt": args.prompt, "budget": budget}
     if args.model is not None:
         data["model"] = args.model
+    if getattr(args, "fallback_models", None):
+        data["fallback_models"] = args.fallback_models
     if args.system is not None:
         data["system"] = args.system
     if args.tools is not None:

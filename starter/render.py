@@ -106,6 +106,10 @@ def step_lines(step: StepRecord) -> list[str]:
     first, *rest = [*steering_lines(step), *(head.splitlines() or [""])]
     lines = [f"{f'step {step.step}':<{len(_INDENT) - 1}} {first}"]
     lines += [_INDENT + line for line in rest]
+    for failed in step.failed_models or ():  # fallback_models
+        lines.append(f"{_INDENT}↷ failed: {shorten(failed, ANSWER_EXCERPT_CHARS)}")
+    if step.failed_models and error is None:
+        lines.append(f"{_INDENT}↷ answered by {step.model}")
     for call in step.tool_calls:
         lines.append(_INDENT + tool_call_line(call))
         if call.child_id is not None:  # `onward trace` shows its calls under this one

@@ -34,7 +34,7 @@ def session_input(args: argparse.Namespace) -> SessionInput:
     if args.on_exceeded is not None:
         budget["on_exceeded"] = args.on_exceeded
     data: dict[str, Any] = {"budget": budget}
-    for field in ("model", "system", "tools", "tenant", "approve_tools"):
+    for field in ("model", "fallback_models", "system", "tools", "tenant", "approve_tools"):
         value = getattr(args, field, None)
         if value is not None:
             data[field] = value

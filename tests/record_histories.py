@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slow_end_store import SlowEndStore
 
 from onward import search_attributes as sa
+from onward.activities.providers import providers_from_env
 from onward.connection import DATA_CONVERTER
 from onward.contracts import (
     AgentInput,
@@ -665,6 +666,18 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[[Handle], Awaitable[None]]]]
         {"prompt": "add", "tools": ["calculator"], "script": [calc("6*7"), {"text": "42"}]},
         nothing,
     ),
+    # fallback_models: the first model's provider fails its call (no OPENAI_API_KEY on
+    # the recording worker), the run goes on with the scripted model for good.
+    "fallback_model": (
+        {
+            "prompt": "add",
+            "model": "openai:gpt-4o-mini",
+            "fallback_models": ["scripted"],
+            "tools": ["calculator"],
+            "script": [calc("6*7"), {"text": "42"}],
+        },
+        nothing,
+    ),
     # patched "delegate": a sub-agent as a child workflow on a slice of the budget; it
     # writes into the parent's workspace and stops at its slice (budget_exceeded),
     # which the parent's model reads as a tool error (delegate_child.json: the child).
@@ -901,7 +914,11 @@ async def record(client: Client, names: list[str], only: list[str]) -> None:
         store = SlowEndStore(
             await open_store(settings.store_url), prefix="history-end_of_run_local"
         )
-        async with build_worker(client, settings, search_attribute_names=names, store=store):
+        # Every provider, configured without keys (fallback_model's first call fails so).
+        providers = providers_from_env({})
+        async with build_worker(
+            client, settings, search_attribute_names=names, store=store, providers=providers
+        ):
             for name, (agent_input, drive) in SCENARIOS.items():
                 if name not in only:
                     continue

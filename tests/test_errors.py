@@ -64,6 +64,15 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "p", "tools": ["calculator", "teleport"]}, "tools: unknown tool(s) 'teleport'"),
     ({"prompt": "p", "tenant": "t" * 3000}, "tenant"),
     ({"prompt": "p", "model": "scripted:" + "m" * 3000}, "model"),
+    (
+        {"prompt": "p", "fallback_models": ["acme:gpt-9"]},
+        "fallback_models.0: unknown model provider 'acme'",
+    ),
+    ({"prompt": "p", "fallback_models": ["gpt-4o"]}, "fallback_models.0: 'gpt-4o' names no"),
+    (
+        {"prompt": "p", "model": "openai:a", "fallback_models": ["openai:b", "openai:a"]},
+        "fallback_models.1: 'openai:a' is already tried before",
+    ),
 ]
 
 

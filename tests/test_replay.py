@@ -76,6 +76,7 @@ def test_histories_are_committed() -> None:
         "run_version_5_delegate_child",  # left
         "run_version_6_sealed",  # RUN_VERSION 6: an encrypting worker's local tool call
         # is typed calculator(…), without its arguments
+        "fallback_model",  # a provider failing a call: the run goes on with the fallback
     }
 
 

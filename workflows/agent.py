@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from onward import compaction, final_answer, steplog
     from onward import search_attributes as sa
     from onward.activities.model import ModelActivities
+    from onward.activities.providers.errors import PROVIDER_ERROR_TYPES
     from onward.activities.tool_calls import ToolActivities
     from onward.contracts import (
         AGENT_WORKFLOW,
@@ -296,6 +297,12 @@ def _end_if_unpriced(err: ActivityError) -> None:
         raise _RunEnded("budget_exceeded", reason, "max_cost_usd") from err
 
 
+def _provider_failed(err: ActivityError) -> bool:
+    """Whether the provider failed the call (after its retries), not Onward or the run."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type in PROVIDER_ERROR_TYPES
+
+
 def _refused_late(err: BaseException | None) -> bool:
     """Whether ``err`` is a worker's refusal to start a call after the run's deadline."""
     return _refused_as(err, DEADLINE_PASSED)
@@ -441,6 +448,7 @@ class AgentWorkflow:
         self._steering: list[str] = []
         # Steering already in the conversation, not yet shown in a step of the log.
         self._steered: list[str] = []
+        self._failed_models: list[str] = []  # this step's models given up on (fallback_models)
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_calls: list[tuple[ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
@@ -679,15 +687,19 @@ class AgentWorkflow:
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
-        provider = provider_of(self._input.model)
-        if description.providers and provider not in description.providers:
-            self._end("failed", "invalid input: unknown model provider")
-            raise ApplicationError(
-                f"model: unknown model provider {provider!r} (this worker has: "
-                f"{', '.join(description.providers)})",
-                type=INVALID_INPUT,
-                non_retryable=True,
-            )
+        models = {"model": self._input.model}
+        for position, fallback in enumerate(self._input.fallback_models or ()):
+            models[f"fallback_models.{position}"] = fallback
+        for field, model in models.items():
+            provider = provider_of(model)
+            if description.providers and provider not in description.providers:
+                self._end("failed", "invalid input: unknown model provider")
+                raise ApplicationError(
+                    f"{field}: unknown model provider {provider!r} (this worker has: "
+                    f"{', '.join(description.providers)})",
+                    type=INVALID_INPUT,
+                    non_retryable=True,
+                )
         # -- sub-agents: a run names a workspace only as a sub-agent,
         # its parent's or root's; any other would reach into another run's files.
         info = workflow.info()
@@ -1171,9 +1183,20 @@ class AgentWorkflow:
             response = handle.result()
         except ActivityError as err:
             _end_if_unpriced(err)  # nothing was spent: no step to log
+            if self._fall_back(err):
+                self._steered = step.steering + self._steered  # shown with the answer
+                return await self._call_model(allow_tools, race_deadline)
             step.error = _root_message(err)
+            step.failed_models = self._failed_models or None
             self._step = step  # kept in the log: it says what failed
-            raise _RunEnded("failed", f"model call failed: {step.error}") from err
+            if self._failed_models:
+                tried = len(self._failed_models) + 1
+                reason = f"model call failed on all {tried} models; the last: {step.error}"
+            else:
+                reason = f"model call failed: {step.error}"
+            raise _RunEnded("failed", reason) from err
+        if self._failed_models:
+            step.failed_models, self._failed_models = self._failed_models, []
         self._step = step
         self._script_index += 1
         if transcript is not None:
@@ -1190,6 +1213,25 @@ class AgentWorkflow:
             # travels slimmed by it (see ``_transcript_ref``).
             self._forget_before(len(self._conversation) - 1)
         return response
+
+    def _fall_back(self, err: ActivityError) -> bool:
+        """Go on with the next of ``fallback_models`` if the provider failed the call.
+
+        The run keeps the model that answers for its remaining steps (and its sub-agents
+        and continued runs); the price override was the failed model's. False: no
+        fallback is left, or the failure was not the provider's.
+        """
+        rest = self._input.fallback_models
+        if not rest or not _provider_failed(err):
+            return False
+        self._failed_models.append(f"{self._input.model}: {_root_message(err)}")
+        workflow.logger.warning(
+            "model %s failed (%s); going on with %s", self._input.model, _root_message(err), rest[0]
+        )
+        self._input = self._input.model_copy(
+            update={"model": rest[0], "fallback_models": rest[1:] or None, "pricing": None}
+        )
+        return True
 
     def _forget_before(self, position: int) -> None:
         """Let go of the messages before ``position`` that the store holds.

@@ -62,6 +62,7 @@ __all__ = [
     "INVALID_REQUEST",
     "MODEL_NOT_FOUND",
     "PROVIDER_CONNECTION_ERROR",
+    "PROVIDER_ERROR_TYPES",
     "PROVIDER_TIMEOUT",
     "PROVIDER_UNAVAILABLE",
     "RATE_LIMITED",
@@ -95,6 +96,15 @@ RETRYABLE_TYPES = frozenset(
     }
 )
 """The error types Temporal retries."""
+
+PROVIDER_ERROR_TYPES = RETRYABLE_TYPES | {
+    API_KEY_MISSING,
+    AUTHENTICATION_ERROR,
+    MODEL_NOT_FOUND,
+    INVALID_REQUEST,
+}
+"""Every type above: the provider (or its configuration) failed the call, not Onward.
+A run with ``fallback_models`` tries the next model after one of these."""
 
 _REDACTED = "[redacted]"
 _MAX_DETAIL_CHARS = 500

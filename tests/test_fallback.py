@@ -1,0 +1,216 @@
+"""Fallback models: a provider that fails a call (after its retries) hands the run to the next.
+
+Two local servers speak the OpenAI and Anthropic protocols; the run starts on one and
+goes on with the other, and every step says which model answered and what failed first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from provider_servers import (
+    ANTHROPIC_PATH,
+    OPENAI_PATH,
+    FakeProvider,
+    Reply,
+    anthropic_message,
+    openai_completion,
+)
+from temporalio.client import Client
+from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_worker
+
+from conftest import run_onward
+from onward.contracts import AgentInput, RunUsage, SessionInput
+from onward.delegation import DelegateArgs, child_input
+from onward.sessions import message_input
+from onward.starter.history import reconstruct
+from onward.starter.render import step_lines
+
+OPENAI = "openai:gpt-4o-mini"
+CLAUDE = "anthropic:claude-3-5-haiku-latest"
+
+
+def environ(openai: FakeProvider, anthropic: FakeProvider) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": f"{openai.url}/v1",
+        "OPENAI_API_KEY": KEY,
+        "ANTHROPIC_BASE_URL": anthropic.url,
+        "ANTHROPIC_API_KEY": KEY,
+        "ONWARD_MODEL_MAX_ATTEMPTS": "2",
+    }
+
+
+async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    busy = Reply(503, {"error": {"message": "upstream overloaded"}})
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(
+            openai_completion("Adding.", [("call_1", "calculator", {"expression": "2 + 2"})]),
+            busy,
+            busy,
+            openai_completion("never asked"),
+        )
+        anthropic.script(
+            anthropic_message(None, [("toolu_1", "calculator", {"expression": "4 * 10"})]),
+            anthropic_message("40", usage=(30, 2)),
+        )
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            handle = await worker.start(
+                {
+                    "prompt": "Compute (2+2)*10",
+                    "model": OPENAI,
+                    "fallback_models": [CLAUDE],
+                    "tools": ["calculator"],
+                    "settings": {"cache_prompt": False},
+                }
+            )
+            result = await handle.result()
+            history = reconstruct([event async for event in handle.fetch_history_events()])
+
+    assert result.status == "completed", result.reason
+    assert result.output == "40"
+    first, second, third = result.steps
+    assert (first.model, second.model, third.model) == (OPENAI, CLAUDE, CLAUDE)
+    assert first.failed_models is None and third.failed_models is None
+    assert second.failed_models == [
+        f"{OPENAI}: gave up after 2 attempts: openai: 503 Service Unavailable: upstream overloaded"
+    ]
+    assert second.tool_calls[0].result == "40"
+    assert step_lines(second)[1:3] == [
+        f"        ↷ failed: {second.failed_models[0]}",
+        f"        ↷ answered by {CLAUDE}",
+    ]
+    # Read back from the history alone (`onward steps` of a run whose worker is gone): the same.
+    read = [step.record for step in history.steps]
+    assert [(s.step, s.model, s.failed_models) for s in read] == [
+        (s.step, s.model, s.failed_models) for s in result.steps
+    ]
+    # The failed provider is not asked again; the fallback was sent the whole conversation.
+    assert len(openai.requests) == 3 and openai.pending == 1
+    sent = anthropic.requests[0].json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"][-1] == {
+        "type": "tool_use", "id": "call_1", "name": "calculator",
+        "input": {"expression": "2 + 2"},
+    }  # fmt: skip
+    assert sent[2]["content"] == [{"type": "tool_result", "tool_use_id": "call_1", "content": "4"}]
+    # Each answer is priced as its own model's.
+    usage = result.usage
+    assert usage.model_calls == 3
+    assert usage.cost_usd == pytest.approx(
+        cost((10, 5), GPT_4O_MINI) + cost((10 + 30, 5 + 2), CLAUDE_HAIKU)
+    )
+
+
+async def test_when_every_model_fails_the_run_fails_saying_what_each_did(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    unauthorized = Reply(401, {"error": {"message": "bad key"}})
+    gone = {"type": "error", "error": {"type": "not_found_error", "message": "no such model"}}
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(unauthorized)
+        anthropic.script(Reply(404, gone))
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            result = await worker.run(
+                {"prompt": "hi", "model": OPENAI, "fallback_models": [CLAUDE]}
+            )
+
+    assert result.status == "failed"
+    assert result.reason is not None
+    assert result.reason.startswith("model call failed on all 2 models; the last: anthropic: 404")
+    (step,) = result.steps
+    assert step.model == CLAUDE and step.error is not None and "no such model" in step.error
+    assert step.failed_models is not None
+    assert step.failed_models[0].startswith(f"{OPENAI}: openai: 401 Unauthorized: bad key")
+    # Neither was retried: a 401 and a 404 need a person, not another attempt.
+    assert (len(openai.requests), len(anthropic.requests)) == (1, 1)
+
+
+async def test_a_failure_that_is_not_the_providers_does_not_fall_back(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # Unpriced under a cost budget: the worker refuses the call before any provider is asked.
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            result = await worker.run(
+                {
+                    "prompt": "hi",
+                    "model": "openai:unpriced-model",
+                    "fallback_models": [CLAUDE],
+                    "budget": {"max_cost_usd": 1},
+                }
+            )
+    assert result.status == "budget_exceeded"
+    assert (len(openai.requests), len(anthropic.requests)) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("fallbacks", "named"),
+    [
+        (["gpt-4o"], "fallback_models.0: 'gpt-4o' names no provider"),
+        ([OPENAI], f"fallback_models.0: {OPENAI!r} is already tried before"),
+        ([CLAUDE, CLAUDE], f"fallback_models.1: {CLAUDE!r} is already tried before"),
+        ([f"openai:m{n}" for n in range(5)], "fallback_models"),
+    ],
+)
+def test_fallbacks_are_checked_like_the_model(fallbacks: list[str], named: str) -> None:
+    for model in (AgentInput, SessionInput):
+        with pytest.raises(ValueError, match=named.replace("(", r"\(")):
+            model.model_validate(
+                {"prompt": "p", "model": OPENAI, "fallback_models": fallbacks}
+                if model is AgentInput
+                else {"model": OPENAI, "fallback_models": fallbacks}
+            )
+
+
+def test_sub_agents_and_session_messages_keep_the_fallbacks() -> None:
+    parent = AgentInput(prompt="p", model=OPENAI, fallback_models=[CLAUDE])
+    same = child_input(parent, DelegateArgs(prompt="sub"), parent.budget, [], None)
+    other = child_input(parent, DelegateArgs(prompt="sub", model=CLAUDE), parent.budget, [], None)
+    assert same.fallback_models == [CLAUDE]
+    assert other.fallback_models is None  # another model: the parent's list was for its own
+    session = SessionInput(model=OPENAI, fallback_models=[CLAUDE])
+    assert message_input(session, "hi", RunUsage()).fallback_models == [CLAUDE]
+    # Left out of inputs without them: a worker of the last release takes them as before.
+    assert "fallback_models" not in AgentInput(prompt="p").model_dump(mode="json")
+
+
+async def test_the_cli_names_the_flag_of_a_bad_fallback(address: str) -> None:
+    done = await run_onward(
+        "run",
+        "hi",
+        "--model",
+        OPENAI,
+        "--fallback-model",
+        "claude-3-5-haiku",
+        env={"TEMPORAL_ADDRESS": address},
+    )
+    assert done.code == 2
+    assert done.stderr.strip() == (
+        "onward: invalid input: fallback_models.0 (--fallback-model): 'claude-3-5-haiku' "
+        "names no provider; use 'anthropic:claude-3-5-haiku'"
+    )
+
+
+async def test_a_provider_without_its_key_falls_back_to_the_scripted_model(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    script = [
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "6*7"}}]},
+        {"text": "42"},
+    ]
+    async with provider_worker(client, tmp_path, search_attribute_names, {}) as worker:
+        result = await worker.run(
+            {"prompt": "hi", "model": OPENAI, "fallback_models": ["scripted"], "script": script}
+        )
+    assert result.status == "completed", result.reason
+    assert result.output == "42"
+    assert [step.model for step in result.steps] == ["scripted", "scripted"]
+    (failed,) = result.steps[0].failed_models or []
+    assert failed.startswith(f"{OPENAI}: openai: OPENAI_API_KEY is not set on the worker")
+    assert result.steps[0].tool_calls[0].result == "42"
