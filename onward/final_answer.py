@@ -30,6 +30,7 @@ __all__ = [
     "TEXT_ANSWERS_ALLOWED",
     "answer_outcome",
     "answer_problem",
+    "answer_reason",
     "answer_reminder",
     "answer_spec",
     "answer_text",
@@ -224,6 +225,21 @@ def answer_outcome(
     if call.name != FINAL_ANSWER:
         return None
     return ToolOutcome(error=answer_problem(schema, call.arguments)), "error"
+
+
+def answer_reason(finish_reason: str | None) -> str | None:
+    """The run's reason when it ends with a taken answer whose model call ended with
+    ``finish_reason``: why the answer may not be whole, or None.
+
+    An answer cut off at the output token limit is never taken: its arguments are
+    no whole JSON object (the provider passes their text on, which is refused). So
+    a taken answer is whole at ``length``: the model was cut off after it (in a call
+    beside it, not run). A provider that withheld content (``content_filter``) may
+    have withheld it inside the answer: that is still said.
+    """
+    if finish_reason == "length":
+        return None
+    return steplog.cut_short(finish_reason)
 
 
 def answer_reminder() -> str:

@@ -492,6 +492,43 @@ async def test_an_answer_cut_off_at_the_output_limit_says_so(
     assert step_lines(result.steps[2])[-1].endswith(" · cut off at the output token limit")
 
 
+async def test_a_whole_final_answer_before_the_output_limit_is_not_cut_off(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # The model gave its whole answer, then was cut off in a call beside it: the run
+    # took the answer, so its reason saying "cut off" would send users to raise a
+    # limit for nothing. The step still tells what the provider said.
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(
+            openai_completion(
+                None,
+                [
+                    ("call_a", "final_answer", {"answer": 42}),
+                    ("call_b", "calculator", '{"expression": "6 *'),
+                ],
+                finish_reason="length",
+            ),
+        )
+        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            result = await worker.run(
+                {
+                    "prompt": "What is six times seven?",
+                    "model": "openai:gpt-4o-mini",
+                    "tools": ["calculator"],
+                    "output_schema": schema,
+                }
+            )
+
+    assert result.status == "completed"
+    assert result.reason is None
+    assert result.structured_output == {"answer": 42}
+    [step] = result.steps
+    assert step.finish_reason == "length"
+    assert [call.status for call in step.tool_calls] == ["ok", "not_run"]
+
+
 async def test_an_anthropic_refusal_and_max_tokens_are_named(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:

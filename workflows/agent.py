@@ -840,7 +840,7 @@ class AgentWorkflow:
             self._conversation.add_tool_result(call, outcome, None)
         self._structured = taken.arguments
         self._output = final_answer.answer_text(taken.arguments)
-        self._end("completed", steplog.cut_short(response.finish_reason))
+        self._end("completed", final_answer.answer_reason(response.finish_reason))
         return True
 
     def _remind_to_answer_by_tool(self, response: ModelResponse) -> None:
