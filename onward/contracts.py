@@ -1456,6 +1456,18 @@ class SessionTurn(BaseModel):
         exclude_if=lambda value: value is None,
         description="with an idempotency_key: the whole message's digest, what a repeat must match",
     )
+    structured_output: dict[str, Any] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the reply as an object (a session given an output_schema), kept when "
+        "its JSON is no longer than a turn's reply text is kept (4,000 characters)",
+    )
+    structured_output_omitted: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="the reply's object was longer than a turn keeps, so it is left out "
+        "(the message's run has it: its result's structured_output)",
+    )
 
 
 class SessionCarry(BaseModel):

@@ -360,10 +360,11 @@ def _refused(session_id: str, err: WorkflowUpdateFailedError) -> OnwardError:
 
 
 async def _whole(client: _Client, reply: SessionReply) -> SessionReply:
-    """A repeated message's reply with its run's whole answer and steps.
+    """A repeated message's reply with its run's whole answer, object and steps.
 
     A session that continued as new answers a repeat from the turn it keeps,
-    whose reply is cut short and has no steps; the message's run has them. A
+    whose reply is cut short, whose object is left out when it is long, and
+    which has no steps; the message's run has them. A
     message whose run failed without a result (or whose run id another run
     took) used nothing: there is nothing of its own to read.
     """
@@ -375,7 +376,13 @@ async def _whole(client: _Client, reply: SessionReply) -> SessionReply:
         result = await client.result(reply.run_id)
     except OnwardError:  # the run is gone (retention): the turn's reply is what is left
         return reply
-    return reply.model_copy(update={"reply": result.output or "", "steps": result.steps})
+    return reply.model_copy(
+        update={
+            "reply": result.output or "",
+            "steps": result.steps,
+            "structured_output": result.structured_output,
+        }
+    )
 
 
 async def with_message_run(client: _Client, session_id: str, status: AgentStatus) -> AgentStatus:

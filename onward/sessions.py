@@ -8,8 +8,10 @@ gets what is left of it, and no more than ``message_budget``.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from onward import budget as budgets
+from onward import final_answer
 from onward.contracts import AgentInput, AgentResult, Budget, RunUsage, SessionInput
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "run_id",
     "session_of",
     "session_reason",
+    "turn_structured_output",
 ]
 
 MESSAGE_RUN_SEPARATOR = "-m"
@@ -56,6 +59,22 @@ def message_update_id(idempotency_key: str, message: str) -> str:
     session refuses.
     """
     return f"message/{idempotency_key}/{message_digest(message)[:16]}"
+
+
+def turn_structured_output(
+    structured: dict[str, Any] | None, limit: int
+) -> tuple[dict[str, Any] | None, bool]:
+    """What a turn keeps of a reply's object: it whole when its JSON (the reply's text)
+    is at most ``limit`` characters, else nothing, and True for "left out".
+
+    Turns live in the session's state and its continue-as-new input, so each is
+    bounded; an object cut short would be no object, and a part of it a lie.
+    """
+    if structured is None:
+        return None, False
+    if len(final_answer.answer_text(structured)) <= limit:
+        return structured, False
+    return None, True
 
 
 def _left(limit: float | None, used: float) -> float | None:

@@ -10,11 +10,12 @@ import pytest
 from pydantic import ValidationError
 from temporalio.client import WorkflowFailureError
 
-from conftest import RunningWorker
+from conftest import RunningWorker, eventually
 from onward.client import OnwardClient
-from onward.contracts import AgentInput, StepRecord
+from onward.contracts import AgentInput, SessionMessage, SessionReply, StepRecord
 from onward.errors import InvalidInput
 from onward.final_answer import answer_problem
+from onward.sessions import turn_structured_output
 from onward.starter.history import reconstruct
 
 CITY = {
@@ -248,6 +249,92 @@ async def test_every_reply_of_a_session_with_output_schema_is_an_object(
         await onward.open_session({"output_schema": {"type": "string"}})
     with pytest.raises(InvalidInput, match="approve_tools: final_answer"):
         await onward.open_session({"output_schema": CITY, "approve_tools": ["final_answer"]})
+
+
+NOTED = {"type": "object", "properties": {"city": {"type": "string"}, "notes": {"type": "string"}}}
+LONG_NOTES = "n" * 5_000
+"""Longer than a turn keeps of a reply (TURN_TEXT_CHARS)."""
+
+
+async def test_a_sessions_turns_carry_each_replys_object_within_bounds(
+    worker: RunningWorker,
+) -> None:
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    session_id = await onward.open_session(
+        {
+            "tools": [],
+            "output_schema": NOTED,
+            "script": [
+                {"text": "", "tool_calls": [answer(city="Tokyo")]},
+                {"text": "", "tool_calls": [answer(city="Delhi", notes=LONG_NOTES)]},
+                {"text": "plain, and cut off by the budget"},
+            ],
+            "message_budget": {"max_steps": 1},
+        }
+    )
+    await onward.send_message(session_id, "The largest city?")
+    long = await onward.send_message(session_id, "And the next, with notes?")
+    plain = await onward.send_message(session_id, "And then?")
+    turns = await onward.session_history(session_id)
+
+    assert long.structured_output == {"city": "Delhi", "notes": LONG_NOTES}
+    assert plain.structured_output is None and plain.status == "budget_exceeded"
+    assert [turn.structured_output for turn in turns] == [{"city": "Tokyo"}, None, None]
+    # Too long for the turn, as its reply's text: left out, and said so; not cut into
+    # an object that was never the answer.
+    assert [turn.structured_output_omitted for turn in turns] == [False, True, False]
+    assert turns[1].reply.endswith("more characters]")
+    # Workers of the last release read turns too (a carry): nothing new at the defaults.
+    assert {"structured_output", "structured_output_omitted"}.isdisjoint(
+        turns[2].model_dump(mode="json")
+    )
+
+
+def test_a_turn_keeps_an_object_whose_json_fits_whole_or_not_at_all() -> None:
+    fits = {"notes": "n" * 100}
+    assert turn_structured_output(fits, len(json.dumps(fits))) == (fits, False)
+    assert turn_structured_output(fits, len(json.dumps(fits)) - 1) == (None, True)
+    assert turn_structured_output({}, 10) == ({}, False)  # an empty answer is an answer
+    assert turn_structured_output(None, 10) == (None, False)
+
+
+async def test_a_repeat_after_continue_as_new_carries_the_first_replys_object(
+    worker: RunningWorker,
+) -> None:
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    session_id = await onward.open_session(
+        {
+            "tools": [],
+            "output_schema": NOTED,
+            "continue_as_new_after": 1,
+            "script": [
+                {"text": "", "tool_calls": [answer(city="Tokyo")]},
+                {"text": "", "tool_calls": [answer(city="Delhi", notes=LONG_NOTES)]},
+            ],
+        }
+    )
+    first_run = (await onward.info(session_id)).temporal_run_id
+    short = await onward.send_message(session_id, "The largest city?", idempotency_key="a")
+    long = await onward.send_message(session_id, "With notes?", idempotency_key="b")
+
+    async def continued() -> bool:
+        return (await onward.info(session_id)).temporal_run_id != first_run
+
+    await eventually(continued)
+    again = await onward.send_message(session_id, "The largest city?", idempotency_key="a")
+    assert again.repeated and again.structured_output == short.structured_output
+    # The turn left the long object out: the client reads it from the message's run.
+    again_long = await onward.send_message(session_id, "With notes?", idempotency_key="b")
+    assert again_long.repeated and again_long.structured_output == long.structured_output
+    # Sent past the client (the temporal CLI, another SDK), the session's own answer
+    # carries what the turn kept: the object, not only its JSON text.
+    handle = worker.client.get_workflow_handle(session_id)
+    raw = await handle.execute_update(
+        "send_message",
+        SessionMessage(message="The largest city?", idempotency_key="a"),
+        result_type=SessionReply,
+    )
+    assert raw.repeated and raw.structured_output == {"city": "Tokyo"}
 
 
 async def test_a_sub_agent_answers_in_text_without_the_parents_final_answer(

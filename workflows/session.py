@@ -56,7 +56,8 @@ TURNS_KEPT = 100
 """Turns the ``history`` query holds; the store holds the whole conversation."""
 TURN_TEXT_CHARS = 4_000
 """A turn's message and reply are cut to this in ``history`` (and so in the carry, which
-must fit one payload); the reply itself and the store keep them whole."""
+must fit one payload); the reply itself and the store keep them whole. A reply's object
+(``structured_output``) is kept whole when its JSON fits, else left out."""
 CLOSED_BY_SIGNAL = "closed by signal"
 CLOSE_AFTER_KEPT_PATCH = "session-close-after-kept-messages"
 """Sessions begun since read ``close`` after the messages that came with it: a message
@@ -91,7 +92,8 @@ def _root_message(err: BaseException) -> str:
 
 def _repeat(turn: SessionTurn) -> SessionReply:
     """The reply to a keyed message sent again, from its kept turn (the reply cut to
-    TURN_TEXT_CHARS, no steps: the client reads them from the turn's run)."""
+    TURN_TEXT_CHARS, its object if the turn kept it, no steps: the client reads them
+    from the turn's run)."""
     return SessionReply(
         reply=turn.reply,
         usage=turn.usage,
@@ -99,6 +101,7 @@ def _repeat(turn: SessionTurn) -> SessionReply:
         status=turn.status,
         reason=turn.reason,
         run_id=turn.run_id,
+        structured_output=turn.structured_output,
         repeated=True,
     )
 
@@ -286,6 +289,9 @@ class SessionWorkflow:
             self._cancel_requested()  # the run ended before the cancel reached it
         self._last_active = workflow.now()
         self._current = None
+        structured, omitted = sessions.turn_structured_output(
+            reply.structured_output, TURN_TEXT_CHARS
+        )
         self._history.append(
             SessionTurn(
                 number=queued.number,
@@ -300,6 +306,8 @@ class SessionWorkflow:
                 answered_at=self._last_active,
                 idempotency_key=queued.key,
                 message_sha256=queued.digest,
+                structured_output=structured,
+                structured_output_omitted=omitted,
             )
         )
         del self._history[:-TURNS_KEPT]
