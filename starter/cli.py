@@ -177,6 +177,12 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     _budget_options(parser)
     parser.add_argument("--on-exceeded", choices=("stop", "pause", "finish"))
     parser.add_argument(
+        "--output-schema",
+        metavar="FILE",
+        help="JSON Schema (type object) of every reply: the model answers by calling "
+        "final_answer, and the reply is that JSON",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         metavar="S",

@@ -17,7 +17,7 @@ from onward.client import OnwardClient
 from onward.contracts import SessionInput, SessionReply
 from onward.errors import SessionClosed
 from onward.starter.errors import EXIT_OK, exit_code_for
-from onward.starter.inputs import budget_fields, invalid_input, load_script
+from onward.starter.inputs import budget_fields, invalid_input, load_output_schema, load_script
 from onward.starter.output import emit_json, note, say
 
 __all__ = ["chat", "close", "send", "session_input"]
@@ -40,6 +40,8 @@ def session_input(args: argparse.Namespace) -> SessionInput:
             data[field] = value
     if args.script is not None:
         data["script"] = load_script(args.script)
+    if args.output_schema is not None:
+        data["output_schema"] = load_output_schema(args.output_schema)
     if args.idle_timeout is not None:
         data["idle_timeout_s"] = args.idle_timeout
     try:

@@ -143,6 +143,38 @@ async def test_chat_json_prints_only_json_documents(
     assert [reply["run_id"] for reply in replies] == [f"{session_id}-m1", f"{session_id}-m2"]
 
 
+async def test_chat_takes_an_output_schema_and_sends_show_the_object(
+    address: str, worker: RunningWorker, tmp_path: Path
+) -> None:
+    # `onward run --output-schema` had no `onward chat` counterpart, though sessions
+    # take output_schema: a typed conversation needed the Python API or the HTTP one.
+    env, _ = cli_setup(address, worker, tmp_path)
+    schema = tmp_path / "city.json"
+    schema.write_text(json.dumps({"type": "object", "properties": {"city": {"type": "string"}}}))
+    script = tmp_path / "answers.json"
+    script.write_text(
+        json.dumps(
+            [
+                {"tool_calls": [{"name": "final_answer", "arguments": {"city": "Tokyo"}}]},
+                {"tool_calls": [{"name": "final_answer", "arguments": {"city": "Delhi"}}]},
+            ]
+        )
+    )
+    code, out, err = await chat(
+        env, "--output-schema", str(schema), "--script", str(script), lines="largest?\n"
+    )
+    assert code == 0, err
+    session_id, reply = out.splitlines()
+    assert json.loads(reply) == {"city": "Tokyo"}  # the reply is the object's JSON
+    sent = await run_onward("send", session_id.removeprefix("session "), "next?", "--json", env=env)
+    assert sent.code == 0, sent.stderr
+    assert sent.json()["structured_output"] == {"city": "Delhi"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"type": "string"}))
+    refused, _, err = await chat(env, "--output-schema", str(bad), lines="")
+    assert refused == 2 and "output_schema" in err, err
+
+
 async def test_readme_sessions_python_example_runs_verbatim(
     client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
