@@ -558,6 +558,7 @@ def _client_command(args: argparse.Namespace) -> int:
 
     name = "list_" if args.command == "list" else args.command.replace("-", "_")
     command = getattr(commands, name)
+    commands.check_input(args)  # before connecting (and before telemetry to shut down)
     # A shell's OTEL settings may be meant for other programs: a warning, not a refusal.
     telemetry = configure_telemetry(
         os.environ, service_name="onward-cli", set_global=False, strict=False

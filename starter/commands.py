@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from onward.artifacts import workspace_root
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
-from onward.contracts import ApprovalsDecided
+from onward.contracts import AgentInput, ApprovalsDecided
 from onward.retention import prune_store as prune
 from onward.starter.errors import EXIT_OK, CliError, exit_code_for
 from onward.starter.follow import (
@@ -132,9 +132,21 @@ async def _follow_to_end(client: OnwardClient, run_id: str, json: bool) -> int:
     return exit_code_for(outcome.result.status)
 
 
+def check_input(args: argparse.Namespace) -> None:
+    """Build ``run``'s and ``start``'s input before connecting: a mistyped flag is
+    reported (exit 2) without a server, and not behind "cannot reach Temporal"."""
+    if args.command in ("run", "start"):
+        args.agent_input = agent_input(args)
+
+
+def _agent_input(args: argparse.Namespace) -> AgentInput:
+    checked: AgentInput | None = getattr(args, "agent_input", None)
+    return checked if checked is not None else agent_input(args)
+
+
 async def run(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward run``: start a run and follow it to its end."""
-    agent = agent_input(args)
+    agent = _agent_input(args)
     run_id = await client.start(agent, args.id)
     if not args.json:
         say(f"run {run_id} · model {agent.model} · task queue {client.task_queue}")
@@ -143,7 +155,7 @@ async def run(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def start(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward start``: start a run and print its id."""
-    run_id = await client.start(agent_input(args), args.id)
+    run_id = await client.start(_agent_input(args), args.id)
     if args.json:
         info = await client.info(run_id)
         emit_json({"workflow_id": run_id, "run_id": info.temporal_run_id})

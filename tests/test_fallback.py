@@ -180,7 +180,7 @@ def test_sub_agents_and_session_messages_keep_the_fallbacks() -> None:
     assert "fallback_models" not in AgentInput(prompt="p").model_dump(mode="json")
 
 
-async def test_the_cli_names_the_flag_of_a_bad_fallback(address: str) -> None:
+async def test_the_cli_names_the_flag_of_a_bad_fallback() -> None:
     done = await run_onward(
         "run",
         "hi",
@@ -188,7 +188,7 @@ async def test_the_cli_names_the_flag_of_a_bad_fallback(address: str) -> None:
         OPENAI,
         "--fallback-model",
         "claude-3-5-haiku",
-        env={"TEMPORAL_ADDRESS": address},
+        env={"TEMPORAL_ADDRESS": "127.0.0.1:9"},  # checked before connecting: no server
     )
     assert done.code == 2
     assert done.stderr.strip() == (
