@@ -244,7 +244,9 @@ async def test_resume_before_the_pause_is_reached_says_it_is_withdrawn(
     address: str, client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
     call = {"name": "calculator", "arguments": {"expression": "1"}}
-    script = [{"text": "adding", "tool_calls": [call], "delay_s": 3.0}, {"text": "done"}]
+    # Long enough for the resume (a CLI process's start) to land while the call runs,
+    # on a busy machine too (3 s was not, at a load of 10 on 2 cores).
+    script = [{"text": "adding", "tool_calls": [call], "delay_s": 8.0}, {"text": "done"}]
     async with running_worker(client, tmp_path / "ws", search_attribute_names) as worker:
         api = OnwardClient(client, task_queue=worker.task_queue)
         run_id = await api.start({"prompt": "slow", "script": script})
