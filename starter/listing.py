@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsRequest
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -203,6 +204,8 @@ async def _page(
     row: Callable[[WorkflowExecution], RunRow],
 ) -> RunPage:
     token = _token_bytes(query, page_token)
+    if token is not None:
+        await _readable(client, query, token)
     rows: list[RunRow] = []
     while True:  # a server may answer a page short and still have more
         executions = client.list_workflows(
@@ -221,6 +224,36 @@ async def _page(
             token = None  # Temporal gives a token for every full page, the last one too
         if token is None or len(rows) >= limit:
             return RunPage(rows, None if token is None else _token_text(query, token))
+
+
+async def _readable(client: Client, query: str, token: bytes) -> None:
+    """Refuse at once a caller's token that Temporal cannot read.
+
+    Temporal answers such a token as an unknown error ("please retry"), which
+    the SDK retries for seconds as it would a passing fault. One call without
+    retries tells them apart: refused, while the same query without the token is
+    answered, it is the token. Anything else leaves the list to the SDK's retries.
+
+    Raises:
+        InvalidInput: Temporal cannot read ``token``.
+    """
+
+    def request(next_page_token: bytes) -> ListWorkflowExecutionsRequest:
+        return ListWorkflowExecutionsRequest(
+            namespace=client.namespace, query=query, page_size=1, next_page_token=next_page_token
+        )
+
+    service = client.workflow_service
+    try:
+        await service.list_workflow_executions(request(token), retry=False)
+    except RPCError as refused:
+        if refused.status not in _TOKEN_REFUSED:
+            return
+        try:
+            await service.list_workflow_executions(request(b""), retry=False)
+        except RPCError:
+            return  # the server's fault, not the token's: the list retries as usual
+        raise _bad_token() from refused
 
 
 async def _more(client: Client, query: str, token: bytes) -> bool:
@@ -249,7 +282,7 @@ def _session_row(execution: WorkflowExecution) -> RunRow:
 
 _CHECK_BYTES = 8
 _TOKEN_REFUSED = (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN)
-"""How Temporal answers a token it cannot read (after the SDK's retries of UNKNOWN)."""
+"""How Temporal answers a token it cannot read (the SDK retries UNKNOWN)."""
 
 
 def _check(query: str, token: bytes) -> bytes:
@@ -266,7 +299,7 @@ def _token_bytes(query: str, text: str | None) -> bytes | None:
 
     Checked here: Temporal answers a token it cannot read as an unknown error,
     which the SDK retries for seconds before it gives up. The check is no secret,
-    so a token made up to pass it still reaches Temporal, and is refused after.
+    so a token made up to pass it still reaches Temporal (:func:`_readable`).
     """
     if text is None:
         return None

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.workflowservice.v1 import ListWorkflowExecutionsResponse
 from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -16,7 +17,8 @@ from onward.activities.providers.scripted import ScriptedModel
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, ModelRequest, ModelResponse, Usage
-from onward.starter.listing import run_page, run_table
+from onward.errors import InvalidInput
+from onward.starter.listing import _readable, run_page, run_table
 from onward.worker import ensure_search_attributes
 
 SCRIPT = [
@@ -279,3 +281,51 @@ async def test_a_run_of_unknown_cost_is_not_listed_as_free(
     assert row.cost_usd is None
     header, line = run_table([row])[:2]
     assert line.split()[header.split().index("COST")] == "-"
+
+
+class _Visibility:
+    """A workflow service whose list answers ``statuses`` in turn (None: a page)."""
+
+    def __init__(self, *statuses: RPCStatusCode | None) -> None:
+        self.statuses = list(statuses)
+        self.retried: list[bool] = []
+
+    async def list_workflow_executions(self, request: Any, *, retry: bool = False) -> Any:
+        self.retried.append(retry)
+        status = self.statuses.pop(0)
+        if status is not None:
+            raise RPCError("something went wrong, please retry", status, b"")
+        return ListWorkflowExecutionsResponse()
+
+
+class _Client:
+    namespace = "default"
+
+    def __init__(self, service: _Visibility) -> None:
+        self.workflow_service = service
+
+
+@pytest.mark.parametrize(
+    ("statuses", "refused"),
+    [
+        # The token refused, the list without it answered: the token is bad, at once.
+        ((RPCStatusCode.UNKNOWN, None), True),
+        ((RPCStatusCode.INVALID_ARGUMENT, None), True),
+        # Refused both ways: the server's fault, left to the SDK's retries.
+        ((RPCStatusCode.UNKNOWN, RPCStatusCode.UNKNOWN), False),
+        ((RPCStatusCode.UNAVAILABLE,), False),
+        ((None,), False),
+    ],
+)
+async def test_a_token_temporal_cannot_read_is_told_from_a_server_fault(
+    statuses: tuple[RPCStatusCode | None, ...], refused: bool
+) -> None:
+    service = _Visibility(*statuses)
+    client: Any = _Client(service)
+    if refused:
+        with pytest.raises(InvalidInput, match="page_token: not a token"):
+            await _readable(client, "WorkflowType = 'x'", b"made up")
+    else:
+        await _readable(client, "WorkflowType = 'x'", b"made up")
+    assert service.retried == [False] * len(statuses)  # each call at once, none retried
+    assert service.statuses == []
