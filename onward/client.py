@@ -733,7 +733,10 @@ class OnwardClient(SessionMethods):
             InvalidInput: the message is blank.
         """
         if not message.strip():
-            raise InvalidInput("steer: the message must not be blank")
+            raise InvalidInput(
+                "steer: the message must not be blank",
+                [{"loc": ("message",), "msg": "must not be blank", "type": "string_too_short"}],
+            )
         await self._run_only(run_id, "steer")
         with self._translated(run_id):
             await self._handle(run_id).signal(AgentWorkflow.steer, SteerRequest(message=message))
@@ -752,8 +755,9 @@ class OnwardClient(SessionMethods):
         extension = validated(BudgetExtension, extension, "invalid budget extension")
         try:
             require_a_limit(extension)  # bad input, before any worker is asked
-        except ValueError as err:
-            raise InvalidInput(str(err)) from None
+        except ValueError as err:  # the extension as a whole: no field is wrong by itself
+            problem = {"loc": (), "msg": str(err), "type": "missing"}
+            raise InvalidInput(str(err), [problem]) from None
         info = await self._run_only(run_id, "extend the budget of")
         await self._require_worker(run_id, info)
         with self._translated(run_id), _unanswered_update(run_id, "extend_budget"):
@@ -866,7 +870,7 @@ class OnwardClient(SessionMethods):
             try:
                 data = await files.read_file(workspace, normalize_path(path))
             except WorkspaceError as err:
-                raise InvalidInput(f"path: {err}") from err
+                raise InvalidInput.at(("path",), str(err)) from err
             if data is None:
                 raise ArtifactNotFound(run_id, path)
             return data
@@ -875,7 +879,7 @@ class OnwardClient(SessionMethods):
         except FileNotFoundError as err:
             raise ArtifactNotFound(run_id, path) from err
         except WorkspaceError as err:
-            raise InvalidInput(f"path: {err}") from err
+            raise InvalidInput.at(("path",), str(err)) from err
 
     # -- schedules -----------------------------------------------------
 

@@ -29,7 +29,8 @@ importing this module.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -154,6 +155,15 @@ class InvalidInput(OnwardError):
             where = ".".join(str(part) for part in item["loc"]) or "input"
             lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
         return cls(f"{what}: " + "; ".join(lines), [dict(item) for item in details])
+
+    @classmethod
+    def at(
+        cls, loc: Sequence[str | int], why: str, kind: str = "value_error", name: str = ""
+    ) -> Self:
+        """One problem at ``loc`` (pydantic's form): ``"<name>: <why>"``, the name the last
+        part of ``loc`` unless given (an empty ``loc``: the input as a whole)."""
+        label = name or (str(loc[-1]) if loc else "input")
+        return cls(f"{label}: {why}", [{"loc": tuple(loc), "msg": why, "type": kind}])
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

@@ -353,7 +353,12 @@ def _refused(session_id: str, err: WorkflowUpdateFailedError) -> OnwardError:
     cause = err.cause
     if isinstance(cause, ApplicationError):
         if cause.type == IDEMPOTENCY_KEY_REUSED:
-            return IdempotencyKeyReused(cause.message)
+            problem = {
+                "loc": ("idempotency_key",),
+                "msg": "was sent before with another message",
+                "type": "value_error",
+            }
+            return IdempotencyKeyReused(cause.message, [problem])
         if cause.type != "ValueError":
             return RequestRejected(f"session {session_id} refused the message: {cause.message}")
     return SessionClosed(session_id, _cause(err))

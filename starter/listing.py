@@ -314,9 +314,10 @@ def _token_bytes(query: str, text: str | None) -> bytes | None:
 
 
 def _bad_token() -> InvalidInput:
-    return InvalidInput(
-        "page_token: not a token a page of this list gave (pass next_page_token back as it "
-        "came, with the same filters)"
+    return InvalidInput.at(
+        ("page_token",),
+        "not a token a page of this list gave (pass next_page_token back as it came, with "
+        "the same filters)",
     )
 
 

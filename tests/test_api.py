@@ -423,3 +423,54 @@ async def test_a_run_terminated_through_temporal_still_streams_a_result(
     assert "operator said so" in events[-1].data["reason"]
     result = await api.get(created["result_url"])
     assert result.json() == events[-1].data
+
+
+async def test_every_422_names_where_the_problem_is(api: httpx.AsyncClient) -> None:
+    # A client shows problems by field: each 422 has one per problem, its loc where
+    # FastAPI puts its own ("body", "query", "path", "header" first), never none.
+    created = (await api.post("/v1/runs", json={"prompt": "p", "script": [{"text": "x"}]})).json()
+    url = created["status_url"]
+    assert (await api.get(created["result_url"], params={"wait": 20})).status_code == 200
+    keyed = {"prompt": "p", "idempotency_key": f"k-{created['id']}", "script": [{"text": "x"}]}
+    assert (await api.post("/v1/runs", json=keyed)).status_code == 202
+    session = (await api.post("/v1/sessions", json={"script": [{"text": "a"}]})).json()
+    said = {"message": "hi", "idempotency_key": "m1"}
+    assert (await api.post(session["messages_url"], json=said)).status_code == 200
+    cases: list[tuple[str, str, dict[str, Any], list[list[object]]]] = [
+        ("POST", "/v1/runs", {"json": {"prompt": "p", "tenant": "other"}}, [["body", "tenant"]]),
+        ("POST", "/v1/runs", {"json": {"prompt": "p", "workspace": "w"}}, [["body", "workspace"]]),
+        ("POST", "/v1/runs", {"json": {**keyed, "prompt": "q"}}, [["body", "idempotency_key"]]),
+        (
+            "GET",
+            "/v1/runs",
+            {"params": {"page_token": "bm90IGEgdG9rZW4"}},
+            [["query", "page_token"]],
+        ),
+        (
+            "GET",
+            f"{url}/events",
+            {"headers": {"Last-Event-ID": "x"}},
+            [["header", "last-event-id"]],
+        ),
+        ("GET", f"{url}/artifacts/..%2F..%2Fetc%2Fpasswd", {}, [["path", "path"]]),
+        ("POST", f"{url}/pause", {"json": {"b": 1, "a": 2}}, [["body", "a"], ["body", "b"]]),
+        ("POST", f"{url}/resume", {"json": [1]}, [["body"]]),
+        ("POST", f"{url}/pause", {"content": b"{x"}, [["body"]]),
+        ("POST", f"{url}/steer", {"json": {"message": "  "}}, [["body", "message"]]),
+        ("POST", f"{url}/extend-budget", {"json": {}}, [["body"]]),
+        ("GET", "/v1/sessions", {"params": {"page_token": "bm90"}}, [["query", "page_token"]]),
+        ("GET", session["events_url"], {"params": {"after": 5}}, [["query", "after"]]),
+        ("POST", session["close_url"], {"json": {"reason": "x"}}, [["body", "reason"]]),
+        (
+            "POST",
+            session["messages_url"],
+            {"json": {**said, "message": "other"}},
+            [["body", "idempotency_key"]],
+        ),
+    ]
+    for method, path, request, where in cases:
+        answer = await api.request(method, path, **request)
+        assert answer.status_code == 422, (path, answer.text)
+        error = answer.json()["error"]
+        assert [problem["loc"] for problem in error["problems"]] == where, (path, error)
+        assert all(problem["msg"] and problem["type"] for problem in error["problems"])

@@ -51,6 +51,11 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def loci(answer: httpx.Response) -> list[list[object]]:
+    """Where each problem of a 422 is (``["body", "pricing"]``)."""
+    return [problem["loc"] for problem in answer.json()["error"]["problems"]]
+
+
 async def test_a_tenant_sees_and_controls_only_its_own_runs(
     worker: RunningWorker, tmp_path: Path
 ) -> None:
@@ -191,6 +196,7 @@ async def test_the_list_pages_through_every_run_of_the_tenant(
             # At once: not after the SDK's retries of what Temporal answered (~6 s).
             assert time.monotonic() - began < 3, token
             assert refused.json()["error"]["message"].startswith("page_token: not a token")
+            assert loci(refused) == [["query", "page_token"]]
 
 
 async def test_a_page_that_ends_the_list_links_to_no_next_page(
@@ -412,6 +418,7 @@ async def test_input_onward_sets_itself_is_refused(worker: RunningWorker, tmp_pa
             answer = await http.post("/v1/runs", json=body, headers=bearer(key))
             assert answer.status_code == 422, (name, answer.text)
             assert answer.json()["error"]["message"].startswith(f"{name}: "), answer.text
+            assert loci(answer) == [["body", name]]
         session_carry = {
             "usage": {},
             "turns": 0,
@@ -423,6 +430,7 @@ async def test_input_onward_sets_itself_is_refused(worker: RunningWorker, tmp_pa
         )
         assert session.status_code == 422, session.text
         assert session.json()["error"]["message"].startswith("carry: "), session.text
+        assert loci(session) == [["body", "carry"]]
         assert not [run async for run in worker.client.list_workflows('OnwardTenant = "curious"')]
 
 
@@ -441,6 +449,7 @@ async def test_under_a_spending_ceiling_runs_are_priced_by_the_workers(
             answer = await http.post(path, json=body, headers=bearer(key))
             assert answer.status_code == 422, answer.text
             assert answer.json()["error"]["message"].startswith("pricing: ")
+            assert loci(answer) == [["body", "pricing"]]
     # Without a ceiling a tenant's prices only price its own runs.
     async with tenants_api(worker, keys_file) as base, httpx.AsyncClient(base_url=base) as http:
         answer = await http.post("/v1/runs", json=free, headers=bearer(key))
@@ -507,6 +516,7 @@ async def test_a_budget_extension_stays_under_the_daily_ceiling(
         over = await http.post(url, json={"max_cost_usd": 100}, headers=bearer(key))
         assert over.status_code == 422, over.text
         assert over.json()["error"]["message"].startswith("max_cost_usd: at most 10 ")
+        assert loci(over) == [["body", "max_cost_usd"]]
         within = await http.post(url, json={"max_cost_usd": 5}, headers=bearer(key))
         assert within.status_code == 200 and within.json()["max_cost_usd"] == 5
         done = await http.get(run["result_url"], params={"wait": 30}, headers=bearer(key))

@@ -323,8 +323,9 @@ async def test_a_token_temporal_cannot_read_is_told_from_a_server_fault(
     service = _Visibility(*statuses)
     client: Any = _Client(service)
     if refused:
-        with pytest.raises(InvalidInput, match="page_token: not a token"):
+        with pytest.raises(InvalidInput, match="page_token: not a token") as err:
             await _readable(client, "WorkflowType = 'x'", b"made up")
+        assert err.value.problems[0]["loc"] == ("page_token",)
     else:
         await _readable(client, "WorkflowType = 'x'", b"made up")
     assert service.retried == [False] * len(statuses)  # each call at once, none retried

@@ -49,11 +49,17 @@ from onward.errors import (
     RunNotFound,
 )
 from onward.starter.api import live, params
-from onward.starter.api.controls import CONTROL_BODIES, apply_control, control_body
+from onward.starter.api.controls import (
+    CONTROL_BODIES,
+    apply_control,
+    control_body,
+    refuse_extra,
+)
 from onward.starter.api.errors import (
     ApiProblem,
     BodyLimit,
     install_error_handlers,
+    located,
     parse_json,
     status_of,
 )
@@ -185,15 +191,16 @@ async def refuse_fields(request: Request, kind: str) -> None:
     raw = (await request.body()).strip()
     if not raw:
         return
-    fields = parse_json(raw, "the body")
-    if fields is None:
-        return
-    if not isinstance(fields, dict):
-        raise InvalidInput(f"{kind}: takes no body")
-    if kind in CONTROL_BODIES:
-        control_body(kind, fields)
-    elif fields:  # a session's close: no control of a run's
-        raise InvalidInput(f"{kind}: takes no fields, got {', '.join(sorted(fields))}")
+    with located("body"):
+        fields = parse_json(raw, "the body")
+        if fields is None:
+            return
+        if not isinstance(fields, dict):
+            raise InvalidInput.at((), "takes no body", name=kind)
+        if kind in CONTROL_BODIES:
+            control_body(kind, fields)
+        else:  # a session's close: no control of a run's
+            refuse_extra(kind, fields)
 
 
 def _capped(agent: AgentInput, remaining_usd: float) -> AgentInput:
@@ -427,9 +434,10 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         await owned(run_id, tenant)
         sent = (await onward().memo(run_id)).get(REQUEST_MEMO)
         if sent is not None and sent != digest:  # None: started before requests were kept
-            raise IdempotencyKeyReused(
-                f"idempotency_key was sent before with another request (run {run_id}); "
-                "a different request needs a new key"
+            raise IdempotencyKeyReused.at(
+                ("body", "idempotency_key"),
+                f"was sent before with another request (run {run_id}); "
+                "a different request needs a new key",
             )
 
     @app.get("/v1/runs", response_model=list[RunSummary], responses=_ERRORS)
@@ -454,14 +462,15 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         """
         if since is not None:
             since = params.since_utc(since)
-        page = await onward().list_page(
-            status=status,
-            model=model,
-            limit=limit,
-            tenant=tenant,
-            since=since,
-            page_token=page_token,
-        )
+        with located("query"):
+            page = await onward().list_page(
+                status=status,
+                model=model,
+                limit=limit,
+                tenant=tenant,
+                since=since,
+                page_token=page_token,
+            )
         next_page_link(request, response, page)
         return [summary(row) for row in page.rows]
 
@@ -493,7 +502,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     async def artifact(run_id: RunId, path: str, tenant: Tenant) -> Response:
         """One file's bytes; 404 when the run has no such file."""
         await owned(run_id, tenant)
-        data = await onward().artifact(run_id, path)
+        with located("path"):
+            data = await onward().artifact(run_id, path)
         return Response(content=data, media_type="application/octet-stream")
 
     @app.get("/v1/runs/{run_id}/result", response_model=AgentResult, responses=_ERRORS)
@@ -543,7 +553,8 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
     async def control(run_id: str, tenant: str, kind: str, body: Any = None) -> Any:
         await owned(run_id, tenant)
         spend_left = functools.partial(gate().spend_left, tenant)
-        return await apply_control(onward(), run_id, kind, body, spend_left)
+        with located("body"):
+            return await apply_control(onward(), run_id, kind, body, spend_left)
 
     @app.post("/v1/runs/{run_id}/pause", response_model=ControlAnswer, responses=_ERRORS)
     async def pause(run_id: RunId, tenant: Tenant, request: Request) -> ControlAnswer:

@@ -17,7 +17,14 @@ from onward.contracts import ApprovalDecision, BudgetExtension, CancelRequest, S
 from onward.errors import InvalidInput
 from onward.starter.api.models import CancelBody, ControlAnswer, StateAnswer, SteerBody
 
-__all__ = ["CONTROL_BODIES", "ControlKind", "SpendLeft", "apply_control", "control_body"]
+__all__ = [
+    "CONTROL_BODIES",
+    "ControlKind",
+    "SpendLeft",
+    "apply_control",
+    "control_body",
+    "refuse_extra",
+]
 
 ControlKind = Literal["pause", "resume", "cancel", "steer", "extend-budget", "approve", "reject"]
 
@@ -42,16 +49,32 @@ def control_body(kind: str, fields: dict[str, object]) -> BaseModel | None:
     """
     if kind not in CONTROL_BODIES:
         known = ", ".join(CONTROL_BODIES)
-        raise InvalidInput(f"type: unknown control {kind!r} (one of {known})")
+        raise InvalidInput.at(("type",), f"unknown control {kind!r} (one of {known})")
     model = CONTROL_BODIES[kind]
     if model is None:
-        if fields:
-            raise InvalidInput(f"{kind}: takes no fields, got {', '.join(sorted(fields))}")
+        refuse_extra(kind, fields)
         return None
     try:
         return model.model_validate(fields)
     except ValidationError as err:
         raise InvalidInput.from_validation(err, f"invalid {kind}") from None
+
+
+def refuse_extra(kind: str, fields: dict[str, object]) -> None:
+    """Refuse any field for ``kind``, which takes none: one problem per field, as pydantic's.
+
+    Raises:
+        InvalidInput: ``fields`` is not empty.
+    """
+    if fields:
+        names = sorted(fields)
+        raise InvalidInput(
+            f"{kind}: takes no fields, got {', '.join(names)}",
+            [
+                {"loc": (name,), "msg": "takes no fields", "type": "extra_forbidden"}
+                for name in names
+            ],
+        )
 
 
 SpendLeft = Callable[[str], Awaitable[float | None]]
@@ -94,9 +117,11 @@ async def apply_control(
             if left is not None:
                 spent = (await client.status(run_id)).usage.cost_usd
                 if body.max_cost_usd > spent + left:
-                    raise InvalidInput(
-                        f"max_cost_usd: at most {spent + left:.8g} (${spent:.8g} spent, "
-                        f"${left:.8g} left of the tenant's daily ceiling)"
+                    raise InvalidInput.at(
+                        ("max_cost_usd",),
+                        f"at most {spent + left:.8g} (${spent:.8g} spent, "
+                        f"${left:.8g} left of the tenant's daily ceiling)",
+                        "less_than_equal",
                     )
         return await client.extend_budget(run_id, body)
     decision = body if isinstance(body, ApprovalDecision) else ApprovalDecision()
@@ -104,4 +129,4 @@ async def apply_control(
         return await client.approve(run_id, decision.call_id, decision.note)
     if kind == "reject":
         return await client.reject(run_id, decision.call_id, decision.note)
-    raise InvalidInput(f"type: unknown control {kind!r}")
+    raise InvalidInput.at(("type",), f"unknown control {kind!r}")

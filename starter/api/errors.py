@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -44,6 +45,7 @@ __all__ = [
     "TooManyRequests",
     "error_response",
     "install_error_handlers",
+    "located",
     "not_json",
     "parse_json",
     "status_of",
@@ -152,7 +154,23 @@ def parse_json(raw: str | bytes, what: str) -> object:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:
-        raise InvalidInput(not_json(what, err)) from None
+        message = not_json(what, err)
+        raise InvalidInput(message, [{"loc": (), "msg": message, "type": "json_invalid"}]) from None
+
+
+@contextmanager
+def located(where: str) -> Iterator[None]:
+    """Place the client's problems in the request: ``where`` ("body", "query", "path")
+    carried the input whose fields they name.
+
+    The client names a field of its call (``page_token``); a client of the API
+    looks for it where FastAPI's own problems are (``["query", "page_token"]``).
+    """
+    try:
+        yield
+    except InvalidInput as err:
+        err.problems = [{**item, "loc": (where, *item.get("loc", ()))} for item in err.problems]
+        raise
 
 
 def _problems(details: list[dict[str, Any]]) -> list[dict[str, object]]:

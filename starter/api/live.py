@@ -119,7 +119,8 @@ class _Session:
                 413, "BodyTooLarge", f"the message is over {self.max_message_bytes} bytes"
             )
         if isinstance(frame, bytes):
-            raise InvalidInput("a control is a JSON text message, not a binary one")
+            why = "a control is a JSON text message, not a binary one"
+            raise InvalidInput(why, [{"loc": (), "msg": why, "type": "json_type"}])
         return parse_json(frame, "the message")
 
     async def control(self, frame: str | bytes) -> None:
@@ -129,11 +130,14 @@ class _Session:
         try:
             message = self._decoded(frame)
             if not isinstance(message, dict):
-                raise InvalidInput("a control message is a JSON object with a 'type'")
+                why = "a control message is a JSON object with a 'type'"
+                raise InvalidInput(why, [{"loc": (), "msg": why, "type": "model_type"}])
             ref = message.pop("ref", None)
             kind = message.pop("type", None)
             if not isinstance(kind, str):
-                raise InvalidInput("type: missing; say which control (pause, resume, ...)")
+                raise InvalidInput.at(
+                    ("type",), "missing; say which control (pause, resume, ...)", "missing"
+                )
             body = control_body(kind, message)
             answer = await apply_control(self.client, self.run_id, kind, body, self.spend_left)
         except OnwardError as err:

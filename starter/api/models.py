@@ -58,15 +58,18 @@ def check_client_input(
         InvalidInput: naming the field.
     """
     if body.tenant is not None and body.tenant != tenant:
-        raise InvalidInput(f"tenant: {kind}s belong to the API key's tenant; leave it out")
+        raise InvalidInput.at(
+            ("body", "tenant"), f"{kind}s belong to the API key's tenant; leave it out"
+        )
     fields = type(body).model_fields
     for name, why in SET_BY_ONWARD.items():
         if name in fields and getattr(body, name) != fields[name].default:
-            raise InvalidInput(f"{name}: {why}, not by clients")
+            raise InvalidInput.at(("body", name), f"{why}, not by clients")
     if spend_capped and body.pricing is not None:
-        raise InvalidInput(
-            "pricing: this API caps what a tenant spends a day; runs are priced by the "
-            "workers' pricing table, so leave it out"
+        raise InvalidInput.at(
+            ("body", "pricing"),
+            "this API caps what a tenant spends a day; runs are priced by the "
+            "workers' pricing table, so leave it out",
         )
 
 

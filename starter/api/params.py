@@ -16,7 +16,15 @@ from fastapi import Query
 
 from onward.errors import InvalidInput
 
-__all__ = ["MAX_EVENT_ID", "PageToken", "event_id", "iso_8601", "last_event_id", "since_utc"]
+__all__ = [
+    "MAX_EVENT_ID",
+    "PageToken",
+    "event_id",
+    "event_id_loc",
+    "iso_8601",
+    "last_event_id",
+    "since_utc",
+]
 
 PageToken = Annotated[
     str | None, Query(max_length=4000, description="the next page: from the last page's Link")
@@ -39,14 +47,25 @@ def last_event_id(header: str | None, query: int | None) -> int:
     return event_id(header, "Last-Event-ID")
 
 
+def event_id_loc(name: str) -> tuple[str, str]:
+    """Where event id ``name`` ("after", "Last-Event-ID") is in a request, as FastAPI
+    places its own problems (a header by its lower-case name)."""
+    return ("header", name.lower()) if name == "Last-Event-ID" else ("query", name)
+
+
 def event_id(value: str, name: str) -> int:
-    """``value`` as an event id, 0 to :data:`MAX_EVENT_ID`; else a 422 naming ``name``."""
+    """``value`` as an event id, 0 to :data:`MAX_EVENT_ID`; else a 422 naming ``name``
+    (``after`` or ``Last-Event-ID``)."""
     try:
         found = int(value.strip())
     except ValueError:
-        raise InvalidInput(f"{name}: must be an event id (a whole number)") from None
+        raise InvalidInput.at(
+            event_id_loc(name), "must be an event id (a whole number)", "int_parsing", name
+        ) from None
     if not 0 <= found <= MAX_EVENT_ID:
-        raise InvalidInput(f"{name}: must be from 0 to {MAX_EVENT_ID}")
+        raise InvalidInput.at(
+            event_id_loc(name), f"must be from 0 to {MAX_EVENT_ID}", "int_range", name
+        )
     return found
 
 

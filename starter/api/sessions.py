@@ -28,7 +28,7 @@ from onward.errors import InvalidInput, RunNotFound
 from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
 from onward.starter.api import params
-from onward.starter.api.errors import TooManyRequests
+from onward.starter.api.errors import TooManyRequests, located
 from onward.starter.api.events import RunEvent, check_readable, run_events
 from onward.starter.api.models import (
     ControlAnswer,
@@ -160,9 +160,10 @@ def session_routes(
                     raise
             else:
                 gate().started(tenant, session_id)
-        reply = await onward().send_message(
-            session_id, body.message, idempotency_key=body.idempotency_key
-        )
+        with located("body"):
+            reply = await onward().send_message(
+                session_id, body.message, idempotency_key=body.idempotency_key
+            )
         gate().answered(tenant, session_id, reply.run_id)
         return reply
 
@@ -180,9 +181,10 @@ def session_routes(
         """The tenant's sessions, open ones first (newest first), then closed ones:
         ``status`` is ``open`` or how the session closed. More than ``limit``: ``Link``
         (``rel="next"``) is the next page."""
-        page = await onward().list_sessions(
-            open=open, limit=limit, tenant=tenant, page_token=page_token
-        )
+        with located("query"):
+            page = await onward().list_sessions(
+                open=open, limit=limit, tenant=tenant, page_token=page_token
+            )
         next_page_link(request, response, page)
         return [summary(row) for row in page.rows]
 
@@ -230,10 +232,12 @@ def session_routes(
             # Message 0 has no run: the stream would wait for it for as long as the
             # session is open. Every id it sends is message * 10^9 + the run's id.
             name = "after" if after is not None else "Last-Event-ID"
-            raise InvalidInput(
-                f"{name}: not an event id of a session's stream (message * "
-                f"{EVENTS_PER_MESSAGE:,} + the run's event id); 0 or none starts at the "
-                "current or next message, ?message=1 at the first"
+            raise InvalidInput.at(
+                params.event_id_loc(name),
+                f"not an event id of a session's stream (message * {EVENTS_PER_MESSAGE:,} "
+                "+ the run's event id); 0 or none starts at the current or next message, "
+                "?message=1 at the first",
+                name=name,
             )
         if start:
             first = start // EVENTS_PER_MESSAGE
