@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -169,17 +170,40 @@ class StepLog:
     or is not the workers'); None: every step is."""
 
 
-def _unanswered_update(run_id: str, update: str) -> contextlib.AbstractContextManager[None]:
+def _unanswered_update(
+    run_id: str, update: str, repeatable: bool = False
+) -> contextlib.AbstractContextManager[None]:
     """An update of ``run_id`` no worker answered in time as UpdateNotTaken (see
     :func:`~onward.session_client.not_taken`): a second decision, maybe the other
-    way, must not follow at once."""
+    way, must not follow at once. ``repeatable``: the same update sent again is
+    the same one (:func:`decision_update_id`), answered once."""
+    then = (
+        "the same decision sent again (the same call_id and note) is that one, answered once"
+        if repeatable
+        else f"check `onward status {run_id}` before sending it again"
+    )
     return not_taken(
         lambda: UpdateNotTaken(
             f"no worker answered the {update} of {run_id} in time; the server keeps it and "
-            f"a worker that takes the run up may still apply it: check `onward status "
-            f"{run_id}` before sending it again"
+            f"a worker that takes the run up may still apply it: {then}"
         )
     )
+
+
+def decision_update_id(verdict: str, decision: ApprovalDecision) -> str | None:
+    """The update id of an approval decision that names its call; None for one that
+    decides whatever waits (it differs each time it is sent).
+
+    Temporal answers an update whose id the run has seen with the first one's
+    outcome, so the same decision sent again (after a 503, or an answer lost on
+    the way) is answered as the first, not refused as "no longer waiting", and
+    never applied twice. Another note is another decision: refused if the first
+    was taken ("already approved").
+    """
+    if decision.call_id is None:
+        return None
+    note = hashlib.sha256((decision.note or "").encode()).hexdigest()[:16]
+    return f"{verdict}:{decision.call_id}:{note}"
 
 
 def _attributes_unusable(err: RPCError) -> bool:
@@ -802,10 +826,14 @@ class OnwardClient(SessionMethods):
         update = AgentWorkflow.approve if verdict == "approve" else AgentWorkflow.reject
         info = await self._require_worker(run_id)
         run_id = await approval_target(self, info, decision.call_id)
-        with self._translated(run_id), _unanswered_update(run_id, verdict):
+        update_id = decision_update_id(verdict, decision)
+        with (
+            self._translated(run_id),
+            _unanswered_update(run_id, verdict, repeatable=update_id is not None),
+        ):
             try:
                 decided = await self._handle(run_id).execute_update(
-                    update, decision, rpc_timeout=UPDATE_TIMEOUT
+                    update, decision, id=update_id, rpc_timeout=UPDATE_TIMEOUT
                 )
                 return decided.model_copy(update={"run_id": run_id})
             except WorkflowUpdateFailedError as err:

@@ -226,7 +226,8 @@ class UpdateNotTaken(NoWorker):
 
     Unlike a plain :class:`NoWorker` (nothing was sent), a worker that takes the
     run up may still apply it: read the run's status before sending it again, or
-    it applies twice (an approval without a call id, to whatever waits then).
+    it applies twice (an approval without a call id, to whatever waits then). An
+    approval naming its call id may be sent again as it was: it is the same update.
     """
 
 

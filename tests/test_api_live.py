@@ -198,6 +198,17 @@ async def test_approve_and_reject_endpoints(base: str) -> None:
             "decision": "approved",
             "run_id": created["id"],  # the run whose call it was
         }
+        # Sent again (its answer lost, or a 503 UpdateNotTaken): the same decision is
+        # answered as the first, not refused as no longer waiting; another is refused.
+        again = await http.post(
+            f"{url}/approve", json={"call_id": pending[0]["call_id"], "note": "ok"}
+        )
+        assert (again.status_code, again.json()) == (200, approved.json())
+        for verdict, note in [("approve", "another note"), ("reject", "ok")]:
+            other = await http.post(
+                f"{url}/{verdict}", json={"call_id": pending[0]["call_id"], "note": note}
+            )
+            assert other.status_code == 409, other.text
 
         await eventually(waiting)
         rejected = await http.post(f"{url}/reject", json={"note": "not b"})
