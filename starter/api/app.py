@@ -58,6 +58,7 @@ from onward.starter.api.controls import (
 from onward.starter.api.errors import (
     ApiProblem,
     BodyLimit,
+    error_responses,
     install_error_handlers,
     located,
     parse_json,
@@ -74,7 +75,6 @@ from onward.starter.api.live import (
 from onward.starter.api.models import (
     CancelBody,
     ControlAnswer,
-    ErrorBody,
     RunCreated,
     RunRequest,
     RunSummary,
@@ -102,8 +102,16 @@ _WORKFLOW_OF: dict[str, str] = {"run": AGENT_WORKFLOW, "session": SESSION_WORKFL
 """The workflow type behind each kind of route."""
 
 log = logging.getLogger("onward.api")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 429, 502, 503)
+_ERRORS = error_responses()
+LINK_HEADER = {
+    "Link": {
+        "description": '<the next page\'s URL>; rel="next", when more match',
+        "schema": {"type": "string"},
+    }
+}
+"""The header of a list's page (:func:`next_page_link`)."""
+LOCATION_HEADER = {
+    "Location": {"description": "the status URL of what was made", "schema": {"type": "string"}}
 }
 
 
@@ -221,7 +229,9 @@ def _socket_operation(events: dict[str, Any]) -> dict[str, Any]:
     OpenAPI has no WebSockets: it is described as the GET that opens one (the
     upgrade), with the run's ``/events`` parameters and security.
     """
-    parameters = [dict(item) for item in events["parameters"]]  # run_id, after, Last-Event-ID
+    # run_id, after, Last-Event-ID; api_key once, said of the socket (a name twice in one
+    # operation is an invalid document).
+    parameters = [dict(item) for item in events["parameters"] if item["name"] != "api_key"]
     parameters.append(
         {
             "name": "api_key",
@@ -396,7 +406,12 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             created=is_new,
         )
 
-    @app.post("/v1/runs", status_code=202, response_model=RunCreated, responses=_ERRORS)
+    @app.post(
+        "/v1/runs",
+        status_code=202,
+        response_model=RunCreated,
+        responses={202: {"headers": LOCATION_HEADER}, **error_responses(limited=True)},
+    )
     async def submit(body: RunRequest, tenant: Tenant, response: Response) -> RunCreated:
         """Start a run (answers at once); the same ``idempotency_key`` gives the same run."""
         check_client_input(body, tenant, "run", gate().limits.max_cost_usd_per_day is not None)
@@ -440,7 +455,11 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
                 "a different request needs a new key",
             )
 
-    @app.get("/v1/runs", response_model=list[RunSummary], responses=_ERRORS)
+    @app.get(
+        "/v1/runs",
+        response_model=list[RunSummary],
+        responses={200: {"headers": LINK_HEADER}, **_ERRORS},
+    )
     async def list_runs(
         request: Request,
         response: Response,

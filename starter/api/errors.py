@@ -44,6 +44,7 @@ __all__ = [
     "BodyLimit",
     "TooManyRequests",
     "error_response",
+    "error_responses",
     "install_error_handlers",
     "located",
     "not_json",
@@ -104,6 +105,51 @@ def status_of(err: OnwardError) -> int:
 
 UNAVAILABLE_RETRY_AFTER_S = 5
 """``Retry-After`` of a 503: Temporal, a worker or the store may be back by then."""
+
+_SECONDS = {"type": "integer", "minimum": 1}
+_ERROR_ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
+    400: ("Temporal refused the request as invalid", {}),
+    401: ("Unauthorized: no API key, or an unknown one", {}),
+    403: (
+        "OriginNotAllowed: sent by a web page of an origin not allowed (more than a read), "
+        "or, with no API keys, addressed to a name that is not loopback",
+        {},
+    ),
+    404: ("No such run or session of this tenant", {}),
+    409: ("The run has ended or refused the request (RunEnded, RequestRejected ...)", {}),
+    413: ("BodyTooLarge: a body over 1 MiB", {}),
+    422: ("Invalid input: problems has one {loc, msg, type} per problem", {}),
+    429: (
+        "Over a tenant limit (TooManyRuns, BudgetCeiling)",
+        {"Retry-After": {"description": "seconds to wait before trying again", "schema": _SECONDS}},
+    ),
+    500: ("InternalError: the API's log has what went wrong", {}),
+    502: ("Temporal or a worker answered something unexpected", {}),
+    503: (
+        "Temporal, a worker or the store is out of reach (NoWorker, ConnectionFailed, "
+        "StoreError); UpdateNotTaken and MessageNotTaken: no worker took the request in "
+        "time, and the server keeps it",
+        {
+            "Retry-After": {
+                "description": f"{UNAVAILABLE_RETRY_AFTER_S} (seconds); absent for "
+                "UpdateNotTaken and MessageNotTaken, which a retry would apply twice",
+                "schema": _SECONDS,
+            }
+        },
+    ),
+}
+
+
+def error_responses(limited: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of a route's errors, each an :class:`ErrorBody`, with their
+    headers; 429 only where a tenant's limits are checked (``limited``)."""
+    return {
+        status: {"model": ErrorBody, "description": description, "headers": headers}
+        if headers
+        else {"model": ErrorBody, "description": description}
+        for status, (description, headers) in _ERROR_ANSWERS.items()
+        if status != 429 or limited
+    }
 
 
 def retry_after(err: OnwardError) -> dict[str, str] | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
@@ -28,11 +28,10 @@ from onward.errors import InvalidInput, RunNotFound
 from onward.session_client import new_session_id
 from onward.sessions import run_id as message_run_id
 from onward.starter.api import params
-from onward.starter.api.errors import TooManyRequests, located
+from onward.starter.api.errors import TooManyRequests, error_responses, located
 from onward.starter.api.events import RunEvent, check_readable, run_events
 from onward.starter.api.models import (
     ControlAnswer,
-    ErrorBody,
     RunSummary,
     SessionCreated,
     check_client_input,
@@ -49,9 +48,7 @@ MAX_MESSAGE = 2**62 // EVENTS_PER_MESSAGE
 NEXT_MESSAGE_POLL_S = 0.5
 """How often the stream asks whether the next message's run has started."""
 SESSION_ID = Path(min_length=1, max_length=200, pattern=r"^[^\s/]+$", description="the session")
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 404, 409, 413, 422, 429, 502, 503)
-}
+_ERRORS = error_responses()
 
 SessionId = Annotated[str, SESSION_ID]
 RunKind = Literal["run", "session"]
@@ -100,11 +97,23 @@ def session_routes(
     onward: Callable[[], OnwardClient], gate: Callable[[], TenantGate], owned: Owned
 ) -> APIRouter:
     """The ``/v1/sessions`` routes, over the app's client, tenant gate and ownership check."""
-    from onward.starter.api.app import next_page_link, refuse_fields, summary, with_keepalive
+    from onward.starter.api.app import (
+        LINK_HEADER,
+        LOCATION_HEADER,
+        next_page_link,
+        refuse_fields,
+        summary,
+        with_keepalive,
+    )
 
     router = APIRouter()
 
-    @router.post("/v1/sessions", status_code=201, response_model=SessionCreated, responses=_ERRORS)
+    @router.post(
+        "/v1/sessions",
+        status_code=201,
+        response_model=SessionCreated,
+        responses={201: {"headers": LOCATION_HEADER}, **error_responses(limited=True)},
+    )
     async def open_session(
         body: SessionInput, tenant: Tenant, response: Response
     ) -> SessionCreated:
@@ -135,7 +144,9 @@ def session_routes(
         )
 
     @router.post(
-        "/v1/sessions/{session_id}/messages", response_model=SessionReply, responses=_ERRORS
+        "/v1/sessions/{session_id}/messages",
+        response_model=SessionReply,
+        responses=error_responses(limited=True),
     )
     async def send_message(
         session_id: SessionId, tenant: Tenant, body: SessionMessage
@@ -167,7 +178,11 @@ def session_routes(
         gate().answered(tenant, session_id, reply.run_id)
         return reply
 
-    @router.get("/v1/sessions", response_model=list[RunSummary], responses=_ERRORS)
+    @router.get(
+        "/v1/sessions",
+        response_model=list[RunSummary],
+        responses={200: {"headers": LINK_HEADER}, **_ERRORS},
+    )
     async def list_sessions(
         request: Request,
         response: Response,
