@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -350,6 +352,11 @@ async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -
     internal = {"carry", "conversation", "delegation_depth", "workspace"}
     assert not internal & set(schemas["RunRequest"]["properties"])
     assert "carry" not in schemas["SessionInput"]["properties"]
+    # Nor the schemas only those fields used: a generated client has no class for them.
+    assert not {"AgentCarry", "SessionCarry", "WorkflowStreamState"} & set(schemas)
+    assert "ToolSpec" not in schemas  # a carried run's tools, not a client's
+    referenced = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
+    assert referenced == set(schemas)  # every schema used, every reference resolved
     assert "/v1/runs/{run_id}/events" in document["paths"]
     # The WebSocket, which FastAPI leaves out, is described as the GET that opens it.
     socket = document["paths"]["/v1/runs/{run_id}/ws"]["get"]

@@ -270,6 +270,28 @@ _INTERNAL_FIELDS = {
 """Input fields Onward sets for itself, which ``POST /v1/runs`` and ``/v1/sessions`` refuse."""
 
 
+_REF = "#/components/schemas/"
+
+
+def _referenced(paths: dict[str, Any], schemas: dict[str, Any]) -> set[str]:
+    """The component schemas the operations use, directly or through other schemas."""
+    found: set[str] = set()
+    pending: list[Any] = [paths]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(_REF):
+                name = ref.removeprefix(_REF)
+                if name not in found and name in schemas:
+                    found.add(name)
+                    pending.append(schemas[name])
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return found
+
+
 def _openapi(app: FastAPI, secured: bool) -> None:
     """The document FastAPI builds, with the WebSocket; without keys, asking for none."""
     build = app.openapi
@@ -288,6 +310,8 @@ def _openapi(app: FastAPI, secured: bool) -> None:
                 properties = schemas.get(model, {}).get("properties", {})
                 for name in fields:
                     properties.pop(name, None)
+            for name in set(schemas) - _referenced(paths, schemas):
+                del schemas[name]  # reached only through those fields (AgentCarry ...)
             if not secured:  # no keys file: none is checked
                 for path in paths.values():
                     for operation in path.values():
