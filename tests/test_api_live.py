@@ -102,6 +102,9 @@ async def test_websocket_streams_events_and_takes_controls(base: str) -> None:
             assert lowered["type"] == "error" and lowered["status"] == 409
             unknown = await socket.control({"type": "explode"})
             assert unknown["status"] == 422 and "unknown control" in unknown["error"]["message"]
+            assert [problem["loc"] for problem in unknown["error"]["problems"]] == [["type"]]
+            blank = await socket.control({"type": "steer", "message": " "})
+            assert [problem["loc"] for problem in blank["error"]["problems"]] == [["message"]]
             bad = await socket.control({"type": "steer", "note": "x"})
             assert bad["status"] == 422 and bad["error"]["type"] == "InvalidInput"
             nothing_waits = await socket.control({"type": "approve"})
