@@ -355,6 +355,10 @@ async def test_openapi_schemas_come_from_the_contracts(api: httpx.AsyncClient) -
     # Nor the schemas only those fields used: a generated client has no class for them.
     assert not {"AgentCarry", "SessionCarry", "WorkflowStreamState"} & set(schemas)
     assert "ToolSpec" not in schemas  # a carried run's tools, not a client's
+    # A 422's problems are typed, so a client can show each by its field.
+    problems = schemas["ApiError"]["properties"]["problems"]["items"]
+    assert problems == {"$ref": "#/components/schemas/Problem"}
+    assert set(schemas["Problem"]["required"]) == {"loc", "msg", "type"}
     referenced = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(document)))
     assert referenced == set(schemas)  # every schema used, every reference resolved
     assert "/v1/runs/{run_id}/events" in document["paths"]

@@ -222,7 +222,11 @@ def located(where: str) -> Iterator[None]:
 def _problems(details: list[dict[str, Any]]) -> list[dict[str, object]]:
     """pydantic's problems without the offending input (it may be large, or a secret)."""
     return [
-        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type")}
+        {
+            "loc": list(item.get("loc", ())),
+            "msg": item.get("msg", ""),
+            "type": item.get("type") or "value_error",
+        }
         for item in details
     ]
 

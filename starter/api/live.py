@@ -58,7 +58,11 @@ log = logging.getLogger("onward.api")
 def error_message(err: OnwardError) -> dict[str, Any]:
     """The ``error`` part of a message, as the HTTP error body has it."""
     problems = [
-        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type")}
+        {
+            "loc": list(item.get("loc", ())),
+            "msg": item.get("msg", ""),
+            "type": item.get("type") or "value_error",
+        }
         for item in (err.problems if isinstance(err, InvalidInput) else [])
     ]
     error_type = getattr(err, "error_type", type(err).__name__)

@@ -23,6 +23,7 @@ __all__ = [
     "CancelBody",
     "ControlAnswer",
     "ErrorBody",
+    "Problem",
     "RunCreated",
     "RunRequest",
     "RunSummary",
@@ -169,13 +170,24 @@ class StateAnswer(ControlAnswer):
     )
 
 
+class Problem(BaseModel):
+    """One problem of a 422, in pydantic's form (its input left out: it may be a secret)."""
+
+    loc: list[str | int] = Field(
+        description='where: ["body", "prompt"], ["query", "since"], ["header", '
+        '"last-event-id"], ["path", "run_id"]; ["body"] for the body as a whole'
+    )
+    msg: str = Field(description="what is wrong")
+    type: str = Field(description="its kind: missing, extra_forbidden, value_error ...")
+
+
 class ApiError(BaseModel):
     """What went wrong, for people (``message``) and for code (``type``)."""
 
     type: str = Field(description="e.g. RunNotFound, InvalidInput, TooManyRuns")
     message: str
-    problems: list[dict[str, object]] = Field(
-        default_factory=list, description="per-field problems of a 422"
+    problems: list[Problem] = Field(
+        default_factory=list, description="a 422's problems, one per field (or the body)"
     )
 
 
