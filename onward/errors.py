@@ -29,6 +29,7 @@ importing this module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Self, TypeVar
 
@@ -60,6 +61,7 @@ __all__ = [
     "UpdateNotTaken",
     "WorkspaceError",
     "format_validation_error",
+    "named_problem",
     "validated",
 ]
 
@@ -151,10 +153,12 @@ class InvalidInput(OnwardError):
         """One line per problem, each naming the field."""
         details = err.errors(include_url=False)
         lines = []
+        problems = []
         for item in details:
-            where = ".".join(str(part) for part in item["loc"]) or "input"
-            lines.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
-        return cls(f"{what}: " + "; ".join(lines), [dict(item) for item in details])
+            loc, message = named_problem(item["loc"], item["msg"])
+            problems.append({**item, "loc": loc, "msg": message})
+            lines.append(f"{'.'.join(str(part) for part in loc) or 'input'}: {message}")
+        return cls(f"{what}: " + "; ".join(lines), problems)
 
     @classmethod
     def at(
@@ -164,6 +168,26 @@ class InvalidInput(OnwardError):
         part of ``loc`` unless given (an empty ``loc``: the input as a whole)."""
         label = name or (str(loc[-1]) if loc else "input")
         return cls(f"{label}: {why}", [{"loc": tuple(loc), "msg": why, "type": kind}])
+
+
+_NAMED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*): (.+)", re.S)
+
+
+def named_problem(loc: Sequence[str | int], message: str) -> tuple[tuple[str | int, ...], str]:
+    """A problem's location and message, the location made whole where the message names it.
+
+    A check of several fields (a model validator raising ValueError) reports at the
+    model's location, ``()`` or FastAPI's ``("body",)``, and names its field first:
+    ``fallback_models.1: 'x' is already tried before`` is at ``(..., "fallback_models",
+    1)`` and says ``'x' is already tried before``. Other problems are as given.
+    """
+    raised = message.startswith("Value error, ")  # pydantic's, from a ValueError
+    message = message.removeprefix("Value error, ")
+    found = _NAMED.fullmatch(message)
+    if not raised or found is None or tuple(loc) not in ((), ("body",)):
+        return tuple(loc), message
+    path = tuple(int(part) if part.isdigit() else part for part in found[1].split("."))
+    return (*loc, *path), found[2]
 
 
 _Model = TypeVar("_Model", bound=BaseModel)

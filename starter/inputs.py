@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from onward.contracts import AgentInput, BudgetExtension
-from onward.errors import InvalidInput
+from onward.errors import InvalidInput, named_problem
 from onward.starter.errors import CliError
 
 __all__ = [
@@ -62,12 +62,7 @@ def invalid_input(err: ValidationError, what: str = "invalid input") -> InvalidI
     """One line per problem, each naming the field and, where there is one, its flag."""
     problems = []
     for error in err.errors():
-        location = tuple(error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        named, colon, rest = message.partition(": ")
-        if not location and colon and " " not in named:
-            # A check of several fields names the one it is about first ("script: ...").
-            location, message = tuple(named.split(".")), rest
+        location, message = named_problem(error["loc"], str(error["msg"]))
         field = ".".join(str(part) for part in location) or "input"
         flag = _flag_for(location)
         where = f"{field} ({flag})" if flag else field

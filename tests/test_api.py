@@ -451,6 +451,19 @@ async def test_every_422_names_where_the_problem_is(api: httpx.AsyncClient) -> N
         ("POST", "/v1/runs", {"json": {"prompt": "p", "tenant": "other"}}, [["body", "tenant"]]),
         ("POST", "/v1/runs", {"json": {"prompt": "p", "workspace": "w"}}, [["body", "workspace"]]),
         ("POST", "/v1/runs", {"json": {**keyed, "prompt": "q"}}, [["body", "idempotency_key"]]),
+        # A check of several fields: at the field it names first.
+        (
+            "POST",
+            "/v1/runs",
+            {"json": {"prompt": "p", "fallback_models": ["scripted"]}},
+            [["body", "fallback_models", 0]],
+        ),
+        (
+            "POST",
+            "/v1/runs",
+            {"json": {"prompt": "p", "model": "openai:m", "script": [{"text": "x"}]}},
+            [["body", "script"]],
+        ),
         (
             "GET",
             "/v1/runs",

@@ -23,6 +23,7 @@ from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_wo
 from conftest import run_onward
 from onward.contracts import AgentInput, RunUsage, SessionInput
 from onward.delegation import DelegateArgs, child_input
+from onward.errors import named_problem
 from onward.sessions import message_input
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
@@ -214,3 +215,25 @@ async def test_a_provider_without_its_key_falls_back_to_the_scripted_model(
     (failed,) = result.steps[0].failed_models or []
     assert failed.startswith(f"{OPENAI}: openai: OPENAI_API_KEY is not set on the worker")
     assert result.steps[0].tool_calls[0].result == "42"
+
+
+def test_a_problem_a_check_of_several_fields_names_is_located_at_that_field() -> None:
+    assert named_problem(("body",), "Value error, fallback_models.1: 'x' is tried") == (
+        ("body", "fallback_models", 1),
+        "'x' is tried",
+    )
+    assert named_problem((), "Value error, script: only the scripted model takes a script") == (
+        ("script",),
+        "only the scripted model takes a script",
+    )
+    # A field's own problem, or a message that names no field, stays as it is.
+    assert named_problem(("prompt",), "Value error, x: y") == (("prompt",), "x: y")
+    assert named_problem((), "Value error, give one limit: max_tokens") == (
+        (),
+        "give one limit: max_tokens",
+    )
+    # Only pydantic's ValueError problems: Onward's own name their place themselves.
+    assert named_problem(("body",), "extend_budget: name a limit") == (
+        ("body",),
+        "extend_budget: name a limit",
+    )

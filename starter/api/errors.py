@@ -35,6 +35,7 @@ from onward.errors import (
     TemporalError,
     UnexpectedResponse,
     UpdateNotTaken,
+    named_problem,
 )
 from onward.starter.api.models import ApiError, ErrorBody
 
@@ -221,14 +222,13 @@ def located(where: str) -> Iterator[None]:
 
 def _problems(details: list[dict[str, Any]]) -> list[dict[str, object]]:
     """pydantic's problems without the offending input (it may be large, or a secret)."""
-    return [
-        {
-            "loc": list(item.get("loc", ())),
-            "msg": item.get("msg", ""),
-            "type": item.get("type") or "value_error",
-        }
-        for item in details
-    ]
+    problems: list[dict[str, object]] = []
+    for item in details:
+        loc, message = named_problem(item.get("loc", ()), str(item.get("msg", "")))
+        problems.append(
+            {"loc": list(loc), "msg": message, "type": item.get("type") or "value_error"}
+        )
+    return problems
 
 
 class BodyLimit:
