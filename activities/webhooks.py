@@ -54,7 +54,8 @@ WEBHOOK_SECRET_ENV = "ONWARD_WEBHOOK_SECRET"
 WEBHOOK_ALLOW_ENV = "ONWARD_WEBHOOK_ALLOW"
 """Addresses, CIDR ranges and host names of receivers inside the worker's network."""
 DELIVERY_HEADER = "Onward-Delivery"
-"""The delivery's id (workflow id and activity id): equal on every retry of one delivery."""
+"""The delivery's id (workflow id, Temporal run id and activity id): equal on every retry
+of one delivery, and another for each run, also of a reused workflow id."""
 WEBHOOK_TIMEOUT_S = 10.0
 """One POST may take this long before the attempt counts as failed."""
 WEBHOOK_CONNECT_TIMEOUT_S = 3.0
@@ -120,7 +121,9 @@ class WebhookActivities:
                 f"{WEBHOOK_POST_BUDGET_S:g} s",
                 True,
             ) from None
-        delivery_id = f"{info.workflow_id}/{info.activity_id}"
+        # The run's own id too: a closed run's workflow id may start another run, whose
+        # delivery a receiver dropping repeats must not take for this one's.
+        delivery_id = f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
         body = json.dumps(
             {
                 "id": delivery.run_id,

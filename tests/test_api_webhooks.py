@@ -252,3 +252,22 @@ async def test_a_webhook_url_with_a_malformed_port_is_refused_and_never_retried(
     ]
     assert attempts == [1, 1]  # the model call, and the one delivery attempt
     assert len(failures) == 1 and "45157:42009" in failures[0]
+
+
+async def test_a_new_run_under_a_closed_runs_id_is_a_new_delivery(
+    signing_worker: RunningWorker,
+) -> None:
+    # A closed run's id may start another run (`onward start --id daily` each day):
+    # a receiver that drops repeats by `delivery`, as the README says to, must not
+    # drop the second run's result as a repeat of the first's.
+    receiver = Receiver([200])
+    app = Starlette(routes=[Route("/hook", receiver.endpoint, methods=["POST"])])
+    async with serving(app) as hook_base:
+        agent = {"prompt": "p", "script": [{"text": "ok"}], "webhook_url": f"{hook_base}/hook"}
+        for _ in range(2):
+            handle = await signing_worker.start(agent, workflow_id="daily-report")
+            assert (await handle.result()).status == "completed"
+    bodies = [json.loads(body) for _, body in receiver.got]
+    assert [body["id"] for body in bodies] == ["daily-report", "daily-report"]
+    assert len({body["delivery"] for body in bodies}) == 2
+    assert len({headers["onward-delivery"] for headers, _ in receiver.got}) == 2
