@@ -14,9 +14,17 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from temporalio import activity
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.service import RPCError
 
-__all__ = ["ATTEMPT_ABANDONED", "HEARTBEAT_INTERVAL_S", "AttemptAbandoned", "heartbeating"]
+__all__ = [
+    "ATTEMPT_ABANDONED",
+    "HEARTBEAT_INTERVAL_S",
+    "AttemptAbandoned",
+    "ensure_current",
+    "heartbeating",
+]
 
 ATTEMPT_ABANDONED = "AttemptAbandoned"
 
@@ -90,3 +98,59 @@ async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterato
         raise AttemptAbandoned(f"attempt {info.attempt} abandoned: {why}") from err
     finally:
         task.cancel()
+
+
+_RUNNING = frozenset(
+    {
+        PendingActivityState.PENDING_ACTIVITY_STATE_STARTED,
+        PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED,
+    }
+)
+
+
+async def ensure_current(what: str) -> None:
+    """Raise :class:`AttemptAbandoned` unless the server still runs this very attempt.
+
+    Called before a write whose content differs from attempt to attempt (a model's
+    reply): a worker that stalled (a frozen process, a long pause, a network cut
+    from Temporal but not from the store) while the server gave its attempt to
+    another worker must not overwrite what the newer attempt wrote and the run
+    took. An attempt younger than half its shortest timeout cannot have been given
+    up by a timeout, so it asks nothing; an older one asks the server (one describe).
+    A server that cannot be asked is taken as having given the attempt up: after a
+    heartbeat timeout without it, it has.
+    """
+    if not activity.in_activity() or activity.info().is_local:
+        return
+    info = activity.info()
+    if info.workflow_id is None:
+        return  # an activity started on its own: no run's transcript to keep
+    limits = [t for t in (info.heartbeat_timeout, info.start_to_close_timeout) if t]
+    elapsed = datetime.now(UTC) - info.started_time
+    if limits and elapsed < min(limits) / 2:
+        return
+    try:
+        client = activity.client()
+    except RuntimeError:
+        return  # no client to ask (a test's ActivityEnvironment)
+    handle = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+    try:
+        async with heartbeating():  # a cancel the server sends meanwhile is said as such
+            pending = (await handle.describe()).raw_description.pending_activities
+    except RPCError as err:
+        why = f"cannot ask Temporal whether it still runs it ({err.message})"
+    else:
+        if any(
+            p.activity_id == info.activity_id and p.attempt == info.attempt and p.state in _RUNNING
+            for p in pending
+        ):
+            return
+        why = "the server gave it to another attempt, or its run moved on"
+    activity.logger.warning(
+        "%s attempt %d abandoned: %s (before it could %s)",
+        info.activity_type,
+        info.attempt,
+        why,
+        what,
+    )
+    raise AttemptAbandoned(f"attempt {info.attempt} abandoned: {why}")

@@ -30,7 +30,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import clearing, compaction, steplog
 from onward.activities.deadline import refuse_if_late
-from onward.activities.heartbeat import AttemptAbandoned, heartbeating
+from onward.activities.heartbeat import AttemptAbandoned, ensure_current, heartbeating
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.http_provider import HttpModelProvider
 from onward.activities.providers.streaming import TextSink
@@ -116,6 +116,9 @@ class ModelActivities:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""
         refuse_if_late(request.not_after, "model call")
         self._refuse_unpriced(request.model, request.pricing, request.require_price)
+        # An attempt handed to a worker that was stalled meanwhile may be one the server
+        # has since given up: it asks nothing of the model (nothing paid for in vain).
+        await ensure_current("call the model")
         ref = request.transcript
 
         async def prepare() -> tuple[list[ToolSpec], list[Message]]:
@@ -141,7 +144,10 @@ class ModelActivities:
             # One write for what the run added and the reply: a call that fails or is
             # cancelled leaves the new messages to the run's next write. The reply is
             # paid for: a store that is briefly away is waited for here, in this
-            # attempt, not by asking the model again in the next.
+            # attempt, not by asking the model again in the next. Only by the attempt
+            # the server still runs: a stalled one's late reply would replace the
+            # reply of the attempt that took over, which the run holds.
+            await ensure_current("keep the model's reply")
             store = self._required_store()
             await _riding_out_the_store(
                 "keep the model's reply",

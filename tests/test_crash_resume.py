@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from conftest import eventually
 from onward.artifacts import workspace_dir
+from onward.client import OnwardClient
 from onward.contracts import AgentInput
 from onward.starter.trace import read_history
 from onward.workflows import AgentWorkflow
@@ -216,3 +217,85 @@ async def test_a_call_cut_off_with_every_worker_is_not_started_again_past_the_de
     assert "model call not started: the run's deadline passed" in second.log.read_text()
     # Read from its history (as `onward trace` does), the refused call is no failed step.
     assert (await read_history(handle)).step_log == []
+
+
+async def test_a_stalled_workers_late_reply_does_not_replace_the_one_the_run_took(
+    client: Client, address: str, tmp_path: Path, workers: list[WorkerProcess]
+) -> None:
+    """A worker frozen mid model call (SIGSTOP: a long pause, a VM stalled) is given
+    up by the server, which hands the call to another worker; the run takes that
+    worker's reply. Resumed, the frozen worker reads its own late reply: it must
+    not write it over the one the run took, or the run's next call finds its
+    transcript at odds with its step log (the run failed, TranscriptIncomplete)."""
+    task_queue = f"stall-{uuid.uuid4().hex[:8]}"
+    store = tmp_path / "store"
+
+    def writing(path: str) -> dict[str, object]:
+        args = {"path": path, "content": path}
+        return openai_completion(f"writing {path}", tool_calls=[(f"c_{path}", "write_file", args)])
+
+    async with FakeProvider(OPENAI_PATH) as provider:
+        provider.script(
+            Reply(json=writing("late.txt"), delay_s=3),  # to the worker that stalls
+            writing("taken.txt"),  # to the worker that takes over
+            openai_completion("done"),
+        )
+        env = {
+            "OPENAI_BASE_URL": f"{provider.url}/v1",
+            "OPENAI_API_KEY": "test-key",
+            "ONWARD_STORE": str(store),
+        }
+        stalled = WorkerProcess(address, task_queue, tmp_path / "ws", tmp_path / "w1.log", env)
+        workers.append(stalled)
+        await wait_ready(stalled)
+        onward = OnwardClient(client, task_queue=task_queue)
+        run_id = await onward.start(
+            {
+                "prompt": "write a file",
+                "model": "openai:gpt-4o-mini",
+                "tools": ["write_file"],
+                "approve_tools": ["write_file"],  # holds the run while the stalled one wakes
+            }
+        )
+
+        async def asked() -> bool:
+            return len(provider.requests) == 1
+
+        await eventually(asked, interval_s=0.02)
+        stalled.process.send_signal(signal.SIGSTOP)
+        try:
+            taking_over = WorkerProcess(
+                address, task_queue, tmp_path / "ws", tmp_path / "w2.log", env
+            )
+            workers.append(taking_over)
+
+            async def took_the_other_reply() -> bool:
+                return bool((await onward.status(run_id)).pending_approvals)
+
+            await eventually(took_the_other_reply, timeout_s=30)
+            (pending,) = (await onward.status(run_id)).pending_approvals
+            assert pending.arguments == {"path": "taken.txt", "content": "taken.txt"}
+
+            async def late_reply_sent() -> bool:
+                return time.monotonic() - provider.requests[0].at > 3.2
+
+            await eventually(late_reply_sent)
+        finally:
+            stalled.process.send_signal(signal.SIGCONT)
+        transcript = next(iter(store.glob("*/messages.log")), None)
+
+        async def late_reply_handled() -> bool:
+            gave_up = "call_model attempt 1 abandoned" in stalled.log.read_text()
+            return gave_up or (transcript is not None and "late.txt" in transcript.read_text())
+
+        await eventually(late_reply_handled)
+        await onward.approve(run_id)
+        result = await asyncio.wait_for(onward.result(run_id), 30)
+
+    assert result.status == "completed", result.reason
+    assert result.output == "done"
+    # The last call was sent the conversation the run holds: the reply it took.
+    sent = provider.requests[-1].json["messages"]
+    assert [m["tool_calls"][0]["id"] for m in sent if m.get("tool_calls")] == ["c_taken.txt"]
+    assert len(provider.requests) == 3  # a stale attempt asks the model nothing
+    assert [p.name for p in (tmp_path / "ws").rglob("*.txt")] == ["taken.txt"]
