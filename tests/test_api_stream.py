@@ -9,6 +9,7 @@ tokens must add up to the recorded text, and a worker killed mid-stream
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -26,8 +27,11 @@ from provider_servers import (
     anthropic_stream,
     openai_stream,
 )
+from temporalio.api.common.v1 import Payloads
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent, WorkflowExecutionSignaledEventAttributes
 from temporalio.client import Client
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.contrib.workflow_streams import PublishEntry, PublishInput, WorkflowStreamClient
 from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 - the fixture
 from websockets.asyncio.client import connect
 
@@ -35,10 +39,14 @@ from api_server import Sse, read_events, serving
 from conftest import RunningWorker, eventually, running_worker
 from onward.activities.providers import close_providers, providers_from_env
 from onward.client import OnwardClient
+from onward.connection import DATA_CONVERTER
 from onward.contracts import TOKENS_TOPIC, TokenChunk
 from onward.starter.api import ApiSettings, api_app
+from onward.starter.api.events import _PUBLISH_SIGNAL as PUBLISH_SIGNAL
+from onward.starter.api.events import EventTranslator
 
 KEY = "test-key"
+CONVERTER = DATA_CONVERTER.payload_converter
 ONE_PLUS_ONE = {"name": "calculator", "arguments": {"expression": "1+1"}}
 PIECES = ["The ", "answer ", "is ", "forty", "-two", "."]
 
@@ -201,6 +209,48 @@ async def test_a_worker_killed_mid_stream_restarts_the_stream(
         return len(server.requests) == 2
 
     await eventually(both_asked)
+
+
+def test_a_stalled_attempts_late_tokens_are_not_shown_after_the_restart() -> None:
+    """A worker frozen mid-stream (SIGSTOP, a long pause) is given up, and another
+    restarts the call; woken, the frozen one may still publish the text it had
+    buffered, of its old attempt (seen with real processes: "w3 ... w39" between
+    the restart and the new text). After a ``stream_restart`` the event stream
+    shows only that attempt's text, as the README tells readers to join it."""
+    batches = [
+        ("stalled", [TokenChunk(call=1, text="w0 ")]),
+        ("taking-over", [TokenChunk(kind="stream_restart", call=1, attempt=2)]),
+        ("taking-over", [TokenChunk(call=1, text="The ", attempt=2)]),
+        ("stalled", [TokenChunk(call=1, text="w1 w2 ")]),  # woken, late
+        ("taking-over", [TokenChunk(call=1, text="answer.", attempt=2)]),
+    ]
+    translator = EventTranslator()
+    events = []
+    for number, (publisher, chunks) in enumerate(batches, start=1):
+        entries = [
+            PublishEntry(
+                topic=TOKENS_TOPIC,
+                data=base64.b64encode(CONVERTER.to_payload(c).SerializeToString()).decode(),
+            )
+            for c in chunks
+        ]
+        batch = PublishInput(items=entries, publisher_id=publisher, sequence=number)
+        signaled = WorkflowExecutionSignaledEventAttributes(
+            signal_name=PUBLISH_SIGNAL, input=Payloads(payloads=CONVERTER.to_payloads([batch]))
+        )
+        events += translator.add(
+            HistoryEvent(
+                event_id=number,
+                event_type=EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+                workflow_execution_signaled_event_attributes=signaled,
+            )
+        )
+    assert [(e.event, e.data) for e in events] == [
+        ("token", {"call": 1, "text": "w0 "}),
+        ("stream_restart", {"call": 1, "attempt": 2}),
+        ("token", {"call": 1, "text": "The "}),
+        ("token", {"call": 1, "text": "answer."}),
+    ]
 
 
 async def test_a_python_subscriber_reads_the_tokens_topic(worker: RunningWorker) -> None:

@@ -153,6 +153,9 @@ class EventTranslator:
     _started: set[int] = field(default_factory=set)
     _ended: set[int] = field(default_factory=set)
     _publishers: dict[str, int] = field(default_factory=dict)
+    _restarted: dict[int, int] = field(default_factory=dict)
+    """The attempt each restarted streamed call is on: text of an older attempt that
+    comes after the restart (a stalled worker's, woken) is not the call's."""
     resumed: bool = False
     """Reading starts at a continued execution whose earlier events the reader had: its
     started event's state is taken as known, as a read of the whole chain had it."""
@@ -257,9 +260,10 @@ class EventTranslator:
         items: list[Item] = []
         for entry in batch.items:
             chunk = _token_chunk(entry.topic, entry.data)
-            if chunk is None:
+            if chunk is None or chunk.attempt < self._restarted.get(chunk.call, 0):
                 continue
             if chunk.kind == "stream_restart":
+                self._restarted[chunk.call] = chunk.attempt
                 items.append(("stream_restart", {"call": chunk.call, "attempt": chunk.attempt}))
             elif items and items[-1][0] == "token" and items[-1][1]["call"] == chunk.call:
                 items[-1][1]["text"] += chunk.text
