@@ -236,6 +236,7 @@ class _Assembler:
         self._available: dict[str, ToolSpec] | None = None
         self._last_request: ModelRequest | None = None
         self._summaries: list[HistoryStep] = []  # compaction steps
+        self._failed_summaries: dict[int, list[str]] = {}  # by step: models that failed it
 
     def assemble(self) -> None:
         current: _Step | None = None
@@ -344,8 +345,12 @@ class _Assembler:
         call.trace.step = request.step
         call.trace.role = "model"
         call.trace.name = request.model
+        if call.trace.state in ("failed", "timed_out"):
+            # The run failed with it, or asked the next of its fallback_models.
+            failure = f"{request.model}: {call.trace.failure or 'failed'}"
+            self._failed_summaries.setdefault(request.step, []).append(failure)
         if not isinstance(result, CompactionResult) or result.summary is None:
-            return  # in flight, failed (the run failed with it), or nothing to summarise
+            return  # in flight, failed, or nothing to summarise
         record = StepRecord(
             step=request.step,
             started_at=call.workflow_time,
@@ -355,6 +360,7 @@ class _Assembler:
             cost_usd=result.cost_usd,
             cache_saved_usd=result.cache_saved_usd,
             compaction=True,
+            failed_models=self._failed_summaries.pop(request.step, None),
         )
         if call.trace.closed_at is not None:
             record.duration_ms = _ms(record.started_at, call.trace.closed_at)

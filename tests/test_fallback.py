@@ -237,3 +237,46 @@ def test_a_problem_a_check_of_several_fields_names_is_located_at_that_field() ->
         ("body",),
         "extend_budget: name a limit",
     )
+
+
+async def test_a_compaction_the_provider_fails_is_asked_of_the_fallback(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    long_sum = {"expression": "+".join(["1"] * 300)}
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(
+            *(
+                openai_completion("adding", [(f"call_{n}", "calculator", long_sum)])
+                for n in range(3)
+            ),
+            Reply(401, {"error": {"message": "key revoked"}}),  # the summary call
+        )
+        anthropic.script(
+            anthropic_message("the sums so far were 300 each"),  # the summary
+            anthropic_message("300."),
+        )
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            handle = await worker.start(
+                {
+                    "prompt": "Add up",
+                    "model": OPENAI,
+                    "fallback_models": [CLAUDE],
+                    "tools": ["calculator"],
+                    "context": {"max_tokens": 400, "keep_last_turns": 1},
+                }
+            )
+            result = await handle.result()
+            history = reconstruct([event async for event in handle.fetch_history_events()])
+    assert result.status == "completed", result.reason
+    assert result.output == "300."
+    read = [step.record for step in history.steps]
+    assert [(s.step, s.model, s.failed_models) for s in read] == [
+        (s.step, s.model, s.failed_models) for s in result.steps
+    ]
+    assert [step.compaction for step in result.steps] == [False, False, False, True, False]
+    summary = result.steps[3]
+    assert summary.model == CLAUDE and summary.text == "the sums so far were 300 each"
+    assert summary.failed_models == [f"{OPENAI}: openai: 401 Unauthorized: key revoked "
+                                     "(check OPENAI_API_KEY on the worker)"]  # fmt: skip
+    assert result.steps[4].model == CLAUDE and result.steps[4].failed_models is None

@@ -1189,12 +1189,7 @@ class AgentWorkflow:
             step.error = _root_message(err)
             step.failed_models = self._failed_models or None
             self._step = step  # kept in the log: it says what failed
-            if self._failed_models:
-                tried = len(self._failed_models) + 1
-                reason = f"model call failed on all {tried} models; the last: {step.error}"
-            else:
-                reason = f"model call failed: {step.error}"
-            raise _RunEnded("failed", reason) from err
+            raise _RunEnded("failed", self._failed("model call", step.error)) from err
         if self._failed_models:
             step.failed_models, self._failed_models = self._failed_models, []
         self._step = step
@@ -1213,6 +1208,12 @@ class AgentWorkflow:
             # travels slimmed by it (see ``_transcript_ref``).
             self._forget_before(len(self._conversation) - 1)
         return response
+
+    def _failed(self, what: str, error: str) -> str:
+        """The reason of a run whose model call failed, on every model it was given."""
+        if not self._failed_models:
+            return f"{what} failed: {error}"
+        return f"{what} failed on all {len(self._failed_models) + 1} models; the last: {error}"
 
     def _fall_back(self, err: ActivityError) -> bool:
         """Go on with the next of ``fallback_models`` if the provider failed the call.
@@ -1302,7 +1303,10 @@ class AgentWorkflow:
             )
         except ActivityError as err:
             _end_if_unpriced(err)
-            raise _RunEnded("failed", f"compaction failed: {_root_message(err)}") from err
+            if self._fall_back(err):  # the same summary, asked of the next model
+                await self._compact_if_needed()
+                return
+            raise _RunEnded("failed", self._failed("compaction", _root_message(err))) from err
         self._stored = ref.count  # the activity wrote the new messages and steps
         self._unwritten = []
         self._context_tokens = result.tokens
@@ -1317,7 +1321,9 @@ class AgentWorkflow:
             cost_usd=result.cost_usd,
             cache_saved_usd=result.cache_saved_usd,
             compaction=True,
+            failed_models=self._failed_models or None,
         )
+        self._failed_models = []
         # Its tokens and cost count in the budget like any model call's.
         self._count_model_call(
             ModelResponse(
