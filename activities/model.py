@@ -284,7 +284,8 @@ class ModelActivities:
         Every batch is signalled before the answer returns, so a reader sees the
         tokens before the call's result.
         """
-        attempt = activity.info().attempt
+        # After a fallback the step's stream goes on numbering past the failed model's.
+        attempt = activity.info().attempt + request.stream_attempt_offset
         async with WorkflowStreamClient.from_within_activity(
             batch_interval=TOKEN_BATCH_INTERVAL
         ) as stream:

@@ -749,6 +749,13 @@ class ModelRequest(BaseModel):
     stream: bool = Field(
         default=False, description="publish the text as it comes to the run's ``tokens`` topic"
     )
+    stream_attempt_offset: int = Field(
+        default=0,
+        ge=0,
+        exclude_if=lambda value: value == 0,
+        description="added to the attempt of the streamed text's chunks: a fallback "
+        "model's call restarts the step's stream after the failed model's attempts",
+    )
     clear_tool_results: ClearToolResults | None = Field(
         default=None, description="the run's tool-result clearing, applied to what is sent"
     )

@@ -299,3 +299,41 @@ async def test_the_subscription_follows_continue_as_new(worker: RunningWorker) -
     assert offsets == sorted(set(offsets))  # the next run's offsets go on
     texts = ["".join(c.text for _, c in chunks if c.call == call) for call in (1, 2, 3, 4)]
     assert texts == ["call 1 says hello", "call 2 says hello", "call 3 says hello", "the end"]
+
+
+async def test_a_fallback_models_answer_restarts_the_steps_stream(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The first model's stream breaks off, its retry is refused (401): the fallback's
+    text follows a ``stream_restart`` numbered past the first model's attempts, so a
+    reader drops the broken text and shows the fallback's (not nothing, not both)."""
+    unauthorized = Reply(401, {"error": {"message": "key revoked"}})
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        cut = openai_stream(["Broken ", "off"])[:-2]  # no finish_reason: retried
+        openai.script(Reply(events=cut, done=False), unauthorized)
+        anthropic.script(Reply(events=anthropic_stream(PIECES)))
+        environ = {
+            "OPENAI_BASE_URL": f"{openai.url}/v1",
+            "OPENAI_API_KEY": KEY,
+            "ANTHROPIC_BASE_URL": anthropic.url,
+            "ANTHROPIC_API_KEY": KEY,
+        }
+        async with api_over(client, tmp_path, search_attribute_names, environ) as http:
+            body = {
+                "prompt": "p",
+                "model": "openai:gpt-4o-mini",
+                "fallback_models": ["anthropic:claude-3-5-haiku-latest"],
+                "stream": True,
+            }
+            created = (await http.post("/v1/runs", json=body)).json()
+            events = await read_events(http, created["events_url"])
+
+    kinds = [event.event for event in events]
+    assert events[-1].data["status"] == "completed", events[-1].data
+    restarts = [event.data for event in events if event.event == "stream_restart"]
+    assert restarts[-1]["attempt"] > 2, restarts  # past the first model's two attempts
+    last = len(kinds) - 1 - kinds[::-1].index("stream_restart")
+    after = [e.data["text"] for e in events[last:] if e.event == "token"]
+    assert "".join(after) == "The answer is forty-two."
+    model = next(e for e in events if e.event == "model")
+    assert model.data["text"] == "The answer is forty-two."

@@ -297,6 +297,10 @@ def _end_if_unpriced(err: ActivityError) -> None:
         raise _RunEnded("budget_exceeded", reason, "max_cost_usd") from err
 
 
+UNLIMITED_ATTEMPTS = 1_000_000
+"""Where a model's retry policy sets no limit, the attempts a fallback's stream counts past."""
+
+
 def _provider_failed(err: ActivityError) -> bool:
     """Whether the provider failed the call (after its retries), not Onward or the run."""
     cause = err.cause
@@ -449,6 +453,7 @@ class AgentWorkflow:
         # Steering already in the conversation, not yet shown in a step of the log.
         self._steered: list[str] = []
         self._failed_models: list[str] = []  # this step's models given up on (fallback_models)
+        self._stream_attempts = 0  # attempts the step's failed models may have streamed
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_calls: list[tuple[ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
@@ -1144,6 +1149,7 @@ class AgentWorkflow:
             settings=self._input.settings,
             pricing=self._input.pricing,
             stream=self._input.stream and self._patched(TOKEN_STREAM_PATCH),
+            stream_attempt_offset=self._stream_attempts,
             clear_tool_results=self._input.clear_tool_results,
             require_price=self._budget.max_cost_usd is not None,
         )
@@ -1192,6 +1198,7 @@ class AgentWorkflow:
             raise _RunEnded("failed", self._failed("model call", step.error)) from err
         if self._failed_models:
             step.failed_models, self._failed_models = self._failed_models, []
+            self._stream_attempts = 0
         self._step = step
         self._script_index += 1
         if transcript is not None:
@@ -1226,6 +1233,8 @@ class AgentWorkflow:
         if not rest or not _provider_failed(err):
             return False
         self._failed_models.append(f"{self._input.model}: {_root_message(err)}")
+        # No attempt of the failed model's numbered past its retry policy's limit.
+        self._stream_attempts += self._model_retry.maximum_attempts or UNLIMITED_ATTEMPTS
         workflow.logger.warning(
             "model %s failed (%s); going on with %s", self._input.model, _root_message(err), rest[0]
         )
@@ -1323,7 +1332,7 @@ class AgentWorkflow:
             compaction=True,
             failed_models=self._failed_models or None,
         )
-        self._failed_models = []
+        self._failed_models, self._stream_attempts = [], 0
         # Its tokens and cost count in the budget like any model call's.
         self._count_model_call(
             ModelResponse(
