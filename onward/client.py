@@ -38,6 +38,7 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -67,6 +68,7 @@ from onward.contracts import (
     Budget,
     BudgetExtension,
     CancelRequest,
+    InputCheck,
     SteerRequest,
     StepRecord,
 )
@@ -111,7 +113,7 @@ from onward.starter.report import Report, aggregate, collect_traces, parse_since
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
 from onward.store import FileBackend, TranscriptStore, is_postgres, open_store, store_url
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
-from onward.workflows import AgentWorkflow
+from onward.workflows import AgentWorkflow, InputCheckWorkflow
 
 __all__ = ["OnwardClient", "RunInfo", "StepLog", "new_run_id"]
 
@@ -124,6 +126,10 @@ RUN_ENDED_MESSAGES = ("already completed", "aborted by closing workflow")
 run, and an update the server had taken in as the run closed (before a worker read it)."""
 POLLER_SEEN_WITHIN = timedelta(seconds=75)
 """A worker long-polls for up to 60 s and then polls again: one not seen for longer is gone."""
+
+INPUT_CHECK_TIMEOUT = timedelta(seconds=10)
+"""How long :meth:`OnwardClient.check_input` waits for a worker's answer. A worker takes
+well under a second; one of an Onward without the check never answers."""
 
 AgentHandle = WorkflowHandle[AgentWorkflow, AgentResult]
 
@@ -911,15 +917,70 @@ class OnwardClient(SessionMethods):
 
     # -- schedules -----------------------------------------------------
 
+    async def check_input(self, input: AgentInput | Mapping[str, Any]) -> bool:
+        """Ask a worker on this client's task queue whether a run of ``input`` would start.
+
+        Beyond what pydantic checks here, a worker judges what is its own: the
+        tools it has, the model providers it has, ``approve_tools`` among the
+        run's tools. A run of ``input`` would fail at once on what it refuses.
+
+        Returns:
+            True: a worker checked ``input`` and would run it. False: none could
+            check it (none polls the task queue, or none answered within
+            ``INPUT_CHECK_TIMEOUT``: a worker of an Onward without the check).
+
+        Raises:
+            InvalidInput: ``input`` is not valid, or a worker refuses it (each
+            problem names its field: ``tools``, ``model``, ``approve_tools``...).
+        """
+        agent = validated(AgentInput, input)
+        if not await self.has_worker():
+            return False
+        with self._translated():
+            try:
+                answer: InputCheck = await self._client.execute_workflow(
+                    InputCheckWorkflow.run,
+                    agent,
+                    id=f"input-check-{uuid.uuid4().hex[:12]}",
+                    task_queue=self.task_queue,
+                    execution_timeout=INPUT_CHECK_TIMEOUT,
+                    task_timeout=WORKFLOW_TASK_TIMEOUT,
+                    request_eager_start=True,
+                )
+            except WorkflowFailureError:
+                return False  # timed out: no worker that knows the check took it
+        if answer.problems:
+            raise InvalidInput(
+                "invalid input: " + "; ".join(str(problem) for problem in answer.problems),
+                [
+                    {"loc": (problem.field,), "msg": problem.message, "type": "worker_refused"}
+                    for problem in answer.problems
+                ],
+            )
+        return True
+
     async def schedule_create(
-        self, cron: str, input: AgentInput | Mapping[str, Any], id: str | None = None
+        self,
+        cron: str,
+        input: AgentInput | Mapping[str, Any],
+        id: str | None = None,
+        *,
+        check: bool = True,
     ) -> str:
         """Start a run of ``input`` at each time of ``cron`` (a Temporal Schedule); return its id.
 
+        With ``check`` (the default), a worker on this client's task queue is
+        asked first (:meth:`check_input`), so a tool or model provider the
+        workers lack is refused now, not at each time the schedule comes; with
+        no worker to ask, the schedule is created unchecked.
+
         Raises:
-            InvalidInput: ``input`` is not a valid agent input, or Temporal refuses ``cron``.
+            InvalidInput: ``input`` is not a valid agent input, a worker refuses it,
+                or Temporal refuses ``cron``.
         """
         agent = validated(AgentInput, input)
+        if check:
+            await self.check_input(agent)
         schedule_id = id or schedules.new_schedule_id()
         schedule = schedules.agent_schedule(agent, cron, schedule_id, self.task_queue)
         with self._translated():

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_IDLE_TIMEOUT_S",
     "DEFAULT_TASK_QUEUE",
     "FINAL_STATES",
+    "INPUT_CHECK_WORKFLOW",
     "KNOWN_PROVIDERS",
     "MAX_DURATION_S",
     "RUN_VERSION",
@@ -52,6 +53,8 @@ __all__ = [
     "ContextLimit",
     "ConversationCopy",
     "ConversationRef",
+    "InputCheck",
+    "InputProblem",
     "Message",
     "ModelPrice",
     "ModelRequest",
@@ -91,6 +94,8 @@ __all__ = [
 
 AGENT_WORKFLOW = "AgentWorkflow"
 """Workflow type name, as used by `temporal workflow start --type`."""
+INPUT_CHECK_WORKFLOW = "InputCheckWorkflow"
+"""The workflow that asks a worker what it would refuse in an ``AgentInput`` (schedules)."""
 
 RUN_VERSION = 6
 """The behaviour an agent run begun on this worker follows, for its whole life.
@@ -883,6 +888,22 @@ class WorkerDescription(BaseModel):
         ge=0,
         description="the RUN_VERSION a run begun here follows; 0: an older worker",
     )
+
+
+class InputProblem(BaseModel):
+    """One thing in an ``AgentInput`` a worker refuses: its tools, its model's provider."""
+
+    field: str = Field(description="the input's field: tools, model, approve_tools, workspace")
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class InputCheck(BaseModel):
+    """What ``InputCheckWorkflow`` answers: the problems a run of the input would fail on."""
+
+    problems: list[InputProblem] = Field(default_factory=list)
 
 
 class ToolRequest(BaseModel):

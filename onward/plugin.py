@@ -52,7 +52,7 @@ from onward.connection import DATA_CONVERTER
 from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
 from onward.tool_cache import ToolCache
-from onward.workflows import AgentWorkflow, SessionWorkflow
+from onward.workflows import AgentWorkflow, InputCheckWorkflow, SessionWorkflow
 
 __all__ = [
     "DEFAULT_WORKSPACE",
@@ -222,7 +222,7 @@ class OnwardPlugin(SimplePlugin):
             PLUGIN_NAME,
             data_converter=DATA_CONVERTER,
             interceptors=list(interceptors),
-            workflows=[AgentWorkflow, SessionWorkflow],
+            workflows=[AgentWorkflow, SessionWorkflow, InputCheckWorkflow],
             workflow_runner=pass_onward_through,
             activities=[
                 self._model.call_model,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from onward.starter.errors import EXIT_OK
 from onward.starter.inputs import agent_input
-from onward.starter.output import emit_json, say
+from onward.starter.output import emit_json, note, say
 
 if TYPE_CHECKING:  # the CLI builds its parser without importing the Temporal client
     from onward.client import OnwardClient
@@ -86,12 +86,19 @@ async def schedule(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward schedule ACTION``."""
     action: str = args.schedule_action
     if action == "create":
-        schedule_id = await client.schedule_create(args.cron, agent_input(args), args.id)
+        agent = agent_input(args)
+        checked = await client.check_input(agent)  # a worker's tools and providers
+        schedule_id = await client.schedule_create(args.cron, agent, args.id, check=False)
         if args.json:
-            emit_json({"schedule_id": schedule_id})
+            emit_json({"schedule_id": schedule_id, "checked": checked})
         else:
             say(f"schedule {schedule_id}: runs at {args.cron!r} on task queue {client.task_queue}")
             say(f"run it now with: onward schedule trigger {schedule_id}")
+        if not checked:
+            note(
+                f"not checked by a worker: none answered on task queue {client.task_queue}; "
+                "its runs fail at once if their worker lacks a tool or the model's provider"
+            )
         return EXIT_OK
     if action == "list":
         rows = await client.schedule_list()

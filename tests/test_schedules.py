@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from temporalio.client import Client
+from greeting_workflow import GreetingWorkflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from conftest import RunningWorker, eventually, run_onward
 from onward.client import OnwardClient
@@ -79,13 +83,15 @@ async def test_bad_schedule_input_is_refused_naming_the_field(client: Client) ->
 
 async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> None:
     env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    await eventually(client.has_worker)  # so that `create` has a worker to check with
     schedule_id = f"sched-{uuid.uuid4().hex[:8]}"
     created = await run_onward(
         "schedule", "create", "--cron", YEARLY, "--prompt", "hello", "--id", schedule_id,
         "--json", env=env,
     )  # fmt: skip
     assert created.code == 0, created.stderr
-    assert created.json() == {"schedule_id": schedule_id}
+    assert created.json() == {"schedule_id": schedule_id, "checked": True}
     twice = await run_onward(
         "schedule", "create", "--cron", YEARLY, "--prompt", "hello", "--id", schedule_id,
         "--json", env=env,
@@ -96,7 +102,6 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     triggered = await run_onward("schedule", "trigger", schedule_id, env=env)
     assert triggered.code == 0, triggered.stderr
 
-    client = OnwardClient(worker.client, task_queue=worker.task_queue)
     run_id = await finished_run(client, schedule_id)
     handle = worker.client.get_workflow_handle_for(AgentWorkflow.run, run_id)
     assert (await handle.result()).status == "completed"
@@ -110,6 +115,77 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     assert f"no schedule with id {schedule_id}" in again.stderr
     bad = await run_onward("schedule", "create", "--cron", "nope", "--prompt", "p", env=env)
     assert bad.code == 2 and "cron" in bad.stderr
+    lacking = await run_onward(
+        "schedule", "create", "--cron", YEARLY, "--prompt", "p", "--tool", "nosuch", env=env
+    )  # fmt: skip
+    assert lacking.code == 2
+    assert "invalid input: tools: unknown tool(s) 'nosuch'; this worker has: " in lacking.stderr
+    unchecked = await run_onward(
+        "schedule", "create", "--cron", YEARLY, "--prompt", "p", "--json",
+        env={**env, "ONWARD_TASK_QUEUE": f"nobody-{uuid.uuid4().hex[:8]}"},
+    )  # fmt: skip
+    assert unchecked.code == 0, unchecked.stderr
+    assert unchecked.json()["checked"] is False
+    assert "not checked by a worker: none answered on task queue nobody-" in unchecked.stderr
+    await client.schedule_delete(unchecked.json()["schedule_id"])
+
+
+async def test_what_its_workers_lack_is_refused_when_a_schedule_is_made(
+    worker: RunningWorker,
+) -> None:
+    # Refused by a worker of the task queue, as each run would be: not every morning.
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    await eventually(client.has_worker)  # its first poll: with none, nothing is checked
+    refused: dict[str, tuple[dict[str, Any], str]] = {
+        "tools": ({"prompt": "p", "tools": ["calculator", "nosuch"]}, "unknown tool(s) 'nosuch'"),
+        "model": ({"prompt": "p", "model": "acme:m1"}, "unknown model provider 'acme'"),
+        "approve_tools": (
+            {"prompt": "p", "tools": ["calculator"], "approve_tools": ["write_file"]},
+            "'write_file' not among the run's tools (calculator)",
+        ),
+        "workspace": ({"prompt": "p", "workspace": "other-run"}, "only a sub-agent"),
+    }
+    for field, (agent, message) in refused.items():
+        schedule_id = f"refused-{field}-{uuid.uuid4().hex[:8]}"
+        with pytest.raises(InvalidInput, match=f"^invalid input: {field}: ") as caught:
+            await client.schedule_create(YEARLY, agent, schedule_id)
+        assert message in str(caught.value)
+        assert [problem["loc"] for problem in caught.value.problems] == [(field,)]
+        # The very words a run of it fails with.
+        with pytest.raises(WorkflowFailureError) as failed:
+            await worker.run(agent)
+        assert isinstance(failed.value.cause, ApplicationError)
+        assert str(caught.value) == f"invalid input: {failed.value.cause.message}"
+        with pytest.raises(InvalidInput, match="no schedule with id"):
+            await client.schedule(schedule_id)  # nothing was created
+    # What it has passes, the workflow's own tools included.
+    assert await client.check_input(
+        {
+            "prompt": "p",
+            "tools": ["calculator", "delegate", "wait"],
+            "approve_tools": ["delegate", "wait"],
+            "output_schema": {"type": "object"},
+        }
+    )
+    # Asked not to check, it is created as it is (and would fail at each time).
+    schedule_id = await client.schedule_create(
+        YEARLY, {"prompt": "p", "tools": ["nosuch"]}, check=False
+    )
+    await client.schedule_delete(schedule_id)
+
+
+async def test_with_no_worker_to_ask_a_schedule_is_made_unchecked(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nobody = OnwardClient(client, task_queue=f"nobody-{uuid.uuid4().hex[:8]}")
+    assert await nobody.check_input({"prompt": "p", "tools": ["nosuch"]}) is False
+    schedule_id = await nobody.schedule_create(YEARLY, {"prompt": "p", "tools": ["nosuch"]})
+    await nobody.schedule_delete(schedule_id)
+    # A worker of an Onward without the check polls, but never answers it.
+    monkeypatch.setattr("onward.client.INPUT_CHECK_TIMEOUT", timedelta(seconds=2))
+    older = OnwardClient(client, task_queue=f"older-{uuid.uuid4().hex[:8]}")
+    async with Worker(client, task_queue=older.task_queue, workflows=[GreetingWorkflow]):
+        assert await older.check_input({"prompt": "p", "tools": ["nosuch"]}) is False
 
 
 async def test_a_trigger_starts_a_run_while_the_last_one_still_goes(

@@ -102,6 +102,13 @@ with workflow.unsafe.imports_passed_through():
         MODEL_NOT_PRICED,
         format_validation_error,
     )
+    from onward.input_check import (
+        WORKSPACE_PROBLEM,
+        unknown_approve_tools_problem,
+        unknown_provider_problems,
+        unknown_tools_problem,
+        worker_tools_asked,
+    )
     from onward.memory import DEFAULT_MEMORY_SCOPE
     from onward.run_telemetry import RUN_SPAN_EXTERN, RunSpan
     from onward.store.base import transcript_id
@@ -658,8 +665,7 @@ class AgentWorkflow:
     async def _prepare(self) -> None:
         asked = self._input.tools
         attempts_from_worker, window_from_worker = self._decide_before_describe()
-        inside = {*WORKFLOW_TOOLS, *([DELEGATE.name] if self._offer_delegate else [])}
-        worker_tools = None if asked is None else [n for n in asked if n not in inside]
+        worker_tools = worker_tools_asked(asked, self._offer_delegate)
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
             WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
@@ -684,27 +690,14 @@ class AgentWorkflow:
         offer_delegate = self._offer_delegate
         if description.unknown:
             self._end("failed", "invalid input: unknown tools")
-            unknown = ", ".join(repr(name) for name in description.unknown)
             raise ApplicationError(
-                f"tools: unknown tool(s) {unknown}; this worker has: "
-                f"{', '.join(description.available)}; and the workflow itself: "
-                f"{', '.join([*WORKFLOW_TOOLS, DELEGATE.name])}",
+                str(unknown_tools_problem(description.unknown, description.available)),
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
-        models = {"model": self._input.model}
-        for position, fallback in enumerate(self._input.fallback_models or ()):
-            models[f"fallback_models.{position}"] = fallback
-        for field, model in models.items():
-            provider = provider_of(model)
-            if description.providers and provider not in description.providers:
-                self._end("failed", "invalid input: unknown model provider")
-                raise ApplicationError(
-                    f"{field}: unknown model provider {provider!r} (this worker has: "
-                    f"{', '.join(description.providers)})",
-                    type=INVALID_INPUT,
-                    non_retryable=True,
-                )
+        for problem in unknown_provider_problems(self._input, description.providers):
+            self._end("failed", "invalid input: unknown model provider")
+            raise ApplicationError(str(problem), type=INVALID_INPUT, non_retryable=True)
         # -- sub-agents: a run names a workspace only as a sub-agent,
         # its parent's or root's; any other would reach into another run's files.
         info = workflow.info()
@@ -712,8 +705,7 @@ class AgentWorkflow:
         if self._input.workspace is not None and self._input.workspace not in ancestors:
             self._end("failed", "invalid input: workspace")
             raise ApplicationError(
-                "workspace: only a sub-agent names a workspace (its parent's or its root "
-                "run's); leave it out",
+                str(WORKSPACE_PROBLEM),
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
@@ -740,8 +732,7 @@ class AgentWorkflow:
         if unapprovable:
             self._end("failed", "invalid input: unknown approve_tools")
             raise ApplicationError(
-                f"approve_tools: {', '.join(repr(name) for name in unapprovable)} "
-                f"not among the run's tools ({', '.join(self._tools)})",
+                str(unknown_approve_tools_problem(unapprovable, self._tools)),
                 type=INVALID_INPUT,
                 non_retryable=True,
             )
