@@ -39,7 +39,6 @@ BUDGET_FLAGS: dict[str, str] = {
 """Budget field -> the flag that sets it, to name flags in error messages."""
 
 _FLAGS: dict[str, str] = {
-    "prompt": "PROMPT",
     "model": "--model",
     "fallback_models": "--fallback-model",
     "system": "--system",
@@ -50,21 +49,28 @@ _FLAGS: dict[str, str] = {
 }
 
 
-def _flag_for(location: tuple[str | int, ...]) -> str | None:
+def _flag_for(location: tuple[str | int, ...], prompt_flag: str) -> str | None:
     if not location:
         return None
     if location[0] == "budget":
         return BUDGET_FLAGS.get(str(location[1])) if len(location) > 1 else None
+    if location[0] == "prompt":
+        return prompt_flag
     return _FLAGS.get(str(location[0]))
 
 
-def invalid_input(err: ValidationError, what: str = "invalid input") -> InvalidInput:
-    """One line per problem, each naming the field and, where there is one, its flag."""
+def invalid_input(
+    err: ValidationError, what: str = "invalid input", prompt_flag: str = "PROMPT"
+) -> InvalidInput:
+    """One line per problem, each naming the field and, where there is one, its flag.
+
+    ``prompt_flag``: how the command takes the prompt (``schedule create``: ``--prompt``).
+    """
     problems = []
     for error in err.errors():
         location, message = named_problem(error["loc"], str(error["msg"]))
         field = ".".join(str(part) for part in location) or "input"
-        flag = _flag_for(location)
+        flag = _flag_for(location, prompt_flag)
         where = f"{field} ({flag})" if flag else field
         given = error.get("input")
         if isinstance(given, int | float | str) and not isinstance(given, bool):
@@ -112,8 +118,11 @@ def budget_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in values.items() if value is not None}
 
 
-def agent_input(args: argparse.Namespace) -> AgentInput:
-    """The run's input from ``run``/``start`` flags; :class:`InvalidInput` (exit 2) if invalid."""
+def agent_input(args: argparse.Namespace, prompt_flag: str = "PROMPT") -> AgentInput:
+    """The run's input from ``run``/``start`` flags; :class:`InvalidInput` (exit 2) if invalid.
+
+    ``prompt_flag``: how the command takes the prompt, to name it in errors.
+    """
     budget = budget_fields(args)
     if args.on_exceeded is not None:
         budget["on_exceeded"] = args.on_exceeded
@@ -139,7 +148,7 @@ def agent_input(args: argparse.Namespace) -> AgentInput:
     try:
         return AgentInput.model_validate(data)
     except ValidationError as err:
-        raise invalid_input(err) from err
+        raise invalid_input(err, prompt_flag=prompt_flag) from err
 
 
 def budget_extension(args: argparse.Namespace) -> BudgetExtension:

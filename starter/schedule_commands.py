@@ -47,6 +47,11 @@ def add_schedule_parser(
     create.add_argument("--tool", dest="tools", action="append", metavar="NAME")
     create.add_argument("--approve-tool", dest="approve_tools", action="append", metavar="NAME")
     create.add_argument("--on-exceeded", choices=("stop", "pause", "finish"))
+    create.add_argument(
+        "--output-schema",
+        metavar="FILE",
+        help="JSON Schema (type object) of each run's answer, as for onward run",
+    )
     create.add_argument("--tenant")
     create.add_argument(
         "--memory-scope",
@@ -86,7 +91,7 @@ async def schedule(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward schedule ACTION``."""
     action: str = args.schedule_action
     if action == "create":
-        agent = agent_input(args)
+        agent = agent_input(args, prompt_flag="--prompt")
         checked = await client.check_input(agent)  # a worker's tools and providers
         schedule_id = await client.schedule_create(args.cron, agent, args.id, check=False)
         if args.json:

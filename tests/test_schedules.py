@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -115,6 +116,9 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     assert f"no schedule with id {schedule_id}" in again.stderr
     bad = await run_onward("schedule", "create", "--cron", "nope", "--prompt", "p", env=env)
     assert bad.code == 2 and "cron" in bad.stderr
+    blank = await run_onward("schedule", "create", "--cron", YEARLY, "--prompt", " ", env=env)
+    assert blank.code == 2
+    assert "invalid input: prompt (--prompt): must not be blank" in blank.stderr
     lacking = await run_onward(
         "schedule", "create", "--cron", YEARLY, "--prompt", "p", "--tool", "nosuch", env=env
     )  # fmt: skip
@@ -128,6 +132,29 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     assert unchecked.json()["checked"] is False
     assert "not checked by a worker: none answered on task queue nobody-" in unchecked.stderr
     await client.schedule_delete(unchecked.json()["schedule_id"])
+
+
+async def test_a_schedule_takes_an_output_schema_as_onward_run_does(
+    worker: RunningWorker, address: str, tmp_path: Path
+) -> None:
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object", "properties": {"n": {"type": "integer"}}}')
+    script = tmp_path / "script.json"
+    script.write_text('[{"tool_calls": [{"name": "final_answer", "arguments": {"n": 3}}]}]')
+    schedule_id = f"schema-{uuid.uuid4().hex[:8]}"
+    created = await run_onward(
+        "schedule", "create", "--cron", YEARLY, "--prompt", "count", "--id", schedule_id,
+        "--output-schema", str(schema), "--script", str(script), env=env,
+    )  # fmt: skip
+    assert created.code == 0, created.stderr
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    try:
+        await client.schedule_trigger(schedule_id)
+        result = await client.result(await finished_run(client, schedule_id))
+        assert (result.status, result.structured_output) == ("completed", {"n": 3})
+    finally:
+        await client.schedule_delete(schedule_id)
 
 
 async def test_what_its_workers_lack_is_refused_when_a_schedule_is_made(
