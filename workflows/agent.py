@@ -75,7 +75,6 @@ with workflow.unsafe.imports_passed_through():
         TranscriptRef,
         TranscriptWrite,
         WorkerDescriptionRequest,
-        provider_of,
         tool_specs_key,
     )
     from onward.conversation import Conversation
