@@ -189,6 +189,12 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
         help="close after S idle seconds (default 7 days)",
     )
     parser.add_argument("--tenant", help="tenant the session belongs to")
+    parser.add_argument(
+        "--memory-scope",
+        metavar="SCOPE",
+        help="whose memory remember/recall use within the tenant (default: the tenant's shared "
+        "scope)",
+    )
 
 
 class UsageError(SystemExit):

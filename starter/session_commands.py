@@ -34,7 +34,8 @@ def session_input(args: argparse.Namespace) -> SessionInput:
     if args.on_exceeded is not None:
         budget["on_exceeded"] = args.on_exceeded
     data: dict[str, Any] = {"budget": budget}
-    for field in ("model", "fallback_models", "system", "tools", "tenant", "approve_tools"):
+    fields = ("model", "fallback_models", "system", "tools", "tenant", "memory_scope")
+    for field in (*fields, "approve_tools"):
         value = getattr(args, field, None)
         if value is not None:
             data[field] = value

@@ -23,6 +23,7 @@ from onward.errors import InvalidInput
 from onward.memory import DEFAULT_MEMORY_SCOPE, MemoryEntry, rank, tokens
 from onward.starter.cli import build_parser
 from onward.starter.inputs import agent_input
+from onward.starter.session_commands import session_input
 from onward.store import TranscriptStore, open_store
 
 __all__ = ["postgres_url"]  # the fixture, imported for the tests below
@@ -183,6 +184,10 @@ async def test_memory_scope_is_checked_and_set_by_the_cli() -> None:
         ["schedule", "create", "--cron", "0 8 * * *", "--prompt", "p", "--memory-scope", "daily"]
     )
     assert agent_input(scheduled).memory_scope == "daily"
+    chat = parser.parse_args(["chat", "--tenant", "acme", "--memory-scope", "alice"])
+    assert session_input(chat).memory_scope == "alice"
+    with pytest.raises(InvalidInput, match=r"memory_scope \(--memory-scope\)"):
+        session_input(parser.parse_args(["chat", "--memory-scope", ""]))
     with pytest.raises(InvalidInput, match=r"memory_scope \(--memory-scope\)"):
         agent_input(parser.parse_args(["run", "hi", "--memory-scope", ""]))
 
