@@ -26,6 +26,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from onward.contracts import AgentInput
 from onward.starter.render import static_details, static_summary
@@ -139,25 +140,23 @@ async def described(handle: ScheduleHandle) -> ScheduleRow:
 
 
 async def listed(client: Client, limit: int) -> list[ScheduleRow]:
-    """Up to ``limit`` of Onward's schedules; other applications' are left out."""
+    """Up to ``limit`` of Onward's schedules; other applications' are left out.
+
+    The listing (the visibility store's, a moment late) finds them; each row is
+    then the schedule's own description, as :func:`described` gives it: a
+    listing has no running runs to show, and may still show a schedule paused
+    a moment ago as active.
+    """
     rows: list[ScheduleRow] = []
     async for item in await client.list_schedules():
-        agent = agent_of(await item.memo())
-        if agent is None or item.schedule is None:
+        if agent_of(await item.memo()) is None:
             continue  # another application's schedule
-        info = item.info
-        rows.append(
-            ScheduleRow(
-                schedule_id=item.id,
-                cron=cron_of(agent),
-                paused=item.schedule.state.paused,
-                note=item.schedule.state.note,
-                prompt=agent.get("prompt"),
-                model=agent.get("model"),
-                next_runs=list(info.next_action_times) if info else [],
-                recent_runs=run_ids(info.recent_actions) if info else [],
-            )
-        )
+        try:
+            rows.append(await described(client.get_schedule_handle(item.id)))
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            continue  # deleted since it was listed
         if len(rows) >= limit:
             break
     return rows

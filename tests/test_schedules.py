@@ -241,6 +241,28 @@ async def test_a_trigger_starts_a_run_while_the_last_one_still_goes(
         await client.schedule_delete(schedule_id)
 
 
+async def test_a_listed_schedule_reads_as_its_description(worker: RunningWorker) -> None:
+    # A listing knows no running runs, and is a moment late: each row is described.
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    slow = {"prompt": "slow", "script": [{"text": "done", "delay_s": 4}]}
+    schedule_id = await client.schedule_create("@every 2s", slow)
+    try:
+        listed: list[ScheduleRow] = []
+
+        async def listed_running() -> bool:
+            rows = await client.schedule_list()
+            listed[:] = [row for row in rows if row.schedule_id == schedule_id and row.running]
+            return bool(listed)
+
+        await eventually(listed_running)
+        assert listed[0].running[0].startswith(f"{schedule_id}-")
+        await client.schedule_pause(schedule_id, "at once")
+        [row] = [row for row in await client.schedule_list() if row.schedule_id == schedule_id]
+        assert (row.paused, row.note) == (True, "at once")
+    finally:
+        await client.schedule_delete(schedule_id)
+
+
 async def started_run(client: OnwardClient, schedule_id: str) -> str:
     """The workflow id of the schedule's first run, once it has started."""
     found: list[str] = []
