@@ -1025,7 +1025,10 @@ class OnwardClient(SessionMethods):
     async def schedule_trigger(self, schedule_id: str) -> None:
         """Start one run of the schedule now, whatever its cron (and even while paused).
 
-        Also while an earlier run still goes (the schedule's own times are skipped then).
+        Also while an earlier run still goes. The schedule does not count the
+        triggered run as running (Temporal tracks no run started with overlaps
+        allowed): a time of the schedule that comes while it goes starts a run
+        beside it, and :attr:`ScheduleRow.running` does not list it.
         """
         with self._schedule_translated(schedule_id):
             await self._client.get_schedule_handle(schedule_id).trigger(

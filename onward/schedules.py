@@ -68,7 +68,11 @@ class ScheduleRow(BaseModel):
     recent_runs: list[str] = Field(
         default_factory=list, description="workflow ids of the runs it started, oldest first"
     )
-    running: list[str] = Field(default_factory=list, description="its runs still running")
+    running: list[str] = Field(
+        default_factory=list,
+        description="its runs still running: those it started at its times (a run "
+        "started by a trigger runs beside them, and is not listed)",
+    )
 
 
 def agent_schedule(agent: AgentInput, cron: str, schedule_id: str, task_queue: str) -> Schedule:
