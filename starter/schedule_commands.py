@@ -1,8 +1,8 @@
 """``onward schedule``: agents that run periodically, over Temporal Schedules.
 
 ``create`` takes the run's input as ``onward run`` does (``--prompt`` instead
-of the positional prompt); ``list``, ``pause``, ``unpause``, ``trigger`` and
-``delete`` act on schedules by id.
+of the positional prompt); ``list`` lists them; ``show``, ``pause``,
+``unpause``, ``trigger`` and ``delete`` act on one by id.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def add_schedule_parser(
     listing = sub.add_parser("list", parents=list(run_options), help="Onward's schedules")
     listing.add_argument("--json", action="store_true", help="print the schedules as JSON")
     for name, help in [
+        ("show", "one schedule: its next times, its recent and running runs"),
         ("pause", "stop a schedule starting runs"),
         ("unpause", "let a paused schedule start runs again"),
         ("trigger", "start one run of a schedule now"),
@@ -75,14 +76,20 @@ def add_schedule_parser(
             cmd.add_argument("--note", help="why (shown with the schedule)")
 
 
-def schedule_lines(row: ScheduleRow) -> list[str]:
-    """One schedule, for people."""
+def schedule_lines(row: ScheduleRow, detailed: bool = False) -> list[str]:
+    """One schedule, for people; ``detailed`` (``show``): every next time and run it knows."""
     state = "paused" if row.paused else "active"
     lines = [f"{row.schedule_id}  {' | '.join(row.cron)}  {state}  {row.model or '?'}"]
     lines.append(f"  prompt: {row.prompt or '?'}")
-    if row.next_runs and not row.paused:  # a paused schedule starts nothing then
-        lines.append(f"  next:   {row.next_runs[0].isoformat()}")
-    if row.recent_runs:
+    if detailed and row.note:
+        lines.append(f"  note:   {row.note}")
+    shown = 3 if detailed else 1
+    if not row.paused:  # a paused schedule starts nothing then
+        lines += [f"  next:   {when.isoformat()}" for when in row.next_runs[:shown]]
+    if detailed:
+        lines += [f"  ran:    {run_id}" for run_id in row.recent_runs]
+        lines += [f"  running: {run_id}" for run_id in row.running]
+    elif row.recent_runs:
         lines.append(f"  last:   {row.recent_runs[-1]}")
     return lines
 
@@ -115,6 +122,14 @@ async def schedule(client: OnwardClient, args: argparse.Namespace) -> int:
             for row in rows:
                 for line in schedule_lines(row):
                     say(line)
+        return EXIT_OK
+    if action == "show":
+        row = await client.schedule(args.id)
+        if args.json:
+            emit_json(row.model_dump(mode="json"))
+        else:
+            for line in schedule_lines(row, detailed=True):
+                say(line)
         return EXIT_OK
     if action == "pause":
         await client.schedule_pause(args.id, args.note)

@@ -106,6 +106,11 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     run_id = await finished_run(client, schedule_id)
     handle = worker.client.get_workflow_handle_for(AgentWorkflow.run, run_id)
     assert (await handle.result()).status == "completed"
+    shown = await run_onward("schedule", "show", schedule_id, "--json", env=env)
+    assert shown.code == 0, shown.stderr
+    assert (shown.json()["schedule_id"], shown.json()["recent_runs"]) == (schedule_id, [run_id])
+    told = await run_onward("schedule", "show", schedule_id, env=env)
+    assert f"  ran:    {run_id}" in told.stdout.splitlines()
 
     paused = await run_onward("schedule", "pause", schedule_id, env=env)
     assert (paused.code, paused.stdout.strip()) == (0, f"schedule {schedule_id}: paused")
@@ -282,3 +287,12 @@ def test_a_paused_schedule_lists_no_next_run() -> None:
     assert "  next:   2026-12-06T08:00:00+00:00" in schedule_lines(row)
     paused = schedule_lines(row.model_copy(update={"paused": True}))
     assert paused[0].endswith("paused  ?") and not any("next:" in line for line in paused)
+    shown = schedule_lines(
+        row.model_copy(update={"recent_runs": ["s-1", "s-2"], "running": ["s-2"]}), detailed=True
+    )
+    assert shown[2:] == [
+        "  next:   2026-12-06T08:00:00+00:00",
+        "  ran:    s-1",
+        "  ran:    s-2",
+        "  running: s-2",
+    ]
