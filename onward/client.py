@@ -112,6 +112,7 @@ from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces, parse_since
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
 from onward.store import FileBackend, TranscriptStore, is_postgres, open_store, store_url
+from onward.text import counted
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow, InputCheckWorkflow
 
@@ -132,6 +133,11 @@ INPUT_CHECK_TIMEOUT = timedelta(seconds=10)
 well under a second; one of an Onward without the check never answers."""
 
 AgentHandle = WorkflowHandle[AgentWorkflow, AgentResult]
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory (a local stat, as listing artifacts does)."""
+    return path.is_dir()
 
 
 def new_run_id(prefix: str = "agent") -> str:
@@ -881,11 +887,15 @@ class OnwardClient(SessionMethods):
             StoreError: the store cannot be reached.
         """
         # An unknown id says so, instead of "no artifacts".
-        workspace = (await self.info(run_id)).workspace_id
+        info = await self.info(run_id)
         files = await self._files()
         if files is not None:
-            return await files.list_files(workspace)
-        return list_artifacts(self._workspace(workspace, workspace_root))
+            return await files.list_files(info.workspace_id)
+        directory = self._workspace(info.workspace_id, workspace_root)
+        found = list_artifacts(directory)
+        if not found:
+            await self._require_workspace_here(info, directory)
+        return found
 
     async def artifact(
         self, run_id: str, path: str, *, workspace_root: Path | str | None = None
@@ -898,22 +908,52 @@ class OnwardClient(SessionMethods):
             InvalidInput: ``path`` leaves the run's workspace.
             StoreError: the store cannot be reached.
         """
-        workspace = (await self.info(run_id)).workspace_id
+        info = await self.info(run_id)
         files = await self._files()
         if files is not None:
             try:
-                data = await files.read_file(workspace, normalize_path(path))
+                data = await files.read_file(info.workspace_id, normalize_path(path))
             except WorkspaceError as err:
                 raise InvalidInput.at(("path",), str(err)) from err
             if data is None:
                 raise ArtifactNotFound(run_id, path)
             return data
+        directory = self._workspace(info.workspace_id, workspace_root)
         try:
-            return read_artifact(self._workspace(workspace, workspace_root), path)
+            return read_artifact(directory, path)
         except FileNotFoundError as err:
+            await self._require_workspace_here(info, directory)
             raise ArtifactNotFound(run_id, path) from err
         except WorkspaceError as err:
             raise InvalidInput.at(("path",), str(err)) from err
+
+    async def _require_workspace_here(self, info: RunInfo, directory: Path) -> None:
+        """Say so when the run's files are not on this machine, rather than "none".
+
+        A run that wrote no file has no directory either; but an agent run that
+        has ended lists the files it wrote in its result: when it lists some and
+        ``directory`` does not exist, its worker keeps them elsewhere (another
+        machine, another ``ONWARD_WORKSPACE``, a worker started from another
+        directory with the default one).
+
+        Raises:
+            InvalidInput: the run wrote files that are not under ``directory``'s root.
+        """
+        if _is_dir(directory) or info.running or info.workflow_type != AGENT_WORKFLOW:
+            return
+        try:
+            written = (await self.result(info.run_id)).artifacts or []
+        except OnwardError:
+            return  # no result to tell by: answer from the directory alone
+        if written:
+            shown = ", ".join(artifact.path for artifact in written[:3])
+            more = ", ..." if len(written) > 3 else ""
+            raise InvalidInput(
+                f"workspace_root: run {info.run_id} wrote {counted(len(written), 'file')} "
+                f"({shown}{more}), but its workspace is not in {directory.parent.parent} on "
+                "this machine: read them where its worker runs, or give that worker's "
+                "ONWARD_WORKSPACE (onward artifacts --workspace DIR)"
+            )
 
     # -- schedules -----------------------------------------------------
 

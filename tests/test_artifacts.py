@@ -174,6 +174,29 @@ async def test_the_client_reads_artifacts_from_the_workspace_root(worker: Runnin
         await client.artifacts("no-such-run", workspace_root=root)
 
 
+async def test_files_kept_elsewhere_are_not_read_as_no_files(
+    worker: RunningWorker, address: str, tmp_path: Path
+) -> None:
+    # A client away from the worker's workspace (another machine, another directory).
+    handle = await worker.start({"prompt": "p", "script": writes(("r.md", "x"), ("s.md", "y"))})
+    await handle.result()
+    client = OnwardClient(worker.client, task_queue=worker.task_queue)
+    elsewhere = tmp_path / "elsewhere"
+    told = rf"run {handle.id} wrote 2 files \(r\.md, s\.md\), but its workspace is not in "
+    with pytest.raises(InvalidInput, match=f"^workspace_root: {told}"):
+        await client.artifacts(handle.id, workspace_root=elsewhere)
+    with pytest.raises(InvalidInput, match=f"^workspace_root: {told}"):
+        await client.artifact(handle.id, "r.md", workspace_root=elsewhere)
+    env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": worker.task_queue}
+    listed = await run_onward("artifacts", handle.id, env=env, cwd=tmp_path)
+    assert listed.code == 2
+    assert f"{tmp_path}/.onward/workspace on this machine" in listed.stderr
+    # A run that wrote nothing has no directory either: it has no artifacts.
+    quiet = await worker.start({"prompt": "p", "script": [{"text": "nothing written"}]})
+    await quiet.result()
+    assert await client.artifacts(quiet.id, workspace_root=elsewhere) == []
+
+
 async def test_onward_artifacts_lists_and_gets(worker: RunningWorker, address: str) -> None:
     handle = await worker.start({"prompt": "p", "script": writes(("out/a.txt", "alpha"))})
     await handle.result()
