@@ -1016,9 +1016,12 @@ class OnwardClient(SessionMethods):
 
         Raises:
             InvalidInput: ``input`` is not a valid agent input, a worker refuses it,
-                or Temporal refuses ``cron``.
+                or Temporal refuses ``cron`` or ``id`` (blank, or too long for
+                the runs' workflow ids, ``<id>-<time>``).
         """
         agent = validated(AgentInput, input)
+        if id is not None and not id.strip():
+            raise InvalidInput("id: must not be blank (leave it out for a new one)")
         if check:
             await self.check_input(agent)
         schedule_id = id or schedules.new_schedule_id()
@@ -1032,7 +1035,8 @@ class OnwardClient(SessionMethods):
                 raise InvalidInput(f"id: a schedule {schedule_id} exists already") from err
             except RPCError as err:
                 if err.status == RPCStatusCode.INVALID_ARGUMENT:
-                    raise InvalidInput(f"cron: {err.message}") from err
+                    field = schedules.refused_field(err.message)
+                    raise InvalidInput(f"{field}: {err.message}") from err
                 if err.status == RPCStatusCode.ALREADY_EXISTS:
                     raise InvalidInput(f"id: a schedule {schedule_id} exists already") from err
                 raise

@@ -42,6 +42,7 @@ __all__ = [
     "described",
     "listed",
     "new_schedule_id",
+    "refused_field",
     "run_ids",
     "schedule_memo",
 ]
@@ -102,6 +103,15 @@ def schedule_memo(agent: AgentInput, cron: str) -> dict[str, Any]:
     it compiled the cron into.
     """
     return {MEMO_KEY: {"prompt": agent.prompt, "model": agent.model, "cron": cron}}
+
+
+def refused_field(message: str) -> str:
+    """The field of a schedule Temporal refused as invalid, told by its message.
+
+    Its runs' workflow ids are the schedule's id and a time: an id too long for
+    them is refused as a WorkflowId; anything else it refuses is the spec (cron).
+    """
+    return "id" if "WorkflowId" in message or "ScheduleId" in message else "cron"
 
 
 def cron_of(agent: Mapping[str, Any]) -> list[str]:

@@ -80,6 +80,11 @@ async def test_bad_schedule_input_is_refused_naming_the_field(client: Client) ->
         await onward.schedule_create("every tuesday", {"prompt": "p"})
     with pytest.raises(InvalidInput, match="prompt"):
         await onward.schedule_create(YEARLY, {"prompt": " "})
+    with pytest.raises(InvalidInput, match=r"^id: must not be blank"):
+        await onward.schedule_create(YEARLY, {"prompt": "p"}, id="")
+    # Its runs are named <id>-<time>: an id that leaves no room is the id's fault.
+    with pytest.raises(InvalidInput, match=r"^id: WorkflowId exceeds maximum allowed length"):
+        await onward.schedule_create(YEARLY, {"prompt": "p"}, id="x" * 995)
 
 
 async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> None:
