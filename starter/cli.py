@@ -327,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     budget = argparse.ArgumentParser(add_help=False)
     _budget_options(budget)
     add_schedule_parser(
-        command("schedule", "agents that run periodically: create, list, pause, trigger, delete"),
+        command("schedule", "agents that run periodically: create, list, show, pause, trigger..."),
         (common,),
         budget,
     )
