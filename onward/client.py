@@ -446,10 +446,13 @@ class OnwardClient(SessionMethods):
         (Temporal's default lets a closed run's id start a new one).
 
         Raises:
-            InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`.
+            InvalidInput: ``input`` is not a valid :class:`~onward.contracts.AgentInput`,
+                or ``id`` is blank.
             RunAlreadyExists: a run with ``id`` is running (or, with ``once``, has run).
         """
         agent = validated(AgentInput, input)
+        if id is not None and not id.strip():
+            raise InvalidInput("id: must not be blank (leave it out for a new one)")
         run_id = id or new_run_id()
         registered = await self._registered_attributes()
         if tag_tenant:

@@ -186,6 +186,9 @@ async def test_typed_errors(api: OnwardClient, client: Client) -> None:
         await api.start({"prompt": "x", "budget": {"max_tokens": -1}})
     assert invalid.value.problems[0]["loc"] == ("budget", "max_tokens")
     assert "budget.max_tokens" in str(invalid.value)
+    # A blank id (an unset variable's) is not a random one.
+    with pytest.raises(InvalidInput, match=r"^id: must not be blank"):
+        await api.start({"prompt": "x"}, " ")
 
     with pytest.raises(RunNotFound):
         await api.status("no-such-run")
