@@ -1052,7 +1052,8 @@ class OnwardClient(SessionMethods):
             InvalidInput: no schedule has this id.
         """
         with self._schedule_translated(schedule_id):
-            return await schedules.described(self._client.get_schedule_handle(schedule_id))
+            handle = self._client.get_schedule_handle(schedule_id)
+            return await schedules.described(handle, self._client.data_converter)
 
     async def schedule_list(self, limit: int = 100) -> builtins.list[ScheduleRow]:
         """Onward's schedules in the namespace (from the visibility store, so a moment late)."""

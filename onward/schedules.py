@@ -15,9 +15,11 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from temporalio.api.common.v1 import Payload
 from temporalio.client import (
     Client,
     Schedule,
+    ScheduleAction,
     ScheduleActionExecution,
     ScheduleActionExecutionStartWorkflow,
     ScheduleActionResult,
@@ -26,6 +28,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward.contracts import AgentInput
@@ -45,6 +48,7 @@ __all__ = [
     "refused_field",
     "run_ids",
     "schedule_memo",
+    "scheduled_input",
 ]
 
 MEMO_KEY = "onward"
@@ -73,6 +77,11 @@ class ScheduleRow(BaseModel):
         default_factory=list,
         description="its runs still running: those it started at its times (a run "
         "started by a trigger runs beside them, and is not listed)",
+    )
+    input: AgentInput | None = Field(
+        default=None,
+        description="what each run is started with (tools, tenant, memory scope...); "
+        "None: it could not be read (a payload this client cannot decode)",
     )
 
 
@@ -136,8 +145,25 @@ def agent_of(memo: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return entry if isinstance(entry, Mapping) else None
 
 
-async def described(handle: ScheduleHandle) -> ScheduleRow:
-    """The row of the schedule behind ``handle`` (Temporal's errors pass through)."""
+async def scheduled_input(action: ScheduleAction, converter: DataConverter) -> AgentInput | None:
+    """The ``AgentInput`` a described schedule starts its runs with; None: unreadable."""
+    if not isinstance(action, ScheduleActionStartWorkflow) or len(action.args) != 1:
+        return None
+    payload = action.args[0]
+    if not isinstance(payload, Payload):
+        return payload if isinstance(payload, AgentInput) else None
+    try:
+        [agent] = await converter.decode([payload], [AgentInput])
+    except Exception:  # noqa: BLE001 - another key, another converter: only not shown
+        return None
+    return agent if isinstance(agent, AgentInput) else None
+
+
+async def described(handle: ScheduleHandle, converter: DataConverter) -> ScheduleRow:
+    """The row of the schedule behind ``handle`` (Temporal's errors pass through).
+
+    ``converter`` (the client's) decodes the input its runs are started with.
+    """
     description = await handle.describe()
     agent = agent_of(await description.memo()) or {}
     return ScheduleRow(
@@ -150,6 +176,7 @@ async def described(handle: ScheduleHandle) -> ScheduleRow:
         next_runs=list(description.info.next_action_times),
         recent_runs=run_ids(description.info.recent_actions),
         running=run_ids(description.info.running_actions),
+        input=await scheduled_input(description.schedule.action, converter),
     )
 
 
@@ -166,7 +193,8 @@ async def listed(client: Client, limit: int) -> list[ScheduleRow]:
         if agent_of(await item.memo()) is None:
             continue  # another application's schedule
         try:
-            rows.append(await described(client.get_schedule_handle(item.id)))
+            handle = client.get_schedule_handle(item.id)
+            rows.append(await described(handle, client.data_converter))
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise

@@ -83,6 +83,13 @@ def schedule_lines(row: ScheduleRow, detailed: bool = False) -> list[str]:
     lines.append(f"  prompt: {row.prompt or '?'}")
     if detailed and row.note:
         lines.append(f"  note:   {row.note}")
+    if detailed and row.input is not None:  # what each run is started with
+        tools = row.input.tools
+        lines.append(f"  tools:  {', '.join(tools) if tools is not None else '(the built-ins)'}")
+        if row.input.tenant is not None:
+            lines.append(f"  tenant: {row.input.tenant}")
+        if row.input.memory_scope is not None:
+            lines.append(f"  memory: {row.input.memory_scope}")
     shown = 3 if detailed else 1
     if not row.paused:  # a paused schedule starts nothing then
         lines += [f"  next:   {when.isoformat()}" for when in row.next_runs[:shown]]

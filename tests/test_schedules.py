@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from conftest import RunningWorker, eventually, run_onward
 from onward.client import OnwardClient
+from onward.contracts import AgentInput, ScriptTurn
 from onward.errors import InvalidInput
 from onward.schedules import ScheduleRow
 from onward.starter.schedule_commands import schedule_lines
@@ -50,6 +51,9 @@ async def test_a_triggered_schedule_runs_the_agent(worker: RunningWorker) -> Non
             False,
             "daily digest",
             "scripted",
+        )
+        assert row.input == AgentInput(
+            prompt="daily digest", script=[ScriptTurn(text="digest ready")]
         )
         assert row.next_runs and not row.recent_runs
 
@@ -116,6 +120,7 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     assert (shown.json()["schedule_id"], shown.json()["recent_runs"]) == (schedule_id, [run_id])
     told = await run_onward("schedule", "show", schedule_id, env=env)
     assert f"  ran:    {run_id}" in told.stdout.splitlines()
+    assert "  tools:  (the built-ins)" in told.stdout.splitlines()
 
     paused = await run_onward("schedule", "pause", schedule_id, env=env)
     assert (paused.code, paused.stdout.strip()) == (0, f"schedule {schedule_id}: paused")
@@ -292,10 +297,15 @@ def test_a_paused_schedule_lists_no_next_run() -> None:
     assert "  next:   2026-12-06T08:00:00+00:00" in schedule_lines(row)
     paused = schedule_lines(row.model_copy(update={"paused": True}))
     assert paused[0].endswith("paused  ?") and not any("next:" in line for line in paused)
+    agent = AgentInput(prompt="p", tools=["calculator"], tenant="acme", memory_scope="alice")
     shown = schedule_lines(
-        row.model_copy(update={"recent_runs": ["s-1", "s-2"], "running": ["s-2"]}), detailed=True
+        row.model_copy(update={"recent_runs": ["s-1", "s-2"], "running": ["s-2"], "input": agent}),
+        detailed=True,
     )
     assert shown[2:] == [
+        "  tools:  calculator",
+        "  tenant: acme",
+        "  memory: alice",
         "  next:   2026-12-06T08:00:00+00:00",
         "  ran:    s-1",
         "  ran:    s-2",
