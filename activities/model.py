@@ -111,6 +111,15 @@ class ModelActivities:
         """The providers this worker has, for run input checks."""
         return sorted(self._providers)
 
+    @property
+    def unusable_providers(self) -> dict[str, str]:
+        """Providers that would refuse every call (a key not set), with why: for checks."""
+        return {
+            name: reason
+            for name, provider in sorted(self._providers.items())
+            if isinstance(provider, HttpModelProvider) and (reason := provider.unusable)
+        }
+
     @activity.defn(name="call_model")
     async def call_model(self, request: ModelRequest) -> ModelResponse:
         """Make one model call; heartbeats so a dead worker or a cancel is noticed at once."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -35,6 +35,7 @@ from onward.contracts import (
     ToolRequest,
     WorkerDescription,
     WorkerDescriptionRequest,
+    provider_of,
 )
 from onward.conversation import truncate
 from onward.encryption import EncryptionError
@@ -55,6 +56,8 @@ class ToolActivities:
         search_attributes: the Onward search attributes the server has.
         telemetry: GenAI spans of tool calls.
         providers: the model providers of this worker, for run input checks.
+        unusable_providers: those of them that would refuse every call, with why
+            (a key not set), for checks of a schedule's input.
         model_max_attempts: attempts of one model call; runs build their
             model retry policy from it (see ``WorkerDescription``).
         context_windows: a model's context window (tokens) or None, for
@@ -71,6 +74,7 @@ class ToolActivities:
         search_attributes: Sequence[str] = (),
         telemetry: ActivityTelemetry | None = None,
         providers: Sequence[str] = (),
+        unusable_providers: Mapping[str, str] | None = None,
         model_max_attempts: int | None = None,
         context_windows: Callable[[str], int | None] | None = None,
         tool_cache: ToolCache | None = None,
@@ -81,6 +85,7 @@ class ToolActivities:
         self._search_attributes = list(search_attributes)
         self._sealed = False  # set as a worker starts (set_sealed)
         self._providers = list(providers)
+        self._unusable_providers = dict(unusable_providers or {})
         self._model_max_attempts = model_max_attempts
         self._context_windows = context_windows
         self._telemetry = telemetry or ActivityTelemetry()
@@ -134,6 +139,11 @@ class ToolActivities:
             available=self._registry.names(),
             search_attributes=self._search_attributes,
             providers=self._providers,
+            unusable_providers={  # only the asked-for model's: runs carry this in history
+                name: reason
+                for name, reason in self._unusable_providers.items()
+                if request.model is not None and name == provider_of(request.model)
+            },
             model_max_attempts=self._model_max_attempts,
             context_window=(
                 self._context_windows(request.model)

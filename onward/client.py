@@ -964,8 +964,8 @@ class OnwardClient(SessionMethods):
         """Ask a worker on this client's task queue whether a run of ``input`` would start.
 
         Beyond what pydantic checks here, a worker judges what is its own: the
-        tools it has, the model providers it has, ``approve_tools`` among the
-        run's tools. A run of ``input`` would fail at once on what it refuses.
+        tools it has, the model providers it has (and their keys), ``approve_tools``
+        among the run's tools. A run of ``input`` would fail on what it refuses.
 
         Returns:
             True: a worker checked ``input`` and would run it. False: none could

@@ -855,6 +855,12 @@ class WorkerDescription(BaseModel):
     providers: list[str] = Field(
         default_factory=list, description="model providers the worker has (empty: not checked)"
     )
+    unusable_providers: dict[str, str] = Field(
+        default_factory=dict,
+        exclude_if=lambda value: not value,
+        description="providers among them that would refuse every call here, with why (a "
+        "key not set); checked for schedules (InputCheckWorkflow), not by runs",
+    )
     model_max_attempts: int | None = Field(
         default=None,
         ge=1,

@@ -84,7 +84,12 @@ def problems(agent: AgentInput, description: WorkerDescription) -> list[InputPro
     found: list[InputProblem] = []
     if description.unknown:
         found.append(unknown_tools_problem(description.unknown, description.available))
-    found += unknown_provider_problems(agent, description.providers)
+    unknown = unknown_provider_problems(agent, description.providers)
+    found += unknown
+    unusable = description.unusable_providers.get(provider_of(agent.model))
+    # Each model call would fail; with fallback_models the run goes on with them.
+    if not unknown and unusable is not None and not agent.fallback_models:
+        found.append(InputProblem(field="model", message=unusable))
     if agent.workspace is not None:  # a client's run is nobody's sub-agent
         found.append(WORKSPACE_PROBLEM)
     asked = agent.tools

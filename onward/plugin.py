@@ -213,6 +213,7 @@ class OnwardPlugin(SimplePlugin):
             search_attribute_names or (),
             telemetry=telemetry,
             providers=self._model.provider_names,
+            unusable_providers=self._model.unusable_providers,
             model_max_attempts=model_max_attempts,
             context_windows=pricing.context_window,
             tool_cache=ToolCache(self._store),

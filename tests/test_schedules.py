@@ -14,7 +14,8 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from conftest import RunningWorker, eventually, run_onward
+from conftest import RunningWorker, eventually, run_onward, running_worker
+from onward.activities.providers import providers_from_env
 from onward.client import OnwardClient
 from onward.contracts import AgentInput, ScriptTurn
 from onward.errors import InvalidInput
@@ -214,6 +215,27 @@ async def test_what_its_workers_lack_is_refused_when_a_schedule_is_made(
         YEARLY, {"prompt": "p", "tools": ["nosuch"]}, check=False
     )
     await client.schedule_delete(schedule_id)
+
+
+async def test_a_provider_its_worker_has_no_key_for_is_refused(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # Every run would fail at its first model call, each morning.
+    providers = providers_from_env({})  # no OPENAI_API_KEY, no ANTHROPIC_API_KEY
+    async with running_worker(
+        client, tmp_path / "ws", search_attribute_names, providers=providers
+    ) as keyless:
+        onward = OnwardClient(client, task_queue=keyless.task_queue)
+        await eventually(onward.has_worker)
+        agent = {"prompt": "p", "model": "openai:gpt-4o-mini"}
+        with pytest.raises(InvalidInput) as caught:
+            await onward.schedule_create(YEARLY, agent)
+        message = "openai: OPENAI_API_KEY is not set on the worker"
+        assert str(caught.value).startswith(f"invalid input: model: {message}")
+        assert caught.value.problems[0]["loc"] == ("model",)
+        result = await keyless.run(agent)  # what a run of it does
+        assert result.status == "failed" and message in (result.reason or "")
+        assert await onward.check_input({"prompt": "p", "model": "ollama:llama3.2"})
 
 
 async def test_with_no_worker_to_ask_a_schedule_is_made_unchecked(

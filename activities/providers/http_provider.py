@@ -113,6 +113,13 @@ class HttpModelProvider(ABC):
     def new_fold(self) -> AnswerFold:
         """A fold of this protocol's stream events into its plain answer."""
 
+    @property
+    def unusable(self) -> str | None:
+        """Why every call would be refused here (its key variable is not set); None: usable."""
+        if self._api_key_env and self._key_required and not self._api_key:
+            return api_key_missing(self.name, self._api_key_env).message
+        return None
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Make one call: POST the request's payload to :attr:`path` and parse the answer."""
         if self._api_key_env and self._key_required and not self._api_key:
