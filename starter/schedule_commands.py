@@ -59,6 +59,12 @@ def add_schedule_parser(
         help="whose memory each run's remember/recall use (default: the tenant's shared scope)",
     )
     create.add_argument("--id", help="schedule id (default: schedule-<random>)")
+    create.add_argument(
+        "--no-check",
+        action="store_true",
+        help="do not ask a worker whether it has the tools and model first (workers "
+        "that differ, or that are not started yet)",
+    )
     create.add_argument("--json", action="store_true", help="print the schedule id as JSON")
     listing = sub.add_parser("list", parents=list(run_options), help="Onward's schedules")
     listing.add_argument("--json", action="store_true", help="print the schedules as JSON")
@@ -106,14 +112,15 @@ async def schedule(client: OnwardClient, args: argparse.Namespace) -> int:
     action: str = args.schedule_action
     if action == "create":
         agent = agent_input(args, prompt_flag="--prompt")
-        checked = await client.check_input(agent)  # a worker's tools and providers
+        # A worker's tools and providers; --no-check: the worker asked may not be the one.
+        checked = False if args.no_check else await client.check_input(agent)
         schedule_id = await client.schedule_create(args.cron, agent, args.id, check=False)
         if args.json:
             emit_json({"schedule_id": schedule_id, "checked": checked})
         else:
             say(f"schedule {schedule_id}: runs at {args.cron!r} on task queue {client.task_queue}")
             say(f"run it now with: onward schedule trigger {schedule_id}")
-        if not checked:
+        if not checked and not args.no_check:
             note(
                 f"not checked by a worker: none answered on task queue {client.task_queue}; "
                 "its runs fail at once if their worker lacks a tool or the model's provider"

@@ -140,6 +140,13 @@ async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> 
     )  # fmt: skip
     assert lacking.code == 2
     assert "invalid input: tools: unknown tool(s) 'nosuch'; this worker has: " in lacking.stderr
+    unasked = await run_onward(
+        "schedule", "create", "--cron", YEARLY, "--prompt", "p", "--tool", "nosuch",
+        "--no-check", "--json", env=env,
+    )  # fmt: skip
+    assert unasked.code == 0, unasked.stderr
+    assert unasked.json()["checked"] is False and not unasked.stderr
+    await client.schedule_delete(unasked.json()["schedule_id"])
     unchecked = await run_onward(
         "schedule", "create", "--cron", YEARLY, "--prompt", "p", "--json",
         env={**env, "ONWARD_TASK_QUEUE": f"nobody-{uuid.uuid4().hex[:8]}"},
