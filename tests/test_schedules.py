@@ -243,6 +243,15 @@ async def test_a_provider_its_worker_has_no_key_for_is_refused(
         result = await keyless.run(agent)  # what a run of it does
         assert result.status == "failed" and message in (result.reason or "")
         assert await onward.check_input({"prompt": "p", "model": "ollama:llama3.2"})
+        # With fallback models a run goes on with them: not refused for the first's key;
+        # a fallback whose provider the worker has not got is, naming it.
+        fallen = {**agent, "fallback_models": ["ollama:llama3.2"]}
+        assert await onward.check_input(fallen)
+        with pytest.raises(InvalidInput) as caught:
+            await onward.check_input({**agent, "fallback_models": ["acme:x"]})
+        assert str(caught.value).startswith(
+            "invalid input: fallback_models.0: unknown model provider 'acme'"
+        )
 
 
 async def test_with_no_worker_to_ask_a_schedule_is_made_unchecked(
