@@ -280,3 +280,32 @@ async def test_a_compaction_the_provider_fails_is_asked_of_the_fallback(
     assert summary.failed_models == [f"{OPENAI}: openai: 401 Unauthorized: key revoked "
                                      "(check OPENAI_API_KEY on the worker)"]  # fmt: skip
     assert result.steps[4].model == CLAUDE and result.steps[4].failed_models is None
+
+
+async def test_a_scripted_fallback_plays_its_script_from_the_first_turn(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The script is the scripted model's turns: the steps another model answered
+    before it took over played none of them."""
+    busy = Reply(503, {"error": {"message": "upstream overloaded"}})
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(
+            openai_completion("Adding.", [("call_1", "calculator", {"expression": "2 + 2"})]),
+            busy,
+            busy,
+        )
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            result = await worker.run(
+                {
+                    "prompt": "Compute 2+2",
+                    "model": OPENAI,
+                    "fallback_models": ["scripted"],
+                    "script": [{"text": "4, from the script"}],
+                    "tools": ["calculator"],
+                }
+            )
+    assert result.status == "completed", result.reason
+    assert [step.model for step in result.steps] == [OPENAI, "scripted"]
+    assert result.output == "4, from the script"
+    assert result.script_played == 1

@@ -1121,6 +1121,9 @@ class AgentWorkflow:
         else:
             messages = self._conversation.for_model()
         tools = list(self._tools.values()) if allow_tools else []
+        # The script is the scripted model's turns: another model's answers play none
+        # (a run whose fallback is the scripted model begins it where that takes over).
+        scripted = provider_of(self._input.model) == "scripted"
         tools_key = None
         if tools and transcript is not None and self._tools_by_key:
             # Kept in the store by this run's first call: later calls name them.
@@ -1135,7 +1138,7 @@ class AgentWorkflow:
             tools_key=tools_key,
             allow_tools=allow_tools,
             step=number,
-            scripted_turn=self._script_turn(),
+            scripted_turn=self._script_turn() if scripted else None,
             settings=self._input.settings,
             pricing=self._input.pricing,
             stream=self._input.stream and self._patched(TOKEN_STREAM_PATCH),
@@ -1190,7 +1193,8 @@ class AgentWorkflow:
             step.failed_models, self._failed_models = self._failed_models, []
             self._stream_attempts = 0
         self._step = step
-        self._script_index += 1
+        if scripted:
+            self._script_index += 1
         if transcript is not None:
             # Written by the activity: the new messages, the steps and the reply.
             self._stored = transcript.count + 1
