@@ -6,6 +6,7 @@ goes on with the other, and every step says which model answered and what failed
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -20,13 +21,14 @@ from provider_servers import (
 from temporalio.client import Client
 from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_worker
 
-from conftest import run_onward
+from conftest import eventually, run_onward
 from onward.contracts import AgentInput, RunUsage, SessionInput
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
+from onward.workflows.agent import AgentWorkflow
 
 OPENAI = "openai:gpt-4o-mini"
 CLAUDE = "anthropic:claude-3-5-haiku-latest"
@@ -309,3 +311,37 @@ async def test_a_scripted_fallback_plays_its_script_from_the_first_turn(
     assert [step.model for step in result.steps] == [OPENAI, "scripted"]
     assert result.output == "4, from the script"
     assert result.script_played == 1
+
+
+async def test_a_run_paused_while_its_model_fails_calls_no_fallback_until_resumed(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Paused, no new model call starts until resume: the fallback's call is a new one."""
+    unauthorized = Reply(401, {"error": {"message": "bad key"}}, delay_s=1.5)
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(unauthorized)
+        anthropic.script(anthropic_message("hello"))
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            handle = await worker.start(
+                {"prompt": "hi", "model": OPENAI, "fallback_models": [CLAUDE]}
+            )
+
+            async def asked() -> bool:
+                return len(openai.requests) == 1
+
+            await eventually(asked)
+            await handle.signal(AgentWorkflow.pause)
+
+            async def paused() -> bool:
+                return (await handle.query(AgentWorkflow.status)).state == "paused"
+
+            await eventually(paused)
+            await asyncio.sleep(1)
+            assert anthropic.requests == []
+            await handle.signal(AgentWorkflow.resume)
+            result = await handle.result()
+    assert result.status == "completed", result.reason
+    assert result.output == "hello"
+    (step,) = result.steps
+    assert step.model == CLAUDE and step.failed_models is not None

@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
         TranscriptRef,
         TranscriptWrite,
         WorkerDescriptionRequest,
+        provider_of,
         tool_specs_key,
     )
     from onward.conversation import Conversation
@@ -1184,6 +1185,7 @@ class AgentWorkflow:
             _end_if_unpriced(err)  # nothing was spent: no step to log
             if self._fall_back(err):
                 self._steered = step.steering + self._steered  # shown with the answer
+                await self._unpaused()  # the next model's call is a new call
                 return await self._call_model(allow_tools, race_deadline)
             step.error = _root_message(err)
             step.failed_models = self._failed_models or None
@@ -1215,6 +1217,20 @@ class AgentWorkflow:
         if not self._failed_models:
             return f"{what} failed: {error}"
         return f"{what} failed on all {len(self._failed_models) + 1} models; the last: {error}"
+
+    async def _unpaused(self) -> None:
+        """Return when not paused (a cancel ends the run): as ``_checkpoint``, budgets aside.
+
+        Between a failed call and its fallback nothing was spent, and the state's reason
+        (a ``finish`` call's limit) stays.
+        """
+        reason, limit = self._reason, self._limit
+        while self._paused and not self._cancel_requested:
+            self._set_state("paused", reason, limit)
+            await workflow.wait_condition(lambda: not self._paused or self._cancel_requested)
+        if self._cancel_requested:
+            raise _RunEnded("cancelled", self._cancel_reason or "cancelled by signal")
+        self._set_state("running", reason, limit)
 
     def _fall_back(self, err: ActivityError) -> bool:
         """Go on with the next of ``fallback_models`` if the provider failed the call.
@@ -1307,6 +1323,7 @@ class AgentWorkflow:
         except ActivityError as err:
             _end_if_unpriced(err)
             if self._fall_back(err):  # the same summary, asked of the next model
+                await self._unpaused()
                 await self._compact_if_needed()
                 return
             raise _RunEnded("failed", self._failed("compaction", _root_message(err))) from err
