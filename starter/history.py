@@ -236,7 +236,10 @@ class _Assembler:
         self._available: dict[str, ToolSpec] | None = None
         self._last_request: ModelRequest | None = None
         self._summaries: list[HistoryStep] = []  # compaction steps
-        self._failed_summaries: dict[int, list[str]] = {}  # by step: models that failed it
+        self._failed_summaries: dict[int, list[str]] = {}
+        """Per step: the models whose summary call failed before a fallback's (compaction)."""
+        self._went_on: dict[int, _Step] = {}
+        """Per step: its failed call a fallback's interrupted call went on from."""
 
     def assemble(self) -> None:
         current: _Step | None = None
@@ -319,8 +322,10 @@ class _Assembler:
         call.trace.step = request.step
         call.trace.role = "model"
         call.trace.name = request.model
-        previous, failed = self._last_request, []
+        # A summary no fallback made a step of: its failed models are said by the call.
+        previous, failed = self._last_request, self._failed_summaries.get(request.step, [])
         before = next((s for s in self._steps if s.number == request.step), None)
+        before = before or self._went_on.get(request.step)
         if before is not None and before.response is None:
             # The step's call failed and the run went on with a fallback model: the
             # same step, sent what the failed call was sent.
@@ -332,7 +337,14 @@ class _Assembler:
         elif call.trace.state in ("failed", "timed_out"):
             step = _Step(call, None, previous, failed_models=failed)
         else:  # in flight, or interrupted (an interrupted call leaves no step)
+            if before is not None and before.response is None and before in self._steps:
+                # ... nor does the failed call the run went on from with a fallback model,
+                # kept for the step's next call (after a deadline extended, say).
+                self._steps.remove(before)
+                self._went_on[request.step] = before
             return None
+        self._failed_summaries.pop(request.step, None)
+        self._went_on.pop(request.step, None)
         self._last_request = request
         self._steps = [s for s in self._steps if s.number != request.step] + [step]
         return step

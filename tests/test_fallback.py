@@ -22,7 +22,7 @@ from temporalio.client import Client
 from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_worker
 
 from conftest import eventually, run_onward
-from onward.contracts import AgentInput, RunUsage, SessionInput
+from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
@@ -345,3 +345,30 @@ async def test_a_run_paused_while_its_model_fails_calls_no_fallback_until_resume
     assert result.output == "hello"
     (step,) = result.steps
     assert step.model == CLAUDE and step.failed_models is not None
+
+
+async def test_a_run_cancelled_during_the_fallbacks_call_reads_back_as_it_logged(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """An interrupted call leaves no step, the failed call before it neither: the run went
+    on from it. The history reader says the same as the run's own step log."""
+    unauthorized = Reply(401, {"error": {"message": "bad key"}})
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(unauthorized)
+        anthropic.script(Reply(json=anthropic_message("late"), delay_s=30))
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            handle = await worker.start(
+                {"prompt": "hi", "model": OPENAI, "fallback_models": [CLAUDE]}
+            )
+
+            async def asked() -> bool:
+                return len(anthropic.requests) == 1
+
+            await eventually(asked)
+            await handle.signal(AgentWorkflow.cancel, CancelRequest(reason="enough"))
+            result = await handle.result()
+            history = reconstruct([event async for event in handle.fetch_history_events()])
+    assert result.status == "cancelled"
+    assert result.steps == []
+    assert [step.record for step in history.steps] == []
