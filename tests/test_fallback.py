@@ -23,6 +23,8 @@ from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_wo
 
 from conftest import eventually, run_onward
 from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput
+from onward.client import OnwardClient
+from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput, SteerRequest
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
@@ -372,3 +374,47 @@ async def test_a_run_cancelled_during_the_fallbacks_call_reads_back_as_it_logged
     assert result.status == "cancelled"
     assert result.steps == []
     assert [step.record for step in history.steps] == []
+
+
+async def test_a_fallback_does_not_compact_in_the_middle_of_the_step(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A steer joins the conversation after the step's compaction check; the fallback's
+    call, sent the same conversation, must not summarise it then: the summary would take
+    the step's number from the failed call, and the answer become a step later (the
+    history reader reads a failed step there). It waits for the next step's check."""
+    unauthorized = Reply(401, {"error": {"message": "bad key"}})
+    adding = openai_completion("Adding.", [("call_1", "calculator", {"expression": "2 + 2"})])
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(
+            Reply(json=adding, delay_s=1.5),  # steered meanwhile: added before step 2
+            unauthorized,
+        )
+        anthropic.script(anthropic_message("done"))
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            handle = await worker.start(
+                {
+                    "prompt": "hi",
+                    "model": OPENAI,
+                    "fallback_models": [CLAUDE],
+                    "tools": ["calculator"],
+                    "context": {"max_tokens": 100, "keep_last_turns": 1},
+                }
+            )
+
+            async def asked() -> bool:
+                return len(openai.requests) == 1
+
+            await eventually(asked)
+            await handle.signal(AgentWorkflow.steer, SteerRequest(message="word " * 400))
+            result = await handle.result()
+            history = reconstruct([event async for event in handle.fetch_history_events()])
+    assert result.status == "completed", result.reason
+    first, step = result.steps
+    assert (first.model, step.step, step.model, step.compaction) == (OPENAI, 2, CLAUDE, False)
+    assert step.failed_models is not None and step.steering == ["word " * 400]
+    read = [s.record for s in history.steps]
+    assert [(s.step, s.model, s.failed_models) for s in read] == [
+        (s.step, s.model, s.failed_models) for s in result.steps
+    ]

@@ -1105,7 +1105,11 @@ class AgentWorkflow:
         self, allow_tools: bool, race_deadline: bool = True
     ) -> ModelResponse | None:
         """Call the model; None when the deadline interrupted it and the run goes on."""
-        await self._compact_if_needed()
+        if not self._failed_models:
+            # Else a fallback model's call, in the middle of the step (also when called
+            # again after a deadline): a summary there would take the step's number from
+            # the call and the failures with it. The next step compacts.
+            await self._compact_if_needed()
         number = self._steps_total + 1
         for message in self._steering:
             self._conversation.add_user(message)
