@@ -133,7 +133,12 @@ class ToolActivities:
                 unknown.append(name)
             else:
                 found.append(item)
+        windows = self._context_windows
+        fallbacks = request.fallback_models
         return WorkerDescription(
+            fallback_context_windows=(
+                [windows(model) for model in fallbacks] if windows and fallbacks else None
+            ),
             tools=[item.spec() for item in found],
             unknown=unknown,
             available=self._registry.names(),

@@ -841,6 +841,11 @@ class WorkerDescriptionRequest(BaseModel):
     model: str | None = Field(
         default=None, description="the run's model, to report its context window"
     )
+    fallback_models: list[str] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="the run's fallback models, to report their context windows",
+    )
 
 
 class WorkerDescription(BaseModel):
@@ -872,6 +877,11 @@ class WorkerDescription(BaseModel):
         gt=0,
         description="the asked-for model's context window in tokens, from the worker's "
         "pricing table; None: not known (or an older worker)",
+    )
+    fallback_context_windows: list[int | None] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="each asked-for fallback model's context window, as ``context_window``",
     )
     tools_by_key: bool = Field(
         default=False,

@@ -7,6 +7,8 @@ goes on with the other, and every step says which model answered and what failed
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,15 +23,15 @@ from provider_servers import (
 from temporalio.client import Client
 from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_worker
 
-from conftest import eventually, run_onward
-from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput
-from onward.client import OnwardClient
+from conftest import RunningWorker, eventually, run_onward
+from onward.activities.providers import close_providers, providers_from_env
 from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput, SteerRequest
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
+from onward.worker import WorkerSettings, build_worker
 from onward.workflows.agent import AgentWorkflow
 
 OPENAI = "openai:gpt-4o-mini"
@@ -417,4 +419,67 @@ async def test_a_fallback_does_not_compact_in_the_middle_of_the_step(
     read = [s.record for s in history.steps]
     assert [(s.step, s.model, s.failed_models) for s in read] == [
         (s.step, s.model, s.failed_models) for s in result.steps
+    ]
+
+
+async def test_a_fallback_compacts_at_its_own_context_window(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A run without `context` compacts at 80% of its model's window: after a fallback,
+    of the fallback's window (here far smaller), not the failed model's (which would
+    never have compacted these five turns)."""
+    pricing = tmp_path / "pricing.json"
+    price = {"input_per_mtok": 1, "output_per_mtok": 1}
+    pricing.write_text(
+        json.dumps(
+            {
+                OPENAI: {**price, "context_window": 1_000_000},
+                CLAUDE: {**price, "context_window": 500},
+            }
+        )
+    )
+    long_sum = {"expression": "+".join(["1"] * 300)}
+    unauthorized = Reply(401, {"error": {"message": "bad key"}})
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(
+            *(openai_completion("add", [(f"call_{n}", "calculator", long_sum)]) for n in range(4)),
+            unauthorized,
+        )
+        anthropic.script(
+            anthropic_message("adding", [("toolu_5", "calculator", long_sum)]),
+            anthropic_message("the sums so far were 300 each"),  # the summary
+            anthropic_message("1500."),
+        )
+        env = environ(openai, anthropic)
+        settings = WorkerSettings(
+            task_queue=f"tq-{uuid.uuid4().hex[:12]}",
+            workspace=tmp_path / "ws",
+            pricing_files=(pricing,),
+        )
+        providers = providers_from_env(env)
+        try:
+            async with build_worker(
+                client,
+                settings,
+                providers=providers,
+                model_max_attempts=2,
+                search_attribute_names=search_attribute_names,
+            ):
+                result = await RunningWorker(client, settings.task_queue, tmp_path / "ws").run(
+                    {
+                        "prompt": "Add up",
+                        "model": OPENAI,
+                        "fallback_models": [CLAUDE],
+                        "tools": ["calculator"],
+                    }
+                )
+        finally:
+            await close_providers(providers)
+    assert result.status == "completed", result.reason
+    assert result.output == "1500."
+    assert [(s.model, s.compaction) for s in result.steps] == [
+        *[(OPENAI, False)] * 4,
+        (CLAUDE, False),  # sent the whole conversation: the step was the failed model's
+        (CLAUDE, True),
+        (CLAUDE, False),
     ]

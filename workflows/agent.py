@@ -461,6 +461,8 @@ class AgentWorkflow:
         self._steered: list[str] = []
         self._failed_models: list[str] = []  # this step's models given up on (fallback_models)
         self._stream_attempts = 0  # attempts the step's failed models may have streamed
+        # Their context windows, when the run compacts at its model's (no input `context`).
+        self._fallback_windows: dict[str, int | None] | None = None
         self._script_index = 0
         self._in_flight: list[asyncio.Task[Any]] = []
         self._started_calls: list[tuple[ToolCallRecord, asyncio.Task[ToolOutcome]]] = []
@@ -668,7 +670,11 @@ class AgentWorkflow:
         worker_tools = worker_tools_asked(asked, self._offer_delegate)
         description = await workflow.execute_local_activity_method(
             ToolActivities.describe_worker,
-            WorkerDescriptionRequest(tools=worker_tools, model=self._input.model),
+            WorkerDescriptionRequest(
+                tools=worker_tools,
+                model=self._input.model,
+                fallback_models=self._input.fallback_models,
+            ),
             start_to_close_timeout=DESCRIBE_WORKER_TIMEOUT,
             retry_policy=DESCRIBE_WORKER_RETRY,
             summary="describe worker tools",
@@ -750,6 +756,12 @@ class AgentWorkflow:
         # begun before this never compact.
         if self._context is None and window_from_worker and description.context_window:
             self._context = compaction.limit_for_window(description.context_window)
+        if self._input.context is None and window_from_worker:
+            # A fallback model compacts at its own window (see ``_fall_back``); a worker
+            # that does not report them: none known.
+            windows = description.fallback_context_windows or []
+            fallbacks = self._input.fallback_models or []
+            self._fallback_windows = dict(zip(fallbacks, windows, strict=False))
         # -- end context window -------------------------------------------------------
         carry = self._input.carry
         if carry is not None:
@@ -1255,6 +1267,11 @@ class AgentWorkflow:
         self._input = self._input.model_copy(
             update={"model": rest[0], "fallback_models": rest[1:] or None, "pricing": None}
         )
+        if self._fallback_windows is not None:
+            # The window was the failed model's: the next one's (none known: no compaction,
+            # as a run of that model begins), from the next step on.
+            window = self._fallback_windows.get(rest[0])
+            self._context = compaction.limit_for_window(window) if window else None
         return True
 
     def _forget_before(self, position: int) -> None:
