@@ -29,6 +29,7 @@ from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput, 
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
+from onward.starter.follow import history_status
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
 from onward.worker import WorkerSettings, build_worker
@@ -76,6 +77,7 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
             )
             result = await handle.result()
             history = reconstruct([event async for event in handle.fetch_history_events()])
+            description = await handle.describe()
 
     assert result.status == "completed", result.reason
     assert result.output == "40"
@@ -95,6 +97,9 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
     assert [(s.step, s.model, s.failed_models) for s in read] == [
         (s.step, s.model, s.failed_models) for s in result.steps
     ]
+    # The ended run's status (`onward status`, GET /v1/runs/{id}) names the model it went on
+    # with, as its status query did while it ran and its OnwardModel search attribute does.
+    assert history_status(description, history).model == CLAUDE
     # The failed provider is not asked again; the fallback was sent the whole conversation.
     assert len(openai.requests) == 3 and openai.pending == 1
     sent = anthropic.requests[0].json["messages"]
