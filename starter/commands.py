@@ -42,7 +42,7 @@ from onward.starter.render import (
 )
 from onward.starter.report import parse_since, report_lines
 from onward.starter.schedule_commands import schedule
-from onward.starter.session_commands import chat, close, send
+from onward.starter.session_commands import chat, close, send, session_input
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
 from onward.store import is_postgres, local_root, open_store, store_name, store_url
@@ -133,10 +133,15 @@ async def _follow_to_end(client: OnwardClient, run_id: str, json: bool) -> int:
 
 
 def check_input(args: argparse.Namespace) -> None:
-    """Build ``run``'s and ``start``'s input before connecting: a mistyped flag is
-    reported (exit 2) without a server, and not behind "cannot reach Temporal"."""
+    """Build the input of ``run``, ``start``, ``chat`` (a new session) and ``extend``
+    before connecting: a mistyped flag is reported (exit 2) without a server, and not
+    behind "cannot reach Temporal"."""
     if args.command in ("run", "start"):
         args.agent_input = agent_input(args)
+    elif args.command == "chat" and args.id is None:
+        args.session_input = session_input(args)
+    elif args.command == "extend":
+        args.budget_extension = budget_extension(args)
 
 
 def _agent_input(args: argparse.Namespace) -> AgentInput:
@@ -298,7 +303,8 @@ async def steer(client: OnwardClient, args: argparse.Namespace) -> int:
 
 async def extend(client: OnwardClient, args: argparse.Namespace) -> int:
     """``onward extend ID``: raise budget limits; the run's validator may refuse."""
-    budget = await client.extend_budget(args.id, budget_extension(args))
+    extension = getattr(args, "budget_extension", None) or budget_extension(args)
+    budget = await client.extend_budget(args.id, extension)
     if args.json:
         emit_json(budget.model_dump(mode="json"))
     else:

@@ -84,7 +84,8 @@ async def chat(client: OnwardClient, args: argparse.Namespace) -> int:
     leaves the session open; ``/close`` closes it.
     """
     if args.id is None:
-        session_id = await client.open_session(session_input(args))
+        checked: SessionInput | None = getattr(args, "session_input", None)  # check_input's
+        session_id = await client.open_session(checked or session_input(args))
         # With --json stdout holds only the replies (each run_id is <session id>-m<N>).
         (note if args.json else say)(f"session {session_id}")
     else:

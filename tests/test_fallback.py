@@ -209,6 +209,34 @@ async def test_the_cli_names_the_flag_of_a_bad_fallback() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (
+            ["chat", "--fallback-model", "gpt-4o"],
+            "onward: invalid input: fallback_models.0 (--fallback-model): 'gpt-4o' names no "
+            "provider; use 'openai:gpt-4o'",
+        ),
+        (
+            ["chat", "--output-schema", "no-such-schema.json"],
+            "onward: --output-schema no-such-schema.json: cannot read it (No such file or "
+            "directory)",
+        ),
+        (
+            ["extend", "some-run", "--max-tokens", "-5"],
+            "onward: invalid budget extension: max_tokens: Input should be greater than or "
+            "equal to 0 (got -5)",
+        ),
+    ],
+)
+async def test_chat_and_extend_check_their_flags_before_connecting(
+    command: list[str], said: str
+) -> None:
+    # As run and start do: the mistake, not "cannot reach Temporal", with no server.
+    done = await run_onward(*command, env={"TEMPORAL_ADDRESS": "127.0.0.1:9"})
+    assert (done.code, done.stderr.strip()) == (2, said)
+
+
 async def test_a_provider_without_its_key_falls_back_to_the_scripted_model(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
