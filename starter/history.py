@@ -119,6 +119,9 @@ class HistoryStep:
     """By tool call id; calls that never ran (unknown tool, not started) have none."""
     finished: bool = True
     """False while tool calls of the step are still running or not yet started."""
+    failed_model_calls: list[CallTrace] = field(default_factory=list)
+    """The calls of the models that failed the step before ``model_call``
+    (``fallback_models``), in the order they were tried."""
 
 
 @dataclass
@@ -176,6 +179,8 @@ class _Step:
     executions: dict[str, Call] = field(default_factory=dict)
     failed_models: list[str] = field(default_factory=list)
     """The models that failed this step before this call's (fallback_models)."""
+    failed_calls: list[Call] = field(default_factory=list)
+    """Their calls, as ``failed_models`` names them."""
 
     @property
     def number(self) -> int:
@@ -324,6 +329,7 @@ class _Assembler:
         call.trace.name = request.model
         # A summary no fallback made a step of: its failed models are said by the call.
         previous, failed = self._last_request, self._failed_summaries.get(request.step, [])
+        failed_calls: list[Call] = []
         before = next((s for s in self._steps if s.number == request.step), None)
         before = before or self._went_on.get(request.step)
         if before is not None and before.response is None:
@@ -332,10 +338,11 @@ class _Assembler:
             previous = before.previous
             failure = before.model.trace.failure or "failed"
             failed = [*before.failed_models, f"{before.model.request.model}: {failure}"]
+            failed_calls = [*before.failed_calls, before.model]
         if call.trace.state == "completed" and isinstance(call.result, ModelResponse):
-            step = _Step(call, call.result, previous, failed_models=failed)
+            response: ModelResponse | None = call.result
         elif call.trace.state in ("failed", "timed_out"):
-            step = _Step(call, None, previous, failed_models=failed)
+            response = None
         else:  # in flight, or interrupted (an interrupted call leaves no step)
             if before is not None and before.response is None and before in self._steps:
                 # ... nor does the failed call the run went on from with a fallback model,
@@ -345,6 +352,7 @@ class _Assembler:
             return None
         self._failed_summaries.pop(request.step, None)
         self._went_on.pop(request.step, None)
+        step = _Step(call, response, previous, failed_models=failed, failed_calls=failed_calls)
         self._last_request = request
         self._steps = [s for s in self._steps if s.number != request.step] + [step]
         return step
@@ -429,7 +437,8 @@ class _Assembler:
         closes = [model.trace.closed_at] + [t.closed_at for t in traces.values()]
         if finished and all(closes):
             record.duration_ms = _ms(record.started_at, max(c for c in closes if c))
-        return HistoryStep(record, model.trace, traces, finished)
+        failed_traces = [call.trace for call in step.failed_calls]
+        return HistoryStep(record, model.trace, traces, finished, failed_traces)
 
     def _tool_record(
         self, call: ToolCall, execution: Call | None, over: bool, taken: ToolCall | None = None

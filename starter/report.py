@@ -27,7 +27,7 @@ from onward.encryption import EncryptionError
 from onward.money import cache_saved_text
 from onward.starter.listing import quoted
 from onward.starter.render import cost_text, table
-from onward.starter.trace import Trace, read_history, trace_of
+from onward.starter.trace import Trace, TraceStep, read_history, trace_of
 from onward.text import counted
 
 __all__ = [
@@ -248,6 +248,7 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
         for step in trace.steps:
             if step.step < trace.first_step:
                 continue  # an earlier run's step, carried along: counted with that run
+            _tally_failed_models(models, step)
             call = step.model_call
             tally = models.setdefault(step.model or trace.model or "?", _Tally())
             if call is None:  # a step log without history: nothing known about attempts
@@ -278,6 +279,22 @@ def _tally(traces: list[Trace]) -> tuple[dict[str, _Tally], dict[str, _Tally]]:
                 tool_tally.count(tool.error is not None, run.retries if run else 0, latency)
                 tool_tally.cache_hits += int(tool.cache_hit)
     return models, tools
+
+
+def _tally_failed_models(models: dict[str, _Tally], step: TraceStep) -> None:
+    """Count the calls of the models that failed ``step`` before its model answered.
+
+    Each is an error of its own model (the model of an outage is the one to see), with
+    its retries and time when the history shows them; a step log alone names only the
+    model (``failed_models``: ``<model>: <error>``).
+    """
+    if step.failed_model_calls:
+        for call in step.failed_model_calls:
+            tally = models.setdefault(call.name, _Tally())
+            tally.count(True, call.retries, call.latency_ms if call.closed else None)
+        return
+    for failed in step.failed_models or ():
+        models.setdefault(failed.split(": ", 1)[0], _Tally()).count(True, 0, None)
 
 
 def aggregate(

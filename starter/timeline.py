@@ -79,6 +79,34 @@ def _model_row(trace: Trace, step: TraceStep) -> list[str]:
     ]
 
 
+def _failed_model_rows(trace: Trace, step: TraceStep) -> list[list[str]]:
+    """A row per model that failed the step before its model answered (fallback_models).
+
+    The step's number goes on the first of them, the call the step began with.
+    """
+    if not step.failed_model_calls:
+        return []
+    rows = []
+    tried = [*(call.name for call in step.failed_model_calls[1:]), step.model or "?"]
+    for call, then in zip(step.failed_model_calls, tried, strict=True):
+        failure = shorten(call.failure or "failed", RESULT_EXCERPT_CHARS)
+        rows.append(
+            [
+                "",
+                _at(trace.started_at, call.scheduled_at),
+                f"model {call.name}",
+                _time(call.latency_ms),
+                _tries(call),
+                "0",
+                "-",
+                f"!! model call failed: {failure} (fell back to {then})",
+            ]
+        )
+    if rows:
+        rows[0][0] = str(step.step)
+    return rows
+
+
 def _steering_row(message: str) -> list[str]:
     """A user message added (``onward steer``) before the model call of the next row."""
     return ["", "", "steer", "", "", "", "", shorten(message, RESULT_EXCERPT_CHARS)]
@@ -172,7 +200,11 @@ def _rows(trace: Trace, root: Trace, depth: int) -> list[list[str]]:
     timed = trace if trace is root else trace.model_copy(update={"started_at": root.started_at})
     for step in trace.steps:
         rows += [_indented(_steering_row(message), depth) for message in step.steering]
-        rows.append(_indented(_model_row(timed, step), depth))
+        failed = _failed_model_rows(timed, step)
+        model = _model_row(timed, step)
+        if failed:
+            model[0] = "" if step.finished else "…"
+        rows += [_indented(row, depth) for row in [*failed, model]]
         for tool in step.tool_calls:
             rows.append(_indented(_tool_row(timed, tool), depth))
             if tool.child is not None:

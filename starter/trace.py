@@ -106,6 +106,15 @@ class TraceStep(BaseModel):
     duration_ms: int | None = None
     finished: bool = True
     model_call: CallTrace | None = None
+    failed_models: list[str] | None = Field(
+        default=None,
+        description="the models that failed the step's call before ``model`` answered "
+        "(fallback_models), each as '<model>: <error>'",
+    )
+    failed_model_calls: list[CallTrace] = Field(
+        default_factory=list,
+        description="how those failed calls ran (attempts, times), when the history shows them",
+    )
     tool_calls: list[TraceToolCall] = Field(default_factory=list)
 
 
@@ -185,6 +194,7 @@ def _traced_step(record: StepRecord, history: HistoryStep | None) -> TraceStep:
         **fields,
         finished=history.finished if history else True,
         model_call=history.model_call if history else None,
+        failed_model_calls=history.failed_model_calls if history else [],
         tool_calls=[
             TraceToolCall(**call.model_dump(), call=calls.get(call.id))
             for call in record.tool_calls

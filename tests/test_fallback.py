@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,9 @@ from onward.sessions import message_input
 from onward.starter.follow import history_status
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
+from onward.starter.report import aggregate
+from onward.starter.timeline import trace_lines
+from onward.starter.trace import trace_of
 from onward.worker import WorkerSettings, build_worker
 from onward.workflows.agent import AgentWorkflow
 
@@ -100,6 +105,31 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
     # The ended run's status (`onward status`, GET /v1/runs/{id}) names the model it went on
     # with, as its status query did while it ran and its OnwardModel search attribute does.
     assert history_status(description, history).model == CLAUDE
+    # `onward trace` shows the failed call where it ran, and `onward report` counts it as
+    # its model's error: an outage is the failing model's, not hidden behind the fallback.
+    trace = trace_of(description, history)
+    (failed,) = trace.steps[1].failed_model_calls
+    assert (failed.name, failed.state, failed.attempts) == (OPENAI, "failed", 2)
+    assert trace.steps[1].failed_models == second.failed_models
+    rows = [re.match(r"(\S*)\s+\+[\d.]+s\s+model (\S+)", line) for line in trace_lines(trace)]
+    assert [row.groups() for row in rows if row] == [
+        ("1", OPENAI),
+        ("2", OPENAI),  # the step's first call failed ...
+        ("", CLAUDE),  # ... and the fallback answered it
+        ("3", CLAUDE),
+    ]
+    failed_row = next(line for line in trace_lines(trace) if line.startswith("2 "))
+    assert failed_row.endswith(f"(fell back to {CLAUDE})")
+    now = datetime.now(UTC)
+    by_model = {m.name: m for m in aggregate([trace], now, now).models}
+    assert (by_model[OPENAI].calls, by_model[OPENAI].errors, by_model[OPENAI].retried) == (2, 1, 1)
+    assert (by_model[CLAUDE].calls, by_model[CLAUDE].errors) == (2, 0)
+    # A step log without the history (its calls unread) still names the failed model.
+    bare = trace.model_copy(
+        update={"steps": [s.model_copy(update={"failed_model_calls": []}) for s in trace.steps]}
+    )
+    by_model = {m.name: m for m in aggregate([bare], now, now).models}
+    assert (by_model[OPENAI].calls, by_model[OPENAI].errors) == (2, 1)
     # The failed provider is not asked again; the fallback was sent the whole conversation.
     assert len(openai.requests) == 3 and openai.pending == 1
     sent = anthropic.requests[0].json["messages"]
