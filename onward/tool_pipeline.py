@@ -62,11 +62,14 @@ def chosen(
     pending: Iterable[PendingApproval],
     decision: ApprovalDecision,
     decided: Mapping[str, ApprovalRecord] | None = None,
+    earlier: Mapping[str, ApprovalRecord] | None = None,
 ) -> list[str]:
     """The call ids an ``approve`` or ``reject`` decides: one call, or all pending.
 
     A call in ``decided`` was decided by an earlier update whose outcome its
     waiting call has not read yet: it waits no more, the first decision wins.
+    ``earlier``: the decisions calls of the step log have read, by call id, so a
+    call named again is refused as decided rather than as never waiting.
 
     Raises:
         ValueError: nothing waits for approval, or not the call named.
@@ -75,6 +78,10 @@ def chosen(
     if decision.call_id is not None and decision.call_id in decided:
         raise ValueError(f"{decision.call_id} is already {decided[decision.call_id].decision}")
     waiting = [item.call_id for item in pending if item.call_id not in decided]
+    before = (earlier or {}).get(decision.call_id or "")
+    if before is not None and decision.call_id not in waiting:
+        by = " (approval_timeout_s ran out)" if before.by == "timeout" else ""
+        raise ValueError(f"{decision.call_id} is already {before.decision}{by}")
     if not waiting:
         raise ValueError("no tool call is waiting for approval")
     if decision.call_id is None:

@@ -315,6 +315,28 @@ async def test_onward_approve_and_reject(worker: RunningWorker, address: str) ->
     assert "has already ended" in late.stderr or "no tool call is waiting" in late.stderr
 
 
+async def test_a_call_decided_and_run_is_refused_as_decided(worker: RunningWorker) -> None:
+    # The README's promise: a second decision of a decided call is refused saying so,
+    # also once the call has read the first (here, while the call beside it still waits).
+    script: list[dict[str, Any]] = [
+        {"tool_calls": [{"name": "write_file", "arguments": {"path": p, "content": p}}
+                        for p in ("a.txt", "b.txt")]},
+        {"text": "done"},
+    ]  # fmt: skip
+    handle = await worker.start(approval_run(script))
+    status = await awaiting(handle, count=2)
+    first, second = (p.call_id for p in status.pending_approvals)
+    await handle.execute_update(AgentWorkflow.approve, ApprovalDecision(call_id=first))
+    await awaiting(handle, count=1)  # the first call has read its decision (and run)
+    for update in (AgentWorkflow.reject, AgentWorkflow.approve):
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update(update, ApprovalDecision(call_id=first, note="again"))
+        assert str(refused.value.cause).endswith(f": {first} is already approved")
+    await handle.execute_update(AgentWorkflow.reject, ApprovalDecision(call_id=second))
+    result = await handle.result()
+    assert [c.status for c in result.steps[0].tool_calls] == ["ok", "refused"]
+
+
 def test_status_and_follow_lines_show_pending_approvals() -> None:
     pending = PendingApproval(
         call_id="call_1_1",

@@ -1585,11 +1585,26 @@ class AgentWorkflow:
         )
         return self._decide(decision, verdict)
 
+    def _read_decisions(self) -> dict[str, ApprovalRecord]:
+        """The decisions the calls of the step log (and the step running) have read.
+
+        For validators only (they do not run on replay): a call decided and read is
+        named as decided in a refusal, not as a call that never waited.
+        """
+        steps = [*self._steps, *([self._step] if self._step is not None else [])]
+        return {
+            call.id: call.approval
+            for step in steps
+            for call in step.tool_calls
+            if call.approval is not None
+        }
+
     @approve.validator
     def _validate_approve(self, decision: ApprovalDecision | None = None) -> None:
         if self._cancel_requested:
             raise ValueError("the run is being cancelled: no call of it starts any more")
-        chosen(self._pending.values(), decision or ApprovalDecision(), self._decisions)
+        decision = decision or ApprovalDecision()
+        chosen(self._pending.values(), decision, self._decisions, self._read_decisions())
 
     @workflow.update(name="reject")
     def reject(self, decision: ApprovalDecision | None = None) -> ApprovalsDecided:
@@ -1602,7 +1617,8 @@ class AgentWorkflow:
 
     @reject.validator
     def _validate_reject(self, decision: ApprovalDecision | None = None) -> None:
-        chosen(self._pending.values(), decision or ApprovalDecision(), self._decisions)
+        decision = decision or ApprovalDecision()
+        chosen(self._pending.values(), decision, self._decisions, self._read_decisions())
 
     # -- artifacts -----------------------------------------------------
 
