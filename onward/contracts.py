@@ -243,8 +243,16 @@ def _check_fallbacks(model: str, fallbacks: list[str] | None) -> list[str] | Non
             _check_model(fallback)
         except ValueError as err:
             raise ValueError(f"fallback_models.{position}: {err}") from None
-        if fallback == model or fallback in fallbacks[:position]:
-            raise ValueError(f"fallback_models.{position}: {fallback!r} is already tried before")
+        if fallback == model:
+            raise ValueError(
+                f"fallback_models.{position}: {fallback!r} is the model itself; "
+                "list only the models to try after it"
+            )
+        if fallback in fallbacks[:position]:
+            raise ValueError(
+                f"fallback_models.{position}: {fallback!r} is listed twice; "
+                "each model is tried once"
+            )
     return fallbacks
 
 

@@ -178,8 +178,8 @@ def named_problem(loc: Sequence[str | int], message: str) -> tuple[tuple[str | i
 
     A check of several fields (a model validator raising ValueError) reports at the
     model's location, ``()`` or FastAPI's ``("body",)``, and names its field first:
-    ``fallback_models.1: 'x' is already tried before`` is at ``(..., "fallback_models",
-    1)`` and says ``'x' is already tried before``. Other problems are as given.
+    ``fallback_models.1: 'x' is listed twice; ...`` is at ``(..., "fallback_models",
+    1)`` and says ``'x' is listed twice; ...``. Other problems are as given.
     """
     raised = message.startswith("Value error, ")  # pydantic's, from a ValueError
     message = message.removeprefix("Value error, ")

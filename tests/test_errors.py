@@ -71,7 +71,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"prompt": "p", "fallback_models": ["gpt-4o"]}, "fallback_models.0: 'gpt-4o' names no"),
     (
         {"prompt": "p", "model": "openai:a", "fallback_models": ["openai:b", "openai:a"]},
-        "fallback_models.1: 'openai:a' is already tried before",
+        "fallback_models.1: 'openai:a' is the model itself; list only the models to try after it",
     ),
 ]
 

@@ -195,8 +195,15 @@ async def test_a_failure_that_is_not_the_providers_does_not_fall_back(
     ("fallbacks", "named"),
     [
         (["gpt-4o"], "fallback_models.0: 'gpt-4o' names no provider"),
-        ([OPENAI], f"fallback_models.0: {OPENAI!r} is already tried before"),
-        ([CLAUDE, CLAUDE], f"fallback_models.1: {CLAUDE!r} is already tried before"),
+        (
+            [OPENAI],
+            f"fallback_models.0: {OPENAI!r} is the model itself; "
+            "list only the models to try after it",
+        ),
+        (
+            [CLAUDE, CLAUDE],
+            f"fallback_models.1: {CLAUDE!r} is listed twice; each model is tried once",
+        ),
         ([f"openai:m{n}" for n in range(5)], "fallback_models"),
     ],
 )
