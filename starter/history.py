@@ -409,9 +409,10 @@ class _Assembler:
     def _finish(self, step: _Step, later: bool) -> HistoryStep:
         model = step.model
         request: ModelRequest = model.request
+        first = step.failed_calls[0] if step.failed_calls else model  # its first model call
         record = StepRecord(
             step=step.number,
-            started_at=model.workflow_time,
+            started_at=first.workflow_time,
             model=request.model,
             steering=steplog.steering_in(request, step.previous),
         )

@@ -67,9 +67,11 @@ def _model_row(trace: Trace, step: TraceStep) -> list[str]:
         detail = shorten(step.text, RESULT_EXCERPT_CHARS) or "(no reason given)"
     else:
         detail = "answer: " + (shorten(step.text, RESULT_EXCERPT_CHARS) or "(empty)")
+    # A step a fallback model answered began with the failed calls' rows: this call later.
+    at = call.scheduled_at if call is not None and step.failed_model_calls else step.started_at
     return [
         str(step.step) if step.finished else f"{step.step}…",
-        _at(trace.started_at, step.started_at),
+        _at(trace.started_at, at),
         f"model {step.model or trace.model or '?'}",
         _time(call.latency_ms if call else None),
         _tries(call),

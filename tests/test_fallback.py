@@ -111,6 +111,12 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
     (failed,) = trace.steps[1].failed_model_calls
     assert (failed.name, failed.state, failed.attempts) == (OPENAI, "failed", 2)
     assert trace.steps[1].failed_models == second.failed_models
+    # The step's time counts from its first call: the failed call and its retries are in it
+    # (`onward steps` said 0.03 s of a step that waited 0.3 s on a provider), read back alike.
+    assert failed.scheduled_at is not None and failed.latency_ms is not None
+    for step in (second, read[1]):
+        assert step.started_at is not None and step.started_at <= failed.scheduled_at
+        assert step.duration_ms is not None and step.duration_ms >= failed.latency_ms
     rows = [re.match(r"(\S*)\s+\+[\d.]+s\s+model (\S+)", line) for line in trace_lines(trace)]
     assert [row.groups() for row in rows if row] == [
         ("1", OPENAI),
@@ -120,6 +126,10 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
     ]
     failed_row = next(line for line in trace_lines(trace) if line.startswith("2 "))
     assert failed_row.endswith(f"(fell back to {CLAUDE})")
+    at = [re.search(r" \+([\d.]+)s ", line) for line in trace_lines(trace)]
+    offsets = [float(found[1]) for found in at if found]
+    assert len(offsets) == 6  # four model calls, two calculator calls
+    assert offsets == sorted(offsets)  # rows in the order the calls were made
     now = datetime.now(UTC)
     by_model = {m.name: m for m in aggregate([trace], now, now).models}
     assert (by_model[OPENAI].calls, by_model[OPENAI].errors, by_model[OPENAI].retried) == (2, 1, 1)

@@ -1114,9 +1114,13 @@ class AgentWorkflow:
     # -- model calls ------------------------------------------------------------
 
     async def _call_model(
-        self, allow_tools: bool, race_deadline: bool = True
+        self, allow_tools: bool, race_deadline: bool = True, began: datetime | None = None
     ) -> ModelResponse | None:
-        """Call the model; None when the deadline interrupted it and the run goes on."""
+        """Call the model; None when the deadline interrupted it and the run goes on.
+
+        ``began``: when the step's first call began, for a call a fallback model makes
+        after its model failed (the step's time includes the failed calls').
+        """
         if not self._failed_models:
             # Else a fallback model's call, in the middle of the step (also when called
             # again after a deadline): a summary there would take the step's number from
@@ -1130,7 +1134,7 @@ class AgentWorkflow:
         self._steering.clear()
         # The step becomes current only once the model has answered: a call that
         # is interrupted or cancelled leaves no step behind.
-        step = StepRecord(step=number, started_at=workflow.now(), model=self._input.model)
+        step = StepRecord(step=number, started_at=began or workflow.now(), model=self._input.model)
         transcript: TranscriptRef | None = None
         messages: list[Message] = []
         if self._use_store:
@@ -1202,7 +1206,7 @@ class AgentWorkflow:
             if self._fall_back(err):
                 self._steered = step.steering + self._steered  # shown with the answer
                 await self._unpaused()  # the next model's call is a new call
-                return await self._call_model(allow_tools, race_deadline)
+                return await self._call_model(allow_tools, race_deadline, step.started_at)
             step.error = _root_message(err)
             step.failed_models = self._failed_models or None
             self._step = step  # kept in the log: it says what failed
