@@ -299,6 +299,11 @@ def static_details(agent: AgentInput) -> str:
     tools = ", ".join(agent.tools) if agent.tools is not None else "all built-ins"
     lines = [
         f"**model** {code_span(agent.model)}",
+        *(
+            [f"**fallback models** {', '.join(code_span(m) for m in agent.fallback_models)}"]
+            if agent.fallback_models
+            else []
+        ),
         f"**tools** {escape_markdown(tools or 'none')}",
         f"**budget** {escape_markdown(describe_budget(agent.budget))}",
     ]

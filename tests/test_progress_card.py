@@ -89,6 +89,18 @@ def test_summaries_and_details_escape_the_prompt() -> None:
     assert "> pay \\$5 \\*now\\*\n> \\- then \\$10" in details
     assert r"**system** be \`terse\`" in details
     assert "**model** `" in details
+    assert "fallback" not in details
+
+
+def test_the_details_name_the_fallback_models() -> None:
+    # The Web UI's details of a run that may go on with other models name them.
+    agent = AgentInput(
+        prompt="p", model="openai:gpt-4o-mini", fallback_models=["anthropic:claude-x", "scripted"]
+    )
+    assert static_details(agent).split("\n\n")[:2] == [
+        "**model** `openai:gpt-4o-mini`",
+        "**fallback models** `anthropic:claude-x`, `scripted`",
+    ]
 
 
 def test_tool_summaries_stay_plain() -> None:
