@@ -31,6 +31,7 @@ from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput, 
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
+from onward.starter.api.events import EventTranslator
 from onward.starter.follow import history_status
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
@@ -81,7 +82,8 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
                 }
             )
             result = await handle.result()
-            history = reconstruct([event async for event in handle.fetch_history_events()])
+            events = [event async for event in handle.fetch_history_events()]
+            history = reconstruct(events)
             description = await handle.describe()
 
     assert result.status == "completed", result.reason
@@ -140,6 +142,17 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
     )
     by_model = {m.name: m for m in aggregate([bare], now, now).models}
     assert (by_model[OPENAI].calls, by_model[OPENAI].errors) == (2, 1)
+    # The event stream names the model whose call failed, and the one that went on.
+    translator = EventTranslator()
+    streamed = [(e.event, e.data) for event in events for e in translator.add(event)]
+    models = [(name, data) for name, data in streamed if name in ("model_started", "model_error")]
+    assert [(name, data["step"], data["model"]) for name, data in models] == [
+        ("model_started", 1, OPENAI),
+        ("model_started", 2, OPENAI),
+        ("model_error", 2, OPENAI),
+        ("model_started", 2, CLAUDE),
+        ("model_started", 3, CLAUDE),
+    ]
     # The failed provider is not asked again; the fallback was sent the whole conversation.
     assert len(openai.requests) == 3 and openai.pending == 1
     sent = anthropic.requests[0].json["messages"]

@@ -318,7 +318,9 @@ class EventTranslator:
         self._ended.add(id(call))
         response = call.result if isinstance(call.result, ModelResponse) else None
         if call.trace.state != "completed" or response is None:
-            return [("model_error", {"step": step, "error": call.trace.failure or "failed"})]
+            model = request.model if request else None  # which one, when a fallback goes on
+            failure = call.trace.failure or "failed"
+            return [("model_error", {"step": step, "model": model, "error": failure})]
         for tool_call in response.tool_calls:
             self._asked[tool_call.id] = tool_call
         self._used["max_tokens"] += response.usage.total_tokens
