@@ -19,6 +19,7 @@ from onward.errors import SessionClosed
 from onward.starter.errors import EXIT_OK, exit_code_for
 from onward.starter.inputs import budget_fields, invalid_input, load_output_schema, load_script
 from onward.starter.output import emit_json, note, say
+from onward.starter.render import ANSWER_EXCERPT_CHARS, shorten
 
 __all__ = ["chat", "close", "send", "session_input"]
 
@@ -55,6 +56,11 @@ def _print_reply(reply: SessionReply, json: bool) -> None:
     if json:
         emit_json(reply.model_dump(mode="json"))
         return
+    for step in reply.steps:  # fallback_models: each message begins with the model again
+        for failed in step.failed_models or ():
+            note(f"↷ failed: {shorten(failed, ANSWER_EXCERPT_CHARS)}")
+        if step.failed_models and step.error is None:
+            note(f"↷ answered by {step.model}")
     if reply.status != "completed":
         note(f"({reply.status}: {reply.reason})" if reply.reason else f"({reply.status})")
     say(reply.reply)

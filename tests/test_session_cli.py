@@ -6,13 +6,16 @@ import asyncio
 import json
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
 from conftest import REPO, RunningWorker, eventually, run_onward
 from onward.client import OnwardClient
-from onward.contracts import DEFAULT_TASK_QUEUE
+from onward.contracts import DEFAULT_TASK_QUEUE, SessionReply, StepRecord
+from onward.starter.session_commands import _print_reply
 from onward.worker import WorkerSettings, build_worker
 
 SCRIPT = [{"text": "hi there"}, {"text": "hello again"}, {"text": "third reply"}]
@@ -234,3 +237,23 @@ async def test_close_ends_a_session_from_the_command_line(
     await eventually(lambda: listed_as("completed"))
     again = await run_onward("close", session_id, env=env)
     assert again.code == 1 and "closed" in again.stderr, again.stderr
+
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_a_reply_a_fallback_model_gave_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    # `onward chat` and `send` with --fallback-model: the reply is the output, and stderr
+    # says which model failed and which answered, as `onward run` prints under its step.
+    failed = "openai:gpt-4o-mini: gave up after 8 attempts: openai: 503 Service Unavailable"
+    step = StepRecord(
+        step=1, started_at=NOW, text="hi", model="anthropic:claude-x", failed_models=[failed]
+    )
+    _print_reply(SessionReply(reply="hi", steps=[step]), json=False)
+    out, err = capsys.readouterr()
+    assert out == "hi\n"
+    assert err.splitlines() == [f"↷ failed: {failed}", "↷ answered by anthropic:claude-x"]
+    _print_reply(
+        SessionReply(reply="hi", steps=[StepRecord(step=1, started_at=NOW, text="hi")]), json=False
+    )
+    assert capsys.readouterr() == ("hi\n", "")
