@@ -104,8 +104,7 @@ def _failed_model_rows(trace: Trace, step: TraceStep) -> list[list[str]]:
                 f"!! model call failed: {failure} (fell back to {then})",
             ]
         )
-    if rows:
-        rows[0][0] = str(step.step)
+    rows[0][0] = str(step.step) if step.finished else f"{step.step}…"
     return rows
 
 
@@ -205,7 +204,7 @@ def _rows(trace: Trace, root: Trace, depth: int) -> list[list[str]]:
         failed = _failed_model_rows(timed, step)
         model = _model_row(timed, step)
         if failed:
-            model[0] = "" if step.finished else "…"
+            model[0] = ""  # on the step's first row
         rows += [_indented(row, depth) for row in [*failed, model]]
         for tool in step.tool_calls:
             rows.append(_indented(_tool_row(timed, tool), depth))
