@@ -103,11 +103,7 @@ def _budget_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, metavar="N")
 
 
-def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", metavar="PROMPT", help="what the agent should do")
-    parser.add_argument(
-        "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
-    )
+def _fallback_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fallback-model",
         dest="fallback_models",
@@ -116,6 +112,14 @@ def _run_options(parser: argparse.ArgumentParser) -> None:
         help="a provider:model to go on with when the model's provider fails a call "
         "(repeat, in order)",
     )
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", metavar="PROMPT", help="what the agent should do")
+    parser.add_argument(
+        "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
+    )
+    _fallback_option(parser)
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--script", metavar="FILE", help="JSON list of scripted turns (- = stdin)")
     parser.add_argument(
@@ -160,14 +164,7 @@ def _session_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", help="provider:model, e.g. openai:gpt-4o-mini (default: scripted)"
     )
-    parser.add_argument(
-        "--fallback-model",
-        dest="fallback_models",
-        action="append",
-        metavar="MODEL",
-        help="a provider:model to go on with when the model's provider fails a call "
-        "(repeat, in order)",
-    )
+    _fallback_option(parser)
     parser.add_argument("--system", help="system prompt")
     parser.add_argument("--script", metavar="FILE", help="JSON list of scripted turns (- = stdin)")
     parser.add_argument(
