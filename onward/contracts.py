@@ -1421,6 +1421,16 @@ class SessionInput(_Strict):
     def _known_provider(cls, value: str) -> str:
         return _check_model(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_prompt(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompt" in data:
+            raise ValueError(
+                "prompt: a session takes no prompt; send it as the first message "
+                "(send_message, onward send, POST /v1/sessions/{id}/messages)"
+            )
+        return data
+
     @model_validator(mode="after")
     def _fallbacks_usable(self) -> SessionInput:
         _check_fallbacks(self.model, self.fallback_models)

@@ -30,7 +30,7 @@ from onward.contracts import (
     SessionInput,
     Usage,
 )
-from onward.errors import InvalidInput, RequestRejected, SessionClosed
+from onward.errors import InvalidInput, RequestRejected, SessionClosed, named_problem
 from onward.starter.render import status_lines
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.worker import WorkerSettings, build_worker
@@ -649,3 +649,12 @@ async def test_a_sessions_status_shows_the_calls_its_message_runs(
         for run_id in (sessions.run_id(session_id, 1), session_id):
             with contextlib.suppress(Exception):
                 await client.get_workflow_handle(run_id).terminate(reason="test over")
+
+
+def test_a_session_given_a_prompt_says_where_the_prompt_goes() -> None:
+    with pytest.raises(ValueError) as caught:
+        SessionInput.model_validate({"prompt": "hi"})
+    (problem,) = caught.value.errors()  # type: ignore[attr-defined]
+    loc, message = named_problem(problem["loc"], problem["msg"])
+    assert loc == ("prompt",)
+    assert message.startswith("a session takes no prompt; send it as the first message")
