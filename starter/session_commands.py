@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from onward.client import OnwardClient
 from onward.contracts import SessionInput, SessionReply
 from onward.errors import SessionClosed
-from onward.starter.errors import EXIT_OK, exit_code_for
+from onward.starter.errors import EXIT_OK, CliError, exit_code_for
 from onward.starter.inputs import budget_fields, invalid_input, load_output_schema, load_script
 from onward.starter.output import emit_json, note, say
 from onward.starter.render import ANSWER_EXCERPT_CHARS, shorten
@@ -40,6 +40,9 @@ def session_input(args: argparse.Namespace) -> SessionInput:
         value = getattr(args, field, None)
         if value is not None:
             data[field] = value
+    for flag, path in (("--script", args.script), ("--output-schema", args.output_schema)):
+        if path == "-":  # chat reads its messages there
+            raise CliError(f"{flag} -: chat reads its messages from stdin; give a file")
     if args.script is not None:
         data["script"] = load_script(args.script)
     if args.output_schema is not None:

@@ -257,3 +257,13 @@ def test_a_reply_a_fallback_model_gave_says_so(capsys: pytest.CaptureFixture[str
         SessionReply(reply="hi", steps=[StepRecord(step=1, started_at=NOW, text="hi")]), json=False
     )
     assert capsys.readouterr() == ("hi\n", "")
+
+
+async def test_chat_refuses_stdin_for_a_file_it_would_read_its_messages_from() -> None:
+    done = await run_onward(
+        "chat", "--output-schema", "-", env={"TEMPORAL_ADDRESS": "127.0.0.1:9"}, timeout_s=30
+    )
+    assert done.code == 2, done.stderr
+    assert done.stderr.strip() == (
+        "onward: --output-schema -: chat reads its messages from stdin; give a file"
+    )
