@@ -208,12 +208,15 @@ class SessionMethods:
         :meth:`~onward.client.OnwardClient.start` does for runs.
 
         Raises:
-            InvalidInput: ``input`` is not a valid :class:`~onward.contracts.SessionInput`.
+            InvalidInput: ``input`` is not a valid :class:`~onward.contracts.SessionInput`,
+                or ``id`` is blank.
             RunAlreadyExists: a session (or run) with ``id`` is running.
         """
         input = validated(SessionInput, input)
         if input.carry is not None:
             raise InvalidInput("carry: set by the session itself, not by clients")
+        if id is not None and not id.strip():
+            raise InvalidInput("id: must not be blank (leave it out for a new one)")
         session_id = id or new_session_id()
         await self._start_workflow(
             SessionWorkflow.run,

@@ -189,6 +189,8 @@ async def test_typed_errors(api: OnwardClient, client: Client) -> None:
     # A blank id (an unset variable's) is not a random one.
     with pytest.raises(InvalidInput, match=r"^id: must not be blank"):
         await api.start({"prompt": "x"}, " ")
+    with pytest.raises(InvalidInput, match=r"^id: must not be blank"):
+        await api.open_session({}, id="")
 
     with pytest.raises(RunNotFound):
         await api.status("no-such-run")
