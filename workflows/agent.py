@@ -460,7 +460,6 @@ class AgentWorkflow:
         # Steering already in the conversation, not yet shown in a step of the log.
         self._steered: list[str] = []
         self._failed_models: list[str] = []  # this step's models given up on (fallback_models)
-        self._stream_attempts = 0  # attempts the step's failed models may have streamed
         # Their context windows, when the run compacts at its model's (no input `context`).
         self._fallback_windows: dict[str, int | None] | None = None
         self._script_index = 0
@@ -1163,7 +1162,9 @@ class AgentWorkflow:
             settings=self._input.settings,
             pricing=self._input.pricing,
             stream=self._input.stream and self._patched(TOKEN_STREAM_PATCH),
-            stream_attempt_offset=self._stream_attempts,
+            # Past every attempt the step's failed models' retry policy allows.
+            stream_attempt_offset=len(self._failed_models)
+            * (self._model_retry.maximum_attempts or UNLIMITED_ATTEMPTS),
             clear_tool_results=self._input.clear_tool_results,
             require_price=self._budget.max_cost_usd is not None,
         )
@@ -1213,7 +1214,6 @@ class AgentWorkflow:
             raise _RunEnded("failed", self._failed("model call", step.error)) from err
         if self._failed_models:
             step.failed_models, self._failed_models = self._failed_models, []
-            self._stream_attempts = 0
         self._step = step
         if scripted:
             self._script_index += 1
@@ -1263,8 +1263,6 @@ class AgentWorkflow:
         if not rest or not _provider_failed(err):
             return False
         self._failed_models.append(f"{self._input.model}: {_root_message(err)}")
-        # No attempt of the failed model's numbered past its retry policy's limit.
-        self._stream_attempts += self._model_retry.maximum_attempts or UNLIMITED_ATTEMPTS
         workflow.logger.warning(
             "model %s failed (%s); going on with %s", self._input.model, _root_message(err), rest[0]
         )
@@ -1368,7 +1366,7 @@ class AgentWorkflow:
             compaction=True,
             failed_models=self._failed_models or None,
         )
-        self._failed_models, self._stream_attempts = [], 0
+        self._failed_models = []
         # Its tokens and cost count in the budget like any model call's.
         self._count_model_call(
             ModelResponse(
