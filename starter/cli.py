@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn, get_args
@@ -53,6 +54,9 @@ REPORT_SINCE = "24h"
 """The window ``onward report`` covers unless ``--since`` says otherwise."""
 REPORT_LIMIT = 1000
 """Most runs ``onward report`` reads."""
+DASH_LED_VALUES = ("--page-token",)
+"""Options whose value may begin with ``-``: a page token is base64url."""
+_FLAG = re.compile(r"--?[a-z][a-z-]*|--")
 
 
 EPILOG = """\
@@ -745,9 +749,26 @@ def _report_error(err: OnwardError, json: bool) -> int:
     return code
 
 
+def _dash_led_joined(argv: Sequence[str]) -> list[str]:
+    """``--page-token -AsU...`` as ``--page-token=-AsU...``.
+
+    argparse reads a value beginning with ``-`` as an option of its own ("expected one
+    argument"), and one page token in 64 begins so: the next page's token, as a page
+    printed it, must work pasted after its flag. A value that reads as a flag
+    (``--page-token --json``: the token left out) stays a flag.
+    """
+    joined = list(argv)
+    for index in range(len(joined) - 2, -1, -1):
+        flag, value = joined[index], joined[index + 1]
+        if flag in DASH_LED_VALUES and value.startswith("-") and not _FLAG.fullmatch(value):
+            joined[index : index + 2] = [f"{flag}={value}"]
+    return joined
+
+
 def run_cli(argv: Sequence[str]) -> int:
     """Run one ``onward`` command and return its exit code (no exit, no traceback)."""
     parser = build_parser()
+    argv = _dash_led_joined(argv)
     try:
         args, extra = parser.parse_known_args(argv)
         if extra and args.command != "worker":
