@@ -52,7 +52,7 @@ from onward import search_attributes as sa
 from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.budget import require_a_limit
-from onward.connection import DATA_CONVERTER, connect, no_poller, task_failing
+from onward.connection import DATA_CONVERTER, connect, no_poller, read, task_failing
 from onward.connection import task_queue as default_task_queue
 from onward.contracts import (
     AGENT_WORKFLOW,
@@ -380,7 +380,7 @@ class OnwardClient(SessionMethods):
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
         with self._translated():
-            response = await self._client.workflow_service.describe_task_queue(request)
+            response = await read(self._client.workflow_service.describe_task_queue, request)
         seen_after = datetime.now(UTC) - POLLER_SEEN_WITHIN
         return any(
             not poller.HasField("last_access_time")
@@ -494,8 +494,9 @@ class OnwardClient(SessionMethods):
         if not self._registered and now - self._registered_listed_at > 60:
             self._registered_listed_at = now
             try:
-                listed = await self._client.operator_service.list_search_attributes(
-                    ListSearchAttributesRequest(namespace=self._client.namespace)
+                listed = await read(
+                    self._client.operator_service.list_search_attributes,
+                    ListSearchAttributesRequest(namespace=self._client.namespace),
                 )
             except RPCError:
                 return set()

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from temporalio.api.common.v1 import Payload
@@ -44,6 +44,7 @@ __all__ = [
     "connect_with_retry",
     "data_converter",
     "no_poller",
+    "read",
     "task_failing",
     "task_queue",
     "unanswered",
@@ -190,6 +191,33 @@ async def connect(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         address = str(config["target_host"])
         where = f"{address} (namespace {config.get('namespace', 'default')})"
         raise ConnectionFailed(f"cannot reach Temporal at {where}: {err}", address) from err
+
+
+READ_ATTEMPTS = 3
+"""How often :func:`read` sends a read-only call that came back CANCELLED."""
+
+_Response = TypeVar("_Response")
+
+
+async def read(call: Callable[..., Awaitable[_Response]], request: Any) -> _Response:
+    """``call(request)``, a read-only RPC of the SDK's services, made to last through a
+    dropped connection.
+
+    The SDK's own retries (``retry=True``: UNAVAILABLE, RESOURCE_EXHAUSTED...) leave
+    CANCELLED alone, and a loaded machine has answered ``DescribeTaskQueue`` with
+    CANCELLED "operation was canceled" though nobody cancelled it (a connection
+    dropped under the call): a read is safe to send again. The caller's own cancel
+    is a ``CancelledError``, never this.
+    """
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return await call(request, retry=True)
+        except RPCError as err:
+            if err.status != RPCStatusCode.CANCELLED or attempt == READ_ATTEMPTS:
+                raise
+            log.info("%s came back CANCELLED (%s); sending it again", type(request).__name__, err)
+            await asyncio.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 def no_poller(err: RPCError) -> bool:

@@ -48,7 +48,7 @@ from onward.activities.webhooks import (
     WEBHOOK_SECRET_ENV,
     WebhookActivities,
 )
-from onward.connection import DATA_CONVERTER
+from onward.connection import DATA_CONVERTER, read
 from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
 from onward.tool_cache import ToolCache
@@ -80,8 +80,9 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     wanted = {key.name: key for key in search_attributes.ALL}
     have: set[str] = set()
     try:
-        listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace)
+        listed = await read(
+            client.operator_service.list_search_attributes,
+            ListSearchAttributesRequest(namespace=namespace),
         )
         have = set(listed.custom_attributes)
         missing = {

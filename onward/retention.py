@@ -41,6 +41,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from onward import sessions
 from onward.artifacts import RUNS_DIR, workspace_dir
+from onward.connection import read
 from onward.errors import OnwardError, RunNotFound, SettingsError, StoreError
 from onward.store import TranscriptStore
 from onward.store.base import PrunableBackend
@@ -252,7 +253,7 @@ async def _retention(client: OnwardClient) -> float | None:
     request = DescribeNamespaceRequest(namespace=namespace)
     with client._translated():
         try:
-            answer = await client.temporal.workflow_service.describe_namespace(request)
+            answer = await read(client.temporal.workflow_service.describe_namespace, request)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise

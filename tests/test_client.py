@@ -327,3 +327,34 @@ def test_a_request_to_a_run_that_ended_is_run_ended(client: Client, message: str
     )
     missing = RPCError("workflow not found for ID: r1", RPCStatusCode.NOT_FOUND, b"")
     assert isinstance(onward._rpc_error(missing, "r1"), RunNotFound)
+
+
+async def test_a_read_the_connection_dropped_is_sent_again(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # CI saw DescribeTaskQueue answer CANCELLED "operation was canceled", nobody having
+    # cancelled it, and `send_message` fail on it: a read is safe to send again.
+    service = client.workflow_service
+    real = service.describe_task_queue
+    calls: list[bool] = []
+
+    async def dropped_first(request: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("retry", False))
+        if len(calls) == 1:
+            raise RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")
+        return await real(request, **kwargs)
+
+    monkeypatch.setattr(service, "describe_task_queue", dropped_first)
+    onward_client = OnwardClient(client, task_queue=f"tq-{uuid.uuid4().hex[:8]}")
+    assert await onward_client.has_worker() is False  # asked twice, answered
+    assert calls == [True, True]  # and the SDK retries what it knows to be transient
+
+    async def always_dropped(request: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("retry", False))
+        raise RPCError("operation was canceled", RPCStatusCode.CANCELLED, b"")
+
+    calls.clear()
+    monkeypatch.setattr(service, "describe_task_queue", always_dropped)
+    with pytest.raises(onward.TemporalError, match="CANCELLED"):
+        await onward_client.has_worker()
+    assert len(calls) == 3  # not forever
