@@ -197,7 +197,8 @@ def _unanswered_update(
     return not_taken(
         lambda: UpdateNotTaken(
             f"no worker answered the {update} of {run_id} in time; the server keeps it and "
-            f"a worker that takes the run up may still apply it: {then}"
+            f"a worker that takes the run up may still apply it: {then}",
+            repeatable=repeatable,
         )
     )
 

@@ -252,7 +252,17 @@ class UpdateNotTaken(NoWorker):
     run up may still apply it: read the run's status before sending it again, or
     it applies twice (an approval without a call id, to whatever waits then). An
     approval naming its call id may be sent again as it was: it is the same update.
+
+    Attributes:
+        repeatable: sending it again as it was is safe (an approval naming its call, a
+            message with an idempotency key): the run answers the same update once.
     """
+
+    def __init__(
+        self, message: str, task_queue: str | None = None, *, repeatable: bool = False
+    ) -> None:
+        super().__init__(message, task_queue)
+        self.repeatable = repeatable
 
 
 class MessageNotTaken(UpdateNotTaken):

@@ -177,7 +177,8 @@ def _message_not_taken(session_id: str, keyed: bool) -> MessageNotTaken:
         f"no worker took the message to {session_id} within {MESSAGE_TAKEN_WITHIN_S:g} s "
         "(a worker stopped a moment ago still looks like one for up to 75 s); the server "
         "keeps it, and the next worker to take the session up answers it (a close sent "
-        f"after it waits for it): {again}"
+        f"after it waits for it): {again}",
+        repeatable=keyed,
     )
 
 

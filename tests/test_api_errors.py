@@ -58,6 +58,12 @@ def test_a_503_says_when_to_retry_unless_retrying_answers_twice() -> None:
     for kept in (MessageNotTaken("not taken"), UpdateNotTaken("approve not answered")):
         assert status_of(kept) == 503
         assert retry_after(kept) is None
+    # Unless the same request is the same update, answered once: it may come again.
+    for same in (
+        MessageNotTaken("keyed message not taken", repeatable=True),
+        UpdateNotTaken("named approval not answered", repeatable=True),
+    ):
+        assert retry_after(same) == {"Retry-After": "5"}
     assert retry_after(RunNotFound("r")) is None
 
 

@@ -113,8 +113,13 @@ def test_an_unanswered_update_says_it_may_still_apply(failure: Exception) -> Non
     # The server keeps an update no worker took in time: a worker killed a moment ago
     # still looks like a poller, and the next one applies it.
     expected = "may still apply it: check `onward status r1`"
-    with pytest.raises(UpdateNotTaken, match=expected), _unanswered_update("r1", "approve"):
+    with pytest.raises(UpdateNotTaken, match=expected) as kept, _unanswered_update("r1", "approve"):
         raise failure
+    assert not kept.value.repeatable
+    named_call = _unanswered_update("r1", "approve", repeatable=True)
+    with pytest.raises(UpdateNotTaken, match="answered once") as named, named_call:
+        raise failure
+    assert named.value.repeatable  # the API's 503 says when to send it again
     # Anything else is left to the caller.
     with pytest.raises(RPCError), _unanswered_update("r1", "approve"):
         raise RPCError("gone", RPCStatusCode.NOT_FOUND, b"")

@@ -123,6 +123,7 @@ async def test_a_message_no_worker_takes_is_said_so_and_answered_by_the_next_wor
     monkeypatch.setattr(session_client, "MESSAGE_TAKEN_WITHIN_S", 2.0)
     onward, session_id, kept = await kept_by_the_server(client, session_workers, "k2")
     assert "send it again with the same idempotency_key" in str(kept)
+    assert kept.repeatable
     await wait_ready(session_workers.start("worker2"))
 
     async def answered() -> bool:

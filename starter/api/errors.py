@@ -133,7 +133,9 @@ _ERROR_ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
         {
             "Retry-After": {
                 "description": f"{UNAVAILABLE_RETRY_AFTER_S} (seconds); absent for "
-                "UpdateNotTaken and MessageNotTaken, which a retry would apply twice",
+                "UpdateNotTaken and MessageNotTaken, which a retry would apply twice, "
+                "unless the request is one a retry is answered once for (an approval "
+                "naming its call_id, a message with an idempotency_key)",
                 "schema": _SECONDS,
             }
         },
@@ -158,9 +160,12 @@ def retry_after(err: OnwardError) -> dict[str, str] | None:
 
     A 503 is; an update no worker took (a session message, an approval, a budget
     extension) is not, though it answers 503: the server keeps it, and sending it
-    again has it applied twice.
+    again has it applied twice. Unless it is the same update sent again (an approval
+    naming its call, a message with an idempotency key): answered once.
     """
-    if status_of(err) != 503 or isinstance(err, UpdateNotTaken):
+    if status_of(err) != 503:
+        return None
+    if isinstance(err, UpdateNotTaken) and not err.repeatable:
         return None
     return {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
 
