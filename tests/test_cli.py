@@ -177,7 +177,9 @@ async def test_run_shows_each_step_and_the_result(onward: Onward, script_file: P
 async def test_start_status_steps_pause_and_resume(
     onward: Onward, tmp_path: Path, client: Client
 ) -> None:
-    script = write_script(tmp_path, slow_script(turns=6, delay_s=0.5))
+    # 12 s in all: still running when `pause` comes, however loaded the machine (each
+    # CLI process takes a second or two to start there; 3 s was seen to pass first).
+    script = write_script(tmp_path, slow_script(turns=6, delay_s=2.0))
     started = await onward.ok_json(
         "start", "count slowly", "--script", script, "--max-tool-calls", "40"
     )
@@ -197,7 +199,7 @@ async def test_start_status_steps_pause_and_resume(
 
     await eventually(is_paused)
     before = await onward.ok_json("status", workflow_id)
-    await asyncio.sleep(0.6)  # longer than a turn: a paused run makes no progress
+    await asyncio.sleep(2.2)  # longer than a turn: a paused run makes no progress
     human = await onward("status", workflow_id)
     assert "state:  paused" in human.stdout
     assert f"steps:  {before['step']}" in human.stdout
