@@ -82,6 +82,7 @@ from onward.errors import (
     RunAlreadyExists,
     RunEnded,
     RunNotFound,
+    ScheduleNotFound,
     SettingsError,
     TemporalError,
     UnexpectedResponse,
@@ -1011,39 +1012,60 @@ class OnwardClient(SessionMethods):
         id: str | None = None,
         *,
         check: bool = True,
+        memo: Mapping[str, Any] | None = None,
     ) -> str:
         """Start a run of ``input`` at each time of ``cron`` (a Temporal Schedule); return its id.
 
         With ``check`` (the default), a worker on this client's task queue is
         asked first (:meth:`check_input`), so a tool or model provider the
         workers lack is refused now, not at each time the schedule comes; with
-        no worker to ask, the schedule is created unchecked.
+        no worker to ask, the schedule is created unchecked. Each run starts
+        with the first values of Onward's search attributes the server has, its
+        tenant's among them, as a run :meth:`start` starts does. ``memo`` is
+        kept in the schedule's memo beside Onward's own entry (see
+        :meth:`schedule_memo`).
 
         Raises:
             InvalidInput: ``input`` is not a valid agent input, a worker refuses it,
                 or Temporal refuses ``cron`` or ``id`` (blank, or too long for
-                the runs' workflow ids, ``<id>-<time>``).
+                the runs' workflow ids, ``<id>-<time>``); its problems name the
+                field (``("cron",)``, ``("id",)``, or the input's).
         """
         agent = validated(AgentInput, input)
         if id is not None and not id.strip():
-            raise InvalidInput("id: must not be blank (leave it out for a new one)")
+            raise InvalidInput.at(("id",), "must not be blank (leave it out for a new one)")
         if check:
             await self.check_input(agent)
         schedule_id = id or schedules.new_schedule_id()
-        schedule = schedules.agent_schedule(agent, cron, schedule_id, self.task_queue)
+        attributes = sa.at_start(agent.model, agent.tenant, await self._registered_attributes())
+        full_memo = {**(memo or {}), **schedules.schedule_memo(agent, cron)}
+
+        async def create(search_attributes: TypedSearchAttributes) -> None:
+            schedule = schedules.agent_schedule(
+                agent, cron, schedule_id, self.task_queue, search_attributes
+            )
+            await self._client.create_schedule(schedule_id, schedule, memo=full_memo)
+
         with self._translated():
             try:
-                await self._client.create_schedule(
-                    schedule_id, schedule, memo=schedules.schedule_memo(agent, cron)
-                )
+                try:
+                    await create(attributes)
+                except RPCError as err:
+                    if not attributes or not _attributes_unusable(err):
+                        raise
+                    # As for a run (see _start_workflow): its runs set them themselves.
+                    log.info("creating schedule %s without search attributes: %s", schedule_id, err)
+                    await create(TypedSearchAttributes.empty)
             except ScheduleAlreadyRunningError as err:
-                raise InvalidInput(f"id: a schedule {schedule_id} exists already") from err
+                raise InvalidInput.at(("id",), f"a schedule {schedule_id} exists already") from err
             except RPCError as err:
                 if err.status == RPCStatusCode.INVALID_ARGUMENT:
                     field = schedules.refused_field(err.message)
-                    raise InvalidInput(f"{field}: {err.message}") from err
+                    raise InvalidInput.at((field,), err.message) from err
                 if err.status == RPCStatusCode.ALREADY_EXISTS:
-                    raise InvalidInput(f"id: a schedule {schedule_id} exists already") from err
+                    raise InvalidInput.at(
+                        ("id",), f"a schedule {schedule_id} exists already"
+                    ) from err
                 raise
         return schedule_id
 
@@ -1051,16 +1073,31 @@ class OnwardClient(SessionMethods):
         """One schedule: its cron, whether paused, its next and recent runs.
 
         Raises:
-            InvalidInput: no schedule has this id.
+            ScheduleNotFound: no schedule has this id (an :class:`InvalidInput`).
         """
         with self._schedule_translated(schedule_id):
             handle = self._client.get_schedule_handle(schedule_id)
             return await schedules.described(handle, self._client.data_converter)
 
-    async def schedule_list(self, limit: int = 100) -> builtins.list[ScheduleRow]:
-        """Onward's schedules in the namespace (from the visibility store, so a moment late)."""
+    async def schedule_list(
+        self, limit: int = 100, *, tenant: str | None = None
+    ) -> builtins.list[ScheduleRow]:
+        """Onward's schedules in the namespace (from the visibility store, so a moment late).
+
+        ``tenant`` keeps those whose runs are started as its (their input's ``tenant``).
+        """
         with self._translated():
-            return await schedules.listed(self._client, limit)
+            return await schedules.listed(self._client, limit, tenant)
+
+    async def schedule_memo(self, schedule_id: str) -> dict[str, Any]:
+        """The memo the schedule was created with (Onward's entry and ``memo``'s).
+
+        Raises:
+            ScheduleNotFound: no schedule has this id.
+        """
+        with self._schedule_translated(schedule_id):
+            description = await self._client.get_schedule_handle(schedule_id).describe()
+            return dict(await description.memo())
 
     async def schedule_pause(self, schedule_id: str, note: str | None = None) -> None:
         """Stop the schedule starting runs until :meth:`schedule_unpause`."""
@@ -1092,11 +1129,12 @@ class OnwardClient(SessionMethods):
 
     @contextlib.contextmanager
     def _schedule_translated(self, schedule_id: str) -> Iterator[None]:
-        """Temporal's errors as Onward's; an unknown schedule id is bad input."""
+        """Temporal's errors as Onward's; an unknown schedule id is :class:`ScheduleNotFound`
+        (an :class:`InvalidInput`)."""
         with self._translated():
             try:
                 yield
             except RPCError as err:
                 if err.status == RPCStatusCode.NOT_FOUND:
-                    raise InvalidInput(f"no schedule with id {schedule_id}") from err
+                    raise ScheduleNotFound(schedule_id) from err
                 raise

@@ -9,6 +9,7 @@ Every error Onward raises on purpose is an :class:`OnwardError`::
     ├── RunEnded              the run has ended: it takes no more signals or updates
     ├── InvalidInput          input rejected client-side, before anything started
     │   ├── ArtifactNotFound  the run has no file at that path
+    │   ├── ScheduleNotFound  no schedule with that id
     │   └── IdempotencyKeyReused  the key was sent before with another request
     ├── RequestRejected       the run refused an update (e.g. ``extend_budget``)
     ├── NoWorker              no worker polls the run's task queue, or none answered
@@ -51,6 +52,7 @@ __all__ = [
     "RunAlreadyExists",
     "RunEnded",
     "RunNotFound",
+    "ScheduleNotFound",
     "SessionClosed",
     "SettingsError",
     "StoreError",
@@ -219,6 +221,18 @@ class ArtifactNotFound(InvalidInput):
         super().__init__(f"path: run {run_id} has no artifact {path!r}")
         self.run_id = run_id
         self.path = path
+
+
+class ScheduleNotFound(InvalidInput):
+    """No schedule has that id (the HTTP API answers 404; the CLI exits 2, as for bad input).
+
+    Attributes:
+        schedule_id: the id asked about.
+    """
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id}")
+        self.schedule_id = schedule_id
 
 
 class IdempotencyKeyReused(InvalidInput):

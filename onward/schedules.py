@@ -28,6 +28,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleState,
 )
+from temporalio.common import TypedSearchAttributes
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -49,6 +50,7 @@ __all__ = [
     "run_ids",
     "schedule_memo",
     "scheduled_input",
+    "tenant_of",
 ]
 
 MEMO_KEY = "onward"
@@ -85,10 +87,17 @@ class ScheduleRow(BaseModel):
     )
 
 
-def agent_schedule(agent: AgentInput, cron: str, schedule_id: str, task_queue: str) -> Schedule:
+def agent_schedule(
+    agent: AgentInput,
+    cron: str,
+    schedule_id: str,
+    task_queue: str,
+    search_attributes: TypedSearchAttributes = TypedSearchAttributes.empty,
+) -> Schedule:
     """The Temporal schedule that starts a run of ``agent`` at each ``cron`` time.
 
-    Temporal gives each run the workflow id ``<schedule id>-<time>``.
+    Temporal gives each run the workflow id ``<schedule id>-<time>``; each starts
+    with ``search_attributes`` (a run's first values: its tenant's tag among them).
     """
     return Schedule(
         action=ScheduleActionStartWorkflow(
@@ -99,6 +108,7 @@ def agent_schedule(agent: AgentInput, cron: str, schedule_id: str, task_queue: s
             static_summary=static_summary(agent),
             static_details=static_details(agent),
             task_timeout=WORKFLOW_TASK_TIMEOUT,
+            typed_search_attributes=search_attributes,
         ),
         spec=ScheduleSpec(cron_expressions=[cron]),
         state=ScheduleState(note=f"onward agent schedule: {cron}"),
@@ -106,12 +116,14 @@ def agent_schedule(agent: AgentInput, cron: str, schedule_id: str, task_queue: s
 
 
 def schedule_memo(agent: AgentInput, cron: str) -> dict[str, Any]:
-    """The memo that marks a schedule as Onward's and names its agent and cron.
+    """The memo that marks a schedule as Onward's and names its agent, cron and tenant.
 
     The cron is kept as given: Temporal describes a schedule by the calendar
-    it compiled the cron into.
+    it compiled the cron into. The tenant lets a listing for one tenant pass
+    over the others' schedules without describing each (its input decides).
     """
-    return {MEMO_KEY: {"prompt": agent.prompt, "model": agent.model, "cron": cron}}
+    entry = {"prompt": agent.prompt, "model": agent.model, "cron": cron, "tenant": agent.tenant}
+    return {MEMO_KEY: entry}
 
 
 def refused_field(message: str) -> str:
@@ -143,6 +155,15 @@ def agent_of(memo: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The prompt and model a schedule's memo names; None: not an Onward schedule."""
     entry = memo.get(MEMO_KEY)
     return entry if isinstance(entry, Mapping) else None
+
+
+def tenant_of(row: ScheduleRow) -> str | None:
+    """The tenant a schedule's runs are started as: its input's (None: none, or unreadable).
+
+    The input, not the memo, is what each run is started with and tagged by
+    (``OnwardTenant``), so a schedule and its runs always have the same tenant.
+    """
+    return None if row.input is None else row.input.tenant
 
 
 async def scheduled_input(action: ScheduleAction, converter: DataConverter) -> AgentInput | None:
@@ -180,8 +201,10 @@ async def described(handle: ScheduleHandle, converter: DataConverter) -> Schedul
     )
 
 
-async def listed(client: Client, limit: int) -> list[ScheduleRow]:
-    """Up to ``limit`` of Onward's schedules; other applications' are left out.
+async def listed(client: Client, limit: int, tenant: str | None = None) -> list[ScheduleRow]:
+    """Up to ``limit`` of Onward's schedules; other applications' are left out, and with
+    ``tenant`` those whose runs are not started as its (their input's ``tenant``; an
+    input this client cannot decode is no tenant's).
 
     The listing (the visibility store's, a moment late) finds them; each row is
     then the schedule's own description, as :func:`described` gives it: a
@@ -190,15 +213,21 @@ async def listed(client: Client, limit: int) -> list[ScheduleRow]:
     """
     rows: list[ScheduleRow] = []
     async for item in await client.list_schedules():
-        if agent_of(await item.memo()) is None:
+        agent = agent_of(await item.memo())
+        if agent is None:
             continue  # another application's schedule
+        if tenant is not None and agent.get("tenant", tenant) != tenant:
+            continue  # another tenant's (a memo from before tenants were kept: described)
         try:
             handle = client.get_schedule_handle(item.id)
-            rows.append(await described(handle, client.data_converter))
+            row = await described(handle, client.data_converter)
         except RPCError as err:
             if err.status != RPCStatusCode.NOT_FOUND:
                 raise
             continue  # deleted since it was listed
+        if tenant is not None and tenant_of(row) != tenant:
+            continue
+        rows.append(row)
         if len(rows) >= limit:
             break
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from conftest import RunningWorker, eventually, run_onward, running_worker
+from onward import search_attributes as sa
 from onward.activities.providers import providers_from_env
 from onward.client import OnwardClient
 from onward.contracts import AgentInput, ScriptTurn
-from onward.errors import InvalidInput
+from onward.errors import InvalidInput, ScheduleNotFound
 from onward.schedules import ScheduleRow
 from onward.starter.schedule_commands import schedule_lines
 from onward.workflows import AgentWorkflow
@@ -75,14 +77,20 @@ async def test_a_triggered_schedule_runs_the_agent(worker: RunningWorker) -> Non
         await eventually(listed)
     finally:
         await client.schedule_delete(schedule_id)
-    with pytest.raises(InvalidInput, match="no schedule with id"):
+    with pytest.raises(InvalidInput, match="no schedule with id") as missing:
         await client.schedule(schedule_id)
+    assert isinstance(missing.value, ScheduleNotFound)  # typed: the HTTP API's 404
+    assert missing.value.schedule_id == schedule_id
+    for control in (client.schedule_pause, client.schedule_trigger, client.schedule_memo):
+        with pytest.raises(ScheduleNotFound):
+            await control(schedule_id)
 
 
 async def test_bad_schedule_input_is_refused_naming_the_field(client: Client) -> None:
     onward = OnwardClient(client, task_queue="unused")
-    with pytest.raises(InvalidInput, match="cron"):
+    with pytest.raises(InvalidInput, match=r"^cron: ") as caught:
         await onward.schedule_create("every tuesday", {"prompt": "p"})
+    assert [problem["loc"] for problem in caught.value.problems] == [("cron",)]
     with pytest.raises(InvalidInput, match="prompt"):
         await onward.schedule_create(YEARLY, {"prompt": " "})
     with pytest.raises(InvalidInput, match=r"^id: must not be blank"):
@@ -90,6 +98,48 @@ async def test_bad_schedule_input_is_refused_naming_the_field(client: Client) ->
     # Its runs are named <id>-<time>: an id that leaves no room is the id's fault.
     with pytest.raises(InvalidInput, match=r"^id: WorkflowId exceeds maximum allowed length"):
         await onward.schedule_create(YEARLY, {"prompt": "p"}, id="x" * 995)
+    taken = await onward.schedule_create(YEARLY, {"prompt": "p"})
+    try:
+        with pytest.raises(InvalidInput, match=f"^id: a schedule {taken} exists already") as twice:
+            await onward.schedule_create(YEARLY, {"prompt": "p"}, id=taken)
+        assert [problem["loc"] for problem in twice.value.problems] == [("id",)]
+    finally:
+        await onward.schedule_delete(taken)
+
+
+async def test_a_scheduled_run_is_its_tenants_from_its_start(
+    client: Client, search_attribute_names: list[str]
+) -> None:
+    # No worker takes it up: the tag is the one it was started with, not the run's own.
+    assert sa.TENANT.name in search_attribute_names
+    nobody = OnwardClient(client, task_queue=f"nobody-{uuid.uuid4().hex[:8]}")
+    tenant = f"acme-{uuid.uuid4().hex[:8]}"
+    mine = await nobody.schedule_create(YEARLY, {"prompt": "p", "tenant": tenant})
+    theirs = await nobody.schedule_create(YEARLY, {"prompt": "p", "tenant": f"{tenant}-2"})
+    untagged = await nobody.schedule_create(YEARLY, {"prompt": "p"})
+    run_id = ""
+    try:
+        assert (await nobody.schedule_memo(mine))["onward"]["tenant"] == tenant
+        await nobody.schedule_trigger(mine)
+        run_id = await started_run(nobody, mine)
+        info = await nobody.info(run_id)
+        assert info.running and info.tenant == tenant
+
+        async def listed() -> bool:
+            rows = await nobody.schedule_list(tenant=tenant)
+            everyone = {row.schedule_id for row in await nobody.schedule_list(limit=1000)}
+            return [row.schedule_id for row in rows] == [mine] and {
+                mine,
+                theirs,
+                untagged,
+            } <= everyone
+
+        await eventually(listed)
+    finally:
+        for schedule_id in (mine, theirs, untagged):
+            await nobody.schedule_delete(schedule_id)
+        with contextlib.suppress(Exception):
+            await client.get_workflow_handle(run_id).terminate("test over")
 
 
 async def test_onward_schedule_commands(worker: RunningWorker, address: str) -> None:
