@@ -128,6 +128,7 @@ async def test_the_document_is_well_formed_where_fastapi_leaves_it_to_us(
         ("post", "/v1/runs"),
         ("post", "/v1/sessions"),
         ("post", "/v1/sessions/{session_id}/messages"),
+        ("post", "/v1/schedules/{schedule_id}/trigger"),  # a run the API starts
     }
     with_429 = {
         (method, path)

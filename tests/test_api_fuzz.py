@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from api_server import serving
 from conftest import RunningWorker
 from onward.api_keys import ApiKeys
 from onward.client import OnwardClient
+from onward.errors import ScheduleNotFound
 from onward.starter.api import ApiSettings, api_app
 
 SCHEMATHESIS = Path(sys.executable).parent / "st"
@@ -58,6 +60,12 @@ async def test_fuzzed_requests_never_get_a_server_error(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        out, _ = await asyncio.wait_for(process.communicate(), 200)
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(), 200)
+        finally:
+            # Schedules it made would go on starting runs for the rest of the session.
+            for row in await onward.schedule_list(1000, tenant="fuzzer"):
+                with contextlib.suppress(ScheduleNotFound):
+                    await onward.schedule_delete(row.schedule_id)
     report = out.decode(errors="replace")
     assert process.returncode == 0, report[-6000:]

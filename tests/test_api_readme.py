@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from api_server import serving
-from conftest import RunningWorker
+from conftest import RunningWorker, eventually
 from onward.client import OnwardClient
 from onward.starter.api import ApiSettings, api_app
 
@@ -131,3 +131,27 @@ def _documents(text: str) -> list[dict[str, object]]:
         document, index = decoder.raw_decode(text, index)
         found.append(document)
     return found
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+async def test_the_readme_schedule_curl_lines_trigger_pause_and_delete(
+    worker: RunningWorker,
+) -> None:
+    out = await run_flow(worker, "### Schedules over HTTP")
+    triggered, paused, deleted = _documents(out)
+    schedule_id = paused["schedule_id"]
+    assert triggered == {"id": schedule_id, "accepted": True}
+    assert (paused["paused"], paused["note"], paused["cron"]) == (True, "on holiday", ["0 8 * * *"])
+    assert deleted == {"id": schedule_id, "accepted": True}
+    # The run the trigger started goes on, and completes.
+    query = f'TemporalScheduledById = "{schedule_id}"'
+    found: list[str] = []
+
+    async def started() -> bool:
+        found[:] = [run.id async for run in worker.client.list_workflows(query)]
+        return bool(found)
+
+    await eventually(started)
+    onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+    assert found[0].startswith(f"{schedule_id}-")
+    assert (await onward.result(found[0])).output == "All quiet."

@@ -83,6 +83,7 @@ from onward.starter.api.models import (
     check_client_input,
 )
 from onward.starter.api.origins import CORS_HEADERS, OriginGate
+from onward.starter.api.schedules import schedule_routes
 from onward.starter.api.sessions import RunKind, session_routes
 from onward.starter.api.tenants import Limits, StreamTenant, Tenant, TenantGate, authenticate
 from onward.starter.listing import RunPage, RunRow
@@ -265,9 +266,13 @@ def _socket_operation(events: dict[str, Any]) -> dict[str, Any]:
 
 _INTERNAL_FIELDS = {
     "RunRequest": ("carry", "conversation", "delegation_depth", "workspace"),
+    "ScheduledInput": ("carry", "conversation", "delegation_depth", "workspace"),
     "SessionInput": ("carry",),
+    # A schedule's input, as GET /v1/schedules/{id} answers it: what its runs start with.
+    "AgentInput": ("carry", "conversation", "delegation_depth", "workspace"),
 }
-"""Input fields Onward sets for itself, which ``POST /v1/runs`` and ``/v1/sessions`` refuse."""
+"""Input fields Onward sets for itself, which ``POST /v1/runs``, ``/v1/sessions`` and
+``/v1/schedules`` refuse (and a schedule's runs do not start with)."""
 
 
 _REF = "#/components/schemas/"
@@ -374,7 +379,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=CORS_HEADERS,
             expose_headers=["Link", "Location", "Retry-After"],
             max_age=600,
@@ -695,4 +700,5 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         )
 
     app.include_router(session_routes(onward, gate, owned))
+    app.include_router(schedule_routes(onward, gate))
     return app

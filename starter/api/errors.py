@@ -31,6 +31,7 @@ from onward.errors import (
     RunAlreadyExists,
     RunEnded,
     RunNotFound,
+    ScheduleNotFound,
     StoreError,
     TemporalError,
     UnexpectedResponse,
@@ -61,6 +62,7 @@ INTERNAL_ERROR = "internal error; see the API's log"
 _STATUS: tuple[tuple[type[OnwardError], int], ...] = (
     (RunNotFound, 404),
     (ArtifactNotFound, 404),
+    (ScheduleNotFound, 404),
     (InvalidInput, 422),
     (RunAlreadyExists, 409),
     (RunEnded, 409),
@@ -116,7 +118,7 @@ _ERROR_ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
         "or, with no API keys, addressed to a name that is not loopback",
         {},
     ),
-    404: ("No such run or session of this tenant", {}),
+    404: ("No such run, session or schedule of this tenant", {}),
     409: ("The run has ended or refused the request (RunEnded, RequestRejected ...)", {}),
     413: ("BodyTooLarge: a body over 1 MiB", {}),
     422: ("Invalid input: problems has one {loc, msg, type} per problem", {}),
@@ -211,9 +213,10 @@ def parse_json(raw: str | bytes, what: str) -> object:
 
 
 @contextmanager
-def located(where: str) -> Iterator[None]:
-    """Place the client's problems in the request: ``where`` ("body", "query", "path")
-    carried the input whose fields they name.
+def located(*where: str) -> Iterator[None]:
+    """Place the client's problems in the request: ``where`` ("body", "query", "path";
+    ``"body", "input"`` for a field inside the body) carried the input whose fields
+    they name.
 
     The client names a field of its call (``page_token``); a client of the API
     looks for it where FastAPI's own problems are (``["query", "page_token"]``).
@@ -221,7 +224,7 @@ def located(where: str) -> Iterator[None]:
     try:
         yield
     except InvalidInput as err:
-        err.problems = [{**item, "loc": (where, *item.get("loc", ()))} for item in err.problems]
+        err.problems = [{**item, "loc": (*where, *item.get("loc", ()))} for item in err.problems]
         raise
 
 

@@ -27,10 +27,14 @@ __all__ = [
     "RunCreated",
     "RunRequest",
     "RunSummary",
+    "ScheduleNote",
+    "ScheduleRequest",
+    "ScheduledInput",
     "SessionCreated",
     "StateAnswer",
     "SteerBody",
     "check_client_input",
+    "scheduled_input",
     "session_input",
 ]
 
@@ -46,7 +50,11 @@ its budget (``carry``)."""
 
 
 def check_client_input(
-    body: AgentInput | SessionInput, tenant: str, kind: str, spend_capped: bool
+    body: AgentInput | SessionInput,
+    tenant: str,
+    kind: str,
+    spend_capped: bool,
+    at: tuple[str, ...] = ("body",),
 ) -> None:
     """Refuse what an API client may not set in a run's or session's input.
 
@@ -56,22 +64,31 @@ def check_client_input(
     then the workers' pricing table's.
 
     Raises:
-        InvalidInput: naming the field.
+        InvalidInput: naming the field, under ``at`` (where the request carries the input).
     """
     if body.tenant is not None and body.tenant != tenant:
         raise InvalidInput.at(
-            ("body", "tenant"), f"{kind}s belong to the API key's tenant; leave it out"
+            (*at, "tenant"), f"{kind}s belong to the API key's tenant; leave it out"
         )
     fields = type(body).model_fields
     for name, why in SET_BY_ONWARD.items():
         if name in fields and getattr(body, name) != fields[name].default:
-            raise InvalidInput.at(("body", name), f"{why}, not by clients")
+            raise InvalidInput.at((*at, name), f"{why}, not by clients")
     if spend_capped and body.pricing is not None:
         raise InvalidInput.at(
-            ("body", "pricing"),
+            (*at, "pricing"),
             "this API caps what a tenant spends a day; runs are priced by the "
             "workers' pricing table, so leave it out",
         )
+
+
+def _postable(value: str | None) -> str | None:
+    """A webhook URL a client may give (checked here, not in AgentInput: a run begun
+    with another must replay as it ran)."""
+    problem = None if value is None else url_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 class RunRequest(AgentInput):
@@ -87,14 +104,7 @@ class RunRequest(AgentInput):
         description="the same key (per tenant) returns the same run instead of a second one",
     )
 
-    @field_validator("webhook_url")
-    @classmethod
-    def _postable(cls, value: str | None) -> str | None:
-        # Checked here, not in AgentInput: a run begun with such a URL must replay as it ran.
-        problem = None if value is None else url_problem(value)
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+    _webhook_url = field_validator("webhook_url")(_postable)
 
     def agent_input(self, tenant: str) -> AgentInput:
         """The workflow input of this request, tagged with ``tenant``."""
@@ -111,6 +121,56 @@ class RunRequest(AgentInput):
         fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_defaults=True)
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ScheduledInput(AgentInput):
+    """The agent input each run of a schedule starts with, as ``POST /v1/runs`` takes it.
+
+    ``tenant`` is set from the API key; a body naming another tenant is refused.
+    """
+
+    _webhook_url = field_validator("webhook_url")(_postable)
+
+
+class ScheduleRequest(BaseModel):
+    """``POST /v1/schedules``: start a run of ``input`` at each time of ``cron``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(
+        min_length=1,
+        max_length=500,
+        description='a cron expression, in UTC ("0 8 * * *": 08:00 daily), or Temporal\'s '
+        '"@every 1h"; one Temporal refuses is a 422 at ["body", "cron"]',
+    )
+    input: ScheduledInput = Field(description="what each run is started with")
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="the same key (per tenant) returns the same schedule instead of a second one",
+    )
+
+    def digest(self) -> str:
+        """SHA-256 of the request (the key aside), fields at their defaults left out, as
+        :meth:`RunRequest.digest`: what a repeat of it must match."""
+        fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_defaults=True)
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def scheduled_input(body: ScheduledInput, tenant: str) -> AgentInput:
+    """The workflow input of a schedule's runs, tagged with ``tenant``."""
+    fields = body.model_dump(exclude_unset=True)
+    return AgentInput.model_validate({**fields, "tenant": tenant})
+
+
+class ScheduleNote(BaseModel):
+    """``POST /v1/schedules/{id}/pause`` and ``/unpause``: why, shown with the schedule."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str | None = Field(default=None, max_length=1000)
 
 
 class RunCreated(BaseModel):
