@@ -106,23 +106,23 @@ async def test_search_attributes_are_registered_and_filter(
     async def listed(query: str) -> list[str]:
         return [wf.id async for wf in client.list_workflows(query)]
 
+    # Both runs are their tenant's from their start; their last upserts (status, steps)
+    # reach the visibility store a moment after the runs end, each on its own.
     async def indexed() -> bool:
-        return len(await listed(f'OnwardTenant = "{tenant}"')) == 2
+        return (
+            await listed(f'OnwardTenant = "{tenant}" AND OnwardStatus = "budget_exceeded"')
+            == [stopped.id]
+            and await listed(
+                f'OnwardTenant = "{tenant}" AND OnwardStatus = "completed" '
+                'AND OnwardModel = "scripted"'
+            )
+            == [done.id]
+            and sorted(await listed(f'OnwardTenant = "{tenant}" AND OnwardSteps = 1'))
+            == sorted([done.id, stopped.id])
+        )
 
     await eventually(indexed)
-    assert await listed(f'OnwardTenant = "{tenant}" AND OnwardStatus = "budget_exceeded"') == [
-        stopped.id
-    ]
-    assert await listed(
-        f'OnwardTenant = "{tenant}" AND OnwardStatus = "completed" AND OnwardModel = "scripted"'
-    ) == [done.id]
-    assert await listed(f'OnwardTenant = "{tenant}" AND OnwardSteps = 1') == [
-        done.id,
-        stopped.id,
-    ] or (
-        sorted(await listed(f'OnwardTenant = "{tenant}" AND OnwardSteps = 1'))
-        == sorted([done.id, stopped.id])
-    )
+    assert sorted(await listed(f'OnwardTenant = "{tenant}"')) == sorted([done.id, stopped.id])
     description = await stopped.describe()
     attributes = description.typed_search_attributes
     assert attributes.get(sa.TOKENS) == 15
