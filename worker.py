@@ -45,13 +45,16 @@ from onward.activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCall
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools import (
     AllowList,
+    McpServerConfig,
     ToolLoadError,
     ToolRegistry,
     builtin_registry,
     entry_point_tools,
+    load_mcp_config,
     load_tools,
     register_tools,
 )
+from onward.activities.tools.mcp_config import MCP_CONFIG_ENV
 from onward.activities.webhooks import WEBHOOK_ALLOW_ENV
 from onward.connection import DATA_CONVERTER, connect_config, connect_with_retry, task_queue
 from onward.errors import SettingsError
@@ -99,7 +102,10 @@ server is unreachable, and shuts down gracefully on SIGTERM or Ctrl-C.
 
 Tools: the built-ins (http_fetch limited by ONWARD_HTTP_ALLOW), the tools of
 installed packages' onward.tools entry points, and the modules named by
---tools (repeatable) or ONWARD_TOOLS=mod1,mod2.
+--tools (repeatable) or ONWARD_TOOLS=mod1,mod2, and the tools of the MCP
+servers in the JSON file --mcp-config or ONWARD_MCP_CONFIG names (the
+"mcpServers" file of Claude Desktop and Cursor; a server that cannot be
+reached stops the start).
 
 Webhooks: signed with ONWARD_WEBHOOK_SECRET (none is sent without it), and
 only to public addresses unless ONWARD_WEBHOOK_ALLOW lists the receiver.
@@ -145,6 +151,9 @@ class WorkerSettings:
     tuning: WorkerTuning = field(default_factory=WorkerTuning)
     """Slots, cache and timeouts: ``ONWARD_MAX_*``, ``ONWARD_STICKY_TIMEOUT``,
     ``ONWARD_SHUTDOWN_TIMEOUT`` or flags."""
+    mcp_servers: tuple[McpServerConfig, ...] = ()
+    """MCP servers whose tools the worker offers: those of the file ``ONWARD_MCP_CONFIG``
+    (or ``--mcp-config``) names."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -152,11 +161,12 @@ class WorkerSettings:
 
         Raises:
             ValueError: a bad ``ONWARD_HTTP_ALLOW`` or ``ONWARD_WEBHOOK_ALLOW`` entry,
-                Temporal profile file or tuning variable (``ONWARD_MAX_*``,
-                ``ONWARD_*_TIMEOUT``).
+                Temporal profile file, tuning variable (``ONWARD_MAX_*``,
+                ``ONWARD_*_TIMEOUT``) or MCP configuration file.
         """
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
+        mcp_config = env.get(MCP_CONFIG_ENV)
         modules = (env.get("ONWARD_TOOLS") or "").split(",")
         return cls(
             task_queue=task_queue(env),
@@ -169,6 +179,7 @@ class WorkerSettings:
             webhook_allow=AllowList.from_env(env, WEBHOOK_ALLOW_ENV),
             store_url=store_url(env),
             tuning=WorkerTuning.from_env(env),
+            mcp_servers=tuple(load_mcp_config(Path(mcp_config), env)) if mcp_config else (),
         )
 
 
@@ -216,6 +227,7 @@ def onward_plugin(
         interceptors=interceptors,
         telemetry=telemetry,
         store=store,
+        mcp_servers=settings.mcp_servers,
     )
 
 
@@ -310,21 +322,26 @@ async def run_worker(
     )  # search_attribute_names=None: registered below, before the worker says it is ready
     connect_options: dict[str, Any] = {"plugins": [plugin], "runtime": temporal_runtime(env)}
     try:
-        client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
-        if client is None:
-            return  # asked to stop while the server was still unreachable
-        await _require_namespace(client)
-        # Before "ready": a client that lists them then finds them (see the method).
-        await plugin.register_search_attributes(client)
-        worker = Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
-        log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
-        async with worker:
-            print(
-                f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}",
-                flush=True,
-            )
-            await stop.wait()
-            log.info("shutting down gracefully")
+        # Before connecting too: an MCP server that cannot be reached stops the start, as
+        # a tool module that cannot be imported does. The worker shares these sessions.
+        async with plugin.mcp_sessions():
+            if settings.mcp_servers:
+                log.info("tools (with MCP servers'): %s", ", ".join(plugin.registry.names()))
+            client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
+            if client is None:
+                return  # asked to stop while the server was still unreachable
+            await _require_namespace(client)
+            # Before "ready": a client that lists them then finds them (see the method).
+            await plugin.register_search_attributes(client)
+            worker = Worker(client, task_queue=settings.task_queue, **_tuned(settings, {}))
+            log.info("worker polling task queue %r (pid %d)", settings.task_queue, os.getpid())
+            async with worker:
+                print(
+                    f"onward worker ready: task queue {settings.task_queue!r}, pid {os.getpid()}",
+                    flush=True,
+                )
+                await stop.wait()
+                log.info("shutting down gracefully")
     finally:
         telemetry.shutdown()  # the plugin closed the providers when the worker stopped
         await store.close()
@@ -410,6 +427,8 @@ def parse_args(
     env = os.environ if environ is None else environ
     parser = _parser(env)
     args = parser.parse_args(argv)
+    if args.mcp_config is not None:  # the flag wins: the variable's file is not read
+        env = {**env, MCP_CONFIG_ENV: args.mcp_config}
     try:
         settings = WorkerSettings.from_env(env)
         flags = {name: getattr(args, name.removesuffix("_s")) for name in ENV_VARS}
@@ -458,6 +477,12 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import user tools from MODULE or MODULE:NAME (repeatable; also "
         "$ONWARD_TOOLS=mod1,mod2)",
+    )
+    parser.add_argument(
+        "--mcp-config",
+        metavar="FILE",
+        help='offer the tools of the MCP servers in FILE, JSON: {"mcpServers": {...}} '
+        "(also $ONWARD_MCP_CONFIG)",
     )
     tuning = parser.add_argument_group("tuning (see README, Performance)")
     for flag, kind, what in (
@@ -524,4 +549,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(2, f"onward worker: {err}\n")
     except StoreError as err:  # ONWARD_STORE names a database that cannot be used
         parser.exit(1, f"onward worker: {err}\n")
+    except ToolLoadError as err:  # an MCP server cannot be reached, or its tools not offered
+        parser.exit(2, f"onward worker: {err}\n")
     return 0

@@ -16,11 +16,13 @@ from the environment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -42,7 +44,14 @@ from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.settings import ModelCallSettings
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tool_calls import ToolActivities
-from onward.activities.tools import AllowList, Tool, ToolRegistry, builtin_registry, register_tools
+from onward.activities.tools import (
+    AllowList,
+    McpServerConfig,
+    Tool,
+    ToolRegistry,
+    builtin_registry,
+    register_tools,
+)
 from onward.activities.webhooks import (
     WEBHOOK_ALLOW_ENV,
     WEBHOOK_SECRET_ENV,
@@ -53,6 +62,9 @@ from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
 from onward.tool_cache import ToolCache
 from onward.workflows import AgentWorkflow, InputCheckWorkflow, SessionWorkflow
+
+if TYPE_CHECKING:
+    from onward.activities.tools.mcp_servers import McpServers
 
 __all__ = [
     "DEFAULT_WORKSPACE",
@@ -160,6 +172,12 @@ class OnwardPlugin(SimplePlugin):
             ``.onward/store`` (see :func:`onward.store.open_store`). Every
             worker of a task queue and every client reading step logs or
             artifacts must use the same store.
+        mcp_servers: MCP servers whose tools are offered too, as
+            ``<server>_<tool>``: connected when the first worker using this
+            plugin starts (one session a server, shared by its workers, closed
+            when the last stops; see :meth:`mcp_sessions`). A server that
+            cannot be reached then stops that worker's start
+            (:class:`~onward.activities.tools.mcp_servers.McpServerError`).
 
     Raises:
         ValueError: both ``tools`` and ``registry`` were given, or a provider
@@ -182,6 +200,7 @@ class OnwardPlugin(SimplePlugin):
         interceptors: Sequence[ClientInterceptor | WorkerInterceptor] = (),
         telemetry: ActivityTelemetry | None = None,
         store: TranscriptStore | None = None,
+        mcp_servers: Sequence[McpServerConfig] = (),
     ) -> None:
         if registry is not None and tools:
             raise ValueError("OnwardPlugin: give tools= or registry=, not both")
@@ -193,6 +212,12 @@ class OnwardPlugin(SimplePlugin):
         if model_max_attempts is None:
             model_max_attempts = ModelCallSettings.from_env(os.environ).max_attempts
         telemetry = telemetry or ActivityTelemetry()
+        self._mcp: McpServers | None = None
+        if mcp_servers:
+            # Imported only here: the SDK takes about 0.4 s to import.
+            from onward.activities.tools.mcp_servers import McpServers
+
+            self._mcp = McpServers(mcp_servers)
         self._providers = dict(providers)
         # -- webhooks: the secret is read here, like the providers' keys ----
         if webhook_allow is None:
@@ -251,6 +276,27 @@ class OnwardPlugin(SimplePlugin):
         """The tools this plugin's workers offer."""
         return self._tool_activities.registry
 
+    @contextlib.asynccontextmanager
+    async def mcp_sessions(self) -> AsyncIterator[None]:
+        """Hold the MCP servers' sessions open, their tools registered; nothing without servers.
+
+        A worker using this plugin holds them while it runs; ``onward worker``
+        also holds them from before it connects to Temporal, so a server that
+        cannot be reached stops its start at once. Entered again (by another
+        worker), it shares the sessions; the last to leave closes them.
+
+        Raises:
+            McpServerError: a server cannot be reached, or one of its tools cannot be
+                offered under a name model APIs take.
+            ToolLoadError: an MCP tool's name is another tool's.
+        """
+        if self._mcp is None:
+            yield
+            return
+        async with self._mcp as tools:
+            register_tools(self.registry, tools)  # the same Tool objects on every entry
+            yield
+
     async def register_search_attributes(self, client: Client) -> None:
         """Register Onward's search attributes on ``client``'s server now (unless given).
 
@@ -280,13 +326,15 @@ class OnwardPlugin(SimplePlugin):
         self._tool_activities.set_search_attributes(names)
 
     async def run_worker(self, worker: Worker, next: Callable[[Worker], Awaitable[None]]) -> None:
-        """Register search attributes (unless given or done), run the worker, close providers."""
+        """Register search attributes (unless given or done), open the MCP sessions, run the
+        worker, close providers and sessions."""
         await self.register_search_attributes(worker.client)
         # The worker encodes with its client's converter: runs it begins name local tool
         # calls without their arguments (plain text in the history) when it encrypts.
         self._tool_activities.set_sealed(worker.client.data_converter.payload_codec is not None)
         try:
-            await super().run_worker(worker, next)
+            async with self.mcp_sessions():
+                await super().run_worker(worker, next)
         finally:
             # After the worker has drained its activities; a later call reopens the pool.
             await close_providers(self._providers)

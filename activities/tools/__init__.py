@@ -5,7 +5,8 @@ across runs (``remember``/``recall``) and,
 when the worker passes its allow-list, ``http_fetch``; a worker offers them to
 every run that names no tools of its own. User tools are plain functions
 decorated with :func:`tool`, loaded from modules or entry points by
-:mod:`onward.activities.tools.loading`.
+:mod:`onward.activities.tools.loading`. Tools of MCP servers are listed when a
+worker starts (:mod:`.mcp_config`, :mod:`.mcp_servers`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from onward.activities.tools.loading import (
     load_tools,
     register_tools,
 )
+from onward.activities.tools.mcp_config import (
+    McpConfigError,
+    McpServerConfig,
+    load_mcp_config,
+    parse_mcp_config,
+)
 from onward.activities.tools.memory import recall, remember
 from onward.activities.tools.net_guard import AllowList
 from onward.activities.tools.registry import Tool, ToolContext, ToolRegistry, tool
@@ -28,6 +35,8 @@ __all__ = [
     "BUILTIN_TOOLS",
     "ENTRY_POINT_GROUP",
     "AllowList",
+    "McpConfigError",
+    "McpServerConfig",
     "Tool",
     "ToolContext",
     "ToolLoadError",
@@ -35,8 +44,10 @@ __all__ = [
     "UncachedResult",
     "builtin_registry",
     "entry_point_tools",
+    "load_mcp_config",
     "load_tools",
     "make_http_fetch",
+    "parse_mcp_config",
     "register_tools",
     "tool",
 ]

@@ -20,7 +20,15 @@ from onward.activities.tools.signature import (
 )
 from onward.contracts import ToolSpec
 
-__all__ = ["RESULT_CAP_CHARS", "Tool", "ToolContext", "ToolFunction", "ToolRegistry", "tool"]
+__all__ = [
+    "RESULT_CAP_CHARS",
+    "Tool",
+    "ToolContext",
+    "ToolFunction",
+    "ToolRegistry",
+    "is_tool_name",
+    "tool",
+]
 
 RESULT_CAP_CHARS = 10_000_000
 """The most of one tool result the activity returns, and so the largest
@@ -37,6 +45,11 @@ DEFAULT_MAX_RESULT_CHARS: int = _SPEC_FIELDS["max_result_chars"].default
 
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 """What OpenAI and Anthropic accept as a function name; anything else fails at the provider."""
+
+
+def is_tool_name(name: str) -> bool:
+    """Whether model APIs accept ``name`` as a tool's name (1-64 letters, digits, ``_``, ``-``)."""
+    return _TOOL_NAME.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -61,6 +74,9 @@ class Tool:
     """The function takes a :class:`ToolContext`, so it may touch its run's workspace;
     ``tool()`` sets it. A run whose calls were all of tools without it lists no artifacts
     (one activity less at its end)."""
+    parameters: dict[str, Any] | None = field(default=None, compare=False)
+    """The JSON schema the model sees, when it is not ``args_model``'s: a tool from an
+    MCP server shows the server's schema, and the server checks the arguments."""
 
     @property
     def module(self) -> str:
@@ -78,7 +94,11 @@ class Tool:
         return ToolSpec(
             name=self.name,
             description=self.description,
-            parameters=self.args_model.model_json_schema(),
+            parameters=(
+                self.parameters
+                if self.parameters is not None
+                else self.args_model.model_json_schema()
+            ),
             local=self.local,
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,

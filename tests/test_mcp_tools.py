@@ -1,0 +1,358 @@
+"""Tools from MCP servers: the config file, the sessions, and runs calling them.
+
+The server is ``tests/mcp_server.py``, written with the SDK: over stdio as a
+child process, and over streamable HTTP with uvicorn on a loopback port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import mcp_types
+import pytest
+from mcp_server import http_app
+from temporalio.client import Client, WorkflowFailureError
+
+from api_server import serving
+from conftest import RunningWorker, run_onward
+from onward.activities.tools import (
+    McpConfigError,
+    McpServerConfig,
+    ToolLoadError,
+    load_mcp_config,
+    parse_mcp_config,
+    tool,
+)
+from onward.activities.tools.mcp_servers import McpServerError, McpServers, result_text
+from onward.plugin import OnwardPlugin
+from onward.worker import WorkerSettings, build_worker, parse_args
+
+SERVER = str(Path(__file__).with_name("mcp_server.py"))
+
+
+def stdio(name: str = "calc", **env: str) -> McpServerConfig:
+    return McpServerConfig(name=name, command=sys.executable, args=(SERVER,), env=env)
+
+
+@asynccontextmanager
+async def mcp_worker(
+    client: Client, tmp_path: Path, names: list[str], servers: Sequence[McpServerConfig]
+) -> AsyncIterator[RunningWorker]:
+    """A worker whose plugin holds sessions with ``servers`` (as ``onward worker`` has)."""
+    task_queue = f"tq-{uuid.uuid4().hex[:12]}"
+    settings = WorkerSettings(
+        task_queue=task_queue, workspace=tmp_path / "workspace", mcp_servers=tuple(servers)
+    )
+    async with build_worker(client, settings, search_attribute_names=names):
+        yield RunningWorker(client, task_queue, settings.workspace)
+
+
+def calls(*tool_calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+    """One scripted model turn calling these tools."""
+    return {"tool_calls": [{"name": name, "arguments": args} for name, args in tool_calls]}
+
+
+# ---------------------------------------------------------------------------
+# The configuration file
+# ---------------------------------------------------------------------------
+
+
+def test_the_config_file_has_both_transports_and_takes_variables(tmp_path: Path) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "files": {
+                        "command": "${PYTHON:-python3}",
+                        "args": ["-m", "files_server", "${ROOT}"],
+                        "env": {"API_KEY": "${FILES_KEY}"},
+                    },
+                    "search": {
+                        "type": "http",
+                        "url": "http://127.0.0.1:8931/mcp",
+                        "headers": {"Authorization": "Bearer ${SEARCH_TOKEN}"},
+                        "timeout_s": 5,
+                        "max_attempts": 2,
+                    },
+                }
+            }
+        )
+    )
+    env = {"ROOT": "/data", "FILES_KEY": "k1", "SEARCH_TOKEN": "t2"}
+
+    files, search = load_mcp_config(path, env)
+
+    assert (files.name, files.command) == ("files", "python3")
+    assert files.args == ("-m", "files_server", "/data")
+    assert files.env == {"API_KEY": "k1"}
+    assert search.url == "http://127.0.0.1:8931/mcp"
+    assert search.headers == {"Authorization": "Bearer t2"}
+    assert (search.timeout_s, search.max_attempts) == (5, 2)
+    assert "t2" not in repr(search) and "k1" not in repr(files)  # secrets stay out of logs
+
+
+def test_the_readmes_example_config_is_read() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Tools from MCP servers") :]
+    document = json.loads(section[section.index("```json") + 7 : section.index("```\n\n")])
+
+    files, search = parse_mcp_config(document, {"SEARCH_TOKEN": "s3cret"})
+
+    assert files.command == "npx" and files.args[-1] == "/srv/docs"
+    assert search.headers == {"Authorization": "Bearer s3cret"}
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"servers": {}}', 'expected a JSON object with "mcpServers"'),
+        ('{"mcpServers": {"a": {}}}', "MCP server 'a' needs either \"command\""),
+        ('{"mcpServers": {"a": {"command": "x", "url": "http://h/mcp"}}}', "'url' is not a key"),
+        ('{"mcpServers": {"a": {"command": "x", "arg": ["y"]}}}', "unknown key 'arg'"),
+        ('{"mcpServers": {"a": {"command": "x", "args": "y"}}}', "'args' must be a list"),
+        ('{"mcpServers": {"a": {"url": "ftp://h"}}}', "not an http:// or https:// URL"),
+        ('{"mcpServers": {"a": {"type": "sse", "url": "http://h/sse"}}}', "SSE transport"),
+        ('{"mcpServers": {"a b": {"command": "x"}}}', "MCP server name 'a b' must be"),
+        ('{"mcpServers": {"a": {"command": "${NOPE}"}}}', "${NOPE} is not set"),
+        ('{"mcpServers": {"a": {"command": "x", "max_attempts": 0}}}', "at least 1"),
+    ],
+)
+def test_a_bad_config_file_is_refused_saying_where(
+    tmp_path: Path, document: str, message: str
+) -> None:
+    path = tmp_path / "mcp.json"
+    path.write_text(document)
+    with pytest.raises(McpConfigError, match=r"^MCP config .*mcp\.json: ") as caught:
+        load_mcp_config(path, {})
+    assert message in str(caught.value)
+
+
+def test_onward_worker_reads_the_flag_or_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.json"
+    good.write_text('{"mcpServers": {"calc": {"command": "python3"}}}')
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"mcpServers": {"calc": {"command": "python3", "url": "http://h"}}}')
+
+    from_variable, _ = parse_args([], {"ONWARD_MCP_CONFIG": str(good)})
+    from_flag, _ = parse_args(["--mcp-config", str(good)], {"ONWARD_MCP_CONFIG": str(bad)})
+    assert [server.name for server in from_variable.mcp_servers] == ["calc"]
+    assert from_flag.mcp_servers == from_variable.mcp_servers  # the flag wins
+    assert parse_args([], {})[0].mcp_servers == ()
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--mcp-config", str(bad)], {})
+    assert exited.value.code == 2
+    assert "bad.json: MCP server 'calc'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# Sessions: tools listed at start, refusals naming the server
+# ---------------------------------------------------------------------------
+
+
+async def test_a_servers_tools_are_offered_with_its_schema_and_description() -> None:
+    async with McpServers([stdio()]) as tools:
+        specs = {item.name: item.spec() for item in tools}
+    assert sorted(specs) == ["calc_add", "calc_divide", "calc_pid", "calc_secret"]
+    add = specs["calc_add"]
+    assert add.description.startswith("Add two whole numbers.")
+    assert add.parameters["properties"]["a"]["type"] == "integer"
+    assert add.parameters["required"] == ["a", "b"]
+    assert add.uses_workspace is False
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        (
+            McpServerConfig(name="gone", command="onward-no-such-mcp-server"),
+            "MCP server 'gone' (onward-no-such-mcp-server): cannot connect: FileNotFoundError",
+        ),
+        (
+            McpServerConfig(name="quits", command=sys.executable, args=("-c", "pass")),
+            "MCP server 'quits' (",
+        ),
+        (
+            McpServerConfig(name="closed", url="http://127.0.0.1:9/mcp"),
+            "MCP server 'closed' (http://127.0.0.1:9/mcp): cannot connect: ConnectError",
+        ),
+    ],
+)
+async def test_a_server_that_cannot_be_reached_stops_the_start_naming_it(
+    server: McpServerConfig, message: str
+) -> None:
+    servers = McpServers([stdio(), server])
+    with pytest.raises(McpServerError) as caught:
+        async with servers:
+            pass
+    assert str(caught.value).startswith(message)
+
+
+async def test_a_tool_name_no_model_api_takes_is_refused() -> None:
+    with pytest.raises(McpServerError) as caught:
+        async with McpServers([stdio(MCP_TEST_BAD_NAME="1")]):
+            pass
+    assert "its tool 'read.file' would be offered as 'calc_read.file', which model APIs refuse" in (
+        str(caught.value)
+    )
+    long_name = "x" * 60
+    # calc_add fits in 64 characters as xxx..._add; xxx..._divide does not
+    with pytest.raises(McpServerError, match=f"would be offered as '{long_name}_divide'"):
+        async with McpServers([stdio(long_name)]):
+            pass
+
+
+async def test_onward_worker_with_an_unreachable_server_exits_naming_it(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text('{"mcpServers": {"weather": {"url": "http://127.0.0.1:9/mcp"}}}')
+    env = {
+        "ONWARD_MCP_CONFIG": str(config),
+        "ONWARD_STORE": str(tmp_path / "store"),
+        "ONWARD_PAYLOADS": str(tmp_path / "payloads"),
+        "TEMPORAL_ADDRESS": "127.0.0.1:9",  # never reached: the MCP server is checked first
+    }
+    done = await run_onward("worker", env=env, cwd=tmp_path, timeout_s=30)
+    assert done.code == 2, done.stderr
+    assert done.stderr.strip().endswith(
+        "onward worker: MCP server 'weather' (http://127.0.0.1:9/mcp): cannot connect: "
+        "ConnectError: All connection attempts failed"
+    )
+
+
+async def test_an_mcp_tool_named_like_another_tool_is_refused_naming_both() -> None:
+    @tool(name="calc_add")
+    def add(a: int, b: int) -> str:
+        """A user tool of the same name."""
+        return str(a + b)
+
+    plugin = OnwardPlugin(tools=[add], mcp_servers=[stdio()], providers={})
+    clash = r"named 'calc_add': one from .*, one from MCP server 'calc'"
+    with pytest.raises(ToolLoadError, match=clash):
+        async with plugin.mcp_sessions():
+            pass
+
+
+def test_a_result_is_its_text_blocks_with_other_blocks_named() -> None:
+    result = mcp_types.CallToolResult(
+        content=[
+            mcp_types.TextContent(text="first"),
+            mcp_types.ImageContent(data="aGk=", mime_type="image/png"),
+            mcp_types.EmbeddedResource(
+                resource=mcp_types.TextResourceContents(uri="file:///a.txt", text="inside")
+            ),
+            mcp_types.ResourceLink(uri="file:///b.bin", name="b"),
+            mcp_types.TextContent(text="last"),
+        ]
+    )
+    assert result_text(result).split("\n") == [
+        "first",
+        "[image (image/png)]",
+        "inside",
+        "[resource link file:///b.bin]",
+        "last",
+    ]
+    structured = mcp_types.CallToolResult(content=[], structured_content={"temp": 18})
+    assert result_text(structured) == '{"temp": 18}'
+
+
+# ---------------------------------------------------------------------------
+# Runs calling MCP tools
+# ---------------------------------------------------------------------------
+
+
+async def test_a_run_calls_a_stdio_servers_tools_and_hears_its_errors(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    script = [
+        calls(("calc_add", {"a": 2, "b": 40}), ("calc_secret", {})),
+        calls(("calc_divide", {"a": 1, "b": 0}), ("calc_add", {"a": "two"})),
+        {"text": "done"},
+    ]
+    tools = ["calc_add", "calc_divide", "calc_secret"]
+    server = stdio(MCP_TEST_SECRET="from the config")
+    async with mcp_worker(client, tmp_path, search_attribute_names, [server]) as worker:
+        result = await worker.run({"prompt": "sum", "tools": tools, "script": script})
+        with pytest.raises(WorkflowFailureError) as refused:
+            await worker.run({"prompt": "x", "tools": ["calc_nosuch"], "script": script})
+
+    assert result.status == "completed", result.reason
+    first, second, _ = result.steps
+    assert [(call.result, call.error) for call in first.tool_calls] == [
+        ("42", None),
+        ("from the config", None),
+    ]
+    divided, mistyped = second.tool_calls
+    assert divided.error == "Error executing tool divide: cannot divide by zero"
+    assert mistyped.error is not None and "validation error" in mistyped.error
+    assert result.output == "done"
+    # A tool the server does not have is refused at the start, as any unknown tool is.
+    refusal = str(refused.value.cause)
+    assert "calc_nosuch" in refusal and "calc_add" in refusal, refusal
+
+
+async def test_a_killed_server_is_started_again_for_the_next_call(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    script = [calls(("calc_pid", {})), {"text": "done"}]
+    async with mcp_worker(client, tmp_path, search_attribute_names, [stdio()]) as worker:
+        before = await worker.run({"prompt": "pid", "tools": ["calc_pid"], "script": script})
+        first_pid = int(before.steps[0].tool_calls[0].result or "0")
+        os.kill(first_pid, signal.SIGKILL)
+        handle = await worker.start({"prompt": "pid", "tools": ["calc_pid"], "script": script})
+        after = await handle.result()
+        attempts = [
+            event.activity_task_started_event_attributes.attempt
+            async for event in handle.fetch_history_events()
+            if event.HasField("activity_task_started_event_attributes")
+        ]
+
+    assert after.status == "completed", after.reason
+    # The call's last attempt was its second (history records the last one's start):
+    # the first found the session closed, the retry opened a new one.
+    assert 2 in attempts, attempts
+    call = after.steps[0].tool_calls[0]
+    assert call.error is None
+    assert call.result is not None and int(call.result) != first_pid
+
+
+async def test_a_run_calls_a_streamable_http_servers_tools_with_its_headers(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    async with serving(http_app(token="t0ken")) as base:
+        config = tmp_path / "mcp.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "mcpServers": {
+                        "remote": {
+                            "url": f"{base}/mcp",
+                            "headers": {"Authorization": "Bearer ${REMOTE_TOKEN}"},
+                        }
+                    }
+                }
+            )
+        )
+        servers = load_mcp_config(config, {"REMOTE_TOKEN": "t0ken"})
+        script = [calls(("remote_add", {"a": 1, "b": 2})), {"text": "done"}]
+        async with mcp_worker(client, tmp_path, search_attribute_names, servers) as worker:
+            result = await worker.run({"prompt": "add", "tools": ["remote_add"], "script": script})
+
+        wrong = load_mcp_config(config, {"REMOTE_TOKEN": "wrong"})
+        with pytest.raises(McpServerError, match=r"^MCP server 'remote' .*: cannot connect: "):
+            async with McpServers(wrong):
+                pass
+
+    assert result.status == "completed", result.reason
+    assert result.steps[0].tool_calls[0].result == "3"
