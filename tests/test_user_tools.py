@@ -588,6 +588,19 @@ async def test_user_tools_in_an_agent_run(
     assert result.usage.tool_calls == 6
 
 
+async def test_an_uncached_result_is_imported_where_the_readme_says() -> None:
+    import onward.activities.tools as tools
+
+    assert set(tools.__all__) <= set(vars(tools))  # every exported name is there
+
+    @tool
+    def outage() -> str:
+        """A page that must not be reused."""
+        return tools.UncachedResult("503: try later")
+
+    assert (await execute(ToolRegistry.of([outage]), "outage")).content == "503: try later"
+
+
 class _Opaque:
     """A type pydantic cannot describe in JSON schema."""
 

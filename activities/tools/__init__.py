@@ -12,6 +12,7 @@ worker starts (:mod:`.mcp_config`, :mod:`.mcp_servers`).
 from __future__ import annotations
 
 from onward.activities.tools.calculator import calculator
+from onward.activities.tools.context import UncachedResult
 from onward.activities.tools.http_fetch import make_http_fetch
 from onward.activities.tools.loading import (
     ENTRY_POINT_GROUP,
