@@ -74,4 +74,7 @@ def http_app(token: str) -> ASGIApp:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
+    if os.environ.get("MCP_TEST_PID_FILE"):  # for a test that cannot ask (it is not the client)
+        with open(os.environ["MCP_TEST_PID_FILE"], "w") as pid_file:
+            pid_file.write(str(os.getpid()))
     server.run()

@@ -6,6 +6,7 @@ child process, and over streamable HTTP with uvicorn on a loopback port.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,16 +23,22 @@ from mcp_server import http_app
 from temporalio.client import Client, WorkflowFailureError
 
 from api_server import serving
-from conftest import RunningWorker, run_onward
+from conftest import RunningWorker, run_onward, spawn_onward
 from onward.activities.tools import (
     McpConfigError,
     McpServerConfig,
+    ToolContext,
     ToolLoadError,
     load_mcp_config,
     parse_mcp_config,
     tool,
 )
-from onward.activities.tools.mcp_servers import McpServerError, McpServers, result_text
+from onward.activities.tools.mcp_servers import (
+    McpArguments,
+    McpServerError,
+    McpServers,
+    result_text,
+)
 from onward.plugin import OnwardPlugin
 from onward.worker import WorkerSettings, build_worker, parse_args
 
@@ -163,8 +170,18 @@ def test_onward_worker_reads_the_flag_or_the_variable(
 
 
 async def test_a_servers_tools_are_offered_with_its_schema_and_description() -> None:
-    async with McpServers([stdio()]) as tools:
+    servers = McpServers([stdio()])
+    async with servers as tools:
         specs = {item.name: item.spec() for item in tools}
+        async with servers:  # a second worker sharing the plugin: the same session
+            [pid] = [item for item in tools if item.name == "calc_pid"]
+            context = ToolContext(idempotency_key="k", call_id="c", workspace=Path())
+            call = pid.fn(McpArguments(), context)
+            assert not isinstance(call, str)  # an async function
+            server_pid = int(await call)
+        os.kill(server_pid, 0)  # still running: one holder left
+    with pytest.raises(ProcessLookupError):  # the last to leave ended the process
+        os.kill(server_pid, 0)
     assert sorted(specs) == ["calc_add", "calc_divide", "calc_pid", "calc_secret"]
     add = specs["calc_add"]
     assert add.description.startswith("Add two whole numbers.")
@@ -270,6 +287,53 @@ def test_a_result_is_its_text_blocks_with_other_blocks_named() -> None:
 # ---------------------------------------------------------------------------
 # Runs calling MCP tools
 # ---------------------------------------------------------------------------
+
+
+async def test_onward_worker_offers_the_tools_and_ends_the_server_when_it_stops(
+    client: Client, address: str, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "server.pid"
+    config = tmp_path / "mcp.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "calc": {
+                        "command": sys.executable,
+                        "args": [SERVER],
+                        "env": {"MCP_TEST_PID_FILE": "${PID_FILE}"},
+                    }
+                }
+            }
+        )
+    )
+    queue = f"mcp-{uuid.uuid4().hex[:8]}"
+    env = {
+        "TEMPORAL_ADDRESS": address,
+        "ONWARD_TASK_QUEUE": queue,
+        "ONWARD_STORE": str(tmp_path / "store"),
+        "ONWARD_WORKSPACE": str(tmp_path / "workspace"),
+        "PID_FILE": str(pid_file),
+    }
+    worker = await spawn_onward("worker", "--mcp-config", str(config), env=env, cwd=tmp_path)
+    try:
+        assert worker.stdout is not None
+        line = await asyncio.wait_for(worker.stdout.readline(), 60)
+        assert b"onward worker ready" in line, line
+        script = [calls(("calc_add", {"a": 20, "b": 22})), {"text": "done"}]
+        result = await RunningWorker(client, queue, tmp_path).run(
+            {"prompt": "add", "tools": ["calc_add"], "script": script}
+        )
+        assert result.steps[0].tool_calls[0].result == "42"
+        server_pid = int(pid_file.read_text())
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(worker.communicate(), 30)
+    assert worker.returncode == 0, err.decode()[-2000:]
+
+    # Ended by the worker as it stopped (waited for), not left to notice its stdin closed.
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
 
 
 async def test_a_run_calls_a_stdio_servers_tools_and_hears_its_errors(
