@@ -19,7 +19,7 @@ from typing import Any
 
 import mcp_types
 import pytest
-from mcp_server import http_app
+from mcp_server import HttpApp
 from temporalio.client import Client, WorkflowFailureError
 
 from api_server import serving
@@ -35,10 +35,12 @@ from onward.activities.tools import (
 )
 from onward.activities.tools.mcp_servers import (
     McpArguments,
+    McpConnection,
     McpServerError,
     McpServers,
     result_text,
 )
+from onward.errors import ToolRetryableError
 from onward.plugin import OnwardPlugin
 from onward.worker import WorkerSettings, build_worker, parse_args
 
@@ -116,6 +118,13 @@ def test_the_readmes_example_config_is_read() -> None:
 
     assert files.command == "npx" and files.args[-1] == "/srv/docs"
     assert search.headers == {"Authorization": "Bearer s3cret"}
+
+
+def test_a_server_is_named_in_messages_without_what_may_be_secret() -> None:
+    command = McpServerConfig(name="a", command="srv", args=("--key", "s3cret"))
+    url = McpServerConfig(name="b", url="https://user:s3cret@h.example:8443/mcp?key=s3cret#x")
+    assert command.where == "MCP server 'a' (srv ...)"
+    assert url.where == "MCP server 'b' (https://h.example:8443/mcp)"
 
 
 @pytest.mark.parametrize(
@@ -394,7 +403,7 @@ async def test_a_killed_server_is_started_again_for_the_next_call(
 async def test_a_run_calls_a_streamable_http_servers_tools_with_its_headers(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
-    async with serving(http_app(token="t0ken")) as base:
+    async with serving(HttpApp(token="t0ken")) as base:
         config = tmp_path / "mcp.json"
         config.write_text(
             json.dumps(
@@ -414,9 +423,27 @@ async def test_a_run_calls_a_streamable_http_servers_tools_with_its_headers(
             result = await worker.run({"prompt": "add", "tools": ["remote_add"], "script": script})
 
         wrong = load_mcp_config(config, {"REMOTE_TOKEN": "wrong"})
-        with pytest.raises(McpServerError, match=r"^MCP server 'remote' .*: cannot connect: "):
+        refused = r"^MCP server 'remote' .*: cannot connect: .*\(HTTP 401\)$"
+        with pytest.raises(McpServerError, match=refused):
             async with McpServers(wrong):
                 pass
 
     assert result.status == "completed", result.reason
     assert result.steps[0].tool_calls[0].result == "3"
+
+
+async def test_a_session_a_pre_2026_http_server_forgot_is_opened_again() -> None:
+    app = HttpApp(token="t", legacy=True)
+    async with serving(app) as base:
+        headers = {"Authorization": "Bearer t"}
+        server = McpServerConfig(name="old", url=f"{base}/mcp", headers=headers)
+        connection = McpConnection(server)
+        try:
+            assert await connection.call("add", {"a": 1, "b": 2}) == "3"
+            assert (await connection.session()).protocol_version < "2026"  # a session id
+            app.forget_sessions()  # as after the server's restart
+            with pytest.raises(ToolRetryableError, match="the session ended during the call"):
+                await connection.call("add", {"a": 1, "b": 2})
+            assert await connection.call("add", {"a": 2, "b": 2}) == "4"  # the retry
+        finally:
+            await connection.close()

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from onward.activities.tools.registry import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT_S
 from onward.errors import SettingsError
@@ -101,10 +102,16 @@ class McpServerConfig:
 
     @property
     def where(self) -> str:
-        """The server as a person recognises it, for messages (no headers or env)."""
+        """The server as a person recognises it, for messages and logs.
+
+        Without what may hold a secret taken from the environment: headers, env,
+        arguments, and a URL's user, query and fragment.
+        """
         if self.url is not None:
-            return f"MCP server {self.name!r} ({self.url})"
-        return f"MCP server {self.name!r} ({' '.join([str(self.command), *self.args])})"
+            parts = urlsplit(self.url)
+            url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+            return f"MCP server {self.name!r} ({url})"
+        return f"MCP server {self.name!r} ({self.command}{' ...' if self.args else ''})"
 
 
 def load_mcp_config(path: Path, environ: Mapping[str, str]) -> list[McpServerConfig]:

@@ -26,7 +26,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -94,6 +94,7 @@ class McpConnection:
         self._client: Client | None = None
         self._closing: asyncio.Event | None = None
         self._holder: asyncio.Task[None] | None = None
+        self._http: _HttpTransport | None = None
         self._opening: asyncio.Lock | None = None
 
     async def session(self) -> Client:
@@ -107,9 +108,12 @@ class McpConnection:
         async with self._opening:  # calls at once while a session drops open one, not several
             if self._client is not None:
                 return self._client
+            target = _target(self.config)
             ready: asyncio.Future[Client] = asyncio.get_running_loop().create_future()
             closing = asyncio.Event()
-            holder = asyncio.create_task(self._hold(ready, closing), name=f"mcp:{self.config.name}")
+            holder = asyncio.create_task(
+                self._hold(target, ready, closing), name=f"mcp:{self.config.name}"
+            )
             try:
                 client = await asyncio.wait_for(asyncio.shield(ready), self._connect_timeout_s)
             except TimeoutError:
@@ -122,8 +126,11 @@ class McpConnection:
             except Exception as err:
                 await asyncio.gather(holder, return_exceptions=True)
                 reason = _reason(err)
+                if isinstance(target, _HttpTransport) and target.error_status is not None:
+                    reason += f" (HTTP {target.error_status})"  # the SDK's message has none
                 raise McpServerError(f"{self.config.where}: cannot connect: {reason}") from err
             self._client, self._closing, self._holder = client, closing, holder
+            self._http = target if isinstance(target, _HttpTransport) else None
             return client
 
     async def list_tools(self) -> list[mcp_types.Tool]:
@@ -162,12 +169,14 @@ class McpConnection:
         try:
             result = await client.call_tool(tool, arguments)
         except MCPError as err:
-            if err.code != mcp_types.CONNECTION_CLOSED:
-                raise ToolError(f"MCP server {name!r} refused the call: {err.message}") from err
-            await self._drop(client)
-            raise ToolRetryableError(
-                f"MCP server {name!r}: the connection closed during the call; reconnecting"
-            ) from err
+            http = self._http if self._client is client else None
+            if err.code == mcp_types.CONNECTION_CLOSED or (http is not None and http.ended):
+                await self._drop(client)
+                raise ToolRetryableError(
+                    f"MCP server {name!r}: the session ended during the call ({err.message}); "
+                    "reconnecting"
+                ) from err
+            raise ToolError(f"MCP server {name!r} refused the call: {err.message}") from err
         except _CONNECTION_LOST as err:
             await self._drop(client)
             raise ToolRetryableError(
@@ -189,7 +198,7 @@ class McpConnection:
         if self._client is not client:
             return  # another call dropped it already
         closing, holder = self._closing, self._holder
-        self._client = self._closing = self._holder = None
+        self._client = self._closing = self._holder = self._http = None
         assert closing is not None and holder is not None
         closing.set()
         try:
@@ -200,11 +209,14 @@ class McpConnection:
         except Exception:  # noqa: BLE001 - a broken session's exit is logged by _hold
             pass
 
-    async def _hold(self, ready: asyncio.Future[Client], closing: asyncio.Event) -> None:
+    async def _hold(
+        self, target: Any, ready: asyncio.Future[Client], closing: asyncio.Event
+    ) -> None:
         """Open the session, hand it over, and keep it until ``closing`` (in this one task)."""
         client: Client | None = None
         try:
-            async with _client(self.config) as entered:
+            # No response cache: the tools are listed once, and results are never reused.
+            async with Client(target, cache=None) as entered:
                 client = entered
                 ready.set_result(entered)
                 await closing.wait()
@@ -219,29 +231,41 @@ class McpConnection:
         finally:
             if client is not None and self._client is client:
                 # Ended by itself (its transport failed): the next call opens another.
-                self._client = self._closing = self._holder = None
+                self._client = self._closing = self._holder = self._http = None
 
 
-def _client(config: McpServerConfig) -> Client:
-    """An SDK client for ``config`` (not yet entered)."""
+def _target(config: McpServerConfig) -> StdioServerParameters | _HttpTransport:
+    """What the SDK's client connects to for ``config``."""
     if config.command is not None:
-        target: Any = StdioServerParameters(
+        return StdioServerParameters(
             command=config.command, args=list(config.args), env=dict(config.env), cwd=config.cwd
         )
-    else:
-        assert config.url is not None
-        http = create_mcp_http_client(headers=dict(config.headers))
-        target = _HttpTransport(config.url, http)
-    # No response cache: the tool list is read once, and a call's result never is cached here.
-    return Client(target, cache=None)
+    assert config.url is not None
+    return _HttpTransport(config.url, config.headers)
 
 
 class _HttpTransport:
-    """``streamable_http_client`` with the configured headers, closing its HTTP client too."""
+    """``streamable_http_client`` with the configured headers, noting the HTTP errors it gets.
 
-    def __init__(self, url: str, http: httpx2.AsyncClient) -> None:
-        self._http = http
-        self._streams = streamable_http_client(url, http_client=http)
+    The SDK turns an error status into a JSON-RPC error without the status. Two
+    matter here: any status, to say why a connection was refused (a 401 of a
+    wrong key), and a 404 to a request in a session, by which a server of the
+    session-based (pre-2026) protocol says it no longer has the session (it
+    restarted): the spec's answer is a new session.
+    """
+
+    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+        self.error_status: int | None = None
+        self.ended = False
+        self._http = create_mcp_http_client(headers=dict(headers))
+        self._http.event_hooks["response"].append(self._note)
+        self._streams = streamable_http_client(url, http_client=self._http)
+
+    async def _note(self, response: httpx2.Response) -> None:
+        if response.status_code >= 400:
+            self.error_status = response.status_code
+        if response.status_code == 404 and "mcp-session-id" in response.request.headers:
+            self.ended = True
 
     async def __aenter__(self) -> Any:
         await self._http.__aenter__()
