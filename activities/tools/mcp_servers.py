@@ -166,10 +166,10 @@ class McpConnection:
             client = await self.session()
         except McpServerError as err:
             raise ToolRetryableError(str(err)) from err
+        http = self._http  # the session's own: another call may replace it meanwhile
         try:
             result = await client.call_tool(tool, arguments)
         except MCPError as err:
-            http = self._http if self._client is client else None
             if err.code == mcp_types.CONNECTION_CLOSED or (http is not None and http.ended):
                 await self._drop(client)
                 raise ToolRetryableError(
@@ -362,9 +362,15 @@ class McpServers:
         async with self._lock:
             if self._entered == 0:
                 try:
-                    listings = await asyncio.gather(
-                        *(connection.list_tools() for connection in self._connections)
+                    # Every server is waited for, so none is left opening when they close.
+                    listed = await asyncio.gather(
+                        *(connection.list_tools() for connection in self._connections),
+                        return_exceptions=True,
                     )
+                    for failure in listed:
+                        if isinstance(failure, BaseException):
+                            raise failure
+                    listings = [item for item in listed if not isinstance(item, BaseException)]
                     if self._tools is None:
                         self._tools = [
                             _mcp_tool(connection, listed)
