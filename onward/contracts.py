@@ -439,7 +439,7 @@ class AgentInput(_Strict):
     fallback_models: list[str] | None = Field(
         default=None,
         max_length=MAX_FALLBACK_MODELS,
-        exclude_if=lambda value: value is None,
+        exclude_if=lambda value: not value,  # none given: as before the field existed
         description="models tried in turn when a model call fails for the provider's "
         "sake (after its retries): the run goes on with the first that answers, for "
         "its remaining steps",
@@ -851,7 +851,7 @@ class WorkerDescriptionRequest(BaseModel):
     )
     fallback_models: list[str] | None = Field(
         default=None,
-        exclude_if=lambda value: value is None,
+        exclude_if=lambda value: not value,
         description="the run's fallback models, to report their context windows",
     )
 
@@ -1346,7 +1346,7 @@ class SessionInput(_Strict):
     fallback_models: list[str] | None = Field(
         default=None,
         max_length=MAX_FALLBACK_MODELS,
-        exclude_if=lambda value: value is None,
+        exclude_if=lambda value: not value,
         description="as AgentInput's: each message's run begins with ``model`` again",
     )
     script: list[ScriptTurn] | None = Field(

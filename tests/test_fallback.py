@@ -32,6 +32,7 @@ from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
 from onward.starter.api.events import EventTranslator
+from onward.starter.api.models import RunRequest
 from onward.starter.follow import history_status
 from onward.starter.history import reconstruct
 from onward.starter.render import step_lines
@@ -250,6 +251,18 @@ def test_sub_agents_and_session_messages_keep_the_fallbacks() -> None:
     assert message_input(session, "hi", RunUsage()).fallback_models == [CLAUDE]
     # Left out of inputs without them: a worker of the last release takes them as before.
     assert "fallback_models" not in AgentInput(prompt="p").model_dump(mode="json")
+
+
+def test_an_empty_list_of_fallbacks_is_left_out_as_none_is() -> None:
+    """``"fallback_models": []`` (a client that sends every list it has) asks for no
+    fallback: left out of the workflow's input, so a worker of the last release (which
+    refuses a field it does not know) takes the run, and the same request retried without
+    the field is the same request (its idempotency digest)."""
+    for given in (AgentInput(prompt="p", fallback_models=[]), SessionInput(fallback_models=[])):
+        assert "fallback_models" not in given.model_dump(mode="json")
+    message = message_input(SessionInput(fallback_models=[]), "hi", RunUsage())
+    assert "fallback_models" not in message.model_dump(mode="json")
+    assert RunRequest(prompt="p", fallback_models=[]).digest() == RunRequest(prompt="p").digest()
 
 
 async def test_the_cli_names_the_flag_of_a_bad_fallback() -> None:
