@@ -215,6 +215,46 @@ async def test_a_failure_that_is_not_the_providers_does_not_fall_back(
     assert (len(openai.requests), len(anthropic.requests)) == (0, 0)
 
 
+async def test_a_fallback_without_a_price_under_a_cost_budget_keeps_the_outage_in_the_log(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The worker refuses the fallback's call (no price, and the run keeps a cost budget):
+    the run ends as before, but the model that failed first was asked, and its failure is
+    the run's to show (steps, trace, report), as when the fallback's provider fails too.
+    The log said nothing of it: only the fallback's missing price, in the reason."""
+    unpriced = "anthropic:claude-unpriced"
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(Reply(401, {"error": {"message": "bad key"}}))
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            handle = await worker.start(
+                {
+                    "prompt": "hi",
+                    "model": OPENAI,
+                    "fallback_models": [unpriced],
+                    "budget": {"max_cost_usd": 1},
+                }
+            )
+            result = await handle.result()
+            history = reconstruct([event async for event in handle.fetch_history_events()])
+            trace = trace_of(await handle.describe(), history)
+    assert (result.status, result.limit) == ("budget_exceeded", "max_cost_usd")
+    assert anthropic.requests == []  # refused before it was asked
+    (step,) = result.steps
+    assert step.model == unpriced
+    assert step.error is not None and step.error.startswith(f"cost unknown ({unpriced} has no")
+    assert step.failed_models == [
+        f"{OPENAI}: openai: 401 Unauthorized: bad key (check OPENAI_API_KEY on the worker)"
+    ]
+    read = [s.record for s in history.steps]
+    assert [(s.step, s.model, s.failed_models, s.error) for s in read] == [
+        (s.step, s.model, s.failed_models, s.error) for s in result.steps
+    ]
+    now = datetime.now(UTC)
+    by_model = {m.name: m for m in aggregate([trace], now, now).models}
+    assert (by_model[OPENAI].calls, by_model[OPENAI].errors) == (1, 1)
+
+
 @pytest.mark.parametrize(
     ("fallbacks", "named"),
     [

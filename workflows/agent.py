@@ -1203,7 +1203,12 @@ class AgentWorkflow:
         try:
             response = handle.result()
         except ActivityError as err:
-            _end_if_unpriced(err)  # nothing was spent: no step to log
+            if self._failed_models and _refused_as(err, MODEL_NOT_PRICED):
+                # The fallback has no price: the models before it were asked and failed,
+                # which the log keeps (trace, report), as when a fallback's provider fails.
+                step.error, step.failed_models = _root_message(err), self._failed_models
+                self._step = step
+            _end_if_unpriced(err)  # else nothing was spent: no step to log
             if self._fall_back(err):
                 self._steered = step.steering + self._steered  # shown with the answer
                 await self._unpaused()  # the next model's call is a new call
