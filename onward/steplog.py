@@ -34,6 +34,7 @@ __all__ = [
     "idempotency_key",
     "interrupted",
     "legacy_limit",
+    "model_now",
     "not_run",
     "refused",
     "request_step",
@@ -57,6 +58,16 @@ _LEGACY_MODEL_FAILED = "model call failed: "
 def tool_call_id(step: int, index: int) -> str:
     """The id of the ``index``-th (from 1) tool call of ``step`` when the model gave none."""
     return f"call_{step}_{index}"
+
+
+def model_now(began_with: str | None, models: Sequence[str | None]) -> str | None:
+    """The model a run goes on with, from its steps' ``models`` in order: the last one's.
+
+    A run given ``fallback_models`` keeps the model that answered once its own failed,
+    so the model it ``began_with`` (its input's) is where it began, not where it is or
+    ended; its ``status`` query, ``onward status`` and ``onward trace`` name this one.
+    """
+    return next((model for model in reversed(models) if model is not None), began_with)
 
 
 def with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:

@@ -36,11 +36,11 @@ from temporalio.exceptions import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from onward import search_attributes as sa
+from onward import steplog
 from onward.connection import DATA_CONVERTER, task_failing, unanswered
 from onward.contracts import (
     FINAL_STATES,
     SESSION_WORKFLOW,
-    AgentInput,
     AgentResult,
     AgentState,
     AgentStatus,
@@ -233,21 +233,9 @@ def history_status(execution: WorkflowExecution, history: RunHistory) -> AgentSt
         budget=history.budget or (agent.budget if agent else Budget()),  # as extended
         last_step=records[-1] if records else None,
         reason=reason,
-        model=_model_now(agent, records),
+        model=steplog.model_now(agent.model if agent else None, [r.model for r in records]),
         limit=result.limit if result is not None else None,
     )
-
-
-def _model_now(agent: AgentInput | None, records: list[StepRecord]) -> str | None:
-    """The model the run goes on with, as its ``status`` query says: its last step's.
-
-    A run given ``fallback_models`` keeps the model that answered once its own failed,
-    so its input's ``model`` is where it began, not where it is (or ended).
-    """
-    for record in reversed(records):
-        if record.model is not None:
-            return record.model
-    return agent.model if agent else None
 
 
 def session_status(execution: WorkflowExecution, history: SessionHistory) -> AgentStatus:

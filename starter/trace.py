@@ -125,7 +125,11 @@ class Trace(BaseModel):
     run_id: str | None = None
     status: str
     source: StepSource
-    model: str | None = None
+    model: str | None = Field(
+        default=None,
+        description="the model the run went on with: its last step's (after a fallback, "
+        "not the one it began with)",
+    )
     tenant: str | None = None
     delegation_depth: int = Field(
         default=0,
@@ -283,7 +287,7 @@ def build_trace(
         run_id=run_id,
         status=status,
         source=source,
-        model=agent.model if agent else None,
+        model=steplog.model_now(agent.model if agent else None, [s.model for s in traced]),
         tenant=agent.tenant if agent else None,
         delegation_depth=agent.delegation_depth if agent else 0,
         # A run continued as new began with its chain's first execution: the carried

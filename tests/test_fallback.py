@@ -111,6 +111,10 @@ async def test_a_failing_provider_hands_the_run_to_the_fallback_for_good(
     # `onward trace` shows the failed call where it ran, and `onward report` counts it as
     # its model's error: an outage is the failing model's, not hidden behind the fallback.
     trace = trace_of(description, history)
+    # `onward trace` names it too (its header, `model` in --json), as it does once the run
+    # has continued as new: it named the model the run began with until then.
+    assert trace.model == CLAUDE
+    assert trace_lines(trace)[0] == f"run {handle.id} · completed · model {CLAUDE}"
     (failed,) = trace.steps[1].failed_model_calls
     assert (failed.name, failed.state, failed.attempts) == (OPENAI, "failed", 2)
     assert trace.steps[1].failed_models == second.failed_models
