@@ -27,7 +27,14 @@ from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_wo
 
 from conftest import RunningWorker, eventually, run_onward
 from onward.activities.providers import close_providers, providers_from_env
-from onward.contracts import AgentInput, CancelRequest, RunUsage, SessionInput, SteerRequest
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    CancelRequest,
+    RunUsage,
+    SessionInput,
+    SteerRequest,
+)
 from onward.delegation import DelegateArgs, child_input
 from onward.errors import named_problem
 from onward.sessions import message_input
@@ -217,6 +224,69 @@ async def test_a_failure_that_is_not_the_providers_does_not_fall_back(
             )
     assert result.status == "budget_exceeded"
     assert (len(openai.requests), len(anthropic.requests)) == (0, 0)
+
+
+async def test_sub_agents_begin_on_the_model_their_parent_went_on_with(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A parent that fell back delegates on the fallback (its own model is down); a
+    sub-agent whose own model fails falls back itself, its parent going on with its own.
+    Each call is priced as its model's, and the parent's usage adds up the sub-agent's."""
+    unauthorized = Reply(401, {"error": {"message": "bad key"}})
+    delegate_call = ("delegate", {"prompt": "compute 6*7"})
+    async with FakeProvider(OPENAI_PATH) as openai, FakeProvider(ANTHROPIC_PATH) as anthropic:
+        openai.script(
+            unauthorized,  # the first parent's step 1: it goes on with Claude
+            openai_completion(None, [("call_1", *delegate_call)]),  # the second parent
+            unauthorized,  # the second parent's sub-agent
+            openai_completion("It is 42.", usage=(30, 4)),
+        )
+        anthropic.script(
+            anthropic_message(None, [("toolu_1", *delegate_call)]),
+            anthropic_message("42", usage=(20, 3)),  # the sub-agent, on Claude from its start
+            anthropic_message("It is 42.", usage=(40, 4)),
+            anthropic_message("42", usage=(20, 3)),  # the second parent's sub-agent
+        )
+        env = environ(openai, anthropic)
+        async with provider_worker(client, tmp_path, search_attribute_names, env) as worker:
+            runs = []
+            for _ in range(2):
+                handle = await worker.start(
+                    {
+                        "prompt": "What is 6*7?",
+                        "model": OPENAI,
+                        "fallback_models": [CLAUDE],
+                        "tools": ["delegate"],
+                        "settings": {"cache_prompt": False},
+                    }
+                )
+                parent = await handle.result()
+                child_id = parent.steps[0].tool_calls[0].child_id
+                assert child_id is not None
+                child = client.get_workflow_handle(child_id, result_type=AgentResult)
+                history = reconstruct([event async for event in child.fetch_history_events()])
+                given = history.input
+                assert given is not None
+                runs.append((parent, await child.result(), given))
+    (parent, child, given), (parent2, child2, given2) = runs
+    assert parent.status == child.status == "completed"
+    assert (given.model, given.fallback_models) == (CLAUDE, None)  # nothing left to fall to
+    assert [s.model for s in parent.steps] == [CLAUDE, CLAUDE]
+    assert [(s.model, s.failed_models) for s in child.steps] == [(CLAUDE, None)]
+    assert parent.usage.cost_usd == pytest.approx(
+        cost((10 + 40, 5 + 4), CLAUDE_HAIKU) + cost((20, 3), CLAUDE_HAIKU)
+    )
+    # The other way round: the sub-agent falls back, its parent keeps its own model.
+    assert parent2.status == child2.status == "completed"
+    assert (given2.model, given2.fallback_models) == (OPENAI, [CLAUDE])
+    assert [s.model for s in parent2.steps] == [OPENAI, OPENAI]
+    (step,) = child2.steps
+    assert step.model == CLAUDE and step.failed_models is not None
+    assert parent2.usage.cost_usd == pytest.approx(
+        cost((10 + 30, 5 + 4), GPT_4O_MINI) + cost((20, 3), CLAUDE_HAIKU)
+    )
+    assert parent2.usage.model_calls == 3
+    assert openai.pending == anthropic.pending == 0
 
 
 async def test_a_fallback_without_a_price_under_a_cost_budget_keeps_the_outage_in_the_log(
