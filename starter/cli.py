@@ -325,12 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json_option(artifacts, "the list")
 
-    budget = argparse.ArgumentParser(add_help=False)
-    _budget_options(budget)
+    shared = argparse.ArgumentParser(add_help=False)
+    _budget_options(shared)
+    _fallback_option(shared)
     add_schedule_parser(
         command("schedule", "agents that run periodically: create, list, show, pause, trigger..."),
         (common,),
-        budget,
+        shared,
     )
     # -- end longlived ----------------------------------------------------------------
 

@@ -24,19 +24,20 @@ __all__ = ["add_schedule_parser", "schedule", "schedule_lines"]
 def add_schedule_parser(
     parent: argparse.ArgumentParser,
     run_options: tuple[argparse.ArgumentParser, ...],
-    budget_options: argparse.ArgumentParser,
+    input_options: argparse.ArgumentParser,
 ) -> None:
     """The ``schedule`` sub-commands under ``parent`` (``onward schedule``).
 
     Args:
         parent: the ``schedule`` command's parser.
         run_options: parsers whose options every sub-command takes (connection).
-        budget_options: the run budget options, for ``create``.
+        input_options: the options ``create`` shares with ``onward run`` (the budget,
+            ``--fallback-model``).
     """
     sub = parent.add_subparsers(dest="schedule_action", metavar="ACTION", required=True)
     create = sub.add_parser(
         "create",
-        parents=[*run_options, budget_options],
+        parents=[*run_options, input_options],
         help="start an agent run at each time of a cron expression",
     )
     create.add_argument("--cron", required=True, help='e.g. "0 8 * * *" (08:00 UTC daily)')

@@ -24,9 +24,11 @@ from provider_servers import (
 )
 from temporalio.client import Client
 from test_providers_e2e import CLAUDE_HAIKU, GPT_4O_MINI, KEY, cost, provider_worker
+from test_schedules import YEARLY, finished_run
 
-from conftest import RunningWorker, eventually, run_onward
+from conftest import RunningWorker, eventually, run_onward, running_worker
 from onward.activities.providers import close_providers, providers_from_env
+from onward.client import OnwardClient
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -394,6 +396,44 @@ async def test_the_cli_names_the_flag_of_a_bad_fallback() -> None:
         "onward: invalid input: fallback_models.0 (--fallback-model): 'claude-3-5-haiku' "
         "names no provider; use 'anthropic:claude-3-5-haiku'"
     )
+
+
+async def test_onward_schedule_create_takes_fallback_models_as_onward_run_does(
+    client: Client, tmp_path: Path, search_attribute_names: list[str], address: str
+) -> None:
+    """`create` takes the options of `onward run`; --fallback-model was not one of them,
+    so the schedule check's rule (a first model without its key is no problem when the
+    runs go on with their fallbacks) could not be used from the command line."""
+    script = tmp_path / "script.json"
+    script.write_text('[{"text": "good morning"}]')
+    schedule_id = f"fallback-{uuid.uuid4().hex[:8]}"
+    providers = providers_from_env({})  # no OPENAI_API_KEY
+    try:
+        async with running_worker(
+            client, tmp_path / "ws", search_attribute_names, providers=providers
+        ) as keyless:
+            onward = OnwardClient(client, task_queue=keyless.task_queue)
+            await eventually(onward.has_worker)
+            env = {"TEMPORAL_ADDRESS": address, "ONWARD_TASK_QUEUE": keyless.task_queue}
+            created = await run_onward(
+                "schedule", "create", "--cron", YEARLY, "--prompt", "greet", "--id", schedule_id,
+                "--model", OPENAI, "--fallback-model", "scripted", "--script", str(script),
+                "--json", env=env,
+            )  # fmt: skip
+            assert created.code == 0, created.stderr
+            assert created.json() == {"schedule_id": schedule_id, "checked": True}
+            try:
+                row = await onward.schedule(schedule_id)
+                assert row.input is not None and row.input.fallback_models == ["scripted"]
+                await onward.schedule_trigger(schedule_id)
+                result = await onward.result(await finished_run(onward, schedule_id))
+            finally:
+                await onward.schedule_delete(schedule_id)
+    finally:
+        await close_providers(providers)
+    assert (result.status, result.output) == ("completed", "good morning")
+    (step,) = result.steps
+    assert step.model == "scripted" and step.failed_models is not None
 
 
 @pytest.mark.parametrize(
