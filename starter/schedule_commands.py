@@ -93,6 +93,8 @@ def schedule_lines(row: ScheduleRow, detailed: bool = False) -> list[str]:
     if detailed and row.input is not None:  # what each run is started with
         tools = row.input.tools
         lines.append(f"  tools:  {', '.join(tools) if tools is not None else '(the built-ins)'}")
+        if row.input.fallback_models:
+            lines.append(f"  fallback models: {', '.join(row.input.fallback_models)}")
         if row.input.tenant is not None:
             lines.append(f"  tenant: {row.input.tenant}")
         if row.input.memory_scope is not None:

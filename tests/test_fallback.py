@@ -425,6 +425,8 @@ async def test_onward_schedule_create_takes_fallback_models_as_onward_run_does(
             try:
                 row = await onward.schedule(schedule_id)
                 assert row.input is not None and row.input.fallback_models == ["scripted"]
+                shown = await run_onward("schedule", "show", schedule_id, env=env)
+                assert "  fallback models: scripted\n" in shown.stdout
                 await onward.schedule_trigger(schedule_id)
                 result = await onward.result(await finished_run(onward, schedule_id))
             finally:
