@@ -216,7 +216,8 @@ class ModelActivities:
             return
         message = (
             f"cost unknown ({model} has no price, and the run keeps a cost budget); "
-            "set a price with `pricing` or ONWARD_PRICING"
+            "set a price with the worker's ONWARD_PRICING (or the run's `pricing`, which "
+            "prices its first model only, not its fallbacks)"
         )
         activity.logger.warning("model call refused: %s", message)
         raise ApplicationError(

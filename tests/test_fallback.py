@@ -319,6 +319,8 @@ async def test_a_fallback_without_a_price_under_a_cost_budget_keeps_the_outage_i
     (step,) = result.steps
     assert step.model == unpriced
     assert step.error is not None and step.error.startswith(f"cost unknown ({unpriced} has no")
+    # The run's `pricing` does not price a fallback: the message points to what does.
+    assert "ONWARD_PRICING (or the run's `pricing`, which prices its first model" in step.error
     assert step.failed_models == [
         f"{OPENAI}: openai: 401 Unauthorized: bad key (check OPENAI_API_KEY on the worker)"
     ]
