@@ -29,6 +29,27 @@ CLOSE = "/close"
 """Close the session and leave ``onward chat``."""
 
 
+NEW_SESSION_FLAGS = {
+    "model": "--model",
+    "fallback_models": "--fallback-model",
+    "system": "--system",
+    "script": "--script",
+    "tools": "--tool",
+    "approve_tools": "--approve-tool",
+    "max_tokens": "--max-tokens",
+    "max_tool_calls": "--max-tool-calls",
+    "max_duration": "--max-duration",
+    "max_cost": "--max-cost",
+    "max_steps": "--max-steps",
+    "on_exceeded": "--on-exceeded",
+    "output_schema": "--output-schema",
+    "idle_timeout": "--idle-timeout",
+    "tenant": "--tenant",
+    "memory_scope": "--memory-scope",
+}
+"""``chat``'s flags that make a new session's input (each ``args`` name and its flag)."""
+
+
 def session_input(args: argparse.Namespace) -> SessionInput:
     """A new session's input from ``chat`` flags; :class:`InvalidInput` (exit 2) if invalid."""
     budget = budget_fields(args)
@@ -103,6 +124,9 @@ async def chat(client: OnwardClient, args: argparse.Namespace) -> int:
             raise SessionClosed(session_id)  # not "stays open" at the end of its input
         status = await client.session_status(session_id)
         note(f"session {session_id} · {status.turns or 0} message(s) so far")
+        given = [flag for name, flag in NEW_SESSION_FLAGS.items() if getattr(args, name, None)]
+        if given:  # `chat ID --model X` read as switching the model, and did nothing
+            note(f"{', '.join(given)}: a new session's settings; {session_id} keeps its own")
     interactive = sys.stdin.isatty()
     loop = asyncio.get_running_loop()
     while True:

@@ -100,9 +100,11 @@ async def test_chat_send_and_close_through_the_cli(
     plain = await run_onward("send", session_id, "no key", "--json", env=env)  # past the script
     assert plain.code == 0 and plain.json()["number"] == 4, plain.stderr
 
-    code, out, err = await chat(env, session_id, lines="/close\n")
+    code, out, err = await chat(env, session_id, "--model", "openai:gpt-4o", lines="/close\n")
     assert code == 0, err
     assert "4 message(s) so far" in err
+    # A new session's settings do not change this one: said, not silently dropped.
+    assert f"--model: a new session's settings; {session_id} keeps its own" in err
     result = await OnwardClient(client, task_queue=worker.task_queue).session_result(session_id)
     assert result.turns == 4
 
