@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -447,3 +448,19 @@ async def test_a_session_a_pre_2026_http_server_forgot_is_opened_again() -> None
             assert await connection.call("add", {"a": 2, "b": 2}) == "4"  # the retry
         finally:
             await connection.close()
+
+
+async def test_a_url_query_with_a_key_stays_out_of_the_workers_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)  # onward worker's level
+    async with serving(HttpApp(token="t")) as base:
+        headers = {"Authorization": "Bearer t"}
+        server = McpServerConfig(name="q", url=f"{base}/mcp?key=s3cret-key", headers=headers)
+        connection = McpConnection(server)
+        try:
+            assert await connection.call("add", {"a": 1, "b": 2}) == "3"
+        finally:
+            await connection.close()
+    # The SDK's HTTP client logs each request's URL at INFO: not with its query.
+    assert "s3cret-key" not in caplog.text

@@ -69,6 +69,13 @@ _CONNECTION_LOST = (
 
 log = logging.getLogger("onward.mcp")
 
+# The SDK's HTTP client logs every request at INFO with its URL, whose query may hold a
+# key from the worker's environment (``?key=${KEY}``; ``where`` leaves it out for that):
+# a line a call, so left to WARNING and above unless the application set a level.
+_http_log = logging.getLogger("httpx2")
+if _http_log.level == logging.NOTSET:
+    _http_log.setLevel(logging.WARNING)
+
 
 class McpServerError(ToolLoadError):
     """An MCP server cannot be reached at start, or its tools cannot be offered."""
