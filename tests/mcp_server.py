@@ -2,7 +2,8 @@
 
 ``python tests/mcp_server.py`` serves it on stdin/stdout; :class:`HttpApp` is the
 same server as a streamable HTTP app (the tests run it with uvicorn on loopback).
-``MCP_TEST_BAD_NAME=1`` adds a tool whose name no model API takes.
+``MCP_TEST_BAD_NAME=1`` adds a tool whose name no model API takes;
+``MCP_TEST_SLOW_START=S`` waits S seconds before answering the handshake.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -128,4 +130,5 @@ if __name__ == "__main__":
     if os.environ.get("MCP_TEST_PID_FILE"):  # for a test that cannot ask (it is not the client)
         with open(os.environ["MCP_TEST_PID_FILE"], "w") as pid_file:
             pid_file.write(str(os.getpid()))
+    time.sleep(float(os.environ.get("MCP_TEST_SLOW_START", "0")))  # as npx fetching a package
     server.run()

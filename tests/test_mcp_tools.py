@@ -346,6 +346,35 @@ async def test_onward_worker_offers_the_tools_and_ends_the_server_when_it_stops(
         os.kill(server_pid, 0)
 
 
+async def test_a_call_given_up_while_its_session_opens_leaves_no_server_running(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "server.pid"
+    server = stdio(MCP_TEST_PID_FILE=str(pid_file), MCP_TEST_SLOW_START="3")
+    connection = McpConnection(server)
+    try:
+        call = asyncio.create_task(connection.call("add", {"a": 1, "b": 2}))
+        async with asyncio.timeout(20):  # the file is there, empty, before its pid
+            while not (pid_file.exists() and pid_file.read_text()):
+                await asyncio.sleep(0.05)
+        server_pid = int(pid_file.read_text())
+        call.cancel()  # its run was cancelled, or the attempt timed out: the activity ends
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+        # The session it was opening is closed, not left holding the process after
+        # its handshake, beside the one the next call opens.
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    os.kill(server_pid, 0)
+                except ProcessLookupError:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
 async def test_a_run_calls_a_stdio_servers_tools_and_hears_its_errors(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:

@@ -130,6 +130,13 @@ class McpConnection:
                     f"{self.config.where}: no answer to the handshake within "
                     f"{self._connect_timeout_s:g} s"
                 ) from None
+            except asyncio.CancelledError:
+                # The call was given up (its run cancelled, its attempt timed out): the
+                # session it was opening would be held by no one, its process running
+                # beside the one the next call starts, until the worker stops.
+                holder.cancel()
+                await asyncio.gather(holder, return_exceptions=True)
+                raise
             except Exception as err:
                 await asyncio.gather(holder, return_exceptions=True)
                 reason = _reason(err)
