@@ -13,6 +13,7 @@ import logging
 import os
 import time
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from starlette.types import Message, Receive, Scope, Send
@@ -43,6 +44,13 @@ def divide(a: float, b: float) -> str:
     if b == 0:
         raise ToolError("cannot divide by zero")
     return str(a / b)
+
+
+@server.tool()
+async def wait(seconds: float) -> str:
+    """Answer after this many seconds, sending nothing meanwhile."""
+    await anyio.sleep(seconds)
+    return f"waited {seconds:g} s"
 
 
 @server.tool()

@@ -20,6 +20,7 @@ from typing import Any
 
 import mcp_types
 import pytest
+from mcp.shared import _httpx_utils
 from mcp_server import HttpApp
 from temporalio.client import Client, WorkflowFailureError
 
@@ -192,7 +193,7 @@ async def test_a_servers_tools_are_offered_with_its_schema_and_description() -> 
         os.kill(server_pid, 0)  # still running: one holder left
     with pytest.raises(ProcessLookupError):  # the last to leave ended the process
         os.kill(server_pid, 0)
-    assert sorted(specs) == ["calc_add", "calc_divide", "calc_pid", "calc_secret"]
+    assert sorted(specs) == ["calc_add", "calc_divide", "calc_pid", "calc_secret", "calc_wait"]
     add = specs["calc_add"]
     assert add.description.startswith("Add two whole numbers.")
     assert add.parameters["properties"]["a"]["type"] == "integer"
@@ -493,3 +494,19 @@ async def test_a_url_query_with_a_key_stays_out_of_the_workers_log(
             await connection.close()
     # The SDK's HTTP client logs each request's URL at INFO: not with its query.
     assert "s3cret-key" not in caplog.text
+
+
+async def test_an_http_call_may_take_its_timeout_not_the_sdks_read_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The SDK's HTTP client gives up a response silent for 300 s (here 0.5 s), and
+    # with it the session: a tool allowed longer (timeout_s) would never finish.
+    monkeypatch.setattr(_httpx_utils, "MCP_DEFAULT_SSE_READ_TIMEOUT", 0.5)
+    async with serving(HttpApp(token="t")) as base:
+        headers = {"Authorization": "Bearer t"}
+        server = McpServerConfig(name="w", url=f"{base}/mcp", headers=headers, timeout_s=5)
+        connection = McpConnection(server)
+        try:
+            assert await connection.call("wait", {"seconds": 1.5}) == "waited 1.5 s"
+        finally:
+            await connection.close()

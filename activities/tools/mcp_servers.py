@@ -35,7 +35,7 @@ import httpx2
 import mcp_types
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared import _httpx_utils
 from pydantic import BaseModel, ConfigDict
 
 from onward.activities.tools.context import ToolContext
@@ -57,6 +57,9 @@ CONNECT_TIMEOUT_S = 30.0
 """How long a server may take to start and answer the handshake (and its tool list)."""
 CLOSE_TIMEOUT_S = 5.0
 """How long a session gets to close (the SDK ends a stdio process it has to)."""
+READ_MARGIN_S = 30.0
+"""How much longer than a call's ``timeout_s`` an HTTP response may stay silent: the
+call's own timeout ends it first, as a timeout of the call, not of the session."""
 
 _CONNECTION_LOST = (
     OSError,
@@ -255,7 +258,10 @@ def _target(config: McpServerConfig) -> StdioServerParameters | _HttpTransport:
             command=config.command, args=list(config.args), env=dict(config.env), cwd=config.cwd
         )
     assert config.url is not None
-    return _HttpTransport(config.url, config.headers)
+    # The SDK's client gives up a response silent for 5 minutes, and the session with
+    # it (every call on it fails): a call may be silent for as long as it may last.
+    read_s = max(_httpx_utils.MCP_DEFAULT_SSE_READ_TIMEOUT, config.timeout_s + READ_MARGIN_S)
+    return _HttpTransport(config.url, config.headers, read_s)
 
 
 class _HttpTransport:
@@ -268,10 +274,11 @@ class _HttpTransport:
     restarted): the spec's answer is a new session.
     """
 
-    def __init__(self, url: str, headers: Mapping[str, str]) -> None:
+    def __init__(self, url: str, headers: Mapping[str, str], read_timeout_s: float) -> None:
         self.error_status: int | None = None
         self.ended = False
-        self._http = create_mcp_http_client(headers=dict(headers))
+        timeout = httpx2.Timeout(_httpx_utils.MCP_DEFAULT_TIMEOUT, read=read_timeout_s)
+        self._http = _httpx_utils.create_mcp_http_client(headers=dict(headers), timeout=timeout)
         self._http.event_hooks["response"].append(self._note)
         self._streams = streamable_http_client(url, http_client=self._http)
 
