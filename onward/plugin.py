@@ -294,7 +294,7 @@ class OnwardPlugin(SimplePlugin):
             yield
             return
         async with self._mcp as tools:
-            register_tools(self.registry, tools)  # the same Tool objects on every entry
+            self._mcp.register(self.registry, tools)  # the same Tool objects on every entry
             yield
 
     async def register_search_attributes(self, client: Client) -> None:

@@ -3,6 +3,7 @@
 ``python tests/mcp_server.py`` serves it on stdin/stdout; :class:`HttpApp` is the
 same server as a streamable HTTP app (the tests run it with uvicorn on loopback).
 ``MCP_TEST_BAD_NAME=1`` adds a tool whose name no model API takes;
+``MCP_TEST_ALSO=NAME`` a tool of that name;
 ``MCP_TEST_SLOW_START=S`` waits S seconds before answering the handshake.
 """
 
@@ -65,6 +66,14 @@ if os.environ.get("MCP_TEST_BAD_NAME"):
     def read_dot_file() -> str:
         """A tool whose name has a dot."""
         return "never offered"
+
+
+if os.environ.get("MCP_TEST_ALSO"):
+
+    @server.tool(name=os.environ["MCP_TEST_ALSO"])
+    def also() -> str:
+        """A tool named as the test asks."""
+        return "also"
 
 
 class HttpApp:

@@ -272,6 +272,33 @@ async def test_an_mcp_tool_named_like_another_tool_is_refused_naming_both() -> N
             pass
 
 
+@pytest.mark.parametrize(
+    ("servers", "message"),
+    [
+        (
+            # a_b_c twice: server a's tool b_c, server a_b's tool c
+            [stdio("a", MCP_TEST_ALSO="b_c"), stdio("a_b", MCP_TEST_ALSO="c")],
+            "two tools are named 'a_b_c': one from MCP server 'a', one from MCP server 'a_b'",
+        ),
+        (
+            [stdio("read", MCP_TEST_ALSO="file")],
+            "two tools are named 'read_file': the built-in tool, one from MCP server 'read'",
+        ),
+    ],
+)
+async def test_an_mcp_tool_whose_name_is_taken_is_refused_saying_how_to_rename_it(
+    servers: list[McpServerConfig], message: str
+) -> None:
+    plugin = OnwardPlugin(mcp_servers=servers, providers={})
+    with pytest.raises(ToolLoadError) as caught:
+        async with plugin.mcp_sessions():
+            pass
+    assert str(caught.value).startswith(message), caught.value
+    # @tool(name=...) cannot rename an MCP server's tool: its server's name can.
+    assert "@tool" not in str(caught.value)
+    assert "give the MCP server another name" in str(caught.value)
+
+
 def test_a_result_is_its_text_blocks_with_other_blocks_named() -> None:
     result = mcp_types.CallToolResult(
         content=[

@@ -39,9 +39,9 @@ from mcp.shared import _httpx_utils
 from pydantic import BaseModel, ConfigDict
 
 from onward.activities.tools.context import ToolContext
-from onward.activities.tools.loading import ToolLoadError
+from onward.activities.tools.loading import ToolLoadError, register_tools
 from onward.activities.tools.mcp_config import McpServerConfig
-from onward.activities.tools.registry import Tool, is_tool_name
+from onward.activities.tools.registry import Tool, ToolRegistry, is_tool_name
 from onward.errors import ToolError, ToolRetryableError
 
 __all__ = [
@@ -419,6 +419,28 @@ class McpServers:
 
     async def _close(self) -> None:
         await asyncio.gather(*(connection.close() for connection in self._connections))
+
+    @staticmethod
+    def register(registry: ToolRegistry, tools: Sequence[Tool]) -> None:
+        """Add the servers' ``tools`` to ``registry`` (again on a later entry: no change).
+
+        Raises:
+            ToolLoadError: a tool's name is another's (a built-in's, a user tool's or
+                another server's): the message says to rename the server, as
+                ``@tool(name=...)``, the registry's advice, cannot rename it.
+        """
+        seen: dict[str, Tool] = {}
+        for item in tools:
+            taken = seen.get(item.name) or registry.get(item.name)
+            if taken is not None and taken is not item:
+                other = "the built-in tool" if taken.builtin else f"one from {taken.module}"
+                raise ToolLoadError(
+                    f"two tools are named {item.name!r}: {other}, one from {item.module}; "
+                    "give the MCP server another name (its tools are offered as "
+                    "<server>_<tool>)"
+                )
+            seen[item.name] = item
+        register_tools(registry, tools)
 
 
 def _mcp_tool(connection: McpConnection, listed: mcp_types.Tool) -> Tool:
