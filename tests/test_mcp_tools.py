@@ -126,7 +126,24 @@ def test_a_server_is_named_in_messages_without_what_may_be_secret() -> None:
     command = McpServerConfig(name="a", command="srv", args=("--key", "s3cret"))
     url = McpServerConfig(name="b", url="https://user:s3cret@h.example:8443/mcp?key=s3cret#x")
     assert command.where == "MCP server 'a' (srv ...)"
-    assert url.where == "MCP server 'b' (https://h.example:8443/mcp)"
+    assert url.where == "MCP server 'b' (https://h.example:8443)"
+
+
+async def test_a_key_in_a_url_path_stays_out_of_the_messages() -> None:
+    # As hosted servers give them: https://mcp.example.com/s/<key>/mcp.
+    document = {"mcpServers": {"hosted": {"url": "http://127.0.0.1:9/s/${KEY}/mcp"}}}
+    [server] = parse_mcp_config(document, {"KEY": "s3cret-in-path"})
+
+    with pytest.raises(McpServerError) as at_start:
+        async with McpServers([server]):
+            pass
+    connection = McpConnection(server)
+    with pytest.raises(ToolRetryableError) as in_a_call:  # in the run's history, to the model
+        await connection.call("add", {"a": 1, "b": 2})
+
+    assert str(at_start.value).startswith("MCP server 'hosted' (http://127.0.0.1:9): cannot")
+    for message in (server.where, str(at_start.value), str(in_a_call.value)):
+        assert "s3cret-in-path" not in message, message
 
 
 @pytest.mark.parametrize(
@@ -214,7 +231,7 @@ async def test_a_servers_tools_are_offered_with_its_schema_and_description() -> 
         ),
         (
             McpServerConfig(name="closed", url="http://127.0.0.1:9/mcp"),
-            "MCP server 'closed' (http://127.0.0.1:9/mcp): cannot connect: ConnectError",
+            "MCP server 'closed' (http://127.0.0.1:9): cannot connect: ConnectError",
         ),
     ],
 )
@@ -254,7 +271,7 @@ async def test_onward_worker_with_an_unreachable_server_exits_naming_it(tmp_path
     done = await run_onward("worker", env=env, cwd=tmp_path, timeout_s=30)
     assert done.code == 2, done.stderr
     assert done.stderr.strip().endswith(
-        "onward worker: MCP server 'weather' (http://127.0.0.1:9/mcp): cannot connect: "
+        "onward worker: MCP server 'weather' (http://127.0.0.1:9): cannot connect: "
         "ConnectError: All connection attempts failed"
     )
 

@@ -105,11 +105,12 @@ class McpServerConfig:
         """The server as a person recognises it, for messages and logs.
 
         Without what may hold a secret taken from the environment: headers, env,
-        arguments, and a URL's user, query and fragment.
+        arguments, and all of a URL but its scheme, host and port (hosted servers
+        put keys in the path too: ``https://mcp.example.com/s/${KEY}/mcp``).
         """
         if self.url is not None:
             parts = urlsplit(self.url)
-            url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+            url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
             return f"MCP server {self.name!r} ({url})"
         return f"MCP server {self.name!r} ({self.command}{' ...' if self.args else ''})"
 
