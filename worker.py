@@ -25,7 +25,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -324,7 +324,9 @@ async def run_worker(
     try:
         # Before connecting too: an MCP server that cannot be reached stops the start, as
         # a tool module that cannot be imported does. The worker shares these sessions.
-        async with plugin.mcp_sessions():
+        async with _mcp_sessions_unless_stopped(plugin, stop) as started:
+            if not started:
+                return  # asked to stop while an MCP server was still starting
             if settings.mcp_servers:
                 log.info("tools (with MCP servers'): %s", ", ".join(plugin.registry.names()))
             client = await _connect_unless_stopped(env, settings.namespace, connect_options, stop)
@@ -398,6 +400,30 @@ async def _require_namespace(client: Client) -> None:
             f"namespace {client.namespace!r} is not on the server (TEMPORAL_NAMESPACE or "
             "the Temporal profile names it); create it or name another"
         ) from err
+
+
+@contextlib.asynccontextmanager
+async def _mcp_sessions_unless_stopped(
+    plugin: OnwardPlugin, stop: asyncio.Event
+) -> AsyncIterator[bool]:
+    """``plugin.mcp_sessions()``; False, and none held, if ``stop`` is set while the
+    servers start (a package manager fetching one can take a minute)."""
+    sessions = plugin.mcp_sessions()
+    entering = asyncio.ensure_future(sessions.__aenter__())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({entering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not entering.done():
+        entering.cancel()  # closes what was opened, ending the servers' processes
+        with contextlib.suppress(asyncio.CancelledError):
+            await entering
+        log.info("stopped while the MCP servers were starting")
+        yield False
+        return
+    entering.result()  # a server that cannot be reached: raised here
+    async with contextlib.AsyncExitStack() as held:
+        held.push_async_exit(sessions)
+        yield True
 
 
 async def _connect_unless_stopped(

@@ -276,6 +276,36 @@ async def test_onward_worker_with_an_unreachable_server_exits_naming_it(tmp_path
     )
 
 
+async def test_onward_worker_stops_at_once_while_a_server_starts(tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    config = tmp_path / "mcp.json"
+    slow = {"MCP_TEST_PID_FILE": str(pid_file), "MCP_TEST_SLOW_START": "60"}  # npx fetching
+    server = {"command": sys.executable, "args": [SERVER], "env": slow}
+    config.write_text(json.dumps({"mcpServers": {"slow": server}}))
+    env = {
+        "ONWARD_STORE": str(tmp_path / "store"),
+        "ONWARD_PAYLOADS": str(tmp_path / "payloads"),
+        "TEMPORAL_ADDRESS": "127.0.0.1:9",  # never reached: asked to stop first
+    }
+    worker = await spawn_onward("worker", "--mcp-config", str(config), env=env, cwd=tmp_path)
+    try:
+        async with asyncio.timeout(30):
+            while not (pid_file.exists() and pid_file.read_text()):
+                await asyncio.sleep(0.05)
+        server_pid = int(pid_file.read_text())
+        worker.send_signal(signal.SIGTERM)  # systemctl stop, say, while npx downloads
+        _, err = await asyncio.wait_for(worker.communicate(), 10)
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+    # Not after the server's start (or its handshake timeout, 30 s) and then killed by
+    # the stop's watchdog, but at once, ending the server's process.
+    assert worker.returncode == 0, err.decode()[-2000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(server_pid, 0)
+
+
 async def test_an_mcp_tool_named_like_another_tool_is_refused_naming_both() -> None:
     @tool(name="calc_add")
     def add(a: int, b: int) -> str:
