@@ -480,6 +480,26 @@ async def test_a_run_calls_a_stdio_servers_tools_and_hears_its_errors(
     assert "calc_nosuch" in refusal and "calc_add" in refusal, refusal
 
 
+async def test_calls_at_once_share_the_session_and_run_side_by_side(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    # Each run: one turn of four 1 s calls and the server's pid, three runs at once.
+    turn = calls(*[("calc_wait", {"seconds": 1})] * 4, ("calc_pid", {}))
+    run = {"prompt": "wait", "tools": ["calc_wait", "calc_pid"], "script": [turn, {"text": "ok"}]}
+    async with mcp_worker(client, tmp_path, search_attribute_names, [stdio()]) as worker:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        results = await asyncio.gather(*(worker.run(run) for _ in range(3)))
+        took_s = loop.time() - began
+
+    for result in results:
+        assert result.status == "completed", result.reason
+        assert [call.result for call in result.steps[0].tool_calls][:4] == ["waited 1 s"] * 4
+    pids = {result.steps[0].tool_calls[4].result for result in results}
+    assert len(pids) == 1, pids  # one session, one server process, for every run
+    assert took_s < 8, took_s  # twelve seconds of calls, not one after another
+
+
 async def test_a_killed_server_is_started_again_for_the_next_call(
     client: Client, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
