@@ -4,7 +4,8 @@
 same server as a streamable HTTP app (the tests run it with uvicorn on loopback).
 ``MCP_TEST_BAD_NAME=1`` adds a tool whose name no model API takes;
 ``MCP_TEST_ALSO=NAME`` a tool of that name;
-``MCP_TEST_SLOW_START=S`` waits S seconds before answering the handshake.
+``MCP_TEST_SLOW_START=S`` waits S seconds before answering the handshake;
+``MCP_TEST_CANCEL_LOG=FILE`` notes there each ``wait`` the client cancels.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ def divide(a: float, b: float) -> str:
 @server.tool()
 async def wait(seconds: float) -> str:
     """Answer after this many seconds, sending nothing meanwhile."""
-    await anyio.sleep(seconds)
+    try:
+        await anyio.sleep(seconds)
+    except anyio.get_cancelled_exc_class():  # the client said it gave the call up
+        if os.environ.get("MCP_TEST_CANCEL_LOG"):
+            with open(os.environ["MCP_TEST_CANCEL_LOG"], "a") as cancel_log:
+                cancel_log.write(f"wait {seconds:g}\n")
+        raise
     return f"waited {seconds:g} s"
 
 

@@ -66,6 +66,10 @@ async def mcp_worker(
         yield RunningWorker(client, task_queue, settings.workspace)
 
 
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
 def calls(*tool_calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:
     """One scripted model turn calling these tools."""
     return {"tool_calls": [{"name": name, "arguments": args} for name, args in tool_calls]}
@@ -498,6 +502,45 @@ async def test_calls_at_once_share_the_session_and_run_side_by_side(
     pids = {result.steps[0].tool_calls[4].result for result in results}
     assert len(pids) == 1, pids  # one session, one server process, for every run
     assert took_s < 8, took_s  # twelve seconds of calls, not one after another
+
+
+async def test_a_call_past_its_timeout_is_retried_cancelled_on_the_server_and_told(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    cancel_log = tmp_path / "cancelled"
+    server = McpServerConfig(
+        name="calc",
+        command=sys.executable,
+        args=(SERVER,),
+        env={"MCP_TEST_CANCEL_LOG": str(cancel_log)},
+        timeout_s=1,
+        max_attempts=2,
+    )
+    script = [
+        calls(("calc_wait", {"seconds": 60})),
+        calls(("calc_add", {"a": 1, "b": 2})),
+        {"text": "done"},
+    ]
+    run = {"prompt": "wait", "tools": ["calc_wait", "calc_add"], "script": script}
+    async with mcp_worker(client, tmp_path, search_attribute_names, [server]) as worker:
+        handle = await worker.start(run)
+        result = await handle.result()
+        attempts = [
+            event.activity_task_started_event_attributes.attempt
+            async for event in handle.fetch_history_events()
+            if event.HasField("activity_task_started_event_attributes")
+        ]
+        # Each attempt's call is cancelled on the server once the worker hears it timed
+        # out (its next heartbeat), not left running there for its minute.
+        async with asyncio.timeout(15):
+            while _lines(cancel_log).count("wait 60") < 2:
+                await asyncio.sleep(0.1)
+
+    assert result.status == "completed", result.reason
+    waited, added = (step.tool_calls[0] for step in result.steps[:2])
+    assert waited.error is not None and "timeout" in waited.error, waited  # the model is told
+    assert 2 in attempts, attempts  # tried again, within max_attempts
+    assert added.result == "3"  # and the session goes on
 
 
 async def test_a_killed_server_is_started_again_for_the_next_call(
