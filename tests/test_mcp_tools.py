@@ -600,6 +600,46 @@ async def test_a_run_calls_a_streamable_http_servers_tools_with_its_headers(
     assert result.steps[0].tool_calls[0].result == "3"
 
 
+async def test_the_keys_in_a_servers_url_and_headers_stay_out_of_the_history(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    keys = {"TOKEN": "t0ken-s3cret", "QUERY_KEY": "qu3ry-s3cret", "PATH_KEY": "p4th-s3cret"}
+    app = HttpApp(token=keys["TOKEN"], legacy=True)
+    down = False
+
+    async def hosted(scope: Any, receive: Any, send: Any) -> None:
+        """The server at /s/<key>/mcp, as hosted ones are; every request 404 when down."""
+        if scope["type"] == "http" and down:
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b"gone"})
+            return
+        if scope["type"] == "http":
+            scope = {**scope, "path": "/mcp", "raw_path": b"/mcp"}
+        await app(scope, receive, send)
+
+    script = [calls(("remote_add", {"a": 1, "b": 2})), {"text": "done"}]
+    run = {"prompt": "add", "tools": ["remote_add"], "script": script}
+    async with serving(hosted) as base:
+        entry = {
+            "url": base + "/s/${PATH_KEY}/mcp?key=${QUERY_KEY}",
+            "headers": {"Authorization": "Bearer ${TOKEN}"},
+            "max_attempts": 2,
+        }
+        servers = parse_mcp_config({"mcpServers": {"remote": entry}}, keys)
+        async with mcp_worker(client, tmp_path, search_attribute_names, servers) as worker:
+            answered = await worker.start(run)
+            assert (await answered.result()).steps[0].tool_calls[0].result == "3"
+            down = True  # the session ends, and the retry cannot open another
+            failed = await worker.start(run)
+            call = (await failed.result()).steps[0].tool_calls[0]
+
+    assert call.error is not None and "MCP server 'remote' (http://127.0.0.1:" in call.error
+    histories = [str(event) for h in (answered, failed) async for event in h.fetch_history_events()]
+    assert any("cannot connect" in event for event in histories)  # the retry's failure
+    for key in keys.values():
+        assert not [event for event in histories if key in event], key
+
+
 async def test_a_session_a_pre_2026_http_server_forgot_is_opened_again() -> None:
     app = HttpApp(token="t", legacy=True)
     async with serving(app) as base:
