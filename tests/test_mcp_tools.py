@@ -201,6 +201,24 @@ def test_onward_worker_reads_the_flag_or_the_variable(
 # ---------------------------------------------------------------------------
 
 
+async def test_a_server_with_no_tools_is_said_so_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Started and answering, but offering nothing (a wrong root, a filter): the runs
+    # naming its tools would be refused as unknown with no word of why in the log.
+    empty = tmp_path / "empty_server.py"
+    empty.write_text(
+        "from mcp.server.mcpserver import MCPServer\n"
+        "MCPServer('empty', log_level='WARNING').run()\n"
+    )
+    server = McpServerConfig(name="empty", command=sys.executable, args=(str(empty),))
+    with caplog.at_level(logging.WARNING, logger="onward.mcp"):
+        async with McpServers([server, stdio()]) as tools:
+            assert {item.name for item in tools} >= {"calc_add"}
+    warned = [record.getMessage() for record in caplog.records if record.name == "onward.mcp"]
+    assert warned == [f"{server.where} lists no tools; it offers none"]
+
+
 async def test_a_servers_tools_are_offered_with_its_schema_and_description() -> None:
     servers = McpServers([stdio()])
     async with servers as tools:

@@ -375,8 +375,9 @@ class McpServers:
         """Connect the servers (on the first entry) and return their tools.
 
         Raises:
-            McpServerError: a server cannot be reached, lists no usable tools, or one
-                of its tools cannot be offered under a model-acceptable name.
+            McpServerError: a server cannot be reached, or one of its tools cannot be
+                offered under a model-acceptable name. (A server listing no tools is
+                only logged: it may have none to offer yet.)
         """
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -392,6 +393,11 @@ class McpServers:
                         if isinstance(failure, BaseException):
                             raise failure
                     listings = [item for item in listed if not isinstance(item, BaseException)]
+                    for connection, listing in zip(self._connections, listings, strict=True):
+                        if not listing:  # a wrong path or filter: runs naming its tools fail
+                            log.warning(
+                                "%s lists no tools; it offers none", connection.config.where
+                            )
                     if self._tools is None:
                         self._tools = [
                             _mcp_tool(connection, listed)
