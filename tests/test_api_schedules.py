@@ -217,30 +217,25 @@ async def test_a_tenant_sees_and_controls_only_its_own_schedules(
             await http.delete(f"/v1/schedules/{theirs_id}", headers=bearer(globex))
 
 
-async def test_a_schedule_stays_under_the_tenants_daily_ceiling(
+async def test_no_schedule_is_made_under_a_daily_ceiling_and_a_trigger_is_checked(
     worker: RunningWorker, tmp_path: Path
 ) -> None:
+    # Temporal starts a schedule's runs at their times, where no ceiling is asked: a cron
+    # of every minute would spend a $1 ceiling 1,440 times a day.
     keys_file = tmp_path / "keys.json"
-    key = ApiKeys.add(keys_file, f"capped-{uuid.uuid4().hex[:8]}")
+    tenant = f"capped-{uuid.uuid4().hex[:8]}"
+    key = ApiKeys.add(keys_file, tenant)
     async with api(worker, keys_file, Limits(max_cost_usd_per_day=1)) as http:
-        over = {**DIGEST, "budget": {"max_cost_usd": 2}}
-        refused = await http.post(
-            "/v1/schedules", json={"cron": YEARLY, "input": over}, headers=bearer(key)
-        )
-        assert refused.status_code == 422, refused.text
-        assert loci(refused) == [["body", "input", "budget", "max_cost_usd"]]
-        priced = {**DIGEST, "pricing": {"input_per_mtok": 0, "output_per_mtok": 0}}
-        free = await http.post(
-            "/v1/schedules", json={"cron": YEARLY, "input": priced}, headers=bearer(key)
-        )
-        assert (free.status_code, loci(free)) == (422, [["body", "input", "pricing"]])
-        # No cost limit: each run may spend the ceiling, no more.
-        made = await http.post(
-            "/v1/schedules", json={"cron": YEARLY, "input": DIGEST}, headers=bearer(key)
-        )
-        assert made.status_code == 201, made.text
-        assert made.json()["input"]["budget"]["max_cost_usd"] == 1
-        url = f"/v1/schedules/{made.json()['schedule_id']}"
+        every_minute = {"cron": "* * * * *", "input": {**DIGEST, "budget": {"max_cost_usd": 1}}}
+        refused = await http.post("/v1/schedules", json=every_minute, headers=bearer(key))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["type"] == "SchedulesNotAllowed"
+        assert (await http.get("/v1/schedules", headers=bearer(key))).json() == []
+        # One made otherwise (the CLI, Python) for the tenant: a trigger is a new run.
+        onward = OnwardClient(worker.client, task_queue=worker.task_queue)
+        input = {**DIGEST, "tenant": tenant, "budget": {"max_cost_usd": 1}}
+        schedule_id = await onward.schedule_create(YEARLY, input, check=False)
+        url = f"/v1/schedules/{schedule_id}"
         try:
             # A run holding $0.50 of it leaves less than a triggered run may spend.
             slow = {"prompt": "slow", "script": [{"text": "x", "delay_s": 30}]}
@@ -258,4 +253,4 @@ async def test_a_schedule_stays_under_the_tenants_daily_ceiling(
             cancel = f"{holding.json()['status_url']}/cancel"
             assert (await http.post(cancel, headers=bearer(key))).status_code == 200
         finally:
-            await http.delete(url, headers=bearer(key))
+            await onward.schedule_delete(schedule_id)

@@ -115,7 +115,8 @@ _ERROR_ANSWERS: dict[int, tuple[str, dict[str, Any]]] = {
     401: ("Unauthorized: no API key, or an unknown one", {}),
     403: (
         "OriginNotAllowed: sent by a web page of an origin not allowed (more than a read), "
-        "or, with no API keys, addressed to a name that is not loopback",
+        "or, with no API keys, addressed to a name that is not loopback; "
+        "SchedulesNotAllowed: a schedule under a daily spend ceiling",
         {},
     ),
     404: ("No such run, session or schedule of this tenant", {}),

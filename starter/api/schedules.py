@@ -9,9 +9,9 @@ Another tenant's schedule is answered as a missing one (404).
 
 Temporal starts a schedule's runs at their times, not the API: the tenant's
 limits count them (they are its runs) but cannot refuse them then. So under a
-daily spending ceiling a schedule whose runs may spend more than the ceiling
-is refused, and one with no cost limit gets the ceiling as its
-``max_cost_usd``; a trigger, which the API does start, is checked as a new run.
+daily spending ceiling no schedule is made (403 ``SchedulesNotAllowed``: a
+schedule every minute would spend the ceiling 1,440 times a day); a trigger,
+which the API does start, is checked as a new run.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from onward.client import OnwardClient
-from onward.contracts import AgentInput
 from onward.errors import IdempotencyKeyReused, InvalidInput, ScheduleNotFound
 from onward.money import money
 from onward.schedules import ScheduleRow, new_schedule_id, tenant_of
-from onward.starter.api.errors import TooManyRequests, error_responses, located
+from onward.starter.api.errors import ApiProblem, TooManyRequests, error_responses, located
 from onward.starter.api.models import (
     SET_BY_ONWARD,
     ControlAnswer,
@@ -55,28 +54,6 @@ def idempotent_schedule_id(tenant: str, key: str) -> str:
     tenants (a tenant cannot name, nor learn of, another's schedule by its key)."""
     digest = hashlib.sha256(f"{tenant}\0schedule\0{key}".encode()).hexdigest()[:24]
     return f"schedule-{digest}"
-
-
-def _within_ceiling(agent: AgentInput, ceiling: float | None) -> AgentInput:
-    """``agent`` with a ``max_cost_usd`` no higher than the tenant's daily ceiling.
-
-    Raises:
-        InvalidInput: its ``max_cost_usd`` is above the ceiling (each run would be
-            allowed to spend more than the tenant may in a day).
-    """
-    if ceiling is None:
-        return agent
-    asked = agent.budget.max_cost_usd
-    if asked is None:
-        budget = agent.budget.model_copy(update={"max_cost_usd": ceiling})
-        return agent.model_copy(update={"budget": budget})
-    if asked > ceiling:
-        raise InvalidInput.at(
-            ("body", "input", "budget", "max_cost_usd"),
-            f"at most {money(ceiling)}, what this tenant may spend a day; a schedule's "
-            "runs are started at their times, not capped to what is left then",
-        )
-    return agent
 
 
 def schedule_routes(
@@ -142,8 +119,17 @@ def schedule_routes(
         an ``idempotency_key`` the same request answers the same schedule (200).
         """
         ceiling = gate().limits.max_cost_usd_per_day
-        check_client_input(body.input, tenant, "schedule", ceiling is not None, ("body", "input"))
-        agent = _within_ceiling(scheduled_input(body.input, tenant), ceiling)
+        if ceiling is not None:
+            # Temporal starts a schedule's runs at their times, where no ceiling is asked:
+            # a schedule every minute would spend the day's ceiling 1,440 times over.
+            raise ApiProblem(
+                403,
+                "SchedulesNotAllowed",
+                f"this API keeps each tenant under {money(ceiling)} a day, which the runs a "
+                "schedule starts at their times cannot be held to: no schedules here",
+            )
+        check_client_input(body.input, tenant, "schedule", False, ("body", "input"))
+        agent = scheduled_input(body.input, tenant)
         schedule_id = new_schedule_id()
         memo: dict[str, str] | None = None
         if body.idempotency_key is not None:
