@@ -131,6 +131,17 @@ def test_a_server_is_named_in_messages_without_what_may_be_secret() -> None:
     url = McpServerConfig(name="b", url="https://user:s3cret@h.example:8443/mcp?key=s3cret#x")
     assert command.where == "MCP server 'a' (srv ...)"
     assert url.where == "MCP server 'b' (https://h.example:8443)"
+    # Nor in the config's repr (a WorkerSettings logged whole, a traceback's locals).
+    assert "s3cret" not in repr(command) and "s3cret" not in repr(url)
+
+
+def test_a_url_with_no_scheme_is_refused_without_echoing_it() -> None:
+    # `"url": "${U}"` with U=mcp.example.com/s/<key>/mcp: the message went to stderr whole.
+    document = {"mcpServers": {"hosted": {"url": "${U}"}}}
+    with pytest.raises(McpConfigError) as caught:
+        parse_mcp_config(document, {"U": "mcp.example.com/s/s3cret/mcp"})
+    assert "url does not begin with http:// or https://" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
 
 
 async def test_a_key_in_a_url_path_stays_out_of_the_messages() -> None:
@@ -159,7 +170,7 @@ async def test_a_key_in_a_url_path_stays_out_of_the_messages() -> None:
         ('{"mcpServers": {"a": {"command": "x", "url": "http://h/mcp"}}}', "'url' is not a key"),
         ('{"mcpServers": {"a": {"command": "x", "arg": ["y"]}}}', "unknown key 'arg'"),
         ('{"mcpServers": {"a": {"command": "x", "args": "y"}}}', "'args' must be a list"),
-        ('{"mcpServers": {"a": {"url": "ftp://h"}}}', "not an http:// or https:// URL"),
+        ('{"mcpServers": {"a": {"url": "ftp://h"}}}', "url does not begin with http://"),
         ('{"mcpServers": {"a": {"type": "sse", "url": "http://h/sse"}}}', "SSE transport"),
         ('{"mcpServers": {"a b": {"command": "x"}}}', "MCP server name 'a b' must be"),
         ('{"mcpServers": {"a": {"command": "${NOPE}"}}}', "${NOPE} is not set"),

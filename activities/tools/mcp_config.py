@@ -72,10 +72,11 @@ class McpServerConfig:
 
     name: str
     command: str | None = None
-    args: tuple[str, ...] = ()
+    # What may hold a secret taken from the environment stays out of repr (see `where`).
+    args: tuple[str, ...] = field(default=(), repr=False)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
     cwd: str | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -92,8 +93,9 @@ class McpServerConfig:
                 '"url" (a streamable HTTP server)'
             )
         if self.url is not None and not self.url.startswith(("http://", "https://")):
+            # Not echoed: a ${VAR} in it has been filled in, and may be a key.
             raise McpConfigError(
-                f"MCP server {self.name!r}: url {self.url!r} is not an http:// or https:// URL"
+                f"MCP server {self.name!r}: url does not begin with http:// or https://"
             )
         if not 0 < self.timeout_s < float("inf"):
             raise McpConfigError(f"MCP server {self.name!r}: timeout_s must be positive")
