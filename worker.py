@@ -25,11 +25,11 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
@@ -123,6 +123,7 @@ shutdown timeout to finish; a worker not stopped 5 s after it exits anyway
 """What ``onward worker --help`` says: plain text, no reST markup."""
 
 log = logging.getLogger("onward.worker")
+_T = TypeVar("_T")
 
 STICKY_QUEUE_TIMEOUT = timedelta(seconds=WorkerTuning.sticky_timeout_s)
 """After a worker dies, its runs move to another worker this fast (SDK default: 10 s);
@@ -409,18 +410,12 @@ async def _mcp_sessions_unless_stopped(
     """``plugin.mcp_sessions()``; False, and none held, if ``stop`` is set while the
     servers start (a package manager fetching one can take a minute)."""
     sessions = plugin.mcp_sessions()
-    entering = asyncio.ensure_future(sessions.__aenter__())
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({entering, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    stopping.cancel()
-    if not entering.done():
-        entering.cancel()  # closes what was opened, ending the servers' processes
-        with contextlib.suppress(asyncio.CancelledError):
-            await entering
+    entered = await _unless_stopped(sessions.__aenter__(), stop)
+    if entered is None:  # cancelling the entry closed what it had opened
         log.info("stopped while the MCP servers were starting")
         yield False
         return
-    entering.result()  # a server that cannot be reached: raised here
+    entered.result()  # a server that cannot be reached: raised here
     async with contextlib.AsyncExitStack() as held:
         held.push_async_exit(sessions)
         yield True
@@ -430,16 +425,25 @@ async def _connect_unless_stopped(
     env: Mapping[str, str], namespace: str, options: dict[str, Any], stop: asyncio.Event
 ) -> Client | None:
     """Connect, waiting for the server; None if ``stop`` is set first (SIGTERM while waiting)."""
-    connecting = asyncio.ensure_future(connect_with_retry(env, namespace=namespace, **options))
+    connected = await _unless_stopped(connect_with_retry(env, namespace=namespace, **options), stop)
+    if connected is None:
+        log.info("stopped before the server could be reached")
+        return None
+    return connected.result()
+
+
+async def _unless_stopped(work: Awaitable[_T], stop: asyncio.Event) -> asyncio.Future[_T] | None:
+    """``work``, done (its result or its error), or None if ``stop`` was set first: then
+    ``work`` is cancelled, and waited for until it has ended."""
+    doing = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({doing, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
-    if connecting.done():
-        return connecting.result()
-    connecting.cancel()
+    if doing.done():
+        return doing
+    doing.cancel()
     with contextlib.suppress(asyncio.CancelledError):
-        await connecting
-    log.info("stopped before the server could be reached")
+        await doing
     return None
 
 
