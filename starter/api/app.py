@@ -73,6 +73,7 @@ from onward.starter.api.live import (
     serve_socket,
 )
 from onward.starter.api.models import (
+    SET_BY_ONWARD,
     CancelBody,
     ControlAnswer,
     RunCreated,
@@ -265,11 +266,11 @@ def _socket_operation(events: dict[str, Any]) -> dict[str, Any]:
 
 
 _INTERNAL_FIELDS = {
-    "RunRequest": ("carry", "conversation", "delegation_depth", "workspace"),
-    "ScheduledInput": ("carry", "conversation", "delegation_depth", "workspace"),
+    "RunRequest": tuple(SET_BY_ONWARD),
+    "ScheduledInput": tuple(SET_BY_ONWARD),
     "SessionInput": ("carry",),
     # A schedule's input, as GET /v1/schedules/{id} answers it: what its runs start with.
-    "AgentInput": ("carry", "conversation", "delegation_depth", "workspace"),
+    "AgentInput": tuple(SET_BY_ONWARD),
 }
 """Input fields Onward sets for itself, which ``POST /v1/runs``, ``/v1/sessions`` and
 ``/v1/schedules`` refuse (and a schedule's runs do not start with)."""
