@@ -82,6 +82,14 @@ def check_client_input(
         )
 
 
+def _digest(request: BaseModel) -> str:
+    """SHA-256 of ``request`` as canonical JSON, its ``idempotency_key`` and the fields at
+    their defaults left out (see :meth:`RunRequest.digest`)."""
+    fields = request.model_dump(mode="json", exclude={"idempotency_key"}, exclude_defaults=True)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _postable(value: str | None) -> str | None:
     """A webhook URL a client may give (checked here, not in AgentInput: a run begun
     with another must replay as it ran)."""
@@ -118,9 +126,7 @@ class RunRequest(AgentInput):
         spells out a default is the same request, and an Onward that adds a
         field with a default still recognises a request sent before.
         """
-        fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_defaults=True)
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _digest(self)
 
 
 class ScheduledInput(AgentInput):
@@ -154,9 +160,7 @@ class ScheduleRequest(BaseModel):
     def digest(self) -> str:
         """SHA-256 of the request (the key aside), fields at their defaults left out, as
         :meth:`RunRequest.digest`: what a repeat of it must match."""
-        fields = self.model_dump(mode="json", exclude={"idempotency_key"}, exclude_defaults=True)
-        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return _digest(self)
 
 
 def scheduled_input(body: ScheduledInput, tenant: str) -> AgentInput:
