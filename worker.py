@@ -42,6 +42,12 @@ from onward.activities.providers import providers_from_env
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.providers.settings import DEFAULT_MAX_ATTEMPTS, ModelCallSettings
+from onward.activities.rate_limits import (
+    RATE_LIMITS_ENV,
+    RateLimit,
+    check_providers,
+    rate_limits_from_env,
+)
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tools import (
     AllowList,
@@ -155,6 +161,9 @@ class WorkerSettings:
     mcp_servers: tuple[McpServerConfig, ...] = ()
     """MCP servers whose tools the worker offers: those of the file ``ONWARD_MCP_CONFIG``
     (or ``--mcp-config``) names."""
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    """Requests and tokens per minute of model calls, shared by every worker of the
+    store: those of the file ``ONWARD_RATE_LIMITS`` (or ``--rate-limits``) names."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -163,7 +172,7 @@ class WorkerSettings:
         Raises:
             ValueError: a bad ``ONWARD_HTTP_ALLOW`` or ``ONWARD_WEBHOOK_ALLOW`` entry,
                 Temporal profile file, tuning variable (``ONWARD_MAX_*``,
-                ``ONWARD_*_TIMEOUT``) or MCP configuration file.
+                ``ONWARD_*_TIMEOUT``), MCP configuration or rate limits file.
         """
         env = os.environ if environ is None else environ
         pricing = env.get("ONWARD_PRICING")
@@ -181,6 +190,7 @@ class WorkerSettings:
             store_url=store_url(env),
             tuning=WorkerTuning.from_env(env),
             mcp_servers=tuple(load_mcp_config(Path(mcp_config), env)) if mcp_config else (),
+            rate_limits=rate_limits_from_env(env),
         )
 
 
@@ -229,6 +239,7 @@ def onward_plugin(
         telemetry=telemetry,
         store=store,
         mcp_servers=settings.mcp_servers,
+        rate_limits=settings.rate_limits,
     )
 
 
@@ -296,6 +307,7 @@ async def run_worker(
     try:
         providers = providers_from_env(env)
         max_attempts = ModelCallSettings.from_env(env).max_attempts
+        check_providers(settings.rate_limits, providers)
     except ValueError as err:  # each check names its variable
         raise SettingsError(str(err)) from err
     sandbox_wanted(env)  # read at import, where a bad value could only be ignored
@@ -323,6 +335,9 @@ async def run_worker(
     )  # search_attribute_names=None: registered below, before the worker says it is ready
     connect_options: dict[str, Any] = {"plugins": [plugin], "runtime": temporal_runtime(env)}
     try:
+        # A store that cannot keep the shared rate limits stops the start (a PostgreSQL
+        # role that may not create their table), instead of every model call failing.
+        await plugin.rate_limits.check()
         # Before connecting too: an MCP server that cannot be reached stops the start, as
         # a tool module that cannot be imported does. The worker shares these sessions.
         async with _mcp_sessions_unless_stopped(plugin, stop) as started:
@@ -459,6 +474,8 @@ def parse_args(
     args = parser.parse_args(argv)
     if args.mcp_config is not None:  # the flag wins: the variable's file is not read
         env = {**env, MCP_CONFIG_ENV: args.mcp_config}
+    if args.rate_limits is not None:
+        env = {**env, RATE_LIMITS_ENV: args.rate_limits}
     try:
         settings = WorkerSettings.from_env(env)
         flags = {name: getattr(args, name.removesuffix("_s")) for name in ENV_VARS}
@@ -513,6 +530,13 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         metavar="FILE",
         help='offer the tools of the MCP servers in FILE, JSON: {"mcpServers": {...}} '
         "(also $ONWARD_MCP_CONFIG)",
+    )
+    parser.add_argument(
+        "--rate-limits",
+        metavar="FILE",
+        help="requests and tokens per minute of model calls, shared by every worker of the "
+        'store, JSON or TOML: {"openai": {"requests_per_minute": 500}} '
+        "(also $ONWARD_RATE_LIMITS)",
     )
     tuning = parser.add_argument_group("tuning (see README, Performance)")
     for flag, kind, what in (

@@ -34,6 +34,7 @@ from onward.activities.heartbeat import AttemptAbandoned, ensure_current, heartb
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.http_provider import HttpModelProvider
 from onward.activities.providers.streaming import TextSink
+from onward.activities.rate_limits import RateLimits
 from onward.activities.telemetry import ActivityTelemetry
 from onward.contracts import (
     TOKENS_TOPIC,
@@ -84,6 +85,8 @@ class ModelActivities:
         telemetry: GenAI spans of model calls.
         store: the transcript store runs keep their conversation and step log in;
             requests that carry a transcript reference need it.
+        rate_limits: requests and tokens per minute that calls wait their turn under,
+            shared with every worker of the same store (none by default).
     """
 
     def __init__(
@@ -93,8 +96,10 @@ class ModelActivities:
         *,
         telemetry: ActivityTelemetry | None = None,
         store: TranscriptStore | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self._providers = dict(providers)
+        self._rate_limits = rate_limits or RateLimits()
         self._pricing = pricing
         self._telemetry = telemetry or ActivityTelemetry()
         self._store = store
@@ -105,6 +110,11 @@ class ModelActivities:
     def store(self) -> TranscriptStore | None:
         """The transcript store of this worker (None: runs cannot use one here)."""
         return self._store
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The shared rate limits calls wait their turn under."""
+        return self._rate_limits
 
     @property
     def provider_names(self) -> list[str]:
@@ -243,12 +253,20 @@ class ModelActivities:
             # Only Onward's HTTP providers say where they call: a provider of the user's
             # may have an attribute of that name meaning something else entirely.
             server = provider.server if isinstance(provider, HttpModelProvider) else None
+            turn = await self._rate_limits.take(request)
+            if turn.waited_s:
+                refuse_if_late(request.not_after, "model call")  # the turn came after it?
             with self._telemetry.chat(request, server) as chat:
-                async with heartbeating():
-                    if request.stream:
-                        response = await self._streamed(provider, request)
-                    else:
-                        response = await provider.complete(request)
+                try:
+                    async with heartbeating():
+                        if request.stream:
+                            response = await self._streamed(provider, request)
+                        else:
+                            response = await provider.complete(request)
+                except ApplicationError as err:
+                    await turn.refused(err)
+                    raise
+                await turn.settle(response.usage)
                 if response.usage.estimated:
                     # Counted, so a token budget still holds; not priced (unless the
                     # model is free): a cost budget stops the run rather than spend on

@@ -42,6 +42,12 @@ from onward.activities.model import ModelActivities
 from onward.activities.providers import close_providers, providers_from_env
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.settings import ModelCallSettings
+from onward.activities.rate_limits import (
+    RateLimit,
+    RateLimits,
+    check_providers,
+    rate_limits_from_env,
+)
 from onward.activities.telemetry import ActivityTelemetry
 from onward.activities.tool_calls import ToolActivities
 from onward.activities.tools import (
@@ -60,6 +66,7 @@ from onward.activities.webhooks import (
 from onward.connection import DATA_CONVERTER, read
 from onward.pricing import PricingTable
 from onward.store import DEFAULT_STORE_DIR, LocalStore, TranscriptStore, local_root
+from onward.store.base import RateBackend
 from onward.tool_cache import ToolCache
 from onward.workflows import AgentWorkflow, InputCheckWorkflow, SessionWorkflow
 
@@ -178,10 +185,15 @@ class OnwardPlugin(SimplePlugin):
             when the last stops; see :meth:`mcp_sessions`). A server that
             cannot be reached then stops that worker's start
             (:class:`~onward.activities.tools.mcp_servers.McpServerError`).
+        rate_limits: requests and tokens per minute of model calls, by provider
+            (``openai``) or model (``openai:gpt-4.1``), kept in ``store`` and so
+            shared by every worker using it; default: the file
+            ``ONWARD_RATE_LIMITS`` names, if any (see :mod:`onward.activities.rate_limits`).
 
     Raises:
-        ValueError: both ``tools`` and ``registry`` were given, or a provider
-            setting or ``ONWARD_WEBHOOK_ALLOW`` in the environment is bad.
+        ValueError: both ``tools`` and ``registry`` were given, a provider
+            setting, ``ONWARD_WEBHOOK_ALLOW`` or ``ONWARD_RATE_LIMITS`` in the
+            environment is bad, or a rate limit names a provider not in ``providers``.
         ToolLoadError: a tool's name clashes with another's.
     """
 
@@ -201,6 +213,7 @@ class OnwardPlugin(SimplePlugin):
         telemetry: ActivityTelemetry | None = None,
         store: TranscriptStore | None = None,
         mcp_servers: Sequence[McpServerConfig] = (),
+        rate_limits: Mapping[str, RateLimit] | None = None,
     ) -> None:
         if registry is not None and tools:
             raise ValueError("OnwardPlugin: give tools= or registry=, not both")
@@ -209,8 +222,12 @@ class OnwardPlugin(SimplePlugin):
             register_tools(registry, tools)
         if providers is None:
             providers = providers_from_env(os.environ)
+        call_settings = ModelCallSettings.from_env(os.environ)
         if model_max_attempts is None:
-            model_max_attempts = ModelCallSettings.from_env(os.environ).max_attempts
+            model_max_attempts = call_settings.max_attempts
+        if rate_limits is None:
+            rate_limits = rate_limits_from_env(os.environ)
+        check_providers(rate_limits, providers)
         telemetry = telemetry or ActivityTelemetry()
         self._mcp: McpServers | None = None
         if mcp_servers:
@@ -230,8 +247,17 @@ class OnwardPlugin(SimplePlugin):
             LocalStore(local_root(DEFAULT_STORE_DIR)), DATA_CONVERTER.payload_codec
         )
         pricing = pricing or PricingTable.load()
+        backend = self._store.backend
         self._model = ModelActivities(
-            self._providers, pricing, telemetry=telemetry, store=self._store
+            self._providers,
+            pricing,
+            telemetry=telemetry,
+            store=self._store,
+            rate_limits=RateLimits(
+                rate_limits,
+                backend if isinstance(backend, RateBackend) else None,
+                call_timeout_s=call_settings.timeout_s,
+            ),
         )
         self._tool_activities = ToolActivities(
             registry,
@@ -270,6 +296,11 @@ class OnwardPlugin(SimplePlugin):
     def store(self) -> TranscriptStore:
         """The transcript store this plugin's workers write runs to."""
         return self._store
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        """The shared rate limits this plugin's model calls wait their turn under."""
+        return self._model.rate_limits
 
     @property
     def registry(self) -> ToolRegistry:

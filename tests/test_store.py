@@ -20,6 +20,7 @@ import pytest_asyncio
 from postgres_server import postgres_url
 from psycopg.conninfo import conninfo_to_dict
 
+from onward.activities.rate_limits import RateLimit, RateLimits
 from onward.contracts import Message, StepRecord, ToolCall
 from onward.encryption import EncryptionCodec, parse_keys
 from onward.memory import MemoryEntry
@@ -432,11 +433,18 @@ async def test_a_role_that_may_not_migrate_a_jsonb_table_still_uses_it(
         tid = transcript()
         await store.write_messages(tid, 0, [user("plain")])
         assert [m.content for m in await store.messages(tid)] == ["plain"]
+        # A table added later (the shared rate limits') it may not create either: it
+        # starts, and only a worker keeping rate limits is refused (at its start).
+        limits = RateLimits({"openai": RateLimit(requests_per_minute=5)}, store.backend)
+        with pytest.raises(StoreError, match="onward_rate_limit"):
+            await limits.check()
     finally:
         await store.close()
     assert await document_types(url) == ["jsonb", "jsonb"]
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 2 and "onward_transcript.document is jsonb" in warned[0]
+    assert len(warned) == 3, warned
+    assert "onward_rate_limit is missing and this role may not create it" in warned[0]
+    assert "onward_transcript.document is jsonb" in warned[1]
 
 
 @pytest.mark.parametrize(

@@ -23,10 +23,12 @@ from onward.contracts import Artifact
 from onward.errors import StoreError
 
 __all__ = [
+    "MAX_AHEAD_S",
     "FileBackend",
     "Kind",
     "MemoryBackend",
     "PrunableBackend",
+    "RateBackend",
     "StoreBackend",
     "StoreError",
     "check_transcript_id",
@@ -167,6 +169,28 @@ class FileBackend(Protocol):
 
     async def file_paths(self, workspace: str) -> list[str]:
         """Every file's path, sorted (no contents read: what the file tools need)."""
+        ...
+
+
+MAX_AHEAD_S = 3600.0
+"""A shared rate limit's schedule never runs further ahead of the clock than this: a
+clock set back (or a schedule written by a machine whose clock ran ahead) costs at most
+an hour's wait, not the whole difference."""
+
+
+@runtime_checkable
+class RateBackend(Protocol):
+    """Schedules of shared rate limits (:mod:`onward.activities.rate_limits`), one per key.
+
+    A schedule is a point in time: when the calls that limit has let through are
+    paid off. Every worker using the backend moves the same one.
+    """
+
+    async def advance(self, key: str, add_s: float, hold_s: float = 0.0) -> float:
+        """Move ``key``'s schedule ``add_s`` past the later of itself and now, and to at
+        least ``hold_s`` past now (a new key's starts at now); return how far ahead of
+        now it then runs. Atomic: concurrent callers each move it by their own ``add_s``.
+        """
         ...
 
 

@@ -31,19 +31,20 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from threading import Lock
 from typing import Any, BinaryIO, TypeVar
 
-from onward.store.base import Kind, StoreError, check_transcript_id
+from onward.store.base import MAX_AHEAD_S, Kind, StoreError, check_transcript_id
 
 __all__ = [
     "CACHED_LOGS",
     "INLINE_IO_BYTES",
     "MEMORY_DIR",
+    "RATES_DIR",
     "LocalStore",
     "last_write",
     "stale_directories",
@@ -54,10 +55,14 @@ _T = TypeVar("_T")
 MEMORY_DIR = "memory"
 """Where memory files live under the store's root (no transcript has this id: a
 transcript id is ``<workflow id>@<run id>`` or ``sha256-<hex>``)."""
+RATES_DIR = "rates"
+"""Where the shared rate limits' schedules live under the store's root, one small file a
+limit (:meth:`LocalStore.advance`)."""
 CACHED_LOGS = 64
 """Transcript files whose parsed contents a store keeps in memory between reads."""
 INLINE_IO_BYTES = 256 * 1024
 """Reads and writes up to this size run on the event loop; larger ones in a thread."""
+_NOT_TRANSCRIPTS = frozenset({MEMORY_DIR, RATES_DIR})
 
 
 @dataclass
@@ -245,7 +250,7 @@ class LocalStore:
         return await asyncio.to_thread(self._stale, cutoff)
 
     def _stale(self, cutoff: float) -> list[str]:
-        return [path.name for path in stale_directories(self._root, cutoff, skip=MEMORY_DIR)]
+        return [path.name for path in stale_directories(self._root, cutoff, skip=_NOT_TRANSCRIPTS)]
 
     async def delete_transcript(self, transcript: str, older_than: timedelta) -> bool:
         directory = self._root / check_transcript_id(transcript)
@@ -298,6 +303,40 @@ class LocalStore:
         line = b"%s\t%s\n" % (key_id.encode(), _one_line(document))
         await _run(len(line), self._append, self._memory_path(tenant, scope), line)
 
+    # -- shared rate limits ---------------------------------------------------------------
+
+    async def advance(self, key: str, add_s: float, hold_s: float = 0.0) -> float:
+        """Move ``key``'s schedule ``add_s`` past the later of itself and now, and to at
+        least ``hold_s`` past now; return how far ahead of now it then runs.
+
+        One small file a key under :data:`RATES_DIR`, read and written under its
+        lock, so every worker process of this machine keeps one schedule. The
+        clock is this machine's (``time.time()``), the one they share.
+        """
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return await _run(0, self._advance, self._root / RATES_DIR / name, add_s, hold_s)
+
+    @staticmethod
+    def _advance(path: Path, add_s: float, hold_s: float) -> float:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as file:
+                fcntl.flock(file, fcntl.LOCK_EX)
+                try:
+                    scheduled = float(file.read() or 0.0)
+                except ValueError:
+                    scheduled = 0.0  # a torn write: the schedule starts again from now
+                now = time.time()
+                scheduled = max(min(scheduled, now + MAX_AHEAD_S), now) + add_s
+                scheduled = max(scheduled, now + hold_s)
+                file.seek(0)
+                file.truncate()
+                file.write(repr(scheduled).encode())
+                file.flush()
+        except OSError as err:
+            raise StoreError(f"cannot keep the rate limit in {path}: {err.strerror}") from err
+        return scheduled - now
+
     async def memory_documents(self, tenant: str, scope: str) -> list[bytes]:
         path = self._memory_path(tenant, scope)
         try:
@@ -325,9 +364,9 @@ def last_write(directory: Path) -> float:
     return latest
 
 
-def stale_directories(root: Path, cutoff: float, skip: str | None = None) -> list[Path]:
-    """The directories in ``root`` (but ``skip``) with nothing written since ``cutoff``
-    (``time.time()``), sorted; none when ``root`` does not exist."""
+def stale_directories(root: Path, cutoff: float, skip: Collection[str] = ()) -> list[Path]:
+    """The directories in ``root`` (but those named in ``skip``) with nothing written
+    since ``cutoff`` (``time.time()``), sorted; none when ``root`` does not exist."""
     try:
         entries = sorted(root.iterdir())
     except FileNotFoundError:
@@ -336,7 +375,7 @@ def stale_directories(root: Path, cutoff: float, skip: str | None = None) -> lis
         raise StoreError(f"cannot list {root}: {err.strerror}") from err
     stale = []
     for entry in entries:
-        if entry.name == skip or not entry.is_dir():
+        if entry.name in skip or not entry.is_dir():
             continue
         with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
             if last_write(entry) < cutoff:

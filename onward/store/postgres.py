@@ -20,7 +20,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from onward.contracts import Artifact
-from onward.store.base import Kind, StoreError, check_transcript_id
+from onward.store.base import MAX_AHEAD_S, Kind, StoreError, check_transcript_id
 from onward.store.pgurl import misread_password, redacted, scrubbed
 
 __all__ = ["POOL_SIZE", "PROBE_TIMEOUT_S", "PostgresStore", "redacted"]
@@ -56,6 +56,11 @@ CREATE TABLE IF NOT EXISTS onward_file (
     content bytea NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (workspace, path)
+)""",
+    "onward_rate_limit": """
+CREATE TABLE IF NOT EXISTS onward_rate_limit (
+    key text PRIMARY KEY,
+    scheduled double precision NOT NULL
 )""",
     "onward_file_call": """
 CREATE TABLE IF NOT EXISTS onward_file_call (
@@ -93,13 +98,31 @@ PROBE_TIMEOUT_S = 10
 """How long the first connection may take before the store is said unreachable."""
 
 
+_LATER_TABLES = frozenset({"onward_rate_limit"})
+"""Tables added after the first release: a role that may not create them still starts
+(its owner's next start of a worker makes them); only what needs them fails."""
+
+
 async def _create_missing(conn: psycopg.AsyncConnection[Any]) -> None:
     """Create the tables that are not there (under the schema lock), and no other."""
     for table, create in _TABLES.items():
         cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,))
         found = await cursor.fetchone()
-        if not (found and found[0]):
+        if found and found[0]:
+            continue
+        if table not in _LATER_TABLES:
             await conn.execute(create)
+            continue
+        try:
+            async with conn.transaction():  # a savepoint: a refusal leaves the rest standing
+                await conn.execute(create)
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning(
+                "%s is missing and this role may not create it: shared rate limits "
+                "(ONWARD_RATE_LIMITS) cannot be kept until the schema's owner starts a worker "
+                "of this version, or creates it",
+                table,
+            )
 
 
 async def _migrate_documents(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -235,6 +258,26 @@ class PostgresStore:
             raise StoreError(f"cannot read memory from the PostgreSQL store: {err}") from err
         return [document.encode() for (document,) in rows]
 
+    # -- shared rate limits ---------------------------------------------------------------
+
+    async def advance(self, key: str, add_s: float, hold_s: float = 0.0) -> float:
+        """Move ``key``'s schedule ``add_s`` past the later of itself and now, and to at
+        least ``hold_s`` past now; return how far ahead of now it then runs.
+
+        One statement on one row, which PostgreSQL locks while it updates it, so
+        workers on every machine keep one schedule, by the database's clock.
+        """
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(
+                    _ADVANCE, {"key": key, "add": add_s, "hold": hold_s, "cap": MAX_AHEAD_S}
+                )
+                row = await cursor.fetchone()
+        except psycopg.Error as err:
+            raise StoreError(f"cannot keep the rate limit in the PostgreSQL store: {err}") from err
+        assert row is not None
+        return float(row[0])
+
     # -- run workspaces -----------------------------------------------------------------
 
     async def write_file(
@@ -324,6 +367,16 @@ class PostgresStore:
         return [str(path) for (path,) in rows]
 
 
+_ADVANCE = """
+WITH clock AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS now)
+INSERT INTO onward_rate_limit AS r (key, scheduled)
+SELECT %(key)s, now + greatest(%(add)s, %(hold)s) FROM clock
+ON CONFLICT (key) DO UPDATE SET scheduled = (
+    SELECT greatest(greatest(least(r.scheduled, now + %(cap)s), now) + %(add)s, now + %(hold)s)
+    FROM clock
+)
+RETURNING scheduled - (SELECT now FROM clock)
+"""
 _PUT_MEMORY = """
 INSERT INTO onward_memory (tenant, scope, key_id, document) VALUES (%s, %s, %s, %s)
 ON CONFLICT (tenant, scope, key_id)

@@ -1,0 +1,342 @@
+"""Rate limits of model calls shared by every worker: requests and tokens per minute.
+
+A provider's limits (OpenAI's and Anthropic's requests and tokens per minute)
+are its organisation's, not one worker's: ten workers each keeping under them
+overrun them ten times, and each then hears 429s, backs off on its own and
+tries again while the others still send. ``ONWARD_RATE_LIMITS`` (or ``onward
+worker --rate-limits``) names a JSON or TOML file of limits by provider
+(``openai``, an ``ONWARD_ENDPOINTS`` name) or by model (``openai:gpt-4.1``)::
+
+    {"openai": {"requests_per_minute": 500, "tokens_per_minute": 200000}}
+
+Each limit is one schedule in the workers' transcript store: a small file in
+the local directory, shared by the worker processes of one machine; a row in
+PostgreSQL, shared by every machine's (by the database's clock). A call takes
+its turn before it is sent. It goes once the calls before it are paid off at
+the limit's rate, and moves the schedule on by its own cost: one request, and
+its prompt's estimated tokens, corrected by the answer's usage once it comes.
+So calls are spaced evenly, by every worker together, and no minute sees more
+than the limit and one call (this is the generic cell rate algorithm, with no
+burst: a burst of a minute's worth is what trips a provider that enforces its
+limit over shorter windows, as OpenAI says it may).
+
+A provider's 429 that says how long to wait (``Retry-After``) holds back every
+worker's calls under the limits the refused call came under until then, not
+only the retry of that call.
+
+The wait is spent inside the call's attempt, heartbeating, so it uses no
+attempt; a turn further away than the attempt can wait for (its 10 minutes, less
+the call's own timeout) gives its place back and fails the attempt as
+``RateLimited``, retried after the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import tomllib
+from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from onward import compaction
+from onward.activities.heartbeat import heartbeating
+from onward.activities.providers.errors import RATE_LIMITED
+from onward.activities.providers.settings import DEFAULT_TIMEOUT_S
+from onward.contracts import ModelRequest, Usage, provider_of
+from onward.store.base import MAX_AHEAD_S, RateBackend
+
+__all__ = [
+    "RATE_LIMITS_ENV",
+    "InProcessSchedules",
+    "RateLimit",
+    "RateLimits",
+    "Turn",
+    "check_providers",
+    "load_rate_limits",
+    "rate_limits_from_env",
+]
+
+log = logging.getLogger("onward.rate_limits")
+
+RATE_LIMITS_ENV = "ONWARD_RATE_LIMITS"
+_SPEC_CHARS_PER_TOKEN = 4
+"""Tool specs are JSON; the estimate counts them as text, like the messages."""
+_WAIT_MARGIN_S = 30.0
+"""Left of an attempt, beside the call's own timeout, when deciding how long a turn may
+be waited for inside it."""
+_LOGGED_WAIT_S = 1.0
+"""Turns waited for longer than this are logged (at INFO)."""
+
+
+class RateLimit(BaseModel):
+    """One provider's or model's limits; calls under it share them across workers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: float | None = Field(default=None, gt=0)
+    tokens_per_minute: float | None = Field(
+        default=None,
+        gt=0,
+        description="prompt and answer tokens together (cached prompt tokens count too)",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> RateLimit:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValueError("give requests_per_minute, tokens_per_minute or both")
+        return self
+
+
+def load_rate_limits(path: Path) -> dict[str, RateLimit]:
+    """Read a rate limits file (``.toml`` by suffix, JSON otherwise).
+
+    Keys are a provider (``openai``) or a model (``openai:gpt-4.1``); keys
+    starting with ``_`` are comments, as in ``ONWARD_PRICING``'s file.
+
+    Raises:
+        ValueError: the file is missing, unreadable or invalid; the message names
+            the file and the limit, so the worker stops at its start.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{RATE_LIMITS_ENV}: cannot read {path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{RATE_LIMITS_ENV}: {path} must map providers or models to limits")
+    limits: dict[str, RateLimit] = {}
+    for key, config in raw.items():
+        if key.startswith("_"):
+            continue
+        if not key.strip() or key != key.strip() or key.endswith(":"):
+            raise ValueError(
+                f"{RATE_LIMITS_ENV}: {path}: {key!r} names no provider or model "
+                "(write 'openai' or 'openai:gpt-4.1')"
+            )
+        try:
+            limits[key] = RateLimit.model_validate(config)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'limit'}: {e['msg']}" for e in err.errors()
+            )
+            raise ValueError(f"{RATE_LIMITS_ENV}: {path}: {key!r}: {problems}") from None
+    return limits
+
+
+def rate_limits_from_env(environ: Mapping[str, str]) -> dict[str, RateLimit]:
+    """The limits of the file ``ONWARD_RATE_LIMITS`` names; none when it is unset.
+
+    Raises:
+        ValueError: see :func:`load_rate_limits`.
+    """
+    path = environ.get(RATE_LIMITS_ENV, "").strip()
+    return load_rate_limits(Path(path)) if path else {}
+
+
+def check_providers(limits: Mapping[str, RateLimit], providers: Collection[str]) -> None:
+    """Raise ValueError naming a limit whose provider this worker does not have (a typo
+    would otherwise limit nothing, in silence)."""
+    for key in limits:
+        if provider_of(key) not in providers:
+            raise ValueError(
+                f"{RATE_LIMITS_ENV}: the limit {key!r} is for provider {provider_of(key)!r}, "
+                f"which this worker does not have (it has: {', '.join(sorted(providers))})"
+            )
+
+
+class InProcessSchedules:
+    """A :class:`~onward.store.base.RateBackend` in this process's memory (no shared store).
+
+    Shares nothing with other processes: for a worker without a store, and tests.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._scheduled: dict[str, float] = {}
+
+    async def advance(self, key: str, add_s: float, hold_s: float = 0.0) -> float:
+        now = self._clock()
+        scheduled = max(min(self._scheduled.get(key, now), now + MAX_AHEAD_S), now) + add_s
+        self._scheduled[key] = scheduled = max(scheduled, now + hold_s)
+        return scheduled - now
+
+
+class Turn:
+    """One call's place under the limits that apply to it (see :meth:`RateLimits.take`)."""
+
+    def __init__(self, schedules: RateBackend, costs: dict[str, tuple[float, float]]) -> None:
+        self._schedules = schedules
+        self._costs = costs
+        """Seconds each schedule was moved on, and seconds a token is, by schedule key."""
+        self.waited_s = 0.0
+        """How long the call waited for its turn."""
+
+    async def _take(self) -> float:
+        """Move every schedule on by the call's cost; the wait until all are paid off."""
+        aheads = await asyncio.gather(
+            *(self._schedules.advance(key, cost) for key, (cost, _) in self._costs.items())
+        )
+        return max(
+            ahead - cost for ahead, (cost, _) in zip(aheads, self._costs.values(), strict=True)
+        )
+
+    async def _give_back(self) -> None:
+        await asyncio.gather(
+            *(self._schedules.advance(key, -cost) for key, (cost, _) in self._costs.items())
+        )
+
+    async def settle(self, usage: Usage) -> None:
+        """Correct the tokens limits from the prompt's estimate to the answer's usage."""
+        tokens = usage.input_tokens + usage.output_tokens
+        corrections = [
+            self._schedules.advance(key, tokens * per_token - cost)
+            for key, (cost, per_token) in self._costs.items()
+            if per_token and tokens
+        ]
+        await asyncio.gather(*corrections)
+
+    async def refused(self, err: ApplicationError) -> None:
+        """A provider's 429 saying how long to wait holds every worker's calls under
+        these limits back until then."""
+        if err.type != RATE_LIMITED or not err.next_retry_delay or not self._costs:
+            return
+        hold_s = err.next_retry_delay.total_seconds()
+        await asyncio.gather(*(self._schedules.advance(key, 0.0, hold_s) for key in self._costs))
+
+
+_NO_LIMIT = Turn(InProcessSchedules(), {})
+
+
+class RateLimits:
+    """The rate limits of one worker's model calls, kept in ``schedules``.
+
+    Args:
+        limits: by provider (``openai``) or model (``openai:gpt-4.1``); a call is
+            under its model's and its provider's, and waits for both.
+        schedules: where the limits' schedules are kept: the worker's store (see
+            :class:`~onward.store.base.RateBackend`), shared by every worker using it;
+            None: this process's memory.
+        call_timeout_s: the longest a model call takes once sent (the worker's
+            ``ONWARD_MODEL_TIMEOUT_S``): an attempt waits for its turn at most
+            as long as leaves it that.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, RateLimit] | None = None,
+        schedules: RateBackend | None = None,
+        *,
+        call_timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self.limits = dict(limits or {})
+        self._schedules = schedules or InProcessSchedules()
+        self._call_timeout_s = call_timeout_s
+
+    async def check(self) -> None:
+        """Reach every limit's schedule once (moving none): a store that cannot keep them
+        (a PostgreSQL role that may not use their table, say) is said at the start.
+
+        Raises:
+            StoreError: why the store cannot keep them.
+        """
+        for key, limit in self.limits.items():
+            kind = "requests" if limit.requests_per_minute else "tokens"
+            await self._schedules.advance(f"{key}#{kind}", 0.0)
+
+    def under(self, model: str) -> dict[str, RateLimit]:
+        """The limits a call to ``model`` is under, by key."""
+        return {key: self.limits[key] for key in (model, provider_of(model)) if key in self.limits}
+
+    async def take(self, request: ModelRequest) -> Turn:
+        """Wait for the call's turn (heartbeating); at once for a call under no limit.
+
+        After the call, :meth:`Turn.settle` with the answer's usage, or
+        :meth:`Turn.refused` with the provider's error.
+
+        Raises:
+            ApplicationError: ``RateLimited``, retryable: the turn is further away
+                than this attempt can wait (the next attempt comes after the wait).
+        """
+        limits = self.under(request.model)
+        if not limits:
+            return _NO_LIMIT
+        turn = Turn(self._schedules, _costs(limits, request))
+        wait_s = await turn._take()
+        if wait_s <= 0:
+            return turn
+        if wait_s > (can_wait_s := self._can_wait_s()):
+            await turn._give_back()
+            raise ApplicationError(
+                f"{request.model}: its turn under the shared rate limit ({_named(limits)}) "
+                f"is {wait_s:.0f} s away, more than this attempt can wait "
+                f"({can_wait_s:.0f} s); tried again then",
+                type=RATE_LIMITED,
+                next_retry_delay=timedelta(seconds=wait_s),
+            )
+        if wait_s > _LOGGED_WAIT_S:
+            log.info(
+                "%s waits %.1f s for its turn under the rate limit (%s)",
+                request.model,
+                wait_s,
+                _named(limits),
+            )
+        async with heartbeating():
+            await asyncio.sleep(wait_s)
+        turn.waited_s = wait_s
+        return turn
+
+    def _can_wait_s(self) -> float:
+        """How long this attempt may wait for its turn and still make its call in time."""
+        if not activity.in_activity():
+            return MAX_AHEAD_S
+        info = activity.info()
+        if info.start_to_close_timeout is None:
+            return MAX_AHEAD_S
+        ends = info.started_time + info.start_to_close_timeout
+        left = (ends - datetime.now(UTC)).total_seconds()
+        return max(0.0, left - self._call_timeout_s - _WAIT_MARGIN_S)
+
+
+def _costs(
+    limits: Mapping[str, RateLimit], request: ModelRequest
+) -> dict[str, tuple[float, float]]:
+    """Seconds each of the call's schedules moves on, and seconds a token is (0 for requests)."""
+    costs: dict[str, tuple[float, float]] = {}
+    tokens: int | None = None
+    for key, limit in limits.items():
+        if limit.requests_per_minute:
+            costs[f"{key}#requests"] = (60.0 / limit.requests_per_minute, 0.0)
+        if limit.tokens_per_minute:
+            if tokens is None:
+                tokens = _estimated_tokens(request)
+            per_token = 60.0 / limit.tokens_per_minute
+            costs[f"{key}#tokens"] = (tokens * per_token, per_token)
+    return costs
+
+
+def _estimated_tokens(request: ModelRequest) -> int:
+    """The prompt's tokens, estimated from its characters (the answer's are counted after)."""
+    specs = sum(len(spec.model_dump_json()) for spec in request.tools)
+    return compaction.estimate_tokens(request.messages) + specs // _SPEC_CHARS_PER_TOKEN
+
+
+def _named(limits: Mapping[str, RateLimit]) -> str:
+    return ", ".join(
+        f"{key}: "
+        + ", ".join(
+            f"{value:g} {unit}/min"
+            for value, unit in (
+                (limit.requests_per_minute, "requests"),
+                (limit.tokens_per_minute, "tokens"),
+            )
+            if value
+        )
+        for key, limit in limits.items()
+    )

@@ -1,0 +1,407 @@
+"""Rate limits of model calls shared by every worker of a store (``ONWARD_RATE_LIMITS``)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from postgres_server import pg_binary, postgres_url
+from provider_servers import OPENAI_PATH, FakeProvider, Reply, openai_completion
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 - the fixture
+
+from conftest import eventually, run_onward
+from onward.activities.providers.errors import RATE_LIMITED
+from onward.activities.rate_limits import (
+    InProcessSchedules,
+    RateLimit,
+    RateLimits,
+    check_providers,
+    load_rate_limits,
+)
+from onward.contracts import AgentInput, Message, ModelRequest, Usage
+from onward.store.base import RateBackend
+from onward.store.local import LocalStore
+from onward.store.postgres import PostgresStore
+from onward.worker import parse_args
+from onward.workflows import AgentWorkflow
+
+__all__ = ["postgres_url"]  # the fixture, imported for the tests below
+
+needs_postgres = pytest.mark.skipif(
+    pg_binary("initdb") is None, reason="PostgreSQL (initdb) not installed"
+)
+
+
+def request(model: str = "openai:gpt-4o-mini", chars: int = 40) -> ModelRequest:
+    return ModelRequest(model=model, messages=[Message(role="user", content="x" * chars)], step=1)
+
+
+class FrozenClock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- the file ---------------------------------------------------------------------------
+
+
+def test_limits_are_read_from_json_or_toml(tmp_path: Path) -> None:
+    as_json = tmp_path / "limits.json"
+    as_json.write_text(
+        json.dumps(
+            {
+                "_comment": "org limits",
+                "openai": {"requests_per_minute": 500, "tokens_per_minute": 200_000},
+                "anthropic:claude-sonnet-4-5": {"requests_per_minute": 50},
+            }
+        )
+    )
+    as_toml = tmp_path / "limits.toml"
+    as_toml.write_text(
+        "[openai]\nrequests_per_minute = 500\ntokens_per_minute = 200000\n\n"
+        '["anthropic:claude-sonnet-4-5"]\nrequests_per_minute = 50\n'
+    )
+    expected = {
+        "openai": RateLimit(requests_per_minute=500, tokens_per_minute=200_000),
+        "anthropic:claude-sonnet-4-5": RateLimit(requests_per_minute=50),
+    }
+    assert load_rate_limits(as_json) == expected
+    assert load_rate_limits(as_toml) == expected
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ('["openai"]', "must map providers or models to limits"),
+        ('{"openai": {}}', "'openai': limit: Value error, give requests_per_minute"),
+        ('{"openai": {"requests_per_minute": 0}}', "'openai': requests_per_minute:"),
+        ('{"openai": {"requests_per_minute": -5}}', "greater than 0"),
+        ('{"openai": {"rpm": 5}}', "'openai': rpm: Extra inputs are not permitted"),
+        ('{"openai": {"requests_per_minute": "many"}}', "requests_per_minute"),
+        ('{" openai": {"requests_per_minute": 5}}', "names no provider or model"),
+        ('{"openai:": {"requests_per_minute": 5}}', "names no provider or model"),
+        ("{not json", "cannot read"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_file_and_the_limit(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    path = tmp_path / "limits.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="ONWARD_RATE_LIMITS") as refused:
+        load_rate_limits(path)
+    assert says in str(refused.value)
+    assert str(path) in str(refused.value)
+
+
+def test_a_limit_for_a_provider_the_worker_lacks_is_refused() -> None:
+    limits = {"opnai": RateLimit(requests_per_minute=5)}
+    with pytest.raises(ValueError, match=r"'opnai'.*does not have.*openai, scripted"):
+        check_providers(limits, ["scripted", "openai"])
+    check_providers({"openai:gpt-4.1": RateLimit(requests_per_minute=5)}, ["openai"])
+
+
+# -- the schedules ----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture(
+    params=["in-process", "local", pytest.param("postgres", marks=needs_postgres)]
+)
+async def schedules(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RateBackend]:
+    if request.param == "in-process":
+        yield InProcessSchedules()
+    elif request.param == "local":
+        yield LocalStore(tmp_path / "store")
+    else:
+        store = await PostgresStore.open(request.getfixturevalue("postgres_url"))
+        try:
+            yield store
+        finally:
+            await store.close()
+
+
+async def test_a_schedule_moves_on_by_each_cost_and_back(schedules: RateBackend) -> None:
+    """What every backend does: a new key starts at now; each advance adds to the later
+    of the schedule and now; a hold puts it at least that far ahead."""
+    key = f"test-{uuid.uuid4().hex}"
+    assert await schedules.advance(key, 10.0) == pytest.approx(10.0, abs=0.5)
+    assert await schedules.advance(key, 10.0) == pytest.approx(20.0, abs=0.5)
+    assert await schedules.advance(key, -5.0) == pytest.approx(15.0, abs=0.5)
+    assert await schedules.advance(key, 0.0, 100.0) == pytest.approx(100.0, abs=0.5)
+    assert await schedules.advance(key, 0.0, 50.0) == pytest.approx(100.0, abs=0.5)
+    # Paid off long ago (given back): a schedule never runs behind the clock.
+    assert await schedules.advance(key, -500.0) == pytest.approx(0.0, abs=0.5)
+    assert await schedules.advance(key, 1.0) == pytest.approx(1.0, abs=0.5)
+    # Further ahead than an hour (a clock set back) counts as an hour ahead.
+    await schedules.advance(key, 10_000.0)
+    assert await schedules.advance(key, 0.0) == pytest.approx(3_600.0, abs=1.0)
+
+
+async def test_concurrent_advances_each_count(schedules: RateBackend) -> None:
+    key = f"test-{uuid.uuid4().hex}"
+    await asyncio.gather(*(schedules.advance(key, 1.0) for _ in range(40)))
+    assert await schedules.advance(key, 0.0) == pytest.approx(40.0, abs=1.0)
+
+
+async def test_prune_store_leaves_the_schedules_alone(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    await store.advance("openai#requests", 1.0)
+    assert await store.stale_transcripts(timedelta(seconds=-60)) == []
+
+
+# -- turns ------------------------------------------------------------------------------
+
+
+async def test_calls_are_spaced_at_the_limits_rate() -> None:
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits({"openai": RateLimit(requests_per_minute=60)}, schedules)
+    turn = await limits.take(request())
+    assert turn.waited_s == 0  # the first goes at once
+    # The next one, at the same moment, waits a second (60 a minute).
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    turn = await limits.take(request())
+    assert turn.waited_s == pytest.approx(1.0)
+    assert loop.time() - started >= 0.95
+    # Another model of another provider is under no limit.
+    assert (await limits.take(request("anthropic:claude-haiku-4-5"))).waited_s == 0
+
+
+async def test_a_call_is_under_its_models_limit_and_its_providers() -> None:
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits(
+        {
+            "openai": RateLimit(requests_per_minute=600),
+            "openai:gpt-4.1": RateLimit(requests_per_minute=6),
+        },
+        schedules,
+    )
+    assert set(limits.under("openai:gpt-4.1")) == {"openai:gpt-4.1", "openai"}
+    assert set(limits.under("openai:gpt-4o-mini")) == {"openai"}
+    await limits.take(request("openai:gpt-4.1"))
+    assert await schedules.advance("openai:gpt-4.1#requests", 0) == pytest.approx(10.0)
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(0.1)
+
+
+async def test_tokens_are_estimated_before_the_call_and_settled_by_its_usage() -> None:
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits({"openai": RateLimit(tokens_per_minute=60_000)}, schedules)  # 1,000/s
+    turn = await limits.take(request(chars=4_000))  # about 1,000 tokens
+    estimated = await schedules.advance("openai#tokens", 0)
+    assert 0.9 < estimated < 1.2
+    await turn.settle(Usage(input_tokens=2_500, output_tokens=500))
+    assert await schedules.advance("openai#tokens", 0) == pytest.approx(3.0)
+
+
+async def test_a_429_holds_back_every_call_under_the_limit() -> None:
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits({"openai": RateLimit(requests_per_minute=6_000)}, schedules)
+    turn = await limits.take(request())
+    refused = ApplicationError("429", type=RATE_LIMITED, next_retry_delay=timedelta(seconds=7))
+    await turn.refused(refused)
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(7.0)
+    # Another failure (a 500, say) holds nothing back.
+    await (await limits.take(request("openai:other"))).refused(ApplicationError("boom"))
+
+
+async def test_a_turn_further_than_the_attempt_can_wait_fails_it_and_gives_its_place_back() -> None:
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits(
+        {"openai": RateLimit(requests_per_minute=60)}, schedules, call_timeout_s=120
+    )
+    await schedules.advance("openai#requests", 900.0)  # fifteen minutes of calls before it
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(
+        environment.info,
+        started_time=datetime.now(UTC),
+        start_to_close_timeout=timedelta(minutes=10),
+    )
+    with pytest.raises(ApplicationError) as failed:
+        await environment.run(limits.take, request())
+    assert failed.value.type == RATE_LIMITED
+    assert not failed.value.non_retryable
+    assert failed.value.next_retry_delay == timedelta(seconds=900)
+    assert "900 s away, more than this attempt can wait (450 s)" in failed.value.message
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(900.0)
+
+
+# -- workers sharing a store ------------------------------------------------------------
+
+
+def answer(text: str) -> Reply:
+    return Reply(json=openai_completion(text))
+
+
+async def started_workers(
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],  # noqa: F811 - the fixture imported above
+    *,
+    store: str,
+    limits: dict[str, dict[str, float]],
+    openai: FakeProvider,
+) -> list[str]:
+    """Two worker processes, each on its own task queue, sharing ``store`` and ``limits``,
+    calling ``openai``."""
+    path = tmp_path / "limits.json"
+    path.write_text(json.dumps(limits))
+    queues = [f"rate-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for index, queue in enumerate(queues):
+        workers.append(
+            WorkerProcess(
+                address,
+                queue,
+                tmp_path / "workspace",
+                tmp_path / f"worker-{index}.log",
+                {
+                    "ONWARD_STORE": store,
+                    "ONWARD_RATE_LIMITS": str(path),
+                    "OPENAI_API_KEY": "test-key",
+                    "OPENAI_BASE_URL": f"{openai.url}/v1",
+                },
+            )
+        )
+    await asyncio.gather(*(wait_ready(worker) for worker in workers))
+    return queues
+
+
+async def run_on(client: Client, queue: str, prompt: str) -> str:
+    handle = await client.start_workflow(
+        AgentWorkflow.run,
+        AgentInput(prompt=prompt, model="openai:gpt-4o-mini"),
+        id=f"rate-{uuid.uuid4().hex[:12]}",
+        task_queue=queue,
+    )
+    result = await handle.result()
+    assert result.status == "completed", result
+    return result.output or ""
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("postgres", marks=needs_postgres)])
+async def test_workers_sharing_a_store_share_the_limit(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],  # noqa: F811 - the fixture imported above
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Two worker processes, six calls at once, 120 requests a minute between them: the
+    provider sees one call every half second, not six at once."""
+    store = (
+        str(tmp_path / "store") if backend == "local" else request.getfixturevalue("postgres_url")
+    )
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(*(answer(f"answer {i}") for i in range(6)))
+        queues = await started_workers(
+            address,
+            tmp_path,
+            workers,
+            store=store,
+            limits={"openai": {"requests_per_minute": 120}},
+            openai=server,
+        )
+        answers = await asyncio.gather(
+            *(run_on(client, queues[i % 2], f"question {i}") for i in range(6))
+        )
+        assert sorted(answers) == sorted(f"answer {i}" for i in range(6))
+        arrivals = [recorded.at for recorded in server.requests]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert len(arrivals) == 6
+    # 0.5 s apart at the limiter; the network and a busy machine may bring two closer.
+    assert min(gaps) > 0.35, gaps
+    assert arrivals[-1] - arrivals[0] > 2.3, gaps
+
+
+async def test_a_429_on_one_worker_holds_back_the_others(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],  # noqa: F811 - the fixture imported above
+) -> None:
+    """The provider says wait 2 s to one worker's call: the other worker's call, started
+    meanwhile, waits too instead of hitting the provider at once."""
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(
+            Reply(429, {"error": {"message": "slow down"}}, headers={"retry-after": "2"}),
+            answer("first"),
+            answer("second"),
+        )
+        queues = await started_workers(
+            address,
+            tmp_path,
+            workers,
+            store=str(tmp_path / "store"),
+            limits={"openai": {"requests_per_minute": 6_000}},
+            openai=server,
+        )
+        first = asyncio.create_task(run_on(client, queues[0], "first"))
+
+        async def refused() -> bool:
+            return len(server.requests) >= 1
+
+        await eventually(refused)
+        refused_at = server.requests[0].at
+        second = await run_on(client, queues[1], "second")
+        assert await first in {"first", "second"}
+        assert second in {"first", "second"}
+        later = [recorded.at - refused_at for recorded in server.requests[1:]]
+    assert len(later) == 2
+    assert min(later) > 1.8, later  # neither worker called before the 2 s were up
+
+
+def test_onward_worker_reads_the_flag_or_the_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.json"
+    good.write_text('{"openai": {"requests_per_minute": 500}}')
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"openai": {"rpm": 500}}')
+
+    from_variable, _ = parse_args([], {"ONWARD_RATE_LIMITS": str(good)})
+    from_flag, _ = parse_args(["--rate-limits", str(good)], {"ONWARD_RATE_LIMITS": str(bad)})
+    assert from_variable.rate_limits == {"openai": RateLimit(requests_per_minute=500)}
+    assert from_flag.rate_limits == from_variable.rate_limits  # the flag wins
+    assert parse_args([], {})[0].rate_limits == {}
+
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--rate-limits", str(bad)], {})
+    assert exited.value.code == 2
+    assert "bad.json: 'openai': rpm: Extra inputs are not permitted" in capsys.readouterr().err
+
+
+async def test_a_worker_with_a_limit_for_a_provider_it_lacks_does_not_start(
+    tmp_path: Path,
+) -> None:
+    limits = tmp_path / "limits.json"
+    limits.write_text('{"opnai": {"requests_per_minute": 5}}')
+    # Refused before connecting: no Temporal server is needed to hear it.
+    stopped = await run_onward(
+        "worker",
+        "--rate-limits",
+        str(limits),
+        env={"TEMPORAL_ADDRESS": "127.0.0.1:9", "ONWARD_STORE": str(tmp_path / "store")},
+        cwd=tmp_path,
+    )
+    assert stopped.code == 2
+    assert "the limit 'opnai' is for provider 'opnai', which this worker does not have" in (
+        stopped.stderr
+    )
