@@ -25,7 +25,7 @@ from onward.contracts import Message, StepRecord, ToolCall
 from onward.encryption import EncryptionCodec, parse_keys
 from onward.memory import MemoryEntry
 from onward.store import LocalStore, StoreError, TranscriptStore, open_store
-from onward.store.base import unreachable
+from onward.store.base import RateBackend, unreachable
 from onward.store.local import INLINE_IO_BYTES
 from onward.store.postgres import redacted
 
@@ -435,6 +435,7 @@ async def test_a_role_that_may_not_migrate_a_jsonb_table_still_uses_it(
         assert [m.content for m in await store.messages(tid)] == ["plain"]
         # A table added later (the shared rate limits') it may not create either: it
         # starts, and only a worker keeping rate limits is refused (at its start).
+        assert isinstance(store.backend, RateBackend)
         limits = RateLimits({"openai": RateLimit(requests_per_minute=5)}, store.backend)
         with pytest.raises(StoreError, match="onward_rate_limit"):
             await limits.check()
