@@ -288,6 +288,9 @@ class ModelActivities:
                         update={"cost_usd": cost, "cache_saved_usd": saved}
                     )
                 chat.record(response)
+            if turn.waited_s:
+                waited = round(turn.waited_s * 1000)
+                response = response.model_copy(update={"rate_limit_wait_ms": waited})
         except AttemptAbandoned:
             raise  # the server has moved on: nothing to log or give up here
         except ApplicationError as err:

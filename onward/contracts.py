@@ -823,6 +823,11 @@ class ModelResponse(BaseModel):
     cleared_tool_results: int = Field(
         default=0, description="older tool results the model was sent as a placeholder"
     )
+    rate_limit_wait_ms: int = Field(
+        default=0,
+        description="how long the call waited for its turn under the workers' shared rate "
+        "limits (ONWARD_RATE_LIMITS) before it was sent",
+    )
 
 
 COMPACT_PAYLOADS: frozenset[type[BaseModel]] = frozenset({ModelRequest, ModelResponse})
@@ -1077,6 +1082,12 @@ class StepRecord(BaseModel):
         default=0,
         description="older tool results the model call was sent as a placeholder "
         "(clear_tool_results)",
+    )
+    rate_limit_wait_ms: int = Field(
+        default=0,
+        exclude_if=lambda value: value == 0,
+        description="how long the model call waited for its turn under the workers' shared "
+        "rate limits (ONWARD_RATE_LIMITS): part of duration_ms",
     )
     finish_reason: str | None = Field(
         default=None,

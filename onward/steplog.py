@@ -117,6 +117,7 @@ def apply_response(record: StepRecord, response: ModelResponse) -> None:
     record.cost_usd = response.cost_usd
     record.cache_saved_usd = response.cache_saved_usd
     record.cleared_tool_results = response.cleared_tool_results
+    record.rate_limit_wait_ms = response.rate_limit_wait_ms
     # Only an answer the model did not end itself: "stop" at every step is history bytes.
     reason = response.finish_reason
     record.finish_reason = reason if cut_short(reason) is not None else None

@@ -117,9 +117,12 @@ def step_lines(step: StepRecord) -> list[str]:
     cached = step.usage.cached_input_tokens
     gone = step.cleared_tool_results
     cleared = f" · {counted(gone, 'older tool result')} cleared" if gone else ""
+    took = _seconds(step.duration_ms)
+    if step.rate_limit_wait_ms:  # part of the step's time: not the model's slowness
+        took += f" ({_seconds(step.rate_limit_wait_ms)} waiting for the rate limit)"
     ended = _ENDINGS.get(step.finish_reason or "", f"finish_reason {step.finish_reason}")
     lines.append(
-        f"{_INDENT}{_seconds(step.duration_ms)} · {counted(step.usage.total_tokens, 'token')}"
+        f"{_INDENT}{took} · {counted(step.usage.total_tokens, 'token')}"
         f"{f' ({cached} cached)' if cached else ''} · {money(step.cost_usd)}{cleared}"
         f"{f' · {ended}' if ended else ''}"
     )

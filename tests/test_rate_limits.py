@@ -29,7 +29,8 @@ from onward.activities.rate_limits import (
     check_providers,
     load_rate_limits,
 )
-from onward.contracts import AgentInput, Message, ModelRequest, Usage
+from onward.contracts import AgentInput, AgentResult, Message, ModelRequest, Usage
+from onward.starter.render import step_lines
 from onward.store.base import RateBackend
 from onward.store.local import LocalStore
 from onward.store.postgres import PostgresStore
@@ -283,7 +284,7 @@ async def started_workers(
     return queues
 
 
-async def run_on(client: Client, queue: str, prompt: str) -> str:
+async def run_on(client: Client, queue: str, prompt: str) -> AgentResult:
     handle = await client.start_workflow(
         AgentWorkflow.run,
         AgentInput(prompt=prompt, model="openai:gpt-4o-mini"),
@@ -292,7 +293,7 @@ async def run_on(client: Client, queue: str, prompt: str) -> str:
     )
     result = await handle.result()
     assert result.status == "completed", result
-    return result.output or ""
+    return result
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("postgres", marks=needs_postgres)])
@@ -319,16 +320,30 @@ async def test_workers_sharing_a_store_share_the_limit(
             limits={"openai": {"requests_per_minute": 120}},
             openai=server,
         )
-        answers = await asyncio.gather(
+        results = await asyncio.gather(
             *(run_on(client, queues[i % 2], f"question {i}") for i in range(6))
         )
-        assert sorted(answers) == sorted(f"answer {i}" for i in range(6))
+        assert sorted(r.output or "" for r in results) == [f"answer {i}" for i in range(6)]
         arrivals = [recorded.at for recorded in server.requests]
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert len(arrivals) == 6
     # 0.5 s apart at the limiter; the network and a busy machine may bring two closer.
     assert min(gaps) > 0.35, gaps
     assert arrivals[-1] - arrivals[0] > 2.3, gaps
+    # Each step says how long of it was the wait: 0, 0.5, 1, ... 2.5 s give or take.
+    waits = sorted(result.steps[0].rate_limit_wait_ms for result in results)
+    waited = max(results, key=lambda result: result.steps[0].rate_limit_wait_ms).steps[0]
+    assert " waiting for the rate limit) · " in step_lines(waited)[-1]
+    unwaited = min(results, key=lambda result: result.steps[0].rate_limit_wait_ms).steps[0]
+    if not unwaited.rate_limit_wait_ms:
+        assert "rate limit" not in step_lines(unwaited)[-1]
+    assert waits[0] < 300 and waits[-1] > 2_000, waits
+    assert all(
+        step.duration_ms and step.duration_ms >= wait
+        for step, wait in (
+            (result.steps[0], result.steps[0].rate_limit_wait_ms) for result in results
+        )
+    )
 
 
 async def test_a_429_on_one_worker_holds_back_the_others(
@@ -361,8 +376,8 @@ async def test_a_429_on_one_worker_holds_back_the_others(
         await eventually(refused)
         refused_at = server.requests[0].at
         second = await run_on(client, queues[1], "second")
-        assert await first in {"first", "second"}
-        assert second in {"first", "second"}
+        assert {(await first).output, second.output} == {"first", "second"}
+        assert second.steps[0].rate_limit_wait_ms > 1_500  # held back, and said so
         later = [recorded.at - refused_at for recorded in server.requests[1:]]
     assert len(later) == 2
     assert min(later) > 1.8, later  # neither worker called before the 2 s were up
