@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -40,6 +40,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowHistory,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -69,6 +70,7 @@ from onward.contracts import (
     BudgetExtension,
     CancelRequest,
     InputCheck,
+    Message,
     SteerRequest,
     StepRecord,
 )
@@ -84,6 +86,7 @@ from onward.errors import (
     RunNotFound,
     ScheduleNotFound,
     SettingsError,
+    StoreError,
     TemporalError,
     UnexpectedResponse,
     UpdateNotTaken,
@@ -112,10 +115,21 @@ from onward.starter.listing import RunPage, RunRow, run_page
 from onward.starter.render import static_details, static_summary
 from onward.starter.report import Report, aggregate, collect_traces, parse_since
 from onward.starter.trace import StepSource, Trace, load_step_log, load_trace
-from onward.store import FileBackend, TranscriptStore, is_postgres, open_store, store_url
+from onward.store import (
+    FileBackend,
+    TranscriptStore,
+    is_postgres,
+    open_store,
+    store_name,
+    store_url,
+    transcript_id,
+)
 from onward.text import counted
 from onward.tuning import WORKFLOW_TASK_TIMEOUT
 from onward.workflows import AgentWorkflow, InputCheckWorkflow
+
+if TYPE_CHECKING:  # imported when used: the replayer brings the workers' modules
+    from onward.replay import Replayed, RunExport
 
 __all__ = ["OnwardClient", "RunInfo", "StepLog", "new_run_id"]
 
@@ -624,6 +638,108 @@ class OnwardClient(SessionMethods):
         await self._run_only(run_id)
         with self._translated(run_id):
             return await load_trace(self._handle(run_id), self._handle, self._run_handle)
+
+    # -- replay and export ----------------------------------------------------------------
+
+    async def histories(self, run_id: str) -> builtins.list[WorkflowHistory]:
+        """The event history of each run of the run's (or session's) chain, first first.
+
+        A run continued as new is several runs of one workflow id; each is read as
+        far back as the server keeps them (its namespace's retention).
+
+        Raises:
+            RunNotFound: no run has this id.
+        """
+        histories: builtins.list[WorkflowHistory] = []
+        execution: str | None = None
+        with self._translated(run_id):
+            while True:
+                handle = self._client.get_workflow_handle(run_id, run_id=execution)
+                try:
+                    history = await handle.fetch_history()
+                except RPCError as err:
+                    if histories and err.status == RPCStatusCode.NOT_FOUND:
+                        break  # an earlier run the server no longer keeps
+                    raise
+                histories.insert(0, history)
+                started = history.events[0].workflow_execution_started_event_attributes
+                execution = started.continued_execution_run_id or None
+                if execution is None:
+                    break
+        return histories
+
+    async def replay(self, run_id: str) -> builtins.list[Replayed]:
+        """Replay each run of the run's (or session's) chain on this installation's
+        workflows: whether a worker of this version would go on with it.
+
+        Raises:
+            RunNotFound: no run has this id.
+        """
+        from onward.replay import replay_histories  # the workflows' replayer: on demand
+
+        return await replay_histories(await self.histories(run_id))
+
+    async def export(self, run_id: str) -> RunExport:
+        """The run whole: input, result, whole step log, conversation, and the event
+        history of each run of its chain (see :class:`~onward.replay.RunExport`).
+
+        The conversation is read from this client's store (``ONWARD_STORE``); when it
+        cannot be, ``messages`` is None and ``messages_missing`` says why.
+
+        Raises:
+            InvalidInput: ``run_id`` is a session's (export its messages' runs).
+            RunNotFound: no run has this id.
+        """
+        from onward.replay import ExportedHistory, RunExport, run_id_of
+
+        info = await self._run_only(run_id)
+        histories = await self.histories(run_id)
+        started = histories[0].events[0].workflow_execution_started_event_attributes
+        with self._translated(run_id):
+            status = (await self._handle(run_id).describe()).status
+            arguments = await DATA_CONVERTER.decode(started.input.payloads)
+        log = await self.step_log(run_id)
+        result = None if info.running else (await self.result(run_id)).model_dump(mode="json")
+        first_run = started.original_execution_run_id or started.first_execution_run_id
+        messages, missing = await self._messages(transcript_id(run_id, first_run), log.records)
+        return RunExport(
+            workflow_id=run_id,
+            workflow_type=info.workflow_type,
+            status=status.name.lower() if status is not None else "unknown",
+            input=arguments[0] if arguments else None,
+            result=result,
+            steps=log.records,
+            steps_missing=log.missing,
+            messages=messages,
+            messages_missing=missing,
+            histories=[
+                ExportedHistory(run_id=run_id_of(history), history=history.to_json_dict())
+                for history in histories
+            ],
+        )
+
+    async def _messages(
+        self, transcript: str, steps: builtins.list[StepRecord]
+    ) -> tuple[builtins.list[Message] | None, str | None]:
+        """The conversation the store holds for ``transcript``, or None and why not."""
+        url = self._store_url or store_url(os.environ)
+        try:
+            store = self._store or await open_store(url, DATA_CONVERTER.payload_codec)
+        except StoreError as err:
+            return None, f"the transcript store cannot be read ({err})"
+        try:
+            messages = await store.messages(transcript)
+        except (StoreError, ValueError) as err:
+            return None, f"the transcript store cannot be read ({err})"
+        finally:
+            if store is not self._store:
+                await store.close()
+        if not messages and steps:
+            return None, (
+                f"not in the transcript store at {store_name(url)} "
+                "(ONWARD_STORE must name the workers' store)"
+            )
+        return messages, None
 
     async def list(
         self,

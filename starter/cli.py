@@ -253,6 +253,32 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("id", metavar="ID", help="workflow id of the run")
         _json_option(cmd, "the answer")
 
+    export = command(
+        "export",
+        "a run whole as one JSON document: input, result, steps, conversation, and its "
+        "event histories (to keep, or to replay elsewhere)",
+    )
+    export.add_argument("id", metavar="ID", help="workflow id of the run")
+    export.add_argument(
+        "--output", "-o", metavar="FILE", help="write it to FILE (default: standard output)"
+    )
+    _json_option(export, "with --output, what was written")
+    replay = command(
+        "replay",
+        "replay runs' histories on this installation's workflows: would workers of this "
+        "version go on with them? (exit 1 if not)",
+    )
+    replay.add_argument("ids", metavar="ID", nargs="*", help="workflow ids of runs or sessions")
+    replay.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an `onward export` file, or a Temporal JSON history (repeatable)",
+    )
+    replay.add_argument("--recent", type=int, metavar="N", help="the N most recent runs too")
+    _json_option(replay, "each run's outcome")
+
     cancel = command("cancel", "end a run as cancelled, keeping what it did")
     cancel.add_argument("id", metavar="ID")
     cancel.add_argument("--reason", help="why (shown in the result)")

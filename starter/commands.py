@@ -8,17 +8,20 @@ stderr, or with ``--json`` exactly one JSON document.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from onward.artifacts import workspace_root
 from onward.client import OnwardClient
 from onward.connection import DATA_CONVERTER
 from onward.contracts import AgentInput, ApprovalsDecided
 from onward.retention import prune_store as prune
-from onward.starter.errors import EXIT_OK, CliError, exit_code_for
+from onward.starter.errors import EXIT_FAILED, EXIT_OK, CliError, exit_code_for
 from onward.starter.follow import (
     Ended,
     FollowEvent,
@@ -46,6 +49,7 @@ from onward.starter.session_commands import chat, close, send, session_input
 from onward.starter.timeline import trace_lines
 from onward.starter.trace import STEPS_QUERY_TIMEOUT
 from onward.store import is_postgres, local_root, open_store, store_name, store_url
+from onward.text import counted
 
 __all__ = [
     "Following",
@@ -54,12 +58,14 @@ __all__ = [
     "cancel",
     "chat",
     "close",
+    "export",
     "extend",
     "follow_run",
     "list_",
     "pause",
     "prune_store",
     "reject",
+    "replay",
     "report",
     "result",
     "resume",
@@ -222,6 +228,74 @@ async def trace(client: OnwardClient, args: argparse.Namespace) -> int:
     else:
         for line in trace_lines(timeline):
             say(line)
+    return EXIT_OK
+
+
+async def export(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward export ID``: the run whole, one JSON document (stdout, or ``--output``)."""
+    from onward.replay import export_counts
+
+    exported = await client.export(args.id)
+    document = exported.model_dump_json(indent=2) + "\n"
+    for missing in (exported.steps_missing, exported.messages_missing):
+        if missing:
+            note(f"onward: {missing}")
+    if args.output is None:
+        sys.stdout.write(document)
+        return EXIT_OK
+    try:
+        await asyncio.to_thread(Path(args.output).write_text, document, encoding="utf-8")
+    except OSError as err:
+        raise CliError(f"cannot write {args.output}: {err.strerror}") from None
+    if args.json:
+        messages = None if exported.messages is None else len(exported.messages)
+        emit_json(
+            {
+                "workflow_id": args.id,
+                "output": args.output,
+                "steps": len(exported.steps),
+                "messages": messages,
+                "runs": len(exported.histories),
+            }
+        )
+    else:
+        say(f"exported {args.id} to {args.output}: {export_counts(exported)}")
+    return EXIT_OK
+
+
+async def replay(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward replay ID... | --file FILE... | --recent N``: whether workers of this
+    installation would go on with those runs (their histories replay on its workflows)."""
+    from onward.replay import Replayed, histories_in_file, replay_histories
+
+    if not (args.ids or args.file or args.recent):
+        raise CliError("name runs to replay: their IDs, --file FILE or --recent N")
+    outcomes: list[Replayed] = []
+    for path in args.file:
+        outcomes += await replay_histories(histories_in_file(Path(path)))
+    ids = list(args.ids)
+    if args.recent:
+        ids += [row.workflow_id for row in await client.list(limit=args.recent)]
+    for run_id in dict.fromkeys(ids):  # once each, in order
+        outcomes += await client.replay(run_id)
+    failed = [outcome for outcome in outcomes if outcome.failure is not None]
+    if args.json:
+        emit_json([dataclasses.asdict(outcome) for outcome in outcomes])
+        return EXIT_FAILED if failed else EXIT_OK
+    for outcome in outcomes:
+        where = f"{outcome.workflow_id} · run {outcome.run_id} · {outcome.events} events"
+        if outcome.failure is None:
+            say(f"replays      {where}")
+        else:
+            say(f"DOES NOT     {where}: {outcome.failure}")
+    if failed:
+        say(
+            f"{len(failed)} of {counted(len(outcomes), 'run')} would not go on on a worker "
+            "of this version: its workflow decides otherwise from what they recorded "
+            "(guard the change with workflow.patched)"
+        )
+        return EXIT_FAILED
+    say(f"all {counted(len(outcomes), 'run')} replay: workers of this version go on with them")
     return EXIT_OK
 
 

@@ -1,0 +1,224 @@
+"""Replay runs on this installation's workflows, and export a run whole.
+
+Temporal goes on with a run by replaying its event history on the workflow
+code: a worker of a new version rebuilds each run in flight from what the old
+one recorded. If the new code makes another decision from the same history
+(a workflow change not guarded by ``workflow.patched``), that run's next
+workflow task fails, and fails again on every retry, until a worker that
+agrees takes it. ``onward replay`` asks that question before a deploy, of real
+runs: it replays their histories here, on the workflows this installation
+would run, and says which would not go on. Onward's own tests replay
+histories recorded from every kind of run; this replays yours.
+
+``onward export`` writes a run as one JSON document: its input, result, whole
+step log, conversation (from the transcript store) and the event history of
+each run of its chain, which Temporal keeps only for the namespace's retention
+period. ``onward replay --file`` replays an export, or a history written by
+``temporal workflow show --output json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from pydantic import BaseModel, Field
+from temporalio.client import WorkflowHistory
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
+from temporalio.worker import Replayer
+
+from onward.connection import DATA_CONVERTER
+from onward.contracts import AGENT_WORKFLOW, SESSION_WORKFLOW, Message, StepRecord
+from onward.errors import InvalidInput
+from onward.plugin import pass_onward_through
+from onward.text import counted
+from onward.workflows import AgentWorkflow, InputCheckWorkflow, SessionWorkflow
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "ExportedHistory",
+    "Replayed",
+    "RunExport",
+    "export_counts",
+    "histories_in_file",
+    "replay_histories",
+    "run_id_of",
+]
+
+EXPORT_FORMAT = 1
+"""The version of :class:`RunExport`'s shape (``onward_export`` in the document)."""
+_WORKFLOW_TYPES = frozenset({AGENT_WORKFLOW, SESSION_WORKFLOW, InputCheckWorkflow.__name__})
+
+
+class ExportedHistory(BaseModel):
+    """One run of a chain (a run continued as new has several) and its event history."""
+
+    run_id: str
+    history: dict[str, Any] = Field(
+        description="Temporal's JSON of the history (as `temporal workflow show --output "
+        "json` writes it); payloads as the server keeps them (encrypted, if they were)"
+    )
+
+
+class RunExport(BaseModel):
+    """A run, whole: what ``onward export`` writes and ``onward replay --file`` reads."""
+
+    onward_export: int = EXPORT_FORMAT
+    workflow_id: str
+    workflow_type: str
+    status: str = Field(description="Temporal's status of the latest run: running, completed...")
+    input: Any = Field(default=None, description="the input the chain's first run was started with")
+    result: dict[str, Any] | None = Field(
+        default=None, description="the run's result (AgentResult); None while it runs"
+    )
+    steps: list[StepRecord] = Field(default_factory=list, description="the whole step log")
+    steps_missing: str | None = Field(
+        default=None, description="which steps the log lacks and why (None: it is whole)"
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        description="the conversation, from the transcript store; None: it cannot be read",
+    )
+    messages_missing: str | None = Field(
+        default=None, description="why the conversation is not here (None: it is)"
+    )
+    histories: list[ExportedHistory] = Field(
+        default_factory=list, description="each run of the chain, first first"
+    )
+
+    def workflow_histories(self) -> list[WorkflowHistory]:
+        return [WorkflowHistory.from_json(self.workflow_id, run.history) for run in self.histories]
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """How one run's history replayed on this installation's workflows."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    events: int
+    failure: str | None = None
+    """None: it replays (a worker of this version goes on with it); else why not."""
+
+
+async def replay_histories(histories: Iterable[WorkflowHistory]) -> list[Replayed]:
+    """Replay each history on Onward's workflows as a worker of this installation would.
+
+    A history of another workflow type is not replayed: its failure says so.
+    """
+    replayer = Replayer(
+        workflows=[AgentWorkflow, SessionWorkflow, InputCheckWorkflow],
+        data_converter=DATA_CONVERTER,
+        workflow_runner=pass_onward_through(None),
+        runtime=_quiet_runtime(),
+    )
+    outcomes: list[Replayed] = []
+    for history in histories:
+        started = (
+            history.events[0].workflow_execution_started_event_attributes
+            if (history.events)
+            else None
+        )
+        kind = started.workflow_type.name if started is not None else ""
+        run_id = run_id_of(history)
+        if kind not in _WORKFLOW_TYPES:
+            why = f"not a run of Onward's (workflow type {kind or 'unknown'})"
+            outcomes.append(Replayed(history.workflow_id, run_id, kind, len(history.events), why))
+            continue
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        failure = None if result.replay_failure is None else _said(result.replay_failure)
+        outcomes.append(Replayed(history.workflow_id, run_id, kind, len(history.events), failure))
+    return outcomes
+
+
+def histories_in_file(path: Path) -> list[WorkflowHistory]:
+    """The histories of an ``onward export`` file, or the one history of a Temporal JSON
+    history file (named by the file, as it holds no workflow id).
+
+    Raises:
+        InvalidInput: the file cannot be read, or is neither.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise InvalidInput(f"cannot read {path}: {err}") from None
+    if isinstance(document, dict) and "onward_export" in document:
+        try:
+            return RunExport.model_validate(document).workflow_histories()
+        except ValueError as err:
+            raise InvalidInput(f"{path} is not an export onward can read: {err}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+        raise InvalidInput(
+            f"{path} is neither an `onward export` nor a Temporal history "
+            '(`temporal workflow show --output json`: {"events": [...]})'
+        )
+    try:
+        return [WorkflowHistory.from_json(path.stem, document)]
+    except (json_format.ParseError, ValueError, KeyError, TypeError) as err:
+        raise InvalidInput(f"{path} is not a history Temporal can read: {err}") from None
+
+
+def run_id_of(history: WorkflowHistory) -> str:
+    """The run id the history's first event names (its original execution's)."""
+    if not history.events:
+        return ""
+    started = history.events[0].workflow_execution_started_event_attributes
+    return started.original_execution_run_id or started.first_execution_run_id
+
+
+_CORE_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
+"""The message in Core's debug rendering of a failed activation (``Failure { failure:
+Some(Failure { message: "...", ... }) }``)."""
+
+
+def _said(failure: BaseException) -> str:
+    """A replay failure in one line: Core's own message when it gave one (the
+    nondeterminism it found), else the failure's and its cause's."""
+    text = str(failure) or type(failure).__name__
+    found = _CORE_MESSAGE.search(text)
+    if found:
+        return found.group(1).replace('\\"', '"')
+    cause = failure.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return " ".join(text.split())
+
+
+_runtime: Runtime | None = None
+
+
+def _quiet_runtime() -> Runtime:
+    """A Temporal runtime whose Core logs only errors, through Python logging: a run that
+    does not replay is this module's answer, not a warning for the console."""
+    global _runtime
+    if _runtime is None:
+        logs = LoggingConfig(
+            filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"),
+            forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+        )
+        _runtime = Runtime(telemetry=TelemetryConfig(logging=logs))
+    return _runtime
+
+
+def export_counts(export: RunExport) -> str:
+    """What an export holds, in words (for ``onward export --output FILE``)."""
+    messages = (
+        "no messages (see messages_missing)"
+        if export.messages is None
+        else counted(len(export.messages), "message")
+    )
+    runs = counted(len(export.histories), "run")
+    return f"{counted(len(export.steps), 'step')}, {messages}, the histories of {runs}"

@@ -1,0 +1,175 @@
+"""`onward export` writes a run whole; `onward replay` replays runs on this installation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from test_cli import Onward
+
+from conftest import RunningWorker
+from onward.client import OnwardClient
+from onward.contracts import AgentInput
+from onward.errors import InvalidInput
+from onward.replay import histories_in_file, replay_histories
+
+HISTORIES = Path(__file__).parent / "histories"
+
+CALCULATING: list[dict[str, Any]] = [
+    {"text": "adding", "tool_calls": [{"name": "calculator", "arguments": {"expression": "2+3"}}]},
+    {
+        "text": "doubling",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "5*2"}}],
+    },
+    {"text": "it is 10"},
+]
+
+
+@pytest.fixture
+def onward(address: str, worker: RunningWorker, tmp_path: Path) -> Onward:
+    return Onward(address, worker.task_queue, tmp_path / "home")
+
+
+async def finished_run(worker: RunningWorker, **fields: Any) -> str:
+    handle = await worker.start(
+        AgentInput.model_validate({"prompt": "what is (2+3)*2?", "script": CALCULATING, **fields})
+    )
+    result = await handle.result()
+    assert result.status == "completed", result
+    return handle.id
+
+
+async def test_an_export_holds_the_run_whole(
+    worker: RunningWorker, onward: Onward, tmp_path: Path
+) -> None:
+    run_id = await finished_run(worker)
+    out = tmp_path / "run.json"
+    done = await onward("export", run_id, "--output", str(out))
+    assert done.code == 0, done.stderr
+    assert f"exported {run_id} to {out}: 3 steps, 6 messages, the histories of 1 run" in (
+        done.stdout
+    )
+    exported = json.loads(out.read_text())
+    assert exported["onward_export"] == 1
+    assert exported["workflow_id"] == run_id
+    assert exported["workflow_type"] == "AgentWorkflow"
+    assert exported["status"] == "completed"
+    assert exported["input"]["prompt"] == "what is (2+3)*2?"
+    assert exported["result"]["output"] == "it is 10"
+    assert [step["text"] for step in exported["steps"]] == ["adding", "doubling", "it is 10"]
+    roles = [message["role"] for message in exported["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    assert exported["messages"][2]["content"] == "5"  # the tool's result, as the model saw it
+    [run] = exported["histories"]
+    events = run["history"]["events"]
+    assert events[0]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED"
+    assert events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    summary = await onward.ok_json("export", run_id, "--output", str(tmp_path / "again.json"))
+    assert summary == {
+        "workflow_id": run_id,
+        "output": str(tmp_path / "again.json"),
+        "steps": 3,
+        "messages": 6,
+        "runs": 1,
+    }
+    # Without --output: the same document on stdout.
+    printed = await onward("export", run_id)
+    assert printed.code == 0, printed.stderr
+    assert json.loads(printed.stdout) == exported
+
+
+async def test_an_unknown_run_is_not_exported(onward: Onward) -> None:
+    done = await onward("export", "no-such-run")
+    assert done.code == 2
+    assert "no-such-run" in done.stderr
+
+
+async def test_runs_replay_by_id_from_an_export_and_as_recorded_histories(
+    worker: RunningWorker, onward: Onward, tmp_path: Path
+) -> None:
+    chained = await finished_run(worker, continue_as_new_after=1)  # three runs of one id
+    plain = await finished_run(worker)
+    done = await onward("replay", chained, plain)
+    assert done.code == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith(f"replays      {chained} · run ") for line in lines) == 3
+    assert sum(line.startswith(f"replays      {plain} · run ") for line in lines) == 1
+    assert lines[-1] == "all 4 runs replay: workers of this version go on with them"
+
+    exported = tmp_path / "chained.json"
+    assert (await onward("export", chained, "-o", str(exported))).code == 0
+    recorded = HISTORIES / "tools_and_control.json"
+    from_files = await onward("replay", "--file", str(exported), "--file", str(recorded), "--json")
+    assert from_files.code == 0, from_files.stderr
+    outcomes = from_files.json()
+    assert [o["workflow_id"] for o in outcomes] == [chained] * 3 + ["tools_and_control"]
+    assert all(o["failure"] is None and o["events"] > 5 for o in outcomes)
+
+    recent = await onward("replay", "--recent", "2", "--json")
+    assert recent.code == 0, recent.stderr
+    assert {o["workflow_id"] for o in recent.json()} == {chained, plain}
+
+
+async def test_a_history_the_workflow_would_decide_otherwise_on_does_not_replay(
+    worker: RunningWorker, onward: Onward, tmp_path: Path
+) -> None:
+    """What a workflow change that is not guarded does to the runs in flight: here the
+    history says the run asked for another activity than the workflow asks for."""
+    run_id = await finished_run(worker)
+    exported = tmp_path / "run.json"
+    assert (await onward("export", run_id, "-o", str(exported))).code == 0
+    document = json.loads(exported.read_text())
+    events = document["histories"][0]["history"]["events"]
+    scheduled = [
+        event["activityTaskScheduledEventAttributes"]
+        for event in events
+        if event["eventType"] == "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED"
+    ]
+    scheduled[0]["activityType"]["name"] = "call_model_v0"
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(document))
+
+    done = await onward("replay", "--file", str(tampered), "--file", str(exported))
+    assert done.code == 1, done.stdout + done.stderr
+    failed, passed, summary = done.stdout.splitlines()
+    assert failed.startswith(f"DOES NOT     {run_id} · run ")
+    assert "call_model_v0" in failed  # the error names what differs
+    assert passed.startswith(f"replays      {run_id} · run ")
+    assert summary.startswith("1 of 2 runs would not go on on a worker of this version")
+
+
+async def test_replay_says_what_to_name_and_refuses_an_unreadable_file(
+    onward: Onward, tmp_path: Path
+) -> None:
+    nothing = await onward("replay")
+    assert nothing.code == 2
+    assert "name runs to replay: their IDs, --file FILE or --recent N" in nothing.stderr
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"hello": 1}')
+    refused = await onward("replay", "--file", str(bad))
+    assert refused.code == 2
+    assert "is neither an `onward export` nor a Temporal history" in refused.stderr
+    with pytest.raises(InvalidInput, match="cannot read"):
+        histories_in_file(tmp_path / "missing.json")
+
+
+async def test_a_history_of_another_workflow_is_said_not_to_be_onwards(client: Client) -> None:
+    recorded = histories_in_file(HISTORIES / "tools_and_control.json")
+    events = recorded[0].events
+    events[0].workflow_execution_started_event_attributes.workflow_type.name = "Other"
+    [outcome] = await replay_histories(recorded)
+    assert outcome.failure == "not a run of Onward's (workflow type Other)"
+
+
+async def test_the_python_client_exports_and_replays(client: Client, worker: RunningWorker) -> None:
+    run_id = await finished_run(worker)
+    onward = OnwardClient(client, task_queue=worker.task_queue)
+    exported = await onward.export(run_id)
+    assert exported.result is not None and exported.result["output"] == "it is 10"
+    assert exported.messages_missing is None
+    [replayed] = await onward.replay(run_id)
+    assert replayed.failure is None
+    assert replayed.workflow_type == "AgentWorkflow"
