@@ -53,6 +53,7 @@ from onward import search_attributes as sa
 from onward.activities.tools.stored_files import normalize_path
 from onward.artifacts import list_artifacts, read_artifact, workspace_dir, workspace_root
 from onward.budget import require_a_limit
+from onward.compaction import estimate_tokens
 from onward.connection import DATA_CONVERTER, connect, no_poller, read, task_failing
 from onward.connection import task_queue as default_task_queue
 from onward.contracts import (
@@ -69,6 +70,7 @@ from onward.contracts import (
     Budget,
     BudgetExtension,
     CancelRequest,
+    ConversationRef,
     InputCheck,
     Message,
     SteerRequest,
@@ -158,6 +160,11 @@ def _is_dir(path: Path) -> bool:
 def new_run_id(prefix: str = "agent") -> str:
     """A fresh run id, short enough to type: ``agent-1f3a9c0b2d4e``."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+_NOT_FORKED = frozenset({"prompt", "conversation", "carry", "delegation_depth", "workspace"})
+"""Fields of a run's input a fork does not take: it has its own prompt and conversation,
+and is a run of its own (not a continuation, not a sub-agent in another's workspace)."""
 
 
 @dataclass(frozen=True)
@@ -717,6 +724,63 @@ class OnwardClient(SessionMethods):
                 for history in histories
             ],
         )
+
+    async def fork(
+        self,
+        run_id: str,
+        at_step: int,
+        prompt: str,
+        *,
+        id: str | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Start a new run from the run's conversation at the end of step ``at_step``.
+
+        The new run begins with the conversation as it stood then (the step's reply
+        and its tool calls' results, copied inside the store: nothing is asked of a
+        model or a tool again), then ``prompt`` as the next user message. It takes
+        the run's input (model, tools, budget, settings...) with ``changes``
+        (``AgentInput`` fields: ``{"model": "openai:gpt-4.1"}``, say; a ``budget``
+        of some limits keeps the others) over it; a
+        scripted run's script goes on from the turn after ``at_step``. Its memo says
+        what it was forked from (``forked_from``, ``forked_at_step``). Returns its id.
+
+        Raises:
+            InvalidInput: ``at_step`` is not a finished step, the new input is not
+                valid, or ``run_id`` is a session's.
+            RunNotFound: no run has this id.
+            StoreError: the run's conversation cannot be read from the store.
+        """
+        from onward.replay import fork_point
+
+        await self._run_only(run_id)
+        histories = await self.histories(run_id)
+        started = histories[0].events[0].workflow_execution_started_event_attributes
+        with self._translated(run_id):
+            [original] = await DATA_CONVERTER.decode(started.input.payloads)
+        steps = (await self.step_log(run_id)).records
+        first_run = started.original_execution_run_id or started.first_execution_run_id
+        transcript = transcript_id(run_id, first_run)
+        messages, missing = await self._messages(transcript, steps)
+        if messages is None:
+            raise StoreError(f"cannot fork {run_id}: {missing}")
+        began_with = (original.get("conversation") or {}).get("messages", 0)
+        cut = fork_point(messages, began_with, steps, at_step)
+        data = {key: value for key, value in original.items() if key not in _NOT_FORKED}
+        if data.get("script"):
+            data["script"] = data["script"][at_step:]  # the turns its steps played
+        changes = dict(changes or {})
+        if isinstance(changes.get("budget"), Mapping):  # limits given: the others kept
+            changes["budget"] = {**(data.get("budget") or {}), **changes["budget"]}
+        data.update(changes)
+        data["prompt"] = prompt
+        data["conversation"] = ConversationRef(
+            transcript=transcript,
+            messages=cut,
+            context_tokens=estimate_tokens(messages[:cut]),
+        ).model_dump()
+        memo = {"forked_from": run_id, "forked_at_step": at_step}
+        return await self.start(data, id=id, memo=memo)
 
     async def _messages(
         self, transcript: str, steps: builtins.list[StepRecord]

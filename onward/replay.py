@@ -1,4 +1,4 @@
-"""Replay runs on this installation's workflows, and export a run whole.
+"""Replay runs on this installation's workflows, export a run whole, fork a run.
 
 Temporal goes on with a run by replaying its event history on the workflow
 code: a worker of a new version rebuilds each run in flight from what the old
@@ -15,6 +15,11 @@ step log, conversation (from the transcript store) and the event history of
 each run of its chain, which Temporal keeps only for the namespace's retention
 period. ``onward replay --file`` replays an export, or a history written by
 ``temporal workflow show --output json``.
+
+``onward fork`` starts a new run from a run's conversation as it stood at the
+end of one of its steps (its reply and its tool calls' results), with a new
+user message next: another model, another instruction, without paying again
+for the steps before it or running their tools again.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ __all__ = [
     "Replayed",
     "RunExport",
     "export_counts",
+    "fork_point",
     "histories_in_file",
     "replay_histories",
     "run_id_of",
@@ -222,3 +228,42 @@ def export_counts(export: RunExport) -> str:
     )
     runs = counted(len(export.histories), "run")
     return f"{counted(len(export.steps), 'step')}, {messages}, the histories of {runs}"
+
+
+def fork_point(messages: list[Message], offset: int, steps: list[StepRecord], at_step: int) -> int:
+    """How many of a run's transcript messages its conversation held at the end of step
+    ``at_step``: through that step's reply and its tool calls' results.
+
+    ``offset``: the messages the run began with from elsewhere (a session's, or the run
+    it was forked from), before its own prompt. A step's reply is the transcript's next
+    assistant message, except for a summary of older turns (``compaction``) and a model
+    call that failed, which add none.
+
+    Raises:
+        InvalidInput: ``at_step`` is not a finished step, or the transcript holds fewer
+            replies than the steps say (not the run's whole transcript).
+    """
+    if not 1 <= at_step <= len(steps):
+        raise InvalidInput(
+            f"at_step: {at_step} is not a finished step of the run "
+            f"(it has {counted(len(steps), 'finished step')})"
+        )
+    replies = sum(1 for step in steps[:at_step] if not step.compaction and step.error is None)
+    seen = 0
+    for index in range(offset, len(messages)):
+        if messages[index].role != "assistant":
+            continue
+        seen += 1
+        if seen == replies:
+            end = index + 1
+            while end < len(messages) and messages[end].role == "tool":
+                end += 1
+            return end
+    if replies == 0:
+        raise InvalidInput(
+            f"at_step: step {at_step} and those before it have no reply to go on from"
+        )
+    raise InvalidInput(
+        f"at_step: the transcript holds {seen} repl{'y' if seen == 1 else 'ies'}, fewer than "
+        f"the run's first {counted(at_step, 'step')} made"
+    )

@@ -263,6 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", "-o", metavar="FILE", help="write it to FILE (default: standard output)"
     )
     _json_option(export, "with --output, what was written")
+    fork = command(
+        "fork",
+        "start a new run from a run's conversation at the end of step N, with PROMPT "
+        "next (no model or tool call before it is made again)",
+    )
+    fork.add_argument("id", metavar="ID", help="workflow id of the run to fork")
+    fork.add_argument("prompt", metavar="PROMPT", help="the user message the new run goes on with")
+    fork.add_argument(
+        "--at-step", type=int, required=True, metavar="N", help="the last step taken over"
+    )
+    fork.add_argument("--model", help="provider:model instead of the run's")
+    _fallback_option(fork)
+    fork.add_argument("--script", metavar="FILE", help="scripted turns instead of the run's rest")
+    _budget_options(fork)
+    fork.add_argument("--id", dest="new_id", help="workflow id of the new run")
+    _json_option(fork, "the new run's id")
     replay = command(
         "replay",
         "replay runs' histories on this installation's workflows: would workers of this "

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from onward.artifacts import workspace_root
 from onward.client import OnwardClient
@@ -31,7 +32,7 @@ from onward.starter.follow import (
     StepFinished,
     WaitingForWorker,
 )
-from onward.starter.inputs import agent_input, budget_extension
+from onward.starter.inputs import agent_input, budget_extension, budget_fields, load_script
 from onward.starter.listing import run_table
 from onward.starter.output import emit_json, note, say
 from onward.starter.render import (
@@ -61,6 +62,7 @@ __all__ = [
     "export",
     "extend",
     "follow_run",
+    "fork",
     "list_",
     "pause",
     "prune_store",
@@ -260,6 +262,28 @@ async def export(client: OnwardClient, args: argparse.Namespace) -> int:
         )
     else:
         say(f"exported {args.id} to {args.output}: {export_counts(exported)}")
+    return EXIT_OK
+
+
+async def fork(client: OnwardClient, args: argparse.Namespace) -> int:
+    """``onward fork ID --at-step N PROMPT``: a new run from the run's conversation at the
+    end of step N; prints its id."""
+    changes: dict[str, Any] = {}
+    if args.model is not None:
+        changes["model"] = args.model
+    if args.fallback_models:
+        changes["fallback_models"] = args.fallback_models
+    if args.script is not None:
+        changes["script"] = load_script(args.script)
+    if budget := budget_fields(args):
+        changes["budget"] = budget
+    run_id = await client.fork(args.id, args.at_step, args.prompt, id=args.new_id, changes=changes)
+    if args.json:
+        emit_json({"workflow_id": run_id, "forked_from": args.id, "at_step": args.at_step})
+    else:
+        say(run_id)
+    if not await client.has_worker():
+        note(waiting_line(client.task_queue))
     return EXIT_OK
 
 

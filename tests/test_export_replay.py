@@ -173,3 +173,66 @@ async def test_the_python_client_exports_and_replays(client: Client, worker: Run
     [replayed] = await onward.replay(run_id)
     assert replayed.failure is None
     assert replayed.workflow_type == "AgentWorkflow"
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+TRIPLING: list[dict[str, Any]] = [
+    {
+        "text": "tripling",
+        "tool_calls": [{"name": "calculator", "arguments": {"expression": "5*3"}}],
+    },
+    {"text": "it is 15"},
+]
+
+
+async def test_a_fork_goes_on_from_the_end_of_a_step_without_calling_anything_again(
+    client: Client, worker: RunningWorker, onward: Onward, tmp_path: Path
+) -> None:
+    run_id = await finished_run(worker)
+    script = tmp_path / "tripling.json"
+    script.write_text(json.dumps(TRIPLING))
+    forked = await onward.ok_json(
+        "fork", run_id, "now triple it instead", "--at-step", "1", "--script", str(script)
+    )
+    assert forked["forked_from"] == run_id and forked["at_step"] == 1
+    new_id = forked["workflow_id"]
+    result = await onward.ok_json("result", new_id)
+    assert result["output"] == "it is 15"
+    # Its own steps only: the one taken over was not asked of the model again.
+    assert [step["text"] for step in result["steps"]] == ["tripling", "it is 15"]
+    assert [call["name"] for s in result["steps"] for call in s["tool_calls"]] == ["calculator"]
+    exported = OnwardClient(client, task_queue=worker.task_queue)
+    messages = (await exported.export(new_id)).messages
+    assert messages is not None
+    assert [(m.role, m.content) for m in messages[:4]] == [
+        ("user", "what is (2+3)*2?"),
+        ("assistant", "adding"),
+        ("tool", "5"),  # step 1's result, taken over, not computed again
+        ("user", "now triple it instead"),
+    ]
+    assert [m.role for m in messages[4:]] == ["assistant", "tool", "assistant"]
+    memo = await exported.memo(new_id)
+    assert memo["forked_from"] == run_id and memo["forked_at_step"] == 1
+
+
+async def test_a_fork_of_a_scripted_run_plays_the_rest_of_its_script(
+    worker: RunningWorker, onward: Onward
+) -> None:
+    run_id = await finished_run(worker)
+    forked = await onward.ok_json("fork", run_id, "go on", "--at-step", "2", "--max-steps", "5")
+    result = await onward.ok_json("result", forked["workflow_id"])
+    assert [step["text"] for step in result["steps"]] == ["it is 10"]
+    assert result["usage"]["steps"] == 1
+
+
+async def test_a_fork_at_a_step_the_run_did_not_finish_is_refused(
+    worker: RunningWorker, onward: Onward
+) -> None:
+    run_id = await finished_run(worker)
+    done = await onward("fork", run_id, "again", "--at-step", "5")
+    assert done.code == 2
+    assert "at_step: 5 is not a finished step of the run (it has 3 finished steps)" in done.stderr
+    zero = await onward("fork", run_id, "again", "--at-step", "0")
+    assert zero.code == 2
+    assert "at_step: 0 is not a finished step" in zero.stderr
