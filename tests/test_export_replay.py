@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,9 @@ from test_cli import Onward
 
 from conftest import RunningWorker
 from onward.client import OnwardClient
-from onward.contracts import AgentInput
+from onward.contracts import AgentInput, Message, StepRecord
 from onward.errors import InvalidInput
-from onward.replay import histories_in_file, replay_histories
+from onward.replay import fork_point, histories_in_file, replay_histories
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -236,3 +237,39 @@ async def test_a_fork_at_a_step_the_run_did_not_finish_is_refused(
     zero = await onward("fork", run_id, "again", "--at-step", "0")
     assert zero.code == 2
     assert "at_step: 0 is not a finished step" in zero.stderr
+
+
+def test_the_fork_point_counts_replies_not_summaries_or_failed_calls() -> None:
+    def message(role: str, content: str = "") -> Message:
+        return Message(role=role, content=content)
+
+    def step(number: int, **fields: Any) -> StepRecord:
+        return StepRecord(step=number, started_at=datetime.now(UTC), **fields)
+
+    earlier = [message("user", "hi"), message("assistant", "hello")]  # a session's, say
+    own = [
+        message("user", "task"),
+        message("assistant", "one"),
+        message("tool", "r1"),
+        message("assistant", "two"),
+        message("tool", "r2a"),
+        message("tool", "r2b"),
+        message("user", "a steer before step 5"),
+        message("assistant", "three"),
+    ]
+    messages = earlier + own
+    steps = [
+        step(1),
+        step(2, compaction=True),  # a summary: no message of its own
+        step(3, error="the provider failed"),  # no reply
+        step(4),
+        step(5),
+    ]
+    assert fork_point(messages, 2, steps, 1) == 5  # through "one" and its result
+    assert fork_point(messages, 2, steps, 2) == 5
+    assert fork_point(messages, 2, steps, 4) == 8  # through "two" and both results
+    assert fork_point(messages, 2, steps, 5) == 10
+    with pytest.raises(InvalidInput, match="fewer than the run's first 5 steps"):
+        fork_point(messages[:8], 2, steps, 5)
+    with pytest.raises(InvalidInput, match="no reply to go on from"):
+        fork_point(messages, 2, [step(1, error="failed")], 1)
