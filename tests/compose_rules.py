@@ -174,10 +174,20 @@ def strings(data: Any) -> Iterator[str]:
             yield from strings(item)
 
 
+_DEFAULTED = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^}]*)\}")
+
+
+def as_defaulted(value: str) -> str:
+    """``value`` as Compose reads it with its variables unset: ``${NAME:-default}``
+    is ``default`` (the file's defaults are what these rules check)."""
+    return _DEFAULTED.sub(lambda found: found.group(1), value)
+
+
 def bind_sources(service: Mapping[str, Any]) -> Iterator[str]:
     """Host paths a service bind-mounts (named volumes are not paths)."""
     for volume in service.get("volumes", []):
         source = volume.get("source", "") if isinstance(volume, dict) else volume.split(":")[0]
+        source = as_defaulted(source)
         if source.startswith((".", "/")):
             yield source
 
@@ -257,7 +267,8 @@ def volume_targets(service: Mapping[str, Any]) -> Iterator[str]:
     """Where a service mounts its named volumes."""
     for volume in service.get("volumes", []):
         if isinstance(volume, dict):
-            source, target = volume.get("source", ""), volume.get("target", "")
+            source = as_defaulted(volume.get("source", ""))
+            target = volume.get("target", "")
         else:
             source, _, rest = volume.partition(":")
             target = rest.split(":", 1)[0]
