@@ -498,3 +498,21 @@ async def test_every_422_names_where_the_problem_is(api: httpx.AsyncClient) -> N
         error = answer.json()["error"]
         assert [problem["loc"] for problem in error["problems"]] == where, (path, error)
         assert all(problem["msg"] and problem["type"] for problem in error["problems"])
+
+
+async def test_a_run_is_exported_whole(api: httpx.AsyncClient) -> None:
+    created = (await api.post("/v1/runs", json={"prompt": "17*3+4", "script": CALC_SCRIPT})).json()
+    result = await api.get(f"{created['result_url']}?wait=30")
+    assert result.status_code == 200, result.text
+    answer = await api.get(f"{created['status_url']}/export")
+    assert answer.status_code == 200, answer.text
+    exported = answer.json()
+    assert exported["onward_export"] == 1 and exported["workflow_id"] == created["id"]
+    assert exported["input"]["prompt"] == "17*3+4"
+    assert exported["result"]["output"] == "55"
+    assert [step["text"] for step in exported["steps"]] == ["add first", "write it down", "55"]
+    assert [m["role"] for m in exported["messages"]][:3] == ["user", "assistant", "tool"]
+    events = exported["histories"][0]["history"]["events"]
+    assert events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
+    missing = await api.get("/v1/runs/no-such-run/export")
+    assert missing.status_code == 404

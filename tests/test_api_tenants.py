@@ -81,6 +81,7 @@ async def test_a_tenant_sees_and_controls_only_its_own_runs(
             ("GET", f"{url}/steps"),
             ("GET", f"{url}/result"),
             ("GET", f"{url}/events"),
+            ("GET", f"{url}/export"),
             ("POST", f"{url}/pause"),
             ("POST", f"{url}/resume"),
             ("POST", f"{url}/cancel"),

@@ -48,6 +48,7 @@ from onward.errors import (
     RunAlreadyExists,
     RunNotFound,
 )
+from onward.replay import RunExport
 from onward.starter.api import live, params
 from onward.starter.api.controls import (
     CONTROL_BODIES,
@@ -534,6 +535,15 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         """The finished steps."""
         await owned(run_id, tenant)
         return await onward().steps(run_id)
+
+    @app.get("/v1/runs/{run_id}/export", response_model=RunExport, responses=_ERRORS)
+    async def export(run_id: RunId, tenant: Tenant) -> RunExport:
+        """The run whole: its input, result, whole step log, conversation (from the
+        store; null with ``messages_missing`` when it cannot be read) and the event
+        history of each run of its chain (Temporal's JSON), which Temporal keeps only
+        for the namespace's retention period (``onward export``)."""
+        await owned(run_id, tenant)
+        return await onward().export(run_id)
 
     # -- artifacts: from the store when it keeps workspaces (PostgreSQL) ---------------
 
