@@ -213,7 +213,7 @@ class OnwardPlugin(SimplePlugin):
         telemetry: ActivityTelemetry | None = None,
         store: TranscriptStore | None = None,
         mcp_servers: Sequence[McpServerConfig] = (),
-        rate_limits: Mapping[str, RateLimit] | None = None,
+        rate_limits: Mapping[str, RateLimit | Mapping[str, float]] | None = None,
     ) -> None:
         if registry is not None and tools:
             raise ValueError("OnwardPlugin: give tools= or registry=, not both")
@@ -227,7 +227,9 @@ class OnwardPlugin(SimplePlugin):
             model_max_attempts = call_settings.max_attempts
         if rate_limits is None:
             rate_limits = rate_limits_from_env(os.environ)
-        check_providers(rate_limits, providers)
+        # A RateLimit or its fields ({"requests_per_minute": 500}): checked here.
+        limits = {key: RateLimit.model_validate(limit) for key, limit in rate_limits.items()}
+        check_providers(limits, providers)
         telemetry = telemetry or ActivityTelemetry()
         self._mcp: McpServers | None = None
         if mcp_servers:
@@ -254,7 +256,7 @@ class OnwardPlugin(SimplePlugin):
             telemetry=telemetry,
             store=self._store,
             rate_limits=RateLimits(
-                rate_limits,
+                limits,
                 backend if isinstance(backend, RateBackend) else None,
                 call_timeout_s=call_settings.timeout_s,
             ),

@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 from postgres_server import pg_binary, postgres_url
 from provider_servers import OPENAI_PATH, FakeProvider, Reply, openai_completion
+from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -22,6 +23,7 @@ from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 -
 
 from conftest import eventually, run_onward
 from onward.activities.providers.errors import RATE_LIMITED
+from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.rate_limits import (
     InProcessSchedules,
     RateLimit,
@@ -30,7 +32,9 @@ from onward.activities.rate_limits import (
     load_rate_limits,
 )
 from onward.contracts import AgentInput, AgentResult, Message, ModelRequest, Usage
+from onward.plugin import OnwardPlugin
 from onward.starter.render import step_lines
+from onward.store import TranscriptStore
 from onward.store.base import RateBackend
 from onward.store.local import LocalStore
 from onward.store.postgres import PostgresStore
@@ -420,3 +424,19 @@ async def test_a_worker_with_a_limit_for_a_provider_it_lacks_does_not_start(
     assert "the limit 'opnai' is for provider 'opnai', which this worker does not have" in (
         stopped.stderr
     )
+
+
+def test_the_plugin_takes_limits_as_objects_or_their_fields(tmp_path: Path) -> None:
+    store = TranscriptStore(LocalStore(tmp_path / "store"))
+    plugin = OnwardPlugin(
+        providers={"openai": ScriptedModel()},
+        store=store,
+        rate_limits={"openai": {"requests_per_minute": 500}},
+    )
+    assert plugin.rate_limits.limits == {"openai": RateLimit(requests_per_minute=500)}
+    with pytest.raises(ValidationError, match="requests_per_minute"):
+        OnwardPlugin(
+            providers={"openai": ScriptedModel()},
+            store=store,
+            rate_limits={"openai": {"requests_per_minute": -1}},
+        )
