@@ -45,7 +45,13 @@ from temporalio.runtime import (
 from temporalio.worker import Replayer
 
 from onward.connection import DATA_CONVERTER
-from onward.contracts import AGENT_WORKFLOW, SESSION_WORKFLOW, Message, StepRecord
+from onward.contracts import (
+    AGENT_WORKFLOW,
+    INPUT_CHECK_WORKFLOW,
+    SESSION_WORKFLOW,
+    Message,
+    StepRecord,
+)
 from onward.errors import InvalidInput
 from onward.plugin import pass_onward_through
 from onward.text import counted
@@ -65,7 +71,7 @@ __all__ = [
 
 EXPORT_FORMAT = 1
 """The version of :class:`RunExport`'s shape (``onward_export`` in the document)."""
-_WORKFLOW_TYPES = frozenset({AGENT_WORKFLOW, SESSION_WORKFLOW, InputCheckWorkflow.__name__})
+_WORKFLOW_TYPES = frozenset({AGENT_WORKFLOW, SESSION_WORKFLOW, INPUT_CHECK_WORKFLOW})
 
 
 class ExportedHistory(BaseModel):
@@ -135,7 +141,7 @@ async def replay_histories(histories: Iterable[WorkflowHistory]) -> list[Replaye
     for history in histories:
         started = (
             history.events[0].workflow_execution_started_event_attributes
-            if (history.events)
+            if history.events
             else None
         )
         kind = started.workflow_type.name if started is not None else ""
