@@ -194,6 +194,8 @@ class Turn:
 
     async def settle(self, usage: Usage) -> None:
         """Correct the tokens limits from the prompt's estimate to the answer's usage."""
+        if not self._costs:
+            return  # under no limit: every model call of a worker without any comes here
         tokens = usage.input_tokens + usage.output_tokens
         corrections = [
             self._schedules.advance(key, tokens * per_token - cost)
