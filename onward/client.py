@@ -751,7 +751,7 @@ class OnwardClient(SessionMethods):
             RunNotFound: no run has this id.
             StoreError: the run's conversation cannot be read from the store.
         """
-        from onward.replay import fork_point
+        from onward.replay import fork_point, replies_through
 
         await self._run_only(run_id)
         histories = await self.histories(run_id)
@@ -767,8 +767,8 @@ class OnwardClient(SessionMethods):
         began_with = (original.get("conversation") or {}).get("messages", 0)
         cut = fork_point(messages, began_with, steps, at_step)
         data = {key: value for key, value in original.items() if key not in _NOT_FORKED}
-        if data.get("script"):
-            data["script"] = data["script"][at_step:]  # the turns its steps played
+        if data.get("script"):  # the turns its steps played (summaries play none)
+            data["script"] = data["script"][replies_through(steps, at_step) :]
         changes = dict(changes or {})
         if isinstance(changes.get("budget"), Mapping):  # limits given: the others kept
             changes["budget"] = {**(data.get("budget") or {}), **changes["budget"]}

@@ -66,6 +66,7 @@ __all__ = [
     "fork_point",
     "histories_in_file",
     "replay_histories",
+    "replies_through",
     "run_id_of",
 ]
 
@@ -236,6 +237,15 @@ def export_counts(export: RunExport) -> str:
     return f"{counted(len(export.steps), 'step')}, {messages}, the histories of {runs}"
 
 
+def replies_through(steps: list[StepRecord], at_step: int) -> int:
+    """How many replies a run's model gave in its first ``at_step`` steps: each step's
+    but a summary of older turns' (``compaction``) and a failed call's.
+
+    For a scripted run, also the turns of its script those steps played.
+    """
+    return sum(1 for step in steps[:at_step] if not step.compaction and step.error is None)
+
+
 def fork_point(messages: list[Message], offset: int, steps: list[StepRecord], at_step: int) -> int:
     """How many of a run's transcript messages its conversation held at the end of step
     ``at_step``: through that step's reply and its tool calls' results.
@@ -254,7 +264,7 @@ def fork_point(messages: list[Message], offset: int, steps: list[StepRecord], at
             f"at_step: {at_step} is not a finished step of the run "
             f"(it has {counted(len(steps), 'finished step')})"
         )
-    replies = sum(1 for step in steps[:at_step] if not step.compaction and step.error is None)
+    replies = replies_through(steps, at_step)
     seen = 0
     for index in range(offset, len(messages)):
         if messages[index].role != "assistant":

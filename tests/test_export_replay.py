@@ -227,6 +227,32 @@ async def test_a_fork_of_a_scripted_run_plays_the_rest_of_its_script(
     assert result["usage"]["steps"] == 1
 
 
+async def test_a_fork_after_a_summary_plays_the_script_from_the_next_unplayed_turn(
+    worker: RunningWorker, onward: Onward
+) -> None:
+    """A summary of older turns is a step that plays no turn of the script: the fork
+    goes on with the turn after the last one played, not the one at the step count."""
+    turns = [
+        {
+            "text": f"turn {n} " + "words " * 40,
+            "tool_calls": [{"name": "calculator", "arguments": {"expression": f"{n}+{n}"}}],
+        }
+        for n in range(1, 6)
+    ]
+    run_id = await finished_run(
+        worker,
+        script=[*turns, {"text": "the end"}],
+        context={"max_tokens": 200, "keep_last_turns": 1},
+    )
+    steps = await onward.ok_json("steps", run_id)
+    played = [step["text"].split(" words")[0] for step in steps[:5] if not step["compaction"]]
+    assert played == ["turn 1", "turn 2", "turn 3", "turn 4"]  # and a summary among them
+    forked = await onward.ok_json("fork", run_id, "go on", "--at-step", "5")
+    result = await onward.ok_json("result", forked["workflow_id"])
+    replies = [step for step in result["steps"] if not step["compaction"]]
+    assert [step["text"].split(" words")[0] for step in replies] == ["turn 5", "the end"]
+
+
 async def test_a_fork_at_a_step_the_run_did_not_finish_is_refused(
     worker: RunningWorker, onward: Onward
 ) -> None:
