@@ -27,7 +27,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ from onward.contracts import (
     Message,
     StepRecord,
 )
-from onward.errors import InvalidInput
+from onward.encryption import EncryptionError
+from onward.errors import InvalidInput, OnwardError, StoreError
 from onward.plugin import pass_onward_through
 from onward.text import counted
 from onward.workflows import AgentWorkflow, InputCheckWorkflow, SessionWorkflow
@@ -125,12 +127,18 @@ class Replayed:
     events: int
     failure: str | None = None
     """None: it replays (a worker of this version goes on with it); else why not."""
+    unreadable: bool = False
+    """True: this process cannot read the history's payloads (``failure`` names the
+    setting it lacks: the workers' ``ONWARD_ENCRYPTION_KEYS`` or ``ONWARD_PAYLOADS``),
+    so it cannot say; not a change of the workflow's."""
 
 
 async def replay_histories(histories: Iterable[WorkflowHistory]) -> list[Replayed]:
     """Replay each history on Onward's workflows as a worker of this installation would.
 
-    A history of another workflow type is not replayed: its failure says so.
+    A history of another workflow type is not replayed: its failure says so. One
+    whose payloads this process cannot read (no keys, not the workers' payload
+    store) is ``unreadable``.
     """
     replayer = Replayer(
         workflows=[AgentWorkflow, SessionWorkflow, InputCheckWorkflow],
@@ -151,10 +159,53 @@ async def replay_histories(histories: Iterable[WorkflowHistory]) -> list[Replaye
             why = f"not a run of Onward's (workflow type {kind or 'unknown'})"
             outcomes.append(Replayed(history.workflow_id, run_id, kind, len(history.events), why))
             continue
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        with _logged_errors() as errors:
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         failure = None if result.replay_failure is None else _said(result.replay_failure)
-        outcomes.append(Replayed(history.workflow_id, run_id, kind, len(history.events), failure))
+        unread = next((found for found in map(_unreadable, errors) if found), None)
+        if failure is not None and unread is not None:
+            failure = f"cannot read its payloads here: {unread}"
+        events = len(history.events)
+        unreadable = unread is not None
+        outcomes.append(Replayed(history.workflow_id, run_id, kind, events, failure, unreadable))
     return outcomes
+
+
+_SDK_LOGGERS = ("temporalio.worker._workflow", "temporalio.worker._workflow_instance")
+"""Where the SDK logs, with its traceback, an activation that failed before the workflow
+decided anything (a payload it could not decode): a worker's log, not this answer's."""
+
+
+@contextmanager
+def _logged_errors() -> Iterator[list[BaseException]]:
+    """The exceptions the SDK logs while a history replays, kept instead of printed."""
+    errors: list[BaseException] = []
+
+    def keep(record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            errors.append(record.exc_info[1])
+        return False
+
+    loggers = [logging.getLogger(name) for name in _SDK_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(keep)
+    try:
+        yield errors
+    finally:
+        for logger in loggers:
+            logger.removeFilter(keep)
+
+
+def _unreadable(error: BaseException) -> OnwardError | None:
+    """The error (or its cause) that says a payload cannot be read by this process."""
+    seen: BaseException | None = error
+    chain: list[BaseException] = []
+    while seen is not None and seen not in chain:
+        if isinstance(seen, EncryptionError | StoreError):
+            return seen
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def histories_in_file(path: Path) -> list[WorkflowHistory]:

@@ -302,22 +302,30 @@ async def replay(client: OnwardClient, args: argparse.Namespace) -> int:
         ids += [row.workflow_id for row in await client.list(limit=args.recent)]
     for run_id in dict.fromkeys(ids):  # once each, in order
         outcomes += await client.replay(run_id)
-    failed = [outcome for outcome in outcomes if outcome.failure is not None]
+    unread = [outcome for outcome in outcomes if outcome.unreadable]
+    failed = [o for o in outcomes if o.failure is not None and not o.unreadable]
     if args.json:
         emit_json([dataclasses.asdict(outcome) for outcome in outcomes])
-        return EXIT_FAILED if failed else EXIT_OK
+        return EXIT_FAILED if failed or unread else EXIT_OK
     for outcome in outcomes:
         where = f"{outcome.workflow_id} · run {outcome.run_id} · {outcome.events} events"
         if outcome.failure is None:
             say(f"replays      {where}")
         else:
-            say(f"DOES NOT     {where}: {outcome.failure}")
+            verdict = "UNREADABLE" if outcome.unreadable else "DOES NOT"
+            say(f"{verdict:<12} {where}: {outcome.failure}")
     if failed:
         say(
             f"{len(failed)} of {counted(len(outcomes), 'run')} would not go on on a worker "
             "of this version: its workflow decides otherwise from what they recorded "
             "(guard the change with workflow.patched)"
         )
+    if unread:
+        say(
+            f"{len(unread)} of {counted(len(outcomes), 'run')} could not be read here: "
+            "replay them with the workers' ONWARD_ENCRYPTION_KEYS and ONWARD_PAYLOADS"
+        )
+    if failed or unread:
         return EXIT_FAILED
     say(f"all {counted(len(outcomes), 'run')} replay: workers of this version go on with them")
     return EXIT_OK

@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 from test_cli import Onward
+from test_encrypted_runs import key
 
-from conftest import RunningWorker
+from conftest import RunningWorker, run_onward, running_worker
 from onward.client import OnwardClient
+from onward.connection import data_converter
 from onward.contracts import AgentInput, Message, StepRecord
 from onward.errors import InvalidInput
 from onward.replay import fork_point, histories_in_file, replay_histories
@@ -163,6 +166,46 @@ async def test_a_history_of_another_workflow_is_said_not_to_be_onwards(client: C
     events[0].workflow_execution_started_event_attributes.workflow_type.name = "Other"
     [outcome] = await replay_histories(recorded)
     assert outcome.failure == "not a run of Onward's (workflow type Other)"
+
+
+async def test_a_run_this_process_cannot_read_is_unreadable_not_a_change(
+    env: WorkflowEnvironment, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """Without the workers' keys or payload store, replay cannot answer: it says which
+    setting is missing, not that the workflow decides otherwise, and prints no traceback."""
+    keys = f"k1:{key()}"
+    payloads = tmp_path / "payloads"
+    settings = {"ONWARD_ENCRYPTION_KEYS": keys, "ONWARD_PAYLOADS": str(payloads)}
+    config = env.client.config()
+    config["data_converter"] = data_converter({**settings, "ONWARD_PAYLOAD_THRESHOLD": "1024"})
+    keyed = Client(**config)
+    async with running_worker(keyed, tmp_path / "ws", search_attribute_names) as worker:
+        run_id = await finished_run(worker, prompt="what is (2+3)*2? " + "x" * 2000)
+    assert list(payloads.rglob("*"))  # the prompt went there, out of the history
+    where = {"TEMPORAL_ADDRESS": env.client.service_client.config.target_host}
+    exported = tmp_path / "run.json"
+    done = await run_onward("export", run_id, "-o", str(exported), env=where | settings)
+    assert done.code == 0, done.stderr
+
+    replayed = await run_onward("replay", run_id, "--file", str(exported), env=where | settings)
+    assert replayed.code == 0, replayed.stdout + replayed.stderr
+    unkeyed = await run_onward(
+        "replay", run_id, "--file", str(exported), env=where | {"ONWARD_PAYLOADS": str(payloads)}
+    )
+    assert unkeyed.code == 1
+    assert "Traceback" not in unkeyed.stderr, unkeyed.stderr
+    lines = unkeyed.stdout.splitlines()
+    assert [line[:13] for line in lines[:2]] == ["UNREADABLE   "] * 2
+    assert all("set ONWARD_ENCRYPTION_KEYS on this process" in line for line in lines[:2]), lines
+    assert lines[2].startswith("2 of 2 runs could not be read here")
+    assert "workflow.patched" not in unkeyed.stdout
+    elsewhere = settings | {"ONWARD_PAYLOADS": str(tmp_path / "elsewhere")}
+    moved = await run_onward("replay", "--file", str(exported), "--json", env=where | elsewhere)
+    assert moved.code == 1 and "Traceback" not in moved.stderr, moved.stderr
+    [outcome] = moved.json()
+    assert outcome["unreadable"] is True
+    assert "cannot read its payloads here: payload " in outcome["failure"]
+    assert "ONWARD_PAYLOADS" in outcome["failure"]
 
 
 async def test_the_python_client_exports_and_replays(client: Client, worker: RunningWorker) -> None:
