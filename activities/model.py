@@ -156,7 +156,8 @@ class ModelActivities:
             response = response.model_copy(update={"cleared_tool_results": placeholders})
         if ref is not None:
             # Stored as the workflow will hold it, so the next call's read matches it.
-            response = steplog.with_unique_call_ids(response, request.step)
+            taken = [call.id for message in messages for call in message.tool_calls]
+            response = steplog.with_unique_call_ids(response, request.step, taken)
             reply = Message(
                 role="assistant", content=response.text, tool_calls=list(response.tool_calls)
             )

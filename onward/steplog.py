@@ -9,7 +9,7 @@ fallbacks here, and only here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import get_args
 
 from onward.contracts import (
@@ -70,17 +70,29 @@ def model_now(began_with: str | None, models: Sequence[str | None]) -> str | Non
     return next((model for model in reversed(models) if model is not None), began_with)
 
 
-def with_unique_call_ids(response: ModelResponse, step: int) -> ModelResponse:
+def with_unique_call_ids(
+    response: ModelResponse, step: int, taken: Collection[str] = ()
+) -> ModelResponse:
     """Give empty or repeated tool-call ids a unique one: results are matched by id.
 
-    Applied by the model activity before it stores the reply, and by the
-    workflow (a no-op then; needed for runs recorded before the store).
+    ``taken``: the ids of the conversation's earlier calls, which a new call's id must
+    not repeat either. A run that begins with a conversation (a session's message, a
+    fork) numbers its steps from 1 again, so a provider that gives no ids would make
+    ``call_1_1`` twice in one conversation.
+
+    Applied by the model activity before it stores the reply, with the conversation's
+    ids, and by the workflow (a no-op then; needed for runs recorded before the store).
     """
-    seen: set[str] = set()
+    seen = set(taken)
     calls = []
     for index, call in enumerate(response.tool_calls, start=1):
         if not call.id or call.id in seen:
-            call = call.model_copy(update={"id": tool_call_id(step, index)})
+            fresh = tool_call_id(step, index)
+            again = 1
+            while fresh in seen:
+                again += 1
+                fresh = f"{tool_call_id(step, index)}_{again}"
+            call = call.model_copy(update={"id": fresh})
         seen.add(call.id)
         calls.append(call)
     return response.model_copy(update={"tool_calls": calls})

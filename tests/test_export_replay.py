@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from provider_servers import OPENAI_PATH, FakeProvider, openai_completion
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from test_cli import Onward
 from test_encrypted_runs import key
+from test_providers_e2e import KEY, provider_worker
 
 from conftest import RunningWorker, run_onward, running_worker
 from onward.client import OnwardClient
@@ -268,6 +270,44 @@ async def test_a_fork_of_a_scripted_run_plays_the_rest_of_its_script(
     result = await onward.ok_json("result", forked["workflow_id"])
     assert [step["text"] for step in result["steps"]] == ["it is 10"]
     assert result["usage"]["steps"] == 1
+
+
+async def test_a_forks_calls_do_not_repeat_the_ids_of_the_calls_it_took_over(
+    client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """A provider that gives no call ids: the run names its step's calls call_1_1..., and
+    a fork numbers its steps from 1 again. The conversation it sends must still match
+    each result to one call."""
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(
+            openai_completion("adding", [("", "calculator", {"expression": "2+3"})]),
+            openai_completion("it is 5"),
+            openai_completion("adding again", [("", "calculator", {"expression": "5+4"})]),
+            openai_completion("it is 9"),
+        )
+        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            onward = Onward(address, worker.task_queue, tmp_path / "home")
+            handle = await worker.start(
+                {"prompt": "2+3?", "model": "openai:gpt-4o-mini", "tools": ["calculator"]}
+            )
+            assert (await handle.result()).status == "completed"
+            forked = await onward.ok_json("fork", handle.id, "and plus 4?", "--at-step", "1")
+            result = await onward.ok_json("result", forked["workflow_id"])
+    assert result["output"] == "it is 9"
+    sent = server.requests[-1].json["messages"]
+    assert [message["role"] for message in sent] == [
+        "user",
+        "assistant",
+        "tool",
+        "user",
+        "assistant",
+        "tool",
+    ]
+    calls = [call["id"] for message in sent for call in message.get("tool_calls", [])]
+    assert len(set(calls)) == 2, calls
+    assert [sent[2]["tool_call_id"], sent[5]["tool_call_id"]] == calls
+    assert [sent[2]["content"], sent[5]["content"]] == ["5", "9"]
 
 
 async def test_a_fork_after_a_summary_plays_the_script_from_the_next_unplayed_turn(

@@ -12,6 +12,7 @@ from onward import steplog
 from onward.contracts import (
     Message,
     ModelRequest,
+    ModelResponse,
     StepRecord,
     ToolCall,
     ToolCallRecord,
@@ -201,3 +202,21 @@ def test_filling_from_messages_that_lack_a_call_is_an_error() -> None:
     assert sorted(left_out) == ["arguments:call_1_1", "result:call_1_1", "text:1"]
     with pytest.raises(KeyError):
         steplog.filled(slim, left_out, [said])
+
+
+def test_call_ids_are_unique_in_the_reply_and_against_the_conversation() -> None:
+    def reply(*ids: str) -> ModelResponse:
+        return ModelResponse(tool_calls=[ToolCall(id=i, name="calculator") for i in ids])
+
+    def ids(response: ModelResponse) -> list[str]:
+        return [call.id for call in response.tool_calls]
+
+    assert ids(steplog.with_unique_call_ids(reply("", "a", "a"), 2)) == [
+        "call_2_1",
+        "a",
+        "call_2_3",
+    ]
+    # A fork or a session's message begins at step 1 again, after calls of its own step 1.
+    taken = ["call_1_1", "call_1_2", "call_1_1_2", "x"]
+    renamed = steplog.with_unique_call_ids(reply("", "call_1_2", "x", "y"), 1, taken)
+    assert ids(renamed) == ["call_1_1_3", "call_1_2_2", "call_1_3", "y"]
