@@ -75,6 +75,7 @@ from onward.contracts import (
     Message,
     SteerRequest,
     StepRecord,
+    provider_of,
 )
 from onward.errors import (
     ArtifactNotFound,
@@ -742,7 +743,8 @@ class OnwardClient(SessionMethods):
         the run's input (model, tools, budget, settings...) with ``changes``
         (``AgentInput`` fields: ``{"model": "openai:gpt-4.1"}``, say; a ``budget``
         of some limits keeps the others) over it; a
-        scripted run's script goes on from the turn after ``at_step``. Its memo says
+        scripted run's script goes on from the turn after ``at_step`` (left behind when
+        ``changes`` name a model that is not the scripted one). Its memo says
         what it was forked from (``forked_from``, ``forked_at_step``). Returns its id.
 
         Raises:
@@ -773,6 +775,9 @@ class OnwardClient(SessionMethods):
         if isinstance(changes.get("budget"), Mapping):  # limits given: the others kept
             changes["budget"] = {**(data.get("budget") or {}), **changes["budget"]}
         data.update(changes)
+        models = [data.get("model", "scripted"), *(data.get("fallback_models") or ())]
+        if "script" not in changes and "scripted" not in map(provider_of, models):
+            data.pop("script", None)  # the run's turns, for the scripted model it leaves
         data["prompt"] = prompt
         data["conversation"] = ConversationRef(
             transcript=transcript,

@@ -272,6 +272,33 @@ async def test_a_fork_of_a_scripted_run_plays_the_rest_of_its_script(
     assert result["usage"]["steps"] == 1
 
 
+async def test_a_scripted_run_forks_to_another_model(
+    client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The rest of the script is the scripted model's: a fork to a provider's model
+    leaves it behind (a script is refused for any other model)."""
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(openai_completion("it is 15"))
+        environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
+        async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
+            onward = Onward(address, worker.task_queue, tmp_path / "home")
+            run_id = await finished_run(worker)
+            forked = await onward(
+                "fork", run_id, "triple it", "--at-step", "1", "--model", "openai:gpt-4o-mini"
+            )
+            assert forked.code == 0, forked.stderr
+            result = await onward.ok_json("result", forked.stdout.strip())
+    assert result["output"] == "it is 15"
+    [request] = server.requests
+    sent = [(message["role"], message.get("content")) for message in request.json["messages"]]
+    assert sent == [
+        ("user", "what is (2+3)*2?"),
+        ("assistant", "adding"),
+        ("tool", "5"),
+        ("user", "triple it"),
+    ]
+
+
 async def test_a_forks_calls_do_not_repeat_the_ids_of_the_calls_it_took_over(
     client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
