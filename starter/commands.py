@@ -292,6 +292,8 @@ async def replay(client: OnwardClient, args: argparse.Namespace) -> int:
     installation would go on with those runs (their histories replay on its workflows)."""
     from onward.replay import Replayed, histories_in_file, replay_histories
 
+    if args.recent is not None and args.recent < 1:
+        raise CliError(f"--recent: {args.recent} is not a number of runs (1 or more)")
     if not (args.ids or args.file or args.recent):
         raise CliError("name runs to replay: their IDs, --file FILE or --recent N")
     outcomes: list[Replayed] = []

@@ -153,6 +153,10 @@ async def test_replay_says_what_to_name_and_refuses_an_unreadable_file(
     nothing = await onward("replay")
     assert nothing.code == 2
     assert "name runs to replay: their IDs, --file FILE or --recent N" in nothing.stderr
+    for count in ("0", "-1"):
+        none = await onward("replay", "--recent", count)
+        assert none.code == 2
+        assert f"--recent: {count} is not a number of runs (1 or more)" in none.stderr
     bad = tmp_path / "bad.json"
     bad.write_text('{"hello": 1}')
     refused = await onward("replay", "--file", str(bad))
