@@ -744,7 +744,8 @@ class OnwardClient(SessionMethods):
         (``AgentInput`` fields: ``{"model": "openai:gpt-4.1"}``, say; a ``budget``
         of some limits keeps the others) over it; a
         scripted run's script goes on from the turn after ``at_step`` (left behind when
-        ``changes`` name a model that is not the scripted one). Its memo says
+        ``changes`` name a model that is not the scripted one); another ``model``
+        leaves the run's ``pricing`` override behind (it was its model's price). Its memo says
         what it was forked from (``forked_from``, ``forked_at_step``). Returns its id.
 
         Raises:
@@ -774,6 +775,8 @@ class OnwardClient(SessionMethods):
         changes = dict(changes or {})
         if isinstance(changes.get("budget"), Mapping):  # limits given: the others kept
             changes["budget"] = {**(data.get("budget") or {}), **changes["budget"]}
+        if changes.get("model", data.get("model")) != data.get("model"):
+            data.pop("pricing", None)  # the run's first model's price, as a fallback drops it
         data.update(changes)
         models = [data.get("model", "scripted"), *(data.get("fallback_models") or ())]
         if "script" not in changes and "scripted" not in map(provider_of, models):

@@ -13,7 +13,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from test_cli import Onward
 from test_encrypted_runs import key
-from test_providers_e2e import KEY, provider_worker
+from test_providers_e2e import GPT_4O_MINI, KEY, cost, provider_worker
 
 from conftest import RunningWorker, run_onward, running_worker
 from onward.client import OnwardClient
@@ -279,20 +279,23 @@ async def test_a_fork_of_a_scripted_run_plays_the_rest_of_its_script(
 async def test_a_scripted_run_forks_to_another_model(
     client: Client, address: str, tmp_path: Path, search_attribute_names: list[str]
 ) -> None:
-    """The rest of the script is the scripted model's: a fork to a provider's model
-    leaves it behind (a script is refused for any other model)."""
+    """The rest of the script is the scripted model's, and a run's price override is its
+    model's: a fork to a provider's model leaves both behind (a script is refused for
+    any other model; the override would price the new model's tokens)."""
     async with FakeProvider(OPENAI_PATH) as server:
         server.script(openai_completion("it is 15"))
         environ = {"OPENAI_BASE_URL": f"{server.url}/v1", "OPENAI_API_KEY": KEY}
         async with provider_worker(client, tmp_path, search_attribute_names, environ) as worker:
             onward = Onward(address, worker.task_queue, tmp_path / "home")
-            run_id = await finished_run(worker)
+            price = {"input_per_mtok": 1000.0, "output_per_mtok": 1000.0}
+            run_id = await finished_run(worker, pricing=price)
             forked = await onward(
                 "fork", run_id, "triple it", "--at-step", "1", "--model", "openai:gpt-4o-mini"
             )
             assert forked.code == 0, forked.stderr
             result = await onward.ok_json("result", forked.stdout.strip())
     assert result["output"] == "it is 15"
+    assert result["usage"]["cost_usd"] == pytest.approx(cost((10, 5), GPT_4O_MINI))
     [request] = server.requests
     sent = [(message["role"], message.get("content")) for message in request.json["messages"]]
     assert sent == [
