@@ -192,6 +192,9 @@ async def test_a_run_this_process_cannot_read_is_unreadable_not_a_change(
     exported = tmp_path / "run.json"
     done = await run_onward("export", run_id, "-o", str(exported), env=where | settings)
     assert done.code == 0, done.stderr
+    document = json.loads(exported.read_text())  # in the clear, but for the histories
+    assert document["input"]["prompt"].startswith("what is (2+3)*2? xxx")
+    assert document["messages"][2]["content"] == "5"
 
     replayed = await run_onward("replay", run_id, "--file", str(exported), env=where | settings)
     assert replayed.code == 0, replayed.stdout + replayed.stderr
