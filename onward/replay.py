@@ -159,7 +159,7 @@ async def replay_histories(histories: Iterable[WorkflowHistory]) -> list[Replaye
             why = f"not a run of Onward's (workflow type {kind or 'unknown'})"
             outcomes.append(Replayed(history.workflow_id, run_id, kind, len(history.events), why))
             continue
-        with _logged_errors() as errors:
+        with _logged_errors(run_id) as errors:
             result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         failure = None if result.replay_failure is None else _said(result.replay_failure)
         unread = next((found for found in map(_unreadable, errors) if found), None)
@@ -177,11 +177,14 @@ decided anything (a payload it could not decode): a worker's log, not this answe
 
 
 @contextmanager
-def _logged_errors() -> Iterator[list[BaseException]]:
-    """The exceptions the SDK logs while a history replays, kept instead of printed."""
+def _logged_errors(run_id: str) -> Iterator[list[BaseException]]:
+    """The exceptions the SDK logs about run ``run_id`` while its history replays, kept
+    instead of printed (a worker of this process goes on logging its own runs')."""
     errors: list[BaseException] = []
 
     def keep(record: logging.LogRecord) -> bool:
+        if not run_id or run_id not in record.getMessage():
+            return True
         if record.exc_info and record.exc_info[1] is not None:
             errors.append(record.exc_info[1])
         return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from onward.client import OnwardClient
 from onward.connection import data_converter
 from onward.contracts import AgentInput, Message, StepRecord
 from onward.errors import InvalidInput
-from onward.replay import fork_point, histories_in_file, replay_histories
+from onward.replay import _logged_errors, fork_point, histories_in_file, replay_histories
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -215,6 +216,21 @@ async def test_a_run_this_process_cannot_read_is_unreadable_not_a_change(
     assert outcome["unreadable"] is True
     assert "cannot read its payloads here: payload " in outcome["failure"]
     assert "ONWARD_PAYLOADS" in outcome["failure"]
+
+
+def test_a_replay_keeps_only_its_own_runs_errors_from_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker in the same process goes on logging its runs' failed tasks meanwhile."""
+    sdk = logging.getLogger("temporalio.worker._workflow")
+    with caplog.at_level(logging.ERROR), _logged_errors("run-1") as errors:
+        for run in ("run-1", "run-2"):
+            try:
+                raise ValueError(f"broken {run}")
+            except ValueError:
+                sdk.exception("Failed handling activation on workflow with run ID %s", run)
+    assert [str(error) for error in errors] == ["broken run-1"]
+    assert [record.getMessage()[-5:] for record in caplog.records] == ["run-2"]
 
 
 async def test_the_python_client_exports_and_replays(client: Client, worker: RunningWorker) -> None:
