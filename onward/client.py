@@ -168,6 +168,11 @@ _NOT_FORKED = frozenset({"prompt", "conversation", "carry", "delegation_depth", 
 and is a run of its own (not a continuation, not a sub-agent in another's workspace)."""
 
 
+def fork_memo(run_id: str, at_step: int) -> dict[str, Any]:
+    """The memo of a run forked from ``run_id`` at ``at_step`` (see :meth:`OnwardClient.fork`)."""
+    return {"forked_from": run_id, "forked_at_step": at_step}
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """Where a run is: its task queue, whether it still runs, when it started."""
@@ -735,18 +740,40 @@ class OnwardClient(SessionMethods):
         id: str | None = None,
         changes: Mapping[str, Any] | None = None,
     ) -> str:
-        """Start a new run from the run's conversation at the end of step ``at_step``.
+        """Start a new run from the run's conversation at the end of step ``at_step``;
+        returns its id. Its input is :meth:`fork_input`'s; its memo says what it was
+        forked from (``forked_from``, ``forked_at_step``).
+
+        Raises:
+            InvalidInput: ``at_step`` is not a finished step, the new input is not
+                valid, or ``run_id`` is a session's.
+            RunAlreadyExists: a run with ``id`` is running.
+            RunNotFound: no run has this id.
+            StoreError: the run's conversation cannot be read from the store.
+        """
+        agent = await self.fork_input(run_id, at_step, prompt, changes=changes)
+        return await self.start(agent, id=id, memo=fork_memo(run_id, at_step))
+
+    async def fork_input(
+        self,
+        run_id: str,
+        at_step: int,
+        prompt: str,
+        *,
+        changes: Mapping[str, Any] | None = None,
+    ) -> AgentInput:
+        """The input of a run going on from the run's conversation at the end of step
+        ``at_step`` (what :meth:`fork` starts).
 
         The new run begins with the conversation as it stood then (the step's reply
         and its tool calls' results, copied inside the store: nothing is asked of a
         model or a tool again), then ``prompt`` as the next user message. It takes
         the run's input (model, tools, budget, settings...) with ``changes``
         (``AgentInput`` fields: ``{"model": "openai:gpt-4.1"}``, say; a ``budget``
-        of some limits keeps the others) over it; a
-        scripted run's script goes on from the turn after ``at_step`` (left behind when
-        ``changes`` name a model that is not the scripted one); another ``model``
-        leaves the run's ``pricing`` override behind (it was its model's price). Its memo says
-        what it was forked from (``forked_from``, ``forked_at_step``). Returns its id.
+        of some limits keeps the others) over it; a scripted run's script goes on
+        from the turn after ``at_step`` (left behind when ``changes`` name a model
+        that is not the scripted one); another ``model`` leaves the run's ``pricing``
+        override behind (it was its model's price).
 
         Raises:
             InvalidInput: ``at_step`` is not a finished step, the new input is not
@@ -787,8 +814,7 @@ class OnwardClient(SessionMethods):
             messages=cut,
             context_tokens=estimate_tokens(messages[:cut]),
         ).model_dump()
-        memo = {"forked_from": run_id, "forked_at_step": at_step}
-        return await self.start(data, id=id, memo=memo)
+        return validated(AgentInput, data)
 
     async def _messages(
         self, transcript: str, steps: builtins.list[StepRecord]

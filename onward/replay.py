@@ -314,9 +314,10 @@ def fork_point(messages: list[Message], offset: int, steps: list[StepRecord], at
             replies than the steps say (not the run's whole transcript).
     """
     if not 1 <= at_step <= len(steps):
-        raise InvalidInput(
-            f"at_step: {at_step} is not a finished step of the run "
-            f"(it has {counted(len(steps), 'finished step')})"
+        raise InvalidInput.at(
+            ("at_step",),
+            f"{at_step} is not a finished step of the run "
+            f"(it has {counted(len(steps), 'finished step')})",
         )
     replies = replies_through(steps, at_step)
     seen = 0
@@ -330,10 +331,11 @@ def fork_point(messages: list[Message], offset: int, steps: list[StepRecord], at
                 end += 1
             return end
     if replies == 0:
-        raise InvalidInput(
-            f"at_step: step {at_step} and those before it have no reply to go on from"
+        raise InvalidInput.at(
+            ("at_step",), f"step {at_step} and those before it have no reply to go on from"
         )
-    raise InvalidInput(
-        f"at_step: the transcript holds {seen} repl{'y' if seen == 1 else 'ies'}, fewer than "
-        f"the run's first {counted(at_step, 'step')} made"
+    raise InvalidInput.at(
+        ("at_step",),
+        f"the transcript holds {seen} repl{'y' if seen == 1 else 'ies'}, fewer than "
+        f"the run's first {counted(at_step, 'step')} made",
     )

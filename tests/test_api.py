@@ -516,3 +516,31 @@ async def test_a_run_is_exported_whole(api: httpx.AsyncClient) -> None:
     assert events[-1]["eventType"] == "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"
     missing = await api.get("/v1/runs/no-such-run/export")
     assert missing.status_code == 404
+
+
+async def test_a_fork_goes_on_from_a_step_of_the_tenants_run(api: httpx.AsyncClient) -> None:
+    created = (await api.post("/v1/runs", json={"prompt": "17*3+4", "script": CALC_SCRIPT})).json()
+    assert (await api.get(f"{created['result_url']}?wait=30")).status_code == 200
+    fork = await api.post(
+        f"{created['status_url']}/fork",
+        json={"at_step": 2, "prompt": "say it in words", "budget": {"max_steps": 4}},
+    )
+    assert fork.status_code == 202, fork.text
+    forked = fork.json()
+    assert forked["id"] != created["id"] and forked["created"] is True
+    assert fork.headers["location"] == forked["status_url"]
+    result = (await api.get(f"{forked['result_url']}?wait=30")).json()
+    # The rest of the script: its third turn, after the two steps taken over.
+    assert [step["text"] for step in result["steps"]] == ["55"]
+    exported = (await api.get(f"{forked['status_url']}/export")).json()
+    assert exported["input"]["budget"]["max_steps"] == 4
+    contents = [m["content"] for m in exported["messages"]]
+    assert contents[0] == "17*3+4" and "say it in words" in contents
+    # A step the run did not finish: located in the body.
+    refused = await api.post(
+        f"{created['status_url']}/fork", json={"at_step": 9, "prompt": "again"}
+    )
+    assert refused.status_code == 422, refused.text
+    assert [p["loc"] for p in refused.json()["error"]["problems"]] == [["body", "at_step"]]
+    missing = await api.post("/v1/runs/no-such-run/fork", json={"at_step": 1, "prompt": "x"})
+    assert missing.status_code == 404

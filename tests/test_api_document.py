@@ -129,6 +129,7 @@ async def test_the_document_is_well_formed_where_fastapi_leaves_it_to_us(
         ("post", "/v1/sessions"),
         ("post", "/v1/sessions/{session_id}/messages"),
         ("post", "/v1/schedules/{schedule_id}/trigger"),  # a run the API starts
+        ("post", "/v1/runs/{run_id}/fork"),  # a new run too
     }
     with_429 = {
         (method, path)

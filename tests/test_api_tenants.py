@@ -82,11 +82,13 @@ async def test_a_tenant_sees_and_controls_only_its_own_runs(
             ("GET", f"{url}/result"),
             ("GET", f"{url}/events"),
             ("GET", f"{url}/export"),
+            ("POST", f"{url}/fork"),
             ("POST", f"{url}/pause"),
             ("POST", f"{url}/resume"),
             ("POST", f"{url}/cancel"),
         ]:
-            other = await http.request(method, path, headers=bearer(globex))
+            body = {"at_step": 1, "prompt": "theirs"} if path.endswith("/fork") else None
+            other = await http.request(method, path, headers=bearer(globex), json=body)
             assert other.status_code == 404, (method, path, other.text)
             assert other.json()["error"]["type"] == "RunNotFound"
         # The same idempotency key in another tenant is another run.

@@ -26,7 +26,7 @@ from pydantic import BeforeValidator
 from temporalio.service import RPCError
 
 from onward.api_keys import ApiKeys
-from onward.client import OnwardClient, RunInfo, new_run_id
+from onward.client import OnwardClient, RunInfo, fork_memo, new_run_id
 from onward.contracts import (
     AGENT_WORKFLOW,
     SESSION_WORKFLOW,
@@ -77,6 +77,7 @@ from onward.starter.api.models import (
     SET_BY_ONWARD,
     CancelBody,
     ControlAnswer,
+    ForkRequest,
     RunCreated,
     RunRequest,
     RunSummary,
@@ -535,6 +536,36 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         """The finished steps."""
         await owned(run_id, tenant)
         return await onward().steps(run_id)
+
+    @app.post(
+        "/v1/runs/{run_id}/fork",
+        status_code=202,
+        response_model=RunCreated,
+        responses={202: {"headers": LOCATION_HEADER}, **error_responses(limited=True)},
+    )
+    async def fork(
+        run_id: RunId, body: ForkRequest, tenant: Tenant, response: Response
+    ) -> RunCreated:
+        """Start a new run from the run's conversation at the end of step ``at_step``
+        (nothing before it is asked of a model or a tool again), with ``prompt`` next;
+        it takes the run's input with the fields given over it (``onward fork``)."""
+        await owned(run_id, tenant)
+        with located("body"):
+            agent = await onward().fork_input(
+                run_id, body.at_step, body.prompt, changes=body.changes()
+            )
+        if gate().limits.max_cost_usd_per_day is not None and agent.pricing is not None:
+            agent = agent.model_copy(update={"pricing": None})  # priced by the workers' table
+        new_id = new_run_id()
+        async with gate().lock(tenant):
+            remaining = await gate().check(tenant)
+            if remaining is not None:
+                agent = _capped(agent, remaining)
+            await onward().start(
+                agent, new_id, tag_tenant=True, memo=fork_memo(run_id, body.at_step)
+            )
+            gate().started(tenant, new_id)
+        return created(new_id, True, response)
 
     @app.get("/v1/runs/{run_id}/export", response_model=RunExport, responses=_ERRORS)
     async def export(run_id: RunId, tenant: Tenant) -> RunExport:

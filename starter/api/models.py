@@ -11,10 +11,19 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from onward.contracts import AgentInput, AgentState, CancelRequest, SessionInput, SteerRequest
+from onward.contracts import (
+    MAX_FALLBACK_MODELS,
+    AgentInput,
+    AgentState,
+    Budget,
+    CancelRequest,
+    SessionInput,
+    SteerRequest,
+)
 from onward.errors import InvalidInput
 from onward.webhooks import url_problem
 
@@ -127,6 +136,33 @@ class RunRequest(AgentInput):
         field with a default still recognises a request sent before.
         """
         return _digest(self)
+
+
+class ForkRequest(BaseModel):
+    """``POST /v1/runs/{id}/fork``: go on from the run's conversation at the end of a step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    at_step: int = Field(ge=1, description="the last step of the run taken over")
+    prompt: str = Field(min_length=1, description="the user message the new run goes on with")
+    model: str | None = Field(default=None, max_length=200, description="instead of the run's")
+    fallback_models: list[str] | None = Field(
+        default=None, max_length=MAX_FALLBACK_MODELS, description="instead of the run's"
+    )
+    budget: Budget | None = Field(
+        default=None, description="limits to change; those left out stay the run's"
+    )
+
+    def changes(self) -> dict[str, Any]:
+        """The fields given, as :meth:`OnwardClient.fork_input` takes them."""
+        changes: dict[str, Any] = {}
+        if self.model is not None:
+            changes["model"] = self.model
+        if self.fallback_models is not None:
+            changes["fallback_models"] = self.fallback_models
+        if self.budget is not None:
+            changes["budget"] = self.budget.model_dump(exclude_unset=True)
+        return changes
 
 
 class ScheduledInput(AgentInput):
