@@ -256,7 +256,11 @@ class ModelActivities:
             server = provider.server if isinstance(provider, HttpModelProvider) else None
             turn = await self._rate_limits.take(request)
             if turn.waited_s:
-                refuse_if_late(request.not_after, "model call")  # the turn came after it?
+                try:
+                    refuse_if_late(request.not_after, "model call")  # the wait overran it?
+                except ApplicationError:
+                    await turn.give_back()
+                    raise
             with self._telemetry.chat(request, server) as chat:
                 try:
                     async with heartbeating():

@@ -43,13 +43,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import compaction
-from onward.activities.heartbeat import heartbeating
+from onward.activities.heartbeat import AttemptAbandoned, heartbeating
 from onward.activities.providers.errors import RATE_LIMITED
 from onward.activities.providers.settings import DEFAULT_TIMEOUT_S
 from onward.contracts import ModelRequest, Usage, provider_of
+from onward.errors import DEADLINE_PASSED, StoreError
 from onward.store.base import MAX_AHEAD_S, RateBackend
 
 __all__ = [
@@ -187,7 +188,12 @@ class Turn:
             ahead - cost for ahead, (cost, _) in zip(aheads, self._costs.values(), strict=True)
         )
 
-    async def _give_back(self) -> None:
+    async def give_back(self) -> None:
+        """Give the place back: the call was not sent (cancelled, or too late for its run).
+
+        Only calls that take their turn afterwards go sooner for it; those already
+        waiting keep the turns they were given.
+        """
         await asyncio.gather(
             *(self._schedules.advance(key, -cost) for key, (cost, _) in self._costs.items())
         )
@@ -264,7 +270,10 @@ class RateLimits:
 
         Raises:
             ApplicationError: ``RateLimited``, retryable: the turn is further away
-                than this attempt can wait (the next attempt comes after the wait).
+                than this attempt can wait (the next attempt comes after the wait);
+                ``DeadlinePassed``: the turn comes after the run's deadline
+                (``request.not_after``). Either gives the place back at once, as a
+                wait cancelled does.
         """
         limits = self.under(request.model)
         if not limits:
@@ -273,8 +282,19 @@ class RateLimits:
         wait_s = await turn._take()
         if wait_s <= 0:
             return turn
+        if request.not_after is not None:
+            after_s = wait_s - (request.not_after - datetime.now(UTC)).total_seconds()
+            if after_s > 0:
+                await turn.give_back()  # nobody waits behind a call that will not go
+                raise ApplicationError(
+                    f"model call not started: its turn under the shared rate limit "
+                    f"({_named(limits)}) comes {after_s:.1f} s after the run's deadline",
+                    type=DEADLINE_PASSED,
+                    non_retryable=True,
+                    category=ApplicationErrorCategory.BENIGN,
+                )
         if wait_s > (can_wait_s := self._can_wait_s()):
-            await turn._give_back()
+            await turn.give_back()
             raise ApplicationError(
                 f"{request.model}: its turn under the shared rate limit ({_named(limits)}) "
                 f"is {wait_s:.0f} s away, more than this attempt can wait "
@@ -289,8 +309,15 @@ class RateLimits:
                 wait_s,
                 _named(limits),
             )
-        async with heartbeating():
-            await asyncio.sleep(wait_s)
+        try:
+            async with heartbeating():
+                await asyncio.sleep(wait_s)
+        except (asyncio.CancelledError, AttemptAbandoned):
+            # The run was cancelled, ended or ran out of time, the attempt timed out, or
+            # the worker is stopping: the call is not sent, and the calls that take their
+            # turn next go in its place.
+            await _given_back_while_cancelled(turn)
+            raise
         turn.waited_s = wait_s
         return turn
 
@@ -304,6 +331,16 @@ class RateLimits:
         ends = info.started_time + info.start_to_close_timeout
         left = (ends - datetime.now(UTC)).total_seconds()
         return max(0.0, left - self._call_timeout_s - _WAIT_MARGIN_S)
+
+
+async def _given_back_while_cancelled(turn: Turn) -> None:
+    """``turn.give_back()`` in a task being cancelled: whatever happens, the cancel goes on."""
+    try:
+        await asyncio.shield(turn.give_back())
+    except asyncio.CancelledError:
+        pass  # cancelled again meanwhile: the shielded give back still finishes
+    except StoreError as err:  # a store that cannot be reached: the place is lost, no more
+        log.warning("a cancelled call's place under the rate limit was not given back: %s", err)
 
 
 def _costs(

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,6 +34,8 @@ from onward.activities.rate_limits import (
 )
 from onward.contracts import AgentInput, AgentResult, Message, ModelRequest, Usage
 from onward.plugin import OnwardPlugin
+from onward.contracts import AgentInput, AgentResult, Budget, Message, ModelRequest, Usage
+from onward.errors import DEADLINE_PASSED
 from onward.starter.render import step_lines
 from onward.store import TranscriptStore
 from onward.store.base import RateBackend
@@ -248,6 +251,47 @@ async def test_a_turn_further_than_the_attempt_can_wait_fails_it_and_gives_its_p
     assert await schedules.advance("openai#requests", 0) == pytest.approx(900.0)
 
 
+async def test_a_call_cancelled_while_waiting_gives_its_place_back() -> None:
+    """A run cancelled (or out of time) while its call waits: the call is not sent, so
+    the calls after it do not wait for it."""
+    schedules = InProcessSchedules()
+    limits = RateLimits({"openai": RateLimit(requests_per_minute=60)}, schedules)
+    await limits.take(request())  # goes at once: the next waits a second
+    waiting = asyncio.create_task(limits.take(request()))
+    await asyncio.sleep(0.2)
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(1.8, abs=0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    # Only the call that went is left to pay off, not the cancelled one too.
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(0.8, abs=0.1)
+
+
+async def test_a_turn_after_the_runs_deadline_is_refused_at_once_and_given_back() -> None:
+    schedules = InProcessSchedules()
+    limits = RateLimits({"openai": RateLimit(requests_per_minute=6)}, schedules)  # 10 s apart
+    await limits.take(request())
+    late = request().model_copy(update={"not_after": datetime.now(UTC) + timedelta(seconds=3)})
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ApplicationError) as refused:
+        await limits.take(late)
+    assert loop.time() - started < 1.0  # not waited for until the deadline
+    assert refused.value.type == DEADLINE_PASSED
+    assert refused.value.non_retryable
+    assert re.search(
+        r"not started: its turn under the shared rate limit \(openai: 6 requests/min\) "
+        r"comes 7\.\d s after the run's deadline",
+        refused.value.message,
+    ), refused.value.message
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(10.0, abs=0.5)
+    # A turn before the deadline is waited for as usual.
+    schedules = InProcessSchedules()
+    limits = RateLimits({"openai": RateLimit(requests_per_minute=120)}, schedules)
+    await limits.take(request())
+    assert (await limits.take(late)).waited_s == pytest.approx(0.5, abs=0.1)
+
+
 # -- workers sharing a store ------------------------------------------------------------
 
 
@@ -385,6 +429,66 @@ async def test_a_429_on_one_worker_holds_back_the_others(
         later = [recorded.at - refused_at for recorded in server.requests[1:]]
     assert len(later) == 2
     assert min(later) > 1.8, later  # neither worker called before the 2 s were up
+
+
+async def test_a_run_cancelled_or_out_of_time_while_its_call_waits_holds_no_one_back(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],  # noqa: F811 - the fixture imported above
+) -> None:
+    """Real workers, 6 requests a minute (10 s apart), one call gone: a run with 2 s
+    left, whose turn is 10 s away, and a run cancelled while its call waits, send
+    nothing, and leave the limit's schedule where the first call left it (they each
+    kept their place before: the next call waited 10 s more for each)."""
+    store = tmp_path / "store"
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(answer("first"))
+        queues = await started_workers(
+            address,
+            tmp_path,
+            workers,
+            store=str(store),
+            limits={"openai": {"requests_per_minute": 6}},
+            openai=server,
+        )
+        schedules = LocalStore(store)
+        loop = asyncio.get_running_loop()
+
+        async def paid_off_at() -> float:
+            return loop.time() + await schedules.advance("openai#requests", 0)
+
+        await run_on(client, queues[0], "first")
+        first_paid_off = await paid_off_at()
+
+        late = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput(prompt="late", model="openai:gpt-4o-mini", budget=Budget(max_duration_s=2)),
+            id=f"rate-{uuid.uuid4().hex[:12]}",
+            task_queue=queues[1],
+        )
+        assert (await late.result()).status == "budget_exceeded"
+        assert await paid_off_at() < first_paid_off + 0.5
+
+        waiting = await client.start_workflow(
+            AgentWorkflow.run,
+            AgentInput(prompt="cancelled", model="openai:gpt-4o-mini"),
+            id=f"rate-{uuid.uuid4().hex[:12]}",
+            task_queue=queues[0],
+        )
+
+        async def waits() -> bool:
+            return await paid_off_at() > first_paid_off + 9
+
+        await eventually(waits)
+        await waiting.signal("cancel")
+        assert (await waiting.result()).status == "cancelled"
+
+        async def given_back() -> bool:
+            return await paid_off_at() < first_paid_off + 0.5
+
+        await eventually(given_back, timeout_s=3)
+        assert len(server.requests) == 1
 
 
 def test_onward_worker_reads_the_flag_or_the_variable(
