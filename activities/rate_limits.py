@@ -37,7 +37,7 @@ import json
 import logging
 import time
 import tomllib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -199,7 +199,11 @@ class Turn:
         )
 
     async def settle(self, usage: Usage) -> None:
-        """Correct the tokens limits from the prompt's estimate to the answer's usage."""
+        """Correct the tokens limits from the prompt's estimate to the answer's usage.
+
+        A store that cannot be reached leaves the estimate (said in the log): the
+        answer is paid for, and failing its attempt would ask the model again.
+        """
         if not self._costs:
             return  # under no limit: every model call of a worker without any comes here
         tokens = usage.input_tokens + usage.output_tokens
@@ -208,15 +212,25 @@ class Turn:
             for key, (cost, per_token) in self._costs.items()
             if per_token and tokens
         ]
-        await asyncio.gather(*corrections)
+        await _or_logged(asyncio.gather(*corrections), "correct the tokens to the usage")
 
     async def refused(self, err: ApplicationError) -> None:
         """A provider's 429 saying how long to wait holds every worker's calls under
-        these limits back until then."""
+        these limits back until then (unless the store cannot be reached: then only
+        this call's retry waits, and ``err`` is still what the attempt fails with)."""
         if err.type != RATE_LIMITED or not err.next_retry_delay or not self._costs:
             return
         hold_s = err.next_retry_delay.total_seconds()
-        await asyncio.gather(*(self._schedules.advance(key, 0.0, hold_s) for key in self._costs))
+        holds = asyncio.gather(*(self._schedules.advance(key, 0.0, hold_s) for key in self._costs))
+        await _or_logged(holds, "hold the other calls back for the provider's Retry-After")
+
+
+async def _or_logged(bookkeeping: Awaitable[object], what: str) -> None:
+    """Await ``bookkeeping`` of a call already made; a store error is logged, not raised."""
+    try:
+        await bookkeeping
+    except StoreError as err:
+        log.warning("cannot %s under the shared rate limit: %s", what, err)
 
 
 _NO_LIMIT = Turn(InProcessSchedules(), {})

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from postgres_server import pg_binary, postgres_url
+from postgres_server import PostgresServer, pg_binary, postgres_url
 from provider_servers import OPENAI_PATH, FakeProvider, Reply, openai_completion
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 - the fixture
+from test_unbounded import OutageModel
 
-from conftest import eventually, run_onward
+from conftest import RunningWorker, eventually, run_onward
 from onward.activities.providers.errors import RATE_LIMITED
 from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.rate_limits import (
@@ -38,10 +39,22 @@ from onward.contracts import AgentInput, AgentResult, Budget, Message, ModelRequ
 from onward.errors import DEADLINE_PASSED
 from onward.starter.render import step_lines
 from onward.store import TranscriptStore
+from onward.contracts import (
+    AgentInput,
+    AgentResult,
+    Budget,
+    Message,
+    ModelRequest,
+    ModelResponse,
+    Usage,
+)
+from onward.errors import DEADLINE_PASSED, StoreError
+from onward.starter.render import step_lines
+from onward.store import open_store
 from onward.store.base import RateBackend
 from onward.store.local import LocalStore
 from onward.store.postgres import PostgresStore
-from onward.worker import parse_args
+from onward.worker import WorkerSettings, build_worker, parse_args
 from onward.workflows import AgentWorkflow
 
 __all__ = ["postgres_url"]  # the fixture, imported for the tests below
@@ -227,6 +240,35 @@ async def test_a_429_holds_back_every_call_under_the_limit() -> None:
     assert await schedules.advance("openai#requests", 0) == pytest.approx(7.0)
     # Another failure (a 500, say) holds nothing back.
     await (await limits.take(request("openai:other"))).refused(ApplicationError("boom"))
+
+
+class StoreGoesAway(InProcessSchedules):
+    """Schedules whose store cannot be reached once ``away`` is set."""
+
+    away = False
+
+    async def advance(self, key: str, add_s: float, hold_s: float = 0.0) -> float:
+        if self.away:
+            raise StoreError("cannot keep the rate limit in the PostgreSQL store: gone")
+        return await super().advance(key, add_s, hold_s)
+
+
+async def test_a_store_away_after_the_call_does_not_fail_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The answer is paid for (or the provider's 429 is what to retry on): the store
+    going away before the schedules are settled is logged, not raised."""
+    schedules = StoreGoesAway()
+    limits = RateLimits({"openai": RateLimit(tokens_per_minute=60_000)}, schedules)
+    turn = await limits.take(request())
+    schedules.away = True
+    await turn.settle(Usage(input_tokens=2_500, output_tokens=500))
+    await turn.refused(
+        ApplicationError("429", type=RATE_LIMITED, next_retry_delay=timedelta(seconds=7))
+    )
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("cannot correct the tokens to the usage" in line for line in logged), logged
+    assert any("cannot hold the other calls back" in line for line in logged), logged
 
 
 async def test_a_turn_further_than_the_attempt_can_wait_fails_it_and_gives_its_place_back() -> None:
@@ -489,6 +531,49 @@ async def test_a_run_cancelled_or_out_of_time_while_its_call_waits_holds_no_one_
 
         await eventually(given_back, timeout_s=3)
         assert len(server.requests) == 1
+
+
+class CountedOutageModel(OutageModel):
+    """:class:`OutageModel`, reporting the answer's usage (so the tokens limit is settled)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        response = await super().complete(request)
+        return response.model_copy(update={"usage": Usage(input_tokens=12, output_tokens=3)})
+
+
+@needs_postgres
+async def test_a_paid_reply_survives_a_postgresql_outage_under_a_rate_limit(
+    client: Client, tmp_path: Path, search_attribute_names: list[str]
+) -> None:
+    """The answer's usage is settled in the store after the call: with PostgreSQL away
+    then, the attempt failed and the next one asked the model again (a second paid
+    answer), where the reply itself waits for the store to come back."""
+    server = PostgresServer()
+    server.start()
+    try:
+        store = await open_store(server.url)
+        model = CountedOutageModel(server)
+        settings = WorkerSettings(
+            task_queue=f"rate-{uuid.uuid4().hex[:8]}",
+            workspace=tmp_path / "ws",
+            rate_limits={"scripted": RateLimit(requests_per_minute=6_000, tokens_per_minute=1e6)},
+        )
+        async with build_worker(
+            client,
+            settings,
+            search_attribute_names=search_attribute_names,
+            providers={"scripted": model},
+            store=store,
+        ):
+            result = await RunningWorker(client, settings.task_queue, settings.workspace).run(
+                AgentInput(prompt="two and two?")
+            )
+        assert result.status == "completed", result.reason
+        assert result.output == "four"
+        assert model.calls == 1 and result.usage.model_calls == 1
+        await store.close()
+    finally:
+        server.remove()
 
 
 def test_onward_worker_reads_the_flag_or_the_variable(
