@@ -26,8 +26,10 @@ only the retry of that call.
 
 The wait is spent inside the call's attempt, heartbeating, so it uses no
 attempt; a turn further away than the attempt can wait for (its 10 minutes, less
-the call's own timeout) gives its place back and fails the attempt as
-``RateLimited``, retried after the wait.
+the call's own timeout) fails the attempt as ``RateLimited`` but keeps its place,
+in the attempt's last heartbeat, for the next attempt, which starts just before
+the turn: one attempt, however far the turn. A call that will not be sent (its
+run cancelled or out of time) gives its place back.
 """
 
 from __future__ import annotations
@@ -74,6 +76,10 @@ _WAIT_MARGIN_S = 30.0
 be waited for inside it."""
 _LOGGED_WAIT_S = 1.0
 """Turns waited for longer than this are logged (at INFO)."""
+_RETRY_LEAD_S = 5.0
+"""The next attempt of a call whose turn is further than an attempt can wait starts this
+long before the turn (or as long as it can wait, if less)."""
+_KEPT_TURN = "rate_limit_turn_at"
 
 
 class RateLimit(BaseModel):
@@ -284,16 +290,23 @@ class RateLimits:
 
         Raises:
             ApplicationError: ``RateLimited``, retryable: the turn is further away
-                than this attempt can wait (the next attempt comes after the wait);
-                ``DeadlinePassed``: the turn comes after the run's deadline
-                (``request.not_after``). Either gives the place back at once, as a
-                wait cancelled does.
+                than this attempt can wait (kept for the next attempt, which comes
+                just before it); ``DeadlinePassed``: the turn comes after the run's
+                deadline (``request.not_after``), and is given back at once, as a
+                wait cancelled is.
         """
         limits = self.under(request.model)
         if not limits:
             return _NO_LIMIT
         turn = Turn(self._schedules, _costs(limits, request))
-        wait_s = await turn._take()
+        now = time.time()
+        kept = _kept_turn(request.model)
+        if kept is None:
+            wait_s, since = await turn._take(), now
+        else:  # an earlier attempt's place, kept for this one: not taken again
+            (at, since), wait_s = kept, kept[0] - now
+            _keep_turn(request.model)  # used: a later attempt takes a turn of its own
+            turn.waited_s = max(0.0, min(at, now) - since)
         if wait_s <= 0:
             return turn
         if request.not_after is not None:
@@ -308,13 +321,19 @@ class RateLimits:
                     category=ApplicationErrorCategory.BENIGN,
                 )
         if wait_s > (can_wait_s := self._can_wait_s()):
-            await turn.give_back()
+            # The place is kept, in the attempt's last heartbeat, for the next attempt,
+            # which starts just before it: calls keep their order, and a turn however
+            # far costs one attempt (given back, every such call was told the same
+            # time, and all but a few of them failed again at once, attempt after
+            # attempt, until the run failed).
+            retry_s = wait_s - min(can_wait_s, _RETRY_LEAD_S)
+            _keep_turn(request.model, (now + wait_s, since))
             raise ApplicationError(
                 f"{request.model}: its turn under the shared rate limit ({_named(limits)}) "
                 f"is {wait_s:.0f} s away, more than this attempt can wait "
-                f"({can_wait_s:.0f} s); tried again then",
+                f"({can_wait_s:.0f} s); kept for the next attempt, in {retry_s:.0f} s",
                 type=RATE_LIMITED,
-                next_retry_delay=timedelta(seconds=wait_s),
+                next_retry_delay=timedelta(seconds=retry_s),
             )
         if wait_s > _LOGGED_WAIT_S:
             log.info(
@@ -332,7 +351,7 @@ class RateLimits:
             # turn next go in its place.
             await _given_back_while_cancelled(turn)
             raise
-        turn.waited_s = wait_s
+        turn.waited_s = now + wait_s - since
         return turn
 
     def _can_wait_s(self) -> float:
@@ -345,6 +364,31 @@ class RateLimits:
         ends = info.started_time + info.start_to_close_timeout
         left = (ends - datetime.now(UTC)).total_seconds()
         return max(0.0, left - self._call_timeout_s - _WAIT_MARGIN_S)
+
+
+def _kept_turn(model: str) -> tuple[float, float] | None:
+    """When the turn an earlier attempt of this call kept for it comes, and when the call
+    began waiting for it (``time.time()``); None: it kept none (or this is no activity)."""
+    if not activity.in_activity():
+        return None
+    for detail in activity.info().heartbeat_details:
+        if isinstance(detail, dict) and detail.get("model") == model:
+            kept = detail.get(_KEPT_TURN)
+            if (
+                isinstance(kept, list)
+                and len(kept) == 2
+                and all(isinstance(t, int | float) and not isinstance(t, bool) for t in kept)
+            ):
+                return float(kept[0]), float(kept[1])
+    return None
+
+
+def _keep_turn(model: str, kept: tuple[float, float] | None = None) -> None:
+    """Leave the turn ``kept`` (when it comes, when the call began waiting for it) to the
+    next attempt, in this one's last heartbeat (Temporal hands it to the next attempt);
+    None: the turn kept was used, a later attempt takes its own."""
+    if activity.in_activity():
+        activity.heartbeat({"model": model, _KEPT_TURN: list(kept) if kept else None})
 
 
 async def _given_back_while_cancelled(turn: Turn) -> None:

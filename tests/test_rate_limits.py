@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -271,7 +272,10 @@ async def test_a_store_away_after_the_call_does_not_fail_it(
     assert any("cannot hold the other calls back" in line for line in logged), logged
 
 
-async def test_a_turn_further_than_the_attempt_can_wait_fails_it_and_gives_its_place_back() -> None:
+async def test_a_turn_further_than_the_attempt_can_wait_is_kept_for_the_next_attempt() -> None:
+    """The attempt fails (RateLimited) but keeps its place, in its last heartbeat; the
+    next, started just before the turn, waits for that place instead of taking another
+    at the end of the queue (given back, every such call was told the same time)."""
     clock = FrozenClock()
     schedules = InProcessSchedules(clock)
     limits = RateLimits(
@@ -284,13 +288,35 @@ async def test_a_turn_further_than_the_attempt_can_wait_fails_it_and_gives_its_p
         started_time=datetime.now(UTC),
         start_to_close_timeout=timedelta(minutes=10),
     )
+    beats: list[tuple[object, ...]] = []
+    environment.on_heartbeat = lambda *details: beats.append(details)
     with pytest.raises(ApplicationError) as failed:
         await environment.run(limits.take, request())
     assert failed.value.type == RATE_LIMITED
     assert not failed.value.non_retryable
-    assert failed.value.next_retry_delay == timedelta(seconds=900)
-    assert "900 s away, more than this attempt can wait (450 s)" in failed.value.message
-    assert await schedules.advance("openai#requests", 0) == pytest.approx(900.0)
+    assert failed.value.next_retry_delay == timedelta(seconds=895)  # 5 s before the turn
+    assert (
+        "900 s away, more than this attempt can wait (450 s); kept for the next attempt, "
+        "in 895 s" in failed.value.message
+    )
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(901.0)  # kept
+
+    # The next attempt, with that heartbeat, when the turn is 0.3 s away: it waits for
+    # it and takes no other (15 minutes waited in all, so says its step).
+    (kept,) = beats[-1]
+    assert isinstance(kept, dict)
+    turn_at, since = kept["rate_limit_turn_at"]
+    shift = time.time() + 0.3 - turn_at
+    kept["rate_limit_turn_at"] = [turn_at + shift, since + shift]
+    environment.info = dataclasses.replace(
+        environment.info, attempt=2, started_time=datetime.now(UTC), heartbeat_details=[kept]
+    )
+    beats.clear()
+    turn = await environment.run(limits.take, request())
+    assert turn.waited_s == pytest.approx(900.0, abs=0.2)
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(901.0)
+    # Used: a later attempt (after a 500, say) takes a turn of its own.
+    assert beats[0] == ({"model": "openai:gpt-4o-mini", "rate_limit_turn_at": None},)
 
 
 async def test_a_call_cancelled_while_waiting_gives_its_place_back() -> None:
@@ -349,6 +375,7 @@ async def started_workers(
     store: str,
     limits: dict[str, dict[str, float]],
     openai: FakeProvider,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
     """Two worker processes, each on its own task queue, sharing ``store`` and ``limits``,
     calling ``openai``."""
@@ -367,6 +394,7 @@ async def started_workers(
                     "ONWARD_RATE_LIMITS": str(path),
                     "OPENAI_API_KEY": "test-key",
                     "OPENAI_BASE_URL": f"{openai.url}/v1",
+                    **(env or {}),
                 },
             )
         )
@@ -471,6 +499,42 @@ async def test_a_429_on_one_worker_holds_back_the_others(
         later = [recorded.at - refused_at for recorded in server.requests[1:]]
     assert len(later) == 2
     assert min(later) > 1.8, later  # neither worker called before the 2 s were up
+
+
+async def test_calls_queued_further_than_an_attempt_can_wait_all_go_in_order(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],  # noqa: F811 - the fixture imported above
+) -> None:
+    """Eight runs at once under 30 requests a minute, with attempts that can wait 5 s
+    (ONWARD_MODEL_TIMEOUT_S=565) and two attempts a call: the calls 2 s apart, in
+    order, every run completed. Each turn given back, every later call was told to
+    come back at the same time, one or two of them went then, the rest failed again,
+    and with their attempts used up five of the eight runs failed."""
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(*(answer(f"answer {i}") for i in range(8)))
+        queues = await started_workers(
+            address,
+            tmp_path,
+            workers,
+            store=str(tmp_path / "store"),
+            limits={"openai": {"requests_per_minute": 30}},
+            openai=server,
+            env={"ONWARD_MODEL_TIMEOUT_S": "565", "ONWARD_MODEL_MAX_ATTEMPTS": "2"},
+        )
+        results = await asyncio.gather(
+            *(run_on(client, queues[i % 2], f"question {i}") for i in range(8))
+        )
+        arrivals = [recorded.at for recorded in server.requests]
+    assert sorted(r.output or "" for r in results) == [f"answer {i}" for i in range(8)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    assert len(arrivals) == 8
+    assert min(gaps) > 1.7, gaps
+    assert arrivals[-1] - arrivals[0] < 16, gaps  # no call waited past its turn
+    # A call's step counts its whole wait, over both attempts: 0, 2, 4, ... 14 s.
+    waits = sorted(result.steps[0].rate_limit_wait_ms for result in results)
+    assert waits[0] < 500 and 13_000 < waits[-1] < 15_500, waits
 
 
 async def test_a_run_cancelled_or_out_of_time_while_its_call_waits_holds_no_one_back(
