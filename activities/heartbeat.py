@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
@@ -62,8 +62,14 @@ def _abandoned() -> tuple[str, int] | None:
 
 
 @asynccontextmanager
-async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterator[None]:
-    """Heartbeat in the background while the body runs (a no-op in local activities)."""
+async def heartbeating(
+    interval_s: float = HEARTBEAT_INTERVAL_S, *, details: Sequence[object] = ()
+) -> AsyncIterator[None]:
+    """Heartbeat in the background while the body runs (a no-op in local activities).
+
+    ``details`` go with every beat: the next attempt reads the last recorded ones
+    (``activity.info().heartbeat_details``) if this one dies.
+    """
     if not activity.in_activity() or activity.info().is_local:
         yield
         return
@@ -78,7 +84,7 @@ async def heartbeating(interval_s: float = HEARTBEAT_INTERVAL_S) -> AsyncIterato
     async def beat() -> None:
         await asyncio.sleep(first)
         while True:
-            activity.heartbeat()
+            activity.heartbeat(*details)
             await asyncio.sleep(interval_s)
 
     task = asyncio.create_task(beat())

@@ -25,11 +25,12 @@ worker's calls under the limits the refused call came under until then, not
 only the retry of that call.
 
 The wait is spent inside the call's attempt, heartbeating, so it uses no
-attempt; a turn further away than the attempt can wait for (its 10 minutes, less
-the call's own timeout) fails the attempt as ``RateLimited`` but keeps its place,
-in the attempt's last heartbeat, for the next attempt, which starts just before
-the turn: one attempt, however far the turn. A call that will not be sent (its
-run cancelled or out of time) gives its place back.
+attempt (the beats keep the place for the next attempt, should the worker die);
+a turn further away than the attempt can wait for (its 10 minutes, less the
+call's own timeout) fails the attempt as ``RateLimited`` but keeps its place, in
+the attempt's last heartbeat, for the next attempt, which starts just before the
+turn: one attempt, however far the turn. A call that will not be sent (its run
+cancelled or out of time) gives its place back.
 """
 
 from __future__ import annotations
@@ -343,14 +344,18 @@ class RateLimits:
                 _named(limits),
             )
         try:
-            async with heartbeating():
+            # Each beat keeps the place for the next attempt, should this worker die.
+            async with heartbeating(details=[_kept(request.model, (now + wait_s, since))]):
                 await asyncio.sleep(wait_s)
         except (asyncio.CancelledError, AttemptAbandoned):
-            # The run was cancelled, ended or ran out of time, the attempt timed out, or
-            # the worker is stopping: the call is not sent, and the calls that take their
-            # turn next go in its place.
-            await _given_back_while_cancelled(turn)
+            # The run was cancelled, ended or ran out of time, or the attempt is given up:
+            # the call is not sent, and the calls that take their turn next go in its
+            # place; unless the next attempt has it (this one timed out, or its worker is
+            # stopping).
+            if not _retried():
+                await _given_back_while_cancelled(turn)
             raise
+        _keep_turn(request.model)  # its turn: a later attempt takes one of its own
         turn.waited_s = now + wait_s - since
         return turn
 
@@ -388,7 +393,21 @@ def _keep_turn(model: str, kept: tuple[float, float] | None = None) -> None:
     next attempt, in this one's last heartbeat (Temporal hands it to the next attempt);
     None: the turn kept was used, a later attempt takes its own."""
     if activity.in_activity():
-        activity.heartbeat({"model": model, _KEPT_TURN: list(kept) if kept else None})
+        activity.heartbeat(_kept(model, kept))
+
+
+def _kept(model: str, kept: tuple[float, float] | None) -> dict[str, object]:
+    """The heartbeat detail :func:`_kept_turn` reads."""
+    return {"model": model, _KEPT_TURN: list(kept) if kept else None}
+
+
+def _retried() -> bool:
+    """Whether the attempt, cut short, is retried with the place it kept (it timed out,
+    or its worker is stopping) rather than not at all (its run cancelled or ended)."""
+    if not activity.in_activity():
+        return False
+    details = activity.cancellation_details()
+    return details is not None and (details.timed_out or details.worker_shutdown)
 
 
 async def _given_back_while_cancelled(turn: Turn) -> None:

@@ -316,7 +316,7 @@ async def test_a_turn_further_than_the_attempt_can_wait_is_kept_for_the_next_att
     assert turn.waited_s == pytest.approx(900.0, abs=0.2)
     assert await schedules.advance("openai#requests", 0) == pytest.approx(901.0)
     # Used: a later attempt (after a 500, say) takes a turn of its own.
-    assert beats[0] == ({"model": "openai:gpt-4o-mini", "rate_limit_turn_at": None},)
+    assert beats[-1] == ({"model": "openai:gpt-4o-mini", "rate_limit_turn_at": None},)
 
 
 async def test_a_call_cancelled_while_waiting_gives_its_place_back() -> None:
@@ -535,6 +535,50 @@ async def test_calls_queued_further_than_an_attempt_can_wait_all_go_in_order(
     # A call's step counts its whole wait, over both attempts: 0, 2, 4, ... 14 s.
     waits = sorted(result.steps[0].rate_limit_wait_ms for result in results)
     assert waits[0] < 500 and 13_000 < waits[-1] < 15_500, waits
+
+
+async def test_a_call_waiting_on_a_worker_killed_keeps_its_place_on_the_next(
+    client: Client,
+    address: str,
+    tmp_path: Path,
+    workers: list[WorkerProcess],  # noqa: F811 - the fixture imported above
+) -> None:
+    """kill -9 of the worker whose call waits its turn (12 requests a minute, 5 s
+    apart): the next attempt, on another worker, waits for the same place. It took
+    another before, at the end of the queue: the call went 5 s late, and the dead
+    attempt's place held every later call back 5 s more."""
+    async with FakeProvider(OPENAI_PATH) as server:
+        server.script(answer("first"), answer("second"))
+        queue = f"rate-{uuid.uuid4().hex[:8]}"
+        limits = tmp_path / "limits.json"
+        limits.write_text('{"openai": {"requests_per_minute": 12}}')
+        env = {
+            "ONWARD_STORE": str(tmp_path / "store"),
+            "ONWARD_RATE_LIMITS": str(limits),
+            "OPENAI_API_KEY": "test-key",
+            "OPENAI_BASE_URL": f"{server.url}/v1",
+        }
+        workspace = tmp_path / "workspace"
+        workers.append(WorkerProcess(address, queue, workspace, tmp_path / "w0.log", env))
+        await wait_ready(workers[0])
+        await run_on(client, queue, "first")
+        second = asyncio.create_task(run_on(client, queue, "second"))
+
+        async def waiting() -> bool:  # its place kept in a heartbeat the server has
+            return "waits 4." in workers[0].log.read_text()
+
+        await eventually(waiting)
+        await asyncio.sleep(2.0)
+        workers[0].kill()
+        workers.append(WorkerProcess(address, queue, workspace, tmp_path / "w1.log", env))
+        result = await second
+        arrivals = [recorded.at for recorded in server.requests]
+        schedules = LocalStore(tmp_path / "store")
+        paid_off = time.monotonic() + await schedules.advance("openai#requests", 0)
+    assert result.output == "second"
+    assert 4.5 < arrivals[1] - arrivals[0] < 7.0, arrivals  # at its place (10 s before)
+    # Two calls' 10 s from the first, not three calls' 15 s.
+    assert 9.5 < paid_off - arrivals[0] < 11.0, paid_off - arrivals[0]
 
 
 async def test_a_run_cancelled_or_out_of_time_while_its_call_waits_holds_no_one_back(
