@@ -88,10 +88,14 @@ class RateLimit(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    requests_per_minute: float | None = Field(default=None, gt=0)
+    # Strict and finite: ``true`` read as 1 a minute, or ``1e999`` as no limit, would
+    # be a typo obeyed in silence.
+    requests_per_minute: float | None = Field(default=None, gt=0, strict=True, allow_inf_nan=False)
     tokens_per_minute: float | None = Field(
         default=None,
         gt=0,
+        strict=True,
+        allow_inf_nan=False,
         description="prompt and answer tokens together (cached prompt tokens count too)",
     )
 
@@ -114,7 +118,7 @@ def load_rate_limits(path: Path) -> dict[str, RateLimit]:
     """
     try:
         text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (OSError, ValueError) as err:
         raise ValueError(f"{RATE_LIMITS_ENV}: cannot read {path}: {err}") from None
     if not isinstance(raw, dict):

@@ -102,6 +102,9 @@ def test_limits_are_read_from_json_or_toml(tmp_path: Path) -> None:
     }
     assert load_rate_limits(as_json) == expected
     assert load_rate_limits(as_toml) == expected
+    as_upper = tmp_path / "LIMITS.TOML"
+    as_upper.write_text(as_toml.read_text())
+    assert load_rate_limits(as_upper) == expected
 
 
 @pytest.mark.parametrize(
@@ -113,6 +116,9 @@ def test_limits_are_read_from_json_or_toml(tmp_path: Path) -> None:
         ('{"openai": {"requests_per_minute": -5}}', "greater than 0"),
         ('{"openai": {"rpm": 5}}', "'openai': rpm: Extra inputs are not permitted"),
         ('{"openai": {"requests_per_minute": "many"}}', "requests_per_minute"),
+        ('{"openai": {"requests_per_minute": true}}', "requests_per_minute"),
+        ('{"openai": {"requests_per_minute": "500"}}', "requests_per_minute"),
+        ('{"openai": {"tokens_per_minute": 1e999}}', "tokens_per_minute: Input should be a finite"),
         ('{" openai": {"requests_per_minute": 5}}', "names no provider or model"),
         ('{"openai:": {"requests_per_minute": 5}}', "names no provider or model"),
         ("{not json", "cannot read"),
