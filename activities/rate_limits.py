@@ -325,7 +325,15 @@ class RateLimits:
                     non_retryable=True,
                     category=ApplicationErrorCategory.BENIGN,
                 )
-        if wait_s > (can_wait_s := self._can_wait_s()):
+        if wait_s > (can_wait_s := self._can_wait_s()) and _last_attempt():
+            await turn.give_back()  # no attempt comes to take it
+            raise ApplicationError(
+                f"{request.model}: its turn under the shared rate limit ({_named(limits)}) "
+                f"is {wait_s:.0f} s away, more than this attempt, the call's last "
+                f"(ONWARD_MODEL_MAX_ATTEMPTS), can wait ({can_wait_s:.0f} s)",
+                type=RATE_LIMITED,
+            )
+        if wait_s > can_wait_s:
             # The place is kept, in the attempt's last heartbeat, for the next attempt,
             # which starts just before it: calls keep their order, and a turn however
             # far costs one attempt (given back, every such call was told the same
@@ -403,6 +411,15 @@ def _keep_turn(model: str, kept: tuple[float, float] | None = None) -> None:
 def _kept(model: str, kept: tuple[float, float] | None) -> dict[str, object]:
     """The heartbeat detail :func:`_kept_turn` reads."""
     return {"model": model, _KEPT_TURN: list(kept) if kept else None}
+
+
+def _last_attempt() -> bool:
+    """Whether this attempt is the call's last (its retry policy's ``maximum_attempts``)."""
+    if not activity.in_activity():
+        return False
+    info = activity.info()
+    limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
+    return 0 < limit <= info.attempt
 
 
 def _retried() -> bool:

@@ -19,6 +19,7 @@ from postgres_server import PostgresServer, pg_binary, postgres_url
 from provider_servers import OPENAI_PATH, FakeProvider, Reply, openai_completion
 from pydantic import ValidationError
 from temporalio.client import Client
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 - the fixture
@@ -323,6 +324,29 @@ async def test_a_turn_further_than_the_attempt_can_wait_is_kept_for_the_next_att
     assert await schedules.advance("openai#requests", 0) == pytest.approx(901.0)
     # Used: a later attempt (after a 500, say) takes a turn of its own.
     assert beats[-1] == ({"model": "openai:gpt-4o-mini", "rate_limit_turn_at": None},)
+
+
+async def test_a_turn_too_far_for_the_last_attempt_is_given_back_and_said_so() -> None:
+    """ONWARD_MODEL_MAX_ATTEMPTS=1: no next attempt comes to take the place kept for it."""
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits({"openai": RateLimit(requests_per_minute=60)}, schedules)
+    await schedules.advance("openai#requests", 900.0)
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(
+        environment.info,
+        started_time=datetime.now(UTC),
+        start_to_close_timeout=timedelta(minutes=10),
+        retry_policy=RetryPolicy(maximum_attempts=1),
+    )
+    with pytest.raises(ApplicationError) as failed:
+        await environment.run(limits.take, request())
+    assert failed.value.type == RATE_LIMITED
+    assert "than this attempt, the call's last (ONWARD_MODEL_MAX_ATTEMPTS), can wait (450 s)" in (
+        failed.value.message
+    )
+    assert "kept" not in failed.value.message
+    assert await schedules.advance("openai#requests", 0) == pytest.approx(900.0)  # given back
 
 
 async def test_a_call_cancelled_while_waiting_gives_its_place_back() -> None:
