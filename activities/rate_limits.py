@@ -79,7 +79,8 @@ _LOGGED_WAIT_S = 1.0
 """Turns waited for longer than this are logged (at INFO)."""
 _RETRY_LEAD_S = 5.0
 """The next attempt of a call whose turn is further than an attempt can wait starts this
-long before the turn (or as long as it can wait, if less)."""
+long before the turn (or half as long as the attempt could wait, if less: the next may
+wait a little less, having read the conversation again)."""
 _KEPT_TURN = "rate_limit_turn_at"
 
 
@@ -339,7 +340,7 @@ class RateLimits:
             # far costs one attempt (given back, every such call was told the same
             # time, and all but a few of them failed again at once, attempt after
             # attempt, until the run failed).
-            retry_s = wait_s - min(can_wait_s, _RETRY_LEAD_S)
+            retry_s = wait_s - min(can_wait_s / 2, _RETRY_LEAD_S)
             _keep_turn(request.model, (now + wait_s, since))
             raise ApplicationError(
                 f"{request.model}: its turn under the shared rate limit ({_named(limits)}) "
