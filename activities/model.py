@@ -271,7 +271,6 @@ class ModelActivities:
                 except ApplicationError as err:
                     await turn.refused(err)
                     raise
-                await turn.settle(response.usage)
                 if response.usage.estimated:
                     # Counted, so a token budget still holds; not priced (unless the
                     # model is free): a cost budget stops the run rather than spend on
@@ -293,6 +292,9 @@ class ModelActivities:
                         update={"cost_usd": cost, "cache_saved_usd": saved}
                     )
                 chat.record(response)
+            # By the usage the step counts: an answer whose provider reported none is
+            # counted estimated, not left out.
+            await turn.settle(response.usage)
             if turn.waited_s:
                 waited = round(turn.waited_s * 1000)
                 response = response.model_copy(update={"rate_limit_wait_ms": waited})

@@ -26,6 +26,7 @@ from test_crash_resume import WorkerProcess, wait_ready, workers  # noqa: F401 -
 from test_unbounded import OutageModel
 
 from conftest import RunningWorker, eventually, run_onward
+from onward.activities.model import ModelActivities
 from onward.activities.providers.errors import RATE_LIMITED
 from onward.activities.providers.scripted import ScriptedModel
 from onward.activities.rate_limits import (
@@ -51,6 +52,7 @@ from onward.contracts import (
     Usage,
 )
 from onward.errors import DEADLINE_PASSED, StoreError
+from onward.pricing import PricingTable
 from onward.starter.render import step_lines
 from onward.store import open_store
 from onward.store.base import RateBackend
@@ -248,6 +250,26 @@ async def test_a_429_holds_back_every_call_under_the_limit() -> None:
     assert await schedules.advance("openai#requests", 0) == pytest.approx(7.0)
     # Another failure (a 500, say) holds nothing back.
     await (await limits.take(request("openai:other"))).refused(ApplicationError("boom"))
+
+
+class Unreported:
+    """A provider whose answers report no usage (an OpenAI-compatible server that omits it)."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(text="y" * 40_000, model=request.model, usage=Usage(estimated=True))
+
+
+async def test_an_answer_with_no_usage_counts_its_estimate_against_the_tokens_limit() -> None:
+    """A 40,000-character answer (about 10,000 tokens) from a provider that reports no
+    usage: the tokens limit counts it as the step does, estimated (it counted the
+    prompt's estimate alone, and the next call went at once)."""
+    clock = FrozenClock()
+    schedules = InProcessSchedules(clock)
+    limits = RateLimits({"quiet": RateLimit(tokens_per_minute=600_000)}, schedules)  # 10,000/s
+    activities = ModelActivities({"quiet": Unreported()}, PricingTable({}), rate_limits=limits)
+    response = await ActivityEnvironment().run(activities.call_model, request("quiet:model"))
+    assert response.usage.estimated and response.usage.output_tokens == 10_000
+    assert await schedules.advance("quiet#tokens", 0) == pytest.approx(1.0, abs=0.01)
 
 
 class StoreGoesAway(InProcessSchedules):
