@@ -36,12 +36,6 @@ from onward.activities.rate_limits import (
     check_providers,
     load_rate_limits,
 )
-from onward.contracts import AgentInput, AgentResult, Message, ModelRequest, Usage
-from onward.plugin import OnwardPlugin
-from onward.contracts import AgentInput, AgentResult, Budget, Message, ModelRequest, Usage
-from onward.errors import DEADLINE_PASSED
-from onward.starter.render import step_lines
-from onward.store import TranscriptStore
 from onward.contracts import (
     AgentInput,
     AgentResult,
@@ -52,9 +46,10 @@ from onward.contracts import (
     Usage,
 )
 from onward.errors import DEADLINE_PASSED, StoreError
+from onward.plugin import OnwardPlugin
 from onward.pricing import PricingTable
 from onward.starter.render import step_lines
-from onward.store import open_store
+from onward.store import TranscriptStore, open_store
 from onward.store.base import RateBackend
 from onward.store.local import LocalStore
 from onward.store.postgres import PostgresStore
