@@ -36,10 +36,8 @@ cancelled or out of time) gives its place back.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-import tomllib
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +49,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from onward import compaction
 from onward.activities.heartbeat import AttemptAbandoned, heartbeating
 from onward.activities.providers.errors import RATE_LIMITED
-from onward.activities.providers.settings import DEFAULT_TIMEOUT_S
+from onward.activities.providers.settings import DEFAULT_TIMEOUT_S, read_settings_file
 from onward.contracts import ModelRequest, Usage, provider_of
 from onward.errors import DEADLINE_PASSED, StoreError
 from onward.store.base import MAX_AHEAD_S, RateBackend
@@ -117,17 +115,9 @@ def load_rate_limits(path: Path) -> dict[str, RateLimit]:
         ValueError: the file is missing, unreadable or invalid; the message names
             the file and the limit, so the worker stops at its start.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{RATE_LIMITS_ENV}: cannot read {path}: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{RATE_LIMITS_ENV}: {path} must map providers or models to limits")
+    raw = read_settings_file(path, RATE_LIMITS_ENV, "providers or models to limits")
     limits: dict[str, RateLimit] = {}
     for key, config in raw.items():
-        if key.startswith("_"):
-            continue
         if not key.strip() or key != key.strip() or key.endswith(":"):
             raise ValueError(
                 f"{RATE_LIMITS_ENV}: {path}: {key!r} names no provider or model "

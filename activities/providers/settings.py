@@ -29,7 +29,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -44,6 +44,7 @@ __all__ = [
     "EndpointConfig",
     "ModelCallSettings",
     "load_endpoints",
+    "read_settings_file",
 ]
 
 DEFAULT_TIMEOUT_S = 120.0
@@ -131,6 +132,24 @@ class EndpointConfig(BaseModel):
     )
 
 
+def read_settings_file(path: Path, variable: str, what: str) -> dict[str, Any]:
+    """The entries of a worker's JSON or TOML settings file (``.toml`` by suffix), but
+    its ``_`` keys ("_comment", as in pricing.json).
+
+    Raises:
+        ValueError: the file is missing, unreadable or no mapping (of ``what``); the
+            message names ``variable`` and the file, so the worker stops at its start.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{variable}: cannot read {path}: {err}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{variable}: {path} must map {what}")
+    return {name: value for name, value in raw.items() if not name.startswith("_")}
+
+
 def load_endpoints(path: Path) -> dict[str, EndpointConfig]:
     """Read a named-endpoints file (``.toml`` by suffix, JSON otherwise).
 
@@ -138,17 +157,9 @@ def load_endpoints(path: Path) -> dict[str, EndpointConfig]:
         ValueError: the file is missing, unreadable or invalid; the message
             names the file and the endpoint, so the worker fails at startup.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"ONWARD_ENDPOINTS: cannot read {path}: {err}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"ONWARD_ENDPOINTS: {path} must map endpoint names to settings")
+    raw = read_settings_file(path, "ONWARD_ENDPOINTS", "endpoint names to settings")
     endpoints: dict[str, EndpointConfig] = {}
     for name, config in raw.items():
-        if name.startswith("_"):
-            continue  # "_comment" keys, as in pricing.json
         if name == "scripted" or not _ENDPOINT_NAME.fullmatch(name):
             raise ValueError(
                 f"ONWARD_ENDPOINTS: {path}: {name!r} cannot name an endpoint "
