@@ -168,6 +168,10 @@ _NOT_FORKED = frozenset({"prompt", "conversation", "carry", "delegation_depth", 
 and is a run of its own (not a continuation, not a sub-agent in another's workspace)."""
 
 
+IN_FLIGHT_LIMIT = 1000
+"""Runs :meth:`OnwardClient.in_flight` lists at most unless told otherwise."""
+
+
 def fork_memo(run_id: str, at_step: int) -> dict[str, Any]:
     """The memo of a run forked from ``run_id`` at ``at_step`` (see :meth:`OnwardClient.fork`)."""
     return {"forked_from": run_id, "forked_at_step": at_step}
@@ -691,6 +695,19 @@ class OnwardClient(SessionMethods):
         from onward.replay import replay_histories  # the workflows' replayer: on demand
 
         return await replay_histories(await self.histories(run_id))
+
+    async def in_flight(self, limit: int = IN_FLIGHT_LIMIT) -> builtins.list[str]:
+        """The ids of the runs and sessions still running (sub-agents' and session
+        messages' runs too), newest first, at most ``limit``: the runs a new version's
+        workers must go on with (see :meth:`replay`)."""
+        query = (
+            "ExecutionStatus = 'Running' AND "
+            f"WorkflowType IN ('{AGENT_WORKFLOW}', '{SESSION_WORKFLOW}')"
+        )
+        with self._translated():
+            return [
+                execution.id async for execution in self._client.list_workflows(query, limit=limit)
+            ]
 
     async def export(self, run_id: str) -> RunExport:
         """The run whole: input, result, whole step log, conversation, and the event

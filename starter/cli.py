@@ -293,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="an `onward export` file, or a Temporal JSON history (repeatable)",
     )
     replay.add_argument("--recent", type=int, metavar="N", help="the N most recent runs too")
+    replay.add_argument(
+        "--running",
+        action="store_true",
+        help="every run and session still running too (up to 1,000): the runs a new "
+        "version's workers must go on with",
+    )
     _json_option(replay, "each run's outcome")
 
     cancel = command("cancel", "end a run as cancelled, keeping what it did")

@@ -288,20 +288,22 @@ async def fork(client: OnwardClient, args: argparse.Namespace) -> int:
 
 
 async def replay(client: OnwardClient, args: argparse.Namespace) -> int:
-    """``onward replay ID... | --file FILE... | --recent N``: whether workers of this
+    """``onward replay ID... | --file FILE... | --recent N | --running``: whether workers of this
     installation would go on with those runs (their histories replay on its workflows)."""
     from onward.replay import Replayed, histories_in_file, replay_histories
 
     if args.recent is not None and args.recent < 1:
         raise CliError(f"--recent: {args.recent} is not a number of runs (1 or more)")
-    if not (args.ids or args.file or args.recent):
-        raise CliError("name runs to replay: their IDs, --file FILE or --recent N")
+    if not (args.ids or args.file or args.recent or args.running):
+        raise CliError("name runs to replay: their IDs, --file FILE, --recent N or --running")
     outcomes: list[Replayed] = []
     for path in args.file:
         outcomes += await replay_histories(histories_in_file(Path(path)))
     ids = list(args.ids)
     if args.recent:
         ids += [row.workflow_id for row in await client.list(limit=args.recent)]
+    if args.running:
+        ids += await client.in_flight()
     for run_id in dict.fromkeys(ids):  # once each, in order
         outcomes += await client.replay(run_id)
     unread = [outcome for outcome in outcomes if outcome.unreadable]

@@ -163,7 +163,9 @@ async def test_replay_says_what_to_name_and_refuses_an_unreadable_file(
 ) -> None:
     nothing = await onward("replay")
     assert nothing.code == 2
-    assert "name runs to replay: their IDs, --file FILE or --recent N" in nothing.stderr
+    assert "name runs to replay: their IDs, --file FILE, --recent N or --running" in (
+        nothing.stderr
+    )
     for count in ("0", "-1"):
         none = await onward("replay", "--recent", count)
         assert none.code == 2
@@ -445,3 +447,30 @@ def test_the_fork_point_counts_replies_not_summaries_or_failed_calls() -> None:
         fork_point(messages[:8], 2, steps, 5)
     with pytest.raises(InvalidInput, match="no reply to go on from"):
         fork_point(messages, 2, [step(1, error="failed")], 1)
+
+
+async def test_replay_running_takes_every_run_and_session_in_flight(
+    client: Client, worker: RunningWorker, onward: Onward
+) -> None:
+    onward_client = OnwardClient(client, task_queue=worker.task_queue)
+    slow = await worker.start(
+        AgentInput.model_validate({"prompt": "wait", "script": [{"text": "late", "delay_s": 30}]})
+    )
+    session = await onward_client.open_session({})
+    ended = await finished_run(worker)
+    try:
+        in_flight = await onward_client.in_flight()
+        assert {slow.id, session} <= set(in_flight)
+        assert ended not in in_flight
+        done = await onward("replay", "--running", "--json")
+        outcomes = done.json()
+        replayed = {o["workflow_id"]: o for o in outcomes}
+        assert {slow.id, session} <= set(replayed)
+        assert replayed[session]["workflow_type"] == "SessionWorkflow"
+        assert replayed[slow.id]["failure"] is None and replayed[session]["failure"] is None
+        # Other tests' runs still in flight on this server may be ones this process
+        # cannot read (encrypted, say): exit 1 exactly when one of them does not replay.
+        assert done.code == (0 if all(o["failure"] is None for o in outcomes) else 1)
+    finally:
+        await slow.cancel()
+        await onward_client.close_session(session)
