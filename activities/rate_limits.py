@@ -52,7 +52,7 @@ from onward.activities.providers.errors import RATE_LIMITED
 from onward.activities.providers.settings import DEFAULT_TIMEOUT_S, read_settings_file
 from onward.contracts import ModelRequest, Usage, provider_of
 from onward.errors import DEADLINE_PASSED, StoreError
-from onward.store.base import MAX_AHEAD_S, RateBackend
+from onward.store.base import MAX_AHEAD_S, RateBackend, advanced
 
 __all__ = [
     "RATE_LIMITS_ENV",
@@ -166,8 +166,7 @@ class InProcessSchedules:
 
     async def advance(self, key: str, add_s: float, hold_s: float = 0.0) -> float:
         now = self._clock()
-        scheduled = max(min(self._scheduled.get(key, now), now + MAX_AHEAD_S), now) + add_s
-        self._scheduled[key] = scheduled = max(scheduled, now + hold_s)
+        self._scheduled[key] = scheduled = advanced(self._scheduled.get(key), now, add_s, hold_s)
         return scheduled - now
 
 

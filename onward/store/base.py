@@ -31,6 +31,7 @@ __all__ = [
     "RateBackend",
     "StoreBackend",
     "StoreError",
+    "advanced",
     "check_transcript_id",
     "memory_key_id",
     "transcript_id",
@@ -176,6 +177,13 @@ MAX_AHEAD_S = 3600.0
 """A shared rate limit's schedule never runs further ahead of the clock than this: a
 clock set back (or a schedule written by a machine whose clock ran ahead) costs at most
 an hour's wait, not the whole difference."""
+
+
+def advanced(scheduled: float | None, now: float, add_s: float, hold_s: float) -> float:
+    """A schedule moved as :meth:`RateBackend.advance` says (``scheduled`` None: a new
+    key's), no further ahead of ``now`` than :data:`MAX_AHEAD_S` before it moves."""
+    start = now if scheduled is None else max(min(scheduled, now + MAX_AHEAD_S), now)
+    return max(start + add_s, now + hold_s)
 
 
 @runtime_checkable

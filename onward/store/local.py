@@ -38,7 +38,7 @@ from pathlib import Path
 from threading import Lock
 from typing import Any, BinaryIO, TypeVar
 
-from onward.store.base import MAX_AHEAD_S, Kind, StoreError, check_transcript_id
+from onward.store.base import Kind, StoreError, advanced, check_transcript_id
 
 __all__ = [
     "CACHED_LOGS",
@@ -322,13 +322,13 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b") as file:
                 fcntl.flock(file, fcntl.LOCK_EX)
+                text = file.read()
                 try:
-                    scheduled = float(file.read() or 0.0)
+                    kept = float(text) if text else None
                 except ValueError:
-                    scheduled = 0.0  # a torn write: the schedule starts again from now
+                    kept = None  # a torn write: the schedule starts again from now
                 now = time.time()
-                scheduled = max(min(scheduled, now + MAX_AHEAD_S), now) + add_s
-                scheduled = max(scheduled, now + hold_s)
+                scheduled = advanced(kept, now, add_s, hold_s)
                 file.seek(0)
                 file.truncate()
                 file.write(repr(scheduled).encode())
