@@ -178,6 +178,21 @@ def fork_memo(run_id: str, at_step: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class _Recorded:
+    """A run as it recorded itself: what ``export`` writes and ``fork`` goes on from."""
+
+    info: RunInfo
+    histories: list[WorkflowHistory]
+    """Each run of its chain, first first."""
+    input: Any
+    """The input its chain's first run was started with (decoded JSON)."""
+    log: StepLog
+    transcript: str
+    messages: list[Message] | None
+    messages_missing: str | None
+
+
+@dataclass(frozen=True)
 class RunInfo:
     """Where a run is: its task queue, whether it still runs, when it started."""
 
@@ -722,29 +737,24 @@ class OnwardClient(SessionMethods):
         """
         from onward.replay import ExportedHistory, RunExport, run_id_of
 
-        info = await self._run_only(run_id)
-        histories = await self.histories(run_id)
-        started = histories[0].events[0].workflow_execution_started_event_attributes
+        recorded = await self._recorded(run_id)
         with self._translated(run_id):
             status = (await self._handle(run_id).describe()).status
-            arguments = await DATA_CONVERTER.decode(started.input.payloads)
-        log = await self.step_log(run_id)
-        result = None if info.running else (await self.result(run_id)).model_dump(mode="json")
-        first_run = started.original_execution_run_id or started.first_execution_run_id
-        messages, missing = await self._messages(transcript_id(run_id, first_run), log.records)
+        running = recorded.info.running
+        result = None if running else (await self.result(run_id)).model_dump(mode="json")
         return RunExport(
             workflow_id=run_id,
-            workflow_type=info.workflow_type,
+            workflow_type=recorded.info.workflow_type,
             status=status.name.lower() if status is not None else "unknown",
-            input=arguments[0] if arguments else None,
+            input=recorded.input,
             result=result,
-            steps=log.records,
-            steps_missing=log.missing,
-            messages=messages,
-            messages_missing=missing,
+            steps=recorded.log.records,
+            steps_missing=recorded.log.missing,
+            messages=recorded.messages,
+            messages_missing=recorded.messages_missing,
             histories=[
                 ExportedHistory(run_id=run_id_of(history), history=history.to_json_dict())
-                for history in histories
+                for history in recorded.histories
             ],
         )
 
@@ -800,17 +810,10 @@ class OnwardClient(SessionMethods):
         """
         from onward.replay import fork_point, replies_through
 
-        await self._run_only(run_id)
-        histories = await self.histories(run_id)
-        started = histories[0].events[0].workflow_execution_started_event_attributes
-        with self._translated(run_id):
-            [original] = await DATA_CONVERTER.decode(started.input.payloads)
-        steps = (await self.step_log(run_id)).records
-        first_run = started.original_execution_run_id or started.first_execution_run_id
-        transcript = transcript_id(run_id, first_run)
-        messages, missing = await self._messages(transcript, steps)
+        recorded = await self._recorded(run_id)
+        original, steps, messages = recorded.input, recorded.log.records, recorded.messages
         if messages is None:
-            raise StoreError(f"cannot fork {run_id}: {missing}")
+            raise StoreError(f"cannot fork {run_id}: {recorded.messages_missing}")
         began_with = (original.get("conversation") or {}).get("messages", 0)
         cut = fork_point(messages, began_with, steps, at_step)
         data = {key: value for key, value in original.items() if key not in _NOT_FORKED}
@@ -827,11 +830,32 @@ class OnwardClient(SessionMethods):
             data.pop("script", None)  # the run's turns, for the scripted model it leaves
         data["prompt"] = prompt
         data["conversation"] = ConversationRef(
-            transcript=transcript,
+            transcript=recorded.transcript,
             messages=cut,
             context_tokens=estimate_tokens(messages[:cut]),
         ).model_dump()
         return validated(AgentInput, data)
+
+    async def _recorded(self, run_id: str) -> _Recorded:
+        """What the run recorded, as export and fork read it.
+
+        Raises:
+            InvalidInput: ``run_id`` is a session's.
+            RunNotFound: no run has this id.
+        """
+        from onward.replay import run_id_of
+
+        info = await self._run_only(run_id)
+        histories = await self.histories(run_id)
+        started = histories[0].events[0].workflow_execution_started_event_attributes
+        with self._translated(run_id):
+            arguments = await DATA_CONVERTER.decode(started.input.payloads)
+        log = await self.step_log(run_id)
+        transcript = transcript_id(run_id, run_id_of(histories[0]))
+        messages, missing = await self._messages(transcript, log.records)
+        return _Recorded(
+            info, histories, arguments[0] if arguments else None, log, transcript, messages, missing
+        )
 
     async def _messages(
         self, transcript: str, steps: builtins.list[StepRecord]
