@@ -456,20 +456,25 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
             with contextlib.suppress(RunNotFound):
                 await repeated(run_id, tenant, memo[REQUEST_MEMO])
                 return created(run_id, False, response)
+        try:
+            # once: a key's run, ended since this request looked, starts no second.
+            await launch(tenant, agent, run_id, memo, once=memo is not None)
+        except RunAlreadyExists:  # the same key, sent twice at once
+            await repeated(run_id, tenant, body.digest())
+            return created(run_id, False, response)
+        return created(run_id, True, response)
+
+    async def launch(
+        tenant: str, agent: AgentInput, run_id: str, memo: dict[str, Any] | None, once: bool
+    ) -> None:
+        """Start the tenant's run if its limits let it (429 if not), its cost capped to
+        what its spend ceiling leaves, and count it as started."""
         async with gate().lock(tenant):
             remaining = await gate().check(tenant)
             if remaining is not None:
                 agent = _capped(agent, remaining)
-            try:
-                # once: a key's run, ended since this request looked, starts no second.
-                await onward().start(
-                    agent, run_id, tag_tenant=True, memo=memo, once=memo is not None
-                )
-            except RunAlreadyExists:  # the same key, sent twice at once
-                await repeated(run_id, tenant, body.digest())
-                return created(run_id, False, response)
+            await onward().start(agent, run_id, tag_tenant=True, memo=memo, once=once)
             gate().started(tenant, run_id)
-        return created(run_id, True, response)
 
     async def repeated(run_id: str, tenant: str, digest: str) -> None:
         """Check that the tenant's run ``run_id`` was started by the same request.
@@ -557,14 +562,7 @@ def api_app(settings: ApiSettings, client: OnwardClient | None = None) -> FastAP
         if gate().limits.max_cost_usd_per_day is not None and agent.pricing is not None:
             agent = agent.model_copy(update={"pricing": None})  # priced by the workers' table
         new_id = new_run_id()
-        async with gate().lock(tenant):
-            remaining = await gate().check(tenant)
-            if remaining is not None:
-                agent = _capped(agent, remaining)
-            await onward().start(
-                agent, new_id, tag_tenant=True, memo=fork_memo(run_id, body.at_step)
-            )
-            gate().started(tenant, new_id)
+        await launch(tenant, agent, new_id, fork_memo(run_id, body.at_step), once=False)
         return created(new_id, True, response)
 
     @app.get("/v1/runs/{run_id}/export", response_model=RunExport, responses=_ERRORS)
