@@ -22,8 +22,10 @@ __all__ = [
     "ATTEMPT_ABANDONED",
     "HEARTBEAT_INTERVAL_S",
     "AttemptAbandoned",
+    "attempt_limit",
     "ensure_current",
     "heartbeating",
+    "last_attempt",
 ]
 
 ATTEMPT_ABANDONED = "AttemptAbandoned"
@@ -104,6 +106,22 @@ async def heartbeating(
         raise AttemptAbandoned(f"attempt {info.attempt} abandoned: {why}") from err
     finally:
         task.cancel()
+
+
+def attempt_limit() -> int | None:
+    """The current activity's ``maximum_attempts``; None: unlimited, or no activity."""
+    if not activity.in_activity():
+        return None
+    policy = activity.info().retry_policy
+    if policy is None or policy.maximum_attempts <= 0:
+        return None
+    return policy.maximum_attempts
+
+
+def last_attempt() -> bool:
+    """Whether the current attempt is its activity's last (no retry follows a failure)."""
+    limit = attempt_limit()
+    return limit is not None and activity.info().attempt >= limit
 
 
 _RUNNING = frozenset(

@@ -30,7 +30,13 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import clearing, compaction, steplog
 from onward.activities.deadline import refuse_if_late
-from onward.activities.heartbeat import AttemptAbandoned, ensure_current, heartbeating
+from onward.activities.heartbeat import (
+    AttemptAbandoned,
+    attempt_limit,
+    ensure_current,
+    heartbeating,
+    last_attempt,
+)
 from onward.activities.providers.base import ModelProvider
 from onward.activities.providers.http_provider import HttpModelProvider
 from onward.activities.providers.streaming import TextSink
@@ -302,7 +308,7 @@ class ModelActivities:
             raise  # the server has moved on: nothing to log or give up here
         except ApplicationError as err:
             # A provider's typed error is expected: one log line, no traceback.
-            if not err.non_retryable and self._last_attempt():
+            if not err.non_retryable and last_attempt():
                 raise self._give_up(err.message, err.type) from None
             self._log_failure(err)
             raise _benign(err) from None
@@ -310,7 +316,7 @@ class ModelActivities:
             # An unexpected failure (a bug, say) is retried like any other, with its
             # traceback logged by the SDK, but it too must end clearly once the
             # attempts are used up.
-            if not self._last_attempt():
+            if not last_attempt():
                 raise
             raise self._give_up(f"{type(err).__name__}: {err}", type(err).__name__) from None
         return response
@@ -458,13 +464,6 @@ class ModelActivities:
             )
         return self._store
 
-    def _attempt_limit(self) -> int | None:
-        """The run's ``maximum_attempts`` (from the worker's setting); None: unlimited."""
-        policy = activity.info().retry_policy
-        if policy is None or policy.maximum_attempts <= 0:
-            return None
-        return policy.maximum_attempts
-
     def _estimated_usage(
         self, provider_name: str, request: ModelRequest, response: ModelResponse
     ) -> Usage:
@@ -485,12 +484,8 @@ class ModelActivities:
             estimated=True,
         )
 
-    def _last_attempt(self) -> bool:
-        limit = self._attempt_limit()
-        return limit is not None and activity.info().attempt >= limit
-
     def _log_failure(self, err: ApplicationError) -> None:
-        limit = self._attempt_limit()
+        limit = attempt_limit()  # the run's, from the worker's setting
         of = f" of {limit}" if limit is not None else ""
         then = "not retried" if err.non_retryable else "retrying"
         activity.logger.warning(

@@ -47,7 +47,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from onward import compaction
-from onward.activities.heartbeat import AttemptAbandoned, heartbeating
+from onward.activities.heartbeat import AttemptAbandoned, heartbeating, last_attempt
 from onward.activities.providers.errors import RATE_LIMITED
 from onward.activities.providers.settings import DEFAULT_TIMEOUT_S, read_settings_file
 from onward.contracts import ModelRequest, Usage, provider_of
@@ -315,7 +315,7 @@ class RateLimits:
                     non_retryable=True,
                     category=ApplicationErrorCategory.BENIGN,
                 )
-        if wait_s > (can_wait_s := self._can_wait_s()) and _last_attempt():
+        if wait_s > (can_wait_s := self._can_wait_s()) and last_attempt():
             await turn.give_back()  # no attempt comes to take it
             raise ApplicationError(
                 f"{request.model}: its turn under the shared rate limit ({_named(limits)}) "
@@ -401,15 +401,6 @@ def _keep_turn(model: str, kept: tuple[float, float] | None = None) -> None:
 def _kept(model: str, kept: tuple[float, float] | None) -> dict[str, object]:
     """The heartbeat detail :func:`_kept_turn` reads."""
     return {"model": model, _KEPT_TURN: list(kept) if kept else None}
-
-
-def _last_attempt() -> bool:
-    """Whether this attempt is the call's last (its retry policy's ``maximum_attempts``)."""
-    if not activity.in_activity():
-        return False
-    info = activity.info()
-    limit = info.retry_policy.maximum_attempts if info.retry_policy else 0
-    return 0 < limit <= info.attempt
 
 
 def _retried() -> bool:
